@@ -1,0 +1,791 @@
+/*  =========================================================================
+    kvt_migration - moves blocks between tiers: demote, promote, reserve
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The only actor that moves KV bytes between tiers. GPU <-> host bytes
+    move by copies between the tiers' slabs (memcpy on the CPU path; the
+    CUDA path uses the gather/scatter kernels of kernels/); host <-> NVMe
+    bytes move by tier_nvme's io_uring, into or out of host slots.
+    Accepts: MIG_RESERVE {count} -> MIG_RESERVE_OK {slots}: free GPU slots,
+               demoting least-recently-used blocks down the hierarchy;
+             MIG_PROMOTE {hashes, tiers, slots} -> MIG_PROMOTE_OK
+               {gpu_slots, failed}: bring host and NVMe blocks to the GPU;
+             MIG_DEMOTE {from_tier, to_tier, max_blocks} -> MIG_DEMOTE_OK {moved}.
+@discuss
+    Tiers are exclusive: a moved block leaves its old slot. A block read
+    back from NVMe whose checksum fails is a miss: it is removed from the
+    index, reported in 'failed', and the scheduler recomputes it.
+    Demotion off the last tier drops the block (counted).
+    Top-level jobs run one at a time, in arrival order; each is a chain of
+    asynchronous calls to the index and the tiers, so the loop never waits.
+    Victims are chosen by the prefix index's per-tier LRU order and are
+    pinned while they move, as are the blocks a request is using.
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_actors.h"
+
+typedef struct _self_t self_t;
+typedef void (s_cont_fn) (self_t *self, void *arg, int rc);
+
+static const char *const s_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_host", "tier_nvme" };
+
+struct _self_t {
+    kvt_actor_t *actor;             //  Our skeleton
+    kvt_arena_t *arenas [2];        //  GPU and host slabs (borrowed)
+    zlist_t *queue;                 //  Top-level requests waiting their turn
+    kvt_msg_t *current;             //  The request being served, or NULL
+};
+
+//  --------------------------------------------------------------------------
+//  Small helpers
+
+static uint64_t *
+s_u64s (size_t count)
+{
+    return (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+}
+
+//  Fire-and-check call: the answer only matters if it fails.
+static void
+s_expect_ok (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    (void) reply_p;
+    if (rc) {
+        kvt_actor_count (self->actor, "housekeeping_failures", 1);
+        kvt_log_warn ("migration: %s failed: %s", (const char *) arg, kvt_strerror (rc));
+    }
+}
+
+static void
+s_send_array (self_t *self, const char *peer, int id, int field, const uint64_t *values,
+              size_t count, const char *what)
+{
+    if (count == 0)
+        return;
+    kvt_msg_t *msg = kvt_msg_new (id);
+    kvt_msg_set_array (msg, field, values, count);
+    kvt_actor_call (self->actor, peer, &msg, s_expect_ok, (void *) what);
+}
+
+static void
+s_free_slots (self_t *self, int tier, const uint64_t *slots, size_t count)
+{
+    s_send_array (self, s_tier_actor [tier], KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+                  slots, count, "TIER_FREE");
+}
+
+static void
+s_unpin (self_t *self, const uint64_t *hashes, size_t count)
+{
+    s_send_array (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
+                  hashes, count, "IDX_UNPIN");
+}
+
+//  Copy blocks between the two memory slabs (GPU tier <-> host tier).
+static void
+s_copy_blocks (self_t *self, int from, const uint64_t *from_slots, int to,
+               const uint64_t *to_slots, size_t count)
+{
+    kvt_arena_t *src = self->arenas [from], *dst = self->arenas [to];
+    size_t bytes = kvt_arena_block_bytes (src);
+    for (size_t k = 0; k < count; k++)
+        memcpy (kvt_arena_block (dst, to_slots [k]), kvt_arena_block (src, from_slots [k]), bytes);
+    kvt_actor_count (self->actor, from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu",
+                     bytes * count);
+}
+
+//  --------------------------------------------------------------------------
+//  ensure: get 'want' free slots in 'tier', demoting from it when short.
+
+typedef struct {
+    int tier;                       //  Where slots are wanted
+    size_t want;                    //  How many
+    uint64_t *slots;                //  Got so far (owned until handed over)
+    size_t have;                    //  Entries in slots
+    int rounds;                     //  Demotion rounds tried
+    s_cont_fn *cont;                //  Called once with the outcome
+    void *cont_arg;                 //  Its argument
+} s_ensure_t;
+
+static void s_ensure_alloc (self_t *self, s_ensure_t *job);
+static void s_demote (self_t *self, int tier, size_t count, s_cont_fn *cont, void *arg);
+
+static void
+s_ensure_demoted (self_t *self, void *arg, int rc)
+{
+    s_ensure_t *job = (s_ensure_t *) arg;
+    if (rc && rc != -ENOSPC) {
+        job->cont (self, job->cont_arg, rc);
+        return;
+    }
+    if (rc == -ENOSPC || ++job->rounds > 4) {
+        job->cont (self, job->cont_arg, -ENOSPC);   //  Everything is pinned
+        return;
+    }
+    s_ensure_alloc (self, job);
+}
+
+static void
+s_ensure_allocated (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_ensure_t *job = (s_ensure_t *) arg;
+    if (rc) {
+        job->cont (self, job->cont_arg, rc);
+        return;
+    }
+    size_t count;
+    const uint64_t *slots = kvt_msg_array (*reply_p, KVT_TIER_ALLOC_OK_SLOTS, &count);
+    for (size_t k = 0; k < count && job->have < job->want; k++)
+        job->slots [job->have++] = slots [k];
+    if (job->have == job->want)
+        job->cont (self, job->cont_arg, 0);
+    else
+        s_demote (self, job->tier, job->want - job->have, s_ensure_demoted, job);
+}
+
+static void
+s_ensure_alloc (self_t *self, s_ensure_t *job)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_ALLOC);
+    kvt_msg_set_u64 (msg, KVT_TIER_ALLOC_COUNT, job->want - job->have);
+    kvt_actor_call (self->actor, s_tier_actor [job->tier], &msg, s_ensure_allocated, job);
+}
+
+//  Start an ensure job; the continuation owns 'job' afterwards (it must
+//  take job->slots and free the job with s_ensure_free).
+static s_ensure_t *
+s_ensure (self_t *self, int tier, size_t want, s_cont_fn *cont, void *arg)
+{
+    s_ensure_t *job = (s_ensure_t *) kvt_zmalloc (sizeof (s_ensure_t));
+    job->tier = tier;
+    job->want = want;
+    job->slots = s_u64s (want);
+    job->cont = cont;
+    job->cont_arg = arg;
+    if (want == 0) {
+        cont (self, arg, 0);
+        return job;
+    }
+    s_ensure_alloc (self, job);
+    return job;
+}
+
+//  Give back the slots an ensure job got (on failure) and free the job.
+static void
+s_ensure_free (self_t *self, s_ensure_t **job_p, bool release_slots)
+{
+    s_ensure_t *job = *job_p;
+    if (!job)
+        return;
+    if (release_slots)
+        s_free_slots (self, job->tier, job->slots, job->have);
+    free (job->slots);
+    free (job);
+    *job_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  demote: move up to 'count' least-recently-used unpinned blocks of
+//  'tier' one tier down (off the last tier: drop them).
+
+typedef struct {
+    int tier;                       //  Where the victims are
+    size_t count;                   //  How many were asked
+    uint64_t *hashes;               //  Victims (pinned by IDX_VICTIMS)
+    uint64_t *slots;                //  Their slots in 'tier'
+    size_t victims;                 //  Entries in hashes/slots
+    s_ensure_t *room;               //  Slots one tier down
+    size_t *moved_out;              //  If set, receives 'victims' on success
+    s_cont_fn *cont;                //  Called once with the outcome
+    void *cont_arg;                 //  Its argument
+} s_demote_t;
+
+static void
+s_demote_finish (self_t *self, s_demote_t *job, int rc)
+{
+    s_cont_fn *cont = job->cont;
+    void *cont_arg = job->cont_arg;
+    if (rc == 0 && job->moved_out)
+        *job->moved_out = job->victims;
+    s_ensure_free (self, &job->room, rc != 0);
+    free (job->hashes);
+    free (job->slots);
+    free (job);
+    cont (self, cont_arg, rc);
+}
+
+//  After the index has the new locations: unpin, free the old slots.
+static void
+s_demote_moved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    (void) reply_p;
+    s_demote_t *job = (s_demote_t *) arg;
+    s_unpin (self, job->hashes, job->victims);
+    if (rc) {
+        s_demote_finish (self, job, rc);
+        return;
+    }
+    s_free_slots (self, job->tier, job->slots, job->victims);
+    kvt_actor_count (self->actor, job->tier == KVT_TIER_GPU? "demoted_gpu_to_host"
+                                                           : "demoted_host_to_nvme", job->victims);
+    s_ensure_free (self, &job->room, false);
+    s_demote_finish (self, job, 0);
+}
+
+static void
+s_demote_update_index (self_t *self, s_demote_t *job, const uint64_t *new_slots)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
+    kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, job->hashes, job->victims);
+    kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, (uint64_t) job->tier + 1);
+    kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, new_slots, job->victims);
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_demote_moved, job);
+}
+
+//  tier_nvme wrote (or failed to write) the host blocks.
+static void
+s_demote_written (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_demote_t *job = (s_demote_t *) arg;
+    if (rc) {
+        s_unpin (self, job->hashes, job->victims);
+        s_demote_finish (self, job, rc);
+        return;
+    }
+    size_t failed_count;
+    const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_WRITE_OK_FAILED, &failed_count);
+    if (failed_count) {
+        //  Keep only what reached the disk; the rest stays on host
+        kvt_actor_count (self->actor, "nvme_write_failures", failed_count);
+        uint64_t *keep_flags = s_u64s (job->victims);
+        for (size_t k = 0; k < failed_count; k++)
+            if (failed [k] < job->victims)
+                keep_flags [failed [k]] = 1;
+        size_t kept = 0;
+        uint64_t *stay = s_u64s (failed_count), *unused = s_u64s (failed_count);
+        size_t stay_count = 0;
+        for (size_t k = 0; k < job->victims; k++) {
+            if (keep_flags [k]) {
+                stay [stay_count] = job->hashes [k];
+                unused [stay_count++] = job->room->slots [k];
+                continue;
+            }
+            job->hashes [kept] = job->hashes [k];
+            job->slots [kept] = job->slots [k];
+            job->room->slots [kept] = job->room->slots [k];
+            kept++;
+        }
+        s_unpin (self, stay, stay_count);
+        s_free_slots (self, KVT_TIER_NVME, unused, stay_count);
+        job->victims = kept;
+        job->room->have = kept;
+        free (keep_flags);
+        free (stay);
+        free (unused);
+        if (kept == 0) {
+            s_demote_finish (self, job, -EIO);
+            return;
+        }
+    }
+    s_demote_update_index (self, job, job->room->slots);
+}
+
+//  Room one tier down is ready: move the bytes.
+static void
+s_demote_have_room (self_t *self, void *arg, int rc)
+{
+    s_demote_t *job = (s_demote_t *) arg;
+    if (rc) {
+        s_unpin (self, job->hashes, job->victims);
+        s_demote_finish (self, job, rc);
+        return;
+    }
+    if (job->tier == KVT_TIER_GPU) {
+        s_copy_blocks (self, KVT_TIER_GPU, job->slots, KVT_TIER_HOST, job->room->slots,
+                       job->victims);
+        s_demote_update_index (self, job, job->room->slots);
+    }
+    else {
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_WRITE);
+        kvt_msg_set_array (msg, KVT_TIER_WRITE_SLOTS, job->room->slots, job->victims);
+        kvt_msg_set_array (msg, KVT_TIER_WRITE_HASHES, job->hashes, job->victims);
+        kvt_msg_set_array (msg, KVT_TIER_WRITE_SRC_SLOTS, job->slots, job->victims);
+        kvt_actor_call (self->actor, "tier_nvme", &msg, s_demote_written, job);
+    }
+}
+
+//  Dropped off the last tier: the index forgot them, free their slots.
+static void
+s_demote_dropped (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    (void) reply_p;
+    s_demote_t *job = (s_demote_t *) arg;
+    if (rc == 0) {
+        s_free_slots (self, job->tier, job->slots, job->victims);
+        kvt_actor_count (self->actor, "dropped", job->victims);
+    }
+    s_demote_finish (self, job, rc);
+}
+
+static void
+s_demote_have_victims (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_demote_t *job = (s_demote_t *) arg;
+    if (rc) {
+        s_demote_finish (self, job, rc);
+        return;
+    }
+    size_t count;
+    const uint64_t *hashes = kvt_msg_array (*reply_p, KVT_IDX_VICTIMS_OK_HASHES, &count);
+    const uint64_t *slots = kvt_msg_array (*reply_p, KVT_IDX_VICTIMS_OK_SLOTS, NULL);
+    if (count == 0) {
+        s_demote_finish (self, job, -ENOSPC);       //  All pinned
+        return;
+    }
+    job->victims = count;
+    job->hashes = s_u64s (count);
+    job->slots = s_u64s (count);
+    memcpy (job->hashes, hashes, count * sizeof (uint64_t));
+    memcpy (job->slots, slots, count * sizeof (uint64_t));
+    if (job->tier == KVT_TIER_NVME) {
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_REMOVE);
+        kvt_msg_set_array (msg, KVT_IDX_REMOVE_HASHES, job->hashes, count);
+        kvt_actor_call (self->actor, "prefix_index", &msg, s_demote_dropped, job);
+    }
+    else
+        job->room = s_ensure (self, job->tier + 1, count, s_demote_have_room, job);
+}
+
+static void
+s_demote (self_t *self, int tier, size_t count, s_cont_fn *cont, void *arg)
+{
+    s_demote_t *job = (s_demote_t *) kvt_zmalloc (sizeof (s_demote_t));
+    job->tier = tier;
+    job->count = count;
+    job->cont = cont;
+    job->cont_arg = arg;
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_VICTIMS);
+    kvt_msg_set_u64 (msg, KVT_IDX_VICTIMS_TIER, (uint64_t) tier);
+    kvt_msg_set_u64 (msg, KVT_IDX_VICTIMS_COUNT, count);
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_demote_have_victims, job);
+}
+
+//  --------------------------------------------------------------------------
+//  Top-level jobs, one at a time
+
+static void s_next_job (self_t *self);
+
+static void
+s_job_reply (self_t *self, kvt_msg_t **reply_p)
+{
+    kvt_actor_reply (self->actor, reply_p);
+    kvt_msg_destroy (&self->current);
+    s_next_job (self);
+}
+
+static void
+s_job_error (self_t *self, int rc, const char *what)
+{
+    kvt_actor_reply_error (self->actor, self->current, rc, what);
+    kvt_msg_destroy (&self->current);
+    s_next_job (self);
+}
+
+//  RESERVE
+
+static void
+s_reserve_done (self_t *self, void *arg, int rc)
+{
+    s_ensure_t *job = *(s_ensure_t **) arg;
+    free (arg);
+    if (rc) {
+        s_ensure_free (self, &job, true);
+        s_job_error (self, rc, "cannot free enough GPU blocks");
+        return;
+    }
+    kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_RESERVE_OK);
+    kvt_msg_set_array (reply, KVT_MIG_RESERVE_OK_SLOTS, job->slots, job->have);
+    s_ensure_free (self, &job, false);
+    s_job_reply (self, &reply);
+}
+
+static void
+s_start_reserve (self_t *self)
+{
+    uint64_t count = kvt_msg_u64 (self->current, KVT_MIG_RESERVE_COUNT);
+    if (count > kvt_arena_block_count (self->arenas [KVT_TIER_GPU])) {
+        s_job_error (self, -ENOSPC, "more blocks than the GPU tier holds");
+        return;
+    }
+    //  The continuation needs the job, which s_ensure returns only after
+    //  it may already have run (count 0): pass a cell it fills in.
+    s_ensure_t **cell = (s_ensure_t **) kvt_zmalloc (sizeof (s_ensure_t *));
+    s_ensure_t *job = (s_ensure_t *) kvt_zmalloc (sizeof (s_ensure_t));
+    job->tier = KVT_TIER_GPU;
+    job->want = count;
+    job->slots = s_u64s (count);
+    job->cont = s_reserve_done;
+    job->cont_arg = cell;
+    *cell = job;
+    if (count == 0)
+        s_reserve_done (self, cell, 0);
+    else
+        s_ensure_alloc (self, job);
+}
+
+//  DEMOTE (admin)
+
+static void
+s_demote_request_done (self_t *self, void *arg, int rc)
+{
+    size_t *moved = (size_t *) arg;
+    size_t count = rc? 0: *moved;
+    free (moved);
+    if (rc && rc != -ENOSPC) {      //  ENOSPC here: nothing unpinned to move
+        s_job_error (self, rc, "demotion failed");
+        return;
+    }
+    kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_DEMOTE_OK);
+    kvt_msg_set_u64 (reply, KVT_MIG_DEMOTE_OK_MOVED, count);
+    s_job_reply (self, &reply);
+}
+
+static void
+s_start_demote (self_t *self)
+{
+    uint64_t from = kvt_msg_u64 (self->current, KVT_MIG_DEMOTE_FROM_TIER);
+    uint64_t to = kvt_msg_u64 (self->current, KVT_MIG_DEMOTE_TO_TIER);
+    uint64_t max_blocks = kvt_msg_u64 (self->current, KVT_MIG_DEMOTE_MAX_BLOCKS);
+    if (from >= KVT_TIER_NVME || to != from + 1) {
+        s_job_error (self, -EINVAL, "demotion goes one tier down: 0->1 or 1->2");
+        return;
+    }
+    s_demote_t *job = (s_demote_t *) kvt_zmalloc (sizeof (s_demote_t));
+    job->tier = (int) from;
+    job->count = max_blocks;
+    job->moved_out = (size_t *) kvt_zmalloc (sizeof (size_t));
+    job->cont = s_demote_request_done;
+    job->cont_arg = job->moved_out;
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_VICTIMS);
+    kvt_msg_set_u64 (msg, KVT_IDX_VICTIMS_TIER, from);
+    kvt_msg_set_u64 (msg, KVT_IDX_VICTIMS_COUNT, max_blocks);
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_demote_have_victims, job);
+}
+
+//  PROMOTE: host and NVMe blocks to the GPU. NVMe blocks stage through
+//  host slots: disk -> host (io_uring) -> GPU (copy).
+
+typedef struct {
+    size_t count;                   //  Blocks asked
+    uint64_t *hashes;               //  Their hashes
+    uint64_t *tiers;                //  Where each is now
+    uint64_t *slots;                //  Its slot there
+    s_ensure_t *gpu;                //  GPU slots, one per block
+    s_ensure_t *staging;            //  Host slots for the NVMe blocks
+    size_t nvme_count;              //  Blocks coming from NVMe
+    uint64_t *nvme_index;           //  Which blocks those are
+    bool *failed;                   //  Per block: could not be read (a miss)
+} s_promote_t;
+
+static void
+s_promote_free (self_t *self, s_promote_t *job, bool release)
+{
+    s_ensure_free (self, &job->gpu, release);
+    s_ensure_free (self, &job->staging, true);      //  Staging is always given back
+    free (job->hashes);
+    free (job->tiers);
+    free (job->slots);
+    free (job->nvme_index);
+    free (job->failed);
+    free (job);
+}
+
+static void
+s_promote_fail (self_t *self, s_promote_t *job, int rc, const char *what)
+{
+    s_promote_free (self, job, true);
+    s_job_error (self, rc, what);
+}
+
+//  Everything has its bytes: update the index, free old slots, reply.
+static void
+s_promote_finish (self_t *self, s_promote_t *job)
+{
+    uint64_t *moved_hashes = s_u64s (job->count), *moved_slots = s_u64s (job->count);
+    uint64_t *host_free = s_u64s (job->count), *nvme_free = s_u64s (job->count);
+    uint64_t *gone = s_u64s (job->count), *gpu_unused = s_u64s (job->count);
+    uint64_t *failed = s_u64s (job->count), *gpu_slots = s_u64s (job->count);
+    size_t moved = 0, host_n = 0, nvme_n = 0, gone_n = 0, unused_n = 0, failed_n = 0;
+    for (size_t k = 0; k < job->count; k++) {
+        gpu_slots [k] = job->gpu->slots [k];
+        if (job->failed [k]) {
+            failed [failed_n++] = k;
+            gone [gone_n++] = job->hashes [k];
+            gpu_unused [unused_n++] = job->gpu->slots [k];
+            gpu_slots [k] = UINT64_MAX;
+            continue;
+        }
+        if (job->tiers [k] == KVT_TIER_GPU)
+            continue;               //  Already there; its slot was passed through
+        moved_hashes [moved] = job->hashes [k];
+        moved_slots [moved++] = job->gpu->slots [k];
+        if (job->tiers [k] == KVT_TIER_HOST)
+            host_free [host_n++] = job->slots [k];
+        else
+            nvme_free [nvme_n++] = job->slots [k];
+    }
+    if (moved) {
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
+        kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, moved_hashes, moved);
+        kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, KVT_TIER_GPU);
+        kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, moved_slots, moved);
+        kvt_actor_call (self->actor, "prefix_index", &msg, s_expect_ok, (void *) "IDX_MOVE");
+    }
+    //  A block that failed its checksum is forgotten, and its disk slot
+    //  freed: the scheduler recomputes it
+    s_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE, KVT_IDX_REMOVE_HASHES, gone, gone_n,
+                  "IDX_REMOVE");
+    for (size_t k = 0; k < job->count; k++)
+        if (job->failed [k])
+            nvme_free [nvme_n++] = job->slots [k];
+    s_free_slots (self, KVT_TIER_HOST, host_free, host_n);
+    s_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
+    s_free_slots (self, KVT_TIER_GPU, gpu_unused, unused_n);
+    kvt_actor_count (self->actor, "promoted", moved);
+    kvt_actor_count (self->actor, "promote_misses", failed_n);
+
+    kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_OK);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_FAILED, failed, failed_n);
+    free (moved_hashes); free (moved_slots); free (host_free); free (nvme_free);
+    free (gone); free (gpu_unused); free (failed); free (gpu_slots);
+    s_promote_free (self, job, false);
+    s_job_reply (self, &reply);
+}
+
+//  Copy host-resident (and staged) blocks to their GPU slots.
+static void
+s_promote_copy (self_t *self, s_promote_t *job)
+{
+    uint64_t *from = s_u64s (job->count), *to = s_u64s (job->count);
+    size_t n = 0, staged = 0;
+    for (size_t k = 0; k < job->count; k++) {
+        if (job->tiers [k] == KVT_TIER_NVME) {
+            if (!job->failed [k]) {
+                from [n] = job->staging->slots [staged];
+                to [n++] = job->gpu->slots [k];
+            }
+            staged++;
+        }
+        else
+        if (job->tiers [k] == KVT_TIER_HOST) {
+            from [n] = job->slots [k];
+            to [n++] = job->gpu->slots [k];
+        }
+    }
+    s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n);
+    free (from);
+    free (to);
+    s_promote_finish (self, job);
+}
+
+static void
+s_promote_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_promote_t *job = (s_promote_t *) arg;
+    if (rc) {
+        //  The disk tier failed as a whole: every NVMe block is a miss
+        kvt_log_warn ("migration: NVMe read failed: %s", kvt_strerror (rc));
+        for (size_t k = 0; k < job->nvme_count; k++)
+            job->failed [job->nvme_index [k]] = true;
+    }
+    else {
+        size_t failed_count;
+        const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_READ_OK_FAILED, &failed_count);
+        for (size_t k = 0; k < failed_count; k++)
+            if (failed [k] < job->nvme_count)
+                job->failed [job->nvme_index [failed [k]]] = true;
+        kvt_actor_count (self->actor, "bytes_nvme_to_host",
+                         (job->nvme_count - failed_count) * kvt_arena_block_bytes (self->arenas [1]));
+    }
+    s_promote_copy (self, job);
+}
+
+static void
+s_promote_have_staging (self_t *self, void *arg, int rc)
+{
+    s_promote_t *job = (s_promote_t *) arg;
+    if (rc) {
+        s_promote_fail (self, job, rc, "no host room to stage NVMe blocks");
+        return;
+    }
+    uint64_t *nvme_slots = s_u64s (job->nvme_count), *hashes = s_u64s (job->nvme_count);
+    for (size_t k = 0; k < job->nvme_count; k++) {
+        nvme_slots [k] = job->slots [job->nvme_index [k]];
+        hashes [k] = job->hashes [job->nvme_index [k]];
+    }
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
+    kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, nvme_slots, job->nvme_count);
+    kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, hashes, job->nvme_count);
+    kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, job->staging->slots, job->nvme_count);
+    kvt_actor_call (self->actor, "tier_nvme", &msg, s_promote_read, job);
+    free (nvme_slots);
+    free (hashes);
+}
+
+static void
+s_promote_have_gpu (self_t *self, void *arg, int rc)
+{
+    s_promote_t *job = (s_promote_t *) arg;
+    if (rc) {
+        s_promote_fail (self, job, rc, "cannot free enough GPU blocks");
+        return;
+    }
+    //  Blocks already on the GPU keep their slot: put it back in place
+    //  of the one reserved for them, which is released at finish
+    for (size_t k = 0; k < job->count; k++)
+        if (job->tiers [k] == KVT_TIER_GPU) {
+            uint64_t spare = job->gpu->slots [k];
+            job->gpu->slots [k] = job->slots [k];
+            s_free_slots (self, KVT_TIER_GPU, &spare, 1);
+        }
+    if (job->nvme_count)
+        job->staging = s_ensure (self, KVT_TIER_HOST, job->nvme_count,
+                                 s_promote_have_staging, job);
+    else
+        s_promote_copy (self, job);
+}
+
+static void
+s_start_promote (self_t *self)
+{
+    size_t count, tier_count, slot_count;
+    const uint64_t *hashes = kvt_msg_array (self->current, KVT_MIG_PROMOTE_HASHES, &count);
+    const uint64_t *tiers = kvt_msg_array (self->current, KVT_MIG_PROMOTE_TIERS, &tier_count);
+    const uint64_t *slots = kvt_msg_array (self->current, KVT_MIG_PROMOTE_SLOTS, &slot_count);
+    if (tier_count != count || slot_count != count) {
+        s_job_error (self, -EINVAL, "hashes, tiers and slots differ in length");
+        return;
+    }
+    for (size_t k = 0; k < count; k++)
+        if (tiers [k] >= KVT_TIER_COUNT
+        ||  (tiers [k] < 2 && slots [k] >= kvt_arena_block_count (self->arenas [tiers [k]]))) {
+            s_job_error (self, -ERANGE, "tier or slot out of range");
+            return;
+        }
+    if (count == 0 || count > kvt_arena_block_count (self->arenas [KVT_TIER_GPU])) {
+        s_job_error (self, count? -ENOSPC: -EINVAL, count? "more blocks than the GPU tier holds"
+                                                         : "nothing to promote");
+        return;
+    }
+    s_promote_t *job = (s_promote_t *) kvt_zmalloc (sizeof (s_promote_t));
+    job->count = count;
+    job->hashes = s_u64s (count);
+    job->tiers = s_u64s (count);
+    job->slots = s_u64s (count);
+    job->nvme_index = s_u64s (count);
+    job->failed = (bool *) kvt_zmalloc ((count + 1) * sizeof (bool));
+    memcpy (job->hashes, hashes, count * sizeof (uint64_t));
+    memcpy (job->tiers, tiers, count * sizeof (uint64_t));
+    memcpy (job->slots, slots, count * sizeof (uint64_t));
+    for (size_t k = 0; k < count; k++)
+        if (tiers [k] == KVT_TIER_NVME)
+            job->nvme_index [job->nvme_count++] = k;
+    job->gpu = s_ensure (self, KVT_TIER_GPU, count, s_promote_have_gpu, job);
+}
+
+//  --------------------------------------------------------------------------
+//  Queue of top-level requests
+
+static void
+s_next_job (self_t *self)
+{
+    if (self->current)
+        return;
+    self->current = (kvt_msg_t *) zlist_pop (self->queue);
+    if (!self->current)
+        return;
+    switch (kvt_msg_id (self->current)) {
+        case KVT_MSG_MIG_RESERVE: s_start_reserve (self); break;
+        case KVT_MSG_MIG_PROMOTE: s_start_promote (self); break;
+        case KVT_MSG_MIG_DEMOTE:  s_start_demote (self); break;
+        default: assert (false);
+    }
+}
+
+static int
+s_handle_job (void *self_ptr, kvt_msg_t **msg_p)
+{
+    self_t *self = (self_t *) self_ptr;
+    zlist_append (self->queue, *msg_p);
+    *msg_p = NULL;                  //  Answered when its turn comes
+    kvt_actor_gauge (self->actor, "queued", zlist_size (self->queue));
+    s_next_job (self);
+    return 0;
+}
+
+static void *
+s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
+{
+    (void) config;
+    self_t *self = (self_t *) kvt_zmalloc (sizeof (self_t));
+    self->actor = actor;
+    self->queue = zlist_new ();
+    return self;
+}
+
+static void
+s_self_destroy (void **self_p)
+{
+    self_t *self = (self_t *) *self_p;
+    if (self) {
+        kvt_msg_t *msg;
+        while ((msg = (kvt_msg_t *) zlist_pop (self->queue)))
+            kvt_msg_destroy (&msg);
+        zlist_destroy (&self->queue);
+        kvt_msg_destroy (&self->current);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static int
+s_self_start (void *self_ptr)
+{
+    self_t *self = (self_t *) self_ptr;
+    self->arenas [KVT_TIER_GPU] = kvt_arena_find ("gpu");
+    self->arenas [KVT_TIER_HOST] = kvt_arena_find ("host");
+    if (!self->arenas [0] || !self->arenas [1]) {
+        kvt_log_error ("migration: the GPU and host arenas are not mapped in this process");
+        return -ENOENT;
+    }
+    return 0;
+}
+
+static const char *const s_peers [] = { "prefix_index", "tier_gpu", "tier_host", "tier_nvme", NULL };
+
+const kvt_actor_def_t kvt_migration_def = {
+    .name = "migration",
+    .create = s_self_new,
+    .start = s_self_start,
+    .destroy = s_self_destroy,
+    .peers = s_peers,
+    .handlers = {
+        [KVT_MSG_MIG_RESERVE] = s_handle_job,
+        [KVT_MSG_MIG_PROMOTE] = s_handle_job,
+        [KVT_MSG_MIG_DEMOTE]  = s_handle_job,
+    },
+};

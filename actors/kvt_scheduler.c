@@ -1,0 +1,749 @@
+/*  =========================================================================
+    kvt_scheduler - the front door: admits client requests, plans, replies
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Clients talk to the scheduler's ROUTER (scheduler/endpoint, tcp:// by
+    default, and scheduler/ipc_endpoint) in the client messages of
+    messages/PROTOCOL.md: HELLO, LOOKUP, STORE, LOAD, GENERATE, STATS,
+    DEMOTE. Each request becomes a job that walks the other actors:
+      GENERATE: hash the prompt's blocks -> prefix_index IDX_MATCH (pins the
+        cached prefix) -> migration MIG_PROMOTE for blocks on host or NVMe
+        -> MIG_RESERVE GPU slots for the rest -> compute COMP_RUN -> index
+        IDX_INSERT the computed blocks -> unpin -> GENERATE_OK.
+    Many jobs are in flight at once; each reply goes to whoever asked.
+@discuss
+    Bad input on the front door - undecodable frames, a wrong version, an
+    unknown or internal message id, oversize frames, tokens outside the
+    vocabulary, out-of-range tiers - is answered with ERROR and counted;
+    the scheduler keeps serving everyone else. A client that vanished
+    gets its reply dropped and counted (ROUTER_MANDATORY).
+    A block that failed its checksum on the way back from disk is
+    recomputed: the cached prefix is cut at the first block that could
+    not be promoted.
+    With scheduler/caching = 0 nothing is reused or kept: the baseline of
+    the demo's comparison.
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_actors.h"
+
+#define S_MAX_NEW_TOKENS 4096       //  Longest decode one request may ask
+
+typedef struct _self_t self_t;
+
+typedef struct {
+    self_t *self;                   //  Owner
+    kvt_msg_t *request;             //  Client request, with its envelope
+    int64_t admitted_us;            //  When it arrived
+    uint32_t *tokens;               //  Prompt
+    size_t token_count;             //  Tokens in prompt
+    uint64_t *hashes;               //  Chained hash of each full block
+    size_t block_count;             //  Full blocks in the prompt
+    uint64_t *tiers;                //  Where each matched block was
+    uint64_t *slots;                //  GPU slot of every full block (after planning)
+    size_t matched;                 //  Leading blocks found in cache
+    size_t pinned;                  //  Leading hashes pinned in the index
+    size_t reserved_from;           //  slots [reserved_from..] came from MIG_RESERVE
+    size_t reserved_count;          //  How many (given back on failure)
+    uint64_t from_tier [KVT_TIER_COUNT];   //  Prefix blocks served per tier
+    kvt_msg_t *result;              //  COMP_RUN_OK, kept for the reply
+    int pending;                    //  STATS: peers not yet answered
+} s_job_t;
+
+struct _self_t {
+    kvt_actor_t *actor;             //  Our skeleton
+    zsock_t *frontdoor;             //  ROUTER for clients
+    char *endpoint;                 //  tcp:// front door
+    char *ipc_endpoint;             //  ipc:// front door
+    size_t max_frame;               //  Larger client frames get EMSGSIZE
+    size_t max_queue;               //  Jobs in flight beyond this get EBUSY
+    size_t jobs;                    //  Jobs in flight
+    bool caching;                   //  Reuse cached blocks?
+    kvt_block_shape_t shape;        //  Block geometry
+    size_t block_bytes;             //  Bytes per block
+    int vocab;                      //  Token ids are < vocab
+    kvt_arena_t *gpu;               //  GPU slab, for STORE and LOAD bytes
+};
+
+static const char *const s_peers [] = {
+    "prefix_index", "migration", "compute", "tier_gpu", "tier_host", "tier_nvme", NULL };
+#define S_PEER_COUNT 6
+
+//  --------------------------------------------------------------------------
+//  Jobs
+
+static s_job_t *
+s_job_new (self_t *self, kvt_msg_t **request_p)
+{
+    s_job_t *job = (s_job_t *) kvt_zmalloc (sizeof (s_job_t));
+    job->self = self;
+    job->request = *request_p;
+    *request_p = NULL;
+    job->admitted_us = kvt_now_us ();
+    self->jobs++;
+    return job;
+}
+
+static void
+s_fire (self_t *self, const char *peer, int id, int field, const uint64_t *values, size_t count)
+{
+    if (count == 0)
+        return;
+    kvt_msg_t *msg = kvt_msg_new (id);
+    kvt_msg_set_array (msg, field, values, count);
+    kvt_actor_call (self->actor, peer, &msg, NULL, NULL);
+}
+
+//  Release what the job holds (pins, reserved slots) and free it.
+static void
+s_job_end (s_job_t *job, bool release_reserved)
+{
+    self_t *self = job->self;
+    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
+            job->pinned);
+    if (release_reserved)
+        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+                job->slots + job->reserved_from, job->reserved_count);
+    kvt_msg_destroy (&job->request);
+    kvt_msg_destroy (&job->result);
+    free (job->tokens);
+    free (job->hashes);
+    free (job->tiers);
+    free (job->slots);
+    free (job);
+    self->jobs--;
+}
+
+static void
+s_send_client (self_t *self, kvt_msg_t **reply_p)
+{
+    if (kvt_msg_send (reply_p, self->frontdoor))
+        kvt_actor_count (self->actor, "replies_undelivered", 1);   //  Client left
+}
+
+static void
+s_job_fail (s_job_t *job, int rc, const char *what)
+{
+    kvt_msg_t *reply = kvt_msg_error_new (job->request, rc, "%s: %s", what, kvt_strerror (rc));
+    kvt_actor_count (job->self->actor, "errors", 1);
+    s_send_client (job->self, &reply);
+    s_job_end (job, true);
+}
+
+//  Validate the tokens of a request and hash its full blocks.
+static int
+s_job_prepare (s_job_t *job, int tenant_field, int tokens_field)
+{
+    self_t *self = job->self;
+    size_t count;
+    const uint64_t *tokens = kvt_msg_array (job->request, tokens_field, &count);
+    for (size_t k = 0; k < count; k++)
+        if (tokens [k] >= (uint64_t) self->vocab)
+            return -EINVAL;
+    job->tokens = (uint32_t *) kvt_zmalloc ((count + 1) * sizeof (uint32_t));
+    for (size_t k = 0; k < count; k++)
+        job->tokens [k] = (uint32_t) tokens [k];
+    job->token_count = count;
+    size_t blocks = count / (size_t) self->shape.block_tokens;
+    job->hashes = (uint64_t *) kvt_zmalloc ((blocks + 1) * sizeof (uint64_t));
+    job->tiers = (uint64_t *) kvt_zmalloc ((blocks + 1) * sizeof (uint64_t));
+    job->slots = (uint64_t *) kvt_zmalloc ((blocks + 1) * sizeof (uint64_t));
+    uint64_t salt = kvt_block_tenant_salt (kvt_msg_str (job->request, tenant_field));
+    job->block_count = kvt_block_hash_chain (job->tokens, count, self->shape.block_tokens,
+                                             salt, job->hashes);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Planning shared by GENERATE, LOAD and STORE:
+//  match (pin) -> promote what is not on the GPU -> continue.
+
+typedef void (s_step_fn) (s_job_t *job);
+
+typedef struct {
+    s_job_t *job;                   //  The job being planned
+    s_step_fn *next;                //  What to do once the prefix is on the GPU
+} s_plan_t;
+
+static void
+s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    (void) self_ptr;
+    s_plan_t *plan = (s_plan_t *) arg;
+    s_job_t *job = plan->job;
+    s_step_fn *next = plan->next;
+    free (plan);
+    if (rc) {
+        s_job_fail (job, rc, "cannot bring the cached prefix to the GPU");
+        return;
+    }
+    size_t count, failed_count;
+    const uint64_t *gpu_slots = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_GPU_SLOTS, &count);
+    const uint64_t *failed = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_FAILED, &failed_count);
+    size_t cut = job->matched;
+    for (size_t k = 0; k < failed_count; k++)
+        if (failed [k] < cut)
+            cut = failed [k];
+    for (size_t k = 0; k < count && k < job->matched; k++)
+        job->slots [k] = gpu_slots [k];
+    if (cut < job->matched) {
+        //  A block failed its checksum: recompute from there on. Blocks
+        //  after it that did arrive stay cached for others, unpinned.
+        kvt_actor_count (job->self->actor, "prefix_cut_by_misses", 1);
+        s_fire (job->self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
+                job->hashes + cut, job->matched - cut);
+        job->pinned = cut;
+        job->matched = cut;
+    }
+    next (job);
+}
+
+static void
+s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    (void) self_ptr;
+    s_plan_t *plan = (s_plan_t *) arg;
+    s_job_t *job = plan->job;
+    if (rc) {
+        free (plan);
+        s_job_fail (job, rc, "prefix lookup failed");
+        return;
+    }
+    size_t matched;
+    const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
+    const uint64_t *slots = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_SLOTS, NULL);
+    job->matched = job->pinned = matched;
+    bool all_on_gpu = true;
+    for (size_t k = 0; k < matched; k++) {
+        job->tiers [k] = tiers [k];
+        job->slots [k] = slots [k];
+        if (tiers [k] < KVT_TIER_COUNT)
+            job->from_tier [tiers [k]]++;
+        all_on_gpu = all_on_gpu && tiers [k] == KVT_TIER_GPU;
+    }
+    if (all_on_gpu) {
+        s_step_fn *next = plan->next;
+        free (plan);
+        next (job);
+        return;
+    }
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE);
+    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_HASHES, job->hashes, matched);
+    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_TIERS, job->tiers, matched);
+    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_SLOTS, job->slots, matched);
+    kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, plan);
+}
+
+static void
+s_plan (s_job_t *job, s_step_fn *next)
+{
+    if (!job->self->caching || job->block_count == 0) {
+        next (job);                 //  Nothing to reuse
+        return;
+    }
+    s_plan_t *plan = (s_plan_t *) kvt_zmalloc (sizeof (s_plan_t));
+    plan->job = job;
+    plan->next = next;
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
+    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
+    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 1);
+    kvt_actor_call (job->self->actor, "prefix_index", &msg, s_plan_matched, plan);
+}
+
+//  Reserve GPU slots for blocks [matched, block_count), then 'next'.
+static void
+s_reserved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    (void) self_ptr;
+    s_plan_t *plan = (s_plan_t *) arg;
+    s_job_t *job = plan->job;
+    s_step_fn *next = plan->next;
+    free (plan);
+    if (rc) {
+        s_job_fail (job, rc, "cannot reserve GPU blocks");
+        return;
+    }
+    size_t count;
+    const uint64_t *slots = kvt_msg_array (*reply_p, KVT_MIG_RESERVE_OK_SLOTS, &count);
+    job->reserved_from = job->matched;
+    job->reserved_count = count;
+    for (size_t k = 0; k < count; k++)
+        job->slots [job->matched + k] = slots [k];
+    if (count != job->block_count - job->matched) {
+        s_job_fail (job, -ENOSPC, "GPU reservation came back short");
+        return;
+    }
+    next (job);
+}
+
+static void
+s_reserve (s_job_t *job, s_step_fn *next)
+{
+    s_plan_t *plan = (s_plan_t *) kvt_zmalloc (sizeof (s_plan_t));
+    plan->job = job;
+    plan->next = next;
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_RESERVE);
+    kvt_msg_set_u64 (msg, KVT_MIG_RESERVE_COUNT, job->block_count - job->matched);
+    kvt_actor_call (job->self->actor, "migration", &msg, s_reserved, plan);
+}
+
+//  Insert blocks [matched, block_count) as GPU-resident; free duplicates.
+static void
+s_inserted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    (void) arg;
+    if (rc)
+        return;                     //  Counted by the skeleton; slots stay leaked-free below
+    size_t count;
+    const uint64_t *duplicates = kvt_msg_array (*reply_p, KVT_IDX_INSERT_OK_DUPLICATES, &count);
+    (void) duplicates;
+    kvt_actor_count (self->actor, "duplicate_blocks", count);
+}
+
+static void
+s_insert_computed (s_job_t *job)
+{
+    self_t *self = job->self;
+    size_t count = job->block_count - job->matched;
+    if (!self->caching || count == 0) {
+        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+                job->slots + job->matched, count);
+        return;
+    }
+    //  A block another request inserted first is a duplicate: the index
+    //  keeps the first copy and tells us which slots to free, which the
+    //  job does right here since it knows them
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_INSERT);
+    kvt_msg_set_array (msg, KVT_IDX_INSERT_HASHES, job->hashes + job->matched, count);
+    kvt_msg_set_u64 (msg, KVT_IDX_INSERT_TIER, KVT_TIER_GPU);
+    kvt_msg_set_array (msg, KVT_IDX_INSERT_SLOTS, job->slots + job->matched, count);
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_inserted, NULL);
+}
+
+//  --------------------------------------------------------------------------
+//  GENERATE
+
+static void
+s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_job_t *job = (s_job_t *) arg;
+    if (rc) {
+        s_job_fail (job, rc, "compute failed");
+        return;
+    }
+    s_insert_computed (job);
+    job->reserved_count = 0;        //  Owned by the index (or freed) now
+    size_t count;
+    const uint64_t *tokens = kvt_msg_array (*reply_p, KVT_COMP_RUN_OK_TOKENS, &count);
+    uint64_t compute_ttft = kvt_msg_u64 (*reply_p, KVT_COMP_RUN_OK_TTFT_US);
+    uint64_t compute_total = kvt_msg_u64 (*reply_p, KVT_COMP_RUN_OK_TOTAL_US);
+    int64_t now = kvt_now_us ();
+    int64_t total_us = now - job->admitted_us;
+    //  Time to first token: everything before compute's first token
+    int64_t ttft_us = total_us - (int64_t) (compute_total - compute_ttft);
+    kvt_msg_t *reply = kvt_msg_reply_new (job->request, KVT_MSG_GENERATE_OK);
+    kvt_msg_set_array (reply, KVT_GENERATE_OK_TOKENS, tokens, count);
+    kvt_msg_set_u64 (reply, KVT_GENERATE_OK_TTFT_US, (uint64_t) (ttft_us > 0? ttft_us: 0));
+    kvt_msg_set_u64 (reply, KVT_GENERATE_OK_TOTAL_US, (uint64_t) total_us);
+    kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_GPU, job->from_tier [KVT_TIER_GPU]);
+    kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_HOST, job->from_tier [KVT_TIER_HOST]);
+    kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_NVME, job->from_tier [KVT_TIER_NVME]);
+    kvt_msg_set_u64 (reply, KVT_GENERATE_OK_COMPUTED, job->block_count - job->matched);
+    //  Blocks that failed their checksum were counted as served; correct it
+    uint64_t served = job->from_tier [0] + job->from_tier [1] + job->from_tier [2];
+    if (served > job->matched) {
+        uint64_t excess = served - job->matched;
+        for (int t = KVT_TIER_NVME; t >= 0 && excess; t--) {
+            uint64_t take = job->from_tier [t] < excess? job->from_tier [t]: excess;
+            job->from_tier [t] -= take;
+            excess -= take;
+        }
+        kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_GPU, job->from_tier [KVT_TIER_GPU]);
+        kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_HOST, job->from_tier [KVT_TIER_HOST]);
+        kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_NVME, job->from_tier [KVT_TIER_NVME]);
+    }
+    kvt_actor_count (self->actor, "generated", 1);
+    kvt_actor_count (self->actor, "blocks_from_gpu", job->from_tier [KVT_TIER_GPU]);
+    kvt_actor_count (self->actor, "blocks_from_host", job->from_tier [KVT_TIER_HOST]);
+    kvt_actor_count (self->actor, "blocks_from_nvme", job->from_tier [KVT_TIER_NVME]);
+    kvt_actor_count (self->actor, "blocks_computed", job->block_count - job->matched);
+    s_send_client (self, &reply);
+    s_job_end (job, false);
+}
+
+static void
+s_generate_run (s_job_t *job)
+{
+    uint64_t *tokens = (uint64_t *) kvt_zmalloc ((job->token_count + 1) * sizeof (uint64_t));
+    for (size_t k = 0; k < job->token_count; k++)
+        tokens [k] = job->tokens [k];
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_COMP_RUN);
+    kvt_msg_set_array (msg, KVT_COMP_RUN_TOKENS, tokens, job->token_count);
+    kvt_msg_set_array (msg, KVT_COMP_RUN_SLOTS, job->slots, job->block_count);
+    kvt_msg_set_u64 (msg, KVT_COMP_RUN_CACHED_BLOCKS, job->matched);
+    kvt_msg_set_u64 (msg, KVT_COMP_RUN_MAX_NEW_TOKENS,
+                     kvt_msg_u64 (job->request, KVT_GENERATE_MAX_NEW_TOKENS));
+    free (tokens);
+    kvt_actor_call (job->self->actor, "compute", &msg, s_generate_computed, job);
+}
+
+static void
+s_generate_planned (s_job_t *job)
+{
+    s_reserve (job, s_generate_run);
+}
+
+static int
+s_handle_generate (self_t *self, kvt_msg_t **msg_p)
+{
+    size_t count;
+    kvt_msg_array (*msg_p, KVT_GENERATE_TOKENS, &count);
+    if (count == 0 || kvt_msg_u64 (*msg_p, KVT_GENERATE_MAX_NEW_TOKENS) > S_MAX_NEW_TOKENS)
+        return -EINVAL;
+    s_job_t *job = s_job_new (self, msg_p);
+    int rc = s_job_prepare (job, KVT_GENERATE_TENANT, KVT_GENERATE_TOKENS);
+    if (rc) {
+        s_job_fail (job, rc, "token id outside the vocabulary");
+        return 0;
+    }
+    s_plan (job, s_generate_planned);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  LOOKUP: where is the cached prefix? (no pins, no moves)
+
+static void
+s_lookup_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_job_t *job = (s_job_t *) arg;
+    if (rc) {
+        s_job_fail (job, rc, "prefix lookup failed");
+        return;
+    }
+    size_t matched;
+    const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
+    kvt_msg_t *reply = kvt_msg_reply_new (job->request, KVT_MSG_LOOKUP_OK);
+    kvt_msg_set_u64 (reply, KVT_LOOKUP_OK_MATCHED_BLOCKS, matched);
+    kvt_msg_set_array (reply, KVT_LOOKUP_OK_TIERS, tiers, matched);
+    kvt_msg_set_array (reply, KVT_LOOKUP_OK_HASHES, job->hashes, matched);
+    s_send_client (self, &reply);
+    s_job_end (job, false);
+}
+
+static int
+s_handle_lookup (self_t *self, kvt_msg_t **msg_p)
+{
+    s_job_t *job = s_job_new (self, msg_p);
+    int rc = s_job_prepare (job, KVT_LOOKUP_TENANT, KVT_LOOKUP_TOKENS);
+    if (rc) {
+        s_job_fail (job, rc, "token id outside the vocabulary");
+        return 0;
+    }
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
+    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
+    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 0);
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_lookup_matched, job);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  LOAD: the KV bytes of the cached prefix, through the GPU tier
+
+static void
+s_load_planned (s_job_t *job)
+{
+    self_t *self = job->self;
+    size_t bytes = job->matched * self->block_bytes;
+    void *kv = kvt_zmalloc (bytes + 1);
+    for (size_t k = 0; k < job->matched; k++)
+        memcpy ((char *) kv + k * self->block_bytes, kvt_arena_block (self->gpu, job->slots [k]),
+                self->block_bytes);
+    kvt_msg_t *reply = kvt_msg_reply_new (job->request, KVT_MSG_LOAD_OK);
+    kvt_msg_set_u64 (reply, KVT_LOAD_OK_BLOCKS, job->matched);
+    kvt_msg_set_bin_owned (reply, KVT_LOAD_OK_KV, &kv, bytes);
+    kvt_msg_set_array (reply, KVT_LOAD_OK_TIERS, job->tiers, job->matched);
+    kvt_actor_count (self->actor, "loaded_blocks", job->matched);
+    s_send_client (self, &reply);
+    s_job_end (job, false);
+}
+
+static int
+s_handle_load (self_t *self, kvt_msg_t **msg_p)
+{
+    s_job_t *job = s_job_new (self, msg_p);
+    int rc = s_job_prepare (job, KVT_LOAD_TENANT, KVT_LOAD_TOKENS);
+    if (rc) {
+        s_job_fail (job, rc, "token id outside the vocabulary");
+        return 0;
+    }
+    s_plan (job, s_load_planned);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  STORE: a client's KV for blocks not cached yet goes into the GPU tier
+
+static void
+s_store_reserved (s_job_t *job)
+{
+    self_t *self = job->self;
+    const uint8_t *kv = (const uint8_t *) kvt_msg_bin (job->request, KVT_STORE_KV, NULL);
+    for (size_t k = job->matched; k < job->block_count; k++)
+        memcpy (kvt_arena_block (self->gpu, job->slots [k]), kv + k * self->block_bytes,
+                self->block_bytes);
+    size_t stored = job->block_count - job->matched;
+    s_insert_computed (job);
+    job->reserved_count = 0;
+    kvt_msg_t *reply = kvt_msg_reply_new (job->request, KVT_MSG_STORE_OK);
+    kvt_msg_set_u64 (reply, KVT_STORE_OK_STORED_BLOCKS, self->caching? stored: 0);
+    kvt_msg_set_u64 (reply, KVT_STORE_OK_PRESENT_BLOCKS, job->matched);
+    kvt_actor_count (self->actor, "stored_blocks", stored);
+    s_send_client (self, &reply);
+    s_job_end (job, false);
+}
+
+static void
+s_store_planned (s_job_t *job)
+{
+    s_reserve (job, s_store_reserved);
+}
+
+static int
+s_handle_store (self_t *self, kvt_msg_t **msg_p)
+{
+    size_t tokens, bytes;
+    kvt_msg_array (*msg_p, KVT_STORE_TOKENS, &tokens);
+    kvt_msg_bin (*msg_p, KVT_STORE_KV, &bytes);
+    size_t blocks = tokens / (size_t) self->shape.block_tokens;
+    if (bytes != blocks * self->block_bytes) {
+        kvt_msg_t *reply = kvt_msg_error_new (*msg_p, -EINVAL,
+            "STORE of %zu full blocks needs %zu bytes of KV, got %zu", blocks,
+            blocks * self->block_bytes, bytes);
+        s_send_client (self, &reply);
+        return 0;
+    }
+    s_job_t *job = s_job_new (self, msg_p);
+    int rc = s_job_prepare (job, KVT_STORE_TENANT, KVT_STORE_TOKENS);
+    if (rc) {
+        s_job_fail (job, rc, "token id outside the vocabulary");
+        return 0;
+    }
+    s_plan (job, s_store_planned);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  DEMOTE (admin): move least-recently-used blocks one tier down
+
+static void
+s_demoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_job_t *job = (s_job_t *) arg;
+    if (rc) {
+        s_job_fail (job, rc, "demotion failed");
+        return;
+    }
+    kvt_msg_t *reply = kvt_msg_reply_new (job->request, KVT_MSG_DEMOTE_OK);
+    kvt_msg_set_u64 (reply, KVT_DEMOTE_OK_MOVED, kvt_msg_u64 (*reply_p, KVT_MIG_DEMOTE_OK_MOVED));
+    s_send_client (self, &reply);
+    s_job_end (job, false);
+}
+
+static int
+s_handle_demote (self_t *self, kvt_msg_t **msg_p)
+{
+    uint64_t from = kvt_msg_u64 (*msg_p, KVT_DEMOTE_FROM_TIER);
+    uint64_t to = kvt_msg_u64 (*msg_p, KVT_DEMOTE_TO_TIER);
+    if (from >= KVT_TIER_NVME || to != from + 1)
+        return -EINVAL;
+    s_job_t *job = s_job_new (self, msg_p);
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_DEMOTE);
+    kvt_msg_set_u64 (msg, KVT_MIG_DEMOTE_FROM_TIER, from);
+    kvt_msg_set_u64 (msg, KVT_MIG_DEMOTE_TO_TIER, to);
+    kvt_msg_set_u64 (msg, KVT_MIG_DEMOTE_MAX_BLOCKS, kvt_msg_u64 (job->request,
+                                                                  KVT_DEMOTE_MAX_BLOCKS));
+    kvt_actor_call (self->actor, "migration", &msg, s_demoted, job);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  STATS: our counters and every actor's, in one map
+
+static void
+s_stats_part (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_job_t *job = (s_job_t *) arg;
+    if (rc == 0)
+        for (size_t k = 0; k < kvt_msg_map_size (*reply_p, KVT_STATS_OK_COUNTERS); k++)
+            kvt_msg_map_add (job->result, KVT_STATS_OK_COUNTERS,
+                             kvt_msg_map_key (*reply_p, KVT_STATS_OK_COUNTERS, k),
+                             kvt_msg_map_value (*reply_p, KVT_STATS_OK_COUNTERS, k));
+    if (--job->pending == 0) {
+        kvt_msg_t *reply = job->result;
+        job->result = NULL;
+        s_send_client (self, &reply);
+        s_job_end (job, false);
+    }
+}
+
+static int
+s_handle_stats (self_t *self, kvt_msg_t **msg_p)
+{
+    s_job_t *job = s_job_new (self, msg_p);
+    job->result = kvt_msg_reply_new (job->request, KVT_MSG_STATS_OK);
+    kvt_actor_gauge (self->actor, "jobs_in_flight", self->jobs - 1);
+    kvt_actor_add_counters (self->actor, job->result, KVT_STATS_OK_COUNTERS);
+    job->pending = S_PEER_COUNT;
+    for (int k = 0; k < S_PEER_COUNT; k++) {
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_STATS);
+        kvt_actor_call (self->actor, s_peers [k], &msg, s_stats_part, job);
+    }
+    return 0;
+}
+
+static int
+s_handle_hello (self_t *self, kvt_msg_t **msg_p)
+{
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_HELLO_OK);
+    kvt_msg_set_str (reply, KVT_HELLO_OK_SERVER, "kvtier 0.1.0");
+    kvt_msg_set_u64 (reply, KVT_HELLO_OK_PROTOCOL, KVT_PROTOCOL_VERSION);
+    kvt_msg_set_u64 (reply, KVT_HELLO_OK_BLOCK_TOKENS, (uint64_t) self->shape.block_tokens);
+    kvt_msg_set_u64 (reply, KVT_HELLO_OK_BLOCK_BYTES, self->block_bytes);
+    kvt_msg_set_u64 (reply, KVT_HELLO_OK_LAYERS, (uint64_t) self->shape.layers);
+    kvt_msg_set_u64 (reply, KVT_HELLO_OK_KV_HEADS, (uint64_t) self->shape.kv_heads);
+    kvt_msg_set_u64 (reply, KVT_HELLO_OK_HEAD_DIM, (uint64_t) self->shape.head_dim);
+    kvt_msg_set_u64 (reply, KVT_HELLO_OK_VOCAB, (uint64_t) self->vocab);
+    kvt_msg_set_str (reply, KVT_HELLO_OK_DTYPE, "bf16");
+    s_send_client (self, &reply);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Front door
+
+typedef int (s_client_fn) (self_t *self, kvt_msg_t **msg_p);
+
+static s_client_fn *const s_client_handlers [KVT_MSG_COUNT] = {
+    [KVT_MSG_HELLO]    = s_handle_hello,
+    [KVT_MSG_LOOKUP]   = s_handle_lookup,
+    [KVT_MSG_STORE]    = s_handle_store,
+    [KVT_MSG_LOAD]     = s_handle_load,
+    [KVT_MSG_GENERATE] = s_handle_generate,
+    [KVT_MSG_STATS]    = s_handle_stats,
+    [KVT_MSG_DEMOTE]   = s_handle_demote,
+};
+
+static int
+s_frontdoor_ready (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void) loop;
+    self_t *self = (self_t *) arg;
+    kvt_msg_t *msg = NULL;
+    int rc = kvt_msg_recv_limited (sock, &msg, self->max_frame);
+    if (rc == -EINTR)
+        return 0;
+    kvt_actor_count (self->actor, "requests", 1);
+    int id = msg? kvt_msg_id (msg): 0;
+    s_client_fn *handler = rc == 0? s_client_handlers [id]: NULL;
+    if (rc == 0 && !handler)
+        rc = -ENOTSUP;
+    if (rc == 0 && self->jobs >= self->max_queue)
+        rc = -EBUSY;
+    if (rc == 0)
+        rc = handler (self, &msg);
+    if (rc && msg) {
+        kvt_actor_count (self->actor, "rejected", 1);
+        const char *why = rc == -EBADMSG? "malformed request (not a valid kvtier message)":
+                          rc == KVT_EVERSION? "unsupported protocol version":
+                          rc == -ENOTSUP? "unknown or non-client message type":
+                          rc == -EMSGSIZE? "frame larger than scheduler/max_frame_bytes":
+                          rc == -EBUSY? "too many requests in flight": "invalid request";
+        kvt_msg_t *reply = kvt_msg_error_new (msg, rc, "%s", why);
+        s_send_client (self, &reply);
+    }
+    kvt_msg_destroy (&msg);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Life cycle
+
+static void *
+s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
+{
+    self_t *self = (self_t *) kvt_zmalloc (sizeof (self_t));
+    self->actor = actor;
+    self->endpoint = strdup (kvt_config_str (config, "scheduler/endpoint"));
+    self->ipc_endpoint = strdup (kvt_config_str (config, "scheduler/ipc_endpoint"));
+    self->max_frame = (size_t) kvt_config_int (config, "scheduler/max_frame_bytes");
+    self->max_queue = (size_t) kvt_config_int (config, "scheduler/max_queue");
+    self->caching = kvt_config_int (config, "scheduler/caching") != 0;
+    self->shape = (kvt_block_shape_t) {
+        (int) kvt_config_int (config, "model/layers"),
+        (int) kvt_config_int (config, "model/kv_heads"),
+        (int) kvt_config_int (config, "model/head_dim"),
+        (int) kvt_config_int (config, "model/block_tokens"), 2 };
+    self->block_bytes = kvt_block_bytes (&self->shape);
+    self->vocab = (int) kvt_config_int (config, "model/vocab");
+    return self;
+}
+
+static void
+s_self_destroy (void **self_p)
+{
+    self_t *self = (self_t *) *self_p;
+    if (self) {
+        zsock_destroy (&self->frontdoor);
+        free (self->endpoint);
+        free (self->ipc_endpoint);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static int
+s_self_start (void *self_ptr)
+{
+    self_t *self = (self_t *) self_ptr;
+    self->gpu = kvt_arena_find ("gpu");
+    if (!self->gpu)
+        return -ENOENT;
+    self->frontdoor = zsock_new (ZMQ_ROUTER);
+    assert (self->frontdoor);
+    zsock_set_router_mandatory (self->frontdoor, 1);
+    zsock_set_sndtimeo (self->frontdoor, 100);
+    //  Protect memory from absurd frames before we even see them
+    zsock_set_maxmsgsize (self->frontdoor, (int64_t) self->max_frame * 2 + 4096);
+    const char *endpoints [] = { self->endpoint, self->ipc_endpoint };
+    for (int k = 0; k < 2; k++) {
+        if (!*endpoints [k])
+            continue;
+        if (zsock_bind (self->frontdoor, "%s", endpoints [k]) < 0) {
+            kvt_log_error ("scheduler: cannot bind the front door %s: %s", endpoints [k],
+                           zmq_strerror (errno));
+            return -errno? -errno: -EADDRINUSE;
+        }
+    }
+    zloop_reader (kvt_actor_loop (self->actor), self->frontdoor, s_frontdoor_ready, self);
+    kvt_log_info ("scheduler: serving on %s and %s", self->endpoint, self->ipc_endpoint);
+    return 0;
+}
+
+const kvt_actor_def_t kvt_scheduler_def = {
+    .name = "scheduler",
+    .create = s_self_new,
+    .start = s_self_start,
+    .destroy = s_self_destroy,
+    .peers = s_peers,
+};

@@ -1,0 +1,148 @@
+/*  =========================================================================
+    kvt_tier_mem - tier_gpu and tier_host: the slot owners of memory tiers
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    One actor per memory tier. It owns which slots of its arena are in use
+    and hands them out and takes them back; it never copies KV itself (the
+    migration and compute actors move bytes by DMA, kernels or memcpy into
+    slots they were given). tier_gpu's slab is HBM on a GPU build with a
+    device, or the "gpu" shared-memory arena otherwise; tier_host's is the
+    "host" arena.
+    Accepts: TIER_ALLOC {count} -> TIER_ALLOC_OK {slots} (possibly fewer),
+             TIER_FREE {slots} -> TIER_FREE_OK {freed}, STATS.
+@discuss
+    A free of a slot out of range or not in use is refused with ERROR
+    (-ERANGE / -EINVAL) and nothing changes: a confused peer cannot corrupt
+    the free list. Non-goal: choosing victims (prefix_index and migration).
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_actors.h"
+
+typedef struct {
+    kvt_actor_t *actor;             //  Our skeleton
+    const char *arena_name;         //  "gpu" or "host"
+    const char *capacity_key;       //  Config key of our capacity
+    uint64_t capacity;              //  Slots, from config
+    kvt_slots_t *slots;             //  Free and used slots; NULL until START
+} self_t;
+
+static void *
+s_self_new (kvt_actor_t *actor, const kvt_config_t *config, const char *arena_name,
+            const char *capacity_key)
+{
+    self_t *self = (self_t *) kvt_zmalloc (sizeof (self_t));
+    self->actor = actor;
+    self->arena_name = arena_name;
+    self->capacity_key = capacity_key;
+    self->capacity = (uint64_t) kvt_config_int (config, capacity_key);
+    return self;
+}
+
+static void *
+s_gpu_new (kvt_actor_t *actor, const kvt_config_t *config)
+{
+    return s_self_new (actor, config, "gpu", "tier_gpu/capacity_blocks");
+}
+
+static void *
+s_host_new (kvt_actor_t *actor, const kvt_config_t *config)
+{
+    return s_self_new (actor, config, "host", "tier_host/capacity_blocks");
+}
+
+static void
+s_self_destroy (void **self_p)
+{
+    self_t *self = (self_t *) *self_p;
+    if (self) {
+        kvt_slots_destroy (&self->slots);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static int
+s_self_start (void *self_ptr)
+{
+    self_t *self = (self_t *) self_ptr;
+    kvt_arena_t *arena = kvt_arena_find (self->arena_name);
+    if (!arena || kvt_arena_block_count (arena) < self->capacity) {
+        kvt_log_error ("%s: no arena '%s' of %" PRIu64 " blocks in this process",
+                       kvt_actor_name (self->actor), self->arena_name, self->capacity);
+        return -ENOENT;
+    }
+    self->slots = kvt_slots_new (self->capacity);
+    kvt_actor_gauge (self->actor, "capacity_blocks", self->capacity);
+    kvt_actor_gauge (self->actor, "used_blocks", 0);
+    return 0;
+}
+
+static int
+s_handle_alloc (void *self_ptr, kvt_msg_t **msg_p)
+{
+    self_t *self = (self_t *) self_ptr;
+    uint64_t count = kvt_msg_u64 (*msg_p, KVT_TIER_ALLOC_COUNT);
+    if (count > self->capacity)
+        count = self->capacity;     //  Never more than exists
+    uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    size_t taken = kvt_slots_alloc (self->slots, slots, count);
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_TIER_ALLOC_OK);
+    kvt_msg_set_array (reply, KVT_TIER_ALLOC_OK_SLOTS, slots, taken);
+    free (slots);
+    kvt_actor_count (self->actor, "allocated", taken);
+    if (taken < count)
+        kvt_actor_count (self->actor, "alloc_short", 1);
+    kvt_actor_gauge (self->actor, "used_blocks", kvt_slots_used (self->slots));
+    return kvt_actor_reply (self->actor, &reply);
+}
+
+static int
+s_handle_free (void *self_ptr, kvt_msg_t **msg_p)
+{
+    self_t *self = (self_t *) self_ptr;
+    size_t count;
+    const uint64_t *slots = kvt_msg_array (*msg_p, KVT_TIER_FREE_SLOTS, &count);
+    //  Validate all first so a bad request changes nothing
+    for (size_t k = 0; k < count; k++)
+        if (!kvt_slots_in_use (self->slots, slots [k])) {
+            kvt_actor_count (self->actor, "bad_frees", 1);
+            return slots [k] >= self->capacity? -ERANGE: -EINVAL;
+        }
+    size_t freed = 0;
+    for (size_t k = 0; k < count; k++)
+        if (kvt_slots_free (self->slots, slots [k]) == 0)
+            freed++;                //  A slot listed twice frees once
+    kvt_actor_count (self->actor, "freed", freed);
+    kvt_actor_gauge (self->actor, "used_blocks", kvt_slots_used (self->slots));
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_TIER_FREE_OK);
+    kvt_msg_set_u64 (reply, KVT_TIER_FREE_OK_FREED, freed);
+    return kvt_actor_reply (self->actor, &reply);
+}
+
+const kvt_actor_def_t kvt_tier_gpu_def = {
+    .name = "tier_gpu",
+    .create = s_gpu_new,
+    .start = s_self_start,
+    .destroy = s_self_destroy,
+    .handlers = {
+        [KVT_MSG_TIER_ALLOC] = s_handle_alloc,
+        [KVT_MSG_TIER_FREE]  = s_handle_free,
+    },
+};
+
+const kvt_actor_def_t kvt_tier_host_def = {
+    .name = "tier_host",
+    .create = s_host_new,
+    .start = s_self_start,
+    .destroy = s_self_destroy,
+    .handlers = {
+        [KVT_MSG_TIER_ALLOC] = s_handle_alloc,
+        [KVT_MSG_TIER_FREE]  = s_handle_free,
+    },
+};

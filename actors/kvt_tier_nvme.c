@@ -1,0 +1,369 @@
+/*  =========================================================================
+    kvt_tier_nvme - the disk tier: checksummed blocks through io_uring
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Owns the disk tier's slots and its store (runtime/kvt_nvme_store: a
+    few large O_DIRECT files, io_uring with registered files and buffers,
+    a checksummed header per block, a journal for restart). Blocks move
+    between disk and the host tier's shared-memory slab, which this actor
+    maps and registers with io_uring, so payloads go by DMA.
+    Accepts: TIER_ALLOC {count} -> TIER_ALLOC_OK {slots}
+             TIER_FREE {slots}  -> TIER_FREE_OK {freed}
+             TIER_WRITE {slots, hashes, src_slots} -> TIER_WRITE_OK {written, failed}
+             TIER_READ {slots, hashes, dst_slots}  -> TIER_READ_OK {read, failed}
+             STATS.
+@discuss
+    A write is answered once every block of it is acknowledged by the store
+    (see kvt_nvme_store.h for exactly what that guarantees). 'failed' lists
+    the indices of blocks that did not make it (ENOSPC, EIO): the caller
+    keeps those elsewhere. A read whose checksum or hash does not match is
+    a miss, listed in 'failed'; its bytes are never used.
+    At START, blocks recovered from the journal are claimed and announced
+    to the prefix index (IDX_INSERT), so a restart serves what was on disk.
+    If the disk cannot be opened (missing directory, no O_DIRECT), the
+    actor still starts, disabled: it allocates no slots and the runtime
+    serves from the other tiers.
+    Operations beyond the queue depth wait in a backlog, pumped as
+    completions come in; the loop never blocks on I/O.
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_actors.h"
+#include <sys/eventfd.h>
+
+#define S_REAP_BATCH 64             //  Completions reaped per call
+
+typedef struct {
+    kvt_msg_t *request;             //  TIER_WRITE or TIER_READ, owned
+    size_t remaining;               //  Blocks not yet completed
+    size_t done_ok;                 //  Blocks completed with rc 0
+    uint64_t *failed;               //  Indices of failed blocks
+    size_t failed_count;            //  Entries in failed
+} s_request_t;
+
+typedef struct {
+    s_request_t *request;           //  Request this block belongs to
+    size_t index;                   //  Its index in the request
+} s_op_t;
+
+typedef struct {
+    kvt_actor_t *actor;             //  Our skeleton
+    char *dir;                      //  Where the files are
+    uint64_t capacity;              //  Slots
+    int queue_depth;                //  Most I/Os in flight
+    bool sync_on_ack;               //  See kvt_nvme_store.h
+    size_t block_bytes;             //  From the model shape
+    kvt_arena_t *host;              //  Host slab (borrowed)
+    kvt_nvme_store_t *store;        //  NULL when disabled
+    kvt_slots_t *slots;             //  Slot allocator
+    zlist_t *backlog;               //  s_op_t waiting for queue room
+    s_op_t *ops;                    //  Ops in flight, by tag (queue_depth entries)
+    uint64_t *free_tags;            //  Stack of unused tags
+    size_t free_tag_count;          //  Entries on it
+} self_t;
+
+static void *
+s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
+{
+    self_t *self = (self_t *) kvt_zmalloc (sizeof (self_t));
+    self->actor = actor;
+    self->dir = strdup (kvt_config_str (config, "tier_nvme/dir"));
+    self->capacity = (uint64_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
+    self->queue_depth = (int) kvt_config_int (config, "tier_nvme/queue_depth");
+    self->sync_on_ack = kvt_config_int (config, "tier_nvme/sync_on_ack") != 0;
+    kvt_block_shape_t shape = {
+        (int) kvt_config_int (config, "model/layers"),
+        (int) kvt_config_int (config, "model/kv_heads"),
+        (int) kvt_config_int (config, "model/head_dim"),
+        (int) kvt_config_int (config, "model/block_tokens"), 2 };
+    self->block_bytes = kvt_block_bytes (&shape);
+    self->backlog = zlist_new ();
+    return self;
+}
+
+static void
+s_request_destroy (s_request_t **request_p)
+{
+    if (*request_p) {
+        kvt_msg_destroy (&(*request_p)->request);
+        free ((*request_p)->failed);
+        free (*request_p);
+        *request_p = NULL;
+    }
+}
+
+static void
+s_self_destroy (void **self_p)
+{
+    self_t *self = (self_t *) *self_p;
+    if (self) {
+        //  The store drains its I/O; requests still waiting get no reply
+        //  (their callers are shutting down too)
+        kvt_nvme_store_destroy (&self->store);
+        s_op_t *op;
+        while ((op = (s_op_t *) zlist_pop (self->backlog)))
+            free (op);
+        zlist_destroy (&self->backlog);
+        kvt_slots_destroy (&self->slots);
+        free (self->ops);
+        free (self->free_tags);
+        free (self->dir);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+static void s_complete (self_t *self, s_request_t *request, size_t index, int rc);
+
+//  Prepare as many waiting operations as the queue has room for.
+static void
+s_pump (self_t *self)
+{
+    int prepared = 0;
+    while (self->free_tag_count && zlist_size (self->backlog)) {
+        s_op_t *op = (s_op_t *) zlist_pop (self->backlog);
+        kvt_msg_t *msg = op->request->request;
+        bool write = kvt_msg_id (msg) == KVT_MSG_TIER_WRITE;
+        uint64_t slot = kvt_msg_array (msg, write? KVT_TIER_WRITE_SLOTS: KVT_TIER_READ_SLOTS,
+                                       NULL) [op->index];
+        uint64_t hash = kvt_msg_array (msg, write? KVT_TIER_WRITE_HASHES: KVT_TIER_READ_HASHES,
+                                       NULL) [op->index];
+        uint64_t host_slot = kvt_msg_array (msg, write? KVT_TIER_WRITE_SRC_SLOTS
+                                                      : KVT_TIER_READ_DST_SLOTS, NULL) [op->index];
+        uint64_t tag = self->free_tags [--self->free_tag_count];
+        void *buffer = kvt_arena_block (self->host, host_slot);
+        int rc = write? kvt_nvme_prep_write (self->store, slot, hash, buffer, tag)
+                      : kvt_nvme_prep_read (self->store, slot, hash, buffer, tag);
+        if (rc) {
+            self->free_tags [self->free_tag_count++] = tag;
+            s_request_t *request = op->request;
+            size_t index = op->index;
+            free (op);
+            s_complete (self, request, index, rc);
+            continue;
+        }
+        self->ops [tag] = *op;
+        free (op);
+        prepared++;
+    }
+    if (prepared) {
+        int rc = kvt_nvme_submit (self->store);
+        if (rc < 0)
+            kvt_log_error ("tier_nvme: submit failed: %s", kvt_strerror (rc));
+    }
+}
+
+//  One block of a request finished; answer when all have.
+static void
+s_complete (self_t *self, s_request_t *request, size_t index, int rc)
+{
+    bool write = kvt_msg_id (request->request) == KVT_MSG_TIER_WRITE;
+    if (rc == 0)
+        request->done_ok++;
+    else {
+        request->failed [request->failed_count++] = index;
+        kvt_actor_count (self->actor, rc == KVT_ECHECKSUM? "checksum_failures":
+                                      rc == KVT_EMISS? "misses": write? "write_errors"
+                                                                      : "read_errors", 1);
+        kvt_log_warn ("tier_nvme: %s of block %zu failed: %s", write? "write": "read", index,
+                      kvt_strerror (rc));
+    }
+    if (--request->remaining)
+        return;
+    kvt_msg_t *reply = kvt_msg_reply_new (request->request,
+                                          write? KVT_MSG_TIER_WRITE_OK: KVT_MSG_TIER_READ_OK);
+    kvt_msg_set_u64 (reply, 0, request->done_ok);
+    kvt_msg_set_array (reply, 1, request->failed, request->failed_count);
+    kvt_actor_count (self->actor, write? "blocks_written": "blocks_read", request->done_ok);
+    kvt_actor_reply (self->actor, &reply);
+    s_request_destroy (&request);
+}
+
+static int
+s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void) loop;
+    self_t *self = (self_t *) arg;
+    uint64_t ticks;
+    if (read (item->fd, &ticks, sizeof (ticks)) < 0 && errno != EAGAIN)
+        kvt_log_warn ("tier_nvme: eventfd read: %s", strerror (errno));
+    kvt_nvme_done_t done [S_REAP_BATCH];
+    int count;
+    do {
+        count = kvt_nvme_reap (self->store, done, S_REAP_BATCH);
+        for (int k = 0; k < count; k++) {
+            s_op_t op = self->ops [done [k].tag];
+            self->free_tags [self->free_tag_count++] = done [k].tag;
+            s_complete (self, op.request, op.index, done [k].rc);
+        }
+    } while (count == S_REAP_BATCH);
+    s_pump (self);
+    kvt_nvme_store_stats_t stats;
+    kvt_nvme_store_stats (self->store, &stats);
+    kvt_actor_gauge (self->actor, "read_bytes", stats.read_bytes);
+    kvt_actor_gauge (self->actor, "write_bytes", stats.write_bytes);
+    return 0;
+}
+
+static void
+s_announce_recovered (self_t *self)
+{
+    uint64_t count = kvt_nvme_store_recovered_count (self->store);
+    if (count == 0)
+        return;
+    uint64_t *hashes = (uint64_t *) kvt_zmalloc (count * sizeof (uint64_t));
+    uint64_t *slots = (uint64_t *) kvt_zmalloc (count * sizeof (uint64_t));
+    size_t kept = 0;
+    for (uint64_t k = 0; k < count; k++) {
+        uint64_t slot, hash;
+        if (kvt_nvme_store_recovered (self->store, k, &slot, &hash) == 0
+        &&  kvt_slots_claim (self->slots, slot) == 0) {
+            hashes [kept] = hash;
+            slots [kept++] = slot;
+        }
+    }
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_INSERT);
+    kvt_msg_set_array (msg, KVT_IDX_INSERT_HASHES, hashes, kept);
+    kvt_msg_set_u64 (msg, KVT_IDX_INSERT_TIER, KVT_TIER_NVME);
+    kvt_msg_set_array (msg, KVT_IDX_INSERT_SLOTS, slots, kept);
+    kvt_actor_call (self->actor, "prefix_index", &msg, NULL, NULL);
+    kvt_actor_gauge (self->actor, "recovered_blocks", kept);
+    kvt_log_info ("tier_nvme: %zu blocks recovered from %s", kept, self->dir);
+    free (hashes);
+    free (slots);
+}
+
+static int
+s_self_start (void *self_ptr)
+{
+    self_t *self = (self_t *) self_ptr;
+    self->host = kvt_arena_find ("host");
+    if (!self->host) {
+        kvt_log_error ("tier_nvme: the host arena is not mapped in this process");
+        return -ENOENT;
+    }
+    self->slots = kvt_slots_new (self->capacity);
+    self->ops = (s_op_t *) kvt_zmalloc ((size_t) self->queue_depth * sizeof (s_op_t));
+    self->free_tags = (uint64_t *) kvt_zmalloc ((size_t) self->queue_depth * sizeof (uint64_t));
+    for (int k = 0; k < self->queue_depth; k++)
+        self->free_tags [self->free_tag_count++] = (uint64_t) k;
+    kvt_actor_gauge (self->actor, "capacity_blocks", self->capacity);
+
+    //  Our own default folder is created; a folder the user named must exist
+    const char *run_dir = kvt_actor_run_dir (self->actor);
+    if (strncmp (self->dir, run_dir, strlen (run_dir)) == 0)
+        mkdir (self->dir, 0700);
+    const char *dirs [] = { self->dir };
+    kvt_nvme_store_config_t config = {
+        .dirs = dirs, .dir_count = 1, .block_bytes = self->block_bytes,
+        .capacity_blocks = self->capacity, .queue_depth = self->queue_depth,
+        .files_per_dir = 4, .sync_on_ack = self->sync_on_ack, .buffered_fallback = true };
+    self->store = kvt_nvme_store_new (&config);
+    kvt_nvme_store_register_buffer (self->store, kvt_arena_base (self->host),
+        kvt_arena_block_count (self->host) * kvt_arena_block_bytes (self->host));
+    int rc = kvt_nvme_store_open (self->store);
+    if (rc) {
+        kvt_log_error ("tier_nvme: disk tier disabled: cannot open %s: %s", self->dir,
+                       kvt_strerror (rc));
+        kvt_nvme_store_destroy (&self->store);
+        kvt_actor_gauge (self->actor, "disabled", 1);
+        return 0;                   //  Serve on from the other tiers
+    }
+    zmq_pollitem_t item = { NULL, kvt_nvme_store_eventfd (self->store), ZMQ_POLLIN, 0 };
+    zloop_poller (kvt_actor_loop (self->actor), &item, s_reap, self);
+    s_announce_recovered (self);
+    return 0;
+}
+
+static int
+s_handle_alloc (void *self_ptr, kvt_msg_t **msg_p)
+{
+    self_t *self = (self_t *) self_ptr;
+    uint64_t count = kvt_msg_u64 (*msg_p, KVT_TIER_ALLOC_COUNT);
+    if (!self->store)
+        count = 0;                  //  Disabled: nothing to give
+    if (count > self->capacity)
+        count = self->capacity;
+    uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    size_t taken = kvt_slots_alloc (self->slots, slots, count);
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_TIER_ALLOC_OK);
+    kvt_msg_set_array (reply, KVT_TIER_ALLOC_OK_SLOTS, slots, taken);
+    free (slots);
+    kvt_actor_gauge (self->actor, "used_blocks", kvt_slots_used (self->slots));
+    return kvt_actor_reply (self->actor, &reply);
+}
+
+static int
+s_handle_free (void *self_ptr, kvt_msg_t **msg_p)
+{
+    self_t *self = (self_t *) self_ptr;
+    size_t count;
+    const uint64_t *slots = kvt_msg_array (*msg_p, KVT_TIER_FREE_SLOTS, &count);
+    for (size_t k = 0; k < count; k++)
+        if (!kvt_slots_in_use (self->slots, slots [k]))
+            return slots [k] >= self->capacity? -ERANGE: -EINVAL;
+    size_t freed = 0;
+    for (size_t k = 0; k < count; k++)
+        if (kvt_slots_free (self->slots, slots [k]) == 0) {
+            if (self->store)        //  Gone after a restart too
+                (void) kvt_nvme_forget (self->store, slots [k]);
+            freed++;
+        }
+    kvt_actor_gauge (self->actor, "used_blocks", kvt_slots_used (self->slots));
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_TIER_FREE_OK);
+    kvt_msg_set_u64 (reply, KVT_TIER_FREE_OK_FREED, freed);
+    return kvt_actor_reply (self->actor, &reply);
+}
+
+//  TIER_WRITE and TIER_READ share their shape: slots, hashes, host slots.
+static int
+s_handle_io (void *self_ptr, kvt_msg_t **msg_p)
+{
+    self_t *self = (self_t *) self_ptr;
+    if (!self->store)
+        return -EIO;
+    size_t count, hash_count, host_count;
+    const uint64_t *slots = kvt_msg_array (*msg_p, 0, &count);
+    kvt_msg_array (*msg_p, 1, &hash_count);
+    const uint64_t *host_slots = kvt_msg_array (*msg_p, 2, &host_count);
+    if (hash_count != count || host_count != count || count == 0)
+        return -EINVAL;
+    for (size_t k = 0; k < count; k++)
+        if (!kvt_slots_in_use (self->slots, slots [k])
+        ||  host_slots [k] >= kvt_arena_block_count (self->host))
+            return -ERANGE;
+    s_request_t *request = (s_request_t *) kvt_zmalloc (sizeof (s_request_t));
+    request->request = *msg_p;
+    *msg_p = NULL;
+    request->remaining = count;
+    request->failed = (uint64_t *) kvt_zmalloc (count * sizeof (uint64_t));
+    for (size_t k = 0; k < count; k++) {
+        s_op_t *op = (s_op_t *) kvt_zmalloc (sizeof (s_op_t));
+        op->request = request;
+        op->index = k;
+        zlist_append (self->backlog, op);
+    }
+    s_pump (self);
+    return 0;
+}
+
+static const char *const s_peers [] = { "prefix_index", NULL };
+
+const kvt_actor_def_t kvt_tier_nvme_def = {
+    .name = "tier_nvme",
+    .create = s_self_new,
+    .start = s_self_start,
+    .destroy = s_self_destroy,
+    .peers = s_peers,
+    .handlers = {
+        [KVT_MSG_TIER_ALLOC] = s_handle_alloc,
+        [KVT_MSG_TIER_FREE]  = s_handle_free,
+        [KVT_MSG_TIER_WRITE] = s_handle_io,
+        [KVT_MSG_TIER_READ]  = s_handle_io,
+    },
+};

@@ -1,0 +1,267 @@
+/*  =========================================================================
+    kvt_policy_lru - LRU (vLLM) and leaf-first LRU (SGLang radix cache)
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    "lru": one recency list; every use moves a block to the front, in the
+    order the request uses its blocks, so a request's first block is its
+    least recent. Victim = the back of the list. This is the order of a
+    free-block queue that frees blocks in prefix order.
+    "lru-leaf": the eviction order of a radix tree that evicts leaves by
+    last access time (SGLang): key = (request clock of last use, -depth),
+    smallest first. A parent is used whenever a child is, so its key is
+    never below a child's and only leaves are ever chosen; within one
+    request the deepest block goes first.
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_policy.h"
+#include "kvt_policy_util.h"
+
+//  --------------------------------------------------------------------------
+//  "lru": intrusive doubly-linked list over a node pool
+
+typedef struct {
+    uint64_t id;                    //  Block id
+    uint32_t prev;                  //  Towards the front (more recent)
+    uint32_t next;                  //  Towards the back (less recent)
+} s_lru_node_t;
+
+typedef struct {
+    kvt_idmap_t map;                //  id -> node
+    s_lru_node_t *nodes;            //  Node pool, capacity + 1 entries
+    uint32_t *free_nodes;           //  Stack of unused node indices
+    size_t free_count;              //  Entries in free_nodes
+    size_t node_max;                //  Entries in nodes
+    uint32_t front;                 //  Most recent, or NONE
+    uint32_t back;                  //  Least recent, or NONE
+} s_lru_t;
+
+static void *
+s_lru_create (const kvt_policy_args_t *args)
+{
+    s_lru_t *self = (s_lru_t *) kvt_zmalloc (sizeof (s_lru_t));
+    self->node_max = args->capacity + 1;
+    kvt_idmap_init (&self->map, self->node_max);
+    self->nodes = (s_lru_node_t *) kvt_zmalloc (self->node_max * sizeof (s_lru_node_t));
+    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
+    for (size_t node = 0; node < self->node_max; node++)
+        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    self->front = self->back = KVT_IDMAP_NONE;
+    return self;
+}
+
+static void
+s_lru_destroy (void **state_p)
+{
+    s_lru_t *self = (s_lru_t *) *state_p;
+    if (self) {
+        kvt_idmap_fini (&self->map);
+        free (self->nodes);
+        free (self->free_nodes);
+        free (self);
+        *state_p = NULL;
+    }
+}
+
+static void
+s_lru_unlink (s_lru_t *self, uint32_t node)
+{
+    s_lru_node_t *n = &self->nodes [node];
+    if (n->prev != KVT_IDMAP_NONE)
+        self->nodes [n->prev].next = n->next;
+    else
+        self->front = n->next;
+    if (n->next != KVT_IDMAP_NONE)
+        self->nodes [n->next].prev = n->prev;
+    else
+        self->back = n->prev;
+}
+
+static void
+s_lru_push_front (s_lru_t *self, uint32_t node)
+{
+    s_lru_node_t *n = &self->nodes [node];
+    n->prev = KVT_IDMAP_NONE;
+    n->next = self->front;
+    if (self->front != KVT_IDMAP_NONE)
+        self->nodes [self->front].prev = node;
+    else
+        self->back = node;
+    self->front = node;
+}
+
+static void
+s_lru_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_lru_t *self = (s_lru_t *) state;
+    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    if (node == KVT_IDMAP_NONE || node == self->front)
+        return;
+    s_lru_unlink (self, node);
+    s_lru_push_front (self, node);
+}
+
+static void
+s_lru_on_insert (void *state, const kvt_policy_block_t *block)
+{
+    s_lru_t *self = (s_lru_t *) state;
+    if (kvt_idmap_get (&self->map, block->id) != KVT_IDMAP_NONE) {
+        s_lru_on_access (state, block);
+        return;
+    }
+    if (self->free_count == 0) {    //  Host holds more than capacity: grow
+        size_t more = self->node_max;
+        self->nodes = (s_lru_node_t *) realloc (self->nodes,
+                                                (self->node_max + more) * sizeof (s_lru_node_t));
+        self->free_nodes = (uint32_t *) realloc (self->free_nodes,
+                                                 (self->node_max + more) * sizeof (uint32_t));
+        if (!self->nodes || !self->free_nodes)
+            abort ();
+        for (size_t node = 0; node < more; node++)
+            self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
+        self->node_max += more;
+    }
+    uint32_t node = self->free_nodes [--self->free_count];
+    self->nodes [node].id = block->id;
+    kvt_idmap_put (&self->map, block->id, node);
+    s_lru_push_front (self, node);
+}
+
+static void
+s_lru_on_evict (void *state, uint64_t id)
+{
+    s_lru_t *self = (s_lru_t *) state;
+    uint32_t node = kvt_idmap_remove (&self->map, id);
+    if (node == KVT_IDMAP_NONE)
+        return;
+    s_lru_unlink (self, node);
+    self->free_nodes [self->free_count++] = node;
+}
+
+static uint64_t
+s_lru_choose_victim (void *state, const kvt_policy_block_t *incoming)
+{
+    s_lru_t *self = (s_lru_t *) state;
+    return self->back != KVT_IDMAP_NONE? self->nodes [self->back].id: incoming->id;
+}
+
+const kvt_policy_ops_t kvt_policy_lru_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "lru",
+    .summary = "least recently used, blocks touched in prefix order (vLLM free queue)",
+    .create = s_lru_create,
+    .destroy = s_lru_destroy,
+    .on_access = s_lru_on_access,
+    .choose_victim = s_lru_choose_victim,
+    .on_insert = s_lru_on_insert,
+    .on_evict = s_lru_on_evict,
+};
+
+//  --------------------------------------------------------------------------
+//  "lru-leaf": keyed heap, key = (last request clock, -depth)
+
+typedef struct {
+    kvt_idmap_t map;                //  id -> node
+    kvt_keyheap_t heap;             //  Cached nodes by eviction key
+    uint64_t *ids;                  //  ids [node]
+    uint32_t *free_nodes;           //  Stack of unused node indices
+    size_t free_count;              //  Entries in free_nodes
+    size_t node_max;                //  Entries in ids
+} s_leaf_t;
+
+static void *
+s_leaf_create (const kvt_policy_args_t *args)
+{
+    s_leaf_t *self = (s_leaf_t *) kvt_zmalloc (sizeof (s_leaf_t));
+    self->node_max = args->capacity + 1;
+    kvt_idmap_init (&self->map, self->node_max);
+    kvt_keyheap_init (&self->heap, self->node_max);
+    self->ids = (uint64_t *) kvt_zmalloc (self->node_max * sizeof (uint64_t));
+    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
+    for (size_t node = 0; node < self->node_max; node++)
+        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    return self;
+}
+
+static void
+s_leaf_destroy (void **state_p)
+{
+    s_leaf_t *self = (s_leaf_t *) *state_p;
+    if (self) {
+        kvt_idmap_fini (&self->map);
+        kvt_keyheap_fini (&self->heap);
+        free (self->ids);
+        free (self->free_nodes);
+        free (self);
+        *state_p = NULL;
+    }
+}
+
+static void
+s_leaf_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_leaf_t *self = (s_leaf_t *) state;
+    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    if (node != KVT_IDMAP_NONE)
+        kvt_keyheap_set (&self->heap, node,
+                         (kvt_heapkey_t) { block->now, -(int64_t) block->depth });
+}
+
+static void
+s_leaf_on_insert (void *state, const kvt_policy_block_t *block)
+{
+    s_leaf_t *self = (s_leaf_t *) state;
+    if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
+        if (self->free_count == 0) {
+            size_t more = self->node_max;
+            self->ids = (uint64_t *) realloc (self->ids, (self->node_max + more) * sizeof (uint64_t));
+            self->free_nodes = (uint32_t *) realloc (self->free_nodes,
+                                                     (self->node_max + more) * sizeof (uint32_t));
+            if (!self->ids || !self->free_nodes)
+                abort ();
+            for (size_t node = 0; node < more; node++)
+                self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
+            self->node_max += more;
+        }
+        uint32_t node = self->free_nodes [--self->free_count];
+        self->ids [node] = block->id;
+        kvt_idmap_put (&self->map, block->id, node);
+    }
+    s_leaf_on_access (state, block);
+}
+
+static void
+s_leaf_on_evict (void *state, uint64_t id)
+{
+    s_leaf_t *self = (s_leaf_t *) state;
+    uint32_t node = kvt_idmap_remove (&self->map, id);
+    if (node == KVT_IDMAP_NONE)
+        return;
+    kvt_keyheap_remove (&self->heap, node);
+    self->free_nodes [self->free_count++] = node;
+}
+
+static uint64_t
+s_leaf_choose_victim (void *state, const kvt_policy_block_t *incoming)
+{
+    s_leaf_t *self = (s_leaf_t *) state;
+    uint32_t node = kvt_keyheap_top (&self->heap);
+    return node != KVT_IDMAP_NONE? self->ids [node]: incoming->id;
+}
+
+const kvt_policy_ops_t kvt_policy_lru_leaf_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "lru-leaf",
+    .summary = "leaf-first LRU over the prefix tree (SGLang radix cache)",
+    .create = s_leaf_create,
+    .destroy = s_leaf_destroy,
+    .on_access = s_leaf_on_access,
+    .choose_victim = s_leaf_choose_victim,
+    .on_insert = s_leaf_on_insert,
+    .on_evict = s_leaf_on_evict,
+};

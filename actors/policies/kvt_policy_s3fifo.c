@@ -1,0 +1,236 @@
+/*  =========================================================================
+    kvt_policy_s3fifo - S3-FIFO: small FIFO, main CLOCK-ish FIFO, ghosts
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    S3-FIFO (Yang et al., SOSP'23) over blocks. New blocks enter a small
+    FIFO S (10% of capacity, option small=0.1). A block leaving S that was
+    used while there moves to the main FIFO M; otherwise it is evicted and
+    its id kept in a ghost FIFO G (as many ids as M holds blocks). A block
+    offered while its id is in G goes straight to M: admission by proven
+    reuse. M reinserts a block with uses left (up to 3) instead of
+    evicting it, spending one use each time.
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_policy.h"
+#include "kvt_policy_util.h"
+
+#define S_QUEUE_SMALL 0             //  Node is in S
+#define S_QUEUE_MAIN  1             //  Node is in M
+
+typedef struct {
+    uint64_t id;                    //  Block id
+    uint32_t next;                  //  Towards the back of its queue (older)
+    uint32_t prev;                  //  Towards the front (newer)
+    uint8_t queue;                  //  S_QUEUE_*
+    uint8_t uses;                   //  Uses since insert or last pass, <= 3
+} s_node_t;
+
+typedef struct {
+    uint32_t front;                 //  Newest, or NONE
+    uint32_t back;                  //  Oldest, or NONE
+    size_t count;                   //  Nodes in the queue
+} s_queue_t;
+
+typedef struct {
+    kvt_idmap_t map;                //  id -> node, cached blocks
+    s_node_t *nodes;                //  Node pool
+    uint32_t *free_nodes;           //  Stack of unused node indices
+    size_t free_count;              //  Entries in free_nodes
+    size_t node_max;                //  Entries in nodes
+    s_queue_t small;                //  S
+    s_queue_t main;                 //  M
+    size_t small_target;            //  Capacity share of S
+    kvt_idmap_t ghost_map;          //  id -> ghost sequence number
+    uint64_t *ghost_ring;           //  Ghost ids in FIFO order
+    size_t ghost_max;               //  Ring size
+    uint64_t ghost_head;            //  Sequence number of the next ghost
+} s_self_t;
+
+static void *
+s_create (const kvt_policy_args_t *args)
+{
+    double small = 0.1;
+    int rc = kvt_policy_option (args->options, "small", &small);
+    if (rc == -EINVAL || small <= 0 || small >= 1) {
+        kvt_log_error ("s3fifo: option small must be in (0, 1)");
+        return NULL;
+    }
+    s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
+    self->node_max = args->capacity + 1;
+    kvt_idmap_init (&self->map, self->node_max);
+    self->nodes = (s_node_t *) kvt_zmalloc (self->node_max * sizeof (s_node_t));
+    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
+    for (size_t node = 0; node < self->node_max; node++)
+        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    self->small.front = self->small.back = KVT_IDMAP_NONE;
+    self->main.front = self->main.back = KVT_IDMAP_NONE;
+    self->small_target = (size_t) (small * (double) args->capacity);
+    if (self->small_target == 0)
+        self->small_target = 1;
+    self->ghost_max = args->capacity > self->small_target? args->capacity - self->small_target: 1;
+    self->ghost_ring = (uint64_t *) kvt_zmalloc (self->ghost_max * sizeof (uint64_t));
+    kvt_idmap_init (&self->ghost_map, self->ghost_max);
+    return self;
+}
+
+static void
+s_destroy (void **state_p)
+{
+    s_self_t *self = (s_self_t *) *state_p;
+    if (self) {
+        kvt_idmap_fini (&self->map);
+        kvt_idmap_fini (&self->ghost_map);
+        free (self->ghost_ring);
+        free (self->nodes);
+        free (self->free_nodes);
+        free (self);
+        *state_p = NULL;
+    }
+}
+
+static void
+s_unlink (s_self_t *self, uint32_t node)
+{
+    s_node_t *n = &self->nodes [node];
+    s_queue_t *q = n->queue == S_QUEUE_SMALL? &self->small: &self->main;
+    if (n->prev != KVT_IDMAP_NONE)
+        self->nodes [n->prev].next = n->next;
+    else
+        q->front = n->next;
+    if (n->next != KVT_IDMAP_NONE)
+        self->nodes [n->next].prev = n->prev;
+    else
+        q->back = n->prev;
+    q->count--;
+}
+
+static void
+s_push (s_self_t *self, uint32_t node, uint8_t queue)
+{
+    s_node_t *n = &self->nodes [node];
+    s_queue_t *q = queue == S_QUEUE_SMALL? &self->small: &self->main;
+    n->queue = queue;
+    n->prev = KVT_IDMAP_NONE;
+    n->next = q->front;
+    if (q->front != KVT_IDMAP_NONE)
+        self->nodes [q->front].prev = node;
+    else
+        q->back = node;
+    q->front = node;
+    q->count++;
+}
+
+//  Remember an evicted id; the oldest ghost falls out of the ring.
+static void
+s_ghost_add (s_self_t *self, uint64_t id)
+{
+    size_t at = self->ghost_head % self->ghost_max;
+    if (self->ghost_head >= self->ghost_max) {
+        uint64_t old = self->ghost_ring [at];
+        uint32_t seq = kvt_idmap_get (&self->ghost_map, old);
+        if (seq != KVT_IDMAP_NONE && seq == (uint32_t) (self->ghost_head - self->ghost_max))
+            kvt_idmap_remove (&self->ghost_map, old);
+    }
+    self->ghost_ring [at] = id;
+    kvt_idmap_put (&self->ghost_map, id, (uint32_t) self->ghost_head);
+    self->ghost_head++;
+}
+
+static void
+s_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    if (node != KVT_IDMAP_NONE && self->nodes [node].uses < 3)
+        self->nodes [node].uses++;
+}
+
+static void
+s_on_insert (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    if (kvt_idmap_get (&self->map, block->id) != KVT_IDMAP_NONE) {
+        s_on_access (state, block);
+        return;
+    }
+    if (self->free_count == 0) {
+        size_t more = self->node_max;
+        self->nodes = (s_node_t *) realloc (self->nodes, (self->node_max + more) * sizeof (s_node_t));
+        self->free_nodes = (uint32_t *) realloc (self->free_nodes,
+                                                 (self->node_max + more) * sizeof (uint32_t));
+        if (!self->nodes || !self->free_nodes)
+            abort ();
+        for (size_t node = 0; node < more; node++)
+            self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
+        self->node_max += more;
+    }
+    uint32_t node = self->free_nodes [--self->free_count];
+    self->nodes [node].id = block->id;
+    self->nodes [node].uses = 0;
+    kvt_idmap_put (&self->map, block->id, node);
+    bool ghost = kvt_idmap_remove (&self->ghost_map, block->id) != KVT_IDMAP_NONE;
+    s_push (self, node, ghost? S_QUEUE_MAIN: S_QUEUE_SMALL);
+}
+
+static void
+s_on_evict (void *state, uint64_t id)
+{
+    s_self_t *self = (s_self_t *) state;
+    uint32_t node = kvt_idmap_remove (&self->map, id);
+    if (node == KVT_IDMAP_NONE)
+        return;
+    if (self->nodes [node].queue == S_QUEUE_SMALL)
+        s_ghost_add (self, id);
+    s_unlink (self, node);
+    self->free_nodes [self->free_count++] = node;
+}
+
+//  --------------------------------------------------------------------------
+//  Pick the victim: from S while S is over its share (promoting used
+//  blocks to M), else from M (reinserting blocks with uses left). Each
+//  pass spends a use or moves a block, so the loop ends.
+
+static uint64_t
+s_choose_victim (void *state, const kvt_policy_block_t *incoming)
+{
+    s_self_t *self = (s_self_t *) state;
+    while (self->small.count + self->main.count > 0) {
+        if (self->small.count >= self->small_target || self->main.count == 0) {
+            uint32_t node = self->small.back;
+            if (self->nodes [node].uses > 0) {
+                s_unlink (self, node);
+                self->nodes [node].uses = 0;
+                s_push (self, node, S_QUEUE_MAIN);
+                continue;
+            }
+            return self->nodes [node].id;
+        }
+        uint32_t node = self->main.back;
+        if (self->nodes [node].uses > 0) {
+            s_unlink (self, node);
+            self->nodes [node].uses--;
+            s_push (self, node, S_QUEUE_MAIN);
+            continue;
+        }
+        return self->nodes [node].id;
+    }
+    return incoming->id;
+}
+
+const kvt_policy_ops_t kvt_policy_s3fifo_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "s3fifo",
+    .summary = "S3-FIFO: small probation FIFO, main FIFO with reinsertion, ghost admission",
+    .create = s_create,
+    .destroy = s_destroy,
+    .on_access = s_on_access,
+    .choose_victim = s_choose_victim,
+    .on_insert = s_on_insert,
+    .on_evict = s_on_evict,
+};

@@ -1,0 +1,331 @@
+/*  =========================================================================
+    kvt_policy_util - id map, node lists and keyed heap shared by policies
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include "kvt_classes.h"
+#include "kvt_policy_util.h"
+
+//  Spread the bits of an id over the table (ids may be dense integers).
+static inline size_t
+s_slot (uint64_t id, size_t mask)
+{
+    id ^= id >> 33;
+    id *= UINT64_C (0xff51afd7ed558ccd);
+    id ^= id >> 33;
+    return (size_t) id & mask;
+}
+
+//  --------------------------------------------------------------------------
+//  Init an empty map sized for about 'expected' entries.
+
+void
+kvt_idmap_init (kvt_idmap_t *self, size_t expected)
+{
+    assert (self);
+    size_t slots = 64;
+    while (slots < expected * 2)
+        slots *= 2;
+    self->keys = (uint64_t *) kvt_zmalloc (slots * sizeof (uint64_t));
+    self->vals = (uint32_t *) kvt_zmalloc (slots * sizeof (uint32_t));
+    memset (self->vals, 0xff, slots * sizeof (uint32_t));
+    self->mask = slots - 1;
+    self->count = 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Free the map; leaves it zeroed.
+
+void
+kvt_idmap_fini (kvt_idmap_t *self)
+{
+    assert (self);
+    free (self->keys);
+    free (self->vals);
+    memset (self, 0, sizeof (*self));
+}
+
+//  --------------------------------------------------------------------------
+//  Node index for 'id', or KVT_IDMAP_NONE.
+
+uint32_t
+kvt_idmap_get (const kvt_idmap_t *self, uint64_t id)
+{
+    size_t slot = s_slot (id, self->mask);
+    while (self->vals [slot] != KVT_IDMAP_NONE) {
+        if (self->keys [slot] == id)
+            return self->vals [slot];
+        slot = (slot + 1) & self->mask;
+    }
+    return KVT_IDMAP_NONE;
+}
+
+//  Double the table and reinsert every entry.
+static void
+s_idmap_grow (kvt_idmap_t *self)
+{
+    kvt_idmap_t bigger;
+    kvt_idmap_init (&bigger, (self->mask + 1));
+    for (size_t slot = 0; slot <= self->mask; slot++)
+        if (self->vals [slot] != KVT_IDMAP_NONE)
+            kvt_idmap_put (&bigger, self->keys [slot], self->vals [slot]);
+    kvt_idmap_fini (self);
+    *self = bigger;
+}
+
+//  --------------------------------------------------------------------------
+//  Set 'id' -> 'value' (insert or replace); grows past half full.
+
+void
+kvt_idmap_put (kvt_idmap_t *self, uint64_t id, uint32_t value)
+{
+    assert (value != KVT_IDMAP_NONE);
+    if ((self->count + 1) * 2 > self->mask + 1)
+        s_idmap_grow (self);
+    size_t slot = s_slot (id, self->mask);
+    while (self->vals [slot] != KVT_IDMAP_NONE) {
+        if (self->keys [slot] == id) {
+            self->vals [slot] = value;
+            return;
+        }
+        slot = (slot + 1) & self->mask;
+    }
+    self->keys [slot] = id;
+    self->vals [slot] = value;
+    self->count++;
+}
+
+//  --------------------------------------------------------------------------
+//  Remove 'id' by shifting later members of its probe run back, so that
+//  lookups never need tombstones. Returns the value or KVT_IDMAP_NONE.
+
+uint32_t
+kvt_idmap_remove (kvt_idmap_t *self, uint64_t id)
+{
+    size_t slot = s_slot (id, self->mask);
+    while (self->vals [slot] != KVT_IDMAP_NONE && self->keys [slot] != id)
+        slot = (slot + 1) & self->mask;
+    uint32_t value = self->vals [slot];
+    if (value == KVT_IDMAP_NONE)
+        return value;
+    size_t hole = slot;
+    size_t next = (hole + 1) & self->mask;
+    while (self->vals [next] != KVT_IDMAP_NONE) {
+        size_t home = s_slot (self->keys [next], self->mask);
+        //  Move 'next' into the hole if its home is not in (hole, next]
+        if (((next - home) & self->mask) >= ((next - hole) & self->mask)) {
+            self->keys [hole] = self->keys [next];
+            self->vals [hole] = self->vals [next];
+            hole = next;
+        }
+        next = (next + 1) & self->mask;
+    }
+    self->vals [hole] = KVT_IDMAP_NONE;
+    self->count--;
+    return value;
+}
+
+//  --------------------------------------------------------------------------
+//  Init an empty heap for nodes [0, node_max).
+
+void
+kvt_keyheap_init (kvt_keyheap_t *self, size_t node_max)
+{
+    assert (self);
+    memset (self, 0, sizeof (*self));
+    kvt_keyheap_reserve (self, node_max? node_max: 16);
+}
+
+//  --------------------------------------------------------------------------
+//  Free the heap; leaves it zeroed.
+
+void
+kvt_keyheap_fini (kvt_keyheap_t *self)
+{
+    assert (self);
+    free (self->items);
+    free (self->pos);
+    free (self->keys);
+    memset (self, 0, sizeof (*self));
+}
+
+//  --------------------------------------------------------------------------
+//  Grow to hold nodes [0, node_max).
+
+void
+kvt_keyheap_reserve (kvt_keyheap_t *self, size_t node_max)
+{
+    if (node_max <= self->node_max)
+        return;
+    self->items = (uint32_t *) realloc (self->items, node_max * sizeof (uint32_t));
+    self->pos = (uint32_t *) realloc (self->pos, node_max * sizeof (uint32_t));
+    self->keys = (kvt_heapkey_t *) realloc (self->keys, node_max * sizeof (kvt_heapkey_t));
+    if (!self->items || !self->pos || !self->keys)
+        abort ();
+    for (size_t node = self->node_max; node < node_max; node++)
+        self->pos [node] = KVT_IDMAP_NONE;
+    self->node_max = node_max;
+}
+
+static inline bool
+s_less (const kvt_keyheap_t *self, uint32_t a, uint32_t b)
+{
+    const kvt_heapkey_t *ka = &self->keys [a], *kb = &self->keys [b];
+    return ka->major < kb->major || (ka->major == kb->major && ka->minor < kb->minor);
+}
+
+static void
+s_sift_up (kvt_keyheap_t *self, size_t at)
+{
+    uint32_t node = self->items [at];
+    while (at > 0) {
+        size_t up = (at - 1) / 2;
+        if (!s_less (self, node, self->items [up]))
+            break;
+        self->items [at] = self->items [up];
+        self->pos [self->items [at]] = (uint32_t) at;
+        at = up;
+    }
+    self->items [at] = node;
+    self->pos [node] = (uint32_t) at;
+}
+
+static void
+s_sift_down (kvt_keyheap_t *self, size_t at)
+{
+    uint32_t node = self->items [at];
+    while (true) {
+        size_t child = 2 * at + 1;
+        if (child >= self->count)
+            break;
+        if (child + 1 < self->count && s_less (self, self->items [child + 1], self->items [child]))
+            child++;
+        if (!s_less (self, self->items [child], node))
+            break;
+        self->items [at] = self->items [child];
+        self->pos [self->items [at]] = (uint32_t) at;
+        at = child;
+    }
+    self->items [at] = node;
+    self->pos [node] = (uint32_t) at;
+}
+
+//  --------------------------------------------------------------------------
+//  Insert 'node' with 'key', or move it if it is already there.
+
+void
+kvt_keyheap_set (kvt_keyheap_t *self, uint32_t node, kvt_heapkey_t key)
+{
+    if (node >= self->node_max)
+        kvt_keyheap_reserve (self, (size_t) node * 2 + 16);
+    self->keys [node] = key;
+    uint32_t at = self->pos [node];
+    if (at == KVT_IDMAP_NONE) {
+        self->items [self->count] = node;
+        self->pos [node] = (uint32_t) self->count;
+        s_sift_up (self, self->count++);
+    }
+    else {
+        s_sift_up (self, at);
+        s_sift_down (self, self->pos [node]);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Remove 'node' if present.
+
+void
+kvt_keyheap_remove (kvt_keyheap_t *self, uint32_t node)
+{
+    if (node >= self->node_max || self->pos [node] == KVT_IDMAP_NONE)
+        return;
+    size_t at = self->pos [node];
+    self->pos [node] = KVT_IDMAP_NONE;
+    self->count--;
+    if (at == self->count)
+        return;
+    self->items [at] = self->items [self->count];
+    self->pos [self->items [at]] = (uint32_t) at;
+    s_sift_up (self, at);
+    s_sift_down (self, self->pos [self->items [at]]);
+}
+
+//  --------------------------------------------------------------------------
+//  Node with the smallest key, or KVT_IDMAP_NONE when empty.
+
+uint32_t
+kvt_keyheap_top (const kvt_keyheap_t *self)
+{
+    return self->count? self->items [0]: KVT_IDMAP_NONE;
+}
+
+//  --------------------------------------------------------------------------
+//  True if 'node' is in the heap.
+
+bool
+kvt_keyheap_has (const kvt_keyheap_t *self, uint32_t node)
+{
+    return node < self->node_max && self->pos [node] != KVT_IDMAP_NONE;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest: map against a shadow array under random put/remove; heap
+//  pops in key order after random updates.
+
+int
+kvt_policy_util_test (bool verbose)
+{
+    (void) verbose;
+    printf (" * kvt_policy_util: ");
+    kvt_idmap_t map;
+    kvt_idmap_init (&map, 4);
+    enum { N = 5000 };
+    static uint32_t shadow [N];
+    memset (shadow, 0xff, sizeof (shadow));
+    uint64_t rng = 12345;
+    for (int step = 0; step < 200000; step++) {
+        rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        uint64_t id = (rng >> 33) % N;
+        if ((rng >> 20) & 1) {
+            kvt_idmap_put (&map, id * 7919, (uint32_t) step);
+            shadow [id] = (uint32_t) step;
+        }
+        else {
+            assert (kvt_idmap_remove (&map, id * 7919) == shadow [id]);
+            shadow [id] = KVT_IDMAP_NONE;
+        }
+    }
+    size_t live = 0;
+    for (uint64_t id = 0; id < N; id++) {
+        assert (kvt_idmap_get (&map, id * 7919) == shadow [id]);
+        live += shadow [id] != KVT_IDMAP_NONE;
+    }
+    assert (map.count == live);
+    kvt_idmap_fini (&map);
+
+    kvt_keyheap_t heap;
+    kvt_keyheap_init (&heap, 4);
+    for (uint32_t node = 0; node < 1000; node++)
+        kvt_keyheap_set (&heap, node, (kvt_heapkey_t) { (node * 37) % 101, node });
+    for (uint32_t node = 0; node < 1000; node += 3)
+        kvt_keyheap_set (&heap, node, (kvt_heapkey_t) { 1000 - node, node });
+    for (uint32_t node = 1; node < 1000; node += 5)
+        kvt_keyheap_remove (&heap, node);
+    assert (!kvt_keyheap_has (&heap, 1) && kvt_keyheap_has (&heap, 0));
+    kvt_heapkey_t last = { INT64_MIN, INT64_MIN };
+    size_t popped = 0;
+    while (kvt_keyheap_top (&heap) != KVT_IDMAP_NONE) {
+        uint32_t node = kvt_keyheap_top (&heap);
+        kvt_heapkey_t key = heap.keys [node];
+        assert (key.major > last.major || (key.major == last.major && key.minor > last.minor));
+        last = key;
+        kvt_keyheap_remove (&heap, node);
+        popped++;
+    }
+    assert (popped == 800);
+    kvt_keyheap_fini (&heap);
+    printf ("OK\n");
+    return 0;
+}

@@ -1,0 +1,653 @@
+/*  =========================================================================
+    kvt_sim - replays a trace through real policy code, moving no bytes
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    See kvt_sim.h for the model. Internally every block id is mapped once
+    to a dense index, so tier membership is a byte per block and the
+    replay loop costs a few policy calls per block access: well over a
+    million accesses a second for every built-in policy.
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_policy.h"
+#include "kvt_policy_util.h"
+#include "kvt_sim.h"
+
+//  --------------------------------------------------------------------------
+//  Structure of our class
+
+struct _kvt_sim_t {
+    const kvt_trace_t *trace;       //  Borrowed trace
+    uint64_t access_count;          //  Blocks over all requests
+    size_t *first_access;           //  Per request: its first access index
+    uint32_t *dense;                //  Per access: dense block index
+    int64_t *next_use;              //  Per access: next request using the block
+    uint64_t *ids;                  //  Per dense index: block id
+    uint64_t *parents;              //  Per dense index: parent id at first sight
+    uint32_t *depths;               //  Per dense index: depth at first sight
+    size_t dense_count;             //  Distinct blocks
+    kvt_idmap_t id_to_dense;        //  Block id -> dense index
+    uint32_t max_blocks;            //  Longest request, in blocks
+};
+
+//  One tier during a run
+typedef struct {
+    kvt_policy_t *policy;           //  Its policy instance
+    const kvt_policy_ops_t *ops;    //  policy's vtable
+    void *state;                    //  policy's state
+    size_t capacity;                //  Blocks it holds at most
+    size_t count;                   //  Blocks it holds now
+} s_tier_t;
+
+//  State of one run
+typedef struct {
+    kvt_sim_t *sim;                 //  Our simulator
+    const kvt_sim_config_t *config; //  Borrowed config
+    kvt_sim_result_t *result;       //  Where figures go
+    s_tier_t tiers [KVT_SIM_TIERS]; //  GPU, host, NVMe
+    int tier_count;                 //  Tiers with capacity > 0
+    uint8_t *member;                //  Per dense index: bit t = held by tier t
+    uint8_t *hits;                  //  Per dense index: prefix hits so far (saturates)
+    int64_t *next_now;              //  Per dense index: next use after its last use
+    int64_t now;                    //  Request being replayed
+} s_run_t;
+
+#define S_GB 1e9                    //  Bytes per GB in bandwidth figures
+
+//  --------------------------------------------------------------------------
+//  Fill 'calibration' with the defaults (DESIGN.md H100 table, 8B block).
+
+void
+kvt_sim_calibration_defaults (kvt_sim_calibration_t *calibration)
+{
+    assert (calibration);
+    calibration->block_bytes = 32.0 * 8 * 128 * 2 * 2 * 512;  //  Llama-3-8B bf16
+    calibration->h2d_GBps = 54.9;               //  Pinned 1 GiB copy, measured
+    calibration->d2h_GBps = 55.1;               //  Measured
+    calibration->nvme_read_GBps = 1.8;          //  Virtual disk, 1.5-2.2 measured
+    calibration->nvme_write_GBps = 1.5;         //  Assumed below reads
+    calibration->prefill_tokens_per_s = 10000;  //  Assumed 8B prefill on one H100
+    calibration->attention_equal_tokens = 30000;    //  8B: 16 GF/token = attention at 30K
+    calibration->request_overhead_us = 0;
+}
+
+//  Keys of the calibration file, with where each value goes
+typedef struct {
+    const char *key;                //  JSON key
+    size_t offset;                  //  offsetof in kvt_sim_calibration_t, or SIZE_MAX
+} s_cal_key_t;
+
+static const s_cal_key_t s_cal_keys [] = {
+    { "kvtier_calibration", SIZE_MAX },
+    { "block_bytes", offsetof (kvt_sim_calibration_t, block_bytes) },
+    { "h2d_GBps", offsetof (kvt_sim_calibration_t, h2d_GBps) },
+    { "d2h_GBps", offsetof (kvt_sim_calibration_t, d2h_GBps) },
+    { "nvme_read_GBps", offsetof (kvt_sim_calibration_t, nvme_read_GBps) },
+    { "nvme_write_GBps", offsetof (kvt_sim_calibration_t, nvme_write_GBps) },
+    { "prefill_tokens_per_s", offsetof (kvt_sim_calibration_t, prefill_tokens_per_s) },
+    { "attention_equal_tokens", offsetof (kvt_sim_calibration_t, attention_equal_tokens) },
+    { "request_overhead_us", offsetof (kvt_sim_calibration_t, request_overhead_us) },
+    { NULL, 0 }
+};
+
+//  Record a calibration error with the file and byte offset.
+static int
+s_cal_error (char **error, const char *path, const char *data, const char *at,
+             const char *problem)
+{
+    int line = 1;
+    for (const char *p = data; p < at; p++)
+        line += *p == '\n';
+    if (error && asprintf (error, "%s:%d: %s", path, line, problem) < 0)
+        *error = NULL;
+    return -EINVAL;
+}
+
+//  --------------------------------------------------------------------------
+//  Read a calibration file over the values already in 'calibration': one
+//  flat JSON object of "key": number. Returns 0 or -errno / -EINVAL with
+//  a malloc'd message in *error.
+
+int
+kvt_sim_calibration_load (kvt_sim_calibration_t *calibration, const char *path, char **error)
+{
+    assert (calibration && path);
+    if (error)
+        *error = NULL;
+    FILE *file = fopen (path, "r");
+    if (!file) {
+        int rc = -errno;
+        if (error && asprintf (error, "%s: cannot read: %s", path, strerror (-rc)) < 0)
+            *error = NULL;
+        return rc;
+    }
+    char data [8192];
+    size_t size = fread (data, 1, sizeof (data) - 1, file);
+    bool too_big = !feof (file);
+    fclose (file);
+    data [size] = 0;
+    if (too_big)
+        return s_cal_error (error, path, data, data, "file larger than 8 KiB");
+    kvt_sim_calibration_t values = *calibration;
+    const char *p = data;
+    #define S_WS() while (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n') p++
+    S_WS ();
+    if (*p++ != '{')
+        return s_cal_error (error, path, data, p - 1, "expected '{'");
+    S_WS ();
+    bool first = true;
+    while (*p != '}') {
+        if (!first) {
+            if (*p++ != ',')
+                return s_cal_error (error, path, data, p - 1, "expected ',' or '}'");
+            S_WS ();
+        }
+        first = false;
+        if (*p++ != '"')
+            return s_cal_error (error, path, data, p - 1, "expected a key string");
+        const char *key = p;
+        while (*p && *p != '"')
+            p++;
+        if (!*p)
+            return s_cal_error (error, path, data, p, "unterminated key");
+        size_t key_length = (size_t) (p - key);
+        p++;
+        S_WS ();
+        if (*p++ != ':')
+            return s_cal_error (error, path, data, p - 1, "expected ':'");
+        S_WS ();
+        char *end;
+        errno = 0;
+        double value = strtod (p, &end);
+        if (end == p || errno || !isfinite (value) || value < 0)
+            return s_cal_error (error, path, data, p, "expected a non-negative number");
+        p = end;
+        const s_cal_key_t *known = s_cal_keys;
+        while (known->key && !(strlen (known->key) == key_length
+                               && memcmp (known->key, key, key_length) == 0))
+            known++;
+        if (!known->key)
+            return s_cal_error (error, path, data, key, "unknown key");
+        if (known->offset != SIZE_MAX)
+            *(double *) ((char *) &values + known->offset) = value;
+        S_WS ();
+        if (!*p)
+            return s_cal_error (error, path, data, p, "missing '}'");
+    }
+    p++;
+    S_WS ();
+    if (*p)
+        return s_cal_error (error, path, data, p, "trailing characters");
+    #undef S_WS
+    if (values.block_bytes <= 0 || values.h2d_GBps <= 0 || values.d2h_GBps <= 0
+    ||  values.nvme_read_GBps <= 0 || values.nvme_write_GBps <= 0
+    ||  values.prefill_tokens_per_s <= 0 || values.attention_equal_tokens <= 0)
+        return s_cal_error (error, path, data, p, "sizes and rates must be > 0");
+    *calibration = values;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Write 'calibration' as a calibration file. Returns 0 or -errno.
+
+int
+kvt_sim_calibration_save (const kvt_sim_calibration_t *calibration, const char *path)
+{
+    FILE *file = fopen (path, "w");
+    if (!file)
+        return -errno;
+    fprintf (file, "{\"kvtier_calibration\": 1");
+    for (const s_cal_key_t *known = s_cal_keys; known->key; known++)
+        if (known->offset != SIZE_MAX)
+            fprintf (file, ",\n \"%s\": %.17g", known->key,
+                     *(const double *) ((const char *) calibration + known->offset));
+    fprintf (file, "}\n");
+    return fclose (file)? -errno: 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Fill 'config' with defaults: policy "lru", one GPU tier of 'capacity'.
+
+void
+kvt_sim_config_defaults (kvt_sim_config_t *config, size_t capacity)
+{
+    assert (config);
+    memset (config, 0, sizeof (*config));
+    config->policy = "lru";
+    config->lower_policy = "lru";
+    config->capacity [0] = capacity;
+    config->write = KVT_SIM_WRITE_BACK;
+    config->prefetch = true;
+    kvt_sim_calibration_defaults (&config->calibration);
+}
+
+//  --------------------------------------------------------------------------
+//  Prepare a simulator for 'trace': dense ids and the next-use oracle.
+//  Visits every access twice (forward, then backward).
+
+kvt_sim_t *
+kvt_sim_new (const kvt_trace_t *trace)
+{
+    assert (trace);
+    kvt_sim_t *self = (kvt_sim_t *) kvt_zmalloc (sizeof (kvt_sim_t));
+    self->trace = trace;
+    size_t requests = kvt_trace_size (trace);
+    self->first_access = (size_t *) kvt_zmalloc ((requests + 1) * sizeof (size_t));
+    for (size_t r = 0; r < requests; r++) {
+        uint32_t count = kvt_trace_request (trace, r)->hash_count;
+        self->first_access [r] = self->access_count;
+        self->access_count += count;
+        if (count > self->max_blocks)
+            self->max_blocks = count;
+    }
+    self->first_access [requests] = self->access_count;
+    self->dense = (uint32_t *) kvt_zmalloc (self->access_count * sizeof (uint32_t));
+    self->next_use = (int64_t *) kvt_zmalloc (self->access_count * sizeof (int64_t));
+    size_t dense_max = 1024;
+    self->ids = (uint64_t *) kvt_zmalloc (dense_max * sizeof (uint64_t));
+    self->parents = (uint64_t *) kvt_zmalloc (dense_max * sizeof (uint64_t));
+    self->depths = (uint32_t *) kvt_zmalloc (dense_max * sizeof (uint32_t));
+    kvt_idmap_init (&self->id_to_dense, 1024);
+    for (size_t r = 0; r < requests; r++) {
+        const kvt_trace_request_t *request = kvt_trace_request (trace, r);
+        for (uint32_t j = 0; j < request->hash_count; j++) {
+            uint64_t id = request->hash_ids [j];
+            uint32_t d = kvt_idmap_get (&self->id_to_dense, id);
+            if (d == KVT_IDMAP_NONE) {
+                if (self->dense_count == dense_max) {
+                    dense_max *= 2;
+                    self->ids = (uint64_t *) realloc (self->ids, dense_max * sizeof (uint64_t));
+                    self->parents = (uint64_t *) realloc (self->parents, dense_max * sizeof (uint64_t));
+                    self->depths = (uint32_t *) realloc (self->depths, dense_max * sizeof (uint32_t));
+                    if (!self->ids || !self->parents || !self->depths)
+                        abort ();
+                }
+                d = (uint32_t) self->dense_count++;
+                self->ids [d] = id;
+                self->parents [d] = j? request->hash_ids [j - 1]: KVT_POLICY_NO_PARENT;
+                self->depths [d] = j;
+                kvt_idmap_put (&self->id_to_dense, id, d);
+            }
+            self->dense [self->first_access [r] + j] = d;
+        }
+    }
+    //  Backward pass: next request that uses each block
+    int64_t *seen = (int64_t *) kvt_zmalloc ((self->dense_count + 1) * sizeof (int64_t));
+    for (size_t d = 0; d < self->dense_count; d++)
+        seen [d] = KVT_POLICY_NEVER;
+    for (size_t r = requests; r-- > 0; ) {
+        for (size_t a = self->first_access [r]; a < self->first_access [r + 1]; a++)
+            self->next_use [a] = seen [self->dense [a]];
+        for (size_t a = self->first_access [r]; a < self->first_access [r + 1]; a++)
+            seen [self->dense [a]] = (int64_t) r;
+    }
+    free (seen);
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Destroy; NULL-safe, nulls the caller's pointer.
+
+void
+kvt_sim_destroy (kvt_sim_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        kvt_sim_t *self = *self_p;
+        kvt_idmap_fini (&self->id_to_dense);
+        free (self->depths);
+        free (self->parents);
+        free (self->ids);
+        free (self->next_use);
+        free (self->dense);
+        free (self->first_access);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  Describe dense block 'd' as it stands now (for demotions and copies).
+static void
+s_describe (s_run_t *run, uint32_t d, kvt_policy_block_t *block)
+{
+    kvt_sim_t *sim = run->sim;
+    const kvt_sim_calibration_t *cal = &run->config->calibration;
+    memset (block, 0, sizeof (*block));
+    block->id = sim->ids [d];
+    block->parent = sim->parents [d];
+    block->depth = sim->depths [d];
+    block->block_tokens = KVT_TRACE_BLOCK_TOKENS;
+    block->now = run->now;
+    block->next_use = run->next_now [d];
+    double tokens = KVT_TRACE_BLOCK_TOKENS;
+    double context = (double) block->depth * tokens + tokens / 2;
+    block->recompute_us = (float) (tokens / cal->prefill_tokens_per_s * 1e6
+                                   * (1 + context / cal->attention_equal_tokens));
+    block->fetch_us = (float) (cal->block_bytes / (cal->h2d_GBps * S_GB) * 1e6);
+}
+
+static void s_offer (s_run_t *run, int t, uint32_t d, const kvt_policy_block_t *block);
+
+//  Remove 'id' from tier t; demote it unless the write mode forbids it.
+static void
+s_evict (s_run_t *run, int t, uint64_t id)
+{
+    s_tier_t *tier = &run->tiers [t];
+    uint32_t d = kvt_idmap_get (&run->sim->id_to_dense, id);
+    assert (d != KVT_IDMAP_NONE);   //  A policy named a block nobody offered
+    assert (run->member [d] & (1u << t));   //  ... or one that is not cached
+    run->member [d] &= (uint8_t) ~(1u << t);
+    tier->count--;
+    tier->ops->on_evict (tier->state, id);
+    if (t + 1 < run->tier_count && !(run->member [d] & (1u << (t + 1)))
+    &&  run->config->write != KVT_SIM_WRITE_SECOND_HIT) {
+        kvt_policy_block_t block;
+        s_describe (run, d, &block);
+        s_offer (run, t + 1, d, &block);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Offer block 'd' to tier t through its policy; a write into a lower
+//  tier is counted on its link.
+
+static void
+s_offer (s_run_t *run, int t, uint32_t d, const kvt_policy_block_t *block)
+{
+    s_tier_t *tier = &run->tiers [t];
+    if (run->member [d] & (1u << t)) {
+        tier->ops->on_access (tier->state, block);
+        return;
+    }
+    if (tier->ops->admit && !tier->ops->admit (tier->state, block))
+        return;
+    if (tier->count >= tier->capacity) {
+        uint64_t victim = tier->ops->choose_victim (tier->state, block);
+        if (victim == block->id)
+            return;                 //  Declined
+        s_evict (run, t, victim);
+    }
+    run->member [d] |= (uint8_t) (1u << t);
+    tier->count++;
+    tier->ops->on_insert (tier->state, block);
+    double bytes = run->config->calibration.block_bytes;
+    if (t == 1)
+        run->result->bytes_d2h += bytes;
+    else
+    if (t == 2)
+        run->result->bytes_nvme_write += bytes;
+}
+
+//  Write 'd' to every lower tier that lacks it (write-through, second hit).
+static void
+s_copy_down (s_run_t *run, uint32_t d, const kvt_policy_block_t *block)
+{
+    for (int t = 1; t < run->tier_count; t++)
+        if (!(run->member [d] & (1u << t)))
+            s_offer (run, t, d, block);
+}
+
+static int
+s_compare_double (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y? -1: x > y;
+}
+
+//  --------------------------------------------------------------------------
+//  Replay the trace under 'config' into 'result'. Returns 0, or -EINVAL
+//  if a policy could not be created (logged).
+
+int
+kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *result)
+{
+    assert (self && config && result);
+    memset (result, 0, sizeof (*result));
+    s_run_t run = { .sim = self, .config = config, .result = result };
+    int rc = 0;
+    for (int t = 0; t < KVT_SIM_TIERS && config->capacity [t] > 0; t++) {
+        const char *name = t == 0? config->policy
+                                 : (config->lower_policy? config->lower_policy: "lru");
+        s_tier_t *tier = &run.tiers [t];
+        tier->policy = kvt_policy_new (name, config->capacity [t], config->options);
+        if (!tier->policy) {
+            rc = -EINVAL;
+            break;
+        }
+        tier->ops = kvt_policy_ops (tier->policy);
+        tier->state = kvt_policy_state (tier->policy);
+        tier->capacity = config->capacity [t];
+        run.tier_count = t + 1;
+    }
+    if (rc || run.tier_count == 0) {
+        for (int t = 0; t < run.tier_count; t++)
+            kvt_policy_destroy (&run.tiers [t].policy);
+        return -EINVAL;
+    }
+    const kvt_sim_calibration_t *cal = &config->calibration;
+    run.member = (uint8_t *) kvt_zmalloc (self->dense_count + 1);
+    run.hits = (uint8_t *) kvt_zmalloc (self->dense_count + 1);
+    run.next_now = (int64_t *) kvt_zmalloc ((self->dense_count + 1) * sizeof (int64_t));
+    kvt_policy_block_t *blocks = (kvt_policy_block_t *)
+        kvt_zmalloc ((self->max_blocks + 1) * sizeof (kvt_policy_block_t));
+    size_t requests = kvt_trace_size (self->trace);
+    if (config->request_limit && config->request_limit < requests)
+        requests = config->request_limit;
+    double *ttft = (double *) kvt_zmalloc ((requests + 1) * sizeof (double));
+    double fetch_host_us = cal->block_bytes / (cal->h2d_GBps * S_GB) * 1e6;
+    double read_nvme_us = cal->block_bytes / (cal->nvme_read_GBps * S_GB) * 1e6;
+    double ttft_sum = 0, nocache_sum = 0;
+
+    int64_t start_us = kvt_now_us ();
+    for (size_t r = 0; r < requests; r++) {
+        const kvt_trace_request_t *request = kvt_trace_request (self->trace, r);
+        size_t base = self->first_access [r];
+        size_t count = request->hash_count;
+        run.now = (int64_t) r;
+        result->block_count += count;
+        //  1. Longest cached lead, each block served by its highest tier
+        size_t hit = 0;
+        size_t from_host = 0, from_nvme = 0;
+        for (; hit < count; hit++) {
+            uint8_t where = run.member [self->dense [base + hit]];
+            if (!where)
+                break;
+            int t = __builtin_ctz (where);
+            result->hit_blocks [t]++;
+            from_host += t == 1;
+            from_nvme += t == 2;
+        }
+        //  2. Describe every block, then the cost model
+        double compute_us = 0, nocache_us = 0;
+        for (size_t j = 0; j < count; j++) {
+            uint32_t d = self->dense [base + j];
+            kvt_policy_block_t *block = &blocks [j];
+            run.next_now [d] = self->next_use [base + j];
+            s_describe (&run, d, block);
+            block->depth = (uint32_t) j;
+            block->parent = j? request->hash_ids [j - 1]: KVT_POLICY_NO_PARENT;
+            double tokens = KVT_TRACE_BLOCK_TOKENS;
+            if (j + 1 == count && request->input_length % KVT_TRACE_BLOCK_TOKENS
+            &&  request->input_length < (uint64_t) count * KVT_TRACE_BLOCK_TOKENS) {
+                block->flags |= KVT_POLICY_BLOCK_PARTIAL;
+                tokens = request->input_length % KVT_TRACE_BLOCK_TOKENS;
+            }
+            double context = (double) j * KVT_TRACE_BLOCK_TOKENS + tokens / 2;
+            double block_us = tokens / cal->prefill_tokens_per_s * 1e6
+                            * (1 + context / cal->attention_equal_tokens);
+            block->recompute_us = (float) block_us;
+            nocache_us += block_us;
+            if (j < hit) {
+                block->flags |= KVT_POLICY_BLOCK_HIT;
+                if (run.hits [d] < UINT8_MAX)
+                    run.hits [d]++;
+            }
+            else
+                compute_us += block_us;
+        }
+        double fetch_us = fmax ((double) (from_host + from_nvme) * fetch_host_us,
+                                (double) from_nvme * read_nvme_us);
+        double request_us = cal->request_overhead_us
+                          + (config->prefetch? fmax (fetch_us, compute_us): fetch_us + compute_us);
+        ttft [r] = request_us / 1000;
+        ttft_sum += request_us;
+        nocache_sum += cal->request_overhead_us + nocache_us;
+        result->bytes_h2d += (double) (from_host + from_nvme) * cal->block_bytes;
+        result->bytes_nvme_read += (double) from_nvme * cal->block_bytes;
+        //  3. Lower-tier hits are uses there too
+        for (size_t j = 0; j < hit; j++) {
+            uint8_t where = run.member [self->dense [base + j]];
+            for (int t = 1; t < run.tier_count; t++)
+                if (where & (1u << t))
+                    run.tiers [t].ops->on_access (run.tiers [t].state, &blocks [j]);
+        }
+        //  4. Offer every block to the GPU tier, in prefix order
+        s_tier_t *gpu = &run.tiers [0];
+        if (gpu->ops->begin_request)
+            gpu->ops->begin_request (gpu->state, blocks, count, hit);
+        for (size_t j = 0; j < count; j++) {
+            uint32_t d = self->dense [base + j];
+            s_offer (&run, 0, d, &blocks [j]);
+            if (run.tier_count > 1) {
+                if (config->write == KVT_SIM_WRITE_THROUGH && (run.member [d] & 1))
+                    s_copy_down (&run, d, &blocks [j]);
+                else
+                if (config->write == KVT_SIM_WRITE_SECOND_HIT && run.hits [d] == 2
+                &&  (blocks [j].flags & KVT_POLICY_BLOCK_HIT))
+                    s_copy_down (&run, d, &blocks [j]);
+            }
+        }
+        if (gpu->ops->end_request)
+            gpu->ops->end_request (gpu->state);
+    }
+    result->elapsed_s = (double) (kvt_now_us () - start_us) / 1e6;
+    result->request_count = requests;
+    uint64_t hits = 0;
+    for (int t = 0; t < KVT_SIM_TIERS; t++) {
+        hits += result->hit_blocks [t];
+        result->tier_hit_ratio [t] = result->block_count
+                                   ? (double) result->hit_blocks [t] / (double) result->block_count: 0;
+    }
+    result->hit_ratio = result->block_count? (double) hits / (double) result->block_count: 0;
+    result->accesses_per_s = result->elapsed_s > 0
+                           ? (double) result->block_count / result->elapsed_s: 0;
+    if (requests) {
+        result->ttft_mean_ms = ttft_sum / (double) requests / 1000;
+        result->ttft_nocache_mean_ms = nocache_sum / (double) requests / 1000;
+        qsort (ttft, requests, sizeof (double), s_compare_double);
+        result->ttft_p50_ms = ttft [requests / 2];
+        result->ttft_p99_ms = ttft [(size_t) ((double) (requests - 1) * 0.99)];
+    }
+    free (ttft);
+    free (blocks);
+    free (run.next_now);
+    free (run.hits);
+    free (run.member);
+    for (int t = 0; t < run.tier_count; t++)
+        kvt_policy_destroy (&run.tiers [t].policy);
+    return 0;
+}
+
+//  Selftest helper: write 'text' to a temp file and load it as a trace.
+static kvt_trace_t *
+s_trace_from (const char *text)
+{
+    char path [] = "/tmp/kvt_sim_test_XXXXXX";
+    int fd = mkstemp (path);
+    assert (fd >= 0);
+    ssize_t wrote = write (fd, text, strlen (text));
+    assert (wrote == (ssize_t) strlen (text));
+    close (fd);
+    char *error = NULL;
+    kvt_trace_t *trace = kvt_trace_load (path, &error);
+    assert (trace);
+    unlink (path);
+    return trace;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest
+
+int
+kvt_sim_test (bool verbose)
+{
+    printf (" * kvt_sim: ");
+    //  @selftest
+    //  Three requests: A = [1 2 3], B = [1 2 4], A again. Two GPU blocks.
+    kvt_trace_t *trace = s_trace_from (
+        "{\"timestamp\": 0, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 3]}\n"
+        "{\"timestamp\": 1, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 4]}\n"
+        "{\"timestamp\": 2, \"input_length\": 1536, \"output_length\": 1, \"hash_ids\": [1, 2, 3]}\n");
+    kvt_sim_t *sim = kvt_sim_new (trace);
+    kvt_sim_config_t config;
+    kvt_sim_config_defaults (&config, 2);
+    kvt_sim_result_t result;
+    int rc = kvt_sim_run (sim, &config, &result);
+    assert (rc == 0);
+    //  LRU, 2 blocks: after A holds {2,3}; B misses 1 -> 0 hits; C misses
+    assert (result.block_count == 9);
+    assert (result.hit_blocks [0] == 0);
+    //  Three blocks hold the shared prefix: B hits 1,2; A again hits 1,2
+    config.capacity [0] = 3;
+    rc = kvt_sim_run (sim, &config, &result);
+    assert (rc == 0 && result.hit_blocks [0] == 4);
+    //  Belady at 3 blocks keeps 3 for the third request instead of 4
+    config.policy = "belady";
+    rc = kvt_sim_run (sim, &config, &result);
+    assert (rc == 0 && result.hit_blocks [0] == 5);
+    //  Two tiers: GPU 1 block, host 8 blocks, write-back: demoted blocks hit on host
+    kvt_sim_config_defaults (&config, 1);
+    config.capacity [1] = 8;
+    rc = kvt_sim_run (sim, &config, &result);
+    assert (rc == 0);
+    assert (result.hit_blocks [0] + result.hit_blocks [1] == 5);
+    assert (result.hit_blocks [1] >= 4);
+    assert (result.bytes_h2d == (double) result.hit_blocks [1] * config.calibration.block_bytes);
+    assert (result.bytes_d2h > 0);
+    assert (result.ttft_mean_ms < result.ttft_nocache_mean_ms);
+    //  Second-hit writes nothing down on first use
+    config.write = KVT_SIM_WRITE_SECOND_HIT;
+    rc = kvt_sim_run (sim, &config, &result);
+    assert (rc == 0 && result.hit_blocks [1] == 0 && result.bytes_d2h == 0);
+    //  Write-through copies every block as it is made
+    config.write = KVT_SIM_WRITE_THROUGH;
+    rc = kvt_sim_run (sim, &config, &result);
+    assert (rc == 0 && result.bytes_d2h >= 4 * config.calibration.block_bytes);
+    //  Unknown policy is refused
+    config.policy = "no-such-policy";
+    assert (kvt_sim_run (sim, &config, &result) == -EINVAL);
+    kvt_sim_destroy (&sim);
+    kvt_trace_destroy (&trace);
+    //  @end
+
+    //  Calibration file: round trip, and errors name file:line
+    kvt_sim_calibration_t cal, back;
+    kvt_sim_calibration_defaults (&cal);
+    cal.h2d_GBps = 12.5;
+    char path [] = "/tmp/kvt_sim_cal_XXXXXX";
+    int fd = mkstemp (path);
+    assert (fd >= 0);
+    close (fd);
+    assert (kvt_sim_calibration_save (&cal, path) == 0);
+    kvt_sim_calibration_defaults (&back);
+    char *error = NULL;
+    assert (kvt_sim_calibration_load (&back, path, &error) == 0);
+    assert (back.h2d_GBps == 12.5 && back.block_bytes == cal.block_bytes);
+    FILE *file = fopen (path, "w");
+    fprintf (file, "{\"h2d_GBps\": 3,\n \"h2d_gbps\": 4}\n");
+    fclose (file);
+    assert (kvt_sim_calibration_load (&back, path, &error) == -EINVAL);
+    if (verbose)
+        printf ("\n  rejected: %s\n", error);
+    assert (error && strstr (error, ":2: unknown key"));
+    free (error);
+    assert (back.h2d_GBps == 12.5);     //  Unchanged on error
+    unlink (path);
+    printf ("OK\n");
+    return 0;
+}

@@ -1,0 +1,139 @@
+/*  =========================================================================
+    kvt_sim - replays a trace through real policy code, moving no bytes
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The engine behind `kvtier replay --simulate`. For each request of a
+    Mooncake trace, in order:
+      1. hit = the longest run of its leading blocks held by any tier; each
+         hit block is served by the highest tier holding it;
+      2. the modeled TTFT = time to bring hit blocks from lower tiers
+         (link bandwidths) and to prefill the missed tokens (compute rate,
+         with attention cost growing with depth); with prefetch the fetch
+         overlaps the prefill, without it they add;
+      3. its blocks are offered to the GPU tier in prefix order through the
+         tier's policy (kvt_policy.h protocol); a block evicted from a tier
+         is written down to the next tier if it has no copy there (write-
+         back), or copies are written at insert (write-through) or at a
+         block's second hit (second-hit).
+    Hit ratio = hit blocks / all blocks over all requests. The next-use
+    oracle (next request containing each block) is computed once per trace
+    and handed to policies in block->next_use, which only "belady" reads.
+@discuss
+    Calibration file (JSON, one flat object of numbers; every key optional,
+    unknown keys are refused so a typo is not silently ignored):
+      {"kvtier_calibration": 1, "block_bytes": 67108864,
+       "h2d_GBps": 54.9, "d2h_GBps": 55.1, "nvme_read_GBps": 1.8,
+       "nvme_write_GBps": 1.5, "prefill_tokens_per_s": 10000,
+       "attention_equal_tokens": 30000, "request_overhead_us": 0}
+    Defaults are DESIGN.md's measured H100 links and a Llama-3-8B-shaped
+    bf16 block (32 layers x 8 KV heads x 128 dims x 2 x 2 B x 512 tokens).
+@end
+*/
+
+#ifndef KVT_SIM_H_INCLUDED
+#define KVT_SIM_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "kvt_trace.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define KVT_SIM_TIERS 3             //  GPU, host, NVMe
+
+typedef enum {
+    KVT_SIM_WRITE_BACK = 0,         //  Write down a block when it is evicted
+    KVT_SIM_WRITE_THROUGH = 1,      //  Write every new block to every lower tier
+    KVT_SIM_WRITE_SECOND_HIT = 2    //  Write down at a block's second hit only
+} kvt_sim_write_t;
+
+typedef struct {
+    double block_bytes;             //  KV bytes of one full block
+    double h2d_GBps;                //  Host -> GPU
+    double d2h_GBps;                //  GPU -> host
+    double nvme_read_GBps;          //  NVMe -> host
+    double nvme_write_GBps;         //  Host -> NVMe
+    double prefill_tokens_per_s;    //  Prefill rate at short context
+    double attention_equal_tokens;  //  Context where attention costs as much as the rest
+    double request_overhead_us;     //  Fixed cost per request
+} kvt_sim_calibration_t;
+
+typedef struct {
+    const char *policy;             //  GPU tier policy (name or plugin:PATH)
+    const char *lower_policy;       //  Host and NVMe tier policy; NULL = "lru"
+    const char *options;            //  Policy options "k=v,..." or NULL
+    size_t capacity [KVT_SIM_TIERS];    //  Blocks per tier; 0 = no such tier
+    kvt_sim_write_t write;          //  When lower tiers get copies
+    bool prefetch;                  //  Promote lower-tier hits at admission
+    size_t request_limit;           //  Replay only the first N requests (0 = all)
+    kvt_sim_calibration_t calibration;  //  Cost model
+} kvt_sim_config_t;
+
+typedef struct {
+    size_t request_count;           //  Requests replayed
+    uint64_t block_count;           //  Blocks over all requests
+    uint64_t hit_blocks [KVT_SIM_TIERS];    //  Prefix-hit blocks served per tier
+    double hit_ratio;               //  All tiers: hit blocks / blocks
+    double tier_hit_ratio [KVT_SIM_TIERS];  //  Per tier: served there / blocks
+    double bytes_h2d;               //  Host -> GPU (promotions)
+    double bytes_d2h;               //  GPU -> host (demotions, copies)
+    double bytes_nvme_read;         //  NVMe -> host
+    double bytes_nvme_write;        //  Host -> NVMe
+    double ttft_mean_ms;            //  Modeled time to first token, mean
+    double ttft_p50_ms;             //  Median
+    double ttft_p99_ms;             //  99th percentile
+    double ttft_nocache_mean_ms;    //  Same model with no cache at all
+    double elapsed_s;               //  Wall time of the replay loop
+    double accesses_per_s;          //  Block accesses replayed per second
+} kvt_sim_result_t;
+
+typedef struct _kvt_sim_t kvt_sim_t;
+
+//  Fill 'calibration' with the defaults (DESIGN.md H100 table, 8B block).
+void
+    kvt_sim_calibration_defaults (kvt_sim_calibration_t *calibration);
+
+//  Read a calibration file over the values already in 'calibration'.
+//  Returns 0, or a negative code with a malloc'd message in *error.
+int
+    kvt_sim_calibration_load (kvt_sim_calibration_t *calibration, const char *path,
+                              char **error);
+
+//  Write 'calibration' as a calibration file (what `kvtier bench` does).
+//  Returns 0 or -errno.
+int
+    kvt_sim_calibration_save (const kvt_sim_calibration_t *calibration, const char *path);
+
+//  Fill 'config' with defaults: policy "lru", one GPU tier of 'capacity'.
+void
+    kvt_sim_config_defaults (kvt_sim_config_t *config, size_t capacity);
+
+//  Prepare a simulator for 'trace' (borrowed; must outlive the simulator):
+//  computes the next-use oracle once.
+kvt_sim_t *
+    kvt_sim_new (const kvt_trace_t *trace);
+
+//  Destroy; NULL-safe, nulls the caller's pointer.
+void
+    kvt_sim_destroy (kvt_sim_t **self_p);
+
+//  Replay the trace under 'config' into 'result'. Returns 0, or -EINVAL
+//  if a policy could not be created (logged).
+int
+    kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *result);
+
+//  Selftest
+int
+    kvt_sim_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,399 @@
+/*  =========================================================================
+    kvt_actor - the skeleton every actor shares: loop, inbox, calls, stats
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include "kvt_classes.h"
+
+#define S_MAX_PEERS     8           //  Peers one actor may call
+#define S_MAX_COUNTERS  128         //  Distinct counters one actor reports
+#define S_SWEEP_MS      50          //  How often call deadlines are checked
+
+typedef struct {
+    uint64_t request_id;            //  Our id for the call
+    kvt_actor_reply_fn *fn;         //  Who gets the answer
+    void *arg;                      //  Its argument
+    int64_t deadline_us;            //  When to give up
+    int peer;                       //  Index in peers []
+} s_pending_t;
+
+typedef struct {
+    char name [48];                 //  Counter name
+    uint64_t value;                 //  Its value
+} s_counter_t;
+
+struct _kvt_actor_t {
+    const kvt_actor_def_t *def;     //  What this actor is
+    void *self;                     //  The definition's state
+    zsock_t *pipe;                  //  Control pipe from our owner
+    zloop_t *loop;                  //  Reactor driving this actor
+    zsock_t *inbox;                 //  ROUTER for requests
+    kvt_config_t *config;           //  Own copy
+    char *run_dir;                  //  Own copy
+    bool in_process;                //  Alone in an actor process?
+    zsock_t *peers [S_MAX_PEERS];   //  DEALER per peer, same order as def->peers
+    int peer_count;                 //  Entries in peers
+    s_pending_t *pending;           //  Calls awaiting a reply
+    size_t pending_count;           //  Entries used
+    size_t pending_room;            //  Entries allocated
+    uint64_t next_request_id;       //  For calls we make
+    int64_t call_timeout_us;        //  From runtime/call_timeout_ms
+    s_counter_t counters [S_MAX_COUNTERS];
+    int counter_count;              //  Entries used
+    bool started;                   //  START succeeded?
+};
+
+void
+kvt_actor_endpoint (const char *run_dir, const char *name, bool ipc, char *endpoint, size_t size)
+{
+    if (ipc)
+        snprintf (endpoint, size, "ipc://%s/%s.ipc", run_dir, name);
+    else
+        snprintf (endpoint, size, "inproc://%s/%s", run_dir, name);
+}
+
+//  --------------------------------------------------------------------------
+//  Counters
+
+static s_counter_t *
+s_counter (kvt_actor_t *self, const char *name)
+{
+    for (int k = 0; k < self->counter_count; k++)
+        if (streq (self->counters [k].name, name))
+            return &self->counters [k];
+    if (self->counter_count == S_MAX_COUNTERS)
+        return NULL;
+    s_counter_t *counter = &self->counters [self->counter_count++];
+    snprintf (counter->name, sizeof (counter->name), "%s", name);
+    return counter;
+}
+
+void
+kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta)
+{
+    s_counter_t *c = s_counter (self, counter);
+    if (c)
+        c->value += delta;
+}
+
+void
+kvt_actor_gauge (kvt_actor_t *self, const char *gauge, uint64_t value)
+{
+    s_counter_t *c = s_counter (self, gauge);
+    if (c)
+        c->value = value;
+}
+
+uint64_t
+kvt_actor_counter (kvt_actor_t *self, const char *counter)
+{
+    for (int k = 0; k < self->counter_count; k++)
+        if (streq (self->counters [k].name, counter))
+            return self->counters [k].value;
+    return 0;
+}
+
+void
+kvt_actor_add_counters (kvt_actor_t *self, kvt_msg_t *msg, int field)
+{
+    for (int k = 0; k < self->counter_count; k++) {
+        char key [96];
+        snprintf (key, sizeof (key), "%s.%s", self->def->name, self->counters [k].name);
+        kvt_msg_map_add (msg, field, key, self->counters [k].value);
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Replies
+
+int
+kvt_actor_reply (kvt_actor_t *self, kvt_msg_t **reply_p)
+{
+    int rc = kvt_msg_send (reply_p, self->inbox);
+    if (rc) {
+        kvt_actor_count (self, "replies_undelivered", 1);
+        kvt_log_warn ("%s: reply not delivered: %s", self->def->name, kvt_strerror (rc));
+    }
+    return 0;
+}
+
+int
+kvt_actor_reply_error (kvt_actor_t *self, const kvt_msg_t *request, int code,
+                       const char *detail)
+{
+    kvt_actor_count (self, "errors", 1);
+    kvt_msg_t *reply = kvt_msg_error_new (request, code, "%s: %s", self->def->name,
+                                          detail? detail: kvt_strerror (code));
+    return kvt_actor_reply (self, &reply);
+}
+
+//  --------------------------------------------------------------------------
+//  Calls to peers
+
+int
+kvt_actor_call (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
+                kvt_actor_reply_fn *fn, void *arg)
+{
+    int index = -1;
+    for (int k = 0; k < self->peer_count; k++)
+        if (streq (self->def->peers [k], peer))
+            index = k;
+    if (index < 0) {
+        kvt_msg_destroy (request_p);
+        return -ENOENT;
+    }
+    uint64_t request_id = ++self->next_request_id;
+    kvt_msg_set_request_id (*request_p, request_id);
+    if (self->pending_count == self->pending_room) {
+        self->pending_room = self->pending_room? self->pending_room * 2: 32;
+        self->pending = (s_pending_t *) realloc (self->pending,
+                                                 self->pending_room * sizeof (s_pending_t));
+        assert (self->pending);
+    }
+    self->pending [self->pending_count++] = (s_pending_t) {
+        request_id, fn, arg, kvt_now_us () + self->call_timeout_us, index };
+    int rc = kvt_msg_send (request_p, self->peers [index]);
+    if (rc)     //  The call still completes, through the timeout sweep
+        kvt_actor_count (self, "calls_unsent", 1);
+    kvt_actor_count (self, "calls", 1);
+    return 0;
+}
+
+//  Remove pending entry 'index' and return it.
+static s_pending_t
+s_pending_take (kvt_actor_t *self, size_t index)
+{
+    s_pending_t entry = self->pending [index];
+    self->pending [index] = self->pending [--self->pending_count];
+    return entry;
+}
+
+static int
+s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void) loop;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    kvt_msg_t *reply = NULL;
+    int rc = kvt_msg_recv (sock, &reply);
+    if (rc == -EINTR)
+        return 0;                   //  A signal; the loop polls again
+    uint64_t request_id = reply? kvt_msg_request_id (reply): 0;
+    size_t index;
+    for (index = 0; index < self->pending_count; index++)
+        if (self->pending [index].request_id == request_id)
+            break;
+    if (index == self->pending_count) {
+        kvt_actor_count (self, "replies_stale", 1);   //  Timed out earlier
+        kvt_msg_destroy (&reply);
+        return 0;
+    }
+    s_pending_t call = s_pending_take (self, index);
+    if (rc == 0 && kvt_msg_id (reply) == KVT_MSG_ERROR)
+        rc = (int) kvt_msg_i64 (reply, KVT_ERROR_CODE);
+    if (rc == 0 || reply) {
+        if (rc)
+            kvt_actor_count (self, "calls_failed", 1);
+        if (call.fn)
+            call.fn (self->self, rc? (rc < 0? rc: -EPROTO): 0, &reply, call.arg);
+    }
+    kvt_msg_destroy (&reply);
+    return 0;
+}
+
+static int
+s_sweep_deadlines (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    int64_t now = kvt_now_us ();
+    for (size_t index = 0; index < self->pending_count; ) {
+        if (self->pending [index].deadline_us <= now) {
+            s_pending_t call = s_pending_take (self, index);
+            kvt_actor_count (self, "calls_timed_out", 1);
+            kvt_log_warn ("%s: call to %s timed out", self->def->name,
+                          self->def->peers [call.peer]);
+            kvt_msg_t *none = NULL;
+            if (call.fn)
+                call.fn (self->self, -ETIMEDOUT, &none, call.arg);
+        }
+        else
+            index++;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Inbox
+
+static void
+s_reply_stats (kvt_actor_t *self, kvt_msg_t *request)
+{
+    kvt_msg_t *reply = kvt_msg_reply_new (request, KVT_MSG_STATS_OK);
+    kvt_actor_add_counters (self, reply, KVT_STATS_OK_COUNTERS);
+    kvt_actor_reply (self, &reply);
+}
+
+static int
+s_inbox_ready (zloop_t *loop, zsock_t *inbox, void *arg)
+{
+    (void) loop;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    kvt_msg_t *msg = NULL;
+    int rc = kvt_msg_recv (inbox, &msg);
+    if (rc == -EINTR)
+        return 0;                   //  A signal; only $TERM stops an actor
+    if (rc) {
+        kvt_actor_count (self, "rejected", 1);
+        kvt_log_warn ("%s: undecodable request: %s", self->def->name, kvt_strerror (rc));
+        kvt_actor_reply_error (self, msg, rc, "undecodable request");
+        kvt_msg_destroy (&msg);
+        return 0;
+    }
+    int id = kvt_msg_id (msg);
+    kvt_actor_handler_fn *handler = self->def->handlers [id];
+    kvt_actor_count (self, "requests", 1);
+    if (!self->started)
+        rc = -EAGAIN;               //  START failed or has not run
+    else
+    if (handler)
+        rc = handler (self->self, &msg);
+    else
+    if (id == KVT_MSG_STATS) {
+        s_reply_stats (self, msg);
+        rc = 0;
+    }
+    else {
+        kvt_actor_count (self, "rejected", 1);
+        rc = -ENOTSUP;
+    }
+    if (rc && msg) {
+        char detail [96];
+        snprintf (detail, sizeof (detail), "%s %s",
+                  kvt_msg_name (id), rc == -ENOTSUP? "is not handled here": "failed");
+        kvt_actor_reply_error (self, msg, rc, detail);
+    }
+    kvt_msg_destroy (&msg);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  START: bind the inbox, connect to peers, then the definition's start.
+
+static int
+s_start (kvt_actor_t *self)
+{
+    char endpoint [512];
+    self->inbox = zsock_new (ZMQ_ROUTER);
+    assert (self->inbox);
+    zsock_set_router_mandatory (self->inbox, 1);    //  Undeliverable replies are counted
+    zsock_set_sndtimeo (self->inbox, 1000);
+    kvt_actor_endpoint (self->run_dir, self->def->name, false, endpoint, sizeof (endpoint));
+    if (zsock_bind (self->inbox, "%s", endpoint) < 0) {
+        kvt_log_error ("%s: cannot bind %s: %s", self->def->name, endpoint, zmq_strerror (errno));
+        return -errno;
+    }
+    kvt_actor_endpoint (self->run_dir, self->def->name, true, endpoint, sizeof (endpoint));
+    if (zsock_bind (self->inbox, "%s", endpoint) < 0) {
+        kvt_log_error ("%s: cannot bind %s: %s", self->def->name, endpoint, zmq_strerror (errno));
+        return -errno;
+    }
+    zloop_reader (self->loop, self->inbox, s_inbox_ready, self);
+    for (int k = 0; self->def->peers && self->def->peers [k]; k++) {
+        assert (k < S_MAX_PEERS);
+        const char *peer = self->def->peers [k];
+        char mode_key [64];
+        snprintf (mode_key, sizeof (mode_key), "%s/mode", peer);
+        bool peer_is_thread = streq (kvt_config_str (self->config, mode_key), "thread");
+        bool use_ipc = self->in_process || !peer_is_thread;
+        kvt_actor_endpoint (self->run_dir, peer, use_ipc, endpoint, sizeof (endpoint));
+        self->peers [k] = zsock_new (ZMQ_DEALER);
+        assert (self->peers [k]);
+        zsock_set_sndtimeo (self->peers [k], 1000);
+        if (zsock_connect (self->peers [k], "%s", endpoint) < 0) {
+            kvt_log_error ("%s: cannot connect to %s at %s", self->def->name, peer, endpoint);
+            return -errno;
+        }
+        zloop_reader (self->loop, self->peers [k], s_peer_ready, self);
+        self->peer_count = k + 1;
+    }
+    zloop_timer (self->loop, S_SWEEP_MS, 0, s_sweep_deadlines, self);
+    int rc = self->def->start? self->def->start (self->self): 0;
+    if (rc)
+        kvt_log_error ("%s: START failed: %s", self->def->name, kvt_strerror (rc));
+    self->started = rc == 0;
+    return rc;
+}
+
+static int
+s_pipe_ready (zloop_t *loop, zsock_t *pipe, void *arg)
+{
+    (void) loop;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    zmsg_t *request = zmsg_recv (pipe);
+    if (!request)
+        return -1;                  //  Interrupted
+    char *command = zmsg_popstr (request);
+    assert (command);
+    int result = 0;
+    if (streq (command, "START")) {
+        int rc = s_start (self);
+        zsock_signal (pipe, rc == 0? 0: 1);
+    }
+    else
+    if (streq (command, "$TERM"))
+        result = -1;
+    else {
+        kvt_log_error ("%s: invalid pipe command %s", self->def->name, command);
+        assert (false);
+    }
+    zstr_free (&command);
+    zmsg_destroy (&request);
+    return result;
+}
+
+//  --------------------------------------------------------------------------
+//  The zactor body
+
+void
+kvt_actor_main (zsock_t *pipe, void *args_ptr)
+{
+    kvt_actor_args_t *args = (kvt_actor_args_t *) args_ptr;
+    kvt_actor_t *self = (kvt_actor_t *) kvt_zmalloc (sizeof (kvt_actor_t));
+    self->def = args->def;
+    self->pipe = pipe;
+    self->config = kvt_config_dup (args->config);
+    self->run_dir = strdup (args->run_dir);
+    self->in_process = args->in_process;
+    self->call_timeout_us = kvt_config_int (self->config, "runtime/call_timeout_ms") * 1000;
+    self->loop = zloop_new ();
+    zloop_set_nonstop (self->loop, true);       //  Only $TERM stops us
+    zloop_reader (self->loop, pipe, s_pipe_ready, self);
+    self->self = self->def->create (self, self->config);
+    zsock_signal (pipe, 0);                     //  args is invalid from here on
+    zloop_start (self->loop);
+
+    //  Fail every outstanding call so the definition can free its closures
+    while (self->pending_count) {
+        s_pending_t call = s_pending_take (self, 0);
+        kvt_msg_t *none = NULL;
+        if (call.fn)
+            call.fn (self->self, -ECANCELED, &none, call.arg);
+    }
+    self->def->destroy (&self->self);
+    zloop_destroy (&self->loop);
+    for (int k = 0; k < self->peer_count; k++)
+        zsock_destroy (&self->peers [k]);
+    zsock_destroy (&self->inbox);
+    free (self->pending);
+    free (self->run_dir);
+    kvt_config_destroy (&self->config);
+    free (self);
+}
+
+zloop_t *kvt_actor_loop (kvt_actor_t *self) { return self->loop; }
+const char *kvt_actor_name (kvt_actor_t *self) { return self->def->name; }
+const char *kvt_actor_run_dir (kvt_actor_t *self) { return self->run_dir; }
+const kvt_config_t *kvt_actor_config (kvt_actor_t *self) { return self->config; }

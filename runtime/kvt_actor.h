@@ -1,0 +1,123 @@
+/*  =========================================================================
+    kvt_actor - the skeleton every actor shares: loop, inbox, calls, stats
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    An actor is a definition (kvt_actor_def_t): a constructor that cannot
+    fail, a START that can, a destructor, and a table of handlers indexed
+    by message id. kvt_actor_main runs any definition as a CZMQ actor:
+    its own zloop, a ROUTER inbox bound on inproc:// and ipc://, one
+    DEALER per peer it calls, and the $TERM handshake. The same code runs
+    in a thread of the supervisor or alone in an actor process.
+@discuss
+    Requests to peers are asynchronous: kvt_actor_call sends, and the
+    callback runs in this actor's loop when the reply (or a timeout)
+    comes, so an actor never blocks waiting for another.
+    Bad input on the inbox is answered with ERROR and counted ("rejected");
+    a handler that fails without taking the message gets ERROR sent for it.
+    Every request gets exactly one reply. Built-in: STATS on the inbox
+    answers with this actor's counters.
+    Pipe commands: START (replies with a signal: 0 ok, 1 failed), $TERM.
+@end
+*/
+
+#ifndef KVT_ACTOR_H_INCLUDED
+#define KVT_ACTOR_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "kvt_msg.h"
+#include "kvt_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _kvt_actor_t kvt_actor_t;
+
+//  A request handler: answers with kvt_actor_reply now or later (keeping
+//  the request with *msg_p = NULL). Returns 0, or a negative code for
+//  which the skeleton sends ERROR if the handler left the message.
+typedef int (kvt_actor_handler_fn) (void *self, kvt_msg_t **msg_p);
+
+//  The answer to kvt_actor_call: rc 0 with the _OK reply, the negative
+//  code of an ERROR reply (reply given), or -ETIMEDOUT (reply NULL). The
+//  callback may take the reply (*reply_p = NULL); else it is destroyed.
+typedef void (kvt_actor_reply_fn) (void *self, int rc, kvt_msg_t **reply_p, void *arg);
+
+typedef struct {
+    const char *name;               //  Config section and endpoint name
+    void *(*create) (kvt_actor_t *actor, const kvt_config_t *config);   //  Cannot fail
+    int (*start) (void *self);      //  Fallible: memory, files, devices
+    void (*destroy) (void **self_p);
+    const char *const *peers;       //  Actors this one calls, NULL-terminated
+    kvt_actor_handler_fn *handlers [KVT_MSG_COUNT];
+} kvt_actor_def_t;
+
+typedef struct {
+    const kvt_actor_def_t *def;     //  What to run
+    const kvt_config_t *config;     //  Copied before the handshake
+    const char *run_dir;            //  Endpoint folder, copied before the handshake
+    bool in_process;                //  Running alone in an actor process?
+} kvt_actor_args_t;
+
+//  The zactor body: zactor_new (kvt_actor_main, &args).
+void
+    kvt_actor_main (zsock_t *pipe, void *args);
+
+//  Endpoints of actor 'name': inproc (same process) and ipc (any process).
+void
+    kvt_actor_endpoint (const char *run_dir, const char *name, bool ipc,
+                        char *endpoint, size_t size);
+
+//  Send a reply on the inbox; consumes it. A reply that cannot be
+//  delivered (the asker is gone) is counted, not reported: returns 0.
+int
+    kvt_actor_reply (kvt_actor_t *self, kvt_msg_t **reply_p);
+
+//  Reply ERROR to 'request' (borrowed) with code and detail.
+int
+    kvt_actor_reply_error (kvt_actor_t *self, const kvt_msg_t *request, int code,
+                           const char *detail);
+
+//  Send 'request' (consumed) to peer 'peer' and call 'fn' with the answer
+//  (fn NULL: nobody waits for it; failures are only counted).
+//  Returns 0, or -ENOENT if 'peer' is not among the definition's peers (fn
+//  is then not called).
+int
+    kvt_actor_call (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
+                    kvt_actor_reply_fn *fn, void *arg);
+
+//  Add 'delta' to a named counter reported by STATS.
+void
+    kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta);
+
+//  Set a named gauge reported by STATS.
+void
+    kvt_actor_gauge (kvt_actor_t *self, const char *gauge, uint64_t value);
+
+//  Read a counter (0 if never counted).
+uint64_t
+    kvt_actor_counter (kvt_actor_t *self, const char *counter);
+
+//  Add every counter, each name prefixed with "<actor>.", to a map field.
+void
+    kvt_actor_add_counters (kvt_actor_t *self, kvt_msg_t *msg, int field);
+
+zloop_t *
+    kvt_actor_loop (kvt_actor_t *self);
+const char *
+    kvt_actor_name (kvt_actor_t *self);
+const char *
+    kvt_actor_run_dir (kvt_actor_t *self);
+const kvt_config_t *
+    kvt_actor_config (kvt_actor_t *self);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,182 @@
+/*  =========================================================================
+    kvt_arena - a block slab in shared memory (memfd) any process can map
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include "kvt_classes.h"
+
+struct _kvt_arena_t {
+    char *name;                     //  "host", "gpu", ...
+    int fd;                         //  memfd; inherited by actor processes
+    void *base;                     //  Mapping in this process
+    size_t block_count;             //  Slots
+    size_t block_bytes;             //  Bytes per slot
+    size_t mapped_bytes;            //  Length of the mapping
+    bool hugepages;                 //  Backed by huge pages?
+};
+
+#define S_REGISTRY_MAX 8            //  Arenas one process can hold
+static kvt_arena_t *s_registry [S_REGISTRY_MAX];
+
+static int
+s_map (kvt_arena_t *self)
+{
+    self->base = mmap (NULL, self->mapped_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
+                       self->fd, 0);
+    if (self->base == MAP_FAILED) {
+        self->base = NULL;
+        return -errno;
+    }
+    return 0;
+}
+
+kvt_arena_t *
+kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hugepages)
+{
+    kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
+    self->name = strdup (name);
+    self->fd = -1;
+    self->block_count = block_count;
+    self->block_bytes = block_bytes;
+    size_t bytes = block_count * block_bytes;
+    //  Descriptors are inherited on purpose (no MFD_CLOEXEC): actor
+    //  processes are started with fork and exec and map the same memory.
+    if (hugepages) {
+        size_t huge = 2u << 20;
+        self->mapped_bytes = (bytes + huge - 1) / huge * huge;
+        self->fd = memfd_create (name, MFD_HUGETLB);
+        if (self->fd >= 0 && (ftruncate (self->fd, (off_t) self->mapped_bytes) != 0
+                              || s_map (self) != 0)) {
+            close (self->fd);
+            self->fd = -1;
+        }
+        self->hugepages = self->fd >= 0;
+    }
+    if (self->fd < 0) {
+        long page = sysconf (_SC_PAGESIZE);
+        self->mapped_bytes = (bytes + page - 1) / page * page;
+        self->fd = memfd_create (name, 0);
+        if (self->fd < 0 || ftruncate (self->fd, (off_t) self->mapped_bytes) != 0
+        ||  s_map (self) != 0) {
+            kvt_log_error ("arena %s: cannot allocate %zu bytes of shared memory: %s",
+                           name, bytes, strerror (errno));
+            kvt_arena_destroy (&self);
+            return NULL;
+        }
+    }
+    kvt_log_info ("arena %s: %zu blocks of %zu bytes%s", name, block_count, block_bytes,
+                  self->hugepages? " on huge pages": "");
+    return self;
+}
+
+kvt_arena_t *
+kvt_arena_attach (const char *name, int fd, size_t block_count, size_t block_bytes)
+{
+    kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
+    self->name = strdup (name);
+    self->fd = fd;
+    self->block_count = block_count;
+    self->block_bytes = block_bytes;
+    struct stat info;
+    if (fstat (fd, &info) != 0 || (size_t) info.st_size < block_count * block_bytes) {
+        kvt_log_error ("arena %s: descriptor %d is not a large enough arena", name, fd);
+        self->fd = -1;              //  Not ours to close
+        kvt_arena_destroy (&self);
+        return NULL;
+    }
+    self->mapped_bytes = (size_t) info.st_size;
+    if (s_map (self) != 0) {
+        kvt_log_error ("arena %s: cannot map descriptor %d: %s", name, fd, strerror (errno));
+        kvt_arena_destroy (&self);
+        return NULL;
+    }
+    return self;
+}
+
+void
+kvt_arena_destroy (kvt_arena_t **self_p)
+{
+    assert (self_p);
+    kvt_arena_t *self = *self_p;
+    if (self) {
+        if (self->base)
+            munmap (self->base, self->mapped_bytes);
+        if (self->fd >= 0)
+            close (self->fd);
+        free (self->name);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+void *
+kvt_arena_block (const kvt_arena_t *self, uint64_t slot)
+{
+    assert (slot < self->block_count);
+    return (char *) self->base + slot * self->block_bytes;
+}
+
+const char *kvt_arena_name (const kvt_arena_t *self) { return self->name; }
+int kvt_arena_fd (const kvt_arena_t *self) { return self->fd; }
+size_t kvt_arena_block_count (const kvt_arena_t *self) { return self->block_count; }
+size_t kvt_arena_block_bytes (const kvt_arena_t *self) { return self->block_bytes; }
+void *kvt_arena_base (const kvt_arena_t *self) { return self->base; }
+bool kvt_arena_hugepages (const kvt_arena_t *self) { return self->hugepages; }
+
+int
+kvt_arena_register (kvt_arena_t **arena_p)
+{
+    for (int k = 0; k < S_REGISTRY_MAX; k++)
+        if (!s_registry [k]) {
+            s_registry [k] = *arena_p;
+            *arena_p = NULL;
+            return 0;
+        }
+    return -ENOSPC;
+}
+
+kvt_arena_t *
+kvt_arena_find (const char *name)
+{
+    for (int k = 0; k < S_REGISTRY_MAX; k++)
+        if (s_registry [k] && streq (s_registry [k]->name, name))
+            return s_registry [k];
+    return NULL;
+}
+
+void
+kvt_arena_registry_clear (void)
+{
+    for (int k = 0; k < S_REGISTRY_MAX; k++)
+        kvt_arena_destroy (&s_registry [k]);
+}
+
+int
+kvt_arena_test (bool verbose)
+{
+    (void) verbose;
+    kvt_arena_t *arena = kvt_arena_new ("test", 8, 4096, true);
+    assert (arena);
+    assert (kvt_arena_block_count (arena) == 8);
+    memset (kvt_arena_block (arena, 7), 0xab, 4096);
+
+    //  A second mapping of the same descriptor sees the same bytes, as an
+    //  actor process does after fork and exec
+    int fd = dup (kvt_arena_fd (arena));
+    kvt_arena_t *view = kvt_arena_attach ("test", fd, 8, 4096);
+    assert (view);
+    assert (((uint8_t *) kvt_arena_block (view, 7)) [4095] == 0xab);
+    ((uint8_t *) kvt_arena_block (view, 0)) [0] = 0x5a;
+    assert (((uint8_t *) kvt_arena_block (arena, 0)) [0] == 0x5a);
+    kvt_arena_destroy (&view);
+    assert (kvt_arena_attach ("bad", kvt_arena_fd (arena), 1000, 4096) == NULL);
+
+    assert (kvt_arena_register (&arena) == 0 && arena == NULL);
+    assert (kvt_arena_find ("test") != NULL);
+    assert (kvt_arena_find ("none") == NULL);
+    kvt_arena_registry_clear ();
+    assert (kvt_arena_find ("test") == NULL);
+    return 0;
+}

@@ -1,0 +1,76 @@
+/*  =========================================================================
+    kvt_arena - a block slab in shared memory (memfd) any process can map
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The host tier's slab, and the GPU tier's slab on machines without a
+    GPU, live in memfd shared memory: created once by the supervisor before
+    any actor starts, inherited by actor processes as a file descriptor,
+    and mapped by each process that moves bytes. Huge pages are used when
+    the machine allows (MFD_HUGETLB), else normal pages.
+@discuss
+    The per-process registry maps a name ("host", "gpu") to its arena. It is
+    filled before actors start and only read afterwards, so actor threads
+    share no mutable state through it.
+@end
+*/
+
+#ifndef KVT_ARENA_H_INCLUDED
+#define KVT_ARENA_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _kvt_arena_t kvt_arena_t;
+
+//  Create a shared arena of block_count x block_bytes. Tries huge pages
+//  if 'hugepages'. Returns NULL and logs why if memory could not be had.
+kvt_arena_t *
+    kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hugepages);
+
+//  Map an arena another process created, from its inherited descriptor.
+kvt_arena_t *
+    kvt_arena_attach (const char *name, int fd, size_t block_count, size_t block_bytes);
+
+//  Unmap and close; NULL-safe, nulls the caller's pointer.
+void
+    kvt_arena_destroy (kvt_arena_t **self_p);
+
+//  Address of block 'slot' (< block_count).
+void *
+    kvt_arena_block (const kvt_arena_t *self, uint64_t slot);
+
+const char *
+    kvt_arena_name (const kvt_arena_t *self);
+int
+    kvt_arena_fd (const kvt_arena_t *self);
+size_t
+    kvt_arena_block_count (const kvt_arena_t *self);
+size_t
+    kvt_arena_block_bytes (const kvt_arena_t *self);
+void *
+    kvt_arena_base (const kvt_arena_t *self);
+bool
+    kvt_arena_hugepages (const kvt_arena_t *self);
+
+//  Process registry: register before actors start; find from any actor.
+//  Register takes ownership; kvt_arena_registry_clear destroys them all.
+int
+    kvt_arena_register (kvt_arena_t **arena_p);
+kvt_arena_t *
+    kvt_arena_find (const char *name);
+void
+    kvt_arena_registry_clear (void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,1186 @@
+/*  =========================================================================
+    kvt_model - a Llama-shaped model with seeded random weights (CPU path)
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The CPU path of the synthetic model: RMSNorm, RoPE (theta 500000, rotate
+    half), GQA attention over bf16 K/V, SwiGLU MLP, greedy argmax. Weights are
+    fp32 holding bf16 values, drawn from splitmix64 streams seeded by the
+    shape's seed, so a bf16 GPU path can use the very same numbers.
+@discuss
+    Layout: every projection W is [in][out] row-major, so y = x.W walks W
+    rows contiguously (axpy form) and the inner loop vectorises without
+    reordering any sum. Each output element is summed over 'in' in
+    ascending order whatever the batch, so a token's arithmetic does not
+    depend on how the prompt was split into cached and computed parts.
+    Attention reads a per-request fp32 mirror of the K/V: every value in it
+    is a bf16 value widened exactly (from a cached block, or from the
+    rounding of a freshly computed K/V), K stored [d][position] and V
+    [position][d]. Scores are summed over d in ascending order, softmax is
+    two-pass (max, then exp and a sum in position order).
+    Prompt positions are processed in chunks of KVT_MODEL_CHUNK tokens,
+    layer by layer inside a chunk (causality makes that exact); decode
+    steps are chunks of one token, through the same code.
+    Not thread-safe: a model belongs to one thread (the compute actor).
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_dtype.h"
+
+#define KVT_MODEL_CHUNK      32         //  Prompt tokens per forward chunk
+#define KVT_MODEL_ROPE_THETA 500000.0   //  Llama 3 RoPE base
+#define KVT_MODEL_NORM_EPS   1e-5f      //  RMSNorm epsilon
+#define KVT_MODEL_MAX_DIM    (1 << 20)  //  Largest accepted single dimension
+#define KVT_MODEL_MAX_WEIGHTS ((double) (1u << 31))  //  Largest weight count
+
+//  --------------------------------------------------------------------------
+//  Structure of one transformer layer's weights (fp32 holding bf16 values)
+
+typedef struct {
+    float *attn_norm;               //  [hidden] RMSNorm weight before attention
+    float *wq;                      //  [hidden][heads * head_dim]
+    float *wk;                      //  [hidden][kv_heads * head_dim]
+    float *wv;                      //  [hidden][kv_heads * head_dim]
+    float *wo;                      //  [heads * head_dim][hidden]
+    float *mlp_norm;                //  [hidden] RMSNorm weight before the MLP
+    float *w_gate;                  //  [hidden][intermediate]
+    float *w_up;                    //  [hidden][intermediate]
+    float *w_down;                  //  [intermediate][hidden]
+} s_layer_t;
+
+//  --------------------------------------------------------------------------
+//  Structure of our class
+
+struct _kvt_model_t {
+    kvt_model_shape_t shape;        //  Validated copy of the caller's shape
+    int q_dim;                      //  heads * head_dim
+    int kv_dim;                     //  kv_heads * head_dim
+    int group;                      //  Query heads per KV head
+    float *embed;                   //  [vocab][hidden]
+    s_layer_t *layer;               //  [layers]
+    float *final_norm;              //  [hidden]
+    float *lm_head;                 //  [hidden][vocab]
+    double *rope_freq;              //  [head_dim / 2] theta^(-2i / head_dim)
+    //  Per-request scratch, grown on demand and kept between requests
+    size_t kv_cap;                  //  Positions the K/V mirror can hold (multiple of 8)
+    float *kt;                      //  [layer][kv_head][kv_cap/8][head_dim][8] K, widened bf16
+    float *vv;                      //  [layer][kv_head][kv_cap][head_dim] V, widened bf16
+    float *scores;                  //  [kv_cap] attention weights of one head
+    float *x;                       //  [CHUNK][hidden] residual stream
+    float *xn;                      //  [CHUNK][hidden] normalised stream
+    float *q;                       //  [CHUNK][q_dim]
+    float *k;                       //  [CHUNK][kv_dim]
+    float *v;                       //  [CHUNK][kv_dim]
+    float *att;                     //  [CHUNK][q_dim] attention output
+    float *proj;                    //  [CHUNK][hidden] Wo or W_down output
+    float *gate;                    //  [CHUNK][intermediate]
+    float *up;                      //  [CHUNK][intermediate]
+    float *rope_cos;                //  [CHUNK][head_dim / 2]
+    float *rope_sin;                //  [CHUNK][head_dim / 2]
+    float *logits;                  //  [vocab]
+};
+
+//  --------------------------------------------------------------------------
+//  splitmix64: one independent stream per tensor, so any tensor can be
+//  regenerated alone (a GPU path may rebuild the weights from the seed).
+
+static uint64_t
+s_splitmix64 (uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+//  Uniform in [-1, 1) with 24 bits of resolution.
+static float
+s_uniform (uint64_t *state)
+{
+    return (float) (s_splitmix64 (state) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+}
+
+//  --------------------------------------------------------------------------
+//  Allocate 'count' floats holding bf16-rounded values of
+//  offset + scale x U[-1, 1), drawn from stream 'tensor_id' of 'seed'.
+
+static float *
+s_tensor_new (uint64_t seed, uint64_t tensor_id, size_t count, float offset, float scale)
+{
+    float *tensor = (float *) malloc (count * sizeof (float));
+    if (!tensor)
+        return NULL;
+    uint64_t state = seed ^ (tensor_id * 0xD1B54A32D192ED03ull);
+    (void) s_splitmix64 (&state);   //  Decorrelate nearby tensor ids
+    for (size_t i = 0; i < count; i++)
+        tensor [i] = kvt_round_bf16 (offset + scale * s_uniform (&state));
+    return tensor;
+}
+
+//  Scale that gives U[-1,1) x scale a variance of 1 / fan_in.
+static float
+s_fan_in_scale (int fan_in)
+{
+    return sqrtf (3.0f / (float) fan_in);
+}
+
+//  --------------------------------------------------------------------------
+//  Check a shape; logs and returns false if it is not usable.
+
+static bool
+s_shape_valid (const kvt_model_shape_t *shape)
+{
+    const int dims [] = { shape->layers, shape->heads, shape->kv_heads, shape->head_dim,
+                          shape->hidden, shape->intermediate, shape->vocab,
+                          shape->block_tokens };
+    for (size_t i = 0; i < sizeof (dims) / sizeof (dims [0]); i++)
+        if (dims [i] <= 0 || dims [i] > KVT_MODEL_MAX_DIM) {
+            kvt_log_error ("kvt_model: every size must be in 1..%d", KVT_MODEL_MAX_DIM);
+            return false;
+        }
+    if (shape->heads % shape->kv_heads) {
+        kvt_log_error ("kvt_model: kv_heads (%d) must divide heads (%d)",
+                       shape->kv_heads, shape->heads);
+        return false;
+    }
+    if (shape->head_dim % 2) {
+        kvt_log_error ("kvt_model: head_dim (%d) must be even for RoPE", shape->head_dim);
+        return false;
+    }
+    if (shape->vocab < 2) {
+        kvt_log_error ("kvt_model: vocab must be at least 2");
+        return false;
+    }
+    double q_dim = (double) shape->heads * shape->head_dim;
+    double kv_dim = (double) shape->kv_heads * shape->head_dim;
+    double per_layer = (double) shape->hidden * (2 * q_dim + 2 * kv_dim + 2)
+                     + 3.0 * shape->hidden * shape->intermediate;
+    double weights = per_layer * shape->layers + 2.0 * shape->vocab * shape->hidden;
+    if (q_dim > KVT_MODEL_MAX_DIM || weights > KVT_MODEL_MAX_WEIGHTS) {
+        kvt_log_error ("kvt_model: shape too large (%.0f weights)", weights);
+        return false;
+    }
+    return true;
+}
+
+//  --------------------------------------------------------------------------
+//  Create the model with seeded random weights. Returns NULL and logs why
+//  if the shape is invalid or the weights do not fit in memory.
+
+kvt_model_t *
+kvt_model_new (const kvt_model_shape_t *shape)
+{
+    assert (shape);
+    if (!s_shape_valid (shape))
+        return NULL;
+    kvt_model_t *self = (kvt_model_t *) kvt_zmalloc (sizeof (kvt_model_t));
+    self->shape = *shape;
+    self->q_dim = shape->heads * shape->head_dim;
+    self->kv_dim = shape->kv_heads * shape->head_dim;
+    self->group = shape->heads / shape->kv_heads;
+    self->layer = (s_layer_t *) kvt_zmalloc ((size_t) shape->layers * sizeof (s_layer_t));
+
+    const size_t hidden = (size_t) shape->hidden;
+    const size_t inter = (size_t) shape->intermediate;
+    const uint64_t seed = shape->seed;
+    bool ok = true;
+    self->embed = s_tensor_new (seed, 0, (size_t) shape->vocab * hidden, 0.0f,
+                                sqrtf (3.0f));
+    self->final_norm = s_tensor_new (seed, 1, hidden, 1.0f, 0.1f);
+    self->lm_head = s_tensor_new (seed, 2, hidden * shape->vocab, 0.0f,
+                                  s_fan_in_scale (shape->hidden));
+    ok = self->embed && self->final_norm && self->lm_head;
+    for (int l = 0; ok && l < shape->layers; l++) {
+        s_layer_t *layer = &self->layer [l];
+        uint64_t id = 16 + (uint64_t) l * 16;
+        float in_scale = s_fan_in_scale (shape->hidden);
+        layer->attn_norm = s_tensor_new (seed, id + 0, hidden, 1.0f, 0.1f);
+        layer->wq = s_tensor_new (seed, id + 1, hidden * self->q_dim, 0.0f, in_scale);
+        layer->wk = s_tensor_new (seed, id + 2, hidden * self->kv_dim, 0.0f, in_scale);
+        layer->wv = s_tensor_new (seed, id + 3, hidden * self->kv_dim, 0.0f, in_scale);
+        layer->wo = s_tensor_new (seed, id + 4, (size_t) self->q_dim * hidden, 0.0f,
+                                  s_fan_in_scale (self->q_dim));
+        layer->mlp_norm = s_tensor_new (seed, id + 5, hidden, 1.0f, 0.1f);
+        layer->w_gate = s_tensor_new (seed, id + 6, hidden * inter, 0.0f, in_scale);
+        layer->w_up = s_tensor_new (seed, id + 7, hidden * inter, 0.0f, in_scale);
+        layer->w_down = s_tensor_new (seed, id + 8, inter * hidden, 0.0f,
+                                      s_fan_in_scale (shape->intermediate));
+        ok = layer->attn_norm && layer->wq && layer->wk && layer->wv && layer->wo
+          && layer->mlp_norm && layer->w_gate && layer->w_up && layer->w_down;
+    }
+    const int half = shape->head_dim / 2;
+    self->rope_freq = (double *) kvt_zmalloc ((size_t) half * sizeof (double));
+    for (int i = 0; i < half; i++)
+        self->rope_freq [i] = pow (KVT_MODEL_ROPE_THETA, -2.0 * i / shape->head_dim);
+
+    const size_t chunk = KVT_MODEL_CHUNK;
+    if (ok) {
+        self->x = (float *) malloc (chunk * hidden * sizeof (float));
+        self->xn = (float *) malloc (chunk * hidden * sizeof (float));
+        self->q = (float *) malloc (chunk * self->q_dim * sizeof (float));
+        self->k = (float *) malloc (chunk * self->kv_dim * sizeof (float));
+        self->v = (float *) malloc (chunk * self->kv_dim * sizeof (float));
+        self->att = (float *) malloc (chunk * self->q_dim * sizeof (float));
+        self->proj = (float *) malloc (chunk * hidden * sizeof (float));
+        self->gate = (float *) malloc (chunk * inter * sizeof (float));
+        self->up = (float *) malloc (chunk * inter * sizeof (float));
+        self->rope_cos = (float *) malloc (chunk * half * sizeof (float));
+        self->rope_sin = (float *) malloc (chunk * half * sizeof (float));
+        self->logits = (float *) malloc ((size_t) shape->vocab * sizeof (float));
+        ok = self->x && self->xn && self->q && self->k && self->v && self->att
+          && self->proj && self->gate && self->up && self->rope_cos && self->rope_sin
+          && self->logits;
+    }
+    if (!ok) {
+        kvt_log_error ("kvt_model: out of memory for the weights of this shape");
+        kvt_model_destroy (&self);  //  Safe on a half-built model
+    }
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  Destroy; NULL-safe, safe on a half-built model, nulls the caller's pointer.
+
+void
+kvt_model_destroy (kvt_model_t **self_p)
+{
+    assert (self_p);
+    if (*self_p) {
+        kvt_model_t *self = *self_p;
+        kvt_freen (self->logits);
+        kvt_freen (self->rope_sin);
+        kvt_freen (self->rope_cos);
+        kvt_freen (self->up);
+        kvt_freen (self->gate);
+        kvt_freen (self->proj);
+        kvt_freen (self->att);
+        kvt_freen (self->v);
+        kvt_freen (self->k);
+        kvt_freen (self->q);
+        kvt_freen (self->xn);
+        kvt_freen (self->x);
+        kvt_freen (self->scores);
+        kvt_freen (self->vv);
+        kvt_freen (self->kt);
+        kvt_freen (self->rope_freq);
+        for (int l = 0; l < self->shape.layers; l++) {
+            s_layer_t *layer = &self->layer [l];
+            kvt_freen (layer->w_down);
+            kvt_freen (layer->w_up);
+            kvt_freen (layer->w_gate);
+            kvt_freen (layer->mlp_norm);
+            kvt_freen (layer->wo);
+            kvt_freen (layer->wv);
+            kvt_freen (layer->wk);
+            kvt_freen (layer->wq);
+            kvt_freen (layer->attn_norm);
+        }
+        kvt_freen (self->layer);
+        kvt_freen (self->lm_head);
+        kvt_freen (self->final_norm);
+        kvt_freen (self->embed);
+        kvt_freen (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  The geometry of this model's KV blocks (bf16).
+
+kvt_block_shape_t
+kvt_model_block_shape (const kvt_model_t *self)
+{
+    assert (self);
+    kvt_block_shape_t block = {
+        .layers = self->shape.layers,
+        .kv_heads = self->shape.kv_heads,
+        .head_dim = self->shape.head_dim,
+        .block_tokens = self->shape.block_tokens,
+        .dtype_bytes = 2
+    };
+    return block;
+}
+
+//  --------------------------------------------------------------------------
+//  Four floats through GCC vector extensions (one SSE register on baseline
+//  x86-64), so the hot loops vectorise at any -O level without -march.
+//  Each lane does the scalar operations, so an element's result does not
+//  depend on whether it fell in the vector body or the scalar tail.
+
+typedef float s_v4_t __attribute__ ((vector_size (16)));
+typedef int32_t s_i4_t __attribute__ ((vector_size (16)));
+
+static inline s_v4_t
+s_v4_load (const float *src)
+{
+    s_v4_t value;
+    memcpy (&value, src, sizeof (value));
+    return value;
+}
+
+static inline void
+s_v4_store (float *dest, s_v4_t value)
+{
+    memcpy (dest, &value, sizeof (value));
+}
+
+//  e^x on four lanes, x <= 0 (softmax after subtracting the max): Cephes'
+//  expf polynomial (about 2 ulp), lanes below -87 give 2^-126 x e^r, a
+//  weight of ~1e-38 that vanishes beside the max's weight of 1. Same
+//  arithmetic in every lane, so a score's weight never depends on its
+//  position in the vector.
+static inline s_v4_t
+s_exp_v4 (s_v4_t x)
+{
+    const s_v4_t lower = { -87.0f, -87.0f, -87.0f, -87.0f };
+    const s_v4_t magic = { 12582912.0f, 12582912.0f, 12582912.0f, 12582912.0f };
+    const float ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+    const s_i4_t below = x < lower;       //  All ones where x < -87
+    x = (s_v4_t) ((below & (s_i4_t) lower) | (~below & (s_i4_t) x));
+    s_v4_t n = (x * 1.44269504088896341f + magic) - magic;  //  round to nearest
+    s_v4_t r = x - n * ln2_hi - n * ln2_lo;
+    s_v4_t poly = r * 1.9875691500e-4f + 1.3981999507e-3f;
+    poly = poly * r + 8.3334519073e-3f;
+    poly = poly * r + 4.1665795894e-2f;
+    poly = poly * r + 1.6666665459e-1f;
+    poly = poly * r + 5.0000001201e-1f;
+    poly = poly * r * r + r + 1.0f;
+    const s_i4_t bits = (__builtin_convertvector (n, s_i4_t) + 127) << 23;
+    return poly * (s_v4_t) bits;        //  x 2^n
+}
+
+//  --------------------------------------------------------------------------
+//  y [rows][out] = x [rows][in] . w [in][out]. Every y element starts at 0
+//  and adds x [r][i] x w [i][j] for i ascending, whatever 'rows' is and
+//  whichever path (4x8 register tile, 1x8, scalar) computes it. The tile
+//  keeps eight accumulators in registers and reuses each W load four times.
+
+static void
+s_matmul (float *restrict y, const float *restrict x, const float *restrict w,
+          int rows, int in, int out)
+{
+    int j = 0;
+    for (; j + 8 <= out; j += 8) {
+        int r = 0;
+        for (; r + 4 <= rows; r += 4) {
+            const float *x0 = x + (size_t) r * in;
+            const float *x1 = x0 + in, *x2 = x1 + in, *x3 = x2 + in;
+            s_v4_t a00 = { 0 }, a01 = { 0 }, a10 = { 0 }, a11 = { 0 };
+            s_v4_t a20 = { 0 }, a21 = { 0 }, a30 = { 0 }, a31 = { 0 };
+            const float *wi = w + j;
+            for (int i = 0; i < in; i++, wi += out) {
+                const s_v4_t w0 = s_v4_load (wi), w1 = s_v4_load (wi + 4);
+                a00 += x0 [i] * w0;
+                a01 += x0 [i] * w1;
+                a10 += x1 [i] * w0;
+                a11 += x1 [i] * w1;
+                a20 += x2 [i] * w0;
+                a21 += x2 [i] * w1;
+                a30 += x3 [i] * w0;
+                a31 += x3 [i] * w1;
+            }
+            float *yr = y + (size_t) r * out + j;
+            s_v4_store (yr, a00);
+            s_v4_store (yr + 4, a01);
+            s_v4_store (yr + out, a10);
+            s_v4_store (yr + out + 4, a11);
+            s_v4_store (yr + 2 * out, a20);
+            s_v4_store (yr + 2 * out + 4, a21);
+            s_v4_store (yr + 3 * out, a30);
+            s_v4_store (yr + 3 * out + 4, a31);
+        }
+        for (; r < rows; r++) {
+            const float *xr = x + (size_t) r * in;
+            s_v4_t a0 = { 0 }, a1 = { 0 };
+            const float *wi = w + j;
+            for (int i = 0; i < in; i++, wi += out) {
+                a0 += xr [i] * s_v4_load (wi);
+                a1 += xr [i] * s_v4_load (wi + 4);
+            }
+            s_v4_store (y + (size_t) r * out + j, a0);
+            s_v4_store (y + (size_t) r * out + j + 4, a1);
+        }
+    }
+    for (; j < out; j++)
+        for (int r = 0; r < rows; r++) {
+            float acc = 0.0f;
+            for (int i = 0; i < in; i++)
+                acc += x [(size_t) r * in + i] * w [(size_t) i * out + j];
+            y [(size_t) r * out + j] = acc;
+        }
+}
+
+//  y = x / rms (x) * weight over 'n' elements, summed in index order.
+static void
+s_rmsnorm (float *restrict y, const float *restrict x, const float *restrict weight, int n)
+{
+    float sum_sq = 0.0f;
+    for (int i = 0; i < n; i++)
+        sum_sq += x [i] * x [i];
+    const float inv_rms = 1.0f / sqrtf (sum_sq / (float) n + KVT_MODEL_NORM_EPS);
+    for (int i = 0; i < n; i++)
+        y [i] = x [i] * inv_rms * weight [i];
+}
+
+//  Rotate each head of 'vec' (head_count heads) by the angles of one token.
+static void
+s_rope (float *vec, int head_count, int head_dim, const float *cosv, const float *sinv)
+{
+    const int half = head_dim / 2;
+    for (int h = 0; h < head_count; h++) {
+        float *head = vec + (size_t) h * head_dim;
+        for (int i = 0; i < half; i++) {
+            const float x0 = head [i];
+            const float x1 = head [i + half];
+            head [i] = x0 * cosv [i] - x1 * sinv [i];
+            head [i + half] = x1 * cosv [i] + x0 * sinv [i];
+        }
+    }
+}
+
+//  Store/load one bf16 through memcpy: caller blocks need no alignment.
+static inline void
+s_put_bf16 (uint8_t *base, size_t index, kvt_bf16_t value)
+{
+    memcpy (base + index * 2, &value, 2);
+}
+
+static inline kvt_bf16_t
+s_get_bf16 (const uint8_t *base, size_t index)
+{
+    kvt_bf16_t value;
+    memcpy (&value, base + index * 2, 2);
+    return value;
+}
+
+//  Index of (layer, K=0/V=1, kv_head, token, d) inside one block.
+static inline size_t
+s_block_index (const kvt_model_shape_t *shape, int layer, int kv, int kv_head, int token,
+               int d)
+{
+    return ((((size_t) layer * 2 + kv) * shape->kv_heads + kv_head) * shape->block_tokens
+            + token) * shape->head_dim + d;
+}
+
+//  --------------------------------------------------------------------------
+//  Make room for 'positions' in the K/V mirror and scores. Returns 0 or
+//  -ENOMEM. Contents are not kept: each request refills what it reads.
+
+static int
+s_reserve (kvt_model_t *self, size_t positions)
+{
+    if (positions <= self->kv_cap)
+        return 0;
+    positions = (positions + 7) & ~(size_t) 7;    //  Whole 8-position K tiles
+    size_t per_pos = (size_t) self->shape.layers * self->kv_dim;
+    kvt_freen (self->kt);
+    kvt_freen (self->vv);
+    kvt_freen (self->scores);
+    self->kv_cap = 0;
+    self->kt = (float *) malloc (per_pos * positions * sizeof (float));
+    self->vv = (float *) malloc (per_pos * positions * sizeof (float));
+    self->scores = (float *) malloc (positions * sizeof (float));
+    if (!self->kt || !self->vv || !self->scores) {
+        kvt_freen (self->kt);
+        kvt_freen (self->vv);
+        kvt_freen (self->scores);
+        return -ENOMEM;
+    }
+    self->kv_cap = positions;
+    return 0;
+}
+
+//  K mirror of (layer, kv_head, pos): element d is at [d x 8]. Eight
+//  positions share a tile of head_dim x 8 floats, so the score loop reads
+//  one contiguous kilobyte per tile instead of head_dim strided rows.
+static inline float *
+s_kt_at (kvt_model_t *self, int layer, int kv_head, size_t pos)
+{
+    return self->kt + ((size_t) layer * self->shape.kv_heads + kv_head)
+                      * self->kv_cap * self->shape.head_dim
+                    + (pos / 8) * 8 * self->shape.head_dim + pos % 8;
+}
+
+//  V mirror of (layer, kv_head, position): head_dim contiguous floats.
+static inline float *
+s_v_row (kvt_model_t *self, int layer, int kv_head, size_t pos)
+{
+    return self->vv + (((size_t) layer * self->shape.kv_heads + kv_head) * self->kv_cap
+                       + pos) * self->shape.head_dim;
+}
+
+//  --------------------------------------------------------------------------
+//  Widen the K/V of one cached block into the mirror (positions
+//  block_index x block_tokens onwards).
+
+static void
+s_load_block (kvt_model_t *self, const uint8_t *block, size_t block_index)
+{
+    const kvt_model_shape_t *shape = &self->shape;
+    const size_t first = block_index * shape->block_tokens;
+    for (int l = 0; l < shape->layers; l++)
+        for (int g = 0; g < shape->kv_heads; g++)
+            for (int t = 0; t < shape->block_tokens; t++) {
+                float *vrow = s_v_row (self, l, g, first + t);
+                for (int d = 0; d < shape->head_dim; d++) {
+                    s_kt_at (self, l, g, first + t) [d * 8] = kvt_bf16_to_float (
+                        s_get_bf16 (block, s_block_index (shape, l, 0, g, t, d)));
+                    vrow [d] = kvt_bf16_to_float (
+                        s_get_bf16 (block, s_block_index (shape, l, 1, g, t, d)));
+                }
+            }
+}
+
+//  --------------------------------------------------------------------------
+//  Causal attention of one query head at position 'pos' over mirror
+//  positions 0..pos of KV head 'kv_head'. Order is fixed: scores summed
+//  over d ascending, max, exp and sum in position order, then V weighted
+//  in position order and divided by the sum.
+
+static void
+s_attend (kvt_model_t *self, int layer, int kv_head, size_t pos, const float *q, float *out)
+{
+    const int head_dim = self->shape.head_dim;
+    const size_t ctx = pos + 1;
+    const float scale = 1.0f / sqrtf ((float) head_dim);
+    float *restrict scores = self->scores;
+    //  Scores: one 8-position K tile at a time, held in registers over d
+    size_t p = 0;
+    for (; p + 8 <= ctx; p += 8) {
+        const float *kd = s_kt_at (self, layer, kv_head, p);
+        s_v4_t acc0 = q [0] * s_v4_load (kd);
+        s_v4_t acc1 = q [0] * s_v4_load (kd + 4);
+        for (int d = 1; d < head_dim; d++) {
+            kd += 8;
+            acc0 += q [d] * s_v4_load (kd);
+            acc1 += q [d] * s_v4_load (kd + 4);
+        }
+        s_v4_store (scores + p, acc0 * scale);
+        s_v4_store (scores + p + 4, acc1 * scale);
+    }
+    for (; p < ctx; p++) {
+        const float *kd = s_kt_at (self, layer, kv_head, p);
+        float acc = q [0] * kd [0];
+        for (int d = 1; d < head_dim; d++)
+            acc += q [d] * kd [d * 8];
+        scores [p] = acc * scale;
+    }
+    //  Max over four lanes, then the tail (exact in any order)
+    s_v4_t vmax = { scores [0], scores [0], scores [0], scores [0] };
+    for (p = 0; p + 4 <= ctx; p += 4) {
+        const s_v4_t value = s_v4_load (scores + p);
+        const s_i4_t greater = value > vmax;
+        vmax = (s_v4_t) ((greater & (s_i4_t) value) | (~greater & (s_i4_t) vmax));
+    }
+    float max = vmax [0];
+    for (int lane = 1; lane < 4; lane++)
+        max = vmax [lane] > max? vmax [lane]: max;
+    for (; p < ctx; p++)
+        max = scores [p] > max? scores [p]: max;
+    //  Weights e^(s - max); their sum in a fixed order that depends only on
+    //  ctx: four strided lane sums, combined pairwise, then the tail
+    s_v4_t vsum = { 0 };
+    for (p = 0; p + 4 <= ctx; p += 4) {
+        const s_v4_t weight = s_exp_v4 (s_v4_load (scores + p) - max);
+        s_v4_store (scores + p, weight);
+        vsum += weight;
+    }
+    float sum = (vsum [0] + vsum [1]) + (vsum [2] + vsum [3]);
+    if (p < ctx) {
+        float lanes [4] = { 0, 0, 0, 0 };
+        const size_t count = ctx - p;
+        memcpy (lanes, scores + p, count * sizeof (float));
+        const s_v4_t weight = s_exp_v4 (s_v4_load (lanes) - max);
+        for (size_t lane = 0; lane < count; lane++) {
+            scores [p + lane] = weight [lane];
+            sum += weight [lane];
+        }
+    }
+    //  Output: sixteen, then four, then one element of head_dim at a time,
+    //  each summed over positions in order
+    const float *v_rows = s_v_row (self, layer, kv_head, 0);
+    int d0 = 0;
+    for (; d0 + 16 <= head_dim; d0 += 16) {
+        s_v4_t acc0 = { 0 }, acc1 = { 0 }, acc2 = { 0 }, acc3 = { 0 };
+        const float *vp = v_rows + d0;
+        for (p = 0; p < ctx; p++, vp += head_dim) {
+            const float weight = scores [p];
+            acc0 += weight * s_v4_load (vp);
+            acc1 += weight * s_v4_load (vp + 4);
+            acc2 += weight * s_v4_load (vp + 8);
+            acc3 += weight * s_v4_load (vp + 12);
+        }
+        s_v4_store (out + d0, acc0);
+        s_v4_store (out + d0 + 4, acc1);
+        s_v4_store (out + d0 + 8, acc2);
+        s_v4_store (out + d0 + 12, acc3);
+    }
+    for (; d0 + 4 <= head_dim; d0 += 4) {
+        s_v4_t acc = { 0 };
+        const float *vp = v_rows + d0;
+        for (p = 0; p < ctx; p++, vp += head_dim)
+            acc += scores [p] * s_v4_load (vp);
+        s_v4_store (out + d0, acc);
+    }
+    for (; d0 < head_dim; d0++) {
+        float acc = 0.0f;
+        for (p = 0; p < ctx; p++)
+            acc += scores [p] * v_rows [p * head_dim + d0];
+        out [d0] = acc;
+    }
+    for (int d = 0; d < head_dim; d++)
+        out [d] /= sum;
+}
+
+//  --------------------------------------------------------------------------
+//  Run 'rows' consecutive tokens starting at position 'pos0' through every
+//  layer. Writes each token's K/V (bf16) into the mirror, and into
+//  blocks [pos / block_tokens] when that block is one to write
+//  (write_from <= block index < write_to). Leaves the last token's final
+//  hidden state in self->x [rows - 1].
+
+static void
+s_forward_chunk (kvt_model_t *self, const uint32_t *tokens, int rows, size_t pos0,
+                 void *const *blocks, size_t write_from, size_t write_to)
+{
+    const kvt_model_shape_t *shape = &self->shape;
+    const int hidden = shape->hidden;
+    const int head_dim = shape->head_dim;
+    const int half = head_dim / 2;
+    const int inter = shape->intermediate;
+    const int q_dim = self->q_dim;
+    const int kv_dim = self->kv_dim;
+
+    for (int r = 0; r < rows; r++) {
+        memcpy (self->x + (size_t) r * hidden, self->embed + (size_t) tokens [r] * hidden,
+                (size_t) hidden * sizeof (float));
+        const double pos = (double) (pos0 + r);
+        for (int i = 0; i < half; i++) {
+            double angle = pos * self->rope_freq [i];
+            self->rope_cos [r * half + i] = (float) cos (angle);
+            self->rope_sin [r * half + i] = (float) sin (angle);
+        }
+    }
+    for (int l = 0; l < shape->layers; l++) {
+        const s_layer_t *layer = &self->layer [l];
+        for (int r = 0; r < rows; r++)
+            s_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) r * hidden,
+                       layer->attn_norm, hidden);
+        s_matmul (self->q, self->xn, layer->wq, rows, hidden, q_dim);
+        s_matmul (self->k, self->xn, layer->wk, rows, hidden, kv_dim);
+        s_matmul (self->v, self->xn, layer->wv, rows, hidden, kv_dim);
+        for (int r = 0; r < rows; r++) {
+            const size_t pos = pos0 + r;
+            const size_t block = pos / shape->block_tokens;
+            const int slot = (int) (pos % shape->block_tokens);
+            uint8_t *dest = block >= write_from && block < write_to
+                          ? (uint8_t *) blocks [block]: NULL;
+            float *q = self->q + (size_t) r * q_dim;
+            float *k = self->k + (size_t) r * kv_dim;
+            float *v = self->v + (size_t) r * kv_dim;
+            s_rope (q, shape->heads, head_dim, self->rope_cos + r * half,
+                    self->rope_sin + r * half);
+            s_rope (k, shape->kv_heads, head_dim, self->rope_cos + r * half,
+                    self->rope_sin + r * half);
+            for (int g = 0; g < shape->kv_heads; g++) {
+                float *vrow = s_v_row (self, l, g, pos);
+                for (int d = 0; d < head_dim; d++) {
+                    kvt_bf16_t kb = kvt_float_to_bf16 (k [g * head_dim + d]);
+                    kvt_bf16_t vb = kvt_float_to_bf16 (v [g * head_dim + d]);
+                    s_kt_at (self, l, g, pos) [d * 8] = kvt_bf16_to_float (kb);
+                    vrow [d] = kvt_bf16_to_float (vb);
+                    if (dest) {
+                        s_put_bf16 (dest, s_block_index (shape, l, 0, g, slot, d), kb);
+                        s_put_bf16 (dest, s_block_index (shape, l, 1, g, slot, d), vb);
+                    }
+                }
+            }
+        }
+        //  Causal: every position this chunk reads at this layer is written
+        for (int r = 0; r < rows; r++)
+            for (int h = 0; h < shape->heads; h++)
+                s_attend (self, l, h / self->group, pos0 + r,
+                          self->q + (size_t) r * q_dim + h * head_dim,
+                          self->att + (size_t) r * q_dim + h * head_dim);
+        s_matmul (self->proj, self->att, layer->wo, rows, q_dim, hidden);
+        for (size_t i = 0; i < (size_t) rows * hidden; i++)
+            self->x [i] += self->proj [i];
+
+        for (int r = 0; r < rows; r++)
+            s_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) r * hidden,
+                       layer->mlp_norm, hidden);
+        s_matmul (self->gate, self->xn, layer->w_gate, rows, hidden, inter);
+        s_matmul (self->up, self->xn, layer->w_up, rows, hidden, inter);
+        for (size_t i = 0; i < (size_t) rows * inter; i++) {
+            const float g = self->gate [i];
+            self->gate [i] = g / (1.0f + expf (-g)) * self->up [i];
+        }
+        s_matmul (self->proj, self->gate, layer->w_down, rows, inter, hidden);
+        for (size_t i = 0; i < (size_t) rows * hidden; i++)
+            self->x [i] += self->proj [i];
+    }
+}
+
+//  Greedy token from the hidden state 'x': final norm, lm_head, argmax
+//  with ties going to the lowest id.
+static uint32_t
+s_sample (kvt_model_t *self, const float *x)
+{
+    const int hidden = self->shape.hidden;
+    s_rmsnorm (self->xn, x, self->final_norm, hidden);
+    s_matmul (self->logits, self->xn, self->lm_head, 1, hidden, self->shape.vocab);
+    uint32_t best = 0;
+    for (int id = 1; id < self->shape.vocab; id++)
+        if (self->logits [id] > self->logits [best])
+            best = (uint32_t) id;
+    return best;
+}
+
+//  --------------------------------------------------------------------------
+//  Run one request: read the first 'cached_blocks' blocks, compute and
+//  write the other full blocks, keep the partial tail in scratch, then
+//  greedy-decode 'max_new_tokens' tokens (their KV stays in scratch).
+//  'ttft_us' may be NULL; 'out_tokens' may be NULL when max_new_tokens is 0.
+//  Returns 0, -EINVAL for bad input (empty prompt, token outside the
+//  vocabulary, cached_blocks past the full blocks, a NULL block pointer),
+//  or -ENOMEM if scratch could not grow. Blocks the call runs.
+
+int
+kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
+                    void *const *blocks, size_t cached_blocks,
+                    size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us)
+{
+    assert (self);
+    const int64_t start_us = kvt_now_us ();
+    const kvt_model_shape_t *shape = &self->shape;
+    const size_t block_tokens = (size_t) shape->block_tokens;
+    if (!tokens || token_count == 0)
+        return -EINVAL;
+    if (max_new_tokens > 0 && !out_tokens)
+        return -EINVAL;
+    for (size_t i = 0; i < token_count; i++)
+        if (tokens [i] >= (uint32_t) shape->vocab)
+            return -EINVAL;
+    const size_t full_blocks = token_count / block_tokens;
+    if (cached_blocks > full_blocks)
+        return -EINVAL;
+    if (full_blocks > 0 && !blocks)
+        return -EINVAL;
+    for (size_t b = 0; b < full_blocks; b++)
+        if (!blocks [b])
+            return -EINVAL;
+    if (token_count + max_new_tokens < token_count)
+        return -EINVAL;             //  Overflow
+    int rc = s_reserve (self, token_count + max_new_tokens);
+    if (rc)
+        return rc;
+
+    for (size_t b = 0; b < cached_blocks; b++)
+        s_load_block (self, (const uint8_t *) blocks [b], b);
+
+    //  Compute from the first uncached position, but at least the last
+    //  prompt token: its hidden state gives the first output token. A
+    //  recomputed cached position goes to the mirror only.
+    size_t pos = cached_blocks * block_tokens;
+    if (pos >= token_count)
+        pos = token_count - 1;
+    size_t rows = 0;                //  Rows of the last chunk run
+    while (pos < token_count) {
+        rows = token_count - pos;
+        if (rows > KVT_MODEL_CHUNK)
+            rows = KVT_MODEL_CHUNK;
+        s_forward_chunk (self, tokens + pos, (int) rows, pos, blocks, cached_blocks,
+                         full_blocks);
+        pos += rows;
+    }
+    const float *last_x = self->x + (rows - 1) * (size_t) shape->hidden;
+    if (max_new_tokens == 0) {
+        if (ttft_us)
+            *ttft_us = kvt_now_us () - start_us;
+        return 0;
+    }
+    out_tokens [0] = s_sample (self, last_x);
+    if (ttft_us)
+        *ttft_us = kvt_now_us () - start_us;
+    for (size_t i = 1; i < max_new_tokens; i++) {
+        s_forward_chunk (self, &out_tokens [i - 1], 1, token_count + i - 1, blocks, 0, 0);
+        out_tokens [i] = s_sample (self, self->x);
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest helpers
+
+//  Plain reference: one token at a time, dot-product loops straight from
+//  the definitions, its own bf16 K/V. Feeds 'fed' tokens (prompt, then the
+//  outputs to check) and leaves the logits of the last one in 'logits'
+//  and every position's K/V in kv [pos][layer][K/V][kv_dim].
+
+static void
+t_reference (kvt_model_t *m, const uint32_t *fed, size_t fed_count, float *logits,
+             kvt_bf16_t *kv)
+{
+    const kvt_model_shape_t *s = &m->shape;
+    const int hidden = s->hidden, hd = s->head_dim, qd = m->q_dim, kvd = m->kv_dim;
+    float *x = (float *) kvt_zmalloc (hidden * sizeof (float));
+    float *xn = (float *) kvt_zmalloc (hidden * sizeof (float));
+    float *q = (float *) kvt_zmalloc (qd * sizeof (float));
+    float *k = (float *) kvt_zmalloc (kvd * sizeof (float));
+    float *v = (float *) kvt_zmalloc (kvd * sizeof (float));
+    float *att = (float *) kvt_zmalloc (qd * sizeof (float));
+    float *hmid = (float *) kvt_zmalloc (s->intermediate * sizeof (float));
+    float *sc = (float *) kvt_zmalloc (fed_count * sizeof (float));
+    const size_t kv_stride = (size_t) s->layers * 2 * kvd;   //  Per position
+    for (size_t pos = 0; pos < fed_count; pos++) {
+        for (int i = 0; i < hidden; i++)
+            x [i] = m->embed [(size_t) fed [pos] * hidden + i];
+        for (int l = 0; l < s->layers; l++) {
+            const s_layer_t *w = &m->layer [l];
+            s_rmsnorm (xn, x, w->attn_norm, hidden);
+            for (int j = 0; j < qd; j++) {
+                float acc = 0.0f;
+                for (int i = 0; i < hidden; i++)
+                    acc += xn [i] * w->wq [(size_t) i * qd + j];
+                q [j] = acc;
+            }
+            for (int j = 0; j < kvd; j++) {
+                float acc_k = 0.0f, acc_v = 0.0f;
+                for (int i = 0; i < hidden; i++) {
+                    acc_k += xn [i] * w->wk [(size_t) i * kvd + j];
+                    acc_v += xn [i] * w->wv [(size_t) i * kvd + j];
+                }
+                k [j] = acc_k;
+                v [j] = acc_v;
+            }
+            for (int i = 0; i < hd / 2; i++) {
+                double angle = (double) pos * pow (500000.0, -2.0 * i / hd);
+                float c = (float) cos (angle), sn = (float) sin (angle);
+                for (int h = 0; h < s->heads + s->kv_heads; h++) {
+                    float *head = h < s->heads? q + h * hd: k + (h - s->heads) * hd;
+                    float x0 = head [i], x1 = head [i + hd / 2];
+                    head [i] = x0 * c - x1 * sn;
+                    head [i + hd / 2] = x1 * c + x0 * sn;
+                }
+            }
+            kvt_bf16_t *mine = kv + pos * kv_stride + (size_t) l * 2 * kvd;
+            for (int j = 0; j < kvd; j++) {
+                mine [j] = kvt_float_to_bf16 (k [j]);
+                mine [kvd + j] = kvt_float_to_bf16 (v [j]);
+            }
+            for (int h = 0; h < s->heads; h++) {
+                int g = h / (s->heads / s->kv_heads);
+                float max = -INFINITY, sum = 0.0f;
+                for (size_t p = 0; p <= pos; p++) {
+                    const kvt_bf16_t *kp = kv + p * kv_stride + (size_t) l * 2 * kvd + g * hd;
+                    float dot = q [h * hd] * kvt_bf16_to_float (kp [0]);
+                    for (int d = 1; d < hd; d++)
+                        dot += q [h * hd + d] * kvt_bf16_to_float (kp [d]);
+                    sc [p] = dot * (1.0f / sqrtf ((float) hd));
+                    max = sc [p] > max? sc [p]: max;
+                }
+                for (size_t p = 0; p <= pos; p++) {
+                    sc [p] = expf (sc [p] - max);
+                    sum += sc [p];
+                }
+                for (int d = 0; d < hd; d++) {
+                    float acc = 0.0f;
+                    for (size_t p = 0; p <= pos; p++)
+                        acc += sc [p] * kvt_bf16_to_float (
+                            kv [p * kv_stride + (size_t) l * 2 * kvd + kvd + g * hd + d]);
+                    att [h * hd + d] = acc / sum;
+                }
+            }
+            for (int j = 0; j < hidden; j++) {
+                float acc = 0.0f;
+                for (int i = 0; i < qd; i++)
+                    acc += att [i] * w->wo [(size_t) i * hidden + j];
+                x [j] += acc;
+            }
+            s_rmsnorm (xn, x, w->mlp_norm, hidden);
+            for (int j = 0; j < s->intermediate; j++) {
+                float gate = 0.0f, up = 0.0f;
+                for (int i = 0; i < hidden; i++) {
+                    gate += xn [i] * w->w_gate [(size_t) i * s->intermediate + j];
+                    up += xn [i] * w->w_up [(size_t) i * s->intermediate + j];
+                }
+                hmid [j] = gate / (1.0f + expf (-gate)) * up;
+            }
+            for (int j = 0; j < hidden; j++) {
+                float acc = 0.0f;
+                for (int i = 0; i < s->intermediate; i++)
+                    acc += hmid [i] * w->w_down [(size_t) i * hidden + j];
+                x [j] += acc;
+            }
+        }
+    }
+    s_rmsnorm (xn, x, m->final_norm, hidden);
+    for (int j = 0; j < s->vocab; j++) {
+        float acc = 0.0f;
+        for (int i = 0; i < hidden; i++)
+            acc += xn [i] * m->lm_head [(size_t) i * s->vocab + j];
+        logits [j] = acc;
+    }
+    free (sc);
+    free (hmid);
+    free (att);
+    free (v);
+    free (k);
+    free (q);
+    free (xn);
+    free (x);
+}
+
+//  Pseudo-random prompt of 'count' tokens below 'vocab'.
+static void
+t_prompt (uint32_t *tokens, size_t count, int vocab, uint64_t seed)
+{
+    for (size_t i = 0; i < count; i++)
+        tokens [i] = (uint32_t) (s_splitmix64 (&seed) % (uint64_t) vocab);
+}
+
+//  'count' blocks of 'bytes' in one allocation, filled with 'fill', plus
+//  the pointer table generate takes. Free both with free ().
+static uint8_t *
+t_blocks_new (size_t count, size_t bytes, int fill, void ***table_p)
+{
+    uint8_t *data = (uint8_t *) kvt_zmalloc (count * bytes);
+    memset (data, fill, count * bytes);
+    void **table = (void **) kvt_zmalloc ((count + 1) * sizeof (void *));
+    for (size_t b = 0; b < count; b++)
+        table [b] = data + b * bytes;
+    *table_p = table;
+    return data;
+}
+
+//  Run 'count' prompt tokens with cached_blocks = 0, then with every
+//  cached_blocks = 1..full fed from the first run's blocks: same output
+//  tokens, byte-identical blocks, cached blocks untouched. Copies the first
+//  run's tokens to 'out' (room for new_count) and returns its blocks.
+static uint8_t *
+t_check_prefix_cache (kvt_model_t *m, const uint32_t *prompt, size_t count,
+                      size_t new_count, uint32_t *out, bool verbose)
+{
+    kvt_block_shape_t bs = kvt_model_block_shape (m);
+    const size_t bytes = kvt_block_bytes (&bs);
+    const size_t full = count / (size_t) bs.block_tokens;
+    void **table0, **table;
+    uint8_t *first = t_blocks_new (full, bytes, 0xA5, &table0);
+    int64_t ttft = -1;
+    int rc = kvt_model_generate (m, prompt, count, table0, 0, new_count, out, &ttft);
+    assert (rc == 0);
+    assert (ttft >= 0);
+    //  Every written block was overwritten: no 0xA5 run survives in it
+    for (size_t b = 0; b < full; b++) {
+        uint8_t fill [8];
+        memset (fill, 0xA5, sizeof (fill));
+        assert (memcmp (first + b * bytes, fill, sizeof (fill)) != 0);
+    }
+    uint32_t *again = (uint32_t *) kvt_zmalloc ((new_count + 1) * sizeof (uint32_t));
+    for (size_t cached = 0; cached <= full; cached++) {
+        uint8_t *data = t_blocks_new (full, bytes, 0x5A, &table);
+        memcpy (data, first, cached * bytes);
+        rc = kvt_model_generate (m, prompt, count, table, cached, new_count, again, &ttft);
+        assert (rc == 0);
+        assert (memcmp (again, out, new_count * sizeof (uint32_t)) == 0);
+        assert (memcmp (data, first, full * bytes) == 0);
+        if (verbose)
+            printf ("\n   prompt %zu, cached %zu/%zu: ttft %" PRId64 " us", count, cached,
+                    full, ttft);
+        free (table);
+        free (data);
+    }
+    free (again);
+    free (table0);
+    return first;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest
+
+int
+kvt_model_test (bool verbose)
+{
+    //  @selftest
+    kvt_model_shape_t shape = {
+        .layers = 2, .heads = 4, .kv_heads = 2, .head_dim = 16, .hidden = 64,
+        .intermediate = 172, .vocab = 512, .block_tokens = 16, .seed = 42
+    };
+    kvt_model_t *model = kvt_model_new (&shape);
+    assert (model);
+    kvt_block_shape_t block_shape = kvt_model_block_shape (model);
+    assert (block_shape.layers == 2 && block_shape.kv_heads == 2);
+    assert (block_shape.head_dim == 16 && block_shape.block_tokens == 16);
+    assert (block_shape.dtype_bytes == 2);
+    const size_t block_bytes = kvt_block_bytes (&block_shape);
+
+    //  (1) Prefix cache: 70 tokens = 4 full blocks + 6 in scratch; the
+    //  cached/computed split crosses the 32-token chunks at every offset
+    uint32_t prompt [200];
+    t_prompt (prompt, 200, shape.vocab, 7);
+    uint32_t out [8], out2 [8];
+    uint8_t *blocks = t_check_prefix_cache (model, prompt, 70, 8, out, verbose);
+
+    //  The model matches a plain reference: logits of the last fed token
+    //  and the K/V of every full block
+    {
+        uint32_t fed [77];
+        memcpy (fed, prompt, 70 * sizeof (uint32_t));
+        memcpy (fed + 70, out, 7 * sizeof (uint32_t));
+        float *ref = (float *) kvt_zmalloc (shape.vocab * sizeof (float));
+        size_t kv_stride = (size_t) shape.layers * 2 * model->kv_dim;
+        kvt_bf16_t *kv = (kvt_bf16_t *) kvt_zmalloc (77 * kv_stride * sizeof (kvt_bf16_t));
+        t_reference (model, fed, 77, ref, kv);
+        //  model->logits still holds the last decode step's logits
+        int best = 0;
+        for (int id = 0; id < shape.vocab; id++) {
+            float diff = fabsf (ref [id] - model->logits [id]);
+            assert (diff <= 1e-3f + 1e-3f * fabsf (ref [id]));
+            best = ref [id] > ref [best]? id: best;
+        }
+        assert ((uint32_t) best == out [7]);
+        size_t mismatches = 0;
+        for (size_t pos = 0; pos < 64; pos++)
+            for (int l = 0; l < shape.layers; l++)
+                for (int kvi = 0; kvi < 2; kvi++)
+                    for (int g = 0; g < shape.kv_heads; g++)
+                        for (int d = 0; d < shape.head_dim; d++) {
+                            const uint8_t *block = blocks + (pos / 16) * block_bytes;
+                            float got = kvt_bf16_to_float (s_get_bf16 (block,
+                                s_block_index (&shape, l, kvi, g, (int) (pos % 16), d)));
+                            float want = kvt_bf16_to_float (kv [pos * kv_stride
+                                + (size_t) (l * 2 + kvi) * model->kv_dim + g * 16 + d]);
+                            if (got != want) {
+                                mismatches++;
+                                assert (fabsf (got - want) <= 1e-2f * fabsf (want) + 1e-3f);
+                            }
+                        }
+        if (verbose)
+            printf ("\n   reference: %zu bf16 K/V values off by one rounding", mismatches);
+        free (kv);
+        free (ref);
+    }
+
+    //  A cached block is really read: corrupting it changes what follows
+    {
+        void **table;
+        uint8_t *data = t_blocks_new (4, block_bytes, 0, &table);
+        memcpy (data, blocks, block_bytes);
+        for (size_t i = 1; i < block_bytes / 2; i += 6)
+            data [i] ^= 0x40;       //  Exponent bits of layer 0's K and V
+        int rc = kvt_model_generate (model, prompt, 70, table, 1, 8, out2, NULL);
+        assert (rc == 0);
+        assert (memcmp (data, blocks, block_bytes) != 0);           //  Left as given
+        assert (memcmp (data + block_bytes, blocks + block_bytes, 3 * block_bytes) != 0);
+        free (table);
+        free (data);
+    }
+
+    //  max_new_tokens = 0 still writes the same blocks
+    {
+        void **table;
+        uint8_t *data = t_blocks_new (4, block_bytes, 0, &table);
+        int64_t ttft = -1;
+        int rc = kvt_model_generate (model, prompt, 70, table, 0, 0, NULL, &ttft);
+        assert (rc == 0 && ttft >= 0);
+        assert (memcmp (data, blocks, 4 * block_bytes) == 0);
+        free (table);
+        free (data);
+    }
+
+    //  (5) Exact multiple of block_tokens, fully cached: the last token is
+    //  recomputed into scratch and its block left alone
+    uint32_t out_exact [5];
+    uint8_t *exact = t_check_prefix_cache (model, prompt, 64, 5, out_exact, verbose);
+    assert (memcmp (exact, blocks, 4 * block_bytes) == 0);      //  Same prefix
+    free (exact);
+
+    //  A prompt shorter than one block, and a one-token prompt
+    uint32_t out_short [3];
+    free (t_check_prefix_cache (model, prompt, 5, 3, out_short, verbose));
+    free (t_check_prefix_cache (model, prompt, 1, 3, out_short, verbose));
+
+    //  (3) Bad input
+    {
+        void **table;
+        uint8_t *data = t_blocks_new (4, block_bytes, 0, &table);
+        uint32_t bad [70];
+        memcpy (bad, prompt, sizeof (bad));
+        bad [69] = (uint32_t) shape.vocab;
+        assert (kvt_model_generate (model, prompt, 0, table, 0, 1, out2, NULL) == -EINVAL);
+        assert (kvt_model_generate (model, NULL, 70, table, 0, 1, out2, NULL) == -EINVAL);
+        assert (kvt_model_generate (model, bad, 70, table, 0, 1, out2, NULL) == -EINVAL);
+        assert (kvt_model_generate (model, prompt, 70, table, 5, 1, out2, NULL) == -EINVAL);
+        assert (kvt_model_generate (model, prompt, 70, NULL, 0, 1, out2, NULL) == -EINVAL);
+        assert (kvt_model_generate (model, prompt, 70, table, 0, 1, NULL, NULL) == -EINVAL);
+        table [2] = NULL;
+        assert (kvt_model_generate (model, prompt, 70, table, 0, 1, out2, NULL) == -EINVAL);
+        //  A prompt shorter than a block needs no block table at all
+        assert (kvt_model_generate (model, prompt, 15, NULL, 0, 1, out2, NULL) == 0);
+        free (table);
+        free (data);
+
+        kvt_model_shape_t wrong = shape;
+        wrong.kv_heads = 3;
+        assert (kvt_model_new (&wrong) == NULL);
+        wrong = shape;
+        wrong.head_dim = 15;
+        wrong.hidden = 60;
+        assert (kvt_model_new (&wrong) == NULL);
+        wrong = shape;
+        wrong.vocab = 1;
+        assert (kvt_model_new (&wrong) == NULL);
+        wrong = shape;
+        wrong.layers = 0;
+        assert (kvt_model_new (&wrong) == NULL);
+        wrong = shape;
+        wrong.block_tokens = -1;
+        assert (kvt_model_new (&wrong) == NULL);
+    }
+
+    //  (2) Another seed is another model: other tokens, other KV
+    {
+        kvt_model_shape_t other = shape;
+        other.seed = 43;
+        kvt_model_t *model2 = kvt_model_new (&other);
+        assert (model2);
+        uint8_t *blocks2 = t_check_prefix_cache (model2, prompt, 70, 8, out2, false);
+        assert (memcmp (out, out2, sizeof (out)) != 0);
+        assert (memcmp (blocks, blocks2, 4 * block_bytes) != 0);
+        free (blocks2);
+        kvt_model_destroy (&model2);
+    }
+
+    //  (4) GQA ratio 1 (MHA), and 4 with blocks that do not divide the chunk
+    {
+        kvt_model_shape_t mha = shape;
+        mha.kv_heads = 4;
+        kvt_model_t *model2 = kvt_model_new (&mha);
+        assert (model2);
+        free (t_check_prefix_cache (model2, prompt, 70, 4, out2, false));
+        kvt_model_destroy (&model2);
+
+        kvt_model_shape_t gqa = {
+            .layers = 3, .heads = 8, .kv_heads = 2, .head_dim = 8, .hidden = 48,
+            .intermediate = 96, .vocab = 300, .block_tokens = 5, .seed = 9
+        };
+        model2 = kvt_model_new (&gqa);
+        assert (model2);
+        uint32_t small [47];
+        t_prompt (small, 47, gqa.vocab, 11);
+        free (t_check_prefix_cache (model2, small, 47, 4, out2, false));
+        free (t_check_prefix_cache (model2, small, 45, 4, out2, false));
+        kvt_model_destroy (&model2);
+    }
+
+    free (blocks);
+    kvt_model_destroy (&model);
+    kvt_model_destroy (&model);     //  Twice is safe
+    assert (model == NULL);
+    //  @end
+    return 0;
+}

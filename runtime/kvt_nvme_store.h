@@ -1,0 +1,255 @@
+/*  =========================================================================
+    kvt_nvme_store - checksummed KV blocks in O_DIRECT files through io_uring
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    A plain class (not an actor) that the tier_nvme actor drives from its
+    loop. Blocks live at numbered slots inside a few large files per
+    directory; consecutive slots go to consecutive files, and files are
+    spread over the directories, so several directories (devices) are
+    striped like RAID-0. Files are opened O_DIRECT and read and written
+    with io_uring, with registered files and registered buffers, up to
+    'queue_depth' block I/Os in flight, submissions batched by the caller
+    (prep ... prep, submit once). Completions wake the caller's loop through
+    an eventfd (kvt_nvme_store_eventfd); the caller then reaps.
+
+    Only open (recovery) and destroy (drain, journal flush) block. Prep,
+    submit and reap never wait on I/O; prep computes the block checksum
+    (xxh3) on the caller's thread.
+@discuss
+    On disk. Slot s lives in file (s mod F), F = dir_count x files_per_dir,
+    at offset (s div F) x stride; file f is in directory (f mod dir_count).
+    stride = 4096 (header) + block_bytes rounded up to 4096. The 4 KiB
+    header holds magic, block hash, slot, generation, payload length,
+    payload checksum (xxh3-64) and a checksum of the header itself.
+    A read whose header or payload does not match (magic, hash, slot,
+    generation, length, checksum) completes with KVT_ECHECKSUM (bytes do
+    not match their checksum: torn or flipped) or KVT_EMISS (the slot
+    holds another block): the bytes are never handed out as valid, the
+    failure is counted and logged, and the slot is dropped from the index.
+
+    Manifest. dirs[0]/kvt-nvme.journal is an append-only journal of 40-byte
+    records (slot, hash, generation, payload checksum, record checksum). A
+    write's record is appended only after its data write has completed,
+    and the write is acknowledged only after its record write has
+    completed. Open replays the journal (latest generation per slot wins,
+    records that fail their checksum - a torn tail, a hole - are skipped and
+    counted) and rewrites it compacted (write to a temporary file, fsync,
+    rename) when it holds much more than the live set. Recovery reads
+    only the journal, never the block headers, so 1M blocks come back in
+    well under a second; a block that was torn after its record was
+    written (an overwrite in flight at a crash) is caught by its checksum
+    at its first read.
+
+    What "acknowledged" guarantees. A write is acknowledged when
+    kvt_nvme_reap returns it with rc 0. At that moment:
+    - sync_on_ack false: the data write (O_DIRECT) has been completed by
+      the device and the journal record is in the kernel's page cache.
+      The block survives the death of the process (kill -9, crash) but not
+      a power loss or kernel crash: the device's volatile write cache and
+      the page cache are not flushed.
+    - sync_on_ack true: data files are opened O_DSYNC, so each O_DIRECT
+      write is issued with FUA (or followed by a cache flush where the
+      device lacks FUA), and journal records are written with RWF_DSYNC.
+      The block survives power loss, to the extent the device honours
+      FUA/flush.
+    Overwriting a slot gives up its previous block as soon as the write
+    is prepared; a slot being written cannot be read (-EBUSY).
+    destroy waits for I/O in flight, writes the pending journal records
+    and fdatasyncs the journal.
+
+    Buffers. src/dst of prep_write/prep_read are caller memory, block_bytes
+    each. If they lie inside a region registered with
+    kvt_nvme_store_register_buffer (before open), are 4096-aligned and
+    block_bytes is a multiple of 4096, the payload moves by DMA straight
+    from/to caller memory (two fixed I/Os per block: header + payload).
+    Otherwise it is copied through the store's own registered staging
+    buffers (one fixed I/O per block).
+
+    Errors. Prep returns -ERANGE for slot >= capacity_blocks, -EAGAIN when
+    queue_depth operations are outstanding (reap first), -EBUSY for a slot
+    with a write in flight, KVT_EMISS for a read of a slot that does not
+    hold 'block_hash'. Completions carry -ENOSPC, -EIO or any other -errno
+    of the device; the store keeps serving after any of them. A missing
+    directory fails open with -ENOENT.
+
+    kvt_nvme_store_inject_fault is for tests only: it is always compiled
+    and costs one branch per completion.
+@end
+*/
+
+#ifndef KVT_NVME_STORE_H_INCLUDED
+#define KVT_NVME_STORE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _kvt_nvme_store_t kvt_nvme_store_t;
+
+typedef struct {
+    const char *const *dirs;        //  One or more directories, striped RAID-0 style
+    int dir_count;                  //  Entries in dirs
+    size_t block_bytes;             //  Payload bytes per block (padded to 4096 on disk)
+    uint64_t capacity_blocks;       //  Slots across all files; never exceeded
+    int queue_depth;                //  Most block operations outstanding (1..4096)
+    int files_per_dir;              //  Data files per directory (>= 1)
+    bool sync_on_ack;               //  O_DSYNC data + RWF_DSYNC journal before ack
+    bool buffered_fallback;         //  If O_DIRECT is refused (EINVAL), open buffered + warn
+} kvt_nvme_store_config_t;
+
+typedef struct {
+    uint64_t tag;                   //  Caller's tag from prep
+    int rc;                         //  0, KVT_ECHECKSUM, KVT_EMISS, -EIO, -ENOSPC, -errno
+} kvt_nvme_done_t;
+
+typedef struct {
+    uint64_t reads;                 //  Reads completed with rc 0
+    uint64_t writes;                //  Writes acknowledged (rc 0)
+    uint64_t read_bytes;            //  Payload bytes of those reads
+    uint64_t write_bytes;           //  Payload bytes of those writes
+    uint64_t checksum_failures;     //  Reads refused: bytes did not match their checksum
+    uint64_t misses;                //  Reads refused: slot held another block
+    uint64_t io_errors;             //  Operations failed by the device or file system
+    uint64_t enospc;                //  Of those, failed for lack of space
+    uint64_t journal_writes;        //  Journal appends completed
+    uint64_t journal_records;       //  Records in those appends
+    uint64_t direct_ops;            //  Operations that moved payload without a copy
+    uint64_t bounce_ops;            //  Operations copied through staging buffers
+    uint64_t short_requeues;        //  Short transfers resubmitted
+    uint64_t recovered_blocks;      //  Valid blocks found at open
+    uint64_t recovery_skipped;      //  Journal records dropped at open (bad checksum)
+    uint64_t recovery_us;           //  Time open spent on recovery
+} kvt_nvme_store_stats_t;
+
+typedef enum {
+    KVT_NVME_FAULT_READ = 0,        //  Block read completions
+    KVT_NVME_FAULT_WRITE = 1,       //  Block write completions
+    KVT_NVME_FAULT_JOURNAL = 2,     //  Journal append completions
+    KVT_NVME_FAULT_KINDS = 3        //  Number of kinds
+} kvt_nvme_fault_t;
+
+//  Create a store; touches no file. Cannot fail beyond OOM (aborts). The
+//  config is copied, dirs included.
+kvt_nvme_store_t *
+    kvt_nvme_store_new (const kvt_nvme_store_config_t *config);
+
+//  Register caller memory (e.g. the host tier's whole arena) so payloads
+//  move without a copy. Call before open; base page-aligned. Returns 0,
+//  -EINVAL (bad arguments or already open) or -ENOSPC (too many regions).
+int
+    kvt_nvme_store_register_buffer (kvt_nvme_store_t *self, void *base, size_t bytes);
+
+//  Open or create the files, set up io_uring (registered files and
+//  buffers, eventfd) and recover the journal. Blocks. Returns 0 or -errno
+//  (-ENOENT: a directory is missing; -EINVAL: bad config or O_DIRECT
+//  refused); the reason is logged. A failed open may be retried.
+int
+    kvt_nvme_store_open (kvt_nvme_store_t *self);
+
+//  Return the eventfd that becomes readable when completions are ready,
+//  or -1 before open. Owned by the store.
+int
+    kvt_nvme_store_eventfd (kvt_nvme_store_t *self);
+
+//  Prepare writing 'block_bytes' from 'src' as block 'block_hash' at
+//  'slot'. Computes the checksum now; 'src' must not change until the
+//  completion for 'tag' is reaped. Returns 0, -ERANGE, -EAGAIN, -EBUSY, or
+//  -EBADF before open. Nothing reaches the disk before kvt_nvme_submit.
+int
+    kvt_nvme_prep_write (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                         const void *src, uint64_t tag);
+
+//  Prepare reading block 'block_hash' from 'slot' into 'dst' (block_bytes).
+//  'dst' is written only by this operation until 'tag' is reaped, and
+//  holds valid bytes only if that completion's rc is 0. Returns 0,
+//  -ERANGE, -EAGAIN, -EBUSY, KVT_EMISS (slot does not hold that block),
+//  or -EBADF before open.
+int
+    kvt_nvme_prep_read (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                        void *dst, uint64_t tag);
+
+//  Forget the block at 'slot' (the tier evicted it): the slot reads as a
+//  miss from now on and after a restart. Returns 0, -ERANGE, -EBUSY.
+int
+    kvt_nvme_forget (kvt_nvme_store_t *self, uint64_t slot);
+
+//  Submit everything prepared since the last submit. Does not wait.
+//  Returns the number of SQEs submitted or -errno.
+int
+    kvt_nvme_submit (kvt_nvme_store_t *self);
+
+//  Collect up to 'max_done' finished operations into 'done' without
+//  waiting; may submit follow-up I/O (journal appends, short-transfer
+//  remainders). Returns the count (0 if none) or -errno. Call until it
+//  returns fewer than max_done: the eventfd fires once per batch of
+//  completions, not per reaped entry.
+int
+    kvt_nvme_reap (kvt_nvme_store_t *self, kvt_nvme_done_t *done, int max_done);
+
+//  Return the number of operations prepared and not yet reaped.
+int
+    kvt_nvme_store_inflight (kvt_nvme_store_t *self);
+
+//  Wait until at least one completion is ready or 'timeout_ms' passes
+//  (-1: forever). For tools and tests; actors poll the eventfd instead.
+//  Returns 0, -ETIME on timeout, or -errno.
+int
+    kvt_nvme_store_wait (kvt_nvme_store_t *self, int timeout_ms);
+
+//  Return the number of valid blocks found by open.
+uint64_t
+    kvt_nvme_store_recovered_count (kvt_nvme_store_t *self);
+
+//  Give the i-th block found by open (0 <= i < recovered_count). Returns
+//  0 or -ERANGE.
+int
+    kvt_nvme_store_recovered (kvt_nvme_store_t *self, uint64_t index, uint64_t *slot,
+                              uint64_t *block_hash);
+
+//  Return true if 'slot' holds a block with a completed, acknowledged write.
+bool
+    kvt_nvme_store_has (kvt_nvme_store_t *self, uint64_t slot, uint64_t *block_hash);
+
+//  Copy the counters into 'stats'.
+void
+    kvt_nvme_store_stats (kvt_nvme_store_t *self, kvt_nvme_store_stats_t *stats);
+
+//  Return the bytes one slot takes on disk (header + padded payload).
+size_t
+    kvt_nvme_store_stride (kvt_nvme_store_t *self);
+
+//  Give the data file path and byte offset of 'slot' (its header; the
+//  payload follows at +4096). For tests, benches and inspection tools.
+//  Returns 0 or -ERANGE.
+int
+    kvt_nvme_store_slot_location (kvt_nvme_store_t *self, uint64_t slot, char *path,
+                                  size_t path_size, uint64_t *offset);
+
+//  TEST ONLY: make the next 'count' completions of 'kind' fail with
+//  -err (the I/O itself still runs). count 0 disarms.
+void
+    kvt_nvme_store_inject_fault (kvt_nvme_store_t *self, kvt_nvme_fault_t kind, int err,
+                                 int count);
+
+//  Wait for I/O in flight, append pending journal records, fdatasync the
+//  journal, close everything. Blocks. Safe on NULL, on a store never
+//  opened or half opened; nulls the caller's pointer.
+void
+    kvt_nvme_store_destroy (kvt_nvme_store_t **self_p);
+
+//  Self test.
+int
+    kvt_nvme_store_test (bool verbose);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,393 @@
+/*  =========================================================================
+    kvt_runtime - the supervisor: starts actors in order, watches, stops
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include "kvt_classes.h"
+#include "kvt_runtime.h"
+#include <sys/prctl.h>
+#include <poll.h>
+
+#define S_MAX_ACTORS 16             //  Actors one runtime can hold
+
+typedef struct {
+    const kvt_actor_def_t *def;     //  What it runs
+    zactor_t *thread;               //  When it runs as a thread
+    pid_t pid;                      //  When it runs as a process, until reaped
+    bool died;                      //  Reaped unexpectedly
+} s_actor_t;
+
+struct _kvt_runtime_t {
+    kvt_config_t *config;           //  Own copy
+    char run_dir [256];             //  Endpoints and the saved config
+    bool own_run_dir;               //  Created by us, removed at destroy
+    char ipc_endpoint [300];        //  Front door for local clients
+    s_actor_t actors [S_MAX_ACTORS];
+    int actor_count;                //  Entries started (or tried)
+    const kvt_actor_def_t *defs [S_MAX_ACTORS];
+    int def_count;                  //  Entries in defs
+    int deaths;                     //  Actor processes that died
+    bool arenas_registered;         //  We filled the arena registry
+};
+
+kvt_runtime_t *
+kvt_runtime_new (const kvt_config_t *config, const kvt_actor_def_t *const *defs)
+{
+    kvt_runtime_t *self = (kvt_runtime_t *) kvt_zmalloc (sizeof (kvt_runtime_t));
+    self->config = kvt_config_dup (config);
+    for (; *defs && self->def_count < S_MAX_ACTORS; defs++)
+        self->defs [self->def_count++] = *defs;
+    return self;
+}
+
+static size_t
+s_block_bytes (const kvt_config_t *config)
+{
+    kvt_block_shape_t shape = {
+        (int) kvt_config_int (config, "model/layers"),
+        (int) kvt_config_int (config, "model/kv_heads"),
+        (int) kvt_config_int (config, "model/head_dim"),
+        (int) kvt_config_int (config, "model/block_tokens"), 2 };
+    return kvt_block_bytes (&shape);
+}
+
+//  The arenas every runtime has: the GPU tier's slab when it lives in host
+//  memory, and the host tier's slab.
+static int
+s_create_arenas (kvt_runtime_t *self)
+{
+    static const char *const names [] = { "gpu", "host" };
+    static const char *const keys [] = { "tier_gpu/capacity_blocks", "tier_host/capacity_blocks" };
+    size_t block_bytes = s_block_bytes (self->config);
+    bool hugepages = kvt_config_int (self->config, "tier_host/hugepages") != 0;
+    for (int k = 0; k < 2; k++) {
+        if (kvt_arena_find (names [k])) {
+            kvt_log_error ("runtime: an arena named %s already exists in this process "
+                           "(one runtime per process)", names [k]);
+            return -EEXIST;
+        }
+        kvt_arena_t *arena = kvt_arena_new (names [k],
+            (size_t) kvt_config_int (self->config, keys [k]), block_bytes, hugepages);
+        if (!arena)
+            return -ENOMEM;
+        int rc = kvt_arena_register (&arena);
+        if (rc) {
+            kvt_arena_destroy (&arena);
+            return rc;
+        }
+        self->arenas_registered = true;
+    }
+    return 0;
+}
+
+static const char *
+s_kvtier_path (void)
+{
+    const char *path = getenv ("KVTIER");
+    return path && *path? path: "/proc/self/exe";
+}
+
+//  Fork and exec `kvtier actor NAME`; wait for its START status on a pipe.
+static int
+s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
+{
+    int ready [2];
+    if (pipe (ready) != 0)
+        return -errno;
+    char ready_fd [16], gpu_arena [32], host_arena [32];
+    snprintf (ready_fd, sizeof (ready_fd), "%d", ready [1]);
+    snprintf (gpu_arena, sizeof (gpu_arena), "gpu=%d", kvt_arena_fd (kvt_arena_find ("gpu")));
+    snprintf (host_arena, sizeof (host_arena), "host=%d", kvt_arena_fd (kvt_arena_find ("host")));
+    const char *kvtier = s_kvtier_path ();
+    pid_t parent = getpid ();
+    pid_t pid = fork ();
+    if (pid < 0) {
+        close (ready [0]);
+        close (ready [1]);
+        return -errno;
+    }
+    if (pid == 0) {
+        //  Child: die with the supervisor, then become the actor process
+        prctl (PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid () != parent)
+            _exit (1);
+        close (ready [0]);
+        char *argv [] = { "kvtier", "actor", (char *) actor->def->name, "--config",
+            (char *) config_path, "--run-dir", self->run_dir, "--ready-fd", ready_fd,
+            "--arena", gpu_arena, "--arena", host_arena, NULL };
+        execv (kvtier, argv);
+        fprintf (stderr, "kvtier: cannot exec %s: %s\n", kvtier, strerror (errno));
+        _exit (127);
+    }
+    close (ready [1]);
+    actor->pid = pid;
+    struct pollfd item = { ready [0], POLLIN, 0 };
+    int timeout_ms = (int) kvt_config_int (self->config, "runtime/start_timeout_ms");
+    int rc = poll (&item, 1, timeout_ms);
+    char status = 1;
+    if (rc == 1 && read (ready [0], &status, 1) == 1)
+        rc = status == 0? 0: -EIO;
+    else
+        rc = rc == 0? -ETIMEDOUT: -EIO;     //  Timed out, or died before reporting
+    close (ready [0]);
+    return rc;
+}
+
+int
+kvt_runtime_start (kvt_runtime_t *self)
+{
+    char error [256];
+    int rc = kvt_config_validate (self->config, error, sizeof (error));
+    if (rc) {
+        kvt_log_error ("runtime: %s", error);
+        return rc;
+    }
+    const char *run_dir = kvt_config_str (self->config, "runtime/run_dir");
+    if (*run_dir)
+        snprintf (self->run_dir, sizeof (self->run_dir), "%s", run_dir);
+    else {
+        snprintf (self->run_dir, sizeof (self->run_dir), "/tmp/kvtier-%d-XXXXXX", (int) getpid ());
+        if (!mkdtemp (self->run_dir)) {
+            kvt_log_error ("runtime: cannot create %s: %s", self->run_dir, strerror (errno));
+            return -errno;
+        }
+        self->own_run_dir = true;
+    }
+    if (mkdir (self->run_dir, 0700) != 0 && errno != EEXIST) {
+        kvt_log_error ("runtime: cannot create %s: %s", self->run_dir, strerror (errno));
+        return -errno;
+    }
+    const char *ipc = kvt_config_str (self->config, "scheduler/ipc_endpoint");
+    if (*ipc)
+        snprintf (self->ipc_endpoint, sizeof (self->ipc_endpoint), "%s", ipc);
+    else
+        snprintf (self->ipc_endpoint, sizeof (self->ipc_endpoint), "ipc://%s/scheduler.ipc",
+                  self->run_dir);
+    kvt_config_set (self->config, "scheduler/ipc_endpoint", self->ipc_endpoint,
+                    error, sizeof (error));
+    if (!*kvt_config_str (self->config, "tier_nvme/dir")) {
+        char nvme_dir [300];
+        snprintf (nvme_dir, sizeof (nvme_dir), "%s/nvme", self->run_dir);
+        kvt_config_set (self->config, "tier_nvme/dir", nvme_dir, error, sizeof (error));
+    }
+    rc = s_create_arenas (self);
+    if (rc)
+        return rc;
+    char config_path [300];
+    snprintf (config_path, sizeof (config_path), "%s/config.zpl", self->run_dir);
+    rc = kvt_config_save (self->config, config_path);
+    if (rc)
+        return rc;
+
+    for (int k = 0; k < self->def_count; k++) {
+        s_actor_t *actor = &self->actors [self->actor_count++];
+        actor->def = self->defs [k];
+        char mode_key [64];
+        snprintf (mode_key, sizeof (mode_key), "%s/mode", actor->def->name);
+        if (streq (kvt_config_str (self->config, mode_key), "process"))
+            rc = s_start_process (self, actor, config_path);
+        else {
+            kvt_actor_args_t args = { actor->def, self->config, self->run_dir, false };
+            actor->thread = zactor_new (kvt_actor_main, &args);
+            assert (actor->thread);
+            zstr_send (actor->thread, "START");
+            rc = zsock_wait (actor->thread) == 0? 0: -EIO;
+        }
+        if (rc) {
+            kvt_log_error ("runtime: actor %s did not start: %s", actor->def->name,
+                           kvt_strerror (rc));
+            return rc;
+        }
+        kvt_log_info ("runtime: %s started as a %s", actor->def->name,
+                      actor->thread? "thread": "process");
+    }
+    return 0;
+}
+
+int
+kvt_runtime_poll (kvt_runtime_t *self)
+{
+    int died = 0;
+    for (int k = 0; k < self->actor_count; k++) {
+        s_actor_t *actor = &self->actors [k];
+        if (actor->pid <= 0)
+            continue;
+        int status;
+        pid_t pid = waitpid (actor->pid, &status, WNOHANG);
+        if (pid == actor->pid) {
+            if (WIFSIGNALED (status))
+                kvt_log_error ("runtime: actor %s (pid %d) died by signal %d", actor->def->name,
+                               (int) pid, WTERMSIG (status));
+            else
+                kvt_log_error ("runtime: actor %s (pid %d) exited with status %d",
+                               actor->def->name, (int) pid, WEXITSTATUS (status));
+            actor->pid = 0;
+            actor->died = true;
+            died++;
+        }
+    }
+    self->deaths += died;
+    return died;
+}
+
+int
+kvt_runtime_deaths (const kvt_runtime_t *self)
+{
+    return self->deaths;
+}
+
+const char *
+kvt_runtime_ipc_endpoint (const kvt_runtime_t *self)
+{
+    return self->ipc_endpoint;
+}
+
+const char *
+kvt_runtime_run_dir (const kvt_runtime_t *self)
+{
+    return self->run_dir;
+}
+
+int
+kvt_runtime_actor_pid (const kvt_runtime_t *self, const char *name)
+{
+    for (int k = 0; k < self->actor_count; k++)
+        if (streq (self->actors [k].def->name, name))
+            return self->actors [k].pid;
+    return 0;
+}
+
+//  Stop an actor process: SIGTERM, then SIGKILL if it lingers past 5 s.
+static void
+s_stop_process (s_actor_t *actor)
+{
+    kill (actor->pid, SIGTERM);
+    for (int waited_ms = 0; waited_ms < 5000; waited_ms += 10) {
+        if (waitpid (actor->pid, NULL, WNOHANG) == actor->pid) {
+            actor->pid = 0;
+            return;
+        }
+        zclock_sleep (10);
+    }
+    kvt_log_warn ("runtime: actor %s ignored SIGTERM; killing it", actor->def->name);
+    kill (actor->pid, SIGKILL);
+    waitpid (actor->pid, NULL, 0);
+    actor->pid = 0;
+}
+
+//  Remove the run folder and what we put in it (one level of folders).
+static void
+s_remove_run_dir (const char *path, int depth)
+{
+    DIR *dir = opendir (path);
+    if (!dir)
+        return;
+    struct dirent *entry;
+    while ((entry = readdir (dir))) {
+        if (streq (entry->d_name, ".") || streq (entry->d_name, ".."))
+            continue;
+        char child [512];
+        snprintf (child, sizeof (child), "%s/%s", path, entry->d_name);
+        if (entry->d_type == DT_DIR && depth < 2)
+            s_remove_run_dir (child, depth + 1);
+        else
+            unlink (child);
+    }
+    closedir (dir);
+    rmdir (path);
+}
+
+void
+kvt_runtime_destroy (kvt_runtime_t **self_p)
+{
+    assert (self_p);
+    kvt_runtime_t *self = *self_p;
+    if (!self)
+        return;
+    for (int k = self->actor_count - 1; k >= 0; k--) {
+        s_actor_t *actor = &self->actors [k];
+        if (actor->thread)
+            zactor_destroy (&actor->thread);
+        if (actor->pid > 0)
+            s_stop_process (actor);
+    }
+    if (self->arenas_registered)
+        kvt_arena_registry_clear ();
+    if (self->own_run_dir)
+        s_remove_run_dir (self->run_dir, 0);
+    kvt_config_destroy (&self->config);
+    free (self);
+    *self_p = NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  One actor alone in this process.
+
+int
+kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *defs)
+{
+    const char *name = argc > 1? argv [1]: NULL;
+    const char *config_path = NULL, *run_dir = NULL;
+    int ready_fd = -1;
+    for (int k = 2; k + 1 < argc; k += 2) {
+        if (streq (argv [k], "--config"))
+            config_path = argv [k + 1];
+        else
+        if (streq (argv [k], "--run-dir"))
+            run_dir = argv [k + 1];
+        else
+        if (streq (argv [k], "--ready-fd"))
+            ready_fd = atoi (argv [k + 1]);
+    }
+    const kvt_actor_def_t *def = NULL;
+    for (; name && *defs; defs++)
+        if (streq ((*defs)->name, name))
+            def = *defs;
+    if (!def || !config_path || !run_dir || ready_fd < 0) {
+        fprintf (stderr, "usage: kvtier actor NAME --config FILE --run-dir DIR --ready-fd N "
+                 "[--arena name=fd]...\n(started by the supervisor, not by hand)\n");
+        return 2;
+    }
+    char error [256];
+    kvt_config_t *config = kvt_config_new ();
+    if (kvt_config_load (config, config_path, error, sizeof (error))) {
+        fprintf (stderr, "kvtier actor %s: %s\n", name, error);
+        kvt_config_destroy (&config);
+        return 1;
+    }
+    kvt_log_level_t level;
+    if (kvt_log_parse_level (kvt_config_str (config, "runtime/log_level"), &level) == 0)
+        kvt_log_set_level (level);
+    size_t block_bytes = s_block_bytes (config);
+    for (int k = 2; k + 1 < argc; k += 2)
+        if (streq (argv [k], "--arena")) {
+            char arena_name [32];
+            int fd;
+            if (sscanf (argv [k + 1], "%31[^=]=%d", arena_name, &fd) != 2)
+                continue;
+            const char *key = streq (arena_name, "gpu")? "tier_gpu/capacity_blocks"
+                                                       : "tier_host/capacity_blocks";
+            kvt_arena_t *arena = kvt_arena_attach (arena_name, fd,
+                (size_t) kvt_config_int (config, key), block_bytes);
+            if (arena)
+                kvt_arena_register (&arena);
+        }
+    kvt_actor_args_t args = { def, config, run_dir, true };
+    zactor_t *actor = zactor_new (kvt_actor_main, &args);
+    zstr_send (actor, "START");
+    char status = zsock_wait (actor) == 0? 0: 1;
+    if (write (ready_fd, &status, 1) != 1)
+        status = 1;                 //  Supervisor is gone
+    close (ready_fd);
+    //  Serve until SIGTERM (CZMQ's handler sets zsys_interrupted) or
+    //  until the supervisor is gone
+    pid_t parent = getppid ();
+    while (!zsys_interrupted && getppid () == parent && status == 0)
+        zclock_sleep (50);
+    zactor_destroy (&actor);
+    kvt_arena_registry_clear ();
+    kvt_config_destroy (&config);
+    return status;
+}

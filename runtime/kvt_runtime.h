@@ -1,0 +1,79 @@
+/*  =========================================================================
+    kvt_runtime - the supervisor: starts actors in order, watches, stops
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The supervisor owns the run folder (endpoints, the effective config for
+    actor processes), the shared-memory arenas, and every actor. It starts
+    actors in the order of the definition table, each as a thread or as its
+    own process (`<section>/mode`), and waits for each START before the
+    next. It stops them in reverse order: the scheduler (front door) first,
+    then the workers, then the tiers.
+@discuss
+    Actor processes are `kvtier actor NAME ...` started with fork and exec;
+    they inherit the arena descriptors, die with the supervisor
+    (PR_SET_PDEATHSIG), report START through a pipe, and are reaped by
+    kvt_runtime_poll, which logs and counts any that die.
+@end
+*/
+
+#ifndef KVT_RUNTIME_H_INCLUDED
+#define KVT_RUNTIME_H_INCLUDED
+
+#include "kvt_actor.h"
+#include "kvt_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct _kvt_runtime_t kvt_runtime_t;
+
+//  Create a runtime for 'config' (copied) and the actor definitions 'defs'
+//  (NULL-terminated, in start order). Cannot fail.
+kvt_runtime_t *
+    kvt_runtime_new (const kvt_config_t *config, const kvt_actor_def_t *const *defs);
+
+//  Create the run folder and arenas and start every actor. Returns 0, or a
+//  negative code with the reason logged; destroy the runtime either way.
+int
+    kvt_runtime_start (kvt_runtime_t *self);
+
+//  Reap actor processes that died since the last call; logs each one.
+//  Returns how many died (0 when all is well).
+int
+    kvt_runtime_poll (kvt_runtime_t *self);
+
+//  Total actor processes that died since start.
+int
+    kvt_runtime_deaths (const kvt_runtime_t *self);
+
+//  The ipc:// endpoint of the front door (valid after start).
+const char *
+    kvt_runtime_ipc_endpoint (const kvt_runtime_t *self);
+
+//  The run folder (valid after start).
+const char *
+    kvt_runtime_run_dir (const kvt_runtime_t *self);
+
+//  Pid of actor 'name' if it runs as a process, else 0.
+int
+    kvt_runtime_actor_pid (const kvt_runtime_t *self, const char *name);
+
+//  Stop every actor (reverse order), remove the run folder, free all.
+void
+    kvt_runtime_destroy (kvt_runtime_t **self_p);
+
+//  Body of `kvtier actor NAME`: run one actor in this process until
+//  SIGTERM or the supervisor's death. argv: NAME --config F --run-dir D
+//  --ready-fd N [--arena name=fd]... Returns the exit code.
+int
+    kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *defs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

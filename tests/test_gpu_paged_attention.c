@@ -1,0 +1,276 @@
+/*  =========================================================================
+    test_gpu_paged_attention - paged decode attention, GPU against CPU twin
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Fresh random inputs per case over a shape matrix that breaks paging:
+    ragged lengths (and a length of 0), partly filled last blocks, shuffled
+    block tables with garbage in unused blocks, GQA ratios 1, 4, 5, 8 and
+    12, head_dim 64/128, block sizes 16/32/64, forced and automatic
+    split-KV, the vLLM layout and the runtime's multi-layer block layout.
+    The output is poisoned with NaN before each launch. Exit 77 without a
+    GPU or in a CPU-only build.
+@end
+*/
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kvt_paged_attention.cuh"
+
+#ifndef KVT_KERNELS_GPU
+int
+main (void)
+{
+    printf ("test_gpu_paged_attention: CPU-only build, skipped\n");
+    return 77;
+}
+#else
+
+#define T_CHECK(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { \
+    fprintf (stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString (e_)); \
+    exit (1); } } while (0)
+
+typedef struct {
+    kvt_kdtype_t dtype;             //  Element type
+    int seqs;                       //  Sequences
+    int heads;                      //  Query heads
+    int kv_heads;                   //  KV heads
+    int head_dim;                   //  64 or 128
+    int block_tokens;               //  Tokens per block
+    int max_len;                    //  Longest sequence
+    int splits;                     //  0 = automatic
+    bool runtime_layout;            //  [layer][K,V][kv_head][token][dim] blocks
+    float q_amp;                    //  Query amplitude (peakier softmax when large)
+} t_case_t;
+
+static uint32_t
+t_rand (uint64_t *seed)
+{
+    *seed ^= *seed >> 12;
+    *seed ^= *seed << 25;
+    *seed ^= *seed >> 27;
+    return (uint32_t) ((*seed * 0x2545f4914f6cdd1dull) >> 32);
+}
+
+static int
+t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
+{
+    const int layers = 3, layer = 1;                //  Runtime layout: read layer 1 of 3
+    int dim = c->head_dim, bt = c->block_tokens;
+    int *lens = (int *) calloc (c->seqs, sizeof (int));
+    int total_blocks = 0, max_blocks = (c->max_len + bt - 1) / bt;
+    if (max_blocks == 0)
+        max_blocks = 1;
+    for (int s = 0; s < c->seqs; s++) {
+        lens [s] = s == 0? c->max_len: (int) (t_rand (seed) % (c->max_len + 1));
+        if (s == 2)
+            lens [s] = 0;                           //  An empty sequence
+        total_blocks += (lens [s] + bt - 1) / bt;
+    }
+    total_blocks += 7;                              //  Unused blocks full of garbage
+    //  Shuffled block ids
+    int *perm = (int *) malloc (total_blocks * sizeof (int));
+    for (int i = 0; i < total_blocks; i++)
+        perm [i] = i;
+    for (int i = total_blocks - 1; i > 0; i--) {
+        int j = (int) (t_rand (seed) % (i + 1));
+        int tmp = perm [i]; perm [i] = perm [j]; perm [j] = tmp;
+    }
+    int32_t *table = (int32_t *) malloc ((size_t) c->seqs * max_blocks * sizeof (int32_t));
+    int next = 0;
+    for (int s = 0; s < c->seqs; s++)
+        for (int b = 0; b < max_blocks; b++)
+            table [s * max_blocks + b] = b < (lens [s] + bt - 1) / bt? perm [next++]: -1;
+
+    size_t head_elems = (size_t) bt * dim;
+    size_t block_elems = c->runtime_layout? (size_t) layers * 2 * c->kv_heads * head_elems
+                                          : (size_t) c->kv_heads * head_elems;
+    size_t kv_elems = block_elems * total_blocks;
+    size_t kv_bytes = kv_elems * 2;
+    size_t q_elems = (size_t) c->seqs * c->heads * dim;
+    void *h_k = malloc (kv_bytes);
+    void *h_v = c->runtime_layout? h_k: malloc (kv_bytes);
+    void *h_q = malloc (q_elems * 2);
+    void *h_ref = malloc (q_elems * 2);
+    void *h_out = malloc (q_elems * 2);
+    kvt_kdtype_fill_random (c->dtype, h_k, kv_elems, 1.0f, seed);
+    if (!c->runtime_layout)
+        kvt_kdtype_fill_random (c->dtype, h_v, kv_elems, 1.0f, seed);
+    kvt_kdtype_fill_random (c->dtype, h_q, q_elems, c->q_amp, seed);
+
+    kvt_paged_attention_args_t args = {
+        .dtype = c->dtype, .q = h_q, .k = h_k, .v = h_v,
+        .block_stride_bytes = (int64_t) block_elems * 2,
+        .head_stride_bytes = (int64_t) head_elems * 2,
+        .token_stride_bytes = (int64_t) dim * 2,
+        .block_table = table, .seq_lens = lens, .out = h_ref,
+        .seqs = c->seqs, .heads = c->heads, .kv_heads = c->kv_heads, .head_dim = dim,
+        .block_tokens = bt, .max_blocks_per_seq = max_blocks, .max_seq_len = c->max_len,
+        .scale = 1.0f / sqrtf ((float) dim), .splits = c->splits
+    };
+    size_t k_offset = 0, v_offset = 0;
+    if (c->runtime_layout) {
+        k_offset = (size_t) (layer * 2 + 0) * c->kv_heads * head_elems * 2;
+        v_offset = (size_t) (layer * 2 + 1) * c->kv_heads * head_elems * 2;
+        args.k = (char *) h_k + k_offset;
+        args.v = (char *) h_k + v_offset;
+    }
+    int rc = kvt_paged_attention_ref (&args);
+    if (rc) {
+        fprintf (stderr, "reference failed: %d\n", rc);
+        return -1;
+    }
+    //  Device copies
+    void *d_k, *d_v, *d_q, *d_out, *d_ws = NULL;
+    int32_t *d_table, *d_lens;
+    T_CHECK (cudaMalloc (&d_k, kv_bytes));
+    d_v = d_k;
+    if (!c->runtime_layout)
+        T_CHECK (cudaMalloc (&d_v, kv_bytes));
+    T_CHECK (cudaMalloc (&d_q, q_elems * 2));
+    T_CHECK (cudaMalloc (&d_out, q_elems * 2));
+    T_CHECK (cudaMalloc ((void **) &d_table, (size_t) c->seqs * max_blocks * 4));
+    T_CHECK (cudaMalloc ((void **) &d_lens, c->seqs * 4));
+    T_CHECK (cudaMemcpy (d_k, h_k, kv_bytes, cudaMemcpyHostToDevice));
+    if (!c->runtime_layout)
+        T_CHECK (cudaMemcpy (d_v, h_v, kv_bytes, cudaMemcpyHostToDevice));
+    T_CHECK (cudaMemcpy (d_q, h_q, q_elems * 2, cudaMemcpyHostToDevice));
+    T_CHECK (cudaMemcpy (d_table, table, (size_t) c->seqs * max_blocks * 4,
+                         cudaMemcpyHostToDevice));
+    T_CHECK (cudaMemcpy (d_lens, lens, c->seqs * 4, cudaMemcpyHostToDevice));
+    T_CHECK (cudaMemset (d_out, 0xff, q_elems * 2));           //  NaN poison
+    args.q = d_q;
+    args.k = (char *) d_k + k_offset;
+    args.v = (char *) (c->runtime_layout? d_k: d_v) + v_offset;
+    args.block_table = d_table;
+    args.seq_lens = d_lens;
+    args.out = d_out;
+    int splits = kvt_paged_attention_plan (&args);
+    args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
+    if (args.workspace_bytes)
+        T_CHECK (cudaMalloc (&d_ws, args.workspace_bytes));
+    args.workspace = d_ws;
+    rc = kvt_paged_attention (&args, 0);
+    T_CHECK (cudaDeviceSynchronize ());
+    if (rc) {
+        fprintf (stderr, "kvt_paged_attention: %d\n", rc);
+        return -1;
+    }
+    T_CHECK (cudaMemcpy (h_out, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
+    char what [160];
+    snprintf (what, sizeof (what), "%s seqs=%d heads=%d/%d hd=%d bt=%d len<=%d splits=%d%s "
+              "q_amp=%g", c->dtype == KVT_KDTYPE_BF16? "bf16": "fp16", c->seqs, c->heads,
+              c->kv_heads, dim, bt, c->max_len, splits, c->runtime_layout? " runtime": " vllm",
+              c->q_amp);
+    bool bf16 = c->dtype == KVT_KDTYPE_BF16;
+    rc = kvt_kdtype_compare (what, c->dtype, h_out, h_ref, q_elems, 1e-5,
+                             bf16? 1.0 / 64: 1.0 / 512, bf16? 1e-4: 1e-6, verbose);
+    cudaFree (d_k);
+    if (!c->runtime_layout)
+        cudaFree (d_v);
+    cudaFree (d_q);
+    cudaFree (d_out);
+    cudaFree (d_table);
+    cudaFree (d_lens);
+    cudaFree (d_ws);
+    free (h_k);
+    if (!c->runtime_layout)
+        free (h_v);
+    free (h_q);
+    free (h_ref);
+    free (h_out);
+    free (table);
+    free (perm);
+    free (lens);
+    return rc;
+}
+
+//  Shapes the launcher must refuse with -EINVAL, never crash on
+static int
+t_check_refusals (void)
+{
+    static int32_t table [4];
+    static int32_t lens [1] = { 10 };
+    static uint16_t data [4096] __attribute__ ((aligned (16)));
+    kvt_paged_attention_args_t good = {
+        .dtype = KVT_KDTYPE_BF16, .q = data, .k = data, .v = data,
+        .block_stride_bytes = 4096, .head_stride_bytes = 4096, .token_stride_bytes = 256,
+        .block_table = table, .seq_lens = lens, .out = data, .seqs = 1, .heads = 4,
+        .kv_heads = 2, .head_dim = 128, .block_tokens = 16, .max_blocks_per_seq = 4,
+        .max_seq_len = 64, .scale = 1, .splits = 2
+    };
+    int failures = 0;
+    kvt_paged_attention_args_t bad = good;
+    bad.head_dim = 96;
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad = good;
+    bad.block_tokens = 24;
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad = good;
+    bad.heads = 5;
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad = good;
+    bad.max_seq_len = 65;                           //  More than the table holds
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad = good;                                     //  Split without a workspace
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad = good;
+    bad.token_stride_bytes = 200;
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    if (failures)
+        fprintf (stderr, "refusals: %d shapes were not refused\n", failures);
+    return failures? -1: 0;
+}
+
+int
+main (int argc, char *argv [])
+{
+    bool verbose = argc > 1 && strcmp (argv [1], "-v") == 0;
+    int device_count = 0;
+    if (cudaGetDeviceCount (&device_count) != cudaSuccess || device_count == 0) {
+        printf ("test_gpu_paged_attention: no GPU, skipped\n");
+        return 77;
+    }
+    uint64_t seed = 0x5eed0001;
+    int failures = t_check_refusals () != 0;
+    static const int groups [][2] = { { 8, 8 }, { 32, 8 }, { 10, 2 }, { 32, 4 }, { 24, 2 } };
+    static const int block_sizes [] = { 16, 32, 64 };
+    static const int lens [] = { 1, 17, 100, 700, 2500, 1200 };
+    static const int splits [] = { 0, 1, 3, 7 };
+    bool quick = getenv ("KVT_TEST_QUICK") != NULL;    //  Under compute-sanitizer
+    int cases = 0;
+    for (int i = 0; i < (quick? 16: 40); i++) {
+        t_case_t c = {
+            .dtype = i % 2? KVT_KDTYPE_FP16: KVT_KDTYPE_BF16,
+            .seqs = 1 + (int) (t_rand (&seed) % 6),
+            .heads = groups [i % 5][0], .kv_heads = groups [i % 5][1],
+            .head_dim = (i / 2) % 2? 64: 128,
+            .block_tokens = block_sizes [i % 3],
+            .max_len = lens [(i / 3) % 6],
+            .splits = splits [(i / 4) % 4],
+            .runtime_layout = (i / 3) % 2,
+            .q_amp = (i / 5) % 2? 8.0f: 1.0f
+        };
+        cases++;
+        failures += t_run_case (&c, &seed, verbose) != 0;
+    }
+    //  Long contexts: many automatic splits, and a single sequence
+    t_case_t long_cases [] = {
+        { KVT_KDTYPE_BF16, 1, 32, 8, 128, 16, 40000, 0, true, 2.0f },
+        { KVT_KDTYPE_FP16, 2, 16, 2, 64, 64, 20000, 0, false, 4.0f },
+        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 32, 9000, 0, false, 1.0f },
+    };
+    for (size_t i = 0; i < (quick? 1: sizeof (long_cases) / sizeof (long_cases [0])); i++) {
+        cases++;
+        failures += t_run_case (&long_cases [i], &seed, verbose) != 0;
+    }
+    printf ("test_gpu_paged_attention: %d cases, %d failed\n", cases, failures);
+    return failures? 1: 0;
+}
+#endif

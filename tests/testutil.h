@@ -1,0 +1,71 @@
+/*  =========================================================================
+    testutil - helpers for kvtier's standalone test programs
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#ifndef KVT_TESTUTIL_H_INCLUDED
+#define KVT_TESTUTIL_H_INCLUDED
+
+#include <czmq.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "kvt.h"
+#include "kvt_actors.h"
+
+#define T_EXIT_PASS 0
+#define T_EXIT_FAIL 1
+#define T_EXIT_SKIP 77
+
+//  Fail the test with a message (tests may exit; library code may not).
+#define t_check(cond) \
+    do { if (!(cond)) { \
+        fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+        exit (T_EXIT_FAIL); } } while (0)
+
+//  Check a status code is 0, printing its name otherwise.
+#define t_ok(expr) \
+    do { int t_rc_ = (expr); if (t_rc_ != 0) { \
+        fprintf (stderr, "%s:%d: %s returned %d (%s)\n", __FILE__, __LINE__, #expr, t_rc_, \
+                 kvt_strerror (t_rc_)); exit (T_EXIT_FAIL); } } while (0)
+
+//  A config for tests: the default with no tcp front door, plus overrides
+//  given as "path=value" strings, NULL-terminated.
+static inline kvt_config_t *
+t_config (const char *const *overrides)
+{
+    kvt_config_t *config = kvt_config_new ();
+    char error [256];
+    t_ok (kvt_config_set (config, "scheduler/endpoint", "", error, sizeof (error)));
+    for (; overrides && *overrides; overrides++)
+        if (kvt_config_set_option (config, *overrides, error, sizeof (error))) {
+            fprintf (stderr, "t_config: %s\n", error);
+            exit (T_EXIT_FAIL);
+        }
+    return config;
+}
+
+//  Start a runtime in this process on 'config'; fails the test if it cannot.
+static inline kvt_runtime_t *
+t_start_runtime (const kvt_config_t *config)
+{
+    kvt_runtime_t *runtime = kvt_runtime_new (config, kvt_actors_all ());
+    int rc = kvt_runtime_start (runtime);
+    if (rc) {
+        fprintf (stderr, "t_start_runtime: %s\n", kvt_strerror (rc));
+        exit (T_EXIT_FAIL);
+    }
+    return runtime;
+}
+
+//  Deterministic prompt of 'count' tokens < vocab.
+static inline uint64_t *
+t_tokens (size_t count, uint64_t vocab, uint64_t seed)
+{
+    uint64_t *tokens = (uint64_t *) malloc ((count + 1) * sizeof (uint64_t));
+    kvt_client_random_tokens (tokens, count, vocab, seed);
+    return tokens;
+}
+
+#endif

@@ -1,0 +1,410 @@
+/*  =========================================================================
+    kvt_bench_kernels - `kvtier bench kernels`: our GPU kernels beside
+    their same-run baselines
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Paged decode attention, bf16, 32 query / 8 KV heads, head_dim 128,
+    16-token blocks in shuffled order, at batch x context 64x4K, 16x32K and
+    1x128K. Each figure is the KV bytes read per second (TB/s); baselines
+    are a device-to-device cudaMemcpy of the same run (read + write
+    counted) and, with --torch FILE, PyTorch SDPA (cuDNN, flash) on
+    contiguous KV as measured by tools/bench/gpu/baseline_sdpa.py in the
+    same device session. Paged prefill over a cached prefix is compared
+    with PyTorch's flash backend in TFLOP/s (causal FLOPs).
+    Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick]
+@end
+*/
+
+#include <math.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kvt_bench.h"
+
+#ifndef KVT_WITH_CUDA
+
+int
+kvt_bench_kernels_main (int argc, char **argv)
+{
+    (void) argc;
+    (void) argv;
+    fprintf (stderr, "kvtier bench kernels: needs a CUDA build "
+             "(configure with -DKVT_CUDA=ON on a machine with nvcc)\n");
+    return 2;
+}
+
+#else
+
+#include "kvt_paged_attention.cuh"
+#include "kvt_paged_prefill.cuh"
+
+#define S_CHECK(call) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) { \
+    fprintf (stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString (e_)); \
+    exit (1); } } while (0)
+
+#define S_MAX_TORCH 64
+
+typedef struct {
+    char name [64];                 //  Baseline key, e.g. sdpa_cudnn_64x4K_us
+    double value;                   //  Its value
+} s_torch_t;
+
+typedef struct {
+    s_torch_t entries [S_MAX_TORCH];    //  Baselines read from --torch
+    int count;                      //  Entries read
+} s_torch_file_t;
+
+static void
+s_torch_load (s_torch_file_t *file, const char *path)
+{
+    file->count = 0;
+    FILE *handle = path? fopen (path, "r"): NULL;
+    if (!handle) {
+        if (path)
+            fprintf (stderr, "kvtier bench kernels: cannot read %s\n", path);
+        return;
+    }
+    char line [256];
+    while (fgets (line, sizeof (line), handle) && file->count < S_MAX_TORCH) {
+        s_torch_t *entry = &file->entries [file->count];
+        if (line [0] != '#' && sscanf (line, "%63s %lf", entry->name, &entry->value) == 2)
+            file->count++;
+    }
+    fclose (handle);
+}
+
+static double
+s_torch_get (const s_torch_file_t *file, const char *name)
+{
+    for (int i = 0; i < file->count; i++)
+        if (strcmp (file->entries [i].name, name) == 0)
+            return file->entries [i].value;
+    return 0;
+}
+
+typedef int (s_launch_fn) (void *context, cudaStream_t stream);
+
+static int
+s_compare_double (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y? -1: x > y;
+}
+
+//  Median time in microseconds of 'reps' launches after 3 warm-ups.
+static double
+s_time_us (s_launch_fn *launch, void *context, cudaStream_t stream, int reps)
+{
+    cudaEvent_t start, stop;
+    S_CHECK (cudaEventCreate (&start));
+    S_CHECK (cudaEventCreate (&stop));
+    for (int i = 0; i < 3; i++)
+        if (launch (context, stream)) {
+            fprintf (stderr, "launch failed\n");
+            exit (1);
+        }
+    double *times = (double *) malloc (reps * sizeof (double));
+    for (int i = 0; i < reps; i++) {
+        S_CHECK (cudaEventRecord (start, stream));
+        int rc = launch (context, stream);
+        S_CHECK (cudaEventRecord (stop, stream));
+        S_CHECK (cudaEventSynchronize (stop));
+        if (rc) {
+            fprintf (stderr, "launch failed: %d\n", rc);
+            exit (1);
+        }
+        float ms;
+        S_CHECK (cudaEventElapsedTime (&ms, start, stop));
+        times [i] = ms * 1000.0;
+    }
+    qsort (times, reps, sizeof (double), s_compare_double);
+    double median = times [reps / 2];
+    free (times);
+    cudaEventDestroy (start);
+    cudaEventDestroy (stop);
+    return median;
+}
+
+//  Fill 'bytes' of device memory with random bf16 in [-1, 1) from a 64 MiB
+//  host pattern (random, never zeros; repetition does not change the cost).
+static void
+s_fill_device (void *device, size_t bytes, uint64_t *seed)
+{
+    size_t pattern_bytes = 64u << 20;
+    if (pattern_bytes > bytes)
+        pattern_bytes = bytes;
+    void *host = malloc (pattern_bytes);
+    kvt_kdtype_fill_random (KVT_KDTYPE_BF16, host, pattern_bytes / 2, 1.0f, seed);
+    for (size_t done = 0; done < bytes; done += pattern_bytes) {
+        size_t n = bytes - done < pattern_bytes? bytes - done: pattern_bytes;
+        S_CHECK (cudaMemcpy ((char *) device + done, host, n, cudaMemcpyHostToDevice));
+    }
+    free (host);
+}
+
+typedef struct {
+    void *dst;                      //  memcpy destination
+    const void *src;                //  memcpy source
+    size_t bytes;                   //  Bytes per copy
+} s_memcpy_ctx_t;
+
+static int
+s_memcpy_launch (void *context, cudaStream_t stream)
+{
+    s_memcpy_ctx_t *self = (s_memcpy_ctx_t *) context;
+    return cudaMemcpyAsync (self->dst, self->src, self->bytes, cudaMemcpyDeviceToDevice,
+                            stream) != cudaSuccess;
+}
+
+static int
+s_decode_launch (void *context, cudaStream_t stream)
+{
+    return kvt_paged_attention ((const kvt_paged_attention_args_t *) context, stream);
+}
+
+//  Shuffled block table: sequence s, block b gets a random distinct block.
+static int32_t *
+s_shuffled_table (int seqs, int blocks_per_seq, uint64_t *seed)
+{
+    int total = seqs * blocks_per_seq;
+    int32_t *table = (int32_t *) malloc ((size_t) total * sizeof (int32_t));
+    for (int i = 0; i < total; i++)
+        table [i] = i;
+    for (int i = total - 1; i > 0; i--) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        int j = (int) (*seed % (uint64_t) (i + 1));
+        int32_t tmp = table [i]; table [i] = table [j]; table [j] = tmp;
+    }
+    return table;
+}
+
+//  One decode shape: our kernel, then figures against memcpy and torch.
+static void
+s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seqs, int len,
+                const char *label, double memcpy_tbps, int reps, cudaStream_t stream,
+                uint64_t *seed)
+{
+    const int heads = 32, kv_heads = 8, dim = 128, bt = 16;
+    int blocks_per_seq = (len + bt - 1) / bt;
+    size_t blocks = (size_t) seqs * blocks_per_seq;
+    size_t block_bytes = (size_t) kv_heads * bt * dim * 2;
+    void *d_k, *d_v, *d_q, *d_out, *d_ws = NULL;
+    int32_t *d_table, *d_lens;
+    S_CHECK (cudaMalloc (&d_k, blocks * block_bytes));
+    S_CHECK (cudaMalloc (&d_v, blocks * block_bytes));
+    S_CHECK (cudaMalloc (&d_q, (size_t) seqs * heads * dim * 2));
+    S_CHECK (cudaMalloc (&d_out, (size_t) seqs * heads * dim * 2));
+    S_CHECK (cudaMalloc ((void **) &d_table, blocks * 4));
+    S_CHECK (cudaMalloc ((void **) &d_lens, seqs * 4));
+    s_fill_device (d_k, blocks * block_bytes, seed);
+    s_fill_device (d_v, blocks * block_bytes, seed);
+    s_fill_device (d_q, (size_t) seqs * heads * dim * 2, seed);
+    int32_t *table = s_shuffled_table (seqs, blocks_per_seq, seed);
+    S_CHECK (cudaMemcpy (d_table, table, blocks * 4, cudaMemcpyHostToDevice));
+    free (table);
+    int *lens = (int *) malloc (seqs * sizeof (int));
+    for (int s = 0; s < seqs; s++)
+        lens [s] = len;
+    S_CHECK (cudaMemcpy (d_lens, lens, seqs * 4, cudaMemcpyHostToDevice));
+    free (lens);
+    kvt_paged_attention_args_t args = {
+        .dtype = KVT_KDTYPE_BF16, .q = d_q, .k = d_k, .v = d_v,
+        .block_stride_bytes = (int64_t) block_bytes, .head_stride_bytes = bt * dim * 2,
+        .token_stride_bytes = dim * 2, .block_table = d_table, .seq_lens = d_lens,
+        .out = d_out, .seqs = seqs, .heads = heads, .kv_heads = kv_heads, .head_dim = dim,
+        .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_seq_len = len,
+        .scale = 1.0f / sqrtf ((float) dim)
+    };
+    int splits = kvt_paged_attention_plan (&args);
+    args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
+    if (args.workspace_bytes)
+        S_CHECK (cudaMalloc (&d_ws, args.workspace_bytes));
+    args.workspace = d_ws;
+    double us = s_time_us (s_decode_launch, &args, stream, reps);
+    double kv_bytes = 2.0 * seqs * (double) len * kv_heads * dim * 2;
+    double tbps = kv_bytes / (us * 1e-6) / 1e12;
+    char figure [64], baseline [64], note [128];
+    snprintf (note, sizeof (note), "%d seqs x %d tokens, 32q/8kv hd128 bf16, bt16 shuffled, "
+              "%d splits, %.1f us, %.0f MiB KV", seqs, len, splits, us, kv_bytes / 1048576);
+    snprintf (figure, sizeof (figure), "decode_%s", label);
+    kvt_bench_report_note (report, figure, note);
+    snprintf (figure, sizeof (figure), "decode_%s_TBps", label);
+    kvt_bench_report_add (report, figure, tbps, "TB/s", "memcpy_d2d_rw_TBps", memcpy_tbps);
+    static const char *backends [] = { "cudnn", "flash", "efficient", "best" };
+    for (int b = 0; b < 4; b++) {
+        snprintf (baseline, sizeof (baseline), "sdpa_%s_%s_us", backends [b], label);
+        double torch_us = s_torch_get (torch, baseline);
+        if (torch_us > 0) {
+            snprintf (baseline, sizeof (baseline), "torch_sdpa_%s_%s_TBps", backends [b], label);
+            kvt_bench_report_add (report, figure, tbps, "TB/s", baseline,
+                                  kv_bytes / (torch_us * 1e-6) / 1e12);
+        }
+    }
+    cudaFree (d_k);
+    cudaFree (d_v);
+    cudaFree (d_q);
+    cudaFree (d_out);
+    cudaFree (d_table);
+    cudaFree (d_lens);
+    cudaFree (d_ws);
+}
+
+static int
+s_prefill_launch (void *context, cudaStream_t stream)
+{
+    return kvt_paged_prefill ((const kvt_paged_prefill_args_t *) context, stream);
+}
+
+//  Prefill of whole prompts (no cached prefix) and of a half-cached prompt,
+//  compared in TFLOP/s with torch flash on the whole causal prompt.
+static void
+s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int seqs, int len,
+                 int cached, const char *label, int reps, cudaStream_t stream, uint64_t *seed)
+{
+    const int heads = 32, kv_heads = 8, dim = 128, bt = 16;
+    int q_len = len - cached;
+    int blocks_per_seq = (len + bt - 1) / bt;
+    size_t blocks = (size_t) seqs * blocks_per_seq;
+    size_t block_bytes = (size_t) kv_heads * bt * dim * 2;
+    size_t q_bytes = (size_t) seqs * q_len * heads * dim * 2;
+    void *d_k, *d_v, *d_q, *d_out;
+    int32_t *d_table, *d_lens, *d_qstart;
+    S_CHECK (cudaMalloc (&d_k, blocks * block_bytes));
+    S_CHECK (cudaMalloc (&d_v, blocks * block_bytes));
+    S_CHECK (cudaMalloc (&d_q, q_bytes));
+    S_CHECK (cudaMalloc (&d_out, q_bytes));
+    S_CHECK (cudaMalloc ((void **) &d_table, blocks * 4));
+    S_CHECK (cudaMalloc ((void **) &d_lens, seqs * 4));
+    S_CHECK (cudaMalloc ((void **) &d_qstart, (seqs + 1) * 4));
+    s_fill_device (d_k, blocks * block_bytes, seed);
+    s_fill_device (d_v, blocks * block_bytes, seed);
+    s_fill_device (d_q, q_bytes, seed);
+    int32_t *table = s_shuffled_table (seqs, blocks_per_seq, seed);
+    S_CHECK (cudaMemcpy (d_table, table, blocks * 4, cudaMemcpyHostToDevice));
+    free (table);
+    int32_t *lens = (int32_t *) malloc ((seqs + 1) * sizeof (int32_t));
+    for (int s = 0; s < seqs; s++)
+        lens [s] = len;
+    S_CHECK (cudaMemcpy (d_lens, lens, seqs * 4, cudaMemcpyHostToDevice));
+    for (int s = 0; s <= seqs; s++)
+        lens [s] = s * q_len;
+    S_CHECK (cudaMemcpy (d_qstart, lens, (seqs + 1) * 4, cudaMemcpyHostToDevice));
+    free (lens);
+    kvt_paged_prefill_args_t args = {
+        .dtype = KVT_KDTYPE_BF16, .q = d_q, .q_start = d_qstart, .k = d_k, .v = d_v,
+        .block_stride_bytes = (int64_t) block_bytes, .head_stride_bytes = bt * dim * 2,
+        .token_stride_bytes = dim * 2, .block_table = d_table, .seq_lens = d_lens,
+        .out = d_out, .seqs = seqs, .heads = heads, .kv_heads = kv_heads, .head_dim = dim,
+        .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_q_len = q_len,
+        .scale = 1.0f / sqrtf ((float) dim)
+    };
+    double us = s_time_us (s_prefill_launch, &args, stream, reps);
+    //  Causal FLOPs: each new token at position p attends to p + 1 keys
+    double pairs = 0;
+    for (int i = 0; i < q_len; i++)
+        pairs += cached + i + 1;
+    double flops = 4.0 * seqs * heads * dim * pairs;
+    double tflops = flops / (us * 1e-6) / 1e12;
+    char figure [64], baseline [64], note [128];
+    snprintf (figure, sizeof (figure), "prefill_%s", label);
+    snprintf (note, sizeof (note), "%d seqs x %d tokens (%d cached), 32q/8kv hd128 bf16, "
+              "bt16 shuffled, %.1f us", seqs, len, cached, us);
+    kvt_bench_report_note (report, figure, note);
+    snprintf (figure, sizeof (figure), "prefill_%s_TFLOPs", label);
+    snprintf (baseline, sizeof (baseline), "flash_%s_us", label);
+    double torch_us = s_torch_get (torch, baseline);
+    if (torch_us > 0) {
+        snprintf (baseline, sizeof (baseline), "torch_flash_%s_TFLOPs", label);
+        kvt_bench_report_add (report, figure, tflops, "TFLOP/s", baseline,
+                              flops / (torch_us * 1e-6) / 1e12);
+    }
+    else
+        kvt_bench_report_add (report, figure, tflops, "TFLOP/s", "none (no --torch)", 0);
+    cudaFree (d_k);
+    cudaFree (d_v);
+    cudaFree (d_q);
+    cudaFree (d_out);
+    cudaFree (d_table);
+    cudaFree (d_lens);
+    cudaFree (d_qstart);
+}
+
+//  --------------------------------------------------------------------------
+//  kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick]
+
+int
+kvt_bench_kernels_main (int argc, char **argv)
+{
+    bool json = false, quick = false;
+    const char *torch_path = NULL;
+    int reps = 20;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp (argv [i], "--json") == 0)
+            json = true;
+        else
+        if (strcmp (argv [i], "--quick") == 0)
+            quick = true;
+        else
+        if (strcmp (argv [i], "--torch") == 0 && i + 1 < argc)
+            torch_path = argv [++i];
+        else
+        if (strcmp (argv [i], "--reps") == 0 && i + 1 < argc)
+            reps = atoi (argv [++i]) > 0? atoi (argv [i]): 20;
+        else {
+            fprintf (stderr, "usage: kvtier bench kernels [--json] [--torch FILE] "
+                     "[--reps N] [--quick]\n");
+            return 2;
+        }
+    }
+    int device_count = 0;
+    if (cudaGetDeviceCount (&device_count) != cudaSuccess || device_count == 0) {
+        fprintf (stderr, "kvtier bench kernels: no GPU\n");
+        return 2;
+    }
+    s_torch_file_t torch;
+    s_torch_load (&torch, torch_path);
+    kvt_bench_report_t *report = kvt_bench_report_new ("kernels", json);
+    struct cudaDeviceProp prop;
+    S_CHECK (cudaGetDeviceProperties (&prop, 0));
+    char text [128];
+    snprintf (text, sizeof (text), "%.64s, %d SMs, %d MiB L2", prop.name,
+              prop.multiProcessorCount, prop.l2CacheSize >> 20);
+    kvt_bench_report_note (report, "device", text);
+    kvt_bench_report_note (report, "torch baselines", torch.count? torch_path: "none");
+    cudaStream_t stream;
+    S_CHECK (cudaStreamCreateWithFlags (&stream, cudaStreamNonBlocking));
+    uint64_t seed = 0xbe4c4;
+
+    //  Roofline baseline: 1 GiB device-to-device copy, read + write counted
+    s_memcpy_ctx_t copy = { .bytes = 1u << 30 };
+    S_CHECK (cudaMalloc (&copy.dst, copy.bytes));
+    S_CHECK (cudaMalloc ((void **) &copy.src, copy.bytes));
+    s_fill_device ((void *) copy.src, copy.bytes, &seed);
+    double copy_us = s_time_us (s_memcpy_launch, &copy, stream, reps);
+    double memcpy_tbps = 2.0 * copy.bytes / (copy_us * 1e-6) / 1e12;
+    cudaFree (copy.dst);
+    cudaFree ((void *) copy.src);
+    snprintf (text, sizeof (text), "%.3f TB/s (1 GiB, %.1f us)", memcpy_tbps, copy_us);
+    kvt_bench_report_note (report, "memcpy_d2d_rw", text);
+
+    s_bench_decode (report, &torch, 64, 4096, "64x4K", memcpy_tbps, reps, stream, &seed);
+    s_bench_decode (report, &torch, 16, 32768, "16x32K", memcpy_tbps, reps, stream, &seed);
+    s_bench_decode (report, &torch, 1, 131072, "1x128K", memcpy_tbps, reps, stream, &seed);
+    if (!quick) {
+        s_bench_prefill (report, &torch, 1, 8192, 0, "1x8K", reps / 4 + 3, stream, &seed);
+        s_bench_prefill (report, &torch, 4, 4096, 0, "4x4K", reps / 4 + 3, stream, &seed);
+        s_bench_prefill (report, &torch, 1, 8192, 4096, "1x8K_half_cached", reps / 4 + 3,
+                         stream, &seed);
+    }
+    cudaStreamDestroy (stream);
+    kvt_bench_report_finish (&report);
+    return 0;
+}
+#endif
