@@ -35,11 +35,17 @@ typedef void (s_cont_fn) (self_t *self, void *arg, int rc);
 
 static const char *const s_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_host", "tier_nvme" };
 
+#define S_INTERNAL UINT64_MAX        //  Request id of our own background jobs
+
 struct _self_t {
     kvt_actor_t *actor;             //  Our skeleton
     kvt_arena_t *arenas [2];        //  GPU and host slabs (borrowed)
     zlist_t *queue;                 //  Top-level requests waiting their turn
     kvt_msg_t *current;             //  The request being served, or NULL
+    int high_watermark;             //  Percent used that starts background demotion
+    int low_watermark;              //  Percent used it demotes down to
+    uint64_t background_batch;      //  Most blocks one background job moves
+    bool probing;                   //  A watermark probe is in flight
 };
 
 //  --------------------------------------------------------------------------
@@ -387,10 +393,14 @@ s_demote (self_t *self, int tier, size_t count, s_cont_fn *cont, void *arg)
 
 static void s_next_job (self_t *self);
 
+//  Our own background jobs have nobody to answer.
 static void
 s_job_reply (self_t *self, kvt_msg_t **reply_p)
 {
-    kvt_actor_reply (self->actor, reply_p);
+    if (kvt_msg_request_id (self->current) == S_INTERNAL)
+        kvt_msg_destroy (reply_p);
+    else
+        kvt_actor_reply (self->actor, reply_p);
     kvt_msg_destroy (&self->current);
     s_next_job (self);
 }
@@ -398,7 +408,8 @@ s_job_reply (self_t *self, kvt_msg_t **reply_p)
 static void
 s_job_error (self_t *self, int rc, const char *what)
 {
-    kvt_actor_reply_error (self->actor, self->current, rc, what);
+    if (kvt_msg_request_id (self->current) != S_INTERNAL)
+        kvt_actor_reply_error (self->actor, self->current, rc, what);
     kvt_msg_destroy (&self->current);
     s_next_job (self);
 }
@@ -726,6 +737,62 @@ s_next_job (self_t *self)
     }
 }
 
+//  --------------------------------------------------------------------------
+//  Background demotion: when a memory tier is fuller than the high
+//  watermark and nothing else is queued, demote a batch of its oldest
+//  blocks, so that requests find free GPU slots instead of waiting for
+//  evictions (and their disk writes) on their critical path.
+
+static void
+s_probe_answer (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    int tier = (int) (intptr_t) arg;
+    if (tier == KVT_TIER_HOST)
+        self->probing = false;
+    if (rc || self->current || zlist_size (self->queue))
+        return;                     //  Busy with requests: they come first
+    uint64_t used = 0, capacity = 0;
+    for (size_t k = 0; k < kvt_msg_map_size (*reply_p, KVT_STATS_OK_COUNTERS); k++) {
+        const char *key = kvt_msg_map_key (*reply_p, KVT_STATS_OK_COUNTERS, k);
+        const char *dot = strchr (key, '.');
+        if (dot && streq (dot + 1, "used_blocks"))
+            used = kvt_msg_map_value (*reply_p, KVT_STATS_OK_COUNTERS, k);
+        if (dot && streq (dot + 1, "capacity_blocks"))
+            capacity = kvt_msg_map_value (*reply_p, KVT_STATS_OK_COUNTERS, k);
+    }
+    if (capacity == 0 || used * 100 < capacity * (uint64_t) self->high_watermark)
+        return;
+    uint64_t excess = used - capacity * (uint64_t) self->low_watermark / 100;
+    if (excess > self->background_batch)
+        excess = self->background_batch;
+    kvt_msg_t *job = kvt_msg_new (KVT_MSG_MIG_DEMOTE);
+    kvt_msg_set_request_id (job, S_INTERNAL);
+    kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_FROM_TIER, (uint64_t) tier);
+    kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_TO_TIER, (uint64_t) tier + 1);
+    kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_MAX_BLOCKS, excess);
+    kvt_actor_count (self->actor, "background_demotions", 1);
+    zlist_append (self->queue, job);
+    s_next_job (self);
+}
+
+static int
+s_watermark_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    self_t *self = (self_t *) arg;
+    if (self->probing || self->current || zlist_size (self->queue))
+        return 0;
+    self->probing = true;
+    for (int tier = KVT_TIER_GPU; tier <= KVT_TIER_HOST; tier++) {
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_STATS);
+        kvt_actor_call (self->actor, s_tier_actor [tier], &msg, s_probe_answer,
+                        (void *) (intptr_t) tier);
+    }
+    return 0;
+}
+
 static int
 s_handle_job (void *self_ptr, kvt_msg_t **msg_p)
 {
@@ -740,10 +807,12 @@ s_handle_job (void *self_ptr, kvt_msg_t **msg_p)
 static void *
 s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
 {
-    (void) config;
     self_t *self = (self_t *) kvt_zmalloc (sizeof (self_t));
     self->actor = actor;
     self->queue = zlist_new ();
+    self->high_watermark = (int) kvt_config_int (config, "migration/high_watermark");
+    self->low_watermark = (int) kvt_config_int (config, "migration/low_watermark");
+    self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
     return self;
 }
 
@@ -772,6 +841,12 @@ s_self_start (void *self_ptr)
         kvt_log_error ("migration: the GPU and host arenas are not mapped in this process");
         return -ENOENT;
     }
+    if (self->low_watermark >= self->high_watermark || self->high_watermark > 100) {
+        kvt_log_error ("migration: need low_watermark < high_watermark <= 100");
+        return KVT_ECONFIG;
+    }
+    if (self->high_watermark < 100)
+        zloop_timer (kvt_actor_loop (self->actor), 5, 0, s_watermark_timer, self);
     return 0;
 }
 

@@ -7,14 +7,18 @@
 /*
 @header
     Versions (compared in tools/bench/kvt_bench_kernels.c):
-    v1  one CTA of 4 warps per (split, kv head, head chunk, sequence). A
-        token's row is read by head_dim/8 lanes, 16 bytes each, so one warp
-        step covers 2 (hd128) or 4 (hd64) tokens; 4 steps are loaded before
-        any is used, so each lane has 8 loads of 16 bytes in flight. The
-        query heads of one GQA group live in registers and share each K/V
-        row read, so KV bytes cross HBM once. Each lane group keeps its own
-        online softmax (log2 domain); warps merge through shared memory,
-        and splits merge in a second kernel by log-sum-exp.
+    v1  fp32 FMA: head_dim/8 lanes per token row, a GQA group's queries in
+        registers, shuffles to reduce each dot product. 3.06 / 3.20 / 2.84
+        TB/s at 64x4K / 16x32K / 1x128K on an H200 (2026-11-27): bound by
+        instruction issue (about 66 instructions per token per warp).
+    v2  tensor cores (this file): a warp takes 16-token tiles; S = QK^T and
+        O += PV on mma.sync m16n8k16 with up to 16 query heads of one KV
+        head as the rows, so each K/V byte crosses HBM once for the whole
+        group; head_dim is permuted so 16-byte loads are B fragments as
+        they stand, V is transposed in registers (movmatrix), P goes from
+        the S accumulators into A fragments (rounded to the dtype, as
+        FlashAttention does). About 12 instructions per token per warp.
+        Splits merge in a second kernel by log-sum-exp.
 @end
 */
 
@@ -24,8 +28,10 @@
 #include "kvt_paged_attention.cuh"
 
 #define S_WARPS     4               //  Warps per CTA
-#define S_UNROLL    4               //  Warp steps loaded before use
 #define S_SPLIT_ALIGN 64            //  Split lengths are multiples of this
+#ifndef S_PREFETCH_K
+#   define S_PREFETCH_K 1           //  Load the next tile's K during this tile
+#endif
 
 namespace {
 
@@ -37,33 +43,6 @@ s_load_stream (const void *address)
     asm volatile ("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
                   : "=r" (r.x), "=r" (r.y), "=r" (r.z), "=r" (r.w) : "l" (address));
     return r;
-}
-
-//  Eight packed elements -> eight floats
-template <typename T> __device__ __forceinline__ void s_unpack (uint4 raw, float *f);
-
-template <> __device__ __forceinline__ void
-s_unpack<__nv_bfloat16> (uint4 raw, float *f)
-{
-    const uint32_t w [4] = { raw.x, raw.y, raw.z, raw.w };
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        f [2 * i]     = __uint_as_float (w [i] << 16);
-        f [2 * i + 1] = __uint_as_float (w [i] & 0xffff0000u);
-    }
-}
-
-template <> __device__ __forceinline__ void
-s_unpack<__half> (uint4 raw, float *f)
-{
-    const uint32_t w [4] = { raw.x, raw.y, raw.z, raw.w };
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        __half2 h = *reinterpret_cast <const __half2 *> (&w [i]);
-        float2 pair = __half22float2 (h);
-        f [2 * i] = pair.x;
-        f [2 * i + 1] = pair.y;
-    }
 }
 
 template <typename T> __device__ __forceinline__ T s_from_float (float value);
@@ -79,179 +58,267 @@ s_rescale (float a, float b)
     return a == -INFINITY? 0.0f: exp2f (a - b);
 }
 
+__device__ __forceinline__ uint32_t
+s_movmatrix_trans (uint32_t value)
+{
+    uint32_t r;
+    asm volatile ("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r" (r) : "r" (value));
+    return r;
+}
+
+template <typename T> __device__ __forceinline__ void
+s_mma (float *c, const uint32_t *a, uint32_t b0, uint32_t b1);
+
+template <> __device__ __forceinline__ void
+s_mma<__nv_bfloat16> (float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                  : "+f" (c [0]), "+f" (c [1]), "+f" (c [2]), "+f" (c [3])
+                  : "r" (a [0]), "r" (a [1]), "r" (a [2]), "r" (a [3]), "r" (b0), "r" (b1));
+}
+
+template <> __device__ __forceinline__ void
+s_mma<__half> (float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                  : "+f" (c [0]), "+f" (c [1]), "+f" (c [2]), "+f" (c [3])
+                  : "r" (a [0]), "r" (a [1]), "r" (a [2]), "r" (a [3]), "r" (b0), "r" (b1));
+}
+
+template <typename T> __device__ __forceinline__ uint32_t s_pack (float lo, float hi);
+
+template <> __device__ __forceinline__ uint32_t
+s_pack<__nv_bfloat16> (float lo, float hi)
+{
+    __nv_bfloat162 pair = __floats2bfloat162_rn (lo, hi);
+    return *reinterpret_cast <uint32_t *> (&pair);
+}
+
+template <> __device__ __forceinline__ uint32_t
+s_pack<__half> (float lo, float hi)
+{
+    __half2 pair = __floats2half2_rn (lo, hi);
+    return *reinterpret_cast <uint32_t *> (&pair);
+}
+
 //  --------------------------------------------------------------------------
 //  Decode kernel. grid = (splits, kv_heads * head_chunks, seqs).
+//  Each warp takes 16-token tiles. Lane (g = lane / 4, t = lane % 4) loads
+//  16-byte chunks t + 4p (p < D / 32) of tokens g and g + 8 for K and V.
+//  S = Q K^T runs on mma m16n8k16 with the query heads as the 16 rows and
+//  head_dim permuted so each loaded chunk is a B fragment as it stands:
+//  kstep 2p + h takes words 2h, 2h + 1 of chunk p. For O += P V, V's 8x8
+//  pieces (tokens x 8 permuted dims) are transposed in registers with
+//  movmatrix into B fragments; P comes straight from S's accumulators.
+//  Output column pair of piece (p, i), lane t: d = 8t + 32p + 2i.
 
-template <typename T, int D, int GT>
+template <typename T, int D>
 __global__ void __launch_bounds__ (S_WARPS * 32)
 s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
                  int head_chunks, float *ws_out, float *ws_lse)
 {
-    constexpr int LPT = D / 8;              //  Lanes per token row
-    constexpr int TPW = 32 / LPT;           //  Tokens per warp step
-    constexpr int TOKENS = TPW * S_UNROLL;  //  Tokens per warp iteration
-    __shared__ float sm_m [S_WARPS][GT];
-    __shared__ float sm_l [S_WARPS][GT];
-    __shared__ float sm_acc [S_WARPS][GT][D];
+    constexpr int PC = D / 32;              //  Chunks per lane per token row
+    constexpr int KSTEPS = D / 16;          //  mma k-steps over head_dim
+    constexpr int NT = D / 8;               //  Output n-tiles (8x8 pieces)
+    __shared__ float sm_m [S_WARPS][16];
+    __shared__ float sm_l [S_WARPS][16];
+    __shared__ float sm_acc [S_WARPS][16][D + 1];
 
     const int split = blockIdx.x;
     const int kv_head = blockIdx.y / head_chunks;
     const int chunk = blockIdx.y % head_chunks;
     const int seq = blockIdx.z;
     const int group = a.heads / a.kv_heads;
-    const int head0 = kv_head * group + chunk * GT;
-    const int nheads = min (GT, group - chunk * GT);
+    const int head0 = kv_head * group + chunk * 16;
+    const int nheads = min (16, group - chunk * 16);
     const int len = a.seq_lens [seq];
     const int start = split * split_len;
     const int end = min (len, start + split_len);
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
-    const int sub = lane / LPT;
-    const int part = lane % LPT;
+    const int g = lane >> 2;
+    const int t = lane & 3;
 
-    //  Queries, pre-scaled into the log2 domain
-    const float qscale = a.scale * 1.4426950408889634f;
-    float q [GT][8];
+    //  Q as A fragments: rows are heads g and g + 8, columns permuted
+    uint32_t qf [KSTEPS][4];
 #pragma unroll
-    for (int g = 0; g < GT; g++) {
-        if (g < nheads) {
-            const T *qp = (const T *) a.q + ((size_t) seq * a.heads + head0 + g) * D + part * 8;
-            s_unpack<T> (*(const uint4 *) qp, q [g]);
+    for (int ks = 0; ks < KSTEPS; ks++) {
+        int d0 = 8 * t + 32 * (ks >> 1) + 4 * (ks & 1);
 #pragma unroll
-            for (int i = 0; i < 8; i++)
-                q [g][i] *= qscale;
-        }
-        else {
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                q [g][i] = 0.0f;
+        for (int i = 0; i < 4; i++) {
+            int row = g + 8 * (i & 1);
+            int d = d0 + 2 * (i >> 1);
+            qf [ks][i] = row < nheads
+                ? *(const uint32_t *) ((const T *) a.q
+                                       + ((size_t) seq * a.heads + head0 + row) * D + d)
+                : 0u;
         }
     }
-    float m [GT], l [GT], acc [GT][8];
+    float o [NT][4];
 #pragma unroll
-    for (int g = 0; g < GT; g++) {
-        m [g] = -INFINITY;
-        l [g] = 0.0f;
-#pragma unroll
-        for (int i = 0; i < 8; i++)
-            acc [g][i] = 0.0f;
-    }
+    for (int n = 0; n < NT; n++)
+        o [n][0] = o [n][1] = o [n][2] = o [n][3] = 0.0f;
+    float m [2] = { -INFINITY, -INFINITY };
+    float l [2] = { 0.0f, 0.0f };
+    const float scale_log2 = a.scale * 1.4426950408889634f;
     const int32_t *table = a.block_table + (size_t) seq * a.max_blocks_per_seq;
-    const char *k_base = (const char *) a.k + kv_head * a.head_stride_bytes + part * 16;
-    const char *v_base = (const char *) a.v + kv_head * a.head_stride_bytes + part * 16;
+    const char *k_base = (const char *) a.k + kv_head * a.head_stride_bytes + t * 16;
+    const char *v_base = (const char *) a.v + kv_head * a.head_stride_bytes + t * 16;
     const int log2_bt = __ffs (a.block_tokens) - 1;
     const int bt_mask = a.block_tokens - 1;
 
-    for (int t0 = start + warp * TOKENS; t0 < end; t0 += S_WARPS * TOKENS) {
-        uint4 k_raw [S_UNROLL], v_raw [S_UNROLL];
+    //  Loads for the 16 tokens at t0: lane reads tokens t0 + g and t0 + g + 8
+    auto load_rows = [&] (uint4 (*raw) [PC], const char *base, int t0) {
 #pragma unroll
-        for (int u = 0; u < S_UNROLL; u++) {
-            int t = t0 + u * TPW + sub;
-            if (t < end) {
-                int64_t block = table [t >> log2_bt];
-                int64_t offset = block * a.block_stride_bytes
-                               + (int64_t) (t & bt_mask) * a.token_stride_bytes;
-                k_raw [u] = s_load_stream (k_base + offset);
-                v_raw [u] = s_load_stream (v_base + offset);
+        for (int half = 0; half < 2; half++) {
+            int token = t0 + g + 8 * half;
+            if (token < end) {
+                int64_t offset = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
+                               + (int64_t) (token & bt_mask) * a.token_stride_bytes;
+#pragma unroll
+                for (int p = 0; p < PC; p++)
+                    raw [half][p] = s_load_stream (base + offset + p * 64);
             }
             else {
-                k_raw [u] = make_uint4 (0, 0, 0, 0);
-                v_raw [u] = make_uint4 (0, 0, 0, 0);
+#pragma unroll
+                for (int p = 0; p < PC; p++)
+                    raw [half][p] = make_uint4 (0, 0, 0, 0);
             }
         }
+    };
+    const int step = S_WARPS * 16;
+    uint4 k_raw [2][PC], v_raw [2][PC];
+#if S_PREFETCH_K
+    uint4 k_next [2][PC];
+    load_rows (k_raw, k_base, start + warp * 16);
+#endif
+    for (int t0 = start + warp * 16; t0 < end; t0 += step) {
+#if S_PREFETCH_K
+        load_rows (v_raw, v_base, t0);
+        if (t0 + step < end)
+            load_rows (k_next, k_base, t0 + step);     //  In flight while this tile computes
+#else
+        load_rows (k_raw, k_base, t0);
+        load_rows (v_raw, v_base, t0);
+#endif
+        //  S = Q K^T: n-tile 'half' holds tokens 8 * half + 2t, + 1
+        float s [2][4];
 #pragma unroll
-        for (int u = 0; u < S_UNROLL; u++) {
-            float kf [8];
-            s_unpack<T> (k_raw [u], kf);
-            float s [GT];
+        for (int half = 0; half < 2; half++) {
+            s [half][0] = s [half][1] = s [half][2] = s [half][3] = 0.0f;
 #pragma unroll
-            for (int g = 0; g < GT; g++) {
-                float dot = 0.0f;
-#pragma unroll
-                for (int i = 0; i < 8; i++)
-                    dot = fmaf (q [g][i], kf [i], dot);
-                s [g] = dot;
+            for (int p = 0; p < PC; p++) {
+                s_mma<T> (s [half], qf [2 * p], k_raw [half][p].x, k_raw [half][p].y);
+                s_mma<T> (s [half], qf [2 * p + 1], k_raw [half][p].z, k_raw [half][p].w);
             }
+        }
+        //  Online softmax; rows g (e < 2) and g + 8 (e >= 2), quad-uniform max
+        float top [2] = { -INFINITY, -INFINITY };
 #pragma unroll
-            for (int offset = LPT / 2; offset > 0; offset >>= 1) {
+        for (int half = 0; half < 2; half++) {
 #pragma unroll
-                for (int g = 0; g < GT; g++)
-                    s [g] += __shfl_xor_sync (0xffffffffu, s [g], offset);
+            for (int e = 0; e < 4; e++) {
+                int token = t0 + 8 * half + 2 * t + (e & 1);
+                float value = token < end? s [half][e] * scale_log2: -INFINITY;
+                s [half][e] = value;
+                top [e >> 1] = fmaxf (top [e >> 1], value);
             }
-            int t = t0 + u * TPW + sub;
-            if (t < end) {
-                float vf [8];
-                s_unpack<T> (v_raw [u], vf);
+        }
+        float alpha [2];
 #pragma unroll
-                for (int g = 0; g < GT; g++) {
-                    if (s [g] > m [g]) {
-                        float c = exp2f (m [g] - s [g]);
-                        l [g] *= c;
+        for (int r = 0; r < 2; r++) {
+            top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 1));
+            top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 2));
+            float m_new = fmaxf (m [r], top [r]);
+            alpha [r] = exp2f (m [r] - m_new);
+            m [r] = m_new;
+            l [r] *= alpha [r];
+        }
 #pragma unroll
-                        for (int i = 0; i < 8; i++)
-                            acc [g][i] *= c;
-                        m [g] = s [g];
-                    }
-                    float p = exp2f (s [g] - m [g]);
-                    l [g] += p;
+        for (int half = 0; half < 2; half++) {
 #pragma unroll
-                    for (int i = 0; i < 8; i++)
-                        acc [g][i] = fmaf (p, vf [i], acc [g][i]);
-                }
+            for (int e = 0; e < 4; e++) {
+                float p = exp2f (s [half][e] - m [e >> 1]);
+                s [half][e] = p;
+                l [e >> 1] += p;
             }
+        }
+        if (alpha [0] != 1.0f || alpha [1] != 1.0f) {
+#pragma unroll
+            for (int n = 0; n < NT; n++) {
+                o [n][0] *= alpha [0];
+                o [n][1] *= alpha [0];
+                o [n][2] *= alpha [1];
+                o [n][3] *= alpha [1];
+            }
+        }
+        uint32_t pa [4];
+        pa [0] = s_pack<T> (s [0][0], s [0][1]);
+        pa [1] = s_pack<T> (s [0][2], s [0][3]);
+        pa [2] = s_pack<T> (s [1][0], s [1][1]);
+        pa [3] = s_pack<T> (s [1][2], s [1][3]);
+        //  O += P V over 8x8 pieces (p, i) of V
+#pragma unroll
+        for (int p = 0; p < PC; p++) {
+            const uint32_t w0 [4] = { v_raw [0][p].x, v_raw [0][p].y, v_raw [0][p].z,
+                                      v_raw [0][p].w };
+            const uint32_t w1 [4] = { v_raw [1][p].x, v_raw [1][p].y, v_raw [1][p].z,
+                                      v_raw [1][p].w };
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                s_mma<T> (o [4 * p + i], pa, s_movmatrix_trans (w0 [i]),
+                          s_movmatrix_trans (w1 [i]));
+        }
+#if S_PREFETCH_K
+#pragma unroll
+        for (int half = 0; half < 2; half++)
+#pragma unroll
+            for (int p = 0; p < PC; p++)
+                k_raw [half][p] = k_next [half][p];
+#endif
+    }
+    //  Row sums over the quad; then merge warps through shared memory
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        l [r] += __shfl_xor_sync (0xffffffffu, l [r], 1);
+        l [r] += __shfl_xor_sync (0xffffffffu, l [r], 2);
+    }
+#pragma unroll
+    for (int p = 0; p < PC; p++) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int d = 8 * t + 32 * p + 2 * i;
+            sm_acc [warp][g][d] = o [4 * p + i][0];
+            sm_acc [warp][g][d + 1] = o [4 * p + i][1];
+            sm_acc [warp][g + 8][d] = o [4 * p + i][2];
+            sm_acc [warp][g + 8][d + 1] = o [4 * p + i][3];
         }
     }
-    //  Merge the TPW lane groups of this warp
-#pragma unroll
-    for (int offset = LPT; offset < 32; offset <<= 1) {
-#pragma unroll
-        for (int g = 0; g < GT; g++) {
-            float m_o = __shfl_xor_sync (0xffffffffu, m [g], offset);
-            float l_o = __shfl_xor_sync (0xffffffffu, l [g], offset);
-            float top = fmaxf (m [g], m_o);
-            float c1 = s_rescale (m [g], top);
-            float c2 = s_rescale (m_o, top);
-            l [g] = l [g] * c1 + l_o * c2;
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                float a_o = __shfl_xor_sync (0xffffffffu, acc [g][i], offset);
-                acc [g][i] = acc [g][i] * c1 + a_o * c2;
-            }
-            m [g] = top;
-        }
-    }
-    if (sub == 0) {
-#pragma unroll
-        for (int g = 0; g < GT; g++) {
-#pragma unroll
-            for (int i = 0; i < 8; i++)
-                sm_acc [warp][g][part * 8 + i] = acc [g][i];
-            if (part == 0) {
-                sm_m [warp][g] = m [g];
-                sm_l [warp][g] = l [g];
-            }
-        }
+    if (t == 0) {
+        sm_m [warp][g] = m [0];
+        sm_m [warp][g + 8] = m [1];
+        sm_l [warp][g] = l [0];
+        sm_l [warp][g + 8] = l [1];
     }
     __syncthreads ();
-    //  Merge the warps; write the output or this split's partial
-    for (int index = threadIdx.x; index < GT * D; index += blockDim.x) {
-        int g = index / D;
+    for (int index = threadIdx.x; index < nheads * D; index += blockDim.x) {
+        int h = index / D;
         int d = index % D;
-        if (g >= nheads)
-            break;
         float top = -INFINITY;
 #pragma unroll
         for (int w = 0; w < S_WARPS; w++)
-            top = fmaxf (top, sm_m [w][g]);
+            top = fmaxf (top, sm_m [w][h]);
         float sum = 0.0f, out = 0.0f;
 #pragma unroll
         for (int w = 0; w < S_WARPS; w++) {
-            float c = s_rescale (sm_m [w][g], top);
-            sum += sm_l [w][g] * c;
-            out += sm_acc [w][g][d] * c;
+            float c = s_rescale (sm_m [w][h], top);
+            sum += sm_l [w][h] * c;
+            out += sm_acc [w][h][d] * c;
         }
         out = sum > 0.0f? out / sum: 0.0f;
-        int head = head0 + g;
+        int head = head0 + h;
         if (splits == 1)
             ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = s_from_float<T> (out);
         else {
@@ -290,15 +357,16 @@ s_merge_kernel (const kvt_paged_attention_args_t a, int splits, const float *ws_
     ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = s_from_float<T> (out);
 }
 
-template <typename T, int D, int GT>
+template <typename T, int D>
 int
-s_launch (const kvt_paged_attention_args_t *a, int split_len, int splits, int head_chunks,
-          cudaStream_t stream)
+s_launch (const kvt_paged_attention_args_t *a, int split_len, int splits, cudaStream_t stream)
 {
+    int group = a->heads / a->kv_heads;
+    int head_chunks = (group + 15) / 16;
     float *ws_out = (float *) a->workspace;
     float *ws_lse = ws_out? ws_out + (size_t) a->seqs * a->heads * splits * D: NULL;
     dim3 grid (splits, a->kv_heads * head_chunks, a->seqs);
-    s_decode_kernel<T, D, GT> <<<grid, S_WARPS * 32, 0, stream>>> (
+    s_decode_kernel<T, D> <<<grid, S_WARPS * 32, 0, stream>>> (
         *a, split_len, splits, head_chunks, ws_out, ws_lse);
     if (splits > 1) {
         dim3 merge_grid (a->heads, a->seqs);
@@ -307,30 +375,30 @@ s_launch (const kvt_paged_attention_args_t *a, int split_len, int splits, int he
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
 
-template <typename T, int D>
+//  Decode CTAs that run at once on the current device
 int
-s_launch_group (const kvt_paged_attention_args_t *a, int split_len, int splits,
-                cudaStream_t stream)
+s_cta_slots (const kvt_paged_attention_args_t *a)
 {
-    int group = a->heads / a->kv_heads;
-    int gt = group <= 1? 1: group <= 2? 2: group <= 4? 4: 8;
-    int head_chunks = (group + gt - 1) / gt;
-    switch (gt) {
-        case 1:  return s_launch<T, D, 1> (a, split_len, splits, head_chunks, stream);
-        case 2:  return s_launch<T, D, 2> (a, split_len, splits, head_chunks, stream);
-        case 4:  return s_launch<T, D, 4> (a, split_len, splits, head_chunks, stream);
-        default: return s_launch<T, D, 8> (a, split_len, splits, head_chunks, stream);
-    }
-}
-
-int
-s_sm_count (void)
-{
-    int device, count;
+    int device, sm_count, per_sm = 0;
     if (cudaGetDevice (&device) != cudaSuccess
-    ||  cudaDeviceGetAttribute (&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+    ||  cudaDeviceGetAttribute (&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
         return KVT_ECUDA;
-    return count;
+    cudaError_t err;
+    if (a->head_dim == 128)
+        err = a->dtype == KVT_KDTYPE_BF16
+            ? cudaOccupancyMaxActiveBlocksPerMultiprocessor (
+                  &per_sm, s_decode_kernel<__nv_bfloat16, 128>, S_WARPS * 32, 0)
+            : cudaOccupancyMaxActiveBlocksPerMultiprocessor (
+                  &per_sm, s_decode_kernel<__half, 128>, S_WARPS * 32, 0);
+    else
+        err = a->dtype == KVT_KDTYPE_BF16
+            ? cudaOccupancyMaxActiveBlocksPerMultiprocessor (
+                  &per_sm, s_decode_kernel<__nv_bfloat16, 64>, S_WARPS * 32, 0)
+            : cudaOccupancyMaxActiveBlocksPerMultiprocessor (
+                  &per_sm, s_decode_kernel<__half, 64>, S_WARPS * 32, 0);
+    if (err != cudaSuccess)
+        return KVT_ECUDA;
+    return sm_count * (per_sm > 0? per_sm: 1);
 }
 
 }   //  namespace
@@ -343,12 +411,14 @@ kvt_paged_attention_plan (const kvt_paged_attention_args_t *args)
 {
     if (args->splits > 0)
         return args->splits;
-    int sm_count = s_sm_count ();
-    if (sm_count < 0)
-        return sm_count;
-    return kvt_paged_attention_splits (args, sm_count);
+    int rc = kvt_paged_attention_check (args);
+    if (rc)
+        return rc;
+    int slots = s_cta_slots (args);
+    if (slots < 0)
+        return slots;
+    return kvt_paged_attention_splits (args, slots);
 }
-
 //  --------------------------------------------------------------------------
 //  Queue decode (+ merge) on 'stream'.
 
@@ -360,7 +430,7 @@ kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream
         return rc;
     if (args->seqs == 0)
         return 0;
-    if (args->seqs > 65535 || (int64_t) args->heads * args->kv_heads > 65535 * 8)
+    if (args->seqs > 65535 || args->heads > 65535)
         return -EINVAL;
     int splits = kvt_paged_attention_plan (args);
     if (splits < 0)
@@ -375,9 +445,9 @@ kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream
         return -EINVAL;
     bool bf16 = args->dtype == KVT_KDTYPE_BF16;
     if (args->head_dim == 128)
-        return bf16? s_launch_group<__nv_bfloat16, 128> (args, split_len, splits, stream)
-                   : s_launch_group<__half, 128> (args, split_len, splits, stream);
+        return bf16? s_launch<__nv_bfloat16, 128> (args, split_len, splits, stream)
+                   : s_launch<__half, 128> (args, split_len, splits, stream);
     else
-        return bf16? s_launch_group<__nv_bfloat16, 64> (args, split_len, splits, stream)
-                   : s_launch_group<__half, 64> (args, split_len, splits, stream);
+        return bf16? s_launch<__nv_bfloat16, 64> (args, split_len, splits, stream)
+                   : s_launch<__half, 64> (args, split_len, splits, stream);
 }

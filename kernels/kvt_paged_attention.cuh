@@ -17,6 +17,7 @@
      block_stride = kvt_block_bytes (shape), head_stride = block_tokens *
      head_dim * 2, token_stride = head_dim * 2) and a vLLM-like
     [blocks, kv_heads, block_tokens, head_dim] layout.
+    Query heads of one KV head (up to 16 per CTA) share every K/V byte read.
     Long contexts and small batches split each sequence's tokens over
     several CTAs (split-KV); a second kernel merges the partial results by
     their log-sum-exp. The split count is chosen from the SM count unless
@@ -69,11 +70,11 @@ typedef struct {
 int
     kvt_paged_attention_check (const kvt_paged_attention_args_t *args);
 
-//  Return the split count the GPU path uses for 'args' on a device with
-//  'sm_count' multiprocessors: args->splits if set, else enough CTAs to
-//  fill the device about once, with at least 256 tokens per split.
+//  Return the split count the GPU path uses for 'args' on a device that
+//  runs 'cta_slots' decode CTAs at once: args->splits if set, else enough
+//  CTAs to fill those slots about once, with at least 256 tokens per split.
 int
-    kvt_paged_attention_splits (const kvt_paged_attention_args_t *args, int sm_count);
+    kvt_paged_attention_splits (const kvt_paged_attention_args_t *args, int cta_slots);
 
 //  Return the workspace bytes needed with 'splits' KV splits (0 if 1).
 size_t
@@ -87,9 +88,10 @@ int
 #ifdef KVT_KERNELS_GPU
 //  Queue the decode kernel (and the merge kernel when split) on 'stream'
 //  and return at once. Pointers are device-accessible. When args->splits
-//  is 0 the split count comes from the current device's SM count; then
-//  args->workspace must hold kvt_paged_attention_workspace_bytes (args,
-//  kvt_paged_attention_splits (args, sm_count)). Returns 0, -EINVAL for
+//  is 0 the split count comes from the current device (see
+//  kvt_paged_attention_plan); then args->workspace must hold
+//  kvt_paged_attention_workspace_bytes (args, kvt_paged_attention_plan
+//  (args)). Returns 0, -EINVAL for
 //  an unsupported shape or a short workspace, or KVT_ECUDA.
 int
     kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream);

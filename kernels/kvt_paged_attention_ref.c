@@ -55,16 +55,16 @@ kvt_paged_attention_check (const kvt_paged_attention_args_t *args)
 //  Return the split count for 'sm_count' multiprocessors.
 
 int
-kvt_paged_attention_splits (const kvt_paged_attention_args_t *args, int sm_count)
+kvt_paged_attention_splits (const kvt_paged_attention_args_t *args, int cta_slots)
 {
     if (args->splits > 0)
         return args->splits;
-    int64_t units = (int64_t) args->seqs * args->kv_heads;
-    if (units <= 0 || sm_count <= 0)
+    int group = args->heads / (args->kv_heads > 0? args->kv_heads: 1);
+    int64_t units = (int64_t) args->seqs * args->kv_heads * ((group + 15) / 16);
+    if (units <= 0 || cta_slots <= 0)
         return 1;
-    //  About 4 CTAs of 4 warps fit on one SM; aim for one full wave
-    int64_t target = (int64_t) sm_count * 4;
-    int64_t splits = (target + units / 2) / units;
+    //  Aim for one full wave of CTAs
+    int64_t splits = (cta_slots + units / 2) / units;
     int64_t by_len = args->max_seq_len / S_MIN_SPLIT_TOKENS;
     if (splits > by_len)
         splits = by_len;

@@ -618,7 +618,8 @@ s_fake_answer (kvt_msg_t *request, int *delay_ms, int *copies, bool *stale_first
             ||  kvt_msg_u64 (request, KVT_DEMOTE_TO_TIER) >= KVT_TIER_COUNT)
                 return kvt_msg_error_new (request, -EINVAL, "no such tier");
             reply = kvt_msg_reply_new (request, KVT_MSG_DEMOTE_OK);
-            kvt_msg_set_u64 (reply, KVT_DEMOTE_OK_MOVED, kvt_msg_u64 (request, KVT_DEMOTE_MAX_BLOCKS) / 2);
+            kvt_msg_set_u64 (reply, KVT_DEMOTE_OK_MOVED,
+                             kvt_msg_u64 (request, KVT_DEMOTE_MAX_BLOCKS) / 2);
             break;
         default:
             return kvt_msg_error_new (request, -ENOTSUP, "not in the fake");
@@ -778,7 +779,7 @@ kvt_client_test (bool verbose)
     kvt_client_set_timeout (client, 100);
     int64_t start = zclock_mono ();
     assert (kvt_client_lookup (client, "slow", tokens, 10, &lookup) == -ETIMEDOUT);
-    assert (zclock_mono () - start < 250);
+    assert (zclock_mono () - start < 1000);      //  Bounded by our timeout (slack for load)
     assert (streq (kvt_client_error_name (client), "ETIMEDOUT"));
     assert (kvt_client_reconnect_count (client) == 1);
     kvt_client_set_timeout (client, 2000);

@@ -18,12 +18,20 @@
     depend on how the prompt was split into cached and computed parts.
     Attention reads a per-request fp32 mirror of the K/V: every value in it
     is a bf16 value widened exactly (from a cached block, or from the
-    rounding of a freshly computed K/V), K stored [d][position] and V
-    [position][d]. Scores are summed over d in ascending order, softmax is
-    two-pass (max, then exp and a sum in position order).
+    rounding of a freshly computed K/V), K in tiles of 8 positions x
+    head_dim and V [position][d]. Scores are summed over d in ascending
+    order; softmax is two-pass (max, then e^x and a sum in an order fixed
+    by the context length alone).
     Prompt positions are processed in chunks of KVT_MODEL_CHUNK tokens,
     layer by layer inside a chunk (causality makes that exact); decode
     steps are chunks of one token, through the same code.
+    Weights, for a GPU path that wants to rebuild them from the seed:
+    tensor t draws from splitmix64 with state seed ^ (t x 0xD1B54A32D192ED03),
+    advanced once; each value is bf16 (offset + scale x U), U = (next >> 40)
+    x 2^-23 - 1. Ids: 0 embedding (scale sqrt 3), 1 final norm (1 +- 0.1),
+    2 lm_head, then 16 + 16 x layer + { 0 attention norm, 1 Wq, 2 Wk, 3 Wv,
+    4 Wo, 5 MLP norm, 6 W_gate, 7 W_up, 8 W_down }; projections use scale
+    sqrt (3 / fan_in), norms offset 1 and scale 0.1.
     Not thread-safe: a model belongs to one thread (the compute actor).
 @end
 */
@@ -314,6 +322,7 @@ kvt_model_block_shape (const kvt_model_t *self)
 typedef float s_v4_t __attribute__ ((vector_size (16)));
 typedef int32_t s_i4_t __attribute__ ((vector_size (16)));
 
+//  Load four floats from any address.
 static inline s_v4_t
 s_v4_load (const float *src)
 {
@@ -322,6 +331,7 @@ s_v4_load (const float *src)
     return value;
 }
 
+//  Store four floats to any address.
 static inline void
 s_v4_store (float *dest, s_v4_t value)
 {
@@ -449,6 +459,7 @@ s_put_bf16 (uint8_t *base, size_t index, kvt_bf16_t value)
     memcpy (base + index * 2, &value, 2);
 }
 
+//  Load the bf16 at 'index' of a caller block.
 static inline kvt_bf16_t
 s_get_bf16 (const uint8_t *base, size_t index)
 {
@@ -475,8 +486,10 @@ s_reserve (kvt_model_t *self, size_t positions)
 {
     if (positions <= self->kv_cap)
         return 0;
+    const size_t per_pos = (size_t) self->shape.layers * self->kv_dim;
+    if (positions > SIZE_MAX / sizeof (float) / per_pos - 8)
+        return -ENOMEM;
     positions = (positions + 7) & ~(size_t) 7;    //  Whole 8-position K tiles
-    size_t per_pos = (size_t) self->shape.layers * self->kv_dim;
     kvt_freen (self->kt);
     kvt_freen (self->vv);
     kvt_freen (self->scores);
@@ -1119,6 +1132,8 @@ kvt_model_test (bool verbose)
         assert (kvt_model_generate (model, prompt, 70, table, 0, 1, NULL, NULL) == -EINVAL);
         table [2] = NULL;
         assert (kvt_model_generate (model, prompt, 70, table, 0, 1, out2, NULL) == -EINVAL);
+        assert (kvt_model_generate (model, prompt, 15, NULL, 0, SIZE_MAX / 2, out2, NULL)
+                == -ENOMEM);        //  Scratch for that many tokens cannot exist
         //  A prompt shorter than a block needs no block table at all
         assert (kvt_model_generate (model, prompt, 15, NULL, 0, 1, out2, NULL) == 0);
         free (table);

@@ -63,9 +63,11 @@ kvt_block_shape_t
 //  and are only read; the model writes the KV of the others. The partial
 //  last block lives in model scratch and is not written to 'blocks'. Then
 //  greedy-decodes 'max_new_tokens' tokens into 'out_tokens'. Sets
-//  *ttft_us to the time until the first output token. Returns 0, or -EINVAL
-//  for an empty prompt, a token outside the vocabulary, or cached_blocks
-//  larger than the number of full blocks.
+//  *ttft_us to the time until the first output token (ttft_us may be NULL;
+//  out_tokens may be NULL when max_new_tokens is 0). Returns 0, -EINVAL
+//  for an empty prompt, a token outside the vocabulary, cached_blocks
+//  larger than the number of full blocks, or a NULL block pointer, or
+//  -ENOMEM if the model's scratch cannot grow to the request's length.
 int
     kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
                         void *const *blocks, size_t cached_blocks,

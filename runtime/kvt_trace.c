@@ -512,7 +512,6 @@ s_expect_reject (const char *text, const char *needle, bool verbose)
 int
 kvt_trace_test (bool verbose)
 {
-    printf (" * kvt_trace: ");
     //  @selftest
     //  Key order, whitespace, blank lines and unknown keys are all fine
     char *path = s_temp_file (
@@ -607,6 +606,5 @@ kvt_trace_test (bool verbose)
         assert (took_us < 1000000);
         kvt_trace_destroy (&trace);
     }
-    printf ("OK\n");
     return 0;
 }

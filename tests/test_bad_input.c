@@ -11,10 +11,11 @@
     random bytes, an empty frame, truncated msgpack, wrong field types,
     missing fields, unknown ids (31, 1000), reply and actor-internal ids,
     a wrong protocol version, a 100 KiB frame, tokens >= vocab, DEMOTE to
-    tier 7, multipart garbage, and a client that closes right after
-    sending GENERATE. Each must get an ERROR with the right code (or be
-    dropped and counted in STATS), and a well-behaved client must be
-    served after every case. Then 8 threads generate and look up at once
+    tier 7, multipart garbage, raw TCP junk, and a client that closes
+    right after sending GENERATE. Each must get an ERROR with the right
+    code (or be dropped and counted in STATS), and a well-behaved client
+    must be served after every case. 600 mutated copies of valid frames
+    must each get one reply. Then 8 threads generate and look up at once
     and must all get correct replies; SIGINT must stop the server with
     status 0 within 10 s.
 @end
@@ -44,6 +45,16 @@
 static int s_failures = 0;          //  Cases failed so far
 static char s_endpoint [128];       //  tcp:// front door of the spawned server
 static kvt_client_hello_t s_hello;  //  What the server told us
+
+//  splitmix64, for the fuzz loop's own choices.
+static uint64_t
+s_splitmix_next (uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
 
 #define t_check(cond, ...) do { \
     if (!(cond)) { \
@@ -343,6 +354,27 @@ t_bad_input (void)
     zmsg_addstr (msg, "trailer");
     t_expect (&msg, -EBADMSG, UINT64_MAX, "HELLO + a second frame");
 
+    //  Not ZeroMQ at all: raw TCP junk and an HTTP request on the port
+    const char *port = strrchr (s_endpoint, ':') + 1;
+    for (int k = 0; k < 2; k++) {
+        int fd = socket (AF_INET, SOCK_STREAM, 0);
+        struct sockaddr_in addr = { .sin_family = AF_INET,
+                                    .sin_port = htons ((uint16_t) atoi (port)),
+                                    .sin_addr.s_addr = htonl (INADDR_LOOPBACK) };
+        if (fd >= 0 && connect (fd, (struct sockaddr *) &addr, sizeof (addr)) == 0) {
+            uint8_t junk [1024];
+            kvt_client_fill_bytes (junk, sizeof (junk), 77 + k);
+            const char *http = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+            ssize_t sent = k == 0? write (fd, junk, sizeof (junk)): write (fd, http, strlen (http));
+            t_check (sent > 0, "raw TCP write failed");
+            zclock_sleep (50);
+        }
+        if (fd >= 0)
+            close (fd);
+    }
+    t_still_serving ("raw TCP junk and HTTP on the front door");
+    printf ("  %-34s connection dropped, server serves on\n", "raw TCP junk, HTTP GET");
+
     //  A client that vanishes mid-request
     for (int k = 0; k < 3; k++) {
         zsock_t *ghost = zsock_new_dealer (s_endpoint);
@@ -376,6 +408,113 @@ t_bad_input (void)
     printf ("  %-34s served on; %" PRIu64 " replies counted undelivered\n",
             "3 clients vanishing mid-GENERATE", undelivered);
     msgpack_sbuffer_destroy (&buffer);
+}
+
+//  --------------------------------------------------------------------------
+//  Mutation fuzz: valid frames of every client message with bytes changed,
+//  cut or inserted. Every frame must get exactly one reply (ERROR or _OK).
+//  Mutants that still decode as a GENERATE asking for a long decode, or
+//  with a huge prompt, are not sent (they are valid and merely slow).
+
+static void
+t_fuzz (int rounds)
+{
+    uint64_t tokens [50];
+    kvt_client_random_tokens (tokens, 50, s_hello.vocab, 5);
+    size_t kv_bytes = (50 / s_hello.block_tokens) * s_hello.block_bytes;
+    uint8_t *kv = (uint8_t *) zmalloc (kv_bytes + 1);
+    kvt_client_fill_bytes (kv, kv_bytes, 6);
+    const int ids [] = { KVT_MSG_HELLO, KVT_MSG_LOOKUP, KVT_MSG_STORE, KVT_MSG_LOAD,
+                         KVT_MSG_GENERATE, KVT_MSG_STATS, KVT_MSG_DEMOTE };
+    zframe_t *seeds [7];
+    for (int k = 0; k < 7; k++) {
+        kvt_msg_t *msg = kvt_msg_new (ids [k]);
+        kvt_msg_set_request_id (msg, 1000 + k);
+        if (ids [k] == KVT_MSG_HELLO)
+            kvt_msg_set_str (msg, KVT_HELLO_CLIENT, "fuzz");
+        else
+        if (ids [k] == KVT_MSG_DEMOTE) {
+            kvt_msg_set_u64 (msg, KVT_DEMOTE_FROM_TIER, 0);
+            kvt_msg_set_u64 (msg, KVT_DEMOTE_TO_TIER, 1);
+            kvt_msg_set_u64 (msg, KVT_DEMOTE_MAX_BLOCKS, 1);
+        }
+        else
+        if (ids [k] != KVT_MSG_STATS) {
+            kvt_msg_set_str (msg, 0, "fuzz");
+            kvt_msg_set_array (msg, 1, tokens, 50);
+            if (ids [k] == KVT_MSG_STORE)
+                kvt_msg_set_bin (msg, KVT_STORE_KV, kv, kv_bytes);
+            if (ids [k] == KVT_MSG_GENERATE)
+                kvt_msg_set_u64 (msg, KVT_GENERATE_MAX_NEW_TOKENS, 1);
+        }
+        assert (kvt_msg_encode (msg, &seeds [k]) == 0);
+        kvt_msg_destroy (&msg);
+    }
+    free (kv);
+    zsock_t *fuzzer = zsock_new_dealer (s_endpoint);
+    zsock_set_linger (fuzzer, 0);
+    zpoller_t *poller = zpoller_new (fuzzer, NULL);
+    uint64_t seed = 2026;
+    int sent = 0, errors = 0, oks = 0, missing = 0;
+    for (int round = 0; round < rounds; round++) {
+        zframe_t *seed_frame = seeds [s_splitmix_next (&seed) % 7];
+        size_t size = zframe_size (seed_frame);
+        uint8_t *bytes = (uint8_t *) zmalloc (size + 8);
+        memcpy (bytes, zframe_data (seed_frame), size);
+        int edits = 1 + (int) (s_splitmix_next (&seed) % 4);
+        for (int e = 0; e < edits; e++) {
+            uint64_t r = s_splitmix_next (&seed);
+            if (r % 10 < 6 && size)
+                bytes [(r >> 8) % size] = (uint8_t) (r >> 40);
+            else
+            if (r % 10 < 8)
+                size = size? (r >> 8) % (size + 1): 0;
+            else
+            if (size < zframe_size (seed_frame) + 4) {
+                size_t at = (r >> 8) % (size + 1);
+                memmove (bytes + at + 1, bytes + at, size - at);
+                bytes [at] = (uint8_t) (r >> 40);
+                size++;
+            }
+        }
+        kvt_msg_t *decoded = NULL;
+        bool slow = false;
+        if (kvt_msg_decode (bytes, size, &decoded) == 0) {
+            size_t count = 0;
+            if (kvt_msg_id (decoded) == KVT_MSG_GENERATE) {
+                kvt_msg_array (decoded, KVT_GENERATE_TOKENS, &count);
+                slow = kvt_msg_u64 (decoded, KVT_GENERATE_MAX_NEW_TOKENS) > 16;
+            }
+            if (kvt_msg_id (decoded) == KVT_MSG_STORE || kvt_msg_id (decoded) == KVT_MSG_LOAD
+            ||  kvt_msg_id (decoded) == KVT_MSG_LOOKUP)
+                kvt_msg_array (decoded, 1, &count);
+            slow |= count > 4000;
+            kvt_msg_destroy (&decoded);
+        }
+        if (!slow) {
+            zmq_send (zsock_resolve (fuzzer), bytes, size, 0);
+            sent++;
+            kvt_msg_t *reply = NULL;
+            if (zpoller_wait (poller, 10000) == fuzzer && kvt_msg_recv (fuzzer, &reply) == 0) {
+                if (kvt_msg_id (reply) == KVT_MSG_ERROR)
+                    errors++;
+                else
+                    oks++;
+            }
+            else
+                missing++;
+            kvt_msg_destroy (&reply);
+        }
+        free (bytes);
+    }
+    printf ("  %-34s %d sent: %d ERROR, %d _OK, %d unanswered\n", "mutated frames", sent,
+            errors, oks, missing);
+    t_check (missing == 0, "fuzz: %d mutated frames got no reply", missing);
+    zpoller_destroy (&poller);
+    zsock_destroy (&fuzzer);
+    for (int k = 0; k < 7; k++)
+        zframe_destroy (&seeds [k]);
+    t_still_serving ("mutated frames");
 }
 
 //  --------------------------------------------------------------------------
@@ -515,6 +654,7 @@ main (void)
                 s_hello.vocab, s_hello.block_tokens);
         printf ("bad input:\n");
         t_bad_input ();
+        t_fuzz (600);
         printf ("concurrency:\n");
         t_concurrency ();
     }

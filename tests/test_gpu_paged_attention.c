@@ -8,8 +8,8 @@
 @header
     Fresh random inputs per case over a shape matrix that breaks paging:
     ragged lengths (and a length of 0), partly filled last blocks, shuffled
-    block tables with garbage in unused blocks, GQA ratios 1, 4, 5, 8 and
-    12, head_dim 64/128, block sizes 16/32/64, forced and automatic
+    block tables with garbage in unused blocks, GQA ratios 1, 4, 5, 8,
+    12 and 20 (two head chunks), head_dim 64/128, block sizes 16/32/64, forced and automatic
     split-KV, the vLLM layout and the runtime's multi-layer block layout.
     The output is poisoned with NaN before each launch. Exit 77 without a
     GPU or in a CPU-only build.
@@ -169,8 +169,11 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
               c->kv_heads, dim, bt, c->max_len, splits, c->runtime_layout? " runtime": " vllm",
               c->q_amp);
     bool bf16 = c->dtype == KVT_KDTYPE_BF16;
-    rc = kvt_kdtype_compare (what, c->dtype, h_out, h_ref, q_elems, 1e-5,
-                             bf16? 1.0 / 64: 1.0 / 512, bf16? 1e-4: 1e-6, verbose);
+    //  The GPU rounds softmax weights to the dtype before P.V (as FlashAttention
+    //  does): up to 2^-9 (bf16) or 2^-12 (fp16) of max |v| absolute, then
+    //  the output's own rounding (2 ulps allowed)
+    rc = kvt_kdtype_compare (what, c->dtype, h_out, h_ref, q_elems, bf16? 3e-3: 5e-4,
+                             bf16? 1.0 / 64: 1.0 / 512, bf16? 1e-4: 1e-5, verbose);
     cudaFree (d_k);
     if (!c->runtime_layout)
         cudaFree (d_v);
@@ -219,6 +222,8 @@ t_check_refusals (void)
     bad.max_seq_len = 65;                           //  More than the table holds
     failures += kvt_paged_attention (&bad, 0) != -EINVAL;
     bad = good;                                     //  Split without a workspace
+    bad.max_seq_len = 1024;
+    bad.max_blocks_per_seq = 64;
     failures += kvt_paged_attention (&bad, 0) != -EINVAL;
     bad = good;
     bad.token_stride_bytes = 200;
@@ -239,7 +244,8 @@ main (int argc, char *argv [])
     }
     uint64_t seed = 0x5eed0001;
     int failures = t_check_refusals () != 0;
-    static const int groups [][2] = { { 8, 8 }, { 32, 8 }, { 10, 2 }, { 32, 4 }, { 24, 2 } };
+    static const int groups [][2] = { { 8, 8 }, { 32, 8 }, { 10, 2 }, { 32, 4 }, { 24, 2 },
+                                      { 40, 2 } };
     static const int block_sizes [] = { 16, 32, 64 };
     static const int lens [] = { 1, 17, 100, 700, 2500, 1200 };
     static const int splits [] = { 0, 1, 3, 7 };
@@ -249,7 +255,7 @@ main (int argc, char *argv [])
         t_case_t c = {
             .dtype = i % 2? KVT_KDTYPE_FP16: KVT_KDTYPE_BF16,
             .seqs = 1 + (int) (t_rand (&seed) % 6),
-            .heads = groups [i % 5][0], .kv_heads = groups [i % 5][1],
+            .heads = groups [i % 6][0], .kv_heads = groups [i % 6][1],
             .head_dim = (i / 2) % 2? 64: 128,
             .block_tokens = block_sizes [i % 3],
             .max_len = lens [(i / 3) % 6],

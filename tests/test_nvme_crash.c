@@ -196,7 +196,7 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
     const char *dirs [1] = { sub };
     kvt_nvme_store_config_t config = {
         .dirs = dirs, .dir_count = 1,
-        .block_bytes = direct? 16384: 12288 + 808,
+        .block_bytes = direct? 8192: 4096 + 808,
         .capacity_blocks = T_CAPACITY, .queue_depth = T_QD, .files_per_dir = 3,
         .sync_on_ack = sync_on_ack
     };

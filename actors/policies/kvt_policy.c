@@ -30,8 +30,10 @@ struct _kvt_policy_t {
 static const kvt_policy_ops_t *s_builtins [] = {
     &kvt_policy_lru_ops,
     &kvt_policy_lru_leaf_ops,
+    &kvt_policy_token_age_ops,
     &kvt_policy_s3fifo_ops,
     &kvt_policy_prefix_value_ops,
+    &kvt_policy_adaptive_ops,
     &kvt_policy_belady_ops,
 };
 
@@ -209,4 +211,243 @@ kvt_policy_name (kvt_policy_t *self)
 {
     assert (self);
     return self->name;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest helpers: a tiny host that follows the kvt_policy.h protocol
+//  over a set of at most 16 ids.
+
+typedef struct {
+    kvt_policy_t *policy;           //  Policy under test
+    uint64_t held [16];             //  Cached ids
+    size_t count;                   //  Entries in held
+    size_t capacity;                //  Tier capacity
+} t_host_t;
+
+static bool
+t_held (t_host_t *host, uint64_t id)
+{
+    for (size_t i = 0; i < host->count; i++)
+        if (host->held [i] == id)
+            return true;
+    return false;
+}
+
+static kvt_policy_block_t
+t_block (uint64_t id, uint64_t parent, uint32_t depth, int64_t now, int64_t next_use)
+{
+    kvt_policy_block_t block = { .id = id, .parent = parent, .depth = depth,
+                                 .block_tokens = 512, .now = now, .next_use = next_use };
+    return block;
+}
+
+//  Offer one block; returns the evicted id, the block's own id if it was
+//  declined, or 0 if it went in without an eviction (or was cached).
+static uint64_t
+t_offer (t_host_t *host, const kvt_policy_block_t *block)
+{
+    const kvt_policy_ops_t *ops = kvt_policy_ops (host->policy);
+    void *state = kvt_policy_state (host->policy);
+    if (t_held (host, block->id)) {
+        ops->on_access (state, block);
+        return 0;
+    }
+    if (ops->admit && !ops->admit (state, block))
+        return block->id;
+    uint64_t evicted = 0;
+    if (host->count == host->capacity) {
+        evicted = ops->choose_victim (state, block);
+        if (evicted == block->id)
+            return evicted;
+        assert (t_held (host, evicted));
+        for (size_t i = 0; i < host->count; i++)
+            if (host->held [i] == evicted)
+                host->held [i] = host->held [--host->count];
+        ops->on_evict (state, evicted);
+    }
+    host->held [host->count++] = block->id;
+    ops->on_insert (state, block);
+    return evicted;
+}
+
+//  Offer a whole request (chain of ids) with begin/end calls; returns the
+//  first eviction (or decline) seen, 0 if none.
+static uint64_t
+t_request (t_host_t *host, const uint64_t *ids, size_t count, int64_t now)
+{
+    const kvt_policy_ops_t *ops = kvt_policy_ops (host->policy);
+    void *state = kvt_policy_state (host->policy);
+    kvt_policy_block_t blocks [16];
+    size_t hit = 0;
+    while (hit < count && t_held (host, ids [hit]))
+        hit++;
+    for (size_t j = 0; j < count; j++) {
+        blocks [j] = t_block (ids [j], j? ids [j - 1]: KVT_POLICY_NO_PARENT, (uint32_t) j,
+                              now, KVT_POLICY_UNKNOWN);
+        if (j < hit)
+            blocks [j].flags |= KVT_POLICY_BLOCK_HIT;
+    }
+    if (ops->begin_request)
+        ops->begin_request (state, blocks, count, hit);
+    uint64_t first = 0;
+    for (size_t j = 0; j < count; j++) {
+        uint64_t out = t_offer (host, &blocks [j]);
+        if (out && !first)
+            first = out;
+    }
+    if (ops->end_request)
+        ops->end_request (state);
+    return first;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest: each eviction order on a hand-made sequence, asserted victims
+
+int
+kvt_policy_test (bool verbose)
+{
+    (void) verbose;
+    //  @selftest
+    //  Registry and options
+    assert (kvt_policy_builtin_count () >= 5);
+    assert (kvt_policy_builtin_find ("lru") == &kvt_policy_lru_ops);
+    assert (kvt_policy_builtin_find ("nope") == NULL);
+    for (size_t index = 0; index < kvt_policy_builtin_count (); index++)
+        assert (s_ops_valid (kvt_policy_builtin (index)));
+    double value = 0;
+    assert (kvt_policy_option ("a=1,small=0.25", "small", &value) == 0 && value == 0.25);
+    assert (kvt_policy_option ("a=1", "small", &value) == -ENOENT);
+    assert (kvt_policy_option ("small=x", "small", &value) == -EINVAL);
+    assert (kvt_policy_option (NULL, "small", &value) == -ENOENT);
+    assert (kvt_policy_new ("nope", 4, NULL) == NULL);
+    assert (kvt_policy_new ("lru", 0, NULL) == NULL);
+    assert (kvt_policy_new ("s3fifo", 4, "small=2") == NULL);
+    assert (kvt_policy_new ("plugin:/nonexistent/x.so", 4, NULL) == NULL);
+
+    //  LRU: 1 2 3, use 1, then 4 evicts 2
+    t_host_t host = { .policy = kvt_policy_new ("lru", 3, NULL), .capacity = 3 };
+    assert (host.policy && streq (kvt_policy_name (host.policy), "lru"));
+    kvt_policy_block_t b;
+    for (uint64_t id = 1; id <= 3; id++) {
+        b = t_block (id, KVT_POLICY_NO_PARENT, 0, (int64_t) id, KVT_POLICY_UNKNOWN);
+        assert (t_offer (&host, &b) == 0);
+    }
+    b = t_block (1, KVT_POLICY_NO_PARENT, 0, 4, KVT_POLICY_UNKNOWN);
+    assert (t_offer (&host, &b) == 0);
+    b = t_block (4, KVT_POLICY_NO_PARENT, 0, 5, KVT_POLICY_UNKNOWN);
+    assert (t_offer (&host, &b) == 2);
+    b = t_block (5, KVT_POLICY_NO_PARENT, 0, 6, KVT_POLICY_UNKNOWN);
+    assert (t_offer (&host, &b) == 3);
+    kvt_policy_destroy (&host.policy);
+    kvt_policy_destroy (&host.policy);
+    assert (host.policy == NULL);
+
+    //  LRU on chains evicts the head of the old chain; leaf-first evicts
+    //  its deepest block. Requests [1 2 3], [1 4], then [5].
+    uint64_t chain_a [] = { 1, 2, 3 }, chain_b [] = { 1, 4 }, chain_c [] = { 5 };
+    host = (t_host_t) { .policy = kvt_policy_new ("lru", 4, NULL), .capacity = 4 };
+    assert (t_request (&host, chain_a, 3, 0) == 0);
+    assert (t_request (&host, chain_b, 2, 1) == 0);
+    assert (t_request (&host, chain_c, 1, 2) == 2);     //  Head of [.. 2 3]
+    kvt_policy_destroy (&host.policy);
+    host = (t_host_t) { .policy = kvt_policy_new ("lru-leaf", 4, NULL), .capacity = 4 };
+    assert (t_request (&host, chain_a, 3, 0) == 0);
+    assert (t_request (&host, chain_b, 2, 1) == 0);
+    assert (t_request (&host, chain_c, 1, 2) == 3);     //  Leaf of [1 2 3]
+    uint64_t chain_d [] = { 6 };
+    assert (t_request (&host, chain_d, 1, 3) == 2);     //  Then its new leaf
+    kvt_policy_destroy (&host.policy);
+
+    //  token-age: same leaf-first order, on a token clock
+    host = (t_host_t) { .policy = kvt_policy_new ("token-age", 4, NULL), .capacity = 4 };
+    assert (t_request (&host, chain_a, 3, 0) == 0);
+    assert (t_request (&host, chain_b, 2, 1) == 0);
+    assert (t_request (&host, chain_c, 1, 2) == 3);
+    kvt_policy_destroy (&host.policy);
+
+    //  S3-FIFO, 4 blocks (S holds 1): a block used in S moves to M; an
+    //  unused one is evicted and remembered; re-offered, it enters M.
+    host = (t_host_t) { .policy = kvt_policy_new ("s3fifo", 4, NULL), .capacity = 4 };
+    for (uint64_t id = 1; id <= 4; id++) {
+        b = t_block (id, KVT_POLICY_NO_PARENT, 0, (int64_t) id, KVT_POLICY_UNKNOWN);
+        t_offer (&host, &b);
+    }
+    b = t_block (1, KVT_POLICY_NO_PARENT, 0, 5, KVT_POLICY_UNKNOWN);
+    t_offer (&host, &b);                                //  1 used while in S
+    b = t_block (5, KVT_POLICY_NO_PARENT, 0, 6, KVT_POLICY_UNKNOWN);
+    assert (t_offer (&host, &b) == 2);                  //  1 -> M, 2 evicted (ghost)
+    b = t_block (2, KVT_POLICY_NO_PARENT, 0, 7, KVT_POLICY_UNKNOWN);
+    assert (t_offer (&host, &b) == 3);                  //  2 back into M; S loses 3
+    b = t_block (6, KVT_POLICY_NO_PARENT, 0, 8, KVT_POLICY_UNKNOWN);
+    assert (t_offer (&host, &b) == 4);
+    b = t_block (7, KVT_POLICY_NO_PARENT, 0, 9, KVT_POLICY_UNKNOWN);
+    assert (t_offer (&host, &b) == 5);                  //  M (1, 2) survives S churn
+    assert (t_held (&host, 1) && t_held (&host, 2));
+    kvt_policy_destroy (&host.policy);
+
+    //  Belady: evict the farthest next use; decline an offer that is
+    //  strictly farther than all; on a tie evict the cached block.
+    host = (t_host_t) { .policy = kvt_policy_new ("belady", 2, NULL), .capacity = 2 };
+    b = t_block (1, KVT_POLICY_NO_PARENT, 0, 0, 5);
+    t_offer (&host, &b);
+    b = t_block (2, KVT_POLICY_NO_PARENT, 0, 0, 3);
+    t_offer (&host, &b);
+    b = t_block (3, KVT_POLICY_NO_PARENT, 0, 1, 4);
+    assert (t_offer (&host, &b) == 1);
+    b = t_block (4, KVT_POLICY_NO_PARENT, 0, 2, 9);
+    assert (t_offer (&host, &b) == 4);                  //  Declined
+    b = t_block (5, KVT_POLICY_NO_PARENT, 0, 2, 4);
+    assert (t_offer (&host, &b) == 3);                  //  Tie: cached one goes
+    b = t_block (6, KVT_POLICY_NO_PARENT, 0, 3, KVT_POLICY_NEVER);
+    assert (t_offer (&host, &b) == 6);
+    kvt_policy_destroy (&host.policy);
+
+    //  prefix-value: declines a block whose parent is not cached; evicts
+    //  leaf first.
+    host = (t_host_t) { .policy = kvt_policy_new ("prefix-value", 3, NULL), .capacity = 3 };
+    const kvt_policy_ops_t *ops = kvt_policy_ops (host.policy);
+    b = t_block (8, 7, 1, 0, KVT_POLICY_UNKNOWN);
+    assert (!ops->admit (kvt_policy_state (host.policy), &b));
+    assert (t_request (&host, chain_a, 3, 0) == 0);
+    b = t_block (4, 1, 1, 1, KVT_POLICY_UNKNOWN);
+    assert (ops->admit (kvt_policy_state (host.policy), &b));
+    assert (t_request (&host, chain_b, 2, 1) == 3);     //  Leaf of [1 2 3]
+    assert (t_held (&host, 1) && t_held (&host, 2) && t_held (&host, 4));
+    kvt_policy_destroy (&host.policy);
+
+    //  prefix-adaptive with an infinite handicap: partial and orphan blocks
+    //  are declined; a block offered before (proven) outlives newer
+    //  unproven ones; among unproven ones the oldest leaf goes first.
+    host = (t_host_t) { .policy = kvt_policy_new ("prefix-adaptive", 3, "handicap=-1"),
+                        .capacity = 3 };
+    assert (host.policy);
+    assert (kvt_policy_new ("prefix-adaptive", 3, "handicap=-2") == NULL);
+    ops = kvt_policy_ops (host.policy);
+    b = t_block (9, KVT_POLICY_NO_PARENT, 0, 0, KVT_POLICY_UNKNOWN);
+    b.flags |= KVT_POLICY_BLOCK_PARTIAL;
+    assert (!ops->admit (kvt_policy_state (host.policy), &b));
+    b = t_block (8, 7, 1, 0, KVT_POLICY_UNKNOWN);
+    assert (!ops->admit (kvt_policy_state (host.policy), &b));
+    uint64_t one [] = { 20 }, two [] = { 21 }, three [] = { 22 }, four [] = { 23 };
+    assert (t_request (&host, one, 1, 1) == 0);
+    assert (t_request (&host, two, 1, 2) == 0);
+    assert (t_request (&host, three, 1, 3) == 0);
+    assert (t_request (&host, four, 1, 4) == 20);       //  All unproven: oldest
+    assert (t_request (&host, one, 1, 5) == 21);        //  20 comes back (seen before)
+    assert (t_request (&host, two, 1, 6) == 22);        //  21 too: proven
+    assert (t_request (&host, three, 1, 7) == 23);      //  Unproven 23 goes, not 20/21
+    assert (t_held (&host, 20) && t_held (&host, 21) && t_held (&host, 22));
+    kvt_policy_destroy (&host.policy);
+    //  Online choice runs and stays within capacity on a longer sequence
+    host = (t_host_t) { .policy = kvt_policy_new ("prefix-adaptive", 8, NULL), .capacity = 8 };
+    for (int64_t r = 0; r < 400; r++) {
+        uint64_t chain [4] = { 1, 100 + (uint64_t) (r % 7), 1000 + (uint64_t) (r % 7),
+                               5000 + (uint64_t) r };
+        t_request (&host, chain, 4, r);
+        assert (host.count <= 8);
+    }
+    assert (t_held (&host, 1));                         //  The shared root stays
+    kvt_policy_destroy (&host.policy);
+    //  @end
+    return 0;
 }

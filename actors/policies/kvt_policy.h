@@ -139,8 +139,10 @@ int
 //  Built-in vtables (one per policy file)
 extern const kvt_policy_ops_t kvt_policy_lru_ops;       //  vLLM-style LRU
 extern const kvt_policy_ops_t kvt_policy_lru_leaf_ops;  //  SGLang radix leaf-first LRU
+extern const kvt_policy_ops_t kvt_policy_token_age_ops; //  Leaf-first, aged in tokens
 extern const kvt_policy_ops_t kvt_policy_s3fifo_ops;    //  S3-FIFO with ghost admission
 extern const kvt_policy_ops_t kvt_policy_prefix_value_ops;  //  Ours: learned value per block
+extern const kvt_policy_ops_t kvt_policy_adaptive_ops;  //  Ours: admission by miniature caches
 extern const kvt_policy_ops_t kvt_policy_belady_ops;    //  Offline optimum (needs next_use)
 
 //  Selftest

@@ -265,3 +265,65 @@ const kvt_policy_ops_t kvt_policy_lru_leaf_ops = {
     .on_insert = s_leaf_on_insert,
     .on_evict = s_leaf_on_evict,
 };
+
+//  --------------------------------------------------------------------------
+//  "token-age": leaf-first, aged in tokens. The clock advances by every
+//  prompt token the tier sees, so a block's age is the work done since it
+//  was last used; a long prompt ages everything more than a short one.
+
+typedef struct {
+    s_leaf_t leaf;                  //  Same order machinery as lru-leaf
+    int64_t tokens;                 //  Token clock: prompt tokens seen so far
+} s_token_t;
+
+static void *
+s_token_create (const kvt_policy_args_t *args)
+{
+    s_leaf_t *leaf = (s_leaf_t *) s_leaf_create (args);
+    s_token_t *self = (s_token_t *) kvt_zmalloc (sizeof (s_token_t));
+    self->leaf = *leaf;
+    free (leaf);
+    return self;
+}
+
+static void
+s_token_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
+                       size_t hit_count)
+{
+    (void) hit_count;
+    s_token_t *self = (s_token_t *) state;
+    for (size_t j = 0; j < block_count; j++)
+        self->tokens += blocks [j].block_tokens? blocks [j].block_tokens: 1;
+}
+
+//  Rank by token clock instead of request clock.
+static void
+s_token_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_token_t *self = (s_token_t *) state;
+    kvt_policy_block_t aged = *block;
+    aged.now = self->tokens;
+    s_leaf_on_access (&self->leaf, &aged);
+}
+
+static void
+s_token_on_insert (void *state, const kvt_policy_block_t *block)
+{
+    s_token_t *self = (s_token_t *) state;
+    kvt_policy_block_t aged = *block;
+    aged.now = self->tokens;
+    s_leaf_on_insert (&self->leaf, &aged);
+}
+
+const kvt_policy_ops_t kvt_policy_token_age_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "token-age",
+    .summary = "leaf-first, age counted in prompt tokens seen since last use",
+    .create = s_token_create,
+    .destroy = s_leaf_destroy,      //  s_token_t starts with its s_leaf_t
+    .begin_request = s_token_begin_request,
+    .on_access = s_token_on_access,
+    .choose_victim = s_leaf_choose_victim,
+    .on_insert = s_token_on_insert,
+    .on_evict = s_leaf_on_evict,
+};

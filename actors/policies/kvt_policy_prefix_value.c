@@ -1,48 +1,161 @@
 /*  =========================================================================
-    kvt_policy_prefix_value - placeholder
+    kvt_policy_prefix_value - learned value per block, prefix-closed
 
     SPDX-License-Identifier: Apache-2.0
     =========================================================================
+*/
+/*
+@header
+    "prefix-value": keeps the blocks most likely to be reused within the
+    cache's own residence time, learned online, and never keeps a block
+    that cannot be hit. What only a prefix cache knows is used four ways:
+      - prefix closure: a block whose parent is not cached is declined
+        (it cannot be part of a cached lead), and eviction is leaf-first;
+      - the partial last block of a prompt is its own class (a longer
+        prompt never matches it), so its learned value is near zero;
+      - blocks are classed by the sequence that last used them: its length
+        in blocks (log2 buckets: the cost in slots of keeping it) and
+        whether it continued a cached prefix (hit >= half its blocks);
+      - the value of a block of class c at age a (requests since its last
+        use) is the learned probability that it is used again within the
+        next W requests, given it was not used in the last a:
+            value (c, a) = P (a < reuse <= a + W) / P (reuse > a)
+        where W = capacity / blocks inserted per request, the mean time a
+        block stays. With option cost=1 the value is multiplied by the
+        block's recompute cost relative to the mean (TTFT rather than hit
+        ratio as the goal).
+    Reuse distances are learned from a 1-in-8 spatial sample of all
+    offered blocks (SHARDS-style), cached or not, so the estimate is not
+    biased by what the policy chose to keep. Counts decay by half every
+    32768 sampled lives, so the policy follows a changing workload.
+    Eviction compares the oldest block of each class (one recency list per
+    class, requests touched leaf-to-root so ancestors stay newer) and
+    takes the lowest value; the offered block is declined when its own
+    value is lower than that. Costs O(classes) per eviction.
+@end
 */
 
 #include "kvt_classes.h"
 #include "kvt_policy.h"
 #include "kvt_policy_util.h"
 
-//  --------------------------------------------------------------------------
-//  "prefix-value": keyed heap, key = (last request clock, -depth)
+#define S_LENGTH_BUCKETS 8          //  log2 of sequence length, 1 .. 128+ blocks
+#define S_CLASSES (S_LENGTH_BUCKETS * 4 + 1)    //  x continued? x used before?, + partial
+#define S_PARTIAL_CLASS (S_CLASSES - 1) //  Partial last blocks
+#define S_DIST_BUCKETS 48           //  Half-octave buckets of reuse distance
+#define S_SAMPLE_SHIFT 3            //  Sample 1 in 8 block ids
+#define S_DECAY_LIVES 32768.0       //  Halve statistics after this many sampled lives
+#define S_TABLE_EVERY 256           //  Recompute value tables every N requests
+#define S_PRIOR_LIVES 8.0           //  Weight of the all-class prior, in lives
 
 typedef struct {
-    kvt_idmap_t map;                //  id -> node
-    kvt_keyheap_t heap;             //  Cached nodes by eviction key
-    uint64_t *ids;                  //  ids [node]
-    uint32_t *free_nodes;           //  Stack of unused node indices
+    uint64_t id;                    //  Block id
+    int64_t touched;                //  Request clock at last use
+    float cost_us;                  //  Recompute cost (cost=1 only)
+    uint32_t prev;                  //  Towards the front of its class list
+    uint32_t next;                  //  Towards the back (older)
+    uint8_t cls;                    //  Class at last use
+} s_node_t;
+
+typedef struct {
+    uint32_t front;                 //  Newest
+    uint32_t back;                  //  Oldest
+} s_list_t;
+
+typedef struct {
+    uint64_t id;                    //  Sampled block id
+    int64_t touched;                //  Request clock at last use
+    uint8_t cls;                    //  Class at last use
+} s_ghost_t;
+
+typedef struct {
+    size_t capacity;                //  Blocks the tier holds
+    bool cost_aware;                //  Weight value by recompute cost
+    kvt_idmap_t map;                //  id -> node, cached blocks
+    s_node_t *nodes;                //  Node pool
+    uint32_t *free_nodes;           //  Stack of unused nodes
     size_t free_count;              //  Entries in free_nodes
-    size_t node_max;                //  Entries in ids
-} s_pv_t;
+    size_t node_max;                //  Entries in nodes
+    s_list_t lists [S_CLASSES];     //  Recency list per class
+    kvt_idmap_t ghost_map;          //  Sampled id -> ghost slot
+    s_ghost_t *ghosts;              //  Ghost ring
+    size_t ghost_max;               //  Ring size
+    size_t ghost_next;              //  Next ring slot to (re)use
+    size_t ghost_used;              //  Ring slots holding an id
+    double lives [S_CLASSES];       //  Sampled lives begun per class (decayed)
+    double reuses [S_CLASSES][S_DIST_BUCKETS];  //  Lives ended by a reuse at distance
+    double total_lives;             //  Since the last decay
+    double cum [S_CLASSES + 1][S_DIST_BUCKETS + 1];   //  Prefix sums of reuses, + all
+    double lives_all;               //  Sum of lives over classes
+    double insert_rate;             //  Blocks inserted per request (EWMA)
+    double inserted_now;            //  Inserted during the current request
+    double mean_cost_us;            //  Mean recompute cost seen (EWMA)
+    double window;                  //  W, requests
+    int64_t now;                    //  Current request clock
+    int64_t tables_at;              //  Request clock of the last table update
+    uint8_t request_class;          //  Class of the current request's full blocks
+    const kvt_policy_block_t *blocks;   //  Current request (begin .. end)
+    size_t block_count;             //  Entries in blocks
+} s_self_t;
+
+//  Half-octave bucket of a reuse distance in requests
+static inline int
+s_bucket (int64_t distance)
+{
+    if (distance <= 0)
+        return 0;
+    int octave = 63 - __builtin_clzll ((unsigned long long) distance);
+    //  Upper half of the octave when distance >= 1.5 x 2^octave
+    int upper = octave > 0 && distance >= (INT64_C (3) << (octave - 1));
+    int bucket = 1 + 2 * octave + upper;
+    return bucket < S_DIST_BUCKETS? bucket: S_DIST_BUCKETS - 1;
+}
+
+static bool
+s_sampled (uint64_t id)
+{
+    uint64_t x = id * UINT64_C (0x9E3779B97F4A7C15);
+    return (x >> (64 - S_SAMPLE_SHIFT)) == 0;
+}
 
 static void *
-s_pv_create (const kvt_policy_args_t *args)
+s_create (const kvt_policy_args_t *args)
 {
-    s_pv_t *self = (s_pv_t *) kvt_zmalloc (sizeof (s_pv_t));
+    double cost = 0;
+    if (kvt_policy_option (args->options, "cost", &cost) == -EINVAL) {
+        kvt_log_error ("prefix-value: option cost must be 0 or 1");
+        return NULL;
+    }
+    s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
+    self->capacity = args->capacity;
+    self->cost_aware = cost != 0;
     self->node_max = args->capacity + 1;
     kvt_idmap_init (&self->map, self->node_max);
-    kvt_keyheap_init (&self->heap, self->node_max);
-    self->ids = (uint64_t *) kvt_zmalloc (self->node_max * sizeof (uint64_t));
+    self->nodes = (s_node_t *) kvt_zmalloc (self->node_max * sizeof (s_node_t));
     self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
     for (size_t node = 0; node < self->node_max; node++)
         self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    for (int c = 0; c < S_CLASSES; c++)
+        self->lists [c].front = self->lists [c].back = KVT_IDMAP_NONE;
+    //  The sample must remember well past the cache's own horizon
+    self->ghost_max = args->capacity < 4096? 4096: args->capacity;
+    self->ghosts = (s_ghost_t *) kvt_zmalloc (self->ghost_max * sizeof (s_ghost_t));
+    kvt_idmap_init (&self->ghost_map, self->ghost_max);
+    self->insert_rate = 1;
+    self->window = (double) args->capacity;
+    self->tables_at = -S_TABLE_EVERY;
     return self;
 }
 
 static void
-s_pv_destroy (void **state_p)
+s_destroy (void **state_p)
 {
-    s_pv_t *self = (s_pv_t *) *state_p;
+    s_self_t *self = (s_self_t *) *state_p;
     if (self) {
         kvt_idmap_fini (&self->map);
-        kvt_keyheap_fini (&self->heap);
-        free (self->ids);
+        kvt_idmap_fini (&self->ghost_map);
+        free (self->ghosts);
+        free (self->nodes);
         free (self->free_nodes);
         free (self);
         *state_p = NULL;
@@ -50,65 +163,281 @@ s_pv_destroy (void **state_p)
 }
 
 static void
-s_pv_on_access (void *state, const kvt_policy_block_t *block)
+s_unlink (s_self_t *self, uint32_t node)
 {
-    s_pv_t *self = (s_pv_t *) state;
+    s_node_t *n = &self->nodes [node];
+    s_list_t *list = &self->lists [n->cls];
+    if (n->prev != KVT_IDMAP_NONE)
+        self->nodes [n->prev].next = n->next;
+    else
+        list->front = n->next;
+    if (n->next != KVT_IDMAP_NONE)
+        self->nodes [n->next].prev = n->prev;
+    else
+        list->back = n->prev;
+}
+
+static void
+s_push (s_self_t *self, uint32_t node, uint8_t cls)
+{
+    s_node_t *n = &self->nodes [node];
+    s_list_t *list = &self->lists [cls];
+    n->cls = cls;
+    n->prev = KVT_IDMAP_NONE;
+    n->next = list->front;
+    if (list->front != KVT_IDMAP_NONE)
+        self->nodes [list->front].prev = node;
+    else
+        list->back = node;
+    list->front = node;
+}
+
+//  Class of a block of the current request: the request's class, and
+//  whether the block has been used before (a second life behaves unlike
+//  a first one: shared roots are reused at once, again and again)
+static inline uint8_t
+s_class_of (s_self_t *self, const kvt_policy_block_t *block, bool used_before)
+{
+    if (block->flags & KVT_POLICY_BLOCK_PARTIAL)
+        return S_PARTIAL_CLASS;
+    return (uint8_t) (self->request_class * 2 + used_before);
+}
+
+//  Record one sampled use of 'block' in the reuse statistics.
+static void
+s_sample (s_self_t *self, const kvt_policy_block_t *block)
+{
+    uint32_t slot = kvt_idmap_get (&self->ghost_map, block->id);
+    uint8_t cls = s_class_of (self, block, slot != KVT_IDMAP_NONE);
+    if (slot != KVT_IDMAP_NONE) {
+        s_ghost_t *ghost = &self->ghosts [slot];
+        if (ghost->touched == self->now)
+            return;                 //  Same request: one use
+        self->reuses [ghost->cls][s_bucket (self->now - ghost->touched)] += 1;
+        ghost->touched = self->now;
+        ghost->cls = cls;
+    }
+    else {
+        slot = (uint32_t) self->ghost_next;
+        self->ghost_next = (self->ghost_next + 1) % self->ghost_max;
+        s_ghost_t *ghost = &self->ghosts [slot];
+        if (self->ghost_used == self->ghost_max)
+            kvt_idmap_remove (&self->ghost_map, ghost->id);
+        if (self->ghost_used < self->ghost_max)
+            self->ghost_used++;
+        ghost->id = block->id;
+        ghost->touched = self->now;
+        ghost->cls = cls;
+        kvt_idmap_put (&self->ghost_map, block->id, slot);
+    }
+    self->lives [cls] += 1;
+    self->total_lives += 1;
+    if (self->total_lives >= S_DECAY_LIVES) {
+        for (int c = 0; c < S_CLASSES; c++) {
+            self->lives [c] /= 2;
+            for (int b = 0; b < S_DIST_BUCKETS; b++)
+                self->reuses [c][b] /= 2;
+        }
+        self->total_lives /= 2;
+    }
+}
+
+//  Refresh prefix sums of reuses per class.
+static void
+s_update_tables (s_self_t *self)
+{
+    memset (self->cum [S_CLASSES], 0, sizeof (self->cum [S_CLASSES]));
+    self->lives_all = 0;
+    for (int c = 0; c < S_CLASSES; c++) {
+        self->cum [c][0] = 0;
+        for (int b = 0; b < S_DIST_BUCKETS; b++)
+            self->cum [c][b + 1] = self->cum [c][b] + self->reuses [c][b];
+        for (int b = 0; b <= S_DIST_BUCKETS; b++)
+            self->cum [S_CLASSES][b] += self->cum [c][b];
+        self->lives_all += self->lives [c];
+    }
+    self->window = (double) self->capacity / fmax (self->insert_rate, 1e-3);
+    self->tables_at = self->now;
+}
+
+//  Value of a block of class 'cls' at 'age' from prefix sums 'cum' and
+//  'lives'; no prior.
+static inline void
+s_value_parts (s_self_t *self, const double *cum, double lives, int64_t age,
+               double *soon, double *alive)
+{
+    int from = s_bucket (age);
+    int to = s_bucket (age + (int64_t) self->window);
+    *soon = cum [to + 1] - cum [from + 1];
+    //  Half of the age's own bucket is already past
+    *alive = fmax (lives - cum [from + 1] + (cum [from + 1] - cum [from]) / 2, 0);
+}
+
+//  --------------------------------------------------------------------------
+//  value (c, a) = P (a < reuse <= a + W) / P (reuse > a). A class with
+//  few samples leans on the value of all classes together (S_PRIOR_LIVES
+//  pseudo-lives), so a rare class is neither immortal nor doomed.
+
+static double
+s_value (s_self_t *self, int cls, int64_t age)
+{
+    double soon, alive, all_soon, all_alive;
+    s_value_parts (self, self->cum [cls], self->lives [cls], age, &soon, &alive);
+    s_value_parts (self, self->cum [S_CLASSES], self->lives_all, age, &all_soon, &all_alive);
+    double prior = (all_soon + 1e-3) / (all_alive + 1);
+    return (soon + S_PRIOR_LIVES * prior) / (alive + S_PRIOR_LIVES);
+}
+
+static void
+s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
+                 size_t hit_count)
+{
+    s_self_t *self = (s_self_t *) state;
+    self->now = block_count? blocks [0].now: self->now + 1;
+    self->blocks = blocks;
+    self->block_count = block_count;
+    int length = block_count? 63 - __builtin_clzll ((unsigned long long) block_count): 0;
+    if (length >= S_LENGTH_BUCKETS)
+        length = S_LENGTH_BUCKETS - 1;
+    bool continued = hit_count > 0 && hit_count * 2 >= block_count;
+    self->request_class = (uint8_t) (length * 2 + continued);
+    for (size_t j = 0; j < block_count; j++)
+        if (s_sampled (blocks [j].id))
+            s_sample (self, &blocks [j]);
+    if (self->now - self->tables_at >= S_TABLE_EVERY)
+        s_update_tables (self);
+    self->inserted_now = 0;
+}
+
+static void
+s_touch (s_self_t *self, uint32_t node, const kvt_policy_block_t *block)
+{
+    s_unlink (self, node);
+    self->nodes [node].touched = block->now;
+    s_push (self, node, s_class_of (self, block, true));
+}
+
+static void
+s_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
     uint32_t node = kvt_idmap_get (&self->map, block->id);
     if (node != KVT_IDMAP_NONE)
-        kvt_keyheap_set (&self->heap, node,
-                         (kvt_heapkey_t) { block->now, -(int64_t) block->depth });
+        s_touch (self, node, block);
+}
+
+//  Decline blocks that could never be part of a cached lead.
+static bool
+s_admit (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    return block->parent == KVT_POLICY_NO_PARENT
+        || kvt_idmap_get (&self->map, block->parent) != KVT_IDMAP_NONE;
 }
 
 static void
-s_pv_on_insert (void *state, const kvt_policy_block_t *block)
+s_on_insert (void *state, const kvt_policy_block_t *block)
 {
-    s_pv_t *self = (s_pv_t *) state;
-    if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
-        if (self->free_count == 0) {
-            size_t more = self->node_max;
-            self->ids = (uint64_t *) realloc (self->ids, (self->node_max + more) * sizeof (uint64_t));
-            self->free_nodes = (uint32_t *) realloc (self->free_nodes,
-                                                     (self->node_max + more) * sizeof (uint32_t));
-            if (!self->ids || !self->free_nodes)
-                abort ();
-            for (size_t node = 0; node < more; node++)
-                self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
-            self->node_max += more;
-        }
-        uint32_t node = self->free_nodes [--self->free_count];
-        self->ids [node] = block->id;
-        kvt_idmap_put (&self->map, block->id, node);
+    s_self_t *self = (s_self_t *) state;
+    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    if (node != KVT_IDMAP_NONE) {
+        s_touch (self, node, block);
+        return;
     }
-    s_pv_on_access (state, block);
+    if (self->free_count == 0) {
+        size_t more = self->node_max;
+        self->nodes = (s_node_t *) realloc (self->nodes, (self->node_max + more) * sizeof (s_node_t));
+        self->free_nodes = (uint32_t *) realloc (self->free_nodes,
+                                                 (self->node_max + more) * sizeof (uint32_t));
+        if (!self->nodes || !self->free_nodes)
+            abort ();
+        for (size_t n = 0; n < more; n++)
+            self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - n);
+        self->node_max += more;
+    }
+    node = self->free_nodes [--self->free_count];
+    self->nodes [node].id = block->id;
+    self->nodes [node].touched = block->now;
+    self->nodes [node].cost_us = block->recompute_us;
+    kvt_idmap_put (&self->map, block->id, node);
+    s_push (self, node, s_class_of (self, block, (block->flags & KVT_POLICY_BLOCK_HIT) != 0));
+    self->inserted_now += 1;
+    if (self->cost_aware)
+        self->mean_cost_us += (block->recompute_us - self->mean_cost_us) / 256;
 }
 
 static void
-s_pv_on_evict (void *state, uint64_t id)
+s_on_evict (void *state, uint64_t id)
 {
-    s_pv_t *self = (s_pv_t *) state;
+    s_self_t *self = (s_self_t *) state;
     uint32_t node = kvt_idmap_remove (&self->map, id);
     if (node == KVT_IDMAP_NONE)
         return;
-    kvt_keyheap_remove (&self->heap, node);
+    s_unlink (self, node);
     self->free_nodes [self->free_count++] = node;
 }
 
+//  --------------------------------------------------------------------------
+//  Lowest value among the oldest block of each class; decline the offered
+//  block if it is worth less than that.
+
 static uint64_t
-s_pv_choose_victim (void *state, const kvt_policy_block_t *incoming)
+s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
-    s_pv_t *self = (s_pv_t *) state;
-    uint32_t node = kvt_keyheap_top (&self->heap);
-    return node != KVT_IDMAP_NONE? self->ids [node]: incoming->id;
+    s_self_t *self = (s_self_t *) state;
+    uint32_t victim = KVT_IDMAP_NONE;
+    double victim_value = INFINITY;
+    int64_t victim_age = -1;
+    for (int c = 0; c < S_CLASSES; c++) {
+        uint32_t node = self->lists [c].back;
+        if (node == KVT_IDMAP_NONE)
+            continue;
+        int64_t age = self->now - self->nodes [node].touched;
+        double value = s_value (self, c, age);
+        if (self->cost_aware && self->mean_cost_us > 0)
+            value *= self->nodes [node].cost_us / self->mean_cost_us;
+        if (value < victim_value || (value == victim_value && age > victim_age)) {
+            victim = node;
+            victim_value = value;
+            victim_age = age;
+        }
+    }
+    if (victim == KVT_IDMAP_NONE)
+        return incoming->id;
+    double incoming_value = s_value (self, s_class_of (self, incoming,
+                                     (incoming->flags & KVT_POLICY_BLOCK_HIT) != 0), 0);
+    if (self->cost_aware && self->mean_cost_us > 0)
+        incoming_value *= incoming->recompute_us / self->mean_cost_us;
+    return incoming_value < victim_value? incoming->id: self->nodes [victim].id;
+}
+
+//  Touch the request's cached blocks leaf to root, so that within a class
+//  list an ancestor is always newer than its descendants.
+static void
+s_end_request (void *state)
+{
+    s_self_t *self = (s_self_t *) state;
+    for (size_t j = self->block_count; j-- > 0; ) {
+        uint32_t node = kvt_idmap_get (&self->map, self->blocks [j].id);
+        if (node != KVT_IDMAP_NONE)
+            s_touch (self, node, &self->blocks [j]);
+    }
+    self->insert_rate += (self->inserted_now - self->insert_rate) / 64;
+    self->blocks = NULL;
+    self->block_count = 0;
 }
 
 const kvt_policy_ops_t kvt_policy_prefix_value_ops = {
     .abi = KVT_POLICY_ABI,
     .name = "prefix-value",
-    .summary = "leaf-first LRU over the prefix tree (SGLang radix cache)",
-    .create = s_pv_create,
-    .destroy = s_pv_destroy,
-    .on_access = s_pv_on_access,
-    .choose_victim = s_pv_choose_victim,
-    .on_insert = s_pv_on_insert,
-    .on_evict = s_pv_on_evict,
+    .summary = "ours: learned reuse value per class and age, prefix-closed, leaf-first",
+    .create = s_create,
+    .destroy = s_destroy,
+    .begin_request = s_begin_request,
+    .on_access = s_on_access,
+    .admit = s_admit,
+    .choose_victim = s_choose_victim,
+    .on_insert = s_on_insert,
+    .on_evict = s_on_evict,
+    .end_request = s_end_request,
 };

@@ -278,7 +278,6 @@ int
 kvt_policy_util_test (bool verbose)
 {
     (void) verbose;
-    printf (" * kvt_policy_util: ");
     kvt_idmap_t map;
     kvt_idmap_init (&map, 4);
     enum { N = 5000 };
@@ -326,6 +325,5 @@ kvt_policy_util_test (bool verbose)
     }
     assert (popped == 800);
     kvt_keyheap_fini (&heap);
-    printf ("OK\n");
     return 0;
 }

@@ -18,10 +18,17 @@
          tier's policy (kvt_policy.h protocol); a block evicted from a tier
          is written down to the next tier if it has no copy there (write-
          back), or copies are written at insert (write-through) or at a
-         block's second hit (second-hit).
+         block's second use, its first prefix hit (second-hit; then an
+         evicted block without a copy below is dropped).
     Hit ratio = hit blocks / all blocks over all requests. The next-use
     oracle (next request containing each block) is computed once per trace
     and handed to policies in block->next_use, which only "belady" reads.
+    Static layer sharding (gpu_layer_fraction f < 1): the GPU keeps the
+    first f of every block's layers and host memory the rest, so the GPU
+    tier holds capacity / f blocks, every GPU hit streams (1 - f) of its
+    bytes host->GPU under the prefill, and every new block writes (1 - f)
+    of its bytes GPU->host. Host space for those layers is assumed
+    reserved apart from the host tier.
 @discuss
     Calibration file (JSON, one flat object of numbers; every key optional,
     unknown keys are refused so a typo is not silently ignored):
@@ -51,7 +58,7 @@ extern "C" {
 typedef enum {
     KVT_SIM_WRITE_BACK = 0,         //  Write down a block when it is evicted
     KVT_SIM_WRITE_THROUGH = 1,      //  Write every new block to every lower tier
-    KVT_SIM_WRITE_SECOND_HIT = 2    //  Write down at a block's second hit only
+    KVT_SIM_WRITE_SECOND_HIT = 2    //  Write down at a block's second use only
 } kvt_sim_write_t;
 
 typedef struct {
@@ -72,6 +79,8 @@ typedef struct {
     size_t capacity [KVT_SIM_TIERS];    //  Blocks per tier; 0 = no such tier
     kvt_sim_write_t write;          //  When lower tiers get copies
     bool prefetch;                  //  Promote lower-tier hits at admission
+    double gpu_layer_fraction;      //  Static layer sharding: share of each block's
+                                    //  layers kept on GPU (1 = whole blocks)
     size_t request_limit;           //  Replay only the first N requests (0 = all)
     kvt_sim_calibration_t calibration;  //  Cost model
 } kvt_sim_config_t;

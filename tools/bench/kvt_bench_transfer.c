@@ -13,7 +13,8 @@
     copy-engine path: host->GPU, GPU->host, and both at once on two
     streams (to disjoint slots). Baselines: one 1 GiB pinned cudaMemcpyAsync
     each way, and one each way at once. GB/s = 1e9 bytes per second.
-    Usage: kvtier bench transfer [--json] [--reps N]
+    --explore adds notes on the both-ways kernel pair with fewer CTAs.
+    Usage: kvtier bench transfer [--json] [--reps N] [--explore]
 @end
 */
 
@@ -141,16 +142,19 @@ s_shuffle (int64_t *slots, int64_t count, uint64_t *seed)
 int
 kvt_bench_transfer_main (int argc, char **argv)
 {
-    bool json = false;
+    bool json = false, explore = false;
     int reps = 7;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--json") == 0)
             json = true;
         else
+        if (strcmp (argv [i], "--explore") == 0)
+            explore = true;
+        else
         if (strcmp (argv [i], "--reps") == 0 && i + 1 < argc)
             reps = atoi (argv [++i]) > 0? atoi (argv [i]): 7;
         else {
-            fprintf (stderr, "usage: kvtier bench transfer [--json] [--reps N]\n");
+            fprintf (stderr, "usage: kvtier bench transfer [--json] [--reps N] [--explore]\n");
             return 2;
         }
     }
@@ -242,6 +246,18 @@ kvt_bench_transfer_main (int argc, char **argv)
             snprintf (figure, sizeof (figure), "both_%s_%s_GBps", paths [path], label);
             kvt_bench_report_add (report, figure, both_rate, "GB/s", "memcpy_1GiB_both_GBps",
                                   base_both);
+            if (path == 1 && explore) {
+                //  How the kernel pair shares PCIe with fewer CTAs each
+                static const int caps [] = { 32, 64, 264, 396 };
+                for (int c = 0; c < 4; c++) {
+                    h2d.max_ctas = d2h.max_ctas = caps [c];
+                    double rate = s_measure (&self, 3, path, &h2d, &d2h, NULL, NULL, reps);
+                    snprintf (text, sizeof (text), "%.1f GB/s", rate);
+                    snprintf (figure, sizeof (figure), "both_kernel_%s_ctas%d", label, caps [c]);
+                    kvt_bench_report_note (report, figure, text);
+                }
+                h2d.max_ctas = d2h.max_ctas = 0;
+            }
         }
         cudaFree (d_host_slots);
         cudaFree (d_dev_slots);

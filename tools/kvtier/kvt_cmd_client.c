@@ -144,7 +144,7 @@ s_parse_args (int argc, char **argv, s_args_t *args)
     optind = 1;
     opterr = 1;
     int opt;
-    uint64_t number;
+    uint64_t number = 0;
     while ((opt = getopt_long (argc, argv, "+", options, NULL)) != -1 || optind < argc) {
         if (opt == -1) {            //  A positional word: the verb (only one)
             if (args->verb) {
@@ -183,31 +183,6 @@ s_parse_args (int argc, char **argv, s_args_t *args)
     return 0;
 }
 
-//  Print an error the same way for every verb; returns the exit code 1.
-static int
-s_fail (kvt_client_t *client, const char *verb, int rc, bool json)
-{
-    const char *name = client && *kvt_client_error_name (client)?
-                       kvt_client_error_name (client): kvt_strerror_name (rc);
-    const char *detail = client && *kvt_client_error_detail (client)?
-                         kvt_client_error_detail (client): kvt_strerror (rc);
-    if (json)
-        printf ("{\"verb\": \"%s\", \"error\": {\"code\": %d, \"name\": \"%s\"}}\n",
-                verb, rc, name);
-    fprintf (stderr, "kvtier client %s: ERROR %s (%d): %s\n", verb, name, rc, detail);
-    return 1;
-}
-
-//  Print "name": [a, b, c] (JSON) or "name a,b,c" (text).
-static void
-s_print_array (const char *name, const uint64_t *values, size_t count, bool json)
-{
-    printf (json? "\"%s\": [": "%-15s ", name);
-    for (size_t k = 0; k < count; k++)
-        printf (json? "%s%" PRIu64: "%s%" PRIu64, k? (json? ", ": ","): "", values [k]);
-    printf (json? "]": "\n");
-}
-
 //  Print a JSON string with quotes and escapes.
 static void
 s_print_json_string (const char *text)
@@ -224,6 +199,35 @@ s_print_json_string (const char *text)
             putchar (c);
     }
     putchar ('"');
+}
+
+//  Print an error the same way for every verb; returns the exit code 1.
+static int
+s_fail (kvt_client_t *client, const char *verb, int rc, bool json)
+{
+    const char *name = client && *kvt_client_error_name (client)?
+                       kvt_client_error_name (client): kvt_strerror_name (rc);
+    const char *detail = client && *kvt_client_error_detail (client)?
+                         kvt_client_error_detail (client): kvt_strerror (rc);
+    if (json) {
+        printf ("{\"verb\": \"%s\", \"error\": {\"code\": %d, \"name\": ", verb, rc);
+        s_print_json_string (name);
+        printf (", \"detail\": ");
+        s_print_json_string (detail);
+        printf ("}}\n");
+    }
+    fprintf (stderr, "kvtier client %s: ERROR %s (%d): %s\n", verb, name, rc, detail);
+    return 1;
+}
+
+//  Print "name": [a, b, c] (JSON) or "name a,b,c" (text).
+static void
+s_print_array (const char *name, const uint64_t *values, size_t count, bool json)
+{
+    printf (json? "\"%s\": [": "%-15s ", name);
+    for (size_t k = 0; k < count; k++)
+        printf (json? "%s%" PRIu64: "%s%" PRIu64, k? (json? ", ": ","): "", values [k]);
+    printf (json? "]": "\n");
 }
 
 //  Build the token list from --tokens or --random; HELLO tells the vocab.

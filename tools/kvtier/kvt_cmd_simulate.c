@@ -9,7 +9,8 @@
     kvtier replay [TRACE] --simulate [--policy NAME[,NAME...]|all]
                   [--capacity C[,C...]] [--host-capacity C] [--nvme-capacity C]
                   [--lower-policy NAME] [--write back|through|second-hit]
-                  [--no-prefetch] [--options K=V,...] [--calibration FILE]
+                  [--no-prefetch] [--options K=V,...] [--gpu-layer-fraction F]
+                  [--calibration FILE]
                   [--requests N] [--json]
     kvtier replay --list-policies
     kvtier replay [TRACE] --curve [--policy ...] [--capacities C,C,...]
@@ -46,7 +47,7 @@ s_usage (FILE *out)
         "usage: kvtier replay [TRACE] --simulate [--policy NAME[,NAME..]|all] [--capacity C[,C..]]\n"
         "         [--host-capacity C] [--nvme-capacity C] [--lower-policy NAME]\n"
         "         [--write back|through|second-hit] [--no-prefetch] [--options K=V,..]\n"
-        "         [--calibration FILE] [--requests N] [--json]\n"
+        "         [--gpu-layer-fraction F] [--calibration FILE] [--requests N] [--json]\n"
         "       kvtier replay --list-policies\n"
         "       kvtier replay [TRACE] --curve [--policy ..] [--capacities C,C,..] [--out PREFIX]\n"
         "  Capacities are in blocks of %d tokens. Policies may be plugin:/path/to.so.\n",
@@ -150,6 +151,17 @@ s_parse (int argc, char **argv, s_args_t *args)
                 fprintf (stderr, "replay: bad %s '%s'\n", arg, value);
                 return 2;
             }
+        }
+        else
+        if (streq (arg, "--gpu-layer-fraction")) {
+            S_NEED_VALUE ();
+            char *end;
+            double fraction = strtod (value, &end);
+            if (*end || !(fraction > 0 && fraction <= 1)) {
+                fprintf (stderr, "replay: --gpu-layer-fraction takes a number in (0, 1]\n");
+                return 2;
+            }
+            args->config.gpu_layer_fraction = fraction;
         }
         else
         if (streq (arg, "--lower-policy")) {

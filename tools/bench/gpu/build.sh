@@ -40,3 +40,26 @@ gcc $CFLAGS -o "$BUILD/kvt_bench_gpu" "$ROOT/tools/bench/gpu/kvt_bench_gpu.c" \
     "$ROOT/tools/bench/kvt_bench_kernels.c" "$ROOT/tools/bench/kvt_bench_transfer.c" \
     "$ROOT/tools/bench/kvt_bench_report.c" $LIBS
 echo "built in $BUILD:"; ls "$BUILD"
+#  Extra bench binaries with kernel tuning macros, for same-run comparisons:
+#  VARIANTS="nopf:-DS_PREFETCH_K=0 u8:-DS_UNROLL=8" builds kvt_bench_gpu_nopf, ...
+for variant in ${VARIANTS:-}; do
+    suffix=${variant%%:*}
+    flags=${variant#*:}
+    flags=${flags//,/ }
+    mkdir -p "$BUILD/obj-$suffix"
+    vobjs=()
+    for cu in "$ROOT"/kernels/*.cu; do
+        obj="$BUILD/obj-$suffix/$(basename "$cu" .cu).cu.o"
+        vobjs+=("$obj")
+        "$NVCC" -arch="$ARCH" -O3 -lineinfo -DKVT_WITH_CUDA=1 $flags --expt-relaxed-constexpr \
+            -Xcompiler=-Wall,-Wextra,-Werror -I"$ROOT/kernels" -c "$cu" -o "$obj"
+    done
+    for obj in "$BUILD"/obj/*.c.o; do vobjs+=("$obj"); done
+    rm -f "$BUILD/libkvt_kernels_$suffix.a"
+    ar rcs "$BUILD/libkvt_kernels_$suffix.a" "${vobjs[@]}"
+    gcc $CFLAGS -o "$BUILD/kvt_bench_gpu_$suffix" "$ROOT/tools/bench/gpu/kvt_bench_gpu.c" \
+        "$ROOT/tools/bench/kvt_bench_kernels.c" "$ROOT/tools/bench/kvt_bench_transfer.c" \
+        "$ROOT/tools/bench/kvt_bench_report.c" -L"$BUILD" -lkvt_kernels_$suffix \
+        -L"$CUDA_HOME/lib64" -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++ -lm
+    echo "variant $suffix ($flags): $BUILD/kvt_bench_gpu_$suffix"
+done

@@ -39,7 +39,7 @@ for step in $steps; do
         "$BUILD/kvt_bench_gpu" kernels --torch "$OUT/torch.txt" 2>&1 | tee "$OUT/bench_kernels.txt"
         ;;
     transfer)
-        "$BUILD/kvt_bench_gpu" transfer 2>&1 | tee "$OUT/bench_transfer.txt"
+        "$BUILD/kvt_bench_gpu" transfer ${TRANSFER_ARGS:-} 2>&1 | tee "$OUT/bench_transfer.txt"
         ;;
     esac
 done

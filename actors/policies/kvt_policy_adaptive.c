@@ -1,0 +1,401 @@
+/*  =========================================================================
+    kvt_policy_adaptive - leaf-first LRU whose admission rule is chosen
+    online by miniature simulations
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    "prefix-adaptive". Eviction is leaf-first LRU over the prefix tree
+    (key = request clock of last use, then deeper first), and three
+    prefix-cache rules always hold:
+      - a block whose parent is not cached is declined: it could never be
+        part of a cached lead;
+      - the partial last block of a prompt is declined: only an identical
+        prompt could match it (vLLM never caches partial blocks either);
+      - eviction is leaf-first, so no cached block is stranded behind a gap.
+    On top, a block that has not yet proven itself (never offered before
+    within a ghost history of 8 x capacity ids, never reused while cached)
+    is ranked as if it were H requests older than it is: most blocks are
+    never reused, and a reused block is likely to be reused again, so an
+    unproven block should leave first unless the cache is large enough to
+    wait for first reuses. The right H depends on the workload and on the
+    capacity, so the policy runs five miniature caches (Waldspurger et al.,
+    ATC'17) on a 1-in-16 spatial sample of block ids with capacity / 16,
+    with H = 0 (plain leaf-first LRU), T/2, T, 2T and infinity, where
+    T = capacity / full blocks offered per request (the time the cache
+    takes to see its own size in new traffic), counts their hits with
+    decay, and uses the H of the best. Option handicap=X (in units of T,
+    -1 for infinity) pins H. Costs O(log capacity) per access plus five
+    miniatures at 1/16 of the traffic.
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_policy.h"
+#include "kvt_policy_util.h"
+
+#define S_SAMPLE_BITS 4             //  Miniatures see 1 in 16 block ids
+#define S_GHOST_FACTOR 8            //  Ghost history, in capacities
+#define S_DECAY_HITS 16384.0        //  Halve miniature hit counts past this
+#define S_MINIS 5                   //  Miniature caches, one per handicap
+#define S_INFINITE (INT64_C (1) << 40)  //  "Infinite" handicap, in requests
+#define S_CLASSES 8                 //  log2 of a sequence's full blocks
+#define S_DECAY_LIVES 32768.0       //  Halve class statistics past this
+
+//  Handicap of each miniature, in units of T (-1 = infinite)
+static const double s_handicaps [S_MINIS] = { 0, 0.5, 1, 2, -1 };
+
+//  Ids offered before: a FIFO ring of ids with a map for lookup
+typedef struct {
+    kvt_idmap_t map;                //  id -> ring slot
+    uint8_t *classes;               //  Class of the sequence at its last offer
+    uint64_t *ring;                 //  Ids in FIFO order
+    size_t max;                     //  Ring size
+    size_t next;                    //  Next slot
+    size_t used;                    //  Slots in use
+} s_history_t;
+
+//  A leaf-first LRU cache with a handicap for unproven blocks
+typedef struct {
+    kvt_idmap_t map;                //  id -> node
+    kvt_keyheap_t heap;             //  Eviction order
+    uint64_t *ids;                  //  ids [node]
+    uint32_t *free_nodes;           //  Stack of unused nodes
+    size_t free_count;              //  Entries in free_nodes
+    size_t node_max;                //  Entries in ids
+    size_t capacity;                //  Blocks held at most
+    size_t count;                   //  Blocks held
+    int64_t handicap;               //  Requests an unproven block is aged by
+    double hits;                    //  Decayed hits (miniatures only)
+} s_cache_t;
+
+typedef struct {
+    s_cache_t real;                 //  The tier's own order (host holds the blocks)
+    s_history_t history;            //  Offers seen by the tier
+    s_cache_t minis [S_MINIS];      //  Miniatures on sampled ids
+    s_history_t mini_history;       //  Offers seen by the miniatures
+    double pinned;                  //  Handicap in T, or NAN to choose online
+    double offer_rate;              //  Full blocks offered per request (EWMA)
+    double lives [S_CLASSES];       //  Sampled offers per sequence class (decayed)
+    double reused [S_CLASSES];      //  ... of which offered again within history
+    double scale [S_CLASSES];       //  Handicap multiplier per class
+    uint8_t request_class;          //  Class of the current request
+    int chosen;                     //  Index of the miniature followed
+    bool last_seen;                 //  Result of the last history check
+} s_self_t;
+
+static void
+s_history_init (s_history_t *self, size_t max)
+{
+    self->max = max < 64? 64: max;
+    kvt_idmap_init (&self->map, self->max);
+    self->ring = (uint64_t *) kvt_zmalloc (self->max * sizeof (uint64_t));
+    self->classes = (uint8_t *) kvt_zmalloc (self->max);
+    self->next = self->used = 0;
+}
+
+static void
+s_history_fini (s_history_t *self)
+{
+    kvt_idmap_fini (&self->map);
+    free (self->ring);
+    free (self->classes);
+    memset (self, 0, sizeof (*self));
+}
+
+//  Record an offer of 'id' by a sequence of class 'cls'; true if it was
+//  offered before within history, with that offer's class in *was.
+static bool
+s_history_check (s_history_t *self, uint64_t id, uint8_t cls, uint8_t *was)
+{
+    uint32_t at = kvt_idmap_get (&self->map, id);
+    if (at != KVT_IDMAP_NONE) {
+        *was = self->classes [at];
+        self->classes [at] = cls;
+        return true;
+    }
+    size_t slot = self->next;
+    self->next = (self->next + 1) % self->max;
+    if (self->used == self->max) {
+        uint64_t old = self->ring [slot];
+        if (kvt_idmap_get (&self->map, old) == slot)
+            kvt_idmap_remove (&self->map, old);
+    }
+    else
+        self->used++;
+    self->ring [slot] = id;
+    self->classes [slot] = cls;
+    kvt_idmap_put (&self->map, id, (uint32_t) slot);
+    return false;
+}
+
+static void
+s_cache_init (s_cache_t *self, size_t capacity)
+{
+    memset (self, 0, sizeof (*self));
+    self->capacity = capacity;
+    self->node_max = capacity + 1;
+    kvt_idmap_init (&self->map, self->node_max);
+    kvt_keyheap_init (&self->heap, self->node_max);
+    self->ids = (uint64_t *) kvt_zmalloc (self->node_max * sizeof (uint64_t));
+    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
+    for (size_t node = 0; node < self->node_max; node++)
+        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+}
+
+static void
+s_cache_fini (s_cache_t *self)
+{
+    kvt_idmap_fini (&self->map);
+    kvt_keyheap_fini (&self->heap);
+    free (self->ids);
+    free (self->free_nodes);
+    memset (self, 0, sizeof (*self));
+}
+
+//  Rank 'id' (cached or new) at 'now' and 'depth'; unproven blocks age.
+static void
+s_cache_set (s_cache_t *self, uint64_t id, int64_t now, uint32_t depth, bool proven,
+             double scale)
+{
+    uint32_t node = kvt_idmap_get (&self->map, id);
+    if (node == KVT_IDMAP_NONE) {
+        if (self->free_count == 0) {
+            size_t more = self->node_max;
+            self->ids = (uint64_t *) realloc (self->ids, (self->node_max + more) * sizeof (uint64_t));
+            self->free_nodes = (uint32_t *) realloc (self->free_nodes,
+                                                     (self->node_max + more) * sizeof (uint32_t));
+            if (!self->ids || !self->free_nodes)
+                abort ();
+            for (size_t n = 0; n < more; n++)
+                self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - n);
+            self->node_max += more;
+        }
+        node = self->free_nodes [--self->free_count];
+        self->ids [node] = id;
+        kvt_idmap_put (&self->map, id, node);
+        self->count++;
+    }
+    kvt_keyheap_set (&self->heap, node,
+                     (kvt_heapkey_t) { now - (proven? 0: (int64_t) ((double) self->handicap * scale)),
+                                       -(int64_t) depth });
+}
+
+static void
+s_cache_remove (s_cache_t *self, uint64_t id)
+{
+    uint32_t node = kvt_idmap_remove (&self->map, id);
+    if (node == KVT_IDMAP_NONE)
+        return;
+    kvt_keyheap_remove (&self->heap, node);
+    self->free_nodes [self->free_count++] = node;
+    self->count--;
+}
+
+//  Id that this order evicts next, or 'otherwise' when empty.
+static uint64_t
+s_cache_victim (const s_cache_t *self, uint64_t otherwise)
+{
+    uint32_t node = kvt_keyheap_top (&self->heap);
+    return node != KVT_IDMAP_NONE? self->ids [node]: otherwise;
+}
+
+//  Handicap in requests for 'units' of T.
+static int64_t
+s_handicap (const s_self_t *self, double units)
+{
+    if (units < 0)
+        return S_INFINITE;
+    return (int64_t) (units * (double) self->real.capacity / fmax (self->offer_rate, 1e-3));
+}
+
+static void *
+s_create (const kvt_policy_args_t *args)
+{
+    double pinned = NAN;
+    int rc = kvt_policy_option (args->options, "handicap", &pinned);
+    if (rc == -EINVAL || (rc == 0 && pinned < 0 && pinned != -1)) {
+        kvt_log_error ("prefix-adaptive: option handicap must be >= 0 (units of T) or -1");
+        return NULL;
+    }
+    s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
+    self->pinned = pinned;
+    self->offer_rate = 1;
+    for (int c = 0; c < S_CLASSES; c++)
+        self->scale [c] = 1;
+    s_cache_init (&self->real, args->capacity);
+    s_history_init (&self->history, S_GHOST_FACTOR * args->capacity);
+    size_t mini_capacity = args->capacity >> S_SAMPLE_BITS;
+    if (mini_capacity < 4)
+        mini_capacity = 4;
+    for (int m = 0; m < S_MINIS; m++)
+        s_cache_init (&self->minis [m], mini_capacity);
+    s_history_init (&self->mini_history, S_GHOST_FACTOR * mini_capacity);
+    return self;
+}
+
+static void
+s_destroy (void **state_p)
+{
+    s_self_t *self = (s_self_t *) *state_p;
+    if (self) {
+        s_history_fini (&self->mini_history);
+        for (int m = 0; m < S_MINIS; m++)
+            s_cache_fini (&self->minis [m]);
+        s_history_fini (&self->history);
+        s_cache_fini (&self->real);
+        free (self);
+        *state_p = NULL;
+    }
+}
+
+static bool
+s_sampled (uint64_t id)
+{
+    return (id * UINT64_C (0x9E3779B97F4A7C15)) >> (64 - S_SAMPLE_BITS) == 0;
+}
+
+//  One sampled offer to miniature 'mini': hit, or insert (prefix closure
+//  is not modelled: a sample holds too few whole chains).
+static void
+s_mini_offer (s_cache_t *mini, const kvt_policy_block_t *block, bool seen, double scale)
+{
+    if (kvt_idmap_get (&mini->map, block->id) != KVT_IDMAP_NONE) {
+        mini->hits += 1;
+        s_cache_set (mini, block->id, block->now, block->depth, true, 1);
+        return;
+    }
+    if (mini->count == mini->capacity)
+        s_cache_remove (mini, s_cache_victim (mini, block->id));
+    s_cache_set (mini, block->id, block->now, block->depth, seen, scale);
+}
+
+//  --------------------------------------------------------------------------
+//  Feed the request's sampled full blocks to the miniatures, refresh each
+//  one's handicap from the offer rate, and follow the best.
+
+static void
+s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
+                 size_t hit_count)
+{
+    (void) hit_count;
+    s_self_t *self = (s_self_t *) state;
+    size_t full = 0;
+    for (size_t j = 0; j < block_count; j++)
+        full += !(blocks [j].flags & KVT_POLICY_BLOCK_PARTIAL);
+    int cls = full? 63 - __builtin_clzll ((unsigned long long) full): 0;
+    self->request_class = (uint8_t) (cls < S_CLASSES? cls: S_CLASSES - 1);
+    for (size_t j = 0; j < block_count; j++) {
+        if ((blocks [j].flags & KVT_POLICY_BLOCK_PARTIAL) || !s_sampled (blocks [j].id))
+            continue;
+        uint8_t was = 0;
+        bool seen = s_history_check (&self->mini_history, blocks [j].id, self->request_class, &was);
+        self->lives [self->request_class] += 1;
+        if (seen)
+            self->reused [was] += 1;
+        for (int m = 0; m < S_MINIS; m++)
+            s_mini_offer (&self->minis [m], &blocks [j], seen, self->scale [self->request_class]);
+    }
+    //  Unproven blocks of a class that is reused less than average wait
+    //  less: handicap x (mean reuse / class reuse), within [1/4, 4]
+    double lives = 0, reused = 0;
+    for (int c = 0; c < S_CLASSES; c++) {
+        lives += self->lives [c];
+        reused += self->reused [c];
+    }
+    for (int c = 0; c < S_CLASSES; c++) {
+        double mean = (reused + 1) / (lives + 2);
+        double mine = (self->reused [c] + 8 * mean) / (self->lives [c] + 8);
+        self->scale [c] = fmin (4, fmax (0.25, mean / mine));
+    }
+    if (lives > S_DECAY_LIVES)
+        for (int c = 0; c < S_CLASSES; c++) {
+            self->lives [c] /= 2;
+            self->reused [c] /= 2;
+        }
+    self->offer_rate += ((double) full - self->offer_rate) / 64;
+    double total = 0;
+    for (int m = 0; m < S_MINIS; m++) {
+        self->minis [m].handicap = s_handicap (self, s_handicaps [m]);
+        total += self->minis [m].hits;
+    }
+    if (total > S_DECAY_HITS)
+        for (int m = 0; m < S_MINIS; m++)
+            self->minis [m].hits /= 2;
+    if (isnan (self->pinned)) {
+        int best = self->chosen;
+        for (int m = 0; m < S_MINIS; m++)
+            if (self->minis [m].hits > self->minis [best].hits)
+                best = m;
+        self->chosen = best;
+        self->real.handicap = self->minis [best].handicap;
+    }
+    else
+        self->real.handicap = s_handicap (self, self->pinned);
+}
+
+//  A cached block used again has proven itself.
+static void
+s_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    if (kvt_idmap_get (&self->real.map, block->id) != KVT_IDMAP_NONE)
+        s_cache_set (&self->real, block->id, block->now, block->depth, true, 1);
+}
+
+//  --------------------------------------------------------------------------
+//  Decline partial blocks and blocks whose parent is not cached; every
+//  offer of a full block is recorded in the history either way.
+
+static bool
+s_admit (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    if (block->flags & KVT_POLICY_BLOCK_PARTIAL)
+        return false;
+    uint8_t was;
+    self->last_seen = s_history_check (&self->history, block->id, self->request_class, &was);
+    return block->parent == KVT_POLICY_NO_PARENT
+        || kvt_idmap_get (&self->real.map, block->parent) != KVT_IDMAP_NONE;
+}
+
+static void
+s_on_insert (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    bool proven = self->last_seen || (block->flags & KVT_POLICY_BLOCK_HIT);
+    s_cache_set (&self->real, block->id, block->now, block->depth, proven,
+                 self->scale [self->request_class]);
+    self->last_seen = false;
+}
+
+static void
+s_on_evict (void *state, uint64_t id)
+{
+    s_self_t *self = (s_self_t *) state;
+    s_cache_remove (&self->real, id);
+}
+
+static uint64_t
+s_choose_victim (void *state, const kvt_policy_block_t *incoming)
+{
+    s_self_t *self = (s_self_t *) state;
+    return s_cache_victim (&self->real, incoming->id);
+}
+
+const kvt_policy_ops_t kvt_policy_adaptive_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "prefix-adaptive",
+    .summary = "ours: leaf-first LRU, prefix-closed, unproven blocks aged by a handicap "
+               "chosen online by miniature caches",
+    .create = s_create,
+    .destroy = s_destroy,
+    .begin_request = s_begin_request,
+    .on_access = s_on_access,
+    .admit = s_admit,
+    .choose_victim = s_choose_victim,
+    .on_insert = s_on_insert,
+    .on_evict = s_on_evict,
+};

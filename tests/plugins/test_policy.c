@@ -1,0 +1,114 @@
+/*  =========================================================================
+    test_policy - a policy plugin for tests: evicts the most recent block
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Built as the MODULE library kvt_test_policy_plugin.so. It keeps a small
+    array of cached ids in insertion/use order and always evicts the most
+    recently used one (MRU): the opposite of LRU, so a test can see that
+    the plugin, not a built-in, chose the victims. It is also the smallest
+    example of a policy plugin: one exported symbol returning the vtable.
+@end
+*/
+
+#include <stdlib.h>
+#include <string.h>
+#include "kvt_policy.h"
+
+typedef struct {
+    uint64_t *ids;                  //  Cached ids, oldest first
+    size_t count;                   //  Entries used
+    size_t max;                     //  Entries allocated
+} s_mru_t;
+
+static void *
+s_create (const kvt_policy_args_t *args)
+{
+    s_mru_t *self = (s_mru_t *) calloc (1, sizeof (s_mru_t));
+    if (!self)
+        return NULL;
+    self->max = args->capacity + 1;
+    self->ids = (uint64_t *) calloc (self->max, sizeof (uint64_t));
+    if (!self->ids) {
+        free (self);
+        return NULL;
+    }
+    return self;
+}
+
+static void
+s_destroy (void **state_p)
+{
+    s_mru_t *self = (s_mru_t *) *state_p;
+    if (self) {
+        free (self->ids);
+        free (self);
+        *state_p = NULL;
+    }
+}
+
+static void
+s_remove (s_mru_t *self, uint64_t id)
+{
+    for (size_t i = 0; i < self->count; i++)
+        if (self->ids [i] == id) {
+            memmove (self->ids + i, self->ids + i + 1, (self->count - i - 1) * sizeof (uint64_t));
+            self->count--;
+            return;
+        }
+}
+
+static void
+s_append (s_mru_t *self, uint64_t id)
+{
+    if (self->count == self->max) {
+        uint64_t *bigger = (uint64_t *) realloc (self->ids, self->max * 2 * sizeof (uint64_t));
+        if (!bigger)
+            abort ();
+        self->ids = bigger;
+        self->max *= 2;
+    }
+    self->ids [self->count++] = id;
+}
+
+static void
+s_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_mru_t *self = (s_mru_t *) state;
+    s_remove (self, block->id);
+    s_append (self, block->id);
+}
+
+static uint64_t
+s_choose_victim (void *state, const kvt_policy_block_t *incoming)
+{
+    s_mru_t *self = (s_mru_t *) state;
+    return self->count? self->ids [self->count - 1]: incoming->id;
+}
+
+static void
+s_on_evict (void *state, uint64_t id)
+{
+    s_remove ((s_mru_t *) state, id);
+}
+
+static const kvt_policy_ops_t s_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "test-mru",
+    .summary = "test plugin: evict the most recently used block",
+    .create = s_create,
+    .destroy = s_destroy,
+    .on_access = s_on_access,
+    .choose_victim = s_choose_victim,
+    .on_insert = s_on_access,
+    .on_evict = s_on_evict,
+};
+
+const kvt_policy_ops_t *
+kvt_policy_plugin_v1 (void)
+{
+    return &s_ops;
+}

@@ -1,0 +1,626 @@
+/*  =========================================================================
+    kvt_bench_nvme - `kvtier bench nvme`: the NVMe block store beside raw
+    io_uring O_DIRECT on the same files, in the same run
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    For each block size (default 64 KiB, 512 KiB, 2 MiB) writes and reads
+    --mib MiB (default 1024) as whole blocks through kvt_nvme_store -
+    headers, xxh3 checksums, journal and all - on both payload paths:
+    direct (caller memory registered with the store) and bounce (caller
+    memory copied through the store's staging buffers). The baseline is
+    raw io_uring on the same data files at the same payload offsets with
+    the same queue depth, registered file and buffer, O_DIRECT, no
+    checksum. Each figure is the median of --reps runs (default 3), runs
+    interleaved so drift hits both alike. GB/s = 1e9 payload bytes/s.
+    Also: xxh3-64 GB/s on one core beside memcpy GB/s on one core (64 MiB
+    buffers, out of cache).
+    With --recover N: writes N blocks of 4 KiB, closes, reopens, and
+    reports the time open takes to rebuild the index (budget: 5 s for 1M),
+    beside a raw sequential read of the journal file.
+    Usage: kvtier bench nvme [--dir DIR] [--mib N] [--qd N] [--reps N]
+           [--sizes 64k,512k,2m] [--files N] [--sync] [--recover N] [--verbose]
+           [--json]
+    DIR defaults to a new temp dir under /var/tmp (removed at the end); a
+    file system that refuses O_DIRECT (tmpfs) falls back to buffered I/O
+    with a warning, and the figures say so.
+@end
+*/
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include "kvt_bench.h"
+#include "kvt_error.h"
+#include "kvt_log.h"
+#include "kvt_util.h"
+#include "kvt_nvme_store.h"
+
+#define S_MAX_SIZES 8               //  Block sizes per run
+#define S_SUBMIT_BYTES (1u << 20)   //  Submit once this much is prepared
+#define S_REAP_BATCH 4              //  Completions per reap before refilling
+#define S_MAX_FILES 64              //  Data files the raw baseline opens
+
+typedef struct {
+    const char *dir;                //  Directory under test
+    size_t data_bytes;              //  Bytes per run per direction
+    int qd;                         //  Queue depth, store and raw
+    int reps;                       //  Runs per figure (median)
+    int files_per_dir;              //  Data files
+    bool sync_on_ack;               //  Store and raw writes with O_DSYNC
+    bool buffered;                  //  O_DIRECT refused: buffered fallback
+    bool json;                      //  JSON output
+    bool verbose;                   //  Every run's GB/s on stderr
+} s_opts_t;
+
+static double
+s_seconds (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int
+s_compare_double (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y? -1: x > y;
+}
+
+static double
+s_median (double *values, int count)
+{
+    qsort (values, (size_t) count, sizeof (double), s_compare_double);
+    return count % 2? values [count / 2]: (values [count / 2 - 1] + values [count / 2]) / 2;
+}
+
+static void
+s_fill (uint8_t *buf, size_t bytes, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (size_t i = 0; i + 8 <= bytes; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy (buf + i, &x, 8);
+    }
+}
+
+static void *
+s_map (size_t bytes)
+{
+    void *p = mmap (NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
+                    -1, 0);
+    if (p == MAP_FAILED) {
+        fprintf (stderr, "kvtier bench nvme: cannot map %zu bytes\n", bytes);
+        exit (1);
+    }
+    return p;
+}
+
+//  --------------------------------------------------------------------------
+//  Raw io_uring baseline: the same files, the same payload offsets
+
+typedef struct {
+    struct io_uring ring;           //  Ring with registered files and buffer
+    int fds [S_MAX_FILES];          //  Data files, O_DIRECT
+    int file_count;                 //  Entries in fds
+    uint64_t *offsets;              //  Payload offset per block
+    int *file_of;                   //  File index per block
+    uint64_t blocks;                //  Blocks per run
+} s_raw_t;
+
+static int
+s_raw_open (s_raw_t *raw, kvt_nvme_store_t *store, uint64_t blocks, int qd, uint8_t *buf,
+            size_t buf_bytes, const s_opts_t *opts)
+{
+    memset (raw, 0, sizeof (*raw));
+    raw->blocks = blocks;
+    raw->offsets = (uint64_t *) calloc (blocks, sizeof (uint64_t));
+    raw->file_of = (int *) calloc (blocks, sizeof (int));
+    char paths [S_MAX_FILES][512];
+    for (uint64_t b = 0; b < blocks; b++) {
+        char path [512];
+        uint64_t offset;
+        kvt_nvme_store_slot_location (store, b, path, sizeof (path), &offset);
+        int f = 0;
+        while (f < raw->file_count && strcmp (paths [f], path) != 0)
+            f++;
+        if (f == raw->file_count) {
+            if (f == S_MAX_FILES)
+                return -EMFILE;
+            snprintf (paths [f], sizeof (paths [f]), "%s", path);
+            int flags = O_RDWR | (opts->buffered? 0: O_DIRECT) | (opts->sync_on_ack? O_DSYNC: 0);
+            raw->fds [f] = open (path, flags);
+            if (raw->fds [f] < 0)
+                return -errno;
+            raw->file_count++;
+        }
+        raw->file_of [b] = f;
+        raw->offsets [b] = offset + 4096;
+    }
+    int rc = io_uring_queue_init ((unsigned) qd * 2, &raw->ring, 0);
+    if (rc == 0)
+        rc = io_uring_register_files (&raw->ring, raw->fds, (unsigned) raw->file_count);
+    struct iovec iov = { buf, buf_bytes };
+    if (rc == 0)
+        rc = io_uring_register_buffers (&raw->ring, &iov, 1);
+    return rc;
+}
+
+static void
+s_raw_close (s_raw_t *raw)
+{
+    io_uring_queue_exit (&raw->ring);
+    for (int f = 0; f < raw->file_count; f++)
+        close (raw->fds [f]);
+    free (raw->offsets);
+    free (raw->file_of);
+}
+
+//  Move every block once; qd in flight; returns GB/s of payload.
+static double
+s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd)
+{
+    uint64_t next = 0, done = 0;
+    int inflight = 0;
+    double start = s_seconds ();
+    while (done < raw->blocks) {
+        size_t batch_bytes = 0;
+        while (inflight < qd && next < raw->blocks) {
+            struct io_uring_sqe *sqe = io_uring_get_sqe (&raw->ring);
+            uint8_t *addr = buf + (size_t) (next % (uint64_t) qd) * block_bytes;
+            if (write)
+                io_uring_prep_write_fixed (sqe, raw->file_of [next], addr, (unsigned) block_bytes,
+                                           raw->offsets [next], 0);
+            else
+                io_uring_prep_read_fixed (sqe, raw->file_of [next], addr, (unsigned) block_bytes,
+                                          raw->offsets [next], 0);
+            sqe->flags |= IOSQE_FIXED_FILE;
+            next++;
+            inflight++;
+            batch_bytes += block_bytes;
+            if (batch_bytes >= S_SUBMIT_BYTES) {
+                io_uring_submit (&raw->ring);
+                batch_bytes = 0;
+            }
+        }
+        io_uring_submit (&raw->ring);
+        struct io_uring_cqe *cqe;
+        if (io_uring_wait_cqe (&raw->ring, &cqe) != 0)
+            continue;
+        while (io_uring_peek_cqe (&raw->ring, &cqe) == 0 && cqe) {
+            if (cqe->res != (int) block_bytes) {
+                fprintf (stderr, "kvtier bench nvme: raw %s: %s\n", write? "write": "read",
+                         cqe->res < 0? strerror (-cqe->res): "short transfer");
+                exit (1);
+            }
+            io_uring_cqe_seen (&raw->ring, cqe);
+            inflight--;
+            done++;
+        }
+    }
+    double seconds = s_seconds () - start;
+    return (double) raw->blocks * (double) block_bytes / seconds / 1e9;
+}
+
+//  --------------------------------------------------------------------------
+//  The store: every block once through prep/submit/reap
+
+static double
+s_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write, uint8_t *buf,
+             size_t block_bytes, int qd)
+{
+    uint64_t next = 0, done = 0;
+    double start = s_seconds ();
+    int reaped = 0;
+    while (done < blocks) {
+        size_t batch_bytes = 0;
+        while (next < blocks && kvt_nvme_store_inflight (store) < qd) {
+            uint8_t *addr = buf + (size_t) (next % (uint64_t) qd) * block_bytes;
+            uint64_t hash = 0xB10C000000000000ULL + next;
+            int rc = write? kvt_nvme_prep_write (store, next, hash, addr, next):
+                            kvt_nvme_prep_read (store, next, hash, addr, next);
+            if (rc == -EBUSY || rc == -EAGAIN)
+                break;
+            if (rc) {
+                fprintf (stderr, "kvtier bench nvme: prep: %s\n", kvt_strerror (rc));
+                exit (1);
+            }
+            next++;
+            //  Start the device on what is ready while we checksum the rest
+            batch_bytes += block_bytes;
+            if (batch_bytes >= S_SUBMIT_BYTES) {
+                kvt_nvme_submit (store);
+                batch_bytes = 0;
+            }
+        }
+        int rc = kvt_nvme_submit (store);
+        if (rc < 0) {
+            fprintf (stderr, "kvtier bench nvme: submit: %s\n", kvt_strerror (rc));
+            exit (1);
+        }
+        if (reaped == 0)
+            kvt_nvme_store_wait (store, 1000);
+        //  Reap a few, then refill: the device never waits for a long
+        //  run of read verifications
+        kvt_nvme_done_t completions [S_REAP_BATCH];
+        int n = kvt_nvme_reap (store, completions, S_REAP_BATCH);
+        reaped = n > 0? n: 0;
+        if (n > 0) {
+            for (int i = 0; i < n; i++)
+                if (completions [i].rc) {
+                    fprintf (stderr, "kvtier bench nvme: store %s of block %" PRIu64 ": %s\n",
+                             write? "write": "read", completions [i].tag,
+                             kvt_strerror (completions [i].rc));
+                    exit (1);
+                }
+            done += (uint64_t) n;
+        }
+    }
+    double seconds = s_seconds () - start;
+    return (double) blocks * (double) block_bytes / seconds / 1e9;
+}
+
+static kvt_nvme_store_t *
+s_store_open (s_opts_t *opts, const char *dir, size_t block_bytes, uint64_t capacity,
+              int qd, void *region, size_t region_bytes)
+{
+    const char *dirs [1] = { dir };
+    kvt_nvme_store_config_t config = {
+        .dirs = dirs, .dir_count = 1, .block_bytes = block_bytes,
+        .capacity_blocks = capacity, .queue_depth = qd,
+        .files_per_dir = opts->files_per_dir, .sync_on_ack = opts->sync_on_ack,
+        .buffered_fallback = opts->buffered
+    };
+    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
+    if (region)
+        kvt_nvme_store_register_buffer (store, region, region_bytes);
+    int rc = kvt_nvme_store_open (store);
+    if (rc == -EINVAL && !opts->buffered) {
+        fprintf (stderr, "kvtier bench nvme: WARNING: %s refuses O_DIRECT; measuring "
+                 "BUFFERED I/O (page cache) instead - use --dir on a real disk\n", dir);
+        opts->buffered = true;
+        kvt_nvme_store_destroy (&store);
+        return s_store_open (opts, dir, block_bytes, capacity, qd, region, region_bytes);
+    }
+    if (rc) {
+        fprintf (stderr, "kvtier bench nvme: cannot open the store in %s: %s\n", dir,
+                 kvt_strerror (rc));
+        exit (1);
+    }
+    return store;
+}
+
+static void
+s_bench_size (kvt_bench_report_t *report, s_opts_t *opts, size_t block_bytes)
+{
+    char dir [1024];
+    snprintf (dir, sizeof (dir), "%s/bs-%zu", opts->dir, block_bytes);
+    mkdir (dir, 0755);
+    uint64_t blocks = opts->data_bytes / block_bytes;
+    if (blocks < (uint64_t) opts->qd)
+        blocks = (uint64_t) opts->qd;
+    int qd = opts->qd;
+    size_t set_bytes = (size_t) qd * block_bytes;
+    uint8_t *registered = (uint8_t *) s_map (set_bytes);    //  "Host arena", registered
+    uint8_t *plain = (uint8_t *) s_map (set_bytes);         //  Not registered: bounce path
+    for (int i = 0; i < qd; i++) {
+        s_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 1);
+        memcpy (plain + (size_t) i * block_bytes, registered + (size_t) i * block_bytes,
+                block_bytes);
+    }
+    kvt_nvme_store_t *store = s_store_open (opts, dir, block_bytes, blocks, qd,
+                                            registered, set_bytes);
+    uint8_t *raw_buf = (uint8_t *) s_map (set_bytes);
+    memcpy (raw_buf, registered, set_bytes);
+    //  First pass allocates the blocks on disk, outside the timings
+    s_store_run (store, blocks, true, plain, block_bytes, qd);
+    s_raw_t raw;
+    int rc = s_raw_open (&raw, store, blocks, qd, raw_buf, set_bytes, opts);
+    if (rc) {
+        fprintf (stderr, "kvtier bench nvme: raw setup: %s\n", strerror (-rc));
+        exit (1);
+    }
+    int reps = opts->reps;
+    double *v [6];
+    for (int i = 0; i < 6; i++)
+        v [i] = (double *) calloc ((size_t) reps, sizeof (double));
+    for (int rep = 0; rep < reps; rep++) {
+        //  Writes, then reads; within each, the three contenders in an
+        //  order that rotates every rep so drift of the device does not
+        //  favour one. A raw write clobbers the store's blocks, so the
+        //  last write of each rep is a store write.
+        static const int write_orders [4][3] = {
+            { 0, 1, 2 }, { 0, 2, 1 }, { 1, 0, 2 }, { 2, 0, 1 }
+        };
+        for (int k = 0; k < 3; k++) {
+            int who = write_orders [rep % 4][k];
+            if (who == 0)
+                v [0][rep] = s_raw_run (&raw, true, raw_buf, block_bytes, qd);
+            else
+                v [who][rep] = s_store_run (store, blocks, true, who == 1? registered: plain,
+                                            block_bytes, qd);
+        }
+        for (int k = 0; k < 3; k++) {
+            int who = (rep + k) % 3;
+            if (who == 0)
+                v [3][rep] = s_raw_run (&raw, false, raw_buf, block_bytes, qd);
+            else
+                v [3 + who][rep] = s_store_run (store, blocks, false,
+                                                who == 1? registered: plain, block_bytes, qd);
+        }
+    }
+    if (opts->verbose) {
+        const char *names [6] = { "raw write", "direct write", "bounce write",
+                                  "raw read", "direct read", "bounce read" };
+        for (int i = 0; i < 6; i++) {
+            fprintf (stderr, "# %zu KiB %-12s", block_bytes >> 10, names [i]);
+            for (int rep = 0; rep < reps; rep++)
+                fprintf (stderr, " %6.3f", v [i][rep]);
+            fprintf (stderr, " GB/s\n");
+        }
+    }
+    double m [6];
+    for (int i = 0; i < 6; i++)
+        m [i] = s_median (v [i], reps);
+    kvt_nvme_store_stats_t stats;
+    kvt_nvme_store_stats (store, &stats);
+    if (stats.checksum_failures || stats.misses || stats.io_errors) {
+        fprintf (stderr, "kvtier bench nvme: %" PRIu64 " checksum failures, %" PRIu64
+                 " misses, %" PRIu64 " I/O errors\n", stats.checksum_failures, stats.misses,
+                 stats.io_errors);
+        exit (1);
+    }
+    char size_name [32], figure [96], base [96];
+    if (block_bytes % (1 << 20) == 0)
+        snprintf (size_name, sizeof (size_name), "%zum", block_bytes >> 20);
+    else
+        snprintf (size_name, sizeof (size_name), "%zuk", block_bytes >> 10);
+    const char *what [2] = { "write", "read" };
+    for (int dir_i = 0; dir_i < 2; dir_i++) {
+        double baseline = m [dir_i * 3];
+        snprintf (base, sizeof (base), "raw_uring_%s_%s_gbps", what [dir_i], size_name);
+        snprintf (figure, sizeof (figure), "store_%s_%s_direct_gbps", what [dir_i], size_name);
+        kvt_bench_report_add (report, figure, m [dir_i * 3 + 1], "GB/s", base, baseline);
+        snprintf (figure, sizeof (figure), "store_%s_%s_bounce_gbps", what [dir_i], size_name);
+        kvt_bench_report_add (report, figure, m [dir_i * 3 + 2], "GB/s", base, baseline);
+    }
+    s_raw_close (&raw);
+    kvt_nvme_store_destroy (&store);
+    for (int i = 0; i < 6; i++)
+        free (v [i]);
+    munmap (registered, set_bytes);
+    munmap (plain, set_bytes);
+    munmap (raw_buf, set_bytes);
+}
+
+//  xxh3 and memcpy on one core over 64 MiB (out of cache)
+static void
+s_bench_hash (kvt_bench_report_t *report)
+{
+    size_t bytes = 64u << 20;
+    uint8_t *a = (uint8_t *) s_map (bytes);
+    uint8_t *b = (uint8_t *) s_map (bytes);
+    s_fill (a, bytes, 7);
+    double hash_rates [5], copy_rates [5];
+    volatile uint64_t sink = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double start = s_seconds ();
+        for (size_t off = 0; off < bytes; off += 2u << 20)
+            sink ^= XXH3_64bits (a + off, 2u << 20);
+        hash_rates [rep] = (double) bytes / (s_seconds () - start) / 1e9;
+        start = s_seconds ();
+        for (size_t off = 0; off < bytes; off += 2u << 20)
+            memcpy (b + off, a + off, 2u << 20);
+        copy_rates [rep] = (double) bytes / (s_seconds () - start) / 1e9;
+        sink ^= b [rep];
+    }
+    kvt_bench_report_add (report, "xxh3_64_one_core_gbps", s_median (hash_rates, 5), "GB/s",
+                          "memcpy_one_core_gbps", s_median (copy_rates, 5));
+    munmap (a, bytes);
+    munmap (b, bytes);
+}
+
+//  Restart with 'count' 4 KiB blocks on disk.
+static void
+s_bench_recover (kvt_bench_report_t *report, s_opts_t *opts, uint64_t count)
+{
+    char dir [1024];
+    snprintf (dir, sizeof (dir), "%s/recover", opts->dir);
+    mkdir (dir, 0755);
+    size_t block_bytes = 4096;
+    int qd = 256;
+    uint8_t *buf = (uint8_t *) s_map ((size_t) qd * block_bytes);
+    s_fill (buf, (size_t) qd * block_bytes, 3);
+    kvt_nvme_store_t *store = s_store_open (opts, dir, block_bytes, count, qd, buf,
+                                            (size_t) qd * block_bytes);
+    double start = s_seconds ();
+    double rate = s_store_run (store, count, true, buf, block_bytes, qd);
+    double fill_s = s_seconds () - start;
+    kvt_nvme_store_destroy (&store);
+    char note [128];
+    snprintf (note, sizeof (note), "%" PRIu64 " blocks of 4 KiB written in %.1f s "
+              "(%.0f blocks/s, %.2f GB/s)", count, fill_s, count / fill_s, rate);
+    kvt_bench_report_note (report, "recover_fill", note);
+    //  Cold start where allowed: drop the page cache so the journal comes off the disk
+    int drop = open ("/proc/sys/vm/drop_caches", O_WRONLY);
+    bool cold = false;
+    if (drop >= 0) {
+        sync ();
+        cold = write (drop, "3", 1) == 1;
+        close (drop);
+    }
+    kvt_nvme_store_t *again = s_store_open (opts, dir, block_bytes, count, qd, NULL, 0);
+    kvt_nvme_store_stats_t stats;
+    kvt_nvme_store_stats (again, &stats);
+    uint64_t recovered = kvt_nvme_store_recovered_count (again);
+    kvt_nvme_store_destroy (&again);
+    if (recovered != count) {
+        fprintf (stderr, "kvtier bench nvme: recovered %" PRIu64 " of %" PRIu64 " blocks\n",
+                 recovered, count);
+        exit (1);
+    }
+    //  Baseline: read the journal file sequentially, cold as well
+    char journal [1100];
+    snprintf (journal, sizeof (journal), "%s/kvt-nvme.journal", dir);
+    drop = open ("/proc/sys/vm/drop_caches", O_WRONLY);
+    if (drop >= 0) {
+        if (write (drop, "3", 1) != 1)
+            cold = false;
+        close (drop);
+    }
+    int fd = open (journal, O_RDONLY);
+    size_t chunk = 8u << 20;
+    uint8_t *tmp = (uint8_t *) malloc (chunk);
+    start = s_seconds ();
+    ssize_t got;
+    uint64_t journal_bytes = 0;
+    while (fd >= 0 && (got = read (fd, tmp, chunk)) > 0)
+        journal_bytes += (uint64_t) got;
+    double read_s = s_seconds () - start;
+    if (fd >= 0)
+        close (fd);
+    free (tmp);
+    snprintf (note, sizeof (note), "%s, journal %.1f MB, budget 5 s",
+              cold? "page cache dropped before each": "page cache NOT dropped (not root)",
+              journal_bytes / 1e6);
+    kvt_bench_report_note (report, "recover_conditions", note);
+    char figure [96];
+    snprintf (figure, sizeof (figure), "recover_%" PRIu64 "_blocks_s", count);
+    kvt_bench_report_add (report, figure, stats.recovery_us / 1e6, "s",
+                          "read_journal_file_s", read_s);
+    munmap (buf, (size_t) qd * block_bytes);
+}
+
+static size_t
+s_parse_size (const char *text)
+{
+    char *end;
+    double value = strtod (text, &end);
+    if (*end == 'k' || *end == 'K')
+        value *= 1024;
+    else
+    if (*end == 'm' || *end == 'M')
+        value *= 1024 * 1024;
+    return (size_t) value;
+}
+
+int
+kvt_bench_nvme_main (int argc, char **argv)
+{
+    s_opts_t opts = {
+        .dir = NULL, .data_bytes = 1024ull << 20, .qd = 32, .reps = 3, .files_per_dir = 4
+    };
+    size_t sizes [S_MAX_SIZES] = { 64 << 10, 512 << 10, 2 << 20 };
+    int size_count = 3;
+    uint64_t recover = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv [i];
+        const char *value = i + 1 < argc? argv [i + 1]: NULL;
+        if (strcmp (arg, "--json") == 0)
+            opts.json = true;
+        else
+        if (strcmp (arg, "--sync") == 0)
+            opts.sync_on_ack = true;
+        else
+        if (strcmp (arg, "--verbose") == 0 || strcmp (arg, "-v") == 0)
+            opts.verbose = true;
+        else
+        if (strcmp (arg, "--dir") == 0 && value)
+            opts.dir = argv [++i];
+        else
+        if (strcmp (arg, "--mib") == 0 && value)
+            opts.data_bytes = (size_t) atol (argv [++i]) << 20;
+        else
+        if (strcmp (arg, "--qd") == 0 && value)
+            opts.qd = atoi (argv [++i]);
+        else
+        if (strcmp (arg, "--reps") == 0 && value)
+            opts.reps = atoi (argv [++i]);
+        else
+        if (strcmp (arg, "--files") == 0 && value)
+            opts.files_per_dir = atoi (argv [++i]);
+        else
+        if (strcmp (arg, "--recover") == 0 && value)
+            recover = strtoull (argv [++i], NULL, 10);
+        else
+        if (strcmp (arg, "--sizes") == 0 && value) {
+            char *list = strdup (argv [++i]);
+            size_count = 0;
+            for (char *tok = strtok (list, ","); tok && size_count < S_MAX_SIZES;
+                 tok = strtok (NULL, ","))
+                sizes [size_count++] = s_parse_size (tok);
+            free (list);
+        }
+        else {
+            fprintf (stderr, "usage: kvtier bench nvme [--dir DIR] [--mib N] [--qd N] "
+                     "[--reps N] [--sizes 64k,512k,2m] [--files N] [--sync] "
+                     "[--recover N] [--verbose] [--json]\n");
+            return 2;
+        }
+    }
+    if (opts.qd < 1 || opts.reps < 1 || opts.files_per_dir < 1 || opts.data_bytes == 0) {
+        fprintf (stderr, "kvtier bench nvme: --qd, --reps, --files and --mib must be >= 1\n");
+        return 2;
+    }
+    if (!getenv ("KVT_LOG_LEVEL"))
+        kvt_log_set_level (KVT_LOG_WARN);
+    char template_path [] = "/var/tmp/kvt-bench-nvme-XXXXXX";
+    char *made = NULL;
+    if (!opts.dir) {
+        made = mkdtemp (template_path);
+        if (!made) {
+            fprintf (stderr, "kvtier bench nvme: cannot create a dir under /var/tmp: %s\n",
+                     strerror (errno));
+            return 1;
+        }
+        opts.dir = made;
+    }
+    kvt_bench_report_t *report = kvt_bench_report_new ("nvme", opts.json);
+    char note [256];
+    kvt_bench_report_note (report, "dir", opts.dir);
+    snprintf (note, sizeof (note), "%zu MiB per run, queue depth %d, %d files, median of %d, "
+              "sync_on_ack %s", opts.data_bytes >> 20, opts.qd, opts.files_per_dir, opts.reps,
+              opts.sync_on_ack? "on": "off");
+    kvt_bench_report_note (report, "config", note);
+    s_bench_hash (report);
+    if (recover)
+        s_bench_recover (report, &opts, recover);
+    else
+        for (int i = 0; i < size_count; i++) {
+            if (sizes [i] == 0 || sizes [i] % 4096) {
+                fprintf (stderr, "kvtier bench nvme: block size %zu is not a multiple of "
+                         "4096; skipped\n", sizes [i]);
+                continue;
+            }
+            s_bench_size (report, &opts, sizes [i]);
+        }
+    if (opts.buffered)
+        kvt_bench_report_note (report, "WARNING", "O_DIRECT refused: figures are buffered I/O");
+    kvt_bench_report_finish (&report);
+    if (made) {
+        char *command = NULL;
+        if (asprintf (&command, "rm -rf '%s'", made) > 0) {
+            if (system (command) != 0)
+                fprintf (stderr, "kvtier bench nvme: could not remove %s\n", made);
+            free (command);
+        }
+    }
+    return 0;
+}
