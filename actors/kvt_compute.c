@@ -62,6 +62,15 @@ s_self_destroy (void **self_p)
     }
 }
 
+//  The process is shutting down (SIGINT/SIGTERM set CZMQ's flag): a long
+//  prefill stops at the next chunk instead of holding up the exit.
+static bool
+s_interrupted (void *arg)
+{
+    (void) arg;
+    return zsys_interrupted != 0;
+}
+
 static int
 s_self_start (void *self_ptr)
 {
@@ -74,6 +83,7 @@ s_self_start (void *self_ptr)
     self->model = kvt_model_new (&self->shape);
     if (!self->model)
         return KVT_ECONFIG;
+    kvt_model_set_cancel (self->model, s_interrupted, NULL);
     kvt_block_shape_t block = kvt_model_block_shape (self->model);
     if (kvt_block_bytes (&block) != kvt_arena_block_bytes (self->arena)) {
         kvt_log_error ("compute: model blocks are %zu bytes, the GPU tier's %zu",

@@ -45,7 +45,7 @@ struct _self_t {
     int high_watermark;             //  Percent used that starts background demotion
     int low_watermark;              //  Percent used it demotes down to
     uint64_t background_batch;      //  Most blocks one background job moves
-    bool probing;                   //  A watermark probe is in flight
+    bool probing;                   //  Watermarks being checked: jobs wait
 };
 
 //  --------------------------------------------------------------------------
@@ -392,6 +392,7 @@ s_demote (self_t *self, int tier, size_t count, s_cont_fn *cont, void *arg)
 //  Top-level jobs, one at a time
 
 static void s_next_job (self_t *self);
+static void s_job_done (self_t *self);
 
 //  Our own background jobs have nobody to answer.
 static void
@@ -401,8 +402,7 @@ s_job_reply (self_t *self, kvt_msg_t **reply_p)
         kvt_msg_destroy (reply_p);
     else
         kvt_actor_reply (self->actor, reply_p);
-    kvt_msg_destroy (&self->current);
-    s_next_job (self);
+    s_job_done (self);
 }
 
 static void
@@ -410,8 +410,7 @@ s_job_error (self_t *self, int rc, const char *what)
 {
     if (kvt_msg_request_id (self->current) != S_INTERNAL)
         kvt_actor_reply_error (self->actor, self->current, rc, what);
-    kvt_msg_destroy (&self->current);
-    s_next_job (self);
+    s_job_done (self);
 }
 
 //  RESERVE
@@ -724,7 +723,7 @@ s_start_promote (self_t *self)
 static void
 s_next_job (self_t *self)
 {
-    if (self->current)
+    if (self->current || self->probing)
         return;
     self->current = (kvt_msg_t *) zlist_pop (self->queue);
     if (!self->current)
@@ -738,22 +737,23 @@ s_next_job (self_t *self)
 }
 
 //  --------------------------------------------------------------------------
-//  Background demotion: when a memory tier is fuller than the high
-//  watermark and nothing else is queued, demote a batch of its oldest
-//  blocks, so that requests find free GPU slots instead of waiting for
-//  evictions (and their disk writes) on their critical path.
+//  Background demotion. After each job that took GPU or host room, check
+//  the memory tiers; one fuller than the high watermark gets a batch of its
+//  oldest blocks demoted, down to the low watermark, before the next job
+//  starts. Requests then find free GPU slots instead of paying for
+//  evictions (and their disk writes) on their own critical path. The check
+//  runs at a fixed point of the job sequence, never on a clock, so the same
+//  requests in the same order give the same placement.
+
+static void s_probe_tier (self_t *self, int tier);
 
 static void
 s_probe_answer (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     int tier = (int) (intptr_t) arg;
-    if (tier == KVT_TIER_HOST)
-        self->probing = false;
-    if (rc || self->current || zlist_size (self->queue))
-        return;                     //  Busy with requests: they come first
     uint64_t used = 0, capacity = 0;
-    for (size_t k = 0; k < kvt_msg_map_size (*reply_p, KVT_STATS_OK_COUNTERS); k++) {
+    for (size_t k = 0; rc == 0 && k < kvt_msg_map_size (*reply_p, KVT_STATS_OK_COUNTERS); k++) {
         const char *key = kvt_msg_map_key (*reply_p, KVT_STATS_OK_COUNTERS, k);
         const char *dot = strchr (key, '.');
         if (dot && streq (dot + 1, "used_blocks"))
@@ -761,36 +761,49 @@ s_probe_answer (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         if (dot && streq (dot + 1, "capacity_blocks"))
             capacity = kvt_msg_map_value (*reply_p, KVT_STATS_OK_COUNTERS, k);
     }
-    if (capacity == 0 || used * 100 < capacity * (uint64_t) self->high_watermark)
-        return;
-    uint64_t excess = used - capacity * (uint64_t) self->low_watermark / 100;
-    if (excess > self->background_batch)
-        excess = self->background_batch;
-    kvt_msg_t *job = kvt_msg_new (KVT_MSG_MIG_DEMOTE);
-    kvt_msg_set_request_id (job, S_INTERNAL);
-    kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_FROM_TIER, (uint64_t) tier);
-    kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_TO_TIER, (uint64_t) tier + 1);
-    kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_MAX_BLOCKS, excess);
-    kvt_actor_count (self->actor, "background_demotions", 1);
-    zlist_append (self->queue, job);
-    s_next_job (self);
+    if (capacity && used * 100 >= capacity * (uint64_t) self->high_watermark) {
+        uint64_t excess = used - capacity * (uint64_t) self->low_watermark / 100;
+        if (excess > self->background_batch)
+            excess = self->background_batch;
+        kvt_msg_t *job = kvt_msg_new (KVT_MSG_MIG_DEMOTE);
+        kvt_msg_set_request_id (job, S_INTERNAL);
+        kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_FROM_TIER, (uint64_t) tier);
+        kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_TO_TIER, (uint64_t) tier + 1);
+        kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_MAX_BLOCKS, excess);
+        kvt_actor_count (self->actor, "background_demotions", 1);
+        zlist_push (self->queue, job);      //  Before any waiting request
+    }
+    if (tier == KVT_TIER_GPU)
+        s_probe_tier (self, KVT_TIER_HOST);
+    else {
+        self->probing = false;
+        s_next_job (self);
+    }
 }
 
-static int
-s_watermark_timer (zloop_t *loop, int timer_id, void *arg)
+static void
+s_probe_tier (self_t *self, int tier)
 {
-    (void) loop;
-    (void) timer_id;
-    self_t *self = (self_t *) arg;
-    if (self->probing || self->current || zlist_size (self->queue))
-        return 0;
-    self->probing = true;
-    for (int tier = KVT_TIER_GPU; tier <= KVT_TIER_HOST; tier++) {
-        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_STATS);
-        kvt_actor_call (self->actor, s_tier_actor [tier], &msg, s_probe_answer,
-                        (void *) (intptr_t) tier);
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_STATS);
+    kvt_actor_call (self->actor, s_tier_actor [tier], &msg, s_probe_answer,
+                    (void *) (intptr_t) tier);
+}
+
+//  Called when a job has been answered: check the watermarks first if the
+//  job took memory-tier room, then start the next job.
+static void
+s_job_done (self_t *self)
+{
+    int id = kvt_msg_id (self->current);
+    bool internal = kvt_msg_request_id (self->current) == S_INTERNAL;
+    kvt_msg_destroy (&self->current);
+    if (!internal && self->high_watermark < 100
+    &&  (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE)) {
+        self->probing = true;
+        s_probe_tier (self, KVT_TIER_GPU);
     }
-    return 0;
+    else
+        s_next_job (self);
 }
 
 static int
@@ -845,8 +858,6 @@ s_self_start (void *self_ptr)
         kvt_log_error ("migration: need low_watermark < high_watermark <= 100");
         return KVT_ECONFIG;
     }
-    if (self->high_watermark < 100)
-        zloop_timer (kvt_actor_loop (self->actor), 5, 0, s_watermark_timer, self);
     return 0;
 }
 

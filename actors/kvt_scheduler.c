@@ -36,10 +36,11 @@
 
 typedef struct _self_t self_t;
 
-typedef struct {
+typedef struct _s_job_t_ {
     self_t *self;                   //  Owner
     kvt_msg_t *request;             //  Client request, with its envelope
     int64_t admitted_us;            //  When it arrived
+    int64_t phase_us;               //  When its current phase began
     uint32_t *tokens;               //  Prompt
     size_t token_count;             //  Tokens in prompt
     uint64_t *hashes;               //  Chained hash of each full block
@@ -53,6 +54,8 @@ typedef struct {
     uint64_t from_tier [KVT_TIER_COUNT];   //  Prefix blocks served per tier
     kvt_msg_t *result;              //  COMP_RUN_OK, kept for the reply
     int pending;                    //  STATS: peers not yet answered
+    size_t gpu_budget;              //  GPU blocks this job was admitted with
+    void (*start) (struct _s_job_t_ *job);   //  What to run once admitted
 } s_job_t;
 
 struct _self_t {
@@ -68,6 +71,10 @@ struct _self_t {
     size_t block_bytes;             //  Bytes per block
     int vocab;                      //  Token ids are < vocab
     kvt_arena_t *gpu;               //  GPU slab, for STORE and LOAD bytes
+    size_t gpu_capacity;            //  Blocks in the GPU tier
+    size_t gpu_admitted;            //  GPU blocks held by admitted jobs
+    zlist_t *waiting;               //  Jobs waiting for GPU room, in arrival order
+    int64_t compute_timeout_ms;     //  Longest wait for one model run
 };
 
 static const char *const s_peers [] = {
@@ -84,7 +91,7 @@ s_job_new (self_t *self, kvt_msg_t **request_p)
     job->self = self;
     job->request = *request_p;
     *request_p = NULL;
-    job->admitted_us = kvt_now_us ();
+    job->admitted_us = job->phase_us = kvt_now_us ();
     self->jobs++;
     return job;
 }
@@ -97,6 +104,56 @@ s_fire (self_t *self, const char *peer, int id, int field, const uint64_t *value
     kvt_msg_t *msg = kvt_msg_new (id);
     kvt_msg_set_array (msg, field, values, count);
     kvt_actor_call (self->actor, peer, &msg, NULL, NULL);
+}
+
+//  --------------------------------------------------------------------------
+//  Admission: a job that will hold N blocks on the GPU (its whole prompt,
+//  pinned prefix plus reserved suffix) starts only when the blocks held by
+//  running jobs leave room for it; otherwise it waits, in arrival order.
+//  Without this, concurrent long prompts pin each other's room away and
+//  fail with ENOSPC although each fits alone.
+
+static void
+s_admit_waiting (self_t *self)
+{
+    s_job_t *job;
+    while ((job = (s_job_t *) zlist_first (self->waiting))
+    &&     (self->gpu_admitted == 0
+            || self->gpu_admitted + job->block_count <= self->gpu_capacity)) {
+        zlist_pop (self->waiting);
+        job->gpu_budget = job->block_count;
+        self->gpu_admitted += job->gpu_budget;
+        kvt_actor_gauge (self->actor, "jobs_waiting", zlist_size (self->waiting));
+        job->start (job);
+    }
+}
+
+static void s_job_fail (s_job_t *job, int rc, const char *what);
+
+static void
+s_admit (s_job_t *job, void (*start) (s_job_t *job))
+{
+    self_t *self = job->self;
+    if (job->block_count > self->gpu_capacity) {
+        char detail [160];
+        snprintf (detail, sizeof (detail), "the prompt needs %zu blocks on the GPU tier, "
+                  "which holds %zu (tier_gpu/capacity_blocks)", job->block_count,
+                  self->gpu_capacity);
+        s_job_fail (job, -ENOSPC, detail);
+        return;
+    }
+    job->start = start;
+    zlist_append (self->waiting, job);
+    s_admit_waiting (self);
+}
+
+//  Add the time since the job's last phase change to counter 'phase'.
+static void
+s_phase (s_job_t *job, const char *phase)
+{
+    int64_t now = kvt_now_us ();
+    kvt_actor_count (job->self->actor, phase, (uint64_t) (now - job->phase_us));
+    job->phase_us = now;
 }
 
 //  Release what the job holds (pins, reserved slots) and free it.
@@ -115,8 +172,10 @@ s_job_end (s_job_t *job, bool release_reserved)
     free (job->hashes);
     free (job->tiers);
     free (job->slots);
+    self->gpu_admitted -= job->gpu_budget;
     free (job);
     self->jobs--;
+    s_admit_waiting (self);
 }
 
 static void
@@ -129,7 +188,7 @@ s_send_client (self_t *self, kvt_msg_t **reply_p)
 static void
 s_job_fail (s_job_t *job, int rc, const char *what)
 {
-    kvt_msg_t *reply = kvt_msg_error_new (job->request, rc, "%s: %s", what, kvt_strerror (rc));
+    kvt_msg_t *reply = kvt_msg_error_new (job->request, rc, "%s", what);
     kvt_actor_count (job->self->actor, "errors", 1);
     s_send_client (job->self, &reply);
     s_job_end (job, true);
@@ -334,10 +393,21 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     s_job_t *job = (s_job_t *) arg;
+    if (rc == -ETIMEDOUT) {
+        //  Compute may still be writing into the job's slots: they must
+        //  not be reused. Keep them (and the prefix pins) out of
+        //  circulation for good rather than risk a torn block.
+        kvt_actor_count (self->actor, "slots_quarantined", job->block_count);
+        job->reserved_count = 0;
+        job->pinned = 0;
+        s_job_fail (job, rc, "compute did not answer within runtime/compute_timeout_ms");
+        return;
+    }
     if (rc) {
         s_job_fail (job, rc, "compute failed");
         return;
     }
+    s_phase (job, "us_computing");
     s_insert_computed (job);
     job->reserved_count = 0;        //  Owned by the index (or freed) now
     size_t count;
@@ -381,6 +451,7 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 static void
 s_generate_run (s_job_t *job)
 {
+    s_phase (job, "us_reserving_gpu");
     uint64_t *tokens = (uint64_t *) kvt_zmalloc ((job->token_count + 1) * sizeof (uint64_t));
     for (size_t k = 0; k < job->token_count; k++)
         tokens [k] = job->tokens [k];
@@ -391,13 +462,22 @@ s_generate_run (s_job_t *job)
     kvt_msg_set_u64 (msg, KVT_COMP_RUN_MAX_NEW_TOKENS,
                      kvt_msg_u64 (job->request, KVT_GENERATE_MAX_NEW_TOKENS));
     free (tokens);
-    kvt_actor_call (job->self->actor, "compute", &msg, s_generate_computed, job);
+    kvt_actor_call_timeout (job->self->actor, "compute", &msg, s_generate_computed, job,
+                            job->self->compute_timeout_ms);
 }
 
 static void
 s_generate_planned (s_job_t *job)
 {
+    s_phase (job, "us_finding_prefix");
     s_reserve (job, s_generate_run);
+}
+
+static void
+s_generate_admitted (s_job_t *job)
+{
+    s_phase (job, "us_waiting_admission");
+    s_plan (job, s_generate_planned);
 }
 
 static int
@@ -405,15 +485,22 @@ s_handle_generate (self_t *self, kvt_msg_t **msg_p)
 {
     size_t count;
     kvt_msg_array (*msg_p, KVT_GENERATE_TOKENS, &count);
-    if (count == 0 || kvt_msg_u64 (*msg_p, KVT_GENERATE_MAX_NEW_TOKENS) > S_MAX_NEW_TOKENS)
-        return -EINVAL;
+    const char *why = count == 0? "GENERATE needs at least one prompt token":
+        kvt_msg_u64 (*msg_p, KVT_GENERATE_MAX_NEW_TOKENS) > S_MAX_NEW_TOKENS?
+            "max_new_tokens is above 4096": NULL;
+    if (why) {
+        kvt_msg_t *reply = kvt_msg_error_new (*msg_p, -EINVAL, "%s", why);
+        s_send_client (self, &reply);
+        kvt_actor_count (self->actor, "rejected", 1);
+        return 0;
+    }
     s_job_t *job = s_job_new (self, msg_p);
     int rc = s_job_prepare (job, KVT_GENERATE_TENANT, KVT_GENERATE_TOKENS);
     if (rc) {
-        s_job_fail (job, rc, "token id outside the vocabulary");
+        s_job_fail (job, rc, "token id outside the vocabulary (model/vocab)");
         return 0;
     }
-    s_plan (job, s_generate_planned);
+    s_admit (job, s_generate_admitted);
     return 0;
 }
 
@@ -445,7 +532,7 @@ s_handle_lookup (self_t *self, kvt_msg_t **msg_p)
     s_job_t *job = s_job_new (self, msg_p);
     int rc = s_job_prepare (job, KVT_LOOKUP_TENANT, KVT_LOOKUP_TOKENS);
     if (rc) {
-        s_job_fail (job, rc, "token id outside the vocabulary");
+        s_job_fail (job, rc, "token id outside the vocabulary (model/vocab)");
         return 0;
     }
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
@@ -476,16 +563,22 @@ s_load_planned (s_job_t *job)
     s_job_end (job, false);
 }
 
+static void
+s_load_admitted (s_job_t *job)
+{
+    s_plan (job, s_load_planned);
+}
+
 static int
 s_handle_load (self_t *self, kvt_msg_t **msg_p)
 {
     s_job_t *job = s_job_new (self, msg_p);
     int rc = s_job_prepare (job, KVT_LOAD_TENANT, KVT_LOAD_TOKENS);
     if (rc) {
-        s_job_fail (job, rc, "token id outside the vocabulary");
+        s_job_fail (job, rc, "token id outside the vocabulary (model/vocab)");
         return 0;
     }
-    s_plan (job, s_load_planned);
+    s_admit (job, s_load_admitted);
     return 0;
 }
 
@@ -517,6 +610,12 @@ s_store_planned (s_job_t *job)
     s_reserve (job, s_store_reserved);
 }
 
+static void
+s_store_admitted (s_job_t *job)
+{
+    s_plan (job, s_store_planned);
+}
+
 static int
 s_handle_store (self_t *self, kvt_msg_t **msg_p)
 {
@@ -534,10 +633,10 @@ s_handle_store (self_t *self, kvt_msg_t **msg_p)
     s_job_t *job = s_job_new (self, msg_p);
     int rc = s_job_prepare (job, KVT_STORE_TENANT, KVT_STORE_TOKENS);
     if (rc) {
-        s_job_fail (job, rc, "token id outside the vocabulary");
+        s_job_fail (job, rc, "token id outside the vocabulary (model/vocab)");
         return 0;
     }
-    s_plan (job, s_store_planned);
+    s_admit (job, s_store_admitted);
     return 0;
 }
 
@@ -564,8 +663,14 @@ s_handle_demote (self_t *self, kvt_msg_t **msg_p)
 {
     uint64_t from = kvt_msg_u64 (*msg_p, KVT_DEMOTE_FROM_TIER);
     uint64_t to = kvt_msg_u64 (*msg_p, KVT_DEMOTE_TO_TIER);
-    if (from >= KVT_TIER_NVME || to != from + 1)
-        return -EINVAL;
+    if (from >= KVT_TIER_NVME || to != from + 1) {
+        kvt_msg_t *reply = kvt_msg_error_new (*msg_p, -EINVAL, "DEMOTE moves one tier down: "
+            "from_tier 0 to_tier 1, or from_tier 1 to_tier 2 (got %" PRIu64 " -> %" PRIu64 ")",
+            from, to);
+        s_send_client (self, &reply);
+        kvt_actor_count (self->actor, "rejected", 1);
+        return 0;
+    }
     s_job_t *job = s_job_new (self, msg_p);
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_DEMOTE);
     kvt_msg_set_u64 (msg, KVT_MIG_DEMOTE_FROM_TIER, from);
@@ -696,6 +801,9 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
         (int) kvt_config_int (config, "model/block_tokens"), 2 };
     self->block_bytes = kvt_block_bytes (&self->shape);
     self->vocab = (int) kvt_config_int (config, "model/vocab");
+    self->gpu_capacity = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
+    self->compute_timeout_ms = kvt_config_int (config, "runtime/compute_timeout_ms");
+    self->waiting = zlist_new ();
     return self;
 }
 
@@ -705,6 +813,20 @@ s_self_destroy (void **self_p)
     self_t *self = (self_t *) *self_p;
     if (self) {
         zsock_destroy (&self->frontdoor);
+        //  Jobs still waiting for admission never started: nothing to release
+        s_job_t *job;
+        while ((job = (s_job_t *) zlist_pop (self->waiting))) {
+            kvt_msg_destroy (&job->request);
+            free (job->tokens);
+            free (job->hashes);
+            free (job->tiers);
+            free (job->slots);
+            free (job);
+        }
+        zlist_destroy (&self->waiting);
+        //  A front door bound to a file leaves no file behind
+        if (strncmp (self->ipc_endpoint, "ipc://", 6) == 0)
+            unlink (self->ipc_endpoint + 6);
         free (self->endpoint);
         free (self->ipc_endpoint);
         free (self);

@@ -13,6 +13,10 @@
         read once per unit (broadcast). On the H100 (2026-11-27) 8 loads
         per thread gave 77-80 GB/s both ways at once against 75-76 for 4;
         each direction alone 92-95% of a 1 GiB pinned cudaMemcpy either way.
+        Tried and dropped: more CTAs (2 per SM, or caps of 264/396), and a
+        bulk-copy (TMA) ring through shared memory, one thread per CTA
+        driving 4 x 16 KiB stages: no better both ways (76-81 GB/s), worse
+        host->GPU at 16 KiB (46 GB/s).
     ce  copy engines: one cudaMemcpyBatchAsync of the blocks, adjacent
         slots merged into one copy; falls back to one cudaMemcpyAsync per
         run on the legacy default stream or where batching is refused.
@@ -83,6 +87,7 @@ s_copy_kernel (const kvt_block_copy_args_t a, int64_t units_per_block, int64_t u
         }
     }
 }
+
 
 }   //  namespace
 

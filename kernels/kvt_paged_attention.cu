@@ -18,7 +18,10 @@
         they stand, V is transposed in registers (movmatrix), P goes from
         the S accumulators into A fragments (rounded to the dtype, as
         FlashAttention does). About 12 instructions per token per warp.
-        Splits merge in a second kernel by log-sum-exp.
+        The next tile's K is loaded while the current tile computes (+2%
+        at 16x32K, +4% at 1x128K on the H100). Splits merge in a second
+        kernel by log-sum-exp. H100, 2026-11-27: 2.94 / 2.96 / 2.76 TB/s at
+        64x4K / 16x32K / 1x128K, 0.98-1.03x cuDNN SDPA on contiguous KV.
 @end
 */
 
@@ -29,9 +32,6 @@
 
 #define S_WARPS     4               //  Warps per CTA
 #define S_SPLIT_ALIGN 64            //  Split lengths are multiples of this
-#ifndef S_PREFETCH_K
-#   define S_PREFETCH_K 1           //  Load the next tile's K during this tile
-#endif
 
 namespace {
 
@@ -50,6 +50,15 @@ template <> __device__ __forceinline__ __nv_bfloat16
 s_from_float<__nv_bfloat16> (float value) { return __float2bfloat16_rn (value); }
 template <> __device__ __forceinline__ __half
 s_from_float<__half> (float value) { return __float2half_rn (value); }
+
+//  2^x on the special-function unit; 2^-inf = 0
+__device__ __forceinline__ float
+s_exp2 (float x)
+{
+    float r;
+    asm ("ex2.approx.ftz.f32 %0, %1;" : "=f" (r) : "f" (x));
+    return r;
+}
 
 //  exp2 (a - b) that is 0, not NaN, when a is -inf
 __device__ __forceinline__ float
@@ -190,19 +199,12 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
     };
     const int step = S_WARPS * 16;
     uint4 k_raw [2][PC], v_raw [2][PC];
-#if S_PREFETCH_K
     uint4 k_next [2][PC];
     load_rows (k_raw, k_base, start + warp * 16);
-#endif
     for (int t0 = start + warp * 16; t0 < end; t0 += step) {
-#if S_PREFETCH_K
         load_rows (v_raw, v_base, t0);
         if (t0 + step < end)
             load_rows (k_next, k_base, t0 + step);     //  In flight while this tile computes
-#else
-        load_rows (k_raw, k_base, t0);
-        load_rows (v_raw, v_base, t0);
-#endif
         //  S = Q K^T: n-tile 'half' holds tokens 8 * half + 2t, + 1
         float s [2][4];
 #pragma unroll
@@ -232,7 +234,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
             top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 1));
             top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 2));
             float m_new = fmaxf (m [r], top [r]);
-            alpha [r] = exp2f (m [r] - m_new);
+            alpha [r] = s_exp2 (m [r] - m_new);     //  0 on the first tile
             m [r] = m_new;
             l [r] *= alpha [r];
         }
@@ -240,7 +242,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
         for (int half = 0; half < 2; half++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = exp2f (s [half][e] - m [e >> 1]);
+                float p = s_exp2 (s [half][e] - m [e >> 1]);
                 s [half][e] = p;
                 l [e >> 1] += p;
             }
@@ -271,13 +273,11 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
                 s_mma<T> (o [4 * p + i], pa, s_movmatrix_trans (w0 [i]),
                           s_movmatrix_trans (w1 [i]));
         }
-#if S_PREFETCH_K
 #pragma unroll
         for (int half = 0; half < 2; half++)
 #pragma unroll
             for (int p = 0; p < PC; p++)
                 k_raw [half][p] = k_next [half][p];
-#endif
     }
     //  Row sums over the quad; then merge warps through shared memory
 #pragma unroll

@@ -54,6 +54,15 @@ s_ldsm_x4_trans (uint32_t *r, const void *smem)
                   : "=r" (r [0]), "=r" (r [1]), "=r" (r [2]), "=r" (r [3]) : "r" (address));
 }
 
+//  2^x on the special-function unit; 2^-inf = 0
+__device__ __forceinline__ float
+s_exp2 (float x)
+{
+    float r;
+    asm ("ex2.approx.ftz.f32 %0, %1;" : "=f" (r) : "f" (x));
+    return r;
+}
+
 template <typename T> __device__ __forceinline__ void
 s_mma (float *c, const uint32_t *a, uint32_t b0, uint32_t b1);
 
@@ -198,36 +207,39 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
                 s_mma<T> (s [2 * np + 1], qf [ks], b [2], b [3]);
             }
         }
-        //  Mask, online softmax (log2 domain)
+        //  Mask (only tiles that cross the diagonal or the end), online
+        //  softmax in the log2 domain: p = 2^(s * scale_log2 - m)
+        const bool masked = tile * S_BN + S_BN - 1 > pos [0] || tile * S_BN + S_BN > len;
         float top [2] = { -INFINITY, -INFINITY };
 #pragma unroll
         for (int nt = 0; nt < S_BN / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                int token = tile * S_BN + nt * 8 + 2 * t + (e & 1);
                 int h = e >> 1;
-                float value = s [nt][e] * scale_log2;
-                if (token > pos [h] || token >= len)
-                    value = -INFINITY;
-                s [nt][e] = value;
-                top [h] = fmaxf (top [h], value);
+                if (masked) {
+                    int token = tile * S_BN + nt * 8 + 2 * t + (e & 1);
+                    if (token > pos [h] || token >= len)
+                        s [nt][e] = -INFINITY;
+                }
+                top [h] = fmaxf (top [h], s [nt][e]);
             }
         }
-        float alpha [2];
+        float alpha [2], m_scaled [2];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
             top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 1));
             top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 2));
-            float m_new = fmaxf (m [h], top [h]);
-            alpha [h] = exp2f (m [h] - m_new);      //  0 on the first tile
+            float m_new = fmaxf (m [h], top [h] * scale_log2);
+            alpha [h] = s_exp2 (m [h] - m_new);     //  0 on the first tile
             m [h] = m_new;
+            m_scaled [h] = -m_new;
             l [h] *= alpha [h];
         }
 #pragma unroll
         for (int nt = 0; nt < S_BN / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = exp2f (s [nt][e] - m [e >> 1]);
+                float p = s_exp2 (fmaf (s [nt][e], scale_log2, m_scaled [e >> 1]));
                 s [nt][e] = p;
                 l [e >> 1] += p;
             }

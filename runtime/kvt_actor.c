@@ -136,6 +136,14 @@ int
 kvt_actor_call (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
                 kvt_actor_reply_fn *fn, void *arg)
 {
+    return kvt_actor_call_timeout (self, peer, request_p, fn, arg,
+                                   self->call_timeout_us / 1000);
+}
+
+int
+kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
+                        kvt_actor_reply_fn *fn, void *arg, int64_t timeout_ms)
+{
     int index = -1;
     for (int k = 0; k < self->peer_count; k++)
         if (streq (self->def->peers [k], peer))
@@ -153,7 +161,7 @@ kvt_actor_call (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
         assert (self->pending);
     }
     self->pending [self->pending_count++] = (s_pending_t) {
-        request_id, fn, arg, kvt_now_us () + self->call_timeout_us, index };
+        request_id, fn, arg, kvt_now_us () + timeout_ms * 1000, index };
     int rc = kvt_msg_send (request_p, self->peers [index]);
     if (rc)     //  The call still completes, through the timeout sweep
         kvt_actor_count (self, "calls_unsent", 1);

@@ -92,6 +92,11 @@ int
     kvt_actor_call (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
                     kvt_actor_reply_fn *fn, void *arg);
 
+//  As kvt_actor_call, with its own timeout instead of runtime/call_timeout_ms.
+int
+    kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
+                            kvt_actor_reply_fn *fn, void *arg, int64_t timeout_ms);
+
 //  Add 'delta' to a named counter reported by STATS.
 void
     kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta);

@@ -65,6 +65,8 @@ typedef struct {
 
 struct _kvt_model_t {
     kvt_model_shape_t shape;        //  Validated copy of the caller's shape
+    bool (*cancel_fn) (void *arg);  //  Asked between chunks: stop now?
+    void *cancel_arg;               //  Its argument
     int q_dim;                      //  heads * head_dim
     int kv_dim;                     //  kv_heads * head_dim
     int group;                      //  Query heads per KV head
@@ -762,6 +764,13 @@ s_sample (kvt_model_t *self, const float *x)
 //  vocabulary, cached_blocks past the full blocks, a NULL block pointer),
 //  or -ENOMEM if scratch could not grow. Blocks the call runs.
 
+void
+kvt_model_set_cancel (kvt_model_t *self, bool (*cancel_fn) (void *arg), void *arg)
+{
+    self->cancel_fn = cancel_fn;
+    self->cancel_arg = arg;
+}
+
 int
 kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
                     void *const *blocks, size_t cached_blocks,
@@ -803,6 +812,8 @@ kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_coun
         pos = token_count - 1;
     size_t rows = 0;                //  Rows of the last chunk run
     while (pos < token_count) {
+        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
+            return -ECANCELED;
         rows = token_count - pos;
         if (rows > KVT_MODEL_CHUNK)
             rows = KVT_MODEL_CHUNK;
@@ -820,6 +831,8 @@ kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_coun
     if (ttft_us)
         *ttft_us = kvt_now_us () - start_us;
     for (size_t i = 1; i < max_new_tokens; i++) {
+        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
+            return -ECANCELED;
         s_forward_chunk (self, &out_tokens [i - 1], 1, token_count + i - 1, blocks, 0, 0);
         out_tokens [i] = s_sample (self, self->x);
     }

@@ -23,6 +23,7 @@
 #ifndef KVT_MODEL_H_INCLUDED
 #define KVT_MODEL_H_INCLUDED
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "kvt_block.h"
@@ -57,6 +58,12 @@ void
 //  The geometry of this model's KV blocks.
 kvt_block_shape_t
     kvt_model_block_shape (const kvt_model_t *self);
+
+//  Have kvt_model_generate ask 'cancel_fn (arg)' between chunks of work and
+//  return -ECANCELED when it says true (a shutdown must not wait for a
+//  long prefill). The blocks of an interrupted run are not valid.
+void
+    kvt_model_set_cancel (kvt_model_t *self, bool (*cancel_fn) (void *arg), void *arg);
 
 //  Run one request. 'blocks' has one pointer per full block of the prompt
 //  (token_count / block_tokens). The first 'cached_blocks' already hold KV

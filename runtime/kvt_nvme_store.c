@@ -1043,6 +1043,10 @@ s_journal_kick (kvt_nvme_store_t *self)
 {
     if (self->journal_busy || self->pending.count == 0)
         return 0;
+    struct io_uring_sqe *sqe;
+    int rc = s_get_sqe (self, &sqe);
+    if (rc)
+        return rc;                  //  Records stay pending for the next try
     s_batch_t swap = self->inflight;
     self->inflight = self->pending;
     self->pending = swap;
@@ -1051,10 +1055,6 @@ s_journal_kick (kvt_nvme_store_t *self)
     self->journal_done_bytes = 0;
     self->journal_write_offset = self->journal_end;
     self->journal_end += self->inflight.count * sizeof (s_journal_record_t);
-    struct io_uring_sqe *sqe;
-    int rc = s_get_sqe (self, &sqe);
-    if (rc)
-        return rc;
     if (self->fault_count [KVT_NVME_FAULT_JOURNAL] > 0) {
         //  Injected fault: the append must not land, as with a real ENOSPC
         self->fault_count [KVT_NVME_FAULT_JOURNAL]--;
@@ -1512,12 +1512,18 @@ kvt_nvme_store_destroy (kvt_nvme_store_t **self_p)
             (void) s_journal_kick (self);   //  Failure shows up as a stuck drain below
             if (io_uring_sq_ready (&self->ring) > 0)
                 (void) io_uring_submit (&self->ring);  //  Ditto
-            bool ops_busy = false;
-            for (int i = 0; i < self->queue_depth; i++)
-                if (self->ops [i].state == S_OP_IO || self->ops [i].state == S_OP_JOURNAL)
-                    ops_busy = true;
-            if (!ops_busy && !self->journal_busy && self->pending.count == 0)
-                break;
+            bool io_busy = false, journal_wait = false;
+            for (int i = 0; i < self->queue_depth; i++) {
+                io_busy |= self->ops [i].state == S_OP_IO;
+                journal_wait |= self->ops [i].state == S_OP_JOURNAL;
+            }
+            if (!io_busy && !self->journal_busy) {
+                if (journal_wait || self->pending.count > 0)
+                    kvt_log_error ("nvme store: close: %zu journal records could not be "
+                                   "appended; those writes were never acknowledged",
+                                   self->pending.count);
+                break;              //  Nothing left that could complete
+            }
             struct io_uring_cqe *cqe;
             int rc = io_uring_wait_cqe (&self->ring, &cqe);
             if (rc < 0 && rc != -EINTR) {
@@ -1526,8 +1532,11 @@ kvt_nvme_store_destroy (kvt_nvme_store_t **self_p)
             }
             s_process_cqes (self, INT_MAX);
         }
-        if (self->fds [self->file_count] >= 0 && fdatasync (self->fds [self->file_count]) != 0)
-            kvt_log_warn ("nvme store: fdatasync journal: %s", strerror (errno));
+        //  A clean close leaves everything acknowledged on stable storage
+        for (int i = 0; i <= self->file_count; i++)
+            if (self->fds [i] >= 0 && fdatasync (self->fds [i]) != 0)
+                kvt_log_warn ("nvme store: fdatasync %s: %s", i < self->file_count?
+                              self->paths [i]: self->journal_path, strerror (errno));
     }
     s_close_all (self);
     for (int i = 0; i < self->dir_count; i++)
@@ -1651,7 +1660,8 @@ kvt_nvme_store_test (bool verbose)
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < 8; i++) {
             int b = round * 8 + i;
-            rc = kvt_nvme_prep_read (store, (uint64_t) b * 3, 1000 + b, dst + b * block_bytes, b);
+            rc = kvt_nvme_prep_read (store, (uint64_t) b * 3, 1000 + b,
+                                     dst + b * block_bytes, b);
             assert (rc == 0);
         }
         kvt_nvme_submit (store);

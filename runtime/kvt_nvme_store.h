@@ -58,8 +58,9 @@
       FUA/flush.
     Overwriting a slot gives up its previous block as soon as the write
     is prepared; a slot being written cannot be read (-EBUSY).
-    destroy waits for I/O in flight, writes the pending journal records
-    and fdatasyncs the journal.
+    destroy waits for I/O in flight, appends the pending journal records
+    and fdatasyncs the data files and the journal: after a clean close,
+    everything acknowledged is on stable storage whatever sync_on_ack.
 
     Buffers. src/dst of prep_write/prep_read are caller memory, block_bytes
     each. If they lie inside a region registered with
@@ -250,8 +251,9 @@ void
                                  int count);
 
 //  Wait for I/O in flight, append pending journal records, fdatasync the
-//  journal, close everything. Blocks. Safe on NULL, on a store never
-//  opened or half opened; nulls the caller's pointer.
+//  data files and the journal, close everything. Blocks. Operations not
+//  yet reaped are dropped. Safe on NULL, on a store never opened or half
+//  opened; nulls the caller's pointer.
 void
     kvt_nvme_store_destroy (kvt_nvme_store_t **self_p);
 

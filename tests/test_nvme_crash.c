@@ -7,8 +7,9 @@
 /*
 @header
     For each combination of {bounce, direct (registered buffer)} x
-    {sync_on_ack off, on} x {early kill, late kill (during overwrites)}: fork a child that opens a kvt_nvme_store and
-    writes every slot twice (two versions, random order, queue full),
+    {sync_on_ack off, on} x {early kill, late kill (during overwrites)}:
+    fork a child that opens a kvt_nvme_store and writes every one of 10k
+    slots twice (two versions, random order, queue kept full; then again),
     reporting through a pipe each write it prepares and each write it sees
     acknowledged. Once it has acknowledged enough, the parent sends
     SIGKILL, drains the pipe and reopens the store. Then, slot by slot:
@@ -354,7 +355,8 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
     printf ("  %-6s sync_on_ack=%d %-5s: acked %" PRIu64 " before kill, recovered %" PRIu64
             " (%" PRIu64 " required), read back %" PRIu64 " exact, %" PRIu64
             " torn by in-flight overwrite, journal skipped %" PRIu64 ", open %.1f ms\n",
-            direct? "direct": "bounce", sync_on_ack, late? "late": "early", ack_total, recovered, must_have,
+            direct? "direct": "bounce", sync_on_ack, late? "late": "early", ack_total,
+            recovered, must_have,
             reads_ok, misses, stats.recovery_skipped, open_us / 1e3);
     if (verbose)
         printf ("  recovery_us %" PRIu64 "\n", stats.recovery_us);

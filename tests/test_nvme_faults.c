@@ -211,7 +211,8 @@ t_corruption (const char *dir)
         }
     kvt_nvme_store_stats_t stats;
     kvt_nvme_store_stats (store, &stats);
-    t_check (stats.checksum_failures == 3, "checksum_failures %" PRIu64, stats.checksum_failures);
+    t_check (stats.checksum_failures == 3, "checksum_failures %" PRIu64,
+             stats.checksum_failures);
     t_check (stats.misses == 1, "misses %" PRIu64, stats.misses);
     //  Dropped: the next read is refused at prep
     rc = kvt_nvme_prep_read (store, 1, hashes [1], arena, 0);
@@ -276,8 +277,8 @@ t_injected (const char *dir)
     for (int round = 0; round < 4; round++) {
         kvt_nvme_store_inject_fault (store, faults [round].kind, faults [round].err, 3);
         int first = round * 16;
-        rc = t_run (store, true, slots + first, hashes + first, arena + (size_t) first * T_BLOCK,
-                    16, rcs + first);
+        rc = t_run (store, true, slots + first, hashes + first,
+                    arena + (size_t) first * T_BLOCK, 16, rcs + first);
         t_check (rc == 0, "round %d: %s", round, kvt_strerror (rc));
         kvt_nvme_store_inject_fault (store, faults [round].kind, 0, 0);
         int failed = 0;

@@ -35,6 +35,7 @@ static const kvt_policy_ops_t *s_builtins [] = {
     &kvt_policy_prefix_value_ops,
     &kvt_policy_adaptive_ops,
     &kvt_policy_belady_ops,
+    &kvt_policy_oracle_reuse_ops,
 };
 
 #define S_BUILTIN_COUNT (sizeof (s_builtins) / sizeof (s_builtins [0]))

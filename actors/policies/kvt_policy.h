@@ -23,6 +23,8 @@
                         on_insert (block)
         end_request ()                              optional
 
+    The blocks array given to begin_request stays valid, unchanged, until
+    end_request, and on_access / on_insert get pointers into it.
     on_evict is also called when the host drops a block for its own
     reasons (invalidation, tier shrink). choose_victim must return a block
     the policy was told is cached, or the incoming id. Policies are pure
@@ -144,6 +146,7 @@ extern const kvt_policy_ops_t kvt_policy_s3fifo_ops;    //  S3-FIFO with ghost a
 extern const kvt_policy_ops_t kvt_policy_prefix_value_ops;  //  Ours: learned value per block
 extern const kvt_policy_ops_t kvt_policy_adaptive_ops;  //  Ours: admission by miniature caches
 extern const kvt_policy_ops_t kvt_policy_belady_ops;    //  Offline optimum (needs next_use)
+extern const kvt_policy_ops_t kvt_policy_oracle_reuse_ops;  //  Knows only "ever reused?"
 
 //  Selftest
 int

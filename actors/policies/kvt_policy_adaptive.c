@@ -1,6 +1,6 @@
 /*  =========================================================================
-    kvt_policy_adaptive - leaf-first LRU whose admission rule is chosen
-    online by miniature simulations
+    kvt_policy_adaptive - leaf-first LRU that ages unproven blocks by a
+    handicap chosen online by miniature simulations
 
     SPDX-License-Identifier: Apache-2.0
     =========================================================================
@@ -26,8 +26,11 @@
     with H = 0 (plain leaf-first LRU), T/2, T, 2T and infinity, where
     T = capacity / full blocks offered per request (the time the cache
     takes to see its own size in new traffic), counts their hits with
-    decay, and uses the H of the best. Option handicap=X (in units of T,
-    -1 for infinity) pins H. Costs O(log capacity) per access plus five
+    decay, and uses the H of the best. The handicap of a class of unproven
+    blocks (log2 of its sequence's full blocks) is H x (mean reuse / the
+    class's reuse), clamped to [1/4, 4], learned from the same sample.
+    Option handicap=X (in units of T, -1 for infinity) pins H. Costs O(1)
+    per access (recency lists), O(classes) per eviction, plus five
     miniatures at 1/16 of the traffic.
 @end
 */
@@ -43,6 +46,8 @@
 #define S_INFINITE (INT64_C (1) << 40)  //  "Infinite" handicap, in requests
 #define S_CLASSES 8                 //  log2 of a sequence's full blocks
 #define S_DECAY_LIVES 32768.0       //  Halve class statistics past this
+#define S_PROVEN S_CLASSES          //  List of proven blocks
+#define S_LISTS (S_CLASSES + 1)     //  Unproven lists by class, + proven
 
 //  Handicap of each miniature, in units of T (-1 = infinite)
 static const double s_handicaps [S_MINIS] = { 0, 0.5, 1, 2, -1 };
@@ -57,14 +62,30 @@ typedef struct {
     size_t used;                    //  Slots in use
 } s_history_t;
 
-//  A leaf-first LRU cache with a handicap for unproven blocks
+//  One node of a cache order
+typedef struct {
+    uint64_t id;                    //  Block id
+    int64_t touched;                //  Request clock of last use
+    uint32_t prev;                  //  Towards the front of its list (newer)
+    uint32_t next;                  //  Towards the back (older)
+    uint8_t list;                   //  Class of an unproven block, or S_PROVEN
+} s_node_t;
+
+//  A leaf-first LRU order with a handicap for unproven blocks: one recency
+//  list per class of unproven blocks and one for proven blocks. Within a
+//  request, blocks are placed root-most towards the front, so the back of
+//  a list is the deepest block of its oldest request. The victim is the
+//  list back with the smallest touched - handicap x scale (class).
 typedef struct {
     kvt_idmap_t map;                //  id -> node
-    kvt_keyheap_t heap;             //  Eviction order
-    uint64_t *ids;                  //  ids [node]
+    s_node_t *nodes;                //  Node pool
     uint32_t *free_nodes;           //  Stack of unused nodes
     size_t free_count;              //  Entries in free_nodes
-    size_t node_max;                //  Entries in ids
+    size_t node_max;                //  Entries in nodes
+    uint32_t front [S_LISTS];       //  Newest node per list
+    uint32_t back [S_LISTS];        //  Oldest node per list
+    uint32_t cursor [S_LISTS];      //  Last node placed by the current request
+    int64_t cursor_now [S_LISTS];   //  Request clock of that placement
     size_t capacity;                //  Blocks held at most
     size_t count;                   //  Blocks held
     int64_t handicap;               //  Requests an unproven block is aged by
@@ -138,49 +159,102 @@ s_cache_init (s_cache_t *self, size_t capacity)
     self->capacity = capacity;
     self->node_max = capacity + 1;
     kvt_idmap_init (&self->map, self->node_max);
-    kvt_keyheap_init (&self->heap, self->node_max);
-    self->ids = (uint64_t *) kvt_zmalloc (self->node_max * sizeof (uint64_t));
+    self->nodes = (s_node_t *) kvt_zmalloc (self->node_max * sizeof (s_node_t));
     self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
     for (size_t node = 0; node < self->node_max; node++)
         self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    for (int list = 0; list < S_LISTS; list++) {
+        self->front [list] = self->back [list] = self->cursor [list] = KVT_IDMAP_NONE;
+        self->cursor_now [list] = -1;
+    }
 }
 
 static void
 s_cache_fini (s_cache_t *self)
 {
     kvt_idmap_fini (&self->map);
-    kvt_keyheap_fini (&self->heap);
-    free (self->ids);
+    free (self->nodes);
     free (self->free_nodes);
     memset (self, 0, sizeof (*self));
 }
 
-//  Rank 'id' (cached or new) at 'now' and 'depth'; unproven blocks age.
 static void
-s_cache_set (s_cache_t *self, uint64_t id, int64_t now, uint32_t depth, bool proven,
-             double scale)
+s_cache_unlink (s_cache_t *self, uint32_t node)
+{
+    s_node_t *n = &self->nodes [node];
+    int list = n->list;
+    if (self->cursor [list] == node)
+        self->cursor [list] = n->prev;  //  The request's previous block, or none
+    if (n->prev != KVT_IDMAP_NONE)
+        self->nodes [n->prev].next = n->next;
+    else
+        self->front [list] = n->next;
+    if (n->next != KVT_IDMAP_NONE)
+        self->nodes [n->next].prev = n->prev;
+    else
+        self->back [list] = n->prev;
+}
+
+//  Place 'node' in 'list' at request clock 'now': behind the blocks the
+//  same request placed before it (they are its ancestors), else in front.
+static void
+s_cache_place (s_cache_t *self, uint32_t node, int list, int64_t now)
+{
+    s_node_t *n = &self->nodes [node];
+    n->list = (uint8_t) list;
+    n->touched = now;
+    uint32_t after = self->cursor_now [list] == now? self->cursor [list]: KVT_IDMAP_NONE;
+    if (after == KVT_IDMAP_NONE) {
+        n->prev = KVT_IDMAP_NONE;
+        n->next = self->front [list];
+        if (self->front [list] != KVT_IDMAP_NONE)
+            self->nodes [self->front [list]].prev = node;
+        else
+            self->back [list] = node;
+        self->front [list] = node;
+    }
+    else {
+        n->prev = after;
+        n->next = self->nodes [after].next;
+        if (n->next != KVT_IDMAP_NONE)
+            self->nodes [n->next].prev = node;
+        else
+            self->back [list] = node;
+        self->nodes [after].next = node;
+    }
+    self->cursor [list] = node;
+    self->cursor_now [list] = now;
+}
+
+//  Use or insert 'id' at 'now' in 'list' (a class, or S_PROVEN).
+static void
+s_cache_set (s_cache_t *self, uint64_t id, int64_t now, int list)
 {
     uint32_t node = kvt_idmap_get (&self->map, id);
     if (node == KVT_IDMAP_NONE) {
         if (self->free_count == 0) {
             size_t more = self->node_max;
-            self->ids = (uint64_t *) realloc (self->ids, (self->node_max + more) * sizeof (uint64_t));
+            self->nodes = (s_node_t *) realloc (self->nodes,
+                                                (self->node_max + more) * sizeof (s_node_t));
             self->free_nodes = (uint32_t *) realloc (self->free_nodes,
                                                      (self->node_max + more) * sizeof (uint32_t));
-            if (!self->ids || !self->free_nodes)
+            if (!self->nodes || !self->free_nodes)
                 abort ();
             for (size_t n = 0; n < more; n++)
                 self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - n);
             self->node_max += more;
         }
         node = self->free_nodes [--self->free_count];
-        self->ids [node] = id;
+        self->nodes [node].id = id;
         kvt_idmap_put (&self->map, id, node);
         self->count++;
     }
-    kvt_keyheap_set (&self->heap, node,
-                     (kvt_heapkey_t) { now - (proven? 0: (int64_t) ((double) self->handicap * scale)),
-                                       -(int64_t) depth });
+    else {
+        if (self->cursor [list] == node && self->cursor_now [list] == now)
+            return;                 //  Used twice by one request: stays put
+        s_cache_unlink (self, node);
+    }
+    s_cache_place (self, node, list, now);
 }
 
 static void
@@ -189,17 +263,31 @@ s_cache_remove (s_cache_t *self, uint64_t id)
     uint32_t node = kvt_idmap_remove (&self->map, id);
     if (node == KVT_IDMAP_NONE)
         return;
-    kvt_keyheap_remove (&self->heap, node);
+    s_cache_unlink (self, node);
     self->free_nodes [self->free_count++] = node;
     self->count--;
 }
 
-//  Id that this order evicts next, or 'otherwise' when empty.
+//  Id that this order evicts next, or 'otherwise' when empty: the list
+//  back with the smallest touched - handicap x scale [list].
 static uint64_t
-s_cache_victim (const s_cache_t *self, uint64_t otherwise)
+s_cache_victim (const s_cache_t *self, const double *scale, uint64_t otherwise)
 {
-    uint32_t node = kvt_keyheap_top (&self->heap);
-    return node != KVT_IDMAP_NONE? self->ids [node]: otherwise;
+    uint32_t victim = KVT_IDMAP_NONE;
+    int64_t victim_key = INT64_MAX;
+    for (int list = 0; list < S_LISTS; list++) {
+        uint32_t node = self->back [list];
+        if (node == KVT_IDMAP_NONE)
+            continue;
+        int64_t key = self->nodes [node].touched;
+        if (list != S_PROVEN)
+            key -= (int64_t) ((double) self->handicap * scale [list]);
+        if (key < victim_key) {
+            victim_key = key;
+            victim = node;
+        }
+    }
+    return victim != KVT_IDMAP_NONE? self->nodes [victim].id: otherwise;
 }
 
 //  Handicap in requests for 'units' of T.
@@ -260,16 +348,17 @@ s_sampled (uint64_t id)
 //  One sampled offer to miniature 'mini': hit, or insert (prefix closure
 //  is not modelled: a sample holds too few whole chains).
 static void
-s_mini_offer (s_cache_t *mini, const kvt_policy_block_t *block, bool seen, double scale)
+s_mini_offer (s_cache_t *mini, const kvt_policy_block_t *block, bool seen, int cls,
+              const double *scale)
 {
     if (kvt_idmap_get (&mini->map, block->id) != KVT_IDMAP_NONE) {
         mini->hits += 1;
-        s_cache_set (mini, block->id, block->now, block->depth, true, 1);
+        s_cache_set (mini, block->id, block->now, S_PROVEN);
         return;
     }
     if (mini->count == mini->capacity)
-        s_cache_remove (mini, s_cache_victim (mini, block->id));
-    s_cache_set (mini, block->id, block->now, block->depth, seen, scale);
+        s_cache_remove (mini, s_cache_victim (mini, scale, block->id));
+    s_cache_set (mini, block->id, block->now, seen? S_PROVEN: cls);
 }
 
 //  --------------------------------------------------------------------------
@@ -296,7 +385,7 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
         if (seen)
             self->reused [was] += 1;
         for (int m = 0; m < S_MINIS; m++)
-            s_mini_offer (&self->minis [m], &blocks [j], seen, self->scale [self->request_class]);
+            s_mini_offer (&self->minis [m], &blocks [j], seen, self->request_class, self->scale);
     }
     //  Unproven blocks of a class that is reused less than average wait
     //  less: handicap x (mean reuse / class reuse), within [1/4, 4]
@@ -342,7 +431,7 @@ s_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
     if (kvt_idmap_get (&self->real.map, block->id) != KVT_IDMAP_NONE)
-        s_cache_set (&self->real, block->id, block->now, block->depth, true, 1);
+        s_cache_set (&self->real, block->id, block->now, S_PROVEN);
 }
 
 //  --------------------------------------------------------------------------
@@ -366,8 +455,7 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
     bool proven = self->last_seen || (block->flags & KVT_POLICY_BLOCK_HIT);
-    s_cache_set (&self->real, block->id, block->now, block->depth, proven,
-                 self->scale [self->request_class]);
+    s_cache_set (&self->real, block->id, block->now, proven? S_PROVEN: self->request_class);
     self->last_seen = false;
 }
 
@@ -382,7 +470,7 @@ static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_self_t *self = (s_self_t *) state;
-    return s_cache_victim (&self->real, incoming->id);
+    return s_cache_victim (&self->real, self->scale, incoming->id);
 }
 
 const kvt_policy_ops_t kvt_policy_adaptive_ops = {

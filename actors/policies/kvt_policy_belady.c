@@ -129,3 +129,72 @@ const kvt_policy_ops_t kvt_policy_belady_ops = {
     .on_insert = s_on_insert,
     .on_evict = s_on_evict,
 };
+
+//  --------------------------------------------------------------------------
+//  "oracle-reuse": leaf-first LRU that knows only whether a block will
+//  ever be used again (next_use != NEVER): blocks with no future are
+//  declined, and ranked first to go once their last use has passed.
+//  Not a ceiling like belady, but it measures how much of the gap to
+//  belady is knowing *whether* a block is reused rather than *when*.
+
+static void
+s_oracle_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_belady_t *self = (s_belady_t *) state;
+    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    if (node != KVT_IDMAP_NONE)
+        kvt_keyheap_set (&self->heap, node, (kvt_heapkey_t) {
+            block->next_use == KVT_POLICY_NEVER? INT64_MIN / 2: block->now,
+            -(int64_t) block->depth });
+}
+
+static void
+s_oracle_on_insert (void *state, const kvt_policy_block_t *block)
+{
+    s_belady_t *self = (s_belady_t *) state;
+    if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
+        if (self->free_count == 0) {
+            size_t more = self->node_max;
+            self->ids = (uint64_t *) realloc (self->ids, (self->node_max + more) * sizeof (uint64_t));
+            self->free_nodes = (uint32_t *) realloc (self->free_nodes,
+                                                     (self->node_max + more) * sizeof (uint32_t));
+            if (!self->ids || !self->free_nodes)
+                abort ();
+            for (size_t node = 0; node < more; node++)
+                self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
+            self->node_max += more;
+        }
+        uint32_t node = self->free_nodes [--self->free_count];
+        self->ids [node] = block->id;
+        kvt_idmap_put (&self->map, block->id, node);
+    }
+    s_oracle_on_access (state, block);
+}
+
+static bool
+s_oracle_admit (void *state, const kvt_policy_block_t *block)
+{
+    (void) state;
+    return block->next_use != KVT_POLICY_NEVER;
+}
+
+static uint64_t
+s_oracle_choose_victim (void *state, const kvt_policy_block_t *incoming)
+{
+    s_belady_t *self = (s_belady_t *) state;
+    uint32_t node = kvt_keyheap_top (&self->heap);
+    return node != KVT_IDMAP_NONE? self->ids [node]: incoming->id;
+}
+
+const kvt_policy_ops_t kvt_policy_oracle_reuse_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "oracle-reuse",
+    .summary = "leaf-first LRU told only whether a block is ever reused (simulation only)",
+    .create = s_create,
+    .destroy = s_destroy,
+    .on_access = s_oracle_on_access,
+    .admit = s_oracle_admit,
+    .choose_victim = s_oracle_choose_victim,
+    .on_insert = s_oracle_on_insert,
+    .on_evict = s_on_evict,
+};

@@ -28,9 +28,9 @@ kvt_idmap_init (kvt_idmap_t *self, size_t expected)
     size_t slots = 64;
     while (slots < expected * 2)
         slots *= 2;
-    self->keys = (uint64_t *) kvt_zmalloc (slots * sizeof (uint64_t));
-    self->vals = (uint32_t *) kvt_zmalloc (slots * sizeof (uint32_t));
-    memset (self->vals, 0xff, slots * sizeof (uint32_t));
+    self->slots = (kvt_idmap_slot_t *) kvt_zmalloc (slots * sizeof (kvt_idmap_slot_t));
+    for (size_t slot = 0; slot < slots; slot++)
+        self->slots [slot].val = KVT_IDMAP_NONE;
     self->mask = slots - 1;
     self->count = 0;
 }
@@ -42,8 +42,7 @@ void
 kvt_idmap_fini (kvt_idmap_t *self)
 {
     assert (self);
-    free (self->keys);
-    free (self->vals);
+    free (self->slots);
     memset (self, 0, sizeof (*self));
 }
 
@@ -54,9 +53,9 @@ uint32_t
 kvt_idmap_get (const kvt_idmap_t *self, uint64_t id)
 {
     size_t slot = s_slot (id, self->mask);
-    while (self->vals [slot] != KVT_IDMAP_NONE) {
-        if (self->keys [slot] == id)
-            return self->vals [slot];
+    while (self->slots [slot].val != KVT_IDMAP_NONE) {
+        if (self->slots [slot].key == id)
+            return self->slots [slot].val;
         slot = (slot + 1) & self->mask;
     }
     return KVT_IDMAP_NONE;
@@ -69,8 +68,8 @@ s_idmap_grow (kvt_idmap_t *self)
     kvt_idmap_t bigger;
     kvt_idmap_init (&bigger, (self->mask + 1));
     for (size_t slot = 0; slot <= self->mask; slot++)
-        if (self->vals [slot] != KVT_IDMAP_NONE)
-            kvt_idmap_put (&bigger, self->keys [slot], self->vals [slot]);
+        if (self->slots [slot].val != KVT_IDMAP_NONE)
+            kvt_idmap_put (&bigger, self->slots [slot].key, self->slots [slot].val);
     kvt_idmap_fini (self);
     *self = bigger;
 }
@@ -85,15 +84,15 @@ kvt_idmap_put (kvt_idmap_t *self, uint64_t id, uint32_t value)
     if ((self->count + 1) * 2 > self->mask + 1)
         s_idmap_grow (self);
     size_t slot = s_slot (id, self->mask);
-    while (self->vals [slot] != KVT_IDMAP_NONE) {
-        if (self->keys [slot] == id) {
-            self->vals [slot] = value;
+    while (self->slots [slot].val != KVT_IDMAP_NONE) {
+        if (self->slots [slot].key == id) {
+            self->slots [slot].val = value;
             return;
         }
         slot = (slot + 1) & self->mask;
     }
-    self->keys [slot] = id;
-    self->vals [slot] = value;
+    self->slots [slot].key = id;
+    self->slots [slot].val = value;
     self->count++;
 }
 
@@ -105,24 +104,23 @@ uint32_t
 kvt_idmap_remove (kvt_idmap_t *self, uint64_t id)
 {
     size_t slot = s_slot (id, self->mask);
-    while (self->vals [slot] != KVT_IDMAP_NONE && self->keys [slot] != id)
+    while (self->slots [slot].val != KVT_IDMAP_NONE && self->slots [slot].key != id)
         slot = (slot + 1) & self->mask;
-    uint32_t value = self->vals [slot];
+    uint32_t value = self->slots [slot].val;
     if (value == KVT_IDMAP_NONE)
         return value;
     size_t hole = slot;
     size_t next = (hole + 1) & self->mask;
-    while (self->vals [next] != KVT_IDMAP_NONE) {
-        size_t home = s_slot (self->keys [next], self->mask);
+    while (self->slots [next].val != KVT_IDMAP_NONE) {
+        size_t home = s_slot (self->slots [next].key, self->mask);
         //  Move 'next' into the hole if its home is not in (hole, next]
         if (((next - home) & self->mask) >= ((next - hole) & self->mask)) {
-            self->keys [hole] = self->keys [next];
-            self->vals [hole] = self->vals [next];
+            self->slots [hole] = self->slots [next];
             hole = next;
         }
         next = (next + 1) & self->mask;
     }
-    self->vals [hole] = KVT_IDMAP_NONE;
+    self->slots [hole].val = KVT_IDMAP_NONE;
     self->count--;
     return value;
 }

@@ -29,8 +29,13 @@ extern "C" {
 #define KVT_IDMAP_NONE UINT32_MAX   //  "no node" (lookup miss, empty link)
 
 typedef struct {
-    uint64_t *keys;                 //  Block ids, valid where vals != NONE
-    uint32_t *vals;                 //  Node index, or KVT_IDMAP_NONE when free
+    uint64_t key;                   //  Block id, valid where val != NONE
+    uint32_t val;                   //  Node index, or KVT_IDMAP_NONE when free
+    uint32_t spare;                 //  Padding (keeps a slot in one cache line)
+} kvt_idmap_slot_t;
+
+typedef struct {
+    kvt_idmap_slot_t *slots;        //  Key and value side by side: one miss per probe
     size_t mask;                    //  Slots - 1 (slots is a power of two)
     size_t count;                   //  Entries in use
 } kvt_idmap_t;

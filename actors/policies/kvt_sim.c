@@ -32,6 +32,8 @@ struct _kvt_sim_t {
     uint32_t *depths;               //  Per dense index: depth at first sight
     size_t dense_count;             //  Distinct blocks
     kvt_idmap_t id_to_dense;        //  Block id -> dense index
+    uint32_t *direct;               //  Same as an array when ids are dense, or NULL
+    uint64_t direct_count;          //  Entries in direct
     uint32_t max_blocks;            //  Longest request, in blocks
 };
 
@@ -277,6 +279,16 @@ kvt_sim_new (const kvt_trace_t *trace)
             self->dense [self->first_access [r] + j] = d;
         }
     }
+    //  Ids below a few times the number of blocks (Mooncake's are 0..N-1)
+    //  get a plain array as well: evictions look ids up on the hot path
+    uint64_t highest = kvt_trace_id_count (trace);
+    if (highest <= 4 * (uint64_t) self->dense_count + 1024) {
+        self->direct_count = highest;
+        self->direct = (uint32_t *) kvt_zmalloc ((highest + 1) * sizeof (uint32_t));
+        memset (self->direct, 0xff, (highest + 1) * sizeof (uint32_t));
+        for (size_t d = 0; d < self->dense_count; d++)
+            self->direct [self->ids [d]] = (uint32_t) d;
+    }
     //  Backward pass: next request that uses each block
     int64_t *seen = (int64_t *) kvt_zmalloc ((self->dense_count + 1) * sizeof (int64_t));
     for (size_t d = 0; d < self->dense_count; d++)
@@ -301,6 +313,7 @@ kvt_sim_destroy (kvt_sim_t **self_p)
     if (*self_p) {
         kvt_sim_t *self = *self_p;
         kvt_idmap_fini (&self->id_to_dense);
+        free (self->direct);
         free (self->depths);
         free (self->parents);
         free (self->ids);
@@ -334,14 +347,23 @@ s_describe (s_run_t *run, uint32_t d, kvt_policy_block_t *block)
 
 static void s_offer (s_run_t *run, int t, uint32_t d, const kvt_policy_block_t *block);
 
+//  True if tier t holds block 'id'.
+static bool
+s_holds (s_run_t *run, int t, uint64_t id)
+{
+    kvt_sim_t *sim = run->sim;
+    uint32_t d = id < sim->direct_count? sim->direct [id]: kvt_idmap_get (&sim->id_to_dense, id);
+    return d != KVT_IDMAP_NONE && (run->member [d] & (1u << t));
+}
+
 //  Remove 'id' from tier t; demote it unless the write mode forbids it.
 static void
 s_evict (s_run_t *run, int t, uint64_t id)
 {
     s_tier_t *tier = &run->tiers [t];
-    uint32_t d = kvt_idmap_get (&run->sim->id_to_dense, id);
-    assert (d != KVT_IDMAP_NONE);   //  A policy named a block nobody offered
-    assert (run->member [d] & (1u << t));   //  ... or one that is not cached
+    kvt_sim_t *sim = run->sim;
+    uint32_t d = id < sim->direct_count? sim->direct [id]: kvt_idmap_get (&sim->id_to_dense, id);
+    assert (d != KVT_IDMAP_NONE && (run->member [d] & (1u << t)));    //  s_holds checked
     run->member [d] &= (uint8_t) ~(1u << t);
     tier->count--;
     tier->ops->on_evict (tier->state, id);
@@ -371,6 +393,14 @@ s_offer (s_run_t *run, int t, uint32_t d, const kvt_policy_block_t *block)
         uint64_t victim = tier->ops->choose_victim (tier->state, block);
         if (victim == block->id)
             return;                 //  Declined
+        if (!s_holds (run, t, victim)) {
+            //  A policy (a plugin, say) named a block this tier does not
+            //  hold: count it, keep the tier consistent, decline the offer
+            if (run->result->bad_victims++ == 0)
+                kvt_log_warn ("policy %s chose a victim that tier %d does not hold",
+                              kvt_policy_name (tier->policy), t);
+            return;
+        }
         s_evict (run, t, victim);
     }
     run->member [d] |= (uint8_t) (1u << t);
@@ -448,6 +478,8 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
     double ttft_sum = 0, nocache_sum = 0;
 
     int64_t start_us = kvt_now_us ();
+    struct timespec cpu_start, cpu_end;
+    clock_gettime (CLOCK_THREAD_CPUTIME_ID, &cpu_start);
     for (size_t r = 0; r < requests; r++) {
         const kvt_trace_request_t *request = kvt_trace_request (self->trace, r);
         size_t base = self->first_access [r];
@@ -538,6 +570,9 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
             gpu->ops->end_request (gpu->state);
     }
     result->elapsed_s = (double) (kvt_now_us () - start_us) / 1e6;
+    clock_gettime (CLOCK_THREAD_CPUTIME_ID, &cpu_end);
+    result->cpu_s = (double) (cpu_end.tv_sec - cpu_start.tv_sec)
+                  + (double) (cpu_end.tv_nsec - cpu_start.tv_nsec) / 1e9;
     result->request_count = requests;
     uint64_t hits = 0;
     for (int t = 0; t < KVT_SIM_TIERS; t++) {
@@ -548,6 +583,8 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
     result->hit_ratio = result->block_count? (double) hits / (double) result->block_count: 0;
     result->accesses_per_s = result->elapsed_s > 0
                            ? (double) result->block_count / result->elapsed_s: 0;
+    result->accesses_per_cpu_s = result->cpu_s > 0
+                               ? (double) result->block_count / result->cpu_s: 0;
     if (requests) {
         result->ttft_mean_ms = ttft_sum / (double) requests / 1000;
         result->ttft_nocache_mean_ms = nocache_sum / (double) requests / 1000;

@@ -100,7 +100,10 @@ typedef struct {
     double ttft_p99_ms;             //  99th percentile
     double ttft_nocache_mean_ms;    //  Same model with no cache at all
     double elapsed_s;               //  Wall time of the replay loop
-    double accesses_per_s;          //  Block accesses replayed per second
+    double accesses_per_s;          //  Block accesses replayed per wall second
+    double cpu_s;                   //  CPU time of the replay loop (this thread)
+    uint64_t bad_victims;           //  Victims a policy named that were not held
+    double accesses_per_cpu_s;      //  Block accesses per CPU second (load-proof)
 } kvt_sim_result_t;
 
 typedef struct _kvt_sim_t kvt_sim_t;

@@ -15,7 +15,8 @@
     contiguous KV as measured by tools/bench/gpu/baseline_sdpa.py in the
     same device session. Paged prefill over a cached prefix is compared
     with PyTorch's flash backend in TFLOP/s (causal FLOPs).
-    Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick]
+    --quick skips prefill; --splits N forces the decode split count.
+    Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick] [--splits N]
 @end
 */
 
@@ -188,8 +189,8 @@ s_shuffled_table (int seqs, int blocks_per_seq, uint64_t *seed)
 //  One decode shape: our kernel, then figures against memcpy and torch.
 static void
 s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seqs, int len,
-                const char *label, double memcpy_tbps, int reps, cudaStream_t stream,
-                uint64_t *seed)
+                const char *label, double memcpy_tbps, int reps, int forced_splits,
+                cudaStream_t stream, uint64_t *seed)
 {
     const int heads = 32, kv_heads = 8, dim = 128, bt = 16;
     int blocks_per_seq = (len + bt - 1) / bt;
@@ -220,7 +221,7 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seq
         .token_stride_bytes = dim * 2, .block_table = d_table, .seq_lens = d_lens,
         .out = d_out, .seqs = seqs, .heads = heads, .kv_heads = kv_heads, .head_dim = dim,
         .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_seq_len = len,
-        .scale = 1.0f / sqrtf ((float) dim)
+        .scale = 1.0f / sqrtf ((float) dim), .splits = forced_splits
     };
     int splits = kvt_paged_attention_plan (&args);
     args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
@@ -344,7 +345,7 @@ kvt_bench_kernels_main (int argc, char **argv)
 {
     bool json = false, quick = false;
     const char *torch_path = NULL;
-    int reps = 20;
+    int reps = 20, splits = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--json") == 0)
             json = true;
@@ -357,9 +358,12 @@ kvt_bench_kernels_main (int argc, char **argv)
         else
         if (strcmp (argv [i], "--reps") == 0 && i + 1 < argc)
             reps = atoi (argv [++i]) > 0? atoi (argv [i]): 20;
+        else
+        if (strcmp (argv [i], "--splits") == 0 && i + 1 < argc)
+            splits = atoi (argv [++i]) > 0? atoi (argv [i]): 0;
         else {
             fprintf (stderr, "usage: kvtier bench kernels [--json] [--torch FILE] "
-                     "[--reps N] [--quick]\n");
+                     "[--reps N] [--quick] [--splits N]\n");
             return 2;
         }
     }
@@ -394,9 +398,9 @@ kvt_bench_kernels_main (int argc, char **argv)
     snprintf (text, sizeof (text), "%.3f TB/s (1 GiB, %.1f us)", memcpy_tbps, copy_us);
     kvt_bench_report_note (report, "memcpy_d2d_rw", text);
 
-    s_bench_decode (report, &torch, 64, 4096, "64x4K", memcpy_tbps, reps, stream, &seed);
-    s_bench_decode (report, &torch, 16, 32768, "16x32K", memcpy_tbps, reps, stream, &seed);
-    s_bench_decode (report, &torch, 1, 131072, "1x128K", memcpy_tbps, reps, stream, &seed);
+    s_bench_decode (report, &torch, 64, 4096, "64x4K", memcpy_tbps, reps, splits, stream, &seed);
+    s_bench_decode (report, &torch, 16, 32768, "16x32K", memcpy_tbps, reps, splits, stream, &seed);
+    s_bench_decode (report, &torch, 1, 131072, "1x128K", memcpy_tbps, reps, splits, stream, &seed);
     if (!quick) {
         s_bench_prefill (report, &torch, 1, 8192, 0, "1x8K", reps / 4 + 3, stream, &seed);
         s_bench_prefill (report, &torch, 4, 4096, 0, "4x4K", reps / 4 + 3, stream, &seed);

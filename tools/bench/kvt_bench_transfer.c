@@ -248,12 +248,16 @@ kvt_bench_transfer_main (int argc, char **argv)
                                   base_both);
             if (path == 1 && explore) {
                 //  How the kernel pair shares PCIe with fewer CTAs each
-                static const int caps [] = { 32, 64, 264, 396 };
-                for (int c = 0; c < 4; c++) {
-                    h2d.max_ctas = d2h.max_ctas = caps [c];
+                //  (host->GPU CTAs, GPU->host CTAs)
+                static const int caps [][2] = { { 64, 64 }, { 264, 264 }, { 264, 33 },
+                                                { 264, 66 }, { 132, 33 }, { 396, 66 } };
+                for (int c = 0; c < 6; c++) {
+                    h2d.max_ctas = caps [c][0];
+                    d2h.max_ctas = caps [c][1];
                     double rate = s_measure (&self, 3, path, &h2d, &d2h, NULL, NULL, reps);
                     snprintf (text, sizeof (text), "%.1f GB/s", rate);
-                    snprintf (figure, sizeof (figure), "both_kernel_%s_ctas%d", label, caps [c]);
+                    snprintf (figure, sizeof (figure), "both_kernel_%s_ctas%d_%d", label,
+                              caps [c][0], caps [c][1]);
                     kvt_bench_report_note (report, figure, text);
                 }
                 h2d.max_ctas = d2h.max_ctas = 0;

@@ -259,12 +259,20 @@ s_print_result_json (FILE *out, const char *policy, const kvt_sim_config_t *conf
              "\"tier_hit_ratio\": {\"gpu\": %.6f, \"host\": %.6f, \"nvme\": %.6f}, "
              "\"bytes\": {\"h2d\": %.0f, \"d2h\": %.0f, \"nvme_read\": %.0f, \"nvme_write\": %.0f}, "
              "\"ttft_ms\": {\"mean\": %.3f, \"p50\": %.3f, \"p99\": %.3f, \"nocache_mean\": %.3f}, "
-             "\"requests\": %zu, \"blocks\": %" PRIu64 ", \"accesses_per_s\": %.0f}",
+             "\"requests\": %zu, \"blocks\": %" PRIu64 ", \"accesses_per_s\": %.0f, "
+             "\"accesses_per_cpu_s\": %.0f}",
              policy, config->capacity [0], config->capacity [1], config->capacity [2],
              r->hit_ratio, r->tier_hit_ratio [0], r->tier_hit_ratio [1], r->tier_hit_ratio [2],
              r->bytes_h2d, r->bytes_d2h, r->bytes_nvme_read, r->bytes_nvme_write,
              r->ttft_mean_ms, r->ttft_p50_ms, r->ttft_p99_ms, r->ttft_nocache_mean_ms,
-             r->request_count, r->block_count, r->accesses_per_s);
+             r->request_count, r->block_count, r->accesses_per_s, r->accesses_per_cpu_s);
+}
+
+//  Offline policies (they read the future) are drawn dashed.
+static bool
+s_is_oracle (const char *name)
+{
+    return streq (name, "belady") || streq (name, "oracle-reuse");
 }
 
 //  Colour of series 'index' in the SVG
@@ -321,7 +329,7 @@ s_write_svg (const char *path, const s_args_t *args, const double *ratios, const
              top + plot_h / 2, top + plot_h / 2);
     for (size_t p = 0; p < args->policy_count; p++) {
         fprintf (file, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
-                 s_colour (p), streq (args->policies [p], "belady")? " stroke-dasharray=\"6 4\"": "");
+                 s_colour (p), s_is_oracle (args->policies [p])? " stroke-dasharray=\"6 4\"": "");
         for (size_t c = 0; c < args->capacity_count; c++) {
             double x = left + plot_w * (log10 ((double) args->capacities [c]) - log_min)
                             / (log_max - log_min);
@@ -348,8 +356,8 @@ kvt_simulate_main (int argc, char **argv)
         return rc == 1? 0: rc;
     if (args.list) {
         for (size_t p = 0; p < kvt_policy_builtin_count (); p++)
-            printf ("%-14s %s\n", kvt_policy_builtin (p)->name, kvt_policy_builtin (p)->summary);
-        printf ("%-14s %s\n", "plugin:PATH", "a shared object exporting " KVT_POLICY_PLUGIN_SYMBOL);
+            printf ("%-16s %s\n", kvt_policy_builtin (p)->name, kvt_policy_builtin (p)->summary);
+        printf ("%-16s %s\n", "plugin:PATH", "a shared object exporting " KVT_POLICY_PLUGIN_SYMBOL);
         return 0;
     }
     char default_path [4096];
@@ -372,7 +380,7 @@ kvt_simulate_main (int argc, char **argv)
     size_t runs = args.policy_count * args.capacity_count;
     kvt_sim_result_t *results = (kvt_sim_result_t *) kvt_zmalloc (runs * sizeof (kvt_sim_result_t));
     double *ratios = (double *) kvt_zmalloc (runs * sizeof (double));
-    double accesses = 0, seconds = 0;
+    double accesses = 0, seconds = 0, cpu_seconds = 0;
     int status = 0;
     for (size_t p = 0; p < args.policy_count && !status; p++)
         for (size_t c = 0; c < args.capacity_count && !status; c++) {
@@ -388,13 +396,15 @@ kvt_simulate_main (int argc, char **argv)
             ratios [at] = results [at].hit_ratio;
             accesses += (double) results [at].block_count;
             seconds += results [at].elapsed_s;
+            cpu_seconds += results [at].cpu_s;
         }
     if (!status && args.json) {
         printf ("{\"trace\": \"%s\", \"requests\": %zu, \"load_ms\": %.1f, "
-                "\"accesses_per_s\": %.0f, \"write\": \"%s\", \"prefetch\": %s, "
+                "\"accesses_per_s\": %.0f, \"accesses_per_cpu_s\": %.0f, "
+                "\"write\": \"%s\", \"prefetch\": %s, "
                 "\"hit_ratio\": %.6f, \"results\": [\n",
                 args.trace_path, results [0].request_count, load_ms,
-                seconds > 0? accesses / seconds: 0,
+                seconds > 0? accesses / seconds: 0, cpu_seconds > 0? accesses / cpu_seconds: 0,
                 args.config.write == KVT_SIM_WRITE_BACK? "back"
                 : args.config.write == KVT_SIM_WRITE_THROUGH? "through": "second-hit",
                 args.config.prefetch? "true": "false", results [0].hit_ratio);
@@ -416,13 +426,13 @@ kvt_simulate_main (int argc, char **argv)
                 args.config.write == KVT_SIM_WRITE_BACK? "back"
                 : args.config.write == KVT_SIM_WRITE_THROUGH? "through": "second-hit",
                 args.config.prefetch? "on": "off");
-        printf ("%-14s %8s %7s %7s %7s %7s %9s %9s %9s %9s %9s %9s %10s\n",
+        printf ("%-16s %8s %7s %7s %7s %7s %9s %9s %9s %9s %9s %9s %10s\n",
                 "policy", "gpu_cap", "hit", "gpu", "host", "nvme", "h2d_GB", "d2h_GB",
                 "nvmeR_GB", "nvmeW_GB", "ttft_ms", "p99_ms", "access/s");
         for (size_t p = 0; p < args.policy_count; p++)
             for (size_t c = 0; c < args.capacity_count; c++) {
                 const kvt_sim_result_t *r = &results [p * args.capacity_count + c];
-                printf ("%-14s %8zu %7.4f %7.4f %7.4f %7.4f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %10.3g\n",
+                printf ("%-16s %8zu %7.4f %7.4f %7.4f %7.4f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %10.3g\n",
                         args.policies [p], args.capacities [c], r->hit_ratio,
                         r->tier_hit_ratio [0], r->tier_hit_ratio [1], r->tier_hit_ratio [2],
                         r->bytes_h2d / 1e9, r->bytes_d2h / 1e9, r->bytes_nvme_read / 1e9,
@@ -451,8 +461,9 @@ kvt_simulate_main (int argc, char **argv)
                 printf ("\n");
             }
         }
-        printf ("simulator speed: %.3g block accesses/s over %zu runs\n",
-                seconds > 0? accesses / seconds: 0, runs);
+        printf ("simulator speed: %.3g block accesses/s wall, %.3g per CPU second, over %zu runs\n",
+                seconds > 0? accesses / seconds: 0,
+                cpu_seconds > 0? accesses / cpu_seconds: 0, runs);
         printf ("cost model: block %.0f MiB, h2d %.1f GB/s, d2h %.1f GB/s, nvme r/w %.1f/%.1f GB/s, "
                 "prefill %.0f tok/s; no-cache mean TTFT %.1f ms\n",
                 args.config.calibration.block_bytes / 1048576, args.config.calibration.h2d_GBps,

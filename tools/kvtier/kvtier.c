@@ -17,7 +17,7 @@ typedef struct {
 
 static const s_command_t s_commands [] = {
     { "serve",  kvt_cmd_serve,  "run the runtime (scheduler front door on ZeroMQ) until SIGINT" },
-    { "client", kvt_cmd_client, "hello | lookup | store | load | generate | stats against a server" },
+    { "client", kvt_cmd_client, "hello | lookup | store | load | generate | stats | demote against a server" },
     { "replay", kvt_cmd_replay, "replay a Mooncake JSONL trace (live, or --simulate policies)" },
     { "demo",   kvt_cmd_demo,   "replay the bundled trace slice in-process and print a report" },
     { "bench",  kvt_cmd_bench,  "runtime | kernels | transfer | nvme | host benchmarks" },

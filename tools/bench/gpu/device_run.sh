@@ -9,6 +9,9 @@ set -uo pipefail
 BUILD=${BUILD:-build-gpu}
 OUT=${OUT:-/tmp/kvt-out}
 mkdir -p "$OUT"
+#  cuBLAS (test_gpu_layers): the toolkit's, else the one PyTorch ships
+cublas_dir=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null || true)
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/cuda/lib${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 steps=${*:-info tests sanitize torch kernels transfer}
 status=0
 for step in $steps; do
