@@ -40,6 +40,7 @@ static const char *const s_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_hos
 struct _self_t {
     kvt_actor_t *actor;             //  Our skeleton
     kvt_arena_t *arenas [2];        //  GPU and host slabs (borrowed)
+    size_t capacity [KVT_TIER_COUNT];   //  Blocks each tier holds
     zlist_t *queue;                 //  Top-level requests waiting their turn
     kvt_msg_t *current;             //  The request being served, or NULL
     int high_watermark;             //  Percent used that starts background demotion
@@ -131,7 +132,7 @@ s_ensure_demoted (self_t *self, void *arg, int rc)
         job->cont (self, job->cont_arg, rc);
         return;
     }
-    if (rc == -ENOSPC || ++job->rounds > 4) {
+    if (rc == -ENOSPC || ++job->rounds > 1024) {
         job->cont (self, job->cont_arg, -ENOSPC);   //  Everything is pinned
         return;
     }
@@ -153,8 +154,18 @@ s_ensure_allocated (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         job->slots [job->have++] = slots [k];
     if (job->have == job->want)
         job->cont (self, job->cont_arg, 0);
-    else
-        s_demote (self, job->tier, job->want - job->have, s_ensure_demoted, job);
+    else {
+        //  Demote in batches the tier below can take in one go (a quarter
+        //  of it), so a request larger than the next tier still fits by
+        //  cascading batches down the hierarchy, round after round
+        size_t batch = job->want - job->have;
+        if (job->tier < KVT_TIER_NVME) {
+            size_t below = self->capacity [job->tier + 1] / 4;
+            if (batch > below)
+                batch = below? below: 1;
+        }
+        s_demote (self, job->tier, batch, s_ensure_demoted, job);
+    }
 }
 
 static void
@@ -826,6 +837,9 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->high_watermark = (int) kvt_config_int (config, "migration/high_watermark");
     self->low_watermark = (int) kvt_config_int (config, "migration/low_watermark");
     self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
+    self->capacity [KVT_TIER_GPU] = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
+    self->capacity [KVT_TIER_HOST] = (size_t) kvt_config_int (config, "tier_host/capacity_blocks");
+    self->capacity [KVT_TIER_NVME] = (size_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
     return self;
 }
 

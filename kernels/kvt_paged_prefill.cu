@@ -23,9 +23,13 @@
 #include "kvt_paged_prefill.cuh"
 
 #define S_D      128                //  head_dim
-#define S_WARPS  8                  //  Warps per CTA
+#ifndef S_WARPS
+#   define S_WARPS 8                //  Warps per CTA
+#endif
 #define S_BM     (16 * S_WARPS)     //  Query rows per CTA
-#define S_BN     64                 //  Keys per tile
+#ifndef S_BN
+#   define S_BN  64                 //  Keys per tile
+#endif
 #define S_ROW    (S_D + 8)          //  Padded shared-memory row, in elements
 #define S_SMEM_BYTES (2 * 2 * S_BN * S_ROW * 2)   //  K and V, two buffers each
 

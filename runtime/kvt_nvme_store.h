@@ -163,7 +163,9 @@ int
     kvt_nvme_store_open (kvt_nvme_store_t *self);
 
 //  Return the eventfd that becomes readable when completions are ready,
-//  or -1 before open. Owned by the store.
+//  or -1 before open. Owned by the store; reap drains it. A wake-up can be
+//  stale (its completion was taken by an earlier reap): reap then returns
+//  0, which is not an error.
 int
     kvt_nvme_store_eventfd (kvt_nvme_store_t *self);
 

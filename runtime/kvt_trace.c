@@ -47,6 +47,7 @@ typedef struct {
 #define S_KEY_HASHES    8           //  Bit for "hash_ids" seen
 #define S_KEY_ALL       15          //  Every required key
 
+//  Skip JSON whitespace.
 static void
 s_skip_ws (s_cursor_t *c)
 {

@@ -225,6 +225,7 @@ typedef struct {
     size_t capacity;                //  Tier capacity
 } t_host_t;
 
+//  True if the test host holds 'id'.
 static bool
 t_held (t_host_t *host, uint64_t id)
 {
@@ -234,6 +235,7 @@ t_held (t_host_t *host, uint64_t id)
     return false;
 }
 
+//  A block description for the tests (no flags, full block).
 static kvt_policy_block_t
 t_block (uint64_t id, uint64_t parent, uint32_t depth, int64_t now, int64_t next_use)
 {

@@ -107,6 +107,7 @@ typedef struct {
     bool last_seen;                 //  Result of the last history check
 } s_self_t;
 
+//  Init an empty history of at most 'max' ids (64 at least).
 static void
 s_history_init (s_history_t *self, size_t max)
 {
@@ -117,6 +118,7 @@ s_history_init (s_history_t *self, size_t max)
     self->next = self->used = 0;
 }
 
+//  Free a history; leaves it zeroed.
 static void
 s_history_fini (s_history_t *self)
 {
@@ -152,6 +154,7 @@ s_history_check (s_history_t *self, uint64_t id, uint8_t cls, uint8_t *was)
     return false;
 }
 
+//  Init an empty order for 'capacity' blocks (grows if the host holds more).
 static void
 s_cache_init (s_cache_t *self, size_t capacity)
 {
@@ -169,6 +172,7 @@ s_cache_init (s_cache_t *self, size_t capacity)
     }
 }
 
+//  Free an order; leaves it zeroed.
 static void
 s_cache_fini (s_cache_t *self)
 {
@@ -178,6 +182,7 @@ s_cache_fini (s_cache_t *self)
     memset (self, 0, sizeof (*self));
 }
 
+//  Take 'node' out of its list, moving the list's cursor back if needed.
 static void
 s_cache_unlink (s_cache_t *self, uint32_t node)
 {
@@ -257,6 +262,7 @@ s_cache_set (s_cache_t *self, uint64_t id, int64_t now, int list)
     s_cache_place (self, node, list, now);
 }
 
+//  Forget 'id' if this order holds it.
 static void
 s_cache_remove (s_cache_t *self, uint64_t id)
 {
@@ -299,6 +305,7 @@ s_handicap (const s_self_t *self, double units)
     return (int64_t) (units * (double) self->real.capacity / fmax (self->offer_rate, 1e-3));
 }
 
+//  Create the policy; NULL if option handicap is bad.
 static void *
 s_create (const kvt_policy_args_t *args)
 {
@@ -324,6 +331,7 @@ s_create (const kvt_policy_args_t *args)
     return self;
 }
 
+//  Destroy the policy and its miniatures; nulls *state_p.
 static void
 s_destroy (void **state_p)
 {
@@ -339,6 +347,7 @@ s_destroy (void **state_p)
     }
 }
 
+//  True for the 1 in 16 block ids the miniatures and class statistics see.
 static bool
 s_sampled (uint64_t id)
 {
@@ -438,6 +447,8 @@ s_on_access (void *state, const kvt_policy_block_t *block)
 //  Decline partial blocks and blocks whose parent is not cached; every
 //  offer of a full block is recorded in the history either way.
 
+//  Decline partial blocks and blocks whose parent is not cached; every
+//  offer of a full block is recorded in the history either way.
 static bool
 s_admit (void *state, const kvt_policy_block_t *block)
 {
@@ -450,6 +461,7 @@ s_admit (void *state, const kvt_policy_block_t *block)
         || kvt_idmap_get (&self->real.map, block->parent) != KVT_IDMAP_NONE;
 }
 
+//  A new block is proven if it was offered before or is a prefix hit.
 static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
@@ -459,6 +471,7 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
     self->last_seen = false;
 }
 
+//  The host dropped 'id'.
 static void
 s_on_evict (void *state, uint64_t id)
 {
@@ -466,6 +479,7 @@ s_on_evict (void *state, uint64_t id)
     s_cache_remove (&self->real, id);
 }
 
+//  Evict the list back with the smallest handicapped clock.
 static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {

@@ -30,6 +30,7 @@ typedef struct {
     int64_t touches;                //  Touch counter, the tie-break
 } s_belady_t;
 
+//  Create for 'capacity' blocks (more if the host holds more).
 static void *
 s_create (const kvt_policy_args_t *args)
 {
@@ -44,6 +45,7 @@ s_create (const kvt_policy_args_t *args)
     return self;
 }
 
+//  Destroy; nulls *state_p.
 static void
 s_destroy (void **state_p)
 {
@@ -65,6 +67,7 @@ s_next (const kvt_policy_block_t *block)
     return block->next_use < 0? block->now: block->next_use;
 }
 
+//  Re-key a cached block by its next use and touch order.
 static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
@@ -74,6 +77,7 @@ s_on_access (void *state, const kvt_policy_block_t *block)
         kvt_keyheap_set (&self->heap, node, (kvt_heapkey_t) { -s_next (block), self->touches++ });
 }
 
+//  Start tracking a block, then key it as on_access does.
 static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
@@ -97,6 +101,7 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
     s_on_access (state, block);
 }
 
+//  The host dropped 'id'.
 static void
 s_on_evict (void *state, uint64_t id)
 {
@@ -108,6 +113,7 @@ s_on_evict (void *state, uint64_t id)
     self->free_nodes [self->free_count++] = node;
 }
 
+//  The farthest next use, or the incoming block if it is strictly farther.
 static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
@@ -137,6 +143,7 @@ const kvt_policy_ops_t kvt_policy_belady_ops = {
 //  Not a ceiling like belady, but it measures how much of the gap to
 //  belady is knowing *whether* a block is reused rather than *when*.
 
+//  Blocks with no future go first; the others in leaf-first LRU order.
 static void
 s_oracle_on_access (void *state, const kvt_policy_block_t *block)
 {
@@ -148,6 +155,7 @@ s_oracle_on_access (void *state, const kvt_policy_block_t *block)
             -(int64_t) block->depth });
 }
 
+//  Start tracking a block, then key it as s_oracle_on_access does.
 static void
 s_oracle_on_insert (void *state, const kvt_policy_block_t *block)
 {
@@ -171,6 +179,7 @@ s_oracle_on_insert (void *state, const kvt_policy_block_t *block)
     s_oracle_on_access (state, block);
 }
 
+//  Decline blocks that are never used again.
 static bool
 s_oracle_admit (void *state, const kvt_policy_block_t *block)
 {
@@ -178,6 +187,7 @@ s_oracle_admit (void *state, const kvt_policy_block_t *block)
     return block->next_use != KVT_POLICY_NEVER;
 }
 
+//  The first block in the order.
 static uint64_t
 s_oracle_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {

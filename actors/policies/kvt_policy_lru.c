@@ -41,6 +41,7 @@ typedef struct {
     uint32_t back;                  //  Least recent, or NONE
 } s_lru_t;
 
+//  Create an empty LRU for 'capacity' blocks.
 static void *
 s_lru_create (const kvt_policy_args_t *args)
 {
@@ -55,6 +56,7 @@ s_lru_create (const kvt_policy_args_t *args)
     return self;
 }
 
+//  Destroy; nulls *state_p.
 static void
 s_lru_destroy (void **state_p)
 {
@@ -68,6 +70,7 @@ s_lru_destroy (void **state_p)
     }
 }
 
+//  Take 'node' out of the recency list.
 static void
 s_lru_unlink (s_lru_t *self, uint32_t node)
 {
@@ -82,6 +85,7 @@ s_lru_unlink (s_lru_t *self, uint32_t node)
         self->back = n->prev;
 }
 
+//  Make 'node' the most recent.
 static void
 s_lru_push_front (s_lru_t *self, uint32_t node)
 {
@@ -95,6 +99,7 @@ s_lru_push_front (s_lru_t *self, uint32_t node)
     self->front = node;
 }
 
+//  A cached block was used: it becomes the most recent.
 static void
 s_lru_on_access (void *state, const kvt_policy_block_t *block)
 {
@@ -106,6 +111,7 @@ s_lru_on_access (void *state, const kvt_policy_block_t *block)
     s_lru_push_front (self, node);
 }
 
+//  Track a new block as the most recent (grows the pool if needed).
 static void
 s_lru_on_insert (void *state, const kvt_policy_block_t *block)
 {
@@ -132,6 +138,7 @@ s_lru_on_insert (void *state, const kvt_policy_block_t *block)
     s_lru_push_front (self, node);
 }
 
+//  The host dropped 'id'.
 static void
 s_lru_on_evict (void *state, uint64_t id)
 {
@@ -143,6 +150,7 @@ s_lru_on_evict (void *state, uint64_t id)
     self->free_nodes [self->free_count++] = node;
 }
 
+//  The least recent block.
 static uint64_t
 s_lru_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
@@ -174,6 +182,7 @@ typedef struct {
     size_t node_max;                //  Entries in ids
 } s_leaf_t;
 
+//  Create an empty leaf-first order for 'capacity' blocks.
 static void *
 s_leaf_create (const kvt_policy_args_t *args)
 {
@@ -188,6 +197,7 @@ s_leaf_create (const kvt_policy_args_t *args)
     return self;
 }
 
+//  Destroy; nulls *state_p.
 static void
 s_leaf_destroy (void **state_p)
 {
@@ -202,6 +212,7 @@ s_leaf_destroy (void **state_p)
     }
 }
 
+//  Re-key a cached block: (request clock, -depth).
 static void
 s_leaf_on_access (void *state, const kvt_policy_block_t *block)
 {
@@ -212,6 +223,7 @@ s_leaf_on_access (void *state, const kvt_policy_block_t *block)
                          (kvt_heapkey_t) { block->now, -(int64_t) block->depth });
 }
 
+//  Track a new block, then key it as on_access does.
 static void
 s_leaf_on_insert (void *state, const kvt_policy_block_t *block)
 {
@@ -235,6 +247,7 @@ s_leaf_on_insert (void *state, const kvt_policy_block_t *block)
     s_leaf_on_access (state, block);
 }
 
+//  The host dropped 'id'.
 static void
 s_leaf_on_evict (void *state, uint64_t id)
 {
@@ -246,6 +259,7 @@ s_leaf_on_evict (void *state, uint64_t id)
     self->free_nodes [self->free_count++] = node;
 }
 
+//  The smallest key: deepest block of the oldest request.
 static uint64_t
 s_leaf_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
@@ -276,6 +290,7 @@ typedef struct {
     int64_t tokens;                 //  Token clock: prompt tokens seen so far
 } s_token_t;
 
+//  Create a leaf-first order whose clock counts prompt tokens.
 static void *
 s_token_create (const kvt_policy_args_t *args)
 {
@@ -286,6 +301,7 @@ s_token_create (const kvt_policy_args_t *args)
     return self;
 }
 
+//  Advance the token clock by the request's prompt tokens.
 static void
 s_token_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
                        size_t hit_count)
@@ -306,6 +322,7 @@ s_token_on_access (void *state, const kvt_policy_block_t *block)
     s_leaf_on_access (&self->leaf, &aged);
 }
 
+//  Track a new block on the token clock.
 static void
 s_token_on_insert (void *state, const kvt_policy_block_t *block)
 {

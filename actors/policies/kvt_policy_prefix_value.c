@@ -111,6 +111,7 @@ s_bucket (int64_t distance)
     return bucket < S_DIST_BUCKETS? bucket: S_DIST_BUCKETS - 1;
 }
 
+//  True for the 1 in 8 block ids the reuse statistics see.
 static bool
 s_sampled (uint64_t id)
 {
@@ -118,6 +119,7 @@ s_sampled (uint64_t id)
     return (x >> (64 - S_SAMPLE_SHIFT)) == 0;
 }
 
+//  Create; NULL if option cost is bad.
 static void *
 s_create (const kvt_policy_args_t *args)
 {
@@ -147,6 +149,7 @@ s_create (const kvt_policy_args_t *args)
     return self;
 }
 
+//  Destroy; nulls *state_p.
 static void
 s_destroy (void **state_p)
 {
@@ -162,6 +165,7 @@ s_destroy (void **state_p)
     }
 }
 
+//  Take 'node' out of its class list.
 static void
 s_unlink (s_self_t *self, uint32_t node)
 {
@@ -177,6 +181,7 @@ s_unlink (s_self_t *self, uint32_t node)
         list->back = n->prev;
 }
 
+//  Make 'node' the newest of class list 'cls'.
 static void
 s_push (s_self_t *self, uint32_t node, uint8_t cls)
 {
@@ -288,6 +293,7 @@ s_value (s_self_t *self, int cls, int64_t age)
     return (soon + S_PRIOR_LIVES * prior) / (alive + S_PRIOR_LIVES);
 }
 
+//  Class the request, sample its blocks, refresh tables now and then.
 static void
 s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
                  size_t hit_count)
@@ -309,6 +315,7 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
     self->inserted_now = 0;
 }
 
+//  Move a cached block to the front of the list of its current class.
 static void
 s_touch (s_self_t *self, uint32_t node, const kvt_policy_block_t *block)
 {
@@ -317,6 +324,7 @@ s_touch (s_self_t *self, uint32_t node, const kvt_policy_block_t *block)
     s_push (self, node, s_class_of (self, block, true));
 }
 
+//  A cached block was used again.
 static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
@@ -335,6 +343,7 @@ s_admit (void *state, const kvt_policy_block_t *block)
         || kvt_idmap_get (&self->map, block->parent) != KVT_IDMAP_NONE;
 }
 
+//  Track a new block (grows the pool if needed).
 static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
@@ -366,6 +375,7 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
         self->mean_cost_us += (block->recompute_us - self->mean_cost_us) / 256;
 }
 
+//  The host dropped 'id'.
 static void
 s_on_evict (void *state, uint64_t id)
 {

@@ -52,6 +52,7 @@ typedef struct {
     uint64_t ghost_head;            //  Sequence number of the next ghost
 } s_self_t;
 
+//  Create; NULL if option small is not in (0, 1).
 static void *
 s_create (const kvt_policy_args_t *args)
 {
@@ -79,6 +80,7 @@ s_create (const kvt_policy_args_t *args)
     return self;
 }
 
+//  Destroy; nulls *state_p.
 static void
 s_destroy (void **state_p)
 {
@@ -94,6 +96,7 @@ s_destroy (void **state_p)
     }
 }
 
+//  Take 'node' out of its queue.
 static void
 s_unlink (s_self_t *self, uint32_t node)
 {
@@ -110,6 +113,7 @@ s_unlink (s_self_t *self, uint32_t node)
     q->count--;
 }
 
+//  Put 'node' at the front (newest end) of queue 'queue'.
 static void
 s_push (s_self_t *self, uint32_t node, uint8_t queue)
 {
@@ -142,6 +146,7 @@ s_ghost_add (s_self_t *self, uint64_t id)
     self->ghost_head++;
 }
 
+//  A cached block was used: one more use, up to 3.
 static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
@@ -151,6 +156,7 @@ s_on_access (void *state, const kvt_policy_block_t *block)
         self->nodes [node].uses++;
 }
 
+//  A new block enters S, or M if its id is a ghost.
 static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
@@ -178,6 +184,7 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
     s_push (self, node, ghost? S_QUEUE_MAIN: S_QUEUE_SMALL);
 }
 
+//  The host dropped 'id'; a block leaving S becomes a ghost.
 static void
 s_on_evict (void *state, uint64_t id)
 {

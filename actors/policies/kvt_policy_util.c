@@ -167,6 +167,7 @@ kvt_keyheap_reserve (kvt_keyheap_t *self, size_t node_max)
     self->node_max = node_max;
 }
 
+//  True if node a's key is below node b's.
 static inline bool
 s_less (const kvt_keyheap_t *self, uint32_t a, uint32_t b)
 {
@@ -174,6 +175,7 @@ s_less (const kvt_keyheap_t *self, uint32_t a, uint32_t b)
     return ka->major < kb->major || (ka->major == kb->major && ka->minor < kb->minor);
 }
 
+//  Move the item at 'at' up to its place.
 static void
 s_sift_up (kvt_keyheap_t *self, size_t at)
 {
@@ -190,6 +192,7 @@ s_sift_up (kvt_keyheap_t *self, size_t at)
     self->pos [node] = (uint32_t) at;
 }
 
+//  Move the item at 'at' down to its place.
 static void
 s_sift_down (kvt_keyheap_t *self, size_t at)
 {

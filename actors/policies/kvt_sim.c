@@ -423,6 +423,7 @@ s_copy_down (s_run_t *run, uint32_t d, const kvt_policy_block_t *block)
             s_offer (run, t, d, block);
 }
 
+//  qsort order for doubles.
 static int
 s_compare_double (const void *a, const void *b)
 {

@@ -24,6 +24,7 @@ typedef struct {
     size_t max;                     //  Entries allocated
 } s_mru_t;
 
+//  Create; NULL if memory is short (plugins report, never abort).
 static void *
 s_create (const kvt_policy_args_t *args)
 {
@@ -39,6 +40,7 @@ s_create (const kvt_policy_args_t *args)
     return self;
 }
 
+//  Destroy; nulls *state_p.
 static void
 s_destroy (void **state_p)
 {
@@ -50,6 +52,7 @@ s_destroy (void **state_p)
     }
 }
 
+//  Forget 'id'.
 static void
 s_remove (s_mru_t *self, uint64_t id)
 {
@@ -61,6 +64,7 @@ s_remove (s_mru_t *self, uint64_t id)
         }
 }
 
+//  Append 'id' as the most recent.
 static void
 s_append (s_mru_t *self, uint64_t id)
 {
@@ -74,6 +78,7 @@ s_append (s_mru_t *self, uint64_t id)
     self->ids [self->count++] = id;
 }
 
+//  Used or inserted: 'id' becomes the most recent.
 static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
@@ -82,6 +87,7 @@ s_on_access (void *state, const kvt_policy_block_t *block)
     s_append (self, block->id);
 }
 
+//  The most recent block (MRU), the opposite of LRU.
 static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
@@ -89,6 +95,7 @@ s_choose_victim (void *state, const kvt_policy_block_t *incoming)
     return self->count? self->ids [self->count - 1]: incoming->id;
 }
 
+//  The host dropped 'id'.
 static void
 s_on_evict (void *state, uint64_t id)
 {
@@ -107,6 +114,7 @@ static const kvt_policy_ops_t s_ops = {
     .on_evict = s_on_evict,
 };
 
+//  The plugin entry point: returns our vtable.
 const kvt_policy_ops_t *
 kvt_policy_plugin_v1 (void)
 {

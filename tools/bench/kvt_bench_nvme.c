@@ -24,7 +24,8 @@
     Usage: kvtier bench nvme [--dir DIR] [--mib N] [--qd N] [--reps N]
            [--sizes 64k,512k,2m] [--files N] [--sync] [--recover N] [--verbose]
            [--json]
-    DIR defaults to a new temp dir under /var/tmp (removed at the end); a
+    DIR defaults to a new temp dir under /var/tmp (removed at the end; in
+    a given DIR, the bench's subdirectories are removed after use); a
     file system that refuses O_DIRECT (tmpfs) falls back to buffered I/O
     with a warning, and the figures say so.
 @end
@@ -112,6 +113,18 @@ s_map (size_t bytes)
         exit (1);
     }
     return p;
+}
+
+//  Remove what a bench made under the directory (its data files are big).
+static void
+s_remove_tree (const char *path)
+{
+    char *command = NULL;
+    if (asprintf (&command, "rm -rf '%s'", path) > 0) {
+        if (system (command) != 0)
+            fprintf (stderr, "kvtier bench nvme: could not remove %s\n", path);
+        free (command);
+    }
 }
 
 //  --------------------------------------------------------------------------
@@ -427,6 +440,7 @@ s_bench_size (kvt_bench_report_t *report, s_opts_t *opts, size_t block_bytes)
         free (v [i]);
     munmap (registered, set_bytes);
     munmap (plain, set_bytes);
+    s_remove_tree (dir);
 }
 
 //  xxh3 and memcpy on one core over 64 MiB (out of cache)
@@ -525,6 +539,7 @@ s_bench_recover (kvt_bench_report_t *report, s_opts_t *opts, uint64_t count)
     kvt_bench_report_add (report, figure, stats.recovery_us / 1e6, "s",
                           "read_journal_file_s", read_s);
     munmap (buf, (size_t) qd * block_bytes);
+    s_remove_tree (dir);
 }
 
 static size_t
@@ -635,13 +650,7 @@ kvt_bench_nvme_main (int argc, char **argv)
     if (opts.buffered)
         kvt_bench_report_note (report, "WARNING", "O_DIRECT refused: figures are buffered I/O");
     kvt_bench_report_finish (&report);
-    if (made) {
-        char *command = NULL;
-        if (asprintf (&command, "rm -rf '%s'", made) > 0) {
-            if (system (command) != 0)
-                fprintf (stderr, "kvtier bench nvme: could not remove %s\n", made);
-            free (command);
-        }
-    }
+    if (made)
+        s_remove_tree (made);
     return 0;
 }

@@ -38,8 +38,11 @@ typedef struct {
     bool curve;                     //  --curve
     bool list;                      //  --list-policies
     const char *out;                //  Curve file prefix
+    char *owned [8];                //  Copies that list items point into
+    size_t owned_count;             //  Entries in owned
 } s_args_t;
 
+//  Print the usage text.
 static void
 s_usage (FILE *out)
 {
@@ -54,20 +57,33 @@ s_usage (FILE *out)
         KVT_TRACE_BLOCK_TOKENS);
 }
 
-//  Split a comma list into 'items' (strings point into a copy we leak on
-//  purpose: arguments live as long as the command).
+//  Split a comma list into 'items', which point into a copy that 'args'
+//  keeps until s_args_free. Returns 0 or -E2BIG.
 static int
-s_split (const char *text, const char **items, size_t *count)
+s_split (s_args_t *args, const char *text, const char **items, size_t *count)
 {
+    if (args->owned_count == sizeof (args->owned) / sizeof (args->owned [0]))
+        return -E2BIG;
     char *copy = strdup (text);
     if (!copy)
         abort ();
-    for (char *token = strtok (copy, ","); token; token = strtok (NULL, ",")) {
+    args->owned [args->owned_count++] = copy;
+    char *save = NULL;
+    for (char *token = strtok_r (copy, ",", &save); token; token = strtok_r (NULL, ",", &save)) {
         if (*count >= S_MAX_LIST)
             return -E2BIG;
         items [(*count)++] = token;
     }
     return 0;
+}
+
+//  Free what s_parse allocated.
+static void
+s_args_free (s_args_t *args)
+{
+    for (size_t i = 0; i < args->owned_count; i++)
+        free (args->owned [i]);
+    args->owned_count = 0;
 }
 
 static int
@@ -122,7 +138,7 @@ s_parse (int argc, char **argv, s_args_t *args)
                     args->policies [args->policy_count++] = kvt_policy_builtin (p)->name;
             }
             else
-            if (s_split (value, args->policies, &args->policy_count)) {
+            if (s_split (args, value, args->policies, &args->policy_count)) {
                 fprintf (stderr, "replay: too many policies\n");
                 return 2;
             }
@@ -132,7 +148,7 @@ s_parse (int argc, char **argv, s_args_t *args)
             S_NEED_VALUE ();
             const char *items [S_MAX_LIST];
             size_t count = 0;
-            if (s_split (value, items, &count)) {
+            if (s_split (args, value, items, &count)) {
                 fprintf (stderr, "replay: too many capacities\n");
                 return 2;
             }
@@ -250,6 +266,7 @@ s_parse (int argc, char **argv, s_args_t *args)
     return 0;
 }
 
+//  Print one result as a JSON object (no newline).
 static void
 s_print_result_json (FILE *out, const char *policy, const kvt_sim_config_t *config,
                      const kvt_sim_result_t *r)
@@ -352,12 +369,15 @@ kvt_simulate_main (int argc, char **argv)
 {
     s_args_t args;
     int rc = s_parse (argc, argv, &args);
-    if (rc)
+    if (rc) {
+        s_args_free (&args);
         return rc == 1? 0: rc;
+    }
     if (args.list) {
         for (size_t p = 0; p < kvt_policy_builtin_count (); p++)
             printf ("%-16s %s\n", kvt_policy_builtin (p)->name, kvt_policy_builtin (p)->summary);
         printf ("%-16s %s\n", "plugin:PATH", "a shared object exporting " KVT_POLICY_PLUGIN_SYMBOL);
+        s_args_free (&args);
         return 0;
     }
     char default_path [4096];
@@ -373,6 +393,7 @@ kvt_simulate_main (int argc, char **argv)
     if (!trace) {
         fprintf (stderr, "replay: %s\n", error? error: "cannot load trace");
         free (error);
+        s_args_free (&args);
         return 1;
     }
     double load_ms = (double) (kvt_now_us () - load_start) / 1000;
@@ -512,5 +533,6 @@ kvt_simulate_main (int argc, char **argv)
     free (results);
     kvt_sim_destroy (&sim);
     kvt_trace_destroy (&trace);
+    s_args_free (&args);
     return status;
 }

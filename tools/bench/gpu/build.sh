@@ -61,8 +61,10 @@ for variant in ${VARIANTS:-}; do
         "$ROOT/tools/bench/kvt_bench_kernels.c" "$ROOT/tools/bench/kvt_bench_transfer.c" \
         "$ROOT/tools/bench/kvt_bench_report.c" -L"$BUILD" -lkvt_kernels_$suffix \
         -L"$CUDA_HOME/lib64" -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++ -lm
-    gcc $CFLAGS -o "$BUILD/variant_${suffix}_test_gpu_block_copy" "$ROOT/tests/test_gpu_block_copy.c" \
+    for vt in block_copy paged_prefill; do
+    gcc $CFLAGS -o "$BUILD/variant_${suffix}_test_gpu_$vt" "$ROOT/tests/test_gpu_$vt.c" \
         -L"$BUILD" -lkvt_kernels_$suffix -L"$CUDA_HOME/lib64" -lcudart_static -ldl -lrt -lpthread \
         -lstdc++ -lm
+    done
     echo "variant $suffix ($flags): $BUILD/kvt_bench_gpu_$suffix"
 done
