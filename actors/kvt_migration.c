@@ -35,7 +35,6 @@ typedef void (s_cont_fn) (self_t *self, void *arg, int rc);
 
 static const char *const s_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_host", "tier_nvme" };
 
-#define S_INTERNAL UINT64_MAX        //  Request id of our own background jobs
 
 struct _self_t {
     kvt_actor_t *actor;             //  Our skeleton
@@ -46,7 +45,8 @@ struct _self_t {
     int high_watermark;             //  Percent used that starts background demotion
     int low_watermark;              //  Percent used it demotes down to
     uint64_t background_batch;      //  Most blocks one background job moves
-    bool probing;                   //  Watermarks being checked: jobs wait
+    bool overlap_upkeep;            //  Reply before the watermark upkeep?
+    kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
 };
 
 //  --------------------------------------------------------------------------
@@ -225,6 +225,8 @@ typedef struct {
     void *cont_arg;                 //  Its argument
 } s_demote_t;
 
+static void s_demote_drop (self_t *self, s_demote_t *job);
+
 static void
 s_demote_finish (self_t *self, s_demote_t *job, int rc)
 {
@@ -275,26 +277,31 @@ s_demote_written (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     self_t *self = (self_t *) self_ptr;
     s_demote_t *job = (s_demote_t *) arg;
     if (rc) {
-        s_unpin (self, job->hashes, job->victims);
-        s_demote_finish (self, job, rc);
+        //  The disk tier failed the whole write: forget the blocks rather
+        //  than keep the host tier full
+        kvt_actor_count (self->actor, "nvme_write_failures", job->victims);
+        s_ensure_free (self, &job->room, true);
+        s_demote_drop (self, job);
         return;
     }
     size_t failed_count;
     const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_WRITE_OK_FAILED, &failed_count);
     if (failed_count) {
-        //  Keep only what reached the disk; the rest stays on host
+        //  Blocks that did not reach the disk (ENOSPC, EIO) are forgotten:
+        //  the index drops them and both their slots are freed
         kvt_actor_count (self->actor, "nvme_write_failures", failed_count);
-        uint64_t *keep_flags = s_u64s (job->victims);
+        uint64_t *lost = s_u64s (job->victims);
         for (size_t k = 0; k < failed_count; k++)
             if (failed [k] < job->victims)
-                keep_flags [failed [k]] = 1;
-        size_t kept = 0;
-        uint64_t *stay = s_u64s (failed_count), *unused = s_u64s (failed_count);
-        size_t stay_count = 0;
+                lost [failed [k]] = 1;
+        uint64_t *gone = s_u64s (failed_count), *host_slots = s_u64s (failed_count);
+        uint64_t *disk_slots = s_u64s (failed_count);
+        size_t kept = 0, gone_count = 0;
         for (size_t k = 0; k < job->victims; k++) {
-            if (keep_flags [k]) {
-                stay [stay_count] = job->hashes [k];
-                unused [stay_count++] = job->room->slots [k];
+            if (lost [k]) {
+                gone [gone_count] = job->hashes [k];
+                host_slots [gone_count] = job->slots [k];
+                disk_slots [gone_count++] = job->room->slots [k];
                 continue;
             }
             job->hashes [kept] = job->hashes [k];
@@ -302,26 +309,39 @@ s_demote_written (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
             job->room->slots [kept] = job->room->slots [k];
             kept++;
         }
-        s_unpin (self, stay, stay_count);
-        s_free_slots (self, KVT_TIER_NVME, unused, stay_count);
+        s_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE, KVT_IDX_REMOVE_HASHES,
+                      gone, gone_count, "IDX_REMOVE");
+        s_free_slots (self, KVT_TIER_HOST, host_slots, gone_count);
+        s_free_slots (self, KVT_TIER_NVME, disk_slots, gone_count);
+        kvt_actor_count (self->actor, "dropped", gone_count);
         job->victims = kept;
         job->room->have = kept;
-        free (keep_flags);
-        free (stay);
-        free (unused);
+        free (lost);
+        free (gone);
+        free (host_slots);
+        free (disk_slots);
         if (kept == 0) {
-            s_demote_finish (self, job, -EIO);
+            s_demote_finish (self, job, 0);
             return;
         }
     }
     s_demote_update_index (self, job, job->room->slots);
 }
 
-//  Room one tier down is ready: move the bytes.
+//  Room one tier down is ready: move the bytes. If the tier below cannot
+//  take them (full of pinned blocks, or the disk tier is disabled), drop
+//  them instead: a cache may always forget, and a full lower tier must
+//  never stop the GPU tier from making room.
 static void
 s_demote_have_room (self_t *self, void *arg, int rc)
 {
     s_demote_t *job = (s_demote_t *) arg;
+    if (rc == -ENOSPC) {
+        s_ensure_free (self, &job->room, true);
+        kvt_actor_count (self->actor, "dropped_no_room_below", job->victims);
+        s_demote_drop (self, job);
+        return;
+    }
     if (rc) {
         s_unpin (self, job->hashes, job->victims);
         s_demote_finish (self, job, rc);
@@ -355,6 +375,15 @@ s_demote_dropped (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     s_demote_finish (self, job, rc);
 }
 
+//  Forget the victims: the index drops them, then their slots are freed.
+static void
+s_demote_drop (self_t *self, s_demote_t *job)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_REMOVE);
+    kvt_msg_set_array (msg, KVT_IDX_REMOVE_HASHES, job->hashes, job->victims);
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_demote_dropped, job);
+}
+
 static void
 s_demote_have_victims (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
@@ -376,11 +405,8 @@ s_demote_have_victims (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     job->slots = s_u64s (count);
     memcpy (job->hashes, hashes, count * sizeof (uint64_t));
     memcpy (job->slots, slots, count * sizeof (uint64_t));
-    if (job->tier == KVT_TIER_NVME) {
-        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_REMOVE);
-        kvt_msg_set_array (msg, KVT_IDX_REMOVE_HASHES, job->hashes, count);
-        kvt_actor_call (self->actor, "prefix_index", &msg, s_demote_dropped, job);
-    }
+    if (job->tier == KVT_TIER_NVME)
+        s_demote_drop (self, job);
     else
         job->room = s_ensure (self, job->tier + 1, count, s_demote_have_room, job);
 }
@@ -405,23 +431,27 @@ s_demote (self_t *self, int tier, size_t count, s_cont_fn *cont, void *arg)
 static void s_next_job (self_t *self);
 static void s_job_done (self_t *self);
 
-//  Our own background jobs have nobody to answer.
+//  A job is answered: the reply goes out now, or after the watermark
+//  upkeep (s_job_done) when upkeep must not overlap the requester's work.
 static void
 s_job_reply (self_t *self, kvt_msg_t **reply_p)
 {
-    if (kvt_msg_request_id (self->current) == S_INTERNAL)
-        kvt_msg_destroy (reply_p);
-    else
+    assert (!self->held_reply);
+    if (self->overlap_upkeep)
         kvt_actor_reply (self->actor, reply_p);
+    else {
+        self->held_reply = *reply_p;
+        *reply_p = NULL;
+    }
     s_job_done (self);
 }
 
 static void
 s_job_error (self_t *self, int rc, const char *what)
 {
-    if (kvt_msg_request_id (self->current) != S_INTERNAL)
-        kvt_actor_reply_error (self->actor, self->current, rc, what);
-    s_job_done (self);
+    kvt_actor_count (self->actor, "errors", 1);
+    kvt_msg_t *reply = kvt_msg_error_new (self->current, rc, "migration: %s", what);
+    s_job_reply (self, &reply);
 }
 
 //  RESERVE
@@ -518,12 +548,24 @@ typedef struct {
     size_t nvme_count;              //  Blocks coming from NVMe
     uint64_t *nvme_index;           //  Which blocks those are
     bool *failed;                   //  Per block: could not be read (a miss)
+    bool gpu_resident_swapped;      //  GPU-resident blocks' own slots are in gpu->slots
 } s_promote_t;
 
 static void
 s_promote_free (self_t *self, s_promote_t *job, bool release)
 {
-    s_ensure_free (self, &job->gpu, release);
+    if (release && job->gpu) {
+        //  Give back only the slots reserved for this job: a block already
+        //  on the GPU kept its own slot, which the index still owns
+        uint64_t *reserved = s_u64s (job->gpu->have);
+        size_t count = 0;
+        for (size_t k = 0; k < job->gpu->have; k++)
+            if (!job->gpu_resident_swapped || job->tiers [k] != KVT_TIER_GPU)
+                reserved [count++] = job->gpu->slots [k];
+        s_free_slots (self, KVT_TIER_GPU, reserved, count);
+        free (reserved);
+    }
+    s_ensure_free (self, &job->gpu, false);
     s_ensure_free (self, &job->staging, true);      //  Staging is always given back
     free (job->hashes);
     free (job->tiers);
@@ -683,6 +725,7 @@ s_promote_have_gpu (self_t *self, void *arg, int rc)
             job->gpu->slots [k] = job->slots [k];
             s_free_slots (self, KVT_TIER_GPU, &spare, 1);
         }
+    job->gpu_resident_swapped = true;
     if (job->nvme_count)
         job->staging = s_ensure (self, KVT_TIER_HOST, job->nvme_count,
                                  s_promote_have_staging, job);
@@ -734,7 +777,7 @@ s_start_promote (self_t *self)
 static void
 s_next_job (self_t *self)
 {
-    if (self->current || self->probing)
+    if (self->current)
         return;
     self->current = (kvt_msg_t *) zlist_pop (self->queue);
     if (!self->current)
@@ -748,18 +791,31 @@ s_next_job (self_t *self)
 }
 
 //  --------------------------------------------------------------------------
-//  Background demotion. After each job that took GPU or host room, check
-//  the memory tiers; one fuller than the high watermark gets a batch of its
-//  oldest blocks demoted, down to the low watermark, before the next job
-//  starts. Requests then find free GPU slots instead of paying for
-//  evictions (and their disk writes) on their own critical path. The check
-//  runs at a fixed point of the job sequence, never on a clock, so the same
-//  requests in the same order give the same placement.
+//  Watermark upkeep. After each job that took GPU or host room, a memory
+//  tier fuller than the high watermark gets its oldest blocks demoted, in
+//  one batch, down to the low watermark. Later requests then find free GPU
+//  slots instead of paying for small evictions (and their disk writes) one
+//  request at a time. By default the job's reply waits for the upkeep, so
+//  no migration work runs beside the requester's next steps and the same
+//  requests in the same order give the same placement, whether actors are
+//  threads or processes. With migration/overlap_upkeep = 1 the reply goes
+//  first and the upkeep overlaps the request's compute: lower latency, but
+//  placement then depends on timing (still correct: the index cuts a
+//  prefix at a block in motion).
 
-static void s_probe_tier (self_t *self, int tier);
+static void s_upkeep (self_t *self, int tier);
 
 static void
-s_probe_answer (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+s_upkeep_demoted (self_t *self, void *arg, int rc)
+{
+    int tier = (int) (intptr_t) arg;
+    if (rc && rc != -ENOSPC)
+        kvt_log_warn ("migration: upkeep demotion failed: %s", kvt_strerror (rc));
+    s_upkeep (self, tier + 1);
+}
+
+static void
+s_upkeep_probed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     int tier = (int) (intptr_t) arg;
@@ -776,45 +832,43 @@ s_probe_answer (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         uint64_t excess = used - capacity * (uint64_t) self->low_watermark / 100;
         if (excess > self->background_batch)
             excess = self->background_batch;
-        kvt_msg_t *job = kvt_msg_new (KVT_MSG_MIG_DEMOTE);
-        kvt_msg_set_request_id (job, S_INTERNAL);
-        kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_FROM_TIER, (uint64_t) tier);
-        kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_TO_TIER, (uint64_t) tier + 1);
-        kvt_msg_set_u64 (job, KVT_MIG_DEMOTE_MAX_BLOCKS, excess);
-        kvt_actor_count (self->actor, "background_demotions", 1);
-        zlist_push (self->queue, job);      //  Before any waiting request
+        kvt_actor_count (self->actor, "upkeep_demotions", 1);
+        s_demote (self, tier, excess, s_upkeep_demoted, (void *) (intptr_t) tier);
     }
-    if (tier == KVT_TIER_GPU)
-        s_probe_tier (self, KVT_TIER_HOST);
-    else {
-        self->probing = false;
-        s_next_job (self);
-    }
+    else
+        s_upkeep (self, tier + 1);
 }
 
+//  Check memory tier 'tier' and the ones below it; then finish the job.
 static void
-s_probe_tier (self_t *self, int tier)
+s_upkeep (self_t *self, int tier)
 {
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_STATS);
-    kvt_actor_call (self->actor, s_tier_actor [tier], &msg, s_probe_answer,
-                    (void *) (intptr_t) tier);
+    if (tier <= KVT_TIER_HOST) {
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_STATS);
+        kvt_actor_call (self->actor, s_tier_actor [tier], &msg, s_upkeep_probed,
+                        (void *) (intptr_t) tier);
+        return;
+    }
+    if (self->held_reply)
+        kvt_actor_reply (self->actor, &self->held_reply);
+    kvt_msg_destroy (&self->current);
+    s_next_job (self);
 }
 
-//  Called when a job has been answered: check the watermarks first if the
-//  job took memory-tier room, then start the next job.
+//  Called when a job is answered (or its reply held): upkeep if the job
+//  took memory-tier room, then the next job.
 static void
 s_job_done (self_t *self)
 {
     int id = kvt_msg_id (self->current);
-    bool internal = kvt_msg_request_id (self->current) == S_INTERNAL;
-    kvt_msg_destroy (&self->current);
-    if (!internal && self->high_watermark < 100
-    &&  (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE)) {
-        self->probing = true;
-        s_probe_tier (self, KVT_TIER_GPU);
-    }
-    else
+    if (self->high_watermark < 100 && (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE))
+        s_upkeep (self, KVT_TIER_GPU);
+    else {
+        if (self->held_reply)
+            kvt_actor_reply (self->actor, &self->held_reply);
+        kvt_msg_destroy (&self->current);
         s_next_job (self);
+    }
 }
 
 static int
@@ -837,6 +891,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->high_watermark = (int) kvt_config_int (config, "migration/high_watermark");
     self->low_watermark = (int) kvt_config_int (config, "migration/low_watermark");
     self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
+    self->overlap_upkeep = kvt_config_int (config, "migration/overlap_upkeep") != 0;
     self->capacity [KVT_TIER_GPU] = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
     self->capacity [KVT_TIER_HOST] = (size_t) kvt_config_int (config, "tier_host/capacity_blocks");
     self->capacity [KVT_TIER_NVME] = (size_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
@@ -853,6 +908,7 @@ s_self_destroy (void **self_p)
             kvt_msg_destroy (&msg);
         zlist_destroy (&self->queue);
         kvt_msg_destroy (&self->current);
+        kvt_msg_destroy (&self->held_reply);
         free (self);
         *self_p = NULL;
     }

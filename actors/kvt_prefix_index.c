@@ -24,6 +24,9 @@
     chosen twice; the mover unpins it after IDX_MOVE. A block's place on
     its new list after a move keeps its age (sorted insert from the head,
     where demoted blocks belong).
+    A victim is marked moving until IDX_MOVE (or the mover's IDX_UNPIN):
+    IDX_MATCH cuts a prefix at a moving block, because the slot it would
+    report is about to be freed; the request recomputes from there.
     Tiers are exclusive: a block lives in exactly one tier at a time.
     Lookup is an open-addressing hash table: O(1) per hash.
 @end
@@ -41,6 +44,7 @@ typedef struct {
     uint32_t prev, next;            //  Neighbours on the tier's LRU list
     uint32_t pins;                  //  Holders that need it to stay put
     uint8_t tier;                   //  KVT_TIER_*
+    bool moving;                    //  Handed out by IDX_VICTIMS, not yet moved back in
 } s_entry_t;
 
 typedef struct {
@@ -249,6 +253,13 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
         uint32_t e = hashes [matched]? s_find (self, hashes [matched]): S_NIL;
         if (e == S_NIL)
             break;
+        if (self->entries [e].moving) {
+            //  Its bytes are on their way to another slot: the location we
+            //  know is about to be stale. Cut the prefix here (recompute)
+            //  rather than hand out a slot that migration will free.
+            kvt_actor_count (self->actor, "match_cut_moving", 1);
+            break;
+        }
         tiers [matched] = self->entries [e].tier;
         slots [matched] = self->entries [e].slot;
         if (pin) {
@@ -291,7 +302,7 @@ s_handle_insert (void *self_ptr, kvt_msg_t **msg_p)
         }
         uint32_t e = self->free_entries [--self->free_count];
         self->entries [e] = (s_entry_t) { hashes [k], slots [k], ++self->clock,
-                                          S_NIL, S_NIL, 0, (uint8_t) tier };
+                                          S_NIL, S_NIL, 0, (uint8_t) tier, false };
         s_table_insert (self, e);
         s_list_insert (self, e);
         inserted++;
@@ -323,6 +334,7 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
         s_list_unlink (self, e);
         self->entries [e].tier = (uint8_t) tier;
         self->entries [e].slot = slots [k];
+        self->entries [e].moving = false;
         s_list_insert (self, e);
         moved++;
     }
@@ -344,6 +356,7 @@ s_handle_unpin (void *self_ptr, kvt_msg_t **msg_p)
         uint32_t e = hashes [k]? s_find (self, hashes [k]): S_NIL;
         if (e != S_NIL && self->entries [e].pins > 0) {
             self->entries [e].pins--;
+            self->entries [e].moving = false;   //  A mover that gave up unpins
             unpinned++;
         }
     }
@@ -370,6 +383,7 @@ s_handle_victims (void *self_ptr, kvt_msg_t **msg_p)
         if (self->entries [e].pins)
             continue;
         self->entries [e].pins++;   //  The mover unpins after IDX_MOVE
+        self->entries [e].moving = true;
         hashes [found] = self->entries [e].hash;
         slots [found++] = self->entries [e].slot;
     }

@@ -352,17 +352,29 @@ s_reserve (s_job_t *job, s_step_fn *next)
 }
 
 //  Insert blocks [matched, block_count) as GPU-resident; free duplicates.
+//  'arg' is a copy of the inserted slots, [0] = how many follow.
 static void
 s_inserted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
-    (void) arg;
-    if (rc)
-        return;                     //  Counted by the skeleton; slots stay leaked-free below
-    size_t count;
-    const uint64_t *duplicates = kvt_msg_array (*reply_p, KVT_IDX_INSERT_OK_DUPLICATES, &count);
-    (void) duplicates;
-    kvt_actor_count (self->actor, "duplicate_blocks", count);
+    uint64_t *slots = (uint64_t *) arg;
+    if (rc == 0) {
+        //  Blocks another request inserted first: the index kept that copy,
+        //  so ours are spare
+        size_t count;
+        const uint64_t *duplicates = kvt_msg_array (*reply_p, KVT_IDX_INSERT_OK_DUPLICATES,
+                                                    &count);
+        uint64_t *spare = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+        size_t spare_count = 0;
+        for (size_t k = 0; k < count; k++)
+            if (duplicates [k] < slots [0])
+                spare [spare_count++] = slots [1 + duplicates [k]];
+        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, spare, spare_count);
+        kvt_actor_count (self->actor, "duplicate_blocks", spare_count);
+        free (spare);
+    }
+    //  On failure the slots' fate is unknown: leaving them allocated is safe
+    free (slots);
 }
 
 static void
@@ -376,13 +388,15 @@ s_insert_computed (s_job_t *job)
         return;
     }
     //  A block another request inserted first is a duplicate: the index
-    //  keeps the first copy and tells us which slots to free, which the
-    //  job does right here since it knows them
+    //  keeps the first copy and says which of ours to free (s_inserted)
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_INSERT);
     kvt_msg_set_array (msg, KVT_IDX_INSERT_HASHES, job->hashes + job->matched, count);
     kvt_msg_set_u64 (msg, KVT_IDX_INSERT_TIER, KVT_TIER_GPU);
     kvt_msg_set_array (msg, KVT_IDX_INSERT_SLOTS, job->slots + job->matched, count);
-    kvt_actor_call (self->actor, "prefix_index", &msg, s_inserted, NULL);
+    uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    slots [0] = count;
+    memcpy (slots + 1, job->slots + job->matched, count * sizeof (uint64_t));
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_inserted, slots);
 }
 
 //  --------------------------------------------------------------------------

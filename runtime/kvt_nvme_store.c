@@ -26,7 +26,11 @@
 #define S_JOURNAL_NAME      "kvt-nvme.journal"      //  In dirs [0]
 #define S_JOURNAL_TMP       "kvt-nvme.journal.tmp"  //  Compaction target before rename
 #define S_DROP_FLAG         (1ULL << 63)            //  Journal record: slot forgotten
+#define S_JOURNAL_NEXT      "kvt-nvme.journal.next" //  Journal being built by a rotation
 #define S_JOURNAL_UD        UINT64_MAX              //  user_data of journal appends
+#define S_ROTATE_UD         (UINT64_MAX - 1)        //  user_data of rotation steps
+#define S_JOURNAL_LIMIT     (64ULL << 20)           //  Default appends between compactions
+#define S_SNAPSHOT_SCAN     65536                   //  Slots a rotation looks at per append
 #define S_MAX_REGIONS       64                      //  Caller buffer regions
 #define S_REGION_MAX_BYTES  (1ULL << 30)            //  Kernel limit per registered iovec
 #define S_LOG_FIRST         10                      //  I/O errors logged before thinning
@@ -88,6 +92,22 @@ typedef enum {
     S_OP_DONE = 3                   //  In the done FIFO, waiting for reap
 } s_op_state_t;
 
+//  Journal rotation (compaction while running): open the next journal,
+//  write its header, switch appends to it, append a snapshot of the index
+//  in slices, rename it over the journal, close the old one.
+typedef enum {
+    S_ROT_IDLE = 0,                 //  Appending; rotate past journal_limit
+    S_ROT_OPENING = 1,              //  openat of the next journal in flight
+    S_ROT_SWITCH = 2,               //  Opened: waiting for appends to pause
+    S_ROT_HEADER = 3,               //  Its header write in flight
+    S_ROT_SNAPSHOT = 4,             //  Appending the index in slices
+    S_ROT_FLUSH = 5,                //  Last slice in flight
+    S_ROT_RENAME = 6,               //  Snapshot appended: rename next
+    S_ROT_RENAMING = 7,             //  renameat in flight
+    S_ROT_CLOSING = 8,              //  close of the old journal in flight
+    S_ROT_DISABLED = 9              //  Gave up after an error it cannot undo
+} s_rotate_state_t;
+
 typedef struct {
     int file_index;                 //  Registered file index
     int buf_index;                  //  Registered buffer index
@@ -145,9 +165,12 @@ struct _kvt_nvme_store_t {
     bool opened;                    //  open succeeded
     bool ring_ready;                //  ring initialised
     struct io_uring ring;           //  The ring
-    int *fds;                       //  file_count data files + journal, -1 if closed
+    int *fds;                       //  file_count data files (registered), -1 if closed
     char **paths;                   //  Data file paths
     char *journal_path;             //  dirs[0]/S_JOURNAL_NAME
+    char *journal_next_path;        //  dirs[0]/S_JOURNAL_NEXT
+    int journal_fd;                 //  Journal appended to (plain fd), -1 if none
+    int journal_old_fd;             //  Previous journal during a rotation, or -1
     int event_fd;                   //  Completion eventfd, -1 if none
     uint8_t *staging;               //  queue_depth x stride, registered buffer 0
     size_t staging_bytes;           //  Mapping length
@@ -170,6 +193,17 @@ struct _kvt_nvme_store_t {
     uint64_t journal_write_offset;  //  Offset of that append
     uint64_t journal_end;           //  Next append offset
     bool journal_faulted;           //  The append in flight is an injected failure
+    bool journal_pause;             //  No new appends: a rotation is switching files
+    bool snapshot_in_flight;        //  The append in flight ends the snapshot
+    uint64_t journal_limit;         //  Bytes appended between compactions
+    uint64_t journal_base;          //  journal_end when the last compaction ended
+    int rotate_state;               //  s_rotate_state_t
+    bool rotate_busy;               //  A rotation step (open, header, rename, close) in flight
+    int rotate_fd;                  //  Next journal once opened, until switched, or -1
+    uint64_t rotate_seed;           //  Record checksum seed of the next journal
+    uint64_t rotate_cursor;         //  Next slot the snapshot looks at
+    s_journal_header_t rotate_header;   //  Header of the next journal, written from here
+    bool closing;                   //  destroy is draining: start no new rotation step
     uint64_t journal_seed;          //  Record checksum seed
     uint64_t *recovered;            //  Slots found valid at open
     uint64_t recovered_count;       //  Entries in recovered
@@ -249,7 +283,12 @@ kvt_nvme_store_new (const kvt_nvme_store_config_t *config)
     self->files_per_dir = config->files_per_dir;
     self->sync_on_ack = config->sync_on_ack;
     self->buffered_fallback = config->buffered_fallback;
+    self->journal_limit = config->journal_compact_bytes? config->journal_compact_bytes:
+                                                         S_JOURNAL_LIMIT;
     self->event_fd = -1;
+    self->journal_fd = -1;
+    self->journal_old_fd = -1;
+    self->rotate_fd = -1;
     self->payload_io_bytes = s_round_up (self->block_bytes? self->block_bytes: 1, S_ALIGN);
     self->stride = S_HEADER_BYTES + self->payload_io_bytes;
     return self;
@@ -296,17 +335,24 @@ s_close_all (kvt_nvme_store_t *self)
         self->ring_ready = false;
     }
     if (self->fds) {
-        for (int i = 0; i <= self->file_count; i++)
+        for (int i = 0; i < self->file_count; i++)
             if (self->fds [i] >= 0)
                 close (self->fds [i]);
         kvt_freen (self->fds);
     }
+    int *journal_fds [3] = { &self->journal_fd, &self->journal_old_fd, &self->rotate_fd };
+    for (int i = 0; i < 3; i++)
+        if (*journal_fds [i] >= 0) {
+            close (*journal_fds [i]);
+            *journal_fds [i] = -1;
+        }
     if (self->paths) {
         for (int i = 0; i < self->file_count; i++)
             kvt_freen (self->paths [i]);
         kvt_freen (self->paths);
     }
     kvt_freen (self->journal_path);
+    kvt_freen (self->journal_next_path);
     if (self->event_fd >= 0) {
         close (self->event_fd);
         self->event_fd = -1;
@@ -447,115 +493,142 @@ s_journal_rewrite (kvt_nvme_store_t *self)
         unlink (tmp_path);
     }
     else {
-        if (self->fds [self->file_count] >= 0)
-            close (self->fds [self->file_count]);
-        self->fds [self->file_count] = fd;
+        if (self->journal_fd >= 0)
+            close (self->journal_fd);
+        self->journal_fd = fd;
         self->journal_seed = seed;
         self->journal_end = (uint64_t) offset;
+        self->journal_base = self->journal_end;
     }
     kvt_freen (tmp_path);
     return rc;
 }
 
-//  Replay the journal into the index. Blocks (open only). Visits every
-//  record once: O(records) time, one sequential read of the file.
+//  Apply one journal file to the index. Blocks (open only). Visits every
+//  record once: one sequential read of the file. Returns 1 if the file
+//  was valid and applied (its fd kept in *fd_p if fd_p, else closed), 0
+//  if it is missing or unusable, or -errno.
+static int
+s_journal_read (kvt_nvme_store_t *self, const char *path, int *fd_p, uint64_t *records_p,
+                uint64_t *skipped_p, uint64_t *seed_p)
+{
+    int fd = open (path, O_RDWR | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT)
+        return 0;
+    if (fd < 0) {
+        int rc = -errno;
+        kvt_log_error ("nvme store: cannot open %s: %s", path, strerror (errno));
+        return rc;
+    }
+    struct stat st;
+    s_journal_header_t header;
+    ssize_t got = pread (fd, &header, sizeof (header), 0);
+    bool header_ok = fstat (fd, &st) == 0 && got == (ssize_t) sizeof (header)
+        && header.magic == S_JOURNAL_MAGIC
+        && header.version == S_JOURNAL_VERSION
+        && header.header_checksum == s_journal_header_checksum (&header);
+    if (!header_ok)
+        kvt_log_warn ("nvme store: %s has no valid header; ignored", path);
+    else
+    if (header.block_bytes != self->block_bytes
+    ||  header.dir_count != (uint32_t) self->dir_count
+    ||  header.files_per_dir != (uint32_t) self->files_per_dir) {
+        kvt_log_warn ("nvme store: %s was written for block_bytes %" PRIu64
+                      ", %u dirs x %u files; config says %zu, %d x %d: ignored",
+                      path, header.block_bytes, header.dir_count, header.files_per_dir,
+                      self->block_bytes, self->dir_count, self->files_per_dir);
+        header_ok = false;
+    }
+    if (!header_ok) {
+        close (fd);
+        return 0;
+    }
+    size_t body = (size_t) st.st_size - sizeof (header);
+    uint64_t record_total = body / sizeof (s_journal_record_t);
+    uint64_t skipped = body % sizeof (s_journal_record_t)? 1: 0;   //  A torn tail
+    size_t chunk_records = 65536;
+    s_journal_record_t *chunk = (s_journal_record_t *)
+        kvt_zmalloc (chunk_records * sizeof (s_journal_record_t));
+    uint64_t done = 0;
+    while (done < record_total) {
+        size_t want = record_total - done < chunk_records?
+            (size_t) (record_total - done): chunk_records;
+        off_t offset = (off_t) (sizeof (header) + done * sizeof (s_journal_record_t));
+        ssize_t rc = pread (fd, chunk, want * sizeof (s_journal_record_t), offset);
+        if (rc < 0 && errno == EINTR)
+            continue;
+        size_t read_records = rc > 0? (size_t) rc / sizeof (s_journal_record_t): 0;
+        if (read_records == 0) {
+            kvt_log_warn ("nvme store: short read of %s at %jd; rest ignored", path,
+                          (intmax_t) offset);
+            skipped += record_total - done;
+            break;
+        }
+        for (size_t i = 0; i < read_records; i++) {
+            s_journal_record_t *record = &chunk [i];
+            if (record->record_checksum != s_record_checksum (record, header.seed)) {
+                skipped++;
+                continue;
+            }
+            uint64_t slot = record->slot & ~S_DROP_FLAG;
+            if (record->generation >= self->next_generation)
+                self->next_generation = record->generation + 1;
+            if (slot >= self->capacity_blocks)
+                continue;               //  Capacity shrank since
+            s_slot_t *entry = &self->slots [slot];
+            if (record->generation <= entry->generation)
+                continue;               //  Superseded: latest generation wins
+            entry->generation = record->generation;
+            if (record->slot & S_DROP_FLAG) {
+                entry->state = S_SLOT_EMPTY;
+                entry->block_hash = 0;
+                entry->checksum = 0;
+            }
+            else {
+                entry->state = S_SLOT_VALID;
+                entry->block_hash = record->block_hash;
+                entry->checksum = record->payload_checksum;
+            }
+        }
+        done += read_records;
+    }
+    free (chunk);
+    *records_p += record_total;
+    *skipped_p += skipped;
+    if (seed_p)
+        *seed_p = header.seed;
+    if (fd_p)
+        *fd_p = fd;
+    else
+        close (fd);
+    return 1;
+}
+
+//  Replay the journal, and the next journal of an unfinished rotation,
+//  into the index; compact when worthwhile. Blocks (open only).
 static int
 s_journal_replay (kvt_nvme_store_t *self)
 {
     int64_t started = kvt_now_us ();
-    int fd = open (self->journal_path, O_RDWR | O_CLOEXEC);
-    if (fd < 0 && errno != ENOENT) {
-        int rc = -errno;
-        kvt_log_error ("nvme store: cannot open %s: %s", self->journal_path, strerror (errno));
-        return rc;
-    }
-    bool rewrite = true;
-    uint64_t record_total = 0;
-    uint64_t skipped = 0;
-    if (fd >= 0) {
-        self->fds [self->file_count] = fd;
-        struct stat st;
-        s_journal_header_t header;
-        if (fstat (fd, &st) != 0)
-            return -errno;
-        ssize_t got = pread (fd, &header, sizeof (header), 0);
-        bool header_ok = got == (ssize_t) sizeof (header)
-            && header.magic == S_JOURNAL_MAGIC
-            && header.version == S_JOURNAL_VERSION
-            && header.header_checksum == s_journal_header_checksum (&header);
-        if (!header_ok)
-            kvt_log_warn ("nvme store: %s has no valid header; starting empty",
-                          self->journal_path);
-        else
-        if (header.block_bytes != self->block_bytes
-        ||  header.dir_count != (uint32_t) self->dir_count
-        ||  header.files_per_dir != (uint32_t) self->files_per_dir) {
-            kvt_log_warn ("nvme store: %s was written for block_bytes %" PRIu64
-                          ", %u dirs x %u files; config says %zu, %d x %d: starting empty",
-                          self->journal_path, header.block_bytes, header.dir_count,
-                          header.files_per_dir, self->block_bytes, self->dir_count,
-                          self->files_per_dir);
-            header_ok = false;
-        }
-        if (header_ok) {
-            size_t body = (size_t) st.st_size - sizeof (header);
-            record_total = body / sizeof (s_journal_record_t);
-            if (body % sizeof (s_journal_record_t))
-                skipped++;              //  A torn tail record
-            size_t chunk_records = 65536;
-            s_journal_record_t *chunk = (s_journal_record_t *)
-                kvt_zmalloc (chunk_records * sizeof (s_journal_record_t));
-            uint64_t done = 0;
-            while (done < record_total) {
-                size_t want = record_total - done < chunk_records?
-                    (size_t) (record_total - done): chunk_records;
-                size_t bytes = want * sizeof (s_journal_record_t);
-                off_t offset = (off_t) (sizeof (header) + done * sizeof (s_journal_record_t));
-                ssize_t rc = pread (fd, chunk, bytes, offset);
-                if (rc < 0 && errno == EINTR)
-                    continue;
-                if (rc <= 0) {
-                    kvt_log_warn ("nvme store: short read of %s at %jd; rest ignored",
-                                  self->journal_path, (intmax_t) offset);
-                    skipped += record_total - done;
-                    break;
-                }
-                size_t read_records = (size_t) rc / sizeof (s_journal_record_t);
-                if (read_records == 0)
-                    break;
-                for (size_t i = 0; i < read_records; i++) {
-                    s_journal_record_t *record = &chunk [i];
-                    if (record->record_checksum != s_record_checksum (record, header.seed)) {
-                        skipped++;
-                        continue;
-                    }
-                    uint64_t slot = record->slot & ~S_DROP_FLAG;
-                    if (record->generation >= self->next_generation)
-                        self->next_generation = record->generation + 1;
-                    if (slot >= self->capacity_blocks)
-                        continue;       //  Capacity shrank since
-                    s_slot_t *entry = &self->slots [slot];
-                    if (record->generation <= entry->generation)
-                        continue;       //  Appends complete out of order
-                    entry->generation = record->generation;
-                    if (record->slot & S_DROP_FLAG) {
-                        entry->state = S_SLOT_EMPTY;
-                        entry->block_hash = 0;
-                        entry->checksum = 0;
-                    }
-                    else {
-                        entry->state = S_SLOT_VALID;
-                        entry->block_hash = record->block_hash;
-                        entry->checksum = record->payload_checksum;
-                    }
-                }
-                done += read_records;
-            }
-            free (chunk);
-            self->journal_seed = header.seed;
-            self->journal_end = sizeof (header) + record_total * sizeof (s_journal_record_t);
-            rewrite = false;
-        }
+    uint64_t record_total = 0, skipped = 0, seed = 0;
+    int main_rc = s_journal_read (self, self->journal_path, &self->journal_fd, &record_total,
+                                  &skipped, &seed);
+    if (main_rc < 0)
+        return main_rc;
+    int next_rc = s_journal_read (self, self->journal_next_path, NULL, &record_total,
+                                  &skipped, NULL);
+    if (next_rc < 0)
+        return next_rc;
+    struct stat st;
+    bool next_exists = stat (self->journal_next_path, &st) == 0;
+    if (main_rc == 1) {
+        self->journal_seed = seed;
+        if (fstat (self->journal_fd, &st) == 0
+        &&  (uint64_t) st.st_size >= sizeof (s_journal_header_t))
+            self->journal_end = sizeof (s_journal_header_t)
+                + ((uint64_t) st.st_size - sizeof (s_journal_header_t))
+                / sizeof (s_journal_record_t) * sizeof (s_journal_record_t);
+        self->journal_base = self->journal_end;
     }
     //  Writes whose data landed but whose record did not may carry
     //  generations past the last record (at most 2 x queue_depth of them):
@@ -569,17 +642,22 @@ s_journal_replay (kvt_nvme_store_t *self)
     for (uint64_t slot = 0; slot < self->capacity_blocks; slot++)
         if (self->slots [slot].state == S_SLOT_VALID)
             self->recovered [self->recovered_count++] = slot;
-    //  Compact when replay found damage (so appends never follow garbage)
+    //  Compact when there is no usable journal, when replay found damage
+    //  (so appends never follow garbage), when a rotation was cut short,
     //  or when the journal is mostly superseded records.
-    if (skipped > 0 || record_total > 2 * live + 65536)
-        rewrite = true;
-    bool journal_usable = self->fds [self->file_count] >= 0 && self->journal_seed != 0;
+    bool rewrite = main_rc != 1 || next_exists || skipped > 0
+                || record_total > 2 * live + 65536;
     int rc = rewrite? s_journal_rewrite (self): 0;
-    if (rc && journal_usable) {
+    if (rc == 0 && next_exists && unlink (self->journal_next_path) != 0)
+        rc = -errno;
+    if (rc && main_rc == 1) {
         //  No room to compact (a full disk): the old journal still works,
-        //  since replay skips damaged records wherever they are.
+        //  since replay skips damaged records wherever they are. A next
+        //  journal left by a rotation must then stay as it is.
         kvt_log_warn ("nvme store: journal not compacted (%s); appending to it",
                       kvt_strerror (rc));
+        if (next_exists)
+            self->rotate_state = S_ROT_DISABLED;
         rc = 0;
     }
     self->stats.recovered_blocks = live;
@@ -633,17 +711,23 @@ kvt_nvme_store_open (kvt_nvme_store_t *self)
     self->slots_per_file = (self->capacity_blocks + (uint64_t) self->file_count - 1)
                          / (uint64_t) self->file_count;
     self->direct_io = true;
-    self->fds = (int *) kvt_zmalloc (sizeof (int) * (size_t) (self->file_count + 1));
-    for (int i = 0; i <= self->file_count; i++)
+    self->fds = (int *) kvt_zmalloc (sizeof (int) * (size_t) self->file_count);
+    for (int i = 0; i < self->file_count; i++)
         self->fds [i] = -1;
     self->paths = (char **) kvt_zmalloc (sizeof (char *) * (size_t) self->file_count);
     self->journal_path = s_sprintf ("%s/%s", self->dirs [0], S_JOURNAL_NAME);
+    self->journal_next_path = s_sprintf ("%s/%s", self->dirs [0], S_JOURNAL_NEXT);
     self->slots = (s_slot_t *) kvt_zmalloc (sizeof (s_slot_t) * self->capacity_blocks);
     self->next_generation = 0;
     self->journal_seed = 0;
     self->journal_end = 0;
     self->journal_busy = false;
     self->journal_faulted = false;
+    self->journal_pause = false;
+    self->snapshot_in_flight = false;
+    self->rotate_state = S_ROT_IDLE;
+    self->rotate_busy = false;
+    self->closing = false;
     memset (&self->stats, 0, sizeof (self->stats));
 
     int rc = 0;
@@ -705,7 +789,7 @@ kvt_nvme_store_open (kvt_nvme_store_t *self)
             self->ring_ready = true;
     }
     if (rc == 0) {
-        rc = io_uring_register_files (&self->ring, self->fds, (unsigned) self->file_count + 1);
+        rc = io_uring_register_files (&self->ring, self->fds, (unsigned) self->file_count);
         if (rc)
             kvt_log_error ("nvme store: io_uring_register_files: %s", strerror (-rc));
     }
@@ -1014,7 +1098,6 @@ s_drop (kvt_nvme_store_t *self, uint64_t slot)
         .slot = slot | S_DROP_FLAG, .block_hash = 0,
         .generation = entry->generation, .payload_checksum = 0
     };
-    record.record_checksum = s_record_checksum (&record, self->journal_seed);
     s_batch_push (&self->pending, &record, -1);
 }
 
@@ -1037,11 +1120,174 @@ kvt_nvme_forget (kvt_nvme_store_t *self, uint64_t slot)
     return 0;
 }
 
-//  Start a journal append of the pending batch if none is in flight.
+//  Take the next step of a journal rotation if one is due and none is in
+//  flight. Never waits: each step is one SQE, finished in s_rotate_done.
+static void
+s_rotate_step (kvt_nvme_store_t *self)
+{
+    if (self->rotate_busy)
+        return;
+    struct io_uring_sqe *sqe;
+    if (self->rotate_state == S_ROT_IDLE) {
+        if (self->closing || self->journal_end - self->journal_base < self->journal_limit
+        ||  s_get_sqe (self, &sqe))
+            return;
+        io_uring_prep_openat (sqe, AT_FDCWD, self->journal_next_path,
+                              O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        self->rotate_state = S_ROT_OPENING;
+    }
+    else
+    if (self->rotate_state == S_ROT_SWITCH) {
+        self->journal_pause = true; //  No new appends to the old journal
+        if (self->closing) {
+            //  Not worth finishing now: drop the empty next journal
+            close (self->rotate_fd);
+            self->rotate_fd = -1;
+            self->journal_pause = false;
+            self->rotate_state = S_ROT_IDLE;
+            return;
+        }
+        if (self->journal_busy || s_get_sqe (self, &sqe))
+            return;                 //  Switch once the append in flight is done
+        uint64_t entropy [3] = { (uint64_t) kvt_now_us (), self->journal_seed,
+                                 self->journal_end };
+        self->rotate_seed = XXH3_64bits (entropy, sizeof (entropy)) | 1;
+        s_journal_header_fill (self, &self->rotate_header, self->rotate_seed);
+        io_uring_prep_write (sqe, self->rotate_fd, &self->rotate_header,
+                             sizeof (self->rotate_header), 0);
+        if (self->sync_on_ack)
+            sqe->rw_flags = RWF_DSYNC;
+        self->rotate_state = S_ROT_HEADER;
+    }
+    else
+    if (self->rotate_state == S_ROT_RENAME) {
+        if (s_get_sqe (self, &sqe))
+            return;
+        io_uring_prep_renameat (sqe, AT_FDCWD, self->journal_next_path, AT_FDCWD,
+                                self->journal_path, 0);
+        self->rotate_state = S_ROT_RENAMING;
+    }
+    else
+        return;
+    io_uring_sqe_set_data64 (sqe, S_ROTATE_UD);
+    self->rotate_busy = true;
+}
+
+//  A rotation step completed with 'res'.
+static void
+s_rotate_done (kvt_nvme_store_t *self, int res)
+{
+    self->rotate_busy = false;
+    if (self->rotate_state == S_ROT_OPENING) {
+        if (res < 0) {
+            kvt_log_warn ("nvme store: cannot open %s: %s; journal not compacted",
+                          self->journal_next_path, strerror (-res));
+            self->rotate_state = S_ROT_IDLE;
+            self->journal_base = self->journal_end;     //  Try again later
+        }
+        else {
+            self->rotate_fd = res;
+            self->rotate_state = S_ROT_SWITCH;
+        }
+    }
+    else
+    if (self->rotate_state == S_ROT_HEADER) {
+        if (res != (int) sizeof (self->rotate_header)) {
+            kvt_log_warn ("nvme store: cannot write %s: %s; journal not compacted",
+                          self->journal_next_path, res < 0? strerror (-res): "short write");
+            close (self->rotate_fd);    //  An empty file: nothing to flush
+            self->rotate_fd = -1;
+            self->rotate_state = S_ROT_IDLE;
+            self->journal_base = self->journal_end;
+        }
+        else {
+            //  From here appends go to the next journal; open replays both
+            self->journal_old_fd = self->journal_fd;
+            self->journal_fd = self->rotate_fd;
+            self->rotate_fd = -1;
+            self->journal_seed = self->rotate_seed;
+            self->journal_end = sizeof (self->rotate_header);
+            self->rotate_cursor = 0;
+            self->rotate_state = S_ROT_SNAPSHOT;
+        }
+        self->journal_pause = false;
+    }
+    else
+    if (self->rotate_state == S_ROT_RENAMING) {
+        struct io_uring_sqe *sqe;
+        if (res < 0) {
+            //  Both files stay: open replays both. Rotating again would
+            //  truncate the next journal, which now holds the newest records.
+            kvt_log_error ("nvme store: cannot rename %s: %s; journal compaction off "
+                           "until restart", self->journal_next_path, strerror (-res));
+            self->rotate_state = S_ROT_DISABLED;
+        }
+        else
+        if (s_get_sqe (self, &sqe) == 0) {
+            //  The old journal is unlinked now; its last close frees it
+            io_uring_prep_close (sqe, self->journal_old_fd);
+            io_uring_sqe_set_data64 (sqe, S_ROTATE_UD);
+            self->journal_old_fd = -1;
+            self->rotate_busy = true;
+            self->rotate_state = S_ROT_CLOSING;
+        }
+        else {
+            close (self->journal_old_fd);
+            self->journal_old_fd = -1;
+            self->rotate_state = S_ROT_CLOSING;
+            s_rotate_done (self, 0);
+        }
+    }
+    else
+    if (self->rotate_state == S_ROT_CLOSING) {
+        self->rotate_state = S_ROT_IDLE;
+        self->journal_base = self->journal_end;
+        self->stats.journal_rotations++;
+        kvt_log_debug ("nvme store: journal compacted to %" PRIu64 " bytes", self->journal_end);
+    }
+}
+
+//  Add the next slice of the index to the pending batch, as records of
+//  the next journal. Looks at S_SNAPSHOT_SCAN slots at most.
+static void
+s_snapshot_slice (kvt_nvme_store_t *self)
+{
+    uint64_t end = self->rotate_cursor + S_SNAPSHOT_SCAN;
+    if (end > self->capacity_blocks)
+        end = self->capacity_blocks;
+    for (uint64_t slot = self->rotate_cursor; slot < end; slot++) {
+        s_slot_t *entry = &self->slots [slot];
+        if (entry->state != S_SLOT_VALID)
+            continue;               //  Writes in flight bring their own record
+        s_journal_record_t record = {
+            .slot = slot, .block_hash = entry->block_hash,
+            .generation = entry->generation, .payload_checksum = entry->checksum
+        };
+        s_batch_push (&self->pending, &record, -1);
+    }
+    self->rotate_cursor = end;
+    if (end == self->capacity_blocks)
+        self->rotate_state = S_ROT_FLUSH;
+}
+
+//  Start a journal append of the pending batch if none is in flight, and
+//  move a rotation along. Record checksums are taken here, with the seed
+//  of the journal the batch goes to.
 static int
 s_journal_kick (kvt_nvme_store_t *self)
 {
-    if (self->journal_busy || self->pending.count == 0)
+    s_rotate_step (self);
+    if (self->journal_busy || self->journal_pause)
+        return 0;
+    if (self->rotate_state == S_ROT_SNAPSHOT && !self->closing) {
+        s_snapshot_slice (self);
+        if (self->rotate_state == S_ROT_FLUSH && self->pending.count == 0) {
+            self->rotate_state = S_ROT_RENAME;      //  Nothing left to append
+            s_rotate_step (self);
+            return 0;
+        }
+    }
+    if (self->pending.count == 0)
         return 0;
     struct io_uring_sqe *sqe;
     int rc = s_get_sqe (self, &sqe);
@@ -1051,6 +1297,10 @@ s_journal_kick (kvt_nvme_store_t *self)
     self->inflight = self->pending;
     self->pending = swap;
     self->pending.count = 0;
+    for (size_t i = 0; i < self->inflight.count; i++)
+        self->inflight.records [i].record_checksum =
+            s_record_checksum (&self->inflight.records [i], self->journal_seed);
+    self->snapshot_in_flight = self->rotate_state == S_ROT_FLUSH;
     self->journal_busy = true;
     self->journal_done_bytes = 0;
     self->journal_write_offset = self->journal_end;
@@ -1062,10 +1312,9 @@ s_journal_kick (kvt_nvme_store_t *self)
         io_uring_prep_nop (sqe);
     }
     else {
-        io_uring_prep_write (sqe, self->file_count, self->inflight.records,
+        io_uring_prep_write (sqe, self->journal_fd, self->inflight.records,
                              (unsigned) (self->inflight.count * sizeof (s_journal_record_t)),
                              self->journal_write_offset);
-        sqe->flags |= IOSQE_FIXED_FILE;
         if (self->sync_on_ack)
             sqe->rw_flags = RWF_DSYNC;
     }
@@ -1081,11 +1330,10 @@ s_journal_requeue (kvt_nvme_store_t *self)
     if (rc)
         return rc;
     uint32_t total = (uint32_t) (self->inflight.count * sizeof (s_journal_record_t));
-    io_uring_prep_write (sqe, self->file_count,
+    io_uring_prep_write (sqe, self->journal_fd,
                          (uint8_t *) self->inflight.records + self->journal_done_bytes,
                          total - self->journal_done_bytes,
                          self->journal_write_offset + self->journal_done_bytes);
-    sqe->flags |= IOSQE_FIXED_FILE;
     if (self->sync_on_ack)
         sqe->rw_flags = RWF_DSYNC;
     io_uring_sqe_set_data64 (sqe, S_JOURNAL_UD);
@@ -1161,7 +1409,6 @@ s_op_io_complete (kvt_nvme_store_t *self, int index)
             .slot = op->slot, .block_hash = op->block_hash,
             .generation = op->generation, .payload_checksum = op->checksum
         };
-        record.record_checksum = s_record_checksum (&record, self->journal_seed);
         op->state = S_OP_JOURNAL;
         s_batch_push (&self->pending, &record, index);
         return;
@@ -1247,6 +1494,16 @@ s_journal_complete (kvt_nvme_store_t *self, int res)
     }
     self->inflight.count = 0;
     self->journal_busy = false;
+    if (self->snapshot_in_flight) {
+        //  The last slice of a rotation's snapshot: on to the rename
+        self->snapshot_in_flight = false;
+        self->rotate_state = rc == 0? S_ROT_RENAME: S_ROT_SNAPSHOT;
+        if (rc)
+            self->rotate_cursor = 0;
+    }
+    else
+    if (rc && self->rotate_state == S_ROT_SNAPSHOT)
+        self->rotate_cursor = 0;    //  A slice may be lost: snapshot again
 }
 
 //  Handle one CQE.
@@ -1255,6 +1512,10 @@ s_handle_cqe (kvt_nvme_store_t *self, uint64_t user_data, int res)
 {
     if (user_data == S_JOURNAL_UD) {
         s_journal_complete (self, res);
+        return;
+    }
+    if (user_data == S_ROTATE_UD) {
+        s_rotate_done (self, res);
         return;
     }
     int index = (int) (user_data >> 1);
@@ -1385,7 +1646,7 @@ kvt_nvme_store_wait (kvt_nvme_store_t *self, int timeout_ms)
     int rc = kvt_nvme_submit (self);
     if (rc < 0)
         return rc;
-    if (self->free_count == self->queue_depth && !self->journal_busy)
+    if (self->free_count == self->queue_depth && !self->journal_busy && !self->rotate_busy)
         return -EAGAIN;
     struct io_uring_cqe *cqe;
     if (timeout_ms < 0)
@@ -1508,6 +1769,7 @@ kvt_nvme_store_destroy (kvt_nvme_store_t **self_p)
     if (self->opened) {
         //  Finish what is in flight so no DMA targets freed memory, and
         //  append the records of writes that completed.
+        self->closing = true;
         while (true) {
             (void) s_journal_kick (self);   //  Failure shows up as a stuck drain below
             if (io_uring_sq_ready (&self->ring) > 0)
@@ -1517,7 +1779,7 @@ kvt_nvme_store_destroy (kvt_nvme_store_t **self_p)
                 io_busy |= self->ops [i].state == S_OP_IO;
                 journal_wait |= self->ops [i].state == S_OP_JOURNAL;
             }
-            if (!io_busy && !self->journal_busy) {
+            if (!io_busy && !self->journal_busy && !self->rotate_busy) {
                 if (journal_wait || self->pending.count > 0)
                     kvt_log_error ("nvme store: close: %zu journal records could not be "
                                    "appended; those writes were never acknowledged",
@@ -1533,10 +1795,12 @@ kvt_nvme_store_destroy (kvt_nvme_store_t **self_p)
             s_process_cqes (self, INT_MAX);
         }
         //  A clean close leaves everything acknowledged on stable storage
-        for (int i = 0; i <= self->file_count; i++)
+        for (int i = 0; i < self->file_count; i++)
             if (self->fds [i] >= 0 && fdatasync (self->fds [i]) != 0)
-                kvt_log_warn ("nvme store: fdatasync %s: %s", i < self->file_count?
-                              self->paths [i]: self->journal_path, strerror (errno));
+                kvt_log_warn ("nvme store: fdatasync %s: %s", self->paths [i],
+                              strerror (errno));
+        if (self->journal_fd >= 0 && fdatasync (self->journal_fd) != 0)
+            kvt_log_warn ("nvme store: fdatasync journal: %s", strerror (errno));
     }
     s_close_all (self);
     for (int i = 0; i < self->dir_count; i++)
@@ -1785,6 +2049,69 @@ kvt_nvme_store_test (bool verbose)
     assert (memcmp (dst, src, block_bytes) == 0);
     t_fill (src + 3 * block_bytes, block_bytes, 1003);
     assert (memcmp (dst + block_bytes, src + 3 * block_bytes, block_bytes) == 0);
+    kvt_nvme_store_destroy (&store);
+
+    //  Journal compaction while running: a tiny limit forces rotations
+    //  among writes, overwrites and forgets; a restart sees the same index
+    kvt_nvme_store_config_t rotating = config;
+    rotating.dir_count = 1;
+    rotating.files_per_dir = 1;
+    rotating.block_bytes = 4096;
+    rotating.capacity_blocks = 300;
+    rotating.journal_compact_bytes = 2048;  //  About 50 records
+    char rot_dir [300];
+    snprintf (rot_dir, sizeof (rot_dir), "%s/rot", dir);
+    rc = mkdir (rot_dir, 0755);
+    assert (rc == 0);
+    const char *rot_dirs [1] = { rot_dir };
+    rotating.dirs = rot_dirs;
+    store = kvt_nvme_store_new (&rotating);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    uint64_t expect_hash [300] = { 0 };     //  0: slot must be empty
+    for (int round = 0; round < 6; round++) {
+        for (uint64_t slot = 0; slot < 300; slot++) {
+            if ((slot + (uint64_t) round) % 7 == 0) {
+                if (expect_hash [slot]) {
+                    rc = kvt_nvme_forget (store, slot);
+                    assert (rc == 0);
+                    expect_hash [slot] = 0;
+                }
+                continue;
+            }
+            uint64_t hash = (uint64_t) round << 32 | slot | 1ULL << 48;
+            rc = kvt_nvme_prep_write (store, slot, hash, src, 0);
+            while (rc == -EAGAIN) {
+                t_reap_all (store, 1, rc_by_tag);   //  Every tag is 0
+                assert (rc_by_tag [0] == 0);
+                rc = kvt_nvme_prep_write (store, slot, hash, src, 0);
+            }
+            assert (rc == 0);
+            expect_hash [slot] = hash;
+            kvt_nvme_submit (store);
+        }
+        while (kvt_nvme_store_inflight (store) > 0) {
+            t_reap_all (store, 1, rc_by_tag);
+            assert (rc_by_tag [0] == 0);
+        }
+    }
+    kvt_nvme_store_stats (store, &stats);
+    if (verbose)
+        printf ("journal rotations %" PRIu64 "\n", stats.journal_rotations);
+    assert (stats.journal_rotations >= 3);
+    assert (stats.io_errors == 0);
+    kvt_nvme_store_destroy (&store);
+    store = kvt_nvme_store_new (&rotating);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    for (uint64_t slot = 0; slot < 300; slot++) {
+        uint64_t hash = 0;
+        bool has = kvt_nvme_store_has (store, slot, &hash);
+        assert (has == (expect_hash [slot] != 0));
+        assert (!has || hash == expect_hash [slot]);
+    }
+    kvt_nvme_store_stats (store, &stats);
+    assert (stats.recovery_skipped == 0);
     kvt_nvme_store_destroy (&store);
 
     //  Direct path: registered, aligned caller memory, 4096-multiple blocks

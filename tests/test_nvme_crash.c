@@ -7,7 +7,8 @@
 /*
 @header
     For each combination of {bounce, direct (registered buffer)} x
-    {sync_on_ack off, on} x {early kill, late kill (during overwrites)}:
+    {sync_on_ack off, on} x {early kill, by the child itself while a
+    journal compaction is under way; late kill, during overwrites}:
     fork a child that opens a kvt_nvme_store and writes every one of 10k
     slots twice (two versions, random order, queue kept full; then again),
     reporting through a pipe each write it prepares and each write it sees
@@ -99,8 +100,12 @@ t_write_all (int fd, const void *buf, size_t bytes)
 
 //  The child: write storm until killed. Never returns.
 static void
-t_child (const kvt_nvme_store_config_t *config, bool direct, int pipe_fd)
+t_child (const kvt_nvme_store_config_t *config, bool direct, int pipe_fd,
+         uint64_t self_kill_after)
 {
+    char next_path [600];
+    snprintf (next_path, sizeof (next_path), "%s/kvt-nvme.journal.next", config->dirs [0]);
+    uint64_t acked = 0;
     size_t bytes = config->block_bytes;
     size_t arena_bytes = (size_t) T_QD * bytes;
     uint8_t *arena = (uint8_t *) mmap (NULL, arena_bytes, PROT_READ | PROT_WRITE,
@@ -172,13 +177,19 @@ t_child (const kvt_nvme_store_config_t *config, bool direct, int pipe_fd)
             _exit (7);
         for (int i = 0; i < n; i++) {
             int buf = (int) done [i].tag;
-            if (done [i].rc == 0)
+            if (done [i].rc == 0) {
                 events [event_count++] = (t_event_t) { 'A', tag_version [buf], tag_slot [buf] };
+                acked++;
+            }
             free_buf [free_count++] = buf;
             in_flight [tag_slot [buf]] = 0;
         }
         if (event_count)
             t_write_all (pipe_fd, events, sizeof (t_event_t) * (size_t) event_count);
+        //  Die in the middle of a journal rotation, once enough is acked
+        struct stat st;
+        if (self_kill_after && acked >= self_kill_after && stat (next_path, &st) == 0)
+            kill (getpid (), SIGKILL);
     }
 }
 
@@ -200,15 +211,28 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
         .dirs = dirs, .dir_count = 1,
         .block_bytes = direct? 8192: 4096 + 808,
         .capacity_blocks = T_CAPACITY, .queue_depth = T_QD, .files_per_dir = 3,
-        .sync_on_ack = sync_on_ack
+        .sync_on_ack = sync_on_ack,
+        //  A compaction every ~400 records, each appending a snapshot of
+        //  up to 10k: the journal is rotating most of the time, so kills
+        //  land in the middle of rotations too
+        .journal_compact_bytes = 16 << 10
     };
+    //  Kill after a random number of acknowledgements, mid-storm: early
+    //  (first versions only) or late (overwrites of acknowledged blocks).
+    //  Early rounds: the child kills itself while a journal rotation is
+    //  under way (the parent kills it later if none comes).
+    uint64_t kill_after = (late? T_CAPACITY + 500: 1000)
+                        + (uint64_t) (kvt_now_us () % (T_CAPACITY / 2));
+    uint64_t self_kill_after = kill_after;
+    if (!late)
+        kill_after += 4000;
     int fds [2];
     if (pipe (fds) != 0)
         return 1;
     pid_t pid = fork ();
     if (pid == 0) {
         close (fds [0]);
-        t_child (&config, direct, fds [1]);
+        t_child (&config, direct, fds [1], late? 0: self_kill_after);
         _exit (0);
     }
     close (fds [1]);
@@ -216,10 +240,6 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
     uint8_t *prepared = (uint8_t *) calloc (T_CAPACITY, 1);
     uint8_t *acked = (uint8_t *) calloc (T_CAPACITY, 1);
     uint64_t ack_total = 0;
-    //  Kill after a random number of acknowledgements, mid-storm: early
-    //  (first versions only) or late (overwrites of acknowledged blocks)
-    uint64_t kill_after = (late? T_CAPACITY + 500: 1000)
-                        + (uint64_t) (kvt_now_us () % (T_CAPACITY / 2));
     bool killed = false;
     t_event_t event;
     size_t have = 0;
@@ -252,10 +272,14 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
     int status = 0;
     waitpid (pid, &status, 0);
     close (fds [0]);
-    t_check (killed && WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL,
+    t_check (WIFSIGNALED (status) && WTERMSIG (status) == SIGKILL,
              "child did not die by SIGKILL (status %d, acks %" PRIu64 ")", status, ack_total);
 
     //  Reopen and check every slot
+    char next_path [600];
+    struct stat st;
+    snprintf (next_path, sizeof (next_path), "%s/kvt-nvme.journal.next", sub);
+    bool cut_rotation = stat (next_path, &st) == 0;
     size_t bytes = config.block_bytes;
     uint8_t *arena = (uint8_t *) mmap (NULL, 2 * (size_t) T_QD * bytes, PROT_READ | PROT_WRITE,
                                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -274,6 +298,7 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
     kvt_nvme_store_stats_t stats;
     kvt_nvme_store_stats (store, &stats);
     t_check (open_us < 5000000, "recovery took %.3f s", open_us / 1e6);
+    t_check (stat (next_path, &st) != 0, "a rotation's next journal is left after open");
     uint64_t recovered = kvt_nvme_store_recovered_count (store);
     uint8_t *found = (uint8_t *) calloc (T_CAPACITY, 1);
     for (uint64_t i = 0; i < recovered; i++) {
@@ -355,10 +380,11 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
     t_check (n == 1 && done [0].rc == 0, "write after recovery not acknowledged");
     printf ("  %-6s sync_on_ack=%d %-5s: acked %" PRIu64 " before kill, recovered %" PRIu64
             " (%" PRIu64 " required), read back %" PRIu64 " exact, %" PRIu64
-            " torn by in-flight overwrite, journal skipped %" PRIu64 ", open %.1f ms\n",
+            " torn by in-flight overwrite, journal skipped %" PRIu64 ", open %.1f ms%s\n",
             direct? "direct": "bounce", sync_on_ack, late? "late": "early", ack_total,
             recovered, must_have,
-            reads_ok, misses, stats.recovery_skipped, open_us / 1e3);
+            reads_ok, misses, stats.recovery_skipped, open_us / 1e3,
+            cut_rotation? ", killed mid-rotation": "");
     if (verbose)
         printf ("  recovery_us %" PRIu64 "\n", stats.recovery_us);
     kvt_nvme_store_destroy (&store);
@@ -387,7 +413,7 @@ t_recover_many (const char *dir)
     const char *dirs [1] = { sub };
     kvt_nvme_store_config_t config = {
         .dirs = dirs, .dir_count = 1, .block_bytes = bytes, .capacity_blocks = count,
-        .queue_depth = 64, .files_per_dir = 4
+        .queue_depth = 64, .files_per_dir = 4, .journal_compact_bytes = 256 << 10
     };
     uint8_t *arena = (uint8_t *) mmap (NULL, 64 * bytes, PROT_READ | PROT_WRITE,
                                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -432,6 +458,9 @@ t_recover_many (const char *dir)
              PRIu64, file_bytes, count * stride);
     rc = kvt_nvme_prep_write (store, count, 1, arena, 0);
     t_check (rc == -ERANGE, "write past capacity: %s", kvt_strerror (rc));
+    kvt_nvme_store_stats_t stats;
+    kvt_nvme_store_stats (store, &stats);
+    t_check (stats.journal_rotations >= 1, "no journal compaction in 20k writes");
     kvt_nvme_store_destroy (&store);
 
     store = kvt_nvme_store_new (&config);
@@ -455,7 +484,8 @@ t_recover_many (const char *dir)
         t_check (n == 1 && done [0].rc == 0 && memcmp (arena, expect, bytes) == 0,
                  "slot %" PRIu64 " after reopen", slot);
     }
-    printf ("  20k blocks: reopen %.1f ms, all recovered, files exactly at capacity\n",
+    printf ("  20k blocks: %" PRIu64 " journal compactions while writing, reopen %.1f ms, "
+            "all recovered, files exactly at capacity\n", stats.journal_rotations,
             open_us / 1e3);
     kvt_nvme_store_destroy (&store);
     munmap (arena, 64 * bytes);

@@ -37,7 +37,7 @@ s_corrupt_disk (const char *nvme_dir)
     while ((entry = readdir (dir))) {
         if (!strstr (entry->d_name, ".dat") || strstr (entry->d_name, "journal"))
             continue;
-        char path [512];
+        char path [1400];
         snprintf (path, sizeof (path), "%s/%s", nvme_dir, entry->d_name);
         FILE *file = fopen (path, "r+b");
         t_check (file);
@@ -145,7 +145,7 @@ main (void)
     //  Corruption on disk: the block is a miss, recomputed, same output
     t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
     t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, 1000, &moved));
-    char nvme_dir [512];
+    char nvme_dir [1024];
     snprintf (nvme_dir, sizeof (nvme_dir), "%s/nvme", kvt_runtime_run_dir (runtime));
     t_check (s_corrupt_disk (nvme_dir) > 0);
     t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &again));

@@ -57,6 +57,8 @@ extern "C" {
 
 #define KVT_POLICY_BLOCK_PARTIAL  1u            //  Last block of a prompt, not full
 #define KVT_POLICY_BLOCK_HIT      2u            //  Was in the request's cached lead
+#define KVT_POLICY_BLOCK_DEMOTED  4u            //  Offered by a higher tier (its parent
+                                                //  may be cached up there)
 
 //  What a policy learns about one block at one use
 typedef struct {

@@ -458,6 +458,7 @@ s_admit (void *state, const kvt_policy_block_t *block)
     uint8_t was;
     self->last_seen = s_history_check (&self->history, block->id, self->request_class, &was);
     return block->parent == KVT_POLICY_NO_PARENT
+        || (block->flags & KVT_POLICY_BLOCK_DEMOTED)   //  Parent may be in a higher tier
         || kvt_idmap_get (&self->real.map, block->parent) != KVT_IDMAP_NONE;
 }
 

@@ -340,6 +340,7 @@ s_admit (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
     return block->parent == KVT_POLICY_NO_PARENT
+        || (block->flags & KVT_POLICY_BLOCK_DEMOTED)   //  Parent may be in a higher tier
         || kvt_idmap_get (&self->map, block->parent) != KVT_IDMAP_NONE;
 }
 

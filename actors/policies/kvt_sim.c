@@ -371,6 +371,7 @@ s_evict (s_run_t *run, int t, uint64_t id)
     &&  run->config->write != KVT_SIM_WRITE_SECOND_HIT) {
         kvt_policy_block_t block;
         s_describe (run, d, &block);
+        block.flags |= KVT_POLICY_BLOCK_DEMOTED;
         s_offer (run, t + 1, d, &block);
     }
 }
@@ -418,9 +419,11 @@ s_offer (s_run_t *run, int t, uint32_t d, const kvt_policy_block_t *block)
 static void
 s_copy_down (s_run_t *run, uint32_t d, const kvt_policy_block_t *block)
 {
+    kvt_policy_block_t copy = *block;
+    copy.flags |= KVT_POLICY_BLOCK_DEMOTED;
     for (int t = 1; t < run->tier_count; t++)
         if (!(run->member [d] & (1u << t)))
-            s_offer (run, t, d, block);
+            s_offer (run, t, d, &copy);
 }
 
 //  qsort order for doubles.

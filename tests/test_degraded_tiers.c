@@ -1,0 +1,94 @@
+/*  =========================================================================
+    test_degraded_tiers - a missing disk tier and tiny tiers keep serving
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    With tier_nvme pointed at a folder that does not exist, the runtime
+    starts (the disk tier disabled, reported in STATS) and keeps serving
+    under pressure: blocks that cannot go down are dropped, never block a
+    request. With every tier small, no tier ever holds more blocks than its
+    capacity, and outputs stay those of an uncached run.
+@end
+*/
+
+#include "testutil.h"
+
+static uint64_t
+s_stat (kvt_client_t *client, const char *key)
+{
+    kvt_client_stats_t stats;
+    t_ok (kvt_client_stats (client, &stats));
+    uint64_t value = 0;
+    kvt_client_stats_find (&stats, key, &value);
+    kvt_client_stats_fini (&stats);
+    return value;
+}
+
+//  Run 30 prompts sharing prefixes; return a digest of all output tokens.
+static uint64_t
+s_workload (kvt_client_t *client, uint64_t vocab, uint64_t block_tokens)
+{
+    uint64_t digest = 0;
+    for (int k = 0; k < 30; k++) {
+        size_t count = (size_t) (4 + k % 7) * block_tokens + (size_t) k % 5;
+        uint64_t *tokens = t_tokens (count, vocab, (uint64_t) (k % 4));
+        kvt_client_generate_t out;
+        t_ok (kvt_client_generate (client, "", tokens, count, 2, &out));
+        for (size_t t = 0; t < out.token_count; t++)
+            digest = digest * 31 + out.tokens [t];
+        kvt_client_generate_fini (&out);
+        free (tokens);
+    }
+    return digest;
+}
+
+int
+main (void)
+{
+    //  Reference: no caching at all
+    static const char *const uncached [] = { "scheduler/caching=0", NULL };
+    kvt_config_t *config = t_config (uncached);
+    kvt_runtime_t *runtime = t_start_runtime (config);
+    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
+    kvt_client_hello_t hello;
+    t_ok (kvt_client_hello (client, "test_degraded_tiers", &hello));
+    uint64_t expected = s_workload (client, hello.vocab, hello.block_tokens);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+
+    //  No disk tier: served anyway, blocks dropped off the host tier
+    static const char *const no_disk [] = { "tier_gpu/capacity_blocks=16",
+        "tier_host/capacity_blocks=8", "tier_nvme/dir=/nonexistent/kvtier-test", NULL };
+    config = t_config (no_disk);
+    runtime = t_start_runtime (config);
+    client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
+    t_check (s_workload (client, hello.vocab, hello.block_tokens) == expected);
+    t_check (s_stat (client, "tier_nvme.disabled") == 1);
+    t_check (s_stat (client, "migration.dropped_no_room_below") > 0);
+    t_check (s_stat (client, "tier_host.used_blocks") <= 8);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+
+    //  Tiny tiers everywhere: capacity is a hard cap, outputs unchanged
+    static const char *const tiny [] = { "tier_gpu/capacity_blocks=12",
+        "tier_host/capacity_blocks=6", "tier_nvme/capacity_blocks=10", NULL };
+    config = t_config (tiny);
+    runtime = t_start_runtime (config);
+    client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
+    t_check (s_workload (client, hello.vocab, hello.block_tokens) == expected);
+    t_check (s_stat (client, "tier_gpu.used_blocks") <= 12);
+    t_check (s_stat (client, "tier_host.used_blocks") <= 6);
+    t_check (s_stat (client, "tier_nvme.used_blocks") <= 10);
+    t_check (s_stat (client, "migration.dropped") > 0);       //  Fell off the disk tier
+    t_check (s_stat (client, "prefix_index.blocks_nvme") <= 10);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+    printf ("test_degraded_tiers: OK\n");
+    return T_EXIT_PASS;
+}
