@@ -9,7 +9,8 @@
     See kvt_nvme_store.h for the on-disk layout, the journal and what an
     acknowledgement guarantees. This file: open and recovery, the op pool,
     the completion state machine (data parts -> journal append -> done),
-    fault injection, destroy, and the selftest.
+    journal rotation (compaction while running), fault injection, destroy,
+    and the selftest.
 @end
 */
 
