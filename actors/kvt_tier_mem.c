@@ -23,6 +23,7 @@
 
 #include "kvt_classes.h"
 #include "kvt_actors.h"
+#include "kvt_tier_slots.h"
 
 typedef struct {
     kvt_actor_t *actor;             //  Our skeleton
@@ -87,42 +88,14 @@ static int
 s_handle_alloc (void *self_ptr, kvt_msg_t **msg_p)
 {
     self_t *self = (self_t *) self_ptr;
-    uint64_t count = kvt_msg_u64 (*msg_p, KVT_TIER_ALLOC_COUNT);
-    if (count > self->capacity)
-        count = self->capacity;     //  Never more than exists
-    uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    size_t taken = kvt_slots_alloc (self->slots, slots, count);
-    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_TIER_ALLOC_OK);
-    kvt_msg_set_array (reply, KVT_TIER_ALLOC_OK_SLOTS, slots, taken);
-    free (slots);
-    kvt_actor_count (self->actor, "allocated", taken);
-    if (taken < count)
-        kvt_actor_count (self->actor, "alloc_short", 1);
-    kvt_actor_gauge (self->actor, "used_blocks", kvt_slots_used (self->slots));
-    return kvt_actor_reply (self->actor, &reply);
+    return kvt_tier_slots_alloc (self->actor, self->slots, *msg_p, true);
 }
 
 static int
 s_handle_free (void *self_ptr, kvt_msg_t **msg_p)
 {
     self_t *self = (self_t *) self_ptr;
-    size_t count;
-    const uint64_t *slots = kvt_msg_array (*msg_p, KVT_TIER_FREE_SLOTS, &count);
-    //  Validate all first so a bad request changes nothing
-    for (size_t k = 0; k < count; k++)
-        if (!kvt_slots_in_use (self->slots, slots [k])) {
-            kvt_actor_count (self->actor, "bad_frees", 1);
-            return slots [k] >= self->capacity? -ERANGE: -EINVAL;
-        }
-    size_t freed = 0;
-    for (size_t k = 0; k < count; k++)
-        if (kvt_slots_free (self->slots, slots [k]) == 0)
-            freed++;                //  A slot listed twice frees once
-    kvt_actor_count (self->actor, "freed", freed);
-    kvt_actor_gauge (self->actor, "used_blocks", kvt_slots_used (self->slots));
-    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_TIER_FREE_OK);
-    kvt_msg_set_u64 (reply, KVT_TIER_FREE_OK_FREED, freed);
-    return kvt_actor_reply (self->actor, &reply);
+    return kvt_tier_slots_free (self->actor, self->slots, *msg_p, NULL, NULL);
 }
 
 const kvt_actor_def_t kvt_tier_gpu_def = {

@@ -34,6 +34,7 @@
 
 #include "kvt_classes.h"
 #include "kvt_actors.h"
+#include "kvt_tier_slots.h"
 #include <sys/eventfd.h>
 
 #define S_REAP_BATCH 64             //  Completions reaped per call
@@ -284,40 +285,23 @@ static int
 s_handle_alloc (void *self_ptr, kvt_msg_t **msg_p)
 {
     self_t *self = (self_t *) self_ptr;
-    uint64_t count = kvt_msg_u64 (*msg_p, KVT_TIER_ALLOC_COUNT);
-    if (!self->store)
-        count = 0;                  //  Disabled: nothing to give
-    if (count > self->capacity)
-        count = self->capacity;
-    uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    size_t taken = kvt_slots_alloc (self->slots, slots, count);
-    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_TIER_ALLOC_OK);
-    kvt_msg_set_array (reply, KVT_TIER_ALLOC_OK_SLOTS, slots, taken);
-    free (slots);
-    kvt_actor_gauge (self->actor, "used_blocks", kvt_slots_used (self->slots));
-    return kvt_actor_reply (self->actor, &reply);
+    return kvt_tier_slots_alloc (self->actor, self->slots, *msg_p, self->store != NULL);
+}
+
+//  A freed slot is forgotten on disk too, so a restart does not bring it back.
+static void
+s_forget (uint64_t slot, void *arg)
+{
+    self_t *self = (self_t *) arg;
+    if (self->store)
+        (void) kvt_nvme_forget (self->store, slot);
 }
 
 static int
 s_handle_free (void *self_ptr, kvt_msg_t **msg_p)
 {
     self_t *self = (self_t *) self_ptr;
-    size_t count;
-    const uint64_t *slots = kvt_msg_array (*msg_p, KVT_TIER_FREE_SLOTS, &count);
-    for (size_t k = 0; k < count; k++)
-        if (!kvt_slots_in_use (self->slots, slots [k]))
-            return slots [k] >= self->capacity? -ERANGE: -EINVAL;
-    size_t freed = 0;
-    for (size_t k = 0; k < count; k++)
-        if (kvt_slots_free (self->slots, slots [k]) == 0) {
-            if (self->store)        //  Gone after a restart too
-                (void) kvt_nvme_forget (self->store, slots [k]);
-            freed++;
-        }
-    kvt_actor_gauge (self->actor, "used_blocks", kvt_slots_used (self->slots));
-    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_TIER_FREE_OK);
-    kvt_msg_set_u64 (reply, KVT_TIER_FREE_OK_FREED, freed);
-    return kvt_actor_reply (self->actor, &reply);
+    return kvt_tier_slots_free (self->actor, self->slots, *msg_p, s_forget, self);
 }
 
 //  TIER_WRITE and TIER_READ share their shape: slots, hashes, host slots.

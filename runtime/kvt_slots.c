@@ -13,6 +13,7 @@ struct _kvt_slots_t {
     uint64_t *free_stack;           //  Free slot numbers; top at free_count - 1
     uint64_t free_count;            //  Entries on the stack
     uint8_t *in_use;                //  One bit per slot
+    uint64_t used;                  //  Slots handed out
 };
 
 kvt_slots_t *
@@ -55,6 +56,7 @@ kvt_slots_alloc (kvt_slots_t *self, uint64_t *slots, size_t count)
         if (kvt_slots_in_use (self, slot))
             continue;               //  Claimed at recovery; stale stack entry
         self->in_use [slot / 8] |= (uint8_t) (1 << (slot % 8));
+        self->used++;
         slots [taken++] = slot;
     }
     return taken;
@@ -69,6 +71,7 @@ kvt_slots_claim (kvt_slots_t *self, uint64_t slot)
         return -EBUSY;
     //  Leave the stack entry; alloc skips slots that are in use
     self->in_use [slot / 8] |= (uint8_t) (1 << (slot % 8));
+    self->used++;
     return 0;
 }
 
@@ -80,6 +83,7 @@ kvt_slots_free (kvt_slots_t *self, uint64_t slot)
     if (!kvt_slots_in_use (self, slot))
         return -EINVAL;
     self->in_use [slot / 8] &= (uint8_t) ~(1 << (slot % 8));
+    self->used--;
     //  The stack can hold a stale copy of a claimed slot; never overflow
     if (self->free_count < self->capacity)
         self->free_stack [self->free_count++] = slot;
@@ -91,10 +95,7 @@ uint64_t kvt_slots_capacity (const kvt_slots_t *self) { return self->capacity; }
 uint64_t
 kvt_slots_used (const kvt_slots_t *self)
 {
-    uint64_t used = 0;
-    for (uint64_t k = 0; k < (self->capacity + 7) / 8; k++)
-        used += (uint64_t) __builtin_popcount (self->in_use [k]);
-    return used;
+    return self->used;
 }
 
 int
