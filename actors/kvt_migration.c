@@ -32,6 +32,12 @@
 
 typedef struct _self_t self_t;
 typedef void (s_cont_fn) (self_t *self, void *arg, int rc);
+typedef struct _s_gpu_copy_t s_gpu_copy_t;     //  CUDA copy state (CUDA builds)
+
+#ifdef KVT_WITH_CUDA
+#   include <cuda_runtime.h>
+#   include "kvt_block_copy.cuh"
+#endif
 
 static const char *const s_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_host", "tier_nvme" };
 
@@ -47,6 +53,7 @@ struct _self_t {
     uint64_t background_batch;      //  Most blocks one background job moves
     bool overlap_upkeep;            //  Reply before the watermark upkeep?
     kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
+    s_gpu_copy_t *gpu_copy;         //  Stream and slot arrays, made on first GPU copy
 };
 
 //  --------------------------------------------------------------------------
@@ -95,13 +102,117 @@ s_unpin (self_t *self, const uint64_t *hashes, size_t count)
                   hashes, count, "IDX_UNPIN");
 }
 
-//  Copy blocks between the two memory slabs (GPU tier <-> host tier).
+#ifdef KVT_WITH_CUDA
+//  Blocks smaller than this move with the copy kernel (SMs issue the PCIe
+//  traffic, one launch for all blocks); larger ones on the copy engines.
+//  The crossover is the one measured in tools/bench/RESULTS.md.
+#define S_KERNEL_COPY_MAX_BYTES (256u << 10)
+
+struct _s_gpu_copy_t {
+    cudaStream_t stream;            //  Copies run here
+    int64_t *d_slots;               //  [2 x cap] source then destination slots (device)
+    int64_t *h_slots;               //  [2 x cap] host staging
+    size_t cap;                     //  Blocks the slot arrays hold
+};
+
+static void
+s_gpu_copy_destroy (s_gpu_copy_t **self_p)
+{
+    s_gpu_copy_t *self = *self_p;
+    if (self) {
+        if (self->stream)
+            cudaStreamSynchronize (self->stream);
+        cudaFree (self->d_slots);
+        free (self->h_slots);
+        if (self->stream)
+            cudaStreamDestroy (self->stream);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  Move 'count' blocks between a device slab and the pinned host slab (or
+//  inside the device), kernel or copy engines by block size, and wait.
+//  The wait is a cudaStreamSynchronize in the actor's thread for now; the
+//  design's cudaLaunchHostFunc -> eventfd -> zloop completion is issue #3.
+static int
+s_copy_blocks_gpu (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
+                   kvt_arena_t *dst, const uint64_t *to_slots, size_t count)
+{
+    if (!self->gpu_copy) {
+        self->gpu_copy = (s_gpu_copy_t *) kvt_zmalloc (sizeof (s_gpu_copy_t));
+        if (cudaStreamCreateWithFlags (&self->gpu_copy->stream, cudaStreamNonBlocking)
+            != cudaSuccess) {
+            self->gpu_copy->stream = NULL;
+            return KVT_ECUDA;
+        }
+    }
+    s_gpu_copy_t *copy = self->gpu_copy;
+    if (count > copy->cap) {
+        cudaStreamSynchronize (copy->stream);
+        cudaFree (copy->d_slots);
+        copy->d_slots = NULL;
+        copy->cap = 0;
+        free (copy->h_slots);
+        copy->h_slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+        if (cudaMalloc ((void **) &copy->d_slots, 2 * count * sizeof (int64_t)) != cudaSuccess) {
+            copy->d_slots = NULL;
+            return KVT_ECUDA;
+        }
+        copy->cap = count;
+    }
+    for (size_t k = 0; k < count; k++) {
+        copy->h_slots [k] = (int64_t) from_slots [k];
+        copy->h_slots [count + k] = (int64_t) to_slots [k];
+    }
+    size_t bytes = kvt_arena_block_bytes (src);
+    kvt_block_copy_args_t args = {
+        .dst = kvt_arena_base (dst), .src = kvt_arena_base (src),
+        .dst_slots = copy->h_slots + count, .src_slots = copy->h_slots,
+        .dst_slot_bytes = (int64_t) kvt_arena_block_bytes (dst),
+        .src_slot_bytes = (int64_t) bytes, .block_bytes = (int64_t) bytes,
+        .count = (int) count };
+    int rc;
+    if (bytes < S_KERNEL_COPY_MAX_BYTES) {
+        if (cudaMemcpyAsync (copy->d_slots, copy->h_slots, 2 * count * sizeof (int64_t),
+                             cudaMemcpyHostToDevice, copy->stream) != cudaSuccess)
+            return KVT_ECUDA;
+        args.src_slots = copy->d_slots;
+        args.dst_slots = copy->d_slots + count;
+        rc = kvt_block_copy (&args, copy->stream);
+        kvt_actor_count (self->actor, "copy_kernel_launches", 1);
+    }
+    else {
+        rc = kvt_block_copy_ce (&args, copy->stream);
+        kvt_actor_count (self->actor, "copy_ce_batches", 1);
+    }
+    if (cudaStreamSynchronize (copy->stream) != cudaSuccess && rc == 0)
+        rc = KVT_ECUDA;
+    return rc;
+}
+#endif
+
+//  Copy blocks between the two memory slabs (GPU tier <-> host tier):
+//  memcpy when both are host memory, CUDA copies when the GPU tier's slab
+//  is device memory.
 static void
 s_copy_blocks (self_t *self, int from, const uint64_t *from_slots, int to,
                const uint64_t *to_slots, size_t count)
 {
     kvt_arena_t *src = self->arenas [from], *dst = self->arenas [to];
     size_t bytes = kvt_arena_block_bytes (src);
+#ifdef KVT_WITH_CUDA
+    if (count > 0 && (kvt_arena_on_device (src) || kvt_arena_on_device (dst))) {
+        int rc = s_copy_blocks_gpu (self, src, from_slots, dst, to_slots, count);
+        if (rc) {
+            kvt_log_error ("migration: copying %zu blocks %s failed: %s", count,
+                           from == KVT_TIER_GPU? "GPU -> host": "host -> GPU", kvt_strerror (rc));
+            kvt_actor_count (self->actor, "copy_errors", 1);
+            return;
+        }
+    }
+    else
+#endif
     for (size_t k = 0; k < count; k++)
         memcpy (kvt_arena_block (dst, to_slots [k]), kvt_arena_block (src, from_slots [k]), bytes);
     kvt_actor_count (self->actor, from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu",
@@ -549,6 +660,7 @@ typedef struct {
     uint64_t *nvme_index;           //  Which blocks those are
     bool *failed;                   //  Per block: could not be read (a miss)
     bool gpu_resident_swapped;      //  GPU-resident blocks' own slots are in gpu->slots
+    size_t chunks_pending;          //  NVMe chunk reads not yet answered
 } s_promote_t;
 
 static void
@@ -638,53 +750,76 @@ s_promote_finish (self_t *self, s_promote_t *job)
     s_job_reply (self, &reply);
 }
 
-//  Copy host-resident (and staged) blocks to their GPU slots.
+//  Copy the host-resident blocks to their GPU slots (the NVMe ones were
+//  copied chunk by chunk as they arrived), then finish.
 static void
 s_promote_copy (self_t *self, s_promote_t *job)
 {
     uint64_t *from = s_u64s (job->count), *to = s_u64s (job->count);
-    size_t n = 0, staged = 0;
-    for (size_t k = 0; k < job->count; k++) {
-        if (job->tiers [k] == KVT_TIER_NVME) {
-            if (!job->failed [k]) {
-                from [n] = job->staging->slots [staged];
-                to [n++] = job->gpu->slots [k];
-            }
-            staged++;
-        }
-        else
+    size_t n = 0;
+    for (size_t k = 0; k < job->count; k++)
         if (job->tiers [k] == KVT_TIER_HOST) {
             from [n] = job->slots [k];
             to [n++] = job->gpu->slots [k];
         }
-    }
     s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n);
     free (from);
     free (to);
     s_promote_finish (self, job);
 }
 
+//  NVMe blocks stream to the GPU in chunks: every chunk's TIER_READ is sent
+//  at once, tier_nvme serves them in order, and each chunk is copied on to
+//  its GPU slots as soon as it is read and checked, while the disk is
+//  already reading the next. Disk, checksums and copies then overlap
+//  instead of running one after the other.
+#define S_STREAM_CHUNK_BYTES (4u << 20)   //  Bytes per chunk read
+
+typedef struct {
+    s_promote_t *job;               //  The promotion this chunk belongs to
+    size_t first;                   //  Index of its first block in nvme_index
+    size_t count;                   //  Blocks in the chunk
+} s_chunk_t;
+
 static void
-s_promote_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
-    s_promote_t *job = (s_promote_t *) arg;
+    s_chunk_t *chunk = (s_chunk_t *) arg;
+    s_promote_t *job = chunk->job;
+    bool *bad = (bool *) kvt_zmalloc (chunk->count + 1);
     if (rc) {
-        //  The disk tier failed as a whole: every NVMe block is a miss
+        //  The disk tier failed the read as a whole: every block is a miss
         kvt_log_warn ("migration: NVMe read failed: %s", kvt_strerror (rc));
-        for (size_t k = 0; k < job->nvme_count; k++)
-            job->failed [job->nvme_index [k]] = true;
+        for (size_t k = 0; k < chunk->count; k++)
+            bad [k] = true;
     }
     else {
         size_t failed_count;
         const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_READ_OK_FAILED, &failed_count);
         for (size_t k = 0; k < failed_count; k++)
-            if (failed [k] < job->nvme_count)
-                job->failed [job->nvme_index [failed [k]]] = true;
-        kvt_actor_count (self->actor, "bytes_nvme_to_host",
-                         (job->nvme_count - failed_count) * kvt_arena_block_bytes (self->arenas [1]));
+            if (failed [k] < chunk->count)
+                bad [failed [k]] = true;
     }
-    s_promote_copy (self, job);
+    uint64_t *from = s_u64s (chunk->count), *to = s_u64s (chunk->count);
+    size_t n = 0;
+    for (size_t k = 0; k < chunk->count; k++) {
+        size_t block = job->nvme_index [chunk->first + k];
+        if (bad [k]) {
+            job->failed [block] = true;
+            continue;
+        }
+        from [n] = job->staging->slots [chunk->first + k];
+        to [n++] = job->gpu->slots [block];
+    }
+    kvt_actor_count (self->actor, "bytes_nvme_to_host", n * kvt_arena_block_bytes (self->arenas [1]));
+    s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n);
+    free (from);
+    free (to);
+    free (bad);
+    free (chunk);
+    if (--job->chunks_pending == 0)
+        s_promote_copy (self, job);
 }
 
 static void
@@ -695,18 +830,29 @@ s_promote_have_staging (self_t *self, void *arg, int rc)
         s_promote_fail (self, job, rc, "no host room to stage NVMe blocks");
         return;
     }
-    uint64_t *nvme_slots = s_u64s (job->nvme_count), *hashes = s_u64s (job->nvme_count);
-    for (size_t k = 0; k < job->nvme_count; k++) {
-        nvme_slots [k] = job->slots [job->nvme_index [k]];
-        hashes [k] = job->hashes [job->nvme_index [k]];
+    size_t per_chunk = S_STREAM_CHUNK_BYTES / kvt_arena_block_bytes (self->arenas [1]);
+    if (per_chunk == 0)
+        per_chunk = 1;
+    job->chunks_pending = (job->nvme_count + per_chunk - 1) / per_chunk;
+    kvt_actor_count (self->actor, "stream_chunks", job->chunks_pending);
+    for (size_t first = 0; first < job->nvme_count; first += per_chunk) {
+        s_chunk_t *chunk = (s_chunk_t *) kvt_zmalloc (sizeof (s_chunk_t));
+        chunk->job = job;
+        chunk->first = first;
+        chunk->count = job->nvme_count - first < per_chunk? job->nvme_count - first: per_chunk;
+        uint64_t *nvme_slots = s_u64s (chunk->count), *hashes = s_u64s (chunk->count);
+        for (size_t k = 0; k < chunk->count; k++) {
+            nvme_slots [k] = job->slots [job->nvme_index [first + k]];
+            hashes [k] = job->hashes [job->nvme_index [first + k]];
+        }
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
+        kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, nvme_slots, chunk->count);
+        kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, hashes, chunk->count);
+        kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, job->staging->slots + first, chunk->count);
+        kvt_actor_call (self->actor, "tier_nvme", &msg, s_promote_chunk_read, chunk);
+        free (nvme_slots);
+        free (hashes);
     }
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
-    kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, nvme_slots, job->nvme_count);
-    kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, hashes, job->nvme_count);
-    kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, job->staging->slots, job->nvme_count);
-    kvt_actor_call (self->actor, "tier_nvme", &msg, s_promote_read, job);
-    free (nvme_slots);
-    free (hashes);
 }
 
 static void
@@ -909,6 +1055,9 @@ s_self_destroy (void **self_p)
         zlist_destroy (&self->queue);
         kvt_msg_destroy (&self->current);
         kvt_msg_destroy (&self->held_reply);
+#ifdef KVT_WITH_CUDA
+        s_gpu_copy_destroy (&self->gpu_copy);
+#endif
         free (self);
         *self_p = NULL;
     }

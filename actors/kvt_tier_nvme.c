@@ -37,7 +37,7 @@
 #include "kvt_tier_slots.h"
 #include <sys/eventfd.h>
 
-#define S_REAP_BATCH 64             //  Completions reaped per call
+#define S_REAP_BATCH 8              //  Completions reaped (and checked) per refill
 
 typedef struct {
     kvt_msg_t *request;             //  TIER_WRITE or TIER_READ, owned
@@ -195,6 +195,8 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         kvt_log_warn ("tier_nvme: eventfd read: %s", strerror (errno));
     kvt_nvme_done_t done [S_REAP_BATCH];
     int count;
+    //  Refill the queue after every small batch: reaping checks each read's
+    //  checksum, and the disk must not sit idle while we do
     do {
         count = kvt_nvme_reap (self->store, done, S_REAP_BATCH);
         for (int k = 0; k < count; k++) {
@@ -202,8 +204,8 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
             self->free_tags [self->free_tag_count++] = done [k].tag;
             s_complete (self, op.request, op.index, done [k].rc);
         }
+        s_pump (self);
     } while (count == S_REAP_BATCH);
-    s_pump (self);
     kvt_nvme_store_stats_t stats;
     kvt_nvme_store_stats (self->store, &stats);
     kvt_actor_gauge (self->actor, "read_bytes", stats.read_bytes);

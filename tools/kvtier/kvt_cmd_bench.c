@@ -21,6 +21,7 @@ static const s_bench_t s_benches [] = {
     { "kernels",  kvt_bench_kernels_main,  "paged attention and model kernels vs cuDNN/cuBLAS (CUDA build)" },
     { "transfer", kvt_bench_transfer_main, "host<->GPU block movement vs pinned cudaMemcpy (CUDA build)" },
     { "nvme",     kvt_bench_nvme_main,     "tier_nvme block I/O vs raw io_uring O_DIRECT" },
+    { "host",     kvt_bench_host_main,     "prefix promotion host/NVMe -> GPU vs memcpy and raw io_uring" },
     { NULL, NULL, NULL }
 };
 
