@@ -13,8 +13,11 @@
     Accepts: COMP_RUN {tokens, slots, cached_blocks, max_new_tokens}
              -> COMP_RUN_OK {tokens, ttft_us, total_us}; STATS.
 @discuss
-    Without a GPU (or with compute/device = cpu) the model runs on the
-    CPU over the "gpu" shared-memory arena. The slots it is given are
+    When the supervisor put the "gpu" slab in device memory (a CUDA build
+    with compute/device = cuda, or auto and a GPU present) the GPU model
+    (kvt_model_cuda) runs there, using the slab's spare blocks as its
+    scratch. Without a GPU (or with compute/device = cpu) the CPU model
+    runs over the "gpu" shared-memory arena. The slots it is given are
     leased to it by the scheduler for the length of the request; no other
     actor writes them meanwhile.
 @end
@@ -23,12 +26,15 @@
 #include "kvt_classes.h"
 #include "kvt_actors.h"
 
-#define S_MAX_NEW_TOKENS 4096       //  Longest decode one request may ask
+#define S_MAX_NEW_TOKENS KVT_MODEL_MAX_NEW_TOKENS  //  Longest decode one request may ask
 
 typedef struct {
     kvt_actor_t *actor;             //  Our skeleton
     kvt_model_shape_t shape;        //  From config
-    kvt_model_t *model;             //  NULL until START
+    kvt_model_t *model;             //  CPU model; NULL until START or on a GPU
+    kvt_model_cuda_t *gpu_model;    //  GPU model when the slab is on the device
+    uint64_t *spare;                //  The slab's spare block ids (GPU model)
+    size_t spare_count;             //  Entries in spare
     kvt_arena_t *arena;             //  The GPU tier's slab (borrowed)
 } self_t;
 
@@ -57,6 +63,10 @@ s_self_destroy (void **self_p)
     self_t *self = (self_t *) *self_p;
     if (self) {
         kvt_model_destroy (&self->model);
+#ifdef KVT_WITH_CUDA
+        kvt_model_cuda_destroy (&self->gpu_model);
+#endif
+        free (self->spare);
         free (self);
         *self_p = NULL;
     }
@@ -80,11 +90,30 @@ s_self_start (void *self_ptr)
         kvt_log_error ("compute: no GPU tier arena in this process");
         return -ENOENT;
     }
-    self->model = kvt_model_new (&self->shape);
-    if (!self->model)
-        return KVT_ECONFIG;
-    kvt_model_set_cancel (self->model, s_interrupted, NULL);
-    kvt_block_shape_t block = kvt_model_block_shape (self->model);
+    kvt_block_shape_t block;
+    if (kvt_arena_on_device (self->arena)) {
+#ifdef KVT_WITH_CUDA
+        self->gpu_model = kvt_model_cuda_new (&self->shape);
+        if (!self->gpu_model)
+            return KVT_ECONFIG;
+        kvt_model_cuda_set_cancel (self->gpu_model, s_interrupted, NULL);
+        block = kvt_model_cuda_block_shape (self->gpu_model);
+        self->spare_count = kvt_arena_spare_count (self->arena);
+        self->spare = (uint64_t *) kvt_zmalloc ((self->spare_count + 1) * sizeof (uint64_t));
+        for (size_t k = 0; k < self->spare_count; k++)
+            self->spare [k] = kvt_arena_block_count (self->arena) + k;
+        kvt_log_info ("compute: the model runs on the GPU");
+#else
+        return KVT_ECONFIG;         //  A device slab needs a CUDA build
+#endif
+    }
+    else {
+        self->model = kvt_model_new (&self->shape);
+        if (!self->model)
+            return KVT_ECONFIG;
+        kvt_model_set_cancel (self->model, s_interrupted, NULL);
+        block = kvt_model_block_shape (self->model);
+    }
     if (kvt_block_bytes (&block) != kvt_arena_block_bytes (self->arena)) {
         kvt_log_error ("compute: model blocks are %zu bytes, the GPU tier's %zu",
                        kvt_block_bytes (&block), kvt_arena_block_bytes (self->arena));
@@ -123,7 +152,16 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
         blocks [k] = kvt_arena_block (self->arena, slots [k]);
     uint32_t *out = (uint32_t *) kvt_zmalloc ((max_new + 1) * sizeof (uint32_t));
     int64_t started = kvt_now_us (), ttft_us = 0;
-    int rc = kvt_model_generate (self->model, tokens, token_count, blocks, cached, max_new,
+    int rc = -ENOTSUP;
+#ifdef KVT_WITH_CUDA
+    if (self->gpu_model)
+        rc = kvt_model_cuda_generate (self->gpu_model, tokens, token_count,
+                                      kvt_arena_base (self->arena),
+                                      kvt_arena_block_bytes (self->arena), slots, cached,
+                                      self->spare, self->spare_count, max_new, out, &ttft_us);
+#endif
+    if (self->model)
+        rc = kvt_model_generate (self->model, tokens, token_count, blocks, cached, max_new,
                                  out, &ttft_us);
     int64_t total_us = kvt_now_us () - started;
     if (rc == 0) {

@@ -36,6 +36,7 @@ typedef struct _s_gpu_copy_t s_gpu_copy_t;     //  CUDA copy state (CUDA builds)
 
 #ifdef KVT_WITH_CUDA
 #   include <cuda_runtime.h>
+#   include <sys/eventfd.h>
 #   include "kvt_block_copy.cuh"
 #endif
 
@@ -53,7 +54,7 @@ struct _self_t {
     uint64_t background_batch;      //  Most blocks one background job moves
     bool overlap_upkeep;            //  Reply before the watermark upkeep?
     kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
-    s_gpu_copy_t *gpu_copy;         //  Stream and slot arrays, made on first GPU copy
+    s_gpu_copy_t *gpu_copy;         //  Copy stream and its completions, made on first GPU copy
 };
 
 //  --------------------------------------------------------------------------
@@ -108,11 +109,21 @@ s_unpin (self_t *self, const uint64_t *hashes, size_t count)
 //  The crossover is the one measured in tools/bench/RESULTS.md.
 #define S_KERNEL_COPY_MAX_BYTES (256u << 10)
 
+//  A copy queued on the stream, waiting for its completion event.
+typedef struct {
+    s_cont_fn *cont;                //  Called once the copy is done, or NULL
+    void *arg;                      //  Its argument
+    int rc;                         //  Status of queueing the copy
+} s_copy_wait_t;
+
+//  Copies run on one stream, in order. After each, a host function (run
+//  by CUDA on its own thread) adds 1 to an eventfd; our zloop reads it and
+//  calls the continuations of that many copies, oldest first. The actor's
+//  thread never waits on the GPU.
 struct _s_gpu_copy_t {
     cudaStream_t stream;            //  Copies run here
-    int64_t *d_slots;               //  [2 x cap] source then destination slots (device)
-    int64_t *h_slots;               //  [2 x cap] host staging
-    size_t cap;                     //  Blocks the slot arrays hold
+    int event_fd;                   //  Counts finished copies; polled by our zloop
+    zlist_t *waiting;               //  s_copy_wait_t, in stream order
 };
 
 static void
@@ -120,103 +131,170 @@ s_gpu_copy_destroy (s_gpu_copy_t **self_p)
 {
     s_gpu_copy_t *self = *self_p;
     if (self) {
-        if (self->stream)
+        if (self->stream) {
             cudaStreamSynchronize (self->stream);
-        cudaFree (self->d_slots);
-        free (self->h_slots);
-        if (self->stream)
             cudaStreamDestroy (self->stream);
+        }
+        if (self->event_fd >= 0)
+            close (self->event_fd);
+        s_copy_wait_t *wait;        //  Continuations of copies still queued are dropped
+        while (self->waiting && (wait = (s_copy_wait_t *) zlist_pop (self->waiting)))
+            free (wait);
+        zlist_destroy (&self->waiting);
         free (self);
         *self_p = NULL;
     }
 }
 
-//  Move 'count' blocks between a device slab and the pinned host slab (or
-//  inside the device), kernel or copy engines by block size, and wait.
-//  The wait is a cudaStreamSynchronize in the actor's thread for now; the
-//  design's cudaLaunchHostFunc -> eventfd -> zloop completion is issue #3.
-static int
-s_copy_blocks_gpu (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
-                   kvt_arena_t *dst, const uint64_t *to_slots, size_t count)
+//  CUDA's host function after a copy: count it on the eventfd. Runs on a
+//  CUDA thread, so it makes no CUDA call and touches nothing of ours.
+static void CUDART_CB
+s_gpu_copy_signal (void *fd_ptr)
 {
-    if (!self->gpu_copy) {
-        self->gpu_copy = (s_gpu_copy_t *) kvt_zmalloc (sizeof (s_gpu_copy_t));
-        if (cudaStreamCreateWithFlags (&self->gpu_copy->stream, cudaStreamNonBlocking)
-            != cudaSuccess) {
-            self->gpu_copy->stream = NULL;
-            return KVT_ECUDA;
-        }
+    uint64_t one = 1;
+    if (write ((int) (intptr_t) fd_ptr, &one, sizeof (one)) != sizeof (one))
+        kvt_log_error ("migration: cannot signal a finished copy: %s", strerror (errno));
+}
+
+//  Our zloop: copies finished; run their continuations in order.
+static int
+s_gpu_copy_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void) loop;
+    self_t *self = (self_t *) arg;
+    uint64_t done = 0;
+    if (read (item->fd, &done, sizeof (done)) != sizeof (done))
+        return 0;                   //  Spurious wake-up
+    for (; done > 0; done--) {
+        s_copy_wait_t *wait = (s_copy_wait_t *) zlist_pop (self->gpu_copy->waiting);
+        if (!wait)
+            break;
+        if (wait->cont)
+            wait->cont (self, wait->arg, wait->rc);
+        free (wait);
     }
+    return 0;
+}
+
+static int
+s_gpu_copy_new (self_t *self)
+{
+    s_gpu_copy_t *copy = (s_gpu_copy_t *) kvt_zmalloc (sizeof (s_gpu_copy_t));
+    copy->waiting = zlist_new ();
+    copy->event_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    zmq_pollitem_t item = { NULL, copy->event_fd, ZMQ_POLLIN, 0 };
+    if (copy->event_fd < 0
+    ||  cudaStreamCreateWithFlags (&copy->stream, cudaStreamNonBlocking) != cudaSuccess
+    ||  zloop_poller (kvt_actor_loop (self->actor), &item, s_gpu_copy_done, self) != 0) {
+        copy->stream = NULL;
+        s_gpu_copy_destroy (&copy);
+        return KVT_ECUDA;
+    }
+    self->gpu_copy = copy;
+    return 0;
+}
+
+//  Queue 'count' block copies between a device slab and the pinned host
+//  slab (or inside the device) on the copy stream: kernel or copy engines
+//  by block size. Returns 0 once queued, or an error.
+static int
+s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
+                     kvt_arena_t *dst, const uint64_t *to_slots, size_t count)
+{
+    if (count == 0)
+        return 0;
     s_gpu_copy_t *copy = self->gpu_copy;
-    if (count > copy->cap) {
-        cudaStreamSynchronize (copy->stream);
-        cudaFree (copy->d_slots);
-        copy->d_slots = NULL;
-        copy->cap = 0;
-        free (copy->h_slots);
-        copy->h_slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
-        if (cudaMalloc ((void **) &copy->d_slots, 2 * count * sizeof (int64_t)) != cudaSuccess) {
-            copy->d_slots = NULL;
-            return KVT_ECUDA;
-        }
-        copy->cap = count;
-    }
+    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
     for (size_t k = 0; k < count; k++) {
-        copy->h_slots [k] = (int64_t) from_slots [k];
-        copy->h_slots [count + k] = (int64_t) to_slots [k];
+        slots [k] = (int64_t) from_slots [k];
+        slots [count + k] = (int64_t) to_slots [k];
     }
     size_t bytes = kvt_arena_block_bytes (src);
     kvt_block_copy_args_t args = {
         .dst = kvt_arena_base (dst), .src = kvt_arena_base (src),
-        .dst_slots = copy->h_slots + count, .src_slots = copy->h_slots,
+        .dst_slots = slots + count, .src_slots = slots,
         .dst_slot_bytes = (int64_t) kvt_arena_block_bytes (dst),
         .src_slot_bytes = (int64_t) bytes, .block_bytes = (int64_t) bytes,
         .count = (int) count };
     int rc;
     if (bytes < S_KERNEL_COPY_MAX_BYTES) {
-        if (cudaMemcpyAsync (copy->d_slots, copy->h_slots, 2 * count * sizeof (int64_t),
-                             cudaMemcpyHostToDevice, copy->stream) != cudaSuccess)
-            return KVT_ECUDA;
-        args.src_slots = copy->d_slots;
-        args.dst_slots = copy->d_slots + count;
-        rc = kvt_block_copy (&args, copy->stream);
+        //  The kernel reads the slot lists from device memory, allocated
+        //  and freed in stream order; the host list is staged by the call
+        int64_t *d_slots = NULL;
+        rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), copy->stream)
+             == cudaSuccess? 0: KVT_ECUDA;
+        if (rc == 0 && cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
+                                        cudaMemcpyHostToDevice, copy->stream) != cudaSuccess)
+            rc = KVT_ECUDA;
+        if (rc == 0) {
+            args.src_slots = d_slots;
+            args.dst_slots = d_slots + count;
+            rc = kvt_block_copy (&args, copy->stream);
+        }
+        if (d_slots)
+            cudaFreeAsync (d_slots, copy->stream);
         kvt_actor_count (self->actor, "copy_kernel_launches", 1);
     }
     else {
         rc = kvt_block_copy_ce (&args, copy->stream);
         kvt_actor_count (self->actor, "copy_ce_batches", 1);
     }
-    if (cudaStreamSynchronize (copy->stream) != cudaSuccess && rc == 0)
-        rc = KVT_ECUDA;
+    free (slots);
     return rc;
 }
 #endif
 
-//  Copy blocks between the two memory slabs (GPU tier <-> host tier):
-//  memcpy when both are host memory, CUDA copies when the GPU tier's slab
-//  is device memory.
+//  Copy blocks between the two memory slabs (GPU tier <-> host tier), then
+//  call 'cont' (may be NULL) with the status. memcpy when both are host
+//  memory: 'cont' runs before this returns. CUDA copies when the GPU
+//  tier's slab is device memory: 'cont' runs from our loop once the copy
+//  (and every copy queued before it) is done; a failed copy is logged,
+//  counted and reported to 'cont'.
 static void
 s_copy_blocks (self_t *self, int from, const uint64_t *from_slots, int to,
-               const uint64_t *to_slots, size_t count)
+               const uint64_t *to_slots, size_t count, s_cont_fn *cont, void *arg)
 {
     kvt_arena_t *src = self->arenas [from], *dst = self->arenas [to];
     size_t bytes = kvt_arena_block_bytes (src);
+    int rc = 0;
+    const char *direction = from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu";
 #ifdef KVT_WITH_CUDA
-    if (count > 0 && (kvt_arena_on_device (src) || kvt_arena_on_device (dst))) {
-        int rc = s_copy_blocks_gpu (self, src, from_slots, dst, to_slots, count);
+    if (kvt_arena_on_device (src) || kvt_arena_on_device (dst)) {
+        //  Even an empty copy goes through the stream, so that 'cont'
+        //  comes after the copies queued before it
+        rc = self->gpu_copy? 0: s_gpu_copy_new (self);
+        if (rc == 0)
+            rc = s_copy_blocks_queue (self, src, from_slots, dst, to_slots, count);
         if (rc) {
             kvt_log_error ("migration: copying %zu blocks %s failed: %s", count,
                            from == KVT_TIER_GPU? "GPU -> host": "host -> GPU", kvt_strerror (rc));
             kvt_actor_count (self->actor, "copy_errors", 1);
-            return;
         }
+        else
+            kvt_actor_count (self->actor, direction, bytes * count);
+        if (self->gpu_copy) {
+            s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
+            *wait = (s_copy_wait_t) { cont, arg, rc };
+            if (cudaLaunchHostFunc (self->gpu_copy->stream, s_gpu_copy_signal,
+                                    (void *) (intptr_t) self->gpu_copy->event_fd) == cudaSuccess) {
+                zlist_append (self->gpu_copy->waiting, wait);
+                return;
+            }
+            free (wait);
+            kvt_log_error ("migration: cudaLaunchHostFunc failed; waiting for the copy here");
+            cudaStreamSynchronize (self->gpu_copy->stream);
+            rc = rc? rc: KVT_ECUDA;
+        }
+        if (cont)
+            cont (self, arg, rc);
+        return;
     }
-    else
 #endif
     for (size_t k = 0; k < count; k++)
         memcpy (kvt_arena_block (dst, to_slots [k]), kvt_arena_block (src, from_slots [k]), bytes);
-    kvt_actor_count (self->actor, from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu",
-                     bytes * count);
+    kvt_actor_count (self->actor, direction, bytes * count);
+    if (cont)
+        cont (self, arg, rc);
 }
 
 //  --------------------------------------------------------------------------
@@ -439,6 +517,16 @@ s_demote_written (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     s_demote_update_index (self, job, job->room->slots);
 }
 
+//  The victims' bytes are in their host slots: update the index. (A
+//  failed copy was logged and counted by s_copy_blocks.)
+static void
+s_demote_copied (self_t *self, void *arg, int rc)
+{
+    (void) rc;
+    s_demote_t *job = (s_demote_t *) arg;
+    s_demote_update_index (self, job, job->room->slots);
+}
+
 //  Room one tier down is ready: move the bytes. If the tier below cannot
 //  take them (full of pinned blocks, or the disk tier is disabled), drop
 //  them instead: a cache may always forget, and a full lower tier must
@@ -458,11 +546,9 @@ s_demote_have_room (self_t *self, void *arg, int rc)
         s_demote_finish (self, job, rc);
         return;
     }
-    if (job->tier == KVT_TIER_GPU) {
+    if (job->tier == KVT_TIER_GPU)
         s_copy_blocks (self, KVT_TIER_GPU, job->slots, KVT_TIER_HOST, job->room->slots,
-                       job->victims);
-        s_demote_update_index (self, job, job->room->slots);
-    }
+                       job->victims, s_demote_copied, job);
     else {
         kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_WRITE);
         kvt_msg_set_array (msg, KVT_TIER_WRITE_SLOTS, job->room->slots, job->victims);
@@ -750,6 +836,15 @@ s_promote_finish (self_t *self, s_promote_t *job)
     s_job_reply (self, &reply);
 }
 
+//  Every copy of the job is done (copies finish in the order queued, so
+//  the NVMe chunks' too): finish. A failed copy was logged and counted.
+static void
+s_promote_copied (self_t *self, void *arg, int rc)
+{
+    (void) rc;
+    s_promote_finish (self, (s_promote_t *) arg);
+}
+
 //  Copy the host-resident blocks to their GPU slots (the NVMe ones were
 //  copied chunk by chunk as they arrived), then finish.
 static void
@@ -762,10 +857,9 @@ s_promote_copy (self_t *self, s_promote_t *job)
             from [n] = job->slots [k];
             to [n++] = job->gpu->slots [k];
         }
-    s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n);
+    s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n, s_promote_copied, job);
     free (from);
     free (to);
-    s_promote_finish (self, job);
 }
 
 //  NVMe blocks stream to the GPU in chunks: every chunk's TIER_READ is sent
@@ -813,7 +907,7 @@ s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         to [n++] = job->gpu->slots [block];
     }
     kvt_actor_count (self->actor, "bytes_nvme_to_host", n * kvt_arena_block_bytes (self->arenas [1]));
-    s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n);
+    s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n, NULL, NULL);
     free (from);
     free (to);
     free (bad);

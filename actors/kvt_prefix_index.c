@@ -18,34 +18,89 @@
              IDX_REMOVE {hashes}    -> IDX_REMOVE_OK {tiers, slots}
              STATS.
 @discuss
-    Each tier keeps its blocks on a list in order of last use, oldest at
-    the head. IDX_VICTIMS walks from the head, skips pinned blocks, and
-    pins what it returns, so a block being moved cannot be matched away or
-    chosen twice; the mover unpins it after IDX_MOVE. A block's place on
-    its new list after a move keeps its age (sorted insert from the head,
-    where demoted blocks belong).
+    The eviction order of each tier comes from a policy object hosted
+    here: migration/policy names it (a built-in such as "lru", "plugin:PATH"
+    or PATH.so for a shared object, or "remote:ENDPOINT" for a process of
+    any language; actors/policies/POLICIES.md), migration/policy_options
+    passes its options. The index hosts it, not the migration actor,
+    because only the index sees every event a policy learns from - each
+    use (IDX_MATCH with pin), insert, move and removal, from every actor -
+    and because it alone knows which blocks are pinned or moving, which
+    the policy must never pick. Each tier has its own instance (or, for a
+    remote policy, its own tier number in the events).
+    What the policy is told, as kvt_policy_block_t {id = hash, parent =
+    previous hash, depth = position in the request, sharers = pins, now =
+    requests begun}:
+        IDX_MATCH pin: begin_request on the GPU tier's policy with the whole
+                       request, on_access to each matched block's tier,
+                       end_request;
+        IDX_INSERT:    admit (its answer only counted: the bytes are
+                       already in the tier) then on_insert;
+        IDX_MOVE:      on_evict in the old tier (unless already told),
+                       on_insert in the new one (flag DEMOTED going down);
+        IDX_REMOVE:    on_evict;
+        IDX_VICTIMS:   on_evict for each block handed out.
+    Victims: choose_victim is asked again and again (incoming id 0: there
+    is no incoming block) until enough unpinned blocks are found. A pinned
+    block it names is told on_evict and set aside, so the policy cannot
+    name it twice, and is given back with on_insert when the call ends: a
+    pinned block is in use right now, so it comes back as a fresh use. An
+    answer that is not a cached, unmoving block of the tier (counted
+    policy_unusable), or the incoming id 0 (policy_declined: the index
+    cannot decline, migration needs the room), ends the questions; the
+    rest comes from the tier's LRU list, below (policy_fallbacks per
+    decision, policy_fallback_blocks per block). A victim stays pinned and
+    marked moving until IDX_MOVE; if the mover gives up (IDX_UNPIN of a
+    moving block) it goes back into its tier's policy with on_insert.
+    A remote policy gets the same events as POLICY_EVENTS, one message per
+    index request, and answers POLICY_VICTIMS {tier, count, candidates =
+    the tier's unpinned blocks, least recent first} within
+    migration/policy_timeout_ms; a dead, late or garbage-speaking process
+    costs at most that, and the decision comes from the LRU list (the
+    order of the built-in lru): policy_fallbacks, policy_remote_*.
+    Each tier also keeps its blocks on a list in order of last use, oldest
+    at the head: the fallback order. A block's place on its new list after
+    a move keeps its age (sorted insert from the head, where demoted blocks
+    belong).
     A victim is marked moving until IDX_MOVE (or the mover's IDX_UNPIN):
     IDX_MATCH cuts a prefix at a moving block, because the slot it would
     report is about to be freed; the request recomputes from there.
     Tiers are exclusive: a block lives in exactly one tier at a time.
-    Lookup is an open-addressing hash table: O(1) per hash.
+    Lookup is an open-addressing hash table: O(1) per hash. A victims call
+    asks the policy at most (blocks in the tier + 1) times; a remote call
+    sends at most 65536 candidates and blocks at most the timeout.
 @end
 */
 
 #include "kvt_classes.h"
 #include "kvt_actors.h"
+#include "kvt_policy.h"
+#include "kvt_policy_remote.h"
 
 #define S_NIL UINT32_MAX            //  No entry
+#define S_PENDING 4096              //  Requests whose next block's depth we remember
+#define S_MAX_CANDIDATES 65536      //  Most candidates one remote victims call sends
 
 typedef struct {
     uint64_t hash;                  //  Chained block hash; 0 = free entry
     uint64_t slot;                  //  Slot in its tier
     uint64_t last_use;              //  Logical clock of the last match or insert
+    uint64_t parent;                //  Hash of the block before it; 0 = none or unknown
     uint32_t prev, next;            //  Neighbours on the tier's LRU list
     uint32_t pins;                  //  Holders that need it to stay put
+    uint32_t depth;                 //  Blocks before it in its sequence (best known)
     uint8_t tier;                   //  KVT_TIER_*
     bool moving;                    //  Handed out by IDX_VICTIMS, not yet moved back in
+    bool in_policy;                 //  Its tier's policy was told it is cached there
 } s_entry_t;
+
+//  Where a request's first uncached block sits: IDX_INSERT carries only
+//  the new blocks, so IDX_MATCH leaves their starting depth here.
+typedef struct {
+    uint64_t hash;                  //  First block the match did not find; 0 = empty
+    uint64_t parent;                //  The block before it; 0 = none
+    uint32_t depth;                 //  Its position in the request
+} s_pending_t;
 
 typedef struct {
     uint32_t head, tail;            //  Oldest and newest entries
@@ -62,6 +117,16 @@ typedef struct {
     uint64_t table_mask;            //  Table size - 1 (a power of two)
     s_list_t lists [KVT_TIER_COUNT];
     uint64_t clock;                 //  Logical time
+    uint64_t requests;              //  Requests begun (IDX_MATCH with pin): policy 'now'
+    uint32_t block_tokens;          //  From model/block_tokens, told to policies
+    char *policy_name;              //  migration/policy, owned copy
+    char *policy_options;           //  migration/policy_options, owned copy
+    int policy_timeout_ms;          //  migration/policy_timeout_ms
+    int policy_retry_ms;            //  migration/policy_retry_ms
+    uint64_t capacity [KVT_TIER_COUNT];         //  Blocks each tier holds, from config
+    kvt_policy_t *policies [KVT_TIER_COUNT];    //  One per tier; NULL when remote
+    kvt_policy_remote_t *remote;    //  Outside-process policy, or NULL
+    s_pending_t pending [S_PENDING];    //  Depth of the next insert, by first hash
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -177,6 +242,133 @@ s_update_gauges (self_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  The tiers' policies: every call to a policy object, or every event to
+//  a remote one, goes through these four functions.
+
+//  What the policy learns about entry 'e' now.
+static kvt_policy_block_t
+s_policy_block (const self_t *self, uint32_t e, uint32_t flags)
+{
+    const s_entry_t *entry = &self->entries [e];
+    return (kvt_policy_block_t) {
+        .id = entry->hash,
+        .parent = entry->parent? entry->parent: KVT_POLICY_NO_PARENT,
+        .depth = entry->depth,
+        .flags = flags,
+        .sharers = entry->pins,
+        .block_tokens = self->block_tokens,
+        .now = (int64_t) self->requests,
+        .next_use = KVT_POLICY_UNKNOWN
+    };
+}
+
+//  Entry 'e' now lives in its tier: tell that tier's policy, with the
+//  KVT_POLICY_BLOCK_* 'flags'.
+static void
+s_policy_insert (self_t *self, uint32_t e, uint32_t flags)
+{
+    s_entry_t *entry = &self->entries [e];
+    assert (!entry->in_policy);
+    entry->in_policy = true;
+    if (self->remote) {
+        kvt_policy_remote_event (self->remote, KVT_POLICY_EVENT_INSERT, entry->tier,
+                                 entry->hash, entry->parent, entry->depth);
+        return;
+    }
+    kvt_policy_t *policy = self->policies [entry->tier];
+    const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
+    void *state = kvt_policy_state (policy);
+    kvt_policy_block_t block = s_policy_block (self, e, flags);
+    //  Admission is asked so that policies learn from offers; the bytes
+    //  are already in the tier, so a "no" is only counted (#5: declining
+    //  belongs to the migration actor)
+    if (ops->admit && !ops->admit (state, &block))
+        kvt_actor_count (self->actor, "policy_would_decline", 1);
+    ops->on_insert (state, &block);
+}
+
+//  Cached entry 'e' was used again, as 'block' (a pointer into the array
+//  given to begin_request).
+static void
+s_policy_access (self_t *self, uint32_t e, const kvt_policy_block_t *block)
+{
+    s_entry_t *entry = &self->entries [e];
+    if (!entry->in_policy)
+        return;
+    if (self->remote)
+        kvt_policy_remote_event (self->remote, KVT_POLICY_EVENT_ACCESS, entry->tier,
+                                 entry->hash, entry->parent, block->depth);
+    else {
+        kvt_policy_t *policy = self->policies [entry->tier];
+        kvt_policy_ops (policy)->on_access (kvt_policy_state (policy), block);
+    }
+}
+
+//  Entry 'e' leaves (or is about to leave) its tier: tell its policy once.
+static void
+s_policy_evict (self_t *self, uint32_t e)
+{
+    s_entry_t *entry = &self->entries [e];
+    if (!entry->in_policy)
+        return;
+    entry->in_policy = false;
+    if (self->remote)
+        kvt_policy_remote_event (self->remote, KVT_POLICY_EVENT_EVICT, entry->tier,
+                                 entry->hash, 0, 0);
+    else {
+        kvt_policy_t *policy = self->policies [entry->tier];
+        kvt_policy_ops (policy)->on_evict (kvt_policy_state (policy), entry->hash);
+    }
+}
+
+//  End of one index request: a remote policy gets its events, never
+//  waiting. Dropped events are counted; the candidates of the next
+//  victims call make up for them.
+static void
+s_policy_flush (self_t *self)
+{
+    if (!self->remote)
+        return;
+    size_t queued = kvt_policy_remote_queued (self->remote);
+    if (kvt_policy_remote_flush (self->remote, self->requests) < 0)
+        kvt_actor_count (self->actor, "policy_events_dropped", queued);
+}
+
+//  Create the tiers' policies from migration/policy. Returns 0 or
+//  KVT_ECONFIG (logged, naming the key).
+static int
+s_policy_start (self_t *self)
+{
+    const char *name = self->policy_name;
+    if (strncmp (name, "remote:", 7) == 0) {
+        self->remote = kvt_policy_remote_new (name + 7, self->policy_timeout_ms,
+                                              self->policy_retry_ms);
+        if (!self->remote) {
+            kvt_log_error ("prefix_index: migration/policy: bad endpoint in '%s'", name);
+            return KVT_ECONFIG;
+        }
+        return 0;
+    }
+    char *spec = NULL;
+    size_t length = strlen (name);
+    if (strncmp (name, "plugin:", 7) != 0 && length > 3 && streq (name + length - 3, ".so"))
+        spec = zsys_sprintf ("plugin:%s", name);
+    for (int tier = 0; tier < KVT_TIER_COUNT; tier++) {
+        self->policies [tier] = kvt_policy_new (spec? spec: name,
+                                                (size_t) self->capacity [tier],
+                                                *self->policy_options? self->policy_options: NULL);
+        if (!self->policies [tier]) {
+            kvt_log_error ("prefix_index: migration/policy: cannot use '%s' (options '%s')",
+                           name, self->policy_options);
+            zstr_free (&spec);
+            return KVT_ECONFIG;
+        }
+    }
+    zstr_free (&spec);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
 //  Life cycle
 
 static void *
@@ -187,6 +379,16 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->max_blocks = (uint64_t) kvt_config_int (config, "prefix_index/max_blocks");
     for (int t = 0; t < KVT_TIER_COUNT; t++)
         self->lists [t].head = self->lists [t].tail = S_NIL;
+    self->block_tokens = (uint32_t) kvt_config_int (config, "model/block_tokens");
+    self->policy_name = strdup (kvt_config_str (config, "migration/policy"));
+    self->policy_options = strdup (kvt_config_str (config, "migration/policy_options"));
+    if (!self->policy_name || !self->policy_options)
+        abort ();
+    self->policy_timeout_ms = (int) kvt_config_int (config, "migration/policy_timeout_ms");
+    self->policy_retry_ms = (int) kvt_config_int (config, "migration/policy_retry_ms");
+    self->capacity [KVT_TIER_GPU] = (uint64_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
+    self->capacity [KVT_TIER_HOST] = (uint64_t) kvt_config_int (config, "tier_host/capacity_blocks");
+    self->capacity [KVT_TIER_NVME] = (uint64_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
     return self;
 }
 
@@ -195,6 +397,11 @@ s_self_destroy (void **self_p)
 {
     self_t *self = (self_t *) *self_p;
     if (self) {
+        for (int tier = 0; tier < KVT_TIER_COUNT; tier++)
+            kvt_policy_destroy (&self->policies [tier]);
+        kvt_policy_remote_destroy (&self->remote);
+        free (self->policy_name);
+        free (self->policy_options);
         free (self->entries);
         free (self->free_entries);
         free (self->table);
@@ -227,7 +434,7 @@ s_self_start (void *self_ptr)
         self->free_entries [k] = (uint32_t) (self->max_blocks - 1 - k);
     self->free_count = self->max_blocks;
     s_update_gauges (self);
-    return 0;
+    return s_policy_start (self);
 }
 
 //  --------------------------------------------------------------------------
@@ -239,6 +446,58 @@ s_valid_tier (uint64_t tier)
     return tier < KVT_TIER_COUNT;
 }
 
+//  Slot of 'hash' in the pending table.
+static s_pending_t *
+s_pending (self_t *self, uint64_t hash)
+{
+    return &self->pending [(hash * 0x9e3779b97f4a7c15ULL >> 40) % S_PENDING];
+}
+
+//  A request began with 'matched' of its 'count' blocks cached ('found'
+//  holds their entries): tell the policies, and remember where its first
+//  new block sits for the IDX_INSERT that follows.
+static void
+s_policy_request (self_t *self, const uint64_t *hashes, size_t count, size_t matched,
+                  const uint32_t *found)
+{
+    self->requests++;
+    if (matched < count && hashes [matched]) {
+        s_pending_t *pending = s_pending (self, hashes [matched]);
+        pending->hash = hashes [matched];
+        pending->parent = matched? hashes [matched - 1]: 0;
+        pending->depth = (uint32_t) matched;
+    }
+    kvt_policy_block_t *blocks = (kvt_policy_block_t *)
+        kvt_zmalloc ((count + 1) * sizeof (kvt_policy_block_t));
+    for (size_t k = 0; k < count; k++) {
+        blocks [k] = (kvt_policy_block_t) {
+            .id = hashes [k],
+            .parent = k? hashes [k - 1]: KVT_POLICY_NO_PARENT,
+            .depth = (uint32_t) k,
+            .flags = k < matched? KVT_POLICY_BLOCK_HIT: 0,
+            .sharers = k < matched? self->entries [found [k]].pins: 0,
+            .block_tokens = self->block_tokens,
+            .now = (int64_t) self->requests,
+            .next_use = KVT_POLICY_UNKNOWN
+        };
+        if (k < matched) {          //  The request tells us its place for sure
+            self->entries [found [k]].parent = k? hashes [k - 1]: 0;
+            self->entries [found [k]].depth = (uint32_t) k;
+        }
+    }
+    //  The request is a GPU tier request: only that tier's policy sees it
+    //  begin and end; a hit on a lower tier is an access there
+    kvt_policy_t *gpu = self->policies [KVT_TIER_GPU];
+    const kvt_policy_ops_t *ops = gpu? kvt_policy_ops (gpu): NULL;
+    if (ops && ops->begin_request)
+        ops->begin_request (kvt_policy_state (gpu), blocks, count, matched);
+    for (size_t k = 0; k < matched; k++)
+        s_policy_access (self, found [k], &blocks [k]);
+    if (ops && ops->end_request)
+        ops->end_request (kvt_policy_state (gpu));
+    free (blocks);
+}
+
 static int
 s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
 {
@@ -248,6 +507,7 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
     bool pin = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PIN) != 0;
     uint64_t *tiers = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
     uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    uint32_t *found = (uint32_t *) kvt_zmalloc ((count + 1) * sizeof (uint32_t));
     size_t matched = 0;
     while (matched < count) {
         uint32_t e = hashes [matched]? s_find (self, hashes [matched]): S_NIL;
@@ -262,11 +522,16 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
         }
         tiers [matched] = self->entries [e].tier;
         slots [matched] = self->entries [e].slot;
+        found [matched] = e;
         if (pin) {
             self->entries [e].pins++;
             s_touch (self, e);      //  A lookup alone does not count as a use
         }
         matched++;
+    }
+    if (pin) {
+        s_policy_request (self, hashes, count, matched, found);
+        s_policy_flush (self);
     }
     kvt_actor_count (self->actor, "matched_blocks", matched);
     kvt_actor_count (self->actor, "asked_blocks", count);
@@ -275,6 +540,7 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
     kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_SLOTS, slots, matched);
     free (tiers);
     free (slots);
+    free (found);
     return kvt_actor_reply (self->actor, &reply);
 }
 
@@ -291,6 +557,18 @@ s_handle_insert (void *self_ptr, kvt_msg_t **msg_p)
     for (size_t k = 0; k < count; k++)
         if (hashes [k] == 0)
             return -EINVAL;         //  0 means "no parent", never a block
+    //  The blocks continue the request whose match left this note; without
+    //  one (it was overwritten, or nobody matched) they start a sequence
+    uint64_t first_parent = 0;
+    uint32_t first_depth = 0;
+    if (count) {
+        s_pending_t *pending = s_pending (self, hashes [0]);
+        if (pending->hash == hashes [0]) {
+            first_parent = pending->parent;
+            first_depth = pending->depth;
+            pending->hash = 0;
+        }
+    }
     uint64_t *duplicates = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
     size_t duplicate_count = 0, inserted = 0;
     for (size_t k = 0; k < count; k++) {
@@ -301,12 +579,22 @@ s_handle_insert (void *self_ptr, kvt_msg_t **msg_p)
             continue;
         }
         uint32_t e = self->free_entries [--self->free_count];
-        self->entries [e] = (s_entry_t) { hashes [k], slots [k], ++self->clock,
-                                          S_NIL, S_NIL, 0, (uint8_t) tier, false };
+        self->entries [e] = (s_entry_t) {
+            .hash = hashes [k],
+            .slot = slots [k],
+            .last_use = ++self->clock,
+            .parent = k? hashes [k - 1]: first_parent,
+            .prev = S_NIL,
+            .next = S_NIL,
+            .depth = first_depth + (uint32_t) k,
+            .tier = (uint8_t) tier
+        };
         s_table_insert (self, e);
         s_list_insert (self, e);
+        s_policy_insert (self, e, 0);
         inserted++;
     }
+    s_policy_flush (self);
     kvt_actor_count (self->actor, "inserted", inserted);
     s_update_gauges (self);
     kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_INSERT_OK);
@@ -331,13 +619,21 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
         uint32_t e = hashes [k]? s_find (self, hashes [k]): S_NIL;
         if (e == S_NIL)
             continue;
+        s_entry_t *entry = &self->entries [e];
+        uint8_t old_tier = entry->tier;
+        if (old_tier != tier)       //  A victim was told already; a promoted block now
+            s_policy_evict (self, e);
         s_list_unlink (self, e);
-        self->entries [e].tier = (uint8_t) tier;
-        self->entries [e].slot = slots [k];
-        self->entries [e].moving = false;
+        entry->tier = (uint8_t) tier;
+        entry->slot = slots [k];
+        entry->moving = false;
         s_list_insert (self, e);
+        if (!entry->in_policy)
+            s_policy_insert (self, e, tier > old_tier? KVT_POLICY_BLOCK_DEMOTED:
+                                      tier < old_tier? KVT_POLICY_BLOCK_HIT: 0);
         moved++;
     }
+    s_policy_flush (self);
     kvt_actor_count (self->actor, "moved", moved);
     s_update_gauges (self);
     kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_MOVE_OK);
@@ -356,13 +652,138 @@ s_handle_unpin (void *self_ptr, kvt_msg_t **msg_p)
         uint32_t e = hashes [k]? s_find (self, hashes [k]): S_NIL;
         if (e != S_NIL && self->entries [e].pins > 0) {
             self->entries [e].pins--;
-            self->entries [e].moving = false;   //  A mover that gave up unpins
+            if (self->entries [e].moving) {
+                //  A mover that gave up unpins: the block stays where it
+                //  was, so its tier's policy gets it back
+                self->entries [e].moving = false;
+                if (!self->entries [e].in_policy)
+                    s_policy_insert (self, e, 0);
+            }
             unpinned++;
         }
     }
+    s_policy_flush (self);
     kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_UNPIN_OK);
     kvt_msg_set_u64 (reply, KVT_IDX_UNPIN_OK_UNPINNED, unpinned);
     return kvt_actor_reply (self->actor, &reply);
+}
+
+//  The victims being gathered by one IDX_VICTIMS
+typedef struct {
+    uint64_t *hashes;               //  Victims chosen so far
+    uint64_t *slots;                //  Their slots
+    size_t found;                   //  Entries used
+    size_t want;                    //  Entries wanted
+} s_victims_t;
+
+//  Hand out entry 'e' as a victim: pinned and moving until IDX_MOVE, and
+//  gone from its tier's policy.
+static void
+s_victim_take (self_t *self, s_victims_t *victims, uint32_t e)
+{
+    s_entry_t *entry = &self->entries [e];
+    assert (!entry->pins && !entry->moving);
+    s_policy_evict (self, e);
+    entry->pins++;                  //  The mover unpins after IDX_MOVE
+    entry->moving = true;
+    victims->hashes [victims->found] = entry->hash;
+    victims->slots [victims->found++] = entry->slot;
+}
+
+//  Is 'hash' a block of 'tier' that may be handed out? Returns its entry
+//  or S_NIL.
+static uint32_t
+s_victim_valid (self_t *self, uint64_t tier, uint64_t hash)
+{
+    uint32_t e = hash? s_find (self, hash): S_NIL;
+    if (e == S_NIL || self->entries [e].tier != tier
+    ||  self->entries [e].pins || self->entries [e].moving)
+        return S_NIL;
+    return e;
+}
+
+//  Ask the tier's policy object; stops at the first answer it cannot use.
+//  Visits at most (blocks in the tier + 1) answers: each one either is
+//  handed out or, pinned, leaves the policy until the end of the call.
+static void
+s_victims_from_policy (self_t *self, uint64_t tier, s_victims_t *victims)
+{
+    kvt_policy_t *policy = self->policies [tier];
+    const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
+    void *state = kvt_policy_state (policy);
+    kvt_policy_block_t incoming = {
+        .id = 0, .parent = KVT_POLICY_NO_PARENT, .block_tokens = self->block_tokens,
+        .now = (int64_t) self->requests, .next_use = KVT_POLICY_UNKNOWN
+    };
+    uint32_t *set_aside = NULL;
+    size_t aside_count = 0;
+    uint64_t budget = self->lists [tier].count + 1;
+    while (victims->found < victims->want && budget-- > 0) {
+        uint64_t hash = ops->choose_victim (state, &incoming);
+        if (hash == incoming.id) {
+            kvt_actor_count (self->actor, "policy_declined", 1);
+            break;
+        }
+        uint32_t e = s_find (self, hash);
+        if (e == S_NIL || self->entries [e].tier != tier || !self->entries [e].in_policy) {
+            kvt_actor_count (self->actor, "policy_unusable", 1);
+            break;
+        }
+        if (self->entries [e].pins) {
+            //  In use: out of the policy's sight until this call ends
+            if (!set_aside)         //  At most one per block of the tier
+                set_aside = (uint32_t *) kvt_zmalloc ((self->lists [tier].count + 1)
+                                                      * sizeof (uint32_t));
+            s_policy_evict (self, e);
+            set_aside [aside_count++] = e;
+            kvt_actor_count (self->actor, "policy_skipped_pinned", 1);
+            continue;
+        }
+        s_victim_take (self, victims, e);
+    }
+    for (size_t k = 0; k < aside_count; k++)
+        s_policy_insert (self, set_aside [k], 0);
+    free (set_aside);
+}
+
+//  Ask the remote policy, with the tier's unpinned blocks as candidates.
+static void
+s_victims_from_remote (self_t *self, uint64_t tier, s_victims_t *victims)
+{
+    size_t room = self->lists [tier].count < S_MAX_CANDIDATES
+                ? (size_t) self->lists [tier].count: S_MAX_CANDIDATES;
+    uint64_t *candidates = (uint64_t *) kvt_zmalloc ((room + 1) * sizeof (uint64_t));
+    size_t candidate_count = 0;
+    for (uint32_t e = self->lists [tier].head; e != S_NIL && candidate_count < room;
+         e = self->entries [e].next)
+        if (!self->entries [e].pins && !self->entries [e].moving)
+            candidates [candidate_count++] = self->entries [e].hash;
+    if (candidate_count == 0) {     //  All pinned: nothing to choose from
+        free (candidates);
+        return;
+    }
+    uint64_t *chosen = (uint64_t *) kvt_zmalloc ((victims->want + 1) * sizeof (uint64_t));
+    int rc = kvt_policy_remote_victims (self->remote, tier, victims->want, candidates,
+                                        candidate_count, chosen, self->requests);
+    if (rc == -ETIMEDOUT)
+        kvt_actor_count (self->actor, "policy_remote_timeouts", 1);
+    else
+    if (rc == -EBADMSG)
+        kvt_actor_count (self->actor, "policy_remote_garbage", 1);
+    else
+    if (rc < 0)
+        kvt_actor_count (self->actor, "policy_remote_unreachable", 1);
+    else
+        kvt_actor_count (self->actor, "policy_remote_decisions", 1);
+    for (int k = 0; k < rc && victims->found < victims->want; k++) {
+        uint32_t e = s_victim_valid (self, tier, chosen [k]);
+        if (e == S_NIL)             //  Not a candidate, or named twice
+            kvt_actor_count (self->actor, "policy_unusable", 1);
+        else
+            s_victim_take (self, victims, e);
+    }
+    free (chosen);
+    free (candidates);
 }
 
 static int
@@ -375,23 +796,35 @@ s_handle_victims (void *self_ptr, kvt_msg_t **msg_p)
         return -EINVAL;
     if (want > self->lists [tier].count)
         want = self->lists [tier].count;
-    uint64_t *hashes = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t));
-    uint64_t *slots = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t));
-    size_t found = 0;
-    for (uint32_t e = self->lists [tier].head; e != S_NIL && found < want;
-         e = self->entries [e].next) {
-        if (self->entries [e].pins)
-            continue;
-        self->entries [e].pins++;   //  The mover unpins after IDX_MOVE
-        self->entries [e].moving = true;
-        hashes [found] = self->entries [e].hash;
-        slots [found++] = self->entries [e].slot;
+    s_victims_t victims = {
+        .hashes = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
+        .slots = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
+        .want = want
+    };
+    if (want) {
+        kvt_actor_count (self->actor, "policy_decisions", 1);
+        if (self->remote)
+            s_victims_from_remote (self, tier, &victims);
+        else
+            s_victims_from_policy (self, tier, &victims);
     }
+    //  What the policy did not give comes from the LRU list: oldest first,
+    //  skipping pinned and moving blocks
+    size_t from_policy = victims.found;
+    for (uint32_t e = self->lists [tier].head; e != S_NIL && victims.found < want;
+         e = self->entries [e].next)
+        if (!self->entries [e].pins && !self->entries [e].moving)
+            s_victim_take (self, &victims, e);
+    if (victims.found > from_policy) {
+        kvt_actor_count (self->actor, "policy_fallbacks", 1);
+        kvt_actor_count (self->actor, "policy_fallback_blocks", victims.found - from_policy);
+    }
+    s_policy_flush (self);
     kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_VICTIMS_OK);
-    kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_HASHES, hashes, found);
-    kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_SLOTS, slots, found);
-    free (hashes);
-    free (slots);
+    kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_HASHES, victims.hashes, victims.found);
+    kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_SLOTS, victims.slots, victims.found);
+    free (victims.hashes);
+    free (victims.slots);
     return kvt_actor_reply (self->actor, &reply);
 }
 
@@ -413,12 +846,14 @@ s_handle_remove (void *self_ptr, kvt_msg_t **msg_p)
         }
         tiers [k] = self->entries [e].tier;
         slots [k] = self->entries [e].slot;
+        s_policy_evict (self, e);
         s_list_unlink (self, e);
         s_table_remove (self, hashes [k]);
         self->entries [e].hash = 0;
         self->free_entries [self->free_count++] = e;
         removed++;
     }
+    s_policy_flush (self);
     kvt_actor_count (self->actor, "removed", removed);
     s_update_gauges (self);
     kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_REMOVE_OK);

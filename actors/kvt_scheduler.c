@@ -565,9 +565,13 @@ s_load_planned (s_job_t *job)
     self_t *self = job->self;
     size_t bytes = job->matched * self->block_bytes;
     void *kv = kvt_zmalloc (bytes + 1);
+    //  memcpy, or cudaMemcpy when the GPU tier's slab is device memory
     for (size_t k = 0; k < job->matched; k++)
-        memcpy ((char *) kv + k * self->block_bytes, kvt_arena_block (self->gpu, job->slots [k]),
-                self->block_bytes);
+        if (kvt_arena_copy (self->gpu, (char *) kv + k * self->block_bytes,
+                            kvt_arena_block (self->gpu, job->slots [k]), self->block_bytes)) {
+            kvt_log_error ("scheduler: LOAD could not copy a block from the GPU tier");
+            kvt_actor_count (self->actor, "copy_errors", 1);
+        }
     kvt_msg_t *reply = kvt_msg_reply_new (job->request, KVT_MSG_LOAD_OK);
     kvt_msg_set_u64 (reply, KVT_LOAD_OK_BLOCKS, job->matched);
     kvt_msg_set_bin_owned (reply, KVT_LOAD_OK_KV, &kv, bytes);
@@ -605,8 +609,11 @@ s_store_reserved (s_job_t *job)
     self_t *self = job->self;
     const uint8_t *kv = (const uint8_t *) kvt_msg_bin (job->request, KVT_STORE_KV, NULL);
     for (size_t k = job->matched; k < job->block_count; k++)
-        memcpy (kvt_arena_block (self->gpu, job->slots [k]), kv + k * self->block_bytes,
-                self->block_bytes);
+        if (kvt_arena_copy (self->gpu, kvt_arena_block (self->gpu, job->slots [k]),
+                            kv + k * self->block_bytes, self->block_bytes)) {
+            kvt_log_error ("scheduler: STORE could not copy a block into the GPU tier");
+            kvt_actor_count (self->actor, "copy_errors", 1);
+        }
     size_t stored = job->block_count - job->matched;
     s_insert_computed (job);
     job->reserved_count = 0;

@@ -51,8 +51,15 @@ extern "C" {
 #define KVT_TIER_COUNT  3                           //  Number of tiers
 #define KVT_TIER_NONE   255                         //  Not stored anywhere
 
+//  Event kinds, used in POLICY_EVENTS.kinds (see PROTOCOL.md, policy protocol).
+#define KVT_POLICY_EVENT_ACCESS 1                   //  A cached block was used again
+#define KVT_POLICY_EVENT_INSERT 2                   //  A block now lives in the tier
+#define KVT_POLICY_EVENT_EVICT  3                   //  A block left the tier (or is leaving)
+
 //  The catalogue: M (NAME, id, picture, "field names")
-//  Client <-> scheduler messages have ids 1..31; actor messages 32 and up.
+//  Client <-> scheduler messages have ids 1..31; actor messages 32 and up;
+//  prefix_index <-> an outside-process policy (migration/policy = remote:..)
+//  60 and up.
 #define KVT_MSG_CATALOGUE(M) \
     M (ERROR,           1,  "iss",     "code name detail") \
     M (HELLO,           2,  "s",       "client") \
@@ -96,7 +103,10 @@ extern "C" {
     M (MIG_RESERVE,     56, "u",       "count") \
     M (MIG_RESERVE_OK,  57, "a",       "slots") \
     M (COMP_RUN,        58, "aauu",    "tokens slots cached_blocks max_new_tokens") \
-    M (COMP_RUN_OK,     59, "auu",     "tokens ttft_us total_us")
+    M (COMP_RUN_OK,     59, "auu",     "tokens ttft_us total_us") \
+    M (POLICY_EVENTS,   60, "uaaaaa",  "clock kinds tiers hashes parents depths") \
+    M (POLICY_VICTIMS,  61, "uua",     "tier count candidates") \
+    M (POLICY_VICTIMS_OK, 62, "a",     "hashes")
 
 #define KVT_MSG_ENUM(name, id, picture, fields) KVT_MSG_##name = id,
 typedef enum {

@@ -6,6 +6,9 @@
 */
 
 #include "kvt_classes.h"
+#ifdef KVT_WITH_CUDA
+#   include <cuda_runtime.h>
+#endif
 
 struct _kvt_arena_t {
     char *name;                     //  "host", "gpu", ...
@@ -15,6 +18,9 @@ struct _kvt_arena_t {
     size_t block_bytes;             //  Bytes per slot
     size_t mapped_bytes;            //  Length of the mapping
     bool hugepages;                 //  Backed by huge pages?
+    bool device;                    //  Device memory (cudaMalloc), no fd
+    bool pinned;                    //  Host memory registered with CUDA
+    size_t spare_count;             //  Device arenas: blocks past block_count
 };
 
 #define S_REGISTRY_MAX 8            //  Arenas one process can hold
@@ -72,6 +78,71 @@ kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hu
 }
 
 kvt_arena_t *
+kvt_arena_new_device (const char *name, size_t block_count, size_t block_bytes,
+                      size_t spare_count)
+{
+#ifdef KVT_WITH_CUDA
+    kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
+    self->name = strdup (name);
+    self->fd = -1;
+    self->device = true;
+    self->block_count = block_count;
+    self->block_bytes = block_bytes;
+    self->spare_count = spare_count;
+    self->mapped_bytes = (block_count + spare_count) * block_bytes;
+    cudaError_t status = cudaMalloc (&self->base, self->mapped_bytes);
+    if (status != cudaSuccess) {
+        kvt_log_error ("arena %s: cannot allocate %zu bytes of device memory: %s", name,
+                       self->mapped_bytes, cudaGetErrorString (status));
+        self->base = NULL;
+        kvt_arena_destroy (&self);
+        return NULL;
+    }
+    kvt_log_info ("arena %s: %zu blocks (+%zu spare) of %zu bytes in device memory", name,
+                  block_count, spare_count, block_bytes);
+    return self;
+#else
+    (void) block_count; (void) block_bytes; (void) spare_count;
+    kvt_log_error ("arena %s: device memory needs a CUDA build", name);
+    return NULL;
+#endif
+}
+
+int
+kvt_arena_pin (kvt_arena_t *self)
+{
+    if (self->device)
+        return -EINVAL;
+    if (self->pinned)
+        return 0;
+#ifdef KVT_WITH_CUDA
+    cudaError_t status = cudaHostRegister (self->base, self->mapped_bytes,
+                                           cudaHostRegisterPortable | cudaHostRegisterMapped);
+    if (status != cudaSuccess) {
+        kvt_log_error ("arena %s: cudaHostRegister of %zu bytes failed: %s", self->name,
+                       self->mapped_bytes, cudaGetErrorString (status));
+        return KVT_ECUDA;
+    }
+    self->pinned = true;
+    return 0;
+#else
+    return -ENOTSUP;
+#endif
+}
+
+int
+kvt_arena_copy (const kvt_arena_t *self, void *dst, const void *src, size_t bytes)
+{
+#ifdef KVT_WITH_CUDA
+    if (self->device)
+        return cudaMemcpy (dst, src, bytes, cudaMemcpyDefault) == cudaSuccess? 0: KVT_ECUDA;
+#endif
+    (void) self;
+    memcpy (dst, src, bytes);
+    return 0;
+}
+
+kvt_arena_t *
 kvt_arena_attach (const char *name, int fd, size_t block_count, size_t block_bytes)
 {
     kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
@@ -101,7 +172,14 @@ kvt_arena_destroy (kvt_arena_t **self_p)
     assert (self_p);
     kvt_arena_t *self = *self_p;
     if (self) {
-        if (self->base)
+#ifdef KVT_WITH_CUDA
+        if (self->device && self->base)
+            cudaFree (self->base);
+        else
+        if (self->pinned)
+            cudaHostUnregister (self->base);
+#endif
+        if (self->base && !self->device)
             munmap (self->base, self->mapped_bytes);
         if (self->fd >= 0)
             close (self->fd);
@@ -124,6 +202,9 @@ size_t kvt_arena_block_count (const kvt_arena_t *self) { return self->block_coun
 size_t kvt_arena_block_bytes (const kvt_arena_t *self) { return self->block_bytes; }
 void *kvt_arena_base (const kvt_arena_t *self) { return self->base; }
 bool kvt_arena_hugepages (const kvt_arena_t *self) { return self->hugepages; }
+bool kvt_arena_on_device (const kvt_arena_t *self) { return self->device; }
+bool kvt_arena_pinned (const kvt_arena_t *self) { return self->pinned; }
+size_t kvt_arena_spare_count (const kvt_arena_t *self) { return self->spare_count; }
 
 int
 kvt_arena_register (kvt_arena_t **arena_p)
@@ -178,5 +259,17 @@ kvt_arena_test (bool verbose)
     assert (kvt_arena_find ("none") == NULL);
     kvt_arena_registry_clear ();
     assert (kvt_arena_find ("test") == NULL);
+
+    //  Host arenas copy with memcpy; device arenas need a CUDA build
+    arena = kvt_arena_new ("copy", 2, 4096, false);
+    assert (arena && !kvt_arena_on_device (arena) && kvt_arena_spare_count (arena) == 0);
+    char bytes [64] = "kvtier";
+    assert (kvt_arena_copy (arena, kvt_arena_block (arena, 1), bytes, sizeof (bytes)) == 0);
+    assert (memcmp (kvt_arena_block (arena, 1), bytes, sizeof (bytes)) == 0);
+#ifndef KVT_WITH_CUDA
+    assert (kvt_arena_pin (arena) == -ENOTSUP);
+    assert (kvt_arena_new_device ("dev", 2, 4096, 1) == NULL);
+#endif
+    kvt_arena_destroy (&arena);
     return 0;
 }

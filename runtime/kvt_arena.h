@@ -11,6 +11,12 @@
     any actor starts, inherited by actor processes as a file descriptor,
     and mapped by each process that moves bytes. Huge pages are used when
     the machine allows (MFD_HUGETLB), else normal pages.
+    In a CUDA build with a GPU, the GPU tier's slab is device memory
+    instead (kvt_arena_new_device): its block addresses are device
+    pointers, it has no descriptor (only threads of the supervisor can
+    reach it), and it carries 'spare' blocks past block_count that no
+    tier hands out, for the compute actor's scratch KV. The host slab is
+    then registered with CUDA (kvt_arena_pin) so copies reach it by DMA.
 @discuss
     The per-process registry maps a name ("host", "gpu") to its arena. It is
     filled before actors start and only read afterwards, so actor threads
@@ -36,6 +42,25 @@ typedef struct _kvt_arena_t kvt_arena_t;
 kvt_arena_t *
     kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hugepages);
 
+//  Create a device-memory arena of block_count + spare_count blocks on
+//  the current CUDA device (CUDA builds only). Returns NULL and logs why
+//  if the memory could not be had or this build has no CUDA.
+kvt_arena_t *
+    kvt_arena_new_device (const char *name, size_t block_count, size_t block_bytes,
+                          size_t spare_count);
+
+//  Register a host arena with CUDA (portable, mapped) so the GPU reaches
+//  it by DMA and from kernels. Returns 0, -EINVAL for a device arena,
+//  -ENOTSUP without CUDA, or KVT_ECUDA.
+int
+    kvt_arena_pin (kvt_arena_t *self);
+
+//  Copy 'bytes' between a block of 'self' and host memory (either
+//  direction, 'dst' or 'src' being the block): memcpy for a host arena,
+//  a synchronous cudaMemcpy for a device arena. Returns 0 or KVT_ECUDA.
+int
+    kvt_arena_copy (const kvt_arena_t *self, void *dst, const void *src, size_t bytes);
+
 //  Map an arena another process created, from its inherited descriptor.
 kvt_arena_t *
     kvt_arena_attach (const char *name, int fd, size_t block_count, size_t block_bytes);
@@ -60,6 +85,16 @@ void *
     kvt_arena_base (const kvt_arena_t *self);
 bool
     kvt_arena_hugepages (const kvt_arena_t *self);
+//  True for a device-memory arena (block addresses are device pointers).
+bool
+    kvt_arena_on_device (const kvt_arena_t *self);
+//  True for a host arena registered with CUDA.
+bool
+    kvt_arena_pinned (const kvt_arena_t *self);
+//  Spare blocks past block_count (device arenas): ids block_count ..
+//  block_count + spare_count - 1 from kvt_arena_base.
+size_t
+    kvt_arena_spare_count (const kvt_arena_t *self);
 
 //  Process registry: register before actors start; find from any actor.
 //  Register takes ownership; kvt_arena_registry_clear destroys them all.

@@ -80,6 +80,53 @@ int
                         void *const *blocks, size_t cached_blocks,
                         size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us);
 
+//  --------------------------------------------------------------------------
+//  The GPU path (runtime/kvt_model_cuda.c, CUDA builds only): the same
+//  shape and contract, bf16 weights drawn on the device from the seed
+//  (not the CPU model's numbers), KV blocks in a device slab addressed by
+//  slot. Same determinism contract: output tokens and written blocks do
+//  not depend on how many blocks were cached.
+
+#define KVT_MODEL_MAX_NEW_TOKENS 4096   //  Longest decode one request may ask
+
+//  Spare slab blocks the GPU model needs past a request's full blocks: its
+//  partial tail and decoded tokens, plus one copy of a cached last block.
+#define KVT_MODEL_CUDA_SPARE_BLOCKS(block_tokens, max_new_tokens) \
+    (3 + ((size_t) (max_new_tokens) + (size_t) (block_tokens) - 1) / (size_t) (block_tokens))
+
+typedef struct _kvt_model_cuda_t kvt_model_cuda_t;
+
+//  Create the model on the current CUDA device. Returns NULL and logs why
+//  for an invalid shape (head_dim must be 128, block_tokens a power of
+//  two, plus kvt_model_new's rules) or when device memory is short.
+kvt_model_cuda_t *
+    kvt_model_cuda_new (const kvt_model_shape_t *shape);
+
+//  Destroy; NULL-safe, nulls the caller's pointer.
+void
+    kvt_model_cuda_destroy (kvt_model_cuda_t **self_p);
+
+//  The geometry of this model's KV blocks.
+kvt_block_shape_t
+    kvt_model_cuda_block_shape (const kvt_model_cuda_t *self);
+
+//  As kvt_model_set_cancel.
+void
+    kvt_model_cuda_set_cancel (kvt_model_cuda_t *self, bool (*cancel_fn) (void *arg), void *arg);
+
+//  As kvt_model_generate, over a device slab of equal blocks of
+//  'block_bytes' at 'slab': 'slots' has one block id per full block of the
+//  prompt, 'spare' 'spare_count' ids the model may overwrite for its
+//  scratch (at least KVT_MODEL_CUDA_SPARE_BLOCKS (block_tokens,
+//  max_new_tokens)). Returns 0, -EINVAL (also for too few spares or a
+//  slot past INT32_MAX), -ECANCELED, -ENOMEM or KVT_ECUDA.
+int
+    kvt_model_cuda_generate (kvt_model_cuda_t *self, const uint32_t *tokens,
+                             size_t token_count, void *slab, size_t block_bytes,
+                             const uint64_t *slots, size_t cached_blocks,
+                             const uint64_t *spare, size_t spare_count,
+                             size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us);
+
 #ifdef __cplusplus
 }
 #endif

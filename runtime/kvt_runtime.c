@@ -9,6 +9,9 @@
 #include "kvt_runtime.h"
 #include <sys/prctl.h>
 #include <poll.h>
+#ifdef KVT_WITH_CUDA
+#   include <cuda_runtime.h>
+#endif
 
 #define S_MAX_ACTORS 16             //  Actors one runtime can hold
 
@@ -53,8 +56,37 @@ s_block_bytes (const kvt_config_t *config)
     return kvt_block_bytes (&shape);
 }
 
-//  The arenas every runtime has: the GPU tier's slab when it lives in host
-//  memory, and the host tier's slab.
+//  Where the GPU tier's slab goes: device memory when this is a CUDA build
+//  and compute/device is cuda, or auto with a GPU present; shared host
+//  memory otherwise. Returns 1 (device), 0 (host) or KVT_ECONFIG.
+static int
+s_gpu_slab_on_device (const kvt_config_t *config)
+{
+    const char *device = kvt_config_str (config, "compute/device");
+    if (streq (device, "cpu"))
+        return 0;
+#ifdef KVT_WITH_CUDA
+    int count = 0;
+    if (cudaGetDeviceCount (&count) != cudaSuccess)
+        count = 0;
+    if (count > 0)
+        return 1;
+#endif
+    if (streq (device, "cuda")) {
+        kvt_log_error ("runtime: config key 'compute/device' is cuda, but %s",
+#ifdef KVT_WITH_CUDA
+                       "no CUDA device is present");
+#else
+                       "this build has no CUDA (configure with -DKVT_CUDA=ON)");
+#endif
+        return KVT_ECONFIG;
+    }
+    return 0;
+}
+
+//  The arenas every runtime has: the GPU tier's slab (device memory when
+//  the model runs on a GPU, else shared host memory) and the host tier's
+//  slab (registered with CUDA when the GPU slab is on the device).
 static int
 s_create_arenas (kvt_runtime_t *self)
 {
@@ -62,16 +94,45 @@ s_create_arenas (kvt_runtime_t *self)
     static const char *const keys [] = { "tier_gpu/capacity_blocks", "tier_host/capacity_blocks" };
     size_t block_bytes = s_block_bytes (self->config);
     bool hugepages = kvt_config_int (self->config, "tier_host/hugepages") != 0;
+    int on_device = s_gpu_slab_on_device (self->config);
+    if (on_device < 0)
+        return on_device;
+    if (on_device) {
+        //  A device slab has no descriptor to hand to another process
+        static const char *const mode_keys [] = { "tier_gpu/mode", "migration/mode",
+                                                  "compute/mode" };
+        for (int k = 0; k < 3; k++)
+            if (streq (kvt_config_str (self->config, mode_keys [k]), "process")) {
+                kvt_log_error ("runtime: config key '%s' must be thread when the GPU tier "
+                               "is in device memory (compute/device = %s)", mode_keys [k],
+                               kvt_config_str (self->config, "compute/device"));
+                return KVT_ECONFIG;
+            }
+    }
     for (int k = 0; k < 2; k++) {
         if (kvt_arena_find (names [k])) {
             kvt_log_error ("runtime: an arena named %s already exists in this process "
                            "(one runtime per process)", names [k]);
             return -EEXIST;
         }
-        kvt_arena_t *arena = kvt_arena_new (names [k],
-            (size_t) kvt_config_int (self->config, keys [k]), block_bytes, hugepages);
+        size_t block_count = (size_t) kvt_config_int (self->config, keys [k]);
+        kvt_arena_t *arena;
+        if (k == 0 && on_device) {
+            int block_tokens = (int) kvt_config_int (self->config, "model/block_tokens");
+            arena = kvt_arena_new_device (names [k], block_count, block_bytes,
+                KVT_MODEL_CUDA_SPARE_BLOCKS (block_tokens, KVT_MODEL_MAX_NEW_TOKENS));
+        }
+        else
+            arena = kvt_arena_new (names [k], block_count, block_bytes, hugepages);
         if (!arena)
             return -ENOMEM;
+        if (k == 1 && on_device) {
+            int rc = kvt_arena_pin (arena);
+            if (rc) {
+                kvt_arena_destroy (&arena);
+                return rc;
+            }
+        }
         int rc = kvt_arena_register (&arena);
         if (rc) {
             kvt_arena_destroy (&arena);
@@ -365,8 +426,8 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
         if (streq (argv [k], "--arena")) {
             char arena_name [32];
             int fd;
-            if (sscanf (argv [k + 1], "%31[^=]=%d", arena_name, &fd) != 2)
-                continue;
+            if (sscanf (argv [k + 1], "%31[^=]=%d", arena_name, &fd) != 2 || fd < 0)
+                continue;           //  fd -1: a device slab, not for this process
             const char *key = streq (arena_name, "gpu")? "tier_gpu/capacity_blocks"
                                                        : "tier_host/capacity_blocks";
             kvt_arena_t *arena = kvt_arena_attach (arena_name, fd,

@@ -1,0 +1,660 @@
+/*  =========================================================================
+    kvt_model_cuda - the synthetic Llama-shaped model on a CUDA GPU
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The GPU path of the compute actor's model (kvt_model.h has the API):
+    bf16 weights drawn on the device from the seed by a counter hash
+    (kvt_model_ops), RMSNorm, RoPE (theta 500000, rotate half), GQA
+    attention over the KV blocks of a device slab (paged prefill kernel
+    for the prompt, paged decode kernel for decode steps), SwiGLU MLP,
+    cuBLAS bf16 GEMMs with fp32 accumulation (Q, K and V in one GEMM; one
+    kernel then rotates q and k and writes K/V into their blocks), greedy
+    argmax. The residual stream is bf16; the residual add is the GEMM's
+    beta = 1.
+@discuss
+    Determinism contract (as the CPU model's): a token's arithmetic must
+    not depend on how the prompt was split into cached and computed parts.
+    cuBLAS may pick a different algorithm for a different row count, so
+    every prefill GEMM runs on exactly S_CHUNK rows (short chunks are
+    padded; padded rows are zeroed at the start of a chunk and never
+    read back), and with one algorithm each output row depends on its
+    input row only. The prefill attention kernel computes each query row
+    over the same absolute 64-key tiles wherever the row sits in its query
+    tile (fully masked extra tiles add exact zeros). Decode steps (one
+    row) run the same way in every case. When every full block was
+    cached, the last prompt token is recomputed into a copy of its block
+    (a spare), so a cached block is never written.
+    One stream and one cuBLAS handle per model; generate returns after the
+    stream has drained. Not thread-safe: a model belongs to one thread.
+@end
+*/
+
+#include "kvt_classes.h"
+
+#ifdef KVT_WITH_CUDA
+
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+#include "kvt_layers.cuh"
+#include "kvt_paged_attention.cuh"
+#include "kvt_paged_prefill.cuh"
+#include "kvt_model_ops.cuh"
+
+#define S_CHUNK       512           //  Rows of every prefill GEMM (padded)
+#define S_ROPE_THETA  500000.0      //  Llama 3 RoPE base
+#define S_NORM_EPS    1e-5f         //  RMSNorm epsilon
+
+typedef struct {
+    void *attn_norm;                //  [hidden]
+    void *w_qkv;                    //  [q_dim + 2 x kv_dim, hidden] (out, in): Wq, Wk, Wv rows
+    void *wo;                       //  [hidden, q_dim]
+    void *mlp_norm;                 //  [hidden]
+    void *w_gate_up;                //  [2 x intermediate, hidden]: gate rows, then up rows
+    void *w_down;                   //  [hidden, intermediate]
+} s_layer_t;
+
+struct _kvt_model_cuda_t {
+    kvt_model_shape_t shape;        //  Validated copy
+    bool (*cancel_fn) (void *arg);  //  Asked between chunks: stop now?
+    void *cancel_arg;               //  Its argument
+    int q_dim;                      //  heads x head_dim
+    int kv_dim;                     //  kv_heads x head_dim
+    cudaStream_t stream;            //  Everything runs on this stream
+    cublasHandle_t cublas;          //  Bound to 'stream'
+    void *embed;                    //  [vocab, hidden]
+    void *final_norm;               //  [hidden]
+    void *lm_head;                  //  [vocab, hidden]
+    s_layer_t *layer;               //  [layers]
+    float *inv_freq;                //  [head_dim / 2] device
+    //  Activations, S_CHUNK rows each (device, bf16)
+    void *x;                        //  Residual stream [CHUNK, hidden]
+    void *xn;                       //  Normalised [CHUNK, hidden]
+    void *qkv;                      //  [CHUNK, q_dim + 2 x kv_dim] fused projection
+    void *q;                        //  [CHUNK, q_dim] rotated q
+    void *att;                      //  [CHUNK, q_dim]
+    void *gate_up;                  //  [CHUNK, 2 x intermediate]
+    void *act;                      //  [CHUNK, intermediate]
+    void *logits;                   //  [vocab]
+    //  Per-chunk indices (device) and their host staging
+    int32_t *d_rows;                //  [5 x CHUNK + 4]: tokens, positions, dest block,
+                                    //  dest token, then q_start [2] and seq_len [1]
+    int32_t *h_rows;                //  Host copy of d_rows
+    int32_t *d_argmax;              //  [1]
+    int32_t *d_table;               //  Block table (device)
+    size_t table_cap;               //  Entries d_table holds
+    int32_t *h_table;               //  Host block table
+    void *workspace;                //  Decode split-KV scratch
+    size_t workspace_bytes;         //  Its size
+};
+
+//  Offsets inside d_rows / h_rows
+#define S_TOKENS(self)  ((self) + 0 * S_CHUNK)
+#define S_POS(self)     ((self) + 1 * S_CHUNK)
+#define S_DBLOCK(self)  ((self) + 2 * S_CHUNK)
+#define S_DTOKEN(self)  ((self) + 3 * S_CHUNK)
+#define S_QSTART(self)  ((self) + 4 * S_CHUNK)
+#define S_SEQLEN(self)  ((self) + 4 * S_CHUNK + 2)
+#define S_ROWS_COUNT    (4 * S_CHUNK + 4)
+
+static int
+s_cuda (cudaError_t status, const char *what)
+{
+    if (status == cudaSuccess)
+        return 0;
+    kvt_log_error ("kvt_model_cuda: %s: %s", what, cudaGetErrorString (status));
+    return KVT_ECUDA;
+}
+
+//  Allocate and fill one weight tensor; NULL on failure (logged).
+static void *
+s_tensor_new (kvt_model_cuda_t *self, size_t count, uint64_t id, float offset, float scale)
+{
+    void *tensor = NULL;
+    if (s_cuda (cudaMalloc (&tensor, count * 2), "weights"))
+        return NULL;
+    if (kvt_model_fill_bf16 (tensor, count, self->shape.seed, id, offset, scale,
+                             self->stream)) {
+        cudaFree (tensor);
+        return NULL;
+    }
+    return tensor;
+}
+
+static float
+s_fan_in_scale (int fan_in)
+{
+    return sqrtf (3.0f / (float) fan_in);
+}
+
+static bool
+s_shape_valid (const kvt_model_shape_t *shape)
+{
+    if (shape->layers <= 0 || shape->heads <= 0 || shape->kv_heads <= 0
+    ||  shape->head_dim != 128 || shape->hidden <= 0 || shape->hidden % 8
+    ||  shape->intermediate <= 0 || shape->intermediate % 8 || shape->vocab <= 0
+    ||  shape->block_tokens <= 0 || (shape->block_tokens & (shape->block_tokens - 1))
+    ||  shape->heads % shape->kv_heads) {
+        kvt_log_error ("kvt_model_cuda: unsupported shape (head_dim must be 128, "
+                       "block_tokens a power of two, kv_heads divide heads, hidden and "
+                       "intermediate multiples of 8)");
+        return false;
+    }
+    return true;
+}
+
+kvt_model_cuda_t *
+kvt_model_cuda_new (const kvt_model_shape_t *shape)
+{
+    assert (shape);
+    if (!s_shape_valid (shape))
+        return NULL;
+    kvt_model_cuda_t *self = (kvt_model_cuda_t *) kvt_zmalloc (sizeof (kvt_model_cuda_t));
+    self->shape = *shape;
+    self->q_dim = shape->heads * shape->head_dim;
+    self->kv_dim = shape->kv_heads * shape->head_dim;
+    self->layer = (s_layer_t *) kvt_zmalloc ((size_t) shape->layers * sizeof (s_layer_t));
+    const size_t hidden = (size_t) shape->hidden, inter = (size_t) shape->intermediate;
+    const size_t vocab = (size_t) shape->vocab;
+    bool ok = s_cuda (cudaStreamCreateWithFlags (&self->stream, cudaStreamNonBlocking),
+                      "stream") == 0;
+    if (ok && cublasCreate (&self->cublas) != CUBLAS_STATUS_SUCCESS) {
+        kvt_log_error ("kvt_model_cuda: cublasCreate failed");
+        self->cublas = NULL;
+        ok = false;
+    }
+    ok = ok && cublasSetStream (self->cublas, self->stream) == CUBLAS_STATUS_SUCCESS;
+    if (ok) {
+        self->embed = s_tensor_new (self, vocab * hidden, 0, 0.0f, sqrtf (3.0f));
+        self->final_norm = s_tensor_new (self, hidden, 1, 1.0f, 0.1f);
+        self->lm_head = s_tensor_new (self, vocab * hidden, 2, 0.0f,
+                                      s_fan_in_scale (shape->hidden));
+        ok = self->embed && self->final_norm && self->lm_head;
+    }
+    for (int l = 0; ok && l < shape->layers; l++) {
+        s_layer_t *layer = &self->layer [l];
+        uint64_t id = 16 + (uint64_t) l * 16;
+        float in_scale = s_fan_in_scale (shape->hidden);
+        layer->attn_norm = s_tensor_new (self, hidden, id + 0, 1.0f, 0.1f);
+        //  Wq rows (tensor id 1), then Wk (2) and Wv (3) rows
+        layer->w_qkv = s_tensor_new (self, hidden * (self->q_dim + 2 * self->kv_dim), id + 1,
+                                     0.0f, in_scale);
+        for (int t = 0; layer->w_qkv && t < 2; t++)
+            if (kvt_model_fill_bf16 ((char *) layer->w_qkv
+                                     + hidden * (self->q_dim + (size_t) t * self->kv_dim) * 2,
+                                     hidden * self->kv_dim, shape->seed, id + 2 + t, 0.0f,
+                                     in_scale, self->stream)) {
+                cudaFree (layer->w_qkv);
+                layer->w_qkv = NULL;
+            }
+        layer->wo = s_tensor_new (self, (size_t) self->q_dim * hidden, id + 4, 0.0f,
+                                  s_fan_in_scale (self->q_dim));
+        layer->mlp_norm = s_tensor_new (self, hidden, id + 5, 1.0f, 0.1f);
+        layer->w_gate_up = s_tensor_new (self, 2 * inter * hidden, id + 6, 0.0f, in_scale);
+        layer->w_down = s_tensor_new (self, inter * hidden, id + 8, 0.0f,
+                                      s_fan_in_scale (shape->intermediate));
+        //  Up rows get their own stream of numbers (tensor id 7)
+        ok = layer->attn_norm && layer->w_qkv && layer->wo
+          && layer->mlp_norm && layer->w_gate_up && layer->w_down
+          && kvt_model_fill_bf16 ((char *) layer->w_gate_up + inter * hidden * 2,
+                                  inter * hidden, shape->seed, id + 7, 0.0f, in_scale,
+                                  self->stream) == 0;
+    }
+    const size_t rows = S_CHUNK;
+    if (ok) {
+        ok = s_cuda (cudaMalloc (&self->x, rows * hidden * 2), "activations") == 0
+          && s_cuda (cudaMalloc (&self->xn, rows * hidden * 2), "activations") == 0
+          && s_cuda (cudaMalloc (&self->qkv, rows * (self->q_dim + 2 * self->kv_dim) * 2),
+                     "activations") == 0
+          && s_cuda (cudaMalloc (&self->q, rows * self->q_dim * 2), "activations") == 0
+          && s_cuda (cudaMalloc (&self->att, rows * self->q_dim * 2), "activations") == 0
+          && s_cuda (cudaMalloc (&self->gate_up, rows * 2 * inter * 2), "activations") == 0
+          && s_cuda (cudaMalloc (&self->act, rows * inter * 2), "activations") == 0
+          && s_cuda (cudaMalloc (&self->logits, vocab * 2), "activations") == 0
+          && s_cuda (cudaMalloc ((void **) &self->d_rows, S_ROWS_COUNT * sizeof (int32_t)),
+                     "indices") == 0
+          && s_cuda (cudaMalloc ((void **) &self->d_argmax, sizeof (int32_t)), "indices") == 0
+          && s_cuda (cudaMalloc ((void **) &self->inv_freq,
+                                 (size_t) shape->head_dim / 2 * sizeof (float)), "rope") == 0;
+    }
+    if (ok) {
+        //  Padded rows start (and stay) finite
+        void *zero [] = { self->x, self->xn, self->qkv, self->q, self->att, self->gate_up,
+                          self->act };
+        size_t bytes [] = { rows * hidden * 2, rows * hidden * 2,
+                            rows * (self->q_dim + 2 * self->kv_dim) * 2, rows * self->q_dim * 2,
+                            rows * self->q_dim * 2, rows * 2 * inter * 2, rows * inter * 2 };
+        for (int k = 0; ok && k < 7; k++)
+            ok = s_cuda (cudaMemsetAsync (zero [k], 0, bytes [k], self->stream), "memset") == 0;
+        float *inv_freq = (float *) kvt_zmalloc ((size_t) shape->head_dim / 2 * sizeof (float));
+        kvt_rope_inv_freq (inv_freq, shape->head_dim, S_ROPE_THETA);
+        ok = ok && s_cuda (cudaMemcpy (self->inv_freq, inv_freq,
+                                       (size_t) shape->head_dim / 2 * sizeof (float),
+                                       cudaMemcpyHostToDevice), "rope") == 0;
+        free (inv_freq);
+        self->h_rows = (int32_t *) kvt_zmalloc (S_ROWS_COUNT * sizeof (int32_t));
+        ok = ok && s_cuda (cudaStreamSynchronize (self->stream), "weights") == 0;
+    }
+    if (!ok) {
+        kvt_log_error ("kvt_model_cuda: cannot set up the model on the device");
+        kvt_model_cuda_destroy (&self);     //  Safe on a half-built model
+    }
+    return self;
+}
+
+void
+kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
+{
+    assert (self_p);
+    kvt_model_cuda_t *self = *self_p;
+    if (!self)
+        return;
+    if (self->stream)
+        cudaStreamSynchronize (self->stream);
+    for (int l = 0; self->layer && l < self->shape.layers; l++) {
+        s_layer_t *layer = &self->layer [l];
+        void *tensors [] = { layer->attn_norm, layer->w_qkv, layer->wo, layer->mlp_norm,
+                             layer->w_gate_up, layer->w_down };
+        for (int k = 0; k < 6; k++)
+            if (tensors [k])
+                cudaFree (tensors [k]);
+    }
+    void *buffers [] = { self->embed, self->final_norm, self->lm_head, self->inv_freq,
+                         self->x, self->xn, self->qkv, self->q, self->att,
+                         self->gate_up, self->act, self->logits, self->d_rows,
+                         self->d_argmax, self->d_table, self->workspace };
+    for (size_t k = 0; k < sizeof (buffers) / sizeof (buffers [0]); k++)
+        if (buffers [k])
+            cudaFree (buffers [k]);
+    if (self->cublas)
+        cublasDestroy (self->cublas);
+    if (self->stream)
+        cudaStreamDestroy (self->stream);
+    free (self->layer);
+    free (self->h_rows);
+    free (self->h_table);
+    free (self);
+    *self_p = NULL;
+}
+
+kvt_block_shape_t
+kvt_model_cuda_block_shape (const kvt_model_cuda_t *self)
+{
+    kvt_block_shape_t shape = { self->shape.layers, self->shape.kv_heads,
+                                self->shape.head_dim, self->shape.block_tokens, 2 };
+    return shape;
+}
+
+void
+kvt_model_cuda_set_cancel (kvt_model_cuda_t *self, bool (*cancel_fn) (void *arg), void *arg)
+{
+    self->cancel_fn = cancel_fn;
+    self->cancel_arg = arg;
+}
+
+//  c [m, n] (+)= a [m, k] . w [n, k]^T, bf16 in and out, fp32 accumulation.
+static int
+s_gemm (kvt_model_cuda_t *self, const void *a, const void *w, void *c, int m, int n, int k,
+        float beta)
+{
+    const float alpha = 1.0f;
+    cublasStatus_t status = cublasGemmEx (self->cublas, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k,
+                                          &alpha, w, CUDA_R_16BF, k, a, CUDA_R_16BF, k,
+                                          &beta, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                                          CUBLAS_GEMM_DEFAULT);
+    if (status != CUBLAS_STATUS_SUCCESS) {
+        kvt_log_error ("kvt_model_cuda: cublasGemmEx (%d x %d x %d) failed: %d", m, n, k,
+                       (int) status);
+        return KVT_ECUDA;
+    }
+    return 0;
+}
+
+#define S_TRY(expr) do { rc = (expr); if (rc) return rc; } while (0)
+
+//  Run 'rows' tokens (already staged in d_rows: tokens, positions, dest
+//  block and token, q_start, seq_len) through every layer. Prefill
+//  (decode false) runs GEMMs on S_CHUNK rows and the paged prefill
+//  kernel; decode (one row) runs one-row GEMMs and the paged decode kernel.
+//  'slab' is the block slab; the block table is in d_table ('table_len').
+static int
+s_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab, size_t block_bytes,
+           int table_len, int seq_len)
+{
+    const kvt_model_shape_t *shape = &self->shape;
+    const int hidden = shape->hidden, inter = shape->intermediate;
+    const int gemm_rows = decode? 1: S_CHUNK;
+    const int64_t head_bytes = (int64_t) shape->block_tokens * shape->head_dim * 2;
+    int rc;
+    if (!decode && rows < S_CHUNK)
+        S_TRY (s_cuda (cudaMemsetAsync ((char *) self->x + (size_t) rows * hidden * 2, 0,
+                                        (size_t) (S_CHUNK - rows) * hidden * 2, self->stream),
+                       "memset"));
+    S_TRY (kvt_model_embed (self->x, self->embed, S_TOKENS (self->d_rows), rows, hidden,
+                            self->stream));
+    for (int l = 0; l < shape->layers; l++) {
+        const s_layer_t *layer = &self->layer [l];
+        kvt_rmsnorm_args_t norm = { KVT_KDTYPE_BF16, self->x, layer->attn_norm, self->xn,
+                                    rows, hidden, S_NORM_EPS };
+        S_TRY (kvt_rmsnorm (&norm, self->stream));
+        S_TRY (s_gemm (self, self->xn, layer->w_qkv, self->qkv, gemm_rows,
+                       self->q_dim + 2 * self->kv_dim, hidden, 0));
+        kvt_qkv_args_t qkv = {
+            .qkv = self->qkv, .q = self->q, .positions = S_POS (self->d_rows),
+            .inv_freq = self->inv_freq, .slab = slab, .block_bytes = (int64_t) block_bytes,
+            .dest_block = S_DBLOCK (self->d_rows), .dest_token = S_DTOKEN (self->d_rows),
+            .rows = rows, .layer = l, .heads = shape->heads, .kv_heads = shape->kv_heads,
+            .head_dim = shape->head_dim, .block_tokens = shape->block_tokens };
+        S_TRY (kvt_model_qkv (&qkv, self->stream));
+        const char *k_base = (const char *) slab + (int64_t) (l * 2) * shape->kv_heads * head_bytes;
+        const char *v_base = k_base + (int64_t) shape->kv_heads * head_bytes;
+        if (decode) {
+            kvt_paged_attention_args_t attn = {
+                .dtype = KVT_KDTYPE_BF16, .q = self->q, .k = k_base, .v = v_base,
+                .block_stride_bytes = (int64_t) block_bytes, .head_stride_bytes = head_bytes,
+                .token_stride_bytes = shape->head_dim * 2, .block_table = self->d_table,
+                .seq_lens = S_SEQLEN (self->d_rows), .out = self->att, .seqs = 1,
+                .heads = shape->heads, .kv_heads = shape->kv_heads,
+                .head_dim = shape->head_dim, .block_tokens = shape->block_tokens,
+                .max_blocks_per_seq = table_len, .max_seq_len = seq_len,
+                .scale = 1.0f / sqrtf ((float) shape->head_dim) };
+            int splits = kvt_paged_attention_plan (&attn);
+            if (splits < 0)
+                return KVT_ECUDA;
+            attn.splits = splits;
+            size_t need = kvt_paged_attention_workspace_bytes (&attn, splits);
+            if (need > self->workspace_bytes) {
+                if (self->workspace) {
+                    cudaStreamSynchronize (self->stream);
+                    cudaFree (self->workspace);
+                    self->workspace = NULL;
+                    self->workspace_bytes = 0;
+                }
+                S_TRY (s_cuda (cudaMalloc (&self->workspace, need), "workspace"));
+                self->workspace_bytes = need;
+            }
+            attn.workspace = self->workspace;
+            attn.workspace_bytes = self->workspace_bytes;
+            S_TRY (kvt_paged_attention (&attn, self->stream));
+        }
+        else {
+            kvt_paged_prefill_args_t attn = {
+                .dtype = KVT_KDTYPE_BF16, .q = self->q, .q_start = S_QSTART (self->d_rows),
+                .k = k_base, .v = v_base, .block_stride_bytes = (int64_t) block_bytes,
+                .head_stride_bytes = head_bytes, .token_stride_bytes = shape->head_dim * 2,
+                .block_table = self->d_table, .seq_lens = S_SEQLEN (self->d_rows),
+                .out = self->att, .seqs = 1, .heads = shape->heads,
+                .kv_heads = shape->kv_heads, .head_dim = shape->head_dim,
+                .block_tokens = shape->block_tokens, .max_blocks_per_seq = table_len,
+                .max_q_len = rows, .scale = 1.0f / sqrtf ((float) shape->head_dim) };
+            S_TRY (kvt_paged_prefill (&attn, self->stream));
+        }
+        S_TRY (s_gemm (self, self->att, layer->wo, self->x, gemm_rows, hidden, self->q_dim, 1));
+        norm.weight = layer->mlp_norm;
+        S_TRY (kvt_rmsnorm (&norm, self->stream));
+        S_TRY (s_gemm (self, self->xn, layer->w_gate_up, self->gate_up, gemm_rows, 2 * inter,
+                       hidden, 0));
+        kvt_swiglu_args_t swiglu = { KVT_KDTYPE_BF16, self->gate_up, self->act, rows, inter };
+        S_TRY (kvt_swiglu (&swiglu, self->stream));
+        S_TRY (s_gemm (self, self->act, layer->w_down, self->x, gemm_rows, hidden, inter, 1));
+    }
+    return 0;
+}
+
+//  Greedy token from row 'row' of the residual stream: final norm,
+//  lm_head (one row), argmax; waits for the stream.
+static int
+s_sample (kvt_model_cuda_t *self, int row, uint32_t *token)
+{
+    const int hidden = self->shape.hidden;
+    int rc;
+    kvt_rmsnorm_args_t norm = { KVT_KDTYPE_BF16, (char *) self->x + (size_t) row * hidden * 2,
+                                self->final_norm, self->xn, 1, hidden, S_NORM_EPS };
+    S_TRY (kvt_rmsnorm (&norm, self->stream));
+    S_TRY (s_gemm (self, self->xn, self->lm_head, self->logits, 1, self->shape.vocab, hidden, 0));
+    kvt_argmax_args_t argmax = { KVT_KDTYPE_BF16, self->logits, self->d_argmax, 1,
+                                 self->shape.vocab };
+    S_TRY (kvt_argmax (&argmax, self->stream));
+    int32_t best = 0;
+    S_TRY (s_cuda (cudaMemcpyAsync (&best, self->d_argmax, sizeof (best),
+                                    cudaMemcpyDeviceToHost, self->stream), "argmax"));
+    S_TRY (s_cuda (cudaStreamSynchronize (self->stream), "sample"));
+    *token = (uint32_t) best;
+    return 0;
+}
+
+//  Stage 'rows' tokens from position pos0 in h_rows and copy them up.
+static int
+s_stage (kvt_model_cuda_t *self, const uint32_t *tokens, int rows, size_t pos0)
+{
+    const size_t block_tokens = (size_t) self->shape.block_tokens;
+    int32_t *h = self->h_rows;
+    memset (h, 0, S_ROWS_COUNT * sizeof (int32_t));
+    for (int r = 0; r < rows; r++) {
+        size_t pos = pos0 + (size_t) r;
+        S_TOKENS (h) [r] = (int32_t) tokens [r];
+        S_POS (h) [r] = (int32_t) pos;
+        S_DBLOCK (h) [r] = self->h_table [pos / block_tokens];
+        S_DTOKEN (h) [r] = (int32_t) (pos % block_tokens);
+    }
+    S_QSTART (h) [0] = 0;
+    S_QSTART (h) [1] = rows;
+    S_SEQLEN (h) [0] = (int32_t) (pos0 + (size_t) rows);
+    //  Pageable source: the call returns once the bytes are staged
+    return s_cuda (cudaMemcpyAsync (self->d_rows, h, S_ROWS_COUNT * sizeof (int32_t),
+                                    cudaMemcpyHostToDevice, self->stream), "stage");
+}
+
+int
+kvt_model_cuda_generate (kvt_model_cuda_t *self, const uint32_t *tokens, size_t token_count,
+                         void *slab, size_t block_bytes, const uint64_t *slots,
+                         size_t cached_blocks, const uint64_t *spare, size_t spare_count,
+                         size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us)
+{
+    assert (self);
+    const int64_t start_us = kvt_now_us ();
+    const kvt_model_shape_t *shape = &self->shape;
+    const size_t block_tokens = (size_t) shape->block_tokens;
+    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (self);
+    if (!tokens || token_count == 0 || !slab || block_bytes < kvt_block_bytes (&geometry)
+    ||  block_bytes % 16 || (max_new_tokens > 0 && !out_tokens)
+    ||  token_count + max_new_tokens > INT32_MAX)
+        return -EINVAL;
+    for (size_t i = 0; i < token_count; i++)
+        if (tokens [i] >= (uint32_t) shape->vocab)
+            return -EINVAL;
+    const size_t full_blocks = token_count / block_tokens;
+    if (cached_blocks > full_blocks || (full_blocks > 0 && !slots))
+        return -EINVAL;
+    //  Table: the full blocks, then spares for the tail and decoded tokens;
+    //  spare [0] is kept for a copy of a cached last block
+    const size_t end = token_count + max_new_tokens;
+    const size_t table_len = (end + block_tokens - 1) / block_tokens;
+    if (table_len < full_blocks || table_len - full_blocks + 1 > spare_count || !spare)
+        return -EINVAL;
+    if (table_len > self->table_cap) {
+        if (self->d_table) {
+            cudaFree (self->d_table);
+            self->d_table = NULL;
+            self->table_cap = 0;
+        }
+        if (s_cuda (cudaMalloc ((void **) &self->d_table, table_len * sizeof (int32_t)), "table"))
+            return -ENOMEM;
+        self->table_cap = table_len;
+        free (self->h_table);
+        self->h_table = (int32_t *) kvt_zmalloc (table_len * sizeof (int32_t));
+    }
+    for (size_t b = 0; b < table_len; b++) {
+        uint64_t id = b < full_blocks? slots [b]: spare [1 + b - full_blocks];
+        if (id > INT32_MAX)
+            return -EINVAL;
+        self->h_table [b] = (int32_t) id;
+    }
+    if (spare [0] > INT32_MAX)
+        return -EINVAL;
+    int rc;
+    size_t pos = cached_blocks * block_tokens;
+    if (pos >= token_count) {
+        //  All cached: recompute the last prompt token into a copy of its block
+        pos = token_count - 1;
+        size_t last = pos / block_tokens;
+        S_TRY (s_cuda (cudaMemcpyAsync ((char *) slab + spare [0] * block_bytes,
+                                        (char *) slab + slots [last] * block_bytes,
+                                        block_bytes, cudaMemcpyDeviceToDevice, self->stream),
+                       "block copy"));
+        self->h_table [last] = (int32_t) spare [0];
+    }
+    S_TRY (s_cuda (cudaMemcpyAsync (self->d_table, self->h_table, table_len * sizeof (int32_t),
+                                    cudaMemcpyHostToDevice, self->stream), "table"));
+    int rows = 0;
+    while (pos < token_count) {
+        if (self->cancel_fn && self->cancel_fn (self->cancel_arg)) {
+            cudaStreamSynchronize (self->stream);
+            return -ECANCELED;
+        }
+        rows = (int) (token_count - pos < S_CHUNK? token_count - pos: S_CHUNK);
+        S_TRY (s_stage (self, tokens + pos, rows, pos));
+        S_TRY (s_forward (self, rows, false, slab, block_bytes, (int) table_len,
+                          (int) (pos + (size_t) rows)));
+        pos += (size_t) rows;
+    }
+    if (max_new_tokens == 0) {
+        S_TRY (s_cuda (cudaStreamSynchronize (self->stream), "prefill"));
+        if (ttft_us)
+            *ttft_us = kvt_now_us () - start_us;
+        return 0;
+    }
+    S_TRY (s_sample (self, rows - 1, &out_tokens [0]));
+    if (ttft_us)
+        *ttft_us = kvt_now_us () - start_us;
+    for (size_t i = 1; i < max_new_tokens; i++) {
+        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
+            return -ECANCELED;
+        size_t at = token_count + i - 1;
+        S_TRY (s_stage (self, &out_tokens [i - 1], 1, at));
+        S_TRY (s_forward (self, 1, true, slab, block_bytes, (int) table_len, (int) (at + 1)));
+        S_TRY (s_sample (self, 0, &out_tokens [i]));
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest: skips without a device. The contract on a small shape: the
+//  same tokens and byte-identical blocks with 0, some and all blocks cached.
+
+int
+kvt_model_cuda_test (bool verbose)
+{
+    int devices = 0;
+    if (cudaGetDeviceCount (&devices) != cudaSuccess || devices == 0) {
+        if (verbose)
+            printf ("kvt_model_cuda: no CUDA device, skipped\n");
+        return 77;
+    }
+    kvt_model_shape_t shape = { .layers = 2, .heads = 8, .kv_heads = 2, .head_dim = 128,
+                                .hidden = 1024, .intermediate = 2816, .vocab = 1000,
+                                .block_tokens = 16, .seed = 7 };
+    assert (kvt_model_cuda_new (&(kvt_model_shape_t) { .layers = 1, .heads = 3, .kv_heads = 2,
+        .head_dim = 128, .hidden = 64, .intermediate = 64, .vocab = 8,
+        .block_tokens = 16 }) == NULL);
+    kvt_model_cuda_t *model = kvt_model_cuda_new (&shape);
+    assert (model);
+    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
+    const size_t block_bytes = kvt_block_bytes (&geometry);
+    //  A prompt crossing a chunk boundary: 37 full blocks and a tail of 5
+    //  Decode crosses from the tail block into the next spare
+    const size_t count = 37 * 16 + 5, full = count / 16, max_new = 20;
+    const size_t spare_count = KVT_MODEL_CUDA_SPARE_BLOCKS (16, max_new);
+    //  Slab: run 0's blocks, run 1's blocks, spares
+    void *slab = NULL;
+    assert (cudaMalloc (&slab, (2 * full + spare_count) * block_bytes) == cudaSuccess);
+    uint64_t *slots = (uint64_t *) kvt_zmalloc (2 * full * sizeof (uint64_t));
+    uint64_t *spare = (uint64_t *) kvt_zmalloc (spare_count * sizeof (uint64_t));
+    for (size_t k = 0; k < 2 * full; k++)
+        slots [k] = k;
+    for (size_t k = 0; k < spare_count; k++)
+        spare [k] = 2 * full + k;
+    uint32_t *tokens = (uint32_t *) kvt_zmalloc (count * sizeof (uint32_t));
+    uint64_t state = 42;
+    for (size_t k = 0; k < count; k++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        tokens [k] = (uint32_t) ((state >> 33) % (uint64_t) shape.vocab);
+    }
+    uint32_t first [32], again [32];
+    assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, slots, 0,
+                                     spare, spare_count, max_new, first, NULL) == 0);
+    uint8_t *reference = (uint8_t *) malloc (full * block_bytes);
+    uint8_t *view = (uint8_t *) malloc (full * block_bytes);
+    assert (cudaMemcpy (reference, slab, full * block_bytes, cudaMemcpyDeviceToHost)
+            == cudaSuccess);
+    //  Cached prefixes of 0 (fresh), 1, 31 (inside chunk 2) and all blocks:
+    //  run 1 gets run 0's first blocks, then computes into its own slots
+    const size_t cached [] = { 1, 31, 32, full };
+    for (size_t c = 0; c < 4; c++) {
+        assert (cudaMemset ((char *) slab + full * block_bytes, 0xee, full * block_bytes)
+                == cudaSuccess);
+        uint64_t *table = slots + full;
+        for (size_t b = 0; b < cached [c]; b++)
+            table [b] = b;          //  Cached: run 0's slot
+        for (size_t b = cached [c]; b < full; b++)
+            table [b] = full + b;
+        int64_t ttft = 0;
+        assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, table,
+                                         cached [c], spare, spare_count, max_new, again,
+                                         &ttft) == 0);
+        if (verbose)
+            printf ("kvt_model_cuda: %zu cached blocks, ttft %" PRId64 " us\n", cached [c], ttft);
+        assert (memcmp (first, again, max_new * sizeof (uint32_t)) == 0);
+        for (size_t b = cached [c]; b < full; b++) {
+            assert (cudaMemcpy (view, (char *) slab + table [b] * block_bytes, block_bytes,
+                                cudaMemcpyDeviceToHost) == cudaSuccess);
+            assert (memcmp (view, reference + b * block_bytes, block_bytes) == 0);
+        }
+        for (size_t b = cached [c]; b < full; b++)
+            table [b] = full + b;
+    }
+    //  Cached blocks were never written
+    assert (cudaMemcpy (view, slab, full * block_bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
+    assert (memcmp (view, reference, full * block_bytes) == 0);
+    //  A prompt of whole blocks, all cached: its last token is recomputed
+    //  into a spare copy of the last block, with the same output
+    const size_t whole = 16 * 16;
+    assert (kvt_model_cuda_generate (model, tokens, whole, slab, block_bytes, slots, 0,
+                                     spare, spare_count, max_new, first, NULL) == 0);
+    assert (cudaMemcpy (reference, slab, 16 * block_bytes, cudaMemcpyDeviceToHost)
+            == cudaSuccess);
+    assert (kvt_model_cuda_generate (model, tokens, whole, slab, block_bytes, slots, 16,
+                                     spare, spare_count, max_new, again, NULL) == 0);
+    assert (memcmp (first, again, max_new * sizeof (uint32_t)) == 0);
+    assert (cudaMemcpy (view, slab, 16 * block_bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
+    assert (memcmp (view, reference, 16 * block_bytes) == 0);
+    //  Bad input
+    assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, slots, full + 1,
+                                     spare, spare_count, max_new, again, NULL) == -EINVAL);
+    assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, slots, 0,
+                                     spare, 1, max_new, again, NULL) == -EINVAL);
+    free (view);
+    free (reference);
+    free (tokens);
+    free (spare);
+    free (slots);
+    cudaFree (slab);
+    kvt_model_cuda_destroy (&model);
+    assert (model == NULL);
+    return 0;
+}
+
+#else
+
+//  CPU-only build: the GPU model does not exist; its selftest skips.
+int
+kvt_model_cuda_test (bool verbose)
+{
+    (void) verbose;
+    return 77;
+}
+
+#endif

@@ -1,0 +1,384 @@
+/*  =========================================================================
+    test_gpu_request_path - one request end to end with the model on a GPU
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    test_request_path's scenario on a CUDA build with a GPU: the GPU tier
+    is device memory, the model runs on the GPU, migration moves blocks
+    with the copy kernel (128 KiB blocks) or the copy engines (256 KiB).
+    The same output tokens whether 0, some or all blocks were cached; the
+    KV read back from the GPU, host and NVMe tiers is byte-identical to the
+    KV the GPU computed. Then a scripted stream of requests sharing
+    prefixes runs on the CPU model and on the GPU model with the same
+    tiers: the prefix-hit accounting (from_gpu / host / nvme / computed)
+    is the same request by request, as placement does not depend on the
+    model. Skips (77) without CUDA or a GPU.
+@end
+*/
+
+#include "testutil.h"
+#ifdef KVT_WITH_CUDA
+#   include <cuda_runtime.h>
+#   include <cublas_v2.h>
+#   include "kvt_model.h"
+#endif
+
+//  A runtime on 'overrides' must refuse to start with KVT_ECONFIG
+static void
+s_refused (const char *const *overrides)
+{
+    kvt_config_t *config = t_config (overrides);
+    kvt_runtime_t *runtime = kvt_runtime_new (config, kvt_actors_all ());
+    t_check (kvt_runtime_start (runtime) == KVT_ECONFIG);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+}
+
+#ifdef KVT_WITH_CUDA
+
+static void
+s_same_tokens (const kvt_client_generate_t *a, const kvt_client_generate_t *b)
+{
+    t_check (a->token_count == b->token_count);
+    t_check (memcmp (a->tokens, b->tokens, a->token_count * sizeof (uint64_t)) == 0);
+}
+
+static uint64_t
+s_stat (kvt_client_t *client, const char *key)
+{
+    kvt_client_stats_t stats;
+    t_ok (kvt_client_stats (client, &stats));
+    uint64_t value = 0;
+    kvt_client_stats_find (&stats, key, &value);
+    kvt_client_stats_fini (&stats);
+    return value;
+}
+
+//  The request path with a model of 'layers' layers (block size follows)
+static void
+s_request_path (const char *layers, const char *copy_counter)
+{
+    const char *const overrides [] = {
+        "compute/device=cuda", layers, "model/heads=32", "model/kv_heads=8",
+        "model/head_dim=128", "model/hidden=4096", "model/intermediate=14336",
+        "model/vocab=32000", "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
+        "tier_nvme/capacity_blocks=256", NULL };
+    kvt_config_t *config = t_config (overrides);
+    kvt_runtime_t *runtime = t_start_runtime (config);
+    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 60000);
+    t_check (client);
+    kvt_client_hello_t hello;
+    t_ok (kvt_client_hello (client, "test_gpu_request_path", &hello));
+    t_check (hello.block_tokens == 16 && hello.head_dim == 128);
+
+    //  10 full blocks and a partial one: computed, then all from the GPU
+    size_t count = 10 * hello.block_tokens + 7;
+    uint64_t *tokens = t_tokens (count, hello.vocab, 1);
+    kvt_client_generate_t first, again;
+    int64_t started = zclock_usecs ();
+    t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &first));
+    printf ("  %s: first request %.1f ms (ttft %.1f ms)\n", layers,
+            (zclock_usecs () - started) / 1000.0, first.ttft_us / 1000.0);
+    t_check (first.computed == 10 && first.from_gpu == 0 && first.token_count == 6);
+    t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &again));
+    t_check (again.from_gpu == 10 && again.computed == 0);
+    s_same_tokens (&first, &again);
+    kvt_client_generate_fini (&again);
+
+    //  Some blocks cached: dave's first 5 blocks, then the whole prompt
+    t_ok (kvt_client_generate (client, "dave", tokens, 5 * hello.block_tokens, 2, &again));
+    kvt_client_generate_fini (&again);
+    t_ok (kvt_client_generate (client, "dave", tokens, count, 6, &again));
+    t_check (again.from_gpu == 5 && again.computed == 5);
+    s_same_tokens (&first, &again);
+    kvt_client_generate_fini (&again);
+
+    kvt_client_load_t gpu_kv, other;
+    t_ok (kvt_client_load (client, "alice", tokens, count, &gpu_kv));
+    t_check (gpu_kv.blocks == 10 && gpu_kv.kv_bytes == 10 * hello.block_bytes);
+    t_ok (kvt_client_load (client, "dave", tokens, count, &other));
+    t_check (other.blocks == 10 && memcmp (other.kv, gpu_kv.kv, gpu_kv.kv_bytes) == 0);
+    kvt_client_load_fini (&other);
+
+    //  A prompt of whole blocks, all cached: the last token is recomputed
+    size_t whole = 8 * hello.block_tokens;
+    uint64_t *tokens2 = t_tokens (whole, hello.vocab, 2);
+    kvt_client_generate_t whole_first;
+    t_ok (kvt_client_generate (client, "erin", tokens2, whole, 5, &whole_first));
+    t_check (whole_first.computed == 8);
+    t_ok (kvt_client_generate (client, "erin", tokens2, whole, 5, &again));
+    t_check (again.from_gpu == 8 && again.computed == 0);
+    s_same_tokens (&whole_first, &again);
+    kvt_client_generate_fini (&again);
+    kvt_client_generate_fini (&whole_first);
+
+    //  Down to host: same output; LOAD brings back the same bytes
+    uint64_t moved = 0;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved > 0);
+    kvt_client_lookup_t where;
+    t_ok (kvt_client_lookup (client, "alice", tokens, count, &where));
+    t_check (where.matched_blocks == 10 && where.tiers [0] == KVT_TIER_HOST);
+    kvt_client_lookup_fini (&where);
+    t_ok (kvt_client_load (client, "alice", tokens, count, &other));
+    t_check (other.blocks == 10 && other.tiers [0] == KVT_TIER_HOST);
+    t_check (memcmp (other.kv, gpu_kv.kv, gpu_kv.kv_bytes) == 0);
+    kvt_client_load_fini (&other);
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &again));
+    t_check (again.from_host == 10 && again.computed == 0);
+    s_same_tokens (&first, &again);
+    kvt_client_generate_fini (&again);
+
+    //  Down to NVMe: same bytes, same output
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, 1000, &moved));
+    t_ok (kvt_client_load (client, "alice", tokens, count, &other));
+    t_check (other.blocks == 10 && other.tiers [0] == KVT_TIER_NVME);
+    t_check (memcmp (other.kv, gpu_kv.kv, gpu_kv.kv_bytes) == 0);
+    kvt_client_load_fini (&other);
+    t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &again));
+    t_check (again.from_gpu == 10);     //  LOAD promoted them
+    s_same_tokens (&first, &again);
+    kvt_client_generate_fini (&again);
+
+    //  STORE into the device slab and back, through NVMe
+    size_t store_count = 4 * hello.block_tokens;
+    uint64_t *store_tokens = t_tokens (store_count, hello.vocab, 99);
+    size_t store_bytes = 4 * hello.block_bytes;
+    void *kv = malloc (store_bytes);
+    kvt_client_fill_bytes (kv, store_bytes, 7);
+    kvt_client_store_t stored;
+    t_ok (kvt_client_store (client, "carol", store_tokens, store_count, kv, store_bytes,
+                            &stored));
+    t_check (stored.stored_blocks == 4);
+    t_ok (kvt_client_load (client, "carol", store_tokens, store_count, &other));
+    t_check (other.blocks == 4 && memcmp (other.kv, kv, store_bytes) == 0);
+    kvt_client_load_fini (&other);
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, 1000, &moved));
+    t_ok (kvt_client_load (client, "carol", store_tokens, store_count, &other));
+    t_check (other.blocks == 4 && memcmp (other.kv, kv, store_bytes) == 0);
+    kvt_client_load_fini (&other);
+
+    //  Migration went through the expected CUDA path, without errors
+    t_check (s_stat (client, copy_counter) > 0);
+    t_check (s_stat (client, "migration.copy_errors") == 0);
+    t_check (s_stat (client, "scheduler.copy_errors") == 0);
+
+    free (kv);
+    free (store_tokens);
+    free (tokens2);
+    kvt_client_load_fini (&gpu_kv);
+    kvt_client_generate_fini (&first);
+    free (tokens);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+}
+
+#define S_REQUESTS 40
+
+typedef struct {
+    uint64_t from_gpu, from_host, from_nvme, computed;
+} s_account_t;
+
+//  A scripted stream: 5 shared documents of 3 blocks, each request one of
+//  them plus its own 1 to 3 blocks and a tail, on small tiers so blocks
+//  move down and come back.
+static void
+s_replay (const char *device, s_account_t *account)
+{
+    char device_option [64];
+    snprintf (device_option, sizeof (device_option), "compute/device=%s", device);
+    const char *const overrides [] = {
+        device_option, "model/layers=1", "model/heads=2", "model/kv_heads=1",
+        "model/head_dim=128", "model/hidden=256", "model/intermediate=512",
+        "model/vocab=512", "tier_gpu/capacity_blocks=12", "tier_host/capacity_blocks=12",
+        "tier_nvme/capacity_blocks=256", NULL };
+    kvt_config_t *config = t_config (overrides);
+    kvt_runtime_t *runtime = t_start_runtime (config);
+    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 60000);
+    t_check (client);
+    uint64_t *docs [5];
+    for (int d = 0; d < 5; d++)
+        docs [d] = t_tokens (48, 512, 100 + d);
+    uint64_t prompt [48 + 3 * 16 + 5];
+    for (int r = 0; r < S_REQUESTS; r++) {
+        int doc = (r * 7 + r / 5) % 5;
+        size_t own = (size_t) (r % 3 + 1) * 16 + 5;
+        memcpy (prompt, docs [doc], 48 * sizeof (uint64_t));
+        uint64_t *suffix = t_tokens (own, 512, 1000 + r);
+        memcpy (prompt + 48, suffix, own * sizeof (uint64_t));
+        free (suffix);
+        kvt_client_generate_t result;
+        t_ok (kvt_client_generate (client, "trace", prompt, 48 + own, 2, &result));
+        account [r] = (s_account_t) { result.from_gpu, result.from_host, result.from_nvme,
+                                      result.computed };
+        kvt_client_generate_fini (&result);
+    }
+    for (int d = 0; d < 5; d++)
+        free (docs [d]);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+}
+
+//  cuBLAS bf16 GEMM rate (TFLOP/s) at m x n x k, the best of 5 timed runs
+static double
+s_cublas_tflops (int m, int n, int k)
+{
+    void *a, *w, *c;
+    t_check (cudaMalloc (&a, (size_t) m * k * 2) == cudaSuccess);
+    t_check (cudaMalloc (&w, (size_t) n * k * 2) == cudaSuccess);
+    t_check (cudaMalloc (&c, (size_t) m * n * 2) == cudaSuccess);
+    cudaMemset (a, 0x3c, (size_t) m * k * 2);
+    cudaMemset (w, 0x3c, (size_t) n * k * 2);
+    cublasHandle_t handle;
+    t_check (cublasCreate (&handle) == CUBLAS_STATUS_SUCCESS);
+    const float alpha = 1.0f, beta = 0.0f;
+    double best = 1e30;
+    for (int run = 0; run < 6; run++) {
+        cudaDeviceSynchronize ();
+        int64_t start = zclock_usecs ();
+        for (int rep = 0; rep < 10; rep++)
+            t_check (cublasGemmEx (handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w,
+                                   CUDA_R_16BF, k, a, CUDA_R_16BF, k, &beta, c, CUDA_R_16BF,
+                                   n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
+                     == CUBLAS_STATUS_SUCCESS);
+        cudaDeviceSynchronize ();
+        double seconds = (zclock_usecs () - start) / 1e6 / 10;
+        if (run > 0 && seconds < best)
+            best = seconds;
+    }
+    cublasDestroy (handle);
+    cudaFree (a);
+    cudaFree (w);
+    cudaFree (c);
+    return 2.0 * m * n * k / best / 1e12;
+}
+
+//  --bench: prefill of a 'prompt'-token prompt at the Llama-3-8B shape,
+//  against the cuBLAS GEMM rate measured in the same run.
+static int
+s_bench (int prompt)
+{
+    kvt_model_shape_t shape = { .layers = 32, .heads = 32, .kv_heads = 8, .head_dim = 128,
+                                .hidden = 4096, .intermediate = 14336, .vocab = 128256,
+                                .block_tokens = 16, .seed = 1 };
+    int64_t started = zclock_usecs ();
+    kvt_model_cuda_t *model = kvt_model_cuda_new (&shape);
+    t_check (model);
+    printf ("bench: 8B weights made on the device in %.2f s\n",
+            (zclock_usecs () - started) / 1e6);
+    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
+    size_t block_bytes = kvt_block_bytes (&geometry);
+    const size_t max_new = 33, full = (size_t) prompt / 16;
+    size_t spare_count = KVT_MODEL_CUDA_SPARE_BLOCKS (16, max_new);
+    void *slab;
+    t_check (cudaMalloc (&slab, (full + spare_count) * block_bytes) == cudaSuccess);
+    uint64_t *slots = (uint64_t *) malloc ((full + spare_count) * sizeof (uint64_t));
+    for (size_t k = 0; k < full + spare_count; k++)
+        slots [k] = k;
+    uint32_t *tokens = (uint32_t *) malloc ((size_t) prompt * sizeof (uint32_t));
+    uint64_t *tokens64 = t_tokens ((size_t) prompt, (uint64_t) shape.vocab, 5);
+    for (int k = 0; k < prompt; k++)
+        tokens [k] = (uint32_t) tokens64 [k];
+    uint32_t out [64];
+    double best_ttft = 1e30;
+    int64_t decode_us = 0;
+    for (int run = 0; run < 4; run++) {
+        int64_t ttft = 0, start = zclock_usecs ();
+        t_ok (kvt_model_cuda_generate (model, tokens, (size_t) prompt, slab, block_bytes, slots,
+                                       0, slots + full, spare_count, run == 3? max_new: 1, out,
+                                       &ttft));
+        if (run == 3)
+            decode_us = zclock_usecs () - start - ttft;
+        else
+        if (run > 0 && ttft < best_ttft)
+            best_ttft = (double) ttft;
+    }
+    double params = (double) shape.layers * ((double) shape.hidden * shape.heads * 128 * 2
+                  + 2.0 * shape.hidden * shape.kv_heads * 128 + 3.0 * shape.hidden
+                  * shape.intermediate);
+    double gemm_flop = 2.0 * params * prompt;
+    double attn_flop = 2.0 * shape.layers * shape.heads * 128.0 * prompt * (double) prompt;
+    double model_tflops = (gemm_flop + attn_flop) / (best_ttft / 1e6) / 1e12;
+    double big = s_cublas_tflops (4096, 14336, 4096);
+    double chunk = s_cublas_tflops (512, 14336, 4096);
+    printf ("bench: prefill %d tokens (8B shape, bf16): %.1f ms, %.1f TFLOP/s "
+            "(2 x %.2fB params x tokens + causal attention %.1f TFLOP)\n", prompt,
+            best_ttft / 1000.0, model_tflops, params / 1e9, attn_flop / 1e12);
+    printf ("bench: baseline cuBLAS bf16 GEMM 4096x14336x4096: %.1f TFLOP/s; ratio %.2f\n",
+            big, model_tflops / big);
+    printf ("bench: cuBLAS bf16 GEMM 512x14336x4096 (the model's chunk): %.1f TFLOP/s\n", chunk);
+    printf ("bench: decode %.2f ms/token (32 steps after the %d-token prompt)\n",
+            decode_us / 1000.0 / (max_new - 1), prompt);
+    free (tokens64);
+    free (tokens);
+    free (slots);
+    cudaFree (slab);
+    kvt_model_cuda_destroy (&model);
+    return 0;
+}
+
+#endif
+
+int
+main (int argc, char **argv)
+{
+    //  compute/device = cuda where there is no GPU is a clear config error
+    static const char *const want_cuda [] = { "compute/device=cuda", NULL };
+#ifndef KVT_WITH_CUDA
+    (void) argc;
+    (void) argv;
+    s_refused (want_cuda);
+    printf ("test_gpu_request_path: not a CUDA build, skipped\n");
+    return T_EXIT_SKIP;
+#else
+    int devices = 0;
+    if (cudaGetDeviceCount (&devices) != cudaSuccess || devices == 0) {
+        s_refused (want_cuda);
+        printf ("test_gpu_request_path: no CUDA device, skipped\n");
+        return T_EXIT_SKIP;
+    }
+    if (argc > 1 && streq (argv [1], "--bench"))
+        return s_bench (argc > 2? atoi (argv [2]): 4096);
+    //  The device slab has no descriptor: actors that touch it stay threads
+    static const char *const migration_process [] = { "compute/device=cuda",
+                                                      "migration/mode=process", NULL };
+    s_refused (migration_process);
+    s_request_path ("model/layers=2", "migration.copy_kernel_launches");
+    printf ("test_gpu_request_path: request path, 128 KiB blocks (copy kernel): OK\n");
+    s_request_path ("model/layers=4", "migration.copy_ce_batches");
+    printf ("test_gpu_request_path: request path, 256 KiB blocks (copy engines): OK\n");
+
+    s_account_t cpu [S_REQUESTS], gpu [S_REQUESTS];
+    s_replay ("cpu", cpu);
+    s_replay ("cuda", gpu);
+    s_account_t total = { 0, 0, 0, 0 };
+    for (int r = 0; r < S_REQUESTS; r++) {
+        if (memcmp (&cpu [r], &gpu [r], sizeof (s_account_t))) {
+            fprintf (stderr, "request %d: cpu gpu/host/nvme/computed %" PRIu64 "/%" PRIu64
+                     "/%" PRIu64 "/%" PRIu64 ", gpu model %" PRIu64 "/%" PRIu64 "/%" PRIu64
+                     "/%" PRIu64 "\n", r, cpu [r].from_gpu, cpu [r].from_host,
+                     cpu [r].from_nvme, cpu [r].computed, gpu [r].from_gpu, gpu [r].from_host,
+                     gpu [r].from_nvme, gpu [r].computed);
+            t_check (false);
+        }
+        total.from_gpu += gpu [r].from_gpu;
+        total.from_host += gpu [r].from_host;
+        total.from_nvme += gpu [r].from_nvme;
+        total.computed += gpu [r].computed;
+    }
+    printf ("test_gpu_request_path: %d requests, CPU and GPU models agree: from_gpu %" PRIu64
+            " from_host %" PRIu64 " from_nvme %" PRIu64 " computed %" PRIu64 "\n", S_REQUESTS,
+            total.from_gpu, total.from_host, total.from_nvme, total.computed);
+    t_check (total.from_gpu > 0 && total.computed > 0);
+    printf ("test_gpu_request_path: OK\n");
+    return T_EXIT_PASS;
+#endif
+}

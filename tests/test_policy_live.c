@@ -1,0 +1,229 @@
+/*  =========================================================================
+    test_policy_live - the configured policy decides what a live tier evicts
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Runs the whole runtime in this process with a tiny GPU tier, once with
+    migration/policy = lru and once with the test plugin (MRU, built as
+    kvt_test_policy_plugin.so; path from KVT_TEST_POLICY_PLUGIN or beside
+    this program), and shows through the C client that the plugin, not
+    the index's LRU list, chose the victims:
+      - DEMOTE of 8 blocks after prompts A then B (8 blocks each): lru
+        moves all of A to host, the plugin all of B;
+      - a third prompt C that does not fit: lru makes room from A's head,
+        the plugin from B's tail;
+      - the plain-path spelling (PATH.so) loads the same plugin;
+      - every built-in policy serves a workload whose tiers all evict,
+        with the outputs of lru;
+      - a policy that does not exist stops the runtime from starting.
+    Exit 0 pass, 1 fail, 77 skip when the plugin was not built.
+@end
+*/
+
+#include <libgen.h>
+#include <limits.h>
+#include <unistd.h>
+#include "testutil.h"
+#include "kvt_policy.h"
+
+#define T_BLOCKS 8                  //  Full blocks per prompt
+
+static uint64_t
+s_stat (kvt_client_t *client, const char *key)
+{
+    kvt_client_stats_t stats;
+    t_ok (kvt_client_stats (client, &stats));
+    uint64_t value = 0;
+    kvt_client_stats_find (&stats, key, &value);
+    kvt_client_stats_fini (&stats);
+    return value;
+}
+
+//  Tiers of prompt 'seed''s cached blocks, as a string ("00001111"; '-'
+//  for a block not found).
+static void
+s_placement (kvt_client_t *client, const kvt_client_hello_t *hello, uint64_t seed,
+             char *out)
+{
+    size_t count = T_BLOCKS * hello->block_tokens + 3;
+    uint64_t *tokens = t_tokens (count, hello->vocab, seed);
+    kvt_client_lookup_t found;
+    t_ok (kvt_client_lookup (client, "", tokens, count, &found));
+    for (size_t k = 0; k < T_BLOCKS; k++)
+        out [k] = k < found.matched_blocks? (char) ('0' + found.tiers [k]): '-';
+    out [T_BLOCKS] = 0;
+    kvt_client_lookup_fini (&found);
+    free (tokens);
+}
+
+static void
+s_generate (kvt_client_t *client, const kvt_client_hello_t *hello, uint64_t seed)
+{
+    size_t count = T_BLOCKS * hello->block_tokens + 3;
+    uint64_t *tokens = t_tokens (count, hello->vocab, seed);
+    kvt_client_generate_t out;
+    t_ok (kvt_client_generate (client, "", tokens, count, 1, &out));
+    t_check (out.token_count == 1);
+    kvt_client_generate_fini (&out);
+    free (tokens);
+}
+
+//  Run prompts A (seed 1) and B (seed 2) on a GPU tier of 'gpu_blocks'
+//  under 'policy'; then DEMOTE 8 blocks (demote true) or run prompt C
+//  (seed 3). Fills the placements of A and B; returns the value of
+//  prefix_index.policy_fallbacks.
+static uint64_t
+s_scenario (const char *policy, int gpu_blocks, bool demote, char *a, char *b)
+{
+    char policy_option [PATH_MAX + 64];
+    char gpu_option [64];
+    snprintf (policy_option, sizeof (policy_option), "migration/policy=%s", policy);
+    snprintf (gpu_option, sizeof (gpu_option), "tier_gpu/capacity_blocks=%d", gpu_blocks);
+    const char *overrides [] = {
+        policy_option, gpu_option, "migration/high_watermark=100", NULL
+    };
+    kvt_config_t *config = t_config (overrides);
+    kvt_runtime_t *runtime = t_start_runtime (config);
+    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
+    kvt_client_hello_t hello;
+    t_ok (kvt_client_hello (client, "test_policy_live", &hello));
+
+    s_generate (client, &hello, 1);
+    s_generate (client, &hello, 2);
+    s_placement (client, &hello, 1, a);
+    s_placement (client, &hello, 2, b);
+    t_check (streq (a, "00000000") && streq (b, "00000000"));
+    if (demote) {
+        uint64_t moved = 0;
+        t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, T_BLOCKS, &moved));
+        t_check (moved == T_BLOCKS);
+    }
+    else {
+        s_generate (client, &hello, 3);
+        char c [T_BLOCKS + 1];
+        s_placement (client, &hello, 3, c);
+        t_check (streq (c, "00000000"));
+    }
+    s_placement (client, &hello, 1, a);
+    s_placement (client, &hello, 2, b);
+    t_check (s_stat (client, "prefix_index.policy_decisions") > 0);
+    uint64_t fallbacks = s_stat (client, "prefix_index.policy_fallbacks");
+    printf ("test_policy_live: %-8s gpu %2d %-7s A %s B %s fallbacks %" PRIu64 "\n",
+            strncmp (policy, "plugin:", 7) == 0? "plugin": policy[0] == '/'? "path.so": policy,
+            gpu_blocks, demote? "demote": "fill", a, b, fallbacks);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+    return fallbacks;
+}
+
+//  Under 'policy', run 24 prompts of 4 conversations (28 blocks) over
+//  tiers of 10 + 6 + 6 blocks, so that every tier evicts (GPU, host and
+//  NVMe), with watermark upkeep on. Returns a
+//  digest of the outputs, which no placement may change.
+static uint64_t
+s_workload (const char *policy)
+{
+    char policy_option [PATH_MAX + 64];
+    snprintf (policy_option, sizeof (policy_option), "migration/policy=%s", policy);
+    const char *overrides [] = {
+        policy_option, "tier_gpu/capacity_blocks=10", "tier_host/capacity_blocks=6",
+        "tier_nvme/capacity_blocks=6", NULL
+    };
+    kvt_config_t *config = t_config (overrides);
+    kvt_runtime_t *runtime = t_start_runtime (config);
+    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
+    kvt_client_hello_t hello;
+    t_ok (kvt_client_hello (client, "test_policy_live", &hello));
+    uint64_t digest = 0, cached = 0;
+    for (int k = 0; k < 24; k++) {
+        //  Four conversations: each turn repeats its head and grows
+        size_t count = (size_t) (2 + k / 4) * hello.block_tokens + (size_t) k % 3;
+        uint64_t *tokens = t_tokens (count, hello.vocab, (uint64_t) (k % 4) + 100);
+        kvt_client_generate_t out;
+        t_ok (kvt_client_generate (client, "", tokens, count, 2, &out));
+        for (size_t j = 0; j < out.token_count; j++)
+            digest = digest * 31 + out.tokens [j];
+        cached += out.from_gpu + out.from_host + out.from_nvme;
+        kvt_client_generate_fini (&out);
+        free (tokens);
+    }
+    uint64_t decisions = s_stat (client, "prefix_index.policy_decisions");
+    uint64_t fallbacks = s_stat (client, "prefix_index.policy_fallback_blocks");
+    uint64_t unusable = s_stat (client, "prefix_index.policy_unusable");
+    uint64_t removed = s_stat (client, "prefix_index.removed");
+    printf ("test_policy_live: %-16s cached %3" PRIu64 " decisions %3" PRIu64
+            " fallback blocks %3" PRIu64 " unusable %" PRIu64 " dropped %3" PRIu64 "\n",
+            policy, cached, decisions, fallbacks, unusable, removed);
+    t_check (decisions > 0);
+    t_check (cached > 0);
+    t_check (removed > 0);          //  The NVMe tier evicted too
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+    return digest;
+}
+
+int
+main (int argc, char *argv [])
+{
+    (void) argc;
+    char path [PATH_MAX + 16];
+    const char *env = getenv ("KVT_TEST_POLICY_PLUGIN");
+    if (env)
+        snprintf (path, sizeof (path), "%s", env);
+    else {
+        char self [PATH_MAX];
+        ssize_t length = readlink ("/proc/self/exe", self, sizeof (self) - 1);
+        if (length <= 0)
+            snprintf (self, sizeof (self), "%s", argv [0]);
+        else
+            self [length] = 0;
+        snprintf (path, sizeof (path), "%s/kvt_test_policy_plugin.so", dirname (self));
+    }
+    if (access (path, R_OK)) {
+        fprintf (stderr, "test_policy_live: %s not built, skipping\n", path);
+        return T_EXIT_SKIP;
+    }
+    char plugin [PATH_MAX + 32];
+    snprintf (plugin, sizeof (plugin), "plugin:%s", path);
+    char a [T_BLOCKS + 1], b [T_BLOCKS + 1];
+
+    //  DEMOTE: LRU takes the older prompt, the plugin (MRU) the newer
+    t_check (s_scenario ("lru", 32, true, a, b) == 0);
+    t_check (streq (a, "11111111") && streq (b, "00000000"));
+    t_check (s_scenario (plugin, 32, true, a, b) == 0);
+    t_check (streq (a, "00000000") && streq (b, "11111111"));
+
+    //  The same through a plain path ending in .so
+    t_check (s_scenario (path, 32, true, a, b) == 0);
+    t_check (streq (a, "00000000") && streq (b, "11111111"));
+
+    //  A full tier: room for C comes from A's head under LRU, from B's
+    //  tail under the plugin; the other prompt stays whole on the GPU
+    t_check (s_scenario ("lru", 20, false, a, b) == 0);
+    t_check (a [0] == '1' && streq (b, "00000000"));
+    t_check (s_scenario (plugin, 20, false, a, b) == 0);
+    t_check (streq (a, "00000000") && b [T_BLOCKS - 1] == '1');
+
+    //  Every built-in (and the plugin) serves a live server whose tiers all
+    //  evict, and the outputs never depend on the policy
+    uint64_t digest = s_workload ("lru");
+    for (size_t index = 1; index < kvt_policy_builtin_count (); index++)
+        t_check (s_workload (kvt_policy_builtin (index)->name) == digest);
+    t_check (s_workload (plugin) == digest);
+
+    //  A policy that does not exist stops the runtime at START
+    const char *bad [] = { "migration/policy=no-such-policy", NULL };
+    kvt_config_t *config = t_config (bad);
+    kvt_runtime_t *runtime = kvt_runtime_new (config, kvt_actors_all ());
+    t_check (kvt_runtime_start (runtime) != 0);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+
+    printf ("test_policy_live: OK\n");
+    return T_EXIT_PASS;
+}
