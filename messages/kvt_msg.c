@@ -147,7 +147,9 @@ kvt_msg_destroy (kvt_msg_t **self_p)
     assert (self_p);
     kvt_msg_t *self = *self_p;
     if (self) {
-        for (int f = 0; f < KVT_MSG_MAX_FIELDS; f++)
+        //  Only the model's fields are ever filled (decode sets field_count
+        //  before it fills any; a failed receive clears them itself)
+        for (int f = 0; f < self->field_count; f++)
             s_field_clear (&self->fields [f]);
         zframe_destroy (&self->routing_id);
         free (self);

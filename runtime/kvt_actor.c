@@ -10,6 +10,7 @@
 #define S_MAX_PEERS     8           //  Peers one actor may call
 #define S_MAX_COUNTERS  128         //  Distinct counters one actor reports
 #define S_SWEEP_MS      50          //  How often call deadlines are checked
+#define S_MAX_GUESTS    4           //  Actors one thread may host beside its own
 
 typedef struct {
     uint64_t request_id;            //  Our id for the call
@@ -43,6 +44,8 @@ struct _kvt_actor_t {
     s_counter_t counters [S_MAX_COUNTERS];
     int counter_count;              //  Entries used
     bool started;                   //  START succeeded?
+    kvt_actor_t *guests [S_MAX_GUESTS];  //  Actors sharing our thread and loop
+    int guest_count;                //  Entries in guests
 };
 
 void
@@ -314,7 +317,10 @@ s_start (kvt_actor_t *self)
         const char *peer = self->def->peers [k];
         char mode_key [64];
         snprintf (mode_key, sizeof (mode_key), "%s/mode", peer);
-        bool peer_is_thread = streq (kvt_config_str (self->config, mode_key), "thread");
+        //  A peer in a thread of the supervisor, or hosted in one
+        //  ("with:NAME"), is in the supervisor's process
+        const char *peer_mode = kvt_config_str (self->config, mode_key);
+        bool peer_is_thread = streq (peer_mode, "thread") || strncmp (peer_mode, "with:", 5) == 0;
         bool use_ipc = self->in_process || !peer_is_thread;
         kvt_actor_endpoint (self->run_dir, peer, use_ipc, endpoint, sizeof (endpoint));
         self->peers [k] = zsock_new (ZMQ_DEALER);
@@ -347,7 +353,13 @@ s_pipe_ready (zloop_t *loop, zsock_t *pipe, void *arg)
     assert (command);
     int result = 0;
     if (streq (command, "START")) {
-        int rc = s_start (self);
+        //  Guests first: the host usually calls them (the scheduler hosts
+        //  the prefix index)
+        int rc = 0;
+        for (int k = 0; k < self->guest_count && rc == 0; k++)
+            rc = s_start (self->guests [k]);
+        if (rc == 0)
+            rc = s_start (self);
         zsock_signal (pipe, rc == 0? 0: 1);
     }
     else
@@ -365,24 +377,28 @@ s_pipe_ready (zloop_t *loop, zsock_t *pipe, void *arg)
 //  --------------------------------------------------------------------------
 //  The zactor body
 
-void
-kvt_actor_main (zsock_t *pipe, void *args_ptr)
+//  Create one actor of definition 'def' on 'loop' (shared by a host and
+//  its guests). Cannot fail.
+static kvt_actor_t *
+s_actor_new (const kvt_actor_def_t *def, const kvt_actor_args_t *args, zloop_t *loop,
+             zsock_t *pipe)
 {
-    kvt_actor_args_t *args = (kvt_actor_args_t *) args_ptr;
     kvt_actor_t *self = (kvt_actor_t *) kvt_zmalloc (sizeof (kvt_actor_t));
-    self->def = args->def;
+    self->def = def;
     self->pipe = pipe;
     self->config = kvt_config_dup (args->config);
     self->run_dir = strdup (args->run_dir);
     self->in_process = args->in_process;
     self->call_timeout_us = kvt_config_int (self->config, "runtime/call_timeout_ms") * 1000;
-    self->loop = zloop_new ();
-    zloop_set_nonstop (self->loop, true);       //  Only $TERM stops us
-    zloop_reader (self->loop, pipe, s_pipe_ready, self);
-    self->self = self->def->create (self, self->config);
-    zsock_signal (pipe, 0);                     //  args is invalid from here on
-    zloop_start (self->loop);
+    self->loop = loop;
+    self->self = def->create (self, self->config);
+    return self;
+}
 
+static void
+s_actor_destroy (kvt_actor_t **self_p)
+{
+    kvt_actor_t *self = *self_p;
     //  Fail every outstanding call so the definition can free its closures
     while (self->pending_count) {
         s_pending_t call = s_pending_take (self, 0);
@@ -391,7 +407,6 @@ kvt_actor_main (zsock_t *pipe, void *args_ptr)
             call.fn (self->self, -ECANCELED, &none, call.arg);
     }
     self->def->destroy (&self->self);
-    zloop_destroy (&self->loop);
     for (int k = 0; k < self->peer_count; k++)
         zsock_destroy (&self->peers [k]);
     zsock_destroy (&self->inbox);
@@ -399,6 +414,32 @@ kvt_actor_main (zsock_t *pipe, void *args_ptr)
     free (self->run_dir);
     kvt_config_destroy (&self->config);
     free (self);
+    *self_p = NULL;
+}
+
+void
+kvt_actor_main (zsock_t *pipe, void *args_ptr)
+{
+    kvt_actor_args_t *args = (kvt_actor_args_t *) args_ptr;
+    zloop_t *loop = zloop_new ();
+    zloop_set_nonstop (loop, true);             //  Only $TERM stops us
+    kvt_actor_t *self = s_actor_new (args->def, args, loop, pipe);
+    for (int k = 0; args->guests && args->guests [k]; k++) {
+        assert (k < S_MAX_GUESTS);
+        self->guests [self->guest_count++] = s_actor_new (args->guests [k], args, loop, pipe);
+    }
+    zloop_reader (loop, pipe, s_pipe_ready, self);
+    zsock_signal (pipe, 0);                     //  args is invalid from here on
+    zloop_start (loop);
+
+    //  The host goes first: it calls its guests, not the other way round
+    kvt_actor_t *guests [S_MAX_GUESTS];
+    int guest_count = self->guest_count;
+    memcpy (guests, self->guests, sizeof (guests));
+    s_actor_destroy (&self);
+    for (int k = 0; k < guest_count; k++)
+        s_actor_destroy (&guests [k]);
+    zloop_destroy (&loop);
 }
 
 zloop_t *kvt_actor_loop (kvt_actor_t *self) { return self->loop; }

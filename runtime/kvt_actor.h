@@ -11,7 +11,12 @@
     by message id. kvt_actor_main runs any definition as a CZMQ actor:
     its own zloop, a ROUTER inbox bound on inproc:// and ipc://, one
     DEALER per peer it calls, and the $TERM handshake. The same code runs
-    in a thread of the supervisor or alone in an actor process.
+    in a thread of the supervisor or alone in an actor process, or as a
+    guest in another actor's thread (`<actor>/mode = with:HOST`): guest and
+    host keep their own state and still talk only through their sockets,
+    but share one loop, so a call between them costs no thread wake-up.
+    That is for the short hops on the request path (the scheduler asking
+    the prefix index); never host an actor whose handlers run long.
 @discuss
     Requests to peers are asynchronous: kvt_actor_call sends, and the
     callback runs in this actor's loop when the reply (or a timeout)
@@ -63,6 +68,7 @@ typedef struct {
     const kvt_config_t *config;     //  Copied before the handshake
     const char *run_dir;            //  Endpoint folder, copied before the handshake
     bool in_process;                //  Running alone in an actor process?
+    const kvt_actor_def_t *const *guests;   //  Run in the same thread, or NULL
 } kvt_actor_args_t;
 
 //  The zactor body: zactor_new (kvt_actor_main, &args).

@@ -209,13 +209,30 @@ kvt_config_validate (const kvt_config_t *self, char *error, size_t error_size)
     for (const char *const *actor = actors; *actor; actor++) {
         char path [64];
         snprintf (path, sizeof (path), "%s/mode", *actor);
-        if (!s_one_of (kvt_config_str (self, path), modes)) {
-            snprintf (error, error_size, "config key '%s' must be thread or process, not '%s'",
-                      path, kvt_config_str (self, path));
+        const char *mode = kvt_config_str (self, path);
+        if (strncmp (mode, "with:", 5) == 0) {
+            //  A guest in another actor's thread: the host must be a real
+            //  thread, and neither may be compute, whose handlers run long
+            const char *host = mode + 5;
+            char host_path [64];
+            snprintf (host_path, sizeof (host_path), "%s/mode", host);
+            bool known = s_one_of (host, actors) && !streq (host, *actor);
+            if (!known || !streq (kvt_config_str (self, host_path), "thread")
+            ||  streq (host, "compute") || streq (*actor, "compute")) {
+                snprintf (error, error_size, "config key '%s' = '%s': the host must be another "
+                          "actor whose mode is thread, and compute neither hosts nor is hosted",
+                          path, mode);
+                return KVT_ECONFIG;
+            }
+        }
+        else
+        if (!s_one_of (mode, modes)) {
+            snprintf (error, error_size, "config key '%s' must be thread, process or with:ACTOR, "
+                      "not '%s'", path, mode);
             return KVT_ECONFIG;
         }
     }
-    if (streq (kvt_config_str (self, "scheduler/mode"), "process")) {
+    if (!streq (kvt_config_str (self, "scheduler/mode"), "thread")) {
         snprintf (error, error_size, "config key 'scheduler/mode': the scheduler runs in "
                   "the supervisor's process (it is the front door); use thread");
         return KVT_ECONFIG;
@@ -285,6 +302,10 @@ kvt_config_test (bool verbose)
     assert (kvt_config_set_option (config, "tier_host/mode=fiber", error, sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
     assert (strstr (error, "tier_host/mode"));
+    assert (kvt_config_set_option (config, "tier_host/mode=with:compute", error, sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
+    assert (kvt_config_set_option (config, "tier_host/mode=with:scheduler", error, sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == 0);
     assert (kvt_config_set_option (config, "tier_host/mode=thread", error, sizeof (error)) == 0);
     assert (kvt_config_set_option (config, "model/kv_heads=3", error, sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);

@@ -243,14 +243,29 @@ kvt_runtime_start (kvt_runtime_t *self)
         return rc;
 
     for (int k = 0; k < self->def_count; k++) {
-        s_actor_t *actor = &self->actors [self->actor_count++];
-        actor->def = self->defs [k];
+        const kvt_actor_def_t *def = self->defs [k];
         char mode_key [64];
-        snprintf (mode_key, sizeof (mode_key), "%s/mode", actor->def->name);
-        if (streq (kvt_config_str (self->config, mode_key), "process"))
+        snprintf (mode_key, sizeof (mode_key), "%s/mode", def->name);
+        const char *mode = kvt_config_str (self->config, mode_key);
+        if (strncmp (mode, "with:", 5) == 0)
+            continue;               //  Started in its host's thread
+        s_actor_t *actor = &self->actors [self->actor_count++];
+        actor->def = def;
+        //  Guests: actors whose mode is "with:<this actor>"
+        const kvt_actor_def_t *guests [S_MAX_ACTORS + 1];
+        int guest_count = 0;
+        for (int g = 0; g < self->def_count; g++) {
+            char guest_key [64];
+            snprintf (guest_key, sizeof (guest_key), "%s/mode", self->defs [g]->name);
+            const char *guest_mode = kvt_config_str (self->config, guest_key);
+            if (strncmp (guest_mode, "with:", 5) == 0 && streq (guest_mode + 5, def->name))
+                guests [guest_count++] = self->defs [g];
+        }
+        guests [guest_count] = NULL;
+        if (streq (mode, "process"))
             rc = s_start_process (self, actor, config_path);
         else {
-            kvt_actor_args_t args = { actor->def, self->config, self->run_dir, false };
+            kvt_actor_args_t args = { actor->def, self->config, self->run_dir, false, guests };
             actor->thread = zactor_new (kvt_actor_main, &args);
             assert (actor->thread);
             zstr_send (actor->thread, "START");
@@ -435,7 +450,7 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
             if (arena)
                 kvt_arena_register (&arena);
         }
-    kvt_actor_args_t args = { def, config, run_dir, true };
+    kvt_actor_args_t args = { def, config, run_dir, true, NULL };
     zactor_t *actor = zactor_new (kvt_actor_main, &args);
     zstr_send (actor, "START");
     char status = zsock_wait (actor) == 0? 0: 1;
