@@ -8,8 +8,9 @@
 @header
     A policy decides, for one tier of fixed-size blocks, which offered
     blocks to keep and which cached block to give up. It never moves bytes
-    and never owns the blocks: its host (the migration actor, or the
-    simulator) owns the cached set and calls the policy in this order for
+    and never owns the blocks: its host (the prefix index actor, which
+    sees every use, insert, move and removal, or the simulator) owns the
+    cached set and calls the policy in this order for
     each request, with the request's blocks in prefix order:
 
         begin_request (all blocks, hit_count)       optional
@@ -34,8 +35,10 @@
     Plugins: a shared object exporting
         const kvt_policy_ops_t *kvt_policy_plugin_v1 (void);
     is loaded by kvt_policy_new ("plugin:/path/x.so", ...). Its ops->abi
-    must be KVT_POLICY_ABI. The outside-process policy (ZeroMQ) and the
-    migration actor's use of this interface belong to the migration actor.
+    must be KVT_POLICY_ABI. A policy in another process, in any language,
+    speaks POLICY_EVENTS / POLICY_VICTIMS over ZeroMQ (kvt_policy_remote.h,
+    messages/PROTOCOL.md). In the runtime, `migration/policy` names the
+    policy and the prefix index hosts it (actors/kvt_prefix_index.c).
 @end
 */
 
