@@ -19,6 +19,7 @@ struct _kvt_arena_t {
     size_t mapped_bytes;            //  Length of the mapping
     bool hugepages;                 //  Backed by huge pages?
     bool device;                    //  Device memory (cudaMalloc), no fd
+    bool ipc_opened;                //  Device memory opened by IPC handle (not ours to free)
     bool pinned;                    //  Host memory registered with CUDA
     size_t spare_count;             //  Device arenas: blocks past block_count
 };
@@ -109,6 +110,68 @@ kvt_arena_new_device (const char *name, size_t block_count, size_t block_bytes,
 }
 
 int
+kvt_arena_ipc_handle (const kvt_arena_t *self, char *hex, size_t hex_size)
+{
+    if (!self->device || hex_size < KVT_ARENA_IPC_HEX)
+        return -EINVAL;
+#ifdef KVT_WITH_CUDA
+    cudaIpcMemHandle_t handle;
+    if (cudaIpcGetMemHandle (&handle, self->base) != cudaSuccess)
+        return KVT_ECUDA;
+    for (size_t k = 0; k < sizeof (handle.reserved); k++)
+        snprintf (hex + 2 * k, 3, "%02x", (unsigned char) handle.reserved [k]);
+    return 0;
+#else
+    (void) hex;
+    return -ENOTSUP;
+#endif
+}
+
+kvt_arena_t *
+kvt_arena_attach_device (const char *name, const char *hex, size_t block_count,
+                         size_t block_bytes, size_t spare_count)
+{
+#ifdef KVT_WITH_CUDA
+    cudaIpcMemHandle_t handle;
+    if (strlen (hex) != 2 * sizeof (handle.reserved)) {
+        kvt_log_error ("arena %s: '%s' is not a CUDA IPC handle", name, hex);
+        return NULL;
+    }
+    for (size_t k = 0; k < sizeof (handle.reserved); k++) {
+        unsigned byte;
+        if (sscanf (hex + 2 * k, "%2x", &byte) != 1) {
+            kvt_log_error ("arena %s: '%s' is not a CUDA IPC handle", name, hex);
+            return NULL;
+        }
+        handle.reserved [k] = (char) byte;
+    }
+    kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
+    self->name = strdup (name);
+    self->fd = -1;
+    self->device = true;
+    self->block_count = block_count;
+    self->block_bytes = block_bytes;
+    self->spare_count = spare_count;
+    self->mapped_bytes = (block_count + spare_count) * block_bytes;
+    cudaError_t status = cudaIpcOpenMemHandle (&self->base, handle,
+                                               cudaIpcMemLazyEnablePeerAccess);
+    if (status != cudaSuccess) {
+        kvt_log_error ("arena %s: cannot open the device slab by IPC: %s", name,
+                       cudaGetErrorString (status));
+        self->base = NULL;
+        kvt_arena_destroy (&self);
+        return NULL;
+    }
+    self->ipc_opened = true;
+    return self;
+#else
+    (void) hex; (void) block_count; (void) block_bytes; (void) spare_count;
+    kvt_log_error ("arena %s: device memory needs a CUDA build", name);
+    return NULL;
+#endif
+}
+
+int
 kvt_arena_pin (kvt_arena_t *self)
 {
     if (self->device)
@@ -173,6 +236,9 @@ kvt_arena_destroy (kvt_arena_t **self_p)
     kvt_arena_t *self = *self_p;
     if (self) {
 #ifdef KVT_WITH_CUDA
+        if (self->device && self->base && self->ipc_opened)
+            cudaIpcCloseMemHandle (self->base);
+        else
         if (self->device && self->base)
             cudaFree (self->base);
         else
@@ -269,7 +335,10 @@ kvt_arena_test (bool verbose)
 #ifndef KVT_WITH_CUDA
     assert (kvt_arena_pin (arena) == -ENOTSUP);
     assert (kvt_arena_new_device ("dev", 2, 4096, 1) == NULL);
+    assert (kvt_arena_attach_device ("dev", "00", 2, 4096, 1) == NULL);
 #endif
+    char hex [KVT_ARENA_IPC_HEX];
+    assert (kvt_arena_ipc_handle (arena, hex, sizeof (hex)) == -EINVAL);
     kvt_arena_destroy (&arena);
     return 0;
 }

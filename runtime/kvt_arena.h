@@ -13,8 +13,8 @@
     the machine allows (MFD_HUGETLB), else normal pages.
     In a CUDA build with a GPU, the GPU tier's slab is device memory
     instead (kvt_arena_new_device): its block addresses are device
-    pointers, it has no descriptor (only threads of the supervisor can
-    reach it), and it carries 'spare' blocks past block_count that no
+    pointers, it has no descriptor (actor processes open it by its CUDA
+    IPC handle instead), and it carries 'spare' blocks past block_count that no
     tier hands out, for the compute actor's scratch KV. The host slab is
     then registered with CUDA (kvt_arena_pin) so copies reach it by DMA.
 @discuss
@@ -48,6 +48,19 @@ kvt_arena_t *
 kvt_arena_t *
     kvt_arena_new_device (const char *name, size_t block_count, size_t block_bytes,
                           size_t spare_count);
+
+//  Write the CUDA IPC handle of a device arena as hex into 'hex' (at least
+//  KVT_ARENA_IPC_HEX bytes), for a child process to open. Returns 0,
+//  -EINVAL for a host arena, -ENOTSUP without CUDA, or KVT_ECUDA.
+#define KVT_ARENA_IPC_HEX 132       //  2 x CUDA_IPC_HANDLE_SIZE + NUL, rounded
+int
+    kvt_arena_ipc_handle (const kvt_arena_t *self, char *hex, size_t hex_size);
+
+//  Open a device arena another process created, from its IPC handle in
+//  hex. Returns NULL and logs why if it cannot be opened.
+kvt_arena_t *
+    kvt_arena_attach_device (const char *name, const char *hex, size_t block_count,
+                             size_t block_bytes, size_t spare_count);
 
 //  Register a host arena with CUDA (portable, mapped) so the GPU reaches
 //  it by DMA and from kernels. Returns 0, -EINVAL for a device arena,

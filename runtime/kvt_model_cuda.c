@@ -100,6 +100,7 @@ struct _kvt_model_cuda_t {
 #define S_SEQLEN(self)  ((self) + 4 * S_CHUNK + 2)
 #define S_ROWS_COUNT    (4 * S_CHUNK + 4)
 
+//  Log a failed CUDA call; return 0 or KVT_ECUDA.
 static int
 s_cuda (cudaError_t status, const char *what)
 {
@@ -124,12 +125,14 @@ s_tensor_new (kvt_model_cuda_t *self, size_t count, uint64_t id, float offset, f
     return tensor;
 }
 
+//  Uniform bound that gives a projection unit variance: sqrt (3 / fan_in).
 static float
 s_fan_in_scale (int fan_in)
 {
     return sqrtf (3.0f / (float) fan_in);
 }
 
+//  True if the GPU kernels support 'shape' (logs why not).
 static bool
 s_shape_valid (const kvt_model_shape_t *shape)
 {
@@ -145,6 +148,11 @@ s_shape_valid (const kvt_model_shape_t *shape)
     }
     return true;
 }
+
+//  --------------------------------------------------------------------------
+//  Create the model on the current device: weights drawn there from the
+//  seed, activations for S_CHUNK rows. NULL (logged) on a bad shape or
+//  short device memory.
 
 kvt_model_cuda_t *
 kvt_model_cuda_new (const kvt_model_shape_t *shape)
@@ -245,6 +253,7 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
     return self;
 }
 
+//  Destroy; NULL-safe, safe on a half-built model, nulls the caller's pointer.
 void
 kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
 {
@@ -280,6 +289,7 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
     *self_p = NULL;
 }
 
+//  The geometry of this model's KV blocks (bf16).
 kvt_block_shape_t
 kvt_model_cuda_block_shape (const kvt_model_cuda_t *self)
 {
@@ -288,6 +298,7 @@ kvt_model_cuda_block_shape (const kvt_model_cuda_t *self)
     return shape;
 }
 
+//  Ask 'cancel_fn (arg)' between chunks and decode steps.
 void
 kvt_model_cuda_set_cancel (kvt_model_cuda_t *self, bool (*cancel_fn) (void *arg), void *arg)
 {
@@ -447,6 +458,11 @@ s_stage (kvt_model_cuda_t *self, const uint32_t *tokens, int rows, size_t pos0)
     return s_cuda (cudaMemcpyAsync (self->d_rows, h, S_ROWS_COUNT * sizeof (int32_t),
                                     cudaMemcpyHostToDevice, self->stream), "stage");
 }
+
+//  --------------------------------------------------------------------------
+//  Run one request over the device slab (see kvt_model.h): prefill the
+//  uncached suffix in S_CHUNK-row chunks, then greedy-decode. Returns
+//  after the stream has drained.
 
 int
 kvt_model_cuda_generate (kvt_model_cuda_t *self, const uint32_t *tokens, size_t token_count,

@@ -84,6 +84,14 @@ s_gpu_slab_on_device (const kvt_config_t *config)
     return 0;
 }
 
+//  The actors that touch the GPU tier's slab; in process mode they open a
+//  device slab by its CUDA IPC handle.
+static bool
+s_gpu_slab_user (const char *actor)
+{
+    return streq (actor, "tier_gpu") || streq (actor, "migration") || streq (actor, "compute");
+}
+
 //  The arenas every runtime has: the GPU tier's slab (device memory when
 //  the model runs on a GPU, else shared host memory) and the host tier's
 //  slab (registered with CUDA when the GPU slab is on the device).
@@ -97,18 +105,6 @@ s_create_arenas (kvt_runtime_t *self)
     int on_device = s_gpu_slab_on_device (self->config);
     if (on_device < 0)
         return on_device;
-    if (on_device) {
-        //  A device slab has no descriptor to hand to another process
-        static const char *const mode_keys [] = { "tier_gpu/mode", "migration/mode",
-                                                  "compute/mode" };
-        for (int k = 0; k < 3; k++)
-            if (streq (kvt_config_str (self->config, mode_keys [k]), "process")) {
-                kvt_log_error ("runtime: config key '%s' must be thread when the GPU tier "
-                               "is in device memory (compute/device = %s)", mode_keys [k],
-                               kvt_config_str (self->config, "compute/device"));
-                return KVT_ECONFIG;
-            }
-    }
     for (int k = 0; k < 2; k++) {
         if (kvt_arena_find (names [k])) {
             kvt_log_error ("runtime: an arena named %s already exists in this process "
@@ -157,9 +153,29 @@ s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
     int ready [2];
     if (pipe (ready) != 0)
         return -errno;
-    char ready_fd [16], gpu_arena [32], host_arena [32];
+    char ready_fd [16], gpu_arena [32 + KVT_ARENA_IPC_HEX], host_arena [32];
     snprintf (ready_fd, sizeof (ready_fd), "%d", ready [1]);
-    snprintf (gpu_arena, sizeof (gpu_arena), "gpu=%d", kvt_arena_fd (kvt_arena_find ("gpu")));
+    kvt_arena_t *gpu = kvt_arena_find ("gpu");
+    if (kvt_arena_on_device (gpu)) {
+        //  A device slab travels as its CUDA IPC handle, to the actors
+        //  that touch it; the others get no GPU context
+        char hex [KVT_ARENA_IPC_HEX];
+        int rc = s_gpu_slab_user (actor->def->name)
+               ? kvt_arena_ipc_handle (gpu, hex, sizeof (hex)): -ENOENT;
+        if (rc == 0)
+            snprintf (gpu_arena, sizeof (gpu_arena), "gpu=ipc:%s", hex);
+        else
+            snprintf (gpu_arena, sizeof (gpu_arena), "gpu=-1");
+        if (rc && rc != -ENOENT) {
+            kvt_log_error ("runtime: no CUDA IPC handle for the GPU tier's device slab, so "
+                           "config key '%s/mode' must be thread", actor->def->name);
+            close (ready [0]);
+            close (ready [1]);
+            return KVT_ECONFIG;
+        }
+    }
+    else
+        snprintf (gpu_arena, sizeof (gpu_arena), "gpu=%d", kvt_arena_fd (gpu));
     snprintf (host_arena, sizeof (host_arena), "host=%d", kvt_arena_fd (kvt_arena_find ("host")));
     const char *kvtier = s_kvtier_path ();
     pid_t parent = getpid ();
@@ -438,6 +454,16 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
         kvt_log_set_level (level);
     size_t block_bytes = s_block_bytes (config);
     for (int k = 2; k + 1 < argc; k += 2)
+        if (streq (argv [k], "--arena") && strncmp (argv [k + 1], "gpu=ipc:", 8) == 0) {
+            //  The GPU tier's slab in device memory, by CUDA IPC handle
+            int block_tokens = (int) kvt_config_int (config, "model/block_tokens");
+            kvt_arena_t *arena = kvt_arena_attach_device ("gpu", argv [k + 1] + 8,
+                (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks"), block_bytes,
+                KVT_MODEL_CUDA_SPARE_BLOCKS (block_tokens, KVT_MODEL_MAX_NEW_TOKENS));
+            if (arena)
+                kvt_arena_register (&arena);
+        }
+        else
         if (streq (argv [k], "--arena")) {
             char arena_name [32];
             int fd;
@@ -450,6 +476,19 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
             if (arena)
                 kvt_arena_register (&arena);
         }
+    //  Migration copies between a device slab and the host slab: the host
+    //  slab must be registered with CUDA in its process too
+    kvt_arena_t *gpu = kvt_arena_find ("gpu"), *host = kvt_arena_find ("host");
+    if (gpu && host && kvt_arena_on_device (gpu) && streq (def->name, "migration")
+    &&  kvt_arena_pin (host) != 0) {
+        char failed = 1;            //  Logged by kvt_arena_pin
+        if (write (ready_fd, &failed, 1) != 1)
+            kvt_log_error ("kvtier actor %s: the supervisor is gone", name);
+        close (ready_fd);
+        kvt_arena_registry_clear ();
+        kvt_config_destroy (&config);
+        return 1;
+    }
     kvt_actor_args_t args = { def, config, run_dir, true, NULL };
     zactor_t *actor = zactor_new (kvt_actor_main, &args);
     zstr_send (actor, "START");

@@ -11,7 +11,8 @@
     with the copy kernel (128 KiB blocks) or the copy engines (256 KiB).
     The same output tokens whether 0, some or all blocks were cached; the
     KV read back from the GPU, host and NVMe tiers is byte-identical to the
-    KV the GPU computed. Then a scripted stream of requests sharing
+    KV the GPU computed; again with tier_gpu, migration and compute as
+    processes sharing the device slab by CUDA IPC. Then a scripted stream of requests sharing
     prefixes runs on the CPU model and on the GPU model with the same
     tiers: the prefix-hit accounting (from_gpu / host / nvme / computed)
     is the same request by request, as placement does not depend on the
@@ -59,10 +60,15 @@ s_stat (kvt_client_t *client, const char *key)
 
 //  The request path with a model of 'layers' layers (block size follows)
 static void
-s_request_path (const char *layers, const char *copy_counter)
+s_request_path (const char *layers, const char *copy_counter, const char *mode)
 {
+    //  'mode' "process": the actors that touch the device slab (tier_gpu,
+    //  migration, compute) run as processes and open it by CUDA IPC
+    bool processes = mode && streq (mode, "process");
     const char *const overrides [] = {
-        "compute/device=cuda", layers, "model/heads=32", "model/kv_heads=8",
+        "compute/device=cuda", processes? "tier_gpu/mode=process": "tier_gpu/mode=thread",
+        processes? "migration/mode=process": "migration/mode=thread",
+        processes? "compute/mode=process": "compute/mode=thread", layers, "model/heads=32", "model/kv_heads=8",
         "model/head_dim=128", "model/hidden=4096", "model/intermediate=14336",
         "model/vocab=32000", "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256", NULL };
@@ -80,7 +86,7 @@ s_request_path (const char *layers, const char *copy_counter)
     kvt_client_generate_t first, again;
     int64_t started = zclock_usecs ();
     t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &first));
-    printf ("  %s: first request %.1f ms (ttft %.1f ms)\n", layers,
+    printf ("  %s%s: first request %.1f ms (ttft %.1f ms)\n", layers, processes? " (processes)": "",
             (zclock_usecs () - started) / 1000.0, first.ttft_us / 1000.0);
     t_check (first.computed == 10 && first.from_gpu == 0 && first.token_count == 6);
     t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &again));
@@ -347,14 +353,13 @@ main (int argc, char **argv)
     }
     if (argc > 1 && streq (argv [1], "--bench"))
         return s_bench (argc > 2? atoi (argv [2]): 4096);
-    //  The device slab has no descriptor: actors that touch it stay threads
-    static const char *const migration_process [] = { "compute/device=cuda",
-                                                      "migration/mode=process", NULL };
-    s_refused (migration_process);
-    s_request_path ("model/layers=2", "migration.copy_kernel_launches");
+    s_request_path ("model/layers=2", "migration.copy_kernel_launches", "thread");
     printf ("test_gpu_request_path: request path, 128 KiB blocks (copy kernel): OK\n");
-    s_request_path ("model/layers=4", "migration.copy_ce_batches");
+    s_request_path ("model/layers=4", "migration.copy_ce_batches", "thread");
     printf ("test_gpu_request_path: request path, 256 KiB blocks (copy engines): OK\n");
+    s_request_path ("model/layers=2", "migration.copy_kernel_launches", "process");
+    printf ("test_gpu_request_path: request path, device slab shared by CUDA IPC with "
+            "tier_gpu, migration and compute processes: OK\n");
 
     s_account_t cpu [S_REQUESTS], gpu [S_REQUESTS];
     s_replay ("cpu", cpu);
