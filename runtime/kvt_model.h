@@ -96,6 +96,11 @@ int
 
 typedef struct _kvt_model_cuda_t kvt_model_cuda_t;
 
+//  True if the GPU path supports 'shape' (head_dim 128, block_tokens a
+//  power of two, ...). Defined in every build, so the runtime can decide.
+bool
+    kvt_model_cuda_supports (const kvt_model_shape_t *shape);
+
 //  Create the model on the current CUDA device. Returns NULL and logs why
 //  for an invalid shape (head_dim must be 128, block_tokens a power of
 //  two, plus kvt_model_new's rules) or when device memory is short.

@@ -136,11 +136,7 @@ s_fan_in_scale (int fan_in)
 static bool
 s_shape_valid (const kvt_model_shape_t *shape)
 {
-    if (shape->layers <= 0 || shape->heads <= 0 || shape->kv_heads <= 0
-    ||  shape->head_dim != 128 || shape->hidden <= 0 || shape->hidden % 8
-    ||  shape->intermediate <= 0 || shape->intermediate % 8 || shape->vocab <= 0
-    ||  shape->block_tokens <= 0 || (shape->block_tokens & (shape->block_tokens - 1))
-    ||  shape->heads % shape->kv_heads) {
+    if (!kvt_model_cuda_supports (shape)) {
         kvt_log_error ("kvt_model_cuda: unsupported shape (head_dim must be 128, "
                        "block_tokens a power of two, kv_heads divide heads, hidden and "
                        "intermediate multiples of 8)");
@@ -674,3 +670,16 @@ kvt_model_cuda_test (bool verbose)
 }
 
 #endif
+
+//  --------------------------------------------------------------------------
+//  Whether the GPU path can run 'shape' (both builds; no logging).
+
+bool
+kvt_model_cuda_supports (const kvt_model_shape_t *shape)
+{
+    return shape->layers > 0 && shape->heads > 0 && shape->kv_heads > 0
+        && shape->head_dim == 128 && shape->hidden > 0 && shape->hidden % 8 == 0
+        && shape->intermediate > 0 && shape->intermediate % 8 == 0 && shape->vocab > 0
+        && shape->block_tokens > 0 && (shape->block_tokens & (shape->block_tokens - 1)) == 0
+        && shape->heads % shape->kv_heads == 0;
+}

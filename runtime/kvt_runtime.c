@@ -56,22 +56,55 @@ s_block_bytes (const kvt_config_t *config)
     return kvt_block_bytes (&shape);
 }
 
+int
+kvt_runtime_gpu_count (void)
+{
+    int count = 0;
+#ifdef KVT_WITH_CUDA
+    if (cudaGetDeviceCount (&count) != cudaSuccess)
+        count = 0;
+#endif
+    return count;
+}
+
+static kvt_model_shape_t
+s_model_shape (const kvt_config_t *config)
+{
+    return (kvt_model_shape_t) {
+        .layers = (int) kvt_config_int (config, "model/layers"),
+        .heads = (int) kvt_config_int (config, "model/heads"),
+        .kv_heads = (int) kvt_config_int (config, "model/kv_heads"),
+        .head_dim = (int) kvt_config_int (config, "model/head_dim"),
+        .hidden = (int) kvt_config_int (config, "model/hidden"),
+        .intermediate = (int) kvt_config_int (config, "model/intermediate"),
+        .vocab = (int) kvt_config_int (config, "model/vocab"),
+        .block_tokens = (int) kvt_config_int (config, "model/block_tokens"),
+        .seed = (uint64_t) kvt_config_int (config, "model/seed") };
+}
+
 //  Where the GPU tier's slab goes: device memory when this is a CUDA build
-//  and compute/device is cuda, or auto with a GPU present; shared host
-//  memory otherwise. Returns 1 (device), 0 (host) or KVT_ECONFIG.
+//  and compute/device is cuda, or auto with a GPU present and a model shape
+//  the GPU path runs; shared host memory otherwise. Returns 1 (device), 0
+//  (host) or KVT_ECONFIG.
 static int
 s_gpu_slab_on_device (const kvt_config_t *config)
 {
     const char *device = kvt_config_str (config, "compute/device");
     if (streq (device, "cpu"))
         return 0;
-#ifdef KVT_WITH_CUDA
-    int count = 0;
-    if (cudaGetDeviceCount (&count) != cudaSuccess)
-        count = 0;
-    if (count > 0)
-        return 1;
-#endif
+    kvt_model_shape_t shape = s_model_shape (config);
+    if (kvt_runtime_gpu_count () > 0) {
+        if (kvt_model_cuda_supports (&shape))
+            return 1;
+        if (streq (device, "auto")) {
+            kvt_log_warn ("runtime: a GPU is present but the GPU path does not run this model "
+                          "shape (it needs model/head_dim = 128); computing on the CPU");
+            return 0;
+        }
+        kvt_log_error ("runtime: config key 'compute/device' is cuda, but the GPU path does not "
+                       "run this model shape (it needs model/head_dim = 128)");
+        return KVT_ECONFIG;
+    }
     if (streq (device, "cuda")) {
         kvt_log_error ("runtime: config key 'compute/device' is cuda, but %s",
 #ifdef KVT_WITH_CUDA

@@ -63,6 +63,10 @@ const char *
 int
     kvt_runtime_actor_pid (const kvt_runtime_t *self, const char *name);
 
+//  Number of CUDA devices this build can use (0 without CUDA or a GPU).
+int
+    kvt_runtime_gpu_count (void);
+
 //  Stop every actor (reverse order), remove the run folder, free all.
 void
     kvt_runtime_destroy (kvt_runtime_t **self_p);

@@ -12,6 +12,13 @@
 #include "kvt_trace.h"
 #include "kvt_actors.h"
 
+//  On a machine with a GPU (and compute/device = auto) the demo runs the GPU
+//  path. The embedded default model is a CPU-sized shape the GPU kernels do
+//  not run (head_dim 16), so a small GPU shape replaces it there.
+static const char *s_gpu_demo_model =
+    "model\n    layers = 4\n    heads = 16\n    kv_heads = 4\n    head_dim = 128\n"
+    "    hidden = 2048\n    intermediate = 5632\n    vocab = 32000\n";
+
 static const char *s_help =
     "usage: kvtier demo [--config FILE] [-o PATH=VALUE]...\n"
     "Start the runtime in this process (on the embedded default config unless\n"
@@ -63,6 +70,14 @@ kvt_cmd_demo (int argc, char **argv)
     if (!config)
         return 2;
     kvt_cmd_apply_log_level (config);
+    if (kvt_runtime_gpu_count () > 0 && streq (kvt_config_str (config, "compute/device"), "auto")
+    &&  kvt_config_int (config, "model/head_dim") != 128) {
+        char error [256];
+        int rc = kvt_config_load_text (config, s_gpu_demo_model, error, sizeof (error));
+        assert (rc == 0);           //  Our own text, keys of the default
+        printf ("kvtier demo: GPU found, running the GPU path (model: 4 layers, 16/4 heads, "
+                "head_dim 128, hidden 2048)\n");
+    }
     char path [1024];
     const char *trace_path = kvt_config_str (config, "demo/trace");
     if (!*trace_path) {
