@@ -19,7 +19,10 @@
     Tiers are exclusive: a moved block leaves its old slot. A block read
     back from NVMe whose checksum fails is a miss: it is removed from the
     index, reported in 'failed', and the scheduler recomputes it.
-    Demotion off the last tier drops the block (counted).
+    Demotion off the last tier drops the block (counted). What goes to disk
+    is chosen by migration/disk_admission: every evicted block (all, write-
+    back), or only blocks a request has found cached since they were made
+    (reused: write on second hit, sparing disk bandwidth and wear).
     Top-level jobs run one at a time, in arrival order; each is a chain of
     asynchronous calls to the index and the tiers, so the loop never waits.
     Victims are chosen by the prefix index's per-tier LRU order and are
@@ -53,6 +56,7 @@ struct _self_t {
     int low_watermark;              //  Percent used it demotes down to
     uint64_t background_batch;      //  Most blocks one background job moves
     bool overlap_upkeep;            //  Reply before the watermark upkeep?
+    bool disk_admits_reused_only;   //  Write on second hit: only reused blocks go to disk
     kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
     s_gpu_copy_t *gpu_copy;         //  Copy stream and its completions, made on first GPU copy
 };
@@ -602,10 +606,39 @@ s_demote_have_victims (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     job->slots = s_u64s (count);
     memcpy (job->hashes, hashes, count * sizeof (uint64_t));
     memcpy (job->slots, slots, count * sizeof (uint64_t));
+    if (job->tier == KVT_TIER_HOST && self->disk_admits_reused_only) {
+        //  Write on second hit: a block no request has found cached since
+        //  it was made is forgotten instead of written to disk. Most blocks
+        //  are never reused; writing them all costs disk bandwidth and wear
+        //  for nothing
+        const uint64_t *reuses = kvt_msg_array (*reply_p, KVT_IDX_VICTIMS_OK_REUSES, NULL);
+        uint64_t *gone = s_u64s (count), *gone_slots = s_u64s (count);
+        size_t kept = 0, gone_count = 0;
+        for (size_t k = 0; k < count; k++) {
+            if (reuses [k] == 0) {
+                gone [gone_count] = job->hashes [k];
+                gone_slots [gone_count++] = job->slots [k];
+                continue;
+            }
+            job->hashes [kept] = job->hashes [k];
+            job->slots [kept++] = job->slots [k];
+        }
+        s_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE, KVT_IDX_REMOVE_HASHES,
+                      gone, gone_count, "IDX_REMOVE");
+        s_free_slots (self, KVT_TIER_HOST, gone_slots, gone_count);
+        kvt_actor_count (self->actor, "disk_declined_unreused", gone_count);
+        free (gone);
+        free (gone_slots);
+        job->victims = kept;
+        if (kept == 0) {
+            s_demote_finish (self, job, 0);
+            return;
+        }
+    }
     if (job->tier == KVT_TIER_NVME)
         s_demote_drop (self, job);
     else
-        job->room = s_ensure (self, job->tier + 1, count, s_demote_have_room, job);
+        job->room = s_ensure (self, job->tier + 1, job->victims, s_demote_have_room, job);
 }
 
 static void
@@ -1132,6 +1165,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->low_watermark = (int) kvt_config_int (config, "migration/low_watermark");
     self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
     self->overlap_upkeep = kvt_config_int (config, "migration/overlap_upkeep") != 0;
+    self->disk_admits_reused_only = streq (kvt_config_str (config, "migration/disk_admission"),
+                                           "reused");
     self->capacity [KVT_TIER_GPU] = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
     self->capacity [KVT_TIER_HOST] = (size_t) kvt_config_int (config, "tier_host/capacity_blocks");
     self->capacity [KVT_TIER_NVME] = (size_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
@@ -1166,6 +1201,12 @@ s_self_start (void *self_ptr)
     if (!self->arenas [0] || !self->arenas [1]) {
         kvt_log_error ("migration: the GPU and host arenas are not mapped in this process");
         return -ENOENT;
+    }
+    const char *admission = kvt_config_str (kvt_actor_config (self->actor), "migration/disk_admission");
+    if (!streq (admission, "all") && !streq (admission, "reused")) {
+        kvt_log_error ("migration: config key 'migration/disk_admission' must be all or reused, "
+                       "not '%s'", admission);
+        return KVT_ECONFIG;
     }
     if (self->low_watermark >= self->high_watermark || self->high_watermark > 100) {
         kvt_log_error ("migration: need low_watermark < high_watermark <= 100");

@@ -89,6 +89,7 @@ typedef struct {
     uint32_t prev, next;            //  Neighbours on the tier's LRU list
     uint32_t pins;                  //  Holders that need it to stay put
     uint32_t depth;                 //  Blocks before it in its sequence (best known)
+    uint32_t reuses;                //  Requests that found it cached (pinned matches)
     uint8_t tier;                   //  KVT_TIER_*
     bool moving;                    //  Handed out by IDX_VICTIMS, not yet moved back in
     bool in_policy;                 //  Its tier's policy was told it is cached there
@@ -525,6 +526,7 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
         found [matched] = e;
         if (pin) {
             self->entries [e].pins++;
+            self->entries [e].reuses++;
             s_touch (self, e);      //  A lookup alone does not count as a use
         }
         matched++;
@@ -672,6 +674,7 @@ s_handle_unpin (void *self_ptr, kvt_msg_t **msg_p)
 typedef struct {
     uint64_t *hashes;               //  Victims chosen so far
     uint64_t *slots;                //  Their slots
+    uint64_t *reuses;               //  How often each was found cached
     size_t found;                   //  Entries used
     size_t want;                    //  Entries wanted
 } s_victims_t;
@@ -687,6 +690,7 @@ s_victim_take (self_t *self, s_victims_t *victims, uint32_t e)
     entry->pins++;                  //  The mover unpins after IDX_MOVE
     entry->moving = true;
     victims->hashes [victims->found] = entry->hash;
+    victims->reuses [victims->found] = entry->reuses;
     victims->slots [victims->found++] = entry->slot;
 }
 
@@ -799,6 +803,7 @@ s_handle_victims (void *self_ptr, kvt_msg_t **msg_p)
     s_victims_t victims = {
         .hashes = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
         .slots = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
+        .reuses = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
         .want = want
     };
     if (want) {
@@ -823,8 +828,10 @@ s_handle_victims (void *self_ptr, kvt_msg_t **msg_p)
     kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_VICTIMS_OK);
     kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_HASHES, victims.hashes, victims.found);
     kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_SLOTS, victims.slots, victims.found);
+    kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_REUSES, victims.reuses, victims.found);
     free (victims.hashes);
     free (victims.slots);
+    free (victims.reuses);
     return kvt_actor_reply (self->actor, &reply);
 }
 

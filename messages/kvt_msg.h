@@ -85,7 +85,7 @@ extern "C" {
     M (IDX_UNPIN,       38, "a",       "hashes") \
     M (IDX_UNPIN_OK,    39, "u",       "unpinned") \
     M (IDX_VICTIMS,     40, "uu",      "tier count") \
-    M (IDX_VICTIMS_OK,  41, "aa",      "hashes slots") \
+    M (IDX_VICTIMS_OK,  41, "aaa",     "hashes slots reuses") \
     M (IDX_REMOVE,      42, "a",       "hashes") \
     M (IDX_REMOVE_OK,   43, "aa",      "tiers slots") \
     M (TIER_ALLOC,      44, "u",       "count") \

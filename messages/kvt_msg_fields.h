@@ -112,9 +112,10 @@
 #define KVT_IDX_VICTIMS_TIER 0
 #define KVT_IDX_VICTIMS_COUNT 1
 
-//  IDX_VICTIMS_OK (41): hashes slots
+//  IDX_VICTIMS_OK (41): hashes slots reuses
 #define KVT_IDX_VICTIMS_OK_HASHES 0
 #define KVT_IDX_VICTIMS_OK_SLOTS 1
+#define KVT_IDX_VICTIMS_OK_REUSES 2
 
 //  IDX_REMOVE (42): hashes
 #define KVT_IDX_REMOVE_HASHES 0

@@ -89,6 +89,39 @@ main (void)
     kvt_client_destroy (&client);
     kvt_runtime_destroy (&runtime);
     kvt_config_destroy (&config);
+    //  Write on second hit: only blocks found cached since they were made
+    //  reach the disk; the others are forgotten when the host tier evicts
+    static const char *const second_hit [] = { "migration/disk_admission=reused", NULL };
+    config = t_config (second_hit);
+    runtime = t_start_runtime (config);
+    client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
+    size_t count = 4 * hello.block_tokens;
+    uint64_t *reused = t_tokens (count, hello.vocab, 41), *once = t_tokens (count, hello.vocab, 42);
+    kvt_client_generate_t out;
+    for (int k = 0; k < 2; k++) {
+        t_ok (kvt_client_generate (client, "", reused, count, 1, &out));
+        kvt_client_generate_fini (&out);
+    }
+    t_ok (kvt_client_generate (client, "", once, count, 1, &out));
+    kvt_client_generate_fini (&out);
+    uint64_t moved;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved == 8);
+    t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, 1000, &moved));
+    t_check (moved == 4);           //  Only the reused prompt's blocks
+    kvt_client_lookup_t where;
+    t_ok (kvt_client_lookup (client, "", reused, count, &where));
+    t_check (where.matched_blocks == 4 && where.tiers [0] == KVT_TIER_NVME);
+    kvt_client_lookup_fini (&where);
+    t_ok (kvt_client_lookup (client, "", once, count, &where));
+    t_check (where.matched_blocks == 0);
+    kvt_client_lookup_fini (&where);
+    t_check (s_stat (client, "migration.disk_declined_unreused") == 4);
+    free (reused);
+    free (once);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
     printf ("test_degraded_tiers: OK\n");
     return T_EXIT_PASS;
 }
