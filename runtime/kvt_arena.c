@@ -6,6 +6,10 @@
 */
 
 #include "kvt_classes.h"
+#include <ctype.h>
+#ifdef KVT_WITH_NUMA
+#include <numa.h>
+#endif
 #ifdef KVT_WITH_CUDA
 #   include <cuda_runtime.h>
 #endif
@@ -171,6 +175,59 @@ kvt_arena_attach_device (const char *name, const char *hex, size_t block_count,
 #endif
 }
 
+//  --------------------------------------------------------------------------
+//  Place the arena's pages on NUMA node 'node' (before they are touched:
+//  the policy applies to pages as they fault in). Returns 0, -EINVAL for a
+//  node this machine does not have, -ENOTSUP without libnuma or NUMA.
+
+int
+kvt_arena_bind_numa (kvt_arena_t *self, int node)
+{
+    if (self->device)
+        return -EINVAL;
+#ifdef KVT_WITH_NUMA
+    if (numa_available () < 0)
+        return -ENOTSUP;
+    if (node < 0 || node > numa_max_node ()) {
+        kvt_log_error ("arena %s: NUMA node %d does not exist (0..%d)", self->name, node,
+                       numa_max_node ());
+        return -EINVAL;
+    }
+    numa_tonode_memory (self->base, self->mapped_bytes, node);
+    kvt_log_info ("arena %s: placed on NUMA node %d", self->name, node);
+    return 0;
+#else
+    (void) node;
+    return -ENOTSUP;
+#endif
+}
+
+//  The NUMA node of the first CUDA device, or -1 if unknown (no CUDA, no
+//  device, or the kernel does not say).
+int
+kvt_arena_gpu_numa_node (void)
+{
+#ifdef KVT_WITH_CUDA
+    char bus_id [32];
+    if (cudaDeviceGetPCIBusId (bus_id, sizeof (bus_id), 0) != cudaSuccess)
+        return -1;
+    for (char *c = bus_id; *c; c++)
+        *c = (char) tolower ((unsigned char) *c);   //  sysfs names are lower case
+    char path [128];
+    snprintf (path, sizeof (path), "/sys/bus/pci/devices/%s/numa_node", bus_id);
+    FILE *file = fopen (path, "r");
+    int node = -1;
+    if (file) {
+        if (fscanf (file, "%d", &node) != 1)
+            node = -1;
+        fclose (file);
+    }
+    return node;
+#else
+    return -1;
+#endif
+}
+
 int
 kvt_arena_pin (kvt_arena_t *self)
 {
@@ -320,6 +377,12 @@ kvt_arena_test (bool verbose)
     kvt_arena_destroy (&view);
     assert (kvt_arena_attach ("bad", kvt_arena_fd (arena), 1000, 4096) == NULL);
 
+    //  NUMA placement: node 0 exists wherever NUMA does; a node far past
+    //  the last is refused, clearly
+    int rc = kvt_arena_bind_numa (arena, 0);
+    assert (rc == 0 || rc == -ENOTSUP);
+    if (rc == 0)
+        assert (kvt_arena_bind_numa (arena, 100000) == -EINVAL);
     assert (kvt_arena_register (&arena) == 0 && arena == NULL);
     assert (kvt_arena_find ("test") != NULL);
     assert (kvt_arena_find ("none") == NULL);

@@ -109,6 +109,15 @@ bool
 size_t
     kvt_arena_spare_count (const kvt_arena_t *self);
 
+//  Place the arena's pages on NUMA node 'node' (call before first touch).
+//  Returns 0, -EINVAL (no such node) or -ENOTSUP (no NUMA support).
+int
+    kvt_arena_bind_numa (kvt_arena_t *self, int node);
+
+//  NUMA node of the first CUDA device, or -1 when unknown.
+int
+    kvt_arena_gpu_numa_node (void);
+
 //  Process registry: register before actors start; find from any actor.
 //  Register takes ownership; kvt_arena_registry_clear destroys them all.
 int

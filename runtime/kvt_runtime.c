@@ -155,6 +155,23 @@ s_create_arenas (kvt_runtime_t *self)
             arena = kvt_arena_new (names [k], block_count, block_bytes, hugepages);
         if (!arena)
             return -ENOMEM;
+        if (k == 1) {
+            //  The host tier next to the GPU it feeds: tier_host/numa_node,
+            //  or (auto, -1) the GPU's node when the machine says
+            int node = (int) kvt_config_int (self->config, "tier_host/numa_node");
+            if (node < 0 && on_device)
+                node = kvt_arena_gpu_numa_node ();
+            if (node >= 0) {
+                int rc = kvt_arena_bind_numa (arena, node);
+                if (rc == -EINVAL || (rc && kvt_config_int (self->config,
+                                                            "tier_host/numa_node") >= 0)) {
+                    kvt_log_error ("runtime: config key 'tier_host/numa_node' = %d: %s", node,
+                                   kvt_strerror (rc));
+                    kvt_arena_destroy (&arena);
+                    return KVT_ECONFIG;
+                }
+            }
+        }
         if (k == 1 && on_device) {
             int rc = kvt_arena_pin (arena);
             if (rc) {
