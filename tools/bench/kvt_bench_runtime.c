@@ -17,7 +17,7 @@
     bytes each way (request = the encoded LOOKUP frame, reply = the size of
     the LOOKUP_OK frame) against a tiny echo REP thread; the inproc REQ/REP
     round trip is given for context.
-    A stub front door (one thread that decodes with kvt_msg and answers a
+    A bare front door (one thread that decodes with kvt_msg and answers a
     canned LOOKUP_OK of the same size) separates what the client library
     and codec cost from what the server's actors cost; HELLO, which the
     scheduler answers alone, separates the front door from the hop to the
@@ -117,7 +117,7 @@ s_echo_actor (zsock_t *pipe, void *arg)
 }
 
 //  --------------------------------------------------------------------------
-//  Stub front door: a ROUTER that decodes each request with kvt_msg and
+//  Bare front door: a ROUTER that decodes each request with kvt_msg and
 //  answers HELLO and LOOKUP with canned replies (LOOKUP_OK as 'args'
 //  describes). Isolates what the client library and the codec cost from
 //  what the server's actors cost.
@@ -128,12 +128,12 @@ typedef struct {
     uint64_t *tiers;                //  LOOKUP_OK tiers (borrowed)
     uint64_t *hashes;               //  LOOKUP_OK hashes (borrowed)
     size_t count;                   //  Entries in both
-} s_stub_args_t;
+} s_bare_args_t;
 
 static void
-s_stub_actor (zsock_t *pipe, void *arg)
+s_bare_actor (zsock_t *pipe, void *arg)
 {
-    s_stub_args_t *args = (s_stub_args_t *) arg;
+    s_bare_args_t *args = (s_bare_args_t *) arg;
     zsock_t *router = zsock_new (ZMQ_ROUTER);
     int rc = zsock_bind (router, "%s", args->endpoint);
     zsock_signal (pipe, rc < 0? 1: 0);
@@ -150,7 +150,7 @@ s_stub_actor (zsock_t *pipe, void *arg)
             kvt_msg_set_array (reply, KVT_LOOKUP_OK_HASHES, args->hashes, args->count);
         }
         else
-            reply = kvt_msg_error_new (request, -ENOTSUP, "stub answers LOOKUP only");
+            reply = kvt_msg_error_new (request, -ENOTSUP, "the bare front door answers LOOKUP only");
         kvt_msg_send (&reply, router);
         kvt_msg_destroy (&request);
     }
@@ -498,13 +498,13 @@ kvt_bench_runtime_main (int argc, char **argv)
     kvt_msg_set_array (reply, KVT_LOOKUP_OK_HASHES, lookup.hashes, lookup.hash_count);
     size_t reply_size = s_frame_size (reply);
     uint64_t matched = lookup.matched_blocks;
-    s_stub_args_t stub_args;
-    snprintf (stub_args.endpoint, sizeof (stub_args.endpoint),
-              "ipc:///tmp/kvt-bench-stub-%d.ipc", getpid ());
-    stub_args.matched = lookup.matched_blocks;
-    stub_args.tiers = lookup.tiers;
-    stub_args.hashes = lookup.hashes;
-    stub_args.count = lookup.tier_count < lookup.hash_count? lookup.tier_count: lookup.hash_count;
+    s_bare_args_t bare_args;
+    snprintf (bare_args.endpoint, sizeof (bare_args.endpoint),
+              "ipc:///tmp/kvt-bench-bare-%d.ipc", getpid ());
+    bare_args.matched = lookup.matched_blocks;
+    bare_args.tiers = lookup.tiers;
+    bare_args.hashes = lookup.hashes;
+    bare_args.count = lookup.tier_count < lookup.hash_count? lookup.tier_count: lookup.hash_count;
     kvt_msg_destroy (&reply);
     zframe_t *frame;
     kvt_msg_encode (request, &frame);
@@ -530,7 +530,7 @@ kvt_bench_runtime_main (int argc, char **argv)
     enum { LOOKUP_IPC, RAW_IPC, LOOKUP_TCP, RAW_TCP, STUB_IPC, RAW_INPROC, HELLO_IPC, PROBES };
     s_probe_t probes [PROBES];
     memset (probes, 0, sizeof (probes));
-    zactor_t *stub = zactor_new (s_stub_actor, &stub_args);
+    zactor_t *bare = zactor_new (s_bare_actor, &bare_args);
     rc = s_probe_open_lookup (&probes [LOOKUP_IPC], "lookup_rtt_ipc_us", ipc, opts.count)
       || s_probe_open_raw (&probes [RAW_IPC], "zmq_reqrep_ipc_us", raw_ipc_endpoint,
                            reply_size, opts.count)
@@ -538,14 +538,14 @@ kvt_bench_runtime_main (int argc, char **argv)
       || s_probe_open_raw (&probes [RAW_TCP], "zmq_reqrep_tcp_us", raw_tcp_endpoint,
                            reply_size, opts.count)
       || s_probe_open_lookup (&probes [STUB_IPC], "lookup_rtt_stub_ipc_us",
-                              stub_args.endpoint, opts.count)
+                              bare_args.endpoint, opts.count)
       || s_probe_open_raw (&probes [RAW_INPROC], "zmq_reqrep_inproc_us",
                            "inproc://kvt-bench-echo", reply_size, opts.count)
       || s_probe_open_lookup (&probes [HELLO_IPC], "hello_rtt_ipc_us", ipc, opts.count);
     probes [HELLO_IPC].hello = true;
     s_payload_t payload = { zframe_data (frame), request_size, reply_size, tokens, token_count,
                             (char *) zmalloc (reply_size + 16) };
-    if (rc == 0 && stub)
+    if (rc == 0 && bare)
         rc = s_probes_run (probes, PROBES, &payload, opts.count, opts.sequential);
     else
         rc = -1;
@@ -555,7 +555,7 @@ kvt_bench_runtime_main (int argc, char **argv)
             timing [p] = s_summarise (probes [p].samples, opts.count, probes [p].total_us);
         s_probe_close (&probes [p]);
     }
-    zactor_destroy (&stub);
+    zactor_destroy (&bare);
     free (payload.buffer);
     kvt_client_lookup_fini (&lookup);
     zframe_destroy (&frame);
