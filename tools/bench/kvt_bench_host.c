@@ -65,6 +65,7 @@
 #include "kvt_actors.h"
 #include "kvt_arena.h"
 #include "kvt_bench.h"
+#include "kvt_sim.h"
 #include <xxhash.h>
 
 #define S_TENANT "bench-host"       //  Tenant of every request
@@ -82,6 +83,7 @@ typedef struct {
     int qd;                         //  Raw baseline and tier_nvme queue depth
     bool json;                      //  JSON report
     bool verbose;                   //  Per-rep figures and counter deltas on stderr
+    const char *calibration;        //  Write the simulator's calibration file here, or NULL
 } s_opts_t;
 
 //  The counters a phase reads, before and after.
@@ -652,7 +654,10 @@ s_usage (FILE *out)
         "  --dir DIR      where the NVMe tier's work folder goes (default /var/tmp)\n"
         "  --reps N       repetitions, median reported (default 3)\n"
         "  --qd N         raw baseline and tier_nvme queue depth (default 32)\n"
-        "  --verbose      per-rep figures and every counter that moved, on stderr\n");
+        "  --verbose      per-rep figures and every counter that moved, on stderr\n"
+        "  --calibration FILE  write the links measured here into the calibration file\n"
+        "                 that `kvtier replay --simulate --calibration FILE` reads\n"
+        "                 (keys not measured here keep the file's or the defaults)\n");
 }
 
 //  `kvtier bench host`: returns the exit code (0, 1 failed, 2 usage).
@@ -667,10 +672,11 @@ kvt_bench_host_main (int argc, char **argv)
         { "reps",      required_argument, NULL, 'r' },
         { "qd",        required_argument, NULL, 'q' },
         { "verbose",   no_argument,       NULL, 'v' },
+        { "calibration", required_argument, NULL, 'c' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    s_opts_t opts = { 512, 256, "/var/tmp", 3, 32, false, false };
+    s_opts_t opts = { 512, 256, "/var/tmp", 3, 32, false, false, NULL };
     optind = 1;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
@@ -682,6 +688,7 @@ kvt_bench_host_main (int argc, char **argv)
             case 'r': opts.reps = atoi (optarg); break;
             case 'q': opts.qd = atoi (optarg); break;
             case 'v': opts.verbose = true; break;
+            case 'c': opts.calibration = optarg; break;
             case 'h': s_usage (stdout); return 0;
             default: s_usage (stderr); return 2;
         }
@@ -841,6 +848,24 @@ kvt_bench_host_main (int argc, char **argv)
     snprintf (note, sizeof (note), "%s: NVMe -> GPU at %.0f%% of min (raw disk, memcpy) "
               "(issue #4 target >= 85%%)", ratio >= 0.85? "met": "missed", ratio * 100);
     kvt_bench_report_note (report, "target", note);
+    if (opts.calibration) {
+        //  The cost model of `kvtier replay --simulate` on this machine:
+        //  start from the file (or the defaults), put in what we measured
+        kvt_sim_calibration_t calibration;
+        kvt_sim_calibration_defaults (&calibration);
+        char *error = NULL;
+        if (access (opts.calibration, R_OK) == 0
+        &&  kvt_sim_calibration_load (&calibration, opts.calibration, &error) != 0) {
+            fprintf (stderr, "kvtier bench host: %s\n", error? error: opts.calibration);
+            free (error);
+        }
+        calibration.h2d_GBps = s_gbps (bytes, med.host_us);
+        calibration.nvme_read_GBps = s_gbps (bytes, med.nvme_us);
+        int written = kvt_sim_calibration_save (&calibration, opts.calibration);
+        kvt_bench_report_note (report, "calibration", written == 0
+            ? "wrote h2d_GBps and nvme_read_GBps (promotion through the runtime)"
+            : "could not write the calibration file");
+    }
     kvt_bench_report_finish (&report);
     status = 0;
 
