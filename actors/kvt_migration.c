@@ -521,13 +521,18 @@ s_demote_written (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     s_demote_update_index (self, job, job->room->slots);
 }
 
-//  The victims' bytes are in their host slots: update the index. (A
-//  failed copy was logged and counted by s_copy_blocks.)
+//  The victims' bytes are in their host slots: update the index. If the
+//  copy failed (logged and counted by s_copy_blocks), the host slots hold
+//  nothing valid: forget the victims rather than point the index at them.
 static void
 s_demote_copied (self_t *self, void *arg, int rc)
 {
-    (void) rc;
     s_demote_t *job = (s_demote_t *) arg;
+    if (rc) {
+        s_ensure_free (self, &job->room, true);
+        s_demote_drop (self, job);
+        return;
+    }
     s_demote_update_index (self, job, job->room->slots);
 }
 
@@ -852,8 +857,13 @@ s_promote_finish (self_t *self, s_promote_t *job)
     s_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE, KVT_IDX_REMOVE_HASHES, gone, gone_n,
                   "IDX_REMOVE");
     for (size_t k = 0; k < job->count; k++)
-        if (job->failed [k])
-            nvme_free [nvme_n++] = job->slots [k];
+        if (job->failed [k]) {     //  Its old slot, in whichever tier it was
+            if (job->tiers [k] == KVT_TIER_NVME)
+                nvme_free [nvme_n++] = job->slots [k];
+            else
+            if (job->tiers [k] == KVT_TIER_HOST)
+                host_free [host_n++] = job->slots [k];
+        }
     s_free_slots (self, KVT_TIER_HOST, host_free, host_n);
     s_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
     s_free_slots (self, KVT_TIER_GPU, gpu_unused, unused_n);
@@ -870,12 +880,37 @@ s_promote_finish (self_t *self, s_promote_t *job)
 }
 
 //  Every copy of the job is done (copies finish in the order queued, so
-//  the NVMe chunks' too): finish. A failed copy was logged and counted.
+//  the NVMe chunks' too): finish. If this last copy (the host-resident
+//  blocks) failed, those blocks are misses: their GPU slots hold nothing
+//  valid, so the scheduler must recompute them.
 static void
 s_promote_copied (self_t *self, void *arg, int rc)
 {
-    (void) rc;
-    s_promote_finish (self, (s_promote_t *) arg);
+    s_promote_t *job = (s_promote_t *) arg;
+    if (rc)
+        for (size_t k = 0; k < job->count; k++)
+            if (job->tiers [k] == KVT_TIER_HOST)
+                job->failed [k] = true;
+    s_promote_finish (self, job);
+}
+
+//  A chunk's copy to the GPU failed: its blocks are misses.
+typedef struct {
+    s_promote_t *job;               //  The promotion
+    uint64_t *blocks;               //  Indices (into the job) of the chunk's blocks
+    size_t count;                   //  Entries in blocks
+} s_chunk_copy_t;
+
+static void
+s_chunk_copied (self_t *self, void *arg, int rc)
+{
+    (void) self;
+    s_chunk_copy_t *copy = (s_chunk_copy_t *) arg;
+    if (rc)
+        for (size_t k = 0; k < copy->count; k++)
+            copy->job->failed [copy->blocks [k]] = true;
+    free (copy->blocks);
+    free (copy);
 }
 
 //  Copy the host-resident blocks to their GPU slots (the NVMe ones were
@@ -940,7 +975,13 @@ s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         to [n++] = job->gpu->slots [block];
     }
     kvt_actor_count (self->actor, "bytes_nvme_to_host", n * kvt_arena_block_bytes (self->arenas [1]));
-    s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n, NULL, NULL);
+    s_chunk_copy_t *copy = (s_chunk_copy_t *) kvt_zmalloc (sizeof (s_chunk_copy_t));
+    copy->job = job;
+    copy->blocks = s_u64s (chunk->count);
+    for (size_t k = 0; k < chunk->count; k++)
+        if (!bad [k])
+            copy->blocks [copy->count++] = job->nvme_index [chunk->first + k];
+    s_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n, s_chunk_copied, copy);
     free (from);
     free (to);
     free (bad);
