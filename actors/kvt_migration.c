@@ -110,8 +110,13 @@ s_unpin (self_t *self, const uint64_t *hashes, size_t count)
 #ifdef KVT_WITH_CUDA
 //  Blocks smaller than this move with the copy kernel (SMs issue the PCIe
 //  traffic, one launch for all blocks); larger ones on the copy engines.
-//  The crossover is the one measured in tools/bench/RESULTS.md.
-#define S_KERNEL_COPY_MAX_BYTES (256u << 10)
+//  Measured on the H100 (tools/bench/RESULTS.md, "attention beside a
+//  transfer"): the kernel alone is faster up to 256 KiB, but it takes SMs
+//  that attention needs (attention 1.5x slower beside it even at 8 CTAs),
+//  while the copy engines cost attention 7-9%. Migration runs beside
+//  compute, so the engines win from 64 KiB; below that they crawl
+//  (3.7 GB/s at 16 KiB) and the kernel stays.
+#define S_KERNEL_COPY_MAX_BYTES (64u << 10)
 
 //  A copy queued on the stream, waiting for its completion event.
 typedef struct {
