@@ -8,7 +8,7 @@
 @header
     test_request_path's scenario on a CUDA build with a GPU: the GPU tier
     is device memory, the model runs on the GPU, migration moves blocks
-    with the copy kernel (128 KiB blocks) or the copy engines (256 KiB).
+    with the copy kernel (32 KiB blocks) or the copy engines (256 KiB).
     The same output tokens whether 0, some or all blocks were cached; the
     KV read back from the GPU, host and NVMe tiers is byte-identical to the
     KV the GPU computed; again with tier_gpu, migration and compute as
@@ -58,9 +58,11 @@ s_stat (kvt_client_t *client, const char *key)
     return value;
 }
 
-//  The request path with a model of 'layers' layers (block size follows)
+//  The request path with a model of 'layers' layers and 'kv_heads' KV
+//  heads (the block size follows: layers x kv_heads x 16 KiB)
 static void
-s_request_path (const char *layers, const char *copy_counter, const char *mode)
+s_request_path (const char *layers, const char *kv_heads, const char *copy_counter,
+                const char *mode)
 {
     //  'mode' "process": the actors that touch the device slab (tier_gpu,
     //  migration, compute) run as processes and open it by CUDA IPC
@@ -68,7 +70,7 @@ s_request_path (const char *layers, const char *copy_counter, const char *mode)
     const char *const overrides [] = {
         "compute/device=cuda", processes? "tier_gpu/mode=process": "tier_gpu/mode=thread",
         processes? "migration/mode=process": "migration/mode=thread",
-        processes? "compute/mode=process": "compute/mode=thread", layers, "model/heads=32", "model/kv_heads=8",
+        processes? "compute/mode=process": "compute/mode=thread", layers, "model/heads=32", kv_heads,
         "model/head_dim=128", "model/hidden=4096", "model/intermediate=14336",
         "model/vocab=32000", "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256", NULL };
@@ -353,11 +355,13 @@ main (int argc, char **argv)
     }
     if (argc > 1 && streq (argv [1], "--bench"))
         return s_bench (argc > 2? atoi (argv [2]): 4096);
-    s_request_path ("model/layers=2", "migration.copy_kernel_launches", "thread");
-    printf ("test_gpu_request_path: request path, 128 KiB blocks (copy kernel): OK\n");
-    s_request_path ("model/layers=4", "migration.copy_ce_batches", "thread");
+    s_request_path ("model/layers=2", "model/kv_heads=2", "migration.copy_kernel_launches",
+                    "thread");
+    printf ("test_gpu_request_path: request path, 32 KiB blocks (copy kernel): OK\n");
+    s_request_path ("model/layers=4", "model/kv_heads=8", "migration.copy_ce_batches", "thread");
     printf ("test_gpu_request_path: request path, 256 KiB blocks (copy engines): OK\n");
-    s_request_path ("model/layers=2", "migration.copy_kernel_launches", "process");
+    s_request_path ("model/layers=2", "model/kv_heads=2", "migration.copy_kernel_launches",
+                    "process");
     printf ("test_gpu_request_path: request path, device slab shared by CUDA IPC with "
             "tier_gpu, migration and compute processes: OK\n");
 
