@@ -1,0 +1,208 @@
+/*  =========================================================================
+    kvt_migration_copy - moving bytes between the GPU and host tier slabs
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include "kvt_migration_int.h"
+
+#ifdef KVT_WITH_CUDA
+//  Blocks smaller than this move with the copy kernel (SMs issue the PCIe
+//  traffic, one launch for all blocks); larger ones on the copy engines.
+//  Measured on the H100 (tools/bench/RESULTS.md, "attention beside a
+//  transfer"): the kernel alone is faster up to 256 KiB, but it takes SMs
+//  that attention needs (attention 1.5x slower beside it even at 8 CTAs),
+//  while the copy engines cost attention 7-9%. Migration runs beside
+//  compute, so the engines win from 64 KiB; below that they crawl
+//  (3.7 GB/s at 16 KiB) and the kernel stays.
+#define S_KERNEL_COPY_MAX_BYTES (64u << 10)
+
+//  A copy queued on the stream, waiting for its completion event.
+typedef struct {
+    kvt_migration_cont_fn *cont;    //  Called once the copy is done, or NULL
+    void *arg;                      //  Its argument
+    int rc;                         //  Status of queueing the copy
+} s_copy_wait_t;
+
+//  Copies run on one stream, in order. After each, a host function (run
+//  by CUDA on its own thread) adds 1 to an eventfd; our zloop reads it and
+//  calls the continuations of that many copies, oldest first. The actor's
+//  thread never waits on the GPU.
+struct _kvt_migration_copy_t {
+    cudaStream_t stream;            //  Copies run here
+    int event_fd;                   //  Counts finished copies; polled by our zloop
+    zlist_t *waiting;               //  s_copy_wait_t, in stream order
+};
+
+void
+kvt_migration_copy_destroy (kvt_migration_copy_t **self_p)
+{
+    kvt_migration_copy_t *self = *self_p;
+    if (self) {
+        if (self->stream) {
+            cudaStreamSynchronize (self->stream);
+            cudaStreamDestroy (self->stream);
+        }
+        if (self->event_fd >= 0)
+            close (self->event_fd);
+        s_copy_wait_t *wait;        //  Continuations of copies still queued are dropped
+        while (self->waiting && (wait = (s_copy_wait_t *) zlist_pop (self->waiting)))
+            free (wait);
+        zlist_destroy (&self->waiting);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  CUDA's host function after a copy: count it on the eventfd. Runs on a
+//  CUDA thread, so it makes no CUDA call and touches nothing of ours.
+static void CUDART_CB
+s_gpu_copy_signal (void *fd_ptr)
+{
+    uint64_t one = 1;
+    if (write ((int) (intptr_t) fd_ptr, &one, sizeof (one)) != sizeof (one))
+        kvt_log_error ("migration: cannot signal a finished copy: %s", strerror (errno));
+}
+
+//  Our zloop: copies finished; run their continuations in order.
+static int
+s_gpu_copy_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void) loop;
+    self_t *self = (self_t *) arg;
+    uint64_t done = 0;
+    if (read (item->fd, &done, sizeof (done)) != sizeof (done))
+        return 0;                   //  Spurious wake-up
+    for (; done > 0; done--) {
+        s_copy_wait_t *wait = (s_copy_wait_t *) zlist_pop (self->gpu_copy->waiting);
+        if (!wait)
+            break;
+        if (wait->cont)
+            wait->cont (self, wait->arg, wait->rc);
+        free (wait);
+    }
+    return 0;
+}
+
+static int
+s_gpu_copy_new (self_t *self)
+{
+    kvt_migration_copy_t *copy = (kvt_migration_copy_t *) kvt_zmalloc (sizeof (kvt_migration_copy_t));
+    copy->waiting = zlist_new ();
+    copy->event_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    zmq_pollitem_t item = { NULL, copy->event_fd, ZMQ_POLLIN, 0 };
+    if (copy->event_fd < 0
+    ||  cudaStreamCreateWithFlags (&copy->stream, cudaStreamNonBlocking) != cudaSuccess
+    ||  zloop_poller (kvt_actor_loop (self->actor), &item, s_gpu_copy_done, self) != 0) {
+        copy->stream = NULL;
+        kvt_migration_copy_destroy (&copy);
+        return KVT_ECUDA;
+    }
+    self->gpu_copy = copy;
+    return 0;
+}
+
+//  Queue 'count' block copies between a device slab and the pinned host
+//  slab (or inside the device) on the copy stream: kernel or copy engines
+//  by block size. Returns 0 once queued, or an error.
+static int
+s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
+                     kvt_arena_t *dst, const uint64_t *to_slots, size_t count)
+{
+    if (count == 0)
+        return 0;
+    kvt_migration_copy_t *copy = self->gpu_copy;
+    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+    for (size_t k = 0; k < count; k++) {
+        slots [k] = (int64_t) from_slots [k];
+        slots [count + k] = (int64_t) to_slots [k];
+    }
+    size_t bytes = kvt_arena_block_bytes (src);
+    kvt_block_copy_args_t args = {
+        .dst = kvt_arena_base (dst), .src = kvt_arena_base (src),
+        .dst_slots = slots + count, .src_slots = slots,
+        .dst_slot_bytes = (int64_t) kvt_arena_block_bytes (dst),
+        .src_slot_bytes = (int64_t) bytes, .block_bytes = (int64_t) bytes,
+        .count = (int) count };
+    int rc;
+    if (bytes < S_KERNEL_COPY_MAX_BYTES) {
+        //  The kernel reads the slot lists from device memory, allocated
+        //  and freed in stream order; the host list is staged by the call
+        int64_t *d_slots = NULL;
+        rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), copy->stream)
+             == cudaSuccess? 0: KVT_ECUDA;
+        if (rc == 0 && cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
+                                        cudaMemcpyHostToDevice, copy->stream) != cudaSuccess)
+            rc = KVT_ECUDA;
+        if (rc == 0) {
+            args.src_slots = d_slots;
+            args.dst_slots = d_slots + count;
+            rc = kvt_block_copy (&args, copy->stream);
+        }
+        if (d_slots)
+            cudaFreeAsync (d_slots, copy->stream);
+        kvt_actor_count (self->actor, "copy_kernel_launches", 1);
+    }
+    else {
+        rc = kvt_block_copy_ce (&args, copy->stream);
+        kvt_actor_count (self->actor, "copy_ce_batches", 1);
+    }
+    free (slots);
+    return rc;
+}
+#endif
+
+//  Copy blocks between the two memory slabs (GPU tier <-> host tier), then
+//  call 'cont' (may be NULL) with the status. memcpy when both are host
+//  memory: 'cont' runs before this returns. CUDA copies when the GPU
+//  tier's slab is device memory: 'cont' runs from our loop once the copy
+//  (and every copy queued before it) is done; a failed copy is logged,
+//  counted and reported to 'cont'.
+void
+kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, int to,
+               const uint64_t *to_slots, size_t count, kvt_migration_cont_fn *cont, void *arg)
+{
+    kvt_arena_t *src = self->arenas [from], *dst = self->arenas [to];
+    size_t bytes = kvt_arena_block_bytes (src);
+    int rc = 0;
+    const char *direction = from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu";
+#ifdef KVT_WITH_CUDA
+    if (kvt_arena_on_device (src) || kvt_arena_on_device (dst)) {
+        //  Even an empty copy goes through the stream, so that 'cont'
+        //  comes after the copies queued before it
+        rc = self->gpu_copy? 0: s_gpu_copy_new (self);
+        if (rc == 0)
+            rc = s_copy_blocks_queue (self, src, from_slots, dst, to_slots, count);
+        if (rc) {
+            kvt_log_error ("migration: copying %zu blocks %s failed: %s", count,
+                           from == KVT_TIER_GPU? "GPU -> host": "host -> GPU", kvt_strerror (rc));
+            kvt_actor_count (self->actor, "copy_errors", 1);
+        }
+        else
+            kvt_actor_count (self->actor, direction, bytes * count);
+        if (self->gpu_copy) {
+            s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
+            *wait = (s_copy_wait_t) { cont, arg, rc };
+            if (cudaLaunchHostFunc (self->gpu_copy->stream, s_gpu_copy_signal,
+                                    (void *) (intptr_t) self->gpu_copy->event_fd) == cudaSuccess) {
+                zlist_append (self->gpu_copy->waiting, wait);
+                return;
+            }
+            free (wait);
+            kvt_log_error ("migration: cudaLaunchHostFunc failed; waiting for the copy here");
+            cudaStreamSynchronize (self->gpu_copy->stream);
+            rc = rc? rc: KVT_ECUDA;
+        }
+        if (cont)
+            cont (self, arg, rc);
+        return;
+    }
+#endif
+    for (size_t k = 0; k < count; k++)
+        memcpy (kvt_arena_block (dst, to_slots [k]), kvt_arena_block (src, from_slots [k]), bytes);
+    kvt_actor_count (self->actor, direction, bytes * count);
+    if (cont)
+        cont (self, arg, rc);
+}
+

@@ -1,0 +1,118 @@
+/*  =========================================================================
+    kvt_migration_int - what the migration actor's files share
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The migration actor is one actor in three files: kvt_migration.c (the
+    actor: its job queue, demotion, reservation, watermark upkeep),
+    kvt_migration_promote.c (bringing blocks to the GPU, with NVMe blocks
+    streamed in chunks) and kvt_migration_copy.c (moving bytes between the
+    GPU and host slabs: memcpy, or CUDA copies completing through an
+    eventfd). This header is for those files only.
+@end
+*/
+
+#ifndef KVT_MIGRATION_INT_H_INCLUDED
+#define KVT_MIGRATION_INT_H_INCLUDED
+
+#include "kvt_classes.h"
+#include "kvt_actors.h"
+
+typedef struct _self_t self_t;
+typedef void (kvt_migration_cont_fn) (self_t *self, void *arg, int rc);
+typedef struct _kvt_migration_copy_t kvt_migration_copy_t;  //  CUDA copy state (CUDA builds)
+
+#ifdef KVT_WITH_CUDA
+#   include <cuda_runtime.h>
+#   include <sys/eventfd.h>
+#   include "kvt_block_copy.cuh"
+#endif
+
+static const char *const kvt_migration_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_host", "tier_nvme" };
+
+
+struct _self_t {
+    kvt_actor_t *actor;             //  Our skeleton
+    kvt_arena_t *arenas [2];        //  GPU and host slabs (borrowed)
+    size_t capacity [KVT_TIER_COUNT];   //  Blocks each tier holds
+    zlist_t *queue;                 //  Top-level requests waiting their turn
+    kvt_msg_t *current;             //  The request being served, or NULL
+    int high_watermark;             //  Percent used that starts background demotion
+    int low_watermark;              //  Percent used it demotes down to
+    uint64_t background_batch;      //  Most blocks one background job moves
+    bool overlap_upkeep;            //  Reply before the watermark upkeep?
+    bool disk_admits_reused_only;   //  Write on second hit: only reused blocks go to disk
+    kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
+    kvt_migration_copy_t *gpu_copy; //  Copy stream and completions, made at the first GPU copy
+};
+
+//  Names of the tier actors, by tier number.
+extern const char *const kvt_migration_tier_actor [KVT_TIER_COUNT];
+
+//  ensure: get 'want' free slots in 'tier', demoting from it when short.
+typedef struct {
+    int tier;                       //  Where slots are wanted
+    size_t want;                    //  How many
+    uint64_t *slots;                //  Got so far (owned until handed over)
+    size_t have;                    //  Entries in slots
+    int rounds;                     //  Demotion rounds tried
+    kvt_migration_cont_fn *cont;    //  Called once with the outcome
+    void *cont_arg;                 //  Its argument
+} kvt_migration_ensure_t;
+
+//  A zeroed array of 'count' (+1) slots or hashes; aborts on OOM.
+uint64_t *
+    kvt_migration_u64s (size_t count);
+
+//  Fire-and-check call answer: logs and counts a failure.
+void
+    kvt_migration_expect_ok (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg);
+
+//  Send message 'id' with one array field to 'peer', answer unchecked
+//  beyond kvt_migration_expect_ok. Nothing is sent for an empty array.
+void
+    kvt_migration_send_array (self_t *self, const char *peer, int id, int field,
+                              const uint64_t *values, size_t count, const char *what);
+
+//  Give 'count' slots back to the actor of 'tier'.
+void
+    kvt_migration_free_slots (self_t *self, int tier, const uint64_t *slots, size_t count);
+
+//  Start getting 'want' free slots in 'tier'; 'cont' is called once with
+//  the outcome and then owns the returned job (take its slots, free it
+//  with kvt_migration_ensure_free).
+kvt_migration_ensure_t *
+    kvt_migration_ensure (self_t *self, int tier, size_t want, kvt_migration_cont_fn *cont,
+                          void *arg);
+
+//  Free an ensure job, giving its slots back if 'release_slots'.
+void
+    kvt_migration_ensure_free (self_t *self, kvt_migration_ensure_t **job_p, bool release_slots);
+
+//  Answer the current job (reply consumed) or fail it; the next job starts
+//  after the watermark upkeep.
+void
+    kvt_migration_job_reply (self_t *self, kvt_msg_t **reply_p);
+void
+    kvt_migration_job_error (self_t *self, int rc, const char *what);
+
+//  Copy 'count' blocks between the GPU tier's and host tier's slabs, then
+//  call 'cont' (may be NULL) with the status: at once for two host slabs,
+//  from the actor's loop once a CUDA copy is done. (kvt_migration_copy.c)
+void
+    kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, int to,
+                               const uint64_t *to_slots, size_t count,
+                               kvt_migration_cont_fn *cont, void *arg);
+
+//  Release the CUDA copy stream and its eventfd; NULL-safe.
+void
+    kvt_migration_copy_destroy (kvt_migration_copy_t **self_p);
+
+//  Start the current MIG_PROMOTE job. (kvt_migration_promote.c)
+void
+    kvt_migration_start_promote (self_t *self);
+
+#endif

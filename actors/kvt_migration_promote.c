@@ -1,0 +1,324 @@
+/*  =========================================================================
+    kvt_migration_promote - bringing host and NVMe blocks to the GPU tier
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include "kvt_migration_int.h"
+
+//  PROMOTE: host and NVMe blocks to the GPU. NVMe blocks stage through
+//  host slots: disk -> host (io_uring) -> GPU (copy).
+
+typedef struct {
+    size_t count;                   //  Blocks asked
+    uint64_t *hashes;               //  Their hashes
+    uint64_t *tiers;                //  Where each is now
+    uint64_t *slots;                //  Its slot there
+    kvt_migration_ensure_t *gpu;    //  GPU slots, one per block
+    kvt_migration_ensure_t *staging;    //  Host slots for the NVMe blocks
+    size_t nvme_count;              //  Blocks coming from NVMe
+    uint64_t *nvme_index;           //  Which blocks those are
+    bool *failed;                   //  Per block: could not be read (a miss)
+    bool gpu_resident_swapped;      //  GPU-resident blocks' own slots are in gpu->slots
+    size_t chunks_pending;          //  NVMe chunk reads not yet answered
+} s_promote_t;
+
+static void
+s_promote_free (self_t *self, s_promote_t *job, bool release)
+{
+    if (release && job->gpu) {
+        //  Give back only the slots reserved for this job: a block already
+        //  on the GPU kept its own slot, which the index still owns
+        uint64_t *reserved = kvt_migration_u64s (job->gpu->have);
+        size_t count = 0;
+        for (size_t k = 0; k < job->gpu->have; k++)
+            if (!job->gpu_resident_swapped || job->tiers [k] != KVT_TIER_GPU)
+                reserved [count++] = job->gpu->slots [k];
+        kvt_migration_free_slots (self, KVT_TIER_GPU, reserved, count);
+        free (reserved);
+    }
+    kvt_migration_ensure_free (self, &job->gpu, false);
+    kvt_migration_ensure_free (self, &job->staging, true);  //  Staging always goes back
+    free (job->hashes);
+    free (job->tiers);
+    free (job->slots);
+    free (job->nvme_index);
+    free (job->failed);
+    free (job);
+}
+
+static void
+s_promote_fail (self_t *self, s_promote_t *job, int rc, const char *what)
+{
+    s_promote_free (self, job, true);
+    kvt_migration_job_error (self, rc, what);
+}
+
+//  Everything has its bytes: update the index, free old slots, reply.
+static void
+s_promote_finish (self_t *self, s_promote_t *job)
+{
+    uint64_t *moved_hashes = kvt_migration_u64s (job->count), *moved_slots = kvt_migration_u64s (job->count);
+    uint64_t *host_free = kvt_migration_u64s (job->count), *nvme_free = kvt_migration_u64s (job->count);
+    uint64_t *gone = kvt_migration_u64s (job->count), *gpu_unused = kvt_migration_u64s (job->count);
+    uint64_t *failed = kvt_migration_u64s (job->count), *gpu_slots = kvt_migration_u64s (job->count);
+    size_t moved = 0, host_n = 0, nvme_n = 0, gone_n = 0, unused_n = 0, failed_n = 0;
+    for (size_t k = 0; k < job->count; k++) {
+        gpu_slots [k] = job->gpu->slots [k];
+        if (job->failed [k]) {
+            failed [failed_n++] = k;
+            gone [gone_n++] = job->hashes [k];
+            gpu_unused [unused_n++] = job->gpu->slots [k];
+            gpu_slots [k] = UINT64_MAX;
+            continue;
+        }
+        if (job->tiers [k] == KVT_TIER_GPU)
+            continue;               //  Already there; its slot was passed through
+        moved_hashes [moved] = job->hashes [k];
+        moved_slots [moved++] = job->gpu->slots [k];
+        if (job->tiers [k] == KVT_TIER_HOST)
+            host_free [host_n++] = job->slots [k];
+        else
+            nvme_free [nvme_n++] = job->slots [k];
+    }
+    if (moved) {
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
+        kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, moved_hashes, moved);
+        kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, KVT_TIER_GPU);
+        kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, moved_slots, moved);
+        kvt_actor_call (self->actor, "prefix_index", &msg, kvt_migration_expect_ok, (void *) "IDX_MOVE");
+    }
+    //  A block that failed its checksum is forgotten, and its disk slot
+    //  freed: the scheduler recomputes it
+    kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE, KVT_IDX_REMOVE_HASHES, gone, gone_n,
+                  "IDX_REMOVE");
+    for (size_t k = 0; k < job->count; k++)
+        if (job->failed [k]) {     //  Its old slot, in whichever tier it was
+            if (job->tiers [k] == KVT_TIER_NVME)
+                nvme_free [nvme_n++] = job->slots [k];
+            else
+            if (job->tiers [k] == KVT_TIER_HOST)
+                host_free [host_n++] = job->slots [k];
+        }
+    kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
+    kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
+    kvt_migration_free_slots (self, KVT_TIER_GPU, gpu_unused, unused_n);
+    kvt_actor_count (self->actor, "promoted", moved);
+    kvt_actor_count (self->actor, "promote_misses", failed_n);
+
+    kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_OK);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_FAILED, failed, failed_n);
+    free (moved_hashes); free (moved_slots); free (host_free); free (nvme_free);
+    free (gone); free (gpu_unused); free (failed); free (gpu_slots);
+    s_promote_free (self, job, false);
+    kvt_migration_job_reply (self, &reply);
+}
+
+//  Every copy of the job is done (copies finish in the order queued, so
+//  the NVMe chunks' too): finish. If this last copy (the host-resident
+//  blocks) failed, those blocks are misses: their GPU slots hold nothing
+//  valid, so the scheduler must recompute them.
+static void
+s_promote_copied (self_t *self, void *arg, int rc)
+{
+    s_promote_t *job = (s_promote_t *) arg;
+    if (rc)
+        for (size_t k = 0; k < job->count; k++)
+            if (job->tiers [k] == KVT_TIER_HOST)
+                job->failed [k] = true;
+    s_promote_finish (self, job);
+}
+
+//  A chunk's copy to the GPU failed: its blocks are misses.
+typedef struct {
+    s_promote_t *job;               //  The promotion
+    uint64_t *blocks;               //  Indices (into the job) of the chunk's blocks
+    size_t count;                   //  Entries in blocks
+} s_chunk_copy_t;
+
+static void
+s_chunk_copied (self_t *self, void *arg, int rc)
+{
+    (void) self;
+    s_chunk_copy_t *copy = (s_chunk_copy_t *) arg;
+    if (rc)
+        for (size_t k = 0; k < copy->count; k++)
+            copy->job->failed [copy->blocks [k]] = true;
+    free (copy->blocks);
+    free (copy);
+}
+
+//  Copy the host-resident blocks to their GPU slots (the NVMe ones were
+//  copied chunk by chunk as they arrived), then finish.
+static void
+s_promote_copy (self_t *self, s_promote_t *job)
+{
+    uint64_t *from = kvt_migration_u64s (job->count), *to = kvt_migration_u64s (job->count);
+    size_t n = 0;
+    for (size_t k = 0; k < job->count; k++)
+        if (job->tiers [k] == KVT_TIER_HOST) {
+            from [n] = job->slots [k];
+            to [n++] = job->gpu->slots [k];
+        }
+    kvt_migration_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n, s_promote_copied, job);
+    free (from);
+    free (to);
+}
+
+//  NVMe blocks stream to the GPU in chunks: every chunk's TIER_READ is sent
+//  at once, tier_nvme serves them in order, and each chunk is copied on to
+//  its GPU slots as soon as it is read and checked, while the disk is
+//  already reading the next. Disk, checksums and copies then overlap
+//  instead of running one after the other.
+#define S_STREAM_CHUNK_BYTES (4u << 20)   //  Bytes per chunk read
+
+typedef struct {
+    s_promote_t *job;               //  The promotion this chunk belongs to
+    size_t first;                   //  Index of its first block in nvme_index
+    size_t count;                   //  Blocks in the chunk
+} s_chunk_t;
+
+static void
+s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_chunk_t *chunk = (s_chunk_t *) arg;
+    s_promote_t *job = chunk->job;
+    bool *bad = (bool *) kvt_zmalloc (chunk->count + 1);
+    if (rc) {
+        //  The disk tier failed the read as a whole: every block is a miss
+        kvt_log_warn ("migration: NVMe read failed: %s", kvt_strerror (rc));
+        for (size_t k = 0; k < chunk->count; k++)
+            bad [k] = true;
+    }
+    else {
+        size_t failed_count;
+        const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_READ_OK_FAILED, &failed_count);
+        for (size_t k = 0; k < failed_count; k++)
+            if (failed [k] < chunk->count)
+                bad [failed [k]] = true;
+    }
+    uint64_t *from = kvt_migration_u64s (chunk->count), *to = kvt_migration_u64s (chunk->count);
+    size_t n = 0;
+    for (size_t k = 0; k < chunk->count; k++) {
+        size_t block = job->nvme_index [chunk->first + k];
+        if (bad [k]) {
+            job->failed [block] = true;
+            continue;
+        }
+        from [n] = job->staging->slots [chunk->first + k];
+        to [n++] = job->gpu->slots [block];
+    }
+    kvt_actor_count (self->actor, "bytes_nvme_to_host", n * kvt_arena_block_bytes (self->arenas [1]));
+    s_chunk_copy_t *copy = (s_chunk_copy_t *) kvt_zmalloc (sizeof (s_chunk_copy_t));
+    copy->job = job;
+    copy->blocks = kvt_migration_u64s (chunk->count);
+    for (size_t k = 0; k < chunk->count; k++)
+        if (!bad [k])
+            copy->blocks [copy->count++] = job->nvme_index [chunk->first + k];
+    kvt_migration_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n, s_chunk_copied, copy);
+    free (from);
+    free (to);
+    free (bad);
+    free (chunk);
+    if (--job->chunks_pending == 0)
+        s_promote_copy (self, job);
+}
+
+static void
+s_promote_have_staging (self_t *self, void *arg, int rc)
+{
+    s_promote_t *job = (s_promote_t *) arg;
+    if (rc) {
+        s_promote_fail (self, job, rc, "no host room to stage NVMe blocks");
+        return;
+    }
+    size_t per_chunk = S_STREAM_CHUNK_BYTES / kvt_arena_block_bytes (self->arenas [1]);
+    if (per_chunk == 0)
+        per_chunk = 1;
+    job->chunks_pending = (job->nvme_count + per_chunk - 1) / per_chunk;
+    kvt_actor_count (self->actor, "stream_chunks", job->chunks_pending);
+    for (size_t first = 0; first < job->nvme_count; first += per_chunk) {
+        s_chunk_t *chunk = (s_chunk_t *) kvt_zmalloc (sizeof (s_chunk_t));
+        chunk->job = job;
+        chunk->first = first;
+        chunk->count = job->nvme_count - first < per_chunk? job->nvme_count - first: per_chunk;
+        uint64_t *nvme_slots = kvt_migration_u64s (chunk->count), *hashes = kvt_migration_u64s (chunk->count);
+        for (size_t k = 0; k < chunk->count; k++) {
+            nvme_slots [k] = job->slots [job->nvme_index [first + k]];
+            hashes [k] = job->hashes [job->nvme_index [first + k]];
+        }
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
+        kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, nvme_slots, chunk->count);
+        kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, hashes, chunk->count);
+        kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, job->staging->slots + first, chunk->count);
+        kvt_actor_call (self->actor, "tier_nvme", &msg, s_promote_chunk_read, chunk);
+        free (nvme_slots);
+        free (hashes);
+    }
+}
+
+static void
+s_promote_have_gpu (self_t *self, void *arg, int rc)
+{
+    s_promote_t *job = (s_promote_t *) arg;
+    if (rc) {
+        s_promote_fail (self, job, rc, "cannot free enough GPU blocks");
+        return;
+    }
+    //  Blocks already on the GPU keep their slot: put it back in place
+    //  of the one reserved for them, which is released at finish
+    for (size_t k = 0; k < job->count; k++)
+        if (job->tiers [k] == KVT_TIER_GPU) {
+            uint64_t spare = job->gpu->slots [k];
+            job->gpu->slots [k] = job->slots [k];
+            kvt_migration_free_slots (self, KVT_TIER_GPU, &spare, 1);
+        }
+    job->gpu_resident_swapped = true;
+    if (job->nvme_count)
+        job->staging = kvt_migration_ensure (self, KVT_TIER_HOST, job->nvme_count,
+                                 s_promote_have_staging, job);
+    else
+        s_promote_copy (self, job);
+}
+
+void
+kvt_migration_start_promote (self_t *self)
+{
+    size_t count, tier_count, slot_count;
+    const uint64_t *hashes = kvt_msg_array (self->current, KVT_MIG_PROMOTE_HASHES, &count);
+    const uint64_t *tiers = kvt_msg_array (self->current, KVT_MIG_PROMOTE_TIERS, &tier_count);
+    const uint64_t *slots = kvt_msg_array (self->current, KVT_MIG_PROMOTE_SLOTS, &slot_count);
+    if (tier_count != count || slot_count != count) {
+        kvt_migration_job_error (self, -EINVAL, "hashes, tiers and slots differ in length");
+        return;
+    }
+    for (size_t k = 0; k < count; k++)
+        if (tiers [k] >= KVT_TIER_COUNT
+        ||  (tiers [k] < 2 && slots [k] >= kvt_arena_block_count (self->arenas [tiers [k]]))) {
+            kvt_migration_job_error (self, -ERANGE, "tier or slot out of range");
+            return;
+        }
+    if (count == 0 || count > kvt_arena_block_count (self->arenas [KVT_TIER_GPU])) {
+        kvt_migration_job_error (self, count? -ENOSPC: -EINVAL, count? "more blocks than the GPU tier holds"
+                                                         : "nothing to promote");
+        return;
+    }
+    s_promote_t *job = (s_promote_t *) kvt_zmalloc (sizeof (s_promote_t));
+    job->count = count;
+    job->hashes = kvt_migration_u64s (count);
+    job->tiers = kvt_migration_u64s (count);
+    job->slots = kvt_migration_u64s (count);
+    job->nvme_index = kvt_migration_u64s (count);
+    job->failed = (bool *) kvt_zmalloc ((count + 1) * sizeof (bool));
+    memcpy (job->hashes, hashes, count * sizeof (uint64_t));
+    memcpy (job->tiers, tiers, count * sizeof (uint64_t));
+    memcpy (job->slots, slots, count * sizeof (uint64_t));
+    for (size_t k = 0; k < count; k++)
+        if (tiers [k] == KVT_TIER_NVME)
+            job->nvme_index [job->nvme_count++] = k;
+    job->gpu = kvt_migration_ensure (self, KVT_TIER_GPU, count, s_promote_have_gpu, job);
+}
+
