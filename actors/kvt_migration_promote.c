@@ -20,6 +20,7 @@ typedef struct {
     size_t nvme_count;              //  Blocks coming from NVMe
     uint64_t *nvme_index;           //  Which blocks those are
     bool *failed;                   //  Per block: could not be read (a miss)
+    bool *skipped;                  //  Per block: left on disk, no host room to stage it
     bool gpu_resident_swapped;      //  GPU-resident blocks' own slots are in gpu->slots
     size_t chunks_pending;          //  NVMe chunk reads not yet answered
 } s_promote_t;
@@ -45,6 +46,7 @@ s_promote_free (self_t *self, s_promote_t *job, bool release)
     free (job->slots);
     free (job->nvme_index);
     free (job->failed);
+    free (job->skipped);
     free (job);
 }
 
@@ -66,6 +68,14 @@ s_promote_finish (self_t *self, s_promote_t *job)
     size_t moved = 0, host_n = 0, nvme_n = 0, gone_n = 0, unused_n = 0, failed_n = 0;
     for (size_t k = 0; k < job->count; k++) {
         gpu_slots [k] = job->gpu->slots [k];
+        if (job->skipped [k]) {
+            //  Still valid on disk and still in the index: the scheduler
+            //  only cuts its prefix here and recomputes from this block
+            failed [failed_n++] = k;
+            gpu_unused [unused_n++] = job->gpu->slots [k];
+            gpu_slots [k] = UINT64_MAX;
+            continue;
+        }
         if (job->failed [k]) {
             failed [failed_n++] = k;
             gone [gone_n++] = job->hashes [k];
@@ -231,6 +241,17 @@ static void
 s_promote_have_staging (self_t *self, void *arg, int rc)
 {
     s_promote_t *job = (s_promote_t *) arg;
+    if (rc == -ENOSPC) {
+        //  The host tier is full of pinned blocks: leave the NVMe blocks
+        //  on disk; the request recomputes them instead of failing
+        for (size_t k = 0; k < job->nvme_count; k++)
+            job->skipped [job->nvme_index [k]] = true;
+        kvt_actor_count (self->actor, "nvme_blocks_not_staged", job->nvme_count);
+        kvt_migration_ensure_free (self, &job->staging, true);
+        job->nvme_count = 0;
+        s_promote_copy (self, job);
+        return;
+    }
     if (rc) {
         s_promote_fail (self, job, rc, "no host room to stage NVMe blocks");
         return;
@@ -277,6 +298,16 @@ s_promote_have_gpu (self_t *self, void *arg, int rc)
             kvt_migration_free_slots (self, KVT_TIER_GPU, &spare, 1);
         }
     job->gpu_resident_swapped = true;
+    //  NVMe blocks stage through host slots, all at once: at most half the
+    //  host tier, so staging never needs more room than the tier can make.
+    //  The prefix's tail beyond that stays on disk and is recomputed.
+    size_t room = self->capacity [KVT_TIER_HOST] / 2? self->capacity [KVT_TIER_HOST] / 2: 1;
+    if (job->nvme_count > room) {
+        for (size_t k = room; k < job->nvme_count; k++)
+            job->skipped [job->nvme_index [k]] = true;
+        kvt_actor_count (self->actor, "nvme_blocks_not_staged", job->nvme_count - room);
+        job->nvme_count = room;
+    }
     if (job->nvme_count)
         job->staging = kvt_migration_ensure (self, KVT_TIER_HOST, job->nvme_count,
                                  s_promote_have_staging, job);
@@ -313,6 +344,7 @@ kvt_migration_start_promote (self_t *self)
     job->slots = kvt_migration_u64s (count);
     job->nvme_index = kvt_migration_u64s (count);
     job->failed = (bool *) kvt_zmalloc ((count + 1) * sizeof (bool));
+    job->skipped = (bool *) kvt_zmalloc ((count + 1) * sizeof (bool));
     memcpy (job->hashes, hashes, count * sizeof (uint64_t));
     memcpy (job->tiers, tiers, count * sizeof (uint64_t));
     memcpy (job->slots, slots, count * sizeof (uint64_t));

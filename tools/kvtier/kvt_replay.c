@@ -93,7 +93,10 @@ kvt_replay_run (const char *endpoint, const kvt_trace_t *trace,
             return rc;
         }
         if (rc) {
-            result->errors++;
+            //  Say why, for the first few: an error in a replay is a finding
+            if (result->errors++ < 3)
+                fprintf (stderr, "kvtier replay: request %zu: %s: %s\n", k,
+                         kvt_client_error_name (client), kvt_client_error_detail (client));
             continue;
         }
         result->from_tier [0] += out.from_gpu;
