@@ -21,8 +21,10 @@
 int
 main (void)
 {
+    //  The host tier stages at most half its size per promotion: room for
+    //  the whole prefix
     static const char *const overrides [] = { "tier_gpu/capacity_blocks=3000",
-        "tier_host/capacity_blocks=3000", "tier_nvme/capacity_blocks=3000",
+        "tier_host/capacity_blocks=5400", "tier_nvme/capacity_blocks=3000",
         "migration/high_watermark=100", "migration/low_watermark=99", NULL };
     kvt_config_t *config = t_config (overrides);
     kvt_runtime_t *runtime = t_start_runtime (config);
