@@ -79,9 +79,7 @@ typedef struct {
 typedef struct {
     kvt_idmap_t map;                //  id -> node
     s_node_t *nodes;                //  Node pool
-    uint32_t *free_nodes;           //  Stack of unused nodes
-    size_t free_count;              //  Entries in free_nodes
-    size_t node_max;                //  Entries in nodes
+    kvt_nodepool_t pool;            //  Owns the records above and their free list
     uint32_t front [S_LISTS];       //  Newest node per list
     uint32_t back [S_LISTS];        //  Oldest node per list
     uint32_t cursor [S_LISTS];      //  Last node placed by the current request
@@ -160,12 +158,9 @@ s_cache_init (s_cache_t *self, size_t capacity)
 {
     memset (self, 0, sizeof (*self));
     self->capacity = capacity;
-    self->node_max = capacity + 1;
-    kvt_idmap_init (&self->map, self->node_max);
-    self->nodes = (s_node_t *) kvt_zmalloc (self->node_max * sizeof (s_node_t));
-    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
-    for (size_t node = 0; node < self->node_max; node++)
-        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    kvt_nodepool_init (&self->pool, capacity + 1, sizeof (s_node_t));
+    self->nodes = (s_node_t *) self->pool.items;
+    kvt_idmap_init (&self->map, self->pool.node_max);
     for (int list = 0; list < S_LISTS; list++) {
         self->front [list] = self->back [list] = self->cursor [list] = KVT_IDMAP_NONE;
         self->cursor_now [list] = -1;
@@ -177,8 +172,7 @@ static void
 s_cache_fini (s_cache_t *self)
 {
     kvt_idmap_fini (&self->map);
-    free (self->nodes);
-    free (self->free_nodes);
+    kvt_nodepool_fini (&self->pool);
     memset (self, 0, sizeof (*self));
 }
 
@@ -237,19 +231,8 @@ s_cache_set (s_cache_t *self, uint64_t id, int64_t now, int list)
 {
     uint32_t node = kvt_idmap_get (&self->map, id);
     if (node == KVT_IDMAP_NONE) {
-        if (self->free_count == 0) {
-            size_t more = self->node_max;
-            self->nodes = (s_node_t *) realloc (self->nodes,
-                                                (self->node_max + more) * sizeof (s_node_t));
-            self->free_nodes = (uint32_t *) realloc (self->free_nodes,
-                                                     (self->node_max + more) * sizeof (uint32_t));
-            if (!self->nodes || !self->free_nodes)
-                abort ();
-            for (size_t n = 0; n < more; n++)
-                self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - n);
-            self->node_max += more;
-        }
-        node = self->free_nodes [--self->free_count];
+        node = kvt_nodepool_take (&self->pool);
+        self->nodes = (s_node_t *) self->pool.items;   //  May have moved
         self->nodes [node].id = id;
         kvt_idmap_put (&self->map, id, node);
         self->count++;
@@ -270,7 +253,7 @@ s_cache_remove (s_cache_t *self, uint64_t id)
     if (node == KVT_IDMAP_NONE)
         return;
     s_cache_unlink (self, node);
-    self->free_nodes [self->free_count++] = node;
+    kvt_nodepool_put (&self->pool, node);
     self->count--;
 }
 

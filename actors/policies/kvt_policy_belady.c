@@ -24,9 +24,7 @@ typedef struct {
     kvt_idmap_t map;                //  id -> node
     kvt_keyheap_t heap;             //  key = (-next_use, touch order)
     uint64_t *ids;                  //  ids [node]
-    uint32_t *free_nodes;           //  Stack of unused node indices
-    size_t free_count;              //  Entries in free_nodes
-    size_t node_max;                //  Entries in ids
+    kvt_nodepool_t pool;            //  Owns the records above and their free list
     int64_t touches;                //  Touch counter, the tie-break
 } s_belady_t;
 
@@ -35,13 +33,10 @@ static void *
 s_create (const kvt_policy_args_t *args)
 {
     s_belady_t *self = (s_belady_t *) kvt_zmalloc (sizeof (s_belady_t));
-    self->node_max = args->capacity + 1;
-    kvt_idmap_init (&self->map, self->node_max);
-    kvt_keyheap_init (&self->heap, self->node_max);
-    self->ids = (uint64_t *) kvt_zmalloc (self->node_max * sizeof (uint64_t));
-    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
-    for (size_t node = 0; node < self->node_max; node++)
-        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (uint64_t));
+    self->ids = (uint64_t *) self->pool.items;
+    kvt_idmap_init (&self->map, self->pool.node_max);
+    kvt_keyheap_init (&self->heap, self->pool.node_max);
     return self;
 }
 
@@ -53,8 +48,7 @@ s_destroy (void **state_p)
     if (self) {
         kvt_idmap_fini (&self->map);
         kvt_keyheap_fini (&self->heap);
-        free (self->ids);
-        free (self->free_nodes);
+        kvt_nodepool_fini (&self->pool);
         free (self);
         *state_p = NULL;
     }
@@ -83,18 +77,8 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_belady_t *self = (s_belady_t *) state;
     if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
-        if (self->free_count == 0) {
-            size_t more = self->node_max;
-            self->ids = (uint64_t *) realloc (self->ids, (self->node_max + more) * sizeof (uint64_t));
-            self->free_nodes = (uint32_t *) realloc (self->free_nodes,
-                                                     (self->node_max + more) * sizeof (uint32_t));
-            if (!self->ids || !self->free_nodes)
-                abort ();
-            for (size_t node = 0; node < more; node++)
-                self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
-            self->node_max += more;
-        }
-        uint32_t node = self->free_nodes [--self->free_count];
+        uint32_t node = kvt_nodepool_take (&self->pool);
+        self->ids = (uint64_t *) self->pool.items;   //  May have moved
         self->ids [node] = block->id;
         kvt_idmap_put (&self->map, block->id, node);
     }
@@ -110,7 +94,7 @@ s_on_evict (void *state, uint64_t id)
     if (node == KVT_IDMAP_NONE)
         return;
     kvt_keyheap_remove (&self->heap, node);
-    self->free_nodes [self->free_count++] = node;
+    kvt_nodepool_put (&self->pool, node);
 }
 
 //  The farthest next use, or the incoming block if it is strictly farther.
@@ -161,18 +145,8 @@ s_oracle_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_belady_t *self = (s_belady_t *) state;
     if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
-        if (self->free_count == 0) {
-            size_t more = self->node_max;
-            self->ids = (uint64_t *) realloc (self->ids, (self->node_max + more) * sizeof (uint64_t));
-            self->free_nodes = (uint32_t *) realloc (self->free_nodes,
-                                                     (self->node_max + more) * sizeof (uint32_t));
-            if (!self->ids || !self->free_nodes)
-                abort ();
-            for (size_t node = 0; node < more; node++)
-                self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
-            self->node_max += more;
-        }
-        uint32_t node = self->free_nodes [--self->free_count];
+        uint32_t node = kvt_nodepool_take (&self->pool);
+        self->ids = (uint64_t *) self->pool.items;   //  May have moved
         self->ids [node] = block->id;
         kvt_idmap_put (&self->map, block->id, node);
     }

@@ -34,9 +34,7 @@ typedef struct {
 typedef struct {
     kvt_idmap_t map;                //  id -> node
     s_lru_node_t *nodes;            //  Node pool, capacity + 1 entries
-    uint32_t *free_nodes;           //  Stack of unused node indices
-    size_t free_count;              //  Entries in free_nodes
-    size_t node_max;                //  Entries in nodes
+    kvt_nodepool_t pool;            //  Owns the records above and their free list
     uint32_t front;                 //  Most recent, or NONE
     uint32_t back;                  //  Least recent, or NONE
 } s_lru_t;
@@ -46,12 +44,9 @@ static void *
 s_lru_create (const kvt_policy_args_t *args)
 {
     s_lru_t *self = (s_lru_t *) kvt_zmalloc (sizeof (s_lru_t));
-    self->node_max = args->capacity + 1;
-    kvt_idmap_init (&self->map, self->node_max);
-    self->nodes = (s_lru_node_t *) kvt_zmalloc (self->node_max * sizeof (s_lru_node_t));
-    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
-    for (size_t node = 0; node < self->node_max; node++)
-        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (s_lru_node_t));
+    self->nodes = (s_lru_node_t *) self->pool.items;
+    kvt_idmap_init (&self->map, self->pool.node_max);
     self->front = self->back = KVT_IDMAP_NONE;
     return self;
 }
@@ -63,8 +58,7 @@ s_lru_destroy (void **state_p)
     s_lru_t *self = (s_lru_t *) *state_p;
     if (self) {
         kvt_idmap_fini (&self->map);
-        free (self->nodes);
-        free (self->free_nodes);
+        kvt_nodepool_fini (&self->pool);
         free (self);
         *state_p = NULL;
     }
@@ -120,19 +114,8 @@ s_lru_on_insert (void *state, const kvt_policy_block_t *block)
         s_lru_on_access (state, block);
         return;
     }
-    if (self->free_count == 0) {    //  Host holds more than capacity: grow
-        size_t more = self->node_max;
-        self->nodes = (s_lru_node_t *) realloc (self->nodes,
-                                                (self->node_max + more) * sizeof (s_lru_node_t));
-        self->free_nodes = (uint32_t *) realloc (self->free_nodes,
-                                                 (self->node_max + more) * sizeof (uint32_t));
-        if (!self->nodes || !self->free_nodes)
-            abort ();
-        for (size_t node = 0; node < more; node++)
-            self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
-        self->node_max += more;
-    }
-    uint32_t node = self->free_nodes [--self->free_count];
+    uint32_t node = kvt_nodepool_take (&self->pool);
+    self->nodes = (s_lru_node_t *) self->pool.items;   //  May have moved
     self->nodes [node].id = block->id;
     kvt_idmap_put (&self->map, block->id, node);
     s_lru_push_front (self, node);
@@ -147,7 +130,7 @@ s_lru_on_evict (void *state, uint64_t id)
     if (node == KVT_IDMAP_NONE)
         return;
     s_lru_unlink (self, node);
-    self->free_nodes [self->free_count++] = node;
+    kvt_nodepool_put (&self->pool, node);
 }
 
 //  The least recent block.
@@ -177,9 +160,7 @@ typedef struct {
     kvt_idmap_t map;                //  id -> node
     kvt_keyheap_t heap;             //  Cached nodes by eviction key
     uint64_t *ids;                  //  ids [node]
-    uint32_t *free_nodes;           //  Stack of unused node indices
-    size_t free_count;              //  Entries in free_nodes
-    size_t node_max;                //  Entries in ids
+    kvt_nodepool_t pool;            //  Owns the records above and their free list
 } s_leaf_t;
 
 //  Create an empty leaf-first order for 'capacity' blocks.
@@ -187,13 +168,10 @@ static void *
 s_leaf_create (const kvt_policy_args_t *args)
 {
     s_leaf_t *self = (s_leaf_t *) kvt_zmalloc (sizeof (s_leaf_t));
-    self->node_max = args->capacity + 1;
-    kvt_idmap_init (&self->map, self->node_max);
-    kvt_keyheap_init (&self->heap, self->node_max);
-    self->ids = (uint64_t *) kvt_zmalloc (self->node_max * sizeof (uint64_t));
-    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
-    for (size_t node = 0; node < self->node_max; node++)
-        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (uint64_t));
+    self->ids = (uint64_t *) self->pool.items;
+    kvt_idmap_init (&self->map, self->pool.node_max);
+    kvt_keyheap_init (&self->heap, self->pool.node_max);
     return self;
 }
 
@@ -205,8 +183,7 @@ s_leaf_destroy (void **state_p)
     if (self) {
         kvt_idmap_fini (&self->map);
         kvt_keyheap_fini (&self->heap);
-        free (self->ids);
-        free (self->free_nodes);
+        kvt_nodepool_fini (&self->pool);
         free (self);
         *state_p = NULL;
     }
@@ -229,18 +206,8 @@ s_leaf_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_leaf_t *self = (s_leaf_t *) state;
     if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
-        if (self->free_count == 0) {
-            size_t more = self->node_max;
-            self->ids = (uint64_t *) realloc (self->ids, (self->node_max + more) * sizeof (uint64_t));
-            self->free_nodes = (uint32_t *) realloc (self->free_nodes,
-                                                     (self->node_max + more) * sizeof (uint32_t));
-            if (!self->ids || !self->free_nodes)
-                abort ();
-            for (size_t node = 0; node < more; node++)
-                self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
-            self->node_max += more;
-        }
-        uint32_t node = self->free_nodes [--self->free_count];
+        uint32_t node = kvt_nodepool_take (&self->pool);
+        self->ids = (uint64_t *) self->pool.items;   //  May have moved
         self->ids [node] = block->id;
         kvt_idmap_put (&self->map, block->id, node);
     }
@@ -256,7 +223,7 @@ s_leaf_on_evict (void *state, uint64_t id)
     if (node == KVT_IDMAP_NONE)
         return;
     kvt_keyheap_remove (&self->heap, node);
-    self->free_nodes [self->free_count++] = node;
+    kvt_nodepool_put (&self->pool, node);
 }
 
 //  The smallest key: deepest block of the oldest request.

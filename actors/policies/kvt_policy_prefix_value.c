@@ -73,9 +73,7 @@ typedef struct {
     bool cost_aware;                //  Weight value by recompute cost
     kvt_idmap_t map;                //  id -> node, cached blocks
     s_node_t *nodes;                //  Node pool
-    uint32_t *free_nodes;           //  Stack of unused nodes
-    size_t free_count;              //  Entries in free_nodes
-    size_t node_max;                //  Entries in nodes
+    kvt_nodepool_t pool;            //  Owns the records above and their free list
     s_list_t lists [S_CLASSES];     //  Recency list per class
     kvt_idmap_t ghost_map;          //  Sampled id -> ghost slot
     s_ghost_t *ghosts;              //  Ghost ring
@@ -131,12 +129,9 @@ s_create (const kvt_policy_args_t *args)
     s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
     self->capacity = args->capacity;
     self->cost_aware = cost != 0;
-    self->node_max = args->capacity + 1;
-    kvt_idmap_init (&self->map, self->node_max);
-    self->nodes = (s_node_t *) kvt_zmalloc (self->node_max * sizeof (s_node_t));
-    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
-    for (size_t node = 0; node < self->node_max; node++)
-        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (s_node_t));
+    self->nodes = (s_node_t *) self->pool.items;
+    kvt_idmap_init (&self->map, self->pool.node_max);
     for (int c = 0; c < S_CLASSES; c++)
         self->lists [c].front = self->lists [c].back = KVT_IDMAP_NONE;
     //  The sample must remember well past the cache's own horizon
@@ -158,8 +153,7 @@ s_destroy (void **state_p)
         kvt_idmap_fini (&self->map);
         kvt_idmap_fini (&self->ghost_map);
         free (self->ghosts);
-        free (self->nodes);
-        free (self->free_nodes);
+        kvt_nodepool_fini (&self->pool);
         free (self);
         *state_p = NULL;
     }
@@ -354,18 +348,8 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
         s_touch (self, node, block);
         return;
     }
-    if (self->free_count == 0) {
-        size_t more = self->node_max;
-        self->nodes = (s_node_t *) realloc (self->nodes, (self->node_max + more) * sizeof (s_node_t));
-        self->free_nodes = (uint32_t *) realloc (self->free_nodes,
-                                                 (self->node_max + more) * sizeof (uint32_t));
-        if (!self->nodes || !self->free_nodes)
-            abort ();
-        for (size_t n = 0; n < more; n++)
-            self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - n);
-        self->node_max += more;
-    }
-    node = self->free_nodes [--self->free_count];
+    node = kvt_nodepool_take (&self->pool);
+    self->nodes = (s_node_t *) self->pool.items;   //  May have moved
     self->nodes [node].id = block->id;
     self->nodes [node].touched = block->now;
     self->nodes [node].cost_us = block->recompute_us;
@@ -385,7 +369,7 @@ s_on_evict (void *state, uint64_t id)
     if (node == KVT_IDMAP_NONE)
         return;
     s_unlink (self, node);
-    self->free_nodes [self->free_count++] = node;
+    kvt_nodepool_put (&self->pool, node);
 }
 
 //  --------------------------------------------------------------------------

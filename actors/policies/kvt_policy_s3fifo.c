@@ -40,9 +40,7 @@ typedef struct {
 typedef struct {
     kvt_idmap_t map;                //  id -> node, cached blocks
     s_node_t *nodes;                //  Node pool
-    uint32_t *free_nodes;           //  Stack of unused node indices
-    size_t free_count;              //  Entries in free_nodes
-    size_t node_max;                //  Entries in nodes
+    kvt_nodepool_t pool;            //  Owns the records above and their free list
     s_queue_t small;                //  S
     s_queue_t main;                 //  M
     size_t small_target;            //  Capacity share of S
@@ -63,12 +61,9 @@ s_create (const kvt_policy_args_t *args)
         return NULL;
     }
     s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
-    self->node_max = args->capacity + 1;
-    kvt_idmap_init (&self->map, self->node_max);
-    self->nodes = (s_node_t *) kvt_zmalloc (self->node_max * sizeof (s_node_t));
-    self->free_nodes = (uint32_t *) kvt_zmalloc (self->node_max * sizeof (uint32_t));
-    for (size_t node = 0; node < self->node_max; node++)
-        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+    kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (s_node_t));
+    self->nodes = (s_node_t *) self->pool.items;
+    kvt_idmap_init (&self->map, self->pool.node_max);
     self->small.front = self->small.back = KVT_IDMAP_NONE;
     self->main.front = self->main.back = KVT_IDMAP_NONE;
     self->small_target = (size_t) (small * (double) args->capacity);
@@ -89,8 +84,7 @@ s_destroy (void **state_p)
         kvt_idmap_fini (&self->map);
         kvt_idmap_fini (&self->ghost_map);
         free (self->ghost_ring);
-        free (self->nodes);
-        free (self->free_nodes);
+        kvt_nodepool_fini (&self->pool);
         free (self);
         *state_p = NULL;
     }
@@ -165,18 +159,8 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
         s_on_access (state, block);
         return;
     }
-    if (self->free_count == 0) {
-        size_t more = self->node_max;
-        self->nodes = (s_node_t *) realloc (self->nodes, (self->node_max + more) * sizeof (s_node_t));
-        self->free_nodes = (uint32_t *) realloc (self->free_nodes,
-                                                 (self->node_max + more) * sizeof (uint32_t));
-        if (!self->nodes || !self->free_nodes)
-            abort ();
-        for (size_t node = 0; node < more; node++)
-            self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
-        self->node_max += more;
-    }
-    uint32_t node = self->free_nodes [--self->free_count];
+    uint32_t node = kvt_nodepool_take (&self->pool);
+    self->nodes = (s_node_t *) self->pool.items;   //  May have moved
     self->nodes [node].id = block->id;
     self->nodes [node].uses = 0;
     kvt_idmap_put (&self->map, block->id, node);
@@ -195,7 +179,7 @@ s_on_evict (void *state, uint64_t id)
     if (self->nodes [node].queue == S_QUEUE_SMALL)
         s_ghost_add (self, id);
     s_unlink (self, node);
-    self->free_nodes [self->free_count++] = node;
+    kvt_nodepool_put (&self->pool, node);
 }
 
 //  --------------------------------------------------------------------------

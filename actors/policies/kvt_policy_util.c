@@ -128,6 +128,57 @@ kvt_idmap_remove (kvt_idmap_t *self, uint64_t id)
 //  --------------------------------------------------------------------------
 //  Init an empty heap for nodes [0, node_max).
 
+//  --------------------------------------------------------------------------
+//  Node pool
+
+void
+kvt_nodepool_init (kvt_nodepool_t *self, size_t count, size_t item_bytes)
+{
+    memset (self, 0, sizeof (*self));
+    self->item_bytes = item_bytes;
+    self->node_max = count? count: 1;
+    self->items = calloc (self->node_max, item_bytes);
+    self->free_nodes = (uint32_t *) malloc (self->node_max * sizeof (uint32_t));
+    if (!self->items || !self->free_nodes)
+        abort ();
+    for (size_t node = 0; node < self->node_max; node++)
+        self->free_nodes [self->free_count++] = (uint32_t) (self->node_max - 1 - node);
+}
+
+void
+kvt_nodepool_fini (kvt_nodepool_t *self)
+{
+    free (self->items);
+    free (self->free_nodes);
+    memset (self, 0, sizeof (*self));
+}
+
+uint32_t
+kvt_nodepool_take (kvt_nodepool_t *self)
+{
+    if (self->free_count == 0) {    //  Host holds more than capacity: grow
+        size_t more = self->node_max;
+        self->items = realloc (self->items, (self->node_max + more) * self->item_bytes);
+        self->free_nodes = (uint32_t *) realloc (self->free_nodes,
+                                                 (self->node_max + more) * sizeof (uint32_t));
+        if (!self->items || !self->free_nodes)
+            abort ();
+        memset ((char *) self->items + self->node_max * self->item_bytes, 0,
+                more * self->item_bytes);
+        for (size_t node = 0; node < more; node++)
+            self->free_nodes [self->free_count++] = (uint32_t) (self->node_max + more - 1 - node);
+        self->node_max += more;
+    }
+    return self->free_nodes [--self->free_count];
+}
+
+void
+kvt_nodepool_put (kvt_nodepool_t *self, uint32_t node)
+{
+    assert (node < self->node_max && self->free_count < self->node_max);
+    self->free_nodes [self->free_count++] = node;
+}
+
 void
 kvt_keyheap_init (kvt_keyheap_t *self, size_t node_max)
 {
@@ -278,6 +329,17 @@ kvt_keyheap_has (const kvt_keyheap_t *self, uint32_t node)
 int
 kvt_policy_util_test (bool verbose)
 {
+    //  Node pool: lowest node first, grows by doubling, zeroed records
+    kvt_nodepool_t pool;
+    kvt_nodepool_init (&pool, 2, sizeof (uint64_t));
+    assert (kvt_nodepool_take (&pool) == 0 && kvt_nodepool_take (&pool) == 1);
+    uint32_t third = kvt_nodepool_take (&pool);
+    assert (third == 2 && pool.node_max == 4);
+    assert (((uint64_t *) pool.items) [3] == 0);
+    kvt_nodepool_put (&pool, 1);
+    assert (kvt_nodepool_take (&pool) == 1);
+    kvt_nodepool_fini (&pool);
+
     (void) verbose;
     kvt_idmap_t map;
     kvt_idmap_init (&map, 4);

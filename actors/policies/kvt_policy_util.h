@@ -58,6 +58,32 @@ void
 uint32_t
     kvt_idmap_remove (kvt_idmap_t *self, uint64_t id);
 
+//  A pool of per-block nodes: 'items' holds node_max records of
+//  item_bytes each (zeroed when made), unused ones on a free stack. Taking
+//  from an empty pool doubles it, so 'items' may move: re-read it after
+//  every take. Every policy keeps its blocks in one of these.
+typedef struct {
+    void *items;                    //  node_max records, owned
+    size_t item_bytes;              //  Bytes per record
+    uint32_t *free_nodes;           //  Stack of unused node indices
+    size_t free_count;              //  Entries in free_nodes
+    size_t node_max;                //  Records in items
+} kvt_nodepool_t;
+
+//  Init a pool of 'count' free records of 'item_bytes'; fini frees it.
+void
+    kvt_nodepool_init (kvt_nodepool_t *self, size_t count, size_t item_bytes);
+void
+    kvt_nodepool_fini (kvt_nodepool_t *self);
+
+//  Take a free node (lowest first), doubling the pool when it is empty.
+uint32_t
+    kvt_nodepool_take (kvt_nodepool_t *self);
+
+//  Give 'node' back.
+void
+    kvt_nodepool_put (kvt_nodepool_t *self, uint32_t node);
+
 typedef struct {
     int64_t major;                  //  Compared first
     int64_t minor;                  //  Tie-break
