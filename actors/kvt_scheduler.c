@@ -258,6 +258,11 @@ s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
                 job->hashes + cut, job->matched - cut);
         job->pinned = cut;
         job->matched = cut;
+        //  Only the blocks before the cut are served from cache
+        memset (job->from_tier, 0, sizeof (job->from_tier));
+        for (size_t k = 0; k < cut; k++)
+            if (job->tiers [k] < KVT_TIER_COUNT)
+                job->from_tier [job->tiers [k]]++;
     }
     next (job);
 }
@@ -440,19 +445,6 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_HOST, job->from_tier [KVT_TIER_HOST]);
     kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_NVME, job->from_tier [KVT_TIER_NVME]);
     kvt_msg_set_u64 (reply, KVT_GENERATE_OK_COMPUTED, job->block_count - job->matched);
-    //  Blocks that failed their checksum were counted as served; correct it
-    uint64_t served = job->from_tier [0] + job->from_tier [1] + job->from_tier [2];
-    if (served > job->matched) {
-        uint64_t excess = served - job->matched;
-        for (int t = KVT_TIER_NVME; t >= 0 && excess; t--) {
-            uint64_t take = job->from_tier [t] < excess? job->from_tier [t]: excess;
-            job->from_tier [t] -= take;
-            excess -= take;
-        }
-        kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_GPU, job->from_tier [KVT_TIER_GPU]);
-        kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_HOST, job->from_tier [KVT_TIER_HOST]);
-        kvt_msg_set_u64 (reply, KVT_GENERATE_OK_FROM_NVME, job->from_tier [KVT_TIER_NVME]);
-    }
     kvt_actor_count (self->actor, "generated", 1);
     kvt_actor_count (self->actor, "blocks_from_gpu", job->from_tier [KVT_TIER_GPU]);
     kvt_actor_count (self->actor, "blocks_from_host", job->from_tier [KVT_TIER_HOST]);
@@ -466,16 +458,14 @@ static void
 s_generate_run (s_job_t *job)
 {
     s_phase (job, "us_reserving_gpu");
-    uint64_t *tokens = (uint64_t *) kvt_zmalloc ((job->token_count + 1) * sizeof (uint64_t));
-    for (size_t k = 0; k < job->token_count; k++)
-        tokens [k] = job->tokens [k];
+    //  The request's own token array, already validated, goes on as it is
+    const uint64_t *tokens = kvt_msg_array (job->request, KVT_GENERATE_TOKENS, NULL);
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_COMP_RUN);
     kvt_msg_set_array (msg, KVT_COMP_RUN_TOKENS, tokens, job->token_count);
     kvt_msg_set_array (msg, KVT_COMP_RUN_SLOTS, job->slots, job->block_count);
     kvt_msg_set_u64 (msg, KVT_COMP_RUN_CACHED_BLOCKS, job->matched);
     kvt_msg_set_u64 (msg, KVT_COMP_RUN_MAX_NEW_TOKENS,
                      kvt_msg_u64 (job->request, KVT_GENERATE_MAX_NEW_TOKENS));
-    free (tokens);
     kvt_actor_call_timeout (job->self->actor, "compute", &msg, s_generate_computed, job,
                             job->self->compute_timeout_ms);
 }
