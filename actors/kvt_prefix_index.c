@@ -60,8 +60,8 @@
     order of the built-in lru): policy_fallbacks, policy_remote_*.
     Each tier also keeps its blocks on a list in order of last use, oldest
     at the head: the fallback order. A block's place on its new list after
-    a move keeps its age (sorted insert from the head, where demoted blocks
-    belong).
+    a move keeps its age (sorted insert walking back from the tail, where
+    demoted blocks almost always belong: O(1) in the steady state).
     A victim is marked moving until IDX_MOVE (or the mover's IDX_UNPIN):
     IDX_MATCH cuts a prefix at a moving block, because the slot it would
     report is about to be freed; the request recomputes from there.
@@ -199,20 +199,19 @@ s_list_unlink (self_t *self, uint32_t e)
     list->count--;
 }
 
-//  Insert keeping the list sorted by last use. Fresh uses go to the tail
-//  in O(1); demoted (old) blocks are placed by a walk from the head.
+//  Insert keeping the list sorted by last use, walking back from the
+//  tail. Fresh uses belong at the tail (no step). A demoted block is the
+//  oldest of the tier above, but newer than every block demoted before it
+//  (those were older still when they left), so it too lands at or near the
+//  tail: a walk from the head would cross the whole lower tier instead.
 static void
 s_list_insert (self_t *self, uint32_t e)
 {
     s_entry_t *entry = &self->entries [e];
     s_list_t *list = &self->lists [entry->tier];
     uint32_t after = list->tail;
-    if (after != S_NIL && self->entries [after].last_use > entry->last_use) {
-        uint32_t before = list->head;
-        while (before != S_NIL && self->entries [before].last_use <= entry->last_use)
-            before = self->entries [before].next;
-        after = before == S_NIL? list->tail: self->entries [before].prev;
-    }
+    while (after != S_NIL && self->entries [after].last_use > entry->last_use)
+        after = self->entries [after].prev;
     entry->prev = after;
     entry->next = after == S_NIL? list->head: self->entries [after].next;
     if (entry->prev != S_NIL)
