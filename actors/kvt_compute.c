@@ -13,13 +13,28 @@
     Accepts: COMP_RUN {tokens, slots, cached_blocks, max_new_tokens}
              -> COMP_RUN_OK {tokens, ttft_us, total_us}; STATS.
 @discuss
+    Continuous batching: COMP_RUN begins a sequence and keeps the request;
+    the reply goes out when that sequence has all its tokens. A loop turn
+    (a zero-delay timer, re-armed while work remains, so the inbox and
+    STATS are read between turns) runs one slice of at most
+    compute/prefill_chunk prompt tokens of the oldest sequence still
+    prefilling, then one decode step for every sequence that is decoding,
+    as one batch. At most compute/max_batch sequences are in flight; more
+    wait in arrival order. The model is batch-invariant (kvt_model.h): a
+    request's tokens and blocks do not depend on what ran beside it.
+    ttft_us and total_us count from the request's arrival here.
+    Counters: decode_steps, batched_rows (sum of batch sizes: the mean
+    batch is batched_rows / decode_steps), prefill_slices,
+    mixed_steps (decode steps run while a sequence was mid-prefill).
     When the supervisor put the "gpu" slab in device memory (a CUDA build
     with compute/device = cuda, or auto and a GPU present) the GPU model
     (kvt_model_cuda) runs there, using the slab's spare blocks as its
-    scratch. Without a GPU (or with compute/device = cpu) the CPU model
-    runs over the "gpu" shared-memory arena. The slots it is given are
-    leased to it by the scheduler for the length of the request; no other
-    actor writes them meanwhile.
+    scratch: each sequence takes KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS of them
+    for its life, and a request waits while too few are free. Without a
+    GPU (or with compute/device = cpu) the CPU model runs over the "gpu"
+    shared-memory arena. The slots it is given are leased to it by the
+    scheduler for the length of the request; no other actor writes them
+    meanwhile.
 @end
 */
 
@@ -31,12 +46,54 @@
 typedef struct {
     kvt_actor_t *actor;             //  Our skeleton
     kvt_model_shape_t shape;        //  From config
+    size_t max_batch;               //  Sequences in flight at most
+    size_t prefill_chunk;           //  Prompt tokens per loop turn
     kvt_model_t *model;             //  CPU model; NULL until START or on a GPU
     kvt_model_cuda_t *gpu_model;    //  GPU model when the slab is on the device
-    uint64_t *spare;                //  The slab's spare block ids (GPU model)
-    size_t spare_count;             //  Entries in spare
+    uint64_t *spare;                //  Free spare block ids (a stack, GPU model)
+    size_t spare_free;              //  Entries of spare that are free
+    size_t spare_count;             //  Spare blocks of the slab
     kvt_arena_t *arena;             //  The GPU tier's slab (borrowed)
+    zlist_t *waiting;               //  Jobs not begun yet, in arrival order
+    zlist_t *active;                //  Jobs begun, in admission order
+    int timer_id;                   //  The loop-turn timer, or -1 when not armed
 } self_t;
+
+//  One request in the actor
+typedef struct {
+    kvt_msg_t *request;             //  The COMP_RUN, kept for the reply
+    uint32_t *tokens;               //  The prompt
+    size_t token_count;             //  Its length
+    const uint64_t *slots;          //  In 'request'
+    size_t cached;                  //  Leading blocks already holding KV
+    size_t max_new;                 //  Tokens to decode
+    uint32_t *out;                  //  Output tokens [max_new + 1]
+    uint64_t *spare;                //  Spare block ids taken (GPU), or NULL
+    size_t spare_count;             //  Entries in spare
+    kvt_model_seq_t *seq;           //  CPU sequence once begun
+    kvt_model_cuda_seq_t *gpu_seq;  //  GPU sequence once begun
+    bool prefilled;                 //  Prompt done (first token out)
+    int64_t arrived_us;             //  When COMP_RUN arrived
+    int64_t first_us;               //  When its first token was out
+} s_job_t;
+
+static void
+s_job_destroy (s_job_t **job_p)
+{
+    s_job_t *job = *job_p;
+    if (job) {
+        kvt_model_seq_destroy (&job->seq);
+#ifdef KVT_WITH_CUDA
+        kvt_model_cuda_seq_destroy (&job->gpu_seq);
+#endif
+        kvt_msg_destroy (&job->request);
+        free (job->spare);
+        free (job->out);
+        free (job->tokens);
+        free (job);
+        *job_p = NULL;
+    }
+}
 
 static void *
 s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
@@ -54,6 +111,15 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
         .block_tokens = (int) kvt_config_int (config, "model/block_tokens"),
         .seed = (uint64_t) kvt_config_int (config, "model/seed"),
     };
+    int64_t max_batch = kvt_config_int (config, "compute/max_batch");
+    int64_t prefill_chunk = kvt_config_int (config, "compute/prefill_chunk");
+    self->max_batch = (size_t) (max_batch < 1? 1
+                              : max_batch > KVT_MODEL_MAX_BATCH? KVT_MODEL_MAX_BATCH
+                              : max_batch);
+    self->prefill_chunk = (size_t) (prefill_chunk < 1? 1: prefill_chunk);
+    self->waiting = zlist_new ();
+    self->active = zlist_new ();
+    self->timer_id = -1;
     return self;
 }
 
@@ -62,6 +128,15 @@ s_self_destroy (void **self_p)
 {
     self_t *self = (self_t *) *self_p;
     if (self) {
+        if (self->timer_id >= 0)
+            zloop_timer_end (kvt_actor_loop (self->actor), self->timer_id);
+        s_job_t *job;
+        while ((job = (s_job_t *) zlist_pop (self->active)))
+            s_job_destroy (&job);
+        while ((job = (s_job_t *) zlist_pop (self->waiting)))
+            s_job_destroy (&job);
+        zlist_destroy (&self->active);
+        zlist_destroy (&self->waiting);
         kvt_model_destroy (&self->model);
 #ifdef KVT_WITH_CUDA
         kvt_model_cuda_destroy (&self->gpu_model);
@@ -100,9 +175,12 @@ s_self_start (void *self_ptr)
         block = kvt_model_cuda_block_shape (self->gpu_model);
         self->spare_count = kvt_arena_spare_count (self->arena);
         self->spare = (uint64_t *) kvt_zmalloc ((self->spare_count + 1) * sizeof (uint64_t));
+        //  A stack, lowest id on top
         for (size_t k = 0; k < self->spare_count; k++)
-            self->spare [k] = kvt_arena_block_count (self->arena) + k;
-        kvt_log_info ("compute: the model runs on the GPU");
+            self->spare [k] = kvt_arena_block_count (self->arena) + self->spare_count - 1 - k;
+        self->spare_free = self->spare_count;
+        kvt_log_info ("compute: the model runs on the GPU (%zu spare blocks)",
+                      self->spare_count);
 #else
         return KVT_ECONFIG;         //  A device slab needs a CUDA build
 #endif
@@ -119,6 +197,250 @@ s_self_start (void *self_ptr)
                        kvt_block_bytes (&block), kvt_arena_block_bytes (self->arena));
         return KVT_ECONFIG;
     }
+    return 0;
+}
+
+//  Spare blocks 'job' needs on the GPU model (0 on the CPU).
+static size_t
+s_spare_need (self_t *self, const s_job_t *job)
+{
+    if (!self->spare)
+        return 0;
+    return KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (self->shape.block_tokens, job->token_count,
+                                            job->max_new);
+}
+
+//  Answer 'job' with ERROR 'rc' and destroy it.
+static void
+s_job_fail (self_t *self, s_job_t **job_p, int rc)
+{
+    s_job_t *job = *job_p;
+    kvt_actor_reply_error (self->actor, job->request, rc, kvt_strerror (rc));
+    kvt_actor_count (self->actor, "run_errors", 1);
+    if (job->spare) {
+        //  The model is done with them (its sequence is destroyed first)
+        kvt_model_seq_destroy (&job->seq);
+#ifdef KVT_WITH_CUDA
+        kvt_model_cuda_seq_destroy (&job->gpu_seq);
+#endif
+        for (size_t k = job->spare_count; k > 0; k--)
+            self->spare [self->spare_free++] = job->spare [k - 1];
+    }
+    s_job_destroy (job_p);
+}
+
+//  Answer 'job' with COMP_RUN_OK, give its spares back, destroy it.
+static void
+s_job_done (self_t *self, s_job_t **job_p)
+{
+    s_job_t *job = *job_p;
+    int64_t now = kvt_now_us ();
+    uint64_t *out64 = (uint64_t *) kvt_zmalloc ((job->max_new + 1) * sizeof (uint64_t));
+    for (size_t k = 0; k < job->max_new; k++)
+        out64 [k] = job->out [k];
+    kvt_msg_t *reply = kvt_msg_reply_new (job->request, KVT_MSG_COMP_RUN_OK);
+    kvt_msg_set_array (reply, KVT_COMP_RUN_OK_TOKENS, out64, job->max_new);
+    kvt_msg_set_u64 (reply, KVT_COMP_RUN_OK_TTFT_US, (uint64_t) (job->first_us - job->arrived_us));
+    kvt_msg_set_u64 (reply, KVT_COMP_RUN_OK_TOTAL_US, (uint64_t) (now - job->arrived_us));
+    free (out64);
+    kvt_actor_count (self->actor, "runs", 1);
+    kvt_actor_count (self->actor, "prefill_tokens",
+                     job->token_count - job->cached * (size_t) self->shape.block_tokens);
+    kvt_actor_count (self->actor, "decode_tokens", job->max_new);
+    kvt_actor_reply (self->actor, &reply);
+    if (job->spare) {
+        kvt_model_seq_destroy (&job->seq);
+#ifdef KVT_WITH_CUDA
+        kvt_model_cuda_seq_destroy (&job->gpu_seq);
+#endif
+        for (size_t k = job->spare_count; k > 0; k--)
+            self->spare [self->spare_free++] = job->spare [k - 1];
+    }
+    s_job_destroy (job_p);
+}
+
+//  Begin waiting jobs while the batch and the spare blocks have room, in
+//  arrival order (a job that cannot get its spares holds up those behind
+//  it, so a large request is not starved).
+static void
+s_admit (self_t *self)
+{
+    s_job_t *job;
+    while (zlist_size (self->active) < self->max_batch
+    &&     (job = (s_job_t *) zlist_first (self->waiting))) {
+        size_t need = s_spare_need (self, job);
+        if (need > self->spare_free)
+            break;
+        zlist_pop (self->waiting);
+        int rc = -ENOTSUP;
+        if (need > 0) {
+            job->spare = (uint64_t *) kvt_zmalloc (need * sizeof (uint64_t));
+            for (size_t k = 0; k < need; k++)
+                job->spare [k] = self->spare [--self->spare_free];
+            job->spare_count = need;
+        }
+#ifdef KVT_WITH_CUDA
+        if (self->gpu_model)
+            rc = kvt_model_cuda_seq_begin (self->gpu_model, job->tokens, job->token_count,
+                                           kvt_arena_base (self->arena),
+                                           kvt_arena_block_bytes (self->arena), job->slots,
+                                           job->cached, job->spare, job->spare_count,
+                                           job->max_new, job->out, &job->gpu_seq);
+#endif
+        if (self->model) {
+            size_t full = job->token_count / (size_t) self->shape.block_tokens;
+            void **blocks = (void **) kvt_zmalloc ((full + 1) * sizeof (void *));
+            for (size_t k = 0; k < full; k++)
+                blocks [k] = kvt_arena_block (self->arena, job->slots [k]);
+            rc = kvt_model_seq_begin (self->model, job->tokens, job->token_count, blocks,
+                                      job->cached, job->max_new, job->out, &job->seq);
+            free (blocks);
+        }
+        if (rc)
+            s_job_fail (self, &job, rc);
+        else
+            zlist_append (self->active, job);
+    }
+    kvt_actor_gauge (self->actor, "seqs_active", zlist_size (self->active));
+    kvt_actor_gauge (self->actor, "seqs_waiting", zlist_size (self->waiting));
+}
+
+//  True while the job's sequence still owes decode steps.
+static bool
+s_decoding (const s_job_t *job)
+{
+#ifdef KVT_WITH_CUDA
+    if (job->gpu_seq)
+        return kvt_model_cuda_seq_decoding (job->gpu_seq);
+#endif
+    return job->seq && kvt_model_seq_decoding (job->seq);
+}
+
+//  Output tokens the job's sequence has written.
+static size_t
+s_emitted (const s_job_t *job)
+{
+#ifdef KVT_WITH_CUDA
+    if (job->gpu_seq)
+        return kvt_model_cuda_seq_emitted (job->gpu_seq);
+#endif
+    return job->seq? kvt_model_seq_emitted (job->seq): 0;
+}
+
+//  One slice of the oldest job still prefilling. Returns that job if it
+//  is still mid-prefill afterwards, else NULL.
+static s_job_t *
+s_prefill_slice (self_t *self)
+{
+    s_job_t *job = (s_job_t *) zlist_first (self->active);
+    while (job && job->prefilled)
+        job = (s_job_t *) zlist_next (self->active);
+    if (!job)
+        return NULL;
+    int rc = -ENOTSUP;
+#ifdef KVT_WITH_CUDA
+    if (job->gpu_seq)
+        rc = kvt_model_cuda_seq_prefill (self->gpu_model, job->gpu_seq, self->prefill_chunk);
+#endif
+    if (job->seq)
+        rc = kvt_model_seq_prefill (self->model, job->seq, self->prefill_chunk);
+    kvt_actor_count (self->actor, "prefill_slices", 1);
+    if (rc < 0) {
+        zlist_remove (self->active, job);
+        s_job_fail (self, &job, rc);
+        return NULL;
+    }
+    if (rc > 0)
+        return job;
+    job->prefilled = true;
+    job->first_us = kvt_now_us ();
+    return NULL;
+}
+
+//  One decode step over every decoding job.
+static void
+s_decode_step (self_t *self, bool mid_prefill)
+{
+    s_job_t *batch [KVT_MODEL_MAX_BATCH];
+    size_t count = 0;
+    for (s_job_t *job = (s_job_t *) zlist_first (self->active);
+         job && count < KVT_MODEL_MAX_BATCH; job = (s_job_t *) zlist_next (self->active))
+        if (job->prefilled && s_decoding (job))
+            batch [count++] = job;
+    if (count == 0)
+        return;
+    int rc = -ENOTSUP;
+#ifdef KVT_WITH_CUDA
+    if (self->gpu_model) {
+        kvt_model_cuda_seq_t *seqs [KVT_MODEL_MAX_BATCH];
+        for (size_t k = 0; k < count; k++)
+            seqs [k] = batch [k]->gpu_seq;
+        rc = kvt_model_cuda_decode (self->gpu_model, seqs, count);
+    }
+#endif
+    if (self->model) {
+        kvt_model_seq_t *seqs [KVT_MODEL_MAX_BATCH];
+        for (size_t k = 0; k < count; k++)
+            seqs [k] = batch [k]->seq;
+        rc = kvt_model_decode (self->model, seqs, count);
+    }
+    if (rc) {
+        for (size_t k = 0; k < count; k++) {
+            zlist_remove (self->active, batch [k]);
+            s_job_fail (self, &batch [k], rc);
+        }
+        return;
+    }
+    kvt_actor_count (self->actor, "decode_steps", 1);
+    kvt_actor_count (self->actor, "batched_rows", count);
+    if (mid_prefill)
+        kvt_actor_count (self->actor, "mixed_steps", 1);
+}
+
+static int s_turn (zloop_t *loop, int timer_id, void *arg);
+
+//  Arm the loop-turn timer if work remains and it is not armed.
+static void
+s_arm (self_t *self)
+{
+    if (self->timer_id < 0 && (zlist_size (self->active) || zlist_size (self->waiting)))
+        self->timer_id = zloop_timer (kvt_actor_loop (self->actor), 0, 1, s_turn, self);
+}
+
+//  One loop turn: admit, one prefill slice, one decode step, replies.
+static int
+s_turn (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    self_t *self = (self_t *) arg;
+    self->timer_id = -1;            //  One-shot: the loop has dropped it
+    s_job_t *job;
+    if (zsys_interrupted) {
+        //  Shutting down: answer everyone now, run nothing more
+        while ((job = (s_job_t *) zlist_pop (self->active)))
+            s_job_fail (self, &job, -ECANCELED);
+        while ((job = (s_job_t *) zlist_pop (self->waiting)))
+            s_job_fail (self, &job, -ECANCELED);
+        return 0;
+    }
+    int64_t started = kvt_now_us ();
+    s_admit (self);
+    s_job_t *mid = s_prefill_slice (self);
+    s_decode_step (self, mid != NULL);
+    //  Answer the jobs that have all their tokens
+    job = (s_job_t *) zlist_first (self->active);
+    while (job) {
+        s_job_t *next = (s_job_t *) zlist_next (self->active);
+        if (job->prefilled && !s_decoding (job) && s_emitted (job) == job->max_new) {
+            zlist_remove (self->active, job);
+            s_job_done (self, &job);
+        }
+        job = next;
+    }
+    s_admit (self);
+    kvt_actor_count (self->actor, "busy_us", (uint64_t) (kvt_now_us () - started));
+    s_arm (self);
     return 0;
 }
 
@@ -139,51 +461,29 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     for (size_t k = 0; k < slot_count; k++)
         if (slots [k] >= kvt_arena_block_count (self->arena))
             return -ERANGE;
-    uint32_t *tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
-    for (size_t k = 0; k < token_count; k++) {
-        if (tokens64 [k] >= (uint64_t) self->shape.vocab) {
-            free (tokens);
+    for (size_t k = 0; k < token_count; k++)
+        if (tokens64 [k] >= (uint64_t) self->shape.vocab)
             return -EINVAL;
-        }
-        tokens [k] = (uint32_t) tokens64 [k];
+    s_job_t *job = (s_job_t *) kvt_zmalloc (sizeof (s_job_t));
+    job->arrived_us = kvt_now_us ();
+    job->tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
+    for (size_t k = 0; k < token_count; k++)
+        job->tokens [k] = (uint32_t) tokens64 [k];
+    job->token_count = token_count;
+    job->slots = slots;
+    job->cached = (size_t) cached;
+    job->max_new = (size_t) max_new;
+    job->out = (uint32_t *) kvt_zmalloc ((max_new + 1) * sizeof (uint32_t));
+    if (s_spare_need (self, job) > self->spare_count) {
+        s_job_destroy (&job);
+        return -EINVAL;             //  Could never get its scratch
     }
-    void **blocks = (void **) kvt_zmalloc ((slot_count + 1) * sizeof (void *));
-    for (size_t k = 0; k < slot_count; k++)
-        blocks [k] = kvt_arena_block (self->arena, slots [k]);
-    uint32_t *out = (uint32_t *) kvt_zmalloc ((max_new + 1) * sizeof (uint32_t));
-    int64_t started = kvt_now_us (), ttft_us = 0;
-    int rc = -ENOTSUP;
-#ifdef KVT_WITH_CUDA
-    if (self->gpu_model)
-        rc = kvt_model_cuda_generate (self->gpu_model, tokens, token_count,
-                                      kvt_arena_base (self->arena),
-                                      kvt_arena_block_bytes (self->arena), slots, cached,
-                                      self->spare, self->spare_count, max_new, out, &ttft_us);
-#endif
-    if (self->model)
-        rc = kvt_model_generate (self->model, tokens, token_count, blocks, cached, max_new,
-                                 out, &ttft_us);
-    int64_t total_us = kvt_now_us () - started;
-    if (rc == 0) {
-        uint64_t *out64 = (uint64_t *) kvt_zmalloc ((max_new + 1) * sizeof (uint64_t));
-        for (size_t k = 0; k < max_new; k++)
-            out64 [k] = out [k];
-        kvt_msg_t *reply = kvt_msg_reply_new (request, KVT_MSG_COMP_RUN_OK);
-        kvt_msg_set_array (reply, KVT_COMP_RUN_OK_TOKENS, out64, max_new);
-        kvt_msg_set_u64 (reply, KVT_COMP_RUN_OK_TTFT_US, (uint64_t) ttft_us);
-        kvt_msg_set_u64 (reply, KVT_COMP_RUN_OK_TOTAL_US, (uint64_t) total_us);
-        free (out64);
-        kvt_actor_count (self->actor, "runs", 1);
-        kvt_actor_count (self->actor, "prefill_tokens",
-                         token_count - cached * (size_t) self->shape.block_tokens);
-        kvt_actor_count (self->actor, "decode_tokens", max_new);
-        kvt_actor_count (self->actor, "busy_us", (uint64_t) total_us);
-        rc = kvt_actor_reply (self->actor, &reply);
-    }
-    free (out);
-    free (blocks);
-    free (tokens);
-    return rc;
+    job->request = request;
+    *msg_p = NULL;                  //  Ours until the reply
+    zlist_append (self->waiting, job);
+    s_admit (self);
+    s_arm (self);
+    return 0;
 }
 
 const kvt_actor_def_t kvt_compute_def = {

@@ -16,15 +16,19 @@
     reordering any sum. Each output element is summed over 'in' in
     ascending order whatever the batch, so a token's arithmetic does not
     depend on how the prompt was split into cached and computed parts.
-    Attention reads a per-request fp32 mirror of the K/V: every value in it
+    Attention reads a per-sequence fp32 mirror of the K/V: every value in it
     is a bf16 value widened exactly (from a cached block, or from the
     rounding of a freshly computed K/V), K in tiles of 8 positions x
     head_dim and V [position][d]. Scores are summed over d in ascending
     order; softmax is two-pass (max, then e^x and a sum in an order fixed
     by the context length alone).
     Prompt positions are processed in chunks of KVT_MODEL_CHUNK tokens,
-    layer by layer inside a chunk (causality makes that exact); decode
-    steps are chunks of one token, through the same code.
+    layer by layer inside a chunk (causality makes that exact); a decode
+    step is a chunk of one row per sequence (each at its own position,
+    attending to its own mirror), through the same code. As no row's
+    arithmetic depends on the row count or on the other rows, a sequence
+    gives the same numbers alone or in any batch, and however its prompt
+    is sliced.
     Weights, for a GPU path that wants to rebuild them from the seed:
     tensor t draws from splitmix64 with state seed ^ (t x 0xD1B54A32D192ED03),
     advanced once; each value is bf16 (offset + scale x U), U = (next >> 40)
@@ -32,7 +36,8 @@
     2 lm_head, then 16 + 16 x layer + { 0 attention norm, 1 Wq, 2 Wk, 3 Wv,
     4 Wo, 5 MLP norm, 6 W_gate, 7 W_up, 8 W_down }; projections use scale
     sqrt (3 / fan_in), norms offset 1 and scale 0.1.
-    Not thread-safe: a model belongs to one thread (the compute actor).
+    Not thread-safe: a model and its sequences belong to one thread (the
+    compute actor).
 @end
 */
 
@@ -75,11 +80,9 @@ struct _kvt_model_t {
     float *final_norm;              //  [hidden]
     float *lm_head;                 //  [hidden][vocab]
     double *rope_freq;              //  [head_dim / 2] theta^(-2i / head_dim)
-    //  Per-request scratch, grown on demand and kept between requests
-    size_t kv_cap;                  //  Positions the K/V mirror can hold (multiple of 8)
-    float *kt;                      //  [layer][kv_head][kv_cap/8][head_dim][8] K, widened bf16
-    float *vv;                      //  [layer][kv_head][kv_cap][head_dim] V, widened bf16
-    float *scores;                  //  [kv_cap] attention weights of one head
+    uint64_t steps;                 //  Decode steps run (stamps their sequences)
+    //  Activations of one chunk of rows (prefill of one sequence, or one
+    //  decode row per sequence)
     float *x;                       //  [CHUNK][hidden] residual stream
     float *xn;                      //  [CHUNK][hidden] normalised stream
     float *q;                       //  [CHUNK][q_dim]
@@ -91,8 +94,35 @@ struct _kvt_model_t {
     float *up;                      //  [CHUNK][intermediate]
     float *rope_cos;                //  [CHUNK][head_dim / 2]
     float *rope_sin;                //  [CHUNK][head_dim / 2]
-    float *logits;                  //  [vocab]
+    float *logits;                  //  [CHUNK][vocab]
 };
+
+//  One sequence: its prompt, blocks, progress and its own K/V mirror
+struct _kvt_model_seq_t {
+    kvt_model_t *model;             //  The model it was begun on
+    uint32_t *tokens;               //  Copy of the prompt
+    size_t token_count;             //  Prompt tokens
+    void **blocks;                  //  Copy of the block table [full_blocks]
+    size_t full_blocks;             //  Full blocks of the prompt
+    size_t cached_blocks;           //  Leading blocks only read
+    size_t max_new;                 //  Output tokens to produce
+    uint32_t *out;                  //  Caller's output array (borrowed)
+    size_t emitted;                 //  Output tokens written so far
+    size_t pos;                     //  Next prompt position to compute
+    size_t kv_cap;                  //  Positions the mirror holds (multiple of 8)
+    float *kt;                      //  [layer][kv_head][kv_cap/8][head_dim][8] K, widened bf16
+    float *vv;                      //  [layer][kv_head][kv_cap][head_dim] V, widened bf16
+    float *scores;                  //  [kv_cap] attention weights of one head
+    uint64_t stamp;                 //  Last decode step that took it (duplicate check)
+};
+
+//  One row of a forward chunk
+typedef struct {
+    kvt_model_seq_t *seq;           //  Whose row
+    size_t pos;                     //  Its position
+    uint32_t token;                 //  Token fed at that position
+    uint8_t *dest;                  //  Block to write its K/V into, or NULL
+} s_row_t;
 
 //  --------------------------------------------------------------------------
 //  splitmix64: one independent stream per tensor, so any tensor can be
@@ -240,7 +270,7 @@ kvt_model_new (const kvt_model_shape_t *shape)
         self->up = (float *) malloc (chunk * inter * sizeof (float));
         self->rope_cos = (float *) malloc (chunk * half * sizeof (float));
         self->rope_sin = (float *) malloc (chunk * half * sizeof (float));
-        self->logits = (float *) malloc ((size_t) shape->vocab * sizeof (float));
+        self->logits = (float *) malloc (chunk * shape->vocab * sizeof (float));
         ok = self->x && self->xn && self->q && self->k && self->v && self->att
           && self->proj && self->gate && self->up && self->rope_cos && self->rope_sin
           && self->logits;
@@ -273,9 +303,6 @@ kvt_model_destroy (kvt_model_t **self_p)
         kvt_freen (self->q);
         kvt_freen (self->xn);
         kvt_freen (self->x);
-        kvt_freen (self->scores);
-        kvt_freen (self->vv);
-        kvt_freen (self->kt);
         kvt_freen (self->rope_freq);
         for (int l = 0; l < self->shape.layers; l++) {
             s_layer_t *layer = &self->layer [l];
@@ -480,32 +507,23 @@ s_block_index (const kvt_model_shape_t *shape, int layer, int kv, int kv_head, i
 }
 
 //  --------------------------------------------------------------------------
-//  Make room for 'positions' in the K/V mirror and scores. Returns 0 or
-//  -ENOMEM. Contents are not kept: each request refills what it reads.
+//  Give 'seq' a K/V mirror and scores for 'positions'. Returns 0 or
+//  -ENOMEM (also when that many positions cannot be sized).
 
 static int
-s_reserve (kvt_model_t *self, size_t positions)
+s_seq_reserve (kvt_model_seq_t *seq, size_t positions)
 {
-    if (positions <= self->kv_cap)
-        return 0;
-    const size_t per_pos = (size_t) self->shape.layers * self->kv_dim;
+    const kvt_model_t *model = seq->model;
+    const size_t per_pos = (size_t) model->shape.layers * model->kv_dim;
     if (positions > SIZE_MAX / sizeof (float) / per_pos - 8)
         return -ENOMEM;
     positions = (positions + 7) & ~(size_t) 7;    //  Whole 8-position K tiles
-    kvt_freen (self->kt);
-    kvt_freen (self->vv);
-    kvt_freen (self->scores);
-    self->kv_cap = 0;
-    self->kt = (float *) malloc (per_pos * positions * sizeof (float));
-    self->vv = (float *) malloc (per_pos * positions * sizeof (float));
-    self->scores = (float *) malloc (positions * sizeof (float));
-    if (!self->kt || !self->vv || !self->scores) {
-        kvt_freen (self->kt);
-        kvt_freen (self->vv);
-        kvt_freen (self->scores);
+    seq->kt = (float *) malloc (per_pos * positions * sizeof (float));
+    seq->vv = (float *) malloc (per_pos * positions * sizeof (float));
+    seq->scores = (float *) malloc (positions * sizeof (float));
+    if (!seq->kt || !seq->vv || !seq->scores)
         return -ENOMEM;
-    }
-    self->kv_cap = positions;
+    seq->kv_cap = positions;
     return 0;
 }
 
@@ -513,19 +531,21 @@ s_reserve (kvt_model_t *self, size_t positions)
 //  positions share a tile of head_dim x 8 floats, so the score loop reads
 //  one contiguous kilobyte per tile instead of head_dim strided rows.
 static inline float *
-s_kt_at (kvt_model_t *self, int layer, int kv_head, size_t pos)
+s_kt_at (kvt_model_seq_t *seq, int layer, int kv_head, size_t pos)
 {
-    return self->kt + ((size_t) layer * self->shape.kv_heads + kv_head)
-                      * self->kv_cap * self->shape.head_dim
-                    + (pos / 8) * 8 * self->shape.head_dim + pos % 8;
+    const kvt_model_shape_t *shape = &seq->model->shape;
+    return seq->kt + ((size_t) layer * shape->kv_heads + kv_head)
+                     * seq->kv_cap * shape->head_dim
+                   + (pos / 8) * 8 * shape->head_dim + pos % 8;
 }
 
 //  V mirror of (layer, kv_head, position): head_dim contiguous floats.
 static inline float *
-s_v_row (kvt_model_t *self, int layer, int kv_head, size_t pos)
+s_v_row (kvt_model_seq_t *seq, int layer, int kv_head, size_t pos)
 {
-    return self->vv + (((size_t) layer * self->shape.kv_heads + kv_head) * self->kv_cap
-                       + pos) * self->shape.head_dim;
+    const kvt_model_shape_t *shape = &seq->model->shape;
+    return seq->vv + (((size_t) layer * shape->kv_heads + kv_head) * seq->kv_cap
+                      + pos) * shape->head_dim;
 }
 
 //  --------------------------------------------------------------------------
@@ -533,16 +553,16 @@ s_v_row (kvt_model_t *self, int layer, int kv_head, size_t pos)
 //  block_index x block_tokens onwards).
 
 static void
-s_load_block (kvt_model_t *self, const uint8_t *block, size_t block_index)
+s_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index)
 {
-    const kvt_model_shape_t *shape = &self->shape;
+    const kvt_model_shape_t *shape = &seq->model->shape;
     const size_t first = block_index * shape->block_tokens;
     for (int l = 0; l < shape->layers; l++)
         for (int g = 0; g < shape->kv_heads; g++)
             for (int t = 0; t < shape->block_tokens; t++) {
-                float *vrow = s_v_row (self, l, g, first + t);
+                float *vrow = s_v_row (seq, l, g, first + t);
                 for (int d = 0; d < shape->head_dim; d++) {
-                    s_kt_at (self, l, g, first + t) [d * 8] = kvt_bf16_to_float (
+                    s_kt_at (seq, l, g, first + t) [d * 8] = kvt_bf16_to_float (
                         s_get_bf16 (block, s_block_index (shape, l, 0, g, t, d)));
                     vrow [d] = kvt_bf16_to_float (
                         s_get_bf16 (block, s_block_index (shape, l, 1, g, t, d)));
@@ -551,22 +571,22 @@ s_load_block (kvt_model_t *self, const uint8_t *block, size_t block_index)
 }
 
 //  --------------------------------------------------------------------------
-//  Causal attention of one query head at position 'pos' over mirror
+//  Causal attention of one query head at position 'pos' over the mirror
 //  positions 0..pos of KV head 'kv_head'. Order is fixed: scores summed
 //  over d ascending, max, exp and sum in position order, then V weighted
 //  in position order and divided by the sum.
 
 static void
-s_attend (kvt_model_t *self, int layer, int kv_head, size_t pos, const float *q, float *out)
+s_attend (kvt_model_seq_t *seq, int layer, int kv_head, size_t pos, const float *q, float *out)
 {
-    const int head_dim = self->shape.head_dim;
+    const int head_dim = seq->model->shape.head_dim;
     const size_t ctx = pos + 1;
     const float scale = 1.0f / sqrtf ((float) head_dim);
-    float *restrict scores = self->scores;
+    float *restrict scores = seq->scores;
     //  Scores: one 8-position K tile at a time, held in registers over d
     size_t p = 0;
     for (; p + 8 <= ctx; p += 8) {
-        const float *kd = s_kt_at (self, layer, kv_head, p);
+        const float *kd = s_kt_at (seq, layer, kv_head, p);
         s_v4_t acc0 = q [0] * s_v4_load (kd);
         s_v4_t acc1 = q [0] * s_v4_load (kd + 4);
         for (int d = 1; d < head_dim; d++) {
@@ -578,7 +598,7 @@ s_attend (kvt_model_t *self, int layer, int kv_head, size_t pos, const float *q,
         s_v4_store (scores + p + 4, acc1 * scale);
     }
     for (; p < ctx; p++) {
-        const float *kd = s_kt_at (self, layer, kv_head, p);
+        const float *kd = s_kt_at (seq, layer, kv_head, p);
         float acc = q [0] * kd [0];
         for (int d = 1; d < head_dim; d++)
             acc += q [d] * kd [d * 8];
@@ -617,7 +637,7 @@ s_attend (kvt_model_t *self, int layer, int kv_head, size_t pos, const float *q,
     }
     //  Output: sixteen, then four, then one element of head_dim at a time,
     //  each summed over positions in order
-    const float *v_rows = s_v_row (self, layer, kv_head, 0);
+    const float *v_rows = s_v_row (seq, layer, kv_head, 0);
     int d0 = 0;
     for (; d0 + 16 <= head_dim; d0 += 16) {
         s_v4_t acc0 = { 0 }, acc1 = { 0 }, acc2 = { 0 }, acc3 = { 0 };
@@ -652,15 +672,15 @@ s_attend (kvt_model_t *self, int layer, int kv_head, size_t pos, const float *q,
 }
 
 //  --------------------------------------------------------------------------
-//  Run 'rows' consecutive tokens starting at position 'pos0' through every
-//  layer. Writes each token's K/V (bf16) into the mirror, and into
-//  blocks [pos / block_tokens] when that block is one to write
-//  (write_from <= block index < write_to). Leaves the last token's final
-//  hidden state in self->x [rows - 1].
+//  Run 'rows' (at most KVT_MODEL_CHUNK) rows through every layer: each
+//  row is one token of one sequence at its own position. Writes each
+//  row's K/V (bf16) into its sequence's mirror, and into row->dest when
+//  set. Rows of one sequence must be consecutive positions in order (a
+//  prefill chunk); a row attends to its own sequence's positions up to
+//  its own. Leaves each row's final hidden state in self->x [row].
 
 static void
-s_forward_chunk (kvt_model_t *self, const uint32_t *tokens, int rows, size_t pos0,
-                 void *const *blocks, size_t write_from, size_t write_to)
+s_forward_rows (kvt_model_t *self, const s_row_t *row, int rows)
 {
     const kvt_model_shape_t *shape = &self->shape;
     const int hidden = shape->hidden;
@@ -671,9 +691,9 @@ s_forward_chunk (kvt_model_t *self, const uint32_t *tokens, int rows, size_t pos
     const int kv_dim = self->kv_dim;
 
     for (int r = 0; r < rows; r++) {
-        memcpy (self->x + (size_t) r * hidden, self->embed + (size_t) tokens [r] * hidden,
+        memcpy (self->x + (size_t) r * hidden, self->embed + (size_t) row [r].token * hidden,
                 (size_t) hidden * sizeof (float));
-        const double pos = (double) (pos0 + r);
+        const double pos = (double) row [r].pos;
         for (int i = 0; i < half; i++) {
             double angle = pos * self->rope_freq [i];
             self->rope_cos [r * half + i] = (float) cos (angle);
@@ -689,11 +709,10 @@ s_forward_chunk (kvt_model_t *self, const uint32_t *tokens, int rows, size_t pos
         s_matmul (self->k, self->xn, layer->wk, rows, hidden, kv_dim);
         s_matmul (self->v, self->xn, layer->wv, rows, hidden, kv_dim);
         for (int r = 0; r < rows; r++) {
-            const size_t pos = pos0 + r;
-            const size_t block = pos / shape->block_tokens;
+            kvt_model_seq_t *seq = row [r].seq;
+            const size_t pos = row [r].pos;
             const int slot = (int) (pos % shape->block_tokens);
-            uint8_t *dest = block >= write_from && block < write_to
-                          ? (uint8_t *) blocks [block]: NULL;
+            uint8_t *dest = row [r].dest;
             float *q = self->q + (size_t) r * q_dim;
             float *k = self->k + (size_t) r * kv_dim;
             float *v = self->v + (size_t) r * kv_dim;
@@ -702,11 +721,11 @@ s_forward_chunk (kvt_model_t *self, const uint32_t *tokens, int rows, size_t pos
             s_rope (k, shape->kv_heads, head_dim, self->rope_cos + r * half,
                     self->rope_sin + r * half);
             for (int g = 0; g < shape->kv_heads; g++) {
-                float *vrow = s_v_row (self, l, g, pos);
+                float *vrow = s_v_row (seq, l, g, pos);
                 for (int d = 0; d < head_dim; d++) {
                     kvt_bf16_t kb = kvt_float_to_bf16 (k [g * head_dim + d]);
                     kvt_bf16_t vb = kvt_float_to_bf16 (v [g * head_dim + d]);
-                    s_kt_at (self, l, g, pos) [d * 8] = kvt_bf16_to_float (kb);
+                    s_kt_at (seq, l, g, pos) [d * 8] = kvt_bf16_to_float (kb);
                     vrow [d] = kvt_bf16_to_float (vb);
                     if (dest) {
                         s_put_bf16 (dest, s_block_index (shape, l, 0, g, slot, d), kb);
@@ -718,7 +737,7 @@ s_forward_chunk (kvt_model_t *self, const uint32_t *tokens, int rows, size_t pos
         //  Causal: every position this chunk reads at this layer is written
         for (int r = 0; r < rows; r++)
             for (int h = 0; h < shape->heads; h++)
-                s_attend (self, l, h / self->group, pos0 + r,
+                s_attend (row [r].seq, l, h / self->group, row [r].pos,
                           self->q + (size_t) r * q_dim + h * head_dim,
                           self->att + (size_t) r * q_dim + h * head_dim);
         s_matmul (self->proj, self->att, layer->wo, rows, q_dim, hidden);
@@ -740,29 +759,31 @@ s_forward_chunk (kvt_model_t *self, const uint32_t *tokens, int rows, size_t pos
     }
 }
 
-//  Greedy token from the hidden state 'x': final norm, lm_head, argmax
-//  with ties going to the lowest id.
-static uint32_t
-s_sample (kvt_model_t *self, const float *x)
+//  Greedy tokens from the hidden states of rows first..first + rows - 1
+//  of self->x: final norm, lm_head, argmax with ties going to the lowest
+//  id. Row r's token goes to best [r]; its logits stay in self->logits [r].
+static void
+s_sample_rows (kvt_model_t *self, int first, int rows, uint32_t *best)
 {
     const int hidden = self->shape.hidden;
-    s_rmsnorm (self->xn, x, self->final_norm, hidden);
-    s_matmul (self->logits, self->xn, self->lm_head, 1, hidden, self->shape.vocab);
-    uint32_t best = 0;
-    for (int id = 1; id < self->shape.vocab; id++)
-        if (self->logits [id] > self->logits [best])
-            best = (uint32_t) id;
-    return best;
+    const int vocab = self->shape.vocab;
+    for (int r = 0; r < rows; r++)
+        s_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) (first + r) * hidden,
+                   self->final_norm, hidden);
+    s_matmul (self->logits, self->xn, self->lm_head, rows, hidden, vocab);
+    for (int r = 0; r < rows; r++) {
+        const float *logits = self->logits + (size_t) r * vocab;
+        uint32_t top = 0;
+        for (int id = 1; id < vocab; id++)
+            if (logits [id] > logits [top])
+                top = (uint32_t) id;
+        best [r] = top;
+    }
 }
 
 //  --------------------------------------------------------------------------
-//  Run one request: read the first 'cached_blocks' blocks, compute and
-//  write the other full blocks, keep the partial tail in scratch, then
-//  greedy-decode 'max_new_tokens' tokens (their KV stays in scratch).
-//  'ttft_us' may be NULL; 'out_tokens' may be NULL when max_new_tokens is 0.
-//  Returns 0, -EINVAL for bad input (empty prompt, token outside the
-//  vocabulary, cached_blocks past the full blocks, a NULL block pointer),
-//  or -ENOMEM if scratch could not grow. Blocks the call runs.
+//  Ask 'cancel_fn (arg)' between chunks of a prefill and decode steps of
+//  kvt_model_generate.
 
 void
 kvt_model_set_cancel (kvt_model_t *self, bool (*cancel_fn) (void *arg), void *arg)
@@ -771,13 +792,18 @@ kvt_model_set_cancel (kvt_model_t *self, bool (*cancel_fn) (void *arg), void *ar
     self->cancel_arg = arg;
 }
 
+//  --------------------------------------------------------------------------
+//  Begin a sequence: check the input, copy prompt and block table, read
+//  the cached blocks into its mirror.
+
 int
-kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
-                    void *const *blocks, size_t cached_blocks,
-                    size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us)
+kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
+                     void *const *blocks, size_t cached_blocks, size_t max_new_tokens,
+                     uint32_t *out_tokens, kvt_model_seq_t **seq_p)
 {
     assert (self);
-    const int64_t start_us = kvt_now_us ();
+    assert (seq_p);
+    *seq_p = NULL;
     const kvt_model_shape_t *shape = &self->shape;
     const size_t block_tokens = (size_t) shape->block_tokens;
     if (!tokens || token_count == 0)
@@ -797,46 +823,173 @@ kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_coun
             return -EINVAL;
     if (token_count + max_new_tokens < token_count)
         return -EINVAL;             //  Overflow
-    int rc = s_reserve (self, token_count + max_new_tokens);
-    if (rc)
+    kvt_model_seq_t *seq = (kvt_model_seq_t *) kvt_zmalloc (sizeof (kvt_model_seq_t));
+    seq->model = self;
+    int rc = s_seq_reserve (seq, token_count + max_new_tokens);
+    if (rc) {
+        kvt_model_seq_destroy (&seq);
         return rc;
-
+    }
+    seq->tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
+    memcpy (seq->tokens, tokens, token_count * sizeof (uint32_t));
+    seq->token_count = token_count;
+    seq->blocks = (void **) kvt_zmalloc ((full_blocks + 1) * sizeof (void *));
+    if (full_blocks)
+        memcpy (seq->blocks, blocks, full_blocks * sizeof (void *));
+    seq->full_blocks = full_blocks;
+    seq->cached_blocks = cached_blocks;
+    seq->max_new = max_new_tokens;
+    seq->out = out_tokens;
     for (size_t b = 0; b < cached_blocks; b++)
-        s_load_block (self, (const uint8_t *) blocks [b], b);
-
+        s_load_block (seq, (const uint8_t *) blocks [b], b);
     //  Compute from the first uncached position, but at least the last
     //  prompt token: its hidden state gives the first output token. A
     //  recomputed cached position goes to the mirror only.
-    size_t pos = cached_blocks * block_tokens;
-    if (pos >= token_count)
-        pos = token_count - 1;
-    size_t rows = 0;                //  Rows of the last chunk run
-    while (pos < token_count) {
+    seq->pos = cached_blocks * block_tokens;
+    if (seq->pos >= token_count)
+        seq->pos = token_count - 1;
+    *seq_p = seq;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Compute up to 'max_tokens' prompt positions (0: all) in chunks of
+//  KVT_MODEL_CHUNK; sample the first output token when the prompt is done.
+
+int
+kvt_model_seq_prefill (kvt_model_t *self, kvt_model_seq_t *seq, size_t max_tokens)
+{
+    assert (self);
+    assert (seq && seq->model == self);
+    const size_t block_tokens = (size_t) self->shape.block_tokens;
+    if (max_tokens == 0)
+        max_tokens = SIZE_MAX;
+    s_row_t row [KVT_MODEL_CHUNK];
+    while (seq->pos < seq->token_count && max_tokens > 0) {
         if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
             return -ECANCELED;
-        rows = token_count - pos;
+        size_t rows = seq->token_count - seq->pos;
         if (rows > KVT_MODEL_CHUNK)
             rows = KVT_MODEL_CHUNK;
-        s_forward_chunk (self, tokens + pos, (int) rows, pos, blocks, cached_blocks,
-                         full_blocks);
-        pos += rows;
+        if (rows > max_tokens)
+            rows = max_tokens;
+        for (size_t r = 0; r < rows; r++) {
+            const size_t pos = seq->pos + r;
+            const size_t block = pos / block_tokens;
+            row [r] = (s_row_t) {
+                .seq = seq, .pos = pos, .token = seq->tokens [pos],
+                .dest = block >= seq->cached_blocks && block < seq->full_blocks
+                      ? (uint8_t *) seq->blocks [block]: NULL };
+        }
+        s_forward_rows (self, row, (int) rows);
+        seq->pos += rows;
+        max_tokens -= rows;
+        if (seq->pos == seq->token_count && seq->max_new > 0) {
+            s_sample_rows (self, (int) rows - 1, 1, &seq->out [0]);
+            seq->emitted = 1;
+        }
     }
-    const float *last_x = self->x + (rows - 1) * (size_t) shape->hidden;
-    if (max_new_tokens == 0) {
-        if (ttft_us)
-            *ttft_us = kvt_now_us () - start_us;
-        return 0;
+    return (int) (seq->token_count - seq->pos < INT_MAX? seq->token_count - seq->pos: INT_MAX);
+}
+
+//  --------------------------------------------------------------------------
+//  One decode step: one row per sequence, KVT_MODEL_CHUNK rows at a time.
+
+int
+kvt_model_decode (kvt_model_t *self, kvt_model_seq_t *const *seqs, size_t seq_count)
+{
+    assert (self);
+    if (seq_count > 0 && !seqs)
+        return -EINVAL;
+    const uint64_t stamp = ++self->steps;
+    for (size_t s = 0; s < seq_count; s++) {
+        kvt_model_seq_t *seq = seqs [s];
+        if (!seq || seq->model != self || !kvt_model_seq_decoding (seq)
+        ||  seq->stamp == stamp)
+            return -EINVAL;         //  Not ready, done, or twice in the batch
+        seq->stamp = stamp;
     }
-    out_tokens [0] = s_sample (self, last_x);
-    if (ttft_us)
-        *ttft_us = kvt_now_us () - start_us;
-    for (size_t i = 1; i < max_new_tokens; i++) {
-        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
-            return -ECANCELED;
-        s_forward_chunk (self, &out_tokens [i - 1], 1, token_count + i - 1, blocks, 0, 0);
-        out_tokens [i] = s_sample (self, self->x);
+    s_row_t row [KVT_MODEL_CHUNK];
+    uint32_t best [KVT_MODEL_CHUNK];
+    for (size_t first = 0; first < seq_count; first += KVT_MODEL_CHUNK) {
+        size_t rows = seq_count - first;
+        if (rows > KVT_MODEL_CHUNK)
+            rows = KVT_MODEL_CHUNK;
+        for (size_t r = 0; r < rows; r++) {
+            kvt_model_seq_t *seq = seqs [first + r];
+            row [r] = (s_row_t) { .seq = seq, .pos = seq->token_count + seq->emitted - 1,
+                                  .token = seq->out [seq->emitted - 1], .dest = NULL };
+        }
+        s_forward_rows (self, row, (int) rows);
+        s_sample_rows (self, 0, (int) rows, best);
+        for (size_t r = 0; r < rows; r++) {
+            kvt_model_seq_t *seq = seqs [first + r];
+            seq->out [seq->emitted++] = best [r];
+        }
     }
     return 0;
+}
+
+//  Output tokens written so far.
+size_t
+kvt_model_seq_emitted (const kvt_model_seq_t *seq)
+{
+    assert (seq);
+    return seq->emitted;
+}
+
+//  Prefill done and tokens still owed.
+bool
+kvt_model_seq_decoding (const kvt_model_seq_t *seq)
+{
+    assert (seq);
+    return seq->pos == seq->token_count && seq->emitted > 0 && seq->emitted < seq->max_new;
+}
+
+//  Destroy; NULL-safe, nulls the caller's pointer.
+void
+kvt_model_seq_destroy (kvt_model_seq_t **seq_p)
+{
+    assert (seq_p);
+    kvt_model_seq_t *seq = *seq_p;
+    if (seq) {
+        kvt_freen (seq->scores);
+        kvt_freen (seq->vv);
+        kvt_freen (seq->kt);
+        kvt_freen (seq->blocks);
+        kvt_freen (seq->tokens);
+        kvt_freen (seq);
+        *seq_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Run one request: a sequence prefilled whole, then decoded alone.
+//  Returns 0, -EINVAL, -ENOMEM or -ECANCELED. Blocks the call runs.
+
+int
+kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
+                    void *const *blocks, size_t cached_blocks,
+                    size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us)
+{
+    assert (self);
+    const int64_t start_us = kvt_now_us ();
+    kvt_model_seq_t *seq;
+    int rc = kvt_model_seq_begin (self, tokens, token_count, blocks, cached_blocks,
+                                  max_new_tokens, out_tokens, &seq);
+    if (rc)
+        return rc;
+    rc = kvt_model_seq_prefill (self, seq, 0);
+    if (rc == 0 && ttft_us)
+        *ttft_us = kvt_now_us () - start_us;
+    while (rc == 0 && kvt_model_seq_decoding (seq)) {
+        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
+            rc = -ECANCELED;
+        else
+            rc = kvt_model_decode (self, &seq, 1);
+    }
+    kvt_model_seq_destroy (&seq);
+    return rc < 0? rc: 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -1203,6 +1356,88 @@ kvt_model_test (bool verbose)
         free (t_check_prefix_cache (model2, small, 47, 4, out2, false));
         free (t_check_prefix_cache (model2, small, 45, 4, out2, false));
         kvt_model_destroy (&model2);
+    }
+
+    //  (6) Batch invariance: five sequences (some cached, one all cached,
+    //  one a single token) prefilled in odd slices while the others
+    //  decode, joining and leaving the batch at different steps, give the
+    //  tokens and blocks each gives alone
+    {
+        const size_t lengths [] = { 70, 64, 1, 37, 150 };
+        const size_t cached_of [] = { 0, 4, 0, 1, 3 };
+        const size_t news [] = { 9, 4, 12, 1, 6 };
+        uint32_t alone [5][16], batched [5][16];
+        uint8_t *data [5], *data_alone [5];
+        void **table [5], **table_alone [5];
+        kvt_model_seq_t *seq [5];
+        for (int i = 0; i < 5; i++) {
+            size_t full = lengths [i] / 16;
+            data_alone [i] = t_blocks_new (full, block_bytes, 0x11, &table_alone [i]);
+            data [i] = t_blocks_new (full, block_bytes, 0x22, &table [i]);
+            memcpy (data [i], blocks, cached_of [i] * block_bytes);   //  Prefix of 'prompt'
+            memcpy (data_alone [i], blocks, cached_of [i] * block_bytes);
+            assert (kvt_model_generate (model, prompt, lengths [i], table_alone [i],
+                                        cached_of [i], news [i], alone [i], NULL) == 0);
+            assert (kvt_model_seq_begin (model, prompt, lengths [i], table [i], cached_of [i],
+                                         news [i], batched [i], &seq [i]) == 0);
+        }
+        size_t steps = 0, rows = 0;
+        bool busy = true;
+        for (int turn = 0; busy; turn++) {
+            busy = false;
+            //  Sequence i starts prefilling at turn 2i, 7 positions per turn
+            for (int i = 0; i < 5; i++)
+                if (seq [i] && turn >= 2 * i && kvt_model_seq_emitted (seq [i]) == 0) {
+                    int left = kvt_model_seq_prefill (model, seq [i], 7);
+                    assert (left >= 0);
+                }
+            kvt_model_seq_t *batch [5];
+            size_t count = 0;
+            for (int i = 0; i < 5; i++)
+                if (seq [i] && kvt_model_seq_decoding (seq [i]))
+                    batch [count++] = seq [i];
+            if (count > 0)
+                assert (kvt_model_decode (model, batch, count) == 0);
+            steps += count > 0;
+            rows += count;
+            for (int i = 0; i < 5; i++) {
+                if (seq [i] && kvt_model_seq_emitted (seq [i]) == news [i])
+                    kvt_model_seq_destroy (&seq [i]);
+                busy = busy || seq [i];
+            }
+        }
+        assert (rows > steps);      //  Some steps ran more than one sequence
+        for (int i = 0; i < 5; i++) {
+            assert (memcmp (alone [i], batched [i], news [i] * sizeof (uint32_t)) == 0);
+            assert (memcmp (data [i], data_alone [i], lengths [i] / 16 * block_bytes) == 0);
+            free (table [i]);
+            free (data [i]);
+            free (table_alone [i]);
+            free (data_alone [i]);
+        }
+        if (verbose)
+            printf ("\n   batch: %zu decode steps, %zu rows", steps, rows);
+
+        //  Bad decode input: a sequence twice, one still prefilling, one done
+        kvt_model_seq_t *a, *b;
+        assert (kvt_model_seq_begin (model, prompt, 20, NULL, 0, 3, out2, &a) == -EINVAL);
+        assert (kvt_model_seq_begin (model, prompt, 15, NULL, 0, 3, out2, &a) == 0);
+        assert (kvt_model_seq_begin (model, prompt, 9, NULL, 0, 3, out, &b) == 0);
+        kvt_model_seq_t *twice [] = { a, a };
+        assert (kvt_model_decode (model, twice, 1) == -EINVAL);     //  Not prefilled
+        assert (kvt_model_seq_prefill (model, a, 0) == 0);
+        assert (kvt_model_seq_prefill (model, b, 4) == 5);
+        assert (kvt_model_decode (model, twice, 2) == -EINVAL);
+        kvt_model_seq_t *pair [] = { a, b };
+        assert (kvt_model_decode (model, pair, 2) == -EINVAL);      //  b not prefilled
+        assert (kvt_model_decode (model, twice, 1) == 0);
+        assert (kvt_model_decode (model, twice, 1) == 0);
+        assert (!kvt_model_seq_decoding (a) && kvt_model_seq_emitted (a) == 3);
+        assert (kvt_model_decode (model, twice, 1) == -EINVAL);     //  Done
+        kvt_model_seq_destroy (&a);
+        kvt_model_seq_destroy (&b);
+        kvt_model_seq_destroy (&b);
+        assert (b == NULL);
     }
 
     free (blocks);

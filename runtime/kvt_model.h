@@ -17,6 +17,17 @@
     a block read back from any tier be compared with the block computed.
     To keep it, every token is computed with the same loop order however
     the prompt is split, and attention always reads K/V rounded to bf16.
+    Batch invariance: many sequences run at once (kvt_model_seq_begin,
+    kvt_model_seq_prefill, kvt_model_decode): a sequence's output tokens
+    and blocks are the same whichever other sequences share its decode
+    steps and however its prefill is cut into slices. On the CPU every
+    row's arithmetic is the same whatever the row count; on the GPU every
+    decode GEMM runs on KVT_MODEL_MAX_BATCH rows (padded) and decode
+    attention splits each context at fixed KVT_MODEL_DECODE_SPLIT-token
+    boundaries, so one sequence's numbers never depend on the batch.
+    (The GPU's first token, sampled from prefill, and its decode steps
+    use other GEMM shapes than the old one-row decode: GPU tokens are
+    not those of earlier versions.)
 @end
 */
 
@@ -81,6 +92,54 @@ int
                         size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us);
 
 //  --------------------------------------------------------------------------
+//  Many sequences at once (continuous batching). A sequence is begun with
+//  its prompt and blocks, prefilled in slices of any size, then decoded
+//  one token per kvt_model_decode call, together with any other decoding
+//  sequences of the same model.
+
+#define KVT_MODEL_MAX_BATCH 64          //  Most sequences in one decode step
+#define KVT_MODEL_DECODE_SPLIT 256      //  GPU decode attention: tokens per KV split
+
+typedef struct _kvt_model_seq_t kvt_model_seq_t;
+
+//  Begin a sequence: checks the input as kvt_model_generate does (same
+//  codes), copies 'tokens' and the block table, reads the cached blocks
+//  into the sequence's own scratch. 'out_tokens' (room for max_new_tokens,
+//  NULL when that is 0) is borrowed until the sequence is destroyed.
+//  Returns 0 and sets *seq_p, or a negative code.
+int
+    kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
+                         void *const *blocks, size_t cached_blocks, size_t max_new_tokens,
+                         uint32_t *out_tokens, kvt_model_seq_t **seq_p);
+
+//  Compute up to 'max_tokens' more prompt positions (0: all that are
+//  left), writing the blocks that were not cached. When the prompt is
+//  done the first output token is sampled (if max_new_tokens > 0).
+//  Returns the prompt positions still to compute (0: prefill done), or
+//  -ECANCELED (the cancel hook said so; the sequence is then unusable).
+int
+    kvt_model_seq_prefill (kvt_model_t *self, kvt_model_seq_t *seq, size_t max_tokens);
+
+//  One decode step over 'seq_count' sequences: each must be prefilled and
+//  still owe tokens (kvt_model_seq_decoding), each at most once. Feeds
+//  every sequence its last output token and samples the next. Returns 0
+//  or -EINVAL.
+int
+    kvt_model_decode (kvt_model_t *self, kvt_model_seq_t *const *seqs, size_t seq_count);
+
+//  Output tokens written so far.
+size_t
+    kvt_model_seq_emitted (const kvt_model_seq_t *seq);
+
+//  True once prefill is done and the sequence still owes output tokens.
+bool
+    kvt_model_seq_decoding (const kvt_model_seq_t *seq);
+
+//  Destroy; NULL-safe, nulls the caller's pointer.
+void
+    kvt_model_seq_destroy (kvt_model_seq_t **seq_p);
+
+//  --------------------------------------------------------------------------
 //  The GPU path (runtime/kvt_model_cuda.c, CUDA builds only): the same
 //  shape and contract, bf16 weights drawn on the device from the seed
 //  (not the CPU model's numbers), KV blocks in a device slab addressed by
@@ -89,12 +148,22 @@ int
 
 #define KVT_MODEL_MAX_NEW_TOKENS 4096   //  Longest decode one request may ask
 
-//  Spare slab blocks the GPU model needs past a request's full blocks: its
-//  partial tail and decoded tokens, plus one copy of a cached last block.
+//  Spare slab blocks the GPU model needs, per sequence in flight, past
+//  its full blocks: its partial tail and decoded tokens, plus one copy of
+//  a cached last block (an upper bound for any prompt length).
 #define KVT_MODEL_CUDA_SPARE_BLOCKS(block_tokens, max_new_tokens) \
     (3 + ((size_t) (max_new_tokens) + (size_t) (block_tokens) - 1) / (size_t) (block_tokens))
 
+//  Spare blocks one sequence of 'token_count' prompt tokens and
+//  'max_new_tokens' needs exactly: the blocks past its full ones up to its
+//  last decoded token, plus one copy of a cached last block. Never more
+//  than KVT_MODEL_CUDA_SPARE_BLOCKS (block_tokens, max_new_tokens).
+#define KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS(block_tokens, token_count, max_new_tokens) \
+    (((size_t) (token_count) + (size_t) (max_new_tokens) + (size_t) (block_tokens) - 1) \
+     / (size_t) (block_tokens) - (size_t) (token_count) / (size_t) (block_tokens) + 1)
+
 typedef struct _kvt_model_cuda_t kvt_model_cuda_t;
+typedef struct _kvt_model_cuda_seq_t kvt_model_cuda_seq_t;
 
 //  True if the GPU path supports 'shape' (head_dim 128, block_tokens a
 //  power of two, ...). Defined in every build, so the runtime can decide.
@@ -131,6 +200,43 @@ int
                              const uint64_t *slots, size_t cached_blocks,
                              const uint64_t *spare, size_t spare_count,
                              size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us);
+
+//  As kvt_model_seq_begin, over the device slab: 'slots' and 'spare' as
+//  kvt_model_cuda_generate ('spare_count' at least
+//  KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS; the sequence owns those spares until
+//  destroyed). Every sequence of one decode step must use the same slab
+//  and block_bytes. Returns 0, -EINVAL, -ENOMEM or KVT_ECUDA.
+int
+    kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens,
+                              size_t token_count, void *slab, size_t block_bytes,
+                              const uint64_t *slots, size_t cached_blocks,
+                              const uint64_t *spare, size_t spare_count,
+                              size_t max_new_tokens, uint32_t *out_tokens,
+                              kvt_model_cuda_seq_t **seq_p);
+
+//  As kvt_model_seq_prefill; also KVT_ECUDA. Returns after the stream drained.
+int
+    kvt_model_cuda_seq_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq,
+                                size_t max_tokens);
+
+//  As kvt_model_decode, at most KVT_MODEL_MAX_BATCH sequences; also
+//  KVT_ECUDA. Returns after the stream drained.
+int
+    kvt_model_cuda_decode (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
+                           size_t seq_count);
+
+//  As kvt_model_seq_emitted.
+size_t
+    kvt_model_cuda_seq_emitted (const kvt_model_cuda_seq_t *seq);
+
+//  As kvt_model_seq_decoding.
+bool
+    kvt_model_cuda_seq_decoding (const kvt_model_cuda_seq_t *seq);
+
+//  Destroy; NULL-safe, nulls the caller's pointer. Waits for the model's
+//  stream, so the sequence's spares may be given to another at once.
+void
+    kvt_model_cuda_seq_destroy (kvt_model_cuda_seq_t **seq_p);
 
 #ifdef __cplusplus
 }

@@ -28,8 +28,20 @@
     row) run the same way in every case. When every full block was
     cached, the last prompt token is recomputed into a copy of its block
     (a spare), so a cached block is never written.
-    One stream and one cuBLAS handle per model; generate returns after the
-    stream has drained. Not thread-safe: a model belongs to one thread.
+    Batch invariance (many sequences, kvt_model_cuda_decode): a decode
+    step runs the rows of up to KVT_MODEL_MAX_BATCH sequences, each at its
+    own position with its own block table; every decode GEMM runs on
+    exactly KVT_MODEL_MAX_BATCH rows (padded, so one cuBLAS algorithm for
+    every batch size, each row depending on its own input row only), and
+    the decode attention always splits a context at fixed multiples of
+    KVT_MODEL_DECODE_SPLIT tokens and merges the splits (at least two, so
+    always the same kernels): a split past a sequence's end adds exact
+    zeros. A sequence thus gets the same tokens and blocks alone or in any
+    batch. Prefill runs one sequence per call, in S_CHUNK-row GEMMs, so a
+    prompt may be cut into slices of any size.
+    One stream and one cuBLAS handle per model; calls return after the
+    stream has drained. Not thread-safe: a model and its sequences belong
+    to one thread.
 @end
 */
 
@@ -47,6 +59,7 @@
 #define S_CHUNK       512           //  Rows of every prefill GEMM (padded)
 #define S_ROPE_THETA  500000.0      //  Llama 3 RoPE base
 #define S_NORM_EPS    1e-5f         //  RMSNorm epsilon
+#define S_DECODE_ROWS KVT_MODEL_MAX_BATCH   //  Rows of every decode GEMM (padded)
 
 typedef struct {
     void *attn_norm;                //  [hidden]
@@ -78,15 +91,16 @@ struct _kvt_model_cuda_t {
     void *att;                      //  [CHUNK, q_dim]
     void *gate_up;                  //  [CHUNK, 2 x intermediate]
     void *act;                      //  [CHUNK, intermediate]
-    void *logits;                   //  [vocab]
+    void *logits;                   //  [DECODE_ROWS, vocab]
     //  Per-chunk indices (device) and their host staging
-    int32_t *d_rows;                //  [5 x CHUNK + 4]: tokens, positions, dest block,
-                                    //  dest token, then q_start [2] and seq_len [1]
+    int32_t *d_rows;                //  [4 x CHUNK + 2 + DECODE_ROWS]: tokens, positions,
+                                    //  dest block, dest token, q_start [2], seq_lens
     int32_t *h_rows;                //  Host copy of d_rows
-    int32_t *d_argmax;              //  [1]
-    int32_t *d_table;               //  Block table (device)
-    size_t table_cap;               //  Entries d_table holds
-    int32_t *h_table;               //  Host block table
+    int32_t *d_argmax;              //  [DECODE_ROWS]
+    uint64_t steps;                 //  Decode steps run (stamps their sequences)
+    int32_t *d_table;               //  Block table(s) (device)
+    size_t table_cap;               //  Entries d_table and h_table hold
+    int32_t *h_table;               //  Host staging of d_table
     void *workspace;                //  Decode split-KV scratch
     size_t workspace_bytes;         //  Its size
 };
@@ -98,7 +112,23 @@ struct _kvt_model_cuda_t {
 #define S_DTOKEN(self)  ((self) + 3 * S_CHUNK)
 #define S_QSTART(self)  ((self) + 4 * S_CHUNK)
 #define S_SEQLEN(self)  ((self) + 4 * S_CHUNK + 2)
-#define S_ROWS_COUNT    (4 * S_CHUNK + 4)
+#define S_ROWS_COUNT    (4 * S_CHUNK + 2 + S_DECODE_ROWS)
+
+//  One sequence on the device slab
+struct _kvt_model_cuda_seq_t {
+    kvt_model_cuda_t *model;        //  The model it was begun on
+    uint32_t *tokens;               //  Copy of the prompt
+    size_t token_count;             //  Prompt tokens
+    void *slab;                     //  Block slab (device)
+    size_t block_bytes;             //  Bytes between its blocks
+    int32_t *table;                 //  [table_len] full blocks, then spares
+    size_t table_len;               //  Blocks up to the last decoded token
+    size_t max_new;                 //  Output tokens to produce
+    uint32_t *out;                  //  Caller's output array (borrowed)
+    size_t emitted;                 //  Output tokens written so far
+    size_t pos;                     //  Next prompt position to compute
+    uint64_t stamp;                 //  Last decode step that took it
+};
 
 //  Log a failed CUDA call; return 0 or KVT_ECUDA.
 static int
@@ -217,10 +247,11 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
           && s_cuda (cudaMalloc (&self->att, rows * self->q_dim * 2), "activations") == 0
           && s_cuda (cudaMalloc (&self->gate_up, rows * 2 * inter * 2), "activations") == 0
           && s_cuda (cudaMalloc (&self->act, rows * inter * 2), "activations") == 0
-          && s_cuda (cudaMalloc (&self->logits, vocab * 2), "activations") == 0
+          && s_cuda (cudaMalloc (&self->logits, S_DECODE_ROWS * vocab * 2), "activations") == 0
           && s_cuda (cudaMalloc ((void **) &self->d_rows, S_ROWS_COUNT * sizeof (int32_t)),
                      "indices") == 0
-          && s_cuda (cudaMalloc ((void **) &self->d_argmax, sizeof (int32_t)), "indices") == 0
+          && s_cuda (cudaMalloc ((void **) &self->d_argmax, S_DECODE_ROWS * sizeof (int32_t)),
+                     "indices") == 0
           && s_cuda (cudaMalloc ((void **) &self->inv_freq,
                                  (size_t) shape->head_dim / 2 * sizeof (float)), "rope") == 0;
     }
@@ -323,22 +354,27 @@ s_gemm (kvt_model_cuda_t *self, const void *a, const void *w, void *c, int m, in
 #define S_TRY(expr) do { rc = (expr); if (rc) return rc; } while (0)
 
 //  Run 'rows' tokens (already staged in d_rows: tokens, positions, dest
-//  block and token, q_start, seq_len) through every layer. Prefill
-//  (decode false) runs GEMMs on S_CHUNK rows and the paged prefill
-//  kernel; decode (one row) runs one-row GEMMs and the paged decode kernel.
-//  'slab' is the block slab; the block table is in d_table ('table_len').
+//  block and token, q_start, seq_lens) through every layer. Prefill
+//  (decode false: rows of one sequence, consecutive) runs GEMMs on
+//  S_CHUNK rows and the paged prefill kernel over the table in d_table
+//  ('table_len' entries, 'seq_len' tokens after this chunk). Decode (one
+//  row per sequence) runs GEMMs on S_DECODE_ROWS rows and the paged decode
+//  kernel over d_table [rows, table_len], with KV split at fixed
+//  KVT_MODEL_DECODE_SPLIT-token boundaries ('seq_len' is then the longest
+//  sequence; table rows must cover at least two splits and 'seq_len'
+//  rounded up to a split). 'slab' is the block slab.
 static int
 s_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab, size_t block_bytes,
            int table_len, int seq_len)
 {
     const kvt_model_shape_t *shape = &self->shape;
     const int hidden = shape->hidden, inter = shape->intermediate;
-    const int gemm_rows = decode? 1: S_CHUNK;
+    const int gemm_rows = decode? S_DECODE_ROWS: S_CHUNK;
     const int64_t head_bytes = (int64_t) shape->block_tokens * shape->head_dim * 2;
     int rc;
-    if (!decode && rows < S_CHUNK)
+    if (rows < gemm_rows)
         S_TRY (s_cuda (cudaMemsetAsync ((char *) self->x + (size_t) rows * hidden * 2, 0,
-                                        (size_t) (S_CHUNK - rows) * hidden * 2, self->stream),
+                                        (size_t) (gemm_rows - rows) * hidden * 2, self->stream),
                        "memset"));
     S_TRY (kvt_model_embed (self->x, self->embed, S_TOKENS (self->d_rows), rows, hidden,
                             self->stream));
@@ -359,19 +395,21 @@ s_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab, size_t blo
         const char *k_base = (const char *) slab + (int64_t) (l * 2) * shape->kv_heads * head_bytes;
         const char *v_base = k_base + (int64_t) shape->kv_heads * head_bytes;
         if (decode) {
+            //  Splits of exactly KVT_MODEL_DECODE_SPLIT tokens, at least two:
+            //  the kernel cuts max_seq_len / splits, so pass a multiple
+            int splits = (seq_len + KVT_MODEL_DECODE_SPLIT - 1) / KVT_MODEL_DECODE_SPLIT;
+            if (splits < 2)
+                splits = 2;
             kvt_paged_attention_args_t attn = {
                 .dtype = KVT_KDTYPE_BF16, .q = self->q, .k = k_base, .v = v_base,
                 .block_stride_bytes = (int64_t) block_bytes, .head_stride_bytes = head_bytes,
                 .token_stride_bytes = shape->head_dim * 2, .block_table = self->d_table,
-                .seq_lens = S_SEQLEN (self->d_rows), .out = self->att, .seqs = 1,
+                .seq_lens = S_SEQLEN (self->d_rows), .out = self->att, .seqs = rows,
                 .heads = shape->heads, .kv_heads = shape->kv_heads,
                 .head_dim = shape->head_dim, .block_tokens = shape->block_tokens,
-                .max_blocks_per_seq = table_len, .max_seq_len = seq_len,
-                .scale = 1.0f / sqrtf ((float) shape->head_dim) };
-            int splits = kvt_paged_attention_plan (&attn);
-            if (splits < 0)
-                return KVT_ECUDA;
-            attn.splits = splits;
+                .max_blocks_per_seq = table_len,
+                .max_seq_len = splits * KVT_MODEL_DECODE_SPLIT,
+                .scale = 1.0f / sqrtf ((float) shape->head_dim), .splits = splits };
             size_t need = kvt_paged_attention_workspace_bytes (&attn, splits);
             if (need > self->workspace_bytes) {
                 if (self->workspace) {
@@ -411,69 +449,98 @@ s_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab, size_t blo
     return 0;
 }
 
-//  Greedy token from row 'row' of the residual stream: final norm,
-//  lm_head (one row), argmax; waits for the stream.
+//  Greedy tokens from rows first..first + count - 1 of the residual
+//  stream: final norm, lm_head on 'gemm_rows' rows (1 after a prefill,
+//  S_DECODE_ROWS in a decode step), argmax; waits for the stream.
 static int
-s_sample (kvt_model_cuda_t *self, int row, uint32_t *token)
+s_sample (kvt_model_cuda_t *self, int first, int count, int gemm_rows, uint32_t *tokens)
 {
     const int hidden = self->shape.hidden;
     int rc;
-    kvt_rmsnorm_args_t norm = { KVT_KDTYPE_BF16, (char *) self->x + (size_t) row * hidden * 2,
-                                self->final_norm, self->xn, 1, hidden, S_NORM_EPS };
+    kvt_rmsnorm_args_t norm = { KVT_KDTYPE_BF16, (char *) self->x + (size_t) first * hidden * 2,
+                                self->final_norm, self->xn, count, hidden, S_NORM_EPS };
     S_TRY (kvt_rmsnorm (&norm, self->stream));
-    S_TRY (s_gemm (self, self->xn, self->lm_head, self->logits, 1, self->shape.vocab, hidden, 0));
-    kvt_argmax_args_t argmax = { KVT_KDTYPE_BF16, self->logits, self->d_argmax, 1,
+    S_TRY (s_gemm (self, self->xn, self->lm_head, self->logits, gemm_rows, self->shape.vocab,
+                   hidden, 0));
+    kvt_argmax_args_t argmax = { KVT_KDTYPE_BF16, self->logits, self->d_argmax, count,
                                  self->shape.vocab };
     S_TRY (kvt_argmax (&argmax, self->stream));
-    int32_t best = 0;
-    S_TRY (s_cuda (cudaMemcpyAsync (&best, self->d_argmax, sizeof (best),
+    int32_t best [S_DECODE_ROWS];
+    S_TRY (s_cuda (cudaMemcpyAsync (best, self->d_argmax, (size_t) count * sizeof (int32_t),
                                     cudaMemcpyDeviceToHost, self->stream), "argmax"));
     S_TRY (s_cuda (cudaStreamSynchronize (self->stream), "sample"));
-    *token = (uint32_t) best;
+    for (int r = 0; r < count; r++)
+        tokens [r] = (uint32_t) best [r];
     return 0;
 }
 
-//  Stage 'rows' tokens from position pos0 in h_rows and copy them up.
+//  Make d_table and h_table hold 'entries'. Returns 0 or -ENOMEM.
 static int
-s_stage (kvt_model_cuda_t *self, const uint32_t *tokens, int rows, size_t pos0)
+s_table_reserve (kvt_model_cuda_t *self, size_t entries)
+{
+    if (entries <= self->table_cap)
+        return 0;
+    if (self->d_table) {
+        cudaStreamSynchronize (self->stream);
+        cudaFree (self->d_table);
+        self->d_table = NULL;
+        self->table_cap = 0;
+    }
+    if (s_cuda (cudaMalloc ((void **) &self->d_table, entries * sizeof (int32_t)), "table"))
+        return -ENOMEM;
+    self->table_cap = entries;
+    free (self->h_table);
+    self->h_table = (int32_t *) kvt_zmalloc (entries * sizeof (int32_t));
+    return 0;
+}
+
+//  Stage the prefill of 'rows' prompt tokens of 'seq' from its position
+//  in h_rows, with its block table, and copy both up.
+static int
+s_stage_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, int rows)
 {
     const size_t block_tokens = (size_t) self->shape.block_tokens;
     int32_t *h = self->h_rows;
     memset (h, 0, S_ROWS_COUNT * sizeof (int32_t));
     for (int r = 0; r < rows; r++) {
-        size_t pos = pos0 + (size_t) r;
-        S_TOKENS (h) [r] = (int32_t) tokens [r];
+        size_t pos = seq->pos + (size_t) r;
+        S_TOKENS (h) [r] = (int32_t) seq->tokens [pos];
         S_POS (h) [r] = (int32_t) pos;
-        S_DBLOCK (h) [r] = self->h_table [pos / block_tokens];
+        S_DBLOCK (h) [r] = seq->table [pos / block_tokens];
         S_DTOKEN (h) [r] = (int32_t) (pos % block_tokens);
     }
     S_QSTART (h) [0] = 0;
     S_QSTART (h) [1] = rows;
-    S_SEQLEN (h) [0] = (int32_t) (pos0 + (size_t) rows);
-    //  Pageable source: the call returns once the bytes are staged
+    S_SEQLEN (h) [0] = (int32_t) (seq->pos + (size_t) rows);
+    int rc = s_table_reserve (self, seq->table_len);
+    if (rc)
+        return rc;
+    //  Pageable sources: each call returns once the bytes are staged
+    S_TRY (s_cuda (cudaMemcpyAsync (self->d_table, seq->table, seq->table_len * sizeof (int32_t),
+                                    cudaMemcpyHostToDevice, self->stream), "table"));
     return s_cuda (cudaMemcpyAsync (self->d_rows, h, S_ROWS_COUNT * sizeof (int32_t),
                                     cudaMemcpyHostToDevice, self->stream), "stage");
 }
 
 //  --------------------------------------------------------------------------
-//  Run one request over the device slab (see kvt_model.h): prefill the
-//  uncached suffix in S_CHUNK-row chunks, then greedy-decode. Returns
-//  after the stream has drained.
+//  Begin a sequence over the device slab (see kvt_model.h).
 
 int
-kvt_model_cuda_generate (kvt_model_cuda_t *self, const uint32_t *tokens, size_t token_count,
-                         void *slab, size_t block_bytes, const uint64_t *slots,
-                         size_t cached_blocks, const uint64_t *spare, size_t spare_count,
-                         size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us)
+kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t token_count,
+                          void *slab, size_t block_bytes, const uint64_t *slots,
+                          size_t cached_blocks, const uint64_t *spare, size_t spare_count,
+                          size_t max_new_tokens, uint32_t *out_tokens,
+                          kvt_model_cuda_seq_t **seq_p)
 {
     assert (self);
-    const int64_t start_us = kvt_now_us ();
+    assert (seq_p);
+    *seq_p = NULL;
     const kvt_model_shape_t *shape = &self->shape;
     const size_t block_tokens = (size_t) shape->block_tokens;
     kvt_block_shape_t geometry = kvt_model_cuda_block_shape (self);
     if (!tokens || token_count == 0 || !slab || block_bytes < kvt_block_bytes (&geometry)
     ||  block_bytes % 16 || (max_new_tokens > 0 && !out_tokens)
-    ||  token_count + max_new_tokens > INT32_MAX)
+    ||  token_count > INT32_MAX || max_new_tokens > INT32_MAX - token_count)
         return -EINVAL;
     for (size_t i = 0; i < token_count; i++)
         if (tokens [i] >= (uint32_t) shape->vocab)
@@ -485,72 +552,211 @@ kvt_model_cuda_generate (kvt_model_cuda_t *self, const uint32_t *tokens, size_t 
     //  spare [0] is kept for a copy of a cached last block
     const size_t end = token_count + max_new_tokens;
     const size_t table_len = (end + block_tokens - 1) / block_tokens;
-    if (table_len < full_blocks || table_len - full_blocks + 1 > spare_count || !spare)
+    if (!spare || table_len - full_blocks + 1 > spare_count)
         return -EINVAL;
-    if (table_len > self->table_cap) {
-        if (self->d_table) {
-            cudaFree (self->d_table);
-            self->d_table = NULL;
-            self->table_cap = 0;
-        }
-        if (s_cuda (cudaMalloc ((void **) &self->d_table, table_len * sizeof (int32_t)), "table"))
-            return -ENOMEM;
-        self->table_cap = table_len;
-        free (self->h_table);
-        self->h_table = (int32_t *) kvt_zmalloc (table_len * sizeof (int32_t));
-    }
-    for (size_t b = 0; b < table_len; b++) {
-        uint64_t id = b < full_blocks? slots [b]: spare [1 + b - full_blocks];
-        if (id > INT32_MAX)
+    for (size_t b = 0; b < full_blocks; b++)
+        if (slots [b] > INT32_MAX)
             return -EINVAL;
-        self->h_table [b] = (int32_t) id;
-    }
-    if (spare [0] > INT32_MAX)
-        return -EINVAL;
-    int rc;
-    size_t pos = cached_blocks * block_tokens;
-    if (pos >= token_count) {
+    for (size_t k = 0; k < table_len - full_blocks + 1; k++)
+        if (spare [k] > INT32_MAX)
+            return -EINVAL;
+    kvt_model_cuda_seq_t *seq =
+        (kvt_model_cuda_seq_t *) kvt_zmalloc (sizeof (kvt_model_cuda_seq_t));
+    seq->model = self;
+    seq->tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
+    memcpy (seq->tokens, tokens, token_count * sizeof (uint32_t));
+    seq->token_count = token_count;
+    seq->slab = slab;
+    seq->block_bytes = block_bytes;
+    seq->table_len = table_len;
+    seq->table = (int32_t *) kvt_zmalloc ((table_len + 1) * sizeof (int32_t));
+    for (size_t b = 0; b < table_len; b++)
+        seq->table [b] = (int32_t) (b < full_blocks? slots [b]: spare [1 + b - full_blocks]);
+    seq->max_new = max_new_tokens;
+    seq->out = out_tokens;
+    seq->pos = cached_blocks * block_tokens;
+    if (seq->pos >= token_count) {
         //  All cached: recompute the last prompt token into a copy of its block
-        pos = token_count - 1;
-        size_t last = pos / block_tokens;
-        S_TRY (s_cuda (cudaMemcpyAsync ((char *) slab + spare [0] * block_bytes,
-                                        (char *) slab + slots [last] * block_bytes,
-                                        block_bytes, cudaMemcpyDeviceToDevice, self->stream),
-                       "block copy"));
-        self->h_table [last] = (int32_t) spare [0];
+        seq->pos = token_count - 1;
+        size_t last = seq->pos / block_tokens;
+        int rc = s_cuda (cudaMemcpyAsync ((char *) slab + spare [0] * block_bytes,
+                                          (char *) slab + slots [last] * block_bytes,
+                                          block_bytes, cudaMemcpyDeviceToDevice, self->stream),
+                         "block copy");
+        if (rc) {
+            kvt_model_cuda_seq_destroy (&seq);
+            return rc;
+        }
+        seq->table [last] = (int32_t) spare [0];
     }
-    S_TRY (s_cuda (cudaMemcpyAsync (self->d_table, self->h_table, table_len * sizeof (int32_t),
-                                    cudaMemcpyHostToDevice, self->stream), "table"));
-    int rows = 0;
-    while (pos < token_count) {
+    *seq_p = seq;
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Prefill up to 'max_tokens' positions (0: all) in S_CHUNK-row chunks;
+//  sample the first token when the prompt is done.
+
+int
+kvt_model_cuda_seq_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_tokens)
+{
+    assert (self);
+    assert (seq && seq->model == self);
+    if (max_tokens == 0)
+        max_tokens = SIZE_MAX;
+    int rc;
+    while (seq->pos < seq->token_count && max_tokens > 0) {
         if (self->cancel_fn && self->cancel_fn (self->cancel_arg)) {
             cudaStreamSynchronize (self->stream);
             return -ECANCELED;
         }
-        rows = (int) (token_count - pos < S_CHUNK? token_count - pos: S_CHUNK);
-        S_TRY (s_stage (self, tokens + pos, rows, pos));
-        S_TRY (s_forward (self, rows, false, slab, block_bytes, (int) table_len,
-                          (int) (pos + (size_t) rows)));
-        pos += (size_t) rows;
+        size_t rows = seq->token_count - seq->pos;
+        if (rows > S_CHUNK)
+            rows = S_CHUNK;
+        if (rows > max_tokens)
+            rows = max_tokens;
+        S_TRY (s_stage_prefill (self, seq, (int) rows));
+        S_TRY (s_forward (self, (int) rows, false, seq->slab, seq->block_bytes,
+                          (int) seq->table_len, (int) (seq->pos + rows)));
+        seq->pos += rows;
+        max_tokens -= rows;
+        if (seq->pos == seq->token_count && seq->max_new > 0) {
+            S_TRY (s_sample (self, (int) rows - 1, 1, 1, &seq->out [0]));
+            seq->emitted = 1;
+        }
     }
-    if (max_new_tokens == 0) {
-        S_TRY (s_cuda (cudaStreamSynchronize (self->stream), "prefill"));
-        if (ttft_us)
-            *ttft_us = kvt_now_us () - start_us;
+    S_TRY (s_cuda (cudaStreamSynchronize (self->stream), "prefill"));
+    size_t left = seq->token_count - seq->pos;
+    return left < INT_MAX? (int) left: INT_MAX;
+}
+
+//  --------------------------------------------------------------------------
+//  One decode step over up to S_DECODE_ROWS sequences.
+
+int
+kvt_model_cuda_decode (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
+                       size_t seq_count)
+{
+    assert (self);
+    if (seq_count == 0)
         return 0;
+    if (!seqs || seq_count > S_DECODE_ROWS)
+        return -EINVAL;
+    const uint64_t stamp = ++self->steps;
+    size_t table_len = 1, longest = 1;
+    for (size_t s = 0; s < seq_count; s++) {
+        kvt_model_cuda_seq_t *seq = seqs [s];
+        if (!seq || seq->model != self || !kvt_model_cuda_seq_decoding (seq)
+        ||  seq->stamp == stamp || seq->slab != seqs [0]->slab
+        ||  seq->block_bytes != seqs [0]->block_bytes)
+            return -EINVAL;         //  Not ready, done, twice, or another slab
+        seq->stamp = stamp;
+        table_len = seq->table_len > table_len? seq->table_len: table_len;
+        size_t len = seq->token_count + seq->emitted;
+        longest = len > longest? len: longest;
     }
-    S_TRY (s_sample (self, rows - 1, &out_tokens [0]));
-    if (ttft_us)
-        *ttft_us = kvt_now_us () - start_us;
-    for (size_t i = 1; i < max_new_tokens; i++) {
-        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
-            return -ECANCELED;
-        size_t at = token_count + i - 1;
-        S_TRY (s_stage (self, &out_tokens [i - 1], 1, at));
-        S_TRY (s_forward (self, 1, true, slab, block_bytes, (int) table_len, (int) (at + 1)));
-        S_TRY (s_sample (self, 0, &out_tokens [i]));
+    //  Rows of the table cover the split span s_forward asks the kernel
+    //  for (entries past a sequence's blocks are never read)
+    int splits = (int) ((longest + KVT_MODEL_DECODE_SPLIT - 1) / KVT_MODEL_DECODE_SPLIT);
+    size_t span = (size_t) (splits < 2? 2: splits) * KVT_MODEL_DECODE_SPLIT;
+    size_t span_blocks = (span + (size_t) self->shape.block_tokens - 1)
+                       / (size_t) self->shape.block_tokens;
+    table_len = span_blocks > table_len? span_blocks: table_len;
+    int rc = s_table_reserve (self, seq_count * table_len);
+    if (rc)
+        return rc;
+    const size_t block_tokens = (size_t) self->shape.block_tokens;
+    int32_t *h = self->h_rows;
+    memset (h, 0, S_ROWS_COUNT * sizeof (int32_t));
+    for (size_t s = 0; s < seq_count; s++) {
+        const kvt_model_cuda_seq_t *seq = seqs [s];
+        size_t pos = seq->token_count + seq->emitted - 1;
+        S_TOKENS (h) [s] = (int32_t) seq->out [seq->emitted - 1];
+        S_POS (h) [s] = (int32_t) pos;
+        S_DBLOCK (h) [s] = seq->table [pos / block_tokens];
+        S_DTOKEN (h) [s] = (int32_t) (pos % block_tokens);
+        S_SEQLEN (h) [s] = (int32_t) (pos + 1);
+        int32_t *row = self->h_table + s * table_len;
+        memcpy (row, seq->table, seq->table_len * sizeof (int32_t));
+        for (size_t b = seq->table_len; b < table_len; b++)
+            row [b] = -1;
+    }
+    S_TRY (s_cuda (cudaMemcpyAsync (self->d_table, self->h_table,
+                                    seq_count * table_len * sizeof (int32_t),
+                                    cudaMemcpyHostToDevice, self->stream), "table"));
+    S_TRY (s_cuda (cudaMemcpyAsync (self->d_rows, h, S_ROWS_COUNT * sizeof (int32_t),
+                                    cudaMemcpyHostToDevice, self->stream), "stage"));
+    S_TRY (s_forward (self, (int) seq_count, true, seqs [0]->slab, seqs [0]->block_bytes,
+                      (int) table_len, (int) longest));
+    uint32_t best [S_DECODE_ROWS];
+    S_TRY (s_sample (self, 0, (int) seq_count, S_DECODE_ROWS, best));
+    for (size_t s = 0; s < seq_count; s++) {
+        kvt_model_cuda_seq_t *seq = seqs [s];
+        seq->out [seq->emitted++] = best [s];
     }
     return 0;
+}
+
+//  Output tokens written so far.
+size_t
+kvt_model_cuda_seq_emitted (const kvt_model_cuda_seq_t *seq)
+{
+    assert (seq);
+    return seq->emitted;
+}
+
+//  Prefill done and tokens still owed.
+bool
+kvt_model_cuda_seq_decoding (const kvt_model_cuda_seq_t *seq)
+{
+    assert (seq);
+    return seq->pos == seq->token_count && seq->emitted > 0 && seq->emitted < seq->max_new;
+}
+
+//  Destroy once the stream has drained; NULL-safe, nulls the caller's pointer.
+void
+kvt_model_cuda_seq_destroy (kvt_model_cuda_seq_t **seq_p)
+{
+    assert (seq_p);
+    kvt_model_cuda_seq_t *seq = *seq_p;
+    if (seq) {
+        cudaStreamSynchronize (seq->model->stream);
+        free (seq->table);
+        free (seq->tokens);
+        free (seq);
+        *seq_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Run one request over the device slab (see kvt_model.h): one sequence,
+//  prefilled whole, then decoded alone. Returns after the stream drained.
+
+int
+kvt_model_cuda_generate (kvt_model_cuda_t *self, const uint32_t *tokens, size_t token_count,
+                         void *slab, size_t block_bytes, const uint64_t *slots,
+                         size_t cached_blocks, const uint64_t *spare, size_t spare_count,
+                         size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us)
+{
+    assert (self);
+    const int64_t start_us = kvt_now_us ();
+    kvt_model_cuda_seq_t *seq;
+    int rc = kvt_model_cuda_seq_begin (self, tokens, token_count, slab, block_bytes, slots,
+                                       cached_blocks, spare, spare_count, max_new_tokens,
+                                       out_tokens, &seq);
+    if (rc)
+        return rc;
+    rc = kvt_model_cuda_seq_prefill (self, seq, 0);
+    if (rc == 0 && ttft_us)
+        *ttft_us = kvt_now_us () - start_us;
+    while (rc == 0 && kvt_model_cuda_seq_decoding (seq)) {
+        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
+            rc = -ECANCELED;
+        else
+            rc = kvt_model_cuda_decode (self, &seq, 1);
+    }
+    kvt_model_cuda_seq_destroy (&seq);
+    return rc < 0? rc: 0;
 }
 
 //  --------------------------------------------------------------------------

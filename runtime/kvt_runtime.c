@@ -56,6 +56,24 @@ s_block_bytes (const kvt_config_t *config)
     return kvt_block_bytes (&shape);
 }
 
+//  Spare blocks past the GPU tier's slab, the compute actor's scratch for
+//  the partial tails and decoded tokens of the sequences it runs at once:
+//  compute/spare_blocks, or (0) enough for one request of the longest
+//  decode and for compute/max_batch requests of 512 new tokens each.
+//  A request that finds too few spares free waits in compute's queue.
+static size_t
+s_spare_blocks (const kvt_config_t *config)
+{
+    int64_t spare = kvt_config_int (config, "compute/spare_blocks");
+    if (spare > 0)
+        return (size_t) spare;
+    int block_tokens = (int) kvt_config_int (config, "model/block_tokens");
+    size_t longest = KVT_MODEL_CUDA_SPARE_BLOCKS (block_tokens, KVT_MODEL_MAX_NEW_TOKENS);
+    size_t batch = (size_t) kvt_config_int (config, "compute/max_batch")
+                 * KVT_MODEL_CUDA_SPARE_BLOCKS (block_tokens, 512);
+    return longest > batch? longest: batch;
+}
+
 int
 kvt_runtime_gpu_count (void)
 {
@@ -147,9 +165,8 @@ s_create_arenas (kvt_runtime_t *self)
         size_t block_count = (size_t) kvt_config_int (self->config, keys [k]);
         kvt_arena_t *arena;
         if (k == 0 && on_device) {
-            int block_tokens = (int) kvt_config_int (self->config, "model/block_tokens");
             arena = kvt_arena_new_device (names [k], block_count, block_bytes,
-                KVT_MODEL_CUDA_SPARE_BLOCKS (block_tokens, KVT_MODEL_MAX_NEW_TOKENS));
+                                          s_spare_blocks (self->config));
         }
         else
             arena = kvt_arena_new (names [k], block_count, block_bytes, hugepages);
@@ -506,10 +523,9 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
     for (int k = 2; k + 1 < argc; k += 2)
         if (streq (argv [k], "--arena") && strncmp (argv [k + 1], "gpu=ipc:", 8) == 0) {
             //  The GPU tier's slab in device memory, by CUDA IPC handle
-            int block_tokens = (int) kvt_config_int (config, "model/block_tokens");
             kvt_arena_t *arena = kvt_arena_attach_device ("gpu", argv [k + 1] + 8,
                 (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks"), block_bytes,
-                KVT_MODEL_CUDA_SPARE_BLOCKS (block_tokens, KVT_MODEL_MAX_NEW_TOKENS));
+                s_spare_blocks (config));
             if (arena)
                 kvt_arena_register (&arena);
         }

@@ -16,7 +16,13 @@
     prefixes runs on the CPU model and on the GPU model with the same
     tiers: the prefix-hit accounting (from_gpu / host / nvme / computed)
     is the same request by request, as placement does not depend on the
-    model. Skips (77) without CUDA or a GPU.
+    model. Batching: sequences decoded together on the GPU model, joining
+    and leaving the batch at different steps, prefilled in slices, some
+    from cached blocks, give the tokens and blocks each gives alone.
+    Skips (77) without CUDA or a GPU.
+    --bench [prompt]: prefill rate at the Llama-3-8B shape against cuBLAS,
+    and decode tokens/s at batch 1, 16 and 64 (1024-token contexts), the
+    batches checked to give batch 1's tokens.
 @end
 */
 
@@ -235,6 +241,118 @@ s_replay (const char *device, s_account_t *account)
     kvt_config_destroy (&config);
 }
 
+//  The GPU model decodes sequences together as each alone: a small shape,
+//  prompts crossing prefill chunks (512) and decode splits (256), one all
+//  cached, one a single token, prefilled in slices of 100 while others
+//  decode, different lengths of output
+static void
+s_batched_vs_alone (void)
+{
+    kvt_model_shape_t shape = { .layers = 2, .heads = 8, .kv_heads = 2, .head_dim = 128,
+                                .hidden = 1024, .intermediate = 2816, .vocab = 1000,
+                                .block_tokens = 16, .seed = 7 };
+    kvt_model_cuda_t *model = kvt_model_cuda_new (&shape);
+    t_check (model);
+    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
+    const size_t block_bytes = kvt_block_bytes (&geometry);
+    enum { SEQS = 7, MAX_NEW = 300 };
+    const size_t lengths [SEQS] = { 37, 300, 700, 320, 1, 129, 250 };
+    const size_t news [SEQS] = { 40, 10, 80, 25, 300, 1, 12 };
+    const size_t cached_of [SEQS] = { 0, 0, 0, 20, 0, 4, 15 };  //  Blocks of the alone run
+    //  Slab: per sequence, alone's blocks, batched's blocks and spares
+    size_t per_seq = 0;
+    for (int i = 0; i < SEQS; i++) {
+        size_t need = 2 * (lengths [i] / 16)
+                    + KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, lengths [i], news [i]);
+        per_seq = need > per_seq? need: per_seq;
+    }
+    void *slab = NULL;
+    t_check (cudaMalloc (&slab, SEQS * per_seq * block_bytes) == cudaSuccess);
+    t_check (cudaMemset (slab, 0x55, SEQS * per_seq * block_bytes) == cudaSuccess);
+    uint64_t *prompt64 = t_tokens (1000, (uint64_t) shape.vocab, 77);
+    uint32_t prompt [1000];
+    for (int k = 0; k < 1000; k++)
+        prompt [k] = (uint32_t) prompt64 [k];
+    free (prompt64);
+    static uint32_t alone [SEQS][MAX_NEW], batched [SEQS][MAX_NEW];
+    uint64_t slots [SEQS][2][64], spare [SEQS][32];
+    kvt_model_cuda_seq_t *seq [SEQS];
+    for (int i = 0; i < SEQS; i++) {
+        const size_t full = lengths [i] / 16, base = (size_t) i * per_seq;
+        for (size_t b = 0; b < full; b++) {
+            slots [i][0][b] = base + b;
+            //  Batched: alone's blocks where cached, its own after
+            slots [i][1][b] = b < cached_of [i]? base + b: base + full + b;
+        }
+        size_t spares = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, lengths [i], news [i]);
+        t_check (spares <= 32);
+        for (size_t k = 0; k < spares; k++)
+            spare [i][k] = base + 2 * full + k;
+        //  Alone first: computes every block ...
+        t_ok (kvt_model_cuda_generate (model, prompt, lengths [i], slab, block_bytes,
+                                       slots [i][0], 0, spare [i], spares, news [i], alone [i],
+                                       NULL));
+    }
+    //  ... then all together, each with its own spares (alone's are free now)
+    for (int i = 0; i < SEQS; i++)
+        t_ok (kvt_model_cuda_seq_begin (model, prompt, lengths [i], slab, block_bytes,
+                                        slots [i][1], cached_of [i], spare [i],
+                                        KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, lengths [i],
+                                                                         news [i]),
+                                        news [i], batched [i], &seq [i]));
+    size_t steps = 0, rows = 0;
+    for (int turn = 0, busy = 1; busy; turn++) {
+        busy = 0;
+        for (int i = 0; i < SEQS; i++)
+            if (seq [i] && turn >= 3 * i && kvt_model_cuda_seq_emitted (seq [i]) == 0)
+                t_check (kvt_model_cuda_seq_prefill (model, seq [i], 100) >= 0);
+        kvt_model_cuda_seq_t *batch [SEQS];
+        size_t count = 0;
+        for (int i = 0; i < SEQS; i++)
+            if (seq [i] && kvt_model_cuda_seq_decoding (seq [i]))
+                batch [count++] = seq [i];
+        if (count)
+            t_ok (kvt_model_cuda_decode (model, batch, count));
+        steps += count > 0;
+        rows += count;
+        for (int i = 0; i < SEQS; i++) {
+            if (seq [i] && kvt_model_cuda_seq_emitted (seq [i]) == news [i])
+                kvt_model_cuda_seq_destroy (&seq [i]);
+            busy |= seq [i] != NULL;
+        }
+    }
+    t_check (rows > steps);
+    uint8_t *want = (uint8_t *) malloc (64 * block_bytes);
+    uint8_t *got = (uint8_t *) malloc (64 * block_bytes);
+    for (int i = 0; i < SEQS; i++) {
+        if (memcmp (alone [i], batched [i], news [i] * sizeof (uint32_t))) {
+            fprintf (stderr, "sequence %d: batched tokens differ from alone\n", i);
+            t_check (false);
+        }
+        const size_t full = lengths [i] / 16, base = (size_t) i * per_seq;
+        t_check (cudaMemcpy (want, (char *) slab + base * block_bytes, full * block_bytes,
+                             cudaMemcpyDeviceToHost) == cudaSuccess);
+        t_check (cudaMemcpy (got, (char *) slab + (base + full) * block_bytes,
+                             full * block_bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
+        //  Blocks the batched run computed are alone's, byte for byte
+        t_check (memcmp (want + cached_of [i] * block_bytes, got + cached_of [i] * block_bytes,
+                         (full - cached_of [i]) * block_bytes) == 0);
+    }
+    printf ("test_gpu_request_path: %d sequences batched (%zu decode steps, %zu rows) "
+            "give the tokens and blocks of each alone: OK\n", SEQS, steps, rows);
+    //  Bad input
+    kvt_model_cuda_seq_t *a = NULL;
+    t_check (kvt_model_cuda_seq_begin (model, prompt, 37, slab, block_bytes, slots [0][1], 0,
+                                       spare [0], 2, 40, batched [0], &a) == -EINVAL);
+    t_check (a == NULL);
+    kvt_model_cuda_seq_t *many [KVT_MODEL_MAX_BATCH + 1] = { 0 };
+    t_check (kvt_model_cuda_decode (model, many, KVT_MODEL_MAX_BATCH + 1) == -EINVAL);
+    free (got);
+    free (want);
+    cudaFree (slab);
+    kvt_model_cuda_destroy (&model);
+}
+
 //  cuBLAS bf16 GEMM rate (TFLOP/s) at m x n x k, the best of 5 timed runs
 static double
 s_cublas_tflops (int m, int n, int k)
@@ -329,6 +447,78 @@ s_bench (int prompt)
     free (tokens);
     free (slots);
     cudaFree (slab);
+
+    //  Continuous batching: B sequences of 1024-token prompts (their own
+    //  prompts, all prefilled first), then 32 decode steps of all B
+    enum { CONTEXT = 1024, STEPS = 32, MOST = 64 };
+    const size_t per_seq = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, CONTEXT, STEPS + 1)
+                         + CONTEXT / 16;
+    t_check (cudaMalloc (&slab, MOST * per_seq * block_bytes) == cudaSuccess);
+    static uint32_t outs [MOST][STEPS + 1], first_outs [MOST][STEPS + 1];
+    static uint64_t ids [MOST][128];
+    static uint32_t prompts [MOST][CONTEXT];
+    t_check (per_seq <= 128);
+    for (int i = 0; i < MOST; i++) {
+        for (size_t k = 0; k < per_seq; k++)
+            ids [i][k] = (uint64_t) i * per_seq + k;
+        uint64_t *p64 = t_tokens (CONTEXT, (uint64_t) shape.vocab, 1000 + (uint64_t) i);
+        for (int k = 0; k < CONTEXT; k++)
+            prompts [i][k] = (uint32_t) p64 [k];
+        free (p64);
+    }
+    const int batches [] = { 1, 16, 64 };
+    double rate [3] = { 0, 0, 0 }, step_ms [3] = { 0, 0, 0 };
+    for (int b = 0; b < 3; b++) {
+        const int count = batches [b];
+        kvt_model_cuda_seq_t *seqs [MOST];
+        for (int i = 0; i < count; i++) {
+            t_ok (kvt_model_cuda_seq_begin (model, prompts [i], CONTEXT, slab, block_bytes,
+                                            ids [i], 0, ids [i] + CONTEXT / 16,
+                                            per_seq - CONTEXT / 16, STEPS + 1, outs [i],
+                                            &seqs [i]));
+            t_check (kvt_model_cuda_seq_prefill (model, seqs [i], 0) == 0);
+        }
+        t_ok (kvt_model_cuda_decode (model, seqs, (size_t) count));     //  Warm-up step
+        int64_t start = zclock_usecs ();
+        for (int step = 1; step < STEPS; step++)
+            t_ok (kvt_model_cuda_decode (model, seqs, (size_t) count));
+        double seconds = (zclock_usecs () - start) / 1e6;
+        step_ms [b] = seconds * 1000.0 / (STEPS - 1);
+        rate [b] = (double) count * (STEPS - 1) / seconds;
+        for (int i = 0; i < count; i++) {
+            if (b == 0)
+                memcpy (first_outs [i], outs [i], sizeof (outs [i]));
+            kvt_model_cuda_seq_destroy (&seqs [i]);
+        }
+        //  Sequence 0 gives the same tokens in every batch
+        t_check (memcmp (outs [0], first_outs [0], sizeof (outs [0])) == 0);
+        if (b == 1)             //  Keep batch 16's tokens: batch 64 must match them
+            for (int i = 1; i < 16; i++)
+                memcpy (first_outs [i], outs [i], sizeof (outs [i]));
+        if (b == 2)
+            for (int i = 0; i < 16; i++)
+                t_check (memcmp (outs [i], first_outs [i], sizeof (outs [i])) == 0);
+    }
+    for (int b = 0; b < 3; b++)
+        printf ("bench: decode batch %2d (8B shape, %d-token contexts): %.2f ms/step, "
+                "%.0f tokens/s; baseline batch 1: %.0f tokens/s; ratio %.2f\n", batches [b],
+                CONTEXT, step_ms [b], rate [b], rate [0], rate [b] / rate [0]);
+    printf ("bench: batches 16 and 64 gave batch 1's (and 16's) tokens: OK\n");
+    //  What batch invariance costs batch 1: every decode GEMM runs on 64
+    //  rows. cuBLAS time of one step's GEMMs at m = 1 and m = 64
+    const int gemm_n [] = { 6144, 4096, 28672, 4096 }, gemm_k [] = { 4096, 4096, 4096, 14336 };
+    double gemm_ms [2] = { 0, 0 };
+    for (int g = 0; g < 5; g++)
+        for (int pad = 0; pad < 2; pad++) {
+            int m = pad? KVT_MODEL_MAX_BATCH: 1;
+            int n = g < 4? gemm_n [g]: shape.vocab, k = g < 4? gemm_k [g]: shape.hidden;
+            double ms = 2.0 * m * n * k / (s_cublas_tflops (m, n, k) * 1e12) * 1e3;
+            gemm_ms [pad] += g < 4? ms * shape.layers: ms;
+        }
+    printf ("bench: one step's cuBLAS GEMMs (8B): %.2f ms at m = 1, %.2f ms at m = %d "
+            "(padded, what every step runs); ratio %.2f\n", gemm_ms [0], gemm_ms [1],
+            KVT_MODEL_MAX_BATCH, gemm_ms [1] / gemm_ms [0]);
+    cudaFree (slab);
     kvt_model_cuda_destroy (&model);
     return 0;
 }
@@ -355,6 +545,7 @@ main (int argc, char **argv)
     }
     if (argc > 1 && streq (argv [1], "--bench"))
         return s_bench (argc > 2? atoi (argv [2]): 4096);
+    s_batched_vs_alone ();
     s_request_path ("model/layers=2", "model/kv_heads=2", "migration.copy_kernel_launches",
                     "thread");
     printf ("test_gpu_request_path: request path, 32 KiB blocks (copy kernel): OK\n");
