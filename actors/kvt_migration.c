@@ -14,20 +14,33 @@
                demoting least-recently-used blocks down the hierarchy;
              MIG_PROMOTE {hashes, tiers, slots} -> MIG_PROMOTE_OK
                {gpu_slots, failed}: bring host and NVMe blocks to the GPU;
-             MIG_DEMOTE {from_tier, to_tier, max_blocks} -> MIG_DEMOTE_OK {moved}.
+             MIG_DEMOTE {from_tier, to_tier, max_blocks} -> MIG_DEMOTE_OK {moved};
+             MIG_PREFETCH {hashes, max_blocks} -> MIG_PREFETCH_OK {hashes}:
+               stage up to max_blocks NVMe blocks of a request's cached
+               prefix into the host tier, left pinned for the caller.
 @discuss
     Tiers are exclusive: a moved block leaves its old slot. A block read
     back from NVMe whose checksum fails is a miss: it is removed from the
     index, reported in 'failed', and the scheduler recomputes it.
     Demotion off the last tier drops the block (counted). What goes to disk
     is chosen by migration/disk_admission: every evicted block (all, write-
-    back), or only blocks a request has found cached since they were made
-    (reused: write on second hit, sparing disk bandwidth and wear).
+    back), only blocks a request has found cached since they were made
+    (reused: write on second hit, sparing disk bandwidth and wear), or
+    blocks the index predicts will be reused (predicted): found cached at
+    least once, or offered again after the index had dropped them (its
+    ghost history), or made by a request that offered such a block again
+    (IDX_VICTIMS_OK.offers). "reused" can never write a block whose reuses
+    all come after it left the memory tiers; "predicted" writes it on its
+    second offer.
     The actor is three files sharing kvt_migration_int.h: this one (job
     queue, reservation, demotion, upkeep), kvt_migration_promote.c and
     kvt_migration_copy.c (the bytes between the GPU and host slabs).
     Top-level jobs run one at a time, in arrival order; each is a chain of
     asynchronous calls to the index and the tiers, so the loop never waits.
+    MIG_PREFETCH jobs wait in a queue of their own and run when no other
+    job waits, or after S_BACKGROUND_EVERY other jobs in a row: the
+    promotions and reservations of running requests come first, and a
+    prefetch its (by then admitted) request waits for is never starved.
     Victims are chosen by the prefix index's per-tier LRU order and are
     pinned while they move, as are the blocks a request is using.
 @end
@@ -37,6 +50,8 @@
 #include "kvt_actors.h"
 
 #include "kvt_migration_int.h"
+
+#define S_BACKGROUND_EVERY 4        //  Other jobs in a row before a prefetch may go
 
 
 //  --------------------------------------------------------------------------
@@ -386,16 +401,21 @@ s_demote_have_victims (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     job->slots = kvt_migration_u64s (count);
     memcpy (job->hashes, hashes, count * sizeof (uint64_t));
     memcpy (job->slots, slots, count * sizeof (uint64_t));
-    if (job->tier == KVT_TIER_HOST && self->disk_admits_reused_only) {
+    if (job->tier == KVT_TIER_HOST && self->disk_admission != KVT_MIGRATION_DISK_ALL) {
         //  Write on second hit: a block no request has found cached since
-        //  it was made is forgotten instead of written to disk. Most blocks
-        //  are never reused; writing them all costs disk bandwidth and wear
-        //  for nothing
+        //  it was made (reused), and, for predicted, that did not come back
+        //  after being dropped (offers), is forgotten instead of written to
+        //  disk. Most blocks are never reused; writing them all costs disk
+        //  bandwidth and wear for nothing
         const uint64_t *reuses = kvt_msg_array (*reply_p, KVT_IDX_VICTIMS_OK_REUSES, NULL);
+        const uint64_t *offers = kvt_msg_array (*reply_p, KVT_IDX_VICTIMS_OK_OFFERS, NULL);
+        bool predicted = self->disk_admission == KVT_MIGRATION_DISK_PREDICTED;
         uint64_t *gone = kvt_migration_u64s (count), *gone_slots = kvt_migration_u64s (count);
         size_t kept = 0, gone_count = 0;
         for (size_t k = 0; k < count; k++) {
-            if (reuses [k] == 0) {
+            if (predicted && reuses [k] == 0 && offers [k] > 0)
+                kvt_actor_count (self->actor, "disk_admitted_by_offer", 1);
+            if (reuses [k] == 0 && !(predicted && offers [k] > 0)) {
                 gone [gone_count] = job->hashes [k];
                 gone_slots [gone_count++] = job->slots [k];
                 continue;
@@ -553,13 +573,24 @@ s_next_job (self_t *self)
 {
     if (self->current)
         return;
-    self->current = (kvt_msg_t *) zlist_pop (self->queue);
+    bool prefetch_turn = zlist_size (self->background)
+                      && (zlist_size (self->queue) == 0
+                          || self->jobs_since_background >= S_BACKGROUND_EVERY);
+    if (prefetch_turn) {
+        self->current = (kvt_msg_t *) zlist_pop (self->background);
+        self->jobs_since_background = 0;
+    }
+    else {
+        self->current = (kvt_msg_t *) zlist_pop (self->queue);
+        self->jobs_since_background += self->current != NULL;
+    }
     if (!self->current)
         return;
     switch (kvt_msg_id (self->current)) {
         case KVT_MSG_MIG_RESERVE: s_start_reserve (self); break;
         case KVT_MSG_MIG_PROMOTE: kvt_migration_start_promote (self); break;
         case KVT_MSG_MIG_DEMOTE:  s_start_demote (self); break;
+        case KVT_MSG_MIG_PREFETCH: kvt_migration_start_prefetch (self); break;
         default: assert (false);
     }
 }
@@ -635,7 +666,8 @@ static void
 s_job_done (self_t *self)
 {
     int id = kvt_msg_id (self->current);
-    if (self->high_watermark < 100 && (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE))
+    if (self->high_watermark < 100 && (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE
+                                       || id == KVT_MSG_MIG_PREFETCH))
         s_upkeep (self, KVT_TIER_GPU);
     else {
         if (self->held_reply)
@@ -649,9 +681,11 @@ static int
 s_handle_job (void *self_ptr, kvt_msg_t **msg_p)
 {
     self_t *self = (self_t *) self_ptr;
-    zlist_append (self->queue, *msg_p);
+    bool background = kvt_msg_id (*msg_p) == KVT_MSG_MIG_PREFETCH;
+    zlist_append (background? self->background: self->queue, *msg_p);
     *msg_p = NULL;                  //  Answered when its turn comes
     kvt_actor_gauge (self->actor, "queued", zlist_size (self->queue));
+    kvt_actor_gauge (self->actor, "queued_prefetches", zlist_size (self->background));
     s_next_job (self);
     return 0;
 }
@@ -662,12 +696,15 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self_t *self = (self_t *) kvt_zmalloc (sizeof (self_t));
     self->actor = actor;
     self->queue = zlist_new ();
+    self->background = zlist_new ();
     self->high_watermark = (int) kvt_config_int (config, "migration/high_watermark");
     self->low_watermark = (int) kvt_config_int (config, "migration/low_watermark");
     self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
     self->overlap_upkeep = kvt_config_int (config, "migration/overlap_upkeep") != 0;
-    self->disk_admits_reused_only = streq (kvt_config_str (config, "migration/disk_admission"),
-                                           "reused");
+    const char *admission = kvt_config_str (config, "migration/disk_admission");
+    self->disk_admission = streq (admission, "reused")? KVT_MIGRATION_DISK_REUSED:
+                           streq (admission, "predicted")? KVT_MIGRATION_DISK_PREDICTED:
+                                                           KVT_MIGRATION_DISK_ALL;
     self->capacity [KVT_TIER_GPU] = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
     self->capacity [KVT_TIER_HOST] = (size_t) kvt_config_int (config, "tier_host/capacity_blocks");
     self->capacity [KVT_TIER_NVME] = (size_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
@@ -683,6 +720,9 @@ s_self_destroy (void **self_p)
         while ((msg = (kvt_msg_t *) zlist_pop (self->queue)))
             kvt_msg_destroy (&msg);
         zlist_destroy (&self->queue);
+        while ((msg = (kvt_msg_t *) zlist_pop (self->background)))
+            kvt_msg_destroy (&msg);
+        zlist_destroy (&self->background);
         kvt_msg_destroy (&self->current);
         kvt_msg_destroy (&self->held_reply);
 #ifdef KVT_WITH_CUDA
@@ -704,9 +744,10 @@ s_self_start (void *self_ptr)
         return -ENOENT;
     }
     const char *admission = kvt_config_str (kvt_actor_config (self->actor), "migration/disk_admission");
-    if (!streq (admission, "all") && !streq (admission, "reused")) {
-        kvt_log_error ("migration: config key 'migration/disk_admission' must be all or reused, "
-                       "not '%s'", admission);
+    if (!streq (admission, "all") && !streq (admission, "reused")
+    &&  !streq (admission, "predicted")) {
+        kvt_log_error ("migration: config key 'migration/disk_admission' must be all, reused "
+                       "or predicted, not '%s'", admission);
         return KVT_ECONFIG;
     }
     if (self->low_watermark >= self->high_watermark || self->high_watermark > 100) {
@@ -728,5 +769,6 @@ const kvt_actor_def_t kvt_migration_def = {
         [KVT_MSG_MIG_RESERVE] = s_handle_job,
         [KVT_MSG_MIG_PROMOTE] = s_handle_job,
         [KVT_MSG_MIG_DEMOTE]  = s_handle_job,
+        [KVT_MSG_MIG_PREFETCH] = s_handle_job,
     },
 };

@@ -9,7 +9,8 @@
     The migration actor is one actor in three files: kvt_migration.c (the
     actor: its job queue, demotion, reservation, watermark upkeep),
     kvt_migration_promote.c (bringing blocks to the GPU, with NVMe blocks
-    streamed in chunks) and kvt_migration_copy.c (moving bytes between the
+    streamed in chunks; staging a waiting request's NVMe blocks into the
+    host tier, MIG_PREFETCH) and kvt_migration_copy.c (moving bytes between the
     GPU and host slabs: memcpy, or CUDA copies completing through an
     eventfd). This header is for those files only.
 @end
@@ -31,6 +32,12 @@ typedef struct _kvt_migration_copy_t kvt_migration_copy_t;  //  CUDA copy state 
 #   include "kvt_block_copy.cuh"
 #endif
 
+//  migration/disk_admission: which blocks evicted from the host tier are
+//  written to disk (the rest are forgotten)
+#define KVT_MIGRATION_DISK_ALL        0     //  Every one (write-back)
+#define KVT_MIGRATION_DISK_REUSED     1     //  Found cached by a request at least once
+#define KVT_MIGRATION_DISK_PREDICTED  2     //  Reused, or offered again after a drop
+
 static const char *const kvt_migration_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_host", "tier_nvme" };
 
 
@@ -39,12 +46,14 @@ struct _self_t {
     kvt_arena_t *arenas [2];        //  GPU and host slabs (borrowed)
     size_t capacity [KVT_TIER_COUNT];   //  Blocks each tier holds
     zlist_t *queue;                 //  Top-level requests waiting their turn
+    zlist_t *background;            //  MIG_PREFETCH requests: run when queue is empty
+    size_t jobs_since_background;   //  Jobs from 'queue' since the last prefetch
     kvt_msg_t *current;             //  The request being served, or NULL
     int high_watermark;             //  Percent used that starts background demotion
     int low_watermark;              //  Percent used it demotes down to
     uint64_t background_batch;      //  Most blocks one background job moves
     bool overlap_upkeep;            //  Reply before the watermark upkeep?
-    bool disk_admits_reused_only;   //  Write on second hit: only reused blocks go to disk
+    int disk_admission;             //  KVT_MIGRATION_DISK_*: which host victims go to disk
     kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
     kvt_migration_copy_t *gpu_copy; //  Copy stream and completions, made at the first GPU copy
 };
@@ -114,5 +123,10 @@ void
 //  Start the current MIG_PROMOTE job. (kvt_migration_promote.c)
 void
     kvt_migration_start_promote (self_t *self);
+
+//  Start the current MIG_PREFETCH job: NVMe blocks of a waiting request
+//  staged into the host tier. (kvt_migration_promote.c)
+void
+    kvt_migration_start_prefetch (self_t *self);
 
 #endif

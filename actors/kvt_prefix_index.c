@@ -14,7 +14,9 @@
              IDX_INSERT {hashes, tier, slots} -> IDX_INSERT_OK {inserted, duplicates}
              IDX_MOVE {hashes, tier, slots}   -> IDX_MOVE_OK {moved}
              IDX_UNPIN {hashes}     -> IDX_UNPIN_OK {unpinned}
-             IDX_VICTIMS {tier, count} -> IDX_VICTIMS_OK {hashes, slots}
+             IDX_VICTIMS {tier, count} -> IDX_VICTIMS_OK {hashes, slots,
+                                          reuses, offers}
+             IDX_CLAIM {hashes, tier, max_blocks} -> IDX_CLAIM_OK {hashes, slots}
              IDX_REMOVE {hashes}    -> IDX_REMOVE_OK {tiers, slots}
              STATS.
 @discuss
@@ -65,6 +67,21 @@
     A victim is marked moving until IDX_MOVE (or the mover's IDX_UNPIN):
     IDX_MATCH cuts a prefix at a moving block, because the slot it would
     report is about to be freed; the request recomputes from there.
+    IDX_CLAIM hands a mover chosen blocks instead of the policy's: those
+    of the request's leading cached run (cut where IDX_MATCH would cut)
+    that live in 'tier', unpinned and not moving, at most max_blocks,
+    pinned and marked moving exactly as victims are. The scheduler's
+    prefetch for a job waiting admission stages NVMe blocks this way.
+    Reuse history for the disk admission (migration/disk_admission):
+    'reuses' counts requests that found a block cached; 'offers' counts
+    how often a block was offered again (inserted) after the index had
+    dropped it - the ghost history, a direct-mapped table of the hashes
+    of removed blocks as large as the three tiers together (a later drop
+    that lands on the same entry overwrites an older one, so the window
+    is roughly the cache's own size in drops). The other blocks an
+    IDX_INSERT brings along with such a block get offers = 1 too: the
+    request is a conversation that came back after its blocks had left
+    every tier, and its next turn will ask for all of them.
     Tiers are exclusive: a block lives in exactly one tier at a time.
     Lookup is an open-addressing hash table: O(1) per hash. A victims call
     asks the policy at most (blocks in the tier + 1) times; a remote call
@@ -90,6 +107,7 @@ typedef struct {
     uint32_t pins;                  //  Holders that need it to stay put
     uint32_t depth;                 //  Blocks before it in its sequence (best known)
     uint32_t reuses;                //  Requests that found it cached (pinned matches)
+    uint32_t offers;                //  Times it (or its request) came back after a drop
     uint8_t tier;                   //  KVT_TIER_*
     bool moving;                    //  Handed out by IDX_VICTIMS, not yet moved back in
     bool in_policy;                 //  Its tier's policy was told it is cached there
@@ -102,6 +120,12 @@ typedef struct {
     uint64_t parent;                //  The block before it; 0 = none
     uint32_t depth;                 //  Its position in the request
 } s_pending_t;
+
+//  A dropped block, remembered so that its next insert counts as an offer.
+typedef struct {
+    uint64_t hash;                  //  Hash of a removed block; 0 = empty
+    uint32_t offers;                //  Its offers when it was removed
+} s_ghost_t;
 
 typedef struct {
     uint32_t head, tail;            //  Oldest and newest entries
@@ -128,6 +152,8 @@ typedef struct {
     kvt_policy_t *policies [KVT_TIER_COUNT];    //  One per tier; NULL when remote
     kvt_policy_remote_t *remote;    //  Outside-process policy, or NULL
     s_pending_t pending [S_PENDING];    //  Depth of the next insert, by first hash
+    s_ghost_t *ghosts;              //  Direct-mapped history of dropped blocks
+    uint64_t ghost_mask;            //  Ghost table size - 1 (a power of two)
 } self_t;
 
 //  --------------------------------------------------------------------------
@@ -138,6 +164,13 @@ static uint64_t
 s_bucket (const self_t *self, uint64_t hash)
 {
     return (hash * 0x9e3779b97f4a7c15ULL >> 17) & self->table_mask;
+}
+
+//  The ghost history's entry for 'hash'.
+static s_ghost_t *
+s_ghost (self_t *self, uint64_t hash)
+{
+    return &self->ghosts [(hash * 0x9e3779b97f4a7c15ULL >> 23) & self->ghost_mask];
 }
 
 static uint32_t
@@ -405,6 +438,7 @@ s_self_destroy (void **self_p)
         free (self->entries);
         free (self->free_entries);
         free (self->table);
+        free (self->ghosts);
         free (self);
         *self_p = NULL;
     }
@@ -429,6 +463,17 @@ s_self_start (void *self_ptr)
         return -ENOMEM;
     }
     memset (self->table, 0xff, table_size * sizeof (uint32_t));
+    //  The ghost history is as large as the tiers together, at least 1024
+    uint64_t ghost_size = 1024;
+    uint64_t tiers_total = self->capacity [0] + self->capacity [1] + self->capacity [2];
+    while (ghost_size < tiers_total && ghost_size < (1ULL << 26))
+        ghost_size *= 2;
+    self->ghosts = (s_ghost_t *) calloc (ghost_size, sizeof (s_ghost_t));
+    if (!self->ghosts) {
+        kvt_log_error ("prefix_index: no memory for the ghost history");
+        return -ENOMEM;
+    }
+    self->ghost_mask = ghost_size - 1;
     self->table_mask = table_size - 1;
     for (uint64_t k = 0; k < self->max_blocks; k++)
         self->free_entries [k] = (uint32_t) (self->max_blocks - 1 - k);
@@ -571,9 +616,15 @@ s_handle_insert (void *self_ptr, kvt_msg_t **msg_p)
         }
     }
     uint64_t *duplicates = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    uint32_t *made = (uint32_t *) kvt_zmalloc ((count + 1) * sizeof (uint32_t));
+    bool continues = false;         //  Did one of the blocks come back from the ghosts?
     size_t duplicate_count = 0, inserted = 0;
-    for (size_t k = 0; k < count; k++) {
-        if (s_find (self, hashes [k]) != S_NIL || self->free_count == 0) {
+    uint32_t depth = first_depth;   //  Of the next block
+    for (size_t k = 0; k < count; k++, depth++) {
+        uint32_t known = s_find (self, hashes [k]);
+        if (known != S_NIL)         //  Its place is known (a scheduler that chose to
+            depth = self->entries [known].depth;    //  recompute cached blocks sends them)
+        if (known != S_NIL || self->free_count == 0) {
             duplicates [duplicate_count++] = k;     //  Caller frees that slot
             if (self->free_count == 0)
                 kvt_actor_count (self->actor, "full", 1);
@@ -587,14 +638,31 @@ s_handle_insert (void *self_ptr, kvt_msg_t **msg_p)
             .parent = k? hashes [k - 1]: first_parent,
             .prev = S_NIL,
             .next = S_NIL,
-            .depth = first_depth + (uint32_t) k,
+            .depth = depth,
             .tier = (uint8_t) tier
         };
+        s_ghost_t *ghost = s_ghost (self, hashes [k]);
+        if (ghost->hash == hashes [k]) {
+            //  Dropped before and offered again: evidence of reuse
+            self->entries [e].offers = ghost->offers + 1;
+            ghost->hash = 0;
+            continues = true;
+            kvt_actor_count (self->actor, "ghost_hits", 1);
+        }
+        made [inserted] = e;
         s_table_insert (self, e);
         s_list_insert (self, e);
         s_policy_insert (self, e, 0);
         inserted++;
     }
+    //  A request that brought back a dropped block is a conversation that
+    //  came back after leaving every tier: its new blocks are as likely
+    //  to be asked again as the old ones
+    if (continues)
+        for (size_t k = 0; k < inserted; k++)
+            if (self->entries [made [k]].offers == 0)
+                self->entries [made [k]].offers = 1;
+    free (made);
     s_policy_flush (self);
     kvt_actor_count (self->actor, "inserted", inserted);
     s_update_gauges (self);
@@ -674,6 +742,7 @@ typedef struct {
     uint64_t *hashes;               //  Victims chosen so far
     uint64_t *slots;                //  Their slots
     uint64_t *reuses;               //  How often each was found cached
+    uint64_t *offers;               //  How often each was offered again after a drop
     size_t found;                   //  Entries used
     size_t want;                    //  Entries wanted
 } s_victims_t;
@@ -690,6 +759,7 @@ s_victim_take (self_t *self, s_victims_t *victims, uint32_t e)
     entry->moving = true;
     victims->hashes [victims->found] = entry->hash;
     victims->reuses [victims->found] = entry->reuses;
+    victims->offers [victims->found] = entry->offers;
     victims->slots [victims->found++] = entry->slot;
 }
 
@@ -803,6 +873,7 @@ s_handle_victims (void *self_ptr, kvt_msg_t **msg_p)
         .hashes = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
         .slots = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
         .reuses = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
+        .offers = (uint64_t *) kvt_zmalloc ((want + 1) * sizeof (uint64_t)),
         .want = want
     };
     if (want) {
@@ -828,9 +899,50 @@ s_handle_victims (void *self_ptr, kvt_msg_t **msg_p)
     kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_HASHES, victims.hashes, victims.found);
     kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_SLOTS, victims.slots, victims.found);
     kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_REUSES, victims.reuses, victims.found);
+    kvt_msg_set_array (reply, KVT_IDX_VICTIMS_OK_OFFERS, victims.offers, victims.found);
     free (victims.hashes);
     free (victims.slots);
     free (victims.reuses);
+    free (victims.offers);
+    return kvt_actor_reply (self->actor, &reply);
+}
+
+//  IDX_CLAIM: hand a mover the blocks of the leading cached run of
+//  'hashes' that live in 'tier', unpinned and not moving (at most
+//  'max_blocks', first ones first), pinned and moving as victims are.
+static int
+s_handle_claim (void *self_ptr, kvt_msg_t **msg_p)
+{
+    self_t *self = (self_t *) self_ptr;
+    size_t count;
+    const uint64_t *hashes = kvt_msg_array (*msg_p, KVT_IDX_CLAIM_HASHES, &count);
+    uint64_t tier = kvt_msg_u64 (*msg_p, KVT_IDX_CLAIM_TIER);
+    uint64_t max_blocks = kvt_msg_u64 (*msg_p, KVT_IDX_CLAIM_MAX_BLOCKS);
+    if (!s_valid_tier (tier))
+        return -EINVAL;
+    s_victims_t claimed = {
+        .hashes = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t)),
+        .slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t)),
+        .reuses = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t)),
+        .offers = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t)),
+        .want = count < max_blocks? count: (size_t) max_blocks
+    };
+    for (size_t k = 0; k < count && claimed.found < claimed.want; k++) {
+        uint32_t e = hashes [k]? s_find (self, hashes [k]): S_NIL;
+        if (e == S_NIL || self->entries [e].moving)
+            break;                  //  Where IDX_MATCH would cut the prefix
+        if (self->entries [e].tier == tier && !self->entries [e].pins)
+            s_victim_take (self, &claimed, e);
+    }
+    s_policy_flush (self);
+    kvt_actor_count (self->actor, "claimed", claimed.found);
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_CLAIM_OK);
+    kvt_msg_set_array (reply, KVT_IDX_CLAIM_OK_HASHES, claimed.hashes, claimed.found);
+    kvt_msg_set_array (reply, KVT_IDX_CLAIM_OK_SLOTS, claimed.slots, claimed.found);
+    free (claimed.hashes);
+    free (claimed.slots);
+    free (claimed.reuses);
+    free (claimed.offers);
     return kvt_actor_reply (self->actor, &reply);
 }
 
@@ -852,6 +964,9 @@ s_handle_remove (void *self_ptr, kvt_msg_t **msg_p)
         }
         tiers [k] = self->entries [e].tier;
         slots [k] = self->entries [e].slot;
+        s_ghost_t *ghost = s_ghost (self, hashes [k]);
+        ghost->hash = hashes [k];
+        ghost->offers = self->entries [e].offers;
         s_policy_evict (self, e);
         s_list_unlink (self, e);
         s_table_remove (self, hashes [k]);
@@ -882,5 +997,6 @@ const kvt_actor_def_t kvt_prefix_index_def = {
         [KVT_MSG_IDX_UNPIN]   = s_handle_unpin,
         [KVT_MSG_IDX_VICTIMS] = s_handle_victims,
         [KVT_MSG_IDX_REMOVE]  = s_handle_remove,
+        [KVT_MSG_IDX_CLAIM]   = s_handle_claim,
     },
 };

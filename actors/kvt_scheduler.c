@@ -15,6 +15,29 @@
         -> MIG_RESERVE GPU slots for the rest -> compute COMP_RUN -> index
         IDX_INSERT the computed blocks -> unpin -> GENERATE_OK.
     Many jobs are in flight at once; each reply goes to whoever asked.
+    A job that must wait for GPU room (admission, below) looks its prefix
+    up at once (IDX_MATCH without pin) and, if part of it is on NVMe, asks
+    migration to stage those blocks into the host tier (MIG_PREFETCH),
+    so that its promotion is host -> GPU only when its turn comes
+    (scheduler/prefetch_waiting). Staged blocks stay pinned for the job
+    until its own match pins them; all waiting jobs together hold at most
+    scheduler/prefetch_host_percent of the host tier that way. A job
+    admitted while its prefetch is still under way starts when it ends.
+    Counters: prefetched_blocks, prefetch_hits (staged blocks the job
+    then found on the host tier), prefetch_skipped_budget.
+    Fetch or recompute (scheduler/fetch_policy = cost): for GENERATE, the
+    matched prefix is cut where fetching the rest would cost more than
+    computing it again: fetch = block bytes over the link of the block's
+    tier (host: host->GPU; NVMe: NVMe read plus host->GPU), from
+    scheduler/h2d_GBps, scheduler/nvme_read_GBps, or the calibration file
+    scheduler/calibration, else DESIGN.md's figures; recompute = tokens
+    over the prefill rate, an EWMA of what compute reports (prefill
+    tokens / ttft_us of each run), starting from the calibration's
+    prefill_tokens_per_s. The cut minimises fetch (before it) + recompute
+    (after it), ties fetched; blocks given up are counted in
+    blocks_recomputed_by_choice. The default is 'always' (fetch every
+    matched block): the measured rate depends on timing, so with 'cost'
+    two runs of the same requests may place blocks differently.
 @discuss
     Bad input on the front door - undecodable frames, a wrong version, an
     unknown or internal message id, oversize frames, tokens outside the
@@ -31,6 +54,7 @@
 
 #include "kvt_classes.h"
 #include "kvt_actors.h"
+#include "kvt_sim.h"
 
 #define S_MAX_NEW_TOKENS 4096       //  Longest decode one request may ask
 
@@ -56,6 +80,13 @@ typedef struct _s_job_t_ {
     int pending;                    //  STATS: peers not yet answered
     size_t gpu_budget;              //  GPU blocks this job was admitted with
     void (*start) (struct _s_job_t_ *job);   //  What to run once admitted
+    bool admitted;                  //  Left the waiting list?
+    bool prefetching;               //  A prefetch lookup or MIG_PREFETCH is under way
+    bool start_deferred;            //  Admitted during the prefetch: start when it ends
+    size_t prefetch_reserved;       //  Host blocks of the prefetch budget asked for
+    uint64_t *staged;               //  Hashes migration staged for us (pinned for us)
+    size_t staged_count;            //  Entries in staged
+    bool *prestaged;                //  Per block: staged by our prefetch
 } s_job_t;
 
 struct _self_t {
@@ -75,6 +106,13 @@ struct _self_t {
     size_t gpu_admitted;            //  GPU blocks held by admitted jobs
     zlist_t *waiting;               //  Jobs waiting for GPU room, in arrival order
     int64_t compute_timeout_ms;     //  Longest wait for one model run
+    bool prefetch_waiting;          //  Stage waiting jobs' NVMe blocks into host?
+    size_t prefetch_budget;         //  Host blocks waiting jobs may hold staged
+    size_t prefetch_held;           //  Host blocks staged or being staged for them
+    bool fetch_by_cost;             //  fetch_policy = cost
+    double fetch_us [KVT_TIER_COUNT];   //  Modeled time to bring one block to the GPU
+    double prefill_tokens_per_s;    //  EWMA of the measured prefill rate
+    bool prefill_measured;          //  Has compute reported a rate yet?
 };
 
 static const char *const s_peers [] = {
@@ -121,14 +159,19 @@ s_admit_waiting (self_t *self)
     &&     (self->gpu_admitted == 0
             || self->gpu_admitted + job->block_count <= self->gpu_capacity)) {
         zlist_pop (self->waiting);
+        job->admitted = true;
         job->gpu_budget = job->block_count;
         self->gpu_admitted += job->gpu_budget;
         kvt_actor_gauge (self->actor, "jobs_waiting", zlist_size (self->waiting));
-        job->start (job);
+        if (job->prefetching)
+            job->start_deferred = true;     //  Starts when its prefetch ends
+        else
+            job->start (job);
     }
 }
 
 static void s_job_fail (s_job_t *job, int rc, const char *what);
+static void s_prefetch (s_job_t *job);
 
 static void
 s_admit (s_job_t *job, void (*start) (s_job_t *job))
@@ -145,6 +188,8 @@ s_admit (s_job_t *job, void (*start) (s_job_t *job))
     job->start = start;
     zlist_append (self->waiting, job);
     s_admit_waiting (self);
+    if (!job->admitted && self->prefetch_waiting && self->caching && job->block_count)
+        s_prefetch (job);
 }
 
 //  Add the time since the job's last phase change to counter 'phase'.
@@ -156,24 +201,47 @@ s_phase (s_job_t *job, const char *phase)
     job->phase_us = now;
 }
 
-//  Release what the job holds (pins, reserved slots) and free it.
+//  Drop the pins of the blocks our prefetch staged (our own match holds
+//  its own pins on them by now, or the job is over).
 static void
-s_job_end (s_job_t *job, bool release_reserved)
+s_prefetch_release (s_job_t *job)
 {
     self_t *self = job->self;
-    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
-            job->pinned);
-    if (release_reserved)
-        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
-                job->slots + job->reserved_from, job->reserved_count);
+    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->staged,
+            job->staged_count);
+    self->prefetch_held -= job->staged_count;
+    job->staged_count = 0;
+    kvt_freen (job->staged);
+}
+
+//  Free a job's memory (no messages).
+static void
+s_job_free (s_job_t *job)
+{
     kvt_msg_destroy (&job->request);
     kvt_msg_destroy (&job->result);
     free (job->tokens);
     free (job->hashes);
     free (job->tiers);
     free (job->slots);
-    self->gpu_admitted -= job->gpu_budget;
+    free (job->staged);
+    free (job->prestaged);
     free (job);
+}
+
+//  Release what the job holds (pins, reserved slots) and free it.
+static void
+s_job_end (s_job_t *job, bool release_reserved)
+{
+    self_t *self = job->self;
+    s_prefetch_release (job);
+    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
+            job->pinned);
+    if (release_reserved)
+        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+                job->slots + job->reserved_from, job->reserved_count);
+    self->gpu_admitted -= job->gpu_budget;
+    s_job_free (job);
     self->jobs--;
     s_admit_waiting (self);
 }
@@ -216,6 +284,138 @@ s_job_prepare (s_job_t *job, int tenant_field, int tokens_field)
     job->block_count = kvt_block_hash_chain (job->tokens, count, self->shape.block_tokens,
                                              salt, job->hashes);
     return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Prefetch for a job waiting admission: look its prefix up (no pin), and
+//  have migration stage the NVMe part into the host tier, within the
+//  budget all waiting jobs share. The job keeps those blocks pinned until
+//  its own match pins them (s_plan_matched) or it ends.
+
+//  The prefetch is over (or never went out): start the job if it was
+//  admitted meanwhile.
+static void
+s_prefetch_done (s_job_t *job, int rc)
+{
+    job->prefetching = false;
+    if (job->start_deferred) {
+        job->start_deferred = false;
+        kvt_actor_count (job->self->actor, "prefetch_delayed_starts", 1);
+        if (rc == -ECANCELED)       //  Shutting down: do not start new work
+            s_job_fail (job, rc, "the server is stopping");
+        else
+            job->start (job);
+    }
+}
+
+static void
+s_prefetched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_job_t *job = (s_job_t *) arg;
+    self->prefetch_held -= job->prefetch_reserved;
+    job->prefetch_reserved = 0;
+    if (rc == 0) {
+        size_t count;
+        const uint64_t *staged = kvt_msg_array (*reply_p, KVT_MIG_PREFETCH_OK_HASHES, &count);
+        job->staged = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+        memcpy (job->staged, staged, count * sizeof (uint64_t));
+        job->staged_count = count;
+        self->prefetch_held += count;
+        //  Staged blocks come in prefix order: mark their positions
+        job->prestaged = (bool *) kvt_zmalloc ((job->block_count + 1) * sizeof (bool));
+        for (size_t k = 0, s = 0; k < job->block_count && s < count; k++)
+            if (job->hashes [k] == staged [s]) {
+                job->prestaged [k] = true;
+                s++;
+            }
+        kvt_actor_count (self->actor, "prefetched_blocks", count);
+    }
+    else
+        kvt_actor_count (self->actor, "prefetch_failures", 1);
+    s_prefetch_done (job, rc);
+}
+
+static void
+s_prefetch_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_job_t *job = (s_job_t *) arg;
+    if (rc) {
+        s_prefetch_done (job, rc);
+        return;
+    }
+    size_t matched, on_disk = 0, last = 0;
+    const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
+    for (size_t k = 0; k < matched; k++)
+        if (tiers [k] == KVT_TIER_NVME) {
+            on_disk++;
+            last = k;
+        }
+    size_t room = self->prefetch_budget > self->prefetch_held
+                ? self->prefetch_budget - self->prefetch_held: 0;
+    if (on_disk && room == 0)
+        kvt_actor_count (self->actor, "prefetch_skipped_budget", on_disk);
+    //  Admitted meanwhile: its own promotion streams the disk blocks
+    //  straight to the GPU, which beats staging them first
+    if (on_disk == 0 || room == 0 || job->admitted) {
+        s_prefetch_done (job, 0);
+        return;
+    }
+    job->prefetch_reserved = on_disk < room? on_disk: room;
+    self->prefetch_held += job->prefetch_reserved;
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PREFETCH);
+    kvt_msg_set_array (msg, KVT_MIG_PREFETCH_HASHES, job->hashes, last + 1);
+    kvt_msg_set_u64 (msg, KVT_MIG_PREFETCH_MAX_BLOCKS, job->prefetch_reserved);
+    kvt_actor_call (self->actor, "migration", &msg, s_prefetched, job);
+}
+
+static void
+s_prefetch (s_job_t *job)
+{
+    job->prefetching = true;
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
+    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
+    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 0);
+    kvt_actor_call (job->self->actor, "prefix_index", &msg, s_prefetch_matched, job);
+}
+
+//  --------------------------------------------------------------------------
+//  Fetch or recompute: the leading 'matched' blocks of 'job' are cached
+//  in job->tiers. Return how many of them to fetch: the cut c minimising
+//  fetch time of blocks [0, c) + recompute time of blocks [c, matched),
+//  the larger c on a tie. O(matched).
+
+static size_t
+s_fetch_cut (self_t *self, const s_job_t *job, size_t matched)
+{
+    double per_block = (double) self->shape.block_tokens / self->prefill_tokens_per_s * 1e6;
+    double fetch = 0, best = (double) matched * per_block;   //  c = 0: recompute all
+    size_t cut = 0;
+    for (size_t c = 1; c <= matched; c++) {
+        uint64_t tier = job->tiers [c - 1];
+        fetch += tier < KVT_TIER_COUNT? self->fetch_us [tier]: 0;
+        double cost = fetch + (double) (matched - c) * per_block;
+        if (cost <= best) {
+            best = cost;
+            cut = c;
+        }
+    }
+    return cut;
+}
+
+//  Fold one compute run into the prefill rate: 'tokens' computed before
+//  the first token, which took 'ttft_us'. Short runs say little: skipped.
+static void
+s_prefill_measured (self_t *self, size_t tokens, uint64_t ttft_us)
+{
+    if (tokens < (size_t) self->shape.block_tokens || ttft_us == 0)
+        return;
+    double rate = (double) tokens / ((double) ttft_us / 1e6);
+    self->prefill_tokens_per_s = self->prefill_measured
+        ? 0.8 * self->prefill_tokens_per_s + 0.2 * rate: rate;
+    self->prefill_measured = true;
+    kvt_actor_gauge (self->actor, "prefill_tokens_per_s", (uint64_t) self->prefill_tokens_per_s);
 }
 
 //  --------------------------------------------------------------------------
@@ -278,18 +478,36 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         s_job_fail (job, rc, "prefix lookup failed");
         return;
     }
+    self_t *self = job->self;
     size_t matched;
     const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
     const uint64_t *slots = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_SLOTS, NULL);
     job->matched = job->pinned = matched;
-    bool all_on_gpu = true;
     for (size_t k = 0; k < matched; k++) {
         job->tiers [k] = tiers [k];
         job->slots [k] = slots [k];
-        if (tiers [k] < KVT_TIER_COUNT)
-            job->from_tier [tiers [k]]++;
-        all_on_gpu = all_on_gpu && tiers [k] == KVT_TIER_GPU;
     }
+    if (self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
+        size_t cut = s_fetch_cut (self, job, matched);
+        if (cut < matched) {
+            //  Cheaper to compute the rest again than to bring it up
+            kvt_actor_count (self->actor, "blocks_recomputed_by_choice", matched - cut);
+            s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
+                    job->hashes + cut, matched - cut);
+            job->matched = job->pinned = matched = cut;
+        }
+    }
+    bool all_on_gpu = true;
+    size_t hits = 0;
+    for (size_t k = 0; k < matched; k++) {
+        if (job->tiers [k] < KVT_TIER_COUNT)
+            job->from_tier [job->tiers [k]]++;
+        all_on_gpu = all_on_gpu && job->tiers [k] == KVT_TIER_GPU;
+        hits += job->prestaged && job->prestaged [k] && job->tiers [k] == KVT_TIER_HOST;
+    }
+    kvt_actor_count (self->actor, "prefetch_hits", hits);
+    //  Our own pins hold the staged blocks now
+    s_prefetch_release (job);
     if (all_on_gpu) {
         s_step_fn *next = plan->next;
         free (plan);
@@ -433,6 +651,8 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     const uint64_t *tokens = kvt_msg_array (*reply_p, KVT_COMP_RUN_OK_TOKENS, &count);
     uint64_t compute_ttft = kvt_msg_u64 (*reply_p, KVT_COMP_RUN_OK_TTFT_US);
     uint64_t compute_total = kvt_msg_u64 (*reply_p, KVT_COMP_RUN_OK_TOTAL_US);
+    s_prefill_measured (self, job->token_count - job->matched * (size_t) self->shape.block_tokens,
+                        compute_ttft);
     int64_t now = kvt_now_us ();
     int64_t total_us = now - job->admitted_us;
     //  Time to first token: everything before compute's first token
@@ -815,6 +1035,10 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->gpu_capacity = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
     self->compute_timeout_ms = kvt_config_int (config, "runtime/compute_timeout_ms");
     self->waiting = zlist_new ();
+    self->prefetch_waiting = kvt_config_int (config, "scheduler/prefetch_waiting") != 0;
+    int64_t percent = kvt_config_int (config, "scheduler/prefetch_host_percent");
+    self->prefetch_budget = (size_t) (percent > 0? percent: 0)
+                          * (size_t) kvt_config_int (config, "tier_host/capacity_blocks") / 100;
     return self;
 }
 
@@ -826,14 +1050,8 @@ s_self_destroy (void **self_p)
         zsock_destroy (&self->frontdoor);
         //  Jobs still waiting for admission never started: nothing to release
         s_job_t *job;
-        while ((job = (s_job_t *) zlist_pop (self->waiting))) {
-            kvt_msg_destroy (&job->request);
-            free (job->tokens);
-            free (job->hashes);
-            free (job->tiers);
-            free (job->slots);
-            free (job);
-        }
+        while ((job = (s_job_t *) zlist_pop (self->waiting)))
+            s_job_free (job);
         zlist_destroy (&self->waiting);
         //  A front door bound to a file leaves no file behind
         if (strncmp (self->ipc_endpoint, "ipc://", 6) == 0)
@@ -845,10 +1063,66 @@ s_self_destroy (void **self_p)
     }
 }
 
+//  Read a rate key: "" keeps 'fallback'; else a number > 0. Returns 0 or
+//  KVT_ECONFIG (logged, naming the key).
+static int
+s_rate_key (const kvt_config_t *config, const char *path, double fallback, double *rate)
+{
+    const char *text = kvt_config_str (config, path);
+    *rate = fallback;
+    if (!*text)
+        return 0;
+    char *end;
+    *rate = strtod (text, &end);
+    if (*end || !(*rate > 0)) {
+        kvt_log_error ("scheduler: config key '%s' needs a number > 0 or \"\", not '%s'",
+                       path, text);
+        return KVT_ECONFIG;
+    }
+    return 0;
+}
+
+//  The fetch-or-recompute cost model, from config and the calibration file.
+static int
+s_cost_model_start (self_t *self)
+{
+    const kvt_config_t *config = kvt_actor_config (self->actor);
+    const char *policy = kvt_config_str (config, "scheduler/fetch_policy");
+    if (!streq (policy, "always") && !streq (policy, "cost")) {
+        kvt_log_error ("scheduler: config key 'scheduler/fetch_policy' must be always or cost, "
+                       "not '%s'", policy);
+        return KVT_ECONFIG;
+    }
+    self->fetch_by_cost = streq (policy, "cost");
+    kvt_sim_calibration_t calibration;
+    kvt_sim_calibration_defaults (&calibration);
+    const char *path = kvt_config_str (config, "scheduler/calibration");
+    char *error = NULL;
+    if (*path && kvt_sim_calibration_load (&calibration, path, &error)) {
+        kvt_log_error ("scheduler: config key 'scheduler/calibration': %s", error);
+        free (error);
+        return KVT_ECONFIG;
+    }
+    double h2d, nvme;
+    if (s_rate_key (config, "scheduler/h2d_GBps", calibration.h2d_GBps, &h2d)
+    ||  s_rate_key (config, "scheduler/nvme_read_GBps", calibration.nvme_read_GBps, &nvme))
+        return KVT_ECONFIG;
+    double bytes = (double) self->block_bytes;
+    self->fetch_us [KVT_TIER_GPU] = 0;
+    self->fetch_us [KVT_TIER_HOST] = bytes / (h2d * 1e3);         //  GB/s = 1e3 bytes/us
+    self->fetch_us [KVT_TIER_NVME] = bytes / (nvme * 1e3) + self->fetch_us [KVT_TIER_HOST];
+    self->prefill_tokens_per_s = calibration.prefill_tokens_per_s > 0
+                               ? calibration.prefill_tokens_per_s: 10000;
+    return 0;
+}
+
 static int
 s_self_start (void *self_ptr)
 {
     self_t *self = (self_t *) self_ptr;
+    int rc = s_cost_model_start (self);
+    if (rc)
+        return rc;
     self->gpu = kvt_arena_find ("gpu");
     if (!self->gpu)
         return -ENOENT;

@@ -59,7 +59,7 @@ extern "C" {
 //  The catalogue: M (NAME, id, picture, "field names")
 //  Client <-> scheduler messages have ids 1..31; actor messages 32 and up;
 //  prefix_index <-> an outside-process policy (migration/policy = remote:..)
-//  60 and up.
+//  60..62; actor messages added since, 63 and up.
 #define KVT_MSG_CATALOGUE(M) \
     M (ERROR,           1,  "iss",     "code name detail") \
     M (HELLO,           2,  "s",       "client") \
@@ -85,7 +85,7 @@ extern "C" {
     M (IDX_UNPIN,       38, "a",       "hashes") \
     M (IDX_UNPIN_OK,    39, "u",       "unpinned") \
     M (IDX_VICTIMS,     40, "uu",      "tier count") \
-    M (IDX_VICTIMS_OK,  41, "aaa",     "hashes slots reuses") \
+    M (IDX_VICTIMS_OK,  41, "aaaa",    "hashes slots reuses offers") \
     M (IDX_REMOVE,      42, "a",       "hashes") \
     M (IDX_REMOVE_OK,   43, "aa",      "tiers slots") \
     M (TIER_ALLOC,      44, "u",       "count") \
@@ -106,7 +106,11 @@ extern "C" {
     M (COMP_RUN_OK,     59, "auu",     "tokens ttft_us total_us") \
     M (POLICY_EVENTS,   60, "uaaaaa",  "clock kinds tiers hashes parents depths") \
     M (POLICY_VICTIMS,  61, "uua",     "tier count candidates") \
-    M (POLICY_VICTIMS_OK, 62, "a",     "hashes")
+    M (POLICY_VICTIMS_OK, 62, "a",     "hashes") \
+    M (IDX_CLAIM,       63, "auu",     "hashes tier max_blocks") \
+    M (IDX_CLAIM_OK,    64, "aa",      "hashes slots") \
+    M (MIG_PREFETCH,    65, "au",      "hashes max_blocks") \
+    M (MIG_PREFETCH_OK, 66, "a",       "hashes")
 
 #define KVT_MSG_ENUM(name, id, picture, fields) KVT_MSG_##name = id,
 typedef enum {

@@ -112,10 +112,11 @@
 #define KVT_IDX_VICTIMS_TIER 0
 #define KVT_IDX_VICTIMS_COUNT 1
 
-//  IDX_VICTIMS_OK (41): hashes slots reuses
+//  IDX_VICTIMS_OK (41): hashes slots reuses offers
 #define KVT_IDX_VICTIMS_OK_HASHES 0
 #define KVT_IDX_VICTIMS_OK_SLOTS 1
 #define KVT_IDX_VICTIMS_OK_REUSES 2
+#define KVT_IDX_VICTIMS_OK_OFFERS 3
 
 //  IDX_REMOVE (42): hashes
 #define KVT_IDX_REMOVE_HASHES 0
@@ -203,5 +204,21 @@
 
 //  POLICY_VICTIMS_OK (62): hashes
 #define KVT_POLICY_VICTIMS_OK_HASHES 0
+
+//  IDX_CLAIM (63): hashes tier max_blocks
+#define KVT_IDX_CLAIM_HASHES 0
+#define KVT_IDX_CLAIM_TIER 1
+#define KVT_IDX_CLAIM_MAX_BLOCKS 2
+
+//  IDX_CLAIM_OK (64): hashes slots
+#define KVT_IDX_CLAIM_OK_HASHES 0
+#define KVT_IDX_CLAIM_OK_SLOTS 1
+
+//  MIG_PREFETCH (65): hashes max_blocks
+#define KVT_MIG_PREFETCH_HASHES 0
+#define KVT_MIG_PREFETCH_MAX_BLOCKS 1
+
+//  MIG_PREFETCH_OK (66): hashes
+#define KVT_MIG_PREFETCH_OK_HASHES 0
 
 #endif
