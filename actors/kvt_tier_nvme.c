@@ -28,7 +28,10 @@
     actor still starts, disabled: it allocates no slots and the runtime
     serves from the other tiers.
     Operations beyond the queue depth wait in a backlog, pumped as
-    completions come in; the loop never blocks on I/O.
+    completions come in; the loop never blocks on I/O. With
+    checksum_threads > 1 the store verifies and computes checksums on its
+    own worker threads, which wake this loop through the same eventfd as
+    the disk does; the actor's code does not change.
 @end
 */
 
@@ -58,6 +61,7 @@ typedef struct {
     uint64_t capacity;              //  Slots
     int queue_depth;                //  Most I/Os in flight
     bool sync_on_ack;               //  See kvt_nvme_store.h
+    int checksum_threads;           //  Checksum workers: 1 = this thread, 0 = auto
     size_t block_bytes;             //  From the model shape
     kvt_arena_t *host;              //  Host slab (borrowed)
     kvt_nvme_store_t *store;        //  NULL when disabled
@@ -77,6 +81,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->capacity = (uint64_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
     self->queue_depth = (int) kvt_config_int (config, "tier_nvme/queue_depth");
     self->sync_on_ack = kvt_config_int (config, "tier_nvme/sync_on_ack") != 0;
+    self->checksum_threads = (int) kvt_config_int (config, "tier_nvme/checksum_threads");
     kvt_block_shape_t shape = {
         (int) kvt_config_int (config, "model/layers"),
         (int) kvt_config_int (config, "model/kv_heads"),
@@ -265,7 +270,8 @@ s_self_start (void *self_ptr)
     kvt_nvme_store_config_t config = {
         .dirs = dirs, .dir_count = 1, .block_bytes = self->block_bytes,
         .capacity_blocks = self->capacity, .queue_depth = self->queue_depth,
-        .files_per_dir = 4, .sync_on_ack = self->sync_on_ack, .buffered_fallback = true };
+        .files_per_dir = 4, .sync_on_ack = self->sync_on_ack, .buffered_fallback = true,
+        .checksum_threads = self->checksum_threads };
     self->store = kvt_nvme_store_new (&config);
     kvt_nvme_store_register_buffer (self->store, kvt_arena_base (self->host),
         kvt_arena_block_count (self->host) * kvt_arena_block_bytes (self->host));

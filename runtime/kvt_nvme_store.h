@@ -20,6 +20,11 @@
     (for tools and tests) block. Prep, submit and reap never wait on I/O;
     prep_write and reap (for reads) compute xxh3 checksums on the caller's
     thread, and reap looks at no more completions than it was asked for.
+    With checksum_threads > 1 the checksums (and bounce copies) run on a
+    pool of worker threads instead (kvt_nvme_checksum: lock-free rings,
+    results signalled on the same eventfd): a write's I/O starts when its
+    checksum comes back, a read completes when its payload is verified,
+    and the caller's thread does only bookkeeping.
 @discuss
     On disk. Slot s lives in file (s mod F), F = dir_count x files_per_dir,
     at offset (s div F) x stride; file f is in directory (f mod dir_count).
@@ -32,9 +37,10 @@
     holds another block): the bytes are never handed out as valid, the
     failure is counted and logged, and the slot is dropped from the index.
 
-    Manifest. dirs[0]/kvt-nvme.journal is an append-only journal of 40-byte
-    records (slot, hash, generation, payload checksum, record checksum). A
-    write's record is appended only after its data write has completed,
+    Manifest (kvt_nvme_journal). dirs[0]/kvt-nvme.journal is an
+    append-only journal of 40-byte records (slot, hash, generation,
+    payload checksum, record checksum). A write's record is appended only
+    after its data write has completed (and, with sync_on_ack, synced),
     and the write is acknowledged only after its record write has
     completed. Open replays the journal (latest generation per slot wins,
     records that fail their checksum - a torn tail, a hole - are skipped and
@@ -61,11 +67,19 @@
       The block survives the death of the process (kill -9, crash) but not
       a power loss or kernel crash: the device's volatile write cache and
       the page cache are not flushed.
-    - sync_on_ack true: data files are opened O_DSYNC, so each O_DIRECT
-      write is issued with FUA (or followed by a cache flush where the
-      device lacks FUA), and journal records are written with RWF_DSYNC.
-      The block survives power loss, to the extent the device honours
-      FUA/flush.
+    - sync_on_ack true: the data write has been made durable and so has
+      its journal record (written with RWF_DSYNC). The block survives
+      power loss, to the extent the device honours FUA/flush. How the data
+      is made durable is group commit (kvt_nvme_journal.h): writes whose
+      data completes while a sync is in flight form the next group; one
+      fdatasync per data file the group touched (in parallel), then its
+      records go into the next journal append, and all are acknowledged
+      when that append completes. N writes completing together cost one
+      flush per file touched, not N (stats.syncs, stats.sync_groups),
+      and the sync of a group overlaps the append of the one before. A
+      failed fdatasync fails every write of its group. With
+      sync_per_write (a baseline) data files are opened O_DSYNC instead,
+      each O_DIRECT write then carrying its own FUA or flush.
     Overwriting a slot gives up its previous block as soon as the write
     is prepared; a slot being written cannot be read, nor a slot being
     read written (-EBUSY). A read that fails with an I/O error leaves the
@@ -122,9 +136,13 @@ typedef struct {
     uint64_t capacity_blocks;       //  Slots across all files; never exceeded
     int queue_depth;                //  Most block operations outstanding (1..4096)
     int files_per_dir;              //  Data files per directory (>= 1)
-    bool sync_on_ack;               //  O_DSYNC data + RWF_DSYNC journal before ack
+    bool sync_on_ack;               //  Durable (data and record) before ack; see above
     bool buffered_fallback;         //  If O_DIRECT is refused (EINVAL), open buffered + warn
     uint64_t journal_compact_bytes; //  Journal bytes appended between compactions (0: 64 MiB)
+    bool sync_per_write;            //  With sync_on_ack: O_DSYNC per data write instead of
+                                    //  group commit (the old way; a baseline for benches)
+    int checksum_threads;           //  Threads computing checksums: 1 = the caller's own
+                                    //  (no pool), N > 1 = a pool of N, 0 = auto
 } kvt_nvme_store_config_t;
 
 typedef struct {
@@ -151,13 +169,18 @@ typedef struct {
     uint64_t recovery_skipped;      //  Journal records dropped at open (bad checksum)
     uint64_t recovery_us;           //  Time open spent on recovery
     uint64_t journal_rotations;     //  Compactions done while running
+    uint64_t syncs;                 //  Device flushes asked for before acks: group
+                                    //  fdatasyncs, or O_DSYNC data writes (sync_per_write)
+    uint64_t sync_groups;           //  Group commits: data syncs shared by writes
+    uint64_t checksum_jobs;         //  Checksums handed to the worker pool
 } kvt_nvme_store_stats_t;
 
 typedef enum {
     KVT_NVME_FAULT_READ = 0,        //  Block read completions
     KVT_NVME_FAULT_WRITE = 1,       //  Block write completions
     KVT_NVME_FAULT_JOURNAL = 2,     //  Journal append completions
-    KVT_NVME_FAULT_KINDS = 3        //  Number of kinds
+    KVT_NVME_FAULT_SYNC = 3,        //  Group commit data syncs (sync_on_ack)
+    KVT_NVME_FAULT_KINDS = 4        //  Number of kinds
 } kvt_nvme_fault_t;
 
 //  Create a store; touches no file. Cannot fail beyond OOM (aborts). The
@@ -186,10 +209,12 @@ int
     kvt_nvme_store_eventfd (kvt_nvme_store_t *self);
 
 //  Prepare writing 'block_bytes' from 'src' as block 'block_hash' at
-//  'slot'. Computes the checksum now; 'src' must not change until the
-//  completion for 'tag' is reaped. Returns 0, -ERANGE, -EAGAIN, -EBUSY, or
-//  -EBADF before open. I/O starts at kvt_nvme_submit (the ring is sized so
-//  prep never has to submit early).
+//  'slot'. Computes the checksum now, or with a checksum pool hands it to
+//  a worker (the I/O is then queued when it comes back, at a later submit
+//  or reap); 'src' must not change until the completion for 'tag' is
+//  reaped. Returns 0, -ERANGE, -EAGAIN, -EBUSY, or -EBADF before open. I/O
+//  starts at kvt_nvme_submit (the ring is sized so prep never has to
+//  submit early).
 int
     kvt_nvme_prep_write (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
                          const void *src, uint64_t tag);
@@ -215,9 +240,10 @@ int
 
 //  Collect up to 'max_done' finished operations into 'done' without
 //  waiting; may submit follow-up I/O (journal appends, short-transfer
-//  remainders). Reads are verified here (xxh3 of the payload), and only
-//  as many completions are looked at as max_done needs, so a small
-//  max_done keeps each call short. Returns the count (0 if none) or
+//  remainders, writes whose checksum came back). Reads are verified here
+//  (xxh3 of the payload; with a pool, handed to it and finished at a
+//  later reap), and only as many completions are looked at as max_done
+//  needs, so a small max_done keeps each call short. Returns the count (0 if none) or
 //  -errno. Call until it returns fewer than max_done: the eventfd fires
 //  once per batch of completions, not per reaped entry.
 int

@@ -7,8 +7,9 @@
 /*
 @header
     For each combination of {bounce, direct (registered buffer)} x
-    {sync_on_ack off, on} x {early kill, by the child itself while a
-    journal compaction is under way; late kill, during overwrites}:
+    {sync_on_ack off, on (group commit)} x {early kill, by the child
+    itself while a journal compaction is under way; late kill, during
+    overwrites} x {checksums on the caller's thread, on 2 pool threads}:
     fork a child that opens a kvt_nvme_store and writes every one of 10k
     slots twice (two versions, random order, queue kept full; then again),
     reporting through a pipe each write it prepares and each write it sees
@@ -195,11 +196,13 @@ t_child (const kvt_nvme_store_config_t *config, bool direct, int pipe_fd,
 
 //  One round: storm, kill, recover, check. Returns failures added.
 static int
-t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose)
+t_round (const char *dir, bool direct, bool sync_on_ack, bool late, int checksum_threads,
+         bool verbose)
 {
     int failures_before = s_failures;
     char *sub = NULL;
-    if (asprintf (&sub, "%s/round-%d%d%d", dir, direct, sync_on_ack, late) < 0)
+    if (asprintf (&sub, "%s/round-%d%d%d%d", dir, direct, sync_on_ack, late,
+                  checksum_threads) < 0)
         return 1;
     if (mkdir (sub, 0755) != 0) {
         fprintf (stderr, "cannot create %s: %s\n", sub, strerror (errno));
@@ -211,7 +214,7 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
         .dirs = dirs, .dir_count = 1,
         .block_bytes = direct? 8192: 4096 + 808,
         .capacity_blocks = T_CAPACITY, .queue_depth = T_QD, .files_per_dir = 3,
-        .sync_on_ack = sync_on_ack,
+        .sync_on_ack = sync_on_ack, .checksum_threads = checksum_threads,
         //  A compaction every ~400 records, each appending a snapshot of
         //  up to 10k: the journal is rotating most of the time, so kills
         //  land in the middle of rotations too
@@ -380,10 +383,11 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, bool verbose
     t_check (n == 1 && done [0].rc == 0, "write after recovery not acknowledged");
     printf ("  %-6s sync_on_ack=%d %-5s: acked %" PRIu64 " before kill, recovered %" PRIu64
             " (%" PRIu64 " required), read back %" PRIu64 " exact, %" PRIu64
-            " torn by in-flight overwrite, journal skipped %" PRIu64 ", open %.1f ms%s\n",
+            " torn by in-flight overwrite, journal skipped %" PRIu64 ", open %.1f ms, "
+            "checksum_threads %d%s\n",
             direct? "direct": "bounce", sync_on_ack, late? "late": "early", ack_total,
             recovered, must_have,
-            reads_ok, misses, stats.recovery_skipped, open_us / 1e3,
+            reads_ok, misses, stats.recovery_skipped, open_us / 1e3, checksum_threads,
             cut_rotation? ", killed mid-rotation": "");
     if (verbose)
         printf ("  recovery_us %" PRIu64 "\n", stats.recovery_us);
@@ -509,9 +513,10 @@ main (int argc, char *argv [])
                  base? base: "/var/tmp", strerror (errno));
         return T_EXIT_SKIP;
     }
-    //  Bit-loop over {direct, sync_on_ack, late kill}
-    for (int mask = 0; mask < 1 << 3; mask++)
-        t_round (dir, mask & 1, (mask >> 1) & 1, (mask >> 2) & 1, verbose);
+    //  Bit-loop over {direct, sync_on_ack, late kill, checksums on a pool}
+    for (int mask = 0; mask < 1 << 4; mask++)
+        t_round (dir, mask & 1, (mask >> 1) & 1, (mask >> 2) & 1, (mask >> 3) & 1? 2: 1,
+                 verbose);
     t_recover_many (dir);
     char *command = NULL;
     if (asprintf (&command, "rm -rf '%s'", dir) > 0) {

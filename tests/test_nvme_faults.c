@@ -53,6 +53,7 @@
 #define T_QD         8              //  Queue depth
 
 static int s_failures = 0;          //  Checks that failed
+static int s_checksum_threads = 1;  //  Store config of this pass: 1 inline, 2 a pool
 
 #define t_check(cond, ...) do { if (!(cond)) { s_failures++; \
     fprintf (stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
@@ -76,7 +77,8 @@ t_open (const char *dir, uint8_t *arena, size_t arena_bytes, int *rc_p)
     const char *dirs [1] = { dir };
     kvt_nvme_store_config_t config = {
         .dirs = dirs, .dir_count = 1, .block_bytes = T_BLOCK,
-        .capacity_blocks = T_CAPACITY, .queue_depth = T_QD, .files_per_dir = 2
+        .capacity_blocks = T_CAPACITY, .queue_depth = T_QD, .files_per_dir = 2,
+        .checksum_threads = s_checksum_threads
     };
     kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
     if (arena)
@@ -519,15 +521,19 @@ main (void)
                  base? base: "/var/tmp", strerror (errno));
         return T_EXIT_SKIP;
     }
-    char sub [3][600];   //  Paths under dir
-    for (int i = 0; i < 3; i++) {
-        snprintf (sub [i], sizeof (sub [i]), "%s/%d", dir, i);
-        mkdir (sub [i], 0755);
+    //  Every scenario with checksums on the caller's thread, then on a pool
+    for (s_checksum_threads = 1; s_checksum_threads <= 2; s_checksum_threads++) {
+        printf ("  checksum_threads %d:\n", s_checksum_threads);
+        char sub [4][600];   //  Paths under dir
+        for (int i = 0; i < 4; i++) {
+            snprintf (sub [i], sizeof (sub [i]), "%s/%d-%d", dir, s_checksum_threads, i);
+            mkdir (sub [i], 0755);
+        }
+        t_corruption (sub [0]);
+        t_injected (sub [1]);
+        t_full_disk (sub [3]);
+        t_config_errors (sub [2]);
     }
-    t_corruption (sub [0]);
-    t_injected (sub [1]);
-    t_full_disk (dir);
-    t_config_errors (sub [2]);
     char *command = NULL;
     if (asprintf (&command, "rm -rf '%s'", dir) > 0) {
         if (system (command) != 0)

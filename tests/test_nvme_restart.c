@@ -10,7 +10,8 @@
     prompts and pushes their blocks down to disk, then stops. A new
     runtime on the same folder finds them: LOOKUP reports them on NVMe,
     GENERATE serves them from NVMe with the same output tokens, and LOAD
-    returns the same KV bytes as before the restart.
+    returns the same KV bytes as before the restart. The disk tier runs
+    with sync_on_ack (group commit) and 2 checksum threads.
 @end
 */
 
@@ -26,7 +27,8 @@ main (void)
     char option [256];
     snprintf (option, sizeof (option), "tier_nvme/dir=%s", dir);
     const char *overrides [] = { option, "tier_gpu/capacity_blocks=64",
-                                 "tier_host/capacity_blocks=64", NULL };
+                                 "tier_host/capacity_blocks=64", "tier_nvme/sync_on_ack=1",
+                                 "tier_nvme/checksum_threads=2", NULL };
     kvt_config_t *config = t_config (overrides);
 
     kvt_client_generate_t first [S_PROMPTS];

@@ -11,6 +11,7 @@
     Then one block in the middle of the second chunk is corrupted on disk:
     the load stops right before it (a miss, never wrong bytes) and the
     blocks after it are still intact on the GPU tier for whoever asks.
+    The disk tier checks its blocks on a pool of 2 checksum threads.
 @end
 */
 
@@ -25,7 +26,8 @@ main (void)
     //  the whole prefix
     static const char *const overrides [] = { "tier_gpu/capacity_blocks=3000",
         "tier_host/capacity_blocks=5400", "tier_nvme/capacity_blocks=3000",
-        "migration/high_watermark=100", "migration/low_watermark=99", NULL };
+        "migration/high_watermark=100", "migration/low_watermark=99",
+        "tier_nvme/checksum_threads=2", NULL };
     kvt_config_t *config = t_config (overrides);
     kvt_runtime_t *runtime = t_start_runtime (config);
     kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 60000);

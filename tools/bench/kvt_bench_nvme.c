@@ -17,13 +17,25 @@
     checksum. Each figure is the median of --reps runs (default 3), runs
     interleaved so drift hits both alike. GB/s = 1e9 payload bytes/s.
     Also: xxh3-64 GB/s on one core beside memcpy GB/s on one core (64 MiB
-    buffers, out of cache).
+    buffers, out of cache), and the store's checksum pool
+    (kvt_nvme_checksum) on 1..--threads workers (default: the online
+    cores, at least 2) beside memcpy on as many threads, over 256 MiB
+    handed out as 1 MiB jobs; and store writes with sync_on_ack on, group
+    commit beside one sync per write (O_DSYNC data files, the old way),
+    same files, --sync-mib MiB (default 256) of --sync-size blocks
+    (default 64k), --sync-qd in flight (default 64), direct path, median
+    of --reps, with the flushes each asked for.
     With --recover N: writes N blocks of 4 KiB, closes, reopens, and
     reports the time open takes to rebuild the index (budget: 5 s for 1M),
     beside a raw sequential read of the journal file.
     Usage: kvtier bench nvme [--dir DIR] [--mib N] [--qd N] [--reps N]
-           [--sizes 64k,512k,2m] [--files N] [--sync] [--recover N] [--verbose]
-           [--json]
+           [--sizes 64k,512k,2m] [--files N] [--sync] [--recover N]
+           [--threads N] [--sync-mib N] [--sync-size S] [--sync-qd N]
+           [--checksum-threads N] [--only WHAT]
+           [--verbose] [--json]
+    --only checksum|sync|sizes runs that part alone (with the one-core
+    hash figure). --checksum-threads sets the stores' checksum_threads
+    (default 0, auto).
     DIR defaults to a new temp dir under /var/tmp (removed at the end; in
     a given DIR, the bench's subdirectories are removed after use); a
     file system that refuses O_DIRECT (tmpfs) falls back to buffered I/O
@@ -35,12 +47,15 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <liburing.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,6 +65,7 @@
 #include "kvt_log.h"
 #include "kvt_util.h"
 #include "kvt_nvme_store.h"
+#include "kvt_nvme_checksum.h"
 
 #define S_MAX_SIZES 8               //  Block sizes per run
 #define S_SUBMIT_BYTES (1u << 20)   //  Submit once this much is prepared
@@ -67,6 +83,13 @@ typedef struct {
     bool buffered;                  //  O_DIRECT refused: buffered fallback
     bool json;                      //  JSON output
     bool verbose;                   //  Every run's GB/s on stderr
+    int threads;                    //  Checksum pool sizes 1..threads
+    size_t sync_bytes;              //  Bytes per sync_on_ack write run
+    size_t sync_block_bytes;        //  Block size of those runs
+    int sync_qd;                    //  Queue depth of those runs
+    const char *only;               //  NULL, "checksum", "sync" or "sizes"
+    bool sync_per_write;            //  Store: O_DSYNC per write, no group commit
+    int checksum_threads;           //  Store: checksum threads (0 auto, 1 inline)
 } s_opts_t;
 
 static double
@@ -316,7 +339,8 @@ s_store_open (s_opts_t *opts, const char *dir, size_t block_bytes, uint64_t capa
         .dirs = dirs, .dir_count = 1, .block_bytes = block_bytes,
         .capacity_blocks = capacity, .queue_depth = qd,
         .files_per_dir = opts->files_per_dir, .sync_on_ack = opts->sync_on_ack,
-        .buffered_fallback = opts->buffered
+        .buffered_fallback = opts->buffered, .sync_per_write = opts->sync_per_write,
+        .checksum_threads = opts->checksum_threads
     };
     kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
     if (region)
@@ -470,6 +494,202 @@ s_bench_hash (kvt_bench_report_t *report)
     munmap (b, bytes);
 }
 
+
+//  --------------------------------------------------------------------------
+//  Checksum pool on 1..N threads beside memcpy on as many
+
+#define S_POOL_BYTES    (256u << 20)    //  Data hashed per run, out of cache
+#define S_POOL_JOB      (1u << 20)      //  Bytes per job
+#define S_POOL_MAX      64              //  Largest --threads
+
+typedef struct {
+    const uint8_t *src;             //  Slice to copy
+    uint8_t *dst;                   //  Where to
+    size_t bytes;                   //  Its length
+} s_copy_t;
+
+static void *
+s_copy_main (void *arg)
+{
+    s_copy_t *copy = (s_copy_t *) arg;
+    memcpy (copy->dst, copy->src, copy->bytes);
+    return NULL;
+}
+
+//  memcpy 'bytes' split over 'threads' threads; GB/s of bytes copied.
+static double
+s_memcpy_threads (const uint8_t *src, uint8_t *dst, size_t bytes, int threads)
+{
+    pthread_t ids [S_POOL_MAX];
+    s_copy_t copies [S_POOL_MAX];
+    size_t slice = bytes / (size_t) threads;
+    double start = s_seconds ();
+    for (int t = 0; t < threads; t++) {
+        copies [t] = (s_copy_t) { src + (size_t) t * slice, dst + (size_t) t * slice,
+                                  t == threads - 1? bytes - (size_t) t * slice: slice };
+        if (pthread_create (&ids [t], NULL, s_copy_main, &copies [t]) != 0) {
+            fprintf (stderr, "kvtier bench nvme: pthread_create failed\n");
+            exit (1);
+        }
+    }
+    for (int t = 0; t < threads; t++)
+        pthread_join (ids [t], NULL);
+    return (double) bytes / (s_seconds () - start) / 1e9;
+}
+
+//  Hash 'bytes' through the pool as S_POOL_JOB jobs, 'capacity' in
+//  flight, the caller waiting on wake_fd as the store's caller does.
+static double
+s_pool_run (kvt_nvme_checksum_t *pool, int wake_fd, const uint8_t *src, size_t bytes,
+            int capacity, uint64_t *sink)
+{
+    size_t jobs = bytes / S_POOL_JOB, posted = 0, done = 0;
+    int outstanding = 0;
+    double start = s_seconds ();
+    while (done < jobs) {
+        while (posted < jobs && outstanding < capacity) {
+            kvt_nvme_checksum_job_t job = {
+                .id = posted, .src = src + posted * S_POOL_JOB, .bytes = S_POOL_JOB,
+                .kind = KVT_NVME_CHECKSUM_HASH
+            };
+            if (kvt_nvme_checksum_post (pool, &job) != 0)
+                break;
+            posted++;
+            outstanding++;
+        }
+        kvt_nvme_checksum_result_t results [S_POOL_MAX * 4];
+        int n = kvt_nvme_checksum_collect (pool, results, S_POOL_MAX * 4);
+        if (n == 0) {
+            struct pollfd item = { wake_fd, POLLIN, 0 };
+            if (poll (&item, 1, 1000) == 1) {
+                uint64_t ticks;
+                (void) !read (wake_fd, &ticks, sizeof (ticks));   //  Only drains
+            }
+            continue;
+        }
+        for (int i = 0; i < n; i++)
+            *sink += results [i].checksum;
+        done += (size_t) n;
+        outstanding -= n;
+    }
+    return (double) (jobs * S_POOL_JOB) / (s_seconds () - start) / 1e9;
+}
+
+static void
+s_bench_checksum (kvt_bench_report_t *report, s_opts_t *opts)
+{
+    uint8_t *src = (uint8_t *) s_map (S_POOL_BYTES);
+    uint8_t *dst = (uint8_t *) s_map (S_POOL_BYTES);
+    s_fill (src, S_POOL_BYTES, 11);
+    int wake_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    uint64_t sink = 0;
+    for (int threads = 1; threads <= opts->threads; threads++) {
+        int capacity = 4 * threads;
+        kvt_nvme_checksum_t *pool = kvt_nvme_checksum_new (threads, capacity, wake_fd);
+        if (!pool) {
+            fprintf (stderr, "kvtier bench nvme: cannot start %d checksum threads\n", threads);
+            exit (1);
+        }
+        double *hash = (double *) calloc ((size_t) opts->reps, sizeof (double));
+        double *copy = (double *) calloc ((size_t) opts->reps, sizeof (double));
+        for (int rep = 0; rep < opts->reps; rep++) {
+            hash [rep] = s_pool_run (pool, wake_fd, src, S_POOL_BYTES, capacity, &sink);
+            copy [rep] = s_memcpy_threads (src, dst, S_POOL_BYTES, threads);
+        }
+        if (opts->verbose)
+            for (int rep = 0; rep < opts->reps; rep++)
+                fprintf (stderr, "# checksum pool %d threads: %.2f GB/s, memcpy %.2f GB/s\n",
+                         threads, hash [rep], copy [rep]);
+        char figure [64], base [64];
+        snprintf (figure, sizeof (figure), "xxh3_pool_%dt_gbps", threads);
+        snprintf (base, sizeof (base), "memcpy_%dt_gbps", threads);
+        kvt_bench_report_add (report, figure, s_median (hash, opts->reps), "GB/s", base,
+                              s_median (copy, opts->reps));
+        free (hash);
+        free (copy);
+        kvt_nvme_checksum_destroy (&pool);
+    }
+    char note [160];
+    snprintf (note, sizeof (note), "256 MiB out of cache in 1 MiB jobs, 4 per thread in "
+              "flight; %ld online cores (checksum %016" PRIx64 ")",
+              sysconf (_SC_NPROCESSORS_ONLN), sink);
+    kvt_bench_report_note (report, "checksum_pool", note);
+    close (wake_fd);
+    munmap (src, S_POOL_BYTES);
+    munmap (dst, S_POOL_BYTES);
+}
+
+//  --------------------------------------------------------------------------
+//  sync_on_ack writes: group commit beside one sync per write
+
+static void
+s_bench_sync (kvt_bench_report_t *report, s_opts_t *opts)
+{
+    size_t block_bytes = opts->sync_block_bytes;
+    int qd = opts->sync_qd;
+    uint64_t blocks = opts->sync_bytes / block_bytes;
+    if (blocks < (uint64_t) qd)
+        blocks = (uint64_t) qd;
+    size_t set_bytes = (size_t) qd * block_bytes;
+    uint8_t *registered = (uint8_t *) s_map (set_bytes);
+    for (int i = 0; i < qd; i++)
+        s_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 5);
+    s_opts_t mode [2] = { *opts, *opts };  //  0: grouped, 1: per write
+    kvt_nvme_store_t *stores [2];
+    char dirs [2][1024];
+    for (int m = 0; m < 2; m++) {
+        mode [m].sync_on_ack = true;
+        mode [m].sync_per_write = m == 1;
+        snprintf (dirs [m], sizeof (dirs [m]), "%s/sync-%s", opts->dir,
+                  m? "per-write": "grouped");
+        mkdir (dirs [m], 0755);
+        stores [m] = s_store_open (&mode [m], dirs [m], block_bytes, blocks, qd, registered,
+                                   set_bytes);
+        s_store_run (stores [m], blocks, true, registered, block_bytes, qd);    //  Allocate
+    }
+    double *v [2];
+    kvt_nvme_store_stats_t before [2], after [2];
+    for (int m = 0; m < 2; m++) {
+        v [m] = (double *) calloc ((size_t) opts->reps, sizeof (double));
+        kvt_nvme_store_stats (stores [m], &before [m]);
+    }
+    for (int rep = 0; rep < opts->reps; rep++)
+        for (int k = 0; k < 2; k++) {
+            int m = (rep + k) % 2;
+            v [m][rep] = s_store_run (stores [m], blocks, true, registered, block_bytes, qd);
+        }
+    char note [256], size_name [32], figure [96], base [96];
+    double syncs_per_write [2];
+    for (int m = 0; m < 2; m++) {
+        kvt_nvme_store_stats (stores [m], &after [m]);
+        uint64_t writes = after [m].writes - before [m].writes;
+        syncs_per_write [m] = (double) (after [m].syncs - before [m].syncs)
+                            / (double) (writes? writes: 1);
+        if (opts->verbose)
+            for (int rep = 0; rep < opts->reps; rep++)
+                fprintf (stderr, "# sync %s: %.3f GB/s\n", m? "per write": "grouped",
+                         v [m][rep]);
+    }
+    snprintf (size_name, sizeof (size_name), "%zuk", block_bytes >> 10);
+    snprintf (note, sizeof (note), "%" PRIu64 " blocks of %s x %d runs, queue depth %d, "
+              "direct; flushes per write: grouped %.3f (%.1f writes per group), per write "
+              "%.3f", blocks, size_name, opts->reps, qd, syncs_per_write [0],
+              (double) (after [0].writes - before [0].writes)
+              / (double) (after [0].sync_groups - before [0].sync_groups + 1e-9),
+              syncs_per_write [1]);
+    kvt_bench_report_note (report, "sync_on_ack", note);
+    snprintf (figure, sizeof (figure), "store_write_sync_grouped_%s_gbps", size_name);
+    snprintf (base, sizeof (base), "store_write_sync_per_write_%s_gbps", size_name);
+    kvt_bench_report_add (report, figure, s_median (v [0], opts->reps), "GB/s", base,
+                          s_median (v [1], opts->reps));
+    for (int m = 0; m < 2; m++) {
+        kvt_nvme_store_destroy (&stores [m]);
+        free (v [m]);
+        s_remove_tree (dirs [m]);
+    }
+    munmap (registered, set_bytes);
+}
+
 //  Restart with 'count' 4 KiB blocks on disk.
 static void
 s_bench_recover (kvt_bench_report_t *report, s_opts_t *opts, uint64_t count)
@@ -558,8 +778,11 @@ s_parse_size (const char *text)
 int
 kvt_bench_nvme_main (int argc, char **argv)
 {
+    long cores = sysconf (_SC_NPROCESSORS_ONLN);
     s_opts_t opts = {
-        .dir = NULL, .data_bytes = 1024ull << 20, .qd = 32, .reps = 3, .files_per_dir = 4
+        .dir = NULL, .data_bytes = 1024ull << 20, .qd = 32, .reps = 3, .files_per_dir = 4,
+        .threads = cores > 2? (cores > S_POOL_MAX? S_POOL_MAX: (int) cores): 2,
+        .sync_bytes = 256u << 20, .sync_block_bytes = 64u << 10, .sync_qd = 64
     };
     size_t sizes [S_MAX_SIZES] = { 64 << 10, 512 << 10, 2 << 20 };
     int size_count = 3;
@@ -594,6 +817,24 @@ kvt_bench_nvme_main (int argc, char **argv)
         if (strcmp (arg, "--recover") == 0 && value)
             recover = strtoull (argv [++i], NULL, 10);
         else
+        if (strcmp (arg, "--threads") == 0 && value)
+            opts.threads = atoi (argv [++i]);
+        else
+        if (strcmp (arg, "--sync-mib") == 0 && value)
+            opts.sync_bytes = (size_t) atol (argv [++i]) << 20;
+        else
+        if (strcmp (arg, "--sync-size") == 0 && value)
+            opts.sync_block_bytes = s_parse_size (argv [++i]);
+        else
+        if (strcmp (arg, "--sync-qd") == 0 && value)
+            opts.sync_qd = atoi (argv [++i]);
+        else
+        if (strcmp (arg, "--checksum-threads") == 0 && value)
+            opts.checksum_threads = atoi (argv [++i]);
+        else
+        if (strcmp (arg, "--only") == 0 && value)
+            opts.only = argv [++i];
+        else
         if (strcmp (arg, "--sizes") == 0 && value) {
             char *list = strdup (argv [++i]);
             size_count = 0;
@@ -605,14 +846,19 @@ kvt_bench_nvme_main (int argc, char **argv)
         else {
             fprintf (stderr, "usage: kvtier bench nvme [--dir DIR] [--mib N] [--qd N] "
                      "[--reps N] [--sizes 64k,512k,2m] [--files N] [--sync] "
-                     "[--recover N] [--verbose] [--json]\n");
+                     "[--recover N] [--threads N] [--sync-mib N] [--sync-size S] [--sync-qd N] "
+                     "[--checksum-threads N] "
+                     "[--only checksum|sync|sizes] [--verbose] [--json]\n");
             return 2;
         }
     }
     if (opts.qd < 1 || opts.qd > S_MAX_QD || opts.reps < 1 || opts.files_per_dir < 1
-    ||  opts.data_bytes == 0) {
-        fprintf (stderr, "kvtier bench nvme: --qd (1..4096), --reps, --files and --mib "
-                 "must be >= 1\n");
+    ||  opts.data_bytes == 0 || opts.threads < 1 || opts.threads > S_POOL_MAX
+    ||  opts.sync_bytes == 0 || opts.sync_block_bytes == 0 || opts.sync_block_bytes % 4096
+    ||  opts.sync_qd < 1 || opts.sync_qd > S_MAX_QD) {
+        fprintf (stderr, "kvtier bench nvme: --qd (1..4096), --reps, --files, --mib, "
+                 "--sync-mib and --threads (1..64) must be >= 1, --sync-size a multiple "
+                 "of 4096\n");
         return 2;
     }
     if (!getenv ("KVT_LOG_LEVEL"))
@@ -632,14 +878,20 @@ kvt_bench_nvme_main (int argc, char **argv)
     char note [256];
     kvt_bench_report_note (report, "dir", opts.dir);
     snprintf (note, sizeof (note), "%zu MiB per run, queue depth %d, %d files, median of %d, "
-              "sync_on_ack %s", opts.data_bytes >> 20, opts.qd, opts.files_per_dir, opts.reps,
-              opts.sync_on_ack? "on": "off");
+              "sync_on_ack %s, checksum_threads %d", opts.data_bytes >> 20, opts.qd,
+              opts.files_per_dir, opts.reps, opts.sync_on_ack? "on": "off",
+              opts.checksum_threads);
     kvt_bench_report_note (report, "config", note);
     s_bench_hash (report);
+    bool all = !opts.only;
+    if (all || strcmp (opts.only, "checksum") == 0)
+        s_bench_checksum (report, &opts);
     if (recover)
         s_bench_recover (report, &opts, recover);
-    else
-        for (int i = 0; i < size_count; i++) {
+    else {
+        if (all || strcmp (opts.only, "sync") == 0)
+            s_bench_sync (report, &opts);
+        for (int i = 0; i < size_count && (all || strcmp (opts.only, "sizes") == 0); i++) {
             if (sizes [i] == 0 || sizes [i] % 4096) {
                 fprintf (stderr, "kvtier bench nvme: block size %zu is not a multiple of "
                          "4096; skipped\n", sizes [i]);
@@ -647,6 +899,7 @@ kvt_bench_nvme_main (int argc, char **argv)
             }
             s_bench_size (report, &opts, sizes [i]);
         }
+    }
     if (opts.buffered)
         kvt_bench_report_note (report, "WARNING", "O_DIRECT refused: figures are buffered I/O");
     kvt_bench_report_finish (&report);

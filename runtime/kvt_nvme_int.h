@@ -1,0 +1,148 @@
+/*  =========================================================================
+    kvt_nvme_int - what the NVMe store's files share
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The store (kvt_nvme_store.h) is one class in three files:
+    kvt_nvme_store.c (open, close, accessors, selftest), kvt_nvme_io.c
+    (the op pool and the completion state machine: prep, submit, reap,
+    verify) and, through their own classes, kvt_nvme_journal (manifest)
+    and kvt_nvme_checksum (checksum worker pool). This header is for the
+    store's files only: the on-disk block header and the store's state.
+@end
+*/
+
+#ifndef KVT_NVME_INT_H_INCLUDED
+#define KVT_NVME_INT_H_INCLUDED
+
+#include "kvt_classes.h"
+#include "kvt_nvme_journal.h"
+#include "kvt_nvme_checksum.h"
+
+#define KVT_NVME_HEADER_BYTES   4096                    //  On-disk header area per slot
+#define KVT_NVME_ALIGN          4096                    //  O_DIRECT alignment we honour
+#define KVT_NVME_BLOCK_MAGIC    0x31454D564E54564BULL   //  "KVTNVME1"
+#define KVT_NVME_MAX_REGIONS    64                      //  Caller buffer regions
+
+//  Header at the start of every slot on disk (first 64 of its 4096 bytes)
+typedef struct {
+    uint64_t magic;                 //  KVT_NVME_BLOCK_MAGIC
+    uint64_t block_hash;            //  Caller's block hash
+    uint64_t slot;                  //  Slot it was written to (catches misdirected I/O)
+    uint64_t generation;            //  Store-wide write sequence number
+    uint64_t payload_checksum;      //  xxh3-64 of the block_bytes payload
+    uint32_t length;                //  Payload bytes (low 32 bits of block_bytes)
+    uint32_t version;               //  Format version, 1
+    uint64_t reserved;              //  Zero
+    uint64_t header_checksum;       //  xxh3-64 of the 56 bytes above
+} kvt_nvme_block_header_t;
+
+typedef enum {
+    KVT_NVME_OP_FREE = 0,           //  On the free list
+    KVT_NVME_OP_IO = 1,             //  Data parts in flight
+    KVT_NVME_OP_JOURNAL = 2,        //  Waiting for its journal record
+    KVT_NVME_OP_DONE = 3,           //  In the done FIFO, waiting for reap
+    KVT_NVME_OP_HASH = 4,           //  Write: checksum job in flight, no I/O yet
+    KVT_NVME_OP_VERIFY = 5          //  Read: I/O done, checksum job in flight
+} kvt_nvme_op_state_t;
+
+typedef struct {
+    int file_index;                 //  Registered file index
+    int buf_index;                  //  Registered buffer index
+    uint8_t *addr;                  //  Start of the transfer
+    uint32_t bytes;                 //  Length of the transfer
+    uint32_t done_bytes;            //  Transferred so far (short transfers)
+    uint64_t offset;                //  File offset of the transfer
+} kvt_nvme_part_t;
+
+typedef struct {
+    int state;                      //  kvt_nvme_op_state_t
+    bool is_write;                  //  Write or read
+    bool direct;                    //  Payload moves from/to caller memory
+    int part_count;                 //  1, or 2 for a direct write (header, payload)
+    int pending;                    //  Parts not yet complete
+    int rc;                         //  First error seen
+    uint64_t tag;                   //  Caller's tag
+    uint64_t slot;                  //  Target slot
+    uint64_t block_hash;            //  Block hash
+    uint64_t generation;            //  Write: new generation; read: expected
+    uint64_t checksum;              //  Write: payload checksum; read: expected
+    void *caller;                   //  src or dst in caller memory
+    uint8_t *stage;                 //  This op's staging buffer (header + payload)
+    kvt_nvme_part_t parts [2];      //  The transfers of this op
+} kvt_nvme_op_t;
+
+typedef struct {
+    uint8_t *base;                  //  Start of a registered caller region
+    size_t bytes;                   //  Its length (<= 1 GiB, the kernel's limit)
+} kvt_nvme_region_t;
+
+struct _kvt_nvme_store_t {
+    //  Config (owned copies)
+    char **dirs;                    //  Directories, owned strings
+    int dir_count;                  //  Entries in dirs
+    size_t block_bytes;             //  Payload bytes per block
+    uint64_t capacity_blocks;       //  Slots
+    int queue_depth;                //  Ops in the pool
+    int files_per_dir;              //  Data files per directory
+    bool sync_on_ack;               //  Durable before ack
+    bool sync_per_write;            //  ...by O_DSYNC per data write, not group commit
+    bool buffered_fallback;         //  Allow non-O_DIRECT files
+    uint64_t journal_compact_bytes; //  Given to the journal
+    int checksum_threads;           //  As configured (0: auto)
+    //  Geometry
+    size_t payload_io_bytes;        //  block_bytes rounded up to KVT_NVME_ALIGN
+    size_t stride;                  //  KVT_NVME_HEADER_BYTES + payload_io_bytes
+    int file_count;                 //  dir_count x files_per_dir
+    uint64_t slots_per_file;        //  ceil (capacity / file_count)
+    //  Resources (open)
+    bool opened;                    //  open succeeded
+    bool ring_ready;                //  ring initialised
+    struct io_uring ring;           //  The ring
+    int *fds;                       //  file_count data files (registered), -1 if closed
+    char **paths;                   //  Data file paths
+    int event_fd;                   //  Completion eventfd (ring and checksum pool), or -1
+    uint8_t *staging;               //  queue_depth x stride, registered buffer 0
+    size_t staging_bytes;           //  Mapping length
+    kvt_nvme_region_t regions [KVT_NVME_MAX_REGIONS];   //  Caller regions, buffers 1..
+    int region_count;               //  Registered caller regions
+    bool direct_io;                 //  Files are O_DIRECT
+    kvt_nvme_journal_t *journal;    //  The manifest
+    kvt_nvme_checksum_t *checksum;  //  Worker pool, NULL when checksums run inline
+    //  State
+    kvt_nvme_slot_t *slots;         //  Index, capacity_blocks entries
+    uint64_t next_generation;       //  Next write's generation
+    kvt_nvme_op_t *ops;             //  queue_depth ops
+    int *free_ops;                  //  Stack of free op indices
+    int free_count;                 //  Entries on the stack
+    int *done_fifo;                 //  Ring of finished op indices
+    int done_head;                  //  Oldest entry
+    int done_count;                 //  Entries in the FIFO
+    uint64_t *recovered;            //  Slots found valid at open
+    uint64_t recovered_count;       //  Entries in recovered
+    //  Faults and counters
+    int fault_errno [KVT_NVME_FAULT_KINDS];     //  Errno to inject
+    int fault_count [KVT_NVME_FAULT_KINDS];     //  Completions left to fail
+    uint64_t logged_errors;         //  I/O errors seen, for log thinning
+    kvt_nvme_store_stats_t stats;   //  Counters (journal's merged in on read)
+};
+
+//  kvt_nvme_io.c: the journal's acknowledgement of op 'op_index' (rc 0:
+//  its record is on disk).
+void
+    kvt_nvme_io_journal_ack (void *self, int op_index, int rc);
+
+//  kvt_nvme_io.c: process completions ready now, ring and checksum pool,
+//  until 'want_done' ops are finished. Returns how many were handled.
+int
+    kvt_nvme_io_process (kvt_nvme_store_t *self, int want_done);
+
+//  kvt_nvme_io.c: at close, wait until no op, append or checksum job is
+//  in flight, appending the records of writes that completed. Blocks.
+void
+    kvt_nvme_io_drain (kvt_nvme_store_t *self);
+
+#endif

@@ -1,0 +1,682 @@
+/*  =========================================================================
+    kvt_nvme_io - the NVMe store's operations: prep, submit, reap, verify
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Part of kvt_nvme_store (see kvt_nvme_store.h and kvt_nvme_int.h): the
+    op pool and the completion state machine. A write goes
+        [HASH: checksum job in the pool] -> IO (data parts) -> JOURNAL
+        (record appended, with the group commit when sync_on_ack) -> DONE;
+    a read goes IO -> [VERIFY: checksum job in the pool] -> DONE. The
+    bracketed states exist only with a checksum pool; without one the
+    checksum is computed here, on the caller's thread, as before.
+@end
+*/
+
+#include "kvt_nvme_int.h"
+#include <poll.h>
+
+#define S_LOG_FIRST         10      //  I/O errors logged before thinning
+#define S_RESULT_BATCH      64      //  Checksum results collected per call
+
+//  Log an I/O failure: the first few, then one in a thousand.
+static void
+s_log_io_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
+{
+    self->logged_errors++;
+    if (self->logged_errors <= S_LOG_FIRST || self->logged_errors % 1000 == 0)
+        kvt_log_warn ("nvme store: %s slot %" PRIu64 " failed: %s (%" PRIu64 " so far)",
+                      what, slot, kvt_strerror (rc), self->logged_errors);
+}
+
+//  Count and classify a failed operation.
+static void
+s_count_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
+{
+    self->stats.io_errors++;
+    if (rc == -ENOSPC || rc == -EDQUOT)
+        self->stats.enospc++;
+    s_log_io_error (self, what, slot, rc);
+}
+
+//  Find the registered region holding [addr, addr + bytes); -1 if none.
+static int
+s_region_of (kvt_nvme_store_t *self, const void *addr, size_t bytes)
+{
+    const uint8_t *p = (const uint8_t *) addr;
+    for (int i = 0; i < self->region_count; i++) {
+        const kvt_nvme_region_t *region = &self->regions [i];
+        if (p >= region->base && p + bytes <= region->base + region->bytes)
+            return i + 1;
+    }
+    return -1;
+}
+
+//  Queue (the rest of) one part of an op as a fixed-buffer SQE.
+static int
+s_queue_part (kvt_nvme_store_t *self, int op_index, int part_index)
+{
+    kvt_nvme_op_t *op = &self->ops [op_index];
+    kvt_nvme_part_t *part = &op->parts [part_index];
+    struct io_uring_sqe *sqe = io_uring_get_sqe (&self->ring);
+    if (!sqe) {
+        int rc = io_uring_submit (&self->ring);
+        if (rc < 0)
+            return rc;
+        sqe = io_uring_get_sqe (&self->ring);
+        if (!sqe)
+            return -EBUSY;
+    }
+    uint8_t *addr = part->addr + part->done_bytes;
+    unsigned bytes = part->bytes - part->done_bytes;
+    uint64_t offset = part->offset + part->done_bytes;
+    if (op->is_write)
+        io_uring_prep_write_fixed (sqe, part->file_index, addr, bytes, offset, part->buf_index);
+    else
+        io_uring_prep_read_fixed (sqe, part->file_index, addr, bytes, offset, part->buf_index);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64 (sqe, ((uint64_t) op_index << 1) | (uint64_t) part_index);
+    return 0;
+}
+
+//  Fill an op's parts for 'slot' with payload at 'caller'.
+static void
+s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
+{
+    int file = (int) (op->slot % (uint64_t) self->file_count);
+    uint64_t base = (op->slot / (uint64_t) self->file_count) * self->stride;
+    int region = -1;
+    if (self->block_bytes % KVT_NVME_ALIGN == 0 && (uintptr_t) caller % KVT_NVME_ALIGN == 0)
+        region = s_region_of (self, caller, self->block_bytes);
+    memset (op->parts, 0, sizeof (op->parts));
+    op->direct = region > 0;
+    uint64_t payload_offset = base + KVT_NVME_HEADER_BYTES;
+    if (op->direct && !op->is_write) {
+        //  Direct read: the payload alone, checked against the checksum
+        //  the index holds (from the journal). One I/O, like raw.
+        op->part_count = 1;
+        op->parts [0] = (kvt_nvme_part_t) { file, region, (uint8_t *) caller,
+                                            (uint32_t) self->block_bytes, 0, payload_offset };
+        self->stats.direct_ops++;
+    }
+    else
+    if (op->direct) {
+        //  Header first: ascending offsets keep the stream sequential
+        //  for the device (and a virtual disk's host-side read-ahead)
+        op->part_count = 2;
+        op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0,
+                                            base };
+        op->parts [1] = (kvt_nvme_part_t) { file, region, (uint8_t *) caller,
+                                            (uint32_t) self->block_bytes, 0, payload_offset };
+        self->stats.direct_ops++;
+    }
+    else {
+        op->part_count = 1;
+        op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, (uint32_t) self->stride, 0,
+                                            base };
+        self->stats.bounce_ops++;
+    }
+    op->pending = op->part_count;
+    op->rc = 0;
+    op->caller = caller;
+}
+
+//  Common checks and op allocation for prep_*.
+static int
+s_op_take (kvt_nvme_store_t *self, uint64_t slot, kvt_nvme_op_t **op_p, int *index_p)
+{
+    if (!self->opened)
+        return -EBADF;
+    if (slot >= self->capacity_blocks)
+        return -ERANGE;
+    if (self->slots [slot].state == KVT_NVME_SLOT_WRITING)
+        return -EBUSY;
+    if (self->free_count == 0)
+        return -EAGAIN;
+    int index = self->free_ops [--self->free_count];
+    *op_p = &self->ops [index];
+    *index_p = index;
+    return 0;
+}
+
+static void
+s_op_release (kvt_nvme_store_t *self, int index)
+{
+    self->ops [index].state = KVT_NVME_OP_FREE;
+    self->free_ops [self->free_count++] = index;
+}
+
+static int
+s_op_submit_parts (kvt_nvme_store_t *self, int index)
+{
+    kvt_nvme_op_t *op = &self->ops [index];
+    //  Take every SQE or none, so a released op never has I/O queued
+    if (io_uring_sq_space_left (&self->ring) < (unsigned) op->part_count) {
+        int rc = io_uring_submit (&self->ring);
+        if (rc < 0)
+            return rc;
+        if (io_uring_sq_space_left (&self->ring) < (unsigned) op->part_count)
+            return -EAGAIN;
+    }
+    for (int p = 0; p < op->part_count; p++) {
+        int rc = s_queue_part (self, index, p);
+        if (rc)
+            return rc;              //  Ring sized for every part; only on ring failure
+    }
+    op->state = KVT_NVME_OP_IO;
+    return 0;
+}
+
+static void
+s_op_done (kvt_nvme_store_t *self, int index, int rc)
+{
+    kvt_nvme_op_t *op = &self->ops [index];
+    op->rc = rc;
+    op->state = KVT_NVME_OP_DONE;
+    int tail = (self->done_head + self->done_count) % self->queue_depth;
+    self->done_fifo [tail] = index;
+    self->done_count++;
+}
+
+//  A write's checksum is known: write its header, queue its data parts.
+static int
+s_write_start (kvt_nvme_store_t *self, int index)
+{
+    kvt_nvme_op_t *op = &self->ops [index];
+    kvt_nvme_block_header_t *header = (kvt_nvme_block_header_t *) op->stage;
+    memset (header, 0, sizeof (*header));
+    header->magic = KVT_NVME_BLOCK_MAGIC;
+    header->block_hash = op->block_hash;
+    header->slot = op->slot;
+    header->generation = op->generation;
+    header->payload_checksum = op->checksum;
+    header->length = (uint32_t) self->block_bytes;
+    header->version = 1;
+    header->header_checksum = XXH3_64bits (header,
+                                           offsetof (kvt_nvme_block_header_t, header_checksum));
+    return s_op_submit_parts (self, index);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Prepare a block write. Checksums 'src' now, or hands it to the pool.
+
+int
+kvt_nvme_prep_write (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                     const void *src, uint64_t tag)
+{
+    assert (self);
+    assert (src);
+    kvt_nvme_op_t *op;
+    int index;
+    int rc = s_op_take (self, slot, &op, &index);
+    if (rc)
+        return rc;
+    if (self->slots [slot].readers > 0) {
+        s_op_release (self, index);
+        return -EBUSY;
+    }
+    op->is_write = true;
+    op->tag = tag;
+    op->slot = slot;
+    op->block_hash = block_hash;
+    op->generation = self->next_generation++;
+    s_op_layout (self, op, (void *) src);
+    kvt_nvme_checksum_job_t job = {
+        .id = (uint64_t) index, .src = src,
+        .dst = op->direct? NULL: op->stage + KVT_NVME_HEADER_BYTES,
+        .bytes = self->block_bytes,
+        .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_COPY_HASH
+    };
+    //  From here the slot's previous block is given up
+    kvt_nvme_slot_t *entry = &self->slots [slot];
+    entry->state = KVT_NVME_SLOT_WRITING;
+    if (self->checksum && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
+        op->state = KVT_NVME_OP_HASH;
+        self->stats.checksum_jobs++;
+        return 0;                   //  I/O starts when the checksum comes back
+    }
+    op->checksum = kvt_nvme_checksum_run (&job);
+    rc = s_write_start (self, index);
+    if (rc) {
+        entry->state = KVT_NVME_SLOT_EMPTY;
+        s_op_release (self, index);
+    }
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Prepare a block read into 'dst'. See header for codes.
+
+int
+kvt_nvme_prep_read (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                    void *dst, uint64_t tag)
+{
+    assert (self);
+    assert (dst);
+    kvt_nvme_op_t *op;
+    int index;
+    int rc = s_op_take (self, slot, &op, &index);
+    if (rc)
+        return rc;
+    kvt_nvme_slot_t *entry = &self->slots [slot];
+    if (entry->state != KVT_NVME_SLOT_VALID || entry->block_hash != block_hash) {
+        s_op_release (self, index);
+        return KVT_EMISS;
+    }
+    op->is_write = false;
+    op->tag = tag;
+    op->slot = slot;
+    op->block_hash = block_hash;
+    op->generation = entry->generation;
+    op->checksum = entry->checksum;
+    s_op_layout (self, op, dst);
+    rc = s_op_submit_parts (self, index);
+    if (rc)
+        s_op_release (self, index);
+    else
+        entry->readers++;
+    return rc;
+}
+
+//  Drop 'slot' from the index and journal a drop record.
+static void
+s_drop (kvt_nvme_store_t *self, uint64_t slot)
+{
+    kvt_nvme_slot_t *entry = &self->slots [slot];
+    entry->state = KVT_NVME_SLOT_EMPTY;
+    entry->block_hash = 0;
+    entry->checksum = 0;
+    entry->generation = self->next_generation++;
+    kvt_nvme_journal_add (self->journal, slot, 0, entry->generation, 0, true, -1, -1);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Forget the block at 'slot'; journals a drop record.
+
+int
+kvt_nvme_forget (kvt_nvme_store_t *self, uint64_t slot)
+{
+    assert (self);
+    if (!self->opened)
+        return -EBADF;
+    if (slot >= self->capacity_blocks)
+        return -ERANGE;
+    kvt_nvme_slot_t *entry = &self->slots [slot];
+    if (entry->state == KVT_NVME_SLOT_WRITING || entry->readers > 0)
+        return -EBUSY;
+    s_drop (self, slot);
+    return 0;
+}
+
+//  Check a bounce read's header (the payload is checked apart). Returns
+//  0, KVT_ECHECKSUM or KVT_EMISS.
+static int
+s_verify_header (kvt_nvme_store_t *self, kvt_nvme_op_t *op)
+{
+    const kvt_nvme_block_header_t *header = (const kvt_nvme_block_header_t *) op->stage;
+    if (header->magic != KVT_NVME_BLOCK_MAGIC
+    ||  header->header_checksum != XXH3_64bits (header, offsetof (kvt_nvme_block_header_t,
+                                                                  header_checksum)))
+        return KVT_ECHECKSUM;
+    if (header->block_hash != op->block_hash || header->slot != op->slot
+    ||  header->generation != op->generation || header->length != (uint32_t) self->block_bytes)
+        return KVT_EMISS;
+    //  The payload must hash to both; if they differ it cannot
+    return header->payload_checksum == op->checksum? 0: KVT_ECHECKSUM;
+}
+
+//  A read is over, with the I/O's rc or (verified) the check's.
+static void
+s_read_finish (kvt_nvme_store_t *self, int index, int rc, bool verified)
+{
+    kvt_nvme_op_t *op = &self->ops [index];
+    kvt_nvme_slot_t *entry = &self->slots [op->slot];
+    entry->readers--;
+    if (rc && !verified)
+        s_count_error (self, "read", op->slot, rc);
+    else
+    if (rc) {
+        if (rc == KVT_ECHECKSUM)
+            self->stats.checksum_failures++;
+        else
+            self->stats.misses++;
+        kvt_log_warn ("nvme store: slot %" PRIu64 " block %016" PRIx64 " refused: %s; "
+                      "dropped, will be recomputed", op->slot, op->block_hash,
+                      kvt_strerror (rc));
+        //  Drop it from the index unless a newer write took the slot
+        if (entry->state == KVT_NVME_SLOT_VALID && entry->generation == op->generation)
+            s_drop (self, op->slot);
+    }
+    else {
+        self->stats.reads++;
+        self->stats.read_bytes += self->block_bytes;
+    }
+    s_op_done (self, index, rc);
+}
+
+//  A read's data has arrived: check it here, or hand the payload to the
+//  pool (the header, cheap, is checked here either way).
+static void
+s_read_verify (kvt_nvme_store_t *self, int index)
+{
+    kvt_nvme_op_t *op = &self->ops [index];
+    int rc = op->direct? 0: s_verify_header (self, op);
+    if (rc) {
+        s_read_finish (self, index, rc, true);
+        return;
+    }
+    kvt_nvme_checksum_job_t job = {
+        .id = (uint64_t) index, .bytes = self->block_bytes, .expect = op->checksum,
+        .src = op->direct? op->caller: op->stage + KVT_NVME_HEADER_BYTES,
+        .dst = op->direct? NULL: op->caller,
+        .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_HASH_COPY
+    };
+    if (self->checksum && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
+        op->state = KVT_NVME_OP_VERIFY;
+        self->stats.checksum_jobs++;
+        return;
+    }
+    uint64_t checksum = kvt_nvme_checksum_run (&job);
+    s_read_finish (self, index, checksum == op->checksum? 0: KVT_ECHECKSUM, true);
+}
+
+//  All data parts of an op have completed.
+static void
+s_op_io_complete (kvt_nvme_store_t *self, int index)
+{
+    kvt_nvme_op_t *op = &self->ops [index];
+    kvt_nvme_slot_t *entry = &self->slots [op->slot];
+    kvt_nvme_fault_t kind = op->is_write? KVT_NVME_FAULT_WRITE: KVT_NVME_FAULT_READ;
+    if (op->rc == 0 && self->fault_count [kind] > 0) {
+        self->fault_count [kind]--;
+        op->rc = -self->fault_errno [kind];
+    }
+    if (!op->is_write) {
+        if (op->rc)
+            s_read_finish (self, index, op->rc, false);
+        else
+            s_read_verify (self, index);
+        return;
+    }
+    if (op->rc) {
+        s_count_error (self, "write", op->slot, op->rc);
+        entry->state = KVT_NVME_SLOT_EMPTY;
+        s_op_done (self, index, op->rc);
+        return;
+    }
+    if (self->sync_on_ack && self->sync_per_write)
+        self->stats.syncs += (uint64_t) op->part_count;     //  Each part was O_DSYNC
+    op->state = KVT_NVME_OP_JOURNAL;
+    kvt_nvme_journal_add (self->journal, op->slot, op->block_hash, op->generation,
+                          op->checksum, false, index, op->parts [0].file_index);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The journal acknowledges a write (rc 0) or gives it up.
+
+void
+kvt_nvme_io_journal_ack (void *self_ptr, int index, int rc)
+{
+    kvt_nvme_store_t *self = (kvt_nvme_store_t *) self_ptr;
+    assert (index >= 0 && index < self->queue_depth);
+    kvt_nvme_op_t *op = &self->ops [index];
+    assert (op->state == KVT_NVME_OP_JOURNAL);
+    kvt_nvme_slot_t *entry = &self->slots [op->slot];
+    if (rc == 0) {
+        entry->state = KVT_NVME_SLOT_VALID;
+        entry->block_hash = op->block_hash;
+        entry->generation = op->generation;
+        entry->checksum = op->checksum;
+        self->stats.writes++;
+        self->stats.write_bytes += self->block_bytes;
+    }
+    else
+        entry->state = KVT_NVME_SLOT_EMPTY;     //  Counted by the journal
+    s_op_done (self, index, rc);
+}
+
+//  Handle one CQE.
+static void
+s_handle_cqe (kvt_nvme_store_t *self, uint64_t user_data, int res)
+{
+    if (user_data >= KVT_NVME_JOURNAL_UD_MIN) {
+        kvt_nvme_journal_complete (self->journal, user_data, res);
+        return;
+    }
+    int index = (int) (user_data >> 1);
+    int part_index = (int) (user_data & 1);
+    assert (index >= 0 && index < self->queue_depth);
+    kvt_nvme_op_t *op = &self->ops [index];
+    assert (op->state == KVT_NVME_OP_IO);
+    kvt_nvme_part_t *part = &op->parts [part_index];
+    if (res == -EAGAIN || res == -EINTR) {
+        if (s_queue_part (self, index, part_index) == 0)
+            return;
+        res = -EIO;
+    }
+    if (res > 0) {
+        part->done_bytes += (uint32_t) res;
+        if (part->done_bytes < part->bytes) {
+            self->stats.short_requeues++;
+            if (s_queue_part (self, index, part_index) == 0)
+                return;
+            res = -EIO;
+        }
+    }
+    else
+    if (res == 0)
+        res = -EIO;                 //  End of file inside a slot: the file shrank
+    if (res < 0 && op->rc == 0)
+        op->rc = res;
+    if (--op->pending == 0)
+        s_op_io_complete (self, index);
+}
+
+//  Take every checksum result ready: hashed writes start their I/O,
+//  verified reads finish. Returns how many.
+static int
+s_collect_checksums (kvt_nvme_store_t *self)
+{
+    if (!self->checksum)
+        return 0;
+    kvt_nvme_checksum_result_t results [S_RESULT_BATCH];
+    int total = 0, count;
+    while ((count = kvt_nvme_checksum_collect (self->checksum, results, S_RESULT_BATCH)) > 0) {
+        for (int i = 0; i < count; i++) {
+            int index = (int) results [i].id;
+            kvt_nvme_op_t *op = &self->ops [index];
+            if (!op->is_write) {
+                assert (op->state == KVT_NVME_OP_VERIFY);
+                s_read_finish (self, index, results [i].checksum == op->checksum?
+                                            0: KVT_ECHECKSUM, true);
+                continue;
+            }
+            assert (op->state == KVT_NVME_OP_HASH);
+            op->checksum = results [i].checksum;
+            int rc = s_write_start (self, index);
+            if (rc) {
+                s_count_error (self, "write", op->slot, rc);
+                self->slots [op->slot].state = KVT_NVME_SLOT_EMPTY;
+                s_op_done (self, index, rc);
+            }
+        }
+        total += count;
+    }
+    return total;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Process completions ready now until 'want_done' ops are finished (a
+//  read's checksum, without a pool, is verified here, so this bounds the
+//  slice of CPU one reap takes); returns how many were handled.
+
+int
+kvt_nvme_io_process (kvt_nvme_store_t *self, int want_done)
+{
+    int seen = s_collect_checksums (self);
+    while (self->done_count < want_done) {
+        struct io_uring_cqe *cqe;
+        if (io_uring_peek_cqe (&self->ring, &cqe) != 0 || !cqe)
+            break;
+        uint64_t user_data = io_uring_cqe_get_data64 (cqe);
+        int res = cqe->res;
+        io_uring_cqe_seen (&self->ring, cqe);
+        s_handle_cqe (self, user_data, res);
+        seen++;
+    }
+    return seen;
+}
+
+//  --------------------------------------------------------------------------
+//  At close: drain every op, append and checksum job in flight. Blocks.
+
+void
+kvt_nvme_io_drain (kvt_nvme_store_t *self)
+{
+    kvt_nvme_journal_set_closing (self->journal);
+    while (true) {
+        s_collect_checksums (self);
+        (void) kvt_nvme_journal_kick (self->journal);  //  Failure shows as a stuck drain
+        if (io_uring_sq_ready (&self->ring) > 0)
+            (void) io_uring_submit (&self->ring);      //  Ditto
+        bool io_busy = false, journal_wait = false;
+        for (int i = 0; i < self->queue_depth; i++) {
+            int state = self->ops [i].state;
+            io_busy |= state == KVT_NVME_OP_IO || state == KVT_NVME_OP_HASH
+                    || state == KVT_NVME_OP_VERIFY;
+            journal_wait |= state == KVT_NVME_OP_JOURNAL;
+        }
+        if (!io_busy && !kvt_nvme_journal_busy (self->journal)) {
+            size_t pending = kvt_nvme_journal_pending (self->journal);
+            if (journal_wait || pending > 0)
+                kvt_log_error ("nvme store: close: %zu journal records could not be "
+                               "appended; those writes were never acknowledged", pending);
+            break;                  //  Nothing left that could complete
+        }
+        if (self->checksum && kvt_nvme_checksum_outstanding (self->checksum) > 0) {
+            //  Workers and the ring both signal the eventfd
+            struct pollfd item = { self->event_fd, POLLIN, 0 };
+            if (io_uring_cq_ready (&self->ring) == 0
+            &&  !kvt_nvme_checksum_ready (self->checksum))
+                (void) poll (&item, 1, 1000);          //  A timeout only loops again
+            uint64_t value;
+            (void) !read (self->event_fd, &value, sizeof (value));    //  Empty: fine
+        }
+        else {
+            struct io_uring_cqe *cqe;
+            int rc = io_uring_wait_cqe (&self->ring, &cqe);
+            if (rc < 0 && rc != -EINTR) {
+                kvt_log_error ("nvme store: drain at close: %s", strerror (-rc));
+                break;
+            }
+        }
+        kvt_nvme_io_process (self, INT_MAX);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Submit everything prepared. Returns SQEs submitted or -errno.
+
+int
+kvt_nvme_submit (kvt_nvme_store_t *self)
+{
+    assert (self);
+    if (!self->opened)
+        return -EBADF;
+    s_collect_checksums (self);
+    int rc = kvt_nvme_journal_kick (self->journal);
+    if (rc)
+        return rc;
+    if (io_uring_sq_ready (&self->ring) == 0)
+        return 0;
+    return io_uring_submit (&self->ring);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Collect finished operations without waiting.
+
+int
+kvt_nvme_reap (kvt_nvme_store_t *self, kvt_nvme_done_t *done, int max_done)
+{
+    assert (self);
+    assert (done || max_done == 0);
+    if (!self->opened)
+        return -EBADF;
+    uint64_t value;
+    //  Drain the eventfd first so a completion posted after we look still
+    //  leaves it readable.
+    if (read (self->event_fd, &value, sizeof (value)) < 0 && errno != EAGAIN)
+        return -errno;
+    kvt_nvme_io_process (self, max_done);
+    int rc = kvt_nvme_journal_kick (self->journal);
+    if (rc == 0 && io_uring_sq_ready (&self->ring) > 0)
+        rc = io_uring_submit (&self->ring);
+    if (rc < 0)
+        kvt_log_error ("nvme store: io_uring_submit: %s", strerror (-rc));
+    int count = 0;
+    while (count < max_done && self->done_count > 0) {
+        int index = self->done_fifo [self->done_head];
+        self->done_head = (self->done_head + 1) % self->queue_depth;
+        self->done_count--;
+        done [count].tag = self->ops [index].tag;
+        done [count].rc = self->ops [index].rc;
+        count++;
+        s_op_release (self, index);
+    }
+    return count;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Operations prepared and not yet reaped.
+
+int
+kvt_nvme_store_inflight (kvt_nvme_store_t *self)
+{
+    assert (self);
+    return self->opened? self->queue_depth - self->free_count: 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Wait for a completion (tests and tools). 0, -ETIME, -EAGAIN if idle.
+
+int
+kvt_nvme_store_wait (kvt_nvme_store_t *self, int timeout_ms)
+{
+    assert (self);
+    if (!self->opened)
+        return -EBADF;
+    if (self->done_count > 0)
+        return 0;
+    int rc = kvt_nvme_submit (self);
+    if (rc < 0)
+        return rc;
+    if (self->free_count == self->queue_depth && !kvt_nvme_journal_busy (self->journal))
+        return -EAGAIN;
+    if (self->checksum) {
+        //  Results come through the eventfd as well as CQEs: wait on it
+        if (io_uring_cq_ready (&self->ring) > 0 || kvt_nvme_checksum_ready (self->checksum))
+            return 0;
+        struct pollfd item = { self->event_fd, POLLIN, 0 };
+        rc = poll (&item, 1, timeout_ms);
+        return rc > 0? 0: rc == 0? -ETIME: errno == EINTR? 0: -errno;
+    }
+    struct io_uring_cqe *cqe;
+    if (timeout_ms < 0)
+        return io_uring_wait_cqe (&self->ring, &cqe);
+    struct __kernel_timespec ts = {
+        .tv_sec = timeout_ms / 1000, .tv_nsec = (long long) (timeout_ms % 1000) * 1000000
+    };
+    return io_uring_wait_cqe_timeout (&self->ring, &cqe, &ts);
+}

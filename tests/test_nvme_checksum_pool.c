@@ -1,0 +1,252 @@
+/*  =========================================================================
+    test_nvme_checksum_pool - the store with checksums on a pool of worker
+    threads (checksum_threads = 2) reads and writes exactly as without
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Drives kvt_nvme_store the way the tier_nvme actor does (poll its
+    eventfd, reap, refill), with checksum_threads 2, over {direct, bounce}
+    x {sync_on_ack off, on}:
+    - 600 writes then 600 reads, 32 in flight, through the pool
+      (stats.checksum_jobs = one per write and per read): every block
+      reads back byte-exact, also after a restart;
+    - a payload byte flipped on disk: the pool's check refuses the read
+      (KVT_ECHECKSUM), the caller's buffer is not written in the bounce
+      path, the slot is dropped;
+    - destroy with writes still waiting for their checksum: the store
+      drains them (checksum, I/O, journal), and a restart finds every
+      one of those new blocks intact.
+    Directory: $KVT_TEST_NVME_DIR or a temp dir under /var/tmp.
+    Exit 0 pass, 1 fail, 77 skip.
+@end
+*/
+
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "kvt_error.h"
+#include "kvt_log.h"
+#include "kvt_nvme_store.h"
+
+#define T_EXIT_PASS  0              //  All cases passed
+#define T_EXIT_FAIL  1              //  At least one case failed
+#define T_EXIT_SKIP  77             //  No usable directory
+
+#define T_COUNT      600            //  Blocks per storm
+#define T_QD         32             //  Queue depth
+
+static int s_failures = 0;          //  Checks that failed
+static uint64_t s_hash [T_COUNT];   //  Block hash each slot is written and read with
+
+#define t_check(cond, ...) do { if (!(cond)) { s_failures++; \
+    fprintf (stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
+    fprintf (stderr, __VA_ARGS__); fprintf (stderr, "\n"); } } while (0)
+
+static void
+t_fill (uint8_t *buf, size_t bytes, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (size_t i = 0; i < bytes; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy (buf + i, &x, bytes - i < 8? bytes - i: 8);
+    }
+}
+
+static kvt_nvme_store_t *
+t_open (const char *dir, size_t block_bytes, bool sync_on_ack, uint8_t *arena,
+        size_t arena_bytes)
+{
+    const char *dirs [1] = { dir };
+    kvt_nvme_store_config_t config = {
+        .dirs = dirs, .dir_count = 1, .block_bytes = block_bytes, .capacity_blocks = T_COUNT,
+        .queue_depth = T_QD, .files_per_dir = 2, .sync_on_ack = sync_on_ack,
+        .buffered_fallback = true, .checksum_threads = 2, .journal_compact_bytes = 8192
+    };
+    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
+    if (arena)
+        kvt_nvme_store_register_buffer (store, arena, arena_bytes);
+    int rc = kvt_nvme_store_open (store);
+    if (rc) {
+        fprintf (stderr, "open %s: %s\n", dir, kvt_strerror (rc));
+        exit (T_EXIT_FAIL);
+    }
+    return store;
+}
+
+//  Write or read slots 0..T_COUNT-1 through buffers bufs [slot], as an
+//  actor does: poll the eventfd, reap, refill. rc per slot into rcs.
+static void
+t_storm (kvt_nvme_store_t *store, bool write, uint8_t *bufs, size_t block_bytes, int *rcs)
+{
+    int next = 0, done_total = 0, inflight = 0;
+    while (done_total < T_COUNT) {
+        bool prepared = false;
+        while (next < T_COUNT && inflight < T_QD) {
+            uint8_t *buf = bufs + (size_t) next * block_bytes;
+            int rc = write? kvt_nvme_prep_write (store, (uint64_t) next, s_hash [next], buf,
+                                                 (uint64_t) next)
+                          : kvt_nvme_prep_read (store, (uint64_t) next, s_hash [next], buf,
+                                                (uint64_t) next);
+            if (rc) {
+                rcs [next++] = rc;
+                done_total++;
+                continue;
+            }
+            next++;
+            inflight++;
+            prepared = true;
+        }
+        if (prepared)
+            kvt_nvme_submit (store);
+        struct pollfd item = { kvt_nvme_store_eventfd (store), POLLIN, 0 };
+        if (poll (&item, 1, 5000) != 1) {
+            t_check (false, "no wake-up in 5 s with %d in flight", inflight);
+            return;
+        }
+        kvt_nvme_done_t done [8];
+        int n;
+        do {
+            n = kvt_nvme_reap (store, done, 8);
+            for (int i = 0; i < n; i++)
+                rcs [done [i].tag] = done [i].rc;
+            done_total += n > 0? n: 0;
+            inflight -= n > 0? n: 0;
+        } while (n == 8);
+    }
+}
+
+static void
+t_case (const char *dir, bool direct, bool sync_on_ack)
+{
+    size_t block_bytes = direct? 65536: 65536 + 200;
+    size_t arena_bytes = (size_t) T_COUNT * (65536 + 4096) * 2;
+    uint8_t *arena = (uint8_t *) mmap (NULL, arena_bytes, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (arena == MAP_FAILED)
+        exit (T_EXIT_FAIL);
+    uint8_t *src = arena;
+    uint8_t *dst = arena + (size_t) T_COUNT * 65536;
+    if (!direct)
+        dst = src + (size_t) T_COUNT * block_bytes;
+    for (int s = 0; s < T_COUNT; s++) {
+        s_hash [s] = 7000 + (uint64_t) s;
+        t_fill (src + (size_t) s * block_bytes, block_bytes, s_hash [s]);
+    }
+    kvt_nvme_store_t *store = t_open (dir, block_bytes, sync_on_ack, direct? arena: NULL,
+                                      arena_bytes);
+    static int rcs [T_COUNT];
+    t_storm (store, true, src, block_bytes, rcs);
+    for (int s = 0; s < T_COUNT; s++)
+        t_check (rcs [s] == 0, "write %d: %s", s, kvt_strerror (rcs [s]));
+    memset (dst, 0, (size_t) T_COUNT * block_bytes);
+    t_storm (store, false, dst, block_bytes, rcs);
+    int exact = 0;
+    for (int s = 0; s < T_COUNT; s++)
+        exact += rcs [s] == 0 && memcmp (src + (size_t) s * block_bytes,
+                                         dst + (size_t) s * block_bytes, block_bytes) == 0;
+    kvt_nvme_store_stats_t stats;
+    kvt_nvme_store_stats (store, &stats);
+    t_check (exact == T_COUNT, "%d of %d read back exact", exact, T_COUNT);
+    t_check (stats.checksum_jobs == 2 * T_COUNT, "checksum_jobs %" PRIu64,
+             stats.checksum_jobs);
+    t_check ((stats.direct_ops > 0) == direct && stats.checksum_failures == 0, "path");
+
+    //  Corrupt slot 5's payload on disk: the pool's check refuses it
+    char path [512];
+    uint64_t offset;
+    kvt_nvme_store_slot_location (store, 5, path, sizeof (path), &offset);
+    int fd = open (path, O_RDWR);
+    uint8_t byte = 0;
+    bool poked = fd >= 0 && pread (fd, &byte, 1, (off_t) (offset + 4096 + 999)) == 1;
+    byte ^= 0x10;
+    poked = poked && pwrite (fd, &byte, 1, (off_t) (offset + 4096 + 999)) == 1;
+    if (fd >= 0)
+        close (fd);
+    t_check (poked, "cannot poke %s", path);
+    uint8_t *target = dst + 5 * block_bytes;
+    memset (target, 0xEE, block_bytes);
+    int rc = kvt_nvme_prep_read (store, 5, 7005, target, 5);
+    t_check (rc == 0, "prep_read: %s", kvt_strerror (rc));
+    kvt_nvme_submit (store);
+    kvt_nvme_done_t done [1];
+    int n = 0;
+    for (int tries = 0; tries < 100 && n == 0; tries++) {
+        kvt_nvme_store_wait (store, 100);
+        n = kvt_nvme_reap (store, done, 1);
+    }
+    t_check (n == 1 && done [0].rc == KVT_ECHECKSUM, "corrupt read: %s",
+             n == 1? kvt_strerror (done [0].rc): "no completion");
+    t_check (direct || target [0] == 0xEE, "bounce read wrote a refused block");
+    t_check (!kvt_nvme_store_has (store, 5, NULL), "refused slot still held");
+
+    //  Destroy with writes waiting for their checksums (never reaped)
+    for (int s = 10; s < 10 + T_QD; s++) {
+        s_hash [s] = 9000 + (uint64_t) s;
+        t_fill (src + (size_t) s * block_bytes, block_bytes, s_hash [s]);
+        rc = kvt_nvme_prep_write (store, (uint64_t) s, s_hash [s],
+                                  src + (size_t) s * block_bytes, 0);
+        t_check (rc == 0, "prep_write %d: %s", s, kvt_strerror (rc));
+    }
+    kvt_nvme_store_destroy (&store);
+    store = t_open (dir, block_bytes, sync_on_ack, direct? arena: NULL, arena_bytes);
+    memset (dst, 0, (size_t) T_COUNT * block_bytes);
+    t_storm (store, false, dst, block_bytes, rcs);
+    int back = 0;
+    for (int s = 0; s < T_COUNT; s++) {
+        bool ok = rcs [s] == 0 && memcmp (src + (size_t) s * block_bytes,
+                                          dst + (size_t) s * block_bytes, block_bytes) == 0;
+        if (s == 5)
+            t_check (rcs [s] == KVT_EMISS, "dropped slot 5: %s", kvt_strerror (rcs [s]));
+        else
+            t_check (ok, "slot %d after restart: %s", s, kvt_strerror (rcs [s]));
+        back += ok;
+    }
+    printf ("  %-6s sync_on_ack=%d: %d writes + %d reads checked on 2 threads, corrupt "
+            "block refused, %d blocks back after restart\n", direct? "direct": "bounce",
+            sync_on_ack, T_COUNT, T_COUNT, back);
+    kvt_nvme_store_destroy (&store);
+    munmap (arena, arena_bytes);
+}
+
+int
+main (void)
+{
+    if (!getenv ("KVT_LOG_LEVEL"))
+        kvt_log_set_level (KVT_LOG_ERROR);
+    const char *base = getenv ("KVT_TEST_NVME_DIR");
+    char template_path [512];
+    snprintf (template_path, sizeof (template_path), "%s/kvt-nvme-pool-XXXXXX",
+              base? base: "/var/tmp");
+    char *dir = mkdtemp (template_path);
+    if (!dir) {
+        fprintf (stderr, "test_nvme_checksum_pool: cannot create a dir under %s: %s (skip)\n",
+                 base? base: "/var/tmp", strerror (errno));
+        return T_EXIT_SKIP;
+    }
+    for (int mask = 0; mask < 4; mask++) {
+        char sub [600];
+        snprintf (sub, sizeof (sub), "%s/%d", dir, mask);
+        mkdir (sub, 0755);
+        t_case (sub, mask & 1, (mask >> 1) & 1);
+    }
+    char command [700];
+    snprintf (command, sizeof (command), "rm -rf '%s'", dir);
+    if (system (command) != 0)
+        fprintf (stderr, "test_nvme_checksum_pool: could not remove %s\n", dir);
+    printf ("test_nvme_checksum_pool: %s\n", s_failures? "FAILED": "OK");
+    return s_failures? T_EXIT_FAIL: T_EXIT_PASS;
+}
