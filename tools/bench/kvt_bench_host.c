@@ -9,13 +9,14 @@
 /*
 @header
     kvtier bench host [--json] [--blocks N] [--block-kib K] [--dir DIR]
-                      [--reps N] [--qd N] [--verbose]
+                      [--reps N] [--qd N] [--prompt-mib M] [--verbose]
     Starts a runtime in this process (every actor a thread, ipc front door
     only) with large KV blocks, so that bytes, not messages, dominate:
     model 4 layers x 8 KV heads x head_dim 128 x 16 tokens x bf16 = 256 KiB
     per block (--block-kib 64..2048 changes layers or tokens per block).
-    STOREs N blocks of deterministic KV as prompts of at most 128 blocks
-    (and at most 32 MiB per frame), then, --reps times:
+    STOREs N blocks of deterministic KV as prompts of at most --prompt-mib
+    of KV each (default 128 MiB: the default prefix is one long prompt),
+    then, --reps times:
       host -> GPU: DEMOTE everything GPU -> host, then GENERATE each prompt
         with max_new_tokens 0, so the scheduler promotes its whole prefix;
         time = delta of the scheduler's STATS counter us_finding_prefix
@@ -72,8 +73,8 @@
 #include <xxhash.h>
 
 #define S_TENANT "bench-host"       //  Tenant of every request
-#define S_MAX_PROMPT_BLOCKS 128     //  Most blocks one STORE / GENERATE carries
-#define S_MAX_FRAME_BYTES (32u << 20)   //  Most KV bytes one STORE carries
+#define S_MAX_PROMPT_MIB 192        //  Largest --prompt-mib (frames stay under the
+                                    //  scheduler's default max_frame_bytes, 256 MiB)
 #define S_MAX_FILES 64              //  Data files the raw baseline opens
 #define S_MAX_QD 1024               //  Largest --qd
 #define S_ALIGN 4096                //  O_DIRECT alignment (and the store's header)
@@ -84,6 +85,7 @@ typedef struct {
     const char *dir;                //  Parent of our work folder
     int reps;                       //  Repetitions per figure (median)
     int qd;                         //  Raw baseline and tier_nvme queue depth
+    int prompt_mib;                 //  KV bytes one prompt (STORE, GENERATE) carries at most
     bool json;                      //  JSON report
     bool verbose;                   //  Per-rep figures and counter deltas on stderr
     const char *calibration;        //  Write the simulator's calibration file here, or NULL
@@ -444,6 +446,16 @@ s_geometry (int block_kib, int *layers, int *block_tokens)
 
 //  Start every actor in this process with our geometry and tiers, the
 //  NVMe tier in 'nvme_dir'. Returns the runtime, or NULL with the reason.
+//  Blocks one prompt carries: --prompt-mib of KV, at most the prefix.
+static int
+s_prompt_blocks (const s_opts_t *opts)
+{
+    int blocks = opts->prompt_mib * 1024 / opts->block_kib;
+    if (blocks < 1)
+        blocks = 1;
+    return blocks < opts->blocks? blocks: opts->blocks;
+}
+
 static kvt_runtime_t *
 s_start_runtime (const s_opts_t *opts, const char *nvme_dir)
 {
@@ -455,8 +467,9 @@ s_start_runtime (const s_opts_t *opts, const char *nvme_dir)
     int memory_blocks = opts->blocks + opts->blocks / 2 + 16;
     //  Migration stages at most half the host tier at once, and a prompt's
     //  prefix that does not fit is partly recomputed: room for a whole one
-    if (memory_blocks < 2 * S_MAX_PROMPT_BLOCKS + 16)
-        memory_blocks = 2 * S_MAX_PROMPT_BLOCKS + 16;
+    int host_blocks = memory_blocks;
+    if (host_blocks < 2 * s_prompt_blocks (opts) + 16)
+        host_blocks = 2 * s_prompt_blocks (opts) + 16;
     char option [32][1200];
     int count = 0;
     snprintf (option [count++], 1200, "scheduler/endpoint=");
@@ -469,7 +482,7 @@ s_start_runtime (const s_opts_t *opts, const char *nvme_dir)
     snprintf (option [count++], 1200, "model/vocab=512");
     snprintf (option [count++], 1200, "model/block_tokens=%d", block_tokens);
     snprintf (option [count++], 1200, "tier_gpu/capacity_blocks=%d", memory_blocks);
-    snprintf (option [count++], 1200, "tier_host/capacity_blocks=%d", memory_blocks);
+    snprintf (option [count++], 1200, "tier_host/capacity_blocks=%d", host_blocks);
     snprintf (option [count++], 1200, "tier_nvme/capacity_blocks=%d", 2 * opts->blocks);
     snprintf (option [count++], 1200, "tier_nvme/queue_depth=%d", opts->qd);
     snprintf (option [count++], 1200, "tier_nvme/dir=%s", nvme_dir);
@@ -498,13 +511,8 @@ s_start_runtime (const s_opts_t *opts, const char *nvme_dir)
 //  failure). Returns 0 or a negative code.
 static int
 s_store_prefix (kvt_client_t *client, const kvt_client_hello_t *hello, int blocks,
-                s_prompt_t **prompts_p, int *count_p)
+                size_t per_prompt, s_prompt_t **prompts_p, int *count_p)
 {
-    size_t per_prompt = S_MAX_FRAME_BYTES / hello->block_bytes;
-    if (per_prompt > S_MAX_PROMPT_BLOCKS)
-        per_prompt = S_MAX_PROMPT_BLOCKS;
-    if (per_prompt == 0)
-        per_prompt = 1;
     int prompt_count = (int) (((size_t) blocks + per_prompt - 1) / per_prompt);
     s_prompt_t *prompts = (s_prompt_t *) zmalloc ((size_t) prompt_count * sizeof (s_prompt_t));
     void *kv = malloc (per_prompt * hello->block_bytes);
@@ -665,7 +673,7 @@ s_usage (FILE *out)
 {
     fprintf (out,
         "usage: kvtier bench host [--json] [--blocks N] [--block-kib K] [--dir DIR]\n"
-        "                         [--reps N] [--qd N] [--verbose]\n"
+        "                         [--reps N] [--qd N] [--prompt-mib M] [--verbose]\n"
         "  Promotion of a cached prefix to the GPU tier, in a runtime in this process:\n"
         "  host -> GPU beside memcpy, NVMe -> GPU beside raw io_uring O_DIRECT reads\n"
         "  of the same bytes from the store's files (and beside min(disk, memcpy)).\n"
@@ -674,6 +682,8 @@ s_usage (FILE *out)
         "  --dir DIR      where the NVMe tier's work folder goes (default /var/tmp)\n"
         "  --reps N       repetitions, median reported (default 3)\n"
         "  --qd N         raw baseline and tier_nvme queue depth (default 32)\n"
+        "  --prompt-mib M KV one request carries at most (default 128, at most 192):\n"
+        "                 the prefix comes back as ceil(prefix / M) requests in a row\n"
         "  --verbose      per-rep figures and every counter that moved, on stderr\n"
         "  --calibration FILE  write the links measured here into the calibration file\n"
         "                 that `kvtier replay --simulate --calibration FILE` reads\n"
@@ -691,12 +701,13 @@ kvt_bench_host_main (int argc, char **argv)
         { "dir",       required_argument, NULL, 'd' },
         { "reps",      required_argument, NULL, 'r' },
         { "qd",        required_argument, NULL, 'q' },
+        { "prompt-mib", required_argument, NULL, 'p' },
         { "verbose",   no_argument,       NULL, 'v' },
         { "calibration", required_argument, NULL, 'c' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    s_opts_t opts = { 512, 256, "/var/tmp", 3, 32, false, false, NULL };
+    s_opts_t opts = { 512, 256, "/var/tmp", 3, 32, 128, false, false, NULL };
     optind = 1;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
@@ -707,6 +718,7 @@ kvt_bench_host_main (int argc, char **argv)
             case 'd': opts.dir = optarg; break;
             case 'r': opts.reps = atoi (optarg); break;
             case 'q': opts.qd = atoi (optarg); break;
+            case 'p': opts.prompt_mib = atoi (optarg); break;
             case 'v': opts.verbose = true; break;
             case 'c': opts.calibration = optarg; break;
             case 'h': s_usage (stdout); return 0;
@@ -716,6 +728,7 @@ kvt_bench_host_main (int argc, char **argv)
     int layers, block_tokens;
     if (optind < argc || opts.blocks < 1 || opts.blocks > 1000000 || opts.reps < 1
     ||  opts.qd < 1 || opts.qd > S_MAX_QD
+    ||  opts.prompt_mib < 1 || opts.prompt_mib > S_MAX_PROMPT_MIB
     ||  s_geometry (opts.block_kib, &layers, &block_tokens)) {
         s_usage (stderr);
         return 2;
@@ -751,7 +764,8 @@ kvt_bench_host_main (int argc, char **argv)
                  hello.block_bytes, opts.block_kib);
         goto cleanup;
     }
-    if (s_store_prefix (client, &hello, opts.blocks, &prompts, &prompt_count))
+    if (s_store_prefix (client, &hello, opts.blocks, (size_t) s_prompt_blocks (&opts), &prompts,
+                        &prompt_count))
         goto cleanup;
     size_t bytes = (size_t) opts.blocks * hello.block_bytes;
     copy_src = (uint8_t *) malloc (bytes);
