@@ -10,8 +10,16 @@
     config with seeded random weights) and runs prefill and decode over
     the blocks it is handed by slot in the GPU tier's slab: the first
     'cached_blocks' hold KV already (from cache), the rest it writes.
-    Accepts: COMP_RUN {tokens, slots, cached_blocks, max_new_tokens}
-             -> COMP_RUN_OK {tokens, ttft_us, total_us}; STATS.
+    Accepts: COMP_RUN {tokens, slots, cached_blocks, max_new_tokens,
+             host_slots} -> COMP_RUN_OK {tokens, ttft_us, total_us}; STATS.
+    host_slots (empty, or one per cached block): UINT64_MAX where the
+    cached block already holds its KV in its GPU slot, else the host tier
+    slot it still lies in. Those blocks stream in layer by layer while
+    the prefill runs (kvt_model.h: host_src): layer l's slices on the
+    model's copy stream, the compute stream waiting on layer l's event
+    only. The host slots must stay put until the reply (the scheduler
+    holds them through migration); by the reply the GPU slots hold the
+    blocks. Counters streamed_blocks, streamed_bytes.
 @discuss
     Continuous batching: COMP_RUN begins a sequence and keeps the request;
     the reply goes out when that sequence has all its tokens. A loop turn
@@ -54,6 +62,7 @@ typedef struct {
     size_t spare_free;              //  Entries of spare that are free
     size_t spare_count;             //  Spare blocks of the slab
     kvt_arena_t *arena;             //  The GPU tier's slab (borrowed)
+    kvt_arena_t *host_arena;        //  The host tier's slab (borrowed), or NULL
     zlist_t *waiting;               //  Jobs not begun yet, in arrival order
     zlist_t *active;                //  Jobs begun, in admission order
     int timer_id;                   //  The loop-turn timer, or -1 when not armed
@@ -66,6 +75,7 @@ typedef struct {
     size_t token_count;             //  Its length
     const uint64_t *slots;          //  In 'request'
     size_t cached;                  //  Leading blocks already holding KV
+    const uint64_t *host_slots;     //  In 'request': [cached] or NULL (see @header)
     size_t max_new;                 //  Tokens to decode
     uint32_t *out;                  //  Output tokens [max_new + 1]
     uint64_t *spare;                //  Spare block ids taken (GPU), or NULL
@@ -164,6 +174,14 @@ s_self_start (void *self_ptr)
     if (!self->arena) {
         kvt_log_error ("compute: no GPU tier arena in this process");
         return -ENOENT;
+    }
+    self->host_arena = kvt_arena_find ("host");     //  Only for streamed blocks
+    if (self->host_arena && kvt_arena_on_device (self->arena)
+    &&  !kvt_arena_pinned (self->host_arena)) {
+        //  A compute process: the device must reach the host slab here too
+        int rc = kvt_arena_pin (self->host_arena);
+        if (rc)
+            return rc;
     }
     kvt_block_shape_t block;
     if (kvt_arena_on_device (self->arena)) {
@@ -273,6 +291,17 @@ s_admit (self_t *self)
             break;
         zlist_pop (self->waiting);
         int rc = -ENOTSUP;
+        //  Host copies of the blocks still in the host tier
+        size_t streamed = 0;
+        void **host_src = NULL;
+        if (job->host_slots) {
+            host_src = (void **) kvt_zmalloc ((job->cached + 1) * sizeof (void *));
+            for (size_t k = 0; k < job->cached; k++)
+                if (job->host_slots [k] != UINT64_MAX) {
+                    host_src [k] = kvt_arena_block (self->host_arena, job->host_slots [k]);
+                    streamed++;
+                }
+        }
         if (need > 0) {
             job->spare = (uint64_t *) kvt_zmalloc (need * sizeof (uint64_t));
             for (size_t k = 0; k < need; k++)
@@ -284,7 +313,8 @@ s_admit (self_t *self)
             rc = kvt_model_cuda_seq_begin (self->gpu_model, job->tokens, job->token_count,
                                            kvt_arena_base (self->arena),
                                            kvt_arena_block_bytes (self->arena), job->slots,
-                                           job->cached, job->spare, job->spare_count,
+                                           job->cached, (const void *const *) host_src,
+                                           job->spare, job->spare_count,
                                            job->max_new, job->out, &job->gpu_seq);
 #endif
         if (self->model) {
@@ -293,8 +323,15 @@ s_admit (self_t *self)
             for (size_t k = 0; k < full; k++)
                 blocks [k] = kvt_arena_block (self->arena, job->slots [k]);
             rc = kvt_model_seq_begin (self->model, job->tokens, job->token_count, blocks,
-                                      job->cached, job->max_new, job->out, &job->seq);
+                                      job->cached, host_src, job->max_new, job->out,
+                                      &job->seq);
             free (blocks);
+        }
+        free (host_src);
+        if (rc == 0 && streamed > 0) {
+            kvt_actor_count (self->actor, "streamed_blocks", streamed);
+            kvt_actor_count (self->actor, "streamed_bytes",
+                             streamed * kvt_arena_block_bytes (self->arena));
         }
         if (rc)
             s_job_fail (self, &job, rc);
@@ -464,6 +501,25 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     for (size_t k = 0; k < token_count; k++)
         if (tokens64 [k] >= (uint64_t) self->shape.vocab)
             return -EINVAL;
+    size_t host_count;
+    const uint64_t *host_slots = kvt_msg_array (request, KVT_COMP_RUN_HOST_SLOTS, &host_count);
+    if (host_count == 0)
+        host_slots = NULL;
+    else
+    if (host_count != cached)
+        return -EINVAL;
+    for (size_t k = 0; host_slots && k < host_count; k++) {
+        if (host_slots [k] == UINT64_MAX)
+            continue;
+        if (!self->host_arena)
+            return -ENOENT;         //  No host tier in this process
+        if (host_slots [k] >= kvt_arena_block_count (self->host_arena))
+            return -ERANGE;
+        if (kvt_arena_on_device (self->arena) && !kvt_arena_pinned (self->host_arena))
+            return -ENOTSUP;        //  The device cannot reach it
+        if (kvt_arena_block_bytes (self->host_arena) < kvt_arena_block_bytes (self->arena))
+            return -EINVAL;
+    }
     s_job_t *job = (s_job_t *) kvt_zmalloc (sizeof (s_job_t));
     job->arrived_us = kvt_now_us ();
     job->tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
@@ -472,6 +528,7 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     job->token_count = token_count;
     job->slots = slots;
     job->cached = (size_t) cached;
+    job->host_slots = host_slots;
     job->max_new = (size_t) max_new;
     job->out = (uint32_t *) kvt_zmalloc ((max_new + 1) * sizeof (uint32_t));
     if (s_spare_need (self, job) > self->spare_count) {

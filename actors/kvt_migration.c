@@ -12,8 +12,14 @@
     bytes move by tier_nvme's io_uring, into or out of host slots.
     Accepts: MIG_RESERVE {count} -> MIG_RESERVE_OK {slots}: free GPU slots,
                demoting least-recently-used blocks down the hierarchy;
-             MIG_PROMOTE {hashes, tiers, slots} -> MIG_PROMOTE_OK
-               {gpu_slots, failed}: bring host and NVMe blocks to the GPU;
+             MIG_PROMOTE {hashes, tiers, slots, stream} -> MIG_PROMOTE_OK
+               {gpu_slots, failed, host_slots}: bring host and NVMe blocks
+               to the GPU; with stream = 1 reserve and stage only, and
+               name the host slot of each block for compute to stream
+               layer by layer (kvt_migration_promote.c);
+             MIG_PROMOTE_END {hashes, tiers, slots, gpu_slots, host_slots,
+               commit} -> MIG_PROMOTE_END_OK {moved}: commit or undo a
+               stream promotion;
              MIG_DEMOTE {from_tier, to_tier, max_blocks} -> MIG_DEMOTE_OK {moved};
              MIG_PREFETCH {hashes, max_blocks} -> MIG_PREFETCH_OK {hashes}:
                stage up to max_blocks NVMe blocks of a request's cached
@@ -591,6 +597,7 @@ s_next_job (self_t *self)
         case KVT_MSG_MIG_PROMOTE: kvt_migration_start_promote (self); break;
         case KVT_MSG_MIG_DEMOTE:  s_start_demote (self); break;
         case KVT_MSG_MIG_PREFETCH: kvt_migration_start_prefetch (self); break;
+        case KVT_MSG_MIG_PROMOTE_END: kvt_migration_start_promote_end (self); break;
         default: assert (false);
     }
 }
@@ -770,5 +777,6 @@ const kvt_actor_def_t kvt_migration_def = {
         [KVT_MSG_MIG_PROMOTE] = s_handle_job,
         [KVT_MSG_MIG_DEMOTE]  = s_handle_job,
         [KVT_MSG_MIG_PREFETCH] = s_handle_job,
+        [KVT_MSG_MIG_PROMOTE_END] = s_handle_job,
     },
 };

@@ -124,6 +124,11 @@ void
 void
     kvt_migration_start_promote (self_t *self);
 
+//  Start the current MIG_PROMOTE_END job: commit or undo a stream
+//  promotion. (kvt_migration_promote.c)
+void
+    kvt_migration_start_promote_end (self_t *self);
+
 //  Start the current MIG_PREFETCH job: NVMe blocks of a waiting request
 //  staged into the host tier. (kvt_migration_promote.c)
 void

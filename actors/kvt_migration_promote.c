@@ -9,6 +9,14 @@
 
 //  PROMOTE: host and NVMe blocks to the GPU. NVMe blocks stage through
 //  host slots: disk -> host (io_uring) -> GPU (copy).
+//  With 'stream' set (scheduler, migration/stream_promotion; issue #3)
+//  the GPU slots are reserved and NVMe blocks staged as above, but nothing
+//  is copied and the index is not touched: the reply names the host slot
+//  each block's bytes lie in, compute copies them in layer by layer while
+//  it runs, and MIG_PROMOTE_END then commits the move (index to the GPU,
+//  host, staging and disk slots freed) or undoes it (reserved GPU and
+//  staging slots freed). Between the two the blocks stay pinned by the
+//  scheduler's match, so no demotion touches their host slots.
 
 typedef struct {
     size_t count;                   //  Blocks asked
@@ -23,6 +31,7 @@ typedef struct {
     bool *skipped;                  //  Per block: left on disk, no host room to stage it
     bool gpu_resident_swapped;      //  GPU-resident blocks' own slots are in gpu->slots
     size_t chunks_pending;          //  NVMe chunk reads not yet answered
+    bool stream;                    //  Reserve and stage only; compute streams the copies
 } s_promote_t;
 
 static void
@@ -160,11 +169,75 @@ s_chunk_copied (self_t *self, void *arg, int rc)
     free (copy);
 }
 
+//  A stream promotion has its GPU slots and its NVMe blocks staged:
+//  answer with the host slot of each block, drop what failed, keep the
+//  rest (host slots, staging slots, reserved GPU slots) for
+//  MIG_PROMOTE_END.
+static void
+s_promote_stream_reply (self_t *self, s_promote_t *job)
+{
+    uint64_t *gpu_slots = kvt_migration_u64s (job->count), *host_slots = kvt_migration_u64s (job->count);
+    uint64_t *failed = kvt_migration_u64s (job->count), *gone = kvt_migration_u64s (job->count);
+    uint64_t *gpu_unused = kvt_migration_u64s (job->count), *host_free = kvt_migration_u64s (job->count);
+    uint64_t *nvme_free = kvt_migration_u64s (job->count);
+    size_t failed_n = 0, gone_n = 0, unused_n = 0, host_n = 0, nvme_n = 0, streamed = 0;
+    for (size_t k = 0; k < job->count; k++)
+        host_slots [k] = UINT64_MAX;
+    for (size_t j = 0; job->staging && j < job->nvme_count; j++)
+        host_slots [job->nvme_index [j]] = job->staging->slots [j];
+    for (size_t k = 0; k < job->count; k++) {
+        gpu_slots [k] = job->gpu->slots [k];
+        if (job->skipped [k] || job->failed [k]) {
+            failed [failed_n++] = k;
+            gpu_unused [unused_n++] = job->gpu->slots [k];
+            gpu_slots [k] = UINT64_MAX;
+            if (job->failed [k]) {
+                //  Failed its checksum: forgotten, its slots freed
+                gone [gone_n++] = job->hashes [k];
+                if (job->tiers [k] == KVT_TIER_NVME)
+                    nvme_free [nvme_n++] = job->slots [k];
+                if (job->tiers [k] == KVT_TIER_HOST)
+                    host_free [host_n++] = job->slots [k];
+            }
+            if (job->tiers [k] == KVT_TIER_NVME && host_slots [k] != UINT64_MAX)
+                host_free [host_n++] = host_slots [k];      //  Its staging slot
+            host_slots [k] = UINT64_MAX;
+            continue;
+        }
+        if (job->tiers [k] == KVT_TIER_HOST)
+            host_slots [k] = job->slots [k];
+        streamed += job->tiers [k] != KVT_TIER_GPU;
+    }
+    kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE, KVT_IDX_REMOVE_HASHES, gone,
+                              gone_n, "IDX_REMOVE");
+    kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
+    kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
+    kvt_migration_free_slots (self, KVT_TIER_GPU, gpu_unused, unused_n);
+    if (job->staging)
+        job->staging->have = 0;     //  The kept staging slots go back at MIG_PROMOTE_END
+    kvt_actor_count (self->actor, "stream_promotions", 1);
+    kvt_actor_count (self->actor, "stream_promoted_blocks", streamed);
+    kvt_actor_count (self->actor, "promote_misses", failed_n);
+    kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_OK);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_FAILED, failed, failed_n);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_HOST_SLOTS, host_slots, job->count);
+    free (gpu_slots); free (host_slots); free (failed); free (gone);
+    free (gpu_unused); free (host_free); free (nvme_free);
+    s_promote_free (self, job, false);
+    kvt_migration_job_reply (self, &reply);
+}
+
 //  Copy the host-resident blocks to their GPU slots (the NVMe ones were
-//  copied chunk by chunk as they arrived), then finish.
+//  copied chunk by chunk as they arrived), then finish. A stream
+//  promotion copies nothing: it answers with the host slots instead.
 static void
 s_promote_copy (self_t *self, s_promote_t *job)
 {
+    if (job->stream) {
+        s_promote_stream_reply (self, job);
+        return;
+    }
     uint64_t *from = kvt_migration_u64s (job->count), *to = kvt_migration_u64s (job->count);
     size_t n = 0;
     for (size_t k = 0; k < job->count; k++)
@@ -222,6 +295,16 @@ s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         to [n++] = job->gpu->slots [block];
     }
     kvt_actor_count (self->actor, "bytes_nvme_to_host", n * kvt_arena_block_bytes (self->arenas [1]));
+    if (job->stream) {
+        //  Staged, and left in the staging slots for compute to stream
+        free (from);
+        free (to);
+        free (bad);
+        free (chunk);
+        if (--job->chunks_pending == 0)
+            s_promote_copy (self, job);
+        return;
+    }
     s_chunk_copy_t *copy = (s_chunk_copy_t *) kvt_zmalloc (sizeof (s_chunk_copy_t));
     copy->job = job;
     copy->blocks = kvt_migration_u64s (chunk->count);
@@ -351,7 +434,83 @@ kvt_migration_start_promote (self_t *self)
     for (size_t k = 0; k < count; k++)
         if (tiers [k] == KVT_TIER_NVME)
             job->nvme_index [job->nvme_count++] = k;
+    job->stream = kvt_msg_u64 (self->current, KVT_MIG_PROMOTE_STREAM) != 0;
     job->gpu = kvt_migration_ensure (self, KVT_TIER_GPU, count, s_promote_have_gpu, job);
+}
+
+//  --------------------------------------------------------------------------
+//  PROMOTE_END: a stream promotion's blocks are in their GPU slots
+//  (commit: compute copied them in) or will never be (undo). Commit moves
+//  them to the GPU in the index and frees their host, staging and disk
+//  slots; undo frees the reserved GPU slots and the staging slots. Blocks
+//  already on the GPU, and failed ones (gpu_slots UINT64_MAX), are skipped.
+
+void
+kvt_migration_start_promote_end (self_t *self)
+{
+    size_t count, n_tiers, n_slots, n_gpu, n_host;
+    const uint64_t *hashes = kvt_msg_array (self->current, KVT_MIG_PROMOTE_END_HASHES, &count);
+    const uint64_t *tiers = kvt_msg_array (self->current, KVT_MIG_PROMOTE_END_TIERS, &n_tiers);
+    const uint64_t *slots = kvt_msg_array (self->current, KVT_MIG_PROMOTE_END_SLOTS, &n_slots);
+    const uint64_t *gpu_slots = kvt_msg_array (self->current, KVT_MIG_PROMOTE_END_GPU_SLOTS, &n_gpu);
+    const uint64_t *host_slots = kvt_msg_array (self->current, KVT_MIG_PROMOTE_END_HOST_SLOTS,
+                                                &n_host);
+    bool commit = kvt_msg_u64 (self->current, KVT_MIG_PROMOTE_END_COMMIT) != 0;
+    if (n_tiers != count || n_slots != count || n_gpu != count || n_host != count) {
+        kvt_migration_job_error (self, -EINVAL, "PROMOTE_END arrays differ in length");
+        return;
+    }
+    for (size_t k = 0; k < count; k++)
+        if (tiers [k] >= KVT_TIER_COUNT
+        ||  (gpu_slots [k] != UINT64_MAX
+             && gpu_slots [k] >= kvt_arena_block_count (self->arenas [KVT_TIER_GPU]))
+        ||  (host_slots [k] != UINT64_MAX
+             && host_slots [k] >= kvt_arena_block_count (self->arenas [KVT_TIER_HOST]))) {
+            kvt_migration_job_error (self, -ERANGE, "tier or slot out of range");
+            return;
+        }
+    uint64_t *moved_hashes = kvt_migration_u64s (count), *moved_slots = kvt_migration_u64s (count);
+    uint64_t *host_free = kvt_migration_u64s (2 * count), *nvme_free = kvt_migration_u64s (count);
+    uint64_t *gpu_free = kvt_migration_u64s (count);
+    size_t moved = 0, host_n = 0, nvme_n = 0, gpu_n = 0;
+    for (size_t k = 0; k < count; k++) {
+        if (gpu_slots [k] == UINT64_MAX || tiers [k] == KVT_TIER_GPU)
+            continue;
+        bool staged = tiers [k] == KVT_TIER_NVME && host_slots [k] != UINT64_MAX;
+        if (commit) {
+            moved_hashes [moved] = hashes [k];
+            moved_slots [moved++] = gpu_slots [k];
+            if (tiers [k] == KVT_TIER_HOST)
+                host_free [host_n++] = slots [k];
+            else
+                nvme_free [nvme_n++] = slots [k];
+        }
+        else
+            gpu_free [gpu_n++] = gpu_slots [k];
+        if (staged)
+            host_free [host_n++] = host_slots [k];
+    }
+    if (moved) {
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
+        kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, moved_hashes, moved);
+        kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, KVT_TIER_GPU);
+        kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, moved_slots, moved);
+        kvt_actor_call (self->actor, "prefix_index", &msg, kvt_migration_expect_ok,
+                        (void *) "IDX_MOVE");
+    }
+    kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
+    kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
+    kvt_migration_free_slots (self, KVT_TIER_GPU, gpu_free, gpu_n);
+    //  Compute moved these bytes host -> GPU on our behalf
+    kvt_actor_count (self->actor, "promoted", moved);
+    kvt_actor_count (self->actor, "bytes_host_to_gpu",
+                     moved * kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]));
+    if (!commit)
+        kvt_actor_count (self->actor, "stream_promotions_undone", 1);
+    kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_END_OK);
+    kvt_msg_set_u64 (reply, KVT_MIG_PROMOTE_END_OK_MOVED, moved);
+    free (moved_hashes); free (moved_slots); free (host_free); free (nvme_free); free (gpu_free);
+    kvt_migration_job_reply (self, &reply);
 }
 
 

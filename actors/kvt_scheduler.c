@@ -15,6 +15,15 @@
         -> MIG_RESERVE GPU slots for the rest -> compute COMP_RUN -> index
         IDX_INSERT the computed blocks -> unpin -> GENERATE_OK.
     Many jobs are in flight at once; each reply goes to whoever asked.
+    Stream promotion (migration/stream_promotion = 1, issue #3): GENERATE
+    asks MIG_PROMOTE with stream = 1, so migration reserves GPU slots and
+    stages NVMe blocks into host slots but copies nothing; COMP_RUN
+    carries the host slot of each cached block still off the GPU, and
+    compute copies them in layer by layer under its prefill. After
+    COMP_RUN_OK the scheduler sends MIG_PROMOTE_END commit = 1 (index
+    moves the blocks to the GPU, host/staging/disk slots freed) and waits
+    for it before unpinning; on any failure, commit = 0 (undo). A
+    compute timeout quarantines the lot, as it does the GPU slots.
     A job that must wait for GPU room (admission, below) looks its prefix
     up at once (IDX_MATCH without pin) and, if part of it is on NVMe, asks
     migration to stage those blocks into the host tier (MIG_PREFETCH),
@@ -87,6 +96,10 @@ typedef struct _s_job_t_ {
     uint64_t *staged;               //  Hashes migration staged for us (pinned for us)
     size_t staged_count;            //  Entries in staged
     bool *prestaged;                //  Per block: staged by our prefetch
+    uint64_t *host_slots;           //  Stream promotion: host slot per matched block
+    uint64_t *stream_old;           //  Stream promotion: each block's slot in its tier
+    uint64_t *stream_gpu;           //  Stream promotion: its reserved GPU slot
+    bool stream_open;               //  A stream promotion awaits MIG_PROMOTE_END
 } s_job_t;
 
 struct _self_t {
@@ -113,6 +126,7 @@ struct _self_t {
     double fetch_us [KVT_TIER_COUNT];   //  Modeled time to bring one block to the GPU
     double prefill_tokens_per_s;    //  EWMA of the measured prefill rate
     bool prefill_measured;          //  Has compute reported a rate yet?
+    bool stream_promotion;          //  Prefixes stream to compute layer by layer
 };
 
 static const char *const s_peers [] = {
@@ -226,7 +240,28 @@ s_job_free (s_job_t *job)
     free (job->slots);
     free (job->staged);
     free (job->prestaged);
+    free (job->host_slots);
+    free (job->stream_old);
+    free (job->stream_gpu);
     free (job);
+}
+
+//  Send MIG_PROMOTE_END for matched blocks [first, last) of the job's
+//  stream promotion: commit, or undo. 'cb' (may be NULL) gets the answer.
+static void
+s_stream_end (s_job_t *job, size_t first, size_t last, bool commit, kvt_actor_reply_fn *cb)
+{
+    if (last <= first)
+        return;
+    size_t count = last - first;
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE_END);
+    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HASHES, job->hashes + first, count);
+    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_TIERS, job->tiers + first, count);
+    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_SLOTS, job->stream_old + first, count);
+    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_GPU_SLOTS, job->stream_gpu + first, count);
+    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HOST_SLOTS, job->host_slots + first, count);
+    kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_END_COMMIT, commit);
+    kvt_actor_call (job->self->actor, "migration", &msg, cb, job);
 }
 
 //  Release what the job holds (pins, reserved slots) and free it.
@@ -234,6 +269,11 @@ static void
 s_job_end (s_job_t *job, bool release_reserved)
 {
     self_t *self = job->self;
+    if (job->stream_open) {
+        //  The blocks never reached compute (or it failed): undo the move
+        s_stream_end (job, 0, job->matched, false, NULL);
+        job->stream_open = false;
+    }
     s_prefetch_release (job);
     s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
             job->pinned);
@@ -448,9 +488,25 @@ s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     for (size_t k = 0; k < failed_count; k++)
         if (failed [k] < cut)
             cut = failed [k];
+    size_t host_count;
+    const uint64_t *host_slots = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_HOST_SLOTS,
+                                                &host_count);
+    if (host_count > 0 && host_count == job->matched && count == job->matched) {
+        //  Stream promotion: nothing moved yet; compute streams the blocks
+        job->host_slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+        job->stream_old = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+        job->stream_gpu = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+        memcpy (job->host_slots, host_slots, count * sizeof (uint64_t));
+        memcpy (job->stream_old, job->slots, count * sizeof (uint64_t));
+        memcpy (job->stream_gpu, gpu_slots, count * sizeof (uint64_t));
+        job->stream_open = true;
+    }
     for (size_t k = 0; k < count && k < job->matched; k++)
         job->slots [k] = gpu_slots [k];
     if (cut < job->matched) {
+        //  Stream promotion: the blocks past the cut stay where they are
+        if (job->stream_open)
+            s_stream_end (job, cut, job->matched, false, NULL);
         //  A block failed its checksum: recompute from there on. Blocks
         //  after it that did arrive stay cached for others, unpinned.
         kvt_actor_count (job->self->actor, "prefix_cut_by_misses", 1);
@@ -518,6 +574,9 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_HASHES, job->hashes, matched);
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_TIERS, job->tiers, matched);
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_SLOTS, job->slots, matched);
+    //  Only GENERATE runs compute, which can stream the blocks in itself
+    kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_STREAM,
+                     self->stream_promotion && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
     kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, plan);
 }
 
@@ -625,6 +684,9 @@ s_insert_computed (s_job_t *job)
 //  --------------------------------------------------------------------------
 //  GENERATE
 
+static void s_generate_answer (self_t *self, s_job_t *job, kvt_msg_t *result);
+static void s_generate_stream_ended (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg);
+
 static void
 s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
@@ -637,6 +699,7 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         kvt_actor_count (self->actor, "slots_quarantined", job->block_count);
         job->reserved_count = 0;
         job->pinned = 0;
+        job->stream_open = false;   //  Its host and staging slots too
         s_job_fail (job, rc, "compute did not answer within runtime/compute_timeout_ms");
         return;
     }
@@ -644,13 +707,51 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         s_job_fail (job, rc, "compute failed");
         return;
     }
+    if (job->stream_open && job->matched == 0)
+        job->stream_open = false;   //  Cut to nothing: nothing to end
+    if (job->stream_open) {
+        //  The streamed blocks are in their GPU slots: commit the move
+        //  before anything unpins them, then answer
+        s_phase (job, "us_computing");
+        job->stream_open = false;
+        job->result = *reply_p;
+        *reply_p = NULL;
+        s_stream_end (job, 0, job->matched, true, s_generate_stream_ended);
+        return;
+    }
     s_phase (job, "us_computing");
+    s_generate_answer (self, job, *reply_p);
+}
+
+//  MIG_PROMOTE_END answered: answer the client from the kept COMP_RUN_OK.
+static void
+s_generate_stream_ended (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    (void) reply_p;
+    self_t *self = (self_t *) self_ptr;
+    s_job_t *job = (s_job_t *) arg;
+    if (rc) {
+        //  The tokens are good; where the streamed blocks stand is not
+        kvt_log_warn ("scheduler: ending a stream promotion failed: %s", kvt_strerror (rc));
+        kvt_actor_count (self->actor, "stream_end_errors", 1);
+    }
+    kvt_msg_t *result = job->result;
+    job->result = NULL;
+    s_generate_answer (self, job, result);
+    kvt_msg_destroy (&result);
+}
+
+//  Compute answered 'result' (borrowed): insert the computed blocks,
+//  answer the client, end the job.
+static void
+s_generate_answer (self_t *self, s_job_t *job, kvt_msg_t *result)
+{
     s_insert_computed (job);
     job->reserved_count = 0;        //  Owned by the index (or freed) now
     size_t count;
-    const uint64_t *tokens = kvt_msg_array (*reply_p, KVT_COMP_RUN_OK_TOKENS, &count);
-    uint64_t compute_ttft = kvt_msg_u64 (*reply_p, KVT_COMP_RUN_OK_TTFT_US);
-    uint64_t compute_total = kvt_msg_u64 (*reply_p, KVT_COMP_RUN_OK_TOTAL_US);
+    const uint64_t *tokens = kvt_msg_array (result, KVT_COMP_RUN_OK_TOKENS, &count);
+    uint64_t compute_ttft = kvt_msg_u64 (result, KVT_COMP_RUN_OK_TTFT_US);
+    uint64_t compute_total = kvt_msg_u64 (result, KVT_COMP_RUN_OK_TOTAL_US);
     s_prefill_measured (self, job->token_count - job->matched * (size_t) self->shape.block_tokens,
                         compute_ttft);
     int64_t now = kvt_now_us ();
@@ -686,6 +787,13 @@ s_generate_run (s_job_t *job)
     kvt_msg_set_u64 (msg, KVT_COMP_RUN_CACHED_BLOCKS, job->matched);
     kvt_msg_set_u64 (msg, KVT_COMP_RUN_MAX_NEW_TOKENS,
                      kvt_msg_u64 (job->request, KVT_GENERATE_MAX_NEW_TOKENS));
+    if (job->stream_open) {
+        size_t streamed = 0;
+        for (size_t k = 0; k < job->matched; k++)
+            streamed += job->host_slots [k] != UINT64_MAX;
+        kvt_msg_set_array (msg, KVT_COMP_RUN_HOST_SLOTS, job->host_slots, job->matched);
+        kvt_actor_count (job->self->actor, "blocks_streamed", streamed);
+    }
     kvt_actor_call_timeout (job->self->actor, "compute", &msg, s_generate_computed, job,
                             job->self->compute_timeout_ms);
 }
@@ -1036,6 +1144,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->compute_timeout_ms = kvt_config_int (config, "runtime/compute_timeout_ms");
     self->waiting = zlist_new ();
     self->prefetch_waiting = kvt_config_int (config, "scheduler/prefetch_waiting") != 0;
+    self->stream_promotion = kvt_config_int (config, "migration/stream_promotion") != 0;
     int64_t percent = kvt_config_int (config, "scheduler/prefetch_host_percent");
     self->prefetch_budget = (size_t) (percent > 0? percent: 0)
                           * (size_t) kvt_config_int (config, "tier_host/capacity_blocks") / 100;

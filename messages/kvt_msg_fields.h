@@ -155,14 +155,16 @@
 #define KVT_TIER_READ_OK_READ 0
 #define KVT_TIER_READ_OK_FAILED 1
 
-//  MIG_PROMOTE (52): hashes tiers slots
+//  MIG_PROMOTE (52): hashes tiers slots stream
 #define KVT_MIG_PROMOTE_HASHES 0
 #define KVT_MIG_PROMOTE_TIERS 1
 #define KVT_MIG_PROMOTE_SLOTS 2
+#define KVT_MIG_PROMOTE_STREAM 3
 
-//  MIG_PROMOTE_OK (53): gpu_slots failed
+//  MIG_PROMOTE_OK (53): gpu_slots failed host_slots
 #define KVT_MIG_PROMOTE_OK_GPU_SLOTS 0
 #define KVT_MIG_PROMOTE_OK_FAILED 1
+#define KVT_MIG_PROMOTE_OK_HOST_SLOTS 2
 
 //  MIG_DEMOTE (54): from_tier to_tier max_blocks
 #define KVT_MIG_DEMOTE_FROM_TIER 0
@@ -178,11 +180,12 @@
 //  MIG_RESERVE_OK (57): slots
 #define KVT_MIG_RESERVE_OK_SLOTS 0
 
-//  COMP_RUN (58): tokens slots cached_blocks max_new_tokens
+//  COMP_RUN (58): tokens slots cached_blocks max_new_tokens host_slots
 #define KVT_COMP_RUN_TOKENS 0
 #define KVT_COMP_RUN_SLOTS 1
 #define KVT_COMP_RUN_CACHED_BLOCKS 2
 #define KVT_COMP_RUN_MAX_NEW_TOKENS 3
+#define KVT_COMP_RUN_HOST_SLOTS 4
 
 //  COMP_RUN_OK (59): tokens ttft_us total_us
 #define KVT_COMP_RUN_OK_TOKENS 0
@@ -220,5 +223,16 @@
 
 //  MIG_PREFETCH_OK (66): hashes
 #define KVT_MIG_PREFETCH_OK_HASHES 0
+
+//  MIG_PROMOTE_END (67): hashes tiers slots gpu_slots host_slots commit
+#define KVT_MIG_PROMOTE_END_HASHES 0
+#define KVT_MIG_PROMOTE_END_TIERS 1
+#define KVT_MIG_PROMOTE_END_SLOTS 2
+#define KVT_MIG_PROMOTE_END_GPU_SLOTS 3
+#define KVT_MIG_PROMOTE_END_HOST_SLOTS 4
+#define KVT_MIG_PROMOTE_END_COMMIT 5
+
+//  MIG_PROMOTE_END_OK (68): moved
+#define KVT_MIG_PROMOTE_END_OK_MOVED 0
 
 #endif

@@ -105,6 +105,9 @@ struct _kvt_model_seq_t {
     void **blocks;                  //  Copy of the block table [full_blocks]
     size_t full_blocks;             //  Full blocks of the prompt
     size_t cached_blocks;           //  Leading blocks only read
+    void **host_src;                //  [cached_blocks] host copy still to move in, or NULL
+    size_t streamed_blocks;         //  Cached blocks that arrive layer by layer
+    int layers_streamed;            //  Layers whose streamed slices are in place
     size_t max_new;                 //  Output tokens to produce
     uint32_t *out;                  //  Caller's output array (borrowed)
     size_t emitted;                 //  Output tokens written so far
@@ -549,25 +552,55 @@ s_v_row (kvt_model_seq_t *seq, int layer, int kv_head, size_t pos)
 }
 
 //  --------------------------------------------------------------------------
-//  Widen the K/V of one cached block into the mirror (positions
+//  Widen layer 'l' of one cached block's K/V into the mirror (positions
 //  block_index x block_tokens onwards).
 
 static void
-s_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index)
+s_load_layer (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index, int l)
 {
     const kvt_model_shape_t *shape = &seq->model->shape;
     const size_t first = block_index * shape->block_tokens;
-    for (int l = 0; l < shape->layers; l++)
-        for (int g = 0; g < shape->kv_heads; g++)
-            for (int t = 0; t < shape->block_tokens; t++) {
-                float *vrow = s_v_row (seq, l, g, first + t);
-                for (int d = 0; d < shape->head_dim; d++) {
-                    s_kt_at (seq, l, g, first + t) [d * 8] = kvt_bf16_to_float (
-                        s_get_bf16 (block, s_block_index (shape, l, 0, g, t, d)));
-                    vrow [d] = kvt_bf16_to_float (
-                        s_get_bf16 (block, s_block_index (shape, l, 1, g, t, d)));
-                }
+    for (int g = 0; g < shape->kv_heads; g++)
+        for (int t = 0; t < shape->block_tokens; t++) {
+            float *vrow = s_v_row (seq, l, g, first + t);
+            for (int d = 0; d < shape->head_dim; d++) {
+                s_kt_at (seq, l, g, first + t) [d * 8] = kvt_bf16_to_float (
+                    s_get_bf16 (block, s_block_index (shape, l, 0, g, t, d)));
+                vrow [d] = kvt_bf16_to_float (
+                    s_get_bf16 (block, s_block_index (shape, l, 1, g, t, d)));
             }
+        }
+}
+
+//  Widen every layer of one cached block into the mirror.
+static void
+s_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index)
+{
+    for (int l = 0; l < seq->model->shape.layers; l++)
+        s_load_layer (seq, block, block_index, l);
+}
+
+//  --------------------------------------------------------------------------
+//  Streamed cached blocks: copy layer 'l''s slice of each from its host
+//  copy into its block (a block is [layer][K,V][kv_head][token][head_dim],
+//  so a layer's slice is contiguous, block_bytes / layers), then widen it
+//  into the mirror. Runs just before layer 'l' first reads or writes the
+//  sequence's K/V, once per layer, in layer order: the CPU twin of the GPU
+//  path's copy stream and per-layer events.
+
+static void
+s_stream_layer (kvt_model_seq_t *seq, int l)
+{
+    assert (l == seq->layers_streamed);
+    const kvt_block_shape_t geometry = kvt_model_block_shape (seq->model);
+    const size_t slice = kvt_block_bytes (&geometry) / (size_t) geometry.layers;
+    for (size_t b = 0; b < seq->cached_blocks; b++)
+        if (seq->host_src [b]) {
+            memcpy ((uint8_t *) seq->blocks [b] + (size_t) l * slice,
+                    (const uint8_t *) seq->host_src [b] + (size_t) l * slice, slice);
+            s_load_layer (seq, (const uint8_t *) seq->blocks [b], b, l);
+        }
+    seq->layers_streamed = l + 1;
 }
 
 //  --------------------------------------------------------------------------
@@ -702,6 +735,11 @@ s_forward_rows (kvt_model_t *self, const s_row_t *row, int rows)
     }
     for (int l = 0; l < shape->layers; l++) {
         const s_layer_t *layer = &self->layer [l];
+        //  Streamed cached blocks: this layer's slices arrive now, before
+        //  anything of this layer reads or writes the sequence's K/V
+        for (int r = 0; r < rows; r++)
+            if (row [r].seq->streamed_blocks && row [r].seq->layers_streamed == l)
+                s_stream_layer (row [r].seq, l);
         for (int r = 0; r < rows; r++)
             s_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) r * hidden,
                        layer->attn_norm, hidden);
@@ -794,12 +832,13 @@ kvt_model_set_cancel (kvt_model_t *self, bool (*cancel_fn) (void *arg), void *ar
 
 //  --------------------------------------------------------------------------
 //  Begin a sequence: check the input, copy prompt and block table, read
-//  the cached blocks into its mirror.
+//  the cached blocks that are in place into its mirror; those with a host
+//  copy in 'host_src' are copied in layer by layer during the prefill.
 
 int
 kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
-                     void *const *blocks, size_t cached_blocks, size_t max_new_tokens,
-                     uint32_t *out_tokens, kvt_model_seq_t **seq_p)
+                     void *const *blocks, size_t cached_blocks, void *const *host_src,
+                     size_t max_new_tokens, uint32_t *out_tokens, kvt_model_seq_t **seq_p)
 {
     assert (self);
     assert (seq_p);
@@ -840,8 +879,17 @@ kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_cou
     seq->cached_blocks = cached_blocks;
     seq->max_new = max_new_tokens;
     seq->out = out_tokens;
-    for (size_t b = 0; b < cached_blocks; b++)
-        s_load_block (seq, (const uint8_t *) blocks [b], b);
+    seq->host_src = (void **) kvt_zmalloc ((cached_blocks + 1) * sizeof (void *));
+    for (size_t b = 0; b < cached_blocks; b++) {
+        if (host_src && host_src [b]) {
+            seq->host_src [b] = host_src [b];
+            seq->streamed_blocks++;
+        }
+        else
+            s_load_block (seq, (const uint8_t *) blocks [b], b);
+    }
+    if (seq->streamed_blocks == 0)
+        seq->layers_streamed = shape->layers;
     //  Compute from the first uncached position, but at least the last
     //  prompt token: its hidden state gives the first output token. A
     //  recomputed cached position goes to the mirror only.
@@ -882,6 +930,7 @@ kvt_model_seq_prefill (kvt_model_t *self, kvt_model_seq_t *seq, size_t max_token
                       ? (uint8_t *) seq->blocks [block]: NULL };
         }
         s_forward_rows (self, row, (int) rows);
+        assert (seq->layers_streamed == self->shape.layers);
         seq->pos += rows;
         max_tokens -= rows;
         if (seq->pos == seq->token_count && seq->max_new > 0) {
@@ -956,6 +1005,7 @@ kvt_model_seq_destroy (kvt_model_seq_t **seq_p)
         kvt_freen (seq->scores);
         kvt_freen (seq->vv);
         kvt_freen (seq->kt);
+        kvt_freen (seq->host_src);
         kvt_freen (seq->blocks);
         kvt_freen (seq->tokens);
         kvt_freen (seq);
@@ -975,7 +1025,7 @@ kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_coun
     assert (self);
     const int64_t start_us = kvt_now_us ();
     kvt_model_seq_t *seq;
-    int rc = kvt_model_seq_begin (self, tokens, token_count, blocks, cached_blocks,
+    int rc = kvt_model_seq_begin (self, tokens, token_count, blocks, cached_blocks, NULL,
                                   max_new_tokens, out_tokens, &seq);
     if (rc)
         return rc;
@@ -1361,7 +1411,9 @@ kvt_model_test (bool verbose)
     //  (6) Batch invariance: five sequences (some cached, one all cached,
     //  one a single token) prefilled in odd slices while the others
     //  decode, joining and leaving the batch at different steps, give the
-    //  tokens and blocks each gives alone
+    //  tokens and blocks each gives alone. Every other cached block is
+    //  streamed from a host copy: it is not touched at begin, arrives
+    //  layer by layer during the prefill, and ends equal to its copy
     {
         const size_t lengths [] = { 70, 64, 1, 37, 150 };
         const size_t cached_of [] = { 0, 4, 0, 1, 3 };
@@ -1369,17 +1421,26 @@ kvt_model_test (bool verbose)
         uint32_t alone [5][16], batched [5][16];
         uint8_t *data [5], *data_alone [5];
         void **table [5], **table_alone [5];
+        void *host_src [5][4] = { { NULL } };
         kvt_model_seq_t *seq [5];
         for (int i = 0; i < 5; i++) {
             size_t full = lengths [i] / 16;
             data_alone [i] = t_blocks_new (full, block_bytes, 0x11, &table_alone [i]);
             data [i] = t_blocks_new (full, block_bytes, 0x22, &table [i]);
-            memcpy (data [i], blocks, cached_of [i] * block_bytes);   //  Prefix of 'prompt'
             memcpy (data_alone [i], blocks, cached_of [i] * block_bytes);
+            assert (cached_of [i] <= 4);
+            for (size_t b = 0; b < cached_of [i]; b++)
+                if (b % 2)          //  Streamed from the host copy in 'blocks'
+                    host_src [i][b] = blocks + b * block_bytes;
+                else                //  In place: a prefix block of 'prompt'
+                    memcpy (data [i] + b * block_bytes, blocks + b * block_bytes, block_bytes);
             assert (kvt_model_generate (model, prompt, lengths [i], table_alone [i],
                                         cached_of [i], news [i], alone [i], NULL) == 0);
             assert (kvt_model_seq_begin (model, prompt, lengths [i], table [i], cached_of [i],
-                                         news [i], batched [i], &seq [i]) == 0);
+                                         host_src [i], news [i], batched [i], &seq [i]) == 0);
+            for (size_t b = 1; b < cached_of [i]; b += 2)
+                assert (data [i][b * block_bytes] == 0x22
+                     && data [i][(b + 1) * block_bytes - 1] == 0x22);
         }
         size_t steps = 0, rows = 0;
         bool busy = true;
@@ -1420,9 +1481,9 @@ kvt_model_test (bool verbose)
 
         //  Bad decode input: a sequence twice, one still prefilling, one done
         kvt_model_seq_t *a, *b;
-        assert (kvt_model_seq_begin (model, prompt, 20, NULL, 0, 3, out2, &a) == -EINVAL);
-        assert (kvt_model_seq_begin (model, prompt, 15, NULL, 0, 3, out2, &a) == 0);
-        assert (kvt_model_seq_begin (model, prompt, 9, NULL, 0, 3, out, &b) == 0);
+        assert (kvt_model_seq_begin (model, prompt, 20, NULL, 0, NULL, 3, out2, &a) == -EINVAL);
+        assert (kvt_model_seq_begin (model, prompt, 15, NULL, 0, NULL, 3, out2, &a) == 0);
+        assert (kvt_model_seq_begin (model, prompt, 9, NULL, 0, NULL, 3, out, &b) == 0);
         kvt_model_seq_t *twice [] = { a, a };
         assert (kvt_model_decode (model, twice, 1) == -EINVAL);     //  Not prefilled
         assert (kvt_model_seq_prefill (model, a, 0) == 0);

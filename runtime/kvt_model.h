@@ -28,6 +28,14 @@
     (The GPU's first token, sampled from prefill, and its decode steps
     use other GEMM shapes than the old one-row decode: GPU tokens are
     not those of earlier versions.)
+    Streamed cached blocks (host_src, issue #3): a cached block may still
+    lie in host memory when its sequence begins; the model copies it in
+    one layer's slice at a time (a block is [layer][K,V][kv_head][token]
+    [head_dim], so a layer's slice is contiguous) just before that layer
+    first touches the sequence's KV: on the GPU on a copy stream with one
+    event per layer that the compute stream waits on, on the CPU by
+    memcpy at the same point. Tokens and blocks are the same as with the
+    blocks copied in first.
 @end
 */
 
@@ -104,13 +112,18 @@ typedef struct _kvt_model_seq_t kvt_model_seq_t;
 
 //  Begin a sequence: checks the input as kvt_model_generate does (same
 //  codes), copies 'tokens' and the block table, reads the cached blocks
-//  into the sequence's own scratch. 'out_tokens' (room for max_new_tokens,
-//  NULL when that is 0) is borrowed until the sequence is destroyed.
-//  Returns 0 and sets *seq_p, or a negative code.
+//  into the sequence's own scratch. 'host_src' (NULL: none) has one entry
+//  per cached block: NULL if the block already holds its KV, else a host
+//  copy of it that the model copies into the block layer by layer, each
+//  layer's slice just before the prefill first needs that layer (CPU twin
+//  of the GPU path's streaming); the copies are borrowed until the
+//  prefill is done, and the block holds them by then. 'out_tokens' (room
+//  for max_new_tokens, NULL when that is 0) is borrowed until the sequence
+//  is destroyed. Returns 0 and sets *seq_p, or a negative code.
 int
     kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
-                         void *const *blocks, size_t cached_blocks, size_t max_new_tokens,
-                         uint32_t *out_tokens, kvt_model_seq_t **seq_p);
+                         void *const *blocks, size_t cached_blocks, void *const *host_src,
+                         size_t max_new_tokens, uint32_t *out_tokens, kvt_model_seq_t **seq_p);
 
 //  Compute up to 'max_tokens' more prompt positions (0: all that are
 //  left), writing the blocks that were not cached. When the prompt is
@@ -205,11 +218,20 @@ int
 //  kvt_model_cuda_generate ('spare_count' at least
 //  KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS; the sequence owns those spares until
 //  destroyed). Every sequence of one decode step must use the same slab
-//  and block_bytes. Returns 0, -EINVAL, -ENOMEM or KVT_ECUDA.
+//  and block_bytes. 'host_src' (NULL: none) as kvt_model_seq_begin, each
+//  entry a device-reachable pinned host address (mapped, registered
+//  memory under UVA, e.g. a block of the host tier's arena): the copies
+//  are queued at once on the model's copy stream, one launch per layer
+//  (copy kernel for slices under 64 KiB, copy engines above), with one
+//  event per layer; the compute stream waits on layer l's event before
+//  its first kernel that touches layer l's KV, never the host. The copies
+//  are done when the prefill returns 0. Returns 0, -EINVAL, -ENOMEM or
+//  KVT_ECUDA.
 int
     kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens,
                               size_t token_count, void *slab, size_t block_bytes,
                               const uint64_t *slots, size_t cached_blocks,
+                              const void *const *host_src,
                               const uint64_t *spare, size_t spare_count,
                               size_t max_new_tokens, uint32_t *out_tokens,
                               kvt_model_cuda_seq_t **seq_p);
@@ -234,7 +256,8 @@ bool
     kvt_model_cuda_seq_decoding (const kvt_model_cuda_seq_t *seq);
 
 //  Destroy; NULL-safe, nulls the caller's pointer. Waits for the model's
-//  stream, so the sequence's spares may be given to another at once.
+//  streams, so the sequence's spares (and host copies) may be given to
+//  another at once.
 void
     kvt_model_cuda_seq_destroy (kvt_model_cuda_seq_t **seq_p);
 

@@ -55,11 +55,16 @@
 #include "kvt_paged_attention.cuh"
 #include "kvt_paged_prefill.cuh"
 #include "kvt_model_ops.cuh"
+#include "kvt_block_copy.cuh"
 
 #define S_CHUNK       512           //  Rows of every prefill GEMM (padded)
 #define S_ROPE_THETA  500000.0      //  Llama 3 RoPE base
 #define S_NORM_EPS    1e-5f         //  RMSNorm epsilon
 #define S_DECODE_ROWS KVT_MODEL_MAX_BATCH   //  Rows of every decode GEMM (padded)
+//  Layer slices smaller than this stream with the copy kernel (one launch
+//  gathers every block's slice), larger ones on the copy engines: the
+//  same cut as migration's (kvt_migration_copy.c, tools/bench/RESULTS.md)
+#define S_KERNEL_COPY_MAX_BYTES (64u << 10)
 
 typedef struct {
     void *attn_norm;                //  [hidden]
@@ -77,6 +82,7 @@ struct _kvt_model_cuda_t {
     int q_dim;                      //  heads x head_dim
     int kv_dim;                     //  kv_heads x head_dim
     cudaStream_t stream;            //  Everything runs on this stream
+    cudaStream_t copy_stream;       //  Streamed cached blocks arrive on this one
     cublasHandle_t cublas;          //  Bound to 'stream'
     void *embed;                    //  [vocab, hidden]
     void *final_norm;               //  [hidden]
@@ -128,6 +134,9 @@ struct _kvt_model_cuda_seq_t {
     size_t emitted;                 //  Output tokens written so far
     size_t pos;                     //  Next prompt position to compute
     uint64_t stamp;                 //  Last decode step that took it
+    cudaEvent_t *layer_ready;       //  [layers] streamed slices of layer l landed, or NULL
+    bool must_wait;                 //  Compute has not waited on layer_ready yet
+    size_t streamed_blocks;         //  Cached blocks that arrive layer by layer
 };
 
 //  Log a failed CUDA call; return 0 or KVT_ECUDA.
@@ -194,7 +203,9 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
     const size_t hidden = (size_t) shape->hidden, inter = (size_t) shape->intermediate;
     const size_t vocab = (size_t) shape->vocab;
     bool ok = s_cuda (cudaStreamCreateWithFlags (&self->stream, cudaStreamNonBlocking),
-                      "stream") == 0;
+                      "stream") == 0
+           && s_cuda (cudaStreamCreateWithFlags (&self->copy_stream, cudaStreamNonBlocking),
+                      "copy stream") == 0;
     if (ok && cublasCreate (&self->cublas) != CUBLAS_STATUS_SUCCESS) {
         kvt_log_error ("kvt_model_cuda: cublasCreate failed");
         self->cublas = NULL;
@@ -290,6 +301,8 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
         return;
     if (self->stream)
         cudaStreamSynchronize (self->stream);
+    if (self->copy_stream)
+        cudaStreamSynchronize (self->copy_stream);
     for (int l = 0; self->layer && l < self->shape.layers; l++) {
         s_layer_t *layer = &self->layer [l];
         void *tensors [] = { layer->attn_norm, layer->w_qkv, layer->wo, layer->mlp_norm,
@@ -309,6 +322,8 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
         cublasDestroy (self->cublas);
     if (self->stream)
         cudaStreamDestroy (self->stream);
+    if (self->copy_stream)
+        cudaStreamDestroy (self->copy_stream);
     free (self->layer);
     free (self->h_rows);
     free (self->h_table);
@@ -362,10 +377,12 @@ s_gemm (kvt_model_cuda_t *self, const void *a, const void *w, void *c, int m, in
 //  kernel over d_table [rows, table_len], with KV split at fixed
 //  KVT_MODEL_DECODE_SPLIT-token boundaries ('seq_len' is then the longest
 //  sequence; table rows must cover at least two splits and 'seq_len'
-//  rounded up to a split). 'slab' is the block slab.
+//  rounded up to a split). 'slab' is the block slab. 'layer_ready'
+//  (NULL: none) has one event per layer: the stream waits on layer l's
+//  before the first kernel that touches layer l's KV (streamed blocks).
 static int
 s_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab, size_t block_bytes,
-           int table_len, int seq_len)
+           int table_len, int seq_len, const cudaEvent_t *layer_ready)
 {
     const kvt_model_shape_t *shape = &self->shape;
     const int hidden = shape->hidden, inter = shape->intermediate;
@@ -391,6 +408,9 @@ s_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab, size_t blo
             .dest_block = S_DBLOCK (self->d_rows), .dest_token = S_DTOKEN (self->d_rows),
             .rows = rows, .layer = l, .heads = shape->heads, .kv_heads = shape->kv_heads,
             .head_dim = shape->head_dim, .block_tokens = shape->block_tokens };
+        if (layer_ready)
+            S_TRY (s_cuda (cudaStreamWaitEvent (self->stream, layer_ready [l], 0),
+                           "wait for a streamed layer"));
         S_TRY (kvt_model_qkv (&qkv, self->stream));
         const char *k_base = (const char *) slab + (int64_t) (l * 2) * shape->kv_heads * head_bytes;
         const char *v_base = k_base + (int64_t) shape->kv_heads * head_bytes;
@@ -523,12 +543,118 @@ s_stage_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, int rows)
 }
 
 //  --------------------------------------------------------------------------
+//  Queue the copies of a sequence's streamed cached blocks on the copy
+//  stream: copy k moves host 'src' [k] into slab slot 'dst' [k], one
+//  launch per layer (layer l's slice of a block is contiguous), each
+//  followed by layer l's event. Host addresses that lie whole model
+//  blocks apart (an arena's slots) go in one gather per layer; others
+//  (never in the runtime) one cudaMemcpyAsync per block and layer. On
+//  the copy engines, where source and destination slots both run in
+//  order (a prefix staged or demoted together), a run's slices of one
+//  layer are one strided cudaMemcpy2DAsync (one descriptor, full PCIe
+//  rate) instead of one copy per block. Returns 0 once queued, or an error.
+
+static int
+s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *const *src,
+                const int64_t *dst, size_t count)
+{
+    const int layers = self->shape.layers;
+    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (self);
+    const size_t model_bytes = kvt_block_bytes (&geometry);
+    const size_t slice = model_bytes / (size_t) layers;
+    int rc = 0;
+    seq->layer_ready = (cudaEvent_t *) kvt_zmalloc ((size_t) layers * sizeof (cudaEvent_t));
+    for (int l = 0; rc == 0 && l < layers; l++)
+        rc = s_cuda (cudaEventCreateWithFlags (&seq->layer_ready [l], cudaEventDisableTiming),
+                     "layer event");
+    if (rc)
+        return rc;
+    //  Sources as slots of model_bytes from the lowest address
+    const char *base = (const char *) src [0];
+    for (size_t k = 1; k < count; k++)
+        if ((const char *) src [k] < base)
+            base = (const char *) src [k];
+    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+    bool strided = (uintptr_t) base % 16 == 0;
+    for (size_t k = 0; k < count; k++) {
+        size_t offset = (size_t) ((const char *) src [k] - base);
+        strided = strided && offset % model_bytes == 0;
+        slots [k] = (int64_t) (offset / model_bytes);
+        slots [count + k] = dst [k];
+    }
+    //  Runs of consecutive source and destination slots: [start, end)
+    size_t *run_start = (size_t *) kvt_zmalloc ((count + 1) * sizeof (size_t));
+    size_t runs = 0;
+    for (size_t k = 0; k < count; k++)
+        if (k == 0 || slots [k] != slots [k - 1] + 1
+        ||  slots [count + k] != slots [count + k - 1] + 1)
+            run_start [runs++] = k;
+    run_start [runs] = count;
+    const bool by_runs = strided && slice >= S_KERNEL_COPY_MAX_BYTES && runs * 4 <= count;
+    int64_t *d_slots = NULL;
+    if (strided && slice < S_KERNEL_COPY_MAX_BYTES) {
+        //  The kernel reads its slot lists from device memory, allocated
+        //  and freed in stream order; the pageable source is staged by the call
+        rc = s_cuda (cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t),
+                                      self->copy_stream), "stream slots");
+        if (rc == 0)
+            rc = s_cuda (cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
+                                          cudaMemcpyHostToDevice, self->copy_stream),
+                         "stream slots");
+    }
+    for (int l = 0; rc == 0 && l < layers; l++) {
+        const size_t at = (size_t) l * slice;
+        kvt_block_copy_args_t args = {
+            .dst = (char *) seq->slab + at, .src = base + at,
+            .dst_slots = slots + count, .src_slots = slots,
+            .dst_slot_bytes = (int64_t) seq->block_bytes, .src_slot_bytes = (int64_t) model_bytes,
+            .block_bytes = (int64_t) slice, .count = (int) count };
+        if (!strided)
+            for (size_t k = 0; rc == 0 && k < count; k++)
+                rc = s_cuda (cudaMemcpyAsync ((char *) seq->slab + (size_t) dst [k]
+                                              * seq->block_bytes + at,
+                                              (const char *) src [k] + at, slice,
+                                              cudaMemcpyHostToDevice, self->copy_stream),
+                             "stream a layer");
+        else
+        if (d_slots) {
+            args.src_slots = d_slots;
+            args.dst_slots = d_slots + count;
+            rc = kvt_block_copy (&args, self->copy_stream);
+        }
+        else
+        if (by_runs)
+            for (size_t r = 0; rc == 0 && r < runs; r++) {
+                const size_t k = run_start [r];
+                rc = s_cuda (cudaMemcpy2DAsync ((char *) args.dst + slots [count + k]
+                                                * seq->block_bytes, seq->block_bytes,
+                                                (const char *) args.src + slots [k]
+                                                * model_bytes, model_bytes, slice,
+                                                run_start [r + 1] - k, cudaMemcpyDefault,
+                                                self->copy_stream), "stream a layer");
+            }
+        else
+            rc = kvt_block_copy_ce (&args, self->copy_stream);
+        if (rc == 0)
+            rc = s_cuda (cudaEventRecord (seq->layer_ready [l], self->copy_stream),
+                         "layer event");
+    }
+    if (d_slots)
+        (void) s_cuda (cudaFreeAsync (d_slots, self->copy_stream), "stream slots");
+    free (run_start);
+    free (slots);
+    seq->must_wait = rc == 0;
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
 //  Begin a sequence over the device slab (see kvt_model.h).
 
 int
 kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t token_count,
                           void *slab, size_t block_bytes, const uint64_t *slots,
-                          size_t cached_blocks, const uint64_t *spare, size_t spare_count,
+                          size_t cached_blocks, const void *const *host_src,
+                          const uint64_t *spare, size_t spare_count,
                           size_t max_new_tokens, uint32_t *out_tokens,
                           kvt_model_cuda_seq_t **seq_p)
 {
@@ -575,19 +701,39 @@ kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t
     seq->max_new = max_new_tokens;
     seq->out = out_tokens;
     seq->pos = cached_blocks * block_tokens;
+    //  Streamed cached blocks, plus the spare copy of a streamed last block
+    const void **stream_src = (const void **) kvt_zmalloc ((cached_blocks + 2) * sizeof (void *));
+    int64_t *stream_dst = (int64_t *) kvt_zmalloc ((cached_blocks + 2) * sizeof (int64_t));
+    size_t streams = 0;
+    for (size_t b = 0; host_src && b < cached_blocks; b++)
+        if (host_src [b]) {
+            stream_src [streams] = host_src [b];
+            stream_dst [streams++] = (int64_t) slots [b];
+        }
+    seq->streamed_blocks = streams;
+    int rc = 0;
     if (seq->pos >= token_count) {
         //  All cached: recompute the last prompt token into a copy of its block
         seq->pos = token_count - 1;
         size_t last = seq->pos / block_tokens;
-        int rc = s_cuda (cudaMemcpyAsync ((char *) slab + spare [0] * block_bytes,
+        if (host_src && host_src [last]) {
+            stream_src [streams] = host_src [last];
+            stream_dst [streams++] = (int64_t) spare [0];
+        }
+        else
+            rc = s_cuda (cudaMemcpyAsync ((char *) slab + spare [0] * block_bytes,
                                           (char *) slab + slots [last] * block_bytes,
                                           block_bytes, cudaMemcpyDeviceToDevice, self->stream),
                          "block copy");
-        if (rc) {
-            kvt_model_cuda_seq_destroy (&seq);
-            return rc;
-        }
         seq->table [last] = (int32_t) spare [0];
+    }
+    if (rc == 0 && streams > 0)
+        rc = s_stream_queue (self, seq, stream_src, stream_dst, streams);
+    free (stream_dst);
+    free (stream_src);
+    if (rc) {
+        kvt_model_cuda_seq_destroy (&seq);
+        return rc;
     }
     *seq_p = seq;
     return 0;
@@ -617,7 +763,9 @@ kvt_model_cuda_seq_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, s
             rows = max_tokens;
         S_TRY (s_stage_prefill (self, seq, (int) rows));
         S_TRY (s_forward (self, (int) rows, false, seq->slab, seq->block_bytes,
-                          (int) seq->table_len, (int) (seq->pos + rows)));
+                          (int) seq->table_len, (int) (seq->pos + rows),
+                          seq->must_wait? seq->layer_ready: NULL));
+        seq->must_wait = false;     //  Later work on the stream comes after the waits
         seq->pos += rows;
         max_tokens -= rows;
         if (seq->pos == seq->token_count && seq->max_new > 0) {
@@ -687,7 +835,7 @@ kvt_model_cuda_decode (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs
     S_TRY (s_cuda (cudaMemcpyAsync (self->d_rows, h, S_ROWS_COUNT * sizeof (int32_t),
                                     cudaMemcpyHostToDevice, self->stream), "stage"));
     S_TRY (s_forward (self, (int) seq_count, true, seqs [0]->slab, seqs [0]->block_bytes,
-                      (int) table_len, (int) longest));
+                      (int) table_len, (int) longest, NULL));
     uint32_t best [S_DECODE_ROWS];
     S_TRY (s_sample (self, 0, (int) seq_count, S_DECODE_ROWS, best));
     for (size_t s = 0; s < seq_count; s++) {
@@ -721,6 +869,14 @@ kvt_model_cuda_seq_destroy (kvt_model_cuda_seq_t **seq_p)
     kvt_model_cuda_seq_t *seq = *seq_p;
     if (seq) {
         cudaStreamSynchronize (seq->model->stream);
+        if (seq->layer_ready) {
+            //  Its host copies may be freed once we return
+            cudaStreamSynchronize (seq->model->copy_stream);
+            for (int l = 0; l < seq->model->shape.layers; l++)
+                if (seq->layer_ready [l])
+                    cudaEventDestroy (seq->layer_ready [l]);
+            free (seq->layer_ready);
+        }
         free (seq->table);
         free (seq->tokens);
         free (seq);
@@ -742,7 +898,7 @@ kvt_model_cuda_generate (kvt_model_cuda_t *self, const uint32_t *tokens, size_t 
     const int64_t start_us = kvt_now_us ();
     kvt_model_cuda_seq_t *seq;
     int rc = kvt_model_cuda_seq_begin (self, tokens, token_count, slab, block_bytes, slots,
-                                       cached_blocks, spare, spare_count, max_new_tokens,
+                                       cached_blocks, NULL, spare, spare_count, max_new_tokens,
                                        out_tokens, &seq);
     if (rc)
         return rc;
@@ -849,6 +1005,43 @@ kvt_model_cuda_test (bool verbose)
     assert (memcmp (first, again, max_new * sizeof (uint32_t)) == 0);
     assert (cudaMemcpy (view, slab, 16 * block_bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
     assert (memcmp (view, reference, 16 * block_bytes) == 0);
+    //  Streamed: cached blocks come from pinned host copies layer by layer
+    //  (16 KiB slices: the copy kernel), every other one or all of them,
+    //  into run 1's slots; same tokens, and the slots end holding the copies
+    uint8_t *host = NULL;
+    assert (cudaMallocHost ((void **) &host, full * block_bytes) == cudaSuccess);
+    memcpy (host, reference, 16 * block_bytes);     //  The whole-block prompt's KV
+    const void **host_src = (const void **) kvt_zmalloc (full * sizeof (void *));
+    for (int mode = 0; mode < 2; mode++) {
+        uint64_t *table = slots + full;
+        for (size_t b = 0; b < 16; b++) {
+            table [b] = full + b;
+            host_src [b] = mode == 1 || b % 2? host + b * block_bytes: NULL;
+            if (!host_src [b])      //  In place already
+                assert (cudaMemcpy ((char *) slab + table [b] * block_bytes,
+                                    host + b * block_bytes, block_bytes,
+                                    cudaMemcpyHostToDevice) == cudaSuccess);
+            else
+                assert (cudaMemset ((char *) slab + table [b] * block_bytes, 0xee,
+                                    block_bytes) == cudaSuccess);
+        }
+        //  Some cached (prefill of the rest), then all cached
+        const size_t cached_now = mode == 0? 11: 16;
+        kvt_model_cuda_seq_t *seq = NULL;
+        assert (kvt_model_cuda_seq_begin (model, tokens, whole, slab, block_bytes, table,
+                                          cached_now, host_src, spare, spare_count, max_new,
+                                          again, &seq) == 0);
+        assert (kvt_model_cuda_seq_prefill (model, seq, 0) == 0);
+        while (kvt_model_cuda_seq_decoding (seq))
+            assert (kvt_model_cuda_decode (model, &seq, 1) == 0);
+        kvt_model_cuda_seq_destroy (&seq);
+        assert (memcmp (first, again, max_new * sizeof (uint32_t)) == 0);
+        assert (cudaMemcpy (view, (char *) slab + full * block_bytes, 16 * block_bytes,
+                            cudaMemcpyDeviceToHost) == cudaSuccess);
+        assert (memcmp (view, reference, 16 * block_bytes) == 0);
+    }
+    free (host_src);
+    cudaFreeHost (host);
     //  Bad input
     assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, slots, full + 1,
                                      spare, spare_count, max_new, again, NULL) == -EINVAL);

@@ -20,9 +20,18 @@
     and leaving the batch at different steps, prefilled in slices, some
     from cached blocks, give the tokens and blocks each gives alone.
     Skips (77) without CUDA or a GPU.
+    Streaming (issue #3): cached blocks copied from pinned, registered
+    host memory layer by layer while the prefill runs give the tokens and
+    the blocks, byte for byte, of the same blocks copied in first, with
+    the copy kernel (16 KiB slices) and the copy engines (64 KiB slices),
+    some and all blocks cached, host slots in order and shuffled.
     --bench [prompt]: prefill rate at the Llama-3-8B shape against cuBLAS,
     and decode tokens/s at batch 1, 16 and 64 (1024-token contexts), the
     batches checked to give batch 1's tokens.
+    --bench-stream [prefix] [new]: time to first token at the 8B shape of a
+    'prefix'-token prefix (16384) on the host tier plus 'new' (512) prompt
+    tokens: layer-streamed, against copy-then-compute and the larger of
+    copy alone and compute alone, in the same run.
 @end
 */
 
@@ -31,6 +40,7 @@
 #   include <cuda_runtime.h>
 #   include <cublas_v2.h>
 #   include "kvt_model.h"
+#   include "kvt_block_copy.cuh"
 #endif
 
 //  A runtime on 'overrides' must refuse to start with KVT_ECONFIG
@@ -144,6 +154,8 @@ s_request_path (const char *layers, const char *kv_heads, const char *copy_count
     t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
     t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &again));
     t_check (again.from_host == 10 && again.computed == 0);
+    //  Streamed into compute layer by layer (migration/stream_promotion = 1)
+    t_check (s_stat (client, "compute.streamed_blocks") >= 10);
     s_same_tokens (&first, &again);
     kvt_client_generate_fini (&again);
 
@@ -296,7 +308,7 @@ s_batched_vs_alone (void)
     //  ... then all together, each with its own spares (alone's are free now)
     for (int i = 0; i < SEQS; i++)
         t_ok (kvt_model_cuda_seq_begin (model, prompt, lengths [i], slab, block_bytes,
-                                        slots [i][1], cached_of [i], spare [i],
+                                        slots [i][1], cached_of [i], NULL, spare [i],
                                         KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, lengths [i],
                                                                          news [i]),
                                         news [i], batched [i], &seq [i]));
@@ -343,7 +355,7 @@ s_batched_vs_alone (void)
     //  Bad input
     kvt_model_cuda_seq_t *a = NULL;
     t_check (kvt_model_cuda_seq_begin (model, prompt, 37, slab, block_bytes, slots [0][1], 0,
-                                       spare [0], 2, 40, batched [0], &a) == -EINVAL);
+                                       NULL, spare [0], 2, 40, batched [0], &a) == -EINVAL);
     t_check (a == NULL);
     kvt_model_cuda_seq_t *many [KVT_MODEL_MAX_BATCH + 1] = { 0 };
     t_check (kvt_model_cuda_decode (model, many, KVT_MODEL_MAX_BATCH + 1) == -EINVAL);
@@ -351,6 +363,218 @@ s_batched_vs_alone (void)
     free (want);
     cudaFree (slab);
     kvt_model_cuda_destroy (&model);
+}
+
+//  Pinned, mapped host memory registered as the host tier's arena is
+static void *
+s_host_pinned (size_t bytes)
+{
+    void *host = NULL;
+    t_check (posix_memalign (&host, 4096, bytes) == 0);
+    t_check (cudaHostRegister (host, bytes, cudaHostRegisterPortable | cudaHostRegisterMapped)
+             == cudaSuccess);
+    return host;
+}
+
+static void
+s_host_pinned_free (void *host)
+{
+    cudaHostUnregister (host);
+    free (host);
+}
+
+//  One sequence begun, prefilled and decoded to the end; tokens in 'out'
+static void
+s_run_seq (kvt_model_cuda_t *model, const uint32_t *prompt, size_t count, void *slab,
+           size_t block_bytes, const uint64_t *slots, size_t cached, const void *const *host_src,
+           const uint64_t *spare, size_t spare_count, size_t max_new, uint32_t *out)
+{
+    kvt_model_cuda_seq_t *seq = NULL;
+    t_ok (kvt_model_cuda_seq_begin (model, prompt, count, slab, block_bytes, slots, cached,
+                                    host_src, spare, spare_count, max_new, out, &seq));
+    t_check (kvt_model_cuda_seq_prefill (model, seq, 0) == 0);
+    while (kvt_model_cuda_seq_decoding (seq))
+        t_ok (kvt_model_cuda_decode (model, &seq, 1));
+    kvt_model_cuda_seq_destroy (&seq);
+}
+
+//  Streamed vs copied first, byte for byte, with 'kv_heads' KV heads
+//  (2: 16 KiB layer slices, the copy kernel; 8: 64 KiB, the copy engines)
+static void
+s_streamed_vs_copied (int kv_heads)
+{
+    kvt_model_shape_t shape = { .layers = 2, .heads = 8, .kv_heads = kv_heads, .head_dim = 128,
+                                .hidden = 1024, .intermediate = 2816, .vocab = 1000,
+                                .block_tokens = 16, .seed = 7 };
+    kvt_model_cuda_t *model = kvt_model_cuda_new (&shape);
+    t_check (model);
+    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
+    const size_t block_bytes = kvt_block_bytes (&geometry);
+    enum { FULL = 40, COUNT = FULL * 16 + 9, MAX_NEW = 24 };
+    const size_t spares = KVT_MODEL_CUDA_SPARE_BLOCKS (16, MAX_NEW);
+    //  Slab: reference blocks, copied run's, streamed run's, spares
+    void *slab = NULL;
+    t_check (cudaMalloc (&slab, (3 * FULL + spares) * block_bytes) == cudaSuccess);
+    uint64_t ref [FULL], copied [FULL], streamed [FULL], spare [64];
+    for (size_t b = 0; b < FULL; b++) {
+        ref [b] = b;
+        copied [b] = FULL + b;
+        streamed [b] = 2 * FULL + b;
+    }
+    t_check (spares <= 64);
+    for (size_t k = 0; k < spares; k++)
+        spare [k] = 3 * FULL + k;
+    uint64_t *p64 = t_tokens (COUNT, (uint64_t) shape.vocab, 31);
+    uint32_t prompt [COUNT];
+    for (size_t k = 0; k < COUNT; k++)
+        prompt [k] = (uint32_t) p64 [k];
+    free (p64);
+    static uint32_t want [MAX_NEW], got_copied [MAX_NEW], got_streamed [MAX_NEW];
+    //  The host tier: the reference blocks, in order or shuffled
+    uint8_t *host = (uint8_t *) s_host_pinned (FULL * block_bytes);
+    uint8_t *expect = (uint8_t *) malloc (FULL * block_bytes);
+    uint8_t *view = (uint8_t *) malloc (FULL * block_bytes);
+    const void *host_src [FULL];
+    const size_t cached_of [] = { 33, FULL, 7 };
+    for (int shuffled = 0; shuffled < 2; shuffled++)
+    for (int c = 0; c < 3; c++) {
+        const size_t cached = cached_of [c];
+        //  Prompt of whole blocks when all are cached (last token recomputed)
+        const size_t count = cached == FULL? FULL * 16: COUNT;
+        s_run_seq (model, prompt, count, slab, block_bytes, ref, 0, NULL, spare, spares,
+                   MAX_NEW, want);
+        t_check (cudaMemcpy (expect, slab, FULL * block_bytes, cudaMemcpyDeviceToHost)
+                 == cudaSuccess);
+        for (size_t b = 0; b < FULL; b++) {
+            size_t at = shuffled? (b * 7 + 3) % FULL: b;    //  7 is prime to 40
+            memcpy (host + at * block_bytes, expect + b * block_bytes, block_bytes);
+            host_src [b] = host + at * block_bytes;
+        }
+        //  Copied first: the cached blocks in place before the run
+        t_check (cudaMemset ((char *) slab + FULL * block_bytes, 0xee, 2 * FULL * block_bytes)
+                 == cudaSuccess);
+        for (size_t b = 0; b < cached; b++)
+            t_check (cudaMemcpy ((char *) slab + copied [b] * block_bytes, host_src [b],
+                                 block_bytes, cudaMemcpyHostToDevice) == cudaSuccess);
+        s_run_seq (model, prompt, count, slab, block_bytes, copied, cached, NULL, spare, spares,
+                   MAX_NEW, got_copied);
+        //  Streamed: its slots hold garbage until the prefill brings them
+        s_run_seq (model, prompt, count, slab, block_bytes, streamed, cached, host_src, spare,
+                   spares, MAX_NEW, got_streamed);
+        t_check (memcmp (want, got_copied, sizeof (want)) == 0);
+        t_check (memcmp (got_copied, got_streamed, sizeof (want)) == 0);
+        const size_t full = count / 16;
+        uint8_t *other = (uint8_t *) malloc (full * block_bytes);
+        t_check (cudaMemcpy (view, (char *) slab + FULL * block_bytes, full * block_bytes,
+                             cudaMemcpyDeviceToHost) == cudaSuccess);
+        t_check (cudaMemcpy (other, (char *) slab + 2 * FULL * block_bytes, full * block_bytes,
+                             cudaMemcpyDeviceToHost) == cudaSuccess);
+        t_check (memcmp (view, other, full * block_bytes) == 0);
+        t_check (memcmp (view, expect, full * block_bytes) == 0);
+        free (other);
+    }
+    printf ("test_gpu_request_path: streamed = copied first, byte for byte "
+            "(%zu KiB layer slices): OK\n", block_bytes / 2 / 1024);
+    free (view);
+    free (expect);
+    s_host_pinned_free (host);
+    cudaFree (slab);
+    kvt_model_cuda_destroy (&model);
+}
+
+//  --bench-stream: TTFT of 'prefix' cached tokens on the host tier plus
+//  'fresh' prompt tokens at the 8B shape. Best of 3 runs of each:
+//  streamed (layer by layer under the prefill), copy then compute, copy
+//  alone (whole 2 MiB blocks, as migration promotes today), compute alone
+//  (prefix already on the GPU), and the layer-sliced copy alone.
+static int
+s_bench_stream (size_t prefix, size_t fresh)
+{
+    kvt_model_shape_t shape = { .layers = 32, .heads = 32, .kv_heads = 8, .head_dim = 128,
+                                .hidden = 4096, .intermediate = 14336, .vocab = 128256,
+                                .block_tokens = 16, .seed = 1 };
+    kvt_model_cuda_t *model = kvt_model_cuda_new (&shape);
+    t_check (model);
+    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
+    const size_t block_bytes = kvt_block_bytes (&geometry);
+    const size_t cached = prefix / 16, count = prefix + fresh, full = count / 16;
+    const size_t max_new = 1, spares = KVT_MODEL_CUDA_SPARE_BLOCKS (16, max_new);
+    void *slab = NULL;
+    t_check (cudaMalloc (&slab, (full + spares) * block_bytes) == cudaSuccess);
+    uint64_t *slots = (uint64_t *) malloc ((full + spares) * sizeof (uint64_t));
+    for (size_t k = 0; k < full + spares; k++)
+        slots [k] = k;
+    uint8_t *host = (uint8_t *) s_host_pinned (cached * block_bytes);
+    //  Small finite bf16 values (0x3c3c ~ 0.0115) as the cached KV
+    memset (host, 0x3c, cached * block_bytes);
+    const void **host_src = (const void **) malloc ((cached + 1) * sizeof (void *));
+    for (size_t b = 0; b < cached; b++)
+        host_src [b] = host + b * block_bytes;
+    uint64_t *p64 = t_tokens (count, (uint64_t) shape.vocab, 5);
+    uint32_t *prompt = (uint32_t *) malloc (count * sizeof (uint32_t));
+    for (size_t k = 0; k < count; k++)
+        prompt [k] = (uint32_t) p64 [k];
+    free (p64);
+    cudaStream_t stream;
+    t_check (cudaStreamCreateWithFlags (&stream, cudaStreamNonBlocking) == cudaSuccess);
+    int64_t *copy_slots = (int64_t *) malloc (2 * cached * sizeof (int64_t));
+    for (size_t b = 0; b < cached; b++)
+        copy_slots [b] = copy_slots [cached + b] = (int64_t) b;
+    kvt_block_copy_args_t whole = {
+        .dst = slab, .src = host, .dst_slots = copy_slots + cached, .src_slots = copy_slots,
+        .dst_slot_bytes = (int64_t) block_bytes, .src_slot_bytes = (int64_t) block_bytes,
+        .block_bytes = (int64_t) block_bytes, .count = (int) cached };
+    uint32_t out [4];
+    double best [5] = { 1e30, 1e30, 1e30, 1e30, 1e30 };
+    const char *names [5] = { "streamed", "copy then compute", "copy alone (whole blocks)",
+                              "compute alone", "copy alone (layer slices, streamed path)" };
+    uint32_t first_token [2] = { 0, 0 };
+    for (int run = 0; run < 4; run++)
+        for (int what = 0; what < 5; what++) {
+            cudaDeviceSynchronize ();
+            int64_t start = zclock_usecs ();
+            kvt_model_cuda_seq_t *seq = NULL;
+            if (what == 1 || what == 2) {
+                t_ok (kvt_block_copy_ce (&whole, stream));
+                t_check (cudaStreamSynchronize (stream) == cudaSuccess);
+            }
+            if (what != 2)
+                t_ok (kvt_model_cuda_seq_begin (model, prompt, count, slab, block_bytes, slots,
+                                                cached, what == 0 || what == 4? host_src: NULL,
+                                                slots + full, spares, max_new, out, &seq));
+            if (what <= 1 || what == 3)
+                t_check (kvt_model_cuda_seq_prefill (model, seq, 0) == 0);
+            kvt_model_cuda_seq_destroy (&seq);      //  Waits for its copies
+            double ms = (zclock_usecs () - start) / 1000.0;
+            if (run > 0 && ms < best [what])
+                best [what] = ms;
+            if (what <= 1)
+                first_token [what] = out [0];
+        }
+    t_check (first_token [0] == first_token [1]);   //  Same KV, same first token
+    double bound = best [2] > best [3]? best [2]: best [3];
+    double gbps = (double) cached * block_bytes / (best [2] / 1e3) / 1e9;
+    double gbps_sliced = (double) cached * block_bytes / (best [4] / 1e3) / 1e9;
+    printf ("bench-stream: 8B shape, %zu-token prefix on the host tier (%zu blocks, %.2f GiB) "
+            "+ %zu new prompt tokens, time to first token, best of 3:\n", prefix, cached,
+            (double) cached * block_bytes / (1 << 30), fresh);
+    for (int what = 0; what < 5; what++)
+        printf ("bench-stream:   %-42s %8.2f ms\n", names [what], best [what]);
+    printf ("bench-stream:   copy alone: %.1f GB/s whole blocks, %.1f GB/s in layer slices\n",
+            gbps, gbps_sliced);
+    printf ("bench-stream: streamed %.2f ms; baseline max (copy alone, compute alone) %.2f ms; "
+            "ratio %.3f (target <= 1.1)\n", best [0], bound, best [0] / bound);
+    printf ("bench-stream: streamed %.2f ms; baseline copy then compute %.2f ms; ratio %.3f\n",
+            best [0], best [1], best [0] / best [1]);
+    cudaStreamDestroy (stream);
+    free (copy_slots);
+    free (prompt);
+    free (host_src);
+    s_host_pinned_free (host);
+    free (slots);
+    cudaFree (slab);
+    kvt_model_cuda_destroy (&model);
+    return 0;
 }
 
 //  cuBLAS bf16 GEMM rate (TFLOP/s) at m x n x k, the best of 5 timed runs
@@ -473,7 +697,7 @@ s_bench (int prompt)
         kvt_model_cuda_seq_t *seqs [MOST];
         for (int i = 0; i < count; i++) {
             t_ok (kvt_model_cuda_seq_begin (model, prompts [i], CONTEXT, slab, block_bytes,
-                                            ids [i], 0, ids [i] + CONTEXT / 16,
+                                            ids [i], 0, NULL, ids [i] + CONTEXT / 16,
                                             per_seq - CONTEXT / 16, STEPS + 1, outs [i],
                                             &seqs [i]));
             t_check (kvt_model_cuda_seq_prefill (model, seqs [i], 0) == 0);
@@ -545,6 +769,11 @@ main (int argc, char **argv)
     }
     if (argc > 1 && streq (argv [1], "--bench"))
         return s_bench (argc > 2? atoi (argv [2]): 4096);
+    if (argc > 1 && streq (argv [1], "--bench-stream"))
+        return s_bench_stream (argc > 2? (size_t) atoi (argv [2]): 16384,
+                               argc > 3? (size_t) atoi (argv [3]): 512);
+    s_streamed_vs_copied (2);
+    s_streamed_vs_copied (8);
     s_batched_vs_alone ();
     s_request_path ("model/layers=2", "model/kv_heads=2", "migration.copy_kernel_launches",
                     "thread");
