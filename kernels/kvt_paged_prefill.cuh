@@ -15,7 +15,9 @@
     kvt_paged_attention's (base pointers plus byte strides), so the
     runtime's multi-layer block layout and a vLLM layout both work.
     bf16 or fp16, head_dim 128 (tensor-core path), any GQA ratio, any
-    power-of-two block size.
+    power-of-two block size. The default kernel uses wgmma and needs an
+    sm_90a build (nvcc -gencode=arch=compute_90a,code=sm_90a); a plain
+    sm_90 build runs the mma.sync kernel instead (about 0.77x as fast).
 @end
 */
 
@@ -27,6 +29,8 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#define KVT_PAGED_PREFILL_VARIANTS 5    //  Kernel versions kept for benchmarks
 
 typedef struct {
     kvt_kdtype_t dtype;             //  Element type of q, k, v and out
@@ -48,6 +52,9 @@ typedef struct {
     int max_blocks_per_seq;         //  Row length of block_table
     int max_q_len;                  //  Upper bound of new tokens per sequence
     float scale;                    //  Usually 1 / sqrt (head_dim)
+    int variant;                    //  Kernel version, for benchmarks and tests: 0 = the
+                                    //  default, 1 .. KVT_PAGED_PREFILL_VARIANTS - 1 = the
+                                    //  others kvt_paged_prefill.cu lists
 } kvt_paged_prefill_args_t;
 
 //  Check the shape: 0 or -EINVAL.

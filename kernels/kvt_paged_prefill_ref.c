@@ -24,6 +24,8 @@ kvt_paged_prefill_check (const kvt_paged_prefill_args_t *args)
     if (args->seqs < 0 || args->heads <= 0 || args->kv_heads <= 0
     ||  args->heads % args->kv_heads != 0 || args->head_dim != 128)
         return -EINVAL;
+    if (args->variant < 0 || args->variant >= KVT_PAGED_PREFILL_VARIANTS)
+        return -EINVAL;
     int bt = args->block_tokens;
     if (bt <= 0 || (bt & (bt - 1)) || args->max_blocks_per_seq <= 0 || args->max_q_len < 0)
         return -EINVAL;

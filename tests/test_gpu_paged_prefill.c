@@ -13,7 +13,7 @@
     the runtime's multi-layer layouts. Output poisoned with NaN first.
     P is rounded to the dtype before P.V on the GPU (as FlashAttention
     does), so the bounds allow a few units in the last place more than the
-    decode test. Exit 77 without a GPU or in a CPU-only build.
+    decode test. Every kernel version (args.variant) runs on every case. Exit 77 without a GPU or in a CPU-only build.
 @end
 */
 
@@ -137,9 +137,6 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
                          cudaMemcpyHostToDevice));
     T_CHECK (cudaMemcpy (d_lens, lens, c->seqs * 4, cudaMemcpyHostToDevice));
     T_CHECK (cudaMemcpy (d_qstart, q_start, (c->seqs + 1) * 4, cudaMemcpyHostToDevice));
-    T_CHECK (cudaMemset (d_out, 0xff, q_elems * 2));
-    T_CHECK (cudaMemset ((char *) d_out + (q_elems - c->heads * dim) * 2, 0,
-                         c->heads * dim * 2));         //  Spare row the kernel never writes
     args.q = d_q;
     args.q_start = d_qstart;
     args.k = (char *) d_k + k_offset;
@@ -147,20 +144,29 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
     args.block_table = d_table;
     args.seq_lens = d_lens;
     args.out = d_out;
-    int rc = kvt_paged_prefill (&args, 0);
-    T_CHECK (cudaDeviceSynchronize ());
-    if (rc) {
-        fprintf (stderr, "kvt_paged_prefill: %d\n", rc);
-        return -1;
+    int rc = 0;
+    for (int variant = 0; variant < KVT_PAGED_PREFILL_VARIANTS; variant++) {
+        T_CHECK (cudaMemset (d_out, 0xff, q_elems * 2));
+        T_CHECK (cudaMemset ((char *) d_out + (q_elems - c->heads * dim) * 2, 0,
+                             c->heads * dim * 2));     //  Spare row the kernel never writes
+        args.variant = variant;
+        int launched = kvt_paged_prefill (&args, 0);
+        T_CHECK (cudaDeviceSynchronize ());
+        if (launched) {
+            fprintf (stderr, "kvt_paged_prefill variant %d: %d\n", variant, launched);
+            return -1;
+        }
+        T_CHECK (cudaMemcpy (h_out, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
+        char what [160];
+        snprintf (what, sizeof (what), "v%d %s seqs=%d heads=%d/%d bt=%d q<=%d cached<=%d%s "
+                  "q_amp=%g", variant, c->dtype == KVT_KDTYPE_BF16? "bf16": "fp16", c->seqs,
+                  c->heads, c->kv_heads, bt, c->max_q, c->max_cached,
+                  c->runtime_layout? " runtime": " vllm", c->q_amp);
+        bool bf16 = c->dtype == KVT_KDTYPE_BF16;
+        if (kvt_kdtype_compare (what, c->dtype, h_out, h_ref, q_elems, bf16? 4e-3: 1e-3,
+                                bf16? 1.0 / 32: 1.0 / 256, bf16? 2e-4: 2e-5, verbose))
+            rc = -1;
     }
-    T_CHECK (cudaMemcpy (h_out, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
-    char what [160];
-    snprintf (what, sizeof (what), "%s seqs=%d heads=%d/%d bt=%d q<=%d cached<=%d%s q_amp=%g",
-              c->dtype == KVT_KDTYPE_BF16? "bf16": "fp16", c->seqs, c->heads, c->kv_heads, bt,
-              c->max_q, c->max_cached, c->runtime_layout? " runtime": " vllm", c->q_amp);
-    bool bf16 = c->dtype == KVT_KDTYPE_BF16;
-    rc = kvt_kdtype_compare (what, c->dtype, h_out, h_ref, q_elems, bf16? 4e-3: 1e-3,
-                             bf16? 1.0 / 32: 1.0 / 256, bf16? 2e-4: 2e-5, verbose);
     cudaFree (d_k);
     cudaFree (d_v);
     cudaFree (d_q);
@@ -209,6 +215,9 @@ main (int argc, char *argv [])
         failures += t_run_case (&c, &seed, verbose) != 0;
     }
     kvt_paged_prefill_args_t bad = { .head_dim = 64 };
+    failures += kvt_paged_prefill (&bad, 0) != -EINVAL;
+    bad.head_dim = 128;
+    bad.variant = KVT_PAGED_PREFILL_VARIANTS;
     failures += kvt_paged_prefill (&bad, 0) != -EINVAL;
     printf ("test_gpu_paged_prefill: %d cases, %d failed\n", cases + 1, failures);
     return failures? 1: 0;

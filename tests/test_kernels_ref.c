@@ -11,8 +11,10 @@
     attention over the same tokens (shuffled tables, the runtime layout,
     partial blocks, GQA); prefill with one new token against decode, and
     causality (changing future tokens leaves earlier outputs alone); block
-    copy; fp8 round-trip bounds; the layer twins on inputs with known
-    answers; the split planner; argument refusals.
+    copy; fp8 round-trip bounds; the fp8 decode twin against dense double
+    attention over the dequantized KV and, bounded, against bf16 attention
+    over the unquantized KV; the layer twins on inputs with known answers;
+    the split planner; argument refusals.
 @end
 */
 
@@ -24,6 +26,7 @@
 #include "kvt_block_copy.cuh"
 #include "kvt_dtype.h"
 #include "kvt_fp8.cuh"
+#include "kvt_fp8_attention.cuh"
 #include "kvt_layers.cuh"
 #include "kvt_paged_attention.cuh"
 #include "kvt_paged_prefill.cuh"
@@ -274,6 +277,138 @@ t_fp8_checks (uint64_t *seed)
     T_ASSERT (kvt_bf16_to_float (back [2 * ELEMS + 7]) == -896.0f);
 }
 
+//  fp8 decode twin: quantize the cache with kvt_fp8_quantize_ref, then
+//  (1) against dense double attention over e4m3 * scale, (2) against bf16
+//  attention over the unquantized cache, bounded
+static void
+t_fp8_attention_checks (uint64_t *seed)
+{
+    const int heads = 8, kv_heads = 2, dim = 128, bt = 16, len = 333;
+    t_cache_t cache;
+    t_cache_init (&cache, len, kv_heads, dim, bt, seed);
+    int planes = cache.layers * 2 * kv_heads;
+    //  Give planes amplitudes 1/8 .. 2 so the scales differ from block to block
+    for (size_t p = 0; p < (size_t) planes * cache.blocks; p++) {
+        float amplitude = ldexpf (1.0f, (int) (t_rand (seed) % 5) - 3);
+        for (size_t e = 0; e < cache.head_elems; e++) {
+            size_t index = p * cache.head_elems + e;
+            cache.slab [index] = kvt_float_to_bf16 (kvt_bf16_to_float (cache.slab [index])
+                                                    * amplitude);
+        }
+    }
+    uint8_t *fp8 = (uint8_t *) malloc (cache.block_elems * cache.blocks);
+    float *scales = (float *) malloc ((size_t) planes * cache.blocks * sizeof (float));
+    int64_t *slots = (int64_t *) malloc (cache.blocks * sizeof (int64_t));
+    for (int i = 0; i < cache.blocks; i++)
+        slots [i] = i;
+    kvt_fp8_args_t quant = {
+        .dtype = KVT_KDTYPE_BF16, .src = cache.slab, .dst = fp8, .scales = scales,
+        .src_slots = slots, .dst_slots = slots,
+        .src_slot_bytes = (int64_t) cache.block_elems * 2,
+        .dst_slot_bytes = (int64_t) cache.block_elems, .planes = planes,
+        .plane_elems = (int) cache.head_elems, .count = cache.blocks
+    };
+    T_ASSERT (kvt_fp8_quantize_ref (&quant) == 0);
+    size_t k_plane = (size_t) (cache.layer * 2 + 0) * kv_heads;
+    size_t v_plane = (size_t) (cache.layer * 2 + 1) * kv_heads;
+    uint16_t q [8 * 128], out [8 * 128], wide_out [8 * 128];
+    int32_t lens [1] = { len };
+    const float q_amps [2] = { 1.0f, 4.0f };
+    for (int trial = 0; trial < 2; trial++) {
+        kvt_kdtype_fill_random (KVT_KDTYPE_BF16, q, heads * dim, q_amps [trial], seed);
+        kvt_fp8_attention_args_t args = {
+            .dtype = KVT_KDTYPE_BF16, .q = q, .k = fp8 + k_plane * cache.head_elems,
+            .v = fp8 + v_plane * cache.head_elems, .k_scales = scales + k_plane,
+            .v_scales = scales + v_plane, .block_stride_bytes = (int64_t) cache.block_elems,
+            .head_stride_bytes = (int64_t) cache.head_elems, .token_stride_bytes = dim,
+            .scale_block_stride = planes, .scale_head_stride = 1,
+            .block_table = cache.table, .seq_lens = lens, .out = out, .seqs = 1,
+            .heads = heads, .kv_heads = kv_heads, .head_dim = dim, .block_tokens = bt,
+            .max_blocks_per_seq = cache.max_blocks, .max_seq_len = len,
+            .scale = 1.0f / sqrtf ((float) dim)
+        };
+        T_ASSERT (kvt_fp8_attention_ref (&args) == 0);
+        //  (1) dense double over the dequantized values
+        double worst = 0;
+        for (int h = 0; h < heads; h++) {
+            int kvh = h / (heads / kv_heads);
+            double scores [333], top = -INFINITY, sum = 0;
+            for (int t = 0; t < len; t++) {
+                size_t block = (size_t) cache.table [t / bt];
+                size_t row = block * cache.block_elems + (t % bt) * dim;
+                double k_scale = scales [block * planes + k_plane + kvh];
+                double dot = 0;
+                for (int d = 0; d < dim; d++)
+                    dot += (double) kvt_bf16_to_float (q [h * dim + d]) * k_scale
+                         * kvt_fp8_e4m3_to_float (fp8 [row + (k_plane + kvh)
+                                                       * cache.head_elems + d]);
+                scores [t] = dot * args.scale;
+                top = scores [t] > top? scores [t]: top;
+            }
+            for (int t = 0; t < len; t++)
+                sum += exp (scores [t] - top);
+            for (int d = 0; d < dim; d++) {
+                double acc = 0;
+                for (int t = 0; t < len; t++) {
+                    size_t block = (size_t) cache.table [t / bt];
+                    size_t index = block * cache.block_elems + (v_plane + kvh) * cache.head_elems
+                                 + (t % bt) * dim + d;
+                    acc += exp (scores [t] - top) / sum * scales [block * planes + v_plane + kvh]
+                         * kvt_fp8_e4m3_to_float (fp8 [index]);
+                }
+                double got = kvt_bf16_to_float (out [h * dim + d]);
+                double err = fabs (got - acc) / (fabs (acc) + 1e-3);
+                worst = err > worst? err: worst;
+            }
+        }
+        //  (2) bf16 attention over the unquantized cache
+        kvt_paged_attention_args_t wide = {
+            .dtype = KVT_KDTYPE_BF16, .q = q, .block_table = cache.table, .seq_lens = lens,
+            .out = wide_out, .seqs = 1, .heads = heads, .kv_heads = kv_heads, .head_dim = dim,
+            .block_tokens = bt, .max_blocks_per_seq = cache.max_blocks, .max_seq_len = len,
+            .scale = args.scale
+        };
+        t_cache_strides (&cache, &wide.k, &wide.v, &wide.block_stride_bytes,
+                         &wide.head_stride_bytes, &wide.token_stride_bytes);
+        T_ASSERT (kvt_paged_attention_ref (&wide) == 0);
+        double err2 = 0, ref2 = 0, max_abs = 0;
+        for (int i = 0; i < heads * dim; i++) {
+            double x = kvt_bf16_to_float (out [i]), y = kvt_bf16_to_float (wide_out [i]);
+            err2 += (x - y) * (x - y);
+            ref2 += y * y;
+            max_abs = fabs (x - y) > max_abs? fabs (x - y): max_abs;
+        }
+        printf ("  fp8 decode twin (q_amp %g): vs dense double %.2g relative, "
+                "vs unquantized bf16 NMSE %.3g, max |err| %.3g\n", q_amps [trial], worst,
+                err2 / ref2, max_abs);
+        T_ASSERT (worst < 1.0 / 128);
+        T_ASSERT (err2 / ref2 < 4e-3);
+        T_ASSERT (max_abs < 0.16);
+    }
+    //  Refusals: blocks under 16 tokens, missing scales
+    kvt_fp8_attention_args_t bad = {
+        .dtype = KVT_KDTYPE_BF16, .q = q, .k = fp8, .v = fp8, .k_scales = scales,
+        .v_scales = NULL, .block_table = cache.table, .seq_lens = lens, .out = out, .seqs = 1,
+        .heads = heads, .kv_heads = kv_heads, .head_dim = dim, .block_tokens = bt,
+        .max_blocks_per_seq = cache.max_blocks, .max_seq_len = len, .token_stride_bytes = dim
+    };
+    T_ASSERT (kvt_fp8_attention_check (&bad) == -EINVAL);
+    bad.v_scales = scales;
+    T_ASSERT (kvt_fp8_attention_check (&bad) == 0);
+    bad.block_tokens = 8;
+    bad.max_blocks_per_seq = 64;
+    T_ASSERT (kvt_fp8_attention_check (&bad) == -EINVAL);
+    bad.block_tokens = bt;
+    bad.max_blocks_per_seq = cache.max_blocks;
+    bad.splits = 3;
+    T_ASSERT (kvt_fp8_attention_splits (&bad, 264) == 3);
+    T_ASSERT (kvt_fp8_attention_workspace_bytes (&bad, 3) == (size_t) heads * 3 * 129 * 4);
+    free (fp8);
+    free (scales);
+    free (slots);
+    t_cache_fini (&cache);
+}
+
 static void
 t_layer_checks (uint64_t *seed)
 {
@@ -360,6 +495,7 @@ main (void)
     t_prefill_checks (&seed);
     t_block_copy_checks ();
     t_fp8_checks (&seed);
+    t_fp8_attention_checks (&seed);
     t_layer_checks (&seed);
     t_planner_and_refusals ();
     printf ("test_kernels_ref: %d failures\n", s_failures);

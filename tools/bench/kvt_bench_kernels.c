@@ -13,10 +13,16 @@
     are a device-to-device cudaMemcpy of the same run (read + write
     counted) and, with --torch FILE, PyTorch SDPA (cuDNN, flash) on
     contiguous KV as measured by tools/bench/gpu/baseline_sdpa.py in the
-    same device session. Paged prefill over a cached prefix is compared
-    with PyTorch's flash backend in TFLOP/s (causal FLOPs).
-    --quick skips prefill; --splits N forces the decode split count.
+    same device session. The same KV quantized to e4m3 (kvt_fp8_quantize,
+    per-block per-head scales) is read by kvt_fp8_attention: its TB/s
+    counts the fp8 bytes and scales it reads, and its time is set beside
+    the bf16 decode's time on the same shape (ratio = fp8 / bf16 time).
+    Paged prefill over a cached prefix is compared with PyTorch's flash
+    backend in TFLOP/s (causal FLOPs).
+    --quick skips prefill; --splits N forces the decode split count;
+    --prefill-variants 0,2 times those prefill kernel versions (default 0).
     Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick] [--splits N]
+                                [--prefill-variants LIST]
 @end
 */
 
@@ -41,6 +47,8 @@ kvt_bench_kernels_main (int argc, char **argv)
 
 #else
 
+#include "kvt_fp8.cuh"
+#include "kvt_fp8_attention.cuh"
 #include "kvt_paged_attention.cuh"
 #include "kvt_paged_prefill.cuh"
 
@@ -168,6 +176,61 @@ s_decode_launch (void *context, cudaStream_t stream)
     return kvt_paged_attention ((const kvt_paged_attention_args_t *) context, stream);
 }
 
+static int
+s_fp8_decode_launch (void *context, cudaStream_t stream)
+{
+    return kvt_fp8_attention ((const kvt_fp8_attention_args_t *) context, stream);
+}
+
+//  Quantize 'blocks' blocks of 'block_bytes' bf16 bytes into e4m3 with one
+//  scale per (block, kv head) plane, on the GPU
+static void
+s_quantize_device (const void *wide, void *fp8, float *scales, size_t blocks,
+                   size_t block_bytes, int kv_heads, cudaStream_t stream)
+{
+    int64_t *slots = (int64_t *) malloc (blocks * sizeof (int64_t));
+    int64_t *d_slots;
+    for (size_t i = 0; i < blocks; i++)
+        slots [i] = (int64_t) i;
+    S_CHECK (cudaMalloc ((void **) &d_slots, blocks * sizeof (int64_t)));
+    S_CHECK (cudaMemcpy (d_slots, slots, blocks * sizeof (int64_t), cudaMemcpyHostToDevice));
+    for (size_t first = 0; first < blocks; first += 65535) {
+        kvt_fp8_args_t args = {
+            .dtype = KVT_KDTYPE_BF16, .src = wide, .dst = fp8, .scales = scales,
+            .src_slots = d_slots + first, .dst_slots = d_slots + first,
+            .src_slot_bytes = (int64_t) block_bytes, .dst_slot_bytes = (int64_t) block_bytes / 2,
+            .planes = kv_heads, .plane_elems = (int) (block_bytes / 2 / kv_heads),
+            .count = (int) (blocks - first < 65535? blocks - first: 65535)
+        };
+        if (kvt_fp8_quantize (&args, stream)) {
+            fprintf (stderr, "kvt_fp8_quantize failed\n");
+            exit (1);
+        }
+    }
+    S_CHECK (cudaStreamSynchronize (stream));
+    cudaFree (d_slots);
+    free (slots);
+}
+
+//  NMSE between two bf16 device arrays of 'count' elements
+static double
+s_device_nmse (const void *a, const void *b, size_t count)
+{
+    uint16_t *x = (uint16_t *) malloc (count * 2), *y = (uint16_t *) malloc (count * 2);
+    S_CHECK (cudaMemcpy (x, a, count * 2, cudaMemcpyDeviceToHost));
+    S_CHECK (cudaMemcpy (y, b, count * 2, cudaMemcpyDeviceToHost));
+    double err2 = 0, ref2 = 0;
+    for (size_t i = 0; i < count; i++) {
+        double u = kvt_kdtype_load (KVT_KDTYPE_BF16, x, i);
+        double v = kvt_kdtype_load (KVT_KDTYPE_BF16, y, i);
+        err2 += (u - v) * (u - v);
+        ref2 += v * v;
+    }
+    free (x);
+    free (y);
+    return ref2 > 0? err2 / ref2: err2;
+}
+
 //  Shuffled block table: sequence s, block b gets a random distinct block.
 static int32_t *
 s_shuffled_table (int seqs, int blocks_per_seq, uint64_t *seed)
@@ -248,6 +311,52 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seq
                                   kv_bytes / (torch_us * 1e-6) / 1e12);
         }
     }
+
+    //  The same KV in e4m3 with per-block, per-head scales
+    void *d_k8, *d_v8, *d_out8, *d_ws8 = NULL;
+    float *d_ks, *d_vs;
+    size_t scale_count = blocks * kv_heads;
+    S_CHECK (cudaMalloc (&d_k8, blocks * block_bytes / 2));
+    S_CHECK (cudaMalloc (&d_v8, blocks * block_bytes / 2));
+    S_CHECK (cudaMalloc ((void **) &d_ks, scale_count * sizeof (float)));
+    S_CHECK (cudaMalloc ((void **) &d_vs, scale_count * sizeof (float)));
+    S_CHECK (cudaMalloc (&d_out8, (size_t) seqs * heads * dim * 2));
+    s_quantize_device (d_k, d_k8, d_ks, blocks, block_bytes, kv_heads, stream);
+    s_quantize_device (d_v, d_v8, d_vs, blocks, block_bytes, kv_heads, stream);
+    kvt_fp8_attention_args_t fp8 = {
+        .dtype = KVT_KDTYPE_BF16, .q = d_q, .k = d_k8, .v = d_v8, .k_scales = d_ks,
+        .v_scales = d_vs, .block_stride_bytes = (int64_t) block_bytes / 2,
+        .head_stride_bytes = bt * dim, .token_stride_bytes = dim,
+        .scale_block_stride = kv_heads, .scale_head_stride = 1, .block_table = args.block_table,
+        .seq_lens = d_lens, .out = d_out8, .seqs = seqs, .heads = heads, .kv_heads = kv_heads,
+        .head_dim = dim, .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq,
+        .max_seq_len = len, .scale = args.scale, .splits = forced_splits
+    };
+    int splits8 = kvt_fp8_attention_plan (&fp8);
+    fp8.workspace_bytes = kvt_fp8_attention_workspace_bytes (&fp8, splits8);
+    if (fp8.workspace_bytes)
+        S_CHECK (cudaMalloc (&d_ws8, fp8.workspace_bytes));
+    fp8.workspace = d_ws8;
+    double us8 = s_time_us (s_fp8_decode_launch, &fp8, stream, reps);
+    S_CHECK (cudaStreamSynchronize (stream));
+    double nmse = s_device_nmse (d_out8, d_out, (size_t) seqs * heads * dim);
+    double fp8_bytes = kv_bytes / 2 + 2.0 * seqs * blocks_per_seq * kv_heads * sizeof (float);
+    snprintf (note, sizeof (note), "%d splits, %.1f us, %.0f MiB fp8 KV + scales, "
+              "output NMSE vs bf16 decode %.2g", splits8, us8, fp8_bytes / 1048576, nmse);
+    snprintf (figure, sizeof (figure), "decode_fp8_%s", label);
+    kvt_bench_report_note (report, figure, note);
+    snprintf (figure, sizeof (figure), "decode_fp8_%s_TBps", label);
+    kvt_bench_report_add (report, figure, fp8_bytes / (us8 * 1e-6) / 1e12, "TB/s",
+                          "memcpy_d2d_rw_TBps", memcpy_tbps);
+    snprintf (figure, sizeof (figure), "decode_fp8_%s_us", label);
+    snprintf (baseline, sizeof (baseline), "decode_bf16_%s_us", label);
+    kvt_bench_report_add (report, figure, us8, "us", baseline, us);
+    cudaFree (d_k8);
+    cudaFree (d_v8);
+    cudaFree (d_ks);
+    cudaFree (d_vs);
+    cudaFree (d_out8);
+    cudaFree (d_ws8);
     cudaFree (d_k);
     cudaFree (d_v);
     cudaFree (d_q);
@@ -267,7 +376,8 @@ s_prefill_launch (void *context, cudaStream_t stream)
 //  compared in TFLOP/s with torch flash on the whole causal prompt.
 static void
 s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int seqs, int len,
-                 int cached, const char *label, int reps, cudaStream_t stream, uint64_t *seed)
+                 int cached, const char *label, int variant, int reps, cudaStream_t stream,
+                 uint64_t *seed)
 {
     const int heads = 32, kv_heads = 8, dim = 128, bt = 16;
     int q_len = len - cached;
@@ -304,7 +414,7 @@ s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int se
         .token_stride_bytes = dim * 2, .block_table = d_table, .seq_lens = d_lens,
         .out = d_out, .seqs = seqs, .heads = heads, .kv_heads = kv_heads, .head_dim = dim,
         .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_q_len = q_len,
-        .scale = 1.0f / sqrtf ((float) dim)
+        .scale = 1.0f / sqrtf ((float) dim), .variant = variant
     };
     double us = s_time_us (s_prefill_launch, &args, stream, reps);
     //  Causal FLOPs: each new token at position p attends to p + 1 keys
@@ -313,12 +423,16 @@ s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int se
         pairs += cached + i + 1;
     double flops = 4.0 * seqs * heads * dim * pairs;
     double tflops = flops / (us * 1e-6) / 1e12;
-    char figure [64], baseline [64], note [128];
-    snprintf (figure, sizeof (figure), "prefill_%s", label);
+    char figure [64], baseline [64], note [128], name [48];
+    if (variant)
+        snprintf (name, sizeof (name), "%s_v%d", label, variant);
+    else
+        snprintf (name, sizeof (name), "%s", label);
+    snprintf (figure, sizeof (figure), "prefill_%s", name);
     snprintf (note, sizeof (note), "%d seqs x %d tokens (%d cached), 32q/8kv hd128 bf16, "
-              "bt16 shuffled, %.1f us", seqs, len, cached, us);
+              "bt16 shuffled, kernel variant %d, %.1f us", seqs, len, cached, variant, us);
     kvt_bench_report_note (report, figure, note);
-    snprintf (figure, sizeof (figure), "prefill_%s_TFLOPs", label);
+    snprintf (figure, sizeof (figure), "prefill_%s_TFLOPs", name);
     snprintf (baseline, sizeof (baseline), "flash_%s_us", label);
     double torch_us = s_torch_get (torch, baseline);
     if (torch_us > 0) {
@@ -346,6 +460,7 @@ kvt_bench_kernels_main (int argc, char **argv)
     bool json = false, quick = false;
     const char *torch_path = NULL;
     int reps = 20, splits = 0;
+    int variants [KVT_PAGED_PREFILL_VARIANTS] = { 0 }, variant_count = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--json") == 0)
             json = true;
@@ -361,9 +476,19 @@ kvt_bench_kernels_main (int argc, char **argv)
         else
         if (strcmp (argv [i], "--splits") == 0 && i + 1 < argc)
             splits = atoi (argv [++i]) > 0? atoi (argv [i]): 0;
+        else
+        if (strcmp (argv [i], "--prefill-variants") == 0 && i + 1 < argc) {
+            variant_count = 0;
+            for (char *item = strtok (argv [++i], ","); item && variant_count
+                 < KVT_PAGED_PREFILL_VARIANTS; item = strtok (NULL, ","))
+                if (atoi (item) >= 0 && atoi (item) < KVT_PAGED_PREFILL_VARIANTS)
+                    variants [variant_count++] = atoi (item);
+            if (variant_count == 0)
+                variants [variant_count++] = 0;
+        }
         else {
             fprintf (stderr, "usage: kvtier bench kernels [--json] [--torch FILE] "
-                     "[--reps N] [--quick] [--splits N]\n");
+                     "[--reps N] [--quick] [--splits N] [--prefill-variants 0,1,..]\n");
             return 2;
         }
     }
@@ -401,11 +526,13 @@ kvt_bench_kernels_main (int argc, char **argv)
     s_bench_decode (report, &torch, 64, 4096, "64x4K", memcpy_tbps, reps, splits, stream, &seed);
     s_bench_decode (report, &torch, 16, 32768, "16x32K", memcpy_tbps, reps, splits, stream, &seed);
     s_bench_decode (report, &torch, 1, 131072, "1x128K", memcpy_tbps, reps, splits, stream, &seed);
-    if (!quick) {
-        s_bench_prefill (report, &torch, 1, 8192, 0, "1x8K", reps / 4 + 3, stream, &seed);
-        s_bench_prefill (report, &torch, 4, 4096, 0, "4x4K", reps / 4 + 3, stream, &seed);
-        s_bench_prefill (report, &torch, 1, 8192, 4096, "1x8K_half_cached", reps / 4 + 3,
+    for (int v = 0; v < (quick? 0: variant_count); v++) {
+        s_bench_prefill (report, &torch, 1, 8192, 0, "1x8K", variants [v], reps / 4 + 3,
                          stream, &seed);
+        s_bench_prefill (report, &torch, 4, 4096, 0, "4x4K", variants [v], reps / 4 + 3,
+                         stream, &seed);
+        s_bench_prefill (report, &torch, 1, 8192, 4096, "1x8K_half_cached", variants [v],
+                         reps / 4 + 3, stream, &seed);
     }
     cudaStreamDestroy (stream);
     kvt_bench_report_finish (&report);

@@ -8,7 +8,10 @@ ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
 BUILD=${1:-$ROOT/build-gpu}
 NVCC=${NVCC:-/usr/local/cuda/bin/nvcc}
 CUDA_HOME=$(dirname "$(dirname "$NVCC")")
-ARCH=${KVT_CUDA_ARCH:-sm_90}
+#  sm_90a by default, so the wgmma prefill (kvt_paged_prefill v3) is built;
+#  KVT_CUDA_ARCH=sm_90 builds plain sm_90 (the launcher then falls back)
+if [ -n "${KVT_CUDA_ARCH:-}" ]; then ARCH_FLAGS="-arch=$KVT_CUDA_ARCH"
+else ARCH_FLAGS="-gencode=arch=compute_90a,code=sm_90a"; fi
 JOBS=${JOBS:-2}
 CFLAGS="-std=gnu11 -O2 -g -Wall -Wextra -Werror -D_GNU_SOURCE -DKVT_WITH_CUDA=1 -I$ROOT/kernels -I$ROOT/tools/bench -I$CUDA_HOME/include"
 mkdir -p "$BUILD/obj"
@@ -18,7 +21,7 @@ for cu in "$ROOT"/kernels/*.cu; do
     obj="$BUILD/obj/$(basename "$cu" .cu).cu.o"
     objs+=("$obj")
     if [ ! -f "$obj" ] || [ "$cu" -nt "$obj" ] || [ -n "$(find "$ROOT/kernels" -name '*.cuh' -newer "$obj")" ]; then
-        "$NVCC" -arch="$ARCH" -O3 -lineinfo -DKVT_WITH_CUDA=1 --expt-relaxed-constexpr \
+        "$NVCC" $ARCH_FLAGS -O3 -lineinfo -DKVT_WITH_CUDA=1 --expt-relaxed-constexpr \
             -Xcompiler=-Wall,-Wextra,-Werror -I"$ROOT/kernels" -c "$cu" -o "$obj" &
         pids+=($!)
         if [ ${#pids[@]} -ge "$JOBS" ]; then wait "${pids[0]}"; pids=("${pids[@]:1}"); fi
@@ -53,7 +56,7 @@ for variant in ${VARIANTS:-}; do
     for cu in "$ROOT"/kernels/*.cu; do
         obj="$BUILD/obj-$suffix/$(basename "$cu" .cu).cu.o"
         vobjs+=("$obj")
-        "$NVCC" -arch="$ARCH" -O3 -lineinfo -DKVT_WITH_CUDA=1 $flags --expt-relaxed-constexpr \
+        "$NVCC" $ARCH_FLAGS -O3 -lineinfo -DKVT_WITH_CUDA=1 $flags --expt-relaxed-constexpr \
             -Xcompiler=-Wall,-Wextra,-Werror -I"$ROOT/kernels" -c "$cu" -o "$obj"
     done
     for obj in "$BUILD"/obj/*.c.o; do vobjs+=("$obj"); done
@@ -63,7 +66,7 @@ for variant in ${VARIANTS:-}; do
         "$ROOT/tools/bench/kvt_bench_kernels.c" "$ROOT/tools/bench/kvt_bench_transfer.c" \
         "$ROOT/tools/bench/kvt_bench_report.c" -L"$BUILD" -lkvt_kernels_$suffix \
         -L"$CUDA_HOME/lib64" -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++ -lm
-    for vt in block_copy paged_prefill; do
+    for vt in block_copy paged_prefill fp8_attention; do
     gcc $CFLAGS -o "$BUILD/variant_${suffix}_test_gpu_$vt" "$ROOT/tests/test_gpu_$vt.c" \
         -L"$BUILD" -lkvt_kernels_$suffix -L"$CUDA_HOME/lib64" -lcudart_static -ldl -lrt -lpthread \
         -lstdc++ -lm
