@@ -16,17 +16,6 @@
 
 #include "testutil.h"
 
-static uint64_t
-s_stat (kvt_client_t *client, const char *key)
-{
-    kvt_client_stats_t stats;
-    t_ok (kvt_client_stats (client, &stats));
-    uint64_t value = 0;
-    kvt_client_stats_find (&stats, key, &value);
-    kvt_client_stats_fini (&stats);
-    return value;
-}
-
 //  Run 30 prompts sharing prefixes; return a digest of all output tokens.
 static uint64_t
 s_workload (kvt_client_t *client, uint64_t vocab, uint64_t block_tokens)
@@ -67,9 +56,9 @@ main (void)
     runtime = t_start_runtime (config);
     client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
     t_check (s_workload (client, hello.vocab, hello.block_tokens) == expected);
-    t_check (s_stat (client, "tier_nvme.disabled") == 1);
-    t_check (s_stat (client, "migration.dropped_no_room_below") > 0);
-    t_check (s_stat (client, "tier_host.used_blocks") <= 8);
+    t_check (t_stat (client, "tier_nvme.disabled") == 1);
+    t_check (t_stat (client, "migration.dropped_no_room_below") > 0);
+    t_check (t_stat (client, "tier_host.used_blocks") <= 8);
     kvt_client_destroy (&client);
     kvt_runtime_destroy (&runtime);
     kvt_config_destroy (&config);
@@ -81,11 +70,11 @@ main (void)
     runtime = t_start_runtime (config);
     client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
     t_check (s_workload (client, hello.vocab, hello.block_tokens) == expected);
-    t_check (s_stat (client, "tier_gpu.used_blocks") <= 12);
-    t_check (s_stat (client, "tier_host.used_blocks") <= 6);
-    t_check (s_stat (client, "tier_nvme.used_blocks") <= 10);
-    t_check (s_stat (client, "migration.dropped") > 0);       //  Fell off the disk tier
-    t_check (s_stat (client, "prefix_index.blocks_nvme") <= 10);
+    t_check (t_stat (client, "tier_gpu.used_blocks") <= 12);
+    t_check (t_stat (client, "tier_host.used_blocks") <= 6);
+    t_check (t_stat (client, "tier_nvme.used_blocks") <= 10);
+    t_check (t_stat (client, "migration.dropped") > 0);       //  Fell off the disk tier
+    t_check (t_stat (client, "prefix_index.blocks_nvme") <= 10);
     kvt_client_destroy (&client);
     kvt_runtime_destroy (&runtime);
     kvt_config_destroy (&config);
@@ -116,7 +105,7 @@ main (void)
     t_ok (kvt_client_lookup (client, "", once, count, &where));
     t_check (where.matched_blocks == 0);
     kvt_client_lookup_fini (&where);
-    t_check (s_stat (client, "migration.disk_declined_unreused") == 4);
+    t_check (t_stat (client, "migration.disk_declined_unreused") == 4);
     free (reused);
     free (once);
     kvt_client_destroy (&client);
@@ -147,7 +136,7 @@ main (void)
     t_check (second_run.token_count == first_run.token_count);
     t_check (memcmp (second_run.tokens, first_run.tokens,
                      first_run.token_count * sizeof (uint64_t)) == 0);
-    t_check (s_stat (client, "migration.nvme_blocks_not_staged") == 16);
+    t_check (t_stat (client, "migration.nvme_blocks_not_staged") == 16);
     kvt_client_generate_fini (&first_run);
     kvt_client_generate_fini (&second_run);
     free (long_prompt);

@@ -31,17 +31,6 @@
 
 #define T_BLOCKS 8                  //  Full blocks per prompt
 
-static uint64_t
-s_stat (kvt_client_t *client, const char *key)
-{
-    kvt_client_stats_t stats;
-    t_ok (kvt_client_stats (client, &stats));
-    uint64_t value = 0;
-    kvt_client_stats_find (&stats, key, &value);
-    kvt_client_stats_fini (&stats);
-    return value;
-}
-
 //  Tiers of prompt 'seed''s cached blocks, as a string ("00001111"; '-'
 //  for a block not found).
 static void
@@ -109,8 +98,8 @@ s_scenario (const char *policy, int gpu_blocks, bool demote, char *a, char *b)
     }
     s_placement (client, &hello, 1, a);
     s_placement (client, &hello, 2, b);
-    t_check (s_stat (client, "prefix_index.policy_decisions") > 0);
-    uint64_t fallbacks = s_stat (client, "prefix_index.policy_fallbacks");
+    t_check (t_stat (client, "prefix_index.policy_decisions") > 0);
+    uint64_t fallbacks = t_stat (client, "prefix_index.policy_fallbacks");
     printf ("test_policy_live: %-8s gpu %2d %-7s A %s B %s fallbacks %" PRIu64 "\n",
             strncmp (policy, "plugin:", 7) == 0? "plugin": policy[0] == '/'? "path.so": policy,
             gpu_blocks, demote? "demote": "fill", a, b, fallbacks);
@@ -151,10 +140,10 @@ s_workload (const char *policy)
         kvt_client_generate_fini (&out);
         free (tokens);
     }
-    uint64_t decisions = s_stat (client, "prefix_index.policy_decisions");
-    uint64_t fallbacks = s_stat (client, "prefix_index.policy_fallback_blocks");
-    uint64_t unusable = s_stat (client, "prefix_index.policy_unusable");
-    uint64_t removed = s_stat (client, "prefix_index.removed");
+    uint64_t decisions = t_stat (client, "prefix_index.policy_decisions");
+    uint64_t fallbacks = t_stat (client, "prefix_index.policy_fallback_blocks");
+    uint64_t unusable = t_stat (client, "prefix_index.policy_unusable");
+    uint64_t removed = t_stat (client, "prefix_index.removed");
     printf ("test_policy_live: %-16s cached %3" PRIu64 " decisions %3" PRIu64
             " fallback blocks %3" PRIu64 " unusable %" PRIu64 " dropped %3" PRIu64 "\n",
             policy, cached, decisions, fallbacks, unusable, removed);

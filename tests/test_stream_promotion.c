@@ -42,17 +42,6 @@ typedef struct {
     size_t block_bytes;                         //  From HELLO
 } s_run_t;
 
-static uint64_t
-s_stat (kvt_client_t *client, const char *key)
-{
-    kvt_client_stats_t stats;
-    t_ok (kvt_client_stats (client, &stats));
-    uint64_t value = 0;
-    kvt_client_stats_find (&stats, key, &value);
-    kvt_client_stats_fini (&stats);
-    return value;
-}
-
 //  Where the prompt's first block lies now
 static uint64_t
 s_first_tier (kvt_client_t *client, const uint64_t *tokens, size_t count)
@@ -88,7 +77,7 @@ s_gauge_is (kvt_client_t *client, const char *key, uint64_t want)
 {
     uint64_t value = 0;
     for (int tries = 0; tries < 100; tries++) {
-        value = s_stat (client, key);
+        value = t_stat (client, key);
         if (value == want)
             return;
         zclock_sleep (10);
@@ -124,8 +113,8 @@ s_undo (void)
     kvt_client_lookup_t where;
     t_ok (kvt_client_lookup (client, "u", tokens, count, &where));
     t_check (where.matched_blocks == S_BLOCKS && where.hash_count == S_BLOCKS);
-    const uint64_t gpu_used = s_stat (client, "tier_gpu.used_blocks");
-    const uint64_t host_used = s_stat (client, "tier_host.used_blocks");
+    const uint64_t gpu_used = t_stat (client, "tier_gpu.used_blocks");
+    const uint64_t host_used = t_stat (client, "tier_host.used_blocks");
 
     //  Match (pinned), as the scheduler does
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
@@ -177,7 +166,7 @@ s_undo (void)
     t_check (kvt_msg_u64 (ended, KVT_MIG_PROMOTE_END_OK_MOVED) == 0);
     s_gauge_is (client, "tier_gpu.used_blocks", gpu_used);
     s_gauge_is (client, "tier_host.used_blocks", host_used);
-    t_check (s_stat (client, "migration.stream_promotions_undone") == 1);
+    t_check (t_stat (client, "migration.stream_promotions_undone") == 1);
     kvt_client_lookup_t after;
     t_ok (kvt_client_lookup (client, "u", tokens, count, &after));
     t_check (after.matched_blocks == S_BLOCKS);
@@ -257,13 +246,13 @@ s_scenario (bool stream, s_run_t *run)
     t_check (r [3].from_nvme == S_BLOCKS);
     t_check (r [4].from_nvme == 7 && r [4].from_host == S_BLOCKS - 7);
     t_check (r [5].from_gpu == S_BLOCKS);
-    run->streamed_blocks = s_stat (client, "compute.streamed_blocks");
-    run->streamed_bytes = s_stat (client, "compute.streamed_bytes");
-    run->stream_promoted = s_stat (client, "migration.stream_promoted_blocks");
-    run->host_to_gpu = s_stat (client, "migration.bytes_host_to_gpu");
-    t_check (s_stat (client, "migration.copy_errors") == 0);
-    t_check (s_stat (client, "compute.run_errors") == 0);
-    t_check (s_stat (client, "scheduler.stream_end_errors") == 0);
+    run->streamed_blocks = t_stat (client, "compute.streamed_blocks");
+    run->streamed_bytes = t_stat (client, "compute.streamed_bytes");
+    run->stream_promoted = t_stat (client, "migration.stream_promoted_blocks");
+    run->host_to_gpu = t_stat (client, "migration.bytes_host_to_gpu");
+    t_check (t_stat (client, "migration.copy_errors") == 0);
+    t_check (t_stat (client, "compute.run_errors") == 0);
+    t_check (t_stat (client, "scheduler.stream_end_errors") == 0);
 
     if (stream) {
         //  Bad host_slots straight to compute: wrong length, out of range

@@ -59,6 +59,18 @@ t_start_runtime (const kvt_config_t *config)
     return runtime;
 }
 
+//  One STATS counter by its "actor.name" key (0 if the server has none).
+static inline uint64_t
+t_stat (kvt_client_t *client, const char *key)
+{
+    kvt_client_stats_t stats;
+    t_ok (kvt_client_stats (client, &stats));
+    uint64_t value = 0;
+    kvt_client_stats_find (&stats, key, &value);
+    kvt_client_stats_fini (&stats);
+    return value;
+}
+
 //  Deterministic prompt of 'count' tokens < vocab.
 static inline uint64_t *
 t_tokens (size_t count, uint64_t vocab, uint64_t seed)
