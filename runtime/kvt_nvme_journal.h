@@ -158,7 +158,8 @@ int
 void
     kvt_nvme_journal_stats (kvt_nvme_journal_t *self, kvt_nvme_journal_stats_t *stats);
 
-//  TEST ONLY: the next 'count' appends fail with -err without landing.
+//  TEST ONLY: the next 'count' appends that carry writes (not a rotation's
+//  snapshot slices) fail with -err without landing.
 void
     kvt_nvme_journal_inject_fault (kvt_nvme_journal_t *self, int err, int count);
 
