@@ -25,6 +25,20 @@
                stage up to max_blocks NVMe blocks of a request's cached
                prefix into the host tier, left pinned for the caller.
 @discuss
+    Cold form (migration/cold_dtype, issue #3): bf16 (default) moves
+    blocks as they are. fp8 keeps every block of the host and NVMe tiers
+    in FP8 e4m3 with one scale per (layer, K/V, kv_head) plane: quantized
+    when demoted GPU -> host, dequantized when promoted back, the FP8
+    form (half the bytes, plus the scales) kept as is between host and
+    disk (kvt_migration_copy.c). The form of a block follows from its
+    tier: GPU slots hold bf16, host and disk slots the cold form; the disk
+    store records each block's length and checksums only that length, so
+    a block written in the other form (a restart with cold_dtype changed)
+    reads as a miss, never as wrong bytes. The round trip adds at most
+    2^-4 |x| + 2^-10 scale per element (kvt_fp8.cuh). With fp8, stream
+    promotion is not used: migration dequantizes host and staged NVMe
+    blocks into their GPU slots before answering, and compute finds them
+    there (counter stream_fp8_dequantized).
     Tiers are exclusive: a moved block leaves its old slot. A block read
     back from NVMe whose checksum fails is a miss: it is removed from the
     index, reported in 'failed', and the scheduler recomputes it.
@@ -245,6 +259,9 @@ s_demote_moved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     kvt_migration_free_slots (self, job->tier, job->slots, job->victims);
     kvt_actor_count (self->actor, job->tier == KVT_TIER_GPU? "demoted_gpu_to_host"
                                                            : "demoted_host_to_nvme", job->victims);
+    if (job->tier == KVT_TIER_HOST)
+        kvt_actor_count (self->actor, "bytes_host_to_nvme",
+                         kvt_migration_cold_bytes (self, job->victims));
     kvt_migration_ensure_free (self, &job->room, false);
     s_demote_finish (self, job, 0);
 }
@@ -715,6 +732,12 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->capacity [KVT_TIER_GPU] = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
     self->capacity [KVT_TIER_HOST] = (size_t) kvt_config_int (config, "tier_host/capacity_blocks");
     self->capacity [KVT_TIER_NVME] = (size_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
+    self->cold_fp8 = streq (kvt_config_str (config, "migration/cold_dtype"), "fp8");
+    self->fp8_planes = (int) (kvt_config_int (config, "model/layers") * 2
+                              * kvt_config_int (config, "model/kv_heads"));
+    self->fp8_plane_elems = (int) (kvt_config_int (config, "model/block_tokens")
+                                   * kvt_config_int (config, "model/head_dim"));
+    self->cold_bytes = kvt_fp8_block_bytes (self->fp8_planes, self->fp8_plane_elems);
     return self;
 }
 
@@ -755,6 +778,21 @@ s_self_start (void *self_ptr)
     &&  !streq (admission, "predicted")) {
         kvt_log_error ("migration: config key 'migration/disk_admission' must be all, reused "
                        "or predicted, not '%s'", admission);
+        return KVT_ECONFIG;
+    }
+    const char *cold = kvt_config_str (kvt_actor_config (self->actor), "migration/cold_dtype");
+    if (!streq (cold, "bf16") && !streq (cold, "fp8")) {
+        kvt_log_error ("migration: config key 'migration/cold_dtype' must be bf16 or fp8, "
+                       "not '%s'", cold);
+        return KVT_ECONFIG;
+    }
+    size_t block_bytes = kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST]);
+    if (self->cold_fp8
+    &&  (self->fp8_plane_elems % 8 || block_bytes % 16
+         || kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]) != block_bytes
+         || (size_t) self->fp8_planes * self->fp8_plane_elems * 2 != block_bytes)) {
+        kvt_log_error ("migration: cold_dtype = fp8 needs bf16 blocks of block_tokens x "
+                       "head_dim a multiple of 8");
         return KVT_ECONFIG;
     }
     if (self->low_watermark >= self->high_watermark || self->high_watermark > 100) {

@@ -7,6 +7,46 @@
 
 #include "kvt_migration_int.h"
 
+//  With cold_dtype = fp8 (issue #3) the host slot of a block holds its FP8
+//  form (kvt_fp8.cuh): planes x plane_elems e4m3 bytes, then one float
+//  scale per plane, kvt_fp8_block_bytes in all, about half the slot; the
+//  slot keeps its full size. GPU -> host quantizes on the way (the fp8
+//  kernel writing the mapped, pinned host slot directly, or the C twin on
+//  CPU builds: the same bytes), host -> GPU dequantizes into the GPU slot.
+//  Only that length crosses PCIe and, through tier_nvme, the disk.
+
+uint64_t
+kvt_migration_cold_bytes (self_t *self, size_t count)
+{
+    size_t block = self->cold_fp8? self->cold_bytes
+                                 : kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST]);
+    return (uint64_t) count * block;
+}
+
+//  Fill the fp8 kernel's arguments for blocks moving 'from' the GPU
+//  (quantize) or from the host (dequantize); the scales live in the host
+//  slots, right after the payload.
+static void
+s_fp8_args (self_t *self, int from, const int64_t *from_slots, const int64_t *to_slots,
+            size_t count, kvt_fp8_args_t *args)
+{
+    kvt_arena_t *gpu = self->arenas [KVT_TIER_GPU], *host = self->arenas [KVT_TIER_HOST];
+    char *host_base = (char *) kvt_arena_base (host);
+    int64_t host_bytes = (int64_t) kvt_arena_block_bytes (host);
+    int64_t gpu_bytes = (int64_t) kvt_arena_block_bytes (gpu);
+    bool quantize = from == KVT_TIER_GPU;
+    *args = (kvt_fp8_args_t) {
+        .dtype = KVT_KDTYPE_BF16,
+        .src = quantize? kvt_arena_base (gpu): host_base,
+        .dst = quantize? host_base: kvt_arena_base (gpu),
+        .scales = (float *) (host_base + (size_t) self->fp8_planes * self->fp8_plane_elems),
+        .src_slots = from_slots, .dst_slots = to_slots,
+        .src_slot_bytes = quantize? gpu_bytes: host_bytes,
+        .dst_slot_bytes = quantize? host_bytes: gpu_bytes,
+        .planes = self->fp8_planes, .plane_elems = self->fp8_plane_elems,
+        .count = (int) count, .scale_stride = host_bytes / 4 };
+}
+
 #ifdef KVT_WITH_CUDA
 //  Blocks smaller than this move with the copy kernel (SMs issue the PCIe
 //  traffic, one launch for all blocks); larger ones on the copy engines.
@@ -17,6 +57,7 @@
 //  compute, so the engines win from 64 KiB; below that they crawl
 //  (3.7 GB/s at 16 KiB) and the kernel stays.
 #define S_KERNEL_COPY_MAX_BYTES (64u << 10)
+#define S_FP8_LAUNCH_MAX 65535u    //  Most blocks one fp8 kernel launch takes
 
 //  A copy queued on the stream, waiting for its completion event.
 typedef struct {
@@ -151,7 +192,62 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
     free (slots);
     return rc;
 }
+
+//  Queue the fp8 kernel for 'count' blocks between the GPU slab and the
+//  pinned host slab (which it reads or writes over PCIe): quantize from
+//  the GPU, dequantize to it. Returns 0 once queued, or an error.
+static int
+s_fp8_queue (self_t *self, int from, const uint64_t *from_slots, const uint64_t *to_slots,
+             size_t count)
+{
+    if (count == 0)
+        return 0;
+    kvt_migration_copy_t *copy = self->gpu_copy;
+    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+    for (size_t k = 0; k < count; k++) {
+        slots [k] = (int64_t) from_slots [k];
+        slots [count + k] = (int64_t) to_slots [k];
+    }
+    int64_t *d_slots = NULL;
+    int rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), copy->stream)
+             == cudaSuccess? 0: KVT_ECUDA;
+    if (rc == 0 && cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
+                                    cudaMemcpyHostToDevice, copy->stream) != cudaSuccess)
+        rc = KVT_ECUDA;
+    //  One launch per S_FP8_LAUNCH_MAX blocks (the kernels' grid limit)
+    for (size_t first = 0; rc == 0 && first < count; first += S_FP8_LAUNCH_MAX) {
+        size_t n = count - first < S_FP8_LAUNCH_MAX? count - first: S_FP8_LAUNCH_MAX;
+        kvt_fp8_args_t args;
+        s_fp8_args (self, from, d_slots + first, d_slots + count + first, n, &args);
+        rc = from == KVT_TIER_GPU? kvt_fp8_quantize (&args, copy->stream)
+                                 : kvt_fp8_dequantize (&args, copy->stream);
+    }
+    if (d_slots)
+        cudaFreeAsync (d_slots, copy->stream);
+    kvt_actor_count (self->actor, "fp8_kernel_launches", 1);
+    free (slots);
+    return rc;
+}
 #endif
+
+//  CPU twin of s_fp8_queue: the same bytes, before this returns.
+static int
+s_fp8_ref (self_t *self, int from, const uint64_t *from_slots, const uint64_t *to_slots,
+           size_t count)
+{
+    if (count == 0)
+        return 0;
+    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+    for (size_t k = 0; k < count; k++) {
+        slots [k] = (int64_t) from_slots [k];
+        slots [count + k] = (int64_t) to_slots [k];
+    }
+    kvt_fp8_args_t args;
+    s_fp8_args (self, from, slots, slots + count, count, &args);
+    int rc = from == KVT_TIER_GPU? kvt_fp8_quantize_ref (&args): kvt_fp8_dequantize_ref (&args);
+    free (slots);
+    return rc;
+}
 
 //  Copy blocks between the two memory slabs (GPU tier <-> host tier), then
 //  call 'cont' (may be NULL) with the status. memcpy when both are host
@@ -165,6 +261,8 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
 {
     kvt_arena_t *src = self->arenas [from], *dst = self->arenas [to];
     size_t bytes = kvt_arena_block_bytes (src);
+    //  Bytes crossing between the slabs: the host side's form
+    uint64_t moved = self->cold_fp8? kvt_migration_cold_bytes (self, count): bytes * count;
     int rc = 0;
     const char *direction = from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu";
 #ifdef KVT_WITH_CUDA
@@ -173,14 +271,15 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
         //  comes after the copies queued before it
         rc = self->gpu_copy? 0: s_gpu_copy_new (self);
         if (rc == 0)
-            rc = s_copy_blocks_queue (self, src, from_slots, dst, to_slots, count);
+            rc = self->cold_fp8? s_fp8_queue (self, from, from_slots, to_slots, count)
+                               : s_copy_blocks_queue (self, src, from_slots, dst, to_slots, count);
         if (rc) {
             kvt_log_error ("migration: copying %zu blocks %s failed: %s", count,
                            from == KVT_TIER_GPU? "GPU -> host": "host -> GPU", kvt_strerror (rc));
             kvt_actor_count (self->actor, "copy_errors", 1);
         }
         else
-            kvt_actor_count (self->actor, direction, bytes * count);
+            kvt_actor_count (self->actor, direction, moved);
         if (self->gpu_copy) {
             s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
             *wait = (s_copy_wait_t) { cont, arg, rc };
@@ -199,9 +298,21 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
         return;
     }
 #endif
-    for (size_t k = 0; k < count; k++)
-        memcpy (kvt_arena_block (dst, to_slots [k]), kvt_arena_block (src, from_slots [k]), bytes);
-    kvt_actor_count (self->actor, direction, bytes * count);
+    if (self->cold_fp8) {
+        rc = s_fp8_ref (self, from, from_slots, to_slots, count);
+        if (rc) {
+            kvt_log_error ("migration: FP8 %s of %zu blocks failed: %s",
+                           from == KVT_TIER_GPU? "quantization": "dequantization", count,
+                           kvt_strerror (rc));
+            kvt_actor_count (self->actor, "copy_errors", 1);
+        }
+    }
+    else
+        for (size_t k = 0; k < count; k++)
+            memcpy (kvt_arena_block (dst, to_slots [k]), kvt_arena_block (src, from_slots [k]),
+                    bytes);
+    if (rc == 0)
+        kvt_actor_count (self->actor, direction, moved);
     if (cont)
         cont (self, arg, rc);
 }

@@ -26,6 +26,8 @@ typedef struct _self_t self_t;
 typedef void (kvt_migration_cont_fn) (self_t *self, void *arg, int rc);
 typedef struct _kvt_migration_copy_t kvt_migration_copy_t;  //  CUDA copy state (CUDA builds)
 
+#include "kvt_fp8.cuh"
+
 #ifdef KVT_WITH_CUDA
 #   include <cuda_runtime.h>
 #   include <sys/eventfd.h>
@@ -56,6 +58,10 @@ struct _self_t {
     int disk_admission;             //  KVT_MIGRATION_DISK_*: which host victims go to disk
     kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
     kvt_migration_copy_t *gpu_copy; //  Copy stream and completions, made at the first GPU copy
+    bool cold_fp8;                  //  migration/cold_dtype = fp8: host and NVMe blocks are FP8
+    int fp8_planes;                 //  FP8 scale planes per block (layers x 2 x kv_heads)
+    int fp8_plane_elems;            //  Elements per plane (block_tokens x head_dim)
+    size_t cold_bytes;              //  Bytes a host or NVMe block uses (its form's length)
 };
 
 //  Names of the tier actors, by tier number.
@@ -110,11 +116,18 @@ void
 
 //  Copy 'count' blocks between the GPU tier's and host tier's slabs, then
 //  call 'cont' (may be NULL) with the status: at once for two host slabs,
-//  from the actor's loop once a CUDA copy is done. (kvt_migration_copy.c)
+//  from the actor's loop once a CUDA copy is done. With cold_fp8 a block
+//  going GPU -> host is quantized into its host slot and one coming back
+//  dequantized into its GPU slot. (kvt_migration_copy.c)
 void
     kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, int to,
                                const uint64_t *to_slots, size_t count,
                                kvt_migration_cont_fn *cont, void *arg);
+
+//  Bytes of 'count' blocks as they cross between host and NVMe or the
+//  GPU: block_bytes, or the FP8 form's length with cold_dtype = fp8.
+uint64_t
+    kvt_migration_cold_bytes (self_t *self, size_t count);
 
 //  Release the CUDA copy stream and its eventfd; NULL-safe.
 void

@@ -294,7 +294,7 @@ s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         from [n] = job->staging->slots [chunk->first + k];
         to [n++] = job->gpu->slots [block];
     }
-    kvt_actor_count (self->actor, "bytes_nvme_to_host", n * kvt_arena_block_bytes (self->arenas [1]));
+    kvt_actor_count (self->actor, "bytes_nvme_to_host", kvt_migration_cold_bytes (self, n));
     if (job->stream) {
         //  Staged, and left in the staging slots for compute to stream
         free (from);
@@ -435,6 +435,13 @@ kvt_migration_start_promote (self_t *self)
         if (tiers [k] == KVT_TIER_NVME)
             job->nvme_index [job->nvme_count++] = k;
     job->stream = kvt_msg_u64 (self->current, KVT_MIG_PROMOTE_STREAM) != 0;
+    if (job->stream && self->cold_fp8) {
+        //  Compute would copy the host slots' FP8 bytes as they are:
+        //  dequantize them into the GPU slots here instead, and answer as
+        //  a plain promotion (no host_slots), which compute then uses
+        job->stream = false;
+        kvt_actor_count (self->actor, "stream_fp8_dequantized", 1);
+    }
     job->gpu = kvt_migration_ensure (self, KVT_TIER_GPU, count, s_promote_have_gpu, job);
 }
 
@@ -580,8 +587,7 @@ s_prefetch_moved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     else {
         kvt_migration_free_slots (self, KVT_TIER_NVME, nvme, n);
         kvt_actor_count (self->actor, "prefetch_staged", n);
-        kvt_actor_count (self->actor, "bytes_nvme_to_host",
-                         n * kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST]));
+        kvt_actor_count (self->actor, "bytes_nvme_to_host", kvt_migration_cold_bytes (self, n));
     }
     kvt_migration_ensure_free (self, &job->staging, false);  //  Slots handed on or freed
     s_prefetch_free (self, job);

@@ -22,6 +22,10 @@
     the indices of blocks that did not make it (ENOSPC, EIO): the caller
     keeps those elsewhere. A read whose checksum or hash does not match is
     a miss, listed in 'failed'; its bytes are never used.
+    With migration/cold_dtype = fp8 the host slots hold blocks in their
+    FP8 form: only that length (kvt_fp8_block_bytes) is written, checksummed
+    and read. The store records each block's length, so a block written in
+    the other form (before a restart that changed cold_dtype) is a miss.
     At START, blocks recovered from the journal are claimed and announced
     to the prefix index (IDX_INSERT), so a restart serves what was on disk.
     If the disk cannot be opened (missing directory, no O_DIRECT), the
@@ -38,6 +42,7 @@
 #include "kvt_classes.h"
 #include "kvt_actors.h"
 #include "kvt_tier_slots.h"
+#include "kvt_fp8.cuh"
 #include <sys/eventfd.h>
 
 #define S_REAP_BATCH 8              //  Completions reaped (and checked) per refill
@@ -63,6 +68,7 @@ typedef struct {
     bool sync_on_ack;               //  See kvt_nvme_store.h
     int checksum_threads;           //  Checksum workers: 1 = this thread, 0 = auto
     size_t block_bytes;             //  From the model shape
+    size_t payload_bytes;           //  What moves per block: block_bytes, or its FP8 form
     kvt_arena_t *host;              //  Host slab (borrowed)
     kvt_nvme_store_t *store;        //  NULL when disabled
     kvt_slots_t *slots;             //  Slot allocator
@@ -88,6 +94,12 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
         (int) kvt_config_int (config, "model/head_dim"),
         (int) kvt_config_int (config, "model/block_tokens"), 2 };
     self->block_bytes = kvt_block_bytes (&shape);
+    //  migration/cold_dtype = fp8: host slots hold the FP8 form, and only
+    //  its length goes to disk and back
+    self->payload_bytes = self->block_bytes;
+    if (streq (kvt_config_str (config, "migration/cold_dtype"), "fp8"))
+        self->payload_bytes = kvt_fp8_block_bytes (shape.layers * 2 * shape.kv_heads,
+                                                   shape.block_tokens * shape.head_dim);
     self->backlog = zlist_new ();
     return self;
 }
@@ -143,8 +155,10 @@ s_pump (self_t *self)
                                                       : KVT_TIER_READ_DST_SLOTS, NULL) [op->index];
         uint64_t tag = self->free_tags [--self->free_tag_count];
         void *buffer = kvt_arena_block (self->host, host_slot);
-        int rc = write? kvt_nvme_prep_write (self->store, slot, hash, buffer, tag)
-                      : kvt_nvme_prep_read (self->store, slot, hash, buffer, tag);
+        int rc = write? kvt_nvme_prep_write_len (self->store, slot, hash, buffer,
+                                                 self->payload_bytes, tag)
+                      : kvt_nvme_prep_read_len (self->store, slot, hash, buffer,
+                                                self->payload_bytes, tag);
         if (rc) {
             self->free_tags [self->free_tag_count++] = tag;
             s_request_t *request = op->request;

@@ -68,8 +68,9 @@ s_quantize_kernel (const kvt_fp8_args_t a)
     for (int w = 0; w < S_THREADS / 32; w++)
         amax = fmaxf (amax, sm_max [w]);
     const float inverse = amax > 0.0f? S_FP8_MAX / amax: 1.0f;
+    const int64_t stride = a.scale_stride? a.scale_stride: a.planes;
     if (threadIdx.x == 0)
-        a.scales [dst_slot * a.planes + plane] = amax > 0.0f? amax / S_FP8_MAX: 1.0f;
+        a.scales [dst_slot * stride + plane] = amax > 0.0f? amax / S_FP8_MAX: 1.0f;
     for (int e = threadIdx.x * 8; e < a.plane_elems; e += S_THREADS * 8) {
         uint4 raw = *(const uint4 *) (src + e);
         const T *values = (const T *) &raw;
@@ -94,7 +95,8 @@ s_dequantize_kernel (const kvt_fp8_args_t a)
                        + (size_t) plane * a.plane_elems;
     T *dst = (T *) ((char *) a.dst + dst_slot * a.dst_slot_bytes)
            + (size_t) plane * a.plane_elems;
-    const float scale = a.scales [src_slot * a.planes + plane];
+    const int64_t stride = a.scale_stride? a.scale_stride: a.planes;
+    const float scale = a.scales [src_slot * stride + plane];
     for (int e = threadIdx.x * 8; e < a.plane_elems; e += S_THREADS * 8) {
         uint2 raw = *(const uint2 *) (src + e);
         const uint8_t *q = (const uint8_t *) &raw;

@@ -12,9 +12,12 @@
     plane_elems = block_tokens * head_dim. Quantizing (on demotion) turns
     block src_slots [i] into fp8 block dst_slots [i] with one float scale
     per plane, scale = amax / 448 (1 for an all-zero plane), stored at
-    scales [dst_slots [i] * planes + plane]; each element becomes
+    scales [dst_slots [i] * stride + plane] (stride = scale_stride, or
+    planes when 0; a stride of slot_bytes / 4 with scales pointing past
+    the payload keeps each block's scales inside its own slot, as the
+    runtime's cold tiers do: kvt_fp8_block_bytes); each element becomes
     e4m3 (x * (448 / amax)), rounded to nearest even and saturating.
-    Dequantizing (on promotion) reads scales [src_slots [i] * planes +
+    Dequantizing (on promotion) reads scales [src_slots [i] * stride +
     plane] and writes e4m3_to_float (q) * scale rounded to the dtype.
     GPU and CPU twin use the same float operations, so they agree bit for
     bit; a round trip is within 2^-4 |x| + 2^-10 scale of x, plus the
@@ -43,7 +46,19 @@ typedef struct {
     int planes;                     //  Planes per block (layers * 2 * kv_heads)
     int plane_elems;                //  Elements per plane, a multiple of 8
     int count;                      //  Blocks
+    int64_t scale_stride;           //  Floats between two slots' scales; 0 = planes
 } kvt_fp8_args_t;
+
+//  Bytes of one block in the in-slot FP8 form: planes * plane_elems e4m3
+//  bytes, then one float scale per plane (at offset planes * plane_elems),
+//  rounded up to 16. For a bf16/fp16 block that is half its bytes plus
+//  4 per plane.
+static inline size_t
+    kvt_fp8_block_bytes (int planes, int plane_elems)
+{
+    size_t bytes = (size_t) planes * (size_t) plane_elems + 4 * (size_t) planes;
+    return (bytes + 15) / 16 * 16;
+}
 
 //  Check the arguments: 0 or -EINVAL.
 int

@@ -31,6 +31,8 @@ kvt_fp8_check (const kvt_fp8_args_t *args)
         return -EINVAL;
     if (((uintptr_t) args->src | (uintptr_t) args->dst) % 16)
         return -EINVAL;
+    if (args->scale_stride != 0 && args->scale_stride < args->planes)
+        return -EINVAL;
     return 0;
 }
 
@@ -46,6 +48,7 @@ kvt_fp8_quantize_ref (const kvt_fp8_args_t *args)
     size_t elems = (size_t) args->planes * args->plane_elems;
     if ((int64_t) elems * 2 > args->src_slot_bytes || (int64_t) elems > args->dst_slot_bytes)
         return -EINVAL;
+    int64_t stride = args->scale_stride? args->scale_stride: args->planes;
     for (int i = 0; i < args->count; i++) {
         const char *src = (const char *) args->src + args->src_slots [i] * args->src_slot_bytes;
         uint8_t *dst = (uint8_t *) args->dst + args->dst_slots [i] * args->dst_slot_bytes;
@@ -58,7 +61,7 @@ kvt_fp8_quantize_ref (const kvt_fp8_args_t *args)
             }
             float scale = amax > 0? amax / S_FP8_MAX: 1.0f;
             float inverse = amax > 0? S_FP8_MAX / amax: 1.0f;
-            args->scales [args->dst_slots [i] * args->planes + p] = scale;
+            args->scales [args->dst_slots [i] * stride + p] = scale;
             for (int e = 0; e < args->plane_elems; e++)
                 dst [first + e] = kvt_float_to_fp8_e4m3 (
                     kvt_kdtype_load (args->dtype, src, first + e) * inverse);
@@ -79,12 +82,13 @@ kvt_fp8_dequantize_ref (const kvt_fp8_args_t *args)
     size_t elems = (size_t) args->planes * args->plane_elems;
     if ((int64_t) elems > args->src_slot_bytes || (int64_t) elems * 2 > args->dst_slot_bytes)
         return -EINVAL;
+    int64_t stride = args->scale_stride? args->scale_stride: args->planes;
     for (int i = 0; i < args->count; i++) {
         const uint8_t *src = (const uint8_t *) args->src
                            + args->src_slots [i] * args->src_slot_bytes;
         char *dst = (char *) args->dst + args->dst_slots [i] * args->dst_slot_bytes;
         for (int p = 0; p < args->planes; p++) {
-            float scale = args->scales [args->src_slots [i] * args->planes + p];
+            float scale = args->scales [args->src_slots [i] * stride + p];
             size_t first = (size_t) p * args->plane_elems;
             for (int e = 0; e < args->plane_elems; e++)
                 kvt_kdtype_store (args->dtype, dst, first + e,

@@ -33,8 +33,8 @@ typedef struct {
     uint64_t block_hash;            //  Caller's block hash
     uint64_t slot;                  //  Slot it was written to (catches misdirected I/O)
     uint64_t generation;            //  Store-wide write sequence number
-    uint64_t payload_checksum;      //  xxh3-64 of the block_bytes payload
-    uint32_t length;                //  Payload bytes (low 32 bits of block_bytes)
+    uint64_t payload_checksum;      //  xxh3-64 of the 'length' payload bytes
+    uint32_t length;                //  Payload bytes written (block_bytes, or less: _len)
     uint32_t version;               //  Format version, 1
     uint64_t reserved;              //  Zero
     uint64_t header_checksum;       //  xxh3-64 of the 56 bytes above
@@ -70,6 +70,7 @@ typedef struct {
     uint64_t block_hash;            //  Block hash
     uint64_t generation;            //  Write: new generation; read: expected
     uint64_t checksum;              //  Write: payload checksum; read: expected
+    uint32_t bytes;                 //  Payload length moved and checksummed (<= block_bytes)
     void *caller;                   //  src or dst in caller memory
     uint8_t *stage;                 //  This op's staging buffer (header + payload)
     kvt_nvme_part_t parts [2];      //  The transfers of this op

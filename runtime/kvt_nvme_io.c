@@ -88,9 +88,13 @@ s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
 {
     int file = (int) (op->slot % (uint64_t) self->file_count);
     uint64_t base = (op->slot / (uint64_t) self->file_count) * self->stride;
+    //  Only the op's payload length moves, rounded up to the alignment
+    //  (within block_bytes, so within the caller's buffer when direct)
+    uint32_t io_bytes = (uint32_t) ((op->bytes + KVT_NVME_ALIGN - 1) / KVT_NVME_ALIGN
+                                    * KVT_NVME_ALIGN);
     int region = -1;
     if (self->block_bytes % KVT_NVME_ALIGN == 0 && (uintptr_t) caller % KVT_NVME_ALIGN == 0)
-        region = s_region_of (self, caller, self->block_bytes);
+        region = s_region_of (self, caller, io_bytes);
     memset (op->parts, 0, sizeof (op->parts));
     op->direct = region > 0;
     uint64_t payload_offset = base + KVT_NVME_HEADER_BYTES;
@@ -99,7 +103,7 @@ s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
         //  the index holds (from the journal). One I/O, like raw.
         op->part_count = 1;
         op->parts [0] = (kvt_nvme_part_t) { file, region, (uint8_t *) caller,
-                                            (uint32_t) self->block_bytes, 0, payload_offset };
+                                            io_bytes, 0, payload_offset };
         self->stats.direct_ops++;
     }
     else
@@ -110,13 +114,13 @@ s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
         op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0,
                                             base };
         op->parts [1] = (kvt_nvme_part_t) { file, region, (uint8_t *) caller,
-                                            (uint32_t) self->block_bytes, 0, payload_offset };
+                                            io_bytes, 0, payload_offset };
         self->stats.direct_ops++;
     }
     else {
         op->part_count = 1;
-        op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, (uint32_t) self->stride, 0,
-                                            base };
+        op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage,
+                                            KVT_NVME_HEADER_BYTES + io_bytes, 0, base };
         self->stats.bounce_ops++;
     }
     op->pending = op->part_count;
@@ -193,7 +197,7 @@ s_write_start (kvt_nvme_store_t *self, int index)
     header->slot = op->slot;
     header->generation = op->generation;
     header->payload_checksum = op->checksum;
-    header->length = (uint32_t) self->block_bytes;
+    header->length = op->bytes;
     header->version = 1;
     header->header_checksum = XXH3_64bits (header,
                                            offsetof (kvt_nvme_block_header_t, header_checksum));
@@ -209,7 +213,19 @@ kvt_nvme_prep_write (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
                      const void *src, uint64_t tag)
 {
     assert (self);
+    return kvt_nvme_prep_write_len (self, slot, block_hash, src, self->block_bytes, tag);
+}
+
+//  Prepare writing the first 'bytes' of a block (0 < bytes <= block_bytes).
+
+int
+kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                         const void *src, size_t bytes, uint64_t tag)
+{
+    assert (self);
     assert (src);
+    if (bytes == 0 || bytes > self->block_bytes)
+        return -EINVAL;
     kvt_nvme_op_t *op;
     int index;
     int rc = s_op_take (self, slot, &op, &index);
@@ -220,6 +236,7 @@ kvt_nvme_prep_write (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
         return -EBUSY;
     }
     op->is_write = true;
+    op->bytes = (uint32_t) bytes;
     op->tag = tag;
     op->slot = slot;
     op->block_hash = block_hash;
@@ -228,7 +245,7 @@ kvt_nvme_prep_write (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
     kvt_nvme_checksum_job_t job = {
         .id = (uint64_t) index, .src = src,
         .dst = op->direct? NULL: op->stage + KVT_NVME_HEADER_BYTES,
-        .bytes = self->block_bytes,
+        .bytes = op->bytes,
         .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_COPY_HASH
     };
     //  From here the slot's previous block is given up
@@ -257,7 +274,19 @@ kvt_nvme_prep_read (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
                     void *dst, uint64_t tag)
 {
     assert (self);
+    return kvt_nvme_prep_read_len (self, slot, block_hash, dst, self->block_bytes, tag);
+}
+
+//  Prepare reading a block written with length 'bytes' into 'dst'.
+
+int
+kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                        void *dst, size_t bytes, uint64_t tag)
+{
+    assert (self);
     assert (dst);
+    if (bytes == 0 || bytes > self->block_bytes)
+        return -EINVAL;
     kvt_nvme_op_t *op;
     int index;
     int rc = s_op_take (self, slot, &op, &index);
@@ -269,6 +298,7 @@ kvt_nvme_prep_read (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
         return KVT_EMISS;
     }
     op->is_write = false;
+    op->bytes = (uint32_t) bytes;
     op->tag = tag;
     op->slot = slot;
     op->block_hash = block_hash;
@@ -317,7 +347,7 @@ kvt_nvme_forget (kvt_nvme_store_t *self, uint64_t slot)
 //  Check a bounce read's header (the payload is checked apart). Returns
 //  0, KVT_ECHECKSUM or KVT_EMISS.
 static int
-s_verify_header (kvt_nvme_store_t *self, kvt_nvme_op_t *op)
+s_verify_header (kvt_nvme_op_t *op)
 {
     const kvt_nvme_block_header_t *header = (const kvt_nvme_block_header_t *) op->stage;
     if (header->magic != KVT_NVME_BLOCK_MAGIC
@@ -325,7 +355,7 @@ s_verify_header (kvt_nvme_store_t *self, kvt_nvme_op_t *op)
                                                                   header_checksum)))
         return KVT_ECHECKSUM;
     if (header->block_hash != op->block_hash || header->slot != op->slot
-    ||  header->generation != op->generation || header->length != (uint32_t) self->block_bytes)
+    ||  header->generation != op->generation || header->length != op->bytes)
         return KVT_EMISS;
     //  The payload must hash to both; if they differ it cannot
     return header->payload_checksum == op->checksum? 0: KVT_ECHECKSUM;
@@ -355,7 +385,7 @@ s_read_finish (kvt_nvme_store_t *self, int index, int rc, bool verified)
     }
     else {
         self->stats.reads++;
-        self->stats.read_bytes += self->block_bytes;
+        self->stats.read_bytes += op->bytes;
     }
     s_op_done (self, index, rc);
 }
@@ -366,13 +396,13 @@ static void
 s_read_verify (kvt_nvme_store_t *self, int index)
 {
     kvt_nvme_op_t *op = &self->ops [index];
-    int rc = op->direct? 0: s_verify_header (self, op);
+    int rc = op->direct? 0: s_verify_header (op);
     if (rc) {
         s_read_finish (self, index, rc, true);
         return;
     }
     kvt_nvme_checksum_job_t job = {
-        .id = (uint64_t) index, .bytes = self->block_bytes, .expect = op->checksum,
+        .id = (uint64_t) index, .bytes = op->bytes, .expect = op->checksum,
         .src = op->direct? op->caller: op->stage + KVT_NVME_HEADER_BYTES,
         .dst = op->direct? NULL: op->caller,
         .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_HASH_COPY
@@ -435,7 +465,7 @@ kvt_nvme_io_journal_ack (void *self_ptr, int index, int rc)
         entry->generation = op->generation;
         entry->checksum = op->checksum;
         self->stats.writes++;
-        self->stats.write_bytes += self->block_bytes;
+        self->stats.write_bytes += op->bytes;
     }
     else
         entry->state = KVT_NVME_SLOT_EMPTY;     //  Counted by the journal

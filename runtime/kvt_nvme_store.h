@@ -31,6 +31,9 @@
     stride = 4096 (header) + block_bytes rounded up to 4096. The 4 KiB
     header holds magic, block hash, slot, generation, payload length,
     payload checksum (xxh3-64) and a checksum of the header itself.
+    The payload length is block_bytes, or less for a block written with
+    kvt_nvme_prep_write_len (the slot keeps its full stride; only that
+    length, rounded up to 4096, is written and read back).
     A read whose header or payload does not match (magic, hash, slot,
     generation, length, checksum) completes with KVT_ECHECKSUM (bytes do
     not match their checksum: torn or flipped) or KVT_EMISS (the slot
@@ -227,6 +230,21 @@ int
 int
     kvt_nvme_prep_read (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
                         void *dst, uint64_t tag);
+
+//  As prep_write and prep_read, moving only the first 'bytes' of the block
+//  (0 < bytes <= block_bytes; e.g. an FP8 block in a bf16-sized slot):
+//  the header records the length, the checksum covers those bytes, and the
+//  I/O is that length rounded up to 4096 (so 'dst' may be written up to
+//  there, never past block_bytes). A read whose length differs from the
+//  block's written length fails its checks (KVT_EMISS or KVT_ECHECKSUM):
+//  a block is never read back in another form than it was written.
+//  Returns as prep_write/prep_read, or -EINVAL for a bad length.
+int
+    kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                             const void *src, size_t bytes, uint64_t tag);
+int
+    kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                            void *dst, size_t bytes, uint64_t tag);
 
 //  Forget the block at 'slot' (the tier evicted it): the slot reads as a
 //  miss from now on and after a restart. Returns 0, -ERANGE, -EBUSY.
