@@ -23,17 +23,31 @@
 @discuss
     Continuous batching: COMP_RUN begins a sequence and keeps the request;
     the reply goes out when that sequence has all its tokens. A loop turn
-    (a zero-delay timer, re-armed while work remains, so the inbox and
-    STATS are read between turns) runs one slice of at most
-    compute/prefill_chunk prompt tokens of the oldest sequence still
-    prefilling, then one decode step for every sequence that is decoding,
-    as one batch. At most compute/max_batch sequences are in flight; more
-    wait in arrival order. The model is batch-invariant (kvt_model.h): a
+    (a zero-delay timer, armed while work remains and no step is in
+    flight) launches one step: one slice of at most compute/prefill_chunk
+    prompt tokens of the oldest sequence still prefilling, then one decode
+    step for every sequence that was decoding when the step began, as one
+    batch. At most compute/max_batch sequences are in flight; more wait in
+    arrival order. The model is batch-invariant (kvt_model.h): a
     request's tokens and blocks do not depend on what ran beside it.
     ttft_us and total_us count from the request's arrival here.
+    Steps complete through an eventfd, never by blocking the loop in a
+    synchronize (issue #3): the GPU model queues the step, the copy of
+    its sampled tokens into pinned memory and a host function that
+    writes our eventfd (kvt_model_cuda_step_launch), and returns; our loop
+    polls the eventfd and then finishes the step (tokens into the
+    sequences, replies, admissions) and arms the next turn. While a step
+    runs the loop keeps reading the inbox: a COMP_RUN is queued for the
+    next turn, STATS answers at once. The CPU model has no device: its
+    step runs inside the launch and we write the eventfd ourselves, so it
+    takes the same path. One step is in flight at a time.
     Counters: decode_steps, batched_rows (sum of batch sizes: the mean
     batch is batched_rows / decode_steps), prefill_slices,
-    mixed_steps (decode steps run while a sequence was mid-prefill).
+    mixed_steps (decode steps run while a sequence was mid-prefill),
+    steps_async (steps finished from the eventfd), runs_mid_step
+    (COMP_RUNs that arrived while a step was in flight), launch_us and
+    finish_us (time the loop spent launching and finishing steps: on the
+    GPU the only time it is not free; busy_us is their sum).
     When the supervisor put the "gpu" slab in device memory (a CUDA build
     with compute/device = cuda, or auto and a GPU present) the GPU model
     (kvt_model_cuda) runs there, using the slab's spare blocks as its
@@ -48,6 +62,7 @@
 
 #include "kvt_classes.h"
 #include "kvt_actors.h"
+#include <sys/eventfd.h>
 
 #define S_MAX_NEW_TOKENS KVT_MODEL_MAX_NEW_TOKENS  //  Longest decode one request may ask
 
@@ -66,10 +81,17 @@ typedef struct {
     zlist_t *waiting;               //  Jobs not begun yet, in arrival order
     zlist_t *active;                //  Jobs begun, in admission order
     int timer_id;                   //  The loop-turn timer, or -1 when not armed
+    int event_fd;                   //  Step completions (eventfd), polled; -1 before START
+    bool in_flight;                 //  A step is launched and not finished
+    struct _s_job_t *step_prefill;  //  The job the step prefills, or NULL
+    struct _s_job_t *step_batch [KVT_MODEL_MAX_BATCH];  //  The jobs it decodes
+    size_t step_count;              //  Entries in step_batch
+    int step_prefill_rc;            //  CPU: the slice's result, known at launch
+    int step_decode_rc;             //  CPU: the decode step's result, known at launch
 } self_t;
 
 //  One request in the actor
-typedef struct {
+typedef struct _s_job_t {
     kvt_msg_t *request;             //  The COMP_RUN, kept for the reply
     uint32_t *tokens;               //  The prompt
     size_t token_count;             //  Its length
@@ -130,6 +152,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->waiting = zlist_new ();
     self->active = zlist_new ();
     self->timer_id = -1;
+    self->event_fd = -1;
     return self;
 }
 
@@ -140,6 +163,9 @@ s_self_destroy (void **self_p)
     if (self) {
         if (self->timer_id >= 0)
             zloop_timer_end (kvt_actor_loop (self->actor), self->timer_id);
+        //  A step still in flight: each sequence's destroy waits for the
+        //  stream, and the model's destroy for the step's eventfd signal,
+        //  so the fd is closed last
         s_job_t *job;
         while ((job = (s_job_t *) zlist_pop (self->active)))
             s_job_destroy (&job);
@@ -151,6 +177,11 @@ s_self_destroy (void **self_p)
 #ifdef KVT_WITH_CUDA
         kvt_model_cuda_destroy (&self->gpu_model);
 #endif
+        if (self->event_fd >= 0) {
+            zmq_pollitem_t item = { NULL, self->event_fd, ZMQ_POLLIN, 0 };
+            zloop_poller_end (kvt_actor_loop (self->actor), &item);
+            close (self->event_fd);
+        }
         free (self->spare);
         free (self);
         *self_p = NULL;
@@ -166,10 +197,22 @@ s_interrupted (void *arg)
     return zsys_interrupted != 0;
 }
 
+static int s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg);
+
 static int
 s_self_start (void *self_ptr)
 {
     self_t *self = (self_t *) self_ptr;
+    //  Steps end by a count on this eventfd, read by our loop
+    self->event_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (self->event_fd < 0)
+        return -errno;
+    zmq_pollitem_t item = { NULL, self->event_fd, ZMQ_POLLIN, 0 };
+    if (zloop_poller (kvt_actor_loop (self->actor), &item, s_step_done, self)) {
+        close (self->event_fd);
+        self->event_fd = -1;
+        return -ENOMEM;
+    }
     self->arena = kvt_arena_find ("gpu");
     if (!self->arena) {
         kvt_log_error ("compute: no GPU tier arena in this process");
@@ -364,87 +407,90 @@ s_emitted (const s_job_t *job)
     return job->seq? kvt_model_seq_emitted (job->seq): 0;
 }
 
-//  One slice of the oldest job still prefilling. Returns that job if it
-//  is still mid-prefill afterwards, else NULL.
-static s_job_t *
-s_prefill_slice (self_t *self)
+//  Fail the jobs of a failed step with 'rc' (a sequence of a failed step
+//  is unusable).
+static void
+s_step_fail (self_t *self, s_job_t *prefill, s_job_t **batch, size_t count, int rc)
 {
-    s_job_t *job = (s_job_t *) zlist_first (self->active);
-    while (job && job->prefilled)
-        job = (s_job_t *) zlist_next (self->active);
-    if (!job)
-        return NULL;
-    int rc = -ENOTSUP;
-#ifdef KVT_WITH_CUDA
-    if (job->gpu_seq)
-        rc = kvt_model_cuda_seq_prefill (self->gpu_model, job->gpu_seq, self->prefill_chunk);
-#endif
-    if (job->seq)
-        rc = kvt_model_seq_prefill (self->model, job->seq, self->prefill_chunk);
-    kvt_actor_count (self->actor, "prefill_slices", 1);
-    if (rc < 0) {
-        zlist_remove (self->active, job);
-        s_job_fail (self, &job, rc);
-        return NULL;
+    if (prefill) {
+        zlist_remove (self->active, prefill);
+        s_job_fail (self, &prefill, rc);
     }
-    if (rc > 0)
-        return job;
-    job->prefilled = true;
-    job->first_us = kvt_now_us ();
-    return NULL;
+    for (size_t k = 0; k < count; k++) {
+        zlist_remove (self->active, batch [k]);
+        s_job_fail (self, &batch [k], rc);
+    }
 }
 
-//  One decode step over every decoding job.
-static void
-s_decode_step (self_t *self, bool mid_prefill)
+//  Launch one step: one slice of the oldest job still prefilling, and one
+//  decode step over every job that is decoding (chosen before the slice,
+//  so a job whose prompt ends now decodes from the next step on). On the
+//  GPU the model queues it and its eventfd signal and returns; on the CPU
+//  the work runs here and we signal the eventfd ourselves. Either way
+//  s_step_done finishes it from our loop. Returns true if a step is in
+//  flight.
+static bool
+s_step_launch (self_t *self)
 {
-    s_job_t *batch [KVT_MODEL_MAX_BATCH];
+    s_job_t *prefill = (s_job_t *) zlist_first (self->active);
+    while (prefill && prefill->prefilled)
+        prefill = (s_job_t *) zlist_next (self->active);
+    s_job_t **batch = self->step_batch;
     size_t count = 0;
     for (s_job_t *job = (s_job_t *) zlist_first (self->active);
          job && count < KVT_MODEL_MAX_BATCH; job = (s_job_t *) zlist_next (self->active))
         if (job->prefilled && s_decoding (job))
             batch [count++] = job;
-    if (count == 0)
-        return;
+    if (!prefill && count == 0)
+        return false;
     int rc = -ENOTSUP;
 #ifdef KVT_WITH_CUDA
     if (self->gpu_model) {
         kvt_model_cuda_seq_t *seqs [KVT_MODEL_MAX_BATCH];
         for (size_t k = 0; k < count; k++)
             seqs [k] = batch [k]->gpu_seq;
-        rc = kvt_model_cuda_decode (self->gpu_model, seqs, count);
+        rc = kvt_model_cuda_step_launch (self->gpu_model, prefill? prefill->gpu_seq: NULL,
+                                         self->prefill_chunk, seqs, count, self->event_fd);
     }
 #endif
     if (self->model) {
-        kvt_model_seq_t *seqs [KVT_MODEL_MAX_BATCH];
-        for (size_t k = 0; k < count; k++)
-            seqs [k] = batch [k]->seq;
-        rc = kvt_model_decode (self->model, seqs, count);
+        self->step_prefill_rc = 0;
+        self->step_decode_rc = 0;
+        if (prefill)
+            self->step_prefill_rc = kvt_model_seq_prefill (self->model, prefill->seq,
+                                                           self->prefill_chunk);
+        if (count > 0) {
+            kvt_model_seq_t *seqs [KVT_MODEL_MAX_BATCH];
+            for (size_t k = 0; k < count; k++)
+                seqs [k] = batch [k]->seq;
+            self->step_decode_rc = kvt_model_decode (self->model, seqs, count);
+        }
+        uint64_t one = 1;
+        rc = write (self->event_fd, &one, sizeof (one)) == sizeof (one)? 0: -errno;
     }
     if (rc) {
-        for (size_t k = 0; k < count; k++) {
-            zlist_remove (self->active, batch [k]);
-            s_job_fail (self, &batch [k], rc);
-        }
-        return;
+        s_step_fail (self, prefill, batch, count, rc);
+        return false;
     }
-    kvt_actor_count (self->actor, "decode_steps", 1);
-    kvt_actor_count (self->actor, "batched_rows", count);
-    if (mid_prefill)
-        kvt_actor_count (self->actor, "mixed_steps", 1);
+    self->in_flight = true;
+    self->step_prefill = prefill;
+    self->step_count = count;
+    return true;
 }
 
 static int s_turn (zloop_t *loop, int timer_id, void *arg);
 
-//  Arm the loop-turn timer if work remains and it is not armed.
+//  Arm the loop-turn timer if work remains, no step is in flight and the
+//  timer is not armed.
 static void
 s_arm (self_t *self)
 {
-    if (self->timer_id < 0 && (zlist_size (self->active) || zlist_size (self->waiting)))
+    if (self->timer_id < 0 && !self->in_flight
+    &&  (zlist_size (self->active) || zlist_size (self->waiting)))
         self->timer_id = zloop_timer (kvt_actor_loop (self->actor), 0, 1, s_turn, self);
 }
 
-//  One loop turn: admit, one prefill slice, one decode step, replies.
+//  One loop turn: admit, launch a step (finished by s_step_done).
 static int
 s_turn (zloop_t *loop, int timer_id, void *arg)
 {
@@ -452,6 +498,8 @@ s_turn (zloop_t *loop, int timer_id, void *arg)
     (void) timer_id;
     self_t *self = (self_t *) arg;
     self->timer_id = -1;            //  One-shot: the loop has dropped it
+    if (self->in_flight)
+        return 0;                   //  s_step_done launches the next
     s_job_t *job;
     if (zsys_interrupted) {
         //  Shutting down: answer everyone now, run nothing more
@@ -463,10 +511,65 @@ s_turn (zloop_t *loop, int timer_id, void *arg)
     }
     int64_t started = kvt_now_us ();
     s_admit (self);
-    s_job_t *mid = s_prefill_slice (self);
-    s_decode_step (self, mid != NULL);
+    s_step_launch (self);
+    int64_t spent = kvt_now_us () - started;
+    kvt_actor_count (self->actor, "busy_us", (uint64_t) spent);
+    kvt_actor_count (self->actor, "launch_us", (uint64_t) spent);
+    s_arm (self);
+    return 0;
+}
+
+//  Our loop: the step in flight is done (its eventfd fired). Finish it,
+//  answer the jobs that have all their tokens, launch the next turn.
+static int
+s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
+{
+    (void) loop;
+    self_t *self = (self_t *) arg;
+    uint64_t fired = 0;
+    if (read (item->fd, &fired, sizeof (fired)) != sizeof (fired) || !self->in_flight)
+        return 0;                   //  Spurious wake-up
+    int64_t started = kvt_now_us ();
+    self->in_flight = false;
+    s_job_t *prefill = self->step_prefill;
+    size_t count = self->step_count;
+    self->step_prefill = NULL;
+    self->step_count = 0;
+    int prefill_rc = 0, decode_rc = 0;
+#ifdef KVT_WITH_CUDA
+    if (self->gpu_model)
+        prefill_rc = decode_rc = kvt_model_cuda_step_finish (self->gpu_model);
+    if (self->gpu_model && decode_rc > 0)
+        decode_rc = 0;              //  Prompt positions left, not an error
+#endif
+    if (self->model) {
+        prefill_rc = self->step_prefill_rc;
+        decode_rc = self->step_decode_rc;
+    }
+    kvt_actor_count (self->actor, "steps_async", 1);
+    if (prefill) {
+        kvt_actor_count (self->actor, "prefill_slices", 1);
+        if (prefill_rc < 0) {
+            zlist_remove (self->active, prefill);
+            s_job_fail (self, &prefill, prefill_rc);
+        }
+        else
+        if (prefill_rc == 0) {
+            prefill->prefilled = true;
+            prefill->first_us = kvt_now_us ();
+        }
+    }
+    if (decode_rc)
+        s_step_fail (self, NULL, self->step_batch, count, decode_rc);
+    else
+    if (count > 0) {
+        kvt_actor_count (self->actor, "decode_steps", 1);
+        kvt_actor_count (self->actor, "batched_rows", count);
+        if (prefill && prefill_rc > 0)     //  Beside a prefill still mid-prompt
+            kvt_actor_count (self->actor, "mixed_steps", 1);
+    }
     //  Answer the jobs that have all their tokens
-    job = (s_job_t *) zlist_first (self->active);
+    s_job_t *job = (s_job_t *) zlist_first (self->active);
     while (job) {
         s_job_t *next = (s_job_t *) zlist_next (self->active);
         if (job->prefilled && !s_decoding (job) && s_emitted (job) == job->max_new) {
@@ -476,7 +579,9 @@ s_turn (zloop_t *loop, int timer_id, void *arg)
         job = next;
     }
     s_admit (self);
-    kvt_actor_count (self->actor, "busy_us", (uint64_t) (kvt_now_us () - started));
+    int64_t spent = kvt_now_us () - started;
+    kvt_actor_count (self->actor, "busy_us", (uint64_t) spent);
+    kvt_actor_count (self->actor, "finish_us", (uint64_t) spent);
     s_arm (self);
     return 0;
 }
@@ -538,6 +643,8 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     job->request = request;
     *msg_p = NULL;                  //  Ours until the reply
     zlist_append (self->waiting, job);
+    if (self->in_flight)
+        kvt_actor_count (self->actor, "runs_mid_step", 1);  //  Queued for the next turn
     s_admit (self);
     s_arm (self);
     return 0;

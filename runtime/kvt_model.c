@@ -38,101 +38,21 @@
     sqrt (3 / fan_in), norms offset 1 and scale 0.1.
     Not thread-safe: a model and its sequences belong to one thread (the
     compute actor).
+    Files: this one (weights, the model's life, the arithmetic of a
+    forward chunk and sampling), kvt_model_seq.c (the sequence API and
+    kvt_model_generate), kvt_model_test.c (reference model and selftest);
+    kvt_model_int.h holds what they share.
 @end
 */
 
-#include "kvt_classes.h"
-#include "kvt_dtype.h"
-
-#define KVT_MODEL_CHUNK      32         //  Prompt tokens per forward chunk
-#define KVT_MODEL_ROPE_THETA 500000.0   //  Llama 3 RoPE base
-#define KVT_MODEL_NORM_EPS   1e-5f      //  RMSNorm epsilon
-#define KVT_MODEL_MAX_DIM    (1 << 20)  //  Largest accepted single dimension
-#define KVT_MODEL_MAX_WEIGHTS ((double) (1u << 31))  //  Largest weight count
-
-//  --------------------------------------------------------------------------
-//  Structure of one transformer layer's weights (fp32 holding bf16 values)
-
-typedef struct {
-    float *attn_norm;               //  [hidden] RMSNorm weight before attention
-    float *wq;                      //  [hidden][heads * head_dim]
-    float *wk;                      //  [hidden][kv_heads * head_dim]
-    float *wv;                      //  [hidden][kv_heads * head_dim]
-    float *wo;                      //  [heads * head_dim][hidden]
-    float *mlp_norm;                //  [hidden] RMSNorm weight before the MLP
-    float *w_gate;                  //  [hidden][intermediate]
-    float *w_up;                    //  [hidden][intermediate]
-    float *w_down;                  //  [intermediate][hidden]
-} s_layer_t;
-
-//  --------------------------------------------------------------------------
-//  Structure of our class
-
-struct _kvt_model_t {
-    kvt_model_shape_t shape;        //  Validated copy of the caller's shape
-    bool (*cancel_fn) (void *arg);  //  Asked between chunks: stop now?
-    void *cancel_arg;               //  Its argument
-    int q_dim;                      //  heads * head_dim
-    int kv_dim;                     //  kv_heads * head_dim
-    int group;                      //  Query heads per KV head
-    float *embed;                   //  [vocab][hidden]
-    s_layer_t *layer;               //  [layers]
-    float *final_norm;              //  [hidden]
-    float *lm_head;                 //  [hidden][vocab]
-    double *rope_freq;              //  [head_dim / 2] theta^(-2i / head_dim)
-    uint64_t steps;                 //  Decode steps run (stamps their sequences)
-    //  Activations of one chunk of rows (prefill of one sequence, or one
-    //  decode row per sequence)
-    float *x;                       //  [CHUNK][hidden] residual stream
-    float *xn;                      //  [CHUNK][hidden] normalised stream
-    float *q;                       //  [CHUNK][q_dim]
-    float *k;                       //  [CHUNK][kv_dim]
-    float *v;                       //  [CHUNK][kv_dim]
-    float *att;                     //  [CHUNK][q_dim] attention output
-    float *proj;                    //  [CHUNK][hidden] Wo or W_down output
-    float *gate;                    //  [CHUNK][intermediate]
-    float *up;                      //  [CHUNK][intermediate]
-    float *rope_cos;                //  [CHUNK][head_dim / 2]
-    float *rope_sin;                //  [CHUNK][head_dim / 2]
-    float *logits;                  //  [CHUNK][vocab]
-};
-
-//  One sequence: its prompt, blocks, progress and its own K/V mirror
-struct _kvt_model_seq_t {
-    kvt_model_t *model;             //  The model it was begun on
-    uint32_t *tokens;               //  Copy of the prompt
-    size_t token_count;             //  Prompt tokens
-    void **blocks;                  //  Copy of the block table [full_blocks]
-    size_t full_blocks;             //  Full blocks of the prompt
-    size_t cached_blocks;           //  Leading blocks only read
-    void **host_src;                //  [cached_blocks] host copy still to move in, or NULL
-    size_t streamed_blocks;         //  Cached blocks that arrive layer by layer
-    int layers_streamed;            //  Layers whose streamed slices are in place
-    size_t max_new;                 //  Output tokens to produce
-    uint32_t *out;                  //  Caller's output array (borrowed)
-    size_t emitted;                 //  Output tokens written so far
-    size_t pos;                     //  Next prompt position to compute
-    size_t kv_cap;                  //  Positions the mirror holds (multiple of 8)
-    float *kt;                      //  [layer][kv_head][kv_cap/8][head_dim][8] K, widened bf16
-    float *vv;                      //  [layer][kv_head][kv_cap][head_dim] V, widened bf16
-    float *scores;                  //  [kv_cap] attention weights of one head
-    uint64_t stamp;                 //  Last decode step that took it (duplicate check)
-};
-
-//  One row of a forward chunk
-typedef struct {
-    kvt_model_seq_t *seq;           //  Whose row
-    size_t pos;                     //  Its position
-    uint32_t token;                 //  Token fed at that position
-    uint8_t *dest;                  //  Block to write its K/V into, or NULL
-} s_row_t;
+#include "kvt_model_int.h"
 
 //  --------------------------------------------------------------------------
 //  splitmix64: one independent stream per tensor, so any tensor can be
 //  regenerated alone (a GPU path may rebuild the weights from the seed).
 
-static uint64_t
-s_splitmix64 (uint64_t *state)
+uint64_t
+kvt_model_splitmix64 (uint64_t *state)
 {
     uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
@@ -144,7 +64,7 @@ s_splitmix64 (uint64_t *state)
 static float
 s_uniform (uint64_t *state)
 {
-    return (float) (s_splitmix64 (state) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+    return (float) (kvt_model_splitmix64 (state) >> 40) * (2.0f / 16777216.0f) - 1.0f;
 }
 
 //  --------------------------------------------------------------------------
@@ -158,7 +78,7 @@ s_tensor_new (uint64_t seed, uint64_t tensor_id, size_t count, float offset, flo
     if (!tensor)
         return NULL;
     uint64_t state = seed ^ (tensor_id * 0xD1B54A32D192ED03ull);
-    (void) s_splitmix64 (&state);   //  Decorrelate nearby tensor ids
+    (void) kvt_model_splitmix64 (&state);   //  Decorrelate nearby tensor ids
     for (size_t i = 0; i < count; i++)
         tensor [i] = kvt_round_bf16 (offset + scale * s_uniform (&state));
     return tensor;
@@ -225,7 +145,8 @@ kvt_model_new (const kvt_model_shape_t *shape)
     self->q_dim = shape->heads * shape->head_dim;
     self->kv_dim = shape->kv_heads * shape->head_dim;
     self->group = shape->heads / shape->kv_heads;
-    self->layer = (s_layer_t *) kvt_zmalloc ((size_t) shape->layers * sizeof (s_layer_t));
+    self->layer = (kvt_model_layer_t *) kvt_zmalloc ((size_t) shape->layers
+                                                     * sizeof (kvt_model_layer_t));
 
     const size_t hidden = (size_t) shape->hidden;
     const size_t inter = (size_t) shape->intermediate;
@@ -238,7 +159,7 @@ kvt_model_new (const kvt_model_shape_t *shape)
                                   s_fan_in_scale (shape->hidden));
     ok = self->embed && self->final_norm && self->lm_head;
     for (int l = 0; ok && l < shape->layers; l++) {
-        s_layer_t *layer = &self->layer [l];
+        kvt_model_layer_t *layer = &self->layer [l];
         uint64_t id = 16 + (uint64_t) l * 16;
         float in_scale = s_fan_in_scale (shape->hidden);
         layer->attn_norm = s_tensor_new (seed, id + 0, hidden, 1.0f, 0.1f);
@@ -308,7 +229,7 @@ kvt_model_destroy (kvt_model_t **self_p)
         kvt_freen (self->x);
         kvt_freen (self->rope_freq);
         for (int l = 0; l < self->shape.layers; l++) {
-            s_layer_t *layer = &self->layer [l];
+            kvt_model_layer_t *layer = &self->layer [l];
             kvt_freen (layer->w_down);
             kvt_freen (layer->w_up);
             kvt_freen (layer->w_gate);
@@ -457,8 +378,8 @@ s_matmul (float *restrict y, const float *restrict x, const float *restrict w,
 }
 
 //  y = x / rms (x) * weight over 'n' elements, summed in index order.
-static void
-s_rmsnorm (float *restrict y, const float *restrict x, const float *restrict weight, int n)
+void
+kvt_model_rmsnorm (float *restrict y, const float *restrict x, const float *restrict weight, int n)
 {
     float sum_sq = 0.0f;
     for (int i = 0; i < n; i++)
@@ -484,37 +405,12 @@ s_rope (float *vec, int head_count, int head_dim, const float *cosv, const float
     }
 }
 
-//  Store/load one bf16 through memcpy: caller blocks need no alignment.
-static inline void
-s_put_bf16 (uint8_t *base, size_t index, kvt_bf16_t value)
-{
-    memcpy (base + index * 2, &value, 2);
-}
-
-//  Load the bf16 at 'index' of a caller block.
-static inline kvt_bf16_t
-s_get_bf16 (const uint8_t *base, size_t index)
-{
-    kvt_bf16_t value;
-    memcpy (&value, base + index * 2, 2);
-    return value;
-}
-
-//  Index of (layer, K=0/V=1, kv_head, token, d) inside one block.
-static inline size_t
-s_block_index (const kvt_model_shape_t *shape, int layer, int kv, int kv_head, int token,
-               int d)
-{
-    return ((((size_t) layer * 2 + kv) * shape->kv_heads + kv_head) * shape->block_tokens
-            + token) * shape->head_dim + d;
-}
-
 //  --------------------------------------------------------------------------
 //  Give 'seq' a K/V mirror and scores for 'positions'. Returns 0 or
 //  -ENOMEM (also when that many positions cannot be sized).
 
-static int
-s_seq_reserve (kvt_model_seq_t *seq, size_t positions)
+int
+kvt_model_seq_reserve (kvt_model_seq_t *seq, size_t positions)
 {
     const kvt_model_t *model = seq->model;
     const size_t per_pos = (size_t) model->shape.layers * model->kv_dim;
@@ -565,16 +461,16 @@ s_load_layer (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index, in
             float *vrow = s_v_row (seq, l, g, first + t);
             for (int d = 0; d < shape->head_dim; d++) {
                 s_kt_at (seq, l, g, first + t) [d * 8] = kvt_bf16_to_float (
-                    s_get_bf16 (block, s_block_index (shape, l, 0, g, t, d)));
+                    kvt_model_get_bf16 (block, kvt_model_block_index (shape, l, 0, g, t, d)));
                 vrow [d] = kvt_bf16_to_float (
-                    s_get_bf16 (block, s_block_index (shape, l, 1, g, t, d)));
+                    kvt_model_get_bf16 (block, kvt_model_block_index (shape, l, 1, g, t, d)));
             }
         }
 }
 
 //  Widen every layer of one cached block into the mirror.
-static void
-s_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index)
+void
+kvt_model_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index)
 {
     for (int l = 0; l < seq->model->shape.layers; l++)
         s_load_layer (seq, block, block_index, l);
@@ -712,8 +608,8 @@ s_attend (kvt_model_seq_t *seq, int layer, int kv_head, size_t pos, const float 
 //  prefill chunk); a row attends to its own sequence's positions up to
 //  its own. Leaves each row's final hidden state in self->x [row].
 
-static void
-s_forward_rows (kvt_model_t *self, const s_row_t *row, int rows)
+void
+kvt_model_forward_rows (kvt_model_t *self, const kvt_model_row_t *row, int rows)
 {
     const kvt_model_shape_t *shape = &self->shape;
     const int hidden = shape->hidden;
@@ -734,14 +630,14 @@ s_forward_rows (kvt_model_t *self, const s_row_t *row, int rows)
         }
     }
     for (int l = 0; l < shape->layers; l++) {
-        const s_layer_t *layer = &self->layer [l];
+        const kvt_model_layer_t *layer = &self->layer [l];
         //  Streamed cached blocks: this layer's slices arrive now, before
         //  anything of this layer reads or writes the sequence's K/V
         for (int r = 0; r < rows; r++)
             if (row [r].seq->streamed_blocks && row [r].seq->layers_streamed == l)
                 s_stream_layer (row [r].seq, l);
         for (int r = 0; r < rows; r++)
-            s_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) r * hidden,
+            kvt_model_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) r * hidden,
                        layer->attn_norm, hidden);
         s_matmul (self->q, self->xn, layer->wq, rows, hidden, q_dim);
         s_matmul (self->k, self->xn, layer->wk, rows, hidden, kv_dim);
@@ -766,8 +662,10 @@ s_forward_rows (kvt_model_t *self, const s_row_t *row, int rows)
                     s_kt_at (seq, l, g, pos) [d * 8] = kvt_bf16_to_float (kb);
                     vrow [d] = kvt_bf16_to_float (vb);
                     if (dest) {
-                        s_put_bf16 (dest, s_block_index (shape, l, 0, g, slot, d), kb);
-                        s_put_bf16 (dest, s_block_index (shape, l, 1, g, slot, d), vb);
+                        kvt_model_put_bf16 (dest, kvt_model_block_index (shape, l, 0, g,
+                                                                         slot, d), kb);
+                        kvt_model_put_bf16 (dest, kvt_model_block_index (shape, l, 1, g,
+                                                                         slot, d), vb);
                     }
                 }
             }
@@ -783,7 +681,7 @@ s_forward_rows (kvt_model_t *self, const s_row_t *row, int rows)
             self->x [i] += self->proj [i];
 
         for (int r = 0; r < rows; r++)
-            s_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) r * hidden,
+            kvt_model_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) r * hidden,
                        layer->mlp_norm, hidden);
         s_matmul (self->gate, self->xn, layer->w_gate, rows, hidden, inter);
         s_matmul (self->up, self->xn, layer->w_up, rows, hidden, inter);
@@ -800,13 +698,13 @@ s_forward_rows (kvt_model_t *self, const s_row_t *row, int rows)
 //  Greedy tokens from the hidden states of rows first..first + rows - 1
 //  of self->x: final norm, lm_head, argmax with ties going to the lowest
 //  id. Row r's token goes to best [r]; its logits stay in self->logits [r].
-static void
-s_sample_rows (kvt_model_t *self, int first, int rows, uint32_t *best)
+void
+kvt_model_sample_rows (kvt_model_t *self, int first, int rows, uint32_t *best)
 {
     const int hidden = self->shape.hidden;
     const int vocab = self->shape.vocab;
     for (int r = 0; r < rows; r++)
-        s_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) (first + r) * hidden,
+        kvt_model_rmsnorm (self->xn + (size_t) r * hidden, self->x + (size_t) (first + r) * hidden,
                    self->final_norm, hidden);
     s_matmul (self->logits, self->xn, self->lm_head, rows, hidden, vocab);
     for (int r = 0; r < rows; r++) {
@@ -828,683 +726,4 @@ kvt_model_set_cancel (kvt_model_t *self, bool (*cancel_fn) (void *arg), void *ar
 {
     self->cancel_fn = cancel_fn;
     self->cancel_arg = arg;
-}
-
-//  --------------------------------------------------------------------------
-//  Begin a sequence: check the input, copy prompt and block table, read
-//  the cached blocks that are in place into its mirror; those with a host
-//  copy in 'host_src' are copied in layer by layer during the prefill.
-
-int
-kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
-                     void *const *blocks, size_t cached_blocks, void *const *host_src,
-                     size_t max_new_tokens, uint32_t *out_tokens, kvt_model_seq_t **seq_p)
-{
-    assert (self);
-    assert (seq_p);
-    *seq_p = NULL;
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t block_tokens = (size_t) shape->block_tokens;
-    if (!tokens || token_count == 0)
-        return -EINVAL;
-    if (max_new_tokens > 0 && !out_tokens)
-        return -EINVAL;
-    for (size_t i = 0; i < token_count; i++)
-        if (tokens [i] >= (uint32_t) shape->vocab)
-            return -EINVAL;
-    const size_t full_blocks = token_count / block_tokens;
-    if (cached_blocks > full_blocks)
-        return -EINVAL;
-    if (full_blocks > 0 && !blocks)
-        return -EINVAL;
-    for (size_t b = 0; b < full_blocks; b++)
-        if (!blocks [b])
-            return -EINVAL;
-    if (token_count + max_new_tokens < token_count)
-        return -EINVAL;             //  Overflow
-    kvt_model_seq_t *seq = (kvt_model_seq_t *) kvt_zmalloc (sizeof (kvt_model_seq_t));
-    seq->model = self;
-    int rc = s_seq_reserve (seq, token_count + max_new_tokens);
-    if (rc) {
-        kvt_model_seq_destroy (&seq);
-        return rc;
-    }
-    seq->tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
-    memcpy (seq->tokens, tokens, token_count * sizeof (uint32_t));
-    seq->token_count = token_count;
-    seq->blocks = (void **) kvt_zmalloc ((full_blocks + 1) * sizeof (void *));
-    if (full_blocks)
-        memcpy (seq->blocks, blocks, full_blocks * sizeof (void *));
-    seq->full_blocks = full_blocks;
-    seq->cached_blocks = cached_blocks;
-    seq->max_new = max_new_tokens;
-    seq->out = out_tokens;
-    seq->host_src = (void **) kvt_zmalloc ((cached_blocks + 1) * sizeof (void *));
-    for (size_t b = 0; b < cached_blocks; b++) {
-        if (host_src && host_src [b]) {
-            seq->host_src [b] = host_src [b];
-            seq->streamed_blocks++;
-        }
-        else
-            s_load_block (seq, (const uint8_t *) blocks [b], b);
-    }
-    if (seq->streamed_blocks == 0)
-        seq->layers_streamed = shape->layers;
-    //  Compute from the first uncached position, but at least the last
-    //  prompt token: its hidden state gives the first output token. A
-    //  recomputed cached position goes to the mirror only.
-    seq->pos = cached_blocks * block_tokens;
-    if (seq->pos >= token_count)
-        seq->pos = token_count - 1;
-    *seq_p = seq;
-    return 0;
-}
-
-//  --------------------------------------------------------------------------
-//  Compute up to 'max_tokens' prompt positions (0: all) in chunks of
-//  KVT_MODEL_CHUNK; sample the first output token when the prompt is done.
-
-int
-kvt_model_seq_prefill (kvt_model_t *self, kvt_model_seq_t *seq, size_t max_tokens)
-{
-    assert (self);
-    assert (seq && seq->model == self);
-    const size_t block_tokens = (size_t) self->shape.block_tokens;
-    if (max_tokens == 0)
-        max_tokens = SIZE_MAX;
-    s_row_t row [KVT_MODEL_CHUNK];
-    while (seq->pos < seq->token_count && max_tokens > 0) {
-        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
-            return -ECANCELED;
-        size_t rows = seq->token_count - seq->pos;
-        if (rows > KVT_MODEL_CHUNK)
-            rows = KVT_MODEL_CHUNK;
-        if (rows > max_tokens)
-            rows = max_tokens;
-        for (size_t r = 0; r < rows; r++) {
-            const size_t pos = seq->pos + r;
-            const size_t block = pos / block_tokens;
-            row [r] = (s_row_t) {
-                .seq = seq, .pos = pos, .token = seq->tokens [pos],
-                .dest = block >= seq->cached_blocks && block < seq->full_blocks
-                      ? (uint8_t *) seq->blocks [block]: NULL };
-        }
-        s_forward_rows (self, row, (int) rows);
-        assert (seq->layers_streamed == self->shape.layers);
-        seq->pos += rows;
-        max_tokens -= rows;
-        if (seq->pos == seq->token_count && seq->max_new > 0) {
-            s_sample_rows (self, (int) rows - 1, 1, &seq->out [0]);
-            seq->emitted = 1;
-        }
-    }
-    return (int) (seq->token_count - seq->pos < INT_MAX? seq->token_count - seq->pos: INT_MAX);
-}
-
-//  --------------------------------------------------------------------------
-//  One decode step: one row per sequence, KVT_MODEL_CHUNK rows at a time.
-
-int
-kvt_model_decode (kvt_model_t *self, kvt_model_seq_t *const *seqs, size_t seq_count)
-{
-    assert (self);
-    if (seq_count > 0 && !seqs)
-        return -EINVAL;
-    const uint64_t stamp = ++self->steps;
-    for (size_t s = 0; s < seq_count; s++) {
-        kvt_model_seq_t *seq = seqs [s];
-        if (!seq || seq->model != self || !kvt_model_seq_decoding (seq)
-        ||  seq->stamp == stamp)
-            return -EINVAL;         //  Not ready, done, or twice in the batch
-        seq->stamp = stamp;
-    }
-    s_row_t row [KVT_MODEL_CHUNK];
-    uint32_t best [KVT_MODEL_CHUNK];
-    for (size_t first = 0; first < seq_count; first += KVT_MODEL_CHUNK) {
-        size_t rows = seq_count - first;
-        if (rows > KVT_MODEL_CHUNK)
-            rows = KVT_MODEL_CHUNK;
-        for (size_t r = 0; r < rows; r++) {
-            kvt_model_seq_t *seq = seqs [first + r];
-            row [r] = (s_row_t) { .seq = seq, .pos = seq->token_count + seq->emitted - 1,
-                                  .token = seq->out [seq->emitted - 1], .dest = NULL };
-        }
-        s_forward_rows (self, row, (int) rows);
-        s_sample_rows (self, 0, (int) rows, best);
-        for (size_t r = 0; r < rows; r++) {
-            kvt_model_seq_t *seq = seqs [first + r];
-            seq->out [seq->emitted++] = best [r];
-        }
-    }
-    return 0;
-}
-
-//  Output tokens written so far.
-size_t
-kvt_model_seq_emitted (const kvt_model_seq_t *seq)
-{
-    assert (seq);
-    return seq->emitted;
-}
-
-//  Prefill done and tokens still owed.
-bool
-kvt_model_seq_decoding (const kvt_model_seq_t *seq)
-{
-    assert (seq);
-    return seq->pos == seq->token_count && seq->emitted > 0 && seq->emitted < seq->max_new;
-}
-
-//  Destroy; NULL-safe, nulls the caller's pointer.
-void
-kvt_model_seq_destroy (kvt_model_seq_t **seq_p)
-{
-    assert (seq_p);
-    kvt_model_seq_t *seq = *seq_p;
-    if (seq) {
-        kvt_freen (seq->scores);
-        kvt_freen (seq->vv);
-        kvt_freen (seq->kt);
-        kvt_freen (seq->host_src);
-        kvt_freen (seq->blocks);
-        kvt_freen (seq->tokens);
-        kvt_freen (seq);
-        *seq_p = NULL;
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Run one request: a sequence prefilled whole, then decoded alone.
-//  Returns 0, -EINVAL, -ENOMEM or -ECANCELED. Blocks the call runs.
-
-int
-kvt_model_generate (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
-                    void *const *blocks, size_t cached_blocks,
-                    size_t max_new_tokens, uint32_t *out_tokens, int64_t *ttft_us)
-{
-    assert (self);
-    const int64_t start_us = kvt_now_us ();
-    kvt_model_seq_t *seq;
-    int rc = kvt_model_seq_begin (self, tokens, token_count, blocks, cached_blocks, NULL,
-                                  max_new_tokens, out_tokens, &seq);
-    if (rc)
-        return rc;
-    rc = kvt_model_seq_prefill (self, seq, 0);
-    if (rc == 0 && ttft_us)
-        *ttft_us = kvt_now_us () - start_us;
-    while (rc == 0 && kvt_model_seq_decoding (seq)) {
-        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
-            rc = -ECANCELED;
-        else
-            rc = kvt_model_decode (self, &seq, 1);
-    }
-    kvt_model_seq_destroy (&seq);
-    return rc < 0? rc: 0;
-}
-
-//  --------------------------------------------------------------------------
-//  Selftest helpers
-
-//  Plain reference: one token at a time, dot-product loops straight from
-//  the definitions, its own bf16 K/V. Feeds 'fed' tokens (prompt, then the
-//  outputs to check) and leaves the logits of the last one in 'logits'
-//  and every position's K/V in kv [pos][layer][K/V][kv_dim].
-
-static void
-t_reference (kvt_model_t *m, const uint32_t *fed, size_t fed_count, float *logits,
-             kvt_bf16_t *kv)
-{
-    const kvt_model_shape_t *s = &m->shape;
-    const int hidden = s->hidden, hd = s->head_dim, qd = m->q_dim, kvd = m->kv_dim;
-    float *x = (float *) kvt_zmalloc (hidden * sizeof (float));
-    float *xn = (float *) kvt_zmalloc (hidden * sizeof (float));
-    float *q = (float *) kvt_zmalloc (qd * sizeof (float));
-    float *k = (float *) kvt_zmalloc (kvd * sizeof (float));
-    float *v = (float *) kvt_zmalloc (kvd * sizeof (float));
-    float *att = (float *) kvt_zmalloc (qd * sizeof (float));
-    float *hmid = (float *) kvt_zmalloc (s->intermediate * sizeof (float));
-    float *sc = (float *) kvt_zmalloc (fed_count * sizeof (float));
-    const size_t kv_stride = (size_t) s->layers * 2 * kvd;   //  Per position
-    for (size_t pos = 0; pos < fed_count; pos++) {
-        for (int i = 0; i < hidden; i++)
-            x [i] = m->embed [(size_t) fed [pos] * hidden + i];
-        for (int l = 0; l < s->layers; l++) {
-            const s_layer_t *w = &m->layer [l];
-            s_rmsnorm (xn, x, w->attn_norm, hidden);
-            for (int j = 0; j < qd; j++) {
-                float acc = 0.0f;
-                for (int i = 0; i < hidden; i++)
-                    acc += xn [i] * w->wq [(size_t) i * qd + j];
-                q [j] = acc;
-            }
-            for (int j = 0; j < kvd; j++) {
-                float acc_k = 0.0f, acc_v = 0.0f;
-                for (int i = 0; i < hidden; i++) {
-                    acc_k += xn [i] * w->wk [(size_t) i * kvd + j];
-                    acc_v += xn [i] * w->wv [(size_t) i * kvd + j];
-                }
-                k [j] = acc_k;
-                v [j] = acc_v;
-            }
-            for (int i = 0; i < hd / 2; i++) {
-                double angle = (double) pos * pow (500000.0, -2.0 * i / hd);
-                float c = (float) cos (angle), sn = (float) sin (angle);
-                for (int h = 0; h < s->heads + s->kv_heads; h++) {
-                    float *head = h < s->heads? q + h * hd: k + (h - s->heads) * hd;
-                    float x0 = head [i], x1 = head [i + hd / 2];
-                    head [i] = x0 * c - x1 * sn;
-                    head [i + hd / 2] = x1 * c + x0 * sn;
-                }
-            }
-            kvt_bf16_t *mine = kv + pos * kv_stride + (size_t) l * 2 * kvd;
-            for (int j = 0; j < kvd; j++) {
-                mine [j] = kvt_float_to_bf16 (k [j]);
-                mine [kvd + j] = kvt_float_to_bf16 (v [j]);
-            }
-            for (int h = 0; h < s->heads; h++) {
-                int g = h / (s->heads / s->kv_heads);
-                float max = -INFINITY, sum = 0.0f;
-                for (size_t p = 0; p <= pos; p++) {
-                    const kvt_bf16_t *kp = kv + p * kv_stride + (size_t) l * 2 * kvd + g * hd;
-                    float dot = q [h * hd] * kvt_bf16_to_float (kp [0]);
-                    for (int d = 1; d < hd; d++)
-                        dot += q [h * hd + d] * kvt_bf16_to_float (kp [d]);
-                    sc [p] = dot * (1.0f / sqrtf ((float) hd));
-                    max = sc [p] > max? sc [p]: max;
-                }
-                for (size_t p = 0; p <= pos; p++) {
-                    sc [p] = expf (sc [p] - max);
-                    sum += sc [p];
-                }
-                for (int d = 0; d < hd; d++) {
-                    float acc = 0.0f;
-                    for (size_t p = 0; p <= pos; p++)
-                        acc += sc [p] * kvt_bf16_to_float (
-                            kv [p * kv_stride + (size_t) l * 2 * kvd + kvd + g * hd + d]);
-                    att [h * hd + d] = acc / sum;
-                }
-            }
-            for (int j = 0; j < hidden; j++) {
-                float acc = 0.0f;
-                for (int i = 0; i < qd; i++)
-                    acc += att [i] * w->wo [(size_t) i * hidden + j];
-                x [j] += acc;
-            }
-            s_rmsnorm (xn, x, w->mlp_norm, hidden);
-            for (int j = 0; j < s->intermediate; j++) {
-                float gate = 0.0f, up = 0.0f;
-                for (int i = 0; i < hidden; i++) {
-                    gate += xn [i] * w->w_gate [(size_t) i * s->intermediate + j];
-                    up += xn [i] * w->w_up [(size_t) i * s->intermediate + j];
-                }
-                hmid [j] = gate / (1.0f + expf (-gate)) * up;
-            }
-            for (int j = 0; j < hidden; j++) {
-                float acc = 0.0f;
-                for (int i = 0; i < s->intermediate; i++)
-                    acc += hmid [i] * w->w_down [(size_t) i * hidden + j];
-                x [j] += acc;
-            }
-        }
-    }
-    s_rmsnorm (xn, x, m->final_norm, hidden);
-    for (int j = 0; j < s->vocab; j++) {
-        float acc = 0.0f;
-        for (int i = 0; i < hidden; i++)
-            acc += xn [i] * m->lm_head [(size_t) i * s->vocab + j];
-        logits [j] = acc;
-    }
-    free (sc);
-    free (hmid);
-    free (att);
-    free (v);
-    free (k);
-    free (q);
-    free (xn);
-    free (x);
-}
-
-//  Pseudo-random prompt of 'count' tokens below 'vocab'.
-static void
-t_prompt (uint32_t *tokens, size_t count, int vocab, uint64_t seed)
-{
-    for (size_t i = 0; i < count; i++)
-        tokens [i] = (uint32_t) (s_splitmix64 (&seed) % (uint64_t) vocab);
-}
-
-//  'count' blocks of 'bytes' in one allocation, filled with 'fill', plus
-//  the pointer table generate takes. Free both with free ().
-static uint8_t *
-t_blocks_new (size_t count, size_t bytes, int fill, void ***table_p)
-{
-    uint8_t *data = (uint8_t *) kvt_zmalloc (count * bytes);
-    memset (data, fill, count * bytes);
-    void **table = (void **) kvt_zmalloc ((count + 1) * sizeof (void *));
-    for (size_t b = 0; b < count; b++)
-        table [b] = data + b * bytes;
-    *table_p = table;
-    return data;
-}
-
-//  Run 'count' prompt tokens with cached_blocks = 0, then with every
-//  cached_blocks = 1..full fed from the first run's blocks: same output
-//  tokens, byte-identical blocks, cached blocks untouched. Copies the first
-//  run's tokens to 'out' (room for new_count) and returns its blocks.
-static uint8_t *
-t_check_prefix_cache (kvt_model_t *m, const uint32_t *prompt, size_t count,
-                      size_t new_count, uint32_t *out, bool verbose)
-{
-    kvt_block_shape_t bs = kvt_model_block_shape (m);
-    const size_t bytes = kvt_block_bytes (&bs);
-    const size_t full = count / (size_t) bs.block_tokens;
-    void **table0, **table;
-    uint8_t *first = t_blocks_new (full, bytes, 0xA5, &table0);
-    int64_t ttft = -1;
-    int rc = kvt_model_generate (m, prompt, count, table0, 0, new_count, out, &ttft);
-    assert (rc == 0);
-    assert (ttft >= 0);
-    //  Every written block was overwritten: no 0xA5 run survives in it
-    for (size_t b = 0; b < full; b++) {
-        uint8_t fill [8];
-        memset (fill, 0xA5, sizeof (fill));
-        assert (memcmp (first + b * bytes, fill, sizeof (fill)) != 0);
-    }
-    uint32_t *again = (uint32_t *) kvt_zmalloc ((new_count + 1) * sizeof (uint32_t));
-    for (size_t cached = 0; cached <= full; cached++) {
-        uint8_t *data = t_blocks_new (full, bytes, 0x5A, &table);
-        memcpy (data, first, cached * bytes);
-        rc = kvt_model_generate (m, prompt, count, table, cached, new_count, again, &ttft);
-        assert (rc == 0);
-        assert (memcmp (again, out, new_count * sizeof (uint32_t)) == 0);
-        assert (memcmp (data, first, full * bytes) == 0);
-        if (verbose)
-            printf ("\n   prompt %zu, cached %zu/%zu: ttft %" PRId64 " us", count, cached,
-                    full, ttft);
-        free (table);
-        free (data);
-    }
-    free (again);
-    free (table0);
-    return first;
-}
-
-//  --------------------------------------------------------------------------
-//  Selftest
-
-int
-kvt_model_test (bool verbose)
-{
-    //  @selftest
-    kvt_model_shape_t shape = {
-        .layers = 2, .heads = 4, .kv_heads = 2, .head_dim = 16, .hidden = 64,
-        .intermediate = 172, .vocab = 512, .block_tokens = 16, .seed = 42
-    };
-    kvt_model_t *model = kvt_model_new (&shape);
-    assert (model);
-    kvt_block_shape_t block_shape = kvt_model_block_shape (model);
-    assert (block_shape.layers == 2 && block_shape.kv_heads == 2);
-    assert (block_shape.head_dim == 16 && block_shape.block_tokens == 16);
-    assert (block_shape.dtype_bytes == 2);
-    const size_t block_bytes = kvt_block_bytes (&block_shape);
-
-    //  (1) Prefix cache: 70 tokens = 4 full blocks + 6 in scratch; the
-    //  cached/computed split crosses the 32-token chunks at every offset
-    uint32_t prompt [200];
-    t_prompt (prompt, 200, shape.vocab, 7);
-    uint32_t out [8], out2 [8];
-    uint8_t *blocks = t_check_prefix_cache (model, prompt, 70, 8, out, verbose);
-
-    //  The model matches a plain reference: logits of the last fed token
-    //  and the K/V of every full block
-    {
-        uint32_t fed [77];
-        memcpy (fed, prompt, 70 * sizeof (uint32_t));
-        memcpy (fed + 70, out, 7 * sizeof (uint32_t));
-        float *ref = (float *) kvt_zmalloc (shape.vocab * sizeof (float));
-        size_t kv_stride = (size_t) shape.layers * 2 * model->kv_dim;
-        kvt_bf16_t *kv = (kvt_bf16_t *) kvt_zmalloc (77 * kv_stride * sizeof (kvt_bf16_t));
-        t_reference (model, fed, 77, ref, kv);
-        //  model->logits still holds the last decode step's logits
-        int best = 0;
-        for (int id = 0; id < shape.vocab; id++) {
-            float diff = fabsf (ref [id] - model->logits [id]);
-            assert (diff <= 1e-3f + 1e-3f * fabsf (ref [id]));
-            best = ref [id] > ref [best]? id: best;
-        }
-        assert ((uint32_t) best == out [7]);
-        size_t mismatches = 0;
-        for (size_t pos = 0; pos < 64; pos++)
-            for (int l = 0; l < shape.layers; l++)
-                for (int kvi = 0; kvi < 2; kvi++)
-                    for (int g = 0; g < shape.kv_heads; g++)
-                        for (int d = 0; d < shape.head_dim; d++) {
-                            const uint8_t *block = blocks + (pos / 16) * block_bytes;
-                            float got = kvt_bf16_to_float (s_get_bf16 (block,
-                                s_block_index (&shape, l, kvi, g, (int) (pos % 16), d)));
-                            float want = kvt_bf16_to_float (kv [pos * kv_stride
-                                + (size_t) (l * 2 + kvi) * model->kv_dim + g * 16 + d]);
-                            if (got != want) {
-                                mismatches++;
-                                assert (fabsf (got - want) <= 1e-2f * fabsf (want) + 1e-3f);
-                            }
-                        }
-        if (verbose)
-            printf ("\n   reference: %zu bf16 K/V values off by one rounding", mismatches);
-        free (kv);
-        free (ref);
-    }
-
-    //  A cached block is really read: corrupting it changes what follows
-    {
-        void **table;
-        uint8_t *data = t_blocks_new (4, block_bytes, 0, &table);
-        memcpy (data, blocks, block_bytes);
-        for (size_t i = 1; i < block_bytes / 2; i += 6)
-            data [i] ^= 0x40;       //  Exponent bits of layer 0's K and V
-        int rc = kvt_model_generate (model, prompt, 70, table, 1, 8, out2, NULL);
-        assert (rc == 0);
-        assert (memcmp (data, blocks, block_bytes) != 0);           //  Left as given
-        assert (memcmp (data + block_bytes, blocks + block_bytes, 3 * block_bytes) != 0);
-        free (table);
-        free (data);
-    }
-
-    //  max_new_tokens = 0 still writes the same blocks
-    {
-        void **table;
-        uint8_t *data = t_blocks_new (4, block_bytes, 0, &table);
-        int64_t ttft = -1;
-        int rc = kvt_model_generate (model, prompt, 70, table, 0, 0, NULL, &ttft);
-        assert (rc == 0 && ttft >= 0);
-        assert (memcmp (data, blocks, 4 * block_bytes) == 0);
-        free (table);
-        free (data);
-    }
-
-    //  (5) Exact multiple of block_tokens, fully cached: the last token is
-    //  recomputed into scratch and its block left alone
-    uint32_t out_exact [5];
-    uint8_t *exact = t_check_prefix_cache (model, prompt, 64, 5, out_exact, verbose);
-    assert (memcmp (exact, blocks, 4 * block_bytes) == 0);      //  Same prefix
-    free (exact);
-
-    //  A prompt shorter than one block, and a one-token prompt
-    uint32_t out_short [3];
-    free (t_check_prefix_cache (model, prompt, 5, 3, out_short, verbose));
-    free (t_check_prefix_cache (model, prompt, 1, 3, out_short, verbose));
-
-    //  (3) Bad input
-    {
-        void **table;
-        uint8_t *data = t_blocks_new (4, block_bytes, 0, &table);
-        uint32_t bad [70];
-        memcpy (bad, prompt, sizeof (bad));
-        bad [69] = (uint32_t) shape.vocab;
-        assert (kvt_model_generate (model, prompt, 0, table, 0, 1, out2, NULL) == -EINVAL);
-        assert (kvt_model_generate (model, NULL, 70, table, 0, 1, out2, NULL) == -EINVAL);
-        assert (kvt_model_generate (model, bad, 70, table, 0, 1, out2, NULL) == -EINVAL);
-        assert (kvt_model_generate (model, prompt, 70, table, 5, 1, out2, NULL) == -EINVAL);
-        assert (kvt_model_generate (model, prompt, 70, NULL, 0, 1, out2, NULL) == -EINVAL);
-        assert (kvt_model_generate (model, prompt, 70, table, 0, 1, NULL, NULL) == -EINVAL);
-        table [2] = NULL;
-        assert (kvt_model_generate (model, prompt, 70, table, 0, 1, out2, NULL) == -EINVAL);
-        assert (kvt_model_generate (model, prompt, 15, NULL, 0, SIZE_MAX / 2, out2, NULL)
-                == -ENOMEM);        //  Scratch for that many tokens cannot exist
-        //  A prompt shorter than a block needs no block table at all
-        assert (kvt_model_generate (model, prompt, 15, NULL, 0, 1, out2, NULL) == 0);
-        free (table);
-        free (data);
-
-        kvt_model_shape_t wrong = shape;
-        wrong.kv_heads = 3;
-        assert (kvt_model_new (&wrong) == NULL);
-        wrong = shape;
-        wrong.head_dim = 15;
-        wrong.hidden = 60;
-        assert (kvt_model_new (&wrong) == NULL);
-        wrong = shape;
-        wrong.vocab = 1;
-        assert (kvt_model_new (&wrong) == NULL);
-        wrong = shape;
-        wrong.layers = 0;
-        assert (kvt_model_new (&wrong) == NULL);
-        wrong = shape;
-        wrong.block_tokens = -1;
-        assert (kvt_model_new (&wrong) == NULL);
-    }
-
-    //  (2) Another seed is another model: other tokens, other KV
-    {
-        kvt_model_shape_t other = shape;
-        other.seed = 43;
-        kvt_model_t *model2 = kvt_model_new (&other);
-        assert (model2);
-        uint8_t *blocks2 = t_check_prefix_cache (model2, prompt, 70, 8, out2, false);
-        assert (memcmp (out, out2, sizeof (out)) != 0);
-        assert (memcmp (blocks, blocks2, 4 * block_bytes) != 0);
-        free (blocks2);
-        kvt_model_destroy (&model2);
-    }
-
-    //  (4) GQA ratio 1 (MHA), and 4 with blocks that do not divide the chunk
-    {
-        kvt_model_shape_t mha = shape;
-        mha.kv_heads = 4;
-        kvt_model_t *model2 = kvt_model_new (&mha);
-        assert (model2);
-        free (t_check_prefix_cache (model2, prompt, 70, 4, out2, false));
-        kvt_model_destroy (&model2);
-
-        kvt_model_shape_t gqa = {
-            .layers = 3, .heads = 8, .kv_heads = 2, .head_dim = 8, .hidden = 48,
-            .intermediate = 96, .vocab = 300, .block_tokens = 5, .seed = 9
-        };
-        model2 = kvt_model_new (&gqa);
-        assert (model2);
-        uint32_t small [47];
-        t_prompt (small, 47, gqa.vocab, 11);
-        free (t_check_prefix_cache (model2, small, 47, 4, out2, false));
-        free (t_check_prefix_cache (model2, small, 45, 4, out2, false));
-        kvt_model_destroy (&model2);
-    }
-
-    //  (6) Batch invariance: five sequences (some cached, one all cached,
-    //  one a single token) prefilled in odd slices while the others
-    //  decode, joining and leaving the batch at different steps, give the
-    //  tokens and blocks each gives alone. Every other cached block is
-    //  streamed from a host copy: it is not touched at begin, arrives
-    //  layer by layer during the prefill, and ends equal to its copy
-    {
-        const size_t lengths [] = { 70, 64, 1, 37, 150 };
-        const size_t cached_of [] = { 0, 4, 0, 1, 3 };
-        const size_t news [] = { 9, 4, 12, 1, 6 };
-        uint32_t alone [5][16], batched [5][16];
-        uint8_t *data [5], *data_alone [5];
-        void **table [5], **table_alone [5];
-        void *host_src [5][4] = { { NULL } };
-        kvt_model_seq_t *seq [5];
-        for (int i = 0; i < 5; i++) {
-            size_t full = lengths [i] / 16;
-            data_alone [i] = t_blocks_new (full, block_bytes, 0x11, &table_alone [i]);
-            data [i] = t_blocks_new (full, block_bytes, 0x22, &table [i]);
-            memcpy (data_alone [i], blocks, cached_of [i] * block_bytes);
-            assert (cached_of [i] <= 4);
-            for (size_t b = 0; b < cached_of [i]; b++)
-                if (b % 2)          //  Streamed from the host copy in 'blocks'
-                    host_src [i][b] = blocks + b * block_bytes;
-                else                //  In place: a prefix block of 'prompt'
-                    memcpy (data [i] + b * block_bytes, blocks + b * block_bytes, block_bytes);
-            assert (kvt_model_generate (model, prompt, lengths [i], table_alone [i],
-                                        cached_of [i], news [i], alone [i], NULL) == 0);
-            assert (kvt_model_seq_begin (model, prompt, lengths [i], table [i], cached_of [i],
-                                         host_src [i], news [i], batched [i], &seq [i]) == 0);
-            for (size_t b = 1; b < cached_of [i]; b += 2)
-                assert (data [i][b * block_bytes] == 0x22
-                     && data [i][(b + 1) * block_bytes - 1] == 0x22);
-        }
-        size_t steps = 0, rows = 0;
-        bool busy = true;
-        for (int turn = 0; busy; turn++) {
-            busy = false;
-            //  Sequence i starts prefilling at turn 2i, 7 positions per turn
-            for (int i = 0; i < 5; i++)
-                if (seq [i] && turn >= 2 * i && kvt_model_seq_emitted (seq [i]) == 0) {
-                    int left = kvt_model_seq_prefill (model, seq [i], 7);
-                    assert (left >= 0);
-                }
-            kvt_model_seq_t *batch [5];
-            size_t count = 0;
-            for (int i = 0; i < 5; i++)
-                if (seq [i] && kvt_model_seq_decoding (seq [i]))
-                    batch [count++] = seq [i];
-            if (count > 0)
-                assert (kvt_model_decode (model, batch, count) == 0);
-            steps += count > 0;
-            rows += count;
-            for (int i = 0; i < 5; i++) {
-                if (seq [i] && kvt_model_seq_emitted (seq [i]) == news [i])
-                    kvt_model_seq_destroy (&seq [i]);
-                busy = busy || seq [i];
-            }
-        }
-        assert (rows > steps);      //  Some steps ran more than one sequence
-        for (int i = 0; i < 5; i++) {
-            assert (memcmp (alone [i], batched [i], news [i] * sizeof (uint32_t)) == 0);
-            assert (memcmp (data [i], data_alone [i], lengths [i] / 16 * block_bytes) == 0);
-            free (table [i]);
-            free (data [i]);
-            free (table_alone [i]);
-            free (data_alone [i]);
-        }
-        if (verbose)
-            printf ("\n   batch: %zu decode steps, %zu rows", steps, rows);
-
-        //  Bad decode input: a sequence twice, one still prefilling, one done
-        kvt_model_seq_t *a, *b;
-        assert (kvt_model_seq_begin (model, prompt, 20, NULL, 0, NULL, 3, out2, &a) == -EINVAL);
-        assert (kvt_model_seq_begin (model, prompt, 15, NULL, 0, NULL, 3, out2, &a) == 0);
-        assert (kvt_model_seq_begin (model, prompt, 9, NULL, 0, NULL, 3, out, &b) == 0);
-        kvt_model_seq_t *twice [] = { a, a };
-        assert (kvt_model_decode (model, twice, 1) == -EINVAL);     //  Not prefilled
-        assert (kvt_model_seq_prefill (model, a, 0) == 0);
-        assert (kvt_model_seq_prefill (model, b, 4) == 5);
-        assert (kvt_model_decode (model, twice, 2) == -EINVAL);
-        kvt_model_seq_t *pair [] = { a, b };
-        assert (kvt_model_decode (model, pair, 2) == -EINVAL);      //  b not prefilled
-        assert (kvt_model_decode (model, twice, 1) == 0);
-        assert (kvt_model_decode (model, twice, 1) == 0);
-        assert (!kvt_model_seq_decoding (a) && kvt_model_seq_emitted (a) == 3);
-        assert (kvt_model_decode (model, twice, 1) == -EINVAL);     //  Done
-        kvt_model_seq_destroy (&a);
-        kvt_model_seq_destroy (&b);
-        kvt_model_seq_destroy (&b);
-        assert (b == NULL);
-    }
-
-    free (blocks);
-    kvt_model_destroy (&model);
-    kvt_model_destroy (&model);     //  Twice is safe
-    assert (model == NULL);
-    //  @end
-    return 0;
 }

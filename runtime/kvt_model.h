@@ -189,7 +189,9 @@ bool
 kvt_model_cuda_t *
     kvt_model_cuda_new (const kvt_model_shape_t *shape);
 
-//  Destroy; NULL-safe, nulls the caller's pointer.
+//  Destroy; NULL-safe, nulls the caller's pointer. Waits for the streams
+//  first: a step in flight runs to its end and its eventfd signal has
+//  been written when this returns (close the fd after).
 void
     kvt_model_cuda_destroy (kvt_model_cuda_t **self_p);
 
@@ -236,16 +238,47 @@ int
                               size_t max_new_tokens, uint32_t *out_tokens,
                               kvt_model_cuda_seq_t **seq_p);
 
-//  As kvt_model_seq_prefill; also KVT_ECUDA. Returns after the stream drained.
+//  As kvt_model_seq_prefill; also KVT_ECUDA, -EBUSY. A step launched and
+//  finished at once: returns after the stream drained.
 int
     kvt_model_cuda_seq_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq,
                                 size_t max_tokens);
 
 //  As kvt_model_decode, at most KVT_MODEL_MAX_BATCH sequences; also
-//  KVT_ECUDA. Returns after the stream drained.
+//  KVT_ECUDA, -EBUSY. A step launched and finished at once: returns after
+//  the stream drained.
 int
     kvt_model_cuda_decode (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
                            size_t seq_count);
+
+//  Queue one step on the model's stream and return without waiting for
+//  it (issue #3): a prefill slice of up to 'max_tokens' positions of
+//  'prefill' (NULL: none; 0: all that are left), then one decode step over
+//  'seqs' (as kvt_model_cuda_decode; seq_count may be 0), then the copy of
+//  the sampled tokens into pinned host memory, then, when 'event_fd' >= 0,
+//  a host function that adds 1 to that eventfd (from a CUDA thread). The
+//  sequences' output tokens are not written until
+//  kvt_model_cuda_step_finish; the prefill's position already counts the
+//  slice. One step in flight per model. Returns 0 once queued (the fd
+//  will fire), -EBUSY (a step is in flight), -EINVAL, -ECANCELED (the
+//  cancel hook said so), -ENOMEM or KVT_ECUDA; on an error nothing is in
+//  flight, the fd does not fire, and the step's sequences are unusable.
+int
+    kvt_model_cuda_step_launch (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *prefill,
+                                size_t max_tokens, kvt_model_cuda_seq_t *const *seqs,
+                                size_t seq_count, int event_fd);
+
+//  Finish the step in flight: waits for the stream (no wait once the fd
+//  fired), writes each sequence's sampled token and advances it. Returns
+//  the prefill's prompt positions still to compute (0: done or none),
+//  KVT_ECUDA (the step's sequences are unusable), or -EINVAL when no step
+//  is in flight. A sequence destroyed meanwhile is skipped.
+int
+    kvt_model_cuda_step_finish (kvt_model_cuda_t *self);
+
+//  True while a step is launched and not finished.
+bool
+    kvt_model_cuda_step_busy (const kvt_model_cuda_t *self);
 
 //  As kvt_model_seq_emitted.
 size_t
@@ -256,7 +289,8 @@ bool
     kvt_model_cuda_seq_decoding (const kvt_model_cuda_seq_t *seq);
 
 //  Destroy; NULL-safe, nulls the caller's pointer. Waits for the model's
-//  streams, so the sequence's spares (and host copies) may be given to
+//  streams (a step in flight included: its finish then skips this
+//  sequence), so the sequence's spares (and host copies) may be given to
 //  another at once.
 void
     kvt_model_cuda_seq_destroy (kvt_model_cuda_seq_t **seq_p);

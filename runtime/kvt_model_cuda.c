@@ -39,9 +39,17 @@
     zeros. A sequence thus gets the same tokens and blocks alone or in any
     batch. Prefill runs one sequence per call, in S_CHUNK-row GEMMs, so a
     prompt may be cut into slices of any size.
-    One stream and one cuBLAS handle per model; calls return after the
-    stream has drained. Not thread-safe: a model and its sequences belong
-    to one thread.
+    One stream and one cuBLAS handle per model. Steps (issue #3):
+    kvt_model_cuda_step_launch queues a prefill slice and a decode step,
+    the copy of their sampled tokens into a pinned host buffer, then a
+    host function (cudaLaunchHostFunc) that adds 1 to the caller's
+    eventfd, and returns; the caller's loop polls that eventfd and calls
+    kvt_model_cuda_step_finish, which hands the tokens to the sequences.
+    The thread never blocks on the GPU in between (staging copies come
+    from pageable memory, staged by the call). kvt_model_cuda_seq_prefill
+    and kvt_model_cuda_decode are a launch and a finish back to back, so
+    they return after the stream drained. Not thread-safe: a model and
+    its sequences belong to one thread.
 @end
 */
 
@@ -103,7 +111,16 @@ struct _kvt_model_cuda_t {
                                     //  dest block, dest token, q_start [2], seq_lens
     int32_t *h_rows;                //  Host copy of d_rows
     int32_t *d_argmax;              //  [DECODE_ROWS]
+    int32_t *h_sampled;             //  Pinned [1 + DECODE_ROWS]: a prefill's first
+                                    //  token, then one per decode row (D2H target)
     uint64_t steps;                 //  Decode steps run (stamps their sequences)
+    //  The step in flight, from kvt_model_cuda_step_launch to _finish
+    bool in_flight;                 //  A step was launched and not finished
+    kvt_model_cuda_seq_t *step_prefill;     //  Its prefill sequence, or NULL
+    bool step_first;                //  The prefill samples the first token
+    int step_left;                  //  Prompt positions left after the slice
+    kvt_model_cuda_seq_t *step_seqs [S_DECODE_ROWS];   //  Its decode rows (NULL: dropped)
+    size_t step_count;              //  Entries in step_seqs
     int32_t *d_table;               //  Block table(s) (device)
     size_t table_cap;               //  Entries d_table and h_table hold
     int32_t *h_table;               //  Host staging of d_table
@@ -263,6 +280,8 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
                      "indices") == 0
           && s_cuda (cudaMalloc ((void **) &self->d_argmax, S_DECODE_ROWS * sizeof (int32_t)),
                      "indices") == 0
+          && s_cuda (cudaMallocHost ((void **) &self->h_sampled,
+                                     (1 + S_DECODE_ROWS) * sizeof (int32_t)), "sampled") == 0
           && s_cuda (cudaMalloc ((void **) &self->inv_freq,
                                  (size_t) shape->head_dim / 2 * sizeof (float)), "rope") == 0;
     }
@@ -318,6 +337,8 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
     for (size_t k = 0; k < sizeof (buffers) / sizeof (buffers [0]); k++)
         if (buffers [k])
             cudaFree (buffers [k]);
+    if (self->h_sampled)
+        cudaFreeHost (self->h_sampled);
     if (self->cublas)
         cublasDestroy (self->cublas);
     if (self->stream)
@@ -469,11 +490,12 @@ s_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab, size_t blo
     return 0;
 }
 
-//  Greedy tokens from rows first..first + count - 1 of the residual
+//  Queue greedy tokens from rows first..first + count - 1 of the residual
 //  stream: final norm, lm_head on 'gemm_rows' rows (1 after a prefill,
-//  S_DECODE_ROWS in a decode step), argmax; waits for the stream.
+//  S_DECODE_ROWS in a decode step), argmax, and the copy of the 'count'
+//  tokens into pinned 'tokens' (valid once the stream has passed it).
 static int
-s_sample (kvt_model_cuda_t *self, int first, int count, int gemm_rows, uint32_t *tokens)
+s_sample_queue (kvt_model_cuda_t *self, int first, int count, int gemm_rows, int32_t *tokens)
 {
     const int hidden = self->shape.hidden;
     int rc;
@@ -485,13 +507,8 @@ s_sample (kvt_model_cuda_t *self, int first, int count, int gemm_rows, uint32_t 
     kvt_argmax_args_t argmax = { KVT_KDTYPE_BF16, self->logits, self->d_argmax, count,
                                  self->shape.vocab };
     S_TRY (kvt_argmax (&argmax, self->stream));
-    int32_t best [S_DECODE_ROWS];
-    S_TRY (s_cuda (cudaMemcpyAsync (best, self->d_argmax, (size_t) count * sizeof (int32_t),
-                                    cudaMemcpyDeviceToHost, self->stream), "argmax"));
-    S_TRY (s_cuda (cudaStreamSynchronize (self->stream), "sample"));
-    for (int r = 0; r < count; r++)
-        tokens [r] = (uint32_t) best [r];
-    return 0;
+    return s_cuda (cudaMemcpyAsync (tokens, self->d_argmax, (size_t) count * sizeof (int32_t),
+                                    cudaMemcpyDeviceToHost, self->stream), "argmax");
 }
 
 //  Make d_table and h_table hold 'entries'. Returns 0 or -ENOMEM.
@@ -740,22 +757,20 @@ kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t
 }
 
 //  --------------------------------------------------------------------------
-//  Prefill up to 'max_tokens' positions (0: all) in S_CHUNK-row chunks;
-//  sample the first token when the prompt is done.
+//  Queue a prefill slice of up to 'max_tokens' positions (0: all) of 'seq'
+//  in S_CHUNK-row chunks; queue the first token's sampling into
+//  h_sampled [0] when the prompt is done. Advances seq->pos (what is
+//  queued), not seq->emitted (kvt_model_cuda_step_finish does).
 
-int
-kvt_model_cuda_seq_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_tokens)
+static int
+s_prefill_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_tokens)
 {
-    assert (self);
-    assert (seq && seq->model == self);
     if (max_tokens == 0)
         max_tokens = SIZE_MAX;
     int rc;
     while (seq->pos < seq->token_count && max_tokens > 0) {
-        if (self->cancel_fn && self->cancel_fn (self->cancel_arg)) {
-            cudaStreamSynchronize (self->stream);
+        if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
             return -ECANCELED;
-        }
         size_t rows = seq->token_count - seq->pos;
         if (rows > S_CHUNK)
             rows = S_CHUNK;
@@ -769,36 +784,23 @@ kvt_model_cuda_seq_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, s
         seq->pos += rows;
         max_tokens -= rows;
         if (seq->pos == seq->token_count && seq->max_new > 0) {
-            S_TRY (s_sample (self, (int) rows - 1, 1, 1, &seq->out [0]));
-            seq->emitted = 1;
+            S_TRY (s_sample_queue (self, (int) rows - 1, 1, 1, self->h_sampled));
+            self->step_first = true;
         }
     }
-    S_TRY (s_cuda (cudaStreamSynchronize (self->stream), "prefill"));
     size_t left = seq->token_count - seq->pos;
-    return left < INT_MAX? (int) left: INT_MAX;
+    self->step_left = left < INT_MAX? (int) left: INT_MAX;
+    return 0;
 }
 
-//  --------------------------------------------------------------------------
-//  One decode step over up to S_DECODE_ROWS sequences.
-
-int
-kvt_model_cuda_decode (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
-                       size_t seq_count)
+//  Queue one decode step over 'seq_count' checked sequences; the tokens
+//  land in h_sampled [1 ..].
+static int
+s_decode_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count)
 {
-    assert (self);
-    if (seq_count == 0)
-        return 0;
-    if (!seqs || seq_count > S_DECODE_ROWS)
-        return -EINVAL;
-    const uint64_t stamp = ++self->steps;
     size_t table_len = 1, longest = 1;
     for (size_t s = 0; s < seq_count; s++) {
-        kvt_model_cuda_seq_t *seq = seqs [s];
-        if (!seq || seq->model != self || !kvt_model_cuda_seq_decoding (seq)
-        ||  seq->stamp == stamp || seq->slab != seqs [0]->slab
-        ||  seq->block_bytes != seqs [0]->block_bytes)
-            return -EINVAL;         //  Not ready, done, twice, or another slab
-        seq->stamp = stamp;
+        const kvt_model_cuda_seq_t *seq = seqs [s];
         table_len = seq->table_len > table_len? seq->table_len: table_len;
         size_t len = seq->token_count + seq->emitted;
         longest = len > longest? len: longest;
@@ -829,6 +831,7 @@ kvt_model_cuda_decode (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs
         for (size_t b = seq->table_len; b < table_len; b++)
             row [b] = -1;
     }
+    //  Pageable sources: each call returns once the bytes are staged
     S_TRY (s_cuda (cudaMemcpyAsync (self->d_table, self->h_table,
                                     seq_count * table_len * sizeof (int32_t),
                                     cudaMemcpyHostToDevice, self->stream), "table"));
@@ -836,13 +839,137 @@ kvt_model_cuda_decode (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs
                                     cudaMemcpyHostToDevice, self->stream), "stage"));
     S_TRY (s_forward (self, (int) seq_count, true, seqs [0]->slab, seqs [0]->block_bytes,
                       (int) table_len, (int) longest, NULL));
-    uint32_t best [S_DECODE_ROWS];
-    S_TRY (s_sample (self, 0, (int) seq_count, S_DECODE_ROWS, best));
+    return s_sample_queue (self, 0, (int) seq_count, S_DECODE_ROWS, self->h_sampled + 1);
+}
+
+//  CUDA's host function after a step: add 1 to the caller's eventfd. Runs
+//  on a CUDA thread, so it makes no CUDA call and touches nothing of ours.
+static void CUDART_CB
+s_step_signal (void *fd_ptr)
+{
+    uint64_t one = 1;
+    if (write ((int) (intptr_t) fd_ptr, &one, sizeof (one)) != sizeof (one))
+        kvt_log_error ("kvt_model_cuda: cannot signal a finished step: %s", strerror (errno));
+}
+
+//  --------------------------------------------------------------------------
+//  Queue one step (see kvt_model.h): a prefill slice, a decode step, the
+//  copy of their sampled tokens, then the eventfd signal.
+
+int
+kvt_model_cuda_step_launch (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *prefill,
+                            size_t max_tokens, kvt_model_cuda_seq_t *const *seqs,
+                            size_t seq_count, int event_fd)
+{
+    assert (self);
+    if (self->in_flight)
+        return -EBUSY;
+    if ((seq_count > 0 && !seqs) || seq_count > S_DECODE_ROWS
+    ||  (prefill && prefill->model != self))
+        return -EINVAL;
+    //  Check every decode row before anything is queued
+    const uint64_t stamp = ++self->steps;
     for (size_t s = 0; s < seq_count; s++) {
         kvt_model_cuda_seq_t *seq = seqs [s];
-        seq->out [seq->emitted++] = best [s];
+        if (!seq || seq->model != self || !kvt_model_cuda_seq_decoding (seq)
+        ||  seq->stamp == stamp || seq->slab != seqs [0]->slab
+        ||  seq->block_bytes != seqs [0]->block_bytes || seq == prefill)
+            return -EINVAL;         //  Not ready, done, twice, or another slab
+        seq->stamp = stamp;
     }
+    self->step_first = false;
+    self->step_left = 0;
+    int rc = 0;
+    if (prefill)
+        rc = s_prefill_queue (self, prefill, max_tokens);
+    if (rc == 0 && seq_count > 0)
+        rc = s_decode_queue (self, seqs, seq_count);
+    if (rc == 0 && event_fd >= 0
+    &&  s_cuda (cudaLaunchHostFunc (self->stream, s_step_signal, (void *) (intptr_t) event_fd),
+                "step signal")) {
+        //  The step still runs: wait for it here and signal ourselves
+        cudaStreamSynchronize (self->stream);
+        s_step_signal ((void *) (intptr_t) event_fd);
+    }
+    if (rc) {
+        //  Nothing stays in flight; the step's sequences are unusable
+        cudaStreamSynchronize (self->stream);
+        return rc;
+    }
+    self->in_flight = true;
+    self->step_prefill = prefill;
+    self->step_count = seq_count;
+    for (size_t s = 0; s < seq_count; s++)
+        self->step_seqs [s] = seqs [s];
     return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Finish the step in flight: wait for the stream (at once when the
+//  signal came), hand the sampled tokens to their sequences.
+
+int
+kvt_model_cuda_step_finish (kvt_model_cuda_t *self)
+{
+    assert (self);
+    if (!self->in_flight)
+        return -EINVAL;
+    self->in_flight = false;
+    int rc = s_cuda (cudaStreamSynchronize (self->stream), "step");
+    if (rc)
+        return rc;
+    kvt_model_cuda_seq_t *prefill = self->step_prefill;
+    if (prefill && self->step_first) {
+        prefill->out [0] = (uint32_t) self->h_sampled [0];
+        prefill->emitted = 1;
+    }
+    for (size_t s = 0; s < self->step_count; s++) {
+        kvt_model_cuda_seq_t *seq = self->step_seqs [s];
+        if (seq)
+            seq->out [seq->emitted++] = (uint32_t) self->h_sampled [1 + s];
+    }
+    self->step_prefill = NULL;
+    self->step_count = 0;
+    return prefill? self->step_left: 0;
+}
+
+//  True between kvt_model_cuda_step_launch and kvt_model_cuda_step_finish.
+bool
+kvt_model_cuda_step_busy (const kvt_model_cuda_t *self)
+{
+    assert (self);
+    return self->in_flight;
+}
+
+//  --------------------------------------------------------------------------
+//  Prefill, waiting for the stream: a step of a prefill slice alone.
+
+int
+kvt_model_cuda_seq_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_tokens)
+{
+    assert (self);
+    assert (seq && seq->model == self);
+    int rc = kvt_model_cuda_step_launch (self, seq, max_tokens, NULL, 0, -1);
+    return rc? rc: kvt_model_cuda_step_finish (self);
+}
+
+//  --------------------------------------------------------------------------
+//  One decode step over up to S_DECODE_ROWS sequences, waiting for the
+//  stream: a step of a decode alone.
+
+int
+kvt_model_cuda_decode (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
+                       size_t seq_count)
+{
+    assert (self);
+    if (seq_count == 0)
+        return 0;
+    if (!seqs)
+        return -EINVAL;
+    int rc = kvt_model_cuda_step_launch (self, NULL, 0, seqs, seq_count, -1);
+    if (rc == 0)
+        rc = kvt_model_cuda_step_finish (self);
+    return rc < 0? rc: 0;
 }
 
 //  Output tokens written so far.
@@ -868,7 +995,14 @@ kvt_model_cuda_seq_destroy (kvt_model_cuda_seq_t **seq_p)
     assert (seq_p);
     kvt_model_cuda_seq_t *seq = *seq_p;
     if (seq) {
-        cudaStreamSynchronize (seq->model->stream);
+        kvt_model_cuda_t *model = seq->model;
+        cudaStreamSynchronize (model->stream);
+        //  A step in flight no longer hands it tokens
+        if (model->step_prefill == seq)
+            model->step_prefill = NULL;
+        for (size_t s = 0; s < model->step_count; s++)
+            if (model->step_seqs [s] == seq)
+                model->step_seqs [s] = NULL;
         if (seq->layer_ready) {
             //  Its host copies may be freed once we return
             cudaStreamSynchronize (seq->model->copy_stream);

@@ -16,7 +16,11 @@
     tokens. Then with compute/max_batch = 2 (the rest wait their turn):
     same tokens, batches never larger than 2; bad COMP_RUNs sent to the
     compute actor itself get ERROR with the right code and leave it
-    serving. Last, seven long decodes are
+    serving; then, while one request decodes 1500 tokens, STATS sent to
+    the compute actor answers between two steps (steps complete through
+    the actor's eventfd: compute.steps_async moves on), and a short
+    COMP_RUN sent meanwhile joins the batch and is answered first, with
+    its tokens. Last, seven long decodes are
     cut by stopping the runtime: STATS answers between decode steps, and
     the runtime stops at once.
 @end
@@ -91,6 +95,71 @@ s_comp_run (zsock_t *dealer, const uint64_t *tokens, size_t count, const uint64_
     }
     kvt_msg_destroy (&reply);
     return code;
+}
+
+//  Send compute a COMP_RUN as request 'id' and do not wait
+static void
+s_comp_send (zsock_t *dealer, const uint64_t *tokens, size_t count, const uint64_t *slots,
+             size_t slot_count, uint64_t max_new, uint32_t id)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_COMP_RUN);
+    kvt_msg_set_array (msg, KVT_COMP_RUN_TOKENS, tokens, count);
+    kvt_msg_set_array (msg, KVT_COMP_RUN_SLOTS, slots, slot_count);
+    kvt_msg_set_u64 (msg, KVT_COMP_RUN_CACHED_BLOCKS, 0);
+    kvt_msg_set_u64 (msg, KVT_COMP_RUN_MAX_NEW_TOKENS, max_new);
+    kvt_msg_set_request_id (msg, id);
+    t_ok (kvt_msg_send (&msg, dealer));
+}
+
+//  The next reply on 'dealer': must be request 'id' of type 'type'
+static kvt_msg_t *
+s_next_reply (zsock_t *dealer, uint32_t id, int type)
+{
+    kvt_msg_t *reply = NULL;
+    t_ok (kvt_msg_recv (dealer, &reply));
+    if (kvt_msg_request_id (reply) != id || kvt_msg_id (reply) != type) {
+        fprintf (stderr, "test_compute_batching: got reply %u type %d, want %u type %d\n",
+                 (unsigned) kvt_msg_request_id (reply), (int) kvt_msg_id (reply),
+                 (unsigned) id, type);
+        t_check (false);
+    }
+    return reply;
+}
+
+//  Ask compute for STATS as request 'id'; the values of the counters
+//  'keys' (NULL-terminated) into 'values'; the first one's is returned
+static uint64_t
+s_actor_stats (zsock_t *dealer, uint32_t id, const char *const *keys, uint64_t *values,
+               int64_t *took_us)
+{
+    int64_t asked = zclock_usecs ();
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_STATS);
+    kvt_msg_set_request_id (msg, id);
+    t_ok (kvt_msg_send (&msg, dealer));
+    kvt_msg_t *reply = s_next_reply (dealer, id, KVT_MSG_STATS_OK);
+    if (took_us)
+        *took_us = zclock_usecs () - asked;
+    for (int i = 0; keys [i]; i++) {
+        values [i] = 0;
+        size_t size = strlen (keys [i]);
+        for (size_t k = 0; k < kvt_msg_map_size (reply, KVT_STATS_OK_COUNTERS); k++) {
+            const char *name = kvt_msg_map_key (reply, KVT_STATS_OK_COUNTERS, k);
+            size_t length = strlen (name);
+            if (length >= size && streq (name + length - size, keys [i]))
+                values [i] = kvt_msg_map_value (reply, KVT_STATS_OK_COUNTERS, k);
+        }
+    }
+    kvt_msg_destroy (&reply);
+    return values [0];
+}
+
+//  As s_actor_stats, one counter
+static uint64_t
+s_actor_stat (zsock_t *dealer, uint32_t id, const char *key, int64_t *took_us)
+{
+    const char *const keys [] = { key, NULL };
+    uint64_t value;
+    return s_actor_stats (dealer, id, keys, &value, took_us);
 }
 
 static uint64_t
@@ -259,6 +328,41 @@ main (void)
         t_check (s_comp_run (dealer, prompts [0], 37, slots, 2, 0, 4097) == -EINVAL);
         //  ... and it still serves: prompt 0 into free slots, five tokens
         t_check (s_comp_run (dealer, prompts [0], 37, slots, 2, 0, 5) == 0);
+
+        //  A long decode: STATS answers at once while it runs (steps end
+        //  through the eventfd, the loop reads its inbox between), and a
+        //  short COMP_RUN sent meanwhile joins the batch and ends first
+        uint64_t steps_before = s_actor_stat (dealer, 20, "steps_async", NULL);
+        t_check (steps_before > 0);
+        s_comp_send (dealer, prompts [0], 37, slots, 2, 1500, 21);
+        zclock_sleep (20);
+        int64_t stats_us = 0;
+        uint64_t steps_mid = s_actor_stat (dealer, 22, "steps_async", &stats_us);
+        s_comp_send (dealer, prompts [3], 21, slots + 2, 1, 5, 23);
+        kvt_msg_t *reply = s_next_reply (dealer, 23, KVT_MSG_COMP_RUN_OK);
+        size_t out_count;
+        const uint64_t *out = kvt_msg_array (reply, KVT_COMP_RUN_OK_TOKENS, &out_count);
+        t_check (out_count == 5 && memcmp (out, alone [3].tokens, 5 * sizeof (uint64_t)) == 0);
+        kvt_msg_destroy (&reply);
+        const char *const keys [] = { "steps_async", "runs_mid_step", "launch_us",
+                                      "finish_us", "busy_us", NULL };
+        uint64_t values [5];
+        uint64_t steps_after = s_actor_stats (dealer, 24, keys, values, NULL);
+        uint64_t mid_step = values [1], launch_us = values [2], finish_us = values [3];
+        uint64_t busy_us = values [4];
+        reply = s_next_reply (dealer, 21, KVT_MSG_COMP_RUN_OK);
+        kvt_msg_array (reply, KVT_COMP_RUN_OK_TOKENS, &out_count);
+        t_check (out_count == 1500);
+        kvt_msg_destroy (&reply);
+        printf ("test_compute_batching: STATS in %.1f ms during a 1500-token decode; "
+                "steps_async %" PRIu64 " -> %" PRIu64 " -> %" PRIu64 ", runs_mid_step %"
+                PRIu64 ", launch %.1f ms + finish %.1f ms\n", stats_us / 1000.0,
+                steps_before, steps_mid, steps_after, mid_step, launch_us / 1000.0,
+                finish_us / 1000.0);
+        t_check (steps_mid < steps_after);      //  STATS came between steps
+        t_check (steps_after >= steps_mid + 5); //  The short one's five tokens ran meanwhile
+        t_check (stats_us < 1000000);
+        t_check (busy_us == launch_us + finish_us);
         zsock_destroy (&dealer);
         kvt_client_destroy (&client);
         kvt_runtime_destroy (&runtime);

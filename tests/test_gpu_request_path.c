@@ -18,7 +18,10 @@
     is the same request by request, as placement does not depend on the
     model. Batching: sequences decoded together on the GPU model, joining
     and leaving the batch at different steps, prefilled in slices, some
-    from cached blocks, give the tokens and blocks each gives alone.
+    from cached blocks, give the tokens and blocks each gives alone, both
+    by kvt_model_cuda_decode and by step launch / eventfd / finish (the
+    compute actor's path, issue #3); a sequence or the model destroyed
+    with a step in flight does not hang, and the signal is written.
     Skips (77) without CUDA or a GPU.
     Streaming (issue #3): cached blocks copied from pinned, registered
     host memory layer by layer while the prefill runs give the tokens and
@@ -27,7 +30,8 @@
     some and all blocks cached, host slots in order and shuffled.
     --bench [prompt]: prefill rate at the Llama-3-8B shape against cuBLAS,
     and decode tokens/s at batch 1, 16 and 64 (1024-token contexts), the
-    batches checked to give batch 1's tokens.
+    batches checked to give batch 1's tokens; then the same steps by
+    launch / eventfd / finish, with the thread's time in launch + finish.
     --bench-stream [prefix] [new]: time to first token at the 8B shape of a
     'prefix'-token prefix (16384) on the host tier plus 'new' (512) prompt
     tokens: layer-streamed, against copy-then-compute and the larger of
@@ -41,6 +45,8 @@
 #   include <cublas_v2.h>
 #   include "kvt_model.h"
 #   include "kvt_block_copy.cuh"
+#   include <poll.h>
+#   include <sys/eventfd.h>
 #endif
 
 //  A runtime on 'overrides' must refuse to start with KVT_ECONFIG
@@ -253,13 +259,45 @@ s_replay (const char *device, s_account_t *account)
     kvt_config_destroy (&config);
 }
 
+//  Wait for one signal on eventfd 'fd' (10 s at most); returns the count
+static uint64_t
+s_fd_wait (int fd)
+{
+    struct pollfd item = { .fd = fd, .events = POLLIN };
+    t_check (poll (&item, 1, 10000) == 1);
+    uint64_t count = 0;
+    t_check (read (fd, &count, sizeof (count)) == sizeof (count));
+    return count;
+}
+
+//  One step as the compute actor runs it: launch, the thread free until
+//  the eventfd fires, finish. Returns what finish returns.
+static int
+s_step (kvt_model_cuda_t *model, kvt_model_cuda_seq_t *prefill, size_t max_tokens,
+        kvt_model_cuda_seq_t *const *seqs, size_t count, int fd)
+{
+    t_ok (kvt_model_cuda_step_launch (model, prefill, max_tokens, seqs, count, fd));
+    t_check (kvt_model_cuda_step_busy (model));
+    t_check (kvt_model_cuda_step_launch (model, NULL, 0, NULL, 0, fd) == -EBUSY);
+    t_check (s_fd_wait (fd) == 1);
+    int rc = kvt_model_cuda_step_finish (model);
+    t_check (!kvt_model_cuda_step_busy (model));
+    return rc;
+}
+
 //  The GPU model decodes sequences together as each alone: a small shape,
 //  prompts crossing prefill chunks (512) and decode splits (256), one all
 //  cached, one a single token, prefilled in slices of 100 while others
-//  decode, different lengths of output
+//  decode, different lengths of output. 'async': the batched run goes by
+//  kvt_model_cuda_step_launch / eventfd / _finish (one prefill slice and
+//  the decode step in one step, as the compute actor does), and then a
+//  sequence destroyed mid-step is skipped and a model destroyed mid-step
+//  still signals, without hanging.
 static void
-s_batched_vs_alone (void)
+s_batched_vs_alone (bool async)
 {
+    int fd = eventfd (0, EFD_CLOEXEC);
+    t_check (fd >= 0);
     kvt_model_shape_t shape = { .layers = 2, .heads = 8, .kv_heads = 2, .head_dim = 128,
                                 .hidden = 1024, .intermediate = 2816, .vocab = 1000,
                                 .block_tokens = 16, .seed = 7 };
@@ -315,14 +353,24 @@ s_batched_vs_alone (void)
     size_t steps = 0, rows = 0;
     for (int turn = 0, busy = 1; busy; turn++) {
         busy = 0;
+        kvt_model_cuda_seq_t *prefill = NULL;
         for (int i = 0; i < SEQS; i++)
-            if (seq [i] && turn >= 3 * i && kvt_model_cuda_seq_emitted (seq [i]) == 0)
-                t_check (kvt_model_cuda_seq_prefill (model, seq [i], 100) >= 0);
+            if (seq [i] && turn >= 3 * i && kvt_model_cuda_seq_emitted (seq [i]) == 0) {
+                if (async && prefill)       //  A step of its own
+                    t_check (s_step (model, prefill, 100, NULL, 0, fd) >= 0);
+                if (async)
+                    prefill = seq [i];
+                else
+                    t_check (kvt_model_cuda_seq_prefill (model, seq [i], 100) >= 0);
+            }
         kvt_model_cuda_seq_t *batch [SEQS];
         size_t count = 0;
         for (int i = 0; i < SEQS; i++)
             if (seq [i] && kvt_model_cuda_seq_decoding (seq [i]))
                 batch [count++] = seq [i];
+        if (async && (prefill || count))
+            t_check (s_step (model, prefill, 100, batch, count, fd) >= 0);
+        else
         if (count)
             t_ok (kvt_model_cuda_decode (model, batch, count));
         steps += count > 0;
@@ -350,8 +398,45 @@ s_batched_vs_alone (void)
         t_check (memcmp (want + cached_of [i] * block_bytes, got + cached_of [i] * block_bytes,
                          (full - cached_of [i]) * block_bytes) == 0);
     }
-    printf ("test_gpu_request_path: %d sequences batched (%zu decode steps, %zu rows) "
-            "give the tokens and blocks of each alone: OK\n", SEQS, steps, rows);
+    printf ("test_gpu_request_path: %d sequences batched%s (%zu decode steps, %zu rows) "
+            "give the tokens and blocks of each alone: OK\n", SEQS,
+            async? " through step launch / eventfd / finish": "", steps, rows);
+    if (async) {
+        //  A sequence destroyed while its step runs: the finish skips it
+        //  and advances the others
+        const size_t spares0 = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, lengths [0], news [0]);
+        const size_t spares2 = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, lengths [2], news [2]);
+        kvt_model_cuda_seq_t *pair [2] = { NULL, NULL };
+        t_ok (kvt_model_cuda_seq_begin (model, prompt, lengths [0], slab, block_bytes,
+                                        slots [0][1], 0, NULL, spare [0], spares0, news [0],
+                                        batched [0], &pair [0]));
+        t_ok (kvt_model_cuda_seq_begin (model, prompt, lengths [2], slab, block_bytes,
+                                        slots [2][1], 0, NULL, spare [2], spares2, news [2],
+                                        batched [2], &pair [1]));
+        t_check (kvt_model_cuda_seq_prefill (model, pair [0], 0) == 0);
+        t_check (kvt_model_cuda_seq_prefill (model, pair [1], 0) == 0);
+        t_ok (kvt_model_cuda_step_launch (model, NULL, 0, pair, 2, fd));
+        kvt_model_cuda_seq_destroy (&pair [0]);     //  Waits for the stream
+        t_check (s_fd_wait (fd) == 1);
+        t_check (kvt_model_cuda_step_finish (model) == 0);
+        t_check (kvt_model_cuda_seq_emitted (pair [1]) == 2);
+        t_check (batched [2][1] == alone [2][1]);
+        t_check (kvt_model_cuda_step_finish (model) == -EINVAL);   //  None in flight
+        //  Shutdown mid-step (as the compute actor's): the sequence, then
+        //  the model, destroyed without a finish; the signal is written by then
+        t_ok (kvt_model_cuda_step_launch (model, NULL, 0, &pair [1], 1, fd));
+        kvt_model_cuda_seq_destroy (&pair [1]);
+        kvt_model_cuda_destroy (&model);
+        cudaFree (slab);
+        uint64_t fired = 0;
+        t_check (read (fd, &fired, sizeof (fired)) == sizeof (fired) && fired == 1);
+        printf ("test_gpu_request_path: a sequence destroyed mid-step is skipped; sequence "
+                "and model destroyed with a step in flight return, signal written: OK\n");
+        free (got);
+        free (want);
+        close (fd);
+        return;
+    }
     //  Bad input
     kvt_model_cuda_seq_t *a = NULL;
     t_check (kvt_model_cuda_seq_begin (model, prompt, 37, slab, block_bytes, slots [0][1], 0,
@@ -363,6 +448,7 @@ s_batched_vs_alone (void)
     free (want);
     cudaFree (slab);
     kvt_model_cuda_destroy (&model);
+    close (fd);
 }
 
 //  Pinned, mapped host memory registered as the host tier's arena is
@@ -673,12 +759,18 @@ s_bench (int prompt)
     cudaFree (slab);
 
     //  Continuous batching: B sequences of 1024-token prompts (their own
-    //  prompts, all prefilled first), then 32 decode steps of all B
-    enum { CONTEXT = 1024, STEPS = 32, MOST = 64 };
-    const size_t per_seq = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, CONTEXT, STEPS + 1)
+    //  prompts, all prefilled first), then 32 decode steps of all B by
+    //  kvt_model_cuda_decode (each returns after the stream drained), then
+    //  32 more by step launch / eventfd / finish, as the compute actor runs
+    //  them (the thread is free while the GPU works)
+    enum { CONTEXT = 1024, STEPS = 32, MOST = 64, NEW = 2 * STEPS + 1 };
+    const size_t per_seq = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, CONTEXT, NEW)
                          + CONTEXT / 16;
     t_check (cudaMalloc (&slab, MOST * per_seq * block_bytes) == cudaSuccess);
-    static uint32_t outs [MOST][STEPS + 1], first_outs [MOST][STEPS + 1];
+    static uint32_t outs [MOST][NEW], first_outs [MOST][NEW];
+    double async_rate [3] = { 0, 0, 0 }, async_ms [3] = { 0, 0, 0 }, held_ms [3] = { 0, 0, 0 };
+    int fd = eventfd (0, EFD_CLOEXEC);
+    t_check (fd >= 0);
     static uint64_t ids [MOST][128];
     static uint32_t prompts [MOST][CONTEXT];
     t_check (per_seq <= 128);
@@ -698,7 +790,7 @@ s_bench (int prompt)
         for (int i = 0; i < count; i++) {
             t_ok (kvt_model_cuda_seq_begin (model, prompts [i], CONTEXT, slab, block_bytes,
                                             ids [i], 0, NULL, ids [i] + CONTEXT / 16,
-                                            per_seq - CONTEXT / 16, STEPS + 1, outs [i],
+                                            per_seq - CONTEXT / 16, NEW, outs [i],
                                             &seqs [i]));
             t_check (kvt_model_cuda_seq_prefill (model, seqs [i], 0) == 0);
         }
@@ -709,6 +801,25 @@ s_bench (int prompt)
         double seconds = (zclock_usecs () - start) / 1e6;
         step_ms [b] = seconds * 1000.0 / (STEPS - 1);
         rate [b] = (double) count * (STEPS - 1) / seconds;
+        //  Through the eventfd: time per step, and the thread's time
+        //  inside launch and finish (what the actor's loop is held)
+        int64_t held_us = 0;
+        start = zclock_usecs ();
+        for (int step = 0; step < STEPS; step++) {
+            int64_t t0 = zclock_usecs ();
+            t_ok (kvt_model_cuda_step_launch (model, NULL, 0, seqs, (size_t) count, fd));
+            int64_t t1 = zclock_usecs ();
+            t_check (s_fd_wait (fd) == 1);
+            int64_t t2 = zclock_usecs ();
+            t_check (kvt_model_cuda_step_finish (model) == 0);
+            held_us += (t1 - t0) + (zclock_usecs () - t2);
+        }
+        seconds = (zclock_usecs () - start) / 1e6;
+        async_ms [b] = seconds * 1000.0 / STEPS;
+        async_rate [b] = (double) count * STEPS / seconds;
+        held_ms [b] = held_us / 1000.0 / STEPS;
+        for (int i = 0; i < count; i++)
+            t_check (!kvt_model_cuda_seq_decoding (seqs [i]));
         for (int i = 0; i < count; i++) {
             if (b == 0)
                 memcpy (first_outs [i], outs [i], sizeof (outs [i]));
@@ -727,7 +838,14 @@ s_bench (int prompt)
         printf ("bench: decode batch %2d (8B shape, %d-token contexts): %.2f ms/step, "
                 "%.0f tokens/s; baseline batch 1: %.0f tokens/s; ratio %.2f\n", batches [b],
                 CONTEXT, step_ms [b], rate [b], rate [0], rate [b] / rate [0]);
-    printf ("bench: batches 16 and 64 gave batch 1's (and 16's) tokens: OK\n");
+    for (int b = 0; b < 3; b++)
+        printf ("bench: decode batch %2d by step launch / eventfd / finish: %.2f ms/step, "
+                "%.0f tokens/s (thread held %.3f ms/step in launch + finish); baseline "
+                "kvt_model_cuda_decode same batch: %.0f tokens/s; ratio %.3f\n", batches [b],
+                async_ms [b], async_rate [b], held_ms [b], rate [b], async_rate [b] / rate [b]);
+    printf ("bench: batches 16 and 64 gave batch 1's (and 16's) tokens, all %d steps: OK\n",
+            NEW);
+    close (fd);
     //  What batch invariance costs batch 1: every decode GEMM runs on 64
     //  rows. cuBLAS time of one step's GEMMs at m = 1 and m = 64
     const int gemm_n [] = { 6144, 4096, 28672, 4096 }, gemm_k [] = { 4096, 4096, 4096, 14336 };
@@ -774,7 +892,8 @@ main (int argc, char **argv)
                                argc > 3? (size_t) atoi (argv [3]): 512);
     s_streamed_vs_copied (2);
     s_streamed_vs_copied (8);
-    s_batched_vs_alone ();
+    s_batched_vs_alone (false);
+    s_batched_vs_alone (true);
     s_request_path ("model/layers=2", "model/kv_heads=2", "migration.copy_kernel_launches",
                     "thread");
     printf ("test_gpu_request_path: request path, 32 KiB blocks (copy kernel): OK\n");
