@@ -76,7 +76,8 @@ s_compare_double (const void *a, const void *b)
 }
 
 //  mode bits: 1 = host->GPU, 2 = GPU->host. path: 0 memcpy of 1 GiB,
-//  1 kernel, 2 copy engines. Returns the median GB/s over 'reps' runs,
+//  1 kernel, 2 copy engines, 3 kernel host->GPU + engines GPU->host, 4 the
+//  reverse. Returns the median GB/s over 'reps' runs,
 //  counting the bytes of every direction run, from the first start to
 //  the last stop.
 static double
@@ -102,7 +103,7 @@ s_measure (s_bench_t *self, int mode, int path, kvt_block_copy_args_t *args_h2d,
                    : cudaMemcpyAsync (host, device, S_MOVE_BYTES, cudaMemcpyDeviceToHost, stream);
             }
             else
-            if (path == 1)
+            if (path == 1 || (path == 3 && dir == 0) || (path == 4 && dir == 1))
                 rc = kvt_block_copy (dir == 0? args_h2d: args_d2h, stream);
             else
                 rc = kvt_block_copy_ce (dir == 0? ce_h2d: ce_d2h, stream);
@@ -803,6 +804,15 @@ kvt_bench_transfer_main (int argc, char **argv)
                 }
                 h2d.max_ctas = d2h.max_ctas = 0;
             }
+        }
+        //  Both ways with one path per direction: the kernel's small reads
+        //  of host memory beside the engines' large writes, and the reverse
+        static const char *mixes [] = { "", "", "", "kernel_h2d_ce_d2h", "ce_h2d_kernel_d2h" };
+        for (int path = 3; path <= 4; path++) {
+            double both_rate = s_measure (&self, 3, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps);
+            snprintf (figure, sizeof (figure), "both_%s_%s_GBps", mixes [path], label);
+            kvt_bench_report_add (report, figure, both_rate, "GB/s", "memcpy_1GiB_both_GBps",
+                                  base_both);
         }
         cudaFree (d_host_slots);
         cudaFree (d_dev_slots);
