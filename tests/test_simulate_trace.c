@@ -9,10 +9,13 @@
     Replays the first 2000 requests of ../shared/traces/
     mooncake_conversation.jsonl (from KVT_SOURCE_DIR, else the source dir
     compiled in) at a few GPU capacities and asserts
-    lru < prefix-adaptive <= belady. Skips (77) when the trace is absent.
+    lru < prefix-adaptive <= belady. Where the team's trace folder is not
+    beside the checkout, it replays the bundled first 800 requests of the
+    same trace (tools/demo/trace_slice.jsonl) at smaller capacities.
 @end
 */
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,9 +36,10 @@ main (void)
         return 77;
     char path [4096];
     snprintf (path, sizeof (path), "%s/../shared/traces/mooncake_conversation.jsonl", source);
-    if (access (path, R_OK)) {
-        fprintf (stderr, "test_simulate_trace: %s absent, skipping\n", path);
-        return 77;
+    bool whole = access (path, R_OK) == 0;
+    if (!whole) {
+        snprintf (path, sizeof (path), "%s/tools/demo/trace_slice.jsonl", source);
+        printf ("test_simulate_trace: no ../shared/traces here; the bundled slice %s\n", path);
     }
     char *error = NULL;
     kvt_trace_t *trace = kvt_trace_load (path, &error);
@@ -44,7 +48,10 @@ main (void)
         return 1;
     }
     kvt_sim_t *sim = kvt_sim_new (trace);
-    static const size_t capacities [] = { 500, 1000, 2000 };
+    //  The slice has 2/5 of the requests: capacities scaled alike
+    static const size_t capacities_whole [] = { 500, 1000, 2000 };
+    static const size_t capacities_slice [] = { 200, 400, 800 };
+    const size_t *capacities = whole? capacities_whole: capacities_slice;
     int status = 0;
     for (size_t c = 0; c < 3; c++) {
         kvt_sim_config_t config;
