@@ -271,15 +271,13 @@ s_spare_need (self_t *self, const s_job_t *job)
                                             job->max_new);
 }
 
-//  Answer 'job' with ERROR 'rc' and destroy it.
+//  Give an answered job's spare blocks back and destroy it (its model
+//  sequence first: the model is done with the spares once it is gone).
 static void
-s_job_fail (self_t *self, s_job_t **job_p, int rc)
+s_job_release (self_t *self, s_job_t **job_p)
 {
     s_job_t *job = *job_p;
-    kvt_actor_reply_error (self->actor, job->request, rc, kvt_strerror (rc));
-    kvt_actor_count (self->actor, "run_errors", 1);
     if (job->spare) {
-        //  The model is done with them (its sequence is destroyed first)
         kvt_model_seq_destroy (&job->seq);
 #ifdef KVT_WITH_CUDA
         kvt_model_cuda_seq_destroy (&job->gpu_seq);
@@ -288,6 +286,16 @@ s_job_fail (self_t *self, s_job_t **job_p, int rc)
             self->spare [self->spare_free++] = job->spare [k - 1];
     }
     s_job_destroy (job_p);
+}
+
+//  Answer 'job' with ERROR 'rc' and destroy it.
+static void
+s_job_fail (self_t *self, s_job_t **job_p, int rc)
+{
+    s_job_t *job = *job_p;
+    kvt_actor_reply_error (self->actor, job->request, rc, kvt_strerror (rc));
+    kvt_actor_count (self->actor, "run_errors", 1);
+    s_job_release (self, job_p);
 }
 
 //  Answer 'job' with COMP_RUN_OK, give its spares back, destroy it.
@@ -309,15 +317,7 @@ s_job_done (self_t *self, s_job_t **job_p)
                      job->token_count - job->cached * (size_t) self->shape.block_tokens);
     kvt_actor_count (self->actor, "decode_tokens", job->max_new);
     kvt_actor_reply (self->actor, &reply);
-    if (job->spare) {
-        kvt_model_seq_destroy (&job->seq);
-#ifdef KVT_WITH_CUDA
-        kvt_model_cuda_seq_destroy (&job->gpu_seq);
-#endif
-        for (size_t k = job->spare_count; k > 0; k--)
-            self->spare [self->spare_free++] = job->spare [k - 1];
-    }
-    s_job_destroy (job_p);
+    s_job_release (self, job_p);
 }
 
 //  Begin waiting jobs while the batch and the spare blocks have room, in
