@@ -1,0 +1,165 @@
+/*  =========================================================================
+    kvt_prefix_index_int - what the prefix index actor's files share
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The prefix index is one actor in two files: kvt_prefix_index.c (the
+    actor: the hash table, the tiers' LRU lists, the ghost history, the
+    life cycle, IDX_MATCH, IDX_INSERT, IDX_MOVE, IDX_UNPIN, IDX_REMOVE)
+    and kvt_prefix_index_policy.c (hosting the tiers' eviction policies:
+    their events, a remote policy's glue, and the blocks handed to a
+    mover, IDX_VICTIMS and IDX_CLAIM). This header is for those files
+    only.
+@end
+*/
+
+#ifndef KVT_PREFIX_INDEX_INT_H_INCLUDED
+#define KVT_PREFIX_INDEX_INT_H_INCLUDED
+
+#include "kvt_classes.h"
+#include "kvt_actors.h"
+#include "kvt_policy.h"
+#include "kvt_policy_remote.h"
+
+#define KVT_PREFIX_INDEX_NIL     UINT32_MAX //  No entry
+#define KVT_PREFIX_INDEX_PENDING 4096       //  Requests whose next block's depth we remember
+
+//  One cached block
+typedef struct {
+    uint64_t hash;                  //  Chained block hash; 0 = free entry
+    uint64_t slot;                  //  Slot in its tier
+    uint64_t last_use;              //  Logical clock of the last match or insert
+    uint64_t parent;                //  Hash of the block before it; 0 = none or unknown
+    uint32_t prev, next;            //  Neighbours on the tier's LRU list
+    uint32_t pins;                  //  Holders that need it to stay put
+    uint32_t depth;                 //  Blocks before it in its sequence (best known)
+    uint32_t reuses;                //  Requests that found it cached (pinned matches)
+    uint32_t offers;                //  Times it (or its request) came back after a drop
+    uint8_t tier;                   //  KVT_TIER_*
+    bool moving;                    //  Handed out by IDX_VICTIMS, not yet moved back in
+    bool in_policy;                 //  Its tier's policy was told it is cached there
+} kvt_prefix_index_entry_t;
+
+//  Where a request's first uncached block sits: IDX_INSERT carries only
+//  the new blocks, so IDX_MATCH leaves their starting depth here.
+typedef struct {
+    uint64_t hash;                  //  First block the match did not find; 0 = empty
+    uint64_t parent;                //  The block before it; 0 = none
+    uint32_t depth;                 //  Its position in the request
+} kvt_prefix_index_pending_t;
+
+//  A dropped block, remembered so that its next insert counts as an offer.
+typedef struct {
+    uint64_t hash;                  //  Hash of a removed block; 0 = empty
+    uint32_t offers;                //  Its offers when it was removed
+} kvt_prefix_index_ghost_t;
+
+//  A tier's blocks in order of last use
+typedef struct {
+    uint32_t head, tail;            //  Oldest and newest entries
+    uint64_t count;                 //  Entries on the list
+} kvt_prefix_index_list_t;
+
+//  --------------------------------------------------------------------------
+//  Structure of our actor
+
+typedef struct {
+    kvt_actor_t *actor;             //  Our skeleton
+    uint64_t max_blocks;            //  From config
+    kvt_prefix_index_entry_t *entries;  //  Entry pool
+    uint32_t *free_entries;         //  Stack of unused entry numbers
+    uint64_t free_count;            //  Entries on that stack
+    uint32_t *table;                //  Open addressing: entry number or KVT_PREFIX_INDEX_NIL
+    uint64_t table_mask;            //  Table size - 1 (a power of two)
+    kvt_prefix_index_list_t lists [KVT_TIER_COUNT];
+    uint64_t clock;                 //  Logical time
+    uint64_t requests;              //  Requests begun (IDX_MATCH with pin): policy 'now'
+    uint32_t block_tokens;          //  From model/block_tokens, told to policies
+    char *policy_name;              //  migration/policy, owned copy
+    char *policy_options;           //  migration/policy_options, owned copy
+    int policy_timeout_ms;          //  migration/policy_timeout_ms
+    int policy_retry_ms;            //  migration/policy_retry_ms
+    uint64_t capacity [KVT_TIER_COUNT];         //  Blocks each tier holds, from config
+    kvt_policy_t *policies [KVT_TIER_COUNT];    //  One per tier; NULL when remote
+    kvt_policy_remote_t *remote;    //  Outside-process policy, or NULL
+    kvt_prefix_index_pending_t pending [KVT_PREFIX_INDEX_PENDING];
+                                    //  Depth of the next insert, by first hash
+    kvt_prefix_index_ghost_t *ghosts;   //  Direct-mapped history of dropped blocks
+    uint64_t ghost_mask;            //  Ghost table size - 1 (a power of two)
+} self_t;
+
+//  Bucket of 'hash' in the open-addressing table.
+static inline uint64_t
+kvt_prefix_index_bucket (const self_t *self, uint64_t hash)
+{
+    return (hash * 0x9e3779b97f4a7c15ULL >> 17) & self->table_mask;
+}
+
+//  Entry number of 'hash', or KVT_PREFIX_INDEX_NIL.
+static inline uint32_t
+kvt_prefix_index_find (const self_t *self, uint64_t hash)
+{
+    for (uint64_t b = kvt_prefix_index_bucket (self, hash); ; b = (b + 1) & self->table_mask) {
+        uint32_t e = self->table [b];
+        if (e == KVT_PREFIX_INDEX_NIL || self->entries [e].hash == hash)
+            return e;
+    }
+}
+
+//  Is 'tier' a tier number?
+static inline bool
+kvt_prefix_index_valid_tier (uint64_t tier)
+{
+    return tier < KVT_TIER_COUNT;
+}
+
+//  Slot of 'hash' in the pending table.
+static inline kvt_prefix_index_pending_t *
+kvt_prefix_index_pending (self_t *self, uint64_t hash)
+{
+    return &self->pending [(hash * 0x9e3779b97f4a7c15ULL >> 40) % KVT_PREFIX_INDEX_PENDING];
+}
+
+//  The tiers' policies: every call to a policy object, or every event to
+//  a remote one, goes through these functions (kvt_prefix_index_policy.c).
+
+//  Entry 'e' now lives in its tier: tell that tier's policy, with the
+//  KVT_POLICY_BLOCK_* 'flags'. The entry must not be in its policy.
+void
+    kvt_prefix_index_policy_insert (self_t *self, uint32_t e, uint32_t flags);
+
+//  Entry 'e' leaves (or is about to leave) its tier: tell its policy once.
+void
+    kvt_prefix_index_policy_evict (self_t *self, uint32_t e);
+
+//  End of one index request: a remote policy gets its events, never
+//  waiting; dropped events are counted.
+void
+    kvt_prefix_index_policy_flush (self_t *self);
+
+//  Create the tiers' policies from migration/policy. Returns 0 or
+//  KVT_ECONFIG (logged, naming the key).
+int
+    kvt_prefix_index_policy_start (self_t *self);
+
+//  A request began with 'matched' of its 'count' blocks cached ('found'
+//  holds their entries): tell the policies, and remember where its first
+//  new block sits for the IDX_INSERT that follows.
+void
+    kvt_prefix_index_policy_request (self_t *self, const uint64_t *hashes, size_t count,
+                                     size_t matched, const uint32_t *found);
+
+//  IDX_VICTIMS: blocks of a tier for a mover, chosen by the tier's policy,
+//  the rest from its LRU list; pinned and moving until IDX_MOVE.
+int
+    kvt_prefix_index_handle_victims (void *self_ptr, kvt_msg_t **msg_p);
+
+//  IDX_CLAIM: blocks of a request's leading cached run in a tier, for a
+//  mover, pinned and moving as victims are.
+int
+    kvt_prefix_index_handle_claim (void *self_ptr, kvt_msg_t **msg_p);
+
+#endif
