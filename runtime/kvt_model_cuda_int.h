@@ -1,0 +1,150 @@
+/*  =========================================================================
+    kvt_model_cuda_int - what the GPU model's files share
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The GPU model (kvt_model.h) is one class in three files:
+    kvt_model_cuda.c (weights drawn on the device, the model's life, the
+    forward pass of a chunk of rows through every layer, sampling; and
+    kvt_model_cuda_supports, in both builds), kvt_model_cuda_seq.c (the
+    sequence API: begin, with cached blocks streamed in layer by layer;
+    steps of a prefill slice and a batched decode, launched and finished;
+    kvt_model_cuda_generate) and kvt_model_cuda_test.c (the selftest, a
+    skip in CPU builds). This header is for those files only; what it
+    holds exists in CUDA builds only.
+@end
+*/
+
+#ifndef KVT_MODEL_CUDA_INT_H_INCLUDED
+#define KVT_MODEL_CUDA_INT_H_INCLUDED
+
+#include "kvt_classes.h"
+
+#ifdef KVT_WITH_CUDA
+
+#include <cuda_runtime.h>
+#include <cublas_v2.h>
+
+#define KVT_MODEL_CUDA_CHUNK        512     //  Rows of every prefill GEMM (padded)
+#define KVT_MODEL_CUDA_DECODE_ROWS  KVT_MODEL_MAX_BATCH     //  Rows of every decode GEMM
+                                                            //  (padded)
+
+//  --------------------------------------------------------------------------
+//  Structure of one transformer layer's weights (device, bf16)
+
+typedef struct {
+    void *attn_norm;                //  [hidden]
+    void *w_qkv;                    //  [q_dim + 2 x kv_dim, hidden] (out, in): Wq, Wk, Wv rows
+    void *wo;                       //  [hidden, q_dim]
+    void *mlp_norm;                 //  [hidden]
+    void *w_gate_up;                //  [2 x intermediate, hidden]: gate rows, then up rows
+    void *w_down;                   //  [hidden, intermediate]
+} kvt_model_cuda_layer_t;
+
+//  --------------------------------------------------------------------------
+//  Structure of our class
+
+struct _kvt_model_cuda_t {
+    kvt_model_shape_t shape;        //  Validated copy
+    bool (*cancel_fn) (void *arg);  //  Asked between chunks: stop now?
+    void *cancel_arg;               //  Its argument
+    int q_dim;                      //  heads x head_dim
+    int kv_dim;                     //  kv_heads x head_dim
+    cudaStream_t stream;            //  Everything runs on this stream
+    cudaStream_t copy_stream;       //  Streamed cached blocks arrive on this one
+    cublasHandle_t cublas;          //  Bound to 'stream'
+    void *embed;                    //  [vocab, hidden]
+    void *final_norm;               //  [hidden]
+    void *lm_head;                  //  [vocab, hidden]
+    kvt_model_cuda_layer_t *layer;  //  [layers]
+    float *inv_freq;                //  [head_dim / 2] device
+    //  Activations, KVT_MODEL_CUDA_CHUNK rows each (device, bf16)
+    void *x;                        //  Residual stream [CHUNK, hidden]
+    void *xn;                       //  Normalised [CHUNK, hidden]
+    void *qkv;                      //  [CHUNK, q_dim + 2 x kv_dim] fused projection
+    void *q;                        //  [CHUNK, q_dim] rotated q
+    void *att;                      //  [CHUNK, q_dim]
+    void *gate_up;                  //  [CHUNK, 2 x intermediate]
+    void *act;                      //  [CHUNK, intermediate]
+    void *logits;                   //  [DECODE_ROWS, vocab]
+    //  Per-chunk indices (device) and their host staging
+    int32_t *d_rows;                //  [4 x CHUNK + 2 + DECODE_ROWS]: tokens, positions,
+                                    //  dest block, dest token, q_start [2], seq_lens
+    int32_t *h_rows;                //  Host copy of d_rows
+    int32_t *d_argmax;              //  [DECODE_ROWS]
+    int32_t *h_sampled;             //  Pinned [1 + DECODE_ROWS]: a prefill's first
+                                    //  token, then one per decode row (D2H target)
+    uint64_t steps;                 //  Decode steps run (stamps their sequences)
+    //  The step in flight, from kvt_model_cuda_step_launch to _finish
+    bool in_flight;                 //  A step was launched and not finished
+    kvt_model_cuda_seq_t *step_prefill;     //  Its prefill sequence, or NULL
+    bool step_first;                //  The prefill samples the first token
+    int step_left;                  //  Prompt positions left after the slice
+    kvt_model_cuda_seq_t *step_seqs [KVT_MODEL_CUDA_DECODE_ROWS];
+                                    //  Its decode rows (NULL: dropped)
+    size_t step_count;              //  Entries in step_seqs
+    int32_t *d_table;               //  Block table(s) (device)
+    size_t table_cap;               //  Entries d_table and h_table hold
+    int32_t *h_table;               //  Host staging of d_table
+    void *workspace;                //  Decode split-KV scratch
+    size_t workspace_bytes;         //  Its size
+};
+
+//  Offsets inside d_rows / h_rows
+#define KVT_MODEL_CUDA_TOKENS(self) ((self) + 0 * KVT_MODEL_CUDA_CHUNK)
+#define KVT_MODEL_CUDA_POS(self)    ((self) + 1 * KVT_MODEL_CUDA_CHUNK)
+#define KVT_MODEL_CUDA_DBLOCK(self) ((self) + 2 * KVT_MODEL_CUDA_CHUNK)
+#define KVT_MODEL_CUDA_DTOKEN(self) ((self) + 3 * KVT_MODEL_CUDA_CHUNK)
+#define KVT_MODEL_CUDA_QSTART(self) ((self) + 4 * KVT_MODEL_CUDA_CHUNK)
+#define KVT_MODEL_CUDA_SEQLEN(self) ((self) + 4 * KVT_MODEL_CUDA_CHUNK + 2)
+#define KVT_MODEL_CUDA_ROWS_COUNT   (4 * KVT_MODEL_CUDA_CHUNK + 2 + KVT_MODEL_CUDA_DECODE_ROWS)
+
+//  One sequence on the device slab
+struct _kvt_model_cuda_seq_t {
+    kvt_model_cuda_t *model;        //  The model it was begun on
+    uint32_t *tokens;               //  Copy of the prompt
+    size_t token_count;             //  Prompt tokens
+    void *slab;                     //  Block slab (device)
+    size_t block_bytes;             //  Bytes between its blocks
+    int32_t *table;                 //  [table_len] full blocks, then spares
+    size_t table_len;               //  Blocks up to the last decoded token
+    size_t max_new;                 //  Output tokens to produce
+    uint32_t *out;                  //  Caller's output array (borrowed)
+    size_t emitted;                 //  Output tokens written so far
+    size_t pos;                     //  Next prompt position to compute
+    uint64_t stamp;                 //  Last decode step that took it
+    cudaEvent_t *layer_ready;       //  [layers] streamed slices of layer l landed, or NULL
+    bool must_wait;                 //  Compute has not waited on layer_ready yet
+    size_t streamed_blocks;         //  Cached blocks that arrive layer by layer
+};
+
+//  Evaluate 'expr' into the caller's 'rc' and return it from the caller
+//  when it is not 0.
+#define KVT_MODEL_CUDA_TRY(expr) do { rc = (expr); if (rc) return rc; } while (0)
+
+//  Log a failed CUDA call ('what' names it); return 0 or KVT_ECUDA.
+int
+    kvt_model_cuda_check (cudaError_t status, const char *what);
+
+//  Run 'rows' tokens staged in d_rows through every layer: a prefill
+//  chunk of one sequence (GEMMs on KVT_MODEL_CUDA_CHUNK rows) or a decode
+//  step of one row per sequence (GEMMs on KVT_MODEL_CUDA_DECODE_ROWS
+//  rows), over the block table in d_table (see kvt_model_cuda.c).
+int
+    kvt_model_cuda_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab,
+                            size_t block_bytes, int table_len, int seq_len,
+                            const cudaEvent_t *layer_ready);
+
+//  Queue greedy tokens of rows first..first + count - 1 of the residual
+//  stream, the lm_head on 'gemm_rows' rows, and their copy into pinned
+//  'tokens' (valid once the stream has passed it).
+int
+    kvt_model_cuda_sample_queue (kvt_model_cuda_t *self, int first, int count, int gemm_rows,
+                                 int32_t *tokens);
+
+#endif
+
+#endif
