@@ -1,0 +1,424 @@
+/*  =========================================================================
+    kvt_paged_prefill_wgmma - v3 of the causal prefill attention: wgmma
+    (sm_90a) in FlashAttention-3's order of the two GEMMs
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include "kvt_paged_prefill_int.cuh"
+
+namespace {
+
+using namespace kvt_paged_prefill_detail;
+
+//  v3: wgmma (sm_90a), FlashAttention-3's order of the two GEMMs without
+//  its warp specialization. A CTA of two warpgroups takes 128 query rows, 64
+//  per warpgroup. Q and BN-key K/V tiles sit in shared memory in the
+//  128-byte-swizzled layout the tensor cores read through descriptors (a
+//  row of 128 dims is two 128-byte halves; chunk c of row r lands at
+//  r * 128 + ((c ^ (r % 8)) * 16) in its 1024-byte-aligned half). S = QK^T
+//  is m64nBNk16 with both operands in shared memory; P goes from the S
+//  accumulators into A fragments in registers for O += P V (m64n128k16, V
+//  read MN-major through the transpose bit). Per tile i: issue S (i + 1),
+//  rescale O, issue PV (i), wait for S (i + 1) only and run its softmax
+//  while PV (i) is still on the tensor cores, then wait for PV (i) and pack
+//  P (i + 1) to 16 bits. K/V come by cp.async, two tiles deep, made
+//  visible to the async proxy by fence.proxy.async before the barrier.
+//  Built only for sm_90a (the launcher falls back to v2 elsewhere).
+
+#define S_WG_BM     128                         //  Query rows per CTA
+#define S_WG_HALF_Q (S_WG_BM * 128)             //  Bytes of one 64-dim half of Q
+
+#if defined (__CUDA_ARCH_FEAT_SM90_ALL)
+#   define S_HAVE_WGMMA 1
+#endif
+
+#ifdef S_HAVE_WGMMA
+//  Byte offset of 16-byte chunk c (0..15) of row r in a two-half swizzled tile
+__device__ __forceinline__ uint32_t
+s_swizzle (int r, int c, int half_bytes)
+{
+    return (c >> 3) * half_bytes + r * 128 + (((c & 7) ^ (r & 7)) << 4);
+}
+
+//  Shared-memory matrix descriptor, 128-byte swizzle
+__device__ __forceinline__ uint64_t
+s_desc (uint32_t address, uint32_t lbo, uint32_t sbo)
+{
+    return (uint64_t) ((address & 0x3ffff) >> 4)
+         | (uint64_t) ((lbo >> 4) & 0x3fff) << 16
+         | (uint64_t) ((sbo >> 4) & 0x3fff) << 32
+         | (uint64_t) 1 << 62;
+}
+
+template <typename T> struct s_wg;
+
+#define S_WG_S_ASM(TYPE) \
+    "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n" \
+    "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " " \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+    "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, " \
+    "%32, %33, p, 1, 1, 0, 0;\n}\n"
+#define S_WG_O_ASM(TYPE) \
+    "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n" \
+    "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " " \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+    "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
+    "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
+    "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, " \
+    "{%64,%65,%66,%67}, %68, p, 1, 1, 1;\n}\n"
+#define S_WG_S128_ASM(TYPE) \
+    "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n" \
+    "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " " \
+    "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15," \
+    "%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31," \
+    "%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47," \
+    "%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, " \
+    "%64, %65, p, 1, 1, 0, 0;\n}\n"
+#define S_F8(d, i) "+f" (d [i]), "+f" (d [i + 1]), "+f" (d [i + 2]), "+f" (d [i + 3]), \
+                   "+f" (d [i + 4]), "+f" (d [i + 5]), "+f" (d [i + 6]), "+f" (d [i + 7])
+
+#define S_WG_DEFINE(CTYPE, TYPE) \
+template <> struct s_wg<CTYPE> { \
+    static __device__ __forceinline__ void \
+    qk (float *d, uint64_t a, uint64_t b, int accumulate) \
+    { \
+        asm volatile (S_WG_S_ASM (TYPE) \
+                      : S_F8 (d, 0), S_F8 (d, 8), S_F8 (d, 16), S_F8 (d, 24) \
+                      : "l" (a), "l" (b), "r" (accumulate)); \
+    } \
+    static __device__ __forceinline__ void \
+    qk128 (float *d, uint64_t a, uint64_t b, int accumulate) \
+    { \
+        asm volatile (S_WG_S128_ASM (TYPE) \
+                      : S_F8 (d, 0), S_F8 (d, 8), S_F8 (d, 16), S_F8 (d, 24), \
+                        S_F8 (d, 32), S_F8 (d, 40), S_F8 (d, 48), S_F8 (d, 56) \
+                      : "l" (a), "l" (b), "r" (accumulate)); \
+    } \
+    static __device__ __forceinline__ void \
+    pv (float *d, const uint32_t *a, uint64_t b, int accumulate) \
+    { \
+        asm volatile (S_WG_O_ASM (TYPE) \
+                      : S_F8 (d, 0), S_F8 (d, 8), S_F8 (d, 16), S_F8 (d, 24), \
+                        S_F8 (d, 32), S_F8 (d, 40), S_F8 (d, 48), S_F8 (d, 56) \
+                      : "r" (a [0]), "r" (a [1]), "r" (a [2]), "r" (a [3]), "l" (b), \
+                        "r" (accumulate)); \
+    } \
+};
+S_WG_DEFINE (__nv_bfloat16, "bf16")
+S_WG_DEFINE (__half, "f16")
+
+//  Keep the compiler from moving accesses of wgmma accumulators across
+//  the asynchronous region (CUTLASS's warpgroup_fence_operand)
+template <int N>
+__device__ __forceinline__ void
+s_wg_fence_operand (float (&r) [N])
+{
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        asm volatile ("" : "+f" (r [i]) :: "memory");
+}
+
+__device__ __forceinline__ void
+s_wg_fence ()
+{
+    asm volatile ("wgmma.fence.sync.aligned;" ::: "memory");
+}
+
+#endif
+
+//  grid = (query tiles, heads, seqs); 256 threads
+template <int BN>
+constexpr int
+s_v3_smem_bytes ()
+{
+    return 2 * S_WG_HALF_Q + 8 * BN * 128 + 1024;
+}
+
+template <typename T, int BN>
+__global__ void __launch_bounds__ (256, 1)
+s_prefill3_kernel (const kvt_paged_prefill_args_t a)
+{
+#ifdef S_HAVE_WGMMA
+    constexpr int HALF_KV = BN * 128;              //  Bytes of one half of a K or V tile
+    extern __shared__ __align__ (16) unsigned char smem_raw [];
+    const uint32_t smem_base = ((uint32_t) __cvta_generic_to_shared (smem_raw) + 1023) & ~1023u;
+    unsigned char *smem = smem_raw + (smem_base - (uint32_t) __cvta_generic_to_shared (smem_raw));
+    const uint32_t sq = 0;
+    const uint32_t sk = 2 * S_WG_HALF_Q;            //  [2 buffers][2 halves][BN][128 B]
+    const uint32_t sv = sk + 4 * HALF_KV;
+
+    const int seq = blockIdx.z;
+    const int head = blockIdx.y;
+    const int q_first = a.q_start [seq];
+    const int q_len = a.q_start [seq + 1] - q_first;
+    const int q_tile = gridDim.x - 1 - blockIdx.x;  //  Heaviest first
+    if (q_tile * S_WG_BM >= q_len)
+        return;
+    const int len = a.seq_lens [seq];
+    const int cached = len - q_len;
+    const int kv_head = head / (a.heads / a.kv_heads);
+    const int warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2;
+    const int t = lane & 3;
+    const int wg = warp >> 2;
+    const int wg_row0 = q_tile * S_WG_BM + wg * 64;
+    const int r0 = wg_row0 + (warp & 3) * 16;
+
+    for (int c = threadIdx.x; c < S_WG_BM * 16; c += 256) {
+        int row = c >> 4;
+        int q_row = q_tile * S_WG_BM + row;
+        unsigned char *dq = smem + sq + s_swizzle (row, c & 15, S_WG_HALF_Q);
+        if (q_row < q_len)
+            s_cp_async16 (dq, (const T *) a.q
+                              + ((size_t) (q_first + q_row) * a.heads + head) * S_D + (c & 15) * 8);
+        else
+            *(uint4 *) dq = make_uint4 (0, 0, 0, 0);
+    }
+    const int kv_end = min (len, cached + min (q_len, (q_tile + 1) * S_WG_BM));
+    const int tiles = (kv_end + BN - 1) / BN;
+    const int32_t *table = a.block_table + (size_t) seq * a.max_blocks_per_seq;
+    const int log2_bt = __ffs (a.block_tokens) - 1;
+    const int bt_mask = a.block_tokens - 1;
+    const char *k_head = (const char *) a.k + kv_head * a.head_stride_bytes;
+    const char *v_head = (const char *) a.v + kv_head * a.head_stride_bytes;
+
+    auto load_tile = [&] (int tile, int buffer) {
+#pragma unroll
+        for (int c0 = 0; c0 < BN * 16; c0 += 256) {
+            int c = c0 + threadIdx.x;
+            int row = c >> 4;
+            int token = tile * BN + row;
+            uint32_t offset = buffer * 2 * HALF_KV + s_swizzle (row, c & 15, HALF_KV);
+            unsigned char *dk = smem + sk + offset;
+            unsigned char *dv = smem + sv + offset;
+            if (token < kv_end) {
+                int64_t src = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
+                            + (int64_t) (token & bt_mask) * a.token_stride_bytes + (c & 15) * 16;
+                s_cp_async16 (dk, k_head + src);
+                s_cp_async16 (dv, v_head + src);
+            }
+            else {
+                *(uint4 *) dk = make_uint4 (0, 0, 0, 0);
+                *(uint4 *) dv = make_uint4 (0, 0, 0, 0);
+            }
+        }
+        asm volatile ("cp.async.commit_group;");
+    };
+
+    float o [64];
+#pragma unroll
+    for (int i = 0; i < 64; i++)
+        o [i] = 0.0f;
+    float m [2] = { -INFINITY, -INFINITY };
+    float l [2] = { 0.0f, 0.0f };
+    float alpha [2] = { 1.0f, 1.0f };               //  O's rescale for the next PV
+    const float scale_log2 = a.scale * 1.4426950408889634f;
+    const int pos [2] = { cached + r0 + g, cached + r0 + g + 8 };
+    const uint32_t q_rows = smem_base + sq + wg * 64 * 128;
+    float s [BN / 2];                               //  S (i + 1), then P (i + 1) in fp32
+    uint32_t pa [BN / 16][4];                  //  P (i) as A fragments
+
+    auto issue_s = [&] (int i) {
+        const uint32_t k_tile = smem_base + sk + (i & 1) * 2 * HALF_KV;
+        s_wg_fence_operand (s);
+        s_wg_fence ();
+#pragma unroll
+        for (int ks = 0; ks < S_D / 16; ks++) {
+            uint32_t step = (ks >> 2) * S_WG_HALF_Q + (ks & 3) * 32;
+            uint64_t da = s_desc (q_rows + step, 16, 1024);
+            uint64_t db = s_desc (k_tile + (ks >> 2) * HALF_KV + (ks & 3) * 32, 16, 1024);
+            if constexpr (BN == 128)
+                s_wg<T>::qk128 (s, da, db, ks > 0);
+            else
+                s_wg<T>::qk (s, da, db, ks > 0);
+        }
+        asm volatile ("wgmma.commit_group.sync.aligned;" ::: "memory");
+        s_wg_fence_operand (s);
+    };
+    //  Softmax of tile i in place in s; sets alpha for O
+    auto softmax = [&] (int i, auto mask_tag) {
+        constexpr bool MASK = decltype (mask_tag)::value;
+        float top [2] = { -INFINITY, -INFINITY };
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                if (MASK) {
+                    int token = i * BN + nt * 8 + 2 * t + (e & 1);
+                    if (token > pos [e >> 1] || token >= len)
+                        s [4 * nt + e] = -INFINITY;
+                }
+                top [e >> 1] = fmaxf (top [e >> 1], s [4 * nt + e]);
+            }
+        }
+        float m_scaled [2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 1));
+            top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 2));
+            float m_new = fmaxf (m [h], top [h] * scale_log2);
+            alpha [h] = m_new == -INFINITY? 1.0f: s_exp2 (m [h] - m_new);
+            m [h] = m_new;
+            m_scaled [h] = m_new == -INFINITY? 0.0f: -m_new;
+            l [h] *= alpha [h];
+        }
+#pragma unroll
+        for (int nt = 0; nt < BN / 8; nt++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float p = s_exp2 (fmaf (s [4 * nt + e], scale_log2, m_scaled [e >> 1]));
+                s [4 * nt + e] = p;
+                l [e >> 1] += p;
+            }
+        }
+    };
+    auto softmax_any = [&] (int i) {
+        bool masked = i * BN + BN - 1 > cached + wg_row0
+                   || i * BN + BN > len;
+        if (masked)
+            softmax (i, std::true_type ());
+        else
+            softmax (i, std::false_type ());
+    };
+    auto pack = [&] () {
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            pa [kk][0] = s_pack<T> (s [8 * kk + 0], s [8 * kk + 1]);
+            pa [kk][1] = s_pack<T> (s [8 * kk + 2], s [8 * kk + 3]);
+            pa [kk][2] = s_pack<T> (s [8 * kk + 4], s [8 * kk + 5]);
+            pa [kk][3] = s_pack<T> (s [8 * kk + 6], s [8 * kk + 7]);
+        }
+    };
+
+    //  A warpgroup whose rows all precede a tile gets P = 0 from the mask,
+    //  so every warpgroup runs every tile: the wgmma pipeline stays
+    //  straight-line (ptxas serializes it across branches, C7514)
+    auto rescale_pv = [&] (int i) {
+        if (__any_sync (0xffffffffu, alpha [0] != 1.0f || alpha [1] != 1.0f)) {
+#pragma unroll
+            for (int dt = 0; dt < S_D / 8; dt++) {
+                o [4 * dt + 0] *= alpha [0];
+                o [4 * dt + 1] *= alpha [0];
+                o [4 * dt + 2] *= alpha [1];
+                o [4 * dt + 3] *= alpha [1];
+            }
+        }
+        const uint32_t v_tile = smem_base + sv + (i & 1) * 2 * HALF_KV;
+        s_wg_fence_operand (o);
+        s_wg_fence ();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++)
+            s_wg<T>::pv (o, pa [kk], s_desc (v_tile + kk * 16 * 128, HALF_KV, 1024), 1);
+        asm volatile ("wgmma.commit_group.sync.aligned;" ::: "memory");
+        s_wg_fence_operand (o);
+    };
+    load_tile (0, 0);                               //  Same group as Q
+    if (tiles > 1)
+        load_tile (1, 1);
+    asm volatile ("cp.async.wait_group 0;" ::: "memory");
+    asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
+    __syncthreads ();
+    issue_s (0);
+    asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    s_wg_fence_operand (s);
+    softmax_any (0);
+    pack ();
+    for (int i = 0; i + 1 < tiles; i++) {
+        asm volatile ("cp.async.wait_group 0;" ::: "memory");
+        asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads ();                           //  Tile i + 1 visible to all
+        issue_s (i + 1);
+        rescale_pv (i);
+        asm volatile ("wgmma.wait_group.sync.aligned 1;" ::: "memory");
+        s_wg_fence_operand (s);
+        softmax_any (i + 1);                        //  While PV (i) runs
+        asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+        s_wg_fence_operand (o);
+        __syncthreads ();                           //  Buffer of tile i is free
+        if (i + 2 < tiles)
+            load_tile (i + 2, i & 1);
+        pack ();
+    }
+    rescale_pv (tiles - 1);
+    asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+    s_wg_fence_operand (o);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        float sum = l [h];
+        sum += __shfl_xor_sync (0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync (0xffffffffu, sum, 2);
+        int row = r0 + g + 8 * h;
+        if (row >= q_len)
+            continue;
+        float inv = sum > 0.0f? 1.0f / sum: 0.0f;
+        T *out = (T *) a.out + ((size_t) (q_first + row) * a.heads + head) * S_D;
+#pragma unroll
+        for (int dt = 0; dt < S_D / 8; dt++)
+            *(uint32_t *) (out + dt * 8 + 2 * t) = s_pack<T> (o [4 * dt + 2 * h] * inv,
+                                                              o [4 * dt + 2 * h + 1] * inv);
+    }
+#else
+    //  Not built for sm_90a: never launched. The volatile static array
+    //  tells this empty build apart in s_have_wgmma (the real kernel has
+    //  no static shared memory and far more registers)
+    volatile __shared__ int not_built [32];
+    not_built [threadIdx.x & 31] = a.seqs;
+    if (not_built [(threadIdx.x + 1) & 31] == a.seqs)
+        __trap ();
+#endif
+}
+
+//  True when this binary holds the sm_90a (wgmma) build of v3
+template <typename T, int BN>
+bool
+s_have_wgmma ()
+{
+    cudaFuncAttributes attributes;
+    return cudaFuncGetAttributes (&attributes, s_prefill3_kernel<T, BN>) == cudaSuccess
+        && attributes.sharedSizeBytes == 0 && attributes.numRegs > 64;
+}
+
+template <typename T, int BN>
+int
+s_launch3 (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
+{
+    static bool configured = false;                 //  Idempotent; a race only repeats it
+    if (!configured) {
+        if (cudaFuncSetAttribute (s_prefill3_kernel<T, BN>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  s_v3_smem_bytes<BN> ()) != cudaSuccess)
+            return KVT_ECUDA;
+        configured = true;
+    }
+    dim3 grid ((a->max_q_len + S_WG_BM - 1) / S_WG_BM, a->heads, a->seqs);
+    s_prefill3_kernel<T, BN> <<<grid, 256, s_v3_smem_bytes<BN> (), stream>>> (*a);
+    return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
+}
+
+}   //  namespace
+
+template <typename T, int BN>
+bool
+kvt_paged_prefill_have_wgmma ()
+{
+    return s_have_wgmma<T, BN> ();
+}
+
+template <typename T, int BN>
+int
+kvt_paged_prefill_launch_wgmma (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
+{
+    return s_launch3<T, BN> (a, stream);
+}
+
+template bool kvt_paged_prefill_have_wgmma<__nv_bfloat16, 64> ();
+template bool kvt_paged_prefill_have_wgmma<__nv_bfloat16, 128> ();
+template bool kvt_paged_prefill_have_wgmma<__half, 64> ();
+template bool kvt_paged_prefill_have_wgmma<__half, 128> ();
+template int kvt_paged_prefill_launch_wgmma<__nv_bfloat16, 64> (const kvt_paged_prefill_args_t *, cudaStream_t);
+template int kvt_paged_prefill_launch_wgmma<__nv_bfloat16, 128> (const kvt_paged_prefill_args_t *, cudaStream_t);
+template int kvt_paged_prefill_launch_wgmma<__half, 64> (const kvt_paged_prefill_args_t *, cudaStream_t);
+template int kvt_paged_prefill_launch_wgmma<__half, 128> (const kvt_paged_prefill_args_t *, cudaStream_t);
