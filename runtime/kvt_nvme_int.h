@@ -6,8 +6,9 @@
 */
 /*
 @header
-    The store (kvt_nvme_store.h) is one class in three files:
-    kvt_nvme_store.c (open, close, accessors, selftest), kvt_nvme_io.c
+    The store (kvt_nvme_store.h) is one class in four files:
+    kvt_nvme_store.c (open, close, accessors), kvt_nvme_store_test.c (its
+    selftest), kvt_nvme_io.c
     (the op pool and the completion state machine: prep, submit, reap,
     verify) and, through their own classes, kvt_nvme_journal (manifest)
     and kvt_nvme_checksum (checksum worker pool). This header is for the

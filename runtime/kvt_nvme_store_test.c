@@ -1,0 +1,406 @@
+/*  =========================================================================
+    kvt_nvme_store_test - the NVMe block store's selftest: writes, reads,
+    restart, corruption, faults and short (FP8) lengths through the store
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include "kvt_nvme_int.h"
+#include <poll.h>
+
+static void
+t_fill (uint8_t *buf, size_t bytes, uint64_t seed)
+{
+    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
+    for (size_t i = 0; i < bytes; i += 8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        memcpy (buf + i, &x, bytes - i < 8? bytes - i: 8);
+    }
+}
+
+//  Reap until 'expect' completions are collected; stores rc by tag.
+static void
+t_reap_all (kvt_nvme_store_t *store, int expect, int *rc_by_tag)
+{
+    kvt_nvme_done_t done [16];
+    int got = 0;
+    while (got < expect) {
+        int rc = kvt_nvme_store_wait (store, 5000);
+        assert (rc == 0 || rc == -ETIME || rc == -EAGAIN);
+        int n = kvt_nvme_reap (store, done, 16);
+        assert (n >= 0);
+        for (int i = 0; i < n; i++)
+            rc_by_tag [done [i].tag] = done [i].rc;
+        got += n;
+    }
+}
+
+int
+kvt_nvme_store_test (bool verbose)
+{
+    //  @selftest
+    char dir_template [] = "/var/tmp/kvt-nvme-selftest-XXXXXX";
+    char *dir = mkdtemp (dir_template);
+    assert (dir);
+    char sub [2][256];
+    snprintf (sub [0], sizeof (sub [0]), "%s/a", dir);
+    snprintf (sub [1], sizeof (sub [1]), "%s/b", dir);
+    int rc = mkdir (sub [0], 0755);
+    assert (rc == 0);
+    rc = mkdir (sub [1], 0755);
+    assert (rc == 0);
+    const char *dirs [2] = { sub [0], sub [1] };
+    size_t block_bytes = 16384 + 100;       //  Not a multiple of 4096: padded
+    kvt_nvme_store_config_t config = {
+        .dirs = dirs, .dir_count = 2, .block_bytes = block_bytes, .capacity_blocks = 64,
+        .queue_depth = 8, .files_per_dir = 2, .sync_on_ack = false
+    };
+    kvt_log_level_t saved_level = kvt_log_level ();
+    if (!verbose)
+        kvt_log_set_level (KVT_LOG_ERROR);
+
+    //  Missing directory: -ENOENT, store still destroyable
+    const char *missing [1] = { "/var/tmp/kvt-nvme-no-such-dir/x" };
+    kvt_nvme_store_config_t bad = config;
+    bad.dirs = missing;
+    bad.dir_count = 1;
+    kvt_nvme_store_t *store = kvt_nvme_store_new (&bad);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == -ENOENT);
+    assert (kvt_nvme_store_eventfd (store) == -1);
+    kvt_nvme_store_destroy (&store);
+    assert (store == NULL);
+    kvt_nvme_store_destroy (&store);        //  Twice is fine
+
+    //  Write 16 blocks (bounce path: unaligned size), read them back
+    store = kvt_nvme_store_new (&config);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    assert (kvt_nvme_store_eventfd (store) >= 0);
+    assert (kvt_nvme_store_recovered_count (store) == 0);
+    assert (kvt_nvme_store_stride (store) == 4096 + 20480);
+    uint8_t *src = (uint8_t *) malloc (16 * block_bytes);
+    uint8_t *dst = (uint8_t *) malloc (16 * block_bytes);
+    assert (src && dst);
+    int rc_by_tag [64];
+    for (int i = 0; i < 16; i++)
+        t_fill (src + i * block_bytes, block_bytes, 1000 + i);
+    for (int i = 0; i < 8; i++) {
+        rc = kvt_nvme_prep_write (store, (uint64_t) i * 3, 1000 + i, src + i * block_bytes, i);
+        assert (rc == 0);
+    }
+    //  Queue full, slot busy, out of range
+    rc = kvt_nvme_prep_write (store, 60, 1, src, 99);
+    assert (rc == -EAGAIN);
+    rc = kvt_nvme_prep_write (store, 64, 1, src, 99);
+    assert (rc == -ERANGE);
+    assert (kvt_nvme_store_inflight (store) == 8);
+    rc = kvt_nvme_submit (store);
+    assert (rc >= 1);
+    memset (rc_by_tag, 0x7f, sizeof (rc_by_tag));
+    t_reap_all (store, 8, rc_by_tag);
+    for (int i = 0; i < 8; i++)
+        assert (rc_by_tag [i] == 0);
+    for (int i = 8; i < 16; i++) {
+        rc = kvt_nvme_prep_write (store, (uint64_t) i * 3, 1000 + i, src + i * block_bytes, i);
+        assert (rc == 0);
+    }
+    kvt_nvme_submit (store);
+    t_reap_all (store, 8, rc_by_tag);
+    for (int i = 0; i < 16; i++) {
+        uint64_t hash;
+        assert (kvt_nvme_store_has (store, (uint64_t) i * 3, &hash));
+        assert (hash == 1000 + (uint64_t) i);
+    }
+    memset (dst, 0, 16 * block_bytes);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 8; i++) {
+            int b = round * 8 + i;
+            rc = kvt_nvme_prep_read (store, (uint64_t) b * 3, 1000 + b,
+                                     dst + b * block_bytes, b);
+            assert (rc == 0);
+        }
+        kvt_nvme_submit (store);
+        t_reap_all (store, 8, rc_by_tag);
+    }
+    for (int i = 0; i < 16; i++)
+        assert (rc_by_tag [i] == 0);
+    assert (memcmp (src, dst, 16 * block_bytes) == 0);
+    //  Wrong hash and empty slot: miss at prep
+    rc = kvt_nvme_prep_read (store, 0, 12345, dst, 0);
+    assert (rc == KVT_EMISS);
+    rc = kvt_nvme_prep_read (store, 1, 0, dst, 0);
+    assert (rc == KVT_EMISS);
+
+    //  The eventfd wakes a poller when a completion is ready
+    rc = kvt_nvme_prep_read (store, 9, 1003, dst, 7);
+    assert (rc == 0);
+    rc = kvt_nvme_submit (store);
+    assert (rc == 1);
+    kvt_nvme_done_t one [4];
+    int got = 0;
+    for (int tries = 0; tries < 100 && got == 0; tries++) {
+        //  A wake-up may be stale (a CQE seen by an earlier reap): reap 0
+        struct pollfd item = { kvt_nvme_store_eventfd (store), POLLIN, 0 };
+        rc = poll (&item, 1, 5000);
+        assert (rc == 1 && (item.revents & POLLIN));
+        got = kvt_nvme_reap (store, one, 4);
+        assert (got >= 0);
+    }
+    assert (got == 1 && one [0].tag == 7 && one [0].rc == 0);
+    rc = kvt_nvme_reap (store, one, 4);
+    assert (rc == 0);                       //  Nothing more, and no wait
+    assert (kvt_nvme_store_inflight (store) == 0);
+
+    //  Overwrite slot 0, forget slot 3
+    t_fill (src, block_bytes, 5000);
+    rc = kvt_nvme_prep_write (store, 0, 5000, src, 0);
+    assert (rc == 0);
+    rc = kvt_nvme_prep_read (store, 0, 1000, dst, 1);
+    assert (rc == -EBUSY);                  //  Slot being written
+    rc = kvt_nvme_forget (store, 3);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 1, rc_by_tag);
+    assert (rc_by_tag [0] == 0);
+    assert (!kvt_nvme_store_has (store, 3, NULL));
+
+    //  Flip a byte on disk under slot 6: the read is a checksum miss
+    char path [512];
+    uint64_t offset;
+    rc = kvt_nvme_store_slot_location (store, 6, path, sizeof (path), &offset);
+    assert (rc == 0);
+    int fd = open (path, O_RDWR);
+    assert (fd >= 0);
+    uint8_t byte;
+    ssize_t io = pread (fd, &byte, 1, (off_t) (offset + 4096 + 777));
+    assert (io == 1);
+    byte ^= 0x40;
+    io = pwrite (fd, &byte, 1, (off_t) (offset + 4096 + 777));
+    assert (io == 1);
+    close (fd);
+    rc = kvt_nvme_prep_read (store, 6, 1002, dst, 2);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 1, rc_by_tag);
+    assert (rc_by_tag [2] == KVT_ECHECKSUM);
+    kvt_nvme_store_stats_t stats;
+    kvt_nvme_store_stats (store, &stats);
+    assert (stats.checksum_failures == 1);
+    assert (!kvt_nvme_store_has (store, 6, NULL));
+
+    //  Injected faults: a write EIO is not acknowledged; the store goes on
+    kvt_nvme_store_inject_fault (store, KVT_NVME_FAULT_WRITE, EIO, 1);
+    rc = kvt_nvme_prep_write (store, 50, 50, src + block_bytes, 3);
+    assert (rc == 0);
+    rc = kvt_nvme_prep_write (store, 51, 51, src + block_bytes, 4);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 2, rc_by_tag);
+    assert ((rc_by_tag [3] == -EIO) != (rc_by_tag [4] == -EIO));
+    assert (rc_by_tag [3] == 0 || rc_by_tag [4] == 0);
+    kvt_nvme_store_inject_fault (store, KVT_NVME_FAULT_JOURNAL, ENOSPC, 1);
+    rc = kvt_nvme_prep_write (store, 52, 52, src + block_bytes, 5);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 1, rc_by_tag);
+    assert (rc_by_tag [5] == -ENOSPC);
+    assert (!kvt_nvme_store_has (store, 52, NULL));
+    kvt_nvme_store_stats (store, &stats);
+    assert (stats.io_errors == 2 && stats.enospc == 1);
+    kvt_nvme_store_destroy (&store);
+
+    //  Reopen: every acknowledged block is back, forgotten ones are not
+    store = kvt_nvme_store_new (&config);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    uint64_t expect_count = 16 - 2 + 1;     //  16, -3 forgotten, -6 dropped, +50 or 51
+    assert (kvt_nvme_store_recovered_count (store) == expect_count);
+    for (uint64_t i = 0; i < kvt_nvme_store_recovered_count (store); i++) {
+        uint64_t slot, hash;
+        rc = kvt_nvme_store_recovered (store, i, &slot, &hash);
+        assert (rc == 0);
+        assert (slot != 3 && slot != 6 && slot != 52);
+        if (slot == 0)
+            assert (hash == 5000);
+        else
+        if (slot < 48)
+            assert (hash == 1000 + slot / 3);
+        else
+            assert (hash == slot);
+    }
+    rc = kvt_nvme_store_recovered (store, expect_count, NULL, NULL);
+    assert (rc == -ERANGE);
+    rc = kvt_nvme_prep_read (store, 0, 5000, dst, 0);
+    assert (rc == 0);
+    rc = kvt_nvme_prep_read (store, 9, 1003, dst + block_bytes, 1);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 2, rc_by_tag);
+    assert (rc_by_tag [0] == 0 && rc_by_tag [1] == 0);
+    assert (memcmp (dst, src, block_bytes) == 0);
+    t_fill (src + 3 * block_bytes, block_bytes, 1003);
+    assert (memcmp (dst + block_bytes, src + 3 * block_bytes, block_bytes) == 0);
+    kvt_nvme_store_destroy (&store);
+
+    //  Journal compaction while running: a tiny limit forces rotations
+    //  among writes, overwrites and forgets; a restart sees the same index
+    kvt_nvme_store_config_t rotating = config;
+    rotating.dir_count = 1;
+    rotating.files_per_dir = 1;
+    rotating.block_bytes = 4096;
+    rotating.capacity_blocks = 300;
+    rotating.journal_compact_bytes = 2048;  //  About 50 records
+    char rot_dir [300];
+    snprintf (rot_dir, sizeof (rot_dir), "%s/rot", dir);
+    rc = mkdir (rot_dir, 0755);
+    assert (rc == 0);
+    const char *rot_dirs [1] = { rot_dir };
+    rotating.dirs = rot_dirs;
+    store = kvt_nvme_store_new (&rotating);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    uint64_t expect_hash [300] = { 0 };     //  0: slot must be empty
+    for (int round = 0; round < 6; round++) {
+        for (uint64_t slot = 0; slot < 300; slot++) {
+            if ((slot + (uint64_t) round) % 7 == 0) {
+                if (expect_hash [slot]) {
+                    rc = kvt_nvme_forget (store, slot);
+                    assert (rc == 0);
+                    expect_hash [slot] = 0;
+                }
+                continue;
+            }
+            uint64_t hash = (uint64_t) round << 32 | slot | 1ULL << 48;
+            rc = kvt_nvme_prep_write (store, slot, hash, src, 0);
+            while (rc == -EAGAIN) {
+                t_reap_all (store, 1, rc_by_tag);   //  Every tag is 0
+                assert (rc_by_tag [0] == 0);
+                rc = kvt_nvme_prep_write (store, slot, hash, src, 0);
+            }
+            assert (rc == 0);
+            expect_hash [slot] = hash;
+            kvt_nvme_submit (store);
+        }
+        while (kvt_nvme_store_inflight (store) > 0) {
+            t_reap_all (store, 1, rc_by_tag);
+            assert (rc_by_tag [0] == 0);
+        }
+    }
+    kvt_nvme_store_stats (store, &stats);
+    if (verbose)
+        printf ("journal rotations %" PRIu64 "\n", stats.journal_rotations);
+    assert (stats.journal_rotations >= 3);
+    assert (stats.io_errors == 0);
+    kvt_nvme_store_destroy (&store);
+    store = kvt_nvme_store_new (&rotating);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    for (uint64_t slot = 0; slot < 300; slot++) {
+        uint64_t hash = 0;
+        bool has = kvt_nvme_store_has (store, slot, &hash);
+        assert (has == (expect_hash [slot] != 0));
+        assert (!has || hash == expect_hash [slot]);
+    }
+    kvt_nvme_store_stats (store, &stats);
+    assert (stats.recovery_skipped == 0);
+    kvt_nvme_store_destroy (&store);
+
+    //  Direct path: registered, aligned caller memory, 4096-multiple blocks
+    kvt_nvme_store_config_t aligned = config;
+    aligned.block_bytes = 32768;
+    aligned.dir_count = 1;
+    aligned.files_per_dir = 1;
+    aligned.sync_on_ack = true;
+    size_t arena_bytes = 8 * aligned.block_bytes;
+    uint8_t *arena = (uint8_t *) mmap (NULL, arena_bytes, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert (arena != MAP_FAILED);
+    store = kvt_nvme_store_new (&aligned);
+    rc = kvt_nvme_store_register_buffer (store, arena, arena_bytes);
+    assert (rc == 0);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    assert (kvt_nvme_store_recovered_count (store) == 0);   //  Geometry changed: empty
+    for (int i = 0; i < 4; i++) {
+        t_fill (arena + i * aligned.block_bytes, aligned.block_bytes, 7000 + i);
+        rc = kvt_nvme_prep_write (store, (uint64_t) i, 7000 + i,
+                                  arena + i * aligned.block_bytes, i);
+        assert (rc == 0);
+    }
+    kvt_nvme_submit (store);
+    t_reap_all (store, 4, rc_by_tag);
+    for (int i = 0; i < 4; i++) {
+        assert (rc_by_tag [i] == 0);
+        rc = kvt_nvme_prep_read (store, (uint64_t) i, 7000 + i,
+                                 arena + (4 + i) * aligned.block_bytes, i);
+        assert (rc == 0);
+    }
+    kvt_nvme_submit (store);
+    t_reap_all (store, 4, rc_by_tag);
+    for (int i = 0; i < 4; i++)
+        assert (rc_by_tag [i] == 0);
+    assert (memcmp (arena, arena + 4 * aligned.block_bytes, 4 * aligned.block_bytes) == 0);
+    kvt_nvme_store_stats (store, &stats);
+    assert (stats.direct_ops == 8 && stats.bounce_ops == 0);
+    assert (stats.writes == 4 && stats.reads == 4);
+
+    //  Short payloads (_len): only that length is written, checksummed and
+    //  read back, direct (arena) or bounced (malloc'd); a read with another
+    //  length is refused, never handed out
+    size_t short_bytes = 9000;
+    uint8_t *loose = (uint8_t *) malloc (aligned.block_bytes);
+    t_fill (loose, aligned.block_bytes, 8100);
+    rc = kvt_nvme_prep_write_len (store, 6, 8000, arena, short_bytes, 0);
+    assert (rc == 0);
+    rc = kvt_nvme_prep_write_len (store, 7, 8100, loose, short_bytes, 1);
+    assert (rc == 0);
+    assert (kvt_nvme_prep_write_len (store, 5, 1, arena, 0, 2) == -EINVAL);
+    assert (kvt_nvme_prep_write_len (store, 5, 1, arena, aligned.block_bytes + 1, 2) == -EINVAL);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 2, rc_by_tag);
+    assert (rc_by_tag [0] == 0 && rc_by_tag [1] == 0);
+    kvt_nvme_store_stats_t before;
+    kvt_nvme_store_stats (store, &before);
+    assert (before.write_bytes == 4 * aligned.block_bytes + 2 * short_bytes);
+    memset (arena + 4 * aligned.block_bytes, 0, 2 * aligned.block_bytes);
+    rc = kvt_nvme_prep_read_len (store, 6, 8000, arena + 4 * aligned.block_bytes, short_bytes, 0);
+    assert (rc == 0);
+    uint8_t *back = (uint8_t *) calloc (1, aligned.block_bytes);
+    rc = kvt_nvme_prep_read_len (store, 7, 8100, back, short_bytes, 1);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 2, rc_by_tag);
+    assert (rc_by_tag [0] == 0 && rc_by_tag [1] == 0);
+    assert (memcmp (arena + 4 * aligned.block_bytes, arena, short_bytes) == 0);
+    assert (memcmp (back, loose, short_bytes) == 0);
+    kvt_nvme_store_stats (store, &stats);
+    assert (stats.read_bytes == before.read_bytes + 2 * short_bytes);
+    //  Read with the full length: the block is refused (and dropped)
+    rc = kvt_nvme_prep_read (store, 6, 8000, arena + 4 * aligned.block_bytes, 0);
+    assert (rc == 0);
+    rc = kvt_nvme_prep_read (store, 7, 8100, back, 1);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 2, rc_by_tag);
+    assert (rc_by_tag [0] == KVT_ECHECKSUM);        //  Direct: payload checksum
+    assert (rc_by_tag [1] == KVT_EMISS);            //  Bounce: header length
+    assert (!kvt_nvme_store_has (store, 6, NULL) && !kvt_nvme_store_has (store, 7, NULL));
+    free (loose);
+    free (back);
+    kvt_nvme_store_destroy (&store);
+    munmap (arena, arena_bytes);
+
+    free (src);
+    free (dst);
+    kvt_log_set_level (saved_level);
+    char command [sizeof (dir_template) + 16];
+    snprintf (command, sizeof (command), "rm -rf '%s'", dir);
+    rc = system (command);
+    assert (rc == 0);
+    //  @end
+    return 0;
+}
