@@ -28,21 +28,13 @@
     the blocks, byte for byte, of the same blocks copied in first, with
     the copy kernel (16 KiB slices) and the copy engines (64 KiB slices),
     some and all blocks cached, host slots in order and shuffled.
-    --bench [prompt]: prefill rate at the Llama-3-8B shape against cuBLAS,
-    and decode tokens/s at batch 1, 16 and 64 (1024-token contexts), the
-    batches checked to give batch 1's tokens; then the same steps by
-    launch / eventfd / finish, with the thread's time in launch + finish.
-    --bench-stream [prefix] [new]: time to first token at the 8B shape of a
-    'prefix'-token prefix (16384) on the host tier plus 'new' (512) prompt
-    tokens: layer-streamed, against copy-then-compute and the larger of
-    copy alone and compute alone, in the same run.
+    The speed of these paths is measured by `kvtier bench model`.
 @end
 */
 
 #include "testutil.h"
 #ifdef KVT_WITH_CUDA
 #   include <cuda_runtime.h>
-#   include <cublas_v2.h>
 #   include "kvt_model.h"
 #   include "kvt_block_copy.cuh"
 #   include <poll.h>
@@ -568,313 +560,14 @@ s_streamed_vs_copied (int kv_heads)
     kvt_model_cuda_destroy (&model);
 }
 
-//  --bench-stream: TTFT of 'prefix' cached tokens on the host tier plus
-//  'fresh' prompt tokens at the 8B shape. Best of 3 runs of each:
-//  streamed (layer by layer under the prefill), copy then compute, copy
-//  alone (whole 2 MiB blocks, as migration promotes today), compute alone
-//  (prefix already on the GPU), and the layer-sliced copy alone.
-static int
-s_bench_stream (size_t prefix, size_t fresh)
-{
-    kvt_model_shape_t shape = { .layers = 32, .heads = 32, .kv_heads = 8, .head_dim = 128,
-                                .hidden = 4096, .intermediate = 14336, .vocab = 128256,
-                                .block_tokens = 16, .seed = 1 };
-    kvt_model_cuda_t *model = kvt_model_cuda_new (&shape);
-    t_check (model);
-    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
-    const size_t block_bytes = kvt_block_bytes (&geometry);
-    const size_t cached = prefix / 16, count = prefix + fresh, full = count / 16;
-    const size_t max_new = 1, spares = KVT_MODEL_CUDA_SPARE_BLOCKS (16, max_new);
-    void *slab = NULL;
-    t_check (cudaMalloc (&slab, (full + spares) * block_bytes) == cudaSuccess);
-    uint64_t *slots = (uint64_t *) malloc ((full + spares) * sizeof (uint64_t));
-    for (size_t k = 0; k < full + spares; k++)
-        slots [k] = k;
-    uint8_t *host = (uint8_t *) s_host_pinned (cached * block_bytes);
-    //  Small finite bf16 values (0x3c3c ~ 0.0115) as the cached KV
-    memset (host, 0x3c, cached * block_bytes);
-    const void **host_src = (const void **) malloc ((cached + 1) * sizeof (void *));
-    for (size_t b = 0; b < cached; b++)
-        host_src [b] = host + b * block_bytes;
-    uint64_t *p64 = t_tokens (count, (uint64_t) shape.vocab, 5);
-    uint32_t *prompt = (uint32_t *) malloc (count * sizeof (uint32_t));
-    for (size_t k = 0; k < count; k++)
-        prompt [k] = (uint32_t) p64 [k];
-    free (p64);
-    cudaStream_t stream;
-    t_check (cudaStreamCreateWithFlags (&stream, cudaStreamNonBlocking) == cudaSuccess);
-    int64_t *copy_slots = (int64_t *) malloc (2 * cached * sizeof (int64_t));
-    for (size_t b = 0; b < cached; b++)
-        copy_slots [b] = copy_slots [cached + b] = (int64_t) b;
-    kvt_block_copy_args_t whole = {
-        .dst = slab, .src = host, .dst_slots = copy_slots + cached, .src_slots = copy_slots,
-        .dst_slot_bytes = (int64_t) block_bytes, .src_slot_bytes = (int64_t) block_bytes,
-        .block_bytes = (int64_t) block_bytes, .count = (int) cached };
-    uint32_t out [4];
-    double best [5] = { 1e30, 1e30, 1e30, 1e30, 1e30 };
-    const char *names [5] = { "streamed", "copy then compute", "copy alone (whole blocks)",
-                              "compute alone", "copy alone (layer slices, streamed path)" };
-    uint32_t first_token [2] = { 0, 0 };
-    for (int run = 0; run < 4; run++)
-        for (int what = 0; what < 5; what++) {
-            cudaDeviceSynchronize ();
-            int64_t start = zclock_usecs ();
-            kvt_model_cuda_seq_t *seq = NULL;
-            if (what == 1 || what == 2) {
-                t_ok (kvt_block_copy_ce (&whole, stream));
-                t_check (cudaStreamSynchronize (stream) == cudaSuccess);
-            }
-            if (what != 2)
-                t_ok (kvt_model_cuda_seq_begin (model, prompt, count, slab, block_bytes, slots,
-                                                cached, what == 0 || what == 4? host_src: NULL,
-                                                slots + full, spares, max_new, out, &seq));
-            if (what <= 1 || what == 3)
-                t_check (kvt_model_cuda_seq_prefill (model, seq, 0) == 0);
-            kvt_model_cuda_seq_destroy (&seq);      //  Waits for its copies
-            double ms = (zclock_usecs () - start) / 1000.0;
-            if (run > 0 && ms < best [what])
-                best [what] = ms;
-            if (what <= 1)
-                first_token [what] = out [0];
-        }
-    t_check (first_token [0] == first_token [1]);   //  Same KV, same first token
-    double bound = best [2] > best [3]? best [2]: best [3];
-    double gbps = (double) cached * block_bytes / (best [2] / 1e3) / 1e9;
-    double gbps_sliced = (double) cached * block_bytes / (best [4] / 1e3) / 1e9;
-    printf ("bench-stream: 8B shape, %zu-token prefix on the host tier (%zu blocks, %.2f GiB) "
-            "+ %zu new prompt tokens, time to first token, best of 3:\n", prefix, cached,
-            (double) cached * block_bytes / (1 << 30), fresh);
-    for (int what = 0; what < 5; what++)
-        printf ("bench-stream:   %-42s %8.2f ms\n", names [what], best [what]);
-    printf ("bench-stream:   copy alone: %.1f GB/s whole blocks, %.1f GB/s in layer slices\n",
-            gbps, gbps_sliced);
-    printf ("bench-stream: streamed %.2f ms; baseline max (copy alone, compute alone) %.2f ms; "
-            "ratio %.3f (target <= 1.1)\n", best [0], bound, best [0] / bound);
-    printf ("bench-stream: streamed %.2f ms; baseline copy then compute %.2f ms; ratio %.3f\n",
-            best [0], best [1], best [0] / best [1]);
-    cudaStreamDestroy (stream);
-    free (copy_slots);
-    free (prompt);
-    free (host_src);
-    s_host_pinned_free (host);
-    free (slots);
-    cudaFree (slab);
-    kvt_model_cuda_destroy (&model);
-    return 0;
-}
-
-//  cuBLAS bf16 GEMM rate (TFLOP/s) at m x n x k, the best of 5 timed runs
-static double
-s_cublas_tflops (int m, int n, int k)
-{
-    void *a, *w, *c;
-    t_check (cudaMalloc (&a, (size_t) m * k * 2) == cudaSuccess);
-    t_check (cudaMalloc (&w, (size_t) n * k * 2) == cudaSuccess);
-    t_check (cudaMalloc (&c, (size_t) m * n * 2) == cudaSuccess);
-    cudaMemset (a, 0x3c, (size_t) m * k * 2);
-    cudaMemset (w, 0x3c, (size_t) n * k * 2);
-    cublasHandle_t handle;
-    t_check (cublasCreate (&handle) == CUBLAS_STATUS_SUCCESS);
-    const float alpha = 1.0f, beta = 0.0f;
-    double best = 1e30;
-    for (int run = 0; run < 6; run++) {
-        cudaDeviceSynchronize ();
-        int64_t start = zclock_usecs ();
-        for (int rep = 0; rep < 10; rep++)
-            t_check (cublasGemmEx (handle, CUBLAS_OP_T, CUBLAS_OP_N, n, m, k, &alpha, w,
-                                   CUDA_R_16BF, k, a, CUDA_R_16BF, k, &beta, c, CUDA_R_16BF,
-                                   n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT)
-                     == CUBLAS_STATUS_SUCCESS);
-        cudaDeviceSynchronize ();
-        double seconds = (zclock_usecs () - start) / 1e6 / 10;
-        if (run > 0 && seconds < best)
-            best = seconds;
-    }
-    cublasDestroy (handle);
-    cudaFree (a);
-    cudaFree (w);
-    cudaFree (c);
-    return 2.0 * m * n * k / best / 1e12;
-}
-
-//  --bench: prefill of a 'prompt'-token prompt at the Llama-3-8B shape,
-//  against the cuBLAS GEMM rate measured in the same run.
-static int
-s_bench (int prompt)
-{
-    kvt_model_shape_t shape = { .layers = 32, .heads = 32, .kv_heads = 8, .head_dim = 128,
-                                .hidden = 4096, .intermediate = 14336, .vocab = 128256,
-                                .block_tokens = 16, .seed = 1 };
-    int64_t started = zclock_usecs ();
-    kvt_model_cuda_t *model = kvt_model_cuda_new (&shape);
-    t_check (model);
-    printf ("bench: 8B weights made on the device in %.2f s\n",
-            (zclock_usecs () - started) / 1e6);
-    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
-    size_t block_bytes = kvt_block_bytes (&geometry);
-    const size_t max_new = 33, full = (size_t) prompt / 16;
-    size_t spare_count = KVT_MODEL_CUDA_SPARE_BLOCKS (16, max_new);
-    void *slab;
-    t_check (cudaMalloc (&slab, (full + spare_count) * block_bytes) == cudaSuccess);
-    uint64_t *slots = (uint64_t *) malloc ((full + spare_count) * sizeof (uint64_t));
-    for (size_t k = 0; k < full + spare_count; k++)
-        slots [k] = k;
-    uint32_t *tokens = (uint32_t *) malloc ((size_t) prompt * sizeof (uint32_t));
-    uint64_t *tokens64 = t_tokens ((size_t) prompt, (uint64_t) shape.vocab, 5);
-    for (int k = 0; k < prompt; k++)
-        tokens [k] = (uint32_t) tokens64 [k];
-    uint32_t out [64];
-    double best_ttft = 1e30;
-    int64_t decode_us = 0;
-    for (int run = 0; run < 4; run++) {
-        int64_t ttft = 0, start = zclock_usecs ();
-        t_ok (kvt_model_cuda_generate (model, tokens, (size_t) prompt, slab, block_bytes, slots,
-                                       0, slots + full, spare_count, run == 3? max_new: 1, out,
-                                       &ttft));
-        if (run == 3)
-            decode_us = zclock_usecs () - start - ttft;
-        else
-        if (run > 0 && ttft < best_ttft)
-            best_ttft = (double) ttft;
-    }
-    double params = (double) shape.layers * ((double) shape.hidden * shape.heads * 128 * 2
-                  + 2.0 * shape.hidden * shape.kv_heads * 128 + 3.0 * shape.hidden
-                  * shape.intermediate);
-    double gemm_flop = 2.0 * params * prompt;
-    double attn_flop = 2.0 * shape.layers * shape.heads * 128.0 * prompt * (double) prompt;
-    double model_tflops = (gemm_flop + attn_flop) / (best_ttft / 1e6) / 1e12;
-    double big = s_cublas_tflops (4096, 14336, 4096);
-    double chunk = s_cublas_tflops (512, 14336, 4096);
-    printf ("bench: prefill %d tokens (8B shape, bf16): %.1f ms, %.1f TFLOP/s "
-            "(2 x %.2fB params x tokens + causal attention %.1f TFLOP)\n", prompt,
-            best_ttft / 1000.0, model_tflops, params / 1e9, attn_flop / 1e12);
-    printf ("bench: baseline cuBLAS bf16 GEMM 4096x14336x4096: %.1f TFLOP/s; ratio %.2f\n",
-            big, model_tflops / big);
-    printf ("bench: cuBLAS bf16 GEMM 512x14336x4096 (the model's chunk): %.1f TFLOP/s\n", chunk);
-    printf ("bench: decode %.2f ms/token (32 steps after the %d-token prompt)\n",
-            decode_us / 1000.0 / (max_new - 1), prompt);
-    free (tokens64);
-    free (tokens);
-    free (slots);
-    cudaFree (slab);
-
-    //  Continuous batching: B sequences of 1024-token prompts (their own
-    //  prompts, all prefilled first), then 32 decode steps of all B by
-    //  kvt_model_cuda_decode (each returns after the stream drained), then
-    //  32 more by step launch / eventfd / finish, as the compute actor runs
-    //  them (the thread is free while the GPU works)
-    enum { CONTEXT = 1024, STEPS = 32, MOST = 64, NEW = 2 * STEPS + 1 };
-    const size_t per_seq = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, CONTEXT, NEW)
-                         + CONTEXT / 16;
-    t_check (cudaMalloc (&slab, MOST * per_seq * block_bytes) == cudaSuccess);
-    static uint32_t outs [MOST][NEW], first_outs [MOST][NEW];
-    double async_rate [3] = { 0, 0, 0 }, async_ms [3] = { 0, 0, 0 }, held_ms [3] = { 0, 0, 0 };
-    int fd = eventfd (0, EFD_CLOEXEC);
-    t_check (fd >= 0);
-    static uint64_t ids [MOST][128];
-    static uint32_t prompts [MOST][CONTEXT];
-    t_check (per_seq <= 128);
-    for (int i = 0; i < MOST; i++) {
-        for (size_t k = 0; k < per_seq; k++)
-            ids [i][k] = (uint64_t) i * per_seq + k;
-        uint64_t *p64 = t_tokens (CONTEXT, (uint64_t) shape.vocab, 1000 + (uint64_t) i);
-        for (int k = 0; k < CONTEXT; k++)
-            prompts [i][k] = (uint32_t) p64 [k];
-        free (p64);
-    }
-    const int batches [] = { 1, 16, 64 };
-    double rate [3] = { 0, 0, 0 }, step_ms [3] = { 0, 0, 0 };
-    for (int b = 0; b < 3; b++) {
-        const int count = batches [b];
-        kvt_model_cuda_seq_t *seqs [MOST];
-        for (int i = 0; i < count; i++) {
-            t_ok (kvt_model_cuda_seq_begin (model, prompts [i], CONTEXT, slab, block_bytes,
-                                            ids [i], 0, NULL, ids [i] + CONTEXT / 16,
-                                            per_seq - CONTEXT / 16, NEW, outs [i],
-                                            &seqs [i]));
-            t_check (kvt_model_cuda_seq_prefill (model, seqs [i], 0) == 0);
-        }
-        t_ok (kvt_model_cuda_decode (model, seqs, (size_t) count));     //  Warm-up step
-        int64_t start = zclock_usecs ();
-        for (int step = 1; step < STEPS; step++)
-            t_ok (kvt_model_cuda_decode (model, seqs, (size_t) count));
-        double seconds = (zclock_usecs () - start) / 1e6;
-        step_ms [b] = seconds * 1000.0 / (STEPS - 1);
-        rate [b] = (double) count * (STEPS - 1) / seconds;
-        //  Through the eventfd: time per step, and the thread's time
-        //  inside launch and finish (what the actor's loop is held)
-        int64_t held_us = 0;
-        start = zclock_usecs ();
-        for (int step = 0; step < STEPS; step++) {
-            int64_t t0 = zclock_usecs ();
-            t_ok (kvt_model_cuda_step_launch (model, NULL, 0, seqs, (size_t) count, fd));
-            int64_t t1 = zclock_usecs ();
-            t_check (s_fd_wait (fd) == 1);
-            int64_t t2 = zclock_usecs ();
-            t_check (kvt_model_cuda_step_finish (model) == 0);
-            held_us += (t1 - t0) + (zclock_usecs () - t2);
-        }
-        seconds = (zclock_usecs () - start) / 1e6;
-        async_ms [b] = seconds * 1000.0 / STEPS;
-        async_rate [b] = (double) count * STEPS / seconds;
-        held_ms [b] = held_us / 1000.0 / STEPS;
-        for (int i = 0; i < count; i++)
-            t_check (!kvt_model_cuda_seq_decoding (seqs [i]));
-        for (int i = 0; i < count; i++) {
-            if (b == 0)
-                memcpy (first_outs [i], outs [i], sizeof (outs [i]));
-            kvt_model_cuda_seq_destroy (&seqs [i]);
-        }
-        //  Sequence 0 gives the same tokens in every batch
-        t_check (memcmp (outs [0], first_outs [0], sizeof (outs [0])) == 0);
-        if (b == 1)             //  Keep batch 16's tokens: batch 64 must match them
-            for (int i = 1; i < 16; i++)
-                memcpy (first_outs [i], outs [i], sizeof (outs [i]));
-        if (b == 2)
-            for (int i = 0; i < 16; i++)
-                t_check (memcmp (outs [i], first_outs [i], sizeof (outs [i])) == 0);
-    }
-    for (int b = 0; b < 3; b++)
-        printf ("bench: decode batch %2d (8B shape, %d-token contexts): %.2f ms/step, "
-                "%.0f tokens/s; baseline batch 1: %.0f tokens/s; ratio %.2f\n", batches [b],
-                CONTEXT, step_ms [b], rate [b], rate [0], rate [b] / rate [0]);
-    for (int b = 0; b < 3; b++)
-        printf ("bench: decode batch %2d by step launch / eventfd / finish: %.2f ms/step, "
-                "%.0f tokens/s (thread held %.3f ms/step in launch + finish); baseline "
-                "kvt_model_cuda_decode same batch: %.0f tokens/s; ratio %.3f\n", batches [b],
-                async_ms [b], async_rate [b], held_ms [b], rate [b], async_rate [b] / rate [b]);
-    printf ("bench: batches 16 and 64 gave batch 1's (and 16's) tokens, all %d steps: OK\n",
-            NEW);
-    close (fd);
-    //  What batch invariance costs batch 1: every decode GEMM runs on 64
-    //  rows. cuBLAS time of one step's GEMMs at m = 1 and m = 64
-    const int gemm_n [] = { 6144, 4096, 28672, 4096 }, gemm_k [] = { 4096, 4096, 4096, 14336 };
-    double gemm_ms [2] = { 0, 0 };
-    for (int g = 0; g < 5; g++)
-        for (int pad = 0; pad < 2; pad++) {
-            int m = pad? KVT_MODEL_MAX_BATCH: 1;
-            int n = g < 4? gemm_n [g]: shape.vocab, k = g < 4? gemm_k [g]: shape.hidden;
-            double ms = 2.0 * m * n * k / (s_cublas_tflops (m, n, k) * 1e12) * 1e3;
-            gemm_ms [pad] += g < 4? ms * shape.layers: ms;
-        }
-    printf ("bench: one step's cuBLAS GEMMs (8B): %.2f ms at m = 1, %.2f ms at m = %d "
-            "(padded, what every step runs); ratio %.2f\n", gemm_ms [0], gemm_ms [1],
-            KVT_MODEL_MAX_BATCH, gemm_ms [1] / gemm_ms [0]);
-    cudaFree (slab);
-    kvt_model_cuda_destroy (&model);
-    return 0;
-}
-
 #endif
 
 int
-main (int argc, char **argv)
+main (void)
 {
     //  compute/device = cuda where there is no GPU is a clear config error
     static const char *const want_cuda [] = { "compute/device=cuda", NULL };
 #ifndef KVT_WITH_CUDA
-    (void) argc;
-    (void) argv;
     s_refused (want_cuda);
     printf ("test_gpu_request_path: not a CUDA build, skipped\n");
     return T_EXIT_SKIP;
@@ -885,11 +578,6 @@ main (int argc, char **argv)
         printf ("test_gpu_request_path: no CUDA device, skipped\n");
         return T_EXIT_SKIP;
     }
-    if (argc > 1 && streq (argv [1], "--bench"))
-        return s_bench (argc > 2? atoi (argv [2]): 4096);
-    if (argc > 1 && streq (argv [1], "--bench-stream"))
-        return s_bench_stream (argc > 2? (size_t) atoi (argv [2]): 16384,
-                               argc > 3? (size_t) atoi (argv [3]): 512);
     s_streamed_vs_copied (2);
     s_streamed_vs_copied (8);
     s_batched_vs_alone (false);

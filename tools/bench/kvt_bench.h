@@ -45,5 +45,6 @@ int kvt_bench_kernels_main (int argc, char **argv);    //  GPU kernels vs cuDNN/
 int kvt_bench_transfer_main (int argc, char **argv);   //  host<->GPU block movement
 int kvt_bench_nvme_main (int argc, char **argv);       //  tier_nvme vs raw io_uring
 int kvt_bench_host_main (int argc, char **argv);       //  host tier vs memcpy
+int kvt_bench_model_main (int argc, char **argv);      //  GPU model: prefill, batching, streaming
 
 #endif

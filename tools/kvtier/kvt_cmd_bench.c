@@ -22,6 +22,7 @@ static const s_bench_t s_benches [] = {
     { "transfer", kvt_bench_transfer_main, "host<->GPU block movement vs pinned cudaMemcpy (CUDA build)" },
     { "nvme",     kvt_bench_nvme_main,     "tier_nvme block I/O vs raw io_uring O_DIRECT" },
     { "host",     kvt_bench_host_main,     "prefix promotion host/NVMe -> GPU vs memcpy and raw io_uring" },
+    { "model",    kvt_bench_model_main,    "8B-shaped GPU model: prefill vs cuBLAS, decode batching, streamed prefix (CUDA build)" },
     { NULL, NULL, NULL }
 };
 

@@ -20,7 +20,7 @@ static const s_command_t s_commands [] = {
     { "client", kvt_cmd_client, "hello | lookup | store | load | generate | stats | demote against a server" },
     { "replay", kvt_cmd_replay, "replay a Mooncake JSONL trace (live, or --simulate policies)" },
     { "demo",   kvt_cmd_demo,   "replay the bundled trace slice in-process and print a report" },
-    { "bench",  kvt_cmd_bench,  "runtime | kernels | transfer | nvme | host benchmarks" },
+    { "bench",  kvt_cmd_bench,  "runtime | kernels | transfer | nvme | host | model benchmarks" },
     { "actor",  kvt_cmd_actor,  "(internal) run one actor as its own process" },
     { NULL, NULL, NULL }
 };
