@@ -80,38 +80,6 @@ s_fill (const s_shape_t *shape, uint16_t *kv, size_t blocks, uint64_t seed)
     }
 }
 
-//  Flip one byte of the on-disk payload that starts with 'needle' (64
-//  bytes, page-aligned on disk); true if found
-static bool
-s_flip_on_disk (kvt_runtime_t *runtime, const uint8_t *needle)
-{
-    char nvme_dir [1024];
-    snprintf (nvme_dir, sizeof (nvme_dir), "%s/nvme", kvt_runtime_run_dir (runtime));
-    bool flipped = false;
-    DIR *dir = opendir (nvme_dir);
-    t_check (dir);
-    struct dirent *entry;
-    while (!flipped && (entry = readdir (dir))) {
-        if (!strstr (entry->d_name, ".dat"))
-            continue;
-        char path [1400];
-        snprintf (path, sizeof (path), "%s/%s", nvme_dir, entry->d_name);
-        FILE *file = fopen (path, "r+b");
-        t_check (file);
-        uint8_t page [4096];
-        for (long offset = 0; !flipped && fseek (file, offset, SEEK_SET) == 0
-             && fread (page, 1, sizeof (page), file) == sizeof (page); offset += 4096)
-            if (memcmp (page, needle, 64) == 0) {
-                fseek (file, offset + 100, SEEK_SET);
-                fputc (page [100] ^ 0xff, file);
-                flipped = true;
-            }
-        fclose (file);
-    }
-    closedir (dir);
-    return flipped;
-}
-
 //  The FP8 form of block 'block' of 'kv', as the C twin makes it
 static void
 s_fp8_form (const s_shape_t *shape, const uint16_t *kv, size_t block, uint8_t *out)
@@ -385,7 +353,7 @@ s_scenario (bool cuda, bool processes)
     t_check (t_stat (client, "tier_host.used_blocks") == 0);
     uint8_t *form = (uint8_t *) calloc (1, shape.block_bytes);
     s_fp8_form (&shape, kv_c, 10, form);
-    t_check (s_flip_on_disk (runtime, form));
+    t_check (t_flip_on_disk (runtime, form));
     kvt_client_load_t cut;
     t_ok (kvt_client_load (client, "", tokens_c, count, &cut));
     t_check (cut.blocks == 10);

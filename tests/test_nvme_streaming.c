@@ -72,32 +72,7 @@ main (void)
     //  order, so the block's payload is where the store puts slot 1500;
     //  find it by content instead of assuming: scan the data files for
     //  the block's first 64 bytes and flip a byte of it
-    char nvme_dir [1024];
-    snprintf (nvme_dir, sizeof (nvme_dir), "%s/nvme", kvt_runtime_run_dir (runtime));
-    const uint8_t *needle = kv + 1500 * hello.block_bytes;
-    bool flipped = false;
-    DIR *dir = opendir (nvme_dir);
-    t_check (dir);
-    struct dirent *entry;
-    while (!flipped && (entry = readdir (dir))) {
-        if (!strstr (entry->d_name, ".dat"))
-            continue;
-        char path [1400];
-        snprintf (path, sizeof (path), "%s/%s", nvme_dir, entry->d_name);
-        FILE *file = fopen (path, "r+b");
-        t_check (file);
-        uint8_t page [4096];
-        for (long offset = 0; !flipped && fseek (file, offset, SEEK_SET) == 0
-             && fread (page, 1, sizeof (page), file) == sizeof (page); offset += 4096)
-            if (memcmp (page, needle, 64) == 0) {
-                fseek (file, offset + 100, SEEK_SET);
-                fputc (page [100] ^ 0xff, file);
-                flipped = true;
-            }
-        fclose (file);
-    }
-    closedir (dir);
-    t_check (flipped);
+    t_check (t_flip_on_disk (runtime, kv + 1500 * hello.block_bytes));
     t_ok (kvt_client_load (client, "", tokens, count, &loaded));
     t_check (loaded.blocks == 1500);
     t_check (memcmp (loaded.kv, kv, 1500 * hello.block_bytes) == 0);

@@ -9,6 +9,7 @@
 #define KVT_TESTUTIL_H_INCLUDED
 
 #include <czmq.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "kvt.h"
@@ -69,6 +70,39 @@ t_stat (kvt_client_t *client, const char *key)
     kvt_client_stats_find (&stats, key, &value);
     kvt_client_stats_fini (&stats);
     return value;
+}
+
+//  Find, in the NVMe tier's data files of 'runtime', the 4 KiB page that
+//  starts with the 64 bytes at 'needle' (a block's payload start) and flip
+//  its byte 100 on disk. Returns whether such a page was found.
+static inline bool
+t_flip_on_disk (kvt_runtime_t *runtime, const uint8_t *needle)
+{
+    char nvme_dir [1024];
+    snprintf (nvme_dir, sizeof (nvme_dir), "%s/nvme", kvt_runtime_run_dir (runtime));
+    bool flipped = false;
+    DIR *dir = opendir (nvme_dir);
+    t_check (dir);
+    struct dirent *entry;
+    while (!flipped && (entry = readdir (dir))) {
+        if (!strstr (entry->d_name, ".dat"))
+            continue;
+        char path [1400];
+        snprintf (path, sizeof (path), "%s/%s", nvme_dir, entry->d_name);
+        FILE *file = fopen (path, "r+b");
+        t_check (file);
+        uint8_t page [4096];
+        for (long offset = 0; !flipped && fseek (file, offset, SEEK_SET) == 0
+             && fread (page, 1, sizeof (page), file) == sizeof (page); offset += 4096)
+            if (memcmp (page, needle, 64) == 0) {
+                fseek (file, offset + 100, SEEK_SET);
+                fputc (page [100] ^ 0xff, file);
+                flipped = true;
+            }
+        fclose (file);
+    }
+    closedir (dir);
+    return flipped;
 }
 
 //  Deterministic prompt of 'count' tokens < vocab.
