@@ -66,6 +66,7 @@
 #include "kvt_util.h"
 #include "kvt_nvme_store.h"
 #include "kvt_nvme_checksum.h"
+#include "kvt_bench_nvme_int.h"
 
 #define S_MAX_SIZES 8               //  Block sizes per run
 #define S_SUBMIT_BYTES (1u << 20)   //  Submit once this much is prepared
@@ -73,27 +74,9 @@
 #define S_MAX_QD 4096               //  Largest --qd
 #define S_MAX_FILES 64              //  Data files the raw baseline opens
 
-typedef struct {
-    const char *dir;                //  Directory under test
-    size_t data_bytes;              //  Bytes per run per direction
-    int qd;                         //  Queue depth, store and raw
-    int reps;                       //  Runs per figure (median)
-    int files_per_dir;              //  Data files
-    bool sync_on_ack;               //  Store and raw writes with O_DSYNC
-    bool buffered;                  //  O_DIRECT refused: buffered fallback
-    bool json;                      //  JSON output
-    bool verbose;                   //  Every run's GB/s on stderr
-    int threads;                    //  Checksum pool sizes 1..threads
-    size_t sync_bytes;              //  Bytes per sync_on_ack write run
-    size_t sync_block_bytes;        //  Block size of those runs
-    int sync_qd;                    //  Queue depth of those runs
-    const char *only;               //  NULL, "checksum", "sync" or "sizes"
-    bool sync_per_write;            //  Store: O_DSYNC per write, no group commit
-    int checksum_threads;           //  Store: checksum threads (0 auto, 1 inline)
-} s_opts_t;
 
-static double
-s_seconds (void)
+double
+kvt_bench_nvme_seconds (void)
 {
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
@@ -107,15 +90,15 @@ s_compare_double (const void *a, const void *b)
     return x < y? -1: x > y;
 }
 
-static double
-s_median (double *values, int count)
+double
+kvt_bench_nvme_median (double *values, int count)
 {
     qsort (values, (size_t) count, sizeof (double), s_compare_double);
     return count % 2? values [count / 2]: (values [count / 2 - 1] + values [count / 2]) / 2;
 }
 
-static void
-s_fill (uint8_t *buf, size_t bytes, uint64_t seed)
+void
+kvt_bench_nvme_fill (uint8_t *buf, size_t bytes, uint64_t seed)
 {
     uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
     for (size_t i = 0; i + 8 <= bytes; i += 8) {
@@ -126,8 +109,8 @@ s_fill (uint8_t *buf, size_t bytes, uint64_t seed)
     }
 }
 
-static void *
-s_map (size_t bytes)
+void *
+kvt_bench_nvme_map (size_t bytes)
 {
     void *p = mmap (NULL, bytes, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
@@ -164,7 +147,7 @@ typedef struct {
 
 static int
 s_raw_open (s_raw_t *raw, kvt_nvme_store_t *store, uint64_t blocks, int qd, uint8_t *buf,
-            size_t buf_bytes, const s_opts_t *opts)
+            size_t buf_bytes, const kvt_bench_nvme_opts_t *opts)
 {
     memset (raw, 0, sizeof (*raw));
     raw->blocks = blocks;
@@ -221,7 +204,7 @@ s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd)
     int free_count = qd;
     for (int i = 0; i < qd; i++)
         free_bufs [i] = i;
-    double start = s_seconds ();
+    double start = kvt_bench_nvme_seconds ();
     while (done < raw->blocks) {
         size_t batch_bytes = 0;
         while (inflight < qd && next < raw->blocks) {
@@ -260,7 +243,7 @@ s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd)
             done++;
         }
     }
-    double seconds = s_seconds () - start;
+    double seconds = kvt_bench_nvme_seconds () - start;
     return (double) raw->blocks * (double) block_bytes / seconds / 1e9;
 }
 
@@ -276,7 +259,7 @@ s_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write, uint8_t *buf,
     int free_count = qd;
     for (int i = 0; i < qd; i++)
         free_bufs [i] = i;
-    double start = s_seconds ();
+    double start = kvt_bench_nvme_seconds ();
     int reaped = 0;
     while (done < blocks) {
         size_t batch_bytes = 0;
@@ -326,12 +309,12 @@ s_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write, uint8_t *buf,
             done += (uint64_t) n;
         }
     }
-    double seconds = s_seconds () - start;
+    double seconds = kvt_bench_nvme_seconds () - start;
     return (double) blocks * (double) block_bytes / seconds / 1e9;
 }
 
 static kvt_nvme_store_t *
-s_store_open (s_opts_t *opts, const char *dir, size_t block_bytes, uint64_t capacity,
+s_store_open (kvt_bench_nvme_opts_t *opts, const char *dir, size_t block_bytes, uint64_t capacity,
               int qd, void *region, size_t region_bytes)
 {
     const char *dirs [1] = { dir };
@@ -362,7 +345,7 @@ s_store_open (s_opts_t *opts, const char *dir, size_t block_bytes, uint64_t capa
 }
 
 static void
-s_bench_size (kvt_bench_report_t *report, s_opts_t *opts, size_t block_bytes)
+s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t block_bytes)
 {
     char dir [1024];
     snprintf (dir, sizeof (dir), "%s/bs-%zu", opts->dir, block_bytes);
@@ -372,10 +355,10 @@ s_bench_size (kvt_bench_report_t *report, s_opts_t *opts, size_t block_bytes)
         blocks = (uint64_t) opts->qd;
     int qd = opts->qd;
     size_t set_bytes = (size_t) qd * block_bytes;
-    uint8_t *registered = (uint8_t *) s_map (set_bytes);    //  "Host arena", registered
-    uint8_t *plain = (uint8_t *) s_map (set_bytes);         //  Not registered: bounce path
+    uint8_t *registered = (uint8_t *) kvt_bench_nvme_map (set_bytes);    //  "Host arena", registered
+    uint8_t *plain = (uint8_t *) kvt_bench_nvme_map (set_bytes);         //  Not registered: bounce path
     for (int i = 0; i < qd; i++) {
-        s_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 1);
+        kvt_bench_nvme_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 1);
         memcpy (plain + (size_t) i * block_bytes, registered + (size_t) i * block_bytes,
                 block_bytes);
     }
@@ -435,7 +418,7 @@ s_bench_size (kvt_bench_report_t *report, s_opts_t *opts, size_t block_bytes)
     }
     double m [6];
     for (int i = 0; i < 6; i++)
-        m [i] = s_median (v [i], reps);
+        m [i] = kvt_bench_nvme_median (v [i], reps);
     kvt_nvme_store_stats_t stats;
     kvt_nvme_store_stats (store, &stats);
     if (stats.checksum_failures || stats.misses || stats.io_errors) {
@@ -467,163 +450,11 @@ s_bench_size (kvt_bench_report_t *report, s_opts_t *opts, size_t block_bytes)
     s_remove_tree (dir);
 }
 
-//  xxh3 and memcpy on one core over 64 MiB (out of cache)
-static void
-s_bench_hash (kvt_bench_report_t *report)
-{
-    size_t bytes = 64u << 20;
-    uint8_t *a = (uint8_t *) s_map (bytes);
-    uint8_t *b = (uint8_t *) s_map (bytes);
-    s_fill (a, bytes, 7);
-    double hash_rates [5], copy_rates [5];
-    volatile uint64_t sink = 0;
-    for (int rep = 0; rep < 5; rep++) {
-        double start = s_seconds ();
-        for (size_t off = 0; off < bytes; off += 2u << 20)
-            sink ^= XXH3_64bits (a + off, 2u << 20);
-        hash_rates [rep] = (double) bytes / (s_seconds () - start) / 1e9;
-        start = s_seconds ();
-        for (size_t off = 0; off < bytes; off += 2u << 20)
-            memcpy (b + off, a + off, 2u << 20);
-        copy_rates [rep] = (double) bytes / (s_seconds () - start) / 1e9;
-        sink ^= b [rep];
-    }
-    kvt_bench_report_add (report, "xxh3_64_one_core_gbps", s_median (hash_rates, 5), "GB/s",
-                          "memcpy_one_core_gbps", s_median (copy_rates, 5));
-    munmap (a, bytes);
-    munmap (b, bytes);
-}
-
-
-//  --------------------------------------------------------------------------
-//  Checksum pool on 1..N threads beside memcpy on as many
-
-#define S_POOL_BYTES    (256u << 20)    //  Data hashed per run, out of cache
-#define S_POOL_JOB      (1u << 20)      //  Bytes per job
-#define S_POOL_MAX      64              //  Largest --threads
-
-typedef struct {
-    const uint8_t *src;             //  Slice to copy
-    uint8_t *dst;                   //  Where to
-    size_t bytes;                   //  Its length
-} s_copy_t;
-
-static void *
-s_copy_main (void *arg)
-{
-    s_copy_t *copy = (s_copy_t *) arg;
-    memcpy (copy->dst, copy->src, copy->bytes);
-    return NULL;
-}
-
-//  memcpy 'bytes' split over 'threads' threads; GB/s of bytes copied.
-static double
-s_memcpy_threads (const uint8_t *src, uint8_t *dst, size_t bytes, int threads)
-{
-    pthread_t ids [S_POOL_MAX];
-    s_copy_t copies [S_POOL_MAX];
-    size_t slice = bytes / (size_t) threads;
-    double start = s_seconds ();
-    for (int t = 0; t < threads; t++) {
-        copies [t] = (s_copy_t) { src + (size_t) t * slice, dst + (size_t) t * slice,
-                                  t == threads - 1? bytes - (size_t) t * slice: slice };
-        if (pthread_create (&ids [t], NULL, s_copy_main, &copies [t]) != 0) {
-            fprintf (stderr, "kvtier bench nvme: pthread_create failed\n");
-            exit (1);
-        }
-    }
-    for (int t = 0; t < threads; t++)
-        pthread_join (ids [t], NULL);
-    return (double) bytes / (s_seconds () - start) / 1e9;
-}
-
-//  Hash 'bytes' through the pool as S_POOL_JOB jobs, 'capacity' in
-//  flight, the caller waiting on wake_fd as the store's caller does.
-static double
-s_pool_run (kvt_nvme_checksum_t *pool, int wake_fd, const uint8_t *src, size_t bytes,
-            int capacity, uint64_t *sink)
-{
-    size_t jobs = bytes / S_POOL_JOB, posted = 0, done = 0;
-    int outstanding = 0;
-    double start = s_seconds ();
-    while (done < jobs) {
-        while (posted < jobs && outstanding < capacity) {
-            kvt_nvme_checksum_job_t job = {
-                .id = posted, .src = src + posted * S_POOL_JOB, .bytes = S_POOL_JOB,
-                .kind = KVT_NVME_CHECKSUM_HASH
-            };
-            if (kvt_nvme_checksum_post (pool, &job) != 0)
-                break;
-            posted++;
-            outstanding++;
-        }
-        kvt_nvme_checksum_result_t results [S_POOL_MAX * 4];
-        int n = kvt_nvme_checksum_collect (pool, results, S_POOL_MAX * 4);
-        if (n == 0) {
-            struct pollfd item = { wake_fd, POLLIN, 0 };
-            if (poll (&item, 1, 1000) == 1) {
-                uint64_t ticks;
-                (void) !read (wake_fd, &ticks, sizeof (ticks));   //  Only drains
-            }
-            continue;
-        }
-        for (int i = 0; i < n; i++)
-            *sink += results [i].checksum;
-        done += (size_t) n;
-        outstanding -= n;
-    }
-    return (double) (jobs * S_POOL_JOB) / (s_seconds () - start) / 1e9;
-}
-
-static void
-s_bench_checksum (kvt_bench_report_t *report, s_opts_t *opts)
-{
-    uint8_t *src = (uint8_t *) s_map (S_POOL_BYTES);
-    uint8_t *dst = (uint8_t *) s_map (S_POOL_BYTES);
-    s_fill (src, S_POOL_BYTES, 11);
-    int wake_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
-    uint64_t sink = 0;
-    for (int threads = 1; threads <= opts->threads; threads++) {
-        int capacity = 4 * threads;
-        kvt_nvme_checksum_t *pool = kvt_nvme_checksum_new (threads, capacity, wake_fd);
-        if (!pool) {
-            fprintf (stderr, "kvtier bench nvme: cannot start %d checksum threads\n", threads);
-            exit (1);
-        }
-        double *hash = (double *) calloc ((size_t) opts->reps, sizeof (double));
-        double *copy = (double *) calloc ((size_t) opts->reps, sizeof (double));
-        for (int rep = 0; rep < opts->reps; rep++) {
-            hash [rep] = s_pool_run (pool, wake_fd, src, S_POOL_BYTES, capacity, &sink);
-            copy [rep] = s_memcpy_threads (src, dst, S_POOL_BYTES, threads);
-        }
-        if (opts->verbose)
-            for (int rep = 0; rep < opts->reps; rep++)
-                fprintf (stderr, "# checksum pool %d threads: %.2f GB/s, memcpy %.2f GB/s\n",
-                         threads, hash [rep], copy [rep]);
-        char figure [64], base [64];
-        snprintf (figure, sizeof (figure), "xxh3_pool_%dt_gbps", threads);
-        snprintf (base, sizeof (base), "memcpy_%dt_gbps", threads);
-        kvt_bench_report_add (report, figure, s_median (hash, opts->reps), "GB/s", base,
-                              s_median (copy, opts->reps));
-        free (hash);
-        free (copy);
-        kvt_nvme_checksum_destroy (&pool);
-    }
-    char note [160];
-    snprintf (note, sizeof (note), "256 MiB out of cache in 1 MiB jobs, 4 per thread in "
-              "flight; %ld online cores (checksum %016" PRIx64 ")",
-              sysconf (_SC_NPROCESSORS_ONLN), sink);
-    kvt_bench_report_note (report, "checksum_pool", note);
-    close (wake_fd);
-    munmap (src, S_POOL_BYTES);
-    munmap (dst, S_POOL_BYTES);
-}
-
 //  --------------------------------------------------------------------------
 //  sync_on_ack writes: group commit beside one sync per write
 
 static void
-s_bench_sync (kvt_bench_report_t *report, s_opts_t *opts)
+s_bench_sync (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts)
 {
     size_t block_bytes = opts->sync_block_bytes;
     int qd = opts->sync_qd;
@@ -631,10 +462,10 @@ s_bench_sync (kvt_bench_report_t *report, s_opts_t *opts)
     if (blocks < (uint64_t) qd)
         blocks = (uint64_t) qd;
     size_t set_bytes = (size_t) qd * block_bytes;
-    uint8_t *registered = (uint8_t *) s_map (set_bytes);
+    uint8_t *registered = (uint8_t *) kvt_bench_nvme_map (set_bytes);
     for (int i = 0; i < qd; i++)
-        s_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 5);
-    s_opts_t mode [2] = { *opts, *opts };  //  0: grouped, 1: per write
+        kvt_bench_nvme_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 5);
+    kvt_bench_nvme_opts_t mode [2] = { *opts, *opts };  //  0: grouped, 1: per write
     kvt_nvme_store_t *stores [2];
     char dirs [2][1024];
     for (int m = 0; m < 2; m++) {
@@ -680,8 +511,8 @@ s_bench_sync (kvt_bench_report_t *report, s_opts_t *opts)
     kvt_bench_report_note (report, "sync_on_ack", note);
     snprintf (figure, sizeof (figure), "store_write_sync_grouped_%s_gbps", size_name);
     snprintf (base, sizeof (base), "store_write_sync_per_write_%s_gbps", size_name);
-    kvt_bench_report_add (report, figure, s_median (v [0], opts->reps), "GB/s", base,
-                          s_median (v [1], opts->reps));
+    kvt_bench_report_add (report, figure, kvt_bench_nvme_median (v [0], opts->reps), "GB/s", base,
+                          kvt_bench_nvme_median (v [1], opts->reps));
     for (int m = 0; m < 2; m++) {
         kvt_nvme_store_destroy (&stores [m]);
         free (v [m]);
@@ -692,20 +523,20 @@ s_bench_sync (kvt_bench_report_t *report, s_opts_t *opts)
 
 //  Restart with 'count' 4 KiB blocks on disk.
 static void
-s_bench_recover (kvt_bench_report_t *report, s_opts_t *opts, uint64_t count)
+s_bench_recover (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, uint64_t count)
 {
     char dir [1024];
     snprintf (dir, sizeof (dir), "%s/recover", opts->dir);
     mkdir (dir, 0755);
     size_t block_bytes = 4096;
     int qd = 256;
-    uint8_t *buf = (uint8_t *) s_map ((size_t) qd * block_bytes);
-    s_fill (buf, (size_t) qd * block_bytes, 3);
+    uint8_t *buf = (uint8_t *) kvt_bench_nvme_map ((size_t) qd * block_bytes);
+    kvt_bench_nvme_fill (buf, (size_t) qd * block_bytes, 3);
     kvt_nvme_store_t *store = s_store_open (opts, dir, block_bytes, count, qd, buf,
                                             (size_t) qd * block_bytes);
-    double start = s_seconds ();
+    double start = kvt_bench_nvme_seconds ();
     double rate = s_store_run (store, count, true, buf, block_bytes, qd);
-    double fill_s = s_seconds () - start;
+    double fill_s = kvt_bench_nvme_seconds () - start;
     kvt_nvme_store_destroy (&store);
     char note [128];
     snprintf (note, sizeof (note), "%" PRIu64 " blocks of 4 KiB written in %.1f s "
@@ -741,12 +572,12 @@ s_bench_recover (kvt_bench_report_t *report, s_opts_t *opts, uint64_t count)
     int fd = open (journal, O_RDONLY);
     size_t chunk = 8u << 20;
     uint8_t *tmp = (uint8_t *) malloc (chunk);
-    start = s_seconds ();
+    start = kvt_bench_nvme_seconds ();
     ssize_t got;
     uint64_t journal_bytes = 0;
     while (fd >= 0 && (got = read (fd, tmp, chunk)) > 0)
         journal_bytes += (uint64_t) got;
-    double read_s = s_seconds () - start;
+    double read_s = kvt_bench_nvme_seconds () - start;
     if (fd >= 0)
         close (fd);
     free (tmp);
@@ -779,9 +610,9 @@ int
 kvt_bench_nvme_main (int argc, char **argv)
 {
     long cores = sysconf (_SC_NPROCESSORS_ONLN);
-    s_opts_t opts = {
+    kvt_bench_nvme_opts_t opts = {
         .dir = NULL, .data_bytes = 1024ull << 20, .qd = 32, .reps = 3, .files_per_dir = 4,
-        .threads = cores > 2? (cores > S_POOL_MAX? S_POOL_MAX: (int) cores): 2,
+        .threads = cores > 2? (cores > KVT_BENCH_NVME_MAX_THREADS? KVT_BENCH_NVME_MAX_THREADS: (int) cores): 2,
         .sync_bytes = 256u << 20, .sync_block_bytes = 64u << 10, .sync_qd = 64
     };
     size_t sizes [S_MAX_SIZES] = { 64 << 10, 512 << 10, 2 << 20 };
@@ -853,7 +684,7 @@ kvt_bench_nvme_main (int argc, char **argv)
         }
     }
     if (opts.qd < 1 || opts.qd > S_MAX_QD || opts.reps < 1 || opts.files_per_dir < 1
-    ||  opts.data_bytes == 0 || opts.threads < 1 || opts.threads > S_POOL_MAX
+    ||  opts.data_bytes == 0 || opts.threads < 1 || opts.threads > KVT_BENCH_NVME_MAX_THREADS
     ||  opts.sync_bytes == 0 || opts.sync_block_bytes == 0 || opts.sync_block_bytes % 4096
     ||  opts.sync_qd < 1 || opts.sync_qd > S_MAX_QD) {
         fprintf (stderr, "kvtier bench nvme: --qd (1..4096), --reps, --files, --mib, "
@@ -882,10 +713,10 @@ kvt_bench_nvme_main (int argc, char **argv)
               opts.files_per_dir, opts.reps, opts.sync_on_ack? "on": "off",
               opts.checksum_threads);
     kvt_bench_report_note (report, "config", note);
-    s_bench_hash (report);
+    kvt_bench_nvme_hash (report);
     bool all = !opts.only;
     if (all || strcmp (opts.only, "checksum") == 0)
-        s_bench_checksum (report, &opts);
+        kvt_bench_nvme_checksum_pool (report, &opts);
     if (recover)
         s_bench_recover (report, &opts, recover);
     else {
