@@ -72,14 +72,13 @@
 #include "kvt_arena.h"
 #include "kvt_bench.h"
 #include "kvt_sim.h"
+#include "kvt_bench_host_raw.h"
 #include <xxhash.h>
 
 #define S_TENANT "bench-host"       //  Tenant of every request
 #define S_MAX_PROMPT_MIB 192        //  Largest --prompt-mib (frames stay under the
                                     //  scheduler's default max_frame_bytes, 256 MiB)
-#define S_MAX_FILES 64              //  Data files the raw baseline opens
 #define S_MAX_QD 1024               //  Largest --qd
-#define S_ALIGN 4096                //  O_DIRECT alignment (and the store's header)
 
 typedef struct {
     int blocks;                     //  Blocks in the cached prefix
@@ -273,160 +272,6 @@ s_generate_all (kvt_client_t *client, s_prompt_t *prompts, int prompt_count, uin
 }
 
 //  --------------------------------------------------------------------------
-//  Raw io_uring O_DIRECT baseline on the store's own data files
-
-typedef struct {
-    struct io_uring ring;           //  Ring with registered files and buffer
-    int fds [S_MAX_FILES];          //  kvt-nvme-NNN.dat, O_DIRECT, in file order
-    int file_count;                 //  Entries in fds
-    size_t stride;                  //  Bytes per slot on disk
-    size_t block_bytes;             //  Payload per read
-    int qd;                         //  Reads in flight
-    uint8_t *buffer;                //  qd x block_bytes, aligned, registered
-    bool ring_ready;                //  Ring initialised
-} s_raw_t;
-
-//  Close files and ring, free the buffer; safe on a zeroed or half-open one.
-static void
-s_raw_close (s_raw_t *raw)
-{
-    if (raw->ring_ready)
-        io_uring_queue_exit (&raw->ring);
-    for (int f = 0; f < raw->file_count; f++)
-        close (raw->fds [f]);
-    free (raw->buffer);
-    memset (raw, 0, sizeof (*raw));
-}
-
-//  Open the data files of the store in 'dir'. Returns 0 or -errno.
-static int
-s_raw_open (s_raw_t *raw, const char *dir, size_t block_bytes, int qd)
-{
-    memset (raw, 0, sizeof (*raw));
-    raw->block_bytes = block_bytes;
-    raw->stride = S_ALIGN + (block_bytes + S_ALIGN - 1) / S_ALIGN * S_ALIGN;
-    raw->qd = qd;
-    for (int f = 0; f < S_MAX_FILES; f++) {
-        char path [1100];
-        snprintf (path, sizeof (path), "%s/kvt-nvme-%03d.dat", dir, f);
-        int fd = open (path, O_RDONLY | O_DIRECT);
-        if (fd < 0) {
-            if (errno == ENOENT)
-                break;
-            int rc = -errno;
-            fprintf (stderr, "kvtier bench host: cannot open %s O_DIRECT: %s\n", path,
-                     strerror (errno));
-            s_raw_close (raw);
-            return rc;
-        }
-        raw->fds [raw->file_count++] = fd;
-    }
-    if (raw->file_count == 0) {
-        fprintf (stderr, "kvtier bench host: no kvt-nvme-*.dat in %s\n", dir);
-        return -ENOENT;
-    }
-    if (posix_memalign ((void **) &raw->buffer, S_ALIGN, (size_t) qd * block_bytes)) {
-        s_raw_close (raw);
-        return -ENOMEM;
-    }
-    memset (raw->buffer, 0, (size_t) qd * block_bytes);
-    int rc = io_uring_queue_init ((unsigned) qd * 2, &raw->ring, 0);
-    if (rc == 0) {
-        raw->ring_ready = true;
-        rc = io_uring_register_files (&raw->ring, raw->fds, (unsigned) raw->file_count);
-    }
-    struct iovec iov = { raw->buffer, (size_t) qd * block_bytes };
-    if (rc == 0)
-        rc = io_uring_register_buffers (&raw->ring, &iov, 1);
-    if (rc) {
-        fprintf (stderr, "kvtier bench host: io_uring set-up: %s\n", strerror (-rc));
-        s_raw_close (raw);
-    }
-    return rc;
-}
-
-//  Queue the read of bytes [done, block_bytes) of slot 'slot' into buffer 'index'.
-static void
-s_raw_prep (s_raw_t *raw, uint64_t slot, int index, size_t done)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe (&raw->ring);
-    assert (sqe);                   //  Never more than qd in flight on a 2 x qd ring
-    int file = (int) (slot % (uint64_t) raw->file_count);
-    uint64_t offset = (slot / (uint64_t) raw->file_count) * raw->stride + S_ALIGN + done;
-    io_uring_prep_read_fixed (sqe, file, raw->buffer + (size_t) index * raw->block_bytes + done,
-                              (unsigned) (raw->block_bytes - done), offset, 0);
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64 (sqe, slot << 32 | (uint64_t) index);
-}
-
-//  Read the payloads of slots 0..blocks-1, qd in flight; short reads are
-//  requeued, -EAGAIN retried. Returns 0 and *us, or a negative code.
-static int
-s_raw_read (s_raw_t *raw, uint64_t blocks, double *us)
-{
-    size_t *done_bytes = (size_t *) zmalloc ((size_t) raw->qd * sizeof (size_t));
-    int *free_bufs = (int *) zmalloc ((size_t) raw->qd * sizeof (int));
-    int free_count = raw->qd;
-    for (int i = 0; i < raw->qd; i++)
-        free_bufs [i] = i;
-    uint64_t next = 0, completed = 0;
-    int rc = 0;
-    double start = s_now_us ();
-    while (completed < blocks && rc == 0) {
-        while (free_count > 0 && next < blocks) {
-            int index = free_bufs [--free_count];
-            done_bytes [index] = 0;
-            s_raw_prep (raw, next++, index, 0);
-        }
-        rc = io_uring_submit (&raw->ring);
-        if (rc < 0)
-            break;
-        rc = 0;
-        struct io_uring_cqe *cqe;
-        int wait = io_uring_wait_cqe (&raw->ring, &cqe);
-        if (wait == -EINTR)
-            continue;
-        if (wait) {
-            rc = wait;
-            break;
-        }
-        while (rc == 0 && io_uring_peek_cqe (&raw->ring, &cqe) == 0 && cqe) {
-            uint64_t data = io_uring_cqe_get_data64 (cqe);
-            int index = (int) (data & 0xffffffffu);
-            uint64_t slot = data >> 32;
-            int res = cqe->res;
-            io_uring_cqe_seen (&raw->ring, cqe);
-            if (res == -EAGAIN)
-                s_raw_prep (raw, slot, index, done_bytes [index]);
-            else
-            if (res <= 0)
-                rc = res? res: -EIO;    //  0 = past the end of the file
-            else
-            if ((done_bytes [index] += (size_t) res) < raw->block_bytes)
-                s_raw_prep (raw, slot, index, done_bytes [index]);
-            else {
-                free_bufs [free_count++] = index;
-                completed++;
-            }
-        }
-    }
-    *us = s_now_us () - start;
-    //  On failure, drain what is in flight before the buffer can go
-    if (rc)
-        fprintf (stderr, "kvtier bench host: raw read: %s\n", strerror (-rc));
-    while (rc && free_count < raw->qd) {
-        struct io_uring_cqe *cqe;
-        if (io_uring_wait_cqe (&raw->ring, &cqe))
-            break;
-        io_uring_cqe_seen (&raw->ring, cqe);
-        free_count++;
-    }
-    free (done_bytes);
-    free (free_bufs);
-    return rc;
-}
-
-//  --------------------------------------------------------------------------
 //  Runtime set-up
 
 //  Model geometry for 'block_kib' KiB blocks (64 x 2^j, j = 0..5): 4
@@ -564,7 +409,7 @@ typedef struct {
     size_t bytes;                   //  Bytes in the prefix
     uint8_t *copy_src;              //  memcpy baseline source, prefaulted
     uint8_t *copy_dst;              //  memcpy baseline destination, prefaulted
-    s_raw_t *raw;                   //  Raw disk baseline
+    kvt_bench_host_raw_t *raw;                   //  Raw disk baseline
     kvt_arena_t *arena_src;         //  Profile: a slab like the host tier's
     kvt_arena_t *arena_dst;         //  Profile: a slab like the GPU tier's (CPU build)
     kvt_arena_t *device;            //  GPU build: device slab for the pinned PCIe baseline
@@ -669,7 +514,7 @@ s_rep (s_bench_t *bench, s_rep_t *rep)
     rep->xxh3_us = s_now_us () - start;
     if (digest == 0)                //  Uses the digest; 0 is as good as impossible
         rep->xxh3_us += 0.001;
-    return s_raw_read (bench->raw, bench->blocks, &rep->disk_us);
+    return kvt_bench_host_raw_read (bench->raw, bench->blocks, &rep->disk_us);
 }
 
 //  --------------------------------------------------------------------------
@@ -753,7 +598,7 @@ kvt_bench_host_main (int argc, char **argv)
     kvt_client_t *client = NULL;
     s_prompt_t *prompts = NULL;
     int prompt_count = 0;
-    s_raw_t raw = { .file_count = 0 };
+    kvt_bench_host_raw_t raw = { .file_count = 0 };
     s_rep_t *reps = NULL;
     uint8_t *copy_src = NULL, *copy_dst = NULL;
     kvt_arena_t *arena_src = NULL, *arena_dst = NULL, *device = NULL;
@@ -809,7 +654,7 @@ kvt_bench_host_main (int argc, char **argv)
     s_bench_t bench = { client, prompts, prompt_count, (uint64_t) opts.blocks, bytes,
                         copy_src, copy_dst, &raw, arena_src, arena_dst, device, opts.verbose };
     reps = (s_rep_t *) zmalloc ((size_t) opts.reps * sizeof (s_rep_t));
-    if (s_raw_open (&raw, work_dir, hello.block_bytes, opts.qd))
+    if (kvt_bench_host_raw_open (&raw, work_dir, hello.block_bytes, opts.qd))
         goto cleanup;
     for (int r = 0; r < opts.reps; r++) {
         if (s_rep (&bench, &reps [r])) {
@@ -925,7 +770,7 @@ kvt_bench_host_main (int argc, char **argv)
     status = 0;
 
 cleanup:
-    s_raw_close (&raw);
+    kvt_bench_host_raw_close (&raw);
     free (reps);
     free (copy_src);
     free (copy_dst);

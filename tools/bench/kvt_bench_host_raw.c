@@ -1,0 +1,166 @@
+/*  =========================================================================
+    kvt_bench_host_raw - the raw disk baseline of `kvtier bench host`
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include <assert.h>
+#include <czmq.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "kvt_bench_host_raw.h"
+
+//  Monotonic time in microseconds.
+static double
+s_now_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+//  Close files and ring, free the buffer; safe on a zeroed or half-open one.
+void
+kvt_bench_host_raw_close (kvt_bench_host_raw_t *raw)
+{
+    if (raw->ring_ready)
+        io_uring_queue_exit (&raw->ring);
+    for (int f = 0; f < raw->file_count; f++)
+        close (raw->fds [f]);
+    free (raw->buffer);
+    memset (raw, 0, sizeof (*raw));
+}
+
+//  Open the data files of the store in 'dir'. Returns 0 or -errno.
+int
+kvt_bench_host_raw_open (kvt_bench_host_raw_t *raw, const char *dir, size_t block_bytes, int qd)
+{
+    memset (raw, 0, sizeof (*raw));
+    raw->block_bytes = block_bytes;
+    raw->stride = KVT_BENCH_HOST_ALIGN + (block_bytes + KVT_BENCH_HOST_ALIGN - 1) / KVT_BENCH_HOST_ALIGN * KVT_BENCH_HOST_ALIGN;
+    raw->qd = qd;
+    for (int f = 0; f < KVT_BENCH_HOST_MAX_FILES; f++) {
+        char path [1100];
+        snprintf (path, sizeof (path), "%s/kvt-nvme-%03d.dat", dir, f);
+        int fd = open (path, O_RDONLY | O_DIRECT);
+        if (fd < 0) {
+            if (errno == ENOENT)
+                break;
+            int rc = -errno;
+            fprintf (stderr, "kvtier bench host: cannot open %s O_DIRECT: %s\n", path,
+                     strerror (errno));
+            kvt_bench_host_raw_close (raw);
+            return rc;
+        }
+        raw->fds [raw->file_count++] = fd;
+    }
+    if (raw->file_count == 0) {
+        fprintf (stderr, "kvtier bench host: no kvt-nvme-*.dat in %s\n", dir);
+        return -ENOENT;
+    }
+    if (posix_memalign ((void **) &raw->buffer, KVT_BENCH_HOST_ALIGN, (size_t) qd * block_bytes)) {
+        kvt_bench_host_raw_close (raw);
+        return -ENOMEM;
+    }
+    memset (raw->buffer, 0, (size_t) qd * block_bytes);
+    int rc = io_uring_queue_init ((unsigned) qd * 2, &raw->ring, 0);
+    if (rc == 0) {
+        raw->ring_ready = true;
+        rc = io_uring_register_files (&raw->ring, raw->fds, (unsigned) raw->file_count);
+    }
+    struct iovec iov = { raw->buffer, (size_t) qd * block_bytes };
+    if (rc == 0)
+        rc = io_uring_register_buffers (&raw->ring, &iov, 1);
+    if (rc) {
+        fprintf (stderr, "kvtier bench host: io_uring set-up: %s\n", strerror (-rc));
+        kvt_bench_host_raw_close (raw);
+    }
+    return rc;
+}
+
+//  Queue the read of bytes [done, block_bytes) of slot 'slot' into buffer 'index'.
+static void
+s_raw_prep (kvt_bench_host_raw_t *raw, uint64_t slot, int index, size_t done)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe (&raw->ring);
+    assert (sqe);                   //  Never more than qd in flight on a 2 x qd ring
+    int file = (int) (slot % (uint64_t) raw->file_count);
+    uint64_t offset = (slot / (uint64_t) raw->file_count) * raw->stride + KVT_BENCH_HOST_ALIGN + done;
+    io_uring_prep_read_fixed (sqe, file, raw->buffer + (size_t) index * raw->block_bytes + done,
+                              (unsigned) (raw->block_bytes - done), offset, 0);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64 (sqe, slot << 32 | (uint64_t) index);
+}
+
+//  Read the payloads of slots 0..blocks-1, qd in flight; short reads are
+//  requeued, -EAGAIN retried. Returns 0 and *us, or a negative code.
+int
+kvt_bench_host_raw_read (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us)
+{
+    size_t *done_bytes = (size_t *) zmalloc ((size_t) raw->qd * sizeof (size_t));
+    int *free_bufs = (int *) zmalloc ((size_t) raw->qd * sizeof (int));
+    int free_count = raw->qd;
+    for (int i = 0; i < raw->qd; i++)
+        free_bufs [i] = i;
+    uint64_t next = 0, completed = 0;
+    int rc = 0;
+    double start = s_now_us ();
+    while (completed < blocks && rc == 0) {
+        while (free_count > 0 && next < blocks) {
+            int index = free_bufs [--free_count];
+            done_bytes [index] = 0;
+            s_raw_prep (raw, next++, index, 0);
+        }
+        rc = io_uring_submit (&raw->ring);
+        if (rc < 0)
+            break;
+        rc = 0;
+        struct io_uring_cqe *cqe;
+        int wait = io_uring_wait_cqe (&raw->ring, &cqe);
+        if (wait == -EINTR)
+            continue;
+        if (wait) {
+            rc = wait;
+            break;
+        }
+        while (rc == 0 && io_uring_peek_cqe (&raw->ring, &cqe) == 0 && cqe) {
+            uint64_t data = io_uring_cqe_get_data64 (cqe);
+            int index = (int) (data & 0xffffffffu);
+            uint64_t slot = data >> 32;
+            int res = cqe->res;
+            io_uring_cqe_seen (&raw->ring, cqe);
+            if (res == -EAGAIN)
+                s_raw_prep (raw, slot, index, done_bytes [index]);
+            else
+            if (res <= 0)
+                rc = res? res: -EIO;    //  0 = past the end of the file
+            else
+            if ((done_bytes [index] += (size_t) res) < raw->block_bytes)
+                s_raw_prep (raw, slot, index, done_bytes [index]);
+            else {
+                free_bufs [free_count++] = index;
+                completed++;
+            }
+        }
+    }
+    *us = s_now_us () - start;
+    //  On failure, drain what is in flight before the buffer can go
+    if (rc)
+        fprintf (stderr, "kvtier bench host: raw read: %s\n", strerror (-rc));
+    while (rc && free_count < raw->qd) {
+        struct io_uring_cqe *cqe;
+        if (io_uring_wait_cqe (&raw->ring, &cqe))
+            break;
+        io_uring_cqe_seen (&raw->ring, cqe);
+        free_count++;
+    }
+    free (done_bytes);
+    free (free_bufs);
+    return rc;
+}

@@ -1,0 +1,53 @@
+/*  =========================================================================
+    kvt_bench_host_raw - the raw disk baseline of `kvtier bench host`:
+    io_uring O_DIRECT block reads of the NVMe tier's own data files
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Registered files and buffer, block-sized reads of slots' payloads
+    (slot s: file s mod F, offset (s div F) x stride + 4096, the layout
+    kvt_nvme_store documents), 'qd' in flight. Used by kvt_bench_host.c.
+@end
+*/
+
+#ifndef KVT_BENCH_HOST_RAW_H_INCLUDED
+#define KVT_BENCH_HOST_RAW_H_INCLUDED
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define KVT_BENCH_HOST_MAX_FILES 64     //  Data files the raw baseline opens
+#define KVT_BENCH_HOST_ALIGN 4096       //  O_DIRECT alignment (and the store's header)
+
+typedef struct {
+    struct io_uring ring;           //  Ring with registered files and buffer
+    int fds [KVT_BENCH_HOST_MAX_FILES];          //  kvt-nvme-NNN.dat, O_DIRECT, in file order
+    int file_count;                 //  Entries in fds
+    size_t stride;                  //  Bytes per slot on disk
+    size_t block_bytes;             //  Payload per read
+    int qd;                         //  Reads in flight
+    uint8_t *buffer;                //  qd x block_bytes, aligned, registered
+    bool ring_ready;                //  Ring initialised
+} kvt_bench_host_raw_t;
+
+//  Open the store's data files in 'dir' for reads of 'block_bytes' with
+//  'qd' in flight. Returns 0 or a negative code (reason printed).
+int
+    kvt_bench_host_raw_open (kvt_bench_host_raw_t *raw, const char *dir, size_t block_bytes,
+                             int qd);
+
+//  Read the payloads of slots 0..blocks-1; *us gets the time. Returns 0 or
+//  a negative code (reason printed).
+int
+    kvt_bench_host_raw_read (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us);
+
+//  Close files and ring, free the buffer; safe on a zeroed or half-open one.
+void
+    kvt_bench_host_raw_close (kvt_bench_host_raw_t *raw);
+
+#endif
