@@ -17,23 +17,12 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 #include "kvt_fp8.cuh"
+#include "kvt_device.cuh"
 
 #define S_THREADS 256               //  Threads per CTA
 #define S_FP8_MAX 448.0f            //  Largest finite e4m3 value
 
 namespace {
-
-template <typename T> __device__ __forceinline__ float s_to_float (T value);
-template <> __device__ __forceinline__ float
-s_to_float<__nv_bfloat16> (__nv_bfloat16 value) { return __bfloat162float (value); }
-template <> __device__ __forceinline__ float
-s_to_float<__half> (__half value) { return __half2float (value); }
-
-template <typename T> __device__ __forceinline__ T s_from_float (float value);
-template <> __device__ __forceinline__ __nv_bfloat16
-s_from_float<__nv_bfloat16> (float value) { return __float2bfloat16_rn (value); }
-template <> __device__ __forceinline__ __half
-s_from_float<__half> (float value) { return __float2half_rn (value); }
 
 //  grid = (planes, count)
 template <typename T>
@@ -55,7 +44,7 @@ s_quantize_kernel (const kvt_fp8_args_t a)
         const T *values = (const T *) &raw;
 #pragma unroll
         for (int i = 0; i < 8; i++)
-            amax = fmaxf (amax, fabsf (s_to_float<T> (values [i])));
+            amax = fmaxf (amax, fabsf (kvt_dev_to_float<T> (values [i])));
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1)
@@ -77,7 +66,7 @@ s_quantize_kernel (const kvt_fp8_args_t a)
         uint8_t q [8];
 #pragma unroll
         for (int i = 0; i < 8; i++)
-            q [i] = (uint8_t) __nv_cvt_float_to_fp8 (s_to_float<T> (values [i]) * inverse,
+            q [i] = (uint8_t) __nv_cvt_float_to_fp8 (kvt_dev_to_float<T> (values [i]) * inverse,
                                                      __NV_SATFINITE, __NV_E4M3);
         *(uint2 *) (dst + e) = *(const uint2 *) q;
     }
@@ -105,7 +94,7 @@ s_dequantize_kernel (const kvt_fp8_args_t a)
 #pragma unroll
         for (int i = 0; i < 8; i++) {
             __half_raw h = __nv_cvt_fp8_to_halfraw (q [i], __NV_E4M3);
-            values [i] = s_from_float<T> (__half2float (__half (h)) * scale);
+            values [i] = kvt_dev_from_float<T> (__half2float (__half (h)) * scale);
         }
         *(uint4 *) (dst + e) = out;
     }

@@ -33,6 +33,7 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include "kvt_fp8_attention.cuh"
+#include "kvt_device.cuh"
 
 #define S_WARPS     4               //  Warps per CTA
 #ifndef S_FP8_MIN_CTAS
@@ -45,26 +46,7 @@
 
 namespace {
 
-#if S_FP8_STAGES == 0
-//  Read 16 bytes that no one writes while the kernel runs; stream past L1
-__device__ __forceinline__ uint4
-s_load_stream (const void *address)
-{
-    uint4 r;
-    asm volatile ("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                  : "=r" (r.x), "=r" (r.y), "=r" (r.z), "=r" (r.w) : "l" (address));
-    return r;
-}
-#endif
-
 #if S_FP8_STAGES > 0
-__device__ __forceinline__ void
-s_cp_async16 (void *smem, const void *global)
-{
-    uint32_t address = (uint32_t) __cvta_generic_to_shared (smem);
-    asm volatile ("cp.async.cg.shared.global [%0], [%1], 16;" :: "r" (address), "l" (global));
-}
-
 __device__ __forceinline__ void
 s_cp_async4 (void *smem, const void *global)
 {
@@ -80,12 +62,6 @@ s_ring_bytes ()
 {
     return S_FP8_STAGES * S_WARPS * (2 * 2 * (D / 64) * 32 * 16 + 2 * 32 * 4);
 }
-
-template <typename T> __device__ __forceinline__ T s_from_float (float value);
-template <> __device__ __forceinline__ __nv_bfloat16
-s_from_float<__nv_bfloat16> (float value) { return __float2bfloat16_rn (value); }
-template <> __device__ __forceinline__ __half
-s_from_float<__half> (float value) { return __float2half_rn (value); }
 
 //  Two query elements as an fp16 pair
 template <typename T> __device__ __forceinline__ uint32_t s_to_half2 (uint32_t bits);
@@ -114,46 +90,6 @@ s_e4m3x4_to_half2x2 (uint32_t word, uint32_t &lo, uint32_t &hi)
          "cvt.rn.f16x2.e4m3x2 %0, l;\n\t"
          "cvt.rn.f16x2.e4m3x2 %1, h;\n\t}"
          : "=r" (lo), "=r" (hi) : "r" (word));
-}
-
-//  2^x on the special-function unit; 2^-inf = 0
-__device__ __forceinline__ float
-s_exp2 (float x)
-{
-    float r;
-    asm ("ex2.approx.ftz.f32 %0, %1;" : "=f" (r) : "f" (x));
-    return r;
-}
-
-//  exp2 (a - b) that is 0, not NaN, when a is -inf
-__device__ __forceinline__ float
-s_rescale (float a, float b)
-{
-    return a == -INFINITY? 0.0f: exp2f (a - b);
-}
-
-__device__ __forceinline__ uint32_t
-s_movmatrix_trans (uint32_t value)
-{
-    uint32_t r;
-    asm volatile ("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r" (r) : "r" (value));
-    return r;
-}
-
-__device__ __forceinline__ void
-s_mma_f16 (float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                  : "+f" (c [0]), "+f" (c [1]), "+f" (c [2]), "+f" (c [3])
-                  : "r" (a [0]), "r" (a [1]), "r" (a [2]), "r" (a [3]), "r" (b0), "r" (b1));
-}
-
-__device__ __forceinline__ uint32_t
-s_pack_half (float lo, float hi)
-{
-    __half2 pair = __floats2half2_rn (lo, hi);
-    return *reinterpret_cast <uint32_t *> (&pair);
 }
 
 //  --------------------------------------------------------------------------
@@ -238,8 +174,8 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
                                + (int64_t) (token & bt_mask) * a.token_stride_bytes;
 #pragma unroll
                 for (int f = 0; f < FC; f++) {
-                    k_raw [half][f] = s_load_stream (k_base + offset + f * 64);
-                    v_raw [half][f] = s_load_stream (v_base + offset + f * 64);
+                    k_raw [half][f] = kvt_dev_load_stream (k_base + offset + f * 64);
+                    v_raw [half][f] = kvt_dev_load_stream (v_base + offset + f * 64);
                 }
             }
             else {
@@ -287,8 +223,8 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
 #pragma unroll
                 for (int f = 0; f < FC; f++) {
                     if (token < end) {
-                        s_cp_async16 (ring_chunk (slot, 0, half, f), k_base + offset + f * 64);
-                        s_cp_async16 (ring_chunk (slot, 1, half, f), v_base + offset + f * 64);
+                        kvt_dev_cp_async16 (ring_chunk (slot, 0, half, f), k_base + offset + f * 64);
+                        kvt_dev_cp_async16 (ring_chunk (slot, 1, half, f), v_base + offset + f * 64);
                     }
                     else {
                         *ring_chunk (slot, 0, half, f) = make_uint4 (0, 0, 0, 0);
@@ -336,7 +272,7 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
                 for (int j = 0; j < 4; j++) {
                     uint32_t b0, b1;
                     s_e4m3x4_to_half2x2 (w [j], b0, b1);
-                    s_mma_f16 (s [half], qf [4 * f + j], b0, b1);
+                    kvt_dev_mma<__half> (s [half], qf [4 * f + j], b0, b1);
                 }
             }
         }
@@ -359,7 +295,7 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
             top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 1));
             top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 2));
             float m_new = fmaxf (m [r], top [r]);
-            alpha [r] = s_exp2 (m [r] - m_new);     //  0 on the first tile
+            alpha [r] = kvt_dev_exp2 (m [r] - m_new);     //  0 on the first tile
             m [r] = m_new;
             l [r] *= alpha [r];
         }
@@ -377,7 +313,7 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
         for (int half = 0; half < 2; half++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = s_exp2 (s [half][e] - m [e >> 1]);
+                float p = kvt_dev_exp2 (s [half][e] - m [e >> 1]);
                 s [half][e] = p * v_ratio;
                 l [e >> 1] += p;
             }
@@ -392,10 +328,10 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
             }
         }
         uint32_t pa [4];
-        pa [0] = s_pack_half (s [0][0], s [0][1]);
-        pa [1] = s_pack_half (s [0][2], s [0][3]);
-        pa [2] = s_pack_half (s [1][0], s [1][1]);
-        pa [3] = s_pack_half (s [1][2], s [1][3]);
+        pa [0] = kvt_dev_pack<__half> (s [0][0], s [0][1]);
+        pa [1] = kvt_dev_pack<__half> (s [0][2], s [0][3]);
+        pa [2] = kvt_dev_pack<__half> (s [1][0], s [1][1]);
+        pa [3] = kvt_dev_pack<__half> (s [1][2], s [1][3]);
         //  O += P V over the 8x8 pieces (f, j, k) of V
 #pragma unroll
         for (int f = 0; f < FC; f++) {
@@ -408,10 +344,10 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
                 uint32_t a0, a1, c0, c1;
                 s_e4m3x4_to_half2x2 (w0 [j], a0, a1);
                 s_e4m3x4_to_half2x2 (w1 [j], c0, c1);
-                s_mma_f16 (o [8 * f + 2 * j], pa, s_movmatrix_trans (a0),
-                           s_movmatrix_trans (c0));
-                s_mma_f16 (o [8 * f + 2 * j + 1], pa, s_movmatrix_trans (a1),
-                           s_movmatrix_trans (c1));
+                kvt_dev_mma<__half> (o [8 * f + 2 * j], pa, kvt_dev_movmatrix_trans (a0),
+                           kvt_dev_movmatrix_trans (c0));
+                kvt_dev_mma<__half> (o [8 * f + 2 * j + 1], pa, kvt_dev_movmatrix_trans (a1),
+                           kvt_dev_movmatrix_trans (c1));
             }
         }
 #if S_FP8_STAGES == 0
@@ -467,14 +403,14 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
         float sum = 0.0f, out = 0.0f;
 #pragma unroll
         for (int w = 0; w < S_WARPS; w++) {
-            float c = s_rescale (sm_m [w][h], top);
+            float c = kvt_dev_rescale (sm_m [w][h], top);
             sum += sm_l [w][h] * c;
             out += sm_acc [w][h][d] * c;
         }
         out = sum > 0.0f? out / sum: 0.0f;
         int head = head0 + h;
         if (splits == 1)
-            ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = s_from_float<T> (out);
+            ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = kvt_dev_from_float<T> (out);
         else {
             size_t row = ((size_t) seq * a.heads + head) * splits + split;
             ws_out [row * D + d] = out;
@@ -502,13 +438,13 @@ s_merge_kernel (const kvt_fp8_attention_args_t a, int splits, const float *ws_ou
     float sum = 0.0f, out = 0.0f;
     if (top != -INFINITY) {
         for (int s = 0; s < splits; s++) {
-            float w = s_rescale (ws_lse [row0 + s], top);
+            float w = kvt_dev_rescale (ws_lse [row0 + s], top);
             sum += w;
             out = fmaf (w, ws_out [(row0 + s) * D + d], out);
         }
         out /= sum;
     }
-    ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = s_from_float<T> (out);
+    ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = kvt_dev_from_float<T> (out);
 }
 
 template <typename T, int D>

@@ -21,22 +21,11 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include "kvt_layers.cuh"
+#include "kvt_device.cuh"
 
 #define S_THREADS 256               //  Threads per CTA
 
 namespace {
-
-template <typename T> __device__ __forceinline__ float s_to_float (T value);
-template <> __device__ __forceinline__ float
-s_to_float<__nv_bfloat16> (__nv_bfloat16 value) { return __bfloat162float (value); }
-template <> __device__ __forceinline__ float
-s_to_float<__half> (__half value) { return __half2float (value); }
-
-template <typename T> __device__ __forceinline__ T s_from_float (float value);
-template <> __device__ __forceinline__ __nv_bfloat16
-s_from_float<__nv_bfloat16> (float value) { return __float2bfloat16_rn (value); }
-template <> __device__ __forceinline__ __half
-s_from_float<__half> (float value) { return __float2half_rn (value); }
 
 template <typename T>
 __global__ void __launch_bounds__ (S_THREADS)
@@ -52,7 +41,7 @@ s_rmsnorm_kernel (const kvt_rmsnorm_args_t a)
         const T *v = (const T *) &raw;
 #pragma unroll
         for (int i = 0; i < 8; i++)
-            sum += s_to_float<T> (v [i]) * s_to_float<T> (v [i]);
+            sum += kvt_dev_to_float<T> (v [i]) * kvt_dev_to_float<T> (v [i]);
     }
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1)
@@ -74,7 +63,7 @@ s_rmsnorm_kernel (const kvt_rmsnorm_args_t a)
         T *r = (T *) &result;
 #pragma unroll
         for (int i = 0; i < 8; i++)
-            r [i] = s_from_float<T> (s_to_float<T> (v [i]) * inv * s_to_float<T> (wv [i]));
+            r [i] = kvt_dev_from_float<T> (kvt_dev_to_float<T> (v [i]) * inv * kvt_dev_to_float<T> (wv [i]));
         *(uint4 *) (out + e) = result;
     }
 }
@@ -94,10 +83,10 @@ s_rope_kernel (const kvt_rope_args_t a)
         float angle = (float) a.positions [token] * a.inv_freq [i];
         float s, c;
         sincosf (angle, &s, &c);
-        float x1 = s_to_float<T> (x [i]);
-        float x2 = s_to_float<T> (x [i + half]);
-        x [i] = s_from_float<T> (x1 * c - x2 * s);
-        x [i + half] = s_from_float<T> (x2 * c + x1 * s);
+        float x1 = kvt_dev_to_float<T> (x [i]);
+        float x2 = kvt_dev_to_float<T> (x [i + half]);
+        x [i] = kvt_dev_from_float<T> (x1 * c - x2 * s);
+        x [i + half] = kvt_dev_from_float<T> (x2 * c + x1 * s);
     }
 }
 
@@ -111,9 +100,9 @@ s_swiglu_kernel (const kvt_swiglu_args_t a)
         int64_t r = index / a.inter;
         int i = (int) (index % a.inter);
         const T *row = (const T *) a.gate_up + r * 2 * a.inter;
-        float g = s_to_float<T> (row [i]);
-        float u = s_to_float<T> (row [a.inter + i]);
-        ((T *) a.out) [index] = s_from_float<T> (g / (1.0f + expf (-g)) * u);
+        float g = kvt_dev_to_float<T> (row [i]);
+        float u = kvt_dev_to_float<T> (row [a.inter + i]);
+        ((T *) a.out) [index] = kvt_dev_from_float<T> (g / (1.0f + expf (-g)) * u);
     }
 }
 
@@ -136,7 +125,7 @@ s_argmax_kernel (const kvt_argmax_args_t a)
     float value = -INFINITY;
     int index = a.vocab;                            //  Loses every tie
     for (int i = threadIdx.x; i < a.vocab; i += S_THREADS)
-        s_better (value, index, s_to_float<T> (logits [i]), i);
+        s_better (value, index, kvt_dev_to_float<T> (logits [i]), i);
 #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) {
         float other_value = __shfl_xor_sync (0xffffffffu, value, offset);

@@ -29,88 +29,12 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include "kvt_paged_attention.cuh"
+#include "kvt_device.cuh"
 
 #define S_WARPS     4               //  Warps per CTA
 #define S_SPLIT_ALIGN 64            //  Split lengths are multiples of this
 
 namespace {
-
-//  Read 16 bytes that no one writes while the kernel runs; stream past L1
-__device__ __forceinline__ uint4
-s_load_stream (const void *address)
-{
-    uint4 r;
-    asm volatile ("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0,%1,%2,%3}, [%4];"
-                  : "=r" (r.x), "=r" (r.y), "=r" (r.z), "=r" (r.w) : "l" (address));
-    return r;
-}
-
-template <typename T> __device__ __forceinline__ T s_from_float (float value);
-template <> __device__ __forceinline__ __nv_bfloat16
-s_from_float<__nv_bfloat16> (float value) { return __float2bfloat16_rn (value); }
-template <> __device__ __forceinline__ __half
-s_from_float<__half> (float value) { return __float2half_rn (value); }
-
-//  2^x on the special-function unit; 2^-inf = 0
-__device__ __forceinline__ float
-s_exp2 (float x)
-{
-    float r;
-    asm ("ex2.approx.ftz.f32 %0, %1;" : "=f" (r) : "f" (x));
-    return r;
-}
-
-//  exp2 (a - b) that is 0, not NaN, when a is -inf
-__device__ __forceinline__ float
-s_rescale (float a, float b)
-{
-    return a == -INFINITY? 0.0f: exp2f (a - b);
-}
-
-__device__ __forceinline__ uint32_t
-s_movmatrix_trans (uint32_t value)
-{
-    uint32_t r;
-    asm volatile ("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r" (r) : "r" (value));
-    return r;
-}
-
-template <typename T> __device__ __forceinline__ void
-s_mma (float *c, const uint32_t *a, uint32_t b0, uint32_t b1);
-
-template <> __device__ __forceinline__ void
-s_mma<__nv_bfloat16> (float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                  : "+f" (c [0]), "+f" (c [1]), "+f" (c [2]), "+f" (c [3])
-                  : "r" (a [0]), "r" (a [1]), "r" (a [2]), "r" (a [3]), "r" (b0), "r" (b1));
-}
-
-template <> __device__ __forceinline__ void
-s_mma<__half> (float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm volatile ("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-                  "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                  : "+f" (c [0]), "+f" (c [1]), "+f" (c [2]), "+f" (c [3])
-                  : "r" (a [0]), "r" (a [1]), "r" (a [2]), "r" (a [3]), "r" (b0), "r" (b1));
-}
-
-template <typename T> __device__ __forceinline__ uint32_t s_pack (float lo, float hi);
-
-template <> __device__ __forceinline__ uint32_t
-s_pack<__nv_bfloat16> (float lo, float hi)
-{
-    __nv_bfloat162 pair = __floats2bfloat162_rn (lo, hi);
-    return *reinterpret_cast <uint32_t *> (&pair);
-}
-
-template <> __device__ __forceinline__ uint32_t
-s_pack<__half> (float lo, float hi)
-{
-    __half2 pair = __floats2half2_rn (lo, hi);
-    return *reinterpret_cast <uint32_t *> (&pair);
-}
 
 //  --------------------------------------------------------------------------
 //  Decode kernel. grid = (splits, kv_heads * head_chunks, seqs).
@@ -188,7 +112,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
                                + (int64_t) (token & bt_mask) * a.token_stride_bytes;
 #pragma unroll
                 for (int p = 0; p < PC; p++)
-                    raw [half][p] = s_load_stream (base + offset + p * 64);
+                    raw [half][p] = kvt_dev_load_stream (base + offset + p * 64);
             }
             else {
 #pragma unroll
@@ -212,8 +136,8 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
             s [half][0] = s [half][1] = s [half][2] = s [half][3] = 0.0f;
 #pragma unroll
             for (int p = 0; p < PC; p++) {
-                s_mma<T> (s [half], qf [2 * p], k_raw [half][p].x, k_raw [half][p].y);
-                s_mma<T> (s [half], qf [2 * p + 1], k_raw [half][p].z, k_raw [half][p].w);
+                kvt_dev_mma<T> (s [half], qf [2 * p], k_raw [half][p].x, k_raw [half][p].y);
+                kvt_dev_mma<T> (s [half], qf [2 * p + 1], k_raw [half][p].z, k_raw [half][p].w);
             }
         }
         //  Online softmax; rows g (e < 2) and g + 8 (e >= 2), quad-uniform max
@@ -234,7 +158,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
             top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 1));
             top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 2));
             float m_new = fmaxf (m [r], top [r]);
-            alpha [r] = s_exp2 (m [r] - m_new);     //  0 on the first tile
+            alpha [r] = kvt_dev_exp2 (m [r] - m_new);     //  0 on the first tile
             m [r] = m_new;
             l [r] *= alpha [r];
         }
@@ -242,7 +166,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
         for (int half = 0; half < 2; half++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = s_exp2 (s [half][e] - m [e >> 1]);
+                float p = kvt_dev_exp2 (s [half][e] - m [e >> 1]);
                 s [half][e] = p;
                 l [e >> 1] += p;
             }
@@ -257,10 +181,10 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
             }
         }
         uint32_t pa [4];
-        pa [0] = s_pack<T> (s [0][0], s [0][1]);
-        pa [1] = s_pack<T> (s [0][2], s [0][3]);
-        pa [2] = s_pack<T> (s [1][0], s [1][1]);
-        pa [3] = s_pack<T> (s [1][2], s [1][3]);
+        pa [0] = kvt_dev_pack<T> (s [0][0], s [0][1]);
+        pa [1] = kvt_dev_pack<T> (s [0][2], s [0][3]);
+        pa [2] = kvt_dev_pack<T> (s [1][0], s [1][1]);
+        pa [3] = kvt_dev_pack<T> (s [1][2], s [1][3]);
         //  O += P V over 8x8 pieces (p, i) of V
 #pragma unroll
         for (int p = 0; p < PC; p++) {
@@ -270,8 +194,8 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
                                       v_raw [1][p].w };
 #pragma unroll
             for (int i = 0; i < 4; i++)
-                s_mma<T> (o [4 * p + i], pa, s_movmatrix_trans (w0 [i]),
-                          s_movmatrix_trans (w1 [i]));
+                kvt_dev_mma<T> (o [4 * p + i], pa, kvt_dev_movmatrix_trans (w0 [i]),
+                          kvt_dev_movmatrix_trans (w1 [i]));
         }
 #pragma unroll
         for (int half = 0; half < 2; half++)
@@ -313,14 +237,14 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
         float sum = 0.0f, out = 0.0f;
 #pragma unroll
         for (int w = 0; w < S_WARPS; w++) {
-            float c = s_rescale (sm_m [w][h], top);
+            float c = kvt_dev_rescale (sm_m [w][h], top);
             sum += sm_l [w][h] * c;
             out += sm_acc [w][h][d] * c;
         }
         out = sum > 0.0f? out / sum: 0.0f;
         int head = head0 + h;
         if (splits == 1)
-            ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = s_from_float<T> (out);
+            ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = kvt_dev_from_float<T> (out);
         else {
             size_t row = ((size_t) seq * a.heads + head) * splits + split;
             ws_out [row * D + d] = out;
@@ -348,13 +272,13 @@ s_merge_kernel (const kvt_paged_attention_args_t a, int splits, const float *ws_
     float sum = 0.0f, out = 0.0f;
     if (top != -INFINITY) {
         for (int s = 0; s < splits; s++) {
-            float w = s_rescale (ws_lse [row0 + s], top);
+            float w = kvt_dev_rescale (ws_lse [row0 + s], top);
             sum += w;
             out = fmaf (w, ws_out [(row0 + s) * D + d], out);
         }
         out /= sum;
     }
-    ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = s_from_float<T> (out);
+    ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = kvt_dev_from_float<T> (out);
 }
 
 template <typename T, int D>

@@ -47,8 +47,6 @@
 
 namespace {
 
-using namespace kvt_paged_prefill_detail;
-
 //  grid = (query tiles, heads, seqs); S_WARPS * 32 threads
 template <typename T>
 __global__ void __launch_bounds__ (S_WARPS * 32)
@@ -106,8 +104,8 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
             if (token < kv_end) {
                 int64_t offset = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
                                + (int64_t) (token & bt_mask) * a.token_stride_bytes + chunk * 16;
-                s_cp_async16 (dk, k_head + offset);
-                s_cp_async16 (dv, v_head + offset);
+                kvt_dev_cp_async16 (dk, k_head + offset);
+                kvt_dev_cp_async16 (dv, v_head + offset);
             }
             else {
                 *(uint4 *) dk = make_uint4 (0, 0, 0, 0);   //  No NaN from stale rows
@@ -151,9 +149,9 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
                 uint32_t b [4];
                 int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
                 int col = ks * 16 + ((lane >> 3) & 1) * 8;
-                s_ldsm_x4 (b, kt + row * S_ROW + col);
-                s_mma<T> (s [2 * np], qf [ks], b [0], b [1]);
-                s_mma<T> (s [2 * np + 1], qf [ks], b [2], b [3]);
+                kvt_dev_ldsm_x4 (b, kt + row * S_ROW + col);
+                kvt_dev_mma<T> (s [2 * np], qf [ks], b [0], b [1]);
+                kvt_dev_mma<T> (s [2 * np + 1], qf [ks], b [2], b [3]);
             }
         }
         //  Mask (only tiles that cross the diagonal or the end), online
@@ -179,7 +177,7 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
             top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 1));
             top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 2));
             float m_new = fmaxf (m [h], top [h] * scale_log2);
-            alpha [h] = s_exp2 (m [h] - m_new);     //  0 on the first tile
+            alpha [h] = kvt_dev_exp2 (m [h] - m_new);     //  0 on the first tile
             m [h] = m_new;
             m_scaled [h] = -m_new;
             l [h] *= alpha [h];
@@ -188,7 +186,7 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
         for (int nt = 0; nt < S_BN / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = s_exp2 (fmaf (s [nt][e], scale_log2, m_scaled [e >> 1]));
+                float p = kvt_dev_exp2 (fmaf (s [nt][e], scale_log2, m_scaled [e >> 1]));
                 s [nt][e] = p;
                 l [e >> 1] += p;
             }
@@ -204,18 +202,18 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
 #pragma unroll
         for (int kk = 0; kk < S_BN / 16; kk++) {
             uint32_t pa [4];
-            pa [0] = s_pack<T> (s [2 * kk][0], s [2 * kk][1]);
-            pa [1] = s_pack<T> (s [2 * kk][2], s [2 * kk][3]);
-            pa [2] = s_pack<T> (s [2 * kk + 1][0], s [2 * kk + 1][1]);
-            pa [3] = s_pack<T> (s [2 * kk + 1][2], s [2 * kk + 1][3]);
+            pa [0] = kvt_dev_pack<T> (s [2 * kk][0], s [2 * kk][1]);
+            pa [1] = kvt_dev_pack<T> (s [2 * kk][2], s [2 * kk][3]);
+            pa [2] = kvt_dev_pack<T> (s [2 * kk + 1][0], s [2 * kk + 1][1]);
+            pa [3] = kvt_dev_pack<T> (s [2 * kk + 1][2], s [2 * kk + 1][3]);
 #pragma unroll
             for (int dp = 0; dp < S_D / 16; dp++) {
                 uint32_t b [4];
                 int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
                 int col = dp * 16 + (lane >> 4) * 8;
-                s_ldsm_x4_trans (b, vt + row * S_ROW + col);
-                s_mma<T> (o [2 * dp], pa, b [0], b [1]);
-                s_mma<T> (o [2 * dp + 1], pa, b [2], b [3]);
+                kvt_dev_ldsm_x4_trans (b, vt + row * S_ROW + col);
+                kvt_dev_mma<T> (o [2 * dp], pa, b [0], b [1]);
+                kvt_dev_mma<T> (o [2 * dp + 1], pa, b [2], b [3]);
             }
         }
         __syncthreads ();                           //  Buffer is free for tile + 2
@@ -235,7 +233,7 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
         T *out = (T *) a.out + ((size_t) (q_first + row) * a.heads + head) * S_D;
 #pragma unroll
         for (int dt = 0; dt < S_D / 8; dt++)
-            *(uint32_t *) (out + dt * 8 + 2 * t) = s_pack<T> (o [dt][2 * h] * inv,
+            *(uint32_t *) (out + dt * 8 + 2 * t) = kvt_dev_pack<T> (o [dt][2 * h] * inv,
                                                               o [dt][2 * h + 1] * inv);
     }
 }
@@ -308,7 +306,7 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
         int q_row = q_tile * BM + row;
         T *dq = sq + row * S_ROW + chunk * 8;
         if (q_row < q_len)
-            s_cp_async16 (dq, (const T *) a.q
+            kvt_dev_cp_async16 (dq, (const T *) a.q
                               + ((size_t) (q_first + q_row) * a.heads + head) * S_D + chunk * 8);
         else
             *(uint4 *) dq = make_uint4 (0, 0, 0, 0);
@@ -330,8 +328,8 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
         if (token < kv_end) {
             int64_t offset = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
                            + (int64_t) (token & bt_mask) * a.token_stride_bytes + chunk * 16;
-            s_cp_async16 (dk, k_head + offset);
-            s_cp_async16 (dv, v_head + offset);
+            kvt_dev_cp_async16 (dk, k_head + offset);
+            kvt_dev_cp_async16 (dv, v_head + offset);
         }
         else {
             *(uint4 *) dk = make_uint4 (0, 0, 0, 0);       //  No NaN from stale rows
@@ -383,18 +381,18 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
                 uint32_t qa [2][4];
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++)
-                    s_ldsm_x4 (qa [mt], sq + (w0 + mt * 16 + (lane & 15)) * S_ROW
+                    kvt_dev_ldsm_x4 (qa [mt], sq + (w0 + mt * 16 + (lane & 15)) * S_ROW
                                         + ks * 16 + (lane >> 4) * 8);
 #pragma unroll
                 for (int np = 0; np < BN / 16; np++) {
                     uint32_t b [4];
                     int row = np * 16 + (lane & 7) + ((lane >> 4) << 3);
                     int col = ks * 16 + ((lane >> 3) & 1) * 8;
-                    s_ldsm_x4 (b, kt + row * S_ROW + col);
+                    kvt_dev_ldsm_x4 (b, kt + row * S_ROW + col);
 #pragma unroll
                     for (int mt = 0; mt < 2; mt++) {
-                        s_mma<T> (s [mt][2 * np], qa [mt], b [0], b [1]);
-                        s_mma<T> (s [mt][2 * np + 1], qa [mt], b [2], b [3]);
+                        kvt_dev_mma<T> (s [mt][2 * np], qa [mt], b [0], b [1]);
+                        kvt_dev_mma<T> (s [mt][2 * np + 1], qa [mt], b [2], b [3]);
                     }
                 }
             }
@@ -425,7 +423,7 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
                     top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 2));
                     float m_new = fmaxf (m [mt][h], top [h] * scale_log2);
                     //  A row with no key yet (m_new = -inf) keeps alpha 1, p 0
-                    alpha [h] = m_new == -INFINITY? 1.0f: s_exp2 (m [mt][h] - m_new);
+                    alpha [h] = m_new == -INFINITY? 1.0f: kvt_dev_exp2 (m [mt][h] - m_new);
                     m [mt][h] = m_new;
                     m_scaled [h] = m_new == -INFINITY? 0.0f: -m_new;
                     l [mt][h] *= alpha [h];
@@ -434,7 +432,7 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
                 for (int nt = 0; nt < NT; nt++) {
 #pragma unroll
                     for (int e = 0; e < 4; e++) {
-                        float p = s_exp2 (fmaf (s [mt][nt][e], scale_log2, m_scaled [e >> 1]));
+                        float p = kvt_dev_exp2 (fmaf (s [mt][nt][e], scale_log2, m_scaled [e >> 1]));
                         s [mt][nt][e] = p;
                         l [mt][e >> 1] += p;
                     }
@@ -451,10 +449,10 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
                 }
 #pragma unroll
                 for (int kk = 0; kk < BN / 16; kk++) {
-                    pa [mt][kk][0] = s_pack<T> (s [mt][2 * kk][0], s [mt][2 * kk][1]);
-                    pa [mt][kk][1] = s_pack<T> (s [mt][2 * kk][2], s [mt][2 * kk][3]);
-                    pa [mt][kk][2] = s_pack<T> (s [mt][2 * kk + 1][0], s [mt][2 * kk + 1][1]);
-                    pa [mt][kk][3] = s_pack<T> (s [mt][2 * kk + 1][2], s [mt][2 * kk + 1][3]);
+                    pa [mt][kk][0] = kvt_dev_pack<T> (s [mt][2 * kk][0], s [mt][2 * kk][1]);
+                    pa [mt][kk][1] = kvt_dev_pack<T> (s [mt][2 * kk][2], s [mt][2 * kk][3]);
+                    pa [mt][kk][2] = kvt_dev_pack<T> (s [mt][2 * kk + 1][0], s [mt][2 * kk + 1][1]);
+                    pa [mt][kk][3] = kvt_dev_pack<T> (s [mt][2 * kk + 1][2], s [mt][2 * kk + 1][3]);
                 }
             }
             //  O += P V: one V fragment for both m-tiles
@@ -465,11 +463,11 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
                     uint32_t b [4];
                     int row = kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
                     int col = dp * 16 + (lane >> 4) * 8;
-                    s_ldsm_x4_trans (b, vt + row * S_ROW + col);
+                    kvt_dev_ldsm_x4_trans (b, vt + row * S_ROW + col);
 #pragma unroll
                     for (int mt = 0; mt < 2; mt++) {
-                        s_mma<T> (o [mt][2 * dp], pa [mt][kk], b [0], b [1]);
-                        s_mma<T> (o [mt][2 * dp + 1], pa [mt][kk], b [2], b [3]);
+                        kvt_dev_mma<T> (o [mt][2 * dp], pa [mt][kk], b [0], b [1]);
+                        kvt_dev_mma<T> (o [mt][2 * dp + 1], pa [mt][kk], b [2], b [3]);
                     }
                 }
             }
@@ -498,7 +496,7 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
             T *out = (T *) a.out + ((size_t) (q_first + row) * a.heads + head) * S_D;
 #pragma unroll
             for (int dt = 0; dt < S_D / 8; dt++)
-                *(uint32_t *) (out + dt * 8 + 2 * t) = s_pack<T> (o [mt][dt][2 * h] * inv,
+                *(uint32_t *) (out + dt * 8 + 2 * t) = kvt_dev_pack<T> (o [mt][dt][2 * h] * inv,
                                                                   o [mt][dt][2 * h + 1] * inv);
         }
     }

@@ -10,8 +10,6 @@
 
 namespace {
 
-using namespace kvt_paged_prefill_detail;
-
 //  v3: wgmma (sm_90a), FlashAttention-3's order of the two GEMMs without
 //  its warp specialization. A CTA of two warpgroups takes 128 query rows, 64
 //  per warpgroup. Q and BN-key K/V tiles sit in shared memory in the
@@ -172,7 +170,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         int q_row = q_tile * S_WG_BM + row;
         unsigned char *dq = smem + sq + s_swizzle (row, c & 15, S_WG_HALF_Q);
         if (q_row < q_len)
-            s_cp_async16 (dq, (const T *) a.q
+            kvt_dev_cp_async16 (dq, (const T *) a.q
                               + ((size_t) (q_first + q_row) * a.heads + head) * S_D + (c & 15) * 8);
         else
             *(uint4 *) dq = make_uint4 (0, 0, 0, 0);
@@ -197,8 +195,8 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             if (token < kv_end) {
                 int64_t src = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
                             + (int64_t) (token & bt_mask) * a.token_stride_bytes + (c & 15) * 16;
-                s_cp_async16 (dk, k_head + src);
-                s_cp_async16 (dv, v_head + src);
+                kvt_dev_cp_async16 (dk, k_head + src);
+                kvt_dev_cp_async16 (dv, v_head + src);
             }
             else {
                 *(uint4 *) dk = make_uint4 (0, 0, 0, 0);
@@ -260,7 +258,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 1));
             top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 2));
             float m_new = fmaxf (m [h], top [h] * scale_log2);
-            alpha [h] = m_new == -INFINITY? 1.0f: s_exp2 (m [h] - m_new);
+            alpha [h] = m_new == -INFINITY? 1.0f: kvt_dev_exp2 (m [h] - m_new);
             m [h] = m_new;
             m_scaled [h] = m_new == -INFINITY? 0.0f: -m_new;
             l [h] *= alpha [h];
@@ -269,7 +267,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                float p = s_exp2 (fmaf (s [4 * nt + e], scale_log2, m_scaled [e >> 1]));
+                float p = kvt_dev_exp2 (fmaf (s [4 * nt + e], scale_log2, m_scaled [e >> 1]));
                 s [4 * nt + e] = p;
                 l [e >> 1] += p;
             }
@@ -286,10 +284,10 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     auto pack = [&] () {
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            pa [kk][0] = s_pack<T> (s [8 * kk + 0], s [8 * kk + 1]);
-            pa [kk][1] = s_pack<T> (s [8 * kk + 2], s [8 * kk + 3]);
-            pa [kk][2] = s_pack<T> (s [8 * kk + 4], s [8 * kk + 5]);
-            pa [kk][3] = s_pack<T> (s [8 * kk + 6], s [8 * kk + 7]);
+            pa [kk][0] = kvt_dev_pack<T> (s [8 * kk + 0], s [8 * kk + 1]);
+            pa [kk][1] = kvt_dev_pack<T> (s [8 * kk + 2], s [8 * kk + 3]);
+            pa [kk][2] = kvt_dev_pack<T> (s [8 * kk + 4], s [8 * kk + 5]);
+            pa [kk][3] = kvt_dev_pack<T> (s [8 * kk + 6], s [8 * kk + 7]);
         }
     };
 
@@ -357,7 +355,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         T *out = (T *) a.out + ((size_t) (q_first + row) * a.heads + head) * S_D;
 #pragma unroll
         for (int dt = 0; dt < S_D / 8; dt++)
-            *(uint32_t *) (out + dt * 8 + 2 * t) = s_pack<T> (o [4 * dt + 2 * h] * inv,
+            *(uint32_t *) (out + dt * 8 + 2 * t) = kvt_dev_pack<T> (o [4 * dt + 2 * h] * inv,
                                                               o [4 * dt + 2 * h + 1] * inv);
     }
 #else
