@@ -162,17 +162,6 @@ s_actor_stat (zsock_t *dealer, uint32_t id, const char *key, int64_t *took_us)
     return s_actor_stats (dealer, id, keys, &value, took_us);
 }
 
-static uint64_t
-s_stat (kvt_client_t *client, const char *key)
-{
-    kvt_client_stats_t stats;
-    t_ok (kvt_client_stats (client, &stats));
-    uint64_t value = 0;
-    kvt_client_stats_find (&stats, key, &value);
-    kvt_client_stats_fini (&stats);
-    return value;
-}
-
 //  A config on a model big enough that a decode step takes a while
 static kvt_config_t *
 s_config (const char *max_batch)
@@ -242,8 +231,8 @@ main (void)
             t_ok (kvt_client_load (client, "batch", prompts [i], s_lengths [i], &alone_kv [i]));
             t_check (alone_kv [i].blocks == s_lengths [i] / 16);
         }
-        t_check (s_stat (client, "compute.batched_rows")
-                 == s_stat (client, "compute.decode_steps"));   //  Batches of one
+        t_check (t_stat (client, "compute.batched_rows")
+                 == t_stat (client, "compute.decode_steps"));   //  Batches of one
         kvt_client_destroy (&client);
         kvt_runtime_destroy (&runtime);
         kvt_config_destroy (&config);
@@ -275,10 +264,10 @@ main (void)
                 kvt_client_load_fini (&kv);
             }
         }
-        uint64_t steps = s_stat (client, "compute.decode_steps");
-        uint64_t rows = s_stat (client, "compute.batched_rows");
-        uint64_t mixed = s_stat (client, "compute.mixed_steps");
-        uint64_t slices = s_stat (client, "compute.prefill_slices");
+        uint64_t steps = t_stat (client, "compute.decode_steps");
+        uint64_t rows = t_stat (client, "compute.batched_rows");
+        uint64_t mixed = t_stat (client, "compute.mixed_steps");
+        uint64_t slices = t_stat (client, "compute.prefill_slices");
         printf ("test_compute_batching: %" PRIu64 " decode steps, %" PRIu64 " rows (mean "
                 "batch %.2f), %" PRIu64 " prefill slices, %" PRIu64 " steps beside a prefill\n",
                 steps, rows, steps? (double) rows / (double) steps: 0.0, slices, mixed);
@@ -304,10 +293,10 @@ main (void)
                              S_MAX_NEW * sizeof (uint64_t)) == 0);
             kvt_client_generate_fini (&requests [i].result);
         }
-        uint64_t steps = s_stat (client, "compute.decode_steps");
-        uint64_t rows = s_stat (client, "compute.batched_rows");
+        uint64_t steps = t_stat (client, "compute.decode_steps");
+        uint64_t rows = t_stat (client, "compute.batched_rows");
         t_check (rows <= 2 * steps && rows > steps);
-        t_check (s_stat (client, "compute.seqs_waiting") == 0);
+        t_check (t_stat (client, "compute.seqs_waiting") == 0);
 
         //  Bad COMP_RUNs straight to the compute actor
         char endpoint [512];
@@ -381,16 +370,16 @@ main (void)
         pthread_t threads [S_PROMPTS];
         s_start_together (runtime, prompts, requests, &start, threads, 4000, true);
         int64_t slowest_us = 0, waited = zclock_usecs ();
-        while (s_stat (client, "compute.batched_rows") < 50) {
+        while (t_stat (client, "compute.batched_rows") < 50) {
             t_check (zclock_usecs () - waited < 60 * 1000000);
             int64_t asked = zclock_usecs ();
-            s_stat (client, "compute.decode_steps");
+            t_stat (client, "compute.decode_steps");
             int64_t took = zclock_usecs () - asked;
             slowest_us = took > slowest_us? took: slowest_us;
             zclock_sleep (5);
         }
-        t_check (s_stat (client, "compute.seqs_active") > 1);
-        t_check (s_stat (client, "compute.runs") == 0);     //  All still decoding
+        t_check (t_stat (client, "compute.seqs_active") > 1);
+        t_check (t_stat (client, "compute.runs") == 0);     //  All still decoding
         kvt_client_destroy (&client);
         int64_t stopping = zclock_usecs ();
         kvt_runtime_destroy (&runtime);

@@ -61,17 +61,6 @@ s_same_tokens (const kvt_client_generate_t *a, const kvt_client_generate_t *b)
     t_check (memcmp (a->tokens, b->tokens, a->token_count * sizeof (uint64_t)) == 0);
 }
 
-static uint64_t
-s_stat (kvt_client_t *client, const char *key)
-{
-    kvt_client_stats_t stats;
-    t_ok (kvt_client_stats (client, &stats));
-    uint64_t value = 0;
-    kvt_client_stats_find (&stats, key, &value);
-    kvt_client_stats_fini (&stats);
-    return value;
-}
-
 //  The request path with a model of 'layers' layers and 'kv_heads' KV
 //  heads (the block size follows: layers x kv_heads x 16 KiB)
 static void
@@ -153,7 +142,7 @@ s_request_path (const char *layers, const char *kv_heads, const char *copy_count
     t_ok (kvt_client_generate (client, "alice", tokens, count, 6, &again));
     t_check (again.from_host == 10 && again.computed == 0);
     //  Streamed into compute layer by layer (migration/stream_promotion = 1)
-    t_check (s_stat (client, "compute.streamed_blocks") >= 10);
+    t_check (t_stat (client, "compute.streamed_blocks") >= 10);
     s_same_tokens (&first, &again);
     kvt_client_generate_fini (&again);
 
@@ -189,9 +178,9 @@ s_request_path (const char *layers, const char *kv_heads, const char *copy_count
     kvt_client_load_fini (&other);
 
     //  Migration went through the expected CUDA path, without errors
-    t_check (s_stat (client, copy_counter) > 0);
-    t_check (s_stat (client, "migration.copy_errors") == 0);
-    t_check (s_stat (client, "scheduler.copy_errors") == 0);
+    t_check (t_stat (client, copy_counter) > 0);
+    t_check (t_stat (client, "migration.copy_errors") == 0);
+    t_check (t_stat (client, "scheduler.copy_errors") == 0);
 
     free (kv);
     free (store_tokens);
