@@ -253,10 +253,7 @@ s_handle_lookup (self_t *self, kvt_msg_t **msg_p)
         kvt_scheduler_job_fail (job, rc, "token id outside the vocabulary (model/vocab)");
         return 0;
     }
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
-    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
-    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 0);
-    kvt_actor_call (self->actor, "prefix_index", &msg, s_lookup_matched, job);
+    kvt_scheduler_match (job, false, s_lookup_matched, job);
     return 0;
 }
 

@@ -124,6 +124,11 @@ void
 void
     kvt_scheduler_job_fail (job_t *job, int rc, const char *what);
 
+//  Ask the index where the job's prefix is (IDX_MATCH), pinning it or
+//  not; 'fn' gets the answer with 'arg'.
+void
+    kvt_scheduler_match (job_t *job, bool pin, kvt_actor_reply_fn *fn, void *arg);
+
 //  Validate the tokens of a request and hash its full blocks.
 int
     kvt_scheduler_job_prepare (job_t *job, int tenant_field, int tokens_field);

@@ -173,6 +173,17 @@ kvt_scheduler_job_fail (job_t *job, int rc, const char *what)
     kvt_scheduler_job_end (job, true);
 }
 
+//  Ask the index where the job's prefix is (IDX_MATCH), pinning it or
+//  not; 'fn' gets the answer with 'arg'.
+void
+kvt_scheduler_match (job_t *job, bool pin, kvt_actor_reply_fn *fn, void *arg)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
+    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
+    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, pin? 1: 0);
+    kvt_actor_call (job->self->actor, "prefix_index", &msg, fn, arg);
+}
+
 //  Validate the tokens of a request and hash its full blocks.
 int
 kvt_scheduler_job_prepare (job_t *job, int tenant_field, int tokens_field)
@@ -285,10 +296,7 @@ static void
 s_prefetch (job_t *job)
 {
     job->prefetching = true;
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
-    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
-    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 0);
-    kvt_actor_call (job->self->actor, "prefix_index", &msg, s_prefetch_matched, job);
+    kvt_scheduler_match (job, false, s_prefetch_matched, job);
 }
 
 //  --------------------------------------------------------------------------
@@ -460,10 +468,7 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     s_plan_t *plan = (s_plan_t *) kvt_zmalloc (sizeof (s_plan_t));
     plan->job = job;
     plan->next = next;
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
-    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
-    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 1);
-    kvt_actor_call (job->self->actor, "prefix_index", &msg, s_plan_matched, plan);
+    kvt_scheduler_match (job, true, s_plan_matched, plan);
 }
 
 //  Reserve GPU slots for blocks [matched, block_count), then 'next'.
