@@ -132,17 +132,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
 {
     self_t *self = (self_t *) kvt_zmalloc (sizeof (self_t));
     self->actor = actor;
-    self->shape = (kvt_model_shape_t) {
-        .layers = (int) kvt_config_int (config, "model/layers"),
-        .heads = (int) kvt_config_int (config, "model/heads"),
-        .kv_heads = (int) kvt_config_int (config, "model/kv_heads"),
-        .head_dim = (int) kvt_config_int (config, "model/head_dim"),
-        .hidden = (int) kvt_config_int (config, "model/hidden"),
-        .intermediate = (int) kvt_config_int (config, "model/intermediate"),
-        .vocab = (int) kvt_config_int (config, "model/vocab"),
-        .block_tokens = (int) kvt_config_int (config, "model/block_tokens"),
-        .seed = (uint64_t) kvt_config_int (config, "model/seed"),
-    };
+    self->shape = kvt_runtime_model_shape (config);
     int64_t max_batch = kvt_config_int (config, "compute/max_batch");
     int64_t prefill_chunk = kvt_config_int (config, "compute/prefill_chunk");
     self->max_batch = (size_t) (max_batch < 1? 1

@@ -516,11 +516,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->max_frame = (size_t) kvt_config_int (config, "scheduler/max_frame_bytes");
     self->max_queue = (size_t) kvt_config_int (config, "scheduler/max_queue");
     self->caching = kvt_config_int (config, "scheduler/caching") != 0;
-    self->shape = (kvt_block_shape_t) {
-        (int) kvt_config_int (config, "model/layers"),
-        (int) kvt_config_int (config, "model/kv_heads"),
-        (int) kvt_config_int (config, "model/head_dim"),
-        (int) kvt_config_int (config, "model/block_tokens"), 2 };
+    self->shape = kvt_runtime_block_shape (config);
     self->block_bytes = kvt_block_bytes (&self->shape);
     self->vocab = (int) kvt_config_int (config, "model/vocab");
     self->gpu_capacity = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");

@@ -88,11 +88,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->queue_depth = (int) kvt_config_int (config, "tier_nvme/queue_depth");
     self->sync_on_ack = kvt_config_int (config, "tier_nvme/sync_on_ack") != 0;
     self->checksum_threads = (int) kvt_config_int (config, "tier_nvme/checksum_threads");
-    kvt_block_shape_t shape = {
-        (int) kvt_config_int (config, "model/layers"),
-        (int) kvt_config_int (config, "model/kv_heads"),
-        (int) kvt_config_int (config, "model/head_dim"),
-        (int) kvt_config_int (config, "model/block_tokens"), 2 };
+    kvt_block_shape_t shape = kvt_runtime_block_shape (config);
     self->block_bytes = kvt_block_bytes (&shape);
     //  migration/cold_dtype = fp8: host slots hold the FP8 form, and only
     //  its length goes to disk and back

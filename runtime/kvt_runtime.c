@@ -45,14 +45,20 @@ kvt_runtime_new (const kvt_config_t *config, const kvt_actor_def_t *const *defs)
     return self;
 }
 
-static size_t
-s_block_bytes (const kvt_config_t *config)
+kvt_block_shape_t
+kvt_runtime_block_shape (const kvt_config_t *config)
 {
-    kvt_block_shape_t shape = {
+    return (kvt_block_shape_t) {
         (int) kvt_config_int (config, "model/layers"),
         (int) kvt_config_int (config, "model/kv_heads"),
         (int) kvt_config_int (config, "model/head_dim"),
         (int) kvt_config_int (config, "model/block_tokens"), 2 };
+}
+
+static size_t
+s_block_bytes (const kvt_config_t *config)
+{
+    kvt_block_shape_t shape = kvt_runtime_block_shape (config);
     return kvt_block_bytes (&shape);
 }
 
@@ -85,8 +91,8 @@ kvt_runtime_gpu_count (void)
     return count;
 }
 
-static kvt_model_shape_t
-s_model_shape (const kvt_config_t *config)
+kvt_model_shape_t
+kvt_runtime_model_shape (const kvt_config_t *config)
 {
     return (kvt_model_shape_t) {
         .layers = (int) kvt_config_int (config, "model/layers"),
@@ -110,7 +116,7 @@ s_gpu_slab_on_device (const kvt_config_t *config)
     const char *device = kvt_config_str (config, "compute/device");
     if (streq (device, "cpu"))
         return 0;
-    kvt_model_shape_t shape = s_model_shape (config);
+    kvt_model_shape_t shape = kvt_runtime_model_shape (config);
     if (kvt_runtime_gpu_count () > 0) {
         if (kvt_model_cuda_supports (&shape))
             return 1;

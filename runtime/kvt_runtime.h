@@ -25,12 +25,22 @@
 
 #include "kvt_actor.h"
 #include "kvt_config.h"
+#include "kvt_model.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
 typedef struct _kvt_runtime_t kvt_runtime_t;
+
+//  The model of the config's model/ section (every actor that runs,
+//  stores or sizes KV reads it from here).
+kvt_model_shape_t
+    kvt_runtime_model_shape (const kvt_config_t *config);
+
+//  The KV block geometry of the config's model/ section (bf16).
+kvt_block_shape_t
+    kvt_runtime_block_shape (const kvt_config_t *config);
 
 //  Create a runtime for 'config' (copied) and the actor definitions 'defs'
 //  (NULL-terminated, in start order). Cannot fail.
