@@ -66,8 +66,8 @@ kvt_nvme_journal_new (const kvt_nvme_journal_config_t *config, kvt_nvme_slot_t *
     self->config = *config;
     self->dir = strdup (config->dir);
     self->config.dir = self->dir;
-    self->path = s_sprintf ("%s/%s", self->dir, S_JOURNAL_NAME);
-    self->next_path = s_sprintf ("%s/%s", self->dir, S_JOURNAL_NEXT);
+    self->path = kvt_sprintf ("%s/%s", self->dir, S_JOURNAL_NAME);
+    self->next_path = kvt_sprintf ("%s/%s", self->dir, S_JOURNAL_NEXT);
     self->slots = slots;
     self->ring = ring;
     self->ack = ack;
@@ -643,7 +643,7 @@ kvt_nvme_journal_test (bool verbose)
     kvt_log_level_t saved_level = kvt_log_level ();
     if (!verbose)
         kvt_log_set_level (KVT_LOG_ERROR);
-    char *data_path = s_sprintf ("%s/data", dir);
+    char *data_path = kvt_sprintf ("%s/data", dir);
     int data_fd = open (data_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     assert (data_fd >= 0);
     struct io_uring ring;
@@ -734,7 +734,7 @@ kvt_nvme_journal_test (bool verbose)
         kvt_nvme_journal_stats (journal, &stats);
         assert (stats.recovery_skipped == (pass == 1? 1: 0));
         kvt_nvme_journal_destroy (&journal);
-        char *path = s_sprintf ("%s/%s", dir, S_JOURNAL_NAME);
+        char *path = kvt_sprintf ("%s/%s", dir, S_JOURNAL_NAME);
         int fd = open (path, O_WRONLY | O_APPEND);
         assert (fd >= 0);
         ssize_t io = write (fd, "garbage", 7);
@@ -760,7 +760,7 @@ kvt_nvme_journal_test (bool verbose)
     close (data_fd);
     kvt_freen (data_path);
     kvt_log_set_level (saved_level);
-    char *command = s_sprintf ("rm -rf '%s'", dir);
+    char *command = kvt_sprintf ("rm -rf '%s'", dir);
     rc = system (command);
     assert (rc == 0);
     kvt_freen (command);

@@ -118,19 +118,6 @@ struct _kvt_nvme_journal_t {
     kvt_nvme_journal_stats_t stats; //  Counters
 };
 
-static inline char *
-s_sprintf (const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    char *text = NULL;
-    int rc = vasprintf (&text, format, args);
-    va_end (args);
-    if (rc < 0)
-        abort ();
-    return text;
-}
-
 static inline uint64_t
 s_record_checksum (const s_record_t *record, uint64_t seed)
 {

@@ -42,7 +42,7 @@ s_write_full (int fd, const void *buf, size_t bytes, off_t offset)
 static int
 s_rewrite (kvt_nvme_journal_t *self)
 {
-    char *tmp_path = s_sprintf ("%s/%s", self->dir, S_JOURNAL_TMP);
+    char *tmp_path = kvt_sprintf ("%s/%s", self->dir, S_JOURNAL_TMP);
     int rc = 0;
     int fd = open (tmp_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {

@@ -21,20 +21,6 @@
 
 #define S_REGION_MAX_BYTES  (1ULL << 30)            //  Kernel limit per registered iovec
 
-//  Formatted string for bookkeeping: aborts on OOM like kvt_zmalloc.
-static char *
-s_sprintf (const char *format, ...)
-{
-    va_list args;
-    va_start (args, format);
-    char *text = NULL;
-    int rc = vasprintf (&text, format, args);
-    va_end (args);
-    if (rc < 0)
-        abort ();
-    return text;
-}
-
 static size_t
 s_round_up (size_t value, size_t unit)
 {
@@ -261,7 +247,7 @@ kvt_nvme_store_open (kvt_nvme_store_t *self)
     int rc = 0;
     off_t file_bytes = (off_t) (self->slots_per_file * self->stride);
     for (int f = 0; f < self->file_count && rc == 0; f++) {
-        self->paths [f] = s_sprintf ("%s/kvt-nvme-%03d.dat", self->dirs [f % self->dir_count],
+        self->paths [f] = kvt_sprintf ("%s/kvt-nvme-%03d.dat", self->dirs [f % self->dir_count],
                                         f / self->dir_count);
         int fd = s_open_data_file (self, self->paths [f]);
         if (fd < 0) {

@@ -1,5 +1,5 @@
 /*  =========================================================================
-    kvt_util - small helpers every layer uses (clock, allocation)
+    kvt_util - small helpers every layer uses (clock, allocation, strings)
 
     SPDX-License-Identifier: Apache-2.0
     =========================================================================
@@ -8,7 +8,9 @@
 #ifndef KVT_UTIL_H_INCLUDED
 #define KVT_UTIL_H_INCLUDED
 
+#include <stdarg.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -33,6 +35,24 @@ kvt_zmalloc (size_t bytes)
     if (!p)
         abort ();
     return p;
+}
+
+//  Bookkeeping string, printf-formatted: the caller frees it; aborts on
+//  out-of-memory like kvt_zmalloc.
+static inline char *
+kvt_sprintf (const char *format, ...) __attribute__ ((format (printf, 1, 2)));
+
+static inline char *
+kvt_sprintf (const char *format, ...)
+{
+    va_list args;
+    va_start (args, format);
+    char *text = NULL;
+    int rc = vasprintf (&text, format, args);
+    va_end (args);
+    if (rc < 0)
+        abort ();
+    return text;
 }
 
 #define kvt_freen(p) do { free (p); (p) = NULL; } while (0)
