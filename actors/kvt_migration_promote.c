@@ -30,7 +30,6 @@ typedef struct {
     bool *failed;                   //  Per block: could not be read (a miss)
     bool *skipped;                  //  Per block: left on disk, no host room to stage it
     bool gpu_resident_swapped;      //  GPU-resident blocks' own slots are in gpu->slots
-    size_t chunks_pending;          //  NVMe chunk reads not yet answered
     bool stream;                    //  Reserve and stage only; compute streams the copies
 } s_promote_t;
 
@@ -257,18 +256,32 @@ s_promote_copy (self_t *self, s_promote_t *job)
 //  instead of running one after the other.
 #define S_STREAM_CHUNK_BYTES (4u << 20)   //  Bytes per chunk read
 
+//  A chunked read of NVMe blocks into host slots, shared by PROMOTE and
+//  PREFETCH: every chunk's TIER_READ is sent at once; chunk_fn sees each
+//  chunk as it is answered (bad [k]: block first + k could not be read,
+//  a miss), done_fn runs after the last.
+typedef void (s_chunk_fn) (self_t *self, void *arg, size_t first, size_t count,
+                           const bool *bad);
+
 typedef struct {
-    s_promote_t *job;               //  The promotion this chunk belongs to
-    size_t first;                   //  Index of its first block in nvme_index
+    size_t pending;                 //  Chunks not yet answered
+    s_chunk_fn *chunk_fn;           //  Called per chunk
+    kvt_migration_cont_fn *done_fn; //  Called once, after the last chunk
+    void *arg;                      //  For both
+} s_reader_t;
+
+typedef struct {
+    s_reader_t *reader;             //  The read this chunk belongs to
+    size_t first;                   //  Index of its first block in the read
     size_t count;                   //  Blocks in the chunk
 } s_chunk_t;
 
 static void
-s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+s_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     s_chunk_t *chunk = (s_chunk_t *) arg;
-    s_promote_t *job = chunk->job;
+    s_reader_t *reader = chunk->reader;
     bool *bad = (bool *) kvt_zmalloc (chunk->count + 1);
     if (rc) {
         //  The disk tier failed the read as a whole: every block is a miss
@@ -283,15 +296,68 @@ s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
             if (failed [k] < chunk->count)
                 bad [failed [k]] = true;
     }
-    uint64_t *from = kvt_migration_u64s (chunk->count), *to = kvt_migration_u64s (chunk->count);
+    reader->chunk_fn (self, reader->arg, chunk->first, chunk->count, bad);
+    free (bad);
+    free (chunk);
+    if (--reader->pending == 0) {
+        reader->done_fn (self, reader->arg, 0);
+        free (reader);
+    }
+}
+
+//  Read 'count' blocks (disk slots, hashes) into host slots 'host_slots'
+//  in chunks of S_STREAM_CHUNK_BYTES. Returns the number of chunks (0 for
+//  no blocks: done_fn is then not called).
+static size_t
+s_read_chunks (self_t *self, const uint64_t *nvme_slots, const uint64_t *hashes,
+               const uint64_t *host_slots, size_t count, s_chunk_fn *chunk_fn,
+               kvt_migration_cont_fn *done_fn, void *arg)
+{
+    size_t per_chunk = S_STREAM_CHUNK_BYTES / kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST]);
+    if (per_chunk == 0)
+        per_chunk = 1;
+    if (count == 0)
+        return 0;
+    s_reader_t *reader = (s_reader_t *) kvt_zmalloc (sizeof (s_reader_t));
+    *reader = (s_reader_t) { (count + per_chunk - 1) / per_chunk, chunk_fn, done_fn, arg };
+    size_t chunks = reader->pending;
+    for (size_t first = 0; first < count; first += per_chunk) {
+        s_chunk_t *chunk = (s_chunk_t *) kvt_zmalloc (sizeof (s_chunk_t));
+        chunk->reader = reader;
+        chunk->first = first;
+        chunk->count = count - first < per_chunk? count - first: per_chunk;
+        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
+        kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, nvme_slots + first, chunk->count);
+        kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, hashes + first, chunk->count);
+        kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, host_slots + first, chunk->count);
+        kvt_actor_call (self->actor, "tier_nvme", &msg, s_chunk_read, chunk);
+    }
+    return chunks;
+}
+
+//  All of a promotion's chunks are answered
+static void
+s_promote_chunks_done (self_t *self, void *arg, int rc)
+{
+    (void) rc;
+    s_promote_copy (self, (s_promote_t *) arg);
+}
+
+//  One chunk of a promotion is read: its good blocks go on to the GPU
+//  (or stay staged for compute, in a stream promotion)
+static void
+s_promote_chunk_read (self_t *self, void *arg, size_t first, size_t count, const bool *bad)
+{
+    s_promote_t *job = (s_promote_t *) arg;
+    uint64_t *from = kvt_migration_u64s (count), *to = kvt_migration_u64s (count);
     size_t n = 0;
-    for (size_t k = 0; k < chunk->count; k++) {
-        size_t block = job->nvme_index [chunk->first + k];
+    for (size_t k = 0; k < count; k++) {
+        size_t block = job->nvme_index [first + k];
         if (bad [k]) {
             job->failed [block] = true;
             continue;
         }
-        from [n] = job->staging->slots [chunk->first + k];
+        from [n] = job->staging->slots [first + k];
         to [n++] = job->gpu->slots [block];
     }
     kvt_actor_count (self->actor, "bytes_nvme_to_host", kvt_migration_cold_bytes (self, n));
@@ -299,25 +365,17 @@ s_promote_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         //  Staged, and left in the staging slots for compute to stream
         free (from);
         free (to);
-        free (bad);
-        free (chunk);
-        if (--job->chunks_pending == 0)
-            s_promote_copy (self, job);
         return;
     }
     s_chunk_copy_t *copy = (s_chunk_copy_t *) kvt_zmalloc (sizeof (s_chunk_copy_t));
     copy->job = job;
-    copy->blocks = kvt_migration_u64s (chunk->count);
-    for (size_t k = 0; k < chunk->count; k++)
+    copy->blocks = kvt_migration_u64s (count);
+    for (size_t k = 0; k < count; k++)
         if (!bad [k])
-            copy->blocks [copy->count++] = job->nvme_index [chunk->first + k];
+            copy->blocks [copy->count++] = job->nvme_index [first + k];
     kvt_migration_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n, s_chunk_copied, copy);
     free (from);
     free (to);
-    free (bad);
-    free (chunk);
-    if (--job->chunks_pending == 0)
-        s_promote_copy (self, job);
 }
 
 static void
@@ -339,29 +397,19 @@ s_promote_have_staging (self_t *self, void *arg, int rc)
         s_promote_fail (self, job, rc, "no host room to stage NVMe blocks");
         return;
     }
-    size_t per_chunk = S_STREAM_CHUNK_BYTES / kvt_arena_block_bytes (self->arenas [1]);
-    if (per_chunk == 0)
-        per_chunk = 1;
-    job->chunks_pending = (job->nvme_count + per_chunk - 1) / per_chunk;
-    kvt_actor_count (self->actor, "stream_chunks", job->chunks_pending);
-    for (size_t first = 0; first < job->nvme_count; first += per_chunk) {
-        s_chunk_t *chunk = (s_chunk_t *) kvt_zmalloc (sizeof (s_chunk_t));
-        chunk->job = job;
-        chunk->first = first;
-        chunk->count = job->nvme_count - first < per_chunk? job->nvme_count - first: per_chunk;
-        uint64_t *nvme_slots = kvt_migration_u64s (chunk->count), *hashes = kvt_migration_u64s (chunk->count);
-        for (size_t k = 0; k < chunk->count; k++) {
-            nvme_slots [k] = job->slots [job->nvme_index [first + k]];
-            hashes [k] = job->hashes [job->nvme_index [first + k]];
-        }
-        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
-        kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, nvme_slots, chunk->count);
-        kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, hashes, chunk->count);
-        kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, job->staging->slots + first, chunk->count);
-        kvt_actor_call (self->actor, "tier_nvme", &msg, s_promote_chunk_read, chunk);
-        free (nvme_slots);
-        free (hashes);
+    uint64_t *nvme_slots = kvt_migration_u64s (job->nvme_count);
+    uint64_t *hashes = kvt_migration_u64s (job->nvme_count);
+    for (size_t k = 0; k < job->nvme_count; k++) {
+        nvme_slots [k] = job->slots [job->nvme_index [k]];
+        hashes [k] = job->hashes [job->nvme_index [k]];
     }
+    size_t chunks = s_read_chunks (self, nvme_slots, hashes, job->staging->slots, job->nvme_count,
+                                   s_promote_chunk_read, s_promote_chunks_done, job);
+    kvt_actor_count (self->actor, "stream_chunks", chunks);
+    free (nvme_slots);
+    free (hashes);
+    if (chunks == 0)
+        s_promote_copy (self, job);     //  Nothing to read
 }
 
 static void
@@ -538,7 +586,6 @@ typedef struct {
     uint64_t *nvme_slots;           //  Their disk slots
     kvt_migration_ensure_t *staging;    //  Host slots, one per block
     bool *failed;                   //  Per block: could not be read
-    size_t chunks_pending;          //  Reads not yet answered
 } s_prefetch_t;
 
 static void
@@ -637,33 +684,22 @@ s_prefetch_read_all (self_t *self, s_prefetch_t *job)
     free (gone); free (gone_nvme); free (gone_host); free (moved); free (moved_slots);
 }
 
-typedef struct {
-    s_prefetch_t *job;              //  The prefetch this read belongs to
-    size_t first;                   //  Index of its first block in the job
-    size_t count;                   //  Blocks in the read
-} s_prefetch_chunk_t;
+//  One chunk of a prefetch is read: note the blocks that failed
+static void
+s_prefetch_chunk_read (self_t *self, void *arg, size_t first, size_t count, const bool *bad)
+{
+    (void) self;
+    s_prefetch_t *job = (s_prefetch_t *) arg;
+    for (size_t k = 0; k < count; k++)
+        if (bad [k])
+            job->failed [first + k] = true;
+}
 
 static void
-s_prefetch_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+s_prefetch_chunks_done (self_t *self, void *arg, int rc)
 {
-    self_t *self = (self_t *) self_ptr;
-    s_prefetch_chunk_t *chunk = (s_prefetch_chunk_t *) arg;
-    s_prefetch_t *job = chunk->job;
-    if (rc) {
-        kvt_log_warn ("migration: prefetch NVMe read failed: %s", kvt_strerror (rc));
-        for (size_t k = 0; k < chunk->count; k++)
-            job->failed [chunk->first + k] = true;
-    }
-    else {
-        size_t failed_count;
-        const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_READ_OK_FAILED, &failed_count);
-        for (size_t k = 0; k < failed_count; k++)
-            if (failed [k] < chunk->count)
-                job->failed [chunk->first + failed [k]] = true;
-    }
-    free (chunk);
-    if (--job->chunks_pending == 0)
-        s_prefetch_read_all (self, job);
+    (void) rc;
+    s_prefetch_read_all (self, (s_prefetch_t *) arg);
 }
 
 static void
@@ -681,21 +717,9 @@ s_prefetch_have_staging (self_t *self, void *arg, int rc)
         s_prefetch_reply (self, NULL, 0);
         return;
     }
-    size_t per_chunk = S_STREAM_CHUNK_BYTES / kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST]);
-    if (per_chunk == 0)
-        per_chunk = 1;
-    job->chunks_pending = (job->count + per_chunk - 1) / per_chunk;
-    for (size_t first = 0; first < job->count; first += per_chunk) {
-        s_prefetch_chunk_t *chunk = (s_prefetch_chunk_t *) kvt_zmalloc (sizeof (s_prefetch_chunk_t));
-        chunk->job = job;
-        chunk->first = first;
-        chunk->count = job->count - first < per_chunk? job->count - first: per_chunk;
-        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
-        kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, job->nvme_slots + first, chunk->count);
-        kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, job->hashes + first, chunk->count);
-        kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, job->staging->slots + first, chunk->count);
-        kvt_actor_call (self->actor, "tier_nvme", &msg, s_prefetch_chunk_read, chunk);
-    }
+    if (s_read_chunks (self, job->nvme_slots, job->hashes, job->staging->slots, job->count,
+                       s_prefetch_chunk_read, s_prefetch_chunks_done, job) == 0)
+        s_prefetch_read_all (self, job);
 }
 
 static void
