@@ -11,7 +11,8 @@
     the blocks it is handed by slot in the GPU tier's slab: the first
     'cached_blocks' hold KV already (from cache), the rest it writes.
     Accepts: COMP_RUN {tokens, slots, cached_blocks, max_new_tokens,
-             host_slots} -> COMP_RUN_OK {tokens, ttft_us, total_us}; STATS.
+             host_slots} -> COMP_RUN_OK {tokens, ttft_us, total_us,
+             prefill_us}; STATS.
     host_slots (empty, or one per cached block): UINT64_MAX where the
     cached block already holds its KV in its GPU slot, else the host tier
     slot it still lies in. Those blocks stream in layer by layer while
@@ -83,6 +84,7 @@ typedef struct {
     int timer_id;                   //  The loop-turn timer, or -1 when not armed
     int event_fd;                   //  Step completions (eventfd), polled; -1 before START
     bool in_flight;                 //  A step is launched and not finished
+    int64_t step_launched_us;       //  When the step in flight was launched
     struct _s_job_t *step_prefill;  //  The job the step prefills, or NULL
     struct _s_job_t *step_batch [KVT_MODEL_MAX_BATCH];  //  The jobs it decodes
     size_t step_count;              //  Entries in step_batch
@@ -107,6 +109,7 @@ typedef struct _s_job_t {
     bool prefilled;                 //  Prompt done (first token out)
     int64_t arrived_us;             //  When COMP_RUN arrived
     int64_t first_us;               //  When its first token was out
+    int64_t prefill_us;             //  Time of the steps that ran its prefill slices
 } s_job_t;
 
 static void
@@ -301,6 +304,7 @@ s_job_done (self_t *self, s_job_t **job_p)
     kvt_msg_set_array (reply, KVT_COMP_RUN_OK_TOKENS, out64, job->max_new);
     kvt_msg_set_u64 (reply, KVT_COMP_RUN_OK_TTFT_US, (uint64_t) (job->first_us - job->arrived_us));
     kvt_msg_set_u64 (reply, KVT_COMP_RUN_OK_TOTAL_US, (uint64_t) (now - job->arrived_us));
+    kvt_msg_set_u64 (reply, KVT_COMP_RUN_OK_PREFILL_US, (uint64_t) job->prefill_us);
     free (out64);
     kvt_actor_count (self->actor, "runs", 1);
     kvt_actor_count (self->actor, "prefill_tokens",
@@ -501,6 +505,7 @@ s_turn (zloop_t *loop, int timer_id, void *arg)
     }
     int64_t started = kvt_now_us ();
     s_admit (self);
+    self->step_launched_us = started;
     s_step_launch (self);
     int64_t spent = kvt_now_us () - started;
     kvt_actor_count (self->actor, "busy_us", (uint64_t) spent);
@@ -539,6 +544,7 @@ s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     kvt_actor_count (self->actor, "steps_async", 1);
     if (prefill) {
         kvt_actor_count (self->actor, "prefill_slices", 1);
+        prefill->prefill_us += started - self->step_launched_us;
         if (prefill_rc < 0) {
             zlist_remove (self->active, prefill);
             s_job_fail (self, &prefill, prefill_rc);

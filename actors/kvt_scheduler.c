@@ -41,7 +41,8 @@
     scheduler/h2d_GBps, scheduler/nvme_read_GBps, or the calibration file
     scheduler/calibration, else DESIGN.md's figures; recompute = tokens
     over the prefill rate, an EWMA of what compute reports (prefill
-    tokens / ttft_us of each run), starting from the calibration's
+    tokens / prefill_us of each run: the time of the steps that ran its
+    prefill, not its wait in compute's queue), starting from the calibration's
     prefill_tokens_per_s. The cut minimises fetch (before it) + recompute
     (after it), ties fetched; blocks given up are counted in
     blocks_recomputed_by_choice. The default is 'always' (fetch every
@@ -138,8 +139,9 @@ s_generate_answer (self_t *self, job_t *job, kvt_msg_t *result)
     const uint64_t *tokens = kvt_msg_array (result, KVT_COMP_RUN_OK_TOKENS, &count);
     uint64_t compute_ttft = kvt_msg_u64 (result, KVT_COMP_RUN_OK_TTFT_US);
     uint64_t compute_total = kvt_msg_u64 (result, KVT_COMP_RUN_OK_TOTAL_US);
-    kvt_scheduler_prefill_measured (self, job->token_count - job->matched * (size_t) self->shape.block_tokens,
-                        compute_ttft);
+    kvt_scheduler_prefill_measured (self, job->token_count
+                                    - job->matched * (size_t) self->shape.block_tokens,
+                                    kvt_msg_u64 (result, KVT_COMP_RUN_OK_PREFILL_US));
     int64_t now = kvt_now_us ();
     int64_t total_us = now - job->admitted_us;
     //  Time to first token: everything before compute's first token

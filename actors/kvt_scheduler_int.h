@@ -133,10 +133,10 @@ void
 int
     kvt_scheduler_job_prepare (job_t *job, int tenant_field, int tokens_field);
 
-//  Fold one compute run into the prefill rate: 'tokens' computed before
-//  the first token, which took 'ttft_us'. Short runs say little: skipped.
+//  Fold one compute run into the prefill rate: 'tokens' prefilled in
+//  steps that took 'prefill_us'. Short runs say little: skipped.
 void
-    kvt_scheduler_prefill_measured (self_t *self, size_t tokens, uint64_t ttft_us);
+    kvt_scheduler_prefill_measured (self_t *self, size_t tokens, uint64_t prefill_us);
 
 //  Match the job's prefix (pinned), bring its host and NVMe blocks to
 //  the GPU (or open a stream promotion), then call 'next'.

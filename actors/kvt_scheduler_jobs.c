@@ -323,14 +323,15 @@ s_fetch_cut (self_t *self, const job_t *job, size_t matched)
     return cut;
 }
 
-//  Fold one compute run into the prefill rate: 'tokens' computed before
-//  the first token, which took 'ttft_us'. Short runs say little: skipped.
+//  Fold one compute run into the prefill rate: 'tokens' prefilled in
+//  steps that took 'prefill_us' (compute's own time, not the wait in its
+//  queue). Short runs say little: skipped.
 void
-kvt_scheduler_prefill_measured (self_t *self, size_t tokens, uint64_t ttft_us)
+kvt_scheduler_prefill_measured (self_t *self, size_t tokens, uint64_t prefill_us)
 {
-    if (tokens < (size_t) self->shape.block_tokens || ttft_us == 0)
+    if (tokens < (size_t) self->shape.block_tokens || prefill_us == 0)
         return;
-    double rate = (double) tokens / ((double) ttft_us / 1e6);
+    double rate = (double) tokens / ((double) prefill_us / 1e6);
     self->prefill_tokens_per_s = self->prefill_measured
         ? 0.8 * self->prefill_tokens_per_s + 0.2 * rate: rate;
     self->prefill_measured = true;

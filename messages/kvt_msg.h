@@ -103,7 +103,7 @@ extern "C" {
     M (MIG_RESERVE,     56, "u",       "count") \
     M (MIG_RESERVE_OK,  57, "a",       "slots") \
     M (COMP_RUN,        58, "aauua",   "tokens slots cached_blocks max_new_tokens host_slots") \
-    M (COMP_RUN_OK,     59, "auu",     "tokens ttft_us total_us") \
+    M (COMP_RUN_OK,     59, "auuu",    "tokens ttft_us total_us prefill_us") \
     M (POLICY_EVENTS,   60, "uaaaaa",  "clock kinds tiers hashes parents depths") \
     M (POLICY_VICTIMS,  61, "uua",     "tier count candidates") \
     M (POLICY_VICTIMS_OK, 62, "a",     "hashes") \

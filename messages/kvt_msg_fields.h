@@ -187,10 +187,11 @@
 #define KVT_COMP_RUN_MAX_NEW_TOKENS 3
 #define KVT_COMP_RUN_HOST_SLOTS 4
 
-//  COMP_RUN_OK (59): tokens ttft_us total_us
+//  COMP_RUN_OK (59): tokens ttft_us total_us prefill_us
 #define KVT_COMP_RUN_OK_TOKENS 0
 #define KVT_COMP_RUN_OK_TTFT_US 1
 #define KVT_COMP_RUN_OK_TOTAL_US 2
+#define KVT_COMP_RUN_OK_PREFILL_US 3
 
 //  POLICY_EVENTS (60): clock kinds tiers hashes parents depths
 #define KVT_POLICY_EVENTS_CLOCK 0

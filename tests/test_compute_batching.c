@@ -92,6 +92,10 @@ s_comp_run (zsock_t *dealer, const uint64_t *tokens, size_t count, const uint64_
         size_t out_count;
         kvt_msg_array (reply, KVT_COMP_RUN_OK_TOKENS, &out_count);
         t_check (out_count == max_new);
+        //  The prefill's own time: some, and inside the run's total
+        uint64_t prefill_us = kvt_msg_u64 (reply, KVT_COMP_RUN_OK_PREFILL_US);
+        t_check (prefill_us > 0);
+        t_check (prefill_us <= kvt_msg_u64 (reply, KVT_COMP_RUN_OK_TOTAL_US));
     }
     kvt_msg_destroy (&reply);
     return code;
