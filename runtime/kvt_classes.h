@@ -18,7 +18,7 @@
 #include <czmq.h>
 #include <msgpack.h>
 #include <liburing.h>
-#include <xxhash.h>
+#include "kvt_xxh.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

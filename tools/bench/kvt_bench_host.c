@@ -73,7 +73,7 @@
 #include "kvt_bench.h"
 #include "kvt_sim.h"
 #include "kvt_bench_host_raw.h"
-#include <xxhash.h>
+#include "kvt_xxh.h"
 
 #define S_TENANT "bench-host"       //  Tenant of every request
 #define S_MAX_PROMPT_MIB 192        //  Largest --prompt-mib (frames stay under the

@@ -59,7 +59,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "kvt_xxh.h"
 #include "kvt_bench.h"
 #include "kvt_error.h"
 #include "kvt_log.h"

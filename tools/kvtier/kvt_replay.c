@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <xxhash.h>
+#include "kvt_xxh.h"
 #include "kvt_replay.h"
 #include "kvt_trace.h"
 #include "kvt_util.h"
