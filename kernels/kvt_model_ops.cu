@@ -75,7 +75,8 @@ kvt_model_embed (void *out, const void *table, const int32_t *tokens, int rows, 
 
 //  Grid (rows, heads + kv_heads), head_dim / 2 threads: thread i rotates
 //  the pair (i, i + half) of one q head, or of one k head and then writes
-//  that K pair and the V pair into the block.
+//  that K pair and the V pair into the block (none when the row's dest
+//  block is negative).
 __global__ void
 s_qkv_kernel (kvt_qkv_args_t a)
 {
@@ -95,6 +96,8 @@ s_qkv_kernel (kvt_qkv_args_t a)
         q [i + half] = r2;
         return;
     }
+    if (a.dest_block [row] < 0)
+        return;                     //  A padded row (a decode graph's): no K/V to keep
     const int g = head - a.heads;
     __nv_bfloat16 *block = (__nv_bfloat16 *) ((char *) a.slab
                          + (int64_t) a.dest_block [row] * a.block_bytes);

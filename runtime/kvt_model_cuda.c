@@ -48,12 +48,16 @@
     The thread never blocks on the GPU in between (staging copies come
     from pageable memory, staged by the call). kvt_model_cuda_seq_prefill
     and kvt_model_cuda_decode are a launch and a finish back to back, so
-    they return after the stream drained. Not thread-safe: a model and
+    they return after the stream drained. A decode step replays as a CUDA
+    graph (kvt_model_cuda_graph.c) unless graphs are off
+    (KVT_CUDA_GRAPH=0, kvt_model_cuda_set_graphs); the prefill slice runs
+    eagerly. Not thread-safe: a model and
     its sequences belong to one thread.
     Files: this one (weights, the model's life, the forward pass of a
     chunk of rows and sampling; kvt_model_cuda_supports in both builds),
     kvt_model_cuda_seq.c (sequences, steps, kvt_model_cuda_generate),
-    kvt_model_cuda_test.c (the selftest); kvt_model_cuda_int.h holds
+    kvt_model_cuda_graph.c (decode steps as graphs), kvt_model_cuda_test.c
+    (the selftest); kvt_model_cuda_int.h holds
     what they share.
 @end
 */
@@ -69,6 +73,7 @@
 
 #define S_ROPE_THETA  500000.0      //  Llama 3 RoPE base
 #define S_NORM_EPS    1e-5f         //  RMSNorm epsilon
+#define S_CUBLAS_WORKSPACE (32u << 20)  //  cuBLAS workspace bytes (its Hopper default)
 
 //  --------------------------------------------------------------------------
 //  Log a failed CUDA call; return 0 or KVT_ECUDA.
@@ -148,6 +153,15 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
         ok = false;
     }
     ok = ok && cublasSetStream (self->cublas, self->stream) == CUBLAS_STATUS_SUCCESS;
+    //  A workspace of our own: a captured GEMM then uses the same one as an
+    //  eager GEMM (same algorithm), and capture allocates nothing
+    ok = ok && kvt_model_cuda_check (cudaMalloc (&self->cublas_workspace, S_CUBLAS_WORKSPACE),
+                                     "cublas workspace") == 0
+            && cublasSetWorkspace (self->cublas, self->cublas_workspace, S_CUBLAS_WORKSPACE)
+               == CUBLAS_STATUS_SUCCESS;
+    //  Decode steps as CUDA graphs unless KVT_CUDA_GRAPH=0
+    const char *graphs = getenv ("KVT_CUDA_GRAPH");
+    self->graph_on = !(graphs && streq (graphs, "0"));
     if (ok) {
         self->embed = s_tensor_new (self, vocab * hidden, 0, 0.0f, sqrtf (3.0f));
         self->final_norm = s_tensor_new (self, hidden, 1, 1.0f, 0.1f);
@@ -256,6 +270,7 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
         cudaStreamSynchronize (self->stream);
     if (self->copy_stream)
         cudaStreamSynchronize (self->copy_stream);
+    kvt_model_cuda_graph_purge (self);
     for (int l = 0; self->layer && l < self->shape.layers; l++) {
         kvt_model_cuda_layer_t *layer = &self->layer [l];
         void *tensors [] = { layer->attn_norm, layer->w_qkv, layer->wo, layer->mlp_norm,
@@ -267,7 +282,8 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
     void *buffers [] = { self->embed, self->final_norm, self->lm_head, self->inv_freq,
                          self->x, self->xn, self->qkv, self->q, self->att,
                          self->gate_up, self->act, self->logits, self->d_rows,
-                         self->d_argmax, self->d_table, self->workspace };
+                         self->d_argmax, self->d_table, self->workspace,
+                         self->cublas_workspace };
     for (size_t k = 0; k < sizeof (buffers) / sizeof (buffers [0]); k++)
         if (buffers [k])
             cudaFree (buffers [k]);
@@ -301,6 +317,38 @@ kvt_model_cuda_set_cancel (kvt_model_cuda_t *self, bool (*cancel_fn) (void *arg)
 {
     self->cancel_fn = cancel_fn;
     self->cancel_arg = arg;
+}
+
+//  --------------------------------------------------------------------------
+//  Make the split-KV workspace hold 'bytes'; synchronises the stream
+//  before it frees a smaller one. Returns 0 or KVT_ECUDA.
+
+static int
+s_workspace_grow (kvt_model_cuda_t *self, size_t bytes)
+{
+    if (bytes <= self->workspace_bytes)
+        return 0;
+    if (self->workspace) {
+        cudaStreamSynchronize (self->stream);
+        cudaFree (self->workspace);
+        self->workspace = NULL;
+        self->workspace_bytes = 0;
+    }
+    int rc = kvt_model_cuda_check (cudaMalloc (&self->workspace, bytes), "workspace");
+    if (rc == 0)
+        self->workspace_bytes = bytes;
+    return rc;
+}
+
+//  Make the workspace hold a decode step of 'rows' rows and 'splits' splits.
+int
+kvt_model_cuda_workspace_reserve (kvt_model_cuda_t *self, int rows, int splits)
+{
+    kvt_paged_attention_args_t attn = { .dtype = KVT_KDTYPE_BF16, .seqs = rows,
+                                        .heads = self->shape.heads,
+                                        .kv_heads = self->shape.kv_heads,
+                                        .head_dim = self->shape.head_dim, .splits = splits };
+    return s_workspace_grow (self, kvt_paged_attention_workspace_bytes (&attn, splits));
 }
 
 //  c [m, n] (+)= a [m, k] . w [n, k]^T, bf16 in and out, fp32 accumulation.
@@ -394,17 +442,7 @@ kvt_model_cuda_forward (kvt_model_cuda_t *self, int rows, bool decode, void *sla
                 .max_seq_len = splits * KVT_MODEL_DECODE_SPLIT,
                 .scale = 1.0f / sqrtf ((float) shape->head_dim), .splits = splits };
             size_t need = kvt_paged_attention_workspace_bytes (&attn, splits);
-            if (need > self->workspace_bytes) {
-                if (self->workspace) {
-                    cudaStreamSynchronize (self->stream);
-                    cudaFree (self->workspace);
-                    self->workspace = NULL;
-                    self->workspace_bytes = 0;
-                }
-                KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMalloc (&self->workspace, need),
-                                                          "workspace"));
-                self->workspace_bytes = need;
-            }
+            KVT_MODEL_CUDA_TRY (s_workspace_grow (self, need));
             attn.workspace = self->workspace;
             attn.workspace_bytes = self->workspace_bytes;
             KVT_MODEL_CUDA_TRY (kvt_paged_attention (&attn, self->stream));

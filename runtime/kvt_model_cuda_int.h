@@ -13,7 +13,8 @@
     sequence API: begin, with cached blocks streamed in layer by layer;
     steps of a prefill slice and a batched decode, launched and finished;
     kvt_model_cuda_generate) and kvt_model_cuda_test.c (the selftest, a
-    skip in CPU builds). This header is for those files only; what it
+    skip in CPU builds); kvt_model_cuda_graph.c replays decode steps as
+    CUDA graphs. This header is for those files only; what it
     holds exists in CUDA builds only.
 @end
 */
@@ -43,6 +44,25 @@ typedef struct {
     void *w_gate_up;                //  [2 x intermediate, hidden]: gate rows, then up rows
     void *w_down;                   //  [hidden, intermediate]
 } kvt_model_cuda_layer_t;
+
+//  --------------------------------------------------------------------------
+//  One captured decode step (kvt_model_cuda_graph.c): the forward pass
+//  and sampling of 'rows' padded rows over a table 'table_len' wide,
+//  'splits' KV splits, replayed by cudaGraphLaunch
+
+#define KVT_MODEL_CUDA_GRAPHS   16      //  Decode graphs kept (least recently used goes)
+
+typedef struct {
+    cudaGraphExec_t exec;           //  The instantiated graph, or NULL (free entry)
+    int rows;                       //  Key: rows of every kernel (a power of two)
+    int table_len;                  //  Key: d_table row width (a power of two)
+    int splits;                     //  Key: KV splits (a power of two, at least 2)
+    void *slab;                     //  Key: the block slab
+    size_t block_bytes;             //  Key: bytes between its blocks
+    int32_t *d_table;               //  d_table when captured (stale once it moved)
+    void *workspace;                //  Split-KV workspace when captured
+    uint64_t used;                  //  graph_clock at its last launch
+} kvt_model_cuda_graph_t;
 
 //  --------------------------------------------------------------------------
 //  Structure of our class
@@ -91,6 +111,14 @@ struct _kvt_model_cuda_t {
     int32_t *h_table;               //  Host staging of d_table
     void *workspace;                //  Decode split-KV scratch
     size_t workspace_bytes;         //  Its size
+    void *cublas_workspace;         //  cuBLAS's own (set, so capture and eager agree)
+    //  Decode steps as CUDA graphs (kvt_model_cuda_graph.c)
+    bool graph_on;                  //  Replay decode steps as graphs
+    kvt_model_cuda_graph_t graph [KVT_MODEL_CUDA_GRAPHS];   //  Graphs kept
+    uint64_t graph_clock;           //  Graph launches so far (LRU stamp)
+    uint64_t graph_captures;        //  Graphs captured and instantiated
+    uint64_t graph_updates;         //  Graphs re-captured into their exec
+                                    //  (cudaGraphExecUpdate) after a buffer moved
 };
 
 //  Offsets inside d_rows / h_rows
@@ -144,6 +172,27 @@ int
 int
     kvt_model_cuda_sample_queue (kvt_model_cuda_t *self, int first, int count, int gemm_rows,
                                  int32_t *tokens);
+
+//  Make the split-KV workspace hold what a decode step of 'rows' rows and
+//  'splits' splits needs (synchronises the stream when it grows). Returns
+//  0 or KVT_ECUDA.
+int
+    kvt_model_cuda_workspace_reserve (kvt_model_cuda_t *self, int rows, int splits);
+
+//  Queue one decode step as a CUDA graph (kvt_model_cuda_graph.c): inputs
+//  already staged in d_rows (rows past the batch: dest block -1, length
+//  0) and d_table ('table_len' entries a row); 'rows', 'table_len' and
+//  'splits' are powers of two (the graph's key). Captures the graph on
+//  first use, re-captures it into its exec when d_table or the workspace
+//  moved; the tokens land in h_sampled [1 ..]. A capture that fails turns
+//  graphs off for the model and runs the step eagerly. Returns 0 or an error.
+int
+    kvt_model_cuda_graph_decode (kvt_model_cuda_t *self, int rows, void *slab,
+                                 size_t block_bytes, int table_len, int splits);
+
+//  Destroy every graph kept (kvt_model_cuda_destroy).
+void
+    kvt_model_cuda_graph_purge (kvt_model_cuda_t *self);
 
 #endif
 

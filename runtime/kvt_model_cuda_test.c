@@ -9,14 +9,118 @@
     kvt_model_cuda_test: the determinism contract of the GPU model
     (kvt_model_cuda.c, kvt_model_cuda_seq.c) on a small shape: the same
     tokens and byte-identical blocks with none, some and all blocks
-    cached, and with cached blocks streamed from host copies. Skips (77)
-    without a device, and in CPU builds.
+    cached, and with cached blocks streamed from host copies; decode steps
+    replayed as CUDA graphs give the eager steps' tokens and KV bytes.
+    Skips (77) without a device, and in CPU builds.
 @end
 */
 
 #include "kvt_model_cuda_int.h"
+#include "kvt_model_cuda_graph.h"
 
 #ifdef KVT_WITH_CUDA
+
+//  --------------------------------------------------------------------------
+//  Graph and eager decode steps (kvt_model_cuda_graph.c) give identical
+//  tokens and KV bytes: the same steps run twice, graphs off then on, over
+//  seven sequences whose batch membership changes every step (batches of
+//  1, 4 and 5 rows, then fewer as they finish), contexts crossing block
+//  boundaries and a split bucket (500 + 24 tokens), a step that prefills
+//  a long prompt (moving d_table) beside a decode, and one decode step
+//  with that long context.
+
+static void
+s_graph_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab, bool verbose)
+{
+    enum { SEQS = 7, NEW = 24 };
+    const size_t length [SEQS] = { 30, 47, 200, 250, 500, 510, 8300 };
+    const size_t max_new [SEQS] = { NEW, NEW, NEW, NEW, NEW, NEW, 2 };
+    size_t first [SEQS + 1], spares [SEQS];
+    first [0] = 0;
+    for (int i = 0; i < SEQS; i++) {
+        spares [i] = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, length [i], max_new [i]);
+        first [i + 1] = first [i] + length [i] / 16 + spares [i];
+    }
+    const size_t blocks = first [SEQS];
+    uint64_t *slots = (uint64_t *) kvt_zmalloc (blocks * sizeof (uint64_t));
+    for (size_t k = 0; k < blocks; k++)
+        slots [k] = blocks - 1 - k;         //  Not in order
+    const size_t token_count = length [SEQS - 1] + 8 * SEQS;
+    uint32_t *tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
+    uint64_t state = 7;
+    for (size_t k = 0; k < token_count; k++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        tokens [k] = (uint32_t) ((state >> 33) % (uint64_t) vocab);
+    }
+    void *slab = NULL;
+    assert (cudaMalloc (&slab, blocks * block_bytes) == cudaSuccess);
+    static uint32_t outs [2][SEQS][NEW];
+    uint8_t *kv [2];
+    size_t steps [2] = { 0, 0 };
+    for (int run = 0; run < 2; run++) {
+        kvt_model_cuda_set_graphs (model, run == 1);
+        assert (kvt_model_cuda_graphs (model) == (run == 1));
+        kvt_model_cuda_graph_stats_t before = kvt_model_cuda_graph_stats (model);
+        assert (cudaMemset (slab, 0xee, blocks * block_bytes) == cudaSuccess);
+        kvt_model_cuda_seq_t *seqs [SEQS];
+        for (int i = 0; i < SEQS; i++) {
+            const size_t full = length [i] / 16;
+            assert (kvt_model_cuda_seq_begin (model, tokens + 8 * i, length [i], slab,
+                                              block_bytes, slots + first [i], 0, NULL,
+                                              slots + first [i] + full, spares [i],
+                                              max_new [i], outs [run][i], &seqs [i]) == 0);
+            if (i < SEQS - 1)
+                assert (kvt_model_cuda_seq_prefill (model, seqs [i], 0) == 0);
+        }
+        for (int step = 0; ; step++) {
+            kvt_model_cuda_seq_t *batch [SEQS];
+            size_t count = 0;
+            bool left = false;
+            for (int i = 0; i < SEQS; i++) {
+                if (!kvt_model_cuda_seq_decoding (seqs [i]))
+                    continue;
+                left = true;
+                if (step == 5? i == 0: (step + i) % 4 != 0 || i == SEQS - 1)
+                    batch [count++] = seqs [i];
+            }
+            kvt_model_cuda_seq_t *prefill = step == 3? seqs [SEQS - 1]: NULL;
+            if (!left && !prefill)
+                break;
+            assert (kvt_model_cuda_step_launch (model, prefill, 0, batch, count, -1) == 0);
+            assert (kvt_model_cuda_step_finish (model) >= 0);
+            steps [run] += count > 0;
+            assert (step < 100);
+        }
+        for (int i = 0; i < SEQS; i++) {
+            assert (kvt_model_cuda_seq_emitted (seqs [i]) == max_new [i]);
+            kvt_model_cuda_seq_destroy (&seqs [i]);
+        }
+        kv [run] = (uint8_t *) malloc (blocks * block_bytes);
+        assert (kv [run]);
+        assert (cudaMemcpy (kv [run], slab, blocks * block_bytes, cudaMemcpyDeviceToHost)
+                == cudaSuccess);
+        kvt_model_cuda_graph_stats_t after = kvt_model_cuda_graph_stats (model);
+        uint64_t launches = after.launches - before.launches;
+        uint64_t captures = after.captures - before.captures;
+        if (verbose)
+            printf ("kvt_model_cuda: graphs %s: %zu decode steps, %" PRIu64 " graph launches, "
+                    "%" PRIu64 " captures, %" PRIu64 " updates\n", run? "on": "off",
+                    steps [run], launches, captures, after.updates - before.updates);
+        //  Off: none; on: every decode step, at least 4 keys (rows 1, 4, 8;
+        //  splits 2, 4; the long context's)
+        assert (launches == (run? steps [run]: 0));
+        assert (run == 0 || captures >= 4);
+    }
+    assert (steps [0] == steps [1] && steps [0] > 20);
+    assert (memcmp (outs [0], outs [1], sizeof (outs [0])) == 0);
+    assert (memcmp (kv [0], kv [1], blocks * block_bytes) == 0);
+    free (kv [0]);
+    free (kv [1]);
+    cudaFree (slab);
+    free (tokens);
+    free (slots);
+    kvt_model_cuda_set_graphs (model, true);
+}
 
 //  --------------------------------------------------------------------------
 //  Selftest: skips without a device. The contract on a small shape: the
@@ -145,6 +249,7 @@ kvt_model_cuda_test (bool verbose)
     }
     free (host_src);
     cudaFreeHost (host);
+    s_graph_test (model, block_bytes, shape.vocab, verbose);
     //  Bad input
     assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, slots, full + 1,
                                      spare, spare_count, max_new, again, NULL) == -EINVAL);

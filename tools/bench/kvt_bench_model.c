@@ -23,7 +23,11 @@
         actor's path) beside the synchronous call at the same B, with the
         thread's time inside launch + finish. Fails (exit 1) unless
         sequence 0 gives the same tokens at every B, and sequences 0-15
-        the same at 16 and 64 (batch invariance). Then what that costs
+        the same at 16 and 64 (batch invariance). All of it twice: decode
+        steps launched kernel by kernel (the baseline), then replayed as
+        CUDA graphs (runtime/kvt_model_cuda_graph.c): graph tokens/s and
+        thread time per step beside the baseline's at the same B; fails
+        unless both give the same tokens. Then what that costs
         batch 1: cuBLAS time of one step's GEMMs at m = 64 (padded, what
         every step runs) beside m = 1.
       stream: time to first token of a --prefix (16384) token prefix on
@@ -34,6 +38,7 @@
 @end
 */
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +68,7 @@ kvt_bench_model_main (int argc, char **argv)
 #include "kvt.h"
 #include "kvt_block.h"
 #include "kvt_model.h"
+#include "kvt_model_cuda_graph.h"
 #include "kvt_block_copy.cuh"
 
 //  Fail the bench with where and what.
@@ -187,7 +193,8 @@ s_fd_wait (int fd)
 }
 
 //  Decode batching: tokens/s at B = 1, 16, 64, synchronous and through
-//  the eventfd, the batches checked against each other.
+//  the eventfd, the batches checked against each other; kernel by kernel,
+//  then as CUDA graphs (same tokens).
 static void
 s_bench_batch (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t block_bytes)
 {
@@ -195,7 +202,7 @@ s_bench_batch (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t block
     const size_t per_seq = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, CONTEXT, NEW) + CONTEXT / 16;
     void *slab;
     S_CHECK (cudaMalloc (&slab, MOST * per_seq * block_bytes) == cudaSuccess);
-    static uint32_t outs [MOST][NEW], first_outs [MOST][NEW];
+    static uint32_t outs [MOST][NEW], first_outs [MOST][NEW], mode_outs [2][MOST][NEW];
     static uint64_t ids [MOST][128];
     static uint32_t *prompts [MOST];
     S_CHECK (per_seq <= 128);
@@ -207,55 +214,72 @@ s_bench_batch (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t block
     int fd = eventfd (0, EFD_CLOEXEC);
     S_CHECK (fd >= 0);
     const int batches [] = { 1, 16, 64 };
-    double rate [3], async_rate [3], held_ms [3];
-    for (int b = 0; b < 3; b++) {
-        const int count = batches [b];
-        kvt_model_cuda_seq_t *seqs [MOST];
-        for (int i = 0; i < count; i++) {
-            S_CHECK (kvt_model_cuda_seq_begin (model, prompts [i], CONTEXT, slab, block_bytes,
-                                               ids [i], 0, NULL, ids [i] + CONTEXT / 16,
-                                               per_seq - CONTEXT / 16, NEW, outs [i],
-                                               &seqs [i]) == 0);
-            S_CHECK (kvt_model_cuda_seq_prefill (model, seqs [i], 0) == 0);
+    double rates [2][3], async_rates [2][3], helds_ms [2][3];
+    kvt_model_cuda_graph_stats_t stats [2];
+    for (int mode = 0; mode < 2; mode++) {
+        //  Mode 0: kernel by kernel (the baseline); 1: CUDA graphs
+        double *rate = rates [mode], *async_rate = async_rates [mode], *held_ms = helds_ms [mode];
+        kvt_model_cuda_set_graphs (model, mode == 1);
+        stats [0] = kvt_model_cuda_graph_stats (model);
+        for (int b = 0; b < 3; b++) {
+            const int count = batches [b];
+            kvt_model_cuda_seq_t *seqs [MOST];
+            for (int i = 0; i < count; i++) {
+                S_CHECK (kvt_model_cuda_seq_begin (model, prompts [i], CONTEXT, slab, block_bytes,
+                                                   ids [i], 0, NULL, ids [i] + CONTEXT / 16,
+                                                   per_seq - CONTEXT / 16, NEW, outs [i],
+                                                   &seqs [i]) == 0);
+                S_CHECK (kvt_model_cuda_seq_prefill (model, seqs [i], 0) == 0);
+            }
+            S_CHECK (kvt_model_cuda_decode (model, seqs, (size_t) count) == 0);     //  Warm-up
+            int64_t start = zclock_usecs ();
+            for (int step = 1; step < STEPS; step++)
+                S_CHECK (kvt_model_cuda_decode (model, seqs, (size_t) count) == 0);
+            double seconds = (zclock_usecs () - start) / 1e6;
+            rate [b] = (double) count * (STEPS - 1) / seconds;
+            //  Through the eventfd: the thread's time inside launch and finish
+            //  is what the compute actor's loop is held
+            int64_t held_us = 0;
+            start = zclock_usecs ();
+            for (int step = 0; step < STEPS; step++) {
+                int64_t t0 = zclock_usecs ();
+                S_CHECK (kvt_model_cuda_step_launch (model, NULL, 0, seqs, (size_t) count, fd)
+                         == 0);
+                int64_t t1 = zclock_usecs ();
+                S_CHECK (s_fd_wait (fd) == 1);
+                int64_t t2 = zclock_usecs ();
+                S_CHECK (kvt_model_cuda_step_finish (model) == 0);
+                held_us += (t1 - t0) + (zclock_usecs () - t2);
+            }
+            seconds = (zclock_usecs () - start) / 1e6;
+            async_rate [b] = (double) count * STEPS / seconds;
+            held_ms [b] = held_us / 1000.0 / STEPS;
+            for (int i = 0; i < count; i++) {
+                S_CHECK (!kvt_model_cuda_seq_decoding (seqs [i]));
+                if (b == 2)
+                    memcpy (mode_outs [mode][i], outs [i], sizeof (outs [i]));
+                if (b == 0)
+                    memcpy (first_outs [i], outs [i], sizeof (outs [i]));
+                kvt_model_cuda_seq_destroy (&seqs [i]);
+            }
+            //  Batch invariance: sequence 0 alike in every batch, 0-15 alike
+            //  at 16 and 64
+            S_CHECK (memcmp (outs [0], first_outs [0], sizeof (outs [0])) == 0);
+            if (b == 1)
+                for (int i = 1; i < 16; i++)
+                    memcpy (first_outs [i], outs [i], sizeof (outs [i]));
+            if (b == 2)
+                for (int i = 0; i < 16; i++)
+                    S_CHECK (memcmp (outs [i], first_outs [i], sizeof (outs [i])) == 0);
         }
-        S_CHECK (kvt_model_cuda_decode (model, seqs, (size_t) count) == 0);     //  Warm-up
-        int64_t start = zclock_usecs ();
-        for (int step = 1; step < STEPS; step++)
-            S_CHECK (kvt_model_cuda_decode (model, seqs, (size_t) count) == 0);
-        double seconds = (zclock_usecs () - start) / 1e6;
-        rate [b] = (double) count * (STEPS - 1) / seconds;
-        //  Through the eventfd: the thread's time inside launch and finish
-        //  is what the compute actor's loop is held
-        int64_t held_us = 0;
-        start = zclock_usecs ();
-        for (int step = 0; step < STEPS; step++) {
-            int64_t t0 = zclock_usecs ();
-            S_CHECK (kvt_model_cuda_step_launch (model, NULL, 0, seqs, (size_t) count, fd) == 0);
-            int64_t t1 = zclock_usecs ();
-            S_CHECK (s_fd_wait (fd) == 1);
-            int64_t t2 = zclock_usecs ();
-            S_CHECK (kvt_model_cuda_step_finish (model) == 0);
-            held_us += (t1 - t0) + (zclock_usecs () - t2);
-        }
-        seconds = (zclock_usecs () - start) / 1e6;
-        async_rate [b] = (double) count * STEPS / seconds;
-        held_ms [b] = held_us / 1000.0 / STEPS;
-        for (int i = 0; i < count; i++) {
-            S_CHECK (!kvt_model_cuda_seq_decoding (seqs [i]));
-            if (b == 0)
-                memcpy (first_outs [i], outs [i], sizeof (outs [i]));
-            kvt_model_cuda_seq_destroy (&seqs [i]);
-        }
-        //  Batch invariance: sequence 0 alike in every batch, 0-15 alike
-        //  at 16 and 64
-        S_CHECK (memcmp (outs [0], first_outs [0], sizeof (outs [0])) == 0);
-        if (b == 1)
-            for (int i = 1; i < 16; i++)
-                memcpy (first_outs [i], outs [i], sizeof (outs [i]));
-        if (b == 2)
-            for (int i = 0; i < 16; i++)
-                S_CHECK (memcmp (outs [i], first_outs [i], sizeof (outs [i])) == 0);
+        stats [1] = kvt_model_cuda_graph_stats (model);
+        //  Every step of the graph mode was a graph launch, none before
+        S_CHECK (stats [1].launches - stats [0].launches == (mode? 3u * (2 * STEPS): 0u));
     }
+    //  Graphs gave the kernel-by-kernel tokens, all 64 sequences
+    S_CHECK (memcmp (mode_outs [0], mode_outs [1], sizeof (mode_outs [0])) == 0);
+    kvt_model_cuda_set_graphs (model, true);
+    const double *rate = rates [0], *async_rate = async_rates [0], *held_ms = helds_ms [0];
     close (fd);
     for (int i = 0; i < MOST; i++)
         free (prompts [i]);
@@ -275,6 +299,28 @@ s_bench_batch (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t block
               "(and 16's) tokens over %d steps; thread held %.2f / %.2f / %.2f ms per "
               "eventfd step", NEW, held_ms [0], held_ms [1], held_ms [2]);
     kvt_bench_report_note (report, "batch", note);
+    for (int b = 0; b < 3; b++) {
+        snprintf (figure, sizeof (figure), "decode_batch%d_graph_tokens_per_s", batches [b]);
+        snprintf (baseline, sizeof (baseline), "decode_batch%d_tokens_per_s", batches [b]);
+        kvt_bench_report_add (report, figure, rates [1][b], "tok/s", baseline, rate [b]);
+    }
+    for (int b = 0; b < 3; b++) {
+        snprintf (figure, sizeof (figure), "decode_batch%d_graph_eventfd_tokens_per_s",
+                  batches [b]);
+        snprintf (baseline, sizeof (baseline), "decode_batch%d_eventfd_tokens_per_s",
+                  batches [b]);
+        kvt_bench_report_add (report, figure, async_rates [1][b], "tok/s", baseline,
+                              async_rate [b]);
+    }
+    for (int b = 0; b < 3; b++) {
+        snprintf (figure, sizeof (figure), "decode_batch%d_graph_held_ms", batches [b]);
+        snprintf (baseline, sizeof (baseline), "decode_batch%d_held_ms", batches [b]);
+        kvt_bench_report_add (report, figure, helds_ms [1][b], "ms", baseline, held_ms [b]);
+    }
+    snprintf (note, sizeof (note), "CUDA graphs: same tokens as kernel by kernel at batch 64 "
+              "(64 sequences x %d); %" PRIu64 " graphs captured, %" PRIu64 " updated", NEW,
+              stats [1].captures, stats [1].updates);
+    kvt_bench_report_note (report, "graph", note);
 
     //  What batch invariance costs batch 1: every decode GEMM runs on
     //  KVT_MODEL_MAX_BATCH rows. cuBLAS time of one step's GEMMs
