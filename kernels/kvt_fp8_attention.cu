@@ -34,6 +34,7 @@
 #include <math.h>
 #include "kvt_fp8_attention.cuh"
 #include "kvt_device.cuh"
+#include "kvt_decode_merge.cuh"
 
 #define S_WARPS     4               //  Warps per CTA
 #ifndef S_FP8_MIN_CTAS
@@ -386,65 +387,8 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
             }
         }
     }
-    if (t == 0) {
-        sm_m [warp][g] = m [0];
-        sm_m [warp][g + 8] = m [1];
-        sm_l [warp][g] = l [0];
-        sm_l [warp][g + 8] = l [1];
-    }
-    __syncthreads ();
-    for (int index = threadIdx.x; index < nheads * D; index += blockDim.x) {
-        int h = index / D;
-        int d = index % D;
-        float top = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < S_WARPS; w++)
-            top = fmaxf (top, sm_m [w][h]);
-        float sum = 0.0f, out = 0.0f;
-#pragma unroll
-        for (int w = 0; w < S_WARPS; w++) {
-            float c = kvt_dev_rescale (sm_m [w][h], top);
-            sum += sm_l [w][h] * c;
-            out += sm_acc [w][h][d] * c;
-        }
-        out = sum > 0.0f? out / sum: 0.0f;
-        int head = head0 + h;
-        if (splits == 1)
-            ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = kvt_dev_from_float<T> (out);
-        else {
-            size_t row = ((size_t) seq * a.heads + head) * splits + split;
-            ws_out [row * D + d] = out;
-            if (d == 0)
-                ws_lse [row] = sum > 0.0f? top + log2f (sum): -INFINITY;
-        }
-    }
-}
-
-//  --------------------------------------------------------------------------
-//  Merge kernel: grid = (heads, seqs), D threads; weights are 2^lse.
-
-template <typename T, int D>
-__global__ void __launch_bounds__ (D)
-s_merge_kernel (const kvt_fp8_attention_args_t a, int splits, const float *ws_out,
-                const float *ws_lse)
-{
-    const int head = blockIdx.x;
-    const int seq = blockIdx.y;
-    const int d = threadIdx.x;
-    size_t row0 = ((size_t) seq * a.heads + head) * splits;
-    float top = -INFINITY;
-    for (int s = 0; s < splits; s++)
-        top = fmaxf (top, ws_lse [row0 + s]);
-    float sum = 0.0f, out = 0.0f;
-    if (top != -INFINITY) {
-        for (int s = 0; s < splits; s++) {
-            float w = kvt_dev_rescale (ws_lse [row0 + s], top);
-            sum += w;
-            out = fmaf (w, ws_out [(row0 + s) * D + d], out);
-        }
-        out /= sum;
-    }
-    ((T *) a.out) [((size_t) seq * a.heads + head) * D + d] = kvt_dev_from_float<T> (out);
+    kvt_dev_decode_combine<T, D, S_WARPS> (sm_m, sm_l, sm_acc, m, l, warp, g, t, nheads, head0,
+                                           a.heads, seq, split, splits, a.out, ws_out, ws_lse);
 }
 
 template <typename T, int D>
@@ -470,7 +414,8 @@ s_launch (const kvt_fp8_attention_args_t *a, int split_len, int splits, cudaStre
         *a, split_len, splits, head_chunks, ws_out, ws_lse);
     if (splits > 1) {
         dim3 merge_grid (a->heads, a->seqs);
-        s_merge_kernel<T, D> <<<merge_grid, D, 0, stream>>> (*a, splits, ws_out, ws_lse);
+        kvt_decode_merge_kernel<T, D> <<<merge_grid, D, 0, stream>>> (a->out, a->heads, splits,
+                                                                   ws_out, ws_lse);
     }
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }

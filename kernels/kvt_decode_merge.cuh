@@ -1,0 +1,105 @@
+/*  =========================================================================
+    kvt_decode_merge - the end of a split-KV decode: warps, then splits
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The paged decode kernels (bf16/fp16 in kvt_paged_attention.cu, FP8 KV
+    in kvt_fp8_attention.cu) differ in how they read and score K and V,
+    and end the same way, which lives here:
+    - kvt_dev_decode_combine: inside a CTA, merge its warps' partial
+      softmax states (max m, sum l, unnormalised output in shared memory)
+      and write the CTA's result: the output row itself when the sequence
+      is not split, else the split's normalised output and its log2-sum-
+      exp for the merge kernel;
+    - kvt_decode_merge_kernel: merge the splits of each (sequence, head)
+      with weights 2^lse.
+    Scores are in log2 units (the kernels scale q by log2 e), so the
+    rescale is kvt_dev_rescale (ex2) and the lse is top + log2 (sum).
+    Force-inlined: each kernel compiles to the code it had with its own
+    copy (PTX compared before and after the move). For this folder only.
+@end
+*/
+
+#ifndef KVT_DECODE_MERGE_CUH_INCLUDED
+#define KVT_DECODE_MERGE_CUH_INCLUDED
+
+#include "kvt_device.cuh"
+
+//  Decode CTA layout both kernels use: WARPS warps, each holding the rows
+//  (heads) g and g + 8 of up to 16 query heads of one KV head, with
+//  lane = 4 g + t. sm_acc [w][h][d] already holds warp w's unnormalised
+//  output; 'm' and 'l' are this thread's row max and quad-reduced row sum
+//  for rows g and g + 8. Heads head0 .. head0 + nheads - 1 of sequence
+//  'seq' are written to 'out' ([seqs, heads, D] of T) when 'splits' is 1,
+//  else to row ((seq * heads + head) * splits + split) of ws_out / ws_lse.
+template <typename T, int D, int WARPS>
+__device__ __forceinline__ void
+kvt_dev_decode_combine (float (*sm_m) [16], float (*sm_l) [16], float (*sm_acc) [16][D + 1],
+                        const float m [2], const float l [2], int warp, int g, int t,
+                        int nheads, int head0, int heads, int seq, int split, int splits,
+                        void *out, float *ws_out, float *ws_lse)
+{
+    if (t == 0) {
+        sm_m [warp][g] = m [0];
+        sm_m [warp][g + 8] = m [1];
+        sm_l [warp][g] = l [0];
+        sm_l [warp][g + 8] = l [1];
+    }
+    __syncthreads ();
+    for (int index = threadIdx.x; index < nheads * D; index += blockDim.x) {
+        int h = index / D;
+        int d = index % D;
+        float top = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++)
+            top = fmaxf (top, sm_m [w][h]);
+        float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+        for (int w = 0; w < WARPS; w++) {
+            float c = kvt_dev_rescale (sm_m [w][h], top);
+            sum += sm_l [w][h] * c;
+            acc += sm_acc [w][h][d] * c;
+        }
+        acc = sum > 0.0f? acc / sum: 0.0f;
+        int head = head0 + h;
+        if (splits == 1)
+            ((T *) out) [((size_t) seq * heads + head) * D + d] = kvt_dev_from_float<T> (acc);
+        else {
+            size_t row = ((size_t) seq * heads + head) * splits + split;
+            ws_out [row * D + d] = acc;
+            if (d == 0)
+                ws_lse [row] = sum > 0.0f? top + log2f (sum): -INFINITY;
+        }
+    }
+}
+
+//  Merge kernel: grid = (heads, seqs), D threads; weights are 2^lse. A
+//  row whose splits all saw no token (lse -inf) is written as zeros.
+template <typename T, int D>
+__global__ void __launch_bounds__ (D)
+kvt_decode_merge_kernel (void *out, int heads, int splits, const float *ws_out,
+                         const float *ws_lse)
+{
+    const int head = blockIdx.x;
+    const int seq = blockIdx.y;
+    const int d = threadIdx.x;
+    size_t row0 = ((size_t) seq * heads + head) * splits;
+    float top = -INFINITY;
+    for (int s = 0; s < splits; s++)
+        top = fmaxf (top, ws_lse [row0 + s]);
+    float sum = 0.0f, acc = 0.0f;
+    if (top != -INFINITY) {
+        for (int s = 0; s < splits; s++) {
+            float w = kvt_dev_rescale (ws_lse [row0 + s], top);
+            sum += w;
+            acc = fmaf (w, ws_out [(row0 + s) * D + d], acc);
+        }
+        acc /= sum;
+    }
+    ((T *) out) [((size_t) seq * heads + head) * D + d] = kvt_dev_from_float<T> (acc);
+}
+
+#endif
