@@ -39,7 +39,8 @@ typedef struct {
     const float *inv_freq;          //  [head_dim / 2] from kvt_rope_inv_freq
     void *slab;                     //  Base of the block slab (device)
     int64_t block_bytes;            //  Bytes between blocks
-    const int32_t *dest_block;      //  [rows] block id in the slab
+    const int32_t *dest_block;      //  [rows] block id in the slab; < 0: keep no K/V
+                                    //  for that row (a decode graph's padding row)
     const int32_t *dest_token;      //  [rows] token index inside the block
     int rows;                       //  Rows
     int layer;                      //  Layer of these K/V
