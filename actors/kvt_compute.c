@@ -21,6 +21,23 @@
     only. The host slots must stay put until the reply (the scheduler
     holds them through migration); by the reply the GPU slots hold the
     blocks. Counters streamed_blocks, streamed_bytes.
+    Layer groups (issue #4): a COMP_RUN with a ticket (not 0) streams blocks
+    that migration is still reading from NVMe in layer groups; migration
+    sends MIG_LAYERS_READY {ticket, layers_ready, failed} as each group of
+    every block is on the host (possibly before the COMP_RUN arrives: a
+    table of recent tickets keeps what was said). On the GPU the run starts
+    at once: its streamed copies of layer l wait, on the copy stream, for
+    a gate word (pinned host memory, cuStreamWaitValue32) that our loop
+    sets to layers_ready (kvt_model.h, layer gates); the loop never blocks
+    and the GPU never waits on the host. On the CPU model (or a driver
+    without stream wait-value) the run is held out of the steps until
+    every layer is ready. failed = 1 (a block failed a later group's
+    checksum): the gate is opened so the GPU never waits forever, the run
+    fails with KVT_ECHECKSUM (the scheduler recomputes it), and nothing it
+    computed is kept. Gates are opened on any failure and at shutdown.
+    Counters runs_gated (runs that arrived before all their layers were
+    read), gate_waits (GPU runs started on a partial prefix), runs_held
+    (runs held back for their layers), layers_ready_msgs, runs_aborted.
 @discuss
     Continuous batching: COMP_RUN begins a sequence and keeps the request;
     the reply goes out when that sequence has all its tokens. A loop turn
@@ -66,6 +83,14 @@
 #include <sys/eventfd.h>
 
 #define S_MAX_NEW_TOKENS KVT_MODEL_MAX_NEW_TOKENS  //  Longest decode one request may ask
+#define S_TICKETS 1024              //  Layer-group tickets remembered (runs in flight << this)
+
+//  What migration said of one layer-group ticket (#4)
+typedef struct {
+    uint64_t ticket;                //  Migration's ticket (0: free entry)
+    uint64_t layers_ready;          //  Leading layers on the host
+    bool failed;                    //  A block failed: the run must fail
+} s_ticket_t;
 
 typedef struct {
     kvt_actor_t *actor;             //  Our skeleton
@@ -90,6 +115,8 @@ typedef struct {
     size_t step_count;              //  Entries in step_batch
     int step_prefill_rc;            //  CPU: the slice's result, known at launch
     int step_decode_rc;             //  CPU: the decode step's result, known at launch
+    s_ticket_t tickets [S_TICKETS]; //  Recent MIG_LAYERS_READY, by ticket mod S_TICKETS
+    kvt_model_cuda_gates_t *gates;  //  GPU layer gates, NULL on the CPU or unsupported
 } self_t;
 
 //  One request in the actor
@@ -110,6 +137,10 @@ typedef struct _s_job_t {
     int64_t arrived_us;             //  When COMP_RUN arrived
     int64_t first_us;               //  When its first token was out
     int64_t prefill_us;             //  Time of the steps that ran its prefill slices
+    uint64_t ticket;                //  Layer-group ticket (0: every layer already there)
+    uint64_t layers_ready;          //  With a ticket: leading layers on the host
+    int gate;                       //  Its GPU gate, or -1
+    bool aborted;                   //  Migration said a block failed: fail at step end
 } s_job_t;
 
 static void
@@ -160,12 +191,22 @@ s_self_destroy (void **self_p)
         //  stream, and the model's destroy for the step's eventfd signal,
         //  so the fd is closed last
         s_job_t *job;
+#ifdef KVT_WITH_CUDA
+        //  Open every gate first: a copy waiting on one would hold up the
+        //  sequences' destroy (it waits for the streams) forever
+        for (job = (s_job_t *) zlist_first (self->active); job && self->gates;
+             job = (s_job_t *) zlist_next (self->active))
+            kvt_model_cuda_gate_set (self->gates, job->gate, KVT_MODEL_CUDA_GATE_OPEN);
+#endif
         while ((job = (s_job_t *) zlist_pop (self->active)))
             s_job_destroy (&job);
         while ((job = (s_job_t *) zlist_pop (self->waiting)))
             s_job_destroy (&job);
         zlist_destroy (&self->active);
         zlist_destroy (&self->waiting);
+#ifdef KVT_WITH_CUDA
+        kvt_model_cuda_gates_destroy (&self->gates);
+#endif
         kvt_model_destroy (&self->model);
 #ifdef KVT_WITH_CUDA
         kvt_model_cuda_destroy (&self->gpu_model);
@@ -227,6 +268,7 @@ s_self_start (void *self_ptr)
             return KVT_ECONFIG;
         kvt_model_cuda_set_cancel (self->gpu_model, s_interrupted, NULL);
         block = kvt_model_cuda_block_shape (self->gpu_model);
+        self->gates = kvt_model_cuda_gates_new ();     //  NULL: runs wait for all layers
         self->spare_count = kvt_arena_spare_count (self->arena);
         self->spare = (uint64_t *) kvt_zmalloc ((self->spare_count + 1) * sizeof (uint64_t));
         //  A stack, lowest id on top
@@ -270,6 +312,15 @@ static void
 s_job_release (self_t *self, s_job_t **job_p)
 {
     s_job_t *job = *job_p;
+#ifdef KVT_WITH_CUDA
+    if (job->gate >= 0) {
+        //  Whatever became of the run, its copies must not wait any more
+        kvt_model_cuda_gate_set (self->gates, job->gate, KVT_MODEL_CUDA_GATE_OPEN);
+        kvt_model_cuda_seq_destroy (&job->gpu_seq);
+        kvt_model_cuda_gate_close (self->gates, job->gate);
+        job->gate = -1;
+    }
+#endif
     if (job->spare) {
         kvt_model_seq_destroy (&job->seq);
 #ifdef KVT_WITH_CUDA
@@ -314,19 +365,54 @@ s_job_done (self_t *self, s_job_t **job_p)
     s_job_release (self, job_p);
 }
 
+//  The table entry of 'ticket' (layer groups, #4), made if new (an older
+//  ticket in its place is forgotten: a run keeps its own copy once here).
+static s_ticket_t *
+s_ticket (self_t *self, uint64_t ticket)
+{
+    size_t index = (size_t) (ticket % S_TICKETS);
+    if (self->tickets [index].ticket != ticket) {
+        self->tickets [index].ticket = ticket;
+        self->tickets [index].layers_ready = 0;
+        self->tickets [index].failed = false;
+    }
+    return &self->tickets [index];
+}
+
+//  Leading layers of 'job' whose streamed bytes are on the host.
+static uint64_t
+s_layers_ready (self_t *self, const s_job_t *job)
+{
+    return job->ticket? job->layers_ready: (uint64_t) self->shape.layers;
+}
+
+//  True if 'job' must stay out of the steps for now: its layers are not
+//  all read, and no GPU gate can hold its copies back.
+static bool
+s_held (self_t *self, const s_job_t *job)
+{
+    return job->ticket && !self->gates
+        && s_layers_ready (self, job) < (uint64_t) self->shape.layers;
+}
+
 //  Begin waiting jobs while the batch and the spare blocks have room, in
 //  arrival order (a job that cannot get its spares holds up those behind
-//  it, so a large request is not starved).
+//  it, so a large request is not starved; a job held for its layers does
+//  not).
 static void
 s_admit (self_t *self)
 {
     s_job_t *job;
-    while (zlist_size (self->active) < self->max_batch
-    &&     (job = (s_job_t *) zlist_first (self->waiting))) {
+    while (zlist_size (self->active) < self->max_batch) {
+        job = (s_job_t *) zlist_first (self->waiting);
+        while (job && s_held (self, job))
+            job = (s_job_t *) zlist_next (self->waiting);
+        if (!job)
+            break;
         size_t need = s_spare_need (self, job);
         if (need > self->spare_free)
             break;
-        zlist_pop (self->waiting);
+        zlist_remove (self->waiting, job);
         int rc = -ENOTSUP;
         //  Host copies of the blocks still in the host tier
         size_t streamed = 0;
@@ -346,13 +432,30 @@ s_admit (self_t *self)
             job->spare_count = need;
         }
 #ifdef KVT_WITH_CUDA
-        if (self->gpu_model)
+        if (self->gpu_model && job->ticket && self->gates
+        &&  s_layers_ready (self, job) < (uint64_t) self->shape.layers) {
+            //  Starts now; each layer's copy waits on the GPU for its group
+            job->gate = kvt_model_cuda_gate_open (self->gates);
+            if (job->gate >= 0) {
+                kvt_model_cuda_gate_set (self->gates, job->gate,
+                                         (uint32_t) s_layers_ready (self, job));
+                kvt_actor_count (self->actor, "gate_waits", 1);
+            }
+        }
+        if (self->gpu_model && job->ticket && self->gates && job->gate < 0
+        &&  s_layers_ready (self, job) < (uint64_t) self->shape.layers)
+            rc = -ENOSPC;           //  More gates than max_batch: cannot happen
+        else
+        if (self->gpu_model) {
+            kvt_model_cuda_gate_arm (self->gates, job->gate);
             rc = kvt_model_cuda_seq_begin (self->gpu_model, job->tokens, job->token_count,
                                            kvt_arena_base (self->arena),
                                            kvt_arena_block_bytes (self->arena), job->slots,
                                            job->cached, (const void *const *) host_src,
                                            job->spare, job->spare_count,
                                            job->max_new, job->out, &job->gpu_seq);
+            kvt_model_cuda_gate_arm (self->gates, -1);
+        }
 #endif
         if (self->model) {
             size_t full = job->token_count / (size_t) self->shape.block_tokens;
@@ -474,13 +577,25 @@ s_step_launch (self_t *self)
 
 static int s_turn (zloop_t *loop, int timer_id, void *arg);
 
+//  True if a waiting job could begin now (a job held for its layers
+//  cannot: MIG_LAYERS_READY arms the loop again when it can).
+static bool
+s_waiting_runnable (self_t *self)
+{
+    for (s_job_t *job = (s_job_t *) zlist_first (self->waiting); job;
+         job = (s_job_t *) zlist_next (self->waiting))
+        if (!s_held (self, job))
+            return true;
+    return false;
+}
+
 //  Arm the loop-turn timer if work remains, no step is in flight and the
 //  timer is not armed.
 static void
 s_arm (self_t *self)
 {
     if (self->timer_id < 0 && !self->in_flight
-    &&  (zlist_size (self->active) || zlist_size (self->waiting)))
+    &&  (zlist_size (self->active) || s_waiting_runnable (self)))
         self->timer_id = zloop_timer (kvt_actor_loop (self->actor), 0, 1, s_turn, self);
 }
 
@@ -564,10 +679,16 @@ s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         if (prefill && prefill_rc > 0)     //  Beside a prefill still mid-prompt
             kvt_actor_count (self->actor, "mixed_steps", 1);
     }
-    //  Answer the jobs that have all their tokens
+    //  Fail the jobs migration gave up on during the step, then answer
+    //  the jobs that have all their tokens
     s_job_t *job = (s_job_t *) zlist_first (self->active);
     while (job) {
         s_job_t *next = (s_job_t *) zlist_next (self->active);
+        if (job->aborted) {
+            zlist_remove (self->active, job);
+            s_job_fail (self, &job, KVT_ECHECKSUM);
+        }
+        else
         if (job->prefilled && !s_decoding (job) && s_emitted (job) == job->max_new) {
             zlist_remove (self->active, job);
             s_job_done (self, &job);
@@ -622,6 +743,8 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
             return -EINVAL;
     }
     s_job_t *job = (s_job_t *) kvt_zmalloc (sizeof (s_job_t));
+    job->gate = -1;
+    job->ticket = host_slots? kvt_msg_u64 (request, KVT_COMP_RUN_TICKET): 0;
     job->arrived_us = kvt_now_us ();
     job->tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
     for (size_t k = 0; k < token_count; k++)
@@ -638,9 +761,89 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     }
     job->request = request;
     *msg_p = NULL;                  //  Ours until the reply
+    if (job->ticket) {
+        s_ticket_t *entry = s_ticket (self, job->ticket);
+        job->layers_ready = entry->layers_ready;
+        if (entry->failed) {        //  Migration gave up on it already
+            kvt_actor_count (self->actor, "runs_aborted", 1);
+            s_job_fail (self, &job, KVT_ECHECKSUM);
+            return 0;
+        }
+        if (entry->layers_ready < (uint64_t) self->shape.layers)
+            kvt_actor_count (self->actor, "runs_gated", 1);
+        if (s_held (self, job))
+            kvt_actor_count (self->actor, "runs_held", 1);
+    }
     zlist_append (self->waiting, job);
     if (self->in_flight)
         kvt_actor_count (self->actor, "runs_mid_step", 1);  //  Queued for the next turn
+    s_admit (self);
+    s_arm (self);
+    return 0;
+}
+
+//  Fail an aborted job now if no step can be using it, else mark it for
+//  the end of the step in flight.
+static void
+s_abort (self_t *self, s_job_t *job)
+{
+#ifdef KVT_WITH_CUDA
+    if (job->gate >= 0)
+        kvt_model_cuda_gate_set (self->gates, job->gate, KVT_MODEL_CUDA_GATE_OPEN);
+#endif
+    kvt_actor_count (self->actor, "runs_aborted", 1);
+    if (zlist_exists (self->waiting, job)) {
+        zlist_remove (self->waiting, job);
+        s_job_fail (self, &job, KVT_ECHECKSUM);
+    }
+    else
+    if (!self->in_flight) {
+        zlist_remove (self->active, job);
+        s_job_fail (self, &job, KVT_ECHECKSUM);
+    }
+    else
+        job->aborted = true;        //  s_step_done fails it
+}
+
+//  MIG_LAYERS_READY: layers [0, layers_ready) of the run 'ticket' are on
+//  the host, or (failed) the run must fail. Open the job's gate that far
+//  (GPU) or admit it once all are there (CPU); remember it for a run not
+//  here yet.
+static int
+s_handle_layers_ready (void *self_ptr, kvt_msg_t **msg_p)
+{
+    self_t *self = (self_t *) self_ptr;
+    uint64_t ticket = kvt_msg_u64 (*msg_p, KVT_MIG_LAYERS_READY_TICKET);
+    uint64_t layers = kvt_msg_u64 (*msg_p, KVT_MIG_LAYERS_READY_LAYERS_READY);
+    bool failed = kvt_msg_u64 (*msg_p, KVT_MIG_LAYERS_READY_FAILED) != 0;
+    if (ticket == 0)
+        return -EINVAL;
+    kvt_actor_count (self->actor, "layers_ready_msgs", 1);
+    s_ticket_t *entry = s_ticket (self, ticket);
+    if (layers > entry->layers_ready)
+        entry->layers_ready = layers;
+    entry->failed |= failed;
+    s_job_t *found = NULL;
+    for (s_job_t *job = (s_job_t *) zlist_first (self->active); job && !found;
+         job = (s_job_t *) zlist_next (self->active))
+        found = job->ticket == ticket? job: NULL;
+    for (s_job_t *job = (s_job_t *) zlist_first (self->waiting); job && !found;
+         job = (s_job_t *) zlist_next (self->waiting))
+        found = job->ticket == ticket? job: NULL;
+    if (found && layers > found->layers_ready)
+        found->layers_ready = layers;
+    if (found && entry->failed && !found->aborted)
+        s_abort (self, found);
+#ifdef KVT_WITH_CUDA
+    else
+    if (found && found->gate >= 0)
+        kvt_model_cuda_gate_set (self->gates, found->gate,
+                                 found->layers_ready >= (uint64_t) self->shape.layers?
+                                 KVT_MODEL_CUDA_GATE_OPEN: (uint32_t) found->layers_ready);
+#endif
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_MIG_LAYERS_READY_OK);
+    kvt_msg_set_u64 (reply, KVT_MIG_LAYERS_READY_OK_KNOWN, found != NULL);
+    kvt_actor_reply (self->actor, &reply);
     s_admit (self);
     s_arm (self);
     return 0;
@@ -653,5 +856,6 @@ const kvt_actor_def_t kvt_compute_def = {
     .destroy = s_self_destroy,
     .handlers = {
         [KVT_MSG_COMP_RUN] = s_handle_run,
+        [KVT_MSG_MIG_LAYERS_READY] = s_handle_layers_ready,
     },
 };

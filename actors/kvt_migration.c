@@ -738,6 +738,15 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->fp8_plane_elems = (int) (kvt_config_int (config, "model/block_tokens")
                                    * kvt_config_int (config, "model/head_dim"));
     self->cold_bytes = kvt_fp8_block_bytes (self->fp8_planes, self->fp8_plane_elems);
+    //  Layer groups as tier_nvme's store has them (the same geometry rule)
+    kvt_block_shape_t shape = kvt_runtime_block_shape (config);
+    self->layers = shape.layers;
+    self->layer_groups = kvt_nvme_layer_groups (kvt_block_bytes (&shape), shape.layers,
+        (int) kvt_config_int (config, "migration/nvme_layer_groups"), NULL);
+    if (self->cold_fp8)
+        self->layer_groups = 1;     //  FP8 blocks are read whole
+    self->test_group_delay_ms = (int) kvt_config_int (config, "migration/test_group_delay_ms");
+    self->streams = zlist_new ();
     return self;
 }
 
@@ -755,6 +764,8 @@ s_self_destroy (void **self_p)
         zlist_destroy (&self->background);
         kvt_msg_destroy (&self->current);
         kvt_msg_destroy (&self->held_reply);
+        kvt_migration_streams_destroy (self);
+        zlist_destroy (&self->streams);
 #ifdef KVT_WITH_CUDA
         kvt_migration_copy_destroy (&self->gpu_copy);
 #endif
@@ -802,7 +813,8 @@ s_self_start (void *self_ptr)
     return 0;
 }
 
-static const char *const s_peers [] = { "prefix_index", "tier_gpu", "tier_host", "tier_nvme", NULL };
+static const char *const s_peers [] = { "prefix_index", "tier_gpu", "tier_host", "tier_nvme",
+                                        "compute", NULL };
 
 const kvt_actor_def_t kvt_migration_def = {
     .name = "migration",

@@ -62,6 +62,12 @@ struct _self_t {
     int fp8_planes;                 //  FP8 scale planes per block (layers x 2 x kv_heads)
     int fp8_plane_elems;            //  Elements per plane (block_tokens x head_dim)
     size_t cold_bytes;              //  Bytes a host or NVMe block uses (its form's length)
+    int layers;                     //  Layers of a block (model shape)
+    int layer_groups;               //  Layer groups a stream promotion reads NVMe blocks
+                                    //  in (migration/nvme_layer_groups; 1 = whole blocks)
+    int test_group_delay_ms;        //  TEST ONLY: groups past the first read this late
+    uint64_t next_ticket;           //  Last ticket given to a layer-group stream promotion
+    zlist_t *streams;               //  Stream promotions whose reads outlive their reply
 };
 
 //  Names of the tier actors, by tier number.
@@ -141,6 +147,11 @@ void
 //  promotion. (kvt_migration_promote.c)
 void
     kvt_migration_start_promote_end (self_t *self);
+
+//  Free the stream promotions still reading at shutdown (their slots are
+//  not given back: the tiers are going too). (kvt_migration_promote.c)
+void
+    kvt_migration_streams_destroy (self_t *self);
 
 //  Start the current MIG_PREFETCH job: NVMe blocks of a waiting request
 //  staged into the host tier. (kvt_migration_promote.c)

@@ -17,6 +17,28 @@
 //  host, staging and disk slots freed) or undoes it (reserved GPU and
 //  staging slots freed). Between the two the blocks stay pinned by the
 //  scheduler's match, so no demotion touches their host slots.
+//
+//  Layer groups (issue #4; migration/nvme_layer_groups = G > 1, in effect
+//  when a group of the block is 4096-byte aligned and cold_dtype is bf16,
+//  see kvt_nvme_layer_groups): a stream promotion does not wait for its
+//  last NVMe block to leave the disk. On disk a block is
+//  [layer][K,V][kv_head][token][head_dim], so layers [a, b) are one byte
+//  range with its own checksum in the block's v2 header; the blocks are
+//  read group-major (group 0 of every block, then group 1, ...; TIER_READ
+//  layer_group), the scheduler is answered once group 0 of every block is
+//  staged (MIG_PROMOTE_OK.ticket), and compute is told per group
+//  (MIG_LAYERS_READY {ticket, layers_ready}) so it copies layer l in as
+//  soon as layer l of every block is on the host, while the disk reads
+//  the later layers. A block failing group 0 is a miss as before; one
+//  failing a later group, after compute may have used its first layers,
+//  makes the run fail (MIG_LAYERS_READY failed = 1 -> compute answers
+//  KVT_ECHECKSUM -> the scheduler undoes the promotion and recomputes the
+//  request), the block is forgotten and its disk slot freed; nothing of
+//  the failed run is cached. The job outlives its answer until every
+//  group is read (self->streams): staging slots that MIG_PROMOTE_END gives
+//  back meanwhile are freed only then. Counters: stream_layer_group_jobs,
+//  stream_early_replies, layer_group_reads, layers_ready_sent,
+//  layers_ready_failed, stream_late_misses, stream_staging_deferred.
 
 typedef struct {
     size_t count;                   //  Blocks asked
@@ -31,6 +53,19 @@ typedef struct {
     bool *skipped;                  //  Per block: left on disk, no host room to stage it
     bool gpu_resident_swapped;      //  GPU-resident blocks' own slots are in gpu->slots
     bool stream;                    //  Reserve and stage only; compute streams the copies
+    //  Layer-group stream (issue #4; groups > 1 only)
+    int groups;                     //  Layer groups the NVMe blocks are read in (0/1: whole)
+    uint64_t ticket;                //  Names the run to compute (MIG_LAYERS_READY)
+    size_t *group_pending;          //  Per group: chunks not yet answered
+    int groups_done;                //  Leading groups read for every block
+    int groups_sent;                //  Of those, announced to compute
+    size_t reads_left;              //  Chunks not yet answered, all groups
+    bool replied;                   //  PROMOTE_OK sent (group 0 of every block was read)
+    bool late_failed;               //  A block failed a group after the reply: run fails
+    bool *late;                     //  Per block: failed a group after the reply
+    bool *released;                 //  Per staging slot: PROMOTE_END gave it back meanwhile
+    zlist_t *held;                  //  TEST ONLY: reads held back (test_group_delay_ms)
+    self_t *owner;                  //  TEST ONLY: for the timer that sends them
 } s_promote_t;
 
 static void
@@ -55,6 +90,17 @@ s_promote_free (self_t *self, s_promote_t *job, bool release)
     free (job->nvme_index);
     free (job->failed);
     free (job->skipped);
+    free (job->group_pending);
+    free (job->late);
+    free (job->released);
+    if (job->held) {
+        kvt_msg_t *msg;
+        while ((msg = (kvt_msg_t *) zlist_pop (job->held))) {
+            free (zlist_pop (job->held));  //  Its chunk
+            kvt_msg_destroy (&msg);
+        }
+        zlist_destroy (&job->held);
+    }
     free (job);
 }
 
@@ -191,14 +237,17 @@ s_promote_stream_reply (self_t *self, s_promote_t *job)
             gpu_unused [unused_n++] = job->gpu->slots [k];
             gpu_slots [k] = UINT64_MAX;
             if (job->failed [k]) {
-                //  Failed its checksum: forgotten, its slots freed
+                //  Failed its checksum: forgotten, its slots freed (a
+                //  layer-group read frees its disk slot once every
+                //  group's read is over: s_groups_end)
                 gone [gone_n++] = job->hashes [k];
-                if (job->tiers [k] == KVT_TIER_NVME)
+                if (job->tiers [k] == KVT_TIER_NVME && job->groups <= 1)
                     nvme_free [nvme_n++] = job->slots [k];
                 if (job->tiers [k] == KVT_TIER_HOST)
                     host_free [host_n++] = job->slots [k];
             }
-            if (job->tiers [k] == KVT_TIER_NVME && host_slots [k] != UINT64_MAX)
+            if (job->tiers [k] == KVT_TIER_NVME && host_slots [k] != UINT64_MAX
+            &&  job->groups <= 1)
                 host_free [host_n++] = host_slots [k];      //  Its staging slot
             host_slots [k] = UINT64_MAX;
             continue;
@@ -221,9 +270,12 @@ s_promote_stream_reply (self_t *self, s_promote_t *job)
     kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
     kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_FAILED, failed, failed_n);
     kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_HOST_SLOTS, host_slots, job->count);
+    kvt_msg_set_u64 (reply, KVT_MIG_PROMOTE_OK_TICKET, job->ticket);
     free (gpu_slots); free (host_slots); free (failed); free (gone);
     free (gpu_unused); free (host_free); free (nvme_free);
-    s_promote_free (self, job, false);
+    if (job->groups <= 1)
+        s_promote_free (self, job, false);
+    //  else: the later groups are still being read (s_groups_end frees it)
     kvt_migration_job_reply (self, &reply);
 }
 
@@ -335,6 +387,251 @@ s_read_chunks (self_t *self, const uint64_t *nvme_slots, const uint64_t *hashes,
     return chunks;
 }
 
+//  --------------------------------------------------------------------------
+//  Layer-group stream reads (issue #4). With migration/nvme_layer_groups
+//  G > 1 a stream promotion reads its NVMe blocks group-major: group 0
+//  (layers [0, L / G)) of every block, then group 1, ..., each group in
+//  chunks of S_STREAM_CHUNK_BYTES, every TIER_READ sent at once (tier_nvme
+//  serves them in order). Once group 0 of every block is read the
+//  scheduler gets its answer (blocks that failed so far are misses, as
+//  before), with a ticket it passes to compute in COMP_RUN; each time the
+//  next group of every block is read, compute gets MIG_LAYERS_READY
+//  {ticket, layers_ready}, and copies those layers in. A block failing a
+//  group after the answer: MIG_LAYERS_READY {failed = 1}, compute fails
+//  the run (the scheduler then recomputes the request), the block is
+//  forgotten. The job lives until its last read is answered: only then
+//  are the disk and staging slots of failed blocks freed, and staging
+//  slots the scheduler's MIG_PROMOTE_END gave back meanwhile.
+
+typedef struct {
+    s_promote_t *job;               //  The promotion
+    int group;                      //  Its layer group
+    size_t first;                   //  Index of its first block in the NVMe blocks
+    size_t count;                   //  Blocks in the chunk
+} s_group_chunk_t;
+
+static void s_groups_end (self_t *self, s_promote_t *job);
+
+//  Tell compute that layers [0, layers) of the run are on the host, or
+//  that the run must fail.
+static void
+s_layers_ready (self_t *self, s_promote_t *job, uint64_t layers, bool failed)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_LAYERS_READY);
+    kvt_msg_set_u64 (msg, KVT_MIG_LAYERS_READY_TICKET, job->ticket);
+    kvt_msg_set_u64 (msg, KVT_MIG_LAYERS_READY_LAYERS_READY, layers);
+    kvt_msg_set_u64 (msg, KVT_MIG_LAYERS_READY_FAILED, failed);
+    kvt_actor_call (self->actor, "compute", &msg, NULL, NULL);
+    kvt_actor_count (self->actor, failed? "layers_ready_failed": "layers_ready_sent", 1);
+}
+
+//  Move on as far as the groups read allow: answer the scheduler after
+//  group 0, announce each further group, end after the last read.
+static void
+s_groups_advance (self_t *self, s_promote_t *job)
+{
+    while (job->groups_done < job->groups && job->group_pending [job->groups_done] == 0)
+        job->groups_done++;
+    if (!job->replied && job->groups_done > 0) {
+        job->replied = true;
+        kvt_actor_count (self->actor, "stream_early_replies", job->groups_done < job->groups);
+        s_promote_stream_reply (self, job);
+    }
+    if (job->replied && !job->late_failed && job->groups_done > job->groups_sent) {
+        job->groups_sent = job->groups_done;
+        s_layers_ready (self, job, (uint64_t) (job->groups_done * self->layers / job->groups),
+                        false);
+    }
+    if (job->reads_left == 0)
+        s_groups_end (self, job);
+}
+
+static void
+s_group_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_group_chunk_t *chunk = (s_group_chunk_t *) arg;
+    s_promote_t *job = chunk->job;
+    bool *bad = (bool *) kvt_zmalloc (chunk->count + 1);
+    if (rc) {
+        kvt_log_warn ("migration: NVMe read of layer group %d failed: %s", chunk->group,
+                      kvt_strerror (rc));
+        for (size_t k = 0; k < chunk->count; k++)
+            bad [k] = true;
+    }
+    else {
+        size_t failed_count;
+        const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_READ_OK_FAILED, &failed_count);
+        for (size_t k = 0; k < failed_count; k++)
+            if (failed [k] < chunk->count)
+                bad [failed [k]] = true;
+    }
+    size_t good = 0;
+    for (size_t k = 0; k < chunk->count; k++) {
+        size_t block = job->nvme_index [chunk->first + k];
+        if (!bad [k]) {
+            good++;
+            continue;
+        }
+        if (job->failed [block] || job->late [block])
+            continue;               //  Known already
+        if (!job->replied) {
+            job->failed [block] = true;     //  A miss in the answer, never used
+            continue;
+        }
+        //  Compute may have used earlier layers of it: the run must fail
+        kvt_log_warn ("migration: block %016" PRIx64 " failed layer group %d after the "
+                      "run started; the request is recomputed", job->hashes [block],
+                      chunk->group);
+        job->late [block] = true;
+        kvt_actor_count (self->actor, "stream_late_misses", 1);
+        kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE,
+                                  KVT_IDX_REMOVE_HASHES, &job->hashes [block], 1, "IDX_REMOVE");
+        if (!job->late_failed) {
+            job->late_failed = true;
+            s_layers_ready (self, job, 0, true);
+        }
+    }
+    kvt_actor_count (self->actor, "layer_group_reads", chunk->count);
+    kvt_actor_count (self->actor, "bytes_nvme_to_host",
+                     good * kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST])
+                     / (size_t) job->groups);
+    job->group_pending [chunk->group]--;
+    job->reads_left--;
+    free (bad);
+    free (chunk);
+    s_groups_advance (self, job);
+}
+
+//  Send one chunk's TIER_READ of one layer group, or hold it (test delay).
+static void
+s_group_chunk_send (self_t *self, s_promote_t *job, int group, size_t first, size_t count,
+                    const uint64_t *nvme_slots, const uint64_t *hashes)
+{
+    s_group_chunk_t *chunk = (s_group_chunk_t *) kvt_zmalloc (sizeof (s_group_chunk_t));
+    *chunk = (s_group_chunk_t) { job, group, first, count };
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
+    kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, nvme_slots + first, count);
+    kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, hashes + first, count);
+    kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, job->staging->slots + first, count);
+    kvt_msg_set_u64 (msg, KVT_TIER_READ_LAYER_GROUP, (uint64_t) group + 1);
+    if (group > 0 && job->held) {
+        zlist_append (job->held, msg);
+        zlist_append (job->held, chunk);
+        return;
+    }
+    kvt_actor_call (self->actor, "tier_nvme", &msg, s_group_chunk_read, chunk);
+}
+
+//  TEST ONLY: the held reads go out now.
+static int
+s_groups_release_held (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    s_promote_t *job = (s_promote_t *) arg;
+    kvt_msg_t *msg;
+    while ((msg = (kvt_msg_t *) zlist_pop (job->held))) {
+        s_group_chunk_t *chunk = (s_group_chunk_t *) zlist_pop (job->held);
+        kvt_actor_call (job->owner->actor, "tier_nvme", &msg, s_group_chunk_read, chunk);
+    }
+    return 0;
+}
+
+//  Read the job's NVMe blocks into their staging slots, group-major.
+static void
+s_read_groups (self_t *self, s_promote_t *job)
+{
+    job->groups = self->layer_groups;
+    job->ticket = ++self->next_ticket;
+    job->group_pending = (size_t *) kvt_zmalloc ((size_t) job->groups * sizeof (size_t));
+    job->late = (bool *) kvt_zmalloc (job->count + 1);
+    job->released = (bool *) kvt_zmalloc (job->nvme_count + 1);
+    size_t group_bytes = kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST])
+                       / (size_t) job->groups;
+    size_t per_chunk = S_STREAM_CHUNK_BYTES / (group_bytes? group_bytes: 1);
+    if (per_chunk == 0)
+        per_chunk = 1;
+    uint64_t *nvme_slots = kvt_migration_u64s (job->nvme_count);
+    uint64_t *hashes = kvt_migration_u64s (job->nvme_count);
+    for (size_t k = 0; k < job->nvme_count; k++) {
+        nvme_slots [k] = job->slots [job->nvme_index [k]];
+        hashes [k] = job->hashes [job->nvme_index [k]];
+    }
+    size_t chunks = (job->nvme_count + per_chunk - 1) / per_chunk;
+    for (int g = 0; g < job->groups; g++)
+        job->group_pending [g] = chunks;
+    job->reads_left = chunks * (size_t) job->groups;
+    zlist_append (self->streams, job);
+    if (self->test_group_delay_ms > 0) {
+        job->held = zlist_new ();
+        job->owner = self;
+    }
+    kvt_actor_count (self->actor, "stream_chunks", job->reads_left);
+    kvt_actor_count (self->actor, "stream_layer_group_jobs", 1);
+    for (int g = 0; g < job->groups; g++)
+        for (size_t first = 0; first < job->nvme_count; first += per_chunk)
+            s_group_chunk_send (self, job, g, first,
+                                job->nvme_count - first < per_chunk? job->nvme_count - first
+                                                                   : per_chunk,
+                                nvme_slots, hashes);
+    if (job->held)
+        zloop_timer (kvt_actor_loop (self->actor), (size_t) self->test_group_delay_ms, 1,
+                     s_groups_release_held, job);
+    free (nvme_slots);
+    free (hashes);
+}
+
+//  Every group's read is answered: free what failed blocks held (disk
+//  slots; staging slots the scheduler never got) and the staging slots
+//  PROMOTE_END gave back meanwhile, then the job.
+static void
+s_groups_end (self_t *self, s_promote_t *job)
+{
+    uint64_t *nvme_free = kvt_migration_u64s (job->nvme_count);
+    uint64_t *host_free = kvt_migration_u64s (job->nvme_count);
+    size_t nvme_n = 0, host_n = 0;
+    for (size_t j = 0; j < job->nvme_count; j++) {
+        size_t block = job->nvme_index [j];
+        if (job->failed [block] || job->late [block])
+            nvme_free [nvme_n++] = job->slots [block];
+        if (job->failed [block] || job->released [j])
+            host_free [host_n++] = job->staging->slots [j];
+    }
+    kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
+    kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
+    free (nvme_free);
+    free (host_free);
+    zlist_remove (self->streams, job);
+    s_promote_free (self, job, false);
+}
+
+//  PROMOTE_END gives back 'slot' (host tier): if a layer-group read still
+//  writes into it, keep it until that read is over. Returns true if kept.
+static bool
+s_staging_busy (self_t *self, uint64_t slot)
+{
+    for (s_promote_t *job = (s_promote_t *) zlist_first (self->streams); job;
+         job = (s_promote_t *) zlist_next (self->streams))
+        for (size_t j = 0; j < job->nvme_count; j++)
+            if (job->staging->slots [j] == slot && !job->released [j]) {
+                job->released [j] = true;
+                return true;
+            }
+    return false;
+}
+
+void
+kvt_migration_streams_destroy (self_t *self)
+{
+    s_promote_t *job;
+    while (self->streams && (job = (s_promote_t *) zlist_pop (self->streams))) {
+        job->staging->have = 0;
+        job->gpu->have = 0;
+        s_promote_free (self, job, false);
+    }
+}
+
 //  All of a promotion's chunks are answered
 static void
 s_promote_chunks_done (self_t *self, void *arg, int rc)
@@ -395,6 +692,10 @@ s_promote_have_staging (self_t *self, void *arg, int rc)
     }
     if (rc) {
         s_promote_fail (self, job, rc, "no host room to stage NVMe blocks");
+        return;
+    }
+    if (job->stream && self->layer_groups > 1) {
+        s_read_groups (self, job);      //  Answers after group 0 (s_groups_advance)
         return;
     }
     uint64_t *nvme_slots = kvt_migration_u64s (job->nvme_count);
@@ -553,6 +854,14 @@ kvt_migration_start_promote_end (self_t *self)
         kvt_actor_call (self->actor, "prefix_index", &msg, kvt_migration_expect_ok,
                         (void *) "IDX_MOVE");
     }
+    //  A staging slot a layer-group read still writes into goes back when
+    //  that read is over (s_groups_end)
+    size_t kept = 0;
+    for (size_t k = 0; k < host_n; k++)
+        if (!s_staging_busy (self, host_free [k]))
+            host_free [kept++] = host_free [k];
+    kvt_actor_count (self->actor, "stream_staging_deferred", host_n - kept);
+    host_n = kept;
     kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
     kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
     kvt_migration_free_slots (self, KVT_TIER_GPU, gpu_free, gpu_n);

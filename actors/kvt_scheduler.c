@@ -24,6 +24,13 @@
     moves the blocks to the GPU, host/staging/disk slots freed) and waits
     for it before unpinning; on any failure, commit = 0 (undo). A
     compute timeout quarantines the lot, as it does the GPU slots.
+    With layer groups (migration/nvme_layer_groups, #4) MIG_PROMOTE_OK
+    comes once group 0 of every NVMe block is read and carries a ticket,
+    passed on in COMP_RUN: compute then copies each group's layers in as
+    migration says they are read. If a block fails a later group, compute
+    fails the run with KVT_ECHECKSUM; the scheduler undoes the promotion
+    and runs the request again with nothing cached (once;
+    stream_runs_recomputed), so the answer stays right.
     A job that must wait for GPU room (admission, below) looks its prefix
     up at once (IDX_MATCH without pin) and, if part of it is on NVMe, asks
     migration to stage those blocks into the host tier (MIG_PREFETCH),
@@ -73,6 +80,7 @@ static const char *const s_peers [] = {
 
 static void s_generate_answer (self_t *self, job_t *job, kvt_msg_t *result);
 static void s_generate_stream_ended (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg);
+static void s_generate_run (job_t *job);
 
 static void
 s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
@@ -88,6 +96,14 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         job->pinned = 0;
         job->stream_open = false;   //  Its host and staging slots too
         kvt_scheduler_job_fail (job, rc, "compute did not answer within runtime/compute_timeout_ms");
+        return;
+    }
+    if (rc == KVT_ECHECKSUM && job->stream_open && !job->stream_retried) {
+        //  A streamed block failed a late layer group's checksum while
+        //  compute ran on its first layers (#4): recompute the request
+        kvt_actor_count (self->actor, "stream_runs_recomputed", 1);
+        job->stream_retried = true;
+        kvt_scheduler_job_recompute (job, s_generate_run);
         return;
     }
     if (rc) {
@@ -180,6 +196,7 @@ s_generate_run (job_t *job)
         for (size_t k = 0; k < job->matched; k++)
             streamed += job->host_slots [k] != UINT64_MAX;
         kvt_msg_set_array (msg, KVT_COMP_RUN_HOST_SLOTS, job->host_slots, job->matched);
+        kvt_msg_set_u64 (msg, KVT_COMP_RUN_TICKET, job->stream_ticket);
         kvt_actor_count (job->self->actor, "blocks_streamed", streamed);
     }
     kvt_actor_call_timeout (job->self->actor, "compute", &msg, s_generate_computed, job,

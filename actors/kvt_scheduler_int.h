@@ -57,6 +57,8 @@ typedef struct _job_t {
     uint64_t *stream_old;           //  Stream promotion: each block's slot in its tier
     uint64_t *stream_gpu;           //  Stream promotion: its reserved GPU slot
     bool stream_open;               //  A stream promotion awaits MIG_PROMOTE_END
+    uint64_t stream_ticket;         //  Its layer-group ticket for compute (0: none, #4)
+    bool stream_retried;            //  Recomputed once after a block failed mid-run
 } job_t;
 
 struct _self_t {
@@ -115,6 +117,13 @@ void
 //  Release what the job holds (pins, reserved slots) and free it.
 void
     kvt_scheduler_job_end (job_t *job, bool release_reserved);
+
+//  A stream promotion's run failed because a block failed its checksum
+//  after compute began (layer-group reads, #4): undo the promotion,
+//  unpin the prefix, give back the reserved slots, and start again from
+//  the reservation with nothing cached (the whole prompt recomputed).
+void
+    kvt_scheduler_job_recompute (job_t *job, kvt_scheduler_step_fn *next);
 
 //  Send a reply (consumed) to the client on the front door.
 void

@@ -73,7 +73,10 @@ kvt_scheduler_admit (job_t *job, void (*start) (job_t *job))
     job->start = start;
     zlist_append (self->waiting, job);
     s_admit_waiting (self);
-    if (!job->admitted && self->prefetch_waiting && self->caching && job->block_count)
+    //  An admitted job may have run to its end (and been freed) inside
+    //  s_admit_waiting: look for it in the list, never through it
+    if (zlist_exists (self->waiting, job) && self->prefetch_waiting && self->caching
+    &&  job->block_count)
         s_prefetch (job);
 }
 
@@ -133,6 +136,27 @@ kvt_scheduler_stream_end (job_t *job, size_t first, size_t last, bool commit, kv
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HOST_SLOTS, job->host_slots + first, count);
     kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_END_COMMIT, commit);
     kvt_actor_call (job->self->actor, "migration", &msg, cb, job);
+}
+
+//  Undo the stream promotion and recompute the whole prompt.
+void
+kvt_scheduler_job_recompute (job_t *job, kvt_scheduler_step_fn *next)
+{
+    self_t *self = job->self;
+    if (job->stream_open) {
+        kvt_scheduler_stream_end (job, 0, job->matched, false, NULL);
+        job->stream_open = false;
+    }
+    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
+            job->pinned);
+    s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+            job->slots + job->reserved_from, job->reserved_count);
+    job->pinned = 0;
+    job->reserved_count = 0;
+    job->matched = 0;
+    job->stream_ticket = 0;
+    memset (job->from_tier, 0, sizeof (job->from_tier));
+    kvt_scheduler_reserve (job, next);
 }
 
 //  Release what the job holds (pins, reserved slots) and free it.
@@ -379,6 +403,7 @@ s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         memcpy (job->stream_old, job->slots, count * sizeof (uint64_t));
         memcpy (job->stream_gpu, gpu_slots, count * sizeof (uint64_t));
         job->stream_open = true;
+        job->stream_ticket = kvt_msg_u64 (*reply_p, KVT_MIG_PROMOTE_OK_TICKET);
     }
     for (size_t k = 0; k < count && k < job->matched; k++)
         job->slots [k] = gpu_slots [k];

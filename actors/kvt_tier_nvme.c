@@ -14,8 +14,16 @@
     Accepts: TIER_ALLOC {count} -> TIER_ALLOC_OK {slots}
              TIER_FREE {slots}  -> TIER_FREE_OK {freed}
              TIER_WRITE {slots, hashes, src_slots} -> TIER_WRITE_OK {written, failed}
-             TIER_READ {slots, hashes, dst_slots}  -> TIER_READ_OK {read, failed}
+             TIER_READ {slots, hashes, dst_slots, layer_group}
+                                                   -> TIER_READ_OK {read, failed}
              STATS.
+    layer_group 0 reads whole blocks; g + 1 reads layer group g of each
+    (migration/nvme_layer_groups, issue #4; kvt_nvme_store.h): the bytes of
+    layers [g x L / G, (g + 1) x L / G) land at their place in the host
+    slot, checked against that group's checksum in the block's v2 header.
+    Counters group_reads (blocks' groups prepared) and
+    group_order_inversions (a group prepared after a higher group of the
+    read before it: 0 while one stream promotion reads group-major).
 @discuss
     A write is answered once every block of it is acknowledged by the store
     (see kvt_nvme_store.h for exactly what that guarantees). 'failed' lists
@@ -69,6 +77,9 @@ typedef struct {
     int checksum_threads;           //  Checksum workers: 1 = this thread, 0 = auto
     size_t block_bytes;             //  From the model shape
     size_t payload_bytes;           //  What moves per block: block_bytes, or its FP8 form
+    int layers;                     //  Layers of a block (model shape)
+    int layer_groups;               //  migration/nvme_layer_groups, as asked
+    uint64_t last_group;            //  layer_group of the last group read prepared
     kvt_arena_t *host;              //  Host slab (borrowed)
     kvt_nvme_store_t *store;        //  NULL when disabled
     kvt_slots_t *slots;             //  Slot allocator
@@ -90,12 +101,16 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->checksum_threads = (int) kvt_config_int (config, "tier_nvme/checksum_threads");
     kvt_block_shape_t shape = kvt_runtime_block_shape (config);
     self->block_bytes = kvt_block_bytes (&shape);
+    self->layers = shape.layers;
+    self->layer_groups = (int) kvt_config_int (config, "migration/nvme_layer_groups");
     //  migration/cold_dtype = fp8: host slots hold the FP8 form, and only
     //  its length goes to disk and back
     self->payload_bytes = self->block_bytes;
     if (streq (kvt_config_str (config, "migration/cold_dtype"), "fp8"))
         self->payload_bytes = kvt_fp8_block_bytes (shape.layers * 2 * shape.kv_heads,
                                                    shape.block_tokens * shape.head_dim);
+    if (self->payload_bytes != self->block_bytes)
+        self->layer_groups = 1;     //  FP8 blocks are read whole
     self->backlog = zlist_new ();
     return self;
 }
@@ -151,7 +166,18 @@ s_pump (self_t *self)
                                                       : KVT_TIER_READ_DST_SLOTS, NULL) [op->index];
         uint64_t tag = self->free_tags [--self->free_tag_count];
         void *buffer = kvt_arena_block (self->host, host_slot);
-        int rc = write? kvt_nvme_prep_write_len (self->store, slot, hash, buffer,
+        uint64_t group = write? 0: kvt_msg_u64 (msg, KVT_TIER_READ_LAYER_GROUP);
+        int rc;
+        if (group > 0) {
+            kvt_actor_count (self->actor, "group_reads", 1);
+            if (group < self->last_group)
+                kvt_actor_count (self->actor, "group_order_inversions", 1);
+            self->last_group = group;
+            rc = kvt_nvme_prep_read_group (self->store, slot, hash, buffer, (int) group - 1,
+                                           tag);
+        }
+        else
+            rc = write? kvt_nvme_prep_write_len (self->store, slot, hash, buffer,
                                                  self->payload_bytes, tag)
                       : kvt_nvme_prep_read_len (self->store, slot, hash, buffer,
                                                 self->payload_bytes, tag);
@@ -224,6 +250,7 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     kvt_nvme_store_stats_t stats;
     kvt_nvme_store_stats (self->store, &stats);
     kvt_actor_gauge (self->actor, "read_bytes", stats.read_bytes);
+    kvt_actor_gauge (self->actor, "group_fallbacks", stats.group_fallbacks);
     kvt_actor_gauge (self->actor, "write_bytes", stats.write_bytes);
     return 0;
 }
@@ -281,7 +308,8 @@ s_self_start (void *self_ptr)
         .dirs = dirs, .dir_count = 1, .block_bytes = self->block_bytes,
         .capacity_blocks = self->capacity, .queue_depth = self->queue_depth,
         .files_per_dir = 4, .sync_on_ack = self->sync_on_ack, .buffered_fallback = true,
-        .checksum_threads = self->checksum_threads };
+        .checksum_threads = self->checksum_threads, .layers = self->layers,
+        .layer_groups = self->layer_groups };
     self->store = kvt_nvme_store_new (&config);
     kvt_nvme_store_register_buffer (self->store, kvt_arena_base (self->host),
         kvt_arena_block_count (self->host) * kvt_arena_block_bytes (self->host));
@@ -335,6 +363,10 @@ s_handle_io (void *self_ptr, kvt_msg_t **msg_p)
     const uint64_t *host_slots = kvt_msg_array (*msg_p, 2, &host_count);
     if (hash_count != count || host_count != count || count == 0)
         return -EINVAL;
+    if (kvt_msg_id (*msg_p) == KVT_MSG_TIER_READ
+    &&  kvt_msg_u64 (*msg_p, KVT_TIER_READ_LAYER_GROUP)
+        > (uint64_t) kvt_nvme_store_group_count (self->store))
+        return -EINVAL;             //  No such layer group
     for (size_t k = 0; k < count; k++)
         if (!kvt_slots_in_use (self->slots, slots [k])
         ||  host_slots [k] >= kvt_arena_block_count (self->host))

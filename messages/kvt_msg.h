@@ -94,15 +94,15 @@ extern "C" {
     M (TIER_FREE_OK,    47, "u",       "freed") \
     M (TIER_WRITE,      48, "aaa",     "slots hashes src_slots") \
     M (TIER_WRITE_OK,   49, "ua",      "written failed") \
-    M (TIER_READ,       50, "aaa",     "slots hashes dst_slots") \
+    M (TIER_READ,       50, "aaau",    "slots hashes dst_slots layer_group") \
     M (TIER_READ_OK,    51, "ua",      "read failed") \
     M (MIG_PROMOTE,     52, "aaau",    "hashes tiers slots stream") \
-    M (MIG_PROMOTE_OK,  53, "aaa",     "gpu_slots failed host_slots") \
+    M (MIG_PROMOTE_OK,  53, "aaau",    "gpu_slots failed host_slots ticket") \
     M (MIG_DEMOTE,      54, "uuu",     "from_tier to_tier max_blocks") \
     M (MIG_DEMOTE_OK,   55, "u",       "moved") \
     M (MIG_RESERVE,     56, "u",       "count") \
     M (MIG_RESERVE_OK,  57, "a",       "slots") \
-    M (COMP_RUN,        58, "aauua",   "tokens slots cached_blocks max_new_tokens host_slots") \
+    M (COMP_RUN,        58, "aauuau",  "tokens slots cached_blocks max_new_tokens host_slots ticket") \
     M (COMP_RUN_OK,     59, "auuu",    "tokens ttft_us total_us prefill_us") \
     M (POLICY_EVENTS,   60, "uaaaaa",  "clock kinds tiers hashes parents depths") \
     M (POLICY_VICTIMS,  61, "uua",     "tier count candidates") \
@@ -112,7 +112,9 @@ extern "C" {
     M (MIG_PREFETCH,    65, "au",      "hashes max_blocks") \
     M (MIG_PREFETCH_OK, 66, "a",       "hashes") \
     M (MIG_PROMOTE_END, 67, "aaaaau",  "hashes tiers slots gpu_slots host_slots commit") \
-    M (MIG_PROMOTE_END_OK, 68, "u",    "moved")
+    M (MIG_PROMOTE_END_OK, 68, "u",    "moved") \
+    M (MIG_LAYERS_READY, 69, "uuu",    "ticket layers_ready failed") \
+    M (MIG_LAYERS_READY_OK, 70, "u",   "known")
 
 #define KVT_MSG_ENUM(name, id, picture, fields) KVT_MSG_##name = id,
 typedef enum {

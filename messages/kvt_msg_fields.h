@@ -146,10 +146,11 @@
 #define KVT_TIER_WRITE_OK_WRITTEN 0
 #define KVT_TIER_WRITE_OK_FAILED 1
 
-//  TIER_READ (50): slots hashes dst_slots
+//  TIER_READ (50): slots hashes dst_slots layer_group
 #define KVT_TIER_READ_SLOTS 0
 #define KVT_TIER_READ_HASHES 1
 #define KVT_TIER_READ_DST_SLOTS 2
+#define KVT_TIER_READ_LAYER_GROUP 3
 
 //  TIER_READ_OK (51): read failed
 #define KVT_TIER_READ_OK_READ 0
@@ -161,10 +162,11 @@
 #define KVT_MIG_PROMOTE_SLOTS 2
 #define KVT_MIG_PROMOTE_STREAM 3
 
-//  MIG_PROMOTE_OK (53): gpu_slots failed host_slots
+//  MIG_PROMOTE_OK (53): gpu_slots failed host_slots ticket
 #define KVT_MIG_PROMOTE_OK_GPU_SLOTS 0
 #define KVT_MIG_PROMOTE_OK_FAILED 1
 #define KVT_MIG_PROMOTE_OK_HOST_SLOTS 2
+#define KVT_MIG_PROMOTE_OK_TICKET 3
 
 //  MIG_DEMOTE (54): from_tier to_tier max_blocks
 #define KVT_MIG_DEMOTE_FROM_TIER 0
@@ -180,12 +182,13 @@
 //  MIG_RESERVE_OK (57): slots
 #define KVT_MIG_RESERVE_OK_SLOTS 0
 
-//  COMP_RUN (58): tokens slots cached_blocks max_new_tokens host_slots
+//  COMP_RUN (58): tokens slots cached_blocks max_new_tokens host_slots ticket
 #define KVT_COMP_RUN_TOKENS 0
 #define KVT_COMP_RUN_SLOTS 1
 #define KVT_COMP_RUN_CACHED_BLOCKS 2
 #define KVT_COMP_RUN_MAX_NEW_TOKENS 3
 #define KVT_COMP_RUN_HOST_SLOTS 4
+#define KVT_COMP_RUN_TICKET 5
 
 //  COMP_RUN_OK (59): tokens ttft_us total_us prefill_us
 #define KVT_COMP_RUN_OK_TOKENS 0
@@ -235,5 +238,13 @@
 
 //  MIG_PROMOTE_END_OK (68): moved
 #define KVT_MIG_PROMOTE_END_OK_MOVED 0
+
+//  MIG_LAYERS_READY (69): ticket layers_ready failed
+#define KVT_MIG_LAYERS_READY_TICKET 0
+#define KVT_MIG_LAYERS_READY_LAYERS_READY 1
+#define KVT_MIG_LAYERS_READY_FAILED 2
+
+//  MIG_LAYERS_READY_OK (70): known
+#define KVT_MIG_LAYERS_READY_OK_KNOWN 0
 
 #endif

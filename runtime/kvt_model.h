@@ -295,6 +295,42 @@ bool
 void
     kvt_model_cuda_seq_destroy (kvt_model_cuda_seq_t **seq_p);
 
+//  Layer gates (issue #4; kvt_model_cuda_gate.c): a sequence's streamed
+//  copies of layer l wait, on the GPU's copy stream, until a pinned host
+//  word the caller writes reads >= l + 1 (cuStreamWaitValue32), so a run
+//  starts while its later layers are still coming from disk. A pool of
+//  gates (NULL from _new where the driver cannot wait on a value: the
+//  caller then holds the run until all its layers are there).
+typedef struct _kvt_model_cuda_gates_t kvt_model_cuda_gates_t;
+#define KVT_MODEL_CUDA_GATE_OPEN 0x7FFFFFFFu   //  Word value that lets every layer through
+
+//  Create a pool of 256 gates, or NULL (no wait-value, or CUDA failed).
+kvt_model_cuda_gates_t *
+    kvt_model_cuda_gates_new (void);
+
+//  Open every gate, wait for the device, free the pool; NULL-safe.
+void
+    kvt_model_cuda_gates_destroy (kvt_model_cuda_gates_t **self_p);
+
+//  Take a gate, closed (no layer ready). Returns its id or -ENOSPC.
+int
+    kvt_model_cuda_gate_open (kvt_model_cuda_gates_t *self);
+
+//  Let layers [0, layers_ready) through (KVT_MODEL_CUDA_GATE_OPEN: all,
+//  e.g. on abort: the GPU must never wait forever). Never lowers it.
+void
+    kvt_model_cuda_gate_set (kvt_model_cuda_gates_t *self, int gate, uint32_t layers_ready);
+
+//  Give a gate back (opened) once its sequence is destroyed.
+void
+    kvt_model_cuda_gate_close (kvt_model_cuda_gates_t *self, int gate);
+
+//  The next kvt_model_cuda_seq_begin on this thread gates its streamed
+//  copies on 'gate'; -1 (or a NULL pool) disarms. Arm just before
+//  seq_begin, disarm just after.
+void
+    kvt_model_cuda_gate_arm (kvt_model_cuda_gates_t *self, int gate);
+
 #ifdef __cplusplus
 }
 #endif

@@ -194,6 +194,12 @@ int
 void
     kvt_model_cuda_graph_purge (kvt_model_cuda_t *self);
 
+//  Queue on 'stream' a wait until the gate armed on this thread
+//  (kvt_model_cuda_gate_arm) lets 'layers' layers through; no-op when
+//  none is armed. Returns 0 or KVT_ECUDA. (kvt_model_cuda_gate.c, #4)
+int
+    kvt_model_cuda_gate_wait (cudaStream_t stream, int layers);
+
 #endif
 
 #endif

@@ -148,6 +148,9 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
     }
     for (int l = 0; rc == 0 && l < layers; l++) {
         const size_t at = (size_t) l * slice;
+        rc = kvt_model_cuda_gate_wait (self->copy_stream, l + 1);   //  Layer l read (#4)
+        if (rc)
+            break;
         kvt_block_copy_args_t args = {
             .dst = (char *) seq->slab + at, .src = base + at,
             .dst_slots = slots + count, .src_slots = slots,

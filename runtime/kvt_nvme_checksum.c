@@ -125,6 +125,9 @@ uint64_t
 kvt_nvme_checksum_run (const kvt_nvme_checksum_job_t *job)
 {
     assert (job);
+    for (int g = 0; job->group_count > 1 && g < job->group_count; g++)
+        job->group_sums [g] = XXH3_64bits ((const uint8_t *) job->src + job->group_offsets [g],
+                                           job->group_offsets [g + 1] - job->group_offsets [g]);
     if (job->kind == KVT_NVME_CHECKSUM_COPY_HASH) {
         memcpy (job->dst, job->src, job->bytes);
         return XXH3_64bits (job->dst, job->bytes);

@@ -52,6 +52,9 @@ typedef struct {
     size_t bytes;                   //  Length of src (and dst)
     uint64_t expect;                //  HASH_COPY: copy only if the checksum is this
     int kind;                       //  kvt_nvme_checksum_kind_t
+    int group_count;                //  > 1: also hash each of these byte ranges of src
+    const uint64_t *group_offsets;  //  Their group_count + 1 boundaries (caller memory)
+    uint64_t *group_sums;           //  Gets their group_count xxh3-64s (caller memory)
 } kvt_nvme_checksum_job_t;
 
 typedef struct {

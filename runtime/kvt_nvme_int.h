@@ -28,7 +28,14 @@
 #define KVT_NVME_BLOCK_MAGIC    0x31454D564E54564BULL   //  "KVTNVME1"
 #define KVT_NVME_MAX_REGIONS    64                      //  Caller buffer regions
 
-//  Header at the start of every slot on disk (first 64 of its 4096 bytes)
+//  Header at the start of every slot on disk (first 64 of its 4096 bytes).
+//  Version 1: group_count 0, nothing after these 64 bytes, header_checksum
+//  = xxh3-64 of the 56 bytes before it. Version 2 (a full-length block
+//  written by a store with layer groups): group_count G > 1, then G
+//  uint64 xxh3-64 checksums, one per layer group's payload bytes, at
+//  byte 64 of the header area (kvt_nvme_block_groups), and
+//  header_checksum = xxh3-64 (first 56 bytes, seed = xxh3-64 of the G
+//  group checksums), so the group table is covered too.
 typedef struct {
     uint64_t magic;                 //  KVT_NVME_BLOCK_MAGIC
     uint64_t block_hash;            //  Caller's block hash
@@ -36,10 +43,14 @@ typedef struct {
     uint64_t generation;            //  Store-wide write sequence number
     uint64_t payload_checksum;      //  xxh3-64 of the 'length' payload bytes
     uint32_t length;                //  Payload bytes written (block_bytes, or less: _len)
-    uint32_t version;               //  Format version, 1
-    uint64_t reserved;              //  Zero
-    uint64_t header_checksum;       //  xxh3-64 of the 56 bytes above
+    uint32_t version;               //  Format version, 1 or 2
+    uint32_t group_count;           //  v2: layer groups in the table after us; v1: 0
+    uint32_t reserved;              //  Zero
+    uint64_t header_checksum;       //  See above
 } kvt_nvme_block_header_t;
+
+//  The group checksum table of a v2 header
+#define kvt_nvme_block_groups(header) ((uint64_t *) ((uint8_t *) (header) + 64))
 
 typedef enum {
     KVT_NVME_OP_FREE = 0,           //  On the free list
@@ -72,6 +83,7 @@ typedef struct {
     uint64_t generation;            //  Write: new generation; read: expected
     uint64_t checksum;              //  Write: payload checksum; read: expected
     uint32_t bytes;                 //  Payload length moved and checksummed (<= block_bytes)
+    int group;                      //  Read of one layer group, or -1 (whole payload)
     void *caller;                   //  src or dst in caller memory
     uint8_t *stage;                 //  This op's staging buffer (header + payload)
     kvt_nvme_part_t parts [2];      //  The transfers of this op
@@ -96,6 +108,8 @@ struct _kvt_nvme_store_t {
     uint64_t journal_compact_bytes; //  Given to the journal
     int checksum_threads;           //  As configured (0: auto)
     //  Geometry
+    int group_count;                //  Layer groups per block (1: none; see layer_groups)
+    uint64_t group_offset [KVT_NVME_MAX_GROUPS + 1];   //  Group g: [offset [g], offset [g + 1])
     size_t payload_io_bytes;        //  block_bytes rounded up to KVT_NVME_ALIGN
     size_t stride;                  //  KVT_NVME_HEADER_BYTES + payload_io_bytes
     int file_count;                 //  dir_count x files_per_dir

@@ -199,8 +199,18 @@ s_write_start (kvt_nvme_store_t *self, int index)
     header->payload_checksum = op->checksum;
     header->length = op->bytes;
     header->version = 1;
-    header->header_checksum = XXH3_64bits (header,
-                                           offsetof (kvt_nvme_block_header_t, header_checksum));
+    uint64_t seed = 0;
+    if (self->group_count > 1 && op->bytes == self->block_bytes) {
+        //  Version 2: a checksum per layer group (computed with the
+        //  payload's, into the table: prep_write_len), the table under the
+        //  header's own checksum (see kvt_nvme_int.h)
+        uint64_t *groups = kvt_nvme_block_groups (header);
+        header->version = 2;
+        header->group_count = (uint32_t) self->group_count;
+        seed = XXH3_64bits (groups, (size_t) self->group_count * sizeof (uint64_t));
+    }
+    header->header_checksum = XXH3_64bits_withSeed (header, offsetof (kvt_nvme_block_header_t,
+                                                                      header_checksum), seed);
     return s_op_submit_parts (self, index);
 }
 
@@ -236,6 +246,7 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
         return -EBUSY;
     }
     op->is_write = true;
+    op->group = -1;
     op->bytes = (uint32_t) bytes;
     op->tag = tag;
     op->slot = slot;
@@ -246,7 +257,12 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
         .id = (uint64_t) index, .src = src,
         .dst = op->direct? NULL: op->stage + KVT_NVME_HEADER_BYTES,
         .bytes = op->bytes,
-        .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_COPY_HASH
+        .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_COPY_HASH,
+        //  A full-length block with layer groups: their checksums too,
+        //  straight into the header's table (version 2)
+        .group_count = op->bytes == self->block_bytes? self->group_count: 1,
+        .group_offsets = self->group_offset,
+        .group_sums = kvt_nvme_block_groups (op->stage)
     };
     //  From here the slot's previous block is given up
     kvt_nvme_slot_t *entry = &self->slots [slot];
@@ -298,6 +314,7 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
         return KVT_EMISS;
     }
     op->is_write = false;
+    op->group = -1;
     op->bytes = (uint32_t) bytes;
     op->tag = tag;
     op->slot = slot;
@@ -305,6 +322,67 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
     op->generation = entry->generation;
     op->checksum = entry->checksum;
     s_op_layout (self, op, dst);
+    rc = s_op_submit_parts (self, index);
+    if (rc)
+        s_op_release (self, index);
+    else
+        entry->readers++;
+    return rc;
+}
+
+//  Prepare reading layer group 'group' of a block: its header into the
+//  op's staging, the group's bytes into their place in 'dst' (by DMA when
+//  registered and aligned, else through the staging, copied once checked).
+
+int
+kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                          void *dst, int group, uint64_t tag)
+{
+    assert (self);
+    assert (dst);
+    if (group < 0 || group >= self->group_count)
+        return -EINVAL;
+    if (self->group_count == 1)
+        return kvt_nvme_prep_read (self, slot, block_hash, dst, tag);
+    kvt_nvme_op_t *op;
+    int index;
+    int rc = s_op_take (self, slot, &op, &index);
+    if (rc)
+        return rc;
+    kvt_nvme_slot_t *entry = &self->slots [slot];
+    if (entry->state != KVT_NVME_SLOT_VALID || entry->block_hash != block_hash) {
+        s_op_release (self, index);
+        return KVT_EMISS;
+    }
+    uint64_t offset = self->group_offset [group];
+    uint32_t bytes = (uint32_t) (self->group_offset [group + 1] - offset);
+    op->is_write = false;
+    op->group = group;
+    op->bytes = bytes;
+    op->tag = tag;
+    op->slot = slot;
+    op->block_hash = block_hash;
+    op->generation = entry->generation;
+    op->checksum = entry->checksum;     //  The whole payload's, until the header is read
+    op->caller = dst;
+    int file = (int) (slot % (uint64_t) self->file_count);
+    uint64_t base = (slot / (uint64_t) self->file_count) * self->stride;
+    uint8_t *target = (uint8_t *) dst + offset;
+    int region = (uintptr_t) target % KVT_NVME_ALIGN == 0? s_region_of (self, target, bytes): -1;
+    op->direct = region > 0;
+    memset (op->parts, 0, sizeof (op->parts));
+    op->part_count = 2;
+    op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0, base };
+    op->parts [1] = (kvt_nvme_part_t) { file, op->direct? region: 0,
+                                        op->direct? target
+                                                  : op->stage + KVT_NVME_HEADER_BYTES + offset,
+                                        bytes, 0, base + KVT_NVME_HEADER_BYTES + offset };
+    if (op->direct)
+        self->stats.direct_ops++;
+    else
+        self->stats.bounce_ops++;
+    op->pending = op->part_count;
+    op->rc = 0;
     rc = s_op_submit_parts (self, index);
     if (rc)
         s_op_release (self, index);
@@ -344,15 +422,31 @@ kvt_nvme_forget (kvt_nvme_store_t *self, uint64_t slot)
     return 0;
 }
 
+//  True if a header has the magic and its checksum (v1 or v2) holds.
+static bool
+s_header_sound (const kvt_nvme_block_header_t *header)
+{
+    if (header->magic != KVT_NVME_BLOCK_MAGIC)
+        return false;
+    uint64_t seed = 0;
+    if (header->version == 2) {
+        if (header->group_count < 2 || header->group_count > KVT_NVME_MAX_GROUPS)
+            return false;
+        seed = XXH3_64bits (kvt_nvme_block_groups (header),
+                            header->group_count * sizeof (uint64_t));
+    }
+    return header->header_checksum
+        == XXH3_64bits_withSeed (header, offsetof (kvt_nvme_block_header_t, header_checksum),
+                                 seed);
+}
+
 //  Check a bounce read's header (the payload is checked apart). Returns
 //  0, KVT_ECHECKSUM or KVT_EMISS.
 static int
 s_verify_header (kvt_nvme_op_t *op)
 {
     const kvt_nvme_block_header_t *header = (const kvt_nvme_block_header_t *) op->stage;
-    if (header->magic != KVT_NVME_BLOCK_MAGIC
-    ||  header->header_checksum != XXH3_64bits (header, offsetof (kvt_nvme_block_header_t,
-                                                                  header_checksum)))
+    if (!s_header_sound (header))
         return KVT_ECHECKSUM;
     if (header->block_hash != op->block_hash || header->slot != op->slot
     ||  header->generation != op->generation || header->length != op->bytes)
@@ -386,25 +480,55 @@ s_read_finish (kvt_nvme_store_t *self, int index, int rc, bool verified)
     else {
         self->stats.reads++;
         self->stats.read_bytes += op->bytes;
+        self->stats.group_reads += op->group >= 0;
     }
     s_op_done (self, index, rc);
 }
 
 //  A read's data has arrived: check it here, or hand the payload to the
 //  pool (the header, cheap, is checked here either way).
+static void s_group_fallback (kvt_nvme_store_t *self, int index);
+
 static void
 s_read_verify (kvt_nvme_store_t *self, int index)
 {
     kvt_nvme_op_t *op = &self->ops [index];
-    int rc = op->direct? 0: s_verify_header (op);
+    size_t offset = 0;
+    int rc = 0;
+    if (op->group >= 0) {
+        //  A layer group: its header holds the group's checksum
+        const kvt_nvme_block_header_t *header = (const kvt_nvme_block_header_t *) op->stage;
+        if (!s_header_sound (header))
+            rc = KVT_ECHECKSUM;
+        else
+        if (header->block_hash != op->block_hash || header->slot != op->slot
+        ||  header->generation != op->generation || header->length != self->block_bytes)
+            rc = KVT_EMISS;
+        else
+        if (header->payload_checksum != op->checksum)
+            rc = KVT_ECHECKSUM;
+        else
+        if (header->version != 2 || header->group_count != (uint32_t) self->group_count) {
+            s_group_fallback (self, index);     //  Written without our groups: read it whole
+            return;
+        }
+        else {
+            op->checksum = kvt_nvme_block_groups (header) [op->group];
+            offset = self->group_offset [op->group];
+        }
+    }
+    else
+    if (!op->direct)
+        rc = s_verify_header (op);
     if (rc) {
         s_read_finish (self, index, rc, true);
         return;
     }
     kvt_nvme_checksum_job_t job = {
         .id = (uint64_t) index, .bytes = op->bytes, .expect = op->checksum,
-        .src = op->direct? op->caller: op->stage + KVT_NVME_HEADER_BYTES,
-        .dst = op->direct? NULL: op->caller,
+        .src = op->direct? (uint8_t *) op->caller + offset
+                         : op->stage + KVT_NVME_HEADER_BYTES + offset,
+        .dst = op->direct? NULL: (uint8_t *) op->caller + offset,
         .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_HASH_COPY
     };
     if (self->checksum && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
@@ -414,6 +538,22 @@ s_read_verify (kvt_nvme_store_t *self, int index)
     }
     uint64_t checksum = kvt_nvme_checksum_run (&job);
     s_read_finish (self, index, checksum == op->checksum? 0: KVT_ECHECKSUM, true);
+}
+
+//  A group read found a block without our layer groups (version 1, or
+//  another G): the same op goes on as a whole-block read into the
+//  caller's buffer, checked against the whole payload's checksum.
+static void
+s_group_fallback (kvt_nvme_store_t *self, int index)
+{
+    kvt_nvme_op_t *op = &self->ops [index];
+    self->stats.group_fallbacks++;
+    op->group = -1;
+    op->bytes = (uint32_t) self->block_bytes;
+    s_op_layout (self, op, op->caller);
+    int rc = s_op_submit_parts (self, index);
+    if (rc)
+        s_read_finish (self, index, rc, false);
 }
 
 //  All data parts of an op have completed.

@@ -54,7 +54,50 @@ kvt_nvme_store_new (const kvt_nvme_store_config_t *config)
     self->payload_io_bytes = s_round_up (self->block_bytes? self->block_bytes: 1,
                                          KVT_NVME_ALIGN);
     self->stride = KVT_NVME_HEADER_BYTES + self->payload_io_bytes;
+    self->group_count = kvt_nvme_layer_groups (self->block_bytes, config->layers,
+                                               config->layer_groups, self->group_offset);
     return self;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Layer groups a geometry allows: 'wanted', or 1 when a group would not
+//  start on a 4096-byte boundary.
+
+int
+kvt_nvme_layer_groups (size_t block_bytes, int layers, int wanted, uint64_t *offsets)
+{
+    int groups = wanted;
+    if (groups > layers)
+        groups = layers;
+    if (groups > KVT_NVME_MAX_GROUPS)
+        groups = KVT_NVME_MAX_GROUPS;
+    if (groups < 2 || block_bytes == 0 || block_bytes % KVT_NVME_ALIGN
+    ||  block_bytes % (size_t) layers)
+        groups = 1;
+    size_t layer_bytes = groups > 1? block_bytes / (size_t) layers: 0;
+    for (int g = 1; g < groups; g++)
+        if ((size_t) (g * layers / groups) * layer_bytes % KVT_NVME_ALIGN) {
+            groups = 1;
+            break;
+        }
+    if (offsets) {
+        for (int g = 0; g < groups; g++)
+            offsets [g] = (uint64_t) (g * layers / groups) * layer_bytes;
+        offsets [groups] = block_bytes;
+    }
+    return groups;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Layer groups of the store's blocks.
+
+int
+kvt_nvme_store_group_count (kvt_nvme_store_t *self)
+{
+    assert (self);
+    return self->group_count;
 }
 
 

@@ -34,6 +34,31 @@
     The payload length is block_bytes, or less for a block written with
     kvt_nvme_prep_write_len (the slot keeps its full stride; only that
     length, rounded up to 4096, is written and read back).
+    Layer groups (format version 2, issue #4). A block's payload is
+    [layer][K,V][kv_head][token][head_dim], so layers [a, b) are one
+    contiguous byte range. With config.layer_groups = G > 1 (and 'layers'
+    given) the payload is cut into G groups, group g being layers
+    [g x layers / G, (g + 1) x layers / G); every group must start on a
+    4096-byte boundary and block_bytes be a multiple of 4096 (O_DIRECT),
+    else the store uses G = 1 (kvt_nvme_layer_groups says which). A
+    full-length block written by such a store has a version 2 header:
+    header layout (64 bytes) = magic, block hash, slot, generation,
+    payload checksum, length (u32), version (u32) = 2, group_count (u32)
+    = G, reserved (u32), header checksum; then, at byte 64 of the header
+    area, G uint64 xxh3-64 checksums, one per group's bytes; the header
+    checksum is xxh3-64 of the first 56 bytes seeded with xxh3-64 of that
+    table (version 1: unseeded, group_count 0, no table). A block written
+    with a shorter length (_len, e.g. FP8) is always version 1.
+    kvt_nvme_prep_read_group reads one group: the 4 KiB header (into the
+    store's staging) and the group's byte range (into the caller's block
+    buffer at the group's offset, by DMA when registered), two I/Os, no
+    state kept between groups. The header must match as for any read
+    (magic, hash, slot, generation, length, and its payload checksum the
+    one the journal recorded) and the group's bytes its checksum in the
+    table, else the read completes with KVT_ECHECKSUM / KVT_EMISS and the
+    block is dropped exactly as for a whole-block read. A version 1 block
+    (written before layer groups, or with another G) is read whole instead
+    by that same op (stats.group_fallbacks): correct, G times the bytes.
     A read whose header or payload does not match (magic, hash, slot,
     generation, length, checksum) completes with KVT_ECHECKSUM (bytes do
     not match their checksum: torn or flipped) or KVT_EMISS (the slot
@@ -146,7 +171,11 @@ typedef struct {
                                     //  group commit (the old way; a baseline for benches)
     int checksum_threads;           //  Threads computing checksums: 1 = the caller's own
                                     //  (no pool), N > 1 = a pool of N, 0 = auto
+    int layer_groups;               //  Layer groups per block, 0 or 1 = none (see above)
+    int layers;                     //  Layers of a block (needed for layer_groups > 1)
 } kvt_nvme_store_config_t;
+
+#define KVT_NVME_MAX_GROUPS 64      //  Most layer groups per block
 
 typedef struct {
     uint64_t tag;                   //  Caller's tag from prep
@@ -176,6 +205,8 @@ typedef struct {
                                     //  fdatasyncs, or O_DSYNC data writes (sync_per_write)
     uint64_t sync_groups;           //  Group commits: data syncs shared by writes
     uint64_t checksum_jobs;         //  Checksums handed to the worker pool
+    uint64_t group_reads;           //  Layer group reads completed with rc 0
+    uint64_t group_fallbacks;       //  Group reads that found a v1 block and read it whole
 } kvt_nvme_store_stats_t;
 
 typedef enum {
@@ -245,6 +276,28 @@ int
 int
     kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
                             void *dst, size_t bytes, uint64_t tag);
+
+//  Read layer group 'group' (0 <= group < kvt_nvme_store_group_count) of
+//  block 'block_hash' at 'slot' into its place in 'dst', the block's
+//  whole buffer (block_bytes): only bytes [offset, end) of the group are
+//  written (the whole buffer for a version 1 block, read whole). Valid
+//  only if the completion's rc is 0. Returns as prep_read, or -EINVAL
+//  for a group out of range (a store without groups has one, group 0,
+//  read as a whole block).
+int
+    kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                              void *dst, int group, uint64_t tag);
+
+//  Return the layer groups a store with this geometry uses (1: none):
+//  'wanted' if every group of layers [g x layers / wanted, ...) starts at
+//  a multiple of 4096 bytes and block_bytes is one, else 1. 'offsets'
+//  (may be NULL) gets the G + 1 group boundaries in bytes.
+int
+    kvt_nvme_layer_groups (size_t block_bytes, int layers, int wanted, uint64_t *offsets);
+
+//  Return the layer groups of the store's blocks (1: none).
+int
+    kvt_nvme_store_group_count (kvt_nvme_store_t *self);
 
 //  Forget the block at 'slot' (the tier evicted it): the slot reads as a
 //  miss from now on and after a restart. Returns 0, -ERANGE, -EBUSY.

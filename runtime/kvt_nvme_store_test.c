@@ -38,6 +38,179 @@ t_reap_all (kvt_nvme_store_t *store, int expect, int *rc_by_tag)
     }
 }
 
+//  Flip one byte of 'slot' at payload offset 'at' on disk.
+static void
+t_flip (kvt_nvme_store_t *store, uint64_t slot, uint64_t at)
+{
+    char path [512];
+    uint64_t offset;
+    int rc = kvt_nvme_store_slot_location (store, slot, path, sizeof (path), &offset);
+    assert (rc == 0);
+    int fd = open (path, O_RDWR);
+    assert (fd >= 0);
+    uint8_t byte;
+    ssize_t io = pread (fd, &byte, 1, (off_t) (offset + 4096 + at));
+    assert (io == 1);
+    byte ^= 0x5A;
+    io = pwrite (fd, &byte, 1, (off_t) (offset + 4096 + at));
+    assert (io == 1);
+    close (fd);
+}
+
+//  Layer groups (issue #4): a v2 block read group by group, by DMA into
+//  a registered buffer and through the staging into a loose one; a
+//  flipped byte in one group refuses that group (and drops the block); a
+//  v1 block written by a store without groups reads whole; geometries
+//  whose groups are not 4096-aligned get one group. 'threads': checksum
+//  threads (1: inline, 2: a pool).
+static void
+t_layer_groups (const char *dir, int threads)
+{
+    //  Geometry
+    uint64_t offsets [KVT_NVME_MAX_GROUPS + 1];
+    assert (kvt_nvme_layer_groups (32768, 4, 4, offsets) == 4);
+    assert (offsets [0] == 0 && offsets [1] == 8192 && offsets [3] == 24576
+            && offsets [4] == 32768);
+    assert (kvt_nvme_layer_groups (32768, 4, 3, offsets) == 3);
+    assert (offsets [1] == 8192 && offsets [2] == 16384 && offsets [3] == 32768);
+    assert (kvt_nvme_layer_groups (8192, 4, 4, NULL) == 1);        //  2 KiB layers
+    assert (kvt_nvme_layer_groups (32768 + 100, 4, 4, NULL) == 1);
+    assert (kvt_nvme_layer_groups (32768, 4, 1, NULL) == 1);
+    assert (kvt_nvme_layer_groups (32768, 4, 9, NULL) == 4);       //  At most one per layer
+    kvt_nvme_layer_groups (32768, 4, 4, offsets);
+
+    const char *dirs [1] = { dir };
+    const size_t block_bytes = 32768;
+    kvt_nvme_store_config_t config = {
+        .dirs = dirs, .dir_count = 1, .block_bytes = block_bytes, .capacity_blocks = 8,
+        .queue_depth = 8, .files_per_dir = 1, .layers = 4, .layer_groups = 0,
+        .checksum_threads = threads
+    };
+    int rc_by_tag [16];
+    uint8_t *src = (uint8_t *) malloc (3 * block_bytes);
+    uint8_t *loose = (uint8_t *) malloc (block_bytes + 1);
+    size_t arena_bytes = 4 * block_bytes;
+    uint8_t *arena = (uint8_t *) mmap (NULL, arena_bytes, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert (src && loose && arena != MAP_FAILED);
+    for (int i = 0; i < 3; i++)
+        t_fill (src + i * block_bytes, block_bytes, 500 + i);
+
+    //  A v1 block, written by a store without groups
+    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
+    int rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    assert (kvt_nvme_store_group_count (store) == 1);
+    rc = kvt_nvme_prep_write (store, 5, 905, src + 2 * block_bytes, 0);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 1, rc_by_tag);
+    assert (rc_by_tag [0] == 0);
+    rc = kvt_nvme_prep_read_group (store, 5, 905, loose, 1, 0);    //  No group 1 here
+    assert (rc == -EINVAL);
+    kvt_nvme_store_destroy (&store);
+
+    config.layer_groups = 4;
+    store = kvt_nvme_store_new (&config);
+    rc = kvt_nvme_store_register_buffer (store, arena, arena_bytes);
+    assert (rc == 0);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    assert (kvt_nvme_store_group_count (store) == 4);
+    assert (kvt_nvme_store_recovered_count (store) == 1);
+    rc = kvt_nvme_prep_read_group (store, 5, 905, loose, 4, 0);
+    assert (rc == -EINVAL);
+    for (int i = 0; i < 2; i++) {
+        rc = kvt_nvme_prep_write (store, (uint64_t) i, 900 + (uint64_t) i,
+                                  src + i * block_bytes, (uint64_t) i);
+        assert (rc == 0);
+    }
+    kvt_nvme_submit (store);
+    t_reap_all (store, 2, rc_by_tag);
+    assert (rc_by_tag [0] == 0 && rc_by_tag [1] == 0);
+    //  Group by group, highest first: each lands at its own offset only
+    memset (arena, 0, arena_bytes);
+    memset (loose, 0, block_bytes);
+    kvt_nvme_store_stats_t before, after;
+    kvt_nvme_store_stats (store, &before);
+    for (int g = 3; g >= 0; g--) {
+        rc = kvt_nvme_prep_read_group (store, 0, 900, arena, g, 0);
+        assert (rc == 0);
+        rc = kvt_nvme_prep_read_group (store, 1, 901, loose, g, 1);
+        assert (rc == 0);
+        kvt_nvme_submit (store);
+        t_reap_all (store, 2, rc_by_tag);
+        assert (rc_by_tag [0] == 0 && rc_by_tag [1] == 0);
+        assert (memcmp (arena + offsets [g], src + offsets [g], 8192) == 0);
+        assert (memcmp (loose + offsets [g], src + block_bytes + offsets [g], 8192) == 0);
+        for (size_t k = 0; k < offsets [g]; k++)
+            assert (arena [k] == 0 && loose [k] == 0);
+    }
+    assert (memcmp (arena, src, block_bytes) == 0);
+    kvt_nvme_store_stats (store, &after);
+    assert (after.group_reads == before.group_reads + 8);
+    //  With a pool, the pool verified them
+    assert (threads == 1 || after.checksum_jobs >= before.checksum_jobs + 8);
+    assert (after.direct_ops >= before.direct_ops + 4);
+    assert (after.bounce_ops >= before.bounce_ops + 4);
+    //  The whole-block read still works on a v2 block
+    memset (arena, 0, block_bytes);
+    rc = kvt_nvme_prep_read (store, 0, 900, arena, 0);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 1, rc_by_tag);
+    assert (rc_by_tag [0] == 0 && memcmp (arena, src, block_bytes) == 0);
+    //  A flipped byte in group 2: groups 0, 1 and 3 still read; group 2
+    //  is refused and the block dropped
+    t_flip (store, 1, offsets [2] + 77);
+    for (int g = 0; g < 4; g++) {
+        if (g == 2)
+            continue;
+        rc = kvt_nvme_prep_read_group (store, 1, 901, arena + block_bytes, g, (uint64_t) g);
+        assert (rc == 0);
+    }
+    kvt_nvme_submit (store);
+    t_reap_all (store, 3, rc_by_tag);
+    assert (rc_by_tag [0] == 0 && rc_by_tag [1] == 0 && rc_by_tag [3] == 0);
+    rc = kvt_nvme_prep_read_group (store, 1, 901, arena + block_bytes, 2, 2);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 1, rc_by_tag);
+    assert (rc_by_tag [2] == KVT_ECHECKSUM);
+    assert (!kvt_nvme_store_has (store, 1, NULL));
+    rc = kvt_nvme_prep_read_group (store, 1, 901, arena + block_bytes, 0, 0);
+    assert (rc == KVT_EMISS);
+    kvt_nvme_store_stats (store, &after);
+    assert (after.checksum_failures == before.checksum_failures + 1);
+    //  The v1 block: a group read reads it whole
+    memset (arena, 0, block_bytes);
+    rc = kvt_nvme_prep_read_group (store, 5, 905, arena, 1, 0);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 1, rc_by_tag);
+    assert (rc_by_tag [0] == 0);
+    assert (memcmp (arena, src + 2 * block_bytes, block_bytes) == 0);
+    kvt_nvme_store_stats (store, &after);
+    assert (after.group_fallbacks == before.group_fallbacks + 1);
+    //  A flipped byte in the v1 block: the fallback read refuses it
+    t_flip (store, 5, 3);
+    rc = kvt_nvme_prep_read_group (store, 5, 905, loose, 3, 0);
+    assert (rc == 0);
+    kvt_nvme_submit (store);
+    t_reap_all (store, 1, rc_by_tag);
+    assert (rc_by_tag [0] == KVT_ECHECKSUM);
+    kvt_nvme_store_destroy (&store);
+
+    //  Groups not 4096-aligned: one group, group reads of group 0 only
+    config.block_bytes = 8192;
+    store = kvt_nvme_store_new (&config);
+    assert (kvt_nvme_store_group_count (store) == 1);
+    kvt_nvme_store_destroy (&store);
+    munmap (arena, arena_bytes);
+    free (loose);
+    free (src);
+}
+
 int
 kvt_nvme_store_test (bool verbose)
 {
@@ -393,6 +566,15 @@ kvt_nvme_store_test (bool verbose)
     free (back);
     kvt_nvme_store_destroy (&store);
     munmap (arena, arena_bytes);
+
+    //  Layer groups, in a directory of their own
+    for (int threads = 1; threads <= 2; threads++) {
+        char group_dir [300];
+        snprintf (group_dir, sizeof (group_dir), "%s/groups%d", dir, threads);
+        rc = mkdir (group_dir, 0755);
+        assert (rc == 0);
+        t_layer_groups (group_dir, threads);
+    }
 
     free (src);
     free (dst);
