@@ -91,6 +91,18 @@ kvt_runtime_gpu_count (void)
     return count;
 }
 
+size_t
+kvt_runtime_gpu_memory (void)
+{
+    size_t bytes = 0;
+#ifdef KVT_WITH_CUDA
+    struct cudaDeviceProp prop;
+    if (kvt_runtime_gpu_count () > 0 && cudaGetDeviceProperties (&prop, 0) == cudaSuccess)
+        bytes = prop.totalGlobalMem;
+#endif
+    return bytes;
+}
+
 kvt_model_shape_t
 kvt_runtime_model_shape (const kvt_config_t *config)
 {

@@ -77,6 +77,10 @@ int
 int
     kvt_runtime_gpu_count (void);
 
+//  Bytes of memory of GPU 0, or 0 without a GPU (or a CUDA build).
+size_t
+    kvt_runtime_gpu_memory (void);
+
 //  Stop every actor (reverse order), remove the run folder, free all.
 void
     kvt_runtime_destroy (kvt_runtime_t **self_p);
