@@ -52,9 +52,11 @@
     (IDX_VICTIMS_OK.offers). "reused" can never write a block whose reuses
     all come after it left the memory tiers; "predicted" writes it on its
     second offer.
-    The actor is three files sharing kvt_migration_int.h: this one (job
-    queue, reservation, demotion, upkeep), kvt_migration_promote.c and
-    kvt_migration_copy.c (the bytes between the GPU and host slabs).
+    The actor is five files sharing kvt_migration_int.h: this one (job
+    queue, reservation, demotion, upkeep), kvt_migration_promote.c,
+    kvt_migration_prefetch.c, kvt_migration_read.c (their chunked NVMe
+    reader) and kvt_migration_copy.c (the bytes between the GPU and host
+    slabs).
     Top-level jobs run one at a time, in arrival order; each is a chain of
     asynchronous calls to the index and the tiers, so the loop never waits.
     MIG_PREFETCH jobs wait in a queue of their own and run when no other
@@ -742,9 +744,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     kvt_block_shape_t shape = kvt_runtime_block_shape (config);
     self->layers = shape.layers;
     self->layer_groups = kvt_nvme_layer_groups (kvt_block_bytes (&shape), shape.layers,
-        (int) kvt_config_int (config, "migration/nvme_layer_groups"), NULL);
-    if (self->cold_fp8)
-        self->layer_groups = 1;     //  FP8 blocks are read whole
+                                                kvt_runtime_nvme_layer_groups (config), NULL);
     self->test_group_delay_ms = (int) kvt_config_int (config, "migration/test_group_delay_ms");
     self->streams = zlist_new ();
     return self;

@@ -6,13 +6,15 @@
 */
 /*
 @header
-    The migration actor is one actor in three files: kvt_migration.c (the
+    The migration actor is one actor in five files: kvt_migration.c (the
     actor: its job queue, demotion, reservation, watermark upkeep),
     kvt_migration_promote.c (bringing blocks to the GPU, with NVMe blocks
-    streamed in chunks; staging a waiting request's NVMe blocks into the
-    host tier, MIG_PREFETCH) and kvt_migration_copy.c (moving bytes between the
-    GPU and host slabs: memcpy, or CUDA copies completing through an
-    eventfd). This header is for those files only.
+    streamed in chunks or layer groups), kvt_migration_prefetch.c (staging
+    a waiting request's NVMe blocks into the host tier, MIG_PREFETCH),
+    kvt_migration_read.c (the chunked NVMe reader of both) and
+    kvt_migration_copy.c (moving bytes between the GPU and host slabs:
+    memcpy, or CUDA copies completing through an eventfd). This header is
+    for those files only.
 @end
 */
 
@@ -148,13 +150,36 @@ void
 void
     kvt_migration_start_promote_end (self_t *self);
 
+//  --------------------------------------------------------------------------
+//  The chunked NVMe reader (kvt_migration_read.c), shared by PROMOTE and
+//  PREFETCH: blocks are read into host slots in chunks of
+//  KVT_MIGRATION_CHUNK_BYTES, every chunk's TIER_READ sent at once
+//  (tier_nvme serves them in order), so that disk, checksums and the
+//  caller's copies of a read chunk overlap. chunk_fn sees each chunk as it
+//  is answered (bad [k]: block first + k could not be read, a miss);
+//  done_fn runs after the last.
+
+#define KVT_MIGRATION_CHUNK_BYTES (4u << 20)    //  Bytes per chunk read
+
+typedef void (kvt_migration_chunk_fn) (self_t *self, void *arg, size_t first, size_t count,
+                                       const bool *bad);
+
+//  Read 'count' blocks (disk slots, hashes) into host slots 'host_slots'.
+//  Returns the number of chunks (0 for no blocks: done_fn is then not
+//  called).
+size_t
+    kvt_migration_read_chunks (self_t *self, const uint64_t *nvme_slots, const uint64_t *hashes,
+                               const uint64_t *host_slots, size_t count,
+                               kvt_migration_chunk_fn *chunk_fn, kvt_migration_cont_fn *done_fn,
+                               void *arg);
+
 //  Free the stream promotions still reading at shutdown (their slots are
 //  not given back: the tiers are going too). (kvt_migration_promote.c)
 void
     kvt_migration_streams_destroy (self_t *self);
 
 //  Start the current MIG_PREFETCH job: NVMe blocks of a waiting request
-//  staged into the host tier. (kvt_migration_promote.c)
+//  staged into the host tier. (kvt_migration_prefetch.c)
 void
     kvt_migration_start_prefetch (self_t *self);
 

@@ -301,97 +301,11 @@ s_promote_copy (self_t *self, s_promote_t *job)
     free (to);
 }
 
-//  NVMe blocks stream to the GPU in chunks: every chunk's TIER_READ is sent
-//  at once, tier_nvme serves them in order, and each chunk is copied on to
-//  its GPU slots as soon as it is read and checked, while the disk is
-//  already reading the next. Disk, checksums and copies then overlap
-//  instead of running one after the other.
-#define S_STREAM_CHUNK_BYTES (4u << 20)   //  Bytes per chunk read
-
-//  A chunked read of NVMe blocks into host slots, shared by PROMOTE and
-//  PREFETCH: every chunk's TIER_READ is sent at once; chunk_fn sees each
-//  chunk as it is answered (bad [k]: block first + k could not be read,
-//  a miss), done_fn runs after the last.
-typedef void (s_chunk_fn) (self_t *self, void *arg, size_t first, size_t count,
-                           const bool *bad);
-
-typedef struct {
-    size_t pending;                 //  Chunks not yet answered
-    s_chunk_fn *chunk_fn;           //  Called per chunk
-    kvt_migration_cont_fn *done_fn; //  Called once, after the last chunk
-    void *arg;                      //  For both
-} s_reader_t;
-
-typedef struct {
-    s_reader_t *reader;             //  The read this chunk belongs to
-    size_t first;                   //  Index of its first block in the read
-    size_t count;                   //  Blocks in the chunk
-} s_chunk_t;
-
-static void
-s_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
-{
-    self_t *self = (self_t *) self_ptr;
-    s_chunk_t *chunk = (s_chunk_t *) arg;
-    s_reader_t *reader = chunk->reader;
-    bool *bad = (bool *) kvt_zmalloc (chunk->count + 1);
-    if (rc) {
-        //  The disk tier failed the read as a whole: every block is a miss
-        kvt_log_warn ("migration: NVMe read failed: %s", kvt_strerror (rc));
-        for (size_t k = 0; k < chunk->count; k++)
-            bad [k] = true;
-    }
-    else {
-        size_t failed_count;
-        const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_READ_OK_FAILED, &failed_count);
-        for (size_t k = 0; k < failed_count; k++)
-            if (failed [k] < chunk->count)
-                bad [failed [k]] = true;
-    }
-    reader->chunk_fn (self, reader->arg, chunk->first, chunk->count, bad);
-    free (bad);
-    free (chunk);
-    if (--reader->pending == 0) {
-        reader->done_fn (self, reader->arg, 0);
-        free (reader);
-    }
-}
-
-//  Read 'count' blocks (disk slots, hashes) into host slots 'host_slots'
-//  in chunks of S_STREAM_CHUNK_BYTES. Returns the number of chunks (0 for
-//  no blocks: done_fn is then not called).
-static size_t
-s_read_chunks (self_t *self, const uint64_t *nvme_slots, const uint64_t *hashes,
-               const uint64_t *host_slots, size_t count, s_chunk_fn *chunk_fn,
-               kvt_migration_cont_fn *done_fn, void *arg)
-{
-    size_t per_chunk = S_STREAM_CHUNK_BYTES / kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST]);
-    if (per_chunk == 0)
-        per_chunk = 1;
-    if (count == 0)
-        return 0;
-    s_reader_t *reader = (s_reader_t *) kvt_zmalloc (sizeof (s_reader_t));
-    *reader = (s_reader_t) { (count + per_chunk - 1) / per_chunk, chunk_fn, done_fn, arg };
-    size_t chunks = reader->pending;
-    for (size_t first = 0; first < count; first += per_chunk) {
-        s_chunk_t *chunk = (s_chunk_t *) kvt_zmalloc (sizeof (s_chunk_t));
-        chunk->reader = reader;
-        chunk->first = first;
-        chunk->count = count - first < per_chunk? count - first: per_chunk;
-        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_READ);
-        kvt_msg_set_array (msg, KVT_TIER_READ_SLOTS, nvme_slots + first, chunk->count);
-        kvt_msg_set_array (msg, KVT_TIER_READ_HASHES, hashes + first, chunk->count);
-        kvt_msg_set_array (msg, KVT_TIER_READ_DST_SLOTS, host_slots + first, chunk->count);
-        kvt_actor_call (self->actor, "tier_nvme", &msg, s_chunk_read, chunk);
-    }
-    return chunks;
-}
-
 //  --------------------------------------------------------------------------
 //  Layer-group stream reads (issue #4). With migration/nvme_layer_groups
 //  G > 1 a stream promotion reads its NVMe blocks group-major: group 0
 //  (layers [0, L / G)) of every block, then group 1, ..., each group in
-//  chunks of S_STREAM_CHUNK_BYTES, every TIER_READ sent at once (tier_nvme
+//  chunks of KVT_MIGRATION_CHUNK_BYTES, every TIER_READ sent at once (tier_nvme
 //  serves them in order). Once group 0 of every block is read the
 //  scheduler gets its answer (blocks that failed so far are misses, as
 //  before), with a ticket it passes to compute in COMP_RUN; each time the
@@ -549,7 +463,7 @@ s_read_groups (self_t *self, s_promote_t *job)
     job->released = (bool *) kvt_zmalloc (job->nvme_count + 1);
     size_t group_bytes = kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST])
                        / (size_t) job->groups;
-    size_t per_chunk = S_STREAM_CHUNK_BYTES / (group_bytes? group_bytes: 1);
+    size_t per_chunk = KVT_MIGRATION_CHUNK_BYTES / (group_bytes? group_bytes: 1);
     if (per_chunk == 0)
         per_chunk = 1;
     uint64_t *nvme_slots = kvt_migration_u64s (job->nvme_count);
@@ -704,8 +618,9 @@ s_promote_have_staging (self_t *self, void *arg, int rc)
         nvme_slots [k] = job->slots [job->nvme_index [k]];
         hashes [k] = job->hashes [job->nvme_index [k]];
     }
-    size_t chunks = s_read_chunks (self, nvme_slots, hashes, job->staging->slots, job->nvme_count,
-                                   s_promote_chunk_read, s_promote_chunks_done, job);
+    size_t chunks = kvt_migration_read_chunks (self, nvme_slots, hashes, job->staging->slots,
+                                               job->nvme_count, s_promote_chunk_read,
+                                               s_promote_chunks_done, job);
     kvt_actor_count (self->actor, "stream_chunks", chunks);
     free (nvme_slots);
     free (hashes);
@@ -875,207 +790,4 @@ kvt_migration_start_promote_end (self_t *self)
     kvt_msg_set_u64 (reply, KVT_MIG_PROMOTE_END_OK_MOVED, moved);
     free (moved_hashes); free (moved_slots); free (host_free); free (nvme_free); free (gpu_free);
     kvt_migration_job_reply (self, &reply);
-}
-
-
-//  --------------------------------------------------------------------------
-//  PREFETCH: a request waiting for GPU room has part of its cached prefix
-//  on disk. Stage those blocks into the host tier now, so that once the
-//  request is admitted its promotion is host -> GPU only. The index claims
-//  the blocks (pinned and moving, as victims are: nobody else moves them
-//  and IDX_MATCH cuts a prefix there meanwhile); they are read into host
-//  slots, moved in the index, and left pinned for the caller, who unpins
-//  them once its request has pinned them itself. The caller bounds how
-//  many (its share of the host tier); host room is made like any other,
-//  by demoting unpinned host blocks, never blocks a request holds.
-
-typedef struct {
-    size_t count;                   //  Blocks claimed
-    uint64_t *hashes;               //  Their hashes
-    uint64_t *nvme_slots;           //  Their disk slots
-    kvt_migration_ensure_t *staging;    //  Host slots, one per block
-    bool *failed;                   //  Per block: could not be read
-} s_prefetch_t;
-
-static void
-s_prefetch_free (self_t *self, s_prefetch_t *job)
-{
-    kvt_migration_ensure_free (self, &job->staging, false);
-    free (job->hashes);
-    free (job->nvme_slots);
-    free (job->failed);
-    free (job);
-}
-
-//  Answer with the blocks staged (possibly none).
-static void
-s_prefetch_reply (self_t *self, const uint64_t *hashes, size_t count)
-{
-    kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PREFETCH_OK);
-    kvt_msg_set_array (reply, KVT_MIG_PREFETCH_OK_HASHES, hashes, count);
-    kvt_migration_job_reply (self, &reply);
-}
-
-//  The index has the staged blocks on the host tier: free their disk slots
-//  and answer. On failure, nothing is known to have moved: give up.
-static void
-s_prefetch_moved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
-{
-    self_t *self = (self_t *) self_ptr;
-    (void) reply_p;
-    s_prefetch_t *job = (s_prefetch_t *) arg;
-    uint64_t *hashes = kvt_migration_u64s (job->count), *nvme = kvt_migration_u64s (job->count);
-    uint64_t *host = kvt_migration_u64s (job->count);
-    size_t n = 0;
-    for (size_t k = 0; k < job->count; k++)
-        if (!job->failed [k]) {
-            hashes [n] = job->hashes [k];
-            host [n] = job->staging->slots [k];
-            nvme [n++] = job->nvme_slots [k];
-        }
-    if (rc) {
-        kvt_log_warn ("migration: prefetch IDX_MOVE failed: %s", kvt_strerror (rc));
-        kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
-                                  hashes, n, "IDX_UNPIN");
-        kvt_migration_free_slots (self, KVT_TIER_HOST, host, n);
-        n = 0;
-    }
-    else {
-        kvt_migration_free_slots (self, KVT_TIER_NVME, nvme, n);
-        kvt_actor_count (self->actor, "prefetch_staged", n);
-        kvt_actor_count (self->actor, "bytes_nvme_to_host", kvt_migration_cold_bytes (self, n));
-    }
-    kvt_migration_ensure_free (self, &job->staging, false);  //  Slots handed on or freed
-    s_prefetch_free (self, job);
-    s_prefetch_reply (self, hashes, n);
-    free (hashes);
-    free (nvme);
-    free (host);
-}
-
-//  Every read is answered: forget the blocks that failed their checksum
-//  (the request recomputes them), move the others in the index.
-static void
-s_prefetch_read_all (self_t *self, s_prefetch_t *job)
-{
-    uint64_t *gone = kvt_migration_u64s (job->count), *gone_nvme = kvt_migration_u64s (job->count);
-    uint64_t *gone_host = kvt_migration_u64s (job->count);
-    uint64_t *moved = kvt_migration_u64s (job->count), *moved_slots = kvt_migration_u64s (job->count);
-    size_t gone_n = 0, moved_n = 0;
-    for (size_t k = 0; k < job->count; k++)
-        if (job->failed [k]) {
-            gone [gone_n] = job->hashes [k];
-            gone_nvme [gone_n] = job->nvme_slots [k];
-            gone_host [gone_n++] = job->staging->slots [k];
-        }
-        else {
-            moved [moved_n] = job->hashes [k];
-            moved_slots [moved_n++] = job->staging->slots [k];
-        }
-    kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE, KVT_IDX_REMOVE_HASHES,
-                              gone, gone_n, "IDX_REMOVE");
-    kvt_migration_free_slots (self, KVT_TIER_NVME, gone_nvme, gone_n);
-    kvt_migration_free_slots (self, KVT_TIER_HOST, gone_host, gone_n);
-    kvt_actor_count (self->actor, "prefetch_misses", gone_n);
-    if (moved_n) {
-        //  Answer once the index knows: a request matching right after
-        //  our reply then finds the blocks on the host tier
-        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
-        kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, moved, moved_n);
-        kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, KVT_TIER_HOST);
-        kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, moved_slots, moved_n);
-        kvt_actor_call (self->actor, "prefix_index", &msg, s_prefetch_moved, job);
-    }
-    else {
-        s_prefetch_free (self, job);
-        s_prefetch_reply (self, NULL, 0);
-    }
-    free (gone); free (gone_nvme); free (gone_host); free (moved); free (moved_slots);
-}
-
-//  One chunk of a prefetch is read: note the blocks that failed
-static void
-s_prefetch_chunk_read (self_t *self, void *arg, size_t first, size_t count, const bool *bad)
-{
-    (void) self;
-    s_prefetch_t *job = (s_prefetch_t *) arg;
-    for (size_t k = 0; k < count; k++)
-        if (bad [k])
-            job->failed [first + k] = true;
-}
-
-static void
-s_prefetch_chunks_done (self_t *self, void *arg, int rc)
-{
-    (void) rc;
-    s_prefetch_read_all (self, (s_prefetch_t *) arg);
-}
-
-static void
-s_prefetch_have_staging (self_t *self, void *arg, int rc)
-{
-    s_prefetch_t *job = (s_prefetch_t *) arg;
-    if (rc) {
-        //  No host room (everything pinned) or no answer: the blocks stay
-        //  on disk, unclaimed; the request will stream them when admitted
-        kvt_actor_count (self->actor, "prefetch_no_room", job->count);
-        kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
-                                  job->hashes, job->count, "IDX_UNPIN");
-        kvt_migration_ensure_free (self, &job->staging, true);
-        s_prefetch_free (self, job);
-        s_prefetch_reply (self, NULL, 0);
-        return;
-    }
-    if (s_read_chunks (self, job->nvme_slots, job->hashes, job->staging->slots, job->count,
-                       s_prefetch_chunk_read, s_prefetch_chunks_done, job) == 0)
-        s_prefetch_read_all (self, job);
-}
-
-static void
-s_prefetch_claimed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
-{
-    self_t *self = (self_t *) self_ptr;
-    (void) arg;
-    if (rc) {
-        kvt_migration_job_error (self, rc, "cannot claim the blocks to prefetch");
-        return;
-    }
-    size_t count;
-    const uint64_t *hashes = kvt_msg_array (*reply_p, KVT_IDX_CLAIM_OK_HASHES, &count);
-    const uint64_t *slots = kvt_msg_array (*reply_p, KVT_IDX_CLAIM_OK_SLOTS, NULL);
-    if (count == 0) {               //  Moved, pinned or gone since the caller looked
-        s_prefetch_reply (self, NULL, 0);
-        return;
-    }
-    s_prefetch_t *job = (s_prefetch_t *) kvt_zmalloc (sizeof (s_prefetch_t));
-    job->count = count;
-    job->hashes = kvt_migration_u64s (count);
-    job->nvme_slots = kvt_migration_u64s (count);
-    job->failed = (bool *) kvt_zmalloc ((count + 1) * sizeof (bool));
-    memcpy (job->hashes, hashes, count * sizeof (uint64_t));
-    memcpy (job->nvme_slots, slots, count * sizeof (uint64_t));
-    job->staging = kvt_migration_ensure (self, KVT_TIER_HOST, count, s_prefetch_have_staging, job);
-}
-
-void
-kvt_migration_start_prefetch (self_t *self)
-{
-    size_t count;
-    const uint64_t *hashes = kvt_msg_array (self->current, KVT_MIG_PREFETCH_HASHES, &count);
-    uint64_t max_blocks = kvt_msg_u64 (self->current, KVT_MIG_PREFETCH_MAX_BLOCKS);
-    //  Never more than half the host tier at once, as for promotion's
-    //  staging: room the tier can always make by demoting
-    uint64_t room = self->capacity [KVT_TIER_HOST] / 2;
-    if (max_blocks > room)
-        max_blocks = room;
-    if (count == 0 || max_blocks == 0) {
-        s_prefetch_reply (self, NULL, 0);
-        return;
-    }
-    kvt_actor_count (self->actor, "prefetches", 1);
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_CLAIM);
-    kvt_msg_set_array (msg, KVT_IDX_CLAIM_HASHES, hashes, count);
-    kvt_msg_set_u64 (msg, KVT_IDX_CLAIM_TIER, KVT_TIER_NVME);
-    kvt_msg_set_u64 (msg, KVT_IDX_CLAIM_MAX_BLOCKS, max_blocks);
-    kvt_actor_call (self->actor, "prefix_index", &msg, s_prefetch_claimed, NULL);
 }

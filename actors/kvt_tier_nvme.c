@@ -102,15 +102,13 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     kvt_block_shape_t shape = kvt_runtime_block_shape (config);
     self->block_bytes = kvt_block_bytes (&shape);
     self->layers = shape.layers;
-    self->layer_groups = (int) kvt_config_int (config, "migration/nvme_layer_groups");
+    self->layer_groups = kvt_runtime_nvme_layer_groups (config);
     //  migration/cold_dtype = fp8: host slots hold the FP8 form, and only
     //  its length goes to disk and back
     self->payload_bytes = self->block_bytes;
     if (streq (kvt_config_str (config, "migration/cold_dtype"), "fp8"))
         self->payload_bytes = kvt_fp8_block_bytes (shape.layers * 2 * shape.kv_heads,
                                                    shape.block_tokens * shape.head_dim);
-    if (self->payload_bytes != self->block_bytes)
-        self->layer_groups = 1;     //  FP8 blocks are read whole
     self->backlog = zlist_new ();
     return self;
 }

@@ -62,6 +62,24 @@ s_block_bytes (const kvt_config_t *config)
     return kvt_block_bytes (&shape);
 }
 
+//  Each group read carries its own 4 KiB header and is one I/O: groups of
+//  a few KiB would multiply a block's I/Os and bytes for little overlap,
+//  so a group is at least nvme_group_min_kib (the default 256 KiB: the
+//  header is then under 2% of a group, and 2 MiB blocks of an 8B model
+//  still split in 4).
+int
+kvt_runtime_nvme_layer_groups (const kvt_config_t *config)
+{
+    int64_t groups = kvt_config_int (config, "migration/nvme_layer_groups");
+    int64_t min_bytes = kvt_config_int (config, "migration/nvme_group_min_kib") * 1024;
+    size_t block_bytes = s_block_bytes (config);
+    if (min_bytes > 0 && groups > (int64_t) (block_bytes / (size_t) min_bytes))
+        groups = (int64_t) (block_bytes / (size_t) min_bytes);
+    if (streq (kvt_config_str (config, "migration/cold_dtype"), "fp8"))
+        groups = 1;
+    return groups > 1? (int) groups: 1;
+}
+
 //  Spare blocks past the GPU tier's slab, the compute actor's scratch for
 //  the partial tails and decoded tokens of the sequences it runs at once:
 //  compute/spare_blocks, or (0) enough for one request of the longest

@@ -42,6 +42,14 @@ kvt_model_shape_t
 kvt_block_shape_t
     kvt_runtime_block_shape (const kvt_config_t *config);
 
+//  Layer groups to ask the NVMe store for (kvt_nvme_layer_groups then
+//  applies its alignment rule): migration/nvme_layer_groups, capped so a
+//  group holds at least migration/nvme_group_min_kib, and 1 for FP8 cold
+//  blocks (read whole). tier_nvme and migration both ask here, so they
+//  agree on the geometry.
+int
+    kvt_runtime_nvme_layer_groups (const kvt_config_t *config);
+
 //  Create a runtime for 'config' (copied) and the actor definitions 'defs'
 //  (NULL-terminated, in start order). Cannot fail.
 kvt_runtime_t *

@@ -56,7 +56,8 @@ static const char *const s_model [] = {
     "model/layers=4", "model/heads=4", "model/kv_heads=2",
     "model/head_dim=128", "model/hidden=512", "model/intermediate=512", "model/vocab=256",
     "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
-    "tier_nvme/capacity_blocks=256", "migration/stream_promotion=1" };
+    "tier_nvme/capacity_blocks=256", "migration/stream_promotion=1",
+    "migration/nvme_group_min_kib=16" };   //  16 KiB groups: one layer each
 #define S_MODEL_KEYS (sizeof (s_model) / sizeof (s_model [0]))
 
 //  A config: the model above, then 'extra' (NULL-terminated)
