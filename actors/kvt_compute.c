@@ -80,6 +80,7 @@
 
 #include "kvt_classes.h"
 #include "kvt_actors.h"
+#include "kvt_model_cuda_graph.h"
 #include <sys/eventfd.h>
 
 #define S_MAX_NEW_TOKENS KVT_MODEL_MAX_NEW_TOKENS  //  Longest decode one request may ask
@@ -97,6 +98,7 @@ typedef struct {
     kvt_model_shape_t shape;        //  From config
     size_t max_batch;               //  Sequences in flight at most
     size_t prefill_chunk;           //  Prompt tokens per loop turn
+    bool cuda_graph;                //  GPU: decode steps replay as CUDA graphs
     kvt_model_t *model;             //  CPU model; NULL until START or on a GPU
     kvt_model_cuda_t *gpu_model;    //  GPU model when the slab is on the device
     uint64_t *spare;                //  Free spare block ids (a stack, GPU model)
@@ -173,6 +175,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
                               : max_batch > KVT_MODEL_MAX_BATCH? KVT_MODEL_MAX_BATCH
                               : max_batch);
     self->prefill_chunk = (size_t) (prefill_chunk < 1? 1: prefill_chunk);
+    self->cuda_graph = kvt_config_int (config, "compute/cuda_graph") != 0;
     self->waiting = zlist_new ();
     self->active = zlist_new ();
     self->timer_id = -1;
@@ -267,6 +270,8 @@ s_self_start (void *self_ptr)
         if (!self->gpu_model)
             return KVT_ECONFIG;
         kvt_model_cuda_set_cancel (self->gpu_model, s_interrupted, NULL);
+        if (!self->cuda_graph)
+            kvt_model_cuda_set_graphs (self->gpu_model, false);
         block = kvt_model_cuda_block_shape (self->gpu_model);
         self->gates = kvt_model_cuda_gates_new ();     //  NULL: runs wait for all layers
         self->spare_count = kvt_arena_spare_count (self->arena);
