@@ -17,6 +17,18 @@
         bulk-copy (TMA) ring through shared memory, one thread per CTA
         driving 4 x 16 KiB stages: no better both ways (76-81 GB/s), worse
         host->GPU at 16 KiB (46 GB/s).
+        Also tried (issue #3, H100, 2026-11-27, both ways at once at 16
+        and 64 KiB, macros below, off by default): L2::128B / L2::256B
+        prefetch-size qualifiers and ld.global.nc on the loads, st.global
+        (wb) or .wt stores instead of .cs, and a bulk L2 prefetch of each
+        CTA's next unit. All within run-to-run noise (+-2 GB/s) both ways
+        and each way alone.
+    pair (kvt_block_copy_pair): both
+        directions in one grid, CTAs taking units from one counter and
+        alternating between the copies while both have units left. Two
+        kernels on two streams end unevenly (the faster stream finishes
+        first, the rest runs alone); the pair does not: +3 to +11 GB/s at
+        16 KiB (78.7-83.3), +1 to +8 at 64 KiB (80.8-83.9), 19 of 19 runs.
     ce  copy engines: one cudaMemcpyBatchAsync of the blocks, adjacent
         slots merged into one copy; falls back to one cudaMemcpyAsync per
         run on the legacy default stream or where batching is refused.
@@ -34,16 +46,52 @@
 #ifndef S_CTAS_PER_SM
 #   define S_CTAS_PER_SM 1          //  Default grid: CTAs per SM
 #endif
+#ifndef S_PAIR_CTAS_PER_SM
+#   define S_PAIR_CTAS_PER_SM 2     //  kvt_block_copy_pair's default grid
+#endif
 #define S_PASS_BYTES (S_THREADS * S_UNROLL * 16)   //  Bytes a CTA moves per pass
 #define S_UNIT_BYTES (64 * 1024)    //  Bytes of one block a CTA takes at a time
 
 namespace {
 
+//  Experimental variants (issue #3, both ways at once at 16/64 KiB), off
+//  by default; see @header and RESULTS.md for what each gave.
+//  S_LOAD_HINT  0 ld.global.L1::no_allocate (default), 1 + L2::128B,
+//               2 + L2::256B, 3 ld.global.nc.L1::no_allocate.L2::256B
+//  S_STORE_KIND 0 st.global.cs (default), 1 st.global (wb), 2 st.global.wt
+//  S_L2_PREFETCH 1: one thread per CTA prefetches its next unit's source
+//               into L2 (cp.async.bulk.prefetch.L2) while it copies this one
+#ifndef S_LOAD_HINT
+#   define S_LOAD_HINT 0
+#endif
+#ifndef S_STORE_KIND
+#   define S_STORE_KIND 0
+#endif
+#ifndef S_L2_PREFETCH
+#   define S_L2_PREFETCH 0
+#endif
+#if S_LOAD_HINT == 0
+#   define S_LD "ld.global.L1::no_allocate.v4.u32"
+#elif S_LOAD_HINT == 1
+#   define S_LD "ld.global.L1::no_allocate.L2::128B.v4.u32"
+#elif S_LOAD_HINT == 2
+#   define S_LD "ld.global.L1::no_allocate.L2::256B.v4.u32"
+#else
+#   define S_LD "ld.global.nc.L1::no_allocate.L2::256B.v4.u32"
+#endif
+#if S_STORE_KIND == 0
+#   define S_ST "st.global.cs.v4.u32"
+#elif S_STORE_KIND == 1
+#   define S_ST "st.global.v4.u32"
+#else
+#   define S_ST "st.global.wt.v4.u32"
+#endif
+
 __device__ __forceinline__ uint4
 s_load (const void *address)
 {
     uint4 r;
-    asm volatile ("ld.global.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+    asm volatile (S_LD " {%0,%1,%2,%3}, [%4];"
                   : "=r" (r.x), "=r" (r.y), "=r" (r.z), "=r" (r.w) : "l" (address));
     return r;
 }
@@ -51,45 +99,144 @@ s_load (const void *address)
 __device__ __forceinline__ void
 s_store (void *address, uint4 r)
 {
-    asm volatile ("st.global.cs.v4.u32 [%0], {%1,%2,%3,%4};"
+    asm volatile (S_ST " [%0], {%1,%2,%3,%4};"
                   :: "l" (address), "r" (r.x), "r" (r.y), "r" (r.z), "r" (r.w) : "memory");
+}
+
+#if S_L2_PREFETCH
+//  Source address of one unit, or NULL when its block is skipped.
+__device__ __forceinline__ const char *
+s_unit_source (const kvt_block_copy_args_t &a, int64_t unit, int64_t units_per_block,
+               int64_t unit_bytes, int64_t *bytes)
+{
+    int64_t block = unit / units_per_block;
+    int64_t first = (unit % units_per_block) * unit_bytes;
+    int64_t src_slot = a.src_slots [block];
+    *bytes = min (unit_bytes, a.block_bytes - first);
+    return src_slot < 0? NULL: (const char *) a.src + src_slot * a.src_slot_bytes + first;
+}
+#endif
+
+//  The CTA copies one unit: 'unit_bytes' of block unit / units_per_block.
+__device__ __forceinline__ void
+s_copy_unit (const kvt_block_copy_args_t &a, int64_t unit, int64_t units_per_block,
+             int64_t unit_bytes)
+{
+    int64_t block = unit / units_per_block;
+    int64_t piece = unit % units_per_block;
+    int64_t dst_slot = a.dst_slots [block];
+    int64_t src_slot = a.src_slots [block];
+    if (dst_slot < 0 || src_slot < 0)
+        return;
+    int64_t first = piece * unit_bytes;
+    int64_t bytes = min (unit_bytes, a.block_bytes - first);
+    const char *src = (const char *) a.src + src_slot * a.src_slot_bytes + first;
+    char *dst = (char *) a.dst + dst_slot * a.dst_slot_bytes + first;
+    for (int64_t pass = 0; pass < bytes; pass += S_PASS_BYTES) {
+        uint4 r [S_UNROLL];
+#pragma unroll
+        for (int u = 0; u < S_UNROLL; u++) {
+            int64_t offset = pass + ((int64_t) u * S_THREADS + threadIdx.x) * 16;
+            if (offset < bytes)
+                r [u] = s_load (src + offset);
+        }
+#pragma unroll
+        for (int u = 0; u < S_UNROLL; u++) {
+            int64_t offset = pass + ((int64_t) u * S_THREADS + threadIdx.x) * 16;
+            if (offset < bytes)
+                s_store (dst + offset, r [u]);
+        }
+    }
+}
+
+//  S_L2_PREFETCH: thread 0 asks the bulk-copy unit to pull 'unit' into L2.
+__device__ __forceinline__ void
+s_prefetch_unit (const kvt_block_copy_args_t &a, int64_t unit, int64_t units,
+                 int64_t units_per_block, int64_t unit_bytes)
+{
+#if S_L2_PREFETCH
+    if (threadIdx.x == 0 && unit < units) {
+        int64_t bytes;
+        const char *src = s_unit_source (a, unit, units_per_block, unit_bytes, &bytes);
+        if (src)
+            asm volatile ("cp.async.bulk.prefetch.L2.global [%0], %1;"
+                          :: "l" (src), "r" ((unsigned) bytes) : "memory");
+    }
+#else
+    (void) a; (void) unit; (void) units; (void) units_per_block; (void) unit_bytes;
+#endif
 }
 
 __global__ void __launch_bounds__ (S_THREADS)
 s_copy_kernel (const kvt_block_copy_args_t a, int64_t units_per_block, int64_t unit_bytes,
                int64_t units)
 {
+    s_prefetch_unit (a, blockIdx.x, units, units_per_block, unit_bytes);
     for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
-        int64_t block = unit / units_per_block;
-        int64_t piece = unit % units_per_block;
-        int64_t dst_slot = a.dst_slots [block];
-        int64_t src_slot = a.src_slots [block];
-        if (dst_slot < 0 || src_slot < 0)
-            continue;
-        int64_t first = piece * unit_bytes;
-        int64_t bytes = min (unit_bytes, a.block_bytes - first);
-        const char *src = (const char *) a.src + src_slot * a.src_slot_bytes + first;
-        char *dst = (char *) a.dst + dst_slot * a.dst_slot_bytes + first;
-        for (int64_t pass = 0; pass < bytes; pass += S_PASS_BYTES) {
-            uint4 r [S_UNROLL];
-#pragma unroll
-            for (int u = 0; u < S_UNROLL; u++) {
-                int64_t offset = pass + ((int64_t) u * S_THREADS + threadIdx.x) * 16;
-                if (offset < bytes)
-                    r [u] = s_load (src + offset);
-            }
-#pragma unroll
-            for (int u = 0; u < S_UNROLL; u++) {
-                int64_t offset = pass + ((int64_t) u * S_THREADS + threadIdx.x) * 16;
-                if (offset < bytes)
-                    s_store (dst + offset, r [u]);
-            }
-        }
+        s_prefetch_unit (a, unit + gridDim.x, units, units_per_block, unit_bytes);
+        s_copy_unit (a, unit, units_per_block, unit_bytes);
     }
 }
 
+//  Both directions in one grid (kvt_block_copy_pair): CTAs take units
+//  from one counter, alternating between the two copies while both have
+//  units left, so neither finishes early and leaves the other alone on
+//  the link.
+__global__ void __launch_bounds__ (S_THREADS)
+s_pair_kernel (const kvt_block_copy_args_t a0, int64_t units_per_block0, int64_t unit_bytes0,
+               int64_t units0, const kvt_block_copy_args_t a1, int64_t units_per_block1,
+               int64_t unit_bytes1, int64_t units1, unsigned long long *next)
+{
+    __shared__ int64_t s_next;
+    int64_t shared = 2 * min (units0, units1);      //  Alternating part
+    int64_t total = units0 + units1;
+    for (;;) {
+        if (threadIdx.x == 0)
+            s_next = (int64_t) atomicAdd (next, 1ull);
+        __syncthreads ();
+        int64_t k = s_next;
+        __syncthreads ();
+        if (k >= total)
+            break;
+        bool first;
+        int64_t unit;
+        if (k < shared) {
+            first = (k & 1) == 0;
+            unit = k >> 1;
+        }
+        else {
+            first = units0 > units1;
+            unit = (k - shared) + shared / 2;
+        }
+        if (first)
+            s_copy_unit (a0, unit, units_per_block0, unit_bytes0);
+        else
+            s_copy_unit (a1, unit, units_per_block1, unit_bytes1);
+    }
+}
 
 }   //  namespace
+
+//  Units of one copy: up to S_UNIT_BYTES of one block each.
+static void
+s_plan (const kvt_block_copy_args_t *args, int64_t *unit_bytes, int64_t *units_per_block,
+        int64_t *units)
+{
+    *unit_bytes = args->block_bytes < S_UNIT_BYTES? args->block_bytes: S_UNIT_BYTES;
+    *units_per_block = (args->block_bytes + *unit_bytes - 1) / *unit_bytes;
+    *units = *units_per_block * args->count;
+}
+
+//  SMs of the current device, or 0 on error.
+static int
+s_sm_count (void)
+{
+    int device, sms;
+    if (cudaGetDevice (&device) != cudaSuccess
+    ||  cudaDeviceGetAttribute (&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return 0;
+    return sms;
+}
 
 //  --------------------------------------------------------------------------
 //  Queue the gather/scatter kernel on 'stream'.
@@ -102,20 +249,52 @@ kvt_block_copy (const kvt_block_copy_args_t *args, cudaStream_t stream)
         return rc;
     if (args->count == 0)
         return 0;
-    int64_t unit_bytes = args->block_bytes < S_UNIT_BYTES? args->block_bytes: S_UNIT_BYTES;
-    int64_t units_per_block = (args->block_bytes + unit_bytes - 1) / unit_bytes;
-    int64_t units = units_per_block * args->count;
+    int64_t unit_bytes, units_per_block, units;
+    s_plan (args, &unit_bytes, &units_per_block, &units);
     int max_ctas = args->max_ctas;
     if (max_ctas == 0) {
-        int device;
-        if (cudaGetDevice (&device) != cudaSuccess
-        ||  cudaDeviceGetAttribute (&max_ctas, cudaDevAttrMultiProcessorCount, device)
-            != cudaSuccess)
+        max_ctas = s_sm_count ();
+        if (max_ctas == 0)
             return KVT_ECUDA;
         max_ctas *= S_CTAS_PER_SM;
     }
     int grid = units < max_ctas? (int) units: max_ctas;
     s_copy_kernel<<<grid, S_THREADS, 0, stream>>> (*args, units_per_block, unit_bytes, units);
+    return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
+}
+
+//  --------------------------------------------------------------------------
+//  Queue both copies in one grid (see kvt_block_copy.cuh).
+
+int
+kvt_block_copy_pair (const kvt_block_copy_args_t *first, const kvt_block_copy_args_t *second,
+                     int ctas, unsigned long long *counter, cudaStream_t stream)
+{
+    int rc = kvt_block_copy_check (first);
+    if (rc == 0)
+        rc = kvt_block_copy_check (second);
+    if (rc == 0 && !counter)
+        rc = -EINVAL;
+    if (rc)
+        return rc;
+    int64_t unit_bytes0 = 0, units_per_block0 = 1, units0 = 0;
+    int64_t unit_bytes1 = 0, units_per_block1 = 1, units1 = 0;
+    if (first->count > 0)
+        s_plan (first, &unit_bytes0, &units_per_block0, &units0);
+    if (second->count > 0)
+        s_plan (second, &unit_bytes1, &units_per_block1, &units1);
+    if (units0 + units1 == 0)
+        return 0;
+    if (ctas == 0) {
+        ctas = s_sm_count () * S_PAIR_CTAS_PER_SM;
+        if (ctas == 0)
+            return KVT_ECUDA;
+    }
+    int grid = units0 + units1 < ctas? (int) (units0 + units1): ctas;
+    if (cudaMemsetAsync (counter, 0, sizeof (*counter), stream) != cudaSuccess)
+        return KVT_ECUDA;
+    s_pair_kernel<<<grid, S_THREADS, 0, stream>>> (*first, units_per_block0, unit_bytes0,
+        units0, *second, units_per_block1, unit_bytes1, units1, counter);
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
 

@@ -61,6 +61,19 @@ int
 int
     kvt_block_copy (const kvt_block_copy_args_t *args, cudaStream_t stream);
 
+//  Queue two copies (typically host->GPU and GPU->host) as one kernel
+//  whose CTAs take units of either from one counter, alternating while
+//  both have units left, so the two directions finish together instead
+//  of the faster one leaving the other alone on the link (+3-5 GB/s both
+//  ways at 16-64 KiB on the H100; tools/bench/RESULTS.md). 'ctas' sizes
+//  the grid (0 = 2 per SM). 'counter' is 8 bytes of device memory the
+//  caller owns, zeroed here on 'stream'; pairs in flight at once need
+//  counters of their own. Slot arrays must be device-accessible.
+//  Returns 0, -EINVAL or KVT_ECUDA.
+int
+    kvt_block_copy_pair (const kvt_block_copy_args_t *first, const kvt_block_copy_args_t *second,
+                         int ctas, unsigned long long *counter, cudaStream_t stream);
+
 //  Queue the copies on the copy engines in one batch; slot arrays are host
 //  memory and may be freed on return. Returns 0, -EINVAL, -ENOMEM or KVT_ECUDA.
 int

@@ -12,7 +12,10 @@
     the copy engines. Each destination is poisoned first; after the copy
     every copied block must equal its source and every other byte must
     still hold the poison (no overrun). The CPU twin runs the same copy
-    on host copies of the slabs. Exit 77 without a GPU.
+    on host copies of the slabs. The experimental one-grid pair
+    (kvt_block_copy_pair, issue #3) copies host->GPU and GPU->host blocks
+    in one launch, with uneven counts and block sizes. Exit 77 without a
+    GPU.
 @end
 */
 
@@ -161,6 +164,110 @@ t_run (int64_t block_bytes, int count, int direction, int path, uint64_t *seed, 
     return bad? -1: 0;
 }
 
+//  One side of a pair: host->GPU (to_gpu) or GPU->host blocks with their
+//  slabs, slot arrays on the GPU and the expected destination image.
+typedef struct {
+    kvt_block_copy_args_t args;     //  Device-side arguments
+    void *pinned;                   //  Mapped pinned slab (source or destination)
+    void *device;                   //  GPU slab
+    int64_t *d_slots;               //  Source then destination slots, on the GPU
+    unsigned char *expect;          //  Expected destination slab
+    size_t slab_bytes;              //  Bytes per slab
+    bool to_gpu;                    //  Direction
+} t_side_t;
+
+static void
+t_side_init (t_side_t *self, int64_t block_bytes, int count, bool to_gpu, uint64_t *seed)
+{
+    int slots = count * 2 + 3;
+    int64_t slot_bytes = block_bytes + (block_bytes % 64? 16: 0);
+    self->slab_bytes = (size_t) slots * slot_bytes;
+    self->to_gpu = to_gpu;
+    int64_t *slot_ids = (int64_t *) malloc (2 * slots * sizeof (int64_t));
+    t_shuffle (slot_ids, slots, seed);
+    t_shuffle (slot_ids + slots, slots, seed);
+    if (count > 4)
+        slot_ids [2] = -1;                          //  One skipped block
+    unsigned char *image = (unsigned char *) malloc (self->slab_bytes);
+    for (size_t i = 0; i < self->slab_bytes; i++)
+        image [i] = (unsigned char) t_rand (seed);
+    self->expect = (unsigned char *) malloc (self->slab_bytes);
+    memset (self->expect, T_POISON, self->slab_bytes);
+    kvt_block_copy_args_t ref = {
+        .dst = self->expect, .src = image, .dst_slots = slot_ids + slots,
+        .src_slots = slot_ids, .dst_slot_bytes = slot_bytes, .src_slot_bytes = slot_bytes,
+        .block_bytes = block_bytes, .count = count
+    };
+    if (kvt_block_copy_ref (&ref))
+        exit (1);
+    void *host_dev;
+    T_CHECK (cudaHostAlloc (&self->pinned, self->slab_bytes, cudaHostAllocMapped));
+    T_CHECK (cudaHostGetDevicePointer (&host_dev, self->pinned, 0));
+    T_CHECK (cudaMalloc (&self->device, self->slab_bytes));
+    if (to_gpu) {
+        memcpy (self->pinned, image, self->slab_bytes);
+        T_CHECK (cudaMemset (self->device, T_POISON, self->slab_bytes));
+    }
+    else {
+        memset (self->pinned, T_POISON, self->slab_bytes);
+        T_CHECK (cudaMemcpy (self->device, image, self->slab_bytes, cudaMemcpyHostToDevice));
+    }
+    T_CHECK (cudaMalloc ((void **) &self->d_slots, 2 * slots * sizeof (int64_t)));
+    T_CHECK (cudaMemcpy (self->d_slots, slot_ids, 2 * slots * sizeof (int64_t),
+                         cudaMemcpyHostToDevice));
+    self->args = ref;
+    self->args.src = to_gpu? host_dev: self->device;
+    self->args.dst = to_gpu? self->device: host_dev;
+    self->args.src_slots = self->d_slots;
+    self->args.dst_slots = self->d_slots + slots;
+    free (image);
+    free (slot_ids);
+}
+
+//  Compares the destination with the expected image and frees the side.
+//  Returns the count of differing bytes.
+static size_t
+t_side_check (t_side_t *self)
+{
+    unsigned char *result = (unsigned char *) malloc (self->slab_bytes);
+    if (self->to_gpu)
+        T_CHECK (cudaMemcpy (result, self->device, self->slab_bytes, cudaMemcpyDeviceToHost));
+    else
+        memcpy (result, self->pinned, self->slab_bytes);
+    size_t bad = 0;
+    for (size_t i = 0; i < self->slab_bytes; i++)
+        bad += result [i] != self->expect [i];
+    free (result);
+    free (self->expect);
+    cudaFreeHost (self->pinned);
+    cudaFree (self->device);
+    cudaFree (self->d_slots);
+    return bad;
+}
+
+//  The pair: host->GPU blocks and GPU->host blocks in one launch.
+static int
+t_run_pair (int64_t bytes0, int count0, int64_t bytes1, int count1, int ctas,
+            uint64_t *seed, bool verbose)
+{
+    t_side_t h2d, d2h;
+    t_side_init (&h2d, bytes0, count0, true, seed);
+    t_side_init (&d2h, bytes1, count1, false, seed);
+    unsigned long long *counter;
+    T_CHECK (cudaMalloc ((void **) &counter, sizeof (*counter)));
+    int rc = kvt_block_copy_pair (&h2d.args, &d2h.args, ctas, counter, 0);
+    T_CHECK (cudaDeviceSynchronize ());
+    T_CHECK (cudaFree (counter));
+    size_t bad0 = t_side_check (&h2d);
+    size_t bad1 = t_side_check (&d2h);
+    bool failed = rc != 0 || bad0 || bad1;
+    if (failed || verbose)
+        printf ("  pair h2d %lld x %d + d2h %lld x %d, %d CTAs: rc %d, %zu + %zu bytes "
+                "differ%s\n", (long long) bytes0, count0, (long long) bytes1, count1, ctas,
+                rc, bad0, bad1, failed? " FAIL": "");
+    return failed? -1: 0;
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -183,6 +290,16 @@ main (int argc, char *argv [])
                 failures += t_run (sizes [s].bytes, sizes [s].count, direction, path, &seed,
                                    verbose) != 0;
             }
+    static const struct { int64_t bytes0; int count0; int64_t bytes1; int count1;
+                          int ctas; } pairs [] = {
+        { 16384, 300, 16384, 300, 0 }, { 65536, 40, 16384, 301, 7 },
+        { 4112, 17, 2 << 20, 5, 0 }, { 48, 1000, 65536 + 16, 3, 1 }, { 16, 5, 16, 0, 0 }
+    };
+    for (size_t p = 0; p < sizeof (pairs) / sizeof (pairs [0]); p++) {
+        runs++;
+        failures += t_run_pair (pairs [p].bytes0, pairs [p].count0, pairs [p].bytes1,
+                                pairs [p].count1, pairs [p].ctas, &seed, verbose) != 0;
+    }
     //  Refusals
     kvt_block_copy_args_t bad = { .dst = (void *) 16, .src = (void *) 32,
         .dst_slots = (int64_t *) 16, .src_slots = (int64_t *) 16, .dst_slot_bytes = 64,
@@ -190,7 +307,9 @@ main (int argc, char *argv [])
     failures += kvt_block_copy (&bad, 0) != -EINVAL;
     bad.block_bytes = 128;
     failures += kvt_block_copy_ce (&bad, 0) != -EINVAL;
-    printf ("test_gpu_block_copy: %d runs, %d failed\n", runs + 2, failures);
+    bad.block_bytes = 64;           //  Valid, but no counter
+    failures += kvt_block_copy_pair (&bad, &bad, 0, NULL, 0) != -EINVAL;
+    printf ("test_gpu_block_copy: %d runs, %d failed\n", runs + 3, failures);
     return failures? 1: 0;
 }
 #endif

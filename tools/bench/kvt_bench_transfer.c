@@ -13,7 +13,10 @@
     copy-engine path: host->GPU, GPU->host, and both at once on two
     streams (to disjoint slots). Baselines: one 1 GiB pinned cudaMemcpyAsync
     each way, and one each way at once. GB/s = 1e9 bytes per second.
-    --explore adds notes on the both-ways kernel pair with fewer CTAs.
+    Both ways: each stream's own GB/s (a note), and the one-grid pair
+    (kvt_block_copy_pair: both directions in one launch). --explore adds notes on the both-ways kernel pair with
+    other CTA splits and the one-grid pair with 1 and 3 CTAs per SM;
+    --kernel-only skips the copy-engine paths.
     Beside (issue #3): paged decode attention (bf16, 32 q / 8 kv heads,
     head_dim 128, 16-token blocks, 16 x 32K) alone and while 64 KiB or
     2 MiB host->GPU blocks stream on a second stream through the kernel
@@ -24,7 +27,7 @@
     step time beside max (attention only, transfer only), both paths, and
     a check that the step's outputs equal the attention-only outputs.
     Usage: kvtier bench transfer [--json] [--reps N] [--explore]
-                                 [--only blocks|beside|step]
+                                 [--kernel-only] [--only blocks|beside|step]
 @end
 */
 
@@ -66,6 +69,8 @@ typedef struct {
     cudaStream_t streams [2];       //  Host->GPU, GPU->host
     cudaEvent_t start [2];          //  Per-stream start events
     cudaEvent_t stop [2];           //  Per-stream stop events
+    int pair_ctas;                  //  kvt_block_copy_pair's grid (0 = its default)
+    unsigned long long *pair_counter;   //  Its unit counter (device)
 } s_bench_t;
 
 static int
@@ -77,19 +82,24 @@ s_compare_double (const void *a, const void *b)
 
 //  mode bits: 1 = host->GPU, 2 = GPU->host. path: 0 memcpy of 1 GiB,
 //  1 kernel, 2 copy engines, 3 kernel host->GPU + engines GPU->host, 4 the
-//  reverse. Returns the median GB/s over 'reps' runs,
-//  counting the bytes of every direction run, from the first start to
-//  the last stop.
+//  reverse, 5 both in one grid (kvt_block_copy_pair, mode 3 only).
+//  Returns the median GB/s over 'reps' runs, counting the bytes of every
+//  direction run, from the first start to the last stop. If 'dir_rates'
+//  is not NULL and two streams ran, it gets each stream's median GB/s
+//  over its own span (how the pair shared the link).
 static double
 s_measure (s_bench_t *self, int mode, int path, kvt_block_copy_args_t *args_h2d,
            kvt_block_copy_args_t *args_d2h, kvt_block_copy_args_t *ce_h2d,
-           kvt_block_copy_args_t *ce_d2h, int reps)
+           kvt_block_copy_args_t *ce_d2h, int reps, double *dir_rates)
 {
     double *rates = (double *) malloc ((reps + 2) * sizeof (double));
+    double *own [2] = { (double *) malloc ((reps + 2) * sizeof (double)),
+                        (double *) malloc ((reps + 2) * sizeof (double)) };
+    int streams = path == 5? 1: mode;                       //  Stream bits used
     for (int rep = -2; rep < reps; rep++) {                 //  Two warm-ups
         S_CHECK (cudaDeviceSynchronize ());
         for (int dir = 0; dir < 2; dir++) {
-            if (!(mode & (1 << dir)))
+            if (!(streams & (1 << dir)))
                 continue;
             cudaStream_t stream = self->streams [dir];
             S_CHECK (cudaEventRecord (self->start [dir], stream));
@@ -102,6 +112,10 @@ s_measure (s_bench_t *self, int mode, int path, kvt_block_copy_args_t *args_h2d,
                    ? cudaMemcpyAsync (device, host, S_MOVE_BYTES, cudaMemcpyHostToDevice, stream)
                    : cudaMemcpyAsync (host, device, S_MOVE_BYTES, cudaMemcpyDeviceToHost, stream);
             }
+            else
+            if (path == 5)
+                rc = kvt_block_copy_pair (args_h2d, args_d2h, self->pair_ctas,
+                                          self->pair_counter, stream);
             else
             if (path == 1 || (path == 3 && dir == 0) || (path == 4 && dir == 1))
                 rc = kvt_block_copy (dir == 0? args_h2d: args_d2h, stream);
@@ -118,12 +132,14 @@ s_measure (s_bench_t *self, int mode, int path, kvt_block_copy_args_t *args_h2d,
         float span_ms = 0;
         for (int a = 0; a < 2; a++)
             for (int b = 0; b < 2; b++) {
-                if (!(mode & (1 << a)) || !(mode & (1 << b)))
+                if (!(streams & (1 << a)) || !(streams & (1 << b)))
                     continue;
                 float ms;
                 S_CHECK (cudaEventElapsedTime (&ms, self->start [a], self->stop [b]));
                 if (ms > span_ms)
                     span_ms = ms;
+                if (a == b && rep >= 0)
+                    own [a][rep] = (double) S_MOVE_BYTES / (ms * 1e-3) / 1e9;
             }
         int directions = (mode & 1) + ((mode >> 1) & 1);
         if (rep >= 0)
@@ -131,7 +147,14 @@ s_measure (s_bench_t *self, int mode, int path, kvt_block_copy_args_t *args_h2d,
     }
     qsort (rates, reps, sizeof (double), s_compare_double);
     double median = rates [reps / 2];
+    if (dir_rates && streams == 3)
+        for (int dir = 0; dir < 2; dir++) {
+            qsort (own [dir], reps, sizeof (double), s_compare_double);
+            dir_rates [dir] = own [dir][reps / 2];
+        }
     free (rates);
+    free (own [0]);
+    free (own [1]);
     return median;
 }
 
@@ -677,7 +700,7 @@ s_bench_step (kvt_bench_report_t *report, int seqs, int len, int streamed, int r
 int
 kvt_bench_transfer_main (int argc, char **argv)
 {
-    bool json = false, explore = false;
+    bool json = false, explore = false, kernel_only = false;
     const char *only = NULL;
     int reps = 7;
     for (int i = 1; i < argc; i++) {
@@ -686,6 +709,9 @@ kvt_bench_transfer_main (int argc, char **argv)
         else
         if (strcmp (argv [i], "--explore") == 0)
             explore = true;
+        else
+        if (strcmp (argv [i], "--kernel-only") == 0)
+            kernel_only = true;
         else
         if (strcmp (argv [i], "--reps") == 0 && i + 1 < argc)
             reps = atoi (argv [++i]) > 0? atoi (argv [i]): 7;
@@ -696,7 +722,7 @@ kvt_bench_transfer_main (int argc, char **argv)
             only = argv [++i];
         else {
             fprintf (stderr, "usage: kvtier bench transfer [--json] [--reps N] [--explore] "
-                     "[--only blocks|beside|step]\n");
+                     "[--kernel-only] [--only blocks|beside|step]\n");
             return 2;
         }
     }
@@ -718,6 +744,7 @@ kvt_bench_transfer_main (int argc, char **argv)
     S_CHECK (cudaHostAlloc (&self.host, S_SLAB_BYTES, cudaHostAllocMapped | cudaHostAllocPortable));
     S_CHECK (cudaHostGetDevicePointer (&self.host_dev, self.host, 0));
     S_CHECK (cudaMalloc (&self.device, S_SLAB_BYTES));
+    S_CHECK (cudaMalloc ((void **) &self.pair_counter, sizeof (unsigned long long)));
     memset (self.host, 0x5a, S_SLAB_BYTES);                 //  Touch every page
     S_CHECK (cudaMemset (self.device, 0x3c, S_SLAB_BYTES));
     for (int dir = 0; dir < 2; dir++) {
@@ -726,9 +753,9 @@ kvt_bench_transfer_main (int argc, char **argv)
         S_CHECK (cudaEventCreate (&self.stop [dir]));
     }
     //  Baselines
-    double base_h2d = s_measure (&self, 1, 0, NULL, NULL, NULL, NULL, reps);
-    double base_d2h = s_measure (&self, 2, 0, NULL, NULL, NULL, NULL, reps);
-    double base_both = s_measure (&self, 3, 0, NULL, NULL, NULL, NULL, reps);
+    double base_h2d = s_measure (&self, 1, 0, NULL, NULL, NULL, NULL, reps, NULL);
+    double base_d2h = s_measure (&self, 2, 0, NULL, NULL, NULL, NULL, reps, NULL);
+    double base_both = s_measure (&self, 3, 0, NULL, NULL, NULL, NULL, reps, NULL);
     snprintf (text, sizeof (text), "h2d %.1f GB/s, d2h %.1f GB/s, both %.1f GB/s",
               base_h2d, base_d2h, base_both);
     kvt_bench_report_note (report, "memcpy_1GiB_pinned", text);
@@ -775,41 +802,70 @@ kvt_bench_transfer_main (int argc, char **argv)
         else
             snprintf (label, sizeof (label), "%dMiB", (int) (block >> 20));
         static const char *paths [] = { "", "kernel", "ce" };
-        for (int path = 1; path <= 2; path++) {
-            double h2d_rate = s_measure (&self, 1, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps);
+        for (int path = 1; path <= (kernel_only? 1: 2); path++) {
+            double h2d_rate = s_measure (&self, 1, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps,
+                                         NULL);
             snprintf (figure, sizeof (figure), "h2d_%s_%s_GBps", paths [path], label);
             kvt_bench_report_add (report, figure, h2d_rate, "GB/s", "memcpy_1GiB_h2d_GBps",
                                   base_h2d);
-            double d2h_rate = s_measure (&self, 2, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps);
+            double d2h_rate = s_measure (&self, 2, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps,
+                                         NULL);
             snprintf (figure, sizeof (figure), "d2h_%s_%s_GBps", paths [path], label);
             kvt_bench_report_add (report, figure, d2h_rate, "GB/s", "memcpy_1GiB_d2h_GBps",
                                   base_d2h);
-            double both_rate = s_measure (&self, 3, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps);
+            double own [2];
+            double both_rate = s_measure (&self, 3, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps,
+                                          own);
             snprintf (figure, sizeof (figure), "both_%s_%s_GBps", paths [path], label);
             kvt_bench_report_add (report, figure, both_rate, "GB/s", "memcpy_1GiB_both_GBps",
                                   base_both);
+            snprintf (text, sizeof (text), "each stream over its own span: h2d %.1f GB/s, "
+                      "d2h %.1f GB/s", own [0], own [1]);
+            snprintf (figure, sizeof (figure), "both_%s_%s_streams", paths [path], label);
+            kvt_bench_report_note (report, figure, text);
+            if (path == 1) {
+                //  Both directions in one grid, units from one counter
+                both_rate = s_measure (&self, 3, 5, &h2d, &d2h, NULL, NULL, reps, NULL);
+                snprintf (figure, sizeof (figure), "both_pair_%s_GBps", label);
+                kvt_bench_report_add (report, figure, both_rate, "GB/s",
+                                      "memcpy_1GiB_both_GBps", base_both);
+            }
             if (path == 1 && explore) {
                 //  How the kernel pair shares PCIe with fewer CTAs each
                 //  (host->GPU CTAs, GPU->host CTAs)
                 static const int caps [][2] = { { 64, 64 }, { 264, 264 }, { 264, 33 },
-                                                { 264, 66 }, { 132, 33 }, { 396, 66 } };
-                for (int c = 0; c < 6; c++) {
+                                                { 264, 66 }, { 132, 33 }, { 396, 66 },
+                                                { 132, 99 }, { 99, 132 }, { 66, 132 } };
+                for (int c = 0; c < 9; c++) {
                     h2d.max_ctas = caps [c][0];
                     d2h.max_ctas = caps [c][1];
-                    double rate = s_measure (&self, 3, path, &h2d, &d2h, NULL, NULL, reps);
-                    snprintf (text, sizeof (text), "%.1f GB/s", rate);
+                    double rate = s_measure (&self, 3, path, &h2d, &d2h, NULL, NULL, reps,
+                                             own);
+                    snprintf (text, sizeof (text), "%.1f GB/s (streams: h2d %.1f, d2h %.1f)",
+                              rate, own [0], own [1]);
                     snprintf (figure, sizeof (figure), "both_kernel_%s_ctas%d_%d", label,
                               caps [c][0], caps [c][1]);
                     kvt_bench_report_note (report, figure, text);
                 }
                 h2d.max_ctas = d2h.max_ctas = 0;
+                //  The one-grid pair with one and three CTAs per SM
+                for (int per_sm = 1; per_sm <= 3; per_sm += 2) {
+                    self.pair_ctas = per_sm * prop.multiProcessorCount;
+                    double rate = s_measure (&self, 3, 5, &h2d, &d2h, NULL, NULL, reps, NULL);
+                    snprintf (text, sizeof (text), "%.1f GB/s", rate);
+                    snprintf (figure, sizeof (figure), "both_pair_%s_ctas%d", label,
+                              self.pair_ctas);
+                    kvt_bench_report_note (report, figure, text);
+                }
+                self.pair_ctas = 0;
             }
         }
         //  Both ways with one path per direction: the kernel's small reads
         //  of host memory beside the engines' large writes, and the reverse
         static const char *mixes [] = { "", "", "", "kernel_h2d_ce_d2h", "ce_h2d_kernel_d2h" };
-        for (int path = 3; path <= 4; path++) {
-            double both_rate = s_measure (&self, 3, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps);
+        for (int path = 3; path <= (kernel_only? 2: 4); path++) {
+            double both_rate = s_measure (&self, 3, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps,
+                                          NULL);
             snprintf (figure, sizeof (figure), "both_%s_%s_GBps", mixes [path], label);
             kvt_bench_report_add (report, figure, both_rate, "GB/s", "memcpy_1GiB_both_GBps",
                                   base_both);
@@ -835,6 +891,7 @@ kvt_bench_transfer_main (int argc, char **argv)
         cudaEventDestroy (self.stop [dir]);
     }
     cudaFree (self.device);
+    cudaFree (self.pair_counter);
     cudaFreeHost (self.host);
     kvt_bench_report_finish (&report);
     return failed? 1: 0;
