@@ -21,6 +21,13 @@
     only. The host slots must stay put until the reply (the scheduler
     holds them through migration); by the reply the GPU slots hold the
     blocks. Counters streamed_blocks, streamed_bytes.
+    With migration/cold_dtype = fp8 a host slot holds the block's FP8 form
+    (kernels/kvt_fp8.cuh): the model is told so (kvt_model_set_host_fp8,
+    kvt_model_cuda_set_host_fp8 with the host slots' stride) and
+    dequantizes layer l of every streamed block just before layer l runs,
+    as it copies bf16 ones (issue #3). streamed_bytes then counts the FP8
+    form's bytes; fp8_layers_dequantized counts layers x sequences so
+    streamed.
     Layer groups (issue #4): a COMP_RUN with a ticket (not 0) streams blocks
     that migration is still reading from NVMe in layer groups; migration
     sends MIG_LAYERS_READY {ticket, layers_ready, failed} as each group of
@@ -81,6 +88,7 @@
 #include "kvt_classes.h"
 #include "kvt_actors.h"
 #include "kvt_model_cuda_graph.h"
+#include "kvt_fp8.cuh"
 #include <sys/eventfd.h>
 
 #define S_MAX_NEW_TOKENS KVT_MODEL_MAX_NEW_TOKENS  //  Longest decode one request may ask
@@ -99,6 +107,7 @@ typedef struct {
     size_t max_batch;               //  Sequences in flight at most
     size_t prefill_chunk;           //  Prompt tokens per loop turn
     bool cuda_graph;                //  GPU: decode steps replay as CUDA graphs
+    bool host_fp8;                  //  migration/cold_dtype = fp8: host slots hold FP8 forms
     kvt_model_t *model;             //  CPU model; NULL until START or on a GPU
     kvt_model_cuda_t *gpu_model;    //  GPU model when the slab is on the device
     uint64_t *spare;                //  Free spare block ids (a stack, GPU model)
@@ -176,6 +185,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
                               : max_batch);
     self->prefill_chunk = (size_t) (prefill_chunk < 1? 1: prefill_chunk);
     self->cuda_graph = kvt_config_int (config, "compute/cuda_graph") != 0;
+    self->host_fp8 = streq (kvt_config_str (config, "migration/cold_dtype"), "fp8");
     self->waiting = zlist_new ();
     self->active = zlist_new ();
     self->timer_id = -1;
@@ -272,6 +282,9 @@ s_self_start (void *self_ptr)
         kvt_model_cuda_set_cancel (self->gpu_model, s_interrupted, NULL);
         if (!self->cuda_graph)
             kvt_model_cuda_set_graphs (self->gpu_model, false);
+        if (self->host_fp8 && self->host_arena)
+            kvt_model_cuda_set_host_fp8 (self->gpu_model,
+                                         kvt_arena_block_bytes (self->host_arena));
         block = kvt_model_cuda_block_shape (self->gpu_model);
         self->gates = kvt_model_cuda_gates_new ();     //  NULL: runs wait for all layers
         self->spare_count = kvt_arena_spare_count (self->arena);
@@ -291,6 +304,7 @@ s_self_start (void *self_ptr)
         if (!self->model)
             return KVT_ECONFIG;
         kvt_model_set_cancel (self->model, s_interrupted, NULL);
+        kvt_model_set_host_fp8 (self->model, self->host_fp8);
         block = kvt_model_block_shape (self->model);
     }
     if (kvt_block_bytes (&block) != kvt_arena_block_bytes (self->arena)) {
@@ -474,9 +488,16 @@ s_admit (self_t *self)
         }
         free (host_src);
         if (rc == 0 && streamed > 0) {
+            //  Bytes read from the host slots: the FP8 form's, with fp8
+            int planes = self->shape.layers * 2 * self->shape.kv_heads;
+            int plane_elems = self->shape.block_tokens * self->shape.head_dim;
+            size_t bytes = self->host_fp8? kvt_fp8_block_bytes (planes, plane_elems)
+                                         : kvt_arena_block_bytes (self->arena);
             kvt_actor_count (self->actor, "streamed_blocks", streamed);
-            kvt_actor_count (self->actor, "streamed_bytes",
-                             streamed * kvt_arena_block_bytes (self->arena));
+            kvt_actor_count (self->actor, "streamed_bytes", streamed * bytes);
+            if (self->host_fp8)
+                kvt_actor_count (self->actor, "fp8_layers_dequantized",
+                                 (uint64_t) self->shape.layers);
         }
         if (rc)
             s_job_fail (self, &job, rc);

@@ -35,10 +35,10 @@
     store records each block's length and checksums only that length, so
     a block written in the other form (a restart with cold_dtype changed)
     reads as a miss, never as wrong bytes. The round trip adds at most
-    2^-4 |x| + 2^-10 scale per element (kvt_fp8.cuh). With fp8, stream
-    promotion is not used: migration dequantizes host and staged NVMe
-    blocks into their GPU slots before answering, and compute finds them
-    there (counter stream_fp8_dequantized).
+    2^-4 |x| + 2^-10 scale per element (kvt_fp8.cuh). With fp8, a stream
+    promotion answers with the host and staging slots' FP8 forms and
+    compute's model dequantizes each layer just before it runs
+    (kvt_model.h); a plain promotion dequantizes into the GPU slots here.
     Tiers are exclusive: a moved block leaves its old slot. A block read
     back from NVMe whose checksum fails is a miss: it is removed from the
     index, reported in 'failed', and the scheduler recomputes it.

@@ -13,7 +13,9 @@
 //  slot keeps its full size. GPU -> host quantizes on the way (the fp8
 //  kernel writing the mapped, pinned host slot directly, or the C twin on
 //  CPU builds: the same bytes), host -> GPU dequantizes into the GPU slot.
-//  Only that length crosses PCIe and, through tier_nvme, the disk.
+//  Only that length crosses PCIe and, through tier_nvme, the disk. A
+//  stream promotion copies nothing here: compute's model dequantizes the
+//  host slots' FP8 forms layer by layer itself (kvt_migration_promote.c).
 
 uint64_t
 kvt_migration_cold_bytes (self_t *self, size_t count)

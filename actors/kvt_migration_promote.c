@@ -17,6 +17,13 @@
 //  host, staging and disk slots freed) or undoes it (reserved GPU and
 //  staging slots freed). Between the two the blocks stay pinned by the
 //  scheduler's match, so no demotion touches their host slots.
+//  With cold_dtype = fp8 the same holds: the host (and staging) slots
+//  named in the reply hold the blocks' FP8 form (kvt_migration_copy.c),
+//  and compute's model dequantizes layer l of each into its GPU slot just
+//  before layer l runs (kvt_model.h, FP8 host copies), so the prefill
+//  overlaps the promotion as with bf16; the bytes that crossed are the
+//  FP8 form's (bytes_host_to_gpu at MIG_PROMOTE_END). Layer groups stay
+//  1 with fp8 (kvt_runtime_nvme_layer_groups).
 //
 //  Layer groups (issue #4; migration/nvme_layer_groups = G > 1, in effect
 //  when a group of the block is 4096-byte aligned and cold_dtype is bf16,
@@ -699,13 +706,6 @@ kvt_migration_start_promote (self_t *self)
         if (tiers [k] == KVT_TIER_NVME)
             job->nvme_index [job->nvme_count++] = k;
     job->stream = kvt_msg_u64 (self->current, KVT_MIG_PROMOTE_STREAM) != 0;
-    if (job->stream && self->cold_fp8) {
-        //  Compute would copy the host slots' FP8 bytes as they are:
-        //  dequantize them into the GPU slots here instead, and answer as
-        //  a plain promotion (no host_slots), which compute then uses
-        job->stream = false;
-        kvt_actor_count (self->actor, "stream_fp8_dequantized", 1);
-    }
     job->gpu = kvt_migration_ensure (self, KVT_TIER_GPU, count, s_promote_have_gpu, job);
 }
 
@@ -783,7 +783,8 @@ kvt_migration_start_promote_end (self_t *self)
     //  Compute moved these bytes host -> GPU on our behalf
     kvt_actor_count (self->actor, "promoted", moved);
     kvt_actor_count (self->actor, "bytes_host_to_gpu",
-                     moved * kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]));
+                     self->cold_fp8? kvt_migration_cold_bytes (self, moved)
+                                   : moved * kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]));
     if (!commit)
         kvt_actor_count (self->actor, "stream_promotions_undone", 1);
     kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_END_OK);

@@ -477,9 +477,37 @@ kvt_model_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_i
 }
 
 //  --------------------------------------------------------------------------
+//  Layer 'l' of an FP8 host copy (kvt_fp8.cuh), dequantized into 'block'
+//  (or, with 'block' NULL, only checked): its 2 x kv_heads planes and
+//  their scales, as the GPU path's per-layer kvt_fp8_dequantize. Returns
+//  0 or -EINVAL (alignment, or a plane of elements not a multiple of 8).
+
+int
+kvt_model_fp8_layer (const kvt_model_shape_t *shape, const void *fp8, void *block, int l)
+{
+    const int layer_planes = 2 * shape->kv_heads;
+    const int plane_elems = shape->block_tokens * shape->head_dim;
+    const size_t planes = (size_t) shape->layers * layer_planes;
+    const size_t block_bytes = planes * (size_t) plane_elems * 2;
+    const size_t first = (size_t) l * layer_planes;
+    int64_t zero = 0;
+    const kvt_fp8_args_t args = {
+        .dtype = KVT_KDTYPE_BF16,
+        .src = (const uint8_t *) fp8 + first * plane_elems,
+        .dst = block? (uint8_t *) block + first * plane_elems * 2: (void *) fp8,
+        .scales = (float *) ((uint8_t *) fp8 + planes * plane_elems) + first,
+        .src_slots = &zero, .dst_slots = &zero,
+        .src_slot_bytes = (int64_t) block_bytes, .dst_slot_bytes = (int64_t) block_bytes,
+        .planes = layer_planes, .plane_elems = plane_elems, .count = 1,
+        .scale_stride = (int64_t) block_bytes / 4 };
+    return block? kvt_fp8_dequantize_ref (&args): kvt_fp8_check (&args);
+}
+
+//  --------------------------------------------------------------------------
 //  Streamed cached blocks: copy layer 'l''s slice of each from its host
 //  copy into its block (a block is [layer][K,V][kv_head][token][head_dim],
-//  so a layer's slice is contiguous, block_bytes / layers), then widen it
+//  so a layer's slice is contiguous, block_bytes / layers), or, with FP8
+//  host copies, dequantize that layer's planes into it, then widen it
 //  into the mirror. Runs just before layer 'l' first reads or writes the
 //  sequence's K/V, once per layer, in layer order: the CPU twin of the GPU
 //  path's copy stream and per-layer events.
@@ -492,8 +520,15 @@ s_stream_layer (kvt_model_seq_t *seq, int l)
     const size_t slice = kvt_block_bytes (&geometry) / (size_t) geometry.layers;
     for (size_t b = 0; b < seq->cached_blocks; b++)
         if (seq->host_src [b]) {
-            memcpy ((uint8_t *) seq->blocks [b] + (size_t) l * slice,
-                    (const uint8_t *) seq->host_src [b] + (size_t) l * slice, slice);
+            if (seq->host_fp8) {
+                int rc = kvt_model_fp8_layer (&seq->model->shape, seq->host_src [b],
+                                              seq->blocks [b], l);
+                assert (rc == 0);   //  Checked by kvt_model_seq_begin
+                (void) rc;
+            }
+            else
+                memcpy ((uint8_t *) seq->blocks [b] + (size_t) l * slice,
+                        (const uint8_t *) seq->host_src [b] + (size_t) l * slice, slice);
             s_load_layer (seq, (const uint8_t *) seq->blocks [b], b, l);
         }
     seq->layers_streamed = l + 1;
@@ -726,4 +761,14 @@ kvt_model_set_cancel (kvt_model_t *self, bool (*cancel_fn) (void *arg), void *ar
 {
     self->cancel_fn = cancel_fn;
     self->cancel_arg = arg;
+}
+
+//  --------------------------------------------------------------------------
+//  Host copies of sequences begun from now on are FP8 forms, or not.
+
+void
+kvt_model_set_host_fp8 (kvt_model_t *self, bool fp8)
+{
+    assert (self);
+    self->host_fp8 = fp8;
 }

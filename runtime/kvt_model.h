@@ -36,6 +36,16 @@
     event per layer that the compute stream waits on, on the CPU by
     memcpy at the same point. Tokens and blocks are the same as with the
     blocks copied in first.
+    FP8 host copies (kvt_model_set_host_fp8, kvt_model_cuda_set_host_fp8;
+    migration/cold_dtype = fp8): each host copy is then a block's FP8 form
+    (kernels/kvt_fp8.cuh: planes x plane_elems e4m3 bytes, plane-major,
+    then one float scale per plane), so layer l is the contiguous run of
+    planes [l x 2 x kv_heads, (l + 1) x 2 x kv_heads) and their scales;
+    the model dequantizes that run into the block's layer-l slice at the
+    same point instead of copying it (kvt_fp8_dequantize on the copy
+    stream, reading the mapped pinned host slots over PCIe, or
+    kvt_fp8_dequantize_ref on the CPU: the same bytes), and the prefill
+    overlaps the promotion as with bf16.
 @end
 */
 
@@ -84,6 +94,13 @@ kvt_block_shape_t
 void
     kvt_model_set_cancel (kvt_model_t *self, bool (*cancel_fn) (void *arg), void *arg);
 
+//  Say whether the host copies later sequences stream in (host_src of
+//  kvt_model_seq_begin) are FP8 forms (true: migration/cold_dtype = fp8,
+//  each dequantized layer by layer; see @header) or plain blocks (false,
+//  the default). Applies to sequences begun after the call.
+void
+    kvt_model_set_host_fp8 (kvt_model_t *self, bool fp8);
+
 //  Run one request. 'blocks' has one pointer per full block of the prompt
 //  (token_count / block_tokens). The first 'cached_blocks' already hold KV
 //  and are only read; the model writes the KV of the others. The partial
@@ -116,8 +133,11 @@ typedef struct _kvt_model_seq_t kvt_model_seq_t;
 //  per cached block: NULL if the block already holds its KV, else a host
 //  copy of it that the model copies into the block layer by layer, each
 //  layer's slice just before the prefill first needs that layer (CPU twin
-//  of the GPU path's streaming); the copies are borrowed until the
-//  prefill is done, and the block holds them by then. 'out_tokens' (room
+//  of the GPU path's streaming; with kvt_model_set_host_fp8 each is a
+//  block's FP8 form, dequantized layer by layer instead); the copies are
+//  borrowed until the prefill is done, and the block holds them by then.
+//  -EINVAL also for an FP8 copy or block not 16-byte aligned or a shape
+//  the FP8 form does not take (block_tokens x head_dim a multiple of 8). 'out_tokens' (room
 //  for max_new_tokens, NULL when that is 0) is borrowed until the sequence
 //  is destroyed. Returns 0 and sets *seq_p, or a negative code.
 int
@@ -203,6 +223,15 @@ kvt_block_shape_t
 void
     kvt_model_cuda_set_cancel (kvt_model_cuda_t *self, bool (*cancel_fn) (void *arg), void *arg);
 
+//  As kvt_model_set_host_fp8, for kvt_model_cuda_seq_begin's host_src:
+//  'host_slot_bytes' 0 (the default) means plain blocks; else each host
+//  copy is an FP8 form at the start of a host arena slot, the slots
+//  'host_slot_bytes' apart (a multiple of 16 of at least the FP8 form's
+//  length; the scales, at byte planes x plane_elems of each slot, are
+//  read in place). Applies to sequences begun after the call.
+void
+    kvt_model_cuda_set_host_fp8 (kvt_model_cuda_t *self, size_t host_slot_bytes);
+
 //  As kvt_model_generate, over a device slab of equal blocks of
 //  'block_bytes' at 'slab': 'slots' has one block id per full block of the
 //  prompt, 'spare' 'spare_count' ids the model may overwrite for its
@@ -226,9 +255,13 @@ int
 //  are queued at once on the model's copy stream, one launch per layer
 //  (copy kernel for slices under 64 KiB, copy engines above), with one
 //  event per layer; the compute stream waits on layer l's event before
-//  its first kernel that touches layer l's KV, never the host. The copies
-//  are done when the prefill returns 0. Returns 0, -EINVAL, -ENOMEM or
-//  KVT_ECUDA.
+//  its first kernel that touches layer l's KV, never the host. With
+//  kvt_model_cuda_set_host_fp8 each layer is one kvt_fp8_dequantize launch
+//  instead (every block's layer-l planes and scales, read from the mapped
+//  host slots), then layer l's event; the host copies must then be slots
+//  of one arena (a fixed host_slot_bytes apart, 16-byte aligned), else
+//  -EINVAL. The copies are done when the prefill returns 0. Returns 0,
+//  -EINVAL, -ENOMEM or KVT_ECUDA.
 int
     kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens,
                               size_t token_count, void *slab, size_t block_bytes,

@@ -75,6 +75,8 @@ struct _kvt_model_cuda_t {
     int kv_dim;                     //  kv_heads x head_dim
     cudaStream_t stream;            //  Everything runs on this stream
     cudaStream_t copy_stream;       //  Streamed cached blocks arrive on this one
+    size_t host_fp8_slot_bytes;     //  Host copies are FP8 forms in slots this far apart
+                                    //  (0: plain blocks; kvt_model_cuda_set_host_fp8)
     cublasHandle_t cublas;          //  Bound to 'stream'
     void *embed;                    //  [vocab, hidden]
     void *final_norm;               //  [hidden]
@@ -147,6 +149,7 @@ struct _kvt_model_cuda_seq_t {
     cudaEvent_t *layer_ready;       //  [layers] streamed slices of layer l landed, or NULL
     bool must_wait;                 //  Compute has not waited on layer_ready yet
     size_t streamed_blocks;         //  Cached blocks that arrive layer by layer
+    size_t host_fp8_slot_bytes;     //  Its host copies' FP8 slot stride (0: plain blocks)
 };
 
 //  Evaluate 'expr' into the caller's 'rc' and return it from the caller

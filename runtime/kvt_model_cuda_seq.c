@@ -23,6 +23,7 @@
 #ifdef KVT_WITH_CUDA
 
 #include "kvt_block_copy.cuh"
+#include "kvt_fp8.cuh"
 
 //  Layer slices smaller than this stream with the copy kernel (one launch
 //  gathers every block's slice), larger ones on the copy engines: the
@@ -93,11 +94,18 @@ s_stage_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, int rows)
 //  order (a prefix staged or demoted together), a run's slices of one
 //  layer are one strided cudaMemcpy2DAsync (one descriptor, full PCIe
 //  rate) instead of one copy per block. Returns 0 once queued, or an error.
+//  FP8 host copies (seq->host_fp8_slot_bytes) go through s_stream_fp8_queue.
+
+static int
+    s_stream_fp8_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq,
+                        const void *const *src, const int64_t *dst, size_t count);
 
 static int
 s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *const *src,
                 const int64_t *dst, size_t count)
 {
+    if (seq->host_fp8_slot_bytes)
+        return s_stream_fp8_queue (self, seq, src, dst, count);
     const int layers = self->shape.layers;
     kvt_block_shape_t geometry = kvt_model_cuda_block_shape (self);
     const size_t model_bytes = kvt_block_bytes (&geometry);
@@ -203,6 +211,119 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
 }
 
 //  --------------------------------------------------------------------------
+//  Queue the dequantization of a sequence's streamed FP8 host copies on
+//  the copy stream (migration/cold_dtype = fp8, issue #3): copy k is the
+//  FP8 form (kvt_fp8.cuh) at the start of a host arena slot, 'src' [k],
+//  to land in slab slot 'dst' [k]. The form is plane-major, so layer l is
+//  the planes [l x 2 x kv_heads, (l + 1) x 2 x kv_heads) and their scales:
+//  one kvt_fp8_dequantize per layer (and per S_FP8_LAUNCH_MAX blocks)
+//  reads them from the mapped pinned slots over PCIe, as migration's
+//  dequantization does, and writes layer l's slice of every block, then
+//  layer l's event is recorded; the gate wait (#4) stays before each
+//  layer. The sources must be slots of one arena: 16-byte aligned and a
+//  whole number of host_fp8_slot_bytes from the lowest one; else -EINVAL,
+//  nothing queued. Returns 0 once queued, or an error.
+
+#define S_FP8_LAUNCH_MAX 65535u    //  Most blocks one fp8 launch takes (grid limit)
+
+static int
+s_stream_fp8_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *const *src,
+                    const int64_t *dst, size_t count)
+{
+    const kvt_model_shape_t *shape = &self->shape;
+    const int layers = shape->layers;
+    const int layer_planes = 2 * shape->kv_heads;
+    const int plane_elems = shape->block_tokens * shape->head_dim;
+    const size_t planes = (size_t) layers * layer_planes;
+    const size_t slot_bytes = seq->host_fp8_slot_bytes;
+    const size_t layer_bytes = (size_t) layer_planes * plane_elems * 2;
+    if (slot_bytes % 16 || slot_bytes < kvt_fp8_block_bytes ((int) planes, plane_elems)
+    ||  plane_elems % 8) {
+        kvt_log_error ("model: FP8 host slots of %zu bytes cannot hold this model's blocks",
+                       slot_bytes);
+        return -EINVAL;
+    }
+    //  Sources as slots of slot_bytes from the lowest address
+    const char *base = (const char *) src [0];
+    for (size_t k = 1; k < count; k++)
+        if ((const char *) src [k] < base)
+            base = (const char *) src [k];
+    if ((uintptr_t) base % 16) {
+        kvt_log_error ("model: FP8 host copies are not 16-byte aligned");
+        return -EINVAL;
+    }
+    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+    for (size_t k = 0; k < count; k++) {
+        size_t offset = (size_t) ((const char *) src [k] - base);
+        if (offset % slot_bytes) {
+            kvt_log_error ("model: FP8 host copies are not slots %zu bytes apart", slot_bytes);
+            free (slots);
+            return -EINVAL;
+        }
+        slots [k] = (int64_t) (offset / slot_bytes);
+        slots [count + k] = dst [k];
+    }
+    seq->layer_ready = (cudaEvent_t *) kvt_zmalloc ((size_t) layers * sizeof (cudaEvent_t));
+    int rc = 0;
+    for (int l = 0; rc == 0 && l < layers; l++)
+        rc = kvt_model_cuda_check (cudaEventCreateWithFlags (&seq->layer_ready [l],
+                                                             cudaEventDisableTiming),
+                                   "layer event");
+    //  The kernel reads its slot lists from device memory, allocated and
+    //  freed in stream order; the pageable source is staged by the call
+    int64_t *d_slots = NULL;
+    if (rc == 0)
+        rc = kvt_model_cuda_check (cudaMallocAsync ((void **) &d_slots,
+                                                    2 * count * sizeof (int64_t),
+                                                    self->copy_stream), "stream slots");
+    if (rc == 0)
+        rc = kvt_model_cuda_check (cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
+                                                    cudaMemcpyHostToDevice, self->copy_stream),
+                                   "stream slots");
+    for (int l = 0; rc == 0 && l < layers; l++) {
+        rc = kvt_model_cuda_gate_wait (self->copy_stream, l + 1);   //  Layer l read (#4)
+        const size_t first = (size_t) l * layer_planes;
+        for (size_t from = 0; rc == 0 && from < count; from += S_FP8_LAUNCH_MAX) {
+            size_t n = count - from < S_FP8_LAUNCH_MAX? count - from: S_FP8_LAUNCH_MAX;
+            kvt_fp8_args_t args = {
+                .dtype = KVT_KDTYPE_BF16,
+                .src = base + first * plane_elems,
+                .dst = (char *) seq->slab + (size_t) l * layer_bytes,
+                .scales = (float *) (base + planes * plane_elems) + first,
+                .src_slots = d_slots + from, .dst_slots = d_slots + count + from,
+                .src_slot_bytes = (int64_t) slot_bytes,
+                .dst_slot_bytes = (int64_t) seq->block_bytes,
+                .planes = layer_planes, .plane_elems = plane_elems, .count = (int) n,
+                .scale_stride = (int64_t) (slot_bytes / 4) };
+            rc = kvt_fp8_dequantize (&args, self->copy_stream);
+            if (rc)
+                kvt_log_error ("model: FP8 dequantization of layer %d: %s", l,
+                               kvt_strerror (rc));
+        }
+        if (rc == 0)
+            rc = kvt_model_cuda_check (cudaEventRecord (seq->layer_ready [l],
+                                                        self->copy_stream),
+                                       "layer event");
+    }
+    if (d_slots)
+        (void) kvt_model_cuda_check (cudaFreeAsync (d_slots, self->copy_stream), "stream slots");
+    free (slots);
+    seq->must_wait = rc == 0;
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Host copies of sequences begun from now on: FP8 forms in host slots
+//  'host_slot_bytes' apart, or (0) plain blocks.
+
+void
+kvt_model_cuda_set_host_fp8 (kvt_model_cuda_t *self, size_t host_slot_bytes)
+{
+    assert (self);
+    self->host_fp8_slot_bytes = host_slot_bytes;
+}
+
+//  --------------------------------------------------------------------------
 //  Begin a sequence over the device slab (see kvt_model.h).
 
 int
@@ -256,6 +377,7 @@ kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t
     seq->max_new = max_new_tokens;
     seq->out = out_tokens;
     seq->pos = cached_blocks * block_tokens;
+    seq->host_fp8_slot_bytes = self->host_fp8_slot_bytes;
     //  Streamed cached blocks, plus the spare copy of a streamed last block
     const void **stream_src = (const void **) kvt_zmalloc ((cached_blocks + 2) * sizeof (void *));
     int64_t *stream_dst = (int64_t *) kvt_zmalloc ((cached_blocks + 2) * sizeof (int64_t));

@@ -21,6 +21,7 @@
 
 #include "kvt_classes.h"
 #include "kvt_dtype.h"
+#include "kvt_fp8.cuh"
 
 #define KVT_MODEL_CHUNK      32         //  Prompt tokens per forward chunk
 #define KVT_MODEL_ROPE_THETA 500000.0   //  Llama 3 RoPE base
@@ -59,6 +60,7 @@ struct _kvt_model_t {
     float *lm_head;                 //  [hidden][vocab]
     double *rope_freq;              //  [head_dim / 2] theta^(-2i / head_dim)
     uint64_t steps;                 //  Decode steps run (stamps their sequences)
+    bool host_fp8;                  //  Host copies (host_src) are FP8 forms (kvt_fp8.cuh)
     //  Activations of one chunk of rows (prefill of one sequence, or one
     //  decode row per sequence)
     float *x;                       //  [CHUNK][hidden] residual stream
@@ -86,6 +88,7 @@ struct _kvt_model_seq_t {
     void **host_src;                //  [cached_blocks] host copy still to move in, or NULL
     size_t streamed_blocks;         //  Cached blocks that arrive layer by layer
     int layers_streamed;            //  Layers whose streamed slices are in place
+    bool host_fp8;                  //  Its host copies are FP8 forms (dequantized per layer)
     size_t max_new;                 //  Output tokens to produce
     uint32_t *out;                  //  Caller's output array (borrowed)
     size_t emitted;                 //  Output tokens written so far
@@ -147,6 +150,12 @@ int
 //  Widen every layer of one cached block into the sequence's mirror.
 void
     kvt_model_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index);
+
+//  Dequantize layer 'l' of the FP8 form at 'fp8' (a host copy, 16-byte
+//  aligned) into that layer's slice of bf16 'block'; with 'block' NULL
+//  only check that it can. Returns 0 or -EINVAL.
+int
+    kvt_model_fp8_layer (const kvt_model_shape_t *shape, const void *fp8, void *block, int l);
 
 //  Run 'rows' (at most KVT_MODEL_CHUNK) rows, each one token of one
 //  sequence at its own position, through every layer (see kvt_model.c).

@@ -19,7 +19,8 @@
 //  --------------------------------------------------------------------------
 //  Begin a sequence: check the input, copy prompt and block table, read
 //  the cached blocks that are in place into its mirror; those with a host
-//  copy in 'host_src' are copied in layer by layer during the prefill.
+//  copy in 'host_src' are copied (or, FP8 forms, dequantized) in layer by
+//  layer during the prefill.
 
 int
 kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
@@ -48,6 +49,11 @@ kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_cou
             return -EINVAL;
     if (token_count + max_new_tokens < token_count)
         return -EINVAL;             //  Overflow
+    for (size_t b = 0; self->host_fp8 && host_src && b < cached_blocks; b++)
+        if (host_src [b]
+        &&  ((uintptr_t) blocks [b] % 16
+             || kvt_model_fp8_layer (shape, host_src [b], NULL, 0) != 0))
+            return -EINVAL;         //  The FP8 form cannot be dequantized there
     kvt_model_seq_t *seq = (kvt_model_seq_t *) kvt_zmalloc (sizeof (kvt_model_seq_t));
     seq->model = self;
     int rc = kvt_model_seq_reserve (seq, token_count + max_new_tokens);
@@ -65,6 +71,7 @@ kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_cou
     seq->cached_blocks = cached_blocks;
     seq->max_new = max_new_tokens;
     seq->out = out_tokens;
+    seq->host_fp8 = self->host_fp8;
     seq->host_src = (void **) kvt_zmalloc ((cached_blocks + 1) * sizeof (void *));
     for (size_t b = 0; b < cached_blocks; b++) {
         if (host_src && host_src [b]) {

@@ -15,9 +15,16 @@
     from host and from NVMe. The counters show the FP8 form's bytes (half
     a block plus 4 per plane) on GPU <-> host and host <-> disk, and the
     disk store moved only that length. A byte flipped on disk is still a
-    miss. A GENERATE whose prefix lies on host and disk completes (stream
-    promotion is on: migration dequantizes instead). A store written with
-    bf16 and reopened with fp8 serves none of its blocks in the wrong form.
+    miss. A GENERATE whose prefix lies on host and disk completes with
+    stream promotion on (the default): migration answers with the host
+    and staging slots' FP8 forms and compute's model dequantizes each
+    layer of them just before that layer runs (compute counters
+    streamed_blocks, fp8_layers_dequantized; migration's fp8 kernels do
+    not run for it). The same GENERATE with stream_promotion = 0, where
+    migration dequantizes into the GPU slots first, gives the same output
+    tokens and the same KV bytes, cached and computed blocks alike. A
+    store written with bf16 and reopened with fp8 serves none of its
+    blocks in the wrong form.
     The scenario runs with actors as threads, then (under ctest, which sets
     KVTIER) with tier_host, tier_nvme and migration as processes. The FP8
     form dequantized layer by layer (a slice of planes and scales each)
@@ -29,6 +36,7 @@
 #include "testutil.h"
 #include "kvt_dtype.h"
 #include "kvt_fp8.cuh"
+#include "kvt_model.h"
 
 #define S_BLOCKS 24                 //  Blocks per prefix
 
@@ -133,6 +141,84 @@ s_layer_slices (const s_shape_t *shape, const uint16_t *kv, int layers)
     free (sliced);
 }
 
+//  The CPU model alone (kvt_model_set_host_fp8): a sequence whose cached
+//  blocks arrive as FP8 host copies, dequantized layer by layer during the
+//  prefill, gives the tokens and every block byte of one whose blocks
+//  were dequantized first; an FP8 copy not 16-byte aligned is refused
+static void
+s_model_streams_fp8 (void)
+{
+    kvt_model_shape_t model_shape = { .layers = 2, .heads = 4, .kv_heads = 2, .head_dim = 16,
+                                      .hidden = 64, .intermediate = 128, .vocab = 256,
+                                      .block_tokens = 16, .seed = 11 };
+    kvt_model_t *model = kvt_model_new (&model_shape);
+    t_check (model);
+    s_shape_t shape = { .planes = 2 * 2 * 2, .plane_elems = 16 * 16 };
+    shape.block_bytes = (size_t) shape.planes * shape.plane_elems * 2;
+    const size_t blocks = 4, cached = 3, count = 3 * 16 + 16 + 8;
+    uint32_t tokens [3 * 16 + 16 + 8];
+    for (size_t k = 0; k < count; k++)
+        tokens [k] = (uint32_t) ((k * 37 + 5) % 256);
+    //  Real KV of the first blocks, their FP8 forms in host "slots"
+    uint8_t *kv = (uint8_t *) aligned_alloc (64, blocks * shape.block_bytes);
+    void *table [4];
+    for (size_t b = 0; b < blocks; b++)
+        table [b] = kv + b * shape.block_bytes;
+    t_ok (kvt_model_generate (model, tokens, count, table, 0, 0, NULL, NULL));
+    uint8_t *forms = (uint8_t *) aligned_alloc (64, (cached + 1) * shape.block_bytes);
+    memset (forms, 0, (cached + 1) * shape.block_bytes);
+    for (size_t b = 0; b < cached; b++)
+        s_fp8_form (&shape, (const uint16_t *) kv, b, forms + b * shape.block_bytes);
+    //  Dequantized first, then streamed
+    uint8_t *first = (uint8_t *) aligned_alloc (64, blocks * shape.block_bytes);
+    uint8_t *streamed = (uint8_t *) aligned_alloc (64, blocks * shape.block_bytes);
+    memset (streamed, 0x5a, blocks * shape.block_bytes);
+    int64_t src_slots [3] = { 0, 1, 2 };
+    kvt_fp8_args_t args = {
+        .dtype = KVT_KDTYPE_BF16, .src = forms, .dst = first,
+        .scales = (float *) (forms + (size_t) shape.planes * shape.plane_elems),
+        .src_slots = src_slots, .dst_slots = src_slots,
+        .src_slot_bytes = (int64_t) shape.block_bytes,
+        .dst_slot_bytes = (int64_t) shape.block_bytes, .planes = shape.planes,
+        .plane_elems = shape.plane_elems, .count = (int) cached,
+        .scale_stride = (int64_t) shape.block_bytes / 4 };
+    t_ok (kvt_fp8_dequantize_ref (&args));
+    uint32_t out [2][6];
+    for (int run = 0; run < 2; run++) {
+        uint8_t *mine = run? streamed: first;
+        void *mine_table [4], *host_src [3] = { NULL, NULL, NULL };
+        for (size_t b = 0; b < blocks; b++)
+            mine_table [b] = mine + b * shape.block_bytes;
+        for (size_t b = 0; run && b < cached; b++)
+            host_src [b] = forms + b * shape.block_bytes;
+        kvt_model_set_host_fp8 (model, run == 1);
+        kvt_model_seq_t *seq;
+        t_ok (kvt_model_seq_begin (model, tokens, count, mine_table, cached,
+                                   run? host_src: NULL, 6, out [run], &seq));
+        t_check (kvt_model_seq_prefill (model, seq, 0) == 0);
+        while (kvt_model_seq_decoding (seq))
+            t_ok (kvt_model_decode (model, &seq, 1));
+        t_check (kvt_model_seq_emitted (seq) == 6);
+        kvt_model_seq_destroy (&seq);
+    }
+    t_check (memcmp (out [0], out [1], sizeof (out [0])) == 0);
+    t_check (memcmp (first, streamed, blocks * shape.block_bytes) == 0);
+    t_check (memcmp (first, kv, shape.block_bytes) != 0);       //  Really FP8
+    //  Misaligned FP8 copy: refused, nothing begun
+    void *bad_src [3] = { forms + 8, NULL, NULL };
+    kvt_model_seq_t *seq = NULL;
+    t_check (kvt_model_seq_begin (model, tokens, count, table, cached, bad_src, 6, out [0],
+                                  &seq) == -EINVAL);
+    t_check (seq == NULL);
+    printf ("test_cold_fp8: the CPU model streams FP8 host copies layer by layer "
+            "(same tokens and blocks as dequantized first)\n");
+    free (first);
+    free (streamed);
+    free (forms);
+    free (kv);
+    kvt_model_destroy (&model);
+}
+
 //  A disk tier written with bf16, reopened with fp8: its blocks are found
 //  but every read is refused (their length and checksum are bf16's), so
 //  none is served in the wrong form; the request recomputes them
@@ -199,10 +285,10 @@ s_restart_changes_form (void)
     t_check (system (command) == 0);
 }
 
-//  The scenario of the @header; with 'processes', tier_host, tier_nvme and
-//  migration run as their own processes (configs/multiprocess.cfg)
-static void
-s_scenario (bool cuda, bool processes)
+//  The config of the scenario: the CPU or CUDA model's shape, then 'extra'
+//  (NULL-terminated, may be NULL)
+static kvt_config_t *
+s_config (bool cuda, const char *const *extra)
 {
     static const char *const cpu_overrides [] = { "migration/cold_dtype=fp8",
         "compute/device=cpu", "model/block_tokens=64",
@@ -219,13 +305,126 @@ s_scenario (bool cuda, bool processes)
     size_t n = 0;
     for (const char *const *o = cuda? cuda_overrides: cpu_overrides; *o; o++)
         overrides [n++] = *o;
-    if (processes) {
-        overrides [n++] = "tier_host/mode=process";
-        overrides [n++] = "tier_nvme/mode=process";
-        overrides [n++] = "migration/mode=process";
-    }
+    for (const char *const *o = extra; o && *o && n < 23; o++)
+        overrides [n++] = *o;
     overrides [n] = NULL;
-    kvt_config_t *config = t_config (overrides);
+    return t_config (overrides);
+}
+
+//  One GENERATE of a prompt whose first S_BLOCKS blocks are cached in FP8,
+//  half on the host, half on disk, 1.5 blocks computed past them; then
+//  its KV read back. With 'stream', stream promotion (compute dequantizes
+//  layer by layer), else migration dequantizes first. Returns the output
+//  tokens (8) and sets *kv_p to the KV of the prompt's S_BLOCKS + 1 full
+//  blocks, *kv_bytes_p to its length.
+static uint64_t *
+s_generate_fp8 (bool cuda, bool stream, void **kv_p, size_t *kv_bytes_p)
+{
+    const char *extra [] = { stream? "migration/stream_promotion=1"
+                                   : "migration/stream_promotion=0", NULL };
+    kvt_config_t *config = s_config (cuda, extra);
+    int layers = (int) kvt_config_int (config, "model/layers");
+    s_shape_t shape;
+    shape.planes = (int) (layers * 2 * kvt_config_int (config, "model/kv_heads"));
+    shape.plane_elems = (int) (kvt_config_int (config, "model/block_tokens")
+                               * kvt_config_int (config, "model/head_dim"));
+    kvt_runtime_t *runtime = t_start_runtime (config);
+    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 60000);
+    kvt_client_hello_t hello;
+    t_ok (kvt_client_hello (client, "test_cold_fp8", &hello));
+    shape.block_bytes = hello.block_bytes;
+    shape.cold_bytes = kvt_fp8_block_bytes (shape.planes, shape.plane_elems);
+    size_t cached = S_BLOCKS * hello.block_tokens;
+    size_t count = cached + hello.block_tokens + hello.block_tokens / 2;
+    uint64_t *tokens = t_tokens (count, hello.vocab, 5);
+    size_t bytes = S_BLOCKS * hello.block_bytes;
+    uint16_t *kv = (uint16_t *) malloc (bytes);
+    s_fill (&shape, kv, S_BLOCKS, 99);
+    kvt_client_store_t stored;
+    t_ok (kvt_client_store (client, "", tokens, cached, kv, bytes, &stored));
+    t_check (stored.stored_blocks == S_BLOCKS);
+    uint64_t moved;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, S_BLOCKS, &moved));
+    t_check (moved == S_BLOCKS);
+    t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, S_BLOCKS / 2, &moved));
+    t_check (moved == S_BLOCKS / 2);
+    uint64_t fp8_launches = t_stat (client, "migration.fp8_kernel_launches");
+    kvt_client_generate_t generated;
+    t_ok (kvt_client_generate (client, "", tokens, count, 8, &generated));
+    t_check (generated.token_count == 8);
+    t_check (generated.from_host == S_BLOCKS / 2 && generated.from_nvme == S_BLOCKS / 2);
+    if (stream) {
+        t_check (t_stat (client, "compute.streamed_blocks") == S_BLOCKS);
+        t_check (t_stat (client, "compute.fp8_layers_dequantized") == (uint64_t) layers);
+        t_check (t_stat (client, "migration.stream_promotions") == 1);
+        t_check (t_stat (client, "migration.fp8_kernel_launches") == fp8_launches);
+    }
+    else {
+        t_check (t_stat (client, "compute.streamed_blocks") == 0);
+        t_check (t_stat (client, "compute.fp8_layers_dequantized") == 0);
+        t_check (t_stat (client, "migration.stream_promotions") == 0);
+        if (cuda)
+            t_check (t_stat (client, "migration.fp8_kernel_launches") > fp8_launches);
+    }
+    uint64_t *out = (uint64_t *) malloc (8 * sizeof (uint64_t));
+    memcpy (out, generated.tokens, 8 * sizeof (uint64_t));
+    kvt_client_generate_fini (&generated);
+    //  The cached blocks (now in the GPU tier) and the computed one
+    kvt_client_load_t loaded = { 0 };
+    for (int tries = 0; tries < 100; tries++) {
+        kvt_client_load_fini (&loaded);
+        t_ok (kvt_client_load (client, "", tokens, count, &loaded));
+        if (loaded.blocks == S_BLOCKS + 1)
+            break;
+        zclock_sleep (20);
+    }
+    t_check (loaded.blocks == S_BLOCKS + 1);
+    for (size_t k = 0; k < loaded.blocks; k++)
+        t_check (loaded.tiers [k] == KVT_TIER_GPU);
+    double nmse;
+    s_check_error (&shape, kv, (const uint16_t *) loaded.kv, S_BLOCKS, &nmse);
+    t_check (loaded.kv_bytes == (S_BLOCKS + 1) * hello.block_bytes);
+    *kv_bytes_p = loaded.kv_bytes;
+    *kv_p = malloc (loaded.kv_bytes);
+    memcpy (*kv_p, loaded.kv, loaded.kv_bytes);
+    kvt_client_load_fini (&loaded);
+    free (kv);
+    free (tokens);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+    return out;
+}
+
+//  Stream promotion with FP8 (compute dequantizes per layer) against
+//  migration's dequantization first: same tokens, same KV bytes
+static void
+s_stream_matches_migration (bool cuda)
+{
+    void *kv_stream, *kv_plain;
+    size_t bytes_stream, bytes_plain;
+    uint64_t *out_stream = s_generate_fp8 (cuda, true, &kv_stream, &bytes_stream);
+    uint64_t *out_plain = s_generate_fp8 (cuda, false, &kv_plain, &bytes_plain);
+    t_check (memcmp (out_stream, out_plain, 8 * sizeof (uint64_t)) == 0);
+    t_check (bytes_stream == bytes_plain);
+    t_check (memcmp (kv_stream, kv_plain, bytes_stream) == 0);
+    printf ("test_cold_fp8 (%s): stream promotion and migration-side dequantization agree "
+            "(8 tokens, %d blocks' KV, %zu bytes)\n", cuda? "cuda": "cpu", S_BLOCKS + 1,
+            bytes_stream);
+    free (out_stream);
+    free (out_plain);
+    free (kv_stream);
+    free (kv_plain);
+}
+
+//  The scenario of the @header; with 'processes', tier_host, tier_nvme and
+//  migration run as their own processes (configs/multiprocess.cfg)
+static void
+s_scenario (bool cuda, bool processes)
+{
+    static const char *const process_overrides [] = { "tier_host/mode=process",
+        "tier_nvme/mode=process", "migration/mode=process", NULL };
+    kvt_config_t *config = s_config (cuda, processes? process_overrides: NULL);
     s_shape_t shape;
     shape.planes = (int) (kvt_config_int (config, "model/layers") * 2
                           * kvt_config_int (config, "model/kv_heads"));
@@ -302,7 +501,8 @@ s_scenario (bool cuda, bool processes)
     kvt_client_load_fini (&load_b);
 
     //  A GENERATE with its prefix on host and disk completes; stream
-    //  promotion (on by default) gives way to migration's dequantization
+    //  promotion (on by default) leaves the dequantization to compute,
+    //  layer by layer under the prefill
     t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 2 * S_BLOCKS, &moved));
     t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, S_BLOCKS / 2, &moved));
     t_check (moved == S_BLOCKS / 2);
@@ -321,15 +521,30 @@ s_scenario (bool cuda, bool processes)
         kvt_client_lookup_fini (&where);
     }
     t_check (tokens_mixed);
+    uint64_t to_gpu = t_stat (client, "migration.bytes_host_to_gpu");
+    uint64_t fp8_launches = t_stat (client, "migration.fp8_kernel_launches");
     kvt_client_generate_t generated;
     t_ok (kvt_client_generate (client, "", tokens_mixed, count, 4, &generated));
     t_check (generated.token_count == 4);
     t_check (generated.from_host + generated.from_nvme == S_BLOCKS);
     t_check (generated.from_nvme > 0 && generated.from_host > 0);
-    t_check (t_stat (client, "migration.stream_fp8_dequantized") >= 1);
-    t_check (t_stat (client, "compute.streamed_blocks") == 0);
+    //  Streamed: compute dequantized every layer of the 24 FP8 forms
+    t_check (t_stat (client, "migration.stream_promotions") == 1);
+    t_check (t_stat (client, "migration.stream_promoted_blocks") == S_BLOCKS);
+    t_check (t_stat (client, "compute.streamed_blocks") == S_BLOCKS);
+    t_check (t_stat (client, "compute.streamed_bytes") == S_BLOCKS * shape.cold_bytes);
+    t_check (t_stat (client, "compute.fp8_layers_dequantized")
+             == (uint64_t) kvt_config_int (config, "model/layers"));
+    t_check (t_stat (client, "migration.fp8_kernel_launches") == fp8_launches);
+    //  The commit (MIG_PROMOTE_END, after the reply) counts the FP8 bytes
+    for (int tries = 0; tries < 200; tries++) {
+        if (t_stat (client, "migration.bytes_host_to_gpu") > to_gpu)
+            break;
+        zclock_sleep (10);
+    }
+    t_check (t_stat (client, "migration.bytes_host_to_gpu") == to_gpu + S_BLOCKS * shape.cold_bytes);
     if (cuda)                       //  The fp8 kernels moved them, not the copy kernel
-        t_check (t_stat (client, "migration.fp8_kernel_launches") >= 4
+        t_check (fp8_launches >= 4
                  && t_stat (client, "migration.copy_kernel_launches") == 0
                  && t_stat (client, "migration.copy_ce_batches") == 0);
     kvt_client_generate_fini (&generated);
@@ -386,7 +601,10 @@ main (int argc, char **argv)
         return T_EXIT_SKIP;
     }
 #endif
+    if (!cuda)
+        s_model_streams_fp8 ();
     s_scenario (cuda, false);
+    s_stream_matches_migration (cuda);
     if (!cuda) {
         //  Actor processes exec $KVTIER (set by ctest)
         if (getenv ("KVTIER"))
