@@ -466,33 +466,17 @@ s_pow2 (size_t value)
     return pow2;
 }
 
-//  Queue one decode step over 'seq_count' checked sequences as a CUDA
-//  graph (kvt_model_cuda_graph.c): rows, table width and splits rounded
-//  up to powers of two (the graph's key); rows past the batch write no
-//  K/V (dest block -1) and read none (length 0). The tokens land in
-//  h_sampled [1 ..].
+//  Stage a decode step's inputs and copy them up on the stream: row s <
+//  seq_count gets sequence s's last token, its position, where its K/V
+//  goes and its length, and its block table padded to 'table_len' with
+//  -1; rows past the batch, up to 'rows', keep no K/V (dest block -1) and
+//  read none (length 0). Returns 0 or an error.
 static int
-s_decode_graph_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
-                      size_t seq_count)
+s_decode_stage (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count,
+                size_t rows, size_t table_len)
 {
+    int rc;
     const size_t block_tokens = (size_t) self->shape.block_tokens;
-    size_t table_len = 1, longest = 1;
-    for (size_t s = 0; s < seq_count; s++) {
-        const kvt_model_cuda_seq_t *seq = seqs [s];
-        table_len = seq->table_len > table_len? seq->table_len: table_len;
-        size_t len = seq->token_count + seq->emitted;
-        longest = len > longest? len: longest;
-    }
-    size_t splits = s_pow2 ((longest + KVT_MODEL_DECODE_SPLIT - 1) / KVT_MODEL_DECODE_SPLIT);
-    splits = splits < 2? 2: splits;
-    size_t span_blocks = (splits * KVT_MODEL_DECODE_SPLIT + block_tokens - 1) / block_tokens;
-    table_len = s_pow2 (span_blocks > table_len? span_blocks: table_len);
-    const size_t rows = s_pow2 (seq_count);
-    if (table_len > INT_MAX / KVT_MODEL_CUDA_DECODE_ROWS || splits > INT_MAX)
-        return -EINVAL;
-    int rc = s_table_reserve (self, rows * table_len);
-    if (rc)
-        return rc;
     int32_t *h = self->h_rows;
     memset (h, 0, KVT_MODEL_CUDA_ROWS_COUNT * sizeof (int32_t));
     for (size_t s = 0; s < rows; s++) {
@@ -523,6 +507,37 @@ s_decode_graph_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
                                                                * sizeof (int32_t),
                                                                cudaMemcpyHostToDevice,
                                                                self->stream), "stage"));
+    return 0;
+}
+
+//  Queue one decode step over 'seq_count' checked sequences as a CUDA
+//  graph (kvt_model_cuda_graph.c): rows, table width and splits rounded
+//  up to powers of two (the graph's key); rows past the batch write no
+//  K/V (dest block -1) and read none (length 0). The tokens land in
+//  h_sampled [1 ..].
+static int
+s_decode_graph_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
+                      size_t seq_count)
+{
+    const size_t block_tokens = (size_t) self->shape.block_tokens;
+    size_t table_len = 1, longest = 1;
+    for (size_t s = 0; s < seq_count; s++) {
+        const kvt_model_cuda_seq_t *seq = seqs [s];
+        table_len = seq->table_len > table_len? seq->table_len: table_len;
+        size_t len = seq->token_count + seq->emitted;
+        longest = len > longest? len: longest;
+    }
+    size_t splits = s_pow2 ((longest + KVT_MODEL_DECODE_SPLIT - 1) / KVT_MODEL_DECODE_SPLIT);
+    splits = splits < 2? 2: splits;
+    size_t span_blocks = (splits * KVT_MODEL_DECODE_SPLIT + block_tokens - 1) / block_tokens;
+    table_len = s_pow2 (span_blocks > table_len? span_blocks: table_len);
+    const size_t rows = s_pow2 (seq_count);
+    if (table_len > INT_MAX / KVT_MODEL_CUDA_DECODE_ROWS || splits > INT_MAX)
+        return -EINVAL;
+    int rc = s_table_reserve (self, rows * table_len);
+    if (rc)
+        return rc;
+    KVT_MODEL_CUDA_TRY (s_decode_stage (self, seqs, seq_count, rows, table_len));
     return kvt_model_cuda_graph_decode (self, (int) rows, seqs [0]->slab,
                                         seqs [0]->block_bytes, (int) table_len, (int) splits);
 }
@@ -551,33 +566,7 @@ s_decode_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_
     int rc = s_table_reserve (self, seq_count * table_len);
     if (rc)
         return rc;
-    const size_t block_tokens = (size_t) self->shape.block_tokens;
-    int32_t *h = self->h_rows;
-    memset (h, 0, KVT_MODEL_CUDA_ROWS_COUNT * sizeof (int32_t));
-    for (size_t s = 0; s < seq_count; s++) {
-        const kvt_model_cuda_seq_t *seq = seqs [s];
-        size_t pos = seq->token_count + seq->emitted - 1;
-        KVT_MODEL_CUDA_TOKENS (h) [s] = (int32_t) seq->out [seq->emitted - 1];
-        KVT_MODEL_CUDA_POS (h) [s] = (int32_t) pos;
-        KVT_MODEL_CUDA_DBLOCK (h) [s] = seq->table [pos / block_tokens];
-        KVT_MODEL_CUDA_DTOKEN (h) [s] = (int32_t) (pos % block_tokens);
-        KVT_MODEL_CUDA_SEQLEN (h) [s] = (int32_t) (pos + 1);
-        int32_t *row = self->h_table + s * table_len;
-        memcpy (row, seq->table, seq->table_len * sizeof (int32_t));
-        for (size_t b = seq->table_len; b < table_len; b++)
-            row [b] = -1;
-    }
-    //  Pageable sources: each call returns once the bytes are staged
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->d_table, self->h_table,
-                                                               seq_count * table_len
-                                                               * sizeof (int32_t),
-                                                               cudaMemcpyHostToDevice,
-                                                               self->stream), "table"));
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->d_rows, h,
-                                                               KVT_MODEL_CUDA_ROWS_COUNT
-                                                               * sizeof (int32_t),
-                                                               cudaMemcpyHostToDevice,
-                                                               self->stream), "stage"));
+    KVT_MODEL_CUDA_TRY (s_decode_stage (self, seqs, seq_count, seq_count, table_len));
     KVT_MODEL_CUDA_TRY (kvt_model_cuda_forward (self, (int) seq_count, true, seqs [0]->slab,
                                                 seqs [0]->block_bytes, (int) table_len,
                                                 (int) longest, NULL));
