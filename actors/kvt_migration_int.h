@@ -164,6 +164,12 @@ void
 typedef void (kvt_migration_chunk_fn) (self_t *self, void *arg, size_t first, size_t count,
                                        const bool *bad);
 
+//  Which of a TIER_READ's 'count' blocks are misses, from its answer
+//  (rc and reply): a new array of count + 1 flags (all set when the read
+//  failed as a whole); the caller frees it.
+bool *
+    kvt_migration_read_misses (int rc, kvt_msg_t *reply, size_t count);
+
 //  Read 'count' blocks (disk slots, hashes) into host slots 'host_slots'.
 //  Returns the number of chunks (0 for no blocks: done_fn is then not
 //  called).

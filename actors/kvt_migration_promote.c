@@ -373,20 +373,10 @@ s_group_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     self_t *self = (self_t *) self_ptr;
     s_group_chunk_t *chunk = (s_group_chunk_t *) arg;
     s_promote_t *job = chunk->job;
-    bool *bad = (bool *) kvt_zmalloc (chunk->count + 1);
-    if (rc) {
+    if (rc)
         kvt_log_warn ("migration: NVMe read of layer group %d failed: %s", chunk->group,
                       kvt_strerror (rc));
-        for (size_t k = 0; k < chunk->count; k++)
-            bad [k] = true;
-    }
-    else {
-        size_t failed_count;
-        const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_READ_OK_FAILED, &failed_count);
-        for (size_t k = 0; k < failed_count; k++)
-            if (failed [k] < chunk->count)
-                bad [failed [k]] = true;
-    }
+    bool *bad = kvt_migration_read_misses (rc, *reply_p, chunk->count);
     size_t good = 0;
     for (size_t k = 0; k < chunk->count; k++) {
         size_t block = job->nvme_index [chunk->first + k];

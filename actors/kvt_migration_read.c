@@ -7,6 +7,25 @@
 
 #include "kvt_migration_int.h"
 
+//  Which of a TIER_READ's 'count' blocks are misses (see kvt_migration_int.h).
+bool *
+kvt_migration_read_misses (int rc, kvt_msg_t *reply, size_t count)
+{
+    bool *bad = (bool *) kvt_zmalloc (count + 1);
+    if (rc) {
+        //  The disk tier failed the read as a whole: every block is a miss
+        for (size_t k = 0; k < count; k++)
+            bad [k] = true;
+        return bad;
+    }
+    size_t failed_count;
+    const uint64_t *failed = kvt_msg_array (reply, KVT_TIER_READ_OK_FAILED, &failed_count);
+    for (size_t k = 0; k < failed_count; k++)
+        if (failed [k] < count)
+            bad [failed [k]] = true;
+    return bad;
+}
+
 //  One read of many blocks, and one of its chunks
 typedef struct {
     size_t pending;                 //  Chunks not yet answered
@@ -27,20 +46,9 @@ s_chunk_read (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     self_t *self = (self_t *) self_ptr;
     s_chunk_t *chunk = (s_chunk_t *) arg;
     s_reader_t *reader = chunk->reader;
-    bool *bad = (bool *) kvt_zmalloc (chunk->count + 1);
-    if (rc) {
-        //  The disk tier failed the read as a whole: every block is a miss
+    if (rc)
         kvt_log_warn ("migration: NVMe read failed: %s", kvt_strerror (rc));
-        for (size_t k = 0; k < chunk->count; k++)
-            bad [k] = true;
-    }
-    else {
-        size_t failed_count;
-        const uint64_t *failed = kvt_msg_array (*reply_p, KVT_TIER_READ_OK_FAILED, &failed_count);
-        for (size_t k = 0; k < failed_count; k++)
-            if (failed [k] < chunk->count)
-                bad [failed [k]] = true;
-    }
+    bool *bad = kvt_migration_read_misses (rc, *reply_p, chunk->count);
     reader->chunk_fn (self, reader->arg, chunk->first, chunk->count, bad);
     free (bad);
     free (chunk);

@@ -283,6 +283,23 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
 
 
 //  --------------------------------------------------------------------------
+//  Take an op for reading 'slot', which must hold 'block_hash': 0, or
+//  KVT_EMISS (no such block there) or s_op_take's error.
+static int
+s_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                kvt_nvme_op_t **op_p, int *index_p)
+{
+    int rc = s_op_take (self, slot, op_p, index_p);
+    if (rc)
+        return rc;
+    const kvt_nvme_slot_t *entry = &self->slots [slot];
+    if (entry->state != KVT_NVME_SLOT_VALID || entry->block_hash != block_hash) {
+        s_op_release (self, *index_p);
+        return KVT_EMISS;
+    }
+    return 0;
+}
+
 //  Prepare a block read into 'dst'. See header for codes.
 
 int
@@ -305,14 +322,10 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
         return -EINVAL;
     kvt_nvme_op_t *op;
     int index;
-    int rc = s_op_take (self, slot, &op, &index);
+    int rc = s_read_op_take (self, slot, block_hash, &op, &index);
     if (rc)
         return rc;
     kvt_nvme_slot_t *entry = &self->slots [slot];
-    if (entry->state != KVT_NVME_SLOT_VALID || entry->block_hash != block_hash) {
-        s_op_release (self, index);
-        return KVT_EMISS;
-    }
     op->is_write = false;
     op->group = -1;
     op->bytes = (uint32_t) bytes;
@@ -346,14 +359,10 @@ kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_
         return kvt_nvme_prep_read (self, slot, block_hash, dst, tag);
     kvt_nvme_op_t *op;
     int index;
-    int rc = s_op_take (self, slot, &op, &index);
+    int rc = s_read_op_take (self, slot, block_hash, &op, &index);
     if (rc)
         return rc;
     kvt_nvme_slot_t *entry = &self->slots [slot];
-    if (entry->state != KVT_NVME_SLOT_VALID || entry->block_hash != block_hash) {
-        s_op_release (self, index);
-        return KVT_EMISS;
-    }
     uint64_t offset = self->group_offset [group];
     uint32_t bytes = (uint32_t) (self->group_offset [group + 1] - offset);
     op->is_write = false;
