@@ -320,8 +320,8 @@ kvt_model_cuda_set_cancel (kvt_model_cuda_t *self, bool (*cancel_fn) (void *arg)
 }
 
 //  --------------------------------------------------------------------------
-//  Make the split-KV workspace hold 'bytes'; synchronises the stream
-//  before it frees a smaller one. Returns 0 or KVT_ECUDA.
+//  Make the split-KV workspace hold 'bytes', stream-ordered: a smaller
+//  one is freed after the work queued before. Returns 0 or KVT_ECUDA.
 
 static int
 s_workspace_grow (kvt_model_cuda_t *self, size_t bytes)
@@ -329,12 +329,13 @@ s_workspace_grow (kvt_model_cuda_t *self, size_t bytes)
     if (bytes <= self->workspace_bytes)
         return 0;
     if (self->workspace) {
-        cudaStreamSynchronize (self->stream);
-        cudaFree (self->workspace);
+        //  Stream-ordered, never a synchronize (see s_table_reserve)
+        cudaFreeAsync (self->workspace, self->stream);
         self->workspace = NULL;
         self->workspace_bytes = 0;
     }
-    int rc = kvt_model_cuda_check (cudaMalloc (&self->workspace, bytes), "workspace");
+    int rc = kvt_model_cuda_check (cudaMallocAsync (&self->workspace, bytes, self->stream),
+                                   "workspace");
     if (rc == 0)
         self->workspace_bytes = bytes;
     return rc;

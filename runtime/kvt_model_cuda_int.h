@@ -177,8 +177,8 @@ int
                                  int32_t *tokens);
 
 //  Make the split-KV workspace hold what a decode step of 'rows' rows and
-//  'splits' splits needs (synchronises the stream when it grows). Returns
-//  0 or KVT_ECUDA.
+//  'splits' splits needs (stream-ordered: it never waits for the GPU).
+//  Returns 0 or KVT_ECUDA.
 int
     kvt_model_cuda_workspace_reserve (kvt_model_cuda_t *self, int rows, int splits);
 

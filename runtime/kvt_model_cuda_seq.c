@@ -31,18 +31,22 @@
 #define S_KERNEL_COPY_MAX_BYTES (64u << 10)
 
 //  Make d_table and h_table hold 'entries'. Returns 0 or -ENOMEM.
+//  Stream-ordered: the old table is freed after the work queued on the
+//  stream, and nothing waits. A synchronize here would deadlock a gated
+//  run: work queued behind a layer gate (kvt_model_cuda_gate.c) only goes
+//  on once our caller's loop opens the gate.
 static int
 s_table_reserve (kvt_model_cuda_t *self, size_t entries)
 {
     if (entries <= self->table_cap)
         return 0;
     if (self->d_table) {
-        cudaStreamSynchronize (self->stream);
-        cudaFree (self->d_table);
+        cudaFreeAsync (self->d_table, self->stream);
         self->d_table = NULL;
         self->table_cap = 0;
     }
-    if (kvt_model_cuda_check (cudaMalloc ((void **) &self->d_table, entries * sizeof (int32_t)),
+    if (kvt_model_cuda_check (cudaMallocAsync ((void **) &self->d_table,
+                                               entries * sizeof (int32_t), self->stream),
                               "table"))
         return -ENOMEM;
     self->table_cap = entries;

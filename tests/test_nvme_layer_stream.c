@@ -242,6 +242,47 @@ s_check_v1 (kvt_client_t *client, const s_out_t *out)
     t_check (t_stat (client, "tier_nvme.checksum_failures") == 0);
 }
 
+//  A gated run that needs a longer block table than any run before it
+//  (its prefix on disk plus S_LONGER_BLOCKS new blocks): the GPU model
+//  grows its table while later layer groups are still held back. A grow
+//  that waited for the GPU would wait on copies behind a gate only
+//  compute's loop can open. Tokens as with caching off ('caching').
+#define S_LONGER_BLOCKS 40
+
+static void
+s_longer_than_before (const char *caching, uint64_t *tokens_out)
+{
+    const char *const extra [] = { "migration/nvme_layer_groups=4",
+                                   "migration/test_group_delay_ms=200", caching, NULL };
+    kvt_config_t *config = s_config (extra);
+    kvt_runtime_t *runtime = t_start_runtime (config);
+    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
+    t_check (client);
+    kvt_client_hello_t hello;
+    t_ok (kvt_client_hello (client, "test_nvme_layer_stream", &hello));
+    const size_t prefix = S_BLOCKS * hello.block_tokens;
+    const size_t count = prefix + S_LONGER_BLOCKS * hello.block_tokens + 5;
+    uint64_t *tokens = t_tokens (count, hello.vocab, 13);
+    kvt_client_generate_t first, longer;
+    t_ok (kvt_client_generate (client, "t", tokens, prefix, S_NEW, &first));
+    uint64_t moved;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, 1000, &moved));
+    t_ok (kvt_client_generate (client, "t", tokens, count, S_NEW, &longer));
+    t_check (longer.token_count == S_NEW);
+    memcpy (tokens_out, longer.tokens, S_NEW * sizeof (uint64_t));
+    if (streq (caching, "scheduler/caching=1")) {
+        t_check (longer.from_nvme == S_BLOCKS);
+        t_check (t_stat (client, "migration.layers_ready_sent") >= 1);
+    }
+    kvt_client_generate_fini (&first);
+    kvt_client_generate_fini (&longer);
+    free (tokens);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -336,6 +377,13 @@ main (int argc, char **argv)
     t_check (system (command) == 0);
     printf ("test_nvme_layer_stream: version 1 blocks read whole by group reads after a "
             "restart, same tokens: OK\n");
+
+    uint64_t longer_off [S_NEW], longer_on [S_NEW];
+    s_longer_than_before ("scheduler/caching=0", longer_off);
+    s_longer_than_before ("scheduler/caching=1", longer_on);
+    t_check (memcmp (longer_off, longer_on, sizeof (longer_on)) == 0);
+    printf ("test_nvme_layer_stream: a streamed run longer than any before (its block "
+            "table grows while groups are held back): same tokens as cache off: OK\n");
 
     s_out_fini (&reference);
     s_out_fini (&grouped);
