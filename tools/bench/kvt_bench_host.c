@@ -10,6 +10,14 @@
 @header
     kvtier bench host [--json] [--blocks N] [--block-kib K] [--dir DIR]
                       [--reps N] [--qd N] [--prompt-mib M] [--verbose]
+    kvtier bench host --ttft [--prefix-mib M] [--new N] [--groups G]
+                      [--compute-prefix] [--json] [--dir DIR] [--reps N]
+                      [--qd N] [--verbose]
+    With --ttft, the TTFT part instead (kvt_bench_host_ttft.c, issue #4):
+    time to first token of a request whose prefix is on NVMe, read in
+    layer groups (migration/nvme_layer_groups = G, default 4) against
+    whole blocks (1), beside disk alone and compute alone, the 8B shape on
+    a CUDA build with a device. Without --ttft, the promotion part:
     Starts a runtime in this process (every actor a thread, ipc front door
     only) with large KV blocks, so that bytes, not messages, dominate:
     model 4 layers x 8 KV heads x head_dim 128 x 16 tokens x bf16 = 256 KiB
@@ -73,6 +81,7 @@
 #include "kvt_bench.h"
 #include "kvt_sim.h"
 #include "kvt_bench_host_raw.h"
+#include "kvt_bench_host_ttft.h"
 #include "kvt_xxh.h"
 
 #define S_TENANT "bench-host"       //  Tenant of every request
@@ -90,6 +99,11 @@ typedef struct {
     bool json;                      //  JSON report
     bool verbose;                   //  Per-rep figures and counter deltas on stderr
     const char *calibration;        //  Write the simulator's calibration file here, or NULL
+    bool ttft;                      //  Run the TTFT part (kvt_bench_host_ttft.c) instead
+    int prefix_mib;                 //  --ttft: prefix on NVMe, MiB (0 = the shape's default)
+    int fresh;                      //  --ttft: new prompt tokens (0 = the shape's default)
+    int groups;                     //  --ttft: nvme_layer_groups of "ours"
+    bool compute_prefix;            //  --ttft: fill prefixes by GENERATE, not STORE
 } s_opts_t;
 
 //  The counters a phase reads, before and after.
@@ -539,7 +553,15 @@ s_usage (FILE *out)
         "  --verbose      per-rep figures and every counter that moved, on stderr\n"
         "  --calibration FILE  write the links measured here into the calibration file\n"
         "                 that `kvtier replay --simulate --calibration FILE` reads\n"
-        "                 (keys not measured here keep the file's or the defaults)\n");
+        "                 (keys not measured here keep the file's or the defaults)\n"
+        "  --ttft         instead: TTFT of a prefix on NVMe + new tokens, read in layer\n"
+        "                 groups vs whole blocks, beside disk alone and compute alone\n"
+        "                 (8B shape on a CUDA device, else a tiny CPU shape)\n"
+        "  --prefix-mib M --ttft: prefix on NVMe (default 256 MiB; CPU shape 16)\n"
+        "  --new N        --ttft: new prompt tokens (default 4096; CPU shape 64)\n"
+        "  --groups G     --ttft: migration/nvme_layer_groups of ours (default 4)\n"
+        "  --compute-prefix  --ttft: fill each prefix by GENERATE (computed KV) even\n"
+        "                 where one STORE frame holds it (always over 192 MiB)\n");
 }
 
 //  `kvtier bench host`: returns the exit code (0, 1 failed, 2 usage).
@@ -556,10 +578,16 @@ kvt_bench_host_main (int argc, char **argv)
         { "prompt-mib", required_argument, NULL, 'p' },
         { "verbose",   no_argument,       NULL, 'v' },
         { "calibration", required_argument, NULL, 'c' },
+        { "ttft",      no_argument,       NULL, 't' },
+        { "prefix-mib", required_argument, NULL, 'P' },
+        { "new",       required_argument, NULL, 'n' },
+        { "groups",    required_argument, NULL, 'g' },
+        { "compute-prefix", no_argument,  NULL, 'C' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    s_opts_t opts = { 512, 256, "/var/tmp", 3, 32, 128, false, false, NULL };
+    s_opts_t opts = { 512, 256, "/var/tmp", 3, 32, 128, false, false, NULL,
+                      false, 0, 0, 4, false };
     optind = 1;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
@@ -573,6 +601,11 @@ kvt_bench_host_main (int argc, char **argv)
             case 'p': opts.prompt_mib = atoi (optarg); break;
             case 'v': opts.verbose = true; break;
             case 'c': opts.calibration = optarg; break;
+            case 't': opts.ttft = true; break;
+            case 'P': opts.prefix_mib = atoi (optarg); break;
+            case 'n': opts.fresh = atoi (optarg); break;
+            case 'g': opts.groups = atoi (optarg); break;
+            case 'C': opts.compute_prefix = true; break;
             case 'h': s_usage (stdout); return 0;
             default: s_usage (stderr); return 2;
         }
@@ -584,6 +617,19 @@ kvt_bench_host_main (int argc, char **argv)
     ||  s_geometry (opts.block_kib, &layers, &block_tokens)) {
         s_usage (stderr);
         return 2;
+    }
+    if (opts.ttft) {
+        if (opts.prefix_mib < 0 || opts.prefix_mib > 65536 || opts.fresh < 0
+        ||  opts.fresh > 65536 || opts.groups < 1 || opts.groups > 64 || opts.calibration) {
+            s_usage (stderr);
+            return 2;
+        }
+        zsys_init ();
+        zsys_handler_set (NULL);
+        kvt_bench_host_ttft_opts_t ttft = { opts.dir, opts.reps, opts.qd, opts.prefix_mib,
+                                            opts.fresh, opts.groups, opts.json, opts.verbose,
+                                            opts.compute_prefix };
+        return kvt_bench_host_ttft_run (&ttft);
     }
     zsys_init ();
     zsys_handler_set (NULL);
