@@ -23,7 +23,10 @@
              MIG_DEMOTE {from_tier, to_tier, max_blocks} -> MIG_DEMOTE_OK {moved};
              MIG_PREFETCH {hashes, max_blocks} -> MIG_PREFETCH_OK {hashes}:
                stage up to max_blocks NVMe blocks of a request's cached
-               prefix into the host tier, left pinned for the caller.
+               prefix into the host tier, left pinned for the caller;
+             MIG_WRITE_THROUGH {hashes} -> MIG_WRITE_THROUGH_OK {shadowed}:
+               copy blocks new on the GPU tier to host shadow slots
+               (migration/write_through = 1; kvt_migration_through.c).
 @discuss
     Cold form (migration/cold_dtype, issue #3): bf16 (default) moves
     blocks as they are. fp8 keeps every block of the host and NVMe tiers
@@ -52,17 +55,31 @@
     (IDX_VICTIMS_OK.offers). "reused" can never write a block whose reuses
     all come after it left the memory tiers; "predicted" writes it on its
     second offer.
-    The actor is five files sharing kvt_migration_int.h: this one (job
-    queue, reservation, demotion, upkeep), kvt_migration_promote.c,
+    Write policies to the host tier: write-back (default) copies a block
+    GPU -> host when the GPU tier evicts it. Write-through
+    (migration/write_through = 1) copies each new GPU block to a host
+    shadow slot at once, in the background (MIG_WRITE_THROUGH, sent by the
+    scheduler after IDX_INSERT_OK); a later eviction of a shadowed block
+    is only an IDX_MOVE into its shadow (demotions_from_shadow, no bytes
+    then). Shadows count against the host tier's capacity but are the
+    first room it gives up (shadows_dropped): a host allocation short of
+    free slots takes them before demoting host blocks, the host watermark
+    does not count them, and a write-through that finds no free host slot
+    is skipped (write_through_skipped), never making room for itself. A
+    write on second hit to disk is disk_admission = reused, above.
+    The actor is six files sharing kvt_migration_int.h: this one (job
+    queue, reservation, demotion, upkeep), kvt_migration_through.c
+    (write-through shadows), kvt_migration_promote.c,
     kvt_migration_prefetch.c, kvt_migration_read.c (their chunked NVMe
     reader) and kvt_migration_copy.c (the bytes between the GPU and host
     slabs).
     Top-level jobs run one at a time, in arrival order; each is a chain of
     asynchronous calls to the index and the tiers, so the loop never waits.
-    MIG_PREFETCH jobs wait in a queue of their own and run when no other
-    job waits, or after S_BACKGROUND_EVERY other jobs in a row: the
-    promotions and reservations of running requests come first, and a
-    prefetch its (by then admitted) request waits for is never starved.
+    MIG_PREFETCH and MIG_WRITE_THROUGH jobs wait in a queue of their own
+    (gauge queued_prefetches) and run when no other job waits, or after
+    S_BACKGROUND_EVERY other jobs in a row: the promotions and
+    reservations of running requests come first, and a prefetch its (by
+    then admitted) request waits for is never starved.
     Victims are chosen by the prefix index's per-tier LRU order and are
     pinned while they move, as are the blocks a request is using.
 @end
@@ -157,6 +174,9 @@ s_ensure_allocated (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     const uint64_t *slots = kvt_msg_array (*reply_p, KVT_TIER_ALLOC_OK_SLOTS, &count);
     for (size_t k = 0; k < count && job->have < job->want; k++)
         job->slots [job->have++] = slots [k];
+    if (job->tier == KVT_TIER_HOST)     //  Shadows are the first room to give up
+        job->have += kvt_migration_shadow_reclaim (self, job->slots + job->have,
+                                                   job->want - job->have);
     if (job->have == job->want)
         job->cont (self, job->cont_arg, 0);
     else {
@@ -224,6 +244,7 @@ typedef struct {
     uint64_t *hashes;               //  Victims (pinned by IDX_VICTIMS)
     uint64_t *slots;                //  Their slots in 'tier'
     size_t victims;                 //  Entries in hashes/slots
+    size_t from_shadow;             //  Victims moved into their shadows (write-through)
     kvt_migration_ensure_t *room;               //  Slots one tier down
     size_t *moved_out;              //  If set, receives 'victims' on success
     kvt_migration_cont_fn *cont;                //  Called once with the outcome
@@ -231,6 +252,7 @@ typedef struct {
 } s_demote_t;
 
 static void s_demote_drop (self_t *self, s_demote_t *job);
+static void s_demote_rest (self_t *self, void *arg, int rc);
 
 static void
 s_demote_finish (self_t *self, s_demote_t *job, int rc)
@@ -238,7 +260,7 @@ s_demote_finish (self_t *self, s_demote_t *job, int rc)
     kvt_migration_cont_fn *cont = job->cont;
     void *cont_arg = job->cont_arg;
     if (rc == 0 && job->moved_out)
-        *job->moved_out = job->victims;
+        *job->moved_out = job->victims + job->from_shadow;
     kvt_migration_ensure_free (self, &job->room, rc != 0);
     free (job->hashes);
     free (job->slots);
@@ -460,6 +482,22 @@ s_demote_have_victims (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
             return;
         }
     }
+    if (job->tier == KVT_TIER_GPU)  //  Victims with a shadow need neither room nor a copy
+        kvt_migration_shadow_demote (self, job->hashes, job->slots, &job->victims,
+                                     &job->from_shadow, s_demote_rest, job);
+    else
+        s_demote_rest (self, job, 0);
+}
+
+//  The victims left (without a shadow) go one tier down, or off the last.
+static void
+s_demote_rest (self_t *self, void *arg, int rc)
+{
+    s_demote_t *job = (s_demote_t *) arg;
+    (void) rc;
+    if (job->victims == 0)
+        s_demote_finish (self, job, 0);
+    else
     if (job->tier == KVT_TIER_NVME)
         s_demote_drop (self, job);
     else
@@ -617,6 +655,7 @@ s_next_job (self_t *self)
         case KVT_MSG_MIG_DEMOTE:  s_start_demote (self); break;
         case KVT_MSG_MIG_PREFETCH: kvt_migration_start_prefetch (self); break;
         case KVT_MSG_MIG_PROMOTE_END: kvt_migration_start_promote_end (self); break;
+        case KVT_MSG_MIG_WRITE_THROUGH: kvt_migration_start_write_through (self); break;
         default: assert (false);
     }
 }
@@ -659,6 +698,8 @@ s_upkeep_probed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         if (dot && streq (dot + 1, "capacity_blocks"))
             capacity = kvt_msg_map_value (*reply_p, KVT_STATS_OK_COUNTERS, k);
     }
+    if (tier == KVT_TIER_HOST)      //  Shadows are room the tier can take back at once
+        used -= used < kvt_migration_shadow_count (self)? used: kvt_migration_shadow_count (self);
     if (capacity && used * 100 >= capacity * (uint64_t) self->high_watermark) {
         uint64_t excess = used - capacity * (uint64_t) self->low_watermark / 100;
         if (excess > self->background_batch)
@@ -707,7 +748,8 @@ static int
 s_handle_job (void *self_ptr, kvt_msg_t **msg_p)
 {
     self_t *self = (self_t *) self_ptr;
-    bool background = kvt_msg_id (*msg_p) == KVT_MSG_MIG_PREFETCH;
+    bool background = kvt_msg_id (*msg_p) == KVT_MSG_MIG_PREFETCH
+                   || kvt_msg_id (*msg_p) == KVT_MSG_MIG_WRITE_THROUGH;
     zlist_append (background? self->background: self->queue, *msg_p);
     *msg_p = NULL;                  //  Answered when its turn comes
     kvt_actor_gauge (self->actor, "queued", zlist_size (self->queue));
@@ -747,6 +789,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
                                                 kvt_runtime_nvme_layer_groups (config), NULL);
     self->test_group_delay_ms = (int) kvt_config_int (config, "migration/test_group_delay_ms");
     self->streams = zlist_new ();
+    self->write_through = kvt_config_int (config, "migration/write_through") != 0;
+    kvt_migration_shadows_new (self);
     return self;
 }
 
@@ -766,6 +810,7 @@ s_self_destroy (void **self_p)
         kvt_msg_destroy (&self->held_reply);
         kvt_migration_streams_destroy (self);
         zlist_destroy (&self->streams);
+        kvt_migration_shadows_destroy (self);
 #ifdef KVT_WITH_CUDA
         kvt_migration_copy_destroy (&self->gpu_copy);
 #endif
@@ -789,6 +834,12 @@ s_self_start (void *self_ptr)
     &&  !streq (admission, "predicted")) {
         kvt_log_error ("migration: config key 'migration/disk_admission' must be all, reused "
                        "or predicted, not '%s'", admission);
+        return KVT_ECONFIG;
+    }
+    const char *through = kvt_config_str (kvt_actor_config (self->actor), "migration/write_through");
+    if (!streq (through, "0") && !streq (through, "1")) {
+        kvt_log_error ("migration: config key 'migration/write_through' must be 0 or 1, "
+                       "not '%s'", through);
         return KVT_ECONFIG;
     }
     const char *cold = kvt_config_str (kvt_actor_config (self->actor), "migration/cold_dtype");
@@ -828,5 +879,6 @@ const kvt_actor_def_t kvt_migration_def = {
         [KVT_MSG_MIG_DEMOTE]  = s_handle_job,
         [KVT_MSG_MIG_PREFETCH] = s_handle_job,
         [KVT_MSG_MIG_PROMOTE_END] = s_handle_job,
+        [KVT_MSG_MIG_WRITE_THROUGH] = s_handle_job,
     },
 };

@@ -6,8 +6,10 @@
 */
 /*
 @header
-    The migration actor is one actor in five files: kvt_migration.c (the
+    The migration actor is one actor in six files: kvt_migration.c (the
     actor: its job queue, demotion, reservation, watermark upkeep),
+    kvt_migration_through.c (write-through: shadow copies on the host
+    tier, MIG_WRITE_THROUGH),
     kvt_migration_promote.c (bringing blocks to the GPU, with NVMe blocks
     streamed in chunks or layer groups), kvt_migration_prefetch.c (staging
     a waiting request's NVMe blocks into the host tier, MIG_PREFETCH),
@@ -70,7 +72,19 @@ struct _self_t {
     int test_group_delay_ms;        //  TEST ONLY: groups past the first read this late
     uint64_t next_ticket;           //  Last ticket given to a layer-group stream promotion
     zlist_t *streams;               //  Stream promotions whose reads outlive their reply
+    bool write_through;             //  migration/write_through: shadow new GPU blocks on host
+    zhashx_t *shadows;              //  Shadow copies by hash (kvt_migration_shadow_t, not owned)
+    zlistx_t *shadow_order;         //  The same shadows, oldest first (owns them)
 };
+
+//  A shadow copy (write-through): the host slot, owned by migration and
+//  unknown to the index, that holds the cold form of a block the index
+//  has on the GPU tier. (kvt_migration_through.c)
+typedef struct {
+    uint64_t hash;                  //  The block (the table's key points here)
+    uint64_t slot;                  //  Its host slot
+    void *handle;                   //  Its place in shadow_order
+} kvt_migration_shadow_t;
 
 //  Names of the tier actors, by tier number.
 extern const char *const kvt_migration_tier_actor [KVT_TIER_COUNT];
@@ -183,6 +197,38 @@ size_t
 //  not given back: the tiers are going too). (kvt_migration_promote.c)
 void
     kvt_migration_streams_destroy (self_t *self);
+
+//  --------------------------------------------------------------------------
+//  Write-through (kvt_migration_through.c)
+
+//  Make the (empty) shadow table; free it at shutdown (the shadows' host
+//  slots are not given back: the tiers are going too).
+void
+    kvt_migration_shadows_new (self_t *self);
+void
+    kvt_migration_shadows_destroy (self_t *self);
+
+//  Shadows held now.
+size_t
+    kvt_migration_shadow_count (self_t *self);
+
+//  Drop up to 'want' shadows, newest first, and hand their host slots to
+//  the caller in 'slots' (no bytes move). Returns how many.
+size_t
+    kvt_migration_shadow_reclaim (self_t *self, uint64_t *slots, size_t want);
+
+//  Demote the GPU victims among hashes/slots [0, *count) that have a
+//  shadow: the index moves them to their shadows' host slots (no copy),
+//  they are unpinned and their GPU slots freed. They leave the arrays (the
+//  rest keep their order), '*moved' grows by their number, and 'cont' is
+//  called once with 0 (at once if none has a shadow).
+void
+    kvt_migration_shadow_demote (self_t *self, uint64_t *hashes, uint64_t *slots, size_t *count,
+                                 size_t *moved, kvt_migration_cont_fn *cont, void *arg);
+
+//  Start the current MIG_WRITE_THROUGH job.
+void
+    kvt_migration_start_write_through (self_t *self);
 
 //  Start the current MIG_PREFETCH job: NVMe blocks of a waiting request
 //  staged into the host tier. (kvt_migration_prefetch.c)

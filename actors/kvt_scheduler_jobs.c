@@ -535,7 +535,9 @@ kvt_scheduler_reserve (job_t *job, kvt_scheduler_step_fn *next)
 }
 
 //  Insert blocks [matched, block_count) as GPU-resident; free duplicates.
-//  'arg' is a copy of the inserted slots, [0] = how many follow.
+//  'arg' is a copy of the inserted slots, [0] = how many follow, then as
+//  many hashes. With migration/write_through = 1, migration then shadows
+//  the blocks on the host tier (MIG_WRITE_THROUGH, background work).
 static void
 s_inserted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
@@ -555,6 +557,9 @@ s_inserted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, spare, spare_count);
         kvt_actor_count (self->actor, "duplicate_blocks", spare_count);
         free (spare);
+        if (kvt_config_int (kvt_actor_config (self->actor), "migration/write_through"))
+            s_fire (self, "migration", KVT_MSG_MIG_WRITE_THROUGH, KVT_MIG_WRITE_THROUGH_HASHES,
+                    slots + 1 + slots [0], (size_t) slots [0]);
     }
     //  On failure the slots' fate is unknown: leaving them allocated is safe
     free (slots);
@@ -576,8 +581,9 @@ kvt_scheduler_insert_computed (job_t *job)
     kvt_msg_set_array (msg, KVT_IDX_INSERT_HASHES, job->hashes + job->matched, count);
     kvt_msg_set_u64 (msg, KVT_IDX_INSERT_TIER, KVT_TIER_GPU);
     kvt_msg_set_array (msg, KVT_IDX_INSERT_SLOTS, job->slots + job->matched, count);
-    uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    uint64_t *slots = (uint64_t *) kvt_zmalloc ((2 * count + 1) * sizeof (uint64_t));
     slots [0] = count;
     memcpy (slots + 1, job->slots + job->matched, count * sizeof (uint64_t));
+    memcpy (slots + 1 + count, job->hashes + job->matched, count * sizeof (uint64_t));
     kvt_actor_call (self->actor, "prefix_index", &msg, s_inserted, slots);
 }

@@ -114,7 +114,9 @@ extern "C" {
     M (MIG_PROMOTE_END, 67, "aaaaau",  "hashes tiers slots gpu_slots host_slots commit") \
     M (MIG_PROMOTE_END_OK, 68, "u",    "moved") \
     M (MIG_LAYERS_READY, 69, "uuu",    "ticket layers_ready failed") \
-    M (MIG_LAYERS_READY_OK, 70, "u",   "known")
+    M (MIG_LAYERS_READY_OK, 70, "u",   "known") \
+    M (MIG_WRITE_THROUGH, 71, "a",     "hashes") \
+    M (MIG_WRITE_THROUGH_OK, 72, "u",  "shadowed")
 
 #define KVT_MSG_ENUM(name, id, picture, fields) KVT_MSG_##name = id,
 typedef enum {
