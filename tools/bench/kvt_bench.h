@@ -18,6 +18,7 @@
 #define KVT_BENCH_H_INCLUDED
 
 #include <stdbool.h>
+#include <stddef.h>
 
 typedef struct _kvt_bench_report_t kvt_bench_report_t;
 
@@ -40,6 +41,16 @@ void
     kvt_bench_report_finish (kvt_bench_report_t **self_p);
 
 //  Subcommand entry points: `kvtier bench <what> [options]`.
+//  Helpers every bench uses: monotonic time in microseconds; qsort order
+//  for doubles (ascending); the median of 'count' values (sorted in
+//  place; 0 for none).
+double
+    kvt_bench_now_us (void);
+int
+    kvt_bench_compare_double (const void *a, const void *b);
+double
+    kvt_bench_median (double *values, size_t count);
+
 int kvt_bench_runtime_main (int argc, char **argv);    //  LOOKUP round trip vs raw ZeroMQ
 int kvt_bench_kernels_main (int argc, char **argv);    //  GPU kernels vs cuDNN/cuBLAS
 int kvt_bench_transfer_main (int argc, char **argv);   //  host<->GPU block movement

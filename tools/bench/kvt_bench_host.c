@@ -141,23 +141,6 @@ typedef struct {
     double xxh3_us;                 //  Profile: xxh3-64 of every block (one core)
 } s_rep_t;
 
-//  Monotonic time in microseconds.
-static double
-s_now_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-//  qsort order for doubles.
-static int
-s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y? -1: x > y;
-}
-
 //  Median of 'count' values at 'stride' doubles apart (a field of s_rep_t).
 static double
 s_median (const double *first, size_t stride, int count)
@@ -165,9 +148,7 @@ s_median (const double *first, size_t stride, int count)
     double *values = (double *) zmalloc ((size_t) count * sizeof (double));
     for (int k = 0; k < count; k++)
         values [k] = first [(size_t) k * stride];
-    qsort (values, (size_t) count, sizeof (double), s_compare_double);
-    double median = count % 2? values [count / 2]
-                             : (values [count / 2 - 1] + values [count / 2]) / 2;
+    double median = kvt_bench_median (values, (size_t) count);
     free (values);
     return median;
 }
@@ -263,10 +244,10 @@ s_generate_all (kvt_client_t *client, s_prompt_t *prompts, int prompt_count, uin
 {
     for (int p = 0; p < prompt_count; p++) {
         kvt_client_generate_t result;
-        double start = s_now_us ();
+        double start = kvt_bench_now_us ();
         int rc = kvt_client_generate (client, S_TENANT, prompts [p].tokens,
                                       prompts [p].token_count, 0, &result);
-        *wall_us += s_now_us () - start;
+        *wall_us += kvt_bench_now_us () - start;
         if (rc) {
             fprintf (stderr, "kvtier bench host: GENERATE failed: %s %s\n",
                      kvt_client_error_name (client), kvt_client_error_detail (client));
@@ -496,7 +477,7 @@ s_rep (s_bench_t *bench, s_rep_t *rep)
     //  The raw path into the GPU tier: one pinned cudaMemcpy of the whole
     //  prefix when the tier is device memory, else one memcpy
     size_t block_bytes = bench->bytes / bench->blocks;
-    double start = s_now_us ();
+    double start = kvt_bench_now_us ();
     if (bench->device) {
         if (kvt_arena_copy (bench->device, kvt_arena_block (bench->device, 0),
                             kvt_arena_base (bench->arena_src), bench->bytes))
@@ -504,7 +485,7 @@ s_rep (s_bench_t *bench, s_rep_t *rep)
     }
     else
         memcpy (bench->copy_dst, bench->copy_src, bench->bytes);
-    rep->memcpy_us = s_now_us () - start;
+    rep->memcpy_us = kvt_bench_now_us () - start;
     //  Keep the copy from being optimised away
     if (bench->copy_dst [bench->bytes / 2] != bench->copy_src [bench->bytes / 2])
         return -EIO;
@@ -512,7 +493,7 @@ s_rep (s_bench_t *bench, s_rep_t *rep)
     //  Profile: what the migration actor's copy loop does, block by block
     //  between two slabs like the tiers' (pinned host to device on a GPU
     //  build), and the checksum tier_nvme computes on every block it reads
-    start = s_now_us ();
+    start = kvt_bench_now_us ();
     for (uint64_t k = 0; k < bench->blocks; k++)
         if (bench->device)
             kvt_arena_copy (bench->device, kvt_arena_block (bench->device, k),
@@ -520,12 +501,12 @@ s_rep (s_bench_t *bench, s_rep_t *rep)
         else
             memcpy (kvt_arena_block (bench->arena_dst, k), kvt_arena_block (bench->arena_src, k),
                     block_bytes);
-    rep->shm_copy_us = s_now_us () - start;
+    rep->shm_copy_us = kvt_bench_now_us () - start;
     uint64_t digest = 0;
-    start = s_now_us ();
+    start = kvt_bench_now_us ();
     for (uint64_t k = 0; k < bench->blocks; k++)
         digest ^= XXH3_64bits (kvt_arena_block (bench->arena_src, k), block_bytes);
-    rep->xxh3_us = s_now_us () - start;
+    rep->xxh3_us = kvt_bench_now_us () - start;
     if (digest == 0)                //  Uses the digest; 0 is as good as impossible
         rep->xxh3_us += 0.001;
     return kvt_bench_host_raw_read (bench->raw, bench->blocks, &rep->disk_us);

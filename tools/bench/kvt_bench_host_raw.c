@@ -14,16 +14,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "kvt_bench.h"
 #include "kvt_bench_host_raw.h"
-
-//  Monotonic time in microseconds.
-static double
-s_now_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
 
 //  Close files and ring, free the buffer; safe on a zeroed or half-open one.
 void
@@ -110,7 +102,7 @@ kvt_bench_host_raw_read (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us)
         free_bufs [i] = i;
     uint64_t next = 0, completed = 0;
     int rc = 0;
-    double start = s_now_us ();
+    double start = kvt_bench_now_us ();
     while (completed < blocks && rc == 0) {
         while (free_count > 0 && next < blocks) {
             int index = free_bufs [--free_count];
@@ -149,7 +141,7 @@ kvt_bench_host_raw_read (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us)
             }
         }
     }
-    *us = s_now_us () - start;
+    *us = kvt_bench_now_us () - start;
     //  On failure, drain what is in flight before the buffer can go
     if (rc)
         fprintf (stderr, "kvtier bench host: raw read: %s\n", strerror (-rc));

@@ -130,31 +130,6 @@ typedef struct {
     s_groups_t counters;            //  Deltas over the timed reps
 } s_config_run_t;
 
-//  Monotonic time in microseconds.
-static double
-s_now_us (void)
-{
-    struct timespec ts;
-    clock_gettime (CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
-}
-
-//  qsort order for doubles.
-static int
-s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y? -1: x > y;
-}
-
-//  Median of 'count' values.
-static double
-s_median (double *values, int count)
-{
-    qsort (values, (size_t) count, sizeof (double), s_compare_double);
-    return count % 2? values [count / 2]: (values [count / 2 - 1] + values [count / 2]) / 2;
-}
-
 //  Median of one field ('offset' bytes into s_sample_t) over 'count'
 //  samples of each of 'run_count' runs.
 static double
@@ -165,7 +140,7 @@ s_median_field (const s_config_run_t *runs, int run_count, int count, size_t off
         for (int k = 0; k < count; k++)
             values [r * count + k] = *(const double *) ((const char *) &runs [r].samples [k]
                                                         + offset);
-    double median = s_median (values, count * run_count);
+    double median = kvt_bench_median (values, (size_t) (count * run_count));
     free (values);
     return median;
 }
@@ -294,9 +269,9 @@ s_generate (kvt_client_t *client, const uint64_t *tokens, size_t count, size_t p
             uint64_t tier, double *wall_us, double *server_us)
 {
     kvt_client_generate_t result;
-    double start = s_now_us ();
+    double start = kvt_bench_now_us ();
     int rc = kvt_client_generate (client, S_TENANT, tokens, count, 1, &result);
-    *wall_us = s_now_us () - start;
+    *wall_us = kvt_bench_now_us () - start;
     if (rc) {
         fprintf (stderr, "kvtier bench host --ttft: GENERATE failed: %s %s\n",
                  kvt_client_error_name (client), kvt_client_error_detail (client));
@@ -346,12 +321,12 @@ s_config_run (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
                  strerror (-rc));
         return rc;
     }
-    double started = s_now_us ();
+    double started = kvt_bench_now_us ();
     kvt_runtime_t *runtime = s_start_runtime (opts, shape, nvme_dir, run->groups_asked,
                                               prefix_blocks, fresh, &run->groups);
     if (!runtime)
         return -EIO;
-    double start_s = (s_now_us () - started) / 1e6;
+    double start_s = (kvt_bench_now_us () - started) / 1e6;
     if (opts->verbose)
         fprintf (stderr, "groups %d: runtime started in %.2f s\n", run->groups_asked, start_s);
     int rc = 0;
@@ -385,7 +360,7 @@ s_config_run (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
     //  test_nvme_layer_stream; here it only keeps growth out of the reps).
     //  Its blocks are the least recently used: they go to NVMe first and
     //  hold slots 0..P-1, which the raw baseline reads.
-    double store_start = s_now_us ();
+    double store_start = kvt_bench_now_us ();
     if (rc == 0) {
         size_t warm_count = prefix_tokens + fresh + S_WARM_EXTRA;
         uint64_t *tokens = (uint64_t *) zmalloc (warm_count * sizeof (uint64_t));
@@ -394,11 +369,11 @@ s_config_run (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
         rc = s_generate (client, tokens, warm_count, 0, KVT_TIER_GPU, &ignored, NULL);
         free (tokens);
     }
-    double warm_s = (s_now_us () - store_start) / 1e6;
+    double warm_s = (kvt_bench_now_us () - store_start) / 1e6;
     if (opts->verbose)
         fprintf (stderr, "groups %d: model warm-up request (%zu tokens) %.2f s\n",
                  run->groups, prefix_tokens + fresh + S_WARM_EXTRA, warm_s);
-    store_start = s_now_us ();
+    store_start = kvt_bench_now_us ();
     for (int p = 0; p < prefixes && rc == 0; p++) {
         uint64_t *tokens = s_tokens (prefix_tokens, p, 0, 0, hello.vocab);
         if (by_compute) {
@@ -422,14 +397,14 @@ s_config_run (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
         free (tokens);
     }
     free (kv);
-    double store_s = (s_now_us () - store_start) / 1e6;
-    double demote_start = s_now_us ();
+    double store_s = (kvt_bench_now_us () - store_start) / 1e6;
+    double demote_start = kvt_bench_now_us ();
     uint64_t on_gpu = 0, on_host = 0;
     if (rc == 0)
         rc = s_demote (client, KVT_TIER_GPU, (uint64_t) prefixes * prefix_blocks, &on_gpu);
     if (rc == 0)
         rc = s_demote (client, KVT_TIER_HOST, on_gpu, &on_host);
-    double demote_s = (s_now_us () - demote_start) / 1e6;
+    double demote_s = (kvt_bench_now_us () - demote_start) / 1e6;
     if (opts->verbose)
         fprintf (stderr, "groups %d: %d prefixes %s in %.2f s, %" PRIu64 " blocks demoted to "
                  "NVMe in %.2f s\n", run->groups, prefixes, by_compute? "computed": "stored",

@@ -98,13 +98,6 @@ s_torch_get (const s_torch_file_t *file, const char *name)
 
 typedef int (s_launch_fn) (void *context, cudaStream_t stream);
 
-static int
-s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y? -1: x > y;
-}
-
 //  Median time in microseconds of 'reps' launches after 3 warm-ups.
 static double
 s_time_us (s_launch_fn *launch, void *context, cudaStream_t stream, int reps)
@@ -131,7 +124,7 @@ s_time_us (s_launch_fn *launch, void *context, cudaStream_t stream, int reps)
         S_CHECK (cudaEventElapsedTime (&ms, start, stop));
         times [i] = ms * 1000.0;
     }
-    qsort (times, reps, sizeof (double), s_compare_double);
+    qsort (times, reps, sizeof (double), kvt_bench_compare_double);
     double median = times [reps / 2];
     free (times);
     cudaEventDestroy (start);

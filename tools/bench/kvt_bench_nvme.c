@@ -83,18 +83,10 @@ kvt_bench_nvme_seconds (void)
     return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static int
-s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y? -1: x > y;
-}
-
 double
 kvt_bench_nvme_median (double *values, int count)
 {
-    qsort (values, (size_t) count, sizeof (double), s_compare_double);
-    return count % 2? values [count / 2]: (values [count / 2 - 1] + values [count / 2]) / 2;
+    return kvt_bench_median (values, count > 0? (size_t) count: 0);
 }
 
 void

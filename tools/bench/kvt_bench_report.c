@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "kvt_bench.h"
 
 #define S_MAX_FIGURES 256
@@ -118,4 +119,32 @@ kvt_bench_report_finish (kvt_bench_report_t **self_p)
     }
     free (self);
     *self_p = NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Helpers every bench uses
+
+double
+kvt_bench_now_us (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec * 1e6 + (double) ts.tv_nsec / 1e3;
+}
+
+int
+kvt_bench_compare_double (const void *a, const void *b)
+{
+    double x = *(const double *) a, y = *(const double *) b;
+    return x < y? -1: x > y;
+}
+
+double
+kvt_bench_median (double *values, size_t count)
+{
+    if (count == 0)
+        return 0;
+    qsort (values, count, sizeof (double), kvt_bench_compare_double);
+    return count % 2? values [count / 2]: (values [count / 2 - 1] + values [count / 2]) / 2;
 }

@@ -64,17 +64,10 @@ typedef struct {
     double p99_us;                  //  99th percentile
 } s_timing_t;
 
-static int
-s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y? -1: x > y? 1: 0;
-}
-
 static s_timing_t
 s_summarise (double *samples, int count, int64_t total_us)
 {
-    qsort (samples, (size_t) count, sizeof (double), s_compare_double);
+    qsort (samples, (size_t) count, sizeof (double), kvt_bench_compare_double);
     s_timing_t timing = { (double) total_us / count, samples [count / 2],
                           samples [(int) ((count - 1) * 0.99)] };
     return timing;

@@ -73,13 +73,6 @@ typedef struct {
     unsigned long long *pair_counter;   //  Its unit counter (device)
 } s_bench_t;
 
-static int
-s_compare_double (const void *a, const void *b)
-{
-    double x = *(const double *) a, y = *(const double *) b;
-    return x < y? -1: x > y;
-}
-
 //  mode bits: 1 = host->GPU, 2 = GPU->host. path: 0 memcpy of 1 GiB,
 //  1 kernel, 2 copy engines, 3 kernel host->GPU + engines GPU->host, 4 the
 //  reverse, 5 both in one grid (kvt_block_copy_pair, mode 3 only).
@@ -145,11 +138,11 @@ s_measure (s_bench_t *self, int mode, int path, kvt_block_copy_args_t *args_h2d,
         if (rep >= 0)
             rates [rep] = (double) S_MOVE_BYTES * directions / (span_ms * 1e-3) / 1e9;
     }
-    qsort (rates, reps, sizeof (double), s_compare_double);
+    qsort (rates, reps, sizeof (double), kvt_bench_compare_double);
     double median = rates [reps / 2];
     if (dir_rates && streams == 3)
         for (int dir = 0; dir < 2; dir++) {
-            qsort (own [dir], reps, sizeof (double), s_compare_double);
+            qsort (own [dir], reps, sizeof (double), kvt_bench_compare_double);
             dir_rates [dir] = own [dir][reps / 2];
         }
     free (rates);
@@ -303,7 +296,7 @@ s_bench_beside (kvt_bench_report_t *report, s_bench_t *self, int reps, uint64_t 
     S_CHECK (cudaStreamSynchronize (sa));
     for (int i = 0; i < att_reps; i++)
         times [i] = s_elapsed_ms (ev [0][i], ev [1][i]) * 1000.0;
-    qsort (times, att_reps, sizeof (double), s_compare_double);
+    qsort (times, att_reps, sizeof (double), kvt_bench_compare_double);
     double att_alone_us = times [att_reps / 2];
 
     static const int64_t block_sizes [] = { 64 << 10, 2 << 20 };
@@ -348,7 +341,7 @@ s_bench_beside (kvt_bench_report_t *report, s_bench_t *self, int reps, uint64_t 
                 S_CHECK (cudaEventSynchronize (t_stop));
                 rates [r] = (double) S_MOVE_BYTES / (s_elapsed_ms (t_start, t_stop) * 1e-3) / 1e9;
             }
-            qsort (rates, 5, sizeof (double), s_compare_double);
+            qsort (rates, 5, sizeof (double), kvt_bench_compare_double);
             double xfer_alone = rates [2];
 
             //  Attention beside: three 1 GiB batches first on B, then the
@@ -372,7 +365,7 @@ s_bench_beside (kvt_bench_report_t *report, s_bench_t *self, int reps, uint64_t 
             float lead_ms = s_elapsed_ms (t_start, ev [0][0]);
             float tail_ms = s_elapsed_ms (ev [1][att_reps - 1], t_stop);
             double span_us = s_elapsed_ms (ev [0][0], ev [1][att_reps - 1]) * 1000.0 / att_reps;
-            qsort (times, att_reps, sizeof (double), s_compare_double);
+            qsort (times, att_reps, sizeof (double), kvt_bench_compare_double);
             double att_beside_us = times [att_reps / 2];
             snprintf (figure, sizeof (figure), "attn_beside_%s_%s_us", variants [v], labels [s]);
             kvt_bench_report_add (report, figure, att_beside_us, "us", "attn_alone_16x32K_us",
@@ -652,7 +645,7 @@ s_bench_step (kvt_bench_report_t *report, int seqs, int len, int streamed, int r
             t [2 * (reps + 1) + r] = s_step_overlapped (self);
         }
         for (int k = 0; k < 3; k++)
-            qsort (t + k * (reps + 1) + 1, reps, sizeof (double), s_compare_double);
+            qsort (t + k * (reps + 1) + 1, reps, sizeof (double), kvt_bench_compare_double);
         double att_us = t [1 + reps / 2];
         double xfer_us = t [reps + 2 + reps / 2];
         double step_us = t [2 * (reps + 1) + 1 + reps / 2];
