@@ -27,6 +27,7 @@
 #define KVT_NVME_ALIGN          4096                    //  O_DIRECT alignment we honour
 #define KVT_NVME_BLOCK_MAGIC    0x31454D564E54564BULL   //  "KVTNVME1"
 #define KVT_NVME_MAX_REGIONS    64                      //  Caller buffer regions
+#define KVT_NVME_GROUP_CACHE    4096                    //  Headers whose group sums we keep
 
 //  Header at the start of every slot on disk (first 64 of its 4096 bytes).
 //  Version 1: group_count 0, nothing after these 64 bytes, header_checksum
@@ -84,6 +85,8 @@ typedef struct {
     uint64_t checksum;              //  Write: payload checksum; read: expected
     uint32_t bytes;                 //  Payload length moved and checksummed (<= block_bytes)
     int group;                      //  Read of one layer group, or -1 (whole payload)
+    bool header_known;              //  Group read: its header's checksums were cached,
+                                    //  so only the group's bytes are read
     void *caller;                   //  src or dst in caller memory
     uint8_t *stage;                 //  This op's staging buffer (header + payload)
     kvt_nvme_part_t parts [2];      //  The transfers of this op
@@ -110,6 +113,9 @@ struct _kvt_nvme_store_t {
     //  Geometry
     int group_count;                //  Layer groups per block (1: none; see layer_groups)
     uint64_t group_offset [KVT_NVME_MAX_GROUPS + 1];   //  Group g: [offset [g], offset [g + 1])
+    uint64_t *group_cache;          //  Verified v2 headers' group checksums, direct-mapped
+                                    //  by slot: KVT_NVME_GROUP_CACHE rows of {slot + 1,
+                                    //  generation, group_count sums}; NULL without groups
     size_t payload_io_bytes;        //  block_bytes rounded up to KVT_NVME_ALIGN
     size_t stride;                  //  KVT_NVME_HEADER_BYTES + payload_io_bytes
     int file_count;                 //  dir_count x files_per_dir

@@ -247,6 +247,7 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
     }
     op->is_write = true;
     op->group = -1;
+    op->header_known = false;
     op->bytes = (uint32_t) bytes;
     op->tag = tag;
     op->slot = slot;
@@ -328,6 +329,7 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
     kvt_nvme_slot_t *entry = &self->slots [slot];
     op->is_write = false;
     op->group = -1;
+    op->header_known = false;
     op->bytes = (uint32_t) bytes;
     op->tag = tag;
     op->slot = slot;
@@ -343,9 +345,39 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
     return rc;
 }
 
+//  The group checksums kept for 'slot' at 'generation' (a verified v2
+//  header's), or NULL. Kept per slot, direct-mapped: a later write of the
+//  slot has another generation, so a stale row never matches.
+static const uint64_t *
+s_group_sums_find (const kvt_nvme_store_t *self, uint64_t slot, uint64_t generation)
+{
+    if (!self->group_cache)
+        return NULL;
+    const uint64_t *row = self->group_cache
+                        + (slot % KVT_NVME_GROUP_CACHE) * (2 + (size_t) self->group_count);
+    return row [0] == slot + 1 && row [1] == generation? row + 2: NULL;
+}
+
+//  Keep a verified v2 header's group checksums for its slot.
+static void
+s_group_sums_keep (kvt_nvme_store_t *self, uint64_t slot, uint64_t generation,
+                   const uint64_t *sums)
+{
+    if (!self->group_cache)
+        return;
+    uint64_t *row = self->group_cache
+                  + (slot % KVT_NVME_GROUP_CACHE) * (2 + (size_t) self->group_count);
+    row [0] = slot + 1;
+    row [1] = generation;
+    memcpy (row + 2, sums, (size_t) self->group_count * sizeof (uint64_t));
+}
+
 //  Prepare reading layer group 'group' of a block: its header into the
 //  op's staging, the group's bytes into their place in 'dst' (by DMA when
 //  registered and aligned, else through the staging, copied once checked).
+//  When an earlier group's read of this block verified its header, the
+//  group's checksum is known and only the group's bytes are read: a
+//  stream reading G groups of a block does G + 1 I/Os, not 2 G.
 
 int
 kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
@@ -373,6 +405,10 @@ kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_
     op->block_hash = block_hash;
     op->generation = entry->generation;
     op->checksum = entry->checksum;     //  The whole payload's, until the header is read
+    const uint64_t *sums = s_group_sums_find (self, slot, entry->generation);
+    op->header_known = sums != NULL;
+    if (sums)
+        op->checksum = sums [group];
     op->caller = dst;
     int file = (int) (slot % (uint64_t) self->file_count);
     uint64_t base = (slot / (uint64_t) self->file_count) * self->stride;
@@ -380,12 +416,16 @@ kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_
     int region = (uintptr_t) target % KVT_NVME_ALIGN == 0? s_region_of (self, target, bytes): -1;
     op->direct = region > 0;
     memset (op->parts, 0, sizeof (op->parts));
-    op->part_count = 2;
-    op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0, base };
-    op->parts [1] = (kvt_nvme_part_t) { file, op->direct? region: 0,
-                                        op->direct? target
-                                                  : op->stage + KVT_NVME_HEADER_BYTES + offset,
-                                        bytes, 0, base + KVT_NVME_HEADER_BYTES + offset };
+    op->part_count = 0;
+    if (!op->header_known)
+        op->parts [op->part_count++] = (kvt_nvme_part_t) { file, 0, op->stage,
+                                                           KVT_NVME_HEADER_BYTES, 0, base };
+    op->parts [op->part_count++] = (kvt_nvme_part_t) {
+        file, op->direct? region: 0,
+        op->direct? target: op->stage + KVT_NVME_HEADER_BYTES + offset,
+        bytes, 0, base + KVT_NVME_HEADER_BYTES + offset };
+    if (op->header_known)
+        self->stats.group_header_hits++;
     if (op->direct)
         self->stats.direct_ops++;
     else
@@ -504,6 +544,9 @@ s_read_verify (kvt_nvme_store_t *self, int index)
     kvt_nvme_op_t *op = &self->ops [index];
     size_t offset = 0;
     int rc = 0;
+    if (op->group >= 0 && op->header_known)
+        offset = self->group_offset [op->group];    //  op->checksum is the group's
+    else
     if (op->group >= 0) {
         //  A layer group: its header holds the group's checksum
         const kvt_nvme_block_header_t *header = (const kvt_nvme_block_header_t *) op->stage;
@@ -522,6 +565,7 @@ s_read_verify (kvt_nvme_store_t *self, int index)
             return;
         }
         else {
+            s_group_sums_keep (self, op->slot, op->generation, kvt_nvme_block_groups (header));
             op->checksum = kvt_nvme_block_groups (header) [op->group];
             offset = self->group_offset [op->group];
         }

@@ -163,6 +163,7 @@ s_close_all (kvt_nvme_store_t *self)
         self->staging = NULL;
     }
     kvt_freen (self->slots);
+    kvt_freen (self->group_cache);
     kvt_freen (self->ops);
     kvt_freen (self->free_ops);
     kvt_freen (self->done_fifo);
@@ -271,6 +272,9 @@ kvt_nvme_store_open (kvt_nvme_store_t *self)
     self->paths = (char **) kvt_zmalloc (sizeof (char *) * (size_t) self->file_count);
     self->slots = (kvt_nvme_slot_t *) kvt_zmalloc (sizeof (kvt_nvme_slot_t)
                                                    * self->capacity_blocks);
+    if (self->group_count > 1)
+        self->group_cache = (uint64_t *) kvt_zmalloc (sizeof (uint64_t) * KVT_NVME_GROUP_CACHE
+                                                      * (2 + (size_t) self->group_count));
     kvt_nvme_journal_config_t journal_config = {
         .dir = self->dirs [0], .dir_count = self->dir_count,
         .files_per_dir = self->files_per_dir, .block_bytes = self->block_bytes,

@@ -207,6 +207,8 @@ typedef struct {
     uint64_t checksum_jobs;         //  Checksums handed to the worker pool
     uint64_t group_reads;           //  Layer group reads completed with rc 0
     uint64_t group_fallbacks;       //  Group reads that found a v1 block and read it whole
+    uint64_t group_header_hits;     //  Group reads that skipped the header: its group
+                                    //  checksums were kept from an earlier group's read
 } kvt_nvme_store_stats_t;
 
 typedef enum {

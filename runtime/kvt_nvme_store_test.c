@@ -149,6 +149,9 @@ t_layer_groups (const char *dir, int threads)
     assert (memcmp (arena, src, block_bytes) == 0);
     kvt_nvme_store_stats (store, &after);
     assert (after.group_reads == before.group_reads + 8);
+    //  Each block's first group read its header; the other three used the
+    //  checksums kept from it (one I/O each, no header)
+    assert (after.group_header_hits == before.group_header_hits + 6);
     //  With a pool, the pool verified them
     assert (threads == 1 || after.checksum_jobs >= before.checksum_jobs + 8);
     assert (after.direct_ops >= before.direct_ops + 4);

@@ -33,8 +33,9 @@
            [--threads N] [--sync-mib N] [--sync-size S] [--sync-qd N]
            [--checksum-threads N] [--only WHAT]
            [--verbose] [--json]
-    --only checksum|sync|sizes runs that part alone (with the one-core
-    hash figure). --checksum-threads sets the stores' checksum_threads
+    --only checksum|sync|groups|sizes runs that part alone (with the
+    one-core hash figures). groups: 2 MiB blocks read in 4 layer groups,
+    group-major (a stream promotion's order), beside whole-block reads. --checksum-threads sets the stores' checksum_threads
     (default 0, auto).
     DIR defaults to a new temp dir under /var/tmp (removed at the end; in
     a given DIR, the bench's subdirectories are removed after use); a
@@ -671,7 +672,7 @@ kvt_bench_nvme_main (int argc, char **argv)
                      "[--reps N] [--sizes 64k,512k,2m] [--files N] [--sync] "
                      "[--recover N] [--threads N] [--sync-mib N] [--sync-size S] [--sync-qd N] "
                      "[--checksum-threads N] "
-                     "[--only checksum|sync|sizes] [--verbose] [--json]\n");
+                     "[--only checksum|sync|groups|sizes] [--verbose] [--json]\n");
             return 2;
         }
     }
@@ -714,6 +715,8 @@ kvt_bench_nvme_main (int argc, char **argv)
     else {
         if (all || strcmp (opts.only, "sync") == 0)
             s_bench_sync (report, &opts);
+        if (all || strcmp (opts.only, "groups") == 0)
+            kvt_bench_nvme_groups (report, &opts);
         for (int i = 0; i < size_count && (all || strcmp (opts.only, "sizes") == 0); i++) {
             if (sizes [i] == 0 || sizes [i] % 4096) {
                 fprintf (stderr, "kvtier bench nvme: block size %zu is not a multiple of "

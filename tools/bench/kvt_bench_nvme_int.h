@@ -37,10 +37,15 @@ typedef struct {
     size_t sync_bytes;              //  Bytes per sync_on_ack write run
     size_t sync_block_bytes;        //  Block size of those runs
     int sync_qd;                    //  Queue depth of those runs
-    const char *only;               //  NULL, "checksum", "sync" or "sizes"
+    const char *only;               //  NULL, "checksum", "sync", "groups" or "sizes"
     bool sync_per_write;            //  Store: O_DSYNC per write, no group commit
     int checksum_threads;           //  Store: checksum threads (0 auto, 1 inline)
 } kvt_bench_nvme_opts_t;
+
+//  Layer groups (kvt_bench_nvme_groups.c): 2 MiB blocks read in 4 layer
+//  groups, group-major, beside whole-block reads, same store, same run.
+void
+    kvt_bench_nvme_groups (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts);
 
 //  Monotonic time in seconds.
 double
