@@ -24,28 +24,29 @@
 #define S_GROUPS        4           //  migration/nvme_layer_groups' default
 #define S_MAX_BLOCKS    512         //  1 GiB of blocks at most
 
-//  Read every block once: whole (groups 0) or group-major in 'groups'
-//  groups (group 0 of every block, then group 1, ...), at most 'qd' I/Os
-//  in flight, each block into its own place in 'buf'. Returns GB/s of
-//  block bytes.
+//  Write every block once (groups -1), or read every block once: whole
+//  (groups 0) or group-major in 'groups' groups (group 0 of every block,
+//  then group 1, ...); at most 'qd' I/Os in flight, each block from or into
+//  its own place in 'buf'. Returns GB/s of block bytes.
 static double
-s_read_all (kvt_nvme_store_t *store, uint64_t blocks, uint8_t *buf, int groups, int qd)
+s_run_all (kvt_nvme_store_t *store, uint64_t blocks, uint8_t *buf, int groups, int qd)
 {
-    uint64_t items = blocks * (uint64_t) (groups? groups: 1), next = 0, done = 0;
+    uint64_t items = blocks * (uint64_t) (groups > 0? groups: 1), next = 0, done = 0;
     int in_flight = 0;
     double start = kvt_bench_nvme_seconds ();
     while (done < items) {
         while (next < items && in_flight < qd) {
             uint64_t block = next % blocks;
-            int group = (int) (next / blocks);
-            uint8_t *dst = buf + block * S_BLOCK_BYTES;
+            uint8_t *at = buf + block * S_BLOCK_BYTES;
             uint64_t hash = 0x6B0C000000000000ULL + block;
-            int rc = groups? kvt_nvme_prep_read_group (store, block, hash, dst, group, next)
-                           : kvt_nvme_prep_read (store, block, hash, dst, next);
+            int rc = groups < 0? kvt_nvme_prep_write (store, block, hash, at, next)
+                   : groups == 0? kvt_nvme_prep_read (store, block, hash, at, next)
+                   : kvt_nvme_prep_read_group (store, block, hash, at, (int) (next / blocks),
+                                               next);
             if (rc == -EBUSY || rc == -EAGAIN)
                 break;
             if (rc) {
-                fprintf (stderr, "kvtier bench nvme: group read prep: %s\n", kvt_strerror (rc));
+                fprintf (stderr, "kvtier bench nvme: groups: prep: %s\n", kvt_strerror (rc));
                 exit (1);
             }
             next++;
@@ -57,7 +58,7 @@ s_read_all (kvt_nvme_store_t *store, uint64_t blocks, uint8_t *buf, int groups, 
         int n = kvt_nvme_reap (store, completions, 16);
         for (int i = 0; i < n; i++)
             if (completions [i].rc) {
-                fprintf (stderr, "kvtier bench nvme: group read: %s\n",
+                fprintf (stderr, "kvtier bench nvme: groups: %s\n",
                          kvt_strerror (completions [i].rc));
                 exit (1);
             }
@@ -67,37 +68,6 @@ s_read_all (kvt_nvme_store_t *store, uint64_t blocks, uint8_t *buf, int groups, 
         }
     }
     return (double) blocks * S_BLOCK_BYTES / (kvt_bench_nvme_seconds () - start) / 1e9;
-}
-
-//  Write 'blocks' blocks from 'buf', 'qd' in flight.
-static void
-s_write_all (kvt_nvme_store_t *store, uint64_t blocks, uint8_t *buf, int qd)
-{
-    uint64_t next = 0, done = 0;
-    int in_flight = 0;
-    while (done < blocks) {
-        while (next < blocks && in_flight < qd) {
-            int rc = kvt_nvme_prep_write (store, next, 0x6B0C000000000000ULL + next,
-                                          buf + next * S_BLOCK_BYTES, next);
-            if (rc == -EBUSY || rc == -EAGAIN)
-                break;
-            if (rc) {
-                fprintf (stderr, "kvtier bench nvme: group write prep: %s\n",
-                         kvt_strerror (rc));
-                exit (1);
-            }
-            next++;
-            in_flight++;
-        }
-        kvt_nvme_submit (store);
-        kvt_nvme_store_wait (store, 1000);
-        kvt_nvme_done_t completions [16];
-        int n = kvt_nvme_reap (store, completions, 16);
-        if (n > 0) {
-            in_flight -= n;
-            done += (uint64_t) n;
-        }
-    }
 }
 
 void
@@ -127,7 +97,7 @@ kvt_bench_nvme_groups (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts)
                  kvt_strerror (rc));
         exit (1);
     }
-    s_write_all (store, blocks, buf, opts->qd);
+    s_run_all (store, blocks, buf, -1, opts->qd);
     int reps = opts->reps;
     double *whole = (double *) calloc ((size_t) reps, sizeof (double));
     double *grouped = (double *) calloc ((size_t) reps, sizeof (double));
@@ -136,12 +106,12 @@ kvt_bench_nvme_groups (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts)
     for (int rep = 0; rep < reps; rep++) {
         //  Alternate which goes first, so the device's drift favours neither
         if (rep % 2 == 0) {
-            whole [rep] = s_read_all (store, blocks, buf, 0, opts->qd);
-            grouped [rep] = s_read_all (store, blocks, buf, S_GROUPS, opts->qd);
+            whole [rep] = s_run_all (store, blocks, buf, 0, opts->qd);
+            grouped [rep] = s_run_all (store, blocks, buf, S_GROUPS, opts->qd);
         }
         else {
-            grouped [rep] = s_read_all (store, blocks, buf, S_GROUPS, opts->qd);
-            whole [rep] = s_read_all (store, blocks, buf, 0, opts->qd);
+            grouped [rep] = s_run_all (store, blocks, buf, S_GROUPS, opts->qd);
+            whole [rep] = s_run_all (store, blocks, buf, 0, opts->qd);
         }
     }
     kvt_nvme_store_stats (store, &after);
