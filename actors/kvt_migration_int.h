@@ -212,6 +212,13 @@ void
 size_t
     kvt_migration_shadow_count (self_t *self);
 
+//  A block moving host -> GPU ('hash', its host 'slot'): with write-through
+//  on, keep the slot as the block's shadow (it holds the block's cold form
+//  already; no bytes move) and return true; else (or if the block has a
+//  shadow already) return false and the caller frees the slot.
+bool
+    kvt_migration_shadow_adopt (self_t *self, uint64_t hash, uint64_t slot);
+
 //  Drop up to 'want' shadows, newest first, and hand their host slots to
 //  the caller in 'slots' (no bytes move). Returns how many.
 size_t

@@ -148,8 +148,10 @@ s_promote_finish (self_t *self, s_promote_t *job)
             continue;               //  Already there; its slot was passed through
         moved_hashes [moved] = job->hashes [k];
         moved_slots [moved++] = job->gpu->slots [k];
-        if (job->tiers [k] == KVT_TIER_HOST)
-            host_free [host_n++] = job->slots [k];
+        if (job->tiers [k] == KVT_TIER_HOST) {
+            if (!kvt_migration_shadow_adopt (self, job->hashes [k], job->slots [k]))
+                host_free [host_n++] = job->slots [k];
+        }
         else
             nvme_free [nvme_n++] = job->slots [k];
     }
@@ -741,8 +743,10 @@ kvt_migration_start_promote_end (self_t *self)
         if (commit) {
             moved_hashes [moved] = hashes [k];
             moved_slots [moved++] = gpu_slots [k];
-            if (tiers [k] == KVT_TIER_HOST)
-                host_free [host_n++] = slots [k];
+            if (tiers [k] == KVT_TIER_HOST) {
+                if (!kvt_migration_shadow_adopt (self, hashes [k], slots [k]))
+                    host_free [host_n++] = slots [k];
+            }
             else
                 nvme_free [nvme_n++] = slots [k];
         }

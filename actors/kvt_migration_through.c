@@ -29,6 +29,10 @@
     block: its shadow is its room), so its GPU slot is not freed or
     reused while a job of ours copies from it. A shadow leaves the table
     when its block is demoted into it, or when its slot is taken for room.
+    A block promoted from the host tier back to the GPU keeps its host
+    slot as its shadow (kvt_migration_shadow_adopt: shadows_adopted), so
+    a block that goes up and down between the two tiers is copied down
+    once, not at each eviction.
     Counters: write_through_copies (blocks shadowed), through_bytes (their
     bytes, also in bytes_gpu_to_host), write_through_skipped (no free host
     slot), write_through_gone (not on the GPU by the job's turn, or
@@ -109,6 +113,18 @@ s_shadow_add (self_t *self, uint64_t hash, uint64_t slot)
     shadow->slot = slot;
     shadow->handle = zlistx_add_end (self->shadow_order, shadow);
     zhashx_insert (self->shadows, &shadow->hash, shadow);
+    return true;
+}
+
+//  A block moving host -> GPU with write-through on keeps its host slot
+//  as its shadow (see kvt_migration_int.h).
+bool
+kvt_migration_shadow_adopt (self_t *self, uint64_t hash, uint64_t slot)
+{
+    if (!self->write_through || !s_shadow_add (self, hash, slot))
+        return false;
+    kvt_actor_count (self->actor, "shadows_adopted", 1);
+    s_shadow_gauge (self);
     return true;
 }
 

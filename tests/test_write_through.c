@@ -111,6 +111,29 @@ s_round_trip (const char *cold, bool through, bool processes,
 
     s_generate (client, tokens, count, out);
     t_check (out->from_host == S_BLOCKS && out->computed == 0);
+    //  Promoted back to the GPU, the blocks keep their host slots as
+    //  shadows: evicted again, they move by index only
+    t_check (t_stat (client, "prefix_index.blocks_host") == 0);
+    if (through) {
+        t_check (t_stat (client, "migration.shadows_adopted") == S_BLOCKS);
+        t_check (t_stat (client, "migration.shadows") == S_BLOCKS);
+        t_check (t_stat (client, "tier_host.used_blocks") == S_BLOCKS);
+    }
+    else {
+        t_check (t_stat (client, "migration.shadows") == 0);
+        t_check (t_stat (client, "tier_host.used_blocks") == 0);
+    }
+    uint64_t bytes_again = t_stat (client, "migration.bytes_gpu_to_host");
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved == S_BLOCKS);
+    t_check (t_stat (client, "prefix_index.blocks_host") == S_BLOCKS);
+    t_check (t_stat (client, "tier_host.used_blocks") == S_BLOCKS);
+    if (through) {
+        t_check (t_stat (client, "migration.demotions_from_shadow") == 2 * S_BLOCKS);
+        t_check (t_stat (client, "migration.bytes_gpu_to_host") == bytes_again);
+    }
+    else
+        t_check (t_stat (client, "migration.bytes_gpu_to_host") > bytes_again);
     if (streq (cold, "bf16")) {
         t_check (out->token_count == reference->token_count);
         t_check (memcmp (out->tokens, reference->tokens,
