@@ -6,12 +6,13 @@
 */
 /*
 @header
-    The store (kvt_nvme_store.h) is one class in four files:
+    The store (kvt_nvme_store.h) is one class in five files:
     kvt_nvme_store.c (open, close, accessors), kvt_nvme_store_test.c (its
-    selftest), kvt_nvme_io.c
-    (the op pool and the completion state machine: prep, submit, reap,
-    verify) and, through their own classes, kvt_nvme_journal (manifest)
-    and kvt_nvme_checksum (checksum worker pool). This header is for the
+    selftest), kvt_nvme_io.c (the op pool and the completion state
+    machine: prep, submit, reap, verify), kvt_nvme_group.c (layer-group
+    reads and the group checksums kept from their headers) and, through
+    their own classes, kvt_nvme_journal (manifest) and kvt_nvme_checksum
+    (checksum worker pool). This header is for the
     store's files only: the on-disk block header and the store's state.
 @end
 */
@@ -151,6 +152,28 @@ struct _kvt_nvme_store_t {
     uint64_t logged_errors;         //  I/O errors seen, for log thinning
     kvt_nvme_store_stats_t stats;   //  Counters (journal's merged in on read)
 };
+
+//  kvt_nvme_io.c, for kvt_nvme_group.c: the registered region holding
+//  [addr, addr + bytes) (1-based buffer index), or -1; take an op for
+//  reading 'slot', which must hold 'block_hash' (0, KVT_EMISS, -EBADF,
+//  -ERANGE, -EBUSY, -EAGAIN); queue an op's parts as SQEs (0 or an error);
+//  give an op back to the pool.
+int
+    kvt_nvme_io_region_of (kvt_nvme_store_t *self, const void *addr, size_t bytes);
+int
+    kvt_nvme_io_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+                              kvt_nvme_op_t **op_p, int *index_p);
+int
+    kvt_nvme_io_submit_parts (kvt_nvme_store_t *self, int index);
+void
+    kvt_nvme_io_op_release (kvt_nvme_store_t *self, int index);
+
+//  kvt_nvme_group.c: keep a verified v2 header's group checksums ('sums',
+//  group_count of them) for 'slot' at 'generation', so that later group
+//  reads of that block skip its header.
+void
+    kvt_nvme_group_sums_keep (kvt_nvme_store_t *self, uint64_t slot, uint64_t generation,
+                              const uint64_t *sums);
 
 //  kvt_nvme_io.c: the journal's acknowledgement of op 'op_index' (rc 0:
 //  its record is on disk).

@@ -43,8 +43,8 @@ s_count_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
 }
 
 //  Find the registered region holding [addr, addr + bytes); -1 if none.
-static int
-s_region_of (kvt_nvme_store_t *self, const void *addr, size_t bytes)
+int
+kvt_nvme_io_region_of (kvt_nvme_store_t *self, const void *addr, size_t bytes)
 {
     const uint8_t *p = (const uint8_t *) addr;
     for (int i = 0; i < self->region_count; i++) {
@@ -94,7 +94,7 @@ s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
                                     * KVT_NVME_ALIGN);
     int region = -1;
     if (self->block_bytes % KVT_NVME_ALIGN == 0 && (uintptr_t) caller % KVT_NVME_ALIGN == 0)
-        region = s_region_of (self, caller, io_bytes);
+        region = kvt_nvme_io_region_of (self, caller, io_bytes);
     memset (op->parts, 0, sizeof (op->parts));
     op->direct = region > 0;
     uint64_t payload_offset = base + KVT_NVME_HEADER_BYTES;
@@ -146,15 +146,15 @@ s_op_take (kvt_nvme_store_t *self, uint64_t slot, kvt_nvme_op_t **op_p, int *ind
     return 0;
 }
 
-static void
-s_op_release (kvt_nvme_store_t *self, int index)
+void
+kvt_nvme_io_op_release (kvt_nvme_store_t *self, int index)
 {
     self->ops [index].state = KVT_NVME_OP_FREE;
     self->free_ops [self->free_count++] = index;
 }
 
-static int
-s_op_submit_parts (kvt_nvme_store_t *self, int index)
+int
+kvt_nvme_io_submit_parts (kvt_nvme_store_t *self, int index)
 {
     kvt_nvme_op_t *op = &self->ops [index];
     //  Take every SQE or none, so a released op never has I/O queued
@@ -211,7 +211,7 @@ s_write_start (kvt_nvme_store_t *self, int index)
     }
     header->header_checksum = XXH3_64bits_withSeed (header, offsetof (kvt_nvme_block_header_t,
                                                                       header_checksum), seed);
-    return s_op_submit_parts (self, index);
+    return kvt_nvme_io_submit_parts (self, index);
 }
 
 
@@ -242,7 +242,7 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
     if (rc)
         return rc;
     if (self->slots [slot].readers > 0) {
-        s_op_release (self, index);
+        kvt_nvme_io_op_release (self, index);
         return -EBUSY;
     }
     op->is_write = true;
@@ -277,7 +277,7 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
     rc = s_write_start (self, index);
     if (rc) {
         entry->state = KVT_NVME_SLOT_EMPTY;
-        s_op_release (self, index);
+        kvt_nvme_io_op_release (self, index);
     }
     return rc;
 }
@@ -286,8 +286,8 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
 //  --------------------------------------------------------------------------
 //  Take an op for reading 'slot', which must hold 'block_hash': 0, or
 //  KVT_EMISS (no such block there) or s_op_take's error.
-static int
-s_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
+int
+kvt_nvme_io_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
                 kvt_nvme_op_t **op_p, int *index_p)
 {
     int rc = s_op_take (self, slot, op_p, index_p);
@@ -295,7 +295,7 @@ s_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
         return rc;
     const kvt_nvme_slot_t *entry = &self->slots [slot];
     if (entry->state != KVT_NVME_SLOT_VALID || entry->block_hash != block_hash) {
-        s_op_release (self, *index_p);
+        kvt_nvme_io_op_release (self, *index_p);
         return KVT_EMISS;
     }
     return 0;
@@ -323,7 +323,7 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
         return -EINVAL;
     kvt_nvme_op_t *op;
     int index;
-    int rc = s_read_op_take (self, slot, block_hash, &op, &index);
+    int rc = kvt_nvme_io_read_op_take (self, slot, block_hash, &op, &index);
     if (rc)
         return rc;
     kvt_nvme_slot_t *entry = &self->slots [slot];
@@ -337,104 +337,9 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
     op->generation = entry->generation;
     op->checksum = entry->checksum;
     s_op_layout (self, op, dst);
-    rc = s_op_submit_parts (self, index);
+    rc = kvt_nvme_io_submit_parts (self, index);
     if (rc)
-        s_op_release (self, index);
-    else
-        entry->readers++;
-    return rc;
-}
-
-//  The group checksums kept for 'slot' at 'generation' (a verified v2
-//  header's), or NULL. Kept per slot, direct-mapped: a later write of the
-//  slot has another generation, so a stale row never matches.
-static const uint64_t *
-s_group_sums_find (const kvt_nvme_store_t *self, uint64_t slot, uint64_t generation)
-{
-    if (!self->group_cache)
-        return NULL;
-    const uint64_t *row = self->group_cache
-                        + (slot % KVT_NVME_GROUP_CACHE) * (2 + (size_t) self->group_count);
-    return row [0] == slot + 1 && row [1] == generation? row + 2: NULL;
-}
-
-//  Keep a verified v2 header's group checksums for its slot.
-static void
-s_group_sums_keep (kvt_nvme_store_t *self, uint64_t slot, uint64_t generation,
-                   const uint64_t *sums)
-{
-    if (!self->group_cache)
-        return;
-    uint64_t *row = self->group_cache
-                  + (slot % KVT_NVME_GROUP_CACHE) * (2 + (size_t) self->group_count);
-    row [0] = slot + 1;
-    row [1] = generation;
-    memcpy (row + 2, sums, (size_t) self->group_count * sizeof (uint64_t));
-}
-
-//  Prepare reading layer group 'group' of a block: its header into the
-//  op's staging, the group's bytes into their place in 'dst' (by DMA when
-//  registered and aligned, else through the staging, copied once checked).
-//  When an earlier group's read of this block verified its header, the
-//  group's checksum is known and only the group's bytes are read: a
-//  stream reading G groups of a block does G + 1 I/Os, not 2 G.
-
-int
-kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
-                          void *dst, int group, uint64_t tag)
-{
-    assert (self);
-    assert (dst);
-    if (group < 0 || group >= self->group_count)
-        return -EINVAL;
-    if (self->group_count == 1)
-        return kvt_nvme_prep_read (self, slot, block_hash, dst, tag);
-    kvt_nvme_op_t *op;
-    int index;
-    int rc = s_read_op_take (self, slot, block_hash, &op, &index);
-    if (rc)
-        return rc;
-    kvt_nvme_slot_t *entry = &self->slots [slot];
-    uint64_t offset = self->group_offset [group];
-    uint32_t bytes = (uint32_t) (self->group_offset [group + 1] - offset);
-    op->is_write = false;
-    op->group = group;
-    op->bytes = bytes;
-    op->tag = tag;
-    op->slot = slot;
-    op->block_hash = block_hash;
-    op->generation = entry->generation;
-    op->checksum = entry->checksum;     //  The whole payload's, until the header is read
-    const uint64_t *sums = s_group_sums_find (self, slot, entry->generation);
-    op->header_known = sums != NULL;
-    if (sums)
-        op->checksum = sums [group];
-    op->caller = dst;
-    int file = (int) (slot % (uint64_t) self->file_count);
-    uint64_t base = (slot / (uint64_t) self->file_count) * self->stride;
-    uint8_t *target = (uint8_t *) dst + offset;
-    int region = (uintptr_t) target % KVT_NVME_ALIGN == 0? s_region_of (self, target, bytes): -1;
-    op->direct = region > 0;
-    memset (op->parts, 0, sizeof (op->parts));
-    op->part_count = 0;
-    if (!op->header_known)
-        op->parts [op->part_count++] = (kvt_nvme_part_t) { file, 0, op->stage,
-                                                           KVT_NVME_HEADER_BYTES, 0, base };
-    op->parts [op->part_count++] = (kvt_nvme_part_t) {
-        file, op->direct? region: 0,
-        op->direct? target: op->stage + KVT_NVME_HEADER_BYTES + offset,
-        bytes, 0, base + KVT_NVME_HEADER_BYTES + offset };
-    if (op->header_known)
-        self->stats.group_header_hits++;
-    if (op->direct)
-        self->stats.direct_ops++;
-    else
-        self->stats.bounce_ops++;
-    op->pending = op->part_count;
-    op->rc = 0;
-    rc = s_op_submit_parts (self, index);
-    if (rc)
-        s_op_release (self, index);
+        kvt_nvme_io_op_release (self, index);
     else
         entry->readers++;
     return rc;
@@ -565,7 +470,8 @@ s_read_verify (kvt_nvme_store_t *self, int index)
             return;
         }
         else {
-            s_group_sums_keep (self, op->slot, op->generation, kvt_nvme_block_groups (header));
+            kvt_nvme_group_sums_keep (self, op->slot, op->generation,
+                                      kvt_nvme_block_groups (header));
             op->checksum = kvt_nvme_block_groups (header) [op->group];
             offset = self->group_offset [op->group];
         }
@@ -604,7 +510,7 @@ s_group_fallback (kvt_nvme_store_t *self, int index)
     op->group = -1;
     op->bytes = (uint32_t) self->block_bytes;
     s_op_layout (self, op, op->caller);
-    int rc = s_op_submit_parts (self, index);
+    int rc = kvt_nvme_io_submit_parts (self, index);
     if (rc)
         s_read_finish (self, index, rc, false);
 }
@@ -854,7 +760,7 @@ kvt_nvme_reap (kvt_nvme_store_t *self, kvt_nvme_done_t *done, int max_done)
         done [count].tag = self->ops [index].tag;
         done [count].rc = self->ops [index].rc;
         count++;
-        s_op_release (self, index);
+        kvt_nvme_io_op_release (self, index);
     }
     return count;
 }
