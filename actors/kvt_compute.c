@@ -41,10 +41,14 @@
     every layer is ready. failed = 1 (a block failed a later group's
     checksum): the gate is opened so the GPU never waits forever, the run
     fails with KVT_ECHECKSUM (the scheduler recomputes it), and nothing it
-    computed is kept. Gates are opened on any failure and at shutdown.
+    computed is kept. A run whose next group does not come within
+    compute/layers_wait_ms (migration died or stalled) fails the same way
+    with KVT_ETIMEOUT_PEER (layer_waits_timed_out). Gates are opened on
+    any failure and at shutdown.
     Counters runs_gated (runs that arrived before all their layers were
     read), gate_waits (GPU runs started on a partial prefix), runs_held
-    (runs held back for their layers), layers_ready_msgs, runs_aborted.
+    (runs held back for their layers), layers_ready_msgs, runs_aborted,
+    layer_waits_timed_out.
 @discuss
     Continuous batching: COMP_RUN begins a sequence and keeps the request;
     the reply goes out when that sequence has all its tokens. A loop turn
@@ -118,6 +122,9 @@ typedef struct {
     zlist_t *waiting;               //  Jobs not begun yet, in arrival order
     zlist_t *active;                //  Jobs begun, in admission order
     int timer_id;                   //  The loop-turn timer, or -1 when not armed
+    int64_t layers_wait_us;         //  compute/layers_wait_ms: a run whose layers stop
+                                    //  coming this long fails (0: wait forever)
+    int watchdog_id;                //  The timer that checks it, or -1
     int event_fd;                   //  Step completions (eventfd), polled; -1 before START
     bool in_flight;                 //  A step is launched and not finished
     int64_t step_launched_us;       //  When the step in flight was launched
@@ -152,6 +159,8 @@ typedef struct _s_job_t {
     uint64_t layers_ready;          //  With a ticket: leading layers on the host
     int gate;                       //  Its GPU gate, or -1
     bool aborted;                   //  Migration said a block failed: fail at step end
+    int abort_rc;                   //  The code it fails with (with 'aborted')
+    int64_t layers_at_us;           //  With a ticket: when its layers last came
 } s_job_t;
 
 static void
@@ -189,6 +198,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->waiting = zlist_new ();
     self->active = zlist_new ();
     self->timer_id = -1;
+    self->watchdog_id = -1;
+    self->layers_wait_us = kvt_config_int (config, "compute/layers_wait_ms") * 1000;
     self->event_fd = -1;
     return self;
 }
@@ -200,6 +211,8 @@ s_self_destroy (void **self_p)
     if (self) {
         if (self->timer_id >= 0)
             zloop_timer_end (kvt_actor_loop (self->actor), self->timer_id);
+        if (self->watchdog_id >= 0)
+            zloop_timer_end (kvt_actor_loop (self->actor), self->watchdog_id);
         //  A step still in flight: each sequence's destroy waits for the
         //  stream, and the model's destroy for the step's eventfd signal,
         //  so the fd is closed last
@@ -245,6 +258,7 @@ s_interrupted (void *arg)
 }
 
 static int s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg);
+static int s_layers_watchdog (zloop_t *loop, int timer_id, void *arg);
 
 static int
 s_self_start (void *self_ptr)
@@ -259,6 +273,13 @@ s_self_start (void *self_ptr)
         close (self->event_fd);
         self->event_fd = -1;
         return -ENOMEM;
+    }
+    if (self->layers_wait_us > 0) {
+        //  Checked a few times per allowed wait, at most every second
+        int64_t tick_ms = self->layers_wait_us / 4000;
+        tick_ms = tick_ms < 10? 10: tick_ms > 1000? 1000: tick_ms;
+        self->watchdog_id = zloop_timer (kvt_actor_loop (self->actor), (size_t) tick_ms, 0,
+                                         s_layers_watchdog, self);
     }
     self->arena = kvt_arena_find ("gpu");
     if (!self->arena) {
@@ -712,7 +733,7 @@ s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         s_job_t *next = (s_job_t *) zlist_next (self->active);
         if (job->aborted) {
             zlist_remove (self->active, job);
-            s_job_fail (self, &job, KVT_ECHECKSUM);
+            s_job_fail (self, &job, job->abort_rc);
         }
         else
         if (job->prefilled && !s_decoding (job) && s_emitted (job) == job->max_new) {
@@ -772,6 +793,7 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     job->gate = -1;
     job->ticket = host_slots? kvt_msg_u64 (request, KVT_COMP_RUN_TICKET): 0;
     job->arrived_us = kvt_now_us ();
+    job->layers_at_us = job->arrived_us;
     job->tokens = (uint32_t *) kvt_zmalloc (token_count * sizeof (uint32_t));
     for (size_t k = 0; k < token_count; k++)
         job->tokens [k] = (uint32_t) tokens64 [k];
@@ -808,10 +830,10 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     return 0;
 }
 
-//  Fail an aborted job now if no step can be using it, else mark it for
-//  the end of the step in flight.
+//  Fail an aborted job with 'rc' now if no step can be using it, else
+//  mark it for the end of the step in flight.
 static void
-s_abort (self_t *self, s_job_t *job)
+s_abort (self_t *self, s_job_t *job, int rc)
 {
 #ifdef KVT_WITH_CUDA
     if (job->gate >= 0)
@@ -820,15 +842,50 @@ s_abort (self_t *self, s_job_t *job)
     kvt_actor_count (self->actor, "runs_aborted", 1);
     if (zlist_exists (self->waiting, job)) {
         zlist_remove (self->waiting, job);
-        s_job_fail (self, &job, KVT_ECHECKSUM);
+        s_job_fail (self, &job, rc);
     }
     else
     if (!self->in_flight) {
         zlist_remove (self->active, job);
-        s_job_fail (self, &job, KVT_ECHECKSUM);
+        s_job_fail (self, &job, rc);
     }
-    else
+    else {
         job->aborted = true;        //  s_step_done fails it
+        job->abort_rc = rc;
+    }
+}
+
+//  Watchdog (compute/layers_wait_ms): a run still short of layers whose
+//  last MIG_LAYERS_READY is that old fails with KVT_ETIMEOUT_PEER, its
+//  gate opened, so a migration that died or stalled mid-stream costs the
+//  request a recompute (the scheduler's answer to a failed stream), not a
+//  GPU stream waiting for ever on a word no one will write.
+static int
+s_layers_watchdog (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    self_t *self = (self_t *) arg;
+    int64_t now = kvt_now_us ();
+    zlist_t *lists [2] = { self->active, self->waiting };
+    for (int l = 0; l < 2; l++) {
+        s_job_t *late = NULL;
+        for (s_job_t *job = (s_job_t *) zlist_first (lists [l]); job && !late;
+             job = (s_job_t *) zlist_next (lists [l]))
+            if (job->ticket && !job->aborted
+            &&  job->layers_ready < (uint64_t) self->shape.layers
+            &&  now - job->layers_at_us > self->layers_wait_us)
+                late = job;
+        if (late) {                 //  One a tick: s_abort may change the lists
+            kvt_log_warn ("compute: no layers of run %" PRIu64 " for %" PRId64 " ms (%" PRIu64
+                          " of %d here); failing it", late->ticket,
+                          (now - late->layers_at_us) / 1000, late->layers_ready,
+                          self->shape.layers);
+            kvt_actor_count (self->actor, "layer_waits_timed_out", 1);
+            s_abort (self, late, KVT_ETIMEOUT_PEER);
+        }
+    }
+    return 0;
 }
 
 //  MIG_LAYERS_READY: layers [0, layers_ready) of the run 'ticket' are on
@@ -856,10 +913,12 @@ s_handle_layers_ready (void *self_ptr, kvt_msg_t **msg_p)
     for (s_job_t *job = (s_job_t *) zlist_first (self->waiting); job && !found;
          job = (s_job_t *) zlist_next (self->waiting))
         found = job->ticket == ticket? job: NULL;
-    if (found && layers > found->layers_ready)
+    if (found && layers > found->layers_ready) {
         found->layers_ready = layers;
+        found->layers_at_us = kvt_now_us ();
+    }
     if (found && entry->failed && !found->aborted)
-        s_abort (self, found);
+        s_abort (self, found, KVT_ECHECKSUM);
 #ifdef KVT_WITH_CUDA
     else
     if (found && found->gate >= 0)

@@ -28,7 +28,8 @@
     comes once group 0 of every NVMe block is read and carries a ticket,
     passed on in COMP_RUN: compute then copies each group's layers in as
     migration says they are read. If a block fails a later group, compute
-    fails the run with KVT_ECHECKSUM; the scheduler undoes the promotion
+    fails the run with KVT_ECHECKSUM (or KVT_ETIMEOUT_PEER when no group
+    came for compute/layers_wait_ms); the scheduler undoes the promotion
     and runs the request again with nothing cached (once;
     stream_runs_recomputed), so the answer stays right.
     A job that must wait for GPU room (admission, below) looks its prefix
@@ -98,9 +99,11 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         kvt_scheduler_job_fail (job, rc, "compute did not answer within runtime/compute_timeout_ms");
         return;
     }
-    if (rc == KVT_ECHECKSUM && job->stream_open && !job->stream_retried) {
+    if ((rc == KVT_ECHECKSUM || rc == KVT_ETIMEOUT_PEER) && job->stream_open
+    &&  !job->stream_retried) {
         //  A streamed block failed a late layer group's checksum while
-        //  compute ran on its first layers (#4): recompute the request
+        //  compute ran on its first layers, or its later groups stopped
+        //  coming (compute/layers_wait_ms) (#4): recompute the request
         kvt_actor_count (self->actor, "stream_runs_recomputed", 1);
         job->stream_retried = true;
         kvt_scheduler_job_recompute (job, s_generate_run);

@@ -235,6 +235,19 @@ s_check_early (kvt_client_t *client, const s_out_t *out)
 }
 
 static void
+s_check_stalled (kvt_client_t *client, const s_out_t *out)
+{
+    //  Groups past the first held back longer than compute waits: the run
+    //  fails on the watchdog and is recomputed whole
+    t_check (out->again.computed == S_BLOCKS);
+    t_check (t_stat (client, "compute.layer_waits_timed_out") == 1);
+    t_check (t_stat (client, "scheduler.stream_runs_recomputed") == 1);
+    t_check (t_stat (client, "migration.stream_promotions_undone") == 1);
+    printf ("test_nvme_layer_stream: later layer groups stalled past compute/layers_wait_ms: "
+            "the run failed on the watchdog, was recomputed, same tokens and KV: OK\n");
+}
+
+static void
 s_check_v1 (kvt_client_t *client, const s_out_t *out)
 {
     (void) out;
@@ -286,7 +299,7 @@ s_longer_than_before (const char *caching, uint64_t *tokens_out)
 int
 main (int argc, char **argv)
 {
-    static s_out_t reference, grouped, whole, flipped, early, restarted;
+    static s_out_t reference, grouped, whole, flipped, early, stall, restarted;
     s_cuda = argc > 1 && streq (argv [1], "cuda");
     if (s_cuda) {
 #ifdef KVT_WITH_CUDA
@@ -323,6 +336,12 @@ main (int argc, char **argv)
     //  Block 5's first layer group flipped
     s_run (groups, &early, 5, 0, 0, s_check_early);
     s_same (&early, &reference);
+    //  The later groups stall (a migration that died mid-stream)
+    const char *const stalled [] = { "migration/nvme_layer_groups=4",
+                                     "migration/test_group_delay_ms=2000",
+                                     "compute/layers_wait_ms=200", NULL };
+    s_run (stalled, &stall, -1, 0, 1, s_check_stalled);
+    s_same (&stall, &reference);
 
     //  Version 1 blocks: written without groups into a kept directory, read
     //  with groups after a restart
@@ -390,6 +409,7 @@ main (int argc, char **argv)
     s_out_fini (&whole);
     s_out_fini (&flipped);
     s_out_fini (&early);
+    s_out_fini (&stall);
     s_out_fini (&restarted);
     return T_EXIT_PASS;
 }
