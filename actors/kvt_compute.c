@@ -89,84 +89,14 @@
 @end
 */
 
-#include "kvt_classes.h"
-#include "kvt_actors.h"
-#include "kvt_model_cuda_graph.h"
-#include "kvt_fp8.cuh"
-#include <sys/eventfd.h>
+#include "kvt_compute_int.h"
 
 #define S_MAX_NEW_TOKENS KVT_MODEL_MAX_NEW_TOKENS  //  Longest decode one request may ask
-#define S_TICKETS 1024              //  Layer-group tickets remembered (runs in flight << this)
-
-//  What migration said of one layer-group ticket (#4)
-typedef struct {
-    uint64_t ticket;                //  Migration's ticket (0: free entry)
-    uint64_t layers_ready;          //  Leading layers on the host
-    bool failed;                    //  A block failed: the run must fail
-} s_ticket_t;
-
-typedef struct {
-    kvt_actor_t *actor;             //  Our skeleton
-    kvt_model_shape_t shape;        //  From config
-    size_t max_batch;               //  Sequences in flight at most
-    size_t prefill_chunk;           //  Prompt tokens per loop turn
-    bool cuda_graph;                //  GPU: decode steps replay as CUDA graphs
-    bool host_fp8;                  //  migration/cold_dtype = fp8: host slots hold FP8 forms
-    kvt_model_t *model;             //  CPU model; NULL until START or on a GPU
-    kvt_model_cuda_t *gpu_model;    //  GPU model when the slab is on the device
-    uint64_t *spare;                //  Free spare block ids (a stack, GPU model)
-    size_t spare_free;              //  Entries of spare that are free
-    size_t spare_count;             //  Spare blocks of the slab
-    kvt_arena_t *arena;             //  The GPU tier's slab (borrowed)
-    kvt_arena_t *host_arena;        //  The host tier's slab (borrowed), or NULL
-    zlist_t *waiting;               //  Jobs not begun yet, in arrival order
-    zlist_t *active;                //  Jobs begun, in admission order
-    int timer_id;                   //  The loop-turn timer, or -1 when not armed
-    int64_t layers_wait_us;         //  compute/layers_wait_ms: a run whose layers stop
-                                    //  coming this long fails (0: wait forever)
-    int watchdog_id;                //  The timer that checks it, or -1
-    int event_fd;                   //  Step completions (eventfd), polled; -1 before START
-    bool in_flight;                 //  A step is launched and not finished
-    int64_t step_launched_us;       //  When the step in flight was launched
-    struct _s_job_t *step_prefill;  //  The job the step prefills, or NULL
-    struct _s_job_t *step_batch [KVT_MODEL_MAX_BATCH];  //  The jobs it decodes
-    size_t step_count;              //  Entries in step_batch
-    int step_prefill_rc;            //  CPU: the slice's result, known at launch
-    int step_decode_rc;             //  CPU: the decode step's result, known at launch
-    s_ticket_t tickets [S_TICKETS]; //  Recent MIG_LAYERS_READY, by ticket mod S_TICKETS
-    kvt_model_cuda_gates_t *gates;  //  GPU layer gates, NULL on the CPU or unsupported
-} self_t;
-
-//  One request in the actor
-typedef struct _s_job_t {
-    kvt_msg_t *request;             //  The COMP_RUN, kept for the reply
-    uint32_t *tokens;               //  The prompt
-    size_t token_count;             //  Its length
-    const uint64_t *slots;          //  In 'request'
-    size_t cached;                  //  Leading blocks already holding KV
-    const uint64_t *host_slots;     //  In 'request': [cached] or NULL (see @header)
-    size_t max_new;                 //  Tokens to decode
-    uint32_t *out;                  //  Output tokens [max_new + 1]
-    uint64_t *spare;                //  Spare block ids taken (GPU), or NULL
-    size_t spare_count;             //  Entries in spare
-    kvt_model_seq_t *seq;           //  CPU sequence once begun
-    kvt_model_cuda_seq_t *gpu_seq;  //  GPU sequence once begun
-    bool prefilled;                 //  Prompt done (first token out)
-    int64_t arrived_us;             //  When COMP_RUN arrived
-    int64_t first_us;               //  When its first token was out
-    int64_t prefill_us;             //  Time of the steps that ran its prefill slices
-    uint64_t ticket;                //  Layer-group ticket (0: every layer already there)
-    uint64_t layers_ready;          //  With a ticket: leading layers on the host
-    int gate;                       //  Its GPU gate, or -1
-    bool aborted;                   //  Migration said a block failed: fail at step end
-    int abort_rc;                   //  The code it fails with (with 'aborted')
-    int64_t layers_at_us;           //  With a ticket: when its layers last came
-} s_job_t;
 
 static void
-s_job_destroy (s_job_t **job_p)
+s_job_destroy (kvt_compute_job_t **job_p)
 {
-    s_job_t *job = *job_p;
+    kvt_compute_job_t *job = *job_p;
     if (job) {
         kvt_model_seq_destroy (&job->seq);
 #ifdef KVT_WITH_CUDA
@@ -216,17 +146,17 @@ s_self_destroy (void **self_p)
         //  A step still in flight: each sequence's destroy waits for the
         //  stream, and the model's destroy for the step's eventfd signal,
         //  so the fd is closed last
-        s_job_t *job;
+        kvt_compute_job_t *job;
 #ifdef KVT_WITH_CUDA
         //  Open every gate first: a copy waiting on one would hold up the
         //  sequences' destroy (it waits for the streams) forever
-        for (job = (s_job_t *) zlist_first (self->active); job && self->gates;
-             job = (s_job_t *) zlist_next (self->active))
+        for (job = (kvt_compute_job_t *) zlist_first (self->active); job && self->gates;
+             job = (kvt_compute_job_t *) zlist_next (self->active))
             kvt_model_cuda_gate_set (self->gates, job->gate, KVT_MODEL_CUDA_GATE_OPEN);
 #endif
-        while ((job = (s_job_t *) zlist_pop (self->active)))
+        while ((job = (kvt_compute_job_t *) zlist_pop (self->active)))
             s_job_destroy (&job);
-        while ((job = (s_job_t *) zlist_pop (self->waiting)))
+        while ((job = (kvt_compute_job_t *) zlist_pop (self->waiting)))
             s_job_destroy (&job);
         zlist_destroy (&self->active);
         zlist_destroy (&self->waiting);
@@ -258,7 +188,6 @@ s_interrupted (void *arg)
 }
 
 static int s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg);
-static int s_layers_watchdog (zloop_t *loop, int timer_id, void *arg);
 
 static int
 s_self_start (void *self_ptr)
@@ -279,7 +208,7 @@ s_self_start (void *self_ptr)
         int64_t tick_ms = self->layers_wait_us / 4000;
         tick_ms = tick_ms < 10? 10: tick_ms > 1000? 1000: tick_ms;
         self->watchdog_id = zloop_timer (kvt_actor_loop (self->actor), (size_t) tick_ms, 0,
-                                         s_layers_watchdog, self);
+                                         kvt_compute_layers_watchdog, self);
     }
     self->arena = kvt_arena_find ("gpu");
     if (!self->arena) {
@@ -338,7 +267,7 @@ s_self_start (void *self_ptr)
 
 //  Spare blocks 'job' needs on the GPU model (0 on the CPU).
 static size_t
-s_spare_need (self_t *self, const s_job_t *job)
+s_spare_need (self_t *self, const kvt_compute_job_t *job)
 {
     if (!self->spare)
         return 0;
@@ -349,9 +278,9 @@ s_spare_need (self_t *self, const s_job_t *job)
 //  Give an answered job's spare blocks back and destroy it (its model
 //  sequence first: the model is done with the spares once it is gone).
 static void
-s_job_release (self_t *self, s_job_t **job_p)
+s_job_release (self_t *self, kvt_compute_job_t **job_p)
 {
-    s_job_t *job = *job_p;
+    kvt_compute_job_t *job = *job_p;
 #ifdef KVT_WITH_CUDA
     if (job->gate >= 0) {
         //  Whatever became of the run, its copies must not wait any more
@@ -373,10 +302,10 @@ s_job_release (self_t *self, s_job_t **job_p)
 }
 
 //  Answer 'job' with ERROR 'rc' and destroy it.
-static void
-s_job_fail (self_t *self, s_job_t **job_p, int rc)
+void
+kvt_compute_job_fail (self_t *self, kvt_compute_job_t **job_p, int rc)
 {
-    s_job_t *job = *job_p;
+    kvt_compute_job_t *job = *job_p;
     kvt_actor_reply_error (self->actor, job->request, rc, kvt_strerror (rc));
     kvt_actor_count (self->actor, "run_errors", 1);
     s_job_release (self, job_p);
@@ -384,9 +313,9 @@ s_job_fail (self_t *self, s_job_t **job_p, int rc)
 
 //  Answer 'job' with COMP_RUN_OK, give its spares back, destroy it.
 static void
-s_job_done (self_t *self, s_job_t **job_p)
+s_job_done (self_t *self, kvt_compute_job_t **job_p)
 {
-    s_job_t *job = *job_p;
+    kvt_compute_job_t *job = *job_p;
     int64_t now = kvt_now_us ();
     uint64_t *out64 = (uint64_t *) kvt_zmalloc ((job->max_new + 1) * sizeof (uint64_t));
     for (size_t k = 0; k < job->max_new; k++)
@@ -405,23 +334,10 @@ s_job_done (self_t *self, s_job_t **job_p)
     s_job_release (self, job_p);
 }
 
-//  The table entry of 'ticket' (layer groups, #4), made if new (an older
-//  ticket in its place is forgotten: a run keeps its own copy once here).
-static s_ticket_t *
-s_ticket (self_t *self, uint64_t ticket)
-{
-    size_t index = (size_t) (ticket % S_TICKETS);
-    if (self->tickets [index].ticket != ticket) {
-        self->tickets [index].ticket = ticket;
-        self->tickets [index].layers_ready = 0;
-        self->tickets [index].failed = false;
-    }
-    return &self->tickets [index];
-}
 
 //  Leading layers of 'job' whose streamed bytes are on the host.
 static uint64_t
-s_layers_ready (self_t *self, const s_job_t *job)
+s_layers_ready (self_t *self, const kvt_compute_job_t *job)
 {
     return job->ticket? job->layers_ready: (uint64_t) self->shape.layers;
 }
@@ -429,7 +345,7 @@ s_layers_ready (self_t *self, const s_job_t *job)
 //  True if 'job' must stay out of the steps for now: its layers are not
 //  all read, and no GPU gate can hold its copies back.
 static bool
-s_held (self_t *self, const s_job_t *job)
+s_held (self_t *self, const kvt_compute_job_t *job)
 {
     return job->ticket && !self->gates
         && s_layers_ready (self, job) < (uint64_t) self->shape.layers;
@@ -439,14 +355,14 @@ s_held (self_t *self, const s_job_t *job)
 //  arrival order (a job that cannot get its spares holds up those behind
 //  it, so a large request is not starved; a job held for its layers does
 //  not).
-static void
-s_admit (self_t *self)
+void
+kvt_compute_admit (self_t *self)
 {
-    s_job_t *job;
+    kvt_compute_job_t *job;
     while (zlist_size (self->active) < self->max_batch) {
-        job = (s_job_t *) zlist_first (self->waiting);
+        job = (kvt_compute_job_t *) zlist_first (self->waiting);
         while (job && s_held (self, job))
-            job = (s_job_t *) zlist_next (self->waiting);
+            job = (kvt_compute_job_t *) zlist_next (self->waiting);
         if (!job)
             break;
         size_t need = s_spare_need (self, job);
@@ -521,7 +437,7 @@ s_admit (self_t *self)
                                  (uint64_t) self->shape.layers);
         }
         if (rc)
-            s_job_fail (self, &job, rc);
+            kvt_compute_job_fail (self, &job, rc);
         else
             zlist_append (self->active, job);
     }
@@ -531,7 +447,7 @@ s_admit (self_t *self)
 
 //  True while the job's sequence still owes decode steps.
 static bool
-s_decoding (const s_job_t *job)
+s_decoding (const kvt_compute_job_t *job)
 {
 #ifdef KVT_WITH_CUDA
     if (job->gpu_seq)
@@ -542,7 +458,7 @@ s_decoding (const s_job_t *job)
 
 //  Output tokens the job's sequence has written.
 static size_t
-s_emitted (const s_job_t *job)
+s_emitted (const kvt_compute_job_t *job)
 {
 #ifdef KVT_WITH_CUDA
     if (job->gpu_seq)
@@ -554,15 +470,15 @@ s_emitted (const s_job_t *job)
 //  Fail the jobs of a failed step with 'rc' (a sequence of a failed step
 //  is unusable).
 static void
-s_step_fail (self_t *self, s_job_t *prefill, s_job_t **batch, size_t count, int rc)
+s_step_fail (self_t *self, kvt_compute_job_t *prefill, kvt_compute_job_t **batch, size_t count, int rc)
 {
     if (prefill) {
         zlist_remove (self->active, prefill);
-        s_job_fail (self, &prefill, rc);
+        kvt_compute_job_fail (self, &prefill, rc);
     }
     for (size_t k = 0; k < count; k++) {
         zlist_remove (self->active, batch [k]);
-        s_job_fail (self, &batch [k], rc);
+        kvt_compute_job_fail (self, &batch [k], rc);
     }
 }
 
@@ -576,13 +492,13 @@ s_step_fail (self_t *self, s_job_t *prefill, s_job_t **batch, size_t count, int 
 static bool
 s_step_launch (self_t *self)
 {
-    s_job_t *prefill = (s_job_t *) zlist_first (self->active);
+    kvt_compute_job_t *prefill = (kvt_compute_job_t *) zlist_first (self->active);
     while (prefill && prefill->prefilled)
-        prefill = (s_job_t *) zlist_next (self->active);
-    s_job_t **batch = self->step_batch;
+        prefill = (kvt_compute_job_t *) zlist_next (self->active);
+    kvt_compute_job_t **batch = self->step_batch;
     size_t count = 0;
-    for (s_job_t *job = (s_job_t *) zlist_first (self->active);
-         job && count < KVT_MODEL_MAX_BATCH; job = (s_job_t *) zlist_next (self->active))
+    for (kvt_compute_job_t *job = (kvt_compute_job_t *) zlist_first (self->active);
+         job && count < KVT_MODEL_MAX_BATCH; job = (kvt_compute_job_t *) zlist_next (self->active))
         if (job->prefilled && s_decoding (job))
             batch [count++] = job;
     if (!prefill && count == 0)
@@ -629,8 +545,8 @@ static int s_turn (zloop_t *loop, int timer_id, void *arg);
 static bool
 s_waiting_runnable (self_t *self)
 {
-    for (s_job_t *job = (s_job_t *) zlist_first (self->waiting); job;
-         job = (s_job_t *) zlist_next (self->waiting))
+    for (kvt_compute_job_t *job = (kvt_compute_job_t *) zlist_first (self->waiting); job;
+         job = (kvt_compute_job_t *) zlist_next (self->waiting))
         if (!s_held (self, job))
             return true;
     return false;
@@ -638,8 +554,8 @@ s_waiting_runnable (self_t *self)
 
 //  Arm the loop-turn timer if work remains, no step is in flight and the
 //  timer is not armed.
-static void
-s_arm (self_t *self)
+void
+kvt_compute_arm (self_t *self)
 {
     if (self->timer_id < 0 && !self->in_flight
     &&  (zlist_size (self->active) || s_waiting_runnable (self)))
@@ -656,23 +572,23 @@ s_turn (zloop_t *loop, int timer_id, void *arg)
     self->timer_id = -1;            //  One-shot: the loop has dropped it
     if (self->in_flight)
         return 0;                   //  s_step_done launches the next
-    s_job_t *job;
+    kvt_compute_job_t *job;
     if (zsys_interrupted) {
         //  Shutting down: answer everyone now, run nothing more
-        while ((job = (s_job_t *) zlist_pop (self->active)))
-            s_job_fail (self, &job, -ECANCELED);
-        while ((job = (s_job_t *) zlist_pop (self->waiting)))
-            s_job_fail (self, &job, -ECANCELED);
+        while ((job = (kvt_compute_job_t *) zlist_pop (self->active)))
+            kvt_compute_job_fail (self, &job, -ECANCELED);
+        while ((job = (kvt_compute_job_t *) zlist_pop (self->waiting)))
+            kvt_compute_job_fail (self, &job, -ECANCELED);
         return 0;
     }
     int64_t started = kvt_now_us ();
-    s_admit (self);
+    kvt_compute_admit (self);
     self->step_launched_us = started;
     s_step_launch (self);
     int64_t spent = kvt_now_us () - started;
     kvt_actor_count (self->actor, "busy_us", (uint64_t) spent);
     kvt_actor_count (self->actor, "launch_us", (uint64_t) spent);
-    s_arm (self);
+    kvt_compute_arm (self);
     return 0;
 }
 
@@ -688,7 +604,7 @@ s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         return 0;                   //  Spurious wake-up
     int64_t started = kvt_now_us ();
     self->in_flight = false;
-    s_job_t *prefill = self->step_prefill;
+    kvt_compute_job_t *prefill = self->step_prefill;
     size_t count = self->step_count;
     self->step_prefill = NULL;
     self->step_count = 0;
@@ -709,7 +625,7 @@ s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         prefill->prefill_us += started - self->step_launched_us;
         if (prefill_rc < 0) {
             zlist_remove (self->active, prefill);
-            s_job_fail (self, &prefill, prefill_rc);
+            kvt_compute_job_fail (self, &prefill, prefill_rc);
         }
         else
         if (prefill_rc == 0) {
@@ -728,12 +644,12 @@ s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     }
     //  Fail the jobs migration gave up on during the step, then answer
     //  the jobs that have all their tokens
-    s_job_t *job = (s_job_t *) zlist_first (self->active);
+    kvt_compute_job_t *job = (kvt_compute_job_t *) zlist_first (self->active);
     while (job) {
-        s_job_t *next = (s_job_t *) zlist_next (self->active);
+        kvt_compute_job_t *next = (kvt_compute_job_t *) zlist_next (self->active);
         if (job->aborted) {
             zlist_remove (self->active, job);
-            s_job_fail (self, &job, job->abort_rc);
+            kvt_compute_job_fail (self, &job, job->abort_rc);
         }
         else
         if (job->prefilled && !s_decoding (job) && s_emitted (job) == job->max_new) {
@@ -742,11 +658,11 @@ s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         }
         job = next;
     }
-    s_admit (self);
+    kvt_compute_admit (self);
     int64_t spent = kvt_now_us () - started;
     kvt_actor_count (self->actor, "busy_us", (uint64_t) spent);
     kvt_actor_count (self->actor, "finish_us", (uint64_t) spent);
-    s_arm (self);
+    kvt_compute_arm (self);
     return 0;
 }
 
@@ -789,7 +705,7 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
         if (kvt_arena_block_bytes (self->host_arena) < kvt_arena_block_bytes (self->arena))
             return -EINVAL;
     }
-    s_job_t *job = (s_job_t *) kvt_zmalloc (sizeof (s_job_t));
+    kvt_compute_job_t *job = (kvt_compute_job_t *) kvt_zmalloc (sizeof (kvt_compute_job_t));
     job->gate = -1;
     job->ticket = host_slots? kvt_msg_u64 (request, KVT_COMP_RUN_TICKET): 0;
     job->arrived_us = kvt_now_us ();
@@ -810,11 +726,11 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     job->request = request;
     *msg_p = NULL;                  //  Ours until the reply
     if (job->ticket) {
-        s_ticket_t *entry = s_ticket (self, job->ticket);
+        kvt_compute_ticket_t *entry = kvt_compute_ticket (self, job->ticket);
         job->layers_ready = entry->layers_ready;
         if (entry->failed) {        //  Migration gave up on it already
             kvt_actor_count (self->actor, "runs_aborted", 1);
-            s_job_fail (self, &job, KVT_ECHECKSUM);
+            kvt_compute_job_fail (self, &job, KVT_ECHECKSUM);
             return 0;
         }
         if (entry->layers_ready < (uint64_t) self->shape.layers)
@@ -825,112 +741,8 @@ s_handle_run (void *self_ptr, kvt_msg_t **msg_p)
     zlist_append (self->waiting, job);
     if (self->in_flight)
         kvt_actor_count (self->actor, "runs_mid_step", 1);  //  Queued for the next turn
-    s_admit (self);
-    s_arm (self);
-    return 0;
-}
-
-//  Fail an aborted job with 'rc' now if no step can be using it, else
-//  mark it for the end of the step in flight.
-static void
-s_abort (self_t *self, s_job_t *job, int rc)
-{
-#ifdef KVT_WITH_CUDA
-    if (job->gate >= 0)
-        kvt_model_cuda_gate_set (self->gates, job->gate, KVT_MODEL_CUDA_GATE_OPEN);
-#endif
-    kvt_actor_count (self->actor, "runs_aborted", 1);
-    if (zlist_exists (self->waiting, job)) {
-        zlist_remove (self->waiting, job);
-        s_job_fail (self, &job, rc);
-    }
-    else
-    if (!self->in_flight) {
-        zlist_remove (self->active, job);
-        s_job_fail (self, &job, rc);
-    }
-    else {
-        job->aborted = true;        //  s_step_done fails it
-        job->abort_rc = rc;
-    }
-}
-
-//  Watchdog (compute/layers_wait_ms): a run still short of layers whose
-//  last MIG_LAYERS_READY is that old fails with KVT_ETIMEOUT_PEER, its
-//  gate opened, so a migration that died or stalled mid-stream costs the
-//  request a recompute (the scheduler's answer to a failed stream), not a
-//  GPU stream waiting for ever on a word no one will write.
-static int
-s_layers_watchdog (zloop_t *loop, int timer_id, void *arg)
-{
-    (void) loop;
-    (void) timer_id;
-    self_t *self = (self_t *) arg;
-    int64_t now = kvt_now_us ();
-    zlist_t *lists [2] = { self->active, self->waiting };
-    for (int l = 0; l < 2; l++) {
-        s_job_t *late = NULL;
-        for (s_job_t *job = (s_job_t *) zlist_first (lists [l]); job && !late;
-             job = (s_job_t *) zlist_next (lists [l]))
-            if (job->ticket && !job->aborted
-            &&  job->layers_ready < (uint64_t) self->shape.layers
-            &&  now - job->layers_at_us > self->layers_wait_us)
-                late = job;
-        if (late) {                 //  One a tick: s_abort may change the lists
-            kvt_log_warn ("compute: no layers of run %" PRIu64 " for %" PRId64 " ms (%" PRIu64
-                          " of %d here); failing it", late->ticket,
-                          (now - late->layers_at_us) / 1000, late->layers_ready,
-                          self->shape.layers);
-            kvt_actor_count (self->actor, "layer_waits_timed_out", 1);
-            s_abort (self, late, KVT_ETIMEOUT_PEER);
-        }
-    }
-    return 0;
-}
-
-//  MIG_LAYERS_READY: layers [0, layers_ready) of the run 'ticket' are on
-//  the host, or (failed) the run must fail. Open the job's gate that far
-//  (GPU) or admit it once all are there (CPU); remember it for a run not
-//  here yet.
-static int
-s_handle_layers_ready (void *self_ptr, kvt_msg_t **msg_p)
-{
-    self_t *self = (self_t *) self_ptr;
-    uint64_t ticket = kvt_msg_u64 (*msg_p, KVT_MIG_LAYERS_READY_TICKET);
-    uint64_t layers = kvt_msg_u64 (*msg_p, KVT_MIG_LAYERS_READY_LAYERS_READY);
-    bool failed = kvt_msg_u64 (*msg_p, KVT_MIG_LAYERS_READY_FAILED) != 0;
-    if (ticket == 0)
-        return -EINVAL;
-    kvt_actor_count (self->actor, "layers_ready_msgs", 1);
-    s_ticket_t *entry = s_ticket (self, ticket);
-    if (layers > entry->layers_ready)
-        entry->layers_ready = layers;
-    entry->failed |= failed;
-    s_job_t *found = NULL;
-    for (s_job_t *job = (s_job_t *) zlist_first (self->active); job && !found;
-         job = (s_job_t *) zlist_next (self->active))
-        found = job->ticket == ticket? job: NULL;
-    for (s_job_t *job = (s_job_t *) zlist_first (self->waiting); job && !found;
-         job = (s_job_t *) zlist_next (self->waiting))
-        found = job->ticket == ticket? job: NULL;
-    if (found && layers > found->layers_ready) {
-        found->layers_ready = layers;
-        found->layers_at_us = kvt_now_us ();
-    }
-    if (found && entry->failed && !found->aborted)
-        s_abort (self, found, KVT_ECHECKSUM);
-#ifdef KVT_WITH_CUDA
-    else
-    if (found && found->gate >= 0)
-        kvt_model_cuda_gate_set (self->gates, found->gate,
-                                 found->layers_ready >= (uint64_t) self->shape.layers?
-                                 KVT_MODEL_CUDA_GATE_OPEN: (uint32_t) found->layers_ready);
-#endif
-    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_MIG_LAYERS_READY_OK);
-    kvt_msg_set_u64 (reply, KVT_MIG_LAYERS_READY_OK_KNOWN, found != NULL);
-    kvt_actor_reply (self->actor, &reply);
-    s_admit (self);
-    s_arm (self);
+    kvt_compute_admit (self);
+    kvt_compute_arm (self);
     return 0;
 }
 
@@ -941,6 +753,6 @@ const kvt_actor_def_t kvt_compute_def = {
     .destroy = s_self_destroy,
     .handlers = {
         [KVT_MSG_COMP_RUN] = s_handle_run,
-        [KVT_MSG_MIG_LAYERS_READY] = s_handle_layers_ready,
+        [KVT_MSG_MIG_LAYERS_READY] = kvt_compute_handle_layers_ready,
     },
 };
