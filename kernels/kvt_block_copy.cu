@@ -18,11 +18,11 @@
         driving 4 x 16 KiB stages: no better both ways (76-81 GB/s), worse
         host->GPU at 16 KiB (46 GB/s).
         Also tried (issue #3, H100, 2026-11-27, both ways at once at 16
-        and 64 KiB, macros below, off by default): L2::128B / L2::256B
+        and 64 KiB; tools/bench/RESULTS.md): L2::128B / L2::256B
         prefetch-size qualifiers and ld.global.nc on the loads, st.global
         (wb) or .wt stores instead of .cs, and a bulk L2 prefetch of each
         CTA's next unit. All within run-to-run noise (+-2 GB/s) both ways
-        and each way alone.
+        and each way alone, so none was kept.
     pair (kvt_block_copy_pair): both
         directions in one grid, CTAs taking units from one counter and
         alternating between the copies while both have units left. Two
@@ -54,44 +54,11 @@
 
 namespace {
 
-//  Experimental variants (issue #3, both ways at once at 16/64 KiB), off
-//  by default; see @header and RESULTS.md for what each gave.
-//  S_LOAD_HINT  0 ld.global.L1::no_allocate (default), 1 + L2::128B,
-//               2 + L2::256B, 3 ld.global.nc.L1::no_allocate.L2::256B
-//  S_STORE_KIND 0 st.global.cs (default), 1 st.global (wb), 2 st.global.wt
-//  S_L2_PREFETCH 1: one thread per CTA prefetches its next unit's source
-//               into L2 (cp.async.bulk.prefetch.L2) while it copies this one
-#ifndef S_LOAD_HINT
-#   define S_LOAD_HINT 0
-#endif
-#ifndef S_STORE_KIND
-#   define S_STORE_KIND 0
-#endif
-#ifndef S_L2_PREFETCH
-#   define S_L2_PREFETCH 0
-#endif
-#if S_LOAD_HINT == 0
-#   define S_LD "ld.global.L1::no_allocate.v4.u32"
-#elif S_LOAD_HINT == 1
-#   define S_LD "ld.global.L1::no_allocate.L2::128B.v4.u32"
-#elif S_LOAD_HINT == 2
-#   define S_LD "ld.global.L1::no_allocate.L2::256B.v4.u32"
-#else
-#   define S_LD "ld.global.nc.L1::no_allocate.L2::256B.v4.u32"
-#endif
-#if S_STORE_KIND == 0
-#   define S_ST "st.global.cs.v4.u32"
-#elif S_STORE_KIND == 1
-#   define S_ST "st.global.v4.u32"
-#else
-#   define S_ST "st.global.wt.v4.u32"
-#endif
-
 __device__ __forceinline__ uint4
 s_load (const void *address)
 {
     uint4 r;
-    asm volatile (S_LD " {%0,%1,%2,%3}, [%4];"
+    asm volatile ("ld.global.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                   : "=r" (r.x), "=r" (r.y), "=r" (r.z), "=r" (r.w) : "l" (address));
     return r;
 }
@@ -99,23 +66,9 @@ s_load (const void *address)
 __device__ __forceinline__ void
 s_store (void *address, uint4 r)
 {
-    asm volatile (S_ST " [%0], {%1,%2,%3,%4};"
+    asm volatile ("st.global.cs.v4.u32 [%0], {%1,%2,%3,%4};"
                   :: "l" (address), "r" (r.x), "r" (r.y), "r" (r.z), "r" (r.w) : "memory");
 }
-
-#if S_L2_PREFETCH
-//  Source address of one unit, or NULL when its block is skipped.
-__device__ __forceinline__ const char *
-s_unit_source (const kvt_block_copy_args_t &a, int64_t unit, int64_t units_per_block,
-               int64_t unit_bytes, int64_t *bytes)
-{
-    int64_t block = unit / units_per_block;
-    int64_t first = (unit % units_per_block) * unit_bytes;
-    int64_t src_slot = a.src_slots [block];
-    *bytes = min (unit_bytes, a.block_bytes - first);
-    return src_slot < 0? NULL: (const char *) a.src + src_slot * a.src_slot_bytes + first;
-}
-#endif
 
 //  The CTA copies one unit: 'unit_bytes' of block unit / units_per_block.
 __device__ __forceinline__ void
@@ -149,33 +102,12 @@ s_copy_unit (const kvt_block_copy_args_t &a, int64_t unit, int64_t units_per_blo
     }
 }
 
-//  S_L2_PREFETCH: thread 0 asks the bulk-copy unit to pull 'unit' into L2.
-__device__ __forceinline__ void
-s_prefetch_unit (const kvt_block_copy_args_t &a, int64_t unit, int64_t units,
-                 int64_t units_per_block, int64_t unit_bytes)
-{
-#if S_L2_PREFETCH
-    if (threadIdx.x == 0 && unit < units) {
-        int64_t bytes;
-        const char *src = s_unit_source (a, unit, units_per_block, unit_bytes, &bytes);
-        if (src)
-            asm volatile ("cp.async.bulk.prefetch.L2.global [%0], %1;"
-                          :: "l" (src), "r" ((unsigned) bytes) : "memory");
-    }
-#else
-    (void) a; (void) unit; (void) units; (void) units_per_block; (void) unit_bytes;
-#endif
-}
-
 __global__ void __launch_bounds__ (S_THREADS)
 s_copy_kernel (const kvt_block_copy_args_t a, int64_t units_per_block, int64_t unit_bytes,
                int64_t units)
 {
-    s_prefetch_unit (a, blockIdx.x, units, units_per_block, unit_bytes);
-    for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
-        s_prefetch_unit (a, unit + gridDim.x, units, units_per_block, unit_bytes);
+    for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x)
         s_copy_unit (a, unit, units_per_block, unit_bytes);
-    }
 }
 
 //  Both directions in one grid (kvt_block_copy_pair): CTAs take units
