@@ -65,20 +65,16 @@ kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_
         return kvt_nvme_prep_read (self, slot, block_hash, dst, tag);
     kvt_nvme_op_t *op;
     int index;
-    int rc = kvt_nvme_io_read_op_take (self, slot, block_hash, &op, &index);
+    int rc = kvt_nvme_io_read_op_take (self, slot, block_hash, tag, &op, &index);
     if (rc)
         return rc;
     kvt_nvme_slot_t *entry = &self->slots [slot];
     uint64_t offset = self->group_offset [group];
     uint32_t bytes = (uint32_t) (self->group_offset [group + 1] - offset);
-    op->is_write = false;
     op->group = group;
     op->bytes = bytes;
-    op->tag = tag;
-    op->slot = slot;
-    op->block_hash = block_hash;
-    op->generation = entry->generation;
-    op->checksum = entry->checksum;     //  The whole payload's, until the header is read
+    //  op->checksum is the whole payload's until the header is read, or the
+    //  group's own when an earlier read of this block kept the header's
     const uint64_t *sums = s_group_sums_find (self, slot, entry->generation);
     op->header_known = sums != NULL;
     if (sums)
@@ -87,7 +83,8 @@ kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_
     int file = (int) (slot % (uint64_t) self->file_count);
     uint64_t base = (slot / (uint64_t) self->file_count) * self->stride;
     uint8_t *target = (uint8_t *) dst + offset;
-    int region = (uintptr_t) target % KVT_NVME_ALIGN == 0? kvt_nvme_io_region_of (self, target, bytes): -1;
+    int region = (uintptr_t) target % KVT_NVME_ALIGN == 0
+               ? kvt_nvme_io_region_of (self, target, bytes): -1;
     op->direct = region > 0;
     memset (op->parts, 0, sizeof (op->parts));
     op->part_count = 0;

@@ -155,14 +155,15 @@ struct _kvt_nvme_store_t {
 
 //  kvt_nvme_io.c, for kvt_nvme_group.c: the registered region holding
 //  [addr, addr + bytes) (1-based buffer index), or -1; take an op for
-//  reading 'slot', which must hold 'block_hash' (0, KVT_EMISS, -EBADF,
+//  reading 'slot', which must hold 'block_hash', filled as a whole-block
+//  read tagged 'tag' but for its bytes and layout (0, KVT_EMISS, -EBADF,
 //  -ERANGE, -EBUSY, -EAGAIN); queue an op's parts as SQEs (0 or an error);
 //  give an op back to the pool.
 int
     kvt_nvme_io_region_of (kvt_nvme_store_t *self, const void *addr, size_t bytes);
 int
     kvt_nvme_io_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
-                              kvt_nvme_op_t **op_p, int *index_p);
+                              uint64_t tag, kvt_nvme_op_t **op_p, int *index_p);
 int
     kvt_nvme_io_submit_parts (kvt_nvme_store_t *self, int index);
 void

@@ -284,11 +284,13 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
 
 
 //  --------------------------------------------------------------------------
-//  Take an op for reading 'slot', which must hold 'block_hash': 0, or
-//  KVT_EMISS (no such block there) or s_op_take's error.
+//  Take an op for reading 'slot', which must hold 'block_hash', and fill
+//  what every read has: 'tag', the slot's generation and whole-payload
+//  checksum, no group. Returns 0, or KVT_EMISS (no such block there) or
+//  s_op_take's error.
 int
 kvt_nvme_io_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
-                kvt_nvme_op_t **op_p, int *index_p)
+                          uint64_t tag, kvt_nvme_op_t **op_p, int *index_p)
 {
     int rc = s_op_take (self, slot, op_p, index_p);
     if (rc)
@@ -298,6 +300,15 @@ kvt_nvme_io_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_
         kvt_nvme_io_op_release (self, *index_p);
         return KVT_EMISS;
     }
+    kvt_nvme_op_t *op = *op_p;
+    op->is_write = false;
+    op->group = -1;
+    op->header_known = false;
+    op->tag = tag;
+    op->slot = slot;
+    op->block_hash = block_hash;
+    op->generation = entry->generation;
+    op->checksum = entry->checksum;
     return 0;
 }
 
@@ -323,19 +334,11 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
         return -EINVAL;
     kvt_nvme_op_t *op;
     int index;
-    int rc = kvt_nvme_io_read_op_take (self, slot, block_hash, &op, &index);
+    int rc = kvt_nvme_io_read_op_take (self, slot, block_hash, tag, &op, &index);
     if (rc)
         return rc;
     kvt_nvme_slot_t *entry = &self->slots [slot];
-    op->is_write = false;
-    op->group = -1;
-    op->header_known = false;
     op->bytes = (uint32_t) bytes;
-    op->tag = tag;
-    op->slot = slot;
-    op->block_hash = block_hash;
-    op->generation = entry->generation;
-    op->checksum = entry->checksum;
     s_op_layout (self, op, dst);
     rc = kvt_nvme_io_submit_parts (self, index);
     if (rc)
