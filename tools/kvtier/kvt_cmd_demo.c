@@ -17,24 +17,39 @@
 //  not run (head_dim 16), so a GPU shape replaces it there. A small model
 //  shows nothing on a GPU: a 16-token block of it computes in ~0.05 ms, less
 //  than the caching path's own actor hops (caching lost: TTFT p50 1.79 vs
-//  1.12 ms on an H100). So a card that holds it gets the Llama-3-8B shape,
-//  with tiers that keep most of the slice's 21K blocks (GPU 16 GiB, host
-//  16 GiB) and gpu-h100.cfg's fetch-or-recompute and disk admission. Longer
+//  1.12 ms on an H100). So a card that holds it runs configs/gpu-h100.cfg
+//  (the Llama-3-8B shape, fetch-or-recompute, disk admission) with GPU and
+//  host tiers of 16 GiB, which keep most of the slice's 21K blocks. Longer
 //  prompts (demo/tokens_per_hash 64) were tried and lose: the slice's
-//  blocks then outgrow the tiers (4% hits, 159 GB demoted). A smaller card
-//  gets a small shape.
-static const char *s_gpu_demo_8b =
-    "model\n    layers = 32\n    heads = 32\n    kv_heads = 8\n    head_dim = 128\n"
-    "    hidden = 4096\n    intermediate = 14336\n    vocab = 128256\n"
+//  blocks then outgrow the tiers (4% hits, 159 GB demoted). A smaller card,
+//  or a build without its source tree, gets a small shape.
+static const char *s_gpu_demo_8b_tiers =
     "tier_gpu\n    capacity_blocks = 8192\n"
-    "tier_host\n    capacity_blocks = 8192\n"
-    "tier_nvme\n    capacity_blocks = 8192\n"
-    "scheduler\n    fetch_policy = cost\n"
-    "migration\n    disk_admission = predicted\n    overlap_upkeep = 1\n";
+    "tier_host\n    capacity_blocks = 8192\n";
 static const char *s_gpu_demo_small =
     "model\n    layers = 4\n    heads = 16\n    kv_heads = 4\n    head_dim = 128\n"
     "    hidden = 2048\n    intermediate = 5632\n    vocab = 32000\n";
 #define S_GPU_DEMO_8B_BYTES (48ull << 30)  //  8B weights 16 GB + tier 16 GiB + scratch
+
+//  Put the GPU demo's shape into 'config'; says which on stdout.
+static void
+s_gpu_demo_config (kvt_config_t *config)
+{
+    char path [1024], error [256];
+    snprintf (path, sizeof (path), "%s/configs/gpu-h100.cfg", KVT_SOURCE_DIR);
+    if (kvt_runtime_gpu_memory () >= S_GPU_DEMO_8B_BYTES
+    &&  kvt_config_load (config, path, error, sizeof (error)) == 0) {
+        int rc = kvt_config_load_text (config, s_gpu_demo_8b_tiers, error, sizeof (error));
+        assert (rc == 0);           //  Our own text, keys of the default
+        printf ("kvtier demo: GPU found, running the GPU path (%s with 16 GiB GPU and host "
+                "tiers: the Llama-3-8B shape)\n", path);
+        return;
+    }
+    int rc = kvt_config_load_text (config, s_gpu_demo_small, error, sizeof (error));
+    assert (rc == 0);
+    printf ("kvtier demo: GPU found, running the GPU path (model: 4 layers, 16/4 heads, "
+            "head_dim 128, hidden 2048)\n");
+}
 
 static const char *s_help =
     "usage: kvtier demo [--config FILE] [-o PATH=VALUE]...\n"
@@ -88,16 +103,8 @@ kvt_cmd_demo (int argc, char **argv)
         return 2;
     kvt_cmd_apply_log_level (config);
     if (kvt_runtime_gpu_count () > 0 && streq (kvt_config_str (config, "compute/device"), "auto")
-    &&  kvt_config_int (config, "model/head_dim") != 128) {
-        bool large = kvt_runtime_gpu_memory () >= S_GPU_DEMO_8B_BYTES;
-        char error [256];
-        int rc = kvt_config_load_text (config, large? s_gpu_demo_8b: s_gpu_demo_small, error,
-                                       sizeof (error));
-        assert (rc == 0);           //  Our own text, keys of the default
-        printf ("kvtier demo: GPU found, running the GPU path (model: %s)\n",
-                large? "Llama-3-8B shape, 16 GiB GPU tier"
-                     : "4 layers, 16/4 heads, head_dim 128, hidden 2048");
-    }
+    &&  kvt_config_int (config, "model/head_dim") != 128)
+        s_gpu_demo_config (config);
     char path [1024];
     const char *trace_path = kvt_config_str (config, "demo/trace");
     if (!*trace_path) {
