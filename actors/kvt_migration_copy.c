@@ -60,6 +60,15 @@ s_fp8_args (self_t *self, int from, const int64_t *from_slots, const int64_t *to
 //  (3.7 GB/s at 16 KiB) and the kernel stays.
 #define S_KERNEL_COPY_MAX_BYTES (64u << 10)
 #define S_FP8_LAUNCH_MAX 65535u    //  Most blocks one fp8 kernel launch takes
+//  Staging of the staged path (issue #3, kvt_block_copy_staged): a batch
+//  of small blocks between the host arena and the GPU slab whose host
+//  slots come in long runs (kvt_block_copy_stage_suits: mean run >= 256
+//  KiB, as kvt_slots hands a demoted batch adjacent slots) moves as one
+//  copy-engine copy per host run through this much GPU staging, the
+//  scattered GPU side by a device-to-device kernel. Allocated at the
+//  first such batch. A config key (migration/staging_mib) would need
+//  runtime/kvt_config.c's table; a constant for now (issue #3).
+#define S_STAGING_BYTES ((size_t) 64 << 20)
 
 //  A copy queued on the stream, waiting for its completion event.
 typedef struct {
@@ -76,6 +85,8 @@ struct _kvt_migration_copy_t {
     cudaStream_t stream;            //  Copies run here
     int event_fd;                   //  Counts finished copies; polled by our zloop
     zlist_t *waiting;               //  s_copy_wait_t, in stream order
+    kvt_block_stage_t *stage;       //  Staged path's GPU staging, or NULL until needed
+    bool stage_failed;              //  Staging could not be allocated: never staged
 };
 
 void
@@ -87,6 +98,7 @@ kvt_migration_copy_destroy (kvt_migration_copy_t **self_p)
             cudaStreamSynchronize (self->stream);
             cudaStreamDestroy (self->stream);
         }
+        kvt_block_stage_destroy (&self->stage);
         if (self->event_fd >= 0)
             close (self->event_fd);
         s_copy_wait_t *wait;        //  Continuations of copies still queued are dropped
@@ -148,7 +160,8 @@ s_gpu_copy_new (self_t *self)
 
 //  Queue 'count' block copies between a device slab and the pinned host
 //  slab (or inside the device) on the copy stream: kernel or copy engines
-//  by block size. Returns 0 once queued, or an error.
+//  by block size, or the staged path for small blocks whose host slots
+//  come in long runs. Returns 0 once queued, or an error.
 static int
 s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
                      kvt_arena_t *dst, const uint64_t *to_slots, size_t count)
@@ -169,6 +182,25 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
         .src_slot_bytes = (int64_t) bytes, .block_bytes = (int64_t) bytes,
         .count = (int) count };
     int rc;
+    //  Host arena <-> GPU slab with long host runs: the staged path
+    bool host_is_dst = !kvt_arena_on_device (dst);
+    bool staged = bytes < S_KERNEL_COPY_MAX_BYTES && !copy->stage_failed
+               && kvt_arena_on_device (src) != kvt_arena_on_device (dst)
+               && kvt_block_copy_stage_suits (&args, host_is_dst);
+    if (staged && !copy->stage) {
+        copy->stage = kvt_block_stage_new (S_STAGING_BYTES);
+        if (!copy->stage) {
+            kvt_log_warn ("migration: no %zu MiB of GPU staging; small blocks stay on the "
+                          "copy kernel", S_STAGING_BYTES >> 20);
+            copy->stage_failed = true;
+            staged = false;
+        }
+    }
+    if (staged) {
+        rc = kvt_block_copy_staged (copy->stage, &args, host_is_dst, copy->stream);
+        kvt_actor_count (self->actor, "copy_staged_batches", 1);
+    }
+    else
     if (bytes < S_KERNEL_COPY_MAX_BYTES) {
         //  The kernel reads the slot lists from device memory, allocated
         //  and freed in stream order; the host list is staged by the call

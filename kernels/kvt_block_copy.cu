@@ -32,6 +32,15 @@
     ce  copy engines: one cudaMemcpyBatchAsync of the blocks, adjacent
         slots merged into one copy; falls back to one cudaMemcpyAsync per
         run on the legacy default stream or where batching is refused.
+        The runs come from kvt_block_copy_runs (kvt_block_copy_ref.c),
+        shared with the staged path and its CPU twin.
+    staged (kvt_block_copy_staged, issue #3): host runs on the engines,
+        scattered GPU blocks by a device-to-device kernel (s_stage_kernel:
+        the copy loop above, GPU slots of the piece in __grid_constant__
+        parameters, so no slot list goes to the GPU first) through a ring
+        of KVT_BLOCK_STAGE_RING staging pieces; events order each piece's
+        kernel and engine copy, the caller's stream waits for the engine
+        stream at the end. Untimed as of writing (tools/bench/RESULTS.md).
 @end
 */
 
@@ -70,21 +79,10 @@ s_store (void *address, uint4 r)
                   :: "l" (address), "r" (r.x), "r" (r.y), "r" (r.z), "r" (r.w) : "memory");
 }
 
-//  The CTA copies one unit: 'unit_bytes' of block unit / units_per_block.
+//  The CTA copies 'bytes' from 'src' to 'dst' (16-byte aligned).
 __device__ __forceinline__ void
-s_copy_unit (const kvt_block_copy_args_t &a, int64_t unit, int64_t units_per_block,
-             int64_t unit_bytes)
+s_copy_span (char *dst, const char *src, int64_t bytes)
 {
-    int64_t block = unit / units_per_block;
-    int64_t piece = unit % units_per_block;
-    int64_t dst_slot = a.dst_slots [block];
-    int64_t src_slot = a.src_slots [block];
-    if (dst_slot < 0 || src_slot < 0)
-        return;
-    int64_t first = piece * unit_bytes;
-    int64_t bytes = min (unit_bytes, a.block_bytes - first);
-    const char *src = (const char *) a.src + src_slot * a.src_slot_bytes + first;
-    char *dst = (char *) a.dst + dst_slot * a.dst_slot_bytes + first;
     for (int64_t pass = 0; pass < bytes; pass += S_PASS_BYTES) {
         uint4 r [S_UNROLL];
 #pragma unroll
@@ -100,6 +98,23 @@ s_copy_unit (const kvt_block_copy_args_t &a, int64_t unit, int64_t units_per_blo
                 s_store (dst + offset, r [u]);
         }
     }
+}
+
+//  The CTA copies one unit: 'unit_bytes' of block unit / units_per_block.
+__device__ __forceinline__ void
+s_copy_unit (const kvt_block_copy_args_t &a, int64_t unit, int64_t units_per_block,
+             int64_t unit_bytes)
+{
+    int64_t block = unit / units_per_block;
+    int64_t piece = unit % units_per_block;
+    int64_t dst_slot = a.dst_slots [block];
+    int64_t src_slot = a.src_slots [block];
+    if (dst_slot < 0 || src_slot < 0)
+        return;
+    int64_t first = piece * unit_bytes;
+    int64_t bytes = min (unit_bytes, a.block_bytes - first);
+    s_copy_span ((char *) a.dst + dst_slot * a.dst_slot_bytes + first,
+                 (const char *) a.src + src_slot * a.src_slot_bytes + first, bytes);
 }
 
 __global__ void __launch_bounds__ (S_THREADS)
@@ -144,6 +159,41 @@ s_pair_kernel (const kvt_block_copy_args_t a0, int64_t units_per_block0, int64_t
             s_copy_unit (a0, unit, units_per_block0, unit_bytes0);
         else
             s_copy_unit (a1, unit, units_per_block1, unit_bytes1);
+    }
+}
+
+//  One piece of a staged copy: the GPU half, its GPU slots carried in
+//  the kernel parameters (the slot lists stay host memory). Block k of
+//  the piece sits at staging + k * block_bytes.
+typedef struct {
+    char *staging;                  //  The piece's staging
+    char *gpu;                      //  GPU slab base
+    int64_t gpu_slot_bytes;         //  Bytes between GPU slots
+    int64_t block_bytes;            //  Bytes per block
+    int64_t unit_bytes;             //  Bytes per CTA unit
+    int64_t units_per_block;        //  Units per block
+    int count;                      //  Blocks in the piece
+    int to_staging;                 //  1: GPU slab -> staging, 0: the reverse
+    int32_t gpu_slots [KVT_BLOCK_STAGE_PIECE_BLOCKS];   //  GPU slot per block, -1 skips
+} s_stage_piece_t;
+
+__global__ void __launch_bounds__ (S_THREADS)
+s_stage_kernel (const __grid_constant__ s_stage_piece_t p)
+{
+    int64_t units = (int64_t) p.count * p.units_per_block;
+    for (int64_t unit = blockIdx.x; unit < units; unit += gridDim.x) {
+        int64_t block = unit / p.units_per_block;
+        int64_t slot = p.gpu_slots [block];
+        if (slot < 0)
+            continue;
+        int64_t first = (unit % p.units_per_block) * p.unit_bytes;
+        int64_t bytes = min (p.unit_bytes, p.block_bytes - first);
+        char *stage = p.staging + block * p.block_bytes + first;
+        char *gpu = p.gpu + slot * p.gpu_slot_bytes + first;
+        if (p.to_staging)
+            s_copy_span (stage, gpu, bytes);
+        else
+            s_copy_span (gpu, stage, bytes);
     }
 }
 
@@ -230,6 +280,51 @@ kvt_block_copy_pair (const kvt_block_copy_args_t *first, const kvt_block_copy_ar
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
 
+//  Queue 'count' runs of 'args' (kvt_block_copy_runs) on the copy
+//  engines: one batch, or one cudaMemcpyAsync per run on the legacy
+//  default stream or where batching is refused. Returns 0, -ENOMEM or
+//  KVT_ECUDA.
+static int
+s_ce_queue (const kvt_block_copy_args_t *args, const kvt_block_run_t *runs, size_t count,
+            cudaStream_t stream)
+{
+    if (count == 0)
+        return 0;
+    void **dsts = (void **) malloc (count * sizeof (void *));
+    const void **srcs = (const void **) malloc (count * sizeof (void *));
+    size_t *sizes = (size_t *) malloc (count * sizeof (size_t));
+    if (!dsts || !srcs || !sizes) {
+        free (dsts);
+        free (srcs);
+        free (sizes);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < count; i++) {
+        dsts [i] = (char *) args->dst + runs [i].dst_offset;
+        srcs [i] = (const char *) args->src + runs [i].src_offset;
+        sizes [i] = (size_t) runs [i].bytes;
+    }
+    cudaError_t err = cudaErrorNotSupported;
+    if (count > 1 && stream != 0) {
+        cudaMemcpyAttributes attr;
+        memset (&attr, 0, sizeof (attr));
+        attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
+        size_t attr_index = 0;
+        err = cudaMemcpyBatchAsync (dsts, srcs, sizes, count, &attr, &attr_index, 1, stream);
+        if (err != cudaSuccess)
+            (void) cudaGetLastError ();     //  Clear it; the fallback below decides
+    }
+    if (err != cudaSuccess) {
+        err = cudaSuccess;
+        for (size_t i = 0; i < count && err == cudaSuccess; i++)
+            err = cudaMemcpyAsync (dsts [i], srcs [i], sizes [i], cudaMemcpyDefault, stream);
+    }
+    free (dsts);
+    free (srcs);
+    free (sizes);
+    return err == cudaSuccess? 0: KVT_ECUDA;
+}
+
 //  --------------------------------------------------------------------------
 //  Queue the copies on the copy engines in one batch.
 
@@ -241,49 +336,186 @@ kvt_block_copy_ce (const kvt_block_copy_args_t *args, cudaStream_t stream)
         return rc;
     if (args->count == 0)
         return 0;
-    void **dsts = (void **) malloc (args->count * sizeof (void *));
-    const void **srcs = (const void **) malloc (args->count * sizeof (void *));
-    size_t *sizes = (size_t *) malloc (args->count * sizeof (size_t));
-    if (!dsts || !srcs || !sizes) {
-        free (dsts);
-        free (srcs);
-        free (sizes);
+    kvt_block_run_t *runs = (kvt_block_run_t *) malloc (args->count * sizeof (kvt_block_run_t));
+    if (!runs)
+        return -ENOMEM;
+    rc = s_ce_queue (args, runs, kvt_block_copy_runs (args, runs), stream);
+    free (runs);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Staged copies (issue #3): the stage, then the copy
+
+struct _kvt_block_stage_t {
+    void *staging;                  //  GPU staging buffer
+    size_t staging_bytes;           //  Its size
+    cudaStream_t engine;            //  The host halves (copy engines) run here
+    cudaEvent_t start;              //  The caller's stream reached the copy
+    cudaEvent_t done;               //  The engine stream finished the copy
+    cudaEvent_t kernel_done [KVT_BLOCK_STAGE_RING];  //  Piece's GPU half done, per ring slot
+    cudaEvent_t engine_done [KVT_BLOCK_STAGE_RING];  //  Piece's host half done, per ring slot
+};
+
+kvt_block_stage_t *
+kvt_block_stage_new (size_t staging_bytes)
+{
+    kvt_block_stage_t *self = (kvt_block_stage_t *) calloc (1, sizeof (kvt_block_stage_t));
+    if (!self)
+        return NULL;
+    self->staging_bytes = staging_bytes;
+    bool ok = staging_bytes > 0
+           && cudaMalloc (&self->staging, staging_bytes) == cudaSuccess
+           && cudaStreamCreateWithFlags (&self->engine, cudaStreamNonBlocking) == cudaSuccess
+           && cudaEventCreateWithFlags (&self->start, cudaEventDisableTiming) == cudaSuccess
+           && cudaEventCreateWithFlags (&self->done, cudaEventDisableTiming) == cudaSuccess;
+    for (int k = 0; ok && k < KVT_BLOCK_STAGE_RING; k++)
+        ok = cudaEventCreateWithFlags (&self->kernel_done [k], cudaEventDisableTiming)
+             == cudaSuccess
+          && cudaEventCreateWithFlags (&self->engine_done [k], cudaEventDisableTiming)
+             == cudaSuccess;
+    if (!ok) {
+        (void) cudaGetLastError ();
+        kvt_block_stage_destroy (&self);
+    }
+    return self;
+}
+
+void
+kvt_block_stage_destroy (kvt_block_stage_t **self_p)
+{
+    kvt_block_stage_t *self = *self_p;
+    if (self) {
+        if (self->engine) {
+            cudaStreamSynchronize (self->engine);
+            cudaStreamDestroy (self->engine);
+        }
+        for (int k = 0; k < KVT_BLOCK_STAGE_RING; k++) {
+            if (self->engine_done [k])
+                cudaEventDestroy (self->engine_done [k]);
+            if (self->kernel_done [k])
+                cudaEventDestroy (self->kernel_done [k]);
+        }
+        if (self->done)
+            cudaEventDestroy (self->done);
+        if (self->start)
+            cudaEventDestroy (self->start);
+        cudaFree (self->staging);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+size_t
+kvt_block_stage_bytes (const kvt_block_stage_t *self)
+{
+    return self->staging_bytes;
+}
+
+//  Queue the GPU half of a piece: one kernel, GPU slots as parameters.
+static int
+s_stage_kernel_queue (const kvt_block_copy_args_t *half, bool to_staging, cudaStream_t stream)
+{
+    s_stage_piece_t p;
+    p.staging = (char *) (to_staging? half->dst: half->src);
+    p.gpu = (char *) (to_staging? half->src: half->dst);
+    p.gpu_slot_bytes = to_staging? half->src_slot_bytes: half->dst_slot_bytes;
+    p.block_bytes = half->block_bytes;
+    p.count = half->count;
+    p.to_staging = to_staging;
+    const int64_t *stage_slots = to_staging? half->dst_slots: half->src_slots;
+    const int64_t *gpu_slots = to_staging? half->src_slots: half->dst_slots;
+    for (int k = 0; k < half->count; k++)
+        p.gpu_slots [k] = stage_slots [k] < 0? -1: (int32_t) gpu_slots [k];
+    kvt_block_copy_args_t plan_args = *half;
+    int64_t units;
+    s_plan (&plan_args, &p.unit_bytes, &p.units_per_block, &units);
+    int max_ctas = half->max_ctas;
+    if (max_ctas == 0) {
+        max_ctas = s_sm_count () * S_CTAS_PER_SM;
+        if (max_ctas == 0)
+            return KVT_ECUDA;
+    }
+    int grid = units < max_ctas? (int) units: max_ctas;
+    if (grid == 0)
+        return 0;
+    s_stage_kernel<<<grid, S_THREADS, 0, stream>>> (p);
+    return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
+}
+
+//  --------------------------------------------------------------------------
+//  Queue a host <-> GPU copy through the stage (see kvt_block_copy.cuh).
+
+int
+kvt_block_copy_staged (kvt_block_stage_t *stage, const kvt_block_copy_args_t *args,
+                       bool host_is_dst, cudaStream_t stream)
+{
+    if (!stage)
+        return -EINVAL;
+    kvt_block_stage_plan_t plan;
+    int rc = kvt_block_copy_stage_plan (args, stage->staging_bytes, host_is_dst, &plan);
+    if (rc || plan.pieces == 0)
+        return rc;
+    int64_t *stage_slots = (int64_t *) malloc (plan.piece_blocks * sizeof (int64_t));
+    kvt_block_run_t *runs = (kvt_block_run_t *) malloc (plan.piece_blocks
+                                                        * sizeof (kvt_block_run_t));
+    if (!stage_slots || !runs) {
+        free (stage_slots);
+        free (runs);
         return -ENOMEM;
     }
-    size_t runs = 0;
-    for (int i = 0; i < args->count; i++) {
-        if (args->dst_slots [i] < 0 || args->src_slots [i] < 0)
-            continue;
-        char *dst = (char *) args->dst + args->dst_slots [i] * args->dst_slot_bytes;
-        const char *src = (const char *) args->src + args->src_slots [i] * args->src_slot_bytes;
-        if (runs > 0
-        &&  (char *) dsts [runs - 1] + sizes [runs - 1] == dst
-        &&  (const char *) srcs [runs - 1] + sizes [runs - 1] == src)
-            sizes [runs - 1] += (size_t) args->block_bytes;     //  Adjacent: extend the run
+    //  The engine stream starts after the work queued before on 'stream'
+    if (cudaEventRecord (stage->start, stream) != cudaSuccess
+    ||  cudaStreamWaitEvent (stage->engine, stage->start, 0) != cudaSuccess)
+        rc = KVT_ECUDA;
+    for (int64_t piece = 0; piece < plan.pieces && rc == 0; piece++) {
+        int slot = (int) (piece % plan.ring);
+        bool reuse = piece >= plan.ring;            //  This staging held an earlier piece
+        char *base = (char *) stage->staging + slot * plan.piece_blocks * args->block_bytes;
+        kvt_block_copy_args_t host_half, gpu_half;
+        kvt_block_copy_stage_piece (args, host_is_dst, &plan, piece, base, stage_slots,
+                                    &host_half, &gpu_half);
+        size_t count = kvt_block_copy_runs (&host_half, runs);
+        if (host_is_dst) {
+            //  GPU -> staging (kernel, once the engines emptied this
+            //  staging), then staging -> host runs (engines)
+            if (reuse && cudaStreamWaitEvent (stream, stage->engine_done [slot], 0) != cudaSuccess)
+                rc = KVT_ECUDA;
+            if (rc == 0)
+                rc = s_stage_kernel_queue (&gpu_half, true, stream);
+            if (rc == 0
+            &&  (cudaEventRecord (stage->kernel_done [slot], stream) != cudaSuccess
+            ||   cudaStreamWaitEvent (stage->engine, stage->kernel_done [slot], 0) != cudaSuccess))
+                rc = KVT_ECUDA;
+            if (rc == 0)
+                rc = s_ce_queue (&host_half, runs, count, stage->engine);
+            if (rc == 0 && cudaEventRecord (stage->engine_done [slot], stage->engine) != cudaSuccess)
+                rc = KVT_ECUDA;
+        }
         else {
-            dsts [runs] = dst;
-            srcs [runs] = src;
-            sizes [runs] = (size_t) args->block_bytes;
-            runs++;
+            //  Host runs -> staging (engines, once the kernel emptied this
+            //  staging), then staging -> GPU (kernel)
+            if (reuse
+            &&  cudaStreamWaitEvent (stage->engine, stage->kernel_done [slot], 0) != cudaSuccess)
+                rc = KVT_ECUDA;
+            if (rc == 0)
+                rc = s_ce_queue (&host_half, runs, count, stage->engine);
+            if (rc == 0
+            &&  (cudaEventRecord (stage->engine_done [slot], stage->engine) != cudaSuccess
+            ||   cudaStreamWaitEvent (stream, stage->engine_done [slot], 0) != cudaSuccess))
+                rc = KVT_ECUDA;
+            if (rc == 0)
+                rc = s_stage_kernel_queue (&gpu_half, false, stream);
+            if (rc == 0 && cudaEventRecord (stage->kernel_done [slot], stream) != cudaSuccess)
+                rc = KVT_ECUDA;
         }
     }
-    cudaError_t err = cudaErrorNotSupported;
-    if (runs > 1 && stream != 0) {
-        cudaMemcpyAttributes attr;
-        memset (&attr, 0, sizeof (attr));
-        attr.srcAccessOrder = cudaMemcpySrcAccessOrderStream;
-        size_t attr_index = 0;
-        err = cudaMemcpyBatchAsync (dsts, srcs, sizes, runs, &attr, &attr_index, 1, stream);
-        if (err != cudaSuccess)
-            (void) cudaGetLastError ();     //  Clear it; the fallback below decides
-    }
-    if (err != cudaSuccess) {
-        err = cudaSuccess;
-        for (size_t i = 0; i < runs && err == cudaSuccess; i++)
-            err = cudaMemcpyAsync (dsts [i], srcs [i], sizes [i], cudaMemcpyDefault, stream);
-    }
-    free (dsts);
-    free (srcs);
-    free (sizes);
-    return err == cudaSuccess? 0: KVT_ECUDA;
+    //  Work queued on 'stream' later waits for the engine stream too (even
+    //  after an error, so the staging is not reused under a running copy)
+    if (cudaEventRecord (stage->done, stage->engine) != cudaSuccess
+    ||  cudaStreamWaitEvent (stream, stage->done, 0) != cudaSuccess)
+        rc = rc? rc: KVT_ECUDA;
+    free (stage_slots);
+    free (runs);
+    return rc;
 }

@@ -19,6 +19,22 @@
     - kvt_block_copy_ce: the copy engines, one batched submission
       (cudaMemcpyBatchAsync) of the blocks, runs of adjacent slots merged;
       uses no SMs, best for large blocks. Slot arrays are host memory.
+    - kvt_block_copy_staged (issue #3): host <-> GPU where the host slots
+      come in runs (a batch demoted together sits in adjacent host slots)
+      and the GPU slots are scattered. The GPU side goes through a GPU
+      staging buffer with a device-to-device kernel (HBM speed), the host
+      side is one copy-engine copy per host run (large, so the engines run
+      near their peak, where per-block engine copies of 16 KiB crawl).
+      GPU->host: kernel gathers a piece of the blocks into staging, the
+      engines copy staging to the host runs; host->GPU the reverse. The
+      staging buffer (a kvt_block_stage_t, size chosen by the caller) is
+      split into KVT_BLOCK_STAGE_RING pieces in flight, ordered by events
+      between the caller's stream (kernels) and the stage's own engine
+      stream, so the engines stay busy. Slot arrays are host memory and
+      may be freed on return (the GPU slots of a piece travel as kernel
+      parameters). Its CPU twin kvt_block_copy_staged_ref runs the same
+      plan (pieces, runs) with memcpy. kvt_block_copy_stage_suits says
+      whether a batch's host runs are long enough to be worth it.
 @discuss
     A negative slot skips that block (both paths). Source and destination
     blocks must not overlap. Neither path synchronizes.
@@ -28,6 +44,7 @@
 #ifndef KVT_BLOCK_COPY_CUH_INCLUDED
 #define KVT_BLOCK_COPY_CUH_INCLUDED
 
+#include <stdbool.h>
 #include "kvt_kernels.cuh"
 
 #ifdef __cplusplus
@@ -55,6 +72,76 @@ int
 int
     kvt_block_copy_ref (const kvt_block_copy_args_t *args);
 
+//  One copy of adjacent blocks: byte offsets from the slab bases.
+typedef struct {
+    int64_t dst_offset;             //  From args->dst
+    int64_t src_offset;             //  From args->src
+    int64_t bytes;                  //  Length, a whole number of blocks
+} kvt_block_run_t;
+
+//  Merge the blocks of 'args' (batch order, negative slots skipped) into
+//  runs: a block whose source and destination both follow the previous
+//  block's extends its run. 'runs' holds args->count entries. Returns the
+//  number of runs (0 for no blocks); arguments are not checked.
+size_t
+    kvt_block_copy_runs (const kvt_block_copy_args_t *args, kvt_block_run_t *runs);
+
+//  Staged copies (issue #3): the plan of pieces through the staging
+//  buffer. The GPU slots of a piece travel as kernel parameters, hence
+//  KVT_BLOCK_STAGE_PIECE_BLOCKS.
+#define KVT_BLOCK_STAGE_RING 4              //  Pieces of staging in flight
+#define KVT_BLOCK_STAGE_PIECE_BLOCKS 896    //  Most blocks in one piece
+#define KVT_BLOCK_STAGE_MIN_RUN_BYTES (256 << 10)  //  Mean host run that suits staging
+
+typedef struct {
+    int64_t piece_blocks;           //  Blocks per piece (the last may have fewer)
+    int64_t pieces;                 //  Pieces of the batch
+    int ring;                       //  Pieces of staging in flight (<= KVT_BLOCK_STAGE_RING)
+} kvt_block_stage_plan_t;
+
+//  Plan a staged copy of 'args' through 'staging_bytes': the staging is
+//  split into up to KVT_BLOCK_STAGE_RING pieces of whole blocks, each of
+//  at most KVT_BLOCK_STAGE_PIECE_BLOCKS blocks (a piece may split a host
+//  run: its parts are copied by their pieces). Staging that holds fewer
+//  than KVT_BLOCK_STAGE_RING blocks gives fewer pieces in flight, one
+//  block each. Returns 0, or -EINVAL (bad arguments, staging smaller than
+//  one block, a GPU slot beyond INT32_MAX).
+int
+    kvt_block_copy_stage_plan (const kvt_block_copy_args_t *args, size_t staging_bytes,
+                               bool host_is_dst, kvt_block_stage_plan_t *plan);
+
+//  Split piece 'piece' of the plan into its two halves. 'host_half'
+//  copies between the host slab and the piece's staging (at 'piece_base',
+//  block k of the piece at piece_base + k * block_bytes); 'gpu_half'
+//  between that staging and the GPU slab. 'stage_slots' (piece_blocks
+//  entries, the caller's) receives each block's staging slot, or -1 when
+//  the block is skipped. Both halves borrow args' slot arrays and
+//  'stage_slots'. GPU->host (host_is_dst) runs gpu_half then host_half.
+void
+    kvt_block_copy_stage_piece (const kvt_block_copy_args_t *args, bool host_is_dst,
+                                const kvt_block_stage_plan_t *plan, int64_t piece,
+                                void *piece_base, int64_t *stage_slots,
+                                kvt_block_copy_args_t *host_half,
+                                kvt_block_copy_args_t *gpu_half);
+
+//  Is the batch worth staging? True when the mean bytes of its host runs
+//  (adjacent host slots in batch order, skipped blocks left out) are at
+//  least KVT_BLOCK_STAGE_MIN_RUN_BYTES. host_is_dst: the host slab is
+//  args->dst (GPU->host). False for an empty batch.
+bool
+    kvt_block_copy_stage_suits (const kvt_block_copy_args_t *args, bool host_is_dst);
+
+//  CPU twin of kvt_block_copy_staged on host pointers: the same plan,
+//  pieces and runs, through 'staging' (staging_bytes of host memory), by
+//  memcpy. The same bytes as kvt_block_copy_ref. Returns 0 or -EINVAL.
+int
+    kvt_block_copy_staged_ref (const kvt_block_copy_args_t *args, void *staging,
+                               size_t staging_bytes, bool host_is_dst);
+
+//  Selftest of the CPU parts (runs, plans, staged twin, suits).
+int
+    kvt_block_copy_test (bool verbose);
+
 #ifdef KVT_KERNELS_GPU
 //  Queue the copy kernel on 'stream'; slot arrays must be device-accessible.
 //  Returns 0, -EINVAL or KVT_ECUDA.
@@ -78,6 +165,35 @@ int
 //  memory and may be freed on return. Returns 0, -EINVAL, -ENOMEM or KVT_ECUDA.
 int
     kvt_block_copy_ce (const kvt_block_copy_args_t *args, cudaStream_t stream);
+
+//  Staging of kvt_block_copy_staged: a GPU buffer of 'staging_bytes', an
+//  engine stream and the events that order its pieces. Copies sharing one
+//  stage must be queued on one stream (they reuse its buffer in stream
+//  order). 64 MiB gives 16 MiB pieces. Returns NULL if CUDA fails.
+typedef struct _kvt_block_stage_t kvt_block_stage_t;
+
+kvt_block_stage_t *
+    kvt_block_stage_new (size_t staging_bytes);
+
+//  Destroy after synchronizing its engine stream; NULL-safe, nulls the
+//  caller's pointer.
+void
+    kvt_block_stage_destroy (kvt_block_stage_t **self_p);
+
+//  Staging bytes of 'self'.
+size_t
+    kvt_block_stage_bytes (const kvt_block_stage_t *self);
+
+//  Queue a host <-> GPU copy through 'stage' on 'stream': the host slab
+//  is args->dst when host_is_dst (GPU->host), else args->src; the other
+//  slab is GPU memory. Host runs go on the copy engines, GPU blocks
+//  through the kernel (see @header). Work queued on 'stream' after this
+//  call starts after the whole copy. Slot arrays are host memory and may
+//  be freed on return. Returns 0, -EINVAL (see kvt_block_copy_stage_plan),
+//  -ENOMEM or KVT_ECUDA.
+int
+    kvt_block_copy_staged (kvt_block_stage_t *stage, const kvt_block_copy_args_t *args,
+                           bool host_is_dst, cudaStream_t stream);
 #endif
 
 #ifdef __cplusplus

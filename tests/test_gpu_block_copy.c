@@ -14,8 +14,14 @@
     still hold the poison (no overrun). The CPU twin runs the same copy
     on host copies of the slabs. The experimental one-grid pair
     (kvt_block_copy_pair, issue #3) copies host->GPU and GPU->host blocks
-    in one launch, with uneven counts and block sizes. Exit 77 without a
-    GPU.
+    in one launch, with uneven counts and block sizes. The staged path
+    (kvt_block_copy_staged, issue #3) both ways: host slots in runs of 1,
+    2, 16 and 64 blocks at random run-aligned places, GPU slots scattered
+    (padded GPU slots too), odd counts, skipped slots, staging so small
+    that pieces split runs, staging of one block, a round trip through
+    one stage on one stream (GPU -> host runs -> other GPU slots), both
+    ways at once on two streams and two stages, and the refusal of
+    staging smaller than a block. Exit 77 without a GPU.
 @end
 */
 
@@ -268,6 +274,213 @@ t_run_pair (int64_t bytes0, int count0, int64_t bytes1, int count1, int ctas,
     return failed? -1: 0;
 }
 
+//  Host slots in runs of 'run' adjacent slots at random run-aligned
+//  places of 'slots' (a multiple of 'run'); GPU slots a permutation.
+static void
+t_run_layout (int64_t *host_slots, int64_t *gpu_slots, int count, int run, int slots,
+              uint64_t *seed)
+{
+    int64_t *order = (int64_t *) malloc (slots * sizeof (int64_t));
+    t_shuffle (order, slots / run, seed);
+    for (int i = 0; i < count; i++)
+        host_slots [i] = order [i / run] * run + i % run;
+    t_shuffle (order, slots, seed);
+    for (int i = 0; i < count; i++)
+        gpu_slots [i] = order [i];
+    free (order);
+}
+
+//  One staged copy, GPU->host (to_host) or host->GPU, through a stage of
+//  'staging_bytes', against kvt_block_copy_ref on host images. With
+//  'round_trip' (GPU->host only), the same stage and stream then copy the
+//  host runs back to other GPU slots, which must equal the first ones.
+static int
+t_run_staged (int64_t block_bytes, int count, int run, size_t staging_bytes, bool to_host,
+              bool skip, bool round_trip, uint64_t *seed, bool verbose)
+{
+    int slots = ((count + run - 1) / run + 2) * run;
+    int64_t gpu_slot_bytes = block_bytes + (block_bytes % 64? 16: 0);     //  Padded GPU slots
+    size_t host_bytes = (size_t) slots * block_bytes;
+    size_t gpu_bytes = (size_t) slots * gpu_slot_bytes;
+    int64_t *host_slots = (int64_t *) malloc (count * sizeof (int64_t));
+    int64_t *gpu_slots = (int64_t *) malloc (count * sizeof (int64_t));
+    int64_t *back_slots = (int64_t *) malloc (count * sizeof (int64_t));
+    t_run_layout (host_slots, gpu_slots, count, run, slots, seed);
+    for (int i = 0; i < count; i++)                 //  Round trip: the slots not used
+        back_slots [i] = (gpu_slots [i] + slots / 2) % slots;
+    if (skip && count > 4) {
+        host_slots [1] = -1;                        //  Skipped blocks, either side
+        gpu_slots [count - 2] = -1;
+    }
+    size_t src_bytes = to_host? gpu_bytes: host_bytes;
+    size_t dst_bytes = to_host? host_bytes: gpu_bytes;
+    unsigned char *src_image = (unsigned char *) malloc (src_bytes);
+    unsigned char *expect = (unsigned char *) malloc (dst_bytes);
+    unsigned char *result = (unsigned char *) malloc (dst_bytes);
+    for (size_t i = 0; i < src_bytes; i++)
+        src_image [i] = (unsigned char) t_rand (seed);
+    memset (expect, T_POISON, dst_bytes);
+    kvt_block_copy_args_t args = {
+        .dst = expect, .src = src_image,
+        .dst_slots = to_host? host_slots: gpu_slots, .src_slots = to_host? gpu_slots: host_slots,
+        .dst_slot_bytes = to_host? block_bytes: gpu_slot_bytes,
+        .src_slot_bytes = to_host? gpu_slot_bytes: block_bytes,
+        .block_bytes = block_bytes, .count = count
+    };
+    if (kvt_block_copy_ref (&args))
+        return -1;
+    void *host, *gpu;
+    T_CHECK (cudaHostAlloc (&host, host_bytes, cudaHostAllocDefault));
+    T_CHECK (cudaMalloc (&gpu, gpu_bytes));
+    if (to_host) {
+        memset (host, T_POISON, host_bytes);
+        T_CHECK (cudaMemcpy (gpu, src_image, gpu_bytes, cudaMemcpyHostToDevice));
+    }
+    else {
+        memcpy (host, src_image, host_bytes);
+        T_CHECK (cudaMemset (gpu, T_POISON, gpu_bytes));
+    }
+    cudaStream_t stream;
+    T_CHECK (cudaStreamCreateWithFlags (&stream, cudaStreamNonBlocking));
+    kvt_block_stage_t *stage = kvt_block_stage_new (staging_bytes);
+    if (!stage) {
+        fprintf (stderr, "kvt_block_stage_new failed\n");
+        return -1;
+    }
+    args.dst = to_host? host: gpu;
+    args.src = to_host? gpu: host;
+    int rc = kvt_block_copy_staged (stage, &args, to_host, stream);
+    //  Round trip: host runs back to other GPU slots, queued behind
+    kvt_block_copy_args_t back = args;
+    if (round_trip && rc == 0) {
+        back.dst = gpu;
+        back.src = host;
+        back.dst_slots = back_slots;
+        back.src_slots = host_slots;
+        back.dst_slot_bytes = gpu_slot_bytes;
+        back.src_slot_bytes = block_bytes;
+        rc = kvt_block_copy_staged (stage, &back, false, stream);
+    }
+    T_CHECK (cudaStreamSynchronize (stream));
+    size_t bad = 0, first_bad = 0;
+    if (to_host)
+        memcpy (result, host, host_bytes);
+    else
+        T_CHECK (cudaMemcpy (result, gpu, gpu_bytes, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < dst_bytes; i++)
+        if (result [i] != expect [i] && bad++ == 0)
+            first_bad = i;
+    if (round_trip) {
+        //  Every copied block: back slot == original GPU slot's bytes
+        unsigned char *gpu_image = (unsigned char *) malloc (gpu_bytes);
+        T_CHECK (cudaMemcpy (gpu_image, gpu, gpu_bytes, cudaMemcpyDeviceToHost));
+        for (int i = 0; i < count; i++) {
+            if (host_slots [i] < 0 || gpu_slots [i] < 0)
+                continue;
+            if (memcmp (gpu_image + back_slots [i] * gpu_slot_bytes,
+                        src_image + gpu_slots [i] * gpu_slot_bytes, block_bytes) && bad++ == 0)
+                first_bad = (size_t) i;
+        }
+        free (gpu_image);
+    }
+    bool failed = rc != 0 || bad != 0;
+    if (failed || verbose)
+        printf ("  staged %s%s block=%lld count=%d run=%d staging=%zu skip=%d: rc %d, "
+                "%zu bytes differ%s (first at %zu)\n", to_host? "d2h": "h2d",
+                round_trip? "+h2d": "", (long long) block_bytes, count, run, staging_bytes,
+                skip, rc, bad, failed? " FAIL": "", first_bad);
+    kvt_block_stage_destroy (&stage);
+    cudaStreamDestroy (stream);
+    cudaFreeHost (host);
+    cudaFree (gpu);
+    free (src_image);
+    free (expect);
+    free (result);
+    free (host_slots);
+    free (gpu_slots);
+    free (back_slots);
+    return failed? -1: 0;
+}
+
+//  Both ways at once through two stages on two streams: host runs ->
+//  GPU slots beside other GPU slots -> other host runs.
+static int
+t_run_staged_both (int64_t block_bytes, int count, int run, size_t staging_bytes,
+                   uint64_t *seed, bool verbose)
+{
+    int slots = 2 * ((count + run - 1) / run + 1) * run;
+    size_t slab_bytes = (size_t) slots * block_bytes;
+    int64_t *host_slots = (int64_t *) malloc (slots * sizeof (int64_t));
+    int64_t *gpu_slots = (int64_t *) malloc (slots * sizeof (int64_t));
+    //  The first 'count' of each for host->GPU, the next for GPU->host
+    t_run_layout (host_slots, gpu_slots, 2 * count, run, slots, seed);
+    unsigned char *host_image = (unsigned char *) malloc (slab_bytes);
+    unsigned char *gpu_image = (unsigned char *) malloc (slab_bytes);
+    unsigned char *result = (unsigned char *) malloc (slab_bytes);
+    for (size_t i = 0; i < slab_bytes; i++) {
+        host_image [i] = (unsigned char) t_rand (seed);
+        gpu_image [i] = (unsigned char) t_rand (seed);
+    }
+    void *host, *gpu;
+    T_CHECK (cudaHostAlloc (&host, slab_bytes, cudaHostAllocDefault));
+    T_CHECK (cudaMalloc (&gpu, slab_bytes));
+    memcpy (host, host_image, slab_bytes);
+    T_CHECK (cudaMemcpy (gpu, gpu_image, slab_bytes, cudaMemcpyHostToDevice));
+    kvt_block_copy_args_t h2d = {
+        .dst = gpu_image, .src = host_image, .dst_slots = gpu_slots, .src_slots = host_slots,
+        .dst_slot_bytes = block_bytes, .src_slot_bytes = block_bytes,
+        .block_bytes = block_bytes, .count = count
+    };
+    kvt_block_copy_args_t d2h = h2d;
+    d2h.dst = host_image;
+    d2h.src = gpu_image;
+    d2h.dst_slots = host_slots + count;
+    d2h.src_slots = gpu_slots + count;
+    //  Disjoint slots: the reference order does not matter
+    if (kvt_block_copy_ref (&h2d) || kvt_block_copy_ref (&d2h))
+        return -1;
+    h2d.dst = gpu;
+    h2d.src = host;
+    d2h.dst = host;
+    d2h.src = gpu;
+    cudaStream_t streams [2];
+    kvt_block_stage_t *stages [2];
+    for (int k = 0; k < 2; k++) {
+        T_CHECK (cudaStreamCreateWithFlags (&streams [k], cudaStreamNonBlocking));
+        stages [k] = kvt_block_stage_new (staging_bytes);
+        if (!stages [k])
+            return -1;
+    }
+    int rc = kvt_block_copy_staged (stages [0], &h2d, false, streams [0]);
+    if (rc == 0)
+        rc = kvt_block_copy_staged (stages [1], &d2h, true, streams [1]);
+    T_CHECK (cudaDeviceSynchronize ());
+    size_t bad = 0;
+    T_CHECK (cudaMemcpy (result, gpu, slab_bytes, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < slab_bytes; i++)
+        bad += result [i] != gpu_image [i];
+    memcpy (result, host, slab_bytes);
+    for (size_t i = 0; i < slab_bytes; i++)
+        bad += result [i] != host_image [i];
+    bool failed = rc != 0 || bad != 0;
+    if (failed || verbose)
+        printf ("  staged both block=%lld count=%d run=%d staging=%zu: rc %d, %zu bytes "
+                "differ%s\n", (long long) block_bytes, count, run, staging_bytes, rc, bad,
+                failed? " FAIL": "");
+    for (int k = 0; k < 2; k++) {
+        kvt_block_stage_destroy (&stages [k]);
+        cudaStreamDestroy (streams [k]);
+    }
+    cudaFreeHost (host);
+    cudaFree (gpu);
+    free (host_image);
+    free (gpu_image);
+    free (result);
+    free (host_slots);
+    free (gpu_slots);
+    return failed? -1: 0;
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -300,6 +513,31 @@ main (int argc, char *argv [])
         failures += t_run_pair (pairs [p].bytes0, pairs [p].count0, pairs [p].bytes1,
                                 pairs [p].count1, pairs [p].ctas, &seed, verbose) != 0;
     }
+    //  Staged: runs of 1, 2, 16, 64; odd counts; skips; small staging
+    static const struct { int64_t bytes; int count; int run; size_t staging; bool skip; }
+    staged [] = {
+        { 16384, 200, 1, 8 << 20, false },      //  Runs of one block
+        { 16384, 301, 2, 8 << 20, true },       //  Odd count, skipped slots
+        { 16384, 1000, 16, 64 << 20, true },    //  Pieces of 896 blocks split a run
+        { 16384, 2049, 64, 64 << 20, false },   //  Runs of 64, three pieces
+        { 65536, 257, 64, 1 << 20, true },      //  Pieces of 4 blocks split every run
+        { 65536 + 16, 99, 16, 4 << 20, true },  //  Padded GPU slots
+        { 262144, 130, 64, 16 << 20, false },   //  One piece of 16 blocks
+        { 2 << 20, 9, 2, 5 << 20, true },       //  Staging of 2.5 blocks: ring of 2
+        { 4096, 5000, 64, 64 << 20, true },     //  Many pieces, each 896 blocks
+        { 48, 77, 16, 48, false },              //  Staging of one block
+    };
+    for (size_t c = 0; c < sizeof (staged) / sizeof (staged [0]); c++)
+        for (int way = 0; way < 2; way++) {
+            runs++;
+            failures += t_run_staged (staged [c].bytes, staged [c].count, staged [c].run,
+                                      staged [c].staging, way == 1, staged [c].skip, false,
+                                      &seed, verbose) != 0;
+        }
+    runs += 3;
+    failures += t_run_staged (16384, 700, 64, 2 << 20, true, true, true, &seed, verbose) != 0;
+    failures += t_run_staged_both (16384, 3000, 64, 8 << 20, &seed, verbose) != 0;
+    failures += t_run_staged_both (2 << 20, 40, 8, 16 << 20, &seed, verbose) != 0;
     //  Refusals
     kvt_block_copy_args_t bad = { .dst = (void *) 16, .src = (void *) 32,
         .dst_slots = (int64_t *) 16, .src_slots = (int64_t *) 16, .dst_slot_bytes = 64,
@@ -309,7 +547,11 @@ main (int argc, char *argv [])
     failures += kvt_block_copy_ce (&bad, 0) != -EINVAL;
     bad.block_bytes = 64;           //  Valid, but no counter
     failures += kvt_block_copy_pair (&bad, &bad, 0, NULL, 0) != -EINVAL;
-    printf ("test_gpu_block_copy: %d runs, %d failed\n", runs + 3, failures);
+    kvt_block_stage_t *small = kvt_block_stage_new (32);    //  Smaller than a 64-byte block
+    failures += !small || kvt_block_copy_staged (small, &bad, true, 0) != -EINVAL;
+    failures += kvt_block_copy_staged (NULL, &bad, true, 0) != -EINVAL;
+    kvt_block_stage_destroy (&small);
+    printf ("test_gpu_block_copy: %d runs, %d failed\n", runs + 5, failures);
     return failures? 1: 0;
 }
 #endif

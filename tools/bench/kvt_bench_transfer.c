@@ -17,6 +17,15 @@
     (kvt_block_copy_pair: both directions in one launch). --explore adds notes on the both-ways kernel pair with
     other CTA splits and the one-grid pair with 1 and 3 CTAs per SM;
     --kernel-only skips the copy-engine paths.
+    Staged (issue #3, kvt_block_copy_staged): the same 1 GiB per
+    direction, but the host slots come in runs of 64 adjacent blocks (as
+    a batch demoted together gets adjacent host slots), each run at a
+    random run-aligned place of the host slab (host->GPU takes the first
+    half of the shuffled runs, GPU->host the second); GPU slots stay
+    fully scattered. Kernel gather/scatter through a GPU staging buffer
+    (--staging-mib, default 64, one per direction), copy engines one copy
+    per host run. h2d, d2h, both at once (two streams, two stages), beside
+    the same 1 GiB memcpy baselines.
     Beside (issue #3): paged decode attention (bf16, 32 q / 8 kv heads,
     head_dim 128, 16-token blocks, 16 x 32K) alone and while 64 KiB or
     2 MiB host->GPU blocks stream on a second stream through the kernel
@@ -28,6 +37,7 @@
     a check that the step's outputs equal the attention-only outputs.
     Usage: kvtier bench transfer [--json] [--reps N] [--explore]
                                  [--kernel-only] [--only blocks|beside|step]
+                                 [--staging-mib N]
 @end
 */
 
@@ -71,11 +81,13 @@ typedef struct {
     cudaEvent_t stop [2];           //  Per-stream stop events
     int pair_ctas;                  //  kvt_block_copy_pair's grid (0 = its default)
     unsigned long long *pair_counter;   //  Its unit counter (device)
+    kvt_block_stage_t *stages [2];  //  Staged path: host->GPU, GPU->host staging
 } s_bench_t;
 
 //  mode bits: 1 = host->GPU, 2 = GPU->host. path: 0 memcpy of 1 GiB,
 //  1 kernel, 2 copy engines, 3 kernel host->GPU + engines GPU->host, 4 the
-//  reverse, 5 both in one grid (kvt_block_copy_pair, mode 3 only).
+//  reverse, 5 both in one grid (kvt_block_copy_pair, mode 3 only), 6 the
+//  staged path (ce_h2d / ce_d2h arguments, host slots in runs).
 //  Returns the median GB/s over 'reps' runs, counting the bytes of every
 //  direction run, from the first start to the last stop. If 'dir_rates'
 //  is not NULL and two streams ran, it gets each stream's median GB/s
@@ -109,6 +121,10 @@ s_measure (s_bench_t *self, int mode, int path, kvt_block_copy_args_t *args_h2d,
             if (path == 5)
                 rc = kvt_block_copy_pair (args_h2d, args_d2h, self->pair_ctas,
                                           self->pair_counter, stream);
+            else
+            if (path == 6)
+                rc = kvt_block_copy_staged (self->stages [dir], dir == 0? ce_h2d: ce_d2h,
+                                            dir == 1, stream);
             else
             if (path == 1 || (path == 3 && dir == 0) || (path == 4 && dir == 1))
                 rc = kvt_block_copy (dir == 0? args_h2d: args_d2h, stream);
@@ -696,6 +712,7 @@ kvt_bench_transfer_main (int argc, char **argv)
     bool json = false, explore = false, kernel_only = false;
     const char *only = NULL;
     int reps = 7;
+    int staging_mib = 64;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--json") == 0)
             json = true;
@@ -709,13 +726,16 @@ kvt_bench_transfer_main (int argc, char **argv)
         if (strcmp (argv [i], "--reps") == 0 && i + 1 < argc)
             reps = atoi (argv [++i]) > 0? atoi (argv [i]): 7;
         else
+        if (strcmp (argv [i], "--staging-mib") == 0 && i + 1 < argc)
+            staging_mib = atoi (argv [++i]) > 0? atoi (argv [i]): 64;
+        else
         if (strcmp (argv [i], "--only") == 0 && i + 1 < argc
         &&  (strcmp (argv [i + 1], "blocks") == 0 || strcmp (argv [i + 1], "beside") == 0
         ||   strcmp (argv [i + 1], "step") == 0))
             only = argv [++i];
         else {
             fprintf (stderr, "usage: kvtier bench transfer [--json] [--reps N] [--explore] "
-                     "[--kernel-only] [--only blocks|beside|step]\n");
+                     "[--kernel-only] [--only blocks|beside|step] [--staging-mib N]\n");
             return 2;
         }
     }
@@ -744,6 +764,12 @@ kvt_bench_transfer_main (int argc, char **argv)
         S_CHECK (cudaStreamCreateWithFlags (&self.streams [dir], cudaStreamNonBlocking));
         S_CHECK (cudaEventCreate (&self.start [dir]));
         S_CHECK (cudaEventCreate (&self.stop [dir]));
+        self.stages [dir] = kvt_block_stage_new ((size_t) staging_mib << 20);
+        if (!self.stages [dir]) {
+            fprintf (stderr, "kvtier bench transfer: cannot allocate %d MiB of staging\n",
+                     staging_mib);
+            return 1;
+        }
     }
     //  Baselines
     double base_h2d = s_measure (&self, 1, 0, NULL, NULL, NULL, NULL, reps, NULL);
@@ -863,6 +889,57 @@ kvt_bench_transfer_main (int argc, char **argv)
             kvt_bench_report_add (report, figure, both_rate, "GB/s", "memcpy_1GiB_both_GBps",
                                   base_both);
         }
+        //  Staged (issue #3): host slots in runs of 64 blocks at random
+        //  run-aligned places, GPU slots scattered as above
+        if (!kernel_only) {
+            const int64_t run = 64;
+            int64_t *run_order = (int64_t *) malloc (slots / run * sizeof (int64_t));
+            int64_t *run_slots = (int64_t *) malloc (slots * sizeof (int64_t));
+            s_shuffle (run_order, slots / run, &seed);
+            for (int64_t i = 0; i < slots; i++)
+                run_slots [i] = run_order [i / run] * run + i % run;
+            kvt_block_copy_args_t st_h2d = {
+                .dst = self.device, .src = self.host, .dst_slots = dev_slots,
+                .src_slots = run_slots, .dst_slot_bytes = block, .src_slot_bytes = block,
+                .block_bytes = block, .count = (int) count
+            };
+            kvt_block_copy_args_t st_d2h = {
+                .dst = self.host, .src = self.device, .dst_slots = run_slots + count,
+                .src_slots = dev_slots + count, .dst_slot_bytes = block,
+                .src_slot_bytes = block, .block_bytes = block, .count = (int) count
+            };
+            kvt_block_stage_plan_t plan;
+            if (kvt_block_copy_stage_plan (&st_h2d, kvt_block_stage_bytes (self.stages [0]),
+                                           false, &plan) == 0) {
+                snprintf (text, sizeof (text), "host runs of %d blocks (%.2f MiB), GPU "
+                          "scattered; staging %d MiB: %lld pieces of %lld blocks, %d in "
+                          "flight; suits staging: %s", (int) run,
+                          (double) (run * block) / 1048576.0, staging_mib,
+                          (long long) plan.pieces, (long long) plan.piece_blocks, plan.ring,
+                          kvt_block_copy_stage_suits (&st_h2d, false)? "yes": "no");
+                snprintf (figure, sizeof (figure), "staged_%s_layout", label);
+                kvt_bench_report_note (report, figure, text);
+            }
+            double rate = s_measure (&self, 1, 6, NULL, NULL, &st_h2d, &st_d2h, reps, NULL);
+            snprintf (figure, sizeof (figure), "h2d_staged_%s_GBps", label);
+            kvt_bench_report_add (report, figure, rate, "GB/s", "memcpy_1GiB_h2d_GBps",
+                                  base_h2d);
+            rate = s_measure (&self, 2, 6, NULL, NULL, &st_h2d, &st_d2h, reps, NULL);
+            snprintf (figure, sizeof (figure), "d2h_staged_%s_GBps", label);
+            kvt_bench_report_add (report, figure, rate, "GB/s", "memcpy_1GiB_d2h_GBps",
+                                  base_d2h);
+            double own [2];
+            rate = s_measure (&self, 3, 6, NULL, NULL, &st_h2d, &st_d2h, reps, own);
+            snprintf (figure, sizeof (figure), "both_staged_%s_GBps", label);
+            kvt_bench_report_add (report, figure, rate, "GB/s", "memcpy_1GiB_both_GBps",
+                                  base_both);
+            snprintf (text, sizeof (text), "each stream over its own span: h2d %.1f GB/s, "
+                      "d2h %.1f GB/s", own [0], own [1]);
+            snprintf (figure, sizeof (figure), "both_staged_%s_streams", label);
+            kvt_bench_report_note (report, figure, text);
+            free (run_order);
+            free (run_slots);
+        }
         cudaFree (d_host_slots);
         cudaFree (d_dev_slots);
         free (host_slots);
@@ -879,6 +956,7 @@ kvt_bench_transfer_main (int argc, char **argv)
         failed |= s_bench_step (report, 1, 65536, 1024, reps, &seed);
     }
     for (int dir = 0; dir < 2; dir++) {
+        kvt_block_stage_destroy (&self.stages [dir]);
         cudaStreamDestroy (self.streams [dir]);
         cudaEventDestroy (self.start [dir]);
         cudaEventDestroy (self.stop [dir]);
