@@ -124,6 +124,10 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
                               : max_batch);
     self->prefill_chunk = (size_t) (prefill_chunk < 1? 1: prefill_chunk);
     self->cuda_graph = kvt_config_int (config, "compute/cuda_graph") != 0;
+    const char *layer_major = kvt_config_str (config, "compute/layer_major");
+    self->layer_major = streq (layer_major, "off")? KVT_MODEL_CUDA_LAYER_MAJOR_OFF
+                      : streq (layer_major, "always")? KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS
+                      : streq (layer_major, "gated")? KVT_MODEL_CUDA_LAYER_MAJOR_GATED: -1;
     self->host_fp8 = streq (kvt_config_str (config, "migration/cold_dtype"), "fp8");
     self->waiting = zlist_new ();
     self->active = zlist_new ();
@@ -210,6 +214,12 @@ s_self_start (void *self_ptr)
         self->watchdog_id = zloop_timer (kvt_actor_loop (self->actor), (size_t) tick_ms, 0,
                                          kvt_compute_layers_watchdog, self);
     }
+    if (self->layer_major < 0) {
+        kvt_log_error ("compute: config key 'compute/layer_major' must be gated, always or "
+                       "off, not '%s'",
+                       kvt_config_str (kvt_actor_config (self->actor), "compute/layer_major"));
+        return KVT_ECONFIG;
+    }
     self->arena = kvt_arena_find ("gpu");
     if (!self->arena) {
         kvt_log_error ("compute: no GPU tier arena in this process");
@@ -232,6 +242,8 @@ s_self_start (void *self_ptr)
         kvt_model_cuda_set_cancel (self->gpu_model, s_interrupted, NULL);
         if (!self->cuda_graph)
             kvt_model_cuda_set_graphs (self->gpu_model, false);
+        kvt_model_cuda_set_layer_major (self->gpu_model,
+                                        (kvt_model_cuda_layer_major_t) self->layer_major);
         if (self->host_fp8 && self->host_arena)
             kvt_model_cuda_set_host_fp8 (self->gpu_model,
                                          kvt_arena_block_bytes (self->host_arena));

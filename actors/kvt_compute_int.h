@@ -38,6 +38,7 @@ typedef struct {
     size_t max_batch;               //  Sequences in flight at most
     size_t prefill_chunk;           //  Prompt tokens per loop turn
     bool cuda_graph;                //  GPU: decode steps replay as CUDA graphs
+    int layer_major;                //  GPU: compute/layer_major (kvt_model_cuda_layer_major_t)
     bool host_fp8;                  //  migration/cold_dtype = fp8: host slots hold FP8 forms
     kvt_model_t *model;             //  CPU model; NULL until START or on a GPU
     kvt_model_cuda_t *gpu_model;    //  GPU model when the slab is on the device

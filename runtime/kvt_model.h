@@ -232,6 +232,20 @@ void
 void
     kvt_model_cuda_set_host_fp8 (kvt_model_cuda_t *self, size_t host_slot_bytes);
 
+//  When the GPU model prefills a slice layer-major (every chunk's layer l
+//  before layer l + 1) instead of chunk by chunk: never, for runs whose
+//  cached layers still stream in (the default: their first layers then
+//  overlap the disk, issue #4), or always (tests and A/B benches). The
+//  bytes computed are the same either way.
+typedef enum {
+    KVT_MODEL_CUDA_LAYER_MAJOR_OFF,         //  Chunk by chunk
+    KVT_MODEL_CUDA_LAYER_MAJOR_GATED,       //  A gated run's first slice (default)
+    KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS       //  Every slice of more than one chunk
+} kvt_model_cuda_layer_major_t;
+
+void
+    kvt_model_cuda_set_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_layer_major_t when);
+
 //  As kvt_model_generate, over a device slab of equal blocks of
 //  'block_bytes' at 'slab': 'slots' has one block id per full block of the
 //  prompt, 'spare' 'spare_count' ids the model may overwrite for its

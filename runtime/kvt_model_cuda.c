@@ -74,6 +74,8 @@
 #define S_ROPE_THETA  500000.0      //  Llama 3 RoPE base
 #define S_NORM_EPS    1e-5f         //  RMSNorm epsilon
 #define S_CUBLAS_WORKSPACE (32u << 20)  //  cuBLAS workspace bytes (its Hopper default)
+#define S_LM_CHUNKS   (KVT_MODEL_CUDA_LAYER_MAJOR_ROWS / KVT_MODEL_CUDA_CHUNK)
+                                    //  Chunks of the largest layer-major slice
 
 //  --------------------------------------------------------------------------
 //  Log a failed CUDA call; return 0 or KVT_ECUDA.
@@ -162,6 +164,7 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
     //  Decode steps as CUDA graphs unless KVT_CUDA_GRAPH=0
     const char *graphs = getenv ("KVT_CUDA_GRAPH");
     self->graph_on = !(graphs && streq (graphs, "0"));
+    self->layer_major = KVT_MODEL_CUDA_LAYER_MAJOR_GATED;
     if (ok) {
         self->embed = s_tensor_new (self, vocab * hidden, 0, 0.0f, sqrtf (3.0f));
         self->final_norm = s_tensor_new (self, hidden, 1, 1.0f, 0.1f);
@@ -224,6 +227,9 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
           && kvt_model_cuda_check (cudaMalloc ((void **) &self->d_argmax,
                                                KVT_MODEL_CUDA_DECODE_ROWS * sizeof (int32_t)),
                                    "indices") == 0
+          && kvt_model_cuda_check (cudaMallocHost ((void **) &self->h_rows_lm,
+                                                   S_LM_CHUNKS * KVT_MODEL_CUDA_ROWS_COUNT
+                                                   * sizeof (int32_t)), "layer-major rows") == 0
           && kvt_model_cuda_check (cudaMallocHost ((void **) &self->h_sampled,
                                                    (1 + KVT_MODEL_CUDA_DECODE_ROWS)
                                                    * sizeof (int32_t)), "sampled") == 0
@@ -283,12 +289,14 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
                          self->x, self->xn, self->qkv, self->q, self->att,
                          self->gate_up, self->act, self->logits, self->d_rows,
                          self->d_argmax, self->d_table, self->workspace,
-                         self->cublas_workspace };
+                         self->cublas_workspace, self->x_lm, self->d_rows_lm };
     for (size_t k = 0; k < sizeof (buffers) / sizeof (buffers [0]); k++)
         if (buffers [k])
             cudaFree (buffers [k]);
     if (self->h_sampled)
         cudaFreeHost (self->h_sampled);
+    if (self->h_rows_lm)
+        cudaFreeHost (self->h_rows_lm);
     if (self->cublas)
         cublasDestroy (self->cublas);
     if (self->stream)
@@ -317,6 +325,14 @@ kvt_model_cuda_set_cancel (kvt_model_cuda_t *self, bool (*cancel_fn) (void *arg)
 {
     self->cancel_fn = cancel_fn;
     self->cancel_arg = arg;
+}
+
+//  Choose when prefill runs layer-major (kvt_model.h).
+void
+kvt_model_cuda_set_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_layer_major_t when)
+{
+    assert (self);
+    self->layer_major = when;
 }
 
 //  --------------------------------------------------------------------------
@@ -371,6 +387,110 @@ s_gemm (kvt_model_cuda_t *self, const void *a, const void *w, void *c, int m, in
 }
 
 //  --------------------------------------------------------------------------
+//  One layer 'l' for 'rows' rows: residual stream 'x' (GEMMs on 'gemm_rows'
+//  rows, padded rows finite), indices in 'rows_idx' (d_rows layout), KV
+//  in 'slab'. See kvt_model_cuda_forward for decode and prefill.
+
+static int
+s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bool decode,
+         void *slab, size_t block_bytes, int table_len, int seq_len)
+{
+    const kvt_model_shape_t *shape = &self->shape;
+    const int hidden = shape->hidden, inter = shape->intermediate;
+    const int gemm_rows = decode? KVT_MODEL_CUDA_DECODE_ROWS: KVT_MODEL_CUDA_CHUNK;
+    const int64_t head_bytes = (int64_t) shape->block_tokens * shape->head_dim * 2;
+    const kvt_model_cuda_layer_t *layer = &self->layer [l];
+    int rc;
+    kvt_rmsnorm_args_t norm = { KVT_KDTYPE_BF16, x, layer->attn_norm, self->xn,
+                                rows, hidden, S_NORM_EPS };
+    KVT_MODEL_CUDA_TRY (kvt_rmsnorm (&norm, self->stream));
+    KVT_MODEL_CUDA_TRY (s_gemm (self, self->xn, layer->w_qkv, self->qkv, gemm_rows,
+                                self->q_dim + 2 * self->kv_dim, hidden, 0));
+    kvt_qkv_args_t qkv = {
+        .qkv = self->qkv, .q = self->q, .positions = KVT_MODEL_CUDA_POS (rows_idx),
+        .inv_freq = self->inv_freq, .slab = slab, .block_bytes = (int64_t) block_bytes,
+        .dest_block = KVT_MODEL_CUDA_DBLOCK (rows_idx),
+        .dest_token = KVT_MODEL_CUDA_DTOKEN (rows_idx),
+        .rows = rows, .layer = l, .heads = shape->heads, .kv_heads = shape->kv_heads,
+        .head_dim = shape->head_dim, .block_tokens = shape->block_tokens };
+    KVT_MODEL_CUDA_TRY (kvt_model_qkv (&qkv, self->stream));
+    const char *k_base = (const char *) slab + (int64_t) (l * 2) * shape->kv_heads * head_bytes;
+    const char *v_base = k_base + (int64_t) shape->kv_heads * head_bytes;
+    if (decode) {
+        //  Splits of exactly KVT_MODEL_DECODE_SPLIT tokens, at least two:
+        //  the kernel cuts max_seq_len / splits, so pass a multiple
+        int splits = (seq_len + KVT_MODEL_DECODE_SPLIT - 1) / KVT_MODEL_DECODE_SPLIT;
+        if (splits < 2)
+            splits = 2;
+        kvt_paged_attention_args_t attn = {
+            .dtype = KVT_KDTYPE_BF16, .q = self->q, .k = k_base, .v = v_base,
+            .block_stride_bytes = (int64_t) block_bytes, .head_stride_bytes = head_bytes,
+            .token_stride_bytes = shape->head_dim * 2, .block_table = self->d_table,
+            .seq_lens = KVT_MODEL_CUDA_SEQLEN (rows_idx), .out = self->att,
+            .seqs = rows,
+            .heads = shape->heads, .kv_heads = shape->kv_heads,
+            .head_dim = shape->head_dim, .block_tokens = shape->block_tokens,
+            .max_blocks_per_seq = table_len,
+            .max_seq_len = splits * KVT_MODEL_DECODE_SPLIT,
+            .scale = 1.0f / sqrtf ((float) shape->head_dim), .splits = splits };
+        size_t need = kvt_paged_attention_workspace_bytes (&attn, splits);
+        KVT_MODEL_CUDA_TRY (s_workspace_grow (self, need));
+        attn.workspace = self->workspace;
+        attn.workspace_bytes = self->workspace_bytes;
+        KVT_MODEL_CUDA_TRY (kvt_paged_attention (&attn, self->stream));
+    }
+    else {
+        kvt_paged_prefill_args_t attn = {
+            .dtype = KVT_KDTYPE_BF16, .q = self->q,
+            .q_start = KVT_MODEL_CUDA_QSTART (rows_idx),
+            .k = k_base, .v = v_base, .block_stride_bytes = (int64_t) block_bytes,
+            .head_stride_bytes = head_bytes, .token_stride_bytes = shape->head_dim * 2,
+            .block_table = self->d_table, .seq_lens = KVT_MODEL_CUDA_SEQLEN (rows_idx),
+            .out = self->att, .seqs = 1, .heads = shape->heads,
+            .kv_heads = shape->kv_heads, .head_dim = shape->head_dim,
+            .block_tokens = shape->block_tokens, .max_blocks_per_seq = table_len,
+            .max_q_len = rows, .scale = 1.0f / sqrtf ((float) shape->head_dim) };
+        KVT_MODEL_CUDA_TRY (kvt_paged_prefill (&attn, self->stream));
+    }
+    KVT_MODEL_CUDA_TRY (s_gemm (self, self->att, layer->wo, x, gemm_rows, hidden,
+                                self->q_dim, 1));
+    norm.weight = layer->mlp_norm;
+    KVT_MODEL_CUDA_TRY (kvt_rmsnorm (&norm, self->stream));
+    KVT_MODEL_CUDA_TRY (s_gemm (self, self->xn, layer->w_gate_up, self->gate_up, gemm_rows,
+                                2 * inter, hidden, 0));
+    kvt_swiglu_args_t swiglu = { KVT_KDTYPE_BF16, self->gate_up, self->act, rows, inter };
+    KVT_MODEL_CUDA_TRY (kvt_swiglu (&swiglu, self->stream));
+    return s_gemm (self, self->act, layer->w_down, x, gemm_rows, hidden, inter, 1);
+}
+
+//  Embed the 'rows' tokens of 'rows_idx' into residual stream 'x' of
+//  'gemm_rows' rows; the rows past them are zeroed (finite GEMM input).
+static int
+s_embed (kvt_model_cuda_t *self, void *x, const int32_t *rows_idx, int rows, int gemm_rows)
+{
+    const int hidden = self->shape.hidden;
+    int rc;
+    if (rows < gemm_rows)
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemsetAsync ((char *) x
+                                                                   + (size_t) rows * hidden * 2,
+                                                                   0, (size_t) (gemm_rows - rows)
+                                                                   * hidden * 2, self->stream),
+                                                  "memset"));
+    return kvt_model_embed (x, self->embed, KVT_MODEL_CUDA_TOKENS (rows_idx), rows, hidden,
+                            self->stream);
+}
+
+//  Queue a wait for layer 'l' of 'layer_ready' (NULL: none) on the stream.
+static int
+s_layer_wait (kvt_model_cuda_t *self, const cudaEvent_t *layer_ready, int l)
+{
+    if (!layer_ready)
+        return 0;
+    return kvt_model_cuda_check (cudaStreamWaitEvent (self->stream, layer_ready [l], 0),
+                                 "wait for a streamed layer");
+}
+
+//  --------------------------------------------------------------------------
 //  Run 'rows' tokens (already staged in d_rows: tokens, positions, dest
 //  block and token, q_start, seq_lens) through every layer. Prefill
 //  (decode false: rows of one sequence, consecutive) runs GEMMs on
@@ -390,88 +510,83 @@ kvt_model_cuda_forward (kvt_model_cuda_t *self, int rows, bool decode, void *sla
                         size_t block_bytes, int table_len, int seq_len,
                         const cudaEvent_t *layer_ready)
 {
-    const kvt_model_shape_t *shape = &self->shape;
-    const int hidden = shape->hidden, inter = shape->intermediate;
-    const int gemm_rows = decode? KVT_MODEL_CUDA_DECODE_ROWS: KVT_MODEL_CUDA_CHUNK;
-    const int64_t head_bytes = (int64_t) shape->block_tokens * shape->head_dim * 2;
     int rc;
-    if (rows < gemm_rows)
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemsetAsync ((char *) self->x
-                                                                   + (size_t) rows * hidden * 2,
-                                                                   0, (size_t) (gemm_rows - rows)
-                                                                   * hidden * 2, self->stream),
-                                                  "memset"));
-    KVT_MODEL_CUDA_TRY (kvt_model_embed (self->x, self->embed,
-                                         KVT_MODEL_CUDA_TOKENS (self->d_rows), rows, hidden,
-                                         self->stream));
-    for (int l = 0; l < shape->layers; l++) {
-        const kvt_model_cuda_layer_t *layer = &self->layer [l];
-        kvt_rmsnorm_args_t norm = { KVT_KDTYPE_BF16, self->x, layer->attn_norm, self->xn,
-                                    rows, hidden, S_NORM_EPS };
-        KVT_MODEL_CUDA_TRY (kvt_rmsnorm (&norm, self->stream));
-        KVT_MODEL_CUDA_TRY (s_gemm (self, self->xn, layer->w_qkv, self->qkv, gemm_rows,
-                                    self->q_dim + 2 * self->kv_dim, hidden, 0));
-        kvt_qkv_args_t qkv = {
-            .qkv = self->qkv, .q = self->q, .positions = KVT_MODEL_CUDA_POS (self->d_rows),
-            .inv_freq = self->inv_freq, .slab = slab, .block_bytes = (int64_t) block_bytes,
-            .dest_block = KVT_MODEL_CUDA_DBLOCK (self->d_rows),
-            .dest_token = KVT_MODEL_CUDA_DTOKEN (self->d_rows),
-            .rows = rows, .layer = l, .heads = shape->heads, .kv_heads = shape->kv_heads,
-            .head_dim = shape->head_dim, .block_tokens = shape->block_tokens };
-        if (layer_ready)
-            KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stream,
-                                                                           layer_ready [l], 0),
-                                                      "wait for a streamed layer"));
-        KVT_MODEL_CUDA_TRY (kvt_model_qkv (&qkv, self->stream));
-        const char *k_base = (const char *) slab + (int64_t) (l * 2) * shape->kv_heads * head_bytes;
-        const char *v_base = k_base + (int64_t) shape->kv_heads * head_bytes;
-        if (decode) {
-            //  Splits of exactly KVT_MODEL_DECODE_SPLIT tokens, at least two:
-            //  the kernel cuts max_seq_len / splits, so pass a multiple
-            int splits = (seq_len + KVT_MODEL_DECODE_SPLIT - 1) / KVT_MODEL_DECODE_SPLIT;
-            if (splits < 2)
-                splits = 2;
-            kvt_paged_attention_args_t attn = {
-                .dtype = KVT_KDTYPE_BF16, .q = self->q, .k = k_base, .v = v_base,
-                .block_stride_bytes = (int64_t) block_bytes, .head_stride_bytes = head_bytes,
-                .token_stride_bytes = shape->head_dim * 2, .block_table = self->d_table,
-                .seq_lens = KVT_MODEL_CUDA_SEQLEN (self->d_rows), .out = self->att,
-                .seqs = rows,
-                .heads = shape->heads, .kv_heads = shape->kv_heads,
-                .head_dim = shape->head_dim, .block_tokens = shape->block_tokens,
-                .max_blocks_per_seq = table_len,
-                .max_seq_len = splits * KVT_MODEL_DECODE_SPLIT,
-                .scale = 1.0f / sqrtf ((float) shape->head_dim), .splits = splits };
-            size_t need = kvt_paged_attention_workspace_bytes (&attn, splits);
-            KVT_MODEL_CUDA_TRY (s_workspace_grow (self, need));
-            attn.workspace = self->workspace;
-            attn.workspace_bytes = self->workspace_bytes;
-            KVT_MODEL_CUDA_TRY (kvt_paged_attention (&attn, self->stream));
-        }
-        else {
-            kvt_paged_prefill_args_t attn = {
-                .dtype = KVT_KDTYPE_BF16, .q = self->q,
-                .q_start = KVT_MODEL_CUDA_QSTART (self->d_rows),
-                .k = k_base, .v = v_base, .block_stride_bytes = (int64_t) block_bytes,
-                .head_stride_bytes = head_bytes, .token_stride_bytes = shape->head_dim * 2,
-                .block_table = self->d_table, .seq_lens = KVT_MODEL_CUDA_SEQLEN (self->d_rows),
-                .out = self->att, .seqs = 1, .heads = shape->heads,
-                .kv_heads = shape->kv_heads, .head_dim = shape->head_dim,
-                .block_tokens = shape->block_tokens, .max_blocks_per_seq = table_len,
-                .max_q_len = rows, .scale = 1.0f / sqrtf ((float) shape->head_dim) };
-            KVT_MODEL_CUDA_TRY (kvt_paged_prefill (&attn, self->stream));
-        }
-        KVT_MODEL_CUDA_TRY (s_gemm (self, self->att, layer->wo, self->x, gemm_rows, hidden,
-                                    self->q_dim, 1));
-        norm.weight = layer->mlp_norm;
-        KVT_MODEL_CUDA_TRY (kvt_rmsnorm (&norm, self->stream));
-        KVT_MODEL_CUDA_TRY (s_gemm (self, self->xn, layer->w_gate_up, self->gate_up, gemm_rows,
-                                    2 * inter, hidden, 0));
-        kvt_swiglu_args_t swiglu = { KVT_KDTYPE_BF16, self->gate_up, self->act, rows, inter };
-        KVT_MODEL_CUDA_TRY (kvt_swiglu (&swiglu, self->stream));
-        KVT_MODEL_CUDA_TRY (s_gemm (self, self->act, layer->w_down, self->x, gemm_rows, hidden,
-                                    inter, 1));
+    KVT_MODEL_CUDA_TRY (s_embed (self, self->x, self->d_rows, rows,
+                                 decode? KVT_MODEL_CUDA_DECODE_ROWS: KVT_MODEL_CUDA_CHUNK));
+    for (int l = 0; l < self->shape.layers; l++) {
+        KVT_MODEL_CUDA_TRY (s_layer_wait (self, layer_ready, l));
+        KVT_MODEL_CUDA_TRY (s_layer (self, l, self->x, self->d_rows, rows, decode, slab,
+                                     block_bytes, table_len, seq_len));
     }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Layers [from, to) of a prefill slice of 'chunks' chunks of
+//  KVT_MODEL_CUDA_CHUNK rows (the last one 'last_rows' rows), layer-major:
+//  layer l runs for every chunk before layer l + 1 starts, so a run whose
+//  cached layers still stream in (layer_ready) computes every chunk's
+//  first layers while the later ones arrive, instead of one chunk's.
+//  Chunk c's indices are at d_rows_lm + c x KVT_MODEL_CUDA_ROWS_COUNT and
+//  its residual stream is x_lm's slot c (embedded when 'from' is 0); both
+//  outlive the call, so a slice can run over several steps. The same
+//  GEMMs on the same rows as chunk by chunk: the bytes are identical.
+//  Needs kvt_model_cuda_layer_major_reserve (chunks) first.
+
+int
+kvt_model_cuda_forward_layer_major (kvt_model_cuda_t *self, int chunks, int last_rows,
+                                    int from, int to, void *slab, size_t block_bytes,
+                                    int table_len, const cudaEvent_t *layer_ready)
+{
+    assert (chunks >= 1 && (size_t) chunks <= self->lm_chunks);
+    assert (from >= 0 && from < to && to <= self->shape.layers);
+    const size_t x_bytes = (size_t) KVT_MODEL_CUDA_CHUNK * self->shape.hidden * 2;
+    int rc;
+    for (int c = 0; c < chunks && from == 0; c++) {
+        int rows = c == chunks - 1? last_rows: KVT_MODEL_CUDA_CHUNK;
+        KVT_MODEL_CUDA_TRY (s_embed (self, (char *) self->x_lm + (size_t) c * x_bytes,
+                                     self->d_rows_lm + (size_t) c * KVT_MODEL_CUDA_ROWS_COUNT,
+                                     rows, KVT_MODEL_CUDA_CHUNK));
+    }
+    for (int l = from; l < to; l++) {
+        KVT_MODEL_CUDA_TRY (s_layer_wait (self, layer_ready, l));
+        for (int c = 0; c < chunks; c++) {
+            int rows = c == chunks - 1? last_rows: KVT_MODEL_CUDA_CHUNK;
+            KVT_MODEL_CUDA_TRY (s_layer (self, l, (char *) self->x_lm + (size_t) c * x_bytes,
+                                         self->d_rows_lm + (size_t) c * KVT_MODEL_CUDA_ROWS_COUNT,
+                                         rows, false, slab, block_bytes, table_len, 0));
+        }
+    }
+    return 0;
+}
+
+//  Make x_lm and d_rows_lm hold a layer-major slice of 'chunks' chunks
+//  (at most KVT_MODEL_CUDA_LAYER_MAJOR_ROWS rows: h_rows_lm's size),
+//  stream-ordered (no synchronize: see s_workspace_grow). Returns 0 or
+//  KVT_ECUDA.
+int
+kvt_model_cuda_layer_major_reserve (kvt_model_cuda_t *self, size_t chunks)
+{
+    if (chunks <= self->lm_chunks)
+        return 0;
+    if (self->x_lm)
+        cudaFreeAsync (self->x_lm, self->stream);
+    if (self->d_rows_lm)
+        cudaFreeAsync (self->d_rows_lm, self->stream);
+    self->x_lm = NULL;
+    self->d_rows_lm = NULL;
+    self->lm_chunks = 0;
+    const size_t x_bytes = (size_t) KVT_MODEL_CUDA_CHUNK * self->shape.hidden * 2;
+    int rc = kvt_model_cuda_check (cudaMallocAsync (&self->x_lm, chunks * x_bytes, self->stream),
+                                   "layer-major residuals");
+    if (rc == 0)
+        rc = kvt_model_cuda_check (cudaMallocAsync ((void **) &self->d_rows_lm,
+                                                    chunks * KVT_MODEL_CUDA_ROWS_COUNT
+                                                    * sizeof (int32_t), self->stream),
+                                   "layer-major indices");
+    if (rc)
+        return rc;
+    self->lm_chunks = chunks;
     return 0;
 }
 

@@ -32,6 +32,9 @@
 #define KVT_MODEL_CUDA_CHUNK        512     //  Rows of every prefill GEMM (padded)
 #define KVT_MODEL_CUDA_DECODE_ROWS  KVT_MODEL_MAX_BATCH     //  Rows of every decode GEMM
                                                             //  (padded)
+#define KVT_MODEL_CUDA_LAYER_MAJOR_ROWS 16384   //  Most rows of one layer-major slice
+                                                //  (a gated run's first prefill slice;
+                                                //  a multiple of KVT_MODEL_CUDA_CHUNK)
 
 //  --------------------------------------------------------------------------
 //  Structure of one transformer layer's weights (device, bf16)
@@ -96,6 +99,14 @@ struct _kvt_model_cuda_t {
     int32_t *d_rows;                //  [4 x CHUNK + 2 + DECODE_ROWS]: tokens, positions,
                                     //  dest block, dest token, q_start [2], seq_lens
     int32_t *h_rows;                //  Host copy of d_rows
+    //  A layer-major prefill slice (kvt_model_cuda_forward_layer_major)
+    kvt_model_cuda_seq_t *lm_seq;   //  Whose slice x_lm and d_rows_lm hold, or NULL
+    void *x_lm;                     //  Each chunk's residual stream [lm_chunks, CHUNK, hidden]
+    int32_t *d_rows_lm;             //  [lm_chunks, ROWS_COUNT] each chunk's indices
+    int32_t *h_rows_lm;             //  Pinned host copy of d_rows_lm, the largest slice's
+                                    //  (a pageable copy of over 64 KiB waited for the
+                                    //  device, and so for the gated copies: a deadlock)
+    size_t lm_chunks;               //  Chunks these hold
     int32_t *d_argmax;              //  [DECODE_ROWS]
     int32_t *h_sampled;             //  Pinned [1 + DECODE_ROWS]: a prefill's first
                                     //  token, then one per decode row (D2H target)
@@ -116,6 +127,7 @@ struct _kvt_model_cuda_t {
     void *cublas_workspace;         //  cuBLAS's own (set, so capture and eager agree)
     //  Decode steps as CUDA graphs (kvt_model_cuda_graph.c)
     bool graph_on;                  //  Replay decode steps as graphs
+    kvt_model_cuda_layer_major_t layer_major;   //  When prefill runs layer-major
     kvt_model_cuda_graph_t graph [KVT_MODEL_CUDA_GRAPHS];   //  Graphs kept
     uint64_t graph_clock;           //  Graph launches so far (LRU stamp)
     uint64_t graph_captures;        //  Graphs captured and instantiated
@@ -148,6 +160,8 @@ struct _kvt_model_cuda_seq_t {
     uint64_t stamp;                 //  Last decode step that took it
     cudaEvent_t *layer_ready;       //  [layers] streamed slices of layer l landed, or NULL
     bool must_wait;                 //  Compute has not waited on layer_ready yet
+    size_t lm_rows;                 //  Rows of its layer-major slice in progress (0: none)
+    int lm_next;                    //  That slice's next layer to queue
     size_t streamed_blocks;         //  Cached blocks that arrive layer by layer
     size_t host_fp8_slot_bytes;     //  Its host copies' FP8 slot stride (0: plain blocks)
 };
@@ -168,6 +182,21 @@ int
     kvt_model_cuda_forward (kvt_model_cuda_t *self, int rows, bool decode, void *slab,
                             size_t block_bytes, int table_len, int seq_len,
                             const cudaEvent_t *layer_ready);
+
+//  Run layers [from, to) of a layer-major prefill slice of 'chunks'
+//  chunks staged in d_rows_lm (the last one 'last_rows' rows), residual
+//  streams in x_lm (embedded when 'from' is 0): every chunk's layer l,
+//  after layer l's event in 'layer_ready' (NULL: none), before layer
+//  l + 1 (see kvt_model_cuda.c).
+int
+    kvt_model_cuda_forward_layer_major (kvt_model_cuda_t *self, int chunks, int last_rows,
+                                        int from, int to, void *slab, size_t block_bytes,
+                                        int table_len, const cudaEvent_t *layer_ready);
+
+//  Make x_lm, d_rows_lm and h_rows_lm hold 'chunks' chunks (stream-
+//  ordered). Returns 0 or KVT_ECUDA.
+int
+    kvt_model_cuda_layer_major_reserve (kvt_model_cuda_t *self, size_t chunks);
 
 //  Queue greedy tokens of rows first..first + count - 1 of the residual
 //  stream, the lm_head on 'gemm_rows' rows, and their copy into pinned

@@ -55,36 +55,59 @@ s_table_reserve (kvt_model_cuda_t *self, size_t entries)
     return 0;
 }
 
-//  Stage the prefill of 'rows' prompt tokens of 'seq' from its position
-//  in h_rows, with its block table, and copy both up.
-static int
-s_stage_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, int rows)
+//  Fill 'h' (d_rows layout) with the indices of prompt positions pos ..
+//  pos + rows - 1 of 'seq': one chunk of a prefill.
+static void
+s_rows_fill (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq, size_t pos, int rows,
+             int32_t *h)
 {
     const size_t block_tokens = (size_t) self->shape.block_tokens;
-    int32_t *h = self->h_rows;
     memset (h, 0, KVT_MODEL_CUDA_ROWS_COUNT * sizeof (int32_t));
     for (int r = 0; r < rows; r++) {
-        size_t pos = seq->pos + (size_t) r;
-        KVT_MODEL_CUDA_TOKENS (h) [r] = (int32_t) seq->tokens [pos];
-        KVT_MODEL_CUDA_POS (h) [r] = (int32_t) pos;
-        KVT_MODEL_CUDA_DBLOCK (h) [r] = seq->table [pos / block_tokens];
-        KVT_MODEL_CUDA_DTOKEN (h) [r] = (int32_t) (pos % block_tokens);
+        size_t at = pos + (size_t) r;
+        KVT_MODEL_CUDA_TOKENS (h) [r] = (int32_t) seq->tokens [at];
+        KVT_MODEL_CUDA_POS (h) [r] = (int32_t) at;
+        KVT_MODEL_CUDA_DBLOCK (h) [r] = seq->table [at / block_tokens];
+        KVT_MODEL_CUDA_DTOKEN (h) [r] = (int32_t) (at % block_tokens);
     }
     KVT_MODEL_CUDA_QSTART (h) [0] = 0;
     KVT_MODEL_CUDA_QSTART (h) [1] = rows;
-    KVT_MODEL_CUDA_SEQLEN (h) [0] = (int32_t) (seq->pos + (size_t) rows);
+    KVT_MODEL_CUDA_SEQLEN (h) [0] = (int32_t) (pos + (size_t) rows);
+}
+
+//  Pageable host -> device copies go up in pieces of at most this many
+//  bytes. On the H100 a 67 KiB pageable cudaMemcpyAsync held the calling
+//  thread until the device drained, and with a gated run's copies queued
+//  (kvt_model_cuda_gate.c: only this thread's loop opens them) that is a
+//  deadlock; copies of 25 KiB returned at once (tools/bench/RESULTS.md)
+#define S_PAGEABLE_PIECE (32u << 10)
+
+//  Chunk-layers (one chunk through one layer, ~12 launches) queued per
+//  step of a layer-major slice: a step that waits on a streamed layer
+//  holds everything queued behind it, and launches beyond the driver's
+//  queue would hold this thread, the one that opens the gates (a
+//  deadlock seen on the H100 with a whole 8-chunk slice in one step).
+//  32 is what one chunk-by-chunk step of a 32-layer model queues.
+#define S_LM_CHUNK_LAYERS 32
+
+//  Copy 'seq''s block table (pageable, in pieces) up to d_table.
+//  Returns 0 once queued, without waiting for the stream.
+static int
+s_stage_table (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
+{
     int rc = s_table_reserve (self, seq->table_len);
     if (rc)
         return rc;
-    //  Pageable sources: each call returns once the bytes are staged
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->d_table, seq->table,
-                                                               seq->table_len * sizeof (int32_t),
-                                                               cudaMemcpyHostToDevice,
-                                                               self->stream), "table"));
-    return kvt_model_cuda_check (cudaMemcpyAsync (self->d_rows, h,
-                                                  KVT_MODEL_CUDA_ROWS_COUNT * sizeof (int32_t),
-                                                  cudaMemcpyHostToDevice, self->stream),
-                                 "stage");
+    const size_t table_bytes = seq->table_len * sizeof (int32_t);
+    for (size_t at = 0; at < table_bytes; at += S_PAGEABLE_PIECE) {
+        size_t bytes = table_bytes - at < S_PAGEABLE_PIECE? table_bytes - at: S_PAGEABLE_PIECE;
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync ((char *) self->d_table + at,
+                                                                   (char *) seq->table + at,
+                                                                   bytes,
+                                                                   cudaMemcpyHostToDevice,
+                                                                   self->stream), "table"));
+    }
+    return 0;
 }
 
 //  --------------------------------------------------------------------------
@@ -422,10 +445,102 @@ kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t
 }
 
 //  --------------------------------------------------------------------------
+//  Whether 'seq''s next prefill positions start a layer-major slice:
+//  more than one chunk left, self->layer_major says so, and no other
+//  sequence's slice holds the buffers.
+
+static bool
+s_layer_major_starts (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq)
+{
+    return seq->token_count - seq->pos > KVT_MODEL_CUDA_CHUNK && !self->lm_seq
+        && (self->layer_major == KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS
+            || (self->layer_major == KVT_MODEL_CUDA_LAYER_MAJOR_GATED && seq->must_wait));
+}
+
+//  --------------------------------------------------------------------------
+//  Queue the next piece of 'seq''s layer-major slice, starting one (up to
+//  KVT_MODEL_CUDA_LAYER_MAJOR_ROWS positions from seq->pos, every chunk's
+//  indices staged and embedded) when none is in progress: the next
+//  S_LM_CHUNK_LAYERS / chunks layers of every chunk. After the last
+//  layer the slice's positions count as done and the first token is
+//  sampled when the prompt is.
+
+static int
+s_prefill_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
+{
+    const size_t chunk = KVT_MODEL_CUDA_CHUNK;
+    const int layers = self->shape.layers;
+    int rc;
+    if (seq->lm_rows == 0) {
+        size_t rows = seq->token_count - seq->pos;
+        rows = rows < KVT_MODEL_CUDA_LAYER_MAJOR_ROWS? rows: KVT_MODEL_CUDA_LAYER_MAJOR_ROWS;
+        const size_t chunks = (rows + chunk - 1) / chunk;
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_layer_major_reserve (self, chunks));
+        for (size_t c = 0; c < chunks; c++) {
+            size_t n = c == chunks - 1? rows - c * chunk: chunk;
+            s_rows_fill (self, seq, seq->pos + c * chunk, (int) n,
+                         self->h_rows_lm + c * KVT_MODEL_CUDA_ROWS_COUNT);
+        }
+        //  Pinned: never waits (h_rows_lm is rewritten only by a later
+        //  slice's first step, after kvt_model_cuda_step_finish)
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->d_rows_lm,
+                                                                   self->h_rows_lm,
+                                                                   chunks
+                                                                   * KVT_MODEL_CUDA_ROWS_COUNT
+                                                                   * sizeof (int32_t),
+                                                                   cudaMemcpyHostToDevice,
+                                                                   self->stream), "stage"));
+        seq->lm_rows = rows;
+        seq->lm_next = 0;
+        self->lm_seq = seq;
+    }
+    const size_t rows = seq->lm_rows;
+    const int chunks = (int) ((rows + chunk - 1) / chunk);
+    const int last_rows = (int) (rows - (size_t) (chunks - 1) * chunk);
+    int per_step = S_LM_CHUNK_LAYERS / chunks;
+    per_step = per_step < 1? 1: per_step;
+    const int from = seq->lm_next;
+    const int to = from + per_step < layers? from + per_step: layers;
+    //  Decode steps between the pieces stage their own tables
+    KVT_MODEL_CUDA_TRY (s_stage_table (self, seq));
+    KVT_MODEL_CUDA_TRY (kvt_model_cuda_forward_layer_major (self, chunks, last_rows, from, to,
+                                                            seq->slab, seq->block_bytes,
+                                                            (int) seq->table_len,
+                                                            seq->must_wait? seq->layer_ready
+                                                                          : NULL));
+    seq->lm_next = to;
+    if (to < layers)
+        return 0;
+    //  The slice is done: its last row goes where sampling reads it
+    const size_t row_bytes = (size_t) self->shape.hidden * 2;
+    const char *last = (const char *) self->x_lm
+                     + ((size_t) (chunks - 1) * chunk + (size_t) (last_rows - 1)) * row_bytes;
+    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->x, last, row_bytes,
+                                                               cudaMemcpyDeviceToDevice,
+                                                               self->stream), "last row"));
+    seq->pos += rows;
+    seq->lm_rows = 0;
+    seq->must_wait = false;         //  Later work on the stream comes after the waits
+    self->lm_seq = NULL;
+    if (seq->pos == seq->token_count && seq->max_new > 0) {
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_sample_queue (self, 0, 1, 1, self->h_sampled));
+        self->step_first = true;
+    }
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
 //  Queue a prefill slice of up to 'max_tokens' positions (0: all) of 'seq'
 //  in KVT_MODEL_CUDA_CHUNK-row chunks; queue the first token's sampling
 //  into h_sampled [0] when the prompt is done. Advances seq->pos (what is
 //  queued), not seq->emitted (kvt_model_cuda_step_finish does).
+//  A gated run (cached layers still streaming in) prefills layer-major
+//  instead (s_prefill_layer_major), whatever 'max_tokens': every chunk's
+//  first layers then run while the later layers are on their way from
+//  disk (issue #4), where chunk by chunk only the first chunk's could.
+//  Such a slice goes a few layers a step, so decode steps of the other
+//  sequences still run between; self->layer_major picks when (never,
+//  gated runs, always).
 
 static int
 s_prefill_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_tokens)
@@ -436,12 +551,23 @@ s_prefill_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_t
     while (seq->pos < seq->token_count && max_tokens > 0) {
         if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
             return -ECANCELED;
+        if (seq->lm_rows > 0 || s_layer_major_starts (self, seq)) {
+            KVT_MODEL_CUDA_TRY (s_prefill_layer_major (self, seq));
+            break;                  //  One piece a step
+        }
         size_t rows = seq->token_count - seq->pos;
         if (rows > KVT_MODEL_CUDA_CHUNK)
             rows = KVT_MODEL_CUDA_CHUNK;
         if (rows > max_tokens)
             rows = max_tokens;
-        KVT_MODEL_CUDA_TRY (s_stage_prefill (self, seq, (int) rows));
+        s_rows_fill (self, seq, seq->pos, (int) rows, self->h_rows);
+        KVT_MODEL_CUDA_TRY (s_stage_table (self, seq));
+        //  Pageable, under one piece: returns at once
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->d_rows, self->h_rows,
+                                                                   KVT_MODEL_CUDA_ROWS_COUNT
+                                                                   * sizeof (int32_t),
+                                                                   cudaMemcpyHostToDevice,
+                                                                   self->stream), "stage"));
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_forward (self, (int) rows, false, seq->slab,
                                                     seq->block_bytes, (int) seq->table_len,
                                                     (int) (seq->pos + rows),
@@ -686,8 +812,13 @@ kvt_model_cuda_seq_prefill (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, s
 {
     assert (self);
     assert (seq && seq->model == self);
-    int rc = kvt_model_cuda_step_launch (self, seq, max_tokens, NULL, 0, -1);
-    return rc? rc: kvt_model_cuda_step_finish (self);
+    int rc;
+    do {
+        //  'All' goes on over the steps of a layer-major slice
+        rc = kvt_model_cuda_step_launch (self, seq, max_tokens, NULL, 0, -1);
+        rc = rc? rc: kvt_model_cuda_step_finish (self);
+    } while (rc > 0 && max_tokens == 0);
+    return rc;
 }
 
 //  --------------------------------------------------------------------------
@@ -737,6 +868,8 @@ kvt_model_cuda_seq_destroy (kvt_model_cuda_seq_t **seq_p)
         //  A step in flight no longer hands it tokens
         if (model->step_prefill == seq)
             model->step_prefill = NULL;
+        if (model->lm_seq == seq)
+            model->lm_seq = NULL;   //  Its layer-major slice is dropped
         for (size_t s = 0; s < model->step_count; s++)
             if (model->step_seqs [s] == seq)
                 model->step_seqs [s] = NULL;

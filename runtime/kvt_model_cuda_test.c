@@ -10,7 +10,9 @@
     (kvt_model_cuda.c, kvt_model_cuda_seq.c) on a small shape: the same
     tokens and byte-identical blocks with none, some and all blocks
     cached, and with cached blocks streamed from host copies; decode steps
-    replayed as CUDA graphs give the eager steps' tokens and KV bytes.
+    replayed as CUDA graphs give the eager steps' tokens and KV bytes;
+    layer-major prefill slices (forced, and a gated run's) give the chunk
+    by chunk bytes.
     Skips (77) without a device, and in CPU builds.
 @end
 */
@@ -19,6 +21,128 @@
 #include "kvt_model_cuda_graph.h"
 
 #ifdef KVT_WITH_CUDA
+
+//  --------------------------------------------------------------------------
+//  Generate 'count' tokens again with the first 'cached' blocks of
+//  'table' taken from run 0's slots 0.. (in place, or streamed layer by
+//  layer from 'host' when not NULL: a gated run) and the rest computed into
+//  slots full..; assert run 0's tokens 'first' and KV bytes 'reference'.
+
+static void
+s_check_cached (kvt_model_cuda_t *model, const uint32_t *tokens, size_t count, void *slab,
+                size_t block_bytes, uint64_t *table, size_t cached, const uint8_t *host,
+                const uint64_t *spare, size_t spare_count, size_t max_new,
+                const uint32_t *first, const uint8_t *reference, uint8_t *view, bool verbose)
+{
+    const size_t full = count / 16;
+    assert (cudaMemset ((char *) slab + full * block_bytes, 0xee, full * block_bytes)
+            == cudaSuccess);
+    const void **host_src = (const void **) kvt_zmalloc (full * sizeof (void *));
+    for (size_t b = 0; b < full; b++) {
+        table [b] = host && b < cached? full + b: b < cached? b: full + b;
+        host_src [b] = host && b < cached? host + b * block_bytes: NULL;
+    }
+    uint32_t again [32];
+    kvt_model_cuda_seq_t *seq = NULL;
+    int64_t started = kvt_now_us ();
+    assert (kvt_model_cuda_seq_begin (model, tokens, count, slab, block_bytes, table, cached,
+                                      host_src, spare, spare_count, max_new, again,
+                                      &seq) == 0);
+    assert (kvt_model_cuda_seq_prefill (model, seq, 0) == 0);
+    int64_t ttft = kvt_now_us () - started;
+    while (kvt_model_cuda_seq_decoding (seq))
+        assert (kvt_model_cuda_decode (model, &seq, 1) == 0);
+    kvt_model_cuda_seq_destroy (&seq);
+    if (verbose)
+        printf ("kvt_model_cuda: %zu cached blocks%s, ttft %" PRId64 " us\n", cached,
+                host? " streamed": "", ttft);
+    assert (memcmp (first, again, max_new * sizeof (uint32_t)) == 0);
+    for (size_t b = host? 0: cached; b < full; b++) {
+        assert (cudaMemcpy (view, (char *) slab + table [b] * block_bytes, block_bytes,
+                            cudaMemcpyDeviceToHost) == cudaSuccess);
+        assert (memcmp (view, reference + b * block_bytes, block_bytes) == 0);
+    }
+    free (host_src);
+}
+
+//  --------------------------------------------------------------------------
+//  A layer-major slice of 17 chunks goes one layer a step (2 layers: two
+//  steps), with another sequence's decode steps between its pieces; both
+//  sequences get the tokens and KV bytes of chunk-by-chunk prefill.
+
+static void
+s_layer_major_steps_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab)
+{
+    enum { NEW = 8 };
+    const size_t length [2] = { 17 * 512 + 40, 100 };     //  A (the slice), B (decodes)
+    size_t first [3], spares [2];
+    first [0] = 0;
+    for (int i = 0; i < 2; i++) {
+        spares [i] = KVT_MODEL_CUDA_SEQ_SPARE_BLOCKS (16, length [i], NEW);
+        first [i + 1] = first [i] + length [i] / 16 + spares [i];
+    }
+    uint64_t *slots = (uint64_t *) kvt_zmalloc (first [2] * sizeof (uint64_t));
+    for (size_t k = 0; k < first [2]; k++)
+        slots [k] = first [2] - 1 - k;
+    uint32_t *tokens = (uint32_t *) kvt_zmalloc (length [0] * sizeof (uint32_t));
+    uint64_t state = 11;
+    for (size_t k = 0; k < length [0]; k++) {
+        state = state * 6364136223846793005ull + 1442695040888963407ull;
+        tokens [k] = (uint32_t) ((state >> 33) % (uint64_t) vocab);
+    }
+    void *slab = NULL;
+    assert (cudaMalloc (&slab, first [2] * block_bytes) == cudaSuccess);
+    const size_t kv_bytes = length [0] / 16 * block_bytes;
+    uint8_t *kv [2] = { (uint8_t *) malloc (kv_bytes), (uint8_t *) malloc (kv_bytes) };
+    uint32_t outs [2][2][NEW];
+    int prefill_steps [2] = { 0, 0 };
+    for (int run = 0; run < 2; run++) {
+        kvt_model_cuda_set_layer_major (model, run == 0? KVT_MODEL_CUDA_LAYER_MAJOR_OFF
+                                                       : KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS);
+        kvt_model_cuda_seq_t *seq [2];
+        for (int i = 1; i >= 0; i--)
+            assert (kvt_model_cuda_seq_begin (model, tokens + 3 * i, length [i], slab,
+                                              block_bytes, slots + first [i], 0, NULL,
+                                              slots + first [i] + length [i] / 16, spares [i],
+                                              NEW, outs [run][i], &seq [i]) == 0);
+        assert (kvt_model_cuda_seq_prefill (model, seq [1], 0) == 0);
+        //  A's prefill beside B's decode, as compute's loop runs them
+        int left = 1;
+        while (left > 0) {
+            bool decode = kvt_model_cuda_seq_decoding (seq [1]);
+            assert (kvt_model_cuda_step_launch (model, seq [0], 512, &seq [1], decode? 1: 0,
+                                                -1) == 0);
+            left = kvt_model_cuda_step_finish (model);
+            assert (left >= 0);
+            prefill_steps [run]++;
+        }
+        while (kvt_model_cuda_seq_decoding (seq [0]) || kvt_model_cuda_seq_decoding (seq [1])) {
+            kvt_model_cuda_seq_t *batch [2];
+            size_t count = 0;
+            for (int i = 0; i < 2; i++)
+                if (kvt_model_cuda_seq_decoding (seq [i]))
+                    batch [count++] = seq [i];
+            assert (kvt_model_cuda_decode (model, batch, count) == 0);
+        }
+        for (size_t b = 0; b < length [0] / 16; b++)
+            assert (cudaMemcpy (kv [run] + b * block_bytes,
+                                (char *) slab + slots [first [0] + b] * block_bytes,
+                                block_bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
+        for (int i = 0; i < 2; i++)
+            kvt_model_cuda_seq_destroy (&seq [i]);
+    }
+    //  Chunk by chunk: 18 steps of 512 rows; layer-major: one layer a step
+    assert (prefill_steps [0] == 18);
+    assert (prefill_steps [1] == kvt_model_cuda_block_shape (model).layers);
+    assert (memcmp (outs [0], outs [1], sizeof (outs [0])) == 0);
+    assert (memcmp (kv [0], kv [1], kv_bytes) == 0);
+    kvt_model_cuda_set_layer_major (model, KVT_MODEL_CUDA_LAYER_MAJOR_GATED);
+    free (kv [0]);
+    free (kv [1]);
+    cudaFree (slab);
+    free (tokens);
+    free (slots);
+}
 
 //  --------------------------------------------------------------------------
 //  Graph and eager decode steps (kvt_model_cuda_graph.c) give identical
@@ -145,9 +269,9 @@ kvt_model_cuda_test (bool verbose)
     assert (model);
     kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
     const size_t block_bytes = kvt_block_bytes (&geometry);
-    //  A prompt crossing a chunk boundary: 37 full blocks and a tail of 5
+    //  A prompt of three prefill chunks: 77 full blocks and a tail of 5
     //  Decode crosses from the tail block into the next spare
-    const size_t count = 37 * 16 + 5, full = count / 16, max_new = 20;
+    const size_t count = 77 * 16 + 5, full = count / 16, max_new = 20;
     const size_t spare_count = KVT_MODEL_CUDA_SPARE_BLOCKS (16, max_new);
     //  Slab: run 0's blocks, run 1's blocks, spares
     void *slab = NULL;
@@ -165,38 +289,37 @@ kvt_model_cuda_test (bool verbose)
         tokens [k] = (uint32_t) ((state >> 33) % (uint64_t) shape.vocab);
     }
     uint32_t first [32], again [32];
+    kvt_model_cuda_set_layer_major (model, KVT_MODEL_CUDA_LAYER_MAJOR_OFF);
     assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, slots, 0,
                                      spare, spare_count, max_new, first, NULL) == 0);
     uint8_t *reference = (uint8_t *) malloc (full * block_bytes);
     uint8_t *view = (uint8_t *) malloc (full * block_bytes);
     assert (cudaMemcpy (reference, slab, full * block_bytes, cudaMemcpyDeviceToHost)
             == cudaSuccess);
-    //  Cached prefixes of 0 (fresh), 1, 31 (inside chunk 2) and all blocks:
-    //  run 1 gets run 0's first blocks, then computes into its own slots
-    const size_t cached [] = { 1, 31, 32, full };
-    for (size_t c = 0; c < 4; c++) {
-        assert (cudaMemset ((char *) slab + full * block_bytes, 0xee, full * block_bytes)
-                == cudaSuccess);
-        uint64_t *table = slots + full;
-        for (size_t b = 0; b < cached [c]; b++)
-            table [b] = b;          //  Cached: run 0's slot
-        for (size_t b = cached [c]; b < full; b++)
-            table [b] = full + b;
-        int64_t ttft = 0;
-        assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, table,
-                                         cached [c], spare, spare_count, max_new, again,
-                                         &ttft) == 0);
-        if (verbose)
-            printf ("kvt_model_cuda: %zu cached blocks, ttft %" PRId64 " us\n", cached [c], ttft);
-        assert (memcmp (first, again, max_new * sizeof (uint32_t)) == 0);
-        for (size_t b = cached [c]; b < full; b++) {
-            assert (cudaMemcpy (view, (char *) slab + table [b] * block_bytes, block_bytes,
-                                cudaMemcpyDeviceToHost) == cudaSuccess);
-            assert (memcmp (view, reference + b * block_bytes, block_bytes) == 0);
-        }
-        for (size_t b = cached [c]; b < full; b++)
-            table [b] = full + b;
-    }
+    //  Cached prefixes of 0, 1, 31 (inside chunk 2), 32 and all blocks, chunk
+    //  by chunk: run 1 gets run 0's first blocks, then computes into its
+    //  own slots. Then layer-major (forced) from scratch and after one
+    //  block: the same bytes as chunk by chunk
+    const size_t cached [] = { 0, 1, 31, 32, full };
+    for (size_t c = 0; c < 5; c++)
+        s_check_cached (model, tokens, count, slab, block_bytes, slots + full, cached [c], NULL,
+                        spare, spare_count, max_new, first, reference, view, verbose);
+    kvt_model_cuda_set_layer_major (model, KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS);
+    for (size_t c = 0; c < 2; c++)
+        s_check_cached (model, tokens, count, slab, block_bytes, slots + full, cached [c], NULL,
+                        spare, spare_count, max_new, first, reference, view, verbose);
+    //  A gated run (the default): 10 cached blocks stream in from pinned
+    //  host copies layer by layer, and the three chunks after them run
+    //  layer-major behind each layer's event
+    kvt_model_cuda_set_layer_major (model, KVT_MODEL_CUDA_LAYER_MAJOR_GATED);
+    uint8_t *pinned = NULL;
+    assert (cudaMallocHost ((void **) &pinned, 10 * block_bytes) == cudaSuccess);
+    memcpy (pinned, reference, 10 * block_bytes);
+    s_check_cached (model, tokens, count, slab, block_bytes, slots + full, 10, pinned, spare,
+                    spare_count, max_new, first, reference, view, verbose);
+    cudaFreeHost (pinned);
+    for (size_t b = 0; b < full; b++)
+        slots [full + b] = full + b;
     //  Cached blocks were never written
     assert (cudaMemcpy (view, slab, full * block_bytes, cudaMemcpyDeviceToHost) == cudaSuccess);
     assert (memcmp (view, reference, full * block_bytes) == 0);
@@ -250,6 +373,7 @@ kvt_model_cuda_test (bool verbose)
     free (host_src);
     cudaFreeHost (host);
     s_graph_test (model, block_bytes, shape.vocab, verbose);
+    s_layer_major_steps_test (model, block_bytes, shape.vocab);
     //  Bad input
     assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, slots, full + 1,
                                      spare, spare_count, max_new, again, NULL) == -EINVAL);

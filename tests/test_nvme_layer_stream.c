@@ -259,14 +259,17 @@ s_check_v1 (kvt_client_t *client, const s_out_t *out)
 //  (its prefix on disk plus S_LONGER_BLOCKS new blocks): the GPU model
 //  grows its table while later layer groups are still held back. A grow
 //  that waited for the GPU would wait on copies behind a gate only
-//  compute's loop can open. Tokens as with caching off ('caching').
-#define S_LONGER_BLOCKS 40
+//  compute's loop can open. Its new tokens are three prefill chunks, so on
+//  the GPU they run layer-major behind the gates (compute/layer_major =
+//  gated). Tokens as with caching off ('caching').
+#define S_LONGER_BLOCKS 72
 
 static void
 s_longer_than_before (const char *caching, uint64_t *tokens_out)
 {
     const char *const extra [] = { "migration/nvme_layer_groups=4",
-                                   "migration/test_group_delay_ms=200", caching, NULL };
+                                   "migration/test_group_delay_ms=200",
+                                   "tier_gpu/capacity_blocks=128", caching, NULL };
     kvt_config_t *config = s_config (extra);
     kvt_runtime_t *runtime = t_start_runtime (config);
     kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);

@@ -15,12 +15,18 @@
     request = a prefix of P blocks on the NVMe tier (--prefix-mib of KV)
     plus N new prompt tokens (--new), GENERATE with max_new_tokens 1, the
     time to first token taken at the client (wall time of the GENERATE).
-    Two runtimes in this process, one after the other, the same requests:
+    Three runtimes in this process, one after the other, the same requests:
       ours:  migration/nvme_layer_groups = G (default 4): migration reads the
              NVMe blocks group-major, answers after group 0, and compute's
-             copies of later layers wait on the GPU for their group;
+             copies of later layers wait on the GPU for their group; the
+             new tokens prefill layer-major (compute/layer_major = gated:
+             every 512-token chunk's layer l before layer l + 1), so all
+             chunks' first layers run while later groups are read;
       whole: nvme_layer_groups = 1: every block read whole, compute starts
-             after the last one left the disk.
+             after the last one left the disk;
+      chunk: groups as ours, compute/layer_major = off: chunk by chunk, so
+             only the first chunk's layers overlap the reads (the A/B of
+             the layer-major prefill).
     Both with migration/stream_promotion = 1 (host -> GPU copies layer by
     layer under the prefill), fetch_policy always.
     Each runtime: computes one model warm-up request (fresh tokens, P x 16
@@ -41,7 +47,7 @@
                      prefix now on the GPU tier (checked): the same request
                      with no disk in it.
     Figures: medians over the R timed reps; disk and compute alone pooled
-    over both runtimes' reps. TTFT_groups beside TTFT_whole, beside
+    over the runtimes' reps. TTFT_groups beside TTFT_whole, TTFT_chunk, 
     max (disk alone, compute alone) (the overlap bound) and beside
     disk + compute (no overlap at all).
     Shape: on a CUDA build with a device, the Llama-3-8B shape of
@@ -124,7 +130,9 @@ typedef struct {
 
 //  One runtime's run.
 typedef struct {
+    const char *name;               //  ours, whole, chunk
     int groups_asked;               //  migration/nvme_layer_groups
+    const char *layer_major;        //  compute/layer_major
     int groups;                     //  In effect (kvt_runtime_nvme_layer_groups)
     s_sample_t *samples;            //  One per timed rep
     s_groups_t counters;            //  Deltas over the timed reps
@@ -190,8 +198,8 @@ s_groups_read (kvt_client_t *client, s_groups_t *groups)
 //  Returns the runtime, or NULL with the reason printed.
 static kvt_runtime_t *
 s_start_runtime (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
-                 const char *nvme_dir, int groups, size_t prefix_blocks, size_t fresh,
-                 int *effective)
+                 const char *nvme_dir, int groups, const char *layer_major,
+                 size_t prefix_blocks, size_t fresh, int *effective)
 {
     size_t prefixes = (size_t) opts->reps + 1;
     //  The GPU tier holds every prefix (STORE) and every request's new
@@ -226,6 +234,7 @@ s_start_runtime (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
     snprintf (option [count++], 1200, "migration/overlap_upkeep=0");
     snprintf (option [count++], 1200, "migration/stream_promotion=1");
     snprintf (option [count++], 1200, "migration/nvme_layer_groups=%d", groups);
+    snprintf (option [count++], 1200, "compute/layer_major=%s", layer_major);
     snprintf (option [count++], 1200, "migration/nvme_group_min_kib=%d", shape->group_min_kib);
     kvt_config_t *config = kvt_config_new ();
     char error [256] = "";
@@ -314,7 +323,7 @@ s_config_run (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
               const char *work_dir, size_t prefix_blocks, size_t fresh, s_config_run_t *run)
 {
     char nvme_dir [1100];
-    snprintf (nvme_dir, sizeof (nvme_dir), "%s/g%d", work_dir, run->groups_asked);
+    snprintf (nvme_dir, sizeof (nvme_dir), "%s/%s", work_dir, run->name);
     if (mkdir (nvme_dir, 0700) && errno != EEXIST) {
         int rc = -errno;
         fprintf (stderr, "kvtier bench host --ttft: cannot create %s: %s\n", nvme_dir,
@@ -323,7 +332,8 @@ s_config_run (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
     }
     double started = kvt_bench_now_us ();
     kvt_runtime_t *runtime = s_start_runtime (opts, shape, nvme_dir, run->groups_asked,
-                                              prefix_blocks, fresh, &run->groups);
+                                              run->layer_major, prefix_blocks, fresh,
+                                              &run->groups);
     if (!runtime)
         return -EIO;
     double start_s = (kvt_bench_now_us () - started) / 1e6;
@@ -482,43 +492,43 @@ kvt_bench_host_ttft_run (const kvt_bench_host_ttft_opts_t *opts)
                  opts->dir, strerror (errno));
         return 1;
     }
-    //  runs [0] ours (--groups), runs [1] whole blocks
-    s_config_run_t runs [2];
-    memset (runs, 0, sizeof (runs));
-    runs [0].groups_asked = opts->groups;
-    runs [1].groups_asked = 1;
+    //  runs [0] ours (--groups), runs [1] whole blocks, runs [2] ours
+    //  chunk by chunk
+    s_config_run_t runs [3] = {
+        { .name = "ours", .groups_asked = opts->groups, .layer_major = "gated" },
+        { .name = "whole", .groups_asked = 1, .layer_major = "gated" },
+        { .name = "chunk", .groups_asked = opts->groups, .layer_major = "off" } };
     int rc = 0;
-    for (int k = 0; k < 2 && rc == 0; k++) {
+    for (int k = 0; k < 3 && rc == 0; k++) {
         runs [k].samples = (s_sample_t *) zmalloc ((size_t) opts->reps * sizeof (s_sample_t));
         rc = s_config_run (opts, shape, work_dir, prefix_blocks, fresh, &runs [k]);
         if (rc)
-            fprintf (stderr, "kvtier bench host --ttft: the run with %d layer group(s) "
-                     "failed: %s\n", runs [k].groups_asked, kvt_strerror (rc));
+            fprintf (stderr, "kvtier bench host --ttft: run '%s' (%d layer group(s)) "
+                     "failed: %s\n", runs [k].name, runs [k].groups_asked, kvt_strerror (rc));
     }
     char command [1200];
     snprintf (command, sizeof (command), "rm -rf '%s'", work_dir);
     if (system (command) != 0)
         fprintf (stderr, "kvtier bench host --ttft: could not remove %s\n", work_dir);
     if (rc) {
-        free (runs [0].samples);
-        free (runs [1].samples);
+        for (int k = 0; k < 3; k++)
+            free (runs [k].samples);
         return 1;
     }
     int reps = opts->reps;
     double ttft_groups = s_median_field (&runs [0], 1, reps, offsetof (s_sample_t, ttft_us));
     double ttft_whole = s_median_field (&runs [1], 1, reps, offsetof (s_sample_t, ttft_us));
-    double server_groups = s_median_field (&runs [0], 1, reps,
-                                           offsetof (s_sample_t, server_ttft_us));
-    double server_whole = s_median_field (&runs [1], 1, reps,
-                                          offsetof (s_sample_t, server_ttft_us));
-    double disk = s_median_field (runs, 2, reps, offsetof (s_sample_t, disk_us));
-    double compute = s_median_field (runs, 2, reps, offsetof (s_sample_t, compute_us));
-    double compute_groups = s_median_field (&runs [0], 1, reps,
-                                            offsetof (s_sample_t, compute_us));
-    double compute_whole = s_median_field (&runs [1], 1, reps,
-                                           offsetof (s_sample_t, compute_us));
-    double disk_groups = s_median_field (&runs [0], 1, reps, offsetof (s_sample_t, disk_us));
-    double disk_whole = s_median_field (&runs [1], 1, reps, offsetof (s_sample_t, disk_us));
+    double ttft_chunk = s_median_field (&runs [2], 1, reps, offsetof (s_sample_t, ttft_us));
+    double disk = s_median_field (runs, 3, reps, offsetof (s_sample_t, disk_us));
+    double compute = s_median_field (runs, 3, reps, offsetof (s_sample_t, compute_us));
+    //  Per runtime, for the notes
+    double disk_of [3], compute_of [3], server_of [3];
+    for (int k = 0; k < 3; k++) {
+        disk_of [k] = s_median_field (&runs [k], 1, reps, offsetof (s_sample_t, disk_us));
+        compute_of [k] = s_median_field (&runs [k], 1, reps, offsetof (s_sample_t, compute_us));
+        server_of [k] = s_median_field (&runs [k], 1, reps,
+                                        offsetof (s_sample_t, server_ttft_us));
+    }
     double bound = disk > compute? disk: compute;
     double serial = disk + compute;
     size_t kv_bytes = prefix_blocks * block_bytes;
@@ -534,23 +544,26 @@ kvt_bench_host_ttft_run (const kvt_bench_host_ttft_opts_t *opts)
     snprintf (note, sizeof (note), "prefix + %zu new tokens, GENERATE max_new_tokens 1, TTFT at "
               "the client; median of %d reps after a warm-up", fresh, reps);
     kvt_bench_report_note (report, "request", note);
-    snprintf (note, sizeof (note), "two runtimes in a row: nvme_layer_groups %d (in effect %d), "
-              "then 1 (%d); stream_promotion 1; compute %s", runs [0].groups_asked,
-              runs [0].groups, runs [1].groups, shape->device);
+    snprintf (note, sizeof (note), "three runtimes in a row: nvme_layer_groups %d (in effect "
+              "%d), 1 (%d), %d chunk by chunk; stream_promotion 1; compute %s",
+              runs [0].groups_asked, runs [0].groups, runs [1].groups, runs [2].groups,
+              shape->device);
     kvt_bench_report_note (report, "configs", note);
     snprintf (note, sizeof (note), "raw io_uring O_DIRECT reads of %zu payloads, qd %d: %.1f / "
-              "%.1f ms in the two runtimes, %.2f GB/s pooled", prefix_blocks, opts->qd,
-              disk_groups / 1e3, disk_whole / 1e3, (double) kv_bytes / disk / 1e3);
+              "%.1f / %.1f ms in the three runtimes, %.2f GB/s pooled", prefix_blocks, opts->qd,
+              disk_of [0] / 1e3, disk_of [1] / 1e3, disk_of [2] / 1e3,
+              (double) kv_bytes / disk / 1e3);
     kvt_bench_report_note (report, "disk alone", note);
-    snprintf (note, sizeof (note), "same request, prefix already on the GPU tier: %.1f / %.1f ms "
-              "in the two runtimes", compute_groups / 1e3, compute_whole / 1e3);
+    snprintf (note, sizeof (note), "same request, prefix already on the GPU tier: %.1f / %.1f / "
+              "%.1f ms in the three runtimes", compute_of [0] / 1e3, compute_of [1] / 1e3,
+              compute_of [2] / 1e3);
     kvt_bench_report_note (report, "compute alone", note);
-    snprintf (note, sizeof (note), "server-side ttft_us: groups %.1f ms, whole %.1f ms",
-              server_groups / 1e3, server_whole / 1e3);
+    snprintf (note, sizeof (note), "server-side ttft_us: ours %.1f ms, whole %.1f ms, chunk by "
+              "chunk %.1f ms", server_of [0] / 1e3, server_of [1] / 1e3, server_of [2] / 1e3);
     kvt_bench_report_note (report, "server", note);
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
         char key [32];
-        snprintf (key, sizeof (key), "counters g%d", runs [k].groups_asked);
+        snprintf (key, sizeof (key), "counters %s", runs [k].name);
         snprintf (note, sizeof (note), "group jobs %" PRIu64 ", early replies %" PRIu64
                   ", layers_ready %" PRIu64 ", group reads %" PRIu64 ", %.1f MiB read",
                   runs [k].counters.group_jobs, runs [k].counters.early_replies,
@@ -560,6 +573,8 @@ kvt_bench_host_ttft_run (const kvt_bench_host_ttft_opts_t *opts)
     }
     kvt_bench_report_add (report, "ttft_groups_ms", ttft_groups / 1e3, "ms",
                           "ttft_whole_blocks_ms", ttft_whole / 1e3);
+    kvt_bench_report_add (report, "ttft_groups_ms", ttft_groups / 1e3, "ms",
+                          "ttft_groups_chunk_by_chunk_ms", ttft_chunk / 1e3);
     kvt_bench_report_add (report, "ttft_groups_ms", ttft_groups / 1e3, "ms",
                           "max_disk_compute_ms", bound / 1e3);
     kvt_bench_report_add (report, "ttft_groups_ms", ttft_groups / 1e3, "ms",
@@ -577,7 +592,7 @@ kvt_bench_host_ttft_run (const kvt_bench_host_ttft_opts_t *opts)
               (ttft_whole - ttft_groups) / 1e3, saved * 100, (serial - bound) / 1e3);
     kvt_bench_report_note (report, "reading", note);
     kvt_bench_report_finish (&report);
-    free (runs [0].samples);
-    free (runs [1].samples);
+    for (int k = 0; k < 3; k++)
+        free (runs [k].samples);
     return 0;
 }
