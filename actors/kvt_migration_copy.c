@@ -61,13 +61,15 @@ s_fp8_args (self_t *self, int from, const int64_t *from_slots, const int64_t *to
 #define S_KERNEL_COPY_MAX_BYTES (64u << 10)
 #define S_FP8_LAUNCH_MAX 65535u    //  Most blocks one fp8 kernel launch takes
 //  Staging of the staged path (issue #3, kvt_block_copy_staged): a batch
-//  of small blocks between the host arena and the GPU slab whose host
-//  slots come in long runs (kvt_block_copy_stage_suits: mean run >= 256
-//  KiB, as kvt_slots hands a demoted batch adjacent slots) moves as one
+//  between the host arena and the GPU slab whose host slots come in long
+//  runs (kvt_block_copy_stage_suits: mean run >= 256 KiB and two blocks,
+//  as kvt_slots hands a demoted batch adjacent slots) moves as one
 //  copy-engine copy per host run through this much GPU staging, the
-//  scattered GPU side by a device-to-device kernel. Allocated at the
-//  first such batch. A config key (migration/staging_mib) would need
-//  runtime/kvt_config.c's table; a constant for now (issue #3).
+//  scattered GPU side by a device-to-device kernel: 1.00 of memcpy each
+//  way and 93-97 GB/s both ways at 16 KiB - 2 MiB on the H100, where the
+//  copy kernel gives 0.93 and 80-83, the engines per block 0.68-0.84 at
+//  64-256 KiB (tools/bench/RESULTS.md). Allocated at the first such batch;
+//  64 MiB is 4 pieces in flight of 16 MiB, enough to keep the engines busy.
 #define S_STAGING_BYTES ((size_t) 64 << 20)
 
 //  A copy queued on the stream, waiting for its completion event.
@@ -184,7 +186,7 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
     int rc;
     //  Host arena <-> GPU slab with long host runs: the staged path
     bool host_is_dst = !kvt_arena_on_device (dst);
-    bool staged = bytes < S_KERNEL_COPY_MAX_BYTES && !copy->stage_failed
+    bool staged = !copy->stage_failed
                && kvt_arena_on_device (src) != kvt_arena_on_device (dst)
                && kvt_block_copy_stage_suits (&args, host_is_dst);
     if (staged && !copy->stage) {

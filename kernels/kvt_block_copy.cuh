@@ -126,8 +126,10 @@ void
 
 //  Is the batch worth staging? True when the mean bytes of its host runs
 //  (adjacent host slots in batch order, skipped blocks left out) are at
-//  least KVT_BLOCK_STAGE_MIN_RUN_BYTES. host_is_dst: the host slab is
-//  args->dst (GPU->host). False for an empty batch.
+//  least KVT_BLOCK_STAGE_MIN_RUN_BYTES and a run holds two blocks or more
+//  on average (else nothing merges: the engines' per-block path is the
+//  same copies without the hop through staging). host_is_dst: the host
+//  slab is args->dst (GPU->host). False for an empty batch.
 bool
     kvt_block_copy_stage_suits (const kvt_block_copy_args_t *args, bool host_is_dst);
 

@@ -152,7 +152,7 @@ kvt_block_copy_stage_suits (const kvt_block_copy_args_t *args, bool host_is_dst)
             runs++;
         previous = host_slots [i];
     }
-    return runs > 0
+    return runs > 0 && blocks >= 2 * runs
         && blocks * args->block_bytes / runs >= (int64_t) KVT_BLOCK_STAGE_MIN_RUN_BYTES;
 }
 
@@ -378,6 +378,14 @@ kvt_block_copy_test (bool verbose)
     S_TEST (kvt_block_copy_stage_suits (&big, true));
     big.count = 63;
     S_TEST (!kvt_block_copy_stage_suits (&big, true));
+    big.count = 4;                                                    //  2 MiB blocks
+    big.block_bytes = big.dst_slot_bytes = big.src_slot_bytes = 2 << 20;
+    for (int i = 0; i < 4; i++)
+        host [i] = 2 * i;                                             //  Alone: nothing merges
+    S_TEST (!kvt_block_copy_stage_suits (&big, true));
+    for (int i = 0; i < 4; i++)
+        host [i] = i + 2 * (i / 2);                                   //  Two runs of two
+    S_TEST (kvt_block_copy_stage_suits (&big, true));
     big.count = 0;
     S_TEST (!kvt_block_copy_stage_suits (&big, true));
 
