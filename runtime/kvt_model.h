@@ -239,8 +239,8 @@ void
 //  bytes computed are the same either way.
 typedef enum {
     KVT_MODEL_CUDA_LAYER_MAJOR_OFF,         //  Chunk by chunk
-    KVT_MODEL_CUDA_LAYER_MAJOR_GATED,       //  A gated run's first slice (default)
-    KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS       //  Every slice of more than one chunk
+    KVT_MODEL_CUDA_LAYER_MAJOR_GATED,       //  A run whose layers still stream in (default)
+    KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS       //  Those, and any prompt of more than one chunk
 } kvt_model_cuda_layer_major_t;
 
 void

@@ -6,7 +6,7 @@
 */
 /*
 @header
-    The GPU model (kvt_model.h) is one class in three files:
+    The GPU model (kvt_model.h) is one class in several files:
     kvt_model_cuda.c (weights drawn on the device, the model's life, the
     forward pass of a chunk of rows through every layer, sampling; and
     kvt_model_cuda_supports, in both builds), kvt_model_cuda_seq.c (the
@@ -14,7 +14,9 @@
     steps of a prefill slice and a batched decode, launched and finished;
     kvt_model_cuda_generate) and kvt_model_cuda_test.c (the selftest, a
     skip in CPU builds); kvt_model_cuda_graph.c replays decode steps as
-    CUDA graphs. This header is for those files only; what it
+    CUDA graphs; kvt_model_cuda_layer_major.c runs the prefill of a run
+    whose layers stream in layer-major. This header is for those files
+    only; what it
     holds exists in CUDA builds only.
 @end
 */
@@ -192,6 +194,27 @@ int
     kvt_model_cuda_forward_layer_major (kvt_model_cuda_t *self, int chunks, int last_rows,
                                         int from, int to, void *slab, size_t block_bytes,
                                         int table_len, const cudaEvent_t *layer_ready);
+
+//  Fill 'h' (d_rows layout) with the indices of prompt positions pos ..
+//  pos + rows - 1 of 'seq' (kvt_model_cuda_seq.c).
+void
+    kvt_model_cuda_rows_fill (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq,
+                              size_t pos, int rows, int32_t *h);
+
+//  Copy 'seq''s block table up to d_table, growing it stream-ordered;
+//  never waits for the stream. Returns 0, -ENOMEM or KVT_ECUDA.
+int
+    kvt_model_cuda_stage_table (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq);
+
+//  Whether 'seq''s next prefill positions start a layer-major slice
+//  (kvt_model_cuda_layer_major.c).
+bool
+    kvt_model_cuda_layer_major_starts (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq);
+
+//  Queue the next piece of 'seq''s layer-major slice (starting one when
+//  none is in progress). Returns 0 once queued, or an error.
+int
+    kvt_model_cuda_prefill_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq);
 
 //  Make x_lm, d_rows_lm and h_rows_lm hold 'chunks' chunks (stream-
 //  ordered). Returns 0 or KVT_ECUDA.

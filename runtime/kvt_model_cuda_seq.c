@@ -57,8 +57,8 @@ s_table_reserve (kvt_model_cuda_t *self, size_t entries)
 
 //  Fill 'h' (d_rows layout) with the indices of prompt positions pos ..
 //  pos + rows - 1 of 'seq': one chunk of a prefill.
-static void
-s_rows_fill (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq, size_t pos, int rows,
+void
+kvt_model_cuda_rows_fill (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq, size_t pos, int rows,
              int32_t *h)
 {
     const size_t block_tokens = (size_t) self->shape.block_tokens;
@@ -82,18 +82,10 @@ s_rows_fill (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq, size_t pos
 //  deadlock; copies of 25 KiB returned at once (tools/bench/RESULTS.md)
 #define S_PAGEABLE_PIECE (32u << 10)
 
-//  Chunk-layers (one chunk through one layer, ~12 launches) queued per
-//  step of a layer-major slice: a step that waits on a streamed layer
-//  holds everything queued behind it, and launches beyond the driver's
-//  queue would hold this thread, the one that opens the gates (a
-//  deadlock seen on the H100 with a whole 8-chunk slice in one step).
-//  32 is what one chunk-by-chunk step of a 32-layer model queues.
-#define S_LM_CHUNK_LAYERS 32
-
 //  Copy 'seq''s block table (pageable, in pieces) up to d_table.
 //  Returns 0 once queued, without waiting for the stream.
-static int
-s_stage_table (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
+int
+kvt_model_cuda_stage_table (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
 {
     int rc = s_table_reserve (self, seq->table_len);
     if (rc)
@@ -445,97 +437,12 @@ kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t
 }
 
 //  --------------------------------------------------------------------------
-//  Whether 'seq''s next prefill positions start a layer-major slice:
-//  more than one chunk left, self->layer_major says so, and no other
-//  sequence's slice holds the buffers.
-
-static bool
-s_layer_major_starts (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq)
-{
-    return seq->token_count - seq->pos > KVT_MODEL_CUDA_CHUNK && !self->lm_seq
-        && (self->layer_major == KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS
-            || (self->layer_major == KVT_MODEL_CUDA_LAYER_MAJOR_GATED && seq->must_wait));
-}
-
-//  --------------------------------------------------------------------------
-//  Queue the next piece of 'seq''s layer-major slice, starting one (up to
-//  KVT_MODEL_CUDA_LAYER_MAJOR_ROWS positions from seq->pos, every chunk's
-//  indices staged and embedded) when none is in progress: the next
-//  S_LM_CHUNK_LAYERS / chunks layers of every chunk. After the last
-//  layer the slice's positions count as done and the first token is
-//  sampled when the prompt is.
-
-static int
-s_prefill_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
-{
-    const size_t chunk = KVT_MODEL_CUDA_CHUNK;
-    const int layers = self->shape.layers;
-    int rc;
-    if (seq->lm_rows == 0) {
-        size_t rows = seq->token_count - seq->pos;
-        rows = rows < KVT_MODEL_CUDA_LAYER_MAJOR_ROWS? rows: KVT_MODEL_CUDA_LAYER_MAJOR_ROWS;
-        const size_t chunks = (rows + chunk - 1) / chunk;
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_layer_major_reserve (self, chunks));
-        for (size_t c = 0; c < chunks; c++) {
-            size_t n = c == chunks - 1? rows - c * chunk: chunk;
-            s_rows_fill (self, seq, seq->pos + c * chunk, (int) n,
-                         self->h_rows_lm + c * KVT_MODEL_CUDA_ROWS_COUNT);
-        }
-        //  Pinned: never waits (h_rows_lm is rewritten only by a later
-        //  slice's first step, after kvt_model_cuda_step_finish)
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->d_rows_lm,
-                                                                   self->h_rows_lm,
-                                                                   chunks
-                                                                   * KVT_MODEL_CUDA_ROWS_COUNT
-                                                                   * sizeof (int32_t),
-                                                                   cudaMemcpyHostToDevice,
-                                                                   self->stream), "stage"));
-        seq->lm_rows = rows;
-        seq->lm_next = 0;
-        self->lm_seq = seq;
-    }
-    const size_t rows = seq->lm_rows;
-    const int chunks = (int) ((rows + chunk - 1) / chunk);
-    const int last_rows = (int) (rows - (size_t) (chunks - 1) * chunk);
-    int per_step = S_LM_CHUNK_LAYERS / chunks;
-    per_step = per_step < 1? 1: per_step;
-    const int from = seq->lm_next;
-    const int to = from + per_step < layers? from + per_step: layers;
-    //  Decode steps between the pieces stage their own tables
-    KVT_MODEL_CUDA_TRY (s_stage_table (self, seq));
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_forward_layer_major (self, chunks, last_rows, from, to,
-                                                            seq->slab, seq->block_bytes,
-                                                            (int) seq->table_len,
-                                                            seq->must_wait? seq->layer_ready
-                                                                          : NULL));
-    seq->lm_next = to;
-    if (to < layers)
-        return 0;
-    //  The slice is done: its last row goes where sampling reads it
-    const size_t row_bytes = (size_t) self->shape.hidden * 2;
-    const char *last = (const char *) self->x_lm
-                     + ((size_t) (chunks - 1) * chunk + (size_t) (last_rows - 1)) * row_bytes;
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->x, last, row_bytes,
-                                                               cudaMemcpyDeviceToDevice,
-                                                               self->stream), "last row"));
-    seq->pos += rows;
-    seq->lm_rows = 0;
-    seq->must_wait = false;         //  Later work on the stream comes after the waits
-    self->lm_seq = NULL;
-    if (seq->pos == seq->token_count && seq->max_new > 0) {
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_sample_queue (self, 0, 1, 1, self->h_sampled));
-        self->step_first = true;
-    }
-    return 0;
-}
-
-//  --------------------------------------------------------------------------
 //  Queue a prefill slice of up to 'max_tokens' positions (0: all) of 'seq'
 //  in KVT_MODEL_CUDA_CHUNK-row chunks; queue the first token's sampling
 //  into h_sampled [0] when the prompt is done. Advances seq->pos (what is
 //  queued), not seq->emitted (kvt_model_cuda_step_finish does).
 //  A gated run (cached layers still streaming in) prefills layer-major
-//  instead (s_prefill_layer_major), whatever 'max_tokens': every chunk's
+//  instead (kvt_model_cuda_layer_major.c), whatever 'max_tokens': every chunk's
 //  first layers then run while the later layers are on their way from
 //  disk (issue #4), where chunk by chunk only the first chunk's could.
 //  Such a slice goes a few layers a step, so decode steps of the other
@@ -551,8 +458,8 @@ s_prefill_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_t
     while (seq->pos < seq->token_count && max_tokens > 0) {
         if (self->cancel_fn && self->cancel_fn (self->cancel_arg))
             return -ECANCELED;
-        if (seq->lm_rows > 0 || s_layer_major_starts (self, seq)) {
-            KVT_MODEL_CUDA_TRY (s_prefill_layer_major (self, seq));
+        if (seq->lm_rows > 0 || kvt_model_cuda_layer_major_starts (self, seq)) {
+            KVT_MODEL_CUDA_TRY (kvt_model_cuda_prefill_layer_major (self, seq));
             break;                  //  One piece a step
         }
         size_t rows = seq->token_count - seq->pos;
@@ -560,8 +467,8 @@ s_prefill_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_t
             rows = KVT_MODEL_CUDA_CHUNK;
         if (rows > max_tokens)
             rows = max_tokens;
-        s_rows_fill (self, seq, seq->pos, (int) rows, self->h_rows);
-        KVT_MODEL_CUDA_TRY (s_stage_table (self, seq));
+        kvt_model_cuda_rows_fill (self, seq, seq->pos, (int) rows, self->h_rows);
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_table (self, seq));
         //  Pageable, under one piece: returns at once
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync (self->d_rows, self->h_rows,
                                                                    KVT_MODEL_CUDA_ROWS_COUNT

@@ -210,12 +210,15 @@ s_fill_device (void *device, size_t bytes, uint64_t *seed)
     free (host);
 }
 
-//  Queue one host->GPU batch on 'stream': path 1 kernel, 2 copy engines.
+//  Queue one host->GPU batch on 'stream': path 1 kernel, 2 copy engines,
+//  3 staged through 'stage' (ce_args' host slots then come in runs).
 static void
 s_copy (int path, kvt_block_copy_args_t *kernel_args, kvt_block_copy_args_t *ce_args,
-        cudaStream_t stream)
+        kvt_block_stage_t *stage, cudaStream_t stream)
 {
-    int rc = path == 1? kvt_block_copy (kernel_args, stream): kvt_block_copy_ce (ce_args, stream);
+    int rc = path == 1? kvt_block_copy (kernel_args, stream)
+           : path == 2? kvt_block_copy_ce (ce_args, stream)
+           : kvt_block_copy_staged (stage, ce_args, false, stream);
     if (rc) {
         fprintf (stderr, "transfer failed: %d\n", rc);
         exit (1);
@@ -318,9 +321,10 @@ s_bench_beside (kvt_bench_report_t *report, s_bench_t *self, int reps, uint64_t 
     static const int64_t block_sizes [] = { 64 << 10, 2 << 20 };
     static const char *labels [] = { "64KiB", "2MiB" };
     //  Variants: the kernel with one CTA per SM (its default), with 32 and
-    //  8 CTAs (SMs left to attention), and the copy engines
-    static const char *variants [] = { "kernel", "kernel32", "kernel8", "ce" };
-    static const int variant_ctas [] = { 0, 32, 8, 0 };
+    //  8 CTAs (SMs left to attention), the copy engines, and the staged
+    //  path with the host slots in one run (as a demoted batch's)
+    static const char *variants [] = { "kernel", "kernel32", "kernel8", "ce", "staged" };
+    static const int variant_ctas [] = { 0, 32, 8, 0, 0 };
     for (int s = 0; s < 2; s++) {
         int64_t block = block_sizes [s];
         int64_t count = S_MOVE_BYTES / block;
@@ -343,16 +347,23 @@ s_bench_beside (kvt_bench_report_t *report, s_bench_t *self, int reps, uint64_t 
         ce.src = self->host;
         ce.src_slots = host_slots;
         ce.dst_slots = dev_slots;
-        for (int v = 0; v < 4; v++) {
-            int path = v == 3? 2: 1;
+        int64_t *run_slots = (int64_t *) malloc (count * sizeof (int64_t));
+        for (int64_t k = 0; k < count; k++)
+            run_slots [k] = k;
+        kvt_block_copy_args_t staged = ce;
+        staged.src_slots = run_slots;
+        for (int v = 0; v < 5; v++) {
+            if (v == 4 && !self->stages [0])
+                break;
+            int path = v == 4? 3: v == 3? 2: 1;
             h2d.max_ctas = variant_ctas [v];
             char figure [64], baseline [64];
             //  Transfer alone: median of 5 batches of 1 GiB after one warm-up
-            s_copy (path, &h2d, &ce, sb);
+            s_copy (path, &h2d, v == 4? &staged: &ce, self->stages [0], sb);
             double rates [5];
             for (int r = 0; r < 5; r++) {
                 S_CHECK (cudaEventRecord (t_start, sb));
-                s_copy (path, &h2d, &ce, sb);
+                s_copy (path, &h2d, v == 4? &staged: &ce, self->stages [0], sb);
                 S_CHECK (cudaEventRecord (t_stop, sb));
                 S_CHECK (cudaEventSynchronize (t_stop));
                 rates [r] = (double) S_MOVE_BYTES / (s_elapsed_ms (t_start, t_stop) * 1e-3) / 1e9;
@@ -363,9 +374,9 @@ s_bench_beside (kvt_bench_report_t *report, s_bench_t *self, int reps, uint64_t 
             //  Attention beside: three 1 GiB batches first on B, then the
             //  attention launches on A, all inside the transfer's span
             S_CHECK (cudaEventRecord (t_start, sb));
-            s_copy (path, &h2d, &ce, sb);
-            s_copy (path, &h2d, &ce, sb);
-            s_copy (path, &h2d, &ce, sb);
+            s_copy (path, &h2d, v == 4? &staged: &ce, self->stages [0], sb);
+            s_copy (path, &h2d, v == 4? &staged: &ce, self->stages [0], sb);
+            s_copy (path, &h2d, v == 4? &staged: &ce, self->stages [0], sb);
             S_CHECK (cudaEventRecord (t_stop, sb));
             s_attention (&att, sa);
             for (int i = 0; i < att_reps; i++) {
@@ -399,7 +410,7 @@ s_bench_beside (kvt_bench_report_t *report, s_bench_t *self, int reps, uint64_t 
                 s_attention (&att, sa);
             S_CHECK (cudaEventRecord (ev [1][0], sa));
             S_CHECK (cudaEventRecord (t_start, sb));
-            s_copy (path, &h2d, &ce, sb);
+            s_copy (path, &h2d, v == 4? &staged: &ce, self->stages [0], sb);
             S_CHECK (cudaEventRecord (t_stop, sb));
             S_CHECK (cudaDeviceSynchronize ());
             double xfer_beside = (double) S_MOVE_BYTES
@@ -421,6 +432,7 @@ s_bench_beside (kvt_bench_report_t *report, s_bench_t *self, int reps, uint64_t 
         }
         cudaFree (d_slots);
         free (host_slots);
+        free (run_slots);
         free (dev_slots);
     }
     for (int i = 0; i <= 80; i++) {
@@ -459,13 +471,13 @@ s_step_overlapped (s_step_t *self)
 {
     S_CHECK (cudaEventRecord (self->start, self->compute));
     S_CHECK (cudaStreamWaitEvent (self->transfer, self->start, 0));
-    s_copy (self->path, &self->kernel [0], &self->ce [0], self->transfer);
+    s_copy (self->path, &self->kernel [0], &self->ce [0], NULL, self->transfer);
     S_CHECK (cudaEventRecord (self->copied [0], self->transfer));
     for (int l = 0; l < S_LAYERS; l++) {
         if (l + 1 < S_LAYERS) {
             if (l >= 1)
                 S_CHECK (cudaStreamWaitEvent (self->transfer, self->attended [l - 1], 0));
-            s_copy (self->path, &self->kernel [l + 1], &self->ce [l + 1], self->transfer);
+            s_copy (self->path, &self->kernel [l + 1], &self->ce [l + 1], NULL, self->transfer);
             S_CHECK (cudaEventRecord (self->copied [l + 1], self->transfer));
         }
         S_CHECK (cudaStreamWaitEvent (self->compute, self->copied [l], 0));
@@ -495,7 +507,7 @@ s_step_transfer (s_step_t *self)
 {
     S_CHECK (cudaEventRecord (self->start, self->transfer));
     for (int l = 0; l < S_LAYERS; l++)
-        s_copy (self->path, &self->kernel [l], &self->ce [l], self->transfer);
+        s_copy (self->path, &self->kernel [l], &self->ce [l], NULL, self->transfer);
     S_CHECK (cudaEventRecord (self->stop, self->transfer));
     S_CHECK (cudaEventSynchronize (self->stop));
     return s_elapsed_ms (self->start, self->stop) * 1000.0;
