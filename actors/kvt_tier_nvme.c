@@ -40,7 +40,15 @@
     actor still starts, disabled: it allocates no slots and the runtime
     serves from the other tiers.
     Operations beyond the queue depth wait in a backlog, pumped as
-    completions come in; the loop never blocks on I/O. With
+    completions come in; the loop never blocks on I/O. queue_depth is the
+    depth kept at the device: the store holds half as many operations
+    again (S_COMPLETION_SLACK), so that reads whose bytes have arrived but
+    are still being checked, or are finished and not yet reaped and
+    answered, do not take room at the device; a new read is prepared
+    whenever fewer than queue_depth transfers are at the device
+    (kvt_nvme_store_device_inflight), as a plain io_uring reader at that
+    depth does (issue #4: while checks held queue room, 29 of 32 were at
+    the device on average; tools/bench/RESULTS.md). With
     checksum_threads > 1 the store verifies and computes checksums on its
     own worker threads, which wake this loop through the same eventfd as
     the disk does; the actor's code does not change.
@@ -54,6 +62,9 @@
 #include <sys/eventfd.h>
 
 #define S_REAP_BATCH 8              //  Completions reaped (and checked) per refill
+//  Operations the store holds beyond the device depth: those being checked
+//  or waiting to be reaped (see @header)
+#define S_COMPLETION_SLACK(depth) (((depth) + 1) / 2)
 
 typedef struct {
     kvt_msg_t *request;             //  TIER_WRITE or TIER_READ, owned
@@ -72,7 +83,8 @@ typedef struct {
     kvt_actor_t *actor;             //  Our skeleton
     char *dir;                      //  Where the files are
     uint64_t capacity;              //  Slots
-    int queue_depth;                //  Most I/Os in flight
+    int queue_depth;                //  Most I/Os at the device
+    int op_count;                   //  Operations (tags) in all: queue_depth + slack
     bool sync_on_ack;               //  See kvt_nvme_store.h
     int checksum_threads;           //  Checksum workers: 1 = this thread, 0 = auto
     size_t block_bytes;             //  From the model shape
@@ -84,8 +96,8 @@ typedef struct {
     kvt_nvme_store_t *store;        //  NULL when disabled
     kvt_slots_t *slots;             //  Slot allocator
     zlist_t *backlog;               //  s_op_t waiting for queue room
-    s_op_t *ops;                    //  Ops in flight, by tag (queue_depth entries)
-    uint64_t *free_tags;            //  Stack of unused tags
+    s_op_t *ops;                    //  Ops in flight, by tag (op_count entries)
+    uint64_t *free_tags;            //  Stack of unused tags (op_count entries)
     size_t free_tag_count;          //  Entries on it
 } self_t;
 
@@ -152,7 +164,8 @@ static void
 s_pump (self_t *self)
 {
     int prepared = 0;
-    while (self->free_tag_count && zlist_size (self->backlog)) {
+    while (self->free_tag_count && zlist_size (self->backlog)
+    &&     kvt_nvme_store_device_inflight (self->store) < self->queue_depth) {
         s_op_t *op = (s_op_t *) zlist_pop (self->backlog);
         kvt_msg_t *msg = op->request->request;
         bool write = kvt_msg_id (msg) == KVT_MSG_TIER_WRITE;
@@ -291,9 +304,10 @@ s_self_start (void *self_ptr)
         return -ENOENT;
     }
     self->slots = kvt_slots_new (self->capacity);
-    self->ops = (s_op_t *) kvt_zmalloc ((size_t) self->queue_depth * sizeof (s_op_t));
-    self->free_tags = (uint64_t *) kvt_zmalloc ((size_t) self->queue_depth * sizeof (uint64_t));
-    for (int k = 0; k < self->queue_depth; k++)
+    self->op_count = self->queue_depth + S_COMPLETION_SLACK (self->queue_depth);
+    self->ops = (s_op_t *) kvt_zmalloc ((size_t) self->op_count * sizeof (s_op_t));
+    self->free_tags = (uint64_t *) kvt_zmalloc ((size_t) self->op_count * sizeof (uint64_t));
+    for (int k = 0; k < self->op_count; k++)
         self->free_tags [self->free_tag_count++] = (uint64_t) k;
     kvt_actor_gauge (self->actor, "capacity_blocks", self->capacity);
 
@@ -304,7 +318,7 @@ s_self_start (void *self_ptr)
     const char *dirs [] = { self->dir };
     kvt_nvme_store_config_t config = {
         .dirs = dirs, .dir_count = 1, .block_bytes = self->block_bytes,
-        .capacity_blocks = self->capacity, .queue_depth = self->queue_depth,
+        .capacity_blocks = self->capacity, .queue_depth = self->op_count,
         .files_per_dir = 4, .sync_on_ack = self->sync_on_ack, .buffered_fallback = true,
         .checksum_threads = self->checksum_threads, .layers = self->layers,
         .layer_groups = self->layer_groups };

@@ -163,7 +163,7 @@ int
 kvt_block_copy_staged_ref (const kvt_block_copy_args_t *args, void *staging,
                            size_t staging_bytes, bool host_is_dst)
 {
-    kvt_block_stage_plan_t plan;
+    kvt_block_stage_plan_t plan = { 0 };
     int rc = kvt_block_copy_stage_plan (args, staging_bytes, host_is_dst, &plan);
     if (rc)
         return rc;
@@ -331,7 +331,7 @@ kvt_block_copy_test (bool verbose)
         .dst = slab, .src = slab, .dst_slots = host, .src_slots = gpu, .dst_slot_bytes = 16384,
         .src_slot_bytes = 16384, .block_bytes = 16384, .count = 3000
     };
-    kvt_block_stage_plan_t plan;
+    kvt_block_stage_plan_t plan = { 0 };
     S_TEST (kvt_block_copy_stage_plan (&big, 16383, true, &plan) == -EINVAL);
     S_TEST (kvt_block_copy_stage_plan (&big, 16384, true, &plan) == 0);
     S_TEST (plan.ring == 1 && plan.piece_blocks == 1 && plan.pieces == 3000);

@@ -171,6 +171,7 @@ kvt_nvme_io_submit_parts (kvt_nvme_store_t *self, int index)
             return rc;              //  Ring sized for every part; only on ring failure
     }
     op->state = KVT_NVME_OP_IO;
+    self->io_ops++;
     return 0;
 }
 
@@ -525,6 +526,7 @@ s_op_io_complete (kvt_nvme_store_t *self, int index)
     kvt_nvme_op_t *op = &self->ops [index];
     kvt_nvme_slot_t *entry = &self->slots [op->slot];
     kvt_nvme_fault_t kind = op->is_write? KVT_NVME_FAULT_WRITE: KVT_NVME_FAULT_READ;
+    self->io_ops--;
     if (op->rc == 0 && self->fault_count [kind] > 0) {
         self->fault_count [kind]--;
         op->rc = -self->fault_errno [kind];
@@ -777,6 +779,20 @@ kvt_nvme_store_inflight (kvt_nvme_store_t *self)
 {
     assert (self);
     return self->opened? self->queue_depth - self->free_count: 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Operations whose transfers are at the device now (see header).
+
+int
+kvt_nvme_store_device_inflight (kvt_nvme_store_t *self)
+{
+    assert (self);
+    if (!self->opened)
+        return 0;
+    int at_device = self->io_ops - (int) io_uring_cq_ready (&self->ring);
+    return at_device > 0? at_device: 0;
 }
 
 

@@ -299,8 +299,12 @@ kvt_nvme_store_test (bool verbose)
                                      dst + b * block_bytes, b);
             assert (rc == 0);
         }
+        //  Prepared reads count as at the device until their completion
+        //  is in the ring, and not at all once reaped
+        assert (kvt_nvme_store_device_inflight (store) == 8);
         kvt_nvme_submit (store);
         t_reap_all (store, 8, rc_by_tag);
+        assert (kvt_nvme_store_device_inflight (store) == 0);
     }
     for (int i = 0; i < 16; i++)
         assert (rc_by_tag [i] == 0);

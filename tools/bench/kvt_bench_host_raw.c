@@ -33,7 +33,21 @@ kvt_bench_host_raw_close (kvt_bench_host_raw_t *raw)
 int
 kvt_bench_host_raw_open (kvt_bench_host_raw_t *raw, const char *dir, size_t block_bytes, int qd)
 {
+    return kvt_bench_host_raw_open_spread (raw, dir, block_bytes, qd, (size_t) qd);
+}
+
+//  The same, reading into a buffer of 'buffer_blocks' blocks.
+int
+kvt_bench_host_raw_open_spread (kvt_bench_host_raw_t *raw, const char *dir, size_t block_bytes,
+                                int qd, size_t buffer_blocks)
+{
     memset (raw, 0, sizeof (*raw));
+    size_t most = ((size_t) 1 << 30) / (block_bytes? block_bytes: 1);
+    if (buffer_blocks > most)
+        buffer_blocks = most;
+    if (buffer_blocks < (size_t) qd)
+        buffer_blocks = (size_t) qd;
+    raw->buffer_blocks = buffer_blocks;
     raw->block_bytes = block_bytes;
     raw->stride = KVT_BENCH_HOST_ALIGN + (block_bytes + KVT_BENCH_HOST_ALIGN - 1) / KVT_BENCH_HOST_ALIGN * KVT_BENCH_HOST_ALIGN;
     raw->qd = qd;
@@ -56,17 +70,17 @@ kvt_bench_host_raw_open (kvt_bench_host_raw_t *raw, const char *dir, size_t bloc
         fprintf (stderr, "kvtier bench host: no kvt-nvme-*.dat in %s\n", dir);
         return -ENOENT;
     }
-    if (posix_memalign ((void **) &raw->buffer, KVT_BENCH_HOST_ALIGN, (size_t) qd * block_bytes)) {
+    if (posix_memalign ((void **) &raw->buffer, KVT_BENCH_HOST_ALIGN, buffer_blocks * block_bytes)) {
         kvt_bench_host_raw_close (raw);
         return -ENOMEM;
     }
-    memset (raw->buffer, 0, (size_t) qd * block_bytes);
+    memset (raw->buffer, 0, buffer_blocks * block_bytes);
     int rc = io_uring_queue_init ((unsigned) qd * 2, &raw->ring, 0);
     if (rc == 0) {
         raw->ring_ready = true;
         rc = io_uring_register_files (&raw->ring, raw->fds, (unsigned) raw->file_count);
     }
-    struct iovec iov = { raw->buffer, (size_t) qd * block_bytes };
+    struct iovec iov = { raw->buffer, buffer_blocks * block_bytes };
     if (rc == 0)
         rc = io_uring_register_buffers (&raw->ring, &iov, 1);
     if (rc) {
@@ -84,7 +98,10 @@ s_raw_prep (kvt_bench_host_raw_t *raw, uint64_t slot, int index, size_t done)
     assert (sqe);                   //  Never more than qd in flight on a 2 x qd ring
     int file = (int) (slot % (uint64_t) raw->file_count);
     uint64_t offset = (slot / (uint64_t) raw->file_count) * raw->stride + KVT_BENCH_HOST_ALIGN + done;
-    io_uring_prep_read_fixed (sqe, file, raw->buffer + (size_t) index * raw->block_bytes + done,
+    //  A spread buffer gives each slot its own place; else the read's own
+    size_t at = raw->buffer_blocks > (size_t) raw->qd? (size_t) (slot % raw->buffer_blocks)
+                                                     : (size_t) index;
+    io_uring_prep_read_fixed (sqe, file, raw->buffer + at * raw->block_bytes + done,
                               (unsigned) (raw->block_bytes - done), offset, 0);
     sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64 (sqe, slot << 32 | (uint64_t) index);

@@ -10,6 +10,11 @@
     Registered files and buffer, block-sized reads of slots' payloads
     (slot s: file s mod F, offset (s div F) x stride + 4096, the layout
     kvt_nvme_store documents), 'qd' in flight. Used by kvt_bench_host.c.
+    The plain baseline cycles its reads through a buffer of qd blocks; a
+    "spread" one (kvt_bench_host_raw_open_spread) gives block k its own
+    place in a buffer of many blocks, as the NVMe tier's reads land in one
+    host slot each (issue #4: on the CPU VM that alone cost raw reads
+    about a fifth of their rate; tools/bench/RESULTS.md).
 @end
 */
 
@@ -31,7 +36,8 @@ typedef struct {
     size_t stride;                  //  Bytes per slot on disk
     size_t block_bytes;             //  Payload per read
     int qd;                         //  Reads in flight
-    uint8_t *buffer;                //  qd x block_bytes, aligned, registered
+    uint8_t *buffer;                //  buffer_blocks x block_bytes, aligned, registered
+    size_t buffer_blocks;           //  qd, or more for a spread baseline
     bool ring_ready;                //  Ring initialised
 } kvt_bench_host_raw_t;
 
@@ -40,6 +46,13 @@ typedef struct {
 int
     kvt_bench_host_raw_open (kvt_bench_host_raw_t *raw, const char *dir, size_t block_bytes,
                              int qd);
+
+//  The same with a buffer of 'buffer_blocks' blocks (at least qd, at most
+//  1 GiB in all: io_uring's limit for one registered buffer): slot s is
+//  read into block s mod buffer_blocks of it.
+int
+    kvt_bench_host_raw_open_spread (kvt_bench_host_raw_t *raw, const char *dir,
+                                    size_t block_bytes, int qd, size_t buffer_blocks);
 
 //  Read the payloads of slots 0..blocks-1; *us gets the time. Returns 0 or
 //  a negative code (reason printed).
