@@ -215,6 +215,8 @@ kvt_model_destroy (kvt_model_t **self_p)
     assert (self_p);
     if (*self_p) {
         kvt_model_t *self = *self_p;
+        kvt_freen (self->spare_kt);
+        kvt_freen (self->spare_vv);
         kvt_freen (self->logits);
         kvt_freen (self->rope_sin);
         kvt_freen (self->rope_cos);
@@ -417,8 +419,20 @@ kvt_model_seq_reserve (kvt_model_seq_t *seq, size_t positions)
     if (positions > SIZE_MAX / sizeof (float) / per_pos - 8)
         return -ENOMEM;
     positions = (positions + 7) & ~(size_t) 7;    //  Whole 8-position K tiles
-    seq->kt = (float *) malloc (per_pos * positions * sizeof (float));
-    seq->vv = (float *) malloc (per_pos * positions * sizeof (float));
+    kvt_model_t *owner = seq->model;
+    if (owner->spare_kt && owner->spare_cap >= positions
+    &&  owner->spare_cap <= 2 * positions) {
+        //  The last mirror fits (and is not much larger): take it
+        seq->kt = owner->spare_kt;
+        seq->vv = owner->spare_vv;
+        positions = owner->spare_cap;
+        owner->spare_kt = owner->spare_vv = NULL;
+        owner->spare_cap = 0;
+    }
+    else {
+        seq->kt = (float *) malloc (per_pos * positions * sizeof (float));
+        seq->vv = (float *) malloc (per_pos * positions * sizeof (float));
+    }
     seq->scores = (float *) malloc (positions * sizeof (float));
     if (!seq->kt || !seq->vv || !seq->scores)
         return -ENOMEM;

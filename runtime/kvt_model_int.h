@@ -75,6 +75,12 @@ struct _kvt_model_t {
     float *rope_cos;                //  [CHUNK][head_dim / 2]
     float *rope_sin;                //  [CHUNK][head_dim / 2]
     float *logits;                  //  [CHUNK][vocab]
+    //  The K/V mirror of the last sequence destroyed, kept for the next
+    //  one (kvt_model_seq_reserve): freeing and mapping a large mirror per
+    //  request cost 12-29 ms of munmap and TLB shootdowns a request
+    float *spare_kt;                //  Its K, or NULL
+    float *spare_vv;                //  Its V
+    size_t spare_cap;               //  Positions it holds
 };
 
 //  One sequence: its prompt, blocks, progress and its own K/V mirror

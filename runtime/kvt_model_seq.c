@@ -16,6 +16,9 @@
 
 #include "kvt_model_int.h"
 
+//  Largest K/V mirror kept for the next sequence (K and V each)
+#define S_SPARE_MAX_BYTES ((size_t) 256 << 20)
+
 //  --------------------------------------------------------------------------
 //  Begin a sequence: check the input, copy prompt and block table, read
 //  the cached blocks that are in place into its mirror; those with a host
@@ -196,6 +199,18 @@ kvt_model_seq_destroy (kvt_model_seq_t **seq_p)
     kvt_model_seq_t *seq = *seq_p;
     if (seq) {
         kvt_freen (seq->scores);
+        kvt_model_t *model = seq->model;
+        if (seq->kt && seq->vv
+        &&  seq->kv_cap * (size_t) model->shape.layers * model->kv_dim * sizeof (float)
+            <= S_SPARE_MAX_BYTES) {
+            //  Kept for the next sequence (kvt_model_seq_reserve)
+            free (model->spare_kt);
+            free (model->spare_vv);
+            model->spare_kt = seq->kt;
+            model->spare_vv = seq->vv;
+            model->spare_cap = seq->kv_cap;
+            seq->kt = seq->vv = NULL;
+        }
         kvt_freen (seq->vv);
         kvt_freen (seq->kt);
         kvt_freen (seq->host_src);
