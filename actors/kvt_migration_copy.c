@@ -285,6 +285,29 @@ s_fp8_ref (self_t *self, int from, const uint64_t *from_slots, const uint64_t *t
     return rc;
 }
 
+//  Count whether a batch's host slots come in runs: what the staged path
+//  needs (kvt_block_copy_stage_suits), counted in every build, so that a
+//  run under pressure shows how often the host tier still has free runs
+//  (blocks of such batches: copy_blocks_host_runs, of the others:
+//  copy_blocks_host_scattered; issue #3).
+static void
+s_count_layout (self_t *self, int from, const uint64_t *from_slots, const uint64_t *to_slots,
+                size_t count)
+{
+    kvt_arena_t *src = self->arenas [from];
+    kvt_arena_t *dst = self->arenas [from == KVT_TIER_GPU? KVT_TIER_HOST: KVT_TIER_GPU];
+    //  Slots are below 2^63: their int64_t view is the same numbers
+    kvt_block_copy_args_t args = {
+        .dst_slots = (const int64_t *) to_slots, .src_slots = (const int64_t *) from_slots,
+        .dst_slot_bytes = (int64_t) kvt_arena_block_bytes (dst),
+        .src_slot_bytes = (int64_t) kvt_arena_block_bytes (src),
+        .block_bytes = (int64_t) kvt_arena_block_bytes (src), .count = (int) count };
+    bool runs = count > 0 && count <= INT_MAX
+             && kvt_block_copy_stage_suits (&args, from == KVT_TIER_GPU);
+    kvt_actor_count (self->actor, runs? "copy_blocks_host_runs": "copy_blocks_host_scattered",
+                     count);
+}
+
 //  Copy blocks between the two memory slabs (GPU tier <-> host tier), then
 //  call 'cont' (may be NULL) with the status. memcpy when both are host
 //  memory: 'cont' runs before this returns. CUDA copies when the GPU
@@ -301,6 +324,8 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
     uint64_t moved = self->cold_fp8? kvt_migration_cold_bytes (self, count): bytes * count;
     int rc = 0;
     const char *direction = from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu";
+    if (count > 0)
+        s_count_layout (self, from, from_slots, to_slots, count);
 #ifdef KVT_WITH_CUDA
     if (kvt_arena_on_device (src) || kvt_arena_on_device (dst)) {
         //  Even an empty copy goes through the stream, so that 'cont'

@@ -31,11 +31,11 @@ typedef void (kvt_migration_cont_fn) (self_t *self, void *arg, int rc);
 typedef struct _kvt_migration_copy_t kvt_migration_copy_t;  //  CUDA copy state (CUDA builds)
 
 #include "kvt_fp8.cuh"
+#include "kvt_block_copy.cuh"
 
 #ifdef KVT_WITH_CUDA
 #   include <cuda_runtime.h>
 #   include <sys/eventfd.h>
-#   include "kvt_block_copy.cuh"
 #endif
 
 //  migration/disk_admission: which blocks evicted from the host tier are

@@ -197,6 +197,14 @@ kvt_replay_print_report (const char *title, const kvt_replay_result_t *r,
              s_counter (z, "migration.bytes_gpu_to_host") / 1e6);
     s_row_f ("MB moved host -> GPU", s_counter (r, "migration.bytes_host_to_gpu") / 1e6, b,
              s_counter (z, "migration.bytes_host_to_gpu") / 1e6);
+    //  Blocks that crossed in batches whose host slots run together (the
+    //  staged copy path's condition; kvt_migration_copy.c)
+    uint64_t in_runs = s_counter (r, "migration.copy_blocks_host_runs");
+    uint64_t blocks = in_runs + s_counter (r, "migration.copy_blocks_host_scattered");
+    uint64_t in_runs_b = s_counter (z, "migration.copy_blocks_host_runs");
+    uint64_t blocks_b = in_runs_b + s_counter (z, "migration.copy_blocks_host_scattered");
+    s_row_f ("% host<->GPU blocks in host runs", blocks? 100.0 * in_runs / blocks: 0.0, b,
+             blocks_b? 100.0 * in_runs_b / blocks_b: 0.0);
     s_row_f ("MB written host -> NVMe", s_counter (r, "tier_nvme.write_bytes") / 1e6, b,
              s_counter (z, "tier_nvme.write_bytes") / 1e6);
     s_row_f ("MB read NVMe -> host", s_counter (r, "tier_nvme.read_bytes") / 1e6, b,
