@@ -43,6 +43,7 @@ for t in "$ROOT"/tests/test_gpu_*.c; do
 done
 gcc $CFLAGS -o "$BUILD/kvt_bench_gpu" "$ROOT/tools/bench/gpu/kvt_bench_gpu.c" \
     "$ROOT/tools/bench/kvt_bench_kernels.c" "$ROOT/tools/bench/kvt_bench_transfer.c" \
+    "$ROOT/tools/bench/kvt_bench_transfer_attn.c" \
     "$ROOT/tools/bench/kvt_bench_report.c" $LIBS
 echo "built in $BUILD:"; ls "$BUILD"
 #  Extra bench binaries with kernel tuning macros, for same-run comparisons:
@@ -64,6 +65,7 @@ for variant in ${VARIANTS:-}; do
     ar rcs "$BUILD/libkvt_kernels_$suffix.a" "${vobjs[@]}"
     gcc $CFLAGS -o "$BUILD/kvt_bench_gpu_$suffix" "$ROOT/tools/bench/gpu/kvt_bench_gpu.c" \
         "$ROOT/tools/bench/kvt_bench_kernels.c" "$ROOT/tools/bench/kvt_bench_transfer.c" \
+        "$ROOT/tools/bench/kvt_bench_transfer_attn.c" \
         "$ROOT/tools/bench/kvt_bench_report.c" -L"$BUILD" -lkvt_kernels_$suffix \
         -L"$CUDA_HOME/lib64" -lcublas -lcudart_static -ldl -lrt -lpthread -lstdc++ -lm
     for vt in block_copy paged_prefill fp8_attention; do
