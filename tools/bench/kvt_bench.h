@@ -19,6 +19,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct _kvt_bench_report_t kvt_bench_report_t;
 
@@ -50,6 +51,13 @@ int
     kvt_bench_compare_double (const void *a, const void *b);
 double
     kvt_bench_median (double *values, size_t count);
+
+#ifdef KVT_WITH_CUDA
+//  GPU benches (kvt_bench_kernels.c): fill 'bytes' of device memory with
+//  random bf16 in [-1, 1) drawn from 'seed'; exits on a CUDA failure.
+void
+    kvt_bench_fill_device (void *device, size_t bytes, uint64_t *seed);
+#endif
 
 int kvt_bench_runtime_main (int argc, char **argv);    //  LOOKUP round trip vs raw ZeroMQ
 int kvt_bench_kernels_main (int argc, char **argv);    //  GPU kernels vs cuDNN/cuBLAS

@@ -134,8 +134,9 @@ s_time_us (s_launch_fn *launch, void *context, cudaStream_t stream, int reps)
 
 //  Fill 'bytes' of device memory with random bf16 in [-1, 1) from a 64 MiB
 //  host pattern (random, never zeros; repetition does not change the cost).
-static void
-s_fill_device (void *device, size_t bytes, uint64_t *seed)
+//  Shared with the transfer bench (kvt_bench.h).
+void
+kvt_bench_fill_device (void *device, size_t bytes, uint64_t *seed)
 {
     size_t pattern_bytes = 64u << 20;
     if (pattern_bytes > bytes)
@@ -260,9 +261,9 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seq
     S_CHECK (cudaMalloc (&d_out, (size_t) seqs * heads * dim * 2));
     S_CHECK (cudaMalloc ((void **) &d_table, blocks * 4));
     S_CHECK (cudaMalloc ((void **) &d_lens, seqs * 4));
-    s_fill_device (d_k, blocks * block_bytes, seed);
-    s_fill_device (d_v, blocks * block_bytes, seed);
-    s_fill_device (d_q, (size_t) seqs * heads * dim * 2, seed);
+    kvt_bench_fill_device (d_k, blocks * block_bytes, seed);
+    kvt_bench_fill_device (d_v, blocks * block_bytes, seed);
+    kvt_bench_fill_device (d_q, (size_t) seqs * heads * dim * 2, seed);
     int32_t *table = s_shuffled_table (seqs, blocks_per_seq, seed);
     S_CHECK (cudaMemcpy (d_table, table, blocks * 4, cudaMemcpyHostToDevice));
     free (table);
@@ -387,9 +388,9 @@ s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int se
     S_CHECK (cudaMalloc ((void **) &d_table, blocks * 4));
     S_CHECK (cudaMalloc ((void **) &d_lens, seqs * 4));
     S_CHECK (cudaMalloc ((void **) &d_qstart, (seqs + 1) * 4));
-    s_fill_device (d_k, blocks * block_bytes, seed);
-    s_fill_device (d_v, blocks * block_bytes, seed);
-    s_fill_device (d_q, q_bytes, seed);
+    kvt_bench_fill_device (d_k, blocks * block_bytes, seed);
+    kvt_bench_fill_device (d_v, blocks * block_bytes, seed);
+    kvt_bench_fill_device (d_q, q_bytes, seed);
     int32_t *table = s_shuffled_table (seqs, blocks_per_seq, seed);
     S_CHECK (cudaMemcpy (d_table, table, blocks * 4, cudaMemcpyHostToDevice));
     free (table);
@@ -508,7 +509,7 @@ kvt_bench_kernels_main (int argc, char **argv)
     s_memcpy_ctx_t copy = { .bytes = 1u << 30 };
     S_CHECK (cudaMalloc (&copy.dst, copy.bytes));
     S_CHECK (cudaMalloc ((void **) &copy.src, copy.bytes));
-    s_fill_device ((void *) copy.src, copy.bytes, &seed);
+    kvt_bench_fill_device ((void *) copy.src, copy.bytes, &seed);
     double copy_us = s_time_us (s_memcpy_launch, &copy, stream, reps);
     double memcpy_tbps = 2.0 * copy.bytes / (copy_us * 1e-6) / 1e12;
     cudaFree (copy.dst);

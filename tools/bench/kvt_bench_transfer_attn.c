@@ -31,23 +31,6 @@
 #define S_LAYERS     32             //  Layers of the 8B shape
 #define S_CHUNK      ((int64_t) 2 * S_KV_HEADS * S_BT * S_DIM * 2)     //  One layer of one block: 64 KiB
 
-//  Fill 'bytes' of device memory with random bf16 in [-1, 1) from a 64 MiB
-//  host pattern.
-static void
-s_fill_device (void *device, size_t bytes, uint64_t *seed)
-{
-    size_t pattern_bytes = 64u << 20;
-    if (pattern_bytes > bytes)
-        pattern_bytes = bytes;
-    void *host = malloc (pattern_bytes);
-    kvt_kdtype_fill_random (KVT_KDTYPE_BF16, host, pattern_bytes / 2, 1.0f, seed);
-    for (size_t done = 0; done < bytes; done += pattern_bytes) {
-        size_t n = bytes - done < pattern_bytes? bytes - done: pattern_bytes;
-        KVT_BENCH_CUDA_CHECK (cudaMemcpy ((char *) device + done, host, n, cudaMemcpyHostToDevice));
-    }
-    free (host);
-}
-
 //  Queue one host->GPU batch on 'stream': path 1 kernel, 2 copy engines,
 //  3 staged through 'stage' (ce_args' host slots then come in runs).
 static void
@@ -99,8 +82,8 @@ kvt_bench_transfer_beside (kvt_bench_report_t *report, kvt_bench_transfer_t *sel
     KVT_BENCH_CUDA_CHECK (cudaMalloc (&d_out, (size_t) seqs * S_HEADS * S_DIM * 2));
     KVT_BENCH_CUDA_CHECK (cudaMalloc ((void **) &d_table, blocks * 4));
     KVT_BENCH_CUDA_CHECK (cudaMalloc ((void **) &d_lens, seqs * 4));
-    s_fill_device (d_kv, blocks * S_CHUNK, seed);
-    s_fill_device (d_q, (size_t) seqs * S_HEADS * S_DIM * 2, seed);
+    kvt_bench_fill_device (d_kv, blocks * S_CHUNK, seed);
+    kvt_bench_fill_device (d_q, (size_t) seqs * S_HEADS * S_DIM * 2, seed);
     int64_t *order = (int64_t *) malloc (blocks * sizeof (int64_t));
     kvt_bench_transfer_shuffle (order, blocks, seed);
     int32_t *table = (int32_t *) malloc (blocks * sizeof (int32_t));
@@ -378,8 +361,8 @@ kvt_bench_transfer_step (kvt_bench_report_t *report, int seqs, int len, int stre
     KVT_BENCH_CUDA_CHECK (cudaHostAlloc (&host, (size_t) count * block_bytes,
                             cudaHostAllocMapped | cudaHostAllocPortable));
     KVT_BENCH_CUDA_CHECK (cudaHostGetDevicePointer (&host_dev, host, 0));
-    s_fill_device (d_slab, blocks * block_bytes, seed);
-    s_fill_device (d_q, out_bytes, seed);
+    kvt_bench_fill_device (d_slab, blocks * block_bytes, seed);
+    kvt_bench_fill_device (d_q, out_bytes, seed);
     kvt_kdtype_fill_random (KVT_KDTYPE_BF16, host, (size_t) count * block_bytes / 2, 1.0f, seed);
     int64_t *order = (int64_t *) malloc (blocks * sizeof (int64_t));
     kvt_bench_transfer_shuffle (order, blocks, seed);
