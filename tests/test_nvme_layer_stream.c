@@ -133,18 +133,16 @@ static void
 s_run (const char *const *extra, s_out_t *out, int flip_block, size_t flip_offset,
        uint64_t run_errors, s_check_fn *check)
 {
-    kvt_config_t *config = s_config (extra);
-    kvt_runtime_t *runtime = t_start_runtime (config);
-    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-    t_check (client);
+    t_session_t session;
+    t_session_start (&session, s_config (extra), "test_nvme_layer_stream", 30000);
+    kvt_client_t *client = session.client;
+    kvt_runtime_t *runtime = session.runtime;
     s_scenario (client, runtime, out, flip_block, flip_offset);
     t_check (t_stat (client, "compute.run_errors") == run_errors);
     t_check (t_stat (client, "scheduler.errors") == 0);
     if (check)
         check (client, out);
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    t_session_end (&session);
 }
 
 //  Wait (up to a second) until counter 'key' reads 'want'
@@ -270,12 +268,10 @@ s_longer_than_before (const char *caching, uint64_t *tokens_out)
     const char *const extra [] = { "migration/nvme_layer_groups=4",
                                    "migration/test_group_delay_ms=200",
                                    "tier_gpu/capacity_blocks=128", caching, NULL };
-    kvt_config_t *config = s_config (extra);
-    kvt_runtime_t *runtime = t_start_runtime (config);
-    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-    t_check (client);
-    kvt_client_hello_t hello;
-    t_ok (kvt_client_hello (client, "test_nvme_layer_stream", &hello));
+    t_session_t session;
+    t_session_start (&session, s_config (extra), "test_nvme_layer_stream", 30000);
+    kvt_client_t *client = session.client;
+    const kvt_client_hello_t hello = session.hello;
     const size_t prefix = S_BLOCKS * hello.block_tokens;
     const size_t count = prefix + S_LONGER_BLOCKS * hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, hello.vocab, 13);
@@ -294,9 +290,7 @@ s_longer_than_before (const char *caching, uint64_t *tokens_out)
     kvt_client_generate_fini (&first);
     kvt_client_generate_fini (&longer);
     free (tokens);
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    t_session_end (&session);
 }
 
 int
@@ -354,12 +348,10 @@ main (int argc, char **argv)
     snprintf (option, sizeof (option), "tier_nvme/dir=%s", dir);
     const char *const write_v1 [] = { "migration/nvme_layer_groups=1", option, NULL };
     {
-        kvt_config_t *config = s_config (write_v1);
-        kvt_runtime_t *runtime = t_start_runtime (config);
-        kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-        t_check (client);
-        kvt_client_hello_t hello;
-        t_ok (kvt_client_hello (client, "test_nvme_layer_stream", &hello));
+        t_session_t session;
+        t_session_start (&session, s_config (write_v1), "test_nvme_layer_stream", 30000);
+        kvt_client_t *client = session.client;
+        const kvt_client_hello_t hello = session.hello;
         const size_t count = S_BLOCKS * hello.block_tokens + 3;
         uint64_t *tokens = t_tokens (count, hello.vocab, 11);
         kvt_client_generate_t result;
@@ -370,18 +362,14 @@ main (int argc, char **argv)
         t_check (moved == S_BLOCKS);
         kvt_client_generate_fini (&result);
         free (tokens);
-        kvt_client_destroy (&client);
-        kvt_runtime_destroy (&runtime);
-        kvt_config_destroy (&config);
+        t_session_end (&session);
     }
     const char *const read_v2 [] = { "migration/nvme_layer_groups=4", option, NULL };
     {
-        kvt_config_t *config = s_config (read_v2);
-        kvt_runtime_t *runtime = t_start_runtime (config);
-        kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-        t_check (client);
-        kvt_client_hello_t hello;
-        t_ok (kvt_client_hello (client, "test_nvme_layer_stream", &hello));
+        t_session_t session;
+        t_session_start (&session, s_config (read_v2), "test_nvme_layer_stream", 30000);
+        kvt_client_t *client = session.client;
+        const kvt_client_hello_t hello = session.hello;
         const size_t count = S_BLOCKS * hello.block_tokens + 3;
         uint64_t *tokens = t_tokens (count, hello.vocab, 11);
         t_ok (kvt_client_generate (client, "t", tokens, count, S_NEW, &restarted.again));
@@ -390,9 +378,7 @@ main (int argc, char **argv)
                          S_NEW * sizeof (uint64_t)) == 0);
         s_check_v1 (client, &restarted);
         free (tokens);
-        kvt_client_destroy (&client);
-        kvt_runtime_destroy (&runtime);
-        kvt_config_destroy (&config);
+        t_session_end (&session);
     }
     char command [sizeof (dir) + 16];
     snprintf (command, sizeof (command), "rm -rf '%s'", dir);

@@ -62,11 +62,10 @@ s_round_trip (const char *cold, bool through, bool processes,
     const char *overrides [] = { "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256", cold_key, through_key,
         processes? "migration/mode=process": NULL, "tier_host/mode=process", NULL };
-    kvt_config_t *config = t_config (overrides);
-    kvt_runtime_t *runtime = t_start_runtime (config);
-    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-    kvt_client_hello_t hello;
-    t_ok (kvt_client_hello (client, "test_write_through", &hello));
+    t_session_t session;
+    t_session_start (&session, t_config (overrides), "test_write_through", 30000);
+    kvt_client_t *client = session.client;
+    const kvt_client_hello_t hello = session.hello;
     size_t count = S_BLOCKS * hello.block_tokens + 2;
     uint64_t *tokens = t_tokens (count, hello.vocab, 21);
 
@@ -145,9 +144,7 @@ s_round_trip (const char *cold, bool through, bool processes,
             t_stat (client, "migration.write_through_copies"), from_shadow,
             bytes_after - bytes_before);
     free (tokens);
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    t_session_end (&session);
 }
 
 #define S_PROMPTS 12                //  Prompts of the pressure test
@@ -160,11 +157,10 @@ s_pressure (void)
 {
     //  The answers with caching off
     const char *off [] = { "scheduler/caching=0", NULL };
-    kvt_config_t *config = t_config (off);
-    kvt_runtime_t *runtime = t_start_runtime (config);
-    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-    kvt_client_hello_t hello;
-    t_ok (kvt_client_hello (client, "test_write_through", &hello));
+    t_session_t session;
+    t_session_start (&session, t_config (off), "test_write_through", 30000);
+    kvt_client_t *client = session.client;
+    const kvt_client_hello_t hello = session.hello;
     size_t count = S_PROMPT_BLOCKS * hello.block_tokens + 3;
     uint64_t *tokens [S_PROMPTS];
     kvt_client_generate_t reference [S_PROMPTS];
@@ -172,16 +168,12 @@ s_pressure (void)
         tokens [p] = t_tokens (count, hello.vocab, 100 + p);
         s_generate (client, tokens [p], count, &reference [p]);
     }
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    t_session_end (&session);
 
     const char *overrides [] = { "tier_gpu/capacity_blocks=16", "tier_host/capacity_blocks=8",
         "tier_nvme/capacity_blocks=64", "migration/write_through=1", NULL };
-    config = t_config (overrides);
-    runtime = t_start_runtime (config);
-    client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-    t_ok (kvt_client_hello (client, "test_write_through", &hello));
+    t_session_start (&session, t_config (overrides), "test_write_through", 30000);
+    client = session.client;
     uint64_t inserted = 0;
     for (int round = 0; round < 2; round++)
         for (int p = 0; p < S_PROMPTS; p++) {
@@ -212,9 +204,7 @@ s_pressure (void)
         free (tokens [p]);
         kvt_client_generate_fini (&reference [p]);
     }
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    t_session_end (&session);
 }
 
 int
@@ -222,19 +212,16 @@ main (void)
 {
     //  The answer with caching off
     const char *off [] = { "scheduler/caching=0", NULL };
-    kvt_config_t *config = t_config (off);
-    kvt_runtime_t *runtime = t_start_runtime (config);
-    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-    kvt_client_hello_t hello;
-    t_ok (kvt_client_hello (client, "test_write_through", &hello));
+    t_session_t session;
+    t_session_start (&session, t_config (off), "test_write_through", 30000);
+    kvt_client_t *client = session.client;
+    const kvt_client_hello_t hello = session.hello;
     size_t count = S_BLOCKS * hello.block_tokens + 2;
     uint64_t *tokens = t_tokens (count, hello.vocab, 21);
     kvt_client_generate_t reference;
     s_generate (client, tokens, count, &reference);
     free (tokens);
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    t_session_end (&session);
 
     kvt_client_generate_t out;
     s_round_trip ("bf16", false, false, &reference, &out);

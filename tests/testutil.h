@@ -60,6 +60,37 @@ t_start_runtime (const kvt_config_t *config)
     return runtime;
 }
 
+//  A runtime started in this process, a client connected to it over its
+//  ipc endpoint, and the server's HELLO: what most scenarios open first
+typedef struct {
+    kvt_config_t *config;           //  Taken from the caller, destroyed by t_session_end
+    kvt_runtime_t *runtime;         //  Started on 'config'
+    kvt_client_t *client;           //  Its client
+    kvt_client_hello_t hello;       //  HELLO answer
+} t_session_t;
+
+//  Start a runtime on 'config' (the session owns it from here), connect a
+//  client with 'timeout_ms' per call, say HELLO as 'name'. Fails the test
+//  if any step fails.
+static inline void
+t_session_start (t_session_t *self, kvt_config_t *config, const char *name, int timeout_ms)
+{
+    self->config = config;
+    self->runtime = t_start_runtime (config);
+    self->client = kvt_client_new (kvt_runtime_ipc_endpoint (self->runtime), timeout_ms);
+    t_check (self->client);
+    t_ok (kvt_client_hello (self->client, name, &self->hello));
+}
+
+//  Close the client, stop the runtime, destroy the config.
+static inline void
+t_session_end (t_session_t *self)
+{
+    kvt_client_destroy (&self->client);
+    kvt_runtime_destroy (&self->runtime);
+    kvt_config_destroy (&self->config);
+}
+
 //  One STATS counter by its "actor.name" key (0 if the server has none).
 static inline uint64_t
 t_stat (kvt_client_t *client, const char *key)
