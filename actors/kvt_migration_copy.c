@@ -162,11 +162,11 @@ s_gpu_copy_new (self_t *self)
 
 //  Queue 'count' block copies between a device slab and the pinned host
 //  slab (or inside the device) on the copy stream: kernel or copy engines
-//  by block size, or the staged path for small blocks whose host slots
-//  come in long runs. Returns 0 once queued, or an error.
+//  by block size, or the staged path when the batch's host slots come in
+//  runs ('host_runs', from s_host_runs). Returns 0 once queued, or an error.
 static int
 s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
-                     kvt_arena_t *dst, const uint64_t *to_slots, size_t count)
+                     kvt_arena_t *dst, const uint64_t *to_slots, size_t count, bool host_runs)
 {
     if (count == 0)
         return 0;
@@ -186,9 +186,8 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
     int rc;
     //  Host arena <-> GPU slab with long host runs: the staged path
     bool host_is_dst = !kvt_arena_on_device (dst);
-    bool staged = !copy->stage_failed
-               && kvt_arena_on_device (src) != kvt_arena_on_device (dst)
-               && kvt_block_copy_stage_suits (&args, host_is_dst);
+    bool staged = host_runs && !copy->stage_failed
+               && kvt_arena_on_device (src) != kvt_arena_on_device (dst);
     if (staged && !copy->stage) {
         copy->stage = kvt_block_stage_new (S_STAGING_BYTES);
         if (!copy->stage) {
@@ -285,14 +284,14 @@ s_fp8_ref (self_t *self, int from, const uint64_t *from_slots, const uint64_t *t
     return rc;
 }
 
-//  Count whether a batch's host slots come in runs: what the staged path
-//  needs (kvt_block_copy_stage_suits), counted in every build, so that a
-//  run under pressure shows how often the host tier still has free runs
+//  Whether a batch's host slots come in runs: what the staged path needs
+//  (kvt_block_copy_stage_suits). Counted in every build, so that a run
+//  under pressure shows how often the host tier still has free runs
 //  (blocks of such batches: copy_blocks_host_runs, of the others:
 //  copy_blocks_host_scattered; issue #3).
-static void
-s_count_layout (self_t *self, int from, const uint64_t *from_slots, const uint64_t *to_slots,
-                size_t count)
+static bool
+s_host_runs (self_t *self, int from, const uint64_t *from_slots, const uint64_t *to_slots,
+             size_t count)
 {
     kvt_arena_t *src = self->arenas [from];
     kvt_arena_t *dst = self->arenas [from == KVT_TIER_GPU? KVT_TIER_HOST: KVT_TIER_GPU];
@@ -306,6 +305,7 @@ s_count_layout (self_t *self, int from, const uint64_t *from_slots, const uint64
              && kvt_block_copy_stage_suits (&args, from == KVT_TIER_GPU);
     kvt_actor_count (self->actor, runs? "copy_blocks_host_runs": "copy_blocks_host_scattered",
                      count);
+    return runs;
 }
 
 //  Copy blocks between the two memory slabs (GPU tier <-> host tier), then
@@ -324,8 +324,7 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
     uint64_t moved = self->cold_fp8? kvt_migration_cold_bytes (self, count): bytes * count;
     int rc = 0;
     const char *direction = from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu";
-    if (count > 0)
-        s_count_layout (self, from, from_slots, to_slots, count);
+    bool host_runs = count > 0 && s_host_runs (self, from, from_slots, to_slots, count);
 #ifdef KVT_WITH_CUDA
     if (kvt_arena_on_device (src) || kvt_arena_on_device (dst)) {
         //  Even an empty copy goes through the stream, so that 'cont'
@@ -333,7 +332,8 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
         rc = self->gpu_copy? 0: s_gpu_copy_new (self);
         if (rc == 0)
             rc = self->cold_fp8? s_fp8_queue (self, from, from_slots, to_slots, count)
-                               : s_copy_blocks_queue (self, src, from_slots, dst, to_slots, count);
+                               : s_copy_blocks_queue (self, src, from_slots, dst, to_slots, count,
+                                                     host_runs);
         if (rc) {
             kvt_log_error ("migration: copying %zu blocks %s failed: %s", count,
                            from == KVT_TIER_GPU? "GPU -> host": "host -> GPU", kvt_strerror (rc));
@@ -359,6 +359,7 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
         return;
     }
 #endif
+    (void) host_runs;               //  Host memory on both sides: memcpy, counted only
     if (self->cold_fp8) {
         rc = s_fp8_ref (self, from, from_slots, to_slots, count);
         if (rc) {
