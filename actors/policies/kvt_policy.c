@@ -34,6 +34,7 @@ static const kvt_policy_ops_t *s_builtins [] = {
     &kvt_policy_s3fifo_ops,
     &kvt_policy_prefix_value_ops,
     &kvt_policy_adaptive_ops,
+    &kvt_policy_density_ops,
     &kvt_policy_belady_ops,
     &kvt_policy_oracle_reuse_ops,
 };

@@ -1,0 +1,966 @@
+/*  =========================================================================
+    kvt_policy_density - hit density per class, learned from a ghost sample
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    "prefix-density". Each cached block belongs to a class known when it
+    is offered: the bucket of its lineage's last inter-turn gap (the time
+    since the request's deepest earlier-offered block was last offered;
+    none for a first turn) x whether the block was offered before (within
+    a lineage history of 8 x capacity ids) or is cached. For each class
+    the policy learns how long blocks wait until they are offered again,
+    from a ghost: a 1-in-16 spatial sample of offered ids, remembered for
+    2 x capacity sampled ids (so about 32 capacities of traffic, longer
+    than any block stays in the cache, and so the policy sees the reuses
+    that come after the cache's residence time). From the reuse ages it
+    builds, per class and age a, the hit density: the best hits per
+    block-time a block of that age can still earn, i.e. the steepest
+    segment of the upper hull of (hits, block-time) from a on (LHD,
+    Beckmann et al., NSDI'18, with the ages of a ghost instead of the
+    cache's own hits). Eviction takes the least dense of 32 leaves drawn
+    at random (so the cache stays prefix-closed); an offer whose density
+    at age 0 is below that victim's is declined, as are partial blocks and
+    blocks whose parent is not cached. The table is rebuilt every 1024
+    ghost events (reuses and expiries), old events decayed by 0.9, so its
+    cost per access is bounded. A tier that never sees begin_request (a
+    lower tier) learns from the offers and uses it is given instead, with
+    two classes: new to the tier, or used while in it.
+    Options: seed=N (victim sampling), samples=N (leaves drawn per
+    eviction, 1..256), gap=0 (classes by "offered before" only),
+    ghost=X and history=X (their sizes in capacities, default 2 and 8).
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_policy.h"
+#include "kvt_policy_util.h"
+
+#define S_SAMPLE_BITS 4             //  The ghost sees 1 in 16 block ids
+#define S_GHOST_FACTOR 2            //  Ghost size, in capacities of sampled ids
+#define S_HISTORY_FACTOR 8          //  Lineage history, in capacities of ids
+#define S_EVERY 1024                //  Ghost events between table rebuilds (at least)
+#define S_CENSUS_COST 64            //  Most ghost entries walked per event, amortized
+#define S_DECAY 0.9                 //  Weight of old events at each rebuild
+#define S_SAMPLES 32                //  Leaves drawn per eviction
+#define S_GAP_BUCKETS 12            //  First turn, then log4 of the gap, 11 at most
+#define S_CLASSES (2 * S_GAP_BUCKETS)   //  Gap bucket x offered before
+#define S_BINS 72                   //  Age bins: 4 per octave, ages 0..3 exact
+#define S_AGE_LIMIT (1 << 19)       //  Ages counted in the bins' widths
+
+//  One remembered offer (ghost or lineage history)
+typedef struct {
+    uint64_t id;                    //  Block id
+    int64_t time;                   //  Request clock of its last offer
+    uint32_t older;                 //  Towards the oldest entry
+    uint32_t newer;                 //  Towards the newest entry
+    uint8_t cls;                    //  Class at its last offer
+    uint8_t live;                   //  1 while remembered
+} s_entry_t;
+
+//  Offers in order of their last offer, at most 'max'
+typedef struct {
+    kvt_idmap_t map;                //  id -> entry
+    kvt_nodepool_t pool;            //  Owns the entries
+    s_entry_t *entries;             //  pool.items
+    uint32_t oldest;                //  Least recent entry, or NONE
+    uint32_t newest;                //  Most recent entry, or NONE
+    size_t count;                   //  Entries remembered
+    size_t max;                     //  Entries kept at most
+} s_recent_t;
+
+//  One cached block
+typedef struct {
+    uint64_t id;                    //  Block id
+    int64_t time;                   //  Request clock of its last use
+    uint32_t parent;                //  Cached parent node, or NONE
+    uint32_t child;                 //  First cached child, or NONE (a leaf)
+    uint32_t prev_sibling;          //  Sibling list under the parent
+    uint32_t next_sibling;          //  Sibling list under the parent
+    uint32_t leaf_at;               //  Place in the leaves array, or NONE
+    uint8_t cls;                    //  Class at its last use
+} s_node_t;
+
+//  A leaf, with a copy of what its density needs (one cache line per draw)
+typedef struct {
+    int64_t time;                   //  Request clock of its last use
+    uint32_t node;                  //  Its node
+    uint8_t cls;                    //  Class at its last use
+} s_leaf_t;
+
+typedef struct {
+    kvt_idmap_t map;                //  Cached id -> node
+    kvt_nodepool_t pool;            //  Owns the nodes
+    s_node_t *nodes;                //  pool.items
+    s_leaf_t *leaves;               //  Cached nodes with no cached child
+    size_t leaf_count;              //  Entries in leaves
+    size_t leaf_max;                //  Room in leaves
+    s_recent_t ghost;               //  Sampled offers: reuse ages per class
+    s_recent_t history;             //  All full offers at depth >= 1: lineages
+    double hits [S_CLASSES][S_BINS];    //  Ghost reuses per class and age (decayed)
+    double expired [S_CLASSES][S_BINS]; //  Ghost expiries per class and age (decayed)
+    double density [S_CLASSES][S_BINS]; //  Hits per block-time from each age on
+    double census [S_CLASSES][S_BINS];  //  Ghost entries waiting, per class and age
+    double width [S_BINS];          //  Integer ages in each bin
+    size_t capacity;                //  Blocks the tier holds
+    size_t every;                   //  Events between rebuilds
+    size_t events;                  //  Events since the last rebuild
+    int64_t now;                    //  Latest request clock seen
+    uint64_t rng;                   //  splitmix64 state (victim sampling)
+    uint8_t *request_cls;           //  Class of each block of the open request
+    uint32_t *request_at;           //  Its history entry at begin_request, or NONE
+    size_t request_max;             //  Room in request_cls and request_at
+    const kvt_policy_block_t *request;  //  Blocks of the open request, or NULL
+    size_t request_count;           //  Blocks in it
+    int samples;                    //  Leaves drawn per eviction
+    bool gap_classes;               //  Classes use the gap bucket
+    bool requests_seen;             //  begin_request was called at least once
+    uint64_t declined;              //  Offers declined as less dense than the victim
+} s_self_t;
+
+//  --------------------------------------------------------------------------
+//  Age bins: ages 0..3 one bin each, then 4 bins per octave (bin = floor
+//  (4 log2 age)), the last bin open-ended.
+
+static int
+s_bin (int64_t age)
+{
+    if (age < 4)
+        return age < 0? 0: (int) age;
+    //  age = 2^octave x (1 + fraction / 2^52), exactly (ages < 2^53); the
+    //  thresholds are ceil ((2^(q/4) - 1) x 2^52)
+    double exact = (double) age;
+    uint64_t bits;
+    memcpy (&bits, &exact, sizeof (bits));
+    int octave = (int) (bits >> 52) - 1023;
+    uint64_t fraction = bits & ((UINT64_C (1) << 52) - 1);
+    int bin = 4 * octave + (fraction >= UINT64_C (0x306fe0a31b716))    //  2^(1/4) - 1
+                         + (fraction >= UINT64_C (0x6a09e667f3bcd))    //  2^(1/2) - 1
+                         + (fraction >= UINT64_C (0xae89f995ad3ae));   //  2^(3/4) - 1
+    return bin < S_BINS? bin: S_BINS - 1;
+}
+
+//  Smallest age in [0, S_AGE_LIMIT] whose bin is at least 'bin'.
+static int64_t
+s_bin_start (int bin)
+{
+    int64_t low = 0, high = S_AGE_LIMIT;
+    while (low < high) {
+        int64_t mid = (low + high) / 2;
+        if (s_bin (mid) >= bin)
+            high = mid;
+        else
+            low = mid + 1;
+    }
+    return low;
+}
+
+//  splitmix64: next value of the stream at 'state'.
+static uint64_t
+s_random (uint64_t *state)
+{
+    uint64_t z = (*state += UINT64_C (0x9E3779B97F4A7C15));
+    z = (z ^ (z >> 30)) * UINT64_C (0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)) * UINT64_C (0x94D049BB133111EB);
+    return z ^ (z >> 31);
+}
+
+//  True for the 1 in 16 block ids the ghost sees.
+static bool
+s_sampled (uint64_t id)
+{
+    return (id * UINT64_C (0x9E3779B97F4A7C15)) >> (64 - S_SAMPLE_BITS) == 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Recent offers: an LRU list of ids with the time and class of their last
+//  offer.
+
+//  Init an empty list of at most 'max' ids (16 at least).
+static void
+s_recent_init (s_recent_t *self, size_t max)
+{
+    memset (self, 0, sizeof (*self));
+    self->max = max < 16? 16: max;
+    kvt_nodepool_init (&self->pool, self->max + 2, sizeof (s_entry_t));
+    self->entries = (s_entry_t *) self->pool.items;
+    kvt_idmap_init (&self->map, self->max + 2);
+    self->oldest = self->newest = KVT_IDMAP_NONE;
+}
+
+//  Free a list; leaves it zeroed.
+static void
+s_recent_fini (s_recent_t *self)
+{
+    kvt_idmap_fini (&self->map);
+    kvt_nodepool_fini (&self->pool);
+    memset (self, 0, sizeof (*self));
+}
+
+//  Take entry 'at' out of the order (it stays allocated).
+static void
+s_recent_unlink (s_recent_t *self, uint32_t at)
+{
+    s_entry_t *entry = &self->entries [at];
+    if (entry->older != KVT_IDMAP_NONE)
+        self->entries [entry->older].newer = entry->newer;
+    else
+        self->oldest = entry->newer;
+    if (entry->newer != KVT_IDMAP_NONE)
+        self->entries [entry->newer].older = entry->older;
+    else
+        self->newest = entry->older;
+}
+
+//  Entry of 'id', or NONE.
+static uint32_t
+s_recent_find (const s_recent_t *self, uint64_t id)
+{
+    return kvt_idmap_get (&self->map, id);
+}
+
+//  Record an offer of 'id' at 'time' in class 'cls' as the newest; 'at' is
+//  its entry (from s_recent_find) or NONE. May leave count = max + 1.
+static void
+s_recent_set (s_recent_t *self, uint32_t at, uint64_t id, int64_t time, uint8_t cls)
+{
+    if (at == KVT_IDMAP_NONE) {
+        at = kvt_nodepool_take (&self->pool);
+        self->entries = (s_entry_t *) self->pool.items;     //  May have moved
+        self->entries [at].id = id;
+        self->entries [at].live = 1;
+        kvt_idmap_put (&self->map, id, at);
+        self->count++;
+    }
+    else
+        s_recent_unlink (self, at);
+    s_entry_t *entry = &self->entries [at];
+    entry->time = time;
+    entry->cls = cls;
+    entry->newer = KVT_IDMAP_NONE;
+    entry->older = self->newest;
+    if (self->newest != KVT_IDMAP_NONE)
+        self->entries [self->newest].newer = at;
+    else
+        self->oldest = at;
+    self->newest = at;
+}
+
+//  Forget the oldest entry if over 'max'; true with it in *gone if one was.
+static bool
+s_recent_trim (s_recent_t *self, s_entry_t *gone)
+{
+    if (self->count <= self->max)
+        return false;
+    uint32_t at = self->oldest;
+    *gone = self->entries [at];
+    s_recent_unlink (self, at);
+    kvt_idmap_remove (&self->map, gone->id);
+    self->entries [at].live = 0;
+    kvt_nodepool_put (&self->pool, at);
+    self->count--;
+    return true;
+}
+
+//  --------------------------------------------------------------------------
+//  The cached blocks: a forest by parent, with the leaves in an array for
+//  uniform draws.
+
+//  'node' became a leaf.
+static void
+s_leaf_add (s_self_t *self, uint32_t node)
+{
+    if (self->leaf_count == self->leaf_max) {
+        self->leaf_max *= 2;
+        self->leaves = (s_leaf_t *) realloc (self->leaves, self->leaf_max * sizeof (s_leaf_t));
+        if (!self->leaves)
+            abort ();
+    }
+    s_node_t *n = &self->nodes [node];
+    n->leaf_at = (uint32_t) self->leaf_count;
+    self->leaves [self->leaf_count++] = (s_leaf_t) { .time = n->time, .node = node,
+                                                     .cls = n->cls };
+}
+
+//  'node' is no longer a leaf (or no longer cached); no-op if it was not one.
+static void
+s_leaf_remove (s_self_t *self, uint32_t node)
+{
+    uint32_t at = self->nodes [node].leaf_at;
+    if (at == KVT_IDMAP_NONE)
+        return;
+    s_leaf_t last = self->leaves [--self->leaf_count];
+    self->leaves [at] = last;
+    self->nodes [last.node].leaf_at = at;
+    self->nodes [node].leaf_at = KVT_IDMAP_NONE;
+}
+
+//  Cached 'node' used at 'time' in class 'cls'.
+static void
+s_cache_touch (s_self_t *self, uint32_t node, int64_t time, uint8_t cls)
+{
+    s_node_t *n = &self->nodes [node];
+    n->time = time;
+    n->cls = cls;
+    if (n->leaf_at != KVT_IDMAP_NONE) {
+        self->leaves [n->leaf_at].time = time;
+        self->leaves [n->leaf_at].cls = cls;
+    }
+}
+
+//  Cache 'block' in class 'cls' (a block the host holds twice is used again).
+static void
+s_cache_insert (s_self_t *self, const kvt_policy_block_t *block, uint8_t cls)
+{
+    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    if (node != KVT_IDMAP_NONE) {
+        s_cache_touch (self, node, block->now, cls);
+        return;
+    }
+    node = kvt_nodepool_take (&self->pool);
+    self->nodes = (s_node_t *) self->pool.items;            //  May have moved
+    kvt_idmap_put (&self->map, block->id, node);
+    s_node_t *n = &self->nodes [node];
+    *n = (s_node_t) { .id = block->id, .time = block->now, .cls = cls,
+                      .parent = KVT_IDMAP_NONE, .child = KVT_IDMAP_NONE,
+                      .prev_sibling = KVT_IDMAP_NONE, .next_sibling = KVT_IDMAP_NONE,
+                      .leaf_at = KVT_IDMAP_NONE };
+    uint32_t parent = block->parent == KVT_POLICY_NO_PARENT
+                    ? KVT_IDMAP_NONE: kvt_idmap_get (&self->map, block->parent);
+    if (parent != KVT_IDMAP_NONE) {
+        s_node_t *p = &self->nodes [parent];
+        if (p->child == KVT_IDMAP_NONE)
+            s_leaf_remove (self, parent);
+        else
+            self->nodes [p->child].prev_sibling = node;
+        n->parent = parent;
+        n->next_sibling = p->child;
+        p->child = node;
+    }
+    s_leaf_add (self, node);
+}
+
+//  Forget cached 'id'; its children (a host may drop a parent) become roots.
+static void
+s_cache_remove (s_self_t *self, uint64_t id)
+{
+    uint32_t node = kvt_idmap_remove (&self->map, id);
+    if (node == KVT_IDMAP_NONE)
+        return;
+    s_node_t *n = &self->nodes [node];
+    s_leaf_remove (self, node);
+    for (uint32_t child = n->child; child != KVT_IDMAP_NONE; ) {
+        uint32_t next = self->nodes [child].next_sibling;
+        self->nodes [child].parent = KVT_IDMAP_NONE;
+        self->nodes [child].prev_sibling = self->nodes [child].next_sibling = KVT_IDMAP_NONE;
+        child = next;
+    }
+    if (n->parent != KVT_IDMAP_NONE) {
+        s_node_t *p = &self->nodes [n->parent];
+        if (n->prev_sibling != KVT_IDMAP_NONE)
+            self->nodes [n->prev_sibling].next_sibling = n->next_sibling;
+        else
+            p->child = n->next_sibling;
+        if (n->next_sibling != KVT_IDMAP_NONE)
+            self->nodes [n->next_sibling].prev_sibling = n->prev_sibling;
+        if (p->child == KVT_IDMAP_NONE)
+            s_leaf_add (self, n->parent);
+    }
+    kvt_nodepool_put (&self->pool, node);
+}
+
+//  --------------------------------------------------------------------------
+//  Learning
+
+//  Rebuild the density table from the ghost's reuses, expiries and the
+//  entries still waiting (counted as alive at their age, not as misses),
+//  then decay the events.
+static void
+s_rebuild (s_self_t *self)
+{
+    double (*census) [S_BINS] = self->census;
+    memset (self->census, 0, sizeof (self->census));
+    const s_entry_t *entries = self->ghost.entries;
+    for (size_t at = 0; at < self->ghost.pool.node_max; at++)
+        if (entries [at].live)
+            census [entries [at].cls][s_bin (self->now - entries [at].time)] += 1;
+    for (int c = 0; c < S_CLASSES; c++) {
+        //  alive [a]: entries that reached age bin a
+        double alive [S_BINS + 1];
+        alive [S_BINS] = 0;
+        for (int a = S_BINS - 1; a >= 0; a--)
+            alive [a] = alive [a + 1] + self->hits [c][a] + self->expired [c][a] + census [c][a];
+        for (int a = 0; a < S_BINS; a++) {
+            double best = 0, hits = 0, time = 0;
+            for (int x = a; x < S_BINS; x++) {
+                hits += self->hits [c][x];
+                time += alive [x] * self->width [x];
+                if (time > 0 && hits / time > best)
+                    best = hits / time;
+            }
+            self->density [c][a] = best;
+        }
+        for (int a = 0; a < S_BINS; a++) {
+            self->hits [c][a] *= S_DECAY;
+            self->expired [c][a] *= S_DECAY;
+        }
+    }
+}
+
+//  One offer of full block 'id' in class 'cls' at 'now': if sampled, a
+//  reuse of its ghost entry (or a new entry), and the oldest entry expires
+//  past the ghost's size.
+static void
+s_learn (s_self_t *self, uint64_t id, uint8_t cls, int64_t now)
+{
+    if (!s_sampled (id))
+        return;
+    uint32_t at = s_recent_find (&self->ghost, id);
+    if (at != KVT_IDMAP_NONE) {
+        const s_entry_t *entry = &self->ghost.entries [at];
+        self->hits [entry->cls][s_bin (now - entry->time)] += 1;
+        self->events++;
+    }
+    s_recent_set (&self->ghost, at, id, now, cls);
+    s_entry_t gone;
+    while (s_recent_trim (&self->ghost, &gone)) {
+        self->expired [gone.cls][s_bin (now - gone.time)] += 1;
+        self->events++;
+    }
+}
+
+//  Rebuild when enough events have come.
+static void
+s_maybe_rebuild (s_self_t *self)
+{
+    if (self->events > self->every) {
+        s_rebuild (self);
+        self->events = 0;
+    }
+}
+
+//  Class of 'block' in the open request if it points into it, else the
+//  class of its last offer in the history, else (a block never offered
+//  through begin_request) first-turn, offered before if cached.
+static uint8_t
+s_class (const s_self_t *self, const kvt_policy_block_t *block)
+{
+    if (self->request) {
+        uintptr_t base = (uintptr_t) self->request, at = (uintptr_t) block;
+        if (at >= base && at < base + self->request_count * sizeof (kvt_policy_block_t))
+            return self->request_cls [(at - base) / sizeof (kvt_policy_block_t)];
+    }
+    uint32_t entry = s_recent_find (&self->history, block->id);
+    if (entry != KVT_IDMAP_NONE)
+        return self->history.entries [entry].cls;
+    return kvt_idmap_get (&self->map, block->id) != KVT_IDMAP_NONE;
+}
+
+//  Density of 'leaf' now.
+static double
+s_density (const s_self_t *self, const s_leaf_t *leaf)
+{
+    return self->density [leaf->cls][s_bin (self->now - leaf->time)];
+}
+
+//  --------------------------------------------------------------------------
+//  Create the policy; NULL if an option is bad.
+
+static void *
+s_create (const kvt_policy_args_t *args)
+{
+    double seed = 1, samples = S_SAMPLES, gap = 1;
+    double ghost = S_GHOST_FACTOR, history = S_HISTORY_FACTOR;
+    const char *keys [] = { "seed", "samples", "gap", "ghost", "history" };
+    double *values [] = { &seed, &samples, &gap, &ghost, &history };
+    bool bad = false;
+    for (size_t k = 0; k < sizeof (keys) / sizeof (keys [0]); k++)
+        bad |= kvt_policy_option (args->options, keys [k], values [k]) == -EINVAL;
+    if (bad || seed < 0 || samples < 1 || samples > 256 || (gap != 0 && gap != 1)
+    ||  ghost < 0.125 || ghost > 64 || history < 1 || history > 64) {
+        kvt_log_error ("prefix-density: options are seed=N>=0, samples=1..256, gap=0|1, "
+                       "ghost=0.125..64, history=1..64 (capacities)");
+        return NULL;
+    }
+    s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
+    self->capacity = args->capacity;
+    self->samples = (int) samples;
+    self->gap_classes = gap != 0;
+    self->rng = (uint64_t) seed;
+    kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (s_node_t));
+    self->nodes = (s_node_t *) self->pool.items;
+    kvt_idmap_init (&self->map, self->pool.node_max);
+    self->leaf_max = args->capacity + 1;
+    self->leaves = (s_leaf_t *) kvt_zmalloc (self->leaf_max * sizeof (s_leaf_t));
+    s_recent_init (&self->ghost, (size_t) (ghost * (double) args->capacity));
+    s_recent_init (&self->history, (size_t) (history * (double) args->capacity));
+    //  The census walks the whole ghost: at most S_CENSUS_COST entries per event
+    self->every = self->ghost.max / S_CENSUS_COST;
+    if (self->every < S_EVERY)
+        self->every = S_EVERY;
+    for (int bin = 0; bin < S_BINS; bin++)
+        self->width [bin] = (double) ((bin + 1 < S_BINS? s_bin_start (bin + 1): S_AGE_LIMIT)
+                                      - s_bin_start (bin));
+    for (int c = 0; c < S_CLASSES; c++)
+        for (int a = 0; a < S_BINS; a++)
+            self->density [c][a] = 1;   //  Nothing learned: all blocks alike
+    return self;
+}
+
+//  Destroy the policy; nulls *state_p.
+static void
+s_destroy (void **state_p)
+{
+    s_self_t *self = (s_self_t *) *state_p;
+    if (self) {
+        free (self->request_cls);
+        free (self->request_at);
+        s_recent_fini (&self->history);
+        s_recent_fini (&self->ghost);
+        free (self->leaves);
+        kvt_idmap_fini (&self->map);
+        kvt_nodepool_fini (&self->pool);
+        free (self);
+        *state_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  A request begins: find its lineage's gap, class each block, feed the
+//  sampled full blocks to the ghost, then record the offers in the history.
+
+static void
+s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
+                 size_t hit_count)
+{
+    (void) hit_count;
+    s_self_t *self = (s_self_t *) state;
+    self->requests_seen = true;
+    if (block_count == 0)
+        return;
+    int64_t now = blocks [0].now;
+    if (now > self->now)
+        self->now = now;
+    if (block_count > self->request_max) {
+        self->request_max = block_count * 2;
+        self->request_cls = (uint8_t *) realloc (self->request_cls, self->request_max);
+        self->request_at = (uint32_t *) realloc (self->request_at,
+                                                 self->request_max * sizeof (uint32_t));
+        if (!self->request_cls || !self->request_at)
+            abort ();
+    }
+    //  History entries (depth 0 is not kept: every request has one)
+    self->request_at [0] = KVT_IDMAP_NONE;
+    for (size_t j = 1; j < block_count; j++)
+        self->request_at [j] = s_recent_find (&self->history, blocks [j].id);
+    //  The lineage: the deepest block offered before; its age is the gap
+    int gap_bucket = 0;
+    for (size_t j = block_count - 1; j > 0 && self->gap_classes; j--) {
+        uint32_t at = self->request_at [j];
+        if (at != KVT_IDMAP_NONE) {
+            int64_t gap = now - self->history.entries [at].time;
+            int log2 = 63 - __builtin_clzll ((unsigned long long) (gap < 0? 0: gap) + 1);
+            gap_bucket = 1 + (log2 / 2 < S_GAP_BUCKETS - 2? log2 / 2: S_GAP_BUCKETS - 2);
+            break;
+        }
+    }
+    for (size_t j = 0; j < block_count; j++) {
+        bool before = self->request_at [j] != KVT_IDMAP_NONE
+                   || kvt_idmap_get (&self->map, blocks [j].id) != KVT_IDMAP_NONE;
+        self->request_cls [j] = (uint8_t) (gap_bucket * 2 + before);
+    }
+    for (size_t j = 0; j < block_count; j++)
+        if (!(blocks [j].flags & KVT_POLICY_BLOCK_PARTIAL))
+            s_learn (self, blocks [j].id, self->request_cls [j], now);
+    s_maybe_rebuild (self);
+    //  Record the offers: first those remembered (found above, so they
+    //  must move before anything is forgotten), then the new ones
+    for (size_t j = 1; j < block_count; j++)
+        if (!(blocks [j].flags & KVT_POLICY_BLOCK_PARTIAL)
+        &&  self->request_at [j] != KVT_IDMAP_NONE)
+            s_recent_set (&self->history, self->request_at [j], blocks [j].id, now,
+                          self->request_cls [j]);
+    for (size_t j = 1; j < block_count; j++) {
+        if ((blocks [j].flags & KVT_POLICY_BLOCK_PARTIAL)
+        ||  self->request_at [j] != KVT_IDMAP_NONE)
+            continue;
+        //  Look again: a request may repeat an id
+        s_recent_set (&self->history, s_recent_find (&self->history, blocks [j].id),
+                      blocks [j].id, now, self->request_cls [j]);
+        s_entry_t gone;
+        s_recent_trim (&self->history, &gone);
+    }
+    self->request = blocks;
+    self->request_count = block_count;
+}
+
+//  A cached block used again: its class and age restart.
+static void
+s_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    if (block->now > self->now)
+        self->now = block->now;
+    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    if (node == KVT_IDMAP_NONE)
+        return;
+    uint8_t cls = s_class (self, block);
+    if (!self->requests_seen) {
+        s_learn (self, block->id, cls, block->now);
+        s_maybe_rebuild (self);
+    }
+    s_cache_touch (self, node, block->now, cls);
+}
+
+//  Decline partial blocks and blocks whose parent is not cached (unless
+//  demoted: the parent may be in a higher tier).
+static bool
+s_admit (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    if (block->now > self->now)
+        self->now = block->now;
+    if (block->flags & KVT_POLICY_BLOCK_PARTIAL)
+        return false;
+    if (!self->requests_seen) {
+        s_learn (self, block->id, s_class (self, block), block->now);
+        s_maybe_rebuild (self);
+    }
+    return block->parent == KVT_POLICY_NO_PARENT
+        || (block->flags & KVT_POLICY_BLOCK_DEMOTED)
+        || kvt_idmap_get (&self->map, block->parent) != KVT_IDMAP_NONE;
+}
+
+//  The least dense of 'samples' leaves drawn at random; the incoming id
+//  (decline) if that leaf is its parent or if the offer is less dense at
+//  age 0 than the leaf is now. A host without an offer (id 0) always gets
+//  a leaf.
+static uint64_t
+s_choose_victim (void *state, const kvt_policy_block_t *incoming)
+{
+    s_self_t *self = (s_self_t *) state;
+    if (incoming->now > self->now)
+        self->now = incoming->now;
+    if (self->leaf_count == 0)
+        return incoming->id;
+    uint32_t victim = KVT_IDMAP_NONE;
+    double victim_density = 0;
+    for (int draw = 0; draw < self->samples; draw++) {
+        uint64_t r = s_random (&self->rng) >> 32;
+        const s_leaf_t *leaf = &self->leaves [(r * self->leaf_count) >> 32];
+        double density = s_density (self, leaf);
+        if (victim == KVT_IDMAP_NONE || density < victim_density) {
+            victim = leaf->node;
+            victim_density = density;
+        }
+    }
+    uint64_t id = self->nodes [victim].id;
+    if (incoming->id != 0) {
+        if (id == incoming->parent)
+            return incoming->id;
+        if (self->density [s_class (self, incoming)][0] < victim_density) {
+            self->declined++;
+            return incoming->id;
+        }
+    }
+    return id;
+}
+
+//  Now cached, in the class of its offer.
+static void
+s_on_insert (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    if (block->now > self->now)
+        self->now = block->now;
+    s_cache_insert (self, block, s_class (self, block));
+}
+
+//  The host dropped 'id'.
+static void
+s_on_evict (void *state, uint64_t id)
+{
+    s_self_t *self = (s_self_t *) state;
+    s_cache_remove (self, id);
+}
+
+//  The request's blocks are no longer valid.
+static void
+s_end_request (void *state)
+{
+    s_self_t *self = (s_self_t *) state;
+    self->request = NULL;
+    self->request_count = 0;
+}
+
+const kvt_policy_ops_t kvt_policy_density_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "prefix-density",
+    .summary = "ours: prefix-closed, evicts the least dense of 32 sampled leaves; hit density "
+               "per (gap, offered before) class learned from a ghost sample",
+    .create = s_create,
+    .destroy = s_destroy,
+    .begin_request = s_begin_request,
+    .on_access = s_on_access,
+    .admit = s_admit,
+    .choose_victim = s_choose_victim,
+    .on_insert = s_on_insert,
+    .on_evict = s_on_evict,
+    .end_request = s_end_request,
+};
+
+//  --------------------------------------------------------------------------
+//  Selftest helpers: a host that follows the kvt_policy.h protocol and
+//  checks, after every decision, that a victim is a cached leaf and that
+//  the cached set is prefix-closed. Block ids are (chain << 20) | (depth
+//  + 1), so a block's parent is id - 1 and its only child id + 1.
+
+#define T_MAX 256                   //  Blocks a test host holds at most
+
+typedef struct {
+    kvt_policy_t *policy;           //  Policy under test
+    kvt_idmap_t held;               //  Cached id -> place in ids
+    uint64_t ids [T_MAX];           //  Cached ids
+    size_t count;                   //  Entries in ids
+    size_t capacity;                //  Tier capacity
+    bool closed;                    //  Check prefix closure and leaf victims
+    uint64_t hits;                  //  Blocks in cached leads
+    uint64_t blocks;                //  Blocks requested
+    uint64_t one_shot_offers;       //  Offers of one-shot blocks (chain >= T_ONE_SHOT)
+    uint64_t one_shot_kept;         //  ... of which inserted
+} t_host_t;
+
+#define T_ONE_SHOT 1000000          //  First chain of t_mixed's one-shot requests
+
+//  Id of the block at 'depth' of 'chain'.
+static uint64_t
+t_id (uint64_t chain, uint32_t depth)
+{
+    return (chain << 20) | (depth + 1);
+}
+
+//  True if the test host holds 'id'.
+static bool
+t_held (const t_host_t *host, uint64_t id)
+{
+    return kvt_idmap_get (&host->held, id) != KVT_IDMAP_NONE;
+}
+
+//  Start an empty host of 'capacity' blocks under policy 'name'.
+static void
+t_host_init (t_host_t *host, const char *name, size_t capacity, const char *options)
+{
+    memset (host, 0, sizeof (*host));
+    assert (capacity <= T_MAX);
+    host->policy = kvt_policy_new (name, capacity, options);
+    assert (host->policy);
+    kvt_idmap_init (&host->held, capacity);
+    host->capacity = capacity;
+    host->closed = streq (name, "prefix-density");
+}
+
+//  Destroy the host's policy and map.
+static void
+t_host_fini (t_host_t *host)
+{
+    kvt_policy_destroy (&host->policy);
+    kvt_idmap_fini (&host->held);
+}
+
+//  Offer 'block'; returns the victim, the block's id if declined, else 0.
+static uint64_t
+t_offer (t_host_t *host, const kvt_policy_block_t *block)
+{
+    const kvt_policy_ops_t *ops = kvt_policy_ops (host->policy);
+    void *state = kvt_policy_state (host->policy);
+    if (t_held (host, block->id)) {
+        ops->on_access (state, block);
+        return 0;
+    }
+    bool one_shot = (block->id >> 20) >= T_ONE_SHOT;
+    host->one_shot_offers += one_shot;
+    if (ops->admit && !ops->admit (state, block))
+        return block->id;
+    uint64_t victim = 0;
+    if (host->count == host->capacity) {
+        victim = ops->choose_victim (state, block);
+        if (victim == block->id)
+            return victim;
+        assert (t_held (host, victim));
+        if (host->closed)
+            assert (!t_held (host, victim + 1));            //  A leaf
+        uint32_t at = kvt_idmap_remove (&host->held, victim);
+        host->ids [at] = host->ids [--host->count];
+        if (at < host->count)
+            kvt_idmap_put (&host->held, host->ids [at], at);
+        ops->on_evict (state, victim);
+    }
+    kvt_idmap_put (&host->held, block->id, (uint32_t) host->count);
+    host->ids [host->count++] = block->id;
+    host->one_shot_kept += one_shot;
+    ops->on_insert (state, block);
+    return victim;
+}
+
+//  One request: the first 'length' blocks of 'chain' at clock 'now', the
+//  last one partial if 'partial'. Counts the cached lead as hits.
+static void
+t_request (t_host_t *host, uint64_t chain, uint32_t length, int64_t now, bool partial)
+{
+    const kvt_policy_ops_t *ops = kvt_policy_ops (host->policy);
+    void *state = kvt_policy_state (host->policy);
+    kvt_policy_block_t blocks [64];
+    assert (length <= 64);
+    uint32_t hit = 0;
+    while (hit < length && t_held (host, t_id (chain, hit)))
+        hit++;
+    host->hits += hit;
+    host->blocks += length;
+    for (uint32_t j = 0; j < length; j++) {
+        blocks [j] = (kvt_policy_block_t) {
+            .id = t_id (chain, j), .depth = j, .block_tokens = 512, .now = now,
+            .parent = j? t_id (chain, j - 1): KVT_POLICY_NO_PARENT,
+            .next_use = KVT_POLICY_UNKNOWN };
+        if (j < hit)
+            blocks [j].flags |= KVT_POLICY_BLOCK_HIT;
+        if (partial && j + 1 == length)
+            blocks [j].flags |= KVT_POLICY_BLOCK_PARTIAL;
+    }
+    if (ops->begin_request)
+        ops->begin_request (state, blocks, length, hit);
+    for (uint32_t j = 0; j < length; j++)
+        t_offer (host, &blocks [j]);
+    if (ops->end_request)
+        ops->end_request (state);
+    assert (host->count <= host->capacity);
+    if (host->closed)
+        for (size_t i = 0; i < host->count; i++) {
+            uint64_t id = host->ids [i];
+            assert ((id & 0xFFFFF) == 1 || t_held (host, id - 1));     //  Prefix-closed
+        }
+}
+
+//  A mixed workload: even clocks are one-shot requests of 4 new blocks,
+//  never seen again; odd clocks are turns of 15 conversations, each
+//  coming back every 30 requests for 6 turns with 2 more blocks a turn.
+//  Returns the conversations' hits over the second half / their blocks,
+//  and the share of one-shot offers the cache took in *one_shot_kept.
+static double
+t_mixed (t_host_t *host, int64_t requests, double *one_shot_kept)
+{
+    uint64_t hits = 0, blocks = 0;
+    for (int64_t now = 0; now < requests; now++) {
+        uint64_t before_hits = host->hits, before_blocks = host->blocks;
+        if (now % 2 == 0) {
+            t_request (host, (uint64_t) T_ONE_SHOT + (uint64_t) now, 4, now, false);
+            continue;
+        }
+        int64_t slot = (now / 2) % 15;          //  Conversation slot
+        int64_t turn = (now / 30) % 6;          //  Its turn, 0..5
+        int64_t generation = now / 180;         //  A new conversation per 6 turns
+        uint64_t chain = (uint64_t) (generation * 15 + slot);
+        t_request (host, chain, (uint32_t) (2 * turn + 2), now, false);
+        if (now >= requests / 2) {
+            hits += host->hits - before_hits;
+            blocks += host->blocks - before_blocks;
+        }
+    }
+    *one_shot_kept = (double) host->one_shot_kept / (double) host->one_shot_offers;
+    return (double) hits / (double) blocks;
+}
+
+//  --------------------------------------------------------------------------
+//  Selftest
+
+int
+kvt_policy_density_test (bool verbose)
+{
+    //  @selftest
+    //  Age bins: exact below 4, 4 per octave after, widths cover every age
+    assert (s_bin (0) == 0 && s_bin (3) == 3 && s_bin (4) == 8 && s_bin (5) == 9);
+    assert (s_bin (8) == 12 && s_bin (1 << 10) == 40 && s_bin (INT64_C (1) << 40) == S_BINS - 1);
+    assert (s_bin (-5) == 0);
+    double widths = 0;
+    for (int bin = 0; bin < S_BINS; bin++)
+        widths += (double) ((bin + 1 < S_BINS? s_bin_start (bin + 1): S_AGE_LIMIT)
+                            - s_bin_start (bin));
+    assert (widths == S_AGE_LIMIT);
+
+    //  Options
+    assert (kvt_policy_builtin_find ("prefix-density") == &kvt_policy_density_ops);
+    assert (kvt_policy_new ("prefix-density", 4, "samples=0") == NULL);
+    assert (kvt_policy_new ("prefix-density", 4, "gap=2") == NULL);
+    assert (kvt_policy_new ("prefix-density", 4, "seed=x") == NULL);
+    assert (kvt_policy_new ("prefix-density", 4, "ghost=0") == NULL);
+    assert (kvt_policy_new ("prefix-density", 4, "history=100") == NULL);
+    kvt_policy_t *tuned = kvt_policy_new ("prefix-density", 4,
+                                          "seed=7,samples=8,gap=0,ghost=4,history=2");
+    assert (tuned);
+    kvt_policy_destroy (&tuned);
+
+    //  Partial blocks and orphans are declined; on chains the victim is a
+    //  leaf (the host asserts it) and the parent of an offer is never taken
+    t_host_t host;
+    t_host_init (&host, "prefix-density", 3, NULL);
+    const kvt_policy_ops_t *ops = kvt_policy_ops (host.policy);
+    void *state = kvt_policy_state (host.policy);
+    kvt_policy_block_t b = { .id = t_id (9, 0), .parent = KVT_POLICY_NO_PARENT,
+                             .flags = KVT_POLICY_BLOCK_PARTIAL, .now = 0 };
+    assert (!ops->admit (state, &b));
+    b = (kvt_policy_block_t) { .id = t_id (9, 1), .parent = t_id (9, 0), .depth = 1 };
+    assert (!ops->admit (state, &b));
+    t_request (&host, 1, 3, 0, false);
+    assert (host.count == 3);
+    t_request (&host, 2, 1, 1, false);                  //  Evicts leaf t_id (1, 2)
+    assert (host.count == 3 && t_held (&host, t_id (2, 0)) && !t_held (&host, t_id (1, 2)));
+    t_request (&host, 3, 2, 2, true);                   //  Partial tail not kept
+    assert (!t_held (&host, t_id (3, 1)));
+    //  A host dropping a parent (live index) leaves its child a root leaf
+    t_host_fini (&host);
+    t_host_init (&host, "prefix-density", 4, NULL);
+    ops = kvt_policy_ops (host.policy);
+    state = kvt_policy_state (host.policy);
+    t_request (&host, 4, 3, 0, false);
+    ops->on_evict (state, t_id (4, 1));
+    kvt_policy_block_t none = { .id = 0, .now = 1 };
+    for (int ask = 0; ask < 8; ask++) {
+        uint64_t victim = ops->choose_victim (state, &none);
+        assert (victim == t_id (4, 0) || victim == t_id (4, 2));
+    }
+    t_host_fini (&host);
+
+    //  A class reused soon is kept, a class never reused is evicted:
+    //  conversations coming back every 30 requests against one-shot
+    //  requests, at 64 blocks (LRU cannot keep a conversation 30 requests)
+    double lru_one_shot, density_one_shot, again_one_shot;
+    t_host_init (&host, "lru", 64, NULL);
+    double lru = t_mixed (&host, 40000, &lru_one_shot);
+    t_host_fini (&host);
+    t_host_init (&host, "prefix-density", 64, NULL);
+    double density = t_mixed (&host, 40000, &density_one_shot);
+    state = kvt_policy_state (host.policy);
+    uint64_t declined = ((s_self_t *) state)->declined;
+    //  What it learned: a conversation's blocks (gap bucket of 30 requests,
+    //  offered before) are denser than new blocks of a first turn
+    int gap_bucket = 1 + (63 - __builtin_clzll (31)) / 2;
+    double dense_old = ((s_self_t *) state)->density [gap_bucket * 2 + 1][0];
+    double dense_new = ((s_self_t *) state)->density [0][0];
+    t_host_fini (&host);
+    t_host_init (&host, "prefix-density", 64, NULL);
+    double again = t_mixed (&host, 40000, &again_one_shot);
+    t_host_fini (&host);
+    if (verbose)
+        printf (" * prefix-density: conversation hits %.3f (lru %.3f), one-shot blocks kept "
+                "%.3f (lru %.3f), declined %" PRIu64 ", density %.2e vs %.2e\n",
+                density, lru, density_one_shot, lru_one_shot, declined, dense_old, dense_new);
+    fflush (stdout);
+    assert (again == density && again_one_shot == density_one_shot);   //  Deterministic
+    assert (dense_old > 4 * dense_new);
+    assert (density > 0.3 && density > 3 * lru);
+    assert (density_one_shot < 0.5 && lru_one_shot == 1);
+    assert (declined > 0);
+    //  @end
+    return 0;
+}
