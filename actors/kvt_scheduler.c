@@ -324,25 +324,33 @@ s_handle_load (self_t *self, kvt_msg_t **msg_p)
 }
 
 //  --------------------------------------------------------------------------
-//  STORE: a client's KV for blocks not cached yet goes into the GPU tier
+//  STORE: a client's KV for blocks not cached yet goes into the GPU tier;
+//  STORE_TAIL the same for a prompt whose leading blocks are cached, so a
+//  growing conversation never sends its prefix's KV again
 
 static void
 s_store_reserved (job_t *job)
 {
     self_t *self = job->self;
-    const uint8_t *kv = (const uint8_t *) kvt_msg_bin (job->request, KVT_STORE_KV, NULL);
+    //  The request's bytes start at block kv_first; blocks before
+    //  'matched' were cached already and keep their bytes
+    const uint8_t *kv = (const uint8_t *) kvt_msg_bin (job->request, job->kv_field, NULL);
     for (size_t k = job->matched; k < job->block_count; k++)
         if (kvt_arena_copy (self->gpu, kvt_arena_block (self->gpu, job->slots [k]),
-                            kv + k * self->block_bytes, self->block_bytes)) {
+                            kv + (k - job->kv_first) * self->block_bytes, self->block_bytes)) {
             kvt_log_error ("scheduler: STORE could not copy a block into the GPU tier");
             kvt_actor_count (self->actor, "copy_errors", 1);
         }
     size_t stored = job->block_count - job->matched;
     kvt_scheduler_insert_computed (job);
     job->reserved_count = 0;
-    kvt_msg_t *reply = kvt_msg_reply_new (job->request, KVT_MSG_STORE_OK);
-    kvt_msg_set_u64 (reply, KVT_STORE_OK_STORED_BLOCKS, self->caching? stored: 0);
-    kvt_msg_set_u64 (reply, KVT_STORE_OK_PRESENT_BLOCKS, job->matched);
+    bool tail = kvt_msg_id (job->request) == KVT_MSG_STORE_TAIL;
+    kvt_msg_t *reply = kvt_msg_reply_new (job->request, tail? KVT_MSG_STORE_TAIL_OK
+                                                            : KVT_MSG_STORE_OK);
+    kvt_msg_set_u64 (reply, tail? KVT_STORE_TAIL_OK_STORED_BLOCKS: KVT_STORE_OK_STORED_BLOCKS,
+                     self->caching? stored: 0);
+    kvt_msg_set_u64 (reply, tail? KVT_STORE_TAIL_OK_PRESENT_BLOCKS: KVT_STORE_OK_PRESENT_BLOCKS,
+                     job->matched);
     kvt_actor_count (self->actor, "stored_blocks", stored);
     kvt_scheduler_send_client (self, &reply);
     kvt_scheduler_job_end (job, false);
@@ -351,6 +359,15 @@ s_store_reserved (job_t *job)
 static void
 s_store_planned (job_t *job)
 {
+    //  A tail needs every block before it cached, or its bytes would
+    //  describe a prefix the server cannot serve
+    if (job->matched < job->kv_first) {
+        char detail [160];
+        snprintf (detail, sizeof (detail), "STORE_TAIL from block %zu, but only the first %zu "
+                  "blocks of the prompt are cached", job->kv_first, job->matched);
+        kvt_scheduler_job_fail (job, -ENOENT, detail);
+        return;
+    }
     kvt_scheduler_reserve (job, s_store_reserved);
 }
 
@@ -360,28 +377,59 @@ s_store_admitted (job_t *job)
     kvt_scheduler_plan (job, s_store_planned);
 }
 
+//  STORE (the KV of every full block) and STORE_TAIL (the KV of the full
+//  blocks from 'first' on; the ones before must be cached).
 static int
-s_handle_store (self_t *self, kvt_msg_t **msg_p)
+s_store_start (self_t *self, kvt_msg_t **msg_p, int tenant_field, int tokens_field,
+               int kv_field, uint64_t first)
 {
     size_t tokens, bytes;
-    kvt_msg_array (*msg_p, KVT_STORE_TOKENS, &tokens);
-    kvt_msg_bin (*msg_p, KVT_STORE_KV, &bytes);
+    kvt_msg_array (*msg_p, tokens_field, &tokens);
+    kvt_msg_bin (*msg_p, kv_field, &bytes);
     size_t blocks = tokens / (size_t) self->shape.block_tokens;
-    if (bytes != blocks * self->block_bytes) {
+    const char *name = kvt_msg_name (kvt_msg_id (*msg_p));
+    if (first > blocks) {
         kvt_msg_t *reply = kvt_msg_error_new (*msg_p, -EINVAL,
-            "STORE of %zu full blocks needs %zu bytes of KV, got %zu", blocks,
-            blocks * self->block_bytes, bytes);
+            "%s from block %" PRIu64 " of a prompt of %zu full blocks", name, first, blocks);
+        kvt_scheduler_send_client (self, &reply);
+        return 0;
+    }
+    if (bytes != (blocks - first) * self->block_bytes) {
+        kvt_msg_t *reply = kvt_msg_error_new (*msg_p, -EINVAL,
+            "%s of %zu full blocks needs %zu bytes of KV, got %zu", name,
+            blocks - (size_t) first, (blocks - (size_t) first) * self->block_bytes, bytes);
         kvt_scheduler_send_client (self, &reply);
         return 0;
     }
     job_t *job = kvt_scheduler_job_new (self, msg_p);
-    int rc = kvt_scheduler_job_prepare (job, KVT_STORE_TENANT, KVT_STORE_TOKENS);
+    job->kv_field = kv_field;
+    job->kv_first = (size_t) first;
+    int rc = kvt_scheduler_job_prepare (job, tenant_field, tokens_field);
     if (rc) {
         kvt_scheduler_job_fail (job, rc, "token id outside the vocabulary (model/vocab)");
         return 0;
     }
+    if (first > 0 && !self->caching) {
+        kvt_scheduler_job_fail (job, -ENOENT, "STORE_TAIL needs a cached prefix, and this "
+                                "server runs with scheduler/caching = 0");
+        return 0;
+    }
     kvt_scheduler_admit (job, s_store_admitted);
     return 0;
+}
+
+static int
+s_handle_store (self_t *self, kvt_msg_t **msg_p)
+{
+    return s_store_start (self, msg_p, KVT_STORE_TENANT, KVT_STORE_TOKENS, KVT_STORE_KV, 0);
+}
+
+static int
+s_handle_store_tail (self_t *self, kvt_msg_t **msg_p)
+{
+    return s_store_start (self, msg_p, KVT_STORE_TAIL_TENANT, KVT_STORE_TAIL_TOKENS,
+                          KVT_STORE_TAIL_KV,
+                          kvt_msg_u64 (*msg_p, KVT_STORE_TAIL_FROM_BLOCK));
 }
 
 //  --------------------------------------------------------------------------
@@ -484,13 +532,14 @@ s_handle_hello (self_t *self, kvt_msg_t **msg_p)
 typedef int (s_client_fn) (self_t *self, kvt_msg_t **msg_p);
 
 static s_client_fn *const s_client_handlers [KVT_MSG_COUNT] = {
-    [KVT_MSG_HELLO]    = s_handle_hello,
-    [KVT_MSG_LOOKUP]   = s_handle_lookup,
-    [KVT_MSG_STORE]    = s_handle_store,
-    [KVT_MSG_LOAD]     = s_handle_load,
-    [KVT_MSG_GENERATE] = s_handle_generate,
-    [KVT_MSG_STATS]    = s_handle_stats,
-    [KVT_MSG_DEMOTE]   = s_handle_demote,
+    [KVT_MSG_HELLO]      = s_handle_hello,
+    [KVT_MSG_LOOKUP]     = s_handle_lookup,
+    [KVT_MSG_STORE]      = s_handle_store,
+    [KVT_MSG_STORE_TAIL] = s_handle_store_tail,
+    [KVT_MSG_LOAD]       = s_handle_load,
+    [KVT_MSG_GENERATE]   = s_handle_generate,
+    [KVT_MSG_STATS]      = s_handle_stats,
+    [KVT_MSG_DEMOTE]     = s_handle_demote,
 };
 
 static int

@@ -59,6 +59,8 @@ typedef struct _job_t {
     bool stream_open;               //  A stream promotion awaits MIG_PROMOTE_END
     uint64_t stream_ticket;         //  Its layer-group ticket for compute (0: none, #4)
     bool stream_retried;            //  Recomputed once after a block failed mid-run
+    int kv_field;                   //  STORE, STORE_TAIL: field holding the KV bytes
+    size_t kv_first;                //  STORE_TAIL: first block the KV bytes hold (else 0)
 } job_t;
 
 struct _self_t {

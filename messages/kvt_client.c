@@ -310,6 +310,26 @@ kvt_client_store (kvt_client_t *self, const char *tenant, const uint64_t *tokens
     return rc;
 }
 
+int
+kvt_client_store_tail (kvt_client_t *self, const char *tenant, const uint64_t *tokens,
+                       size_t token_count, uint64_t from_block, const void *kv,
+                       size_t kv_bytes, kvt_client_store_t *result)
+{
+    assert (result);
+    memset (result, 0, sizeof (*result));
+    kvt_msg_t *request = s_tokens_request (KVT_MSG_STORE_TAIL, tenant, tokens, token_count);
+    kvt_msg_set_u64 (request, KVT_STORE_TAIL_FROM_BLOCK, from_block);
+    kvt_msg_set_bin (request, KVT_STORE_TAIL_KV, kv, kv_bytes);
+    kvt_msg_t *reply;
+    int rc = kvt_client_request (self, &request, &reply);
+    if (rc == 0) {
+        result->stored_blocks = kvt_msg_u64 (reply, KVT_STORE_TAIL_OK_STORED_BLOCKS);
+        result->present_blocks = kvt_msg_u64 (reply, KVT_STORE_TAIL_OK_PRESENT_BLOCKS);
+    }
+    kvt_msg_destroy (&reply);
+    return rc;
+}
+
 //  --------------------------------------------------------------------------
 //  LOAD
 
@@ -528,8 +548,9 @@ static kvt_msg_t *
 s_fake_answer (kvt_msg_t *request, int *delay_ms, int *copies, bool *stale_first)
 {
     int id = kvt_msg_id (request);
-    const char *tenant = id == KVT_MSG_LOOKUP || id == KVT_MSG_GENERATE
-                      || id == KVT_MSG_STORE || id == KVT_MSG_LOAD? kvt_msg_str (request, 0): "";
+    const char *tenant = id == KVT_MSG_LOOKUP || id == KVT_MSG_GENERATE || id == KVT_MSG_STORE
+                      || id == KVT_MSG_STORE_TAIL || id == KVT_MSG_LOAD? kvt_msg_str (request, 0)
+                                                                       : "";
     *delay_ms = streq (tenant, "slow")? 300: 0;
     *copies = streq (tenant, "twice")? 2: 1;
     *stale_first = streq (tenant, "stale");
@@ -575,6 +596,15 @@ s_fake_answer (kvt_msg_t *request, int *delay_ms, int *copies, bool *stale_first
             reply = kvt_msg_reply_new (request, KVT_MSG_STORE_OK);
             kvt_msg_set_u64 (reply, KVT_STORE_OK_STORED_BLOCKS, size / S_TEST_BLOCK_BYTES);
             kvt_msg_set_u64 (reply, KVT_STORE_OK_PRESENT_BLOCKS, 0);
+            break;
+        }
+        case KVT_MSG_STORE_TAIL: {
+            size_t size;
+            kvt_msg_bin (request, KVT_STORE_TAIL_KV, &size);
+            reply = kvt_msg_reply_new (request, KVT_MSG_STORE_TAIL_OK);
+            kvt_msg_set_u64 (reply, KVT_STORE_TAIL_OK_STORED_BLOCKS, size / S_TEST_BLOCK_BYTES);
+            kvt_msg_set_u64 (reply, KVT_STORE_TAIL_OK_PRESENT_BLOCKS,
+                             kvt_msg_u64 (request, KVT_STORE_TAIL_FROM_BLOCK));
             break;
         }
         case KVT_MSG_LOAD: {
@@ -716,6 +746,9 @@ kvt_client_test (bool verbose)
     kvt_client_store_t store;
     assert (kvt_client_store (client, "t", tokens, 10, kv, sizeof (kv), &store) == 0);
     assert (store.stored_blocks == 2 && store.present_blocks == 0);
+    assert (kvt_client_store_tail (client, "t", tokens, 10, 1, kv, S_TEST_BLOCK_BYTES, &store)
+            == 0);
+    assert (store.stored_blocks == 1 && store.present_blocks == 1);
 
     kvt_client_load_t load;
     assert (kvt_client_load (client, "t", tokens, 10, &load) == 0);

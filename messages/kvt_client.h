@@ -165,6 +165,14 @@ int
                       size_t token_count, const void *kv, size_t kv_bytes,
                       kvt_client_store_t *result);
 
+//  STORE_TAIL: the same for the full blocks of 'tokens' from block
+//  'from_block' on ('kv_bytes' = that many blocks); the blocks before it
+//  must be cached (-ENOENT otherwise). A long prefix goes up in pieces.
+int
+    kvt_client_store_tail (kvt_client_t *self, const char *tenant, const uint64_t *tokens,
+                           size_t token_count, uint64_t from_block, const void *kv,
+                           size_t kv_bytes, kvt_client_store_t *result);
+
 //  LOAD: fetch the KV of the longest cached prefix of 'tokens'.
 int
     kvt_client_load (kvt_client_t *self, const char *tenant, const uint64_t *tokens,

@@ -76,6 +76,8 @@ extern "C" {
     M (STATS_OK,        13, "m",       "counters") \
     M (DEMOTE,          14, "uuu",     "from_tier to_tier max_blocks") \
     M (DEMOTE_OK,       15, "u",       "moved") \
+    M (STORE_TAIL,      16, "saub",    "tenant tokens from_block kv") \
+    M (STORE_TAIL_OK,   17, "uu",      "stored_blocks present_blocks") \
     M (IDX_MATCH,       32, "au",      "hashes pin") \
     M (IDX_MATCH_OK,    33, "aa",      "tiers slots") \
     M (IDX_INSERT,      34, "aua",     "hashes tier slots") \

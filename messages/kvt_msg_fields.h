@@ -77,6 +77,16 @@
 //  DEMOTE_OK (15): moved
 #define KVT_DEMOTE_OK_MOVED 0
 
+//  STORE_TAIL (16): tenant tokens from_block kv
+#define KVT_STORE_TAIL_TENANT 0
+#define KVT_STORE_TAIL_TOKENS 1
+#define KVT_STORE_TAIL_FROM_BLOCK 2
+#define KVT_STORE_TAIL_KV 3
+
+//  STORE_TAIL_OK (17): stored_blocks present_blocks
+#define KVT_STORE_TAIL_OK_STORED_BLOCKS 0
+#define KVT_STORE_TAIL_OK_PRESENT_BLOCKS 1
+
 //  IDX_MATCH (32): hashes pin
 #define KVT_IDX_MATCH_HASHES 0
 #define KVT_IDX_MATCH_PIN 1

@@ -142,6 +142,34 @@ main (void)
     t_check (kvt_client_store (client, "carol", store_tokens, store_count, kv, 100, &stored)
              == -EINVAL);
 
+    //  STORE_TAIL: the conversation grows by 3 blocks; only their KV goes up
+    size_t long_count = 7 * hello.block_tokens;
+    uint64_t *long_tokens = t_tokens (long_count, hello.vocab, 98);
+    memcpy (long_tokens, store_tokens, store_count * sizeof (uint64_t));
+    size_t tail_bytes = 3 * hello.block_bytes;
+    void *tail = malloc (tail_bytes);
+    kvt_client_fill_bytes (tail, tail_bytes, 8);
+    t_ok (kvt_client_store_tail (client, "carol", long_tokens, long_count, 4, tail, tail_bytes,
+                                 &stored));
+    t_check (stored.stored_blocks == 3 && stored.present_blocks == 4);
+    t_ok (kvt_client_load (client, "carol", long_tokens, long_count, &loaded));
+    t_check (loaded.blocks == 7 && memcmp (loaded.kv, kv, store_bytes) == 0
+             && memcmp ((uint8_t *) loaded.kv + store_bytes, tail, tail_bytes) == 0);
+    kvt_client_load_fini (&loaded);
+    //  A tail whose prefix is not cached, past the prompt, or of the
+    //  wrong size is refused, and nothing of it is stored
+    t_check (kvt_client_store_tail (client, "dave", long_tokens, long_count, 4, tail,
+                                    tail_bytes, &stored) == -ENOENT);
+    t_check (kvt_client_store_tail (client, "carol", long_tokens, long_count, 8, tail, 0,
+                                    &stored) == -EINVAL);
+    t_check (kvt_client_store_tail (client, "carol", long_tokens, long_count, 5, tail,
+                                    tail_bytes, &stored) == -EINVAL);
+    t_ok (kvt_client_lookup (client, "dave", long_tokens, long_count, &where));
+    t_check (where.matched_blocks == 0);
+    kvt_client_lookup_fini (&where);
+    free (tail);
+    free (long_tokens);
+
     //  Corruption on disk: the block is a miss, recomputed, same output
     t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
     t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, 1000, &moved));

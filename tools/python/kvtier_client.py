@@ -36,6 +36,7 @@ LOAD, LOAD_OK = 8, 9
 GENERATE, GENERATE_OK = 10, 11
 STATS, STATS_OK = 12, 13
 DEMOTE, DEMOTE_OK = 14, 15
+STORE_TAIL, STORE_TAIL_OK = 16, 17
 
 # Field names of each reply, in wire order.
 REPLY_FIELDS = {
@@ -49,6 +50,7 @@ REPLY_FIELDS = {
                   "from_nvme", "computed"),
     STATS_OK: ("counters",),
     DEMOTE_OK: ("moved",),
+    STORE_TAIL_OK: ("stored_blocks", "present_blocks"),
 }
 
 TIER_GPU, TIER_HOST, TIER_NVME = 0, 1, 2
@@ -191,6 +193,10 @@ class Client:
 
     def store(self, tokens, kv, tenant=""):
         return self.request(STORE, tenant, list(tokens), bytes(kv))
+
+    def store_tail(self, tokens, from_block, kv, tenant=""):
+        """KV of the full blocks from from_block on; the blocks before must be cached."""
+        return self.request(STORE_TAIL, tenant, list(tokens), from_block, bytes(kv))
 
     def load(self, tokens, tenant=""):
         return self.request(LOAD, tenant, list(tokens))
