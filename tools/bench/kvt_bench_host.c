@@ -9,7 +9,7 @@
 /*
 @header
     kvtier bench host [--json] [--blocks N] [--block-kib K] [--dir DIR]
-                      [--reps N] [--qd N] [--prompt-mib M] [--verbose]
+                      [--reps N] [--qd N] [--prompt-mib M] [--split] [--verbose]
     kvtier bench host --ttft [--prefix-mib M] [--new N] [--groups G]
                       [--compute-prefix] [--json] [--dir DIR] [--reps N]
                       [--qd N] [--verbose]
@@ -22,9 +22,10 @@
     only) with large KV blocks, so that bytes, not messages, dominate:
     model 4 layers x 8 KV heads x head_dim 128 x 16 tokens x bf16 = 256 KiB
     per block (--block-kib 64..2048 changes layers or tokens per block).
-    STOREs N blocks of deterministic KV as prompts of at most --prompt-mib
-    of KV each (default 128 MiB: the default prefix is one long prompt),
-    then, --reps times:
+    STOREs N blocks of deterministic KV as one prompt, in pieces of at most
+    --prompt-mib of KV (default 128 MiB): a STORE, then STORE_TAILs, so a
+    prefix larger than one frame is still one long prompt (--split: as
+    separate prompts of one piece each instead), then, --reps times:
       host -> GPU: DEMOTE everything GPU -> host, then GENERATE each prompt
         with max_new_tokens 0, so the scheduler promotes its whole prefix;
         time = delta of the scheduler's STATS counter us_finding_prefix
@@ -98,7 +99,8 @@ typedef struct {
     const char *dir;                //  Parent of our work folder
     int reps;                       //  Repetitions per figure (median)
     int qd;                         //  Raw baseline and tier_nvme queue depth
-    int prompt_mib;                 //  KV bytes one prompt (STORE, GENERATE) carries at most
+    int prompt_mib;                 //  KV bytes one STORE (or STORE_TAIL) carries at most
+    bool split;                     //  The prefix as separate prompts of prompt_mib each
     bool json;                      //  JSON report
     bool verbose;                   //  Per-rep figures and counter deltas on stderr
     const char *calibration;        //  Write the simulator's calibration file here, or NULL
@@ -292,14 +294,21 @@ s_geometry (int block_kib, int *layers, int *block_tokens)
 
 //  Start every actor in this process with our geometry and tiers, the
 //  NVMe tier in 'nvme_dir'. Returns the runtime, or NULL with the reason.
-//  Blocks one prompt carries: --prompt-mib of KV, at most the prefix.
+//  Blocks one STORE carries: --prompt-mib of KV, at most the prefix.
 static int
-s_prompt_blocks (const s_opts_t *opts)
+s_piece_blocks (const s_opts_t *opts)
 {
     int blocks = opts->prompt_mib * 1024 / opts->block_kib;
     if (blocks < 1)
         blocks = 1;
     return blocks < opts->blocks? blocks: opts->blocks;
+}
+
+//  Blocks one GENERATE promotes: the whole prefix, or one piece (--split).
+static int
+s_prompt_blocks (const s_opts_t *opts)
+{
+    return opts->split? s_piece_blocks (opts): opts->blocks;
 }
 
 static kvt_runtime_t *
@@ -357,43 +366,55 @@ s_start_runtime (const s_opts_t *opts, const char *nvme_dir)
     return runtime;
 }
 
-//  STORE the prefix as prompts of deterministic tokens and KV bytes.
-//  *prompts_p and *count_p get the prompts (caller frees, also on
-//  failure). Returns 0 or a negative code.
+//  STORE the prefix, in pieces of 'per_piece' blocks of deterministic
+//  tokens and KV bytes: one prompt (a STORE, then a STORE_TAIL per further
+//  piece), or with 'split' one prompt per piece. *prompts_p and *count_p
+//  get the prompts (caller frees, also on failure). Returns 0 or a
+//  negative code.
 static int
 s_store_prefix (kvt_client_t *client, const kvt_client_hello_t *hello, int blocks,
-                size_t per_prompt, s_prompt_t **prompts_p, int *count_p)
+                size_t per_piece, bool split, s_prompt_t **prompts_p, int *count_p)
 {
-    int prompt_count = (int) (((size_t) blocks + per_prompt - 1) / per_prompt);
+    int piece_count = (int) (((size_t) blocks + per_piece - 1) / per_piece);
+    int prompt_count = split? piece_count: 1;
     s_prompt_t *prompts = (s_prompt_t *) zmalloc ((size_t) prompt_count * sizeof (s_prompt_t));
-    void *kv = malloc (per_prompt * hello->block_bytes);
-    if (!kv)
-        abort ();
-    int rc = 0;
-    size_t left = (size_t) blocks;
-    for (int p = 0; p < prompt_count && rc == 0; p++) {
+    for (int p = 0; p < prompt_count; p++) {
         s_prompt_t *prompt = &prompts [p];
-        prompt->blocks = left < per_prompt? left: per_prompt;
-        left -= prompt->blocks;
+        size_t first = (size_t) p * per_piece;
+        prompt->blocks = split && (size_t) blocks - first > per_piece? per_piece
+                       : (size_t) blocks - first;
         prompt->token_count = prompt->blocks * hello->block_tokens;
         prompt->tokens = (uint64_t *) zmalloc (prompt->token_count * sizeof (uint64_t));
         kvt_client_random_tokens (prompt->tokens, prompt->token_count, hello->vocab,
                                   (uint64_t) (1000 + p));
-        size_t kv_bytes = prompt->blocks * hello->block_bytes;
-        kvt_client_fill_bytes (kv, kv_bytes, (uint64_t) (2000 + p));
+    }
+    *prompts_p = prompts;
+    *count_p = prompt_count;
+    void *kv = malloc (per_piece * hello->block_bytes);
+    if (!kv)
+        abort ();
+    int rc = 0;
+    for (int piece = 0; piece < piece_count && rc == 0; piece++) {
+        //  The piece's blocks [from, to) of its prompt
+        s_prompt_t *prompt = &prompts [split? piece: 0];
+        size_t from = split? 0: (size_t) piece * per_piece;
+        size_t to = from + per_piece < prompt->blocks? from + per_piece: prompt->blocks;
+        size_t kv_bytes = (to - from) * hello->block_bytes;
+        kvt_client_fill_bytes (kv, kv_bytes, (uint64_t) (2000 + piece));
         kvt_client_store_t stored;
-        rc = kvt_client_store (client, S_TENANT, prompt->tokens, prompt->token_count, kv,
-                               kv_bytes, &stored);
-        if (rc == 0 && stored.stored_blocks != prompt->blocks)
+        size_t tokens = to * hello->block_tokens;
+        rc = from == 0? kvt_client_store (client, S_TENANT, prompt->tokens, tokens, kv,
+                                          kv_bytes, &stored)
+                      : kvt_client_store_tail (client, S_TENANT, prompt->tokens, tokens, from,
+                                               kv, kv_bytes, &stored);
+        if (rc == 0 && stored.stored_blocks != to - from)
             rc = -EIO;
         if (rc)
-            fprintf (stderr, "kvtier bench host: STORE of prompt %d (%zu blocks) failed: "
-                     "%s %s\n", p, prompt->blocks, kvt_client_error_name (client),
+            fprintf (stderr, "kvtier bench host: STORE of piece %d (%zu blocks) failed: "
+                     "%s %s\n", piece, to - from, kvt_client_error_name (client),
                      kvt_client_error_detail (client));
     }
     free (kv);
-    *prompts_p = prompts;
-    *count_p = prompt_count;
     return rc;
 }
 
@@ -531,7 +552,7 @@ s_usage (FILE *out)
 {
     fprintf (out,
         "usage: kvtier bench host [--json] [--blocks N] [--block-kib K] [--dir DIR]\n"
-        "                         [--reps N] [--qd N] [--prompt-mib M] [--verbose]\n"
+        "                         [--reps N] [--qd N] [--prompt-mib M] [--split] [--verbose]\n"
         "  Promotion of a cached prefix to the GPU tier, in a runtime in this process:\n"
         "  host -> GPU beside memcpy, NVMe -> GPU beside raw io_uring O_DIRECT reads\n"
         "  of the same bytes from the store's files (and beside min(disk, memcpy)).\n"
@@ -540,8 +561,10 @@ s_usage (FILE *out)
         "  --dir DIR      where the NVMe tier's work folder goes (default /var/tmp)\n"
         "  --reps N       repetitions, median reported (default 3)\n"
         "  --qd N         raw baseline and tier_nvme queue depth (default 32)\n"
-        "  --prompt-mib M KV one request carries at most (default 128, at most 192):\n"
-        "                 the prefix comes back as ceil(prefix / M) requests in a row\n"
+        "  --prompt-mib M KV one STORE carries at most (default 128, at most 192);\n"
+        "                 a longer prefix goes up in pieces (STORE_TAIL), one prompt\n"
+        "  --split        the prefix as ceil(prefix / M) separate prompts instead,\n"
+        "                 promoted by as many GENERATEs in a row\n"
         "  --verbose      per-rep figures and every counter that moved, on stderr\n"
         "  --calibration FILE  write the links measured here into the calibration file\n"
         "                 that `kvtier replay --simulate --calibration FILE` reads\n"
@@ -568,6 +591,7 @@ kvt_bench_host_main (int argc, char **argv)
         { "reps",      required_argument, NULL, 'r' },
         { "qd",        required_argument, NULL, 'q' },
         { "prompt-mib", required_argument, NULL, 'p' },
+        { "split",     no_argument,       NULL, 's' },
         { "verbose",   no_argument,       NULL, 'v' },
         { "calibration", required_argument, NULL, 'c' },
         { "ttft",      no_argument,       NULL, 't' },
@@ -578,8 +602,8 @@ kvt_bench_host_main (int argc, char **argv)
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    s_opts_t opts = { 512, 256, "/var/tmp", 3, 32, 128, false, false, NULL,
-                      false, 0, 0, 4, false };
+    s_opts_t opts = { .blocks = 512, .block_kib = 256, .dir = "/var/tmp", .reps = 3, .qd = 32,
+                      .prompt_mib = 128, .groups = 4 };
     optind = 1;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
@@ -591,6 +615,7 @@ kvt_bench_host_main (int argc, char **argv)
             case 'r': opts.reps = atoi (optarg); break;
             case 'q': opts.qd = atoi (optarg); break;
             case 'p': opts.prompt_mib = atoi (optarg); break;
+            case 's': opts.split = true; break;
             case 'v': opts.verbose = true; break;
             case 'c': opts.calibration = optarg; break;
             case 't': opts.ttft = true; break;
@@ -655,8 +680,8 @@ kvt_bench_host_main (int argc, char **argv)
                  hello.block_bytes, opts.block_kib);
         goto cleanup;
     }
-    if (s_store_prefix (client, &hello, opts.blocks, (size_t) s_prompt_blocks (&opts), &prompts,
-                        &prompt_count))
+    if (s_store_prefix (client, &hello, opts.blocks, (size_t) s_piece_blocks (&opts), opts.split,
+                        &prompts, &prompt_count))
         goto cleanup;
     size_t bytes = (size_t) opts.blocks * hello.block_bytes;
     copy_src = (uint8_t *) malloc (bytes);
