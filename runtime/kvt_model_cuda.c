@@ -336,25 +336,34 @@ kvt_model_cuda_set_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_layer_maj
 }
 
 //  --------------------------------------------------------------------------
-//  Make the split-KV workspace hold 'bytes', stream-ordered: a smaller
-//  one is freed after the work queued before. Returns 0 or KVT_ECUDA.
+//  Make *buffer (of *have bytes) hold 'bytes', stream-ordered: a smaller
+//  one is freed after the work queued on 'stream' before, and nothing
+//  waits. A synchronize here would deadlock a gated run: work queued
+//  behind a layer gate (kvt_model_cuda_gate.c) only goes on once our
+//  caller's loop opens the gate. Returns 0 or KVT_ECUDA ('what' names it).
 
+int
+kvt_model_cuda_regrow (void **buffer, size_t *have, size_t bytes, cudaStream_t stream,
+                       const char *what)
+{
+    if (bytes <= *have)
+        return 0;
+    if (*buffer)
+        cudaFreeAsync (*buffer, stream);
+    *buffer = NULL;
+    *have = 0;
+    int rc = kvt_model_cuda_check (cudaMallocAsync (buffer, bytes, stream), what);
+    if (rc == 0)
+        *have = bytes;
+    return rc;
+}
+
+//  Make the split-KV workspace hold 'bytes'. Returns 0 or KVT_ECUDA.
 static int
 s_workspace_grow (kvt_model_cuda_t *self, size_t bytes)
 {
-    if (bytes <= self->workspace_bytes)
-        return 0;
-    if (self->workspace) {
-        //  Stream-ordered, never a synchronize (see s_table_reserve)
-        cudaFreeAsync (self->workspace, self->stream);
-        self->workspace = NULL;
-        self->workspace_bytes = 0;
-    }
-    int rc = kvt_model_cuda_check (cudaMallocAsync (&self->workspace, bytes, self->stream),
-                                   "workspace");
-    if (rc == 0)
-        self->workspace_bytes = bytes;
-    return rc;
+    return kvt_model_cuda_regrow (&self->workspace, &self->workspace_bytes, bytes, self->stream,
+                                  "workspace");
 }
 
 //  Make the workspace hold a decode step of 'rows' rows and 'splits' splits.
@@ -562,7 +571,7 @@ kvt_model_cuda_forward_layer_major (kvt_model_cuda_t *self, int chunks, int last
 
 //  Make x_lm and d_rows_lm hold a layer-major slice of 'chunks' chunks
 //  (at most KVT_MODEL_CUDA_LAYER_MAJOR_ROWS rows: h_rows_lm's size),
-//  stream-ordered (no synchronize: see s_workspace_grow). Returns 0 or
+//  stream-ordered (no synchronize: see kvt_model_cuda_regrow). Returns 0 or
 //  KVT_ECUDA.
 int
 kvt_model_cuda_layer_major_reserve (kvt_model_cuda_t *self, size_t chunks)

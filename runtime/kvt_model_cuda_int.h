@@ -176,6 +176,12 @@ struct _kvt_model_cuda_seq_t {
 int
     kvt_model_cuda_check (cudaError_t status, const char *what);
 
+//  Make *buffer (of *have bytes) hold 'bytes', freeing and allocating in
+//  stream order on 'stream', never waiting. Returns 0 or KVT_ECUDA.
+int
+    kvt_model_cuda_regrow (void **buffer, size_t *have, size_t bytes, cudaStream_t stream,
+                           const char *what);
+
 //  Run 'rows' tokens staged in d_rows through every layer: a prefill
 //  chunk of one sequence (GEMMs on KVT_MODEL_CUDA_CHUNK rows) or a decode
 //  step of one row per sequence (GEMMs on KVT_MODEL_CUDA_DECODE_ROWS

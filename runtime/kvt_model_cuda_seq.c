@@ -31,24 +31,18 @@
 #define S_KERNEL_COPY_MAX_BYTES (64u << 10)
 
 //  Make d_table and h_table hold 'entries'. Returns 0 or -ENOMEM.
-//  Stream-ordered: the old table is freed after the work queued on the
-//  stream, and nothing waits. A synchronize here would deadlock a gated
-//  run: work queued behind a layer gate (kvt_model_cuda_gate.c) only goes
-//  on once our caller's loop opens the gate.
+//  Stream-ordered, never a synchronize (kvt_model_cuda_regrow).
 static int
 s_table_reserve (kvt_model_cuda_t *self, size_t entries)
 {
     if (entries <= self->table_cap)
         return 0;
-    if (self->d_table) {
-        cudaFreeAsync (self->d_table, self->stream);
-        self->d_table = NULL;
+    size_t have = self->table_cap * sizeof (int32_t);
+    if (kvt_model_cuda_regrow ((void **) &self->d_table, &have, entries * sizeof (int32_t),
+                               self->stream, "table")) {
         self->table_cap = 0;
-    }
-    if (kvt_model_cuda_check (cudaMallocAsync ((void **) &self->d_table,
-                                               entries * sizeof (int32_t), self->stream),
-                              "table"))
         return -ENOMEM;
+    }
     self->table_cap = entries;
     free (self->h_table);
     self->h_table = (int32_t *) kvt_zmalloc (entries * sizeof (int32_t));
