@@ -109,6 +109,58 @@ kvt_model_cuda_stage_table (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
 //  rate) instead of one copy per block. Returns 0 once queued, or an error.
 //  FP8 host copies (seq->host_fp8_slot_bytes) go through s_stream_fp8_queue.
 
+//  Give 'seq' one event per layer, recorded as each layer's copy lands.
+static int
+s_layer_events_new (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
+{
+    int rc = 0;
+    seq->layer_ready = (cudaEvent_t *) kvt_zmalloc ((size_t) self->shape.layers
+                                                    * sizeof (cudaEvent_t));
+    for (int l = 0; rc == 0 && l < self->shape.layers; l++)
+        rc = kvt_model_cuda_check (cudaEventCreateWithFlags (&seq->layer_ready [l],
+                                                             cudaEventDisableTiming),
+                                   "layer event");
+    return rc;
+}
+
+//  The lowest of 'count' source addresses: the base their slots count from.
+static const char *
+s_lowest (const void *const *src, size_t count)
+{
+    const char *base = (const char *) src [0];
+    for (size_t k = 1; k < count; k++)
+        if ((const char *) src [k] < base)
+            base = (const char *) src [k];
+    return base;
+}
+
+//  Put the 2 x count slot list 'slots' in device memory for a copy kernel,
+//  allocated in stream order on the copy stream (freed by s_slots_free);
+//  the pageable source is staged by the call.
+static int
+s_slots_upload (kvt_model_cuda_t *self, const int64_t *slots, size_t count, int64_t **d_slots)
+{
+    int rc = kvt_model_cuda_check (cudaMallocAsync ((void **) d_slots,
+                                                    2 * count * sizeof (int64_t),
+                                                    self->copy_stream), "stream slots");
+    if (rc == 0)
+        rc = kvt_model_cuda_check (cudaMemcpyAsync (*d_slots, slots, 2 * count * sizeof (int64_t),
+                                                    cudaMemcpyHostToDevice, self->copy_stream),
+                                   "stream slots");
+    return rc;
+}
+
+//  End a stream queue: free the device slot list after the copies, and
+//  have compute wait on the layer events if everything was queued.
+static int
+s_stream_queued (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, int64_t *d_slots, int rc)
+{
+    if (d_slots)
+        (void) kvt_model_cuda_check (cudaFreeAsync (d_slots, self->copy_stream), "stream slots");
+    seq->must_wait = rc == 0;
+    return rc;
+}
+
 static int
     s_stream_fp8_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq,
                         const void *const *src, const int64_t *dst, size_t count);
@@ -123,19 +175,11 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
     kvt_block_shape_t geometry = kvt_model_cuda_block_shape (self);
     const size_t model_bytes = kvt_block_bytes (&geometry);
     const size_t slice = model_bytes / (size_t) layers;
-    int rc = 0;
-    seq->layer_ready = (cudaEvent_t *) kvt_zmalloc ((size_t) layers * sizeof (cudaEvent_t));
-    for (int l = 0; rc == 0 && l < layers; l++)
-        rc = kvt_model_cuda_check (cudaEventCreateWithFlags (&seq->layer_ready [l],
-                                                             cudaEventDisableTiming),
-                                   "layer event");
+    int rc = s_layer_events_new (self, seq);
     if (rc)
         return rc;
     //  Sources as slots of model_bytes from the lowest address
-    const char *base = (const char *) src [0];
-    for (size_t k = 1; k < count; k++)
-        if ((const char *) src [k] < base)
-            base = (const char *) src [k];
+    const char *base = s_lowest (src, count);
     int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
     bool strided = (uintptr_t) base % 16 == 0;
     for (size_t k = 0; k < count; k++) {
@@ -154,19 +198,8 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
     run_start [runs] = count;
     const bool by_runs = strided && slice >= S_KERNEL_COPY_MAX_BYTES && runs * 4 <= count;
     int64_t *d_slots = NULL;
-    if (strided && slice < S_KERNEL_COPY_MAX_BYTES) {
-        //  The kernel reads its slot lists from device memory, allocated
-        //  and freed in stream order; the pageable source is staged by the call
-        rc = kvt_model_cuda_check (cudaMallocAsync ((void **) &d_slots,
-                                                    2 * count * sizeof (int64_t),
-                                                    self->copy_stream), "stream slots");
-        if (rc == 0)
-            rc = kvt_model_cuda_check (cudaMemcpyAsync (d_slots, slots,
-                                                        2 * count * sizeof (int64_t),
-                                                        cudaMemcpyHostToDevice,
-                                                        self->copy_stream),
-                                       "stream slots");
-    }
+    if (strided && slice < S_KERNEL_COPY_MAX_BYTES)
+        rc = s_slots_upload (self, slots, count, &d_slots);
     for (int l = 0; rc == 0 && l < layers; l++) {
         const size_t at = (size_t) l * slice;
         rc = kvt_model_cuda_gate_wait (self->copy_stream, l + 1);   //  Layer l read (#4)
@@ -215,12 +248,9 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
                                                         self->copy_stream),
                                        "layer event");
     }
-    if (d_slots)
-        (void) kvt_model_cuda_check (cudaFreeAsync (d_slots, self->copy_stream), "stream slots");
     free (run_start);
     free (slots);
-    seq->must_wait = rc == 0;
-    return rc;
+    return s_stream_queued (self, seq, d_slots, rc);
 }
 
 //  --------------------------------------------------------------------------
@@ -257,10 +287,7 @@ s_stream_fp8_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const voi
         return -EINVAL;
     }
     //  Sources as slots of slot_bytes from the lowest address
-    const char *base = (const char *) src [0];
-    for (size_t k = 1; k < count; k++)
-        if ((const char *) src [k] < base)
-            base = (const char *) src [k];
+    const char *base = s_lowest (src, count);
     if ((uintptr_t) base % 16) {
         kvt_log_error ("model: FP8 host copies are not 16-byte aligned");
         return -EINVAL;
@@ -276,23 +303,10 @@ s_stream_fp8_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const voi
         slots [k] = (int64_t) (offset / slot_bytes);
         slots [count + k] = dst [k];
     }
-    seq->layer_ready = (cudaEvent_t *) kvt_zmalloc ((size_t) layers * sizeof (cudaEvent_t));
-    int rc = 0;
-    for (int l = 0; rc == 0 && l < layers; l++)
-        rc = kvt_model_cuda_check (cudaEventCreateWithFlags (&seq->layer_ready [l],
-                                                             cudaEventDisableTiming),
-                                   "layer event");
-    //  The kernel reads its slot lists from device memory, allocated and
-    //  freed in stream order; the pageable source is staged by the call
-    int64_t *d_slots = NULL;
+    int rc = s_layer_events_new (self, seq);
+    int64_t *d_slots = NULL;        //  The kernel reads its slot lists from device memory
     if (rc == 0)
-        rc = kvt_model_cuda_check (cudaMallocAsync ((void **) &d_slots,
-                                                    2 * count * sizeof (int64_t),
-                                                    self->copy_stream), "stream slots");
-    if (rc == 0)
-        rc = kvt_model_cuda_check (cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
-                                                    cudaMemcpyHostToDevice, self->copy_stream),
-                                   "stream slots");
+        rc = s_slots_upload (self, slots, count, &d_slots);
     for (int l = 0; rc == 0 && l < layers; l++) {
         rc = kvt_model_cuda_gate_wait (self->copy_stream, l + 1);   //  Layer l read (#4)
         const size_t first = (size_t) l * layer_planes;
@@ -318,11 +332,8 @@ s_stream_fp8_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const voi
                                                         self->copy_stream),
                                        "layer event");
     }
-    if (d_slots)
-        (void) kvt_model_cuda_check (cudaFreeAsync (d_slots, self->copy_stream), "stream slots");
     free (slots);
-    seq->must_wait = rc == 0;
-    return rc;
+    return s_stream_queued (self, seq, d_slots, rc);
 }
 
 //  --------------------------------------------------------------------------
