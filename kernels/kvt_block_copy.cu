@@ -41,6 +41,20 @@
         of KVT_BLOCK_STAGE_RING staging pieces; events order each piece's
         kernel and engine copy, the caller's stream waits for the engine
         stream at the end. Untimed as of writing (tools/bench/RESULTS.md).
+    hybrid (kvt_block_copy_hybrid, issue #3): both ways at once with fully
+        scattered host slots, the pair and the engines' per-block copies
+        at the same time; the engines take the last blocks of each copy
+        (kvt_block_copy_hybrid_split, shared with the CPU twin) on one
+        stream per copy, the pair the rest, the kernel's slot lists
+        copied to the GPU in stream order (cudaMallocAsync). H100,
+        2026-11-27, three processes, share by the rule from same-run
+        rates (tools/bench/RESULTS.md): 256 KiB 85.6 / 87.5 / 88.3 GB/s
+        both ways (pair 80.3-83.4, engines 74.2-86.2); 64 KiB 81.6-83.7
+        (pair 75.7-82.4); 2 MiB no better than the engines alone; 16 KiB
+        far worse (48.6-59.6 against the pair's 76-82): the engines'
+        per-block copies cost ~4.5 us each to queue host->GPU and slow
+        down under the kernel's traffic, while the kernel's span barely
+        shrinks. Both paths share the link: it is not spare capacity.
 @end
 */
 
@@ -517,5 +531,129 @@ kvt_block_copy_staged (kvt_block_stage_t *stage, const kvt_block_copy_args_t *ar
         rc = rc? rc: KVT_ECUDA;
     free (stage_slots);
     free (runs);
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
+//  Hybrid copies (issue #3): the pair and the copy engines at once
+
+struct _kvt_block_hybrid_t {
+    unsigned long long *counter;    //  The pair's unit counter (device)
+    cudaStream_t engines [2];       //  Engine part of the first / second copy
+    cudaEvent_t start;              //  The caller's stream reached the copy
+    cudaEvent_t done [2];           //  Each engine stream finished its part
+};
+
+kvt_block_hybrid_t *
+kvt_block_hybrid_new (void)
+{
+    kvt_block_hybrid_t *self = (kvt_block_hybrid_t *) calloc (1, sizeof (kvt_block_hybrid_t));
+    if (!self)
+        return NULL;
+    bool ok = cudaMalloc ((void **) &self->counter, sizeof (*self->counter)) == cudaSuccess
+           && cudaEventCreateWithFlags (&self->start, cudaEventDisableTiming) == cudaSuccess;
+    for (int k = 0; ok && k < 2; k++)
+        ok = cudaStreamCreateWithFlags (&self->engines [k], cudaStreamNonBlocking) == cudaSuccess
+          && cudaEventCreateWithFlags (&self->done [k], cudaEventDisableTiming) == cudaSuccess;
+    if (!ok) {
+        (void) cudaGetLastError ();
+        kvt_block_hybrid_destroy (&self);
+    }
+    return self;
+}
+
+void
+kvt_block_hybrid_destroy (kvt_block_hybrid_t **self_p)
+{
+    kvt_block_hybrid_t *self = *self_p;
+    if (self) {
+        for (int k = 0; k < 2; k++) {
+            if (self->engines [k]) {
+                cudaStreamSynchronize (self->engines [k]);
+                cudaStreamDestroy (self->engines [k]);
+            }
+            if (self->done [k])
+                cudaEventDestroy (self->done [k]);
+        }
+        if (self->start)
+            cudaEventDestroy (self->start);
+        cudaFree (self->counter);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  --------------------------------------------------------------------------
+//  Queue both copies, split between the pair and the engines (see
+//  kvt_block_copy.cuh).
+
+int
+kvt_block_copy_hybrid (kvt_block_hybrid_t *self, const kvt_block_copy_args_t *first,
+                       const kvt_block_copy_args_t *second, double share, cudaStream_t stream)
+{
+    if (!self)
+        return -EINVAL;
+    int rc = kvt_block_copy_check (first);
+    if (rc == 0)
+        rc = kvt_block_copy_check (second);
+    if (rc)
+        return rc;
+    kvt_block_copy_args_t kernel [2], engine [2];
+    kvt_block_copy_hybrid_split (first, share, &kernel [0], &engine [0]);
+    kvt_block_copy_hybrid_split (second, share, &kernel [1], &engine [1]);
+    //  The engine streams start with this copy, after the work queued
+    //  before on 'stream'
+    if (cudaEventRecord (self->start, stream) != cudaSuccess
+    ||  cudaStreamWaitEvent (self->engines [0], self->start, 0) != cudaSuccess
+    ||  cudaStreamWaitEvent (self->engines [1], self->start, 0) != cudaSuccess)
+        return KVT_ECUDA;
+    //  The kernel's slot lists to the GPU: source then destination slots
+    //  of each copy, allocated and freed in stream order
+    size_t slots = 2 * (size_t) (kernel [0].count + kernel [1].count);
+    int64_t *d_slots = NULL;
+    if (slots > 0) {
+        int64_t *h_slots = (int64_t *) malloc (slots * sizeof (int64_t));
+        if (!h_slots)
+            return -ENOMEM;
+        size_t at = 0;
+        for (int c = 0; c < 2; c++) {
+            memcpy (h_slots + at, kernel [c].src_slots, kernel [c].count * sizeof (int64_t));
+            memcpy (h_slots + at + kernel [c].count, kernel [c].dst_slots,
+                    kernel [c].count * sizeof (int64_t));
+            at += 2 * (size_t) kernel [c].count;
+        }
+        if (cudaMallocAsync ((void **) &d_slots, slots * sizeof (int64_t), stream) != cudaSuccess
+        ||  cudaMemcpyAsync (d_slots, h_slots, slots * sizeof (int64_t), cudaMemcpyHostToDevice,
+                             stream) != cudaSuccess)
+            rc = KVT_ECUDA;
+        free (h_slots);
+        at = 0;
+        for (int c = 0; c < 2 && rc == 0; c++) {
+            kernel [c].src_slots = d_slots + at;
+            kernel [c].dst_slots = d_slots + at + kernel [c].count;
+            at += 2 * (size_t) kernel [c].count;
+        }
+    }
+    if (rc == 0 && slots > 0)
+        rc = kvt_block_copy_pair (&kernel [0], &kernel [1], 0, self->counter, stream);
+    if (d_slots && cudaFreeAsync (d_slots, stream) != cudaSuccess)
+        rc = rc? rc: KVT_ECUDA;
+    bool joined [2] = { false, false };
+    for (int c = 0; c < 2 && rc == 0; c++) {
+        if (engine [c].count == 0)
+            continue;
+        rc = kvt_block_copy_ce (&engine [c], self->engines [c]);
+        if (rc == 0
+        &&  (cudaEventRecord (self->done [c], self->engines [c]) != cudaSuccess
+        ||   cudaStreamWaitEvent (stream, self->done [c], 0) != cudaSuccess))
+            rc = KVT_ECUDA;
+        joined [c] = rc == 0;
+    }
+    //  After an error, 'stream' still waits for whatever the engines queued
+    for (int c = 0; c < 2; c++)
+        if (!joined [c] && engine [c].count > 0
+        &&  (cudaEventRecord (self->done [c], self->engines [c]) != cudaSuccess
+        ||   cudaStreamWaitEvent (stream, self->done [c], 0) != cudaSuccess))
+            rc = rc? rc: KVT_ECUDA;
     return rc;
 }

@@ -35,6 +35,20 @@
       parameters). Its CPU twin kvt_block_copy_staged_ref runs the same
       plan (pieces, runs) with memcpy. kvt_block_copy_stage_suits says
       whether a batch's host runs are long enough to be worth it.
+    - kvt_block_copy_hybrid (issue #3): both directions at once with
+      fully scattered host slots, the one-grid pair (SMs) and the copy
+      engines (per block) at the same time on one batch: the engines
+      take the last share of each direction's blocks on streams of their
+      own, the pair the rest. SM-driven PCIe traffic and the engines are
+      different hardware; the share comes from the two paths' rates
+      (kvt_block_copy_hybrid_share), and the CPU twin
+      kvt_block_copy_hybrid_ref copies the same parts by memcpy. Slot
+      arrays are host memory and may be freed on return. Pays where the
+      engines' per-block copies are within reach of the kernel (256 KiB
+      on the H100: 85.6-88.3 GB/s both ways, above either path alone);
+      at 16 KiB the engines' per-copy cost makes any share a loss, and
+      at 2 MiB the engines alone are as good (tools/bench/RESULTS.md):
+      callers pick it per block size from measured rates.
 @discuss
     A negative slot skips that block (both paths). Source and destination
     blocks must not overlap. Neither path synchronizes.
@@ -140,7 +154,31 @@ int
     kvt_block_copy_staged_ref (const kvt_block_copy_args_t *args, void *staging,
                                size_t staging_bytes, bool host_is_dst);
 
-//  Selftest of the CPU parts (runs, plans, staged twin, suits).
+//  Hybrid copies (issue #3): the engines' share of each direction's
+//  blocks so that the kernel and the engines end together when each
+//  keeps its own rate: engine_gbps / (engine_gbps + kernel_gbps), from
+//  the two paths' rates at this block size both ways at once (measured
+//  by the caller, once at start or from earlier batches). 0 when the
+//  engines' rate is not positive, 1 when only theirs is.
+double
+    kvt_block_copy_hybrid_share (double engine_gbps, double kernel_gbps);
+
+//  Split 'args' for a hybrid copy: 'engine_part' gets the last
+//  round (share * count) blocks (share clamped to 0..1), 'kernel_part'
+//  the others, in batch order. Both borrow args' slot arrays.
+void
+    kvt_block_copy_hybrid_split (const kvt_block_copy_args_t *args, double share,
+                                 kvt_block_copy_args_t *kernel_part,
+                                 kvt_block_copy_args_t *engine_part);
+
+//  CPU twin of kvt_block_copy_hybrid on host pointers: each copy split
+//  as the GPU path splits it, each part by memcpy. The same bytes as
+//  kvt_block_copy_ref of both copies. Returns 0 or -EINVAL.
+int
+    kvt_block_copy_hybrid_ref (const kvt_block_copy_args_t *first,
+                               const kvt_block_copy_args_t *second, double share);
+
+//  Selftest of the CPU parts (runs, plans, staged twin, suits, hybrid split).
 int
     kvt_block_copy_test (bool verbose);
 
@@ -196,6 +234,34 @@ size_t
 int
     kvt_block_copy_staged (kvt_block_stage_t *stage, const kvt_block_copy_args_t *args,
                            bool host_is_dst, cudaStream_t stream);
+
+//  Hybrid copies (issue #3): the pair's counter, one engine stream per
+//  copy and the events that join them to the caller's stream. Copies
+//  sharing one must be queued on one stream. Returns NULL if CUDA fails.
+typedef struct _kvt_block_hybrid_t kvt_block_hybrid_t;
+
+kvt_block_hybrid_t *
+    kvt_block_hybrid_new (void);
+
+//  Destroy after synchronizing its engine streams; NULL-safe, nulls the
+//  caller's pointer.
+void
+    kvt_block_hybrid_destroy (kvt_block_hybrid_t **self_p);
+
+//  Queue two copies (typically host->GPU and GPU->host, either may be
+//  empty) on 'stream': the last round (share * count) blocks of each on
+//  the copy engines (kvt_block_copy_ce, each copy on an engine stream of
+//  'self'), the rest in one kvt_block_copy_pair launch, all at once.
+//  'share' from kvt_block_copy_hybrid_share; 0 is the pair alone, 1 the
+//  engines alone. Work queued on 'stream' after this call starts after
+//  both. Slot arrays are host memory and may be freed on return (the
+//  kernel's slots are copied to the GPU in stream order). Slabs as for
+//  the kernel (device-accessible). Returns 0, -EINVAL, -ENOMEM or
+//  KVT_ECUDA.
+int
+    kvt_block_copy_hybrid (kvt_block_hybrid_t *self, const kvt_block_copy_args_t *first,
+                           const kvt_block_copy_args_t *second, double share,
+                           cudaStream_t stream);
 #endif
 
 #ifdef __cplusplus

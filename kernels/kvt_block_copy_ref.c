@@ -200,6 +200,64 @@ kvt_block_copy_staged_ref (const kvt_block_copy_args_t *args, void *staging,
 }
 
 //  --------------------------------------------------------------------------
+//  Hybrid copies: the engines' share from the two paths' rates.
+
+double
+kvt_block_copy_hybrid_share (double engine_gbps, double kernel_gbps)
+{
+    if (!(engine_gbps > 0))
+        return 0;
+    if (!(kernel_gbps > 0))
+        return 1;
+    return engine_gbps / (engine_gbps + kernel_gbps);
+}
+
+//  --------------------------------------------------------------------------
+//  Split a copy into the kernel's part (first blocks) and the engines'
+//  part (the last round (share * count) blocks).
+
+void
+kvt_block_copy_hybrid_split (const kvt_block_copy_args_t *args, double share,
+                             kvt_block_copy_args_t *kernel_part,
+                             kvt_block_copy_args_t *engine_part)
+{
+    if (!(share > 0))
+        share = 0;
+    if (share > 1)
+        share = 1;
+    int engine_blocks = (int) (share * args->count + 0.5);
+    if (engine_blocks > args->count)
+        engine_blocks = args->count;
+    *kernel_part = *args;
+    kernel_part->count = args->count - engine_blocks;
+    *engine_part = *args;
+    engine_part->count = engine_blocks;
+    engine_part->dst_slots = args->dst_slots? args->dst_slots + kernel_part->count: NULL;
+    engine_part->src_slots = args->src_slots? args->src_slots + kernel_part->count: NULL;
+}
+
+//  --------------------------------------------------------------------------
+//  CPU twin of the hybrid copy: each part of each copy by memcpy.
+
+int
+kvt_block_copy_hybrid_ref (const kvt_block_copy_args_t *first,
+                           const kvt_block_copy_args_t *second, double share)
+{
+    int rc = kvt_block_copy_check (first);
+    if (rc == 0)
+        rc = kvt_block_copy_check (second);
+    const kvt_block_copy_args_t *copies [2] = { first, second };
+    for (int c = 0; c < 2 && rc == 0; c++) {
+        kvt_block_copy_args_t kernel_part, engine_part;
+        kvt_block_copy_hybrid_split (copies [c], share, &kernel_part, &engine_part);
+        rc = kvt_block_copy_ref (&kernel_part);
+        if (rc == 0)
+            rc = kvt_block_copy_ref (&engine_part);
+    }
+    return rc;
+}
+
+//  --------------------------------------------------------------------------
 //  Selftest
 
 static int s_test_failures = 0;
@@ -287,6 +345,57 @@ s_test_staged (int64_t block_bytes, int count, int run, size_t staging_bytes, bo
     free (dst);
     free (expect);
     free (staging);
+    free (host_slots);
+    free (gpu_slots);
+}
+
+//  The hybrid twin against kvt_block_copy_ref: host->GPU 'count0' blocks
+//  and GPU->host 'count1', fully scattered slots, two skipped blocks.
+static void
+s_test_hybrid (int64_t block_bytes, int count0, int count1, double share, uint64_t *seed,
+               bool verbose)
+{
+    int64_t slots = 2 * (count0 > count1? count0: count1) + 3;
+    size_t slab_bytes = (size_t) (slots * block_bytes);
+    unsigned char *slab [4];                        //  host, gpu, expected host, expected gpu
+    for (int k = 0; k < 4; k++)
+        slab [k] = (unsigned char *) malloc (slab_bytes);
+    for (size_t i = 0; i < slab_bytes; i++) {
+        slab [0][i] = slab [2][i] = (unsigned char) s_test_rand (seed);
+        slab [1][i] = slab [3][i] = (unsigned char) s_test_rand (seed);
+    }
+    int64_t *host_slots = (int64_t *) malloc ((size_t) slots * sizeof (int64_t));
+    int64_t *gpu_slots = (int64_t *) malloc ((size_t) slots * sizeof (int64_t));
+    s_test_layout (host_slots, gpu_slots, (int) slots, 1, slots, seed);  //  Runs of 1: scattered
+    if (count0 > 3)
+        host_slots [count0 - 1] = -1;               //  Skipped: the engines' end
+    if (count1 > 3)
+        gpu_slots [count0 + 1] = -1;                //  Skipped: the kernel's start
+    kvt_block_copy_args_t h2d = {
+        .dst = slab [3], .src = slab [2], .dst_slots = gpu_slots, .src_slots = host_slots,
+        .dst_slot_bytes = block_bytes, .src_slot_bytes = block_bytes,
+        .block_bytes = block_bytes, .count = count0
+    };
+    kvt_block_copy_args_t d2h = {
+        .dst = slab [2], .src = slab [3], .dst_slots = host_slots + count0,
+        .src_slots = gpu_slots + count0, .dst_slot_bytes = block_bytes,
+        .src_slot_bytes = block_bytes, .block_bytes = block_bytes, .count = count1
+    };
+    //  Disjoint slots: the order of the two copies does not matter
+    S_TEST (kvt_block_copy_ref (&h2d) == 0 && kvt_block_copy_ref (&d2h) == 0);
+    h2d.dst = slab [1];
+    d2h.src = slab [1];
+    h2d.src = slab [0];
+    d2h.dst = slab [0];
+    S_TEST (kvt_block_copy_hybrid_ref (&h2d, &d2h, share) == 0);
+    bool same = memcmp (slab [0], slab [2], slab_bytes) == 0
+             && memcmp (slab [1], slab [3], slab_bytes) == 0;
+    S_TEST (same);
+    if (verbose || !same)
+        printf ("  hybrid block=%lld h2d %d + d2h %d share=%.2f: %s\n", (long long) block_bytes,
+                count0, count1, share, same? "same bytes": "DIFFERENT");
+    for (int k = 0; k < 4; k++)
+        free (slab [k]);
     free (host_slots);
     free (gpu_slots);
 }
@@ -405,6 +514,33 @@ kvt_block_copy_test (bool verbose)
         for (int way = 0; way < 2; way++)
             s_test_staged (cases [c].block, cases [c].count, cases [c].run, cases [c].staging,
                            way == 1, cases [c].skip, &seed, verbose);
+    //  Hybrid split: the parts cover the batch once, engines take the end
+    S_TEST (kvt_block_copy_hybrid_share (0, 80) == 0);
+    S_TEST (kvt_block_copy_hybrid_share (-1, 80) == 0);
+    S_TEST (kvt_block_copy_hybrid_share (5, 0) == 1);
+    S_TEST (kvt_block_copy_hybrid_share (20, 80) > 0.199
+         && kvt_block_copy_hybrid_share (20, 80) < 0.201);
+    static const struct { int count; double share; int engine_blocks; }
+    splits [] = { { 101, 0.1, 10 }, { 101, 0, 0 }, { 101, 1, 101 }, { 1, 0.4, 0 },
+                  { 1, 0.6, 1 }, { 0, 0.5, 0 }, { 7, -3, 0 }, { 7, 9, 7 } };
+    for (size_t c = 0; c < sizeof (splits) / sizeof (splits [0]); c++) {
+        kvt_block_copy_args_t whole = args, kernel_part, engine_part;
+        whole.count = splits [c].count;
+        kvt_block_copy_hybrid_split (&whole, splits [c].share, &kernel_part, &engine_part);
+        S_TEST (engine_part.count == splits [c].engine_blocks);
+        S_TEST (kernel_part.count + engine_part.count == whole.count);
+        S_TEST (kernel_part.dst_slots == whole.dst_slots
+             && kernel_part.src_slots == whole.src_slots);
+        S_TEST (engine_part.dst_slots == whole.dst_slots + kernel_part.count
+             && engine_part.src_slots == whole.src_slots + kernel_part.count);
+    }
+    //  Hybrid twin: the same bytes as per-block copies, both ways at once,
+    //  odd counts, skipped slots, every share
+    static const double shares [] = { 0, 0.07, 0.5, 1 };
+    for (size_t c = 0; c < sizeof (shares) / sizeof (shares [0]); c++)
+        s_test_hybrid (16384, 301, 77, shares [c], &seed, verbose);
+    s_test_hybrid (4096, 1000, 0, 0.3, &seed, verbose);
+    s_test_hybrid (65536 + 16, 3, 1, 0.5, &seed, verbose);
     //  Refusals: staging smaller than a block, misaligned staging
     char *buffer = (char *) aligned_alloc (64, 4096);
     int64_t one = 0;

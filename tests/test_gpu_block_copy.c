@@ -21,7 +21,14 @@
     that pieces split runs, staging of one block, a round trip through
     one stage on one stream (GPU -> host runs -> other GPU slots), both
     ways at once on two streams and two stages, and the refusal of
-    staging smaller than a block. Exit 77 without a GPU.
+    staging smaller than a block. The hybrid path (kvt_block_copy_hybrid,
+    issue #3): host->GPU and GPU->host at once with fully scattered
+    slots, the pair and the copy engines splitting each copy by shares
+    from 0 to 1, odd and uneven counts, mixed block sizes, an empty
+    side, skipped slots, two hybrid copies queued back to back on one
+    stream and object; every byte against kvt_block_copy_ref and its
+    CPU twin kvt_block_copy_hybrid_ref. Exit 77 without a GPU. Options:
+    -v prints every case, --hybrid runs the hybrid cases only (memcheck).
 @end
 */
 
@@ -274,6 +281,121 @@ t_run_pair (int64_t bytes0, int count0, int64_t bytes1, int count1, int ctas,
     return failed? -1: 0;
 }
 
+//  Host copy of a side's slot lists (source then destination), and its
+//  arguments with them and the host slab's own pointer (UVA), as
+//  kvt_block_copy_hybrid takes them.
+static int64_t *
+t_side_host_args (t_side_t *self, kvt_block_copy_args_t *args)
+{
+    int slots = (int) (self->slab_bytes / self->args.src_slot_bytes);
+    int64_t *slot_ids = (int64_t *) malloc (2 * slots * sizeof (int64_t));
+    T_CHECK (cudaMemcpy (slot_ids, self->d_slots, 2 * slots * sizeof (int64_t),
+                         cudaMemcpyDeviceToHost));
+    *args = self->args;
+    args->src_slots = slot_ids;
+    args->dst_slots = slot_ids + slots;
+    if (self->to_gpu)
+        args->src = self->pinned;
+    else
+        args->dst = self->pinned;
+    return slot_ids;
+}
+
+//  The hybrid path: host->GPU and GPU->host blocks at once, split between
+//  the pair and the engines by 'share'; 'twice' queues a second hybrid
+//  copy (other slabs) on the same stream and object before waiting.
+static int
+t_run_hybrid (int64_t bytes0, int count0, int64_t bytes1, int count1, double share,
+              bool twice, uint64_t *seed, bool verbose)
+{
+    t_side_t sides [4];
+    int pairs = twice? 2: 1;
+    int64_t *slot_ids [4];
+    kvt_block_copy_args_t args [4];
+    kvt_block_hybrid_t *hybrid = kvt_block_hybrid_new ();
+    if (!hybrid) {
+        fprintf (stderr, "kvt_block_hybrid_new failed\n");
+        return -1;
+    }
+    cudaStream_t stream;
+    T_CHECK (cudaStreamCreateWithFlags (&stream, cudaStreamNonBlocking));
+    for (int k = 0; k < 2 * pairs; k += 2) {
+        t_side_init (&sides [k], bytes0, count0, true, seed);
+        t_side_init (&sides [k + 1], bytes1, count1, false, seed);
+        slot_ids [k] = t_side_host_args (&sides [k], &args [k]);
+        slot_ids [k + 1] = t_side_host_args (&sides [k + 1], &args [k + 1]);
+    }
+    int rc = 0;
+    for (int k = 0; k < 2 * pairs && rc == 0; k += 2) {
+        rc = kvt_block_copy_hybrid (hybrid, &args [k], &args [k + 1], share, stream);
+        //  The slot lists may be freed on return: poison them first
+        for (int c = k; c < k + 2; c++) {
+            int slots = (int) (sides [c].slab_bytes / args [c].src_slot_bytes);
+            memset (slot_ids [c], 0x7f, 2 * slots * sizeof (int64_t));
+        }
+    }
+    T_CHECK (cudaStreamSynchronize (stream));
+    //  The CPU twin on host images gives the expected bytes too
+    size_t bad = 0;
+    for (int k = 0; k < 2 * pairs; k++) {
+        bad += t_side_check (&sides [k]);
+        free (slot_ids [k]);
+    }
+    kvt_block_hybrid_destroy (&hybrid);
+    cudaStreamDestroy (stream);
+    bool failed = rc != 0 || bad != 0 || hybrid != NULL;
+    if (failed || verbose)
+        printf ("  hybrid h2d %lld x %d + d2h %lld x %d, share %.2f%s: rc %d, %zu bytes "
+                "differ%s\n", (long long) bytes0, count0, (long long) bytes1, count1, share,
+                twice? ", twice": "", rc, bad, failed? " FAIL": "");
+    return failed? -1: 0;
+}
+
+//  The hybrid CPU twin on host images against kvt_block_copy_ref.
+static int
+t_run_hybrid_twin (int64_t bytes, int count0, int count1, double share, uint64_t *seed,
+                   bool verbose)
+{
+    int slots = 2 * (count0 + count1) + 3;
+    size_t slab_bytes = (size_t) slots * bytes;
+    unsigned char *image [4];                       //  host, gpu, expected host, expected gpu
+    for (int k = 0; k < 4; k++)
+        image [k] = (unsigned char *) malloc (slab_bytes);
+    for (size_t i = 0; i < slab_bytes; i++) {
+        image [0][i] = image [2][i] = (unsigned char) t_rand (seed);
+        image [1][i] = image [3][i] = (unsigned char) t_rand (seed);
+    }
+    int64_t *host_slots = (int64_t *) malloc (slots * sizeof (int64_t));
+    int64_t *gpu_slots = (int64_t *) malloc (slots * sizeof (int64_t));
+    t_shuffle (host_slots, slots, seed);
+    t_shuffle (gpu_slots, slots, seed);
+    kvt_block_copy_args_t h2d = {
+        .dst = image [3], .src = image [2], .dst_slots = gpu_slots, .src_slots = host_slots,
+        .dst_slot_bytes = bytes, .src_slot_bytes = bytes, .block_bytes = bytes, .count = count0
+    };
+    kvt_block_copy_args_t d2h = {
+        .dst = image [2], .src = image [3], .dst_slots = host_slots + count0,
+        .src_slots = gpu_slots + count0, .dst_slot_bytes = bytes, .src_slot_bytes = bytes,
+        .block_bytes = bytes, .count = count1
+    };
+    int rc = kvt_block_copy_ref (&h2d) || kvt_block_copy_ref (&d2h);
+    h2d.dst = image [1];
+    d2h.src = image [1];
+    h2d.src = image [0];
+    d2h.dst = image [0];
+    rc = rc || kvt_block_copy_hybrid_ref (&h2d, &d2h, share);
+    bool failed = rc || memcmp (image [0], image [2], slab_bytes)
+               || memcmp (image [1], image [3], slab_bytes);
+    if (failed || verbose)
+        printf ("  hybrid twin %lld, %d + %d, share %.2f: %s\n", (long long) bytes, count0,
+                count1, share, failed? "FAIL": "same bytes");
+    for (int k = 0; k < 4; k++)
+        free (image [k]);
+    free (host_slots);
+    free (gpu_slots);
+    return failed? -1: 0;
+}
+
 //  Host slots in runs of 'run' adjacent slots at random run-aligned
 //  places of 'slots' (a multiple of 'run'); GPU slots a permutation.
 static void
@@ -484,7 +606,12 @@ t_run_staged_both (int64_t block_bytes, int count, int run, size_t staging_bytes
 int
 main (int argc, char *argv [])
 {
-    bool verbose = argc > 1 && strcmp (argv [1], "-v") == 0;
+    //  -v: every case; --hybrid: the hybrid cases only (for memcheck)
+    bool verbose = false, only_hybrid = false;
+    for (int i = 1; i < argc; i++) {
+        verbose |= strcmp (argv [i], "-v") == 0;
+        only_hybrid |= strcmp (argv [i], "--hybrid") == 0;
+    }
     int device_count = 0;
     if (cudaGetDeviceCount (&device_count) != cudaSuccess || device_count == 0) {
         printf ("test_gpu_block_copy: no GPU, skipped\n");
@@ -496,7 +623,7 @@ main (int argc, char *argv [])
         { 262144, 24 }, { 2 << 20, 6 }, { 1 << 20, 1 }
     };
     int failures = 0, runs = 0;
-    for (size_t s = 0; s < sizeof (sizes) / sizeof (sizes [0]); s++)
+    for (size_t s = 0; s < sizeof (sizes) / sizeof (sizes [0]) && !only_hybrid; s++)
         for (int direction = 0; direction < 3; direction++)
             for (int path = 0; path < 2; path++) {
                 runs++;
@@ -508,7 +635,7 @@ main (int argc, char *argv [])
         { 16384, 300, 16384, 300, 0 }, { 65536, 40, 16384, 301, 7 },
         { 4112, 17, 2 << 20, 5, 0 }, { 48, 1000, 65536 + 16, 3, 1 }, { 16, 5, 16, 0, 0 }
     };
-    for (size_t p = 0; p < sizeof (pairs) / sizeof (pairs [0]); p++) {
+    for (size_t p = 0; p < sizeof (pairs) / sizeof (pairs [0]) && !only_hybrid; p++) {
         runs++;
         failures += t_run_pair (pairs [p].bytes0, pairs [p].count0, pairs [p].bytes1,
                                 pairs [p].count1, pairs [p].ctas, &seed, verbose) != 0;
@@ -527,17 +654,42 @@ main (int argc, char *argv [])
         { 4096, 5000, 64, 64 << 20, true },     //  Many pieces, each 896 blocks
         { 48, 77, 16, 48, false },              //  Staging of one block
     };
-    for (size_t c = 0; c < sizeof (staged) / sizeof (staged [0]); c++)
+    for (size_t c = 0; c < sizeof (staged) / sizeof (staged [0]) && !only_hybrid; c++)
         for (int way = 0; way < 2; way++) {
             runs++;
             failures += t_run_staged (staged [c].bytes, staged [c].count, staged [c].run,
                                       staged [c].staging, way == 1, staged [c].skip, false,
                                       &seed, verbose) != 0;
         }
-    runs += 3;
-    failures += t_run_staged (16384, 700, 64, 2 << 20, true, true, true, &seed, verbose) != 0;
-    failures += t_run_staged_both (16384, 3000, 64, 8 << 20, &seed, verbose) != 0;
-    failures += t_run_staged_both (2 << 20, 40, 8, 16 << 20, &seed, verbose) != 0;
+    //  Hybrid: the pair and the engines at once, shares 0..1
+    static const struct { int64_t bytes0; int count0; int64_t bytes1; int count1;
+                          double share; bool twice; } hybrids [] = {
+        { 16384, 300, 16384, 300, 0.1, false },     //  Even split, small engine share
+        { 16384, 301, 16384, 77, 0.5, false },      //  Odd, uneven counts
+        { 65536, 41, 65536, 40, 0.37, true },       //  Two copies back to back
+        { 16384, 5, 16384, 0, 1.0, false },         //  Engines only, one side empty
+        { 16384, 0, 16384, 9, 0.5, false },         //  The other side empty
+        { 4112, 17, 4112, 1000, 0.07, false },      //  Padded slots, uneven
+        { 65536 + 16, 3, 2 << 20, 5, 0.5, true },   //  Mixed block sizes
+        { 16384, 999, 16384, 1001, 0.0, false },    //  The pair alone
+        { 16384, 1, 16384, 1, 0.4, false },         //  One block each: rounds to the pair
+    };
+    for (size_t h = 0; h < sizeof (hybrids) / sizeof (hybrids [0]); h++) {
+        runs++;
+        failures += t_run_hybrid (hybrids [h].bytes0, hybrids [h].count0, hybrids [h].bytes1,
+                                  hybrids [h].count1, hybrids [h].share, hybrids [h].twice,
+                                  &seed, verbose) != 0;
+    }
+    runs += 2;
+    failures += t_run_hybrid_twin (16384, 301, 77, 0.23, &seed, verbose) != 0;
+    failures += t_run_hybrid_twin (65536 + 16, 5, 6, 0.5, &seed, verbose) != 0;
+    if (!only_hybrid) {
+        runs += 3;
+        failures += t_run_staged (16384, 700, 64, 2 << 20, true, true, true, &seed,
+                                  verbose) != 0;
+        failures += t_run_staged_both (16384, 3000, 64, 8 << 20, &seed, verbose) != 0;
+        failures += t_run_staged_both (2 << 20, 40, 8, 16 << 20, &seed, verbose) != 0;
+    }
     //  Refusals
     kvt_block_copy_args_t bad = { .dst = (void *) 16, .src = (void *) 32,
         .dst_slots = (int64_t *) 16, .src_slots = (int64_t *) 16, .dst_slot_bytes = 64,
@@ -551,7 +703,12 @@ main (int argc, char *argv [])
     failures += !small || kvt_block_copy_staged (small, &bad, true, 0) != -EINVAL;
     failures += kvt_block_copy_staged (NULL, &bad, true, 0) != -EINVAL;
     kvt_block_stage_destroy (&small);
-    printf ("test_gpu_block_copy: %d runs, %d failed\n", runs + 5, failures);
+    failures += kvt_block_copy_hybrid (NULL, &bad, &bad, 0.5, 0) != -EINVAL;
+    kvt_block_hybrid_t *hybrid = kvt_block_hybrid_new ();
+    bad.block_bytes = 40;
+    failures += !hybrid || kvt_block_copy_hybrid (hybrid, &bad, &bad, 0.5, 0) != -EINVAL;
+    kvt_block_hybrid_destroy (&hybrid);
+    printf ("test_gpu_block_copy: %d runs, %d failed\n", runs + 7, failures);
     return failures? 1: 0;
 }
 #endif

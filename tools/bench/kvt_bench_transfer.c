@@ -26,6 +26,15 @@
     (--staging-mib, default 64, one per direction), copy engines one copy
     per host run. h2d, d2h, both at once (two streams, two stages), beside
     the same 1 GiB memcpy baselines.
+    Hybrid (issue #3, kvt_block_copy_hybrid): both ways at once with the
+    fully scattered slots above, the one-grid pair and the engines'
+    per-block copies at the same time, the engines taking the share
+    engines / (engines + pair) of each direction (both-ways rates of the
+    same run and size); and each direction alone through it (the share
+    from that direction's engine and kernel rates alone, the other copy
+    empty). --explore adds split rows at 16, 64 and 256 KiB: the
+    engines' share swept over 0-50%, one or two engine streams per
+    direction, the pair at 1 CTA per SM, with when each part ended.
     Beside (issue #3): paged decode attention (bf16, 32 q / 8 kv heads,
     head_dim 128, 16-token blocks, 16 x 32K) alone and while 64 KiB or
     2 MiB host->GPU blocks stream on a second stream through the kernel
@@ -62,13 +71,16 @@ kvt_bench_transfer_main (int argc, char **argv)
 #else
 
 #include <math.h>
+#include <time.h>
 #include "kvt_bench_transfer_int.h"
 
 
 //  mode bits: 1 = host->GPU, 2 = GPU->host. path: 0 memcpy of 1 GiB,
 //  1 kernel, 2 copy engines, 3 kernel host->GPU + engines GPU->host, 4 the
 //  reverse, 5 both in one grid (kvt_block_copy_pair, mode 3 only), 6 the
-//  staged path (ce_h2d / ce_d2h arguments, host slots in runs).
+//  staged path (ce_h2d / ce_d2h arguments, host slots in runs), 7 the
+//  hybrid path (kvt_block_copy_hybrid, ce_* arguments, the engines'
+//  share self->hybrid_share; both ways at once in one call).
 //  Returns the median GB/s over 'reps' runs, counting the bytes of every
 //  direction run, from the first start to the last stop. If 'dir_rates'
 //  is not NULL and two streams ran, it gets each stream's median GB/s
@@ -81,7 +93,7 @@ s_measure (kvt_bench_transfer_t *self, int mode, int path, kvt_block_copy_args_t
     double *rates = (double *) malloc ((reps + 2) * sizeof (double));
     double *own [2] = { (double *) malloc ((reps + 2) * sizeof (double)),
                         (double *) malloc ((reps + 2) * sizeof (double)) };
-    int streams = path == 5? 1: mode;                       //  Stream bits used
+    int streams = path == 5 || (path == 7 && mode == 3)? 1: mode;  //  Stream bits used
     for (int rep = -2; rep < reps; rep++) {                 //  Two warm-ups
         KVT_BENCH_CUDA_CHECK (cudaDeviceSynchronize ());
         for (int dir = 0; dir < 2; dir++) {
@@ -102,6 +114,15 @@ s_measure (kvt_bench_transfer_t *self, int mode, int path, kvt_block_copy_args_t
             if (path == 5)
                 rc = kvt_block_copy_pair (args_h2d, args_d2h, self->pair_ctas,
                                           self->pair_counter, stream);
+            else
+            if (path == 7) {
+                //  One direction alone: the other copy is empty
+                kvt_block_copy_args_t none = *(dir == 0? ce_d2h: ce_h2d);
+                none.count = 0;
+                rc = kvt_block_copy_hybrid (self->hybrid, mode & 1? ce_h2d: &none,
+                                            mode & 2? ce_d2h: &none, self->hybrid_share,
+                                            stream);
+            }
             else
             if (path == 6)
                 rc = kvt_block_copy_staged (self->stages [dir], dir == 0? ce_h2d: ce_d2h,
@@ -145,6 +166,119 @@ s_measure (kvt_bench_transfer_t *self, int mode, int path, kvt_block_copy_args_t
     free (rates);
     free (own [0]);
     free (own [1]);
+    return median;
+}
+
+//  A note of the hybrid and split rows: printed at once in text mode
+//  (the reporter keeps 32 notes and --explore fills them before these
+//  rows), a report note in JSON.
+static void
+s_note (kvt_bench_report_t *report, bool json, const char *key, const char *text)
+{
+    if (json)
+        kvt_bench_report_note (report, key, text);
+    else {
+        printf ("# %s: %s\n", key, text);
+        fflush (stdout);
+    }
+}
+
+//  Median of 'count' values (sorts them).
+static double
+s_median (double *values, int count)
+{
+    qsort (values, count, sizeof (double), kvt_bench_compare_double);
+    return values [count / 2];
+}
+
+//  One split row: the engines' share, their streams per direction, the
+//  pair's CTAs per SM (0 = its default).
+typedef struct {
+    double share;                   //  Engines' share of each direction's blocks
+    int streams;                    //  Engine streams per direction
+    int per_sm;                     //  Pair CTAs per SM, 0 = default
+} s_split_t;
+
+//  Split rows (issue #3, --explore): one both-ways batch of fully
+//  scattered blocks, the one-grid pair (kvt_block_copy_pair) copying the
+//  first (1 - share) of each direction's blocks on streams [0] while the
+//  copy engines copy the rest at once (kvt_block_copy_ce, per block),
+//  split over 'engine_streams' streams per direction (1 or 2). Returns
+//  the median GB/s of the whole batch (2 x 1 GiB over the span from the
+//  common start to the last end). 'parts' gets medians: ms of the kernel
+//  share, of the engines' host->GPU share, of their GPU->host share (each
+//  from the common start), and ms of host time to queue it all.
+static double
+s_measure_split (kvt_bench_transfer_t *self, const kvt_block_copy_args_t *h2d,
+                 const kvt_block_copy_args_t *d2h, const kvt_block_copy_args_t *ce_h2d,
+                 const kvt_block_copy_args_t *ce_d2h, double share, int engine_streams,
+                 int reps, double parts [4])
+{
+    int count = h2d->count;
+    int engine_blocks = (int) (share * count + 0.5);
+    kvt_block_copy_args_t kernel [2] = { *h2d, *d2h };
+    kernel [0].count = kernel [1].count = count - engine_blocks;
+    const kvt_block_copy_args_t *engine [2] = { ce_h2d, ce_d2h };
+    double *rates = (double *) malloc ((reps + 2) * sizeof (double));
+    double *ms [4];
+    for (int k = 0; k < 4; k++)
+        ms [k] = (double *) calloc (reps + 2, sizeof (double));
+    cudaStream_t lead = self->streams [0];
+    for (int rep = -2; rep < reps; rep++) {                 //  Two warm-ups
+        KVT_BENCH_CUDA_CHECK (cudaDeviceSynchronize ());
+        struct timespec t0, t1;
+        clock_gettime (CLOCK_MONOTONIC, &t0);
+        KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->start [0], lead));
+        int rc = kvt_block_copy_pair (&kernel [0], &kernel [1], self->pair_ctas,
+                                      self->pair_counter, lead);
+        KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->pair_stop, lead));
+        for (int dir = 0; dir < 2 && rc == 0; dir++)
+            for (int e = 0; e < engine_streams && rc == 0; e++) {
+                int first = count - engine_blocks + (int) ((int64_t) engine_blocks * e
+                                                           / engine_streams);
+                int last = count - engine_blocks + (int) ((int64_t) engine_blocks * (e + 1)
+                                                          / engine_streams);
+                kvt_block_copy_args_t slice = *engine [dir];
+                slice.dst_slots += first;
+                slice.src_slots += first;
+                slice.count = last - first;
+                cudaStream_t stream = self->engines [dir * 2 + e];
+                KVT_BENCH_CUDA_CHECK (cudaStreamWaitEvent (stream, self->start [0], 0));
+                rc = kvt_block_copy_ce (&slice, stream);
+                KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->engine_stop [dir * 2 + e], stream));
+                KVT_BENCH_CUDA_CHECK (cudaStreamWaitEvent (lead, self->engine_stop [dir * 2 + e],
+                                                           0));
+            }
+        if (rc) {
+            fprintf (stderr, "split transfer failed: %d\n", rc);
+            exit (1);
+        }
+        KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->stop [0], lead));
+        clock_gettime (CLOCK_MONOTONIC, &t1);
+        KVT_BENCH_CUDA_CHECK (cudaDeviceSynchronize ());
+        if (rep < 0)
+            continue;
+        float span, part;
+        KVT_BENCH_CUDA_CHECK (cudaEventElapsedTime (&span, self->start [0], self->stop [0]));
+        rates [rep] = 2.0 * (double) KVT_BENCH_MOVE_BYTES / (span * 1e-3) / 1e9;
+        KVT_BENCH_CUDA_CHECK (cudaEventElapsedTime (&part, self->start [0], self->pair_stop));
+        ms [0][rep] = part;
+        for (int dir = 0; dir < 2; dir++)
+            for (int e = 0; e < engine_streams; e++) {
+                KVT_BENCH_CUDA_CHECK (cudaEventElapsedTime (&part, self->start [0],
+                                                            self->engine_stop [dir * 2 + e]));
+                if (part > ms [1 + dir][rep])
+                    ms [1 + dir][rep] = part;
+            }
+        ms [3][rep] = (double) (t1.tv_sec - t0.tv_sec) * 1e3
+                    + (double) (t1.tv_nsec - t0.tv_nsec) * 1e-6;
+    }
+    double median = s_median (rates, reps);
+    for (int k = 0; k < 4; k++) {
+        parts [k] = s_median (ms [k], reps);
+        free (ms [k]);
+    }
+    free (rates);
     return median;
 }
 
@@ -218,12 +352,23 @@ kvt_bench_transfer_main (int argc, char **argv)
     KVT_BENCH_CUDA_CHECK (cudaHostGetDevicePointer (&self.host_dev, self.host, 0));
     KVT_BENCH_CUDA_CHECK (cudaMalloc (&self.device, KVT_BENCH_SLAB_BYTES));
     KVT_BENCH_CUDA_CHECK (cudaMalloc ((void **) &self.pair_counter, sizeof (unsigned long long)));
+    KVT_BENCH_CUDA_CHECK (cudaEventCreate (&self.pair_stop));
+    self.hybrid = kvt_block_hybrid_new ();
+    if (!self.hybrid) {
+        fprintf (stderr, "kvtier bench transfer: kvt_block_hybrid_new failed\n");
+        return 1;
+    }
     memset (self.host, 0x5a, KVT_BENCH_SLAB_BYTES);                 //  Touch every page
     KVT_BENCH_CUDA_CHECK (cudaMemset (self.device, 0x3c, KVT_BENCH_SLAB_BYTES));
     for (int dir = 0; dir < 2; dir++) {
         KVT_BENCH_CUDA_CHECK (cudaStreamCreateWithFlags (&self.streams [dir], cudaStreamNonBlocking));
         KVT_BENCH_CUDA_CHECK (cudaEventCreate (&self.start [dir]));
         KVT_BENCH_CUDA_CHECK (cudaEventCreate (&self.stop [dir]));
+        for (int e = 0; e < 2; e++) {
+            KVT_BENCH_CUDA_CHECK (cudaStreamCreateWithFlags (&self.engines [dir * 2 + e],
+                                                             cudaStreamNonBlocking));
+            KVT_BENCH_CUDA_CHECK (cudaEventCreate (&self.engine_stop [dir * 2 + e]));
+        }
         self.stages [dir] = kvt_block_stage_new ((size_t) staging_mib << 20);
         if (!self.stages [dir]) {
             fprintf (stderr, "kvtier bench transfer: cannot allocate %d MiB of staging\n",
@@ -280,6 +425,8 @@ kvt_bench_transfer_main (int argc, char **argv)
             snprintf (label, sizeof (label), "%dKiB", (int) (block >> 10));
         else
             snprintf (label, sizeof (label), "%dMiB", (int) (block >> 20));
+        double pair_both = 0, engines_both = 0;    //  Same-run rates for the split rule
+        double alone [2][2] = { { 0, 0 }, { 0, 0 } };  //  Kernel / engines: h2d, d2h alone
         static const char *paths [] = { "", "kernel", "ce" };
         for (int path = 1; path <= (kernel_only? 1: 2); path++) {
             double h2d_rate = s_measure (&self, 1, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps,
@@ -292,9 +439,13 @@ kvt_bench_transfer_main (int argc, char **argv)
             snprintf (figure, sizeof (figure), "d2h_%s_%s_GBps", paths [path], label);
             kvt_bench_report_add (report, figure, d2h_rate, "GB/s", "memcpy_1GiB_d2h_GBps",
                                   base_d2h);
+            alone [path - 1][0] = h2d_rate;
+            alone [path - 1][1] = d2h_rate;
             double own [2];
             double both_rate = s_measure (&self, 3, path, &h2d, &d2h, &ce_h2d, &ce_d2h, reps,
                                           own);
+            if (path == 2)
+                engines_both = both_rate;
             snprintf (figure, sizeof (figure), "both_%s_%s_GBps", paths [path], label);
             kvt_bench_report_add (report, figure, both_rate, "GB/s", "memcpy_1GiB_both_GBps",
                                   base_both);
@@ -305,6 +456,7 @@ kvt_bench_transfer_main (int argc, char **argv)
             if (path == 1) {
                 //  Both directions in one grid, units from one counter
                 both_rate = s_measure (&self, 3, 5, &h2d, &d2h, NULL, NULL, reps, NULL);
+                pair_both = both_rate;
                 snprintf (figure, sizeof (figure), "both_pair_%s_GBps", label);
                 kvt_bench_report_add (report, figure, both_rate, "GB/s",
                                       "memcpy_1GiB_both_GBps", base_both);
@@ -348,6 +500,78 @@ kvt_bench_transfer_main (int argc, char **argv)
             snprintf (figure, sizeof (figure), "both_%s_%s_GBps", mixes [path], label);
             kvt_bench_report_add (report, figure, both_rate, "GB/s", "memcpy_1GiB_both_GBps",
                                   base_both);
+        }
+        //  Hybrid (issue #3): kvt_block_copy_hybrid, fully scattered host
+        //  slots, the engines' share by the rule from this run's both-ways
+        //  rates of the engines and the pair (kvt_block_copy_hybrid_share)
+        if (!kernel_only && pair_both > 0) {
+            self.hybrid_share = kvt_block_copy_hybrid_share (engines_both, pair_both);
+            double rate = s_measure (&self, 3, 7, NULL, NULL, &ce_h2d, &ce_d2h, reps, NULL);
+            snprintf (figure, sizeof (figure), "both_hybrid_%s_GBps", label);
+            kvt_bench_report_add (report, figure, rate, "GB/s", "memcpy_1GiB_both_GBps",
+                                  base_both);
+            snprintf (text, sizeof (text), "engines' share %.3f = engines both %.1f / "
+                      "(engines %.1f + pair %.1f GB/s); vs the pair alone %.3f",
+                      self.hybrid_share, engines_both, engines_both, pair_both,
+                      rate / pair_both);
+            snprintf (figure, sizeof (figure), "both_hybrid_%s_share", label);
+            s_note (report, json, figure, text);
+            //  Each direction alone, the share from that direction's rates
+            for (int dir = 0; dir < 2; dir++) {
+                self.hybrid_share = kvt_block_copy_hybrid_share (alone [1][dir], alone [0][dir]);
+                rate = s_measure (&self, 1 << dir, 7, NULL, NULL, &ce_h2d, &ce_d2h, reps, NULL);
+                snprintf (figure, sizeof (figure), "%s_hybrid_%s_GBps", dir? "d2h": "h2d", label);
+                kvt_bench_report_add (report, figure, rate, "GB/s", dir? "memcpy_1GiB_d2h_GBps":
+                                      "memcpy_1GiB_h2d_GBps", dir? base_d2h: base_h2d);
+                snprintf (text, sizeof (text), "engines' share %.3f (engines %.1f, kernel %.1f "
+                          "GB/s alone); vs the kernel alone %.3f", self.hybrid_share,
+                          alone [1][dir], alone [0][dir], rate / alone [0][dir]);
+                snprintf (figure, sizeof (figure), "%s_hybrid_%s_share", dir? "d2h": "h2d",
+                          label);
+                s_note (report, json, figure, text);
+            }
+        }
+        //  Split (issue #3): the one-grid pair and the engines at once on
+        //  one both-ways batch of fully scattered blocks, the engines
+        //  taking a share f of each direction; f swept, and f by the rule
+        //  engines / (engines + pair) from this run's both-ways rates
+        if (explore && !kernel_only && block <= (256 << 10) && pair_both > 0) {
+            static const double shares [] = { 0, 0.05, 0.10, 0.20, 0.30, 0.50 };
+            double rule = engines_both / (engines_both + pair_both);
+            s_split_t splits [16];
+            int n = 0;
+            for (int e = 1; e <= 2; e++)
+                for (int k = 0; k < 6; k++)
+                    if (e == 1 || shares [k] > 0)
+                        splits [n++] = (s_split_t) { shares [k], e, 0 };
+            splits [n++] = (s_split_t) { rule, 1, 0 };
+            splits [n++] = (s_split_t) { rule, 2, 0 };
+            splits [n++] = (s_split_t) { rule, 1, 1 };
+            splits [n++] = (s_split_t) { 0.10, 1, 1 };
+            snprintf (text, sizeof (text), "engines both %.1f GB/s, pair both %.1f GB/s: "
+                      "f = %.3f", engines_both, pair_both, rule);
+            snprintf (figure, sizeof (figure), "split_%s_rule", label);
+            s_note (report, json, figure, text);
+            for (int k = 0; k < n; k++) {
+                self.pair_ctas = splits [k].per_sm * prop.multiProcessorCount;
+                double parts [4];
+                double rate = s_measure_split (&self, &h2d, &d2h, &ce_h2d, &ce_d2h,
+                                               splits [k].share, splits [k].streams, reps,
+                                               parts);
+                snprintf (figure, sizeof (figure), "both_split_%s_f%03d_e%d%s_GBps", label,
+                          (int) (splits [k].share * 1000 + 0.5), splits [k].streams,
+                          splits [k].per_sm? "_ctas1": "");
+                kvt_bench_report_add (report, figure, rate, "GB/s", "memcpy_1GiB_both_GBps",
+                                      base_both);
+                snprintf (text, sizeof (text), "ends (ms from start): kernel %.2f, engines "
+                          "h2d %.2f, d2h %.2f; host queueing %.2f ms", parts [0], parts [1],
+                          parts [2], parts [3]);
+                snprintf (figure, sizeof (figure), "both_split_%s_f%03d_e%d%s_parts", label,
+                          (int) (splits [k].share * 1000 + 0.5), splits [k].streams,
+                          splits [k].per_sm? "_ctas1": "");
+                s_note (report, json, figure, text);
+            }
+            self.pair_ctas = 0;
         }
         //  Staged (issue #3): host slots in runs of 64 blocks at random
         //  run-aligned places, GPU slots scattered as above
@@ -420,7 +644,13 @@ kvt_bench_transfer_main (int argc, char **argv)
         cudaStreamDestroy (self.streams [dir]);
         cudaEventDestroy (self.start [dir]);
         cudaEventDestroy (self.stop [dir]);
+        for (int e = 0; e < 2; e++) {
+            cudaStreamDestroy (self.engines [dir * 2 + e]);
+            cudaEventDestroy (self.engine_stop [dir * 2 + e]);
+        }
     }
+    cudaEventDestroy (self.pair_stop);
+    kvt_block_hybrid_destroy (&self.hybrid);
     cudaFree (self.device);
     cudaFree (self.pair_counter);
     cudaFreeHost (self.host);

@@ -44,6 +44,11 @@ typedef struct {
     int pair_ctas;                  //  kvt_block_copy_pair's grid (0 = its default)
     unsigned long long *pair_counter;   //  Its unit counter (device)
     kvt_block_stage_t *stages [2];  //  Staged path: host->GPU, GPU->host staging
+    cudaStream_t engines [4];       //  Split rows: engine streams, 2 per direction
+    cudaEvent_t engine_stop [4];    //  Split rows: each engine stream's end
+    cudaEvent_t pair_stop;          //  Split rows: the kernel share's end
+    kvt_block_hybrid_t *hybrid;     //  Hybrid rows: kvt_block_copy_hybrid's object
+    double hybrid_share;            //  Hybrid rows: the engines' share
 } kvt_bench_transfer_t;
 
 //  Fill 'slots' with a random permutation of 0..count - 1.
