@@ -9,7 +9,8 @@
 /*
 @header
     kvtier bench host [--json] [--blocks N] [--block-kib K] [--dir DIR]
-                      [--reps N] [--qd N] [--prompt-mib M] [--split] [--verbose]
+                      [--reps N] [--qd N] [--prompt-mib M] [--split] [--no-settle]
+                      [--verbose]
     kvtier bench host --ttft [--prefix-mib M] [--new N] [--groups G]
                       [--compute-prefix] [--json] [--dir DIR] [--reps N]
                       [--qd N] [--verbose]
@@ -44,6 +45,12 @@
         same N payloads from the store's data files (registered files and
         buffer, block-sized reads, --qd in flight, default 32; the NVMe
         tier runs at the same queue depth).
+    Before NVMe -> GPU and before the raw reads, fdatasync of the data
+    files (--no-settle skips it), so that neither timed disk phase runs
+    beside the write-back of the demotion just before it; and the two take
+    turns going first (raw first in reps 2, 4, ...), so that neither gains
+    from the other having just read the same bytes (a virtual disk may
+    cache on its host): give an even --reps for a balanced median.
     Profile figures beside them: the raw reads again, each block into its
     own place of a buffer of every block (at most 1 GiB), as the NVMe
     tier's reads land one per host slot instead of in a few reused
@@ -101,6 +108,7 @@ typedef struct {
     int qd;                         //  Raw baseline and tier_nvme queue depth
     int prompt_mib;                 //  KV bytes one STORE (or STORE_TAIL) carries at most
     bool split;                     //  The prefix as separate prompts of prompt_mib each
+    bool no_settle;                 //  Skip the fdatasync before each timed disk phase
     bool json;                      //  JSON report
     bool verbose;                   //  Per-rep figures and counter deltas on stderr
     const char *calibration;        //  Write the simulator's calibration file here, or NULL
@@ -145,6 +153,7 @@ typedef struct {
     double disk_spread_us;          //  Profile: the same reads, each block to its own place
     double shm_copy_us;             //  Profile: block-wise memcpy between two arenas
     double xxh3_us;                 //  Profile: xxh3-64 of every block (one core)
+    double settle_us;               //  fdatasync of the data files before the disk phases
 } s_rep_t;
 
 //  Median of 'count' values at 'stride' doubles apart (a field of s_rep_t).
@@ -435,6 +444,7 @@ typedef struct {
     kvt_arena_t *arena_dst;         //  Profile: a slab like the GPU tier's (CPU build)
     kvt_arena_t *device;            //  GPU build: device slab for the pinned PCIe baseline
     bool verbose;                   //  Counter deltas on stderr
+    bool settle;                    //  fdatasync the data files before each disk phase
 } s_bench_t;
 
 //  Time GENERATEs of every prompt with the prefix on 'tier'; *us gets the
@@ -477,10 +487,30 @@ s_phase (s_bench_t *bench, uint64_t tier, const char *name, double *us, double *
     return rc;
 }
 
+//  Wait until the data files hold every write (unless --no-settle), so a
+//  timed disk phase starts from a quiet disk, not beside the write-back
+//  of a demotion just acknowledged. Returns 0 or -errno.
+static int
+s_settle (s_bench_t *bench, s_rep_t *rep)
+{
+    double us = 0;
+    int rc = bench->settle? kvt_bench_host_raw_settle (bench->raw, &us): 0;
+    rep->settle_us += us;
+    return rc;
+}
+
+//  The raw disk baseline: the prefix's payloads by raw io_uring reads.
+static int
+s_raw_disk (s_bench_t *bench, s_rep_t *rep)
+{
+    int rc = s_settle (bench, rep);
+    return rc? rc: kvt_bench_host_raw_read (bench->raw, bench->blocks, &rep->disk_us);
+}
+
 //  One repetition into *rep; the prefix must be on the GPU tier before and
 //  is there again after. Returns 0 or a negative code (reason printed).
 static int
-s_rep (s_bench_t *bench, s_rep_t *rep)
+s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
 {
     memset (rep, 0, sizeof (*rep));
     //  The prefix is on the GPU tier (after STORE or the last rep)
@@ -493,8 +523,17 @@ s_rep (s_bench_t *bench, s_rep_t *rep)
         rc = s_demote (bench->client, KVT_TIER_GPU, bench->blocks);
     if (rc == 0)
         rc = s_demote (bench->client, KVT_TIER_HOST, bench->blocks);
+    //  The two timed disk phases, ours and raw, take turns going first, so
+    //  that neither gains from the other having just read the same bytes
+    //  (a virtual disk may cache on its host) or loses to it
+    if (rc == 0 && raw_first)
+        rc = s_raw_disk (bench, rep);
+    if (rc == 0)
+        rc = s_settle (bench, rep);
     if (rc == 0)
         rc = s_phase (bench, KVT_TIER_NVME, "nvme", &rep->nvme_us, NULL, &rep->nvme_wall_us);
+    if (rc == 0 && !raw_first)
+        rc = s_raw_disk (bench, rep);
     if (rc)
         return rc;
     rep->host_net_us = rep->host_us - rep->match_us;
@@ -535,13 +574,9 @@ s_rep (s_bench_t *bench, s_rep_t *rep)
     rep->xxh3_us = kvt_bench_now_us () - start;
     if (digest == 0)                //  Uses the digest; 0 is as good as impossible
         rep->xxh3_us += 0.001;
-    int rc_raw = kvt_bench_host_raw_read (bench->raw, bench->blocks, &rep->disk_us);
     //  Profile: the same reads into a buffer of every block, as the NVMe
     //  tier's land in one host slot each rather than in a few hot buffers
-    if (rc_raw == 0)
-        rc_raw = kvt_bench_host_raw_read (bench->raw_spread, bench->blocks,
-                                          &rep->disk_spread_us);
-    return rc_raw;
+    return kvt_bench_host_raw_read (bench->raw_spread, bench->blocks, &rep->disk_spread_us);
 }
 
 //  --------------------------------------------------------------------------
@@ -565,6 +600,8 @@ s_usage (FILE *out)
         "                 a longer prefix goes up in pieces (STORE_TAIL), one prompt\n"
         "  --split        the prefix as ceil(prefix / M) separate prompts instead,\n"
         "                 promoted by as many GENERATEs in a row\n"
+        "  --no-settle    do not fdatasync the data files before each timed disk\n"
+        "                 phase (then ours runs beside the demotion's write-back)\n"
         "  --verbose      per-rep figures and every counter that moved, on stderr\n"
         "  --calibration FILE  write the links measured here into the calibration file\n"
         "                 that `kvtier replay --simulate --calibration FILE` reads\n"
@@ -592,6 +629,7 @@ kvt_bench_host_main (int argc, char **argv)
         { "qd",        required_argument, NULL, 'q' },
         { "prompt-mib", required_argument, NULL, 'p' },
         { "split",     no_argument,       NULL, 's' },
+        { "no-settle", no_argument,       NULL, 'S' },
         { "verbose",   no_argument,       NULL, 'v' },
         { "calibration", required_argument, NULL, 'c' },
         { "ttft",      no_argument,       NULL, 't' },
@@ -616,6 +654,7 @@ kvt_bench_host_main (int argc, char **argv)
             case 'q': opts.qd = atoi (optarg); break;
             case 'p': opts.prompt_mib = atoi (optarg); break;
             case 's': opts.split = true; break;
+            case 'S': opts.no_settle = true; break;
             case 'v': opts.verbose = true; break;
             case 'c': opts.calibration = optarg; break;
             case 't': opts.ttft = true; break;
@@ -717,26 +756,26 @@ kvt_bench_host_main (int argc, char **argv)
 
     s_bench_t bench = { client, prompts, prompt_count, (uint64_t) opts.blocks, bytes,
                         copy_src, copy_dst, &raw, &raw_spread, arena_src, arena_dst, device,
-                        opts.verbose };
+                        opts.verbose, !opts.no_settle };
     reps = (s_rep_t *) zmalloc ((size_t) opts.reps * sizeof (s_rep_t));
     if (kvt_bench_host_raw_open (&raw, work_dir, hello.block_bytes, opts.qd)
     ||  kvt_bench_host_raw_open_spread (&raw_spread, work_dir, hello.block_bytes, opts.qd,
                                         (size_t) opts.blocks))
         goto cleanup;
     for (int r = 0; r < opts.reps; r++) {
-        if (s_rep (&bench, &reps [r])) {
+        if (s_rep (&bench, &reps [r], r % 2 == 1)) {
             fprintf (stderr, "kvtier bench host: rep %d failed\n", r + 1);
             goto cleanup;
         }
         if (opts.verbose)
             fprintf (stderr, "rep %d: host %.0f us (net %.0f), match on gpu %.0f us, compute "
                      "%.0f us, nvme %.0f us (net %.0f), memcpy %.0f us, raw disk %.0f us "
-                     "(spread %.0f us), arena copy %.0f us, xxh3 %.0f us\n",
+                     "(spread %.0f us), arena copy %.0f us, xxh3 %.0f us, settle %.0f us\n",
                      r + 1, reps [r].host_us, reps [r].host_net_us, reps [r].match_us,
                      reps [r].compute_us, reps [r].nvme_us, reps [r].nvme_net_us,
                      reps [r].memcpy_us, reps [r].disk_us, reps [r].disk_spread_us,
                      reps [r].shm_copy_us,
-                     reps [r].xxh3_us);
+                     reps [r].xxh3_us, reps [r].settle_us);
     }
 
     //  Medians of each field over the reps
@@ -755,6 +794,7 @@ kvt_bench_host_main (int argc, char **argv)
     med.disk_spread_us = s_median (&reps [0].disk_spread_us, stride, opts.reps);
     med.shm_copy_us = s_median (&reps [0].shm_copy_us, stride, opts.reps);
     med.xxh3_us = s_median (&reps [0].xxh3_us, stride, opts.reps);
+    med.settle_us = s_median (&reps [0].settle_us, stride, opts.reps);
     double memcpy_gbps = s_gbps (bytes, med.memcpy_us);
     double disk_gbps = s_gbps (bytes, med.disk_us);
     double ceiling_gbps = disk_gbps < memcpy_gbps? disk_gbps: memcpy_gbps;
@@ -777,6 +817,11 @@ kvt_bench_host_main (int argc, char **argv)
               "%d data files (tier_nvme at the same qd)", hello.block_bytes / 1024, opts.qd,
               raw.file_count);
     kvt_bench_report_note (report, "disk baseline", note);
+    snprintf (note, sizeof (note), opts.no_settle
+              ? "none (--no-settle): NVMe -> GPU runs right after the demotion's writes"
+              : "fdatasync of the data files before NVMe -> GPU and before raw: %.1f ms",
+              med.settle_us / 1e3);
+    kvt_bench_report_note (report, "settle", note);
     snprintf (note, sizeof (note), "GENERATE max_new_tokens 0 computes the last prompt token: "
               "%.2f ms over %d prompts, not in the figures", med.compute_us / 1e3,
               prompt_count);

@@ -17,6 +17,19 @@
 #include "kvt_bench.h"
 #include "kvt_bench_host_raw.h"
 
+//  Wait until the device holds every write to the data files. Returns 0
+//  or -errno; *us gets the wait.
+int
+kvt_bench_host_raw_settle (kvt_bench_host_raw_t *raw, double *us)
+{
+    double start = kvt_bench_now_us ();
+    for (int f = 0; f < raw->file_count; f++)
+        if (fdatasync (raw->fds [f]))
+            return -errno;
+    *us = kvt_bench_now_us () - start;
+    return 0;
+}
+
 //  Close files and ring, free the buffer; safe on a zeroed or half-open one.
 void
 kvt_bench_host_raw_close (kvt_bench_host_raw_t *raw)

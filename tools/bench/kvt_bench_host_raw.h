@@ -59,6 +59,14 @@ int
 int
     kvt_bench_host_raw_read (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us);
 
+//  Wait until the device holds every write to the data files (fdatasync
+//  of each): a timed read phase then starts from a quiet disk, not beside
+//  the write-back of a demotion the tier has just acknowledged (a virtual
+//  disk may acknowledge from its host's cache). *us gets the wait.
+//  Returns 0 or -errno.
+int
+    kvt_bench_host_raw_settle (kvt_bench_host_raw_t *raw, double *us);
+
 //  Close files and ring, free the buffer; safe on a zeroed or half-open one.
 void
     kvt_bench_host_raw_close (kvt_bench_host_raw_t *raw);
