@@ -43,8 +43,8 @@
         pinned cudaMemcpy host -> GPU of the whole prefix instead), and
         raw io_uring O_DIRECT reads of the
         same N payloads from the store's data files (registered files and
-        buffer, block-sized reads, --qd in flight, default 32; the NVMe
-        tier runs at the same queue depth).
+        buffer, block-sized reads, --qd in flight, by default the NVMe
+        tier's own default queue_depth; the tier runs at the same depth).
     Before NVMe -> GPU and before the raw reads, fdatasync of the data
     files (--no-settle skips it), so that neither timed disk phase runs
     beside the write-back of the demotion just before it; and the two take
@@ -595,7 +595,8 @@ s_usage (FILE *out)
         "  --block-kib K  KiB per block: 64, 128, 256 (default), 512, 1024, 2048\n"
         "  --dir DIR      where the NVMe tier's work folder goes (default /var/tmp)\n"
         "  --reps N       repetitions, median reported (default 3)\n"
-        "  --qd N         raw baseline and tier_nvme queue depth (default 32)\n"
+        "  --qd N         raw baseline and tier_nvme queue depth (default: the\n"
+        "                 default config's tier_nvme/queue_depth)\n"
         "  --prompt-mib M KV one STORE carries at most (default 128, at most 192);\n"
         "                 a longer prefix goes up in pieces (STORE_TAIL), one prompt\n"
         "  --split        the prefix as ceil(prefix / M) separate prompts instead,\n"
@@ -640,7 +641,7 @@ kvt_bench_host_main (int argc, char **argv)
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    s_opts_t opts = { .blocks = 512, .block_kib = 256, .dir = "/var/tmp", .reps = 3, .qd = 32,
+    s_opts_t opts = { .blocks = 512, .block_kib = 256, .dir = "/var/tmp", .reps = 3, .qd = 0,
                       .prompt_mib = 128, .groups = 4 };
     optind = 1;
     int opt;
@@ -665,6 +666,12 @@ kvt_bench_host_main (int argc, char **argv)
             case 'h': s_usage (stdout); return 0;
             default: s_usage (stderr); return 2;
         }
+    }
+    if (opts.qd == 0) {
+        //  The NVMe tier's own default, and raw at the same depth
+        kvt_config_t *config = kvt_config_new ();
+        opts.qd = (int) kvt_config_int (config, "tier_nvme/queue_depth");
+        kvt_config_destroy (&config);
     }
     int layers, block_tokens;
     if (optind < argc || opts.blocks < 1 || opts.blocks > 1000000 || opts.reps < 1
