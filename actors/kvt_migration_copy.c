@@ -71,6 +71,12 @@ s_fp8_args (self_t *self, int from, const int64_t *from_slots, const int64_t *to
 //  64-256 KiB (tools/bench/RESULTS.md). Allocated at the first such batch;
 //  64 MiB is 4 pieces in flight of 16 MiB, enough to keep the engines busy.
 #define S_STAGING_BYTES ((size_t) 64 << 20)
+//  From this block size up the staged path is not taken: the engines'
+//  per-block copies already move at the link's rate there (54.1 GB/s at
+//  2 MiB against 55.0 for one 1 GiB memcpy, and 88 both ways), and beside
+//  attention they cost it 7-8% where the staged path's HBM gather costs
+//  15% (RESULTS.md, "attention beside a transfer" and the staged rows).
+#define S_STAGE_MAX_BLOCK_BYTES ((size_t) 2 << 20)
 
 //  A copy queued on the stream, waiting for its completion event.
 typedef struct {
@@ -184,9 +190,10 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
         .src_slot_bytes = (int64_t) bytes, .block_bytes = (int64_t) bytes,
         .count = (int) count };
     int rc;
-    //  Host arena <-> GPU slab with long host runs: the staged path
+    //  Host arena <-> GPU slab with long host runs of blocks under 2 MiB:
+    //  the staged path
     bool host_is_dst = !kvt_arena_on_device (dst);
-    bool staged = host_runs && !copy->stage_failed
+    bool staged = host_runs && !copy->stage_failed && bytes < S_STAGE_MAX_BLOCK_BYTES
                && kvt_arena_on_device (src) != kvt_arena_on_device (dst);
     if (staged && !copy->stage) {
         copy->stage = kvt_block_stage_new (S_STAGING_BYTES);
