@@ -210,6 +210,19 @@ def run(server, tcp, ipc):
     expect_error(lambda: client.store(stored_tokens, kv[:-1], tenant), -errno.EINVAL,
                  "STORE with kv not a multiple of block_bytes")
 
+    # STORE_TAIL: the conversation grows by 2 blocks; only their KV goes up
+    longer = stored_tokens[:3 * bt] + kc.random_tokens(2 * bt, vocab, seed=os.getpid() + 2)
+    tail = kc.fill_bytes(2 * bb, seed=6)
+    result = client.store_tail(longer, 3, tail, tenant)
+    check(result["stored_blocks"] == 2 and result["present_blocks"] == 3,
+          f"store_tail of 2 new blocks: {result}")
+    loaded = client.load(longer, tenant)
+    check(loaded["blocks"] == 5 and loaded["kv"] == kv + tail, "load after store_tail")
+    expect_error(lambda: client.store_tail(longer, 3, tail, tenant + "-other"), -errno.ENOENT,
+                 "STORE_TAIL whose prefix is not cached")
+    expect_error(lambda: client.store_tail(longer, 6, b"", tenant), -errno.EINVAL,
+                 "STORE_TAIL from past the prompt")
+
     stats = client.stats()
     print(f"stats: {stats}")
     check(isinstance(stats, dict) and stats, "STATS returns counters")

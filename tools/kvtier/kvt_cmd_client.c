@@ -44,6 +44,7 @@ typedef struct {
     const char *kv_file;            //  store --kv FILE
     bool fill_given;                //  store --fill-seed given
     uint64_t fill_seed;             //  store --fill-seed S
+    uint64_t from_block;            //  store --from-block N (STORE_TAIL when > 0)
     const char *out_file;           //  load --out FILE
     uint64_t from_tier;             //  demote --from
     uint64_t to_tier;               //  demote --to
@@ -60,8 +61,8 @@ typedef struct {
 static const s_verb_t s_verbs [] = {
     { "hello", "[--name NAME]", "introduce ourselves; print the server's model shape" },
     { "lookup", "TOKENS [--tenant T]", "how many leading full blocks are cached, in which tier" },
-    { "store", "TOKENS [--tenant T] (--kv FILE | --fill-seed S)",
-      "store KV for the full blocks of TOKENS (blocks x block_bytes bytes)" },
+    { "store", "TOKENS [--tenant T] [--from-block N] (--kv FILE | --fill-seed S)",
+      "store KV for the full blocks of TOKENS, or from block N on (first N cached)" },
     { "load", "TOKENS [--tenant T] [--out FILE]", "fetch the KV of the longest cached prefix" },
     { "generate", "TOKENS [--tenant T] [--max-new N]",
       "run the model: prefix from cache, suffix prefilled, N tokens decoded" },
@@ -125,6 +126,7 @@ s_parse_args (int argc, char **argv, s_args_t *args)
         { "max-new",   required_argument, NULL, 'm' },
         { "kv",        required_argument, NULL, 'K' },
         { "fill-seed", required_argument, NULL, 'f' },
+        { "from-block", required_argument, NULL, 'B' },
         { "out",       required_argument, NULL, 'o' },
         { "from",      required_argument, NULL, 'F' },
         { "to",        required_argument, NULL, 'D' },
@@ -154,7 +156,7 @@ s_parse_args (int argc, char **argv, s_args_t *args)
             args->verb = argv [optind++];
             continue;
         }
-        bool numeric = strchr ("trsmfFDM", opt) != NULL;
+        bool numeric = strchr ("trsmfFDMB", opt) != NULL;
         if (numeric && !s_parse_u64 (optarg, &number)) {
             fprintf (stderr, "kvtier client: '%s' is not an unsigned number\n", optarg);
             return 2;
@@ -172,6 +174,7 @@ s_parse_args (int argc, char **argv, s_args_t *args)
             case 'm': args->max_new = number; break;
             case 'K': args->kv_file = optarg; break;
             case 'f': args->fill_given = true; args->fill_seed = number; break;
+            case 'B': args->from_block = number; break;
             case 'o': args->out_file = optarg; break;
             case 'F': args->from_tier = number; break;
             case 'D': args->to_tier = number; break;
@@ -392,7 +395,8 @@ s_run_verb (kvt_client_t *client, const s_args_t *args)
         }
         else
         if (args->fill_given) {
-            kv_bytes = token_count / (hello.block_tokens? hello.block_tokens: 1)
+            uint64_t blocks = token_count / (hello.block_tokens? hello.block_tokens: 1);
+            kv_bytes = (blocks > args->from_block? blocks - args->from_block: 0)
                      * hello.block_bytes;
             kv = zmalloc (kv_bytes? kv_bytes: 1);
             kvt_client_fill_bytes (kv, kv_bytes, args->fill_seed);
@@ -403,8 +407,12 @@ s_run_verb (kvt_client_t *client, const s_args_t *args)
         }
         kvt_client_store_t store;
         if (status == 0) {
-            if ((rc = kvt_client_store (client, args->tenant, tokens, token_count, kv,
-                                        kv_bytes, &store)))
+            rc = args->from_block
+               ? kvt_client_store_tail (client, args->tenant, tokens, token_count,
+                                        args->from_block, kv, kv_bytes, &store)
+               : kvt_client_store (client, args->tenant, tokens, token_count, kv, kv_bytes,
+                                   &store);
+            if (rc)
                 status = s_fail (client, verb, rc, json);
             else
                 printf (json? "{\"verb\": \"store\", \"kv_bytes\": %zu, \"stored_blocks\": %"
