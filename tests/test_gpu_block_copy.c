@@ -351,51 +351,6 @@ t_run_hybrid (int64_t bytes0, int count0, int64_t bytes1, int count1, double sha
     return failed? -1: 0;
 }
 
-//  The hybrid CPU twin on host images against kvt_block_copy_ref.
-static int
-t_run_hybrid_twin (int64_t bytes, int count0, int count1, double share, uint64_t *seed,
-                   bool verbose)
-{
-    int slots = 2 * (count0 + count1) + 3;
-    size_t slab_bytes = (size_t) slots * bytes;
-    unsigned char *image [4];                       //  host, gpu, expected host, expected gpu
-    for (int k = 0; k < 4; k++)
-        image [k] = (unsigned char *) malloc (slab_bytes);
-    for (size_t i = 0; i < slab_bytes; i++) {
-        image [0][i] = image [2][i] = (unsigned char) t_rand (seed);
-        image [1][i] = image [3][i] = (unsigned char) t_rand (seed);
-    }
-    int64_t *host_slots = (int64_t *) malloc (slots * sizeof (int64_t));
-    int64_t *gpu_slots = (int64_t *) malloc (slots * sizeof (int64_t));
-    t_shuffle (host_slots, slots, seed);
-    t_shuffle (gpu_slots, slots, seed);
-    kvt_block_copy_args_t h2d = {
-        .dst = image [3], .src = image [2], .dst_slots = gpu_slots, .src_slots = host_slots,
-        .dst_slot_bytes = bytes, .src_slot_bytes = bytes, .block_bytes = bytes, .count = count0
-    };
-    kvt_block_copy_args_t d2h = {
-        .dst = image [2], .src = image [3], .dst_slots = host_slots + count0,
-        .src_slots = gpu_slots + count0, .dst_slot_bytes = bytes, .src_slot_bytes = bytes,
-        .block_bytes = bytes, .count = count1
-    };
-    int rc = kvt_block_copy_ref (&h2d) || kvt_block_copy_ref (&d2h);
-    h2d.dst = image [1];
-    d2h.src = image [1];
-    h2d.src = image [0];
-    d2h.dst = image [0];
-    rc = rc || kvt_block_copy_hybrid_ref (&h2d, &d2h, share);
-    bool failed = rc || memcmp (image [0], image [2], slab_bytes)
-               || memcmp (image [1], image [3], slab_bytes);
-    if (failed || verbose)
-        printf ("  hybrid twin %lld, %d + %d, share %.2f: %s\n", (long long) bytes, count0,
-                count1, share, failed? "FAIL": "same bytes");
-    for (int k = 0; k < 4; k++)
-        free (image [k]);
-    free (host_slots);
-    free (gpu_slots);
-    return failed? -1: 0;
-}
-
 //  Host slots in runs of 'run' adjacent slots at random run-aligned
 //  places of 'slots' (a multiple of 'run'); GPU slots a permutation.
 static void
@@ -681,8 +636,6 @@ main (int argc, char *argv [])
                                   &seed, verbose) != 0;
     }
     runs += 2;
-    failures += t_run_hybrid_twin (16384, 301, 77, 0.23, &seed, verbose) != 0;
-    failures += t_run_hybrid_twin (65536 + 16, 5, 6, 0.5, &seed, verbose) != 0;
     if (!only_hybrid) {
         runs += 3;
         failures += t_run_staged (16384, 700, 64, 2 << 20, true, true, true, &seed,
