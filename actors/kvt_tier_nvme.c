@@ -41,7 +41,8 @@
     serves from the other tiers.
     Operations beyond the queue depth wait in a backlog, pumped as
     completions come in; the loop never blocks on I/O. queue_depth is the
-    depth kept at the device: the store holds half as many operations
+    depth kept at the device (tier_nvme/queue_depth, or more to keep
+    tier_nvme/queue_mib in flight: kvt_runtime_nvme_queue_depth): the store holds half as many operations
     again (S_COMPLETION_SLACK), so that reads whose bytes have arrived but
     are still being checked, or are finished and not yet reaped and
     answered, do not take room at the device; a new read is prepared
@@ -108,7 +109,6 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->actor = actor;
     self->dir = strdup (kvt_config_str (config, "tier_nvme/dir"));
     self->capacity = (uint64_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
-    self->queue_depth = (int) kvt_config_int (config, "tier_nvme/queue_depth");
     self->sync_on_ack = kvt_config_int (config, "tier_nvme/sync_on_ack") != 0;
     self->checksum_threads = (int) kvt_config_int (config, "tier_nvme/checksum_threads");
     kvt_block_shape_t shape = kvt_runtime_block_shape (config);
@@ -121,6 +121,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     if (streq (kvt_config_str (config, "migration/cold_dtype"), "fp8"))
         self->payload_bytes = kvt_fp8_block_bytes (shape.layers * 2 * shape.kv_heads,
                                                    shape.block_tokens * shape.head_dim);
+    self->queue_depth = kvt_runtime_nvme_queue_depth (config, self->payload_bytes);
     self->backlog = zlist_new ();
     return self;
 }

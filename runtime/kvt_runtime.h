@@ -50,6 +50,12 @@ kvt_block_shape_t
 int
     kvt_runtime_nvme_layer_groups (const kvt_config_t *config);
 
+//  I/Os tier_nvme keeps at the device for blocks of 'block_bytes':
+//  tier_nvme/queue_depth, or more so that tier_nvme/queue_mib MiB are in
+//  flight (at most 1024). The bench's raw baselines ask here too.
+int
+    kvt_runtime_nvme_queue_depth (const kvt_config_t *config, size_t block_bytes);
+
 //  Create a runtime for 'config' (copied) and the actor definitions 'defs'
 //  (NULL-terminated, in start order). Cannot fail.
 kvt_runtime_t *

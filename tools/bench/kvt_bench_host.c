@@ -43,8 +43,9 @@
         pinned cudaMemcpy host -> GPU of the whole prefix instead), and
         raw io_uring O_DIRECT reads of the
         same N payloads from the store's data files (registered files and
-        buffer, block-sized reads, --qd in flight, by default the NVMe
-        tier's own default queue_depth; the tier runs at the same depth).
+        buffer, block-sized reads, --qd in flight, by default the depth
+        the NVMe tier would keep for these blocks (queue_depth, or more
+        for queue_mib in flight); the tier runs at exactly that depth).
     Before NVMe -> GPU and before the raw reads, fdatasync of the data
     files (--no-settle skips it), so that neither timed disk phase runs
     beside the write-back of the demotion just before it; and the two take
@@ -349,6 +350,7 @@ s_start_runtime (const s_opts_t *opts, const char *nvme_dir)
     snprintf (option [count++], 1200, "tier_host/capacity_blocks=%d", host_blocks);
     snprintf (option [count++], 1200, "tier_nvme/capacity_blocks=%d", 2 * opts->blocks);
     snprintf (option [count++], 1200, "tier_nvme/queue_depth=%d", opts->qd);
+    snprintf (option [count++], 1200, "tier_nvme/queue_mib=0");     //  Exactly qd, as raw
     snprintf (option [count++], 1200, "tier_nvme/dir=%s", nvme_dir);
     //  Promotion completes in migration before compute starts, so the
     //  phase timed here holds the whole move (with streaming on, the copy
@@ -595,8 +597,8 @@ s_usage (FILE *out)
         "  --block-kib K  KiB per block: 64, 128, 256 (default), 512, 1024, 2048\n"
         "  --dir DIR      where the NVMe tier's work folder goes (default /var/tmp)\n"
         "  --reps N       repetitions, median reported (default 3)\n"
-        "  --qd N         raw baseline and tier_nvme queue depth (default: the\n"
-        "                 default config's tier_nvme/queue_depth)\n"
+        "  --qd N         raw baseline and tier_nvme queue depth (default: the NVMe\n"
+        "                 tier's own for these blocks, kvt_runtime_nvme_queue_depth)\n"
         "  --prompt-mib M KV one STORE carries at most (default 128, at most 192);\n"
         "                 a longer prefix goes up in pieces (STORE_TAIL), one prompt\n"
         "  --split        the prefix as ceil(prefix / M) separate prompts instead,\n"
@@ -668,9 +670,11 @@ kvt_bench_host_main (int argc, char **argv)
         }
     }
     if (opts.qd == 0) {
-        //  The NVMe tier's own default, and raw at the same depth
+        //  The NVMe tier's own default depth for these blocks (the TTFT
+        //  part: its queue_depth), and raw at the same depth
         kvt_config_t *config = kvt_config_new ();
-        opts.qd = (int) kvt_config_int (config, "tier_nvme/queue_depth");
+        opts.qd = opts.ttft? (int) kvt_config_int (config, "tier_nvme/queue_depth")
+                           : kvt_runtime_nvme_queue_depth (config, (size_t) opts.block_kib << 10);
         kvt_config_destroy (&config);
     }
     int layers, block_tokens;

@@ -229,6 +229,7 @@ s_start_runtime (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
     snprintf (option [count++], 1200, "tier_nvme/capacity_blocks=%zu",
               2 * (prefixes * prefix_blocks + warm_blocks) + 64);
     snprintf (option [count++], 1200, "tier_nvme/queue_depth=%d", opts->qd);
+    snprintf (option [count++], 1200, "tier_nvme/queue_mib=0");     //  Exactly qd, as raw
     snprintf (option [count++], 1200, "tier_nvme/dir=%s", nvme_dir);
     snprintf (option [count++], 1200, "migration/disk_admission=all");
     snprintf (option [count++], 1200, "migration/overlap_upkeep=0");
