@@ -34,7 +34,12 @@
       on GPU: the same GENERATEs again, prefix already on the GPU tier:
         us_finding_prefix is then the match alone, and us_computing the
         one token every GENERATE computes (the last prompt token).
-      NVMe -> GPU: DEMOTE GPU -> host -> NVMe, the same GENERATEs.
+      NVMe -> GPU: DEMOTE GPU -> host -> NVMe, the same GENERATEs; the
+        DEMOTE host -> NVMe is timed too (client wall time: tier_nvme
+        writes every block with its header and checksum) beside raw
+        io_uring O_DIRECT writes of as many payloads to scratch files laid
+        out as the store's (kvt-raw-*.dat, each slot written once before
+        the first rep), the two in turns as the reads are.
       The runtime runs with migration/stream_promotion = 0, so promotion
       ends with every block in the GPU tier before compute starts.
       baselines: memcpy of N blocks' bytes between two buffers of that
@@ -155,6 +160,8 @@ typedef struct {
     double shm_copy_us;             //  Profile: block-wise memcpy between two arenas
     double xxh3_us;                 //  Profile: xxh3-64 of every block (one core)
     double settle_us;               //  fdatasync of the data files before the disk phases
+    double demote_us;               //  DEMOTE host -> NVMe of the prefix (client wall time)
+    double disk_write_us;           //  Baseline: raw io_uring writes of the same payloads
 } s_rep_t;
 
 //  Median of 'count' values at 'stride' doubles apart (a field of s_rep_t).
@@ -442,6 +449,7 @@ typedef struct {
     uint8_t *copy_dst;              //  memcpy baseline destination, prefaulted
     kvt_bench_host_raw_t *raw;                   //  Raw disk baseline
     kvt_bench_host_raw_t *raw_spread;            //  Profile: raw, one buffer block per block
+    kvt_bench_host_raw_t *raw_write;             //  Raw write baseline (scratch files)
     kvt_arena_t *arena_src;         //  Profile: a slab like the host tier's
     kvt_arena_t *arena_dst;         //  Profile: a slab like the GPU tier's (CPU build)
     kvt_arena_t *device;            //  GPU build: device slab for the pinned PCIe baseline
@@ -506,7 +514,7 @@ static int
 s_raw_disk (s_bench_t *bench, s_rep_t *rep)
 {
     int rc = s_settle (bench, rep);
-    return rc? rc: kvt_bench_host_raw_read (bench->raw, bench->blocks, &rep->disk_us);
+    return rc? rc: kvt_bench_host_raw_run (bench->raw, bench->blocks, &rep->disk_us);
 }
 
 //  One repetition into *rep; the prefix must be on the GPU tier before and
@@ -523,8 +531,18 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
         rc = s_phase (bench, KVT_TIER_GPU, "gpu", &rep->match_us, &rep->compute_us, NULL);
     if (rc == 0)
         rc = s_demote (bench->client, KVT_TIER_GPU, bench->blocks);
-    if (rc == 0)
+    //  Writes: the demotion host -> NVMe (tier_nvme writes every block,
+    //  header and checksum) and raw writes of as many payloads, in turns
+    double start = 0;
+    if (rc == 0 && raw_first)
+        rc = kvt_bench_host_raw_run (bench->raw_write, bench->blocks, &rep->disk_write_us);
+    if (rc == 0) {
+        start = kvt_bench_now_us ();
         rc = s_demote (bench->client, KVT_TIER_HOST, bench->blocks);
+        rep->demote_us = kvt_bench_now_us () - start;
+    }
+    if (rc == 0 && !raw_first)
+        rc = kvt_bench_host_raw_run (bench->raw_write, bench->blocks, &rep->disk_write_us);
     //  The two timed disk phases, ours and raw, take turns going first, so
     //  that neither gains from the other having just read the same bytes
     //  (a virtual disk may cache on its host) or loses to it
@@ -544,7 +562,7 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
     //  The raw path into the GPU tier: one pinned cudaMemcpy of the whole
     //  prefix when the tier is device memory, else one memcpy
     size_t block_bytes = bench->bytes / bench->blocks;
-    double start = kvt_bench_now_us ();
+    start = kvt_bench_now_us ();
     if (bench->device) {
         if (kvt_arena_copy (bench->device, kvt_arena_block (bench->device, 0),
                             kvt_arena_base (bench->arena_src), bench->bytes))
@@ -578,7 +596,7 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
         rep->xxh3_us += 0.001;
     //  Profile: the same reads into a buffer of every block, as the NVMe
     //  tier's land in one host slot each rather than in a few hot buffers
-    return kvt_bench_host_raw_read (bench->raw_spread, bench->blocks, &rep->disk_spread_us);
+    return kvt_bench_host_raw_run (bench->raw_spread, bench->blocks, &rep->disk_spread_us);
 }
 
 //  --------------------------------------------------------------------------
@@ -713,6 +731,7 @@ kvt_bench_host_main (int argc, char **argv)
     int prompt_count = 0;
     kvt_bench_host_raw_t raw = { .file_count = 0 };
     kvt_bench_host_raw_t raw_spread = { .file_count = 0 };
+    kvt_bench_host_raw_t raw_write = { .file_count = 0 };
     s_rep_t *reps = NULL;
     uint8_t *copy_src = NULL, *copy_dst = NULL;
     kvt_arena_t *arena_src = NULL, *arena_dst = NULL, *device = NULL;
@@ -766,12 +785,14 @@ kvt_bench_host_main (int argc, char **argv)
     const char *link = device? "pinned cudaMemcpy": "memcpy";
 
     s_bench_t bench = { client, prompts, prompt_count, (uint64_t) opts.blocks, bytes,
-                        copy_src, copy_dst, &raw, &raw_spread, arena_src, arena_dst, device,
-                        opts.verbose, !opts.no_settle };
+                        copy_src, copy_dst, &raw, &raw_spread, &raw_write, arena_src,
+                        arena_dst, device, opts.verbose, !opts.no_settle };
     reps = (s_rep_t *) zmalloc ((size_t) opts.reps * sizeof (s_rep_t));
     if (kvt_bench_host_raw_open (&raw, work_dir, hello.block_bytes, opts.qd)
     ||  kvt_bench_host_raw_open_spread (&raw_spread, work_dir, hello.block_bytes, opts.qd,
-                                        (size_t) opts.blocks))
+                                        (size_t) opts.blocks)
+    ||  kvt_bench_host_raw_open_writer (&raw_write, work_dir, hello.block_bytes, opts.qd,
+                                        (uint64_t) opts.blocks))
         goto cleanup;
     for (int r = 0; r < opts.reps; r++) {
         if (s_rep (&bench, &reps [r], r % 2 == 1)) {
@@ -781,12 +802,14 @@ kvt_bench_host_main (int argc, char **argv)
         if (opts.verbose)
             fprintf (stderr, "rep %d: host %.0f us (net %.0f), match on gpu %.0f us, compute "
                      "%.0f us, nvme %.0f us (net %.0f), memcpy %.0f us, raw disk %.0f us "
-                     "(spread %.0f us), arena copy %.0f us, xxh3 %.0f us, settle %.0f us\n",
+                     "(spread %.0f us), arena copy %.0f us, xxh3 %.0f us, settle %.0f us, "
+                     "demote to nvme %.0f us, raw write %.0f us\n",
                      r + 1, reps [r].host_us, reps [r].host_net_us, reps [r].match_us,
                      reps [r].compute_us, reps [r].nvme_us, reps [r].nvme_net_us,
                      reps [r].memcpy_us, reps [r].disk_us, reps [r].disk_spread_us,
                      reps [r].shm_copy_us,
-                     reps [r].xxh3_us, reps [r].settle_us);
+                     reps [r].xxh3_us, reps [r].settle_us, reps [r].demote_us,
+                     reps [r].disk_write_us);
     }
 
     //  Medians of each field over the reps
@@ -806,6 +829,8 @@ kvt_bench_host_main (int argc, char **argv)
     med.shm_copy_us = s_median (&reps [0].shm_copy_us, stride, opts.reps);
     med.xxh3_us = s_median (&reps [0].xxh3_us, stride, opts.reps);
     med.settle_us = s_median (&reps [0].settle_us, stride, opts.reps);
+    med.demote_us = s_median (&reps [0].demote_us, stride, opts.reps);
+    med.disk_write_us = s_median (&reps [0].disk_write_us, stride, opts.reps);
     double memcpy_gbps = s_gbps (bytes, med.memcpy_us);
     double disk_gbps = s_gbps (bytes, med.disk_us);
     double ceiling_gbps = disk_gbps < memcpy_gbps? disk_gbps: memcpy_gbps;
@@ -860,6 +885,8 @@ kvt_bench_host_main (int argc, char **argv)
                           "GB/s", "min_disk_memcpy_gbps", ceiling_gbps);
     kvt_bench_report_add (report, "nvme_to_gpu_ms", med.nvme_us / 1e3, "ms", "raw_disk_ms",
                           med.disk_us / 1e3);
+    kvt_bench_report_add (report, "host_to_nvme_gbps", s_gbps (bytes, med.demote_us), "GB/s",
+                          "raw_disk_write_gbps", s_gbps (bytes, med.disk_write_us));
     kvt_bench_report_add (report, "nvme_to_gpu_vs_spread_gbps", s_gbps (bytes, med.nvme_us),
                           "GB/s", "raw_disk_spread_gbps", s_gbps (bytes, med.disk_spread_us));
     kvt_bench_report_add (report, "host_to_gpu_vs_arena_gbps", s_gbps (bytes, med.host_us),
@@ -912,6 +939,7 @@ kvt_bench_host_main (int argc, char **argv)
 cleanup:
     kvt_bench_host_raw_close (&raw);
     kvt_bench_host_raw_close (&raw_spread);
+    kvt_bench_host_raw_close (&raw_write);
     free (reps);
     free (copy_src);
     free (copy_dst);

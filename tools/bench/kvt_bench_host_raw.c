@@ -49,10 +49,12 @@ kvt_bench_host_raw_open (kvt_bench_host_raw_t *raw, const char *dir, size_t bloc
     return kvt_bench_host_raw_open_spread (raw, dir, block_bytes, qd, (size_t) qd);
 }
 
-//  The same, reading into a buffer of 'buffer_blocks' blocks.
-int
-kvt_bench_host_raw_open_spread (kvt_bench_host_raw_t *raw, const char *dir, size_t block_bytes,
-                                int qd, size_t buffer_blocks)
+//  Shared set-up: geometry, then files by 'open_file' (f -> fd, or -1
+//  with errno; ENOENT ends the list), then buffer and ring.
+static int
+s_raw_setup (kvt_bench_host_raw_t *raw, const char *dir, size_t block_bytes, int qd,
+             size_t buffer_blocks, int (*open_file) (const char *dir, int f, void *arg),
+             void *arg)
 {
     memset (raw, 0, sizeof (*raw));
     size_t most = ((size_t) 1 << 30) / (block_bytes? block_bytes: 1);
@@ -65,22 +67,20 @@ kvt_bench_host_raw_open_spread (kvt_bench_host_raw_t *raw, const char *dir, size
     raw->stride = KVT_BENCH_HOST_ALIGN + (block_bytes + KVT_BENCH_HOST_ALIGN - 1) / KVT_BENCH_HOST_ALIGN * KVT_BENCH_HOST_ALIGN;
     raw->qd = qd;
     for (int f = 0; f < KVT_BENCH_HOST_MAX_FILES; f++) {
-        char path [1100];
-        snprintf (path, sizeof (path), "%s/kvt-nvme-%03d.dat", dir, f);
-        int fd = open (path, O_RDONLY | O_DIRECT);
+        int fd = open_file (dir, f, arg);
         if (fd < 0) {
             if (errno == ENOENT)
                 break;
             int rc = -errno;
-            fprintf (stderr, "kvtier bench host: cannot open %s O_DIRECT: %s\n", path,
-                     strerror (errno));
+            fprintf (stderr, "kvtier bench host: cannot open file %d in %s O_DIRECT: %s\n", f,
+                     dir, strerror (errno));
             kvt_bench_host_raw_close (raw);
             return rc;
         }
         raw->fds [raw->file_count++] = fd;
     }
     if (raw->file_count == 0) {
-        fprintf (stderr, "kvtier bench host: no kvt-nvme-*.dat in %s\n", dir);
+        fprintf (stderr, "kvtier bench host: no data files in %s\n", dir);
         return -ENOENT;
     }
     if (posix_memalign ((void **) &raw->buffer, KVT_BENCH_HOST_ALIGN, buffer_blocks * block_bytes)) {
@@ -103,7 +103,71 @@ kvt_bench_host_raw_open_spread (kvt_bench_host_raw_t *raw, const char *dir, size
     return rc;
 }
 
-//  Queue the read of bytes [done, block_bytes) of slot 'slot' into buffer 'index'.
+//  The store's data file f, for reading.
+static int
+s_open_store_file (const char *dir, int f, void *arg)
+{
+    (void) arg;
+    char path [1100];
+    snprintf (path, sizeof (path), "%s/kvt-nvme-%03d.dat", dir, f);
+    return open (path, O_RDONLY | O_DIRECT);
+}
+
+//  The same, reading into a buffer of 'buffer_blocks' blocks.
+int
+kvt_bench_host_raw_open_spread (kvt_bench_host_raw_t *raw, const char *dir, size_t block_bytes,
+                                int qd, size_t buffer_blocks)
+{
+    return s_raw_setup (raw, dir, block_bytes, qd, buffer_blocks, s_open_store_file, NULL);
+}
+
+//  A scratch data file f of the writer, created at its full size.
+static int
+s_open_scratch_file (const char *dir, int f, void *arg)
+{
+    const off_t *size = (const off_t *) arg;
+    if (f >= KVT_BENCH_HOST_RAW_WRITE_FILES) {
+        errno = ENOENT;             //  The list ends here
+        return -1;
+    }
+    char path [1100];
+    snprintf (path, sizeof (path), "%s/kvt-raw-%03d.dat", dir, f);
+    int fd = open (path, O_RDWR | O_CREAT | O_DIRECT, 0600);
+    if (fd >= 0 && ftruncate (fd, *size) != 0) {
+        int error = errno;
+        close (fd);
+        errno = error == ENOENT? EIO: error;
+        return -1;
+    }
+    return fd;
+}
+
+//  Create scratch files in 'dir' laid out as the store's for 'blocks'
+//  blocks, and write every slot once (untimed), so that a timed write
+//  overwrites allocated blocks as the store's do. Returns 0 or -errno.
+int
+kvt_bench_host_raw_open_writer (kvt_bench_host_raw_t *raw, const char *dir,
+                                size_t block_bytes, int qd, uint64_t blocks)
+{
+    size_t stride = KVT_BENCH_HOST_ALIGN + (block_bytes + KVT_BENCH_HOST_ALIGN - 1)
+                  / KVT_BENCH_HOST_ALIGN * KVT_BENCH_HOST_ALIGN;
+    off_t size = (off_t) ((blocks / KVT_BENCH_HOST_RAW_WRITE_FILES + 1) * stride);
+    int rc = s_raw_setup (raw, dir, block_bytes, qd, (size_t) qd, s_open_scratch_file, &size);
+    if (rc)
+        return rc;
+    raw->write = true;
+    //  A pattern, not zeros a disk could treat specially
+    for (size_t k = 0; k < raw->buffer_blocks * block_bytes; k++)
+        raw->buffer [k] = (uint8_t) (k * 131 + 7);
+    double us;
+    rc = kvt_bench_host_raw_run (raw, blocks, &us);
+    if (rc)
+        kvt_bench_host_raw_close (raw);
+    return rc;
+}
+
+//  Queue the read (or write) of bytes [done, block_bytes) of slot 'slot'
+//  into (from) buffer 'index'.
 static void
 s_raw_prep (kvt_bench_host_raw_t *raw, uint64_t slot, int index, size_t done)
 {
@@ -114,16 +178,21 @@ s_raw_prep (kvt_bench_host_raw_t *raw, uint64_t slot, int index, size_t done)
     //  A spread buffer gives each slot its own place; else the read's own
     size_t at = raw->buffer_blocks > (size_t) raw->qd? (size_t) (slot % raw->buffer_blocks)
                                                      : (size_t) index;
-    io_uring_prep_read_fixed (sqe, file, raw->buffer + at * raw->block_bytes + done,
-                              (unsigned) (raw->block_bytes - done), offset, 0);
+    if (raw->write)
+        io_uring_prep_write_fixed (sqe, file, raw->buffer + at * raw->block_bytes + done,
+                                   (unsigned) (raw->block_bytes - done), offset, 0);
+    else
+        io_uring_prep_read_fixed (sqe, file, raw->buffer + at * raw->block_bytes + done,
+                                  (unsigned) (raw->block_bytes - done), offset, 0);
     sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64 (sqe, slot << 32 | (uint64_t) index);
 }
 
-//  Read the payloads of slots 0..blocks-1, qd in flight; short reads are
-//  requeued, -EAGAIN retried. Returns 0 and *us, or a negative code.
+//  Read (or write) the payloads of slots 0..blocks-1, qd in flight; short
+//  transfers are requeued, -EAGAIN retried. Returns 0 and *us, or a
+//  negative code.
 int
-kvt_bench_host_raw_read (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us)
+kvt_bench_host_raw_run (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us)
 {
     size_t *done_bytes = (size_t *) zmalloc ((size_t) raw->qd * sizeof (size_t));
     int *free_bufs = (int *) zmalloc ((size_t) raw->qd * sizeof (int));
@@ -174,7 +243,8 @@ kvt_bench_host_raw_read (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us)
     *us = kvt_bench_now_us () - start;
     //  On failure, drain what is in flight before the buffer can go
     if (rc)
-        fprintf (stderr, "kvtier bench host: raw read: %s\n", strerror (-rc));
+        fprintf (stderr, "kvtier bench host: raw %s: %s\n", raw->write? "write": "read",
+                 strerror (-rc));
     while (rc && free_count < raw->qd) {
         struct io_uring_cqe *cqe;
         if (io_uring_wait_cqe (&raw->ring, &cqe))

@@ -28,6 +28,8 @@
 
 #define KVT_BENCH_HOST_MAX_FILES 64     //  Data files the raw baseline opens
 #define KVT_BENCH_HOST_ALIGN 4096       //  O_DIRECT alignment (and the store's header)
+#define KVT_BENCH_HOST_RAW_WRITE_FILES 4    //  Scratch files of the raw writer (the
+                                            //  NVMe tier's files_per_dir)
 
 typedef struct {
     struct io_uring ring;           //  Ring with registered files and buffer
@@ -39,6 +41,7 @@ typedef struct {
     uint8_t *buffer;                //  buffer_blocks x block_bytes, aligned, registered
     size_t buffer_blocks;           //  qd, or more for a spread baseline
     bool ring_ready;                //  Ring initialised
+    bool write;                     //  Writes scratch files instead of reading the store's
 } kvt_bench_host_raw_t;
 
 //  Open the store's data files in 'dir' for reads of 'block_bytes' with
@@ -54,10 +57,18 @@ int
     kvt_bench_host_raw_open_spread (kvt_bench_host_raw_t *raw, const char *dir,
                                     size_t block_bytes, int qd, size_t buffer_blocks);
 
-//  Read the payloads of slots 0..blocks-1; *us gets the time. Returns 0 or
-//  a negative code (reason printed).
+//  The raw write baseline: 4 scratch files kvt-raw-NNN.dat in 'dir', laid
+//  out as the store's (slot s in file s mod 4, payload after a 4 KiB
+//  header place), each slot written once before any timed run. Returns 0
+//  or a negative code (reason printed).
 int
-    kvt_bench_host_raw_read (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us);
+    kvt_bench_host_raw_open_writer (kvt_bench_host_raw_t *raw, const char *dir,
+                                    size_t block_bytes, int qd, uint64_t blocks);
+
+//  Read (a writer: write) the payloads of slots 0..blocks-1; *us gets the
+//  time. Returns 0 or a negative code (reason printed).
+int
+    kvt_bench_host_raw_run (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us);
 
 //  Wait until the device holds every write to the data files (fdatasync
 //  of each): a timed read phase then starts from a quiet disk, not beside

@@ -429,7 +429,7 @@ s_config_run (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
         if (p == 1)
             rc = s_groups_read (client, &before);
         if (rc == 0)
-            rc = kvt_bench_host_raw_read (&raw, prefix_blocks, &sample.disk_us);
+            rc = kvt_bench_host_raw_run (&raw, prefix_blocks, &sample.disk_us);
         uint64_t *tokens = s_tokens (prefix_tokens, p, fresh, (uint64_t) (8000 + p), hello.vocab);
         if (rc == 0)
             rc = s_generate (client, tokens, prefix_tokens + fresh, prefix_blocks,
