@@ -1,0 +1,90 @@
+#!/usr/bin/python3
+#  SPDX-License-Identifier: Apache-2.0
+"""The benches run end to end on a small case and report what they promise.
+
+`kvtier bench host` and `kvtier bench nvme` are how the project's figures are
+measured (tools/bench/RESULTS.md), but they only run by hand: this keeps them
+from rotting. It checks that each runs, prints JSON, that every figure it must
+report is there with a positive value beside a positive same-run baseline and
+the ratio of the two, and that a bad option is a usage error (exit 2). It
+asserts nothing about speed: speed is what the benches measure, not what a
+test may check."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+KVTIER = os.environ.get("KVTIER", "build/kvtier")
+
+
+def fail(what):
+    print(f"FAIL: {what}")
+    sys.exit(1)
+
+
+def bench(args, work):
+    """Run `kvtier bench ARGS --json --dir WORK`; return the parsed report."""
+    cmd = [KVTIER, "bench"] + args + ["--json", "--dir", work]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    if run.returncode != 0:
+        fail(f"{' '.join(cmd)} exited {run.returncode}: {run.stderr[-2000:]}")
+    try:
+        return json.loads(run.stdout)
+    except json.JSONDecodeError as error:
+        fail(f"{' '.join(cmd)} did not print JSON ({error}): {run.stdout[:500]}")
+
+
+def figures(report, names, what):
+    """Each named figure is there, positive, beside a positive baseline and their ratio."""
+    by_name = {f["figure"]: f for f in report.get("figures", [])}
+    for name in names:
+        figure = by_name.get(name)
+        if figure is None:
+            fail(f"{what}: no figure {name} (have {sorted(by_name)})")
+        value, baseline, ratio = figure["value"], figure.get("baseline"), figure.get("ratio")
+        if not value > 0 or baseline is None or not baseline > 0:
+            fail(f"{what}: {name} = {value} beside baseline {baseline}")
+        if abs(ratio - value / baseline) > 1e-3 * max(1.0, ratio):
+            fail(f"{what}: {name} ratio {ratio} is not {value} / {baseline}")
+    print(f"{what}: {len(names)} figures, each beside its baseline")
+
+
+def main():
+    if not os.path.exists(KVTIER):
+        print(f"skip: no {KVTIER}")
+        return 77
+    with tempfile.TemporaryDirectory(prefix="kvt-bench-smoke-") as work:
+        #  One prompt stored in pieces (STORE, then STORE_TAILs) and the
+        #  same prefix as separate prompts: reads, writes, both baselines
+        promotion = ["host_to_gpu_gbps", "nvme_to_gpu_gbps", "host_to_nvme_gbps",
+                     "nvme_to_gpu_vs_spread_gbps", "xxh3_gbps"]
+        report = bench(["host", "--blocks", "48", "--block-kib", "64", "--reps", "2",
+                        "--prompt-mib", "1"], work)
+        if "in 1 prompts" not in report["notes"].get("prefix", ""):
+            fail(f"bench host: the prefix is not one prompt: {report['notes']}")
+        figures(report, promotion, "bench host (one prompt, 3 pieces)")
+        report = bench(["host", "--blocks", "48", "--block-kib", "64", "--reps", "2",
+                        "--prompt-mib", "1", "--split"], work)
+        if "in 3 prompts" not in report["notes"].get("prefix", ""):
+            fail(f"bench host --split: not 3 prompts: {report['notes']}")
+        figures(report, promotion, "bench host --split")
+        report = bench(["nvme", "--mib", "8", "--reps", "1", "--sizes", "64k", "--only",
+                        "sizes"], work)
+        figures(report, ["store_read_64k_direct_gbps", "store_write_64k_direct_gbps"],
+                "bench nvme")
+        if os.listdir(work):
+            fail(f"the benches left files behind in {work}: {os.listdir(work)}")
+    for bad in (["host", "--blocks", "0"], ["host", "--block-kib", "96"],
+                ["host", "--qd", "-1"]):
+        run = subprocess.run([KVTIER, "bench"] + bad, capture_output=True, text=True,
+                             timeout=60)
+        if run.returncode != 2:
+            fail(f"kvtier bench {' '.join(bad)} exited {run.returncode}, not 2 (usage)")
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
