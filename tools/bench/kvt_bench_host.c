@@ -98,51 +98,11 @@
 #include "kvt_bench.h"
 #include "kvt_sim.h"
 #include "kvt_bench_host_raw.h"
+#include "kvt_bench_host_int.h"
 #include "kvt_bench_host_ttft.h"
 #include "kvt_xxh.h"
 
-#define S_TENANT "bench-host"       //  Tenant of every request
-#define S_MAX_PROMPT_MIB 192        //  Largest --prompt-mib (frames stay under the
-                                    //  scheduler's default max_frame_bytes, 256 MiB)
 #define S_MAX_QD 1024               //  Largest --qd
-
-typedef struct {
-    int blocks;                     //  Blocks in the cached prefix
-    int block_kib;                  //  KiB per block
-    const char *dir;                //  Parent of our work folder
-    int reps;                       //  Repetitions per figure (median)
-    int qd;                         //  Raw baseline and tier_nvme queue depth
-    int prompt_mib;                 //  KV bytes one STORE (or STORE_TAIL) carries at most
-    bool split;                     //  The prefix as separate prompts of prompt_mib each
-    bool no_settle;                 //  Skip the fdatasync before each timed disk phase
-    bool json;                      //  JSON report
-    bool verbose;                   //  Per-rep figures and counter deltas on stderr
-    const char *calibration;        //  Write the simulator's calibration file here, or NULL
-    bool ttft;                      //  Run the TTFT part (kvt_bench_host_ttft.c) instead
-    int prefix_mib;                 //  --ttft: prefix on NVMe, MiB (0 = the shape's default)
-    int fresh;                      //  --ttft: new prompt tokens (0 = the shape's default)
-    int groups;                     //  --ttft: nvme_layer_groups of "ours"
-    bool compute_prefix;            //  --ttft: fill prefixes by GENERATE, not STORE
-} s_opts_t;
-
-//  The counters a phase reads, before and after.
-typedef struct {
-    uint64_t us_finding_prefix;     //  scheduler: match + promote, microseconds
-    uint64_t us_computing;          //  scheduler: COMP_RUN round trips
-    uint64_t us_reserving_gpu;      //  scheduler: MIG_RESERVE round trips
-    uint64_t us_waiting_admission;  //  scheduler: waiting for GPU room
-    uint64_t bytes_host_to_gpu;     //  migration: bytes copied host -> GPU
-    uint64_t bytes_nvme_to_host;    //  migration: bytes read NVMe -> host
-    uint64_t promoted;              //  migration: blocks promoted
-    uint64_t promote_misses;        //  migration: blocks that failed on the way
-} s_counters_t;
-
-//  One prompt of the prefix.
-typedef struct {
-    uint64_t *tokens;               //  Its tokens (full blocks only)
-    size_t token_count;             //  Tokens
-    size_t blocks;                  //  Full blocks
-} s_prompt_t;
 
 //  What one repetition measured.
 typedef struct {
@@ -196,252 +156,11 @@ s_remove_tree (const char *path)
 }
 
 //  --------------------------------------------------------------------------
-//  Talking to the runtime
-
-//  STATS into *counters; with 'keep', the whole reply too (caller finis).
-//  Returns 0 or the client's error.
-static int
-s_counters_read (kvt_client_t *client, s_counters_t *counters, kvt_client_stats_t *keep)
-{
-    kvt_client_stats_t stats;
-    int rc = kvt_client_stats (client, &stats);
-    if (rc) {
-        fprintf (stderr, "kvtier bench host: STATS failed: %s %s\n",
-                 kvt_client_error_name (client), kvt_client_error_detail (client));
-        return rc;
-    }
-    memset (counters, 0, sizeof (*counters));
-    //  A counter never bumped is absent: it reads as 0
-    kvt_client_stats_find (&stats, "scheduler.us_finding_prefix", &counters->us_finding_prefix);
-    kvt_client_stats_find (&stats, "scheduler.us_computing", &counters->us_computing);
-    kvt_client_stats_find (&stats, "scheduler.us_reserving_gpu", &counters->us_reserving_gpu);
-    kvt_client_stats_find (&stats, "scheduler.us_waiting_admission",
-                           &counters->us_waiting_admission);
-    kvt_client_stats_find (&stats, "migration.bytes_host_to_gpu", &counters->bytes_host_to_gpu);
-    kvt_client_stats_find (&stats, "migration.bytes_nvme_to_host", &counters->bytes_nvme_to_host);
-    kvt_client_stats_find (&stats, "migration.promoted", &counters->promoted);
-    kvt_client_stats_find (&stats, "migration.promote_misses", &counters->promote_misses);
-    if (keep)
-        *keep = stats;
-    else
-        kvt_client_stats_fini (&stats);
-    return 0;
-}
-
-//  Print every counter that moved between two STATS (verbose profiling).
-static void
-s_counters_print_delta (const char *phase, const kvt_client_stats_t *before,
-                        const kvt_client_stats_t *after)
-{
-    for (size_t k = 0; k < after->count; k++) {
-        uint64_t old = 0;
-        kvt_client_stats_find (before, after->keys [k], &old);
-        if (after->values [k] != old)
-            fprintf (stderr, "  %-6s %-40s %+" PRId64 "\n", phase, after->keys [k],
-                     (int64_t) (after->values [k] - old));
-    }
-}
-
-//  Move every block from tier 'from' to the tier below; fails unless
-//  exactly 'expected' moved.
-static int
-s_demote (kvt_client_t *client, uint64_t from, uint64_t expected)
-{
-    uint64_t moved = 0;
-    int rc = kvt_client_demote (client, from, from + 1, expected + 1, &moved);
-    if (rc == 0 && moved != expected)
-        rc = -EIO;
-    if (rc)
-        fprintf (stderr, "kvtier bench host: DEMOTE %" PRIu64 " -> %" PRIu64 " moved %" PRIu64
-                 " of %" PRIu64 " blocks: %s %s\n", from, from + 1, moved, expected,
-                 kvt_client_error_name (client), kvt_client_error_detail (client));
-    return rc;
-}
-
-//  GENERATE every prompt with max_new_tokens 0; each whole prefix must
-//  come from tier 'tier'. Returns 0 or a negative code; adds the client's
-//  wall time to *wall_us.
-static int
-s_generate_all (kvt_client_t *client, s_prompt_t *prompts, int prompt_count, uint64_t tier,
-                double *wall_us)
-{
-    for (int p = 0; p < prompt_count; p++) {
-        kvt_client_generate_t result;
-        double start = kvt_bench_now_us ();
-        int rc = kvt_client_generate (client, S_TENANT, prompts [p].tokens,
-                                      prompts [p].token_count, 0, &result);
-        *wall_us += kvt_bench_now_us () - start;
-        if (rc) {
-            fprintf (stderr, "kvtier bench host: GENERATE failed: %s %s\n",
-                     kvt_client_error_name (client), kvt_client_error_detail (client));
-            return rc;
-        }
-        uint64_t from [KVT_TIER_COUNT] = { result.from_gpu, result.from_host, result.from_nvme };
-        bool whole = from [tier] == prompts [p].blocks && result.computed == 0;
-        kvt_client_generate_fini (&result);
-        if (!whole) {
-            fprintf (stderr, "kvtier bench host: prompt %d: %" PRIu64 "/%" PRIu64 "/%" PRIu64
-                     " blocks from gpu/host/nvme, expected all %zu from tier %" PRIu64 "\n",
-                     p, from [0], from [1], from [2], prompts [p].blocks, tier);
-            return -EIO;
-        }
-    }
-    return 0;
-}
-
-//  --------------------------------------------------------------------------
-//  Runtime set-up
-
-//  Model geometry for 'block_kib' KiB blocks (64 x 2^j, j = 0..5): 4
-//  layers x 8 KV heads x head_dim 128 x 16 tokens x bf16 = 256 KiB;
-//  fewer layers below that, more tokens per block above.
-static int
-s_geometry (int block_kib, int *layers, int *block_tokens)
-{
-    switch (block_kib) {
-        case 64:   *layers = 1; *block_tokens = 16; return 0;
-        case 128:  *layers = 2; *block_tokens = 16; return 0;
-        case 256:  *layers = 4; *block_tokens = 16; return 0;
-        case 512:  *layers = 4; *block_tokens = 32; return 0;
-        case 1024: *layers = 4; *block_tokens = 64; return 0;
-        case 2048: *layers = 4; *block_tokens = 128; return 0;
-        default:   return -EINVAL;
-    }
-}
-
-//  Start every actor in this process with our geometry and tiers, the
-//  NVMe tier in 'nvme_dir'. Returns the runtime, or NULL with the reason.
-//  Blocks one STORE carries: --prompt-mib of KV, at most the prefix.
-static int
-s_piece_blocks (const s_opts_t *opts)
-{
-    int blocks = opts->prompt_mib * 1024 / opts->block_kib;
-    if (blocks < 1)
-        blocks = 1;
-    return blocks < opts->blocks? blocks: opts->blocks;
-}
-
-//  Blocks one GENERATE promotes: the whole prefix, or one piece (--split).
-static int
-s_prompt_blocks (const s_opts_t *opts)
-{
-    return opts->split? s_piece_blocks (opts): opts->blocks;
-}
-
-static kvt_runtime_t *
-s_start_runtime (const s_opts_t *opts, const char *nvme_dir)
-{
-    int layers, block_tokens;
-    int rc = s_geometry (opts->block_kib, &layers, &block_tokens);
-    assert (rc == 0);               //  Checked with the options
-    //  Memory tiers hold the whole prefix under the low watermark (80%),
-    //  so no upkeep demotion runs inside a measured phase
-    int memory_blocks = opts->blocks + opts->blocks / 2 + 16;
-    //  Migration stages at most half the host tier at once, and a prompt's
-    //  prefix that does not fit is partly recomputed: room for a whole one
-    int host_blocks = memory_blocks;
-    if (host_blocks < 2 * s_prompt_blocks (opts) + 16)
-        host_blocks = 2 * s_prompt_blocks (opts) + 16;
-    char option [32][1200];
-    int count = 0;
-    snprintf (option [count++], 1200, "scheduler/endpoint=");
-    snprintf (option [count++], 1200, "model/layers=%d", layers);
-    snprintf (option [count++], 1200, "model/heads=8");
-    snprintf (option [count++], 1200, "model/kv_heads=8");
-    snprintf (option [count++], 1200, "model/head_dim=128");
-    snprintf (option [count++], 1200, "model/hidden=1024");
-    snprintf (option [count++], 1200, "model/intermediate=1024");
-    snprintf (option [count++], 1200, "model/vocab=512");
-    snprintf (option [count++], 1200, "model/block_tokens=%d", block_tokens);
-    snprintf (option [count++], 1200, "tier_gpu/capacity_blocks=%d", memory_blocks);
-    snprintf (option [count++], 1200, "tier_host/capacity_blocks=%d", host_blocks);
-    snprintf (option [count++], 1200, "tier_nvme/capacity_blocks=%d", 2 * opts->blocks);
-    snprintf (option [count++], 1200, "tier_nvme/queue_depth=%d", opts->qd);
-    snprintf (option [count++], 1200, "tier_nvme/queue_mib=0");     //  Exactly qd, as raw
-    snprintf (option [count++], 1200, "tier_nvme/dir=%s", nvme_dir);
-    //  Promotion completes in migration before compute starts, so the
-    //  phase timed here holds the whole move (with streaming on, the copy
-    //  to the GPU happens under compute, layer by layer: test_gpu_request_path
-    //  --bench-stream measures that path)
-    snprintf (option [count++], 1200, "migration/stream_promotion=0");
-    kvt_config_t *config = kvt_config_new ();
-    char error [256] = "";
-    for (int k = 0; k < count && rc == 0; k++)
-        rc = kvt_config_set_option (config, option [k], error, sizeof (error));
-    kvt_runtime_t *runtime = NULL;
-    if (rc)
-        fprintf (stderr, "kvtier bench host: config: %s\n", error);
-    else {
-        runtime = kvt_runtime_new (config, kvt_actors_all ());
-        rc = kvt_runtime_start (runtime);
-        if (rc) {
-            fprintf (stderr, "kvtier bench host: runtime did not start: %s\n",
-                     kvt_strerror (rc));
-            kvt_runtime_destroy (&runtime);
-        }
-    }
-    kvt_config_destroy (&config);
-    return runtime;
-}
-
-//  STORE the prefix, in pieces of 'per_piece' blocks of deterministic
-//  tokens and KV bytes: one prompt (a STORE, then a STORE_TAIL per further
-//  piece), or with 'split' one prompt per piece. *prompts_p and *count_p
-//  get the prompts (caller frees, also on failure). Returns 0 or a
-//  negative code.
-static int
-s_store_prefix (kvt_client_t *client, const kvt_client_hello_t *hello, int blocks,
-                size_t per_piece, bool split, s_prompt_t **prompts_p, int *count_p)
-{
-    int piece_count = (int) (((size_t) blocks + per_piece - 1) / per_piece);
-    int prompt_count = split? piece_count: 1;
-    s_prompt_t *prompts = (s_prompt_t *) zmalloc ((size_t) prompt_count * sizeof (s_prompt_t));
-    for (int p = 0; p < prompt_count; p++) {
-        s_prompt_t *prompt = &prompts [p];
-        size_t first = (size_t) p * per_piece;
-        prompt->blocks = split && (size_t) blocks - first > per_piece? per_piece
-                       : (size_t) blocks - first;
-        prompt->token_count = prompt->blocks * hello->block_tokens;
-        prompt->tokens = (uint64_t *) zmalloc (prompt->token_count * sizeof (uint64_t));
-        kvt_client_random_tokens (prompt->tokens, prompt->token_count, hello->vocab,
-                                  (uint64_t) (1000 + p));
-    }
-    *prompts_p = prompts;
-    *count_p = prompt_count;
-    void *kv = malloc (per_piece * hello->block_bytes);
-    if (!kv)
-        abort ();
-    int rc = 0;
-    for (int piece = 0; piece < piece_count && rc == 0; piece++) {
-        //  The piece's blocks [from, to) of its prompt
-        s_prompt_t *prompt = &prompts [split? piece: 0];
-        size_t from = split? 0: (size_t) piece * per_piece;
-        size_t to = from + per_piece < prompt->blocks? from + per_piece: prompt->blocks;
-        size_t kv_bytes = (to - from) * hello->block_bytes;
-        kvt_client_fill_bytes (kv, kv_bytes, (uint64_t) (2000 + piece));
-        kvt_client_store_t stored;
-        size_t tokens = to * hello->block_tokens;
-        rc = from == 0? kvt_client_store (client, S_TENANT, prompt->tokens, tokens, kv,
-                                          kv_bytes, &stored)
-                      : kvt_client_store_tail (client, S_TENANT, prompt->tokens, tokens, from,
-                                               kv, kv_bytes, &stored);
-        if (rc == 0 && stored.stored_blocks != to - from)
-            rc = -EIO;
-        if (rc)
-            fprintf (stderr, "kvtier bench host: STORE of piece %d (%zu blocks) failed: "
-                     "%s %s\n", piece, to - from, kvt_client_error_name (client),
-                     kvt_client_error_detail (client));
-    }
-    free (kv);
-    return rc;
-}
-
-//  --------------------------------------------------------------------------
 //  One repetition: host -> GPU, on GPU, NVMe -> GPU, then both baselines.
 
 typedef struct {
     kvt_client_t *client;           //  Our client
-    s_prompt_t *prompts;            //  The prefix, as prompts
+    kvt_bench_host_prompt_t *prompts;            //  The prefix, as prompts
     int prompt_count;               //  Entries in prompts
     uint64_t blocks;                //  Blocks in the prefix
     size_t bytes;                   //  Bytes in the prefix
@@ -463,14 +182,17 @@ static int
 s_phase (s_bench_t *bench, uint64_t tier, const char *name, double *us, double *compute_us,
          double *wall_us)
 {
-    s_counters_t before, after;
+    kvt_bench_host_counters_t before, after;
     kvt_client_stats_t stats_before = { 0 }, stats_after = { 0 };
-    int rc = s_counters_read (bench->client, &before, bench->verbose? &stats_before: NULL);
+    int rc = kvt_bench_host_counters_read (bench->client, &before,
+                                           bench->verbose? &stats_before: NULL);
     double wall = 0;
     if (rc == 0)
-        rc = s_generate_all (bench->client, bench->prompts, bench->prompt_count, tier, &wall);
+        rc = kvt_bench_host_generate_all (bench->client, bench->prompts, bench->prompt_count,
+                                          tier, &wall);
     if (rc == 0)
-        rc = s_counters_read (bench->client, &after, bench->verbose? &stats_after: NULL);
+        rc = kvt_bench_host_counters_read (bench->client, &after,
+                                           bench->verbose? &stats_after: NULL);
     if (rc == 0) {
         *us = (double) (after.us_finding_prefix - before.us_finding_prefix);
         if (compute_us)
@@ -491,7 +213,7 @@ s_phase (s_bench_t *bench, uint64_t tier, const char *name, double *us, double *
         }
     }
     if (bench->verbose && rc == 0)
-        s_counters_print_delta (name, &stats_before, &stats_after);
+        kvt_bench_host_counters_print_delta (name, &stats_before, &stats_after);
     kvt_client_stats_fini (&stats_before);
     kvt_client_stats_fini (&stats_after);
     return rc;
@@ -524,13 +246,13 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
 {
     memset (rep, 0, sizeof (*rep));
     //  The prefix is on the GPU tier (after STORE or the last rep)
-    int rc = s_demote (bench->client, KVT_TIER_GPU, bench->blocks);
+    int rc = kvt_bench_host_demote (bench->client, KVT_TIER_GPU, bench->blocks);
     if (rc == 0)
         rc = s_phase (bench, KVT_TIER_HOST, "host", &rep->host_us, NULL, &rep->host_wall_us);
     if (rc == 0)
         rc = s_phase (bench, KVT_TIER_GPU, "gpu", &rep->match_us, &rep->compute_us, NULL);
     if (rc == 0)
-        rc = s_demote (bench->client, KVT_TIER_GPU, bench->blocks);
+        rc = kvt_bench_host_demote (bench->client, KVT_TIER_GPU, bench->blocks);
     //  Writes: the demotion host -> NVMe (tier_nvme writes every block,
     //  header and checksum) and raw writes of as many payloads, in turns
     double start = 0;
@@ -538,7 +260,7 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
         rc = kvt_bench_host_raw_run (bench->raw_write, bench->blocks, &rep->disk_write_us);
     if (rc == 0) {
         start = kvt_bench_now_us ();
-        rc = s_demote (bench->client, KVT_TIER_HOST, bench->blocks);
+        rc = kvt_bench_host_demote (bench->client, KVT_TIER_HOST, bench->blocks);
         rep->demote_us = kvt_bench_now_us () - start;
     }
     if (rc == 0 && !raw_first)
@@ -661,7 +383,7 @@ kvt_bench_host_main (int argc, char **argv)
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
-    s_opts_t opts = { .blocks = 512, .block_kib = 256, .dir = "/var/tmp", .reps = 3, .qd = 0,
+    kvt_bench_host_opts_t opts = { .blocks = 512, .block_kib = 256, .dir = "/var/tmp", .reps = 3,
                       .prompt_mib = 128, .groups = 4 };
     optind = 1;
     int opt;
@@ -698,8 +420,8 @@ kvt_bench_host_main (int argc, char **argv)
     int layers, block_tokens;
     if (optind < argc || opts.blocks < 1 || opts.blocks > 1000000 || opts.reps < 1
     ||  opts.qd < 1 || opts.qd > S_MAX_QD
-    ||  opts.prompt_mib < 1 || opts.prompt_mib > S_MAX_PROMPT_MIB
-    ||  s_geometry (opts.block_kib, &layers, &block_tokens)) {
+    ||  opts.prompt_mib < 1 || opts.prompt_mib > KVT_BENCH_HOST_MAX_PROMPT_MIB
+    ||  kvt_bench_host_geometry (opts.block_kib, &layers, &block_tokens)) {
         s_usage (stderr);
         return 2;
     }
@@ -727,7 +449,7 @@ kvt_bench_host_main (int argc, char **argv)
     }
     int status = 1;
     kvt_client_t *client = NULL;
-    s_prompt_t *prompts = NULL;
+    kvt_bench_host_prompt_t *prompts = NULL;
     int prompt_count = 0;
     kvt_bench_host_raw_t raw = { .file_count = 0 };
     kvt_bench_host_raw_t raw_spread = { .file_count = 0 };
@@ -735,7 +457,7 @@ kvt_bench_host_main (int argc, char **argv)
     s_rep_t *reps = NULL;
     uint8_t *copy_src = NULL, *copy_dst = NULL;
     kvt_arena_t *arena_src = NULL, *arena_dst = NULL, *device = NULL;
-    kvt_runtime_t *runtime = s_start_runtime (&opts, work_dir);
+    kvt_runtime_t *runtime = kvt_bench_host_start_runtime (&opts, work_dir);
     if (!runtime)
         goto cleanup;
     client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 600000);
@@ -749,8 +471,9 @@ kvt_bench_host_main (int argc, char **argv)
                  hello.block_bytes, opts.block_kib);
         goto cleanup;
     }
-    if (s_store_prefix (client, &hello, opts.blocks, (size_t) s_piece_blocks (&opts), opts.split,
-                        &prompts, &prompt_count))
+    size_t per_piece = (size_t) kvt_bench_host_piece_blocks (&opts);
+    if (kvt_bench_host_store_prefix (client, &hello, opts.blocks, per_piece, opts.split,
+                                     &prompts, &prompt_count))
         goto cleanup;
     size_t bytes = (size_t) opts.blocks * hello.block_bytes;
     copy_src = (uint8_t *) malloc (bytes);

@@ -1,0 +1,113 @@
+/*  =========================================================================
+    kvt_bench_host_int - what `kvtier bench host`'s files share: options,
+    the prefix's prompts, and the calls that start and talk to the runtime
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#ifndef KVT_BENCH_HOST_INT_H_INCLUDED
+#define KVT_BENCH_HOST_INT_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "kvt_client.h"
+#include "kvt_runtime.h"
+
+#define KVT_BENCH_HOST_TENANT "bench-host"  //  Tenant of every request
+#define KVT_BENCH_HOST_MAX_PROMPT_MIB 192   //  Largest --prompt-mib (frames stay under the
+                                            //  scheduler's default max_frame_bytes, 256 MiB)
+
+//  The command's options.
+typedef struct {
+    int blocks;                     //  Blocks in the cached prefix
+    int block_kib;                  //  KiB per block
+    const char *dir;                //  Parent of our work folder
+    int reps;                       //  Repetitions per figure (median)
+    int qd;                         //  Raw baseline and tier_nvme queue depth
+    int prompt_mib;                 //  KV bytes one STORE (or STORE_TAIL) carries at most
+    bool split;                     //  The prefix as separate prompts of prompt_mib each
+    bool no_settle;                 //  Skip the fdatasync before each timed disk phase
+    bool json;                      //  JSON report
+    bool verbose;                   //  Per-rep figures and counter deltas on stderr
+    const char *calibration;        //  Write the simulator's calibration file here, or NULL
+    bool ttft;                      //  Run the TTFT part (kvt_bench_host_ttft.c) instead
+    int prefix_mib;                 //  --ttft: prefix on NVMe, MiB (0 = the shape's default)
+    int fresh;                      //  --ttft: new prompt tokens (0 = the shape's default)
+    int groups;                     //  --ttft: nvme_layer_groups of "ours"
+    bool compute_prefix;            //  --ttft: fill prefixes by GENERATE, not STORE
+} kvt_bench_host_opts_t;
+
+//  The counters a phase reads, before and after.
+typedef struct {
+    uint64_t us_finding_prefix;     //  scheduler: match + promote, microseconds
+    uint64_t us_computing;          //  scheduler: COMP_RUN round trips
+    uint64_t us_reserving_gpu;      //  scheduler: MIG_RESERVE round trips
+    uint64_t us_waiting_admission;  //  scheduler: waiting for GPU room
+    uint64_t bytes_host_to_gpu;     //  migration: bytes copied host -> GPU
+    uint64_t bytes_nvme_to_host;    //  migration: bytes read NVMe -> host
+    uint64_t promoted;              //  migration: blocks promoted
+    uint64_t promote_misses;        //  migration: blocks that failed on the way
+} kvt_bench_host_counters_t;
+
+//  One prompt of the prefix.
+typedef struct {
+    uint64_t *tokens;               //  Its tokens (full blocks only)
+    size_t token_count;             //  Tokens
+    size_t blocks;                  //  Full blocks
+} kvt_bench_host_prompt_t;
+
+//  STATS into *counters; with 'keep', the whole reply too (caller finis).
+//  Returns 0 or the client's error.
+int
+    kvt_bench_host_counters_read (kvt_client_t *client, kvt_bench_host_counters_t *counters,
+                                  kvt_client_stats_t *keep);
+
+//  Print every counter that moved between two STATS (verbose profiling).
+void
+    kvt_bench_host_counters_print_delta (const char *phase, const kvt_client_stats_t *before,
+                                         const kvt_client_stats_t *after);
+
+//  Move every block from tier 'from' to the tier below; fails unless
+//  exactly 'expected' moved.
+int
+    kvt_bench_host_demote (kvt_client_t *client, uint64_t from, uint64_t expected);
+
+//  GENERATE every prompt with max_new_tokens 0; each whole prefix must
+//  come from tier 'tier'. Returns 0 or a negative code; adds the client's
+//  wall time to *wall_us.
+int
+    kvt_bench_host_generate_all (kvt_client_t *client, kvt_bench_host_prompt_t *prompts,
+                                 int prompt_count, uint64_t tier, double *wall_us);
+
+//  Model geometry for 'block_kib' KiB blocks (64 x 2^j, j = 0..5): 4
+//  layers x 8 KV heads x head_dim 128 x 16 tokens x bf16 = 256 KiB;
+//  fewer layers below that, more tokens per block above. 0 or -EINVAL.
+int
+    kvt_bench_host_geometry (int block_kib, int *layers, int *block_tokens);
+
+//  Blocks one STORE carries: --prompt-mib of KV, at most the prefix.
+int
+    kvt_bench_host_piece_blocks (const kvt_bench_host_opts_t *opts);
+
+//  Blocks one GENERATE promotes: the whole prefix, or one piece (--split).
+int
+    kvt_bench_host_prompt_blocks (const kvt_bench_host_opts_t *opts);
+
+//  Start every actor in this process with our geometry and tiers, the
+//  NVMe tier in 'nvme_dir'. Returns the runtime, or NULL with the reason.
+kvt_runtime_t *
+    kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvme_dir);
+
+//  STORE the prefix, in pieces of 'per_piece' blocks of deterministic
+//  tokens and KV bytes: one prompt (a STORE, then a STORE_TAIL per further
+//  piece), or with 'split' one prompt per piece. *prompts_p and *count_p
+//  get the prompts (caller frees, also on failure). Returns 0 or a
+//  negative code.
+int
+    kvt_bench_host_store_prefix (kvt_client_t *client, const kvt_client_hello_t *hello,
+                                 int blocks, size_t per_piece, bool split,
+                                 kvt_bench_host_prompt_t **prompts_p, int *count_p);
+
+#endif
