@@ -200,6 +200,21 @@ s_open_data_file (kvt_nvme_store_t *self, const char *path)
     return fd;
 }
 
+//  Give a new data file its full size: reserved on the disk (fallocate),
+//  so the tier's capacity is there when it fills and its first writes do
+//  not allocate; where the file system cannot reserve it (no room,
+//  tmpfs, no fallocate), sparse (ftruncate) with a warning, and a write
+//  may then meet a full disk (ENOSPC, handled). Returns 0 or -1 (errno).
+static int
+s_reserve (const char *path, int fd, off_t bytes)
+{
+    if (fallocate (fd, 0, 0, bytes) == 0)
+        return 0;
+    kvt_log_warn ("nvme store: cannot reserve %jd bytes for %s (%s): the file stays sparse, "
+                  "and writes may find the disk full", (intmax_t) bytes, path, strerror (errno));
+    return ftruncate (fd, bytes);
+}
+
 //  Replay the journal into the index; list what came back. Blocks.
 static int
 s_recover (kvt_nvme_store_t *self)
@@ -306,7 +321,7 @@ kvt_nvme_store_open (kvt_nvme_store_t *self)
         if (fstat (fd, &st) != 0)
             rc = -errno;
         else
-        if (st.st_size < file_bytes && ftruncate (fd, file_bytes) != 0) {
+        if (st.st_size < file_bytes && s_reserve (self->paths [f], fd, file_bytes) != 0) {
             rc = -errno;
             kvt_log_error ("nvme store: cannot size %s to %jd bytes: %s", self->paths [f],
                            (intmax_t) file_bytes, strerror (errno));

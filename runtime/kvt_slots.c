@@ -17,6 +17,7 @@ struct _kvt_slots_t {
     uint64_t *in_use;               //  One bit per slot; bits past capacity are set
     uint64_t used;                  //  Slots handed out
     uint64_t cursor;                //  Next-fit: where the next search starts
+    bool first_fit;                 //  Every search starts at slot 0 instead
 };
 
 kvt_slots_t *
@@ -96,9 +97,19 @@ s_take (kvt_slots_t *self, uint64_t first, uint64_t count, uint64_t *slots)
     self->cursor = first + count < self->capacity? first + count: 0;
 }
 
+//  Search from slot 0 on every allocation instead of after the last one.
+void
+kvt_slots_set_first_fit (kvt_slots_t *self, bool first_fit)
+{
+    self->first_fit = first_fit;
+    self->cursor = 0;
+}
+
 size_t
 kvt_slots_alloc (kvt_slots_t *self, uint64_t *slots, size_t count)
 {
+    if (self->first_fit)
+        self->cursor = 0;
     uint64_t free_slots = self->capacity - self->used;
     if (count > free_slots)
         count = (size_t) free_slots;
@@ -208,6 +219,17 @@ kvt_slots_test (bool verbose)
     for (uint64_t s = 0; s < 10; s++)
         assert (kvt_slots_free (slots, s) == 0);
     assert (kvt_slots_alloc (slots, got, 16) == 10);
+    kvt_slots_destroy (&slots);
+
+    //  First fit: freed low slots are taken again before untouched ones
+    slots = kvt_slots_new (100);
+    kvt_slots_set_first_fit (slots, true);
+    assert (kvt_slots_alloc (slots, got, 8) == 8 && got [0] == 0 && got [7] == 7);
+    for (uint64_t s = 0; s < 8; s++)
+        assert (kvt_slots_free (slots, s) == 0);
+    assert (kvt_slots_alloc (slots, got, 8) == 8 && got [0] == 0 && got [7] == 7);
+    kvt_slots_set_first_fit (slots, false);            //  Next fit: after the last batch
+    assert (kvt_slots_alloc (slots, got, 4) == 4 && got [0] == 8);
     kvt_slots_destroy (&slots);
 
     //  Batches get runs: on a fresh allocator, one after the other

@@ -49,6 +49,12 @@ void
 size_t
     kvt_slots_alloc (kvt_slots_t *self, uint64_t *slots, size_t count);
 
+//  First fit: every allocation searches from slot 0, so freed low slots
+//  are taken again before untouched ones (a disk tier's files then grow
+//  only as it fills). Default off (next-fit).
+void
+    kvt_slots_set_first_fit (kvt_slots_t *self, bool first_fit);
+
 //  Take one specific slot (recovery after restart). Returns 0, -ERANGE or -EBUSY.
 int
     kvt_slots_claim (kvt_slots_t *self, uint64_t slot);
