@@ -42,11 +42,12 @@
     Operations beyond the queue depth wait in a backlog, pumped as
     completions come in; the loop never blocks on I/O. queue_depth is the
     depth kept at the device (tier_nvme/queue_depth, or more to keep
-    tier_nvme/queue_mib in flight: kvt_runtime_nvme_queue_depth): the store holds half as many operations
-    again (S_COMPLETION_SLACK), so that reads whose bytes have arrived but
-    are still being checked, or are finished and not yet reaped and
-    answered, do not take room at the device; a new read is prepared
-    whenever fewer than queue_depth transfers are at the device
+    tier_nvme/queue_mib in flight: kvt_runtime_nvme_queue_depth): the
+    store holds twice as many operations again (S_COMPLETION_SLACK), so
+    that reads whose bytes have arrived but are still being checked, or
+    are finished and not yet reaped and answered, and writes waiting for
+    their journal record, do not take room at the device; a new I/O is
+    prepared whenever fewer than queue_depth transfers are at the device
     (kvt_nvme_store_device_inflight), as a plain io_uring reader at that
     depth does (issue #4: while checks held queue room, 29 of 32 were at
     the device on average; tools/bench/RESULTS.md). With
@@ -63,9 +64,13 @@
 #include <sys/eventfd.h>
 
 #define S_REAP_BATCH 8              //  Completions reaped (and checked) per refill
-//  Operations the store holds beyond the device depth: those being checked
-//  or waiting to be reaped (see @header)
-#define S_COMPLETION_SLACK(depth) (((depth) + 1) / 2)
+//  Operations the store holds beyond the device depth: reads being checked
+//  or waiting to be reaped, and writes waiting for their journal record's
+//  append (a write is acknowledged only once its record is on disk), so
+//  that none of them holds room at the device (see @header). With half a
+//  depth, writes through the actor ran at 0.87-0.91 of raw writes on the
+//  H100 machine's disk; with two depths, 0.93-1.17 (tools/bench/RESULTS.md)
+#define S_COMPLETION_SLACK(depth) (2 * (depth))
 
 typedef struct {
     kvt_msg_t *request;             //  TIER_WRITE or TIER_READ, owned
