@@ -425,9 +425,10 @@ t_fuzz (int rounds)
     uint8_t *kv = (uint8_t *) zmalloc (kv_bytes + 1);
     kvt_client_fill_bytes (kv, kv_bytes, 6);
     const int ids [] = { KVT_MSG_HELLO, KVT_MSG_LOOKUP, KVT_MSG_STORE, KVT_MSG_LOAD,
-                         KVT_MSG_GENERATE, KVT_MSG_STATS, KVT_MSG_DEMOTE };
-    zframe_t *seeds [7];
-    for (int k = 0; k < 7; k++) {
+                         KVT_MSG_GENERATE, KVT_MSG_STATS, KVT_MSG_DEMOTE, KVT_MSG_STORE_TAIL };
+    const int seed_count = (int) (sizeof (ids) / sizeof (ids [0]));
+    zframe_t *seeds [sizeof (ids) / sizeof (ids [0])];
+    for (int k = 0; k < seed_count; k++) {
         kvt_msg_t *msg = kvt_msg_new (ids [k]);
         kvt_msg_set_request_id (msg, 1000 + k);
         if (ids [k] == KVT_MSG_HELLO)
@@ -444,6 +445,10 @@ t_fuzz (int rounds)
             kvt_msg_set_array (msg, 1, tokens, 50);
             if (ids [k] == KVT_MSG_STORE)
                 kvt_msg_set_bin (msg, KVT_STORE_KV, kv, kv_bytes);
+            if (ids [k] == KVT_MSG_STORE_TAIL) {     //  Blocks from 1 on
+                kvt_msg_set_u64 (msg, KVT_STORE_TAIL_FROM_BLOCK, 1);
+                kvt_msg_set_bin (msg, KVT_STORE_TAIL_KV, kv, kv_bytes - s_hello.block_bytes);
+            }
             if (ids [k] == KVT_MSG_GENERATE)
                 kvt_msg_set_u64 (msg, KVT_GENERATE_MAX_NEW_TOKENS, 1);
         }
@@ -457,7 +462,7 @@ t_fuzz (int rounds)
     uint64_t seed = 2026;
     int sent = 0, errors = 0, oks = 0, missing = 0;
     for (int round = 0; round < rounds; round++) {
-        zframe_t *seed_frame = seeds [s_splitmix_next (&seed) % 7];
+        zframe_t *seed_frame = seeds [s_splitmix_next (&seed) % (uint64_t) seed_count];
         size_t size = zframe_size (seed_frame);
         uint8_t *bytes = (uint8_t *) zmalloc (size + 8);
         memcpy (bytes, zframe_data (seed_frame), size);
@@ -486,7 +491,8 @@ t_fuzz (int rounds)
                 slow = kvt_msg_u64 (decoded, KVT_GENERATE_MAX_NEW_TOKENS) > 16;
             }
             if (kvt_msg_id (decoded) == KVT_MSG_STORE || kvt_msg_id (decoded) == KVT_MSG_LOAD
-            ||  kvt_msg_id (decoded) == KVT_MSG_LOOKUP)
+            ||  kvt_msg_id (decoded) == KVT_MSG_LOOKUP
+            ||  kvt_msg_id (decoded) == KVT_MSG_STORE_TAIL)
                 kvt_msg_array (decoded, 1, &count);
             slow |= count > 4000;
             kvt_msg_destroy (&decoded);
@@ -512,7 +518,7 @@ t_fuzz (int rounds)
     t_check (missing == 0, "fuzz: %d mutated frames got no reply", missing);
     zpoller_destroy (&poller);
     zsock_destroy (&fuzzer);
-    for (int k = 0; k < 7; k++)
+    for (int k = 0; k < seed_count; k++)
         zframe_destroy (&seeds [k]);
     t_still_serving ("mutated frames");
 }
