@@ -291,23 +291,38 @@ kvt_client_lookup (kvt_client_t *self, const char *tenant, const uint64_t *token
 //  --------------------------------------------------------------------------
 //  STORE
 
+//  STORE, or (tail) STORE_TAIL from 'from_block': the same request and
+//  reply but for the first-block field.
+static int
+s_store (kvt_client_t *self, bool tail, const char *tenant, const uint64_t *tokens,
+         size_t token_count, uint64_t from_block, const void *kv, size_t kv_bytes,
+         kvt_client_store_t *result)
+{
+    assert (result);
+    memset (result, 0, sizeof (*result));
+    kvt_msg_t *request = s_tokens_request (tail? KVT_MSG_STORE_TAIL: KVT_MSG_STORE, tenant,
+                                           tokens, token_count);
+    if (tail)
+        kvt_msg_set_u64 (request, KVT_STORE_TAIL_FROM_BLOCK, from_block);
+    kvt_msg_set_bin (request, tail? KVT_STORE_TAIL_KV: KVT_STORE_KV, kv, kv_bytes);
+    kvt_msg_t *reply;
+    int rc = kvt_client_request (self, &request, &reply);
+    if (rc == 0) {
+        result->stored_blocks = kvt_msg_u64 (reply, tail? KVT_STORE_TAIL_OK_STORED_BLOCKS
+                                                         : KVT_STORE_OK_STORED_BLOCKS);
+        result->present_blocks = kvt_msg_u64 (reply, tail? KVT_STORE_TAIL_OK_PRESENT_BLOCKS
+                                                          : KVT_STORE_OK_PRESENT_BLOCKS);
+    }
+    kvt_msg_destroy (&reply);
+    return rc;
+}
+
 int
 kvt_client_store (kvt_client_t *self, const char *tenant, const uint64_t *tokens,
                   size_t token_count, const void *kv, size_t kv_bytes,
                   kvt_client_store_t *result)
 {
-    assert (result);
-    memset (result, 0, sizeof (*result));
-    kvt_msg_t *request = s_tokens_request (KVT_MSG_STORE, tenant, tokens, token_count);
-    kvt_msg_set_bin (request, KVT_STORE_KV, kv, kv_bytes);
-    kvt_msg_t *reply;
-    int rc = kvt_client_request (self, &request, &reply);
-    if (rc == 0) {
-        result->stored_blocks = kvt_msg_u64 (reply, KVT_STORE_OK_STORED_BLOCKS);
-        result->present_blocks = kvt_msg_u64 (reply, KVT_STORE_OK_PRESENT_BLOCKS);
-    }
-    kvt_msg_destroy (&reply);
-    return rc;
+    return s_store (self, false, tenant, tokens, token_count, 0, kv, kv_bytes, result);
 }
 
 int
@@ -315,19 +330,7 @@ kvt_client_store_tail (kvt_client_t *self, const char *tenant, const uint64_t *t
                        size_t token_count, uint64_t from_block, const void *kv,
                        size_t kv_bytes, kvt_client_store_t *result)
 {
-    assert (result);
-    memset (result, 0, sizeof (*result));
-    kvt_msg_t *request = s_tokens_request (KVT_MSG_STORE_TAIL, tenant, tokens, token_count);
-    kvt_msg_set_u64 (request, KVT_STORE_TAIL_FROM_BLOCK, from_block);
-    kvt_msg_set_bin (request, KVT_STORE_TAIL_KV, kv, kv_bytes);
-    kvt_msg_t *reply;
-    int rc = kvt_client_request (self, &request, &reply);
-    if (rc == 0) {
-        result->stored_blocks = kvt_msg_u64 (reply, KVT_STORE_TAIL_OK_STORED_BLOCKS);
-        result->present_blocks = kvt_msg_u64 (reply, KVT_STORE_TAIL_OK_PRESENT_BLOCKS);
-    }
-    kvt_msg_destroy (&reply);
-    return rc;
+    return s_store (self, true, tenant, tokens, token_count, from_block, kv, kv_bytes, result);
 }
 
 //  --------------------------------------------------------------------------
