@@ -285,6 +285,16 @@ typedef struct {
     cudaEvent_t stop;               //  Step end
 } s_step_t;
 
+//  End a timed step on 'stream' (it began with self->start): wait for it
+//  and return its microseconds.
+static double
+s_step_end_us (s_step_t *self, cudaStream_t stream)
+{
+    KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->stop, stream));
+    KVT_BENCH_CUDA_CHECK (cudaEventSynchronize (self->stop));
+    return s_elapsed_ms (self->start, self->stop) * 1000.0;
+}
+
 //  One decode step: copy of layer l+1 on the transfer stream beside the
 //  attention of layer l; attention l waits on copy l, and copy l+1 waits on
 //  attention l-1 (a two-slot staging ring). Returns the step in us.
@@ -306,9 +316,7 @@ s_step_overlapped (s_step_t *self)
         s_attention (&self->att [l], self->compute);
         KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->attended [l], self->compute));
     }
-    KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->stop, self->compute));
-    KVT_BENCH_CUDA_CHECK (cudaEventSynchronize (self->stop));
-    return s_elapsed_ms (self->start, self->stop) * 1000.0;
+    return s_step_end_us (self, self->compute);
 }
 
 //  All layers' attention with every block resident. Returns us.
@@ -318,9 +326,7 @@ s_step_attention (s_step_t *self)
     KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->start, self->compute));
     for (int l = 0; l < S_LAYERS; l++)
         s_attention (&self->att [l], self->compute);
-    KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->stop, self->compute));
-    KVT_BENCH_CUDA_CHECK (cudaEventSynchronize (self->stop));
-    return s_elapsed_ms (self->start, self->stop) * 1000.0;
+    return s_step_end_us (self, self->compute);
 }
 
 //  All layers' copies, back to back. Returns us.
@@ -330,9 +336,7 @@ s_step_transfer (s_step_t *self)
     KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->start, self->transfer));
     for (int l = 0; l < S_LAYERS; l++)
         s_copy (self->path, &self->kernel [l], &self->ce [l], NULL, self->transfer);
-    KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->stop, self->transfer));
-    KVT_BENCH_CUDA_CHECK (cudaEventSynchronize (self->stop));
-    return s_elapsed_ms (self->start, self->stop) * 1000.0;
+    return s_step_end_us (self, self->transfer);
 }
 
 //  Figure 2: a decode step of 32 layers for 'seqs' sequences of 'len'
