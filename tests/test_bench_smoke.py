@@ -64,9 +64,18 @@ def main():
                         "--prompt-mib", "1"], work)
         if "in 1 prompts" not in report["notes"].get("prefix", ""):
             fail(f"bench host: the prefix is not one prompt: {report['notes']}")
-        figures(report, promotion, "bench host (one prompt, 3 pieces)")
+        figures(report, promotion + ["nvme_to_gpu_vs_best_raw_gbps",
+                                     "host_to_nvme_vs_best_raw_gbps"],
+                "bench host (one prompt, 3 pieces)")
+        #  Raw at qd/4, qd/2, qd and 2 x qd (the tier's depth is 256 here)
+        sweep = report["notes"].get("raw sweep GB/s read / write", "")
+        if [part.split(":")[0] for part in sweep.split("; ")] != \
+                ["qd 64", "qd 128", "qd 256", "qd 512"]:
+            fail(f"bench host: the raw sweep is not qd 64/128/256/512: {sweep!r}")
         report = bench(["host", "--blocks", "48", "--block-kib", "64", "--reps", "2",
-                        "--prompt-mib", "1", "--split"], work)
+                        "--prompt-mib", "1", "--split", "--no-sweep"], work)
+        if report["notes"].get("raw sweep GB/s read / write", "").count("qd") != 1:
+            fail(f"bench host --no-sweep: raw ran at more than one depth: {report['notes']}")
         if "in 3 prompts" not in report["notes"].get("prefix", ""):
             fail(f"bench host --split: not 3 prompts: {report['notes']}")
         figures(report, promotion, "bench host --split")

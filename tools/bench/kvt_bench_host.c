@@ -67,9 +67,17 @@
     GPU build), xxh3-64 of every block
     (the checksum tier_nvme verifies on each read), and the sum disk +
     xxh3 + copy (what NVMe -> GPU costs when nothing overlaps).
+    The raw sweep (--no-sweep skips it): raw reads and writes again at
+    qd/4, qd/2 and 2 x qd, each rep, so that ours is also set beside raw
+    at the depth this disk likes best (*_vs_best_raw_gbps), not only at
+    the tier's own: on the H100 machine's disk raw 512 KiB writes ran
+    3.76 GB/s at qd 16 and 3.36 at qd 64 (tools/bench/RESULTS.md). The
+    best of four medians leans high on a disk whose rate drifts, so the
+    verdicts stay with raw at the tier's depth, timed in turns with ours.
     Each figure is the median over reps, in GB/s = 1e9 payload bytes/s.
-    Issue #4 target: NVMe -> GPU >= 85% of min (raw disk, pinned PCIe);
-    on the CPU build PCIe is replaced by memcpy.
+    Issue #4 targets: NVMe -> GPU >= 85% of min (raw disk, pinned PCIe),
+    on the CPU build with memcpy for PCIe; writes through tier_nvme >= 90%
+    of raw writes.
 @discuss
     The bench runs in a new folder under DIR (default /var/tmp), removed
     at the end. The NVMe tier's slots are handed out lowest first, so the
@@ -105,6 +113,7 @@
 #include "kvt_xxh.h"
 
 #define S_MAX_QD 1024               //  Largest --qd
+#define S_SWEEP 4                   //  Depths of the raw sweep: qd/4, qd/2, qd, 2 x qd
 
 //  What one repetition measured.
 typedef struct {
@@ -124,6 +133,8 @@ typedef struct {
     double settle_us;               //  fdatasync of the data files before the disk phases
     double demote_us;               //  DEMOTE host -> NVMe of the prefix (client wall time)
     double disk_write_us;           //  Baseline: raw io_uring writes of the same payloads
+    double sweep_read_us [S_SWEEP];     //  Raw reads at each depth of the sweep
+    double sweep_write_us [S_SWEEP];    //  Raw writes at each depth of the sweep
 } s_rep_t;
 
 //  Median of 'count' values at 'stride' doubles apart (a field of s_rep_t).
@@ -176,6 +187,9 @@ typedef struct {
     kvt_arena_t *device;            //  GPU build: device slab for the pinned PCIe baseline
     bool verbose;                   //  Counter deltas on stderr
     bool settle;                    //  fdatasync the data files before each disk phase
+    int qd;                         //  Depth of the tier and of the raw baselines
+    int sweep_qd [S_SWEEP];         //  Depths of the raw sweep (one of them qd)
+    int sweep_count;                //  Entries in sweep_qd (1: --no-sweep)
 } s_bench_t;
 
 //  Time GENERATEs of every prompt with the prefix on 'tier'; *us gets the
@@ -238,7 +252,53 @@ static int
 s_raw_disk (s_bench_t *bench, s_rep_t *rep)
 {
     int rc = s_settle (bench, rep);
-    return rc? rc: kvt_bench_host_raw_run (bench->raw, bench->blocks, &rep->disk_us);
+    return rc? rc: kvt_bench_host_raw_run_at (bench->raw, bench->blocks, bench->qd,
+                                              &rep->disk_us);
+}
+
+//  The raw baselines at the other depths of the sweep, reads after a
+//  settle and then writes, so that ours is compared with raw at its best
+//  depth as well as at ours (the disk may prefer fewer or more in flight
+//  than the tier's rule gives).
+static int
+s_sweep (s_bench_t *bench, s_rep_t *rep)
+{
+    int rc = 0;
+    for (int i = 0; i < bench->sweep_count && rc == 0; i++) {
+        if (bench->sweep_qd [i] == bench->qd) {
+            rep->sweep_read_us [i] = rep->disk_us;
+            rep->sweep_write_us [i] = rep->disk_write_us;
+            continue;
+        }
+        rc = s_settle (bench, rep);
+        if (rc == 0)
+            rc = kvt_bench_host_raw_run_at (bench->raw, bench->blocks, bench->sweep_qd [i],
+                                            &rep->sweep_read_us [i]);
+        if (rc == 0)
+            rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks,
+                                            bench->sweep_qd [i], &rep->sweep_write_us [i]);
+    }
+    return rc;
+}
+
+//  The depths of the raw sweep around 'qd': qd/4, qd/2, qd, 2 x qd, within
+//  1..S_MAX_QD and 'most' (what one registered buffer holds), without
+//  repeats. Returns how many.
+static int
+s_sweep_depths (int qd, int most, int depths [S_SWEEP])
+{
+    const int candidates [S_SWEEP] = { qd / 4, qd / 2, qd, qd * 2 };
+    int count = 0;
+    for (int i = 0; i < S_SWEEP; i++) {
+        int depth = candidates [i] < 1? 1: candidates [i];
+        if (depth > S_MAX_QD)
+            depth = S_MAX_QD;
+        if (depth > most)
+            depth = most;
+        if (count == 0 || depths [count - 1] != depth)
+            depths [count++] = depth;
+    }
+    return count;
 }
 
 //  One repetition into *rep; the prefix must be on the GPU tier before and
@@ -259,14 +319,16 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
     //  header and checksum) and raw writes of as many payloads, in turns
     double start = 0;
     if (rc == 0 && raw_first)
-        rc = kvt_bench_host_raw_run (bench->raw_write, bench->blocks, &rep->disk_write_us);
+        rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks, bench->qd,
+                                        &rep->disk_write_us);
     if (rc == 0) {
         start = kvt_bench_now_us ();
         rc = kvt_bench_host_demote (bench->client, KVT_TIER_HOST, bench->blocks);
         rep->demote_us = kvt_bench_now_us () - start;
     }
     if (rc == 0 && !raw_first)
-        rc = kvt_bench_host_raw_run (bench->raw_write, bench->blocks, &rep->disk_write_us);
+        rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks, bench->qd,
+                                        &rep->disk_write_us);
     //  The two timed disk phases, ours and raw, take turns going first, so
     //  that neither gains from the other having just read the same bytes
     //  (a virtual disk may cache on its host) or loses to it
@@ -320,7 +382,8 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
         rep->xxh3_us += 0.001;
     //  Profile: the same reads into a buffer of every block, as the NVMe
     //  tier's land in one host slot each rather than in a few hot buffers
-    return kvt_bench_host_raw_run (bench->raw_spread, bench->blocks, &rep->disk_spread_us);
+    rc = kvt_bench_host_raw_run (bench->raw_spread, bench->blocks, &rep->disk_spread_us);
+    return rc? rc: s_sweep (bench, rep);
 }
 
 //  --------------------------------------------------------------------------
@@ -347,6 +410,8 @@ s_usage (FILE *out)
         "                 promoted by as many GENERATEs in a row\n"
         "  --no-settle    do not fdatasync the data files before each timed disk\n"
         "                 phase (then ours runs beside the demotion's write-back)\n"
+        "  --no-sweep     raw baselines at the tier's depth only (by default also at\n"
+        "                 qd/4, qd/2 and 2 x qd, and ours is set beside the best)\n"
         "  --verbose      per-rep figures and every counter that moved, on stderr\n"
         "  --calibration FILE  write the links measured here into the calibration file\n"
         "                 that `kvtier replay --simulate --calibration FILE` reads\n"
@@ -375,6 +440,7 @@ kvt_bench_host_main (int argc, char **argv)
         { "prompt-mib", required_argument, NULL, 'p' },
         { "split",     no_argument,       NULL, 's' },
         { "no-settle", no_argument,       NULL, 'S' },
+        { "no-sweep",  no_argument,       NULL, 'W' },
         { "verbose",   no_argument,       NULL, 'v' },
         { "calibration", required_argument, NULL, 'c' },
         { "ttft",      no_argument,       NULL, 't' },
@@ -387,6 +453,7 @@ kvt_bench_host_main (int argc, char **argv)
     };
     kvt_bench_host_opts_t opts = { .blocks = 512, .block_kib = 256, .dir = "/var/tmp", .reps = 3,
                       .prompt_mib = 128, .groups = 4 };
+    bool no_sweep = false;
     optind = 1;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
@@ -400,6 +467,7 @@ kvt_bench_host_main (int argc, char **argv)
             case 'p': opts.prompt_mib = atoi (optarg); break;
             case 's': opts.split = true; break;
             case 'S': opts.no_settle = true; break;
+            case 'W': no_sweep = true; break;
             case 'v': opts.verbose = true; break;
             case 'c': opts.calibration = optarg; break;
             case 't': opts.ttft = true; break;
@@ -511,12 +579,24 @@ kvt_bench_host_main (int argc, char **argv)
 
     s_bench_t bench = { client, prompts, prompt_count, (uint64_t) opts.blocks, bytes,
                         copy_src, copy_dst, &raw, &raw_spread, &raw_write, arena_src,
-                        arena_dst, device, opts.verbose, !opts.no_settle };
+                        arena_dst, device, opts.verbose, !opts.no_settle, opts.qd,
+                        { opts.qd }, 1 };
+    bench.sweep_count = 1;
+    bench.sweep_qd [0] = opts.qd;
+    if (!no_sweep)
+        bench.sweep_count = s_sweep_depths (opts.qd, (int) (((size_t) 1 << 30)
+                                                            / hello.block_bytes),
+                                            bench.sweep_qd);
+    //  The raw reader and writer open at the deepest depth they run at
+    int open_qd = opts.qd;
+    for (int i = 0; i < bench.sweep_count; i++)
+        if (bench.sweep_qd [i] > open_qd)
+            open_qd = bench.sweep_qd [i];
     reps = (s_rep_t *) zmalloc ((size_t) opts.reps * sizeof (s_rep_t));
-    if (kvt_bench_host_raw_open (&raw, work_dir, hello.block_bytes, opts.qd)
+    if (kvt_bench_host_raw_open (&raw, work_dir, hello.block_bytes, open_qd)
     ||  kvt_bench_host_raw_open_spread (&raw_spread, work_dir, hello.block_bytes, opts.qd,
                                         (size_t) opts.blocks)
-    ||  kvt_bench_host_raw_open_writer (&raw_write, work_dir, hello.block_bytes, opts.qd,
+    ||  kvt_bench_host_raw_open_writer (&raw_write, work_dir, hello.block_bytes, open_qd,
                                         (uint64_t) opts.blocks))
         goto cleanup;
     //  One untimed rep first: the store's slots are then written once, as
@@ -563,6 +643,27 @@ kvt_bench_host_main (int argc, char **argv)
     med.settle_us = s_median (&reps [0].settle_us, stride, opts.reps);
     med.demote_us = s_median (&reps [0].demote_us, stride, opts.reps);
     med.disk_write_us = s_median (&reps [0].disk_write_us, stride, opts.reps);
+    //  Raw at its best depth of the sweep, reads and writes apart
+    double best_read_gbps = 0, best_write_gbps = 0;
+    int best_read_qd = opts.qd, best_write_qd = opts.qd;
+    char sweep_note [128] = "";
+    for (int i = 0; i < bench.sweep_count; i++) {
+        double read_gbps = s_gbps (bytes, s_median (&reps [0].sweep_read_us [i], stride,
+                                                    opts.reps));
+        double write_gbps = s_gbps (bytes, s_median (&reps [0].sweep_write_us [i], stride,
+                                                     opts.reps));
+        if (read_gbps > best_read_gbps) {
+            best_read_gbps = read_gbps;
+            best_read_qd = bench.sweep_qd [i];
+        }
+        if (write_gbps > best_write_gbps) {
+            best_write_gbps = write_gbps;
+            best_write_qd = bench.sweep_qd [i];
+        }
+        size_t used = strlen (sweep_note);
+        snprintf (sweep_note + used, sizeof (sweep_note) - used, "%sqd %d: %.2f / %.2f",
+                  i? "; ": "", bench.sweep_qd [i], read_gbps, write_gbps);
+    }
     double memcpy_gbps = s_gbps (bytes, med.memcpy_us);
     double disk_gbps = s_gbps (bytes, med.disk_us);
     double ceiling_gbps = disk_gbps < memcpy_gbps? disk_gbps: memcpy_gbps;
@@ -585,6 +686,7 @@ kvt_bench_host_main (int argc, char **argv)
               "%d data files (tier_nvme at the same qd)", hello.block_bytes / 1024, opts.qd,
               raw.file_count);
     kvt_bench_report_note (report, "disk baseline", note);
+    kvt_bench_report_note (report, "raw sweep GB/s read / write", sweep_note);
     snprintf (note, sizeof (note), opts.no_settle
               ? "none (--no-settle): NVMe -> GPU runs right after the demotion's writes"
               : "fdatasync of the data files before NVMe -> GPU and before raw: %.1f ms",
@@ -619,6 +721,12 @@ kvt_bench_host_main (int argc, char **argv)
                           med.disk_us / 1e3);
     kvt_bench_report_add (report, "host_to_nvme_gbps", s_gbps (bytes, med.demote_us), "GB/s",
                           "raw_disk_write_gbps", s_gbps (bytes, med.disk_write_us));
+    //  Ours beside raw at the depth the disk likes best (the sweep)
+    kvt_bench_report_add (report, "nvme_to_gpu_vs_best_raw_gbps", s_gbps (bytes, med.nvme_us),
+                          "GB/s", "raw_disk_best_gbps", best_read_gbps);
+    kvt_bench_report_add (report, "host_to_nvme_vs_best_raw_gbps",
+                          s_gbps (bytes, med.demote_us), "GB/s", "raw_disk_write_best_gbps",
+                          best_write_gbps);
     kvt_bench_report_add (report, "nvme_to_gpu_vs_spread_gbps", s_gbps (bytes, med.nvme_us),
                           "GB/s", "raw_disk_spread_gbps", s_gbps (bytes, med.disk_spread_us));
     kvt_bench_report_add (report, "host_to_gpu_vs_arena_gbps", s_gbps (bytes, med.host_us),
@@ -630,10 +738,28 @@ kvt_bench_host_main (int argc, char **argv)
     double serial_us = med.disk_us + med.xxh3_us + med.shm_copy_us;
     kvt_bench_report_add (report, "nvme_to_gpu_vs_serial_ms", med.nvme_us / 1e3, "ms",
                           "serial_disk_xxh3_copy_ms", serial_us / 1e3);
+    //  The verdicts: raw at the tier's depth, timed in turns with ours
     double ratio = ceiling_gbps > 0? s_gbps (bytes, med.nvme_us) / ceiling_gbps: 0;
     snprintf (note, sizeof (note), "%s: NVMe -> GPU at %.0f%% of min (raw disk, %s) "
               "(issue #4 target >= 85%%)", ratio >= 0.85? "met": "missed", ratio * 100, link);
     kvt_bench_report_note (report, "target", note);
+    double write_gbps = s_gbps (bytes, med.disk_write_us);
+    double write_ratio = write_gbps > 0? s_gbps (bytes, med.demote_us) / write_gbps: 0;
+    snprintf (note, sizeof (note), "%s: writes through tier_nvme at %.0f%% of raw writes "
+              "(issue #4 target >= 90%%)", write_ratio >= 0.90? "met": "missed",
+              write_ratio * 100);
+    kvt_bench_report_note (report, "write target", note);
+    //  ...and beside raw at its best depth of the sweep: the best of a few
+    //  medians, so biased up where the disk's rate drifts between phases
+    if (bench.sweep_count > 1) {
+        snprintf (note, sizeof (note), "reads %.0f%% of raw at qd %d, writes %.0f%% of raw "
+                  "at qd %d (best of %d depths)",
+                  best_read_gbps > 0? 100 * s_gbps (bytes, med.nvme_us) / best_read_gbps: 0,
+                  best_read_qd,
+                  best_write_gbps > 0? 100 * s_gbps (bytes, med.demote_us) / best_write_gbps
+                                     : 0, best_write_qd, bench.sweep_count);
+        kvt_bench_report_note (report, "vs best depth", note);
+    }
     //  The same ratio rep by rep (each rep reads the disk both ways within
     //  a few hundred ms), then its median: robust to a disk whose own rate
     //  drifts between reps, which the ratio of medians is not

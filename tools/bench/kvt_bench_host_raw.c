@@ -188,16 +188,25 @@ s_raw_prep (kvt_bench_host_raw_t *raw, uint64_t slot, int index, size_t done)
     io_uring_sqe_set_data64 (sqe, slot << 32 | (uint64_t) index);
 }
 
-//  Read (or write) the payloads of slots 0..blocks-1, qd in flight; short
-//  transfers are requeued, -EAGAIN retried. Returns 0 and *us, or a
-//  negative code.
+//  Read (or write) the payloads of slots 0..blocks-1, qd in flight.
 int
 kvt_bench_host_raw_run (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us)
 {
-    size_t *done_bytes = (size_t *) zmalloc ((size_t) raw->qd * sizeof (size_t));
-    int *free_bufs = (int *) zmalloc ((size_t) raw->qd * sizeof (int));
-    int free_count = raw->qd;
-    for (int i = 0; i < raw->qd; i++)
+    return kvt_bench_host_raw_run_at (raw, blocks, raw->qd, us);
+}
+
+//  The same with 'depth' in flight (at most the qd it was opened with);
+//  short transfers are requeued, -EAGAIN retried. Returns 0 and *us, or a
+//  negative code.
+int
+kvt_bench_host_raw_run_at (kvt_bench_host_raw_t *raw, uint64_t blocks, int depth, double *us)
+{
+    if (depth < 1 || depth > raw->qd)
+        return -EINVAL;
+    size_t *done_bytes = (size_t *) zmalloc ((size_t) depth * sizeof (size_t));
+    int *free_bufs = (int *) zmalloc ((size_t) depth * sizeof (int));
+    int free_count = depth;
+    for (int i = 0; i < depth; i++)
         free_bufs [i] = i;
     uint64_t next = 0, completed = 0;
     int rc = 0;
@@ -245,7 +254,7 @@ kvt_bench_host_raw_run (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us)
     if (rc)
         fprintf (stderr, "kvtier bench host: raw %s: %s\n", raw->write? "write": "read",
                  strerror (-rc));
-    while (rc && free_count < raw->qd) {
+    while (rc && free_count < depth) {
         struct io_uring_cqe *cqe;
         if (io_uring_wait_cqe (&raw->ring, &cqe))
             break;

@@ -70,6 +70,13 @@ int
 int
     kvt_bench_host_raw_run (kvt_bench_host_raw_t *raw, uint64_t blocks, double *us);
 
+//  The same with 'depth' in flight, 1 to the qd it was opened with (a
+//  sweep of depths on one set of files and buffers). Returns 0 or a
+//  negative code (-EINVAL for a depth out of that range).
+int
+    kvt_bench_host_raw_run_at (kvt_bench_host_raw_t *raw, uint64_t blocks, int depth,
+                               double *us);
+
 //  Wait until the device holds every write to the data files (fdatasync
 //  of each): a timed read phase then starts from a quiet disk, not beside
 //  the write-back of a demotion the tier has just acknowledged (a virtual
