@@ -29,6 +29,13 @@
         kernels on two streams end unevenly (the faster stream finishes
         first, the rest runs alone); the pair does not: +3 to +11 GB/s at
         16 KiB (78.7-83.3), +1 to +8 at 64 KiB (80.8-83.9), 19 of 19 runs.
+        Its ceiling does not depend on where the host slots are (session
+        6, H100, tools/bench/RESULTS.md): host slots in sequence, sorted
+        or scattered over 2 GiB, 4 KiB or 2 MiB host pages, 1-4 CTAs per
+        SM, 4-16 loads per thread, 4-64 KiB units: 79-84 GB/s both ways
+        at 16 KiB - 2 MiB (mixes other than alternating units are
+        lower), where the copy engines reach 90-95 with large copies.
+        Sorting a batch by host slot gains ~1-2%.
     ce  copy engines: one cudaMemcpyBatchAsync of the blocks, adjacent
         slots merged into one copy; falls back to one cudaMemcpyAsync per
         run on the legacy default stream or where batching is refused.

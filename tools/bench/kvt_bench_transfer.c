@@ -15,7 +15,10 @@
     each way, and one each way at once. GB/s = 1e9 bytes per second.
     Both ways: each stream's own GB/s (a note), and the one-grid pair
     (kvt_block_copy_pair: both directions in one launch). --explore adds notes on the both-ways kernel pair with
-    other CTA splits and the one-grid pair with 1 and 3 CTAs per SM;
+    other CTA splits and the one-grid pair with 1 and 3 CTAs per SM,
+    and rows of the pair on the same blocks with each direction's host
+    slots sorted by address (host_sorted) and in sequence (host_seq):
+    what scattering the host slots costs the kernel (issue #3);
     --kernel-only skips the copy-engine paths.
     Staged (issue #3, kvt_block_copy_staged): the same 1 GiB per
     direction, but the host slots come in runs of 64 adjacent blocks (as
@@ -34,7 +37,9 @@
     from that direction's engine and kernel rates alone, the other copy
     empty). --explore adds split rows at 16, 64 and 256 KiB: the
     engines' share swept over 0-50%, one or two engine streams per
-    direction, the pair at 1 CTA per SM, with when each part ended.
+    direction, the pair at 1 CTA per SM, with when each part ended;
+    and rows where the engines take a share of the GPU->host blocks
+    only (suffix _d2h: the pair keeps every host->GPU block).
     Beside (issue #3): paged decode attention (bf16, 32 q / 8 kv heads,
     head_dim 128, 16-token blocks, 16 x 32K) alone and while 64 KiB or
     2 MiB host->GPU blocks stream on a second stream through the kernel
@@ -192,17 +197,20 @@ s_median (double *values, int count)
 }
 
 //  One split row: the engines' share, their streams per direction, the
-//  pair's CTAs per SM (0 = its default).
+//  pair's CTAs per SM (0 = its default), and whether the share is of the
+//  GPU->host copy only (the pair keeps every host->GPU block).
 typedef struct {
     double share;                   //  Engines' share of each direction's blocks
     int streams;                    //  Engine streams per direction
     int per_sm;                     //  Pair CTAs per SM, 0 = default
+    int d2h_only;                   //  1: the engines take GPU->host blocks only
 } s_split_t;
 
 //  Split rows (issue #3, --explore): one both-ways batch of fully
 //  scattered blocks, the one-grid pair (kvt_block_copy_pair) copying the
-//  first (1 - share) of each direction's blocks on streams [0] while the
-//  copy engines copy the rest at once (kvt_block_copy_ce, per block),
+//  first (1 - share [dir]) of each direction's blocks (share [0]
+//  host->GPU, share [1] GPU->host) on streams [0] while the copy
+//  engines copy the rest at once (kvt_block_copy_ce, per block),
 //  split over 'engine_streams' streams per direction (1 or 2). Returns
 //  the median GB/s of the whole batch (2 x 1 GiB over the span from the
 //  common start to the last end). 'parts' gets medians: ms of the kernel
@@ -211,13 +219,15 @@ typedef struct {
 static double
 s_measure_split (kvt_bench_transfer_t *self, const kvt_block_copy_args_t *h2d,
                  const kvt_block_copy_args_t *d2h, const kvt_block_copy_args_t *ce_h2d,
-                 const kvt_block_copy_args_t *ce_d2h, double share, int engine_streams,
-                 int reps, double parts [4])
+                 const kvt_block_copy_args_t *ce_d2h, const double share [2],
+                 int engine_streams, int reps, double parts [4])
 {
     int count = h2d->count;
-    int engine_blocks = (int) (share * count + 0.5);
+    int engine_blocks [2] = { (int) (share [0] * count + 0.5),
+                              (int) (share [1] * count + 0.5) };
     kvt_block_copy_args_t kernel [2] = { *h2d, *d2h };
-    kernel [0].count = kernel [1].count = count - engine_blocks;
+    kernel [0].count = count - engine_blocks [0];
+    kernel [1].count = count - engine_blocks [1];
     const kvt_block_copy_args_t *engine [2] = { ce_h2d, ce_d2h };
     double *rates = (double *) malloc ((reps + 2) * sizeof (double));
     double *ms [4];
@@ -234,10 +244,10 @@ s_measure_split (kvt_bench_transfer_t *self, const kvt_block_copy_args_t *h2d,
         KVT_BENCH_CUDA_CHECK (cudaEventRecord (self->pair_stop, lead));
         for (int dir = 0; dir < 2 && rc == 0; dir++)
             for (int e = 0; e < engine_streams && rc == 0; e++) {
-                int first = count - engine_blocks + (int) ((int64_t) engine_blocks * e
-                                                           / engine_streams);
-                int last = count - engine_blocks + (int) ((int64_t) engine_blocks * (e + 1)
-                                                          / engine_streams);
+                int first = count - engine_blocks [dir]
+                          + (int) ((int64_t) engine_blocks [dir] * e / engine_streams);
+                int last = count - engine_blocks [dir]
+                         + (int) ((int64_t) engine_blocks [dir] * (e + 1) / engine_streams);
                 kvt_block_copy_args_t slice = *engine [dir];
                 slice.dst_slots += first;
                 slice.src_slots += first;
@@ -280,6 +290,51 @@ s_measure_split (kvt_bench_transfer_t *self, const kvt_block_copy_args_t *h2d,
     }
     free (rates);
     return median;
+}
+
+//  qsort order of int64_t values, ascending.
+static int
+s_compare_int64 (const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return x < y? -1: x > y;
+}
+
+//  Host order rows (issue #3, --explore): the one-grid pair on the
+//  blocks of 'h2d' / 'd2h' (host slots host_slots [0, count) and
+//  [count, 2 count), GPU slots as given), first with each direction's
+//  host slots sorted by address, then with host slots 0 .. 2 count - 1
+//  in sequence. Adds both_pair_<label>_host_sorted_GBps and
+//  both_pair_<label>_host_seq_GBps.
+static void
+s_measure_host_order (kvt_bench_transfer_t *self, kvt_bench_report_t *report,
+                      const char *label, const kvt_block_copy_args_t *h2d,
+                      const kvt_block_copy_args_t *d2h, const int64_t *host_slots,
+                      int64_t count, int reps, double base_both)
+{
+    int64_t *order = (int64_t *) malloc (2 * count * sizeof (int64_t));
+    int64_t *d_order;
+    KVT_BENCH_CUDA_CHECK (cudaMalloc ((void **) &d_order, 2 * count * sizeof (int64_t)));
+    static const char *names [] = { "host_sorted", "host_seq" };
+    for (int k = 0; k < 2; k++) {
+        for (int64_t i = 0; i < 2 * count; i++)
+            order [i] = k == 0? host_slots [i]: i;
+        if (k == 0) {
+            qsort (order, count, sizeof (int64_t), s_compare_int64);
+            qsort (order + count, count, sizeof (int64_t), s_compare_int64);
+        }
+        KVT_BENCH_CUDA_CHECK (cudaMemcpy (d_order, order, 2 * count * sizeof (int64_t),
+                                          cudaMemcpyHostToDevice));
+        kvt_block_copy_args_t to_gpu = *h2d, to_host = *d2h;
+        to_gpu.src_slots = d_order;
+        to_host.dst_slots = d_order + count;
+        double rate = s_measure (self, 3, 5, &to_gpu, &to_host, NULL, NULL, reps, NULL);
+        char figure [64];
+        snprintf (figure, sizeof (figure), "both_pair_%s_%s_GBps", label, names [k]);
+        kvt_bench_report_add (report, figure, rate, "GB/s", "memcpy_1GiB_both_GBps", base_both);
+    }
+    cudaFree (d_order);
+    free (order);
 }
 
 //  Fill 'slots' with a random permutation of 0..count - 1 (xorshift).
@@ -479,6 +534,12 @@ kvt_bench_transfer_main (int argc, char **argv)
                     kvt_bench_report_note (report, figure, text);
                 }
                 h2d.max_ctas = d2h.max_ctas = 0;
+                //  Issue #3, session 6: the pair with the same blocks but
+                //  the host slots of each direction in address order
+                //  (sorted), and in sequence (one contiguous GiB per
+                //  direction): what scattering the host slots costs
+                s_measure_host_order (&self, report, label, &h2d, &d2h, host_slots, count,
+                                      reps, base_both);
                 //  The one-grid pair with one and three CTAs per SM
                 for (int per_sm = 1; per_sm <= 3; per_sm += 2) {
                     self.pair_ctas = per_sm * prop.multiProcessorCount;
@@ -538,16 +599,24 @@ kvt_bench_transfer_main (int argc, char **argv)
         if (explore && !kernel_only && block <= (256 << 10) && pair_both > 0) {
             static const double shares [] = { 0, 0.05, 0.10, 0.20, 0.30, 0.50 };
             double rule = engines_both / (engines_both + pair_both);
-            s_split_t splits [16];
+            s_split_t splits [32];
             int n = 0;
             for (int e = 1; e <= 2; e++)
                 for (int k = 0; k < 6; k++)
                     if (e == 1 || shares [k] > 0)
-                        splits [n++] = (s_split_t) { shares [k], e, 0 };
-            splits [n++] = (s_split_t) { rule, 1, 0 };
-            splits [n++] = (s_split_t) { rule, 2, 0 };
-            splits [n++] = (s_split_t) { rule, 1, 1 };
-            splits [n++] = (s_split_t) { 0.10, 1, 1 };
+                        splits [n++] = (s_split_t) { shares [k], e, 0, 0 };
+            splits [n++] = (s_split_t) { rule, 1, 0, 0 };
+            splits [n++] = (s_split_t) { rule, 2, 0, 0 };
+            splits [n++] = (s_split_t) { rule, 1, 1, 0 };
+            splits [n++] = (s_split_t) { 0.10, 1, 1, 0 };
+            //  Session 6: the engines take GPU->host blocks only (their
+            //  per-copy cost is ~1 us that way, ~4 us host->GPU), so the
+            //  SMs carry less of the traffic. Measured: no gain over the
+            //  pair alone (tools/bench/RESULTS.md, session 6)
+            static const double d2h_shares [] = { 0.05, 0.10, 0.20, 0.30 };
+            for (int e = 1; e <= 2; e++)
+                for (int k = 0; k < 4; k++)
+                    splits [n++] = (s_split_t) { d2h_shares [k], e, 0, 1 };
             snprintf (text, sizeof (text), "engines both %.1f GB/s, pair both %.1f GB/s: "
                       "f = %.3f", engines_both, pair_both, rule);
             snprintf (figure, sizeof (figure), "split_%s_rule", label);
@@ -555,20 +624,20 @@ kvt_bench_transfer_main (int argc, char **argv)
             for (int k = 0; k < n; k++) {
                 self.pair_ctas = splits [k].per_sm * prop.multiProcessorCount;
                 double parts [4];
-                double rate = s_measure_split (&self, &h2d, &d2h, &ce_h2d, &ce_d2h,
-                                               splits [k].share, splits [k].streams, reps,
-                                               parts);
+                double share [2] = { splits [k].d2h_only? 0: splits [k].share,
+                                     splits [k].share };
+                const char *tail = splits [k].per_sm? "_ctas1": splits [k].d2h_only? "_d2h": "";
+                double rate = s_measure_split (&self, &h2d, &d2h, &ce_h2d, &ce_d2h, share,
+                                               splits [k].streams, reps, parts);
                 snprintf (figure, sizeof (figure), "both_split_%s_f%03d_e%d%s_GBps", label,
-                          (int) (splits [k].share * 1000 + 0.5), splits [k].streams,
-                          splits [k].per_sm? "_ctas1": "");
+                          (int) (splits [k].share * 1000 + 0.5), splits [k].streams, tail);
                 kvt_bench_report_add (report, figure, rate, "GB/s", "memcpy_1GiB_both_GBps",
                                       base_both);
                 snprintf (text, sizeof (text), "ends (ms from start): kernel %.2f, engines "
                           "h2d %.2f, d2h %.2f; host queueing %.2f ms", parts [0], parts [1],
                           parts [2], parts [3]);
                 snprintf (figure, sizeof (figure), "both_split_%s_f%03d_e%d%s_parts", label,
-                          (int) (splits [k].share * 1000 + 0.5), splits [k].streams,
-                          splits [k].per_sm? "_ctas1": "");
+                          (int) (splits [k].share * 1000 + 0.5), splits [k].streams, tail);
                 s_note (report, json, figure, text);
             }
             self.pair_ctas = 0;
