@@ -86,6 +86,11 @@
     shared-memory arena. The slots it is given are leased to it by the
     scheduler for the length of the request; no other actor writes them
     meanwhile.
+    Static layer sharding (tier_gpu/layer_fraction < 1, issue #5): the
+    slab's slots hold a block's first gpu_layers layers, the
+    "gpu_shard" arena the others, same slot id (kvt_layer_shard.h); the
+    CPU model gets both parts per block (kvt_model_seq_begin_split), the
+    GPU model the mapped shard once (kvt_model_cuda_set_layer_shard).
 @end
 */
 
@@ -226,6 +231,15 @@ s_self_start (void *self_ptr)
         return -ENOENT;
     }
     self->host_arena = kvt_arena_find ("host");     //  Only for streamed blocks
+    //  Static layer sharding (#5): layers past gpu_layers in the shard
+    self->shard_arena = kvt_arena_find (KVT_LAYER_SHARD_ARENA);
+    if (self->shard_arena && kvt_arena_on_device (self->arena)
+    &&  !kvt_arena_pinned (self->shard_arena)) {
+        //  A compute process: the device reads and writes the shard here
+        int rc = kvt_arena_pin (self->shard_arena);
+        if (rc)
+            return rc;
+    }
     if (self->host_arena && kvt_arena_on_device (self->arena)
     &&  !kvt_arena_pinned (self->host_arena)) {
         //  A compute process: the device must reach the host slab here too
@@ -269,11 +283,35 @@ s_self_start (void *self_ptr)
         kvt_model_set_host_fp8 (self->model, self->host_fp8);
         block = kvt_model_block_shape (self->model);
     }
-    if (kvt_block_bytes (&block) != kvt_arena_block_bytes (self->arena)) {
-        kvt_log_error ("compute: model blocks are %zu bytes, the GPU tier's %zu",
-                       kvt_block_bytes (&block), kvt_arena_block_bytes (self->arena));
+    size_t shard_bytes = self->shard_arena? kvt_arena_block_bytes (self->shard_arena): 0;
+    size_t slice_bytes = kvt_block_bytes (&block) / (size_t) (block.layers > 0? block.layers: 1);
+    if (kvt_block_bytes (&block) != kvt_arena_block_bytes (self->arena) + shard_bytes
+    ||  kvt_arena_block_bytes (self->arena) % slice_bytes) {
+        kvt_log_error ("compute: model blocks are %zu bytes, the GPU tier's %zu (+ %zu in "
+                       "its layer shard)", kvt_block_bytes (&block),
+                       kvt_arena_block_bytes (self->arena), shard_bytes);
         return KVT_ECONFIG;
     }
+    self->gpu_layers = (int) (kvt_arena_block_bytes (self->arena) / slice_bytes);
+#ifdef KVT_WITH_CUDA
+    if (self->gpu_model && self->shard_arena) {
+        //  Layers past gpu_layers: attention reads them from the mapped
+        //  host shard over PCIe, every step (#5)
+        if (kvt_arena_block_count (self->shard_arena)
+            < kvt_arena_block_count (self->arena) + self->spare_count
+        ||  kvt_model_cuda_set_layer_shard (self->gpu_model, self->gpu_layers,
+                                            kvt_arena_base (self->shard_arena),
+                                            shard_bytes) != 0) {
+            kvt_log_error ("compute: the layer shard (%zu slots of %zu bytes) does not fit "
+                           "the GPU model", kvt_arena_block_count (self->shard_arena),
+                           shard_bytes);
+            return KVT_ECONFIG;
+        }
+        kvt_log_info ("compute: %d of %d layers of each block on the GPU, the rest read "
+                      "from host memory (tier_gpu/layer_fraction)", self->gpu_layers,
+                      self->shape.layers);
+    }
+#endif
     return 0;
 }
 
@@ -428,11 +466,16 @@ kvt_compute_admit (self_t *self)
         if (self->model) {
             size_t full = job->token_count / (size_t) self->shape.block_tokens;
             void **blocks = (void **) kvt_zmalloc ((full + 1) * sizeof (void *));
-            for (size_t k = 0; k < full; k++)
+            void **shards = (void **) kvt_zmalloc ((full + 1) * sizeof (void *));
+            for (size_t k = 0; k < full; k++) {
                 blocks [k] = kvt_arena_block (self->arena, job->slots [k]);
-            rc = kvt_model_seq_begin (self->model, job->tokens, job->token_count, blocks,
-                                      job->cached, host_src, job->max_new, job->out,
-                                      &job->seq);
+                if (self->shard_arena)  //  Layer sharding: the slot's other layers
+                    shards [k] = kvt_arena_block (self->shard_arena, job->slots [k]);
+            }
+            rc = kvt_model_seq_begin_split (self->model, job->tokens, job->token_count, blocks,
+                                            shards, self->gpu_layers, job->cached, host_src,
+                                            job->max_new, job->out, &job->seq);
+            free (shards);
             free (blocks);
         }
         free (host_src);
@@ -441,7 +484,9 @@ kvt_compute_admit (self_t *self)
             int planes = self->shape.layers * 2 * self->shape.kv_heads;
             int plane_elems = self->shape.block_tokens * self->shape.head_dim;
             size_t bytes = self->host_fp8? kvt_fp8_block_bytes (planes, plane_elems)
-                                         : kvt_arena_block_bytes (self->arena);
+                                         : kvt_arena_block_bytes (self->arena)
+                                           + (self->shard_arena? kvt_arena_block_bytes (
+                                                  self->shard_arena): 0);
             kvt_actor_count (self->actor, "streamed_blocks", streamed);
             kvt_actor_count (self->actor, "streamed_bytes", streamed * bytes);
             if (self->host_fp8)

@@ -21,6 +21,7 @@
 #include "kvt_actors.h"
 #include "kvt_model_cuda_graph.h"
 #include "kvt_fp8.cuh"
+#include "kvt_layer_shard.h"
 #include <sys/eventfd.h>
 
 #define KVT_COMPUTE_TICKETS 1024    //  Layer-group tickets remembered (runs in flight << this)
@@ -46,6 +47,8 @@ typedef struct {
     size_t spare_free;              //  Entries of spare that are free
     size_t spare_count;             //  Spare blocks of the slab
     kvt_arena_t *arena;             //  The GPU tier's slab (borrowed)
+    kvt_arena_t *shard_arena;       //  Its host-held layers (layer sharding, #5), or NULL
+    int gpu_layers;                 //  Layers of a block in 'arena' (all without a shard)
     kvt_arena_t *host_arena;        //  The host tier's slab (borrowed), or NULL
     zlist_t *waiting;               //  Jobs not begun yet, in arrival order
     zlist_t *active;                //  Jobs begun, in admission order

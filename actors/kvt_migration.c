@@ -773,7 +773,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->disk_admission = streq (admission, "reused")? KVT_MIGRATION_DISK_REUSED:
                            streq (admission, "predicted")? KVT_MIGRATION_DISK_PREDICTED:
                                                            KVT_MIGRATION_DISK_ALL;
-    self->capacity [KVT_TIER_GPU] = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
+    self->capacity [KVT_TIER_GPU] = kvt_layer_shard_gpu_slots (config);     //  #5
     self->capacity [KVT_TIER_HOST] = (size_t) kvt_config_int (config, "tier_host/capacity_blocks");
     self->capacity [KVT_TIER_NVME] = (size_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
     self->cold_fp8 = streq (kvt_config_str (config, "migration/cold_dtype"), "fp8");
@@ -825,6 +825,7 @@ s_self_start (void *self_ptr)
     self_t *self = (self_t *) self_ptr;
     self->arenas [KVT_TIER_GPU] = kvt_arena_find ("gpu");
     self->arenas [KVT_TIER_HOST] = kvt_arena_find ("host");
+    self->gpu_shard = kvt_arena_find (KVT_LAYER_SHARD_ARENA);    //  Layer sharding (#5)
     if (!self->arenas [0] || !self->arenas [1]) {
         kvt_log_error ("migration: the GPU and host arenas are not mapped in this process");
         return -ENOENT;
@@ -851,7 +852,8 @@ s_self_start (void *self_ptr)
     size_t block_bytes = kvt_arena_block_bytes (self->arenas [KVT_TIER_HOST]);
     if (self->cold_fp8
     &&  (self->fp8_plane_elems % 8 || block_bytes % 16
-         || kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]) != block_bytes
+         || kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU])
+            + (self->gpu_shard? kvt_arena_block_bytes (self->gpu_shard): 0) != block_bytes
          || (size_t) self->fp8_planes * self->fp8_plane_elems * 2 != block_bytes)) {
         kvt_log_error ("migration: cold_dtype = fp8 needs bf16 blocks of block_tokens x "
                        "head_dim a multiple of 8");

@@ -27,25 +27,40 @@ kvt_migration_cold_bytes (self_t *self, size_t count)
 
 //  Fill the fp8 kernel's arguments for blocks moving 'from' the GPU
 //  (quantize) or from the host (dequantize); the scales live in the host
-//  slots, right after the payload.
+//  slots, right after the payload. With layer sharding (#5) a GPU-tier
+//  block is two parts: 'part' 0 is the slab's planes (all of them when
+//  sharding is off), part 1 the shard's, which follow them in the host
+//  slot's FP8 form (planes are layer-major, so the split falls between
+//  planes: the same bytes and scales as one whole-block call).
 static void
 s_fp8_args (self_t *self, int from, const int64_t *from_slots, const int64_t *to_slots,
-            size_t count, kvt_fp8_args_t *args)
+            size_t count, int part, kvt_fp8_args_t *args)
 {
     kvt_arena_t *gpu = self->arenas [KVT_TIER_GPU], *host = self->arenas [KVT_TIER_HOST];
     char *host_base = (char *) kvt_arena_base (host);
     int64_t host_bytes = (int64_t) kvt_arena_block_bytes (host);
     int64_t gpu_bytes = (int64_t) kvt_arena_block_bytes (gpu);
+    float *scales = (float *) (host_base + (size_t) self->fp8_planes * self->fp8_plane_elems);
+    //  Planes in the slab: every plane is plane_elems bf16 values
+    int slab_planes = (int) (gpu_bytes / ((int64_t) self->fp8_plane_elems * 2));
+    int first = part == 0? 0: slab_planes;
+    int planes = part == 0? slab_planes: self->fp8_planes - slab_planes;
+    char *gpu_base = (char *) kvt_arena_base (gpu);
+    if (part == 1) {
+        gpu_base = (char *) kvt_arena_base (self->gpu_shard);
+        gpu_bytes = (int64_t) kvt_arena_block_bytes (self->gpu_shard);
+    }
+    host_base += (size_t) first * self->fp8_plane_elems;
     bool quantize = from == KVT_TIER_GPU;
     *args = (kvt_fp8_args_t) {
         .dtype = KVT_KDTYPE_BF16,
-        .src = quantize? kvt_arena_base (gpu): host_base,
-        .dst = quantize? host_base: kvt_arena_base (gpu),
-        .scales = (float *) (host_base + (size_t) self->fp8_planes * self->fp8_plane_elems),
+        .src = quantize? gpu_base: host_base,
+        .dst = quantize? host_base: gpu_base,
+        .scales = scales + first,
         .src_slots = from_slots, .dst_slots = to_slots,
         .src_slot_bytes = quantize? gpu_bytes: host_bytes,
         .dst_slot_bytes = quantize? host_bytes: gpu_bytes,
-        .planes = self->fp8_planes, .plane_elems = self->fp8_plane_elems,
+        .planes = planes, .plane_elems = self->fp8_plane_elems,
         .count = (int) count, .scale_stride = host_bytes / 4 };
 }
 
@@ -166,10 +181,71 @@ s_gpu_copy_new (self_t *self)
     return 0;
 }
 
+//  Queue the copy 'args' (its slot lists in host memory, 'count' blocks
+//  of args->block_bytes) on the copy stream: the staged path when
+//  'staged' (host side 'host_is_dst'), else kernel or copy engines by
+//  block size. Returns 0 once queued, or an error.
+static int
+s_copy_args_queue (self_t *self, kvt_block_copy_args_t *args, size_t count, bool staged,
+                   bool host_is_dst)
+{
+    kvt_migration_copy_t *copy = self->gpu_copy;
+    size_t bytes = (size_t) args->block_bytes;
+    int rc;
+    if (staged && !copy->stage) {
+        copy->stage = kvt_block_stage_new (S_STAGING_BYTES);
+        if (!copy->stage) {
+            kvt_log_warn ("migration: no %zu MiB of GPU staging; small blocks stay on the "
+                          "copy kernel", S_STAGING_BYTES >> 20);
+            copy->stage_failed = true;
+            staged = false;
+        }
+    }
+    if (staged) {
+        rc = kvt_block_copy_staged (copy->stage, args, host_is_dst, copy->stream);
+        kvt_actor_count (self->actor, "copy_staged_batches", 1);
+    }
+    else
+    if (bytes < S_KERNEL_COPY_MAX_BYTES) {
+        //  The kernel reads the slot lists from device memory, allocated
+        //  and freed in stream order; the host list is staged by the call
+        int64_t *d_slots = NULL;
+        rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), copy->stream)
+             == cudaSuccess? 0: KVT_ECUDA;
+        //  One upload when the lists lie back to back (they do here)
+        bool joined = args->dst_slots == args->src_slots + count;
+        if (rc == 0 && (cudaMemcpyAsync (d_slots, args->src_slots,
+                                         (joined? 2: 1) * count * sizeof (int64_t),
+                                         cudaMemcpyHostToDevice, copy->stream) != cudaSuccess
+                        || (!joined && cudaMemcpyAsync (d_slots + count, args->dst_slots,
+                                                        count * sizeof (int64_t),
+                                                        cudaMemcpyHostToDevice,
+                                                        copy->stream) != cudaSuccess)))
+            rc = KVT_ECUDA;
+        if (rc == 0) {
+            kvt_block_copy_args_t on_device = *args;
+            on_device.src_slots = d_slots;
+            on_device.dst_slots = d_slots + count;
+            rc = kvt_block_copy (&on_device, copy->stream);
+        }
+        if (d_slots)
+            cudaFreeAsync (d_slots, copy->stream);
+        kvt_actor_count (self->actor, "copy_kernel_launches", 1);
+    }
+    else {
+        rc = kvt_block_copy_ce (args, copy->stream);
+        kvt_actor_count (self->actor, "copy_ce_batches", 1);
+    }
+    return rc;
+}
+
 //  Queue 'count' block copies between a device slab and the pinned host
-//  slab (or inside the device) on the copy stream: kernel or copy engines
-//  by block size, or the staged path when the batch's host slots come in
-//  runs ('host_runs', from s_host_runs). Returns 0 once queued, or an error.
+//  slab (or inside the device) on the copy stream: kernel or copy engines by
+//  block size, or the staged path when the batch's host slots come in
+//  runs ('host_runs', from s_host_runs). With layer sharding (#5) the GPU
+//  tier's slab holds a block's first layers only: that part, then the
+//  shard's (mapped host memory, reached through the same stream) to or
+//  from the rest of the host slot. Returns 0 once queued, or an error.
 static int
 s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
                      kvt_arena_t *dst, const uint64_t *to_slots, size_t count, bool host_runs)
@@ -182,54 +258,34 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
         slots [k] = (int64_t) from_slots [k];
         slots [count + k] = (int64_t) to_slots [k];
     }
-    size_t bytes = kvt_arena_block_bytes (src);
+    //  The GPU tier's part: the whole block unless the layers are sharded
+    size_t bytes = kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]);
     kvt_block_copy_args_t args = {
         .dst = kvt_arena_base (dst), .src = kvt_arena_base (src),
         .dst_slots = slots + count, .src_slots = slots,
         .dst_slot_bytes = (int64_t) kvt_arena_block_bytes (dst),
-        .src_slot_bytes = (int64_t) bytes, .block_bytes = (int64_t) bytes,
+        .src_slot_bytes = (int64_t) kvt_arena_block_bytes (src), .block_bytes = (int64_t) bytes,
         .count = (int) count };
-    int rc;
     //  Host arena <-> GPU slab with long host runs of blocks under 2 MiB:
     //  the staged path
     bool host_is_dst = !kvt_arena_on_device (dst);
     bool staged = host_runs && !copy->stage_failed && bytes < S_STAGE_MAX_BLOCK_BYTES
                && kvt_arena_on_device (src) != kvt_arena_on_device (dst);
-    if (staged && !copy->stage) {
-        copy->stage = kvt_block_stage_new (S_STAGING_BYTES);
-        if (!copy->stage) {
-            kvt_log_warn ("migration: no %zu MiB of GPU staging; small blocks stay on the "
-                          "copy kernel", S_STAGING_BYTES >> 20);
-            copy->stage_failed = true;
-            staged = false;
-        }
-    }
-    if (staged) {
-        rc = kvt_block_copy_staged (copy->stage, &args, host_is_dst, copy->stream);
-        kvt_actor_count (self->actor, "copy_staged_batches", 1);
-    }
-    else
-    if (bytes < S_KERNEL_COPY_MAX_BYTES) {
-        //  The kernel reads the slot lists from device memory, allocated
-        //  and freed in stream order; the host list is staged by the call
-        int64_t *d_slots = NULL;
-        rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), copy->stream)
-             == cudaSuccess? 0: KVT_ECUDA;
-        if (rc == 0 && cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
-                                        cudaMemcpyHostToDevice, copy->stream) != cudaSuccess)
-            rc = KVT_ECUDA;
-        if (rc == 0) {
-            args.src_slots = d_slots;
-            args.dst_slots = d_slots + count;
-            rc = kvt_block_copy (&args, copy->stream);
-        }
-        if (d_slots)
-            cudaFreeAsync (d_slots, copy->stream);
-        kvt_actor_count (self->actor, "copy_kernel_launches", 1);
-    }
-    else {
-        rc = kvt_block_copy_ce (&args, copy->stream);
-        kvt_actor_count (self->actor, "copy_ce_batches", 1);
+    int rc = s_copy_args_queue (self, &args, count, staged, host_is_dst);
+    if (rc == 0 && self->gpu_shard) {
+        //  The shard's layers follow the slab's in the host slot
+        kvt_arena_t *host = self->arenas [KVT_TIER_HOST];
+        size_t shard_bytes = kvt_arena_block_bytes (self->gpu_shard);
+        char *host_rest = (char *) kvt_arena_base (host) + bytes;
+        bool to_host = src == self->arenas [KVT_TIER_GPU];
+        kvt_block_copy_args_t rest = {
+            .dst = to_host? host_rest: (char *) kvt_arena_base (self->gpu_shard),
+            .src = to_host? (char *) kvt_arena_base (self->gpu_shard): host_rest,
+            .dst_slots = slots + count, .src_slots = slots,
+            .dst_slot_bytes = (int64_t) (to_host? kvt_arena_block_bytes (host): shard_bytes),
+            .src_slot_bytes = (int64_t) (to_host? shard_bytes: kvt_arena_block_bytes (host)),
+            .block_bytes = (int64_t) shard_bytes, .count = (int) count };
+        rc = s_copy_args_queue (self, &rest, count, false, to_host);
     }
     free (slots);
     return rc;
@@ -256,14 +312,16 @@ s_fp8_queue (self_t *self, int from, const uint64_t *from_slots, const uint64_t 
     if (rc == 0 && cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
                                     cudaMemcpyHostToDevice, copy->stream) != cudaSuccess)
         rc = KVT_ECUDA;
-    //  One launch per S_FP8_LAUNCH_MAX blocks (the kernels' grid limit)
-    for (size_t first = 0; rc == 0 && first < count; first += S_FP8_LAUNCH_MAX) {
-        size_t n = count - first < S_FP8_LAUNCH_MAX? count - first: S_FP8_LAUNCH_MAX;
-        kvt_fp8_args_t args;
-        s_fp8_args (self, from, d_slots + first, d_slots + count + first, n, &args);
-        rc = from == KVT_TIER_GPU? kvt_fp8_quantize (&args, copy->stream)
-                                 : kvt_fp8_dequantize (&args, copy->stream);
-    }
+    //  One launch per S_FP8_LAUNCH_MAX blocks (the kernels' grid limit),
+    //  per part: the slab's planes, then (layer sharding, #5) the shard's
+    for (int part = 0; part < (self->gpu_shard? 2: 1); part++)
+        for (size_t first = 0; rc == 0 && first < count; first += S_FP8_LAUNCH_MAX) {
+            size_t n = count - first < S_FP8_LAUNCH_MAX? count - first: S_FP8_LAUNCH_MAX;
+            kvt_fp8_args_t args;
+            s_fp8_args (self, from, d_slots + first, d_slots + count + first, n, part, &args);
+            rc = from == KVT_TIER_GPU? kvt_fp8_quantize (&args, copy->stream)
+                                     : kvt_fp8_dequantize (&args, copy->stream);
+        }
     if (d_slots)
         cudaFreeAsync (d_slots, copy->stream);
     kvt_actor_count (self->actor, "fp8_kernel_launches", 1);
@@ -272,7 +330,8 @@ s_fp8_queue (self_t *self, int from, const uint64_t *from_slots, const uint64_t 
 }
 #endif
 
-//  CPU twin of s_fp8_queue: the same bytes, before this returns.
+//  CPU twin of s_fp8_queue: the same bytes, before this returns. With
+//  layer sharding (#5), the slab's planes, then the shard's.
 static int
 s_fp8_ref (self_t *self, int from, const uint64_t *from_slots, const uint64_t *to_slots,
            size_t count)
@@ -284,9 +343,12 @@ s_fp8_ref (self_t *self, int from, const uint64_t *from_slots, const uint64_t *t
         slots [k] = (int64_t) from_slots [k];
         slots [count + k] = (int64_t) to_slots [k];
     }
-    kvt_fp8_args_t args;
-    s_fp8_args (self, from, slots, slots + count, count, &args);
-    int rc = from == KVT_TIER_GPU? kvt_fp8_quantize_ref (&args): kvt_fp8_dequantize_ref (&args);
+    int rc = 0;
+    for (int part = 0; rc == 0 && part < (self->gpu_shard? 2: 1); part++) {
+        kvt_fp8_args_t args;
+        s_fp8_args (self, from, slots, slots + count, count, part, &args);
+        rc = from == KVT_TIER_GPU? kvt_fp8_quantize_ref (&args): kvt_fp8_dequantize_ref (&args);
+    }
     free (slots);
     return rc;
 }
@@ -307,7 +369,8 @@ s_host_runs (self_t *self, int from, const uint64_t *from_slots, const uint64_t 
         .dst_slots = (const int64_t *) to_slots, .src_slots = (const int64_t *) from_slots,
         .dst_slot_bytes = (int64_t) kvt_arena_block_bytes (dst),
         .src_slot_bytes = (int64_t) kvt_arena_block_bytes (src),
-        .block_bytes = (int64_t) kvt_arena_block_bytes (src), .count = (int) count };
+        .block_bytes = (int64_t) kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]),
+        .count = (int) count };
     bool runs = count > 0 && count <= INT_MAX
              && kvt_block_copy_stage_suits (&args, from == KVT_TIER_GPU);
     kvt_actor_count (self->actor, runs? "copy_blocks_host_runs": "copy_blocks_host_scattered",
@@ -325,14 +388,14 @@ void
 kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, int to,
                const uint64_t *to_slots, size_t count, kvt_migration_cont_fn *cont, void *arg)
 {
-    kvt_arena_t *src = self->arenas [from], *dst = self->arenas [to];
-    size_t bytes = kvt_arena_block_bytes (src);
-    //  Bytes crossing between the slabs: the host side's form
-    uint64_t moved = self->cold_fp8? kvt_migration_cold_bytes (self, count): bytes * count;
+    //  Bytes crossing between the slabs: the host side's form (whole
+    //  blocks, also when layer sharding keeps part of them in the shard)
+    uint64_t moved = kvt_migration_cold_bytes (self, count);
     int rc = 0;
     const char *direction = from == KVT_TIER_GPU? "bytes_gpu_to_host": "bytes_host_to_gpu";
     bool host_runs = count > 0 && s_host_runs (self, from, from_slots, to_slots, count);
 #ifdef KVT_WITH_CUDA
+    kvt_arena_t *src = self->arenas [from], *dst = self->arenas [to];
     if (kvt_arena_on_device (src) || kvt_arena_on_device (dst)) {
         //  Even an empty copy goes through the stream, so that 'cont'
         //  comes after the copies queued before it
@@ -367,6 +430,7 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
     }
 #endif
     (void) host_runs;               //  Host memory on both sides: memcpy, counted only
+    (void) to;                      //  The other memory tier: 'from' says which way
     if (self->cold_fp8) {
         rc = s_fp8_ref (self, from, from_slots, to_slots, count);
         if (rc) {
@@ -376,10 +440,32 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
             kvt_actor_count (self->actor, "copy_errors", 1);
         }
     }
-    else
-        for (size_t k = 0; k < count; k++)
-            memcpy (kvt_arena_block (dst, to_slots [k]), kvt_arena_block (src, from_slots [k]),
-                    bytes);
+    else {
+        //  Whole blocks on the host side; on the GPU tier's side the
+        //  slab's part, then (layer sharding, #5) the shard's part
+        kvt_arena_t *gpu = self->arenas [KVT_TIER_GPU], *host = self->arenas [KVT_TIER_HOST];
+        size_t gpu_bytes = kvt_arena_block_bytes (gpu);
+        size_t shard_bytes = self->gpu_shard? kvt_arena_block_bytes (self->gpu_shard): 0;
+        bool to_host = from == KVT_TIER_GPU;
+        for (size_t k = 0; k < count; k++) {
+            uint64_t gpu_slot = to_host? from_slots [k]: to_slots [k];
+            uint8_t *host_block = (uint8_t *) kvt_arena_block (host, to_host? to_slots [k]
+                                                                            : from_slots [k]);
+            uint8_t *gpu_block = (uint8_t *) kvt_arena_block (gpu, gpu_slot);
+            uint8_t *shard_block = shard_bytes
+                                 ? (uint8_t *) kvt_arena_block (self->gpu_shard, gpu_slot): NULL;
+            if (to_host) {
+                memcpy (host_block, gpu_block, gpu_bytes);
+                if (shard_block)
+                    memcpy (host_block + gpu_bytes, shard_block, shard_bytes);
+            }
+            else {
+                memcpy (gpu_block, host_block, gpu_bytes);
+                if (shard_block)
+                    memcpy (shard_block, host_block + gpu_bytes, shard_bytes);
+            }
+        }
+    }
     if (rc == 0)
         kvt_actor_count (self->actor, direction, moved);
     if (cont)

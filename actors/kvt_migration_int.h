@@ -32,6 +32,7 @@ typedef struct _kvt_migration_copy_t kvt_migration_copy_t;  //  CUDA copy state 
 
 #include "kvt_fp8.cuh"
 #include "kvt_block_copy.cuh"
+#include "kvt_layer_shard.h"
 
 #ifdef KVT_WITH_CUDA
 #   include <cuda_runtime.h>
@@ -50,6 +51,8 @@ static const char *const kvt_migration_tier_actor [KVT_TIER_COUNT] = { "tier_gpu
 struct _self_t {
     kvt_actor_t *actor;             //  Our skeleton
     kvt_arena_t *arenas [2];        //  GPU and host slabs (borrowed)
+    kvt_arena_t *gpu_shard;         //  The GPU tier's host-held layers (borrowed; NULL
+                                    //  unless tier_gpu/layer_fraction < 1, issue #5)
     size_t capacity [KVT_TIER_COUNT];   //  Blocks each tier holds
     zlist_t *queue;                 //  Top-level requests waiting their turn
     zlist_t *background;            //  MIG_PREFETCH requests: run when queue is empty

@@ -776,9 +776,8 @@ kvt_migration_start_promote_end (self_t *self)
     kvt_migration_free_slots (self, KVT_TIER_GPU, gpu_free, gpu_n);
     //  Compute moved these bytes host -> GPU on our behalf
     kvt_actor_count (self->actor, "promoted", moved);
-    kvt_actor_count (self->actor, "bytes_host_to_gpu",
-                     self->cold_fp8? kvt_migration_cold_bytes (self, moved)
-                                   : moved * kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]));
+    //  (whole blocks: with layer sharding, #5, the GPU slab keeps a part)
+    kvt_actor_count (self->actor, "bytes_host_to_gpu", kvt_migration_cold_bytes (self, moved));
     if (!commit)
         kvt_actor_count (self->actor, "stream_promotions_undone", 1);
     kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_END_OK);

@@ -95,6 +95,7 @@
 */
 
 #include "kvt_prefix_index_int.h"
+#include "kvt_layer_shard.h"
 
 //  --------------------------------------------------------------------------
 //  Hash table with linear probing and backward-shift deletion (no
@@ -217,7 +218,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
         abort ();
     self->policy_timeout_ms = (int) kvt_config_int (config, "migration/policy_timeout_ms");
     self->policy_retry_ms = (int) kvt_config_int (config, "migration/policy_retry_ms");
-    self->capacity [KVT_TIER_GPU] = (uint64_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
+    self->capacity [KVT_TIER_GPU] = (uint64_t) kvt_layer_shard_gpu_slots (config);   //  #5
     self->capacity [KVT_TIER_HOST] = (uint64_t) kvt_config_int (config, "tier_host/capacity_blocks");
     self->capacity [KVT_TIER_NVME] = (uint64_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
     return self;

@@ -71,6 +71,7 @@
 */
 
 #include "kvt_scheduler_int.h"
+#include "kvt_layer_shard.h"
 
 static const char *const s_peers [] = {
     "prefix_index", "migration", "compute", "tier_gpu", "tier_host", "tier_nvme", NULL };
@@ -288,10 +289,12 @@ s_load_planned (job_t *job)
     self_t *self = job->self;
     size_t bytes = job->matched * self->block_bytes;
     void *kv = kvt_zmalloc (bytes + 1);
-    //  memcpy, or cudaMemcpy when the GPU tier's slab is device memory
+    //  memcpy, or cudaMemcpy when the GPU tier's slab is device memory;
+    //  with layer sharding (#5) each block's other layers from the shard
+    const kvt_arena_t *shard = kvt_arena_find (KVT_LAYER_SHARD_ARENA);
     for (size_t k = 0; k < job->matched; k++)
-        if (kvt_arena_copy (self->gpu, (char *) kv + k * self->block_bytes,
-                            kvt_arena_block (self->gpu, job->slots [k]), self->block_bytes)) {
+        if (kvt_layer_shard_read (self->gpu, shard, job->slots [k],
+                                  (char *) kv + k * self->block_bytes)) {
             kvt_log_error ("scheduler: LOAD could not copy a block from the GPU tier");
             kvt_actor_count (self->actor, "copy_errors", 1);
         }
@@ -335,9 +338,10 @@ s_store_reserved (job_t *job)
     //  The request's bytes start at block kv_first; blocks before
     //  'matched' were cached already and keep their bytes
     const uint8_t *kv = (const uint8_t *) kvt_msg_bin (job->request, job->kv_field, NULL);
+    const kvt_arena_t *shard = kvt_arena_find (KVT_LAYER_SHARD_ARENA);     //  #5
     for (size_t k = job->matched; k < job->block_count; k++)
-        if (kvt_arena_copy (self->gpu, kvt_arena_block (self->gpu, job->slots [k]),
-                            kv + (k - job->kv_first) * self->block_bytes, self->block_bytes)) {
+        if (kvt_layer_shard_write (self->gpu, shard, job->slots [k],
+                                   kv + (k - job->kv_first) * self->block_bytes)) {
             kvt_log_error ("scheduler: STORE could not copy a block into the GPU tier");
             kvt_actor_count (self->actor, "copy_errors", 1);
         }
@@ -590,7 +594,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->shape = kvt_runtime_block_shape (config);
     self->block_bytes = kvt_block_bytes (&self->shape);
     self->vocab = (int) kvt_config_int (config, "model/vocab");
-    self->gpu_capacity = (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks");
+    self->gpu_capacity = kvt_layer_shard_gpu_slots (config);     //  Slots (#5: layer sharding)
     self->compute_timeout_ms = kvt_config_int (config, "runtime/compute_timeout_ms");
     self->waiting = zlist_new ();
     self->prefetch_waiting = kvt_config_int (config, "scheduler/prefetch_waiting") != 0;

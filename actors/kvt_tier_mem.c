@@ -12,6 +12,12 @@
     slots they were given). tier_gpu's slab is HBM on a GPU build with a
     device, or the "gpu" shared-memory arena otherwise; tier_host's is the
     "host" arena.
+    Static layer sharding (tier_gpu/layer_fraction < 1, issue #5): tier_gpu
+    hands out floor (capacity_blocks x layers / Lg) slots, each holding a
+    block's first Lg layers in its slab and the rest in the "gpu_shard"
+    arena (kvt_layer_shard.h). STATS gauges: capacity_blocks (slots),
+    slot_bytes and slab_bytes (bytes per slot and in all of the slab),
+    shard_bytes (host bytes of the shard), gpu_layers (Lg).
     Accepts: TIER_ALLOC {count} -> TIER_ALLOC_OK {slots} (possibly fewer),
              TIER_FREE {slots} -> TIER_FREE_OK {freed}, STATS.
 @discuss
@@ -24,6 +30,7 @@
 #include "kvt_classes.h"
 #include "kvt_actors.h"
 #include "kvt_tier_slots.h"
+#include "kvt_layer_shard.h"
 
 typedef struct {
     kvt_actor_t *actor;             //  Our skeleton
@@ -41,7 +48,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config, const char *arena_na
     self->actor = actor;
     self->arena_name = arena_name;
     self->capacity_key = capacity_key;
-    self->capacity = (uint64_t) kvt_config_int (config, capacity_key);
+    self->capacity = streq (arena_name, "gpu")? (uint64_t) kvt_layer_shard_gpu_slots (config)
+                                              : (uint64_t) kvt_config_int (config, capacity_key);
     return self;
 }
 
@@ -78,8 +86,29 @@ s_self_start (void *self_ptr)
                        kvt_actor_name (self->actor), self->arena_name, self->capacity);
         return -ENOENT;
     }
+    kvt_arena_t *shard = streq (self->arena_name, "gpu")
+                       ? kvt_arena_find (KVT_LAYER_SHARD_ARENA): NULL;
+    if (shard && kvt_arena_block_count (shard) < self->capacity) {
+        kvt_log_error ("%s: the layer shard arena holds %zu slots, not %" PRIu64,
+                       kvt_actor_name (self->actor), kvt_arena_block_count (shard),
+                       self->capacity);
+        return -ENOENT;
+    }
     self->slots = kvt_slots_new (self->capacity);
     kvt_actor_gauge (self->actor, "capacity_blocks", self->capacity);
+    if (streq (self->arena_name, "gpu")) {
+        //  What the GPU tier's memory holds (issue #5: layer sharding)
+        kvt_layer_shard_t geometry;
+        int rc = kvt_layer_shard_from_config (kvt_actor_config (self->actor), &geometry,
+                                              NULL, 0);
+        if (rc == 0)
+            kvt_actor_gauge (self->actor, "gpu_layers", (uint64_t) geometry.gpu_layers);
+        size_t slot_bytes = kvt_arena_block_bytes (arena);
+        kvt_actor_gauge (self->actor, "slot_bytes", slot_bytes);
+        kvt_actor_gauge (self->actor, "slab_bytes", self->capacity * slot_bytes);
+        kvt_actor_gauge (self->actor, "shard_bytes",
+                         shard? self->capacity * kvt_arena_block_bytes (shard): 0);
+    }
     kvt_actor_gauge (self->actor, "used_blocks", 0);
     return 0;
 }

@@ -462,11 +462,12 @@ s_v_row (kvt_model_seq_t *seq, int layer, int kv_head, size_t pos)
 }
 
 //  --------------------------------------------------------------------------
-//  Widen layer 'l' of one cached block's K/V into the mirror (positions
-//  block_index x block_tokens onwards).
+//  Widen layer 'l' of one cached block's K/V, 'slice' (that layer's slice
+//  of the block), into the mirror (positions block_index x block_tokens
+//  onwards).
 
 static void
-s_load_layer (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index, int l)
+s_load_layer (kvt_model_seq_t *seq, const uint8_t *slice, size_t block_index, int l)
 {
     const kvt_model_shape_t *shape = &seq->model->shape;
     const size_t first = block_index * shape->block_tokens;
@@ -475,29 +476,32 @@ s_load_layer (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index, in
             float *vrow = s_v_row (seq, l, g, first + t);
             for (int d = 0; d < shape->head_dim; d++) {
                 s_kt_at (seq, l, g, first + t) [d * 8] = kvt_bf16_to_float (
-                    kvt_model_get_bf16 (block, kvt_model_block_index (shape, l, 0, g, t, d)));
+                    kvt_model_get_bf16 (slice, kvt_model_block_index (shape, 0, 0, g, t, d)));
                 vrow [d] = kvt_bf16_to_float (
-                    kvt_model_get_bf16 (block, kvt_model_block_index (shape, l, 1, g, t, d)));
+                    kvt_model_get_bf16 (slice, kvt_model_block_index (shape, 0, 1, g, t, d)));
             }
         }
 }
 
 //  Widen every layer of one cached block into the mirror.
 void
-kvt_model_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index)
+kvt_model_load_block (kvt_model_seq_t *seq, size_t block_index)
 {
+    void *block = seq->blocks [block_index];
+    void *shard = seq->shards? seq->shards [block_index]: NULL;
     for (int l = 0; l < seq->model->shape.layers; l++)
-        s_load_layer (seq, block, block_index, l);
+        s_load_layer (seq, kvt_model_seq_slice (seq, block, shard, l), block_index, l);
 }
 
 //  --------------------------------------------------------------------------
-//  Layer 'l' of an FP8 host copy (kvt_fp8.cuh), dequantized into 'block'
-//  (or, with 'block' NULL, only checked): its 2 x kv_heads planes and
-//  their scales, as the GPU path's per-layer kvt_fp8_dequantize. Returns
-//  0 or -EINVAL (alignment, or a plane of elements not a multiple of 8).
+//  Layer 'l' of an FP8 host copy (kvt_fp8.cuh), dequantized into 'slice',
+//  that layer's slice of a block (or, with 'slice' NULL, only checked):
+//  its 2 x kv_heads planes and their scales, as the GPU path's per-layer
+//  kvt_fp8_dequantize. Returns 0 or -EINVAL (alignment, or a plane of
+//  elements not a multiple of 8).
 
 int
-kvt_model_fp8_layer (const kvt_model_shape_t *shape, const void *fp8, void *block, int l)
+kvt_model_fp8_layer (const kvt_model_shape_t *shape, const void *fp8, void *slice, int l)
 {
     const int layer_planes = 2 * shape->kv_heads;
     const int plane_elems = shape->block_tokens * shape->head_dim;
@@ -508,13 +512,13 @@ kvt_model_fp8_layer (const kvt_model_shape_t *shape, const void *fp8, void *bloc
     const kvt_fp8_args_t args = {
         .dtype = KVT_KDTYPE_BF16,
         .src = (const uint8_t *) fp8 + first * plane_elems,
-        .dst = block? (uint8_t *) block + first * plane_elems * 2: (void *) fp8,
+        .dst = slice? slice: (void *) fp8,
         .scales = (float *) ((uint8_t *) fp8 + planes * plane_elems) + first,
         .src_slots = &zero, .dst_slots = &zero,
         .src_slot_bytes = (int64_t) block_bytes, .dst_slot_bytes = (int64_t) block_bytes,
         .planes = layer_planes, .plane_elems = plane_elems, .count = 1,
         .scale_stride = (int64_t) block_bytes / 4 };
-    return block? kvt_fp8_dequantize_ref (&args): kvt_fp8_check (&args);
+    return slice? kvt_fp8_dequantize_ref (&args): kvt_fp8_check (&args);
 }
 
 //  --------------------------------------------------------------------------
@@ -530,20 +534,21 @@ static void
 s_stream_layer (kvt_model_seq_t *seq, int l)
 {
     assert (l == seq->layers_streamed);
-    const kvt_block_shape_t geometry = kvt_model_block_shape (seq->model);
-    const size_t slice = kvt_block_bytes (&geometry) / (size_t) geometry.layers;
+    const size_t slice_bytes = seq->slice_bytes;
     for (size_t b = 0; b < seq->cached_blocks; b++)
         if (seq->host_src [b]) {
+            //  The layer's slice in its block, or in its shard (#5)
+            uint8_t *slice = kvt_model_seq_slice (seq, seq->blocks [b],
+                                                  seq->shards? seq->shards [b]: NULL, l);
             if (seq->host_fp8) {
-                int rc = kvt_model_fp8_layer (&seq->model->shape, seq->host_src [b],
-                                              seq->blocks [b], l);
+                int rc = kvt_model_fp8_layer (&seq->model->shape, seq->host_src [b], slice, l);
                 assert (rc == 0);   //  Checked by kvt_model_seq_begin
                 (void) rc;
             }
             else
-                memcpy ((uint8_t *) seq->blocks [b] + (size_t) l * slice,
-                        (const uint8_t *) seq->host_src [b] + (size_t) l * slice, slice);
-            s_load_layer (seq, (const uint8_t *) seq->blocks [b], b, l);
+                memcpy (slice, (const uint8_t *) seq->host_src [b] + (size_t) l * slice_bytes,
+                        slice_bytes);
+            s_load_layer (seq, slice, b, l);
         }
     seq->layers_streamed = l + 1;
 }
@@ -695,7 +700,9 @@ kvt_model_forward_rows (kvt_model_t *self, const kvt_model_row_t *row, int rows)
             kvt_model_seq_t *seq = row [r].seq;
             const size_t pos = row [r].pos;
             const int slot = (int) (pos % shape->block_tokens);
-            uint8_t *dest = row [r].dest;
+            //  The row's block's slice of this layer (#5: maybe in its shard)
+            uint8_t *dest = row [r].dest
+                          ? kvt_model_seq_slice (seq, row [r].dest, row [r].dest_shard, l): NULL;
             float *q = self->q + (size_t) r * q_dim;
             float *k = self->k + (size_t) r * kv_dim;
             float *v = self->v + (size_t) r * kv_dim;
@@ -711,9 +718,9 @@ kvt_model_forward_rows (kvt_model_t *self, const kvt_model_row_t *row, int rows)
                     s_kt_at (seq, l, g, pos) [d * 8] = kvt_bf16_to_float (kb);
                     vrow [d] = kvt_bf16_to_float (vb);
                     if (dest) {
-                        kvt_model_put_bf16 (dest, kvt_model_block_index (shape, l, 0, g,
+                        kvt_model_put_bf16 (dest, kvt_model_block_index (shape, 0, 0, g,
                                                                          slot, d), kb);
-                        kvt_model_put_bf16 (dest, kvt_model_block_index (shape, l, 1, g,
+                        kvt_model_put_bf16 (dest, kvt_model_block_index (shape, 0, 1, g,
                                                                          slot, d), vb);
                     }
                 }

@@ -145,6 +145,23 @@ int
                          void *const *blocks, size_t cached_blocks, void *const *host_src,
                          size_t max_new_tokens, uint32_t *out_tokens, kvt_model_seq_t **seq_p);
 
+//  As kvt_model_seq_begin, for blocks kept split by layer (static layer
+//  sharding, tier_gpu/layer_fraction, issue #5): layers [0, gpu_layers) of
+//  block b are a contiguous run of layer slices at blocks [b], layers
+//  [gpu_layers, layers) at shards [b] (a layer's slice is block_bytes /
+//  layers, [K,V][kv_head][token][head_dim]). Cached loads, streamed
+//  layer copies (and FP8 dequantization) and prefill writes each go to the
+//  layer's own part; tokens and the bytes of every layer are those of
+//  kvt_model_seq_begin. gpu_layers = layers (shards may then be NULL) is
+//  kvt_model_seq_begin. -EINVAL also for gpu_layers outside [1, layers]
+//  or a NULL shard where one is needed.
+int
+    kvt_model_seq_begin_split (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
+                               void *const *blocks, void *const *shards, int gpu_layers,
+                               size_t cached_blocks, void *const *host_src,
+                               size_t max_new_tokens, uint32_t *out_tokens,
+                               kvt_model_seq_t **seq_p);
+
 //  Compute up to 'max_tokens' more prompt positions (0: all that are
 //  left), writing the blocks that were not cached. When the prompt is
 //  done the first output token is sampled (if max_new_tokens > 0).
@@ -245,6 +262,22 @@ typedef enum {
 
 void
     kvt_model_cuda_set_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_layer_major_t when);
+
+//  Static layer sharding (tier_gpu/layer_fraction < 1, issue #5): keep
+//  layers [gpu_layers, layers) of every block of the slab in 'shard'
+//  instead, block b's at shard + b x shard_bytes (a contiguous run of
+//  layer slices), mapped pinned host memory the device reaches (e.g. a
+//  registered arena): prefill and decode write and read those layers'
+//  K/V there over PCIe every step, streamed host copies (and FP8
+//  dequantization) land there, and the slab's blocks need hold only
+//  layers [0, gpu_layers) (block_bytes of the begin calls at least that).
+//  Every block id, spares included, needs its shard block. gpu_layers =
+//  layers turns it off. Set it before the first sequence is begun.
+//  Returns 0 or -EINVAL (gpu_layers outside [1, layers], a shard that is
+//  NULL, not 16-byte aligned, or blocks too small or not a multiple of 16).
+int
+    kvt_model_cuda_set_layer_shard (kvt_model_cuda_t *self, int gpu_layers, void *shard,
+                                    size_t shard_bytes);
 
 //  As kvt_model_generate, over a device slab of equal blocks of
 //  'block_bytes' at 'slab': 'slots' has one block id per full block of the

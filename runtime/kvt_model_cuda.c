@@ -165,6 +165,7 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
     const char *graphs = getenv ("KVT_CUDA_GRAPH");
     self->graph_on = !(graphs && streq (graphs, "0"));
     self->layer_major = KVT_MODEL_CUDA_LAYER_MAJOR_GATED;
+    self->gpu_layers = shape->layers;      //  No layer shard until set
     if (ok) {
         self->embed = s_tensor_new (self, vocab * hidden, 0, 0.0f, sqrtf (3.0f));
         self->final_norm = s_tensor_new (self, hidden, 1, 1.0f, 0.1f);
@@ -335,6 +336,27 @@ kvt_model_cuda_set_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_layer_maj
     self->layer_major = when;
 }
 
+//  Keep layers [gpu_layers, layers) of every block in 'shard' (kvt_model.h).
+int
+kvt_model_cuda_set_layer_shard (kvt_model_cuda_t *self, int gpu_layers, void *shard,
+                                size_t shard_bytes)
+{
+    assert (self);
+    const kvt_model_shape_t *shape = &self->shape;
+    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
+                             * shape->head_dim * 2;
+    if (gpu_layers < 1 || gpu_layers > shape->layers)
+        return -EINVAL;
+    if (gpu_layers < shape->layers
+    &&  (!shard || (uintptr_t) shard % 16 || shard_bytes % 16
+         || shard_bytes < (size_t) (shape->layers - gpu_layers) * layer_bytes))
+        return -EINVAL;
+    self->gpu_layers = gpu_layers;
+    self->shard = gpu_layers < shape->layers? (char *) shard: NULL;
+    self->shard_bytes = gpu_layers < shape->layers? shard_bytes: 0;
+    return 0;
+}
+
 //  --------------------------------------------------------------------------
 //  Make *buffer (of *have bytes) hold 'bytes', stream-ordered: a smaller
 //  one is freed after the work queued on 'stream' before, and nothing
@@ -415,15 +437,19 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
     KVT_MODEL_CUDA_TRY (kvt_rmsnorm (&norm, self->stream));
     KVT_MODEL_CUDA_TRY (s_gemm (self, self->xn, layer->w_qkv, self->qkv, gemm_rows,
                                 self->q_dim + 2 * self->kv_dim, hidden, 0));
+    //  Layer l's slices: in the slab, or (layer sharding, #5) in the
+    //  mapped host shard, read and written there over PCIe
+    size_t stride;
+    char *layer_base = kvt_model_cuda_layer_base (self, slab, block_bytes, l, &stride);
     kvt_qkv_args_t qkv = {
         .qkv = self->qkv, .q = self->q, .positions = KVT_MODEL_CUDA_POS (rows_idx),
-        .inv_freq = self->inv_freq, .slab = slab, .block_bytes = (int64_t) block_bytes,
+        .inv_freq = self->inv_freq, .slab = layer_base, .block_bytes = (int64_t) stride,
         .dest_block = KVT_MODEL_CUDA_DBLOCK (rows_idx),
         .dest_token = KVT_MODEL_CUDA_DTOKEN (rows_idx),
-        .rows = rows, .layer = l, .heads = shape->heads, .kv_heads = shape->kv_heads,
+        .rows = rows, .layer = 0, .heads = shape->heads, .kv_heads = shape->kv_heads,
         .head_dim = shape->head_dim, .block_tokens = shape->block_tokens };
     KVT_MODEL_CUDA_TRY (kvt_model_qkv (&qkv, self->stream));
-    const char *k_base = (const char *) slab + (int64_t) (l * 2) * shape->kv_heads * head_bytes;
+    const char *k_base = layer_base;
     const char *v_base = k_base + (int64_t) shape->kv_heads * head_bytes;
     if (decode) {
         //  Splits of exactly KVT_MODEL_DECODE_SPLIT tokens, at least two:
@@ -433,7 +459,7 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
             splits = 2;
         kvt_paged_attention_args_t attn = {
             .dtype = KVT_KDTYPE_BF16, .q = self->q, .k = k_base, .v = v_base,
-            .block_stride_bytes = (int64_t) block_bytes, .head_stride_bytes = head_bytes,
+            .block_stride_bytes = (int64_t) stride, .head_stride_bytes = head_bytes,
             .token_stride_bytes = shape->head_dim * 2, .block_table = self->d_table,
             .seq_lens = KVT_MODEL_CUDA_SEQLEN (rows_idx), .out = self->att,
             .seqs = rows,
@@ -452,7 +478,7 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
         kvt_paged_prefill_args_t attn = {
             .dtype = KVT_KDTYPE_BF16, .q = self->q,
             .q_start = KVT_MODEL_CUDA_QSTART (rows_idx),
-            .k = k_base, .v = v_base, .block_stride_bytes = (int64_t) block_bytes,
+            .k = k_base, .v = v_base, .block_stride_bytes = (int64_t) stride,
             .head_stride_bytes = head_bytes, .token_stride_bytes = shape->head_dim * 2,
             .block_table = self->d_table, .seq_lens = KVT_MODEL_CUDA_SEQLEN (rows_idx),
             .out = self->att, .seqs = 1, .heads = shape->heads,

@@ -130,6 +130,11 @@ struct _kvt_model_cuda_t {
     //  Decode steps as CUDA graphs (kvt_model_cuda_graph.c)
     bool graph_on;                  //  Replay decode steps as graphs
     kvt_model_cuda_layer_major_t layer_major;   //  When prefill runs layer-major
+    //  Static layer sharding (tier_gpu/layer_fraction < 1, issue #5)
+    int gpu_layers;                 //  Layers of a block in the slab (all by default)
+    char *shard;                    //  Layers [gpu_layers, layers) of every block, in
+                                    //  mapped pinned host memory, or NULL
+    size_t shard_bytes;             //  Bytes between the shard's blocks
     kvt_model_cuda_graph_t graph [KVT_MODEL_CUDA_GRAPHS];   //  Graphs kept
     uint64_t graph_clock;           //  Graph launches so far (LRU stamp)
     uint64_t graph_captures;        //  Graphs captured and instantiated
@@ -167,6 +172,26 @@ struct _kvt_model_cuda_seq_t {
     size_t streamed_blocks;         //  Cached blocks that arrive layer by layer
     size_t host_fp8_slot_bytes;     //  Its host copies' FP8 slot stride (0: plain blocks)
 };
+
+//  Where layer 'l''s slices of a slab's blocks lie: block b's at the
+//  address returned + b x *stride, in the slab ('slab', 'block_bytes'
+//  apart) for l < gpu_layers, else in the layer shard (issue #5: read and
+//  written there over PCIe, every step). A layer's slice is [K,V]
+//  [kv_head][token][head_dim].
+static inline char *
+kvt_model_cuda_layer_base (const kvt_model_cuda_t *self, void *slab, size_t block_bytes, int l,
+                           size_t *stride)
+{
+    const kvt_model_shape_t *shape = &self->shape;
+    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
+                             * shape->head_dim * 2;
+    if (l < self->gpu_layers || !self->shard) {
+        *stride = block_bytes;
+        return (char *) slab + (size_t) l * layer_bytes;
+    }
+    *stride = self->shard_bytes;
+    return self->shard + (size_t) (l - self->gpu_layers) * layer_bytes;
+}
 
 //  Evaluate 'expr' into the caller's 'rc' and return it from the caller
 //  when it is not 0.

@@ -205,18 +205,20 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
         rc = kvt_model_cuda_gate_wait (self->copy_stream, l + 1);   //  Layer l read (#4)
         if (rc)
             break;
+        //  Layer l's slices in the slab, or in the layer shard (#5)
+        size_t stride;
+        char *dst_base = kvt_model_cuda_layer_base (self, seq->slab, seq->block_bytes, l,
+                                                    &stride);
         kvt_block_copy_args_t args = {
-            .dst = (char *) seq->slab + at, .src = base + at,
+            .dst = dst_base, .src = base + at,
             .dst_slots = slots + count, .src_slots = slots,
-            .dst_slot_bytes = (int64_t) seq->block_bytes, .src_slot_bytes = (int64_t) model_bytes,
+            .dst_slot_bytes = (int64_t) stride, .src_slot_bytes = (int64_t) model_bytes,
             .block_bytes = (int64_t) slice, .count = (int) count };
         if (!strided)
             for (size_t k = 0; rc == 0 && k < count; k++)
-                rc = kvt_model_cuda_check (cudaMemcpyAsync ((char *) seq->slab
-                                                            + (size_t) dst [k]
-                                                            * seq->block_bytes + at,
+                rc = kvt_model_cuda_check (cudaMemcpyAsync (dst_base + (size_t) dst [k] * stride,
                                                             (const char *) src [k] + at, slice,
-                                                            cudaMemcpyHostToDevice,
+                                                            cudaMemcpyDefault,
                                                             self->copy_stream),
                                            "stream a layer");
         else
@@ -230,9 +232,8 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
             for (size_t r = 0; rc == 0 && r < runs; r++) {
                 const size_t k = run_start [r];
                 rc = kvt_model_cuda_check (cudaMemcpy2DAsync ((char *) args.dst
-                                                              + slots [count + k]
-                                                              * seq->block_bytes,
-                                                              seq->block_bytes,
+                                                              + slots [count + k] * stride,
+                                                              stride,
                                                               (const char *) args.src
                                                               + slots [k] * model_bytes,
                                                               model_bytes, slice,
@@ -279,7 +280,6 @@ s_stream_fp8_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const voi
     const int plane_elems = shape->block_tokens * shape->head_dim;
     const size_t planes = (size_t) layers * layer_planes;
     const size_t slot_bytes = seq->host_fp8_slot_bytes;
-    const size_t layer_bytes = (size_t) layer_planes * plane_elems * 2;
     if (slot_bytes % 16 || slot_bytes < kvt_fp8_block_bytes ((int) planes, plane_elems)
     ||  plane_elems % 8) {
         kvt_log_error ("model: FP8 host slots of %zu bytes cannot hold this model's blocks",
@@ -310,16 +310,19 @@ s_stream_fp8_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const voi
     for (int l = 0; rc == 0 && l < layers; l++) {
         rc = kvt_model_cuda_gate_wait (self->copy_stream, l + 1);   //  Layer l read (#4)
         const size_t first = (size_t) l * layer_planes;
+        size_t stride;              //  Layer l in the slab, or in the layer shard (#5)
+        char *dst_base = kvt_model_cuda_layer_base (self, seq->slab, seq->block_bytes, l,
+                                                    &stride);
         for (size_t from = 0; rc == 0 && from < count; from += S_FP8_LAUNCH_MAX) {
             size_t n = count - from < S_FP8_LAUNCH_MAX? count - from: S_FP8_LAUNCH_MAX;
             kvt_fp8_args_t args = {
                 .dtype = KVT_KDTYPE_BF16,
                 .src = base + first * plane_elems,
-                .dst = (char *) seq->slab + (size_t) l * layer_bytes,
+                .dst = dst_base,
                 .scales = (float *) (base + planes * plane_elems) + first,
                 .src_slots = d_slots + from, .dst_slots = d_slots + count + from,
                 .src_slot_bytes = (int64_t) slot_bytes,
-                .dst_slot_bytes = (int64_t) seq->block_bytes,
+                .dst_slot_bytes = (int64_t) stride,
                 .planes = layer_planes, .plane_elems = plane_elems, .count = (int) n,
                 .scale_stride = (int64_t) (slot_bytes / 4) };
             rc = kvt_fp8_dequantize (&args, self->copy_stream);
@@ -364,7 +367,10 @@ kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t
     const kvt_model_shape_t *shape = &self->shape;
     const size_t block_tokens = (size_t) shape->block_tokens;
     kvt_block_shape_t geometry = kvt_model_cuda_block_shape (self);
-    if (!tokens || token_count == 0 || !slab || block_bytes < kvt_block_bytes (&geometry)
+    //  The slab holds gpu_layers of each block (all but with a layer shard, #5)
+    if (!tokens || token_count == 0 || !slab
+    ||  block_bytes < kvt_block_bytes (&geometry) / (size_t) shape->layers
+                      * (size_t) self->gpu_layers
     ||  block_bytes % 16 || (max_new_tokens > 0 && !out_tokens)
     ||  token_count > INT32_MAX || max_new_tokens > INT32_MAX - token_count)
         return -EINVAL;
@@ -421,12 +427,21 @@ kvt_model_cuda_seq_begin (kvt_model_cuda_t *self, const uint32_t *tokens, size_t
             stream_src [streams] = host_src [last];
             stream_dst [streams++] = (int64_t) spare [0];
         }
-        else
+        else {
             rc = kvt_model_cuda_check (cudaMemcpyAsync ((char *) slab + spare [0] * block_bytes,
                                                         (char *) slab + slots [last]
                                                         * block_bytes, block_bytes,
                                                         cudaMemcpyDeviceToDevice, self->stream),
                                        "block copy");
+            if (rc == 0 && self->shard)     //  Its layers in the layer shard (#5)
+                rc = kvt_model_cuda_check (cudaMemcpyAsync (self->shard + spare [0]
+                                                            * self->shard_bytes,
+                                                            self->shard + slots [last]
+                                                            * self->shard_bytes,
+                                                            self->shard_bytes,
+                                                            cudaMemcpyDefault, self->stream),
+                                           "block copy");
+        }
         seq->table [last] = (int32_t) spare [0];
     }
     if (rc == 0 && streams > 0)

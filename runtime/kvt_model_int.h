@@ -89,6 +89,9 @@ struct _kvt_model_seq_t {
     uint32_t *tokens;               //  Copy of the prompt
     size_t token_count;             //  Prompt tokens
     void **blocks;                  //  Copy of the block table [full_blocks]
+    void **shards;                  //  Their layers past gpu_layers [full_blocks], or NULL
+    int gpu_layers;                 //  Layers in 'blocks' (the rest in 'shards'; issue #5)
+    size_t slice_bytes;             //  One layer's slice of a block
     size_t full_blocks;             //  Full blocks of the prompt
     size_t cached_blocks;           //  Leading blocks only read
     void **host_src;                //  [cached_blocks] host copy still to move in, or NULL
@@ -112,7 +115,20 @@ typedef struct {
     size_t pos;                     //  Its position
     uint32_t token;                 //  Token fed at that position
     uint8_t *dest;                  //  Block to write its K/V into, or NULL
+    uint8_t *dest_shard;            //  Its layers past gpu_layers (layer sharding), or NULL
 } kvt_model_row_t;
+
+//  Start of layer 'l''s slice of a block of 'seq' kept as 'block' (layers
+//  [0, gpu_layers)) and 'shard' (the others; static layer sharding, issue
+//  #5). A layer's slice is [K,V][kv_head][token][head_dim]: index it with
+//  kvt_model_block_index (shape, 0, ...).
+static inline uint8_t *
+kvt_model_seq_slice (const kvt_model_seq_t *seq, void *block, void *shard, int l)
+{
+    return l < seq->gpu_layers? (uint8_t *) block + (size_t) l * seq->slice_bytes
+                              : (uint8_t *) shard + (size_t) (l - seq->gpu_layers)
+                                                    * seq->slice_bytes;
+}
 
 //  Store/load one bf16 through memcpy: caller blocks need no alignment.
 static inline void
@@ -153,15 +169,17 @@ void
 int
     kvt_model_seq_reserve (kvt_model_seq_t *seq, size_t positions);
 
-//  Widen every layer of one cached block into the sequence's mirror.
+//  Widen every layer of cached block 'block_index' (seq->blocks and
+//  seq->shards) into the sequence's mirror.
 void
-    kvt_model_load_block (kvt_model_seq_t *seq, const uint8_t *block, size_t block_index);
+    kvt_model_load_block (kvt_model_seq_t *seq, size_t block_index);
 
 //  Dequantize layer 'l' of the FP8 form at 'fp8' (a host copy, 16-byte
-//  aligned) into that layer's slice of bf16 'block'; with 'block' NULL
-//  only check that it can. Returns 0 or -EINVAL.
+//  aligned) into 'slice', that layer's slice of a bf16 block (16-byte
+//  aligned); with 'slice' NULL only check that it can. Returns 0 or
+//  -EINVAL.
 int
-    kvt_model_fp8_layer (const kvt_model_shape_t *shape, const void *fp8, void *block, int l);
+    kvt_model_fp8_layer (const kvt_model_shape_t *shape, const void *fp8, void *slice, int l);
 
 //  Run 'rows' (at most KVT_MODEL_CHUNK) rows, each one token of one
 //  sequence at its own position, through every layer (see kvt_model.c).

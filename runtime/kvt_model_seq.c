@@ -31,9 +31,30 @@ kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_cou
                      size_t max_new_tokens, uint32_t *out_tokens, kvt_model_seq_t **seq_p)
 {
     assert (self);
+    return kvt_model_seq_begin_split (self, tokens, token_count, blocks, NULL,
+                                      self->shape.layers, cached_blocks, host_src,
+                                      max_new_tokens, out_tokens, seq_p);
+}
+
+//  --------------------------------------------------------------------------
+//  Begin a sequence whose blocks are kept split by layer (static layer
+//  sharding, issue #5): as kvt_model_seq_begin, each layer's slice read
+//  and written in its own part.
+
+int
+kvt_model_seq_begin_split (kvt_model_t *self, const uint32_t *tokens, size_t token_count,
+                           void *const *blocks, void *const *shards, int gpu_layers,
+                           size_t cached_blocks, void *const *host_src,
+                           size_t max_new_tokens, uint32_t *out_tokens, kvt_model_seq_t **seq_p)
+{
+    assert (self);
     assert (seq_p);
     *seq_p = NULL;
     const kvt_model_shape_t *shape = &self->shape;
+    if (gpu_layers < 1 || gpu_layers > shape->layers)
+        return -EINVAL;
+    if (gpu_layers < shape->layers && !shards)
+        return -EINVAL;
     const size_t block_tokens = (size_t) shape->block_tokens;
     if (!tokens || token_count == 0)
         return -EINVAL;
@@ -48,13 +69,14 @@ kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_cou
     if (full_blocks > 0 && !blocks)
         return -EINVAL;
     for (size_t b = 0; b < full_blocks; b++)
-        if (!blocks [b])
+        if (!blocks [b] || (gpu_layers < shape->layers && !shards [b]))
             return -EINVAL;
     if (token_count + max_new_tokens < token_count)
         return -EINVAL;             //  Overflow
     for (size_t b = 0; self->host_fp8 && host_src && b < cached_blocks; b++)
         if (host_src [b]
         &&  ((uintptr_t) blocks [b] % 16
+             || (gpu_layers < shape->layers && (uintptr_t) shards [b] % 16)
              || kvt_model_fp8_layer (shape, host_src [b], NULL, 0) != 0))
             return -EINVAL;         //  The FP8 form cannot be dequantized there
     kvt_model_seq_t *seq = (kvt_model_seq_t *) kvt_zmalloc (sizeof (kvt_model_seq_t));
@@ -71,6 +93,14 @@ kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_cou
     if (full_blocks)
         memcpy (seq->blocks, blocks, full_blocks * sizeof (void *));
     seq->full_blocks = full_blocks;
+    seq->gpu_layers = gpu_layers;
+    const kvt_block_shape_t geometry = kvt_model_block_shape (self);
+    seq->slice_bytes = kvt_block_bytes (&geometry) / (size_t) geometry.layers;
+    if (gpu_layers < shape->layers) {
+        seq->shards = (void **) kvt_zmalloc ((full_blocks + 1) * sizeof (void *));
+        if (full_blocks)
+            memcpy (seq->shards, shards, full_blocks * sizeof (void *));
+    }
     seq->cached_blocks = cached_blocks;
     seq->max_new = max_new_tokens;
     seq->out = out_tokens;
@@ -82,7 +112,7 @@ kvt_model_seq_begin (kvt_model_t *self, const uint32_t *tokens, size_t token_cou
             seq->streamed_blocks++;
         }
         else
-            kvt_model_load_block (seq, (const uint8_t *) blocks [b], b);
+            kvt_model_load_block (seq, b);
     }
     if (seq->streamed_blocks == 0)
         seq->layers_streamed = shape->layers;
@@ -120,10 +150,11 @@ kvt_model_seq_prefill (kvt_model_t *self, kvt_model_seq_t *seq, size_t max_token
         for (size_t r = 0; r < rows; r++) {
             const size_t pos = seq->pos + r;
             const size_t block = pos / block_tokens;
+            bool writes = block >= seq->cached_blocks && block < seq->full_blocks;
             row [r] = (kvt_model_row_t) {
                 .seq = seq, .pos = pos, .token = seq->tokens [pos],
-                .dest = block >= seq->cached_blocks && block < seq->full_blocks
-                      ? (uint8_t *) seq->blocks [block]: NULL };
+                .dest = writes? (uint8_t *) seq->blocks [block]: NULL,
+                .dest_shard = writes && seq->shards? (uint8_t *) seq->shards [block]: NULL };
         }
         kvt_model_forward_rows (self, row, (int) rows);
         assert (seq->layers_streamed == self->shape.layers);
@@ -214,6 +245,7 @@ kvt_model_seq_destroy (kvt_model_seq_t **seq_p)
         kvt_freen (seq->vv);
         kvt_freen (seq->kt);
         kvt_freen (seq->host_src);
+        kvt_freen (seq->shards);
         kvt_freen (seq->blocks);
         kvt_freen (seq->tokens);
         kvt_freen (seq);

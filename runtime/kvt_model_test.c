@@ -474,6 +474,78 @@ kvt_model_test (bool verbose)
         assert (b == NULL);
     }
 
+    //  (7) Blocks kept split by layer (static layer sharding, issue #5):
+    //  layers [0, gpu) in one part, the rest in another. Whatever the
+    //  split and whichever blocks were cached (in place or streamed from a
+    //  host copy), the tokens are the unsplit run's and the two parts put
+    //  together are its blocks, byte for byte
+    {
+        kvt_model_shape_t three = shape;
+        three.layers = 3;
+        kvt_model_t *model3 = kvt_model_new (&three);
+        assert (model3);
+        kvt_block_shape_t bs3 = kvt_model_block_shape (model3);
+        const size_t bytes = kvt_block_bytes (&bs3), slice = bytes / 3;
+        uint32_t ref_out [6], split_out [6];
+        uint8_t *ref = t_check_prefix_cache (model3, prompt, 70, 6, ref_out, false);
+        for (int gpu = 1; gpu <= 3; gpu++)
+            for (size_t cached = 0; cached <= 4; cached += 2) {
+                void **parts, **shards;
+                uint8_t *part_data = t_blocks_new (4, gpu * slice, 0x33, &parts);
+                uint8_t *shard_data = gpu < 3
+                                    ? t_blocks_new (4, (3 - gpu) * slice, 0x44, &shards): NULL;
+                if (gpu == 3)
+                    shards = NULL;
+                void *host_src [4] = { NULL };
+                for (size_t b = 0; b < cached; b++)
+                    if (b % 2)      //  Streamed layer by layer from the host copy
+                        host_src [b] = ref + b * bytes;
+                    else {          //  In place, split
+                        memcpy (parts [b], ref + b * bytes, gpu * slice);
+                        if (shards)
+                            memcpy (shards [b], ref + b * bytes + gpu * slice,
+                                    (3 - gpu) * slice);
+                    }
+                kvt_model_seq_t *seq;
+                int rc = kvt_model_seq_begin_split (model3, prompt, 70, parts, shards, gpu,
+                                                    cached, host_src, 6, split_out, &seq);
+                assert (rc == 0);
+                assert (kvt_model_seq_prefill (model3, seq, 0) == 0);
+                while (kvt_model_seq_decoding (seq))
+                    assert (kvt_model_decode (model3, &seq, 1) == 0);
+                kvt_model_seq_destroy (&seq);
+                assert (memcmp (split_out, ref_out, sizeof (ref_out)) == 0);
+                for (size_t b = 0; b < 4; b++) {
+                    assert (memcmp (parts [b], ref + b * bytes, gpu * slice) == 0);
+                    if (shards)
+                        assert (memcmp (shards [b], ref + b * bytes + gpu * slice,
+                                        (3 - gpu) * slice) == 0);
+                }
+                free (parts);
+                free (part_data);
+                if (shards) {
+                    free (shards);
+                    free (shard_data);
+                }
+            }
+        //  Bad split arguments
+        kvt_model_seq_t *seq;
+        void *one [1] = { ref };
+        assert (kvt_model_seq_begin_split (model3, prompt, 16, one, NULL, 0, 0, NULL, 0, NULL,
+                                           &seq) == -EINVAL);
+        assert (kvt_model_seq_begin_split (model3, prompt, 16, one, NULL, 4, 0, NULL, 0, NULL,
+                                           &seq) == -EINVAL);
+        assert (kvt_model_seq_begin_split (model3, prompt, 16, one, NULL, 2, 0, NULL, 0, NULL,
+                                           &seq) == -EINVAL);
+        void *no_shard [1] = { NULL };
+        assert (kvt_model_seq_begin_split (model3, prompt, 16, one, no_shard, 2, 0, NULL, 0,
+                                           NULL, &seq) == -EINVAL);
+        free (ref);
+        kvt_model_destroy (&model3);
+        if (verbose)
+            printf ("\n   layer split: 1-3 of 3 layers in the first part, identical");
+    }
+
     free (blocks);
     kvt_model_destroy (&model);
     kvt_model_destroy (&model);     //  Twice is safe

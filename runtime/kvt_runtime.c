@@ -7,6 +7,7 @@
 
 #include "kvt_classes.h"
 #include "kvt_runtime.h"
+#include "kvt_layer_shard.h"
 #include <sys/prctl.h>
 #include <poll.h>
 #ifdef KVT_WITH_CUDA
@@ -203,23 +204,44 @@ s_gpu_slab_user (const char *actor)
 //  The arenas every runtime has: the GPU tier's slab (device memory when
 //  the model runs on a GPU, else shared host memory) and the host tier's
 //  slab (registered with CUDA when the GPU slab is on the device).
+//  With static layer sharding (tier_gpu/layer_fraction < 1, issue #5) a
+//  third arena, "gpu_shard", holds the GPU tier's host-held layers: a
+//  slot per GPU slab slot (its device spares included when the slab is
+//  on the device), each the block's layers past the slab's. Arena 'k''s
+//  (0 gpu, 1 host, 2 gpu_shard) slots and slot bytes.
+static void
+s_arena_geometry (const kvt_layer_shard_t *shard, const kvt_config_t *config, int k,
+                  bool on_device, size_t *block_count, size_t *block_bytes)
+{
+    *block_count = k == 1? (size_t) kvt_config_int (config, "tier_host/capacity_blocks")
+                 : k == 2 && on_device? shard->gpu_slots + s_spare_blocks (config)
+                 : shard->gpu_slots;
+    *block_bytes = k == 0? shard->gpu_bytes: k == 1? shard->block_bytes: shard->shard_bytes;
+}
+
 static int
 s_create_arenas (kvt_runtime_t *self)
 {
-    static const char *const names [] = { "gpu", "host" };
-    static const char *const keys [] = { "tier_gpu/capacity_blocks", "tier_host/capacity_blocks" };
-    size_t block_bytes = s_block_bytes (self->config);
+    static const char *const names [] = { "gpu", "host", KVT_LAYER_SHARD_ARENA };
+    kvt_layer_shard_t shard;
+    char error [256];
+    if (kvt_layer_shard_from_config (self->config, &shard, error, sizeof (error))) {
+        kvt_log_error ("runtime: %s", error);
+        return KVT_ECONFIG;
+    }
     bool hugepages = kvt_config_int (self->config, "tier_host/hugepages") != 0;
     int on_device = s_gpu_slab_on_device (self->config);
     if (on_device < 0)
         return on_device;
-    for (int k = 0; k < 2; k++) {
+    int arena_count = kvt_layer_shard_on (&shard)? 3: 2;
+    for (int k = 0; k < arena_count; k++) {
         if (kvt_arena_find (names [k])) {
             kvt_log_error ("runtime: an arena named %s already exists in this process "
                            "(one runtime per process)", names [k]);
             return -EEXIST;
         }
-        size_t block_count = (size_t) kvt_config_int (self->config, keys [k]);
+        size_t block_count, block_bytes;
+        s_arena_geometry (&shard, self->config, k, on_device, &block_count, &block_bytes);
         kvt_arena_t *arena;
         if (k == 0 && on_device) {
             arena = kvt_arena_new_device (names [k], block_count, block_bytes,
@@ -246,7 +268,8 @@ s_create_arenas (kvt_runtime_t *self)
                 }
             }
         }
-        if (k == 1 && on_device) {
+        if (k >= 1 && on_device) {
+            //  The host slab and the layer shard: the device reaches both
             int rc = kvt_arena_pin (arena);
             if (rc) {
                 kvt_arena_destroy (&arena);
@@ -277,7 +300,7 @@ s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
     int ready [2];
     if (pipe (ready) != 0)
         return -errno;
-    char ready_fd [16], gpu_arena [32 + KVT_ARENA_IPC_HEX], host_arena [32];
+    char ready_fd [16], gpu_arena [32 + KVT_ARENA_IPC_HEX], host_arena [32], shard_arena [32];
     snprintf (ready_fd, sizeof (ready_fd), "%d", ready [1]);
     kvt_arena_t *gpu = kvt_arena_find ("gpu");
     if (kvt_arena_on_device (gpu)) {
@@ -301,6 +324,10 @@ s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
     else
         snprintf (gpu_arena, sizeof (gpu_arena), "gpu=%d", kvt_arena_fd (gpu));
     snprintf (host_arena, sizeof (host_arena), "host=%d", kvt_arena_fd (kvt_arena_find ("host")));
+    //  Static layer sharding: the GPU tier's host-held layers (issue #5)
+    kvt_arena_t *shard = kvt_arena_find (KVT_LAYER_SHARD_ARENA);
+    snprintf (shard_arena, sizeof (shard_arena), "%s=%d", KVT_LAYER_SHARD_ARENA,
+              shard? kvt_arena_fd (shard): -1);
     const char *kvtier = s_kvtier_path ();
     pid_t parent = getpid ();
     pid_t pid = fork ();
@@ -317,7 +344,7 @@ s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
         close (ready [0]);
         char *argv [] = { "kvtier", "actor", (char *) actor->def->name, "--config",
             (char *) config_path, "--run-dir", self->run_dir, "--ready-fd", ready_fd,
-            "--arena", gpu_arena, "--arena", host_arena, NULL };
+            "--arena", gpu_arena, "--arena", host_arena, "--arena", shard_arena, NULL };
         execv (kvtier, argv);
         fprintf (stderr, "kvtier: cannot exec %s: %s\n", kvtier, strerror (errno));
         _exit (127);
@@ -576,13 +603,17 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
     kvt_log_level_t level;
     if (kvt_log_parse_level (kvt_config_str (config, "runtime/log_level"), &level) == 0)
         kvt_log_set_level (level);
-    size_t block_bytes = s_block_bytes (config);
+    kvt_layer_shard_t shard;
+    if (kvt_layer_shard_from_config (config, &shard, error, sizeof (error))) {
+        fprintf (stderr, "kvtier actor %s: %s\n", name, error);
+        kvt_config_destroy (&config);
+        return 1;
+    }
     for (int k = 2; k + 1 < argc; k += 2)
         if (streq (argv [k], "--arena") && strncmp (argv [k + 1], "gpu=ipc:", 8) == 0) {
             //  The GPU tier's slab in device memory, by CUDA IPC handle
             kvt_arena_t *arena = kvt_arena_attach_device ("gpu", argv [k + 1] + 8,
-                (size_t) kvt_config_int (config, "tier_gpu/capacity_blocks"), block_bytes,
-                s_spare_blocks (config));
+                shard.gpu_slots, shard.gpu_bytes, s_spare_blocks (config));
             if (arena)
                 kvt_arena_register (&arena);
         }
@@ -592,18 +623,21 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
             int fd;
             if (sscanf (argv [k + 1], "%31[^=]=%d", arena_name, &fd) != 2 || fd < 0)
                 continue;           //  fd -1: a device slab, not for this process
-            const char *key = streq (arena_name, "gpu")? "tier_gpu/capacity_blocks"
-                                                       : "tier_host/capacity_blocks";
-            kvt_arena_t *arena = kvt_arena_attach (arena_name, fd,
-                (size_t) kvt_config_int (config, key), block_bytes);
+            int which = streq (arena_name, "gpu")? 0: streq (arena_name, "host")? 1: 2;
+            size_t block_count, block_bytes;
+            kvt_arena_t *gpu = kvt_arena_find ("gpu");     //  Its --arena comes first
+            s_arena_geometry (&shard, config, which, gpu && kvt_arena_on_device (gpu),
+                              &block_count, &block_bytes);
+            kvt_arena_t *arena = kvt_arena_attach (arena_name, fd, block_count, block_bytes);
             if (arena)
                 kvt_arena_register (&arena);
         }
     //  Migration copies between a device slab and the host slab: the host
     //  slab must be registered with CUDA in its process too
     kvt_arena_t *gpu = kvt_arena_find ("gpu"), *host = kvt_arena_find ("host");
+    kvt_arena_t *shard_arena = kvt_arena_find (KVT_LAYER_SHARD_ARENA);     //  #5
     if (gpu && host && kvt_arena_on_device (gpu) && streq (def->name, "migration")
-    &&  kvt_arena_pin (host) != 0) {
+    &&  (kvt_arena_pin (host) != 0 || (shard_arena && kvt_arena_pin (shard_arena) != 0))) {
         char failed = 1;            //  Logged by kvt_arena_pin
         if (write (ready_fd, &failed, 1) != 1)
             kvt_log_error ("kvtier actor %s: the supervisor is gone", name);

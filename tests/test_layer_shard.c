@@ -1,0 +1,213 @@
+/*  =========================================================================
+    test_layer_shard - static layer sharding of the GPU tier, live (#5)
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    tier_gpu/layer_fraction = F < 1 keeps the first ceil (F x layers)
+    layers of each GPU-tier block in the GPU tier's slab and the rest in
+    the "gpu_shard" host arena. With the same prompts, a server at F = 0.5
+    (and 0.25) gives the same output tokens and the same KV bytes (LOAD)
+    as one at F = 1: computed, hit on the GPU tier, demoted to the host
+    tier and promoted back (streamed layer by layer into compute, or
+    copied by migration), demoted on to NVMe and streamed back, stored by
+    a client and loaded again; with cold_dtype = fp8 too. Its GPU tier
+    holds 1/F times the blocks in the same slab bytes (tier_gpu STATS).
+    The same with the actors as processes (when KVTIER names the kvtier
+    binary). Bad fractions (0, -1, 1.5, abc, "") are refused at start.
+@end
+*/
+
+#include "testutil.h"
+#include "kvt_layer_shard.h"
+
+#define S_BLOCKS 6                  //  Full blocks in the prompt
+#define S_NEW 4                     //  Tokens decoded per request
+#define S_GPU_BLOCKS 16             //  tier_gpu/capacity_blocks: the GPU memory budget
+
+//  What one server answered, to compare across fractions
+typedef struct {
+    kvt_client_generate_t run [4];  //  Computed, GPU hit, from host, from NVMe
+    kvt_client_load_t load [3];     //  LOAD after the GPU hit, after host, after NVMe
+    uint64_t capacity;              //  tier_gpu.capacity_blocks
+    uint64_t slab_bytes;            //  tier_gpu.slab_bytes
+    uint64_t shard_bytes;           //  tier_gpu.shard_bytes
+    uint64_t slot_bytes;            //  tier_gpu.slot_bytes
+    uint64_t gpu_layers;            //  tier_gpu.gpu_layers
+    uint64_t to_host_bytes;         //  migration.bytes_gpu_to_host after the first demotion
+} s_result_t;
+
+static void
+s_result_fini (s_result_t *self)
+{
+    for (int k = 0; k < 4; k++)
+        kvt_client_generate_fini (&self->run [k]);
+    for (int k = 0; k < 3; k++)
+        kvt_client_load_fini (&self->load [k]);
+}
+
+static void
+s_load (kvt_client_t *client, const uint64_t *tokens, size_t count, kvt_client_load_t *load)
+{
+    t_ok (kvt_client_load (client, "", tokens, count, load));
+    t_check (load->blocks == S_BLOCKS && load->kv_bytes > 0);
+}
+
+//  One server at 'fraction': every path a GPU-tier block takes.
+static void
+s_serve (const char *fraction, const char *cold, bool stream, bool processes,
+         s_result_t *result)
+{
+    char fraction_key [64], cold_key [64], stream_key [64], capacity_key [64];
+    snprintf (fraction_key, sizeof (fraction_key), "%s=%s", KVT_LAYER_SHARD_KEY, fraction);
+    snprintf (cold_key, sizeof (cold_key), "migration/cold_dtype=%s", cold);
+    snprintf (stream_key, sizeof (stream_key), "migration/stream_promotion=%d", stream);
+    snprintf (capacity_key, sizeof (capacity_key), "tier_gpu/capacity_blocks=%d", S_GPU_BLOCKS);
+    const char *overrides [] = { "model/layers=4", capacity_key, "tier_host/capacity_blocks=64",
+        "tier_nvme/capacity_blocks=256", fraction_key, cold_key, stream_key,
+        processes? "migration/mode=process": NULL, "compute/mode=process",
+        "tier_gpu/mode=process", "tier_host/mode=process", NULL };
+    t_session_t session;
+    t_session_start (&session, t_config (overrides), "test_layer_shard", 30000);
+    kvt_client_t *client = session.client;
+    size_t count = S_BLOCKS * session.hello.block_tokens + 2;
+    uint64_t *tokens = t_tokens (count, session.hello.vocab, 31);
+    memset (result, 0, sizeof (*result));
+    result->capacity = t_stat (client, "tier_gpu.capacity_blocks");
+    result->slab_bytes = t_stat (client, "tier_gpu.slab_bytes");
+    result->shard_bytes = t_stat (client, "tier_gpu.shard_bytes");
+    result->slot_bytes = t_stat (client, "tier_gpu.slot_bytes");
+    result->gpu_layers = t_stat (client, "tier_gpu.gpu_layers");
+
+    //  Computed, then found on the GPU tier
+    t_ok (kvt_client_generate (client, "", tokens, count, S_NEW, &result->run [0]));
+    t_check (result->run [0].computed == S_BLOCKS);
+    t_ok (kvt_client_generate (client, "", tokens, count, S_NEW, &result->run [1]));
+    t_check (result->run [1].from_gpu == S_BLOCKS && result->run [1].computed == 0);
+    s_load (client, tokens, count, &result->load [0]);
+
+    //  Demoted to the host tier, found there (promoted back to the GPU)
+    uint64_t moved;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved == S_BLOCKS);
+    result->to_host_bytes = t_stat (client, "migration.bytes_gpu_to_host");
+    t_ok (kvt_client_generate (client, "", tokens, count, S_NEW, &result->run [2]));
+    t_check (result->run [2].from_host == S_BLOCKS && result->run [2].computed == 0);
+    s_load (client, tokens, count, &result->load [1]);
+
+    //  Down to NVMe, found there (streamed back through host staging)
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved == S_BLOCKS);
+    t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, 1000, &moved));
+    t_check (moved == S_BLOCKS);
+    t_ok (kvt_client_generate (client, "", tokens, count, S_NEW, &result->run [3]));
+    t_check (result->run [3].from_nvme == S_BLOCKS && result->run [3].computed == 0);
+    s_load (client, tokens, count, &result->load [2]);
+
+    //  A client's KV stored into the GPU tier comes back byte for byte
+    uint64_t *other = t_tokens (count, session.hello.vocab, 32);
+    size_t kv_bytes = result->load [0].kv_bytes;
+    uint8_t *kv = (uint8_t *) malloc (kv_bytes);
+    kvt_client_fill_bytes (kv, kv_bytes, 77);
+    kvt_client_store_t stored;
+    t_ok (kvt_client_store (client, "", other, count, kv, kv_bytes, &stored));
+    t_check (stored.stored_blocks == S_BLOCKS);
+    kvt_client_load_t back;
+    s_load (client, other, count, &back);
+    t_check (back.kv_bytes == kv_bytes && memcmp (back.kv, kv, kv_bytes) == 0);
+    kvt_client_load_fini (&back);
+    free (kv);
+    free (other);
+    free (tokens);
+    t_session_end (&session);
+}
+
+//  Same tokens and same LOAD bytes at every step.
+static void
+s_same (const s_result_t *a, const s_result_t *b)
+{
+    for (int k = 0; k < 4; k++) {
+        t_check (a->run [k].token_count == S_NEW && b->run [k].token_count == S_NEW);
+        t_check (memcmp (a->run [k].tokens, b->run [k].tokens, S_NEW * sizeof (uint64_t)) == 0);
+    }
+    for (int k = 0; k < 3; k++) {
+        t_check (a->load [k].kv_bytes == b->load [k].kv_bytes);
+        t_check (memcmp (a->load [k].kv, b->load [k].kv, a->load [k].kv_bytes) == 0);
+    }
+    t_check (a->to_host_bytes == b->to_host_bytes);     //  Whole blocks either way
+}
+
+//  A runtime at this fraction does not start.
+static void
+s_refused (const char *fraction)
+{
+    char key [64];
+    snprintf (key, sizeof (key), "%s=%s", KVT_LAYER_SHARD_KEY, fraction);
+    const char *overrides [] = { key, NULL };
+    kvt_config_t *config = t_config (overrides);
+    char error [256] = "";
+    kvt_layer_shard_t shard;
+    t_check (kvt_layer_shard_from_config (config, &shard, error, sizeof (error)) == KVT_ECONFIG);
+    t_check (strstr (error, KVT_LAYER_SHARD_KEY) && strstr (error, "(0, 1]"));
+    kvt_runtime_t *runtime = kvt_runtime_new (config, kvt_actors_all ());
+    t_check (kvt_runtime_start (runtime) == KVT_ECONFIG);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+    printf ("%s = '%s' refused: %s\n", KVT_LAYER_SHARD_KEY, fraction, error);
+}
+
+int
+main (void)
+{
+    //  (d) Bad values never start a server
+    const char *bad [] = { "0", "-1", "1.5", "abc", "", "0.5.1", NULL };
+    for (const char *const *value = bad; *value; value++)
+        s_refused (*value);
+
+    bool processes = getenv ("KVTIER") != NULL;     //  kvtier runs actor processes
+    struct { const char *cold; bool stream; } modes [] = {
+        { "bf16", true }, { "bf16", false }, { "fp8", true }, { "fp8", false } };
+    for (size_t m = 0; m < sizeof (modes) / sizeof (modes [0]); m++) {
+        s_result_t whole, half, quarter;
+        s_serve ("1.0", modes [m].cold, modes [m].stream, false, &whole);
+        s_serve ("0.5", modes [m].cold, modes [m].stream, false, &half);
+        s_serve ("0.25", modes [m].cold, modes [m].stream, false, &quarter);
+        //  (b) The same slab bytes hold 1/F times the blocks; the other
+        //  layers are in host memory
+        t_check (whole.capacity == S_GPU_BLOCKS && whole.shard_bytes == 0);
+        t_check (whole.gpu_layers == 4);
+        t_check (half.capacity == 2 * S_GPU_BLOCKS && half.gpu_layers == 2);
+        t_check (quarter.capacity == 4 * S_GPU_BLOCKS && quarter.gpu_layers == 1);
+        t_check (half.slab_bytes == whole.slab_bytes && quarter.slab_bytes == whole.slab_bytes);
+        t_check (half.slot_bytes * 2 == whole.slot_bytes);
+        t_check (quarter.slot_bytes * 4 == whole.slot_bytes);
+        t_check (half.shard_bytes == whole.slab_bytes);
+        t_check (quarter.shard_bytes == 3 * whole.slab_bytes);
+        //  (a) and (c) Same tokens and bytes on every path
+        s_same (&whole, &half);
+        s_same (&whole, &quarter);
+        if (streq (modes [m].cold, "bf16"))
+            for (int k = 1; k < 4; k++)     //  Lossless: every run is the first
+                t_check (memcmp (whole.run [k].tokens, whole.run [0].tokens,
+                                 S_NEW * sizeof (uint64_t)) == 0);
+        if (processes && m == 0) {
+            //  The shard arena reaches actor processes too
+            s_result_t apart;
+            s_serve ("0.5", modes [m].cold, modes [m].stream, true, &apart);
+            t_check (apart.capacity == 2 * S_GPU_BLOCKS);
+            s_same (&whole, &apart);
+            s_result_fini (&apart);
+            printf ("F = 0.5 with the actors as processes: same tokens and KV\n");
+        }
+        printf ("cold %s, stream promotion %d: F = 1, 0.5, 0.25 hold %" PRIu64 ", %" PRIu64
+                ", %" PRIu64 " blocks in %" PRIu64 " slab bytes; tokens and KV identical\n",
+                modes [m].cold, modes [m].stream, whole.capacity, half.capacity,
+                quarter.capacity, whole.slab_bytes);
+        s_result_fini (&whole);
+        s_result_fini (&half);
+        s_result_fini (&quarter);
+    }
+    return T_EXIT_PASS;
+}
