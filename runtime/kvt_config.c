@@ -6,6 +6,7 @@
 */
 
 #include "kvt_classes.h"
+#include "kvt_layer_shard.h"
 
 extern const char kvt_default_cfg [];   //  Generated from configs/default.cfg
 
@@ -269,6 +270,14 @@ kvt_config_validate (const kvt_config_t *self, char *error, size_t error_size)
         snprintf (error, error_size, "config key 'model/kv_heads' must divide model/heads");
         return KVT_ECONFIG;
     }
+    double fraction;
+    const char *text = kvt_config_str (self, KVT_LAYER_SHARD_KEY);
+    if (kvt_layer_shard_parse (text, &fraction)) {
+        snprintf (error, error_size, "config key '%s' must be a number in (0, 1] (the share "
+                  "of each block's layers kept on the GPU; 1 = off), not '%s'",
+                  KVT_LAYER_SHARD_KEY, text);
+        return KVT_ECONFIG;
+    }
     return 0;
 }
 
@@ -316,6 +325,22 @@ kvt_config_test (bool verbose)
     assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
     assert (strstr (error, "kv_heads"));
     assert (kvt_config_load (config, "/nonexistent/kvtier.cfg", error, sizeof (error)) == -ENOENT);
+
+    //  Static layer sharding's fraction must be in (0, 1]; the error names it
+    kvt_config_set_option (config, "model/kv_heads=2", error, sizeof (error));
+    const char *bad_fractions [] = { "0", "1.5", "-0.5", "half", "0.5x", "nan", NULL };
+    for (const char **bad = bad_fractions; *bad; bad++) {
+        assert (kvt_config_set (config, KVT_LAYER_SHARD_KEY, *bad, error, sizeof (error)) == 0);
+        error [0] = 0;
+        assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
+        assert (strstr (error, "tier_gpu/layer_fraction") && strstr (error, *bad));
+    }
+    assert (kvt_config_set_option (config, "tier_gpu/layer_fraction=0.25", error,
+                                   sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == 0);
+    assert (kvt_config_set_option (config, "tier_gpu/layer_fraction=1.0", error,
+                                   sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == 0);
 
     //  Save and reload round-trips
     kvt_config_set_option (config, "model/kv_heads=2", error, sizeof (error));

@@ -2,9 +2,9 @@
 #  SPDX-License-Identifier: Apache-2.0
 """The benches run end to end on a small case and report what they promise.
 
-`kvtier bench host` and `kvtier bench nvme` are how the project's figures are
-measured (tools/bench/RESULTS.md), but they only run by hand: this keeps them
-from rotting. It checks that each runs, prints JSON, that every figure it must
+`kvtier bench host`, `kvtier bench nvme` and `kvtier bench shard` are how the
+project's figures are measured (tools/bench/RESULTS.md), but they only run by
+hand: this keeps them from rotting. It checks that each runs, prints JSON, that every figure it must
 report is there with a positive value beside a positive same-run baseline and
 the ratio of the two, and that a bad option is a usage error (exit 2). It
 asserts nothing about speed: speed is what the benches measure, not what a
@@ -83,10 +83,25 @@ def main():
                         "sizes"], work)
         figures(report, ["store_read_64k_direct_gbps", "store_write_64k_direct_gbps"],
                 "bench nvme")
+        #  Static layer sharding: F = 1 then F = 0.5, one runtime each,
+        #  the same tokens out of both
+        report = bench(["shard", "--prompt", "64", "--new", "4", "--fractions", "0.5"], work)
+        figures(report, ["f0.5_ttft_computed_ms", "f0.5_ttft_gpu_hit_ms",
+                         "f0.5_decode_per_token_ms"], "bench shard")
+        notes = report["notes"]
+        if notes.get("F=0.5 outputs") != "identical to F=1 (all 3 requests)":
+            fail(f"bench shard: outputs at F = 0.5 not noted identical: {notes}")
+        if "4/8 layers on GPU" not in notes.get("F=0.5 tier_gpu", "") or \
+                "2.00x F=1" not in notes.get("F=0.5 tier_gpu", ""):
+            fail(f"bench shard: F = 0.5 does not keep 4/8 layers in 2x the blocks: {notes}")
+        if "MiB/step" not in notes.get("F=0.5 host read", ""):
+            fail(f"bench shard: no host read note: {notes}")
         if os.listdir(work):
             fail(f"the benches left files behind in {work}: {os.listdir(work)}")
     for bad in (["host", "--blocks", "0"], ["host", "--block-kib", "96"],
-                ["host", "--qd", "-1"]):
+                ["host", "--qd", "-1"], ["shard", "--fractions", "1.5"],
+                ["shard", "--fractions", "0"], ["shard", "--new", "1"],
+                ["shard", "-o", "tier_gpu/capcity=3"]):
         run = subprocess.run([KVTIER, "bench"] + bad, capture_output=True, text=True,
                              timeout=60)
         if run.returncode != 2:

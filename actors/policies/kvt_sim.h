@@ -28,7 +28,11 @@
     tier holds capacity / f blocks, every GPU hit streams (1 - f) of its
     bytes host->GPU under the prefill, and every new block writes (1 - f)
     of its bytes GPU->host. Host space for those layers is assumed
-    reserved apart from the host tier.
+    reserved apart from the host tier. Live, the same F is the config key
+    tier_gpu/layer_fraction (runtime/kvt_layer_shard.h). The simulator
+    charges the host-held part once per request, into TTFT; it does not
+    model the per-token decode cost of reading those layers over PCIe at
+    every step (measured by `kvtier bench shard`).
 @discuss
     Calibration file (JSON, one flat object of numbers; every key optional,
     unknown keys are refused so a typo is not silently ignored):

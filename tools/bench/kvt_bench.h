@@ -65,5 +65,6 @@ int kvt_bench_transfer_main (int argc, char **argv);   //  host<->GPU block move
 int kvt_bench_nvme_main (int argc, char **argv);       //  tier_nvme vs raw io_uring
 int kvt_bench_host_main (int argc, char **argv);       //  host tier vs memcpy
 int kvt_bench_model_main (int argc, char **argv);      //  GPU model: prefill, batching, streaming
+int kvt_bench_shard_main (int argc, char **argv);      //  layer sharding: TTFT, decode vs F = 1
 
 #endif

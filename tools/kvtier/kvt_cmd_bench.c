@@ -23,6 +23,7 @@ static const s_bench_t s_benches [] = {
     { "nvme",     kvt_bench_nvme_main,     "tier_nvme block I/O vs raw io_uring O_DIRECT" },
     { "host",     kvt_bench_host_main,     "prefix promotion host/NVMe -> GPU vs memcpy and raw io_uring" },
     { "model",    kvt_bench_model_main,    "8B-shaped GPU model: prefill vs cuBLAS, decode batching, streamed prefix (CUDA build)" },
+    { "shard",    kvt_bench_shard_main,    "static layer sharding (tier_gpu/layer_fraction): TTFT and decode vs F = 1" },
     { NULL, NULL, NULL }
 };
 

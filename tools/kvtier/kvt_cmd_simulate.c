@@ -17,6 +17,9 @@
                   [--out PREFIX]          writes PREFIX.csv and PREFIX.svg
     TRACE defaults to $KVT_SOURCE_DIR/../shared/traces/mooncake_conversation.jsonl.
     Every run replays the trace through the real policy code (kvt_sim).
+    --gpu-layer-fraction F models the live key tier_gpu/layer_fraction
+    (static layer sharding, issue #5): the host-held layers are charged
+    once per request into TTFT, not per decoded token.
 @end
 */
 
@@ -53,7 +56,11 @@ s_usage (FILE *out)
         "         [--gpu-layer-fraction F] [--calibration FILE] [--requests N] [--json]\n"
         "       kvtier replay --list-policies\n"
         "       kvtier replay [TRACE] --curve [--policy ..] [--capacities C,C,..] [--out PREFIX]\n"
-        "  Capacities are in blocks of %d tokens. Policies may be plugin:/path/to.so.\n",
+        "  Capacities are in blocks of %d tokens. Policies may be plugin:/path/to.so.\n"
+        "  --gpu-layer-fraction F: static layer sharding, F in (0, 1] the share of each\n"
+        "  block's layers kept on the GPU (the live key tier_gpu/layer_fraction). The\n"
+        "  simulator charges the host-held part once per request, into TTFT; it does not\n"
+        "  model the per-token decode cost of reading it (kvtier bench shard measures it).\n",
         KVT_TRACE_BLOCK_TOKENS);
 }
 
