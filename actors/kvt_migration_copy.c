@@ -25,6 +25,19 @@ kvt_migration_cold_bytes (self_t *self, size_t count)
     return (uint64_t) count * block;
 }
 
+//  The kernels' slot lists: 'from_slots' then 'to_slots' in one array of
+//  2 x count int64 (freed by the caller), so they upload as one copy.
+static int64_t *
+s_slot_pairs (const uint64_t *from_slots, const uint64_t *to_slots, size_t count)
+{
+    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+    for (size_t k = 0; k < count; k++) {
+        slots [k] = (int64_t) from_slots [k];
+        slots [count + k] = (int64_t) to_slots [k];
+    }
+    return slots;
+}
+
 //  Fill the fp8 kernel's arguments for blocks moving 'from' the GPU
 //  (quantize) or from the host (dequantize); the scales live in the host
 //  slots, right after the payload. With layer sharding (#5) a GPU-tier
@@ -253,11 +266,7 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
     if (count == 0)
         return 0;
     kvt_migration_copy_t *copy = self->gpu_copy;
-    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
-    for (size_t k = 0; k < count; k++) {
-        slots [k] = (int64_t) from_slots [k];
-        slots [count + k] = (int64_t) to_slots [k];
-    }
+    int64_t *slots = s_slot_pairs (from_slots, to_slots, count);
     //  The GPU tier's part: the whole block unless the layers are sharded
     size_t bytes = kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]);
     kvt_block_copy_args_t args = {
@@ -301,11 +310,7 @@ s_fp8_queue (self_t *self, int from, const uint64_t *from_slots, const uint64_t 
     if (count == 0)
         return 0;
     kvt_migration_copy_t *copy = self->gpu_copy;
-    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
-    for (size_t k = 0; k < count; k++) {
-        slots [k] = (int64_t) from_slots [k];
-        slots [count + k] = (int64_t) to_slots [k];
-    }
+    int64_t *slots = s_slot_pairs (from_slots, to_slots, count);
     int64_t *d_slots = NULL;
     int rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), copy->stream)
              == cudaSuccess? 0: KVT_ECUDA;
@@ -338,11 +343,7 @@ s_fp8_ref (self_t *self, int from, const uint64_t *from_slots, const uint64_t *t
 {
     if (count == 0)
         return 0;
-    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
-    for (size_t k = 0; k < count; k++) {
-        slots [k] = (int64_t) from_slots [k];
-        slots [count + k] = (int64_t) to_slots [k];
-    }
+    int64_t *slots = s_slot_pairs (from_slots, to_slots, count);
     int rc = 0;
     for (int part = 0; rc == 0 && part < (self->gpu_shard? 2: 1); part++) {
         kvt_fp8_args_t args;

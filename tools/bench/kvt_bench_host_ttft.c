@@ -76,9 +76,6 @@
 #include "kvt_bench.h"
 #include "kvt_bench_host_raw.h"
 #include "kvt_bench_host_ttft.h"
-#ifdef KVT_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 #define S_TENANT "bench-host-ttft"  //  Tenant of every request
 #define S_MAX_STORE_MIB 192         //  Larger prefixes are computed, not STOREd (the
@@ -151,18 +148,6 @@ s_median_field (const s_config_run_t *runs, int run_count, int count, size_t off
     double median = kvt_bench_median (values, (size_t) (count * run_count));
     free (values);
     return median;
-}
-
-//  Is there a CUDA device to run the 8B shape on?
-static bool
-s_have_gpu (void)
-{
-#ifdef KVT_WITH_CUDA
-    int devices = 0;
-    return cudaGetDeviceCount (&devices) == cudaSuccess && devices > 0;
-#else
-    return false;
-#endif
 }
 
 //  Bytes of one block of 'shape'.
@@ -476,7 +461,7 @@ s_config_run (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
 int
 kvt_bench_host_ttft_run (const kvt_bench_host_ttft_opts_t *opts)
 {
-    const s_shape_t *shape = s_have_gpu ()? &s_shape_8b: &s_shape_tiny;
+    const s_shape_t *shape = kvt_runtime_gpu_count () > 0? &s_shape_8b: &s_shape_tiny;
     size_t block_bytes = s_block_bytes (shape);
     int prefix_mib = opts->prefix_mib? opts->prefix_mib: shape->prefix_mib;
     size_t fresh = (size_t) (opts->fresh? opts->fresh: shape->fresh);

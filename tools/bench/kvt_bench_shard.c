@@ -58,9 +58,6 @@
 #include "kvt_actors.h"
 #include "kvt_layer_shard.h"
 #include "kvt_bench.h"
-#ifdef KVT_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
 
 #define S_TENANT "bench-shard"      //  Tenant of every request
 #define S_MAX_FRACTIONS 8           //  Fractions after the baseline, at most
@@ -140,18 +137,6 @@ s_usage (FILE *out)
         "  decoded each time; TTFT and decode per token beside F = 1. Defaults: the 8B\n"
         "  shape with a CUDA device (4096 / 256), else a tiny CPU shape (256 / 16).\n",
         S_MAX_FRACTIONS);
-}
-
-//  Is there a CUDA device to run the 8B shape on?
-static bool
-s_have_gpu (void)
-{
-#ifdef KVT_WITH_CUDA
-    int devices = 0;
-    return cudaGetDeviceCount (&devices) == cudaSuccess && devices > 0;
-#else
-    return false;
-#endif
 }
 
 //  Parse "0.5,0.25" into opts->fractions after the baseline. 0 or -EINVAL.
@@ -488,7 +473,7 @@ kvt_bench_shard_main (int argc, char **argv)
         s_usage (stderr);
         return 2;
     }
-    const s_shape_t *shape = s_have_gpu ()? &s_shape_8b: &s_shape_tiny;
+    const s_shape_t *shape = kvt_runtime_gpu_count () > 0? &s_shape_8b: &s_shape_tiny;
     if (!opts.prompt)
         opts.prompt = shape->prompt;
     if (!opts.fresh)
