@@ -129,6 +129,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
                               : max_batch);
     self->prefill_chunk = (size_t) (prefill_chunk < 1? 1: prefill_chunk);
     self->cuda_graph = kvt_config_int (config, "compute/cuda_graph") != 0;
+    self->shard_staging = kvt_config_int (config, "compute/shard_staging") != 0;
     const char *layer_major = kvt_config_str (config, "compute/layer_major");
     self->layer_major = streq (layer_major, "off")? KVT_MODEL_CUDA_LAYER_MAJOR_OFF
                       : streq (layer_major, "always")? KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS
@@ -295,8 +296,10 @@ s_self_start (void *self_ptr)
     self->gpu_layers = (int) (kvt_arena_block_bytes (self->arena) / slice_bytes);
 #ifdef KVT_WITH_CUDA
     if (self->gpu_model && self->shard_arena) {
-        //  Layers past gpu_layers: attention reads them from the mapped
-        //  host shard over PCIe, every step (#5)
+        //  Layers past gpu_layers live in the mapped host shard (#5):
+        //  prefill reads them in place over PCIe; decode copies each one's
+        //  slices to the device ahead of its layer (compute/shard_staging)
+        //  or reads them in place too
         if (kvt_arena_block_count (self->shard_arena)
             < kvt_arena_block_count (self->arena) + self->spare_count
         ||  kvt_model_cuda_set_layer_shard (self->gpu_model, self->gpu_layers,
@@ -307,9 +310,11 @@ s_self_start (void *self_ptr)
                            shard_bytes);
             return KVT_ECONFIG;
         }
+        kvt_model_cuda_set_shard_staging (self->gpu_model, self->shard_staging);
         kvt_log_info ("compute: %d of %d layers of each block on the GPU, the rest read "
-                      "from host memory (tier_gpu/layer_fraction)", self->gpu_layers,
-                      self->shape.layers);
+                      "from host memory (tier_gpu/layer_fraction; decode staging %s)",
+                      self->gpu_layers, self->shape.layers,
+                      self->shard_staging? "on": "off");
     }
 #endif
     return 0;

@@ -39,6 +39,8 @@ typedef struct {
     size_t max_batch;               //  Sequences in flight at most
     size_t prefill_chunk;           //  Prompt tokens per loop turn
     bool cuda_graph;                //  GPU: decode steps replay as CUDA graphs
+    bool shard_staging;             //  GPU, layer shard: decode stages host-held layers
+                                    //  on the device (compute/shard_staging, #5)
     int layer_major;                //  GPU: compute/layer_major (kvt_model_cuda_layer_major_t)
     bool host_fp8;                  //  migration/cold_dtype = fp8: host slots hold FP8 forms
     kvt_model_t *model;             //  CPU model; NULL until START or on a GPU

@@ -267,17 +267,29 @@ void
 //  layers [gpu_layers, layers) of every block of the slab in 'shard'
 //  instead, block b's at shard + b x shard_bytes (a contiguous run of
 //  layer slices), mapped pinned host memory the device reaches (e.g. a
-//  registered arena): prefill and decode write and read those layers'
-//  K/V there over PCIe every step, streamed host copies (and FP8
+//  registered arena): prefill writes and reads those layers' K/V there
+//  over PCIe, decode writes its new K/V there and (staging, the default:
+//  kvt_model_cuda_set_shard_staging) reads copies of each layer's slices
+//  made ahead of it on the copy engines, streamed host copies (and FP8
 //  dequantization) land there, and the slab's blocks need hold only
 //  layers [0, gpu_layers) (block_bytes of the begin calls at least that).
 //  Every block id, spares included, needs its shard block. gpu_layers =
 //  layers turns it off. Set it before the first sequence is begun.
-//  Returns 0 or -EINVAL (gpu_layers outside [1, layers], a shard that is
-//  NULL, not 16-byte aligned, or blocks too small or not a multiple of 16).
+//  Returns 0, -EINVAL (gpu_layers outside [1, layers], a shard that is
+//  NULL, not 16-byte aligned, or blocks too small or not a multiple of 16)
+//  or KVT_ECUDA (no staging stream or events).
 int
     kvt_model_cuda_set_layer_shard (kvt_model_cuda_t *self, int gpu_layers, void *shard,
                                     size_t shard_bytes);
+
+//  Decode steps of a sharded model (compute/shard_staging, #5): 'on' (the
+//  default) copies each host-held layer's slices of the step's blocks
+//  into a device ring on a copy stream, a layer or two ahead of compute,
+//  and attention reads them there (such steps run eagerly, not as CUDA
+//  graphs); off, attention reads the shard in place over PCIe. Same
+//  tokens and KV bytes either way.
+void
+    kvt_model_cuda_set_shard_staging (kvt_model_cuda_t *self, bool on);
 
 //  As kvt_model_generate, over a device slab of equal blocks of
 //  'block_bytes' at 'slab': 'slots' has one block id per full block of the

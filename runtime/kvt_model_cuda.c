@@ -50,8 +50,9 @@
     and kvt_model_cuda_decode are a launch and a finish back to back, so
     they return after the stream drained. A decode step replays as a CUDA
     graph (kvt_model_cuda_graph.c) unless graphs are off
-    (KVT_CUDA_GRAPH=0, kvt_model_cuda_set_graphs); the prefill slice runs
-    eagerly. Not thread-safe: a model and
+    (KVT_CUDA_GRAPH=0, kvt_model_cuda_set_graphs) or it stages a layer
+    shard's host-held layers (kvt_model_cuda_seq.c); the prefill slice
+    runs eagerly. Not thread-safe: a model and
     its sequences belong to one thread.
     Files: this one (weights, the model's life, the forward pass of a
     chunk of rows and sampling; kvt_model_cuda_supports in both builds),
@@ -166,6 +167,7 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
     self->graph_on = !(graphs && streq (graphs, "0"));
     self->layer_major = KVT_MODEL_CUDA_LAYER_MAJOR_GATED;
     self->gpu_layers = shape->layers;      //  No layer shard until set
+    self->stage_on = true;                  //  Decode stages host-held layers
     if (ok) {
         self->embed = s_tensor_new (self, vocab * hidden, 0, 0.0f, sqrtf (3.0f));
         self->final_norm = s_tensor_new (self, hidden, 1, 1.0f, 0.1f);
@@ -277,7 +279,18 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
         cudaStreamSynchronize (self->stream);
     if (self->copy_stream)
         cudaStreamSynchronize (self->copy_stream);
+    if (self->stage_stream)
+        cudaStreamSynchronize (self->stage_stream);
     kvt_model_cuda_graph_purge (self);
+    for (int l = 0; self->stage_ready && l < self->shape.layers; l++)
+        if (self->stage_ready [l])
+            cudaEventDestroy (self->stage_ready [l]);
+    free (self->stage_ready);
+    for (int k = 0; k < KVT_MODEL_CUDA_STAGE_RING; k++)
+        if (self->stage_free [k])
+            cudaEventDestroy (self->stage_free [k]);
+    if (self->stage_start)
+        cudaEventDestroy (self->stage_start);
     for (int l = 0; self->layer && l < self->shape.layers; l++) {
         kvt_model_cuda_layer_t *layer = &self->layer [l];
         void *tensors [] = { layer->attn_norm, layer->w_qkv, layer->wo, layer->mlp_norm,
@@ -290,7 +303,8 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
                          self->x, self->xn, self->qkv, self->q, self->att,
                          self->gate_up, self->act, self->logits, self->d_rows,
                          self->d_argmax, self->d_table, self->workspace,
-                         self->cublas_workspace, self->x_lm, self->d_rows_lm };
+                         self->cublas_workspace, self->x_lm, self->d_rows_lm,
+                         self->stage, self->d_stage_table };
     for (size_t k = 0; k < sizeof (buffers) / sizeof (buffers [0]); k++)
         if (buffers [k])
             cudaFree (buffers [k]);
@@ -304,6 +318,10 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
         cudaStreamDestroy (self->stream);
     if (self->copy_stream)
         cudaStreamDestroy (self->copy_stream);
+    if (self->stage_stream)
+        cudaStreamDestroy (self->stage_stream);
+    free (self->h_stage_table);
+    free (self->stage_src);
     free (self->layer);
     free (self->h_rows);
     free (self->h_table);
@@ -351,10 +369,41 @@ kvt_model_cuda_set_layer_shard (kvt_model_cuda_t *self, int gpu_layers, void *sh
     &&  (!shard || (uintptr_t) shard % 16 || shard_bytes % 16
          || shard_bytes < (size_t) (shape->layers - gpu_layers) * layer_bytes))
         return -EINVAL;
+    //  Decode staging's stream and events, made once
+    int rc = 0;
+    if (gpu_layers < shape->layers && !self->stage_ready) {
+        rc = kvt_model_cuda_check (cudaStreamCreateWithFlags (&self->stage_stream,
+                                                              cudaStreamNonBlocking),
+                                   "staging stream");
+        self->stage_ready = (cudaEvent_t *) kvt_zmalloc ((size_t) shape->layers
+                                                         * sizeof (cudaEvent_t));
+        for (int l = 0; rc == 0 && l < shape->layers; l++)
+            rc = kvt_model_cuda_check (cudaEventCreateWithFlags (&self->stage_ready [l],
+                                                                 cudaEventDisableTiming),
+                                       "staging event");
+        for (int k = 0; rc == 0 && k < KVT_MODEL_CUDA_STAGE_RING; k++)
+            rc = kvt_model_cuda_check (cudaEventCreateWithFlags (&self->stage_free [k],
+                                                                 cudaEventDisableTiming),
+                                       "staging event");
+        if (rc == 0)
+            rc = kvt_model_cuda_check (cudaEventCreateWithFlags (&self->stage_start,
+                                                                 cudaEventDisableTiming),
+                                       "staging event");
+    }
+    if (rc)
+        return rc;                  //  The rest is freed by kvt_model_cuda_destroy
     self->gpu_layers = gpu_layers;
     self->shard = gpu_layers < shape->layers? (char *) shard: NULL;
     self->shard_bytes = gpu_layers < shape->layers? shard_bytes: 0;
     return 0;
+}
+
+//  Stage the shard's layers in decode steps, or read them in place (kvt_model.h).
+void
+kvt_model_cuda_set_shard_staging (kvt_model_cuda_t *self, bool on)
+{
+    assert (self);
+    self->stage_on = on;
 }
 
 //  --------------------------------------------------------------------------
@@ -449,6 +498,24 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
         .rows = rows, .layer = 0, .heads = shape->heads, .kv_heads = shape->kv_heads,
         .head_dim = shape->head_dim, .block_tokens = shape->block_tokens };
     KVT_MODEL_CUDA_TRY (kvt_model_qkv (&qkv, self->stream));
+    //  A staged host-held layer (decode, compute/shard_staging): its new
+    //  K/V went to the shard above (kept there), and goes to its staging
+    //  slice too once the copy landed; attention reads the ring buffer
+    //  through the staging table
+    const bool staged = decode && kvt_model_cuda_staged (self, l);
+    int32_t *block_table = self->d_table;
+    if (staged) {
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stream,
+                                                                       self->stage_ready [l], 0),
+                                                  "wait for a staged layer"));
+        layer_base = kvt_model_cuda_stage_base (self, l);
+        stride = (size_t) 2 * shape->kv_heads * head_bytes;
+        block_table = self->d_stage_table;
+        qkv.slab = layer_base;
+        qkv.block_bytes = (int64_t) stride;
+        qkv.dest_block = self->d_stage_table + self->stage_dest_at;
+        KVT_MODEL_CUDA_TRY (kvt_model_qkv (&qkv, self->stream));
+    }
     const char *k_base = layer_base;
     const char *v_base = k_base + (int64_t) shape->kv_heads * head_bytes;
     if (decode) {
@@ -460,7 +527,7 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
         kvt_paged_attention_args_t attn = {
             .dtype = KVT_KDTYPE_BF16, .q = self->q, .k = k_base, .v = v_base,
             .block_stride_bytes = (int64_t) stride, .head_stride_bytes = head_bytes,
-            .token_stride_bytes = shape->head_dim * 2, .block_table = self->d_table,
+            .token_stride_bytes = shape->head_dim * 2, .block_table = block_table,
             .seq_lens = KVT_MODEL_CUDA_SEQLEN (rows_idx), .out = self->att,
             .seqs = rows,
             .heads = shape->heads, .kv_heads = shape->kv_heads,
@@ -473,6 +540,10 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
         attn.workspace = self->workspace;
         attn.workspace_bytes = self->workspace_bytes;
         KVT_MODEL_CUDA_TRY (kvt_paged_attention (&attn, self->stream));
+        if (staged)                 //  Its ring buffer may take layer l + stage_ring
+            KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaEventRecord (
+                self->stage_free [(l - self->gpu_layers) % self->stage_ring],
+                self->stream), "staged layer read"));
     }
     else {
         kvt_paged_prefill_args_t attn = {
@@ -546,12 +617,22 @@ kvt_model_cuda_forward (kvt_model_cuda_t *self, int rows, bool decode, void *sla
                         const cudaEvent_t *layer_ready)
 {
     int rc;
+    const int layers = self->shape.layers;
+    const bool staging = decode && kvt_model_cuda_staged (self, layers - 1);
+    //  Staging: the first stage_ring host-held layers' copies go at once
+    //  (they run under layers [0, gpu_layers)), each later one as
+    //  attention frees its ring buffer: up to stage_ring - 1 layers ahead
+    const int ring = self->stage_ring;
+    for (int l = self->gpu_layers; staging && l < layers && l < self->gpu_layers + ring; l++)
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_layer (self, l));
     KVT_MODEL_CUDA_TRY (s_embed (self, self->x, self->d_rows, rows,
                                  decode? KVT_MODEL_CUDA_DECODE_ROWS: KVT_MODEL_CUDA_CHUNK));
-    for (int l = 0; l < self->shape.layers; l++) {
+    for (int l = 0; l < layers; l++) {
         KVT_MODEL_CUDA_TRY (s_layer_wait (self, layer_ready, l));
         KVT_MODEL_CUDA_TRY (s_layer (self, l, self->x, self->d_rows, rows, decode, slab,
                                      block_bytes, table_len, seq_len));
+        if (staging && l >= self->gpu_layers && l + ring < layers)
+            KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_layer (self, l + ring));
     }
     return 0;
 }

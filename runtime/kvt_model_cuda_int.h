@@ -34,6 +34,10 @@
 #define KVT_MODEL_CUDA_CHUNK        512     //  Rows of every prefill GEMM (padded)
 #define KVT_MODEL_CUDA_DECODE_ROWS  KVT_MODEL_MAX_BATCH     //  Rows of every decode GEMM
                                                             //  (padded)
+#define KVT_MODEL_CUDA_STAGE_RING   8       //  Most host-held layers staged at once in a
+                                            //  decode step (copies run up to 7 ahead)
+#define KVT_MODEL_CUDA_STAGE_BYTES  (256u << 20)    //  The ring's size, unless that leaves
+                                                    //  it under 2 layers (then 2)
 #define KVT_MODEL_CUDA_LAYER_MAJOR_ROWS 16384   //  Most rows of one layer-major slice
                                                 //  (a gated run's first prefill slice;
                                                 //  a multiple of KVT_MODEL_CUDA_CHUNK)
@@ -135,6 +139,29 @@ struct _kvt_model_cuda_t {
     char *shard;                    //  Layers [gpu_layers, layers) of every block, in
                                     //  mapped pinned host memory, or NULL
     size_t shard_bytes;             //  Bytes between the shard's blocks
+    //  Decode staging of the shard's layers (compute/shard_staging, #5):
+    //  each host-held layer's slices of a step's blocks are copied into a
+    //  ring of device buffers on stage_stream, ahead of the layer
+    bool stage_on;                  //  Stage (default); false: read the shard in place
+    bool stage_active;              //  The decode step being queued stages its layers
+    cudaStream_t stage_stream;      //  The staging copies run on this stream
+    void *stage;                    //  stage_ring layer buffers of stage_count block
+                                    //  slices each (device)
+    int stage_ring;                 //  Buffers of the ring in the step being queued
+    size_t stage_bytes;             //  Bytes of 'stage'
+    size_t stage_count;             //  Staged blocks of the step being queued
+    int64_t *stage_src;             //  [stage_count] shard slot of each staging index
+    size_t stage_src_cap;           //  Entries stage_src holds
+    int32_t *d_stage_table;         //  The step's table as staging indices [rows x
+                                    //  table_len], then each row's dest index [DECODE_ROWS]
+    size_t d_stage_table_bytes;     //  Bytes of d_stage_table
+    int32_t *h_stage_table;         //  Host staging of d_stage_table
+    size_t h_stage_table_cap;       //  Entries h_stage_table holds
+    int stage_dest_at;              //  Offset of the dest indices in d_stage_table
+    cudaEvent_t *stage_ready;       //  [layers] layer l's slices landed in the ring
+    cudaEvent_t stage_free [KVT_MODEL_CUDA_STAGE_RING];
+                                    //  Attention has read ring buffer k
+    cudaEvent_t stage_start;        //  The step's tables are staged (stage_stream waits)
     kvt_model_cuda_graph_t graph [KVT_MODEL_CUDA_GRAPHS];   //  Graphs kept
     uint64_t graph_clock;           //  Graph launches so far (LRU stamp)
     uint64_t graph_captures;        //  Graphs captured and instantiated
@@ -175,8 +202,9 @@ struct _kvt_model_cuda_seq_t {
 
 //  Where layer 'l''s slices of a slab's blocks lie: block b's at the
 //  address returned + b x *stride, in the slab ('slab', 'block_bytes'
-//  apart) for l < gpu_layers, else in the layer shard (issue #5: read and
-//  written there over PCIe, every step). A layer's slice is [K,V]
+//  apart) for l < gpu_layers, else in the layer shard (issue #5: written
+//  there over PCIe, and read there too except by a staged decode step:
+//  kvt_model_cuda_staged). A layer's slice is [K,V]
 //  [kv_head][token][head_dim].
 static inline char *
 kvt_model_cuda_layer_base (const kvt_model_cuda_t *self, void *slab, size_t block_bytes, int l,
@@ -191,6 +219,14 @@ kvt_model_cuda_layer_base (const kvt_model_cuda_t *self, void *slab, size_t bloc
     }
     *stride = self->shard_bytes;
     return self->shard + (size_t) (l - self->gpu_layers) * layer_bytes;
+}
+
+//  True when the decode step being queued reads host-held layer 'l' from
+//  the staging ring instead of the shard (kvt_model_cuda_seq.c).
+static inline bool
+kvt_model_cuda_staged (const kvt_model_cuda_t *self, int l)
+{
+    return self->stage_active && self->shard && l >= self->gpu_layers;
 }
 
 //  Evaluate 'expr' into the caller's 'rc' and return it from the caller
@@ -275,6 +311,24 @@ int
 int
     kvt_model_cuda_graph_decode (kvt_model_cuda_t *self, int rows, void *slab,
                                  size_t block_bytes, int table_len, int splits);
+
+//  Queue on stage_stream the copy of host-held layer 'l''s slices of the
+//  step's staged blocks into ring buffer (l - gpu_layers) % stage_ring, after
+//  attention freed it, then record stage_ready [l] (kvt_model_cuda_seq.c).
+//  Returns 0 or KVT_ECUDA.
+int
+    kvt_model_cuda_stage_layer (kvt_model_cuda_t *self, int l);
+
+//  Ring buffer of host-held layer 'l' (device).
+static inline char *
+kvt_model_cuda_stage_base (const kvt_model_cuda_t *self, int l)
+{
+    const kvt_model_shape_t *shape = &self->shape;
+    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
+                             * shape->head_dim * 2;
+    return (char *) self->stage + (size_t) ((l - self->gpu_layers) % self->stage_ring)
+                                  * self->stage_count * layer_bytes;
+}
 
 //  Destroy every graph kept (kvt_model_cuda_destroy).
 void
