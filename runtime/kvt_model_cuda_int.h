@@ -38,6 +38,8 @@
                                             //  decode step (copies run up to 7 ahead)
 #define KVT_MODEL_CUDA_STAGE_BYTES  (256u << 20)    //  The ring's size, unless that leaves
                                                     //  it under 2 layers (then 2)
+#define KVT_MODEL_CUDA_STAGE_MAX_BYTES (1ull << 30) //  A step whose 2-layer ring would pass
+                                                    //  this reads the shard in place
 #define KVT_MODEL_CUDA_LAYER_MAJOR_ROWS 16384   //  Most rows of one layer-major slice
                                                 //  (a gated run's first prefill slice;
                                                 //  a multiple of KVT_MODEL_CUDA_CHUNK)
@@ -144,6 +146,7 @@ struct _kvt_model_cuda_t {
     //  ring of device buffers on stage_stream, ahead of the layer
     bool stage_on;                  //  Stage (default); false: read the shard in place
     bool stage_active;              //  The decode step being queued stages its layers
+    bool stage_skip_logged;         //  A step too large to stage was logged once
     cudaStream_t stage_stream;      //  The staging copies run on this stream
     void *stage;                    //  stage_ring layer buffers of stage_count block
                                     //  slices each (device)

@@ -748,10 +748,37 @@ kvt_model_cuda_stage_layer (kvt_model_cuda_t *self, int l)
 //  the model stages its shard's layers: a step's copies read other shard
 //  slots every step (its blocks), so a graph's memcpy nodes would need a
 //  re-capture per step; those steps run eagerly (compute/shard_staging).
+//  Whether this decode step stages its host-held layers: staging is on
+//  and a ring of two layers of the step's blocks stays within
+//  KVT_MODEL_CUDA_STAGE_MAX_BYTES. A batch of long contexts past that
+//  (64 sequences of 256 blocks of the 8B shape: 1 GiB a layer) reads the
+//  shard in place, as compute/shard_staging = 0 does, rather than take
+//  device memory the tiers and the model were sized without.
+static bool
+s_stage_step (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count)
+{
+    if (!self->shard || !self->stage_on)
+        return false;
+    const kvt_model_shape_t *shape = &self->shape;
+    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
+                             * shape->head_dim * 2;
+    size_t count = 0;
+    for (size_t s = 0; s < seq_count; s++)
+        count += seqs [s]->table_len;
+    if (2 * count * layer_bytes <= KVT_MODEL_CUDA_STAGE_MAX_BYTES)
+        return true;
+    if (!self->stage_skip_logged)
+        kvt_log_warn ("model: a decode step of %zu blocks reads its host-held layers in "
+                      "place: staging them would take %zu MiB", count,
+                      (2 * count * layer_bytes) >> 20);
+    self->stage_skip_logged = true;
+    return false;
+}
+
 static int
 s_decode_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count)
 {
-    const bool staging = self->shard && self->stage_on;
+    const bool staging = s_stage_step (self, seqs, seq_count);
     if (self->graph_on && !staging)
         return s_decode_graph_queue (self, seqs, seq_count);
     size_t table_len = 1, longest = 1;
