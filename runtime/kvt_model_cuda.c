@@ -57,7 +57,8 @@
     Files: this one (weights, the model's life, the forward pass of a
     chunk of rows and sampling; kvt_model_cuda_supports in both builds),
     kvt_model_cuda_seq.c (sequences, steps, kvt_model_cuda_generate),
-    kvt_model_cuda_graph.c (decode steps as graphs), kvt_model_cuda_test.c
+    kvt_model_cuda_graph.c (decode steps as graphs), kvt_model_cuda_stage.c
+    (a layer-sharded model's decode staging), kvt_model_cuda_test.c
     (the selftest); kvt_model_cuda_int.h holds
     what they share.
 @end

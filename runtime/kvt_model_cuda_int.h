@@ -315,9 +315,31 @@ int
     kvt_model_cuda_graph_decode (kvt_model_cuda_t *self, int rows, void *slab,
                                  size_t block_bytes, int table_len, int splits);
 
+//  Copy 'bytes' of pageable host memory at 'src' to device 'dst' on the
+//  model's stream, in pieces small enough that the call never waits for
+//  the device (kvt_model_cuda_seq.c). Returns 0 once queued, or KVT_ECUDA.
+int
+    kvt_model_cuda_upload (kvt_model_cuda_t *self, void *dst, const void *src, size_t bytes,
+                           const char *what);
+
+//  Decode staging of a sharded model's host-held layers
+//  (kvt_model_cuda_stage.c, compute/shard_staging). Whether the decode
+//  step over 'seqs' stages them: staging on, and a ring of two layers of
+//  its blocks within KVT_MODEL_CUDA_STAGE_MAX_BYTES.
+bool
+    kvt_model_cuda_stage_step (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
+                               size_t seq_count);
+
+//  Set up the staging of the decode step just staged by s_decode_stage
+//  ('rows' rows of 'table_len' entries in h_table): staging indices,
+//  d_stage_table, the ring's size, stage_start. Returns 0 or an error.
+int
+    kvt_model_cuda_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
+                                  size_t seq_count, size_t rows, size_t table_len);
+
 //  Queue on stage_stream the copy of host-held layer 'l''s slices of the
 //  step's staged blocks into ring buffer (l - gpu_layers) % stage_ring, after
-//  attention freed it, then record stage_ready [l] (kvt_model_cuda_seq.c).
+//  attention freed it, then record stage_ready [l] (kvt_model_cuda_stage.c).
 //  Returns 0 or KVT_ECUDA.
 int
     kvt_model_cuda_stage_layer (kvt_model_cuda_t *self, int l);

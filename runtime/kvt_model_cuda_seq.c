@@ -84,14 +84,24 @@ kvt_model_cuda_stage_table (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
     int rc = s_table_reserve (self, seq->table_len);
     if (rc)
         return rc;
-    const size_t table_bytes = seq->table_len * sizeof (int32_t);
-    for (size_t at = 0; at < table_bytes; at += S_PAGEABLE_PIECE) {
-        size_t bytes = table_bytes - at < S_PAGEABLE_PIECE? table_bytes - at: S_PAGEABLE_PIECE;
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync ((char *) self->d_table + at,
-                                                                   (char *) seq->table + at,
-                                                                   bytes,
+    return kvt_model_cuda_upload (self, self->d_table, seq->table,
+                                  seq->table_len * sizeof (int32_t), "table");
+}
+
+//  Copy 'bytes' of pageable host memory at 'src' to 'dst' on the model's
+//  stream, in pieces of S_PAGEABLE_PIECE. Returns 0 once queued.
+int
+kvt_model_cuda_upload (kvt_model_cuda_t *self, void *dst, const void *src, size_t bytes,
+                       const char *what)
+{
+    int rc;
+    for (size_t at = 0; at < bytes; at += S_PAGEABLE_PIECE) {
+        size_t piece = bytes - at < S_PAGEABLE_PIECE? bytes - at: S_PAGEABLE_PIECE;
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync ((char *) dst + at,
+                                                                   (const char *) src + at,
+                                                                   piece,
                                                                    cudaMemcpyHostToDevice,
-                                                                   self->stream), "table"));
+                                                                   self->stream), what));
     }
     return 0;
 }
@@ -599,186 +609,10 @@ s_decode_graph_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
                                         seqs [0]->block_bytes, (int) table_len, (int) splits);
 }
 
-//  --------------------------------------------------------------------------
-//  Decode staging of a sharded model's host-held layers (#5,
-//  compute/shard_staging). A step gives every block of its rows' tables
-//  a staging index (row by row; a block two rows share is staged twice)
-//  and d_stage_table maps the rows' tables and dest blocks to them; each
-//  host-held layer l's slices of those blocks are copied from the shard
-//  into ring buffer (l - gpu_layers) % stage_ring on stage_stream (2 to
-//  KVT_MODEL_CUDA_STAGE_RING buffers, as many as fit
-//  KVT_MODEL_CUDA_STAGE_BYTES), one strided
-//  cudaMemcpy2DAsync per run of consecutive shard slots (the copy
-//  engines; layer slices are whole 16-64 KiB rows), before stage_ready
-//  [l]. Layer l's attention waits on that event only; its K/V write goes
-//  to the shard (kept) and to the staged slice. The first stage_ring
-//  host-held layers are copied from the step's start (under the
-//  slab-held layers' compute), layer l + stage_ring once layer l's
-//  attention recorded its ring buffer free (kvt_model_cuda_forward).
-
-//  Make *buffer (pageable) hold 'entries' of 'size' bytes.
-static void
-s_host_reserve (void **buffer, size_t *cap, size_t entries, size_t size)
-{
-    if (entries > *cap) {
-        free (*buffer);
-        *buffer = kvt_zmalloc (entries * size);
-        *cap = entries;
-    }
-}
-
-//  Set up the staging of the decode step just staged by s_decode_stage
-//  ('rows' rows of 'table_len' entries in h_table): staging indices,
-//  d_stage_table, the ring's size, stage_start. Returns 0 or an error.
-static int
-s_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count,
-                 size_t rows, size_t table_len)
-{
-    int rc;
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
-                             * shape->head_dim * 2;
-    const size_t block_tokens = (size_t) shape->block_tokens;
-    size_t count = 0;
-    for (size_t s = 0; s < seq_count; s++)
-        count += seqs [s]->table_len;
-    const size_t entries = rows * table_len + KVT_MODEL_CUDA_DECODE_ROWS;
-    s_host_reserve ((void **) &self->h_stage_table, &self->h_stage_table_cap, entries,
-                    sizeof (int32_t));
-    s_host_reserve ((void **) &self->stage_src, &self->stage_src_cap, count, sizeof (int64_t));
-    int32_t *h = self->h_stage_table;
-    int32_t *dest = h + rows * table_len;
-    size_t at = 0;
-    for (size_t s = 0; s < rows; s++) {
-        int32_t *row = h + s * table_len;
-        for (size_t b = 0; b < table_len; b++)
-            row [b] = -1;
-        if (s >= seq_count)
-            continue;
-        const kvt_model_cuda_seq_t *seq = seqs [s];
-        for (size_t b = 0; b < seq->table_len; b++) {
-            self->stage_src [at] = seq->table [b];
-            row [b] = (int32_t) at++;
-        }
-        size_t pos = seq->token_count + seq->emitted - 1;
-        dest [s] = row [pos / block_tokens];
-    }
-    for (size_t s = seq_count; s < KVT_MODEL_CUDA_DECODE_ROWS; s++)
-        dest [s] = -1;              //  Rows past the batch write no K/V
-    self->stage_count = count;
-    self->stage_dest_at = (int) (rows * table_len);
-    //  As many buffers as KVT_MODEL_CUDA_STAGE_BYTES holds, 2 to RING
-    //  (no more than the host-held layers):
-    //  the copies keep the copy engines busy under the slab-held layers
-    //  (a ring of 3 left them idle there: 8.7 ms a token at F = 0.5)
-    size_t ring = KVT_MODEL_CUDA_STAGE_BYTES / (count * layer_bytes);
-    const size_t host_layers = (size_t) (shape->layers - self->gpu_layers);
-    ring = ring < 2? 2: ring > KVT_MODEL_CUDA_STAGE_RING? KVT_MODEL_CUDA_STAGE_RING: ring;
-    self->stage_ring = (int) (ring > host_layers? host_layers: ring);
-    //  Stream-ordered (no synchronize: kvt_model_cuda_regrow); the last
-    //  step's copies all landed before its compute passed them
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow (&self->stage, &self->stage_bytes,
-                                               (size_t) self->stage_ring * count * layer_bytes,
-                                               self->stream, "staging ring"));
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow ((void **) &self->d_stage_table,
-                                               &self->d_stage_table_bytes,
-                                               entries * sizeof (int32_t), self->stream,
-                                               "staging table"));
-    const size_t bytes = entries * sizeof (int32_t);
-    for (size_t off = 0; off < bytes; off += S_PAGEABLE_PIECE) {
-        size_t piece = bytes - off < S_PAGEABLE_PIECE? bytes - off: S_PAGEABLE_PIECE;
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpyAsync ((char *) self->d_stage_table
-                                                                   + off, (char *) h + off,
-                                                                   piece,
-                                                                   cudaMemcpyHostToDevice,
-                                                                   self->stream),
-                                                  "staging table"));
-    }
-    //  The copies start after everything queued so far: the ring and its
-    //  table exist, the last step's attention read the ring, and its K/V
-    //  writes reached the shard
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaEventRecord (self->stage_start, self->stream),
-                                              "staging start"));
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stage_stream,
-                                                                   self->stage_start, 0),
-                                              "staging start"));
-    self->stage_active = true;
-    return 0;
-}
-
-//  Queue the copy of host-held layer 'l' into its ring buffer (see
-//  kvt_model_cuda_int.h).
-int
-kvt_model_cuda_stage_layer (kvt_model_cuda_t *self, int l)
-{
-    int rc;
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
-                             * shape->head_dim * 2;
-    const int ring = (l - self->gpu_layers) % self->stage_ring;
-    if (l - self->gpu_layers >= self->stage_ring)
-        //  Layer l - RING's attention has read this buffer (recorded just now)
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stage_stream,
-                                                                       self->stage_free [ring],
-                                                                       0), "staging wait"));
-    char *dst = kvt_model_cuda_stage_base (self, l);
-    const char *src = self->shard + (size_t) (l - self->gpu_layers) * layer_bytes;
-    const int64_t *slot = self->stage_src;
-    for (size_t k = 0; k < self->stage_count; ) {
-        size_t end = k + 1;
-        while (end < self->stage_count && slot [end] == slot [end - 1] + 1)
-            end++;
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpy2DAsync (dst + k * layer_bytes,
-                                                                     layer_bytes,
-                                                                     src + (size_t) slot [k]
-                                                                     * self->shard_bytes,
-                                                                     self->shard_bytes,
-                                                                     layer_bytes, end - k,
-                                                                     cudaMemcpyHostToDevice,
-                                                                     self->stage_stream),
-                                                  "stage a layer"));
-        k = end;
-    }
-    return kvt_model_cuda_check (cudaEventRecord (self->stage_ready [l], self->stage_stream),
-                                 "staging event");
-}
-
-//  Queue one decode step over 'seq_count' checked sequences; the tokens
-//  land in h_sampled [1 ..]. As a CUDA graph unless graphs are off, or
-//  the model stages its shard's layers: a step's copies read other shard
-//  slots every step (its blocks), so a graph's memcpy nodes would need a
-//  re-capture per step; those steps run eagerly (compute/shard_staging).
-//  Whether this decode step stages its host-held layers: staging is on
-//  and a ring of two layers of the step's blocks stays within
-//  KVT_MODEL_CUDA_STAGE_MAX_BYTES. A batch of long contexts past that
-//  (64 sequences of 256 blocks of the 8B shape: 1 GiB a layer) reads the
-//  shard in place, as compute/shard_staging = 0 does, rather than take
-//  device memory the tiers and the model were sized without.
-static bool
-s_stage_step (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count)
-{
-    if (!self->shard || !self->stage_on)
-        return false;
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
-                             * shape->head_dim * 2;
-    size_t count = 0;
-    for (size_t s = 0; s < seq_count; s++)
-        count += seqs [s]->table_len;
-    if (2 * count * layer_bytes <= KVT_MODEL_CUDA_STAGE_MAX_BYTES)
-        return true;
-    if (!self->stage_skip_logged)
-        kvt_log_warn ("model: a decode step of %zu blocks reads its host-held layers in "
-                      "place: staging them would take %zu MiB", count,
-                      (2 * count * layer_bytes) >> 20);
-    self->stage_skip_logged = true;
-    return false;
-}
-
 static int
 s_decode_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count)
 {
-    const bool staging = s_stage_step (self, seqs, seq_count);
+    const bool staging = kvt_model_cuda_stage_step (self, seqs, seq_count);
     if (self->graph_on && !staging)
         return s_decode_graph_queue (self, seqs, seq_count);
     size_t table_len = 1, longest = 1;
@@ -800,7 +634,8 @@ s_decode_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_
         return rc;
     KVT_MODEL_CUDA_TRY (s_decode_stage (self, seqs, seq_count, seq_count, table_len));
     if (staging)
-        KVT_MODEL_CUDA_TRY (s_stage_prepare (self, seqs, seq_count, seq_count, table_len));
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_prepare (self, seqs, seq_count, seq_count,
+                                                          table_len));
     rc = kvt_model_cuda_forward (self, (int) seq_count, true, seqs [0]->slab,
                                  seqs [0]->block_bytes, (int) table_len, (int) longest, NULL);
     self->stage_active = false;
