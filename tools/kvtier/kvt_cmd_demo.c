@@ -130,12 +130,14 @@ kvt_cmd_demo (int argc, char **argv)
         printf ("\n  outputs identical with and without the cache: %s\n", same? "yes": "NO");
         if (cached.from_tier [0] + cached.from_tier [1] + cached.from_tier [2] > 0
         &&  uncached.wall_s > 0)
-            printf ("  prefill avoided: %.1f%% of blocks; TTFT p50 %.2f ms vs %.2f ms\n",
+            printf ("  prefill avoided: %.1f%% of blocks; TTFT p50 %.2f ms vs %.2f ms, "
+                    "mean %.2f ms vs %.2f ms\n",
                     100.0 * (double) (cached.from_tier [0] + cached.from_tier [1]
                                     + cached.from_tier [2])
                           / (double) (uncached.computed? uncached.computed: 1),
                     (double) kvt_replay_ttft_percentile (&cached, 50) / 1e3,
-                    (double) kvt_replay_ttft_percentile (&uncached, 50) / 1e3);
+                    (double) kvt_replay_ttft_percentile (&uncached, 50) / 1e3,
+                    kvt_replay_ttft_mean (&cached) / 1e3, kvt_replay_ttft_mean (&uncached) / 1e3);
         if (!same || cached.errors || uncached.errors)
             rc = -EPROTO;
         kvt_replay_result_fini (&uncached);

@@ -146,6 +146,15 @@ kvt_replay_ttft_percentile (const kvt_replay_result_t *result, double percentile
     return value;
 }
 
+double
+kvt_replay_ttft_mean (const kvt_replay_result_t *result)
+{
+    double sum = 0;
+    for (size_t k = 0; k < result->requests; k++)
+        sum += (double) result->ttft_us [k];
+    return result->requests? sum / (double) result->requests: 0.0;
+}
+
 static uint64_t
 s_counter (const kvt_replay_result_t *result, const char *key)
 {
@@ -213,6 +222,8 @@ kvt_replay_print_report (const char *title, const kvt_replay_result_t *r,
              s_counter (z, "tier_nvme.checksum_failures"));
     s_row_f ("TTFT p50 (ms)", (double) kvt_replay_ttft_percentile (r, 50) / 1e3, b,
              (double) kvt_replay_ttft_percentile (z, 50) / 1e3);
+    s_row_f ("TTFT mean (ms)", kvt_replay_ttft_mean (r) / 1e3, b,
+             kvt_replay_ttft_mean (z) / 1e3);
     s_row_f ("TTFT p99 (ms)", (double) kvt_replay_ttft_percentile (r, 99) / 1e3, b,
              (double) kvt_replay_ttft_percentile (z, 99) / 1e3);
     s_row_f ("wall time (s)", r->wall_s, b, z->wall_s);

@@ -48,6 +48,12 @@ void
 int64_t
     kvt_replay_ttft_percentile (const kvt_replay_result_t *result, double percentile);
 
+//  Mean TTFT in microseconds (0 without requests). Where a cache's hits
+//  fall on a minority of requests, the median does not see them; the mean
+//  carries every prefill the cache avoided.
+double
+    kvt_replay_ttft_mean (const kvt_replay_result_t *result);
+
 //  Print the report of one or two runs side by side ('baseline' may be NULL).
 void
     kvt_replay_print_report (const char *title, const kvt_replay_result_t *result,
