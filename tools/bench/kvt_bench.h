@@ -52,6 +52,14 @@ int
 double
     kvt_bench_median (double *values, size_t count);
 
+//  Benches that time the runtime (kvt_bench_start.c): start every actor
+//  in this process on 'config' (not kept); 'who' names the bench in the
+//  error. Returns the runtime, or NULL with the reason printed.
+typedef struct _kvt_config_t kvt_config_t;
+typedef struct _kvt_runtime_t kvt_runtime_t;
+kvt_runtime_t *
+    kvt_bench_runtime_start (const kvt_config_t *config, const char *who);
+
 #ifdef KVT_WITH_CUDA
 //  GPU benches (kvt_bench_kernels.c): fill 'bytes' of device memory with
 //  random bf16 in [-1, 1) drawn from 'seed'; exits on a CUDA failure.

@@ -196,15 +196,8 @@ kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvm
     kvt_runtime_t *runtime = NULL;
     if (rc)
         fprintf (stderr, "kvtier bench host: config: %s\n", error);
-    else {
-        runtime = kvt_runtime_new (config, kvt_actors_all ());
-        rc = kvt_runtime_start (runtime);
-        if (rc) {
-            fprintf (stderr, "kvtier bench host: runtime did not start: %s\n",
-                     kvt_strerror (rc));
-            kvt_runtime_destroy (&runtime);
-        }
-    }
+    else
+        runtime = kvt_bench_runtime_start (config, "kvtier bench host");
     kvt_config_destroy (&config);
     return runtime;
 }

@@ -232,13 +232,7 @@ s_start_runtime (const kvt_bench_host_ttft_opts_t *opts, const s_shape_t *shape,
         fprintf (stderr, "kvtier bench host --ttft: config: %s\n", error);
     else {
         *effective = kvt_runtime_nvme_layer_groups (config);
-        runtime = kvt_runtime_new (config, kvt_actors_all ());
-        rc = kvt_runtime_start (runtime);
-        if (rc) {
-            fprintf (stderr, "kvtier bench host --ttft: runtime did not start: %s\n",
-                     kvt_strerror (rc));
-            kvt_runtime_destroy (&runtime);
-        }
+        runtime = kvt_bench_runtime_start (config, "kvtier bench host --ttft");
     }
     kvt_config_destroy (&config);
     return runtime;

@@ -352,14 +352,8 @@ s_start_in_process (const char *tcp, const char *ipc)
     if (kvt_config_set (config, "scheduler/endpoint", tcp, error, sizeof (error))
     ||  kvt_config_set (config, "scheduler/ipc_endpoint", ipc, error, sizeof (error)))
         fprintf (stderr, "bench runtime: config: %s\n", error);
-    else {
-        runtime = kvt_runtime_new (config, kvt_actors_all ());
-        int rc = kvt_runtime_start (runtime);
-        if (rc) {
-            fprintf (stderr, "bench runtime: runtime did not start: %d\n", rc);
-            kvt_runtime_destroy (&runtime);
-        }
-    }
+    else
+        runtime = kvt_bench_runtime_start (config, "kvtier bench runtime");
     kvt_config_destroy (&config);
     return runtime;
 }

@@ -222,13 +222,9 @@ s_start_runtime (const s_opts_t *opts, const s_shape_t *shape, double fraction,
         fprintf (stderr, "kvtier bench shard: config: %s\n", error);
         return NULL;
     }
-    kvt_runtime_t *runtime = kvt_runtime_new (config, kvt_actors_all ());
-    int rc = kvt_runtime_start (runtime);
-    if (rc) {
-        fprintf (stderr, "kvtier bench shard: runtime (layer fraction %g) did not start: %s\n",
-                 fraction, kvt_strerror (rc));
-        kvt_runtime_destroy (&runtime);
-    }
+    char who [64];
+    snprintf (who, sizeof (who), "kvtier bench shard (layer fraction %g)", fraction);
+    kvt_runtime_t *runtime = kvt_bench_runtime_start (config, who);
     kvt_config_destroy (&config);
     return runtime;
 }
