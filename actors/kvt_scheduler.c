@@ -291,9 +291,8 @@ s_load_planned (job_t *job)
     void *kv = kvt_zmalloc (bytes + 1);
     //  memcpy, or cudaMemcpy when the GPU tier's slab is device memory;
     //  with layer sharding (#5) each block's other layers from the shard
-    const kvt_arena_t *shard = kvt_arena_find (KVT_LAYER_SHARD_ARENA);
     for (size_t k = 0; k < job->matched; k++)
-        if (kvt_layer_shard_read (self->gpu, shard, job->slots [k],
+        if (kvt_layer_shard_read (self->gpu, self->gpu_shard, job->slots [k],
                                   (char *) kv + k * self->block_bytes)) {
             kvt_log_error ("scheduler: LOAD could not copy a block from the GPU tier");
             kvt_actor_count (self->actor, "copy_errors", 1);
@@ -338,9 +337,8 @@ s_store_reserved (job_t *job)
     //  The request's bytes start at block kv_first; blocks before
     //  'matched' were cached already and keep their bytes
     const uint8_t *kv = (const uint8_t *) kvt_msg_bin (job->request, job->kv_field, NULL);
-    const kvt_arena_t *shard = kvt_arena_find (KVT_LAYER_SHARD_ARENA);     //  #5
     for (size_t k = job->matched; k < job->block_count; k++)
-        if (kvt_layer_shard_write (self->gpu, shard, job->slots [k],
+        if (kvt_layer_shard_write (self->gpu, self->gpu_shard, job->slots [k],
                                    kv + (k - job->kv_first) * self->block_bytes)) {
             kvt_log_error ("scheduler: STORE could not copy a block into the GPU tier");
             kvt_actor_count (self->actor, "copy_errors", 1);
@@ -687,6 +685,7 @@ s_self_start (void *self_ptr)
     if (rc)
         return rc;
     self->gpu = kvt_arena_find ("gpu");
+    self->gpu_shard = kvt_arena_find (KVT_LAYER_SHARD_ARENA);   //  NULL unless sharded (#5)
     if (!self->gpu)
         return -ENOENT;
     self->frontdoor = zsock_new (ZMQ_ROUTER);

@@ -76,6 +76,7 @@ struct _self_t {
     size_t block_bytes;             //  Bytes per block
     int vocab;                      //  Token ids are < vocab
     kvt_arena_t *gpu;               //  GPU slab, for STORE and LOAD bytes
+    kvt_arena_t *gpu_shard;         //  Its host-held layers (layer sharding, #5), or NULL
     size_t gpu_capacity;            //  Blocks in the GPU tier
     size_t gpu_admitted;            //  GPU blocks held by admitted jobs
     zlist_t *waiting;               //  Jobs waiting for GPU room, in arrival order
