@@ -297,9 +297,9 @@ s_self_start (void *self_ptr)
 #ifdef KVT_WITH_CUDA
     if (self->gpu_model && self->shard_arena) {
         //  Layers past gpu_layers live in the mapped host shard (#5):
-        //  prefill reads them in place over PCIe; decode copies each one's
-        //  slices to the device ahead of its layer (compute/shard_staging)
-        //  or reads them in place too
+        //  decode steps and prefill chunks copy each one's slices to the
+        //  device ahead of its layer (compute/shard_staging) or read them
+        //  in place over PCIe
         if (kvt_arena_block_count (self->shard_arena)
             < kvt_arena_block_count (self->arena) + self->spare_count
         ||  kvt_model_cuda_set_layer_shard (self->gpu_model, self->gpu_layers,
@@ -312,7 +312,7 @@ s_self_start (void *self_ptr)
         }
         kvt_model_cuda_set_shard_staging (self->gpu_model, self->shard_staging);
         kvt_log_info ("compute: %d of %d layers of each block on the GPU, the rest read "
-                      "from host memory (tier_gpu/layer_fraction; decode staging %s)",
+                      "from host memory (tier_gpu/layer_fraction; staging %s)",
                       self->gpu_layers, self->shape.layers,
                       self->shard_staging? "on": "off");
     }

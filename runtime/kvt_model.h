@@ -268,9 +268,10 @@ void
 //  instead, block b's at shard + b x shard_bytes (a contiguous run of
 //  layer slices), mapped pinned host memory the device reaches (e.g. a
 //  registered arena): prefill writes and reads those layers' K/V there
-//  over PCIe, decode writes its new K/V there and (staging, the default:
-//  kvt_model_cuda_set_shard_staging) reads copies of each layer's slices
-//  made ahead of it on the copy engines, streamed host copies (and FP8
+//  over PCIe, decode and prefill write their new K/V there and (staging,
+//  the default: kvt_model_cuda_set_shard_staging) read copies of each
+//  layer's slices made ahead of it on the copy engines (a layer-major
+//  prefill slice reads in place), streamed host copies (and FP8
 //  dequantization) land there, and the slab's blocks need hold only
 //  layers [0, gpu_layers) (block_bytes of the begin calls at least that).
 //  Every block id, spares included, needs its shard block. gpu_layers =
@@ -282,12 +283,13 @@ int
     kvt_model_cuda_set_layer_shard (kvt_model_cuda_t *self, int gpu_layers, void *shard,
                                     size_t shard_bytes);
 
-//  Decode steps of a sharded model (compute/shard_staging, #5): 'on' (the
-//  default) copies each host-held layer's slices of the step's blocks
-//  into a device ring on a copy stream, a layer or two ahead of compute,
-//  and attention reads them there (such steps run eagerly, not as CUDA
-//  graphs); off, attention reads the shard in place over PCIe. Same
-//  tokens and KV bytes either way.
+//  Decode steps and prefill chunks of a sharded model
+//  (compute/shard_staging, #5): 'on' (the default) copies each host-held
+//  layer's slices of the step's blocks into a device ring on a copy
+//  stream, up to 7 layers ahead of compute, and attention reads them
+//  there (such decode steps run eagerly, not as CUDA graphs); off,
+//  attention reads the shard in place over PCIe. Same tokens and KV
+//  bytes either way.
 void
     kvt_model_cuda_set_shard_staging (kvt_model_cuda_t *self, bool on);
 

@@ -58,7 +58,7 @@
     chunk of rows and sampling; kvt_model_cuda_supports in both builds),
     kvt_model_cuda_seq.c (sequences, steps, kvt_model_cuda_generate),
     kvt_model_cuda_graph.c (decode steps as graphs), kvt_model_cuda_stage.c
-    (a layer-sharded model's decode staging), kvt_model_cuda_test.c
+    (a layer-sharded model's staging), kvt_model_cuda_test.c
     (the selftest); kvt_model_cuda_int.h holds
     what they share.
 @end
@@ -499,11 +499,11 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
         .rows = rows, .layer = 0, .heads = shape->heads, .kv_heads = shape->kv_heads,
         .head_dim = shape->head_dim, .block_tokens = shape->block_tokens };
     KVT_MODEL_CUDA_TRY (kvt_model_qkv (&qkv, self->stream));
-    //  A staged host-held layer (decode, compute/shard_staging): its new
+    //  A staged host-held layer (compute/shard_staging): its new
     //  K/V went to the shard above (kept there), and goes to its staging
     //  slice too once the copy landed; attention reads the ring buffer
     //  through the staging table
-    const bool staged = decode && kvt_model_cuda_staged (self, l);
+    const bool staged = kvt_model_cuda_staged (self, l);
     int32_t *block_table = self->d_table;
     if (staged) {
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stream,
@@ -541,10 +541,6 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
         attn.workspace = self->workspace;
         attn.workspace_bytes = self->workspace_bytes;
         KVT_MODEL_CUDA_TRY (kvt_paged_attention (&attn, self->stream));
-        if (staged)                 //  Its ring buffer may take layer l + stage_ring
-            KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaEventRecord (
-                self->stage_free [(l - self->gpu_layers) % self->stage_ring],
-                self->stream), "staged layer read"));
     }
     else {
         kvt_paged_prefill_args_t attn = {
@@ -552,13 +548,17 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
             .q_start = KVT_MODEL_CUDA_QSTART (rows_idx),
             .k = k_base, .v = v_base, .block_stride_bytes = (int64_t) stride,
             .head_stride_bytes = head_bytes, .token_stride_bytes = shape->head_dim * 2,
-            .block_table = self->d_table, .seq_lens = KVT_MODEL_CUDA_SEQLEN (rows_idx),
+            .block_table = block_table, .seq_lens = KVT_MODEL_CUDA_SEQLEN (rows_idx),
             .out = self->att, .seqs = 1, .heads = shape->heads,
             .kv_heads = shape->kv_heads, .head_dim = shape->head_dim,
             .block_tokens = shape->block_tokens, .max_blocks_per_seq = table_len,
             .max_q_len = rows, .scale = 1.0f / sqrtf ((float) shape->head_dim) };
         KVT_MODEL_CUDA_TRY (kvt_paged_prefill (&attn, self->stream));
     }
+    if (staged)                     //  Its ring buffer may take layer l + stage_ring
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaEventRecord (
+            self->stage_free [(l - self->gpu_layers) % self->stage_ring],
+            self->stream), "staged layer read"));
     KVT_MODEL_CUDA_TRY (s_gemm (self, self->att, layer->wo, x, gemm_rows, hidden,
                                 self->q_dim, 1));
     norm.weight = layer->mlp_norm;
@@ -619,7 +619,7 @@ kvt_model_cuda_forward (kvt_model_cuda_t *self, int rows, bool decode, void *sla
 {
     int rc;
     const int layers = self->shape.layers;
-    const bool staging = decode && kvt_model_cuda_staged (self, layers - 1);
+    const bool staging = kvt_model_cuda_staged (self, layers - 1);
     //  Staging: the first stage_ring host-held layers' copies go at once
     //  (they run under layers [0, gpu_layers)), each later one as
     //  attention frees its ring buffer: up to stage_ring - 1 layers ahead

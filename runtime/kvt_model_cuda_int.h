@@ -145,7 +145,8 @@ struct _kvt_model_cuda_t {
     //  each host-held layer's slices of a step's blocks are copied into a
     //  ring of device buffers on stage_stream, ahead of the layer
     bool stage_on;                  //  Stage (default); false: read the shard in place
-    bool stage_active;              //  The decode step being queued stages its layers
+    bool stage_active;              //  The step being queued stages its layers
+    const cudaEvent_t *stage_wait;  //  Its layers' streamed-block events (NULL: none)
     bool stage_skip_logged;         //  A step too large to stage was logged once
     cudaStream_t stage_stream;      //  The staging copies run on this stream
     void *stage;                    //  stage_ring layer buffers of stage_count block
@@ -203,19 +204,25 @@ struct _kvt_model_cuda_seq_t {
     size_t host_fp8_slot_bytes;     //  Its host copies' FP8 slot stride (0: plain blocks)
 };
 
+//  Bytes of one layer's slice of a block: K and V of every KV head.
+static inline size_t
+kvt_model_cuda_layer_bytes (const kvt_model_cuda_t *self)
+{
+    const kvt_model_shape_t *shape = &self->shape;
+    return (size_t) 2 * shape->kv_heads * shape->block_tokens * shape->head_dim * 2;
+}
+
 //  Where layer 'l''s slices of a slab's blocks lie: block b's at the
 //  address returned + b x *stride, in the slab ('slab', 'block_bytes'
 //  apart) for l < gpu_layers, else in the layer shard (issue #5: written
-//  there over PCIe, and read there too except by a staged decode step:
+//  there over PCIe, and read there too except by a staged step:
 //  kvt_model_cuda_staged). A layer's slice is [K,V]
 //  [kv_head][token][head_dim].
 static inline char *
 kvt_model_cuda_layer_base (const kvt_model_cuda_t *self, void *slab, size_t block_bytes, int l,
                            size_t *stride)
 {
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
-                             * shape->head_dim * 2;
+    const size_t layer_bytes = kvt_model_cuda_layer_bytes (self);
     if (l < self->gpu_layers || !self->shard) {
         *stride = block_bytes;
         return (char *) slab + (size_t) l * layer_bytes;
@@ -224,8 +231,9 @@ kvt_model_cuda_layer_base (const kvt_model_cuda_t *self, void *slab, size_t bloc
     return self->shard + (size_t) (l - self->gpu_layers) * layer_bytes;
 }
 
-//  True when the decode step being queued reads host-held layer 'l' from
-//  the staging ring instead of the shard (kvt_model_cuda_seq.c).
+//  True when the step being queued (decode, or a prefill chunk) reads
+//  host-held layer 'l' from the staging ring instead of the shard
+//  (kvt_model_cuda_seq.c).
 static inline bool
 kvt_model_cuda_staged (const kvt_model_cuda_t *self, int l)
 {
@@ -337,6 +345,21 @@ int
     kvt_model_cuda_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
                                   size_t seq_count, size_t rows, size_t table_len);
 
+//  Whether a prefill chunk whose last row is token 'end' - 1 stages
+//  them: staging on, and a ring of two layers of the blocks before 'end'
+//  within KVT_MODEL_CUDA_STAGE_MAX_BYTES.
+bool
+    kvt_model_cuda_stage_prefill (kvt_model_cuda_t *self, size_t end);
+
+//  Set up the staging of the prefill chunk of 'seq' of 'rows' rows from
+//  token 'first' (the table's blocks before its end, its rows' K/V
+//  indices); layer l's copy waits for 'layer_ready' [l] (NULL: none).
+//  Returns 0 or an error.
+int
+    kvt_model_cuda_stage_prepare_prefill (kvt_model_cuda_t *self,
+                                          const kvt_model_cuda_seq_t *seq, size_t first,
+                                          size_t rows, const cudaEvent_t *layer_ready);
+
 //  Queue on stage_stream the copy of host-held layer 'l''s slices of the
 //  step's staged blocks into ring buffer (l - gpu_layers) % stage_ring, after
 //  attention freed it, then record stage_ready [l] (kvt_model_cuda_stage.c).
@@ -348,9 +371,7 @@ int
 static inline char *
 kvt_model_cuda_stage_base (const kvt_model_cuda_t *self, int l)
 {
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
-                             * shape->head_dim * 2;
+    const size_t layer_bytes = kvt_model_cuda_layer_bytes (self);
     return (char *) self->stage + (size_t) ((l - self->gpu_layers) % self->stage_ring)
                                   * self->stage_count * layer_bytes;
 }

@@ -505,10 +505,19 @@ s_prefill_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, size_t max_t
                                                                    * sizeof (int32_t),
                                                                    cudaMemcpyHostToDevice,
                                                                    self->stream), "stage"));
-        KVT_MODEL_CUDA_TRY (kvt_model_cuda_forward (self, (int) rows, false, seq->slab,
-                                                    seq->block_bytes, (int) seq->table_len,
-                                                    (int) (seq->pos + rows),
-                                                    seq->must_wait? seq->layer_ready: NULL));
+        const cudaEvent_t *ready = seq->must_wait? seq->layer_ready: NULL;
+        //  A sharded model copies the chunk's host-held layers up on the
+        //  copy engines (its blocks so far), as decode does, rather than
+        //  have attention read them over PCIe from every query tile
+        if (kvt_model_cuda_stage_prefill (self, seq->pos + rows))
+            KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_prepare_prefill (self, seq, seq->pos,
+                                                                      rows, ready));
+        rc = kvt_model_cuda_forward (self, (int) rows, false, seq->slab, seq->block_bytes,
+                                     (int) seq->table_len, (int) (seq->pos + rows), ready);
+        self->stage_active = false;
+        self->stage_wait = NULL;
+        if (rc)
+            return rc;
         seq->must_wait = false;     //  Later work on the stream comes after the waits
         seq->pos += rows;
         max_tokens -= rows;

@@ -1,32 +1,41 @@
 /*  =========================================================================
-    kvt_model_cuda_stage - decode staging of a layer-sharded GPU model
+    kvt_model_cuda_stage - staging of a layer-sharded GPU model
 
     SPDX-License-Identifier: Apache-2.0
     =========================================================================
 */
 /*
 @header
-    Decode staging of a sharded model's host-held layers (#5,
-    compute/shard_staging). A step gives every block of its rows' tables
-    a staging index (row by row; a block two rows share is staged twice)
-    and d_stage_table maps the rows' tables and dest blocks to them; each
-    host-held layer l's slices of those blocks are copied from the shard
-    into ring buffer (l - gpu_layers) % stage_ring on stage_stream (2 to
-    KVT_MODEL_CUDA_STAGE_RING buffers, as many as fit
-    KVT_MODEL_CUDA_STAGE_BYTES), one strided
-    cudaMemcpy2DAsync per run of consecutive shard slots (the copy
-    engines; layer slices are whole 16-64 KiB rows), before stage_ready
-    [l]. Layer l's attention waits on that event only; its K/V write goes
-    to the shard (kept) and to the staged slice. The first stage_ring
-    host-held layers are copied from the step's start (under the
-    slab-held layers' compute), layer l + stage_ring once layer l's
-    attention recorded its ring buffer free (kvt_model_cuda_forward).
+    Staging of a sharded model's host-held layers (#5,
+    compute/shard_staging), for decode steps and prefill chunks. A decode
+    step gives every block of its rows' tables a staging index (row by
+    row; a block two rows share is staged twice); a prefill chunk gives
+    its sequence's blocks before the chunk's end indices 0, 1, ... in
+    table order. d_stage_table maps the rows' tables and dest blocks to
+    them; each host-held layer l's slices of those blocks are copied from
+    the shard into ring buffer (l - gpu_layers) % stage_ring on
+    stage_stream (2 to KVT_MODEL_CUDA_STAGE_RING buffers, as many as fit
+    KVT_MODEL_CUDA_STAGE_BYTES), one strided cudaMemcpy2DAsync per run of
+    consecutive shard slots (the copy engines; layer slices are whole
+    16-64 KiB rows), before stage_ready [l]. Layer l's attention waits on
+    that event only; its K/V write goes to the shard (kept) and to the
+    staged slice. The first stage_ring host-held layers are copied from
+    the step's start (under the slab-held layers' compute), layer l +
+    stage_ring once layer l's attention recorded its ring buffer free
+    (kvt_model_cuda_forward). A prefill chunk whose cached blocks still
+    stream into the shard copies layer l after that layer's event.
+    Why prefill too: the paged prefill kernel reads each KV head's
+    slices once per query head of its group and per query tile (its grid
+    is tiles x heads), so in place
+    a hit 4K prompt at F = 0.5 read its host-held layers at a fraction of
+    the link's rate (TTFT 2.4x of F = 1); staged, each byte crosses once
+    at the copy engines' rate.
 @discuss
-    A step whose ring of two layers would pass
-    KVT_MODEL_CUDA_STAGE_MAX_BYTES (64 sequences of 256 blocks of the 8B
-    shape: 1 GiB a layer) reads the shard in place, as
-    compute/shard_staging = 0 does, rather than take device memory the
-    tiers and the model were sized without.
+    A step or chunk whose ring of two layers would pass
+    KVT_MODEL_CUDA_STAGE_MAX_BYTES (more than 8192 blocks of the 8B shape,
+    64 KiB a layer: 131K tokens in the batch or the prompt) reads the
+    shard in place, as compute/shard_staging = 0 does, rather than take
+    device memory the tiers and the model were sized without.
 @end
 */
 
@@ -45,16 +54,55 @@ s_host_reserve (void **buffer, size_t *cap, size_t entries, size_t size)
     }
 }
 
+//  Size the ring for 'count' staged blocks, upload the host table's
+//  'entries' and start the staging stream after what was queued so far;
+//  the stream also waits for layer l's 'layer_ready' (NULL: none) before
+//  copying layer l (blocks still streaming in). Returns 0 or an error.
+static int
+s_stage_commit (kvt_model_cuda_t *self, size_t entries, size_t count,
+                const cudaEvent_t *layer_ready)
+{
+    int rc;
+    const size_t layer_bytes = kvt_model_cuda_layer_bytes (self);
+    self->stage_count = count;
+    //  As many buffers as KVT_MODEL_CUDA_STAGE_BYTES holds, 2 to RING
+    //  (no more than the host-held layers):
+    //  the copies keep the copy engines busy under the slab-held layers
+    //  (a ring of 3 left them idle there: 8.7 ms a token at F = 0.5)
+    size_t ring = KVT_MODEL_CUDA_STAGE_BYTES / (count * layer_bytes);
+    const size_t host_layers = (size_t) (self->shape.layers - self->gpu_layers);
+    ring = ring < 2? 2: ring > KVT_MODEL_CUDA_STAGE_RING? KVT_MODEL_CUDA_STAGE_RING: ring;
+    self->stage_ring = (int) (ring > host_layers? host_layers: ring);
+    //  Stream-ordered (no synchronize: kvt_model_cuda_regrow); the last
+    //  step's copies all landed before its compute passed them
+    KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow (&self->stage, &self->stage_bytes,
+                                               (size_t) self->stage_ring * count * layer_bytes,
+                                               self->stream, "staging ring"));
+    KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow ((void **) &self->d_stage_table,
+                                               &self->d_stage_table_bytes,
+                                               entries * sizeof (int32_t), self->stream,
+                                               "staging table"));
+    KVT_MODEL_CUDA_TRY (kvt_model_cuda_upload (self, self->d_stage_table, self->h_stage_table,
+                                               entries * sizeof (int32_t), "staging table"));
+    //  The copies start after everything queued so far: the ring and its
+    //  table exist, the last step's attention read the ring, and its K/V
+    //  writes reached the shard
+    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaEventRecord (self->stage_start, self->stream),
+                                              "staging start"));
+    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stage_stream,
+                                                                   self->stage_start, 0),
+                                              "staging start"));
+    self->stage_wait = layer_ready;
+    self->stage_active = true;
+    return 0;
+}
+
 //  Set up the staging of a decode step (see kvt_model_cuda_int.h).
 int
 kvt_model_cuda_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
                               size_t seq_count, size_t rows, size_t table_len)
 {
-    int rc;
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
-                             * shape->head_dim * 2;
-    const size_t block_tokens = (size_t) shape->block_tokens;
+    const size_t block_tokens = (size_t) self->shape.block_tokens;
     size_t count = 0;
     for (size_t s = 0; s < seq_count; s++)
         count += seqs [s]->table_len;
@@ -81,37 +129,37 @@ kvt_model_cuda_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *cons
     }
     for (size_t s = seq_count; s < KVT_MODEL_CUDA_DECODE_ROWS; s++)
         dest [s] = -1;              //  Rows past the batch write no K/V
-    self->stage_count = count;
     self->stage_dest_at = (int) (rows * table_len);
-    //  As many buffers as KVT_MODEL_CUDA_STAGE_BYTES holds, 2 to RING
-    //  (no more than the host-held layers):
-    //  the copies keep the copy engines busy under the slab-held layers
-    //  (a ring of 3 left them idle there: 8.7 ms a token at F = 0.5)
-    size_t ring = KVT_MODEL_CUDA_STAGE_BYTES / (count * layer_bytes);
-    const size_t host_layers = (size_t) (shape->layers - self->gpu_layers);
-    ring = ring < 2? 2: ring > KVT_MODEL_CUDA_STAGE_RING? KVT_MODEL_CUDA_STAGE_RING: ring;
-    self->stage_ring = (int) (ring > host_layers? host_layers: ring);
-    //  Stream-ordered (no synchronize: kvt_model_cuda_regrow); the last
-    //  step's copies all landed before its compute passed them
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow (&self->stage, &self->stage_bytes,
-                                               (size_t) self->stage_ring * count * layer_bytes,
-                                               self->stream, "staging ring"));
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow ((void **) &self->d_stage_table,
-                                               &self->d_stage_table_bytes,
-                                               entries * sizeof (int32_t), self->stream,
-                                               "staging table"));
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_upload (self, self->d_stage_table, h,
-                                               entries * sizeof (int32_t), "staging table"));
-    //  The copies start after everything queued so far: the ring and its
-    //  table exist, the last step's attention read the ring, and its K/V
-    //  writes reached the shard
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaEventRecord (self->stage_start, self->stream),
-                                              "staging start"));
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stage_stream,
-                                                                   self->stage_start, 0),
-                                              "staging start"));
-    self->stage_active = true;
-    return 0;
+    return s_stage_commit (self, entries, count, NULL);
+}
+
+//  Set up the staging of a prefill chunk (see kvt_model_cuda_int.h):
+//  staging index b is table entry b, for the blocks that hold tokens
+//  before the chunk's end; the chunk's rows write their K/V to the
+//  indices of their blocks too.
+int
+kvt_model_cuda_stage_prepare_prefill (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq,
+                                      size_t first, size_t rows,
+                                      const cudaEvent_t *layer_ready)
+{
+    const size_t block_tokens = (size_t) self->shape.block_tokens;
+    const size_t count = (first + rows + block_tokens - 1) / block_tokens;
+    assert (rows > 0 && rows <= KVT_MODEL_CUDA_CHUNK && count <= seq->table_len);
+    const size_t entries = seq->table_len + KVT_MODEL_CUDA_CHUNK;
+    s_host_reserve ((void **) &self->h_stage_table, &self->h_stage_table_cap, entries,
+                    sizeof (int32_t));
+    s_host_reserve ((void **) &self->stage_src, &self->stage_src_cap, count, sizeof (int64_t));
+    int32_t *h = self->h_stage_table;
+    for (size_t b = 0; b < seq->table_len; b++) {
+        h [b] = b < count? (int32_t) b: -1;
+        if (b < count)
+            self->stage_src [b] = seq->table [b];
+    }
+    int32_t *dest = h + seq->table_len;
+    for (size_t r = 0; r < KVT_MODEL_CUDA_CHUNK; r++)
+        dest [r] = r < rows? (int32_t) ((first + r) / block_tokens): -1;
+    self->stage_dest_at = (int) seq->table_len;
+    return s_stage_commit (self, entries, count, layer_ready);
 }
 
 //  Queue the copy of host-held layer 'l' into its ring buffer (see
@@ -120,10 +168,12 @@ int
 kvt_model_cuda_stage_layer (kvt_model_cuda_t *self, int l)
 {
     int rc;
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
-                             * shape->head_dim * 2;
+    const size_t layer_bytes = kvt_model_cuda_layer_bytes (self);
     const int ring = (l - self->gpu_layers) % self->stage_ring;
+    if (self->stage_wait)           //  Layer l's blocks still stream into the shard
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stage_stream,
+                                                                       self->stage_wait [l], 0),
+                                                  "staging wait"));
     if (l - self->gpu_layers >= self->stage_ring)
         //  Layer l - RING's attention has read this buffer (recorded just now)
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stage_stream,
@@ -151,32 +201,42 @@ kvt_model_cuda_stage_layer (kvt_model_cuda_t *self, int l)
                                  "staging event");
 }
 
-//  Queue one decode step over 'seq_count' checked sequences; the tokens
-//  land in h_sampled [1 ..]. As a CUDA graph unless graphs are off, or
-//  the model stages its shard's layers: a step's copies read other shard
-//  slots every step (its blocks), so a graph's memcpy nodes would need a
-//  re-capture per step; those steps run eagerly (compute/shard_staging).
+//  Whether staging 'count' blocks fits: a ring of two layers within
+//  KVT_MODEL_CUDA_STAGE_MAX_BYTES (said once in the log when not).
+static bool
+s_stage_fits (kvt_model_cuda_t *self, size_t count, const char *what)
+{
+    if (!self->shard || !self->stage_on)
+        return false;
+    const size_t layer_bytes = kvt_model_cuda_layer_bytes (self);
+    if (2 * count * layer_bytes <= KVT_MODEL_CUDA_STAGE_MAX_BYTES)
+        return true;
+    if (!self->stage_skip_logged)
+        kvt_log_warn ("model: a %s of %zu blocks reads its host-held layers in place: "
+                      "staging them would take %zu MiB", what, count,
+                      (2 * count * layer_bytes) >> 20);
+    self->stage_skip_logged = true;
+    return false;
+}
+
 //  Whether this decode step stages its host-held layers (see
 //  kvt_model_cuda_int.h).
 bool
 kvt_model_cuda_stage_step (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count)
 {
-    if (!self->shard || !self->stage_on)
-        return false;
-    const kvt_model_shape_t *shape = &self->shape;
-    const size_t layer_bytes = (size_t) 2 * shape->kv_heads * shape->block_tokens
-                             * shape->head_dim * 2;
     size_t count = 0;
     for (size_t s = 0; s < seq_count; s++)
         count += seqs [s]->table_len;
-    if (2 * count * layer_bytes <= KVT_MODEL_CUDA_STAGE_MAX_BYTES)
-        return true;
-    if (!self->stage_skip_logged)
-        kvt_log_warn ("model: a decode step of %zu blocks reads its host-held layers in "
-                      "place: staging them would take %zu MiB", count,
-                      (2 * count * layer_bytes) >> 20);
-    self->stage_skip_logged = true;
-    return false;
+    return s_stage_fits (self, count, "decode step");
+}
+
+//  Whether a prefill chunk ending before token 'end' stages its
+//  host-held layers (see kvt_model_cuda_int.h).
+bool
+kvt_model_cuda_stage_prefill (kvt_model_cuda_t *self, size_t end)
+{
+    const size_t block_tokens = (size_t) self->shape.block_tokens;
+    return s_stage_fits (self, (end + block_tokens - 1) / block_tokens, "prefill chunk");
 }
 
 #endif
