@@ -267,11 +267,10 @@ void
 //  layers [gpu_layers, layers) of every block of the slab in 'shard'
 //  instead, block b's at shard + b x shard_bytes (a contiguous run of
 //  layer slices), mapped pinned host memory the device reaches (e.g. a
-//  registered arena): prefill writes and reads those layers' K/V there
-//  over PCIe, decode and prefill write their new K/V there and (staging,
-//  the default: kvt_model_cuda_set_shard_staging) read copies of each
-//  layer's slices made ahead of it on the copy engines (a layer-major
-//  prefill slice reads in place), streamed host copies (and FP8
+//  registered arena): decode and prefill write those layers' K/V there
+//  over PCIe and (staging, the default: kvt_model_cuda_set_shard_staging)
+//  read copies of each layer's slices made ahead of it on the copy
+//  engines, or read them in place, streamed host copies (and FP8
 //  dequantization) land there, and the slab's blocks need hold only
 //  layers [0, gpu_layers) (block_bytes of the begin calls at least that).
 //  Every block id, spares included, needs its shard block. gpu_layers =

@@ -659,6 +659,15 @@ kvt_model_cuda_forward_layer_major (kvt_model_cuda_t *self, int chunks, int last
     assert (from >= 0 && from < to && to <= self->shape.layers);
     const size_t x_bytes = (size_t) KVT_MODEL_CUDA_CHUNK * self->shape.hidden * 2;
     int rc;
+    //  Staging (a sharded model): the piece's first stage_ring host-held
+    //  layers' copies go at once, each later one as the layer stage_ring
+    //  before it freed its buffer (after every chunk's attention)
+    const bool staging = kvt_model_cuda_staged (self, to - 1);
+    const int ring = self->stage_ring;
+    const int first_staged = from > self->gpu_layers? from: self->gpu_layers;
+    const int dest_at = self->stage_dest_at;
+    for (int l = first_staged; staging && l < to && l < first_staged + ring; l++)
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_layer (self, l));
     for (int c = 0; c < chunks && from == 0; c++) {
         int rows = c == chunks - 1? last_rows: KVT_MODEL_CUDA_CHUNK;
         KVT_MODEL_CUDA_TRY (s_embed (self, (char *) self->x_lm + (size_t) c * x_bytes,
@@ -669,10 +678,14 @@ kvt_model_cuda_forward_layer_major (kvt_model_cuda_t *self, int chunks, int last
         KVT_MODEL_CUDA_TRY (s_layer_wait (self, layer_ready, l));
         for (int c = 0; c < chunks; c++) {
             int rows = c == chunks - 1? last_rows: KVT_MODEL_CUDA_CHUNK;
+            self->stage_dest_at = dest_at + c * KVT_MODEL_CUDA_CHUNK;
             KVT_MODEL_CUDA_TRY (s_layer (self, l, (char *) self->x_lm + (size_t) c * x_bytes,
                                          self->d_rows_lm + (size_t) c * KVT_MODEL_CUDA_ROWS_COUNT,
                                          rows, false, slab, block_bytes, table_len, 0));
         }
+        self->stage_dest_at = dest_at;
+        if (staging && l >= self->gpu_layers && l + ring < to)
+            KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_layer (self, l + ring));
     }
     return 0;
 }

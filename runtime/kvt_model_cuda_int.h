@@ -351,10 +351,11 @@ int
 bool
     kvt_model_cuda_stage_prefill (kvt_model_cuda_t *self, size_t end);
 
-//  Set up the staging of the prefill chunk of 'seq' of 'rows' rows from
-//  token 'first' (the table's blocks before its end, its rows' K/V
-//  indices); layer l's copy waits for 'layer_ready' [l] (NULL: none).
-//  Returns 0 or an error.
+//  Set up the staging of 'rows' prefill rows of 'seq' from token 'first'
+//  (a chunk, or a layer-major slice: chunk c's dest indices from
+//  stage_dest_at + c x KVT_MODEL_CUDA_CHUNK): the table's blocks before
+//  the rows' end, the rows' K/V indices; layer l's copy waits for
+//  'layer_ready' [l] (NULL: none). Returns 0 or an error.
 int
     kvt_model_cuda_stage_prepare_prefill (kvt_model_cuda_t *self,
                                           const kvt_model_cuda_seq_t *seq, size_t first,

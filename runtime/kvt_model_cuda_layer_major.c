@@ -97,11 +97,18 @@ kvt_model_cuda_prefill_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_seq_t
     const int to = from + per_step < layers? from + per_step: layers;
     //  Decode steps between the pieces stage their own tables
     KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_table (self, seq));
-    KVT_MODEL_CUDA_TRY (kvt_model_cuda_forward_layer_major (self, chunks, last_rows, from, to,
-                                                            seq->slab, seq->block_bytes,
-                                                            (int) seq->table_len,
-                                                            seq->must_wait? seq->layer_ready
-                                                                          : NULL));
+    //  So do they their staging: a sharded model's piece that reaches
+    //  host-held layers stages them for all its chunks at once
+    const cudaEvent_t *ready = seq->must_wait? seq->layer_ready: NULL;
+    if (to > self->gpu_layers && kvt_model_cuda_stage_prefill (self, seq->pos + rows))
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_prepare_prefill (self, seq, seq->pos, rows,
+                                                                  ready));
+    rc = kvt_model_cuda_forward_layer_major (self, chunks, last_rows, from, to, seq->slab,
+                                             seq->block_bytes, (int) seq->table_len, ready);
+    self->stage_active = false;
+    self->stage_wait = NULL;
+    if (rc)
+        return rc;
     seq->lm_next = to;
     if (to < layers)
         return 0;

@@ -23,7 +23,9 @@
     the step's start (under the slab-held layers' compute), layer l +
     stage_ring once layer l's attention recorded its ring buffer free
     (kvt_model_cuda_forward). A prefill chunk whose cached blocks still
-    stream into the shard copies layer l after that layer's event.
+    stream into the shard copies layer l after that layer's event. A
+    layer-major slice (kvt_model_cuda_layer_major.c) stages the layers of
+    each of its pieces once for all its chunks.
     Why prefill too: the paged prefill kernel reads each KV head's
     slices once per query head of its group and per query tile (its grid
     is tiles x heads), so in place
@@ -133,10 +135,11 @@ kvt_model_cuda_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *cons
     return s_stage_commit (self, entries, count, NULL);
 }
 
-//  Set up the staging of a prefill chunk (see kvt_model_cuda_int.h):
-//  staging index b is table entry b, for the blocks that hold tokens
-//  before the chunk's end; the chunk's rows write their K/V to the
-//  indices of their blocks too.
+//  Set up the staging of a prefill chunk or layer-major slice (see
+//  kvt_model_cuda_int.h): staging index b is table entry b, for the
+//  blocks that hold tokens before the rows' end; row i (chunk i /
+//  KVT_MODEL_CUDA_CHUNK's row i % KVT_MODEL_CUDA_CHUNK) writes its K/V
+//  to the index of its block too, at dest entry i.
 int
 kvt_model_cuda_stage_prepare_prefill (kvt_model_cuda_t *self, const kvt_model_cuda_seq_t *seq,
                                       size_t first, size_t rows,
@@ -144,8 +147,10 @@ kvt_model_cuda_stage_prepare_prefill (kvt_model_cuda_t *self, const kvt_model_cu
 {
     const size_t block_tokens = (size_t) self->shape.block_tokens;
     const size_t count = (first + rows + block_tokens - 1) / block_tokens;
-    assert (rows > 0 && rows <= KVT_MODEL_CUDA_CHUNK && count <= seq->table_len);
-    const size_t entries = seq->table_len + KVT_MODEL_CUDA_CHUNK;
+    const size_t dests = (rows + KVT_MODEL_CUDA_CHUNK - 1) / KVT_MODEL_CUDA_CHUNK
+                       * KVT_MODEL_CUDA_CHUNK;
+    assert (rows > 0 && rows <= KVT_MODEL_CUDA_LAYER_MAJOR_ROWS && count <= seq->table_len);
+    const size_t entries = seq->table_len + dests;
     s_host_reserve ((void **) &self->h_stage_table, &self->h_stage_table_cap, entries,
                     sizeof (int32_t));
     s_host_reserve ((void **) &self->stage_src, &self->stage_src_cap, count, sizeof (int64_t));
@@ -156,7 +161,7 @@ kvt_model_cuda_stage_prepare_prefill (kvt_model_cuda_t *self, const kvt_model_cu
             self->stage_src [b] = seq->table [b];
     }
     int32_t *dest = h + seq->table_len;
-    for (size_t r = 0; r < KVT_MODEL_CUDA_CHUNK; r++)
+    for (size_t r = 0; r < dests; r++)
         dest [r] = r < rows? (int32_t) ((first + r) / block_tokens): -1;
     self->stage_dest_at = (int) seq->table_len;
     return s_stage_commit (self, entries, count, layer_ready);
