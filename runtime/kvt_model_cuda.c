@@ -506,8 +506,18 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
     const bool staged = kvt_model_cuda_staged (self, l);
     int32_t *block_table = self->d_table;
     if (staged) {
+        //  In a graph's capture, the copy was queued outside it (ahead of
+        //  the launch): an external event node
+        enum cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+        if (self->stage_graph)
+            KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamIsCapturing (self->stream,
+                                                                             &capture),
+                                                      "capture status"));
+        const unsigned flags = capture == cudaStreamCaptureStatusActive
+                             ? cudaEventWaitExternal: cudaEventWaitDefault;
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaStreamWaitEvent (self->stream,
-                                                                       self->stage_ready [l], 0),
+                                                                       self->stage_ready [l],
+                                                                       flags),
                                                   "wait for a staged layer"));
         layer_base = kvt_model_cuda_stage_base (self, l);
         stride = (size_t) 2 * shape->kv_heads * head_bytes;
@@ -555,7 +565,7 @@ s_layer (kvt_model_cuda_t *self, int l, void *x, int32_t *rows_idx, int rows, bo
             .max_q_len = rows, .scale = 1.0f / sqrtf ((float) shape->head_dim) };
         KVT_MODEL_CUDA_TRY (kvt_paged_prefill (&attn, self->stream));
     }
-    if (staged)                     //  Its ring buffer may take layer l + stage_ring
+    if (staged && !self->stage_graph)   //  Its ring buffer may take layer l + stage_ring
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaEventRecord (
             self->stage_free [(l - self->gpu_layers) % self->stage_ring],
             self->stream), "staged layer read"));
@@ -619,7 +629,8 @@ kvt_model_cuda_forward (kvt_model_cuda_t *self, int rows, bool decode, void *sla
 {
     int rc;
     const int layers = self->shape.layers;
-    const bool staging = kvt_model_cuda_staged (self, layers - 1);
+    //  (A graph's staging queued every layer's copy before the graph)
+    const bool staging = kvt_model_cuda_staged (self, layers - 1) && !self->stage_graph;
     //  Staging: the first stage_ring host-held layers' copies go at once
     //  (they run under layers [0, gpu_layers)), each later one as
     //  attention frees its ring buffer: up to stage_ring - 1 layers ahead

@@ -21,10 +21,18 @@
     the same bits whatever the row count, and splits past a sequence's
     end add exact zeros, so the tokens and KV bytes equal the eager
     path's (kvt_model_cuda_test checks). A graph also holds the addresses
-    of d_table and the workspace: when one moved (they only grow), the
+    of d_table and the workspace (and a staged step's ring and staging
+    table): when one moved (they only grow), the
     step is re-captured and put into the graph's exec by
     cudaGraphExecUpdate (instantiated again if that fails). At most
     KVT_MODEL_CUDA_GRAPHS graphs are kept, the least recently used goes.
+    A layer-sharded model's staged step (kvt_model_cuda_stage.c) is a
+    graph too, with staged and its ring's blocks per layer in the key:
+    the copies of its host-held layers (copy engines, other slots every
+    step) are queued outside the graph before its launch, one ring
+    buffer per layer, and the graph waits on each layer's event through
+    an external event node; nothing queued outside waits on the graph's
+    progress, so no ring buffer is reused within a step.
     Capture is thread-local; cuBLAS runs on its own set workspace (set at
     model creation) so captured and eager GEMMs pick the same algorithm.
     If a capture fails, graphs are turned off for the model (logged once)
@@ -92,14 +100,17 @@ kvt_model_cuda_graph_decode (kvt_model_cuda_t *self, int rows, void *slab, size_
         kvt_model_cuda_graph_t *graph = &self->graph [k];
         if (graph->exec && graph->rows == rows && graph->table_len == table_len
         &&  graph->splits == splits && graph->slab == slab
-        &&  graph->block_bytes == block_bytes) {
+        &&  graph->block_bytes == block_bytes && graph->staged == self->stage_active
+        &&  (!graph->staged || graph->stage_count == self->stage_count)) {
             entry = graph;
             break;
         }
         if (!victim || (victim->exec && (!graph->exec || graph->used < victim->used)))
             victim = graph;
     }
-    if (!entry || entry->d_table != self->d_table || entry->workspace != self->workspace) {
+    if (!entry || entry->d_table != self->d_table || entry->workspace != self->workspace
+    ||  (entry->staged && (entry->stage != self->stage
+                           || entry->d_stage_table != self->d_stage_table))) {
         cudaGraph_t graph;
         rc = s_capture (self, rows, slab, block_bytes, table_len, splits, &graph);
         if (rc) {
@@ -144,6 +155,10 @@ kvt_model_cuda_graph_decode (kvt_model_cuda_t *self, int rows, void *slab, size_
         entry->block_bytes = block_bytes;
         entry->d_table = self->d_table;
         entry->workspace = self->workspace;
+        entry->staged = self->stage_active;
+        entry->stage_count = self->stage_count;
+        entry->stage = self->stage;
+        entry->d_stage_table = self->d_stage_table;
     }
     entry->used = ++self->graph_clock;
     return kvt_model_cuda_check (cudaGraphLaunch (entry->exec, self->stream), "graph launch");

@@ -40,6 +40,8 @@
                                                     //  it under 2 layers (then 2)
 #define KVT_MODEL_CUDA_STAGE_MAX_BYTES (1ull << 30) //  A step whose 2-layer ring would pass
                                                     //  this reads the shard in place
+#define KVT_MODEL_CUDA_STAGE_GRAPH_BYTES (512u << 20)   //  Most bytes of a graph's ring
+                                                        //  (every host-held layer)
 #define KVT_MODEL_CUDA_LAYER_MAJOR_ROWS 16384   //  Most rows of one layer-major slice
                                                 //  (a gated run's first prefill slice;
                                                 //  a multiple of KVT_MODEL_CUDA_CHUNK)
@@ -72,6 +74,10 @@ typedef struct {
     size_t block_bytes;             //  Key: bytes between its blocks
     int32_t *d_table;               //  d_table when captured (stale once it moved)
     void *workspace;                //  Split-KV workspace when captured
+    bool staged;                    //  Key: waits on the staging of host-held layers
+    size_t stage_count;             //  Key: its ring's blocks per layer
+    void *stage;                    //  Its ring and staging table when captured
+    int32_t *d_stage_table;
     uint64_t used;                  //  graph_clock at its last launch
 } kvt_model_cuda_graph_t;
 
@@ -146,6 +152,7 @@ struct _kvt_model_cuda_t {
     //  ring of device buffers on stage_stream, ahead of the layer
     bool stage_on;                  //  Stage (default); false: read the shard in place
     bool stage_active;              //  The step being queued stages its layers
+    bool stage_graph;               //  It is a graph's: every layer's copy queued ahead
     const cudaEvent_t *stage_wait;  //  Its layers' streamed-block events (NULL: none)
     bool stage_skip_logged;         //  A step too large to stage was logged once
     cudaStream_t stage_stream;      //  The staging copies run on this stream
@@ -153,8 +160,10 @@ struct _kvt_model_cuda_t {
                                     //  slices each (device)
     int stage_ring;                 //  Buffers of the ring in the step being queued
     size_t stage_bytes;             //  Bytes of 'stage'
-    size_t stage_count;             //  Staged blocks of the step being queued
-    int64_t *stage_src;             //  [stage_count] shard slot of each staging index
+    size_t stage_count;             //  Blocks a ring buffer holds in the step being queued
+    size_t stage_blocks;            //  Its staged blocks (stage_count, or fewer in a
+                                    //  graph's step: the buffers' size is in its key)
+    int64_t *stage_src;             //  [stage_blocks] shard slot of each staging index
     size_t stage_src_cap;           //  Entries stage_src holds
     int32_t *d_stage_table;         //  The step's table as staging indices [rows x
                                     //  table_len], then each row's dest index [DECODE_ROWS]
@@ -340,10 +349,21 @@ bool
 
 //  Set up the staging of the decode step just staged by s_decode_stage
 //  ('rows' rows of 'table_len' entries in h_table): staging indices,
-//  d_stage_table, the ring's size, stage_start. Returns 0 or an error.
+//  d_stage_table, the ring's size, stage_start. 'graph': the step runs
+//  as a CUDA graph, which cannot hold copies whose slots change every
+//  step: the ring then has a buffer for every host-held layer, of a
+//  rounded-up block count (the graph's key, so a graph serves many
+//  steps), and every layer's copy is queued here, ahead of the graph
+//  that waits on their events. Returns 0 or an error.
 int
     kvt_model_cuda_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
-                                  size_t seq_count, size_t rows, size_t table_len);
+                                  size_t seq_count, size_t rows, size_t table_len, bool graph);
+
+//  Whether the decode step over 'seqs' can stage as a graph: a buffer
+//  for each host-held layer within KVT_MODEL_CUDA_STAGE_GRAPH_BYTES.
+bool
+    kvt_model_cuda_stage_graph_fits (const kvt_model_cuda_t *self,
+                                     kvt_model_cuda_seq_t *const *seqs, size_t seq_count);
 
 //  Whether a prefill chunk whose last row is token 'end' - 1 stages
 //  them: staging on, and a ring of two layers of the blocks before 'end'

@@ -589,11 +589,12 @@ s_decode_stage (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_
 //  Queue one decode step over 'seq_count' checked sequences as a CUDA
 //  graph (kvt_model_cuda_graph.c): rows, table width and splits rounded
 //  up to powers of two (the graph's key); rows past the batch write no
-//  K/V (dest block -1) and read none (length 0). The tokens land in
-//  h_sampled [1 ..].
+//  K/V (dest block -1) and read none (length 0). 'staging': a sharded
+//  model's host-held layers are copied ahead of the graph, which waits
+//  on each layer's copy. The tokens land in h_sampled [1 ..].
 static int
 s_decode_graph_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
-                      size_t seq_count)
+                      size_t seq_count, bool staging)
 {
     const size_t block_tokens = (size_t) self->shape.block_tokens;
     size_t table_len = 1, longest = 1;
@@ -614,16 +615,24 @@ s_decode_graph_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
     if (rc)
         return rc;
     KVT_MODEL_CUDA_TRY (s_decode_stage (self, seqs, seq_count, rows, table_len));
-    return kvt_model_cuda_graph_decode (self, (int) rows, seqs [0]->slab,
-                                        seqs [0]->block_bytes, (int) table_len, (int) splits);
+    if (staging)
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_prepare (self, seqs, seq_count, rows,
+                                                          table_len, true));
+    rc = kvt_model_cuda_graph_decode (self, (int) rows, seqs [0]->slab, seqs [0]->block_bytes,
+                                      (int) table_len, (int) splits);
+    self->stage_active = false;
+    self->stage_graph = false;
+    return rc;
 }
 
 static int
 s_decode_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_t seq_count)
 {
     const bool staging = kvt_model_cuda_stage_step (self, seqs, seq_count);
-    if (self->graph_on && !staging)
-        return s_decode_graph_queue (self, seqs, seq_count);
+    //  A staging step is a graph's too where a buffer for every host-held
+    //  layer fits; larger ones run eagerly, their copies in a ring
+    if (self->graph_on && (!staging || kvt_model_cuda_stage_graph_fits (self, seqs, seq_count)))
+        return s_decode_graph_queue (self, seqs, seq_count, staging);
     size_t table_len = 1, longest = 1;
     for (size_t s = 0; s < seq_count; s++) {
         const kvt_model_cuda_seq_t *seq = seqs [s];
@@ -644,7 +653,7 @@ s_decode_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs, size_
     KVT_MODEL_CUDA_TRY (s_decode_stage (self, seqs, seq_count, seq_count, table_len));
     if (staging)
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_prepare (self, seqs, seq_count, seq_count,
-                                                          table_len));
+                                                          table_len, false));
     rc = kvt_model_cuda_forward (self, (int) seq_count, true, seqs [0]->slab,
                                  seqs [0]->block_bytes, (int) table_len, (int) longest, NULL);
     self->stage_active = false;

@@ -56,29 +56,60 @@ s_host_reserve (void **buffer, size_t *cap, size_t entries, size_t size)
     }
 }
 
-//  Size the ring for 'count' staged blocks, upload the host table's
-//  'entries' and start the staging stream after what was queued so far;
-//  the stream also waits for layer l's 'layer_ready' (NULL: none) before
-//  copying layer l (blocks still streaming in). Returns 0 or an error.
+//  Blocks of each ring buffer of a graph's step that stages 'count':
+//  rounded up to a quarter of the next power of two (at least 64), so a
+//  graph serves the steps of a growing context until it crosses a mark,
+//  and at most a third of the buffers sits idle.
+static size_t
+s_graph_stage_count (size_t count)
+{
+    size_t pow2 = 1;
+    while (pow2 < count)
+        pow2 *= 2;
+    size_t grain = pow2 / 4 > 64? pow2 / 4: 64;
+    return (count + grain - 1) / grain * grain;
+}
+
+//  Whether a decode step can stage as a graph (see kvt_model_cuda_int.h).
+bool
+kvt_model_cuda_stage_graph_fits (const kvt_model_cuda_t *self,
+                                 kvt_model_cuda_seq_t *const *seqs, size_t seq_count)
+{
+    size_t count = 0;
+    for (size_t s = 0; s < seq_count; s++)
+        count += seqs [s]->table_len;
+    const size_t host_layers = (size_t) (self->shape.layers - self->gpu_layers);
+    return host_layers * s_graph_stage_count (count) * kvt_model_cuda_layer_bytes (self)
+        <= KVT_MODEL_CUDA_STAGE_GRAPH_BYTES;
+}
+
+//  Size the ring for 'count' staged blocks ('stage_count': blocks a
+//  buffer holds, count or more; 'whole': a buffer for every host-held
+//  layer), upload the host table's 'entries' and start the staging
+//  stream after what was queued so far; the stream also waits for layer
+//  l's 'layer_ready' (NULL: none) before copying layer l (blocks still
+//  streaming in). Returns 0 or an error.
 static int
-s_stage_commit (kvt_model_cuda_t *self, size_t entries, size_t count,
-                const cudaEvent_t *layer_ready)
+s_stage_commit (kvt_model_cuda_t *self, size_t entries, size_t count, size_t stage_count,
+                bool whole, const cudaEvent_t *layer_ready)
 {
     int rc;
     const size_t layer_bytes = kvt_model_cuda_layer_bytes (self);
-    self->stage_count = count;
+    self->stage_count = stage_count;
+    self->stage_blocks = count;
     //  As many buffers as KVT_MODEL_CUDA_STAGE_BYTES holds, 2 to RING
     //  (no more than the host-held layers):
     //  the copies keep the copy engines busy under the slab-held layers
     //  (a ring of 3 left them idle there: 8.7 ms a token at F = 0.5)
-    size_t ring = KVT_MODEL_CUDA_STAGE_BYTES / (count * layer_bytes);
+    size_t ring = KVT_MODEL_CUDA_STAGE_BYTES / (stage_count * layer_bytes);
     const size_t host_layers = (size_t) (self->shape.layers - self->gpu_layers);
     ring = ring < 2? 2: ring > KVT_MODEL_CUDA_STAGE_RING? KVT_MODEL_CUDA_STAGE_RING: ring;
-    self->stage_ring = (int) (ring > host_layers? host_layers: ring);
+    self->stage_ring = (int) (whole || ring > host_layers? host_layers: ring);
     //  Stream-ordered (no synchronize: kvt_model_cuda_regrow); the last
     //  step's copies all landed before its compute passed them
     KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow (&self->stage, &self->stage_bytes,
-                                               (size_t) self->stage_ring * count * layer_bytes,
+                                               (size_t) self->stage_ring * stage_count
+                                               * layer_bytes,
                                                self->stream, "staging ring"));
     KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow ((void **) &self->d_stage_table,
                                                &self->d_stage_table_bytes,
@@ -102,7 +133,7 @@ s_stage_commit (kvt_model_cuda_t *self, size_t entries, size_t count,
 //  Set up the staging of a decode step (see kvt_model_cuda_int.h).
 int
 kvt_model_cuda_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *const *seqs,
-                              size_t seq_count, size_t rows, size_t table_len)
+                              size_t seq_count, size_t rows, size_t table_len, bool graph)
 {
     const size_t block_tokens = (size_t) self->shape.block_tokens;
     size_t count = 0;
@@ -132,7 +163,18 @@ kvt_model_cuda_stage_prepare (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *cons
     for (size_t s = seq_count; s < KVT_MODEL_CUDA_DECODE_ROWS; s++)
         dest [s] = -1;              //  Rows past the batch write no K/V
     self->stage_dest_at = (int) (rows * table_len);
-    return s_stage_commit (self, entries, count, NULL);
+    self->stage_graph = graph;
+    if (!graph)
+        return s_stage_commit (self, entries, count, count, false, NULL);
+    int rc;
+    KVT_MODEL_CUDA_TRY (s_stage_commit (self, entries, count, s_graph_stage_count (count), true,
+                                        NULL));
+    //  Every layer's copy now, on the copy engines: the graph waits on
+    //  their events (external event nodes); no copy waits on the graph,
+    //  each layer has its own buffer
+    for (int l = self->gpu_layers; l < self->shape.layers; l++)
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_layer (self, l));
+    return 0;
 }
 
 //  Set up the staging of a prefill chunk or layer-major slice (see
@@ -164,7 +206,8 @@ kvt_model_cuda_stage_prepare_prefill (kvt_model_cuda_t *self, const kvt_model_cu
     for (size_t r = 0; r < dests; r++)
         dest [r] = r < rows? (int32_t) ((first + r) / block_tokens): -1;
     self->stage_dest_at = (int) seq->table_len;
-    return s_stage_commit (self, entries, count, layer_ready);
+    self->stage_graph = false;
+    return s_stage_commit (self, entries, count, count, false, layer_ready);
 }
 
 //  Queue the copy of host-held layer 'l' into its ring buffer (see
@@ -187,9 +230,9 @@ kvt_model_cuda_stage_layer (kvt_model_cuda_t *self, int l)
     char *dst = kvt_model_cuda_stage_base (self, l);
     const char *src = self->shard + (size_t) (l - self->gpu_layers) * layer_bytes;
     const int64_t *slot = self->stage_src;
-    for (size_t k = 0; k < self->stage_count; ) {
+    for (size_t k = 0; k < self->stage_blocks; ) {
         size_t end = k + 1;
-        while (end < self->stage_count && slot [end] == slot [end - 1] + 1)
+        while (end < self->stage_blocks && slot [end] == slot [end - 1] + 1)
             end++;
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_check (cudaMemcpy2DAsync (dst + k * layer_bytes,
                                                                      layer_bytes,

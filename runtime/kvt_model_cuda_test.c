@@ -151,12 +151,20 @@ s_layer_major_steps_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab
 //  1, 4 and 5 rows, then fewer as they finish), contexts crossing block
 //  boundaries and a split bucket (500 + 24 tokens), a step that prefills
 //  a long prompt (moving d_table) beside a decode, and one decode step
-//  with that long context.
+//  with that long context. 'gpu_layers' < the model's layers: a fresh
+//  model keeps the later layers in a mapped host shard (issue #5) and
+//  stages them (graphs on: copies queued ahead of each graph, which
+//  waits on them); its KV in slab and shard is the same either way, and
+//  its tokens are those of the unsharded run before (s_graph_outs).
+
+enum { S_GRAPH_SEQS = 7, S_GRAPH_NEW = 24 };
+static uint32_t s_graph_outs [S_GRAPH_SEQS][S_GRAPH_NEW];
 
 static void
-s_graph_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab, bool verbose)
+s_graph_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab, bool verbose,
+              int gpu_layers)
 {
-    enum { SEQS = 7, NEW = 24 };
+    enum { SEQS = S_GRAPH_SEQS, NEW = S_GRAPH_NEW };
     const size_t length [SEQS] = { 30, 47, 200, 250, 500, 510, 8300 };
     const size_t max_new [SEQS] = { NEW, NEW, NEW, NEW, NEW, NEW, 2 };
     size_t first [SEQS + 1], spares [SEQS];
@@ -178,6 +186,14 @@ s_graph_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab, bool verbo
     }
     void *slab = NULL;
     assert (cudaMalloc (&slab, blocks * block_bytes) == cudaSuccess);
+    const int layers = kvt_model_cuda_block_shape (model).layers;
+    const size_t shard_bytes = block_bytes / (size_t) layers * (size_t) (layers - gpu_layers);
+    char *shard = NULL;
+    if (gpu_layers < layers) {
+        assert (cudaHostAlloc ((void **) &shard, blocks * shard_bytes, cudaHostAllocMapped)
+                == cudaSuccess);
+        assert (kvt_model_cuda_set_layer_shard (model, gpu_layers, shard, shard_bytes) == 0);
+    }
     static uint32_t outs [2][SEQS][NEW];
     uint8_t *kv [2];
     size_t steps [2] = { 0, 0 };
@@ -186,6 +202,8 @@ s_graph_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab, bool verbo
         assert (kvt_model_cuda_graphs (model) == (run == 1));
         kvt_model_cuda_graph_stats_t before = kvt_model_cuda_graph_stats (model);
         assert (cudaMemset (slab, 0xee, blocks * block_bytes) == cudaSuccess);
+        if (shard)
+            memset (shard, 0xee, blocks * shard_bytes);
         kvt_model_cuda_seq_t *seqs [SEQS];
         for (int i = 0; i < SEQS; i++) {
             const size_t full = length [i] / 16;
@@ -219,17 +237,20 @@ s_graph_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab, bool verbo
             assert (kvt_model_cuda_seq_emitted (seqs [i]) == max_new [i]);
             kvt_model_cuda_seq_destroy (&seqs [i]);
         }
-        kv [run] = (uint8_t *) malloc (blocks * block_bytes);
+        kv [run] = (uint8_t *) malloc (blocks * (block_bytes + shard_bytes));
         assert (kv [run]);
         assert (cudaMemcpy (kv [run], slab, blocks * block_bytes, cudaMemcpyDeviceToHost)
                 == cudaSuccess);
+        if (shard)
+            memcpy (kv [run] + blocks * block_bytes, shard, blocks * shard_bytes);
         kvt_model_cuda_graph_stats_t after = kvt_model_cuda_graph_stats (model);
         uint64_t launches = after.launches - before.launches;
         uint64_t captures = after.captures - before.captures;
         if (verbose)
-            printf ("kvt_model_cuda: graphs %s: %zu decode steps, %" PRIu64 " graph launches, "
-                    "%" PRIu64 " captures, %" PRIu64 " updates\n", run? "on": "off",
-                    steps [run], launches, captures, after.updates - before.updates);
+            printf ("kvt_model_cuda: graphs %s, %d of %d layers on the GPU: %zu decode steps, "
+                    "%" PRIu64 " graph launches, %" PRIu64 " captures, %" PRIu64 " updates\n",
+                    run? "on": "off", gpu_layers, layers, steps [run], launches, captures,
+                    after.updates - before.updates);
         //  Off: none; on: every decode step, at least 4 keys (rows 1, 4, 8;
         //  splits 2, 4; the long context's)
         assert (launches == (run? steps [run]: 0));
@@ -237,10 +258,16 @@ s_graph_test (kvt_model_cuda_t *model, size_t block_bytes, int vocab, bool verbo
     }
     assert (steps [0] == steps [1] && steps [0] > 20);
     assert (memcmp (outs [0], outs [1], sizeof (outs [0])) == 0);
-    assert (memcmp (kv [0], kv [1], blocks * block_bytes) == 0);
+    assert (memcmp (kv [0], kv [1], blocks * (block_bytes + shard_bytes)) == 0);
+    if (shard)
+        assert (memcmp (outs [0], s_graph_outs, sizeof (s_graph_outs)) == 0);
+    else
+        memcpy (s_graph_outs, outs [0], sizeof (s_graph_outs));
     free (kv [0]);
     free (kv [1]);
     cudaFree (slab);
+    if (shard)
+        cudaFreeHost (shard);
     free (tokens);
     free (slots);
     kvt_model_cuda_set_graphs (model, true);
@@ -372,7 +399,13 @@ kvt_model_cuda_test (bool verbose)
     }
     free (host_src);
     cudaFreeHost (host);
-    s_graph_test (model, block_bytes, shape.vocab, verbose);
+    s_graph_test (model, block_bytes, shape.vocab, verbose, shape.layers);
+    //  The same steps on a layer-sharded model (a fresh one: a shard is
+    //  set before the first sequence)
+    kvt_model_cuda_t *sharded = kvt_model_cuda_new (&shape);
+    assert (sharded);
+    s_graph_test (sharded, block_bytes, shape.vocab, verbose, shape.layers / 2);
+    kvt_model_cuda_destroy (&sharded);
     s_layer_major_steps_test (model, block_bytes, shape.vocab);
     //  Bad input
     assert (kvt_model_cuda_generate (model, tokens, count, slab, block_bytes, slots, full + 1,
