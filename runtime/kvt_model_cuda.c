@@ -169,6 +169,11 @@ kvt_model_cuda_new (const kvt_model_shape_t *shape)
     self->layer_major = KVT_MODEL_CUDA_LAYER_MAJOR_GATED;
     self->gpu_layers = shape->layers;      //  No layer shard until set
     self->stage_on = true;                  //  Decode stages host-held layers
+    //  Where staged slots fall in more runs, a copy kernel; the
+    //  environment's KVT_STAGE_KERNEL_RUNS sets the mark (for measuring it)
+    const char *runs = getenv ("KVT_STAGE_KERNEL_RUNS");
+    self->stage_kernel_runs = runs && *runs? (size_t) strtoull (runs, NULL, 10)
+                                           : KVT_MODEL_CUDA_STAGE_KERNEL_RUNS;
     if (ok) {
         self->embed = s_tensor_new (self, vocab * hidden, 0, 0.0f, sqrtf (3.0f));
         self->final_norm = s_tensor_new (self, hidden, 1, 1.0f, 0.1f);
@@ -305,7 +310,7 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
                          self->gate_up, self->act, self->logits, self->d_rows,
                          self->d_argmax, self->d_table, self->workspace,
                          self->cublas_workspace, self->x_lm, self->d_rows_lm,
-                         self->stage, self->d_stage_table };
+                         self->stage, self->d_stage_table, self->d_stage_slots };
     for (size_t k = 0; k < sizeof (buffers) / sizeof (buffers [0]); k++)
         if (buffers [k])
             cudaFree (buffers [k]);
@@ -323,6 +328,7 @@ kvt_model_cuda_destroy (kvt_model_cuda_t **self_p)
         cudaStreamDestroy (self->stage_stream);
     free (self->h_stage_table);
     free (self->stage_src);
+    free (self->h_stage_slots);
     free (self->layer);
     free (self->h_rows);
     free (self->h_table);

@@ -42,6 +42,9 @@
                                                     //  this reads the shard in place
 #define KVT_MODEL_CUDA_STAGE_GRAPH_BYTES (512u << 20)   //  Most bytes of a graph's ring
                                                         //  (every host-held layer)
+#define KVT_MODEL_CUDA_STAGE_KERNEL_RUNS 8  //  A step whose staged slots fall in more
+                                            //  runs copies each layer by kernel
+#define KVT_MODEL_CUDA_STAGE_CTAS   16      //  CTAs of that copy kernel
 #define KVT_MODEL_CUDA_LAYER_MAJOR_ROWS 16384   //  Most rows of one layer-major slice
                                                 //  (a gated run's first prefill slice;
                                                 //  a multiple of KVT_MODEL_CUDA_CHUNK)
@@ -164,6 +167,13 @@ struct _kvt_model_cuda_t {
     size_t stage_blocks;            //  Its staged blocks (stage_count, or fewer in a
                                     //  graph's step: the buffers' size is in its key)
     int64_t *stage_src;             //  [stage_blocks] shard slot of each staging index
+    bool stage_kernel;              //  Its copies are kernels over d_stage_slots (slots
+                                    //  in many runs), not copy-engine copies per run
+    size_t stage_kernel_runs;       //  Most runs copied per run (KVT_STAGE_KERNEL_RUNS)
+    int64_t *d_stage_slots;         //  [2 x stage_blocks] shard slot, staging index
+    size_t d_stage_slots_bytes;     //  Bytes of d_stage_slots
+    int64_t *h_stage_slots;         //  Host staging of d_stage_slots
+    size_t h_stage_slots_cap;       //  Entries h_stage_slots holds
     size_t stage_src_cap;           //  Entries stage_src holds
     int32_t *d_stage_table;         //  The step's table as staging indices [rows x
                                     //  table_len], then each row's dest index [DECODE_ROWS]

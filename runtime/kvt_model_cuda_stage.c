@@ -34,6 +34,13 @@
     layer's event through an external event node; no copy then waits on
     the graph. The ring of the eager steps saves that memory for larger
     batches, at the cost of the graph (~0.5 ms a step at the 8B shape).
+    Where a step's staged slots fall in more than
+    KVT_MODEL_CUDA_STAGE_KERNEL_RUNS runs (a tier fragmented by
+    evictions, a batch of many sequences), one copy per run would cost
+    the thread a call and the engines a short copy each, per layer: each
+    layer is then one launch of kvt_block_copy (KVT_MODEL_CUDA_STAGE_CTAS
+    CTAs reading the mapped shard) over a slot list uploaded once a step
+    (`kvtier bench model --only scatter`).
     Why prefill too: the paged prefill kernel reads each KV head's
     slices once per query head of its group and per query tile (its grid
     is tiles x heads), so in place
@@ -50,6 +57,7 @@
 */
 
 #include "kvt_model_cuda_int.h"
+#include "kvt_block_copy.cuh"
 
 #ifdef KVT_WITH_CUDA
 
@@ -125,6 +133,29 @@ s_stage_commit (kvt_model_cuda_t *self, size_t entries, size_t count, size_t sta
                                                "staging table"));
     KVT_MODEL_CUDA_TRY (kvt_model_cuda_upload (self, self->d_stage_table, self->h_stage_table,
                                                entries * sizeof (int32_t), "staging table"));
+    //  Slots in many runs (a tier fragmented by evictions): one copy per
+    //  run would cost the thread a call each and the engines a short copy
+    //  each, per layer; a kernel of a few CTAs copies a layer in one
+    //  launch from a slot list in device memory
+    size_t runs = count > 0;
+    for (size_t k = 1; k < count; k++)
+        runs += self->stage_src [k] != self->stage_src [k - 1] + 1;
+    self->stage_kernel = runs > self->stage_kernel_runs;
+    if (self->stage_kernel) {
+        s_host_reserve ((void **) &self->h_stage_slots, &self->h_stage_slots_cap, 2 * count,
+                        sizeof (int64_t));
+        for (size_t k = 0; k < count; k++) {
+            self->h_stage_slots [k] = self->stage_src [k];
+            self->h_stage_slots [count + k] = (int64_t) k;
+        }
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_regrow ((void **) &self->d_stage_slots,
+                                                   &self->d_stage_slots_bytes,
+                                                   2 * count * sizeof (int64_t), self->stream,
+                                                   "staging slots"));
+        KVT_MODEL_CUDA_TRY (kvt_model_cuda_upload (self, self->d_stage_slots, self->h_stage_slots,
+                                                   2 * count * sizeof (int64_t),
+                                                   "staging slots"));
+    }
     //  The copies start after everything queued so far: the ring and its
     //  table exist, the last step's attention read the ring, and its K/V
     //  writes reached the shard
@@ -237,6 +268,21 @@ kvt_model_cuda_stage_layer (kvt_model_cuda_t *self, int l)
                                                                        0), "staging wait"));
     char *dst = kvt_model_cuda_stage_base (self, l);
     const char *src = self->shard + (size_t) (l - self->gpu_layers) * layer_bytes;
+    if (self->stage_kernel) {
+        const size_t count = self->stage_blocks;
+        kvt_block_copy_args_t copy = {
+            .dst = dst, .src = src, .dst_slots = self->d_stage_slots + count,
+            .src_slots = self->d_stage_slots, .dst_slot_bytes = (int64_t) layer_bytes,
+            .src_slot_bytes = (int64_t) self->shard_bytes, .block_bytes = (int64_t) layer_bytes,
+            .count = (int) count, .max_ctas = KVT_MODEL_CUDA_STAGE_CTAS };
+        rc = kvt_block_copy (&copy, self->stage_stream);
+        if (rc) {
+            kvt_log_error ("kvt_model_cuda: the staging copy kernel failed (%d)", rc);
+            return KVT_ECUDA;
+        }
+        return kvt_model_cuda_check (cudaEventRecord (self->stage_ready [l], self->stage_stream),
+                                     "staging event");
+    }
     const int64_t *slot = self->stage_src;
     for (size_t k = 0; k < self->stage_blocks; ) {
         size_t end = k + 1;

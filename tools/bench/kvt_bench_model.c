@@ -8,8 +8,8 @@
 */
 /*
 @header
-    kvtier bench model [--json] [--only prefill|batch|stream] [--prompt N]
-                       [--prefix N] [--new N]
+    kvtier bench model [--json] [--only prefill|batch|stream|scatter]
+                       [--prompt N] [--prefix N] [--new N]
     The runtime's GPU model (runtime/kvt_model_cuda*.c) with seeded random
     weights, 32 layers, 32 / 8 heads, head_dim 128, hidden 4096,
     intermediate 14336, bf16, 16-token blocks. Each figure beside its
@@ -35,6 +35,9 @@
         layer by layer under the prefill, beside max (copy alone, compute
         alone) and beside copy-then-compute; best of 3. Fails unless both
         give the same first token.
+      scatter: a layer-sharded model (F = 0.5) decoding --prompt-token
+        contexts at batch 1 and 16 with blocks in scattered slots, beside
+        adjacent slots (kvt_bench_model_scatter.c).
 @end
 */
 
@@ -70,6 +73,7 @@ kvt_bench_model_main (int argc, char **argv)
 #include "kvt_model.h"
 #include "kvt_model_cuda_graph.h"
 #include "kvt_block_copy.cuh"
+#include "kvt_bench_model_int.h"
 
 //  Fail the bench with where and what.
 #define S_CHECK(cond) do { if (!(cond)) { \
@@ -81,8 +85,8 @@ static const kvt_model_shape_t s_shape_8b = {
     .intermediate = 14336, .vocab = 128256, .block_tokens = 16, .seed = 1 };
 
 //  Deterministic prompt of 'count' tokens below the vocabulary
-static uint32_t *
-s_prompt (size_t count, uint64_t seed)
+uint32_t *
+kvt_bench_model_prompt (size_t count, uint64_t seed)
 {
     uint64_t *p64 = (uint64_t *) malloc ((count + 1) * sizeof (uint64_t));
     uint32_t *prompt = (uint32_t *) malloc ((count + 1) * sizeof (uint32_t));
@@ -142,7 +146,7 @@ s_bench_prefill (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t blo
     S_CHECK (slots);
     for (size_t k = 0; k < full + spare_count; k++)
         slots [k] = k;
-    uint32_t *tokens = s_prompt ((size_t) prompt, 5);
+    uint32_t *tokens = kvt_bench_model_prompt ((size_t) prompt, 5);
     uint32_t out [64];
     double best_ttft = 1e30;
     int64_t decode_us = 0;
@@ -209,7 +213,7 @@ s_bench_batch (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t block
     for (int i = 0; i < MOST; i++) {
         for (size_t k = 0; k < per_seq; k++)
             ids [i][k] = (uint64_t) i * per_seq + k;
-        prompts [i] = s_prompt (CONTEXT, 1000 + (uint64_t) i);
+        prompts [i] = kvt_bench_model_prompt (CONTEXT, 1000 + (uint64_t) i);
     }
     int fd = eventfd (0, EFD_CLOEXEC);
     S_CHECK (fd >= 0);
@@ -361,7 +365,7 @@ s_bench_stream (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t bloc
     S_CHECK (host_src);
     for (size_t b = 0; b < cached; b++)
         host_src [b] = host + b * block_bytes;
-    uint32_t *prompt = s_prompt (count, 5);
+    uint32_t *prompt = kvt_bench_model_prompt (count, 5);
     cudaStream_t stream;
     S_CHECK (cudaStreamCreateWithFlags (&stream, cudaStreamNonBlocking) == cudaSuccess);
     int64_t *copy_slots = (int64_t *) malloc ((2 * cached + 1) * sizeof (int64_t));
@@ -447,14 +451,14 @@ kvt_bench_model_main (int argc, char **argv)
             fresh = atoi (argv [++i]);
         else {
             fprintf (i + 1 == argc && streq (argv [i], "--help")? stdout: stderr,
-                     "usage: kvtier bench model [--json] [--only prefill|batch|stream] "
+                     "usage: kvtier bench model [--json] [--only prefill|batch|stream|scatter] "
                      "[--prompt N] [--prefix N] [--new N]\n");
             return streq (argv [i], "--help")? 0: 2;
         }
     }
     if (prompt < 16 || prompt > 65536 || prefix < 16 || prefix > 262144 || fresh < 1
     ||  fresh > 65536 || (only && !streq (only, "prefill") && !streq (only, "batch")
-                          && !streq (only, "stream"))) {
+                          && !streq (only, "stream") && !streq (only, "scatter"))) {
         fprintf (stderr, "kvtier bench model: a value out of range (see --help)\n");
         return 2;
     }
@@ -486,8 +490,10 @@ kvt_bench_model_main (int argc, char **argv)
         s_bench_batch (report, model, block_bytes);
     if (!only || streq (only, "stream"))
         s_bench_stream (report, model, block_bytes, (size_t) prefix, (size_t) fresh);
-    kvt_bench_report_finish (&report);
     kvt_model_cuda_destroy (&model);
+    if (!only || streq (only, "scatter"))   //  Its own model: a shard is set before any sequence
+        kvt_bench_model_scatter (report, &s_shape_8b, (size_t) prompt);
+    kvt_bench_report_finish (&report);
     return 0;
 }
 

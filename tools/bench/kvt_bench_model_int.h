@@ -1,0 +1,25 @@
+/*  =========================================================================
+    kvt_bench_model_int - what the parts of `kvtier bench model` share
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#ifndef KVT_BENCH_MODEL_INT_H_INCLUDED
+#define KVT_BENCH_MODEL_INT_H_INCLUDED
+
+#include "kvt_bench.h"
+#include "kvt_model.h"
+
+//  A deterministic prompt of 'count' tokens below the 8B vocabulary
+//  (kvt_client_random_tokens of 'seed'); the caller frees it.
+uint32_t *
+    kvt_bench_model_prompt (size_t count, uint64_t seed);
+
+//  A layer-sharded model's decode over adjacent and scattered slots
+//  (kvt_bench_model_scatter.c), 'context' tokens a sequence.
+void
+    kvt_bench_model_scatter (kvt_bench_report_t *report, const kvt_model_shape_t *shape,
+                             size_t context);
+
+#endif
