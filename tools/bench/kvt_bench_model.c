@@ -186,8 +186,8 @@ s_bench_prefill (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t blo
 }
 
 //  Wait for one signal on eventfd 'fd' (10 s at most); returns the count
-static uint64_t
-s_fd_wait (int fd)
+uint64_t
+kvt_bench_model_fd_wait (int fd)
 {
     struct pollfd item = { .fd = fd, .events = POLLIN };
     S_CHECK (poll (&item, 1, 10000) == 1);
@@ -250,7 +250,7 @@ s_bench_batch (kvt_bench_report_t *report, kvt_model_cuda_t *model, size_t block
                 S_CHECK (kvt_model_cuda_step_launch (model, NULL, 0, seqs, (size_t) count, fd)
                          == 0);
                 int64_t t1 = zclock_usecs ();
-                S_CHECK (s_fd_wait (fd) == 1);
+                S_CHECK (kvt_bench_model_fd_wait (fd) == 1);
                 int64_t t2 = zclock_usecs ();
                 S_CHECK (kvt_model_cuda_step_finish (model) == 0);
                 held_us += (t1 - t0) + (zclock_usecs () - t2);

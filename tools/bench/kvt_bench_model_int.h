@@ -16,6 +16,11 @@
 uint32_t *
     kvt_bench_model_prompt (size_t count, uint64_t seed);
 
+//  Wait for one signal on eventfd 'fd' (10 s at most; exits the bench
+//  past that); returns the count.
+uint64_t
+    kvt_bench_model_fd_wait (int fd);
+
 //  A layer-sharded model's decode over adjacent and scattered slots
 //  (kvt_bench_model_scatter.c), 'context' tokens a sequence.
 void

@@ -33,7 +33,6 @@
 #ifdef KVT_WITH_CUDA
 
 #include <czmq.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <cuda_runtime.h>
@@ -64,16 +63,6 @@ s_slots_fill (uint64_t *slots, size_t count, bool scattered)
     }
 }
 
-//  Wait for the eventfd's count; exits on failure.
-static void
-s_fd_wait_one (int fd)
-{
-    struct pollfd item = { fd, POLLIN, 0 };
-    S_CHECK (poll (&item, 1, 60000) == 1);
-    uint64_t value = 0;
-    S_CHECK (read (fd, &value, sizeof (value)) == sizeof (value) && value == 1);
-}
-
 //  Decode 'count' sequences of 'context' tokens over 'slots'; the ms per
 //  step and the thread's ms to queue one land in *step_ms and *queue_ms.
 static void
@@ -98,7 +87,7 @@ s_run (kvt_model_cuda_t *model, void *slab, size_t block_bytes, uint32_t *const 
         int64_t t0 = zclock_usecs ();
         S_CHECK (kvt_model_cuda_step_launch (model, NULL, 0, seqs, (size_t) count, fd) == 0);
         queued_us += zclock_usecs () - t0;
-        s_fd_wait_one (fd);
+        S_CHECK (kvt_bench_model_fd_wait (fd) == 1);
         S_CHECK (kvt_model_cuda_step_finish (model) == 0);
     }
     *step_ms = (zclock_usecs () - start) / 1e3 / S_STEPS;
