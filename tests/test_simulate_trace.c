@@ -9,12 +9,17 @@
     Replays the first 2000 requests of ../shared/traces/
     mooncake_conversation.jsonl (from KVT_SOURCE_DIR, else the source dir
     compiled in) at a few GPU capacities and asserts
-    lru < prefix-adaptive <= belady. Where the team's trace folder is not
+    lru < prefix-adaptive <= belady. Then layer sharding's decode cost on
+    the same requests: every output token after the first is one decode
+    step; TPOT grows as F falls (1 > 0.5 > 0.25), the F = 1 figure beside
+    it does not move, and `kvtier replay --json` (when $KVTIER names the
+    binary) reports both. Where the team's trace folder is not
     beside the checkout, it replays the bundled first 800 requests of the
     same trace (tools/demo/trace_slice.jsonl) at smaller capacities.
 @end
 */
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -72,7 +77,62 @@ main (void)
             status = 1;
         }
     }
+    //  Layer sharding's decode cost on the same 2000 requests
+    uint64_t steps = 0;
+    for (size_t r = 0; r < 2000 && r < kvt_trace_size (trace); r++) {
+        uint32_t output = kvt_trace_request (trace, r)->output_length;
+        steps += output > 1? output - 1: 0;
+    }
+    static const double fractions [] = { 1, 0.5, 0.25 };
+    kvt_sim_result_t decode [3];
+    for (size_t f = 0; f < 3; f++) {
+        kvt_sim_config_t config;
+        kvt_sim_config_defaults (&config, capacities [1]);
+        config.request_limit = 2000;
+        config.gpu_layer_fraction = fractions [f];
+        status |= kvt_sim_run (sim, &config, &decode [f]);
+        printf ("F = %.2f: hit %.4f, TPOT %.3f ms (F = 1: %.3f), decode %.1f s, %.0f%% copy-bound\n",
+                fractions [f], decode [f].hit_ratio, decode [f].tpot_mean_ms,
+                decode [f].tpot_unsharded_mean_ms, decode [f].decode_s,
+                100 * decode [f].decode_copy_bound);
+    }
+    if (status || steps == 0
+    ||  decode [0].decode_tokens != steps || decode [1].decode_tokens != steps
+    ||  decode [0].tpot_mean_ms != decode [0].tpot_unsharded_mean_ms
+    ||  decode [0].bytes_decode_h2d != 0
+    ||  decode [1].tpot_unsharded_mean_ms != decode [0].tpot_mean_ms
+    ||  decode [2].decode_unsharded_s != decode [0].decode_s
+    ||  !(decode [0].tpot_mean_ms < decode [1].tpot_mean_ms
+          && decode [1].tpot_mean_ms < decode [2].tpot_mean_ms)
+    ||  !(decode [0].hit_ratio < decode [2].hit_ratio)) {
+        fprintf (stderr, "test_simulate_trace: decode figures out of order (%" PRIu64 " steps)\n",
+                 steps);
+        status = 1;
+    }
     kvt_sim_destroy (&sim);
     kvt_trace_destroy (&trace);
+    //  The command prints the same model in --json
+    const char *kvtier = getenv ("KVTIER");
+    if (!status && kvtier && access (kvtier, X_OK) == 0) {
+        char command [8192];
+        snprintf (command, sizeof (command), "'%s' replay '%s' --simulate --policy lru "
+                  "--capacity %zu --requests 2000 --gpu-layer-fraction 0.5 --json",
+                  kvtier, path, capacities [1]);
+        FILE *pipe = popen (command, "r");
+        static char output [65536];
+        size_t size = pipe? fread (output, 1, sizeof (output) - 1, pipe): 0;
+        output [size] = 0;
+        int rc = pipe? pclose (pipe): -1;
+        char expect [128];
+        snprintf (expect, sizeof (expect), "\"tpot_mean_ms\": %.4f", decode [1].tpot_mean_ms);
+        if (rc != 0 || !strstr (output, "\"hit_ratio\": ") || !strstr (output, expect)
+        ||  !strstr (output, "\"unsharded\": {\"hit_ratio\": ")) {
+            fprintf (stderr, "test_simulate_trace: %s\n  printed no %s:\n%s\n",
+                     command, expect, output);
+            status = 1;
+        }
+        else
+            printf ("kvtier replay --json: %s\n", expect);
+    }
     return status? 1: 0;
 }

@@ -76,6 +76,17 @@ kvt_sim_calibration_defaults (kvt_sim_calibration_t *calibration)
     calibration->prefill_tokens_per_s = 10000;  //  Assumed 8B prefill on one H100
     calibration->attention_equal_tokens = 30000;    //  8B: 16 GF/token = attention at 30K
     calibration->request_overhead_us = 0;
+    //  Decode, measured on the H100 runtime (RESULTS.md, "Layer sharding:
+    //  decode stages the host-held layers"): 6.97 ms/token at F = 1 and a
+    //  4224-token context = 6.75 x (1 + 4224 / 122500)
+    calibration->decode_ms_per_token = 6.75;
+    //  16.06 GB of 8B bf16 weights / 128 KiB of KV per token: the context
+    //  where reading the KV from HBM costs as much as reading the weights
+    calibration->decode_attention_equal_tokens = 122500;
+    //  What a staged step costs over max (compute, copy) on the H100:
+    //  7.69-7.70 ms/token at F = 0.5 (CUDA graphs; the copy, 5 ms, hides
+    //  under the 6.97-7.08 of compute but shares its HBM) against 7.08
+    calibration->decode_shard_step_ms = 0.5;
 }
 
 //  Keys of the calibration file, with where each value goes
@@ -94,6 +105,10 @@ static const s_cal_key_t s_cal_keys [] = {
     { "prefill_tokens_per_s", offsetof (kvt_sim_calibration_t, prefill_tokens_per_s) },
     { "attention_equal_tokens", offsetof (kvt_sim_calibration_t, attention_equal_tokens) },
     { "request_overhead_us", offsetof (kvt_sim_calibration_t, request_overhead_us) },
+    { "decode_ms_per_token", offsetof (kvt_sim_calibration_t, decode_ms_per_token) },
+    { "decode_attention_equal_tokens",
+      offsetof (kvt_sim_calibration_t, decode_attention_equal_tokens) },
+    { "decode_shard_step_ms", offsetof (kvt_sim_calibration_t, decode_shard_step_ms) },
     { NULL, 0 }
 };
 
@@ -210,6 +225,61 @@ kvt_sim_calibration_save (const kvt_sim_calibration_t *calibration, const char *
                      *(const double *) ((const char *) calibration + known->offset));
     fprintf (file, "}\n");
     return fclose (file)? -errno: 0;
+}
+
+//  Sum of (u + v x) over the integers x in [p, q]; 0 if q < p.
+static double
+s_linear_sum (double u, double v, uint64_t p, uint64_t q)
+{
+    if (q < p)
+        return 0;
+    double n = (double) (q - p + 1);
+    return n * u + v * ((double) p + (double) q) * n / 2;
+}
+
+//  --------------------------------------------------------------------------
+//  Modeled decode time in ms of one request: the sum over its decode steps
+//  k = 1 .. output_tokens - 1 of
+//      max (a + b x, d x) + o,     x = input_tokens + k
+//  where a + b x is the compute (a = decode_ms_per_token, b = a / equal
+//  tokens), d x the copy of the host-held layers of x tokens at the h2d
+//  rate, o the fixed cost of a sharded step. Both sides are linear in x,
+//  so the steps split at the first x where d x >= a + b x: compute below,
+//  copy from there on. O(1) whatever the output length.
+
+double
+kvt_sim_decode_ms (const kvt_sim_calibration_t *calibration, double gpu_layer_fraction,
+                   uint64_t input_tokens, uint64_t output_tokens, uint64_t *copy_bound_steps)
+{
+    assert (calibration);
+    if (copy_bound_steps)
+        *copy_bound_steps = 0;
+    if (output_tokens < 2)
+        return 0;
+    uint64_t first = input_tokens + 1;
+    uint64_t last = input_tokens + output_tokens - 1;
+    double shard = gpu_layer_fraction > 0 && gpu_layer_fraction < 1? 1 - gpu_layer_fraction: 0;
+    double a = calibration->decode_ms_per_token;
+    double b = calibration->decode_attention_equal_tokens > 0
+             ? a / calibration->decode_attention_equal_tokens: 0;
+    double d = shard * calibration->block_bytes / KVT_TRACE_BLOCK_TOKENS
+             / (calibration->h2d_GBps * S_GB) * 1e3;
+    double o = shard > 0? calibration->decode_shard_step_ms: 0;
+    double steps = (double) (last - first + 1);
+    //  First context where the copy bounds the step (last + 1 = never)
+    uint64_t split = last + 1;
+    if (d > b) {
+        double cross = ceil (a / (d - b));
+        if (cross <= (double) first)
+            split = first;
+        else
+        if (cross <= (double) last)
+            split = (uint64_t) cross;
+    }
+    if (copy_bound_steps)
+        *copy_bound_steps = last + 1 - split;
+    return s_linear_sum (a, b, first, split - 1) + s_linear_sum (0, d, split, last)
+         + steps * o;
 }
 
 //  --------------------------------------------------------------------------
@@ -480,6 +550,10 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
     double fetch_host_us = cal->block_bytes / (cal->h2d_GBps * S_GB) * 1e6;
     double read_nvme_us = cal->block_bytes / (cal->nvme_read_GBps * S_GB) * 1e6;
     double ttft_sum = 0, nocache_sum = 0;
+    double decode_ms = 0, decode_unsharded_ms = 0, decode_context = 0;
+    uint64_t copy_bound = 0;
+    double shard = config->gpu_layer_fraction > 0 && config->gpu_layer_fraction < 1
+                 ? 1 - config->gpu_layer_fraction: 0;
 
     int64_t start_us = kvt_now_us ();
     struct timespec cpu_start, cpu_end;
@@ -531,8 +605,6 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
                 compute_us += block_us;
         }
         //  Layer sharding: GPU hits stream their host-held layers too
-        double shard = config->gpu_layer_fraction > 0 && config->gpu_layer_fraction < 1
-                     ? 1 - config->gpu_layer_fraction: 0;
         double sharded_blocks = shard * (double) (hit - from_host - from_nvme);
         result->bytes_h2d += sharded_blocks * cal->block_bytes;
         double fetch_us = fmax (((double) (from_host + from_nvme) + sharded_blocks) * fetch_host_us,
@@ -544,6 +616,21 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
         nocache_sum += cal->request_overhead_us + nocache_us;
         result->bytes_h2d += (double) (from_host + from_nvme) * cal->block_bytes;
         result->bytes_nvme_read += (double) from_nvme * cal->block_bytes;
+        //  Decode: output_length - 1 steps after the prefill's first token,
+        //  at this F and, for comparison, with no sharding
+        if (request->output_length > 1) {
+            uint64_t bound;
+            decode_ms += kvt_sim_decode_ms (cal, config->gpu_layer_fraction,
+                                            request->input_length, request->output_length,
+                                            &bound);
+            decode_unsharded_ms += kvt_sim_decode_ms (cal, 1, request->input_length,
+                                                      request->output_length, NULL);
+            copy_bound += bound;
+            uint64_t steps = request->output_length - 1;
+            result->decode_tokens += steps;
+            decode_context += s_linear_sum (0, 1, (uint64_t) request->input_length + 1,
+                                            (uint64_t) request->input_length + steps);
+        }
         //  3. Lower-tier hits are uses there too
         for (size_t j = 0; j < hit; j++) {
             uint8_t where = run.member [self->dense [base + j]];
@@ -589,6 +676,14 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
                            ? (double) result->block_count / result->elapsed_s: 0;
     result->accesses_per_cpu_s = result->cpu_s > 0
                                ? (double) result->block_count / result->cpu_s: 0;
+    result->decode_s = decode_ms / 1000;
+    result->decode_unsharded_s = decode_unsharded_ms / 1000;
+    result->bytes_decode_h2d = shard * cal->block_bytes / KVT_TRACE_BLOCK_TOKENS * decode_context;
+    if (result->decode_tokens) {
+        result->tpot_mean_ms = decode_ms / (double) result->decode_tokens;
+        result->tpot_unsharded_mean_ms = decode_unsharded_ms / (double) result->decode_tokens;
+        result->decode_copy_bound = (double) copy_bound / (double) result->decode_tokens;
+    }
     if (requests) {
         result->ttft_mean_ms = ttft_sum / (double) requests / 1000;
         result->ttft_nocache_mean_ms = nocache_sum / (double) requests / 1000;
@@ -708,6 +803,121 @@ kvt_sim_test (bool verbose)
     assert (error && strstr (error, ":2: unknown key"));
     free (error);
     assert (back.h2d_GBps == 12.5);     //  Unchanged on error
+    //  The decode keys go round too
+    cal.decode_ms_per_token = 3.5;
+    cal.decode_attention_equal_tokens = 0;
+    cal.decode_shard_step_ms = 0.25;
+    assert (kvt_sim_calibration_save (&cal, path) == 0);
+    kvt_sim_calibration_defaults (&back);
+    assert (kvt_sim_calibration_load (&back, path, &error) == 0);
+    assert (back.decode_ms_per_token == 3.5 && back.decode_attention_equal_tokens == 0
+            && back.decode_shard_step_ms == 0.25);
     unlink (path);
+
+    //  Decode cost, by hand. 1 MB of KV per token, 1 GB/s host -> GPU: the
+    //  host-held half of a token (F = 0.5) copies in 0.5 ms, 3/4 (F = 0.25)
+    //  in 0.75 ms; compute 400 ms a step whatever the context; no fixed cost.
+    //  R1: 600 + 4 tokens: steps at contexts 601..603
+    //  R2: 790 + 22 tokens: steps at 791..811 (the copy overtakes at 800)
+    //  R3: output 0 and R4: output 1 decode nothing
+    trace = s_trace_from (
+        "{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 4, \"hash_ids\": [1, 2]}\n"
+        "{\"timestamp\": 1, \"input_length\": 790, \"output_length\": 22, \"hash_ids\": [3, 4]}\n"
+        "{\"timestamp\": 2, \"input_length\": 1000, \"output_length\": 0, \"hash_ids\": [5, 6]}\n"
+        "{\"timestamp\": 3, \"input_length\": 1000, \"output_length\": 1, \"hash_ids\": [5, 6]}\n");
+    sim = kvt_sim_new (trace);
+    kvt_sim_config_defaults (&config, 8);
+    config.calibration.block_bytes = 512e6;
+    config.calibration.h2d_GBps = 1;
+    config.calibration.decode_ms_per_token = 400;
+    config.calibration.decode_attention_equal_tokens = 0;
+    config.calibration.decode_shard_step_ms = 0;
+    #define S_NEAR(x, y) (fabs ((double) (x) - (double) (y)) <= 1e-9 * fmax (1, fabs ((double) (y))))
+    //  F = 1: compute only, 24 steps x 400 ms, nothing staged
+    kvt_sim_result_t whole, half, quarter;
+    assert (kvt_sim_run (sim, &config, &whole) == 0);
+    assert (whole.decode_tokens == 3 + 21);
+    assert (S_NEAR (whole.decode_s, 24 * 0.4));
+    assert (S_NEAR (whole.tpot_mean_ms, 400));
+    assert (whole.decode_unsharded_s == whole.decode_s);
+    assert (whole.bytes_decode_h2d == 0 && whole.decode_copy_bound == 0);
+    //  F = 0.5: R1 compute-bound (copy 300.5..301.5 ms) = 1200 ms; R2: 791..799
+    //  compute = 9 x 400, 800..811 copy = 0.5 x (800 + .. + 811) = 0.5 x 9666
+    config.gpu_layer_fraction = 0.5;
+    assert (kvt_sim_run (sim, &config, &half) == 0);
+    assert (half.decode_tokens == 24);
+    assert (S_NEAR (half.decode_s, (1200 + 3600 + 4833) / 1000.0));
+    assert (S_NEAR (half.tpot_mean_ms, 9633 / 24.0));
+    assert (S_NEAR (half.decode_unsharded_s, whole.decode_s));
+    assert (S_NEAR (half.tpot_unsharded_mean_ms, 400));
+    assert (S_NEAR (half.decode_copy_bound, 12 / 24.0));
+    assert (S_NEAR (half.bytes_decode_h2d, 0.5e6 * (601 + 602 + 603 + 16821)));
+    //  Per request: the longer context costs more per token
+    uint64_t bound;
+    double r1 = kvt_sim_decode_ms (&config.calibration, 0.5, 600, 4, &bound);
+    assert (S_NEAR (r1, 1200) && bound == 0);
+    double r2 = kvt_sim_decode_ms (&config.calibration, 0.5, 790, 22, &bound);
+    assert (S_NEAR (r2, 8433) && bound == 12);
+    assert (r2 / 21 > r1 / 3);
+    //  F = 0.25: R1 all copy 0.75 x 1806, R2 all copy 0.75 x 16821
+    config.gpu_layer_fraction = 0.25;
+    assert (kvt_sim_run (sim, &config, &quarter) == 0);
+    assert (S_NEAR (quarter.decode_s, 0.75 * (1806 + 16821) / 1000));
+    assert (quarter.decode_s > half.decode_s && quarter.tpot_mean_ms > half.tpot_mean_ms);
+    assert (quarter.decode_copy_bound == 1);
+    //  A fixed cost per sharded step: 24 x 2 ms more at F = 0.5, none at F = 1
+    config.calibration.decode_shard_step_ms = 2;
+    config.gpu_layer_fraction = 0.5;
+    kvt_sim_result_t fixed;
+    assert (kvt_sim_run (sim, &config, &fixed) == 0);
+    assert (S_NEAR (fixed.decode_s, half.decode_s + 24 * 0.002));
+    assert (S_NEAR (fixed.decode_unsharded_s, whole.decode_s));
+    config.gpu_layer_fraction = 1;
+    assert (kvt_sim_run (sim, &config, &fixed) == 0);
+    assert (S_NEAR (fixed.decode_s, whole.decode_s));
+    kvt_sim_destroy (&sim);
+    kvt_trace_destroy (&trace);
+    //  Requests with output 0 or 1 add nothing: the same figures without them
+    trace = s_trace_from (
+        "{\"timestamp\": 0, \"input_length\": 600, \"output_length\": 4, \"hash_ids\": [1, 2]}\n"
+        "{\"timestamp\": 1, \"input_length\": 790, \"output_length\": 22, \"hash_ids\": [3, 4]}\n");
+    sim = kvt_sim_new (trace);
+    config.calibration.decode_shard_step_ms = 0;
+    config.gpu_layer_fraction = 0.5;
+    kvt_sim_result_t two;
+    assert (kvt_sim_run (sim, &config, &two) == 0);
+    assert (two.decode_tokens == half.decode_tokens && two.decode_s == half.decode_s
+            && two.bytes_decode_h2d == half.bytes_decode_h2d);
+    assert (kvt_sim_decode_ms (&config.calibration, 0.5, 1000, 0, &bound) == 0 && bound == 0);
+    assert (kvt_sim_decode_ms (&config.calibration, 0.5, 1000, 1, NULL) == 0);
+    kvt_sim_destroy (&sim);
+    kvt_trace_destroy (&trace);
+    //  Closed form = the step-by-step sum, with attention growing with context
+    //  and a fixed cost, wherever the crossover falls (before, inside, after)
+    kvt_sim_calibration_defaults (&cal);
+    static const double fractions [] = { 1, 0.75, 0.5, 0.25, 0.03125 };
+    static const uint64_t inputs [] = { 0, 100, 4096, 30000, 126000 };
+    static const uint64_t outputs [] = { 2, 17, 350, 2000 };
+    for (size_t fi = 0; fi < 5; fi++)
+        for (size_t ii = 0; ii < 5; ii++)
+            for (size_t oi = 0; oi < 4; oi++) {
+                double f = fractions [fi];
+                double shard = f < 1? 1 - f: 0;
+                double sum = 0;
+                uint64_t copy_steps = 0;
+                for (uint64_t k = 1; k < outputs [oi]; k++) {
+                    double x = (double) (inputs [ii] + k);
+                    double compute = cal.decode_ms_per_token
+                                   * (1 + x / cal.decode_attention_equal_tokens);
+                    double copy = shard * x * cal.block_bytes / KVT_TRACE_BLOCK_TOKENS
+                                / (cal.h2d_GBps * 1e9) * 1e3;
+                    sum += fmax (compute, copy) + (shard > 0? cal.decode_shard_step_ms: 0);
+                    copy_steps += copy > compute;
+                }
+                double closed = kvt_sim_decode_ms (&cal, f, inputs [ii], outputs [oi], &bound);
+                assert (fabs (closed - sum) <= 1e-9 * sum);
+                assert (bound >= copy_steps && bound <= copy_steps + 1);   //  a tie may go either way
+            }
+    #undef S_NEAR
     return 0;
 }

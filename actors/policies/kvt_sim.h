@@ -29,19 +29,45 @@
     bytes host->GPU under the prefill, and every new block writes (1 - f)
     of its bytes GPU->host. Host space for those layers is assumed
     reserved apart from the host tier. Live, the same F is the config key
-    tier_gpu/layer_fraction (runtime/kvt_layer_shard.h). The simulator
-    charges the host-held part once per request, into TTFT; it does not
-    model the per-token decode cost of reading those layers over PCIe at
-    every step (measured by `kvtier bench shard`).
+    tier_gpu/layer_fraction (runtime/kvt_layer_shard.h).
+    Decode (every request, sharded or not): a request of output_length n
+    decodes n - 1 tokens after the first (which prefill makes, in TTFT);
+    step k = 1 .. n - 1 attends over context x = input_length + k tokens.
+    As the live runtime stages it (compute/shard_staging = 1), a step of a
+    sharded model copies the host-held layers of the whole context to the
+    GPU on the copy engines under the compute of the GPU-held layers:
+      step_ms (x) = max (compute (x), copy (x)) + (f < 1? decode_shard_step_ms: 0)
+      compute (x) = decode_ms_per_token * (1 + x / decode_attention_equal_tokens)
+      copy (x)    = (1 - f) * x * block_bytes / 512 / h2d
+    summed over the steps in closed form (both sides are linear in x, so
+    the sum splits at the one context where the copy overtakes the
+    compute): O(1) per request. At f = 1 nothing crosses and a step is
+    compute (x). Each result carries the same model at f = 1 beside it
+    (decode_unsharded_s), so sharding's cost per token can be read
+    against the hits its capacity buys. One sequence per step (batch 1,
+    as `kvtier bench shard` measures); queueing between requests is not
+    modeled, and the decode cost does not depend on the policy.
 @discuss
     Calibration file (JSON, one flat object of numbers; every key optional,
     unknown keys are refused so a typo is not silently ignored):
       {"kvtier_calibration": 1, "block_bytes": 67108864,
        "h2d_GBps": 54.9, "d2h_GBps": 55.1, "nvme_read_GBps": 1.8,
        "nvme_write_GBps": 1.5, "prefill_tokens_per_s": 10000,
-       "attention_equal_tokens": 30000, "request_overhead_us": 0}
+       "attention_equal_tokens": 30000, "request_overhead_us": 0,
+       "decode_ms_per_token": 6.75, "decode_attention_equal_tokens": 122500,
+       "decode_shard_step_ms": 0.5}
     Defaults are DESIGN.md's measured H100 links and a Llama-3-8B-shaped
     bf16 block (32 layers x 8 KV heads x 128 dims x 2 x 2 B x 512 tokens).
+    Decode defaults (tools/bench/RESULTS.md, "Layer sharding: decode stages
+    the host-held layers"): the H100 runtime decodes the 8B at F = 1 in
+    6.97 ms/token at a 4224-token context, one sequence, CUDA graphs;
+    attention's share grows by context / 122500 (16.06 GB of bf16 weights
+    against 128 KiB of KV per token, both read from HBM each step), so
+    6.75 ms at short context; a staged step costs ~0.5 ms more than
+    max (compute, copy) (7.69 ms/token at F = 0.5, where the copy hides
+    under the compute). `kvtier bench host --calibration`
+    writes only h2d_GBps and nvme_read_GBps; the decode keys keep these
+    defaults unless set in the file.
 @end
 */
 
@@ -74,6 +100,10 @@ typedef struct {
     double prefill_tokens_per_s;    //  Prefill rate at short context
     double attention_equal_tokens;  //  Context where attention costs as much as the rest
     double request_overhead_us;     //  Fixed cost per request
+    double decode_ms_per_token;     //  Decode step compute at short context, whole model
+    double decode_attention_equal_tokens;   //  Context where a decode step's attention
+                                    //  costs as much as the rest (0 = not modeled)
+    double decode_shard_step_ms;    //  Fixed extra per decode step when f < 1
 } kvt_sim_calibration_t;
 
 typedef struct {
@@ -108,6 +138,13 @@ typedef struct {
     double cpu_s;                   //  CPU time of the replay loop (this thread)
     uint64_t bad_victims;           //  Victims a policy named that were not held
     double accesses_per_cpu_s;      //  Block accesses per CPU second (load-proof)
+    uint64_t decode_tokens;         //  Decode steps: output tokens after each first
+    double decode_s;                //  Modeled decode time, all requests, at f
+    double decode_unsharded_s;      //  Same model at f = 1 (nothing crosses PCIe)
+    double tpot_mean_ms;            //  decode_s / decode_tokens (time per output token)
+    double tpot_unsharded_mean_ms;  //  decode_unsharded_s / decode_tokens
+    double bytes_decode_h2d;        //  Host-held layers staged host -> GPU by decode
+    double decode_copy_bound;       //  Share of decode steps where the copy > compute
 } kvt_sim_result_t;
 
 typedef struct _kvt_sim_t kvt_sim_t;
@@ -126,6 +163,16 @@ int
 //  Returns 0 or -errno.
 int
     kvt_sim_calibration_save (const kvt_sim_calibration_t *calibration, const char *path);
+
+//  Modeled decode time in ms of one request under 'calibration' with a
+//  share 'gpu_layer_fraction' of its layers on the GPU: the sum over its
+//  output_tokens - 1 decode steps of the staged step model (see @header),
+//  in closed form. If 'copy_bound_steps' is not NULL, stores how many of
+//  those steps the copy bounds. 0 when output_tokens < 2.
+double
+    kvt_sim_decode_ms (const kvt_sim_calibration_t *calibration, double gpu_layer_fraction,
+                       uint64_t input_tokens, uint64_t output_tokens,
+                       uint64_t *copy_bound_steps);
 
 //  Fill 'config' with defaults: policy "lru", one GPU tier of 'capacity'.
 void

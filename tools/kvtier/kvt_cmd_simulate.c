@@ -18,8 +18,11 @@
     TRACE defaults to $KVT_SOURCE_DIR/../shared/traces/mooncake_conversation.jsonl.
     Every run replays the trace through the real policy code (kvt_sim).
     --gpu-layer-fraction F models the live key tier_gpu/layer_fraction
-    (static layer sharding, issue #5): the host-held layers are charged
-    once per request into TTFT, not per decoded token.
+    (static layer sharding, issue #5): the host-held layers of hit blocks
+    are charged once per request into TTFT, and every decode step copies
+    the host-held layers of the whole context host -> GPU under the
+    compute (kvt_sim.h). Each row reports the modeled time per output
+    token (TPOT) and decode seconds beside the same model at F = 1.
 @end
 */
 
@@ -58,10 +61,16 @@ s_usage (FILE *out)
         "       kvtier replay [TRACE] --curve [--policy ..] [--capacities C,C,..] [--out PREFIX]\n"
         "  Capacities are in blocks of %d tokens. Policies may be plugin:/path/to.so.\n"
         "  --gpu-layer-fraction F: static layer sharding, F in (0, 1] the share of each\n"
-        "  block's layers kept on the GPU (the live key tier_gpu/layer_fraction). The\n"
-        "  simulator charges the host-held part once per request, into TTFT; it does not\n"
-        "  model the per-token decode cost of reading it (kvtier bench shard measures it).\n",
-        KVT_TRACE_BLOCK_TOKENS);
+        "  block's layers kept on the GPU (the live key tier_gpu/layer_fraction): the GPU\n"
+        "  tier holds capacity/F blocks; a GPU hit streams its host-held layers under the\n"
+        "  prefill (TTFT); and each decode step copies the host-held layers of the whole\n"
+        "  context host -> GPU under the compute, as the runtime stages them:\n"
+        "    step = max (decode_ms_per_token x (1 + context / decode_attention_equal_tokens),\n"
+        "                (1 - F) x context x block_bytes / %d / h2d) + decode_shard_step_ms\n"
+        "  over output_length - 1 steps per request (the first token is the prefill's).\n"
+        "  tpot_ms is the mean time per output token, F1_tpot the same model at F = 1.\n"
+        "  --calibration FILE: JSON of link rates and compute rates (kvt_sim.h, POLICIES.md).\n",
+        KVT_TRACE_BLOCK_TOKENS, KVT_TRACE_BLOCK_TOKENS);
 }
 
 //  Split a comma list into 'items', which point into a copy that 'args'
@@ -273,10 +282,11 @@ s_parse (int argc, char **argv, s_args_t *args)
     return 0;
 }
 
-//  Print one result as a JSON object (no newline).
+//  Print one result as a JSON object (no newline); 'u', if not NULL, is
+//  the same run at F = 1.
 static void
 s_print_result_json (FILE *out, const char *policy, const kvt_sim_config_t *config,
-                     const kvt_sim_result_t *r)
+                     const kvt_sim_result_t *r, const kvt_sim_result_t *u)
 {
     fprintf (out, "{\"policy\": \"%s\", \"capacity\": %zu, \"host_capacity\": %zu, "
              "\"nvme_capacity\": %zu, \"hit_ratio\": %.6f, "
@@ -284,12 +294,24 @@ s_print_result_json (FILE *out, const char *policy, const kvt_sim_config_t *conf
              "\"bytes\": {\"h2d\": %.0f, \"d2h\": %.0f, \"nvme_read\": %.0f, \"nvme_write\": %.0f}, "
              "\"ttft_ms\": {\"mean\": %.3f, \"p50\": %.3f, \"p99\": %.3f, \"nocache_mean\": %.3f}, "
              "\"requests\": %zu, \"blocks\": %" PRIu64 ", \"accesses_per_s\": %.0f, "
-             "\"accesses_per_cpu_s\": %.0f}",
+             "\"accesses_per_cpu_s\": %.0f, "
+             "\"decode\": {\"gpu_layer_fraction\": %.6g, \"tokens\": %" PRIu64 ", "
+             "\"tpot_mean_ms\": %.4f, \"seconds\": %.3f, "
+             "\"unsharded_tpot_mean_ms\": %.4f, \"unsharded_seconds\": %.3f, "
+             "\"h2d_bytes\": %.0f, \"copy_bound_share\": %.6f}",
              policy, config->capacity [0], config->capacity [1], config->capacity [2],
              r->hit_ratio, r->tier_hit_ratio [0], r->tier_hit_ratio [1], r->tier_hit_ratio [2],
              r->bytes_h2d, r->bytes_d2h, r->bytes_nvme_read, r->bytes_nvme_write,
              r->ttft_mean_ms, r->ttft_p50_ms, r->ttft_p99_ms, r->ttft_nocache_mean_ms,
-             r->request_count, r->block_count, r->accesses_per_s, r->accesses_per_cpu_s);
+             r->request_count, r->block_count, r->accesses_per_s, r->accesses_per_cpu_s,
+             config->gpu_layer_fraction, r->decode_tokens, r->tpot_mean_ms, r->decode_s,
+             r->tpot_unsharded_mean_ms, r->decode_unsharded_s, r->bytes_decode_h2d,
+             r->decode_copy_bound);
+    if (u)
+        fprintf (out, ", \"unsharded\": {\"hit_ratio\": %.6f, \"ttft_mean_ms\": %.3f, "
+                 "\"tpot_mean_ms\": %.4f, \"decode_seconds\": %.3f}",
+                 u->hit_ratio, u->ttft_mean_ms, u->tpot_mean_ms, u->decode_s);
+    fprintf (out, "}");
 }
 
 //  Offline policies (they read the future) are drawn dashed.
@@ -407,6 +429,11 @@ kvt_simulate_main (int argc, char **argv)
     kvt_sim_t *sim = kvt_sim_new (trace);
     size_t runs = args.policy_count * args.capacity_count;
     kvt_sim_result_t *results = (kvt_sim_result_t *) kvt_zmalloc (runs * sizeof (kvt_sim_result_t));
+    //  With layer sharding, each run again at F = 1 (whole blocks on the GPU)
+    //  so every row shows what sharding buys in hits beside what it costs
+    bool sharded = args.config.gpu_layer_fraction < 1 && !args.curve;
+    kvt_sim_result_t *unsharded = sharded
+        ? (kvt_sim_result_t *) kvt_zmalloc (runs * sizeof (kvt_sim_result_t)): NULL;
     double *ratios = (double *) kvt_zmalloc (runs * sizeof (double));
     double accesses = 0, seconds = 0, cpu_seconds = 0;
     int status = 0;
@@ -422,6 +449,13 @@ kvt_simulate_main (int argc, char **argv)
                 break;
             }
             ratios [at] = results [at].hit_ratio;
+            if (sharded) {
+                config.gpu_layer_fraction = 1;
+                if (kvt_sim_run (sim, &config, &unsharded [at])) {
+                    status = 1;
+                    break;
+                }
+            }
             accesses += (double) results [at].block_count;
             seconds += results [at].elapsed_s;
             cpu_seconds += results [at].cpu_s;
@@ -429,20 +463,22 @@ kvt_simulate_main (int argc, char **argv)
     if (!status && args.json) {
         printf ("{\"trace\": \"%s\", \"requests\": %zu, \"load_ms\": %.1f, "
                 "\"accesses_per_s\": %.0f, \"accesses_per_cpu_s\": %.0f, "
-                "\"write\": \"%s\", \"prefetch\": %s, "
+                "\"write\": \"%s\", \"prefetch\": %s, \"gpu_layer_fraction\": %.6g, "
                 "\"hit_ratio\": %.6f, \"results\": [\n",
                 args.trace_path, results [0].request_count, load_ms,
                 seconds > 0? accesses / seconds: 0, cpu_seconds > 0? accesses / cpu_seconds: 0,
                 args.config.write == KVT_SIM_WRITE_BACK? "back"
                 : args.config.write == KVT_SIM_WRITE_THROUGH? "through": "second-hit",
-                args.config.prefetch? "true": "false", results [0].hit_ratio);
+                args.config.prefetch? "true": "false", args.config.gpu_layer_fraction,
+                results [0].hit_ratio);
         for (size_t p = 0; p < args.policy_count; p++)
             for (size_t c = 0; c < args.capacity_count; c++) {
                 kvt_sim_config_t config = args.config;
                 config.capacity [0] = args.capacities [c];
                 size_t at = p * args.capacity_count + c;
                 printf ("  ");
-                s_print_result_json (stdout, args.policies [p], &config, &results [at]);
+                s_print_result_json (stdout, args.policies [p], &config, &results [at],
+                                     sharded? &unsharded [at]: NULL);
                 printf ("%s\n", at + 1 < runs? ",": "");
             }
         printf ("]}\n");
@@ -454,18 +490,19 @@ kvt_simulate_main (int argc, char **argv)
                 args.config.write == KVT_SIM_WRITE_BACK? "back"
                 : args.config.write == KVT_SIM_WRITE_THROUGH? "through": "second-hit",
                 args.config.prefetch? "on": "off");
-        printf ("%-16s %8s %7s %7s %7s %7s %9s %9s %9s %9s %9s %9s %10s\n",
+        printf ("%-16s %8s %7s %7s %7s %7s %9s %9s %9s %9s %9s %9s %8s %8s %10s\n",
                 "policy", "gpu_cap", "hit", "gpu", "host", "nvme", "h2d_GB", "d2h_GB",
-                "nvmeR_GB", "nvmeW_GB", "ttft_ms", "p99_ms", "access/s");
+                "nvmeR_GB", "nvmeW_GB", "ttft_ms", "p99_ms", "tpot_ms", "F1_tpot", "access/s");
         for (size_t p = 0; p < args.policy_count; p++)
             for (size_t c = 0; c < args.capacity_count; c++) {
                 const kvt_sim_result_t *r = &results [p * args.capacity_count + c];
-                printf ("%-16s %8zu %7.4f %7.4f %7.4f %7.4f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %10.3g\n",
+                printf ("%-16s %8zu %7.4f %7.4f %7.4f %7.4f %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f"
+                        " %8.3f %8.3f %10.3g\n",
                         args.policies [p], args.capacities [c], r->hit_ratio,
                         r->tier_hit_ratio [0], r->tier_hit_ratio [1], r->tier_hit_ratio [2],
                         r->bytes_h2d / 1e9, r->bytes_d2h / 1e9, r->bytes_nvme_read / 1e9,
                         r->bytes_nvme_write / 1e9, r->ttft_mean_ms, r->ttft_p99_ms,
-                        r->accesses_per_s);
+                        r->tpot_mean_ms, r->tpot_unsharded_mean_ms, r->accesses_per_s);
             }
         //  Gap closed between LRU and Belady, when both ran
         size_t lru = SIZE_MAX, belady = SIZE_MAX;
@@ -498,6 +535,46 @@ kvt_simulate_main (int argc, char **argv)
                 args.config.calibration.d2h_GBps, args.config.calibration.nvme_read_GBps,
                 args.config.calibration.nvme_write_GBps,
                 args.config.calibration.prefill_tokens_per_s, results [0].ttft_nocache_mean_ms);
+        const kvt_sim_result_t *r = &results [0];
+        const kvt_sim_calibration_t *cal = &args.config.calibration;
+        char growth [64] = " (flat)";
+        if (cal->decode_attention_equal_tokens > 0)
+            snprintf (growth, sizeof (growth), " x (1 + context / %.0f)",
+                      cal->decode_attention_equal_tokens);
+        printf ("decode model: %.2f ms/token compute%s%s; "
+                "F = %.4g: %" PRIu64 " tokens after the first, TPOT %.3f ms vs %.3f ms at F = 1 "
+                "(%.3fx), decode %.1f s vs %.1f s, %.1f GB staged h2d, %.1f%% of steps copy-bound "
+                "(the same for every policy and capacity)\n",
+                cal->decode_ms_per_token, growth,
+                args.config.gpu_layer_fraction < 1? "": ", nothing crosses PCIe",
+                args.config.gpu_layer_fraction, r->decode_tokens, r->tpot_mean_ms,
+                r->tpot_unsharded_mean_ms,
+                r->tpot_unsharded_mean_ms > 0? r->tpot_mean_ms / r->tpot_unsharded_mean_ms: 0,
+                r->decode_s, r->decode_unsharded_s, r->bytes_decode_h2d / 1e9,
+                100 * r->decode_copy_bound);
+        if (args.config.gpu_layer_fraction < 1)
+            printf ("  a sharded step: max (compute, %.4g x context x %.0f B / %.1f GB/s) + %.2f ms\n",
+                    1 - args.config.gpu_layer_fraction, cal->block_bytes / KVT_TRACE_BLOCK_TOKENS,
+                    cal->h2d_GBps, cal->decode_shard_step_ms);
+        if (sharded) {
+            printf ("sharding trade-off: F = %.4g against F = 1 at the same GPU capacity "
+                    "(request = TTFT + decode, mean per request):\n",
+                    args.config.gpu_layer_fraction);
+            printf ("  %-16s %8s %7s %7s %9s %9s %8s %8s %9s %9s\n", "policy", "gpu_cap",
+                    "hit", "F1_hit", "ttft_ms", "F1_ttft", "tpot_ms", "F1_tpot",
+                    "request_s", "F1_req_s");
+            for (size_t p = 0; p < args.policy_count; p++)
+                for (size_t c = 0; c < args.capacity_count; c++) {
+                    size_t at = p * args.capacity_count + c;
+                    const kvt_sim_result_t *f = &results [at], *u = &unsharded [at];
+                    double n = f->request_count? (double) f->request_count: 1;
+                    printf ("  %-16s %8zu %7.4f %7.4f %9.1f %9.1f %8.3f %8.3f %9.3f %9.3f\n",
+                            args.policies [p], args.capacities [c], f->hit_ratio, u->hit_ratio,
+                            f->ttft_mean_ms, u->ttft_mean_ms, f->tpot_mean_ms, u->tpot_mean_ms,
+                            f->ttft_mean_ms / 1000 + f->decode_s / n,
+                            u->ttft_mean_ms / 1000 + u->decode_s / n);
+                }
+        }
     }
     if (!status && args.curve) {
         char path [4096];
@@ -537,6 +614,7 @@ kvt_simulate_main (int argc, char **argv)
             printf ("wrote %s\n", path);
     }
     free (ratios);
+    free (unsharded);
     free (results);
     kvt_sim_destroy (&sim);
     kvt_trace_destroy (&trace);
