@@ -52,22 +52,17 @@
 //  Handicap of each miniature, in units of T (-1 = infinite)
 static const double s_handicaps [S_MINIS] = { 0, 0.5, 1, 2, -1 };
 
-//  Ids offered before: a FIFO ring of ids with a map for lookup
+//  Ids offered before, oldest forgotten first
 typedef struct {
-    kvt_idmap_t map;                //  id -> ring slot
-    uint8_t *classes;               //  Class of the sequence at its last offer
-    uint64_t *ring;                 //  Ids in FIFO order
-    size_t max;                     //  Ring size
-    size_t next;                    //  Next slot
-    size_t used;                    //  Slots in use
+    kvt_idring_t ring;              //  Ids offered
+    uint8_t *classes;               //  classes [slot]: class of the sequence at its last offer
 } s_history_t;
 
 //  One node of a cache order
 typedef struct {
+    kvt_nodelink_t link;            //  In its list (first: see kvt_nodelist)
     uint64_t id;                    //  Block id
     int64_t touched;                //  Request clock of last use
-    uint32_t prev;                  //  Towards the front of its list (newer)
-    uint32_t next;                  //  Towards the back (older)
     uint8_t list;                   //  Class of an unproven block, or S_PROVEN
 } s_node_t;
 
@@ -80,8 +75,7 @@ typedef struct {
     kvt_idmap_t map;                //  id -> node
     s_node_t *nodes;                //  Node pool
     kvt_nodepool_t pool;            //  Owns the records above and their free list
-    uint32_t front [S_LISTS];       //  Newest node per list
-    uint32_t back [S_LISTS];        //  Oldest node per list
+    kvt_nodelist_t lists [S_LISTS]; //  Newest at the front
     uint32_t cursor [S_LISTS];      //  Last node placed by the current request
     int64_t cursor_now [S_LISTS];   //  Request clock of that placement
     size_t capacity;                //  Blocks held at most
@@ -109,19 +103,15 @@ typedef struct {
 static void
 s_history_init (s_history_t *self, size_t max)
 {
-    self->max = max < 64? 64: max;
-    kvt_idmap_init (&self->map, self->max);
-    self->ring = (uint64_t *) kvt_zmalloc (self->max * sizeof (uint64_t));
-    self->classes = (uint8_t *) kvt_zmalloc (self->max);
-    self->next = self->used = 0;
+    kvt_idring_init (&self->ring, max < 64? 64: max);
+    self->classes = (uint8_t *) kvt_zmalloc (self->ring.max);
 }
 
 //  Free a history; leaves it zeroed.
 static void
 s_history_fini (s_history_t *self)
 {
-    kvt_idmap_fini (&self->map);
-    free (self->ring);
+    kvt_idring_fini (&self->ring);
     free (self->classes);
     memset (self, 0, sizeof (*self));
 }
@@ -131,24 +121,13 @@ s_history_fini (s_history_t *self)
 static bool
 s_history_check (s_history_t *self, uint64_t id, uint8_t cls, uint8_t *was)
 {
-    uint32_t at = kvt_idmap_get (&self->map, id);
+    uint32_t at = kvt_idring_find (&self->ring, id);
     if (at != KVT_IDMAP_NONE) {
         *was = self->classes [at];
         self->classes [at] = cls;
         return true;
     }
-    size_t slot = self->next;
-    self->next = (self->next + 1) % self->max;
-    if (self->used == self->max) {
-        uint64_t old = self->ring [slot];
-        if (kvt_idmap_get (&self->map, old) == slot)
-            kvt_idmap_remove (&self->map, old);
-    }
-    else
-        self->used++;
-    self->ring [slot] = id;
-    self->classes [slot] = cls;
-    kvt_idmap_put (&self->map, id, (uint32_t) slot);
+    self->classes [kvt_idring_add (&self->ring, id)] = cls;
     return false;
 }
 
@@ -162,7 +141,8 @@ s_cache_init (s_cache_t *self, size_t capacity)
     self->nodes = (s_node_t *) self->pool.items;
     kvt_idmap_init (&self->map, self->pool.node_max);
     for (int list = 0; list < S_LISTS; list++) {
-        self->front [list] = self->back [list] = self->cursor [list] = KVT_IDMAP_NONE;
+        kvt_nodelist_init (&self->lists [list]);
+        self->cursor [list] = KVT_IDMAP_NONE;
         self->cursor_now [list] = -1;
     }
 }
@@ -180,18 +160,10 @@ s_cache_fini (s_cache_t *self)
 static void
 s_cache_unlink (s_cache_t *self, uint32_t node)
 {
-    s_node_t *n = &self->nodes [node];
-    int list = n->list;
-    if (self->cursor [list] == node)
-        self->cursor [list] = n->prev;  //  The request's previous block, or none
-    if (n->prev != KVT_IDMAP_NONE)
-        self->nodes [n->prev].next = n->next;
-    else
-        self->front [list] = n->next;
-    if (n->next != KVT_IDMAP_NONE)
-        self->nodes [n->next].prev = n->prev;
-    else
-        self->back [list] = n->prev;
+    const s_node_t *n = &self->nodes [node];
+    if (self->cursor [n->list] == node)
+        self->cursor [n->list] = n->link.prev;  //  The request's previous block, or none
+    kvt_nodelist_unlink (&self->lists [n->list], &self->pool, node);
 }
 
 //  Place 'node' in 'list' at request clock 'now': behind the blocks the
@@ -203,24 +175,10 @@ s_cache_place (s_cache_t *self, uint32_t node, int list, int64_t now)
     n->list = (uint8_t) list;
     n->touched = now;
     uint32_t after = self->cursor_now [list] == now? self->cursor [list]: KVT_IDMAP_NONE;
-    if (after == KVT_IDMAP_NONE) {
-        n->prev = KVT_IDMAP_NONE;
-        n->next = self->front [list];
-        if (self->front [list] != KVT_IDMAP_NONE)
-            self->nodes [self->front [list]].prev = node;
-        else
-            self->back [list] = node;
-        self->front [list] = node;
-    }
-    else {
-        n->prev = after;
-        n->next = self->nodes [after].next;
-        if (n->next != KVT_IDMAP_NONE)
-            self->nodes [n->next].prev = node;
-        else
-            self->back [list] = node;
-        self->nodes [after].next = node;
-    }
+    if (after == KVT_IDMAP_NONE)
+        kvt_nodelist_push_front (&self->lists [list], &self->pool, node);
+    else
+        kvt_nodelist_insert_after (&self->lists [list], &self->pool, after, node);
     self->cursor [list] = node;
     self->cursor_now [list] = now;
 }
@@ -265,7 +223,7 @@ s_cache_victim (const s_cache_t *self, const double *scale, uint64_t otherwise)
     uint32_t victim = KVT_IDMAP_NONE;
     int64_t victim_key = INT64_MAX;
     for (int list = 0; list < S_LISTS; list++) {
-        uint32_t node = self->back [list];
+        uint32_t node = self->lists [list].back;
         if (node == KVT_IDMAP_NONE)
             continue;
         int64_t key = self->nodes [node].touched;

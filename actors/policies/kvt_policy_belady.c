@@ -21,10 +21,7 @@
 #include "kvt_policy_util.h"
 
 typedef struct {
-    kvt_idmap_t map;                //  id -> node
-    kvt_keyheap_t heap;             //  key = (-next_use, touch order)
-    uint64_t *ids;                  //  ids [node]
-    kvt_nodepool_t pool;            //  Owns the records above and their free list
+    kvt_keyorder_t order;           //  key = (-next_use, touch order)
     int64_t touches;                //  Touch counter, the tie-break
 } s_belady_t;
 
@@ -33,10 +30,7 @@ static void *
 s_create (const kvt_policy_args_t *args)
 {
     s_belady_t *self = (s_belady_t *) kvt_zmalloc (sizeof (s_belady_t));
-    kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (uint64_t));
-    self->ids = (uint64_t *) self->pool.items;
-    kvt_idmap_init (&self->map, self->pool.node_max);
-    kvt_keyheap_init (&self->heap, self->pool.node_max);
+    kvt_keyorder_init (&self->order, args->capacity);
     return self;
 }
 
@@ -46,9 +40,7 @@ s_destroy (void **state_p)
 {
     s_belady_t *self = (s_belady_t *) *state_p;
     if (self) {
-        kvt_idmap_fini (&self->map);
-        kvt_keyheap_fini (&self->heap);
-        kvt_nodepool_fini (&self->pool);
+        kvt_keyorder_fini (&self->order);
         free (self);
         *state_p = NULL;
     }
@@ -66,9 +58,9 @@ static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_belady_t *self = (s_belady_t *) state;
-    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    uint32_t node = kvt_keyorder_node (&self->order, block->id);
     if (node != KVT_IDMAP_NONE)
-        kvt_keyheap_set (&self->heap, node, (kvt_heapkey_t) { -s_next (block), self->touches++ });
+        kvt_keyorder_set (&self->order, node, (kvt_heapkey_t) { -s_next (block), self->touches++ });
 }
 
 //  Start tracking a block, then key it as on_access does.
@@ -76,12 +68,7 @@ static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_belady_t *self = (s_belady_t *) state;
-    if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
-        uint32_t node = kvt_nodepool_take (&self->pool);
-        self->ids = (uint64_t *) self->pool.items;   //  May have moved
-        self->ids [node] = block->id;
-        kvt_idmap_put (&self->map, block->id, node);
-    }
+    kvt_keyorder_track (&self->order, block->id);
     s_on_access (state, block);
 }
 
@@ -90,11 +77,7 @@ static void
 s_on_evict (void *state, uint64_t id)
 {
     s_belady_t *self = (s_belady_t *) state;
-    uint32_t node = kvt_idmap_remove (&self->map, id);
-    if (node == KVT_IDMAP_NONE)
-        return;
-    kvt_keyheap_remove (&self->heap, node);
-    kvt_nodepool_put (&self->pool, node);
+    kvt_keyorder_remove (&self->order, id);
 }
 
 //  The farthest next use, or the incoming block if it is strictly farther.
@@ -102,10 +85,10 @@ static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_belady_t *self = (s_belady_t *) state;
-    uint32_t node = kvt_keyheap_top (&self->heap);
-    if (node == KVT_IDMAP_NONE || s_next (incoming) > -self->heap.keys [node].major)
+    uint32_t node = kvt_keyheap_top (&self->order.heap);
+    if (node == KVT_IDMAP_NONE || s_next (incoming) > -self->order.heap.keys [node].major)
         return incoming->id;
-    return self->ids [node];
+    return kvt_keyorder_id (&self->order, node);
 }
 
 const kvt_policy_ops_t kvt_policy_belady_ops = {
@@ -132,9 +115,9 @@ static void
 s_oracle_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_belady_t *self = (s_belady_t *) state;
-    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    uint32_t node = kvt_keyorder_node (&self->order, block->id);
     if (node != KVT_IDMAP_NONE)
-        kvt_keyheap_set (&self->heap, node, (kvt_heapkey_t) {
+        kvt_keyorder_set (&self->order, node, (kvt_heapkey_t) {
             block->next_use == KVT_POLICY_NEVER? INT64_MIN / 2: block->now,
             -(int64_t) block->depth });
 }
@@ -144,12 +127,7 @@ static void
 s_oracle_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_belady_t *self = (s_belady_t *) state;
-    if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
-        uint32_t node = kvt_nodepool_take (&self->pool);
-        self->ids = (uint64_t *) self->pool.items;   //  May have moved
-        self->ids [node] = block->id;
-        kvt_idmap_put (&self->map, block->id, node);
-    }
+    kvt_keyorder_track (&self->order, block->id);
     s_oracle_on_access (state, block);
 }
 
@@ -166,8 +144,7 @@ static uint64_t
 s_oracle_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_belady_t *self = (s_belady_t *) state;
-    uint32_t node = kvt_keyheap_top (&self->heap);
-    return node != KVT_IDMAP_NONE? self->ids [node]: incoming->id;
+    return kvt_keyorder_first_id (&self->order, incoming->id);
 }
 
 const kvt_policy_ops_t kvt_policy_oracle_reuse_ops = {

@@ -53,10 +53,9 @@
 
 //  One remembered offer (ghost or lineage history)
 typedef struct {
+    kvt_nodelink_t link;            //  In the order (first: see kvt_nodelist)
     uint64_t id;                    //  Block id
     int64_t time;                   //  Request clock of its last offer
-    uint32_t older;                 //  Towards the oldest entry
-    uint32_t newer;                 //  Towards the newest entry
     uint8_t cls;                    //  Class at its last offer
     uint8_t live;                   //  1 while remembered
 } s_entry_t;
@@ -66,9 +65,7 @@ typedef struct {
     kvt_idmap_t map;                //  id -> entry
     kvt_nodepool_t pool;            //  Owns the entries
     s_entry_t *entries;             //  pool.items
-    uint32_t oldest;                //  Least recent entry, or NONE
-    uint32_t newest;                //  Most recent entry, or NONE
-    size_t count;                   //  Entries remembered
+    kvt_nodelist_t order;           //  Entries remembered, most recent at the front
     size_t max;                     //  Entries kept at most
 } s_recent_t;
 
@@ -188,7 +185,7 @@ s_recent_init (s_recent_t *self, size_t max)
     kvt_nodepool_init (&self->pool, self->max + 2, sizeof (s_entry_t));
     self->entries = (s_entry_t *) self->pool.items;
     kvt_idmap_init (&self->map, self->max + 2);
-    self->oldest = self->newest = KVT_IDMAP_NONE;
+    kvt_nodelist_init (&self->order);
 }
 
 //  Free a list; leaves it zeroed.
@@ -200,21 +197,6 @@ s_recent_fini (s_recent_t *self)
     memset (self, 0, sizeof (*self));
 }
 
-//  Take entry 'at' out of the order (it stays allocated).
-static void
-s_recent_unlink (s_recent_t *self, uint32_t at)
-{
-    s_entry_t *entry = &self->entries [at];
-    if (entry->older != KVT_IDMAP_NONE)
-        self->entries [entry->older].newer = entry->newer;
-    else
-        self->oldest = entry->newer;
-    if (entry->newer != KVT_IDMAP_NONE)
-        self->entries [entry->newer].older = entry->older;
-    else
-        self->newest = entry->older;
-}
-
 //  Entry of 'id', or NONE.
 static uint32_t
 s_recent_find (const s_recent_t *self, uint64_t id)
@@ -223,7 +205,7 @@ s_recent_find (const s_recent_t *self, uint64_t id)
 }
 
 //  Record an offer of 'id' at 'time' in class 'cls' as the newest; 'at' is
-//  its entry (from s_recent_find) or NONE. May leave count = max + 1.
+//  its entry (from s_recent_find) or NONE. May leave max + 1 entries.
 static void
 s_recent_set (s_recent_t *self, uint32_t at, uint64_t id, int64_t time, uint8_t cls)
 {
@@ -233,35 +215,26 @@ s_recent_set (s_recent_t *self, uint32_t at, uint64_t id, int64_t time, uint8_t 
         self->entries [at].id = id;
         self->entries [at].live = 1;
         kvt_idmap_put (&self->map, id, at);
-        self->count++;
     }
     else
-        s_recent_unlink (self, at);
-    s_entry_t *entry = &self->entries [at];
-    entry->time = time;
-    entry->cls = cls;
-    entry->newer = KVT_IDMAP_NONE;
-    entry->older = self->newest;
-    if (self->newest != KVT_IDMAP_NONE)
-        self->entries [self->newest].newer = at;
-    else
-        self->oldest = at;
-    self->newest = at;
+        kvt_nodelist_unlink (&self->order, &self->pool, at);
+    self->entries [at].time = time;
+    self->entries [at].cls = cls;
+    kvt_nodelist_push_front (&self->order, &self->pool, at);
 }
 
 //  Forget the oldest entry if over 'max'; true with it in *gone if one was.
 static bool
 s_recent_trim (s_recent_t *self, s_entry_t *gone)
 {
-    if (self->count <= self->max)
+    if (self->order.count <= self->max)
         return false;
-    uint32_t at = self->oldest;
+    uint32_t at = self->order.back;
     *gone = self->entries [at];
-    s_recent_unlink (self, at);
+    kvt_nodelist_unlink (&self->order, &self->pool, at);
     kvt_idmap_remove (&self->map, gone->id);
     self->entries [at].live = 0;
     kvt_nodepool_put (&self->pool, at);
-    self->count--;
     return true;
 }
 

@@ -26,17 +26,15 @@
 //  "lru": intrusive doubly-linked list over a node pool
 
 typedef struct {
+    kvt_nodelink_t link;            //  On the recency list (first: see kvt_nodelist)
     uint64_t id;                    //  Block id
-    uint32_t prev;                  //  Towards the front (more recent)
-    uint32_t next;                  //  Towards the back (less recent)
 } s_lru_node_t;
 
 typedef struct {
     kvt_idmap_t map;                //  id -> node
     s_lru_node_t *nodes;            //  Node pool, capacity + 1 entries
     kvt_nodepool_t pool;            //  Owns the records above and their free list
-    uint32_t front;                 //  Most recent, or NONE
-    uint32_t back;                  //  Least recent, or NONE
+    kvt_nodelist_t recency;         //  Most recent at the front
 } s_lru_t;
 
 //  Create an empty LRU for 'capacity' blocks.
@@ -47,7 +45,7 @@ s_lru_create (const kvt_policy_args_t *args)
     kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (s_lru_node_t));
     self->nodes = (s_lru_node_t *) self->pool.items;
     kvt_idmap_init (&self->map, self->pool.node_max);
-    self->front = self->back = KVT_IDMAP_NONE;
+    kvt_nodelist_init (&self->recency);
     return self;
 }
 
@@ -64,45 +62,16 @@ s_lru_destroy (void **state_p)
     }
 }
 
-//  Take 'node' out of the recency list.
-static void
-s_lru_unlink (s_lru_t *self, uint32_t node)
-{
-    s_lru_node_t *n = &self->nodes [node];
-    if (n->prev != KVT_IDMAP_NONE)
-        self->nodes [n->prev].next = n->next;
-    else
-        self->front = n->next;
-    if (n->next != KVT_IDMAP_NONE)
-        self->nodes [n->next].prev = n->prev;
-    else
-        self->back = n->prev;
-}
-
-//  Make 'node' the most recent.
-static void
-s_lru_push_front (s_lru_t *self, uint32_t node)
-{
-    s_lru_node_t *n = &self->nodes [node];
-    n->prev = KVT_IDMAP_NONE;
-    n->next = self->front;
-    if (self->front != KVT_IDMAP_NONE)
-        self->nodes [self->front].prev = node;
-    else
-        self->back = node;
-    self->front = node;
-}
-
 //  A cached block was used: it becomes the most recent.
 static void
 s_lru_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_lru_t *self = (s_lru_t *) state;
     uint32_t node = kvt_idmap_get (&self->map, block->id);
-    if (node == KVT_IDMAP_NONE || node == self->front)
+    if (node == KVT_IDMAP_NONE || node == self->recency.front)
         return;
-    s_lru_unlink (self, node);
-    s_lru_push_front (self, node);
+    kvt_nodelist_unlink (&self->recency, &self->pool, node);
+    kvt_nodelist_push_front (&self->recency, &self->pool, node);
 }
 
 //  Track a new block as the most recent (grows the pool if needed).
@@ -118,7 +87,7 @@ s_lru_on_insert (void *state, const kvt_policy_block_t *block)
     self->nodes = (s_lru_node_t *) self->pool.items;   //  May have moved
     self->nodes [node].id = block->id;
     kvt_idmap_put (&self->map, block->id, node);
-    s_lru_push_front (self, node);
+    kvt_nodelist_push_front (&self->recency, &self->pool, node);
 }
 
 //  The host dropped 'id'.
@@ -129,7 +98,7 @@ s_lru_on_evict (void *state, uint64_t id)
     uint32_t node = kvt_idmap_remove (&self->map, id);
     if (node == KVT_IDMAP_NONE)
         return;
-    s_lru_unlink (self, node);
+    kvt_nodelist_unlink (&self->recency, &self->pool, node);
     kvt_nodepool_put (&self->pool, node);
 }
 
@@ -138,7 +107,8 @@ static uint64_t
 s_lru_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_lru_t *self = (s_lru_t *) state;
-    return self->back != KVT_IDMAP_NONE? self->nodes [self->back].id: incoming->id;
+    uint32_t back = self->recency.back;
+    return back != KVT_IDMAP_NONE? self->nodes [back].id: incoming->id;
 }
 
 const kvt_policy_ops_t kvt_policy_lru_ops = {
@@ -157,10 +127,7 @@ const kvt_policy_ops_t kvt_policy_lru_ops = {
 //  "lru-leaf": keyed heap, key = (last request clock, -depth)
 
 typedef struct {
-    kvt_idmap_t map;                //  id -> node
-    kvt_keyheap_t heap;             //  Cached nodes by eviction key
-    uint64_t *ids;                  //  ids [node]
-    kvt_nodepool_t pool;            //  Owns the records above and their free list
+    kvt_keyorder_t order;           //  Cached blocks by eviction key
 } s_leaf_t;
 
 //  Create an empty leaf-first order for 'capacity' blocks.
@@ -168,10 +135,7 @@ static void *
 s_leaf_create (const kvt_policy_args_t *args)
 {
     s_leaf_t *self = (s_leaf_t *) kvt_zmalloc (sizeof (s_leaf_t));
-    kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (uint64_t));
-    self->ids = (uint64_t *) self->pool.items;
-    kvt_idmap_init (&self->map, self->pool.node_max);
-    kvt_keyheap_init (&self->heap, self->pool.node_max);
+    kvt_keyorder_init (&self->order, args->capacity);
     return self;
 }
 
@@ -181,9 +145,7 @@ s_leaf_destroy (void **state_p)
 {
     s_leaf_t *self = (s_leaf_t *) *state_p;
     if (self) {
-        kvt_idmap_fini (&self->map);
-        kvt_keyheap_fini (&self->heap);
-        kvt_nodepool_fini (&self->pool);
+        kvt_keyorder_fini (&self->order);
         free (self);
         *state_p = NULL;
     }
@@ -194,10 +156,10 @@ static void
 s_leaf_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_leaf_t *self = (s_leaf_t *) state;
-    uint32_t node = kvt_idmap_get (&self->map, block->id);
+    uint32_t node = kvt_keyorder_node (&self->order, block->id);
     if (node != KVT_IDMAP_NONE)
-        kvt_keyheap_set (&self->heap, node,
-                         (kvt_heapkey_t) { block->now, -(int64_t) block->depth });
+        kvt_keyorder_set (&self->order, node,
+                          (kvt_heapkey_t) { block->now, -(int64_t) block->depth });
 }
 
 //  Track a new block, then key it as on_access does.
@@ -205,12 +167,7 @@ static void
 s_leaf_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_leaf_t *self = (s_leaf_t *) state;
-    if (kvt_idmap_get (&self->map, block->id) == KVT_IDMAP_NONE) {
-        uint32_t node = kvt_nodepool_take (&self->pool);
-        self->ids = (uint64_t *) self->pool.items;   //  May have moved
-        self->ids [node] = block->id;
-        kvt_idmap_put (&self->map, block->id, node);
-    }
+    kvt_keyorder_track (&self->order, block->id);
     s_leaf_on_access (state, block);
 }
 
@@ -219,11 +176,7 @@ static void
 s_leaf_on_evict (void *state, uint64_t id)
 {
     s_leaf_t *self = (s_leaf_t *) state;
-    uint32_t node = kvt_idmap_remove (&self->map, id);
-    if (node == KVT_IDMAP_NONE)
-        return;
-    kvt_keyheap_remove (&self->heap, node);
-    kvt_nodepool_put (&self->pool, node);
+    kvt_keyorder_remove (&self->order, id);
 }
 
 //  The smallest key: deepest block of the oldest request.
@@ -231,8 +184,7 @@ static uint64_t
 s_leaf_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_leaf_t *self = (s_leaf_t *) state;
-    uint32_t node = kvt_keyheap_top (&self->heap);
-    return node != KVT_IDMAP_NONE? self->ids [node]: incoming->id;
+    return kvt_keyorder_first_id (&self->order, incoming->id);
 }
 
 const kvt_policy_ops_t kvt_policy_lru_leaf_ops = {

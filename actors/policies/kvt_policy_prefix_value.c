@@ -49,21 +49,15 @@
 #define S_PRIOR_LIVES 8.0           //  Weight of the all-class prior, in lives
 
 typedef struct {
+    kvt_nodelink_t link;            //  In its class list (first: see kvt_nodelist)
     uint64_t id;                    //  Block id
     int64_t touched;                //  Request clock at last use
     float cost_us;                  //  Recompute cost (cost=1 only)
-    uint32_t prev;                  //  Towards the front of its class list
-    uint32_t next;                  //  Towards the back (older)
     uint8_t cls;                    //  Class at last use
 } s_node_t;
 
+//  What the sample knows of one remembered id (indexed by its ring slot)
 typedef struct {
-    uint32_t front;                 //  Newest
-    uint32_t back;                  //  Oldest
-} s_list_t;
-
-typedef struct {
-    uint64_t id;                    //  Sampled block id
     int64_t touched;                //  Request clock at last use
     uint8_t cls;                    //  Class at last use
 } s_ghost_t;
@@ -74,12 +68,9 @@ typedef struct {
     kvt_idmap_t map;                //  id -> node, cached blocks
     s_node_t *nodes;                //  Node pool
     kvt_nodepool_t pool;            //  Owns the records above and their free list
-    s_list_t lists [S_CLASSES];     //  Recency list per class
-    kvt_idmap_t ghost_map;          //  Sampled id -> ghost slot
-    s_ghost_t *ghosts;              //  Ghost ring
-    size_t ghost_max;               //  Ring size
-    size_t ghost_next;              //  Next ring slot to (re)use
-    size_t ghost_used;              //  Ring slots holding an id
+    kvt_nodelist_t lists [S_CLASSES];   //  Recency list per class, newest at the front
+    kvt_idring_t sampled;           //  Sampled ids remembered (the ghost)
+    s_ghost_t *ghosts;              //  ghosts [slot of a sampled id]
     double lives [S_CLASSES];       //  Sampled lives begun per class (decayed)
     double reuses [S_CLASSES][S_DIST_BUCKETS];  //  Lives ended by a reuse at distance
     double total_lives;             //  Since the last decay
@@ -133,11 +124,10 @@ s_create (const kvt_policy_args_t *args)
     self->nodes = (s_node_t *) self->pool.items;
     kvt_idmap_init (&self->map, self->pool.node_max);
     for (int c = 0; c < S_CLASSES; c++)
-        self->lists [c].front = self->lists [c].back = KVT_IDMAP_NONE;
+        kvt_nodelist_init (&self->lists [c]);
     //  The sample must remember well past the cache's own horizon
-    self->ghost_max = args->capacity < 4096? 4096: args->capacity;
-    self->ghosts = (s_ghost_t *) kvt_zmalloc (self->ghost_max * sizeof (s_ghost_t));
-    kvt_idmap_init (&self->ghost_map, self->ghost_max);
+    kvt_idring_init (&self->sampled, args->capacity < 4096? 4096: args->capacity);
+    self->ghosts = (s_ghost_t *) kvt_zmalloc (self->sampled.max * sizeof (s_ghost_t));
     self->insert_rate = 1;
     self->window = (double) args->capacity;
     self->tables_at = -S_TABLE_EVERY;
@@ -151,7 +141,7 @@ s_destroy (void **state_p)
     s_self_t *self = (s_self_t *) *state_p;
     if (self) {
         kvt_idmap_fini (&self->map);
-        kvt_idmap_fini (&self->ghost_map);
+        kvt_idring_fini (&self->sampled);
         free (self->ghosts);
         kvt_nodepool_fini (&self->pool);
         free (self);
@@ -163,32 +153,15 @@ s_destroy (void **state_p)
 static void
 s_unlink (s_self_t *self, uint32_t node)
 {
-    s_node_t *n = &self->nodes [node];
-    s_list_t *list = &self->lists [n->cls];
-    if (n->prev != KVT_IDMAP_NONE)
-        self->nodes [n->prev].next = n->next;
-    else
-        list->front = n->next;
-    if (n->next != KVT_IDMAP_NONE)
-        self->nodes [n->next].prev = n->prev;
-    else
-        list->back = n->prev;
+    kvt_nodelist_unlink (&self->lists [self->nodes [node].cls], &self->pool, node);
 }
 
 //  Make 'node' the newest of class list 'cls'.
 static void
 s_push (s_self_t *self, uint32_t node, uint8_t cls)
 {
-    s_node_t *n = &self->nodes [node];
-    s_list_t *list = &self->lists [cls];
-    n->cls = cls;
-    n->prev = KVT_IDMAP_NONE;
-    n->next = list->front;
-    if (list->front != KVT_IDMAP_NONE)
-        self->nodes [list->front].prev = node;
-    else
-        list->back = node;
-    list->front = node;
+    self->nodes [node].cls = cls;
+    kvt_nodelist_push_front (&self->lists [cls], &self->pool, node);
 }
 
 //  Class of a block of the current request: the request's class, and
@@ -206,29 +179,17 @@ s_class_of (s_self_t *self, const kvt_policy_block_t *block, bool used_before)
 static void
 s_sample (s_self_t *self, const kvt_policy_block_t *block)
 {
-    uint32_t slot = kvt_idmap_get (&self->ghost_map, block->id);
+    uint32_t slot = kvt_idring_find (&self->sampled, block->id);
     uint8_t cls = s_class_of (self, block, slot != KVT_IDMAP_NONE);
     if (slot != KVT_IDMAP_NONE) {
-        s_ghost_t *ghost = &self->ghosts [slot];
+        const s_ghost_t *ghost = &self->ghosts [slot];
         if (ghost->touched == self->now)
             return;                 //  Same request: one use
         self->reuses [ghost->cls][s_bucket (self->now - ghost->touched)] += 1;
-        ghost->touched = self->now;
-        ghost->cls = cls;
     }
-    else {
-        slot = (uint32_t) self->ghost_next;
-        self->ghost_next = (self->ghost_next + 1) % self->ghost_max;
-        s_ghost_t *ghost = &self->ghosts [slot];
-        if (self->ghost_used == self->ghost_max)
-            kvt_idmap_remove (&self->ghost_map, ghost->id);
-        if (self->ghost_used < self->ghost_max)
-            self->ghost_used++;
-        ghost->id = block->id;
-        ghost->touched = self->now;
-        ghost->cls = cls;
-        kvt_idmap_put (&self->ghost_map, block->id, slot);
-    }
+    else                            //  A new life (a full ring forgets its oldest id)
+        slot = kvt_idring_add (&self->sampled, block->id);
+    self->ghosts [slot] = (s_ghost_t) { .touched = self->now, .cls = cls };
     self->lives [cls] += 1;
     self->total_lives += 1;
     if (self->total_lives >= S_DECAY_LIVES) {

@@ -24,30 +24,20 @@
 #define S_QUEUE_MAIN  1             //  Node is in M
 
 typedef struct {
+    kvt_nodelink_t link;            //  In its queue (first: see kvt_nodelist)
     uint64_t id;                    //  Block id
-    uint32_t next;                  //  Towards the back of its queue (older)
-    uint32_t prev;                  //  Towards the front (newer)
     uint8_t queue;                  //  S_QUEUE_*
     uint8_t uses;                   //  Uses since insert or last pass, <= 3
 } s_node_t;
 
 typedef struct {
-    uint32_t front;                 //  Newest, or NONE
-    uint32_t back;                  //  Oldest, or NONE
-    size_t count;                   //  Nodes in the queue
-} s_queue_t;
-
-typedef struct {
     kvt_idmap_t map;                //  id -> node, cached blocks
     s_node_t *nodes;                //  Node pool
     kvt_nodepool_t pool;            //  Owns the records above and their free list
-    s_queue_t small;                //  S
-    s_queue_t main;                 //  M
+    kvt_nodelist_t small;           //  S, newest at the front
+    kvt_nodelist_t main;            //  M, newest at the front
     size_t small_target;            //  Capacity share of S
-    kvt_idmap_t ghost_map;          //  id -> ghost sequence number
-    uint64_t *ghost_ring;           //  Ghost ids in FIFO order
-    size_t ghost_max;               //  Ring size
-    uint64_t ghost_head;            //  Sequence number of the next ghost
+    kvt_idring_t ghosts;            //  G: ids evicted from S, oldest forgotten first
 } s_self_t;
 
 //  Create; NULL if option small is not in (0, 1).
@@ -64,14 +54,13 @@ s_create (const kvt_policy_args_t *args)
     kvt_nodepool_init (&self->pool, args->capacity + 1, sizeof (s_node_t));
     self->nodes = (s_node_t *) self->pool.items;
     kvt_idmap_init (&self->map, self->pool.node_max);
-    self->small.front = self->small.back = KVT_IDMAP_NONE;
-    self->main.front = self->main.back = KVT_IDMAP_NONE;
+    kvt_nodelist_init (&self->small);
+    kvt_nodelist_init (&self->main);
     self->small_target = (size_t) (small * (double) args->capacity);
     if (self->small_target == 0)
         self->small_target = 1;
-    self->ghost_max = args->capacity > self->small_target? args->capacity - self->small_target: 1;
-    self->ghost_ring = (uint64_t *) kvt_zmalloc (self->ghost_max * sizeof (uint64_t));
-    kvt_idmap_init (&self->ghost_map, self->ghost_max);
+    size_t ghost_max = args->capacity > self->small_target? args->capacity - self->small_target: 1;
+    kvt_idring_init (&self->ghosts, ghost_max);
     return self;
 }
 
@@ -82,62 +71,33 @@ s_destroy (void **state_p)
     s_self_t *self = (s_self_t *) *state_p;
     if (self) {
         kvt_idmap_fini (&self->map);
-        kvt_idmap_fini (&self->ghost_map);
-        free (self->ghost_ring);
+        kvt_idring_fini (&self->ghosts);
         kvt_nodepool_fini (&self->pool);
         free (self);
         *state_p = NULL;
     }
 }
 
+//  Queue S or M.
+static kvt_nodelist_t *
+s_queue (s_self_t *self, uint8_t queue)
+{
+    return queue == S_QUEUE_SMALL? &self->small: &self->main;
+}
+
 //  Take 'node' out of its queue.
 static void
 s_unlink (s_self_t *self, uint32_t node)
 {
-    s_node_t *n = &self->nodes [node];
-    s_queue_t *q = n->queue == S_QUEUE_SMALL? &self->small: &self->main;
-    if (n->prev != KVT_IDMAP_NONE)
-        self->nodes [n->prev].next = n->next;
-    else
-        q->front = n->next;
-    if (n->next != KVT_IDMAP_NONE)
-        self->nodes [n->next].prev = n->prev;
-    else
-        q->back = n->prev;
-    q->count--;
+    kvt_nodelist_unlink (s_queue (self, self->nodes [node].queue), &self->pool, node);
 }
 
 //  Put 'node' at the front (newest end) of queue 'queue'.
 static void
 s_push (s_self_t *self, uint32_t node, uint8_t queue)
 {
-    s_node_t *n = &self->nodes [node];
-    s_queue_t *q = queue == S_QUEUE_SMALL? &self->small: &self->main;
-    n->queue = queue;
-    n->prev = KVT_IDMAP_NONE;
-    n->next = q->front;
-    if (q->front != KVT_IDMAP_NONE)
-        self->nodes [q->front].prev = node;
-    else
-        q->back = node;
-    q->front = node;
-    q->count++;
-}
-
-//  Remember an evicted id; the oldest ghost falls out of the ring.
-static void
-s_ghost_add (s_self_t *self, uint64_t id)
-{
-    size_t at = self->ghost_head % self->ghost_max;
-    if (self->ghost_head >= self->ghost_max) {
-        uint64_t old = self->ghost_ring [at];
-        uint32_t seq = kvt_idmap_get (&self->ghost_map, old);
-        if (seq != KVT_IDMAP_NONE && seq == (uint32_t) (self->ghost_head - self->ghost_max))
-            kvt_idmap_remove (&self->ghost_map, old);
-    }
-    self->ghost_ring [at] = id;
-    kvt_idmap_put (&self->ghost_map, id, (uint32_t) self->ghost_head);
-    self->ghost_head++;
+    self->nodes [node].queue = queue;
+    kvt_nodelist_push_front (s_queue (self, queue), &self->pool, node);
 }
 
 //  A cached block was used: one more use, up to 3.
@@ -164,7 +124,7 @@ s_on_insert (void *state, const kvt_policy_block_t *block)
     self->nodes [node].id = block->id;
     self->nodes [node].uses = 0;
     kvt_idmap_put (&self->map, block->id, node);
-    bool ghost = kvt_idmap_remove (&self->ghost_map, block->id) != KVT_IDMAP_NONE;
+    bool ghost = kvt_idring_forget (&self->ghosts, block->id);
     s_push (self, node, ghost? S_QUEUE_MAIN: S_QUEUE_SMALL);
 }
 
@@ -177,7 +137,7 @@ s_on_evict (void *state, uint64_t id)
     if (node == KVT_IDMAP_NONE)
         return;
     if (self->nodes [node].queue == S_QUEUE_SMALL)
-        s_ghost_add (self, id);
+        (void) kvt_idring_add (&self->ghosts, id);  //  Only the id matters: no slot data
     s_unlink (self, node);
     kvt_nodepool_put (&self->pool, node);
 }

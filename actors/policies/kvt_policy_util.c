@@ -126,9 +126,6 @@ kvt_idmap_remove (kvt_idmap_t *self, uint64_t id)
 }
 
 //  --------------------------------------------------------------------------
-//  Init an empty heap for nodes [0, node_max).
-
-//  --------------------------------------------------------------------------
 //  Node pool
 
 void
@@ -178,6 +175,9 @@ kvt_nodepool_put (kvt_nodepool_t *self, uint32_t node)
     assert (node < self->node_max && self->free_count < self->node_max);
     self->free_nodes [self->free_count++] = node;
 }
+
+//  --------------------------------------------------------------------------
+//  Init an empty heap for nodes [0, node_max).
 
 void
 kvt_keyheap_init (kvt_keyheap_t *self, size_t node_max)
@@ -323,8 +323,127 @@ kvt_keyheap_has (const kvt_keyheap_t *self, uint32_t node)
 }
 
 //  --------------------------------------------------------------------------
+//  Init an empty order for about 'capacity' ids.
+
+void
+kvt_keyorder_init (kvt_keyorder_t *self, size_t capacity)
+{
+    assert (self);
+    kvt_nodepool_init (&self->pool, capacity + 1, sizeof (uint64_t));
+    kvt_idmap_init (&self->map, self->pool.node_max);
+    kvt_keyheap_init (&self->heap, self->pool.node_max);
+}
+
+//  --------------------------------------------------------------------------
+//  Free the order; leaves it zeroed.
+
+void
+kvt_keyorder_fini (kvt_keyorder_t *self)
+{
+    assert (self);
+    kvt_idmap_fini (&self->map);
+    kvt_keyheap_fini (&self->heap);
+    kvt_nodepool_fini (&self->pool);
+}
+
+//  --------------------------------------------------------------------------
+//  Node of 'id', tracking it (unranked) first if it is new.
+
+uint32_t
+kvt_keyorder_track (kvt_keyorder_t *self, uint64_t id)
+{
+    uint32_t node = kvt_idmap_get (&self->map, id);
+    if (node == KVT_IDMAP_NONE) {
+        node = kvt_nodepool_take (&self->pool);
+        ((uint64_t *) self->pool.items) [node] = id;
+        kvt_idmap_put (&self->map, id, node);
+    }
+    return node;
+}
+
+//  --------------------------------------------------------------------------
+//  Stop tracking 'id'; a no-op if it is not tracked.
+
+void
+kvt_keyorder_remove (kvt_keyorder_t *self, uint64_t id)
+{
+    uint32_t node = kvt_idmap_remove (&self->map, id);
+    if (node == KVT_IDMAP_NONE)
+        return;
+    kvt_keyheap_remove (&self->heap, node);
+    kvt_nodepool_put (&self->pool, node);
+}
+
+//  --------------------------------------------------------------------------
+//  Id with the smallest key, or 'otherwise' when none is ranked.
+
+uint64_t
+kvt_keyorder_first_id (const kvt_keyorder_t *self, uint64_t otherwise)
+{
+    uint32_t node = kvt_keyheap_top (&self->heap);
+    return node != KVT_IDMAP_NONE? kvt_keyorder_id (self, node): otherwise;
+}
+
+//  --------------------------------------------------------------------------
+//  Init an empty ring of 'max' slots.
+
+void
+kvt_idring_init (kvt_idring_t *self, size_t max)
+{
+    assert (self && max > 0);
+    kvt_idmap_init (&self->map, max);
+    self->ids = (uint64_t *) kvt_zmalloc (max * sizeof (uint64_t));
+    self->max = max;
+    self->next = self->used = 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Free the ring; leaves it zeroed.
+
+void
+kvt_idring_fini (kvt_idring_t *self)
+{
+    assert (self);
+    kvt_idmap_fini (&self->map);
+    free (self->ids);
+    memset (self, 0, sizeof (*self));
+}
+
+//  --------------------------------------------------------------------------
+//  Remember 'id' in the next slot. The slot's old id is forgotten only if
+//  the map still points it here: an id forgotten and remembered again
+//  since lives on in its newer slot.
+
+uint32_t
+kvt_idring_add (kvt_idring_t *self, uint64_t id)
+{
+    size_t slot = self->next;
+    self->next = (self->next + 1) % self->max;
+    if (self->used == self->max) {
+        uint64_t old = self->ids [slot];
+        if (kvt_idmap_get (&self->map, old) == slot)
+            kvt_idmap_remove (&self->map, old);
+    }
+    else
+        self->used++;
+    self->ids [slot] = id;
+    kvt_idmap_put (&self->map, id, (uint32_t) slot);
+    return (uint32_t) slot;
+}
+
+//  --------------------------------------------------------------------------
+//  Forget 'id' now; true if it was remembered.
+
+bool
+kvt_idring_forget (kvt_idring_t *self, uint64_t id)
+{
+    return kvt_idmap_remove (&self->map, id) != KVT_IDMAP_NONE;
+}
+
+//  --------------------------------------------------------------------------
 //  Selftest: map against a shadow array under random put/remove; heap
-//  pops in key order after random updates.
+//  pops in key order after random updates; node lists, key order and id
+//  ring on small cases whose answer is known.
 
 int
 kvt_policy_util_test (bool verbose)
@@ -388,5 +507,76 @@ kvt_policy_util_test (bool verbose)
     }
     assert (popped == 800);
     kvt_keyheap_fini (&heap);
+
+    //  Node list: records start with their link; order survives pool growth
+    typedef struct {
+        kvt_nodelink_t link;        //  On 'list'
+        uint64_t id;                //  Payload
+    } t_record_t;
+    kvt_nodepool_init (&pool, 1, sizeof (t_record_t));
+    kvt_nodelist_t list;
+    kvt_nodelist_init (&list);
+    uint32_t nodes [4];
+    for (int at = 0; at < 4; at++) {
+        nodes [at] = kvt_nodepool_take (&pool);             //  Grows at 1 and 2
+        ((t_record_t *) pool.items) [nodes [at]].id = 100 + at;
+        if (at < 2)
+            kvt_nodelist_push_front (&list, &pool, nodes [at]);
+        else                        //  2 behind 1, 3 behind 0
+            kvt_nodelist_insert_after (&list, &pool, nodes [3 - at], nodes [at]);
+    }
+    //  Front to back: 1, 2, 0, 3
+    uint32_t expect [] = { nodes [1], nodes [2], nodes [0], nodes [3] };
+    uint32_t node = list.front;
+    for (int at = 0; at < 4; at++, node = kvt_nodelist_link (&pool, node)->next)
+        assert (node == expect [at]);
+    assert (node == KVT_IDMAP_NONE && list.back == nodes [3] && list.count == 4);
+    kvt_nodelist_unlink (&list, &pool, nodes [1]);          //  The front
+    kvt_nodelist_unlink (&list, &pool, nodes [3]);          //  The back
+    kvt_nodelist_unlink (&list, &pool, nodes [2]);          //  Now the front
+    assert (list.front == nodes [0] && list.back == nodes [0] && list.count == 1);
+    assert (((t_record_t *) pool.items) [list.front].id == 100);
+    kvt_nodelist_unlink (&list, &pool, nodes [0]);
+    assert (list.front == KVT_IDMAP_NONE && list.back == KVT_IDMAP_NONE && list.count == 0);
+    kvt_nodepool_fini (&pool);
+
+    //  Key order: smallest key first, untracked ids ignored, ids kept by node
+    kvt_keyorder_t order;
+    kvt_keyorder_init (&order, 2);
+    assert (kvt_keyorder_first_id (&order, 7) == 7);
+    for (uint64_t id = 1; id <= 10; id++) {
+        uint32_t tracked = kvt_keyorder_track (&order, id * 1000);
+        assert (kvt_keyorder_track (&order, id * 1000) == tracked);
+        assert (kvt_keyorder_node (&order, id * 1000) == tracked);
+        assert (kvt_keyorder_id (&order, tracked) == id * 1000);
+        kvt_keyorder_set (&order, tracked, (kvt_heapkey_t) { 20 - (int64_t) id, 0 });
+    }
+    assert (kvt_keyorder_first_id (&order, 0) == 10000);
+    kvt_keyorder_remove (&order, 10000);
+    kvt_keyorder_remove (&order, 10000);                   //  No longer tracked: no-op
+    assert (kvt_keyorder_node (&order, 10000) == KVT_IDMAP_NONE);
+    assert (kvt_keyorder_first_id (&order, 0) == 9000);
+    kvt_keyorder_set (&order, kvt_keyorder_node (&order, 1000), (kvt_heapkey_t) { 0, 0 });
+    assert (kvt_keyorder_first_id (&order, 0) == 1000);
+    kvt_keyorder_fini (&order);
+
+    //  Id ring: FIFO forgetting, forget, and an id re-remembered outliving
+    //  its old slot
+    kvt_idring_t ring;
+    kvt_idring_init (&ring, 3);
+    assert (kvt_idring_add (&ring, 11) == 0 && kvt_idring_add (&ring, 12) == 1);
+    assert (kvt_idring_find (&ring, 11) == 0 && kvt_idring_find (&ring, 13) == KVT_IDMAP_NONE);
+    assert (kvt_idring_forget (&ring, 11) && !kvt_idring_forget (&ring, 11));
+    assert (kvt_idring_add (&ring, 13) == 2);
+    assert (kvt_idring_add (&ring, 12) == 0);               //  12 again, in a newer slot
+    assert (kvt_idring_add (&ring, 14) == 1);               //  Old slot of 12: 12 stays
+    assert (kvt_idring_find (&ring, 12) == 0);
+    assert (kvt_idring_add (&ring, 15) == 2);               //  13 is the oldest: forgotten
+    assert (kvt_idring_find (&ring, 13) == KVT_IDMAP_NONE);
+    assert (kvt_idring_add (&ring, 16) == 0);               //  Then 12
+    assert (kvt_idring_find (&ring, 12) == KVT_IDMAP_NONE);
+    assert (kvt_idring_find (&ring, 14) == 1 && kvt_idring_find (&ring, 16) == 0);
+    assert (ring.map.count == 3);
+    kvt_idring_fini (&ring);
     return 0;
 }
