@@ -66,6 +66,83 @@ s_check_cached (kvt_model_cuda_t *model, const uint32_t *tokens, size_t count, v
 }
 
 //  --------------------------------------------------------------------------
+//  A layer-sharded model (a fresh one of 'shape', the later half of its
+//  layers in a mapped host shard, staging on) prefills the same prompt
+//  with its first 'cached' blocks streamed from pinned full-block copies
+//  of 'reference' (run 0's KV), chunk by chunk (layer-major off: the
+//  chunks' staging waits on each layer's stream event), layer-major
+//  always and gated; then all computed, layer-major. Every run gives run
+//  0's tokens 'first', and every block's layers hold run 0's bytes, the
+//  first half in the slab and the rest in the shard.
+
+static void
+s_shard_stream_test (const kvt_model_shape_t *shape, const uint32_t *tokens, size_t count,
+                     const uint8_t *reference, const uint32_t *first, size_t max_new)
+{
+    kvt_model_cuda_t *model = kvt_model_cuda_new (shape);
+    assert (model);
+    kvt_block_shape_t geometry = kvt_model_cuda_block_shape (model);
+    const size_t block_bytes = kvt_block_bytes (&geometry);
+    const size_t layer_bytes = block_bytes / (size_t) shape->layers;
+    const int gpu_layers = shape->layers / 2;
+    const size_t slab_part = (size_t) gpu_layers * layer_bytes;
+    const size_t shard_bytes = block_bytes - slab_part;
+    const size_t full = count / 16, cached = 10;
+    const size_t spare_count = KVT_MODEL_CUDA_SPARE_BLOCKS (16, max_new);
+    const size_t blocks = full + spare_count;
+    void *slab = NULL;
+    char *shard = NULL;
+    uint8_t *host = NULL;
+    assert (cudaMalloc (&slab, blocks * block_bytes) == cudaSuccess);
+    assert (cudaHostAlloc ((void **) &shard, blocks * shard_bytes, cudaHostAllocMapped)
+            == cudaSuccess);
+    assert (cudaMallocHost ((void **) &host, cached * block_bytes) == cudaSuccess);
+    memcpy (host, reference, cached * block_bytes);
+    assert (kvt_model_cuda_set_layer_shard (model, gpu_layers, shard, shard_bytes) == 0);
+    uint64_t *table = (uint64_t *) kvt_zmalloc (blocks * sizeof (uint64_t));
+    for (size_t b = 0; b < blocks; b++)
+        table [b] = blocks - 1 - b;         //  Not in order
+    const void **host_src = (const void **) kvt_zmalloc (full * sizeof (void *));
+    uint8_t *view = (uint8_t *) malloc (slab_part);
+    assert (view);
+    const kvt_model_cuda_layer_major_t modes [] = {
+        KVT_MODEL_CUDA_LAYER_MAJOR_OFF, KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS,
+        KVT_MODEL_CUDA_LAYER_MAJOR_GATED, KVT_MODEL_CUDA_LAYER_MAJOR_ALWAYS };
+    for (int run = 0; run < 4; run++) {
+        const size_t streamed = run < 3? cached: 0;
+        kvt_model_cuda_set_layer_major (model, modes [run]);
+        assert (cudaMemset (slab, 0xee, blocks * block_bytes) == cudaSuccess);
+        memset (shard, 0xee, blocks * shard_bytes);
+        for (size_t b = 0; b < full; b++)
+            host_src [b] = b < streamed? host + b * block_bytes: NULL;
+        uint32_t again [32];
+        kvt_model_cuda_seq_t *seq = NULL;
+        assert (kvt_model_cuda_seq_begin (model, tokens, count, slab, block_bytes, table,
+                                          streamed, host_src, table + full, spare_count,
+                                          max_new, again, &seq) == 0);
+        assert (kvt_model_cuda_seq_prefill (model, seq, 0) == 0);
+        while (kvt_model_cuda_seq_decoding (seq))
+            assert (kvt_model_cuda_decode (model, &seq, 1) == 0);
+        kvt_model_cuda_seq_destroy (&seq);
+        assert (memcmp (first, again, max_new * sizeof (uint32_t)) == 0);
+        for (size_t b = 0; b < full; b++) {
+            assert (cudaMemcpy (view, (char *) slab + table [b] * block_bytes, slab_part,
+                                cudaMemcpyDeviceToHost) == cudaSuccess);
+            assert (memcmp (view, reference + b * block_bytes, slab_part) == 0);
+            assert (memcmp (shard + table [b] * shard_bytes,
+                            reference + b * block_bytes + slab_part, shard_bytes) == 0);
+        }
+    }
+    kvt_model_cuda_destroy (&model);
+    free (view);
+    free (host_src);
+    free (table);
+    cudaFreeHost (host);
+    cudaFreeHost (shard);
+    cudaFree (slab);
+}
+
+//  --------------------------------------------------------------------------
 //  A layer-major slice of 17 chunks goes one layer a step (2 layers: two
 //  steps), with another sequence's decode steps between its pieces; both
 //  sequences get the tokens and KV bytes of chunk-by-chunk prefill.
@@ -345,6 +422,7 @@ kvt_model_cuda_test (bool verbose)
     s_check_cached (model, tokens, count, slab, block_bytes, slots + full, 10, pinned, spare,
                     spare_count, max_new, first, reference, view, verbose);
     cudaFreeHost (pinned);
+    s_shard_stream_test (&shape, tokens, count, reference, first, max_new);
     for (size_t b = 0; b < full; b++)
         slots [full + b] = full + b;
     //  Cached blocks were never written
