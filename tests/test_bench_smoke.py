@@ -12,11 +12,14 @@ test may check."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 
 KVTIER = os.environ.get("KVTIER", "build/kvtier")
+TRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "demo",
+                     "trace_slice.jsonl")
 
 
 def fail(what):
@@ -84,8 +87,40 @@ def main():
         figures(report, ["store_read_64k_direct_gbps", "store_write_64k_direct_gbps"],
                 "bench nvme")
         #  Static layer sharding: F = 1 then F = 0.5, one runtime each,
-        #  the same tokens out of both
-        report = bench(["shard", "--prompt", "64", "--new", "4", "--fractions", "0.5"], work)
+        #  the same tokens out of both; the decode keys of the simulator's
+        #  calibration written beside a link key already in the file
+        calibration_dir = tempfile.mkdtemp(prefix="kvt-bench-smoke-cal-")
+        calibration = os.path.join(calibration_dir, "calibration.json")
+        with open(calibration, "w") as out:
+            json.dump({"kvtier_calibration": 1, "h2d_GBps": 20.0}, out)
+        report = bench(["shard", "--prompt", "64", "--new", "4", "--fractions", "0.5",
+                        "--calibration", calibration], work)
+        with open(calibration) as source:
+            written = json.load(source)
+        decode = next(f["value"] for f in report["figures"]
+                      if f["figure"] == "f0.5_decode_per_token_ms")
+        if written.get("h2d_GBps") != 20.0 or not 0 < written.get("decode_ms_per_token", 0) \
+                or written.get("decode_shard_step_ms", -1) < 0 \
+                or written.get("decode_shard_step_ms") > decode:
+            fail(f"bench shard --calibration wrote {written} (F = 0.5 decode {decode} ms)")
+        #  The tiny CPU shape: 8 layers x 2 (K, V) x 4 KV heads x 128 x 2 B a token
+        if written.get("block_bytes") != 8 * 2 * 4 * 128 * 2 * 512:
+            fail(f"bench shard --calibration: block_bytes {written.get('block_bytes')}")
+        run = subprocess.run([KVTIER, "replay", TRACE, "--simulate", "--requests", "50",
+                              "--policy", "lru", "--capacity", "100", "--gpu-layer-fraction",
+                              "0.5", "--calibration", calibration, "--json"],
+                             capture_output=True, text=True, timeout=120)
+        if run.returncode != 0:
+            fail(f"replay --calibration {calibration} exited {run.returncode}: {run.stderr}")
+        with open(calibration, "w") as out:
+            out.write('{"kvtier_calibration": 1, "no_such_key": 3}')
+        run = subprocess.run([KVTIER, "bench", "shard", "--prompt", "64", "--new", "4",
+                              "--fractions", "0.5", "--calibration", calibration,
+                              "--dir", work], capture_output=True, text=True, timeout=300)
+        if run.returncode != 1 or "no_such_key" not in open(calibration).read():
+            fail(f"bench shard over a calibration file that does not load exited "
+                 f"{run.returncode} (want 1, the file kept)")
+        shutil.rmtree(calibration_dir)
         figures(report, ["f0.5_ttft_computed_ms", "f0.5_ttft_gpu_hit_ms",
                          "f0.5_decode_per_token_ms"], "bench shard")
         notes = report["notes"]

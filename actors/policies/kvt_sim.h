@@ -65,9 +65,11 @@
     against 128 KiB of KV per token, both read from HBM each step), so
     6.75 ms at short context; a staged step costs ~0.5 ms more than
     max (compute, copy) (7.69 ms/token at F = 0.5, where the copy hides
-    under the compute). `kvtier bench host --calibration`
-    writes only h2d_GBps and nvme_read_GBps; the decode keys keep these
-    defaults unless set in the file.
+    under the compute). `kvtier bench host --calibration` writes
+    h2d_GBps and nvme_read_GBps; `kvtier bench shard --calibration`
+    writes decode_ms_per_token, decode_shard_step_ms (at the file's
+    h2d_GBps, so run bench host first) and block_bytes of the model it
+    ran; each keeps the file's other keys.
 @end
 */
 

@@ -9,6 +9,7 @@
 @header
     kvtier bench shard [--fractions F,F,..] [--prompt N] [--new N]
                        [--config FILE] [-o KEY=VALUE].. [--dir DIR] [--json]
+                       [--calibration FILE]
     One runtime in this process per layer fraction, one after the other:
     F = 1 first (the baseline: whole blocks on the GPU tier), then each F
     of --fractions (default 0.5,0.25). Each runtime gets the same prompt
@@ -42,6 +43,11 @@
     new): a check of the path, not the GPU's figures. --config and -o
     overlay the shape's options (the fraction and endpoints stay ours).
     Exit 0, 1 (failed, or outputs differ), 2 (usage).
+    --calibration FILE writes the simulator's decode keys measured here
+    (decode_ms_per_token from F = 1, decode_shard_step_ms from the other
+    fractions' excess over the model's max (compute, copy); kvt_sim.h)
+    and the model's block_bytes (512 tokens) into FILE, keeping its other keys (`kvtier bench host --calibration`
+    writes the links).
 @end
 */
 
@@ -60,6 +66,7 @@
 #include "kvt.h"
 #include "kvt_actors.h"
 #include "kvt_layer_shard.h"
+#include "kvt_sim.h"
 #include "kvt_bench.h"
 
 #define S_TENANT "bench-shard"      //  Tenant of every request
@@ -111,6 +118,7 @@ typedef struct {
     const char *overrides [S_MAX_OPTIONS];  //  -o KEY=VALUE
     int override_count;             //  Entries in overrides
     const char *dir;                //  Parent of our work folder
+    const char *calibration;        //  --calibration FILE, or NULL
     bool json;                      //  JSON report
 } s_opts_t;
 
@@ -135,11 +143,14 @@ s_usage (FILE *out)
     fprintf (out,
         "usage: kvtier bench shard [--fractions F,F,..] [--prompt N] [--new N]\n"
         "                          [--config FILE] [-o KEY=VALUE].. [--dir DIR] [--json]\n"
+        "                          [--calibration FILE]\n"
         "  One runtime per tier_gpu/layer_fraction: F = 1 (baseline), then each F in\n"
         "  (0, 1] of --fractions (default 0.5,0.25, at most %d). The prompt (--prompt\n"
         "  tokens, >= 16) is computed, then hit twice on the GPU tier, --new tokens (>= 2)\n"
         "  decoded each time; TTFT and decode per token beside F = 1. Defaults: the 8B\n"
-        "  shape with a CUDA device (4096 / 256), else a tiny CPU shape (256 / 16).\n",
+        "  shape with a CUDA device (4096 / 256), else a tiny CPU shape (256 / 16).\n"
+        "  --calibration FILE: write the decode keys measured here into the file that\n"
+        "  `kvtier replay --simulate --calibration FILE` reads (its other keys kept).\n",
         S_MAX_FRACTIONS);
 }
 
@@ -377,6 +388,64 @@ s_hit_mean (const double *values)
     return sum / (S_RUNS - 1);
 }
 
+//  Put the decode keys of the simulator's cost model measured here into
+//  opts->calibration, keeping the file's other keys (kvt_sim.h has the
+//  model): decode_ms_per_token from F = 1's decode time per token at the
+//  mean context 'context', decode_shard_step_ms as what the sharded runs
+//  took over the model's max (compute, copy) at the file's h2d_GBps (the
+//  median over fractions, not below 0), and block_bytes of this model's
+//  512-token block, which those rates go with. Notes what it wrote.
+//  Returns 0, or -1 when the file does not load or cannot be written.
+static int
+s_calibration_write (const s_opts_t *opts, const s_fraction_run_t *runs, double context,
+                     kvt_bench_report_t *report)
+{
+    kvt_sim_calibration_t calibration;
+    kvt_sim_calibration_defaults (&calibration);
+    char *error = NULL;
+    if (access (opts->calibration, R_OK) == 0
+    &&  kvt_sim_calibration_load (&calibration, opts->calibration, &error) != 0) {
+        fprintf (stderr, "kvtier bench shard: %s\n", error? error: opts->calibration);
+        free (error);
+        kvt_bench_report_note (report, "calibration", "not written: the file does not load");
+        return -1;
+    }
+    const s_fraction_run_t *base = &runs [0];
+    const double equal = calibration.decode_attention_equal_tokens;
+    const double growth = equal > 0? 1 + context / equal: 1;
+    const double compute_ms = s_hit_mean (base->decode_us) / 1e3;
+    calibration.decode_ms_per_token = compute_ms / growth;
+    //  K and V of one token, every layer: what a step copies per token of
+    //  context for a host-held share 1 - Lg / layers
+    const double token_bytes = (double) base->hello.block_bytes
+                             / (double) base->hello.block_tokens;
+    double extra [S_MAX_FRACTIONS];
+    int count = 0;
+    for (int f = 1; f < opts->fraction_count; f++) {
+        const s_fraction_run_t *run = &runs [f];
+        double held = 1 - (double) run->gpu_layers / (double) run->hello.layers;
+        double copy_ms = held * context * token_bytes / (calibration.h2d_GBps * 1e6);
+        double model_ms = copy_ms > compute_ms? copy_ms: compute_ms;
+        double over = s_hit_mean (run->decode_us) / 1e3 - model_ms;
+        extra [count++] = over > 0? over: 0;
+    }
+    if (count > 0)
+        calibration.decode_shard_step_ms = kvt_bench_median (extra, (size_t) count);
+    //  The model these rates belong to: the simulator's blocks are 512 tokens
+    calibration.block_bytes = token_bytes * 512;
+    char note [200];
+    const int written = kvt_sim_calibration_save (&calibration, opts->calibration);
+    if (written == 0)
+        snprintf (note, sizeof (note), "wrote decode_ms_per_token %.3f, "
+                  "decode_shard_step_ms %.3f (at h2d_GBps %.1f) and block_bytes %.0f to %s",
+                  calibration.decode_ms_per_token, calibration.decode_shard_step_ms,
+                  calibration.h2d_GBps, calibration.block_bytes, opts->calibration);
+    else
+        snprintf (note, sizeof (note), "could not write %s", opts->calibration);
+    kvt_bench_report_note (report, "calibration", note);
+    return written == 0? 0: -1;
+}
+
 //  The report. Returns the exit code: 0, or 1 when some output differs.
 static int
 s_report (const s_opts_t *opts, const s_shape_t *shape, const s_fraction_run_t *runs)
@@ -452,10 +521,12 @@ s_report (const s_opts_t *opts, const s_shape_t *shape, const s_fraction_run_t *
             snprintf (note, sizeof (note), "no host-held layers");
         kvt_bench_report_note (report, key, note);
     }
+    const bool written = !opts->calibration || !all_same
+                      || s_calibration_write (opts, runs, context, report) == 0;
     kvt_bench_report_finish (&report);
     if (!all_same)
         fprintf (stderr, "kvtier bench shard: output tokens differ from F = 1\n");
-    return all_same? 0: 1;
+    return all_same && written? 0: 1;
 }
 
 //  `kvtier bench shard`: returns the exit code (0, 1 failed, 2 usage).
@@ -470,6 +541,7 @@ kvt_bench_shard_main (int argc, char **argv)
         { "config",    required_argument, NULL, 'c' },
         { "option",    required_argument, NULL, 'o' },
         { "dir",       required_argument, NULL, 'd' },
+        { "calibration", required_argument, NULL, 'C' },
         { "help",      no_argument,       NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -491,6 +563,7 @@ kvt_bench_shard_main (int argc, char **argv)
                     opts.overrides [opts.override_count++] = optarg;
                 break;
             case 'd': opts.dir = optarg; break;
+            case 'C': opts.calibration = optarg; break;
             case 'h': s_usage (stdout); return 0;
             default: s_usage (stderr); return 2;
         }
