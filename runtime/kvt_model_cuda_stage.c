@@ -43,10 +43,9 @@
     (`kvtier bench model --only scatter`).
     Why prefill too: the paged prefill kernel reads each KV head's
     slices once per query head of its group and per query tile (its grid
-    is tiles x heads), so in place
-    a hit 4K prompt at F = 0.5 read its host-held layers at a fraction of
-    the link's rate (TTFT 2.4x of F = 1); staged, each byte crosses once
-    at the copy engines' rate.
+    is tiles x heads), so in place a hit 4K prompt at F = 0.5 read its
+    host-held layers at a fraction of the link's rate (TTFT 2.4x of
+    F = 1); staged, each byte crosses once at the copy engines' rate.
 @discuss
     A step or chunk whose ring of two layers would pass
     KVT_MODEL_CUDA_STAGE_MAX_BYTES (more than 8192 blocks of the 8B shape,
