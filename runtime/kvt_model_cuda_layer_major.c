@@ -97,8 +97,8 @@ kvt_model_cuda_prefill_layer_major (kvt_model_cuda_t *self, kvt_model_cuda_seq_t
     const int to = from + per_step < layers? from + per_step: layers;
     //  Decode steps between the pieces stage their own tables
     KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_table (self, seq));
-    //  So do they their staging: a sharded model's piece that reaches
-    //  host-held layers stages them for all its chunks at once
+    //  and their own staging: a sharded model's piece that reaches
+    //  host-held layers stages them here, once for all its chunks
     const cudaEvent_t *ready = seq->must_wait? seq->layer_ready: NULL;
     if (to > self->gpu_layers && kvt_model_cuda_stage_prefill (self, seq->pos + rows))
         KVT_MODEL_CUDA_TRY (kvt_model_cuda_stage_prepare_prefill (self, seq, seq->pos, rows,
