@@ -12,8 +12,9 @@
     lru < prefix-adaptive <= belady. Then layer sharding's decode cost on
     the same requests: every output token after the first is one decode
     step; TPOT grows as F falls (1 > 0.5 > 0.25), the F = 1 figure beside
-    it does not move, and `kvtier replay --json` (when $KVTIER names the
-    binary) reports both. Where the team's trace folder is not
+    it does not move; 16 sequences a step make F = 1 much cheaper per
+    token and F = 0.5's ratio to it larger; and `kvtier replay --json`
+    (when $KVTIER names the binary) reports both. Where the team's trace folder is not
     beside the checkout, it replays the bundled first 800 requests of the
     same trace (tools/demo/trace_slice.jsonl) at smaller capacities.
 @end
@@ -107,6 +108,28 @@ main (void)
     ||  !(decode [0].hit_ratio < decode [2].hit_ratio)) {
         fprintf (stderr, "test_simulate_trace: decode figures out of order (%" PRIu64 " steps)\n",
                  steps);
+        status = 1;
+    }
+    //  16 sequences a step share the weights' read, not their contexts'
+    //  copies: F = 1 gets much cheaper per token, F = 0.5 less so, and its
+    //  ratio to F = 1 grows; hits do not change
+    kvt_sim_result_t batched [2];
+    for (size_t f = 0; f < 2; f++) {
+        kvt_sim_config_t config;
+        kvt_sim_config_defaults (&config, capacities [1]);
+        config.request_limit = 2000;
+        config.gpu_layer_fraction = fractions [f];
+        config.decode_batch = 16;
+        status |= kvt_sim_run (sim, &config, &batched [f]);
+    }
+    printf ("16 sequences a step: TPOT %.3f ms at F = 1, %.3f at F = 0.5\n",
+            batched [0].tpot_mean_ms, batched [1].tpot_mean_ms);
+    if (status || !(batched [0].tpot_mean_ms < 0.5 * decode [0].tpot_mean_ms)
+    ||  !(batched [1].tpot_mean_ms < decode [1].tpot_mean_ms)
+    ||  !(batched [1].tpot_mean_ms / batched [0].tpot_mean_ms
+          > decode [1].tpot_mean_ms / decode [0].tpot_mean_ms)
+    ||  batched [1].hit_ratio != decode [1].hit_ratio) {
+        fprintf (stderr, "test_simulate_trace: batched decode figures out of order\n");
         status = 1;
     }
     kvt_sim_destroy (&sim);

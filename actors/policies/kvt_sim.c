@@ -75,6 +75,7 @@ kvt_sim_config_defaults (kvt_sim_config_t *config, size_t capacity)
     config->write = KVT_SIM_WRITE_BACK;
     config->prefetch = true;
     config->gpu_layer_fraction = 1;
+    config->decode_batch = 1;
     kvt_sim_calibration_defaults (&config->calibration);
 }
 
@@ -285,7 +286,8 @@ s_compare_double (const void *a, const void *b)
 
 //  --------------------------------------------------------------------------
 //  Replay the trace under 'config' into 'result'. Returns 0, or -EINVAL
-//  if a policy could not be created (logged).
+//  if a policy could not be created (logged) or the decode batch is not
+//  at least 1.
 
 int
 kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *result)
@@ -293,6 +295,8 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
     assert (self && config && result);
     memset (result, 0, sizeof (*result));
     s_run_t run = { .sim = self, .config = config, .result = result };
+    if (config->decode_batch < 1)
+        return -EINVAL;
     int rc = 0;
     for (int t = 0; t < KVT_SIM_TIERS && config->capacity [t] > 0; t++) {
         const char *name = t == 0? config->policy
@@ -400,9 +404,10 @@ kvt_sim_run (kvt_sim_t *self, const kvt_sim_config_t *config, kvt_sim_result_t *
         if (request->output_length > 1) {
             uint64_t bound;
             decode_ms += kvt_sim_decode_ms (cal, config->gpu_layer_fraction,
-                                            request->input_length, request->output_length,
-                                            &bound);
-            decode_unsharded_ms += kvt_sim_decode_ms (cal, 1, request->input_length,
+                                            config->decode_batch, request->input_length,
+                                            request->output_length, &bound);
+            decode_unsharded_ms += kvt_sim_decode_ms (cal, 1, config->decode_batch,
+                                                      request->input_length,
                                                       request->output_length, NULL);
             copy_bound += bound;
             uint64_t steps = request->output_length - 1;
@@ -557,6 +562,10 @@ kvt_sim_test (bool verbose)
         //  Unknown policy is refused
     config.policy = "no-such-policy";
     assert (kvt_sim_run (sim, &config, &result) == -EINVAL);
+    config.policy = "lru";
+    config.decode_batch = 0;
+    assert (kvt_sim_run (sim, &config, &result) == -EINVAL);
+    config.decode_batch = 1;
     kvt_sim_destroy (&sim);
     kvt_trace_destroy (&trace);
     //  @end
@@ -634,9 +643,9 @@ kvt_sim_test (bool verbose)
     assert (S_NEAR (half.bytes_decode_h2d, 0.5e6 * (601 + 602 + 603 + 16821)));
     //  Per request: the longer context costs more per token
     uint64_t bound;
-    double r1 = kvt_sim_decode_ms (&config.calibration, 0.5, 600, 4, &bound);
+    double r1 = kvt_sim_decode_ms (&config.calibration, 0.5, 1, 600, 4, &bound);
     assert (S_NEAR (r1, 1200) && bound == 0);
-    double r2 = kvt_sim_decode_ms (&config.calibration, 0.5, 790, 22, &bound);
+    double r2 = kvt_sim_decode_ms (&config.calibration, 0.5, 1, 790, 22, &bound);
     assert (S_NEAR (r2, 8433) && bound == 12);
     assert (r2 / 21 > r1 / 3);
     //  F = 0.25: R1 all copy 0.75 x 1806, R2 all copy 0.75 x 16821
@@ -668,36 +677,50 @@ kvt_sim_test (bool verbose)
     assert (kvt_sim_run (sim, &config, &two) == 0);
     assert (two.decode_tokens == half.decode_tokens && two.decode_s == half.decode_s
             && two.bytes_decode_h2d == half.bytes_decode_h2d);
-    assert (kvt_sim_decode_ms (&config.calibration, 0.5, 1000, 0, &bound) == 0 && bound == 0);
-    assert (kvt_sim_decode_ms (&config.calibration, 0.5, 1000, 1, NULL) == 0);
+    assert (kvt_sim_decode_ms (&config.calibration, 0.5, 1, 1000, 0, &bound) == 0 && bound == 0);
+    assert (kvt_sim_decode_ms (&config.calibration, 0.5, 1, 1000, 1, NULL) == 0);
     kvt_sim_destroy (&sim);
     kvt_trace_destroy (&trace);
     //  Closed form = the step-by-step sum, with attention growing with context
-    //  and a fixed cost, wherever the crossover falls (before, inside, after)
+    //  and a fixed cost, wherever the crossover falls (before, inside, after),
+    //  one sequence a step or a batch's share of each step
     kvt_sim_calibration_defaults (&cal);
     static const double fractions [] = { 1, 0.75, 0.5, 0.25, 0.03125 };
     static const uint64_t inputs [] = { 0, 100, 4096, 30000, 126000 };
     static const uint64_t outputs [] = { 2, 17, 350, 2000 };
+    static const int batches [] = { 1, 16 };
     for (size_t fi = 0; fi < 5; fi++)
         for (size_t ii = 0; ii < 5; ii++)
-            for (size_t oi = 0; oi < 4; oi++) {
-                double f = fractions [fi];
-                double shard = f < 1? 1 - f: 0;
-                double sum = 0;
-                uint64_t copy_steps = 0;
-                for (uint64_t k = 1; k < outputs [oi]; k++) {
-                    double x = (double) (inputs [ii] + k);
-                    double compute = cal.decode_ms_per_token
-                                   * (1 + x / cal.decode_attention_equal_tokens);
-                    double copy = shard * x * cal.block_bytes / KVT_TRACE_BLOCK_TOKENS
-                                / (cal.h2d_GBps * 1e9) * 1e3;
-                    sum += fmax (compute, copy) + (shard > 0? cal.decode_shard_step_ms: 0);
-                    copy_steps += copy > compute;
+            for (size_t oi = 0; oi < 4; oi++)
+                for (size_t bi = 0; bi < 2; bi++) {
+                    double f = fractions [fi];
+                    double shard = f < 1? 1 - f: 0;
+                    double batch = batches [bi];
+                    double sum = 0;
+                    uint64_t copy_steps = 0;
+                    for (uint64_t k = 1; k < outputs [oi]; k++) {
+                        double x = (double) (inputs [ii] + k);
+                        double compute = cal.decode_ms_per_token
+                                       * (1 / batch + x / cal.decode_attention_equal_tokens);
+                        double copy = shard * x * cal.block_bytes / KVT_TRACE_BLOCK_TOKENS
+                                    / (cal.h2d_GBps * 1e9) * 1e3;
+                        sum += fmax (compute, copy)
+                             + (shard > 0? cal.decode_shard_step_ms / batch: 0);
+                        copy_steps += copy > compute;
+                    }
+                    double closed = kvt_sim_decode_ms (&cal, f, batches [bi], inputs [ii],
+                                                       outputs [oi], &bound);
+                    assert (fabs (closed - sum) <= 1e-9 * sum);
+                    //  A tie may go either way
+                    assert (bound >= copy_steps && bound <= copy_steps + 1);
                 }
-                double closed = kvt_sim_decode_ms (&cal, f, inputs [ii], outputs [oi], &bound);
-                assert (fabs (closed - sum) <= 1e-9 * sum);
-                assert (bound >= copy_steps && bound <= copy_steps + 1);   //  a tie may go either way
-            }
+    //  A batch shares the weights' read, not the copy: at 16 sequences a
+    //  step, F = 1 costs a sequence far less, F = 0.5 at a long context
+    //  about the same (copy-bound either way)
+    assert (kvt_sim_decode_ms (&cal, 1, 16, 4096, 257, NULL)
+            < 0.2 * kvt_sim_decode_ms (&cal, 1, 1, 4096, 257, NULL));
+    assert (kvt_sim_decode_ms (&cal, 0.5, 16, 30000, 257, NULL)
+            > 0.9 * kvt_sim_decode_ms (&cal, 0.5, 1, 30000, 257, NULL));
     #undef S_NEAR
     return 0;
 }

@@ -44,9 +44,15 @@
     compute): O(1) per request. At f = 1 nothing crosses and a step is
     compute (x). Each result carries the same model at f = 1 beside it
     (decode_unsharded_s), so sharding's cost per token can be read
-    against the hits its capacity buys. One sequence per step (batch 1,
-    as `kvtier bench shard` measures); queueing between requests is not
-    modeled, and the decode cost does not depend on the policy.
+    against the hits its capacity buys. Batching (decode_batch B, 1 by
+    default, as `kvtier bench shard` measures): a step of B sequences
+    reads the weights once and every sequence's context, so a
+    sequence's share of it is
+      max (decode_ms_per_token x (1 / B + x / decode_attention_equal_tokens),
+           copy (x)) + (f < 1? decode_shard_step_ms / B: 0)
+    (the copy is per sequence: each one's host-held context crosses).
+    Queueing between requests is not modeled, and the decode cost does
+    not depend on the policy.
 @discuss
     Calibration file (JSON, one flat object of numbers; every key optional,
     unknown keys are refused so a typo is not silently ignored):
@@ -117,6 +123,7 @@ typedef struct {
     bool prefetch;                  //  Promote lower-tier hits at admission
     double gpu_layer_fraction;      //  Static layer sharding: share of each block's
                                     //  layers kept on GPU (1 = whole blocks)
+    int decode_batch;               //  Sequences per decode step (1 = one at a time)
     size_t request_limit;           //  Replay only the first N requests (0 = all)
     kvt_sim_calibration_t calibration;  //  Cost model
 } kvt_sim_config_t;
@@ -167,13 +174,14 @@ int
     kvt_sim_calibration_save (const kvt_sim_calibration_t *calibration, const char *path);
 
 //  Modeled decode time in ms of one request under 'calibration' with a
-//  share 'gpu_layer_fraction' of its layers on the GPU: the sum over its
+//  share 'gpu_layer_fraction' of its layers on the GPU, decoded in steps
+//  of 'batch' sequences (its share of each step): the sum over its
 //  output_tokens - 1 decode steps of the staged step model (see @header),
 //  in closed form. If 'copy_bound_steps' is not NULL, stores how many of
 //  those steps the copy bounds. 0 when output_tokens < 2.
 double
     kvt_sim_decode_ms (const kvt_sim_calibration_t *calibration, double gpu_layer_fraction,
-                       uint64_t input_tokens, uint64_t output_tokens,
+                       int batch, uint64_t input_tokens, uint64_t output_tokens,
                        uint64_t *copy_bound_steps);
 
 //  Fill 'config' with defaults: policy "lru", one GPU tier of 'capacity'.

@@ -201,17 +201,20 @@ s_linear_sum (double u, double v, uint64_t p, uint64_t q)
 //  Modeled decode time in ms of one request: the sum over its decode steps
 //  k = 1 .. output_tokens - 1 of
 //      max (a + b x, d x) + o,     x = input_tokens + k
-//  where a + b x is the compute (a = decode_ms_per_token, b = a / equal
-//  tokens), d x the copy of the host-held layers of x tokens at the h2d
-//  rate, o the fixed cost of a sharded step. Both sides are linear in x,
+//  where a + b x is its share of a step's compute (a = decode_ms_per_token
+//  / batch: the weights are read once for the batch; b = decode_ms_per_
+//  token / equal tokens: its own context), d x the copy of its host-held
+//  layers of x tokens at the h2d rate, o its share of the fixed cost of a
+//  sharded step. Both sides are linear in x,
 //  so the steps split at the first x where d x >= a + b x: compute below,
 //  copy from there on. O(1) whatever the output length.
 
 double
 kvt_sim_decode_ms (const kvt_sim_calibration_t *calibration, double gpu_layer_fraction,
-                   uint64_t input_tokens, uint64_t output_tokens, uint64_t *copy_bound_steps)
+                   int batch, uint64_t input_tokens, uint64_t output_tokens,
+                   uint64_t *copy_bound_steps)
 {
-    assert (calibration);
+    assert (calibration && batch >= 1);
     if (copy_bound_steps)
         *copy_bound_steps = 0;
     if (output_tokens < 2)
@@ -219,12 +222,12 @@ kvt_sim_decode_ms (const kvt_sim_calibration_t *calibration, double gpu_layer_fr
     uint64_t first = input_tokens + 1;
     uint64_t last = input_tokens + output_tokens - 1;
     double shard = gpu_layer_fraction > 0 && gpu_layer_fraction < 1? 1 - gpu_layer_fraction: 0;
-    double a = calibration->decode_ms_per_token;
+    double a = calibration->decode_ms_per_token / batch;
     double b = calibration->decode_attention_equal_tokens > 0
-             ? a / calibration->decode_attention_equal_tokens: 0;
+             ? calibration->decode_ms_per_token / calibration->decode_attention_equal_tokens: 0;
     double d = shard * calibration->block_bytes / KVT_TRACE_BLOCK_TOKENS
              / (calibration->h2d_GBps * S_GB) * 1e3;
-    double o = shard > 0? calibration->decode_shard_step_ms: 0;
+    double o = shard > 0? calibration->decode_shard_step_ms / batch: 0;
     double steps = (double) (last - first + 1);
     //  First context where the copy bounds the step (last + 1 = never)
     uint64_t split = last + 1;

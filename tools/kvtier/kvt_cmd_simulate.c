@@ -10,7 +10,7 @@
                   [--capacity C[,C...]] [--host-capacity C] [--nvme-capacity C]
                   [--lower-policy NAME] [--write back|through|second-hit]
                   [--no-prefetch] [--options K=V,...] [--gpu-layer-fraction F]
-                  [--calibration FILE]
+                  [--decode-batch B] [--calibration FILE]
                   [--requests N] [--json]
     kvtier replay --list-policies
     kvtier replay [TRACE] --curve [--policy ...] [--capacities C,C,...]
@@ -22,7 +22,9 @@
     are charged once per request into TTFT, and every decode step copies
     the host-held layers of the whole context host -> GPU under the
     compute (kvt_sim.h). Each row reports the modeled time per output
-    token (TPOT) and decode seconds beside the same model at F = 1.
+    token (TPOT) and decode seconds beside the same model at F = 1;
+    --decode-batch B decodes B sequences a step (they share the weights'
+    read, not their contexts' copies).
 @end
 */
 
@@ -56,7 +58,8 @@ s_usage (FILE *out)
         "usage: kvtier replay [TRACE] --simulate [--policy NAME[,NAME..]|all] [--capacity C[,C..]]\n"
         "         [--host-capacity C] [--nvme-capacity C] [--lower-policy NAME]\n"
         "         [--write back|through|second-hit] [--no-prefetch] [--options K=V,..]\n"
-        "         [--gpu-layer-fraction F] [--calibration FILE] [--requests N] [--json]\n"
+        "         [--gpu-layer-fraction F] [--decode-batch B] [--calibration FILE]\n"
+        "         [--requests N] [--json]\n"
         "       kvtier replay --list-policies\n"
         "       kvtier replay [TRACE] --curve [--policy ..] [--capacities C,C,..] [--out PREFIX]\n"
         "  Capacities are in blocks of %d tokens. Policies may be plugin:/path/to.so.\n"
@@ -68,6 +71,8 @@ s_usage (FILE *out)
         "    step = max (decode_ms_per_token x (1 + context / decode_attention_equal_tokens),\n"
         "                (1 - F) x context x block_bytes / %d / h2d) + decode_shard_step_ms\n"
         "  over output_length - 1 steps per request (the first token is the prefill's).\n"
+        "  --decode-batch B: B sequences a decode step (default 1): they share the\n"
+        "  weights' read (decode_ms_per_token / B each), not their contexts' copies.\n"
         "  tpot_ms is the mean time per output token, F1_tpot the same model at F = 1.\n"
         "  --calibration FILE: JSON of link rates and compute rates (kvt_sim.h, POLICIES.md).\n",
         KVT_TRACE_BLOCK_TOKENS, KVT_TRACE_BLOCK_TOKENS);
@@ -196,6 +201,17 @@ s_parse (int argc, char **argv, s_args_t *args)
             args->config.gpu_layer_fraction = fraction;
         }
         else
+        if (streq (arg, "--decode-batch")) {
+            S_NEED_VALUE ();
+            char *end;
+            long batch = strtol (value, &end, 10);
+            if (*end || end == value || batch < 1 || batch > 4096) {
+                fprintf (stderr, "replay: --decode-batch takes a whole number in [1, 4096]\n");
+                return 2;
+            }
+            args->config.decode_batch = (int) batch;
+        }
+        else
         if (streq (arg, "--lower-policy")) {
             S_NEED_VALUE ();
             args->config.lower_policy = value;
@@ -295,7 +311,8 @@ s_print_result_json (FILE *out, const char *policy, const kvt_sim_config_t *conf
              "\"ttft_ms\": {\"mean\": %.3f, \"p50\": %.3f, \"p99\": %.3f, \"nocache_mean\": %.3f}, "
              "\"requests\": %zu, \"blocks\": %" PRIu64 ", \"accesses_per_s\": %.0f, "
              "\"accesses_per_cpu_s\": %.0f, "
-             "\"decode\": {\"gpu_layer_fraction\": %.6g, \"tokens\": %" PRIu64 ", "
+             "\"decode\": {\"gpu_layer_fraction\": %.6g, \"batch\": %d, "
+             "\"tokens\": %" PRIu64 ", "
              "\"tpot_mean_ms\": %.4f, \"seconds\": %.3f, "
              "\"unsharded_tpot_mean_ms\": %.4f, \"unsharded_seconds\": %.3f, "
              "\"h2d_bytes\": %.0f, \"copy_bound_share\": %.6f}",
@@ -304,7 +321,8 @@ s_print_result_json (FILE *out, const char *policy, const kvt_sim_config_t *conf
              r->bytes_h2d, r->bytes_d2h, r->bytes_nvme_read, r->bytes_nvme_write,
              r->ttft_mean_ms, r->ttft_p50_ms, r->ttft_p99_ms, r->ttft_nocache_mean_ms,
              r->request_count, r->block_count, r->accesses_per_s, r->accesses_per_cpu_s,
-             config->gpu_layer_fraction, r->decode_tokens, r->tpot_mean_ms, r->decode_s,
+             config->gpu_layer_fraction, config->decode_batch, r->decode_tokens,
+             r->tpot_mean_ms, r->decode_s,
              r->tpot_unsharded_mean_ms, r->decode_unsharded_s, r->bytes_decode_h2d,
              r->decode_copy_bound);
     if (u)
@@ -541,12 +559,13 @@ kvt_simulate_main (int argc, char **argv)
         if (cal->decode_attention_equal_tokens > 0)
             snprintf (growth, sizeof (growth), " x (1 + context / %.0f)",
                       cal->decode_attention_equal_tokens);
-        printf ("decode model: %.2f ms/token compute%s%s; "
+        printf ("decode model: %.2f ms/token compute%s%s, %d sequence%s a step; "
                 "F = %.4g: %" PRIu64 " tokens after the first, TPOT %.3f ms vs %.3f ms at F = 1 "
                 "(%.3fx), decode %.1f s vs %.1f s, %.1f GB staged h2d, %.1f%% of steps copy-bound "
                 "(the same for every policy and capacity)\n",
                 cal->decode_ms_per_token, growth,
                 args.config.gpu_layer_fraction < 1? "": ", nothing crosses PCIe",
+                args.config.decode_batch, args.config.decode_batch > 1? "s": "",
                 args.config.gpu_layer_fraction, r->decode_tokens, r->tpot_mean_ms,
                 r->tpot_unsharded_mean_ms,
                 r->tpot_unsharded_mean_ms > 0? r->tpot_mean_ms / r->tpot_unsharded_mean_ms: 0,
