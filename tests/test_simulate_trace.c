@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include "kvt_trace.h"
 #include "kvt_policy.h"
@@ -156,6 +157,19 @@ main (void)
         }
         else
             printf ("kvtier replay --json: %s\n", expect);
+        //  A bad fraction or batch is a usage error (exit 2), named
+        static const char *bad [] = { "--gpu-layer-fraction 0", "--gpu-layer-fraction 1.5",
+                                      "--decode-batch 0", "--decode-batch 16x",
+                                      "--decode-batch 5000" };
+        for (size_t b = 0; b < sizeof (bad) / sizeof (bad [0]); b++) {
+            snprintf (command, sizeof (command), "'%s' replay '%s' --simulate --requests 10 "
+                      "--capacity 10 %s > /dev/null 2>&1", kvtier, path, bad [b]);
+            int rc = system (command);
+            if (!WIFEXITED (rc) || WEXITSTATUS (rc) != 2) {
+                fprintf (stderr, "test_simulate_trace: %s exited %d, not 2\n", command, rc);
+                status = 1;
+            }
+        }
     }
     return status? 1: 0;
 }
