@@ -285,10 +285,10 @@ int
 //  Decode steps and prefill chunks of a sharded model
 //  (compute/shard_staging, #5): 'on' (the default) copies each host-held
 //  layer's slices of the step's blocks into a device ring on a copy
-//  stream, up to 7 layers ahead of compute, and attention reads them
-//  there (such decode steps run eagerly, not as CUDA graphs); off,
-//  attention reads the shard in place over PCIe. Same tokens and KV
-//  bytes either way.
+//  stream ahead of compute, and attention reads them there (a decode
+//  step stays a CUDA graph where a buffer per host-held layer fits,
+//  kvt_model_cuda_stage.c); off, attention reads the shard in place
+//  over PCIe. Same tokens and KV bytes either way.
 void
     kvt_model_cuda_set_shard_staging (kvt_model_cuda_t *self, bool on);
 
