@@ -24,47 +24,16 @@
 @end
 */
 
-#include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <fcntl.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include "kvt_error.h"
-#include "kvt_log.h"
-#include "kvt_nvme_store.h"
-
-#define T_EXIT_PASS  0              //  All cases passed
-#define T_EXIT_FAIL  1              //  At least one case failed
-#define T_EXIT_SKIP  77             //  No usable directory
+#include "nvme_test_util.h"
 
 #define T_COUNT      600            //  Blocks per storm
 #define T_QD         32             //  Queue depth
 
-static int s_failures = 0;          //  Checks that failed
 static uint64_t s_hash [T_COUNT];   //  Block hash each slot is written and read with
-
-#define t_check(cond, ...) do { if (!(cond)) { s_failures++; \
-    fprintf (stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-    fprintf (stderr, __VA_ARGS__); fprintf (stderr, "\n"); } } while (0)
-
-static void
-t_fill (uint8_t *buf, size_t bytes, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (size_t i = 0; i < bytes; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        memcpy (buf + i, &x, bytes - i < 8? bytes - i: 8);
-    }
-}
 
 static kvt_nvme_store_t *
 t_open (const char *dir, size_t block_bytes, bool sync_on_ack, uint8_t *arena,
@@ -76,15 +45,7 @@ t_open (const char *dir, size_t block_bytes, bool sync_on_ack, uint8_t *arena,
         .queue_depth = T_QD, .files_per_dir = 2, .sync_on_ack = sync_on_ack,
         .buffered_fallback = true, .checksum_threads = 2, .journal_compact_bytes = 8192
     };
-    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
-    if (arena)
-        kvt_nvme_store_register_buffer (store, arena, arena_bytes);
-    int rc = kvt_nvme_store_open (store);
-    if (rc) {
-        fprintf (stderr, "open %s: %s\n", dir, kvt_strerror (rc));
-        exit (T_EXIT_FAIL);
-    }
-    return store;
+    return t_store_open (&config, arena, arena_bytes);
 }
 
 //  Write or read slots 0..T_COUNT-1 through buffers bufs [slot], as an
@@ -134,10 +95,7 @@ t_case (const char *dir, bool direct, bool sync_on_ack)
 {
     size_t block_bytes = direct? 65536: 65536 + 200;
     size_t arena_bytes = (size_t) T_COUNT * (65536 + 4096) * 2;
-    uint8_t *arena = (uint8_t *) mmap (NULL, arena_bytes, PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (arena == MAP_FAILED)
-        exit (T_EXIT_FAIL);
+    uint8_t *arena = t_arena_new (arena_bytes);
     uint8_t *src = arena;
     uint8_t *dst = arena + (size_t) T_COUNT * 65536;
     if (!direct)
@@ -225,28 +183,17 @@ t_case (const char *dir, bool direct, bool sync_on_ack)
 int
 main (void)
 {
-    if (!getenv ("KVT_LOG_LEVEL"))
-        kvt_log_set_level (KVT_LOG_ERROR);
-    const char *base = getenv ("KVT_TEST_NVME_DIR");
-    char template_path [512];
-    snprintf (template_path, sizeof (template_path), "%s/kvt-nvme-pool-XXXXXX",
-              base? base: "/var/tmp");
-    char *dir = mkdtemp (template_path);
-    if (!dir) {
-        fprintf (stderr, "test_nvme_checksum_pool: cannot create a dir under %s: %s (skip)\n",
-                 base? base: "/var/tmp", strerror (errno));
+    t_quiet_log ();
+    char path [512];
+    char *dir = t_scratch_new ("test_nvme_checksum_pool", "pool", path, sizeof (path));
+    if (!dir)
         return T_EXIT_SKIP;
-    }
     for (int mask = 0; mask < 4; mask++) {
         char sub [600];
         snprintf (sub, sizeof (sub), "%s/%d", dir, mask);
         mkdir (sub, 0755);
         t_case (sub, mask & 1, (mask >> 1) & 1);
     }
-    char command [700];
-    snprintf (command, sizeof (command), "rm -rf '%s'", dir);
-    if (system (command) != 0)
-        fprintf (stderr, "test_nvme_checksum_pool: could not remove %s\n", dir);
-    printf ("test_nvme_checksum_pool: %s\n", s_failures? "FAILED": "OK");
-    return s_failures? T_EXIT_FAIL: T_EXIT_PASS;
+    t_scratch_remove ("test_nvme_checksum_pool", dir);
+    return t_verdict ("test_nvme_checksum_pool");
 }

@@ -29,27 +29,13 @@
 @end
 */
 
-#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <unistd.h>
-#include "kvt_error.h"
-#include "kvt_log.h"
 #include "kvt_util.h"
-#include "kvt_nvme_store.h"
-
-#define T_EXIT_PASS  0              //  All cases passed
-#define T_EXIT_FAIL  1              //  At least one case failed
-#define T_EXIT_SKIP  77             //  No usable directory
+#include "nvme_test_util.h"
 
 #define T_CAPACITY   10000          //  Slots; two versions each = 20k journal records
 #define T_QD         32             //  Queue depth of the child
@@ -60,28 +46,10 @@ typedef struct {
     uint64_t slot;                  //  Slot written
 } t_event_t;
 
-static int s_failures = 0;          //  Checks that failed
-
-#define t_check(cond, ...) do { if (!(cond)) { s_failures++; \
-    fprintf (stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-    fprintf (stderr, __VA_ARGS__); fprintf (stderr, "\n"); } } while (0)
-
 static uint64_t
 t_hash (uint64_t slot, uint32_t version)
 {
     return 0xC0DE000000000000ULL | (slot << 8) | version;
-}
-
-static void
-t_fill (uint8_t *buf, size_t bytes, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (size_t i = 0; i < bytes; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        memcpy (buf + i, &x, bytes - i < 8? bytes - i: 8);
-    }
 }
 
 static void
@@ -199,7 +167,7 @@ static int
 t_round (const char *dir, bool direct, bool sync_on_ack, bool late, int checksum_threads,
          bool verbose)
 {
-    int failures_before = s_failures;
+    int failures_before = t_failures;
     char *sub = NULL;
     if (asprintf (&sub, "%s/round-%d%d%d%d", dir, direct, sync_on_ack, late,
                   checksum_threads) < 0)
@@ -284,8 +252,7 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, int checksum
     snprintf (next_path, sizeof (next_path), "%s/kvt-nvme.journal.next", sub);
     bool cut_rotation = stat (next_path, &st) == 0;
     size_t bytes = config.block_bytes;
-    uint8_t *arena = (uint8_t *) mmap (NULL, 2 * (size_t) T_QD * bytes, PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *arena = t_arena_new (2 * (size_t) T_QD * bytes);
     uint8_t *expect = (uint8_t *) malloc (bytes);
     kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
     if (direct)
@@ -296,7 +263,7 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, int checksum
     t_check (rc == 0, "reopen: %s", kvt_strerror (rc));
     if (rc) {
         kvt_nvme_store_destroy (&store);
-        return s_failures - failures_before;
+        return t_failures - failures_before;
     }
     kvt_nvme_store_stats_t stats;
     kvt_nvme_store_stats (store, &stats);
@@ -398,7 +365,7 @@ t_round (const char *dir, bool direct, bool sync_on_ack, bool late, int checksum
     free (prepared);
     free (acked);
     free (sub);
-    return s_failures - failures_before;
+    return t_failures - failures_before;
 }
 
 //  20k blocks on disk: the restart finds them all, quickly, and the files
@@ -419,11 +386,9 @@ t_recover_many (const char *dir)
         .dirs = dirs, .dir_count = 1, .block_bytes = bytes, .capacity_blocks = count,
         .queue_depth = 64, .files_per_dir = 4, .journal_compact_bytes = 256 << 10
     };
-    uint8_t *arena = (uint8_t *) mmap (NULL, 64 * bytes, PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
-    kvt_nvme_store_register_buffer (store, arena, 64 * bytes);
-    int rc = kvt_nvme_store_open (store);
+    uint8_t *arena = t_arena_new (64 * bytes);
+    int rc;
+    kvt_nvme_store_t *store = t_store_try_open (&config, arena, 64 * bytes, &rc);
     t_check (rc == 0, "open: %s", kvt_strerror (rc));
     uint64_t next = 0, acked = 0;
     int free_bufs [64], free_count = 64;
@@ -501,29 +466,16 @@ int
 main (int argc, char *argv [])
 {
     bool verbose = argc > 1 && strcmp (argv [1], "-v") == 0;
-    if (!getenv ("KVT_LOG_LEVEL"))
-        kvt_log_set_level (KVT_LOG_ERROR);
-    const char *base = getenv ("KVT_TEST_NVME_DIR");
-    char template_path [512];
-    snprintf (template_path, sizeof (template_path), "%s/kvt-nvme-crash-XXXXXX",
-              base? base: "/var/tmp");
-    char *dir = mkdtemp (template_path);
-    if (!dir) {
-        fprintf (stderr, "test_nvme_crash: cannot create a dir under %s: %s (skip)\n",
-                 base? base: "/var/tmp", strerror (errno));
+    t_quiet_log ();
+    char path [512];
+    char *dir = t_scratch_new ("test_nvme_crash", "crash", path, sizeof (path));
+    if (!dir)
         return T_EXIT_SKIP;
-    }
     //  Bit-loop over {direct, sync_on_ack, late kill, checksums on a pool}
     for (int mask = 0; mask < 1 << 4; mask++)
         t_round (dir, mask & 1, (mask >> 1) & 1, (mask >> 2) & 1, (mask >> 3) & 1? 2: 1,
                  verbose);
     t_recover_many (dir);
-    char *command = NULL;
-    if (asprintf (&command, "rm -rf '%s'", dir) > 0) {
-        if (system (command) != 0)
-            fprintf (stderr, "test_nvme_crash: could not remove %s\n", dir);
-        free (command);
-    }
-    printf ("test_nvme_crash: %s\n", s_failures? "FAILED": "OK");
-    return s_failures? T_EXIT_FAIL: T_EXIT_PASS;
+    t_scratch_remove ("test_nvme_crash", dir);
+    return t_verdict ("test_nvme_crash");
 }

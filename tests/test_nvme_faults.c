@@ -27,49 +27,18 @@
 @end
 */
 
-#include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include "kvt_error.h"
-#include "kvt_log.h"
 #include "kvt_util.h"
-#include "kvt_nvme_store.h"
-
-#define T_EXIT_PASS  0              //  All cases passed
-#define T_EXIT_FAIL  1              //  At least one case failed
-#define T_EXIT_SKIP  77             //  No usable directory
+#include "nvme_test_util.h"
 
 #define T_BLOCK      65536          //  Payload bytes per block
 #define T_CAPACITY   64             //  Slots per store
 #define T_QD         8              //  Queue depth
 
-static int s_failures = 0;          //  Checks that failed
 static int s_checksum_threads = 1;  //  Store config of this pass: 1 inline, 2 a pool
-
-#define t_check(cond, ...) do { if (!(cond)) { s_failures++; \
-    fprintf (stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-    fprintf (stderr, __VA_ARGS__); fprintf (stderr, "\n"); } } while (0)
-
-static void
-t_fill (uint8_t *buf, size_t bytes, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (size_t i = 0; i < bytes; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        memcpy (buf + i, &x, bytes - i < 8? bytes - i: 8);
-    }
-}
 
 static kvt_nvme_store_t *
 t_open (const char *dir, uint8_t *arena, size_t arena_bytes, int *rc_p)
@@ -80,11 +49,7 @@ t_open (const char *dir, uint8_t *arena, size_t arena_bytes, int *rc_p)
         .capacity_blocks = T_CAPACITY, .queue_depth = T_QD, .files_per_dir = 2,
         .checksum_threads = s_checksum_threads
     };
-    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
-    if (arena)
-        kvt_nvme_store_register_buffer (store, arena, arena_bytes);
-    *rc_p = kvt_nvme_store_open (store);
-    return store;
+    return t_store_try_open (&config, arena, arena_bytes, rc_p);
 }
 
 //  Run 'count' ops (writes or reads) of slots [first ..) through the
@@ -254,8 +219,7 @@ static void
 t_injected (const char *dir)
 {
     size_t arena_bytes = (size_t) T_CAPACITY * T_BLOCK;
-    uint8_t *arena = (uint8_t *) mmap (NULL, arena_bytes, PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *arena = t_arena_new (arena_bytes);
     uint8_t *expect = (uint8_t *) malloc (arena_bytes);
     bool acked [T_CAPACITY] = { false };
     int rc;
@@ -489,8 +453,7 @@ t_config_errors (const char *dir)
         .dirs = dirs, .dir_count = 1, .block_bytes = 4096, .capacity_blocks = 0,
         .queue_depth = 4, .files_per_dir = 1
     };
-    store = kvt_nvme_store_new (&config);
-    rc = kvt_nvme_store_open (store);
+    store = t_store_try_open (&config, NULL, 0, &rc);
     t_check (rc == -EINVAL, "zero capacity: %s", kvt_strerror (rc));
     kvt_nvme_store_destroy (&store);
     store = t_open (dir, NULL, 0, &rc);
@@ -509,18 +472,11 @@ t_config_errors (const char *dir)
 int
 main (void)
 {
-    if (!getenv ("KVT_LOG_LEVEL"))
-        kvt_log_set_level (KVT_LOG_ERROR);
-    const char *base = getenv ("KVT_TEST_NVME_DIR");
-    char template_path [512];
-    snprintf (template_path, sizeof (template_path), "%s/kvt-nvme-faults-XXXXXX",
-              base? base: "/var/tmp");
-    char *dir = mkdtemp (template_path);
-    if (!dir) {
-        fprintf (stderr, "test_nvme_faults: cannot create a dir under %s: %s (skip)\n",
-                 base? base: "/var/tmp", strerror (errno));
+    t_quiet_log ();
+    char path [512];
+    char *dir = t_scratch_new ("test_nvme_faults", "faults", path, sizeof (path));
+    if (!dir)
         return T_EXIT_SKIP;
-    }
     //  Every scenario with checksums on the caller's thread, then on a pool
     for (s_checksum_threads = 1; s_checksum_threads <= 2; s_checksum_threads++) {
         printf ("  checksum_threads %d:\n", s_checksum_threads);
@@ -534,12 +490,6 @@ main (void)
         t_full_disk (sub [3]);
         t_config_errors (sub [2]);
     }
-    char *command = NULL;
-    if (asprintf (&command, "rm -rf '%s'", dir) > 0) {
-        if (system (command) != 0)
-            fprintf (stderr, "test_nvme_faults: could not remove %s\n", dir);
-        free (command);
-    }
-    printf ("test_nvme_faults: %s\n", s_failures? "FAILED": "OK");
-    return s_failures? T_EXIT_FAIL: T_EXIT_PASS;
+    t_scratch_remove ("test_nvme_faults", dir);
+    return t_verdict ("test_nvme_faults");
 }

@@ -30,46 +30,14 @@
 @end
 */
 
-#include <errno.h>
 #include <inttypes.h>
-#include <stdbool.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
-#include "kvt_error.h"
-#include "kvt_log.h"
-#include "kvt_nvme_store.h"
-
-#define T_EXIT_PASS  0              //  All cases passed
-#define T_EXIT_FAIL  1              //  At least one case failed
-#define T_EXIT_SKIP  77             //  No usable directory
+#include "nvme_test_util.h"
 
 #define T_BLOCK      16384          //  Payload bytes per block
 #define T_COUNT      2000           //  Writes per storm
 #define T_QD         64             //  Queue depth
 #define T_FILES      4              //  Data files
-
-static int s_failures = 0;          //  Checks that failed
-
-#define t_check(cond, ...) do { if (!(cond)) { s_failures++; \
-    fprintf (stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond); \
-    fprintf (stderr, __VA_ARGS__); fprintf (stderr, "\n"); } } while (0)
-
-static void
-t_fill (uint8_t *buf, size_t bytes, uint64_t seed)
-{
-    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
-    for (size_t i = 0; i + 8 <= bytes; i += 8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        memcpy (buf + i, &x, 8);
-    }
-}
 
 static kvt_nvme_store_t *
 t_open (const char *dir, bool sync_per_write, uint8_t *arena, size_t arena_bytes)
@@ -80,15 +48,7 @@ t_open (const char *dir, bool sync_per_write, uint8_t *arena, size_t arena_bytes
         .queue_depth = T_QD, .files_per_dir = T_FILES, .sync_on_ack = true,
         .sync_per_write = sync_per_write, .buffered_fallback = true
     };
-    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
-    if (arena)
-        kvt_nvme_store_register_buffer (store, arena, arena_bytes);
-    int rc = kvt_nvme_store_open (store);
-    if (rc) {
-        fprintf (stderr, "open %s: %s\n", dir, kvt_strerror (rc));
-        exit (T_EXIT_FAIL);
-    }
-    return store;
+    return t_store_open (&config, arena, arena_bytes);
 }
 
 //  Write (or read back and compare) slots 0..T_COUNT-1, T_QD in flight;
@@ -154,10 +114,7 @@ static uint64_t
 t_mode (const char *dir, bool sync_per_write, bool direct)
 {
     size_t arena_bytes = (size_t) T_QD * T_BLOCK;
-    uint8_t *arena = (uint8_t *) mmap (NULL, arena_bytes, PROT_READ | PROT_WRITE,
-                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (arena == MAP_FAILED)
-        exit (T_EXIT_FAIL);
+    uint8_t *arena = t_arena_new (arena_bytes);
     kvt_nvme_store_t *store = t_open (dir, sync_per_write, direct? arena: NULL, arena_bytes);
     static int rcs [T_COUNT];
     t_storm (store, true, arena, 1, rcs, true);
@@ -233,18 +190,11 @@ t_mode (const char *dir, bool sync_per_write, bool direct)
 int
 main (void)
 {
-    if (!getenv ("KVT_LOG_LEVEL"))
-        kvt_log_set_level (KVT_LOG_ERROR);
-    const char *base = getenv ("KVT_TEST_NVME_DIR");
-    char template_path [512];
-    snprintf (template_path, sizeof (template_path), "%s/kvt-nvme-group-XXXXXX",
-              base? base: "/var/tmp");
-    char *dir = mkdtemp (template_path);
-    if (!dir) {
-        fprintf (stderr, "test_nvme_group_commit: cannot create a dir under %s: %s (skip)\n",
-                 base? base: "/var/tmp", strerror (errno));
+    t_quiet_log ();
+    char path [512];
+    char *dir = t_scratch_new ("test_nvme_group_commit", "group", path, sizeof (path));
+    if (!dir)
         return T_EXIT_SKIP;
-    }
     for (int mask = 0; mask < 4; mask++) {
         bool direct = mask & 1, per_write = (mask >> 1) & 1;
         char sub [600];
@@ -252,10 +202,6 @@ main (void)
         mkdir (sub, 0755);
         t_mode (sub, per_write, direct);
     }
-    char command [700];
-    snprintf (command, sizeof (command), "rm -rf '%s'", dir);
-    if (system (command) != 0)
-        fprintf (stderr, "test_nvme_group_commit: could not remove %s\n", dir);
-    printf ("test_nvme_group_commit: %s\n", s_failures? "FAILED": "OK");
-    return s_failures? T_EXIT_FAIL: T_EXIT_PASS;
+    t_scratch_remove ("test_nvme_group_commit", dir);
+    return t_verdict ("test_nvme_group_commit");
 }
