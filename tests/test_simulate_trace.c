@@ -31,6 +31,21 @@
 #include "kvt_policy.h"
 #include "kvt_sim.h"
 
+//  Replay the first 2000 requests with one GPU tier of 'capacity' at layer
+//  fraction 'fraction', 'batch' sequences a decode step. Returns 0 or an
+//  error.
+static int
+s_decode_run (kvt_sim_t *sim, size_t capacity, double fraction, int batch,
+              kvt_sim_result_t *result)
+{
+    kvt_sim_config_t config;
+    kvt_sim_config_defaults (&config, capacity);
+    config.request_limit = 2000;
+    config.gpu_layer_fraction = fraction;
+    config.decode_batch = batch;
+    return kvt_sim_run (sim, &config, result);
+}
+
 int
 main (void)
 {
@@ -88,11 +103,7 @@ main (void)
     static const double fractions [] = { 1, 0.5, 0.25 };
     kvt_sim_result_t decode [3];
     for (size_t f = 0; f < 3; f++) {
-        kvt_sim_config_t config;
-        kvt_sim_config_defaults (&config, capacities [1]);
-        config.request_limit = 2000;
-        config.gpu_layer_fraction = fractions [f];
-        status |= kvt_sim_run (sim, &config, &decode [f]);
+        status |= s_decode_run (sim, capacities [1], fractions [f], 1, &decode [f]);
         printf ("F = %.2f: hit %.4f, TPOT %.3f ms (F = 1: %.3f), decode %.1f s, %.0f%% copy-bound\n",
                 fractions [f], decode [f].hit_ratio, decode [f].tpot_mean_ms,
                 decode [f].tpot_unsharded_mean_ms, decode [f].decode_s,
@@ -115,14 +126,8 @@ main (void)
     //  copies: F = 1 gets much cheaper per token, F = 0.5 less so, and its
     //  ratio to F = 1 grows; hits do not change
     kvt_sim_result_t batched [2];
-    for (size_t f = 0; f < 2; f++) {
-        kvt_sim_config_t config;
-        kvt_sim_config_defaults (&config, capacities [1]);
-        config.request_limit = 2000;
-        config.gpu_layer_fraction = fractions [f];
-        config.decode_batch = 16;
-        status |= kvt_sim_run (sim, &config, &batched [f]);
-    }
+    for (size_t f = 0; f < 2; f++)
+        status |= s_decode_run (sim, capacities [1], fractions [f], 16, &batched [f]);
     printf ("16 sequences a step: TPOT %.3f ms at F = 1, %.3f at F = 0.5\n",
             batched [0].tpot_mean_ms, batched [1].tpot_mean_ms);
     if (status || !(batched [0].tpot_mean_ms < 0.5 * decode [0].tpot_mean_ms)
