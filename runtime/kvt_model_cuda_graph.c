@@ -32,7 +32,11 @@
     step) are queued outside the graph before its launch, one ring
     buffer per layer, and the graph waits on each layer's event through
     an external event node; nothing queued outside waits on the graph's
-    progress, so no ring buffer is reused within a step.
+    progress, so no ring buffer is reused within a step. Those copies are
+    the latest records of their events until the step is finished (one
+    step is in flight at a time: kvt_model_cuda_step_launch answers
+    -EBUSY), so the wait nodes see them whether CUDA resolves a wait at
+    the launch or when the node runs.
     Capture is thread-local; cuBLAS runs on its own set workspace (set at
     model creation) so captured and eager GEMMs pick the same algorithm.
     If a capture fails, graphs are turned off for the model (logged once)
