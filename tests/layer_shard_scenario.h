@@ -148,4 +148,15 @@ s_same (const s_result_t *a, const s_result_t *b)
     t_check (a->to_host_bytes == b->to_host_bytes);     //  Whole blocks either way
 }
 
+//  A bf16 cold tier is lossless: with 'cold' "bf16", every run of
+//  'result' gives its first run's tokens.
+static void
+s_check_lossless (const char *cold, const s_result_t *result)
+{
+    if (strcmp (cold, "bf16") == 0)
+        for (int k = 1; k < 4; k++)
+            t_check (memcmp (result->run [k].tokens, result->run [0].tokens,
+                             S_NEW * sizeof (uint64_t)) == 0);
+}
+
 #endif

@@ -77,10 +77,7 @@ main (void)
             s_same (&whole, &quarter);
             s_result_fini (&quarter);
         }
-        if (streq (modes [m].cold, "bf16"))
-            for (int k = 1; k < 4; k++)     //  Lossless: every run is the first
-                t_check (memcmp (whole.run [k].tokens, whole.run [0].tokens,
-                                 S_NEW * sizeof (uint64_t)) == 0);
+        s_check_lossless (modes [m].cold, &whole);
         if (processes && m == 0) {
             s_result_t apart;
             s_serve_gpu ("0.5", modes [m].cold, modes [m].stream, modes [m].kv_heads, true, &apart);

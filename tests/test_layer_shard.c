@@ -77,10 +77,7 @@ main (void)
         //  (a) and (c) Same tokens and bytes on every path
         s_same (&whole, &half);
         s_same (&whole, &quarter);
-        if (streq (modes [m].cold, "bf16"))
-            for (int k = 1; k < 4; k++)     //  Lossless: every run is the first
-                t_check (memcmp (whole.run [k].tokens, whole.run [0].tokens,
-                                 S_NEW * sizeof (uint64_t)) == 0);
+        s_check_lossless (modes [m].cold, &whole);
         if (processes && m == 0) {
             //  The shard arena reaches actor processes too
             s_result_t apart;

@@ -75,10 +75,6 @@ kvt_bench_model_main (int argc, char **argv)
 #include "kvt_block_copy.cuh"
 #include "kvt_bench_model_int.h"
 
-//  Fail the bench with where and what.
-#define S_CHECK(cond) do { if (!(cond)) { \
-    fprintf (stderr, "kvtier bench model: %s:%d: %s failed\n", __FILE__, __LINE__, #cond); \
-    exit (1); } } while (0)
 
 static const kvt_model_shape_t s_shape_8b = {
     .layers = 32, .heads = 32, .kv_heads = 8, .head_dim = 128, .hidden = 4096,

@@ -8,8 +8,15 @@
 #ifndef KVT_BENCH_MODEL_INT_H_INCLUDED
 #define KVT_BENCH_MODEL_INT_H_INCLUDED
 
+#include <stdio.h>
+#include <stdlib.h>
 #include "kvt_bench.h"
 #include "kvt_model.h"
+
+//  Fail the bench with where and what.
+#define S_CHECK(cond) do { if (!(cond)) { \
+    fprintf (stderr, "kvtier bench model: %s:%d: %s failed\n", __FILE__, __LINE__, #cond); \
+    exit (1); } } while (0)
 
 //  A deterministic prompt of 'count' tokens below the 8B vocabulary
 //  (kvt_client_random_tokens of 'seed'); the caller frees it.

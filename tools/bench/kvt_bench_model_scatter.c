@@ -41,10 +41,6 @@
 #include "kvt_model.h"
 #include "kvt_bench_model_int.h"
 
-#define S_CHECK(cond) do { if (!(cond)) { \
-    fprintf (stderr, "kvtier bench model: %s:%d: %s failed\n", __FILE__, __LINE__, #cond); \
-    exit (1); } } while (0)
-
 enum { S_STEPS = 16, S_NEW = S_STEPS + 2, S_MOST = 16 };
 
 //  Block ids of 'count' slots: 0, 1, .. or a seeded random permutation.
