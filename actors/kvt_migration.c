@@ -75,6 +75,9 @@
     slabs).
     Top-level jobs run one at a time, in arrival order; each is a chain of
     asynchronous calls to the index and the tiers, so the loop never waits.
+    The watermark upkeep after a job runs before its reply, before the
+    next job, or beside the next jobs (migration/overlap_upkeep 0, 1, 2;
+    "Watermark upkeep" below).
     MIG_PREFETCH and MIG_WRITE_THROUGH jobs wait in a queue of their own
     (gauge queued_prefetches) and run when no other job waits, or after
     S_BACKGROUND_EVERY other jobs in a row: the promotions and
@@ -530,7 +533,7 @@ void
 kvt_migration_job_reply (self_t *self, kvt_msg_t **reply_p)
 {
     assert (!self->held_reply);
-    if (self->overlap_upkeep)
+    if (self->overlap_upkeep != KVT_MIGRATION_UPKEEP_AFTER)
         kvt_actor_reply (self->actor, reply_p);
     else {
         self->held_reply = *reply_p;
@@ -649,6 +652,8 @@ s_next_job (self_t *self)
     }
     if (!self->current)
         return;
+    if (self->upkeep_running)
+        kvt_actor_count (self->actor, "jobs_beside_upkeep", 1);
     switch (kvt_msg_id (self->current)) {
         case KVT_MSG_MIG_RESERVE: s_start_reserve (self); break;
         case KVT_MSG_MIG_PROMOTE: kvt_migration_start_promote (self); break;
@@ -665,13 +670,20 @@ s_next_job (self_t *self)
 //  tier fuller than the high watermark gets its oldest blocks demoted, in
 //  one batch, down to the low watermark. Later requests then find free GPU
 //  slots instead of paying for small evictions (and their disk writes) one
-//  request at a time. By default the job's reply waits for the upkeep, so
-//  no migration work runs beside the requester's next steps and the same
-//  requests in the same order give the same placement, whether actors are
-//  threads or processes. With migration/overlap_upkeep = 1 the reply goes
-//  first and the upkeep overlaps the request's compute: lower latency, but
-//  placement then depends on timing (still correct: the index cuts a
-//  prefix at a block in motion).
+//  request at a time. migration/overlap_upkeep says what waits for it:
+//    0  the job's reply (default): no migration work runs beside the
+//       requester's next steps, and the same requests in the same order
+//       give the same placement, whether actors are threads or processes;
+//    1  the next job: the reply goes first, so the upkeep overlaps the
+//       request's compute;
+//    2  nothing: the next jobs start at once and run beside it, so a
+//       promotion's host -> GPU copy and the upkeep's GPU -> host copy
+//       cross the link both ways at once (each direction has its own copy
+//       stream, kvt_migration_copy.c). One upkeep runs at a time; a job
+//       that ends meanwhile asks for one more after it.
+//  1 and 2 make placement depend on timing; it stays correct: victims are
+//  pinned while they move, so a job beside the upkeep picks others, and
+//  the index cuts a prefix at a block in motion.
 
 static void s_upkeep (self_t *self, int tier);
 
@@ -679,6 +691,8 @@ static void
 s_upkeep_demoted (self_t *self, void *arg, int rc)
 {
     int tier = (int) (intptr_t) arg;
+    if (rc == -ECANCELED)
+        return;                     //  The actor is going away
     if (rc && rc != -ENOSPC)
         kvt_log_warn ("migration: upkeep demotion failed: %s", kvt_strerror (rc));
     s_upkeep (self, tier + 1);
@@ -689,6 +703,8 @@ s_upkeep_probed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     int tier = (int) (intptr_t) arg;
+    if (rc == -ECANCELED)
+        return;
     uint64_t used = 0, capacity = 0;
     for (size_t k = 0; rc == 0 && k < kvt_msg_map_size (*reply_p, KVT_STATS_OK_COUNTERS); k++) {
         const char *key = kvt_msg_map_key (*reply_p, KVT_STATS_OK_COUNTERS, k);
@@ -711,7 +727,20 @@ s_upkeep_probed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         s_upkeep (self, tier + 1);
 }
 
-//  Check memory tier 'tier' and the ones below it; then finish the job.
+static void s_upkeep_beside (self_t *self);
+
+//  The current job is over: its reply goes if held, the next job starts.
+static void
+s_job_end (self_t *self)
+{
+    if (self->held_reply)
+        kvt_actor_reply (self->actor, &self->held_reply);
+    kvt_msg_destroy (&self->current);
+    s_next_job (self);
+}
+
+//  Check memory tier 'tier' and the ones below it; then end the job, or
+//  (overlap_upkeep = 2) this upkeep.
 static void
 s_upkeep (self_t *self, int tier)
 {
@@ -721,26 +750,65 @@ s_upkeep (self_t *self, int tier)
                         (void *) (intptr_t) tier);
         return;
     }
-    if (self->held_reply)
-        kvt_actor_reply (self->actor, &self->held_reply);
-    kvt_msg_destroy (&self->current);
-    s_next_job (self);
+    if (self->overlap_upkeep == KVT_MIGRATION_UPKEEP_BESIDE) {
+        self->upkeep_running = false;
+        if (self->upkeep_again) {
+            self->upkeep_again = false;
+            s_upkeep_beside (self);
+        }
+    }
+    else
+        s_job_end (self);
+}
+
+//  TEST ONLY (test_upkeep_delay_ms): the held-back upkeep starts now.
+static int
+s_upkeep_delayed (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    s_upkeep ((self_t *) arg, KVT_TIER_GPU);
+    return 0;
+}
+
+//  Start the upkeep, after test_upkeep_delay_ms when a test asks.
+static void
+s_upkeep_start (self_t *self)
+{
+    if (self->test_upkeep_delay_ms > 0)
+        zloop_timer (kvt_actor_loop (self->actor), (size_t) self->test_upkeep_delay_ms, 1,
+                     s_upkeep_delayed, self);
+    else
+        s_upkeep (self, KVT_TIER_GPU);
+}
+
+//  overlap_upkeep = 2: run the upkeep beside the jobs, one at a time.
+static void
+s_upkeep_beside (self_t *self)
+{
+    if (self->upkeep_running) {
+        self->upkeep_again = true;      //  Once more when this one ends
+        return;
+    }
+    self->upkeep_running = true;
+    s_upkeep_start (self);
 }
 
 //  Called when a job is answered (or its reply held): upkeep if the job
-//  took memory-tier room, then the next job.
+//  took memory-tier room, then the next job (at once with overlap_upkeep
+//  = 2, after the upkeep otherwise).
 static void
 s_job_done (self_t *self)
 {
     int id = kvt_msg_id (self->current);
-    if (self->high_watermark < 100 && (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE
-                                       || id == KVT_MSG_MIG_PREFETCH))
-        s_upkeep (self, KVT_TIER_GPU);
+    bool upkeep = self->high_watermark < 100 && (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE
+                                                 || id == KVT_MSG_MIG_PREFETCH);
+    if (upkeep && self->overlap_upkeep != KVT_MIGRATION_UPKEEP_BESIDE)
+        s_upkeep_start (self);
     else {
-        if (self->held_reply)
-            kvt_actor_reply (self->actor, &self->held_reply);
-        kvt_msg_destroy (&self->current);
-        s_next_job (self);
+        if (upkeep)
+            s_upkeep_beside (self);
+        s_job_end (self);
     }
 }
 
@@ -768,7 +836,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->high_watermark = (int) kvt_config_int (config, "migration/high_watermark");
     self->low_watermark = (int) kvt_config_int (config, "migration/low_watermark");
     self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
-    self->overlap_upkeep = kvt_config_int (config, "migration/overlap_upkeep") != 0;
+    self->overlap_upkeep = (int) kvt_config_int (config, "migration/overlap_upkeep");
+    self->test_upkeep_delay_ms = (int) kvt_config_int (config, "migration/test_upkeep_delay_ms");
     const char *admission = kvt_config_str (config, "migration/disk_admission");
     self->disk_admission = streq (admission, "reused")? KVT_MIGRATION_DISK_REUSED:
                            streq (admission, "predicted")? KVT_MIGRATION_DISK_PREDICTED:
@@ -857,6 +926,12 @@ s_self_start (void *self_ptr)
          || (size_t) self->fp8_planes * self->fp8_plane_elems * 2 != block_bytes)) {
         kvt_log_error ("migration: cold_dtype = fp8 needs bf16 blocks of block_tokens x "
                        "head_dim a multiple of 8");
+        return KVT_ECONFIG;
+    }
+    if (self->overlap_upkeep < KVT_MIGRATION_UPKEEP_AFTER
+    ||  self->overlap_upkeep > KVT_MIGRATION_UPKEEP_BESIDE) {
+        kvt_log_error ("migration: config key 'migration/overlap_upkeep' must be 0, 1 or 2, "
+                       "not %d", self->overlap_upkeep);
         return KVT_ECONFIG;
     }
     if (self->low_watermark >= self->high_watermark || self->high_watermark > 100) {

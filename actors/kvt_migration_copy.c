@@ -97,7 +97,8 @@ s_fp8_args (self_t *self, int from, const int64_t *from_slots, const int64_t *to
 //  way and 93-97 GB/s both ways at 16 KiB - 2 MiB on the H100, where the
 //  copy kernel gives 0.93 and 80-83, the engines per block 0.68-0.84 at
 //  64-256 KiB (tools/bench/RESULTS.md). Allocated at the first such batch;
-//  64 MiB is 4 pieces in flight of 16 MiB, enough to keep the engines busy.
+//  64 MiB is 4 pieces in flight of 16 MiB, enough to keep the engines busy;
+//  each direction's lane has its own.
 #define S_STAGING_BYTES ((size_t) 64 << 20)
 //  From this block size up the staged path is not taken: the engines'
 //  per-block copies already move at the link's rate there (54.1 GB/s at
@@ -113,16 +114,29 @@ typedef struct {
     int rc;                         //  Status of queueing the copy
 } s_copy_wait_t;
 
-//  Copies run on one stream, in order. After each, a host function (run
-//  by CUDA on its own thread) adds 1 to an eventfd; our zloop reads it and
-//  calls the continuations of that many copies, oldest first. The actor's
-//  thread never waits on the GPU.
-struct _kvt_migration_copy_t {
-    cudaStream_t stream;            //  Copies run here
+//  Copies run on two lanes, one per direction (issue #3): host -> GPU
+//  and GPU -> host each have their own stream, so a demotion's copy and
+//  a promotion's run at once, both ways over the link, where one stream
+//  would queue one behind the other. Every ordering the actor relies on
+//  is within one direction (a promotion's chunk copies before its final
+//  copy); across directions a slot changes hands only in a continuation,
+//  after its copy is done. After each copy, a host function (run by CUDA
+//  on its own thread) adds 1 to the lane's eventfd; our zloop reads it and
+//  calls the continuations of that many copies of the lane, oldest first.
+//  The actor's thread never waits on the GPU.
+enum { S_LANE_TO_GPU, S_LANE_TO_HOST, S_LANES };
+
+typedef struct {
+    self_t *owner;                  //  The actor, for the continuations
+    cudaStream_t stream;            //  This direction's copies run here, in order
     int event_fd;                   //  Counts finished copies; polled by our zloop
     zlist_t *waiting;               //  s_copy_wait_t, in stream order
     kvt_block_stage_t *stage;       //  Staged path's GPU staging, or NULL until needed
     bool stage_failed;              //  Staging could not be allocated: never staged
+} s_lane_t;
+
+struct _kvt_migration_copy_t {
+    s_lane_t lanes [S_LANES];
 };
 
 void
@@ -130,17 +144,20 @@ kvt_migration_copy_destroy (kvt_migration_copy_t **self_p)
 {
     kvt_migration_copy_t *self = *self_p;
     if (self) {
-        if (self->stream) {
-            cudaStreamSynchronize (self->stream);
-            cudaStreamDestroy (self->stream);
+        for (int k = 0; k < S_LANES; k++) {
+            s_lane_t *lane = &self->lanes [k];
+            if (lane->stream) {
+                cudaStreamSynchronize (lane->stream);
+                cudaStreamDestroy (lane->stream);
+            }
+            kvt_block_stage_destroy (&lane->stage);
+            if (lane->event_fd >= 0)
+                close (lane->event_fd);
+            s_copy_wait_t *wait;    //  Continuations of copies still queued are dropped
+            while (lane->waiting && (wait = (s_copy_wait_t *) zlist_pop (lane->waiting)))
+                free (wait);
+            zlist_destroy (&lane->waiting);
         }
-        kvt_block_stage_destroy (&self->stage);
-        if (self->event_fd >= 0)
-            close (self->event_fd);
-        s_copy_wait_t *wait;        //  Continuations of copies still queued are dropped
-        while (self->waiting && (wait = (s_copy_wait_t *) zlist_pop (self->waiting)))
-            free (wait);
-        zlist_destroy (&self->waiting);
         free (self);
         *self_p = NULL;
     }
@@ -156,21 +173,21 @@ s_gpu_copy_signal (void *fd_ptr)
         kvt_log_error ("migration: cannot signal a finished copy: %s", strerror (errno));
 }
 
-//  Our zloop: copies finished; run their continuations in order.
+//  Our zloop: copies of one lane finished; run their continuations in order.
 static int
 s_gpu_copy_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
     (void) loop;
-    self_t *self = (self_t *) arg;
+    s_lane_t *lane = (s_lane_t *) arg;
     uint64_t done = 0;
     if (read (item->fd, &done, sizeof (done)) != sizeof (done))
         return 0;                   //  Spurious wake-up
     for (; done > 0; done--) {
-        s_copy_wait_t *wait = (s_copy_wait_t *) zlist_pop (self->gpu_copy->waiting);
+        s_copy_wait_t *wait = (s_copy_wait_t *) zlist_pop (lane->waiting);
         if (!wait)
             break;
         if (wait->cont)
-            wait->cont (self, wait->arg, wait->rc);
+            wait->cont (lane->owner, wait->arg, wait->rc);
         free (wait);
     }
     return 0;
@@ -180,15 +197,31 @@ static int
 s_gpu_copy_new (self_t *self)
 {
     kvt_migration_copy_t *copy = (kvt_migration_copy_t *) kvt_zmalloc (sizeof (kvt_migration_copy_t));
-    copy->waiting = zlist_new ();
-    copy->event_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
-    zmq_pollitem_t item = { NULL, copy->event_fd, ZMQ_POLLIN, 0 };
-    if (copy->event_fd < 0
-    ||  cudaStreamCreateWithFlags (&copy->stream, cudaStreamNonBlocking) != cudaSuccess
-    ||  zloop_poller (kvt_actor_loop (self->actor), &item, s_gpu_copy_done, self) != 0) {
-        copy->stream = NULL;
+    int rc = 0;
+    for (int k = 0; k < S_LANES; k++) {
+        s_lane_t *lane = &copy->lanes [k];
+        lane->owner = self;
+        lane->waiting = zlist_new ();
+        lane->event_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
+        zmq_pollitem_t item = { NULL, lane->event_fd, ZMQ_POLLIN, 0 };
+        if (rc == 0 && cudaStreamCreateWithFlags (&lane->stream, cudaStreamNonBlocking)
+                       != cudaSuccess) {
+            lane->stream = NULL;
+            rc = KVT_ECUDA;
+        }
+        if (rc == 0
+        &&  (lane->event_fd < 0
+             || zloop_poller (kvt_actor_loop (self->actor), &item, s_gpu_copy_done, lane) != 0))
+            rc = KVT_ECUDA;
+    }
+    if (rc) {
+        for (int k = 0; k < S_LANES; k++)
+            if (copy->lanes [k].event_fd >= 0) {
+                zmq_pollitem_t item = { NULL, copy->lanes [k].event_fd, ZMQ_POLLIN, 0 };
+                zloop_poller_end (kvt_actor_loop (self->actor), &item);
+            }
         kvt_migration_copy_destroy (&copy);
-        return KVT_ECUDA;
+        return rc;
     }
     self->gpu_copy = copy;
     return 0;
@@ -199,23 +232,22 @@ s_gpu_copy_new (self_t *self)
 //  'staged' (host side 'host_is_dst'), else kernel or copy engines by
 //  block size. Returns 0 once queued, or an error.
 static int
-s_copy_args_queue (self_t *self, kvt_block_copy_args_t *args, size_t count, bool staged,
-                   bool host_is_dst)
+s_copy_args_queue (self_t *self, s_lane_t *lane, kvt_block_copy_args_t *args, size_t count,
+                   bool staged, bool host_is_dst)
 {
-    kvt_migration_copy_t *copy = self->gpu_copy;
     size_t bytes = (size_t) args->block_bytes;
     int rc;
-    if (staged && !copy->stage) {
-        copy->stage = kvt_block_stage_new (S_STAGING_BYTES);
-        if (!copy->stage) {
+    if (staged && !lane->stage) {
+        lane->stage = kvt_block_stage_new (S_STAGING_BYTES);
+        if (!lane->stage) {
             kvt_log_warn ("migration: no %zu MiB of GPU staging; small blocks stay on the "
                           "copy kernel", S_STAGING_BYTES >> 20);
-            copy->stage_failed = true;
+            lane->stage_failed = true;
             staged = false;
         }
     }
     if (staged) {
-        rc = kvt_block_copy_staged (copy->stage, args, host_is_dst, copy->stream);
+        rc = kvt_block_copy_staged (lane->stage, args, host_is_dst, lane->stream);
         kvt_actor_count (self->actor, "copy_staged_batches", 1);
     }
     else
@@ -223,30 +255,30 @@ s_copy_args_queue (self_t *self, kvt_block_copy_args_t *args, size_t count, bool
         //  The kernel reads the slot lists from device memory, allocated
         //  and freed in stream order; the host list is staged by the call
         int64_t *d_slots = NULL;
-        rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), copy->stream)
+        rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), lane->stream)
              == cudaSuccess? 0: KVT_ECUDA;
         //  One upload when the lists lie back to back (they do here)
         bool joined = args->dst_slots == args->src_slots + count;
         if (rc == 0 && (cudaMemcpyAsync (d_slots, args->src_slots,
                                          (joined? 2: 1) * count * sizeof (int64_t),
-                                         cudaMemcpyHostToDevice, copy->stream) != cudaSuccess
+                                         cudaMemcpyHostToDevice, lane->stream) != cudaSuccess
                         || (!joined && cudaMemcpyAsync (d_slots + count, args->dst_slots,
                                                         count * sizeof (int64_t),
                                                         cudaMemcpyHostToDevice,
-                                                        copy->stream) != cudaSuccess)))
+                                                        lane->stream) != cudaSuccess)))
             rc = KVT_ECUDA;
         if (rc == 0) {
             kvt_block_copy_args_t on_device = *args;
             on_device.src_slots = d_slots;
             on_device.dst_slots = d_slots + count;
-            rc = kvt_block_copy (&on_device, copy->stream);
+            rc = kvt_block_copy (&on_device, lane->stream);
         }
         if (d_slots)
-            cudaFreeAsync (d_slots, copy->stream);
+            cudaFreeAsync (d_slots, lane->stream);
         kvt_actor_count (self->actor, "copy_kernel_launches", 1);
     }
     else {
-        rc = kvt_block_copy_ce (args, copy->stream);
+        rc = kvt_block_copy_ce (args, lane->stream);
         kvt_actor_count (self->actor, "copy_ce_batches", 1);
     }
     return rc;
@@ -265,7 +297,8 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
 {
     if (count == 0)
         return 0;
-    kvt_migration_copy_t *copy = self->gpu_copy;
+    bool host_is_dst = !kvt_arena_on_device (dst);
+    s_lane_t *lane = &self->gpu_copy->lanes [host_is_dst? S_LANE_TO_HOST: S_LANE_TO_GPU];
     int64_t *slots = s_slot_pairs (from_slots, to_slots, count);
     //  The GPU tier's part: the whole block unless the layers are sharded
     size_t bytes = kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]);
@@ -277,10 +310,9 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
         .count = (int) count };
     //  Host arena <-> GPU slab with long host runs of blocks under 2 MiB:
     //  the staged path
-    bool host_is_dst = !kvt_arena_on_device (dst);
-    bool staged = host_runs && !copy->stage_failed && bytes < S_STAGE_MAX_BLOCK_BYTES
+    bool staged = host_runs && !lane->stage_failed && bytes < S_STAGE_MAX_BLOCK_BYTES
                && kvt_arena_on_device (src) != kvt_arena_on_device (dst);
-    int rc = s_copy_args_queue (self, &args, count, staged, host_is_dst);
+    int rc = s_copy_args_queue (self, lane, &args, count, staged, host_is_dst);
     if (rc == 0 && self->gpu_shard) {
         //  The shard's layers follow the slab's in the host slot
         kvt_arena_t *host = self->arenas [KVT_TIER_HOST];
@@ -294,7 +326,7 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
             .dst_slot_bytes = (int64_t) (to_host? kvt_arena_block_bytes (host): shard_bytes),
             .src_slot_bytes = (int64_t) (to_host? shard_bytes: kvt_arena_block_bytes (host)),
             .block_bytes = (int64_t) shard_bytes, .count = (int) count };
-        rc = s_copy_args_queue (self, &rest, count, false, to_host);
+        rc = s_copy_args_queue (self, lane, &rest, count, false, to_host);
     }
     free (slots);
     return rc;
@@ -309,13 +341,13 @@ s_fp8_queue (self_t *self, int from, const uint64_t *from_slots, const uint64_t 
 {
     if (count == 0)
         return 0;
-    kvt_migration_copy_t *copy = self->gpu_copy;
+    s_lane_t *lane = &self->gpu_copy->lanes [from == KVT_TIER_GPU? S_LANE_TO_HOST: S_LANE_TO_GPU];
     int64_t *slots = s_slot_pairs (from_slots, to_slots, count);
     int64_t *d_slots = NULL;
-    int rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), copy->stream)
+    int rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), lane->stream)
              == cudaSuccess? 0: KVT_ECUDA;
     if (rc == 0 && cudaMemcpyAsync (d_slots, slots, 2 * count * sizeof (int64_t),
-                                    cudaMemcpyHostToDevice, copy->stream) != cudaSuccess)
+                                    cudaMemcpyHostToDevice, lane->stream) != cudaSuccess)
         rc = KVT_ECUDA;
     //  One launch per S_FP8_LAUNCH_MAX blocks (the kernels' grid limit),
     //  per part: the slab's planes, then (layer sharding, #5) the shard's
@@ -324,11 +356,11 @@ s_fp8_queue (self_t *self, int from, const uint64_t *from_slots, const uint64_t 
             size_t n = count - first < S_FP8_LAUNCH_MAX? count - first: S_FP8_LAUNCH_MAX;
             kvt_fp8_args_t args;
             s_fp8_args (self, from, d_slots + first, d_slots + count + first, n, part, &args);
-            rc = from == KVT_TIER_GPU? kvt_fp8_quantize (&args, copy->stream)
-                                     : kvt_fp8_dequantize (&args, copy->stream);
+            rc = from == KVT_TIER_GPU? kvt_fp8_quantize (&args, lane->stream)
+                                     : kvt_fp8_dequantize (&args, lane->stream);
         }
     if (d_slots)
-        cudaFreeAsync (d_slots, copy->stream);
+        cudaFreeAsync (d_slots, lane->stream);
     kvt_actor_count (self->actor, "fp8_kernel_launches", 1);
     free (slots);
     return rc;
@@ -398,8 +430,8 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
 #ifdef KVT_WITH_CUDA
     kvt_arena_t *src = self->arenas [from], *dst = self->arenas [to];
     if (kvt_arena_on_device (src) || kvt_arena_on_device (dst)) {
-        //  Even an empty copy goes through the stream, so that 'cont'
-        //  comes after the copies queued before it
+        //  Even an empty copy goes through its direction's stream, so
+        //  that 'cont' comes after the copies queued that way before it
         rc = self->gpu_copy? 0: s_gpu_copy_new (self);
         if (rc == 0)
             rc = self->cold_fp8? s_fp8_queue (self, from, from_slots, to_slots, count)
@@ -413,16 +445,18 @@ kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, i
         else
             kvt_actor_count (self->actor, direction, moved);
         if (self->gpu_copy) {
+            s_lane_t *lane = &self->gpu_copy->lanes [from == KVT_TIER_GPU? S_LANE_TO_HOST
+                                                                         : S_LANE_TO_GPU];
             s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
             *wait = (s_copy_wait_t) { cont, arg, rc };
-            if (cudaLaunchHostFunc (self->gpu_copy->stream, s_gpu_copy_signal,
-                                    (void *) (intptr_t) self->gpu_copy->event_fd) == cudaSuccess) {
-                zlist_append (self->gpu_copy->waiting, wait);
+            if (cudaLaunchHostFunc (lane->stream, s_gpu_copy_signal,
+                                    (void *) (intptr_t) lane->event_fd) == cudaSuccess) {
+                zlist_append (lane->waiting, wait);
                 return;
             }
             free (wait);
             kvt_log_error ("migration: cudaLaunchHostFunc failed; waiting for the copy here");
-            cudaStreamSynchronize (self->gpu_copy->stream);
+            cudaStreamSynchronize (lane->stream);
             rc = rc? rc: KVT_ECUDA;
         }
         if (cont)

@@ -45,6 +45,11 @@ typedef struct _kvt_migration_copy_t kvt_migration_copy_t;  //  CUDA copy state 
 #define KVT_MIGRATION_DISK_REUSED     1     //  Found cached by a request at least once
 #define KVT_MIGRATION_DISK_PREDICTED  2     //  Reused, or offered again after a drop
 
+//  migration/overlap_upkeep: what waits for the watermark upkeep after a job
+#define KVT_MIGRATION_UPKEEP_AFTER    0     //  The job's reply
+#define KVT_MIGRATION_UPKEEP_BEFORE   1     //  The next job (the reply goes first)
+#define KVT_MIGRATION_UPKEEP_BESIDE   2     //  Nothing: the next jobs run beside it
+
 static const char *const kvt_migration_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_host", "tier_nvme" };
 
 
@@ -61,7 +66,10 @@ struct _self_t {
     int high_watermark;             //  Percent used that starts background demotion
     int low_watermark;              //  Percent used it demotes down to
     uint64_t background_batch;      //  Most blocks one background job moves
-    bool overlap_upkeep;            //  Reply before the watermark upkeep?
+    int overlap_upkeep;             //  KVT_MIGRATION_UPKEEP_*: what waits for the upkeep
+    bool upkeep_running;            //  An upkeep runs beside the jobs (UPKEEP_BESIDE)
+    bool upkeep_again;              //  A job ended meanwhile: one more upkeep after it
+    int test_upkeep_delay_ms;       //  TEST ONLY: each upkeep starts this late
     int disk_admission;             //  KVT_MIGRATION_DISK_*: which host victims go to disk
     kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
     kvt_migration_copy_t *gpu_copy; //  Copy stream and completions, made at the first GPU copy
