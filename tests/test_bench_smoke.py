@@ -82,6 +82,15 @@ def main():
         if "in 3 prompts" not in report["notes"].get("prefix", ""):
             fail(f"bench host --split: not 3 prompts: {report['notes']}")
         figures(report, promotion, "bench host --split")
+        #  Promotions beside the upkeep's demotions, both modes: every
+        #  request but the first had an upkeep behind it
+        report = bench(["host", "--both", "--blocks", "64", "--block-kib", "64", "--reps",
+                        "1"], work)
+        figures(report, ["both_ways_beside_gbps", "both_ways_after_gbps", "requests_beside_ms"],
+                "bench host --both")
+        if "0 jobs ran beside" not in report["notes"].get("overlap_upkeep 1", ""):
+            fail(f"bench host --both: jobs ran beside the upkeep with overlap_upkeep 1: "
+                 f"{report['notes']}")
         report = bench(["nvme", "--mib", "8", "--reps", "1", "--sizes", "64k", "--only",
                         "sizes"], work)
         figures(report, ["store_read_64k_direct_gbps", "store_write_64k_direct_gbps"],

@@ -432,7 +432,11 @@ s_usage (FILE *out)
         "  --new N        --ttft: new prompt tokens (default 4096; CPU shape 64)\n"
         "  --groups G     --ttft: migration/nvme_layer_groups of ours (default 4)\n"
         "  --compute-prefix  --ttft: fill each prefix by GENERATE (computed KV) even\n"
-        "                 where one STORE frame holds it (always over 192 MiB)\n");
+        "                 where one STORE frame holds it (always over 192 MiB)\n"
+        "  --both         instead: 8 requests promoting host prefixes of N / 8 blocks\n"
+        "                 (default N 4096) while the watermark upkeep demotes the one\n"
+        "                 before, with migration/overlap_upkeep 1 (one way at a time)\n"
+        "                 and 2 (both ways at once), beside a pinned memcpy pair\n");
 }
 
 //  `kvtier bench host`: returns the exit code (0, 1 failed, 2 usage).
@@ -453,6 +457,7 @@ kvt_bench_host_main (int argc, char **argv)
         { "verbose",   no_argument,       NULL, 'v' },
         { "calibration", required_argument, NULL, 'c' },
         { "ttft",      no_argument,       NULL, 't' },
+        { "both",      no_argument,       NULL, 'B' },
         { "prefix-mib", required_argument, NULL, 'P' },
         { "new",       required_argument, NULL, 'n' },
         { "groups",    required_argument, NULL, 'g' },
@@ -462,13 +467,13 @@ kvt_bench_host_main (int argc, char **argv)
     };
     kvt_bench_host_opts_t opts = { .blocks = 512, .block_kib = 256, .dir = "/var/tmp", .reps = 3,
                       .prompt_mib = 128, .groups = 4 };
-    bool no_sweep = false;
+    bool no_sweep = false, blocks_given = false;
     optind = 1;
     int opt;
     while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
         switch (opt) {
             case 'j': opts.json = true; break;
-            case 'b': opts.blocks = atoi (optarg); break;
+            case 'b': opts.blocks = atoi (optarg); blocks_given = true; break;
             case 'k': opts.block_kib = atoi (optarg); break;
             case 'd': opts.dir = optarg; break;
             case 'r': opts.reps = atoi (optarg); break;
@@ -480,6 +485,7 @@ kvt_bench_host_main (int argc, char **argv)
             case 'v': opts.verbose = true; break;
             case 'c': opts.calibration = optarg; break;
             case 't': opts.ttft = true; break;
+            case 'B': opts.both = true; break;
             case 'P': opts.prefix_mib = atoi (optarg); break;
             case 'n': opts.fresh = atoi (optarg); break;
             case 'g': opts.groups = atoi (optarg); break;
@@ -488,6 +494,8 @@ kvt_bench_host_main (int argc, char **argv)
             default: s_usage (stderr); return 2;
         }
     }
+    if (opts.both && !blocks_given)
+        opts.blocks = 4096;         //  8 prompts of 128 MiB at 256 KiB blocks
     if (opts.qd == 0) {
         //  The NVMe tier's own default depth for these blocks (the TTFT
         //  part: its queue_depth), and raw at the same depth
@@ -526,6 +534,11 @@ kvt_bench_host_main (int argc, char **argv)
                  strerror (errno));
         return 1;
     }
+    if (opts.both) {
+        int status = kvt_bench_host_both_run (&opts, work_dir);
+        s_remove_tree (work_dir);
+        return status;
+    }
     int status = 1;
     kvt_client_t *client = NULL;
     kvt_bench_host_prompt_t *prompts = NULL;
@@ -536,7 +549,7 @@ kvt_bench_host_main (int argc, char **argv)
     s_rep_t *reps = NULL;
     uint8_t *copy_src = NULL, *copy_dst = NULL;
     kvt_arena_t *arena_src = NULL, *arena_dst = NULL, *device = NULL;
-    kvt_runtime_t *runtime = kvt_bench_host_start_runtime (&opts, work_dir);
+    kvt_runtime_t *runtime = kvt_bench_host_start_runtime (&opts, work_dir, NULL);
     if (!runtime)
         goto cleanup;
     client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 600000);

@@ -33,6 +33,7 @@ typedef struct {
     bool verbose;                   //  Per-rep figures and counter deltas on stderr
     const char *calibration;        //  Write the simulator's calibration file here, or NULL
     bool ttft;                      //  Run the TTFT part (kvt_bench_host_ttft.c) instead
+    bool both;                      //  Run the both-ways part (kvt_bench_host_both.c) instead
     int prefix_mib;                 //  --ttft: prefix on NVMe, MiB (0 = the shape's default)
     int fresh;                      //  --ttft: new prompt tokens (0 = the shape's default)
     int groups;                     //  --ttft: nvme_layer_groups of "ours"
@@ -96,9 +97,18 @@ int
     kvt_bench_host_prompt_blocks (const kvt_bench_host_opts_t *opts);
 
 //  Start every actor in this process with our geometry and tiers, the
-//  NVMe tier in 'nvme_dir'. Returns the runtime, or NULL with the reason.
+//  NVMe tier in 'nvme_dir', then 'extra' options ("section/key=value",
+//  NULL-terminated; NULL for none) over them. Returns the runtime, or
+//  NULL with the reason.
 kvt_runtime_t *
-    kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvme_dir);
+    kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvme_dir,
+                                  const char *const *extra);
+
+//  The --both part (kvt_bench_host_both.c, issue #3): promotions beside
+//  the upkeep's demotions, both ways at once, in folder 'work_dir'.
+//  Returns the command's exit status.
+int
+    kvt_bench_host_both_run (const kvt_bench_host_opts_t *opts, const char *work_dir);
 
 //  STORE the prefix, in pieces of 'per_piece' blocks of deterministic
 //  tokens and KV bytes: one prompt (a STORE, then a STORE_TAIL per further

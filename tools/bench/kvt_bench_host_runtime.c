@@ -152,9 +152,12 @@ kvt_bench_host_prompt_blocks (const kvt_bench_host_opts_t *opts)
 }
 
 //  Start every actor in this process with our geometry and tiers, the
-//  NVMe tier in 'nvme_dir'. Returns the runtime, or NULL with the reason.
+//  NVMe tier in 'nvme_dir', then 'extra' options ("section/key=value",
+//  NULL-terminated; NULL for none) over them. Returns the runtime, or
+//  NULL with the reason.
 kvt_runtime_t *
-kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvme_dir)
+kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvme_dir,
+                              const char *const *extra)
 {
     int layers, block_tokens;
     int rc = kvt_bench_host_geometry (opts->block_kib, &layers, &block_tokens);
@@ -193,6 +196,8 @@ kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvm
     char error [256] = "";
     for (int k = 0; k < count && rc == 0; k++)
         rc = kvt_config_set_option (config, option [k], error, sizeof (error));
+    for (; rc == 0 && extra && *extra; extra++)
+        rc = kvt_config_set_option (config, *extra, error, sizeof (error));
     kvt_runtime_t *runtime = NULL;
     if (rc)
         fprintf (stderr, "kvtier bench host: config: %s\n", error);
