@@ -184,6 +184,35 @@ s_list_insert (self_t *self, uint32_t e)
     list->count++;
 }
 
+//  Insert a batch of unlinked entries, oldest first: each then walks back
+//  only past list entries newer than itself, never past the batch. In the
+//  order a batch comes (a demotion's victims are often deepest first,
+//  newest first) every insert would walk past all the batch's entries
+//  inserted before it: quadratic, 2 M steps for one 2048-block demotion.
+typedef struct {
+    uint64_t last_use;
+    uint32_t e;
+} s_by_use_t;
+
+static int
+s_compare_by_use (const void *a, const void *b)
+{
+    uint64_t x = ((const s_by_use_t *) a)->last_use, y = ((const s_by_use_t *) b)->last_use;
+    return x < y? -1: x > y;
+}
+
+static void
+s_list_insert_batch (self_t *self, const uint32_t *entries, size_t count)
+{
+    s_by_use_t *order = (s_by_use_t *) kvt_zmalloc ((count + 1) * sizeof (s_by_use_t));
+    for (size_t k = 0; k < count; k++)
+        order [k] = (s_by_use_t) { self->entries [entries [k]].last_use, entries [k] };
+    qsort (order, count, sizeof (s_by_use_t), s_compare_by_use);
+    for (size_t k = 0; k < count; k++)
+        s_list_insert (self, order [k].e);
+    free (order);
+}
+
 static void
 s_touch (self_t *self, uint32_t e)
 {
@@ -429,11 +458,15 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
     if (slot_count != count || !kvt_prefix_index_valid_tier (tier))
         return -EINVAL;
     size_t moved = 0;
+    uint32_t *placed = (uint32_t *) kvt_zmalloc ((count + 1) * sizeof (uint32_t));
     for (size_t k = 0; k < count; k++) {
         uint32_t e = hashes [k]? kvt_prefix_index_find (self, hashes [k]): KVT_PREFIX_INDEX_NIL;
         if (e == KVT_PREFIX_INDEX_NIL)
             continue;
         kvt_prefix_index_entry_t *entry = &self->entries [e];
+        if (entry->prev == KVT_PREFIX_INDEX_NIL && entry->next == KVT_PREFIX_INDEX_NIL
+        &&  self->lists [entry->tier].head != e)
+            continue;               //  Named twice: placed already (every entry is linked)
         uint8_t old_tier = entry->tier;
         if (old_tier != tier)       //  A victim was told already; a promoted block now
             kvt_prefix_index_policy_evict (self, e);
@@ -441,13 +474,15 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
         entry->tier = (uint8_t) tier;
         entry->slot = slots [k];
         entry->moving = false;
-        s_list_insert (self, e);
+        placed [moved] = e;         //  Into its tier's list below, with the others
         if (!entry->in_policy)
             kvt_prefix_index_policy_insert (self, e,
                                             tier > old_tier? KVT_POLICY_BLOCK_DEMOTED:
                                             tier < old_tier? KVT_POLICY_BLOCK_HIT: 0);
         moved++;
     }
+    s_list_insert_batch (self, placed, moved);
+    free (placed);
     kvt_prefix_index_policy_flush (self);
     kvt_actor_count (self->actor, "moved", moved);
     s_update_gauges (self);
