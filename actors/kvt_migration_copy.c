@@ -411,14 +411,66 @@ s_host_runs (self_t *self, int from, const uint64_t *from_slots, const uint64_t 
     return runs;
 }
 
+//  The batch's pairs in host slot order: new arrays (caller frees). The
+//  blocks of a copy are independent, so their order is free; in host slot
+//  order, blocks whose host slots fill a range in any order (a demotion
+//  takes its victims leaf first, so a prompt's blocks often sit in
+//  descending host slots) form runs, which the staged path moves as a few
+//  large copy-engine copies instead of one per block (issue #3).
+typedef struct {
+    uint64_t host;
+    uint64_t other;
+} s_slot_pair_t;
+
+static int
+s_compare_host (const void *a, const void *b)
+{
+    uint64_t x = ((const s_slot_pair_t *) a)->host, y = ((const s_slot_pair_t *) b)->host;
+    return x < y? -1: x > y;
+}
+
+static void
+s_sort_by_host (bool host_is_from, const uint64_t *from_slots, const uint64_t *to_slots,
+                size_t count, uint64_t **from_p, uint64_t **to_p)
+{
+    s_slot_pair_t *pairs = (s_slot_pair_t *) kvt_zmalloc ((count + 1) * sizeof (s_slot_pair_t));
+    for (size_t k = 0; k < count; k++)
+        pairs [k] = host_is_from? (s_slot_pair_t) { from_slots [k], to_slots [k] }
+                                : (s_slot_pair_t) { to_slots [k], from_slots [k] };
+    qsort (pairs, count, sizeof (s_slot_pair_t), s_compare_host);
+    *from_p = kvt_migration_u64s (count);
+    *to_p = kvt_migration_u64s (count);
+    for (size_t k = 0; k < count; k++) {
+        (*from_p) [k] = host_is_from? pairs [k].host: pairs [k].other;
+        (*to_p) [k] = host_is_from? pairs [k].other: pairs [k].host;
+    }
+    free (pairs);
+}
+
 //  Copy blocks between the two memory slabs (GPU tier <-> host tier), then
 //  call 'cont' (may be NULL) with the status. memcpy when both are host
 //  memory: 'cont' runs before this returns. CUDA copies when the GPU
 //  tier's slab is device memory: 'cont' runs from our loop once the copy
 //  (and every copy queued before it) is done; a failed copy is logged,
 //  counted and reported to 'cont'.
+static void
+s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
+               const uint64_t *to_slots, size_t count, kvt_migration_cont_fn *cont, void *arg);
+
 void
 kvt_migration_copy_blocks (self_t *self, int from, const uint64_t *from_slots, int to,
+               const uint64_t *to_slots, size_t count, kvt_migration_cont_fn *cont, void *arg)
+{
+    uint64_t *from_sorted, *to_sorted;
+    s_sort_by_host (from == KVT_TIER_HOST, from_slots, to_slots, count, &from_sorted, &to_sorted);
+    s_copy_sorted (self, from, from_sorted, to, to_sorted, count, cont, arg);
+    free (from_sorted);
+    free (to_sorted);
+}
+
+//  kvt_migration_copy_blocks, the batch in host slot order.
+static void
+s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
                const uint64_t *to_slots, size_t count, kvt_migration_cont_fn *cont, void *arg)
 {
     //  Bytes crossing between the slabs: the host side's form (whole
