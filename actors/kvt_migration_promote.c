@@ -24,6 +24,10 @@
 //  overlaps the promotion as with bf16; the bytes that crossed are the
 //  FP8 form's (bytes_host_to_gpu at MIG_PROMOTE_END). Layer groups stay
 //  1 with fp8 (kvt_runtime_nvme_layer_groups).
+//  Where a promotion's time goes, summed over jobs in microseconds:
+//  us_promote_reserving (getting its GPU slots, demotions included),
+//  us_promote_copying (the host-resident blocks' copy, queued to done),
+//  us_promoting (start to answer, plain promotions).
 //
 //  Layer groups (issue #4; migration/nvme_layer_groups = G > 1, in effect
 //  when a group of the block is 4096-byte aligned and cold_dtype is bf16,
@@ -73,6 +77,8 @@ typedef struct {
     bool *released;                 //  Per staging slot: PROMOTE_END gave it back meanwhile
     zlist_t *held;                  //  TEST ONLY: reads held back (test_group_delay_ms)
     self_t *owner;                  //  TEST ONLY: for the timer that sends them
+    int64_t started_us;             //  When the job started (us_promote_* counters)
+    int64_t copy_us;                //  When the host blocks' copy was queued
 } s_promote_t;
 
 static void
@@ -179,6 +185,7 @@ s_promote_finish (self_t *self, s_promote_t *job)
     kvt_migration_free_slots (self, KVT_TIER_GPU, gpu_unused, unused_n);
     kvt_actor_count (self->actor, "promoted", moved);
     kvt_actor_count (self->actor, "promote_misses", failed_n);
+    kvt_actor_count (self->actor, "us_promoting", (uint64_t) (kvt_now_us () - job->started_us));
 
     kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_OK);
     kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
@@ -201,6 +208,7 @@ s_promote_copied (self_t *self, void *arg, int rc)
         for (size_t k = 0; k < job->count; k++)
             if (job->tiers [k] == KVT_TIER_HOST)
                 job->failed [k] = true;
+    kvt_actor_count (self->actor, "us_promote_copying", (uint64_t) (kvt_now_us () - job->copy_us));
     s_promote_finish (self, job);
 }
 
@@ -300,6 +308,7 @@ s_promote_copy (self_t *self, s_promote_t *job)
     }
     uint64_t *from = kvt_migration_u64s (job->count), *to = kvt_migration_u64s (job->count);
     size_t n = 0;
+    job->copy_us = kvt_now_us ();
     for (size_t k = 0; k < job->count; k++)
         if (job->tiers [k] == KVT_TIER_HOST) {
             from [n] = job->slots [k];
@@ -635,6 +644,8 @@ s_promote_have_gpu (self_t *self, void *arg, int rc)
         s_promote_fail (self, job, rc, "cannot free enough GPU blocks");
         return;
     }
+    kvt_actor_count (self->actor, "us_promote_reserving",
+                     (uint64_t) (kvt_now_us () - job->started_us));
     //  Blocks already on the GPU keep their slot: put it back in place
     //  of the one reserved for them, which is released at finish
     for (size_t k = 0; k < job->count; k++)
@@ -698,6 +709,7 @@ kvt_migration_start_promote (self_t *self)
         if (tiers [k] == KVT_TIER_NVME)
             job->nvme_index [job->nvme_count++] = k;
     job->stream = kvt_msg_u64 (self->current, KVT_MIG_PROMOTE_STREAM) != 0;
+    job->started_us = kvt_now_us ();
     job->gpu = kvt_migration_ensure (self, KVT_TIER_GPU, count, s_promote_have_gpu, job);
 }
 
