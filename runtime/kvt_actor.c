@@ -421,6 +421,11 @@ void
 kvt_actor_main (zsock_t *pipe, void *args_ptr)
 {
     kvt_actor_args_t *args = (kvt_actor_args_t *) args_ptr;
+    //  The thread carries the actor's name (top -H, perf, gdb), cut to
+    //  the kernel's 15 characters
+    char name [16];
+    snprintf (name, sizeof (name), "%s", args->def->name);
+    pthread_setname_np (pthread_self (), name);
     zloop_t *loop = zloop_new ();
     zloop_set_nonstop (loop, true);             //  Only $TERM stops us
     kvt_actor_t *self = s_actor_new (args->def, args, loop, pipe);
