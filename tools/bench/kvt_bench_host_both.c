@@ -61,6 +61,8 @@ typedef struct {
     uint64_t beside;                //  migration.jobs_beside_upkeep in the window
     uint64_t finding_us;            //  scheduler.us_finding_prefix: match + promotion
     uint64_t computing_us;          //  scheduler.us_computing: the one token each computes
+    uint64_t runs_blocks;           //  migration.copy_blocks_host_runs: copied in host runs
+    uint64_t scattered_blocks;      //  migration.copy_blocks_host_scattered: the others
 } s_round_t;
 
 //  A runtime of one overlap_upkeep mode, its client and prompts.
@@ -183,6 +185,10 @@ s_round (s_side_t *side, s_round_t *round)
                           - s_stat (&before, "scheduler.us_finding_prefix");
         round->computing_us = s_stat (&after, "scheduler.us_computing")
                             - s_stat (&before, "scheduler.us_computing");
+        round->runs_blocks = s_stat (&after, "migration.copy_blocks_host_runs")
+                           - s_stat (&before, "migration.copy_blocks_host_runs");
+        round->scattered_blocks = s_stat (&after, "migration.copy_blocks_host_scattered")
+                                - s_stat (&before, "migration.copy_blocks_host_scattered");
         kvt_client_stats_fini (&after);
     }
     kvt_client_stats_fini (&before);
@@ -323,7 +329,7 @@ kvt_bench_host_both_run (const kvt_bench_host_opts_t *opts, const char *work_dir
         both_gbps [m] = s_gbps (med [m].h2d_bytes + med [m].d2h_bytes, med [m].wall_us);
 
     kvt_bench_report_t *report = kvt_bench_report_new ("host --both", opts->json);
-    char note [256];
+    char note [320];
     snprintf (note, sizeof (note), "%d prompts x %d blocks x %zu KiB, GPU tier %d blocks, "
               "watermarks 50/25%%", S_PROMPTS, opts->blocks / S_PROMPTS, block_bytes >> 10,
               4 * (opts->blocks / S_PROMPTS));
@@ -339,9 +345,12 @@ kvt_bench_host_both_run (const kvt_bench_host_opts_t *opts, const char *work_dir
     for (int m = 0; m < S_MODES; m++) {
         snprintf (note, sizeof (note), "%.1f ms; %.1f MiB host -> GPU, %.1f MiB GPU -> host; "
                   "%" PRIu64 " jobs ran beside an upkeep; of the wall, %.1f ms finding "
-                  "prefixes (match + promotion), %.1f ms computing", med [m].wall_us / 1e3,
+                  "prefixes (match + promotion), %.1f ms computing; %.0f%% of the blocks "
+                  "copied in host runs", med [m].wall_us / 1e3,
                   med [m].h2d_bytes / 1048576.0, med [m].d2h_bytes / 1048576.0, med [m].beside,
-                  med [m].finding_us / 1e3, med [m].computing_us / 1e3);
+                  med [m].finding_us / 1e3, med [m].computing_us / 1e3,
+                  100.0 * (double) med [m].runs_blocks
+                  / (double) (med [m].runs_blocks + med [m].scattered_blocks + !med [m].runs_blocks));
         kvt_bench_report_note (report, m == 0? "overlap_upkeep 1": "overlap_upkeep 2", note);
     }
     double base_gbps = s_gbps (base_bytes, base_us);
