@@ -10,7 +10,7 @@
 @header
     kvtier bench host [--json] [--blocks N] [--block-kib K] [--dir DIR]
                       [--reps N] [--qd N] [--prompt-mib M] [--split] [--no-settle]
-                      [--verbose]
+                      [--verbose] [-o section/key=value ...]
     kvtier bench host --ttft [--prefix-mib M] [--new N] [--groups G]
                       [--compute-prefix] [--json] [--dir DIR] [--reps N]
                       [--qd N] [--verbose]
@@ -125,6 +125,7 @@ typedef struct {
     double nvme_us;                 //  Promotion NVMe -> GPU
     double nvme_net_us;             //  Same minus the match alone
     double host_wall_us;            //  Client-side wall time of the host GENERATEs
+    double gpu_wall_us;             //  The same GENERATEs, prefix already on the GPU
     double nvme_wall_us;            //  Client-side wall time of the NVMe GENERATEs
     double memcpy_us;               //  Baseline: memcpy of the same bytes
     double disk_us;                 //  Baseline: raw io_uring reads of the same bytes
@@ -324,7 +325,8 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
     if (rc == 0)
         rc = s_phase (bench, KVT_TIER_HOST, "host", &rep->host_us, NULL, &rep->host_wall_us);
     if (rc == 0)
-        rc = s_phase (bench, KVT_TIER_GPU, "gpu", &rep->match_us, &rep->compute_us, NULL);
+        rc = s_phase (bench, KVT_TIER_GPU, "gpu", &rep->match_us, &rep->compute_us,
+                      &rep->gpu_wall_us);
     if (rc == 0)
         rc = kvt_bench_host_demote (bench->client, KVT_TIER_GPU, bench->blocks);
     //  Writes: the demotion host -> NVMe (tier_nvme writes every block,
@@ -422,6 +424,8 @@ s_usage (FILE *out)
         "  --no-sweep     raw baselines at the tier's depth only (by default also at\n"
         "                 qd/4, qd/2 and 2 x qd, and ours is set beside the best)\n"
         "  --verbose      per-rep figures and every counter that moved, on stderr\n"
+        "  -o section/key=value  over the bench's config (at most 8; the figures'\n"
+        "                 meaning assumes the bench's own, e.g. stream_promotion = 0)\n"
         "  --calibration FILE  write the links measured here into the calibration file\n"
         "                 that `kvtier replay --simulate --calibration FILE` reads\n"
         "                 (keys not measured here keep the file's or the defaults)\n"
@@ -470,8 +474,15 @@ kvt_bench_host_main (int argc, char **argv)
     bool no_sweep = false, blocks_given = false;
     optind = 1;
     int opt;
-    while ((opt = getopt_long (argc, argv, "", options, NULL)) != -1) {
+    bool bad = false;
+    while ((opt = getopt_long (argc, argv, "o:", options, NULL)) != -1) {
         switch (opt) {
+            case 'o':
+                if (opts.override_count == 8 || !strchr (optarg, '='))
+                    bad = true;
+                else
+                    opts.overrides [opts.override_count++] = optarg;
+                break;
             case 'j': opts.json = true; break;
             case 'b': opts.blocks = atoi (optarg); blocks_given = true; break;
             case 'k': opts.block_kib = atoi (optarg); break;
@@ -505,7 +516,7 @@ kvt_bench_host_main (int argc, char **argv)
         kvt_config_destroy (&config);
     }
     int layers, block_tokens;
-    if (optind < argc || opts.blocks < 1 || opts.blocks > 1000000 || opts.reps < 1
+    if (bad || optind < argc || opts.blocks < 1 || opts.blocks > 1000000 || opts.reps < 1
     ||  opts.qd < 1 || opts.qd > S_MAX_QD
     ||  opts.prompt_mib < 1 || opts.prompt_mib > KVT_BENCH_HOST_MAX_PROMPT_MIB
     ||  kvt_bench_host_geometry (opts.block_kib, &layers, &block_tokens)) {
@@ -549,7 +560,9 @@ kvt_bench_host_main (int argc, char **argv)
     s_rep_t *reps = NULL;
     uint8_t *copy_src = NULL, *copy_dst = NULL;
     kvt_arena_t *arena_src = NULL, *arena_dst = NULL, *device = NULL;
-    kvt_runtime_t *runtime = kvt_bench_host_start_runtime (&opts, work_dir, NULL);
+    const char *overrides [9] = { NULL };
+    memcpy (overrides, opts.overrides, sizeof (opts.overrides));
+    kvt_runtime_t *runtime = kvt_bench_host_start_runtime (&opts, work_dir, overrides);
     if (!runtime)
         goto cleanup;
     client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 600000);
@@ -656,6 +669,7 @@ kvt_bench_host_main (int argc, char **argv)
     med.nvme_us = s_median (&reps [0].nvme_us, stride, opts.reps);
     med.nvme_net_us = s_median (&reps [0].nvme_net_us, stride, opts.reps);
     med.host_wall_us = s_median (&reps [0].host_wall_us, stride, opts.reps);
+    med.gpu_wall_us = s_median (&reps [0].gpu_wall_us, stride, opts.reps);
     med.nvme_wall_us = s_median (&reps [0].nvme_wall_us, stride, opts.reps);
     med.memcpy_us = s_median (&reps [0].memcpy_us, stride, opts.reps);
     med.disk_us = s_median (&reps [0].disk_us, stride, opts.reps);
@@ -722,7 +736,8 @@ kvt_bench_host_main (int argc, char **argv)
               "(match only); *_net figures subtract it", med.match_us / 1e3);
     kvt_bench_report_note (report, "match", note);
     snprintf (note, sizeof (note), "client wall time of the GENERATEs: host %.1f ms, "
-              "nvme %.1f ms", med.host_wall_us / 1e3, med.nvme_wall_us / 1e3);
+              "gpu %.1f ms, nvme %.1f ms", med.host_wall_us / 1e3, med.gpu_wall_us / 1e3,
+              med.nvme_wall_us / 1e3);
     kvt_bench_report_note (report, "wall", note);
     snprintf (note, sizeof (note), "%ld online CPUs", sysconf (_SC_NPROCESSORS_ONLN));
     kvt_bench_report_note (report, "host", note);
