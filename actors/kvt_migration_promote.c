@@ -636,6 +636,52 @@ s_promote_have_staging (self_t *self, void *arg, int rc)
         s_promote_copy (self, job);     //  Nothing to read
 }
 
+//  Any reserved GPU slot may take any block: give the host-resident
+//  blocks theirs in the order of their host slots (lowest host slot, lowest
+//  GPU slot). A prefix demoted leaf first sits in descending host slots,
+//  and its reserved GPU slots ascend; matched this way, every run of
+//  adjacent host slots lands in a run of adjacent GPU slots, so compute's
+//  layer-by-layer stream copies it as one strided copy-engine copy per
+//  layer instead of one per block (kvt_model_cuda_seq.c), and a plain
+//  promotion's staged copy scatters into adjacent slots.
+typedef struct {
+    uint64_t host;                  //  The block's host slot
+    size_t index;                   //  The block, in the job
+} s_host_order_t;
+
+static int
+s_compare_host_order (const void *a, const void *b)
+{
+    uint64_t x = ((const s_host_order_t *) a)->host, y = ((const s_host_order_t *) b)->host;
+    return x < y? -1: x > y;
+}
+
+static int
+s_compare_u64 (const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
+    return x < y? -1: x > y;
+}
+
+static void
+s_gpu_slots_follow_host (s_promote_t *job)
+{
+    s_host_order_t *order = (s_host_order_t *) kvt_zmalloc ((job->count + 1) * sizeof (s_host_order_t));
+    uint64_t *reserved = kvt_migration_u64s (job->count);
+    size_t n = 0;
+    for (size_t k = 0; k < job->count; k++)
+        if (job->tiers [k] == KVT_TIER_HOST) {
+            order [n] = (s_host_order_t) { job->slots [k], k };
+            reserved [n++] = job->gpu->slots [k];
+        }
+    qsort (order, n, sizeof (s_host_order_t), s_compare_host_order);
+    qsort (reserved, n, sizeof (uint64_t), s_compare_u64);
+    for (size_t k = 0; k < n; k++)
+        job->gpu->slots [order [k].index] = reserved [k];
+    free (order);
+    free (reserved);
+}
+
 static void
 s_promote_have_gpu (self_t *self, void *arg, int rc)
 {
@@ -655,6 +701,7 @@ s_promote_have_gpu (self_t *self, void *arg, int rc)
             kvt_migration_free_slots (self, KVT_TIER_GPU, &spare, 1);
         }
     job->gpu_resident_swapped = true;
+    s_gpu_slots_follow_host (job);
     //  NVMe blocks stage through host slots, all at once: at most half the
     //  host tier, so staging never needs more room than the tier can make.
     //  The prefix's tail beyond that stays on disk and is recomputed.

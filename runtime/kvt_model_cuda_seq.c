@@ -119,6 +119,34 @@ kvt_model_cuda_upload (kvt_model_cuda_t *self, void *dst, const void *src, size_
 //  rate) instead of one copy per block. Returns 0 once queued, or an error.
 //  FP8 host copies (seq->host_fp8_slot_bytes) go through s_stream_fp8_queue.
 
+//  Sort the 2 x count slot list 'slots' (sources, then destinations) by
+//  source, each destination staying with its source.
+typedef struct {
+    int64_t src;
+    int64_t dst;
+} s_pair_t;
+
+static int
+s_compare_pairs (const void *a, const void *b)
+{
+    int64_t x = ((const s_pair_t *) a)->src, y = ((const s_pair_t *) b)->src;
+    return x < y? -1: x > y;
+}
+
+static void
+s_sort_pairs (int64_t *slots, size_t count)
+{
+    s_pair_t *pairs = (s_pair_t *) kvt_zmalloc ((count + 1) * sizeof (s_pair_t));
+    for (size_t k = 0; k < count; k++)
+        pairs [k] = (s_pair_t) { slots [k], slots [count + k] };
+    qsort (pairs, count, sizeof (s_pair_t), s_compare_pairs);
+    for (size_t k = 0; k < count; k++) {
+        slots [k] = pairs [k].src;
+        slots [count + k] = pairs [k].dst;
+    }
+    free (pairs);
+}
+
 //  Give 'seq' one event per layer, recorded as each layer's copy lands.
 static int
 s_layer_events_new (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
@@ -198,6 +226,11 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
         slots [k] = (int64_t) (offset / model_bytes);
         slots [count + k] = dst [k];
     }
+    //  The copies are independent: in source order, a prefix whose host
+    //  and GPU slots both descend (demoted leaf first, promoted with its
+    //  GPU slots in host order) runs too
+    if (strided)
+        s_sort_pairs (slots, count);
     //  Runs of consecutive source and destination slots: [start, end)
     size_t *run_start = (size_t *) kvt_zmalloc ((count + 1) * sizeof (size_t));
     size_t runs = 0;
