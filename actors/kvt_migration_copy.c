@@ -417,32 +417,21 @@ s_host_runs (self_t *self, int from, const uint64_t *from_slots, const uint64_t 
 //  takes its victims leaf first, so a prompt's blocks often sit in
 //  descending host slots) form runs, which the staged path moves as a few
 //  large copy-engine copies instead of one per block (issue #3).
-typedef struct {
-    uint64_t host;
-    uint64_t other;
-} s_slot_pair_t;
-
-static int
-s_compare_host (const void *a, const void *b)
-{
-    uint64_t x = ((const s_slot_pair_t *) a)->host, y = ((const s_slot_pair_t *) b)->host;
-    return x < y? -1: x > y;
-}
-
 static void
 s_sort_by_host (bool host_is_from, const uint64_t *from_slots, const uint64_t *to_slots,
                 size_t count, uint64_t **from_p, uint64_t **to_p)
 {
-    s_slot_pair_t *pairs = (s_slot_pair_t *) kvt_zmalloc ((count + 1) * sizeof (s_slot_pair_t));
+    //  Key: the host slot; value: the other side's
+    kvt_pair_t *pairs = (kvt_pair_t *) kvt_zmalloc ((count + 1) * sizeof (kvt_pair_t));
     for (size_t k = 0; k < count; k++)
-        pairs [k] = host_is_from? (s_slot_pair_t) { from_slots [k], to_slots [k] }
-                                : (s_slot_pair_t) { to_slots [k], from_slots [k] };
-    qsort (pairs, count, sizeof (s_slot_pair_t), s_compare_host);
+        pairs [k] = host_is_from? (kvt_pair_t) { from_slots [k], to_slots [k] }
+                                : (kvt_pair_t) { to_slots [k], from_slots [k] };
+    kvt_pairs_sort (pairs, count);
     *from_p = kvt_migration_u64s (count);
     *to_p = kvt_migration_u64s (count);
     for (size_t k = 0; k < count; k++) {
-        (*from_p) [k] = host_is_from? pairs [k].host: pairs [k].other;
-        (*to_p) [k] = host_is_from? pairs [k].other: pairs [k].host;
+        (*from_p) [k] = host_is_from? pairs [k].key: pairs [k].value;
+        (*to_p) [k] = host_is_from? pairs [k].value: pairs [k].key;
     }
     free (pairs);
 }

@@ -644,40 +644,23 @@ s_promote_have_staging (self_t *self, void *arg, int rc)
 //  layer-by-layer stream copies it as one strided copy-engine copy per
 //  layer instead of one per block (kvt_model_cuda_seq.c), and a plain
 //  promotion's staged copy scatters into adjacent slots.
-typedef struct {
-    uint64_t host;                  //  The block's host slot
-    size_t index;                   //  The block, in the job
-} s_host_order_t;
-
-static int
-s_compare_host_order (const void *a, const void *b)
-{
-    uint64_t x = ((const s_host_order_t *) a)->host, y = ((const s_host_order_t *) b)->host;
-    return x < y? -1: x > y;
-}
-
-static int
-s_compare_u64 (const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *) a, y = *(const uint64_t *) b;
-    return x < y? -1: x > y;
-}
-
 static void
 s_gpu_slots_follow_host (s_promote_t *job)
 {
-    s_host_order_t *order = (s_host_order_t *) kvt_zmalloc ((job->count + 1) * sizeof (s_host_order_t));
-    uint64_t *reserved = kvt_migration_u64s (job->count);
+    //  Key: a host-resident block's host slot, value: the block; and the
+    //  GPU slots reserved for those blocks, lowest first
+    kvt_pair_t *order = (kvt_pair_t *) kvt_zmalloc ((job->count + 1) * sizeof (kvt_pair_t));
+    kvt_pair_t *reserved = (kvt_pair_t *) kvt_zmalloc ((job->count + 1) * sizeof (kvt_pair_t));
     size_t n = 0;
     for (size_t k = 0; k < job->count; k++)
         if (job->tiers [k] == KVT_TIER_HOST) {
-            order [n] = (s_host_order_t) { job->slots [k], k };
-            reserved [n++] = job->gpu->slots [k];
+            order [n] = (kvt_pair_t) { job->slots [k], k };
+            reserved [n++] = (kvt_pair_t) { job->gpu->slots [k], 0 };
         }
-    qsort (order, n, sizeof (s_host_order_t), s_compare_host_order);
-    qsort (reserved, n, sizeof (uint64_t), s_compare_u64);
+    kvt_pairs_sort (order, n);
+    kvt_pairs_sort (reserved, n);
     for (size_t k = 0; k < n; k++)
-        job->gpu->slots [order [k].index] = reserved [k];
+        job->gpu->slots [order [k].value] = reserved [k].key;
     free (order);
     free (reserved);
 }

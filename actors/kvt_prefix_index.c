@@ -189,27 +189,15 @@ s_list_insert (self_t *self, uint32_t e)
 //  order a batch comes (a demotion's victims are often deepest first,
 //  newest first) every insert would walk past all the batch's entries
 //  inserted before it: quadratic, 2 M steps for one 2048-block demotion.
-typedef struct {
-    uint64_t last_use;
-    uint32_t e;
-} s_by_use_t;
-
-static int
-s_compare_by_use (const void *a, const void *b)
-{
-    uint64_t x = ((const s_by_use_t *) a)->last_use, y = ((const s_by_use_t *) b)->last_use;
-    return x < y? -1: x > y;
-}
-
 static void
 s_list_insert_batch (self_t *self, const uint32_t *entries, size_t count)
 {
-    s_by_use_t *order = (s_by_use_t *) kvt_zmalloc ((count + 1) * sizeof (s_by_use_t));
+    kvt_pair_t *order = (kvt_pair_t *) kvt_zmalloc ((count + 1) * sizeof (kvt_pair_t));
     for (size_t k = 0; k < count; k++)
-        order [k] = (s_by_use_t) { self->entries [entries [k]].last_use, entries [k] };
-    qsort (order, count, sizeof (s_by_use_t), s_compare_by_use);
+        order [k] = (kvt_pair_t) { self->entries [entries [k]].last_use, entries [k] };
+    kvt_pairs_sort (order, count);
     for (size_t k = 0; k < count; k++)
-        s_list_insert (self, order [k].e);
+        s_list_insert (self, (uint32_t) order [k].value);
     free (order);
 }
 

@@ -121,28 +121,16 @@ kvt_model_cuda_upload (kvt_model_cuda_t *self, void *dst, const void *src, size_
 
 //  Sort the 2 x count slot list 'slots' (sources, then destinations) by
 //  source, each destination staying with its source.
-typedef struct {
-    int64_t src;
-    int64_t dst;
-} s_pair_t;
-
-static int
-s_compare_pairs (const void *a, const void *b)
-{
-    int64_t x = ((const s_pair_t *) a)->src, y = ((const s_pair_t *) b)->src;
-    return x < y? -1: x > y;
-}
-
 static void
 s_sort_pairs (int64_t *slots, size_t count)
 {
-    s_pair_t *pairs = (s_pair_t *) kvt_zmalloc ((count + 1) * sizeof (s_pair_t));
-    for (size_t k = 0; k < count; k++)
-        pairs [k] = (s_pair_t) { slots [k], slots [count + k] };
-    qsort (pairs, count, sizeof (s_pair_t), s_compare_pairs);
+    kvt_pair_t *pairs = (kvt_pair_t *) kvt_zmalloc ((count + 1) * sizeof (kvt_pair_t));
+    for (size_t k = 0; k < count; k++)      //  Slots are >= 0
+        pairs [k] = (kvt_pair_t) { (uint64_t) slots [k], (uint64_t) slots [count + k] };
+    kvt_pairs_sort (pairs, count);
     for (size_t k = 0; k < count; k++) {
-        slots [k] = pairs [k].src;
-        slots [count + k] = pairs [k].dst;
+        slots [k] = (int64_t) pairs [k].key;
+        slots [count + k] = (int64_t) pairs [k].value;
     }
     free (pairs);
 }

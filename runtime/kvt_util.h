@@ -57,6 +57,26 @@ kvt_sprintf (const char *format, ...)
 
 #define kvt_freen(p) do { free (p); (p) = NULL; } while (0)
 
+//  A key and what goes with it: slots of one copy, entries by last use.
+//  kvt_pairs_sort orders an array of them by key (ties in any order).
+typedef struct {
+    uint64_t key;
+    uint64_t value;
+} kvt_pair_t;
+
+static inline int
+kvt_pair_compare (const void *a, const void *b)
+{
+    uint64_t x = ((const kvt_pair_t *) a)->key, y = ((const kvt_pair_t *) b)->key;
+    return x < y? -1: x > y;
+}
+
+static inline void
+kvt_pairs_sort (kvt_pair_t *pairs, size_t count)
+{
+    qsort (pairs, count, sizeof (kvt_pair_t), kvt_pair_compare);
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -84,6 +84,13 @@ s_stat (const kvt_client_stats_t *stats, const char *key)
     return value;
 }
 
+//  How much counter 'key' moved from 'before' to 'after'.
+static uint64_t
+s_delta (const kvt_client_stats_t *before, const kvt_client_stats_t *after, const char *key)
+{
+    return s_stat (after, key) - s_stat (before, key);
+}
+
 //  Move every GPU block to the host tier (untimed), whatever the upkeep
 //  has already moved.
 static int
@@ -175,20 +182,14 @@ s_round (s_side_t *side, s_round_t *round)
         rc = kvt_client_stats (side->client, &after);
     if (rc == 0) {
         round->wall_us = wall_us;
-        round->h2d_bytes = s_stat (&after, "migration.bytes_host_to_gpu")
-                         - s_stat (&before, "migration.bytes_host_to_gpu");
-        round->d2h_bytes = s_stat (&after, "migration.bytes_gpu_to_host")
-                         - s_stat (&before, "migration.bytes_gpu_to_host");
-        round->beside = s_stat (&after, "migration.jobs_beside_upkeep")
-                      - s_stat (&before, "migration.jobs_beside_upkeep");
-        round->finding_us = s_stat (&after, "scheduler.us_finding_prefix")
-                          - s_stat (&before, "scheduler.us_finding_prefix");
-        round->computing_us = s_stat (&after, "scheduler.us_computing")
-                            - s_stat (&before, "scheduler.us_computing");
-        round->runs_blocks = s_stat (&after, "migration.copy_blocks_host_runs")
-                           - s_stat (&before, "migration.copy_blocks_host_runs");
-        round->scattered_blocks = s_stat (&after, "migration.copy_blocks_host_scattered")
-                                - s_stat (&before, "migration.copy_blocks_host_scattered");
+        round->h2d_bytes = s_delta (&before, &after, "migration.bytes_host_to_gpu");
+        round->d2h_bytes = s_delta (&before, &after, "migration.bytes_gpu_to_host");
+        round->beside = s_delta (&before, &after, "migration.jobs_beside_upkeep");
+        round->finding_us = s_delta (&before, &after, "scheduler.us_finding_prefix");
+        round->computing_us = s_delta (&before, &after, "scheduler.us_computing");
+        round->runs_blocks = s_delta (&before, &after, "migration.copy_blocks_host_runs");
+        round->scattered_blocks = s_delta (&before, &after,
+                                           "migration.copy_blocks_host_scattered");
         kvt_client_stats_fini (&after);
     }
     kvt_client_stats_fini (&before);
