@@ -62,7 +62,8 @@ typedef struct {
     uint64_t *nvme_index;           //  Which blocks those are
     bool *failed;                   //  Per block: could not be read (a miss)
     bool *skipped;                  //  Per block: left on disk, no host room to stage it
-    bool gpu_resident_swapped;      //  GPU-resident blocks' own slots are in gpu->slots
+    bool gpu_resident_swapped;      //  gpu->slots has one slot per block, GPU-resident
+                                    //  blocks' their own (else: the reserved ones only)
     bool stream;                    //  Reserve and stage only; compute streams the copies
     //  Layer-group stream (issue #4; groups > 1 only)
     int groups;                     //  Layer groups the NVMe blocks are read in (0/1: whole)
@@ -675,14 +676,16 @@ s_promote_have_gpu (self_t *self, void *arg, int rc)
     }
     kvt_actor_count (self->actor, "us_promote_reserving",
                      (uint64_t) (kvt_now_us () - job->started_us));
-    //  Blocks already on the GPU keep their slot: put it back in place
-    //  of the one reserved for them, which is released at finish
+    //  One GPU slot per block, in block order: a block already on the GPU
+    //  keeps its own, the others take the reserved ones
+    uint64_t *slots = kvt_migration_u64s (job->count);
+    size_t next = 0;
     for (size_t k = 0; k < job->count; k++)
-        if (job->tiers [k] == KVT_TIER_GPU) {
-            uint64_t spare = job->gpu->slots [k];
-            job->gpu->slots [k] = job->slots [k];
-            kvt_migration_free_slots (self, KVT_TIER_GPU, &spare, 1);
-        }
+        slots [k] = job->tiers [k] == KVT_TIER_GPU? job->slots [k]: job->gpu->slots [next++];
+    assert (next == job->gpu->have);
+    free (job->gpu->slots);
+    job->gpu->slots = slots;
+    job->gpu->want = job->gpu->have = job->count;
     job->gpu_resident_swapped = true;
     s_gpu_slots_follow_host (job);
     //  NVMe blocks stage through host slots, all at once: at most half the
@@ -740,7 +743,19 @@ kvt_migration_start_promote (self_t *self)
             job->nvme_index [job->nvme_count++] = k;
     job->stream = kvt_msg_u64 (self->current, KVT_MIG_PROMOTE_STREAM) != 0;
     job->started_us = kvt_now_us ();
-    job->gpu = kvt_migration_ensure (self, KVT_TIER_GPU, count, s_promote_have_gpu, job);
+    //  GPU slots for the blocks not on the GPU yet, only: asking for one
+    //  per block would need room for the resident ones twice over
+    size_t needed = 0;
+    for (size_t k = 0; k < count; k++)
+        needed += tiers [k] != KVT_TIER_GPU;
+    if (needed == 0) {
+        job->gpu = (kvt_migration_ensure_t *) kvt_zmalloc (sizeof (kvt_migration_ensure_t));
+        job->gpu->tier = KVT_TIER_GPU;
+        job->gpu->slots = kvt_migration_u64s (0);
+        s_promote_have_gpu (self, job, 0);
+    }
+    else
+        job->gpu = kvt_migration_ensure (self, KVT_TIER_GPU, needed, s_promote_have_gpu, job);
 }
 
 //  --------------------------------------------------------------------------
