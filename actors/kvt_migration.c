@@ -157,8 +157,28 @@ s_ensure_demoted (self_t *self, void *arg, int rc)
         job->cont (self, job->cont_arg, rc);
         return;
     }
+    if (rc == -ENOSPC && !job->for_upkeep && ++job->rounds <= 1024) {
+        //  No victim left but the upkeep's, in motion (overlap_upkeep = 2):
+        //  their slots are free once it ends; try again then, or now if it
+        //  ended since this job last asked the tier
+        if (self->upkeep_running) {
+            zlist_append (self->upkeep_waiters, job);
+            kvt_actor_count (self->actor, "waits_for_upkeep", 1);
+            return;
+        }
+        if (self->upkeeps_ended != job->upkeeps_seen) {
+            s_ensure_alloc (self, job);
+            return;
+        }
+    }
     if (rc == -ENOSPC || ++job->rounds > 1024) {
-        job->cont (self, job->cont_arg, -ENOSPC);   //  Everything is pinned
+        //  Everything is pinned (the caller decides whether that is an
+        //  error: the upkeep then drops its victims instead)
+        kvt_log_info ("migration: %s short of %zu of %zu slots, every block pinned "
+                      "(%d rounds%s)", kvt_migration_tier_actor [job->tier],
+                      job->want - job->have, job->want, job->rounds,
+                      job->for_upkeep? ", for the upkeep": "");
+        job->cont (self, job->cont_arg, -ENOSPC);
         return;
     }
     s_ensure_alloc (self, job);
@@ -199,6 +219,7 @@ s_ensure_allocated (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 static void
 s_ensure_alloc (self_t *self, kvt_migration_ensure_t *job)
 {
+    job->upkeeps_seen = self->upkeeps_ended;
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_ALLOC);
     kvt_msg_set_u64 (msg, KVT_TIER_ALLOC_COUNT, job->want - job->have);
     kvt_actor_call (self->actor, kvt_migration_tier_actor [job->tier], &msg, s_ensure_allocated, job);
@@ -250,6 +271,7 @@ typedef struct {
     size_t from_shadow;             //  Victims moved into their shadows (write-through)
     kvt_migration_ensure_t *room;               //  Slots one tier down
     size_t *moved_out;              //  If set, receives 'victims' on success
+    bool for_upkeep;                //  Part of the upkeep (its room below never waits for it)
     kvt_migration_cont_fn *cont;                //  Called once with the outcome
     void *cont_arg;                 //  Its argument
 } s_demote_t;
@@ -503,9 +525,14 @@ s_demote_rest (self_t *self, void *arg, int rc)
     else
     if (job->tier == KVT_TIER_NVME)
         s_demote_drop (self, job);
-    else
+    else {
         job->room = kvt_migration_ensure (self, job->tier + 1, job->victims, s_demote_have_room, job);
+        if (job->room)              //  Its first answer comes from the loop, later
+            job->room->for_upkeep = job->for_upkeep;
+    }
 }
+
+static void s_upkeep_demoted (self_t *self, void *arg, int rc);
 
 static void
 s_demote (self_t *self, int tier, size_t count, kvt_migration_cont_fn *cont, void *arg)
@@ -515,6 +542,10 @@ s_demote (self_t *self, int tier, size_t count, kvt_migration_cont_fn *cont, voi
     job->count = count;
     job->cont = cont;
     job->cont_arg = arg;
+    //  The upkeep's demotion, or one making room for it, one tier down
+    job->for_upkeep = cont == s_upkeep_demoted
+                   || (cont == s_ensure_demoted
+                       && ((kvt_migration_ensure_t *) arg)->for_upkeep);
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_VICTIMS);
     kvt_msg_set_u64 (msg, KVT_IDX_VICTIMS_TIER, (uint64_t) tier);
     kvt_msg_set_u64 (msg, KVT_IDX_VICTIMS_COUNT, count);
@@ -752,6 +783,11 @@ s_upkeep (self_t *self, int tier)
     }
     if (self->overlap_upkeep == KVT_MIGRATION_UPKEEP_BESIDE) {
         self->upkeep_running = false;
+        self->upkeeps_ended++;
+        //  Jobs that waited for the room in motion try again
+        kvt_migration_ensure_t *waiter;
+        while ((waiter = (kvt_migration_ensure_t *) zlist_pop (self->upkeep_waiters)))
+            s_ensure_alloc (self, waiter);
         if (self->upkeep_again) {
             self->upkeep_again = false;
             s_upkeep_beside (self);
@@ -858,6 +894,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
                                                 kvt_runtime_nvme_layer_groups (config), NULL);
     self->test_group_delay_ms = (int) kvt_config_int (config, "migration/test_group_delay_ms");
     self->streams = zlist_new ();
+    self->upkeep_waiters = zlist_new ();
     self->write_through = kvt_config_int (config, "migration/write_through") != 0;
     kvt_migration_shadows_new (self);
     return self;
@@ -877,6 +914,8 @@ s_self_destroy (void **self_p)
         zlist_destroy (&self->background);
         kvt_msg_destroy (&self->current);
         kvt_msg_destroy (&self->held_reply);
+        //  Waiters' jobs are dropped with the actor, as queued copies' are
+        zlist_destroy (&self->upkeep_waiters);
         kvt_migration_streams_destroy (self);
         zlist_destroy (&self->streams);
         kvt_migration_shadows_destroy (self);

@@ -70,6 +70,9 @@ struct _self_t {
     bool upkeep_running;            //  An upkeep runs beside the jobs (UPKEEP_BESIDE)
     bool upkeep_again;              //  A job ended meanwhile: one more upkeep after it
     int test_upkeep_delay_ms;       //  TEST ONLY: each upkeep starts this late
+    zlist_t *upkeep_waiters;        //  Ensure jobs that found every victim in motion,
+                                    //  retried when the running upkeep ends
+    uint64_t upkeeps_ended;         //  Upkeeps beside the jobs that ended so far
     int disk_admission;             //  KVT_MIGRATION_DISK_*: which host victims go to disk
     kvt_msg_t *held_reply;          //  Reply waiting for the upkeep to finish
     kvt_migration_copy_t *gpu_copy; //  Copy stream and completions, made at the first GPU copy
@@ -107,6 +110,8 @@ typedef struct {
     uint64_t *slots;                //  Got so far (owned until handed over)
     size_t have;                    //  Entries in slots
     int rounds;                     //  Demotion rounds tried
+    bool for_upkeep;                //  Room for the upkeep's own demotion: never waits for it
+    uint64_t upkeeps_seen;          //  self->upkeeps_ended when it last asked the tier
     kvt_migration_cont_fn *cont;    //  Called once with the outcome
     void *cont_arg;                 //  Its argument
 } kvt_migration_ensure_t;
