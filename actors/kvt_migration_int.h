@@ -6,8 +6,10 @@
 */
 /*
 @header
-    The migration actor is one actor in six files: kvt_migration.c (the
-    actor: its job queue, demotion, reservation, watermark upkeep),
+    The migration actor is one actor in seven files: kvt_migration.c (the
+    actor: its job queue, reservation, demotion requests, watermark
+    upkeep), kvt_migration_room.c (free slots in a tier, demoting when
+    short),
     kvt_migration_through.c (write-through: shadow copies on the host
     tier, MIG_WRITE_THROUGH),
     kvt_migration_promote.c (bringing blocks to the GPU, with NVMe blocks
@@ -15,7 +17,8 @@
     a waiting request's NVMe blocks into the host tier, MIG_PREFETCH),
     kvt_migration_read.c (the chunked NVMe reader of both) and
     kvt_migration_copy.c (moving bytes between the GPU and host slabs:
-    memcpy, or CUDA copies completing through an eventfd). This header is
+    memcpy, or CUDA copies on one stream per direction, completing
+    through eventfds). This header is
     for those files only.
 @end
 */
@@ -140,6 +143,25 @@ void
 kvt_migration_ensure_t *
     kvt_migration_ensure (self_t *self, int tier, size_t want, kvt_migration_cont_fn *cont,
                           void *arg);
+
+//  An ensure job not started yet (kvt_migration_ensure_start starts it;
+//  a job of 'want' 0 need not be started). (kvt_migration_room.c)
+kvt_migration_ensure_t *
+    kvt_migration_ensure_new (int tier, size_t want, kvt_migration_cont_fn *cont, void *arg);
+
+//  Ask the tier for the slots an ensure job still lacks (again: after
+//  waiting for the upkeep, kvt_migration.c), demoting when it is short.
+void
+    kvt_migration_ensure_start (self_t *self, kvt_migration_ensure_t *job);
+
+//  Demote up to 'count' of tier 'tier''s victims one tier down (off the
+//  last: dropped), then call 'cont' with the outcome (-ENOSPC: no victim,
+//  all pinned); *moved_out (if set) gets how many moved. 'for_upkeep':
+//  the watermark upkeep's own demotion, whose room below never waits for
+//  the upkeep. (kvt_migration_room.c)
+void
+    kvt_migration_demote (self_t *self, int tier, size_t count, bool for_upkeep,
+                          size_t *moved_out, kvt_migration_cont_fn *cont, void *arg);
 
 //  Free an ensure job, giving its slots back if 'release_slots'.
 void

@@ -748,14 +748,11 @@ kvt_migration_start_promote (self_t *self)
     size_t needed = 0;
     for (size_t k = 0; k < count; k++)
         needed += tiers [k] != KVT_TIER_GPU;
-    if (needed == 0) {
-        job->gpu = (kvt_migration_ensure_t *) kvt_zmalloc (sizeof (kvt_migration_ensure_t));
-        job->gpu->tier = KVT_TIER_GPU;
-        job->gpu->slots = kvt_migration_u64s (0);
+    job->gpu = kvt_migration_ensure_new (KVT_TIER_GPU, needed, s_promote_have_gpu, job);
+    if (needed == 0)
         s_promote_have_gpu (self, job, 0);
-    }
     else
-        job->gpu = kvt_migration_ensure (self, KVT_TIER_GPU, needed, s_promote_have_gpu, job);
+        kvt_migration_ensure_start (self, job->gpu);
 }
 
 //  --------------------------------------------------------------------------
