@@ -119,22 +119,6 @@ kvt_model_cuda_upload (kvt_model_cuda_t *self, void *dst, const void *src, size_
 //  rate) instead of one copy per block. Returns 0 once queued, or an error.
 //  FP8 host copies (seq->host_fp8_slot_bytes) go through s_stream_fp8_queue.
 
-//  Sort the 2 x count slot list 'slots' (sources, then destinations) by
-//  source, each destination staying with its source.
-static void
-s_sort_pairs (int64_t *slots, size_t count)
-{
-    kvt_pair_t *pairs = (kvt_pair_t *) kvt_zmalloc ((count + 1) * sizeof (kvt_pair_t));
-    for (size_t k = 0; k < count; k++)      //  Slots are >= 0
-        pairs [k] = (kvt_pair_t) { (uint64_t) slots [k], (uint64_t) slots [count + k] };
-    kvt_pairs_sort (pairs, count);
-    for (size_t k = 0; k < count; k++) {
-        slots [k] = (int64_t) pairs [k].key;
-        slots [count + k] = (int64_t) pairs [k].value;
-    }
-    free (pairs);
-}
-
 //  Give 'seq' one event per layer, recorded as each layer's copy lands.
 static int
 s_layer_events_new (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq)
@@ -206,19 +190,24 @@ s_stream_queue (kvt_model_cuda_t *self, kvt_model_cuda_seq_t *seq, const void *c
         return rc;
     //  Sources as slots of model_bytes from the lowest address
     const char *base = s_lowest (src, count);
-    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+    //  Source slot and destination slot of each copy, in source order: the
+    //  copies are independent, and so a prefix whose host and GPU slots
+    //  both descend (demoted leaf first, promoted with its GPU slots in
+    //  host order) runs too
+    kvt_pair_t *pairs = (kvt_pair_t *) kvt_zmalloc ((count + 1) * sizeof (kvt_pair_t));
     bool strided = (uintptr_t) base % 16 == 0;
     for (size_t k = 0; k < count; k++) {
         size_t offset = (size_t) ((const char *) src [k] - base);
         strided = strided && offset % model_bytes == 0;
-        slots [k] = (int64_t) (offset / model_bytes);
-        slots [count + k] = dst [k];
+        pairs [k] = (kvt_pair_t) { offset / model_bytes, (uint64_t) dst [k] };
     }
-    //  The copies are independent: in source order, a prefix whose host
-    //  and GPU slots both descend (demoted leaf first, promoted with its
-    //  GPU slots in host order) runs too
-    if (strided)
-        s_sort_pairs (slots, count);
+    kvt_pairs_sort (pairs, count);
+    int64_t *slots = (int64_t *) kvt_zmalloc (2 * count * sizeof (int64_t));
+    for (size_t k = 0; k < count; k++) {
+        slots [k] = (int64_t) pairs [k].key;
+        slots [count + k] = (int64_t) pairs [k].value;
+    }
+    free (pairs);
     //  Runs of consecutive source and destination slots: [start, end)
     size_t *run_start = (size_t *) kvt_zmalloc ((count + 1) * sizeof (size_t));
     size_t runs = 0;
