@@ -241,7 +241,13 @@ s_next_job (self_t *self)
 {
     if (self->current)
         return;
-    bool prefetch_turn = zlist_size (self->background)
+    //  A write-through never runs beside the upkeep: it reads GPU slots of
+    //  blocks it does not pin, which the upkeep may be demoting
+    //  (kvt_migration_through.c); it waits for the upkeep's end
+    kvt_msg_t *background = (kvt_msg_t *) zlist_first (self->background);
+    bool background_ready = background
+        && !(self->upkeep_running && kvt_msg_id (background) == KVT_MSG_MIG_WRITE_THROUGH);
+    bool prefetch_turn = background_ready
                       && (zlist_size (self->queue) == 0
                           || self->jobs_since_background >= S_BACKGROUND_EVERY);
     if (prefetch_turn) {
@@ -288,13 +294,16 @@ s_next_job (self_t *self)
 //  the index cuts a prefix at a block in motion.
 
 static void s_upkeep (self_t *self, int tier);
+static void s_upkeep_cancelled (self_t *self);
 
 static void
 s_upkeep_demoted (self_t *self, void *arg, int rc)
 {
     int tier = (int) (intptr_t) arg;
-    if (rc == -ECANCELED)
-        return;                     //  The actor is going away
+    if (rc == -ECANCELED) {
+        s_upkeep_cancelled (self);  //  The actor is going away
+        return;
+    }
     if (rc && rc != -ENOSPC)
         kvt_log_warn ("migration: upkeep demotion failed: %s", kvt_strerror (rc));
     s_upkeep (self, tier + 1);
@@ -305,8 +314,10 @@ s_upkeep_probed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     int tier = (int) (intptr_t) arg;
-    if (rc == -ECANCELED)
+    if (rc == -ECANCELED) {
+        s_upkeep_cancelled (self);
         return;
+    }
     uint64_t used = 0, capacity = 0;
     for (size_t k = 0; rc == 0 && k < kvt_msg_map_size (*reply_p, KVT_STATS_OK_COUNTERS); k++) {
         const char *key = kvt_msg_map_key (*reply_p, KVT_STATS_OK_COUNTERS, k);
@@ -355,6 +366,7 @@ s_upkeep (self_t *self, int tier)
     }
     if (self->overlap_upkeep == KVT_MIGRATION_UPKEEP_BESIDE) {
         self->upkeep_running = false;
+        kvt_actor_gauge (self->actor, "upkeep_running", 0);
         self->upkeeps_ended++;
         //  Jobs that waited for the room in motion try again
         kvt_migration_ensure_t *waiter;
@@ -364,9 +376,23 @@ s_upkeep (self_t *self, int tier)
             self->upkeep_again = false;
             s_upkeep_beside (self);
         }
+        else
+            s_next_job (self);      //  A write-through may have waited for us
     }
     else
         s_job_end (self);
+}
+
+//  The upkeep's call was cancelled (the actor is stopping): it ends here,
+//  and the jobs waiting for it fail, inside the cancellation, so that
+//  their chains free what they hold.
+static void
+s_upkeep_cancelled (self_t *self)
+{
+    self->upkeep_running = false;
+    kvt_migration_ensure_t *waiter;
+    while ((waiter = (kvt_migration_ensure_t *) zlist_pop (self->upkeep_waiters)))
+        waiter->cont (self, waiter->cont_arg, -ECANCELED);
 }
 
 //  TEST ONLY (test_upkeep_delay_ms): the held-back upkeep starts now.
@@ -399,6 +425,7 @@ s_upkeep_beside (self_t *self)
         return;
     }
     self->upkeep_running = true;
+    kvt_actor_gauge (self->actor, "upkeep_running", 1);
     s_upkeep_start (self);
 }
 
@@ -486,7 +513,11 @@ s_self_destroy (void **self_p)
         zlist_destroy (&self->background);
         kvt_msg_destroy (&self->current);
         kvt_msg_destroy (&self->held_reply);
-        //  Waiters' jobs are dropped with the actor, as queued copies' are
+        //  Waiters the cancelled upkeep did not release (it was waiting on a
+        //  copy, not a call) go with the actor, as queued copies' do
+        kvt_migration_ensure_t *waiter;
+        while ((waiter = (kvt_migration_ensure_t *) zlist_pop (self->upkeep_waiters)))
+            kvt_migration_ensure_free (self, &waiter, false);
         zlist_destroy (&self->upkeep_waiters);
         kvt_migration_streams_destroy (self);
         zlist_destroy (&self->streams);

@@ -292,13 +292,12 @@ s_copy_args_queue (self_t *self, s_lane_t *lane, kvt_block_copy_args_t *args, si
 //  shard's (mapped host memory, reached through the same stream) to or
 //  from the rest of the host slot. Returns 0 once queued, or an error.
 static int
-s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
+s_copy_blocks_queue (self_t *self, s_lane_t *lane, kvt_arena_t *src, const uint64_t *from_slots,
                      kvt_arena_t *dst, const uint64_t *to_slots, size_t count, bool host_runs)
 {
     if (count == 0)
         return 0;
     bool host_is_dst = !kvt_arena_on_device (dst);
-    s_lane_t *lane = &self->gpu_copy->lanes [host_is_dst? S_LANE_TO_HOST: S_LANE_TO_GPU];
     int64_t *slots = s_slot_pairs (from_slots, to_slots, count);
     //  The GPU tier's part: the whole block unless the layers are sharded
     size_t bytes = kvt_arena_block_bytes (self->arenas [KVT_TIER_GPU]);
@@ -336,12 +335,11 @@ s_copy_blocks_queue (self_t *self, kvt_arena_t *src, const uint64_t *from_slots,
 //  pinned host slab (which it reads or writes over PCIe): quantize from
 //  the GPU, dequantize to it. Returns 0 once queued, or an error.
 static int
-s_fp8_queue (self_t *self, int from, const uint64_t *from_slots, const uint64_t *to_slots,
-             size_t count)
+s_fp8_queue (self_t *self, s_lane_t *lane, int from, const uint64_t *from_slots,
+             const uint64_t *to_slots, size_t count)
 {
     if (count == 0)
         return 0;
-    s_lane_t *lane = &self->gpu_copy->lanes [from == KVT_TIER_GPU? S_LANE_TO_HOST: S_LANE_TO_GPU];
     int64_t *slots = s_slot_pairs (from_slots, to_slots, count);
     int64_t *d_slots = NULL;
     int rc = cudaMallocAsync ((void **) &d_slots, 2 * count * sizeof (int64_t), lane->stream)
@@ -440,8 +438,8 @@ s_sort_by_host (bool host_is_from, const uint64_t *from_slots, const uint64_t *t
 //  call 'cont' (may be NULL) with the status. memcpy when both are host
 //  memory: 'cont' runs before this returns. CUDA copies when the GPU
 //  tier's slab is device memory: 'cont' runs from our loop once the copy
-//  (and every copy queued before it) is done; a failed copy is logged,
-//  counted and reported to 'cont'.
+//  (and every copy queued before it in the same direction) is done; a
+//  failed copy is logged, counted and reported to 'cont'.
 static void
 s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
                const uint64_t *to_slots, size_t count, kvt_migration_cont_fn *cont, void *arg);
@@ -474,10 +472,14 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
         //  Even an empty copy goes through its direction's stream, so
         //  that 'cont' comes after the copies queued that way before it
         rc = self->gpu_copy? 0: s_gpu_copy_new (self);
+        //  The lane of this direction: the copy and its continuation's wait
+        s_lane_t *lane = self->gpu_copy? &self->gpu_copy->lanes [from == KVT_TIER_GPU
+                                                                 ? S_LANE_TO_HOST
+                                                                 : S_LANE_TO_GPU]: NULL;
         if (rc == 0)
-            rc = self->cold_fp8? s_fp8_queue (self, from, from_slots, to_slots, count)
-                               : s_copy_blocks_queue (self, src, from_slots, dst, to_slots, count,
-                                                     host_runs);
+            rc = self->cold_fp8? s_fp8_queue (self, lane, from, from_slots, to_slots, count)
+                               : s_copy_blocks_queue (self, lane, src, from_slots, dst, to_slots,
+                                                     count, host_runs);
         if (rc) {
             kvt_log_error ("migration: copying %zu blocks %s failed: %s", count,
                            from == KVT_TIER_GPU? "GPU -> host": "host -> GPU", kvt_strerror (rc));
@@ -485,9 +487,7 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
         }
         else
             kvt_actor_count (self->actor, direction, moved);
-        if (self->gpu_copy) {
-            s_lane_t *lane = &self->gpu_copy->lanes [from == KVT_TIER_GPU? S_LANE_TO_HOST
-                                                                         : S_LANE_TO_GPU];
+        if (lane) {
             s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
             *wait = (s_copy_wait_t) { cont, arg, rc };
             if (cudaLaunchHostFunc (lane->stream, s_gpu_copy_signal,

@@ -168,7 +168,7 @@ void
     kvt_migration_ensure_free (self_t *self, kvt_migration_ensure_t **job_p, bool release_slots);
 
 //  Answer the current job (reply consumed) or fail it; the next job starts
-//  after the watermark upkeep.
+//  after the watermark upkeep, or beside it (overlap_upkeep = 2).
 void
     kvt_migration_job_reply (self_t *self, kvt_msg_t **reply_p);
 void
@@ -176,7 +176,9 @@ void
 
 //  Copy 'count' blocks between the GPU tier's and host tier's slabs, then
 //  call 'cont' (may be NULL) with the status: at once for two host slabs,
-//  from the actor's loop once a CUDA copy is done. With cold_fp8 a block
+//  from the actor's loop once a CUDA copy is done (and every copy queued
+//  before it in the same direction: the two directions complete apart;
+//  the blocks of one call may be copied in any order). With cold_fp8 a block
 //  going GPU -> host is quantized into its host slot and one coming back
 //  dequantized into its GPU slot. (kvt_migration_copy.c)
 void

@@ -51,12 +51,12 @@ s_ensure_demoted (self_t *self, void *arg, int rc)
         }
     }
     if (rc == -ENOSPC || ++job->rounds > 1024) {
-        //  Everything is pinned (the caller decides whether that is an
-        //  error: the upkeep then drops its victims instead)
-        kvt_log_info ("migration: %s short of %zu of %zu slots, every block pinned "
-                      "(%d rounds%s)", kvt_migration_tier_actor [job->tier],
-                      job->want - job->have, job->want, job->rounds,
-                      job->for_upkeep? ", for the upkeep": "");
+        //  Everything is pinned: for a job an error (the upkeep then drops
+        //  its victims instead, as expected)
+        if (!job->for_upkeep)
+            kvt_log_info ("migration: %s short of %zu of %zu slots, every block pinned "
+                          "(%d rounds)", kvt_migration_tier_actor [job->tier],
+                          job->want - job->have, job->want, job->rounds);
         job->cont (self, job->cont_arg, -ENOSPC);
         return;
     }

@@ -312,8 +312,10 @@ s_through_allocated (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         s_through_reply (self, job, 0);
         return;
     }
-    //  Our job runs alone: nothing frees or reuses these GPU slots before
-    //  the copy is done (the block leaves the GPU only through us)
+    //  Our job runs alone, also with overlap_upkeep = 2 (s_next_job holds
+    //  a write-through while an upkeep runs): nothing frees or reuses these
+    //  GPU slots before the copy is done (the block leaves the GPU only
+    //  through us)
     kvt_migration_copy_blocks (self, KVT_TIER_GPU, job->gpu_slots, KVT_TIER_HOST, job->host_slots,
                                job->got, s_through_copied, job);
 }

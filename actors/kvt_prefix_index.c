@@ -453,8 +453,12 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
             continue;
         kvt_prefix_index_entry_t *entry = &self->entries [e];
         if (entry->prev == KVT_PREFIX_INDEX_NIL && entry->next == KVT_PREFIX_INDEX_NIL
-        &&  self->lists [entry->tier].head != e)
-            continue;               //  Named twice: placed already (every entry is linked)
+        &&  self->lists [entry->tier].head != e) {
+            //  Named twice: placed already (every entry is linked); the
+            //  caller's second slot is its bug, counted
+            kvt_actor_count (self->actor, "move_duplicates", 1);
+            continue;
+        }
         uint8_t old_tier = entry->tier;
         if (old_tier != tier)       //  A victim was told already; a promoted block now
             kvt_prefix_index_policy_evict (self, e);

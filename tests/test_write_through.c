@@ -17,7 +17,8 @@
     the kvtier binary is there: KVTIER).
     Under pressure (small GPU and host tiers, many prompts) the host tier
     never holds more than its capacity, every host slot in use is an
-    index block or a shadow, and every prompt's output is still right.
+    index block or a shadow, and every prompt's output is still right;
+    the same with the upkeep beside the jobs (overlap_upkeep = 2).
 @end
 */
 
@@ -41,6 +42,20 @@ s_settle (kvt_client_t *client, uint64_t blocks)
         zclock_sleep (10);
     }
     fprintf (stderr, "test_write_through: write-through jobs did not finish\n");
+    exit (T_EXIT_FAIL);
+}
+
+//  Wait until no upkeep runs beside the jobs (overlap_upkeep = 2), so that
+//  the tiers' counts and the index's agree. Fails after 10 s.
+static void
+s_upkeep_idle (kvt_client_t *client)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        if (t_stat (client, "migration.upkeep_running") == 0)
+            return;
+        zclock_sleep (10);
+    }
+    fprintf (stderr, "test_write_through: the upkeep did not end\n");
     exit (T_EXIT_FAIL);
 }
 
@@ -151,9 +166,11 @@ s_round_trip (const char *cold, bool through, bool processes,
 #define S_PROMPT_BLOCKS 4           //  Full blocks in each
 #define S_HOST_BLOCKS 8             //  Host tier's capacity there
 
-//  Small tiers, many prompts: capacity is kept and outputs stay right.
+//  Small tiers, many prompts: capacity is kept and outputs stay right,
+//  with the upkeep before the next job (overlap_upkeep 0) or beside it
+//  (2: a write-through then waits for the upkeep's end, never beside it).
 static void
-s_pressure (void)
+s_pressure (int overlap)
 {
     //  The answers with caching off
     const char *off [] = { "scheduler/caching=0", NULL };
@@ -170,8 +187,10 @@ s_pressure (void)
     }
     t_session_end (&session);
 
+    char overlap_key [64];
+    snprintf (overlap_key, sizeof (overlap_key), "migration/overlap_upkeep=%d", overlap);
     const char *overrides [] = { "tier_gpu/capacity_blocks=16", "tier_host/capacity_blocks=8",
-        "tier_nvme/capacity_blocks=64", "migration/write_through=1", NULL };
+        "tier_nvme/capacity_blocks=64", "migration/write_through=1", overlap_key, NULL };
     t_session_start (&session, t_config (overrides), "test_write_through", 30000);
     client = session.client;
     uint64_t inserted = 0;
@@ -185,6 +204,7 @@ s_pressure (void)
             inserted += run.computed;
             kvt_client_generate_fini (&run);
             s_settle (client, inserted);
+            s_upkeep_idle (client);
             uint64_t used = t_stat (client, "tier_host.used_blocks");
             uint64_t host = t_stat (client, "prefix_index.blocks_host");
             uint64_t shadows = t_stat (client, "migration.shadows");
@@ -195,9 +215,9 @@ s_pressure (void)
     uint64_t from_shadow = t_stat (client, "migration.demotions_from_shadow");
     uint64_t dropped = t_stat (client, "migration.shadows_dropped");
     uint64_t skipped = t_stat (client, "migration.write_through_skipped");
-    printf ("pressure: %" PRIu64 " blocks computed, %" PRIu64 " shadowed, %" PRIu64
-            " demoted from shadow, %" PRIu64 " shadows dropped, %" PRIu64 " skipped\n",
-            inserted, copies, from_shadow, dropped, skipped);
+    printf ("pressure, overlap_upkeep %d: %" PRIu64 " blocks computed, %" PRIu64 " shadowed, "
+            "%" PRIu64 " demoted from shadow, %" PRIu64 " shadows dropped, %" PRIu64 " skipped\n",
+            overlap, inserted, copies, from_shadow, dropped, skipped);
     t_check (copies > 0 && from_shadow > 0);
     t_check (dropped + skipped > 0);            //  The host tier was short
     for (int p = 0; p < S_PROMPTS; p++) {
@@ -242,7 +262,8 @@ main (void)
     }
     kvt_client_generate_fini (&reference);
 
-    s_pressure ();
+    s_pressure (0);
+    s_pressure (2);
     printf ("test_write_through: OK\n");
     return T_EXIT_PASS;
 }
