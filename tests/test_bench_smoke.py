@@ -91,6 +91,12 @@ def main():
         if "0 jobs ran beside" not in report["notes"].get("overlap_upkeep 1", ""):
             fail(f"bench host --both: jobs ran beside the upkeep with overlap_upkeep 1: "
                  f"{report['notes']}")
+        report = bench(["host", "--both", "--clients", "2", "--blocks", "64", "--block-kib",
+                        "64", "--reps", "1"], work)
+        if not report["notes"].get("shape", "").startswith("2 client(s) at once"):
+            fail(f"bench host --both --clients 2: not 2 clients: {report['notes']}")
+        figures(report, ["both_ways_beside_gbps", "requests_beside_ms"],
+                "bench host --both --clients 2")
         report = bench(["nvme", "--mib", "8", "--reps", "1", "--sizes", "64k", "--only",
                         "sizes"], work)
         figures(report, ["store_read_64k_direct_gbps", "store_write_64k_direct_gbps"],
@@ -143,6 +149,7 @@ def main():
         if os.listdir(work):
             fail(f"the benches left files behind in {work}: {os.listdir(work)}")
     for bad in (["host", "--blocks", "0"], ["host", "--block-kib", "96"],
+                ["host", "--both", "--clients", "0"],
                 ["host", "--qd", "-1"], ["shard", "--fractions", "1.5"],
                 ["shard", "--fractions", "0"], ["shard", "--new", "1"],
                 ["shard", "-o", "tier_gpu/capcity=3"]):

@@ -440,7 +440,8 @@ s_usage (FILE *out)
         "  --both         instead: 8 requests promoting host prefixes of N / 8 blocks\n"
         "                 (default N 4096) while the watermark upkeep demotes the one\n"
         "                 before, with migration/overlap_upkeep 1 (one way at a time)\n"
-        "                 and 2 (both ways at once), beside a pinned memcpy pair\n");
+        "                 and 2 (both ways at once), beside a pinned memcpy pair\n"
+        "  --clients C    --both: C clients at once, 8 prompts each (default 1)\n");
 }
 
 //  `kvtier bench host`: returns the exit code (0, 1 failed, 2 usage).
@@ -462,6 +463,7 @@ kvt_bench_host_main (int argc, char **argv)
         { "calibration", required_argument, NULL, 'c' },
         { "ttft",      no_argument,       NULL, 't' },
         { "both",      no_argument,       NULL, 'B' },
+        { "clients",   required_argument, NULL, 'L' },
         { "prefix-mib", required_argument, NULL, 'P' },
         { "new",       required_argument, NULL, 'n' },
         { "groups",    required_argument, NULL, 'g' },
@@ -470,7 +472,7 @@ kvt_bench_host_main (int argc, char **argv)
         { NULL, 0, NULL, 0 }
     };
     kvt_bench_host_opts_t opts = { .blocks = 512, .block_kib = 256, .dir = "/var/tmp", .reps = 3,
-                      .prompt_mib = 128, .groups = 4 };
+                      .prompt_mib = 128, .groups = 4, .clients = 1 };
     bool no_sweep = false, blocks_given = false;
     optind = 1;
     int opt;
@@ -497,6 +499,7 @@ kvt_bench_host_main (int argc, char **argv)
             case 'c': opts.calibration = optarg; break;
             case 't': opts.ttft = true; break;
             case 'B': opts.both = true; break;
+            case 'L': opts.clients = atoi (optarg); break;
             case 'P': opts.prefix_mib = atoi (optarg); break;
             case 'n': opts.fresh = atoi (optarg); break;
             case 'g': opts.groups = atoi (optarg); break;

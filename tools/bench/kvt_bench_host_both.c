@@ -8,7 +8,8 @@
 */
 /*
 @header
-    kvtier bench host --both [--blocks N] [--block-kib K] [--reps R] [--json]
+    kvtier bench host --both [--blocks N] [--block-kib K] [--reps R] [--clients C]
+                             [--json]
     A stream of requests whose prefixes are on the host tier, under GPU
     pressure: each request promotes its prefix host -> GPU, and the
     watermark upkeep after it demotes the prefix before it GPU -> host.
@@ -29,6 +30,10 @@
     times) when the GPU tier is device memory; on a CPU build memcpy of
     the same bytes both ways, one after the other (migration's copy there
     is a memcpy on its own thread, one direction at a time).
+    With --clients C, C clients run at once, 8 prompts each (N / 8 C
+    blocks a prompt; GPU tier 4 C P blocks): the requests overlap as a
+    server's do, and migration always has a promotion to run beside the
+    upkeep.
     Figures: both-ways GB/s = (bytes host -> GPU + bytes GPU -> host that
     the migration counters moved within the timed window) / wall, for 1
     and 2, and 2 against the memcpy pair; the wall time of 2 against 1.
@@ -36,6 +41,7 @@
 */
 
 #include <czmq.h>
+#include <pthread.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -50,7 +56,8 @@
 #   include <cuda_runtime.h>
 #endif
 
-#define S_PROMPTS 8                 //  Requests per timed round
+#define S_PROMPTS 8                 //  Requests per client per timed round
+#define S_MAX_CLIENTS 16            //  Most --clients
 #define S_MODES 2                   //  overlap_upkeep = 1, 2
 
 //  One timed round.
@@ -122,7 +129,8 @@ s_all_to_host (s_side_t *side)
 static int
 s_side_start (s_side_t *side, const kvt_bench_host_opts_t *opts, const char *work_dir, int mode)
 {
-    int per_prompt = opts->blocks / S_PROMPTS;
+    int clients = opts->clients;
+    int per_prompt = opts->blocks / (S_PROMPTS * clients);
     side->mode = mode;
     snprintf (side->dir, sizeof (side->dir), "%s/mode%d", work_dir, mode);
     if (zsys_dir_create ("%s", side->dir)) {
@@ -130,13 +138,15 @@ s_side_start (s_side_t *side, const kvt_bench_host_opts_t *opts, const char *wor
         return -EIO;
     }
     char extra [8][128];
-    snprintf (extra [0], 128, "tier_gpu/capacity_blocks=%d", 4 * per_prompt);
+    //  Each client's requests hold P blocks at a time; the upkeep demotes
+    //  from 2 P a client down to P a client
+    snprintf (extra [0], 128, "tier_gpu/capacity_blocks=%d", 4 * clients * per_prompt);
     //  The watermarks apply to the host tier too: there every block stays
     //  under the high one, so none goes on to disk
     snprintf (extra [1], 128, "tier_host/capacity_blocks=%d", 2 * opts->blocks + 16);
     snprintf (extra [2], 128, "migration/high_watermark=50");
     snprintf (extra [3], 128, "migration/low_watermark=25");
-    snprintf (extra [4], 128, "migration/background_batch=%d", per_prompt);
+    snprintf (extra [4], 128, "migration/background_batch=%d", 2 * clients * per_prompt);
     snprintf (extra [5], 128, "migration/overlap_upkeep=%d", mode);
     const char *options [] = { extra [0], extra [1], extra [2], extra [3], extra [4], extra [5],
                                NULL };
@@ -166,18 +176,48 @@ s_side_stop (s_side_t *side)
     kvt_runtime_destroy (&side->runtime);
 }
 
-//  One timed round: every prompt promoted from host, upkeep demoting
-//  behind; then all back to host, untimed.
+//  One client of a round: its S_PROMPTS prompts, one after the other.
+typedef struct {
+    const char *endpoint;           //  The runtime's front door
+    kvt_bench_host_prompt_t *prompts;   //  Its prompts
+    int rc;                         //  Outcome
+} s_client_t;
+
+static void *
+s_client_run (void *arg)
+{
+    s_client_t *client = (s_client_t *) arg;
+    kvt_client_t *session = kvt_client_new (client->endpoint, 600000);
+    double wall_us = 0;
+    client->rc = session? kvt_bench_host_generate_all (session, client->prompts, S_PROMPTS,
+                                                       KVT_TIER_HOST, &wall_us): -EIO;
+    kvt_client_destroy (&session);
+    return NULL;
+}
+
+//  One timed round: every client's prompts promoted from host, upkeep
+//  demoting behind, the clients at once; then all back to host, untimed.
 static int
-s_round (s_side_t *side, s_round_t *round)
+s_round (s_side_t *side, int clients, s_round_t *round)
 {
     kvt_client_stats_t before, after;
     int rc = kvt_client_stats (side->client, &before);
     if (rc)
         return rc;
-    double wall_us = 0;
-    rc = kvt_bench_host_generate_all (side->client, side->prompts, side->prompt_count,
-                                      KVT_TIER_HOST, &wall_us);
+    s_client_t runs [S_MAX_CLIENTS];
+    pthread_t threads [S_MAX_CLIENTS];
+    double start = kvt_bench_now_us ();
+    for (int c = 0; c < clients; c++) {
+        runs [c] = (s_client_t) { kvt_runtime_ipc_endpoint (side->runtime),
+                                  side->prompts + c * S_PROMPTS, 0 };
+        if (pthread_create (&threads [c], NULL, s_client_run, &runs [c]))
+            abort ();
+    }
+    for (int c = 0; c < clients; c++) {
+        pthread_join (threads [c], NULL);
+        rc = rc? rc: runs [c].rc;
+    }
+    double wall_us = kvt_bench_now_us () - start;
     if (rc == 0)
         rc = kvt_client_stats (side->client, &after);
     if (rc == 0) {
@@ -270,11 +310,14 @@ int
 kvt_bench_host_both_run (const kvt_bench_host_opts_t *opts, const char *work_dir)
 {
     //  A prompt goes up in one STORE frame
-    size_t prompt_mib = ((size_t) opts->blocks / S_PROMPTS * (size_t) opts->block_kib) >> 10;
-    if (opts->blocks < S_PROMPTS * 4 || prompt_mib > KVT_BENCH_HOST_MAX_PROMPT_MIB) {
-        fprintf (stderr, "kvtier bench host --both: needs --blocks >= %d and a prompt "
-                 "(blocks / %d) of at most %d MiB\n", S_PROMPTS * 4, S_PROMPTS,
-                 KVT_BENCH_HOST_MAX_PROMPT_MIB);
+    int prompts = S_PROMPTS * (opts->clients > 0? opts->clients: 1);
+    size_t prompt_mib = ((size_t) opts->blocks / (size_t) prompts * (size_t) opts->block_kib)
+                        >> 10;
+    if (opts->clients < 1 || opts->clients > S_MAX_CLIENTS || opts->blocks < prompts * 4
+    ||  prompt_mib > KVT_BENCH_HOST_MAX_PROMPT_MIB) {
+        fprintf (stderr, "kvtier bench host --both: needs --clients 1..%d, --blocks >= 4 x "
+                 "%d x clients and a prompt (blocks / (%d x clients)) of at most %d MiB\n",
+                 S_MAX_CLIENTS, S_PROMPTS, S_PROMPTS, KVT_BENCH_HOST_MAX_PROMPT_MIB);
         return 2;
     }
     s_side_t sides [S_MODES] = { { 0 }, { 0 } };
@@ -294,7 +337,7 @@ kvt_bench_host_both_run (const kvt_bench_host_opts_t *opts, const char *work_dir
             block_bytes = sides [m].hello.block_bytes;
         }
         for (int r = 0; r <= opts->reps && rc == 0; r++)
-            rc = s_round (&sides [m], &rounds [m] [r]);
+            rc = s_round (&sides [m], opts->clients, &rounds [m] [r]);
         if (rc == 0 && opts->verbose)
             for (int r = 0; r <= opts->reps; r++)
                 fprintf (stderr, "  mode %d round %d: %.1f ms, %.1f + %.1f MiB, %" PRIu64
@@ -310,10 +353,10 @@ kvt_bench_host_both_run (const kvt_bench_host_opts_t *opts, const char *work_dir
             free (rounds [m]);
         return 1;
     }
-    size_t per_prompt_bytes = (size_t) (opts->blocks / S_PROMPTS) * block_bytes;
+    size_t per_prompt_bytes = (size_t) (opts->blocks / prompts) * block_bytes;
     double *base = (double *) zmalloc ((size_t) opts->reps * sizeof (double));
     for (int r = 0; r < opts->reps; r++)
-        base [r] = s_baseline_us (per_prompt_bytes, S_PROMPTS, device);
+        base [r] = s_baseline_us (per_prompt_bytes, prompts, device);
     qsort (base, (size_t) opts->reps, sizeof (double), kvt_bench_compare_double);
     double base_us = base [opts->reps / 2];
     free (base);
@@ -324,16 +367,17 @@ kvt_bench_host_both_run (const kvt_bench_host_opts_t *opts, const char *work_dir
         med [m] = rounds [m] [1 + opts->reps / 2];
         free (rounds [m]);
     }
-    uint64_t base_bytes = 2 * (uint64_t) per_prompt_bytes * S_PROMPTS;
+    uint64_t base_bytes = 2 * (uint64_t) per_prompt_bytes * (uint64_t) prompts;
     double both_gbps [S_MODES];
     for (int m = 0; m < S_MODES; m++)
         both_gbps [m] = s_gbps (med [m].h2d_bytes + med [m].d2h_bytes, med [m].wall_us);
 
     kvt_bench_report_t *report = kvt_bench_report_new ("host --both", opts->json);
     char note [320];
-    snprintf (note, sizeof (note), "%d prompts x %d blocks x %zu KiB, GPU tier %d blocks, "
-              "watermarks 50/25%%", S_PROMPTS, opts->blocks / S_PROMPTS, block_bytes >> 10,
-              4 * (opts->blocks / S_PROMPTS));
+    snprintf (note, sizeof (note), "%d client(s) at once x %d prompts x %d blocks x %zu KiB, "
+              "GPU tier %d blocks, watermarks 50/25%%", opts->clients, S_PROMPTS,
+              opts->blocks / prompts, block_bytes >> 10,
+              4 * opts->clients * (opts->blocks / prompts));
     kvt_bench_report_note (report, "shape", note);
     snprintf (note, sizeof (note), "median of %d rounds by wall time (one warm-up round left "
               "out); GB/s = 1e9 B/s of both directions over the GENERATEs' wall time",

@@ -34,6 +34,7 @@ typedef struct {
     const char *calibration;        //  Write the simulator's calibration file here, or NULL
     bool ttft;                      //  Run the TTFT part (kvt_bench_host_ttft.c) instead
     bool both;                      //  Run the both-ways part (kvt_bench_host_both.c) instead
+    int clients;                    //  --both: clients at once
     const char *overrides [8];      //  -o section/key=value: over the bench's own config
     int override_count;             //  Entries in overrides
     int prefix_mib;                 //  --ttft: prefix on NVMe, MiB (0 = the shape's default)
