@@ -66,7 +66,14 @@
     demoted blocks almost always belong: O(1) in the steady state).
     A victim is marked moving until IDX_MOVE (or the mover's IDX_UNPIN):
     IDX_MATCH cuts a prefix at a moving block, because the slot it would
-    report is about to be freed; the request recomputes from there.
+    report is about to be freed; the request recomputes from there. A
+    pinning IDX_MATCH also cuts at a block off the GPU that another
+    pinning match found (promoting, until IDX_MOVE or that requester's
+    IDX_UNPIN): its requester promotes it next, and a second request
+    promoting it too would copy from, and free, a host slot the first
+    promotion frees (two requests sharing a host-resident prefix at once:
+    GPU slots leaked and host slots freed twice, before this rule). A
+    lookup (no pin) still reports it where it is.
     IDX_CLAIM hands a mover chosen blocks instead of the policy's: those
     of the request's leading cached run (cut where IDX_MATCH would cut)
     that live in 'tier', unpinned and not moving, at most max_blocks,
@@ -326,6 +333,12 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
             kvt_actor_count (self->actor, "match_cut_moving", 1);
             break;
         }
+        if (pin && self->entries [e].promoting) {
+            //  Another request is promoting it: promoting it twice would
+            //  copy from, and free, a slot the first promotion frees
+            kvt_actor_count (self->actor, "match_cut_promoting", 1);
+            break;
+        }
         tiers [matched] = self->entries [e].tier;
         slots [matched] = self->entries [e].slot;
         found [matched] = e;
@@ -333,6 +346,9 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
             self->entries [e].pins++;
             self->entries [e].reuses++;
             s_touch (self, e);      //  A lookup alone does not count as a use
+            //  Off the GPU, its requester promotes it next
+            if (self->entries [e].tier != KVT_TIER_GPU)
+                self->entries [e].promoting = true;
         }
         matched++;
     }
@@ -466,6 +482,7 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
         entry->tier = (uint8_t) tier;
         entry->slot = slots [k];
         entry->moving = false;
+        entry->promoting = false;
         placed [moved] = e;         //  Into its tier's list below, with the others
         if (!entry->in_policy)
             kvt_prefix_index_policy_insert (self, e,
@@ -494,6 +511,7 @@ s_handle_unpin (void *self_ptr, kvt_msg_t **msg_p)
         uint32_t e = hashes [k]? kvt_prefix_index_find (self, hashes [k]): KVT_PREFIX_INDEX_NIL;
         if (e != KVT_PREFIX_INDEX_NIL && self->entries [e].pins > 0) {
             self->entries [e].pins--;
+            self->entries [e].promoting = false;    //  Its one pin holder is done
             if (self->entries [e].moving) {
                 //  A mover that gave up unpins: the block stays where it
                 //  was, so its tier's policy gets it back
