@@ -140,6 +140,7 @@ kvt_migration_free_slots (self_t *self, int tier, const uint64_t *slots, size_t 
 //  Top-level jobs, one at a time
 
 static void s_next_job (self_t *self);
+static void s_upkeep_beside (self_t *self);
 static void s_job_done (self_t *self);
 
 //  A job is answered: the reply goes out now, or after the watermark
@@ -155,6 +156,20 @@ kvt_migration_job_reply (self_t *self, kvt_msg_t **reply_p)
         *reply_p = NULL;
     }
     s_job_done (self);
+}
+
+kvt_msg_t *
+kvt_migration_job_detach (self_t *self)
+{
+    assert (self->overlap_upkeep == KVT_MIGRATION_UPKEEP_BESIDE && self->current);
+    kvt_msg_t *request = self->current;
+    self->current = NULL;
+    kvt_actor_count (self->actor, "jobs_detached", 1);
+    //  What s_job_done does for an answered job in this mode
+    if (self->high_watermark < 100)
+        s_upkeep_beside (self);
+    s_next_job (self);
+    return request;
 }
 
 void

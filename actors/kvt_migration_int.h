@@ -174,6 +174,13 @@ void
 void
     kvt_migration_job_error (self_t *self, int rc, const char *what);
 
+//  overlap_upkeep = 2: the current job gives up the job slot before it is
+//  answered (its upkeep and the next job start now); returns its request,
+//  which the job answers (kvt_actor_reply) and destroys itself. Only for
+//  a job that needs no more of the actor's exclusive state.
+kvt_msg_t *
+    kvt_migration_job_detach (self_t *self);
+
 //  Copy 'count' blocks between the GPU tier's and host tier's slabs, then
 //  call 'cont' (may be NULL) with the status: at once for two host slabs,
 //  from the actor's loop once a CUDA copy is done (and every copy queued

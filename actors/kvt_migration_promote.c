@@ -78,6 +78,8 @@ typedef struct {
     bool *released;                 //  Per staging slot: PROMOTE_END gave it back meanwhile
     zlist_t *held;                  //  TEST ONLY: reads held back (test_group_delay_ms)
     self_t *owner;                  //  TEST ONLY: for the timer that sends them
+    kvt_msg_t *request;             //  Set once the job gave up the job slot (detached,
+                                    //  overlap_upkeep = 2): its request, answered at finish
     int64_t started_us;             //  When the job started (us_promote_* counters)
     int64_t copy_us;                //  When the host blocks' copy was queued
 } s_promote_t;
@@ -121,6 +123,7 @@ s_promote_free (self_t *self, s_promote_t *job, bool release)
 static void
 s_promote_fail (self_t *self, s_promote_t *job, int rc, const char *what)
 {
+    assert (!job->request);         //  No failure after the job slot is given up
     s_promote_free (self, job, true);
     kvt_migration_job_error (self, rc, what);
 }
@@ -188,13 +191,20 @@ s_promote_finish (self_t *self, s_promote_t *job)
     kvt_actor_count (self->actor, "promote_misses", failed_n);
     kvt_actor_count (self->actor, "us_promoting", (uint64_t) (kvt_now_us () - job->started_us));
 
-    kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_OK);
+    kvt_msg_t *request = job->request? job->request: self->current;
+    kvt_msg_t *reply = kvt_msg_reply_new (request, KVT_MSG_MIG_PROMOTE_OK);
     kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
     kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_FAILED, failed, failed_n);
     free (moved_hashes); free (moved_slots); free (host_free); free (nvme_free);
     free (gone); free (gpu_unused); free (failed); free (gpu_slots);
+    bool detached = job->request != NULL;
     s_promote_free (self, job, false);
-    kvt_migration_job_reply (self, &reply);
+    if (detached) {                 //  Done with the job slot already
+        kvt_actor_reply (self->actor, &reply);
+        kvt_msg_destroy (&request);
+    }
+    else
+        kvt_migration_job_reply (self, &reply);
 }
 
 //  Every copy of the job is done (copies finish in the order queued, so
@@ -315,6 +325,16 @@ s_promote_copy (self_t *self, s_promote_t *job)
             from [n] = job->slots [k];
             to [n++] = job->gpu->slots [k];
         }
+    //  With overlap_upkeep = 2 the job gives up the job slot now and
+    //  answers when the copy is done: the next job (another request's
+    //  promotion) reserves and queues its copy while this one crosses the
+    //  link, instead of after. Nothing the next job does touches this
+    //  one's blocks: they are pinned by the requester's match (and
+    //  promoting: no other request promotes them), its GPU slots are
+    //  reserved, its host slots freed only at finish. (A CPU build's copy
+    //  is a memcpy done before the call returns: the same path, no gain.)
+    if (self->overlap_upkeep == KVT_MIGRATION_UPKEEP_BESIDE && n > 0)
+        job->request = kvt_migration_job_detach (self);
     kvt_migration_copy_blocks (self, KVT_TIER_HOST, from, KVT_TIER_GPU, to, n, s_promote_copied, job);
     free (from);
     free (to);
