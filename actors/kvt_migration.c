@@ -78,7 +78,9 @@
     asynchronous calls to the index and the tiers, so the loop never waits.
     The watermark upkeep after a job runs before its reply, before the
     next job, or beside the next jobs (migration/overlap_upkeep 0, 1, 2;
-    "Watermark upkeep" below).
+    "Watermark upkeep" below). With 2, a copied promotion also gives up
+    the job slot once its copy is queued (kvt_migration_job_detach) and
+    answers when the copy is done.
     MIG_PREFETCH and MIG_WRITE_THROUGH jobs wait in a queue of their own
     (gauge queued_prefetches) and run when no other job waits, or after
     S_BACKGROUND_EVERY other jobs in a row: the promotions and
