@@ -68,8 +68,8 @@
     IDX_MATCH cuts a prefix at a moving block, because the slot it would
     report is about to be freed; the request recomputes from there. A
     pinning IDX_MATCH also cuts at a block off the GPU that another
-    pinning match found (promoting, until IDX_MOVE or that requester's
-    IDX_UNPIN): its requester promotes it next, and a second request
+    pinning match found (promoting, until IDX_MOVE or until its last pin
+    goes): its requester promotes it next, and a second request
     promoting it too would copy from, and free, a host slot the first
     promotion frees (two requests sharing a host-resident prefix at once:
     GPU slots leaked and host slots freed twice, before this rule). A
@@ -511,7 +511,11 @@ s_handle_unpin (void *self_ptr, kvt_msg_t **msg_p)
         uint32_t e = hashes [k]? kvt_prefix_index_find (self, hashes [k]): KVT_PREFIX_INDEX_NIL;
         if (e != KVT_PREFIX_INDEX_NIL && self->entries [e].pins > 0) {
             self->entries [e].pins--;
-            self->entries [e].promoting = false;    //  Its one pin holder is done
+            //  Its promoter may not be the only pin holder (a mover that has
+            //  not unpinned yet, a prefetch's staging pin): the mark goes
+            //  with the last pin, or at IDX_MOVE
+            if (self->entries [e].pins == 0)
+                self->entries [e].promoting = false;
             if (self->entries [e].moving) {
                 //  A mover that gave up unpins: the block stays where it
                 //  was, so its tier's policy gets it back

@@ -41,7 +41,8 @@ typedef struct {
     uint8_t tier;                   //  KVT_TIER_*
     bool moving;                    //  Handed out by IDX_VICTIMS, not yet moved back in
     bool promoting;                 //  Found off the GPU by a pinning IDX_MATCH: its
-                                    //  requester promotes it (until IDX_MOVE or IDX_UNPIN)
+                                    //  requester promotes it (until IDX_MOVE or its last
+                                    //  pin goes)
     bool in_policy;                 //  Its tier's policy was told it is cached there
 } kvt_prefix_index_entry_t;
 

@@ -19,6 +19,8 @@
     and host tiers hold exactly the blocks the index has there. Also with
     migration/overlap_upkeep = 2, where a copied promotion gives up the
     job slot at its copy and the next request's promotion runs beside it.
+    And at index level: a demotion's mover that unpins a block after
+    another request's match found it leaves that request's mark in place.
 @end
 */
 
@@ -103,9 +105,85 @@ s_run (bool stream, int overlap)
     t_session_end (&session);
 }
 
+//  Index level, the order of messages a demotion and two requests can
+//  take: a mover has claimed and moved block 0 of a host prefix and not
+//  yet unpinned it, request A's pinning match finds it (A promotes it),
+//  the mover unpins. Request B's pinning match must still cut at block 0:
+//  the mark goes with the last pin (or A's IDX_MOVE), not with the
+//  mover's.
+static size_t
+s_match (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
+    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, hashes, count);
+    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 1);
+    kvt_msg_t *reply = t_call (runtime, "prefix_index", msg);
+    size_t matched = 0;
+    kvt_msg_array (reply, KVT_IDX_MATCH_OK_TIERS, &matched);
+    kvt_msg_destroy (&reply);
+    return matched;
+}
+
+static void
+s_unpin (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_UNPIN);
+    kvt_msg_set_array (msg, KVT_IDX_UNPIN_HASHES, hashes, count);
+    kvt_msg_t *reply = t_call (runtime, "prefix_index", msg);
+    t_check (kvt_msg_id (reply) == KVT_MSG_IDX_UNPIN_OK);
+    kvt_msg_destroy (&reply);
+}
+
+static void
+s_mover_race (void)
+{
+    t_session_t session;
+    t_session_start (&session, t_config (NULL), "test_shared_prefix", 30000);
+    size_t count = 4 * session.hello.block_tokens;
+    uint64_t *tokens = t_tokens (count, session.hello.vocab, 77);
+    kvt_client_generate_t first;
+    t_ok (kvt_client_generate (session.client, "", tokens, count, 2, &first));
+    uint64_t moved;
+    t_ok (kvt_client_demote (session.client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    kvt_client_lookup_t where;
+    t_ok (kvt_client_lookup (session.client, "", tokens, count, &where));
+    t_check (where.matched_blocks == 4 && where.tiers [0] == KVT_TIER_HOST);
+    //  The mover: block 0 claimed (pinned, moving) and moved (in place)
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_CLAIM);
+    kvt_msg_set_array (msg, KVT_IDX_CLAIM_HASHES, where.hashes, 1);
+    kvt_msg_set_u64 (msg, KVT_IDX_CLAIM_TIER, KVT_TIER_HOST);
+    kvt_msg_set_u64 (msg, KVT_IDX_CLAIM_MAX_BLOCKS, 1);
+    kvt_msg_t *claim = t_call (session.runtime, "prefix_index", msg);
+    size_t claimed;
+    const uint64_t *claim_slots = kvt_msg_array (claim, KVT_IDX_CLAIM_OK_SLOTS, &claimed);
+    t_check (claimed == 1);
+    msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
+    kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, where.hashes, 1);
+    kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, KVT_TIER_HOST);
+    kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, claim_slots, 1);
+    kvt_msg_t *reply = t_call (session.runtime, "prefix_index", msg);
+    kvt_msg_destroy (&reply);
+    size_t a = s_match (session.runtime, where.hashes, 4);
+    t_check (a == 4);                                       //  A will promote all four
+    t_check (s_match (session.runtime, where.hashes, 4) == 0);  //  B cuts at block 0
+    s_unpin (session.runtime, where.hashes, 1);             //  The mover's unpin
+    t_check (s_match (session.runtime, where.hashes, 4) == 0);  //  Still: A promotes it
+    s_unpin (session.runtime, where.hashes, 4);             //  A is done, without moving
+    size_t b = s_match (session.runtime, where.hashes, 4);  //  Now B may promote them
+    t_check (b == 4);
+    s_unpin (session.runtime, where.hashes, b);
+    printf ("a mover's unpin leaves the mark of the request promoting the block: OK\n");
+    kvt_msg_destroy (&claim);
+    kvt_client_lookup_fini (&where);
+    kvt_client_generate_fini (&first);
+    free (tokens);
+    t_session_end (&session);
+}
+
 int
 main (void)
 {
+    s_mover_race ();
     s_run (false, 0);
     s_run (true, 0);
     s_run (false, 2);               //  Promotions give up the job slot at their copy

@@ -54,23 +54,6 @@ s_first_tier (kvt_client_t *client, const uint64_t *tokens, size_t count)
     return tier;
 }
 
-//  Send 'msg' (consumed) to actor 'name' of 'runtime'; return its reply
-static kvt_msg_t *
-s_call (kvt_runtime_t *runtime, const char *name, kvt_msg_t *msg)
-{
-    char endpoint [512];
-    kvt_actor_endpoint (kvt_runtime_run_dir (runtime), name, true, endpoint, sizeof (endpoint));
-    zsock_t *dealer = zsock_new (ZMQ_DEALER);
-    t_check (dealer && zsock_connect (dealer, "%s", endpoint) == 0);
-    zsock_set_rcvtimeo (dealer, 30000);
-    kvt_msg_set_request_id (msg, 11);
-    t_ok (kvt_msg_send (&msg, dealer));
-    kvt_msg_t *reply = NULL;
-    t_ok (kvt_msg_recv (dealer, &reply));
-    zsock_destroy (&dealer);
-    return reply;
-}
-
 //  Wait (up to a second) until gauge 'key' reads 'want'; fail otherwise
 static void
 s_gauge_is (kvt_client_t *client, const char *key, uint64_t want)
@@ -120,7 +103,7 @@ s_undo (void)
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
     kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, where.hashes, S_BLOCKS);
     kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 1);
-    kvt_msg_t *match = s_call (runtime, "prefix_index", msg);
+    kvt_msg_t *match = t_call (runtime, "prefix_index", msg);
     t_check (kvt_msg_id (match) == KVT_MSG_IDX_MATCH_OK);
     size_t matched;
     const uint64_t *tiers = kvt_msg_array (match, KVT_IDX_MATCH_OK_TIERS, &matched);
@@ -137,7 +120,7 @@ s_undo (void)
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_TIERS, tiers, S_BLOCKS);
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_SLOTS, slots, S_BLOCKS);
     kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_STREAM, 1);
-    kvt_msg_t *promoted = s_call (runtime, "migration", msg);
+    kvt_msg_t *promoted = t_call (runtime, "migration", msg);
     t_check (kvt_msg_id (promoted) == KVT_MSG_MIG_PROMOTE_OK);
     size_t gpu_count, failed_count, host_count;
     const uint64_t *gpu_slots = kvt_msg_array (promoted, KVT_MIG_PROMOTE_OK_GPU_SLOTS, &gpu_count);
@@ -161,7 +144,7 @@ s_undo (void)
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_GPU_SLOTS, gpu_slots, S_BLOCKS);
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HOST_SLOTS, host_slots, S_BLOCKS);
     kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_END_COMMIT, 0);
-    kvt_msg_t *ended = s_call (runtime, "migration", msg);
+    kvt_msg_t *ended = t_call (runtime, "migration", msg);
     t_check (kvt_msg_id (ended) == KVT_MSG_MIG_PROMOTE_END_OK);
     t_check (kvt_msg_u64 (ended, KVT_MIG_PROMOTE_END_OK_MOVED) == 0);
     s_gauge_is (client, "tier_gpu.used_blocks", gpu_used);
@@ -174,7 +157,7 @@ s_undo (void)
     kvt_client_lookup_fini (&after);
     msg = kvt_msg_new (KVT_MSG_IDX_UNPIN);
     kvt_msg_set_array (msg, KVT_IDX_UNPIN_HASHES, where.hashes, S_BLOCKS);
-    kvt_msg_t *unpinned = s_call (runtime, "prefix_index", msg);
+    kvt_msg_t *unpinned = t_call (runtime, "prefix_index", msg);
     t_check (kvt_msg_id (unpinned) == KVT_MSG_IDX_UNPIN_OK);
 
     //  And the prefix serves as before, streamed from host and NVMe
