@@ -145,6 +145,15 @@ static void s_next_job (self_t *self);
 static void s_upkeep_beside (self_t *self);
 static void s_job_done (self_t *self);
 
+//  Whether a job of message 'id' took memory-tier room, so that the
+//  watermark upkeep follows it.
+static bool
+s_takes_room (self_t *self, int id)
+{
+    return self->high_watermark < 100
+        && (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE || id == KVT_MSG_MIG_PREFETCH);
+}
+
 //  A job is answered: the reply goes out now, or after the watermark
 //  upkeep (s_job_done) when upkeep must not overlap the requester's work.
 void
@@ -168,7 +177,7 @@ kvt_migration_job_detach (self_t *self)
     self->current = NULL;
     kvt_actor_count (self->actor, "jobs_detached", 1);
     //  What s_job_done does for an answered job in this mode
-    if (self->high_watermark < 100)
+    if (s_takes_room (self, kvt_msg_id (request)))
         s_upkeep_beside (self);
     s_next_job (self);
     return request;
@@ -452,9 +461,7 @@ s_upkeep_beside (self_t *self)
 static void
 s_job_done (self_t *self)
 {
-    int id = kvt_msg_id (self->current);
-    bool upkeep = self->high_watermark < 100 && (id == KVT_MSG_MIG_RESERVE || id == KVT_MSG_MIG_PROMOTE
-                                                 || id == KVT_MSG_MIG_PREFETCH);
+    bool upkeep = s_takes_room (self, kvt_msg_id (self->current));
     if (upkeep && self->overlap_upkeep != KVT_MIGRATION_UPKEEP_BESIDE)
         s_upkeep_start (self);
     else {
