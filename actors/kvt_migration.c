@@ -262,6 +262,29 @@ s_start_demote (self_t *self)
 //  --------------------------------------------------------------------------
 //  Queue of top-level requests
 
+//  TEST ONLY (test_promote_delay_ms): the held-back promotion starts now.
+static int
+s_promote_delayed (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    kvt_migration_start_promote ((self_t *) arg);
+    return 0;
+}
+
+//  Start the current MIG_PROMOTE, after test_promote_delay_ms when a test
+//  asks (it keeps the job slot meanwhile, as a slow promotion would: the
+//  scheduler's call can time out while the promotion is still to come).
+static void
+s_promote_start (self_t *self)
+{
+    if (self->test_promote_delay_ms > 0)
+        zloop_timer (kvt_actor_loop (self->actor), (size_t) self->test_promote_delay_ms, 1,
+                     s_promote_delayed, self);
+    else
+        kvt_migration_start_promote (self);
+}
+
 static void
 s_next_job (self_t *self)
 {
@@ -290,7 +313,7 @@ s_next_job (self_t *self)
         kvt_actor_count (self->actor, "jobs_beside_upkeep", 1);
     switch (kvt_msg_id (self->current)) {
         case KVT_MSG_MIG_RESERVE: s_start_reserve (self); break;
-        case KVT_MSG_MIG_PROMOTE: kvt_migration_start_promote (self); break;
+        case KVT_MSG_MIG_PROMOTE: s_promote_start (self); break;
         case KVT_MSG_MIG_DEMOTE:  s_start_demote (self); break;
         case KVT_MSG_MIG_PREFETCH: kvt_migration_start_prefetch (self); break;
         case KVT_MSG_MIG_PROMOTE_END: kvt_migration_start_promote_end (self); break;
@@ -497,6 +520,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
     self->overlap_upkeep = (int) kvt_config_int (config, "migration/overlap_upkeep");
     self->test_upkeep_delay_ms = (int) kvt_config_int (config, "migration/test_upkeep_delay_ms");
+    self->test_promote_delay_ms = (int) kvt_config_int (config, "migration/test_promote_delay_ms");
     const char *admission = kvt_config_str (config, "migration/disk_admission");
     self->disk_admission = streq (admission, "reused")? KVT_MIGRATION_DISK_REUSED:
                            streq (admission, "predicted")? KVT_MIGRATION_DISK_PREDICTED:

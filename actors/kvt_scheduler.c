@@ -24,6 +24,14 @@
     moves the blocks to the GPU, host/staging/disk slots freed) and waits
     for it before unpinning; on any failure, commit = 0 (undo). A
     compute timeout quarantines the lot, as it does the GPU slots.
+    A MIG_PROMOTE (or MIG_PROMOTE_END commit) that migration does not
+    answer within runtime/call_timeout_ms may still be running: the
+    request fails (or, for the commit, is answered) but its prefix stays
+    pinned for good (pins_quarantined), so no demotion or second
+    promotion touches slots the late promotion still reads or frees;
+    later requests cut their match there and recompute, until the late
+    promotion's IDX_MOVE puts the blocks on the GPU (then they are
+    served from there, pinned).
     With layer groups (migration/nvme_layer_groups, #4) MIG_PROMOTE_OK
     comes once group 0 of every NVMe block is read and carries a ticket,
     passed on in COMP_RUN: compute then copies each group's layers in as
@@ -141,6 +149,14 @@ s_generate_stream_ended (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         //  The tokens are good; where the streamed blocks stand is not
         kvt_log_warn ("scheduler: ending a stream promotion failed: %s", kvt_strerror (rc));
         kvt_actor_count (self->actor, "stream_end_errors", 1);
+    }
+    if (rc == -ETIMEDOUT) {
+        //  Migration may still commit the move (index to the GPU, host
+        //  and disk slots freed): unpinned meanwhile, the blocks could be
+        //  demoted or promoted again from the slots it frees. Keep them
+        //  pinned for good, as s_plan_promoted does on its timeout.
+        kvt_actor_count (self->actor, "pins_quarantined", job->pinned);
+        job->pinned = 0;
     }
     kvt_msg_t *result = job->result;
     job->result = NULL;

@@ -380,6 +380,23 @@ s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     job_t *job = plan->job;
     kvt_scheduler_step_fn *next = plan->next;
     free (plan);
+    if (rc == -ETIMEDOUT) {
+        //  Migration may still be promoting the prefix: copying from its
+        //  host slots, staging its NVMe blocks, and at its end moving it
+        //  in the index and freeing the old slots. Unpinned, the blocks
+        //  lose their promoting mark: a demotion could take them from
+        //  under the copy, and the next request matching them would
+        //  promote the same slots again (GPU slots leaked, host slots
+        //  freed twice). Keep them pinned for good instead, as a compute
+        //  timeout does; later matches cut there and recompute. A stream
+        //  promotion's reserved GPU and staging slots stay with
+        //  migration's job too: no MIG_PROMOTE_END will give them back.
+        kvt_actor_count (job->self->actor, "pins_quarantined", job->pinned);
+        job->pinned = 0;
+        kvt_scheduler_job_fail (job, rc, "cannot bring the cached prefix to the GPU: "
+                                "migration did not answer within runtime/call_timeout_ms");
+        return;
+    }
     if (rc) {
         kvt_scheduler_job_fail (job, rc, "cannot bring the cached prefix to the GPU");
         return;

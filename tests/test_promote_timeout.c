@@ -1,0 +1,218 @@
+/*  =========================================================================
+    test_promote_timeout - a promotion that outlives the scheduler's call
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    A prompt of S_BLOCKS blocks is computed and demoted to the host tier.
+    Migration holds the start of every MIG_PROMOTE for S_DELAY_MS
+    (migration/test_promote_delay_ms), longer than the scheduler waits for
+    an actor (runtime/call_timeout_ms = S_CALL_MS), so the prompt's next
+    GENERATE (1) gets an ERROR: its promotion timed out, but is still to
+    come. The scheduler must keep the prefix pinned for good then
+    (scheduler.pins_quarantined): the blocks keep their promoting mark,
+    so the same prompt sent at once again (2) cuts its match at block 0
+    (prefix_index.match_cut_promoting) and computes the whole prompt,
+    with the tokens it gave when first computed. Without that quarantine,
+    (2) matched the unpinned host blocks and promoted them a second time,
+    from the host slots the first promotion frees when it ends: its call
+    waited behind the held promotion and timed out too, the GPU tier
+    leaked the first promotion's slots (the index only knows the second's)
+    and the host tier refused the second free of the same slots
+    (tier_host.bad_frees). Once the late promotion has ended, the same
+    prompt (3) gives the same tokens again, and every tier holds exactly
+    the blocks the index has there, plus, with stream promotion, the GPU
+    slots the timed-out promotion reserved (quarantined with it: no
+    MIG_PROMOTE_END comes for them). Run with copied promotions
+    (migration/stream_promotion = 0; the late promotion moves the blocks
+    to the GPU, where (3) finds them) and with streamed ones (1; the
+    blocks stay on the host, marked, and (3) computes them again).
+    Timing: (2) is sent once (1) has failed (S_CALL_MS), and its calls to
+    migration wait until the held promotion is done (S_DELAY_MS): margins
+    of S_DELAY_MS - S_CALL_MS for (2)'s match to come before the late
+    promotion, and 2 S_CALL_MS - S_DELAY_MS for (2)'s reservation to be
+    answered in time.
+@end
+*/
+
+#include "testutil.h"
+
+#define S_BLOCKS 8                  //  Full blocks of the prompt
+#define S_CALL_MS 1500              //  runtime/call_timeout_ms
+#define S_DELAY_MS 2250             //  migration/test_promote_delay_ms
+#define S_CLIENT_MS 30000           //  The client's own wait, well past both
+
+//  Checks that do not stop the test, so that one run shows every symptom
+static int s_failures;
+#define s_expect(cond) \
+    do { if (!(cond)) { \
+        fprintf (stderr, "%s:%d: expected: %s\n", __FILE__, __LINE__, #cond); \
+        s_failures++; } } while (0)
+
+//  Wait until STATS counter 'key' reaches 'want' (at most 20 s).
+static uint64_t
+s_wait_stat (kvt_client_t *client, const char *key, uint64_t want)
+{
+    uint64_t value = 0;
+    for (int k = 0; k < 400 && (value = t_stat (client, key)) < want; k++)
+        zclock_sleep (50);
+    return value;
+}
+
+//  GENERATE 'tokens'; on success check the output equals 'first''s.
+static int
+s_generate (kvt_client_t *client, const uint64_t *tokens, size_t count,
+            const kvt_client_generate_t *first, kvt_client_generate_t *out)
+{
+    int rc = kvt_client_generate (client, "", tokens, count, 4, out);
+    if (rc == 0 && first) {
+        s_expect (out->token_count == first->token_count);
+        s_expect (out->token_count == first->token_count
+                  && memcmp (out->tokens, first->tokens,
+                             first->token_count * sizeof (uint64_t)) == 0);
+    }
+    if (rc)
+        fprintf (stderr, "GENERATE answered %s (%s)\n", kvt_client_error_name (client),
+                 kvt_client_error_detail (client));
+    return rc;
+}
+
+//  Whether each memory tier holds exactly the blocks the index has on it,
+//  plus 'gpu_extra' GPU slots held outside the index.
+static bool
+s_tiers_consistent (kvt_client_t *client, uint64_t gpu_extra)
+{
+    return t_stat (client, "tier_gpu.used_blocks")
+           == t_stat (client, "prefix_index.blocks_gpu") + gpu_extra
+        && t_stat (client, "tier_host.used_blocks")
+           == t_stat (client, "prefix_index.blocks_host");
+}
+
+static void
+s_run (bool stream)
+{
+    char call [64], delay [64];
+    snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", S_CALL_MS);
+    snprintf (delay, sizeof (delay), "migration/test_promote_delay_ms=%d", S_DELAY_MS);
+    const char *overrides [] = { "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
+        "tier_nvme/capacity_blocks=256",
+        stream? "migration/stream_promotion=1": "migration/stream_promotion=0", call, delay,
+        NULL };
+    t_session_t session;
+    t_session_start (&session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
+    kvt_client_t *client = session.client;
+    size_t count = S_BLOCKS * session.hello.block_tokens + 5;
+    uint64_t *tokens = t_tokens (count, session.hello.vocab, 4242);
+    int failures_before = s_failures;
+
+    //  Computed, then demoted to the host tier
+    kvt_client_generate_t first;
+    t_ok (s_generate (client, tokens, count, NULL, &first));
+    t_check (first.computed == S_BLOCKS);
+    uint64_t moved;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved >= S_BLOCKS);
+    kvt_client_lookup_t where;
+    t_ok (kvt_client_lookup (client, "", tokens, count, &where));
+    t_check (where.matched_blocks == S_BLOCKS);
+    for (size_t k = 0; k < S_BLOCKS; k++)
+        t_check (where.tiers [k] == KVT_TIER_HOST);
+    kvt_client_lookup_fini (&where);
+
+    //  (1) Its promotion is held past the scheduler's call timeout
+    kvt_client_generate_t out = { 0 };
+    int64_t start = zclock_mono ();
+    int rc = s_generate (client, tokens, count, NULL, &out);
+    int64_t waited_ms = zclock_mono () - start;
+    s_expect (rc == -ETIMEDOUT);
+    //  The server's ERROR, not the client's own timeout
+    s_expect (streq (kvt_client_error_name (client), "ETIMEDOUT"));
+    s_expect (strstr (kvt_client_error_detail (client), "runtime/call_timeout_ms") != NULL);
+    s_expect (waited_ms >= S_CALL_MS && waited_ms < S_DELAY_MS);
+    kvt_client_generate_fini (&out);
+    //  The runtime keeps serving
+    kvt_client_hello_t hello;
+    t_ok (kvt_client_hello (client, "test_promote_timeout", &hello));
+
+    //  (2) At once again: cut at the quarantined blocks, all computed
+    rc = s_generate (client, tokens, count, &first, &out);
+    s_expect (rc == 0);
+    s_expect (rc || (out.computed == S_BLOCKS && out.from_host == 0 && out.from_nvme == 0));
+    kvt_client_generate_fini (&out);
+    uint64_t cut_after_2 = t_stat (client, "prefix_index.match_cut_promoting");
+    s_expect (cut_after_2 == 1);
+
+    //  The held promotion runs to its end; its answer comes back stale
+    s_expect (s_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
+                           stream? 1: S_BLOCKS) >= (stream? 1: S_BLOCKS));
+    s_expect (s_wait_stat (client, "scheduler.replies_stale", 1) >= 1);
+
+    //  (3) The same tokens again: from the GPU where the late promotion
+    //  put the blocks (copied), or computed past the marked host blocks
+    //  (streamed)
+    rc = s_generate (client, tokens, count, &first, &out);
+    s_expect (rc == 0);
+    if (stream)
+        s_expect (rc || (out.computed == S_BLOCKS && out.from_host == 0));
+    else
+        s_expect (rc || (out.computed == 0 && out.from_gpu == S_BLOCKS));
+    kvt_client_generate_fini (&out);
+
+    //  Every slot in use is a block the index knows, on its tier, or one
+    //  of the stream promotion's reserved GPU slots; consistent for three
+    //  polls in a row (a late promotion run a second time would land
+    //  meanwhile and break it for good)
+    uint64_t gpu_extra = stream? S_BLOCKS: 0;
+    int stable = 0;
+    for (int k = 0; k < 40 && stable < 3; k++) {
+        stable = s_tiers_consistent (client, gpu_extra)? stable + 1: 0;
+        zclock_sleep (500);
+    }
+    uint64_t gpu_used = t_stat (client, "tier_gpu.used_blocks");
+    uint64_t host_used = t_stat (client, "tier_host.used_blocks");
+    uint64_t index_gpu = t_stat (client, "prefix_index.blocks_gpu");
+    uint64_t index_host = t_stat (client, "prefix_index.blocks_host");
+    printf ("stream_promotion = %d: GPU tier %" PRIu64 " used, index %" PRIu64 " + %" PRIu64
+            " quarantined; host tier %" PRIu64 " used, index %" PRIu64 "\n", stream,
+            gpu_used, index_gpu, gpu_extra, host_used, index_host);
+    s_expect (stable >= 3);
+    s_expect (gpu_used == index_gpu + gpu_extra);
+    s_expect (host_used == index_host);
+    s_expect (gpu_used <= 64 && host_used <= 64);
+    //  Copied: the blocks went to the GPU; streamed: they stay on the host
+    s_expect (index_gpu == (stream? 0: S_BLOCKS));
+    s_expect (index_host == (stream? S_BLOCKS: 0));
+    //  No slot freed twice, nothing else failed
+    s_expect (t_stat (client, "tier_gpu.bad_frees") == 0);
+    s_expect (t_stat (client, "tier_host.bad_frees") == 0);
+    s_expect (t_stat (client, "migration.housekeeping_failures") == 0);
+    s_expect (t_stat (client, "migration.copy_errors") == 0);
+    //  One timed-out promotion, its prefix quarantined
+    uint64_t quarantined = t_stat (client, "scheduler.pins_quarantined");
+    s_expect (quarantined == S_BLOCKS);
+    //  (3) cut there again while the blocks stay marked (streamed)
+    uint64_t cut = t_stat (client, "prefix_index.match_cut_promoting");
+    s_expect (cut == (stream? 2: 1));
+    printf ("stream_promotion = %d: %" PRIu64 " pins quarantined, %" PRIu64 " matches cut "
+            "at them: %s\n", stream, quarantined, cut,
+            s_failures == failures_before? "OK": "FAILED");
+
+    kvt_client_generate_fini (&first);
+    free (tokens);
+    t_session_end (&session);
+}
+
+int
+main (void)
+{
+    s_run (false);
+    s_run (true);
+    if (s_failures) {
+        fprintf (stderr, "test_promote_timeout: %d checks failed\n", s_failures);
+        return T_EXIT_FAIL;
+    }
+    printf ("test_promote_timeout: OK\n");
+    return T_EXIT_PASS;
+}
