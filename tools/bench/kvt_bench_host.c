@@ -480,7 +480,7 @@ kvt_bench_host_main (int argc, char **argv)
     while ((opt = getopt_long (argc, argv, "o:", options, NULL)) != -1) {
         switch (opt) {
             case 'o':
-                if (opts.override_count == 8 || !strchr (optarg, '='))
+                if (opts.override_count == KVT_BENCH_HOST_OVERRIDES || !strchr (optarg, '='))
                     bad = true;
                 else
                     opts.overrides [opts.override_count++] = optarg;
@@ -563,7 +563,7 @@ kvt_bench_host_main (int argc, char **argv)
     s_rep_t *reps = NULL;
     uint8_t *copy_src = NULL, *copy_dst = NULL;
     kvt_arena_t *arena_src = NULL, *arena_dst = NULL, *device = NULL;
-    const char *overrides [9] = { NULL };
+    const char *overrides [KVT_BENCH_HOST_OVERRIDES + 1] = { NULL };
     memcpy (overrides, opts.overrides, sizeof (opts.overrides));
     kvt_runtime_t *runtime = kvt_bench_host_start_runtime (&opts, work_dir, overrides);
     if (!runtime)

@@ -148,8 +148,11 @@ s_side_start (s_side_t *side, const kvt_bench_host_opts_t *opts, const char *wor
     snprintf (extra [3], 128, "migration/low_watermark=25");
     snprintf (extra [4], 128, "migration/background_batch=%d", 2 * clients * per_prompt);
     snprintf (extra [5], 128, "migration/overlap_upkeep=%d", mode);
-    const char *options [] = { extra [0], extra [1], extra [2], extra [3], extra [4], extra [5],
-                               NULL };
+    //  Then the user's -o overrides, which win
+    const char *options [6 + KVT_BENCH_HOST_OVERRIDES + 1] = {
+        extra [0], extra [1], extra [2], extra [3], extra [4], extra [5] };
+    for (int k = 0; k < opts->override_count; k++)
+        options [6 + k] = opts->overrides [k];
     side->runtime = kvt_bench_host_start_runtime (opts, side->dir, options);
     if (!side->runtime)
         return -EIO;

@@ -19,6 +19,8 @@
 #define KVT_BENCH_HOST_MAX_PROMPT_MIB 192   //  Largest --prompt-mib (frames stay under the
                                             //  scheduler's default max_frame_bytes, 256 MiB)
 
+#define KVT_BENCH_HOST_OVERRIDES 8     //  Most -o options one run takes
+
 //  The command's options.
 typedef struct {
     int blocks;                     //  Blocks in the cached prefix
@@ -35,7 +37,8 @@ typedef struct {
     bool ttft;                      //  Run the TTFT part (kvt_bench_host_ttft.c) instead
     bool both;                      //  Run the both-ways part (kvt_bench_host_both.c) instead
     int clients;                    //  --both: clients at once
-    const char *overrides [8];      //  -o section/key=value: over the bench's own config
+    const char *overrides [KVT_BENCH_HOST_OVERRIDES];   //  -o section/key=value: over the
+                                    //  bench's own config
     int override_count;             //  Entries in overrides
     int prefix_mib;                 //  --ttft: prefix on NVMe, MiB (0 = the shape's default)
     int fresh;                      //  --ttft: new prompt tokens (0 = the shape's default)
