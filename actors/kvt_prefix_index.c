@@ -233,6 +233,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self_t *self = (self_t *) kvt_zmalloc (sizeof (self_t));
     self->actor = actor;
     self->max_blocks = (uint64_t) kvt_config_int (config, "prefix_index/max_blocks");
+    self->policy_slice_us = kvt_config_int (config, "prefix_index/policy_slice_us");
     for (int t = 0; t < KVT_TIER_COUNT; t++)
         self->lists [t].head = self->lists [t].tail = KVT_PREFIX_INDEX_NIL;
     self->block_tokens = (uint32_t) kvt_config_int (config, "model/block_tokens");
@@ -253,6 +254,7 @@ s_self_destroy (void **self_p)
 {
     self_t *self = (self_t *) *self_p;
     if (self) {
+        kvt_prefix_index_policy_stop (self);
         for (int tier = 0; tier < KVT_TIER_COUNT; tier++)
             kvt_policy_destroy (&self->policies [tier]);
         kvt_policy_remote_destroy (&self->remote);

@@ -66,6 +66,9 @@ typedef struct {
     uint64_t count;                 //  Entries on the list
 } kvt_prefix_index_list_t;
 
+//  Policy events not applied yet (kvt_prefix_index_policy.c)
+typedef struct _kvt_prefix_index_log_t kvt_prefix_index_log_t;
+
 //  --------------------------------------------------------------------------
 //  Structure of our actor
 
@@ -88,6 +91,10 @@ typedef struct {
     uint64_t capacity [KVT_TIER_COUNT];         //  Blocks each tier holds, from config
     kvt_policy_t *policies [KVT_TIER_COUNT];    //  One per tier; NULL when remote
     kvt_policy_remote_t *remote;    //  Outside-process policy, or NULL
+    kvt_prefix_index_log_t *policy_log; //  Local policies' events not applied yet
+    int64_t policy_slice_us;        //  prefix_index/policy_slice_us: longest slice of
+                                    //  log events applied at once (0 = only before
+                                    //  a decision)
     kvt_prefix_index_pending_t pending [KVT_PREFIX_INDEX_PENDING];
                                     //  Depth of the next insert, by first hash
     kvt_prefix_index_ghost_t *ghosts;   //  Direct-mapped history of dropped blocks
@@ -147,6 +154,15 @@ void
 //  KVT_ECONFIG (logged, naming the key).
 int
     kvt_prefix_index_policy_start (self_t *self);
+
+//  Tell the local policies every event still waiting in the log, now.
+void
+    kvt_prefix_index_policy_apply (self_t *self);
+
+//  Drop the log (events still waiting are not told); before the policies
+//  are destroyed. Safe to call twice.
+void
+    kvt_prefix_index_policy_stop (self_t *self);
 
 //  A request began with 'matched' of its 'count' blocks cached ('found'
 //  holds their entries): tell the policies, and remember where its first

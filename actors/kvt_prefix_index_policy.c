@@ -17,6 +17,177 @@
 #include "kvt_prefix_index_int.h"
 
 #define S_MAX_CANDIDATES 65536      //  Most candidates one remote victims call sends
+#define S_LOG_MAX (1 << 20)         //  Events waiting beyond this are applied at once
+#define S_NO_TIER UINT8_MAX         //  A request's cached block whose access no policy hears
+
+//  --------------------------------------------------------------------------
+//  The policy log (issue #3). Each event costs a local policy a few hash
+//  map operations: the IDX_MOVE of a 16384-block promotion spent ~9 ms of
+//  the H100 host's time in them, and since the index shares the front
+//  door's thread (prefix_index/mode = with:scheduler), the promotion's
+//  answer to the scheduler waited behind them. So a local policy's events
+//  wait in a log, in the order they happened, each holding what the policy
+//  would have been told at that moment, and are applied after the handler
+//  has answered: a slice of at most prefix_index/policy_slice_us at a
+//  time, from a zero-delay timer, so the loop serves its sockets in
+//  between (0: no slices, events wait for the next decision; tests). Before a
+//  policy is asked for victims the whole log is applied, and during that
+//  call events apply at once: the policy sees the same events in the same
+//  order as if each had been applied when it happened. A remote policy's
+//  events are queued and batched by kvt_policy_remote already.
+
+typedef enum { S_INSERT, S_EVICT, S_REQUEST } s_kind_t;
+
+//  One event a tier's policy has not been told yet
+typedef struct {
+    uint8_t kind;                   //  s_kind_t
+    uint8_t tier;                   //  The tier whose policy hears it (S_REQUEST: the GPU)
+    kvt_policy_block_t block;       //  S_INSERT: the block; S_EVICT: its id
+    kvt_policy_block_t *blocks;     //  S_REQUEST: the request's blocks (owned)
+    uint8_t *hit_tiers;             //  S_REQUEST: per cached block, the tier whose policy
+                                    //  hears its access, or S_NO_TIER (owned)
+    size_t count;                   //  S_REQUEST: entries in blocks
+    size_t hits;                    //  S_REQUEST: entries in hit_tiers
+} s_event_t;
+
+struct _kvt_prefix_index_log_t {
+    s_event_t *events;              //  Events [head, tail) wait, oldest first
+    size_t size;                    //  Entries allocated
+    size_t head, tail;              //  Next to apply, next free
+    int timer_id;                   //  The applying timer while events wait, else -1
+    bool direct;                    //  Apply events as they come (during a victims call)
+};
+
+//  Tell 'event' to its policy now, and free what it owns.
+static void
+s_event_apply (self_t *self, s_event_t *event)
+{
+    kvt_policy_t *policy = self->policies [event->tier];
+    const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
+    void *state = kvt_policy_state (policy);
+    if (event->kind == S_INSERT) {
+        //  Admission is asked so that policies learn from offers; the bytes
+        //  are already in the tier, so a "no" is only counted (#5: declining
+        //  belongs to the migration actor)
+        if (ops->admit && !ops->admit (state, &event->block))
+            kvt_actor_count (self->actor, "policy_would_decline", 1);
+        ops->on_insert (state, &event->block);
+    }
+    else
+    if (event->kind == S_EVICT)
+        ops->on_evict (state, event->block.id);
+    else {
+        //  The request is a GPU tier request: only that tier's policy sees
+        //  it begin and end; a hit on a lower tier is an access there
+        if (ops->begin_request)
+            ops->begin_request (state, event->blocks, event->count, event->hits);
+        for (size_t k = 0; k < event->hits; k++)
+            if (event->hit_tiers [k] != S_NO_TIER) {
+                kvt_policy_t *hit = self->policies [event->hit_tiers [k]];
+                kvt_policy_ops (hit)->on_access (kvt_policy_state (hit), &event->blocks [k]);
+            }
+        if (ops->end_request)
+            ops->end_request (state);
+        free (event->blocks);
+        free (event->hit_tiers);
+    }
+}
+
+//  Apply the waiting events, oldest first, for at most 'budget_us' (0:
+//  all of them). Returns true if none waits any more.
+static bool
+s_log_apply (self_t *self, int64_t budget_us)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    int64_t start = budget_us? kvt_now_us (): 0;
+    while (log->head < log->tail) {
+        s_event_apply (self, &log->events [log->head++]);
+        if (budget_us && log->head % 64 == 0 && kvt_now_us () - start >= budget_us)
+            break;
+    }
+    if (log->head < log->tail)
+        return false;
+    log->head = log->tail = 0;
+    if (log->timer_id != -1) {
+        zloop_timer_end (kvt_actor_loop (self->actor), log->timer_id);
+        log->timer_id = -1;
+    }
+    return true;
+}
+
+static int
+s_log_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    self_t *self = (self_t *) arg;
+    s_log_apply (self, self->policy_slice_us);
+    return 0;
+}
+
+//  A new event at the end of the log (applied at once during a victims
+//  call, or if too many wait).
+static s_event_t *
+s_log_push (self_t *self, s_kind_t kind, uint8_t tier)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    if (log->tail - log->head >= S_LOG_MAX) {
+        kvt_actor_count (self->actor, "policy_log_overflows", 1);
+        s_log_apply (self, 0);
+    }
+    if (log->tail == log->size) {
+        if (log->head > 0) {        //  Slide the waiting events to the front
+            memmove (log->events, log->events + log->head,
+                     (log->tail - log->head) * sizeof (s_event_t));
+            log->tail -= log->head;
+            log->head = 0;
+        }
+        if (log->tail == log->size) {
+            log->size = log->size? 2 * log->size: 1024;
+            log->events = (s_event_t *) realloc (log->events, log->size * sizeof (s_event_t));
+            assert (log->events);
+        }
+    }
+    s_event_t *event = &log->events [log->tail++];
+    *event = (s_event_t) { .kind = (uint8_t) kind, .tier = tier };
+    if (log->timer_id == -1 && !log->direct && self->policy_slice_us > 0)
+        log->timer_id = zloop_timer (kvt_actor_loop (self->actor), 0, 0, s_log_timer, self);
+    return event;
+}
+
+//  'event' was just pushed: apply it now if the log is direct.
+static void
+s_log_pushed (self_t *self)
+{
+    if (self->policy_log->direct)
+        s_log_apply (self, 0);
+}
+
+void
+kvt_prefix_index_policy_apply (self_t *self)
+{
+    if (self->policy_log)
+        s_log_apply (self, 0);
+}
+
+void
+kvt_prefix_index_policy_stop (self_t *self)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    if (!log)
+        return;
+    //  Events still waiting only free what they own: the policies go too
+    for (size_t k = log->head; k < log->tail; k++)
+        if (log->events [k].kind == S_REQUEST) {
+            free (log->events [k].blocks);
+            free (log->events [k].hit_tiers);
+        }
+    if (log->timer_id != -1)
+        zloop_timer_end (kvt_actor_loop (self->actor), log->timer_id);
+    free (log->events);
+    free (log);
+    self->policy_log = NULL;
+}
 
 //  --------------------------------------------------------------------------
 //  The tiers' policies: every call to a policy object, or every event to
@@ -52,33 +223,9 @@ kvt_prefix_index_policy_insert (self_t *self, uint32_t e, uint32_t flags)
                                  entry->hash, entry->parent, entry->depth);
         return;
     }
-    kvt_policy_t *policy = self->policies [entry->tier];
-    const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
-    void *state = kvt_policy_state (policy);
-    kvt_policy_block_t block = s_policy_block (self, e, flags);
-    //  Admission is asked so that policies learn from offers; the bytes
-    //  are already in the tier, so a "no" is only counted (#5: declining
-    //  belongs to the migration actor)
-    if (ops->admit && !ops->admit (state, &block))
-        kvt_actor_count (self->actor, "policy_would_decline", 1);
-    ops->on_insert (state, &block);
-}
-
-//  Cached entry 'e' was used again, as 'block' (a pointer into the array
-//  given to begin_request).
-static void
-s_policy_access (self_t *self, uint32_t e, const kvt_policy_block_t *block)
-{
-    kvt_prefix_index_entry_t *entry = &self->entries [e];
-    if (!entry->in_policy)
-        return;
-    if (self->remote)
-        kvt_policy_remote_event (self->remote, KVT_POLICY_EVENT_ACCESS, entry->tier,
-                                 entry->hash, entry->parent, block->depth);
-    else {
-        kvt_policy_t *policy = self->policies [entry->tier];
-        kvt_policy_ops (policy)->on_access (kvt_policy_state (policy), block);
-    }
+    s_event_t *event = s_log_push (self, S_INSERT, entry->tier);
+    event->block = s_policy_block (self, e, flags);
+    s_log_pushed (self);
 }
 
 //  Entry 'e' leaves (or is about to leave) its tier: tell its policy once.
@@ -89,13 +236,14 @@ kvt_prefix_index_policy_evict (self_t *self, uint32_t e)
     if (!entry->in_policy)
         return;
     entry->in_policy = false;
-    if (self->remote)
+    if (self->remote) {
         kvt_policy_remote_event (self->remote, KVT_POLICY_EVENT_EVICT, entry->tier,
                                  entry->hash, 0, 0);
-    else {
-        kvt_policy_t *policy = self->policies [entry->tier];
-        kvt_policy_ops (policy)->on_evict (kvt_policy_state (policy), entry->hash);
+        return;
     }
+    s_event_t *event = s_log_push (self, S_EVICT, entry->tier);
+    event->block.id = entry->hash;
+    s_log_pushed (self);
 }
 
 //  End of one index request: a remote policy gets its events, never
@@ -126,6 +274,8 @@ kvt_prefix_index_policy_start (self_t *self)
         }
         return 0;
     }
+    self->policy_log = (kvt_prefix_index_log_t *) kvt_zmalloc (sizeof (kvt_prefix_index_log_t));
+    self->policy_log->timer_id = -1;
     char *spec = NULL;
     size_t length = strlen (name);
     if (strncmp (name, "plugin:", 7) != 0 && length > 3 && streq (name + length - 3, ".so"))
@@ -177,17 +327,29 @@ kvt_prefix_index_policy_request (self_t *self, const uint64_t *hashes, size_t co
             self->entries [found [k]].depth = (uint32_t) k;
         }
     }
-    //  The request is a GPU tier request: only that tier's policy sees it
-    //  begin and end; a hit on a lower tier is an access there
-    kvt_policy_t *gpu = self->policies [KVT_TIER_GPU];
-    const kvt_policy_ops_t *ops = gpu? kvt_policy_ops (gpu): NULL;
-    if (ops && ops->begin_request)
-        ops->begin_request (kvt_policy_state (gpu), blocks, count, matched);
-    for (size_t k = 0; k < matched; k++)
-        s_policy_access (self, found [k], &blocks [k]);
-    if (ops && ops->end_request)
-        ops->end_request (kvt_policy_state (gpu));
-    free (blocks);
+    if (self->remote) {
+        //  A remote policy learns a request from its hits' accesses
+        for (size_t k = 0; k < matched; k++) {
+            const kvt_prefix_index_entry_t *entry = &self->entries [found [k]];
+            if (entry->in_policy)
+                kvt_policy_remote_event (self->remote, KVT_POLICY_EVENT_ACCESS, entry->tier,
+                                         entry->hash, entry->parent, blocks [k].depth);
+        }
+        free (blocks);
+        return;
+    }
+    //  The GPU tier's policy sees it begin and end (s_event_apply); each
+    //  hit is an access in its own tier's policy, if that one holds it now
+    s_event_t *event = s_log_push (self, S_REQUEST, KVT_TIER_GPU);
+    event->blocks = blocks;
+    event->count = count;
+    event->hits = matched;
+    event->hit_tiers = (uint8_t *) kvt_zmalloc (matched + 1);
+    for (size_t k = 0; k < matched; k++) {
+        const kvt_prefix_index_entry_t *entry = &self->entries [found [k]];
+        event->hit_tiers [k] = entry->in_policy? entry->tier: S_NO_TIER;
+    }
+    s_log_pushed (self);
 }
 
 //  --------------------------------------------------------------------------
@@ -237,6 +399,10 @@ s_victim_valid (self_t *self, uint64_t tier, uint64_t hash)
 static void
 s_victims_from_policy (self_t *self, uint64_t tier, s_victims_t *victims)
 {
+    //  The policy decides on every event so far, and hears this call's own
+    //  at once: a pinned block set aside must not be named again
+    kvt_prefix_index_policy_apply (self);
+    self->policy_log->direct = true;
     kvt_policy_t *policy = self->policies [tier];
     const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
     void *state = kvt_policy_state (policy);
@@ -274,6 +440,7 @@ s_victims_from_policy (self_t *self, uint64_t tier, s_victims_t *victims)
     for (size_t k = 0; k < aside_count; k++)
         kvt_prefix_index_policy_insert (self, set_aside [k], 0);
     free (set_aside);
+    self->policy_log->direct = false;
 }
 
 //  Ask the remote policy, with the tier's unpinned blocks as candidates.

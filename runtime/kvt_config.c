@@ -261,11 +261,14 @@ kvt_config_validate (const kvt_config_t *self, char *error, size_t error_size)
                       kvt_config_str (self, *key));
             return KVT_ECONFIG;
         }
-    if (kvt_config_int (self, "tier_nvme/queue_mib") < 0) {
-        snprintf (error, error_size, "config key 'tier_nvme/queue_mib' must be >= 0, not %s",
-                  kvt_config_str (self, "tier_nvme/queue_mib"));
-        return KVT_ECONFIG;
-    }
+    static const char *const not_negative [] = { "tier_nvme/queue_mib",
+        "prefix_index/policy_slice_us", NULL };
+    for (const char *const *key = not_negative; *key; key++)
+        if (kvt_config_int (self, *key) < 0) {
+            snprintf (error, error_size, "config key '%s' must be >= 0, not %s", *key,
+                      kvt_config_str (self, *key));
+            return KVT_ECONFIG;
+        }
     if (kvt_config_int (self, "model/heads") % kvt_config_int (self, "model/kv_heads")) {
         snprintf (error, error_size, "config key 'model/kv_heads' must divide model/heads");
         return KVT_ECONFIG;

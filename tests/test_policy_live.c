@@ -12,7 +12,9 @@
     this program), and shows through the C client that the plugin, not
     the index's LRU list, chose the victims:
       - DEMOTE of 8 blocks after prompts A then B (8 blocks each): lru
-        moves all of A to host, the plugin all of B;
+        moves all of A to host, the plugin all of B, also when the
+        index holds every policy event back until the decision
+        (prefix_index/policy_slice_us = 0);
       - a third prompt C that does not fit: lru makes room from A's head,
         the plugin from B's tail;
       - the plain-path spelling (PATH.so) loads the same plugin;
@@ -61,18 +63,19 @@ s_generate (kvt_client_t *client, const kvt_client_hello_t *hello, uint64_t seed
 }
 
 //  Run prompts A (seed 1) and B (seed 2) on a GPU tier of 'gpu_blocks'
-//  under 'policy'; then DEMOTE 8 blocks (demote true) or run prompt C
-//  (seed 3). Fills the placements of A and B; returns the value of
-//  prefix_index.policy_fallbacks.
+//  under 'policy' (and the config option 'extra', or NULL); then DEMOTE 8
+//  blocks (demote true) or run prompt C (seed 3). Fills the placements of
+//  A and B; returns the value of prefix_index.policy_fallbacks.
 static uint64_t
-s_scenario (const char *policy, int gpu_blocks, bool demote, char *a, char *b)
+s_scenario (const char *policy, int gpu_blocks, bool demote, const char *extra, char *a,
+            char *b)
 {
     char policy_option [PATH_MAX + 64];
     char gpu_option [64];
     snprintf (policy_option, sizeof (policy_option), "migration/policy=%s", policy);
     snprintf (gpu_option, sizeof (gpu_option), "tier_gpu/capacity_blocks=%d", gpu_blocks);
     const char *overrides [] = {
-        policy_option, gpu_option, "migration/high_watermark=100", NULL
+        policy_option, gpu_option, "migration/high_watermark=100", extra, NULL
     };
     kvt_config_t *config = t_config (overrides);
     kvt_runtime_t *runtime = t_start_runtime (config);
@@ -182,20 +185,26 @@ main (int argc, char *argv [])
     char a [T_BLOCKS + 1], b [T_BLOCKS + 1];
 
     //  DEMOTE: LRU takes the older prompt, the plugin (MRU) the newer
-    t_check (s_scenario ("lru", 32, true, a, b) == 0);
+    t_check (s_scenario ("lru", 32, true, NULL, a, b) == 0);
     t_check (streq (a, "11111111") && streq (b, "00000000"));
-    t_check (s_scenario (plugin, 32, true, a, b) == 0);
+    t_check (s_scenario (plugin, 32, true, NULL, a, b) == 0);
+    t_check (streq (a, "00000000") && streq (b, "11111111"));
+
+    //  The same when the policy's events all wait in the index's log until
+    //  the decision (prefix_index/policy_slice_us = 0): the decision
+    //  applies them first, so the plugin still hears of B before it picks
+    t_check (s_scenario (plugin, 32, true, "prefix_index/policy_slice_us=0", a, b) == 0);
     t_check (streq (a, "00000000") && streq (b, "11111111"));
 
     //  The same through a plain path ending in .so
-    t_check (s_scenario (path, 32, true, a, b) == 0);
+    t_check (s_scenario (path, 32, true, NULL, a, b) == 0);
     t_check (streq (a, "00000000") && streq (b, "11111111"));
 
     //  A full tier: room for C comes from A's head under LRU, from B's
     //  tail under the plugin; the other prompt stays whole on the GPU
-    t_check (s_scenario ("lru", 20, false, a, b) == 0);
+    t_check (s_scenario ("lru", 20, false, NULL, a, b) == 0);
     t_check (a [0] == '1' && streq (b, "00000000"));
-    t_check (s_scenario (plugin, 20, false, a, b) == 0);
+    t_check (s_scenario (plugin, 20, false, NULL, a, b) == 0);
     t_check (streq (a, "00000000") && b [T_BLOCKS - 1] == '1');
 
     //  Every built-in (and the plugin) serves a live server whose tiers all
