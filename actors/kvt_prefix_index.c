@@ -42,11 +42,13 @@
                        on_insert in the new one (flag DEMOTED going down);
         IDX_REMOVE:    on_evict;
         IDX_VICTIMS:   on_evict for each block handed out.
-    A local policy hears these a little later, never out of order: they
-    wait in a log applied after each answer, in slices of at most
-    prefix_index/policy_slice_us between socket turns, and in full before
-    any victims decision (kvt_prefix_index_policy.c), so a large IDX_MOVE
-    or IDX_MATCH answers without waiting for the policy's bookkeeping.
+    A local policy may hear these a little later, never out of order:
+    they wait in a log; a request that leaves a few hundred waiting has
+    them applied before its answer, a larger one after it, in slices of
+    at most prefix_index/policy_slice_us between socket turns, and the
+    whole log before any victims decision (kvt_prefix_index_policy.c).
+    So a large IDX_MOVE or IDX_MATCH answers without waiting for the
+    policy's bookkeeping.
     Victims: choose_victim is asked again and again (incoming id 0: there
     is no incoming block) until enough unpinned blocks are found. A pinned
     block it names is told on_evict and set aside, so the policy cannot

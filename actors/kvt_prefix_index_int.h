@@ -145,8 +145,9 @@ void
 void
     kvt_prefix_index_policy_evict (self_t *self, uint32_t e);
 
-//  End of one index request: a remote policy gets its events, never
-//  waiting; dropped events are counted.
+//  End of one index request: a local policy gets its waiting events now
+//  if they are few, else after the answer (the policy log); a remote
+//  policy gets its events, never waiting; dropped events are counted.
 void
     kvt_prefix_index_policy_flush (self_t *self);
 

@@ -17,8 +17,11 @@
 #include "kvt_prefix_index_int.h"
 
 #define S_MAX_CANDIDATES 65536      //  Most candidates one remote victims call sends
-#define S_LOG_MAX (1 << 20)         //  Events waiting beyond this are applied at once
+#define S_LOG_MAX (1 << 18)         //  Calls waiting beyond this are applied down to half
+#define S_LOG_KEEP 65536            //  Events the drained log keeps room for
 #define S_NO_TIER UINT8_MAX         //  A request's cached block whose access no policy hears
+#define S_APPLY_NOW 512             //  Policy calls waiting at a request's end made before
+                                    //  its answer (a small request's, as they came)
 
 //  --------------------------------------------------------------------------
 //  The policy log (issue #3). Each event costs a local policy a few hash
@@ -27,14 +30,20 @@
 //  door's thread (prefix_index/mode = with:scheduler), the promotion's
 //  answer to the scheduler waited behind them. So a local policy's events
 //  wait in a log, in the order they happened, each holding what the policy
-//  would have been told at that moment, and are applied after the handler
-//  has answered: a slice of at most prefix_index/policy_slice_us at a
-//  time, from a zero-delay timer, so the loop serves its sockets in
-//  between (0: no slices, events wait for the next decision; tests). Before a
-//  policy is asked for victims the whole log is applied, and during that
-//  call events apply at once: the policy sees the same events in the same
-//  order as if each had been applied when it happened. A remote policy's
-//  events are queued and batched by kvt_policy_remote already.
+//  would have been told at that moment. At the end of an index request
+//  that leaves at most S_APPLY_NOW policy calls waiting, they are made
+//  before its answer, as they always were; more are made after the
+//  answer: a slice of at most prefix_index/policy_slice_us at a time
+//  (a large request's accesses over several slices), from a zero-delay
+//  timer, so the loop serves its sockets in between (0: no slices,
+//  events wait for the next decision; tests). Slices that fall behind
+//  S_LOG_MAX calls catch up on the older half at once. Before a policy is
+//  asked for victims the whole log is applied, and during that call
+//  events apply at once: the policy sees the same calls in the same order
+//  as if each had been made when its event happened (policy_would_decline
+//  is counted when the admit is made). Counters: policy_calls_deferred
+//  (calls left to the slices), policy_log_overflows. A remote policy's events are
+//  queued and batched by kvt_policy_remote already.
 
 typedef enum { S_INSERT, S_EVICT, S_REQUEST } s_kind_t;
 
@@ -48,19 +57,32 @@ typedef struct {
                                     //  hears its access, or S_NO_TIER (owned)
     size_t count;                   //  S_REQUEST: entries in blocks
     size_t hits;                    //  S_REQUEST: entries in hit_tiers
+    size_t told;                    //  S_REQUEST: accesses told so far
+    bool begun;                     //  S_REQUEST: begin_request told
 } s_event_t;
 
 struct _kvt_prefix_index_log_t {
     s_event_t *events;              //  Events [head, tail) wait, oldest first
     size_t size;                    //  Entries allocated
     size_t head, tail;              //  Next to apply, next free
+    size_t calls;                   //  Policy calls the waiting events make
     int timer_id;                   //  The applying timer while events wait, else -1
     bool direct;                    //  Apply events as they come (during a victims call)
 };
 
-//  Tell 'event' to its policy now, and free what it owns.
-static void
-s_event_apply (self_t *self, s_event_t *event)
+//  The policy calls 'event' makes: one, or a request's begin, accesses
+//  and end.
+static size_t
+s_event_calls (const s_event_t *event)
+{
+    return event->kind == S_REQUEST? event->hits + 2: 1;
+}
+
+//  Tell 'event' to its policy, at most 'most' calls of it (a request's
+//  accesses may be told over several slices, in order); frees what it
+//  owns once it is all told. Returns the calls made.
+static size_t
+s_event_apply (self_t *self, s_event_t *event, size_t most)
 {
     kvt_policy_t *policy = self->policies [event->tier];
     const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
@@ -72,42 +94,62 @@ s_event_apply (self_t *self, s_event_t *event)
         if (ops->admit && !ops->admit (state, &event->block))
             kvt_actor_count (self->actor, "policy_would_decline", 1);
         ops->on_insert (state, &event->block);
+        return 1;
     }
-    else
-    if (event->kind == S_EVICT)
+    if (event->kind == S_EVICT) {
         ops->on_evict (state, event->block.id);
-    else {
-        //  The request is a GPU tier request: only that tier's policy sees
-        //  it begin and end; a hit on a lower tier is an access there
+        return 1;
+    }
+    //  The request is a GPU tier request: only that tier's policy sees it
+    //  begin and end; a hit on a lower tier is an access there
+    size_t calls = 0;
+    if (!event->begun) {
         if (ops->begin_request)
             ops->begin_request (state, event->blocks, event->count, event->hits);
-        for (size_t k = 0; k < event->hits; k++)
-            if (event->hit_tiers [k] != S_NO_TIER) {
-                kvt_policy_t *hit = self->policies [event->hit_tiers [k]];
-                kvt_policy_ops (hit)->on_access (kvt_policy_state (hit), &event->blocks [k]);
-            }
-        if (ops->end_request)
-            ops->end_request (state);
-        free (event->blocks);
-        free (event->hit_tiers);
+        event->begun = true;
+        calls++;
     }
+    for (; event->told < event->hits && calls < most; event->told++, calls++)
+        if (event->hit_tiers [event->told] != S_NO_TIER) {
+            kvt_policy_t *hit = self->policies [event->hit_tiers [event->told]];
+            kvt_policy_ops (hit)->on_access (kvt_policy_state (hit),
+                                             &event->blocks [event->told]);
+        }
+    if (event->told < event->hits)
+        return calls;
+    if (ops->end_request)
+        ops->end_request (state);
+    free (event->blocks);
+    free (event->hit_tiers);
+    return calls + 1;
 }
 
-//  Apply the waiting events, oldest first, for at most 'budget_us' (0:
-//  all of them). Returns true if none waits any more.
+//  Apply the waiting events, oldest first, until at most 'keep' policy
+//  calls wait, for at most 'budget_us' (0: no limit). Returns true if
+//  none waits any more.
 static bool
-s_log_apply (self_t *self, int64_t budget_us)
+s_log_apply (self_t *self, size_t keep, int64_t budget_us)
 {
     kvt_prefix_index_log_t *log = self->policy_log;
     int64_t start = budget_us? kvt_now_us (): 0;
-    while (log->head < log->tail) {
-        s_event_apply (self, &log->events [log->head++]);
-        if (budget_us && log->head % 64 == 0 && kvt_now_us () - start >= budget_us)
+    while (log->head < log->tail && log->calls > keep) {
+        s_event_t *event = &log->events [log->head];
+        size_t left = s_event_calls (event) - (event->begun? event->told + 1: 0);
+        size_t made = s_event_apply (self, event, budget_us? 64: SIZE_MAX);
+        log->calls -= made;
+        if (made == left)
+            log->head++;
+        if (budget_us && kvt_now_us () - start >= budget_us)
             break;
     }
     if (log->head < log->tail)
         return false;
     log->head = log->tail = 0;
+    if (log->size > S_LOG_KEEP) {   //  A burst's room goes back
+        free (log->events);
+        log->events = NULL;
+        log->size = 0;
+    }
     if (log->timer_id != -1) {
         zloop_timer_end (kvt_actor_loop (self->actor), log->timer_id);
         log->timer_id = -1;
@@ -121,7 +163,7 @@ s_log_timer (zloop_t *loop, int timer_id, void *arg)
     (void) loop;
     (void) timer_id;
     self_t *self = (self_t *) arg;
-    s_log_apply (self, self->policy_slice_us);
+    s_log_apply (self, 0, self->policy_slice_us);
     return 0;
 }
 
@@ -131,9 +173,10 @@ static s_event_t *
 s_log_push (self_t *self, s_kind_t kind, uint8_t tier)
 {
     kvt_prefix_index_log_t *log = self->policy_log;
-    if (log->tail - log->head >= S_LOG_MAX) {
+    if (log->calls >= S_LOG_MAX) {
+        //  Slices fell behind: catch up on the older half now
         kvt_actor_count (self->actor, "policy_log_overflows", 1);
-        s_log_apply (self, 0);
+        s_log_apply (self, S_LOG_MAX / 2, 0);
     }
     if (log->tail == log->size) {
         if (log->head > 0) {        //  Slide the waiting events to the front
@@ -150,24 +193,25 @@ s_log_push (self_t *self, s_kind_t kind, uint8_t tier)
     }
     s_event_t *event = &log->events [log->tail++];
     *event = (s_event_t) { .kind = (uint8_t) kind, .tier = tier };
-    if (log->timer_id == -1 && !log->direct && self->policy_slice_us > 0)
-        log->timer_id = zloop_timer (kvt_actor_loop (self->actor), 0, 0, s_log_timer, self);
     return event;
 }
 
-//  'event' was just pushed: apply it now if the log is direct.
+//  The event last pushed is filled in: count its calls, and apply it
+//  now if the log is direct.
 static void
 s_log_pushed (self_t *self)
 {
-    if (self->policy_log->direct)
-        s_log_apply (self, 0);
+    kvt_prefix_index_log_t *log = self->policy_log;
+    log->calls += s_event_calls (&log->events [log->tail - 1]);
+    if (log->direct)
+        s_log_apply (self, 0, 0);
 }
 
 void
 kvt_prefix_index_policy_apply (self_t *self)
 {
     if (self->policy_log)
-        s_log_apply (self, 0);
+        s_log_apply (self, 0, 0);
 }
 
 void
@@ -246,12 +290,25 @@ kvt_prefix_index_policy_evict (self_t *self, uint32_t e)
     s_log_pushed (self);
 }
 
-//  End of one index request: a remote policy gets its events, never
-//  waiting. Dropped events are counted; the candidates of the next
-//  victims call make up for them.
+//  End of one index request: a local policy gets its waiting events now
+//  if they are few, else from the timer after the answer (the policy
+//  log, above); a remote policy gets its events, never waiting. Dropped
+//  events are counted; the candidates of the next victims call make up
+//  for them.
 void
 kvt_prefix_index_policy_flush (self_t *self)
 {
+    kvt_prefix_index_log_t *log = self->policy_log;
+    if (log) {
+        if (log->calls > 0 && log->calls <= S_APPLY_NOW && self->policy_slice_us > 0)
+            s_log_apply (self, 0, 0);
+        else
+        if (log->calls > 0 && log->timer_id == -1 && self->policy_slice_us > 0) {
+            kvt_actor_count (self->actor, "policy_calls_deferred", log->calls);
+            log->timer_id = zloop_timer (kvt_actor_loop (self->actor), 0, 0, s_log_timer, self);
+        }
+        return;
+    }
     if (!self->remote)
         return;
     size_t queued = kvt_policy_remote_queued (self->remote);

@@ -331,16 +331,18 @@ kvt_slots_test (bool verbose)
 
     //  kvt_pairs_sort (kvt_util.h), which orders the slot pairs of every
     //  copy batch: ascending, descending (its one-pass paths), with ties,
-    //  and shuffled; always ordered by key, every pair kept
+    //  descending with ties, shuffled, and in order but for the last;
+    //  always ordered by key, every pair kept
     kvt_pair_t pairs [64];
-    for (int shape = 0; shape < 4; shape++) {
+    for (int shape = 0; shape < 6; shape++) {
         uint64_t sum = 0;
         for (int k = 0; k < 64; k++) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             uint64_t key = shape == 0? (uint64_t) k: shape == 1? (uint64_t) (64 - k)
-                         : shape == 2? (uint64_t) (k / 4): seed % 50;
+                         : shape == 2? (uint64_t) (k / 4): shape == 3? (uint64_t) (16 - k / 4)
+                         : shape == 4? seed % 50: k < 63? (uint64_t) k + 1: 0;
             pairs [k] = (kvt_pair_t) { key, key * 1000 + (uint64_t) k };
             sum += pairs [k].value;
         }

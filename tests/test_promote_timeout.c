@@ -40,8 +40,8 @@
 #include "testutil.h"
 
 #define S_BLOCKS 8                  //  Full blocks of the prompt
-#define S_CALL_MS 1500              //  runtime/call_timeout_ms
-#define S_DELAY_MS 2250             //  migration/test_promote_delay_ms
+#define S_CALL_MS 3000              //  runtime/call_timeout_ms
+#define S_DELAY_MS 4500             //  migration/test_promote_delay_ms
 #define S_CLIENT_MS 30000           //  The client's own wait, well past both
 
 //  Checks that do not stop the test, so that one run shows every symptom
