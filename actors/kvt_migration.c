@@ -272,15 +272,17 @@ s_promote_delayed (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
-//  Start the current MIG_PROMOTE, after test_promote_delay_ms when a test
-//  asks (it keeps the job slot meanwhile, as a slow promotion would: the
-//  scheduler's call can time out while the promotion is still to come).
+//  Start the current MIG_PROMOTE; the first one after test_promote_delay_ms
+//  when a test asks (it keeps the job slot meanwhile, as a slow promotion
+//  would: the scheduler's call can time out while it is still to come).
 static void
 s_promote_start (self_t *self)
 {
-    if (self->test_promote_delay_ms > 0)
+    if (self->test_promote_delay_ms > 0) {
         zloop_timer (kvt_actor_loop (self->actor), (size_t) self->test_promote_delay_ms, 1,
                      s_promote_delayed, self);
+        self->test_promote_delay_ms = 0;
+    }
     else
         kvt_migration_start_promote (self);
 }

@@ -73,7 +73,7 @@ struct _self_t {
     bool upkeep_running;            //  An upkeep runs beside the jobs (UPKEEP_BESIDE)
     bool upkeep_again;              //  A job ended meanwhile: one more upkeep after it
     int test_upkeep_delay_ms;       //  TEST ONLY: each upkeep starts this late
-    int test_promote_delay_ms;      //  TEST ONLY: each MIG_PROMOTE job starts this late
+    int test_promote_delay_ms;      //  TEST ONLY: the first MIG_PROMOTE job starts this late
     zlist_t *upkeep_waiters;        //  Ensure jobs that found every victim in motion,
                                     //  retried when the running upkeep ends
     uint64_t upkeeps_ended;         //  Upkeeps beside the jobs that ended so far

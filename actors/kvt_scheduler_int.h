@@ -23,6 +23,8 @@
 #include "kvt_sim.h"
 
 #define KVT_SCHEDULER_MAX_NEW_TOKENS 4096   //  Longest decode one request may ask
+#define KVT_SCHEDULER_LATE_CALLS 20         //  A timed-out promotion's late answer is awaited
+                                            //  this many call timeouts more
 
 typedef struct _self_t self_t;
 
@@ -116,6 +118,14 @@ void
 void
     kvt_scheduler_stream_end (job_t *job, size_t first, size_t last, bool commit,
                               kvt_actor_reply_fn *cb);
+
+//  From the reply function of a migration call about the job's prefix
+//  that timed out (MIG_PROMOTE, or its stream commit): keep waiting for
+//  the late answer, then unpin the job's first job->pinned blocks (and
+//  undo a stream promotion); the caller sets job->pinned = 0. Returns
+//  false if it cannot wait (the pins then stay for good).
+bool
+    kvt_scheduler_expect_late (job_t *job);
 
 //  Release what the job holds (pins, reserved slots) and free it.
 void

@@ -372,6 +372,81 @@ typedef struct {
     kvt_scheduler_step_fn *next;    //  What to do once the prefix is on the GPU
 } s_plan_t;
 
+//  A promotion (or a stream promotion's commit) that outlived the
+//  scheduler's call: its prefix stays pinned until migration's late
+//  answer says what it did (kvt_scheduler_expect_late).
+typedef struct {
+    uint64_t *hashes;               //  The prefix, pinned
+    uint64_t *tiers;                //  Where each block was
+    uint64_t *slots;                //  Its slot there
+    size_t count;                   //  Entries in each
+} s_late_t;
+
+//  The late answer: release the prefix once nothing migration still does
+//  can touch it. A stream promotion reserved GPU slots and staged its
+//  NVMe blocks for a compute run that will not come: undone first
+//  (MIG_PROMOTE_END commit 0 frees only slots the index does not know,
+//  so the unpin need not wait for it). A copied promotion moved its
+//  blocks in the index before answering; an ERROR moved nothing. No
+//  answer within the late wait (or shutdown): the pins stay for good.
+static void
+s_late_answered (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_late_t *late = (s_late_t *) arg;
+    if (rc == -ETIMEDOUT || rc == -ECANCELED)
+        kvt_actor_count (self->actor, "late_answers_lost", rc == -ETIMEDOUT);
+    else {
+        size_t count = 0, host_count = 0;
+        const uint64_t *gpu_slots = NULL, *host_slots = NULL;
+        if (rc == 0 && kvt_msg_id (*reply_p) == KVT_MSG_MIG_PROMOTE_OK) {
+            gpu_slots = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_GPU_SLOTS, &count);
+            host_slots = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_HOST_SLOTS, &host_count);
+        }
+        if (host_count > 0 && host_count == late->count && count == late->count) {
+            kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE_END);
+            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HASHES, late->hashes, count);
+            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_TIERS, late->tiers, count);
+            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_SLOTS, late->slots, count);
+            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_GPU_SLOTS, gpu_slots, count);
+            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HOST_SLOTS, host_slots, count);
+            kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_END_COMMIT, 0);
+            kvt_actor_call (self->actor, "migration", &msg, NULL, NULL);
+        }
+        s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, late->hashes,
+                late->count);
+        kvt_actor_count (self->actor, "pins_released_late", late->count);
+    }
+    free (late->hashes);
+    free (late->tiers);
+    free (late->slots);
+    free (late);
+}
+
+bool
+kvt_scheduler_expect_late (job_t *job)
+{
+    self_t *self = job->self;
+    s_late_t *late = (s_late_t *) kvt_zmalloc (sizeof (s_late_t));
+    size_t count = job->pinned;
+    late->count = count;
+    late->hashes = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    late->tiers = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    late->slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    memcpy (late->hashes, job->hashes, count * sizeof (uint64_t));
+    memcpy (late->tiers, job->tiers, count * sizeof (uint64_t));
+    memcpy (late->slots, job->stream_old? job->stream_old: job->slots, count * sizeof (uint64_t));
+    int64_t late_ms = KVT_SCHEDULER_LATE_CALLS
+                    * kvt_config_int (kvt_actor_config (self->actor), "runtime/call_timeout_ms");
+    if (kvt_actor_call_expect_late (self->actor, s_late_answered, late, late_ms) == 0)
+        return true;
+    free (late->hashes);
+    free (late->tiers);
+    free (late->slots);
+    free (late);
+    return false;
+}
+
 static void
 s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
@@ -387,11 +462,12 @@ s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         //  lose their promoting mark: a demotion could take them from
         //  under the copy, and the next request matching them would
         //  promote the same slots again (GPU slots leaked, host slots
-        //  freed twice). Keep them pinned for good instead, as a compute
-        //  timeout does; later matches cut there and recompute. A stream
-        //  promotion's reserved GPU and staging slots stay with
-        //  migration's job too: no MIG_PROMOTE_END will give them back.
+        //  freed twice). Keep them pinned instead, until migration's late
+        //  answer says what it did (s_late_answered: then released, a
+        //  stream promotion undone), or for good if none comes; later
+        //  matches cut there and recompute meanwhile.
         kvt_actor_count (job->self->actor, "pins_quarantined", job->pinned);
+        kvt_scheduler_expect_late (job);
         job->pinned = 0;
         kvt_scheduler_job_fail (job, rc, "cannot bring the cached prefix to the GPU: "
                                 "migration did not answer within runtime/call_timeout_ms");

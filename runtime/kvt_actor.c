@@ -39,6 +39,8 @@ struct _kvt_actor_t {
     s_pending_t *pending;           //  Calls awaiting a reply
     size_t pending_count;           //  Entries used
     size_t pending_room;            //  Entries allocated
+    s_pending_t timed_out;          //  The call whose -ETIMEDOUT is being told
+    bool telling_timeout;           //  timed_out is valid (kvt_actor_call_expect_late)
     uint64_t next_request_id;       //  For calls we make
     int64_t call_timeout_us;        //  From runtime/call_timeout_ms
     s_counter_t counters [S_MAX_COUNTERS];
@@ -143,6 +145,19 @@ kvt_actor_call (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
                                    self->call_timeout_us / 1000);
 }
 
+//  Wait for the answer to 'call'.
+static void
+s_pending_add (kvt_actor_t *self, s_pending_t call)
+{
+    if (self->pending_count == self->pending_room) {
+        self->pending_room = self->pending_room? self->pending_room * 2: 32;
+        self->pending = (s_pending_t *) realloc (self->pending,
+                                                 self->pending_room * sizeof (s_pending_t));
+        assert (self->pending);
+    }
+    self->pending [self->pending_count++] = call;
+}
+
 int
 kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
                         kvt_actor_reply_fn *fn, void *arg, int64_t timeout_ms)
@@ -157,14 +172,8 @@ kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request
     }
     uint64_t request_id = ++self->next_request_id;
     kvt_msg_set_request_id (*request_p, request_id);
-    if (self->pending_count == self->pending_room) {
-        self->pending_room = self->pending_room? self->pending_room * 2: 32;
-        self->pending = (s_pending_t *) realloc (self->pending,
-                                                 self->pending_room * sizeof (s_pending_t));
-        assert (self->pending);
-    }
-    self->pending [self->pending_count++] = (s_pending_t) {
-        request_id, fn, arg, kvt_now_us () + timeout_ms * 1000, index };
+    s_pending_add (self, (s_pending_t) {
+        request_id, fn, arg, kvt_now_us () + timeout_ms * 1000, index });
     int rc = kvt_msg_send (request_p, self->peers [index]);
     if (rc)     //  The call still completes, through the timeout sweep
         kvt_actor_count (self, "calls_unsent", 1);
@@ -227,12 +236,30 @@ s_sweep_deadlines (zloop_t *loop, int timer_id, void *arg)
             kvt_log_warn ("%s: call to %s timed out", self->def->name,
                           self->def->peers [call.peer]);
             kvt_msg_t *none = NULL;
+            self->timed_out = call;
+            self->telling_timeout = true;
             if (call.fn)
                 call.fn (self->self, -ETIMEDOUT, &none, call.arg);
+            self->telling_timeout = false;
         }
         else
             index++;
     }
+    return 0;
+}
+
+int
+kvt_actor_call_expect_late (kvt_actor_t *self, kvt_actor_reply_fn *fn, void *arg,
+                            int64_t late_ms)
+{
+    if (!self->telling_timeout)
+        return -EINVAL;
+    s_pending_t call = self->timed_out;
+    call.fn = fn;
+    call.arg = arg;
+    call.deadline_us = kvt_now_us () + late_ms * 1000;
+    s_pending_add (self, call);     //  Past the sweep's index: not swept now
+    kvt_actor_count (self, "calls_awaited_late", 1);
     return 0;
 }
 

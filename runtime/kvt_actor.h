@@ -103,6 +103,16 @@ int
     kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
                             kvt_actor_reply_fn *fn, void *arg, int64_t timeout_ms);
 
+//  From a reply function told -ETIMEDOUT: wait for that call's answer
+//  after all, up to 'late_ms' more, and give it to 'fn' with 'arg' (or
+//  -ETIMEDOUT again, or -ECANCELED when the actor ends first). For a
+//  caller that must undo what the callee did late (kvt_scheduler_jobs.c:
+//  a promotion that outlived its call). Returns 0, or -EINVAL when not
+//  called from such a reply function.
+int
+    kvt_actor_call_expect_late (kvt_actor_t *self, kvt_actor_reply_fn *fn, void *arg,
+                                int64_t late_ms);
+
 //  Add 'delta' to a named counter reported by STATS.
 void
     kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta);

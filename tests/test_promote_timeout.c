@@ -7,11 +7,11 @@
 /*
 @header
     A prompt of S_BLOCKS blocks is computed and demoted to the host tier.
-    Migration holds the start of every MIG_PROMOTE for S_DELAY_MS
+    Migration holds the start of its first MIG_PROMOTE for S_DELAY_MS
     (migration/test_promote_delay_ms), longer than the scheduler waits for
     an actor (runtime/call_timeout_ms = S_CALL_MS), so the prompt's next
     GENERATE (1) gets an ERROR: its promotion timed out, but is still to
-    come. The scheduler must keep the prefix pinned for good then
+    come. The scheduler must keep the prefix pinned meanwhile
     (scheduler.pins_quarantined): the blocks keep their promoting mark,
     so the same prompt sent at once again (2) cuts its match at block 0
     (prefix_index.match_cut_promoting) and computes the whole prompt,
@@ -21,14 +21,15 @@
     waited behind the held promotion and timed out too, the GPU tier
     leaked the first promotion's slots (the index only knows the second's)
     and the host tier refused the second free of the same slots
-    (tier_host.bad_frees). Once the late promotion has ended, the same
-    prompt (3) gives the same tokens again, and every tier holds exactly
-    the blocks the index has there, plus, with stream promotion, the GPU
-    slots the timed-out promotion reserved (quarantined with it: no
-    MIG_PROMOTE_END comes for them). Run with copied promotions
-    (migration/stream_promotion = 0; the late promotion moves the blocks
-    to the GPU, where (3) finds them) and with streamed ones (1; the
-    blocks stay on the host, marked, and (3) computes them again).
+    (tier_host.bad_frees). The scheduler waits for the late promotion's
+    answer all the same, and then releases the prefix
+    (scheduler.pins_released_late): a copied promotion
+    (migration/stream_promotion = 0) has moved the blocks to the GPU by
+    then, a streamed one (1) only reserved GPU slots for a compute run
+    that never came, and is undone. Either way the same prompt (3) then
+    finds all its blocks cached (GPU, or host promoted again) and gives
+    the same tokens, and every tier holds exactly the blocks the index
+    has there: no GPU slot stays reserved, none is freed twice.
     Timing: (2) is sent once (1) has failed (S_CALL_MS), and its calls to
     migration wait until the held promotion is done (S_DELAY_MS): margins
     of S_DELAY_MS - S_CALL_MS for (2)'s match to come before the late
@@ -144,27 +145,29 @@ s_run (bool stream)
     uint64_t cut_after_2 = t_stat (client, "prefix_index.match_cut_promoting");
     s_expect (cut_after_2 == 1);
 
-    //  The held promotion runs to its end; its answer comes back stale
+    //  The held promotion runs to its end; its late answer releases the
+    //  prefix
     s_expect (s_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
                            stream? 1: S_BLOCKS) >= (stream? 1: S_BLOCKS));
-    s_expect (s_wait_stat (client, "scheduler.replies_stale", 1) >= 1);
+    s_expect (s_wait_stat (client, "scheduler.pins_released_late", S_BLOCKS) == S_BLOCKS);
+    s_expect (t_stat (client, "scheduler.replies_stale") == 0);
 
-    //  (3) The same tokens again: from the GPU where the late promotion
-    //  put the blocks (copied), or computed past the marked host blocks
-    //  (streamed)
+    //  (3) The same tokens again, every block cached: on the GPU where the
+    //  late promotion put them (copied), or promoted from the host again
+    //  now that the undone one let them go (streamed)
     rc = s_generate (client, tokens, count, &first, &out);
     s_expect (rc == 0);
     if (stream)
-        s_expect (rc || (out.computed == S_BLOCKS && out.from_host == 0));
+        s_expect (rc || (out.computed == 0 && out.from_host == S_BLOCKS));
     else
         s_expect (rc || (out.computed == 0 && out.from_gpu == S_BLOCKS));
     kvt_client_generate_fini (&out);
 
-    //  Every slot in use is a block the index knows, on its tier, or one
-    //  of the stream promotion's reserved GPU slots; consistent for three
-    //  polls in a row (a late promotion run a second time would land
-    //  meanwhile and break it for good)
-    uint64_t gpu_extra = stream? S_BLOCKS: 0;
+    //  Every slot in use is a block the index knows, on its tier (the
+    //  undone stream promotion's reserved GPU slots went back);
+    //  consistent for three polls in a row (a late promotion run a second
+    //  time would land meanwhile and break it for good)
+    uint64_t gpu_extra = 0;
     int stable = 0;
     for (int k = 0; k < 40 && stable < 3; k++) {
         stable = s_tiers_consistent (client, gpu_extra)? stable + 1: 0;
@@ -174,29 +177,30 @@ s_run (bool stream)
     uint64_t host_used = t_stat (client, "tier_host.used_blocks");
     uint64_t index_gpu = t_stat (client, "prefix_index.blocks_gpu");
     uint64_t index_host = t_stat (client, "prefix_index.blocks_host");
-    printf ("stream_promotion = %d: GPU tier %" PRIu64 " used, index %" PRIu64 " + %" PRIu64
-            " quarantined; host tier %" PRIu64 " used, index %" PRIu64 "\n", stream,
-            gpu_used, index_gpu, gpu_extra, host_used, index_host);
+    printf ("stream_promotion = %d: GPU tier %" PRIu64 " used, index %" PRIu64 "; host tier %"
+            PRIu64 " used, index %" PRIu64 "\n", stream, gpu_used, index_gpu, host_used,
+            index_host);
     s_expect (stable >= 3);
     s_expect (gpu_used == index_gpu + gpu_extra);
     s_expect (host_used == index_host);
     s_expect (gpu_used <= 64 && host_used <= 64);
-    //  Copied: the blocks went to the GPU; streamed: they stay on the host
-    s_expect (index_gpu == (stream? 0: S_BLOCKS));
-    s_expect (index_host == (stream? S_BLOCKS: 0));
+    //  Copied by the late promotion, or streamed by (3): on the GPU now
+    s_expect (index_gpu == S_BLOCKS);
+    s_expect (index_host == 0);
     //  No slot freed twice, nothing else failed
     s_expect (t_stat (client, "tier_gpu.bad_frees") == 0);
     s_expect (t_stat (client, "tier_host.bad_frees") == 0);
     s_expect (t_stat (client, "migration.housekeeping_failures") == 0);
     s_expect (t_stat (client, "migration.copy_errors") == 0);
-    //  One timed-out promotion, its prefix quarantined
+    //  One timed-out promotion, its prefix held until the late answer;
+    //  only (2) cut its match there
     uint64_t quarantined = t_stat (client, "scheduler.pins_quarantined");
-    s_expect (quarantined == S_BLOCKS);
-    //  (3) cut there again while the blocks stay marked (streamed)
+    uint64_t released = t_stat (client, "scheduler.pins_released_late");
+    s_expect (quarantined == S_BLOCKS && released == S_BLOCKS);
     uint64_t cut = t_stat (client, "prefix_index.match_cut_promoting");
-    s_expect (cut == (stream? 2: 1));
-    printf ("stream_promotion = %d: %" PRIu64 " pins quarantined, %" PRIu64 " matches cut "
-            "at them: %s\n", stream, quarantined, cut,
+    s_expect (cut == 1);
+    printf ("stream_promotion = %d: %" PRIu64 " pins held, %" PRIu64 " released late, %"
+            PRIu64 " matches cut at them: %s\n", stream, quarantined, released, cut,
             s_failures == failures_before? "OK": "FAILED");
 
     kvt_client_generate_fini (&first);
