@@ -52,16 +52,6 @@ static int s_failures;
         fprintf (stderr, "%s:%d: expected: %s\n", __FILE__, __LINE__, #cond); \
         s_failures++; } } while (0)
 
-//  Wait until STATS counter 'key' reaches 'want' (at most 20 s).
-static uint64_t
-s_wait_stat (kvt_client_t *client, const char *key, uint64_t want)
-{
-    uint64_t value = 0;
-    for (int k = 0; k < 400 && (value = t_stat (client, key)) < want; k++)
-        zclock_sleep (50);
-    return value;
-}
-
 //  GENERATE 'tokens'; on success check the output equals 'first''s.
 static int
 s_generate (kvt_client_t *client, const uint64_t *tokens, size_t count,
@@ -147,9 +137,9 @@ s_run (bool stream)
 
     //  The held promotion runs to its end; its late answer releases the
     //  prefix
-    s_expect (s_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
+    s_expect (t_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
                            stream? 1: S_BLOCKS) >= (stream? 1: S_BLOCKS));
-    s_expect (s_wait_stat (client, "scheduler.pins_released_late", S_BLOCKS) == S_BLOCKS);
+    s_expect (t_wait_stat (client, "scheduler.pins_released_late", S_BLOCKS) == S_BLOCKS);
     s_expect (t_stat (client, "scheduler.replies_stale") == 0);
 
     //  (3) The same tokens again, every block cached: on the GPU where the

@@ -41,16 +41,6 @@
 #define S_A_BLOCKS 8                //  Prompt A's full blocks (50% of the GPU tier)
 #define S_B_BLOCKS 4                //  Prompt B's
 
-//  Wait until STATS counter 'key' reaches 'want' (at most 20 s).
-static uint64_t
-s_wait_stat (kvt_client_t *client, const char *key, uint64_t want)
-{
-    uint64_t value = 0;
-    for (int k = 0; k < 400 && (value = t_stat (client, key)) < want; k++)
-        zclock_sleep (50);
-    return value;
-}
-
 //  Blocks of prompt 'tokens' found cached, and how many on 'tier'.
 static size_t
 s_found (kvt_client_t *client, const uint64_t *tokens, size_t count, int tier, size_t *on_tier)
@@ -120,7 +110,7 @@ s_run (int mode)
     //  The upkeep demotes down to the low watermark (1 block): A's blocks
     //  but one when it ran before B (1), A's and B's but one beside B (2)
     uint64_t want = mode == 2? S_A_BLOCKS + S_B_BLOCKS - 1: S_A_BLOCKS - 1;
-    t_check (s_wait_stat (client, "migration.demoted_gpu_to_host", want) == want);
+    t_check (t_wait_stat (client, "migration.demoted_gpu_to_host", want) == want);
     size_t a_host, b_host;
     t_check (s_found (client, a, a_count, KVT_TIER_HOST, &a_host) == S_A_BLOCKS);
     t_check (s_found (client, b, b_count, KVT_TIER_HOST, &b_host) == S_B_BLOCKS);

@@ -103,6 +103,17 @@ t_stat (kvt_client_t *client, const char *key)
     return value;
 }
 
+//  Wait until STATS counter 'key' reaches 'want' (at most 20 s); returns
+//  its last value.
+static inline uint64_t
+t_wait_stat (kvt_client_t *client, const char *key, uint64_t want)
+{
+    uint64_t value = 0;
+    for (int k = 0; k < 400 && (value = t_stat (client, key)) < want; k++)
+        zclock_sleep (50);
+    return value;
+}
+
 //  Find, in the NVMe tier's data files of 'runtime', the 4 KiB page that
 //  starts with the 64 bytes at 'needle' (a block's payload start) and flip
 //  its byte 100 on disk. Returns whether such a page was found.
