@@ -46,7 +46,7 @@
     they wait in a log; a request that leaves a few hundred waiting has
     them applied before its answer, a larger one after it, in slices of
     at most prefix_index/policy_slice_us between socket turns, and the
-    whole log before any victims decision (kvt_prefix_index_policy.c).
+    whole log before any victims decision (kvt_prefix_index_log.c).
     So a large IDX_MOVE or IDX_MATCH answers without waiting for the
     policy's bookkeeping.
     Victims: choose_victim is asked again and again (incoming id 0: there
@@ -261,7 +261,7 @@ s_self_destroy (void **self_p)
 {
     self_t *self = (self_t *) *self_p;
     if (self) {
-        kvt_prefix_index_policy_stop (self);
+        kvt_prefix_index_log_stop (self);
         for (int tier = 0; tier < KVT_TIER_COUNT; tier++)
             kvt_policy_destroy (&self->policies [tier]);
         kvt_policy_remote_destroy (&self->remote);

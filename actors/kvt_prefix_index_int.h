@@ -6,13 +6,14 @@
 */
 /*
 @header
-    The prefix index is one actor in two files: kvt_prefix_index.c (the
+    The prefix index is one actor in three files: kvt_prefix_index.c (the
     actor: the hash table, the tiers' LRU lists, the ghost history, the
-    life cycle, IDX_MATCH, IDX_INSERT, IDX_MOVE, IDX_UNPIN, IDX_REMOVE)
-    and kvt_prefix_index_policy.c (hosting the tiers' eviction policies:
+    life cycle, IDX_MATCH, IDX_INSERT, IDX_MOVE, IDX_UNPIN, IDX_REMOVE),
+    kvt_prefix_index_policy.c (hosting the tiers' eviction policies:
     their events, a remote policy's glue, and the blocks handed to a
-    mover, IDX_VICTIMS and IDX_CLAIM). This header is for those files
-    only.
+    mover, IDX_VICTIMS and IDX_CLAIM) and kvt_prefix_index_log.c (local
+    policies' events, logged and applied after the answer). This header
+    is for those files only.
 @end
 */
 
@@ -26,6 +27,7 @@
 
 #define KVT_PREFIX_INDEX_NIL     UINT32_MAX //  No entry
 #define KVT_PREFIX_INDEX_PENDING 4096       //  Requests whose next block's depth we remember
+#define KVT_PREFIX_INDEX_NO_TIER UINT8_MAX  //  A request's hit whose access no policy hears
 
 //  One cached block
 typedef struct {
@@ -156,14 +158,45 @@ void
 int
     kvt_prefix_index_policy_start (self_t *self);
 
-//  Tell the local policies every event still waiting in the log, now.
+//  The log of local policies' events (kvt_prefix_index_log.c): each
+//  event is logged with what the policy is told, in order, and applied
+//  later, never out of order.
+//  Create the log (local policies only).
 void
-    kvt_prefix_index_policy_apply (self_t *self);
+    kvt_prefix_index_log_start (self_t *self);
 
 //  Drop the log (events still waiting are not told); before the policies
-//  are destroyed. Safe to call twice.
+//  are destroyed. Safe to call twice, and without a log.
 void
-    kvt_prefix_index_policy_stop (self_t *self);
+    kvt_prefix_index_log_stop (self_t *self);
+
+//  Log on_insert (after admit) of 'block' in 'tier''s policy.
+void
+    kvt_prefix_index_log_insert (self_t *self, uint8_t tier, const kvt_policy_block_t *block);
+
+//  Log on_evict of 'id' in 'tier''s policy.
+void
+    kvt_prefix_index_log_evict (self_t *self, uint8_t tier, uint64_t id);
+
+//  Log a request: begin_request of 'blocks' (count, 'hits' cached) in the
+//  GPU tier's policy, on_access of hit k in policy hit_tiers [k] (or
+//  none: KVT_PREFIX_INDEX_NO_TIER), end_request. Takes both arrays.
+void
+    kvt_prefix_index_log_request (self_t *self, kvt_policy_block_t *blocks, size_t count,
+                                  size_t hits, uint8_t *hit_tiers);
+
+//  End of an index request: apply what waits now if it is little, else
+//  after the answer, in slices of prefix_index/policy_slice_us.
+void
+    kvt_prefix_index_log_answer (self_t *self);
+
+//  Apply every waiting event now (before a policy decides).
+void
+    kvt_prefix_index_log_apply (self_t *self);
+
+//  While 'direct', events are applied as they are logged (a victims call).
+void
+    kvt_prefix_index_log_direct (self_t *self, bool direct);
 
 //  A request began with 'matched' of its 'count' blocks cached ('found'
 //  holds their entries): tell the policies, and remember where its first

@@ -1,0 +1,283 @@
+/*  =========================================================================
+    kvt_prefix_index_log - local policies' events, applied after the answer
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The prefix index's log of policy events (see the @discuss of
+    kvt_prefix_index.c and the comment below): kvt_prefix_index_policy.c
+    hands it every event a local policy learns from, and asks it to
+    apply them all before a decision.
+@end
+*/
+
+#include "kvt_prefix_index_int.h"
+
+#define S_LOG_MAX (1 << 18)         //  Calls waiting beyond this are applied down to half
+#define S_LOG_KEEP 65536            //  Events the drained log keeps room for
+#define S_APPLY_NOW 512             //  Policy calls waiting at a request's end made before
+                                    //  its answer (a small request's, as they came)
+
+//  The policy log (issue #3). Each event costs a local policy a few hash
+//  map operations: the IDX_MOVE of a 16384-block promotion spent ~9 ms of
+//  the H100 host's time in them, and since the index shares the front
+//  door's thread (prefix_index/mode = with:scheduler), the promotion's
+//  answer to the scheduler waited behind them. So a local policy's events
+//  wait in a log, in the order they happened, each holding what the policy
+//  would have been told at that moment. At the end of an index request
+//  that leaves at most S_APPLY_NOW policy calls waiting, they are made
+//  before its answer, as they always were; more are made after the
+//  answer: a slice of at most prefix_index/policy_slice_us at a time
+//  (a large request's accesses over several slices), from a zero-delay
+//  timer, so the loop serves its sockets in between (0: no slices,
+//  events wait for the next decision; tests). Slices that fall behind
+//  S_LOG_MAX calls catch up on the older half at once. Before a policy is
+//  asked for victims the whole log is applied, and during that call
+//  events apply at once: the policy sees the same calls in the same order
+//  as if each had been made when its event happened (policy_would_decline
+//  is counted when the admit is made). Counters: policy_calls_deferred
+//  (calls left to the slices), policy_log_overflows. A remote policy's events are
+//  queued and batched by kvt_policy_remote already.
+
+typedef enum { S_INSERT, S_EVICT, S_REQUEST } s_kind_t;
+
+//  One event a tier's policy has not been told yet
+typedef struct {
+    uint8_t kind;                   //  s_kind_t
+    uint8_t tier;                   //  The tier whose policy hears it (S_REQUEST: the GPU)
+    kvt_policy_block_t block;       //  S_INSERT: the block; S_EVICT: its id
+    kvt_policy_block_t *blocks;     //  S_REQUEST: the request's blocks (owned)
+    uint8_t *hit_tiers;             //  S_REQUEST: per cached block, the tier whose policy
+                                    //  hears its access, or KVT_PREFIX_INDEX_NO_TIER (owned)
+    size_t count;                   //  S_REQUEST: entries in blocks
+    size_t hits;                    //  S_REQUEST: entries in hit_tiers
+    size_t told;                    //  S_REQUEST: accesses told so far
+    bool begun;                     //  S_REQUEST: begin_request told
+} s_event_t;
+
+struct _kvt_prefix_index_log_t {
+    s_event_t *events;              //  Events [head, tail) wait, oldest first
+    size_t size;                    //  Entries allocated
+    size_t head, tail;              //  Next to apply, next free
+    size_t calls;                   //  Policy calls the waiting events make
+    int timer_id;                   //  The applying timer while events wait, else -1
+    bool direct;                    //  Apply events as they come (during a victims call)
+};
+
+//  The policy calls 'event' makes: one, or a request's begin, accesses
+//  and end.
+static size_t
+s_event_calls (const s_event_t *event)
+{
+    return event->kind == S_REQUEST? event->hits + 2: 1;
+}
+
+//  Tell 'event' to its policy, at most 'most' calls of it (a request's
+//  accesses may be told over several slices, in order); frees what it
+//  owns once it is all told. Returns the calls made.
+static size_t
+s_event_apply (self_t *self, s_event_t *event, size_t most)
+{
+    kvt_policy_t *policy = self->policies [event->tier];
+    const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
+    void *state = kvt_policy_state (policy);
+    if (event->kind == S_INSERT) {
+        //  Admission is asked so that policies learn from offers; the bytes
+        //  are already in the tier, so a "no" is only counted (#5: declining
+        //  belongs to the migration actor)
+        if (ops->admit && !ops->admit (state, &event->block))
+            kvt_actor_count (self->actor, "policy_would_decline", 1);
+        ops->on_insert (state, &event->block);
+        return 1;
+    }
+    if (event->kind == S_EVICT) {
+        ops->on_evict (state, event->block.id);
+        return 1;
+    }
+    //  The request is a GPU tier request: only that tier's policy sees it
+    //  begin and end; a hit on a lower tier is an access there
+    size_t calls = 0;
+    if (!event->begun) {
+        if (ops->begin_request)
+            ops->begin_request (state, event->blocks, event->count, event->hits);
+        event->begun = true;
+        calls++;
+    }
+    for (; event->told < event->hits && calls < most; event->told++, calls++)
+        if (event->hit_tiers [event->told] != KVT_PREFIX_INDEX_NO_TIER) {
+            kvt_policy_t *hit = self->policies [event->hit_tiers [event->told]];
+            kvt_policy_ops (hit)->on_access (kvt_policy_state (hit),
+                                             &event->blocks [event->told]);
+        }
+    if (event->told < event->hits)
+        return calls;
+    if (ops->end_request)
+        ops->end_request (state);
+    free (event->blocks);
+    free (event->hit_tiers);
+    return calls + 1;
+}
+
+//  Apply the waiting events, oldest first, until at most 'keep' policy
+//  calls wait, for at most 'budget_us' (0: no limit). Returns true if
+//  none waits any more.
+static bool
+s_log_apply (self_t *self, size_t keep, int64_t budget_us)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    int64_t start = budget_us? kvt_now_us (): 0;
+    while (log->head < log->tail && log->calls > keep) {
+        s_event_t *event = &log->events [log->head];
+        size_t left = s_event_calls (event) - (event->begun? event->told + 1: 0);
+        size_t made = s_event_apply (self, event, budget_us? 64: SIZE_MAX);
+        log->calls -= made;
+        if (made == left)
+            log->head++;
+        if (budget_us && kvt_now_us () - start >= budget_us)
+            break;
+    }
+    if (log->head < log->tail)
+        return false;
+    log->head = log->tail = 0;
+    if (log->size > S_LOG_KEEP) {   //  A burst's room goes back
+        free (log->events);
+        log->events = NULL;
+        log->size = 0;
+    }
+    if (log->timer_id != -1) {
+        zloop_timer_end (kvt_actor_loop (self->actor), log->timer_id);
+        log->timer_id = -1;
+    }
+    return true;
+}
+
+static int
+s_log_timer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    self_t *self = (self_t *) arg;
+    s_log_apply (self, 0, self->policy_slice_us);
+    return 0;
+}
+
+//  A new event at the end of the log (its fields to be filled in).
+static s_event_t *
+s_log_push (self_t *self, s_kind_t kind, uint8_t tier)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    if (log->calls >= S_LOG_MAX) {
+        //  Slices fell behind: catch up on the older half now
+        kvt_actor_count (self->actor, "policy_log_overflows", 1);
+        s_log_apply (self, S_LOG_MAX / 2, 0);
+    }
+    if (log->tail == log->size) {
+        if (log->head > 0) {        //  Slide the waiting events to the front
+            memmove (log->events, log->events + log->head,
+                     (log->tail - log->head) * sizeof (s_event_t));
+            log->tail -= log->head;
+            log->head = 0;
+        }
+        if (log->tail == log->size) {
+            log->size = log->size? 2 * log->size: 1024;
+            log->events = (s_event_t *) realloc (log->events, log->size * sizeof (s_event_t));
+            assert (log->events);
+        }
+    }
+    s_event_t *event = &log->events [log->tail++];
+    *event = (s_event_t) { .kind = (uint8_t) kind, .tier = tier };
+    return event;
+}
+
+//  The event last pushed is filled in: count its calls, and apply it
+//  now if the log is direct.
+static void
+s_log_pushed (self_t *self)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    log->calls += s_event_calls (&log->events [log->tail - 1]);
+    if (log->direct)
+        s_log_apply (self, 0, 0);
+}
+
+void
+kvt_prefix_index_log_insert (self_t *self, uint8_t tier, const kvt_policy_block_t *block)
+{
+    s_log_push (self, S_INSERT, tier)->block = *block;
+    s_log_pushed (self);
+}
+
+void
+kvt_prefix_index_log_evict (self_t *self, uint8_t tier, uint64_t id)
+{
+    s_log_push (self, S_EVICT, tier)->block.id = id;
+    s_log_pushed (self);
+}
+
+void
+kvt_prefix_index_log_request (self_t *self, kvt_policy_block_t *blocks, size_t count,
+                              size_t hits, uint8_t *hit_tiers)
+{
+    s_event_t *event = s_log_push (self, S_REQUEST, KVT_TIER_GPU);
+    event->blocks = blocks;
+    event->count = count;
+    event->hits = hits;
+    event->hit_tiers = hit_tiers;
+    s_log_pushed (self);
+}
+
+void
+kvt_prefix_index_log_answer (self_t *self)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    if (log->calls == 0 || self->policy_slice_us == 0)
+        return;
+    if (log->calls <= S_APPLY_NOW)
+        s_log_apply (self, 0, 0);
+    else
+    if (log->timer_id == -1) {
+        kvt_actor_count (self->actor, "policy_calls_deferred", log->calls);
+        log->timer_id = zloop_timer (kvt_actor_loop (self->actor), 0, 0, s_log_timer, self);
+    }
+}
+
+void
+kvt_prefix_index_log_apply (self_t *self)
+{
+    if (self->policy_log)
+        s_log_apply (self, 0, 0);
+}
+
+void
+kvt_prefix_index_log_direct (self_t *self, bool direct)
+{
+    self->policy_log->direct = direct;
+}
+
+void
+kvt_prefix_index_log_start (self_t *self)
+{
+    self->policy_log = (kvt_prefix_index_log_t *) kvt_zmalloc (sizeof (kvt_prefix_index_log_t));
+    self->policy_log->timer_id = -1;
+}
+
+void
+kvt_prefix_index_log_stop (self_t *self)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    if (!log)
+        return;
+    //  Events still waiting only free what they own: the policies go too
+    for (size_t k = log->head; k < log->tail; k++)
+        if (log->events [k].kind == S_REQUEST) {
+            free (log->events [k].blocks);
+            free (log->events [k].hit_tiers);
+        }
+    if (log->timer_id != -1)
+        zloop_timer_end (kvt_actor_loop (self->actor), log->timer_id);
+    free (log->events);
+    free (log);
+    self->policy_log = NULL;
+}
