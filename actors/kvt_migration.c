@@ -262,29 +262,32 @@ s_start_demote (self_t *self)
 //  --------------------------------------------------------------------------
 //  Queue of top-level requests
 
-//  TEST ONLY (test_promote_delay_ms): the held-back promotion starts now.
+//  TEST ONLY (test_promote_delay_ms, test_reserve_delay_ms): the held-back
+//  job starts now.
 static int
-s_promote_delayed (zloop_t *loop, int timer_id, void *arg)
+s_held_start (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop;
     (void) timer_id;
-    kvt_migration_start_promote ((self_t *) arg);
+    self_t *self = (self_t *) arg;
+    self->test_held_start (self);
     return 0;
 }
 
-//  Start the current MIG_PROMOTE; the first one after test_promote_delay_ms
-//  when a test asks (it keeps the job slot meanwhile, as a slow promotion
-//  would: the scheduler's call can time out while it is still to come).
+//  Start the current job with 'start'; when a test asks (*delay_ms > 0),
+//  the first such job only that much later. It keeps the job slot
+//  meanwhile, as a slow job would: the scheduler's call can time out while
+//  the job is still to come.
 static void
-s_promote_start (self_t *self)
+s_start_job (self_t *self, void (*start) (self_t *self), int *delay_ms)
 {
-    if (self->test_promote_delay_ms > 0) {
-        zloop_timer (kvt_actor_loop (self->actor), (size_t) self->test_promote_delay_ms, 1,
-                     s_promote_delayed, self);
-        self->test_promote_delay_ms = 0;
+    if (*delay_ms > 0) {
+        self->test_held_start = start;
+        zloop_timer (kvt_actor_loop (self->actor), (size_t) *delay_ms, 1, s_held_start, self);
+        *delay_ms = 0;
     }
     else
-        kvt_migration_start_promote (self);
+        start (self);
 }
 
 static void
@@ -314,8 +317,12 @@ s_next_job (self_t *self)
     if (self->upkeep_running)
         kvt_actor_count (self->actor, "jobs_beside_upkeep", 1);
     switch (kvt_msg_id (self->current)) {
-        case KVT_MSG_MIG_RESERVE: s_start_reserve (self); break;
-        case KVT_MSG_MIG_PROMOTE: s_promote_start (self); break;
+        case KVT_MSG_MIG_RESERVE:
+            s_start_job (self, s_start_reserve, &self->test_reserve_delay_ms);
+            break;
+        case KVT_MSG_MIG_PROMOTE:
+            s_start_job (self, kvt_migration_start_promote, &self->test_promote_delay_ms);
+            break;
         case KVT_MSG_MIG_DEMOTE:  s_start_demote (self); break;
         case KVT_MSG_MIG_PREFETCH: kvt_migration_start_prefetch (self); break;
         case KVT_MSG_MIG_PROMOTE_END: kvt_migration_start_promote_end (self); break;
@@ -523,6 +530,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->overlap_upkeep = (int) kvt_config_int (config, "migration/overlap_upkeep");
     self->test_upkeep_delay_ms = (int) kvt_config_int (config, "migration/test_upkeep_delay_ms");
     self->test_promote_delay_ms = (int) kvt_config_int (config, "migration/test_promote_delay_ms");
+    self->test_reserve_delay_ms = (int) kvt_config_int (config, "migration/test_reserve_delay_ms");
     const char *admission = kvt_config_str (config, "migration/disk_admission");
     self->disk_admission = streq (admission, "reused")? KVT_MIGRATION_DISK_REUSED:
                            streq (admission, "predicted")? KVT_MIGRATION_DISK_PREDICTED:

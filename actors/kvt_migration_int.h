@@ -74,6 +74,8 @@ struct _self_t {
     bool upkeep_again;              //  A job ended meanwhile: one more upkeep after it
     int test_upkeep_delay_ms;       //  TEST ONLY: each upkeep starts this late
     int test_promote_delay_ms;      //  TEST ONLY: the first MIG_PROMOTE job starts this late
+    int test_reserve_delay_ms;      //  TEST ONLY: the first MIG_RESERVE job starts this late
+    void (*test_held_start) (self_t *self);     //  TEST ONLY: the held job's start
     zlist_t *upkeep_waiters;        //  Ensure jobs that found every victim in motion,
                                     //  retried when the running upkeep ends
     uint64_t upkeeps_ended;         //  Upkeeps beside the jobs that ended so far

@@ -254,6 +254,44 @@ s_prefetch_done (job_t *job, int rc)
     }
 }
 
+//  Late answers of calls that timed out, for what migration did after all
+//  (kvt_actor_call_expect_late; the call's own reply function moved on):
+//  a prefetch's staged blocks are pinned for a job that no longer waits
+//  for them, a reservation's GPU slots belong to nobody. Released here.
+static void
+s_prefetch_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    (void) arg;
+    self_t *self = (self_t *) self_ptr;
+    if (rc || kvt_msg_id (*reply_p) != KVT_MSG_MIG_PREFETCH_OK)
+        return;
+    size_t count;
+    const uint64_t *staged = kvt_msg_array (*reply_p, KVT_MIG_PREFETCH_OK_HASHES, &count);
+    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, staged, count);
+    kvt_actor_count (self->actor, "prefetch_released_late", count);
+}
+
+static void
+s_reserve_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    (void) arg;
+    self_t *self = (self_t *) self_ptr;
+    if (rc || kvt_msg_id (*reply_p) != KVT_MSG_MIG_RESERVE_OK)
+        return;
+    size_t count;
+    const uint64_t *slots = kvt_msg_array (*reply_p, KVT_MIG_RESERVE_OK_SLOTS, &count);
+    s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, slots, count);
+    kvt_actor_count (self->actor, "reserved_released_late", count);
+}
+
+//  How long a late answer is awaited after its call timed out.
+static int64_t
+s_late_ms (self_t *self)
+{
+    return KVT_SCHEDULER_LATE_CALLS
+         * kvt_config_int (kvt_actor_config (self->actor), "runtime/call_timeout_ms");
+}
+
 static void
 s_prefetched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
@@ -261,6 +299,8 @@ s_prefetched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     job_t *job = (job_t *) arg;
     self->prefetch_held -= job->prefetch_reserved;
     job->prefetch_reserved = 0;
+    if (rc == -ETIMEDOUT)
+        kvt_actor_call_expect_late (self->actor, s_prefetch_late, NULL, s_late_ms (self));
     if (rc == 0) {
         size_t count;
         const uint64_t *staged = kvt_msg_array (*reply_p, KVT_MIG_PREFETCH_OK_HASHES, &count);
@@ -436,9 +476,7 @@ kvt_scheduler_expect_late (job_t *job)
     memcpy (late->hashes, job->hashes, count * sizeof (uint64_t));
     memcpy (late->tiers, job->tiers, count * sizeof (uint64_t));
     memcpy (late->slots, job->stream_old? job->stream_old: job->slots, count * sizeof (uint64_t));
-    int64_t late_ms = KVT_SCHEDULER_LATE_CALLS
-                    * kvt_config_int (kvt_actor_config (self->actor), "runtime/call_timeout_ms");
-    if (kvt_actor_call_expect_late (self->actor, s_late_answered, late, late_ms) == 0)
+    if (kvt_actor_call_expect_late (self->actor, s_late_answered, late, s_late_ms (self)) == 0)
         return true;
     free (late->hashes);
     free (late->tiers);
@@ -599,6 +637,9 @@ s_reserved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     job_t *job = plan->job;
     kvt_scheduler_step_fn *next = plan->next;
     free (plan);
+    if (rc == -ETIMEDOUT)
+        kvt_actor_call_expect_late (job->self->actor, s_reserve_late, NULL,
+                                    s_late_ms (job->self));
     if (rc) {
         kvt_scheduler_job_fail (job, rc, "cannot reserve GPU blocks");
         return;

@@ -30,6 +30,8 @@
     finds all its blocks cached (GPU, or host promoted again) and gives
     the same tokens, and every tier holds exactly the blocks the index
     has there: no GPU slot stays reserved, none is freed twice.
+    Also a MIG_RESERVE held past its call (migration/test_reserve_delay_ms):
+    the GPU slots of its late answer go back (reserved_released_late).
     Timing: (2) is sent once (1) has failed (S_CALL_MS), and its calls to
     migration wait until the held promotion is done (S_DELAY_MS): margins
     of S_DELAY_MS - S_CALL_MS for (2)'s match to come before the late
@@ -198,11 +200,50 @@ s_run (bool stream)
     t_session_end (&session);
 }
 
+//  A reservation that outlives its call: the first MIG_RESERVE held past
+//  the call timeout fails its GENERATE; the GPU slots it then reserves
+//  are given back when its late answer comes (reserved_released_late),
+//  and the same prompt is served again.
+static void
+s_run_reserve (void)
+{
+    char call [64], delay [64];
+    snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", S_CALL_MS);
+    snprintf (delay, sizeof (delay), "migration/test_reserve_delay_ms=%d", S_DELAY_MS);
+    const char *overrides [] = { "tier_gpu/capacity_blocks=64", call, delay, NULL };
+    t_session_t session;
+    t_session_start (&session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
+    kvt_client_t *client = session.client;
+    size_t count = S_BLOCKS * session.hello.block_tokens + 5;
+    uint64_t *tokens = t_tokens (count, session.hello.vocab, 4343);
+    int failures_before = s_failures;
+    kvt_client_generate_t out = { 0 };
+    int rc = s_generate (client, tokens, count, NULL, &out);
+    s_expect (rc == -ETIMEDOUT);
+    s_expect (strstr (kvt_client_error_detail (client), "reserve") != NULL);
+    kvt_client_generate_fini (&out);
+    //  The late reservation's slots go back: nothing on the GPU tier but
+    //  what the index holds (nothing yet)
+    uint64_t released = t_wait_stat (client, "scheduler.reserved_released_late", 1);
+    s_expect (released >= S_BLOCKS);
+    uint64_t used = t_stat (client, "tier_gpu.used_blocks");
+    s_expect (used == t_stat (client, "prefix_index.blocks_gpu"));
+    //  And the prompt is served
+    rc = s_generate (client, tokens, count, NULL, &out);
+    s_expect (rc == 0 && out.computed == S_BLOCKS);
+    kvt_client_generate_fini (&out);
+    printf ("reservation: %" PRIu64 " GPU slots released late, %" PRIu64 " in use: %s\n",
+            released, used, s_failures == failures_before? "OK": "FAILED");
+    free (tokens);
+    t_session_end (&session);
+}
+
 int
 main (void)
 {
     s_run (false);
     s_run (true);
+    s_run_reserve ();
     if (s_failures) {
         fprintf (stderr, "test_promote_timeout: %d checks failed\n", s_failures);
         return T_EXIT_FAIL;
