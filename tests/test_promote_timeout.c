@@ -83,18 +83,27 @@ s_tiers_consistent (kvt_client_t *client, uint64_t gpu_extra)
            == t_stat (client, "prefix_index.blocks_host");
 }
 
+//  Start a runtime whose calls time out after S_CALL_MS and whose
+//  migration holds its first job of one kind ('held': the key
+//  migration/test_<kind>_delay_ms) for S_DELAY_MS.
 static void
-s_run (bool stream)
+s_start (t_session_t *session, const char *held, bool stream)
 {
-    char call [64], delay [64];
+    char call [64], delay [96];
     snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", S_CALL_MS);
-    snprintf (delay, sizeof (delay), "migration/test_promote_delay_ms=%d", S_DELAY_MS);
+    snprintf (delay, sizeof (delay), "migration/%s=%d", held, S_DELAY_MS);
     const char *overrides [] = { "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256",
         stream? "migration/stream_promotion=1": "migration/stream_promotion=0", call, delay,
         NULL };
+    t_session_start (session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
+}
+
+static void
+s_run (bool stream)
+{
     t_session_t session;
-    t_session_start (&session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
+    s_start (&session, "test_promote_delay_ms", stream);
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4242);
@@ -207,12 +216,8 @@ s_run (bool stream)
 static void
 s_run_reserve (void)
 {
-    char call [64], delay [64];
-    snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", S_CALL_MS);
-    snprintf (delay, sizeof (delay), "migration/test_reserve_delay_ms=%d", S_DELAY_MS);
-    const char *overrides [] = { "tier_gpu/capacity_blocks=64", call, delay, NULL };
     t_session_t session;
-    t_session_start (&session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
+    s_start (&session, "test_reserve_delay_ms", true);
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4343);
