@@ -156,8 +156,8 @@ s_takes_room (self_t *self, int id)
 
 //  A job is answered: the reply goes out now, or after the watermark
 //  upkeep (s_job_done) when upkeep must not overlap the requester's work.
-void
-kvt_migration_job_reply (self_t *self, kvt_msg_t **reply_p)
+static void
+s_job_reply (self_t *self, kvt_msg_t **reply_p)
 {
     assert (!self->held_reply);
     if (self->overlap_upkeep != KVT_MIGRATION_UPKEEP_AFTER)
@@ -167,6 +167,45 @@ kvt_migration_job_reply (self_t *self, kvt_msg_t **reply_p)
         *reply_p = NULL;
     }
     s_job_done (self);
+}
+
+//  TEST ONLY (migration/test_hold_at = reply): the held reply goes now.
+static int
+s_held_reply (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    self_t *self = (self_t *) arg;
+    s_job_reply (self, &self->test_held_reply);
+    return 0;
+}
+
+//  Whether the current job is the first of the kind a test holds, at
+//  its start ('reply' false) or at its reply ('reply' true). Each hold
+//  applies once.
+static bool
+s_test_holds (self_t *self, bool reply)
+{
+    if (self->test_hold_ms <= 0 || self->test_hold_reply != reply
+    ||  kvt_msg_id (self->current) != self->test_hold_id)
+        return false;
+    self->test_hold_ms = 0;
+    return true;
+}
+
+void
+kvt_migration_job_reply (self_t *self, kvt_msg_t **reply_p)
+{
+    int hold_ms = self->test_hold_ms;
+    if (s_test_holds (self, true)) {
+        //  The job's work is done; its answer comes late, and it keeps
+        //  the job slot meanwhile, as a slow job would
+        self->test_held_reply = *reply_p;
+        *reply_p = NULL;
+        zloop_timer (kvt_actor_loop (self->actor), (size_t) hold_ms, 1, s_held_reply, self);
+        return;
+    }
+    s_job_reply (self, reply_p);
 }
 
 kvt_msg_t *
@@ -262,8 +301,7 @@ s_start_demote (self_t *self)
 //  --------------------------------------------------------------------------
 //  Queue of top-level requests
 
-//  TEST ONLY (test_promote_delay_ms, test_reserve_delay_ms): the held-back
-//  job starts now.
+//  TEST ONLY (migration/test_hold_at = start): the held job starts now.
 static int
 s_held_start (zloop_t *loop, int timer_id, void *arg)
 {
@@ -274,17 +312,17 @@ s_held_start (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
-//  Start the current job with 'start'; when a test asks (*delay_ms > 0),
-//  the first such job only that much later. It keeps the job slot
-//  meanwhile, as a slow job would: the scheduler's call can time out while
-//  the job is still to come.
+//  Start the current job with 'start'; when a test holds this kind of
+//  job, the first such job only migration/test_hold_ms later. It keeps
+//  the job slot meanwhile, as a slow job would: the scheduler's call can
+//  time out while the job is still to come.
 static void
-s_start_job (self_t *self, void (*start) (self_t *self), int *delay_ms)
+s_start_job (self_t *self, void (*start) (self_t *self))
 {
-    if (*delay_ms > 0) {
+    int hold_ms = self->test_hold_ms;
+    if (s_test_holds (self, false)) {
         self->test_held_start = start;
-        zloop_timer (kvt_actor_loop (self->actor), (size_t) *delay_ms, 1, s_held_start, self);
-        *delay_ms = 0;
+        zloop_timer (kvt_actor_loop (self->actor), (size_t) hold_ms, 1, s_held_start, self);
     }
     else
         start (self);
@@ -317,16 +355,14 @@ s_next_job (self_t *self)
     if (self->upkeep_running)
         kvt_actor_count (self->actor, "jobs_beside_upkeep", 1);
     switch (kvt_msg_id (self->current)) {
-        case KVT_MSG_MIG_RESERVE:
-            s_start_job (self, s_start_reserve, &self->test_reserve_delay_ms);
+        case KVT_MSG_MIG_RESERVE:  s_start_job (self, s_start_reserve); break;
+        case KVT_MSG_MIG_PROMOTE:  s_start_job (self, kvt_migration_start_promote); break;
+        case KVT_MSG_MIG_DEMOTE:   s_start_job (self, s_start_demote); break;
+        case KVT_MSG_MIG_PREFETCH: s_start_job (self, kvt_migration_start_prefetch); break;
+        case KVT_MSG_MIG_PROMOTE_END: s_start_job (self, kvt_migration_start_promote_end); break;
+        case KVT_MSG_MIG_WRITE_THROUGH:
+            s_start_job (self, kvt_migration_start_write_through);
             break;
-        case KVT_MSG_MIG_PROMOTE:
-            s_start_job (self, kvt_migration_start_promote, &self->test_promote_delay_ms);
-            break;
-        case KVT_MSG_MIG_DEMOTE:  s_start_demote (self); break;
-        case KVT_MSG_MIG_PREFETCH: kvt_migration_start_prefetch (self); break;
-        case KVT_MSG_MIG_PROMOTE_END: kvt_migration_start_promote_end (self); break;
-        case KVT_MSG_MIG_WRITE_THROUGH: kvt_migration_start_write_through (self); break;
         default: assert (false);
     }
 }
@@ -517,6 +553,32 @@ s_handle_job (void *self_ptr, kvt_msg_t **msg_p)
     return 0;
 }
 
+//  TEST ONLY: migration/test_hold_job names the job kind held (its
+//  message without MIG_, lower case: promote, reserve, prefetch,
+//  promote_end, demote, write_through), test_hold_at = start | reply.
+static void
+s_test_hold_config (self_t *self, const kvt_config_t *config)
+{
+    static const int jobs [] = { KVT_MSG_MIG_RESERVE, KVT_MSG_MIG_PROMOTE, KVT_MSG_MIG_DEMOTE,
+        KVT_MSG_MIG_PREFETCH, KVT_MSG_MIG_PROMOTE_END, KVT_MSG_MIG_WRITE_THROUGH };
+    const char *job = kvt_config_str (config, "migration/test_hold_job");
+    self->test_hold_id = -1;
+    for (size_t k = 0; k < sizeof (jobs) / sizeof (jobs [0]); k++) {
+        //  "MIG_PROMOTE_END" -> "promote_end"
+        char name [32];
+        snprintf (name, sizeof (name), "%s", kvt_msg_name (jobs [k]) + 4);
+        for (char *c = name; *c; c++)
+            *c = (char) tolower ((unsigned char) *c);
+        if (streq (job, name))
+            self->test_hold_id = jobs [k];
+    }
+    if (*job && self->test_hold_id < 0)
+        kvt_log_warn ("migration: test_hold_job '%s' names no job; nothing held", job);
+    self->test_hold_reply = streq (kvt_config_str (config, "migration/test_hold_at"), "reply");
+    self->test_hold_ms = self->test_hold_id < 0? 0:
+                         (int) kvt_config_int (config, "migration/test_hold_ms");
+}
+
 static void *
 s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
 {
@@ -529,8 +591,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
     self->overlap_upkeep = (int) kvt_config_int (config, "migration/overlap_upkeep");
     self->test_upkeep_delay_ms = (int) kvt_config_int (config, "migration/test_upkeep_delay_ms");
-    self->test_promote_delay_ms = (int) kvt_config_int (config, "migration/test_promote_delay_ms");
-    self->test_reserve_delay_ms = (int) kvt_config_int (config, "migration/test_reserve_delay_ms");
+    s_test_hold_config (self, config);
     const char *admission = kvt_config_str (config, "migration/disk_admission");
     self->disk_admission = streq (admission, "reused")? KVT_MIGRATION_DISK_REUSED:
                            streq (admission, "predicted")? KVT_MIGRATION_DISK_PREDICTED:
@@ -571,6 +632,7 @@ s_self_destroy (void **self_p)
         zlist_destroy (&self->background);
         kvt_msg_destroy (&self->current);
         kvt_msg_destroy (&self->held_reply);
+        kvt_msg_destroy (&self->test_held_reply);
         //  Waiters the cancelled upkeep did not release (it was waiting on a
         //  copy, not a call) go with the actor, as queued copies' do
         kvt_migration_ensure_t *waiter;

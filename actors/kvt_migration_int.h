@@ -73,9 +73,12 @@ struct _self_t {
     bool upkeep_running;            //  An upkeep runs beside the jobs (UPKEEP_BESIDE)
     bool upkeep_again;              //  A job ended meanwhile: one more upkeep after it
     int test_upkeep_delay_ms;       //  TEST ONLY: each upkeep starts this late
-    int test_promote_delay_ms;      //  TEST ONLY: the first MIG_PROMOTE job starts this late
-    int test_reserve_delay_ms;      //  TEST ONLY: the first MIG_RESERVE job starts this late
+    int test_hold_id;               //  TEST ONLY: message id of the job kind held
+                                    //  (migration/test_hold_job), or -1
+    bool test_hold_reply;           //  TEST ONLY: hold its reply, not its start
+    int test_hold_ms;               //  TEST ONLY: for this long, the first such job only
     void (*test_held_start) (self_t *self);     //  TEST ONLY: the held job's start
+    kvt_msg_t *test_held_reply;     //  TEST ONLY: the held job's reply
     zlist_t *upkeep_waiters;        //  Ensure jobs that found every victim in motion,
                                     //  retried when the running upkeep ends
     uint64_t upkeeps_ended;         //  Upkeeps beside the jobs that ended so far

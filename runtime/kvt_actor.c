@@ -18,6 +18,7 @@ typedef struct {
     void *arg;                      //  Its argument
     int64_t deadline_us;            //  When to give up
     int peer;                       //  Index in peers []
+    bool late;                      //  Timed out once, its answer still awaited
 } s_pending_t;
 
 typedef struct {
@@ -173,7 +174,8 @@ kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request
     uint64_t request_id = ++self->next_request_id;
     kvt_msg_set_request_id (*request_p, request_id);
     s_pending_add (self, (s_pending_t) {
-        request_id, fn, arg, kvt_now_us () + timeout_ms * 1000, index });
+        .request_id = request_id, .fn = fn, .arg = arg,
+        .deadline_us = kvt_now_us () + timeout_ms * 1000, .peer = index });
     int rc = kvt_msg_send (request_p, self->peers [index]);
     if (rc)     //  The call still completes, through the timeout sweep
         kvt_actor_count (self, "calls_unsent", 1);
@@ -210,6 +212,8 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
         return 0;
     }
     s_pending_t call = s_pending_take (self, index);
+    if (call.late)
+        kvt_actor_count (self, "late_answers", 1);
     if (rc == 0 && kvt_msg_id (reply) == KVT_MSG_ERROR)
         rc = (int) kvt_msg_i64 (reply, KVT_ERROR_CODE);
     if (rc == 0 || reply) {
@@ -258,6 +262,7 @@ kvt_actor_call_expect_late (kvt_actor_t *self, kvt_actor_reply_fn *fn, void *arg
     call.fn = fn;
     call.arg = arg;
     call.deadline_us = kvt_now_us () + late_ms * 1000;
+    call.late = true;
     s_pending_add (self, call);     //  Past the sweep's index: not swept now
     kvt_actor_count (self, "calls_awaited_late", 1);
     return 0;

@@ -107,7 +107,8 @@ int
 //  after all, up to 'late_ms' more, and give it to 'fn' with 'arg' (or
 //  -ETIMEDOUT again, or -ECANCELED when the actor ends first). For a
 //  caller that must undo what the callee did late (kvt_scheduler_jobs.c:
-//  a promotion that outlived its call). Returns 0, or -EINVAL when not
+//  a promotion that outlived its call). Counters: calls_awaited_late,
+//  late_answers (those that came). Returns 0, or -EINVAL when not
 //  called from such a reply function.
 int
     kvt_actor_call_expect_late (kvt_actor_t *self, kvt_actor_reply_fn *fn, void *arg,

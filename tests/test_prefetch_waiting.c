@@ -17,12 +17,22 @@
     (scheduler/prefetch_host_percent = 5) the leading 3 are staged and the
     other 5 stream. The output tokens are the same every way, and the same
     as Q's first, uncached run. Nothing stays pinned afterwards.
+    A prefetch whose answer comes after the scheduler's call timed out
+    (migration/test_hold_job = prefetch, test_hold_at = reply): its blocks
+    are staged and pinned, but the scheduler no longer waits for them. Q
+    starts when the call fails and is served from the host tier all the
+    same; the late answer's staged pins are released
+    (scheduler.prefetch_released_late), so nothing stays pinned either.
 @end
 */
 
 #include "testutil.h"
 
 #define S_BLOCKS 8                  //  Full blocks per prompt
+#define S_CALL_MS 2000              //  runtime/call_timeout_ms of the late run
+#define S_HOLD_MS 3000              //  Its prefetch's answer comes this late: past
+                                    //  the call, within one more for Q's promotion
+                                    //  queued behind it
 
 typedef struct {
     kvt_client_generate_t q_first;  //  Q computed from scratch
@@ -35,6 +45,8 @@ typedef struct {
     uint64_t prefetched;            //  scheduler.prefetched_blocks
     uint64_t hits;                  //  scheduler.prefetch_hits
     uint64_t delayed;               //  scheduler.prefetch_delayed_starts
+    uint64_t failures;              //  scheduler.prefetch_failures
+    uint64_t released_late;         //  scheduler.prefetch_released_late
 } s_run_t;
 
 static kvt_msg_t *
@@ -48,15 +60,19 @@ s_generate (const uint64_t *tokens, size_t count, uint64_t max_new, uint64_t req
     return msg;
 }
 
-//  One run; 'percent' is scheduler/prefetch_host_percent (of 64 blocks).
+//  One run; 'percent' is scheduler/prefetch_host_percent (of 64 blocks);
+//  'late': the prefetch's answer comes after its call timed out.
 static void
-s_run (bool prefetch, int percent, s_run_t *run)
+s_run (bool prefetch, int percent, bool late, s_run_t *run)
 {
-    char share [64];
+    char share [64], call [64], hold [64];
     snprintf (share, sizeof (share), "scheduler/prefetch_host_percent=%d", percent);
+    snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", late? S_CALL_MS: 10000);
+    snprintf (hold, sizeof (hold), "migration/test_hold_ms=%d", late? S_HOLD_MS: 0);
     const char *overrides [] = { "tier_gpu/capacity_blocks=12", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256", share,
-        prefetch? "scheduler/prefetch_waiting=1": "scheduler/prefetch_waiting=0", NULL };
+        prefetch? "scheduler/prefetch_waiting=1": "scheduler/prefetch_waiting=0", call,
+        "migration/test_hold_job=prefetch", "migration/test_hold_at=reply", hold, NULL };
     kvt_config_t *config = t_config (overrides);
     kvt_runtime_t *runtime = t_start_runtime (config);
     kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
@@ -119,8 +135,14 @@ s_run (bool prefetch, int percent, s_run_t *run)
     kvt_client_stats_find (&stats, "scheduler.prefetch_hits", &run->hits);
     kvt_client_stats_find (&stats, "scheduler.us_waiting_admission", &waited);
     kvt_client_stats_find (&stats, "scheduler.prefetch_delayed_starts", &run->delayed);
+    kvt_client_stats_find (&stats, "scheduler.prefetch_failures", &run->failures);
     t_check (waited > 0);           //  Someone did wait for admission
     kvt_client_stats_fini (&stats);
+    if (late) {
+        //  The late answer comes, and its staged pins go
+        t_check (t_wait_stat (client, "scheduler.late_answers", 1) == 1);
+        run->released_late = t_stat (client, "scheduler.prefetch_released_late");
+    }
     //  Nothing is left pinned: every block of both prompts can be pushed
     //  down to disk
     t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
@@ -144,10 +166,11 @@ s_run (bool prefetch, int percent, s_run_t *run)
 int
 main (void)
 {
-    s_run_t on = { 0 }, off = { 0 }, part = { 0 };
-    s_run (true, 25, &on);
-    s_run (false, 25, &off);
-    s_run (true, 5, &part);         //  3 blocks of budget: the first 3 are staged
+    s_run_t on = { 0 }, off = { 0 }, part = { 0 }, late = { 0 };
+    s_run (true, 25, false, &on);
+    s_run (false, 25, false, &off);
+    s_run (true, 5, false, &part);  //  3 blocks of budget: the first 3 are staged
+    s_run (true, 25, true, &late);
     printf ("prefetch on:  Q from host %" PRIu64 ", from NVMe %" PRIu64 ", computed %" PRIu64
             "; staged %" PRIu64 ", used %" PRIu64 "; admitted before staging ended %" PRIu64
             "\n", on.q_from [1], on.q_from [2], on.q_computed, on.prefetched, on.hits, on.delayed);
@@ -173,6 +196,18 @@ main (void)
     t_check (part.prefetched == 3 && part.hits == 3);
     t_check (part.q_from [KVT_TIER_HOST] == 3 && part.q_from [KVT_TIER_NVME] == S_BLOCKS - 3);
     t_check (memcmp (part.q_tokens, on.q_tokens, on.q_count * sizeof (uint64_t)) == 0);
+    //  Late: the call failed, Q went on without it and found the blocks
+    //  the prefetch had staged on the host tier; their staging pins went
+    //  with the late answer (else Q's blocks could not be pushed down)
+    printf ("prefetch late: Q from host %" PRIu64 ", from NVMe %" PRIu64 "; failed %" PRIu64
+            ", staged pins released late %" PRIu64 "\n", late.q_from [1], late.q_from [2],
+            late.failures, late.released_late);
+    t_check (late.failures == 1 && late.prefetched == 0 && late.hits == 0);
+    t_check (late.q_from [KVT_TIER_HOST] == S_BLOCKS && late.q_computed == 0);
+    t_check (late.released_late == S_BLOCKS);
+    t_check (memcmp (late.q_tokens, on.q_tokens, on.q_count * sizeof (uint64_t)) == 0);
+    t_check (memcmp (late.x_tokens, on.x_tokens, on.x_count * sizeof (uint64_t)) == 0);
+    kvt_client_generate_fini (&late.q_first);
     kvt_client_generate_fini (&on.q_first);
     kvt_client_generate_fini (&off.q_first);
     kvt_client_generate_fini (&part.q_first);

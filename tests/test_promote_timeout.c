@@ -8,7 +8,7 @@
 @header
     A prompt of S_BLOCKS blocks is computed and demoted to the host tier.
     Migration holds the start of its first MIG_PROMOTE for S_DELAY_MS
-    (migration/test_promote_delay_ms), longer than the scheduler waits for
+    (migration/test_hold_job = promote), longer than the scheduler waits for
     an actor (runtime/call_timeout_ms = S_CALL_MS), so the prompt's next
     GENERATE (1) gets an ERROR: its promotion timed out, but is still to
     come. The scheduler must keep the prefix pinned meanwhile
@@ -30,7 +30,11 @@
     finds all its blocks cached (GPU, or host promoted again) and gives
     the same tokens, and every tier holds exactly the blocks the index
     has there: no GPU slot stays reserved, none is freed twice.
-    Also a MIG_RESERVE held past its call (migration/test_reserve_delay_ms):
+    A stream promotion's commit (MIG_PROMOTE_END) held the same way: the
+    tokens are good, so (1) is answered; the prefix stays pinned until the
+    late commit has moved it to the GPU, so (2) cuts its match there and
+    (3) finds it on the GPU.
+    Also a MIG_RESERVE held past its call (test_hold_job = reserve):
     the GPU slots of its late answer go back (reserved_released_late).
     Timing: (2) is sent once (1) has failed (S_CALL_MS), and its calls to
     migration wait until the held promotion is done (S_DELAY_MS): margins
@@ -44,7 +48,7 @@
 
 #define S_BLOCKS 8                  //  Full blocks of the prompt
 #define S_CALL_MS 3000              //  runtime/call_timeout_ms
-#define S_DELAY_MS 4500             //  migration/test_promote_delay_ms
+#define S_DELAY_MS 4500             //  migration/test_hold_ms
 #define S_CLIENT_MS 30000           //  The client's own wait, well past both
 
 //  Checks that do not stop the test, so that one run shows every symptom
@@ -84,26 +88,35 @@ s_tiers_consistent (kvt_client_t *client, uint64_t gpu_extra)
 }
 
 //  Start a runtime whose calls time out after S_CALL_MS and whose
-//  migration holds its first job of one kind ('held': the key
-//  migration/test_<kind>_delay_ms) for S_DELAY_MS.
+//  migration holds the start of its first job of one kind ('held', as
+//  migration/test_hold_job names it) for S_DELAY_MS.
 static void
 s_start (t_session_t *session, const char *held, bool stream)
 {
-    char call [64], delay [96];
+    char call [64], job [96], delay [64];
     snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", S_CALL_MS);
-    snprintf (delay, sizeof (delay), "migration/%s=%d", held, S_DELAY_MS);
+    snprintf (job, sizeof (job), "migration/test_hold_job=%s", held);
+    snprintf (delay, sizeof (delay), "migration/test_hold_ms=%d", S_DELAY_MS);
     const char *overrides [] = { "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256",
-        stream? "migration/stream_promotion=1": "migration/stream_promotion=0", call, delay,
-        NULL };
+        stream? "migration/stream_promotion=1": "migration/stream_promotion=0", call, job,
+        delay, NULL };
     t_session_start (session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
 }
 
+//  Which job migration holds in s_run
+typedef enum {
+    S_PROMOTE,                      //  The promotion (copied or streamed)
+    S_COMMIT                        //  The stream promotion's commit
+} s_held_t;
+
 static void
-s_run (bool stream)
+s_run (s_held_t held, bool stream)
 {
     t_session_t session;
-    s_start (&session, "test_promote_delay_ms", stream);
+    s_start (&session, held == S_COMMIT? "promote_end": "promote", stream);
+    const char *what = held == S_COMMIT? "stream commit":
+                       stream? "stream promotion": "copied promotion";
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4242);
@@ -123,15 +136,21 @@ s_run (bool stream)
         t_check (where.tiers [k] == KVT_TIER_HOST);
     kvt_client_lookup_fini (&where);
 
-    //  (1) Its promotion is held past the scheduler's call timeout
+    //  (1) Its promotion (or its commit) is held past the scheduler's
+    //  call timeout
     kvt_client_generate_t out = { 0 };
     int64_t start = zclock_mono ();
-    int rc = s_generate (client, tokens, count, NULL, &out);
+    int rc = s_generate (client, tokens, count, held == S_COMMIT? &first: NULL, &out);
     int64_t waited_ms = zclock_mono () - start;
-    s_expect (rc == -ETIMEDOUT);
-    //  The server's ERROR, not the client's own timeout
-    s_expect (streq (kvt_client_error_name (client), "ETIMEDOUT"));
-    s_expect (strstr (kvt_client_error_detail (client), "runtime/call_timeout_ms") != NULL);
+    if (held == S_COMMIT)
+        //  Computed from the streamed blocks: good tokens, answered
+        s_expect (rc == 0 && out.from_host == S_BLOCKS && out.computed == 0);
+    else {
+        s_expect (rc == -ETIMEDOUT);
+        //  The server's ERROR, not the client's own timeout
+        s_expect (streq (kvt_client_error_name (client), "ETIMEDOUT"));
+        s_expect (strstr (kvt_client_error_detail (client), "runtime/call_timeout_ms") != NULL);
+    }
     s_expect (waited_ms >= S_CALL_MS && waited_ms < S_DELAY_MS);
     kvt_client_generate_fini (&out);
     //  The runtime keeps serving
@@ -146,19 +165,20 @@ s_run (bool stream)
     uint64_t cut_after_2 = t_stat (client, "prefix_index.match_cut_promoting");
     s_expect (cut_after_2 == 1);
 
-    //  The held promotion runs to its end; its late answer releases the
-    //  prefix
-    s_expect (t_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
-                           stream? 1: S_BLOCKS) >= (stream? 1: S_BLOCKS));
+    //  The held job runs to its end; its late answer releases the prefix
+    if (held == S_PROMOTE)
+        s_expect (t_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
+                               stream? 1: S_BLOCKS) >= (stream? 1: S_BLOCKS));
     s_expect (t_wait_stat (client, "scheduler.pins_released_late", S_BLOCKS) == S_BLOCKS);
+    s_expect (t_stat (client, "scheduler.late_answers") == 1);
     s_expect (t_stat (client, "scheduler.replies_stale") == 0);
 
     //  (3) The same tokens again, every block cached: on the GPU where the
-    //  late promotion put them (copied), or promoted from the host again
-    //  now that the undone one let them go (streamed)
+    //  late promotion (copied) or commit put them, or promoted from the
+    //  host again now that the undone stream promotion let them go
     rc = s_generate (client, tokens, count, &first, &out);
     s_expect (rc == 0);
-    if (stream)
+    if (stream && held == S_PROMOTE)
         s_expect (rc || (out.computed == 0 && out.from_host == S_BLOCKS));
     else
         s_expect (rc || (out.computed == 0 && out.from_gpu == S_BLOCKS));
@@ -178,14 +198,14 @@ s_run (bool stream)
     uint64_t host_used = t_stat (client, "tier_host.used_blocks");
     uint64_t index_gpu = t_stat (client, "prefix_index.blocks_gpu");
     uint64_t index_host = t_stat (client, "prefix_index.blocks_host");
-    printf ("stream_promotion = %d: GPU tier %" PRIu64 " used, index %" PRIu64 "; host tier %"
-            PRIu64 " used, index %" PRIu64 "\n", stream, gpu_used, index_gpu, host_used,
-            index_host);
+    printf ("%s: GPU tier %" PRIu64 " used, index %" PRIu64 "; host tier %" PRIu64
+            " used, index %" PRIu64 "\n", what, gpu_used, index_gpu, host_used, index_host);
     s_expect (stable >= 3);
     s_expect (gpu_used == index_gpu + gpu_extra);
     s_expect (host_used == index_host);
     s_expect (gpu_used <= 64 && host_used <= 64);
-    //  Copied by the late promotion, or streamed by (3): on the GPU now
+    //  Copied by the late promotion, committed late, or streamed by (3):
+    //  on the GPU now
     s_expect (index_gpu == S_BLOCKS);
     s_expect (index_host == 0);
     //  No slot freed twice, nothing else failed
@@ -200,8 +220,8 @@ s_run (bool stream)
     s_expect (quarantined == S_BLOCKS && released == S_BLOCKS);
     uint64_t cut = t_stat (client, "prefix_index.match_cut_promoting");
     s_expect (cut == 1);
-    printf ("stream_promotion = %d: %" PRIu64 " pins held, %" PRIu64 " released late, %"
-            PRIu64 " matches cut at them: %s\n", stream, quarantined, released, cut,
+    printf ("%s: %" PRIu64 " pins held, %" PRIu64 " released late, %" PRIu64
+            " matches cut at them: %s\n", what, quarantined, released, cut,
             s_failures == failures_before? "OK": "FAILED");
 
     kvt_client_generate_fini (&first);
@@ -217,7 +237,7 @@ static void
 s_run_reserve (void)
 {
     t_session_t session;
-    s_start (&session, "test_reserve_delay_ms", true);
+    s_start (&session, "reserve", true);
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4343);
@@ -246,8 +266,9 @@ s_run_reserve (void)
 int
 main (void)
 {
-    s_run (false);
-    s_run (true);
+    s_run (S_PROMOTE, false);
+    s_run (S_PROMOTE, true);
+    s_run (S_COMMIT, true);
     s_run_reserve ();
     if (s_failures) {
         fprintf (stderr, "test_promote_timeout: %d checks failed\n", s_failures);
