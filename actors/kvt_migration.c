@@ -120,6 +120,16 @@ kvt_migration_expect_ok (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     }
 }
 
+bool
+kvt_migration_await_late (self_t *self, int rc, kvt_actor_reply_fn *fn, void *arg)
+{
+    if (rc != -ETIMEDOUT
+    ||  kvt_actor_call_expect_late (self->actor, fn, arg, KVT_ACTOR_UNTIL_ANSWERED) != 0)
+        return false;
+    kvt_actor_count (self->actor, "answers_awaited_late", 1);
+    return true;
+}
+
 void
 kvt_migration_send_array (self_t *self, const char *peer, int id, int field, const uint64_t *values,
               size_t count, const char *what)
@@ -181,12 +191,11 @@ s_held_reply (zloop_t *loop, int timer_id, void *arg)
 }
 
 //  Whether the current job is the first of the kind a test holds, at
-//  its start ('reply' false) or at its reply ('reply' true). Each hold
-//  applies once.
+//  'at' (KVT_MIGRATION_HOLD_*). Each hold applies once.
 static bool
-s_test_holds (self_t *self, bool reply)
+s_test_holds (self_t *self, int at)
 {
-    if (self->test_hold_ms <= 0 || self->test_hold_reply != reply
+    if (self->test_hold_ms <= 0 || self->test_hold_at != at
     ||  kvt_msg_id (self->current) != self->test_hold_id)
         return false;
     self->test_hold_ms = 0;
@@ -197,7 +206,7 @@ void
 kvt_migration_job_reply (self_t *self, kvt_msg_t **reply_p)
 {
     int hold_ms = self->test_hold_ms;
-    if (s_test_holds (self, true)) {
+    if (s_test_holds (self, KVT_MIGRATION_HOLD_REPLY)) {
         //  The job's work is done; its answer comes late, and it keeps
         //  the job slot meanwhile, as a slow job would
         self->test_held_reply = *reply_p;
@@ -301,14 +310,19 @@ s_start_demote (self_t *self)
 //  --------------------------------------------------------------------------
 //  Queue of top-level requests
 
-//  TEST ONLY (migration/test_hold_at = start): the held job starts now.
+//  TEST ONLY (migration/test_hold_at = start | fail): the held job starts
+//  now, or fails as a job whose own call timed out does.
 static int
 s_held_start (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop;
     (void) timer_id;
     self_t *self = (self_t *) arg;
-    self->test_held_start (self);
+    if (self->test_held_start)
+        self->test_held_start (self);
+    else
+        kvt_migration_job_error (self, -ETIMEDOUT, "a call of ours timed out "
+                                 "(migration/test_hold_at = fail)");
     return 0;
 }
 
@@ -320,8 +334,9 @@ static void
 s_start_job (self_t *self, void (*start) (self_t *self))
 {
     int hold_ms = self->test_hold_ms;
-    if (s_test_holds (self, false)) {
-        self->test_held_start = start;
+    bool fails = s_test_holds (self, KVT_MIGRATION_HOLD_FAIL);
+    if (fails || s_test_holds (self, KVT_MIGRATION_HOLD_START)) {
+        self->test_held_start = fails? NULL: start;
         zloop_timer (kvt_actor_loop (self->actor), (size_t) hold_ms, 1, s_held_start, self);
     }
     else
@@ -555,7 +570,8 @@ s_handle_job (void *self_ptr, kvt_msg_t **msg_p)
 
 //  TEST ONLY: migration/test_hold_job names the job kind held (its
 //  message without MIG_, lower case: promote, reserve, prefetch,
-//  promote_end, demote, write_through), test_hold_at = start | reply.
+//  promote_end, demote, write_through), test_hold_at = start | reply |
+//  fail.
 static void
 s_test_hold_config (self_t *self, const kvt_config_t *config)
 {
@@ -574,7 +590,10 @@ s_test_hold_config (self_t *self, const kvt_config_t *config)
     }
     if (*job && self->test_hold_id < 0)
         kvt_log_warn ("migration: test_hold_job '%s' names no job; nothing held", job);
-    self->test_hold_reply = streq (kvt_config_str (config, "migration/test_hold_at"), "reply");
+    const char *at = kvt_config_str (config, "migration/test_hold_at");
+    self->test_hold_at = streq (at, "reply")? KVT_MIGRATION_HOLD_REPLY:
+                         streq (at, "fail")?  KVT_MIGRATION_HOLD_FAIL:
+                                              KVT_MIGRATION_HOLD_START;
     self->test_hold_ms = self->test_hold_id < 0? 0:
                          (int) kvt_config_int (config, "migration/test_hold_ms");
 }

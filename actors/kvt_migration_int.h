@@ -53,6 +53,12 @@ typedef struct _kvt_migration_copy_t kvt_migration_copy_t;  //  CUDA copy state 
 #define KVT_MIGRATION_UPKEEP_BEFORE   1     //  The next job (the reply goes first)
 #define KVT_MIGRATION_UPKEEP_BESIDE   2     //  Nothing: the next jobs run beside it
 
+//  migration/test_hold_at (TEST ONLY): what a held job does late
+#define KVT_MIGRATION_HOLD_START      0     //  Starts: its work is late
+#define KVT_MIGRATION_HOLD_REPLY      1     //  Answers: its work is done, its answer late
+#define KVT_MIGRATION_HOLD_FAIL       2     //  Answers ERROR -ETIMEDOUT, as if a call of its
+                                            //  own had timed out, without running
+
 static const char *const kvt_migration_tier_actor [KVT_TIER_COUNT] = { "tier_gpu", "tier_host", "tier_nvme" };
 
 
@@ -75,7 +81,7 @@ struct _self_t {
     int test_upkeep_delay_ms;       //  TEST ONLY: each upkeep starts this late
     int test_hold_id;               //  TEST ONLY: message id of the job kind held
                                     //  (migration/test_hold_job), or -1
-    bool test_hold_reply;           //  TEST ONLY: hold its reply, not its start
+    int test_hold_at;               //  TEST ONLY: KVT_MIGRATION_HOLD_*: what is held
     int test_hold_ms;               //  TEST ONLY: for this long, the first such job only
     void (*test_held_start) (self_t *self);     //  TEST ONLY: the held job's start
     kvt_msg_t *test_held_reply;     //  TEST ONLY: the held job's reply
@@ -132,6 +138,15 @@ uint64_t *
 //  Fire-and-check call answer: logs and counts a failure.
 void
     kvt_migration_expect_ok (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg);
+
+//  From a reply function told 'rc': whether the call timed out and its
+//  late answer will come to 'fn' with 'arg' after all (counted:
+//  answers_awaited_late). A call that moves, claims or frees blocks in
+//  the index has an unknown outcome when it times out: the index may
+//  still apply it, and would then point at slots taken as free, or keep
+//  blocks claimed for good. Its job waits for the answer instead.
+bool
+    kvt_migration_await_late (self_t *self, int rc, kvt_actor_reply_fn *fn, void *arg);
 
 //  Send message 'id' with one array field to 'peer', answer unchecked
 //  beyond kvt_migration_expect_ok. Nothing is sent for an empty array.

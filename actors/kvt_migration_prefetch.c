@@ -52,6 +52,8 @@ s_prefetch_moved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     self_t *self = (self_t *) self_ptr;
     (void) reply_p;
     s_prefetch_t *job = (s_prefetch_t *) arg;
+    if (kvt_migration_await_late (self, rc, s_prefetch_moved, job))
+        return;
     uint64_t *hashes = kvt_migration_u64s (job->count), *nvme = kvt_migration_u64s (job->count);
     uint64_t *host = kvt_migration_u64s (job->count);
     size_t n = 0;
@@ -164,7 +166,8 @@ static void
 s_prefetch_claimed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
-    (void) arg;
+    if (kvt_migration_await_late (self, rc, s_prefetch_claimed, arg))
+        return;
     if (rc) {
         kvt_migration_job_error (self, rc, "cannot claim the blocks to prefetch");
         return;

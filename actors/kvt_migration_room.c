@@ -187,6 +187,8 @@ s_demote_moved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     self_t *self = (self_t *) self_ptr;
     (void) reply_p;
     s_demote_t *job = (s_demote_t *) arg;
+    if (kvt_migration_await_late (self, rc, s_demote_moved, job))
+        return;
     s_unpin (self, job->hashes, job->victims);
     if (rc) {
         s_demote_finish (self, job, rc);
@@ -323,6 +325,8 @@ s_demote_dropped (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     self_t *self = (self_t *) self_ptr;
     (void) reply_p;
     s_demote_t *job = (s_demote_t *) arg;
+    if (kvt_migration_await_late (self, rc, s_demote_dropped, job))
+        return;
     if (rc == 0) {
         kvt_migration_free_slots (self, job->tier, job->slots, job->victims);
         kvt_actor_count (self->actor, "dropped", job->victims);
@@ -344,6 +348,8 @@ s_demote_have_victims (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     s_demote_t *job = (s_demote_t *) arg;
+    if (kvt_migration_await_late (self, rc, s_demote_have_victims, job))
+        return;
     if (rc) {
         s_demote_finish (self, job, rc);
         return;

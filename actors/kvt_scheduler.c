@@ -30,10 +30,11 @@
     pinned (pins_quarantined), so no demotion or second promotion touches
     slots the late promotion still reads or frees; later requests cut
     their match there and recompute. The scheduler keeps waiting for the
-    late answer (KVT_SCHEDULER_LATE_CALLS call timeouts more,
-    kvt_actor_call_expect_late): then a stream promotion is undone and the
-    pins go (pins_released_late); with no answer at all they stay for
-    good (late_answers_lost).
+    late answer (kvt_actor_call_expect_late, until it comes or the
+    runtime stops): then a stream promotion is undone and the pins go
+    (pins_released_late). Late MIG_RESERVE and MIG_PREFETCH answers give
+    back what they carry the same way (reserved_released_late,
+    prefetch_released_late).
     With layer groups (migration/nvme_layer_groups, #4) MIG_PROMOTE_OK
     comes once group 0 of every NVMe block is read and carries a ticket,
     passed on in COMP_RUN: compute then copies each group's layers in as
@@ -157,9 +158,7 @@ s_generate_stream_ended (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         //  and disk slots freed): unpinned meanwhile, the blocks could be
         //  demoted or promoted again from the slots it frees. Keep them
         //  pinned until its late answer, as s_plan_promoted does.
-        kvt_actor_count (self->actor, "pins_quarantined", job->pinned);
         kvt_scheduler_expect_late (job);
-        job->pinned = 0;
     }
     kvt_msg_t *result = job->result;
     job->result = NULL;

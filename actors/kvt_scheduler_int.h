@@ -23,8 +23,6 @@
 #include "kvt_sim.h"
 
 #define KVT_SCHEDULER_MAX_NEW_TOKENS 4096   //  Longest decode one request may ask
-#define KVT_SCHEDULER_LATE_CALLS 20         //  A timed-out promotion's late answer is awaited
-                                            //  this many call timeouts more
 
 typedef struct _self_t self_t;
 
@@ -120,11 +118,12 @@ void
                               kvt_actor_reply_fn *cb);
 
 //  From the reply function of a migration call about the job's prefix
-//  that timed out (MIG_PROMOTE, or its stream commit): keep waiting for
-//  the late answer, then unpin the job's first job->pinned blocks (and
-//  undo a stream promotion); the caller sets job->pinned = 0. Returns
-//  false if it cannot wait (the pins then stay for good).
-bool
+//  that timed out (MIG_PROMOTE, or its stream commit): the job's first
+//  job->pinned blocks stay pinned (pins_quarantined, job->pinned = 0)
+//  until the late answer, then are unpinned (and a stream promotion
+//  undone). If no answer can come (the request was never sent), nothing
+//  changes: the job's end unpins them as usual.
+void
     kvt_scheduler_expect_late (job_t *job);
 
 //  Release what the job holds (pins, reserved slots) and free it.

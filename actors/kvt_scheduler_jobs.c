@@ -258,11 +258,16 @@ s_prefetch_done (job_t *job, int rc)
 //  (kvt_actor_call_expect_late; the call's own reply function moved on):
 //  a prefetch's staged blocks are pinned for a job that no longer waits
 //  for them, a reservation's GPU slots belong to nobody. Released here.
+//  Late answers are awaited until they come (a bounded wait that ran out
+//  would leave what the answer carries held for good), or the actor ends.
+//  A prefetch keeps its share of the prefetch budget ('arg') until then.
 static void
 s_prefetch_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
-    (void) arg;
     self_t *self = (self_t *) self_ptr;
+    size_t *reserved = (size_t *) arg;
+    self->prefetch_held -= *reserved;
+    free (reserved);
     if (rc || kvt_msg_id (*reply_p) != KVT_MSG_MIG_PREFETCH_OK)
         return;
     size_t count;
@@ -284,23 +289,24 @@ s_reserve_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     kvt_actor_count (self->actor, "reserved_released_late", count);
 }
 
-//  How long a late answer is awaited after its call timed out.
-static int64_t
-s_late_ms (self_t *self)
-{
-    return KVT_SCHEDULER_LATE_CALLS
-         * kvt_config_int (kvt_actor_config (self->actor), "runtime/call_timeout_ms");
-}
-
 static void
 s_prefetched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     job_t *job = (job_t *) arg;
+    if (rc == -ETIMEDOUT) {
+        //  Migration may still stage the blocks: their room stays counted
+        //  until its late answer releases them
+        size_t *reserved = (size_t *) kvt_zmalloc (sizeof (size_t));
+        *reserved = job->prefetch_reserved;
+        if (kvt_actor_call_expect_late (self->actor, s_prefetch_late, reserved,
+                                        KVT_ACTOR_UNTIL_ANSWERED) == 0)
+            job->prefetch_reserved = 0;
+        else
+            free (reserved);
+    }
     self->prefetch_held -= job->prefetch_reserved;
     job->prefetch_reserved = 0;
-    if (rc == -ETIMEDOUT)
-        kvt_actor_call_expect_late (self->actor, s_prefetch_late, NULL, s_late_ms (self));
     if (rc == 0) {
         size_t count;
         const uint64_t *staged = kvt_msg_array (*reply_p, KVT_MIG_PREFETCH_OK_HASHES, &count);
@@ -427,15 +433,15 @@ typedef struct {
 //  NVMe blocks for a compute run that will not come: undone first
 //  (MIG_PROMOTE_END commit 0 frees only slots the index does not know,
 //  so the unpin need not wait for it). A copied promotion moved its
-//  blocks in the index before answering; an ERROR moved nothing. No
-//  answer within the late wait (or shutdown): the pins stay for good.
+//  blocks in the index before answering; an ERROR moved nothing. At
+//  shutdown (-ECANCELED) there is nothing left to release into.
 static void
 s_late_answered (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     s_late_t *late = (s_late_t *) arg;
-    if (rc == -ETIMEDOUT || rc == -ECANCELED)
-        kvt_actor_count (self->actor, "late_answers_lost", rc == -ETIMEDOUT);
+    if (rc == -ECANCELED)
+        ;                           //  Shutting down: nothing to release into
     else {
         size_t count = 0, host_count = 0;
         const uint64_t *gpu_slots = NULL, *host_slots = NULL;
@@ -463,7 +469,7 @@ s_late_answered (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     free (late);
 }
 
-bool
+void
 kvt_scheduler_expect_late (job_t *job)
 {
     self_t *self = job->self;
@@ -476,13 +482,16 @@ kvt_scheduler_expect_late (job_t *job)
     memcpy (late->hashes, job->hashes, count * sizeof (uint64_t));
     memcpy (late->tiers, job->tiers, count * sizeof (uint64_t));
     memcpy (late->slots, job->stream_old? job->stream_old: job->slots, count * sizeof (uint64_t));
-    if (kvt_actor_call_expect_late (self->actor, s_late_answered, late, s_late_ms (self)) == 0)
-        return true;
+    if (kvt_actor_call_expect_late (self->actor, s_late_answered, late,
+                                    KVT_ACTOR_UNTIL_ANSWERED) == 0) {
+        kvt_actor_count (self->actor, "pins_quarantined", count);
+        job->pinned = 0;            //  The late answer's to release now
+        return;
+    }
     free (late->hashes);
     free (late->tiers);
     free (late->slots);
     free (late);
-    return false;
 }
 
 static void
@@ -504,9 +513,7 @@ s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         //  answer says what it did (s_late_answered: then released, a
         //  stream promotion undone), or for good if none comes; later
         //  matches cut there and recompute meanwhile.
-        kvt_actor_count (job->self->actor, "pins_quarantined", job->pinned);
         kvt_scheduler_expect_late (job);
-        job->pinned = 0;
         kvt_scheduler_job_fail (job, rc, "cannot bring the cached prefix to the GPU: "
                                 "migration did not answer within runtime/call_timeout_ms");
         return;
@@ -639,7 +646,7 @@ s_reserved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     free (plan);
     if (rc == -ETIMEDOUT)
         kvt_actor_call_expect_late (job->self->actor, s_reserve_late, NULL,
-                                    s_late_ms (job->self));
+                                    KVT_ACTOR_UNTIL_ANSWERED);
     if (rc) {
         kvt_scheduler_job_fail (job, rc, "cannot reserve GPU blocks");
         return;

@@ -19,6 +19,7 @@ typedef struct {
     int64_t deadline_us;            //  When to give up
     int peer;                       //  Index in peers []
     bool late;                      //  Timed out once, its answer still awaited
+    bool unsent;                    //  The request never left: no answer will come
 } s_pending_t;
 
 typedef struct {
@@ -173,12 +174,14 @@ kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request
     }
     uint64_t request_id = ++self->next_request_id;
     kvt_msg_set_request_id (*request_p, request_id);
-    s_pending_add (self, (s_pending_t) {
-        .request_id = request_id, .fn = fn, .arg = arg,
-        .deadline_us = kvt_now_us () + timeout_ms * 1000, .peer = index });
+    s_pending_t call = { .request_id = request_id, .fn = fn, .arg = arg,
+                         .deadline_us = kvt_now_us () + timeout_ms * 1000, .peer = index };
     int rc = kvt_msg_send (request_p, self->peers [index]);
-    if (rc)     //  The call still completes, through the timeout sweep
+    if (rc) {   //  The call still completes, through the timeout sweep
         kvt_actor_count (self, "calls_unsent", 1);
+        call.unsent = true;
+    }
+    s_pending_add (self, call);
     kvt_actor_count (self, "calls", 1);
     return 0;
 }
@@ -214,8 +217,14 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
     s_pending_t call = s_pending_take (self, index);
     if (call.late)
         kvt_actor_count (self, "late_answers", 1);
-    if (rc == 0 && kvt_msg_id (reply) == KVT_MSG_ERROR)
+    if (rc == 0 && kvt_msg_id (reply) == KVT_MSG_ERROR) {
         rc = (int) kvt_msg_i64 (reply, KVT_ERROR_CODE);
+        //  -ETIMEDOUT tells a reply function that no answer came (and the
+        //  callee may still act): a peer's answer that one of its own
+        //  calls timed out is an answer, the callee is done
+        if (rc == -ETIMEDOUT || rc == -ECANCELED)
+            rc = KVT_ETIMEOUT_PEER;
+    }
     if (rc == 0 || reply) {
         if (rc)
             kvt_actor_count (self, "calls_failed", 1);
@@ -258,10 +267,13 @@ kvt_actor_call_expect_late (kvt_actor_t *self, kvt_actor_reply_fn *fn, void *arg
 {
     if (!self->telling_timeout)
         return -EINVAL;
+    self->telling_timeout = false;  //  Once per timed-out call
     s_pending_t call = self->timed_out;
+    if (call.unsent)
+        return -ENOTCONN;           //  Nothing was asked: nothing will come
     call.fn = fn;
     call.arg = arg;
-    call.deadline_us = kvt_now_us () + late_ms * 1000;
+    call.deadline_us = late_ms < 0? INT64_MAX: kvt_now_us () + late_ms * 1000;
     call.late = true;
     s_pending_add (self, call);     //  Past the sweep's index: not swept now
     kvt_actor_count (self, "calls_awaited_late", 1);

@@ -50,7 +50,9 @@ typedef struct _kvt_actor_t kvt_actor_t;
 typedef int (kvt_actor_handler_fn) (void *self, kvt_msg_t **msg_p);
 
 //  The answer to kvt_actor_call: rc 0 with the _OK reply, the negative
-//  code of an ERROR reply (reply given), or -ETIMEDOUT (reply NULL). The
+//  code of an ERROR reply (reply given; a callee's -ETIMEDOUT or
+//  -ECANCELED comes as KVT_ETIMEOUT_PEER), or -ETIMEDOUT: no answer came
+//  within the call's timeout (reply NULL; the callee may still act). The
 //  callback may take the reply (*reply_p = NULL); else it is destroyed.
 typedef void (kvt_actor_reply_fn) (void *self, int rc, kvt_msg_t **reply_p, void *arg);
 
@@ -104,12 +106,15 @@ int
                             kvt_actor_reply_fn *fn, void *arg, int64_t timeout_ms);
 
 //  From a reply function told -ETIMEDOUT: wait for that call's answer
-//  after all, up to 'late_ms' more, and give it to 'fn' with 'arg' (or
-//  -ETIMEDOUT again, or -ECANCELED when the actor ends first). For a
-//  caller that must undo what the callee did late (kvt_scheduler_jobs.c:
-//  a promotion that outlived its call). Counters: calls_awaited_late,
-//  late_answers (those that came). Returns 0, or -EINVAL when not
-//  called from such a reply function.
+//  after all, up to 'late_ms' more (< 0: until it comes), and give it to
+//  'fn' with 'arg' (or -ETIMEDOUT again, or -ECANCELED when the actor ends
+//  first). For a caller that must undo or finish what the callee did late
+//  (kvt_scheduler_jobs.c: a promotion that outlived its call). Counters:
+//  calls_awaited_late, late_answers (those that came). Returns 0;
+//  -ENOTCONN when the request was never sent (nothing will come: release
+//  now); -EINVAL when not called from such a reply function, or a second
+//  time for one call.
+#define KVT_ACTOR_UNTIL_ANSWERED (-1)   //  late_ms: no deadline but the actor's end
 int
     kvt_actor_call_expect_late (kvt_actor_t *self, kvt_actor_reply_fn *fn, void *arg,
                                 int64_t late_ms);

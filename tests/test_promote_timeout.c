@@ -36,6 +36,9 @@
     (3) finds it on the GPU.
     Also a MIG_RESERVE held past its call (test_hold_job = reserve):
     the GPU slots of its late answer go back (reserved_released_late).
+    And a promotion answered in time with ERROR ETIMEDOUT (a call of
+    migration's own timed out, test_hold_at = fail): an answer, so the
+    prefix is released at once and the prompt promoted from host next.
     Timing: (2) is sent once (1) has failed (S_CALL_MS), and its calls to
     migration wait until the held promotion is done (S_DELAY_MS): margins
     of S_DELAY_MS - S_CALL_MS for (2)'s match to come before the late
@@ -88,19 +91,20 @@ s_tiers_consistent (kvt_client_t *client, uint64_t gpu_extra)
 }
 
 //  Start a runtime whose calls time out after S_CALL_MS and whose
-//  migration holds the start of its first job of one kind ('held', as
-//  migration/test_hold_job names it) for S_DELAY_MS.
+//  migration holds its first job of one kind ('held', as
+//  migration/test_hold_job names it) at 'at' (test_hold_at) for 'ms'.
 static void
-s_start (t_session_t *session, const char *held, bool stream)
+s_start (t_session_t *session, const char *held, const char *at, int ms, bool stream)
 {
-    char call [64], job [96], delay [64];
+    char call [64], job [96], hold_at [64], delay [64];
     snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", S_CALL_MS);
     snprintf (job, sizeof (job), "migration/test_hold_job=%s", held);
-    snprintf (delay, sizeof (delay), "migration/test_hold_ms=%d", S_DELAY_MS);
+    snprintf (hold_at, sizeof (hold_at), "migration/test_hold_at=%s", at);
+    snprintf (delay, sizeof (delay), "migration/test_hold_ms=%d", ms);
     const char *overrides [] = { "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256",
         stream? "migration/stream_promotion=1": "migration/stream_promotion=0", call, job,
-        delay, NULL };
+        hold_at, delay, NULL };
     t_session_start (session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
 }
 
@@ -114,7 +118,7 @@ static void
 s_run (s_held_t held, bool stream)
 {
     t_session_t session;
-    s_start (&session, held == S_COMMIT? "promote_end": "promote", stream);
+    s_start (&session, held == S_COMMIT? "promote_end": "promote", "start", S_DELAY_MS, stream);
     const char *what = held == S_COMMIT? "stream commit":
                        stream? "stream promotion": "copied promotion";
     kvt_client_t *client = session.client;
@@ -237,7 +241,7 @@ static void
 s_run_reserve (void)
 {
     t_session_t session;
-    s_start (&session, "reserve", true);
+    s_start (&session, "reserve", "start", S_DELAY_MS, true);
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4343);
@@ -263,6 +267,45 @@ s_run_reserve (void)
     t_session_end (&session);
 }
 
+//  A promotion that fails in time because a call of migration's own
+//  timed out (migration/test_hold_at = fail): an answer, not a silence.
+//  Migration is done with the job, so the prefix is released at once,
+//  not quarantined: the same prompt is then promoted from the host tier.
+static void
+s_run_failed (void)
+{
+    t_session_t session;
+    s_start (&session, "promote", "fail", 100, false);
+    kvt_client_t *client = session.client;
+    size_t count = S_BLOCKS * session.hello.block_tokens + 5;
+    uint64_t *tokens = t_tokens (count, session.hello.vocab, 4444);
+    int failures_before = s_failures;
+    kvt_client_generate_t first, out = { 0 };
+    t_ok (s_generate (client, tokens, count, NULL, &first));
+    uint64_t moved;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved >= S_BLOCKS);
+    int rc = s_generate (client, tokens, count, NULL, &out);
+    s_expect (rc != 0 && rc != -ETIMEDOUT);
+    s_expect (streq (kvt_client_error_name (client), "ETIMEOUT_PEER"));
+    s_expect (strstr (kvt_client_error_detail (client), "cached prefix") != NULL);
+    kvt_client_generate_fini (&out);
+    //  Released, not held: promoted from the host tier now
+    rc = s_generate (client, tokens, count, &first, &out);
+    s_expect (rc == 0 && out.from_host == S_BLOCKS && out.computed == 0);
+    kvt_client_generate_fini (&out);
+    uint64_t quarantined = t_stat (client, "scheduler.pins_quarantined");
+    s_expect (quarantined == 0);
+    s_expect (t_stat (client, "scheduler.calls_awaited_late") == 0);
+    s_expect (t_stat (client, "prefix_index.match_cut_promoting") == 0);
+    s_expect (s_tiers_consistent (client, 0));
+    printf ("promotion failed in time: %" PRIu64 " pins held, then served from host: %s\n",
+            quarantined, s_failures == failures_before? "OK": "FAILED");
+    kvt_client_generate_fini (&first);
+    free (tokens);
+    t_session_end (&session);
+}
+
 int
 main (void)
 {
@@ -270,6 +313,7 @@ main (void)
     s_run (S_PROMOTE, true);
     s_run (S_COMMIT, true);
     s_run_reserve ();
+    s_run_failed ();
     if (s_failures) {
         fprintf (stderr, "test_promote_timeout: %d checks failed\n", s_failures);
         return T_EXIT_FAIL;
