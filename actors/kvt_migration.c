@@ -130,6 +130,48 @@ kvt_migration_await_late (self_t *self, int rc, kvt_actor_reply_fn *fn, void *ar
     return true;
 }
 
+//  An answer waiting for the index's IDX_MOVE_OK
+typedef struct {
+    kvt_msg_t *reply;               //  The job's answer
+    kvt_msg_t *request;             //  A detached job's request, or NULL: the current job
+} s_answer_after_t;
+
+static void
+s_moved_then_reply (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_answer_after_t *after = (s_answer_after_t *) arg;
+    if (kvt_migration_await_late (self, rc, s_moved_then_reply, after))
+        return;
+    kvt_migration_expect_ok (self, rc, reply_p, (void *) "IDX_MOVE");
+    if (after->request) {           //  Done with the job slot already
+        kvt_actor_reply (self->actor, &after->reply);
+        kvt_msg_destroy (&after->request);
+    }
+    else
+        kvt_migration_job_reply (self, &after->reply);
+    free (after);
+}
+
+void
+kvt_migration_move_then_reply (self_t *self, const uint64_t *hashes, const uint64_t *slots,
+                               size_t count, int tier, kvt_msg_t **reply_p, kvt_msg_t *request)
+{
+    s_answer_after_t *after = (s_answer_after_t *) kvt_zmalloc (sizeof (s_answer_after_t));
+    after->reply = *reply_p;
+    after->request = request;
+    *reply_p = NULL;
+    if (count == 0) {
+        s_moved_then_reply (self, 0, NULL, after);
+        return;
+    }
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
+    kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, hashes, count);
+    kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, (uint64_t) tier);
+    kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, slots, count);
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_moved_then_reply, after);
+}
+
 void
 kvt_migration_send_array (self_t *self, const char *peer, int id, int field, const uint64_t *values,
               size_t count, const char *what)

@@ -139,6 +139,17 @@ uint64_t *
 void
     kvt_migration_expect_ok (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg);
 
+//  Move 'count' blocks to 'slots' of 'tier' in the index, then answer the
+//  job with 'reply' (consumed): the current job's, or when 'request' is
+//  given (consumed) that detached job's. The answer waits for the index:
+//  the requester unpins the blocks on it, and a block unpinned while the
+//  index still named its old slot, freed by then, could be matched and
+//  promoted again from a slot that holds another block.
+void
+    kvt_migration_move_then_reply (self_t *self, const uint64_t *hashes,
+                                   const uint64_t *slots, size_t count, int tier,
+                                   kvt_msg_t **reply_p, kvt_msg_t *request);
+
 //  From a reply function told 'rc': whether the call timed out and its
 //  late answer will come to 'fn' with 'arg' after all (counted:
 //  answers_awaited_late). A call that moves, claims or frees blocks in

@@ -165,13 +165,6 @@ s_promote_finish (self_t *self, s_promote_t *job)
         else
             nvme_free [nvme_n++] = job->slots [k];
     }
-    if (moved) {
-        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
-        kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, moved_hashes, moved);
-        kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, KVT_TIER_GPU);
-        kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, moved_slots, moved);
-        kvt_actor_call (self->actor, "prefix_index", &msg, kvt_migration_expect_ok, (void *) "IDX_MOVE");
-    }
     //  A block that failed its checksum is forgotten, and its disk slot
     //  freed: the scheduler recomputes it
     kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE, KVT_IDX_REMOVE_HASHES, gone, gone_n,
@@ -195,16 +188,14 @@ s_promote_finish (self_t *self, s_promote_t *job)
     kvt_msg_t *reply = kvt_msg_reply_new (request, KVT_MSG_MIG_PROMOTE_OK);
     kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
     kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_FAILED, failed, failed_n);
+    kvt_msg_t *detached = job->request;
+    s_promote_free (self, job, false);
+    //  The old slots are freed first: the blocks stay pinned and promoting
+    //  until the requester has our answer, which waits for the index
+    kvt_migration_move_then_reply (self, moved_hashes, moved_slots, moved, KVT_TIER_GPU,
+                                   &reply, detached);
     free (moved_hashes); free (moved_slots); free (host_free); free (nvme_free);
     free (gone); free (gpu_unused); free (failed); free (gpu_slots);
-    bool detached = job->request != NULL;
-    s_promote_free (self, job, false);
-    if (detached) {                 //  Done with the job slot already
-        kvt_actor_reply (self->actor, &reply);
-        kvt_msg_destroy (&request);
-    }
-    else
-        kvt_migration_job_reply (self, &reply);
 }
 
 //  Every copy of the job is done (copies finish in the order queued, so
@@ -829,14 +820,6 @@ kvt_migration_start_promote_end (self_t *self)
         if (staged)
             host_free [host_n++] = host_slots [k];
     }
-    if (moved) {
-        kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
-        kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, moved_hashes, moved);
-        kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, KVT_TIER_GPU);
-        kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, moved_slots, moved);
-        kvt_actor_call (self->actor, "prefix_index", &msg, kvt_migration_expect_ok,
-                        (void *) "IDX_MOVE");
-    }
     //  A staging slot a layer-group read still writes into goes back when
     //  that read is over (s_groups_end)
     size_t kept = 0;
@@ -856,6 +839,7 @@ kvt_migration_start_promote_end (self_t *self)
         kvt_actor_count (self->actor, "stream_promotions_undone", 1);
     kvt_msg_t *reply = kvt_msg_reply_new (self->current, KVT_MSG_MIG_PROMOTE_END_OK);
     kvt_msg_set_u64 (reply, KVT_MIG_PROMOTE_END_OK_MOVED, moved);
+    kvt_migration_move_then_reply (self, moved_hashes, moved_slots, moved, KVT_TIER_GPU, &reply,
+                                   NULL);
     free (moved_hashes); free (moved_slots); free (host_free); free (nvme_free); free (gpu_free);
-    kvt_migration_job_reply (self, &reply);
 }
