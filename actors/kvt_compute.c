@@ -140,6 +140,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->timer_id = -1;
     self->watchdog_id = -1;
     self->layers_wait_us = kvt_config_int (config, "compute/layers_wait_ms") * 1000;
+    self->test_answer_delay_ms = (int) kvt_config_int (config, "compute/test_answer_delay_ms");
     self->event_fd = -1;
     return self;
 }
@@ -182,6 +183,7 @@ s_self_destroy (void **self_p)
             zloop_poller_end (kvt_actor_loop (self->actor), &item);
             close (self->event_fd);
         }
+        kvt_msg_destroy (&self->test_held_answer);
         free (self->spare);
         free (self);
         *self_p = NULL;
@@ -366,6 +368,17 @@ kvt_compute_job_fail (self_t *self, kvt_compute_job_t **job_p, int rc)
     s_job_release (self, job_p);
 }
 
+//  TEST ONLY (compute/test_answer_delay_ms): the held answer goes now.
+static int
+s_held_answer (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    self_t *self = (self_t *) arg;
+    kvt_actor_reply (self->actor, &self->test_held_answer);
+    return 0;
+}
+
 //  Answer 'job' with COMP_RUN_OK, give its spares back, destroy it.
 static void
 s_job_done (self_t *self, kvt_compute_job_t **job_p)
@@ -385,7 +398,16 @@ s_job_done (self_t *self, kvt_compute_job_t **job_p)
     kvt_actor_count (self->actor, "prefill_tokens",
                      job->token_count - job->cached * (size_t) self->shape.block_tokens);
     kvt_actor_count (self->actor, "decode_tokens", job->max_new);
-    kvt_actor_reply (self->actor, &reply);
+    if (self->test_answer_delay_ms > 0) {
+        //  TEST ONLY: the run is done, its answer late (a run that
+        //  outlives the scheduler's runtime/compute_timeout_ms)
+        self->test_held_answer = reply;
+        zloop_timer (kvt_actor_loop (self->actor), (size_t) self->test_answer_delay_ms, 1,
+                     s_held_answer, self);
+        self->test_answer_delay_ms = 0;
+    }
+    else
+        kvt_actor_reply (self->actor, &reply);
     s_job_release (self, job_p);
 }
 

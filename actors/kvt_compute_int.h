@@ -58,6 +58,8 @@ typedef struct {
     int64_t layers_wait_us;         //  compute/layers_wait_ms: a run whose layers stop
                                     //  coming this long fails (0: wait forever)
     int watchdog_id;                //  The timer that checks it, or -1
+    int test_answer_delay_ms;       //  TEST ONLY: the first COMP_RUN_OK goes this late
+    kvt_msg_t *test_held_answer;    //  TEST ONLY: that answer, while held
     int event_fd;                   //  Step completions (eventfd), polled; -1 before START
     bool in_flight;                 //  A step is launched and not finished
     int64_t step_launched_us;       //  When the step in flight was launched

@@ -23,7 +23,10 @@
     COMP_RUN_OK the scheduler sends MIG_PROMOTE_END commit = 1 (index
     moves the blocks to the GPU, host/staging/disk slots freed) and waits
     for it before unpinning; on any failure, commit = 0 (undo). A
-    compute timeout quarantines the lot, as it does the GPU slots.
+    compute run that outlives runtime/compute_timeout_ms fails the
+    request, but its GPU slots, pins and stream stay held
+    (slots_quarantined) until compute's late answer says it is done with
+    them (slots_released_late).
     A MIG_PROMOTE (or MIG_PROMOTE_END commit) that migration does not
     answer within runtime/call_timeout_ms may still be running: the
     request fails (or, for the commit, is answered) but its prefix stays
@@ -102,12 +105,8 @@ s_generate_computed (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     job_t *job = (job_t *) arg;
     if (rc == -ETIMEDOUT) {
         //  Compute may still be writing into the job's slots: they must
-        //  not be reused. Keep them (and the prefix pins) out of
-        //  circulation for good rather than risk a torn block.
-        kvt_actor_count (self->actor, "slots_quarantined", job->block_count);
-        job->reserved_count = 0;
-        job->pinned = 0;
-        job->stream_open = false;   //  Its host and staging slots too
+        //  not be reused until it says it is done (nor its prefix moved)
+        kvt_scheduler_compute_late (job);
         kvt_scheduler_job_fail (job, rc, "compute did not answer within runtime/compute_timeout_ms");
         return;
     }

@@ -126,6 +126,13 @@ void
 void
     kvt_scheduler_expect_late (job_t *job);
 
+//  From the reply function of the job's COMP_RUN, timed out: what
+//  compute may still touch (reserved GPU slots, pinned prefix, an open
+//  stream promotion) stays held (slots_quarantined) until compute's late
+//  answer, then goes back (slots_released_late).
+void
+    kvt_scheduler_compute_late (job_t *job);
+
 //  Release what the job holds (pins, reserved slots) and free it.
 void
     kvt_scheduler_job_end (job_t *job, bool release_reserved);

@@ -120,13 +120,11 @@ kvt_scheduler_job_free (job_t *job)
     free (job);
 }
 
-//  Send MIG_PROMOTE_END for matched blocks [first, last) of the job's
-//  stream promotion: commit, or undo. 'cb' (may be NULL) gets the answer.
-void
-kvt_scheduler_stream_end (job_t *job, size_t first, size_t last, bool commit, kvt_actor_reply_fn *cb)
+//  MIG_PROMOTE_END for matched blocks [first, last) of the job's stream
+//  promotion: commit, or undo.
+static kvt_msg_t *
+s_stream_end_msg (job_t *job, size_t first, size_t last, bool commit)
 {
-    if (last <= first)
-        return;
     size_t count = last - first;
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE_END);
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HASHES, job->hashes + first, count);
@@ -135,7 +133,80 @@ kvt_scheduler_stream_end (job_t *job, size_t first, size_t last, bool commit, kv
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_GPU_SLOTS, job->stream_gpu + first, count);
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HOST_SLOTS, job->host_slots + first, count);
     kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_END_COMMIT, commit);
+    return msg;
+}
+
+//  Send MIG_PROMOTE_END for matched blocks [first, last) of the job's
+//  stream promotion: commit, or undo. 'cb' (may be NULL) gets the answer.
+void
+kvt_scheduler_stream_end (job_t *job, size_t first, size_t last, bool commit, kvt_actor_reply_fn *cb)
+{
+    if (last <= first)
+        return;
+    kvt_msg_t *msg = s_stream_end_msg (job, first, last, commit);
     kvt_actor_call (job->self->actor, "migration", &msg, cb, job);
+}
+
+//  A compute run that outlived runtime/compute_timeout_ms: what compute
+//  may still write (the reserved GPU slots) or read (the pinned prefix,
+//  a stream promotion's staging) is held until its late answer.
+typedef struct {
+    uint64_t *pins;                 //  Prefix hashes pinned
+    size_t pin_count;               //  Entries in pins
+    uint64_t *reserved;             //  GPU slots reserved for the computed blocks
+    size_t reserved_count;          //  Entries in reserved
+    kvt_msg_t *stream_undo;         //  MIG_PROMOTE_END commit 0 of an open stream, or NULL
+} s_compute_late_t;
+
+static uint64_t *
+s_copy_u64s (const uint64_t *values, size_t count)
+{
+    uint64_t *copy = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
+    memcpy (copy, values, count * sizeof (uint64_t));
+    return copy;
+}
+
+//  Compute's late answer (done with the run, whatever it says): release.
+static void
+s_compute_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    (void) reply_p;
+    self_t *self = (self_t *) self_ptr;
+    s_compute_late_t *late = (s_compute_late_t *) arg;
+    if (rc != -ECANCELED) {
+        if (late->stream_undo)
+            kvt_actor_call (self->actor, "migration", &late->stream_undo, NULL, NULL);
+        s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, late->pins,
+                late->pin_count);
+        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, late->reserved,
+                late->reserved_count);
+        kvt_actor_count (self->actor, "slots_released_late", late->reserved_count);
+    }
+    kvt_msg_destroy (&late->stream_undo);
+    free (late->pins);
+    free (late->reserved);
+    free (late);
+}
+
+void
+kvt_scheduler_compute_late (job_t *job)
+{
+    s_compute_late_t *late = (s_compute_late_t *) kvt_zmalloc (sizeof (s_compute_late_t));
+    late->pins = s_copy_u64s (job->hashes, job->pinned);
+    late->pin_count = job->pinned;
+    late->reserved = s_copy_u64s (job->slots + job->reserved_from, job->reserved_count);
+    late->reserved_count = job->reserved_count;
+    if (job->stream_open && job->matched > 0)
+        late->stream_undo = s_stream_end_msg (job, 0, job->matched, false);
+    if (kvt_actor_call_expect_late (job->self->actor, s_compute_late, late,
+                                    KVT_ACTOR_UNTIL_ANSWERED) != 0) {
+        s_compute_late (job->self, -ECANCELED, NULL, late);     //  Frees only
+        return;                     //  Never sent: the job's end releases all
+    }
+    kvt_actor_count (job->self->actor, "slots_quarantined", job->block_count);
+    job->reserved_count = 0;
+    job->pinned = 0;
+    job->stream_open = false;
 }
 
 //  Undo the stream promotion and recompute the whole prompt.

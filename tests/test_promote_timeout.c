@@ -39,6 +39,8 @@
     And a promotion answered in time with ERROR ETIMEDOUT (a call of
     migration's own timed out, test_hold_at = fail): an answer, so the
     prefix is released at once and the prompt promoted from host next.
+    And a compute run past runtime/compute_timeout_ms: its reserved GPU
+    slots are held until compute's late answer, then released.
     Timing: (2) is sent once (1) has failed (S_CALL_MS), and its calls to
     migration wait until the held promotion is done (S_DELAY_MS): margins
     of S_DELAY_MS - S_CALL_MS for (2)'s match to come before the late
@@ -90,11 +92,10 @@ s_tiers_consistent (kvt_client_t *client, uint64_t gpu_extra)
            == t_stat (client, "prefix_index.blocks_host");
 }
 
-//  Start a runtime whose calls time out after S_CALL_MS and whose
-//  migration holds its first job of one kind ('held', as
-//  migration/test_hold_job names it) at 'at' (test_hold_at) for 'ms'.
+//  As s_start, with two more overrides (or NULL).
 static void
-s_start (t_session_t *session, const char *held, const char *at, int ms, bool stream)
+s_start_with (t_session_t *session, const char *held, const char *at, int ms, bool stream,
+              const char *extra1, const char *extra2)
 {
     char call [64], job [96], hold_at [64], delay [64];
     snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", S_CALL_MS);
@@ -104,8 +105,17 @@ s_start (t_session_t *session, const char *held, const char *at, int ms, bool st
     const char *overrides [] = { "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256",
         stream? "migration/stream_promotion=1": "migration/stream_promotion=0", call, job,
-        hold_at, delay, NULL };
+        hold_at, delay, extra1, extra2, NULL };
     t_session_start (session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
+}
+
+//  Start a runtime whose calls time out after S_CALL_MS and whose
+//  migration holds its first job of one kind ('held', as
+//  migration/test_hold_job names it) at 'at' (test_hold_at) for 'ms'.
+static void
+s_start (t_session_t *session, const char *held, const char *at, int ms, bool stream)
+{
+    s_start_with (session, held, at, ms, stream, NULL, NULL);
 }
 
 //  Which job migration holds in s_run
@@ -306,6 +316,48 @@ s_run_failed (void)
     t_session_end (&session);
 }
 
+//  A compute run that outlives runtime/compute_timeout_ms (its answer
+//  held, compute/test_answer_delay_ms): the request fails, but the GPU
+//  slots reserved for its blocks stay held until compute's late answer
+//  (compute may still write them), then go back (slots_released_late).
+static void
+s_run_compute (void)
+{
+    t_session_t session;
+    char timeout [64], delay [64];
+    snprintf (timeout, sizeof (timeout), "runtime/compute_timeout_ms=%d", S_CALL_MS);
+    snprintf (delay, sizeof (delay), "compute/test_answer_delay_ms=%d", S_DELAY_MS);
+    s_start_with (&session, "", "start", 0, false, timeout, delay);
+    kvt_client_t *client = session.client;
+    size_t count = S_BLOCKS * session.hello.block_tokens + 5;
+    uint64_t *tokens = t_tokens (count, session.hello.vocab, 4545);
+    int failures_before = s_failures;
+    kvt_client_generate_t out = { 0 }, again = { 0 };
+    int rc = s_generate (client, tokens, count, NULL, &out);
+    s_expect (rc == -ETIMEDOUT);
+    s_expect (strstr (kvt_client_error_detail (client), "compute_timeout_ms") != NULL);
+    kvt_client_generate_fini (&out);
+    //  Held while compute may still write them
+    uint64_t held = t_stat (client, "tier_gpu.used_blocks")
+                  - t_stat (client, "prefix_index.blocks_gpu");
+    s_expect (held == S_BLOCKS);
+    s_expect (t_stat (client, "scheduler.slots_quarantined") == S_BLOCKS);
+    //  Released once compute answers
+    uint64_t released = t_wait_stat (client, "scheduler.slots_released_late", S_BLOCKS);
+    s_expect (released == S_BLOCKS);
+    s_expect (s_tiers_consistent (client, 0));
+    //  And the prompt is served, computed again
+    rc = s_generate (client, tokens, count, NULL, &again);
+    s_expect (rc == 0 && again.computed == S_BLOCKS);
+    kvt_client_generate_fini (&again);
+    s_expect (s_tiers_consistent (client, 0));
+    printf ("compute run past its timeout: %" PRIu64 " GPU slots held, %" PRIu64
+            " released late: %s\n", held, released,
+            s_failures == failures_before? "OK": "FAILED");
+    free (tokens);
+    t_session_end (&session);
+}
+
 int
 main (void)
 {
@@ -314,6 +366,7 @@ main (void)
     s_run (S_COMMIT, true);
     s_run_reserve ();
     s_run_failed ();
+    s_run_compute ();
     if (s_failures) {
         fprintf (stderr, "test_promote_timeout: %d checks failed\n", s_failures);
         return T_EXIT_FAIL;
