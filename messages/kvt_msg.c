@@ -343,6 +343,86 @@ kvt_msg_map_add (kvt_msg_t *self, int field, const char *key, uint64_t value)
 //  --------------------------------------------------------------------------
 //  Encode
 
+//  Make room for 'bytes' more in 'buffer' (aborts on out-of-memory, as
+//  zmalloc does).
+static void
+s_reserve (msgpack_sbuffer *buffer, size_t bytes)
+{
+    if (buffer->alloc - buffer->size >= bytes)
+        return;
+    size_t size = buffer->size + bytes;
+    char *data = (char *) realloc (buffer->data, size);
+    if (!data)
+        abort ();
+    buffer->data = data;
+    buffer->alloc = size;
+}
+
+//  At most how many bytes 'self' encodes to: reserved at once, so a
+//  large message is not copied by the buffer's growth on the way.
+static size_t
+s_size_bound (const kvt_msg_t *self)
+{
+    size_t bytes = 5 + 3 * 9;
+    for (int f = 0; f < self->field_count; f++) {
+        const s_field_t *field = &self->fields [f];
+        switch (self->picture [f]) {
+            case 's': bytes += 5 + (field->str? strlen (field->str): 0); break;
+            case 'b': bytes += 5 + field->bin_size; break;
+            case 'a': bytes += 5 + 9 * field->count; break;
+            case 'm':
+                bytes += 5;
+                for (size_t k = 0; k < field->map_size; k++)
+                    bytes += 5 + strlen (field->keys [k]) + 9;
+                break;
+            default:  bytes += 9; break;
+        }
+    }
+    return bytes;
+}
+
+//  Append 'count' unsigned integers, each in msgpack's shortest form (as
+//  msgpack_pack_uint64 writes it), in one pass over a buffer made large
+//  enough first: 16384-element arrays cross several actors per request.
+static void
+s_pack_u64s (msgpack_sbuffer *buffer, const uint64_t *values, size_t count)
+{
+    s_reserve (buffer, 9 * count);
+    uint8_t *out = (uint8_t *) buffer->data + buffer->size;
+    for (size_t k = 0; k < count; k++) {
+        uint64_t v = values [k];
+        if (v < 0x80)
+            *out++ = (uint8_t) v;
+        else
+        if (v < 0x100) {
+            out [0] = 0xcc;
+            out [1] = (uint8_t) v;
+            out += 2;
+        }
+        else
+        if (v < 0x10000) {
+            out [0] = 0xcd;
+            out [1] = (uint8_t) (v >> 8);
+            out [2] = (uint8_t) v;
+            out += 3;
+        }
+        else
+        if (v < 0x100000000ULL) {
+            uint32_t be = __builtin_bswap32 ((uint32_t) v);
+            out [0] = 0xce;
+            memcpy (out + 1, &be, 4);
+            out += 5;
+        }
+        else {
+            uint64_t be = __builtin_bswap64 (v);
+            out [0] = 0xcf;
+            memcpy (out + 1, &be, 8);
+            out += 9;
+        }
+    }
+    buffer->size = (size_t) ((char *) out - buffer->data);
+}
+
 //  Encode into a malloc'd buffer the caller frees. Returns 0 or -EMSGSIZE.
 
 static int
@@ -351,6 +431,7 @@ s_encode (const kvt_msg_t *self, char **data_p, size_t *size_p)
     assert (self->id != KVT_MSG_INVALID);
     msgpack_sbuffer buffer;
     msgpack_sbuffer_init (&buffer);
+    s_reserve (&buffer, s_size_bound (self));
     msgpack_packer pk;
     msgpack_packer_init (&pk, &buffer, msgpack_sbuffer_write);
     msgpack_pack_array (&pk, 3 + self->field_count);
@@ -379,8 +460,7 @@ s_encode (const kvt_msg_t *self, char **data_p, size_t *size_p)
                 break;
             case 'a':
                 msgpack_pack_array (&pk, field->count);
-                for (size_t k = 0; k < field->count; k++)
-                    msgpack_pack_uint64 (&pk, field->array [k]);
+                s_pack_u64s (&buffer, field->array, field->count);
                 break;
             case 'm':
                 msgpack_pack_map (&pk, field->map_size);
@@ -473,6 +553,54 @@ s_read_uint (s_reader_t *r, uint64_t *value)
         return true;
     }
     return false;
+}
+
+//  Read 'count' unsigned integers into 'values': the usual encodings
+//  inline (a positive fixint, or an unsigned one with its bytes all
+//  there), anything else through s_read_uint, which validates it.
+static bool
+s_read_uints (s_reader_t *r, uint64_t *values, size_t count)
+{
+    const uint8_t *at = r->at, *end = r->end;
+    for (size_t k = 0; k < count; k++) {
+        if (at < end && *at <= 0x7f) {
+            values [k] = *at++;
+            continue;
+        }
+        if (end - at >= 9) {
+            uint8_t tag = *at;
+            if (tag == 0xcf) {
+                uint64_t be;
+                memcpy (&be, at + 1, 8);
+                values [k] = __builtin_bswap64 (be);
+                at += 9;
+                continue;
+            }
+            if (tag == 0xce) {
+                uint32_t be;
+                memcpy (&be, at + 1, 4);
+                values [k] = __builtin_bswap32 (be);
+                at += 5;
+                continue;
+            }
+            if (tag == 0xcd) {
+                values [k] = (uint64_t) at [1] << 8 | at [2];
+                at += 3;
+                continue;
+            }
+            if (tag == 0xcc) {
+                values [k] = at [1];
+                at += 2;
+                continue;
+            }
+        }
+        r->at = at;
+        if (!s_read_uint (r, &values [k]))
+            return false;
+        at = r->at;
+    }
+    r->at = at;
+    return true;
 }
 
 static bool
@@ -625,12 +753,13 @@ s_decode_field (s_reader_t *r, char type, s_field_t *field)
             if (!s_read_container (r, false, &count) || count > KVT_MSG_MAX_ARRAY
             ||  count > (uint64_t) (r->end - r->at))
                 return -EBADMSG;
-            field->array = (uint64_t *) zmalloc ((count? count: 1) * sizeof (uint64_t));
+            //  Not zeroed: every element is written below (zmalloc's
+            //  zeroing of a 16384-block request's arrays showed up per hop)
+            field->array = (uint64_t *) malloc ((count? count: 1) * sizeof (uint64_t));
+            if (!field->array)
+                abort ();           //  As zmalloc does
             field->count = count;
-            for (uint64_t k = 0; k < count; k++)
-                if (!s_read_uint (r, &field->array [k]))
-                    return -EBADMSG;
-            return 0;
+            return s_read_uints (r, field->array, count)? 0: -EBADMSG;
         case 'm':
             if (!s_read_container (r, true, &count) || count > KVT_MSG_MAX_MAP
             ||  count * 2 > (uint64_t) (r->end - r->at))

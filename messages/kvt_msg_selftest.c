@@ -220,6 +220,44 @@ kvt_msg_test (bool verbose)
     assert (kvt_msg_decode (liar, sizeof (liar), &decoded) == -EBADMSG);
     assert (decoded == NULL);
 
+    //  Arrays are packed and read in bulk: each value in msgpack's shortest
+    //  form, byte for byte as msgpack_pack_uint64 writes it, and read back
+    //  at every width; a value of another type in an array is malformed
+    uint64_t edges [] = { 0, 1, 0x7f, 0x80, 0xff, 0x100, 0xffff, 0x10000, 0xffffffffULL,
+                          0x100000000ULL, 0x123456789abcdefULL, UINT64_MAX };
+    size_t edge_count = sizeof (edges) / sizeof (edges [0]);
+    kvt_msg_t *wide = kvt_msg_new (KVT_MSG_LOOKUP);
+    kvt_msg_set_str (wide, KVT_LOOKUP_TENANT, "t");
+    kvt_msg_set_array (wide, KVT_LOOKUP_TOKENS, edges, edge_count);
+    assert (kvt_msg_encode (wide, &frame) == 0);
+    msgpack_sbuffer expected;
+    msgpack_sbuffer_init (&expected);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &expected, msgpack_sbuffer_write);
+    msgpack_pack_array (&pk, edge_count);
+    for (size_t k = 0; k < edge_count; k++)
+        msgpack_pack_uint64 (&pk, edges [k]);
+    assert (zframe_size (frame) >= expected.size);
+    assert (memcmp (zframe_data (frame) + zframe_size (frame) - expected.size, expected.data,
+                    expected.size) == 0);
+    assert (kvt_msg_decode (zframe_data (frame), zframe_size (frame), &decoded) == 0);
+    tokens = kvt_msg_array (decoded, KVT_LOOKUP_TOKENS, &count);
+    assert (count == edge_count && memcmp (tokens, edges, sizeof (edges)) == 0);
+    kvt_msg_destroy (&decoded);
+    //  The last value cut short by one byte: malformed
+    assert (kvt_msg_decode (zframe_data (frame), zframe_size (frame) - 1, &decoded) == -EBADMSG);
+    zframe_destroy (&frame);
+    msgpack_sbuffer_destroy (&expected);
+    kvt_msg_destroy (&wide);
+    uint8_t negative [] = { 0x95, 0x01, (uint8_t) KVT_MSG_LOOKUP, 0x07, 0xa1, 't',
+                            0x93, 0x01, 0xcc, 0x80, 0xff };    //  [1, 128, -1]
+    assert (kvt_msg_decode (negative, sizeof (negative), &decoded) == -EBADMSG);
+    negative [10] = 0x05;
+    assert (kvt_msg_decode (negative, sizeof (negative), &decoded) == 0);
+    tokens = kvt_msg_array (decoded, KVT_LOOKUP_TOKENS, &count);
+    assert (count == 3 && tokens [0] == 1 && tokens [1] == 128 && tokens [2] == 5);
+    kvt_msg_destroy (&decoded);
+
     //  Field lookup by name matches the generated constants
     assert (kvt_msg_field_index (KVT_MSG_GENERATE, "max_new_tokens") == KVT_GENERATE_MAX_NEW_TOKENS);
     assert (kvt_msg_field_index (KVT_MSG_GENERATE, "nope") == -1);
