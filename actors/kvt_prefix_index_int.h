@@ -121,6 +121,43 @@ kvt_prefix_index_find (const self_t *self, uint64_t hash)
     }
 }
 
+//  How far ahead a loop over a request's hashes prefetches their buckets,
+//  and (the bucket being in cache by then) their entries. A 16384-block
+//  prefix's hashes land in random buckets of a table and an entry pool
+//  of megabytes: each lookup is two cache misses, and most of the cost
+//  of IDX_MATCH and IDX_MOVE (issue #3). Prefetched ahead they overlap.
+#define KVT_PREFIX_INDEX_AHEAD 16
+
+//  Prefetch the cache line at 'p'. GCC 12 at -O2 drops a __builtin_prefetch
+//  whose address a later iteration of the loop loads, which is exactly
+//  ours: on x86-64 the instruction is written out instead.
+static inline void
+kvt_prefix_index_prefetch_line (const void *p)
+{
+#if defined (__x86_64__) || defined (__i386__)
+    __asm__ volatile ("prefetcht0 %0" : : "m" (*(const char *) p));
+#else
+    __builtin_prefetch (p);
+#endif
+}
+
+//  Prefetch for a loop over 'hashes' [0, count) now at 'k': the bucket of
+//  hash k + AHEAD, and the first entry of the bucket of hash k + AHEAD / 2.
+//  A hint only: never changes what a lookup finds.
+static inline void
+kvt_prefix_index_prefetch (const self_t *self, const uint64_t *hashes, size_t count, size_t k)
+{
+    if (k + KVT_PREFIX_INDEX_AHEAD < count)
+        kvt_prefix_index_prefetch_line (&self->table [kvt_prefix_index_bucket (
+                                            self, hashes [k + KVT_PREFIX_INDEX_AHEAD])]);
+    if (k + KVT_PREFIX_INDEX_AHEAD / 2 < count) {
+        uint32_t e = self->table [kvt_prefix_index_bucket (
+                         self, hashes [k + KVT_PREFIX_INDEX_AHEAD / 2])];
+        if (e != KVT_PREFIX_INDEX_NIL)
+            kvt_prefix_index_prefetch_line (&self->entries [e]);
+    }
+}
+
 //  Is 'tier' a tier number?
 static inline bool
 kvt_prefix_index_valid_tier (uint64_t tier)
