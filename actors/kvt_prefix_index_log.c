@@ -19,6 +19,7 @@
 #define S_LOG_KEEP 65536            //  Events the drained log keeps room for
 #define S_APPLY_NOW 512             //  Policy calls waiting at a request's end made before
                                     //  its answer (a small request's, as they came)
+#define S_FIRST_SLICE_MS 2          //  The first slice waits 1-2 ms (zloop counts whole ms)
 
 //  The policy log (issue #3). Each event costs a local policy a few hash
 //  map operations: the IDX_MOVE of a 16384-block promotion spent ~9 ms of
@@ -32,7 +33,11 @@
 //  answer: a slice of at most prefix_index/policy_slice_us at a time
 //  (a large request's accesses over several slices), from a zero-delay
 //  timer, so the loop serves its sockets in between (0: no slices,
-//  events wait for the next decision; tests). Slices that fall behind
+//  events wait for the next decision; tests). The first slice waits
+//  S_FIRST_SLICE_MS: zloop runs due timers before the sockets of each
+//  turn, so a zero-delay slice would hold the answer's own sequel (the
+//  requester's next step on this thread: MIG_PROMOTE after a match, the
+//  promotion's answer after its IDX_MOVE) for a whole slice (issue #3). Slices that fall behind
 //  S_LOG_MAX calls catch up on the older half at once. Before a policy is
 //  asked for victims the whole log is applied, and during that call
 //  events apply at once: the policy sees the same calls in the same order
@@ -43,18 +48,24 @@
 
 typedef enum { S_INSERT, S_EVICT, S_REQUEST } s_kind_t;
 
-//  One event a tier's policy has not been told yet
+//  One event a tier's policy has not been told yet. A request's fields and
+//  an insert's block share their room: a large IDX_MOVE logs two events a
+//  block, so each event is one 64-byte line, not two.
 typedef struct {
     uint8_t kind;                   //  s_kind_t
     uint8_t tier;                   //  The tier whose policy hears it (S_REQUEST: the GPU)
-    kvt_policy_block_t block;       //  S_INSERT: the block; S_EVICT: its id
-    kvt_policy_block_t *blocks;     //  S_REQUEST: the request's blocks (owned)
-    uint8_t *hit_tiers;             //  S_REQUEST: per cached block, the tier whose policy
+    union {
+        kvt_policy_block_t block;   //  S_INSERT: the block; S_EVICT: its id
+        struct {
+            kvt_policy_block_t *blocks;     //  S_REQUEST: the request's blocks (owned)
+            uint8_t *hit_tiers;     //  S_REQUEST: per cached block, the tier whose policy
                                     //  hears its access, or KVT_PREFIX_INDEX_NO_TIER (owned)
-    size_t count;                   //  S_REQUEST: entries in blocks
-    size_t hits;                    //  S_REQUEST: entries in hit_tiers
-    size_t told;                    //  S_REQUEST: accesses told so far
-    bool begun;                     //  S_REQUEST: begin_request told
+            size_t count;           //  S_REQUEST: entries in blocks
+            size_t hits;            //  S_REQUEST: entries in hit_tiers
+            size_t told;            //  S_REQUEST: accesses told so far
+            bool begun;             //  S_REQUEST: begin_request told
+        };
+    };
 } s_event_t;
 
 struct _kvt_prefix_index_log_t {
@@ -130,7 +141,8 @@ s_log_apply (self_t *self, size_t keep, int64_t budget_us)
     int64_t start = budget_us? kvt_now_us (): 0;
     while (log->head < log->tail && log->calls > keep) {
         s_event_t *event = &log->events [log->head];
-        size_t left = s_event_calls (event) - (event->begun? event->told + 1: 0);
+        size_t left = s_event_calls (event)
+                    - (event->kind == S_REQUEST && event->begun? event->told + 1: 0);
         size_t made = s_event_apply (self, event, budget_us? 64: SIZE_MAX);
         log->calls -= made;
         if (made == left)
@@ -160,6 +172,21 @@ s_log_timer (zloop_t *loop, int timer_id, void *arg)
     (void) timer_id;
     self_t *self = (self_t *) arg;
     s_log_apply (self, 0, self->policy_slice_us);
+    return 0;
+}
+
+//  The first slice, S_FIRST_SLICE_MS after the answer that left the events
+//  (a one-shot timer, gone once it fired); then a slice at every turn of
+//  the loop until none waits.
+static int
+s_log_timer_first (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) timer_id;
+    self_t *self = (self_t *) arg;
+    kvt_prefix_index_log_t *log = self->policy_log;
+    log->timer_id = -1;
+    if (!s_log_apply (self, 0, self->policy_slice_us))
+        log->timer_id = zloop_timer (loop, 0, 0, s_log_timer, self);
     return 0;
 }
 
@@ -239,7 +266,8 @@ kvt_prefix_index_log_answer (self_t *self)
     else
     if (log->timer_id == -1) {
         kvt_actor_count (self->actor, "policy_calls_deferred", log->calls);
-        log->timer_id = zloop_timer (kvt_actor_loop (self->actor), 0, 0, s_log_timer, self);
+        log->timer_id = zloop_timer (kvt_actor_loop (self->actor), S_FIRST_SLICE_MS, 1,
+                                     s_log_timer_first, self);
     }
 }
 
