@@ -129,28 +129,26 @@ s_promote_fail (self_t *self, s_promote_t *job, int rc, const char *what)
 }
 
 //  Everything has its bytes: update the index, free old slots, reply.
+//  IDX_MOVE goes first, and the old slots are freed while the index works
+//  on it (issue #3): the index shares the scheduler's thread, and our
+//  answer waits for its IDX_MOVE_OK, so for a long prefix its per-block
+//  work is the longest step after the copy. The blocks stay pinned and
+//  promoting until the requester has our answer, so neither order of the
+//  two lets anything else touch the old slots. With nothing to move the
+//  answer goes at once, after the frees, as before.
 static void
 s_promote_finish (self_t *self, s_promote_t *job)
 {
     uint64_t *moved_hashes = kvt_migration_u64s (job->count), *moved_slots = kvt_migration_u64s (job->count);
-    uint64_t *host_free = kvt_migration_u64s (job->count), *nvme_free = kvt_migration_u64s (job->count);
-    uint64_t *gone = kvt_migration_u64s (job->count), *gpu_unused = kvt_migration_u64s (job->count);
     uint64_t *failed = kvt_migration_u64s (job->count), *gpu_slots = kvt_migration_u64s (job->count);
-    size_t moved = 0, host_n = 0, nvme_n = 0, gone_n = 0, unused_n = 0, failed_n = 0;
+    size_t moved = 0, failed_n = 0;
     for (size_t k = 0; k < job->count; k++) {
         gpu_slots [k] = job->gpu->slots [k];
-        if (job->skipped [k]) {
-            //  Still valid on disk and still in the index: the scheduler
-            //  only cuts its prefix here and recomputes from this block
+        if (job->skipped [k] || job->failed [k]) {
+            //  Skipped: still valid on disk and still in the index, the
+            //  scheduler only cuts its prefix here and recomputes from
+            //  this block. Failed: forgotten below
             failed [failed_n++] = k;
-            gpu_unused [unused_n++] = job->gpu->slots [k];
-            gpu_slots [k] = UINT64_MAX;
-            continue;
-        }
-        if (job->failed [k]) {
-            failed [failed_n++] = k;
-            gone [gone_n++] = job->hashes [k];
-            gpu_unused [unused_n++] = job->gpu->slots [k];
             gpu_slots [k] = UINT64_MAX;
             continue;
         }
@@ -158,6 +156,34 @@ s_promote_finish (self_t *self, s_promote_t *job)
             continue;               //  Already there; its slot was passed through
         moved_hashes [moved] = job->hashes [k];
         moved_slots [moved++] = job->gpu->slots [k];
+    }
+    kvt_actor_count (self->actor, "promoted", moved);
+    kvt_actor_count (self->actor, "promote_misses", failed_n);
+    kvt_msg_t *request = job->request? job->request: self->current;
+    kvt_msg_t *reply = kvt_msg_reply_new (request, KVT_MSG_MIG_PROMOTE_OK);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
+    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_FAILED, failed, failed_n);
+    kvt_msg_t *detached = job->request;
+    if (moved)                      //  Answers once the index has moved them
+        kvt_migration_move_then_reply (self, moved_hashes, moved_slots, moved, KVT_TIER_GPU,
+                                       &reply, detached);
+    free (moved_hashes); free (moved_slots); free (failed); free (gpu_slots);
+
+    uint64_t *host_free = kvt_migration_u64s (job->count), *nvme_free = kvt_migration_u64s (job->count);
+    uint64_t *gone = kvt_migration_u64s (job->count), *gpu_unused = kvt_migration_u64s (job->count);
+    size_t host_n = 0, nvme_n = 0, gone_n = 0, unused_n = 0;
+    for (size_t k = 0; k < job->count; k++) {
+        if (job->skipped [k]) {
+            gpu_unused [unused_n++] = job->gpu->slots [k];
+            continue;
+        }
+        if (job->failed [k]) {
+            gone [gone_n++] = job->hashes [k];
+            gpu_unused [unused_n++] = job->gpu->slots [k];
+            continue;
+        }
+        if (job->tiers [k] == KVT_TIER_GPU)
+            continue;
         if (job->tiers [k] == KVT_TIER_HOST) {
             if (!kvt_migration_shadow_adopt (self, job->hashes [k], job->slots [k]))
                 host_free [host_n++] = job->slots [k];
@@ -180,22 +206,11 @@ s_promote_finish (self_t *self, s_promote_t *job)
     kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
     kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
     kvt_migration_free_slots (self, KVT_TIER_GPU, gpu_unused, unused_n);
-    kvt_actor_count (self->actor, "promoted", moved);
-    kvt_actor_count (self->actor, "promote_misses", failed_n);
     kvt_actor_count (self->actor, "us_promoting", (uint64_t) (kvt_now_us () - job->started_us));
-
-    kvt_msg_t *request = job->request? job->request: self->current;
-    kvt_msg_t *reply = kvt_msg_reply_new (request, KVT_MSG_MIG_PROMOTE_OK);
-    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_GPU_SLOTS, gpu_slots, job->count);
-    kvt_msg_set_array (reply, KVT_MIG_PROMOTE_OK_FAILED, failed, failed_n);
-    kvt_msg_t *detached = job->request;
+    free (host_free); free (nvme_free); free (gone); free (gpu_unused);
     s_promote_free (self, job, false);
-    //  The old slots are freed first: the blocks stay pinned and promoting
-    //  until the requester has our answer, which waits for the index
-    kvt_migration_move_then_reply (self, moved_hashes, moved_slots, moved, KVT_TIER_GPU,
-                                   &reply, detached);
-    free (moved_hashes); free (moved_slots); free (host_free); free (nvme_free);
-    free (gone); free (gpu_unused); free (failed); free (gpu_slots);
+    if (!moved)                     //  Nothing for the index to move: answer now,
+        kvt_migration_move_then_reply (self, NULL, NULL, 0, KVT_TIER_GPU, &reply, detached);
 }
 
 //  Every copy of the job is done (copies finish in the order queued, so
