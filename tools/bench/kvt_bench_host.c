@@ -22,7 +22,8 @@
     Starts a runtime in this process (every actor a thread, ipc front door
     only) with large KV blocks, so that bytes, not messages, dominate:
     model 4 layers x 8 KV heads x head_dim 128 x 16 tokens x bf16 = 256 KiB
-    per block (--block-kib 64..2048 changes layers or tokens per block).
+    per block (--block-kib 16..2048 changes layers, KV heads or tokens per
+    block).
     STOREs N blocks of deterministic KV as one prompt, in pieces of at most
     --prompt-mib of KV (default 128 MiB): a STORE, then STORE_TAILs, so a
     prefix larger than one frame is still one long prompt (--split: as
@@ -410,7 +411,8 @@ s_usage (FILE *out)
         "  host -> GPU beside memcpy, NVMe -> GPU beside raw io_uring O_DIRECT reads\n"
         "  of the same bytes from the store's files (and beside min(disk, memcpy)).\n"
         "  --blocks N     blocks in the prefix (default 512)\n"
-        "  --block-kib K  KiB per block: 64, 128, 256 (default), 512, 1024, 2048\n"
+        "  --block-kib K  KiB per block: 16, 32, 64, 128, 256 (default), 512, 1024,\n"
+        "                 2048\n"
         "  --dir DIR      where the NVMe tier's work folder goes (default /var/tmp)\n"
         "  --reps N       repetitions, median reported (default 3)\n"
         "  --qd N         raw baseline and tier_nvme queue depth (default: the NVMe\n"
@@ -518,11 +520,11 @@ kvt_bench_host_main (int argc, char **argv)
                            : kvt_runtime_nvme_queue_depth (config, (size_t) opts.block_kib << 10);
         kvt_config_destroy (&config);
     }
-    int layers, block_tokens;
+    int layers, kv_heads, block_tokens;
     if (bad || optind < argc || opts.blocks < 1 || opts.blocks > 1000000 || opts.reps < 1
     ||  opts.qd < 1 || opts.qd > S_MAX_QD
     ||  opts.prompt_mib < 1 || opts.prompt_mib > KVT_BENCH_HOST_MAX_PROMPT_MIB
-    ||  kvt_bench_host_geometry (opts.block_kib, &layers, &block_tokens)) {
+    ||  kvt_bench_host_geometry (opts.block_kib, &layers, &kv_heads, &block_tokens)) {
         s_usage (stderr);
         return 2;
     }
@@ -710,9 +712,9 @@ kvt_bench_host_main (int argc, char **argv)
     kvt_bench_report_t *report = kvt_bench_report_new ("host", opts.json);
     char note [128];
     snprintf (note, sizeof (note), "%d blocks x %" PRIu64 " KiB = %.1f MiB in %d prompts "
-              "(layers %d, 8 kv heads, head_dim 128, %d tokens/block)", opts.blocks,
+              "(layers %d, %d kv heads, head_dim 128, %d tokens/block)", opts.blocks,
               hello.block_bytes / 1024, (double) bytes / (1 << 20), prompt_count, layers,
-              block_tokens);
+              kv_heads, block_tokens);
     kvt_bench_report_note (report, "prefix", note);
     snprintf (note, sizeof (note), "median of %d reps; GB/s = 1e9 B/s; time = delta of "
               "scheduler.us_finding_prefix", opts.reps);

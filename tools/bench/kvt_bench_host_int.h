@@ -88,11 +88,12 @@ int
     kvt_bench_host_generate_all (kvt_client_t *client, kvt_bench_host_prompt_t *prompts,
                                  int prompt_count, uint64_t tier, double *wall_us);
 
-//  Model geometry for 'block_kib' KiB blocks (64 x 2^j, j = 0..5): 4
+//  Model geometry for 'block_kib' KiB blocks (16 x 2^j, j = 0..7): 4
 //  layers x 8 KV heads x head_dim 128 x 16 tokens x bf16 = 256 KiB;
-//  fewer layers below that, more tokens per block above. 0 or -EINVAL.
+//  fewer layers below that (and fewer KV heads below 64 KiB), more tokens
+//  per block above. 0 or -EINVAL.
 int
-    kvt_bench_host_geometry (int block_kib, int *layers, int *block_tokens);
+    kvt_bench_host_geometry (int block_kib, int *layers, int *kv_heads, int *block_tokens);
 
 //  Blocks one STORE carries: --prompt-mib of KV, at most the prefix.
 int

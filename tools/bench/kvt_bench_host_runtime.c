@@ -117,16 +117,21 @@ kvt_bench_host_generate_all (kvt_client_t *client, kvt_bench_host_prompt_t *prom
 //  --------------------------------------------------------------------------
 //  Runtime set-up
 
-//  Model geometry for 'block_kib' KiB blocks (64 x 2^j, j = 0..5): 4
+//  Model geometry for 'block_kib' KiB blocks (16 x 2^j, j = 0..7): 4
 //  layers x 8 KV heads x head_dim 128 x 16 tokens x bf16 = 256 KiB;
-//  fewer layers below that, more tokens per block above.
+//  fewer layers below that (and fewer KV heads, GQA, below 64 KiB), more
+//  tokens per block above.
 int
-kvt_bench_host_geometry (int block_kib, int *layers, int *block_tokens)
+kvt_bench_host_geometry (int block_kib, int *layers, int *kv_heads, int *block_tokens)
 {
+    *kv_heads = 8;
+    *block_tokens = 16;
     switch (block_kib) {
-        case 64:   *layers = 1; *block_tokens = 16; return 0;
-        case 128:  *layers = 2; *block_tokens = 16; return 0;
-        case 256:  *layers = 4; *block_tokens = 16; return 0;
+        case 16:   *layers = 1; *kv_heads = 2; return 0;
+        case 32:   *layers = 1; *kv_heads = 4; return 0;
+        case 64:   *layers = 1; return 0;
+        case 128:  *layers = 2; return 0;
+        case 256:  *layers = 4; return 0;
         case 512:  *layers = 4; *block_tokens = 32; return 0;
         case 1024: *layers = 4; *block_tokens = 64; return 0;
         case 2048: *layers = 4; *block_tokens = 128; return 0;
@@ -159,8 +164,8 @@ kvt_runtime_t *
 kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvme_dir,
                               const char *const *extra)
 {
-    int layers, block_tokens;
-    int rc = kvt_bench_host_geometry (opts->block_kib, &layers, &block_tokens);
+    int layers, kv_heads, block_tokens;
+    int rc = kvt_bench_host_geometry (opts->block_kib, &layers, &kv_heads, &block_tokens);
     assert (rc == 0);               //  Checked with the options
     //  Memory tiers hold the whole prefix under the low watermark (80%),
     //  so no upkeep demotion runs inside a measured phase
@@ -175,7 +180,7 @@ kvt_bench_host_start_runtime (const kvt_bench_host_opts_t *opts, const char *nvm
     snprintf (option [count++], 1200, "scheduler/endpoint=");
     snprintf (option [count++], 1200, "model/layers=%d", layers);
     snprintf (option [count++], 1200, "model/heads=8");
-    snprintf (option [count++], 1200, "model/kv_heads=8");
+    snprintf (option [count++], 1200, "model/kv_heads=%d", kv_heads);
     snprintf (option [count++], 1200, "model/head_dim=128");
     snprintf (option [count++], 1200, "model/hidden=1024");
     snprintf (option [count++], 1200, "model/intermediate=1024");
