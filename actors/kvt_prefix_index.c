@@ -259,6 +259,17 @@ s_pool_destroy (void *pool, size_t bytes)
         munmap (pool, bytes? bytes: 1);
 }
 
+//  Whether every slot names one of the tier's (no tier has the others: an
+//  entry placed there would be a block the tier never holds).
+static bool
+s_slots_in_range (const self_t *self, uint64_t tier, const uint64_t *slots, size_t count)
+{
+    for (size_t k = 0; k < count; k++)
+        if (slots [k] >= self->capacity [tier])
+            return false;
+    return true;
+}
+
 //  --------------------------------------------------------------------------
 //  Life cycle
 
@@ -416,6 +427,8 @@ s_handle_insert (void *self_ptr, kvt_msg_t **msg_p)
     uint64_t tier = kvt_msg_u64 (*msg_p, KVT_IDX_INSERT_TIER);
     if (slot_count != count || !kvt_prefix_index_valid_tier (tier))
         return -EINVAL;
+    if (!s_slots_in_range (self, tier, slots, count))
+        return -ERANGE;
     for (size_t k = 0; k < count; k++)
         if (hashes [k] == 0)
             return -EINVAL;         //  0 means "no parent", never a block
@@ -501,6 +514,8 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
     uint64_t tier = kvt_msg_u64 (*msg_p, KVT_IDX_MOVE_TIER);
     if (slot_count != count || !kvt_prefix_index_valid_tier (tier))
         return -EINVAL;
+    if (!s_slots_in_range (self, tier, slots, count))
+        return -ERANGE;
     size_t moved = 0;
     uint32_t *placed = (uint32_t *) kvt_zmalloc ((count + 1) * sizeof (uint32_t));
     for (size_t k = 0; k < count; k++) {
