@@ -582,8 +582,8 @@ s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         //  promote the same slots again (GPU slots leaked, host slots
         //  freed twice). Keep them pinned instead, until migration's late
         //  answer says what it did (s_late_answered: then released, a
-        //  stream promotion undone), or for good if none comes; later
-        //  matches cut there and recompute meanwhile.
+        //  stream promotion undone); later matches cut there and
+        //  recompute meanwhile.
         kvt_scheduler_expect_late (job);
         kvt_scheduler_job_fail (job, rc, "cannot bring the cached prefix to the GPU: "
                                 "migration did not answer within runtime/call_timeout_ms");
