@@ -81,17 +81,6 @@ s_generate (kvt_client_t *client, const uint64_t *tokens, size_t count,
     return rc;
 }
 
-//  Whether each memory tier holds exactly the blocks the index has on it,
-//  plus 'gpu_extra' GPU slots held outside the index.
-static bool
-s_tiers_consistent (kvt_client_t *client, uint64_t gpu_extra)
-{
-    return t_stat (client, "tier_gpu.used_blocks")
-           == t_stat (client, "prefix_index.blocks_gpu") + gpu_extra
-        && t_stat (client, "tier_host.used_blocks")
-           == t_stat (client, "prefix_index.blocks_host");
-}
-
 //  As s_start, with two more overrides (or NULL).
 static void
 s_start_with (t_session_t *session, const char *held, const char *at, int ms, bool stream,
@@ -200,21 +189,17 @@ s_run (s_held_t held, bool stream)
 
     //  Every slot in use is a block the index knows, on its tier (the
     //  undone stream promotion's reserved GPU slots went back);
-    //  consistent for three polls in a row (a late promotion run a second
-    //  time would land meanwhile and break it for good)
+    //  consistent for three polls 500 ms apart (a late promotion run a
+    //  second time would land meanwhile and break it for good)
     uint64_t gpu_extra = 0;
-    int stable = 0;
-    for (int k = 0; k < 40 && stable < 3; k++) {
-        stable = s_tiers_consistent (client, gpu_extra)? stable + 1: 0;
-        zclock_sleep (500);
-    }
+    bool settled = t_tiers_settle (client, gpu_extra, 500, 20000);
     uint64_t gpu_used = t_stat (client, "tier_gpu.used_blocks");
     uint64_t host_used = t_stat (client, "tier_host.used_blocks");
     uint64_t index_gpu = t_stat (client, "prefix_index.blocks_gpu");
     uint64_t index_host = t_stat (client, "prefix_index.blocks_host");
     printf ("%s: GPU tier %" PRIu64 " used, index %" PRIu64 "; host tier %" PRIu64
             " used, index %" PRIu64 "\n", what, gpu_used, index_gpu, host_used, index_host);
-    s_expect (stable >= 3);
+    s_expect (settled);
     s_expect (gpu_used == index_gpu + gpu_extra);
     s_expect (host_used == index_host);
     s_expect (gpu_used <= 64 && host_used <= 64);
@@ -308,7 +293,7 @@ s_run_failed (void)
     s_expect (quarantined == 0);
     s_expect (t_stat (client, "scheduler.calls_awaited_late") == 0);
     s_expect (t_stat (client, "prefix_index.match_cut_promoting") == 0);
-    s_expect (s_tiers_consistent (client, 0));
+    s_expect (t_tiers_settle (client, 0, 50, 5000));
     printf ("promotion failed in time: %" PRIu64 " pins held, then served from host: %s\n",
             quarantined, s_failures == failures_before? "OK": "FAILED");
     kvt_client_generate_fini (&first);
@@ -345,12 +330,12 @@ s_run_compute (void)
     //  Released once compute answers
     uint64_t released = t_wait_stat (client, "scheduler.slots_released_late", S_BLOCKS);
     s_expect (released == S_BLOCKS);
-    s_expect (s_tiers_consistent (client, 0));
+    s_expect (t_tiers_settle (client, 0, 50, 5000));
     //  And the prompt is served, computed again
     rc = s_generate (client, tokens, count, NULL, &again);
     s_expect (rc == 0 && again.computed == S_BLOCKS);
     kvt_client_generate_fini (&again);
-    s_expect (s_tiers_consistent (client, 0));
+    s_expect (t_tiers_settle (client, 0, 50, 5000));
     printf ("compute run past its timeout: %" PRIu64 " GPU slots held, %" PRIu64
             " released late: %s\n", held, released,
             s_failures == failures_before? "OK": "FAILED");

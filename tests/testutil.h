@@ -114,6 +114,35 @@ t_wait_stat (kvt_client_t *client, const char *key, uint64_t want)
     return value;
 }
 
+//  Whether each memory tier holds exactly the blocks the index has on it,
+//  plus 'gpu_extra' GPU slots held outside the index.
+static inline bool
+t_tiers_consistent (kvt_client_t *client, uint64_t gpu_extra)
+{
+    return t_stat (client, "tier_gpu.used_blocks")
+           == t_stat (client, "prefix_index.blocks_gpu") + gpu_extra
+        && t_stat (client, "tier_host.used_blocks")
+           == t_stat (client, "prefix_index.blocks_host");
+}
+
+//  t_tiers_consistent once the runtime is quiet: some frees trail the
+//  reply that ends a request (a computed block another request inserted
+//  first is freed when the index says so; an undone stream promotion's
+//  slots when migration gets to it), so a reply is not the moment to
+//  count. True once it holds for three polls in a row ('poll_ms' apart:
+//  work still to come would break it), false if not within 'wait_ms'.
+static inline bool
+t_tiers_settle (kvt_client_t *client, uint64_t gpu_extra, int poll_ms, int wait_ms)
+{
+    int stable = 0;
+    for (int waited = 0; waited <= wait_ms && stable < 3; waited += poll_ms) {
+        stable = t_tiers_consistent (client, gpu_extra)? stable + 1: 0;
+        if (stable < 3)
+            zclock_sleep (poll_ms);
+    }
+    return stable >= 3;
+}
+
 //  Find, in the NVMe tier's data files of 'runtime', the 4 KiB page that
 //  starts with the 64 bytes at 'needle' (a block's payload start) and flip
 //  its byte 100 on disk. Returns whether such a page was found.
