@@ -130,10 +130,26 @@ kvt_migration_await_late (self_t *self, int rc, kvt_actor_reply_fn *fn, void *ar
     return true;
 }
 
+//  A copy of 'count' values (plain malloc: every one is written).
+static uint64_t *
+s_u64s_copy (const uint64_t *values, size_t count)
+{
+    uint64_t *copy = (uint64_t *) malloc ((count + 1) * sizeof (uint64_t));
+    if (!copy)
+        abort ();
+    if (count)
+        memcpy (copy, values, count * sizeof (uint64_t));
+    return copy;
+}
+
 //  An answer waiting for the index's IDX_MOVE_OK
 typedef struct {
     kvt_msg_t *reply;               //  The job's answer
     kvt_msg_t *request;             //  A detached job's request, or NULL: the current job
+    uint64_t *hashes;               //  The blocks moved (for a refusal)
+    uint64_t *slots;                //  Their new slots
+    size_t count;                   //  Entries in each
+    int tier;                       //  Of the new slots
 } s_answer_after_t;
 
 static void
@@ -144,12 +160,29 @@ s_moved_then_reply (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     if (kvt_migration_await_late (self, rc, s_moved_then_reply, after))
         return;
     kvt_migration_expect_ok (self, rc, reply_p, (void *) "IDX_MOVE");
+    kvt_msg_t *request = after->request? after->request: self->current;
+    if (rc && rc != -ECANCELED) {
+        //  The index kept the blocks at their old slots, which are freed
+        //  by now: it must not name them. It forgets the blocks, their new
+        //  slots go back, and the requester hears the move failed (its
+        //  blocks are recomputed) instead of using what the index lost.
+        kvt_actor_count (self->actor, "moves_refused", after->count);
+        kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE,
+                                  KVT_IDX_REMOVE_HASHES, after->hashes, after->count,
+                                  "IDX_REMOVE");
+        kvt_migration_free_slots (self, after->tier, after->slots, after->count);
+        kvt_msg_destroy (&after->reply);
+        after->reply = kvt_msg_error_new (request, rc, "migration: the index refused to move "
+                                          "the blocks: %s", kvt_strerror (rc));
+    }
     if (after->request) {           //  Done with the job slot already
         kvt_actor_reply (self->actor, &after->reply);
         kvt_msg_destroy (&after->request);
     }
     else
         kvt_migration_job_reply (self, &after->reply);
+    free (after->hashes);
+    free (after->slots);
     free (after);
 }
 
@@ -161,6 +194,10 @@ kvt_migration_move_then_reply (self_t *self, const uint64_t *hashes, const uint6
     after->reply = *reply_p;
     after->request = request;
     *reply_p = NULL;
+    after->count = count;
+    after->tier = tier;
+    after->hashes = s_u64s_copy (hashes, count);
+    after->slots = s_u64s_copy (slots, count);
     if (count == 0) {
         s_moved_then_reply (self, 0, NULL, after);
         return;

@@ -144,7 +144,9 @@ void
 //  given (consumed) that detached job's. The answer waits for the index:
 //  the requester unpins the blocks on it, and a block unpinned while the
 //  index still named its old slot, freed by then, could be matched and
-//  promoted again from a slot that holds another block.
+//  promoted again from a slot that holds another block. If the index
+//  refuses the move, it forgets the blocks, their new slots go back and
+//  the answer becomes an ERROR (moves_refused).
 void
     kvt_migration_move_then_reply (self_t *self, const uint64_t *hashes,
                                    const uint64_t *slots, size_t count, int tier,
