@@ -130,18 +130,6 @@ kvt_migration_await_late (self_t *self, int rc, kvt_actor_reply_fn *fn, void *ar
     return true;
 }
 
-//  A copy of 'count' values (plain malloc: every one is written).
-static uint64_t *
-s_u64s_copy (const uint64_t *values, size_t count)
-{
-    uint64_t *copy = (uint64_t *) malloc ((count + 1) * sizeof (uint64_t));
-    if (!copy)
-        abort ();
-    if (count)
-        memcpy (copy, values, count * sizeof (uint64_t));
-    return copy;
-}
-
 //  An answer waiting for the index's IDX_MOVE_OK
 typedef struct {
     kvt_msg_t *reply;               //  The job's answer
@@ -196,8 +184,8 @@ kvt_migration_move_then_reply (self_t *self, const uint64_t *hashes, const uint6
     *reply_p = NULL;
     after->count = count;
     after->tier = tier;
-    after->hashes = s_u64s_copy (hashes, count);
-    after->slots = s_u64s_copy (slots, count);
+    after->hashes = kvt_u64s_dup (hashes, count);
+    after->slots = kvt_u64s_dup (slots, count);
     if (count == 0) {
         s_moved_then_reply (self, 0, NULL, after);
         return;

@@ -158,14 +158,6 @@ typedef struct {
     kvt_msg_t *stream_undo;         //  MIG_PROMOTE_END commit 0 of an open stream, or NULL
 } s_compute_late_t;
 
-static uint64_t *
-s_copy_u64s (const uint64_t *values, size_t count)
-{
-    uint64_t *copy = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    memcpy (copy, values, count * sizeof (uint64_t));
-    return copy;
-}
-
 //  Compute's late answer (done with the run, whatever it says): release.
 static void
 s_compute_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
@@ -192,9 +184,9 @@ void
 kvt_scheduler_compute_late (job_t *job)
 {
     s_compute_late_t *late = (s_compute_late_t *) kvt_zmalloc (sizeof (s_compute_late_t));
-    late->pins = s_copy_u64s (job->hashes, job->pinned);
+    late->pins = kvt_u64s_dup (job->hashes, job->pinned);
     late->pin_count = job->pinned;
-    late->reserved = s_copy_u64s (job->slots + job->reserved_from, job->reserved_count);
+    late->reserved = kvt_u64s_dup (job->slots + job->reserved_from, job->reserved_count);
     late->reserved_count = job->reserved_count;
     if (job->stream_open && job->matched > 0)
         late->stream_undo = s_stream_end_msg (job, 0, job->matched, false);
@@ -547,12 +539,9 @@ kvt_scheduler_expect_late (job_t *job)
     s_late_t *late = (s_late_t *) kvt_zmalloc (sizeof (s_late_t));
     size_t count = job->pinned;
     late->count = count;
-    late->hashes = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    late->tiers = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    late->slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    memcpy (late->hashes, job->hashes, count * sizeof (uint64_t));
-    memcpy (late->tiers, job->tiers, count * sizeof (uint64_t));
-    memcpy (late->slots, job->stream_old? job->stream_old: job->slots, count * sizeof (uint64_t));
+    late->hashes = kvt_u64s_dup (job->hashes, count);
+    late->tiers = kvt_u64s_dup (job->tiers, count);
+    late->slots = kvt_u64s_dup (job->stream_old? job->stream_old: job->slots, count);
     if (kvt_actor_call_expect_late (self->actor, s_late_answered, late,
                                     KVT_ACTOR_UNTIL_ANSWERED) == 0) {
         kvt_actor_count (self->actor, "pins_quarantined", count);

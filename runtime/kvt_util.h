@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #ifdef __cplusplus
@@ -36,6 +37,19 @@ kvt_zmalloc (size_t bytes)
     if (!p)
         abort ();
     return p;
+}
+
+//  A copy of 'count' values (room for one more, so 0 is a valid count);
+//  aborts on out-of-memory like kvt_zmalloc. Not zeroed: all are written.
+static inline uint64_t *
+kvt_u64s_dup (const uint64_t *values, size_t count)
+{
+    uint64_t *copy = (uint64_t *) malloc ((count + 1) * sizeof (uint64_t));
+    if (!copy)
+        abort ();
+    if (count)
+        memcpy (copy, values, count * sizeof (uint64_t));
+    return copy;
 }
 
 //  Bookkeeping string, printf-formatted: the caller frees it; aborts on
