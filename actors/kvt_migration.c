@@ -130,48 +130,90 @@ kvt_migration_await_late (self_t *self, int rc, kvt_actor_reply_fn *fn, void *ar
     return true;
 }
 
-//  An answer waiting for the index's IDX_MOVE_OK
+//  An IDX_MOVE waiting for its answer
 typedef struct {
-    kvt_msg_t *reply;               //  The job's answer
-    kvt_msg_t *request;             //  A detached job's request, or NULL: the current job
+    kvt_migration_cont_fn *cont;    //  Told the outcome
+    void *arg;                      //  Its argument
     uint64_t *hashes;               //  The blocks moved (for a refusal)
     uint64_t *slots;                //  Their new slots
     size_t count;                   //  Entries in each
     int tier;                       //  Of the new slots
+} s_move_t;
+
+static void
+s_moved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_move_t *move = (s_move_t *) arg;
+    if (kvt_migration_await_late (self, rc, s_moved, move))
+        return;
+    kvt_migration_expect_ok (self, rc, reply_p, (void *) "IDX_MOVE");
+    if (rc == -ECANCELED)
+        rc = 0;                     //  We are ending: nothing is served after this
+    if (rc) {
+        //  The index kept the blocks at their old slots, which are freed
+        //  by now: it must not name them. It forgets the blocks and their
+        //  new slots go back; the caller's requester hears the move failed
+        //  (its blocks are recomputed) instead of using what the index lost.
+        kvt_actor_count (self->actor, "moves_refused", move->count);
+        kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE,
+                                  KVT_IDX_REMOVE_HASHES, move->hashes, move->count,
+                                  "IDX_REMOVE");
+        kvt_migration_free_slots (self, move->tier, move->slots, move->count);
+    }
+    move->cont (self, move->arg, rc);
+    free (move->hashes);
+    free (move->slots);
+    free (move);
+}
+
+void
+kvt_migration_move_blocks (self_t *self, const uint64_t *hashes, const uint64_t *slots,
+                           size_t count, int tier, kvt_migration_cont_fn *cont, void *arg)
+{
+    if (count == 0) {
+        cont (self, arg, 0);
+        return;
+    }
+    s_move_t *move = (s_move_t *) kvt_zmalloc (sizeof (s_move_t));
+    *move = (s_move_t) { cont, arg, kvt_u64s_dup (hashes, count), kvt_u64s_dup (slots, count),
+                         count, tier };
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
+    kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, hashes, count);
+    kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, (uint64_t) tier);
+    kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, slots, count);
+    kvt_actor_call (self->actor, "prefix_index", &msg, s_moved, move);
+}
+
+//  An answer waiting for the index's IDX_MOVE_OK
+typedef struct {
+    kvt_msg_t *reply;               //  The job's answer
+    kvt_msg_t *request;             //  A detached job's request, or NULL: the current job
 } s_answer_after_t;
 
 static void
-s_moved_then_reply (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+s_moved_then_reply (self_t *self, void *arg, int rc)
 {
-    self_t *self = (self_t *) self_ptr;
     s_answer_after_t *after = (s_answer_after_t *) arg;
-    if (kvt_migration_await_late (self, rc, s_moved_then_reply, after))
-        return;
-    kvt_migration_expect_ok (self, rc, reply_p, (void *) "IDX_MOVE");
     kvt_msg_t *request = after->request? after->request: self->current;
-    if (rc && rc != -ECANCELED) {
-        //  The index kept the blocks at their old slots, which are freed
-        //  by now: it must not name them. It forgets the blocks, their new
-        //  slots go back, and the requester hears the move failed (its
-        //  blocks are recomputed) instead of using what the index lost.
-        kvt_actor_count (self->actor, "moves_refused", after->count);
-        kvt_migration_send_array (self, "prefix_index", KVT_MSG_IDX_REMOVE,
-                                  KVT_IDX_REMOVE_HASHES, after->hashes, after->count,
-                                  "IDX_REMOVE");
-        kvt_migration_free_slots (self, after->tier, after->slots, after->count);
+    if (rc) {
         kvt_msg_destroy (&after->reply);
         after->reply = kvt_msg_error_new (request, rc, "migration: the index refused to move "
                                           "the blocks: %s", kvt_strerror (rc));
     }
-    if (after->request) {           //  Done with the job slot already
-        kvt_actor_reply (self->actor, &after->reply);
-        kvt_msg_destroy (&after->request);
+    kvt_migration_answer (self, &after->reply, after->request);
+    free (after);
+}
+
+void
+kvt_migration_answer (self_t *self, kvt_msg_t **reply_p, kvt_msg_t *request)
+{
+    if (request) {                  //  Done with the job slot already
+        kvt_actor_reply (self->actor, reply_p);
+        kvt_msg_destroy (&request);
     }
     else
-        kvt_migration_job_reply (self, &after->reply);
-    free (after->hashes);
-    free (after->slots);
-    free (after);
+        kvt_migration_job_reply (self, reply_p);
 }
 
 void
@@ -182,19 +224,7 @@ kvt_migration_move_then_reply (self_t *self, const uint64_t *hashes, const uint6
     after->reply = *reply_p;
     after->request = request;
     *reply_p = NULL;
-    after->count = count;
-    after->tier = tier;
-    after->hashes = kvt_u64s_dup (hashes, count);
-    after->slots = kvt_u64s_dup (slots, count);
-    if (count == 0) {
-        s_moved_then_reply (self, 0, NULL, after);
-        return;
-    }
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MOVE);
-    kvt_msg_set_array (msg, KVT_IDX_MOVE_HASHES, hashes, count);
-    kvt_msg_set_u64 (msg, KVT_IDX_MOVE_TIER, (uint64_t) tier);
-    kvt_msg_set_array (msg, KVT_IDX_MOVE_SLOTS, slots, count);
-    kvt_actor_call (self->actor, "prefix_index", &msg, s_moved_then_reply, after);
+    kvt_migration_move_blocks (self, hashes, slots, count, tier, s_moved_then_reply, after);
 }
 
 void
@@ -675,6 +705,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->high_watermark = (int) kvt_config_int (config, "migration/high_watermark");
     self->low_watermark = (int) kvt_config_int (config, "migration/low_watermark");
     self->background_batch = (uint64_t) kvt_config_int (config, "migration/background_batch");
+    self->promote_piece_bytes = (size_t) kvt_config_int (config, "migration/promote_piece_kib")
+                              << 10;
     self->overlap_upkeep = (int) kvt_config_int (config, "migration/overlap_upkeep");
     self->test_upkeep_delay_ms = (int) kvt_config_int (config, "migration/test_upkeep_delay_ms");
     s_test_hold_config (self, config);

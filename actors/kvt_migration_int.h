@@ -75,6 +75,7 @@ struct _self_t {
     int high_watermark;             //  Percent used that starts background demotion
     int low_watermark;              //  Percent used it demotes down to
     uint64_t background_batch;      //  Most blocks one background job moves
+    size_t promote_piece_bytes;     //  A plain promotion's IDX_MOVE piece (promote_piece_kib)
     int overlap_upkeep;             //  KVT_MIGRATION_UPKEEP_*: what waits for the upkeep
     bool upkeep_running;            //  An upkeep runs beside the jobs (UPKEEP_BESIDE)
     bool upkeep_again;              //  A job ended meanwhile: one more upkeep after it
@@ -138,6 +139,21 @@ uint64_t *
 //  Fire-and-check call answer: logs and counts a failure.
 void
     kvt_migration_expect_ok (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg);
+
+//  Move 'count' blocks to 'slots' of 'tier' in the index, then call
+//  'cont' with 0, or with the index's refusal: then the index forgets the
+//  blocks and their new slots go back (moves_refused), since their old
+//  slots are taken as freed. A move that times out is awaited until its
+//  answer comes.
+void
+    kvt_migration_move_blocks (self_t *self, const uint64_t *hashes, const uint64_t *slots,
+                               size_t count, int tier, kvt_migration_cont_fn *cont,
+                               void *arg);
+
+//  Answer a job with 'reply' (consumed): the current job's, or when
+//  'request' is given (consumed) that detached job's.
+void
+    kvt_migration_answer (self_t *self, kvt_msg_t **reply_p, kvt_msg_t *request);
 
 //  Move 'count' blocks to 'slots' of 'tier' in the index, then answer the
 //  job with 'reply' (consumed): the current job's, or when 'request' is

@@ -254,7 +254,7 @@ kvt_config_validate (const kvt_config_t *self, char *error, size_t error_size)
         "tier_nvme/capacity_blocks", "tier_nvme/queue_depth", "prefix_index/max_blocks",
         "scheduler/max_frame_bytes", "scheduler/max_queue", "runtime/start_timeout_ms",
         "runtime/call_timeout_ms", "runtime/compute_timeout_ms", "demo/tokens_per_hash",
-        "migration/background_batch", NULL };
+        "migration/background_batch", "migration/promote_piece_kib", NULL };
     for (const char *const *key = positive; *key; key++)
         if (kvt_config_int (self, *key) <= 0) {
             snprintf (error, error_size, "config key '%s' must be > 0, not %s", *key,

@@ -19,7 +19,10 @@
     and host tiers hold exactly the blocks the index has there. Also with
     migration/overlap_upkeep = 2, where a copied promotion gives up the
     job slot at its copy and the next request's promotion runs beside it.
-    And at index level: a demotion's mover that unpins a block after
+    With migration/promote_piece_kib = 1, a copied promotion moves each
+    block in the index as soon as its own copy ends, while the later ones
+    cross: the other requests' matches may then find the first blocks on
+    the GPU already. And at index level: a demotion's mover that unpins a block after
     another request's match found it leaves that request's mark in place.
 @end
 */
@@ -50,15 +53,20 @@ s_send (void *arg)
     return NULL;
 }
 
+//  'piece_kib': migration/promote_piece_kib, 0 for the default (one
+//  piece: the whole prefix); 1 moves each block in the index as soon as
+//  its own copy ends, while the next ones cross
 static void
-s_run (bool stream, int overlap)
+s_run (bool stream, int overlap, int piece_kib)
 {
-    char overlap_key [64];
+    char overlap_key [64], piece_key [64];
     snprintf (overlap_key, sizeof (overlap_key), "migration/overlap_upkeep=%d", overlap);
+    snprintf (piece_key, sizeof (piece_key), "migration/promote_piece_kib=%d",
+              piece_kib? piece_kib: 65536);
     const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
         "tier_nvme/capacity_blocks=256",
         stream? "migration/stream_promotion=1": "migration/stream_promotion=0", overlap_key,
-        NULL };
+        piece_key, NULL };
     t_session_t session;
     t_session_start (&session, t_config (overrides), "test_shared_prefix", 30000);
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
@@ -93,10 +101,19 @@ s_run (bool stream, int overlap)
     t_check (t_stat (session.client, "migration.copy_errors") == 0);
     uint64_t cut = t_stat (session.client, "prefix_index.match_cut_promoting");
     uint64_t detached = t_stat (session.client, "migration.jobs_detached");
-    printf ("stream_promotion = %d, overlap_upkeep = %d: %d x %d requests at once, the same "
-            "tokens, no slot lost; %" PRIu64 " matches cut at a block another request was "
-            "promoting, %" PRIu64 " promotions answered after giving up the job slot\n", stream,
-            overlap, S_ROUNDS, S_CLIENTS, cut, detached);
+    uint64_t pieces = t_stat (session.client, "migration.promote_pieces");
+    uint64_t promoted = t_stat (session.client, "migration.promoted");
+    printf ("stream_promotion = %d, overlap_upkeep = %d, promote_piece_kib = %d: %d x %d "
+            "requests at once, the same tokens, no slot lost; %" PRIu64 " matches cut at a "
+            "block another request was promoting, %" PRIu64 " promotions answered after giving "
+            "up the job slot, %" PRIu64 " blocks promoted in %" PRIu64 " index moves\n", stream,
+            overlap, piece_kib, S_ROUNDS, S_CLIENTS, cut, detached, promoted, pieces);
+    //  A copied promotion moves its blocks in the index piece by piece:
+    //  by default one piece a prefix, with 1 KiB pieces one a block
+    if (!stream) {
+        t_check (promoted >= S_ROUNDS * S_BLOCKS);
+        t_check (piece_kib? pieces == promoted: pieces <= S_ROUNDS * S_CLIENTS);
+    }
     //  With 2, a copied promotion answers once its copy is done, after the
     //  next job started (kvt_migration_promote.c)
     t_check (detached > 0 || stream || overlap != 2);
@@ -182,10 +199,12 @@ int
 main (void)
 {
     s_mover_race ();
-    s_run (false, 0);
-    s_run (true, 0);
-    s_run (false, 2);               //  Promotions give up the job slot at their copy
-    s_run (true, 2);
+    s_run (false, 0, 0);
+    s_run (true, 0, 0);
+    s_run (false, 2, 0);            //  Promotions give up the job slot at their copy
+    s_run (true, 2, 0);
+    s_run (false, 0, 1);            //  Each block moved in the index as its copy ends
+    s_run (false, 2, 1);
     printf ("test_shared_prefix: OK\n");
     return T_EXIT_PASS;
 }
