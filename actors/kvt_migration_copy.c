@@ -123,12 +123,18 @@ typedef struct {
 //  after its copy is done. After each copy, a host function (run by CUDA
 //  on its own thread) adds 1 to the lane's eventfd; our zloop reads it and
 //  calls the continuations of that many copies of the lane, oldest first.
-//  The actor's thread never waits on the GPU.
+//  The actor's thread never waits on the GPU. The host function runs on a
+//  stream of its own, after an event of the copy stream: on the copy
+//  stream it would hold the next copy until CUDA's thread had run it, a
+//  gap in the link's use at every copy (a promotion moved in pieces
+//  queues one copy a piece).
 enum { S_LANE_TO_GPU, S_LANE_TO_HOST, S_LANES };
 
 typedef struct {
     self_t *owner;                  //  The actor, for the continuations
     cudaStream_t stream;            //  This direction's copies run here, in order
+    cudaStream_t notify;            //  Their host functions, each after its copy
+    cudaEvent_t copied;             //  Recorded on stream after each copy
     int event_fd;                   //  Counts finished copies; polled by our zloop
     zlist_t *waiting;               //  s_copy_wait_t, in stream order
     kvt_block_stage_t *stage;       //  Staged path's GPU staging, or NULL until needed
@@ -150,6 +156,12 @@ kvt_migration_copy_destroy (kvt_migration_copy_t **self_p)
                 cudaStreamSynchronize (lane->stream);
                 cudaStreamDestroy (lane->stream);
             }
+            if (lane->notify) {
+                cudaStreamSynchronize (lane->notify);
+                cudaStreamDestroy (lane->notify);
+            }
+            if (lane->copied)
+                cudaEventDestroy (lane->copied);
             kvt_block_stage_destroy (&lane->stage);
             if (lane->event_fd >= 0)
                 close (lane->event_fd);
@@ -207,6 +219,16 @@ s_gpu_copy_new (self_t *self)
         if (rc == 0 && cudaStreamCreateWithFlags (&lane->stream, cudaStreamNonBlocking)
                        != cudaSuccess) {
             lane->stream = NULL;
+            rc = KVT_ECUDA;
+        }
+        if (rc == 0 && cudaStreamCreateWithFlags (&lane->notify, cudaStreamNonBlocking)
+                       != cudaSuccess) {
+            lane->notify = NULL;
+            rc = KVT_ECUDA;
+        }
+        if (rc == 0 && cudaEventCreateWithFlags (&lane->copied, cudaEventDisableTiming)
+                       != cudaSuccess) {
+            lane->copied = NULL;
             rc = KVT_ECUDA;
         }
         if (rc == 0
@@ -490,14 +512,19 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
         if (lane) {
             s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
             *wait = (s_copy_wait_t) { cont, arg, rc };
-            if (cudaLaunchHostFunc (lane->stream, s_gpu_copy_signal,
+            //  (One event serves every copy: a wait takes the record made
+            //  before it, and the notify stream keeps the copies' order)
+            if (cudaEventRecord (lane->copied, lane->stream) == cudaSuccess
+            &&  cudaStreamWaitEvent (lane->notify, lane->copied, 0) == cudaSuccess
+            &&  cudaLaunchHostFunc (lane->notify, s_gpu_copy_signal,
                                     (void *) (intptr_t) lane->event_fd) == cudaSuccess) {
                 zlist_append (lane->waiting, wait);
                 return;
             }
             free (wait);
-            kvt_log_error ("migration: cudaLaunchHostFunc failed; waiting for the copy here");
+            kvt_log_error ("migration: cannot queue the copy's signal; waiting for it here");
             cudaStreamSynchronize (lane->stream);
+            cudaStreamSynchronize (lane->notify);
             rc = rc? rc: KVT_ECUDA;
         }
         if (cont)

@@ -50,6 +50,7 @@ struct _kvt_actor_t {
     bool started;                   //  START succeeded?
     kvt_actor_t *guests [S_MAX_GUESTS];  //  Actors sharing our thread and loop
     int guest_count;                //  Entries in guests
+    kvt_actor_t *host;              //  A guest's host (whose thread and loop it shares)
 };
 
 void
@@ -475,7 +476,8 @@ kvt_actor_main (zsock_t *pipe, void *args_ptr)
     kvt_actor_t *self = s_actor_new (args->def, args, loop, pipe);
     for (int k = 0; args->guests && args->guests [k]; k++) {
         assert (k < S_MAX_GUESTS);
-        self->guests [self->guest_count++] = s_actor_new (args->guests [k], args, loop, pipe);
+        self->guests [self->guest_count] = s_actor_new (args->guests [k], args, loop, pipe);
+        self->guests [self->guest_count++]->host = self;
     }
     zloop_reader (loop, pipe, s_pipe_ready, self);
     zsock_signal (pipe, 0);                     //  args is invalid from here on
@@ -489,6 +491,30 @@ kvt_actor_main (zsock_t *pipe, void *args_ptr)
     for (int k = 0; k < guest_count; k++)
         s_actor_destroy (&guests [k]);
     zloop_destroy (&loop);
+}
+
+//  Whether one of the actor's own sockets has a message to read
+static bool
+s_own_input_waiting (kvt_actor_t *self)
+{
+    if (self->inbox && (zsock_events (self->inbox) & ZMQ_POLLIN))
+        return true;
+    for (int k = 0; k < self->peer_count; k++)
+        if (self->peers [k] && (zsock_events (self->peers [k]) & ZMQ_POLLIN))
+            return true;
+    return false;
+}
+
+bool
+kvt_actor_input_waiting (kvt_actor_t *self)
+{
+    kvt_actor_t *host = self->host? self->host: self;
+    if (s_own_input_waiting (host))
+        return true;
+    for (int k = 0; k < host->guest_count; k++)
+        if (s_own_input_waiting (host->guests [k]))
+            return true;
+    return false;
 }
 
 zloop_t *kvt_actor_loop (kvt_actor_t *self) { return self->loop; }

@@ -135,6 +135,14 @@ uint64_t
 void
     kvt_actor_add_counters (kvt_actor_t *self, kvt_msg_t *msg, int field);
 
+//  Whether a request or an answer waits to be read on this thread: in the
+//  inbox or a peer socket of the actor, its host or their guests (not
+//  sockets an actor made itself, such as the scheduler's front door).
+//  Deferrable work in a timer of the loop yields to it: zloop runs due
+//  timers before it reads the sockets of the same turn.
+bool
+    kvt_actor_input_waiting (kvt_actor_t *self);
+
 zloop_t *
     kvt_actor_loop (kvt_actor_t *self);
 const char *
