@@ -1,17 +1,14 @@
 /*  =========================================================================
-    kvt_msg - every message kvtier sends: the model, the codec, the envelope
+    kvt_msg - every message kvtier sends: the model, the encoder, the envelope
 
     SPDX-License-Identifier: Apache-2.0
     =========================================================================
 */
 /*
 @header
-    Encoding uses msgpack-c's packer. Decoding uses a small validating
-    reader of our own instead of msgpack_unpack: msgpack-c sizes its zone
-    from the lengths a frame declares, so a 5-byte frame claiming 2^32
-    elements would make it allocate gigabytes before failing. Here every
-    declared length is checked against the bytes that remain and against
-    the model's bounds before anything is allocated.
+    Encoding writes msgpack (byte for byte what msgpack-c's packer
+    writes; arrays of integers in one pass). Decoding is in
+    kvt_msg_decode.c, a validating reader of our own.
 @end
 */
 
@@ -21,33 +18,9 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include "kvt_error.h"
-#include "kvt_msg.h"
+#include "kvt_msg_int.h"
 
 static void s_free_fn (void *data, void *hint);
-
-typedef struct {
-    uint64_t u;                     //  'u' value
-    int64_t i;                      //  'i' value
-    char *str;                      //  's' value, owned, NUL-terminated
-    void *bin;                      //  'b' value, owned
-    size_t bin_size;                //  Bytes in bin
-    uint64_t *array;                //  'a' values, owned
-    size_t count;                   //  Elements in array
-    char **keys;                    //  'm' keys, owned
-    uint64_t *values;               //  'm' values, owned
-    size_t map_size;                //  Entries in the map
-    size_t map_room;                //  Allocated entries
-} s_field_t;
-
-struct _kvt_msg_t {
-    int id;                         //  Message id; KVT_MSG_INVALID if undecodable
-    uint64_t request_id;            //  Chosen by the requester, echoed in the reply
-    const char *picture;            //  Field types, from the catalogue
-    int field_count;                //  strlen (picture)
-    s_field_t fields [KVT_MSG_MAX_FIELDS];
-    zframe_t *routing_id;           //  ROUTER envelope, or NULL
-    bool delimiter;                 //  Peer is a REQ socket: reply with an empty frame
-};
 
 typedef struct {
     const char *name;               //  "GENERATE"
@@ -129,7 +102,7 @@ kvt_msg_new (int id)
 }
 
 static void
-s_field_clear (s_field_t *field)
+s_field_clear (kvt_msg_field_t *field)
 {
     free (field->str);
     free (field->bin);
@@ -205,12 +178,12 @@ kvt_msg_set_request_id (kvt_msg_t *self, uint64_t request_id)
     self->request_id = request_id;
 }
 
-static s_field_t *
+static kvt_msg_field_t *
 s_field (const kvt_msg_t *self, int field, char type)
 {
     assert (field >= 0 && field < self->field_count);
     assert (self->picture [field] == type);
-    return (s_field_t *) &self->fields [field];
+    return (kvt_msg_field_t *) &self->fields [field];
 }
 
 uint64_t
@@ -235,7 +208,7 @@ kvt_msg_str (const kvt_msg_t *self, int field)
 const void *
 kvt_msg_bin (const kvt_msg_t *self, int field, size_t *size)
 {
-    s_field_t *f = s_field (self, field, 'b');
+    kvt_msg_field_t *f = s_field (self, field, 'b');
     if (size)
         *size = f->bin_size;
     return f->bin;
@@ -244,7 +217,7 @@ kvt_msg_bin (const kvt_msg_t *self, int field, size_t *size)
 const uint64_t *
 kvt_msg_array (const kvt_msg_t *self, int field, size_t *count)
 {
-    s_field_t *f = s_field (self, field, 'a');
+    kvt_msg_field_t *f = s_field (self, field, 'a');
     if (count)
         *count = f->count;
     return f->array;
@@ -259,7 +232,7 @@ kvt_msg_map_size (const kvt_msg_t *self, int field)
 const char *
 kvt_msg_map_key (const kvt_msg_t *self, int field, size_t index)
 {
-    s_field_t *f = s_field (self, field, 'm');
+    kvt_msg_field_t *f = s_field (self, field, 'm');
     assert (index < f->map_size);
     return f->keys [index];
 }
@@ -267,7 +240,7 @@ kvt_msg_map_key (const kvt_msg_t *self, int field, size_t index)
 uint64_t
 kvt_msg_map_value (const kvt_msg_t *self, int field, size_t index)
 {
-    s_field_t *f = s_field (self, field, 'm');
+    kvt_msg_field_t *f = s_field (self, field, 'm');
     assert (index < f->map_size);
     return f->values [index];
 }
@@ -287,7 +260,7 @@ kvt_msg_set_i64 (kvt_msg_t *self, int field, int64_t value)
 void
 kvt_msg_set_str (kvt_msg_t *self, int field, const char *value)
 {
-    s_field_t *f = s_field (self, field, 's');
+    kvt_msg_field_t *f = s_field (self, field, 's');
     free (f->str);
     f->str = strdup (value? value: "");
     assert (f->str);
@@ -296,7 +269,7 @@ kvt_msg_set_str (kvt_msg_t *self, int field, const char *value)
 void
 kvt_msg_set_bin (kvt_msg_t *self, int field, const void *data, size_t size)
 {
-    s_field_t *f = s_field (self, field, 'b');
+    kvt_msg_field_t *f = s_field (self, field, 'b');
     free (f->bin);
     f->bin = zmalloc (size? size: 1);
     if (size)
@@ -307,7 +280,7 @@ kvt_msg_set_bin (kvt_msg_t *self, int field, const void *data, size_t size)
 void
 kvt_msg_set_bin_owned (kvt_msg_t *self, int field, void **data_p, size_t size)
 {
-    s_field_t *f = s_field (self, field, 'b');
+    kvt_msg_field_t *f = s_field (self, field, 'b');
     free (f->bin);
     f->bin = *data_p;
     f->bin_size = size;
@@ -317,7 +290,7 @@ kvt_msg_set_bin_owned (kvt_msg_t *self, int field, void **data_p, size_t size)
 void
 kvt_msg_set_array (kvt_msg_t *self, int field, const uint64_t *values, size_t count)
 {
-    s_field_t *f = s_field (self, field, 'a');
+    kvt_msg_field_t *f = s_field (self, field, 'a');
     free (f->array);
     f->array = (uint64_t *) zmalloc ((count? count: 1) * sizeof (uint64_t));
     if (count)
@@ -328,7 +301,7 @@ kvt_msg_set_array (kvt_msg_t *self, int field, const uint64_t *values, size_t co
 void
 kvt_msg_map_add (kvt_msg_t *self, int field, const char *key, uint64_t value)
 {
-    s_field_t *f = s_field (self, field, 'm');
+    kvt_msg_field_t *f = s_field (self, field, 'm');
     if (f->map_size == f->map_room) {
         f->map_room = f->map_room? f->map_room * 2: 16;
         f->keys = (char **) realloc (f->keys, f->map_room * sizeof (char *));
@@ -365,7 +338,7 @@ s_size_bound (const kvt_msg_t *self)
 {
     size_t bytes = 5 + 3 * 9;
     for (int f = 0; f < self->field_count; f++) {
-        const s_field_t *field = &self->fields [f];
+        const kvt_msg_field_t *field = &self->fields [f];
         switch (self->picture [f]) {
             case 's': bytes += 5 + (field->str? strlen (field->str): 0); break;
             case 'b': bytes += 5 + field->bin_size; break;
@@ -439,7 +412,7 @@ s_encode (const kvt_msg_t *self, char **data_p, size_t *size_p)
     msgpack_pack_uint64 (&pk, (uint64_t) self->id);
     msgpack_pack_uint64 (&pk, self->request_id);
     for (int f = 0; f < self->field_count; f++) {
-        const s_field_t *field = &self->fields [f];
+        const kvt_msg_field_t *field = &self->fields [f];
         switch (self->picture [f]) {
             case 'u':
                 msgpack_pack_uint64 (&pk, field->u);
@@ -498,349 +471,6 @@ kvt_msg_encode (const kvt_msg_t *self, zframe_t **frame_p)
 }
 
 //  --------------------------------------------------------------------------
-//  Decode: a cursor over untrusted bytes. Every read checks what remains.
-
-typedef struct {
-    const uint8_t *at;              //  Next byte
-    const uint8_t *end;             //  One past the last byte
-} s_reader_t;
-
-static bool
-s_take (s_reader_t *r, size_t bytes, const uint8_t **out)
-{
-    if ((size_t) (r->end - r->at) < bytes)
-        return false;
-    *out = r->at;
-    r->at += bytes;
-    return true;
-}
-
-static bool
-s_read_be (s_reader_t *r, size_t bytes, uint64_t *value)
-{
-    const uint8_t *p;
-    if (!s_take (r, bytes, &p))
-        return false;
-    uint64_t v = 0;
-    for (size_t k = 0; k < bytes; k++)
-        v = (v << 8) | p [k];
-    *value = v;
-    return true;
-}
-
-//  Read an unsigned integer (any msgpack int encoding with a value >= 0).
-static bool
-s_read_uint (s_reader_t *r, uint64_t *value)
-{
-    const uint8_t *p;
-    if (!s_take (r, 1, &p))
-        return false;
-    uint8_t tag = *p;
-    if (tag <= 0x7f) {
-        *value = tag;
-        return true;
-    }
-    if (tag >= 0xcc && tag <= 0xcf)
-        return s_read_be (r, (size_t) 1 << (tag - 0xcc), value);
-    if (tag >= 0xd0 && tag <= 0xd3) {       //  Signed encodings of a non-negative value
-        uint64_t raw;
-        size_t bytes = (size_t) 1 << (tag - 0xd0);
-        if (!s_read_be (r, bytes, &raw))
-            return false;
-        if (raw >> (bytes * 8 - 1))         //  Negative
-            return false;
-        *value = raw;
-        return true;
-    }
-    return false;
-}
-
-//  Read 'count' unsigned integers into 'values': the usual encodings
-//  inline (a positive fixint, or an unsigned one with its bytes all
-//  there), anything else through s_read_uint, which validates it.
-static bool
-s_read_uints (s_reader_t *r, uint64_t *values, size_t count)
-{
-    const uint8_t *at = r->at, *end = r->end;
-    for (size_t k = 0; k < count; k++) {
-        if (at < end && *at <= 0x7f) {
-            values [k] = *at++;
-            continue;
-        }
-        if (end - at >= 9) {
-            uint8_t tag = *at;
-            if (tag == 0xcf) {
-                uint64_t be;
-                memcpy (&be, at + 1, 8);
-                values [k] = __builtin_bswap64 (be);
-                at += 9;
-                continue;
-            }
-            if (tag == 0xce) {
-                uint32_t be;
-                memcpy (&be, at + 1, 4);
-                values [k] = __builtin_bswap32 (be);
-                at += 5;
-                continue;
-            }
-            if (tag == 0xcd) {
-                values [k] = (uint64_t) at [1] << 8 | at [2];
-                at += 3;
-                continue;
-            }
-            if (tag == 0xcc) {
-                values [k] = at [1];
-                at += 2;
-                continue;
-            }
-        }
-        r->at = at;
-        if (!s_read_uint (r, &values [k]))
-            return false;
-        at = r->at;
-    }
-    r->at = at;
-    return true;
-}
-
-static bool
-s_read_int (s_reader_t *r, int64_t *value)
-{
-    const uint8_t *p;
-    if (r->at >= r->end)
-        return false;
-    uint8_t tag = *r->at;
-    if (tag >= 0xe0) {                      //  Negative fixint
-        s_take (r, 1, &p);
-        *value = (int8_t) tag;
-        return true;
-    }
-    if (tag >= 0xd0 && tag <= 0xd3) {
-        s_take (r, 1, &p);
-        uint64_t raw;
-        size_t bytes = (size_t) 1 << (tag - 0xd0);
-        if (!s_read_be (r, bytes, &raw))
-            return false;
-        int shift = 64 - (int) bytes * 8;
-        *value = shift? (int64_t) (raw << shift) >> shift: (int64_t) raw;
-        return true;
-    }
-    uint64_t u;
-    if (!s_read_uint (r, &u) || u > INT64_MAX)
-        return false;
-    *value = (int64_t) u;
-    return true;
-}
-
-//  Read a str or bin header; 'want_str' picks which family is accepted.
-static bool
-s_read_bytes (s_reader_t *r, bool want_str, const uint8_t **bytes, size_t *length)
-{
-    const uint8_t *p;
-    if (!s_take (r, 1, &p))
-        return false;
-    uint8_t tag = *p;
-    uint64_t size;
-    if (want_str && tag >= 0xa0 && tag <= 0xbf)
-        size = tag & 0x1f;
-    else
-    if (want_str && tag >= 0xd9 && tag <= 0xdb) {
-        if (!s_read_be (r, (size_t) 1 << (tag - 0xd9), &size))
-            return false;
-    }
-    else
-    if (!want_str && tag >= 0xc4 && tag <= 0xc6) {
-        if (!s_read_be (r, (size_t) 1 << (tag - 0xc4), &size))
-            return false;
-    }
-    else
-        return false;
-    if (!s_take (r, (size_t) size, bytes))
-        return false;
-    *length = (size_t) size;
-    return true;
-}
-
-//  Read an array or map header ('want_map' picks which).
-static bool
-s_read_container (s_reader_t *r, bool want_map, uint64_t *count)
-{
-    const uint8_t *p;
-    if (!s_take (r, 1, &p))
-        return false;
-    uint8_t tag = *p;
-    if (!want_map && tag >= 0x90 && tag <= 0x9f) {
-        *count = tag & 0x0f;
-        return true;
-    }
-    if (want_map && tag >= 0x80 && tag <= 0x8f) {
-        *count = tag & 0x0f;
-        return true;
-    }
-    uint8_t base = want_map? 0xde: 0xdc;
-    if (tag == base)
-        return s_read_be (r, 2, count);
-    if (tag == base + 1)
-        return s_read_be (r, 4, count);
-    return false;
-}
-
-//  Skip one value of any type, for the trailing extension map. Nesting is
-//  capped so a hostile frame cannot recurse deeply.
-static bool
-s_skip (s_reader_t *r, int depth)
-{
-    if (depth > 8 || r->at >= r->end)
-        return false;
-    uint8_t tag = *r->at;
-    const uint8_t *p;
-    uint64_t count, u;
-    int64_t i;
-    size_t length;
-    if (tag <= 0x7f || tag >= 0xe0 || (tag >= 0xcc && tag <= 0xd3))
-        return tag >= 0xd0 && tag <= 0xd3? s_read_int (r, &i): tag >= 0xe0? s_read_int (r, &i): s_read_uint (r, &u);
-    if (tag == 0xc0 || tag == 0xc2 || tag == 0xc3)
-        return s_take (r, 1, &p);
-    if (tag == 0xca)
-        return s_take (r, 5, &p);
-    if (tag == 0xcb)
-        return s_take (r, 9, &p);
-    if ((tag >= 0xa0 && tag <= 0xbf) || (tag >= 0xd9 && tag <= 0xdb))
-        return s_read_bytes (r, true, &p, &length);
-    if (tag >= 0xc4 && tag <= 0xc6)
-        return s_read_bytes (r, false, &p, &length);
-    bool is_map = (tag >= 0x80 && tag <= 0x8f) || tag == 0xde || tag == 0xdf;
-    bool is_array = (tag >= 0x90 && tag <= 0x9f) || tag == 0xdc || tag == 0xdd;
-    if (!is_map && !is_array)
-        return false;                       //  ext types and reserved tags
-    if (!s_read_container (r, is_map, &count))
-        return false;
-    if (count > (uint64_t) (r->end - r->at))
-        return false;
-    for (uint64_t k = 0; k < count * (is_map? 2: 1); k++)
-        if (!s_skip (r, depth + 1))
-            return false;
-    return true;
-}
-
-static int
-s_decode_field (s_reader_t *r, char type, s_field_t *field)
-{
-    const uint8_t *bytes;
-    size_t length;
-    uint64_t count;
-    switch (type) {
-        case 'u':
-            return s_read_uint (r, &field->u)? 0: -EBADMSG;
-        case 'i':
-            return s_read_int (r, &field->i)? 0: -EBADMSG;
-        case 's':
-            if (!s_read_bytes (r, true, &bytes, &length) || length > KVT_MSG_MAX_STRING
-            ||  memchr (bytes, 0, length))
-                return -EBADMSG;
-            field->str = (char *) zmalloc (length + 1);
-            memcpy (field->str, bytes, length);
-            return 0;
-        case 'b':
-            if (!s_read_bytes (r, false, &bytes, &length))
-                return -EBADMSG;
-            field->bin = zmalloc (length? length: 1);
-            memcpy (field->bin, bytes, length);
-            field->bin_size = length;
-            return 0;
-        case 'a':
-            //  Each element takes at least one byte: bound by what remains
-            if (!s_read_container (r, false, &count) || count > KVT_MSG_MAX_ARRAY
-            ||  count > (uint64_t) (r->end - r->at))
-                return -EBADMSG;
-            //  Not zeroed: every element is written below (zmalloc's
-            //  zeroing of a 16384-block request's arrays showed up per hop)
-            field->array = (uint64_t *) malloc ((count? count: 1) * sizeof (uint64_t));
-            if (!field->array)
-                abort ();           //  As zmalloc does
-            field->count = count;
-            return s_read_uints (r, field->array, count)? 0: -EBADMSG;
-        case 'm':
-            if (!s_read_container (r, true, &count) || count > KVT_MSG_MAX_MAP
-            ||  count * 2 > (uint64_t) (r->end - r->at))
-                return -EBADMSG;
-            field->map_room = count? count: 1;
-            field->keys = (char **) zmalloc (field->map_room * sizeof (char *));
-            field->values = (uint64_t *) zmalloc (field->map_room * sizeof (uint64_t));
-            for (uint64_t k = 0; k < count; k++) {
-                if (!s_read_bytes (r, true, &bytes, &length) || length > KVT_MSG_MAX_STRING
-                ||  memchr (bytes, 0, length))
-                    return -EBADMSG;
-                field->keys [k] = (char *) zmalloc (length + 1);
-                memcpy (field->keys [k], bytes, length);
-                field->map_size = k + 1;
-                if (!s_read_uint (r, &field->values [k]))
-                    return -EBADMSG;
-            }
-            return 0;
-        default:
-            return -EBADMSG;
-    }
-}
-
-//  Decode into 'self' (an INVALID message) so that on failure the caller
-//  still has whatever header was readable, for the error reply.
-static int
-s_decode_into (kvt_msg_t *self, const void *data, size_t size)
-{
-    s_reader_t r = { (const uint8_t *) data, (const uint8_t *) data + size };
-    uint64_t count, version, id, request_id;
-    if (!s_read_container (&r, false, &count) || count < 3)
-        return -EBADMSG;
-    if (!s_read_uint (&r, &version) || !s_read_uint (&r, &id)
-    ||  !s_read_uint (&r, &request_id))
-        return -EBADMSG;
-    self->request_id = request_id;
-    if (version != KVT_PROTOCOL_VERSION)
-        return KVT_EVERSION;
-    const s_model_t *model = id < KVT_MSG_COUNT? s_model_of ((int) id): NULL;
-    if (!model)
-        return -ENOTSUP;
-    int field_count = (int) strlen (model->picture);
-    //  Arity: exactly the model's fields, plus an optional extension map
-    if (count != (uint64_t) (3 + field_count) && count != (uint64_t) (4 + field_count))
-        return -EBADMSG;
-    self->picture = model->picture;
-    self->field_count = field_count;
-    for (int f = 0; f < field_count; f++) {
-        int rc = s_decode_field (&r, model->picture [f], &self->fields [f]);
-        if (rc)
-            return rc;
-    }
-    if (count == (uint64_t) (4 + field_count)) {
-        uint64_t entries;
-        const uint8_t *peek = r.at;
-        if (!s_read_container (&r, true, &entries))
-            return -EBADMSG;
-        r.at = peek;
-        if (!s_skip (&r, 0))
-            return -EBADMSG;
-    }
-    if (r.at != r.end)
-        return -EBADMSG;                    //  Trailing garbage
-    self->id = (int) id;
-    return 0;
-}
-
-int
-kvt_msg_decode (const void *data, size_t size, kvt_msg_t **msg_p)
-{
-    kvt_msg_t *self = kvt_msg_new (KVT_MSG_INVALID);
-    int rc = s_decode_into (self, data, size);
-    if (rc) {
-        kvt_msg_destroy (&self);
-        return rc;
-    }
-    *msg_p = self;
-    return 0;
-}
-
-//  --------------------------------------------------------------------------
 //  Wire: ROUTER envelopes are [routing id][empty, if REQ][payload];
 //  DEALER and REQ/REP sockets see only [payload].
 
@@ -875,7 +505,7 @@ kvt_msg_recv_limited (zsock_t *sock, kvt_msg_t **msg_p, size_t max_frame)
     if (zframe_size (payload) > max_frame)
         rc = -EMSGSIZE;
     else {
-        rc = s_decode_into (self, zframe_data (payload), zframe_size (payload));
+        rc = kvt_msg_decode_into (self, zframe_data (payload), zframe_size (payload));
         if (rc)                             //  Keep only the envelope and request id
             for (int f = 0; f < KVT_MSG_MAX_FIELDS; f++)
                 s_field_clear (&self->fields [f]);
@@ -936,7 +566,7 @@ kvt_msg_print (const kvt_msg_t *self)
     printf ("%s request=%" PRIu64, self->id? kvt_msg_name (self->id): "INVALID",
             self->request_id);
     for (int f = 0; f < self->field_count; f++) {
-        const s_field_t *field = &self->fields [f];
+        const kvt_msg_field_t *field = &self->fields [f];
         switch (self->picture [f]) {
             case 'u': printf (" %" PRIu64, field->u); break;
             case 'i': printf (" %" PRId64, field->i); break;
