@@ -6,20 +6,19 @@
 */
 /*
 @header
-    The migration actor is one actor in seven files: kvt_migration.c (the
+    The migration actor is one actor in eight files: kvt_migration.c (the
     actor: its job queue, reservation, demotion requests, watermark
     upkeep), kvt_migration_room.c (free slots in a tier, demoting when
-    short),
-    kvt_migration_through.c (write-through: shadow copies on the host
-    tier, MIG_WRITE_THROUGH),
-    kvt_migration_promote.c (bringing blocks to the GPU, with NVMe blocks
-    streamed in chunks or layer groups), kvt_migration_prefetch.c (staging
-    a waiting request's NVMe blocks into the host tier, MIG_PREFETCH),
-    kvt_migration_read.c (the chunked NVMe reader of both) and
-    kvt_migration_copy.c (moving bytes between the GPU and host slabs:
-    memcpy, or CUDA copies on one stream per direction, completing
-    through eventfds). This header is
-    for those files only.
+    short), kvt_migration_through.c (write-through: shadow copies on the
+    host tier, MIG_WRITE_THROUGH), kvt_migration_promote.c (bringing
+    blocks to the GPU, with NVMe blocks streamed in chunks or layer
+    groups), kvt_migration_promote_end.c (committing or undoing a stream
+    promotion), kvt_migration_prefetch.c (staging a waiting request's NVMe
+    blocks into the host tier, MIG_PREFETCH), kvt_migration_read.c (the
+    chunked NVMe reader of both) and kvt_migration_copy.c (moving bytes
+    between the GPU and host slabs: memcpy, or CUDA copies on one stream
+    per direction, completing through eventfds). This header is for those
+    files only.
 @end
 */
 
@@ -257,9 +256,15 @@ void
     kvt_migration_start_promote (self_t *self);
 
 //  Start the current MIG_PROMOTE_END job: commit or undo a stream
-//  promotion. (kvt_migration_promote.c)
+//  promotion. (kvt_migration_promote_end.c)
 void
     kvt_migration_start_promote_end (self_t *self);
+
+//  PROMOTE_END gives back 'slot' (host tier): if a layer-group read still
+//  writes into it, it is kept until that read is over (and freed then).
+//  Returns true if kept. (kvt_migration_promote.c)
+bool
+    kvt_migration_staging_busy (self_t *self, uint64_t slot);
 
 //  --------------------------------------------------------------------------
 //  The chunked NVMe reader (kvt_migration_read.c), shared by PROMOTE and
