@@ -368,7 +368,10 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
     bool pin = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PIN) != 0;
     uint64_t *tiers = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
     uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    uint32_t *found = (uint32_t *) kvt_zmalloc ((count + 1) * sizeof (uint32_t));
+    kvt_prefix_index_hit_t *hits = pin? (kvt_prefix_index_hit_t *)
+        malloc ((count + 1) * sizeof (kvt_prefix_index_hit_t)): NULL;
+    if (pin && !hits)
+        abort ();
     size_t matched = 0;
     while (matched < count) {
         kvt_prefix_index_prefetch (self, hashes, count, matched);
@@ -391,7 +394,6 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
         }
         tiers [matched] = self->entries [e].tier;
         slots [matched] = self->entries [e].slot;
-        found [matched] = e;
         if (pin) {
             self->entries [e].pins++;
             self->entries [e].reuses++;
@@ -399,11 +401,13 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
             //  Off the GPU, its requester promotes it next
             if (self->entries [e].tier != KVT_TIER_GPU)
                 self->entries [e].promoting = true;
+            kvt_prefix_index_policy_hit (self, e, matched? hashes [matched - 1]: 0, matched,
+                                         &hits [matched]);
         }
         matched++;
     }
     if (pin) {
-        kvt_prefix_index_policy_request (self, hashes, count, matched, found);
+        kvt_prefix_index_policy_request (self, hashes, count, matched, hits);
         kvt_prefix_index_policy_flush (self);
     }
     kvt_actor_count (self->actor, "matched_blocks", matched);
@@ -413,7 +417,7 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
     kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_SLOTS, slots, matched);
     free (tiers);
     free (slots);
-    free (found);
+    free (hits);
     return kvt_actor_reply (self->actor, &reply);
 }
 

@@ -57,16 +57,20 @@ typedef struct {
     union {
         kvt_policy_block_t block;   //  S_INSERT: the block; S_EVICT: its id
         struct {
-            kvt_policy_block_t *blocks;     //  S_REQUEST: the request's blocks (owned)
+            uint64_t *ids;          //  S_REQUEST: the request's block hashes (owned)
+            uint32_t *sharers;      //  S_REQUEST: per cached block, its pins (owned)
             uint8_t *hit_tiers;     //  S_REQUEST: per cached block, the tier whose policy
                                     //  hears its access, or KVT_PREFIX_INDEX_NO_TIER (owned)
-            size_t count;           //  S_REQUEST: entries in blocks
-            size_t hits;            //  S_REQUEST: entries in hit_tiers
-            size_t told;            //  S_REQUEST: accesses told so far
+            kvt_policy_block_t *blocks;     //  S_REQUEST: built at begin_request (owned)
+            int64_t now;            //  S_REQUEST: the logical clock it began at
+            uint32_t count;         //  S_REQUEST: entries in ids
+            uint32_t hits;          //  S_REQUEST: entries in sharers and hit_tiers
+            uint32_t told;          //  S_REQUEST: accesses told so far
             bool begun;             //  S_REQUEST: begin_request told
         };
     };
 } s_event_t;
+_Static_assert (sizeof (s_event_t) <= 64, "a policy log event is one cache line");
 
 struct _kvt_prefix_index_log_t {
     s_event_t *events;              //  Events [head, tail) wait, oldest first
@@ -83,6 +87,38 @@ static size_t
 s_event_calls (const s_event_t *event)
 {
     return event->kind == S_REQUEST? event->hits + 2: 1;
+}
+
+//  A request event's blocks, as the policy API has them: every field set
+//  (no need to zero the array first)
+static kvt_policy_block_t *
+s_request_blocks (self_t *self, const s_event_t *event)
+{
+    kvt_policy_block_t *blocks = (kvt_policy_block_t *)
+        malloc (((size_t) event->count + 1) * sizeof (kvt_policy_block_t));
+    if (!blocks)
+        abort ();
+    for (size_t k = 0; k < event->count; k++)
+        blocks [k] = (kvt_policy_block_t) {
+            .id = event->ids [k],
+            .parent = k? event->ids [k - 1]: KVT_POLICY_NO_PARENT,
+            .depth = (uint32_t) k,
+            .flags = k < event->hits? KVT_POLICY_BLOCK_HIT: 0,
+            .sharers = k < event->hits? event->sharers [k]: 0,
+            .block_tokens = self->block_tokens,
+            .now = event->now,
+            .next_use = KVT_POLICY_UNKNOWN
+        };
+    return blocks;
+}
+
+static void
+s_request_free (s_event_t *event)
+{
+    free (event->ids);
+    free (event->sharers);
+    free (event->hit_tiers);
+    free (event->blocks);
 }
 
 //  Tell 'event' to its policy, at most 'most' calls of it (a request's
@@ -111,6 +147,7 @@ s_event_apply (self_t *self, s_event_t *event, size_t most)
     //  begin and end; a hit on a lower tier is an access there
     size_t calls = 0;
     if (!event->begun) {
+        event->blocks = s_request_blocks (self, event);
         if (ops->begin_request)
             ops->begin_request (state, event->blocks, event->count, event->hits);
         event->begun = true;
@@ -126,8 +163,7 @@ s_event_apply (self_t *self, s_event_t *event, size_t most)
         return calls;
     if (ops->end_request)
         ops->end_request (state);
-    free (event->blocks);
-    free (event->hit_tiers);
+    s_request_free (event);
     return calls + 1;
 }
 
@@ -254,14 +290,20 @@ kvt_prefix_index_log_evict (self_t *self, uint8_t tier, uint64_t id)
 }
 
 void
-kvt_prefix_index_log_request (self_t *self, kvt_policy_block_t *blocks, size_t count,
-                              size_t hits, uint8_t *hit_tiers)
+kvt_prefix_index_log_request (self_t *self, uint64_t *ids, size_t count, size_t hits,
+                              uint32_t *sharers, uint8_t *hit_tiers, int64_t now)
 {
+    assert (count <= UINT32_MAX && hits <= count);     //  Arrays are KVT_MSG_MAX_ARRAY at most
     s_event_t *event = s_log_push (self, S_REQUEST, KVT_TIER_GPU);
-    event->blocks = blocks;
-    event->count = count;
-    event->hits = hits;
+    event->ids = ids;
+    event->sharers = sharers;
     event->hit_tiers = hit_tiers;
+    event->blocks = NULL;
+    event->now = now;
+    event->count = (uint32_t) count;
+    event->hits = (uint32_t) hits;
+    event->told = 0;
+    event->begun = false;
     s_log_pushed (self);
 }
 
@@ -310,8 +352,7 @@ kvt_prefix_index_log_stop (self_t *self)
     //  Events still waiting only free what they own: the policies go too
     for (size_t k = log->head; k < log->tail; k++)
         if (log->events [k].kind == S_REQUEST) {
-            free (log->events [k].blocks);
-            free (log->events [k].hit_tiers);
+            s_request_free (&log->events [k]);
         }
     if (log->timer_id != -1)
         zloop_timer_end (kvt_actor_loop (self->actor), log->timer_id);

@@ -130,8 +130,20 @@ kvt_prefix_index_policy_start (self_t *self)
 //  holds their entries): tell the policies, and remember where its first
 //  new block sits for the IDX_INSERT that follows.
 void
+kvt_prefix_index_policy_hit (self_t *self, uint32_t e, uint64_t parent, size_t depth,
+                             kvt_prefix_index_hit_t *hit)
+{
+    kvt_prefix_index_entry_t *entry = &self->entries [e];
+    entry->parent = parent;         //  The request tells us its place for sure
+    entry->depth = (uint32_t) depth;
+    hit->entry = e;
+    hit->sharers = entry->pins;
+    hit->hit_tier = entry->in_policy? entry->tier: KVT_PREFIX_INDEX_NO_TIER;
+}
+
+void
 kvt_prefix_index_policy_request (self_t *self, const uint64_t *hashes, size_t count,
-                                 size_t matched, const uint32_t *found)
+                                 size_t matched, const kvt_prefix_index_hit_t *hits)
 {
     self->requests++;
     if (matched < count && hashes [matched]) {
@@ -140,43 +152,28 @@ kvt_prefix_index_policy_request (self_t *self, const uint64_t *hashes, size_t co
         pending->parent = matched? hashes [matched - 1]: 0;
         pending->depth = (uint32_t) matched;
     }
-    kvt_policy_block_t *blocks = (kvt_policy_block_t *)
-        kvt_zmalloc ((count + 1) * sizeof (kvt_policy_block_t));
-    for (size_t k = 0; k < count; k++) {
-        blocks [k] = (kvt_policy_block_t) {
-            .id = hashes [k],
-            .parent = k? hashes [k - 1]: KVT_POLICY_NO_PARENT,
-            .depth = (uint32_t) k,
-            .flags = k < matched? KVT_POLICY_BLOCK_HIT: 0,
-            .sharers = k < matched? self->entries [found [k]].pins: 0,
-            .block_tokens = self->block_tokens,
-            .now = (int64_t) self->requests,
-            .next_use = KVT_POLICY_UNKNOWN
-        };
-        if (k < matched) {          //  The request tells us its place for sure
-            self->entries [found [k]].parent = k? hashes [k - 1]: 0;
-            self->entries [found [k]].depth = (uint32_t) k;
-        }
-    }
     if (self->remote) {
         //  A remote policy learns a request from its hits' accesses
         for (size_t k = 0; k < matched; k++) {
-            const kvt_prefix_index_entry_t *entry = &self->entries [found [k]];
+            const kvt_prefix_index_entry_t *entry = &self->entries [hits [k].entry];
             if (entry->in_policy)
                 kvt_policy_remote_event (self->remote, KVT_POLICY_EVENT_ACCESS, entry->tier,
-                                         entry->hash, entry->parent, blocks [k].depth);
+                                         entry->hash, entry->parent, (uint32_t) k);
         }
-        free (blocks);
         return;
     }
     //  The GPU tier's policy sees it begin and end; each hit is an access
     //  in its own tier's policy, if that one holds it now
-    uint8_t *hit_tiers = (uint8_t *) kvt_zmalloc (matched + 1);
+    uint32_t *sharers = (uint32_t *) malloc ((matched + 1) * sizeof (uint32_t));
+    uint8_t *hit_tiers = (uint8_t *) malloc (matched + 1);
+    if (!sharers || !hit_tiers)
+        abort ();
     for (size_t k = 0; k < matched; k++) {
-        const kvt_prefix_index_entry_t *entry = &self->entries [found [k]];
-        hit_tiers [k] = entry->in_policy? entry->tier: KVT_PREFIX_INDEX_NO_TIER;
+        sharers [k] = hits [k].sharers;
+        hit_tiers [k] = hits [k].hit_tier;
     }
-    kvt_prefix_index_log_request (self, blocks, count, matched, hit_tiers);
+    kvt_prefix_index_log_request (self, kvt_u64s_dup (hashes, count), count, matched, sharers,
+                                  hit_tiers, (int64_t) self->requests);
 }
 
 //  --------------------------------------------------------------------------
