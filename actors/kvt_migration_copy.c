@@ -521,11 +521,18 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
                 zlist_append (lane->waiting, wait);
                 return;
             }
-            free (wait);
+            //  No signal from CUDA: wait for the copy here, then signal it
+            //  ourselves. Its continuation still comes from the loop, after
+            //  those of the copies queued before it, whose signals are on
+            //  the eventfd by then: a caller counts on that order (a
+            //  promotion's last copy ends the job).
             kvt_log_error ("migration: cannot queue the copy's signal; waiting for it here");
-            cudaStreamSynchronize (lane->stream);
-            cudaStreamSynchronize (lane->notify);
-            rc = rc? rc: KVT_ECUDA;
+            if (cudaStreamSynchronize (lane->stream) != cudaSuccess
+            ||  cudaStreamSynchronize (lane->notify) != cudaSuccess)
+                wait->rc = rc? rc: KVT_ECUDA;
+            zlist_append (lane->waiting, wait);
+            s_gpu_copy_signal ((void *) (intptr_t) lane->event_fd);
+            return;
         }
         if (cont)
             cont (self, arg, rc);

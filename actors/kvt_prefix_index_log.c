@@ -20,6 +20,8 @@
 #define S_APPLY_NOW 512             //  Policy calls waiting at a request's end made before
                                     //  its answer (a small request's, as they came)
 #define S_FIRST_SLICE_MS 2          //  The first slice waits 1-2 ms (zloop counts whole ms)
+#define S_YIELD_SLICES 8            //  A slice yields to waiting messages for at most this
+                                    //  many slices' time since the last one ran
 
 //  The policy log (issue #3). Each event costs a local policy a few hash
 //  map operations: the IDX_MOVE of a 16384-block promotion spent ~9 ms of
@@ -78,6 +80,7 @@ struct _kvt_prefix_index_log_t {
     size_t head, tail;              //  Next to apply, next free
     size_t calls;                   //  Policy calls the waiting events make
     int timer_id;                   //  The applying timer while events wait, else -1
+    int64_t slice_us;               //  When the last slice ran (or the first was armed)
     bool direct;                    //  Apply events as they come (during a victims call)
 };
 
@@ -201,23 +204,41 @@ s_log_apply (self_t *self, size_t keep, int64_t budget_us)
     return true;
 }
 
-//  A slice, unless a message waits on our thread: then the loop reads it
-//  this turn and the slice comes at the next. A promotion moved in pieces
-//  sends an IDX_MOVE every few hundred microseconds while its copy runs;
-//  a slice before each held each one up to policy_slice_us, and the last
-//  one's delay is the request's (issue #3). The log cannot grow without
-//  bound meanwhile: past S_LOG_MAX calls it catches up at once.
+//  Whether this turn's slice yields to a message waiting on our thread
+//  (the loop reads it this turn, the slice comes at the next). A promotion
+//  moved in pieces sends an IDX_MOVE every few hundred microseconds while
+//  its copy runs; a slice before each held each one up to policy_slice_us,
+//  and the last one's delay is the request's (issue #3). A thread that
+//  always has a message waiting still gets a slice every S_YIELD_SLICES
+//  slices' time, so the log drains in slices, not in one catch-up burst
+//  at S_LOG_MAX.
+static bool
+s_slice_yields (self_t *self)
+{
+    kvt_prefix_index_log_t *log = self->policy_log;
+    if (kvt_now_us () - log->slice_us >= S_YIELD_SLICES * self->policy_slice_us
+    ||  !kvt_actor_input_waiting (self->actor))
+        return false;
+    kvt_actor_count (self->actor, "policy_slices_yielded", 1);
+    return true;
+}
+
+//  One slice, unless it yields; 'slice_us' notes when it ran.
+static bool
+s_log_slice (self_t *self)
+{
+    if (s_slice_yields (self))
+        return false;
+    self->policy_log->slice_us = kvt_now_us ();
+    return s_log_apply (self, 0, self->policy_slice_us);
+}
+
 static int
 s_log_timer (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop;
     (void) timer_id;
-    self_t *self = (self_t *) arg;
-    if (kvt_actor_input_waiting (self->actor)) {
-        kvt_actor_count (self->actor, "policy_slices_yielded", 1);
-        return 0;
-    }
-    s_log_apply (self, 0, self->policy_slice_us);
+    s_log_slice ((self_t *) arg);
     return 0;
 }
 
@@ -231,7 +252,7 @@ s_log_timer_first (zloop_t *loop, int timer_id, void *arg)
     self_t *self = (self_t *) arg;
     kvt_prefix_index_log_t *log = self->policy_log;
     log->timer_id = -1;
-    if (kvt_actor_input_waiting (self->actor) || !s_log_apply (self, 0, self->policy_slice_us))
+    if (!s_log_slice (self))
         log->timer_id = zloop_timer (loop, 0, 0, s_log_timer, self);
     return 0;
 }
@@ -318,6 +339,7 @@ kvt_prefix_index_log_answer (self_t *self)
     else
     if (log->timer_id == -1) {
         kvt_actor_count (self->actor, "policy_calls_deferred", log->calls);
+        log->slice_us = kvt_now_us ();
         log->timer_id = zloop_timer (kvt_actor_loop (self->actor), S_FIRST_SLICE_MS, 1,
                                      s_log_timer_first, self);
     }

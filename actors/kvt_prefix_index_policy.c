@@ -126,9 +126,6 @@ kvt_prefix_index_policy_start (self_t *self)
     return 0;
 }
 
-//  A request began with 'matched' of its 'count' blocks cached ('found'
-//  holds their entries): tell the policies, and remember where its first
-//  new block sits for the IDX_INSERT that follows.
 void
 kvt_prefix_index_policy_hit (self_t *self, uint32_t e, uint64_t parent, size_t depth,
                              kvt_prefix_index_hit_t *hit)
