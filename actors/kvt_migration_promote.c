@@ -826,7 +826,7 @@ kvt_migration_start_promote (self_t *self)
             job->nvme_index [job->nvme_count++] = k;
     job->stream = kvt_msg_u64 (self->current, KVT_MIG_PROMOTE_STREAM) != 0;
     job->started_us = kvt_now_us ();
-    job->ready = kvt_migration_u64s (count);
+    job->ready = job->stream? NULL: kvt_migration_u64s (count);
     size_t block_bytes = kvt_migration_cold_bytes (self, 1);
     //  Each piece costs one IDX_MOVE and one completion on the copy stream
     //  (~10-20 us); the request waits after its copy only for the last

@@ -407,6 +407,7 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
         matched++;
     }
     if (pin) {
+        //  (It takes hits)
         kvt_prefix_index_policy_request (self, hashes, count, matched, hits);
         kvt_prefix_index_policy_flush (self);
     }
@@ -417,7 +418,6 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
     kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_SLOTS, slots, matched);
     free (tiers);
     free (slots);
-    free (hits);
     return kvt_actor_reply (self->actor, &reply);
 }
 

@@ -71,6 +71,17 @@ typedef struct {
 //  Policy events not applied yet (kvt_prefix_index_policy.c)
 typedef struct _kvt_prefix_index_log_t kvt_prefix_index_log_t;
 
+//  What a pinning match saw of each block it found, taken in the match's
+//  own loop while the entry is in cache: a long prefix's entries do not
+//  stay there for a second pass (65536 blocks' entries are 4 MiB; the
+//  second pass cost as much as the match, issue #3)
+typedef struct {
+    uint32_t entry;                 //  Its entry
+    uint32_t sharers;               //  Its pins, this match's included
+    uint8_t hit_tier;               //  The tier whose policy hears its access, or
+                                    //  KVT_PREFIX_INDEX_NO_TIER
+} kvt_prefix_index_hit_t;
+
 //  --------------------------------------------------------------------------
 //  Structure of our actor
 
@@ -217,14 +228,14 @@ void
 
 //  Log a request of 'count' blocks ('ids': their hashes, in order), the
 //  first 'hits' cached: begin_request in the GPU tier's policy, on_access
-//  of hit k in policy hit_tiers [k] (or none: KVT_PREFIX_INDEX_NO_TIER)
-//  with sharers [k], end_request; 'now' is the logical clock it began at.
-//  Takes the three arrays. The kvt_policy_block_t array begin_request
+//  of hit k in policy hit [k].hit_tier (or none: KVT_PREFIX_INDEX_NO_TIER)
+//  with hit [k].sharers, end_request; 'now' is the logical clock it began
+//  at. Takes both arrays. The kvt_policy_block_t array begin_request
 //  needs (56 bytes a block) is built when the event is applied, off the
 //  match's answer (issue #3: 3.6 MB for a 65536-block prefix).
 void
     kvt_prefix_index_log_request (self_t *self, uint64_t *ids, size_t count, size_t hits,
-                                  uint32_t *sharers, uint8_t *hit_tiers, int64_t now);
+                                  kvt_prefix_index_hit_t *hit, int64_t now);
 
 //  End of an index request: apply what waits now if it is little, else
 //  after the answer, in slices of prefix_index/policy_slice_us.
@@ -239,17 +250,6 @@ void
 void
     kvt_prefix_index_log_direct (self_t *self, bool direct);
 
-//  What a pinning match saw of each block it found, taken in the match's
-//  own loop while the entry is in cache: a long prefix's entries do not
-//  stay there for a second pass (65536 blocks' entries are 4 MiB; the
-//  second pass cost as much as the match, issue #3)
-typedef struct {
-    uint32_t entry;                 //  Its entry
-    uint32_t sharers;               //  Its pins, this match's included
-    uint8_t hit_tier;               //  The tier whose policy hears its access, or
-                                    //  KVT_PREFIX_INDEX_NO_TIER
-} kvt_prefix_index_hit_t;
-
 //  What a pinning match records of a block it found (entry 'e', at 'depth'
 //  after 'parent', 0 for none): the block's place in the request, and its
 //  policy fields into 'hit'.
@@ -258,11 +258,11 @@ void
                                  kvt_prefix_index_hit_t *hit);
 
 //  A request began with 'matched' of its 'count' blocks cached ('hits'
-//  from kvt_prefix_index_policy_hit): tell the policies, and remember
-//  where its first new block sits for the IDX_INSERT that follows.
+//  from kvt_prefix_index_policy_hit, taken): tell the policies, and
+//  remember where its first new block sits for the IDX_INSERT that follows.
 void
     kvt_prefix_index_policy_request (self_t *self, const uint64_t *hashes, size_t count,
-                                     size_t matched, const kvt_prefix_index_hit_t *hits);
+                                     size_t matched, kvt_prefix_index_hit_t *hits);
 
 //  IDX_VICTIMS: blocks of a tier for a mover, chosen by the tier's policy,
 //  the rest from its LRU list; pinned and moving until IDX_MOVE.

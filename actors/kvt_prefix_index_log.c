@@ -60,13 +60,12 @@ typedef struct {
         kvt_policy_block_t block;   //  S_INSERT: the block; S_EVICT: its id
         struct {
             uint64_t *ids;          //  S_REQUEST: the request's block hashes (owned)
-            uint32_t *sharers;      //  S_REQUEST: per cached block, its pins (owned)
-            uint8_t *hit_tiers;     //  S_REQUEST: per cached block, the tier whose policy
-                                    //  hears its access, or KVT_PREFIX_INDEX_NO_TIER (owned)
+            kvt_prefix_index_hit_t *hit;    //  S_REQUEST: per cached block, what the match
+                                            //  saw (owned)
             kvt_policy_block_t *blocks;     //  S_REQUEST: built at begin_request (owned)
             int64_t now;            //  S_REQUEST: the logical clock it began at
             uint32_t count;         //  S_REQUEST: entries in ids
-            uint32_t hits;          //  S_REQUEST: entries in sharers and hit_tiers
+            uint32_t hits;          //  S_REQUEST: entries in hit
             uint32_t told;          //  S_REQUEST: accesses told so far
             bool begun;             //  S_REQUEST: begin_request told
         };
@@ -107,7 +106,7 @@ s_request_blocks (self_t *self, const s_event_t *event)
             .parent = k? event->ids [k - 1]: KVT_POLICY_NO_PARENT,
             .depth = (uint32_t) k,
             .flags = k < event->hits? KVT_POLICY_BLOCK_HIT: 0,
-            .sharers = k < event->hits? event->sharers [k]: 0,
+            .sharers = k < event->hits? event->hit [k].sharers: 0,
             .block_tokens = self->block_tokens,
             .now = event->now,
             .next_use = KVT_POLICY_UNKNOWN
@@ -119,8 +118,7 @@ static void
 s_request_free (s_event_t *event)
 {
     free (event->ids);
-    free (event->sharers);
-    free (event->hit_tiers);
+    free (event->hit);
     free (event->blocks);
 }
 
@@ -157,8 +155,8 @@ s_event_apply (self_t *self, s_event_t *event, size_t most)
         calls++;
     }
     for (; event->told < event->hits && calls < most; event->told++, calls++)
-        if (event->hit_tiers [event->told] != KVT_PREFIX_INDEX_NO_TIER) {
-            kvt_policy_t *hit = self->policies [event->hit_tiers [event->told]];
+        if (event->hit [event->told].hit_tier != KVT_PREFIX_INDEX_NO_TIER) {
+            kvt_policy_t *hit = self->policies [event->hit [event->told].hit_tier];
             kvt_policy_ops (hit)->on_access (kvt_policy_state (hit),
                                              &event->blocks [event->told]);
         }
@@ -312,13 +310,12 @@ kvt_prefix_index_log_evict (self_t *self, uint8_t tier, uint64_t id)
 
 void
 kvt_prefix_index_log_request (self_t *self, uint64_t *ids, size_t count, size_t hits,
-                              uint32_t *sharers, uint8_t *hit_tiers, int64_t now)
+                              kvt_prefix_index_hit_t *hit, int64_t now)
 {
     assert (count <= UINT32_MAX && hits <= count);     //  Arrays are KVT_MSG_MAX_ARRAY at most
     s_event_t *event = s_log_push (self, S_REQUEST, KVT_TIER_GPU);
     event->ids = ids;
-    event->sharers = sharers;
-    event->hit_tiers = hit_tiers;
+    event->hit = hit;
     event->blocks = NULL;
     event->now = now;
     event->count = (uint32_t) count;

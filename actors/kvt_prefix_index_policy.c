@@ -140,7 +140,7 @@ kvt_prefix_index_policy_hit (self_t *self, uint32_t e, uint64_t parent, size_t d
 
 void
 kvt_prefix_index_policy_request (self_t *self, const uint64_t *hashes, size_t count,
-                                 size_t matched, const kvt_prefix_index_hit_t *hits)
+                                 size_t matched, kvt_prefix_index_hit_t *hits)
 {
     self->requests++;
     if (matched < count && hashes [matched]) {
@@ -157,20 +157,13 @@ kvt_prefix_index_policy_request (self_t *self, const uint64_t *hashes, size_t co
                 kvt_policy_remote_event (self->remote, KVT_POLICY_EVENT_ACCESS, entry->tier,
                                          entry->hash, entry->parent, (uint32_t) k);
         }
+        free (hits);
         return;
     }
     //  The GPU tier's policy sees it begin and end; each hit is an access
     //  in its own tier's policy, if that one holds it now
-    uint32_t *sharers = (uint32_t *) malloc ((matched + 1) * sizeof (uint32_t));
-    uint8_t *hit_tiers = (uint8_t *) malloc (matched + 1);
-    if (!sharers || !hit_tiers)
-        abort ();
-    for (size_t k = 0; k < matched; k++) {
-        sharers [k] = hits [k].sharers;
-        hit_tiers [k] = hits [k].hit_tier;
-    }
-    kvt_prefix_index_log_request (self, kvt_u64s_dup (hashes, count), count, matched, sharers,
-                                  hit_tiers, (int64_t) self->requests);
+    kvt_prefix_index_log_request (self, kvt_u64s_dup (hashes, count), count, matched, hits,
+                                  (int64_t) self->requests);
 }
 
 //  --------------------------------------------------------------------------
