@@ -89,6 +89,8 @@ struct _self_t {
     double prefill_tokens_per_s;    //  EWMA of the measured prefill rate
     bool prefill_measured;          //  Has compute reported a rate yet?
     bool stream_promotion;          //  Prefixes stream to compute layer by layer
+    size_t plan_piece_bytes;        //  A longer prefix is planned in pieces (0: never)
+    bool promotions_overlap;        //  Migration runs the next job beside a copy
 };
 
 //  A job's next step, once the previous one is done.
@@ -116,6 +118,17 @@ void
 void
     kvt_scheduler_stream_end (job_t *job, size_t first, size_t last, bool commit,
                               kvt_actor_reply_fn *cb);
+
+//  Send a message of one array field to 'peer', answer unawaited
+//  (nothing for count 0).
+void
+    kvt_scheduler_fire (self_t *self, const char *peer, int id, int field,
+                        const uint64_t *values, size_t count);
+
+//  Drop the pins of the blocks our prefetch staged (our own match holds
+//  its own pins on them by now, or the job is over).
+void
+    kvt_scheduler_prefetch_release (job_t *job);
 
 //  From the reply function of a migration call about the job's prefix
 //  that timed out (MIG_PROMOTE, or its stream commit): the job's first

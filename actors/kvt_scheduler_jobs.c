@@ -20,8 +20,9 @@ kvt_scheduler_job_new (self_t *self, kvt_msg_t **request_p)
     return job;
 }
 
-static void
-s_fire (self_t *self, const char *peer, int id, int field, const uint64_t *values, size_t count)
+void
+kvt_scheduler_fire (self_t *self, const char *peer, int id, int field, const uint64_t *values,
+                    size_t count)
 {
     if (count == 0)
         return;
@@ -91,12 +92,12 @@ kvt_scheduler_phase (job_t *job, const char *phase)
 
 //  Drop the pins of the blocks our prefetch staged (our own match holds
 //  its own pins on them by now, or the job is over).
-static void
-s_prefetch_release (job_t *job)
+void
+kvt_scheduler_prefetch_release (job_t *job)
 {
     self_t *self = job->self;
-    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->staged,
-            job->staged_count);
+    kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->staged,
+                        job->staged_count);
     self->prefetch_held -= job->staged_count;
     job->staged_count = 0;
     kvt_freen (job->staged);
@@ -168,10 +169,10 @@ s_compute_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     if (rc != -ECANCELED) {
         if (late->stream_undo)
             kvt_actor_call (self->actor, "migration", &late->stream_undo, NULL, NULL);
-        s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, late->pins,
-                late->pin_count);
-        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, late->reserved,
-                late->reserved_count);
+        kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
+                            late->pins, late->pin_count);
+        kvt_scheduler_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+                            late->reserved, late->reserved_count);
         kvt_actor_count (self->actor, "slots_released_late", late->reserved_count);
     }
     kvt_msg_destroy (&late->stream_undo);
@@ -210,10 +211,10 @@ kvt_scheduler_job_recompute (job_t *job, kvt_scheduler_step_fn *next)
         kvt_scheduler_stream_end (job, 0, job->matched, false, NULL);
         job->stream_open = false;
     }
-    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
-            job->pinned);
-    s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
-            job->slots + job->reserved_from, job->reserved_count);
+    kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
+                        job->pinned);
+    kvt_scheduler_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+                        job->slots + job->reserved_from, job->reserved_count);
     job->pinned = 0;
     job->reserved_count = 0;
     job->matched = 0;
@@ -232,12 +233,12 @@ kvt_scheduler_job_end (job_t *job, bool release_reserved)
         kvt_scheduler_stream_end (job, 0, job->matched, false, NULL);
         job->stream_open = false;
     }
-    s_prefetch_release (job);
-    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
-            job->pinned);
+    kvt_scheduler_prefetch_release (job);
+    kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, job->hashes,
+                        job->pinned);
     if (release_reserved)
-        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
-                job->slots + job->reserved_from, job->reserved_count);
+        kvt_scheduler_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+                            job->slots + job->reserved_from, job->reserved_count);
     self->gpu_admitted -= job->gpu_budget;
     kvt_scheduler_job_free (job);
     self->jobs--;
@@ -335,7 +336,8 @@ s_prefetch_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         return;
     size_t count;
     const uint64_t *staged = kvt_msg_array (*reply_p, KVT_MIG_PREFETCH_OK_HASHES, &count);
-    s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, staged, count);
+    kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, staged,
+                        count);
     kvt_actor_count (self->actor, "prefetch_released_late", count);
 }
 
@@ -348,7 +350,7 @@ s_reserve_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         return;
     size_t count;
     const uint64_t *slots = kvt_msg_array (*reply_p, KVT_MIG_RESERVE_OK_SLOTS, &count);
-    s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, slots, count);
+    kvt_scheduler_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, slots, count);
     kvt_actor_count (self->actor, "reserved_released_late", count);
 }
 
@@ -433,28 +435,8 @@ s_prefetch (job_t *job)
 }
 
 //  --------------------------------------------------------------------------
-//  Fetch or recompute: the leading 'matched' blocks of 'job' are cached
-//  in job->tiers. Return how many of them to fetch: the cut c minimising
-//  fetch time of blocks [0, c) + recompute time of blocks [c, matched),
-//  the larger c on a tie. O(matched).
-
-static size_t
-s_fetch_cut (self_t *self, const job_t *job, size_t matched)
-{
-    double per_block = (double) self->shape.block_tokens / self->prefill_tokens_per_s * 1e6;
-    double fetch = 0, best = (double) matched * per_block;   //  c = 0: recompute all
-    size_t cut = 0;
-    for (size_t c = 1; c <= matched; c++) {
-        uint64_t tier = job->tiers [c - 1];
-        fetch += tier < KVT_TIER_COUNT? self->fetch_us [tier]: 0;
-        double cost = fetch + (double) (matched - c) * per_block;
-        if (cost <= best) {
-            best = cost;
-            cut = c;
-        }
-    }
-    return cut;
-}
+//  Fetch or recompute: the rate the scheduler weighs fetching against
+//  (kvt_scheduler_plan.c)
 
 //  Fold one compute run into the prefill rate: 'tokens' prefilled in
 //  steps that took 'prefill_us' (compute's own time, not the wait in its
@@ -471,236 +453,18 @@ kvt_scheduler_prefill_measured (self_t *self, size_t tokens, uint64_t prefill_us
     kvt_actor_gauge (self->actor, "prefill_tokens_per_s", (uint64_t) self->prefill_tokens_per_s);
 }
 
-//  --------------------------------------------------------------------------
-//  Planning shared by GENERATE, LOAD and STORE:
-//  match (pin) -> promote what is not on the GPU -> continue.
-
-
+//  A job and its step after a call
 typedef struct {
-    job_t *job;                     //  The job being planned
-    kvt_scheduler_step_fn *next;    //  What to do once the prefix is on the GPU
-} s_plan_t;
-
-//  A promotion (or a stream promotion's commit) that outlived the
-//  scheduler's call: its prefix stays pinned until migration's late
-//  answer says what it did (kvt_scheduler_expect_late).
-typedef struct {
-    uint64_t *hashes;               //  The prefix, pinned
-    uint64_t *tiers;                //  Where each block was
-    uint64_t *slots;                //  Its slot there
-    size_t count;                   //  Entries in each
-} s_late_t;
-
-//  The late answer: release the prefix once nothing migration still does
-//  can touch it. A stream promotion reserved GPU slots and staged its
-//  NVMe blocks for a compute run that will not come: undone first
-//  (MIG_PROMOTE_END commit 0 frees only slots the index does not know,
-//  so the unpin need not wait for it). A copied promotion moved its
-//  blocks in the index before answering; an ERROR moved nothing. At
-//  shutdown (-ECANCELED) there is nothing left to release into.
-static void
-s_late_answered (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
-{
-    self_t *self = (self_t *) self_ptr;
-    s_late_t *late = (s_late_t *) arg;
-    if (rc == -ECANCELED)
-        ;                           //  Shutting down: nothing to release into
-    else {
-        size_t count = 0, host_count = 0;
-        const uint64_t *gpu_slots = NULL, *host_slots = NULL;
-        if (rc == 0 && kvt_msg_id (*reply_p) == KVT_MSG_MIG_PROMOTE_OK) {
-            gpu_slots = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_GPU_SLOTS, &count);
-            host_slots = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_HOST_SLOTS, &host_count);
-        }
-        if (host_count > 0 && host_count == late->count && count == late->count) {
-            kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE_END);
-            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HASHES, late->hashes, count);
-            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_TIERS, late->tiers, count);
-            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_SLOTS, late->slots, count);
-            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_GPU_SLOTS, gpu_slots, count);
-            kvt_msg_set_array (msg, KVT_MIG_PROMOTE_END_HOST_SLOTS, host_slots, count);
-            kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_END_COMMIT, 0);
-            kvt_actor_call (self->actor, "migration", &msg, NULL, NULL);
-        }
-        s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES, late->hashes,
-                late->count);
-        kvt_actor_count (self->actor, "pins_released_late", late->count);
-    }
-    free (late->hashes);
-    free (late->tiers);
-    free (late->slots);
-    free (late);
-}
-
-void
-kvt_scheduler_expect_late (job_t *job)
-{
-    self_t *self = job->self;
-    s_late_t *late = (s_late_t *) kvt_zmalloc (sizeof (s_late_t));
-    size_t count = job->pinned;
-    late->count = count;
-    late->hashes = kvt_u64s_dup (job->hashes, count);
-    late->tiers = kvt_u64s_dup (job->tiers, count);
-    late->slots = kvt_u64s_dup (job->stream_old? job->stream_old: job->slots, count);
-    if (kvt_actor_call_expect_late (self->actor, s_late_answered, late,
-                                    KVT_ACTOR_UNTIL_ANSWERED) == 0) {
-        kvt_actor_count (self->actor, "pins_quarantined", count);
-        job->pinned = 0;            //  The late answer's to release now
-        return;
-    }
-    free (late->hashes);
-    free (late->tiers);
-    free (late->slots);
-    free (late);
-}
-
-static void
-s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
-{
-    (void) self_ptr;
-    s_plan_t *plan = (s_plan_t *) arg;
-    job_t *job = plan->job;
-    kvt_scheduler_step_fn *next = plan->next;
-    free (plan);
-    if (rc == -ETIMEDOUT) {
-        //  Migration may still be promoting the prefix: copying from its
-        //  host slots, staging its NVMe blocks, and at its end moving it
-        //  in the index and freeing the old slots. Unpinned, the blocks
-        //  lose their promoting mark: a demotion could take them from
-        //  under the copy, and the next request matching them would
-        //  promote the same slots again (GPU slots leaked, host slots
-        //  freed twice). Keep them pinned instead, until migration's late
-        //  answer says what it did (s_late_answered: then released, a
-        //  stream promotion undone); later matches cut there and
-        //  recompute meanwhile.
-        kvt_scheduler_expect_late (job);
-        kvt_scheduler_job_fail (job, rc, "cannot bring the cached prefix to the GPU: "
-                                "migration did not answer within runtime/call_timeout_ms");
-        return;
-    }
-    if (rc) {
-        kvt_scheduler_job_fail (job, rc, "cannot bring the cached prefix to the GPU");
-        return;
-    }
-    size_t count, failed_count;
-    const uint64_t *gpu_slots = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_GPU_SLOTS, &count);
-    const uint64_t *failed = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_FAILED, &failed_count);
-    size_t cut = job->matched;
-    for (size_t k = 0; k < failed_count; k++)
-        if (failed [k] < cut)
-            cut = failed [k];
-    size_t host_count;
-    const uint64_t *host_slots = kvt_msg_array (*reply_p, KVT_MIG_PROMOTE_OK_HOST_SLOTS,
-                                                &host_count);
-    if (host_count > 0 && host_count == job->matched && count == job->matched) {
-        //  Stream promotion: nothing moved yet; compute streams the blocks
-        job->host_slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-        job->stream_old = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-        job->stream_gpu = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-        memcpy (job->host_slots, host_slots, count * sizeof (uint64_t));
-        memcpy (job->stream_old, job->slots, count * sizeof (uint64_t));
-        memcpy (job->stream_gpu, gpu_slots, count * sizeof (uint64_t));
-        job->stream_open = true;
-        job->stream_ticket = kvt_msg_u64 (*reply_p, KVT_MIG_PROMOTE_OK_TICKET);
-    }
-    for (size_t k = 0; k < count && k < job->matched; k++)
-        job->slots [k] = gpu_slots [k];
-    if (cut < job->matched) {
-        //  Stream promotion: the blocks past the cut stay where they are
-        if (job->stream_open)
-            kvt_scheduler_stream_end (job, cut, job->matched, false, NULL);
-        //  A block failed its checksum: recompute from there on. Blocks
-        //  after it that did arrive stay cached for others, unpinned.
-        kvt_actor_count (job->self->actor, "prefix_cut_by_misses", 1);
-        s_fire (job->self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
-                job->hashes + cut, job->matched - cut);
-        job->pinned = cut;
-        job->matched = cut;
-        //  Only the blocks before the cut are served from cache
-        memset (job->from_tier, 0, sizeof (job->from_tier));
-        for (size_t k = 0; k < cut; k++)
-            if (job->tiers [k] < KVT_TIER_COUNT)
-                job->from_tier [job->tiers [k]]++;
-    }
-    next (job);
-}
-
-static void
-s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
-{
-    (void) self_ptr;
-    s_plan_t *plan = (s_plan_t *) arg;
-    job_t *job = plan->job;
-    if (rc) {
-        free (plan);
-        kvt_scheduler_job_fail (job, rc, "prefix lookup failed");
-        return;
-    }
-    self_t *self = job->self;
-    size_t matched;
-    const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
-    const uint64_t *slots = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_SLOTS, NULL);
-    job->matched = job->pinned = matched;
-    for (size_t k = 0; k < matched; k++) {
-        job->tiers [k] = tiers [k];
-        job->slots [k] = slots [k];
-    }
-    if (self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
-        size_t cut = s_fetch_cut (self, job, matched);
-        if (cut < matched) {
-            //  Cheaper to compute the rest again than to bring it up
-            kvt_actor_count (self->actor, "blocks_recomputed_by_choice", matched - cut);
-            s_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
-                    job->hashes + cut, matched - cut);
-            job->matched = job->pinned = matched = cut;
-        }
-    }
-    bool all_on_gpu = true;
-    size_t hits = 0;
-    for (size_t k = 0; k < matched; k++) {
-        if (job->tiers [k] < KVT_TIER_COUNT)
-            job->from_tier [job->tiers [k]]++;
-        all_on_gpu = all_on_gpu && job->tiers [k] == KVT_TIER_GPU;
-        hits += job->prestaged && job->prestaged [k] && job->tiers [k] == KVT_TIER_HOST;
-    }
-    kvt_actor_count (self->actor, "prefetch_hits", hits);
-    //  Our own pins hold the staged blocks now
-    s_prefetch_release (job);
-    if (all_on_gpu) {
-        kvt_scheduler_step_fn *next = plan->next;
-        free (plan);
-        next (job);
-        return;
-    }
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE);
-    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_HASHES, job->hashes, matched);
-    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_TIERS, job->tiers, matched);
-    kvt_msg_set_array (msg, KVT_MIG_PROMOTE_SLOTS, job->slots, matched);
-    //  Only GENERATE runs compute, which can stream the blocks in itself
-    kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_STREAM,
-                     self->stream_promotion && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
-    kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, plan);
-}
-
-void
-kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
-{
-    if (!job->self->caching || job->block_count == 0) {
-        next (job);                 //  Nothing to reuse
-        return;
-    }
-    s_plan_t *plan = (s_plan_t *) kvt_zmalloc (sizeof (s_plan_t));
-    plan->job = job;
-    plan->next = next;
-    kvt_scheduler_match (job, true, s_plan_matched, plan);
-}
+    job_t *job;
+    kvt_scheduler_step_fn *next;
+} s_step_t;
 
 //  Reserve GPU slots for blocks [matched, block_count), then 'next'.
 static void
 s_reserved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     (void) self_ptr;
-    s_plan_t *plan = (s_plan_t *) arg;
+    s_step_t *plan = (s_step_t *) arg;
     job_t *job = plan->job;
     kvt_scheduler_step_fn *next = plan->next;
     free (plan);
@@ -727,7 +491,7 @@ s_reserved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 void
 kvt_scheduler_reserve (job_t *job, kvt_scheduler_step_fn *next)
 {
-    s_plan_t *plan = (s_plan_t *) kvt_zmalloc (sizeof (s_plan_t));
+    s_step_t *plan = (s_step_t *) kvt_zmalloc (sizeof (s_step_t));
     plan->job = job;
     plan->next = next;
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_RESERVE);
@@ -755,12 +519,14 @@ s_inserted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         for (size_t k = 0; k < count; k++)
             if (duplicates [k] < slots [0])
                 spare [spare_count++] = slots [1 + duplicates [k]];
-        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, spare, spare_count);
+        kvt_scheduler_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS, spare,
+                            spare_count);
         kvt_actor_count (self->actor, "duplicate_blocks", spare_count);
         free (spare);
         if (kvt_config_int (kvt_actor_config (self->actor), "migration/write_through"))
-            s_fire (self, "migration", KVT_MSG_MIG_WRITE_THROUGH, KVT_MIG_WRITE_THROUGH_HASHES,
-                    slots + 1 + slots [0], (size_t) slots [0]);
+            kvt_scheduler_fire (self, "migration", KVT_MSG_MIG_WRITE_THROUGH,
+                                KVT_MIG_WRITE_THROUGH_HASHES, slots + 1 + slots [0],
+                                (size_t) slots [0]);
     }
     //  On failure the slots' fate is unknown: leaving them allocated is safe
     free (slots);
@@ -772,8 +538,8 @@ kvt_scheduler_insert_computed (job_t *job)
     self_t *self = job->self;
     size_t count = job->block_count - job->matched;
     if (!self->caching || count == 0) {
-        s_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
-                job->slots + job->matched, count);
+        kvt_scheduler_fire (self, "tier_gpu", KVT_MSG_TIER_FREE, KVT_TIER_FREE_SLOTS,
+                            job->slots + job->matched, count);
         return;
     }
     //  A block another request inserted first is a duplicate: the index

@@ -39,6 +39,9 @@
     And a promotion answered in time with ERROR ETIMEDOUT (a call of
     migration's own timed out, test_hold_at = fail): an answer, so the
     prefix is released at once and the prompt promoted from host next.
+    Both also with the plan in pieces of a block (scheduler/plan_piece_kib,
+    kvt_scheduler_plan.c): every piece's blocks held until its own late
+    answer; only the first piece failing, the rest promoted.
     And a compute run past runtime/compute_timeout_ms: its reserved GPU
     slots are held until compute's late answer, then released.
     Timing: (2) is sent once (1) has failed (S_CALL_MS), and its calls to
@@ -113,13 +116,20 @@ typedef enum {
     S_COMMIT                        //  The stream promotion's commit
 } s_held_t;
 
+//  'pieces': the plan goes in pieces of a block (scheduler/plan_piece_kib
+//  = 1, migration/overlap_upkeep = 2): the first piece's MIG_PROMOTE is
+//  held, the others wait behind it in migration, and every piece's call
+//  times out; each piece's blocks stay pinned until its own late answer.
 static void
-s_run (s_held_t held, bool stream)
+s_run (s_held_t held, bool stream, bool pieces)
 {
     t_session_t session;
-    s_start (&session, held == S_COMMIT? "promote_end": "promote", "start", S_DELAY_MS, stream);
+    s_start_with (&session, held == S_COMMIT? "promote_end": "promote", "start", S_DELAY_MS,
+                  stream, pieces? "scheduler/plan_piece_kib=1": NULL,
+                  pieces? "migration/overlap_upkeep=2": NULL);
     const char *what = held == S_COMMIT? "stream commit":
-                       stream? "stream promotion": "copied promotion";
+                       stream? "stream promotion":
+                       pieces? "copied promotion, in pieces": "copied promotion";
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4242);
@@ -173,7 +183,9 @@ s_run (s_held_t held, bool stream)
         s_expect (t_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
                                stream? 1: S_BLOCKS) >= (stream? 1: S_BLOCKS));
     s_expect (t_wait_stat (client, "scheduler.pins_released_late", S_BLOCKS) == S_BLOCKS);
-    s_expect (t_stat (client, "scheduler.late_answers") == 1);
+    s_expect (t_stat (client, "scheduler.late_answers") == (pieces? S_BLOCKS: 1));
+    if (pieces)
+        s_expect (t_stat (client, "scheduler.plan_piece_promotes") >= S_BLOCKS);
     s_expect (t_stat (client, "scheduler.replies_stale") == 0);
 
     //  (3) The same tokens again, every block cached: on the GPU where the
@@ -266,11 +278,16 @@ s_run_reserve (void)
 //  timed out (migration/test_hold_at = fail): an answer, not a silence.
 //  Migration is done with the job, so the prefix is released at once,
 //  not quarantined: the same prompt is then promoted from the host tier.
+//  In pieces (as s_run): only the first piece fails; the request fails
+//  once every piece has answered, and the same prompt then finds the
+//  first block on the host and the others on the GPU.
 static void
-s_run_failed (void)
+s_run_failed (bool pieces)
 {
     t_session_t session;
-    s_start (&session, "promote", "fail", 100, false);
+    s_start_with (&session, "promote", "fail", 100, false,
+                  pieces? "scheduler/plan_piece_kib=1": NULL,
+                  pieces? "migration/overlap_upkeep=2": NULL);
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4444);
@@ -287,15 +304,20 @@ s_run_failed (void)
     kvt_client_generate_fini (&out);
     //  Released, not held: promoted from the host tier now
     rc = s_generate (client, tokens, count, &first, &out);
-    s_expect (rc == 0 && out.from_host == S_BLOCKS && out.computed == 0);
+    if (pieces)
+        s_expect (rc == 0 && out.from_host == 1 && out.from_gpu == S_BLOCKS - 1
+                  && out.computed == 0);
+    else
+        s_expect (rc == 0 && out.from_host == S_BLOCKS && out.computed == 0);
     kvt_client_generate_fini (&out);
     uint64_t quarantined = t_stat (client, "scheduler.pins_quarantined");
     s_expect (quarantined == 0);
     s_expect (t_stat (client, "scheduler.calls_awaited_late") == 0);
     s_expect (t_stat (client, "prefix_index.match_cut_promoting") == 0);
     s_expect (t_tiers_settle (client, 0, 50, 5000));
-    printf ("promotion failed in time: %" PRIu64 " pins held, then served from host: %s\n",
-            quarantined, s_failures == failures_before? "OK": "FAILED");
+    printf ("promotion failed in time%s: %" PRIu64 " pins held, then served from host: %s\n",
+            pieces? " (its first piece)": "", quarantined,
+            s_failures == failures_before? "OK": "FAILED");
     kvt_client_generate_fini (&first);
     free (tokens);
     t_session_end (&session);
@@ -346,11 +368,13 @@ s_run_compute (void)
 int
 main (void)
 {
-    s_run (S_PROMOTE, false);
-    s_run (S_PROMOTE, true);
-    s_run (S_COMMIT, true);
+    s_run (S_PROMOTE, false, false);
+    s_run (S_PROMOTE, true, false);
+    s_run (S_COMMIT, true, false);
+    s_run (S_PROMOTE, false, true);
     s_run_reserve ();
-    s_run_failed ();
+    s_run_failed (false);
+    s_run_failed (true);
     s_run_compute ();
     if (s_failures) {
         fprintf (stderr, "test_promote_timeout: %d checks failed\n", s_failures);

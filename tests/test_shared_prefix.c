@@ -23,8 +23,13 @@
     block in the index as soon as its own copy ends, while the later ones
     cross: the other requests' matches may then find the first blocks on
     the GPU already; and so from NVMe, where each read chunk's copy
-    readies its blocks at once. And at index level: a demotion's mover that unpins a block after
-    another request's match found it leaves that request's mark in place.
+    readies its blocks at once. With scheduler/plan_piece_kib = 1 and
+    overlap_upkeep = 2 the scheduler matches and promotes each block as a
+    piece of its own, while the next is matched (kvt_scheduler_plan.c):
+    the same checks hold; and a block of a later piece that fails its
+    checksum on disk cuts the prefix there. And at index level: a
+    demotion's mover that unpins a block after another request's match
+    found it leaves that request's mark in place.
 @end
 */
 
@@ -58,18 +63,22 @@ s_send (void *arg)
 //  piece: the whole prefix); 1 moves each block in the index as soon as
 //  its own copy ends, while the next ones cross. 'nvme': the prompt is
 //  demoted on to disk, so its blocks come back through staging, in read
-//  chunks that feed the same pieces
+//  chunks that feed the same pieces. 'plan_kib': scheduler/plan_piece_kib,
+//  0 for the default (one piece); 1 matches and promotes each block on its
+//  own (with overlap_upkeep 2 only)
 static void
-s_run (bool stream, int overlap, int piece_kib, bool nvme)
+s_run (bool stream, int overlap, int piece_kib, bool nvme, int plan_kib)
 {
-    char overlap_key [64], piece_key [64];
+    char overlap_key [64], piece_key [64], plan_key [64];
     snprintf (overlap_key, sizeof (overlap_key), "migration/overlap_upkeep=%d", overlap);
     snprintf (piece_key, sizeof (piece_key), "migration/promote_piece_kib=%d",
               piece_kib? piece_kib: 65536);
+    snprintf (plan_key, sizeof (plan_key), "scheduler/plan_piece_kib=%d",
+              plan_kib? plan_kib: 65536);
     const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
         "tier_nvme/capacity_blocks=256",
         stream? "migration/stream_promotion=1": "migration/stream_promotion=0", overlap_key,
-        piece_key, NULL };
+        piece_key, plan_key, NULL };
     t_session_t session;
     t_session_start (&session, t_config (overrides), "test_shared_prefix", 30000);
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
@@ -110,13 +119,29 @@ s_run (bool stream, int overlap, int piece_kib, bool nvme)
     uint64_t detached = t_stat (session.client, "migration.jobs_detached");
     uint64_t pieces = t_stat (session.client, "migration.promote_pieces");
     uint64_t promoted = t_stat (session.client, "migration.promoted");
-    printf ("stream_promotion = %d, overlap_upkeep = %d, promote_piece_kib = %d%s: %d x %d "
-            "requests at once, the same tokens, no slot lost; %" PRIu64 " matches cut at a "
-            "block another request was promoting, %" PRIu64 " promotions answered after giving "
-            "up the job slot, %" PRIu64 " blocks promoted in %" PRIu64 " index moves\n", stream,
-            overlap, piece_kib, nvme? ", from NVMe": "", S_ROUNDS, S_CLIENTS, cut, detached, promoted, pieces);
+    uint64_t plan_pieces = t_stat (session.client, "scheduler.plan_pieces");
+    uint64_t plan_promotes = t_stat (session.client, "scheduler.plan_piece_promotes");
+    printf ("stream_promotion = %d, overlap_upkeep = %d, promote_piece_kib = %d, "
+            "plan_piece_kib = %d%s: %d x %d requests at once, the same tokens, no slot lost; "
+            "%" PRIu64 " matches cut at a block another request was promoting, %" PRIu64
+            " promotions answered after giving up the job slot, %" PRIu64 " blocks promoted in "
+            "%" PRIu64 " index moves; %" PRIu64 " plan pieces, %" PRIu64 " of them promoted\n",
+            stream, overlap, piece_kib, plan_kib, nvme? ", from NVMe": "", S_ROUNDS, S_CLIENTS,
+            cut, detached, promoted, pieces, plan_pieces, plan_promotes);
+    //  A plan goes in pieces only where migration runs the next job beside
+    //  a copy (overlap_upkeep 2), and not for a stream promotion. Then one
+    //  request a round matches the whole prompt, a block a piece, and
+    //  promotes every block in a piece of its own
+    bool plan_in_pieces = plan_kib && overlap == 2 && !stream;
+    if (plan_in_pieces) {
+        t_check (plan_pieces >= S_ROUNDS * S_BLOCKS);
+        t_check (plan_promotes >= S_ROUNDS * S_BLOCKS);
+    }
+    else
+        t_check (plan_pieces == 0 && plan_promotes == 0);
     //  A copied promotion moves its blocks in the index piece by piece:
-    //  by default one piece a prefix, with 1 KiB pieces one a block (from
+    //  by default one piece a prefix, with 1 KiB pieces (or a plan in
+    //  pieces of a block: a promotion a block) one a block (from
     //  disk: one a read chunk at least, since a chunk's copy readies all
     //  its blocks at once)
     if (!stream) {
@@ -124,7 +149,8 @@ s_run (bool stream, int overlap, int piece_kib, bool nvme)
         if (nvme)
             t_check (pieces >= S_ROUNDS && pieces <= promoted);
         else
-            t_check (piece_kib? pieces == promoted: pieces <= S_ROUNDS * S_CLIENTS);
+            t_check (piece_kib || plan_in_pieces? pieces == promoted
+                                                 : pieces <= S_ROUNDS * S_CLIENTS);
     }
     //  With 2, a copied promotion answers once its copy is done, after the
     //  next job started (kvt_migration_promote.c)
@@ -209,18 +235,72 @@ s_mover_race (void)
     t_session_end (&session);
 }
 
+//  A plan in pieces whose later piece holds a block that fails its
+//  checksum: the prefix is cut there (the blocks before it served from
+//  disk, the rest recomputed), the later pieces' promotions still land,
+//  and the output is the same.
+static void
+s_pieces_miss (void)
+{
+    const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
+        "tier_nvme/capacity_blocks=256", "migration/stream_promotion=0",
+        "migration/overlap_upkeep=2", "scheduler/plan_piece_kib=1", NULL };
+    t_session_t session;
+    t_session_start (&session, t_config (overrides), "test_shared_prefix", 30000);
+    kvt_client_t *client = session.client;
+    size_t count = S_BLOCKS * session.hello.block_tokens + 5;
+    uint64_t *tokens = t_tokens (count, session.hello.vocab, 900);
+    kvt_client_generate_t first, again;
+    t_ok (kvt_client_generate (client, "", tokens, count, 4, &first));
+    kvt_client_load_t kv;
+    t_ok (kvt_client_load (client, "", tokens, count, &kv));
+    t_check (kv.blocks == S_BLOCKS);
+    uint64_t moved;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, 1000, &moved));
+    t_check (moved >= S_BLOCKS);
+    size_t bad = S_BLOCKS / 2 + 2;
+    t_check (t_flip_on_disk (session.runtime,
+                             (const uint8_t *) kv.kv + bad * session.hello.block_bytes));
+    uint64_t pieces_before = t_stat (client, "scheduler.plan_pieces");
+    t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
+    t_check (again.from_nvme == bad && again.computed == S_BLOCKS - bad);
+    t_check (again.token_count == first.token_count
+             && memcmp (again.tokens, first.tokens, first.token_count * sizeof (uint64_t)) == 0);
+    kvt_client_generate_fini (&again);
+    t_check (t_stat (client, "scheduler.prefix_cut_by_misses") == 1);
+    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_BLOCKS);
+    //  Every block is on the GPU now: those after the bad one were
+    //  promoted by their own pieces, the bad one recomputed
+    t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
+    t_check (again.from_gpu == S_BLOCKS && again.computed == 0);
+    kvt_client_generate_fini (&again);
+    t_check (t_tiers_settle (client, 0, 50, 5000));
+    printf ("a plan in pieces, block %zu failing its checksum: cut there, the same tokens: OK\n",
+            bad);
+    kvt_client_load_fini (&kv);
+    kvt_client_generate_fini (&first);
+    free (tokens);
+    t_session_end (&session);
+}
+
 int
 main (void)
 {
     s_mover_race ();
-    s_run (false, 0, 0, false);
-    s_run (true, 0, 0, false);
-    s_run (false, 2, 0, false);     //  Promotions give up the job slot at their copy
-    s_run (true, 2, 0, false);
-    s_run (false, 0, 1, false);     //  Each block moved in the index as its copy ends
-    s_run (false, 2, 1, false);
-    s_run (false, 0, 1, true);      //  From disk, in read chunks
-    s_run (false, 2, 1, true);
+    s_run (false, 0, 0, false, 0);
+    s_run (true, 0, 0, false, 0);
+    s_run (false, 2, 0, false, 0);  //  Promotions give up the job slot at their copy
+    s_run (true, 2, 0, false, 0);
+    s_run (false, 0, 1, false, 0);  //  Each block moved in the index as its copy ends
+    s_run (false, 2, 1, false, 0);
+    s_run (false, 0, 1, true, 0);   //  From disk, in read chunks
+    s_run (false, 2, 1, true, 0);
+    s_run (false, 2, 0, false, 1);  //  Each block matched and promoted as a piece
+    s_run (false, 2, 1, true, 1);   //  ... from disk
+    s_run (false, 0, 0, false, 1);  //  (Not in pieces: nothing would run beside)
+    s_run (true, 2, 0, false, 1);   //  (Nor a stream promotion)
+    s_pieces_miss ();
     printf ("test_shared_prefix: OK\n");
     return T_EXIT_PASS;
 }
