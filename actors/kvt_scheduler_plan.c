@@ -17,7 +17,10 @@
     migration as its own MIG_PROMOTE as soon as it is matched, so the copy
     of the first piece starts while the index still matches the rest (a
     1 GiB prefix of 64 KiB blocks: the match, ~1.5 ms, sat on the path
-    before anything could cross). It pays only where migration runs the
+    before anything could cross). A piece found all on the GPU has nothing
+    to overlap: the next asks twice as much, so a prefix all on the GPU
+    costs a few round trips to the index (the first piece's size doubling),
+    not one a piece. It pays only where migration runs the
     next job beside a promotion's copy (migration/overlap_upkeep = 2):
     else each piece would wait for the last one's answer, and the link
     would idle between them. It is not used for a stream promotion (one
@@ -120,7 +123,8 @@ typedef struct {
 typedef struct {
     job_t *job;                     //  The job being planned
     kvt_scheduler_step_fn *next;    //  What to do once the prefix is on the GPU
-    size_t piece;                   //  Blocks per IDX_MATCH (block_count: one piece)
+    size_t piece;                   //  Blocks the next IDX_MATCH asks (block_count: one piece)
+    size_t piece_base;              //  scheduler/plan_piece_kib in blocks (0: one piece)
     size_t asked;                   //  Blocks asked of the index so far
     bool matching;                  //  An IDX_MATCH is out
     size_t promotes;                //  MIG_PROMOTEs out
@@ -324,14 +328,15 @@ s_plan_match_next (s_plan_t *plan)
     kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 1);
     plan->asked += count;
     plan->matching = true;
-    if (plan->piece < job->block_count)
+    if (plan->piece_base)
         kvt_actor_count (job->self->actor, "plan_pieces", 1);
     kvt_actor_call (job->self->actor, "prefix_index", &msg, s_plan_matched, plan);
 }
 
 //  Piece [first, first + count) is matched: have migration bring what of
-//  it is off the GPU ('stream': as a stream promotion).
-static void
+//  it is off the GPU ('stream': as a stream promotion). Returns whether
+//  it had any such block.
+static bool
 s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
 {
     job_t *job = plan->job;
@@ -339,7 +344,7 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     for (size_t k = first; k < first + count; k++)
         all_on_gpu = all_on_gpu && job->tiers [k] == KVT_TIER_GPU;
     if (count == 0 || all_on_gpu)
-        return;
+        return false;
     s_promote_call_t *call = (s_promote_call_t *) kvt_zmalloc (sizeof (s_promote_call_t));
     *call = (s_promote_call_t) { plan, first, count };
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE);
@@ -348,9 +353,10 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_SLOTS, job->slots + first, count);
     kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_STREAM, stream);
     plan->promotes++;
-    if (plan->piece < job->block_count)
+    if (plan->piece_base)
         kvt_actor_count (job->self->actor, "plan_piece_promotes", 1);
     kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, call);
+    return true;
 }
 
 static void
@@ -375,7 +381,7 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     }
     job->matched = job->pinned = first + matched;
     plan->cut = job->matched;
-    bool one_piece = plan->piece >= job->block_count;
+    bool one_piece = plan->piece_base == 0;
     if (one_piece && self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
         size_t cut = s_fetch_cut (self, job, matched);
         if (cut < matched) {
@@ -397,9 +403,14 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     if (!more)
         kvt_scheduler_prefetch_release (job);   //  Our own pins hold the staged blocks now
     //  Only GENERATE runs compute, which can stream the blocks in itself
-    if (!plan->rc)
-        s_plan_promote (plan, first, matched, one_piece && self->stream_promotion
-                                              && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
+    bool promoting = !plan->rc
+        && s_plan_promote (plan, first, matched, one_piece && self->stream_promotion
+                                                 && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
+    //  Nothing to overlap with a piece already on the GPU: the next one
+    //  asks twice as much (a prefix all on the GPU costs a few round trips
+    //  to the index, not one a piece)
+    if (!one_piece)
+        plan->piece = promoting? plan->piece_base: 2 * plan->piece;
     if (more)
         s_plan_match_next (plan);
     else
@@ -437,7 +448,8 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     plan->piece = job->block_count;
     if (s_plan_in_pieces (self, job)) {
         size_t piece = self->plan_piece_bytes / (self->block_bytes? self->block_bytes: 1);
-        plan->piece = piece? piece: 1;
+        if (piece < job->block_count)   //  (Else: one piece anyway)
+            plan->piece = plan->piece_base = piece? piece: 1;
     }
     s_plan_match_next (plan);
 }

@@ -27,7 +27,8 @@
     overlap_upkeep = 2 the scheduler matches and promotes each block as a
     piece of its own, while the next is matched (kvt_scheduler_plan.c):
     the same checks hold; and a block of a later piece that fails its
-    checksum on disk cuts the prefix there. And at index level: a
+    checksum on disk cuts the prefix there; the prompt then all on the GPU
+    is matched in pieces of doubling size. And at index level: a
     demotion's mover that unpins a block after another request's match
     found it leaves that request's mark in place.
 @end
@@ -271,9 +272,12 @@ s_pieces_miss (void)
     t_check (t_stat (client, "scheduler.prefix_cut_by_misses") == 1);
     t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_BLOCKS);
     //  Every block is on the GPU now: those after the bad one were
-    //  promoted by their own pieces, the bad one recomputed
+    //  promoted by their own pieces, the bad one recomputed. A piece all
+    //  on the GPU makes the next one twice as long: 1 + 2 + 4 + 8 + 1
+    pieces_before = t_stat (client, "scheduler.plan_pieces");
     t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
     t_check (again.from_gpu == S_BLOCKS && again.computed == 0);
+    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == 5);
     kvt_client_generate_fini (&again);
     t_check (t_tiers_settle (client, 0, 50, 5000));
     printf ("a plan in pieces, block %zu failing its checksum: cut there, the same tokens: OK\n",
