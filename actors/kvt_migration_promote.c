@@ -138,14 +138,15 @@ s_promote_fail (self_t *self, s_promote_t *job, int rc, const char *what)
 }
 
 //  A block's slot before the promotion goes back, unless write-through
-//  keeps a host block as its shadow copy (the caller frees what it
-//  collects, in one message per tier).
+//  keeps a host block as its shadow copy ('moved': the index has it on
+//  the GPU now). The caller frees what it collects, in one message per
+//  tier.
 static void
-s_old_slot_free (self_t *self, s_promote_t *job, size_t k, uint64_t *host_free, size_t *host_n,
-                 uint64_t *nvme_free, size_t *nvme_n)
+s_old_slot_free (self_t *self, s_promote_t *job, size_t k, bool moved, uint64_t *host_free,
+                 size_t *host_n, uint64_t *nvme_free, size_t *nvme_n)
 {
     if (job->tiers [k] == KVT_TIER_HOST) {
-        if (!kvt_migration_shadow_adopt (self, job->hashes [k], job->slots [k]))
+        if (!moved || !kvt_migration_shadow_adopt (self, job->hashes [k], job->slots [k]))
             host_free [(*host_n)++] = job->slots [k];
     }
     else
@@ -212,48 +213,67 @@ s_promote_finish_when_moved (self_t *self, s_promote_t *job)
         s_promote_finish (self, job);
 }
 
-//  A piece's IDX_MOVE is answered (a refusal has made the index forget
-//  its blocks and freed their GPU slots: the job answers the error).
+//  A piece in its IDX_MOVE
+typedef struct {
+    s_promote_t *job;               //  The promotion
+    uint64_t *blocks;               //  Indices (into the job) of the piece's blocks
+    size_t count;                   //  Entries in blocks
+} s_piece_t;
+
+//  A piece's IDX_MOVE is answered: its blocks' old slots go back (a host
+//  slot kept as a write-through shadow, if moved). A refusal has made the
+//  index forget the blocks and freed their GPU slots: their old slots go
+//  back too, no shadow is kept for a block the index no longer has, none
+//  is counted promoted, and the job answers the error.
 static void
 s_piece_moved (self_t *self, void *arg, int rc)
 {
-    s_promote_t *job = (s_promote_t *) arg;
-    if (rc && !job->move_rc)
+    s_piece_t *piece = (s_piece_t *) arg;
+    s_promote_t *job = piece->job;
+    uint64_t *host_free = kvt_migration_u64s (piece->count);
+    uint64_t *nvme_free = kvt_migration_u64s (piece->count);
+    size_t host_n = 0, nvme_n = 0;
+    for (size_t j = 0; j < piece->count; j++)
+        s_old_slot_free (self, job, piece->blocks [j], rc == 0, host_free, &host_n, nvme_free,
+                         &nvme_n);
+    kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
+    kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
+    if (rc == 0)
+        kvt_actor_count (self->actor, "promoted", piece->count);
+    else
+    if (!job->move_rc)
         job->move_rc = rc;
+    free (host_free); free (nvme_free); free (piece->blocks); free (piece);
     job->moves_pending--;
     s_promote_finish_when_moved (self, job);
 }
 
 //  The ready blocks' bytes are in their GPU slots: move them there in the
-//  index and free their old slots while the later pieces still cross the
-//  link (issue #3: a long prefix's IDX_MOVE used to follow its whole copy,
-//  0.8-2 ms for 16384 blocks). Safe before the rest arrives: another
-//  request matching one of these blocks on the GPU finds its bytes there,
-//  and the requester's pins keep them until it has our answer.
+//  index while the later pieces still cross the link (issue #3: a long
+//  prefix's IDX_MOVE used to follow its whole copy, 0.8-2 ms for 16384
+//  blocks); their old slots go back once it is answered. Safe before the
+//  rest arrives: another request matching one of these blocks on the GPU
+//  finds its bytes there, and the requester's pins keep them until it
+//  has our answer.
 static void
 s_piece_move (self_t *self, s_promote_t *job)
 {
     if (job->ready_n == 0)
         return;
     uint64_t *hashes = kvt_migration_u64s (job->ready_n), *slots = kvt_migration_u64s (job->ready_n);
-    uint64_t *host_free = kvt_migration_u64s (job->ready_n);
-    uint64_t *nvme_free = kvt_migration_u64s (job->ready_n);
-    size_t host_n = 0, nvme_n = 0;
     for (size_t j = 0; j < job->ready_n; j++) {
         size_t k = job->ready [j];
         hashes [j] = job->hashes [k];
         slots [j] = job->gpu->slots [k];
-        s_old_slot_free (self, job, k, host_free, &host_n, nvme_free, &nvme_n);
     }
-    kvt_actor_count (self->actor, "promoted", job->ready_n);
+    s_piece_t *piece = (s_piece_t *) kvt_zmalloc (sizeof (s_piece_t));
+    *piece = (s_piece_t) { job, kvt_u64s_dup (job->ready, job->ready_n), job->ready_n };
     kvt_actor_count (self->actor, "promote_pieces", 1);
     job->moves_pending++;
     size_t count = job->ready_n;
     job->ready_n = 0;
-    kvt_migration_move_blocks (self, hashes, slots, count, KVT_TIER_GPU, s_piece_moved, job);
-    kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
-    kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
-    free (hashes); free (slots); free (host_free); free (nvme_free);
+    kvt_migration_move_blocks (self, hashes, slots, count, KVT_TIER_GPU, s_piece_moved, piece);
+    free (hashes); free (slots);
 }
 
 //  One copy of the job, into GPU slots: the blocks of an NVMe chunk, or a

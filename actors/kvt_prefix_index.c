@@ -280,6 +280,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->actor = actor;
     self->max_blocks = (uint64_t) kvt_config_int (config, "prefix_index/max_blocks");
     self->policy_slice_us = kvt_config_int (config, "prefix_index/policy_slice_us");
+    int64_t refuse = kvt_config_int (config, "prefix_index/test_refuse_gpu_moves");
+    self->test_refuse_gpu_moves = refuse > 0? (uint64_t) refuse: 0;
     for (int t = 0; t < KVT_TIER_COUNT; t++)
         self->lists [t].head = self->lists [t].tail = KVT_PREFIX_INDEX_NIL;
     self->block_tokens = (uint32_t) kvt_config_int (config, "model/block_tokens");
@@ -520,6 +522,11 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
         return -EINVAL;
     if (!s_slots_in_range (self, tier, slots, count))
         return -ERANGE;
+    if (tier == KVT_TIER_GPU && self->test_refuse_gpu_moves > 0) {
+        self->test_refuse_gpu_moves--;
+        kvt_actor_count (self->actor, "test_moves_refused", 1);
+        return -EIO;
+    }
     size_t moved = 0;
     uint32_t *placed = (uint32_t *) kvt_zmalloc ((count + 1) * sizeof (uint32_t));
     for (size_t k = 0; k < count; k++) {

@@ -108,6 +108,7 @@ typedef struct {
     int64_t policy_slice_us;        //  prefix_index/policy_slice_us: longest slice of
                                     //  log events applied at once (0 = only before
                                     //  a decision)
+    uint64_t test_refuse_gpu_moves; //  TEST ONLY: IDX_MOVEs to the GPU still to refuse
     kvt_prefix_index_pending_t pending [KVT_PREFIX_INDEX_PENDING];
                                     //  Depth of the next insert, by first hash
     kvt_prefix_index_ghost_t *ghosts;   //  Direct-mapped history of dropped blocks

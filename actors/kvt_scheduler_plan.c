@@ -12,15 +12,19 @@
     has migration bring the blocks off the GPU to it (MIG_PROMOTE: copied,
     or opened as a stream promotion that compute copies in layer by
     layer), and then calls the job's next step.
-    In pieces (issue #3): a long prefix is matched scheduler/plan_piece_kib
-    of blocks at a time, and each piece with blocks off the GPU goes to
-    migration as its own MIG_PROMOTE as soon as it is matched, so the copy
-    of the first piece starts while the index still matches the rest (a
-    1 GiB prefix of 64 KiB blocks: the match, ~1.5 ms, sat on the path
-    before anything could cross). A piece found all on the GPU has nothing
-    to overlap: the next asks twice as much, so a prefix all on the GPU
-    costs a few round trips to the index (the first piece's size doubling),
-    not one a piece. It pays only where migration runs the
+    In pieces (issue #3): a prefix longer than scheduler/plan_piece_blocks
+    is matched in pieces, the first that many blocks, each next twice the
+    last, and each piece with blocks off the GPU goes to migration as its
+    own MIG_PROMOTE as soon as it is matched, so the copy of the first
+    piece starts while the index still matches the rest (a 1 GiB prefix
+    of 64 KiB blocks: the match, ~1.5 ms, sat on the path before anything
+    could cross). Counted in blocks, because what the pieces hide is the
+    index's and the reservation's work per block: a prefix of few large
+    blocks gains nothing from pieces, and each piece costs a promotion's
+    fixed overhead (2 MiB blocks on the H100: 0.95 of memcpy in 64 MiB
+    pieces against 0.98 whole). Doubling keeps both the first piece's
+    match short and the pieces few (a prefix all on the GPU: a few round
+    trips to the index, not one a piece). It pays only where migration runs the
     next job beside a promotion's copy (migration/overlap_upkeep = 2):
     else each piece would wait for the last one's answer, and the link
     would idle between them. It is not used for a stream promotion (one
@@ -123,8 +127,8 @@ typedef struct {
 typedef struct {
     job_t *job;                     //  The job being planned
     kvt_scheduler_step_fn *next;    //  What to do once the prefix is on the GPU
-    size_t piece;                   //  Blocks the next IDX_MATCH asks (block_count: one piece)
-    size_t piece_base;              //  scheduler/plan_piece_kib in blocks (0: one piece)
+    size_t piece;                   //  Blocks the next IDX_MATCH asks (doubles each time)
+    bool in_pieces;                 //  Else one piece: the whole prefix
     size_t asked;                   //  Blocks asked of the index so far
     bool matching;                  //  An IDX_MATCH is out
     size_t promotes;                //  MIG_PROMOTEs out
@@ -328,15 +332,15 @@ s_plan_match_next (s_plan_t *plan)
     kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 1);
     plan->asked += count;
     plan->matching = true;
-    if (plan->piece_base)
+    plan->piece *= 2;
+    if (plan->in_pieces)
         kvt_actor_count (job->self->actor, "plan_pieces", 1);
     kvt_actor_call (job->self->actor, "prefix_index", &msg, s_plan_matched, plan);
 }
 
 //  Piece [first, first + count) is matched: have migration bring what of
-//  it is off the GPU ('stream': as a stream promotion). Returns whether
-//  it had any such block.
-static bool
+//  it is off the GPU ('stream': as a stream promotion).
+static void
 s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
 {
     job_t *job = plan->job;
@@ -344,7 +348,7 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     for (size_t k = first; k < first + count; k++)
         all_on_gpu = all_on_gpu && job->tiers [k] == KVT_TIER_GPU;
     if (count == 0 || all_on_gpu)
-        return false;
+        return;
     s_promote_call_t *call = (s_promote_call_t *) kvt_zmalloc (sizeof (s_promote_call_t));
     *call = (s_promote_call_t) { plan, first, count };
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE);
@@ -353,10 +357,9 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_SLOTS, job->slots + first, count);
     kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_STREAM, stream);
     plan->promotes++;
-    if (plan->piece_base)
+    if (plan->in_pieces)
         kvt_actor_count (job->self->actor, "plan_piece_promotes", 1);
     kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, call);
-    return true;
 }
 
 static void
@@ -381,7 +384,7 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     }
     job->matched = job->pinned = first + matched;
     plan->cut = job->matched;
-    bool one_piece = plan->piece_base == 0;
+    bool one_piece = !plan->in_pieces;
     if (one_piece && self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
         size_t cut = s_fetch_cut (self, job, matched);
         if (cut < matched) {
@@ -403,14 +406,9 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     if (!more)
         kvt_scheduler_prefetch_release (job);   //  Our own pins hold the staged blocks now
     //  Only GENERATE runs compute, which can stream the blocks in itself
-    bool promoting = !plan->rc
-        && s_plan_promote (plan, first, matched, one_piece && self->stream_promotion
-                                                 && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
-    //  Nothing to overlap with a piece already on the GPU: the next one
-    //  asks twice as much (a prefix all on the GPU costs a few round trips
-    //  to the index, not one a piece)
-    if (!one_piece)
-        plan->piece = promoting? plan->piece_base: 2 * plan->piece;
+    if (!plan->rc)
+        s_plan_promote (plan, first, matched, one_piece && self->stream_promotion
+                                              && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
     if (more)
         s_plan_match_next (plan);
     else
@@ -421,7 +419,8 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 static bool
 s_plan_in_pieces (self_t *self, const job_t *job)
 {
-    if (self->plan_piece_bytes == 0 || !self->promotions_overlap)
+    if (self->plan_piece_blocks == 0 || self->plan_piece_blocks >= job->block_count
+    ||  !self->promotions_overlap)
         return false;
     if (self->stream_promotion && kvt_msg_id (job->request) == KVT_MSG_GENERATE)
         return false;
@@ -446,10 +445,8 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     plan->job = job;
     plan->next = next;
     plan->piece = job->block_count;
-    if (s_plan_in_pieces (self, job)) {
-        size_t piece = self->plan_piece_bytes / (self->block_bytes? self->block_bytes: 1);
-        if (piece < job->block_count)   //  (Else: one piece anyway)
-            plan->piece = plan->piece_base = piece? piece: 1;
-    }
+    plan->in_pieces = s_plan_in_pieces (self, job);
+    if (plan->in_pieces)
+        plan->piece = self->plan_piece_blocks;
     s_plan_match_next (plan);
 }

@@ -39,9 +39,10 @@
     And a promotion answered in time with ERROR ETIMEDOUT (a call of
     migration's own timed out, test_hold_at = fail): an answer, so the
     prefix is released at once and the prompt promoted from host next.
-    Both also with the plan in pieces of a block (scheduler/plan_piece_kib,
-    kvt_scheduler_plan.c): every piece's blocks held until its own late
-    answer; only the first piece failing, the rest promoted.
+    Both also with the plan in pieces (scheduler/plan_piece_blocks = 1:
+    pieces of 1, 2, 4 and 1 blocks, kvt_scheduler_plan.c): every piece's
+    blocks held until its own late answer; only the first piece failing,
+    the rest promoted.
     And a compute run past runtime/compute_timeout_ms: its reserved GPU
     slots are held until compute's late answer, then released.
     Timing: (2) is sent once (1) has failed (S_CALL_MS), and its calls to
@@ -58,6 +59,7 @@
 #define S_CALL_MS 3000              //  runtime/call_timeout_ms
 #define S_DELAY_MS 4500             //  migration/test_hold_ms
 #define S_CLIENT_MS 30000           //  The client's own wait, well past both
+#define S_PIECES 4                  //  S_BLOCKS in pieces doubling from 1: 1 + 2 + 4 + 1
 
 //  Checks that do not stop the test, so that one run shows every symptom
 static int s_failures;
@@ -116,8 +118,9 @@ typedef enum {
     S_COMMIT                        //  The stream promotion's commit
 } s_held_t;
 
-//  'pieces': the plan goes in pieces of a block (scheduler/plan_piece_kib
-//  = 1, migration/overlap_upkeep = 2): the first piece's MIG_PROMOTE is
+//  'pieces': the plan goes in pieces of 1, 2, 4, 1 blocks
+//  (scheduler/plan_piece_blocks = 1, migration/overlap_upkeep = 2): the
+//  first piece's MIG_PROMOTE is
 //  held, the others wait behind it in migration, and every piece's call
 //  times out; each piece's blocks stay pinned until its own late answer.
 static void
@@ -125,7 +128,7 @@ s_run (s_held_t held, bool stream, bool pieces)
 {
     t_session_t session;
     s_start_with (&session, held == S_COMMIT? "promote_end": "promote", "start", S_DELAY_MS,
-                  stream, pieces? "scheduler/plan_piece_kib=1": NULL,
+                  stream, pieces? "scheduler/plan_piece_blocks=1": NULL,
                   pieces? "migration/overlap_upkeep=2": NULL);
     const char *what = held == S_COMMIT? "stream commit":
                        stream? "stream promotion":
@@ -183,9 +186,9 @@ s_run (s_held_t held, bool stream, bool pieces)
         s_expect (t_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
                                stream? 1: S_BLOCKS) >= (stream? 1: S_BLOCKS));
     s_expect (t_wait_stat (client, "scheduler.pins_released_late", S_BLOCKS) == S_BLOCKS);
-    s_expect (t_stat (client, "scheduler.late_answers") == (pieces? S_BLOCKS: 1));
+    s_expect (t_stat (client, "scheduler.late_answers") == (pieces? S_PIECES: 1));
     if (pieces)
-        s_expect (t_stat (client, "scheduler.plan_piece_promotes") >= S_BLOCKS);
+        s_expect (t_stat (client, "scheduler.plan_piece_promotes") >= S_PIECES);
     s_expect (t_stat (client, "scheduler.replies_stale") == 0);
 
     //  (3) The same tokens again, every block cached: on the GPU where the
@@ -286,7 +289,7 @@ s_run_failed (bool pieces)
 {
     t_session_t session;
     s_start_with (&session, "promote", "fail", 100, false,
-                  pieces? "scheduler/plan_piece_kib=1": NULL,
+                  pieces? "scheduler/plan_piece_blocks=1": NULL,
                   pieces? "migration/overlap_upkeep=2": NULL);
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;

@@ -23,12 +23,13 @@
     block in the index as soon as its own copy ends, while the later ones
     cross: the other requests' matches may then find the first blocks on
     the GPU already; and so from NVMe, where each read chunk's copy
-    readies its blocks at once. With scheduler/plan_piece_kib = 1 and
-    overlap_upkeep = 2 the scheduler matches and promotes each block as a
-    piece of its own, while the next is matched (kvt_scheduler_plan.c):
-    the same checks hold; and a block of a later piece that fails its
-    checksum on disk cuts the prefix there; the prompt then all on the GPU
-    is matched in pieces of doubling size. And at index level: a
+    readies its blocks at once. With scheduler/plan_piece_blocks = 1 and
+    overlap_upkeep = 2 the scheduler matches and promotes the prompt in
+    pieces of 1, 2, 4, 8 and 1 blocks, each piece promoted while the next
+    is matched (kvt_scheduler_plan.c): the same checks hold; and a block of
+    a later piece that fails its checksum on disk cuts the prefix there.
+    A promotion's piece the index refuses to move: the request's error,
+    nothing lost, only the moved blocks counted promoted. And at index level: a
     demotion's mover that unpins a block after another request's match
     found it leaves that request's mark in place.
 @end
@@ -40,6 +41,7 @@
 #define S_BLOCKS 16                 //  Full blocks of each prompt
 #define S_CLIENTS 4                 //  Requests at once
 #define S_ROUNDS 5                  //  Prompts, one after the other
+#define S_PIECES 5                  //  S_BLOCKS in plan pieces doubling from 1: 1 + 2 + 4 + 8 + 1
 
 typedef struct {
     const char *endpoint;           //  The runtime's front door
@@ -64,18 +66,18 @@ s_send (void *arg)
 //  piece: the whole prefix); 1 moves each block in the index as soon as
 //  its own copy ends, while the next ones cross. 'nvme': the prompt is
 //  demoted on to disk, so its blocks come back through staging, in read
-//  chunks that feed the same pieces. 'plan_kib': scheduler/plan_piece_kib,
-//  0 for the default (one piece); 1 matches and promotes each block on its
-//  own (with overlap_upkeep 2 only)
+//  chunks that feed the same pieces. 'plan': scheduler/plan_piece_blocks,
+//  0 for the default (one piece for so short a prompt); 1 matches and
+//  promotes it in S_PIECES pieces (with overlap_upkeep 2 only)
 static void
-s_run (bool stream, int overlap, int piece_kib, bool nvme, int plan_kib)
+s_run (bool stream, int overlap, int piece_kib, bool nvme, int plan)
 {
     char overlap_key [64], piece_key [64], plan_key [64];
     snprintf (overlap_key, sizeof (overlap_key), "migration/overlap_upkeep=%d", overlap);
     snprintf (piece_key, sizeof (piece_key), "migration/promote_piece_kib=%d",
               piece_kib? piece_kib: 65536);
-    snprintf (plan_key, sizeof (plan_key), "scheduler/plan_piece_kib=%d",
-              plan_kib? plan_kib: 65536);
+    snprintf (plan_key, sizeof (plan_key), "scheduler/plan_piece_blocks=%d",
+              plan? plan: 1024);
     const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
         "tier_nvme/capacity_blocks=256",
         stream? "migration/stream_promotion=1": "migration/stream_promotion=0", overlap_key,
@@ -123,26 +125,26 @@ s_run (bool stream, int overlap, int piece_kib, bool nvme, int plan_kib)
     uint64_t plan_pieces = t_stat (session.client, "scheduler.plan_pieces");
     uint64_t plan_promotes = t_stat (session.client, "scheduler.plan_piece_promotes");
     printf ("stream_promotion = %d, overlap_upkeep = %d, promote_piece_kib = %d, "
-            "plan_piece_kib = %d%s: %d x %d requests at once, the same tokens, no slot lost; "
+            "plan_piece_blocks = %d%s: %d x %d requests at once, the same tokens, no slot lost; "
             "%" PRIu64 " matches cut at a block another request was promoting, %" PRIu64
             " promotions answered after giving up the job slot, %" PRIu64 " blocks promoted in "
             "%" PRIu64 " index moves; %" PRIu64 " plan pieces, %" PRIu64 " of them promoted\n",
-            stream, overlap, piece_kib, plan_kib, nvme? ", from NVMe": "", S_ROUNDS, S_CLIENTS,
+            stream, overlap, piece_kib, plan, nvme? ", from NVMe": "", S_ROUNDS, S_CLIENTS,
             cut, detached, promoted, pieces, plan_pieces, plan_promotes);
     //  A plan goes in pieces only where migration runs the next job beside
     //  a copy (overlap_upkeep 2), and not for a stream promotion. Then one
-    //  request a round matches the whole prompt, a block a piece, and
-    //  promotes every block in a piece of its own
-    bool plan_in_pieces = plan_kib && overlap == 2 && !stream;
+    //  request a round matches the whole prompt in S_PIECES pieces and
+    //  promotes each
+    bool plan_in_pieces = plan && overlap == 2 && !stream;
     if (plan_in_pieces) {
-        t_check (plan_pieces >= S_ROUNDS * S_BLOCKS);
-        t_check (plan_promotes >= S_ROUNDS * S_BLOCKS);
+        t_check (plan_pieces >= S_ROUNDS * S_PIECES);
+        t_check (plan_promotes >= S_ROUNDS * S_PIECES);
     }
     else
         t_check (plan_pieces == 0 && plan_promotes == 0);
     //  A copied promotion moves its blocks in the index piece by piece:
-    //  by default one piece a prefix, with 1 KiB pieces (or a plan in
-    //  pieces of a block: a promotion a block) one a block (from
+    //  by default one piece a promotion (a plan in pieces promotes each
+    //  piece), with 1 KiB pieces one a block (from
     //  disk: one a read chunk at least, since a chunk's copy readies all
     //  its blocks at once)
     if (!stream) {
@@ -150,8 +152,8 @@ s_run (bool stream, int overlap, int piece_kib, bool nvme, int plan_kib)
         if (nvme)
             t_check (pieces >= S_ROUNDS && pieces <= promoted);
         else
-            t_check (piece_kib || plan_in_pieces? pieces == promoted
-                                                 : pieces <= S_ROUNDS * S_CLIENTS);
+            t_check (piece_kib? pieces == promoted
+                              : pieces <= S_ROUNDS * S_CLIENTS + plan_promotes);
     }
     //  With 2, a copied promotion answers once its copy is done, after the
     //  next job started (kvt_migration_promote.c)
@@ -245,7 +247,7 @@ s_pieces_miss (void)
 {
     const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
         "tier_nvme/capacity_blocks=256", "migration/stream_promotion=0",
-        "migration/overlap_upkeep=2", "scheduler/plan_piece_kib=1", NULL };
+        "migration/overlap_upkeep=2", "scheduler/plan_piece_blocks=1", NULL };
     t_session_t session;
     t_session_start (&session, t_config (overrides), "test_shared_prefix", 30000);
     kvt_client_t *client = session.client;
@@ -270,19 +272,65 @@ s_pieces_miss (void)
              && memcmp (again.tokens, first.tokens, first.token_count * sizeof (uint64_t)) == 0);
     kvt_client_generate_fini (&again);
     t_check (t_stat (client, "scheduler.prefix_cut_by_misses") == 1);
-    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_BLOCKS);
+    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_PIECES);
     //  Every block is on the GPU now: those after the bad one were
-    //  promoted by their own pieces, the bad one recomputed. A piece all
-    //  on the GPU makes the next one twice as long: 1 + 2 + 4 + 8 + 1
+    //  promoted by their own pieces, the bad one recomputed
     pieces_before = t_stat (client, "scheduler.plan_pieces");
     t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
     t_check (again.from_gpu == S_BLOCKS && again.computed == 0);
-    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == 5);
+    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_PIECES);
     kvt_client_generate_fini (&again);
     t_check (t_tiers_settle (client, 0, 50, 5000));
     printf ("a plan in pieces, block %zu failing its checksum: cut there, the same tokens: OK\n",
             bad);
     kvt_client_load_fini (&kv);
+    kvt_client_generate_fini (&first);
+    free (tokens);
+    t_session_end (&session);
+}
+
+//  The index refuses a promotion's first piece (prefix_index/
+//  test_refuse_gpu_moves = 1, a piece a block): the request gets the
+//  error, the index forgets that block and its slots go back, the later
+//  pieces land and only they count as promoted; the runtime keeps
+//  serving the same prompt, recomputed from the forgotten block.
+static void
+s_refused_piece (void)
+{
+    const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
+        "tier_nvme/capacity_blocks=256", "migration/stream_promotion=0",
+        "migration/promote_piece_kib=1", "prefix_index/test_refuse_gpu_moves=1", NULL };
+    t_session_t session;
+    t_session_start (&session, t_config (overrides), "test_shared_prefix", 30000);
+    kvt_client_t *client = session.client;
+    size_t count = S_BLOCKS * session.hello.block_tokens + 5;
+    uint64_t *tokens = t_tokens (count, session.hello.vocab, 901);
+    kvt_client_generate_t first, again = { 0 };
+    t_ok (kvt_client_generate (client, "", tokens, count, 4, &first));
+    uint64_t moved;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved >= S_BLOCKS);
+    int rc = kvt_client_generate (client, "", tokens, count, 4, &again);
+    t_check (rc == -EIO);
+    t_check (strstr (kvt_client_error_detail (client), "cached prefix") != NULL);
+    kvt_client_generate_fini (&again);
+    t_check (t_stat (client, "prefix_index.test_moves_refused") == 1);
+    t_check (t_stat (client, "migration.moves_refused") == 1);
+    t_check (t_stat (client, "migration.promoted") == S_BLOCKS - 1);
+    //  Block 0 is gone: the prompt is computed again, the same tokens
+    t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
+    t_check (again.computed == S_BLOCKS);
+    t_check (again.token_count == first.token_count
+             && memcmp (again.tokens, first.tokens, first.token_count * sizeof (uint64_t)) == 0);
+    kvt_client_generate_fini (&again);
+    t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
+    t_check (again.from_gpu == S_BLOCKS && again.computed == 0);
+    kvt_client_generate_fini (&again);
+    t_check (t_tiers_settle (client, 0, 50, 5000));
+    t_check (t_stat (client, "tier_gpu.bad_frees") == 0);
+    t_check (t_stat (client, "tier_host.bad_frees") == 0);
+    printf ("a promotion's first piece refused by the index: the error, %d blocks promoted, "
+            "no slot lost, then served: OK\n", S_BLOCKS - 1);
     kvt_client_generate_fini (&first);
     free (tokens);
     t_session_end (&session);
@@ -305,6 +353,7 @@ main (void)
     s_run (false, 0, 0, false, 1);  //  (Not in pieces: nothing would run beside)
     s_run (true, 2, 0, false, 1);   //  (Nor a stream promotion)
     s_pieces_miss ();
+    s_refused_piece ();
     printf ("test_shared_prefix: OK\n");
     return T_EXIT_PASS;
 }
