@@ -614,8 +614,13 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->waiting = zlist_new ();
     self->prefetch_waiting = kvt_config_int (config, "scheduler/prefetch_waiting") != 0;
     self->stream_promotion = kvt_config_int (config, "migration/stream_promotion") != 0;
-    int64_t piece = kvt_config_int (config, "scheduler/plan_piece_blocks");
-    self->plan_piece_blocks = piece > 0? (size_t) piece: 0;
+    //  A plan piece: plan_piece_kib of KV, at least plan_piece_min_blocks
+    int64_t piece_kib = kvt_config_int (config, "scheduler/plan_piece_kib");
+    int64_t min_blocks = kvt_config_int (config, "scheduler/plan_piece_min_blocks");
+    size_t piece = piece_kib > 0? ((size_t) piece_kib << 10) / self->block_bytes: 0;
+    if (piece_kib > 0 && piece < (size_t) (min_blocks > 1? min_blocks: 1))
+        piece = (size_t) (min_blocks > 1? min_blocks: 1);
+    self->plan_piece_blocks = piece;
     self->promotions_overlap = kvt_config_int (config, "migration/overlap_upkeep") == 2;
     int64_t percent = kvt_config_int (config, "scheduler/prefetch_host_percent");
     self->prefetch_budget = (size_t) (percent > 0? percent: 0)

@@ -89,7 +89,8 @@ struct _self_t {
     double prefill_tokens_per_s;    //  EWMA of the measured prefill rate
     bool prefill_measured;          //  Has compute reported a rate yet?
     bool stream_promotion;          //  Prefixes stream to compute layer by layer
-    size_t plan_piece_blocks;       //  A longer prefix is planned in pieces (0: never)
+    size_t plan_piece_blocks;       //  A longer prefix is planned in pieces of this
+                                    //  many blocks (0: never; kvt_scheduler_plan.c)
     bool promotions_overlap;        //  Migration runs the next job beside a copy
 };
 

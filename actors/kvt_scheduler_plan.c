@@ -12,19 +12,22 @@
     has migration bring the blocks off the GPU to it (MIG_PROMOTE: copied,
     or opened as a stream promotion that compute copies in layer by
     layer), and then calls the job's next step.
-    In pieces (issue #3): a prefix longer than scheduler/plan_piece_blocks
-    is matched in pieces, the first that many blocks, each next twice the
-    last, and each piece with blocks off the GPU goes to migration as its
-    own MIG_PROMOTE as soon as it is matched, so the copy of the first
-    piece starts while the index still matches the rest (a 1 GiB prefix
-    of 64 KiB blocks: the match, ~1.5 ms, sat on the path before anything
-    could cross). Counted in blocks, because what the pieces hide is the
-    index's and the reservation's work per block: a prefix of few large
-    blocks gains nothing from pieces, and each piece costs a promotion's
-    fixed overhead (2 MiB blocks on the H100: 0.95 of memcpy in 64 MiB
-    pieces against 0.98 whole). Doubling keeps both the first piece's
-    match short and the pieces few (a prefix all on the GPU: a few round
-    trips to the index, not one a piece). It pays only where migration runs the
+    In pieces (issue #3): a long prefix is matched in pieces of
+    scheduler/plan_piece_kib of KV (at least plan_piece_min_blocks), and
+    each piece with blocks off the GPU goes to migration as its own
+    MIG_PROMOTE as soon as it is matched, so the copy of the first piece
+    starts while the index still matches the rest (a 1 GiB prefix of
+    64 KiB blocks: the match, ~1.5 ms, sat on the path before anything
+    could cross). Pieces stay that size while they are promoted: piece
+    k + 1 must be matched, sent and reserved before piece k has crossed,
+    and doubling pieces broke that at 16 KiB (per block, ~0.2 us of index
+    and reservation work against 0.3 us of copy; on the H100 doubling gave
+    0.72 of memcpy, even pieces 0.83). A piece found all on the GPU has
+    nothing to overlap: the next asks twice as much, so a prefix all on
+    the GPU costs a few round trips to the index, not one a piece. The
+    floor in blocks: what pieces hide is per-block work, and a prefix of
+    few large blocks has too little of it to pay a promotion's overhead
+    per piece. It pays only where migration runs the
     next job beside a promotion's copy (migration/overlap_upkeep = 2):
     else each piece would wait for the last one's answer, and the link
     would idle between them. It is not used for a stream promotion (one
@@ -129,6 +132,7 @@ typedef struct {
     kvt_scheduler_step_fn *next;    //  What to do once the prefix is on the GPU
     size_t piece;                   //  Blocks the next IDX_MATCH asks (doubles each time)
     bool in_pieces;                 //  Else one piece: the whole prefix
+    size_t piece_base;              //  Blocks per piece while pieces are promoted
     size_t asked;                   //  Blocks asked of the index so far
     bool matching;                  //  An IDX_MATCH is out
     size_t promotes;                //  MIG_PROMOTEs out
@@ -332,15 +336,15 @@ s_plan_match_next (s_plan_t *plan)
     kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 1);
     plan->asked += count;
     plan->matching = true;
-    plan->piece *= 2;
     if (plan->in_pieces)
         kvt_actor_count (job->self->actor, "plan_pieces", 1);
     kvt_actor_call (job->self->actor, "prefix_index", &msg, s_plan_matched, plan);
 }
 
 //  Piece [first, first + count) is matched: have migration bring what of
-//  it is off the GPU ('stream': as a stream promotion).
-static void
+//  it is off the GPU ('stream': as a stream promotion). Returns whether
+//  it had any such block.
+static bool
 s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
 {
     job_t *job = plan->job;
@@ -348,7 +352,7 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     for (size_t k = first; k < first + count; k++)
         all_on_gpu = all_on_gpu && job->tiers [k] == KVT_TIER_GPU;
     if (count == 0 || all_on_gpu)
-        return;
+        return false;
     s_promote_call_t *call = (s_promote_call_t *) kvt_zmalloc (sizeof (s_promote_call_t));
     *call = (s_promote_call_t) { plan, first, count };
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_PROMOTE);
@@ -360,6 +364,7 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     if (plan->in_pieces)
         kvt_actor_count (job->self->actor, "plan_piece_promotes", 1);
     kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, call);
+    return true;
 }
 
 static void
@@ -406,9 +411,12 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     if (!more)
         kvt_scheduler_prefetch_release (job);   //  Our own pins hold the staged blocks now
     //  Only GENERATE runs compute, which can stream the blocks in itself
-    if (!plan->rc)
-        s_plan_promote (plan, first, matched, one_piece && self->stream_promotion
-                                              && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
+    bool promoting = !plan->rc
+        && s_plan_promote (plan, first, matched, one_piece && self->stream_promotion
+                                                 && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
+    //  Nothing to overlap with a piece already on the GPU: the next one
+    //  asks twice as much
+    plan->piece = promoting? plan->piece_base: 2 * plan->piece;
     if (more)
         s_plan_match_next (plan);
     else
@@ -447,6 +455,6 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     plan->piece = job->block_count;
     plan->in_pieces = s_plan_in_pieces (self, job);
     if (plan->in_pieces)
-        plan->piece = self->plan_piece_blocks;
+        plan->piece = plan->piece_base = self->plan_piece_blocks;
     s_plan_match_next (plan);
 }

@@ -39,8 +39,8 @@
     And a promotion answered in time with ERROR ETIMEDOUT (a call of
     migration's own timed out, test_hold_at = fail): an answer, so the
     prefix is released at once and the prompt promoted from host next.
-    Both also with the plan in pieces (scheduler/plan_piece_blocks = 1:
-    pieces of 1, 2, 4 and 1 blocks, kvt_scheduler_plan.c): every piece's
+    Both also with the plan in pieces of a block (scheduler/plan_piece_kib
+    = 1, plan_piece_min_blocks = 1, kvt_scheduler_plan.c): every piece's
     blocks held until its own late answer; only the first piece failing,
     the rest promoted.
     And a compute run past runtime/compute_timeout_ms: its reserved GPU
@@ -59,7 +59,6 @@
 #define S_CALL_MS 3000              //  runtime/call_timeout_ms
 #define S_DELAY_MS 4500             //  migration/test_hold_ms
 #define S_CLIENT_MS 30000           //  The client's own wait, well past both
-#define S_PIECES 4                  //  S_BLOCKS in pieces doubling from 1: 1 + 2 + 4 + 1
 
 //  Checks that do not stop the test, so that one run shows every symptom
 static int s_failures;
@@ -86,10 +85,10 @@ s_generate (kvt_client_t *client, const uint64_t *tokens, size_t count,
     return rc;
 }
 
-//  As s_start, with two more overrides (or NULL).
+//  As s_start, with three more overrides (or NULL).
 static void
 s_start_with (t_session_t *session, const char *held, const char *at, int ms, bool stream,
-              const char *extra1, const char *extra2)
+              const char *extra1, const char *extra2, const char *extra3)
 {
     char call [64], job [96], hold_at [64], delay [64];
     snprintf (call, sizeof (call), "runtime/call_timeout_ms=%d", S_CALL_MS);
@@ -99,7 +98,7 @@ s_start_with (t_session_t *session, const char *held, const char *at, int ms, bo
     const char *overrides [] = { "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
         "tier_nvme/capacity_blocks=256",
         stream? "migration/stream_promotion=1": "migration/stream_promotion=0", call, job,
-        hold_at, delay, extra1, extra2, NULL };
+        hold_at, delay, extra1, extra2, extra3, NULL };
     t_session_start (session, t_config (overrides), "test_promote_timeout", S_CLIENT_MS);
 }
 
@@ -109,7 +108,7 @@ s_start_with (t_session_t *session, const char *held, const char *at, int ms, bo
 static void
 s_start (t_session_t *session, const char *held, const char *at, int ms, bool stream)
 {
-    s_start_with (session, held, at, ms, stream, NULL, NULL);
+    s_start_with (session, held, at, ms, stream, NULL, NULL, NULL);
 }
 
 //  Which job migration holds in s_run
@@ -118,8 +117,8 @@ typedef enum {
     S_COMMIT                        //  The stream promotion's commit
 } s_held_t;
 
-//  'pieces': the plan goes in pieces of 1, 2, 4, 1 blocks
-//  (scheduler/plan_piece_blocks = 1, migration/overlap_upkeep = 2): the
+//  'pieces': the plan goes in pieces of a block (scheduler/plan_piece_kib
+//  = 1, plan_piece_min_blocks = 1, migration/overlap_upkeep = 2): the
 //  first piece's MIG_PROMOTE is
 //  held, the others wait behind it in migration, and every piece's call
 //  times out; each piece's blocks stay pinned until its own late answer.
@@ -128,8 +127,9 @@ s_run (s_held_t held, bool stream, bool pieces)
 {
     t_session_t session;
     s_start_with (&session, held == S_COMMIT? "promote_end": "promote", "start", S_DELAY_MS,
-                  stream, pieces? "scheduler/plan_piece_blocks=1": NULL,
-                  pieces? "migration/overlap_upkeep=2": NULL);
+                  stream, pieces? "scheduler/plan_piece_kib=1": NULL,
+                  pieces? "migration/overlap_upkeep=2": NULL,
+                  pieces? "scheduler/plan_piece_min_blocks=1": NULL);
     const char *what = held == S_COMMIT? "stream commit":
                        stream? "stream promotion":
                        pieces? "copied promotion, in pieces": "copied promotion";
@@ -186,9 +186,9 @@ s_run (s_held_t held, bool stream, bool pieces)
         s_expect (t_wait_stat (client, stream? "migration.stream_promotions": "migration.promoted",
                                stream? 1: S_BLOCKS) >= (stream? 1: S_BLOCKS));
     s_expect (t_wait_stat (client, "scheduler.pins_released_late", S_BLOCKS) == S_BLOCKS);
-    s_expect (t_stat (client, "scheduler.late_answers") == (pieces? S_PIECES: 1));
+    s_expect (t_stat (client, "scheduler.late_answers") == (pieces? S_BLOCKS: 1));
     if (pieces)
-        s_expect (t_stat (client, "scheduler.plan_piece_promotes") >= S_PIECES);
+        s_expect (t_stat (client, "scheduler.plan_piece_promotes") >= S_BLOCKS);
     s_expect (t_stat (client, "scheduler.replies_stale") == 0);
 
     //  (3) The same tokens again, every block cached: on the GPU where the
@@ -289,8 +289,9 @@ s_run_failed (bool pieces)
 {
     t_session_t session;
     s_start_with (&session, "promote", "fail", 100, false,
-                  pieces? "scheduler/plan_piece_blocks=1": NULL,
-                  pieces? "migration/overlap_upkeep=2": NULL);
+                  pieces? "scheduler/plan_piece_kib=1": NULL,
+                  pieces? "migration/overlap_upkeep=2": NULL,
+                  pieces? "scheduler/plan_piece_min_blocks=1": NULL);
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4444);
@@ -337,7 +338,7 @@ s_run_compute (void)
     char timeout [64], delay [64];
     snprintf (timeout, sizeof (timeout), "runtime/compute_timeout_ms=%d", S_CALL_MS);
     snprintf (delay, sizeof (delay), "compute/test_answer_delay_ms=%d", S_DELAY_MS);
-    s_start_with (&session, "", "start", 0, false, timeout, delay);
+    s_start_with (&session, "", "start", 0, false, timeout, delay, NULL);
     kvt_client_t *client = session.client;
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 4545);

@@ -23,11 +23,12 @@
     block in the index as soon as its own copy ends, while the later ones
     cross: the other requests' matches may then find the first blocks on
     the GPU already; and so from NVMe, where each read chunk's copy
-    readies its blocks at once. With scheduler/plan_piece_blocks = 1 and
-    overlap_upkeep = 2 the scheduler matches and promotes the prompt in
-    pieces of 1, 2, 4, 8 and 1 blocks, each piece promoted while the next
-    is matched (kvt_scheduler_plan.c): the same checks hold; and a block of
-    a later piece that fails its checksum on disk cuts the prefix there.
+    readies its blocks at once. With scheduler/plan_piece_kib = 1 (and
+    plan_piece_min_blocks = 1) and overlap_upkeep = 2 the scheduler matches
+    and promotes the prompt a block a piece, each piece promoted while the
+    next is matched (kvt_scheduler_plan.c): the same checks hold; a block
+    of a later piece that fails its checksum on disk cuts the prefix there;
+    the prompt all on the GPU then goes in pieces of 1, 2, 4, 8 and 1.
     A promotion's piece the index refuses to move: the request's error,
     nothing lost, only the moved blocks counted promoted. And at index level: a
     demotion's mover that unpins a block after another request's match
@@ -41,7 +42,8 @@
 #define S_BLOCKS 16                 //  Full blocks of each prompt
 #define S_CLIENTS 4                 //  Requests at once
 #define S_ROUNDS 5                  //  Prompts, one after the other
-#define S_PIECES 5                  //  S_BLOCKS in plan pieces doubling from 1: 1 + 2 + 4 + 8 + 1
+#define S_GPU_PIECES 5              //  S_BLOCKS on the GPU in plan pieces from 1 block,
+                                    //  doubling: 1 + 2 + 4 + 8 + 1
 
 typedef struct {
     const char *endpoint;           //  The runtime's front door
@@ -66,22 +68,23 @@ s_send (void *arg)
 //  piece: the whole prefix); 1 moves each block in the index as soon as
 //  its own copy ends, while the next ones cross. 'nvme': the prompt is
 //  demoted on to disk, so its blocks come back through staging, in read
-//  chunks that feed the same pieces. 'plan': scheduler/plan_piece_blocks,
+//  chunks that feed the same pieces. 'plan': scheduler/plan_piece_kib,
 //  0 for the default (one piece for so short a prompt); 1 matches and
-//  promotes it in S_PIECES pieces (with overlap_upkeep 2 only)
+//  promotes a block a piece (with overlap_upkeep 2 only)
 static void
 s_run (bool stream, int overlap, int piece_kib, bool nvme, int plan)
 {
-    char overlap_key [64], piece_key [64], plan_key [64];
+    char overlap_key [64], piece_key [64], plan_key [64], plan_min_key [64];
     snprintf (overlap_key, sizeof (overlap_key), "migration/overlap_upkeep=%d", overlap);
     snprintf (piece_key, sizeof (piece_key), "migration/promote_piece_kib=%d",
               piece_kib? piece_kib: 65536);
-    snprintf (plan_key, sizeof (plan_key), "scheduler/plan_piece_blocks=%d",
-              plan? plan: 1024);
+    snprintf (plan_key, sizeof (plan_key), "scheduler/plan_piece_kib=%d", plan? plan: 65536);
+    snprintf (plan_min_key, sizeof (plan_min_key), "scheduler/plan_piece_min_blocks=%d",
+              plan? 1: 1024);
     const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
         "tier_nvme/capacity_blocks=256",
         stream? "migration/stream_promotion=1": "migration/stream_promotion=0", overlap_key,
-        piece_key, plan_key, NULL };
+        piece_key, plan_key, plan_min_key, NULL };
     t_session_t session;
     t_session_start (&session, t_config (overrides), "test_shared_prefix", 30000);
     size_t count = S_BLOCKS * session.hello.block_tokens + 5;
@@ -125,7 +128,7 @@ s_run (bool stream, int overlap, int piece_kib, bool nvme, int plan)
     uint64_t plan_pieces = t_stat (session.client, "scheduler.plan_pieces");
     uint64_t plan_promotes = t_stat (session.client, "scheduler.plan_piece_promotes");
     printf ("stream_promotion = %d, overlap_upkeep = %d, promote_piece_kib = %d, "
-            "plan_piece_blocks = %d%s: %d x %d requests at once, the same tokens, no slot lost; "
+            "plan_piece_kib = %d%s: %d x %d requests at once, the same tokens, no slot lost; "
             "%" PRIu64 " matches cut at a block another request was promoting, %" PRIu64
             " promotions answered after giving up the job slot, %" PRIu64 " blocks promoted in "
             "%" PRIu64 " index moves; %" PRIu64 " plan pieces, %" PRIu64 " of them promoted\n",
@@ -133,12 +136,12 @@ s_run (bool stream, int overlap, int piece_kib, bool nvme, int plan)
             cut, detached, promoted, pieces, plan_pieces, plan_promotes);
     //  A plan goes in pieces only where migration runs the next job beside
     //  a copy (overlap_upkeep 2), and not for a stream promotion. Then one
-    //  request a round matches the whole prompt in S_PIECES pieces and
+    //  request a round matches the whole prompt, a block a piece, and
     //  promotes each
     bool plan_in_pieces = plan && overlap == 2 && !stream;
     if (plan_in_pieces) {
-        t_check (plan_pieces >= S_ROUNDS * S_PIECES);
-        t_check (plan_promotes >= S_ROUNDS * S_PIECES);
+        t_check (plan_pieces >= S_ROUNDS * S_BLOCKS);
+        t_check (plan_promotes >= S_ROUNDS * S_BLOCKS);
     }
     else
         t_check (plan_pieces == 0 && plan_promotes == 0);
@@ -247,7 +250,8 @@ s_pieces_miss (void)
 {
     const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
         "tier_nvme/capacity_blocks=256", "migration/stream_promotion=0",
-        "migration/overlap_upkeep=2", "scheduler/plan_piece_blocks=1", NULL };
+        "migration/overlap_upkeep=2", "scheduler/plan_piece_kib=1",
+        "scheduler/plan_piece_min_blocks=1", NULL };
     t_session_t session;
     t_session_start (&session, t_config (overrides), "test_shared_prefix", 30000);
     kvt_client_t *client = session.client;
@@ -272,13 +276,13 @@ s_pieces_miss (void)
              && memcmp (again.tokens, first.tokens, first.token_count * sizeof (uint64_t)) == 0);
     kvt_client_generate_fini (&again);
     t_check (t_stat (client, "scheduler.prefix_cut_by_misses") == 1);
-    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_PIECES);
+    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_BLOCKS);
     //  Every block is on the GPU now: those after the bad one were
     //  promoted by their own pieces, the bad one recomputed
     pieces_before = t_stat (client, "scheduler.plan_pieces");
     t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
     t_check (again.from_gpu == S_BLOCKS && again.computed == 0);
-    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_PIECES);
+    t_check (t_stat (client, "scheduler.plan_pieces") - pieces_before == S_GPU_PIECES);
     kvt_client_generate_fini (&again);
     t_check (t_tiers_settle (client, 0, 50, 5000));
     printf ("a plan in pieces, block %zu failing its checksum: cut there, the same tokens: OK\n",
