@@ -464,10 +464,10 @@ static void
 s_reserved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     (void) self_ptr;
-    s_step_t *plan = (s_step_t *) arg;
-    job_t *job = plan->job;
-    kvt_scheduler_step_fn *next = plan->next;
-    free (plan);
+    s_step_t *step = (s_step_t *) arg;
+    job_t *job = step->job;
+    kvt_scheduler_step_fn *next = step->next;
+    free (step);
     if (rc == -ETIMEDOUT)
         kvt_actor_call_expect_late (job->self->actor, s_reserve_late, NULL,
                                     KVT_ACTOR_UNTIL_ANSWERED);
@@ -491,12 +491,12 @@ s_reserved (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 void
 kvt_scheduler_reserve (job_t *job, kvt_scheduler_step_fn *next)
 {
-    s_step_t *plan = (s_step_t *) kvt_zmalloc (sizeof (s_step_t));
-    plan->job = job;
-    plan->next = next;
+    s_step_t *step = (s_step_t *) kvt_zmalloc (sizeof (s_step_t));
+    step->job = job;
+    step->next = next;
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_MIG_RESERVE);
     kvt_msg_set_u64 (msg, KVT_MIG_RESERVE_COUNT, job->block_count - job->matched);
-    kvt_actor_call (job->self->actor, "migration", &msg, s_reserved, plan);
+    kvt_actor_call (job->self->actor, "migration", &msg, s_reserved, step);
 }
 
 //  Insert blocks [matched, block_count) as GPU-resident; free duplicates.

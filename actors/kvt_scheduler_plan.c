@@ -130,13 +130,13 @@ typedef struct {
 typedef struct {
     job_t *job;                     //  The job being planned
     kvt_scheduler_step_fn *next;    //  What to do once the prefix is on the GPU
-    size_t piece;                   //  Blocks the next IDX_MATCH asks (doubles each time)
+    size_t piece;                   //  Blocks the next IDX_MATCH asks
     bool in_pieces;                 //  Else one piece: the whole prefix
     size_t piece_base;              //  Blocks per piece while pieces are promoted
     size_t asked;                   //  Blocks asked of the index so far
     bool matching;                  //  An IDX_MATCH is out
     size_t promotes;                //  MIG_PROMOTEs out
-    size_t cut;                     //  First block that came back a miss (else matched)
+    size_t cut;                     //  First block that came back a miss (SIZE_MAX: none)
     int rc;                         //  First failure: the job fails once nothing is out
     const char *what;               //  Its message
     s_range_t *late;                //  Pieces whose promotion answers late, held pinned
@@ -388,7 +388,6 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         job->slots [first + k] = slots [k];
     }
     job->matched = job->pinned = first + matched;
-    plan->cut = job->matched;
     bool one_piece = !plan->in_pieces;
     if (one_piece && self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
         size_t cut = s_fetch_cut (self, job, matched);
@@ -397,7 +396,7 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
             kvt_actor_count (self->actor, "blocks_recomputed_by_choice", matched - cut);
             kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
                                 job->hashes + cut, matched - cut);
-            job->matched = job->pinned = plan->cut = matched = cut;
+            job->matched = job->pinned = matched = cut;
         }
     }
     size_t hits = 0;
@@ -453,6 +452,7 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     plan->job = job;
     plan->next = next;
     plan->piece = job->block_count;
+    plan->cut = SIZE_MAX;
     plan->in_pieces = s_plan_in_pieces (self, job);
     if (plan->in_pieces)
         plan->piece = plan->piece_base = self->plan_piece_blocks;
