@@ -39,6 +39,17 @@
     answered, and the blocks of a piece whose answer is late stay pinned
     until it comes (kvt_scheduler_expect_late). Counters: plan_pieces
     (pieces matched in plans that went in pieces), plan_piece_promotes.
+    Off by default (plan_piece_kib = 0), for two known limits:
+    - each piece reaches the index as a request of its own, so the
+      policy is told each piece as a request (depths counted from the
+      piece's first block, a new request clock per piece): a policy that
+      orders blocks by request and depth (prefix-adaptive) can then evict
+      an early piece's blocks before the later pieces', stranding those.
+      Mending it needs IDX_MATCH to carry the piece's offset and parent
+      and to continue one request;
+    - a piece's promotion may make room by evicting the request's own
+      later blocks, not yet pinned (the whole match pinned them all at
+      once); their match then cuts there and recomputes.
 @end
 */
 
@@ -367,6 +378,32 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     return true;
 }
 
+//  A pinning IDX_MATCH whose call timed out: the index may still pin
+//  what it finds. Its late answer says how many of the hashes asked it
+//  pinned, and those are unpinned (else they stay pinned, and promoting,
+//  for good).
+typedef struct {
+    uint64_t *hashes;               //  The hashes asked
+    size_t count;                   //  Entries in hashes
+} s_late_match_t;
+
+static void
+s_match_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_late_match_t *late = (s_late_match_t *) arg;
+    if (rc == 0 && kvt_msg_id (*reply_p) == KVT_MSG_IDX_MATCH_OK) {
+        size_t matched;
+        kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
+        matched = matched < late->count? matched: late->count;
+        kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
+                            late->hashes, matched);
+        kvt_actor_count (self->actor, "pins_released_late", matched);
+    }
+    free (late->hashes);
+    free (late);
+}
+
 static void
 s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
@@ -374,6 +411,16 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     s_plan_t *plan = (s_plan_t *) arg;
     job_t *job = plan->job;
     plan->matching = false;
+    if (rc == -ETIMEDOUT) {
+        s_late_match_t *late = (s_late_match_t *) kvt_zmalloc (sizeof (s_late_match_t));
+        late->count = plan->asked - job->matched;
+        late->hashes = kvt_u64s_dup (job->hashes + job->matched, late->count);
+        if (kvt_actor_call_expect_late (self->actor, s_match_late, late,
+                                        KVT_ACTOR_UNTIL_ANSWERED) != 0) {
+            free (late->hashes);
+            free (late);
+        }
+    }
     if (rc) {
         s_plan_failed (plan, rc, "prefix lookup failed");
         s_plan_advance (plan);

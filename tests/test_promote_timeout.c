@@ -282,8 +282,8 @@ s_run_reserve (void)
 //  Migration is done with the job, so the prefix is released at once,
 //  not quarantined: the same prompt is then promoted from the host tier.
 //  In pieces (as s_run): only the first piece fails; the request fails
-//  once every piece has answered, and the same prompt then finds the
-//  first block on the host and the others on the GPU.
+//  once every piece out has answered, and the same prompt then finds the
+//  first block on the host and the others on the host or the GPU.
 static void
 s_run_failed (bool pieces)
 {
@@ -308,8 +308,9 @@ s_run_failed (bool pieces)
     kvt_client_generate_fini (&out);
     //  Released, not held: promoted from the host tier now
     rc = s_generate (client, tokens, count, &first, &out);
-    if (pieces)
-        s_expect (rc == 0 && out.from_host == 1 && out.from_gpu == S_BLOCKS - 1
+    if (pieces)                     //  The failed piece's blocks still on the host (at
+                                    //  least block 0), the others promoted by their pieces
+        s_expect (rc == 0 && out.from_host >= 1 && out.from_host + out.from_gpu == S_BLOCKS
                   && out.computed == 0);
     else
         s_expect (rc == 0 && out.from_host == S_BLOCKS && out.computed == 0);
