@@ -379,19 +379,14 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
 }
 
 //  A pinning IDX_MATCH whose call timed out: the index may still pin
-//  what it finds. Its late answer says how many of the hashes asked it
-//  pinned, and those are unpinned (else they stay pinned, and promoting,
-//  for good).
-typedef struct {
-    uint64_t *hashes;               //  The hashes asked
-    size_t count;                   //  Entries in hashes
-} s_late_match_t;
-
+//  what it finds. Its late answer says how many of the hashes asked
+//  ('arg': an s_late_t of hashes only) it pinned, and those are unpinned
+//  (else they stay pinned, and promoting, for good).
 static void
 s_match_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
-    s_late_match_t *late = (s_late_match_t *) arg;
+    s_late_t *late = (s_late_t *) arg;
     if (rc == 0 && kvt_msg_id (*reply_p) == KVT_MSG_IDX_MATCH_OK) {
         size_t matched;
         kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
@@ -412,7 +407,7 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     job_t *job = plan->job;
     plan->matching = false;
     if (rc == -ETIMEDOUT) {
-        s_late_match_t *late = (s_late_match_t *) kvt_zmalloc (sizeof (s_late_match_t));
+        s_late_t *late = (s_late_t *) kvt_zmalloc (sizeof (s_late_t));
         late->count = plan->asked - job->matched;
         late->hashes = kvt_u64s_dup (job->hashes + job->matched, late->count);
         if (kvt_actor_call_expect_late (self->actor, s_match_late, late,
