@@ -297,13 +297,17 @@ s_pieces_miss (void)
 //  test_refuse_gpu_moves = 1, a piece a block): the request gets the
 //  error, the index forgets that block and its slots go back, the later
 //  pieces land and only they count as promoted; the runtime keeps
-//  serving the same prompt, recomputed from the forgotten block.
+//  serving the same prompt, recomputed from the forgotten block. With
+//  'write_through' (migration/write_through = 1) the moved blocks keep
+//  their host slots as shadows, and the forgotten one's slot goes back:
+//  no shadow of a block the index no longer has.
 static void
-s_refused_piece (void)
+s_refused_piece (bool write_through)
 {
     const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
         "tier_nvme/capacity_blocks=256", "migration/stream_promotion=0",
-        "migration/promote_piece_kib=1", "prefix_index/test_refuse_gpu_moves=1", NULL };
+        "migration/promote_piece_kib=1", "prefix_index/test_refuse_gpu_moves=1",
+        write_through? "migration/write_through=1": "migration/write_through=0", NULL };
     t_session_t session;
     t_session_start (&session, t_config (overrides), "test_shared_prefix", 30000);
     kvt_client_t *client = session.client;
@@ -311,6 +315,8 @@ s_refused_piece (void)
     uint64_t *tokens = t_tokens (count, session.hello.vocab, 901);
     kvt_client_generate_t first, again = { 0 };
     t_ok (kvt_client_generate (client, "", tokens, count, 4, &first));
+    if (write_through)              //  Shadowed in the background
+        t_check (t_wait_stat (client, "migration.write_through_copies", S_BLOCKS) == S_BLOCKS);
     uint64_t moved;
     t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
     t_check (moved >= S_BLOCKS);
@@ -321,6 +327,12 @@ s_refused_piece (void)
     t_check (t_stat (client, "prefix_index.test_moves_refused") == 1);
     t_check (t_stat (client, "migration.moves_refused") == 1);
     t_check (t_stat (client, "migration.promoted") == S_BLOCKS - 1);
+    //  Only the moved blocks kept their host slots as shadows; the host
+    //  tier holds exactly those
+    uint64_t shadows = t_stat (client, "migration.shadows");
+    t_check (shadows == (write_through? S_BLOCKS - 1: 0));
+    t_check (t_stat (client, "tier_host.used_blocks")
+             == t_stat (client, "prefix_index.blocks_host") + shadows);
     //  Block 0 is gone: the prompt is computed again, the same tokens
     t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
     t_check (again.computed == S_BLOCKS);
@@ -330,11 +342,13 @@ s_refused_piece (void)
     t_ok (kvt_client_generate (client, "", tokens, count, 4, &again));
     t_check (again.from_gpu == S_BLOCKS && again.computed == 0);
     kvt_client_generate_fini (&again);
-    t_check (t_tiers_settle (client, 0, 50, 5000));
+    if (!write_through)             //  (Else the host tier also holds shadows)
+        t_check (t_tiers_settle (client, 0, 50, 5000));
     t_check (t_stat (client, "tier_gpu.bad_frees") == 0);
     t_check (t_stat (client, "tier_host.bad_frees") == 0);
-    printf ("a promotion's first piece refused by the index: the error, %d blocks promoted, "
-            "no slot lost, then served: OK\n", S_BLOCKS - 1);
+    printf ("a promotion's first piece refused by the index%s: the error, %d blocks promoted, "
+            "%" PRIu64 " shadows kept, no slot lost, then served: OK\n",
+            write_through? " (write-through)": "", S_BLOCKS - 1, shadows);
     kvt_client_generate_fini (&first);
     free (tokens);
     t_session_end (&session);
@@ -357,7 +371,8 @@ main (void)
     s_run (false, 0, 0, false, 1);  //  (Not in pieces: nothing would run beside)
     s_run (true, 2, 0, false, 1);   //  (Nor a stream promotion)
     s_pieces_miss ();
-    s_refused_piece ();
+    s_refused_piece (false);
+    s_refused_piece (true);
     printf ("test_shared_prefix: OK\n");
     return T_EXIT_PASS;
 }
