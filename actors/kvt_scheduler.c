@@ -293,7 +293,7 @@ s_handle_lookup (self_t *self, kvt_msg_t **msg_p)
         kvt_scheduler_job_fail (job, rc, "token id outside the vocabulary (model/vocab)");
         return 0;
     }
-    kvt_scheduler_match (job, false, s_lookup_matched, job);
+    kvt_scheduler_match (job, 0, job->block_count, false, s_lookup_matched, job);
     return 0;
 }
 
@@ -617,10 +617,9 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     //  A plan piece: plan_piece_kib of KV, at least plan_piece_min_blocks
     int64_t piece_kib = kvt_config_int (config, "scheduler/plan_piece_kib");
     int64_t min_blocks = kvt_config_int (config, "scheduler/plan_piece_min_blocks");
-    size_t piece = piece_kib > 0? ((size_t) piece_kib << 10) / self->block_bytes: 0;
-    if (piece_kib > 0 && piece < (size_t) (min_blocks > 1? min_blocks: 1))
-        piece = (size_t) (min_blocks > 1? min_blocks: 1);
-    self->plan_piece_blocks = piece;
+    size_t piece = ((size_t) (piece_kib > 0? piece_kib: 0) << 10) / self->block_bytes;
+    size_t least = min_blocks > 1? (size_t) min_blocks: 1;
+    self->plan_piece_blocks = piece_kib <= 0? 0: piece < least? least: piece;
     self->promotions_overlap = kvt_config_int (config, "migration/overlap_upkeep") == 2;
     int64_t percent = kvt_config_int (config, "scheduler/prefetch_host_percent");
     self->prefetch_budget = (size_t) (percent > 0? percent: 0)

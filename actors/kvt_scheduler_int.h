@@ -166,10 +166,11 @@ void
 void
     kvt_scheduler_job_fail (job_t *job, int rc, const char *what);
 
-//  Ask the index where the job's prefix is (IDX_MATCH), pinning it or
-//  not; 'fn' gets the answer with 'arg'.
+//  Ask the index where the job's blocks [first, first + count) are
+//  (IDX_MATCH), pinning them or not; 'fn' gets the answer with 'arg'.
 void
-    kvt_scheduler_match (job_t *job, bool pin, kvt_actor_reply_fn *fn, void *arg);
+    kvt_scheduler_match (job_t *job, size_t first, size_t count, bool pin,
+                         kvt_actor_reply_fn *fn, void *arg);
 
 //  Validate the tokens of a request and hash its full blocks.
 int

@@ -264,10 +264,11 @@ kvt_scheduler_job_fail (job_t *job, int rc, const char *what)
 //  Ask the index where the job's prefix is (IDX_MATCH), pinning it or
 //  not; 'fn' gets the answer with 'arg'.
 void
-kvt_scheduler_match (job_t *job, bool pin, kvt_actor_reply_fn *fn, void *arg)
+kvt_scheduler_match (job_t *job, size_t first, size_t count, bool pin,
+                     kvt_actor_reply_fn *fn, void *arg)
 {
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
-    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
+    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes + first, count);
     kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, pin? 1: 0);
     kvt_actor_call (job->self->actor, "prefix_index", &msg, fn, arg);
 }
@@ -431,7 +432,7 @@ static void
 s_prefetch (job_t *job)
 {
     job->prefetching = true;
-    kvt_scheduler_match (job, false, s_prefetch_matched, job);
+    kvt_scheduler_match (job, 0, job->block_count, false, s_prefetch_matched, job);
 }
 
 //  --------------------------------------------------------------------------

@@ -61,10 +61,17 @@
 //  fetch time of blocks [0, c) + recompute time of blocks [c, matched),
 //  the larger c on a tie. O(matched).
 
+//  Modeled time to compute one block again, in microseconds
+static double
+s_recompute_us (const self_t *self)
+{
+    return (double) self->shape.block_tokens / self->prefill_tokens_per_s * 1e6;
+}
+
 static size_t
 s_fetch_cut (self_t *self, const job_t *job, size_t matched)
 {
-    double per_block = (double) self->shape.block_tokens / self->prefill_tokens_per_s * 1e6;
+    double per_block = s_recompute_us (self);
     double fetch = 0, best = (double) matched * per_block;   //  c = 0: recompute all
     size_t cut = 0;
     for (size_t c = 1; c <= matched; c++) {
@@ -142,8 +149,8 @@ typedef struct {
     job_t *job;                     //  The job being planned
     kvt_scheduler_step_fn *next;    //  What to do once the prefix is on the GPU
     size_t piece;                   //  Blocks the next IDX_MATCH asks
-    bool in_pieces;                 //  Else one piece: the whole prefix
     size_t piece_base;              //  Blocks per piece while pieces are promoted
+                                    //  (0: one piece, the whole prefix)
     size_t asked;                   //  Blocks asked of the index so far
     bool matching;                  //  An IDX_MATCH is out
     size_t promotes;                //  MIG_PROMOTEs out
@@ -340,16 +347,13 @@ static void
 s_plan_match_next (s_plan_t *plan)
 {
     job_t *job = plan->job;
-    size_t count = job->block_count - plan->asked < plan->piece
-                 ? job->block_count - plan->asked: plan->piece;
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
-    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes + plan->asked, count);
-    kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, 1);
+    size_t first = plan->asked;
+    size_t count = job->block_count - first < plan->piece? job->block_count - first: plan->piece;
     plan->asked += count;
     plan->matching = true;
-    if (plan->in_pieces)
+    if (plan->piece_base)
         kvt_actor_count (job->self->actor, "plan_pieces", 1);
-    kvt_actor_call (job->self->actor, "prefix_index", &msg, s_plan_matched, plan);
+    kvt_scheduler_match (job, first, count, true, s_plan_matched, plan);
 }
 
 //  Piece [first, first + count) is matched: have migration bring what of
@@ -372,7 +376,7 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_SLOTS, job->slots + first, count);
     kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_STREAM, stream);
     plan->promotes++;
-    if (plan->in_pieces)
+    if (plan->piece_base)
         kvt_actor_count (job->self->actor, "plan_piece_promotes", 1);
     kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, call);
     return true;
@@ -430,7 +434,7 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         job->slots [first + k] = slots [k];
     }
     job->matched = job->pinned = first + matched;
-    bool one_piece = !plan->in_pieces;
+    bool one_piece = plan->piece_base == 0;
     if (one_piece && self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
         size_t cut = s_fetch_cut (self, job, matched);
         if (cut < matched) {
@@ -457,7 +461,8 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
                                                  && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
     //  Nothing to overlap with a piece already on the GPU: the next one
     //  asks twice as much
-    plan->piece = promoting? plan->piece_base: 2 * plan->piece;
+    if (!one_piece)
+        plan->piece = promoting? plan->piece_base: 2 * plan->piece;
     if (more)
         s_plan_match_next (plan);
     else
@@ -474,9 +479,8 @@ s_plan_in_pieces (self_t *self, const job_t *job)
     if (self->stream_promotion && kvt_msg_id (job->request) == KVT_MSG_GENERATE)
         return false;
     if (self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
-        double per_block = (double) self->shape.block_tokens / self->prefill_tokens_per_s * 1e6;
         for (int tier = 0; tier < KVT_TIER_COUNT; tier++)
-            if (self->fetch_us [tier] > per_block)
+            if (self->fetch_us [tier] > s_recompute_us (self))
                 return false;
     }
     return true;
@@ -495,8 +499,7 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     plan->next = next;
     plan->piece = job->block_count;
     plan->cut = SIZE_MAX;
-    plan->in_pieces = s_plan_in_pieces (self, job);
-    if (plan->in_pieces)
+    if (s_plan_in_pieces (self, job))
         plan->piece = plan->piece_base = self->plan_piece_blocks;
     s_plan_match_next (plan);
 }
