@@ -11,6 +11,11 @@
     use. Because hashes are chained, the longest cached prefix of a request
     is its leading run of hashes found here.
     Accepts: IDX_MATCH {hashes, pin}   -> IDX_MATCH_OK {tiers, slots}
+             IDX_MATCH_PARTS {hashes, pin, part_blocks} -> IDX_MATCH_PART
+                                    {first, tiers, slots} for each full
+                                    part_blocks matched, then
+                                    IDX_MATCH_PARTS_OK {tiers, slots} of
+                                    the rest
              IDX_INSERT {hashes, tier, slots} -> IDX_INSERT_OK {inserted, duplicates}
              IDX_MOVE {hashes, tier, slots}   -> IDX_MOVE_OK {moved}
              IDX_UNPIN {hashes}     -> IDX_UNPIN_OK {unpinned}
@@ -361,20 +366,36 @@ s_self_start (void *self_ptr)
 //  --------------------------------------------------------------------------
 //  Handlers
 
-static int
-s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
+//  Send blocks [first, first + count) of a match as an IDX_MATCH_PART
+static void
+s_send_part (self_t *self, const kvt_msg_t *request, size_t first, const uint64_t *tiers,
+             const uint64_t *slots, size_t count)
 {
-    self_t *self = (self_t *) self_ptr;
-    size_t count;
-    const uint64_t *hashes = kvt_msg_array (*msg_p, KVT_IDX_MATCH_HASHES, &count);
-    bool pin = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PIN) != 0;
+    kvt_msg_t *part = kvt_msg_reply_new (request, KVT_MSG_IDX_MATCH_PART);
+    kvt_msg_set_u64 (part, KVT_IDX_MATCH_PART_FIRST, first);
+    kvt_msg_set_array (part, KVT_IDX_MATCH_PART_TIERS, tiers + first, count);
+    kvt_msg_set_array (part, KVT_IDX_MATCH_PART_SLOTS, slots + first, count);
+    kvt_actor_reply (self->actor, &part);
+}
+
+//  IDX_MATCH, and IDX_MATCH_PARTS with 'part_blocks' > 0: then each
+//  part_blocks blocks matched go out as an IDX_MATCH_PART as soon as they
+//  are, and IDX_MATCH_PARTS_OK carries the rest. The asker can start on the
+//  first part while this loop still matches the later ones, yet the whole
+//  match is still one turn of this loop: every block it finds is pinned
+//  before any other request (a victims call making room for the first
+//  part's promotion) is served, and the policy hears one request.
+static int
+s_match (self_t *self, kvt_msg_t **msg_p, const uint64_t *hashes, size_t count, bool pin,
+         size_t part_blocks)
+{
     uint64_t *tiers = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
     uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
     kvt_prefix_index_hit_t *hits = pin? (kvt_prefix_index_hit_t *)
         malloc ((count + 1) * sizeof (kvt_prefix_index_hit_t)): NULL;
     if (pin && !hits)
         abort ();
-    size_t matched = 0;
+    size_t matched = 0, sent = 0;
     while (matched < count) {
         kvt_prefix_index_prefetch (self, hashes, count, matched);
         uint32_t e = hashes [matched]? kvt_prefix_index_find (self, hashes [matched])
@@ -407,6 +428,11 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
                                          &hits [matched]);
         }
         matched++;
+        if (part_blocks && matched - sent == part_blocks && matched < count) {
+            s_send_part (self, *msg_p, sent, tiers, slots, part_blocks);
+            sent = matched;
+            kvt_actor_count (self->actor, "match_parts", 1);
+        }
     }
     if (pin) {
         //  (It takes hits)
@@ -415,12 +441,33 @@ s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
     }
     kvt_actor_count (self->actor, "matched_blocks", matched);
     kvt_actor_count (self->actor, "asked_blocks", count);
-    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_MATCH_OK);
-    kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_TIERS, tiers, matched);
-    kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_SLOTS, slots, matched);
+    //  (IDX_MATCH_OK and IDX_MATCH_PARTS_OK share their fields)
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, kvt_msg_id (*msg_p) + 1);
+    kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_TIERS, tiers + sent, matched - sent);
+    kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_SLOTS, slots + sent, matched - sent);
     free (tiers);
     free (slots);
     return kvt_actor_reply (self->actor, &reply);
+}
+
+static int
+s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
+{
+    size_t count;
+    const uint64_t *hashes = kvt_msg_array (*msg_p, KVT_IDX_MATCH_HASHES, &count);
+    bool pin = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PIN) != 0;
+    return s_match ((self_t *) self_ptr, msg_p, hashes, count, pin, 0);
+}
+
+static int
+s_handle_match_parts (void *self_ptr, kvt_msg_t **msg_p)
+{
+    size_t count;
+    const uint64_t *hashes = kvt_msg_array (*msg_p, KVT_IDX_MATCH_PARTS_HASHES, &count);
+    bool pin = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PARTS_PIN) != 0;
+    uint64_t part_blocks = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PARTS_PART_BLOCKS);
+    return s_match ((self_t *) self_ptr, msg_p, hashes, count, pin,
+                    part_blocks < count? (size_t) part_blocks: 0);
 }
 
 static int
@@ -647,6 +694,7 @@ const kvt_actor_def_t kvt_prefix_index_def = {
     .destroy = s_self_destroy,
     .handlers = {
         [KVT_MSG_IDX_MATCH]   = s_handle_match,
+        [KVT_MSG_IDX_MATCH_PARTS] = s_handle_match_parts,
         [KVT_MSG_IDX_INSERT]  = s_handle_insert,
         [KVT_MSG_IDX_MOVE]    = s_handle_move,
         [KVT_MSG_IDX_UNPIN]   = s_handle_unpin,

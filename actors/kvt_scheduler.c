@@ -293,7 +293,7 @@ s_handle_lookup (self_t *self, kvt_msg_t **msg_p)
         kvt_scheduler_job_fail (job, rc, "token id outside the vocabulary (model/vocab)");
         return 0;
     }
-    kvt_scheduler_match (job, 0, job->block_count, false, s_lookup_matched, job);
+    kvt_scheduler_match (job, false, 0, s_lookup_matched, job);
     return 0;
 }
 

@@ -166,10 +166,12 @@ void
 void
     kvt_scheduler_job_fail (job_t *job, int rc, const char *what);
 
-//  Ask the index where the job's blocks [first, first + count) are
-//  (IDX_MATCH), pinning them or not; 'fn' gets the answer with 'arg'.
+//  Ask the index where the job's blocks are (IDX_MATCH), pinning them or
+//  not; 'fn' gets the answer with 'arg'. With 'part_blocks' > 0 the
+//  answer comes in parts (IDX_MATCH_PARTS): 'fn' gets an IDX_MATCH_PART
+//  for each part_blocks blocks matched, then IDX_MATCH_OK with the rest.
 void
-    kvt_scheduler_match (job_t *job, size_t first, size_t count, bool pin,
+    kvt_scheduler_match (job_t *job, bool pin, size_t part_blocks,
                          kvt_actor_reply_fn *fn, void *arg);
 
 //  Validate the tokens of a request and hash its full blocks.

@@ -264,11 +264,18 @@ kvt_scheduler_job_fail (job_t *job, int rc, const char *what)
 //  Ask the index where the job's prefix is (IDX_MATCH), pinning it or
 //  not; 'fn' gets the answer with 'arg'.
 void
-kvt_scheduler_match (job_t *job, size_t first, size_t count, bool pin,
+kvt_scheduler_match (job_t *job, bool pin, size_t part_blocks,
                      kvt_actor_reply_fn *fn, void *arg)
 {
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
-    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes + first, count);
+    kvt_msg_t *msg;
+    if (part_blocks) {
+        msg = kvt_msg_new (KVT_MSG_IDX_MATCH_PARTS);
+        kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PARTS_PART_BLOCKS, part_blocks);
+    }
+    else
+        msg = kvt_msg_new (KVT_MSG_IDX_MATCH);
+    //  (The two requests share their first fields)
+    kvt_msg_set_array (msg, KVT_IDX_MATCH_HASHES, job->hashes, job->block_count);
     kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PIN, pin? 1: 0);
     kvt_actor_call (job->self->actor, "prefix_index", &msg, fn, arg);
 }
@@ -432,7 +439,7 @@ static void
 s_prefetch (job_t *job)
 {
     job->prefetching = true;
-    kvt_scheduler_match (job, 0, job->block_count, false, s_prefetch_matched, job);
+    kvt_scheduler_match (job, false, 0, s_prefetch_matched, job);
 }
 
 //  --------------------------------------------------------------------------

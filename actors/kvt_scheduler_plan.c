@@ -12,44 +12,32 @@
     has migration bring the blocks off the GPU to it (MIG_PROMOTE: copied,
     or opened as a stream promotion that compute copies in layer by
     layer), and then calls the job's next step.
-    In pieces (issue #3): a long prefix is matched in pieces of
-    scheduler/plan_piece_kib of KV (at least plan_piece_min_blocks), and
-    each piece with blocks off the GPU goes to migration as its own
-    MIG_PROMOTE as soon as it is matched, so the copy of the first piece
-    starts while the index still matches the rest (a 1 GiB prefix of
-    64 KiB blocks: the match, ~1.5 ms, sat on the path before anything
-    could cross). Pieces stay that size while they are promoted: piece
-    k + 1 must be matched, sent and reserved before piece k has crossed,
-    and doubling pieces broke that at 16 KiB (per block, ~0.2 us of index
-    and reservation work against 0.3 us of copy; on the H100 doubling gave
-    0.72 of memcpy, even pieces 0.83). A piece found all on the GPU has
-    nothing to overlap: the next asks twice as much, so a prefix all on
-    the GPU costs a few round trips to the index, not one a piece. The
-    floor in blocks: what pieces hide is per-block work, and a prefix of
-    few large blocks has too little of it to pay a promotion's overhead
-    per piece. It pays only where migration runs the
-    next job beside a promotion's copy (migration/overlap_upkeep = 2):
-    else each piece would wait for the last one's answer, and the link
-    would idle between them. It is not used for a stream promotion (one
-    ticket for the whole run), nor where fetch_policy = cost could cut the
-    prefix (that takes the whole match: here every tier's fetch costs no
-    more than recomputing, so the cut is always the whole match). Piece k
-    is matched only once piece k - 1 matched in full; a piece's promotion
-    that fails, or times out, fails the request once every piece out has
-    answered, and the blocks of a piece whose answer is late stay pinned
-    until it comes (kvt_scheduler_expect_late). Counters: plan_pieces
-    (pieces matched in plans that went in pieces), plan_piece_promotes.
-    Off by default (plan_piece_kib = 0), for two known limits:
-    - each piece reaches the index as a request of its own, so the
-      policy is told each piece as a request (depths counted from the
-      piece's first block, a new request clock per piece): a policy that
-      orders blocks by request and depth (prefix-adaptive) can then evict
-      an early piece's blocks before the later pieces', stranding those.
-      Mending it needs IDX_MATCH to carry the piece's offset and parent
-      and to continue one request;
-    - a piece's promotion may make room by evicting the request's own
-      later blocks, not yet pinned (the whole match pinned them all at
-      once); their match then cuts there and recomputes.
+    In pieces (issue #3): a long prefix is matched with IDX_MATCH_PARTS,
+    and the index answers each scheduler/plan_piece_kib of KV matched (at
+    least plan_piece_min_blocks) as an IDX_MATCH_PART as soon as it has
+    it. Each piece with blocks off the GPU goes to migration as its own
+    MIG_PROMOTE at once, so the copy of the first piece starts while the
+    index still matches the rest (a 1 GiB prefix of 64 KiB blocks: the
+    match, ~1.5 ms, sat on the path before anything could cross). The
+    match is still one request and one turn of the index's loop: the
+    policy hears one request (its depths and its clock), and every block
+    of the prefix is pinned before the index serves the victims call that
+    makes room for the first piece, so a piece's promotion never evicts
+    the request's own later blocks. Session 12's pieces, each a request
+    of its own, had both wrong and shipped off. The floor in blocks: what
+    pieces hide is per-block work, and a prefix of few large blocks has
+    too little of it to pay a promotion's overhead per piece. Pieces pay
+    only where migration runs the next job beside a promotion's copy
+    (migration/overlap_upkeep = 2): else each piece's promotion waits
+    for the last one's, and the link idles between them. They are not
+    used for a stream promotion (one ticket for the whole run), nor where
+    fetch_policy = cost could cut the prefix (that takes the whole match:
+    here every tier's fetch costs no more than recomputing, so the cut is
+    always the whole match). A piece's promotion that fails, or times
+    out, fails the request once every piece out has answered, and the
+    blocks of a piece whose answer is late stay pinned until it comes
+    (kvt_scheduler_expect_late). Counters: plan_pieces (pieces answered
+    in plans that went in pieces), plan_piece_promotes.
 @end
 */
 
@@ -148,11 +136,8 @@ typedef struct {
 typedef struct {
     job_t *job;                     //  The job being planned
     kvt_scheduler_step_fn *next;    //  What to do once the prefix is on the GPU
-    size_t piece;                   //  Blocks the next IDX_MATCH asks
-    size_t piece_base;              //  Blocks per piece while pieces are promoted
-                                    //  (0: one piece, the whole prefix)
-    size_t asked;                   //  Blocks asked of the index so far
-    bool matching;                  //  An IDX_MATCH is out
+    size_t piece;                   //  Blocks per piece (0: one piece, the whole prefix)
+    bool matching;                  //  The IDX_MATCH is out
     size_t promotes;                //  MIG_PROMOTEs out
     size_t cut;                     //  First block that came back a miss (SIZE_MAX: none)
     int rc;                         //  First failure: the job fails once nothing is out
@@ -166,8 +151,6 @@ typedef struct {
     s_plan_t *plan;
     size_t first, count;            //  Its blocks [first, first + count)
 } s_promote_call_t;
-
-static void s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg);
 
 //  Keep blocks [first, first + count) pinned until migration's late
 //  answer to the call that just timed out (from its reply function).
@@ -342,20 +325,6 @@ s_plan_promoted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     s_plan_advance (plan);
 }
 
-//  Ask the index for the plan's next piece (pinning it)
-static void
-s_plan_match_next (s_plan_t *plan)
-{
-    job_t *job = plan->job;
-    size_t first = plan->asked;
-    size_t count = job->block_count - first < plan->piece? job->block_count - first: plan->piece;
-    plan->asked += count;
-    plan->matching = true;
-    if (plan->piece_base)
-        kvt_actor_count (job->self->actor, "plan_pieces", 1);
-    kvt_scheduler_match (job, first, count, true, s_plan_matched, plan);
-}
-
 //  Piece [first, first + count) is matched: have migration bring what of
 //  it is off the GPU ('stream': as a stream promotion). Returns whether
 //  it had any such block.
@@ -376,31 +345,76 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     kvt_msg_set_array (msg, KVT_MIG_PROMOTE_SLOTS, job->slots + first, count);
     kvt_msg_set_u64 (msg, KVT_MIG_PROMOTE_STREAM, stream);
     plan->promotes++;
-    if (plan->piece_base)
+    if (plan->piece)
         kvt_actor_count (job->self->actor, "plan_piece_promotes", 1);
     kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, call);
     return true;
 }
 
-//  A pinning IDX_MATCH whose call timed out: the index may still pin
-//  what it finds. Its late answer says how many of the hashes asked
-//  ('arg': an s_late_t of hashes only) it pinned, and those are unpinned
-//  (else they stay pinned, and promoting, for good).
+//  The leading blocks of a pinning IDX_MATCH whose call timed out, from
+//  'first' on: the index may still pin what it finds, and its late answer
+//  (parts, then the rest) says what. Those are unpinned, else they stay
+//  pinned, and promoting, for good.
+typedef struct {
+    uint64_t *hashes;               //  The blocks asked, from 'first'
+    size_t first;                   //  Block of hashes [0]
+    size_t next;                    //  Where the late answer's next blocks start
+    size_t count;                   //  Entries in hashes
+} s_match_late_t;
+
 static void
 s_match_late (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
-    s_late_t *late = (s_late_t *) arg;
-    if (rc == 0 && kvt_msg_id (*reply_p) == KVT_MSG_IDX_MATCH_OK) {
+    s_match_late_t *late = (s_match_late_t *) arg;
+    bool part = rc == 0 && kvt_msg_id (*reply_p) == KVT_MSG_IDX_MATCH_PART;
+    bool final = rc == 0 && (kvt_msg_id (*reply_p) == KVT_MSG_IDX_MATCH_OK
+                             || kvt_msg_id (*reply_p) == KVT_MSG_IDX_MATCH_PARTS_OK);
+    if (part || final) {
         size_t matched;
-        kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
-        matched = matched < late->count? matched: late->count;
-        kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
-                            late->hashes, matched);
-        kvt_actor_count (self->actor, "pins_released_late", matched);
+        //  (IDX_MATCH_OK and IDX_MATCH_PARTS_OK share their fields)
+        kvt_msg_array (*reply_p, part? KVT_IDX_MATCH_PART_TIERS: KVT_IDX_MATCH_OK_TIERS,
+                       &matched);
+        size_t from = part? (size_t) kvt_msg_u64 (*reply_p, KVT_IDX_MATCH_PART_FIRST)
+                          : late->next;
+        size_t end = from + matched, limit = late->first + late->count;
+        from = from > late->first? from: late->first;     //  (Told before the timeout)
+        end = end < limit? end: limit;
+        if (end > from) {
+            kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
+                                late->hashes + (from - late->first), end - from);
+            kvt_actor_count (self->actor, "pins_released_late", end - from);
+        }
+        late->next = end > late->next? end: late->next;
+        if (part)
+            return;                 //  The rest of the answer follows
     }
     free (late->hashes);
     free (late);
+}
+
+//  The index answered blocks [job->matched, + count) of the prefix:
+//  record them and have migration bring those off the GPU ('stream': as a
+//  stream promotion)
+static void
+s_plan_took (s_plan_t *plan, const uint64_t *tiers, const uint64_t *slots, size_t count,
+             bool stream)
+{
+    job_t *job = plan->job;
+    size_t first = job->matched, hits = 0;
+    for (size_t k = 0; k < count; k++) {
+        job->tiers [first + k] = tiers [k];
+        job->slots [first + k] = slots [k];
+        if (tiers [k] < KVT_TIER_COUNT)
+            job->from_tier [tiers [k]]++;
+        hits += job->prestaged && job->prestaged [first + k] && tiers [k] == KVT_TIER_HOST;
+    }
+    job->matched = job->pinned = first + count;
+    kvt_actor_count (job->self->actor, "prefetch_hits", hits);
+    if (plan->piece && count)
+        kvt_actor_count (job->self->actor, "plan_pieces", 1);
+    if (!plan->rc)
+        s_plan_promote (plan, first, count, stream);
 }
 
 static void
@@ -409,10 +423,20 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     self_t *self = (self_t *) self_ptr;
     s_plan_t *plan = (s_plan_t *) arg;
     job_t *job = plan->job;
+    if (rc == 0 && kvt_msg_id (*reply_p) == KVT_MSG_IDX_MATCH_PART) {
+        //  A piece, in order; the rest is still being matched
+        size_t count;
+        const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_PART_TIERS, &count);
+        const uint64_t *slots = kvt_msg_array (*reply_p, KVT_IDX_MATCH_PART_SLOTS, NULL);
+        assert (kvt_msg_u64 (*reply_p, KVT_IDX_MATCH_PART_FIRST) == job->matched);
+        s_plan_took (plan, tiers, slots, count, false);
+        return;
+    }
     plan->matching = false;
     if (rc == -ETIMEDOUT) {
-        s_late_t *late = (s_late_t *) kvt_zmalloc (sizeof (s_late_t));
-        late->count = plan->asked - job->matched;
+        s_match_late_t *late = (s_match_late_t *) kvt_zmalloc (sizeof (s_match_late_t));
+        late->first = late->next = job->matched;
+        late->count = job->block_count - job->matched;
         late->hashes = kvt_u64s_dup (job->hashes + job->matched, late->count);
         if (kvt_actor_call_expect_late (self->actor, s_match_late, late,
                                         KVT_ACTOR_UNTIL_ANSWERED) != 0) {
@@ -425,48 +449,28 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         s_plan_advance (plan);
         return;
     }
-    size_t first = job->matched, matched;
-    const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &matched);
+    //  IDX_MATCH_OK, or IDX_MATCH_PARTS_OK with the blocks after the last
+    //  part (the two share their fields)
+    size_t count;
+    const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &count);
     const uint64_t *slots = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_SLOTS, NULL);
-    bool whole = plan->asked - first == matched;    //  The piece matched in full
-    for (size_t k = 0; k < matched; k++) {
-        job->tiers [first + k] = tiers [k];
-        job->slots [first + k] = slots [k];
-    }
-    job->matched = job->pinned = first + matched;
-    bool one_piece = plan->piece_base == 0;
-    if (one_piece && self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
-        size_t cut = s_fetch_cut (self, job, matched);
-        if (cut < matched) {
+    if (!plan->piece && self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
+        for (size_t k = 0; k < count; k++)
+            job->tiers [k] = tiers [k];
+        size_t cut = s_fetch_cut (self, job, count);
+        if (cut < count) {
             //  Cheaper to compute the rest again than to bring it up
-            kvt_actor_count (self->actor, "blocks_recomputed_by_choice", matched - cut);
+            kvt_actor_count (self->actor, "blocks_recomputed_by_choice", count - cut);
             kvt_scheduler_fire (self, "prefix_index", KVT_MSG_IDX_UNPIN, KVT_IDX_UNPIN_HASHES,
-                                job->hashes + cut, matched - cut);
-            job->matched = job->pinned = matched = cut;
+                                job->hashes + cut, count - cut);
+            count = cut;
         }
     }
-    size_t hits = 0;
-    for (size_t k = first; k < first + matched; k++) {
-        if (job->tiers [k] < KVT_TIER_COUNT)
-            job->from_tier [job->tiers [k]]++;
-        hits += job->prestaged && job->prestaged [k] && job->tiers [k] == KVT_TIER_HOST;
-    }
-    kvt_actor_count (self->actor, "prefetch_hits", hits);
-    bool more = whole && plan->asked < job->block_count && !plan->rc;
-    if (!more)
-        kvt_scheduler_prefetch_release (job);   //  Our own pins hold the staged blocks now
+    kvt_scheduler_prefetch_release (job);   //  Our own pins hold the staged blocks now
     //  Only GENERATE runs compute, which can stream the blocks in itself
-    bool promoting = !plan->rc
-        && s_plan_promote (plan, first, matched, one_piece && self->stream_promotion
-                                                 && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
-    //  Nothing to overlap with a piece already on the GPU: the next one
-    //  asks twice as much
-    if (!one_piece)
-        plan->piece = promoting? plan->piece_base: 2 * plan->piece;
-    if (more)
-        s_plan_match_next (plan);
-    else
-        s_plan_advance (plan);
+    s_plan_took (plan, tiers, slots, count, !plan->piece && self->stream_promotion
+                                            && kvt_msg_id (job->request) == KVT_MSG_GENERATE);
+    s_plan_advance (plan);
 }
 
 //  Can the plan of 'job' go in pieces? (See the header.)
@@ -497,9 +501,9 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     s_plan_t *plan = (s_plan_t *) kvt_zmalloc (sizeof (s_plan_t));
     plan->job = job;
     plan->next = next;
-    plan->piece = job->block_count;
     plan->cut = SIZE_MAX;
+    plan->matching = true;
     if (s_plan_in_pieces (self, job))
-        plan->piece = plan->piece_base = self->plan_piece_blocks;
-    s_plan_match_next (plan);
+        plan->piece = self->plan_piece_blocks;
+    kvt_scheduler_match (job, true, plan->piece, s_plan_matched, plan);
 }

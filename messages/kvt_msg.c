@@ -178,6 +178,26 @@ kvt_msg_set_request_id (kvt_msg_t *self, uint64_t request_id)
     self->request_id = request_id;
 }
 
+//  The requests answered in parts, and the id of their partial answer
+static int
+s_part_id (int request_id)
+{
+    return request_id == KVT_MSG_IDX_MATCH_PARTS? KVT_MSG_IDX_MATCH_PART: KVT_MSG_INVALID;
+}
+
+bool
+kvt_msg_is_partial (const kvt_msg_t *self)
+{
+    return self->id == s_part_id (KVT_MSG_IDX_MATCH_PARTS);
+}
+
+bool
+kvt_msg_answers (int reply_id, int request_id)
+{
+    return reply_id == request_id + 1
+        || (reply_id != KVT_MSG_INVALID && reply_id == s_part_id (request_id));
+}
+
 static kvt_msg_field_t *
 s_field (const kvt_msg_t *self, int field, char type)
 {

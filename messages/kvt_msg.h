@@ -118,7 +118,10 @@ extern "C" {
     M (MIG_LAYERS_READY, 69, "uuu",    "ticket layers_ready failed") \
     M (MIG_LAYERS_READY_OK, 70, "u",   "known") \
     M (MIG_WRITE_THROUGH, 71, "a",     "hashes") \
-    M (MIG_WRITE_THROUGH_OK, 72, "u",  "shadowed")
+    M (MIG_WRITE_THROUGH_OK, 72, "u",  "shadowed") \
+    M (IDX_MATCH_PARTS, 73, "auu",     "hashes pin part_blocks") \
+    M (IDX_MATCH_PARTS_OK, 74, "aa",   "tiers slots") \
+    M (IDX_MATCH_PART,  75, "uaa",     "first tiers slots")
 
 #define KVT_MSG_ENUM(name, id, picture, fields) KVT_MSG_##name = id,
 typedef enum {
@@ -180,6 +183,18 @@ uint64_t
     kvt_msg_request_id (const kvt_msg_t *self);
 void
     kvt_msg_set_request_id (kvt_msg_t *self, uint64_t request_id);
+
+//  True if 'self' is a partial answer: more answers to the same request
+//  follow, the last of them its _OK (IDX_MATCH_PARTs before the
+//  IDX_MATCH_PARTS_OK of an IDX_MATCH_PARTS). A caller's call stays open.
+bool
+    kvt_msg_is_partial (const kvt_msg_t *self);
+
+//  True if a message of id 'reply_id' may answer a request of id
+//  'request_id' without failing it: its _OK (the next id), or one of its
+//  partial answers.
+bool
+    kvt_msg_answers (int reply_id, int request_id);
 
 //  --------------------------------------------------------------------------
 //  Fields, by index into the picture. Getters return borrowed views valid

@@ -215,6 +215,14 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
         kvt_msg_destroy (&reply);
         return 0;
     }
+    if (rc == 0 && kvt_msg_is_partial (reply)) {
+        //  More answers follow: the call stays open
+        s_pending_t call = self->pending [index];
+        if (call.fn)
+            call.fn (self->self, 0, &reply, call.arg);
+        kvt_msg_destroy (&reply);
+        return 0;
+    }
     s_pending_t call = s_pending_take (self, index);
     if (call.late)
         kvt_actor_count (self, "late_answers", 1);

@@ -54,6 +54,9 @@ typedef int (kvt_actor_handler_fn) (void *self, kvt_msg_t **msg_p);
 //  -ECANCELED comes as KVT_ETIMEOUT_PEER), or -ETIMEDOUT: no answer came
 //  within the call's timeout (reply NULL; the callee may still act). The
 //  callback may take the reply (*reply_p = NULL); else it is destroyed.
+//  A request answered in parts (kvt_msg_is_partial) calls it with rc 0 for
+//  each part, then once more with the final answer (or a failure): only
+//  that last call ends the call.
 typedef void (kvt_actor_reply_fn) (void *self, int rc, kvt_msg_t **reply_p, void *arg);
 
 typedef struct {

@@ -278,7 +278,8 @@ s_check_reply (zframe_t *frame, s_sent_t *sent, size_t sent_count, const char *w
         //  An _OK must answer a request we sent, with its reply type
         bool answers = false;
         for (size_t k = 0; k < sent_count; k++)
-            if (sent [k].id && sent [k].rid == rid && kvt_msg_id (reply) == sent [k].id + 1)
+            if (sent [k].id && sent [k].rid == rid && kvt_msg_answers (kvt_msg_id (reply),
+                                                                        sent [k].id))
                 answers = true;
         s_expect (answers,
                   "%s: %s with request id %" PRIu64 " answers %s", where,
@@ -339,7 +340,7 @@ s_check_reply (zframe_t *frame, s_sent_t *sent, size_t sent_count, const char *w
             }
     }
     else
-    if (matches == 1) {
+    if (matches == 1 && !kvt_msg_is_partial (reply)) {    //  (Parts precede the one answer)
         match->replies++;
         s_expect (match->replies == 1, "%s: request id %" PRIu64 " (%s) answered %d times",
                   where, rid, kvt_msg_name (match->id), match->replies);
