@@ -366,40 +366,44 @@ s_self_start (void *self_ptr)
 //  --------------------------------------------------------------------------
 //  Handlers
 
-//  Send blocks [first, first + count) of a match as an IDX_MATCH_PART
+//  A match under way: IDX_MATCH at once, IDX_MATCH_PARTS in steps
+typedef struct {
+    kvt_msg_t *request;             //  Kept: 'hashes' lives in it
+    const uint64_t *hashes;         //  The request's hashes
+    size_t count;                   //  Entries in hashes
+    bool pin;                       //  Pin what is found, count it as a use
+    size_t part_blocks;             //  Blocks per IDX_MATCH_PART (0: one answer)
+    uint64_t *tiers, *slots;        //  Where each block found is
+    kvt_prefix_index_hit_t *hits;   //  What the policy hears of each (pin only)
+    size_t matched;                 //  Blocks found so far
+    size_t sent;                    //  Blocks answered in parts so far
+    bool cut;                       //  The prefix ends at 'matched'
+} s_matching_t;
+
 static void
-s_send_part (self_t *self, const kvt_msg_t *request, size_t first, const uint64_t *tiers,
-             const uint64_t *slots, size_t count)
+s_matching_destroy (s_matching_t **self_p)
 {
-    kvt_msg_t *part = kvt_msg_reply_new (request, KVT_MSG_IDX_MATCH_PART);
-    kvt_msg_set_u64 (part, KVT_IDX_MATCH_PART_FIRST, first);
-    kvt_msg_set_array (part, KVT_IDX_MATCH_PART_TIERS, tiers + first, count);
-    kvt_msg_set_array (part, KVT_IDX_MATCH_PART_SLOTS, slots + first, count);
-    kvt_actor_reply (self->actor, &part);
+    s_matching_t *self = *self_p;
+    kvt_msg_destroy (&self->request);
+    free (self->tiers);
+    free (self->slots);
+    free (self->hits);
+    free (self);
+    *self_p = NULL;
 }
 
-//  IDX_MATCH, and IDX_MATCH_PARTS with 'part_blocks' > 0: then each
-//  part_blocks blocks matched go out as an IDX_MATCH_PART as soon as they
-//  are, and IDX_MATCH_PARTS_OK carries the rest. The asker can start on the
-//  first part while this loop still matches the later ones, yet the whole
-//  match is still one turn of this loop: every block it finds is pinned
-//  before any other request (a victims call making room for the first
-//  part's promotion) is served, and the policy hears one request.
-static int
-s_match (self_t *self, kvt_msg_t **msg_p, const uint64_t *hashes, size_t count, bool pin,
-         size_t part_blocks)
+//  Match on until the next part is complete or the prefix ends. Returns
+//  true while blocks remain to match.
+static bool
+s_match_some (self_t *self, s_matching_t *m)
 {
-    uint64_t *tiers = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    uint64_t *slots = (uint64_t *) kvt_zmalloc ((count + 1) * sizeof (uint64_t));
-    kvt_prefix_index_hit_t *hits = pin? (kvt_prefix_index_hit_t *)
-        malloc ((count + 1) * sizeof (kvt_prefix_index_hit_t)): NULL;
-    if (pin && !hits)
-        abort ();
-    size_t matched = 0, sent = 0;
-    while (matched < count) {
-        kvt_prefix_index_prefetch (self, hashes, count, matched);
-        uint32_t e = hashes [matched]? kvt_prefix_index_find (self, hashes [matched])
-                                     : KVT_PREFIX_INDEX_NIL;
+    size_t until = m->part_blocks? m->sent + m->part_blocks: m->count;
+    until = until < m->count? until: m->count;
+    const uint64_t *hashes = m->hashes;
+    while (m->matched < until) {
+        size_t k = m->matched;
+        kvt_prefix_index_prefetch (self, hashes, m->count, k);
+        uint32_t e = hashes [k]? kvt_prefix_index_find (self, hashes [k]): KVT_PREFIX_INDEX_NIL;
         if (e == KVT_PREFIX_INDEX_NIL)
             break;
         if (self->entries [e].moving) {
@@ -409,65 +413,122 @@ s_match (self_t *self, kvt_msg_t **msg_p, const uint64_t *hashes, size_t count, 
             kvt_actor_count (self->actor, "match_cut_moving", 1);
             break;
         }
-        if (pin && self->entries [e].promoting) {
+        if (m->pin && self->entries [e].promoting) {
             //  Another request is promoting it: promoting it twice would
             //  copy from, and free, a slot the first promotion frees
             kvt_actor_count (self->actor, "match_cut_promoting", 1);
             break;
         }
-        tiers [matched] = self->entries [e].tier;
-        slots [matched] = self->entries [e].slot;
-        if (pin) {
+        m->tiers [k] = self->entries [e].tier;
+        m->slots [k] = self->entries [e].slot;
+        if (m->pin) {
             self->entries [e].pins++;
             self->entries [e].reuses++;
             s_touch (self, e);      //  A lookup alone does not count as a use
             //  Off the GPU, its requester promotes it next
             if (self->entries [e].tier != KVT_TIER_GPU)
                 self->entries [e].promoting = true;
-            kvt_prefix_index_policy_hit (self, e, matched? hashes [matched - 1]: 0, matched,
-                                         &hits [matched]);
+            kvt_prefix_index_policy_hit (self, e, k? hashes [k - 1]: 0, k, &m->hits [k]);
         }
-        matched++;
-        if (part_blocks && matched - sent == part_blocks && matched < count) {
-            s_send_part (self, *msg_p, sent, tiers, slots, part_blocks);
-            sent = matched;
-            kvt_actor_count (self->actor, "match_parts", 1);
-        }
+        m->matched++;
     }
-    if (pin) {
-        //  (It takes hits)
-        kvt_prefix_index_policy_request (self, hashes, count, matched, hits);
+    m->cut = m->cut || m->matched < until;
+    return !m->cut && m->matched < m->count;
+}
+
+//  The match is over: the policy hears the request, and the asker the
+//  blocks not yet answered in parts
+static void
+s_match_end (self_t *self, s_matching_t *m)
+{
+    if (m->pin) {
+        kvt_prefix_index_policy_request (self, m->hashes, m->count, m->matched, m->hits);
+        m->hits = NULL;             //  (It took them)
         kvt_prefix_index_policy_flush (self);
     }
-    kvt_actor_count (self->actor, "matched_blocks", matched);
-    kvt_actor_count (self->actor, "asked_blocks", count);
+    kvt_actor_count (self->actor, "matched_blocks", m->matched);
+    kvt_actor_count (self->actor, "asked_blocks", m->count);
     //  (IDX_MATCH_OK and IDX_MATCH_PARTS_OK share their fields)
-    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, kvt_msg_id (*msg_p) + 1);
-    kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_TIERS, tiers + sent, matched - sent);
-    kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_SLOTS, slots + sent, matched - sent);
-    free (tiers);
-    free (slots);
-    return kvt_actor_reply (self->actor, &reply);
+    kvt_msg_t *reply = kvt_msg_reply_new (m->request, kvt_msg_id (m->request) + 1);
+    kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_TIERS, m->tiers + m->sent, m->matched - m->sent);
+    kvt_msg_set_array (reply, KVT_IDX_MATCH_OK_SLOTS, m->slots + m->sent, m->matched - m->sent);
+    kvt_actor_reply (self->actor, &reply);
+}
+
+//  One step of an IDX_MATCH_PARTS (kvt_actor_continue): match the next
+//  part; answer it if the match goes on past it, else end the match
+static int
+s_match_step (void *self_ptr, void *arg, bool cancel)
+{
+    self_t *self = (self_t *) self_ptr;
+    s_matching_t *m = (s_matching_t *) arg;
+    if (cancel) {
+        //  Shutting down: nothing to answer into, no state to keep
+        s_matching_destroy (&m);
+        return 0;
+    }
+    if (s_match_some (self, m)) {
+        kvt_msg_t *part = kvt_msg_reply_new (m->request, KVT_MSG_IDX_MATCH_PART);
+        kvt_msg_set_u64 (part, KVT_IDX_MATCH_PART_FIRST, m->sent);
+        kvt_msg_set_array (part, KVT_IDX_MATCH_PART_TIERS, m->tiers + m->sent, m->part_blocks);
+        kvt_msg_set_array (part, KVT_IDX_MATCH_PART_SLOTS, m->slots + m->sent, m->part_blocks);
+        kvt_actor_reply (self->actor, &part);
+        kvt_actor_count (self->actor, "match_parts", 1);
+        m->sent = m->matched;
+        return 1;                   //  The next part at the next turn
+    }
+    s_match_end (self, m);
+    s_matching_destroy (&m);
+    return 0;
+}
+
+//  IDX_MATCH, and IDX_MATCH_PARTS with 'part_blocks' > 0: then each
+//  part_blocks blocks matched go out as an IDX_MATCH_PART, a part a turn
+//  of the loop, and IDX_MATCH_PARTS_OK carries the rest. Between the
+//  turns the actors sharing this thread run (the scheduler, whose guest
+//  the index is by default, takes up the part at once), but the index
+//  serves no other request (kvt_actor_continue): every block the match
+//  finds is pinned before any victims call (the room for the first
+//  part's promotion) is served, and the policy hears one request.
+static int
+s_match (self_t *self, kvt_msg_t **msg_p, int hashes_field, int pin_field,
+         size_t part_blocks)
+{
+    s_matching_t *m = (s_matching_t *) kvt_zmalloc (sizeof (s_matching_t));
+    m->hashes = kvt_msg_array (*msg_p, hashes_field, &m->count);
+    m->pin = kvt_msg_u64 (*msg_p, pin_field) != 0;
+    m->part_blocks = part_blocks < m->count? part_blocks: 0;
+    m->tiers = (uint64_t *) kvt_zmalloc ((m->count + 1) * sizeof (uint64_t));
+    m->slots = (uint64_t *) kvt_zmalloc ((m->count + 1) * sizeof (uint64_t));
+    if (m->pin) {
+        m->hits = (kvt_prefix_index_hit_t *) malloc ((m->count + 1)
+                                                    * sizeof (kvt_prefix_index_hit_t));
+        if (!m->hits)
+            abort ();
+    }
+    m->request = *msg_p;
+    *msg_p = NULL;                  //  Ours now
+    if (m->part_blocks && kvt_actor_continue (self->actor, s_match_step, m) == 0)
+        return 0;
+    m->part_blocks = 0;             //  At once, one answer
+    s_match_some (self, m);
+    s_match_end (self, m);
+    s_matching_destroy (&m);
+    return 0;
 }
 
 static int
 s_handle_match (void *self_ptr, kvt_msg_t **msg_p)
 {
-    size_t count;
-    const uint64_t *hashes = kvt_msg_array (*msg_p, KVT_IDX_MATCH_HASHES, &count);
-    bool pin = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PIN) != 0;
-    return s_match ((self_t *) self_ptr, msg_p, hashes, count, pin, 0);
+    return s_match ((self_t *) self_ptr, msg_p, KVT_IDX_MATCH_HASHES, KVT_IDX_MATCH_PIN, 0);
 }
 
 static int
 s_handle_match_parts (void *self_ptr, kvt_msg_t **msg_p)
 {
-    size_t count;
-    const uint64_t *hashes = kvt_msg_array (*msg_p, KVT_IDX_MATCH_PARTS_HASHES, &count);
-    bool pin = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PARTS_PIN) != 0;
-    uint64_t part_blocks = kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PARTS_PART_BLOCKS);
-    return s_match ((self_t *) self_ptr, msg_p, hashes, count, pin,
-                    part_blocks < count? (size_t) part_blocks: 0);
+    size_t part_blocks = (size_t) kvt_msg_u64 (*msg_p, KVT_IDX_MATCH_PARTS_PART_BLOCKS);
+    return s_match ((self_t *) self_ptr, msg_p, KVT_IDX_MATCH_PARTS_HASHES,
+                    KVT_IDX_MATCH_PARTS_PIN, part_blocks);
 }
 
 static int

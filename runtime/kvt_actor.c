@@ -51,6 +51,8 @@ struct _kvt_actor_t {
     kvt_actor_t *guests [S_MAX_GUESTS];  //  Actors sharing our thread and loop
     int guest_count;                //  Entries in guests
     kvt_actor_t *host;              //  A guest's host (whose thread and loop it shares)
+    kvt_actor_step_fn *step;        //  A long request's next step, inbox held (or NULL)
+    void *step_arg;                 //  Its argument
 };
 
 void
@@ -344,6 +346,36 @@ s_inbox_ready (zloop_t *loop, zsock_t *inbox, void *arg)
 }
 
 //  --------------------------------------------------------------------------
+//  A long request in steps (kvt_actor_continue)
+
+static int
+s_step_ready (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) timer_id;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    if (self->step (self->self, self->step_arg, false) > 0)
+        zloop_timer (loop, 0, 1, s_step_ready, self);
+    else {
+        self->step = NULL;
+        zloop_reader (loop, self->inbox, s_inbox_ready, self);
+    }
+    return 0;
+}
+
+int
+kvt_actor_continue (kvt_actor_t *self, kvt_actor_step_fn *fn, void *arg)
+{
+    if (self->step)
+        return -EBUSY;
+    self->step = fn;
+    self->step_arg = arg;
+    zloop_reader_end (self->loop, self->inbox);
+    zloop_timer (self->loop, 0, 1, s_step_ready, self);
+    kvt_actor_count (self, "requests_in_steps", 1);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
 //  START: bind the inbox, connect to peers, then the definition's start.
 
 static int
@@ -452,7 +484,10 @@ static void
 s_actor_destroy (kvt_actor_t **self_p)
 {
     kvt_actor_t *self = *self_p;
-    //  Fail every outstanding call so the definition can free its closures
+    //  A long request cut short, and every outstanding call failed, so
+    //  that the definition can free its closures
+    if (self->step)
+        self->step (self->self, self->step_arg, true);
     while (self->pending_count) {
         s_pending_t call = s_pending_take (self, 0);
         kvt_msg_t *none = NULL;

@@ -122,6 +122,22 @@ int
     kvt_actor_call_expect_late (kvt_actor_t *self, kvt_actor_reply_fn *fn, void *arg,
                                 int64_t late_ms);
 
+//  A long request's next step (kvt_actor_continue): returns > 0 to be
+//  called again at the next turn of the loop, 0 when done. 'cancel': the
+//  actor is ending, free what the step holds and do nothing else.
+typedef int (kvt_actor_step_fn) (void *self, void *arg, bool cancel);
+
+//  From a handler that kept its request: hold this actor's inbox (no
+//  request of any peer is served) and call 'fn' with 'arg' at the next
+//  turn of the loop, and at each turn after while it returns > 0; then
+//  serve the inbox again. The actors sharing the thread run between the
+//  steps, so a long request can answer in parts that its asker takes up
+//  at once (prefix_index: IDX_MATCH_PARTS with the index a guest of the
+//  scheduler), and it stays atomic for this actor's state. Returns 0, or
+//  -EBUSY if a step is already held.
+int
+    kvt_actor_continue (kvt_actor_t *self, kvt_actor_step_fn *fn, void *arg);
+
 //  Add 'delta' to a named counter reported by STATS.
 void
     kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta);
