@@ -287,6 +287,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->policy_slice_us = kvt_config_int (config, "prefix_index/policy_slice_us");
     int64_t refuse = kvt_config_int (config, "prefix_index/test_refuse_gpu_moves");
     self->test_refuse_gpu_moves = refuse > 0? (uint64_t) refuse: 0;
+    self->test_hold_parts_ms = kvt_config_int (config, "prefix_index/test_hold_parts_ms");
     for (int t = 0; t < KVT_TIER_COUNT; t++)
         self->lists [t].head = self->lists [t].tail = KVT_PREFIX_INDEX_NIL;
     self->block_tokens = (uint32_t) kvt_config_int (config, "model/block_tokens");
@@ -466,6 +467,12 @@ s_match_step (void *self_ptr, void *arg, bool cancel)
         //  Shutting down: nothing to answer into, no state to keep
         s_matching_destroy (&m);
         return 0;
+    }
+    if (m->sent > 0 && self->test_hold_parts_ms > 0) {
+        //  TEST ONLY: an index slow past its askers' call timeout, its
+        //  answer's first part out (the whole thread stalls with it)
+        zclock_sleep ((int) self->test_hold_parts_ms);
+        self->test_hold_parts_ms = 0;
     }
     if (s_match_some (self, m)) {
         kvt_msg_t *part = kvt_msg_reply_new (m->request, KVT_MSG_IDX_MATCH_PART);

@@ -109,6 +109,7 @@ typedef struct {
                                     //  log events applied at once (0 = only before
                                     //  a decision)
     uint64_t test_refuse_gpu_moves; //  TEST ONLY: IDX_MOVEs to the GPU still to refuse
+    int64_t test_hold_parts_ms;     //  TEST ONLY: stall after the first IDX_MATCH_PART
     kvt_prefix_index_pending_t pending [KVT_PREFIX_INDEX_PENDING];
                                     //  Depth of the next insert, by first hash
     kvt_prefix_index_ghost_t *ghosts;   //  Direct-mapped history of dropped blocks

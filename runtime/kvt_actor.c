@@ -53,6 +53,7 @@ struct _kvt_actor_t {
     kvt_actor_t *host;              //  A guest's host (whose thread and loop it shares)
     kvt_actor_step_fn *step;        //  A long request's next step, inbox held (or NULL)
     void *step_arg;                 //  Its argument
+    zsock_t *wake_in, *wake_out;    //  A pair that wakes the loop for each step
 };
 
 void
@@ -348,13 +349,20 @@ s_inbox_ready (zloop_t *loop, zsock_t *inbox, void *arg)
 //  --------------------------------------------------------------------------
 //  A long request in steps (kvt_actor_continue)
 
+//  Each step is a reader's turn: the loop serves every other ready socket
+//  once between two steps. (A zero-delay zloop timer would not do: a
+//  timer set by a timer handler that is due at once runs in the same
+//  pass, so all the steps would run back to back.)
 static int
-s_step_ready (zloop_t *loop, int timer_id, void *arg)
+s_step_ready (zloop_t *loop, zsock_t *wake, void *arg)
 {
-    (void) timer_id;
     kvt_actor_t *self = (kvt_actor_t *) arg;
+    zframe_t *frame = zframe_recv (wake);
+    zframe_destroy (&frame);
+    if (!self->step)
+        return 0;
     if (self->step (self->self, self->step_arg, false) > 0)
-        zloop_timer (loop, 0, 1, s_step_ready, self);
+        zsock_signal (self->wake_out, 0);
     else {
         self->step = NULL;
         zloop_reader (loop, self->inbox, s_inbox_ready, self);
@@ -367,10 +375,24 @@ kvt_actor_continue (kvt_actor_t *self, kvt_actor_step_fn *fn, void *arg)
 {
     if (self->step)
         return -EBUSY;
+    if (!self->wake_in) {
+        char endpoint [96];
+        snprintf (endpoint, sizeof (endpoint), "inproc://kvt-step-%p", (void *) self);
+        self->wake_in = zsock_new (ZMQ_PAIR);
+        self->wake_out = zsock_new (ZMQ_PAIR);
+        assert (self->wake_in && self->wake_out);
+        if (zsock_bind (self->wake_in, "%s", endpoint) < 0
+        ||  zsock_connect (self->wake_out, "%s", endpoint) != 0) {
+            zsock_destroy (&self->wake_out);
+            zsock_destroy (&self->wake_in);
+            return -EIO;
+        }
+        zloop_reader (self->loop, self->wake_in, s_step_ready, self);
+    }
     self->step = fn;
     self->step_arg = arg;
     zloop_reader_end (self->loop, self->inbox);
-    zloop_timer (self->loop, 0, 1, s_step_ready, self);
+    zsock_signal (self->wake_out, 0);
     kvt_actor_count (self, "requests_in_steps", 1);
     return 0;
 }
@@ -498,6 +520,8 @@ s_actor_destroy (kvt_actor_t **self_p)
     for (int k = 0; k < self->peer_count; k++)
         zsock_destroy (&self->peers [k]);
     zsock_destroy (&self->inbox);
+    zsock_destroy (&self->wake_out);
+    zsock_destroy (&self->wake_in);
     free (self->pending);
     free (self->run_dir);
     kvt_config_destroy (&self->config);

@@ -23,7 +23,11 @@
         without a free slot whose oldest blocks are the prompt's later
         half: all 8 come from the GPU; session 12's pieces, each its own
         match, lost them to the first piece's victims call and
-        recomputed them in 2 runs of 3).
+        recomputed them in 2 runs of 3);
+      - a match in parts that outlives the scheduler's call leaves
+        nothing pinned once its late parts are in; and its first part
+        reached the scheduler, whose guest the index is, before the
+        index's next step (the loop serves other sockets between steps).
 @end
 */
 
@@ -292,12 +296,65 @@ s_own_blocks_kept (void)
     t_session_end (&session);
 }
 
+//  The scheduler's match in parts outlives its call: the index stalls
+//  after the first part (prefix_index/test_hold_parts_ms) past
+//  runtime/call_timeout_ms. The request fails; the parts and the rest,
+//  answered late, are unpinned as they come (pins_released_late), so
+//  none of the prompt stays pinned or promoting: the same prompt then
+//  comes all from cache, with the same tokens.
+static void
+s_answered_late (void)
+{
+    const char *overrides [] = { "tier_gpu/capacity_blocks=96", "tier_host/capacity_blocks=96",
+        "migration/stream_promotion=0", "migration/overlap_upkeep=2",
+        "scheduler/plan_piece_kib=1", "scheduler/plan_piece_min_blocks=1",
+        "runtime/call_timeout_ms=1000", "prefix_index/test_hold_parts_ms=1500", NULL };
+    t_session_t session;
+    t_session_start (&session, t_config (overrides), "test_match_parts", 30000);
+    kvt_client_generate_t a, head, again;
+    s_generate (&session, 10, &a);
+    uint64_t moved;
+    t_ok (kvt_client_demote (session.client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
+    t_check (moved == S_BLOCKS);
+    //  The prompt's first block back on the GPU (a prefix of one block is
+    //  matched in one answer): the first part will have nothing to promote
+    size_t count;
+    uint64_t *tokens = s_prompt (&session.hello, 10, &count);
+    t_ok (kvt_client_generate (session.client, "", tokens, session.hello.block_tokens + 3, 2,
+                               &head));
+    t_check (head.from_host == 1);
+    int rc = kvt_client_generate (session.client, "", tokens, count, 2, &again);
+    t_check (rc != 0);              //  "prefix lookup failed": its call timed out
+    //  The plan took the first part (block 0, on the GPU: nothing to
+    //  promote) before the index stalled: the index, the scheduler's
+    //  guest, lets the scheduler's socket be served between its steps.
+    //  That block was unpinned with the failed job; the rest as it came
+    //  late, a loop turn a part, after the error reply.
+    uint64_t taken = t_stat (session.client, "scheduler.plan_pieces");
+    t_check (taken == 1 && t_stat (session.client, "scheduler.plan_piece_promotes") == 0);
+    t_check (t_wait_stat (session.client, "scheduler.pins_released_late", S_BLOCKS - taken)
+             == S_BLOCKS - taken);
+    t_ok (kvt_client_generate (session.client, "", tokens, count, 2, &again));
+    t_check (again.from_gpu == 1 && again.from_host == S_BLOCKS - 1 && again.computed == 0);
+    t_check (again.token_count == a.token_count
+             && memcmp (again.tokens, a.tokens, a.token_count * sizeof (uint64_t)) == 0);
+    printf ("a match in parts answered after its call timed out: its first part taken "
+            "between the index's steps, %d late blocks unpinned, then all from cache: OK\n",
+            S_BLOCKS - 1);
+    free (tokens);
+    kvt_client_generate_fini (&again);
+    kvt_client_generate_fini (&head);
+    kvt_client_generate_fini (&a);
+    t_session_end (&session);
+}
+
 int
 main (void)
 {
     s_answer_in_parts ();
     s_one_request ();
     s_own_blocks_kept ();
+    s_answered_late ();
     printf ("test_match_parts: OK\n");
     return T_EXIT_PASS;
 }
