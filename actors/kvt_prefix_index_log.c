@@ -214,6 +214,12 @@ static bool
 s_slice_yields (self_t *self)
 {
     kvt_prefix_index_log_t *log = self->policy_log;
+    if (kvt_actor_stepping (self->actor)) {
+        //  A match answering in parts (IDX_MATCH_PARTS): each part is a
+        //  promotion that can start, the log can wait a few milliseconds
+        kvt_actor_count (self->actor, "policy_slices_yielded", 1);
+        return true;
+    }
     if (kvt_now_us () - log->slice_us >= S_YIELD_SLICES * self->policy_slice_us
     ||  !kvt_actor_input_waiting (self->actor))
         return false;

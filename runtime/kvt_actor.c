@@ -397,6 +397,12 @@ kvt_actor_continue (kvt_actor_t *self, kvt_actor_step_fn *fn, void *arg)
     return 0;
 }
 
+bool
+kvt_actor_stepping (kvt_actor_t *self)
+{
+    return self->step != NULL;
+}
+
 //  --------------------------------------------------------------------------
 //  START: bind the inbox, connect to peers, then the definition's start.
 

@@ -138,6 +138,10 @@ typedef int (kvt_actor_step_fn) (void *self, void *arg, bool cancel);
 int
     kvt_actor_continue (kvt_actor_t *self, kvt_actor_step_fn *fn, void *arg);
 
+//  True while a request runs in steps (kvt_actor_continue), inbox held.
+bool
+    kvt_actor_stepping (kvt_actor_t *self);
+
 //  Add 'delta' to a named counter reported by STATS.
 void
     kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta);
