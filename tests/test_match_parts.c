@@ -124,17 +124,6 @@ s_match_parts (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count, boo
     zsock_destroy (&dealer);
 }
 
-static void
-s_unpin (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count)
-{
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_UNPIN);
-    kvt_msg_set_array (msg, KVT_IDX_UNPIN_HASHES, hashes, count);
-    kvt_msg_t *reply = t_call (runtime, "prefix_index", msg);
-    t_check (kvt_msg_id (reply) == KVT_MSG_IDX_UNPIN_OK);
-    t_check (kvt_msg_u64 (reply, KVT_IDX_UNPIN_OK_UNPINNED) == count);
-    kvt_msg_destroy (&reply);
-}
-
 //  The index's answer in parts, against the same match in one answer
 static void
 s_answer_in_parts (void)
@@ -155,7 +144,7 @@ s_answer_in_parts (void)
     t_check (parts.parts == 3 && parts.matched == S_BLOCKS);
     t_check (memcmp (parts.tiers, whole.tiers, sizeof (whole.tiers)) == 0);
     t_check (memcmp (parts.slots, whole.slots, sizeof (whole.slots)) == 0);
-    s_unpin (session.runtime, hashes, S_BLOCKS);    //  Every block had one pin
+    t_check (t_unpin (session.runtime, hashes, S_BLOCKS) == S_BLOCKS);   //  One pin each
     //  Parts as long as the prefix: one answer
     s_match_parts (session.runtime, hashes, S_BLOCKS, false, S_BLOCKS, &parts);
     t_check (parts.parts == 0 && parts.matched == S_BLOCKS);
@@ -166,7 +155,7 @@ s_answer_in_parts (void)
     s_match_parts (session.runtime, cut, S_BLOCKS, true, 3, &parts);
     t_check (parts.parts == 2 && parts.matched == 7);
     t_check (memcmp (parts.tiers, whole.tiers, 7 * sizeof (uint64_t)) == 0);
-    s_unpin (session.runtime, hashes, 7);
+    t_check (t_unpin (session.runtime, hashes, 7) == 7);
     //  Cut on a part's last block: the answer ends with an empty OK
     s_match_parts (session.runtime, cut, S_BLOCKS, false, 7, &parts);
     t_check (parts.parts == 1 && parts.matched == 7);
@@ -239,7 +228,7 @@ s_one_request (void)
     size_t messages = s_access_messages (router, hashes, &events, 300);
     t_check (messages == 1);
     t_check (events == S_BLOCKS);
-    s_unpin (session.runtime, hashes, S_BLOCKS);
+    t_check (t_unpin (session.runtime, hashes, S_BLOCKS) == S_BLOCKS);
     printf ("a match in 4 parts reaches the policy as one request, depths 0..%d: OK\n",
             S_BLOCKS - 1);
     free (hashes);

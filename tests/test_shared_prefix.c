@@ -184,16 +184,6 @@ s_match (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count)
 }
 
 static void
-s_unpin (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count)
-{
-    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_UNPIN);
-    kvt_msg_set_array (msg, KVT_IDX_UNPIN_HASHES, hashes, count);
-    kvt_msg_t *reply = t_call (runtime, "prefix_index", msg);
-    t_check (kvt_msg_id (reply) == KVT_MSG_IDX_UNPIN_OK);
-    kvt_msg_destroy (&reply);
-}
-
-static void
 s_mover_race (void)
 {
     t_session_t session;
@@ -225,12 +215,12 @@ s_mover_race (void)
     size_t a = s_match (session.runtime, where.hashes, 4);
     t_check (a == 4);                                       //  A will promote all four
     t_check (s_match (session.runtime, where.hashes, 4) == 0);  //  B cuts at block 0
-    s_unpin (session.runtime, where.hashes, 1);             //  The mover's unpin
+    t_unpin (session.runtime, where.hashes, 1);             //  The mover's unpin
     t_check (s_match (session.runtime, where.hashes, 4) == 0);  //  Still: A promotes it
-    s_unpin (session.runtime, where.hashes, 4);             //  A is done, without moving
+    t_unpin (session.runtime, where.hashes, 4);             //  A is done, without moving
     size_t b = s_match (session.runtime, where.hashes, 4);  //  Now B may promote them
     t_check (b == 4);
-    s_unpin (session.runtime, where.hashes, b);
+    t_unpin (session.runtime, where.hashes, b);
     printf ("a mover's unpin leaves the mark of the request promoting the block: OK\n");
     kvt_msg_destroy (&claim);
     kvt_client_lookup_fini (&where);

@@ -194,6 +194,20 @@ t_call (kvt_runtime_t *runtime, const char *name, kvt_msg_t *msg)
     return reply;
 }
 
+//  Drop one pin from each of 'count' blocks, straight at the index;
+//  return how many it unpinned.
+static inline uint64_t
+t_unpin (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count)
+{
+    kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_UNPIN);
+    kvt_msg_set_array (msg, KVT_IDX_UNPIN_HASHES, hashes, count);
+    kvt_msg_t *reply = t_call (runtime, "prefix_index", msg);
+    t_check (kvt_msg_id (reply) == KVT_MSG_IDX_UNPIN_OK);
+    uint64_t unpinned = kvt_msg_u64 (reply, KVT_IDX_UNPIN_OK_UNPINNED);
+    kvt_msg_destroy (&reply);
+    return unpinned;
+}
+
 //  Deterministic prompt of 'count' tokens < vocab.
 static inline uint64_t *
 t_tokens (size_t count, uint64_t vocab, uint64_t seed)
