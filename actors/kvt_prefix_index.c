@@ -12,8 +12,10 @@
     is its leading run of hashes found here.
     Accepts: IDX_MATCH {hashes, pin}   -> IDX_MATCH_OK {tiers, slots}
              IDX_MATCH_PARTS {hashes, pin, part_blocks} -> IDX_MATCH_PART
-                                    {first, tiers, slots} for each full
-                                    part_blocks matched, then
+                                    {first, tiers, slots} for each
+                                    part_blocks matched while the match
+                                    goes on past them (at most
+                                    KVT_PREFIX_INDEX_MAX_PARTS), then
                                     IDX_MATCH_PARTS_OK {tiers, slots} of
                                     the rest
              IDX_INSERT {hashes, tier, slots} -> IDX_INSERT_OK {inserted, duplicates}
@@ -504,6 +506,11 @@ s_match (self_t *self, kvt_msg_t **msg_p, int hashes_field, int pin_field,
     s_matching_t *m = (s_matching_t *) kvt_zmalloc (sizeof (s_matching_t));
     m->hashes = kvt_msg_array (*msg_p, hashes_field, &m->count);
     m->pin = kvt_msg_u64 (*msg_p, pin_field) != 0;
+    //  Parts are few and large: each is a promotion, and a requester
+    //  that does not read them must not fill its pipe (each send past its
+    //  high-water mark would stall this thread for the send timeout)
+    size_t least = (m->count + KVT_PREFIX_INDEX_MAX_PARTS - 1) / KVT_PREFIX_INDEX_MAX_PARTS;
+    part_blocks = part_blocks && part_blocks < least? least: part_blocks;
     m->part_blocks = part_blocks < m->count? part_blocks: 0;
     m->tiers = (uint64_t *) kvt_zmalloc ((m->count + 1) * sizeof (uint64_t));
     m->slots = (uint64_t *) kvt_zmalloc ((m->count + 1) * sizeof (uint64_t));
@@ -517,6 +524,8 @@ s_match (self_t *self, kvt_msg_t **msg_p, int hashes_field, int pin_field,
     *msg_p = NULL;                  //  Ours now
     if (m->part_blocks && kvt_actor_continue (self->actor, s_match_step, m) == 0)
         return 0;
+    if (m->part_blocks)
+        kvt_actor_count (self->actor, "match_parts_refused", 1);
     m->part_blocks = 0;             //  At once, one answer
     s_match_some (self, m);
     s_match_end (self, m);

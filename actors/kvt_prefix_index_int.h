@@ -134,6 +134,10 @@ kvt_prefix_index_find (const self_t *self, uint64_t hash)
     }
 }
 
+//  Most IDX_MATCH_PARTs one match sends (parts grow to stay within it):
+//  well under a socket's high-water mark, so they never block the sender
+#define KVT_PREFIX_INDEX_MAX_PARTS 256
+
 //  How far ahead a loop over a request's hashes prefetches their buckets,
 //  and (the bucket being in cache by then) their entries. A 16384-block
 //  prefix's hashes land in random buckets of a table and an entry pool

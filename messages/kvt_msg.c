@@ -194,8 +194,11 @@ kvt_msg_is_partial (const kvt_msg_t *self)
 bool
 kvt_msg_answers (int reply_id, int request_id)
 {
-    return reply_id == request_id + 1
-        || (reply_id != KVT_MSG_INVALID && reply_id == s_part_id (request_id));
+    if (reply_id == KVT_MSG_INVALID)
+        return false;
+    if (reply_id == s_part_id (KVT_MSG_IDX_MATCH_PARTS))
+        return reply_id == s_part_id (request_id);  //  A partial answer, of its request only
+    return reply_id == request_id + 1;
 }
 
 static kvt_msg_field_t *

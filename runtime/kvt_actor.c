@@ -18,6 +18,7 @@ typedef struct {
     void *arg;                      //  Its argument
     int64_t deadline_us;            //  When to give up
     int peer;                       //  Index in peers []
+    int msg_id;                     //  The request's message id (which parts answer it)
     bool late;                      //  Timed out once, its answer still awaited
     bool unsent;                    //  The request never left: no answer will come
 } s_pending_t;
@@ -179,6 +180,7 @@ kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request
     uint64_t request_id = ++self->next_request_id;
     kvt_msg_set_request_id (*request_p, request_id);
     s_pending_t call = { .request_id = request_id, .fn = fn, .arg = arg,
+                         .msg_id = kvt_msg_id (*request_p),
                          .deadline_us = kvt_now_us () + timeout_ms * 1000, .peer = index };
     int rc = kvt_msg_send (request_p, self->peers [index]);
     if (rc) {   //  The call still completes, through the timeout sweep
@@ -218,8 +220,10 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
         kvt_msg_destroy (&reply);
         return 0;
     }
-    if (rc == 0 && kvt_msg_is_partial (reply)) {
-        //  More answers follow: the call stays open
+    if (rc == 0 && kvt_msg_is_partial (reply)
+    &&  kvt_msg_answers (kvt_msg_id (reply), self->pending [index].msg_id)) {
+        //  More answers follow: the call stays open. (A partial answer to
+        //  a request that has none ends the call like any wrong reply.)
         s_pending_t call = self->pending [index];
         if (call.fn)
             call.fn (self->self, 0, &reply, call.arg);
@@ -377,7 +381,11 @@ kvt_actor_continue (kvt_actor_t *self, kvt_actor_step_fn *fn, void *arg)
         return -EBUSY;
     if (!self->wake_in) {
         char endpoint [96];
-        snprintf (endpoint, sizeof (endpoint), "inproc://kvt-step-%p", (void *) self);
+        //  (A counter, not our address: a freed actor's endpoint may
+        //  still be bound when a new one lands at the same address)
+        static uint64_t s_wakes;
+        snprintf (endpoint, sizeof (endpoint), "inproc://kvt-step-%" PRIu64,
+                  __atomic_add_fetch (&s_wakes, 1, __ATOMIC_RELAXED));
         self->wake_in = zsock_new (ZMQ_PAIR);
         self->wake_out = zsock_new (ZMQ_PAIR);
         assert (self->wake_in && self->wake_out);

@@ -133,8 +133,9 @@ typedef int (kvt_actor_step_fn) (void *self, void *arg, bool cancel);
 //  serve the inbox again. The actors sharing the thread run between the
 //  steps, so a long request can answer in parts that its asker takes up
 //  at once (prefix_index: IDX_MATCH_PARTS with the index a guest of the
-//  scheduler), and it stays atomic for this actor's state. Returns 0, or
-//  -EBUSY if a step is already held.
+//  scheduler), and it stays atomic for this actor's state. Returns 0,
+//  -EBUSY if a step is already held, or -EIO if the wake-up socket pair
+//  cannot be made (then nothing is held: answer at once).
 int
     kvt_actor_continue (kvt_actor_t *self, kvt_actor_step_fn *fn, void *arg);
 

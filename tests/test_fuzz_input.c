@@ -331,7 +331,7 @@ s_check_reply (zframe_t *frame, s_sent_t *sent, size_t sent_count, const char *w
                     s_dump (sent [k].id? "request": "undecodable request", sent [k].head,
                             sent [k].size);
     }
-    if (readable > 1) {
+    if (readable > 1 && !kvt_msg_is_partial (reply)) {
         //  A mutated rid met another frame's: credit the first unanswered
         for (size_t k = 0; k < sent_count; k++)
             if (sent [k].has_rid && sent [k].rid == rid && sent [k].replies == 0) {

@@ -136,6 +136,11 @@ s_answer_in_parts (void)
     t_ok (kvt_client_demote (session.client, KVT_TIER_GPU, KVT_TIER_HOST, 6, &moved));
     t_check (moved == 6);
     uint64_t *hashes = s_hashes (&session, 5);
+    //  A part answers its own request only
+    t_check (kvt_msg_answers (KVT_MSG_IDX_MATCH_PART, KVT_MSG_IDX_MATCH_PARTS));
+    t_check (!kvt_msg_answers (KVT_MSG_IDX_MATCH_PART, KVT_MSG_IDX_MATCH_PARTS_OK));
+    t_check (!kvt_msg_answers (KVT_MSG_IDX_MATCH_PART, KVT_MSG_IDX_MATCH));
+    t_check (kvt_msg_answers (KVT_MSG_IDX_MATCH_OK, KVT_MSG_IDX_MATCH));
     s_answer_t whole, parts;
     s_match_parts (session.runtime, hashes, S_BLOCKS, false, 0, &whole);
     t_check (whole.parts == 0 && whole.matched == S_BLOCKS);
