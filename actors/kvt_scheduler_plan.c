@@ -37,7 +37,9 @@
     out, fails the request once every piece out has answered, and the
     blocks of a piece whose answer is late stay pinned until it comes
     (kvt_scheduler_expect_late). Counters: plan_pieces (pieces answered
-    in plans that went in pieces), plan_piece_promotes.
+    in plans that went in pieces), plan_piece_promotes; us_plan_matching
+    (from the match asked to its last answer) and us_plan_to_first_promote
+    (to the plan's first MIG_PROMOTE), summed over plans.
 @end
 */
 
@@ -144,6 +146,8 @@ typedef struct {
     const char *what;               //  Its message
     s_range_t *late;                //  Pieces whose promotion answers late, held pinned
     size_t late_n;                  //  Entries in late
+    int64_t started_us;             //  When the match was asked
+    bool promoted_any;              //  A MIG_PROMOTE went out
 } s_plan_t;
 
 //  One piece's MIG_PROMOTE
@@ -347,6 +351,12 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
     plan->promotes++;
     if (plan->piece)
         kvt_actor_count (job->self->actor, "plan_piece_promotes", 1);
+    if (!plan->promoted_any) {
+        //  How long a promotion waits for the match: what pieces hide
+        plan->promoted_any = true;
+        kvt_actor_count (job->self->actor, "us_plan_to_first_promote",
+                         (uint64_t) (kvt_now_us () - plan->started_us));
+    }
     kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, call);
     return true;
 }
@@ -433,6 +443,7 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
         return;
     }
     plan->matching = false;
+    kvt_actor_count (self->actor, "us_plan_matching", (uint64_t) (kvt_now_us () - plan->started_us));
     if (rc == -ETIMEDOUT) {
         s_match_late_t *late = (s_match_late_t *) kvt_zmalloc (sizeof (s_match_late_t));
         late->first = late->next = job->matched;
@@ -503,6 +514,7 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     plan->next = next;
     plan->cut = SIZE_MAX;
     plan->matching = true;
+    plan->started_us = kvt_now_us ();
     if (s_plan_in_pieces (self, job))
         plan->piece = self->plan_piece_blocks;
     kvt_scheduler_match (job, true, plan->piece, s_plan_matched, plan);
