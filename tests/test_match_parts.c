@@ -23,7 +23,8 @@
         without a free slot whose oldest blocks are the prompt's later
         half: all 8 come from the GPU; session 12's pieces, each its own
         match, lost them to the first piece's victims call and
-        recomputed them in 2 runs of 3);
+        recomputed them in 2 runs of 3); with the index the
+        scheduler's guest (the default) and on a thread of its own;
       - a match in parts that outlives the scheduler's call leaves
         nothing pinned once its late parts are in; and its first part
         reached the scheduler, whose guest the index is, before the
@@ -247,9 +248,10 @@ s_one_request (void)
 //  A piece's promotion makes room on a full GPU tier: the victims are
 //  other prompts' blocks, never the request's own later blocks
 static void
-s_own_blocks_kept (void)
+s_own_blocks_kept (const char *index_mode)
 {
-    const char *overrides [] = { "tier_gpu/capacity_blocks=24", "tier_host/capacity_blocks=256",
+    const char *overrides [] = { index_mode, "tier_gpu/capacity_blocks=24",
+        "tier_host/capacity_blocks=256",
         "migration/policy=lru", "migration/high_watermark=100", "migration/low_watermark=99",
         "migration/stream_promotion=0", "migration/overlap_upkeep=2",
         "scheduler/plan_piece_kib=1", "scheduler/plan_piece_min_blocks=1",
@@ -281,8 +283,8 @@ s_own_blocks_kept (void)
     t_check (again.token_count == a.token_count
              && memcmp (again.tokens, a.tokens, a.token_count * sizeof (uint64_t)) == 0);
     printf ("a plan in pieces on a full GPU tier keeps its own later blocks there "
-            "(%" PRIu64 " from host, %" PRIu64 " from GPU): OK\n", again.from_host,
-            again.from_gpu);
+            "(%s; %" PRIu64 " from host, %" PRIu64 " from GPU): OK\n", index_mode,
+            again.from_host, again.from_gpu);
     kvt_client_generate_fini (&again);
     kvt_client_generate_fini (&c);
     kvt_client_generate_fini (&b);
@@ -347,7 +349,8 @@ main (void)
 {
     s_answer_in_parts ();
     s_one_request ();
-    s_own_blocks_kept ();
+    s_own_blocks_kept ("prefix_index/mode=with:scheduler");
+    s_own_blocks_kept ("prefix_index/mode=thread");     //  Its own loop, the same rules
     s_answered_late ();
     printf ("test_match_parts: OK\n");
     return T_EXIT_PASS;
