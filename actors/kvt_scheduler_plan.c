@@ -46,8 +46,9 @@
 #include "kvt_scheduler_int.h"
 
 //  --------------------------------------------------------------------------
-//  Fetch or recompute: the leading 'matched' blocks of 'job' are cached
-//  in job->tiers. Return how many of them to fetch: the cut c minimising
+//  Fetch or recompute: the leading 'matched' blocks of a prompt are cached
+//  in 'tiers' (the index's answer). Return how many of them to fetch: the
+//  cut c minimising
 //  fetch time of blocks [0, c) + recompute time of blocks [c, matched),
 //  the larger c on a tie. O(matched).
 
@@ -59,13 +60,13 @@ s_recompute_us (const self_t *self)
 }
 
 static size_t
-s_fetch_cut (self_t *self, const job_t *job, size_t matched)
+s_fetch_cut (self_t *self, const uint64_t *tiers, size_t matched)
 {
     double per_block = s_recompute_us (self);
     double fetch = 0, best = (double) matched * per_block;   //  c = 0: recompute all
     size_t cut = 0;
     for (size_t c = 1; c <= matched; c++) {
-        uint64_t tier = job->tiers [c - 1];
+        uint64_t tier = tiers [c - 1];
         fetch += tier < KVT_TIER_COUNT? self->fetch_us [tier]: 0;
         double cost = fetch + (double) (matched - c) * per_block;
         if (cost <= best) {
@@ -466,9 +467,7 @@ s_plan_matched (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     const uint64_t *tiers = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_TIERS, &count);
     const uint64_t *slots = kvt_msg_array (*reply_p, KVT_IDX_MATCH_OK_SLOTS, NULL);
     if (!plan->piece && self->fetch_by_cost && kvt_msg_id (job->request) == KVT_MSG_GENERATE) {
-        for (size_t k = 0; k < count; k++)
-            job->tiers [k] = tiers [k];
-        size_t cut = s_fetch_cut (self, job, count);
+        size_t cut = s_fetch_cut (self, tiers, count);
         if (cut < count) {
             //  Cheaper to compute the rest again than to bring it up
             kvt_actor_count (self->actor, "blocks_recomputed_by_choice", count - cut);
