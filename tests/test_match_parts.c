@@ -70,6 +70,20 @@ s_generate (t_session_t *session, uint64_t seed, kvt_client_generate_t *out)
     free (tokens);
 }
 
+//  Start a runtime on 'overrides', compute the prompt 'seed' (its first
+//  answer in 'first') and demote up to 'demote' GPU blocks to the host;
+//  return how many moved
+static uint64_t
+s_start_demoted (t_session_t *session, const char *const *overrides, uint64_t seed,
+                 uint64_t demote, kvt_client_generate_t *first)
+{
+    t_session_start (session, t_config (overrides), "test_match_parts", 30000);
+    s_generate (session, seed, first);
+    uint64_t moved;
+    t_ok (kvt_client_demote (session->client, KVT_TIER_GPU, KVT_TIER_HOST, demote, &moved));
+    return moved;
+}
+
 //  What an IDX_MATCH_PARTS came back as
 typedef struct {
     size_t parts;                   //  IDX_MATCH_PARTs before the IDX_MATCH_PARTS_OK
@@ -130,12 +144,8 @@ static void
 s_answer_in_parts (void)
 {
     t_session_t session;
-    t_session_start (&session, t_config (NULL), "test_match_parts", 30000);
     kvt_client_generate_t first;
-    s_generate (&session, 5, &first);
-    uint64_t moved;
-    t_ok (kvt_client_demote (session.client, KVT_TIER_GPU, KVT_TIER_HOST, 6, &moved));
-    t_check (moved == 6);
+    t_check (s_start_demoted (&session, NULL, 5, 6, &first) == 6);
     uint64_t *hashes = s_hashes (&session, 5);
     //  A part answers its own request only
     t_check (kvt_msg_answers (KVT_MSG_IDX_MATCH_PART, KVT_MSG_IDX_MATCH_PARTS));
@@ -220,11 +230,8 @@ s_one_request (void)
     //  LRU list, and reconnects at once for the events that follow)
     const char *overrides [] = { option, "migration/policy_retry_ms=0", NULL };
     t_session_t session;
-    t_session_start (&session, t_config (overrides), "test_match_parts", 30000);
     kvt_client_generate_t first;
-    s_generate (&session, 6, &first);
-    uint64_t moved;
-    t_ok (kvt_client_demote (session.client, KVT_TIER_GPU, KVT_TIER_HOST, 4, &moved));
+    s_start_demoted (&session, overrides, 6, 4, &first);
     uint64_t *hashes = s_hashes (&session, 6);
     size_t events;
     s_access_messages (router, hashes, &events, 300);   //  What came before
@@ -257,13 +264,9 @@ s_own_blocks_kept (const char *index_mode)
         "scheduler/plan_piece_kib=1", "scheduler/plan_piece_min_blocks=1",
         "scheduler/prefetch_waiting=0", NULL };
     t_session_t session;
-    t_session_start (&session, t_config (overrides), "test_match_parts", 30000);
     kvt_client_generate_t a, b, c, again;
-    s_generate (&session, 7, &a);               //  A: 16 blocks on the GPU
-    uint64_t moved;
-    t_ok (kvt_client_demote (session.client, KVT_TIER_GPU, KVT_TIER_HOST, S_BLOCKS / 2,
-                             &moved));          //  lru: A's first half to the host
-    t_check (moved == S_BLOCKS / 2);
+    //  A: 16 blocks on the GPU; lru: A's first half to the host
+    t_check (s_start_demoted (&session, overrides, 7, S_BLOCKS / 2, &a) == S_BLOCKS / 2);
     //  B (8 blocks) and C (7) fill the GPU tier behind A's second half,
     //  the oldest blocks there: not one slot is free
     size_t count;
@@ -306,12 +309,8 @@ s_answered_late (void)
         "scheduler/plan_piece_kib=1", "scheduler/plan_piece_min_blocks=1",
         "runtime/call_timeout_ms=1000", "prefix_index/test_hold_parts_ms=1500", NULL };
     t_session_t session;
-    t_session_start (&session, t_config (overrides), "test_match_parts", 30000);
     kvt_client_generate_t a, head, again;
-    s_generate (&session, 10, &a);
-    uint64_t moved;
-    t_ok (kvt_client_demote (session.client, KVT_TIER_GPU, KVT_TIER_HOST, 1000, &moved));
-    t_check (moved == S_BLOCKS);
+    t_check (s_start_demoted (&session, overrides, 10, 1000, &a) == S_BLOCKS);
     //  The prompt's first block back on the GPU (a prefix of one block is
     //  matched in one answer): the first part will have nothing to promote
     size_t count;
