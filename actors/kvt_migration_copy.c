@@ -137,6 +137,8 @@ typedef struct {
     cudaEvent_t copied;             //  Recorded on stream after each copy
     int event_fd;                   //  Counts finished copies; polled by our zloop
     zlist_t *waiting;               //  s_copy_wait_t, in stream order
+    int64_t busy_us;                //  Since when copies have been queued without a break
+    const char *busy_counter;       //  Where those spans are summed
     kvt_block_stage_t *stage;       //  Staged path's GPU staging, or NULL until needed
     bool stage_failed;              //  Staging could not be allocated: never staged
 } s_lane_t;
@@ -185,6 +187,25 @@ s_gpu_copy_signal (void *fd_ptr)
         kvt_log_error ("migration: cannot signal a finished copy: %s", strerror (errno));
 }
 
+//  A lane's copies keep its stream busy from the first queued after a
+//  break to the last one done: us_lane_busy_to_gpu / _to_host sum those
+//  spans. Beside a phase's own time they say how long the link waited on
+//  the actors that feed it, which no profiler on the GPU machine shows
+//  (issue #3).
+static void
+s_lane_queued (s_lane_t *lane)
+{
+    if (zlist_size (lane->waiting) == 0)
+        lane->busy_us = kvt_now_us ();
+}
+
+static void
+s_lane_idle (s_lane_t *lane)
+{
+    kvt_actor_count (lane->owner->actor, lane->busy_counter,
+                     (uint64_t) (kvt_now_us () - lane->busy_us));
+}
+
 //  Our zloop: copies of one lane finished; run their continuations in order.
 static int
 s_gpu_copy_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
@@ -202,6 +223,8 @@ s_gpu_copy_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
             wait->cont (lane->owner, wait->arg, wait->rc);
         free (wait);
     }
+    if (zlist_size (lane->waiting) == 0)
+        s_lane_idle (lane);
     return 0;
 }
 
@@ -213,6 +236,7 @@ s_gpu_copy_new (self_t *self)
     for (int k = 0; k < S_LANES; k++) {
         s_lane_t *lane = &copy->lanes [k];
         lane->owner = self;
+        lane->busy_counter = k == S_LANE_TO_GPU? "us_lane_busy_to_gpu": "us_lane_busy_to_host";
         lane->waiting = zlist_new ();
         lane->event_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
         zmq_pollitem_t item = { NULL, lane->event_fd, ZMQ_POLLIN, 0 };
@@ -518,6 +542,7 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
             &&  cudaStreamWaitEvent (lane->notify, lane->copied, 0) == cudaSuccess
             &&  cudaLaunchHostFunc (lane->notify, s_gpu_copy_signal,
                                     (void *) (intptr_t) lane->event_fd) == cudaSuccess) {
+                s_lane_queued (lane);
                 zlist_append (lane->waiting, wait);
                 return;
             }
@@ -530,6 +555,7 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
             if (cudaStreamSynchronize (lane->stream) != cudaSuccess
             ||  cudaStreamSynchronize (lane->notify) != cudaSuccess)
                 wait->rc = rc? rc: KVT_ECUDA;
+            s_lane_queued (lane);
             zlist_append (lane->waiting, wait);
             s_gpu_copy_signal ((void *) (intptr_t) lane->event_fd);
             return;

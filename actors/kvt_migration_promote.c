@@ -27,7 +27,8 @@
 //  Where a promotion's time goes, summed over jobs in microseconds:
 //  us_promote_reserving (getting its GPU slots, demotions included),
 //  us_promote_copying (the host-resident blocks' copy, queued to done),
-//  us_promoting (start to answer, plain promotions).
+//  us_promoting (start to answer, plain promotions),
+//  us_promote_copied_to_answer (its last copy done to its answer).
 //
 //  Layer groups (issue #4; migration/nvme_layer_groups = G > 1, in effect
 //  when a group of the block is 4096-byte aligned and cold_dtype is bf16,
@@ -82,6 +83,7 @@ typedef struct {
                                     //  overlap_upkeep = 2): its request, answered at finish
     int64_t started_us;             //  When the job started (us_promote_* counters)
     int64_t copy_us;                //  When the host blocks' copy was queued
+    int64_t copied_us;              //  When its last copy was done (0: none yet)
     //  Pieces (plain promotions, issue #3): blocks whose bytes are on the
     //  GPU are moved in the index while the later ones still cross
     uint64_t *ready;                //  Blocks copied, not yet in an IDX_MOVE
@@ -198,7 +200,11 @@ s_promote_finish (self_t *self, s_promote_t *job)
     kvt_migration_free_slots (self, KVT_TIER_HOST, host_free, host_n);
     kvt_migration_free_slots (self, KVT_TIER_NVME, nvme_free, nvme_n);
     kvt_migration_free_slots (self, KVT_TIER_GPU, gpu_unused, unused_n);
-    kvt_actor_count (self->actor, "us_promoting", (uint64_t) (kvt_now_us () - job->started_us));
+    int64_t now = kvt_now_us ();
+    kvt_actor_count (self->actor, "us_promoting", (uint64_t) (now - job->started_us));
+    if (job->copied_us)             //  The tail: the last piece's IDX_MOVE, then this
+        kvt_actor_count (self->actor, "us_promote_copied_to_answer",
+                         (uint64_t) (now - job->copied_us));
     free (failed); free (gpu_slots); free (host_free); free (nvme_free); free (gone);
     free (gpu_unused);
     kvt_msg_t *detached = job->request;
@@ -304,8 +310,9 @@ s_chunk_copied (self_t *self, void *arg, int rc)
     if (job->ready_n >= job->piece_blocks || copy->last)
         s_piece_move (self, job);
     if (copy->last) {
+        job->copied_us = kvt_now_us ();
         kvt_actor_count (self->actor, "us_promote_copying",
-                         (uint64_t) (kvt_now_us () - job->copy_us));
+                         (uint64_t) (job->copied_us - job->copy_us));
         job->copied = true;
         s_promote_finish_when_moved (self, job);
     }

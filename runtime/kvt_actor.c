@@ -117,6 +117,22 @@ kvt_actor_add_counters (kvt_actor_t *self, kvt_msg_t *msg, int field)
     }
 }
 
+//  us_busy counts the time an actor's loop spends on its own requests,
+//  replies and steps, decoding included, and us_<MSG> / us_reply_<MSG> /
+//  us_steps split it by what was handled: with the counts of the actors
+//  sharing its thread, how full that thread is and with what, which no
+//  profiler on the GPU machine can say (issue #3)
+static void
+s_count_busy (kvt_actor_t *self, const char *kind, int id, int64_t start)
+{
+    uint64_t us = (uint64_t) (kvt_now_us () - start);
+    kvt_actor_count (self, "us_busy", us);
+    const char *name = kvt_msg_name (id);
+    char counter [48];
+    snprintf (counter, sizeof (counter), "us_%s%s", kind, name? name: "");
+    kvt_actor_count (self, counter, us);
+}
+
 //  --------------------------------------------------------------------------
 //  Replies
 
@@ -202,15 +218,14 @@ s_pending_take (kvt_actor_t *self, size_t index)
 }
 
 static int
-s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
+s_peer_reply (kvt_actor_t *self, zsock_t *sock)
 {
-    (void) loop;
-    kvt_actor_t *self = (kvt_actor_t *) arg;
     kvt_msg_t *reply = NULL;
     int rc = kvt_msg_recv (sock, &reply);
     if (rc == -EINTR)
-        return 0;                   //  A signal; the loop polls again
+        return KVT_MSG_INVALID;     //  A signal; the loop polls again
     uint64_t request_id = reply? kvt_msg_request_id (reply): 0;
+    int id = reply? kvt_msg_id (reply): KVT_MSG_INVALID;
     size_t index;
     for (index = 0; index < self->pending_count; index++)
         if (self->pending [index].request_id == request_id)
@@ -218,7 +233,7 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
     if (index == self->pending_count) {
         kvt_actor_count (self, "replies_stale", 1);   //  Timed out earlier
         kvt_msg_destroy (&reply);
-        return 0;
+        return id;
     }
     if (rc == 0 && kvt_msg_is_partial (reply)
     &&  kvt_msg_answers (kvt_msg_id (reply), self->pending [index].msg_id)) {
@@ -228,7 +243,7 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
         if (call.fn)
             call.fn (self->self, 0, &reply, call.arg);
         kvt_msg_destroy (&reply);
-        return 0;
+        return id;
     }
     s_pending_t call = s_pending_take (self, index);
     if (call.late)
@@ -248,6 +263,18 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
             call.fn (self->self, rc? (rc < 0? rc: -EPROTO): 0, &reply, call.arg);
     }
     kvt_msg_destroy (&reply);
+    return id;
+}
+
+//  A reply from a peer, its handling counted in us_busy
+static int
+s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
+{
+    (void) loop;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    int64_t start = kvt_now_us ();
+    int id = s_peer_reply (self, sock);
+    s_count_busy (self, "reply_", id, start);
     return 0;
 }
 
@@ -308,20 +335,18 @@ s_reply_stats (kvt_actor_t *self, kvt_msg_t *request)
 }
 
 static int
-s_inbox_ready (zloop_t *loop, zsock_t *inbox, void *arg)
+s_request (kvt_actor_t *self, zsock_t *inbox)
 {
-    (void) loop;
-    kvt_actor_t *self = (kvt_actor_t *) arg;
     kvt_msg_t *msg = NULL;
     int rc = kvt_msg_recv (inbox, &msg);
     if (rc == -EINTR)
-        return 0;                   //  A signal; only $TERM stops an actor
+        return KVT_MSG_INVALID;     //  A signal; only $TERM stops an actor
     if (rc) {
         kvt_actor_count (self, "rejected", 1);
         kvt_log_warn ("%s: undecodable request: %s", self->def->name, kvt_strerror (rc));
         kvt_actor_reply_error (self, msg, rc, "undecodable request");
         kvt_msg_destroy (&msg);
-        return 0;
+        return KVT_MSG_INVALID;
     }
     int id = kvt_msg_id (msg);
     kvt_actor_handler_fn *handler = self->def->handlers [id];
@@ -347,6 +372,17 @@ s_inbox_ready (zloop_t *loop, zsock_t *inbox, void *arg)
         kvt_actor_reply_error (self, msg, rc, detail);
     }
     kvt_msg_destroy (&msg);
+    return id;
+}
+
+static int
+s_inbox_ready (zloop_t *loop, zsock_t *inbox, void *arg)
+{
+    (void) loop;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    int64_t start = kvt_now_us ();
+    int id = s_request (self, inbox);
+    s_count_busy (self, "", id, start);
     return 0;
 }
 
@@ -365,12 +401,14 @@ s_step_ready (zloop_t *loop, zsock_t *wake, void *arg)
     zframe_destroy (&frame);
     if (!self->step)
         return 0;
+    int64_t start = kvt_now_us ();
     if (self->step (self->self, self->step_arg, false) > 0)
         zsock_signal (self->wake_out, 0);
     else {
         self->step = NULL;
         zloop_reader (loop, self->inbox, s_inbox_ready, self);
     }
+    s_count_busy (self, "steps", -1, start);
     return 0;
 }
 
