@@ -13,8 +13,9 @@
     Accepts: IDX_MATCH {hashes, pin}   -> IDX_MATCH_OK {tiers, slots}
              IDX_MATCH_PARTS {hashes, pin, part_blocks} -> IDX_MATCH_PART
                                     {first, tiers, slots} for each
-                                    part_blocks matched while the match
-                                    goes on past them (at most
+                                    part matched while the match goes
+                                    on past it (parts of part_blocks,
+                                    ramped at both ends, at most
                                     KVT_PREFIX_INDEX_MAX_PARTS), then
                                     IDX_MATCH_PARTS_OK {tiers, slots} of
                                     the rest
@@ -380,6 +381,8 @@ typedef struct {
     kvt_prefix_index_hit_t *hits;   //  What the policy hears of each (pin only)
     size_t matched;                 //  Blocks found so far
     size_t sent;                    //  Blocks answered in parts so far
+    size_t parts;                   //  Parts answered so far
+    size_t part;                    //  Blocks in the part being matched
     bool cut;                       //  The prefix ends at 'matched'
 } s_matching_t;
 
@@ -400,7 +403,7 @@ s_matching_destroy (s_matching_t **self_p)
 static bool
 s_match_some (self_t *self, s_matching_t *m)
 {
-    size_t until = m->part_blocks? m->sent + m->part_blocks: m->count;
+    size_t until = m->part_blocks? m->sent + m->part: m->count;
     until = until < m->count? until: m->count;
     const uint64_t *hashes = m->hashes;
     while (m->matched < until) {
@@ -437,6 +440,16 @@ s_match_some (self_t *self, s_matching_t *m)
     }
     m->cut = m->cut || m->matched < until;
     return !m->cut && m->matched < m->count;
+}
+
+size_t
+kvt_prefix_index_part_size (size_t part_blocks, size_t parts, size_t left)
+{
+    size_t least = part_blocks / 8? part_blocks / 8: 1;
+    size_t size = parts < 3? part_blocks >> (3 - parts): part_blocks;
+    size_t half = left / 2;
+    size = half < size? half: size;
+    return size > least? size: least;
 }
 
 //  The match is over: the policy hears the request, and the asker the
@@ -479,11 +492,12 @@ s_match_step (void *self_ptr, void *arg, bool cancel)
     if (s_match_some (self, m)) {
         kvt_msg_t *part = kvt_msg_reply_new (m->request, KVT_MSG_IDX_MATCH_PART);
         kvt_msg_set_u64 (part, KVT_IDX_MATCH_PART_FIRST, m->sent);
-        kvt_msg_set_array (part, KVT_IDX_MATCH_PART_TIERS, m->tiers + m->sent, m->part_blocks);
-        kvt_msg_set_array (part, KVT_IDX_MATCH_PART_SLOTS, m->slots + m->sent, m->part_blocks);
+        kvt_msg_set_array (part, KVT_IDX_MATCH_PART_TIERS, m->tiers + m->sent, m->part);
+        kvt_msg_set_array (part, KVT_IDX_MATCH_PART_SLOTS, m->slots + m->sent, m->part);
         kvt_actor_reply (self->actor, &part);
         kvt_actor_count (self->actor, "match_parts", 1);
         m->sent = m->matched;
+        m->part = kvt_prefix_index_part_size (m->part_blocks, ++m->parts, m->count - m->sent);
         return 1;                   //  The next part at the next turn
     }
     s_match_end (self, m);
@@ -491,8 +505,9 @@ s_match_step (void *self_ptr, void *arg, bool cancel)
     return 0;
 }
 
-//  IDX_MATCH, and IDX_MATCH_PARTS with 'part_blocks' > 0: then each
-//  part_blocks blocks matched go out as an IDX_MATCH_PART, a part a turn
+//  IDX_MATCH, and IDX_MATCH_PARTS with 'part_blocks' > 0: then the
+//  blocks matched go out in parts of part_blocks (smaller at both ends:
+//  kvt_prefix_index_part_size), each an IDX_MATCH_PART, a part a turn
 //  of the loop, and IDX_MATCH_PARTS_OK carries the rest. Between the
 //  turns the actors sharing this thread run (the scheduler, whose guest
 //  the index is by default, takes up the part at once), but the index
@@ -509,9 +524,12 @@ s_match (self_t *self, kvt_msg_t **msg_p, int hashes_field, int pin_field,
     //  Parts are few and large: each is a promotion, and a requester
     //  that does not read them must not fill its pipe (each send past its
     //  high-water mark would stall this thread for the send timeout)
-    size_t least = (m->count + KVT_PREFIX_INDEX_MAX_PARTS - 1) / KVT_PREFIX_INDEX_MAX_PARTS;
+    //  (with room for the ramps' extra parts)
+    size_t most = KVT_PREFIX_INDEX_MAX_PARTS - 8;
+    size_t least = (m->count + most - 1) / most;
     part_blocks = part_blocks && part_blocks < least? least: part_blocks;
     m->part_blocks = part_blocks < m->count? part_blocks: 0;
+    m->part = kvt_prefix_index_part_size (m->part_blocks, 0, m->count);
     m->tiers = (uint64_t *) kvt_zmalloc ((m->count + 1) * sizeof (uint64_t));
     m->slots = (uint64_t *) kvt_zmalloc ((m->count + 1) * sizeof (uint64_t));
     if (m->pin) {

@@ -138,6 +138,19 @@ kvt_prefix_index_find (const self_t *self, uint64_t hash)
 //  well under a socket's high-water mark, so they never block the sender
 #define KVT_PREFIX_INDEX_MAX_PARTS 256
 
+//  Blocks in the next IDX_MATCH_PART of a match in parts of 'part_blocks',
+//  'parts' answered so far, 'left' blocks still to match: parts
+//  ramp up from part_blocks / 8 (x2 a part) and down again to it at the
+//  end of the prefix (each half of what is left). Each part is a
+//  promotion, and the first one's per-block work (the match, reserving
+//  its GPU slots, queueing its copy) comes before the link has anything
+//  to carry, the last one's (its IDX_MOVE, its answer) after the link is
+//  done: small end parts keep both short, full parts between keep the
+//  per-promotion work low (issue #3). At most 7 parts more than
+//  left / part_blocks.
+size_t
+    kvt_prefix_index_part_size (size_t part_blocks, size_t parts, size_t left);
+
 //  How far ahead a loop over a request's hashes prefetches their buckets,
 //  and (the bucket being in cache by then) their entries. A 16384-block
 //  prefix's hashes land in random buckets of a table and an entry pool

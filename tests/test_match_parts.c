@@ -11,9 +11,11 @@
     each part_blocks blocks matched as an IDX_MATCH_PART as soon as it has
     them, so migration starts on the first piece while the index matches
     the rest. What must not change is what one match means:
-      - the index's answer: parts at blocks 0, p, 2p, ... in order, then
-        IDX_MATCH_PARTS_OK with the rest, the same tiers and slots as IDX_MATCH,
-        cut at the first block not cached; every block pinned;
+      - the index's answer: parts in order, p / 8, p / 4, p / 2, then p
+        until the end of the prefix, where they halve down to p / 8
+        (kvt_prefix_index_part_size), then IDX_MATCH_PARTS_OK with the
+        rest, the same tiers and slots as IDX_MATCH, cut at the first
+        block not cached; every block pinned;
       - the policy: a remote policy (this test binds its socket) hears one
         request, with depths 0 .. n - 1 and chained parents, as for a
         match in one answer;
@@ -34,6 +36,7 @@
 
 #include <unistd.h>
 #include "testutil.h"
+#include "kvt_prefix_index_int.h"
 
 #define S_BLOCKS 16                 //  Full blocks of each prompt
 
@@ -88,6 +91,7 @@ s_start_demoted (t_session_t *session, const char *const *overrides, uint64_t se
 typedef struct {
     size_t parts;                   //  IDX_MATCH_PARTs before the IDX_MATCH_PARTS_OK
     size_t matched;                 //  Blocks in all of them
+    size_t sizes [S_BLOCKS];        //  Blocks in each part
     uint64_t tiers [S_BLOCKS], slots [S_BLOCKS];
 } s_answer_t;
 
@@ -125,8 +129,8 @@ s_match_parts (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count, boo
                                                           : KVT_IDX_MATCH_PARTS_OK_SLOTS, NULL);
         if (part) {
             t_check (kvt_msg_u64 (reply, KVT_IDX_MATCH_PART_FIRST) == answer->matched);
-            t_check (n == part_blocks);
-            answer->parts++;
+            t_check (n >= 1 && n <= part_blocks && answer->parts < S_BLOCKS);
+            answer->sizes [answer->parts++] = n;
         }
         t_check (answer->matched + n <= S_BLOCKS);
         memcpy (answer->tiers + answer->matched, tiers, n * sizeof (uint64_t));
@@ -137,6 +141,14 @@ s_match_parts (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count, boo
             break;
     }
     zsock_destroy (&dealer);
+}
+
+//  True if 'answer' came in parts of exactly 'sizes'
+static bool
+s_sizes_are (const s_answer_t *answer, const size_t *sizes, size_t count)
+{
+    return answer->parts == count
+        && memcmp (answer->sizes, sizes, count * sizeof (size_t)) == 0;
 }
 
 //  The index's answer in parts, against the same match in one answer
@@ -155,27 +167,45 @@ s_answer_in_parts (void)
     s_answer_t whole, parts;
     s_match_parts (session.runtime, hashes, S_BLOCKS, false, 0, &whole);
     t_check (whole.parts == 0 && whole.matched == S_BLOCKS);
-    //  5 + 5 + 5, then the last block in IDX_MATCH_PARTS_OK; pinned
+    //  1 + 1 + 2 up, 5, then halves of what is left, 3 + 2 + 1, and
+    //  the last block in IDX_MATCH_PARTS_OK; pinned
     s_match_parts (session.runtime, hashes, S_BLOCKS, true, 5, &parts);
-    t_check (parts.parts == 3 && parts.matched == S_BLOCKS);
+    t_check (parts.parts == 7 && parts.matched == S_BLOCKS);
+    t_check (s_sizes_are (&parts, (size_t []) { 1, 1, 2, 5, 3, 2, 1 }, 7));
     t_check (memcmp (parts.tiers, whole.tiers, sizeof (whole.tiers)) == 0);
     t_check (memcmp (parts.slots, whole.slots, sizeof (whole.slots)) == 0);
     t_check (t_unpin (session.runtime, hashes, S_BLOCKS) == S_BLOCKS);   //  One pin each
     //  Parts as long as the prefix: one answer
     s_match_parts (session.runtime, hashes, S_BLOCKS, false, S_BLOCKS, &parts);
     t_check (parts.parts == 0 && parts.matched == S_BLOCKS);
-    //  A block not cached cuts the match: two parts of 3, then 1 block
+    //  A block not cached cuts the match: parts of 1, 1, 1, 3, then 1 block
     uint64_t cut [S_BLOCKS];
     memcpy (cut, hashes, sizeof (cut));
     cut [7] = 0x5eed;
     s_match_parts (session.runtime, cut, S_BLOCKS, true, 3, &parts);
-    t_check (parts.parts == 2 && parts.matched == 7);
+    t_check (parts.parts == 4 && parts.matched == 7);
+    t_check (s_sizes_are (&parts, (size_t []) { 1, 1, 1, 3 }, 4));
     t_check (memcmp (parts.tiers, whole.tiers, 7 * sizeof (uint64_t)) == 0);
     t_check (t_unpin (session.runtime, hashes, 7) == 7);
-    //  Cut on a part's last block: the answer ends with an empty OK
-    s_match_parts (session.runtime, cut, S_BLOCKS, false, 7, &parts);
-    t_check (parts.parts == 1 && parts.matched == 7);
-    printf ("IDX_MATCH_PARTS: parts at 0, 5, 10 then the rest, as IDX_MATCH; cut at a miss: OK\n");
+    //  Cut on a part's last block (parts of 1, 2, 4 end at block 7): the
+    //  answer ends with an empty OK
+    s_match_parts (session.runtime, cut, S_BLOCKS, false, 8, &parts);
+    t_check (parts.parts == 3 && parts.matched == 7);
+    t_check (s_sizes_are (&parts, (size_t []) { 1, 2, 4 }, 3));
+    //  A long prefix: 512, 1024, 2048, then 4096 up to the last 8192
+    //  blocks, halved down to 512, and 64 in IDX_MATCH_PARTS_OK
+    size_t left = 65536, ends [24], n = 0;
+    while (n < 24) {
+        size_t part = kvt_prefix_index_part_size (4096, n, left);
+        if (part >= left)
+            break;
+        ends [n++] = part;
+        left -= part;
+    }
+    t_check (n == 21 && left == 64);
+    t_check (ends [0] == 512 && ends [1] == 1024 && ends [2] == 2048 && ends [16] == 4096);
+    t_check (ends [17] == 2304 && ends [18] == 1152 && ends [19] == 576 && ends [20] == 512);
+    printf ("IDX_MATCH_PARTS: parts ramped up and down, as IDX_MATCH; cut at a miss: OK\n");
     free (hashes);
     kvt_client_generate_fini (&first);
     t_session_end (&session);
@@ -237,12 +267,12 @@ s_one_request (void)
     s_access_messages (router, hashes, &events, 300);   //  What came before
     s_answer_t parts;
     s_match_parts (session.runtime, hashes, S_BLOCKS, true, 4, &parts);
-    t_check (parts.parts == 3 && parts.matched == S_BLOCKS);
+    t_check (parts.parts == 7 && parts.matched == S_BLOCKS);
     size_t messages = s_access_messages (router, hashes, &events, 300);
     t_check (messages == 1);
     t_check (events == S_BLOCKS);
     t_check (t_unpin (session.runtime, hashes, S_BLOCKS) == S_BLOCKS);
-    printf ("a match in 4 parts reaches the policy as one request, depths 0..%d: OK\n",
+    printf ("a match in 7 parts reaches the policy as one request, depths 0..%d: OK\n",
             S_BLOCKS - 1);
     free (hashes);
     kvt_client_generate_fini (&first);
