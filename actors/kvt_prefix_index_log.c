@@ -228,8 +228,7 @@ s_slice_yields (self_t *self)
 }
 
 //  One slice, unless it yields; 'slice_us' notes when it ran. A slice
-//  runs from a timer, outside the actor's us_busy: us_policy_slices is
-//  the rest of what this actor keeps its thread busy with.
+//  runs from a timer: counted in us_busy as us_policy_slices.
 static bool
 s_log_slice (self_t *self)
 {
@@ -238,7 +237,7 @@ s_log_slice (self_t *self)
     int64_t start = kvt_now_us ();
     self->policy_log->slice_us = start;
     bool drained = s_log_apply (self, 0, self->policy_slice_us);
-    kvt_actor_count (self->actor, "us_policy_slices", (uint64_t) (kvt_now_us () - start));
+    kvt_actor_count_busy (self->actor, "", "policy_slices", start);
     return drained;
 }
 

@@ -567,6 +567,7 @@ s_frontdoor_ready (zloop_t *loop, zsock_t *sock, void *arg)
     (void) loop;
     self_t *self = (self_t *) arg;
     kvt_msg_t *msg = NULL;
+    int64_t start = kvt_now_us ();
     int rc = kvt_msg_recv_limited (sock, &msg, self->max_frame);
     if (rc == -EINTR)
         return 0;
@@ -590,6 +591,7 @@ s_frontdoor_ready (zloop_t *loop, zsock_t *sock, void *arg)
         kvt_scheduler_send_client (self, &reply);
     }
     kvt_msg_destroy (&msg);
+    kvt_actor_count_busy (self->actor, "client_", kvt_msg_name (id), start);
     return 0;
 }
 

@@ -119,17 +119,16 @@ kvt_actor_add_counters (kvt_actor_t *self, kvt_msg_t *msg, int field)
 
 //  us_busy counts the time an actor's loop spends on its own requests,
 //  replies and steps, decoding included, and us_<MSG> / us_reply_<MSG> /
-//  us_steps split it by what was handled: with the counts of the actors
-//  sharing its thread, how full that thread is and with what, which no
-//  profiler on the GPU machine can say (issue #3)
-static void
-s_count_busy (kvt_actor_t *self, const char *kind, int id, int64_t start)
+//  us_steps split it by what was handled (us_other: not decoded): with
+//  the counts of the actors sharing its thread, how full that thread is
+//  and with what, which no profiler on the GPU machine can say (issue #3)
+void
+kvt_actor_count_busy (kvt_actor_t *self, const char *kind, const char *name, int64_t start)
 {
     uint64_t us = (uint64_t) (kvt_now_us () - start);
     kvt_actor_count (self, "us_busy", us);
-    const char *name = kvt_msg_name (id);
     char counter [48];
-    snprintf (counter, sizeof (counter), "us_%s%s", kind, name? name: "");
+    snprintf (counter, sizeof (counter), "us_%s%s", kind, name? name: "other");
     kvt_actor_count (self, counter, us);
 }
 
@@ -274,7 +273,7 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
     kvt_actor_t *self = (kvt_actor_t *) arg;
     int64_t start = kvt_now_us ();
     int id = s_peer_reply (self, sock);
-    s_count_busy (self, "reply_", id, start);
+    kvt_actor_count_busy (self, "reply_", kvt_msg_name (id), start);
     return 0;
 }
 
@@ -382,7 +381,7 @@ s_inbox_ready (zloop_t *loop, zsock_t *inbox, void *arg)
     kvt_actor_t *self = (kvt_actor_t *) arg;
     int64_t start = kvt_now_us ();
     int id = s_request (self, inbox);
-    s_count_busy (self, "", id, start);
+    kvt_actor_count_busy (self, "", kvt_msg_name (id), start);
     return 0;
 }
 
@@ -408,7 +407,7 @@ s_step_ready (zloop_t *loop, zsock_t *wake, void *arg)
         self->step = NULL;
         zloop_reader (loop, self->inbox, s_inbox_ready, self);
     }
-    s_count_busy (self, "steps", -1, start);
+    kvt_actor_count_busy (self, "steps", "", start);
     return 0;
 }
 

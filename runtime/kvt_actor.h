@@ -147,6 +147,14 @@ bool
 void
     kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta);
 
+//  Count the time since 'start_us' (kvt_now_us) as the actor's loop's own
+//  work: in us_busy and in us_<kind><name> (name NULL: "other"). The
+//  runtime counts its sockets' requests (kind ""), replies ("reply_") and
+//  steps; an actor counts a socket of its own the same way.
+void
+    kvt_actor_count_busy (kvt_actor_t *self, const char *kind, const char *name,
+                          int64_t start_us);
+
 //  Set a named gauge reported by STATS.
 void
     kvt_actor_gauge (kvt_actor_t *self, const char *gauge, uint64_t value);

@@ -313,6 +313,14 @@ s_own_blocks_kept (const char *index_mode)
     t_check (again.from_host == S_BLOCKS / 2);
     t_check (again.from_gpu == S_BLOCKS / 2);   //  None of A's GPU blocks made room
     t_check (again.computed == 0);
+    //  Where the shared thread's time went is counted: the client's
+    //  GENERATEs, the index's answer in steps, the replies it made
+    t_check (t_stat (session.client, "scheduler.us_client_GENERATE") > 0);
+    t_check (t_stat (session.client, "prefix_index.us_busy")
+             >= t_stat (session.client, "prefix_index.us_steps"));
+    t_check (t_stat (session.client, "scheduler.us_busy")
+             >= t_stat (session.client, "scheduler.us_reply_IDX_MATCH_PART"));
+    t_check (t_stat (session.client, "prefix_index.requests_in_steps") > 0);
     t_check (again.token_count == a.token_count
              && memcmp (again.tokens, a.tokens, a.token_count * sizeof (uint64_t)) == 0);
     printf ("a plan in pieces on a full GPU tier keeps its own later blocks there "
