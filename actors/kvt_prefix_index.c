@@ -29,10 +29,11 @@
              STATS.
 @discuss
     The eviction order of each tier comes from a policy object hosted
-    here: migration/policy names it (a built-in such as "lru", "plugin:PATH"
-    or PATH.so for a shared object, or "remote:ENDPOINT" for a process of
-    any language; actors/policies/POLICIES.md), migration/policy_options
-    passes its options. The index hosts it, not the migration actor,
+    here: migration/policy names the GPU tier's (a built-in such as "lru",
+    "plugin:PATH" or PATH.so for a shared object, or "remote:ENDPOINT" for
+    a process of any language; actors/policies/POLICIES.md),
+    migration/lower_policy the host and NVMe tiers' ("": the same),
+    migration/policy_options passes its options. The index hosts it, not the migration actor,
     because only the index sees every event a policy learns from - each
     use (IDX_MATCH with pin), insert, move and removal, from every actor -
     and because it alone knows which blocks are pinned or moving, which
@@ -296,7 +297,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->block_tokens = (uint32_t) kvt_config_int (config, "model/block_tokens");
     self->policy_name = strdup (kvt_config_str (config, "migration/policy"));
     self->policy_options = strdup (kvt_config_str (config, "migration/policy_options"));
-    if (!self->policy_name || !self->policy_options)
+    self->lower_policy_name = strdup (kvt_config_str (config, "migration/lower_policy"));
+    if (!self->policy_name || !self->policy_options || !self->lower_policy_name)
         abort ();
     self->policy_timeout_ms = (int) kvt_config_int (config, "migration/policy_timeout_ms");
     self->policy_retry_ms = (int) kvt_config_int (config, "migration/policy_retry_ms");
@@ -317,6 +319,7 @@ s_self_destroy (void **self_p)
         kvt_policy_remote_destroy (&self->remote);
         free (self->policy_name);
         free (self->policy_options);
+        free (self->lower_policy_name);
         s_pool_destroy (self->entries, self->max_blocks * sizeof (kvt_prefix_index_entry_t));
         free (self->free_entries);
         s_pool_destroy (self->table, (self->table_mask + 1) * sizeof (uint32_t));

@@ -98,6 +98,7 @@ typedef struct {
     uint64_t requests;              //  Requests begun (IDX_MATCH with pin): policy 'now'
     uint32_t block_tokens;          //  From model/block_tokens, told to policies
     char *policy_name;              //  migration/policy, owned copy
+    char *lower_policy_name;        //  migration/lower_policy, owned copy ("": the same)
     char *policy_options;           //  migration/policy_options, owned copy
     int policy_timeout_ms;          //  migration/policy_timeout_ms
     int policy_retry_ms;            //  migration/policy_retry_ms

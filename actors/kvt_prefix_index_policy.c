@@ -107,22 +107,30 @@ kvt_prefix_index_policy_start (self_t *self)
         return 0;
     }
     kvt_prefix_index_log_start (self);
-    char *spec = NULL;
-    size_t length = strlen (name);
-    if (strncmp (name, "plugin:", 7) != 0 && length > 3 && streq (name + length - 3, ".so"))
-        spec = zsys_sprintf ("plugin:%s", name);
+    //  The host and NVMe tiers hear only moves and copies, never a
+    //  request's begin (a policy's view of the workload), so the order
+    //  that learns from requests pays off on the GPU tier; below it the
+    //  simulator models lru (kvt_sim, --lower-policy), and every event
+    //  there costs the thread the index shares with the scheduler
+    //  (issue #3: a 1 GiB promotion is 65536 host-tier evictions)
     for (int tier = 0; tier < KVT_TIER_COUNT; tier++) {
+        bool lower = tier != KVT_TIER_GPU && *self->lower_policy_name;
+        const char *key = lower? "migration/lower_policy": "migration/policy";
+        name = lower? self->lower_policy_name: self->policy_name;
+        size_t length = strlen (name);
+        char *spec = strncmp (name, "plugin:", 7) != 0 && length > 3
+                  && streq (name + length - 3, ".so")? zsys_sprintf ("plugin:%s", name): NULL;
+        //  (policy_options are policy's: another lower order gets none)
+        const char *options = lower || !*self->policy_options? NULL: self->policy_options;
         self->policies [tier] = kvt_policy_new (spec? spec: name,
-                                                (size_t) self->capacity [tier],
-                                                *self->policy_options? self->policy_options: NULL);
+                                                (size_t) self->capacity [tier], options);
+        zstr_free (&spec);
         if (!self->policies [tier]) {
-            kvt_log_error ("prefix_index: migration/policy: cannot use '%s' (options '%s')",
-                           name, self->policy_options);
-            zstr_free (&spec);
+            kvt_log_error ("prefix_index: %s: cannot use '%s' (options '%s')", key, name,
+                           options? options: "");
             return KVT_ECONFIG;
         }
     }
-    zstr_free (&spec);
     return 0;
 }
 

@@ -112,6 +112,39 @@ s_scenario (const char *policy, int gpu_blocks, bool demote, const char *extra, 
     return fallbacks;
 }
 
+//  The host tier's order comes from migration/lower_policy ('lower'):
+//  under the plugin (MRU) on the GPU, prompts A and B go down to the
+//  host whole, then 8 blocks on to NVMe. Fills their placements.
+static void
+s_lower_scenario (const char *plugin, const char *lower, char *a, char *b)
+{
+    char policy_option [PATH_MAX + 64], lower_option [PATH_MAX + 64];
+    snprintf (policy_option, sizeof (policy_option), "migration/policy=%s", plugin);
+    snprintf (lower_option, sizeof (lower_option), "migration/lower_policy=%s", lower);
+    const char *overrides [] = {
+        policy_option, lower_option, "tier_gpu/capacity_blocks=32",
+        "migration/high_watermark=100", NULL
+    };
+    kvt_config_t *config = t_config (overrides);
+    kvt_runtime_t *runtime = t_start_runtime (config);
+    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
+    kvt_client_hello_t hello;
+    t_ok (kvt_client_hello (client, "test_policy_live", &hello));
+    s_generate (client, &hello, 1);
+    s_generate (client, &hello, 2);
+    uint64_t moved = 0;
+    t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 2 * T_BLOCKS, &moved));
+    t_check (moved == 2 * T_BLOCKS);
+    t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, T_BLOCKS, &moved));
+    t_check (moved == T_BLOCKS);
+    s_placement (client, &hello, 1, a);
+    s_placement (client, &hello, 2, b);
+    printf ("test_policy_live: plugin, lower_policy '%s': A %s B %s\n", lower, a, b);
+    kvt_client_destroy (&client);
+    kvt_runtime_destroy (&runtime);
+    kvt_config_destroy (&config);
+}
+
 //  Under 'policy', run 24 prompts of 4 conversations (28 blocks) over
 //  tiers of 10 + 6 + 6 blocks, so that every tier evicts (GPU, host and
 //  NVMe), with watermark upkeep on. Returns a
@@ -123,7 +156,7 @@ s_workload (const char *policy)
     snprintf (policy_option, sizeof (policy_option), "migration/policy=%s", policy);
     const char *overrides [] = {
         policy_option, "tier_gpu/capacity_blocks=10", "tier_host/capacity_blocks=6",
-        "tier_nvme/capacity_blocks=6", NULL
+        "tier_nvme/capacity_blocks=6", "migration/lower_policy=", NULL   //  Every tier
     };
     kvt_config_t *config = t_config (overrides);
     kvt_runtime_t *runtime = t_start_runtime (config);
@@ -214,13 +247,26 @@ main (int argc, char *argv [])
         t_check (s_workload (kvt_policy_builtin (index)->name) == digest);
     t_check (s_workload (plugin) == digest);
 
-    //  A policy that does not exist stops the runtime at START
-    const char *bad [] = { "migration/policy=no-such-policy", NULL };
-    kvt_config_t *config = t_config (bad);
-    kvt_runtime_t *runtime = kvt_runtime_new (config, kvt_actors_all ());
-    t_check (kvt_runtime_start (runtime) != 0);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    //  The host tier follows migration/lower_policy: the plugin (MRU) on
+    //  the GPU sends B down first, then A; lru (the default) on the host
+    //  sends on to NVMe the blocks that came down first (B), the plugin
+    //  on every tier ("") the ones that came down last (A)
+    s_lower_scenario (plugin, "lru", a, b);
+    char a_own [T_BLOCKS + 1], b_own [T_BLOCKS + 1];
+    s_lower_scenario (plugin, "", a_own, b_own);
+    t_check (streq (a, "11111111") && streq (b, "22222222"));
+    t_check (streq (a_own, "22222222") && streq (b_own, "11111111"));
+
+    //  A policy that does not exist stops the runtime at START, on any tier
+    for (int lower = 0; lower < 2; lower++) {
+        const char *bad [] = { lower? "migration/lower_policy=no-such-policy"
+                                    : "migration/policy=no-such-policy", NULL };
+        kvt_config_t *config = t_config (bad);
+        kvt_runtime_t *runtime = kvt_runtime_new (config, kvt_actors_all ());
+        t_check (kvt_runtime_start (runtime) != 0);
+        kvt_runtime_destroy (&runtime);
+        kvt_config_destroy (&config);
+    }
 
     printf ("test_policy_live: OK\n");
     return T_EXIT_PASS;

@@ -190,7 +190,10 @@ s_scenario (bool stream, s_run_t *run)
         "compute/device=cpu", "model/layers=3", "model/heads=4", "model/kv_heads=2",
         "model/head_dim=16", "model/hidden=64", "model/intermediate=128", "model/vocab=256",
         "tier_gpu/capacity_blocks=64", "tier_host/capacity_blocks=64",
-        "tier_nvme/capacity_blocks=256", NULL };
+        "tier_nvme/capacity_blocks=256",
+        //  The placements below (which blocks a partial demotion takes)
+        //  assume the host tier orders its blocks as the GPU tier does
+        "migration/lower_policy=prefix-adaptive", NULL };
     kvt_config_t *config = t_config (overrides);
     kvt_runtime_t *runtime = t_start_runtime (config);
     kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
