@@ -62,6 +62,33 @@ s_generate (kvt_client_t *client, const kvt_client_hello_t *hello, uint64_t seed
     free (tokens);
 }
 
+//  A runtime under 'overrides' that has run prompts A (seed 1) and B (seed 2)
+typedef struct {
+    kvt_config_t *config;
+    kvt_runtime_t *runtime;
+    kvt_client_t *client;
+    kvt_client_hello_t hello;
+} s_live_t;
+
+static void
+s_live_start (s_live_t *live, const char **overrides)
+{
+    live->config = t_config (overrides);
+    live->runtime = t_start_runtime (live->config);
+    live->client = kvt_client_new (kvt_runtime_ipc_endpoint (live->runtime), 30000);
+    t_ok (kvt_client_hello (live->client, "test_policy_live", &live->hello));
+    s_generate (live->client, &live->hello, 1);
+    s_generate (live->client, &live->hello, 2);
+}
+
+static void
+s_live_end (s_live_t *live)
+{
+    kvt_client_destroy (&live->client);
+    kvt_runtime_destroy (&live->runtime);
+    kvt_config_destroy (&live->config);
+}
+
 //  Run prompts A (seed 1) and B (seed 2) on a GPU tier of 'gpu_blocks'
 //  under 'policy' (and the config option 'extra', or NULL); then DEMOTE 8
 //  blocks (demote true) or run prompt C (seed 3). Fills the placements of
@@ -77,14 +104,10 @@ s_scenario (const char *policy, int gpu_blocks, bool demote, const char *extra, 
     const char *overrides [] = {
         policy_option, gpu_option, "migration/high_watermark=100", extra, NULL
     };
-    kvt_config_t *config = t_config (overrides);
-    kvt_runtime_t *runtime = t_start_runtime (config);
-    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-    kvt_client_hello_t hello;
-    t_ok (kvt_client_hello (client, "test_policy_live", &hello));
-
-    s_generate (client, &hello, 1);
-    s_generate (client, &hello, 2);
+    s_live_t live;
+    s_live_start (&live, overrides);
+    kvt_client_t *client = live.client;
+    kvt_client_hello_t hello = live.hello;
     s_placement (client, &hello, 1, a);
     s_placement (client, &hello, 2, b);
     t_check (streq (a, "00000000") && streq (b, "00000000"));
@@ -106,9 +129,7 @@ s_scenario (const char *policy, int gpu_blocks, bool demote, const char *extra, 
     printf ("test_policy_live: %-8s gpu %2d %-7s A %s B %s fallbacks %" PRIu64 "\n",
             strncmp (policy, "plugin:", 7) == 0? "plugin": policy[0] == '/'? "path.so": policy,
             gpu_blocks, demote? "demote": "fill", a, b, fallbacks);
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    s_live_end (&live);
     return fallbacks;
 }
 
@@ -125,24 +146,18 @@ s_lower_scenario (const char *plugin, const char *lower, char *a, char *b)
         policy_option, lower_option, "tier_gpu/capacity_blocks=32",
         "migration/high_watermark=100", NULL
     };
-    kvt_config_t *config = t_config (overrides);
-    kvt_runtime_t *runtime = t_start_runtime (config);
-    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
-    kvt_client_hello_t hello;
-    t_ok (kvt_client_hello (client, "test_policy_live", &hello));
-    s_generate (client, &hello, 1);
-    s_generate (client, &hello, 2);
+    s_live_t live;
+    s_live_start (&live, overrides);
+    kvt_client_t *client = live.client;
     uint64_t moved = 0;
     t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, 2 * T_BLOCKS, &moved));
     t_check (moved == 2 * T_BLOCKS);
     t_ok (kvt_client_demote (client, KVT_TIER_HOST, KVT_TIER_NVME, T_BLOCKS, &moved));
     t_check (moved == T_BLOCKS);
-    s_placement (client, &hello, 1, a);
-    s_placement (client, &hello, 2, b);
+    s_placement (client, &live.hello, 1, a);
+    s_placement (client, &live.hello, 2, b);
     printf ("test_policy_live: plugin, lower_policy '%s': A %s B %s\n", lower, a, b);
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    s_live_end (&live);
 }
 
 //  Under 'policy', run 24 prompts of 4 conversations (28 blocks) over
