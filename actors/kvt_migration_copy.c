@@ -193,10 +193,10 @@ s_gpu_copy_signal (void *fd_ptr)
 //  the actors that feed it, which no profiler on the GPU machine shows
 //  (issue #3).
 static void
-s_lane_queued (s_lane_t *lane)
+s_lane_queued (s_lane_t *lane, int64_t queued_us)
 {
     if (zlist_size (lane->waiting) == 0)
-        lane->busy_us = kvt_now_us ();
+        lane->busy_us = queued_us;
 }
 
 static void
@@ -215,16 +215,18 @@ s_gpu_copy_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     uint64_t done = 0;
     if (read (item->fd, &done, sizeof (done)) != sizeof (done))
         return 0;                   //  Spurious wake-up
+    int64_t start = kvt_now_us ();
     for (; done > 0; done--) {
         s_copy_wait_t *wait = (s_copy_wait_t *) zlist_pop (lane->waiting);
         if (!wait)
             break;
+        if (zlist_size (lane->waiting) == 0)
+            s_lane_idle (lane);     //  (Before a continuation queues the next)
         if (wait->cont)
             wait->cont (lane->owner, wait->arg, wait->rc);
         free (wait);
     }
-    if (zlist_size (lane->waiting) == 0)
-        s_lane_idle (lane);
+    kvt_actor_count_busy (lane->owner->actor, "", "copies_done", start);
     return 0;
 }
 
@@ -522,6 +524,7 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
         s_lane_t *lane = self->gpu_copy? &self->gpu_copy->lanes [from == KVT_TIER_GPU
                                                                  ? S_LANE_TO_HOST
                                                                  : S_LANE_TO_GPU]: NULL;
+        int64_t queued_us = kvt_now_us ();     //  The link is busy from the first copy
         if (rc == 0)
             rc = self->cold_fp8? s_fp8_queue (self, lane, from, from_slots, to_slots, count)
                                : s_copy_blocks_queue (self, lane, src, from_slots, dst, to_slots,
@@ -542,7 +545,7 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
             &&  cudaStreamWaitEvent (lane->notify, lane->copied, 0) == cudaSuccess
             &&  cudaLaunchHostFunc (lane->notify, s_gpu_copy_signal,
                                     (void *) (intptr_t) lane->event_fd) == cudaSuccess) {
-                s_lane_queued (lane);
+                s_lane_queued (lane, queued_us);
                 zlist_append (lane->waiting, wait);
                 return;
             }
@@ -555,7 +558,7 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
             if (cudaStreamSynchronize (lane->stream) != cudaSuccess
             ||  cudaStreamSynchronize (lane->notify) != cudaSuccess)
                 wait->rc = rc? rc: KVT_ECUDA;
-            s_lane_queued (lane);
+            s_lane_queued (lane, queued_us);
             zlist_append (lane->waiting, wait);
             s_gpu_copy_signal ((void *) (intptr_t) lane->event_fd);
             return;

@@ -91,8 +91,9 @@ kvt_prefix_index_policy_flush (self_t *self)
         kvt_actor_count (self->actor, "policy_events_dropped", queued);
 }
 
-//  Create the tiers' policies from migration/policy. Returns 0 or
-//  KVT_ECONFIG (logged, naming the key).
+//  Create the tiers' policies from migration/policy (the GPU tier's, or
+//  a remote one for every tier) and migration/lower_policy (the host and
+//  NVMe tiers'). Returns 0 or KVT_ECONFIG (logged, naming the key).
 int
 kvt_prefix_index_policy_start (self_t *self)
 {
@@ -105,6 +106,11 @@ kvt_prefix_index_policy_start (self_t *self)
             return KVT_ECONFIG;
         }
         return 0;
+    }
+    if (strncmp (self->lower_policy_name, "remote:", 7) == 0) {
+        kvt_log_error ("prefix_index: migration/lower_policy: a remote policy orders every "
+                       "tier; name it in migration/policy");
+        return KVT_ECONFIG;
     }
     kvt_prefix_index_log_start (self);
     //  The host and NVMe tiers hear only moves and copies, never a
@@ -121,7 +127,8 @@ kvt_prefix_index_policy_start (self_t *self)
         char *spec = strncmp (name, "plugin:", 7) != 0 && length > 3
                   && streq (name + length - 3, ".so")? zsys_sprintf ("plugin:%s", name): NULL;
         //  (policy_options are policy's: another lower order gets none)
-        const char *options = lower || !*self->policy_options? NULL: self->policy_options;
+        bool own = !lower || streq (name, self->policy_name);
+        const char *options = own && *self->policy_options? self->policy_options: NULL;
         self->policies [tier] = kvt_policy_new (spec? spec: name,
                                                 (size_t) self->capacity [tier], options);
         zstr_free (&spec);

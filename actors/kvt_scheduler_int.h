@@ -169,7 +169,8 @@ void
 //  Ask the index where the job's blocks are (IDX_MATCH), pinning them or
 //  not; 'fn' gets the answer with 'arg'. With 'part_blocks' > 0 the
 //  answer comes in parts (IDX_MATCH_PARTS): 'fn' gets an IDX_MATCH_PART
-//  for each part_blocks blocks matched while more follow, then
+//  for each part matched while more follow (part_blocks, smaller at
+//  both ends of the prefix: kvt_prefix_index_part_size), then
 //  IDX_MATCH_PARTS_OK with the rest (its fields are IDX_MATCH_OK's).
 void
     kvt_scheduler_match (job_t *job, bool pin, size_t part_blocks,

@@ -14,8 +14,9 @@
     layer), and then calls the job's next step.
     In pieces (issue #3): a long prefix is matched with IDX_MATCH_PARTS,
     and the index answers each scheduler/plan_piece_kib of KV matched (at
-    least plan_piece_min_blocks) as an IDX_MATCH_PART as soon as it has
-    it. Each piece with blocks off the GPU goes to migration as its own
+    least plan_piece_min_blocks; an eighth of that at both ends of the
+    prefix, kvt_prefix_index_part_size) as an IDX_MATCH_PART as soon as
+    it has it. Each piece with blocks off the GPU goes to migration as its own
     MIG_PROMOTE at once, so the copy of the first piece starts while the
     index still matches the rest (a 1 GiB prefix of 64 KiB blocks: the
     match, ~1.5 ms, sat on the path before anything could cross). The

@@ -248,6 +248,7 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
 {
     (void) loop;
     self_t *self = (self_t *) arg;
+    int64_t start = kvt_now_us ();
     uint64_t ticks;
     if (read (item->fd, &ticks, sizeof (ticks)) < 0 && errno != EAGAIN)
         kvt_log_warn ("tier_nvme: eventfd read: %s", strerror (errno));
@@ -269,6 +270,7 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     kvt_actor_gauge (self->actor, "read_bytes", stats.read_bytes);
     kvt_actor_gauge (self->actor, "group_fallbacks", stats.group_fallbacks);
     kvt_actor_gauge (self->actor, "write_bytes", stats.write_bytes);
+    kvt_actor_count_busy (self->actor, "", "io_done", start);
     return 0;
 }
 

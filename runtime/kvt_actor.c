@@ -9,6 +9,7 @@
 
 #define S_MAX_PEERS     8           //  Peers one actor may call
 #define S_MAX_COUNTERS  128         //  Distinct counters one actor reports
+#define S_BUSY_MEMO     128         //  Entries of the busy counters' memo (a power of 2)
 #define S_SWEEP_MS      50          //  How often call deadlines are checked
 #define S_MAX_GUESTS    4           //  Actors one thread may host beside its own
 
@@ -48,6 +49,14 @@ struct _kvt_actor_t {
     int64_t call_timeout_us;        //  From runtime/call_timeout_ms
     s_counter_t counters [S_MAX_COUNTERS];
     int counter_count;              //  Entries used
+    //  kvt_actor_count_busy's counters by the address of their names'
+    //  parts (message names and kinds are static strings): no name
+    //  search and no formatting for each message
+    struct {
+        const char *kind, *name;
+        s_counter_t *counter;
+    } busy_memo [S_BUSY_MEMO];
+    s_counter_t *busy;              //  us_busy, once counted
     bool started;                   //  START succeeded?
     kvt_actor_t *guests [S_MAX_GUESTS];  //  Actors sharing our thread and loop
     int guest_count;                //  Entries in guests
@@ -126,10 +135,21 @@ void
 kvt_actor_count_busy (kvt_actor_t *self, const char *kind, const char *name, int64_t start)
 {
     uint64_t us = (uint64_t) (kvt_now_us () - start);
-    kvt_actor_count (self, "us_busy", us);
-    char counter [48];
-    snprintf (counter, sizeof (counter), "us_%s%s", kind, name? name: "other");
-    kvt_actor_count (self, counter, us);
+    name = name? name: "other";
+    if (!self->busy)
+        self->busy = s_counter (self, "us_busy");
+    size_t at = (((uintptr_t) kind * 31 + (uintptr_t) name) >> 3) & (S_BUSY_MEMO - 1);
+    if (self->busy_memo [at].kind != kind || self->busy_memo [at].name != name) {
+        char counter [48];
+        snprintf (counter, sizeof (counter), "us_%s%s", kind, name);
+        self->busy_memo [at].kind = kind;
+        self->busy_memo [at].name = name;
+        self->busy_memo [at].counter = s_counter (self, counter);
+    }
+    if (self->busy)
+        self->busy->value += us;
+    if (self->busy_memo [at].counter)
+        self->busy_memo [at].counter->value += us;
 }
 
 //  --------------------------------------------------------------------------
@@ -284,6 +304,7 @@ s_sweep_deadlines (zloop_t *loop, int timer_id, void *arg)
     (void) timer_id;
     kvt_actor_t *self = (kvt_actor_t *) arg;
     int64_t now = kvt_now_us ();
+    int64_t start = now;
     for (size_t index = 0; index < self->pending_count; ) {
         if (self->pending [index].deadline_us <= now) {
             s_pending_t call = s_pending_take (self, index);
@@ -300,6 +321,7 @@ s_sweep_deadlines (zloop_t *loop, int timer_id, void *arg)
         else
             index++;
     }
+    kvt_actor_count_busy (self, "", "deadlines", start);
     return 0;
 }
 

@@ -272,10 +272,13 @@ main (int argc, char *argv [])
     t_check (streq (a, "11111111") && streq (b, "22222222"));
     t_check (streq (a_own, "22222222") && streq (b_own, "11111111"));
 
-    //  A policy that does not exist stops the runtime at START, on any tier
-    for (int lower = 0; lower < 2; lower++) {
-        const char *bad [] = { lower? "migration/lower_policy=no-such-policy"
-                                    : "migration/policy=no-such-policy", NULL };
+    //  A policy that does not exist stops the runtime at START, on any
+    //  tier, and so does a remote one for the lower tiers alone
+    const char *bads [] = { "migration/policy=no-such-policy",
+                            "migration/lower_policy=no-such-policy",
+                            "migration/lower_policy=remote:ipc:///tmp/kvt-no-such-policy" };
+    for (size_t k = 0; k < sizeof (bads) / sizeof (bads [0]); k++) {
+        const char *bad [] = { bads [k], NULL };
         kvt_config_t *config = t_config (bad);
         kvt_runtime_t *runtime = kvt_runtime_new (config, kvt_actors_all ());
         t_check (kvt_runtime_start (runtime) != 0);

@@ -193,7 +193,7 @@ s_scenario (bool stream, s_run_t *run)
         "tier_nvme/capacity_blocks=256",
         //  The placements below (which blocks a partial demotion takes)
         //  assume the host tier orders its blocks as the GPU tier does
-        "migration/lower_policy=prefix-adaptive", NULL };
+        "migration/lower_policy=", NULL };
     kvt_config_t *config = t_config (overrides);
     kvt_runtime_t *runtime = t_start_runtime (config);
     kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 30000);
