@@ -150,7 +150,9 @@ void
 //  Count the time since 'start_us' (kvt_now_us) as the actor's loop's own
 //  work: in us_busy and in us_<kind><name> (name NULL: "other"). The
 //  runtime counts its sockets' requests (kind ""), replies ("reply_") and
-//  steps; an actor counts a socket of its own the same way.
+//  steps; an actor counts a socket of its own the same way. 'kind' and
+//  'name' must be static strings (literals, kvt_msg_name): the counter is
+//  remembered by their addresses.
 void
     kvt_actor_count_busy (kvt_actor_t *self, const char *kind, const char *name,
                           int64_t start_us);

@@ -303,12 +303,7 @@ main (void)
         t_check (t_stat (client, "compute.seqs_waiting") == 0);
 
         //  Bad COMP_RUNs straight to the compute actor
-        char endpoint [512];
-        kvt_actor_endpoint (kvt_runtime_run_dir (runtime), "compute", true, endpoint,
-                            sizeof (endpoint));
-        zsock_t *dealer = zsock_new (ZMQ_DEALER);
-        t_check (dealer && zsock_connect (dealer, "%s", endpoint) == 0);
-        zsock_set_rcvtimeo (dealer, 30000);
+        zsock_t *dealer = t_dealer (runtime, "compute");
         uint64_t slots [3] = { 0, 1, 2 }, far [2] = { 0, 400 };
         uint64_t bad_token [40];
         memcpy (bad_token, prompts [1], sizeof (bad_token));     //  80 tokens

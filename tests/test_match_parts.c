@@ -101,12 +101,7 @@ static void
 s_match_parts (kvt_runtime_t *runtime, const uint64_t *hashes, size_t count, bool pin,
                size_t part_blocks, s_answer_t *answer)
 {
-    char endpoint [512];
-    kvt_actor_endpoint (kvt_runtime_run_dir (runtime), "prefix_index", true, endpoint,
-                        sizeof (endpoint));
-    zsock_t *dealer = zsock_new (ZMQ_DEALER);
-    t_check (dealer && zsock_connect (dealer, "%s", endpoint) == 0);
-    zsock_set_rcvtimeo (dealer, 30000);
+    zsock_t *dealer = t_dealer (runtime, "prefix_index");
     kvt_msg_t *msg = kvt_msg_new (KVT_MSG_IDX_MATCH_PARTS);
     kvt_msg_set_array (msg, KVT_IDX_MATCH_PARTS_HASHES, hashes, count);
     kvt_msg_set_u64 (msg, KVT_IDX_MATCH_PARTS_PIN, pin);

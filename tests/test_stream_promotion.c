@@ -242,12 +242,7 @@ s_scenario (bool stream, s_run_t *run)
 
     if (stream) {
         //  Bad host_slots straight to compute: wrong length, out of range
-        char endpoint [512];
-        kvt_actor_endpoint (kvt_runtime_run_dir (runtime), "compute", true, endpoint,
-                            sizeof (endpoint));
-        zsock_t *dealer = zsock_new (ZMQ_DEALER);
-        t_check (dealer && zsock_connect (dealer, "%s", endpoint) == 0);
-        zsock_set_rcvtimeo (dealer, 30000);
+        zsock_t *dealer = t_dealer (runtime, "compute");
         uint64_t slots [S_BLOCKS], host_slots [S_BLOCKS];
         for (size_t k = 0; k < S_BLOCKS; k++) {
             slots [k] = k;

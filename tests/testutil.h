@@ -176,16 +176,25 @@ t_flip_on_disk (kvt_runtime_t *runtime, const uint8_t *needle)
     return flipped;
 }
 
-//  Send 'msg' (consumed) straight to actor 'name' of 'runtime', as a peer
-//  actor would; return its reply (the caller destroys it).
-static inline kvt_msg_t *
-t_call (kvt_runtime_t *runtime, const char *name, kvt_msg_t *msg)
+//  A DEALER connected to actor 'name' of 'runtime', as a peer actor's
+//  (30 s receive timeout); the caller destroys it.
+static inline zsock_t *
+t_dealer (kvt_runtime_t *runtime, const char *name)
 {
     char endpoint [512];
     kvt_actor_endpoint (kvt_runtime_run_dir (runtime), name, true, endpoint, sizeof (endpoint));
     zsock_t *dealer = zsock_new (ZMQ_DEALER);
     t_check (dealer && zsock_connect (dealer, "%s", endpoint) == 0);
     zsock_set_rcvtimeo (dealer, 30000);
+    return dealer;
+}
+
+//  Send 'msg' (consumed) straight to actor 'name' of 'runtime', as a peer
+//  actor would; return its reply (the caller destroys it).
+static inline kvt_msg_t *
+t_call (kvt_runtime_t *runtime, const char *name, kvt_msg_t *msg)
+{
+    zsock_t *dealer = t_dealer (runtime, name);
     kvt_msg_set_request_id (msg, 11);
     t_ok (kvt_msg_send (&msg, dealer));
     kvt_msg_t *reply = NULL;
