@@ -710,6 +710,15 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->overlap_upkeep = (int) kvt_config_int (config, "migration/overlap_upkeep");
     self->test_upkeep_delay_ms = (int) kvt_config_int (config, "migration/test_upkeep_delay_ms");
     s_test_hold_config (self, config);
+    const char *held_copies = kvt_config_str (config, "migration/test_hold_copies");
+    self->test_hold_copies_from = streq (held_copies, "to_gpu")? KVT_TIER_HOST:
+                                  streq (held_copies, "to_host")? KVT_TIER_GPU: -1;
+    if (self->test_hold_copies_from >= 0)
+        self->copies_held = zlist_new ();
+    else
+    if (*held_copies)
+        kvt_log_warn ("migration: test_hold_copies '%s' is not to_gpu or to_host; nothing held",
+                      held_copies);
     const char *admission = kvt_config_str (config, "migration/disk_admission");
     self->disk_admission = streq (admission, "reused")? KVT_MIGRATION_DISK_REUSED:
                            streq (admission, "predicted")? KVT_MIGRATION_DISK_PREDICTED:
@@ -734,6 +743,14 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->write_through = kvt_config_int (config, "migration/write_through") != 0;
     kvt_migration_shadows_new (self);
     return self;
+}
+
+//  The actor ends: the copies still queued are reported failed, so that
+//  their jobs are freed (the open calls fail next, in the skeleton).
+static size_t
+s_self_stop (void *self_ptr)
+{
+    return kvt_migration_copy_stop ((self_t *) self_ptr);
 }
 
 static void
@@ -763,6 +780,8 @@ s_self_destroy (void **self_p)
 #ifdef KVT_WITH_CUDA
         kvt_migration_copy_destroy (&self->gpu_copy);
 #endif
+        assert (!self->copies_held || zlist_size (self->copies_held) == 0);
+        zlist_destroy (&self->copies_held);
         free (self);
         *self_p = NULL;
     }
@@ -829,6 +848,7 @@ const kvt_actor_def_t kvt_migration_def = {
     .create = s_self_new,
     .start = s_self_start,
     .destroy = s_self_destroy,
+    .stop = s_self_stop,
     .peers = s_peers,
     .handlers = {
         [KVT_MSG_MIG_RESERVE] = s_handle_job,

@@ -77,6 +77,14 @@ s_fp8_args (self_t *self, int from, const int64_t *from_slots, const int64_t *to
         .count = (int) count, .scale_stride = host_bytes / 4 };
 }
 
+//  A copy queued on a stream (or held by migration/test_hold_copies),
+//  waiting to be reported done.
+typedef struct {
+    kvt_migration_cont_fn *cont;    //  Called once the copy is done, or NULL
+    void *arg;                      //  Its argument
+    int rc;                         //  Status of queueing the copy
+} s_copy_wait_t;
+
 #ifdef KVT_WITH_CUDA
 //  Blocks smaller than this move with the copy kernel (SMs issue the PCIe
 //  traffic, one launch for all blocks); larger ones on the copy engines.
@@ -106,13 +114,6 @@ s_fp8_args (self_t *self, int from, const int64_t *from_slots, const int64_t *to
 //  attention they cost it 7-8% where the staged path's HBM gather costs
 //  15% (RESULTS.md, "attention beside a transfer" and the staged rows).
 #define S_STAGE_MAX_BLOCK_BYTES ((size_t) 2 << 20)
-
-//  A copy queued on the stream, waiting for its completion event.
-typedef struct {
-    kvt_migration_cont_fn *cont;    //  Called once the copy is done, or NULL
-    void *arg;                      //  Its argument
-    int rc;                         //  Status of queueing the copy
-} s_copy_wait_t;
 
 //  Copies run on two lanes, one per direction (issue #3): host -> GPU
 //  and GPU -> host each have their own stream, so a demotion's copy and
@@ -167,9 +168,8 @@ kvt_migration_copy_destroy (kvt_migration_copy_t **self_p)
             kvt_block_stage_destroy (&lane->stage);
             if (lane->event_fd >= 0)
                 close (lane->event_fd);
-            s_copy_wait_t *wait;    //  Continuations of copies still queued are dropped
-            while (lane->waiting && (wait = (s_copy_wait_t *) zlist_pop (lane->waiting)))
-                free (wait);
+            //  kvt_migration_copy_stop called every continuation: none waits
+            assert (!lane->waiting || zlist_size (lane->waiting) == 0);
             zlist_destroy (&lane->waiting);
         }
         free (self);
@@ -607,7 +607,51 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
     }
     if (rc == 0)
         kvt_actor_count (self->actor, direction, moved);
+    if (from == self->test_hold_copies_from) {  //  TEST ONLY: as if it never finished
+        s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
+        *wait = (s_copy_wait_t) { cont, arg, rc };
+        zlist_append (self->copies_held, wait);
+        kvt_actor_count (self->actor, "copies_held", 1);
+        return;
+    }
     if (cont)
         cont (self, arg, rc);
+}
+
+//  The actor ends (its stop hook): every copy still waiting to be reported
+//  done is waited for on its stream, then reported failed, -ECANCELED: a
+//  continuation frees the job that queued it (a promotion's, a demotion's,
+//  a write-through's) along its failure path. Copies their continuations
+//  queue wait for the next call. Returns how many were reported.
+size_t
+kvt_migration_copy_stop (self_t *self)
+{
+    zlist_t *ended = zlist_new ();
+    s_copy_wait_t *wait;
+#ifdef KVT_WITH_CUDA
+    for (int k = 0; self->gpu_copy && k < S_LANES; k++) {
+        s_lane_t *lane = &self->gpu_copy->lanes [k];
+        if (zlist_size (lane->waiting) == 0)
+            continue;
+        //  (The bytes the copies read and write stay mapped until destroy;
+        //  wait so that no copy still runs when their jobs are freed)
+        cudaStreamSynchronize (lane->stream);
+        cudaStreamSynchronize (lane->notify);
+        while ((wait = (s_copy_wait_t *) zlist_pop (lane->waiting)))
+            zlist_append (ended, wait);
+    }
+#endif
+    while (self->copies_held && (wait = (s_copy_wait_t *) zlist_pop (self->copies_held)))
+        zlist_append (ended, wait);
+    size_t count = zlist_size (ended);
+    while ((wait = (s_copy_wait_t *) zlist_pop (ended))) {
+        if (wait->cont)
+            wait->cont (self, wait->arg, wait->rc? wait->rc: -ECANCELED);
+        free (wait);
+    }
+    zlist_destroy (&ended);
+    if (count)
+        kvt_actor_count (self->actor, "copies_cancelled", count);
+    return count;
 }
 

@@ -85,6 +85,10 @@ struct _self_t {
     int test_hold_ms;               //  TEST ONLY: for this long, the first such job only
     void (*test_held_start) (self_t *self);     //  TEST ONLY: the held job's start
     kvt_msg_t *test_held_reply;     //  TEST ONLY: the held job's reply
+    int test_hold_copies_from;      //  TEST ONLY (migration/test_hold_copies): copies
+                                    //  from this tier (GPU or host) are held, or -1
+    zlist_t *copies_held;           //  TEST ONLY: their continuations, waiting for the
+                                    //  actor's end as a stuck GPU copy's would
     zlist_t *upkeep_waiters;        //  Ensure jobs that found every victim in motion,
                                     //  retried when the running upkeep ends
     uint64_t upkeeps_ended;         //  Upkeeps beside the jobs that ended so far
@@ -247,7 +251,14 @@ void
 uint64_t
     kvt_migration_cold_bytes (self_t *self, size_t count);
 
-//  Release the CUDA copy stream and its eventfd; NULL-safe.
+//  At the actor's end: wait for the copies still queued, then call their
+//  continuations with -ECANCELED (also those migration/test_hold_copies
+//  keeps); returns how many. (kvt_migration_copy.c)
+size_t
+    kvt_migration_copy_stop (self_t *self);
+
+//  Release the CUDA copy stream and its eventfd, after
+//  kvt_migration_copy_stop; NULL-safe.
 void
     kvt_migration_copy_destroy (kvt_migration_copy_t **self_p);
 

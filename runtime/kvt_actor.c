@@ -579,15 +579,21 @@ static void
 s_actor_destroy (kvt_actor_t **self_p)
 {
     kvt_actor_t *self = *self_p;
-    //  A long request cut short, and every outstanding call failed, so
-    //  that the definition can free its closures
+    //  A long request cut short, then what the definition waits on (its
+    //  own, then every outstanding call) failed until nothing is left, so
+    //  that it can free its closures
     if (self->step)
         self->step (self->self, self->step_arg, true);
-    while (self->pending_count) {
-        s_pending_t call = s_pending_take (self, 0);
-        kvt_msg_t *none = NULL;
-        if (call.fn)
-            call.fn (self->self, -ECANCELED, &none, call.arg);
+    for (;;) {
+        size_t failed = self->def->stop? self->def->stop (self->self): 0;
+        for (; self->pending_count; failed++) {
+            s_pending_t call = s_pending_take (self, 0);
+            kvt_msg_t *none = NULL;
+            if (call.fn)
+                call.fn (self->self, -ECANCELED, &none, call.arg);
+        }
+        if (failed == 0)
+            break;
     }
     self->def->destroy (&self->self);
     for (int k = 0; k < self->peer_count; k++)

@@ -64,6 +64,13 @@ typedef struct {
     void *(*create) (kvt_actor_t *actor, const kvt_config_t *config);   //  Cannot fail
     int (*start) (void *self);      //  Fallible: memory, files, devices
     void (*destroy) (void **self_p);
+    //  Optional, at the actor's end before destroy: fail what the state
+    //  waits on that is not a call (a copy on a device stream), so that
+    //  the closures it holds are freed; returns how many it failed. It is
+    //  called again after the open calls fail with -ECANCELED, until
+    //  neither finds anything: a failed copy's continuation may make a
+    //  call, and a cancelled call's callback may queue a copy.
+    size_t (*stop) (void *self);
     const char *const *peers;       //  Actors this one calls, NULL-terminated
     kvt_actor_handler_fn *handlers [KVT_MSG_COUNT];
 } kvt_actor_def_t;
