@@ -539,6 +539,13 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
         if (lane) {
             s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
             *wait = (s_copy_wait_t) { cont, arg, rc };
+            if (from == self->test_hold_copies_from) {
+                //  TEST ONLY: no signal, as if the stream never got there
+                s_lane_queued (lane, queued_us);
+                zlist_append (lane->waiting, wait);
+                kvt_actor_count (self->actor, "copies_held", 1);
+                return;
+            }
             //  (One event serves every copy: a wait takes the record made
             //  before it, and the notify stream keeps the copies' order)
             if (cudaEventRecord (lane->copied, lane->stream) == cudaSuccess

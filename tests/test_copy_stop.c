@@ -13,9 +13,10 @@
     told -ECANCELED, so that the job is freed along its failure path:
     session 8 found a promotion's job leaked at every shutdown with a copy
     in flight. The CPU build copies at once, so migration/test_hold_copies
-    keeps one direction's continuations back, as a stuck stream would:
-    each case starts such a copy, sees it held (migration.copies_held),
-    and ends the runtime. Under ASan (CI) LeakSanitizer fails the test if
+    keeps one direction's continuations back, as a stuck stream would (on
+    a GPU the copy runs and its signal is never queued, so the end waits
+    for the stream too): each case starts such a copy, sees it held
+    (migration.copies_held), and ends the runtime. Under ASan (CI) LeakSanitizer fails the test if
     any job, copy record or closure is left; migration also asserts at
     destroy that no continuation is still waiting. In every case the
     runtime keeps answering (HELLO, STATS) while the copy is held.
