@@ -140,6 +140,7 @@ typedef struct {
     zlist_t *waiting;               //  s_copy_wait_t, in stream order
     int64_t busy_us;                //  Since when copies have been queued without a break
     const char *busy_counter;       //  Where those spans are summed
+    const char *busy_mark, *idle_mark;  //  Marks of the last span's start and end
     kvt_block_stage_t *stage;       //  Staged path's GPU staging, or NULL until needed
     bool stage_failed;              //  Staging could not be allocated: never staged
 } s_lane_t;
@@ -195,8 +196,10 @@ s_gpu_copy_signal (void *fd_ptr)
 static void
 s_lane_queued (s_lane_t *lane, int64_t queued_us)
 {
-    if (zlist_size (lane->waiting) == 0)
+    if (zlist_size (lane->waiting) == 0) {
         lane->busy_us = queued_us;
+        kvt_actor_gauge (lane->owner->actor, lane->busy_mark, (uint64_t) queued_us);
+    }
 }
 
 static void
@@ -204,6 +207,7 @@ s_lane_idle (s_lane_t *lane)
 {
     kvt_actor_count (lane->owner->actor, lane->busy_counter,
                      (uint64_t) (kvt_now_us () - lane->busy_us));
+    kvt_actor_mark (lane->owner->actor, lane->idle_mark);
 }
 
 //  Our zloop: copies of one lane finished; run their continuations in order.
@@ -239,6 +243,8 @@ s_gpu_copy_new (self_t *self)
         s_lane_t *lane = &copy->lanes [k];
         lane->owner = self;
         lane->busy_counter = k == S_LANE_TO_GPU? "us_lane_busy_to_gpu": "us_lane_busy_to_host";
+        lane->busy_mark = k == S_LANE_TO_GPU? "at_lane_busy_to_gpu": "at_lane_busy_to_host";
+        lane->idle_mark = k == S_LANE_TO_GPU? "at_lane_idle_to_gpu": "at_lane_idle_to_host";
         lane->waiting = zlist_new ();
         lane->event_fd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
         zmq_pollitem_t item = { NULL, lane->event_fd, ZMQ_POLLIN, 0 };

@@ -209,6 +209,7 @@ s_promote_finish (self_t *self, s_promote_t *job)
     free (gpu_unused);
     kvt_msg_t *detached = job->request;
     s_promote_free (self, job, false);
+    kvt_actor_mark (self->actor, "at_promote_answered");
     kvt_migration_answer (self, &reply, detached);
 }
 
@@ -311,6 +312,7 @@ s_chunk_copied (self_t *self, void *arg, int rc)
         s_piece_move (self, job);
     if (copy->last) {
         job->copied_us = kvt_now_us ();
+        kvt_actor_mark (self->actor, "at_promote_copied");
         kvt_actor_count (self->actor, "us_promote_copying",
                          (uint64_t) (job->copied_us - job->copy_us));
         job->copied = true;
@@ -853,6 +855,7 @@ kvt_migration_start_promote (self_t *self)
             job->nvme_index [job->nvme_count++] = k;
     job->stream = kvt_msg_u64 (self->current, KVT_MIG_PROMOTE_STREAM) != 0;
     job->started_us = kvt_now_us ();
+    kvt_actor_mark (self->actor, "at_promote_start");
     job->ready = job->stream? NULL: kvt_migration_u64s (count);
     size_t block_bytes = kvt_migration_cold_bytes (self, 1);
     //  Each piece costs one IDX_MOVE and one completion on the copy stream

@@ -499,6 +499,8 @@ s_match_step (void *self_ptr, void *arg, bool cancel)
         kvt_msg_set_array (part, KVT_IDX_MATCH_PART_SLOTS, m->slots + m->sent, m->part);
         kvt_actor_reply (self->actor, &part);
         kvt_actor_count (self->actor, "match_parts", 1);
+        if (m->parts == 0)
+            kvt_actor_mark (self->actor, "at_match_first_part_out");
         m->sent = m->matched;
         m->part = kvt_prefix_index_part_size (m->part_blocks, ++m->parts, m->count - m->sent);
         return 1;                   //  The next part at the next turn
@@ -543,6 +545,8 @@ s_match (self_t *self, kvt_msg_t **msg_p, int hashes_field, int pin_field,
     }
     m->request = *msg_p;
     *msg_p = NULL;                  //  Ours now
+    if (m->part_blocks)
+        kvt_actor_mark (self->actor, "at_match_parts_in");
     if (m->part_blocks && kvt_actor_continue (self->actor, s_match_step, m) == 0)
         return 0;
     if (m->part_blocks)
@@ -672,6 +676,7 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
         kvt_actor_count (self->actor, "test_moves_refused", 1);
         return -EIO;
     }
+    kvt_actor_mark (self->actor, "at_move_in");
     size_t moved = 0;
     uint32_t *placed = (uint32_t *) kvt_zmalloc ((count + 1) * sizeof (uint32_t));
     for (size_t k = 0; k < count; k++) {
@@ -709,6 +714,7 @@ s_handle_move (void *self_ptr, kvt_msg_t **msg_p)
     s_update_gauges (self);
     kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_MOVE_OK);
     kvt_msg_set_u64 (reply, KVT_IDX_MOVE_OK_MOVED, moved);
+    kvt_actor_mark (self->actor, "at_move_out");
     return kvt_actor_reply (self->actor, &reply);
 }
 

@@ -243,6 +243,7 @@ s_plan_end (s_plan_t *plan)
     }
     free (plan->late);
     free (plan);
+    kvt_actor_mark (job->self->actor, "at_plan_end");
     if (cut < job->matched) {
         //  Stream promotion: the blocks past the cut stay where they are
         if (job->stream_open)
@@ -358,6 +359,7 @@ s_plan_promote (s_plan_t *plan, size_t first, size_t count, bool stream)
         plan->promoted_any = true;
         kvt_actor_count (job->self->actor, "us_plan_to_first_promote",
                          (uint64_t) (kvt_now_us () - plan->started_us));
+        kvt_actor_mark (job->self->actor, "at_plan_first_promote");
     }
     kvt_actor_call (job->self->actor, "migration", &msg, s_plan_promoted, call);
     return true;
@@ -515,6 +517,7 @@ kvt_scheduler_plan (job_t *job, kvt_scheduler_step_fn *next)
     plan->cut = SIZE_MAX;
     plan->matching = true;
     plan->started_us = kvt_now_us ();
+    kvt_actor_mark (self->actor, "at_plan_start");
     if (s_plan_in_pieces (self, job))
         plan->piece = self->plan_piece_blocks;
     kvt_scheduler_match (job, true, plan->piece, s_plan_matched, plan);

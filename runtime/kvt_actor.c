@@ -107,6 +107,12 @@ kvt_actor_gauge (kvt_actor_t *self, const char *gauge, uint64_t value)
         c->value = value;
 }
 
+void
+kvt_actor_mark (kvt_actor_t *self, const char *event)
+{
+    kvt_actor_gauge (self, event, (uint64_t) kvt_now_us ());
+}
+
 uint64_t
 kvt_actor_counter (kvt_actor_t *self, const char *counter)
 {

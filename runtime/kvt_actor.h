@@ -168,6 +168,13 @@ void
 void
     kvt_actor_gauge (kvt_actor_t *self, const char *gauge, uint64_t value);
 
+//  Note when 'event' last happened: gauge 'event' (named "at_<what>") set
+//  to kvt_now_us (). Actors of one process share the clock, so a bench
+//  lines the marks of several actors up into one request's timeline
+//  (kvtier bench host --verbose), where the GPU machine has no profiler.
+void
+    kvt_actor_mark (kvt_actor_t *self, const char *event);
+
 //  Read a counter (0 if never counted).
 uint64_t
     kvt_actor_counter (kvt_actor_t *self, const char *counter);

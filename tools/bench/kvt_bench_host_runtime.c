@@ -53,18 +53,48 @@ kvt_bench_host_counters_read (kvt_client_t *client, kvt_bench_host_counters_t *c
     return 0;
 }
 
-//  Print every counter that moved between two STATS (verbose profiling).
+//  A mark (kvt_actor_mark) and when it happened
+typedef struct {
+    const char *key;
+    int64_t at_us;
+} s_mark_t;
+
+static int
+s_mark_compare (const void *a, const void *b)
+{
+    int64_t x = ((const s_mark_t *) a)->at_us, y = ((const s_mark_t *) b)->at_us;
+    return (x > y) - (x < y);
+}
+
+//  Print every counter that moved between two STATS (verbose profiling),
+//  then the marks set meanwhile ("<actor>.at_<event>", kvt_actor_mark) in
+//  the order they happened, in microseconds after the last plan began
+//  (scheduler.at_plan_start): one request's timeline across the actors.
 void
 kvt_bench_host_counters_print_delta (const char *phase, const kvt_client_stats_t *before,
                                      const kvt_client_stats_t *after)
 {
+    s_mark_t *marks = (s_mark_t *) calloc (after->count + 1, sizeof (s_mark_t));
+    size_t mark_count = 0;
     for (size_t k = 0; k < after->count; k++) {
         uint64_t old = 0;
         kvt_client_stats_find (before, after->keys [k], &old);
-        if (after->values [k] != old)
+        if (after->values [k] == old)
+            continue;
+        if (strstr (after->keys [k], ".at_"))
+            marks [mark_count++] = (s_mark_t) { after->keys [k], (int64_t) after->values [k] };
+        else
             fprintf (stderr, "  %-6s %-40s %+" PRId64 "\n", phase, after->keys [k],
                      (int64_t) (after->values [k] - old));
     }
+    uint64_t start = 0;
+    if (marks && kvt_client_stats_find (after, "scheduler.at_plan_start", &start)) {
+        qsort (marks, mark_count, sizeof (s_mark_t), s_mark_compare);
+        for (size_t k = 0; k < mark_count; k++)
+            fprintf (stderr, "  %-6s timeline %-31s %+" PRId64 " us\n", phase, marks [k].key,
+                     marks [k].at_us - (int64_t) start);
+    }
+    free (marks);
 }
 
 //  Move every block from tier 'from' to the tier below; fails unless
