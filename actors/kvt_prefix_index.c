@@ -292,6 +292,8 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     int64_t refuse = kvt_config_int (config, "prefix_index/test_refuse_gpu_moves");
     self->test_refuse_gpu_moves = refuse > 0? (uint64_t) refuse: 0;
     self->test_hold_parts_ms = kvt_config_int (config, "prefix_index/test_hold_parts_ms");
+    self->test_log_chunk_events = kvt_config_int (config, "prefix_index/test_log_chunk_events");
+    self->test_log_max_calls = kvt_config_int (config, "prefix_index/test_log_max_calls");
     for (int t = 0; t < KVT_TIER_COUNT; t++)
         self->lists [t].head = self->lists [t].tail = KVT_PREFIX_INDEX_NIL;
     self->block_tokens = (uint32_t) kvt_config_int (config, "model/block_tokens");

@@ -111,6 +111,10 @@ typedef struct {
                                     //  a decision)
     uint64_t test_refuse_gpu_moves; //  TEST ONLY: IDX_MOVEs to the GPU still to refuse
     int64_t test_hold_parts_ms;     //  TEST ONLY: stall after the first IDX_MATCH_PART
+    int64_t test_log_chunk_events;  //  TEST ONLY: events per chunk of the policy log (0:
+                                    //  the default), so that tests cross chunks
+    int64_t test_log_max_calls;     //  TEST ONLY: waiting calls past which new events
+                                    //  catch up (0: the default), so that tests reach it
     kvt_prefix_index_pending_t pending [KVT_PREFIX_INDEX_PENDING];
                                     //  Depth of the next insert, by first hash
     kvt_prefix_index_ghost_t *ghosts;   //  Direct-mapped history of dropped blocks

@@ -15,8 +15,10 @@
 
 #include "kvt_prefix_index_int.h"
 
-#define S_LOG_MAX (1 << 18)         //  Calls waiting beyond this are applied down to half
-#define S_LOG_KEEP 65536            //  Events the drained log keeps room for
+#define S_LOG_MAX (1 << 18)         //  Calls waiting beyond this: each new event makes
+#define S_CATCH_UP_CALLS 4          //  this many of the oldest first
+#define S_CHUNK_EVENTS 4096         //  Events per chunk of the log (256 KiB)
+#define S_SPARE_CHUNKS 64           //  Chunks a drained log keeps for the next burst
 #define S_APPLY_NOW 512             //  Policy calls waiting at a request's end made before
                                     //  its answer (a small request's, as they came)
 #define S_FIRST_SLICE_MS 2          //  The first slice waits 1-2 ms (zloop counts whole ms)
@@ -39,8 +41,10 @@
 //  S_FIRST_SLICE_MS: zloop runs due timers before the sockets of each
 //  turn, so a zero-delay slice would hold the answer's own sequel (the
 //  requester's next step on this thread: MIG_PROMOTE after a match, the
-//  promotion's answer after its IDX_MOVE) for a whole slice (issue #3). Slices that fall behind
-//  S_LOG_MAX calls catch up on the older half at once. Before a policy is
+//  promotion's answer after its IDX_MOVE) for a whole slice (issue #3). Past S_LOG_MAX
+//  waiting calls, each new event first makes S_CATCH_UP_CALLS of the
+//  oldest: the log shrinks as it is fed, never in one burst (half of it
+//  at once held an IDX_MOVE for 5 ms, issue #3). Before a policy is
 //  asked for victims the whole log is applied, and during that call
 //  events apply at once: the policy sees the same calls in the same order
 //  as if each had been made when its event happened (policy_would_decline
@@ -73,11 +77,26 @@ typedef struct {
 } s_event_t;
 _Static_assert (sizeof (s_event_t) <= 64, "a policy log event is one cache line");
 
+//  The log is a queue of fixed chunks, as libzmq's ypipe: a burst of
+//  events (a 65536-block promotion logs ~200000) never moves the events
+//  already waiting, where one growing array copied them at each doubling
+//  and slid them down when full (milliseconds inside an IDX_MOVE on the
+//  H200's host, issue #3), and a drained chunk is kept for the next
+//  burst, its pages already faulted in.
+typedef struct s_chunk_t {
+    struct s_chunk_t *next;         //  Newer chunk, or the next spare
+    uint8_t pad [64 - sizeof (void *)];     //  (Events start on a line)
+    s_event_t events [];            //  chunk_events of them
+} s_chunk_t;
+
 struct _kvt_prefix_index_log_t {
-    s_event_t *events;              //  Events [head, tail) wait, oldest first
-    size_t size;                    //  Entries allocated
-    size_t head, tail;              //  Next to apply, next free
+    s_chunk_t *first, *last;        //  Oldest and newest chunk holding events, or NULL
+    size_t head, tail;              //  Next to apply in 'first', next free in 'last'
+    s_chunk_t *spare;               //  Drained chunks kept, a stack
+    size_t spare_count;             //  Chunks on it
     size_t calls;                   //  Policy calls the waiting events make
+    size_t chunk_events;            //  Events per chunk (S_CHUNK_EVENTS; tests fewer)
+    size_t max_calls;               //  Waiting calls that start the catch-up (S_LOG_MAX)
     int timer_id;                   //  The applying timer while events wait, else -1
     int64_t slice_us;               //  When the last slice ran (or the first was armed)
     bool direct;                    //  Apply events as they come (during a victims call)
@@ -168,33 +187,78 @@ s_event_apply (self_t *self, s_event_t *event, size_t most)
     return calls + 1;
 }
 
-//  Apply the waiting events, oldest first, until at most 'keep' policy
-//  calls wait, for at most 'budget_us' (0: no limit). Returns true if
+static bool
+s_log_empty (const kvt_prefix_index_log_t *log)
+{
+    return !log->first || (log->first == log->last && log->head == log->tail);
+}
+
+//  A chunk for new events: a spare, else a new one
+static s_chunk_t *
+s_chunk_take (kvt_prefix_index_log_t *log)
+{
+    s_chunk_t *chunk = log->spare;
+    if (chunk) {
+        log->spare = chunk->next;
+        log->spare_count--;
+    }
+    else {
+        chunk = (s_chunk_t *) aligned_alloc (64, sizeof (s_chunk_t)
+                                                 + log->chunk_events * sizeof (s_event_t));
+        if (!chunk)
+            abort ();
+    }
+    chunk->next = NULL;
+    return chunk;
+}
+
+//  The oldest chunk is drained: keep it as a spare, or free it
+static void
+s_chunk_drop (kvt_prefix_index_log_t *log)
+{
+    s_chunk_t *chunk = log->first;
+    log->first = chunk->next;
+    log->head = 0;
+    if (!log->first)
+        log->last = NULL, log->tail = 0;
+    if (log->spare_count < S_SPARE_CHUNKS) {
+        chunk->next = log->spare;
+        log->spare = chunk;
+        log->spare_count++;
+    }
+    else
+        free (chunk);
+}
+
+//  Apply the waiting events, oldest first, for at most 'budget_us' (0: no
+//  limit) and at most 'most_calls' calls (0: no limit). Returns true if
 //  none waits any more.
 static bool
-s_log_apply (self_t *self, size_t keep, int64_t budget_us)
+s_log_apply (self_t *self, int64_t budget_us, size_t most_calls)
 {
     kvt_prefix_index_log_t *log = self->policy_log;
     int64_t start = budget_us? kvt_now_us (): 0;
-    while (log->head < log->tail && log->calls > keep) {
-        s_event_t *event = &log->events [log->head];
+    size_t made_all = 0;
+    while (!s_log_empty (log)) {
+        s_event_t *event = &log->first->events [log->head];
         size_t left = s_event_calls (event)
                     - (event->kind == S_REQUEST && event->begun? event->told + 1: 0);
-        size_t made = s_event_apply (self, event, budget_us? 64: SIZE_MAX);
+        size_t most = budget_us? 64: SIZE_MAX;
+        if (most_calls && most > most_calls - made_all)
+            most = most_calls - made_all;
+        size_t made = s_event_apply (self, event, most);
         log->calls -= made;
-        if (made == left)
-            log->head++;
-        if (budget_us && kvt_now_us () - start >= budget_us)
+        made_all += made;
+        if (made == left && ++log->head == log->chunk_events)
+            s_chunk_drop (log);
+        if ((budget_us && kvt_now_us () - start >= budget_us)
+        ||  (most_calls && made_all >= most_calls))
             break;
     }
-    if (log->head < log->tail)
+    if (!s_log_empty (log))
         return false;
-    log->head = log->tail = 0;
-    if (log->size > S_LOG_KEEP) {   //  A burst's room goes back
-        free (log->events);
-        log->events = NULL;
-        log->size = 0;
-    }
+    if (log->first)                 //  The one chunk left, drained: reuse it from the top
+        log->head = log->tail = 0;
     if (log->timer_id != -1) {
         zloop_timer_end (kvt_actor_loop (self->actor), log->timer_id);
         log->timer_id = -1;
@@ -208,8 +272,8 @@ s_log_apply (self_t *self, size_t keep, int64_t budget_us)
 //  its copy runs; a slice before each held each one up to policy_slice_us,
 //  and the last one's delay is the request's (issue #3). A thread that
 //  always has a message waiting still gets a slice every S_YIELD_SLICES
-//  slices' time, so the log drains in slices, not in one catch-up burst
-//  at S_LOG_MAX.
+//  slices' time, so the log drains in slices rather than by its new
+//  events paying past S_LOG_MAX.
 static bool
 s_slice_yields (self_t *self)
 {
@@ -236,7 +300,7 @@ s_log_slice (self_t *self)
         return false;
     int64_t start = kvt_now_us ();
     self->policy_log->slice_us = start;
-    bool drained = s_log_apply (self, 0, self->policy_slice_us);
+    bool drained = s_log_apply (self, self->policy_slice_us, 0);
     kvt_actor_count_busy (self->actor, "", "policy_slices", start);
     return drained;
 }
@@ -270,25 +334,22 @@ static s_event_t *
 s_log_push (self_t *self, s_kind_t kind, uint8_t tier)
 {
     kvt_prefix_index_log_t *log = self->policy_log;
-    if (log->calls >= S_LOG_MAX) {
-        //  Slices fell behind: catch up on the older half now
+    if (log->calls >= log->max_calls) {
+        //  Slices fell behind: this event pays for a few of the oldest
         kvt_actor_count (self->actor, "policy_log_overflows", 1);
-        s_log_apply (self, S_LOG_MAX / 2, 0);
+        s_log_apply (self, 0, S_CATCH_UP_CALLS);
     }
-    if (log->tail == log->size) {
-        if (log->head > 0) {        //  Slide the waiting events to the front
-            memmove (log->events, log->events + log->head,
-                     (log->tail - log->head) * sizeof (s_event_t));
-            log->tail -= log->head;
-            log->head = 0;
-        }
-        if (log->tail == log->size) {
-            log->size = log->size? 2 * log->size: 1024;
-            log->events = (s_event_t *) realloc (log->events, log->size * sizeof (s_event_t));
-            assert (log->events);
-        }
+    if (!log->last) {
+        log->first = log->last = s_chunk_take (log);
+        log->head = log->tail = 0;
     }
-    s_event_t *event = &log->events [log->tail++];
+    else
+    if (log->tail == log->chunk_events) {
+        log->last->next = s_chunk_take (log);
+        log->last = log->last->next;
+        log->tail = 0;
+    }
+    s_event_t *event = &log->last->events [log->tail++];
     *event = (s_event_t) { .kind = (uint8_t) kind, .tier = tier };
     return event;
 }
@@ -299,7 +360,7 @@ static void
 s_log_pushed (self_t *self)
 {
     kvt_prefix_index_log_t *log = self->policy_log;
-    log->calls += s_event_calls (&log->events [log->tail - 1]);
+    log->calls += s_event_calls (&log->last->events [log->tail - 1]);
     if (log->direct)
         s_log_apply (self, 0, 0);
 }
@@ -368,8 +429,14 @@ kvt_prefix_index_log_direct (self_t *self, bool direct)
 void
 kvt_prefix_index_log_start (self_t *self)
 {
-    self->policy_log = (kvt_prefix_index_log_t *) kvt_zmalloc (sizeof (kvt_prefix_index_log_t));
-    self->policy_log->timer_id = -1;
+    kvt_prefix_index_log_t *log = (kvt_prefix_index_log_t *)
+        kvt_zmalloc (sizeof (kvt_prefix_index_log_t));
+    log->timer_id = -1;
+    log->chunk_events = self->test_log_chunk_events > 0? (size_t) self->test_log_chunk_events
+                                                       : S_CHUNK_EVENTS;
+    log->max_calls = self->test_log_max_calls > 0? (size_t) self->test_log_max_calls
+                                                 : S_LOG_MAX;
+    self->policy_log = log;
 }
 
 void
@@ -379,13 +446,22 @@ kvt_prefix_index_log_stop (self_t *self)
     if (!log)
         return;
     //  Events still waiting only free what they own: the policies go too
-    for (size_t k = log->head; k < log->tail; k++)
-        if (log->events [k].kind == S_REQUEST) {
-            s_request_free (&log->events [k]);
-        }
+    for (s_chunk_t *chunk = log->first; chunk; chunk = chunk->next) {
+        size_t from = chunk == log->first? log->head: 0;
+        size_t to = chunk == log->last? log->tail: log->chunk_events;
+        for (size_t k = from; k < to; k++)
+            if (chunk->events [k].kind == S_REQUEST)
+                s_request_free (&chunk->events [k]);
+    }
     if (log->timer_id != -1)
         zloop_timer_end (kvt_actor_loop (self->actor), log->timer_id);
-    free (log->events);
+    while (log->first)
+        s_chunk_drop (log);
+    while (log->spare) {
+        s_chunk_t *chunk = log->spare;
+        log->spare = chunk->next;
+        free (chunk);
+    }
     free (log);
     self->policy_log = NULL;
 }

@@ -89,21 +89,29 @@ s_live_end (s_live_t *live)
     kvt_config_destroy (&live->config);
 }
 
+//  prefix_index.policy_log_overflows of the last s_scenario
+static uint64_t s_log_overflows;
+
 //  Run prompts A (seed 1) and B (seed 2) on a GPU tier of 'gpu_blocks'
-//  under 'policy' (and the config option 'extra', or NULL); then DEMOTE 8
-//  blocks (demote true) or run prompt C (seed 3). Fills the placements of
-//  A and B; returns the value of prefix_index.policy_fallbacks.
+//  under 'policy' (and up to 3 config options 'extra', NULL-terminated,
+//  or NULL); then DEMOTE 8 blocks (demote true) or run prompt C (seed 3).
+//  Fills the placements of A and B; returns the value of
+//  prefix_index.policy_fallbacks.
 static uint64_t
-s_scenario (const char *policy, int gpu_blocks, bool demote, const char *extra, char *a,
-            char *b)
+s_scenario (const char *policy, int gpu_blocks, bool demote, const char *const *extra,
+            char *a, char *b)
 {
     char policy_option [PATH_MAX + 64];
     char gpu_option [64];
     snprintf (policy_option, sizeof (policy_option), "migration/policy=%s", policy);
     snprintf (gpu_option, sizeof (gpu_option), "tier_gpu/capacity_blocks=%d", gpu_blocks);
-    const char *overrides [] = {
-        policy_option, gpu_option, "migration/high_watermark=100", extra, NULL
+    const char *overrides [8] = {
+        policy_option, gpu_option, "migration/high_watermark=100", NULL
     };
+    for (int k = 0; extra && extra [k]; k++) {
+        assert (k < 3);
+        overrides [3 + k] = extra [k];
+    }
     s_live_t live;
     s_live_start (&live, overrides);
     kvt_client_t *client = live.client;
@@ -126,6 +134,7 @@ s_scenario (const char *policy, int gpu_blocks, bool demote, const char *extra, 
     s_placement (client, &hello, 2, b);
     t_check (t_stat (client, "prefix_index.policy_decisions") > 0);
     uint64_t fallbacks = t_stat (client, "prefix_index.policy_fallbacks");
+    s_log_overflows = t_stat (client, "prefix_index.policy_log_overflows");
     printf ("test_policy_live: %-8s gpu %2d %-7s A %s B %s fallbacks %" PRIu64 "\n",
             strncmp (policy, "plugin:", 7) == 0? "plugin": policy[0] == '/'? "path.so": policy,
             gpu_blocks, demote? "demote": "fill", a, b, fallbacks);
@@ -241,8 +250,20 @@ main (int argc, char *argv [])
     //  The same when the policy's events all wait in the index's log until
     //  the decision (prefix_index/policy_slice_us = 0): the decision
     //  applies them first, so the plugin still hears of B before it picks
-    t_check (s_scenario (plugin, 32, true, "prefix_index/policy_slice_us=0", a, b) == 0);
+    const char *held [] = { "prefix_index/policy_slice_us=0", NULL };
+    t_check (s_scenario (plugin, 32, true, held, a, b) == 0);
     t_check (streq (a, "00000000") && streq (b, "11111111"));
+
+    //  The same with a log of 3-event chunks that catches up past 4 calls
+    //  waiting: each new event makes the oldest first, in order, across
+    //  chunks, and the plugin still hears every event before it picks
+    const char *small_log [] = { "prefix_index/policy_slice_us=0",
+        "prefix_index/test_log_chunk_events=3", "prefix_index/test_log_max_calls=4", NULL };
+    t_check (s_scenario (plugin, 32, true, small_log, a, b) == 0);
+    t_check (streq (a, "00000000") && streq (b, "11111111"));
+    t_check (s_log_overflows > 0);
+    t_check (s_scenario ("lru", 32, true, small_log, a, b) == 0);
+    t_check (streq (a, "11111111") && streq (b, "00000000"));
 
     //  The same through a plain path ending in .so
     t_check (s_scenario (path, 32, true, NULL, a, b) == 0);
