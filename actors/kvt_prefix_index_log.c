@@ -66,7 +66,8 @@ typedef struct {
             uint64_t *ids;          //  S_REQUEST: the request's block hashes (owned)
             kvt_prefix_index_hit_t *hit;    //  S_REQUEST: per cached block, what the match
                                             //  saw (owned)
-            kvt_policy_block_t *blocks;     //  S_REQUEST: built at begin_request (owned)
+            kvt_policy_block_t *blocks;     //  S_REQUEST: built at begin_request (the
+                                            //  log's array)
             int64_t now;            //  S_REQUEST: the logical clock it began at
             uint32_t count;         //  S_REQUEST: entries in ids
             uint32_t hits;          //  S_REQUEST: entries in hit
@@ -95,6 +96,8 @@ struct _kvt_prefix_index_log_t {
     s_chunk_t *spare;               //  Drained chunks kept, a stack
     size_t spare_count;             //  Chunks on it
     size_t calls;                   //  Policy calls the waiting events make
+    kvt_policy_block_t *blocks;     //  The request being told's blocks (s_request_blocks)
+    size_t blocks_room;             //  Entries allocated there
     size_t chunk_events;            //  Events per chunk (S_CHUNK_EVENTS; tests fewer)
     size_t max_calls;               //  Waiting calls that start the catch-up (S_LOG_MAX)
     int timer_id;                   //  The applying timer while events wait, else -1
@@ -111,14 +114,23 @@ s_event_calls (const s_event_t *event)
 }
 
 //  A request event's blocks, as the policy API has them: every field set
-//  (no need to zero the array first)
+//  (no need to zero the array first). Only the oldest event is being
+//  told, so every request's blocks go in the log's one array, kept: a
+//  65536-block request's 3 MiB, new for each, faulted its pages in inside
+//  a slice (issue #3).
 static kvt_policy_block_t *
 s_request_blocks (self_t *self, const s_event_t *event)
 {
-    kvt_policy_block_t *blocks = (kvt_policy_block_t *)
-        malloc (((size_t) event->count + 1) * sizeof (kvt_policy_block_t));
-    if (!blocks)
-        abort ();
+    kvt_prefix_index_log_t *log = self->policy_log;
+    if (log->blocks_room < (size_t) event->count + 1) {
+        free (log->blocks);
+        log->blocks_room = (size_t) event->count + 1;
+        log->blocks = (kvt_policy_block_t *) malloc (log->blocks_room
+                                                     * sizeof (kvt_policy_block_t));
+        if (!log->blocks)
+            abort ();
+    }
+    kvt_policy_block_t *blocks = log->blocks;
     for (size_t k = 0; k < event->count; k++)
         blocks [k] = (kvt_policy_block_t) {
             .id = event->ids [k],
@@ -138,7 +150,7 @@ s_request_free (s_event_t *event)
 {
     free (event->ids);
     free (event->hit);
-    free (event->blocks);
+    event->blocks = NULL;           //  (The log's)
 }
 
 //  Tell 'event' to its policy, at most 'most' calls of it (a request's
@@ -462,6 +474,7 @@ kvt_prefix_index_log_stop (self_t *self)
         log->spare = chunk->next;
         free (chunk);
     }
+    free (log->blocks);
     free (log);
     self->policy_log = NULL;
 }

@@ -12,6 +12,7 @@
 #define S_BUSY_MEMO     128         //  Entries of the busy counters' memo (a power of 2)
 #define S_SWEEP_MS      50          //  How often call deadlines are checked
 #define S_MAX_GUESTS    4           //  Actors one thread may host beside its own
+#define S_LONG_BUSY_US  1000        //  Busy spans this long are named (long_busy_*)
 
 typedef struct {
     uint64_t request_id;            //  Our id for the call
@@ -156,6 +157,15 @@ kvt_actor_count_busy (kvt_actor_t *self, const char *kind, const char *name, int
         self->busy->value += us;
     if (self->busy_memo [at].counter)
         self->busy_memo [at].counter->value += us;
+    if (us >= S_LONG_BUSY_US) {
+        //  Rare: a span that held the thread (and the actors sharing it)
+        //  for a millisecond or more, named, and when it ended
+        char counter [48];
+        snprintf (counter, sizeof (counter), "long_busy_%s%s", kind, name);
+        kvt_actor_count (self, counter, 1);
+        kvt_actor_gauge (self, "us_long_busy_last", us);
+        kvt_actor_mark (self, "at_long_busy_end");
+    }
 }
 
 //  --------------------------------------------------------------------------

@@ -159,7 +159,9 @@ void
 //  runtime counts its sockets' requests (kind ""), replies ("reply_") and
 //  steps; an actor counts a socket of its own the same way. 'kind' and
 //  'name' must be static strings (literals, kvt_msg_name): the counter is
-//  remembered by their addresses.
+//  remembered by their addresses. A span of 1 ms or more is also counted
+//  in long_busy_<kind><name>, its length kept in us_long_busy_last and
+//  its end marked at_long_busy_end (what held a thread, and when).
 void
     kvt_actor_count_busy (kvt_actor_t *self, const char *kind, const char *name,
                           int64_t start_us);

@@ -66,8 +66,8 @@ s_mark_compare (const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-//  Print every counter that moved between two STATS (verbose profiling),
-//  then the marks set meanwhile ("<actor>.at_<event>", kvt_actor_mark) in
+//  Print every counter that moved between two STATS (verbose profiling;
+//  gauges named *_last as their value), then the marks set meanwhile ("<actor>.at_<event>", kvt_actor_mark) in
 //  the order they happened, in microseconds after the last plan began
 //  (scheduler.at_plan_start): one request's timeline across the actors.
 void
@@ -83,6 +83,10 @@ kvt_bench_host_counters_print_delta (const char *phase, const kvt_client_stats_t
             continue;
         if (strstr (after->keys [k], ".at_"))
             marks [mark_count++] = (s_mark_t) { after->keys [k], (int64_t) after->values [k] };
+        else
+        if (strstr (after->keys [k], "_last"))       //  A gauge: its value
+            fprintf (stderr, "  %-6s %-40s =%" PRIu64 "\n", phase, after->keys [k],
+                     after->values [k]);
         else
             fprintf (stderr, "  %-6s %-40s %+" PRId64 "\n", phase, after->keys [k],
                      (int64_t) (after->values [k] - old));
