@@ -388,8 +388,6 @@ s_on_access (void *state, const kvt_policy_block_t *block)
 //  Decline partial blocks and blocks whose parent is not cached; every
 //  offer of a full block is recorded in the history either way.
 
-//  Decline partial blocks and blocks whose parent is not cached; every
-//  offer of a full block is recorded in the history either way.
 static bool
 s_admit (void *state, const kvt_policy_block_t *block)
 {
