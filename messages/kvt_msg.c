@@ -139,7 +139,20 @@ kvt_msg_reply_new (const kvt_msg_t *request, int reply_id)
     if (request->routing_id)
         reply->routing_id = zframe_dup (request->routing_id);
     reply->delimiter = request->delimiter;
+    reply->direct = request->direct;
     return reply;
+}
+
+void
+kvt_msg_set_direct (kvt_msg_t *self, void *asker)
+{
+    self->direct = asker;
+}
+
+void *
+kvt_msg_direct (const kvt_msg_t *self)
+{
+    return self->direct;
 }
 
 kvt_msg_t *

@@ -169,6 +169,16 @@ void
 kvt_msg_t *
     kvt_msg_reply_new (const kvt_msg_t *request, int reply_id);
 
+//  The actor skeleton's same-thread delivery (runtime/kvt_actor.c): a
+//  request handed from one actor to another of the same thread as an
+//  object, not encoded, carries its asker here, and kvt_msg_reply_new
+//  copies it into the reply so that the answer goes back the same way.
+//  Opaque to this layer; never encoded; NULL for a message from a socket.
+void
+    kvt_msg_set_direct (kvt_msg_t *self, void *asker);
+void *
+    kvt_msg_direct (const kvt_msg_t *self);
+
 //  Create an ERROR reply to 'request' carrying 'code', its name, and detail.
 kvt_msg_t *
     kvt_msg_error_new (const kvt_msg_t *request, int code, const char *detail_fmt, ...)

@@ -39,6 +39,8 @@ struct _kvt_msg_t {
     int field_count;                //  strlen (picture)
     kvt_msg_field_t fields [KVT_MSG_MAX_FIELDS];
     zframe_t *routing_id;           //  ROUTER envelope, or NULL
+    void *direct;                   //  Asker of a request handed over in its thread
+                                    //  (kvt_msg_set_direct), or NULL
     bool delimiter;                 //  Peer is a REQ socket: reply with an empty frame
 };
 

@@ -13,8 +13,10 @@
     DEALER per peer it calls, and the $TERM handshake. The same code runs
     in a thread of the supervisor or alone in an actor process, or as a
     guest in another actor's thread (`<actor>/mode = with:HOST`): guest and
-    host keep their own state and still talk only through their sockets,
-    but share one loop, so a call between them costs no thread wake-up.
+    host keep their own state and still talk only through messages, but
+    share one loop, so a call between them costs no thread wake-up, and
+    its request and answer are handed over as objects, never encoded (a
+    zero-delay timer of the loop serves them; kvt_actor.c).
     That is for the short hops on the request path (the scheduler asking
     the prefix index); never host an actor whose handlers run long.
 @discuss
