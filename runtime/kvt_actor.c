@@ -273,8 +273,8 @@ s_direct_arm (kvt_actor_t *self)
 static void
 s_direct_post (kvt_actor_t *self, kvt_actor_t *to, kvt_msg_t **msg_p, bool reply)
 {
-    if (self->ending) {
-        kvt_actor_count (self, "replies_undelivered", reply? 1: 0);
+    if (self->ending) {             //  (A call made now is failed before it gets here)
+        kvt_actor_count (self, "replies_undelivered", 1);
         kvt_msg_destroy (msg_p);
         return;
     }
