@@ -310,6 +310,7 @@ kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request
     if (near) {
         kvt_msg_set_direct (*request_p, self);
         s_direct_post (self, near, request_p, false);
+        kvt_actor_count (self, "calls_handed_over", 1);
         rc = 0;
     }
     else {
