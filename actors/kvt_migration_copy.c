@@ -85,6 +85,18 @@ typedef struct {
     int rc;                         //  Status of queueing the copy
 } s_copy_wait_t;
 
+//  TEST ONLY (migration/test_hold_copies): a copy whose done is never
+//  reported, as behind a stuck stream: 'cont' waits for the actor's end
+//  (kvt_migration_copy_stop)
+static void
+s_copy_hold (self_t *self, kvt_migration_cont_fn *cont, void *arg, int rc)
+{
+    s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
+    *wait = (s_copy_wait_t) { cont, arg, rc };
+    zlist_append (self->copies_held, wait);
+    kvt_actor_count (self->actor, "copies_held", 1);
+}
+
 #ifdef KVT_WITH_CUDA
 //  Blocks smaller than this move with the copy kernel (SMs issue the PCIe
 //  traffic, one launch for all blocks); larger ones on the copy engines.
@@ -542,16 +554,13 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
         }
         else
             kvt_actor_count (self->actor, direction, moved);
+        if (lane && from == self->test_hold_copies_from) {
+            s_copy_hold (self, cont, arg, rc);      //  Queued, its signal never
+            return;
+        }
         if (lane) {
             s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
             *wait = (s_copy_wait_t) { cont, arg, rc };
-            if (from == self->test_hold_copies_from) {
-                //  TEST ONLY: no signal, as if the stream never got there
-                s_lane_queued (lane, queued_us);
-                zlist_append (lane->waiting, wait);
-                kvt_actor_count (self->actor, "copies_held", 1);
-                return;
-            }
             //  (One event serves every copy: a wait takes the record made
             //  before it, and the notify stream keeps the copies' order)
             if (cudaEventRecord (lane->copied, lane->stream) == cudaSuccess
@@ -620,13 +629,9 @@ s_copy_sorted (self_t *self, int from, const uint64_t *from_slots, int to,
     }
     if (rc == 0)
         kvt_actor_count (self->actor, direction, moved);
-    if (from == self->test_hold_copies_from) {  //  TEST ONLY: as if it never finished
-        s_copy_wait_t *wait = (s_copy_wait_t *) kvt_zmalloc (sizeof (s_copy_wait_t));
-        *wait = (s_copy_wait_t) { cont, arg, rc };
-        zlist_append (self->copies_held, wait);
-        kvt_actor_count (self->actor, "copies_held", 1);
-        return;
-    }
+    if (from == self->test_hold_copies_from)
+        s_copy_hold (self, cont, arg, rc);
+    else
     if (cont)
         cont (self, arg, rc);
 }
@@ -644,7 +649,8 @@ kvt_migration_copy_stop (self_t *self)
 #ifdef KVT_WITH_CUDA
     for (int k = 0; self->gpu_copy && k < S_LANES; k++) {
         s_lane_t *lane = &self->gpu_copy->lanes [k];
-        if (zlist_size (lane->waiting) == 0)
+        if (zlist_size (lane->waiting) == 0
+        &&  (!self->copies_held || zlist_size (self->copies_held) == 0))
             continue;
         //  (The bytes the copies read and write stay mapped until destroy;
         //  wait so that no copy still runs when their jobs are freed)

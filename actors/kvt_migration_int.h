@@ -88,8 +88,7 @@ struct _self_t {
     int test_hold_copies_from;      //  TEST ONLY (migration/test_hold_copies): copies
                                     //  from this tier (GPU or host) are held, or -1
     zlist_t *copies_held;           //  TEST ONLY: their continuations, waiting for the
-                                    //  actor's end as a stuck GPU copy's would (a
-                                    //  CUDA copy's wait on its lane instead)
+                                    //  actor's end as a stuck GPU copy's would
     zlist_t *upkeep_waiters;        //  Ensure jobs that found every victim in motion,
                                     //  retried when the running upkeep ends
     uint64_t upkeeps_ended;         //  Upkeeps beside the jobs that ended so far
