@@ -537,8 +537,9 @@ s_match (self_t *self, kvt_msg_t **msg_p, int hashes_field, int pin_field,
     part_blocks = part_blocks && part_blocks < least? least: part_blocks;
     m->part_blocks = part_blocks < m->count? part_blocks: 0;
     m->part = kvt_prefix_index_part_size (m->part_blocks, 0, m->count);
-    m->tiers = (uint64_t *) kvt_zmalloc ((m->count + 1) * sizeof (uint64_t));
-    m->slots = (uint64_t *) kvt_zmalloc ((m->count + 1) * sizeof (uint64_t));
+    //  (Written up to 'matched' before they are read, part by part)
+    m->tiers = kvt_u64s_new (m->count);
+    m->slots = kvt_u64s_new (m->count);
     if (m->pin) {
         m->hits = (kvt_prefix_index_hit_t *) malloc ((m->count + 1)
                                                     * sizeof (kvt_prefix_index_hit_t));

@@ -9,6 +9,7 @@
 #include "kvt_runtime.h"
 #include "kvt_layer_shard.h"
 #include <sys/prctl.h>
+#include <malloc.h>
 #include <poll.h>
 #ifdef KVT_WITH_CUDA
 #   include <cuda_runtime.h>
@@ -363,6 +364,32 @@ s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
     return rc;
 }
 
+//  A long prefix's bookkeeping arrays (hashes, tiers, slots: 8 bytes a
+//  block, so 512 KiB for 65536 blocks) are allocated and freed at every
+//  request. glibc maps each such array fresh and unmaps it at free, so
+//  every request faulted its pages in again on the thread it waited on:
+//  ~0.3 ms for the hashes of a 1 GiB prefix of 16 KiB blocks on a 2-core
+//  VM, before the match could begin (tools/bench/RESULTS.md, session 16).
+//  Below runtime/malloc_keep_mib, arrays come from the heap and freed
+//  memory stays there for the next request. Process-wide, like malloc
+//  itself; 0 leaves glibc's own thresholds.
+void
+kvt_runtime_malloc_setup (const kvt_config_t *config)
+{
+#ifdef M_MMAP_THRESHOLD
+    int64_t keep_mib = kvt_config_int (config, "runtime/malloc_keep_mib");
+    if (keep_mib <= 0 || getenv ("GLIBC_TUNABLES"))
+        return;                     //  Off, or the user tunes malloc already
+    int64_t keep = keep_mib < 1024? keep_mib << 20: (int64_t) 1 << 30;
+    //  (glibc refuses a mapping threshold above 32 MiB on 64-bit)
+    int64_t map_above = keep < (32 << 20)? keep: (32 << 20);
+    mallopt (M_MMAP_THRESHOLD, (int) map_above);
+    mallopt (M_TRIM_THRESHOLD, (int) keep);
+#else
+    (void) config;
+#endif
+}
+
 int
 kvt_runtime_start (kvt_runtime_t *self)
 {
@@ -372,6 +399,7 @@ kvt_runtime_start (kvt_runtime_t *self)
         kvt_log_error ("runtime: %s", error);
         return rc;
     }
+    kvt_runtime_malloc_setup (self->config);
     const char *run_dir = kvt_config_str (self->config, "runtime/run_dir");
     if (*run_dir)
         snprintf (self->run_dir, sizeof (self->run_dir), "%s", run_dir);
@@ -603,6 +631,7 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
     kvt_log_level_t level;
     if (kvt_log_parse_level (kvt_config_str (config, "runtime/log_level"), &level) == 0)
         kvt_log_set_level (level);
+    kvt_runtime_malloc_setup (config);
     kvt_layer_shard_t shard;
     if (kvt_layer_shard_from_config (config, &shard, error, sizeof (error))) {
         fprintf (stderr, "kvtier actor %s: %s\n", name, error);

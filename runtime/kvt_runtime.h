@@ -61,6 +61,11 @@ int
 kvt_runtime_t *
     kvt_runtime_new (const kvt_config_t *config, const kvt_actor_def_t *const *defs);
 
+//  Keep freed heap memory for reuse, per runtime/malloc_keep_mib (see the
+//  definition for why). kvt_runtime_start and actor processes call it.
+void
+    kvt_runtime_malloc_setup (const kvt_config_t *config);
+
 //  Create the run folder and arenas and start every actor. Returns 0, or a
 //  negative code with the reason logged; destroy the runtime either way.
 int

@@ -39,14 +39,24 @@ kvt_zmalloc (size_t bytes)
     return p;
 }
 
-//  A copy of 'count' values (room for one more, so 0 is a valid count);
-//  aborts on out-of-memory like kvt_zmalloc. Not zeroed: all are written.
+//  Room for 'count' values and one more (so 0 is a valid count), not
+//  zeroed, for arrays written before they are read: a long prefix's
+//  arrays are megabytes, and zeroing them touches every page up front on
+//  the thread that waits for them. Aborts on out-of-memory like kvt_zmalloc.
+static inline uint64_t *
+kvt_u64s_new (size_t count)
+{
+    uint64_t *values = (uint64_t *) malloc ((count + 1) * sizeof (uint64_t));
+    if (!values)
+        abort ();
+    return values;
+}
+
+//  A copy of 'count' values (room for one more); aborts on out-of-memory.
 static inline uint64_t *
 kvt_u64s_dup (const uint64_t *values, size_t count)
 {
-    uint64_t *copy = (uint64_t *) malloc ((count + 1) * sizeof (uint64_t));
-    if (!copy)
-        abort ();
+    uint64_t *copy = kvt_u64s_new (count);
     if (count)
         memcpy (copy, values, count * sizeof (uint64_t));
     return copy;
