@@ -747,7 +747,7 @@ s_step_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     kvt_actor_count (self->actor, "busy_us", (uint64_t) spent);
     kvt_actor_count (self->actor, "finish_us", (uint64_t) spent);
     kvt_compute_arm (self);
-    kvt_actor_count_busy (self->actor, "", "steps_done", started);
+    kvt_actor_turn_end (self->actor, "", "steps_done", started);
     return 0;
 }
 

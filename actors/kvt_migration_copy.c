@@ -242,7 +242,7 @@ s_gpu_copy_done (zloop_t *loop, zmq_pollitem_t *item, void *arg)
             wait->cont (lane->owner, wait->arg, wait->rc);
         free (wait);
     }
-    kvt_actor_count_busy (lane->owner->actor, "", "copies_done", start);
+    kvt_actor_turn_end (lane->owner->actor, "", "copies_done", start);
     return 0;
 }
 

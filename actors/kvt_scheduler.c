@@ -591,7 +591,7 @@ s_frontdoor_ready (zloop_t *loop, zsock_t *sock, void *arg)
         kvt_scheduler_send_client (self, &reply);
     }
     kvt_msg_destroy (&msg);
-    kvt_actor_count_busy (self->actor, "client_", kvt_msg_name (id), start);
+    kvt_actor_turn_end (self->actor, "client_", kvt_msg_name (id), start);
     return 0;
 }
 

@@ -12,6 +12,7 @@
 #define S_BUSY_MEMO     128         //  Entries of the busy counters' memo (a power of 2)
 #define S_SWEEP_MS      50          //  How often call deadlines are checked
 #define S_MAX_GUESTS    4           //  Actors one thread may host beside its own
+#define S_SERVE_ROUNDS  16          //  Rounds of hand-overs served after one callback
 #define S_LONG_BUSY_US  1000        //  Busy spans this long are named (long_busy_*)
 
 typedef struct {
@@ -50,7 +51,7 @@ struct _kvt_actor_t {
     int64_t call_timeout_us;        //  From runtime/call_timeout_ms
     s_counter_t counters [S_MAX_COUNTERS];
     int counter_count;              //  Entries used
-    //  kvt_actor_count_busy's counters by the address of their names'
+    //  s_count_busy's counters by the address of their names'
     //  parts (message names and kinds are static strings): no name
     //  search and no formatting for each message
     struct {
@@ -71,6 +72,7 @@ struct _kvt_actor_t {
     zlist_t *direct_replies;        //  kvt_msg_t, answers to our calls
     int direct_timer;               //  The zero-delay timer that serves them, or -1
     bool ending;                    //  The thread's loop ended: nothing is handed over
+    bool serving;                   //  (Host) serving hand-overs now (s_direct_serve_now)
 };
 
 void
@@ -139,13 +141,13 @@ kvt_actor_add_counters (kvt_actor_t *self, kvt_msg_t *msg, int field)
     }
 }
 
-//  us_busy counts the time an actor's loop spends on its own requests,
+//  (kvt_actor_turn_end) us_busy counts the time an actor's loop spends on its own requests,
 //  replies and steps, decoding included, and us_<MSG> / us_reply_<MSG> /
 //  us_steps split it by what was handled (us_other: not decoded): with
 //  the counts of the actors sharing its thread, how full that thread is
 //  and with what, which no profiler on the GPU machine can say (issue #3)
-void
-kvt_actor_count_busy (kvt_actor_t *self, const char *kind, const char *name, int64_t start)
+static void
+s_count_busy (kvt_actor_t *self, const char *kind, const char *name, int64_t start)
 {
     uint64_t us = (uint64_t) (kvt_now_us () - start);
     name = name? name: "other";
@@ -236,7 +238,8 @@ s_pending_add (kvt_actor_t *self, s_pending_t call)
 //  65536-block prefix spent 0.3-0.7 ms encoding, sending and decoding its
 //  hashes before the index could start (issue #3). Everything else is as
 //  over the sockets: the call is pending with its deadline, the request
-//  is served from the loop (never inside the caller's handler), counted
+//  is served from the loop, never inside the caller's handler (once the
+//  callback that made the call ends, kvt_actor_turn_end), counted
 //  in the same busy counters, and held while the callee answers a long
 //  request in steps; a request's order is kept per asker.
 
@@ -335,6 +338,20 @@ s_pending_take (kvt_actor_t *self, size_t index)
     return entry;
 }
 
+static void
+    s_time_out_overdue (kvt_actor_t *self);
+
+//  The index of the open call 'request_id', or pending_count if none
+static size_t
+s_pending_find (kvt_actor_t *self, uint64_t request_id)
+{
+    size_t index;
+    for (index = 0; index < self->pending_count; index++)
+        if (self->pending [index].request_id == request_id)
+            break;
+    return index;
+}
+
 //  An answer to one of our calls ('rc' its decoding's status); consumes it.
 //  Returns its message id.
 static int
@@ -342,10 +359,16 @@ s_reply_handle (kvt_actor_t *self, int rc, kvt_msg_t *reply)
 {
     uint64_t request_id = reply? kvt_msg_request_id (reply): 0;
     int id = reply? kvt_msg_id (reply): KVT_MSG_INVALID;
-    size_t index;
-    for (index = 0; index < self->pending_count; index++)
-        if (self->pending [index].request_id == request_id)
-            break;
+    size_t index = s_pending_find (self, request_id);
+    if (index < self->pending_count && self->pending [index].deadline_us <= kvt_now_us ()) {
+        //  Its deadline passed before its answer was read: the call timed
+        //  out, as when the sweep comes first (the loop runs its timers
+        //  before its sockets). A hand-over served right after a long
+        //  callback would otherwise beat the sweep. The answer is then a
+        //  late one if the caller awaits it (kvt_actor_call_expect_late).
+        s_time_out_overdue (self);
+        index = s_pending_find (self, request_id);
+    }
     if (index == self->pending_count) {
         kvt_actor_count (self, "replies_stale", 1);   //  Timed out earlier
         kvt_msg_destroy (&reply);
@@ -400,18 +423,15 @@ s_peer_ready (zloop_t *loop, zsock_t *sock, void *arg)
     kvt_actor_t *self = (kvt_actor_t *) arg;
     int64_t start = kvt_now_us ();
     int id = s_peer_reply (self, sock);
-    kvt_actor_count_busy (self, "reply_", kvt_msg_name (id), start);
+    kvt_actor_turn_end (self, "reply_", kvt_msg_name (id), start);
     return 0;
 }
 
-static int
-s_sweep_deadlines (zloop_t *loop, int timer_id, void *arg)
+//  Fail every call past its deadline with -ETIMEDOUT
+static void
+s_time_out_overdue (kvt_actor_t *self)
 {
-    (void) loop;
-    (void) timer_id;
-    kvt_actor_t *self = (kvt_actor_t *) arg;
     int64_t now = kvt_now_us ();
-    int64_t start = now;
     for (size_t index = 0; index < self->pending_count; ) {
         if (self->pending [index].deadline_us <= now) {
             s_pending_t call = s_pending_take (self, index);
@@ -428,7 +448,17 @@ s_sweep_deadlines (zloop_t *loop, int timer_id, void *arg)
         else
             index++;
     }
-    kvt_actor_count_busy (self, "", "deadlines", start);
+}
+
+static int
+s_sweep_deadlines (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    int64_t start = kvt_now_us ();
+    s_time_out_overdue (self);
+    kvt_actor_turn_end (self, "", "deadlines", start);
     return 0;
 }
 
@@ -511,28 +541,76 @@ s_request (kvt_actor_t *self, zsock_t *inbox)
     return s_request_handle (self, rc, msg);
 }
 
-//  Our zero-delay timer: serve what actors of our thread handed us, the
-//  answers first (each may let a call's caller go on), then the requests
-//  unless a long request holds them (s_step_ready re-arms at its end)
-static int
-s_direct_ready (zloop_t *loop, int timer_id, void *arg)
+//  Serve what actors of our thread handed us, the answers first (each may
+//  let a call's caller go on), then the requests unless a long request
+//  holds them (s_step_ready re-arms at its end)
+static void
+s_direct_serve (kvt_actor_t *self)
 {
-    (void) loop;
-    (void) timer_id;
-    kvt_actor_t *self = (kvt_actor_t *) arg;
-    self->direct_timer = -1;
     kvt_msg_t *msg;
     while ((msg = (kvt_msg_t *) zlist_pop (self->direct_replies))) {
         int64_t start = kvt_now_us ();
         int id = s_reply_handle (self, 0, msg);
-        kvt_actor_count_busy (self, "reply_", kvt_msg_name (id), start);
+        s_count_busy (self, "reply_", kvt_msg_name (id), start);
     }
     while (!self->step && (msg = (kvt_msg_t *) zlist_pop (self->direct_requests))) {
         int64_t start = kvt_now_us ();
         int id = s_request_handle (self, 0, msg);
-        kvt_actor_count_busy (self, "", kvt_msg_name (id), start);
+        s_count_busy (self, "", kvt_msg_name (id), start);
     }
+}
+
+//  Serve now, after the callback that made them, the hand-overs waiting
+//  on our thread, and those that serving them makes, up to S_SERVE_ROUNDS
+//  rounds (then the loop's turns take over, so a ping-pong between two
+//  actors cannot starve the sockets). A turn of the loop was the cost of
+//  each hop: ~0.1 ms after the scheduler read a 1M-token GENERATE, on the
+//  H200 and on a 2-core VM (tools/bench/RESULTS.md, session 16). Callbacks
+//  of this serving do not serve again: the rounds pick up what they hand.
+static void
+s_direct_serve_now (kvt_actor_t *self)
+{
+    kvt_actor_t *host = self->host? self->host: self;
+    if (host->serving || self->ending)
+        return;
+    host->serving = true;
+    for (int round = 0; round < S_SERVE_ROUNDS; round++) {
+        bool served = false;
+        for (int k = -1; k < host->guest_count; k++) {
+            kvt_actor_t *actor = k < 0? host: host->guests [k];
+            if (actor->direct_timer == -1)
+                continue;           //  Nothing it may serve now
+            zloop_timer_end (actor->loop, actor->direct_timer);
+            actor->direct_timer = -1;
+            s_direct_serve (actor);
+            served = true;
+        }
+        if (!served)
+            break;
+    }
+    host->serving = false;
+}
+
+//  Our zero-delay timer: what was handed to us outside any callback that
+//  ends with kvt_actor_turn_end, or past S_SERVE_ROUNDS
+static int
+s_direct_ready (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    kvt_actor_t *self = (kvt_actor_t *) arg;
+    if (timer_id != self->direct_timer)
+        return 0;                   //  Ended in this pass, served already
+    self->direct_timer = -1;
+    s_direct_serve (self);
+    s_direct_serve_now (self);      //  What serving it handed on
     return 0;
+}
+
+void
+kvt_actor_turn_end (kvt_actor_t *self, const char *kind, const char *name, int64_t start)
+{
+    s_count_busy (self, kind, name, start);
+    s_direct_serve_now (self);
 }
 
 static int
@@ -542,7 +620,7 @@ s_inbox_ready (zloop_t *loop, zsock_t *inbox, void *arg)
     kvt_actor_t *self = (kvt_actor_t *) arg;
     int64_t start = kvt_now_us ();
     int id = s_request (self, inbox);
-    kvt_actor_count_busy (self, "", kvt_msg_name (id), start);
+    kvt_actor_turn_end (self, "", kvt_msg_name (id), start);
     return 0;
 }
 
@@ -569,7 +647,7 @@ s_step_ready (zloop_t *loop, zsock_t *wake, void *arg)
         zloop_reader (loop, self->inbox, s_inbox_ready, self);
         s_direct_arm (self);        //  Requests handed over meanwhile
     }
-    kvt_actor_count_busy (self, "steps", "", start);
+    kvt_actor_turn_end (self, "steps", "", start);
     return 0;
 }
 

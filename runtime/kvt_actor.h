@@ -156,17 +156,21 @@ bool
 void
     kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta);
 
-//  Count the time since 'start_us' (kvt_now_us) as the actor's loop's own
-//  work: in us_busy and in us_<kind><name> (name NULL: "other"). The
-//  runtime counts its sockets' requests (kind ""), replies ("reply_") and
-//  steps; an actor counts a socket of its own the same way. 'kind' and
-//  'name' must be static strings (literals, kvt_msg_name): the counter is
-//  remembered by their addresses. A span of 1 ms or more is also counted
-//  in long_busy_<kind><name>, its length kept in us_long_busy_last and
-//  its end marked at_long_busy_end (what held a thread, and when).
+//  End one callback of the actor's loop (a socket read, a timer, a step,
+//  a completion): count the time since 'start_us' (kvt_now_us) as the
+//  loop's own work, in us_busy and in us_<kind><name> (name NULL:
+//  "other"), then serve at once what the callback handed to actors of
+//  this thread (a call to a guest, a guest's answer) instead of at the
+//  loop's next turn. The runtime ends its sockets' requests (kind ""),
+//  replies ("reply_") and steps this way; an actor ends each callback of
+//  its own the same way, as its last statement. 'kind' and 'name' must be
+//  static strings (literals, kvt_msg_name): the counter is remembered by
+//  their addresses. A span of 1 ms or more is also counted in
+//  long_busy_<kind><name>, its length kept in us_long_busy_last and its
+//  end marked at_long_busy_end (what held a thread, and when).
 void
-    kvt_actor_count_busy (kvt_actor_t *self, const char *kind, const char *name,
-                          int64_t start_us);
+    kvt_actor_turn_end (kvt_actor_t *self, const char *kind, const char *name,
+                        int64_t start_us);
 
 //  Set a named gauge reported by STATS.
 void

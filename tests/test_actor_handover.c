@@ -23,6 +23,14 @@
         us_reply_IDX_MATCH_PART);
       - a call left open when the thread ends fails with -ECANCELED.
     The host answers the LOOKUP with the order in which its callbacks ran.
+    Hand-overs are served once the callback that made them ends
+    (kvt_actor_turn_end), not a turn of the loop later: the guest takes
+    the match before a zero-delay timer the host set in the same callback.
+    And a deadline still wins: a STORE makes the host call the guest with
+    a 1 ms timeout, which the guest answers 20 ms later (IDX_INSERT); the
+    answer, served at once after it, finds the call past its deadline, so
+    the call times out (as the loop's sweep would have had it) and the
+    answer is stale.
 @end
 */
 
@@ -51,6 +59,10 @@ typedef struct {
 //  Set by the host's callback of the call left open at the end (static:
 //  the host is gone by the time the test reads it)
 static int s_open_call_rc;
+
+//  Whether the host's zero-delay timer had run when the guest took the
+//  match (each LOOKUP sets the timer, then calls the guest)
+static bool s_host_turned, s_guest_matched_before_turn;
 
 static void *
 s_host_new (kvt_actor_t *actor, const kvt_config_t *config)
@@ -124,8 +136,18 @@ s_host_left_open (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
     s_open_call_rc = rc;
 }
 
-//  LOOKUP: the match and the unpin go to the guest at once; a STORE
-//  leaves a call to the guest open (it never answers IDX_REMOVE)
+static int
+s_host_turn (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    (void) arg;
+    s_host_turned = true;
+    return 0;
+}
+
+//  LOOKUP: the match and the unpin go to the guest at once, and a call
+//  is left open (the guest never answers IDX_REMOVE)
 static int
 s_host_lookup (void *self_ptr, kvt_msg_t **msg_p)
 {
@@ -134,6 +156,8 @@ s_host_lookup (void *self_ptr, kvt_msg_t **msg_p)
     *msg_p = NULL;
     self->seen = 0;
     self->open = 2;
+    s_host_turned = false;
+    zloop_timer (kvt_actor_loop (self->actor), 0, 1, s_host_turn, NULL);
     uint64_t hashes [4] = { 1, 2, 3, 4 };
     kvt_msg_t *match = kvt_msg_new (KVT_MSG_IDX_MATCH_PARTS);
     kvt_msg_set_array (match, KVT_IDX_MATCH_PARTS_HASHES, hashes, 4);
@@ -143,6 +167,31 @@ s_host_lookup (void *self_ptr, kvt_msg_t **msg_p)
     kvt_actor_call (self->actor, "prefix_index", &unpin, s_host_unpinned, NULL);
     kvt_msg_t *never = kvt_msg_new (KVT_MSG_IDX_REMOVE);
     kvt_actor_call (self->actor, "prefix_index", &never, s_host_left_open, NULL);
+    return 0;
+}
+
+//  The guest's answer to the 1 ms call: STORE_OK if it came in time,
+//  else the call's error
+static void
+s_host_inserted (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
+{
+    (void) reply_p;
+    s_host_t *self = (s_host_t *) self_ptr;
+    kvt_msg_t *store = (kvt_msg_t *) arg;
+    kvt_msg_t *reply = rc? kvt_msg_error_new (store, rc, "IDX_INSERT failed")
+                         : kvt_msg_reply_new (store, KVT_MSG_STORE_OK);
+    kvt_msg_destroy (&store);
+    kvt_actor_reply (self->actor, &reply);
+}
+
+//  STORE: a call to the guest that must come back within 1 ms
+static int
+s_host_store (void *self_ptr, kvt_msg_t **msg_p)
+{
+    s_host_t *self = (s_host_t *) self_ptr;
+    kvt_msg_t *insert = kvt_msg_new (KVT_MSG_IDX_INSERT);
+    kvt_actor_call_timeout (self->actor, "prefix_index", &insert, s_host_inserted, *msg_p, 1);
+    *msg_p = NULL;
     return 0;
 }
 
@@ -191,6 +240,7 @@ s_guest_match (void *self_ptr, kvt_msg_t **msg_p)
     self->matching = *msg_p;
     *msg_p = NULL;
     self->parts = 0;
+    s_guest_matched_before_turn = !s_host_turned;
     return kvt_actor_continue (self->actor, s_guest_step, NULL);
 }
 
@@ -199,6 +249,16 @@ s_guest_unpin (void *self_ptr, kvt_msg_t **msg_p)
 {
     s_guest_t *self = (s_guest_t *) self_ptr;
     kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_UNPIN_OK);
+    return kvt_actor_reply (self->actor, &reply);
+}
+
+//  Answered, 20 ms late for a 1 ms call
+static int
+s_guest_insert (void *self_ptr, kvt_msg_t **msg_p)
+{
+    s_guest_t *self = (s_guest_t *) self_ptr;
+    zclock_sleep (20);
+    kvt_msg_t *reply = kvt_msg_reply_new (*msg_p, KVT_MSG_IDX_INSERT_OK);
     return kvt_actor_reply (self->actor, &reply);
 }
 
@@ -216,13 +276,14 @@ static const char *const s_host_peers [] = { "prefix_index", NULL };
 static const kvt_actor_def_t s_host_def = {
     .name = "scheduler", .create = s_host_new, .destroy = s_host_destroy,
     .peers = s_host_peers,
-    .handlers = { [KVT_MSG_LOOKUP] = s_host_lookup }
+    .handlers = { [KVT_MSG_LOOKUP] = s_host_lookup, [KVT_MSG_STORE] = s_host_store }
 };
 
 static const kvt_actor_def_t s_guest_def = {
     .name = "prefix_index", .create = s_guest_new, .destroy = s_guest_destroy,
     .handlers = { [KVT_MSG_IDX_MATCH_PARTS] = s_guest_match,
                   [KVT_MSG_IDX_UNPIN] = s_guest_unpin,
+                  [KVT_MSG_IDX_INSERT] = s_guest_insert,
                   [KVT_MSG_IDX_REMOVE] = s_guest_remove }
 };
 
@@ -267,8 +328,19 @@ main (void)
         t_check (order [S_PARTS + 1] == S_SAW_UNPIN_OK);
         //  Three calls a round went to the guest as objects
         t_check (kvt_msg_u64 (reply, KVT_LOOKUP_OK_MATCHED_BLOCKS) == 3 * (uint64_t) (round + 1));
+        //  ... and the match was taken before the loop turned
+        t_check (s_guest_matched_before_turn);
         kvt_msg_destroy (&reply);
     }
+    //  An answer handed over past its call's deadline: the call timed out
+    kvt_msg_t *store = kvt_msg_new (KVT_MSG_STORE);
+    kvt_msg_set_request_id (store, 9);
+    t_ok (kvt_msg_send (&store, dealer));
+    kvt_msg_t *stored = NULL;
+    t_ok (kvt_msg_recv (dealer, &stored));
+    t_check (kvt_msg_id (stored) == KVT_MSG_ERROR);
+    t_check (kvt_msg_i64 (stored, KVT_ERROR_CODE) == -ETIMEDOUT);
+    kvt_msg_destroy (&stored);
     //  The same busy counters as over the sockets
     kvt_msg_t *stats = kvt_msg_new (KVT_MSG_STATS);
     kvt_msg_set_request_id (stats, 7);
@@ -277,11 +349,17 @@ main (void)
     t_ok (kvt_msg_recv (dealer, &reply));
     t_check (kvt_msg_id (reply) == KVT_MSG_STATS_OK);
     bool reply_part = false;
-    for (size_t k = 0; k < kvt_msg_map_size (reply, KVT_STATS_OK_COUNTERS); k++)
-        reply_part = reply_part
-            || streq (kvt_msg_map_key (reply, KVT_STATS_OK_COUNTERS, k),
-                      "scheduler.us_reply_IDX_MATCH_PART");
+    uint64_t timed_out = 0, stale = 0;
+    for (size_t k = 0; k < kvt_msg_map_size (reply, KVT_STATS_OK_COUNTERS); k++) {
+        const char *key = kvt_msg_map_key (reply, KVT_STATS_OK_COUNTERS, k);
+        reply_part = reply_part || streq (key, "scheduler.us_reply_IDX_MATCH_PART");
+        if (streq (key, "scheduler.calls_timed_out"))
+            timed_out = kvt_msg_map_value (reply, KVT_STATS_OK_COUNTERS, k);
+        if (streq (key, "scheduler.replies_stale"))
+            stale = kvt_msg_map_value (reply, KVT_STATS_OK_COUNTERS, k);
+    }
     t_check (reply_part);
+    t_check (timed_out == 1 && stale == 1);
     kvt_msg_destroy (&reply);
 
     //  The thread ends with a call to the guest open: it fails, cancelled
