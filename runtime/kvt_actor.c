@@ -715,10 +715,14 @@ s_start (kvt_actor_t *self)
         const char *peer = self->def->peers [k];
         char mode_key [64];
         snprintf (mode_key, sizeof (mode_key), "%s/mode", peer);
-        //  A peer in a thread of the supervisor, or hosted in one
-        //  ("with:NAME"), is in the supervisor's process
+        //  A peer in a thread of the supervisor is in the supervisor's
+        //  process; a guest ("with:HOST") is where its host is
         const char *peer_mode = kvt_config_str (self->config, mode_key);
-        bool peer_is_thread = streq (peer_mode, "thread") || strncmp (peer_mode, "with:", 5) == 0;
+        if (strncmp (peer_mode, "with:", 5) == 0) {
+            snprintf (mode_key, sizeof (mode_key), "%s/mode", peer_mode + 5);
+            peer_mode = kvt_config_str (self->config, mode_key);
+        }
+        bool peer_is_thread = streq (peer_mode, "thread");
         bool use_ipc = self->in_process || !peer_is_thread;
         kvt_actor_endpoint (self->run_dir, peer, use_ipc, endpoint, sizeof (endpoint));
         self->peers [k] = zsock_new (ZMQ_DEALER);

@@ -212,17 +212,18 @@ kvt_config_validate (const kvt_config_t *self, char *error, size_t error_size)
         snprintf (path, sizeof (path), "%s/mode", *actor);
         const char *mode = kvt_config_str (self, path);
         if (strncmp (mode, "with:", 5) == 0) {
-            //  A guest in another actor's thread: the host must be a real
-            //  thread, and neither may be compute, whose handlers run long
+            //  A guest in another actor's thread, in that actor's process:
+            //  the host must run as a thread or a process of its own (not
+            //  be a guest), and neither may be compute, whose handlers run long
             const char *host = mode + 5;
             char host_path [64];
             snprintf (host_path, sizeof (host_path), "%s/mode", host);
             bool known = s_one_of (host, actors) && !streq (host, *actor);
-            if (!known || !streq (kvt_config_str (self, host_path), "thread")
+            if (!known || !s_one_of (kvt_config_str (self, host_path), modes)
             ||  streq (host, "compute") || streq (*actor, "compute")) {
                 snprintf (error, error_size, "config key '%s' = '%s': the host must be another "
-                          "actor whose mode is thread, and compute neither hosts nor is hosted",
-                          path, mode);
+                          "actor whose mode is thread or process, and compute neither hosts "
+                          "nor is hosted", path, mode);
                 return KVT_ECONFIG;
             }
         }
@@ -322,6 +323,16 @@ kvt_config_test (bool verbose)
     assert (kvt_config_set_option (config, "tier_host/mode=with:compute", error, sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
     assert (kvt_config_set_option (config, "tier_host/mode=with:scheduler", error, sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == 0);
+    //  A guest goes where its host goes, into a process too; never a
+    //  guest's guest
+    assert (kvt_config_set_option (config, "migration/mode=process", error, sizeof (error)) == 0);
+    assert (kvt_config_set_option (config, "tier_host/mode=with:migration", error, sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == 0);
+    assert (kvt_config_set_option (config, "tier_gpu/mode=with:tier_host", error, sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
+    assert (strstr (error, "tier_gpu/mode"));
+    assert (kvt_config_set_option (config, "tier_gpu/mode=with:migration", error, sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == 0);
     assert (kvt_config_set_option (config, "tier_host/mode=thread", error, sizeof (error)) == 0);
     assert (kvt_config_set_option (config, "model/kv_heads=3", error, sizeof (error)) == 0);

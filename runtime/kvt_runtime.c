@@ -31,7 +31,7 @@ struct _kvt_runtime_t {
     char ipc_endpoint [300];        //  Front door for local clients
     s_actor_t actors [S_MAX_ACTORS];
     int actor_count;                //  Entries started (or tried)
-    const kvt_actor_def_t *defs [S_MAX_ACTORS];
+    const kvt_actor_def_t *defs [S_MAX_ACTORS + 1];     //  NULL-terminated
     int def_count;                  //  Entries in defs
     int deaths;                     //  Actor processes that died
     bool arenas_registered;         //  We filled the arena registry
@@ -202,6 +202,38 @@ s_gpu_slab_user (const char *actor)
     return streq (actor, "tier_gpu") || streq (actor, "migration") || streq (actor, "compute");
 }
 
+//  The definitions among 'defs' (NULL-terminated) of the guests of actor
+//  'host' (mode "with:<host>"), into 'guests' (room for S_MAX_ACTORS + 1),
+//  NULL-terminated. Returns how many.
+static int
+s_guests_of (const kvt_config_t *config, const kvt_actor_def_t *const *defs, const char *host,
+             const kvt_actor_def_t **guests)
+{
+    int count = 0;
+    for (; *defs && count < S_MAX_ACTORS; defs++) {
+        char guest_key [64];
+        snprintf (guest_key, sizeof (guest_key), "%s/mode", (*defs)->name);
+        const char *guest_mode = kvt_config_str (config, guest_key);
+        if (strncmp (guest_mode, "with:", 5) == 0 && streq (guest_mode + 5, host))
+            guests [count++] = *defs;
+    }
+    guests [count] = NULL;
+    return count;
+}
+
+//  Whether actor 'host' or one of its guests touches the GPU tier's slab
+static bool
+s_process_uses_gpu_slab (const kvt_config_t *config, const kvt_actor_def_t *const *defs,
+                         const char *host)
+{
+    const kvt_actor_def_t *guests [S_MAX_ACTORS + 1];
+    s_guests_of (config, defs, host, guests);
+    bool uses = s_gpu_slab_user (host);
+    for (int k = 0; guests [k]; k++)
+        uses = uses || s_gpu_slab_user (guests [k]->name);
+    return uses;
+}
+
 //  The arenas every runtime has: the GPU tier's slab (device memory when
 //  the model runs on a GPU, else shared host memory) and the host tier's
 //  slab (registered with CUDA when the GPU slab is on the device).
@@ -308,7 +340,7 @@ s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
         //  A device slab travels as its CUDA IPC handle, to the actors
         //  that touch it; the others get no GPU context
         char hex [KVT_ARENA_IPC_HEX];
-        int rc = s_gpu_slab_user (actor->def->name)
+        int rc = s_process_uses_gpu_slab (self->config, self->defs, actor->def->name)
                ? kvt_arena_ipc_handle (gpu, hex, sizeof (hex)): -ENOENT;
         if (rc == 0)
             snprintf (gpu_arena, sizeof (gpu_arena), "gpu=ipc:%s", hex);
@@ -446,17 +478,10 @@ kvt_runtime_start (kvt_runtime_t *self)
             continue;               //  Started in its host's thread
         s_actor_t *actor = &self->actors [self->actor_count++];
         actor->def = def;
-        //  Guests: actors whose mode is "with:<this actor>"
+        //  Guests: actors whose mode is "with:<this actor>" (in an actor
+        //  process, that process starts them)
         const kvt_actor_def_t *guests [S_MAX_ACTORS + 1];
-        int guest_count = 0;
-        for (int g = 0; g < self->def_count; g++) {
-            char guest_key [64];
-            snprintf (guest_key, sizeof (guest_key), "%s/mode", self->defs [g]->name);
-            const char *guest_mode = kvt_config_str (self->config, guest_key);
-            if (strncmp (guest_mode, "with:", 5) == 0 && streq (guest_mode + 5, def->name))
-                guests [guest_count++] = self->defs [g];
-        }
-        guests [guest_count] = NULL;
+        s_guests_of (self->config, self->defs, def->name, guests);
         if (streq (mode, "process"))
             rc = s_start_process (self, actor, config_path);
         else {
@@ -613,9 +638,9 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
             ready_fd = atoi (argv [k + 1]);
     }
     const kvt_actor_def_t *def = NULL;
-    for (; name && *defs; defs++)
-        if (streq ((*defs)->name, name))
-            def = *defs;
+    for (const kvt_actor_def_t *const *each = defs; name && *each; each++)
+        if (streq ((*each)->name, name))
+            def = *each;
     if (!def || !config_path || !run_dir || ready_fd < 0) {
         fprintf (stderr, "usage: kvtier actor NAME --config FILE --run-dir DIR --ready-fd N "
                  "[--arena name=fd]...\n(started by the supervisor, not by hand)\n");
@@ -675,7 +700,9 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
         kvt_config_destroy (&config);
         return 1;
     }
-    kvt_actor_args_t args = { def, config, run_dir, true, NULL };
+    const kvt_actor_def_t *guests [S_MAX_ACTORS + 1];
+    s_guests_of (config, defs, def->name, guests);
+    kvt_actor_args_t args = { def, config, run_dir, true, guests };
     zactor_t *actor = zactor_new (kvt_actor_main, &args);
     zstr_send (actor, "START");
     char status = zsock_wait (actor) == 0? 0: 1;
