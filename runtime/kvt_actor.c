@@ -141,11 +141,12 @@ kvt_actor_add_counters (kvt_actor_t *self, kvt_msg_t *msg, int field)
     }
 }
 
-//  (kvt_actor_turn_end) us_busy counts the time an actor's loop spends on its own requests,
-//  replies and steps, decoding included, and us_<MSG> / us_reply_<MSG> /
-//  us_steps split it by what was handled (us_other: not decoded): with
-//  the counts of the actors sharing its thread, how full that thread is
-//  and with what, which no profiler on the GPU machine can say (issue #3)
+//  (For kvt_actor_turn_end) us_busy counts the time an actor's loop
+//  spends on its own requests, replies and steps, decoding included, and
+//  us_<MSG> / us_reply_<MSG> / us_steps split it by what was handled
+//  (us_other: not decoded): with the counts of the actors sharing its
+//  thread, how full that thread is and with what, which no profiler on
+//  the GPU machine can say (issue #3)
 static void
 s_count_busy (kvt_actor_t *self, const char *kind, const char *name, int64_t start)
 {

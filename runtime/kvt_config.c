@@ -327,12 +327,15 @@ kvt_config_test (bool verbose)
     //  A guest goes where its host goes, into a process too; never a
     //  guest's guest
     assert (kvt_config_set_option (config, "migration/mode=process", error, sizeof (error)) == 0);
-    assert (kvt_config_set_option (config, "tier_host/mode=with:migration", error, sizeof (error)) == 0);
+    assert (kvt_config_set_option (config, "tier_host/mode=with:migration", error,
+                                   sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == 0);
-    assert (kvt_config_set_option (config, "tier_gpu/mode=with:tier_host", error, sizeof (error)) == 0);
+    assert (kvt_config_set_option (config, "tier_gpu/mode=with:tier_host", error,
+                                   sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
     assert (strstr (error, "tier_gpu/mode"));
-    assert (kvt_config_set_option (config, "tier_gpu/mode=with:migration", error, sizeof (error)) == 0);
+    assert (kvt_config_set_option (config, "tier_gpu/mode=with:migration", error,
+                                   sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == 0);
     assert (kvt_config_set_option (config, "tier_host/mode=thread", error, sizeof (error)) == 0);
     assert (kvt_config_set_option (config, "model/kv_heads=3", error, sizeof (error)) == 0);
