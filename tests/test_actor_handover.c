@@ -287,6 +287,18 @@ static const kvt_actor_def_t s_guest_def = {
                   [KVT_MSG_IDX_REMOVE] = s_guest_remove }
 };
 
+//  Send this program's request 'id' to the host and wait for its answer
+static kvt_msg_t *
+s_ask (zsock_t *dealer, int id, uint64_t request_id)
+{
+    kvt_msg_t *request = kvt_msg_new (id);
+    kvt_msg_set_request_id (request, request_id);
+    t_ok (kvt_msg_send (&request, dealer));
+    kvt_msg_t *reply = NULL;
+    t_ok (kvt_msg_recv (dealer, &reply));
+    return reply;
+}
+
 int
 main (void)
 {
@@ -307,11 +319,7 @@ main (void)
     t_check (dealer);
     zsock_set_rcvtimeo (dealer, 10000);
     for (int round = 0; round < 2; round++) {
-        kvt_msg_t *lookup = kvt_msg_new (KVT_MSG_LOOKUP);
-        kvt_msg_set_request_id (lookup, 100 + (uint64_t) round);
-        t_ok (kvt_msg_send (&lookup, dealer));
-        kvt_msg_t *reply = NULL;
-        t_ok (kvt_msg_recv (dealer, &reply));
+        kvt_msg_t *reply = s_ask (dealer, KVT_MSG_LOOKUP, 100 + (uint64_t) round);
         t_check (kvt_msg_id (reply) == KVT_MSG_LOOKUP_OK);
         t_check (kvt_msg_request_id (reply) == 100 + (uint64_t) round);
         size_t seen;
@@ -333,20 +341,12 @@ main (void)
         kvt_msg_destroy (&reply);
     }
     //  An answer handed over past its call's deadline: the call timed out
-    kvt_msg_t *store = kvt_msg_new (KVT_MSG_STORE);
-    kvt_msg_set_request_id (store, 9);
-    t_ok (kvt_msg_send (&store, dealer));
-    kvt_msg_t *stored = NULL;
-    t_ok (kvt_msg_recv (dealer, &stored));
+    kvt_msg_t *stored = s_ask (dealer, KVT_MSG_STORE, 9);
     t_check (kvt_msg_id (stored) == KVT_MSG_ERROR);
     t_check (kvt_msg_i64 (stored, KVT_ERROR_CODE) == -ETIMEDOUT);
     kvt_msg_destroy (&stored);
     //  The same busy counters as over the sockets
-    kvt_msg_t *stats = kvt_msg_new (KVT_MSG_STATS);
-    kvt_msg_set_request_id (stats, 7);
-    t_ok (kvt_msg_send (&stats, dealer));
-    kvt_msg_t *reply = NULL;
-    t_ok (kvt_msg_recv (dealer, &reply));
+    kvt_msg_t *reply = s_ask (dealer, KVT_MSG_STATS, 7);
     t_check (kvt_msg_id (reply) == KVT_MSG_STATS_OK);
     bool reply_part = false;
     uint64_t timed_out = 0, stale = 0;
