@@ -1,79 +1,15 @@
 /*  =========================================================================
-    kvt_actor - the skeleton every actor shares: loop, inbox, calls, stats
+    kvt_actor - the skeleton every actor shares: loop, inbox, calls, hand-overs
 
     SPDX-License-Identifier: Apache-2.0
     =========================================================================
 */
 
 #include "kvt_classes.h"
+#include "kvt_actor_int.h"
 
-#define S_MAX_PEERS     8           //  Peers one actor may call
-#define S_MAX_COUNTERS  128         //  Distinct counters one actor reports
-#define S_BUSY_MEMO     128         //  Entries of the busy counters' memo (a power of 2)
 #define S_SWEEP_MS      50          //  How often call deadlines are checked
-#define S_MAX_GUESTS    4           //  Actors one thread may host beside its own
 #define S_SERVE_ROUNDS  16          //  Rounds of hand-overs served after one callback
-#define S_LONG_BUSY_US  1000        //  Busy spans this long are named (long_busy_*)
-
-typedef struct {
-    uint64_t request_id;            //  Our id for the call
-    kvt_actor_reply_fn *fn;         //  Who gets the answer
-    void *arg;                      //  Its argument
-    int64_t deadline_us;            //  When to give up
-    int peer;                       //  Index in peers []
-    int msg_id;                     //  The request's message id (which parts answer it)
-    bool late;                      //  Timed out once, its answer still awaited
-    bool unsent;                    //  The request never left: no answer will come
-} s_pending_t;
-
-typedef struct {
-    char name [48];                 //  Counter name
-    uint64_t value;                 //  Its value
-} s_counter_t;
-
-struct _kvt_actor_t {
-    const kvt_actor_def_t *def;     //  What this actor is
-    void *self;                     //  The definition's state
-    zsock_t *pipe;                  //  Control pipe from our owner
-    zloop_t *loop;                  //  Reactor driving this actor
-    zsock_t *inbox;                 //  ROUTER for requests
-    kvt_config_t *config;           //  Own copy
-    char *run_dir;                  //  Own copy
-    bool in_process;                //  Alone in an actor process?
-    zsock_t *peers [S_MAX_PEERS];   //  DEALER per peer, same order as def->peers
-    int peer_count;                 //  Entries in peers
-    s_pending_t *pending;           //  Calls awaiting a reply
-    size_t pending_count;           //  Entries used
-    size_t pending_room;            //  Entries allocated
-    s_pending_t timed_out;          //  The call whose -ETIMEDOUT is being told
-    bool telling_timeout;           //  timed_out is valid (kvt_actor_call_expect_late)
-    uint64_t next_request_id;       //  For calls we make
-    int64_t call_timeout_us;        //  From runtime/call_timeout_ms
-    s_counter_t counters [S_MAX_COUNTERS];
-    int counter_count;              //  Entries used
-    //  s_count_busy's counters by the address of their names'
-    //  parts (message names and kinds are static strings): no name
-    //  search and no formatting for each message
-    struct {
-        const char *kind, *name;
-        s_counter_t *counter;
-    } busy_memo [S_BUSY_MEMO];
-    s_counter_t *busy;              //  us_busy, once counted
-    bool started;                   //  START succeeded?
-    kvt_actor_t *guests [S_MAX_GUESTS];  //  Actors sharing our thread and loop
-    int guest_count;                //  Entries in guests
-    kvt_actor_t *host;              //  A guest's host (whose thread and loop it shares)
-    kvt_actor_step_fn *step;        //  A long request's next step, inbox held (or NULL)
-    void *step_arg;                 //  Its argument
-    zsock_t *wake_in, *wake_out;    //  A pair that wakes the loop for each step
-    //  Same-thread delivery (s_direct_post): what actors of our thread
-    //  handed us as objects, in the order they came
-    zlist_t *direct_requests;       //  kvt_msg_t, held like the inbox during steps
-    zlist_t *direct_replies;        //  kvt_msg_t, answers to our calls
-    int direct_timer;               //  The zero-delay timer that serves them, or -1
-    bool ending;                    //  The thread's loop ended: nothing is handed over
-    bool serving;                   //  (Host) serving hand-overs now (s_direct_serve_now)
-};
 
 void
 kvt_actor_endpoint (const char *run_dir, const char *name, bool ipc, char *endpoint, size_t size)
@@ -82,99 +18,6 @@ kvt_actor_endpoint (const char *run_dir, const char *name, bool ipc, char *endpo
         snprintf (endpoint, size, "ipc://%s/%s.ipc", run_dir, name);
     else
         snprintf (endpoint, size, "inproc://%s/%s", run_dir, name);
-}
-
-//  --------------------------------------------------------------------------
-//  Counters
-
-static s_counter_t *
-s_counter (kvt_actor_t *self, const char *name)
-{
-    for (int k = 0; k < self->counter_count; k++)
-        if (streq (self->counters [k].name, name))
-            return &self->counters [k];
-    if (self->counter_count == S_MAX_COUNTERS)
-        return NULL;
-    s_counter_t *counter = &self->counters [self->counter_count++];
-    snprintf (counter->name, sizeof (counter->name), "%s", name);
-    return counter;
-}
-
-void
-kvt_actor_count (kvt_actor_t *self, const char *counter, uint64_t delta)
-{
-    s_counter_t *c = s_counter (self, counter);
-    if (c)
-        c->value += delta;
-}
-
-void
-kvt_actor_gauge (kvt_actor_t *self, const char *gauge, uint64_t value)
-{
-    s_counter_t *c = s_counter (self, gauge);
-    if (c)
-        c->value = value;
-}
-
-void
-kvt_actor_mark (kvt_actor_t *self, const char *event)
-{
-    kvt_actor_gauge (self, event, (uint64_t) kvt_now_us ());
-}
-
-uint64_t
-kvt_actor_counter (kvt_actor_t *self, const char *counter)
-{
-    for (int k = 0; k < self->counter_count; k++)
-        if (streq (self->counters [k].name, counter))
-            return self->counters [k].value;
-    return 0;
-}
-
-void
-kvt_actor_add_counters (kvt_actor_t *self, kvt_msg_t *msg, int field)
-{
-    for (int k = 0; k < self->counter_count; k++) {
-        char key [96];
-        snprintf (key, sizeof (key), "%s.%s", self->def->name, self->counters [k].name);
-        kvt_msg_map_add (msg, field, key, self->counters [k].value);
-    }
-}
-
-//  (For kvt_actor_turn_end) us_busy counts the time an actor's loop
-//  spends on its own requests, replies and steps, decoding included, and
-//  us_<MSG> / us_reply_<MSG> / us_steps split it by what was handled
-//  (us_other: not decoded): with the counts of the actors sharing its
-//  thread, how full that thread is and with what, which no profiler on
-//  the GPU machine can say (issue #3)
-static void
-s_count_busy (kvt_actor_t *self, const char *kind, const char *name, int64_t start)
-{
-    uint64_t us = (uint64_t) (kvt_now_us () - start);
-    name = name? name: "other";
-    if (!self->busy)
-        self->busy = s_counter (self, "us_busy");
-    size_t at = (((uintptr_t) kind * 31 + (uintptr_t) name) >> 3) & (S_BUSY_MEMO - 1);
-    if (self->busy_memo [at].kind != kind || self->busy_memo [at].name != name) {
-        char counter [48];
-        snprintf (counter, sizeof (counter), "us_%s%s", kind, name);
-        self->busy_memo [at].kind = kind;
-        self->busy_memo [at].name = name;
-        self->busy_memo [at].counter = s_counter (self, counter);
-    }
-    if (self->busy)
-        self->busy->value += us;
-    if (self->busy_memo [at].counter)
-        self->busy_memo [at].counter->value += us;
-    if (us >= S_LONG_BUSY_US) {
-        //  Rare: a span that held the thread (and the actors sharing it)
-        //  for a millisecond or more, named, and when it ended
-        char counter [48];
-        snprintf (counter, sizeof (counter), "long_busy_%s%s", kind, name);
-        kvt_actor_count (self, counter, 1);
-        kvt_actor_gauge (self, "us_long_busy_last", us);
-        kvt_actor_mark (self, "at_long_busy_end");
-    }
 }
 
 //  --------------------------------------------------------------------------
@@ -222,12 +65,12 @@ kvt_actor_call (kvt_actor_t *self, const char *peer, kvt_msg_t **request_p,
 
 //  Wait for the answer to 'call'.
 static void
-s_pending_add (kvt_actor_t *self, s_pending_t call)
+s_pending_add (kvt_actor_t *self, kvt_actor_pending_t call)
 {
     if (self->pending_count == self->pending_room) {
         self->pending_room = self->pending_room? self->pending_room * 2: 32;
-        self->pending = (s_pending_t *) realloc (self->pending,
-                                                 self->pending_room * sizeof (s_pending_t));
+        self->pending = (kvt_actor_pending_t *) realloc (self->pending,
+                                                 self->pending_room * sizeof (kvt_actor_pending_t));
         assert (self->pending);
     }
     self->pending [self->pending_count++] = call;
@@ -301,7 +144,7 @@ kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request
     }
     uint64_t request_id = ++self->next_request_id;
     kvt_msg_set_request_id (*request_p, request_id);
-    s_pending_t call = { .request_id = request_id, .fn = fn, .arg = arg,
+    kvt_actor_pending_t call = { .request_id = request_id, .fn = fn, .arg = arg,
                          .msg_id = kvt_msg_id (*request_p),
                          .deadline_us = kvt_now_us () + timeout_ms * 1000, .peer = index };
     kvt_actor_t *near = s_thread_peer (self, peer);
@@ -331,10 +174,10 @@ kvt_actor_call_timeout (kvt_actor_t *self, const char *peer, kvt_msg_t **request
 }
 
 //  Remove pending entry 'index' and return it.
-static s_pending_t
+static kvt_actor_pending_t
 s_pending_take (kvt_actor_t *self, size_t index)
 {
-    s_pending_t entry = self->pending [index];
+    kvt_actor_pending_t entry = self->pending [index];
     self->pending [index] = self->pending [--self->pending_count];
     return entry;
 }
@@ -379,13 +222,13 @@ s_reply_handle (kvt_actor_t *self, int rc, kvt_msg_t *reply)
     &&  kvt_msg_answers (kvt_msg_id (reply), self->pending [index].msg_id)) {
         //  More answers follow: the call stays open. (A partial answer to
         //  a request that has none ends the call like any wrong reply.)
-        s_pending_t call = self->pending [index];
+        kvt_actor_pending_t call = self->pending [index];
         if (call.fn)
             call.fn (self->self, 0, &reply, call.arg);
         kvt_msg_destroy (&reply);
         return id;
     }
-    s_pending_t call = s_pending_take (self, index);
+    kvt_actor_pending_t call = s_pending_take (self, index);
     if (call.late)
         kvt_actor_count (self, "late_answers", 1);
     if (rc == 0 && kvt_msg_id (reply) == KVT_MSG_ERROR) {
@@ -435,7 +278,7 @@ s_time_out_overdue (kvt_actor_t *self)
     int64_t now = kvt_now_us ();
     for (size_t index = 0; index < self->pending_count; ) {
         if (self->pending [index].deadline_us <= now) {
-            s_pending_t call = s_pending_take (self, index);
+            kvt_actor_pending_t call = s_pending_take (self, index);
             kvt_actor_count (self, "calls_timed_out", 1);
             kvt_log_warn ("%s: call to %s timed out", self->def->name,
                           self->def->peers [call.peer]);
@@ -470,7 +313,7 @@ kvt_actor_call_expect_late (kvt_actor_t *self, kvt_actor_reply_fn *fn, void *arg
     if (!self->telling_timeout)
         return -EINVAL;
     self->telling_timeout = false;  //  Once per timed-out call
-    s_pending_t call = self->timed_out;
+    kvt_actor_pending_t call = self->timed_out;
     if (call.unsent)
         return -ENOTCONN;           //  Nothing was asked: nothing will come
     call.fn = fn;
@@ -552,12 +395,12 @@ s_direct_serve (kvt_actor_t *self)
     while ((msg = (kvt_msg_t *) zlist_pop (self->direct_replies))) {
         int64_t start = kvt_now_us ();
         int id = s_reply_handle (self, 0, msg);
-        s_count_busy (self, "reply_", kvt_msg_name (id), start);
+        kvt_actor_busy_add (self, "reply_", kvt_msg_name (id), start);
     }
     while (!self->step && (msg = (kvt_msg_t *) zlist_pop (self->direct_requests))) {
         int64_t start = kvt_now_us ();
         int id = s_request_handle (self, 0, msg);
-        s_count_busy (self, "", kvt_msg_name (id), start);
+        kvt_actor_busy_add (self, "", kvt_msg_name (id), start);
     }
 }
 
@@ -610,7 +453,7 @@ s_direct_ready (zloop_t *loop, int timer_id, void *arg)
 void
 kvt_actor_turn_end (kvt_actor_t *self, const char *kind, const char *name, int64_t start)
 {
-    s_count_busy (self, kind, name, start);
+    kvt_actor_busy_add (self, kind, name, start);
     s_direct_serve_now (self);
 }
 
@@ -712,7 +555,7 @@ s_start (kvt_actor_t *self)
     }
     zloop_reader (self->loop, self->inbox, s_inbox_ready, self);
     for (int k = 0; self->def->peers && self->def->peers [k]; k++) {
-        assert (k < S_MAX_PEERS);
+        assert (k < KVT_ACTOR_MAX_PEERS);
         const char *peer = self->def->peers [k];
         char mode_key [64];
         snprintf (mode_key, sizeof (mode_key), "%s/mode", peer);
@@ -813,7 +656,7 @@ s_actor_destroy (kvt_actor_t **self_p)
     for (;;) {
         size_t failed = self->def->stop? self->def->stop (self->self): 0;
         for (; self->pending_count; failed++) {
-            s_pending_t call = s_pending_take (self, 0);
+            kvt_actor_pending_t call = s_pending_take (self, 0);
             kvt_msg_t *none = NULL;
             if (call.fn)
                 call.fn (self->self, -ECANCELED, &none, call.arg);
@@ -854,7 +697,7 @@ kvt_actor_main (zsock_t *pipe, void *args_ptr)
     zloop_set_nonstop (loop, true);             //  Only $TERM stops us
     kvt_actor_t *self = s_actor_new (args->def, args, loop, pipe);
     for (int k = 0; args->guests && args->guests [k]; k++) {
-        assert (k < S_MAX_GUESTS);
+        assert (k < KVT_ACTOR_MAX_GUESTS);
         self->guests [self->guest_count] = s_actor_new (args->guests [k], args, loop, pipe);
         self->guests [self->guest_count++]->host = self;
     }
@@ -868,7 +711,7 @@ kvt_actor_main (zsock_t *pipe, void *args_ptr)
     for (int k = 0; k < self->guest_count; k++)
         self->guests [k]->ending = true;
     //  The host goes first: it calls its guests, not the other way round
-    kvt_actor_t *guests [S_MAX_GUESTS];
+    kvt_actor_t *guests [KVT_ACTOR_MAX_GUESTS];
     int guest_count = self->guest_count;
     memcpy (guests, self->guests, sizeof (guests));
     s_actor_destroy (&self);

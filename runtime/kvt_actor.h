@@ -15,10 +15,12 @@
     guest in another actor's thread (`<actor>/mode = with:HOST`): guest and
     host keep their own state and still talk only through messages, but
     share one loop, so a call between them costs no thread wake-up, and
-    its request and answer are handed over as objects, never encoded (a
-    zero-delay timer of the loop serves them; kvt_actor.c).
-    That is for the short hops on the request path (the scheduler asking
-    the prefix index); never host an actor whose handlers run long.
+    its request and answer are handed over as objects, never encoded, and
+    served as soon as the callback that made them ends (kvt_actor_turn_end;
+    kvt_actor.c). A guest goes where its host goes, into an actor process
+    too. That is for the short hops of a request's path (the scheduler
+    asking the prefix index, migration asking the tiers for slots); never
+    host an actor whose handlers run long.
 @discuss
     Requests to peers are asynchronous: kvt_actor_call sends, and the
     callback runs in this actor's loop when the reply (or a timeout)
