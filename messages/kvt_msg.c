@@ -328,12 +328,7 @@ kvt_msg_set_array (kvt_msg_t *self, int field, const uint64_t *values, size_t co
 {
     kvt_msg_field_t *f = s_field (self, field, 'a');
     free (f->array);
-    //  Not zeroed: every element is written below. (A long prefix's
-    //  hashes are a few hundred KiB: zeroing them first touched each page
-    //  twice, on the scheduler's thread, before the match could begin.)
-    f->array = (uint64_t *) malloc ((count? count: 1) * sizeof (uint64_t));
-    if (!f->array)
-        abort ();                   //  As zmalloc does
+    f->array = kvt_msg_array_new (count);
     if (count)
         memcpy (f->array, values, count * sizeof (uint64_t));
     f->count = count;

@@ -275,11 +275,7 @@ s_decode_field (s_reader_t *r, char type, kvt_msg_field_t *field)
             if (!s_read_container (r, false, &count) || count > KVT_MSG_MAX_ARRAY
             ||  count > (uint64_t) (r->end - r->at))
                 return -EBADMSG;
-            //  Not zeroed: every element is written below (zmalloc's
-            //  zeroing of a 16384-block request's arrays showed up per hop)
-            field->array = (uint64_t *) malloc ((count? count: 1) * sizeof (uint64_t));
-            if (!field->array)
-                abort ();           //  As zmalloc does
+            field->array = kvt_msg_array_new (count);
             field->count = count;
             return s_read_uints (r, field->array, count)? 0: -EBADMSG;
         case 'm':

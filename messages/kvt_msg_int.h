@@ -44,6 +44,19 @@ struct _kvt_msg_t {
     bool delimiter;                 //  Peer is a REQ socket: reply with an empty frame
 };
 
+//  Room for an array field's 'count' values, not zeroed: every element
+//  is written right after (zeroing a long prefix's few hundred KiB of
+//  hashes touched each page twice, on the thread waiting for them).
+//  Aborts on out-of-memory, as zmalloc does.
+static inline uint64_t *
+kvt_msg_array_new (size_t count)
+{
+    uint64_t *array = (uint64_t *) malloc ((count? count: 1) * sizeof (uint64_t));
+    if (!array)
+        abort ();
+    return array;
+}
+
 //  Decode 'size' bytes into 'self' (an INVALID message) so that on failure
 //  the caller still has whatever header was readable, for the error reply.
 //  Returns 0, or -EBADMSG, -ENOTSUP, KVT_EVERSION, ...
