@@ -24,6 +24,8 @@
 #define S_FIRST_SLICE_MS 2          //  The first slice waits 1-2 ms (zloop counts whole ms)
 #define S_YIELD_SLICES 8            //  A slice yields to waiting messages for at most this
                                     //  many slices' time since the last one ran
+#define S_BLOCKS_PER_CALL 16        //  A request's blocks built for its policy in the time
+                                    //  of one call (its begin's work counts as those calls)
 
 //  The policy log (issue #3). Each event costs a local policy a few hash
 //  map operations: the IDX_MOVE of a 16384-block promotion spent ~9 ms of
@@ -49,7 +51,8 @@
 //  events apply at once: the policy sees the same calls in the same order
 //  as if each had been made when its event happened (policy_would_decline
 //  is counted when the admit is made). Counters: policy_calls_deferred
-//  (calls left to the slices), policy_log_overflows. A remote policy's events are
+//  (calls left to the slices), policy_log_overflows, policy_catch_up_steps (a
+//  request's begin left to the policy's catch_up). A remote policy's events are
 //  queued and batched by kvt_policy_remote already.
 
 typedef enum { S_INSERT, S_EVICT, S_REQUEST } s_kind_t;
@@ -71,8 +74,10 @@ typedef struct {
             int64_t now;            //  S_REQUEST: the logical clock it began at
             uint32_t count;         //  S_REQUEST: entries in ids
             uint32_t hits;          //  S_REQUEST: entries in hit
+            uint32_t built;         //  S_REQUEST: entries of 'blocks' filled in so far
             uint32_t told;          //  S_REQUEST: accesses told so far
             bool begun;             //  S_REQUEST: begin_request told
+            bool caught_up;         //  S_REQUEST: the policy's catch_up has returned false
         };
     };
 } s_event_t;
@@ -96,7 +101,7 @@ struct _kvt_prefix_index_log_t {
     s_chunk_t *spare;               //  Drained chunks kept, a stack
     size_t spare_count;             //  Chunks on it
     size_t calls;                   //  Policy calls the waiting events make
-    kvt_policy_block_t *blocks;     //  The request being told's blocks (s_request_blocks)
+    kvt_policy_block_t *blocks;     //  The request being told's blocks (s_request_build)
     size_t blocks_room;             //  Entries allocated there
     size_t chunk_events;            //  Events per chunk (S_CHUNK_EVENTS; tests fewer)
     size_t max_calls;               //  Waiting calls that start the catch-up (S_LOG_MAX)
@@ -106,23 +111,29 @@ struct _kvt_prefix_index_log_t {
 };
 
 //  The policy calls 'event' makes: one, or a request's begin, accesses
-//  and end.
+//  and end, and its blocks' build counted as calls (S_BLOCKS_PER_CALL):
+//  a request of 65536 blocks and no hits is work for several slices, not
+//  for its answer (S_APPLY_NOW).
 static size_t
 s_event_calls (const s_event_t *event)
 {
-    return event->kind == S_REQUEST? event->hits + 2: 1;
+    if (event->kind != S_REQUEST)
+        return 1;
+    return event->hits + 2 + (event->count + S_BLOCKS_PER_CALL - 1) / S_BLOCKS_PER_CALL;
 }
 
-//  A request event's blocks, as the policy API has them: every field set
-//  (no need to zero the array first). Only the oldest event is being
-//  told, so every request's blocks go in the log's one array, kept: a
-//  65536-block request's 3 MiB, new for each, faulted its pages in inside
-//  a slice (issue #3).
-static kvt_policy_block_t *
-s_request_blocks (self_t *self, const s_event_t *event)
+//  Fill in at most 'most' calls' worth of the request event's blocks, as
+//  the policy API has them: every field set (no need to zero the array
+//  first). Only the oldest event is being told, so every request's blocks
+//  go in the log's one array, kept: a 65536-block request's 3.5 MiB, new
+//  for each, faulted its pages in inside a slice, and filling it in one
+//  go took a slice's time of its own (issue #3). Returns the calls' worth
+//  built.
+static size_t
+s_request_build (self_t *self, s_event_t *event, size_t most)
 {
     kvt_prefix_index_log_t *log = self->policy_log;
-    if (log->blocks_room < (size_t) event->count + 1) {
+    if (event->built == 0 && log->blocks_room < (size_t) event->count + 1) {
         free (log->blocks);
         log->blocks_room = (size_t) event->count + 1;
         log->blocks = (kvt_policy_block_t *) malloc (log->blocks_room
@@ -130,9 +141,13 @@ s_request_blocks (self_t *self, const s_event_t *event)
         if (!log->blocks)
             abort ();
     }
-    kvt_policy_block_t *blocks = log->blocks;
-    for (size_t k = 0; k < event->count; k++)
-        blocks [k] = (kvt_policy_block_t) {
+    event->blocks = log->blocks;
+    size_t end = event->count;
+    if (most < (end - event->built + S_BLOCKS_PER_CALL - 1) / S_BLOCKS_PER_CALL)
+        end = event->built + most * S_BLOCKS_PER_CALL;
+    size_t made = (end - event->built + S_BLOCKS_PER_CALL - 1) / S_BLOCKS_PER_CALL;
+    for (size_t k = event->built; k < end; k++)
+        event->blocks [k] = (kvt_policy_block_t) {
             .id = event->ids [k],
             .parent = k? event->ids [k - 1]: KVT_POLICY_NO_PARENT,
             .depth = (uint32_t) k,
@@ -142,7 +157,8 @@ s_request_blocks (self_t *self, const s_event_t *event)
             .now = event->now,
             .next_use = KVT_POLICY_UNKNOWN
         };
-    return blocks;
+    event->built = (uint32_t) end;
+    return made;
 }
 
 static void
@@ -153,37 +169,35 @@ s_request_free (s_event_t *event)
     event->blocks = NULL;           //  (The log's)
 }
 
-//  Tell 'event' to its policy, at most 'most' calls of it (a request's
-//  accesses may be told over several slices, in order); frees what it
-//  owns once it is all told. Returns the calls made.
+//  Tell a request event to the GPU tier's policy, at most 'most' calls'
+//  worth of it, in steps: its blocks built, begin_request, the policy's
+//  catch_up (a few units a step, counted as one call, as its time is not
+//  known ahead), the accesses (each to the policy of the tier the block
+//  was hit in), end_request. *done once it is all told (then it frees
+//  what it owns). Returns the calls made.
 static size_t
-s_event_apply (self_t *self, s_event_t *event, size_t most)
+s_request_apply (self_t *self, s_event_t *event, size_t most, bool *done)
 {
     kvt_policy_t *policy = self->policies [event->tier];
     const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
     void *state = kvt_policy_state (policy);
-    if (event->kind == S_INSERT) {
-        //  Admission is asked so that policies learn from offers; the bytes
-        //  are already in the tier, so a "no" is only counted (#5: declining
-        //  belongs to the migration actor)
-        if (ops->admit && !ops->admit (state, &event->block))
-            kvt_actor_count (self->actor, "policy_would_decline", 1);
-        ops->on_insert (state, &event->block);
-        return 1;
-    }
-    if (event->kind == S_EVICT) {
-        ops->on_evict (state, event->block.id);
-        return 1;
-    }
-    //  The request is a GPU tier request: only that tier's policy sees it
-    //  begin and end; a hit on a lower tier is an access there
+    *done = false;
+    if (event->built < event->count)
+        return s_request_build (self, event, most);
     size_t calls = 0;
     if (!event->begun) {
-        event->blocks = s_request_blocks (self, event);
+        event->blocks = self->policy_log->blocks;
         if (ops->begin_request)
             ops->begin_request (state, event->blocks, event->count, event->hits);
         event->begun = true;
+        event->caught_up = !ops->catch_up;
         calls++;
+    }
+    if (!event->caught_up) {
+        //  (The step's one call: 'most' units; no slice: all of it)
+        event->caught_up = !ops->catch_up (state, most);
+        kvt_actor_count (self->actor, "policy_catch_up_steps", 1);
+        return calls;
     }
     for (; event->told < event->hits && calls < most; event->told++, calls++)
         if (event->hit [event->told].hit_tier != KVT_PREFIX_INDEX_NO_TIER) {
@@ -196,7 +210,33 @@ s_event_apply (self_t *self, s_event_t *event, size_t most)
     if (ops->end_request)
         ops->end_request (state);
     s_request_free (event);
+    *done = true;
     return calls + 1;
+}
+
+//  Tell 'event' to its policy, at most 'most' calls of it (a request's
+//  over several slices, in order). *done once it is all told. Returns the
+//  calls made.
+static size_t
+s_event_apply (self_t *self, s_event_t *event, size_t most, bool *done)
+{
+    if (event->kind == S_REQUEST)
+        return s_request_apply (self, event, most, done);
+    kvt_policy_t *policy = self->policies [event->tier];
+    const kvt_policy_ops_t *ops = kvt_policy_ops (policy);
+    void *state = kvt_policy_state (policy);
+    *done = true;
+    if (event->kind == S_INSERT) {
+        //  Admission is asked so that policies learn from offers; the bytes
+        //  are already in the tier, so a "no" is only counted (#5: declining
+        //  belongs to the migration actor)
+        if (ops->admit && !ops->admit (state, &event->block))
+            kvt_actor_count (self->actor, "policy_would_decline", 1);
+        ops->on_insert (state, &event->block);
+        return 1;
+    }
+    ops->on_evict (state, event->block.id);
+    return 1;
 }
 
 static bool
@@ -243,8 +283,9 @@ s_chunk_drop (kvt_prefix_index_log_t *log)
 }
 
 //  Apply the waiting events, oldest first, for at most 'budget_us' (0: no
-//  limit) and at most 'most_calls' calls (0: no limit). Returns true if
-//  none waits any more.
+//  limit) and at most 'most_calls' steps (0: no limit; a step makes one
+//  call or more, or a request's catch-up step). Returns true if none waits
+//  any more.
 static bool
 s_log_apply (self_t *self, int64_t budget_us, size_t most_calls)
 {
@@ -253,15 +294,15 @@ s_log_apply (self_t *self, int64_t budget_us, size_t most_calls)
     size_t made_all = 0;
     while (!s_log_empty (log)) {
         s_event_t *event = &log->first->events [log->head];
-        size_t left = s_event_calls (event)
-                    - (event->kind == S_REQUEST && event->begun? event->told + 1: 0);
         size_t most = budget_us? 64: SIZE_MAX;
         if (most_calls && most > most_calls - made_all)
             most = most_calls - made_all;
-        size_t made = s_event_apply (self, event, most);
+        bool done;
+        size_t made = s_event_apply (self, event, most, &done);
+        assert (made <= log->calls);
         log->calls -= made;
-        made_all += made;
-        if (made == left && ++log->head == log->chunk_events)
+        made_all += made? made: 1;
+        if (done && ++log->head == log->chunk_events)
             s_chunk_drop (log);
         if ((budget_us && kvt_now_us () - start >= budget_us)
         ||  (most_calls && made_all >= most_calls))
@@ -406,8 +447,10 @@ kvt_prefix_index_log_request (self_t *self, uint64_t *ids, size_t count, size_t 
     event->now = now;
     event->count = (uint32_t) count;
     event->hits = (uint32_t) hits;
+    event->built = 0;
     event->told = 0;
     event->begun = false;
+    event->caught_up = false;
     s_log_pushed (self);
 }
 

@@ -21,6 +21,7 @@
 
 struct _kvt_policy_t {
     const kvt_policy_ops_t *ops;    //  Vtable (built-in or from the plugin)
+    kvt_policy_ops_t older;         //  An ABI 1 plugin's vtable, completed (ops points here)
     void *state;                    //  What ops->create returned
     void *plugin;                   //  dlopen handle, or NULL for built-ins
     char *name;                     //  Name as given to kvt_policy_new
@@ -103,12 +104,13 @@ kvt_policy_option (const char *options, const char *key, double *value)
     return -ENOENT;
 }
 
-//  Check that a vtable is complete enough to host.
+//  Check that a vtable is complete enough to host (of an ABI we know).
 static bool
 s_ops_valid (const kvt_policy_ops_t *ops)
 {
-    return ops && ops->abi == KVT_POLICY_ABI && ops->name && ops->create && ops->destroy
-        && ops->on_access && ops->choose_victim && ops->on_insert && ops->on_evict;
+    return ops && (ops->abi == KVT_POLICY_ABI || ops->abi == 1) && ops->name && ops->create
+        && ops->destroy && ops->on_access && ops->choose_victim && ops->on_insert
+        && ops->on_evict;
 }
 
 //  --------------------------------------------------------------------------
@@ -140,10 +142,16 @@ kvt_policy_new (const char *name, size_t capacity, const char *options)
         }
         self->ops = entry ();
         if (!s_ops_valid (self->ops)) {
-            kvt_log_error ("policy %s: vtable is incomplete or not ABI %d", name, KVT_POLICY_ABI);
+            kvt_log_error ("policy %s: vtable is incomplete or not ABI 1 or %d", name,
+                           KVT_POLICY_ABI);
             self->ops = NULL;
             kvt_policy_destroy (&self);
             return NULL;
+        }
+        if (self->ops->abi == 1) {
+            //  Its vtable ends before catch_up: read only what it has
+            memcpy (&self->older, self->ops, offsetof (kvt_policy_ops_t, catch_up));
+            self->ops = &self->older;
         }
     }
     else {
@@ -274,10 +282,13 @@ t_offer (t_host_t *host, const kvt_policy_block_t *block)
     return evicted;
 }
 
-//  Offer a whole request (chain of ids) with begin/end calls; returns the
-//  first eviction (or decline) seen, 0 if none.
+//  Offer a whole request (chain of ids) with begin/end calls, after
+//  begin_request calling catch_up (most) until it is done, if 'most' is not
+//  0 (as the prefix index does; *steps counts the calls); returns the first
+//  eviction (or decline) seen, 0 if none.
 static uint64_t
-t_request (t_host_t *host, const uint64_t *ids, size_t count, int64_t now)
+t_request_catching_up (t_host_t *host, const uint64_t *ids, size_t count, int64_t now,
+                       size_t most, size_t *steps)
 {
     const kvt_policy_ops_t *ops = kvt_policy_ops (host->policy);
     void *state = kvt_policy_state (host->policy);
@@ -293,6 +304,8 @@ t_request (t_host_t *host, const uint64_t *ids, size_t count, int64_t now)
     }
     if (ops->begin_request)
         ops->begin_request (state, blocks, count, hit);
+    while (most && ops->catch_up && ops->catch_up (state, most))
+        (*steps)++;
     uint64_t first = 0;
     for (size_t j = 0; j < count; j++) {
         uint64_t out = t_offer (host, &blocks [j]);
@@ -302,6 +315,12 @@ t_request (t_host_t *host, const uint64_t *ids, size_t count, int64_t now)
     if (ops->end_request)
         ops->end_request (state);
     return first;
+}
+
+static uint64_t
+t_request (t_host_t *host, const uint64_t *ids, size_t count, int64_t now)
+{
+    return t_request_catching_up (host, ids, count, now, 0, NULL);
 }
 
 //  --------------------------------------------------------------------------
@@ -451,6 +470,27 @@ kvt_policy_test (bool verbose)
         assert (host.count <= 8);
     }
     assert (t_held (&host, 1));                         //  The shared root stays
+    kvt_policy_destroy (&host.policy);
+    //  Its miniatures' work is left to catch_up, a unit at a time here, and
+    //  it decides the same as a host that never calls catch_up (the
+    //  simulator): every victim, every request
+    t_host_t stepped = { .policy = kvt_policy_new ("prefix-adaptive", 8, NULL), .capacity = 8 };
+    host = (t_host_t) { .policy = kvt_policy_new ("prefix-adaptive", 8, NULL), .capacity = 8 };
+    size_t steps = 0, evictions = 0;
+    for (int64_t r = 0; r < 600; r++) {
+        uint64_t chain [12] = { 1, 100 + (uint64_t) (r % 5), 200 + (uint64_t) (r % 11) };
+        for (int j = 3; j < 12; j++)
+            chain [j] = 10000 + (uint64_t) (r % 23) * 16 + (uint64_t) j;
+        size_t length = 4 + (size_t) (r % 9);
+        uint64_t first = t_request (&host, chain, length, r);
+        assert (t_request_catching_up (&stepped, chain, length, r, 1, &steps) == first);
+        evictions += first != 0;
+        assert (stepped.count == host.count);
+        for (size_t i = 0; i < host.count; i++)
+            assert (t_held (&stepped, host.held [i]));
+    }
+    assert (steps > 0 && evictions > 100);
+    kvt_policy_destroy (&stepped.policy);
     kvt_policy_destroy (&host.policy);
     //  @end
     return 0;

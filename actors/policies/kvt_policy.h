@@ -26,6 +26,14 @@
 
     The blocks array given to begin_request stays valid, unchanged, until
     end_request, and on_access / on_insert get pointers into it.
+    A policy whose begin_request has work in proportion to the request
+    (a 65536-block prefix) may leave it for catch_up: its host then calls
+    catch_up (most) until it returns false, before the request's accesses,
+    a few units at a time between its other work (the prefix index's
+    policy slices; the simulator never calls it). The policy finishes
+    what is left itself in any call whose answer depends on it
+    (choose_victim, end_request), so its decisions do not depend on when
+    catch_up ran.
     on_evict is also called when the host drops a block for its own
     reasons (invalidation, tier shrink). choose_victim must return a block
     the policy was told is cached, or the incoming id. Policies are pure
@@ -35,7 +43,7 @@
     Plugins: a shared object exporting
         const kvt_policy_ops_t *kvt_policy_plugin_v1 (void);
     is loaded by kvt_policy_new ("plugin:/path/x.so", ...). Its ops->abi
-    must be KVT_POLICY_ABI. A policy in another process, in any language,
+    must be KVT_POLICY_ABI, or 1 (a vtable without catch_up). A policy in another process, in any language,
     speaks POLICY_EVENTS / POLICY_VICTIMS over ZeroMQ (kvt_policy_remote.h,
     messages/PROTOCOL.md). In the runtime, `migration/policy` names the
     policy and the prefix index hosts it (actors/kvt_prefix_index.c).
@@ -53,7 +61,7 @@
 extern "C" {
 #endif
 
-#define KVT_POLICY_ABI          1               //  Version of kvt_policy_ops_t
+#define KVT_POLICY_ABI          2               //  Version of kvt_policy_ops_t (2: catch_up)
 #define KVT_POLICY_NO_PARENT    UINT64_MAX      //  parent of a block at depth 0
 #define KVT_POLICY_NEVER        INT64_MAX       //  next_use: never used again
 #define KVT_POLICY_UNKNOWN      (-1)            //  next_use: no oracle (live runs)
@@ -98,6 +106,9 @@ typedef struct {
     void (*on_insert) (void *state, const kvt_policy_block_t *block);  //  Now cached
     void (*on_evict) (void *state, uint64_t id);        //  No longer cached
     void (*end_request) (void *state);                  //  Optional
+    //  ABI 2. Optional: at most 'most' units (about one call's work each)
+    //  of what begin_request left; true while more waits
+    bool (*catch_up) (void *state, size_t most);
 } kvt_policy_ops_t;
 
 //  What a plugin shared object exports (one symbol, C linkage)

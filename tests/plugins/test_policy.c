@@ -11,6 +11,9 @@
     recently used one (MRU): the opposite of LRU, so a test can see that
     the plugin, not a built-in, chose the victims. It is also the smallest
     example of a policy plugin: one exported symbol returning the vtable.
+    Built once more as kvt_test_policy_plugin_v1.so with
+    KVT_TEST_POLICY_ABI1: then its vtable is ABI 1's, which ends before
+    catch_up, as a plugin built before ABI 2 has it.
 @end
 */
 
@@ -102,8 +105,30 @@ s_on_evict (void *state, uint64_t id)
     s_remove ((s_mru_t *) state, id);
 }
 
-static const kvt_policy_ops_t s_ops = {
-    .abi = KVT_POLICY_ABI,
+#ifdef KVT_TEST_POLICY_ABI1
+//  kvt_policy_ops_t as ABI 1 had it: the same fields, up to end_request
+typedef struct {
+    uint32_t abi;
+    const char *name, *summary;
+    void *(*create) (const kvt_policy_args_t *args);
+    void (*destroy) (void **state_p);
+    void (*begin_request) (void *state, const kvt_policy_block_t *blocks,
+                           size_t block_count, size_t hit_count);
+    void (*on_access) (void *state, const kvt_policy_block_t *block);
+    bool (*admit) (void *state, const kvt_policy_block_t *block);
+    uint64_t (*choose_victim) (void *state, const kvt_policy_block_t *incoming);
+    void (*on_insert) (void *state, const kvt_policy_block_t *block);
+    void (*on_evict) (void *state, uint64_t id);
+    void (*end_request) (void *state);
+} s_ops_t;
+#   define S_ABI 1
+#else
+typedef kvt_policy_ops_t s_ops_t;
+#   define S_ABI KVT_POLICY_ABI
+#endif
+
+static const s_ops_t s_ops = {
+    .abi = S_ABI,
     .name = "test-mru",
     .summary = "test plugin: evict the most recently used block",
     .create = s_create,
@@ -118,5 +143,5 @@ static const kvt_policy_ops_t s_ops = {
 const kvt_policy_ops_t *
 kvt_policy_plugin_v1 (void)
 {
-    return &s_ops;
+    return (const kvt_policy_ops_t *) &s_ops;
 }
