@@ -55,7 +55,10 @@
     they wait in a log; a request that leaves a few hundred waiting has
     them applied before its answer, a larger one after it, in slices of
     at most prefix_index/policy_slice_us between socket turns, and the
-    whole log before any victims decision (kvt_prefix_index_log.c).
+    whole log before any victims decision (kvt_prefix_index_log.c): a
+    victims call that finds more than a few hundred calls waiting applies
+    them a slice a turn first, held meanwhile (kvt_actor_continue), so the
+    actors sharing the thread run between the slices.
     So a large IDX_MOVE or IDX_MATCH answers without waiting for the
     policy's bookkeeping.
     Victims: choose_victim is asked again and again (incoming id 0: there
@@ -294,6 +297,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->test_hold_parts_ms = kvt_config_int (config, "prefix_index/test_hold_parts_ms");
     self->test_log_chunk_events = kvt_config_int (config, "prefix_index/test_log_chunk_events");
     self->test_log_max_calls = kvt_config_int (config, "prefix_index/test_log_max_calls");
+    self->test_decide_in_steps = kvt_config_int (config, "prefix_index/test_decide_in_steps") > 0;
     for (int t = 0; t < KVT_TIER_COUNT; t++)
         self->lists [t].head = self->lists [t].tail = KVT_PREFIX_INDEX_NIL;
     self->block_tokens = (uint32_t) kvt_config_int (config, "model/block_tokens");

@@ -115,6 +115,8 @@ typedef struct {
                                     //  the default), so that tests cross chunks
     int64_t test_log_max_calls;     //  TEST ONLY: waiting calls past which new events
                                     //  catch up (0: the default), so that tests reach it
+    bool test_decide_in_steps;      //  TEST ONLY: events wait for a victims call, which
+                                    //  applies them in steps (kvt_prefix_index_log_long)
     kvt_prefix_index_pending_t pending [KVT_PREFIX_INDEX_PENDING];
                                     //  Depth of the next insert, by first hash
     kvt_prefix_index_ghost_t *ghosts;   //  Direct-mapped history of dropped blocks
@@ -269,6 +271,16 @@ void
 //  Apply every waiting event now (before a policy decides).
 void
     kvt_prefix_index_log_apply (self_t *self);
+
+//  Whether more waits than an answer applies at once (a decision then
+//  applies it in slices first: kvt_prefix_index_log_slice).
+bool
+    kvt_prefix_index_log_long (self_t *self);
+
+//  Apply one slice (prefix_index/policy_slice_us) of what waits; true if
+//  nothing waits any more.
+bool
+    kvt_prefix_index_log_slice (self_t *self);
 
 //  While 'direct', events are applied as they are logged (a victims call).
 void

@@ -47,12 +47,14 @@
 //  waiting calls, each new event first makes S_CATCH_UP_CALLS of the
 //  oldest: the log shrinks as it is fed, never in one burst (half of it
 //  at once held an IDX_MOVE for 5 ms, issue #3). Before a policy is
-//  asked for victims the whole log is applied, and during that call
+//  asked for victims the whole log is applied (a long one a slice a turn
+//  first: kvt_prefix_index_log_long, _slice), and during that call
 //  events apply at once: the policy sees the same calls in the same order
 //  as if each had been made when its event happened (policy_would_decline
 //  is counted when the admit is made). Counters: policy_calls_deferred
 //  (calls left to the slices), policy_log_overflows, policy_catch_up_steps (a
-//  request's begin left to the policy's catch_up). A remote policy's events are
+//  request's begin left to the policy's catch_up), policy_decision_slices
+//  (slices a held victims call applied). A remote policy's events are
 //  queued and batched by kvt_policy_remote already.
 
 typedef enum { S_INSERT, S_EVICT, S_REQUEST } s_kind_t;
@@ -458,7 +460,7 @@ void
 kvt_prefix_index_log_answer (self_t *self)
 {
     kvt_prefix_index_log_t *log = self->policy_log;
-    if (log->calls == 0 || self->policy_slice_us == 0)
+    if (log->calls == 0 || self->policy_slice_us == 0 || self->test_decide_in_steps)
         return;
     if (log->calls <= S_APPLY_NOW)
         s_log_apply (self, 0, 0);
@@ -476,6 +478,22 @@ kvt_prefix_index_log_apply (self_t *self)
 {
     if (self->policy_log)
         s_log_apply (self, 0, 0);
+}
+
+bool
+kvt_prefix_index_log_long (self_t *self)
+{
+    return self->policy_log && self->policy_slice_us > 0
+        && self->policy_log->calls > (self->test_decide_in_steps? 0: S_APPLY_NOW);
+}
+
+bool
+kvt_prefix_index_log_slice (self_t *self)
+{
+    if (!self->policy_log)
+        return true;
+    kvt_actor_count (self->actor, "policy_decision_slices", 1);
+    return s_log_apply (self, self->policy_slice_us, 0);
 }
 
 void

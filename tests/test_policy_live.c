@@ -20,6 +20,8 @@
       - the plain-path spelling (PATH.so) loads the same plugin;
       - every built-in policy serves a workload whose tiers all evict,
         with the outputs of lru;
+      - the same when the victims call applies the waiting events in
+        steps before it decides (prefix_index/test_decide_in_steps);
       - a policy that does not exist stops the runtime from starting.
     Exit 0 pass, 1 fail, 77 skip when the plugin was not built.
 @end
@@ -89,8 +91,9 @@ s_live_end (s_live_t *live)
     kvt_config_destroy (&live->config);
 }
 
-//  prefix_index.policy_log_overflows of the last s_scenario
-static uint64_t s_log_overflows;
+//  prefix_index.policy_log_overflows, policy_decision_slices and
+//  policy_decisions_stepped of the last s_scenario
+static uint64_t s_log_overflows, s_decision_slices, s_decisions_stepped;
 
 //  Run prompts A (seed 1) and B (seed 2) on a GPU tier of 'gpu_blocks'
 //  under 'policy' (and up to 3 config options 'extra', NULL-terminated,
@@ -135,6 +138,8 @@ s_scenario (const char *policy, int gpu_blocks, bool demote, const char *const *
     t_check (t_stat (client, "prefix_index.policy_decisions") > 0);
     uint64_t fallbacks = t_stat (client, "prefix_index.policy_fallbacks");
     s_log_overflows = t_stat (client, "prefix_index.policy_log_overflows");
+    s_decision_slices = t_stat (client, "prefix_index.policy_decision_slices");
+    s_decisions_stepped = t_stat (client, "prefix_index.policy_decisions_stepped");
     printf ("test_policy_live: %-8s gpu %2d %-7s A %s B %s fallbacks %" PRIu64 "\n",
             strncmp (policy, "plugin:", 7) == 0? "plugin": policy[0] == '/'? "path.so": policy,
             gpu_blocks, demote? "demote": "fill", a, b, fallbacks);
@@ -263,6 +268,18 @@ main (int argc, char *argv [])
     t_check (streq (a, "00000000") && streq (b, "11111111"));
     t_check (s_log_overflows > 0);
     t_check (s_scenario ("lru", 32, true, small_log, a, b) == 0);
+    t_check (streq (a, "11111111") && streq (b, "00000000"));
+
+    //  The same when the victims call finds events waiting and applies
+    //  them a slice a turn before it decides (kvt_actor_continue), as it
+    //  does past 512 waiting calls: here every event waits for it, in
+    //  slices of 1 us (one step each)
+    const char *stepped [] = { "prefix_index/test_decide_in_steps=1",
+                               "prefix_index/policy_slice_us=1", NULL };
+    t_check (s_scenario (plugin, 32, true, stepped, a, b) == 0);
+    t_check (streq (a, "00000000") && streq (b, "11111111"));
+    t_check (s_decision_slices > 1 && s_decisions_stepped > 0);
+    t_check (s_scenario ("lru", 32, true, stepped, a, b) == 0);
     t_check (streq (a, "11111111") && streq (b, "00000000"));
 
     //  The same through a plain path ending in .so
