@@ -143,13 +143,13 @@ s_request_build (self_t *self, s_event_t *event, size_t most)
         if (!log->blocks)
             abort ();
     }
-    event->blocks = log->blocks;
+    kvt_policy_block_t *blocks = log->blocks;
     size_t end = event->count;
     if (most < (end - event->built + S_BLOCKS_PER_CALL - 1) / S_BLOCKS_PER_CALL)
         end = event->built + most * S_BLOCKS_PER_CALL;
     size_t made = (end - event->built + S_BLOCKS_PER_CALL - 1) / S_BLOCKS_PER_CALL;
     for (size_t k = event->built; k < end; k++)
-        event->blocks [k] = (kvt_policy_block_t) {
+        blocks [k] = (kvt_policy_block_t) {
             .id = event->ids [k],
             .parent = k? event->ids [k - 1]: KVT_POLICY_NO_PARENT,
             .depth = (uint32_t) k,
@@ -188,7 +188,7 @@ s_request_apply (self_t *self, s_event_t *event, size_t most, bool *done)
         return s_request_build (self, event, most);
     size_t calls = 0;
     if (!event->begun) {
-        event->blocks = self->policy_log->blocks;
+        event->blocks = self->policy_log->blocks;   //  (Built: it stays put until the end)
         if (ops->begin_request)
             ops->begin_request (state, event->blocks, event->count, event->hits);
         event->begun = true;
