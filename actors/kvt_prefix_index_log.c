@@ -79,7 +79,9 @@ typedef struct {
             uint32_t built;         //  S_REQUEST: entries of 'blocks' filled in so far
             uint32_t told;          //  S_REQUEST: accesses told so far
             bool begun;             //  S_REQUEST: begin_request told
+            bool ended;             //  S_REQUEST: end_request told
             bool caught_up;         //  S_REQUEST: the policy's catch_up has returned false
+                                    //  (since begin_request, then since end_request)
         };
     };
 } s_event_t;
@@ -175,8 +177,9 @@ s_request_free (s_event_t *event)
 //  worth of it, in steps: its blocks built, begin_request, the policy's
 //  catch_up (a few units a step, counted as one call, as its time is not
 //  known ahead), the accesses (each to the policy of the tier the block
-//  was hit in), end_request. *done once it is all told (then it frees
-//  what it owns). Returns the calls made.
+//  was hit in), end_request, catch_up again (what the end left). *done
+//  once it is all told (then it frees what it owns). Returns the calls
+//  made.
 static size_t
 s_request_apply (self_t *self, s_event_t *event, size_t most, bool *done)
 {
@@ -199,21 +202,30 @@ s_request_apply (self_t *self, s_event_t *event, size_t most, bool *done)
         //  (The step's one call: 'most' units; no slice: all of it)
         event->caught_up = !ops->catch_up (state, most);
         kvt_actor_count (self->actor, "policy_catch_up_steps", 1);
-        return calls;
+        if (!event->caught_up || !event->ended)
+            return calls;
     }
-    for (; event->told < event->hits && calls < most; event->told++, calls++)
-        if (event->hit [event->told].hit_tier != KVT_PREFIX_INDEX_NO_TIER) {
-            kvt_policy_t *hit = self->policies [event->hit [event->told].hit_tier];
-            kvt_policy_ops (hit)->on_access (kvt_policy_state (hit),
-                                             &event->blocks [event->told]);
+    if (!event->ended) {
+        for (; event->told < event->hits && calls < most; event->told++, calls++)
+            if (event->hit [event->told].hit_tier != KVT_PREFIX_INDEX_NO_TIER) {
+                kvt_policy_t *hit = self->policies [event->hit [event->told].hit_tier];
+                kvt_policy_ops (hit)->on_access (kvt_policy_state (hit),
+                                                 &event->blocks [event->told]);
+            }
+        if (event->told < event->hits)
+            return calls;
+        if (ops->end_request)
+            ops->end_request (state);
+        event->ended = true;
+        calls++;
+        if (ops->catch_up) {
+            event->caught_up = false;   //  What the end left, in steps as above
+            return calls;
         }
-    if (event->told < event->hits)
-        return calls;
-    if (ops->end_request)
-        ops->end_request (state);
+    }
     s_request_free (event);
     *done = true;
-    return calls + 1;
+    return calls;
 }
 
 //  Tell 'event' to its policy, at most 'most' calls of it (a request's

@@ -176,10 +176,12 @@ s_lower_scenario (const char *plugin, const char *lower, char *a, char *b)
 
 //  Under 'policy', run 24 prompts of 4 conversations (28 blocks) over
 //  tiers of 10 + 6 + 6 blocks, so that every tier evicts (GPU, host and
-//  NVMe), with watermark upkeep on. Returns a
-//  digest of the outputs, which no placement may change.
+//  NVMe), with watermark upkeep on. A policy with catch_up ('catches_up')
+//  is called it after each request's begin and after its end, at least
+//  once each; one without never. Returns a digest of the outputs, which
+//  no placement may change.
 static uint64_t
-s_workload (const char *policy)
+s_workload (const char *policy, bool catches_up)
 {
     char policy_option [PATH_MAX + 64];
     snprintf (policy_option, sizeof (policy_option), "migration/policy=%s", policy);
@@ -209,12 +211,15 @@ s_workload (const char *policy)
     uint64_t fallbacks = t_stat (client, "prefix_index.policy_fallback_blocks");
     uint64_t unusable = t_stat (client, "prefix_index.policy_unusable");
     uint64_t removed = t_stat (client, "prefix_index.removed");
+    uint64_t steps = t_stat (client, "prefix_index.policy_catch_up_steps");
     printf ("test_policy_live: %-16s cached %3" PRIu64 " decisions %3" PRIu64
-            " fallback blocks %3" PRIu64 " unusable %" PRIu64 " dropped %3" PRIu64 "\n",
-            policy, cached, decisions, fallbacks, unusable, removed);
+            " fallback blocks %3" PRIu64 " unusable %" PRIu64 " dropped %3" PRIu64
+            " catch-up steps %3" PRIu64 "\n",
+            policy, cached, decisions, fallbacks, unusable, removed, steps);
     t_check (decisions > 0);
     t_check (cached > 0);
     t_check (removed > 0);          //  The NVMe tier evicted too
+    t_check (catches_up? steps >= 2 * 24: steps == 0);
     kvt_client_destroy (&client);
     kvt_runtime_destroy (&runtime);
     kvt_config_destroy (&config);
@@ -295,10 +300,12 @@ main (int argc, char *argv [])
 
     //  Every built-in (and the plugin) serves a live server whose tiers all
     //  evict, and the outputs never depend on the policy
-    uint64_t digest = s_workload ("lru");
-    for (size_t index = 1; index < kvt_policy_builtin_count (); index++)
-        t_check (s_workload (kvt_policy_builtin (index)->name) == digest);
-    t_check (s_workload (plugin) == digest);
+    uint64_t digest = s_workload ("lru", false);
+    for (size_t index = 1; index < kvt_policy_builtin_count (); index++) {
+        const kvt_policy_ops_t *ops = kvt_policy_builtin (index);
+        t_check (s_workload (ops->name, ops->catch_up != NULL) == digest);
+    }
+    t_check (s_workload (plugin, false) == digest);
 
     //  The host tier follows migration/lower_policy: the plugin (MRU) on
     //  the GPU sends B down first, then A; lru (the default) on the host

@@ -26,14 +26,16 @@
 
     The blocks array given to begin_request stays valid, unchanged, until
     end_request, and on_access / on_insert get pointers into it.
-    A policy whose begin_request has work in proportion to the request
-    (a 65536-block prefix) may leave it for catch_up: its host then calls
-    catch_up (most) until it returns false, before the request's accesses,
-    a few units at a time between its other work (the prefix index's
-    policy slices; the simulator never calls it). The policy finishes
-    what is left itself in any call whose answer depends on it
-    (choose_victim, end_request), so its decisions do not depend on when
-    catch_up ran.
+    A policy whose begin_request or end_request has work in proportion
+    to the request (a 65536-block prefix) may leave it for catch_up: its
+    host then calls catch_up (most) until it returns false, after
+    begin_request (before the request's accesses) and again after
+    end_request (before its next call), a few units at a time between
+    its other work (the prefix index's policy slices; the simulator never
+    calls it). The policy finishes what is left itself in any call whose
+    answer or state depends on it, so its decisions do not depend on when
+    catch_up ran. Work left by end_request must not read the blocks
+    array (it is gone).
     on_evict is also called when the host drops a block for its own
     reasons (invalidation, tier shrink). choose_victim must return a block
     the policy was told is cached, or the incoming id. Policies are pure
@@ -107,7 +109,7 @@ typedef struct {
     void (*on_evict) (void *state, uint64_t id);        //  No longer cached
     void (*end_request) (void *state);                  //  Optional
     //  ABI 2. Optional: at most 'most' units (about one call's work each)
-    //  of what begin_request left; true while more waits
+    //  of what begin_request or end_request left; true while more waits
     bool (*catch_up) (void *state, size_t most);
 } kvt_policy_ops_t;
 

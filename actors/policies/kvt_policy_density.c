@@ -51,6 +51,17 @@
 #define S_BINS KVT_POLICY_DENSITY_BINS
 #define S_AGE_LIMIT KVT_POLICY_DENSITY_AGE_LIMIT
 
+//  A request's begin, phase by phase, a block a unit: the blocks' history
+//  entries, their classes (which need the deepest entry found), the
+//  ghost's lessons (then, if enough came, the table's rebuild: the
+//  ghost's census, S_CENSUS_UNIT records a unit), then the history's
+//  records (those found first, so they move before anything is
+//  forgotten, then the new ones)
+typedef enum {
+    S_BEGUN, S_FIND, S_CLASS, S_LEARN, S_CENSUS, S_RECORD_FOUND, S_RECORD_NEW
+} s_phase_t;
+#define S_CENSUS_UNIT 128           //  Ghost records walked a unit (S_CENSUS)
+
 //  One remembered offer (ghost or lineage history)
 typedef struct {
     kvt_nodelink_t link;            //  In the order (first: see kvt_nodelist)
@@ -112,6 +123,9 @@ typedef struct {
     size_t request_max;             //  Room in request_cls and request_at
     const kvt_policy_block_t *request;  //  Blocks of the open request, or NULL
     size_t request_count;           //  Blocks in it
+    uint8_t phase;                  //  What its begin has left (s_phase_t)
+    size_t phase_next;              //  Next block of that phase
+    uint32_t deepest_at;            //  History entry of the deepest block found so far
     int samples;                    //  Leaves drawn per eviction
     bool gap_classes;               //  Classes use the gap bucket
     bool requests_seen;             //  begin_request was called at least once
@@ -348,24 +362,32 @@ s_cache_remove (s_self_t *self, uint64_t id)
 //  --------------------------------------------------------------------------
 //  Learning
 
-//  Rebuild the density table from the ghost's reuses, expiries and the
-//  entries still waiting (counted as alive at their age, not as misses),
-//  then decay the events.
+//  The census of the ghost's entries still waiting, by class and age bin,
+//  over its pool's records [from, to) (counted as alive at their age,
+//  not as misses). A ghost of 2 x 131072 ids is 10 MB to walk, a few
+//  milliseconds: a request's begin walks it in steps (S_CENSUS).
 static void
-s_rebuild (s_self_t *self)
+s_census (s_self_t *self, size_t from, size_t to)
 {
-    double (*census) [S_BINS] = self->census;
-    memset (self->census, 0, sizeof (self->census));
     const s_entry_t *entries = self->ghost.entries;
-    for (size_t at = 0; at < self->ghost.pool.node_max; at++)
+    for (size_t at = from; at < to; at++)
         if (entries [at].live)
-            census [entries [at].cls][kvt_policy_density_bin (self->now - entries [at].time)] += 1;
+            self->census [entries [at].cls][kvt_policy_density_bin (self->now
+                                                                    - entries [at].time)] += 1;
+}
+
+//  Rebuild the density table from the ghost's reuses, expiries and the
+//  census, then decay the events.
+static void
+s_density_rebuild (s_self_t *self)
+{
     for (int c = 0; c < S_CLASSES; c++) {
         //  alive [a]: entries that reached age bin a
         double alive [S_BINS + 1];
         alive [S_BINS] = 0;
         for (int a = S_BINS - 1; a >= 0; a--)
-            alive [a] = alive [a + 1] + self->hits [c][a] + self->expired [c][a] + census [c][a];
+            alive [a] = alive [a + 1] + self->hits [c][a] + self->expired [c][a]
+                      + self->census [c][a];
         for (int a = 0; a < S_BINS; a++) {
             double best = 0, hits = 0, time = 0;
             for (int x = a; x < S_BINS; x++) {
@@ -381,6 +403,15 @@ s_rebuild (s_self_t *self)
             self->expired [c][a] *= S_DECAY;
         }
     }
+}
+
+//  The whole rebuild in one go (a tier without requests learns in its calls)
+static void
+s_rebuild (s_self_t *self)
+{
+    memset (self->census, 0, sizeof (self->census));
+    s_census (self, 0, self->ghost.pool.node_max);
+    s_density_rebuild (self);
 }
 
 //  One offer of full block 'id' in class 'cls' at 'now': if sampled, a
@@ -504,6 +535,19 @@ s_destroy (void **state_p)
 //  --------------------------------------------------------------------------
 //  A request begins: find its lineage's gap, class each block, feed the
 //  sampled full blocks to the ghost, then record the offers in the history.
+//  That is a few hash lookups a block (a 65536-block prefix would hold the
+//  prefix index's thread for milliseconds, issue #3), so it goes in phases
+//  that s_catch_up steps through; every other call finishes it first
+//  (s_finish), so no answer depends on when catch_up ran.
+
+static bool s_catch_up (void *state, size_t most);
+
+static void
+s_finish (s_self_t *self)
+{
+    if (self->phase != S_BEGUN)
+        s_catch_up (self, SIZE_MAX);
+}
 
 static void
 s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
@@ -511,6 +555,7 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
 {
     (void) hit_count;
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     self->requests_seen = true;
     if (block_count == 0)
         return;
@@ -527,47 +572,132 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
     }
     //  History entries (depth 0 is not kept: every request has one)
     self->request_at [0] = KVT_IDMAP_NONE;
-    for (size_t j = 1; j < block_count; j++)
-        self->request_at [j] = s_recent_find (&self->history, blocks [j].id);
-    //  The lineage: the deepest block offered before; its age is the gap
-    int gap_bucket = 0;
-    for (size_t j = block_count - 1; j > 0 && self->gap_classes; j--) {
-        uint32_t at = self->request_at [j];
-        if (at != KVT_IDMAP_NONE) {
-            int64_t gap = now - self->history.entries [at].time;
-            int log2 = 63 - __builtin_clzll ((unsigned long long) (gap < 0? 0: gap) + 1);
-            gap_bucket = 1 + (log2 / 2 < S_GAP_BUCKETS - 2? log2 / 2: S_GAP_BUCKETS - 2);
-            break;
-        }
-    }
-    for (size_t j = 0; j < block_count; j++) {
-        bool before = self->request_at [j] != KVT_IDMAP_NONE
-                   || kvt_idmap_get (&self->map, blocks [j].id) != KVT_IDMAP_NONE;
-        self->request_cls [j] = (uint8_t) (gap_bucket * 2 + before);
-    }
-    for (size_t j = 0; j < block_count; j++)
-        if (!(blocks [j].flags & KVT_POLICY_BLOCK_PARTIAL))
-            s_learn (self, blocks [j].id, self->request_cls [j], now);
-    s_maybe_rebuild (self);
-    //  Record the offers: first those remembered (found above, so they
-    //  must move before anything is forgotten), then the new ones
-    for (size_t j = 1; j < block_count; j++)
-        if (!(blocks [j].flags & KVT_POLICY_BLOCK_PARTIAL)
-        &&  self->request_at [j] != KVT_IDMAP_NONE)
-            s_recent_set (&self->history, self->request_at [j], blocks [j].id, now,
-                          self->request_cls [j]);
-    for (size_t j = 1; j < block_count; j++) {
-        if ((blocks [j].flags & KVT_POLICY_BLOCK_PARTIAL)
-        ||  self->request_at [j] != KVT_IDMAP_NONE)
-            continue;
-        //  Look again: a request may repeat an id
-        s_recent_set (&self->history, s_recent_find (&self->history, blocks [j].id),
-                      blocks [j].id, now, self->request_cls [j]);
-        s_entry_t gone;
-        s_recent_trim (&self->history, &gone);
-    }
+    self->deepest_at = KVT_IDMAP_NONE;
     self->request = blocks;
     self->request_count = block_count;
+    self->phase = S_FIND;
+    self->phase_next = 1;
+}
+
+//  The phase after the current one, with what it needs ready.
+static void
+s_phase_end (s_self_t *self)
+{
+    switch (self->phase) {
+        case S_FIND:
+            self->phase = S_CLASS;
+            self->phase_next = 0;
+            break;
+        case S_CLASS:
+            self->phase = S_LEARN;
+            self->phase_next = 0;
+            break;
+        case S_LEARN:
+            if (self->events > self->every) {
+                self->events = 0;
+                memset (self->census, 0, sizeof (self->census));
+                self->phase = S_CENSUS;
+                self->phase_next = 0;
+                break;
+            }
+            self->phase = S_RECORD_FOUND;
+            self->phase_next = 1;
+            break;
+        case S_CENSUS:
+            s_density_rebuild (self);
+            self->phase = S_RECORD_FOUND;
+            self->phase_next = 1;
+            break;
+        case S_RECORD_FOUND:
+            self->phase = S_RECORD_NEW;
+            self->phase_next = 1;
+            break;
+        default:
+            self->phase = S_BEGUN;
+    }
+}
+
+//  The gap bucket of the request: the age of its lineage's deepest block
+//  offered before (0: a first turn, or classes without gaps).
+static int
+s_gap_bucket (const s_self_t *self)
+{
+    if (!self->gap_classes || self->deepest_at == KVT_IDMAP_NONE)
+        return 0;
+    int64_t gap = self->request [0].now - self->history.entries [self->deepest_at].time;
+    int log2 = 63 - __builtin_clzll ((unsigned long long) (gap < 0? 0: gap) + 1);
+    return 1 + (log2 / 2 < S_GAP_BUCKETS - 2? log2 / 2: S_GAP_BUCKETS - 2);
+}
+
+//  Block j's part of the current phase.
+static void
+s_phase_block (s_self_t *self, size_t j)
+{
+    const kvt_policy_block_t *block = &self->request [j];
+    bool full = !(block->flags & KVT_POLICY_BLOCK_PARTIAL);
+    uint32_t at = self->request_at [j];
+    switch (self->phase) {
+        case S_FIND:
+            at = self->request_at [j] = s_recent_find (&self->history, block->id);
+            if (at != KVT_IDMAP_NONE)
+                self->deepest_at = at;
+            break;
+        case S_CLASS: {
+            bool before = at != KVT_IDMAP_NONE
+                       || kvt_idmap_get (&self->map, block->id) != KVT_IDMAP_NONE;
+            self->request_cls [j] = (uint8_t) (s_gap_bucket (self) * 2 + before);
+            break;
+        }
+        case S_LEARN:
+            if (full)
+                s_learn (self, block->id, self->request_cls [j], self->request [0].now);
+            break;
+        case S_RECORD_FOUND:
+            if (full && at != KVT_IDMAP_NONE)
+                s_recent_set (&self->history, at, block->id, self->request [0].now,
+                              self->request_cls [j]);
+            break;
+        case S_RECORD_NEW:
+            if (full && at == KVT_IDMAP_NONE) {
+                //  Look again: a request may repeat an id
+                s_recent_set (&self->history, s_recent_find (&self->history, block->id),
+                              block->id, self->request [0].now, self->request_cls [j]);
+                s_entry_t gone;
+                s_recent_trim (&self->history, &gone);
+            }
+            break;
+        default:
+            assert (false);
+    }
+}
+
+//  At most 'most' blocks' worth of the begin's phases; true while more
+//  waits.
+static bool
+s_catch_up (void *state, size_t most)
+{
+    s_self_t *self = (s_self_t *) state;
+    size_t units = 0;
+    while (self->phase != S_BEGUN) {
+        size_t size = self->phase == S_CENSUS
+                    ? (self->ghost.pool.node_max + S_CENSUS_UNIT - 1) / S_CENSUS_UNIT
+                    : self->request_count;
+        if (self->phase_next < size) {
+            if (units++ == most)
+                return true;
+            if (self->phase == S_CENSUS) {
+                size_t from = self->phase_next++ * S_CENSUS_UNIT;
+                size_t to = from + S_CENSUS_UNIT;
+                s_census (self, from, to < self->ghost.pool.node_max
+                                      ? to: self->ghost.pool.node_max);
+            }
+            else
+                s_phase_block (self, self->phase_next++);
+        }
+        else
+            s_phase_end (self);
+    }
+    return false;
 }
 
 //  A cached block used again: its class and age restart.
@@ -575,6 +705,7 @@ static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     if (block->now > self->now)
         self->now = block->now;
     uint32_t node = kvt_idmap_get (&self->map, block->id);
@@ -594,6 +725,7 @@ static bool
 s_admit (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     if (block->now > self->now)
         self->now = block->now;
     if (block->flags & KVT_POLICY_BLOCK_PARTIAL)
@@ -615,6 +747,7 @@ static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     if (incoming->now > self->now)
         self->now = incoming->now;
     if (self->leaf_count == 0)
@@ -647,6 +780,7 @@ static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     if (block->now > self->now)
         self->now = block->now;
     s_cache_insert (self, block, s_class (self, block));
@@ -657,6 +791,7 @@ static void
 s_on_evict (void *state, uint64_t id)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     s_cache_remove (self, id);
 }
 
@@ -665,6 +800,7 @@ static void
 s_end_request (void *state)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     self->request = NULL;
     self->request_count = 0;
 }
@@ -683,6 +819,7 @@ const kvt_policy_ops_t kvt_policy_density_ops = {
     .on_insert = s_on_insert,
     .on_evict = s_on_evict,
     .end_request = s_end_request,
+    .catch_up = s_catch_up,
 };
 
 //  --------------------------------------------------------------------------
@@ -691,6 +828,7 @@ const kvt_policy_ops_t kvt_policy_density_ops = {
 uint64_t
 kvt_policy_density_declined (void *state)
 {
+    s_finish ((s_self_t *) state);
     return ((s_self_t *) state)->declined;
 }
 
@@ -698,5 +836,6 @@ double
 kvt_policy_density_at (void *state, int cls, int bin)
 {
     assert (cls >= 0 && cls < S_CLASSES && bin >= 0 && bin < S_BINS);
+    s_finish ((s_self_t *) state);
     return ((s_self_t *) state)->density [cls][bin];
 }

@@ -85,6 +85,12 @@ typedef struct {
     uint8_t request_class;          //  Class of the current request's full blocks
     const kvt_policy_block_t *blocks;   //  Current request (begin .. end)
     size_t block_count;             //  Entries in blocks
+    size_t sample_next;             //  Next of them begin_request's sampling looks at
+    uint64_t *ended_ids;            //  An ended request's blocks, its touches to come
+    uint8_t *ended_cls;             //  Their classes
+    size_t ended_count;             //  Touches left (they go from the back)
+    size_t ended_room;              //  Entries allocated in ended_*
+    int64_t ended_now;              //  Its request clock
 } s_self_t;
 
 //  Half-octave bucket of a reuse distance in requests
@@ -140,6 +146,8 @@ s_destroy (void **state_p)
 {
     s_self_t *self = (s_self_t *) *state_p;
     if (self) {
+        free (self->ended_ids);
+        free (self->ended_cls);
         kvt_idmap_fini (&self->map);
         kvt_idring_fini (&self->sampled);
         free (self->ghosts);
@@ -249,25 +257,38 @@ s_value (s_self_t *self, int cls, int64_t age)
 }
 
 //  Class the request, sample its blocks, refresh tables now and then.
+//  The sampling and the end's touches are a hash lookup a block, which a
+//  65536-block prefix makes milliseconds (issue #3): they are left to
+//  s_catch_up, and every other call finishes them first (s_finish), so
+//  no answer depends on when catch_up ran.
+
+static bool s_catch_up (void *state, size_t most);
+
+static void
+s_finish (s_self_t *self)
+{
+    if ((self->blocks && self->sample_next < self->block_count) || self->ended_count)
+        s_catch_up (self, SIZE_MAX);
+}
+
 static void
 s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
                  size_t hit_count)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     self->now = block_count? blocks [0].now: self->now + 1;
     self->blocks = blocks;
     self->block_count = block_count;
+    self->sample_next = 0;
     int length = block_count? 63 - __builtin_clzll ((unsigned long long) block_count): 0;
     if (length >= S_LENGTH_BUCKETS)
         length = S_LENGTH_BUCKETS - 1;
     bool continued = hit_count > 0 && hit_count * 2 >= block_count;
     self->request_class = (uint8_t) (length * 2 + continued);
-    for (size_t j = 0; j < block_count; j++)
-        if (s_sampled (blocks [j].id))
-            s_sample (self, &blocks [j]);
-    if (self->now - self->tables_at >= S_TABLE_EVERY)
-        s_update_tables (self);
     self->inserted_now = 0;
+    if (block_count == 0 && self->now - self->tables_at >= S_TABLE_EVERY)
+        s_update_tables (self);
 }
 
 //  Move a cached block to the front of the list of its current class.
@@ -284,6 +305,7 @@ static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     uint32_t node = kvt_idmap_get (&self->map, block->id);
     if (node != KVT_IDMAP_NONE)
         s_touch (self, node, block);
@@ -294,6 +316,7 @@ static bool
 s_admit (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     return block->parent == KVT_POLICY_NO_PARENT
         || (block->flags & KVT_POLICY_BLOCK_DEMOTED)   //  Parent may be in a higher tier
         || kvt_idmap_get (&self->map, block->parent) != KVT_IDMAP_NONE;
@@ -304,6 +327,7 @@ static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     uint32_t node = kvt_idmap_get (&self->map, block->id);
     if (node != KVT_IDMAP_NONE) {
         s_touch (self, node, block);
@@ -326,6 +350,7 @@ static void
 s_on_evict (void *state, uint64_t id)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     uint32_t node = kvt_idmap_remove (&self->map, id);
     if (node == KVT_IDMAP_NONE)
         return;
@@ -341,6 +366,7 @@ static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_self_t *self = (s_self_t *) state;
+    s_finish (self);
     uint32_t victim = KVT_IDMAP_NONE;
     double victim_value = INFINITY;
     int64_t victim_age = -1;
@@ -368,19 +394,63 @@ s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 }
 
 //  Touch the request's cached blocks leaf to root, so that within a class
-//  list an ancestor is always newer than its descendants.
+//  list an ancestor is always newer than its descendants: their ids and
+//  classes are kept for s_catch_up, as the blocks go back to the host.
 static void
 s_end_request (void *state)
 {
     s_self_t *self = (s_self_t *) state;
-    for (size_t j = self->block_count; j-- > 0; ) {
-        uint32_t node = kvt_idmap_get (&self->map, self->blocks [j].id);
-        if (node != KVT_IDMAP_NONE)
-            s_touch (self, node, &self->blocks [j]);
+    s_finish (self);                //  The sampling, before the end
+    if (self->block_count > self->ended_room) {
+        self->ended_room = self->block_count * 2;
+        self->ended_ids = (uint64_t *) realloc (self->ended_ids,
+                                                self->ended_room * sizeof (uint64_t));
+        self->ended_cls = (uint8_t *) realloc (self->ended_cls, self->ended_room);
+        if (!self->ended_ids || !self->ended_cls)
+            abort ();
     }
+    for (size_t j = 0; j < self->block_count; j++) {
+        self->ended_ids [j] = self->blocks [j].id;
+        self->ended_cls [j] = s_class_of (self, &self->blocks [j], true);
+    }
+    self->ended_count = self->block_count;
+    self->ended_now = self->now;
     self->insert_rate += (self->inserted_now - self->insert_rate) / 64;
     self->blocks = NULL;
     self->block_count = 0;
+}
+
+//  At most 'most' units of what begin_request or end_request left: a
+//  sampled block each, then the tables; a touch each. True while more
+//  waits.
+static bool
+s_catch_up (void *state, size_t most)
+{
+    s_self_t *self = (s_self_t *) state;
+    size_t units = 0;
+    while (self->blocks && self->sample_next < self->block_count) {
+        const kvt_policy_block_t *block = &self->blocks [self->sample_next];
+        if (s_sampled (block->id)) {
+            if (units++ == most)
+                return true;
+            s_sample (self, block);
+        }
+        if (++self->sample_next == self->block_count
+        &&  self->now - self->tables_at >= S_TABLE_EVERY)
+            s_update_tables (self);
+    }
+    while (self->ended_count > 0) {
+        if (units++ == most)
+            return true;
+        size_t j = --self->ended_count;
+        uint32_t node = kvt_idmap_get (&self->map, self->ended_ids [j]);
+        if (node != KVT_IDMAP_NONE) {
+            s_unlink (self, node);
+            self->nodes [node].touched = self->ended_now;
+            s_push (self, node, self->ended_cls [j]);
+        }
+    }
+    return false;
 }
 
 const kvt_policy_ops_t kvt_policy_prefix_value_ops = {
@@ -396,4 +466,5 @@ const kvt_policy_ops_t kvt_policy_prefix_value_ops = {
     .on_insert = s_on_insert,
     .on_evict = s_on_evict,
     .end_request = s_end_request,
+    .catch_up = s_catch_up,
 };
