@@ -24,6 +24,9 @@
         TFLOP/s (1.09 / 1.05x flash; variant 0, the default), BN = 64 320 /
         306. Needs the sm_90a build; elsewhere variants 0 and 4 run v2 with
         8 warps.
+    v4  (variant 5) v3 warp-specialized (FlashAttention-3's producer
+        warpgroup and mbarriers), BN = 128; sm_90a, else v2 as above.
+        H200: 268 / 262 TFLOP/s against v3's 349 / 336 in the same run.
     Tried on the way to v3 (numbers in tools/bench/RESULTS.md): wgmma with
     S waited before the softmax (205, 1 CTA/SM), the same at 2 CTAs/SM
     (233, ptxas serializes wgmma for lack of registers), next tile's S
@@ -528,10 +531,15 @@ s_dispatch (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
         case 1: return s_launch<T> (a, stream);
         case 2: return s_launch2<T, 4, 64> (a, stream);
         case 3: return s_launch2<T, 8, 64> (a, stream);
-        case 4: return kvt_paged_prefill_have_wgmma<T, 64> ()? kvt_paged_prefill_launch_wgmma<T, 64> (a, stream)
-                                              : s_launch2<T, 8, 64> (a, stream);
-        default: return kvt_paged_prefill_have_wgmma<T, 128> ()? kvt_paged_prefill_launch_wgmma<T, 128> (a, stream)
-                                                : s_launch2<T, 8, 64> (a, stream);
+        case 4: return kvt_paged_prefill_have_wgmma<T, 64, false> ()
+                     ? kvt_paged_prefill_launch_wgmma<T, 64, false> (a, stream)
+                     : s_launch2<T, 8, 64> (a, stream);
+        case 5: return kvt_paged_prefill_have_wgmma<T, 128, true> ()
+                     ? kvt_paged_prefill_launch_wgmma<T, 128, true> (a, stream)
+                     : s_launch2<T, 8, 64> (a, stream);
+        default: return kvt_paged_prefill_have_wgmma<T, 128, false> ()
+                      ? kvt_paged_prefill_launch_wgmma<T, 128, false> (a, stream)
+                      : s_launch2<T, 8, 64> (a, stream);
     }
 }
 

@@ -27,15 +27,16 @@
 
 #define S_D      128                //  head_dim
 
-//  True when this binary holds the sm_90a build of v3 (BN keys per tile);
-//  instantiated for bf16 and fp16, BN 64 and 128.
-template <typename T, int BN>
+//  True when this binary holds the sm_90a build of v3 (BN keys per tile;
+//  WS: v4, its warp-specialized form); instantiated for bf16 and fp16, BN
+//  64 and 128, WS with BN 128.
+template <typename T, int BN, bool WS>
 bool
     kvt_paged_prefill_have_wgmma ();
 
-//  Queue v3 on 'stream' (only when kvt_paged_prefill_have_wgmma). Returns
-//  0 or KVT_ECUDA.
-template <typename T, int BN>
+//  Queue v3 or v4 on 'stream' (only when kvt_paged_prefill_have_wgmma).
+//  Returns 0 or KVT_ECUDA.
+template <typename T, int BN, bool WS>
 int
     kvt_paged_prefill_launch_wgmma (const kvt_paged_prefill_args_t *a, cudaStream_t stream);
 

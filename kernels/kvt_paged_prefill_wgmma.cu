@@ -124,28 +124,85 @@ s_wg_fence ()
     asm volatile ("wgmma.fence.sync.aligned;" ::: "memory");
 }
 
+//  mbarriers in shared memory (v4's producer and consumers)
+__device__ __forceinline__ void
+s_bar_init (uint32_t bar, uint32_t count)
+{
+    asm volatile ("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r" (bar), "r" (count) : "memory");
+}
+
+__device__ __forceinline__ void
+s_bar_arrive (uint32_t bar)
+{
+    asm volatile ("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r" (bar) : "memory");
+}
+
+//  Until the phase of parity 'parity' has completed. Built with
+//  -DKVT_WS_WATCHDOG, a wait that spins 4M times prints who waits where
+//  and traps: that is how v4's first deadlock was found (every consumer
+//  on tile 1's full barrier, the producer on tile 0's empty one).
+__device__ __forceinline__ void
+s_bar_wait (uint32_t bar, uint32_t parity)
+{
+#ifdef KVT_WS_WATCHDOG
+    for (long spins = 0; ; spins++) {
+        uint32_t done;
+        asm volatile ("{\n.reg .pred p;\n"
+                      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                      "selp.u32 %0, 1, 0, p;\n}\n" : "=r" (done) : "r" (bar), "r" (parity) : "memory");
+        if (done)
+            return;
+        if (spins == (1l << 22)) {
+            printf ("WS hang: block %d,%d,%d thread %d bar %u parity %u\n", blockIdx.x, blockIdx.y,
+                    blockIdx.z, threadIdx.x, bar & 0xffff, parity);
+            __trap ();
+        }
+    }
+#else
+    asm volatile ("{\n.reg .pred done;\nWAIT:\n"
+                  "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                  "@!done bra WAIT;\n}\n" :: "r" (bar), "r" (parity) : "memory");
+#endif
+}
+
 #endif
 
-//  grid = (query tiles, heads, seqs); 256 threads
+//  grid = (query tiles, heads, seqs); 256 threads (v3) or 384 (v4)
 template <int BN>
 constexpr int
 s_v3_smem_bytes ()
 {
-    return 2 * S_WG_HALF_Q + 8 * BN * 128 + 1024;
+    return 2 * S_WG_HALF_Q + 8 * BN * 128 + 64 + 1024;
 }
 
-template <typename T, int BN>
-__global__ void __launch_bounds__ (256, 1)
+//  v4 (WS): v3 with FlashAttention-3's warp specialization. A third
+//  warpgroup (the producer, threads 0-127, 48 registers) loads Q and the
+//  K/V tiles by cp.async, two stages deep, and tells the consumers (the
+//  two warpgroups of v3, 224 registers: setmaxnreg; no spills) through a "full"
+//  mbarrier per stage once a tile has landed (cp.async.wait_group, then
+//  fence.proxy.async, then arrive); the consumers give a stage back
+//  through its "empty" mbarrier once PV of its tile is done. The
+//  consumers issue no load and meet at no CTA barrier: ncu of v3 on the
+//  H200 showed 2 warps per scheduler issuing every 5.3 cycles, the
+//  tensor pipe 37% busy. Measured on the H200 (session 18): correct, but
+//  268 / 262 TFLOP/s at 1x8K / 4x4K against v3's 349 / 336, so v3 stays
+//  the default; v4 is the base for FA3's ping-pong of the two consumer
+//  warpgroups, which it does not do yet (tools/bench/RESULTS.md).
+template <typename T, int BN, bool WS>
+__global__ void __launch_bounds__ (WS? 384: 256, 1)
 s_prefill3_kernel (const kvt_paged_prefill_args_t a)
 {
 #ifdef S_HAVE_WGMMA
     constexpr int HALF_KV = BN * 128;              //  Bytes of one half of a K or V tile
+    constexpr int LOADERS = WS? 128: 256;           //  Threads that load
     extern __shared__ __align__ (16) unsigned char smem_raw [];
     const uint32_t smem_base = ((uint32_t) __cvta_generic_to_shared (smem_raw) + 1023) & ~1023u;
     unsigned char *smem = smem_raw + (smem_base - (uint32_t) __cvta_generic_to_shared (smem_raw));
     const uint32_t sq = 0;
     const uint32_t sk = 2 * S_WG_HALF_Q;            //  [2 buffers][2 halves][BN][128 B]
     const uint32_t sv = sk + 4 * HALF_KV;
+    const uint32_t full_bar = smem_base + sv + 4 * HALF_KV;     //  [2] (v4)
+    const uint32_t empty_bar = full_bar + 16;                   //  [2] (v4)
 
     const int seq = blockIdx.z;
     const int head = blockIdx.y;
@@ -157,24 +214,28 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     const int len = a.seq_lens [seq];
     const int cached = len - q_len;
     const int kv_head = head / (a.heads / a.kv_heads);
-    const int warp = threadIdx.x >> 5;
-    const int lane = threadIdx.x & 31;
+    const int ct = WS? (int) threadIdx.x - 128: (int) threadIdx.x;  //  Consumer thread
+    const int warp = ct >> 5;
+    const int lane = ct & 31;
     const int g = lane >> 2;
     const int t = lane & 3;
     const int wg = warp >> 2;
     const int wg_row0 = q_tile * S_WG_BM + wg * 64;
     const int r0 = wg_row0 + (warp & 3) * 16;
 
-    for (int c = threadIdx.x; c < S_WG_BM * 16; c += 256) {
-        int row = c >> 4;
-        int q_row = q_tile * S_WG_BM + row;
-        unsigned char *dq = smem + sq + s_swizzle (row, c & 15, S_WG_HALF_Q);
-        if (q_row < q_len)
-            kvt_dev_cp_async16 (dq, (const T *) a.q
-                              + ((size_t) (q_first + q_row) * a.heads + head) * S_D + (c & 15) * 8);
-        else
-            *(uint4 *) dq = make_uint4 (0, 0, 0, 0);
-    }
+    auto load_q = [&] () {
+        for (int c = threadIdx.x; c < S_WG_BM * 16; c += LOADERS) {
+            int row = c >> 4;
+            int q_row = q_tile * S_WG_BM + row;
+            unsigned char *dq = smem + sq + s_swizzle (row, c & 15, S_WG_HALF_Q);
+            if (q_row < q_len)
+                kvt_dev_cp_async16 (dq, (const T *) a.q
+                                  + ((size_t) (q_first + q_row) * a.heads + head) * S_D
+                                  + (c & 15) * 8);
+            else
+                *(uint4 *) dq = make_uint4 (0, 0, 0, 0);
+        }
+    };
     const int kv_end = min (len, cached + min (q_len, (q_tile + 1) * S_WG_BM));
     const int tiles = (kv_end + BN - 1) / BN;
     const int32_t *table = a.block_table + (size_t) seq * a.max_blocks_per_seq;
@@ -185,7 +246,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
 
     auto load_tile = [&] (int tile, int buffer) {
 #pragma unroll
-        for (int c0 = 0; c0 < BN * 16; c0 += 256) {
+        for (int c0 = 0; c0 < BN * 16; c0 += LOADERS) {
             int c = c0 + threadIdx.x;
             int row = c >> 4;
             int token = tile * BN + row;
@@ -206,6 +267,33 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         asm volatile ("cp.async.commit_group;");
     };
 
+    if constexpr (WS) {
+        if (threadIdx.x == 0)
+            for (int b = 0; b < 2; b++) {
+                s_bar_init (full_bar + 8 * b, LOADERS);
+                s_bar_init (empty_bar + 8 * b, 256);
+            }
+        __syncthreads ();
+        if (threadIdx.x < 128) {
+            //  The producer: stage (i & 1) takes tile i once tile i - 2 is
+            //  done with, and announces it once it has landed. (Waiting
+            //  for tile i only after tile i + 1 is queued deadlocks: the
+            //  consumers give tile i - 1's stage back only once they have
+            //  tile i.)
+            asm volatile ("setmaxnreg.dec.sync.aligned.u32 48;");
+            load_q ();                              //  Same group as tile 0
+            for (int i = 0; i < tiles; i++) {
+                if (i >= 2)
+                    s_bar_wait (empty_bar + 8 * (i & 1), ((i - 2) >> 1) & 1);
+                load_tile (i, i & 1);
+                asm volatile ("cp.async.wait_group 0;" ::: "memory");
+                asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
+                s_bar_arrive (full_bar + 8 * (i & 1));
+            }
+            return;
+        }
+        asm volatile ("setmaxnreg.inc.sync.aligned.u32 224;");
+    }
     float o [64];
 #pragma unroll
     for (int i = 0; i < 64; i++)
@@ -313,21 +401,30 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         asm volatile ("wgmma.commit_group.sync.aligned;" ::: "memory");
         s_wg_fence_operand (o);
     };
-    load_tile (0, 0);                               //  Same group as Q
-    if (tiles > 1)
-        load_tile (1, 1);
-    asm volatile ("cp.async.wait_group 0;" ::: "memory");
-    asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
-    __syncthreads ();
+    if constexpr (WS)
+        s_bar_wait (full_bar, 0);
+    else {
+        load_q ();
+        load_tile (0, 0);                           //  Same group as Q
+        if (tiles > 1)
+            load_tile (1, 1);
+        asm volatile ("cp.async.wait_group 0;" ::: "memory");
+        asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
+        __syncthreads ();
+    }
     issue_s (0);
     asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
     s_wg_fence_operand (s);
     softmax_any (0);
     pack ();
     for (int i = 0; i + 1 < tiles; i++) {
-        asm volatile ("cp.async.wait_group 0;" ::: "memory");
-        asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
-        __syncthreads ();                           //  Tile i + 1 visible to all
+        if constexpr (WS)
+            s_bar_wait (full_bar + 8 * ((i + 1) & 1), ((i + 1) >> 1) & 1);
+        else {
+            asm volatile ("cp.async.wait_group 0;" ::: "memory");
+            asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
+            __syncthreads ();                       //  Tile i + 1 visible to all
+        }
         issue_s (i + 1);
         rescale_pv (i);
         asm volatile ("wgmma.wait_group.sync.aligned 1;" ::: "memory");
@@ -335,9 +432,13 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         softmax_any (i + 1);                        //  While PV (i) runs
         asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         s_wg_fence_operand (o);
-        __syncthreads ();                           //  Buffer of tile i is free
-        if (i + 2 < tiles)
-            load_tile (i + 2, i & 1);
+        if constexpr (WS)
+            s_bar_arrive (empty_bar + 8 * (i & 1));     //  Stage of tile i is free
+        else {
+            __syncthreads ();                       //  Buffer of tile i is free
+            if (i + 2 < tiles)
+                load_tile (i + 2, i & 1);
+        }
         pack ();
     }
     rescale_pv (tiles - 1);
@@ -370,53 +471,55 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
 }
 
 //  True when this binary holds the sm_90a (wgmma) build of v3
-template <typename T, int BN>
+template <typename T, int BN, bool WS>
 bool
 s_have_wgmma ()
 {
     cudaFuncAttributes attributes;
-    return cudaFuncGetAttributes (&attributes, s_prefill3_kernel<T, BN>) == cudaSuccess
+    return cudaFuncGetAttributes (&attributes, s_prefill3_kernel<T, BN, WS>) == cudaSuccess
         && attributes.sharedSizeBytes == 0 && attributes.numRegs > 64;
 }
 
-template <typename T, int BN>
+template <typename T, int BN, bool WS>
 int
 s_launch3 (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
 {
     static bool configured = false;                 //  Idempotent; a race only repeats it
     if (!configured) {
-        if (cudaFuncSetAttribute (s_prefill3_kernel<T, BN>,
+        if (cudaFuncSetAttribute (s_prefill3_kernel<T, BN, WS>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   s_v3_smem_bytes<BN> ()) != cudaSuccess)
             return KVT_ECUDA;
         configured = true;
     }
     dim3 grid ((a->max_q_len + S_WG_BM - 1) / S_WG_BM, a->heads, a->seqs);
-    s_prefill3_kernel<T, BN> <<<grid, 256, s_v3_smem_bytes<BN> (), stream>>> (*a);
+    s_prefill3_kernel<T, BN, WS> <<<grid, WS? 384: 256, s_v3_smem_bytes<BN> (), stream>>> (*a);
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
 
 }   //  namespace
 
-template <typename T, int BN>
+template <typename T, int BN, bool WS>
 bool
 kvt_paged_prefill_have_wgmma ()
 {
-    return s_have_wgmma<T, BN> ();
+    return s_have_wgmma<T, BN, WS> ();
 }
 
-template <typename T, int BN>
+template <typename T, int BN, bool WS>
 int
 kvt_paged_prefill_launch_wgmma (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
 {
-    return s_launch3<T, BN> (a, stream);
+    return s_launch3<T, BN, WS> (a, stream);
 }
 
-template bool kvt_paged_prefill_have_wgmma<__nv_bfloat16, 64> ();
-template bool kvt_paged_prefill_have_wgmma<__nv_bfloat16, 128> ();
-template bool kvt_paged_prefill_have_wgmma<__half, 64> ();
-template bool kvt_paged_prefill_have_wgmma<__half, 128> ();
-template int kvt_paged_prefill_launch_wgmma<__nv_bfloat16, 64> (const kvt_paged_prefill_args_t *, cudaStream_t);
-template int kvt_paged_prefill_launch_wgmma<__nv_bfloat16, 128> (const kvt_paged_prefill_args_t *, cudaStream_t);
-template int kvt_paged_prefill_launch_wgmma<__half, 64> (const kvt_paged_prefill_args_t *, cudaStream_t);
-template int kvt_paged_prefill_launch_wgmma<__half, 128> (const kvt_paged_prefill_args_t *, cudaStream_t);
+#define S_INSTANTIATE(T, BN, WS) \
+    template bool kvt_paged_prefill_have_wgmma<T, BN, WS> (); \
+    template int kvt_paged_prefill_launch_wgmma<T, BN, WS> (const kvt_paged_prefill_args_t *, \
+                                                           cudaStream_t);
+S_INSTANTIATE (__nv_bfloat16, 64, false)
+S_INSTANTIATE (__nv_bfloat16, 128, false)
+S_INSTANTIATE (__half, 64, false)
+S_INSTANTIATE (__half, 128, false)
+S_INSTANTIATE (__nv_bfloat16, 128, true)
+S_INSTANTIATE (__half, 128, true)
