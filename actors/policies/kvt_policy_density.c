@@ -542,6 +542,14 @@ s_destroy (void **state_p)
 
 static bool s_catch_up (void *state, size_t most);
 
+//  Go to 'phase' at block (or census unit) 'next'.
+static void
+s_phase_go (s_self_t *self, s_phase_t phase, size_t next)
+{
+    self->phase = (uint8_t) phase;
+    self->phase_next = next;
+}
+
 static void
 s_finish (s_self_t *self)
 {
@@ -575,45 +583,39 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
     self->deepest_at = KVT_IDMAP_NONE;
     self->request = blocks;
     self->request_count = block_count;
-    self->phase = S_FIND;
-    self->phase_next = 1;
+    s_phase_go (self, S_FIND, 1);
 }
 
-//  The phase after the current one, with what it needs ready.
+//  The phase after the current one, with what it needs ready (the
+//  records start at depth 1: depth 0 is not kept).
 static void
 s_phase_end (s_self_t *self)
 {
     switch (self->phase) {
         case S_FIND:
-            self->phase = S_CLASS;
-            self->phase_next = 0;
+            s_phase_go (self, S_CLASS, 0);
             break;
         case S_CLASS:
-            self->phase = S_LEARN;
-            self->phase_next = 0;
+            s_phase_go (self, S_LEARN, 0);
             break;
         case S_LEARN:
             if (self->events > self->every) {
                 self->events = 0;
                 memset (self->census, 0, sizeof (self->census));
-                self->phase = S_CENSUS;
-                self->phase_next = 0;
-                break;
+                s_phase_go (self, S_CENSUS, 0);
             }
-            self->phase = S_RECORD_FOUND;
-            self->phase_next = 1;
+            else
+                s_phase_go (self, S_RECORD_FOUND, 1);
             break;
         case S_CENSUS:
             s_density_rebuild (self);
-            self->phase = S_RECORD_FOUND;
-            self->phase_next = 1;
+            s_phase_go (self, S_RECORD_FOUND, 1);
             break;
         case S_RECORD_FOUND:
-            self->phase = S_RECORD_NEW;
-            self->phase_next = 1;
+            s_phase_go (self, S_RECORD_NEW, 1);
             break;
         default:
-            self->phase = S_BEGUN;
+            s_phase_go (self, S_BEGUN, 0);
     }
 }
 
