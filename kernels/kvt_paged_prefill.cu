@@ -20,13 +20,17 @@
         moved. 4 warps x 32 rows (2 CTAs/SM) 250 / 256, 8 warps x 32 rows
         (1 CTA/SM) 269 / 268 TFLOP/s: still issue/latency bound with 2
         warps per scheduler at 255 registers (tensor pipe 36% busy in ncu).
-    v3  (variants 0, 4) wgmma, in kvt_paged_prefill_wgmma.cu: BN = 128 keys per tile 351 / 340
-        TFLOP/s (1.09 / 1.05x flash; variant 0, the default), BN = 64 320 /
-        306. Needs the sm_90a build; elsewhere variants 0 and 4 run v2 with
-        8 warps.
-    v4  (variant 5) v3 warp-specialized (FlashAttention-3's producer
-        warpgroup and mbarriers), BN = 128; sm_90a, else v2 as above.
-        H200: 268 / 262 TFLOP/s against v3's 349 / 336 in the same run.
+    v3  (variants 5, 4) wgmma, in kvt_paged_prefill_wgmma.cu: BN = 128 keys per tile 351 / 340
+        TFLOP/s on the H100 (1.09 / 1.05x flash; the default until session
+        18), BN = 64 320 / 306. Needs the sm_90a build; elsewhere they run v2
+        with 8 warps, as do variants 0 and 6.
+    v4  (variants 0, 6) v3 warp-specialized, in the same file: a producer
+        warpgroup loads K/V into three stages of 128 keys (variant 0, the
+        default) or four of 64 (6) and hands them over through mbarriers;
+        the two consumer warpgroups compute as v3 does. H200: 397-399 /
+        375-377 TFLOP/s at 1x8K / 4x4K, 1.15 / 1.12x v3 and 1.29 / 1.16x
+        flash in the same runs; with two stages (the producer one tile
+        ahead) it was 0.77x v3.
     Tried on the way to v3 (numbers in tools/bench/RESULTS.md): wgmma with
     S waited before the softmax (205, 1 CTA/SM), the same at 2 CTAs/SM
     (233, ptxas serializes wgmma for lack of registers), next tile's S
@@ -534,11 +538,14 @@ s_dispatch (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
         case 4: return kvt_paged_prefill_have_wgmma<T, 64, false> ()
                      ? kvt_paged_prefill_launch_wgmma<T, 64, false> (a, stream)
                      : s_launch2<T, 8, 64> (a, stream);
-        case 5: return kvt_paged_prefill_have_wgmma<T, 128, true> ()
-                     ? kvt_paged_prefill_launch_wgmma<T, 128, true> (a, stream)
+        case 5: return kvt_paged_prefill_have_wgmma<T, 128, false> ()
+                     ? kvt_paged_prefill_launch_wgmma<T, 128, false> (a, stream)
                      : s_launch2<T, 8, 64> (a, stream);
-        default: return kvt_paged_prefill_have_wgmma<T, 128, false> ()
-                      ? kvt_paged_prefill_launch_wgmma<T, 128, false> (a, stream)
+        case 6: return kvt_paged_prefill_have_wgmma<T, 64, true> ()
+                     ? kvt_paged_prefill_launch_wgmma<T, 64, true> (a, stream)
+                     : s_launch2<T, 8, 64> (a, stream);
+        default: return kvt_paged_prefill_have_wgmma<T, 128, true> ()
+                      ? kvt_paged_prefill_launch_wgmma<T, 128, true> (a, stream)
                       : s_launch2<T, 8, 64> (a, stream);
     }
 }

@@ -29,7 +29,7 @@
 
 //  True when this binary holds the sm_90a build of v3 (BN keys per tile;
 //  WS: v4, its warp-specialized form); instantiated for bf16 and fp16, BN
-//  64 and 128, WS with BN 128.
+//  64 and 128, with WS too.
 template <typename T, int BN, bool WS>
 bool
     kvt_paged_prefill_have_wgmma ();

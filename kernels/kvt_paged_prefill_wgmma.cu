@@ -167,12 +167,21 @@ s_bar_wait (uint32_t bar, uint32_t parity)
 
 #endif
 
+//  Stages of K/V tiles in shared memory: v3 two; v4 four of 64 keys or
+//  three of 128 (the producer runs ahead; 225 KiB with Q, of 227)
+template <int BN, bool WS>
+constexpr int
+s_stages ()
+{
+    return !WS? 2: BN == 64? 4: 3;
+}
+
 //  grid = (query tiles, heads, seqs); 256 threads (v3) or 384 (v4)
-template <int BN>
+template <int BN, bool WS>
 constexpr int
 s_v3_smem_bytes ()
 {
-    return 2 * S_WG_HALF_Q + 8 * BN * 128 + 64 + 1024;
+    return 2 * S_WG_HALF_Q + s_stages<BN, WS> () * 4 * BN * 128 + 64 + 1024;
 }
 
 //  v4 (WS): v3 with FlashAttention-3's warp specialization. A third
@@ -182,12 +191,13 @@ s_v3_smem_bytes ()
 //  mbarrier per stage once a tile has landed (cp.async.wait_group, then
 //  fence.proxy.async, then arrive); the consumers give a stage back
 //  through its "empty" mbarrier once PV of its tile is done. The
-//  consumers issue no load and meet at no CTA barrier: ncu of v3 on the
-//  H200 showed 2 warps per scheduler issuing every 5.3 cycles, the
-//  tensor pipe 37% busy. Measured on the H200 (session 18): correct, but
-//  268 / 262 TFLOP/s at 1x8K / 4x4K against v3's 349 / 336, so v3 stays
-//  the default; v4 is the base for FA3's ping-pong of the two consumer
-//  warpgroups, which it does not do yet (tools/bench/RESULTS.md).
+//  consumers issue no load and meet at no CTA barrier (ncu of v3 on the
+//  H200: 2 warps per scheduler issuing every 5.3 cycles, the tensor pipe
+//  37% busy). What pays is the depth: with two stages the producer is one
+//  tile ahead and v4 ran at 0.77x v3; with three (BN 128, 225 KiB of
+//  shared memory with Q) at 1.15x, the default since session 18. FA3's
+//  ping-pong of the two consumer warpgroups is not done yet
+//  (tools/bench/RESULTS.md).
 template <typename T, int BN, bool WS>
 __global__ void __launch_bounds__ (WS? 384: 256, 1)
 s_prefill3_kernel (const kvt_paged_prefill_args_t a)
@@ -195,14 +205,15 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
 #ifdef S_HAVE_WGMMA
     constexpr int HALF_KV = BN * 128;              //  Bytes of one half of a K or V tile
     constexpr int LOADERS = WS? 128: 256;           //  Threads that load
+    constexpr int STAGES = s_stages<BN, WS> ();
     extern __shared__ __align__ (16) unsigned char smem_raw [];
     const uint32_t smem_base = ((uint32_t) __cvta_generic_to_shared (smem_raw) + 1023) & ~1023u;
     unsigned char *smem = smem_raw + (smem_base - (uint32_t) __cvta_generic_to_shared (smem_raw));
     const uint32_t sq = 0;
-    const uint32_t sk = 2 * S_WG_HALF_Q;            //  [2 buffers][2 halves][BN][128 B]
-    const uint32_t sv = sk + 4 * HALF_KV;
-    const uint32_t full_bar = smem_base + sv + 4 * HALF_KV;     //  [2] (v4)
-    const uint32_t empty_bar = full_bar + 16;                   //  [2] (v4)
+    const uint32_t sk = 2 * S_WG_HALF_Q;            //  [STAGES][2 halves][BN][128 B]
+    const uint32_t sv = sk + STAGES * 2 * HALF_KV;
+    const uint32_t full_bar = smem_base + sv + STAGES * 2 * HALF_KV;    //  [STAGES] (v4)
+    const uint32_t empty_bar = full_bar + 8 * STAGES;                   //  [STAGES] (v4)
 
     const int seq = blockIdx.z;
     const int head = blockIdx.y;
@@ -269,13 +280,13 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
 
     if constexpr (WS) {
         if (threadIdx.x == 0)
-            for (int b = 0; b < 2; b++) {
+            for (int b = 0; b < STAGES; b++) {
                 s_bar_init (full_bar + 8 * b, LOADERS);
                 s_bar_init (empty_bar + 8 * b, 256);
             }
         __syncthreads ();
         if (threadIdx.x < 128) {
-            //  The producer: stage (i & 1) takes tile i once tile i - 2 is
+            //  The producer: stage i % STAGES takes tile i once tile i - STAGES is
             //  done with, and announces it once it has landed. (Waiting
             //  for tile i only after tile i + 1 is queued deadlocks: the
             //  consumers give tile i - 1's stage back only once they have
@@ -283,12 +294,12 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             asm volatile ("setmaxnreg.dec.sync.aligned.u32 48;");
             load_q ();                              //  Same group as tile 0
             for (int i = 0; i < tiles; i++) {
-                if (i >= 2)
-                    s_bar_wait (empty_bar + 8 * (i & 1), ((i - 2) >> 1) & 1);
-                load_tile (i, i & 1);
+                if (i >= STAGES)
+                    s_bar_wait (empty_bar + 8 * (i % STAGES), ((i - STAGES) / STAGES) & 1);
+                load_tile (i, i % STAGES);
                 asm volatile ("cp.async.wait_group 0;" ::: "memory");
                 asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
-                s_bar_arrive (full_bar + 8 * (i & 1));
+                s_bar_arrive (full_bar + 8 * (i % STAGES));
             }
             return;
         }
@@ -308,7 +319,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     uint32_t pa [BN / 16][4];                  //  P (i) as A fragments
 
     auto issue_s = [&] (int i) {
-        const uint32_t k_tile = smem_base + sk + (i & 1) * 2 * HALF_KV;
+        const uint32_t k_tile = smem_base + sk + (i % STAGES) * 2 * HALF_KV;
         s_wg_fence_operand (s);
         s_wg_fence ();
 #pragma unroll
@@ -392,7 +403,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
                 o [4 * dt + 3] *= alpha [1];
             }
         }
-        const uint32_t v_tile = smem_base + sv + (i & 1) * 2 * HALF_KV;
+        const uint32_t v_tile = smem_base + sv + (i % STAGES) * 2 * HALF_KV;
         s_wg_fence_operand (o);
         s_wg_fence ();
 #pragma unroll
@@ -419,7 +430,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     pack ();
     for (int i = 0; i + 1 < tiles; i++) {
         if constexpr (WS)
-            s_bar_wait (full_bar + 8 * ((i + 1) & 1), ((i + 1) >> 1) & 1);
+            s_bar_wait (full_bar + 8 * ((i + 1) % STAGES), ((i + 1) / STAGES) & 1);
         else {
             asm volatile ("cp.async.wait_group 0;" ::: "memory");
             asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
@@ -433,7 +444,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         s_wg_fence_operand (o);
         if constexpr (WS)
-            s_bar_arrive (empty_bar + 8 * (i & 1));     //  Stage of tile i is free
+            s_bar_arrive (empty_bar + 8 * (i % STAGES));    //  Stage of tile i is free
         else {
             __syncthreads ();                       //  Buffer of tile i is free
             if (i + 2 < tiles)
@@ -488,12 +499,12 @@ s_launch3 (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
     if (!configured) {
         if (cudaFuncSetAttribute (s_prefill3_kernel<T, BN, WS>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  s_v3_smem_bytes<BN> ()) != cudaSuccess)
+                                  s_v3_smem_bytes<BN, WS> ()) != cudaSuccess)
             return KVT_ECUDA;
         configured = true;
     }
     dim3 grid ((a->max_q_len + S_WG_BM - 1) / S_WG_BM, a->heads, a->seqs);
-    s_prefill3_kernel<T, BN, WS> <<<grid, WS? 384: 256, s_v3_smem_bytes<BN> (), stream>>> (*a);
+    s_prefill3_kernel<T, BN, WS> <<<grid, WS? 384: 256, s_v3_smem_bytes<BN, WS> (), stream>>> (*a);
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
 
@@ -521,5 +532,7 @@ S_INSTANTIATE (__nv_bfloat16, 64, false)
 S_INSTANTIATE (__nv_bfloat16, 128, false)
 S_INSTANTIATE (__half, 64, false)
 S_INSTANTIATE (__half, 128, false)
+S_INSTANTIATE (__nv_bfloat16, 64, true)
 S_INSTANTIATE (__nv_bfloat16, 128, true)
+S_INSTANTIATE (__half, 64, true)
 S_INSTANTIATE (__half, 128, true)
