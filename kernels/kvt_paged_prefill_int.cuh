@@ -8,8 +8,8 @@
 @header
     The paged prefill attention is two files: kvt_paged_prefill.cu (v1 and
     v2 on mma.sync, the dispatch, the public entry) and
-    kvt_paged_prefill_wgmma.cu (v3 on wgmma, built for sm_90a). This header
-    gives both the head_dim they are built for and the v3 launcher
+    kvt_paged_prefill_wgmma.cu (v3 and v4 on wgmma, built for sm_90a). This
+    header gives both the head_dim they are built for and the v3/v4 launcher
     (the device helpers they share are in kvt_device.cuh). For
     those two files only.
 @end

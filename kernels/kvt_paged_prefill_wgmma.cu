@@ -1,6 +1,7 @@
 /*  =========================================================================
-    kvt_paged_prefill_wgmma - v3 of the causal prefill attention: wgmma
-    (sm_90a) in FlashAttention-3's order of the two GEMMs
+    kvt_paged_prefill_wgmma - v3 and v4 of the causal prefill attention:
+    wgmma (sm_90a) in FlashAttention-3's order of the two GEMMs, v4 (the
+    default) with its warp specialization too
 
     SPDX-License-Identifier: Apache-2.0
     =========================================================================
