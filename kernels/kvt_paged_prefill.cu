@@ -27,10 +27,11 @@
     v4  (variants 0, 6) v3 warp-specialized, in the same file: a producer
         warpgroup loads K/V into three stages of 128 keys (variant 0, the
         default) or four of 64 (6) and hands them over through mbarriers;
-        the two consumer warpgroups compute as v3 does. H200: 397-399 /
-        375-377 TFLOP/s at 1x8K / 4x4K, 1.15 / 1.12x v3 and 1.29 / 1.16x
-        flash in the same runs; with two stages (the producer one tile
-        ahead) it was 0.77x v3.
+        the two consumer warpgroups compute as v3 does, taking turns to
+        issue their GEMMs (FA3's ping-pong). H200: 404-405 / 384-386
+        TFLOP/s at 1x8K / 4x4K, 1.16x v3 and 1.29 / 1.21x flash in the
+        same runs; with two stages (the producer one tile ahead) it was
+        0.77x v3.
     Tried on the way to v3 (numbers in tools/bench/RESULTS.md): wgmma with
     S waited before the softmax (205, 1 CTA/SM), the same at 2 CTAs/SM
     (233, ptxas serializes wgmma for lack of registers), next tile's S

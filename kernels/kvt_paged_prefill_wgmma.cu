@@ -197,8 +197,8 @@ s_v3_smem_bytes ()
 //  37% busy). What pays is the depth: with two stages the producer is one
 //  tile ahead and v4 ran at 0.77x v3; with three (BN 128, 225 KiB of
 //  shared memory with Q) at 1.15x, the default since session 18. FA3's
-//  ping-pong of the two consumer warpgroups is not done yet
-//  (tools/bench/RESULTS.md).
+//  ping-pong of the two consumer warpgroups added 1-3% (1.16x v3; see
+//  tools/bench/RESULTS.md).
 template <typename T, int BN, bool WS>
 __global__ void __launch_bounds__ (WS? 384: 256, 1)
 s_prefill3_kernel (const kvt_paged_prefill_args_t a)
@@ -429,6 +429,13 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     s_wg_fence_operand (s);
     softmax_any (0);
     pack ();
+    //  v4's ping-pong (FA3): the consumer warpgroups take turns to issue
+    //  their GEMMs (named barriers 1 and 2), so one's softmax runs while
+    //  the other's GEMMs hold the tensor cores; warpgroup 0 goes first.
+    //  Every arrive has its sync: warpgroup 1 skips its last.
+    if constexpr (WS)
+        if (wg == 1 && tiles > 1)
+            asm volatile ("bar.arrive 1, 256;" ::: "memory");
     for (int i = 0; i + 1 < tiles; i++) {
         if constexpr (WS)
             s_bar_wait (full_bar + 8 * ((i + 1) % STAGES), ((i + 1) / STAGES) & 1);
@@ -437,8 +444,21 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
             __syncthreads ();                       //  Tile i + 1 visible to all
         }
+        if constexpr (WS) {
+            if (wg == 0)
+                asm volatile ("bar.sync 1, 256;" ::: "memory");
+            else
+                asm volatile ("bar.sync 2, 256;" ::: "memory");
+        }
         issue_s (i + 1);
         rescale_pv (i);
+        if constexpr (WS) {
+            if (wg == 0)
+                asm volatile ("bar.arrive 2, 256;" ::: "memory");
+            else
+            if (i + 2 < tiles)
+                asm volatile ("bar.arrive 1, 256;" ::: "memory");
+        }
         asm volatile ("wgmma.wait_group.sync.aligned 1;" ::: "memory");
         s_wg_fence_operand (s);
         softmax_any (i + 1);                        //  While PV (i) runs
