@@ -138,6 +138,20 @@ s_bar_arrive (uint32_t bar)
     asm volatile ("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r" (bar) : "memory");
 }
 
+//  Named barrier 'id' (1..15; 0 is __syncthreads) over the 256 consumer
+//  threads: wait for the other warpgroup's turn to pass, or pass it on
+__device__ __forceinline__ void
+s_turn_wait (uint32_t id)
+{
+    asm volatile ("bar.sync %0, 256;" :: "r" (id) : "memory");
+}
+
+__device__ __forceinline__ void
+s_turn_pass (uint32_t id)
+{
+    asm volatile ("bar.arrive %0, 256;" :: "r" (id) : "memory");
+}
+
 //  Until the phase of parity 'parity' has completed. Built with
 //  -DKVT_WS_WATCHDOG, a wait that spins 4M times prints who waits where
 //  and traps: that is how v4's first deadlock was found (every consumer
@@ -187,7 +201,7 @@ s_v3_smem_bytes ()
 
 //  v4 (WS): v3 with FlashAttention-3's warp specialization. A third
 //  warpgroup (the producer, threads 0-127, 48 registers) loads Q and the
-//  K/V tiles by cp.async, two stages deep, and tells the consumers (the
+//  K/V tiles by cp.async, s_stages deep, and tells the consumers (the
 //  two warpgroups of v3, 224 registers: setmaxnreg; no spills) through a "full"
 //  mbarrier per stage once a tile has landed (cp.async.wait_group, then
 //  fence.proxy.async, then arrive); the consumers give a stage back
@@ -435,30 +449,22 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     //  Every arrive has its sync: warpgroup 1 skips its last.
     if constexpr (WS)
         if (wg == 1 && tiles > 1)
-            asm volatile ("bar.arrive 1, 256;" ::: "memory");
+            s_turn_pass (1);
     for (int i = 0; i + 1 < tiles; i++) {
-        if constexpr (WS)
+        if constexpr (WS) {
             s_bar_wait (full_bar + 8 * ((i + 1) % STAGES), ((i + 1) / STAGES) & 1);
+            s_turn_wait (1 + wg);                   //  My turn to issue
+        }
         else {
             asm volatile ("cp.async.wait_group 0;" ::: "memory");
             asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
             __syncthreads ();                       //  Tile i + 1 visible to all
         }
-        if constexpr (WS) {
-            if (wg == 0)
-                asm volatile ("bar.sync 1, 256;" ::: "memory");
-            else
-                asm volatile ("bar.sync 2, 256;" ::: "memory");
-        }
         issue_s (i + 1);
         rescale_pv (i);
-        if constexpr (WS) {
-            if (wg == 0)
-                asm volatile ("bar.arrive 2, 256;" ::: "memory");
-            else
-            if (i + 2 < tiles)
-                asm volatile ("bar.arrive 1, 256;" ::: "memory");
-        }
+        if constexpr (WS)
+            if (wg == 0 || i + 2 < tiles)
+                s_turn_pass (2 - wg);               //  The other's turn
         asm volatile ("wgmma.wait_group.sync.aligned 1;" ::: "memory");
         s_wg_fence_operand (s);
         softmax_any (i + 1);                        //  While PV (i) runs
@@ -469,7 +475,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         else {
             __syncthreads ();                       //  Buffer of tile i is free
             if (i + 2 < tiles)
-                load_tile (i + 2, i & 1);
+                load_tile (i + 2, i % STAGES);
         }
         pack ();
     }
