@@ -270,24 +270,60 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     const char *k_head = (const char *) a.k + kv_head * a.head_stride_bytes;
     const char *v_head = (const char *) a.v + kv_head * a.head_stride_bytes;
 
+    //  A thread copies one 16-byte column chunk of G rows at once: rows
+    //  r0, r0 + G, ... of the tile. G is a multiple of 8, so every one of
+    //  its rows has the same swizzle (row % 8) and lands G * 128 bytes
+    //  after the last. When a page holds at least G tokens, a group of G
+    //  rows lies in one page: one page entry (the same for the whole
+    //  CTA) and one multiply-add per group. (Per row, the address work was
+    //  ~40 instructions per 16-byte chunk in the producer, whose issue
+    //  slots are the consumers' too: they waited for data 13-20% of the
+    //  time; see tools/bench/RESULTS.md, session 19.)
     auto load_tile = [&] (int tile, int buffer) {
+        constexpr int G = LOADERS / 16;
+        constexpr int PER = BN / G;
+        const int r0 = threadIdx.x >> 4;
+        const int chunk = threadIdx.x & 15;
+        const uint32_t first = buffer * 2 * HALF_KV + s_swizzle (r0, chunk, HALF_KV);
+        const int t0 = tile * BN;
+        if (a.block_tokens >= G) {
+            int page [PER];
 #pragma unroll
-        for (int c0 = 0; c0 < BN * 16; c0 += LOADERS) {
-            int c = c0 + threadIdx.x;
-            int row = c >> 4;
-            int token = tile * BN + row;
-            uint32_t offset = buffer * 2 * HALF_KV + s_swizzle (row, c & 15, HALF_KV);
-            unsigned char *dk = smem + sk + offset;
-            unsigned char *dv = smem + sv + offset;
-            if (token < kv_end) {
-                int64_t src = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
-                            + (int64_t) (token & bt_mask) * a.token_stride_bytes + (c & 15) * 16;
-                kvt_dev_cp_async16 (dk, k_head + src);
-                kvt_dev_cp_async16 (dv, v_head + src);
+            for (int k = 0; k < PER; k++)
+                page [k] = t0 + G * k < kv_end? table [(t0 + G * k) >> log2_bt]: 0;
+            const int64_t column = (int64_t) r0 * a.token_stride_bytes + chunk * 16;
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                unsigned char *dk = smem + sk + first + G * k * 128;
+                unsigned char *dv = smem + sv + first + G * k * 128;
+                if (t0 + G * k + r0 < kv_end) {
+                    int64_t src = (int64_t) page [k] * a.block_stride_bytes
+                                + (int64_t) ((t0 + G * k) & bt_mask) * a.token_stride_bytes + column;
+                    kvt_dev_cp_async16 (dk, k_head + src);
+                    kvt_dev_cp_async16 (dv, v_head + src);
+                }
+                else {
+                    *(uint4 *) dk = make_uint4 (0, 0, 0, 0);
+                    *(uint4 *) dv = make_uint4 (0, 0, 0, 0);
+                }
             }
-            else {
-                *(uint4 *) dk = make_uint4 (0, 0, 0, 0);
-                *(uint4 *) dv = make_uint4 (0, 0, 0, 0);
+        }
+        else {                                      //  Pages under G tokens: a row at a time
+#pragma unroll
+            for (int k = 0; k < PER; k++) {
+                int token = t0 + G * k + r0;
+                unsigned char *dk = smem + sk + first + G * k * 128;
+                unsigned char *dv = smem + sv + first + G * k * 128;
+                if (token < kv_end) {
+                    int64_t src = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
+                                + (int64_t) (token & bt_mask) * a.token_stride_bytes + chunk * 16;
+                    kvt_dev_cp_async16 (dk, k_head + src);
+                    kvt_dev_cp_async16 (dv, v_head + src);
+                }
+                else {
+                    *(uint4 *) dk = make_uint4 (0, 0, 0, 0);
+                    *(uint4 *) dv = make_uint4 (0, 0, 0, 0);
+                }
             }
         }
         asm volatile ("cp.async.commit_group;");
@@ -329,19 +365,26 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     float alpha [2] = { 1.0f, 1.0f };               //  O's rescale for the next PV
     const float scale_log2 = a.scale * 1.4426950408889634f;
     const int pos [2] = { cached + r0 + g, cached + r0 + g + 8 };
-    const uint32_t q_rows = smem_base + sq + wg * 64 * 128;
     float s [BN / 2];                               //  S (i + 1), then P (i + 1) in fp32
     uint32_t pa [BN / 16][4];                  //  P (i) as A fragments
+    //  Descriptors made once: the start address is the low 14 bits
+    //  (address / 16), and shared memory ends below 256 KiB, so moving a
+    //  descriptor by 'bytes' is adding bytes / 16 without a carry. That
+    //  keeps the turn (the issue of both GEMMs) short: building each
+    //  wgmma's descriptors afresh cost ~10 instructions per wgmma in it.
+    const uint64_t q_desc = s_desc (smem_base + sq + wg * 64 * 128, 16, 1024);
+    const uint64_t k_desc = s_desc (smem_base + sk, 16, 1024);
+    const uint64_t v_desc = s_desc (smem_base + sv, HALF_KV, 1024);
+    auto stage_step = [] (int i) { return (uint64_t) ((i % STAGES) * 2 * HALF_KV >> 4); };
 
     auto issue_s = [&] (int i) {
-        const uint32_t k_tile = smem_base + sk + (i % STAGES) * 2 * HALF_KV;
+        const uint64_t k_stage = k_desc + stage_step (i);
         s_wg_fence_operand (s);
         s_wg_fence ();
 #pragma unroll
         for (int ks = 0; ks < S_D / 16; ks++) {
-            uint32_t step = (ks >> 2) * S_WG_HALF_Q + (ks & 3) * 32;
-            uint64_t da = s_desc (q_rows + step, 16, 1024);
-            uint64_t db = s_desc (k_tile + (ks >> 2) * HALF_KV + (ks & 3) * 32, 16, 1024);
+            uint64_t da = q_desc + (((ks >> 2) * S_WG_HALF_Q + (ks & 3) * 32) >> 4);
+            uint64_t db = k_stage + (((ks >> 2) * HALF_KV + (ks & 3) * 32) >> 4);
             if constexpr (BN == 128)
                 s_wg<T>::qk128 (s, da, db, ks > 0);
             else
@@ -353,7 +396,13 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     //  Softmax of tile i in place in s; sets alpha for O
     auto softmax = [&] (int i, auto mask_tag) {
         constexpr bool MASK = decltype (mask_tag)::value;
-        float top [2] = { -INFINITY, -INFINITY };
+        //  Row maxima and sums in four partials a row: four short chains
+        //  of dependent FMNMX / FADD instead of one of 32 (latency, with
+        //  two consumer warps a scheduler, is what the softmax waits on)
+        float part [2][4];
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            part [h][0] = part [h][1] = part [h][2] = part [h][3] = -INFINITY;
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++) {
 #pragma unroll
@@ -363,19 +412,21 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
                     if (token > pos [e >> 1] || token >= len)
                         s [4 * nt + e] = -INFINITY;
                 }
-                top [e >> 1] = fmaxf (top [e >> 1], s [4 * nt + e]);
+                float &top = part [e >> 1][(nt & 1) * 2 + (e & 1)];
+                top = fmaxf (top, s [4 * nt + e]);
             }
         }
-        float m_scaled [2];
+        float top [2], m_scaled [2];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
+            top [h] = fmaxf (fmaxf (part [h][0], part [h][1]), fmaxf (part [h][2], part [h][3]));
             top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 1));
             top [h] = fmaxf (top [h], __shfl_xor_sync (0xffffffffu, top [h], 2));
             float m_new = fmaxf (m [h], top [h] * scale_log2);
             alpha [h] = m_new == -INFINITY? 1.0f: kvt_dev_exp2 (m [h] - m_new);
             m [h] = m_new;
             m_scaled [h] = m_new == -INFINITY? 0.0f: -m_new;
-            l [h] *= alpha [h];
+            part [h][0] = part [h][1] = part [h][2] = part [h][3] = 0.0f;
         }
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++) {
@@ -383,9 +434,12 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             for (int e = 0; e < 4; e++) {
                 float p = kvt_dev_exp2 (fmaf (s [4 * nt + e], scale_log2, m_scaled [e >> 1]));
                 s [4 * nt + e] = p;
-                l [e >> 1] += p;
+                part [e >> 1][(nt & 1) * 2 + (e & 1)] += p;
             }
         }
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+            l [h] = l [h] * alpha [h] + ((part [h][0] + part [h][1]) + (part [h][2] + part [h][3]));
     };
     auto softmax_any = [&] (int i) {
         bool masked = i * BN + BN - 1 > cached + wg_row0
@@ -408,7 +462,9 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     //  A warpgroup whose rows all precede a tile gets P = 0 from the mask,
     //  so every warpgroup runs every tile: the wgmma pipeline stays
     //  straight-line (ptxas serializes it across branches, C7514)
-    auto rescale_pv = [&] (int i) {
+    //  O's rescale for the tile whose softmax ran last, once PV of the one
+    //  before is done: outside the turn, which then only issues GEMMs
+    auto rescale_o = [&] () {
         if (__any_sync (0xffffffffu, alpha [0] != 1.0f || alpha [1] != 1.0f)) {
 #pragma unroll
             for (int dt = 0; dt < S_D / 8; dt++) {
@@ -418,12 +474,14 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
                 o [4 * dt + 3] *= alpha [1];
             }
         }
-        const uint32_t v_tile = smem_base + sv + (i % STAGES) * 2 * HALF_KV;
+    };
+    auto issue_pv = [&] (int i) {
+        const uint64_t v_stage = v_desc + stage_step (i);
         s_wg_fence_operand (o);
         s_wg_fence ();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++)
-            s_wg<T>::pv (o, pa [kk], s_desc (v_tile + kk * 16 * 128, HALF_KV, 1024), 1);
+            s_wg<T>::pv (o, pa [kk], v_stage + (kk * 16 * 128 >> 4), 1);
         asm volatile ("wgmma.commit_group.sync.aligned;" ::: "memory");
         s_wg_fence_operand (o);
     };
@@ -442,7 +500,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
     s_wg_fence_operand (s);
     softmax_any (0);
-    pack ();
+    pack ();                                        //  (O is still zero: no rescale)
     //  v4's ping-pong (FA3): the consumer warpgroups take turns to issue
     //  their GEMMs (named barriers 1 and 2), so one's softmax runs while
     //  the other's GEMMs hold the tensor cores; warpgroup 0 goes first.
@@ -461,7 +519,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             __syncthreads ();                       //  Tile i + 1 visible to all
         }
         issue_s (i + 1);
-        rescale_pv (i);
+        issue_pv (i);
         if constexpr (WS)
             if (wg == 0 || i + 2 < tiles)
                 s_turn_pass (2 - wg);               //  The other's turn
@@ -470,6 +528,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         softmax_any (i + 1);                        //  While PV (i) runs
         asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
         s_wg_fence_operand (o);
+        rescale_o ();                               //  For PV (i + 1)
         if constexpr (WS)
             s_bar_arrive (empty_bar + 8 * (i % STAGES));    //  Stage of tile i is free
         else {
@@ -479,7 +538,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         }
         pack ();
     }
-    rescale_pv (tiles - 1);
+    issue_pv (tiles - 1);
     asm volatile ("wgmma.wait_group.sync.aligned 0;" ::: "memory");
     s_wg_fence_operand (o);
 #pragma unroll

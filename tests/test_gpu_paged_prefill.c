@@ -214,6 +214,18 @@ main (int argc, char *argv [])
         cases++;
         failures += t_run_case (&c, &seed, verbose) != 0;
     }
+    //  Pages smaller than the row groups the kernels load at once (4, and
+    //  8 for v3), and larger than a K/V tile (256)
+    static const int odd_pages [] = { 4, 8, 256 };
+    for (int i = 0; i < 3; i++) {
+        t_case_t c = {
+            .dtype = i % 2? KVT_KDTYPE_FP16: KVT_KDTYPE_BF16,
+            .seqs = 2, .heads = 8, .kv_heads = 2, .block_tokens = odd_pages [i],
+            .max_q = 300, .max_cached = 333, .runtime_layout = i % 2, .q_amp = 1.0f
+        };
+        cases++;
+        failures += t_run_case (&c, &seed, verbose) != 0;
+    }
     kvt_paged_prefill_args_t bad = { .head_dim = 64 };
     failures += kvt_paged_prefill (&bad, 0) != -EINVAL;
     bad.head_dim = 128;
