@@ -28,10 +28,10 @@
         warpgroup loads K/V into three stages of 128 keys (variant 0, the
         default) or four of 64 (6) and hands them over through mbarriers;
         the two consumer warpgroups compute as v3 does, taking turns to
-        issue their GEMMs (FA3's ping-pong). H200: 404-405 / 384-386
-        TFLOP/s at 1x8K / 4x4K, 1.16x v3 and 1.29 / 1.21x flash in the
-        same runs; with two stages (the producer one tile ahead) it was
-        0.77x v3.
+        issue their GEMMs (FA3's ping-pong). H200, session 19: 435-439 /
+        414-417 TFLOP/s at 1x8K / 4x4K, 1.08x the session-18 v4, 1.22x
+        v3, about 1.25x flash and 0.71x cuDNN in the same runs; with two
+        stages (the producer one tile ahead) it was 0.77x v3.
     Tried on the way to v3 (numbers in tools/bench/RESULTS.md): wgmma with
     S waited before the softmax (205, 1 CTA/SM), the same at 2 CTAs/SM
     (233, ptxas serializes wgmma for lack of registers), next tile's S

@@ -212,7 +212,11 @@ s_v3_smem_bytes ()
 //  tile ahead and v4 ran at 0.77x v3; with three (BN 128, 225 KiB of
 //  shared memory with Q) at 1.15x, the default since session 18. FA3's
 //  ping-pong of the two consumer warpgroups added 1-3% (1.16x v3; see
-//  tools/bench/RESULTS.md).
+//  tools/bench/RESULTS.md). Session 19 (1.08x more): the producer's
+//  instructions are taken from the consumers' issue slots, so it copies
+//  by row groups of one page; a producer that runs further ahead
+//  (cp.async.mbarrier.arrive.noinc, or tile i - 1 announced behind tile
+//  i) was slower, not faster.
 template <typename T, int BN, bool WS>
 __global__ void __launch_bounds__ (WS? 384: 256, 1)
 s_prefill3_kernel (const kvt_paged_prefill_args_t a)
