@@ -96,6 +96,30 @@ s_torch_get (const s_torch_file_t *file, const char *name)
     return 0;
 }
 
+//  Report 'figure' beside each PyTorch backend that torch.txt timed for
+//  'label' ("<kind><backend>_<label>_us" there), as the rate 'work' per
+//  second in 'unit' (baseline "torch_<kind><backend>_<label>_<tag>").
+//  Returns how many baselines it found.
+static int
+s_add_torch_baselines (kvt_bench_report_t *report, const s_torch_file_t *torch,
+                       const char *figure, double rate, const char *unit, const char *tag,
+                       const char *kind, const char *const *backends, int backend_count,
+                       const char *label, double work)
+{
+    int found = 0;
+    char name [64];
+    for (int b = 0; b < backend_count; b++) {
+        snprintf (name, sizeof (name), "%s%s_%s_us", kind, backends [b], label);
+        double torch_us = s_torch_get (torch, name);
+        if (torch_us > 0) {
+            snprintf (name, sizeof (name), "torch_%s%s_%s_%s", kind, backends [b], label, tag);
+            kvt_bench_report_add (report, figure, rate, unit, name, work / (torch_us * 1e-6));
+            found++;
+        }
+    }
+    return found;
+}
+
 typedef int (s_launch_fn) (void *context, cudaStream_t stream);
 
 //  Median time in microseconds of 'reps' launches after 3 warm-ups.
@@ -295,16 +319,9 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seq
     kvt_bench_report_note (report, figure, note);
     snprintf (figure, sizeof (figure), "decode_%s_TBps", label);
     kvt_bench_report_add (report, figure, tbps, "TB/s", "memcpy_d2d_rw_TBps", memcpy_tbps);
-    static const char *backends [] = { "cudnn", "flash", "efficient", "best" };
-    for (int b = 0; b < 4; b++) {
-        snprintf (baseline, sizeof (baseline), "sdpa_%s_%s_us", backends [b], label);
-        double torch_us = s_torch_get (torch, baseline);
-        if (torch_us > 0) {
-            snprintf (baseline, sizeof (baseline), "torch_sdpa_%s_%s_TBps", backends [b], label);
-            kvt_bench_report_add (report, figure, tbps, "TB/s", baseline,
-                                  kv_bytes / (torch_us * 1e-6) / 1e12);
-        }
-    }
+    static const char *const backends [] = { "cudnn", "flash", "efficient", "best" };
+    s_add_torch_baselines (report, torch, figure, tbps, "TB/s", "TBps", "sdpa_", backends, 4,
+                           label, kv_bytes / 1e12);
 
     //  The same KV in e4m3 with per-block, per-head scales
     void *d_k8, *d_v8, *d_out8, *d_ws8 = NULL;
@@ -417,7 +434,7 @@ s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int se
         pairs += cached + i + 1;
     double flops = 4.0 * seqs * heads * dim * pairs;
     double tflops = flops / (us * 1e-6) / 1e12;
-    char figure [64], baseline [64], note [128], name [48];
+    char figure [64], note [128], name [48];
     if (variant)
         snprintf (name, sizeof (name), "%s_v%d", label, variant);
     else
@@ -428,19 +445,9 @@ s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int se
     kvt_bench_report_note (report, figure, note);
     snprintf (figure, sizeof (figure), "prefill_%s_TFLOPs", name);
     //  Beside PyTorch's flash backend (the floor) and cuDNN's (its aim)
-    static const char *backends [] = { "flash", "cudnn" };
-    int baselines = 0;
-    for (int b = 0; b < 2; b++) {
-        snprintf (baseline, sizeof (baseline), "%s_%s_us", backends [b], label);
-        double torch_us = s_torch_get (torch, baseline);
-        if (torch_us > 0) {
-            snprintf (baseline, sizeof (baseline), "torch_%s_%s_TFLOPs", backends [b], label);
-            kvt_bench_report_add (report, figure, tflops, "TFLOP/s", baseline,
-                                  flops / (torch_us * 1e-6) / 1e12);
-            baselines++;
-        }
-    }
-    if (!baselines)
+    static const char *const backends [] = { "flash", "cudnn" };
+    if (!s_add_torch_baselines (report, torch, figure, tflops, "TFLOP/s", "TFLOPs", "",
+                                backends, 2, label, flops / 1e12))
         kvt_bench_report_add (report, figure, tflops, "TFLOP/s", "none (no --torch)", 0);
     cudaFree (d_k);
     cudaFree (d_v);
