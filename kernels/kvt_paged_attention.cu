@@ -22,6 +22,11 @@
         at 16x32K, +4% at 1x128K on the H100). Splits merge in a second
         kernel by log-sum-exp. H100, 2026-11-27: 2.94 / 2.96 / 2.76 TB/s at
         64x4K / 16x32K / 1x128K, 0.98-1.03x cuDNN SDPA on contiguous KV.
+        H200, 2026-11-28: 4.0 / 4.08 / 3.6 TB/s; cuDNN moves from call to
+        call, and at 16x32K it is ahead in most (ours 0.94-0.95x): more
+        bytes in flight per SM than 8 warps with one K tile ahead in
+        registers give is the next step (an L2 bulk prefetch and V one
+        tile ahead were tried and were slower; tools/bench/RESULTS.md).
 @end
 */
 
