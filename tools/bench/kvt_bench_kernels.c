@@ -18,7 +18,7 @@
     counts the fp8 bytes and scales it reads, and its time is set beside
     the bf16 decode's time on the same shape (ratio = fp8 / bf16 time).
     Paged prefill over a cached prefix is compared with PyTorch's flash
-    backend in TFLOP/s (causal FLOPs).
+    and cuDNN backends in TFLOP/s (causal FLOPs).
     --quick skips prefill; --splits N forces the decode split count;
     --prefill-variants 0,2 times those prefill kernel versions (default 0).
     Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick] [--splits N]
