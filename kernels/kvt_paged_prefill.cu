@@ -96,29 +96,16 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
     }
     const int kv_end = min (len, cached + min (q_len, (q_tile + 1) * S_BM));
     const int tiles = (kv_end + S_BN - 1) / S_BN;
-    const int32_t *table = a.block_table + (size_t) seq * a.max_blocks_per_seq;
-    const int log2_bt = __ffs (a.block_tokens) - 1;
-    const int bt_mask = a.block_tokens - 1;
-    const char *k_head = (const char *) a.k + kv_head * a.head_stride_bytes;
-    const char *v_head = (const char *) a.v + kv_head * a.head_stride_bytes;
+    const kvt_prefill_pages_t pages = kvt_prefill_pages (a, seq, kv_head);
 
     auto load_tile = [&] (int tile, int buffer) {
         for (int c = threadIdx.x; c < S_BN * (S_D / 8); c += S_WARPS * 32) {
             int row = c / (S_D / 8);
             int chunk = c % (S_D / 8);
             int token = tile * S_BN + row;
-            T *dk = sk + (buffer * S_BN + row) * S_ROW + chunk * 8;
-            T *dv = sv + (buffer * S_BN + row) * S_ROW + chunk * 8;
-            if (token < kv_end) {
-                int64_t offset = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
-                               + (int64_t) (token & bt_mask) * a.token_stride_bytes + chunk * 16;
-                kvt_dev_cp_async16 (dk, k_head + offset);
-                kvt_dev_cp_async16 (dv, v_head + offset);
-            }
-            else {
-                *(uint4 *) dk = make_uint4 (0, 0, 0, 0);   //  No NaN from stale rows
-                *(uint4 *) dv = make_uint4 (0, 0, 0, 0);
-            }
+            kvt_prefill_copy_row_chunk (a, pages, token, kv_end, chunk * 16,
+                                        sk + (buffer * S_BN + row) * S_ROW + chunk * 8,
+                                        sv + (buffer * S_BN + row) * S_ROW + chunk * 8);
         }
         asm volatile ("cp.async.commit_group;");
     };
@@ -321,28 +308,15 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
     }
     const int kv_end = min (len, cached + min (q_len, (q_tile + 1) * BM));
     const int tiles = (kv_end + BN - 1) / BN;
-    const int32_t *table = a.block_table + (size_t) seq * a.max_blocks_per_seq;
-    const int log2_bt = __ffs (a.block_tokens) - 1;
-    const int bt_mask = a.block_tokens - 1;
-    const char *k_head = (const char *) a.k + kv_head * a.head_stride_bytes;
-    const char *v_head = (const char *) a.v + kv_head * a.head_stride_bytes;
+    const kvt_prefill_pages_t pages = kvt_prefill_pages (a, seq, kv_head);
 
     auto load_chunk = [&] (int tile, int buffer, int c) {
         int row = c / (S_D / 8);
         int chunk = c % (S_D / 8);
         int token = tile * BN + row;
-        T *dk = sk + (buffer * BN + row) * S_ROW + chunk * 8;
-        T *dv = sv + (buffer * BN + row) * S_ROW + chunk * 8;
-        if (token < kv_end) {
-            int64_t offset = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
-                           + (int64_t) (token & bt_mask) * a.token_stride_bytes + chunk * 16;
-            kvt_dev_cp_async16 (dk, k_head + offset);
-            kvt_dev_cp_async16 (dv, v_head + offset);
-        }
-        else {
-            *(uint4 *) dk = make_uint4 (0, 0, 0, 0);       //  No NaN from stale rows
-            *(uint4 *) dv = make_uint4 (0, 0, 0, 0);
-        }
+        kvt_prefill_copy_row_chunk (a, pages, token, kv_end, chunk * 16,
+                                    sk + (buffer * BN + row) * S_ROW + chunk * 8,
+                                    sv + (buffer * BN + row) * S_ROW + chunk * 8);
     };
     auto load_tile = [&] (int tile, int buffer) {
 #pragma unroll 1

@@ -9,9 +9,9 @@
     The paged prefill attention is two files: kvt_paged_prefill.cu (v1 and
     v2 on mma.sync, the dispatch, the public entry) and
     kvt_paged_prefill_wgmma.cu (v3 and v4 on wgmma, built for sm_90a). This
-    header gives both the head_dim they are built for and the v3/v4 launcher
-    (the device helpers they share are in kvt_device.cuh). For
-    those two files only.
+    header gives both the head_dim they are built for, how they copy paged
+    K/V rows, and the v3/v4 launcher (the device helpers they share with
+    the decode kernels are in kvt_device.cuh). For those two files only.
 @end
 */
 
@@ -26,6 +26,46 @@
 #include "kvt_device.cuh"
 
 #define S_D      128                //  head_dim
+
+//  One sequence's paged K/V of one KV head, as every version copies it
+typedef struct {
+    const char *k;                  //  The KV head's K in the slab
+    const char *v;                  //  ... and V
+    const int32_t *table;           //  The sequence's block table
+    int log2_bt;                    //  log2 (block_tokens)
+    int bt_mask;                    //  block_tokens - 1
+} kvt_prefill_pages_t;
+
+__device__ __forceinline__ kvt_prefill_pages_t
+kvt_prefill_pages (const kvt_paged_prefill_args_t &a, int seq, int kv_head)
+{
+    kvt_prefill_pages_t pages = {
+        (const char *) a.k + kv_head * a.head_stride_bytes,
+        (const char *) a.v + kv_head * a.head_stride_bytes,
+        a.block_table + (size_t) seq * a.max_blocks_per_seq,
+        __ffs (a.block_tokens) - 1, a.block_tokens - 1
+    };
+    return pages;
+}
+
+//  Copy the 16 bytes at 'column' of 'token''s K and V rows to dk and dv
+//  by cp.async; a token at or past 'end' gets zeros instead (no NaN from
+//  stale rows) and its page entry is never read
+__device__ __forceinline__ void
+kvt_prefill_copy_row_chunk (const kvt_paged_prefill_args_t &a, const kvt_prefill_pages_t &pages,
+                            int token, int end, int column, void *dk, void *dv)
+{
+    if (token < end) {
+        int64_t src = (int64_t) pages.table [token >> pages.log2_bt] * a.block_stride_bytes
+                    + (int64_t) (token & pages.bt_mask) * a.token_stride_bytes + column;
+        kvt_dev_cp_async16 (dk, pages.k + src);
+        kvt_dev_cp_async16 (dv, pages.v + src);
+    }
+    else {
+        *(uint4 *) dk = make_uint4 (0, 0, 0, 0);
+        *(uint4 *) dv = make_uint4 (0, 0, 0, 0);
+    }
+}
 
 //  True when this binary holds the sm_90a build of v3 (BN keys per tile;
 //  WS: v4, its warp-specialized form); instantiated for bf16 and fp16, BN

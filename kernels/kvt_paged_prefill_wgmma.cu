@@ -268,11 +268,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     };
     const int kv_end = min (len, cached + min (q_len, (q_tile + 1) * S_WG_BM));
     const int tiles = (kv_end + BN - 1) / BN;
-    const int32_t *table = a.block_table + (size_t) seq * a.max_blocks_per_seq;
-    const int log2_bt = __ffs (a.block_tokens) - 1;
-    const int bt_mask = a.block_tokens - 1;
-    const char *k_head = (const char *) a.k + kv_head * a.head_stride_bytes;
-    const char *v_head = (const char *) a.v + kv_head * a.head_stride_bytes;
+    const kvt_prefill_pages_t pages = kvt_prefill_pages (a, seq, kv_head);
 
     //  A thread copies one 16-byte column chunk of G rows at once: rows
     //  r0, r0 + G, ... of the tile. G is a multiple of 8, so every one of
@@ -294,7 +290,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             int page [PER];
 #pragma unroll
             for (int k = 0; k < PER; k++)
-                page [k] = t0 + G * k < kv_end? table [(t0 + G * k) >> log2_bt]: 0;
+                page [k] = t0 + G * k < kv_end? pages.table [(t0 + G * k) >> pages.log2_bt]: 0;
             const int64_t column = (int64_t) r0 * a.token_stride_bytes + chunk * 16;
 #pragma unroll
             for (int k = 0; k < PER; k++) {
@@ -302,9 +298,10 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
                 unsigned char *dv = smem + sv + first + G * k * 128;
                 if (t0 + G * k + r0 < kv_end) {
                     int64_t src = (int64_t) page [k] * a.block_stride_bytes
-                                + (int64_t) ((t0 + G * k) & bt_mask) * a.token_stride_bytes + column;
-                    kvt_dev_cp_async16 (dk, k_head + src);
-                    kvt_dev_cp_async16 (dv, v_head + src);
+                                + (int64_t) ((t0 + G * k) & pages.bt_mask) * a.token_stride_bytes
+                                + column;
+                    kvt_dev_cp_async16 (dk, pages.k + src);
+                    kvt_dev_cp_async16 (dv, pages.v + src);
                 }
                 else {
                     *(uint4 *) dk = make_uint4 (0, 0, 0, 0);
@@ -314,21 +311,10 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         }
         else {                                      //  Pages under G tokens: a row at a time
 #pragma unroll
-            for (int k = 0; k < PER; k++) {
-                int token = t0 + G * k + r0;
-                unsigned char *dk = smem + sk + first + G * k * 128;
-                unsigned char *dv = smem + sv + first + G * k * 128;
-                if (token < kv_end) {
-                    int64_t src = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
-                                + (int64_t) (token & bt_mask) * a.token_stride_bytes + chunk * 16;
-                    kvt_dev_cp_async16 (dk, k_head + src);
-                    kvt_dev_cp_async16 (dv, v_head + src);
-                }
-                else {
-                    *(uint4 *) dk = make_uint4 (0, 0, 0, 0);
-                    *(uint4 *) dv = make_uint4 (0, 0, 0, 0);
-                }
-            }
+            for (int k = 0; k < PER; k++)
+                kvt_prefill_copy_row_chunk (a, pages, t0 + G * k + r0, kv_end, chunk * 16,
+                                            smem + sk + first + G * k * 128,
+                                            smem + sv + first + G * k * 128);
         }
         asm volatile ("cp.async.commit_group;");
     };
