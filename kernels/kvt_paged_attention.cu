@@ -43,98 +43,82 @@
 namespace {
 
 //  --------------------------------------------------------------------------
-//  Decode kernel. grid = (splits, kv_heads * head_chunks, seqs).
-//  Each warp takes 16-token tiles. Lane (g = lane / 4, t = lane % 4) loads
+//  Both decode kernels: grid = (splits, kv_heads * head_chunks, seqs).
+//  Each warp takes 16-token tiles. Lane (g = lane / 4, t = lane % 4) holds
 //  16-byte chunks t + 4p (p < D / 32) of tokens g and g + 8 for K and V.
 //  S = Q K^T runs on mma m16n8k16 with the query heads as the 16 rows and
-//  head_dim permuted so each loaded chunk is a B fragment as it stands:
-//  kstep 2p + h takes words 2h, 2h + 1 of chunk p. For O += P V, V's 8x8
-//  pieces (tokens x 8 permuted dims) are transposed in registers with
-//  movmatrix into B fragments; P comes straight from S's accumulators.
-//  Output column pair of piece (p, i), lane t: d = 8t + 32p + 2i.
+//  head_dim permuted so each chunk is a B fragment as it stands: kstep
+//  2p + h takes words 2h, 2h + 1 of chunk p. For O += P V, V's 8x8 pieces
+//  (tokens x 8 permuted dims) are transposed in registers with movmatrix
+//  into B fragments; P comes straight from S's accumulators. Output column
+//  pair of piece (p, i), lane t: d = 8t + 32p + 2i. The kernels differ
+//  only in how a tile's chunks reach the registers.
 
-template <typename T, int D>
-__global__ void __launch_bounds__ (S_WARPS * 32)
-s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
-                 int head_chunks, float *ws_out, float *ws_lse)
+//  What one CTA works on, and where this lane sits in it
+struct s_cta_t {
+    int split, kv_head, seq, head0, nheads, start, end, warp, lane, g, t;
+};
+
+__device__ __forceinline__ s_cta_t
+s_cta (const kvt_paged_attention_args_t &a, int split_len, int head_chunks)
 {
-    constexpr int PC = D / 32;              //  Chunks per lane per token row
-    constexpr int KSTEPS = D / 16;          //  mma k-steps over head_dim
-    constexpr int NT = D / 8;               //  Output n-tiles (8x8 pieces)
-    __shared__ float sm_m [S_WARPS][16];
-    __shared__ float sm_l [S_WARPS][16];
-    __shared__ float sm_acc [S_WARPS][16][D + 1];
+    s_cta_t c;
+    c.split = blockIdx.x;
+    c.kv_head = blockIdx.y / head_chunks;
+    int chunk = blockIdx.y % head_chunks;
+    c.seq = blockIdx.z;
+    int group = a.heads / a.kv_heads;
+    c.head0 = c.kv_head * group + chunk * 16;
+    c.nheads = min (16, group - chunk * 16);
+    c.start = c.split * split_len;
+    c.end = min (a.seq_lens [c.seq], c.start + split_len);
+    c.lane = threadIdx.x & 31;
+    c.warp = threadIdx.x >> 5;
+    c.g = c.lane >> 2;
+    c.t = c.lane & 3;
+    return c;
+}
 
-    const int split = blockIdx.x;
-    const int kv_head = blockIdx.y / head_chunks;
-    const int chunk = blockIdx.y % head_chunks;
-    const int seq = blockIdx.z;
-    const int group = a.heads / a.kv_heads;
-    const int head0 = kv_head * group + chunk * 16;
-    const int nheads = min (16, group - chunk * 16);
-    const int len = a.seq_lens [seq];
-    const int start = split * split_len;
-    const int end = min (len, start + split_len);
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const int g = lane >> 2;
-    const int t = lane & 3;
+//  A warp's running state: Q as A fragments (rows are heads g and g + 8,
+//  columns permuted), the unnormalised output, row max and row sum
+template <typename T, int D>
+struct s_warp_t {
+    uint32_t qf [D / 16][4];
+    float o [D / 8][4];
+    float m [2];
+    float l [2];
+    float scale_log2;
 
-    //  Q as A fragments: rows are heads g and g + 8, columns permuted
-    uint32_t qf [KSTEPS][4];
+    __device__ __forceinline__ void
+    begin (const kvt_paged_attention_args_t &a, const s_cta_t &c)
+    {
 #pragma unroll
-    for (int ks = 0; ks < KSTEPS; ks++) {
-        int d0 = 8 * t + 32 * (ks >> 1) + 4 * (ks & 1);
+        for (int ks = 0; ks < D / 16; ks++) {
+            int d0 = 8 * c.t + 32 * (ks >> 1) + 4 * (ks & 1);
 #pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int row = g + 8 * (i & 1);
-            int d = d0 + 2 * (i >> 1);
-            qf [ks][i] = row < nheads
-                ? *(const uint32_t *) ((const T *) a.q
-                                       + ((size_t) seq * a.heads + head0 + row) * D + d)
-                : 0u;
+            for (int i = 0; i < 4; i++) {
+                int row = c.g + 8 * (i & 1);
+                int d = d0 + 2 * (i >> 1);
+                qf [ks][i] = row < c.nheads
+                    ? *(const uint32_t *) ((const T *) a.q
+                                           + ((size_t) c.seq * a.heads + c.head0 + row) * D + d)
+                    : 0u;
+            }
         }
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+            o [n][0] = o [n][1] = o [n][2] = o [n][3] = 0.0f;
+        m [0] = m [1] = -INFINITY;
+        l [0] = l [1] = 0.0f;
+        scale_log2 = a.scale * 1.4426950408889634f;
     }
-    float o [NT][4];
-#pragma unroll
-    for (int n = 0; n < NT; n++)
-        o [n][0] = o [n][1] = o [n][2] = o [n][3] = 0.0f;
-    float m [2] = { -INFINITY, -INFINITY };
-    float l [2] = { 0.0f, 0.0f };
-    const float scale_log2 = a.scale * 1.4426950408889634f;
-    const int32_t *table = a.block_table + (size_t) seq * a.max_blocks_per_seq;
-    const char *k_base = (const char *) a.k + kv_head * a.head_stride_bytes + t * 16;
-    const char *v_base = (const char *) a.v + kv_head * a.head_stride_bytes + t * 16;
-    const int log2_bt = __ffs (a.block_tokens) - 1;
-    const int bt_mask = a.block_tokens - 1;
 
-    //  Loads for the 16 tokens at t0: lane reads tokens t0 + g and t0 + g + 8
-    auto load_rows = [&] (uint4 (*raw) [PC], const char *base, int t0) {
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            int token = t0 + g + 8 * half;
-            if (token < end) {
-                int64_t offset = (int64_t) table [token >> log2_bt] * a.block_stride_bytes
-                               + (int64_t) (token & bt_mask) * a.token_stride_bytes;
-#pragma unroll
-                for (int p = 0; p < PC; p++)
-                    raw [half][p] = kvt_dev_load_stream (base + offset + p * 64);
-            }
-            else {
-#pragma unroll
-                for (int p = 0; p < PC; p++)
-                    raw [half][p] = make_uint4 (0, 0, 0, 0);
-            }
-        }
-    };
-    const int step = S_WARPS * 16;
-    uint4 k_raw [2][PC], v_raw [2][PC];
-    uint4 k_next [2][PC];
-    load_rows (k_raw, k_base, start + warp * 16);
-    for (int t0 = start + warp * 16; t0 < end; t0 += step) {
-        load_rows (v_raw, v_base, t0);
-        if (t0 + step < end)
-            load_rows (k_next, k_base, t0 + step);     //  In flight while this tile computes
+    //  One 16-token tile at t0 (tokens at or past 'end' are masked out)
+    __device__ __forceinline__ void
+    tile (const uint4 (&k_raw) [2][D / 32], const uint4 (&v_raw) [2][D / 32], int t0, int end,
+          int t)
+    {
+        constexpr int PC = D / 32;
         //  S = Q K^T: n-tile 'half' holds tokens 8 * half + 2t, + 1
         float s [2][4];
 #pragma unroll
@@ -179,7 +163,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
         }
         if (alpha [0] != 1.0f || alpha [1] != 1.0f) {
 #pragma unroll
-            for (int n = 0; n < NT; n++) {
+            for (int n = 0; n < D / 8; n++) {
                 o [n][0] *= alpha [0];
                 o [n][1] *= alpha [0];
                 o [n][2] *= alpha [1];
@@ -201,50 +185,261 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 kvt_dev_mma<T> (o [4 * p + i], pa, kvt_dev_movmatrix_trans (w0 [i]),
-                          kvt_dev_movmatrix_trans (w1 [i]));
+                                kvt_dev_movmatrix_trans (w1 [i]));
         }
+    }
+
+    //  Row sums over the quad, the warp's output into sm_acc, then the
+    //  CTA's merge and its write
+    __device__ __forceinline__ void
+    finish (const kvt_paged_attention_args_t &a, const s_cta_t &c, int splits,
+            float (*sm_m) [16], float (*sm_l) [16], float (*sm_acc) [16][D + 1],
+            float *ws_out, float *ws_lse)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            l [r] += __shfl_xor_sync (0xffffffffu, l [r], 1);
+            l [r] += __shfl_xor_sync (0xffffffffu, l [r], 2);
+        }
+#pragma unroll
+        for (int p = 0; p < D / 32; p++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int d = 8 * c.t + 32 * p + 2 * i;
+                sm_acc [c.warp][c.g][d] = o [4 * p + i][0];
+                sm_acc [c.warp][c.g][d + 1] = o [4 * p + i][1];
+                sm_acc [c.warp][c.g + 8][d] = o [4 * p + i][2];
+                sm_acc [c.warp][c.g + 8][d + 1] = o [4 * p + i][3];
+            }
+        }
+        kvt_dev_decode_combine<T, D, S_WARPS> (sm_m, sm_l, sm_acc, m, l, c.warp, c.g, c.t,
+                                               c.nheads, c.head0, a.heads, c.seq, c.split,
+                                               splits, a.out, ws_out, ws_lse);
+    }
+};
+
+//  Byte offset of token 'token' of a sequence, from its block table row
+__device__ __forceinline__ int64_t
+s_token_offset (const kvt_paged_attention_args_t &a, const int32_t *table, int token,
+                int log2_bt, int bt_mask)
+{
+    return (int64_t) table [token >> log2_bt] * a.block_stride_bytes
+         + (int64_t) (token & bt_mask) * a.token_stride_bytes;
+}
+
+//  --------------------------------------------------------------------------
+//  v2: loads straight into registers; the next tile's K is loaded while
+//  the current tile computes.
+
+template <typename T, int D>
+__global__ void __launch_bounds__ (S_WARPS * 32)
+s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
+                 int head_chunks, float *ws_out, float *ws_lse)
+{
+    constexpr int PC = D / 32;              //  Chunks per lane per token row
+    __shared__ float sm_m [S_WARPS][16];
+    __shared__ float sm_l [S_WARPS][16];
+    __shared__ float sm_acc [S_WARPS][16][D + 1];
+    const s_cta_t c = s_cta (a, split_len, head_chunks);
+    s_warp_t<T, D> w;
+    w.begin (a, c);
+    const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
+    const char *k_base = (const char *) a.k + c.kv_head * a.head_stride_bytes + c.t * 16;
+    const char *v_base = (const char *) a.v + c.kv_head * a.head_stride_bytes + c.t * 16;
+    const int log2_bt = __ffs (a.block_tokens) - 1;
+    const int bt_mask = a.block_tokens - 1;
+
+    //  Loads for the 16 tokens at t0: lane reads tokens t0 + g and t0 + g + 8
+    auto load_rows = [&] (uint4 (*raw) [PC], const char *base, int t0) {
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int token = t0 + c.g + 8 * half;
+            if (token < c.end) {
+                int64_t offset = s_token_offset (a, table, token, log2_bt, bt_mask);
+#pragma unroll
+                for (int p = 0; p < PC; p++)
+                    raw [half][p] = kvt_dev_load_stream (base + offset + p * 64);
+            }
+            else {
+#pragma unroll
+                for (int p = 0; p < PC; p++)
+                    raw [half][p] = make_uint4 (0, 0, 0, 0);
+            }
+        }
+    };
+    const int step = S_WARPS * 16;
+    uint4 k_raw [2][PC], v_raw [2][PC];
+    uint4 k_next [2][PC];
+    load_rows (k_raw, k_base, c.start + c.warp * 16);
+    for (int t0 = c.start + c.warp * 16; t0 < c.end; t0 += step) {
+        load_rows (v_raw, v_base, t0);
+        if (t0 + step < c.end)
+            load_rows (k_next, k_base, t0 + step);     //  In flight while this tile computes
+        w.tile (k_raw, v_raw, t0, c.end, c.t);
 #pragma unroll
         for (int half = 0; half < 2; half++)
 #pragma unroll
             for (int p = 0; p < PC; p++)
                 k_raw [half][p] = k_next [half][p];
     }
-    //  Row sums over the quad; then merge warps through shared memory
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        l [r] += __shfl_xor_sync (0xffffffffu, l [r], 1);
-        l [r] += __shfl_xor_sync (0xffffffffu, l [r], 2);
-    }
-#pragma unroll
-    for (int p = 0; p < PC; p++) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int d = 8 * t + 32 * p + 2 * i;
-            sm_acc [warp][g][d] = o [4 * p + i][0];
-            sm_acc [warp][g][d + 1] = o [4 * p + i][1];
-            sm_acc [warp][g + 8][d] = o [4 * p + i][2];
-            sm_acc [warp][g + 8][d + 1] = o [4 * p + i][3];
-        }
-    }
-    kvt_dev_decode_combine<T, D, S_WARPS> (sm_m, sm_l, sm_acc, m, l, warp, g, t, nheads, head0,
-                                           a.heads, seq, split, splits, a.out, ws_out, ws_lse);
+    w.finish (a, c, splits, sm_m, sm_l, sm_acc, ws_out, ws_lse);
 }
 
+//  --------------------------------------------------------------------------
+//  v3: each warp keeps a ring of STAGES tiles in shared memory, filled by
+//  cp.async STAGES - 1 tiles ahead of the one it computes, so more bytes
+//  are in flight per SM than registers can hold. A lane copies, and later
+//  reads, only its own chunks: no barrier inside the loop. Ring layout
+//  [warp][stage][K, V][half][p][lane] of 16 bytes: a warp's 32 chunks of
+//  one (K/V, half, p) are 512 contiguous bytes, free of bank conflicts.
+//  After the loop the ring becomes the CTA's merge buffer (sm_acc).
+
+template <int D, int STAGES>
+constexpr int
+s_ring_bytes ()
+{
+    return S_WARPS * STAGES * 2 * 2 * (D / 32) * 32 * 16 > S_WARPS * 16 * (D + 1) * 4
+         ? S_WARPS * STAGES * 2 * 2 * (D / 32) * 32 * 16: S_WARPS * 16 * (D + 1) * 4;
+}
+
+template <typename T, int D, int STAGES, int MIN_CTAS>
+__global__ void __launch_bounds__ (S_WARPS * 32, MIN_CTAS)
+s_decode_ring_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
+                      int head_chunks, float *ws_out, float *ws_lse)
+{
+    constexpr int PC = D / 32;
+    __shared__ float sm_m [S_WARPS][16];
+    __shared__ float sm_l [S_WARPS][16];
+    extern __shared__ __align__ (16) unsigned char sm_ring [];
+    const s_cta_t c = s_cta (a, split_len, head_chunks);
+    s_warp_t<T, D> w;
+    w.begin (a, c);
+    const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
+    const char *k_base = (const char *) a.k + c.kv_head * a.head_stride_bytes + c.t * 16;
+    const char *v_base = (const char *) a.v + c.kv_head * a.head_stride_bytes + c.t * 16;
+    const int log2_bt = __ffs (a.block_tokens) - 1;
+    const int bt_mask = a.block_tokens - 1;
+    uint4 *ring = (uint4 *) sm_ring + c.warp * STAGES * 2 * 2 * PC * 32;
+    auto chunk = [&] (int stage, int kv, int half, int p) {
+        return ring + ((stage * 2 + kv) * 2 + half) * PC * 32 + p * 32 + c.lane;
+    };
+    //  Tile at t0 into 'stage'; a group is committed even when there is no
+    //  tile, so that wait_group counts tiles the same way to the end
+    auto issue = [&] (int t0, int stage) {
+        if (t0 < c.end) {
+#pragma unroll
+            for (int half = 0; half < 2; half++) {
+                int token = t0 + c.g + 8 * half;
+                int bytes = token < c.end? 16: 0;
+                int64_t offset = bytes? s_token_offset (a, table, token, log2_bt, bt_mask): 0;
+#pragma unroll
+                for (int p = 0; p < PC; p++) {
+                    kvt_dev_cp_async16_zfill (chunk (stage, 0, half, p), k_base + offset + p * 64,
+                                              bytes);
+                    kvt_dev_cp_async16_zfill (chunk (stage, 1, half, p), v_base + offset + p * 64,
+                                              bytes);
+                }
+            }
+        }
+        asm volatile ("cp.async.commit_group;" ::: "memory");
+    };
+    const int step = S_WARPS * 16;
+    const int first = c.start + c.warp * 16;
+#pragma unroll
+    for (int j = 0; j < STAGES - 1; j++)
+        issue (first + j * step, j);
+    int stage = 0;
+    for (int t0 = first; t0 < c.end; t0 += step) {
+        //  The stage refilled here was read by this lane in the last turn
+        issue (t0 + (STAGES - 1) * step, stage == 0? STAGES - 1: stage - 1);
+        asm volatile ("cp.async.wait_group %0;" :: "n" (STAGES - 1) : "memory");
+        uint4 k_raw [2][PC], v_raw [2][PC];
+#pragma unroll
+        for (int half = 0; half < 2; half++)
+#pragma unroll
+            for (int p = 0; p < PC; p++) {
+                k_raw [half][p] = *chunk (stage, 0, half, p);
+                v_raw [half][p] = *chunk (stage, 1, half, p);
+            }
+        stage = stage == STAGES - 1? 0: stage + 1;
+        w.tile (k_raw, v_raw, t0, c.end, c.t);
+    }
+    asm volatile ("cp.async.wait_all;" ::: "memory");
+    __syncthreads ();                       //  Every warp is done with its ring
+    w.finish (a, c, splits, sm_m, sm_l, (float (*) [16][D + 1]) sm_ring, ws_out, ws_lse);
+}
+
+//  --------------------------------------------------------------------------
+//  The kernel of a variant, and the dynamic shared memory it needs
+
+typedef void (*s_kernel_t) (const kvt_paged_attention_args_t, int, int, int, float *,
+                            float *);
+
 template <typename T, int D>
+s_kernel_t
+s_kernel (int variant, int *smem)
+{
+    switch (variant) {
+        case 2:
+            *smem = s_ring_bytes<D, 3> ();
+            return s_decode_ring_kernel<T, D, 3, 2>;
+        case 3:
+            *smem = s_ring_bytes<D, 2> ();
+            return s_decode_ring_kernel<T, D, 2, 3>;
+        default:
+            *smem = 0;
+            return s_decode_kernel<T, D>;
+    }
+}
+
+//  Kernel and shared memory for 'a', the kernel's attribute set to allow it
+//  (set every time: the attribute is per device, and it costs a microsecond)
+s_kernel_t
+s_configure (const kvt_paged_attention_args_t *a, int *smem)
+{
+    bool bf16 = a->dtype == KVT_KDTYPE_BF16;
+    s_kernel_t kernel = a->head_dim == 128
+        ? (bf16? s_kernel<__nv_bfloat16, 128> (a->variant, smem)
+               : s_kernel<__half, 128> (a->variant, smem))
+        : (bf16? s_kernel<__nv_bfloat16, 64> (a->variant, smem)
+               : s_kernel<__half, 64> (a->variant, smem));
+    if (*smem > 0
+    &&  cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                              *smem) != cudaSuccess)
+        return NULL;
+    return kernel;
+}
+
 int
 s_launch (const kvt_paged_attention_args_t *a, int split_len, int splits, cudaStream_t stream)
 {
+    int smem;
+    s_kernel_t kernel = s_configure (a, &smem);
+    if (!kernel)
+        return KVT_ECUDA;
     int group = a->heads / a->kv_heads;
     int head_chunks = (group + 15) / 16;
+    int dim = a->head_dim;
     float *ws_out = (float *) a->workspace;
-    float *ws_lse = ws_out? ws_out + (size_t) a->seqs * a->heads * splits * D: NULL;
+    float *ws_lse = ws_out? ws_out + (size_t) a->seqs * a->heads * splits * dim: NULL;
     dim3 grid (splits, a->kv_heads * head_chunks, a->seqs);
-    s_decode_kernel<T, D> <<<grid, S_WARPS * 32, 0, stream>>> (
-        *a, split_len, splits, head_chunks, ws_out, ws_lse);
+    kernel <<<grid, S_WARPS * 32, smem, stream>>> (*a, split_len, splits, head_chunks, ws_out,
+                                                   ws_lse);
     if (splits > 1) {
         dim3 merge_grid (a->heads, a->seqs);
-        kvt_decode_merge_kernel<T, D> <<<merge_grid, D, 0, stream>>> (a->out, a->heads, splits,
-                                                                   ws_out, ws_lse);
+        bool bf16 = a->dtype == KVT_KDTYPE_BF16;
+        if (dim == 128 && bf16)
+            kvt_decode_merge_kernel<__nv_bfloat16, 128> <<<merge_grid, dim, 0, stream>>> (
+                a->out, a->heads, splits, ws_out, ws_lse);
+        else if (dim == 128)
+            kvt_decode_merge_kernel<__half, 128> <<<merge_grid, dim, 0, stream>>> (
+                a->out, a->heads, splits, ws_out, ws_lse);
+        else if (bf16)
+            kvt_decode_merge_kernel<__nv_bfloat16, 64> <<<merge_grid, dim, 0, stream>>> (
+                a->out, a->heads, splits, ws_out, ws_lse);
+        else
+            kvt_decode_merge_kernel<__half, 64> <<<merge_grid, dim, 0, stream>>> (
+                a->out, a->heads, splits, ws_out, ws_lse);
     }
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
@@ -253,24 +448,14 @@ s_launch (const kvt_paged_attention_args_t *a, int split_len, int splits, cudaSt
 int
 s_cta_slots (const kvt_paged_attention_args_t *a)
 {
-    int device, sm_count, per_sm = 0;
+    int device, sm_count, per_sm = 0, smem;
     if (cudaGetDevice (&device) != cudaSuccess
     ||  cudaDeviceGetAttribute (&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
         return KVT_ECUDA;
-    cudaError_t err;
-    if (a->head_dim == 128)
-        err = a->dtype == KVT_KDTYPE_BF16
-            ? cudaOccupancyMaxActiveBlocksPerMultiprocessor (
-                  &per_sm, s_decode_kernel<__nv_bfloat16, 128>, S_WARPS * 32, 0)
-            : cudaOccupancyMaxActiveBlocksPerMultiprocessor (
-                  &per_sm, s_decode_kernel<__half, 128>, S_WARPS * 32, 0);
-    else
-        err = a->dtype == KVT_KDTYPE_BF16
-            ? cudaOccupancyMaxActiveBlocksPerMultiprocessor (
-                  &per_sm, s_decode_kernel<__nv_bfloat16, 64>, S_WARPS * 32, 0)
-            : cudaOccupancyMaxActiveBlocksPerMultiprocessor (
-                  &per_sm, s_decode_kernel<__half, 64>, S_WARPS * 32, 0);
-    if (err != cudaSuccess)
+    s_kernel_t kernel = s_configure (a, &smem);
+    if (!kernel
+    ||  cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, kernel, S_WARPS * 32, smem)
+        != cudaSuccess)
         return KVT_ECUDA;
     return sm_count * (per_sm > 0? per_sm: 1);
 }
@@ -317,11 +502,5 @@ kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream
     &&  (!args->workspace
     ||   args->workspace_bytes < kvt_paged_attention_workspace_bytes (args, splits)))
         return -EINVAL;
-    bool bf16 = args->dtype == KVT_KDTYPE_BF16;
-    if (args->head_dim == 128)
-        return bf16? s_launch<__nv_bfloat16, 128> (args, split_len, splits, stream)
-                   : s_launch<__half, 128> (args, split_len, splits, stream);
-    else
-        return bf16? s_launch<__nv_bfloat16, 64> (args, split_len, splits, stream)
-                   : s_launch<__half, 64> (args, split_len, splits, stream);
+    return s_launch (args, split_len, splits, stream);
 }

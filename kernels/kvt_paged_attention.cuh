@@ -34,6 +34,8 @@
 
 #include "kvt_kernels.cuh"
 
+#define KVT_PAGED_ATTENTION_VARIANTS 4  //  Kernel versions kept for benchmarks
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -61,6 +63,9 @@ typedef struct {
     int splits;                     //  KV splits per sequence; 0 = choose from SM count
     void *workspace;                //  Device scratch for splits > 1 (GPU only)
     size_t workspace_bytes;         //  Its size; see kvt_paged_attention_workspace_bytes
+    int variant;                    //  Kernel version, for benchmarks and tests: 0 = the
+                                    //  default, 1 .. KVT_PAGED_ATTENTION_VARIANTS - 1 =
+                                    //  the versions in kvt_paged_attention.cu
 } kvt_paged_attention_args_t;
 
 //  Check the shape: returns 0, or -EINVAL for an argument set that no

@@ -44,7 +44,8 @@ kvt_paged_attention_check (const kvt_paged_attention_args_t *args)
     ||  args->token_stride_bytes < (int64_t) args->head_dim * 2
     ||  args->block_stride_bytes < 0 || args->head_stride_bytes < 0)
         return -EINVAL;
-    if (args->splits < 0)
+    if (args->splits < 0
+    ||  args->variant < 0 || args->variant >= KVT_PAGED_ATTENTION_VARIANTS)
         return -EINVAL;
     if (((uintptr_t) args->k | (uintptr_t) args->v | (uintptr_t) args->q) % 16)
         return -EINVAL;

@@ -10,7 +10,8 @@
     ragged lengths (and a length of 0), partly filled last blocks, shuffled
     block tables with garbage in unused blocks, GQA ratios 1, 4, 5, 8,
     12 and 20 (two head chunks), head_dim 64/128, block sizes 16/32/64, forced and automatic
-    split-KV, the vLLM layout and the runtime's multi-layer block layout.
+    split-KV, the vLLM layout and the runtime's multi-layer block layout;
+    every kernel version (args.variant) on each case.
     The output is poisoned with NaN before each launch. Exit 77 without a
     GPU or in a CPU-only build.
 @end
@@ -127,7 +128,7 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
         return -1;
     }
     //  Device copies
-    void *d_k, *d_v, *d_q, *d_out, *d_ws = NULL;
+    void *d_k, *d_v, *d_q, *d_out;
     int32_t *d_table, *d_lens;
     T_CHECK (cudaMalloc (&d_k, kv_bytes));
     d_v = d_k;
@@ -144,36 +145,41 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
     T_CHECK (cudaMemcpy (d_table, table, (size_t) c->seqs * max_blocks * 4,
                          cudaMemcpyHostToDevice));
     T_CHECK (cudaMemcpy (d_lens, lens, c->seqs * 4, cudaMemcpyHostToDevice));
-    T_CHECK (cudaMemset (d_out, 0xff, q_elems * 2));           //  NaN poison
     args.q = d_q;
     args.k = (char *) d_k + k_offset;
     args.v = (char *) (c->runtime_layout? d_k: d_v) + v_offset;
     args.block_table = d_table;
     args.seq_lens = d_lens;
     args.out = d_out;
-    int splits = kvt_paged_attention_plan (&args);
-    args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
-    if (args.workspace_bytes)
-        T_CHECK (cudaMalloc (&d_ws, args.workspace_bytes));
-    args.workspace = d_ws;
-    rc = kvt_paged_attention (&args, 0);
-    T_CHECK (cudaDeviceSynchronize ());
-    if (rc) {
-        fprintf (stderr, "kvt_paged_attention: %d\n", rc);
-        return -1;
-    }
-    T_CHECK (cudaMemcpy (h_out, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
-    char what [160];
-    snprintf (what, sizeof (what), "%s seqs=%d heads=%d/%d hd=%d bt=%d len<=%d splits=%d%s "
-              "q_amp=%g", c->dtype == KVT_KDTYPE_BF16? "bf16": "fp16", c->seqs, c->heads,
-              c->kv_heads, dim, bt, c->max_len, splits, c->runtime_layout? " runtime": " vllm",
-              c->q_amp);
     bool bf16 = c->dtype == KVT_KDTYPE_BF16;
-    //  The GPU rounds softmax weights to the dtype before P.V (as FlashAttention
-    //  does): up to 2^-9 (bf16) or 2^-12 (fp16) of max |v| absolute, then
-    //  the output's own rounding (2 ulps allowed)
-    rc = kvt_kdtype_compare (what, c->dtype, h_out, h_ref, q_elems, bf16? 3e-3: 5e-4,
-                             bf16? 1.0 / 64: 1.0 / 512, bf16? 1e-4: 1e-5, verbose);
+    //  Every kernel version on the same inputs, each against the reference
+    for (int variant = 0; variant < KVT_PAGED_ATTENTION_VARIANTS && rc == 0; variant++) {
+        args.variant = variant;
+        T_CHECK (cudaMemset (d_out, 0xff, q_elems * 2));       //  NaN poison
+        int splits = kvt_paged_attention_plan (&args);
+        args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
+        args.workspace = NULL;
+        if (args.workspace_bytes)
+            T_CHECK (cudaMalloc (&args.workspace, args.workspace_bytes));
+        rc = kvt_paged_attention (&args, 0);
+        T_CHECK (cudaDeviceSynchronize ());
+        cudaFree (args.workspace);
+        if (rc) {
+            fprintf (stderr, "kvt_paged_attention (variant %d): %d\n", variant, rc);
+            rc = -1;
+            break;
+        }
+        T_CHECK (cudaMemcpy (h_out, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
+        char what [160];
+        snprintf (what, sizeof (what), "%s seqs=%d heads=%d/%d hd=%d bt=%d len<=%d splits=%d%s "
+                  "q_amp=%g v%d", bf16? "bf16": "fp16", c->seqs, c->heads, c->kv_heads, dim, bt,
+                  c->max_len, splits, c->runtime_layout? " runtime": " vllm", c->q_amp, variant);
+        //  The GPU rounds softmax weights to the dtype before P.V (as
+        //  FlashAttention does): up to 2^-9 (bf16) or 2^-12 (fp16) of max |v|
+        //  absolute, then the output's own rounding (2 ulps allowed)
+        rc = kvt_kdtype_compare (what, c->dtype, h_out, h_ref, q_elems, bf16? 3e-3: 5e-4,
+                                 bf16? 1.0 / 64: 1.0 / 512, bf16? 1e-4: 1e-5, verbose);
+    }
     cudaFree (d_k);
     if (!c->runtime_layout)
         cudaFree (d_v);
@@ -181,7 +187,6 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
     cudaFree (d_out);
     cudaFree (d_table);
     cudaFree (d_lens);
-    cudaFree (d_ws);
     free (h_k);
     if (!c->runtime_layout)
         free (h_v);
@@ -227,6 +232,11 @@ t_check_refusals (void)
     failures += kvt_paged_attention (&bad, 0) != -EINVAL;
     bad = good;
     bad.token_stride_bytes = 200;
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad = good;
+    bad.variant = KVT_PAGED_ATTENTION_VARIANTS;
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad.variant = -1;
     failures += kvt_paged_attention (&bad, 0) != -EINVAL;
     if (failures)
         fprintf (stderr, "refusals: %d shapes were not refused\n", failures);

@@ -20,9 +20,11 @@
     Paged prefill over a cached prefix is compared with PyTorch's flash
     and cuDNN backends in TFLOP/s (causal FLOPs).
     --quick skips prefill; --splits N forces the decode split count;
-    --prefill-variants 0,2 times those prefill kernel versions (default 0).
+    --prefill-variants 0,2 times those prefill kernel versions (default 0);
+    --decode-variants 0,2 those bf16 decode versions, on the same KV (the
+    fp8 decode is set beside the first).
     Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick] [--splits N]
-                                [--prefill-variants LIST]
+                                [--prefill-variants LIST] [--decode-variants LIST]
 @end
 */
 
@@ -271,7 +273,7 @@ s_shuffled_table (int seqs, int blocks_per_seq, uint64_t *seed)
 static void
 s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seqs, int len,
                 const char *label, double memcpy_tbps, int reps, int forced_splits,
-                cudaStream_t stream, uint64_t *seed)
+                const int *variants, int variant_count, cudaStream_t stream, uint64_t *seed)
 {
     const int heads = 32, kv_heads = 8, dim = 128, bt = 16;
     int blocks_per_seq = (len + bt - 1) / bt;
@@ -304,24 +306,48 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seq
         .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_seq_len = len,
         .scale = 1.0f / sqrtf ((float) dim), .splits = forced_splits
     };
-    int splits = kvt_paged_attention_plan (&args);
-    args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
+    double kv_bytes = 2.0 * seqs * (double) len * kv_heads * dim * 2;
+    double us = 0;                          //  The first variant's, for the fp8 ratio
+    for (int v = 0; v < variant_count; v++) {
+        args.variant = variants [v];
+        int splits = kvt_paged_attention_plan (&args);
+        args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
+        d_ws = NULL;
+        if (args.workspace_bytes)
+            S_CHECK (cudaMalloc (&d_ws, args.workspace_bytes));
+        args.workspace = d_ws;
+        double variant_us = s_time_us (s_decode_launch, &args, stream, reps);
+        S_CHECK (cudaStreamSynchronize (stream));
+        cudaFree (d_ws);
+        if (v == 0)
+            us = variant_us;
+        double tbps = kv_bytes / (variant_us * 1e-6) / 1e12;
+        char figure [64], note [160], name [32];
+        if (args.variant)
+            snprintf (name, sizeof (name), "%s_v%d", label, args.variant);
+        else
+            snprintf (name, sizeof (name), "%s", label);
+        snprintf (note, sizeof (note), "%d seqs x %d tokens, 32q/8kv hd128 bf16, bt16 shuffled, "
+                  "kernel variant %d, %d splits, %.1f us, %.0f MiB KV", seqs, len, args.variant,
+                  splits, variant_us, kv_bytes / 1048576);
+        snprintf (figure, sizeof (figure), "decode_%s", name);
+        kvt_bench_report_note (report, figure, note);
+        snprintf (figure, sizeof (figure), "decode_%s_TBps", name);
+        kvt_bench_report_add (report, figure, tbps, "TB/s", "memcpy_d2d_rw_TBps", memcpy_tbps);
+        static const char *const backends [] = { "cudnn", "flash", "efficient", "best" };
+        s_add_torch_baselines (report, torch, figure, tbps, "TB/s", "TBps", "sdpa_", backends, 4,
+                               label, kv_bytes / 1e12);
+    }
+    args.variant = variants [0];            //  d_out holds its output: the fp8 NMSE's reference
+    int first_splits = kvt_paged_attention_plan (&args);
+    args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, first_splits);
+    d_ws = NULL;
     if (args.workspace_bytes)
         S_CHECK (cudaMalloc (&d_ws, args.workspace_bytes));
     args.workspace = d_ws;
-    double us = s_time_us (s_decode_launch, &args, stream, reps);
-    double kv_bytes = 2.0 * seqs * (double) len * kv_heads * dim * 2;
-    double tbps = kv_bytes / (us * 1e-6) / 1e12;
-    char figure [64], baseline [64], note [128];
-    snprintf (note, sizeof (note), "%d seqs x %d tokens, 32q/8kv hd128 bf16, bt16 shuffled, "
-              "%d splits, %.1f us, %.0f MiB KV", seqs, len, splits, us, kv_bytes / 1048576);
-    snprintf (figure, sizeof (figure), "decode_%s", label);
-    kvt_bench_report_note (report, figure, note);
-    snprintf (figure, sizeof (figure), "decode_%s_TBps", label);
-    kvt_bench_report_add (report, figure, tbps, "TB/s", "memcpy_d2d_rw_TBps", memcpy_tbps);
-    static const char *const backends [] = { "cudnn", "flash", "efficient", "best" };
-    s_add_torch_baselines (report, torch, figure, tbps, "TB/s", "TBps", "sdpa_", backends, 4,
-                           label, kv_bytes / 1e12);
+    if (s_decode_launch (&args, stream))
+        fprintf (stderr, "kvtier bench kernels: decode variant %d failed\n", args.variant);
+    char figure [64], baseline [64], note [160];
 
     //  The same KV in e4m3 with per-block, per-head scales
     void *d_k8, *d_v8, *d_out8, *d_ws8 = NULL;
@@ -459,6 +485,20 @@ s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int se
 }
 
 //  --------------------------------------------------------------------------
+//  Kernel versions from a comma list such as "0,2" into 'variants' (up to
+//  'limit' of them, each below 'limit'); returns the count, at least 1 (0)
+static int
+s_parse_variants (char *list, int *variants, int limit)
+{
+    int count = 0;
+    for (char *item = strtok (list, ","); item && count < limit; item = strtok (NULL, ","))
+        if (atoi (item) >= 0 && atoi (item) < limit)
+            variants [count++] = atoi (item);
+    if (count == 0)
+        variants [count++] = 0;
+    return count;
+}
+
 //  kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick]
 
 int
@@ -468,6 +508,7 @@ kvt_bench_kernels_main (int argc, char **argv)
     const char *torch_path = NULL;
     int reps = 20, splits = 0;
     int variants [KVT_PAGED_PREFILL_VARIANTS] = { 0 }, variant_count = 1;
+    int decode_variants [KVT_PAGED_ATTENTION_VARIANTS] = { 0 }, decode_variant_count = 1;
     for (int i = 1; i < argc; i++) {
         if (strcmp (argv [i], "--json") == 0)
             json = true;
@@ -484,18 +525,16 @@ kvt_bench_kernels_main (int argc, char **argv)
         if (strcmp (argv [i], "--splits") == 0 && i + 1 < argc)
             splits = atoi (argv [++i]) > 0? atoi (argv [i]): 0;
         else
-        if (strcmp (argv [i], "--prefill-variants") == 0 && i + 1 < argc) {
-            variant_count = 0;
-            for (char *item = strtok (argv [++i], ","); item && variant_count
-                 < KVT_PAGED_PREFILL_VARIANTS; item = strtok (NULL, ","))
-                if (atoi (item) >= 0 && atoi (item) < KVT_PAGED_PREFILL_VARIANTS)
-                    variants [variant_count++] = atoi (item);
-            if (variant_count == 0)
-                variants [variant_count++] = 0;
-        }
+        if (strcmp (argv [i], "--prefill-variants") == 0 && i + 1 < argc)
+            variant_count = s_parse_variants (argv [++i], variants, KVT_PAGED_PREFILL_VARIANTS);
+        else
+        if (strcmp (argv [i], "--decode-variants") == 0 && i + 1 < argc)
+            decode_variant_count = s_parse_variants (argv [++i], decode_variants,
+                                                     KVT_PAGED_ATTENTION_VARIANTS);
         else {
             fprintf (stderr, "usage: kvtier bench kernels [--json] [--torch FILE] "
-                     "[--reps N] [--quick] [--splits N] [--prefill-variants 0,1,..]\n");
+                     "[--reps N] [--quick] [--splits N] [--prefill-variants 0,1,..] "
+                     "[--decode-variants 0,1,..]\n");
             return 2;
         }
     }
@@ -530,9 +569,12 @@ kvt_bench_kernels_main (int argc, char **argv)
     snprintf (text, sizeof (text), "%.3f TB/s (1 GiB, %.1f us)", memcpy_tbps, copy_us);
     kvt_bench_report_note (report, "memcpy_d2d_rw", text);
 
-    s_bench_decode (report, &torch, 64, 4096, "64x4K", memcpy_tbps, reps, splits, stream, &seed);
-    s_bench_decode (report, &torch, 16, 32768, "16x32K", memcpy_tbps, reps, splits, stream, &seed);
-    s_bench_decode (report, &torch, 1, 131072, "1x128K", memcpy_tbps, reps, splits, stream, &seed);
+    s_bench_decode (report, &torch, 64, 4096, "64x4K", memcpy_tbps, reps, splits,
+                    decode_variants, decode_variant_count, stream, &seed);
+    s_bench_decode (report, &torch, 16, 32768, "16x32K", memcpy_tbps, reps, splits,
+                    decode_variants, decode_variant_count, stream, &seed);
+    s_bench_decode (report, &torch, 1, 131072, "1x128K", memcpy_tbps, reps, splits,
+                    decode_variants, decode_variant_count, stream, &seed);
     for (int v = 0; v < (quick? 0: variant_count); v++) {
         s_bench_prefill (report, &torch, 1, 8192, 0, "1x8K", variants [v], reps / 4 + 3,
                          stream, &seed);
