@@ -15,7 +15,8 @@
       is not split, else the split's normalised output and its log2-sum-
       exp for the merge kernel;
     - kvt_decode_merge_kernel: merge the splits of each (sequence, head)
-      with weights 2^lse.
+      with weights 2^lse, launched by kvt_decode_merge_launch as a
+      programmatic dependent launch of the decode kernel;
     Scores are in log2 units (the kernels scale q by log2 e), so the
     rescale is kvt_dev_rescale (ex2) and the lse is top + log2 (sum).
     Force-inlined: each kernel compiles to the code it had with its own
@@ -76,6 +77,27 @@ kvt_dev_decode_combine (float (*sm_m) [16], float (*sm_l) [16], float (*sm_acc) 
     }
 }
 
+//  Programmatic dependent launch (sm_90 and later): a decode kernel calls
+//  this first, so that the merge kernel queued behind it is launched while
+//  it runs instead of after it drains; the merge then waits in
+//  kvt_dev_wait_primary for the decode grid to finish and its writes to
+//  be visible. Hides the second launch's latency, a few microseconds a step.
+__device__ __forceinline__ void
+kvt_dev_launch_dependents (void)
+{
+#if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile ("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void
+kvt_dev_wait_primary (void)
+{
+#if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile ("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 //  Merge kernel: grid = (heads, seqs), D threads; weights are 2^lse. A
 //  row whose splits all saw no token (lse -inf) is written as zeros.
 template <typename T, int D>
@@ -83,6 +105,7 @@ __global__ void __launch_bounds__ (D)
 kvt_decode_merge_kernel (void *out, int heads, int splits, const float *ws_out,
                          const float *ws_lse)
 {
+    kvt_dev_wait_primary ();
     const int head = blockIdx.x;
     const int seq = blockIdx.y;
     const int d = threadIdx.x;
@@ -100,6 +123,31 @@ kvt_decode_merge_kernel (void *out, int heads, int splits, const float *ws_out,
         acc /= sum;
     }
     ((T *) out) [((size_t) seq * heads + head) * D + d] = kvt_dev_from_float<T> (acc);
+}
+
+//  Queue the merge behind the decode kernel on 'stream', as a programmatic
+//  dependent launch where the device has it (compute capability 9 or more)
+template <typename T, int D>
+inline cudaError_t
+kvt_decode_merge_launch (void *out, int seqs, int heads, int splits, const float *ws_out,
+                         const float *ws_lse, cudaStream_t stream)
+{
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3 (heads, seqs);
+    config.blockDim = dim3 (D);
+    config.stream = stream;
+    cudaLaunchAttribute attribute = {};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    int device, major = 0;
+    if (cudaGetDevice (&device) == cudaSuccess
+    &&  cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess
+    &&  major >= 9) {
+        config.attrs = &attribute;
+        config.numAttrs = 1;
+    }
+    return cudaLaunchKernelEx (&config, kvt_decode_merge_kernel<T, D>, out, heads, splits,
+                               ws_out, ws_lse);
 }
 
 #endif

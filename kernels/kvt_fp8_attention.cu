@@ -108,6 +108,7 @@ __global__ void __launch_bounds__ (S_WARPS * 32, S_FP8_MIN_CTAS)
 s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits,
                      int head_chunks, float *ws_out, float *ws_lse)
 {
+    kvt_dev_launch_dependents ();
     constexpr int FC = D / 64;              //  16-byte chunks per lane per token row
     constexpr int KSTEPS = D / 16;          //  mma k-steps over head_dim
     constexpr int NT = D / 8;               //  Output n-tiles
@@ -412,11 +413,10 @@ s_launch (const kvt_fp8_attention_args_t *a, int split_len, int splits, cudaStre
     }
     s_fp8_decode_kernel<T, D> <<<grid, S_WARPS * 32, s_ring_bytes<D> (), stream>>> (
         *a, split_len, splits, head_chunks, ws_out, ws_lse);
-    if (splits > 1) {
-        dim3 merge_grid (a->heads, a->seqs);
-        kvt_decode_merge_kernel<T, D> <<<merge_grid, D, 0, stream>>> (a->out, a->heads, splits,
-                                                                   ws_out, ws_lse);
-    }
+    if (splits > 1
+    &&  kvt_decode_merge_launch<T, D> (a->out, a->seqs, a->heads, splits, ws_out, ws_lse,
+                                       stream) != cudaSuccess)
+        return KVT_ECUDA;
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
 

@@ -240,6 +240,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
     __shared__ float sm_m [S_WARPS][16];
     __shared__ float sm_l [S_WARPS][16];
     __shared__ float sm_acc [S_WARPS][16][D + 1];
+    kvt_dev_launch_dependents ();
     const s_cta_t c = s_cta (a, split_len, head_chunks);
     s_warp_t<T, D> w;
     w.begin (a, c);
@@ -311,6 +312,7 @@ s_decode_ring_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     __shared__ float sm_m [S_WARPS][16];
     __shared__ float sm_l [S_WARPS][16];
     extern __shared__ __align__ (16) unsigned char sm_ring [];
+    kvt_dev_launch_dependents ();
     const s_cta_t c = s_cta (a, split_len, head_chunks);
     s_warp_t<T, D> w;
     w.begin (a, c);
@@ -426,20 +428,18 @@ s_launch (const kvt_paged_attention_args_t *a, int split_len, int splits, cudaSt
     kernel <<<grid, S_WARPS * 32, smem, stream>>> (*a, split_len, splits, head_chunks, ws_out,
                                                    ws_lse);
     if (splits > 1) {
-        dim3 merge_grid (a->heads, a->seqs);
         bool bf16 = a->dtype == KVT_KDTYPE_BF16;
-        if (dim == 128 && bf16)
-            kvt_decode_merge_kernel<__nv_bfloat16, 128> <<<merge_grid, dim, 0, stream>>> (
-                a->out, a->heads, splits, ws_out, ws_lse);
-        else if (dim == 128)
-            kvt_decode_merge_kernel<__half, 128> <<<merge_grid, dim, 0, stream>>> (
-                a->out, a->heads, splits, ws_out, ws_lse);
-        else if (bf16)
-            kvt_decode_merge_kernel<__nv_bfloat16, 64> <<<merge_grid, dim, 0, stream>>> (
-                a->out, a->heads, splits, ws_out, ws_lse);
-        else
-            kvt_decode_merge_kernel<__half, 64> <<<merge_grid, dim, 0, stream>>> (
-                a->out, a->heads, splits, ws_out, ws_lse);
+        cudaError_t err = dim == 128
+            ? (bf16? kvt_decode_merge_launch<__nv_bfloat16, 128> (a->out, a->seqs, a->heads,
+                                                                  splits, ws_out, ws_lse, stream)
+                   : kvt_decode_merge_launch<__half, 128> (a->out, a->seqs, a->heads, splits,
+                                                           ws_out, ws_lse, stream))
+            : (bf16? kvt_decode_merge_launch<__nv_bfloat16, 64> (a->out, a->seqs, a->heads,
+                                                                 splits, ws_out, ws_lse, stream)
+                   : kvt_decode_merge_launch<__half, 64> (a->out, a->seqs, a->heads, splits,
+                                                          ws_out, ws_lse, stream));
+        if (err != cudaSuccess)
+            return KVT_ECUDA;
     }
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
