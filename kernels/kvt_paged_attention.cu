@@ -289,11 +289,19 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
 //  --------------------------------------------------------------------------
 //  v3: each warp keeps a ring of STAGES tiles in shared memory, filled by
 //  cp.async STAGES - 1 tiles ahead of the one it computes, so more bytes
-//  are in flight per SM than registers can hold. A lane copies, and later
-//  reads, only its own chunks: no barrier inside the loop. Ring layout
-//  [warp][stage][K, V][half][p][lane] of 16 bytes: a warp's 32 chunks of
-//  one (K/V, half, p) are 512 contiguous bytes, free of bank conflicts.
-//  After the loop the ring becomes the CTA's merge buffer (sm_acc).
+//  are in flight per SM than registers can hold. After the loop the ring
+//  becomes the CTA's merge buffer (sm_acc). Two ways to fill it:
+//  - per lane (COALESCED false): a lane copies, and later reads, only its
+//    own chunks, so no barrier is needed inside the loop. Stage layout
+//    [K, V][half][p][lane] of 16 bytes. But each copy instruction then
+//    touches 8 token rows, 64 bytes of each, as v2's loads do;
+//  - coalesced (true): copy instruction i of lane l takes chunk l % CPR of
+//    row i * RPI + l / CPR (CPR = D / 8 chunks a row), whole rows, 512
+//    contiguous bytes an instruction. Lanes then read chunks other lanes
+//    copied: __syncwarp after the wait, and before a stage is refilled.
+//    Stage layout [K, V][row][chunk ^ 4 (row & 1)]: the XOR keeps both the
+//    row-wise copies and the fragment reads (rows g, g + 1 of a quarter
+//    warp, chunks 4p .. 4p + 3) free of bank conflicts.
 
 template <int D, int STAGES>
 constexpr int
@@ -303,7 +311,7 @@ s_ring_bytes ()
          ? S_WARPS * STAGES * 2 * 2 * (D / 32) * 32 * 16: S_WARPS * 16 * (D + 1) * 4;
 }
 
-template <typename T, int D, int STAGES, int MIN_CTAS>
+template <typename T, int D, int STAGES, int MIN_CTAS, bool COALESCED>
 __global__ void __launch_bounds__ (S_WARPS * 32, MIN_CTAS)
 s_decode_ring_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
                       int head_chunks, float *ws_out, float *ws_lse)
@@ -321,14 +329,37 @@ s_decode_ring_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     const char *v_base = (const char *) a.v + c.kv_head * a.head_stride_bytes + c.t * 16;
     const int log2_bt = __ffs (a.block_tokens) - 1;
     const int bt_mask = a.block_tokens - 1;
-    uint4 *ring = (uint4 *) sm_ring + c.warp * STAGES * 2 * 2 * PC * 32;
+    constexpr int CPR = D / 8;              //  16-byte chunks a token row
+    constexpr int RPI = 32 / CPR;           //  Rows a coalesced copy instruction
+    constexpr int STAGE = 2 * 16 * CPR;     //  uint4s a stage: K and V of 16 rows
+    uint4 *ring = (uint4 *) sm_ring + c.warp * STAGES * STAGE;
     auto chunk = [&] (int stage, int kv, int half, int p) {
-        return ring + ((stage * 2 + kv) * 2 + half) * PC * 32 + p * 32 + c.lane;
+        uint4 *kv_base = ring + stage * STAGE + kv * 16 * CPR;
+        if (COALESCED) {
+            int row = c.g + 8 * half;
+            return kv_base + row * CPR + ((c.t + 4 * p) ^ ((row & 1) << 2));
+        }
+        return kv_base + (half * PC + p) * 32 + c.lane;
     };
     //  Tile at t0 into 'stage'; a group is committed even when there is no
     //  tile, so that wait_group counts tiles the same way to the end
     auto issue = [&] (int t0, int stage) {
-        if (t0 < c.end) {
+        if (t0 < c.end && COALESCED) {
+            const int column = c.lane % CPR;
+#pragma unroll
+            for (int i = 0; i < 16 / RPI; i++) {
+                int row = i * RPI + c.lane / CPR;
+                int token = t0 + row;
+                int bytes = token < c.end? 16: 0;
+                int64_t offset = bytes? s_token_offset (a, table, token, log2_bt, bt_mask): 0;
+                offset += column * 16 - c.t * 16;           //  k_base holds the lane's t * 16
+                int slot = row * CPR + (column ^ ((row & 1) << 2));
+                kvt_dev_cp_async16_zfill (ring + stage * STAGE + slot, k_base + offset, bytes);
+                kvt_dev_cp_async16_zfill (ring + stage * STAGE + 16 * CPR + slot, v_base + offset,
+                                          bytes);
+            }
+        }
+        else if (t0 < c.end) {
 #pragma unroll
             for (int half = 0; half < 2; half++) {
                 int token = t0 + c.g + 8 * half;
@@ -352,9 +383,13 @@ s_decode_ring_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
         issue (first + j * step, j);
     int stage = 0;
     for (int t0 = first; t0 < c.end; t0 += step) {
-        //  The stage refilled here was read by this lane in the last turn
+        //  The stage refilled here was read in the last turn
+        if (COALESCED)
+            __syncwarp ();
         issue (t0 + (STAGES - 1) * step, stage == 0? STAGES - 1: stage - 1);
         asm volatile ("cp.async.wait_group %0;" :: "n" (STAGES - 1) : "memory");
+        if (COALESCED)
+            __syncwarp ();                  //  Other lanes' copies are visible
         uint4 k_raw [2][PC], v_raw [2][PC];
 #pragma unroll
         for (int half = 0; half < 2; half++)
@@ -384,10 +419,16 @@ s_kernel (int variant, int *smem)
     switch (variant) {
         case 2:
             *smem = s_ring_bytes<D, 3> ();
-            return s_decode_ring_kernel<T, D, 3, 2>;
+            return s_decode_ring_kernel<T, D, 3, 2, false>;
         case 3:
             *smem = s_ring_bytes<D, 2> ();
-            return s_decode_ring_kernel<T, D, 2, 3>;
+            return s_decode_ring_kernel<T, D, 2, 3, false>;
+        case 4:
+            *smem = s_ring_bytes<D, 3> ();
+            return s_decode_ring_kernel<T, D, 3, 2, true>;
+        case 5:
+            *smem = s_ring_bytes<D, 2> ();
+            return s_decode_ring_kernel<T, D, 2, 3, true>;
         default:
             *smem = 0;
             return s_decode_kernel<T, D>;

@@ -17,6 +17,9 @@
     per-block per-head scales) is read by kvt_fp8_attention: its TB/s
     counts the fp8 bytes and scales it reads, and its time is set beside
     the bf16 decode's time on the same shape (ratio = fp8 / bf16 time).
+    16x32K runs twice more: with each head's KV contiguous and its blocks
+    in order (the bytes cuDNN reads, through the same paged kernel), and
+    with 64-token blocks, shuffled: what the paged access pattern costs.
     Paged prefill over a cached prefix is compared with PyTorch's flash
     and cuDNN backends in TFLOP/s (causal FLOPs).
     --quick skips prefill; --splits N forces the decode split count;
@@ -280,17 +283,143 @@ s_shuffled_table (int seqs, int blocks_per_seq, uint64_t *seed)
     return table;
 }
 
-//  One decode shape: our kernel, then figures against memcpy and torch.
+//  How a decode shape's KV lies in memory
+typedef enum {
+    S_KV_SHUFFLED,                  //  [blocks][kv_heads][bt][dim], each sequence's blocks
+                                    //  in random order (a paged cache after churn)
+    S_KV_CONTIGUOUS                 //  [kv_heads][blocks][bt][dim], blocks in order: one
+                                    //  stream per (sequence, head), as cuDNN's [B, H, L, D]
+} s_kv_layout_t;
+
+typedef struct {
+    int seqs, len, bt;
+    s_kv_layout_t layout;
+    const char *label;              //  The torch baseline's label ("16x32K")
+    const char *suffix;             //  Added to our figures' names ("" for the main shapes)
+} s_decode_shape_t;
+
+//  The same KV (shuffled, 16-token blocks) in e4m3 with per-block, per-head
+//  scales through kvt_fp8_attention, its time set beside the bf16 decode's
+//  ('bf16_us'; d_out holds the bf16 output, the NMSE's reference)
 static void
-s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seqs, int len,
-                const char *label, double memcpy_tbps, int reps, int forced_splits,
+s_bench_decode_fp8 (kvt_bench_report_t *report, const kvt_paged_attention_args_t *args,
+                    const s_decode_shape_t *shape, double bf16_us, double memcpy_tbps,
+                    int reps, cudaStream_t stream)
+{
+    int kv_heads = args->kv_heads, dim = args->head_dim, bt = shape->bt;
+    int blocks_per_seq = args->max_blocks_per_seq;
+    size_t blocks = (size_t) args->seqs * blocks_per_seq;
+    size_t block_bytes = (size_t) args->block_stride_bytes;
+    double kv_bytes = 2.0 * args->seqs * (double) shape->len * kv_heads * dim * 2;
+    void *d_k8, *d_v8, *d_out8, *d_ws8 = NULL;
+    float *d_ks, *d_vs;
+    size_t scale_count = blocks * kv_heads;
+    size_t out_elems = (size_t) args->seqs * args->heads * dim;
+    S_CHECK (cudaMalloc (&d_k8, blocks * block_bytes / 2));
+    S_CHECK (cudaMalloc (&d_v8, blocks * block_bytes / 2));
+    S_CHECK (cudaMalloc ((void **) &d_ks, scale_count * sizeof (float)));
+    S_CHECK (cudaMalloc ((void **) &d_vs, scale_count * sizeof (float)));
+    S_CHECK (cudaMalloc (&d_out8, out_elems * 2));
+    s_quantize_device (args->k, d_k8, d_ks, blocks, block_bytes, kv_heads, stream);
+    s_quantize_device (args->v, d_v8, d_vs, blocks, block_bytes, kv_heads, stream);
+    kvt_fp8_attention_args_t fp8 = {
+        .dtype = KVT_KDTYPE_BF16, .q = args->q, .k = d_k8, .v = d_v8, .k_scales = d_ks,
+        .v_scales = d_vs, .block_stride_bytes = (int64_t) block_bytes / 2,
+        .head_stride_bytes = bt * dim, .token_stride_bytes = dim,
+        .scale_block_stride = kv_heads, .scale_head_stride = 1,
+        .block_table = args->block_table, .seq_lens = args->seq_lens, .out = d_out8,
+        .seqs = args->seqs, .heads = args->heads, .kv_heads = kv_heads, .head_dim = dim,
+        .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq,
+        .max_seq_len = args->max_seq_len, .scale = args->scale, .splits = args->splits
+    };
+    int splits8 = kvt_fp8_attention_plan (&fp8);
+    fp8.workspace_bytes = kvt_fp8_attention_workspace_bytes (&fp8, splits8);
+    if (fp8.workspace_bytes)
+        S_CHECK (cudaMalloc (&d_ws8, fp8.workspace_bytes));
+    fp8.workspace = d_ws8;
+    double us8 = s_time_us (s_fp8_decode_launch, &fp8, stream, reps);
+    S_CHECK (cudaStreamSynchronize (stream));
+    double nmse = s_device_nmse (d_out8, args->out, out_elems);
+    double fp8_bytes = kv_bytes / 2 + 2.0 * scale_count * sizeof (float);
+    char figure [64], baseline [64], note [160];
+    snprintf (note, sizeof (note), "%d splits, %.1f us, %.0f MiB fp8 KV + scales, "
+              "output NMSE vs bf16 decode %.2g", splits8, us8, fp8_bytes / 1048576, nmse);
+    snprintf (figure, sizeof (figure), "decode_fp8_%s", shape->label);
+    kvt_bench_report_note (report, figure, note);
+    snprintf (figure, sizeof (figure), "decode_fp8_%s_TBps", shape->label);
+    kvt_bench_report_add (report, figure, fp8_bytes / (us8 * 1e-6) / 1e12, "TB/s",
+                          "memcpy_d2d_rw_TBps", memcpy_tbps);
+    snprintf (figure, sizeof (figure), "decode_fp8_%s_us", shape->label);
+    snprintf (baseline, sizeof (baseline), "decode_bf16_%s_us", shape->label);
+    kvt_bench_report_add (report, figure, us8, "us", baseline, bf16_us);
+    cudaFree (d_k8);
+    cudaFree (d_v8);
+    cudaFree (d_ks);
+    cudaFree (d_vs);
+    cudaFree (d_out8);
+    cudaFree (d_ws8);
+}
+
+//  One bf16 decode version on 'args': its time (also the host's cost of
+//  a call, which 32 layers a step pay 32 times), figures against memcpy
+//  and torch. Leaves its output in args->out.
+static double
+s_bench_decode_variant (kvt_bench_report_t *report, const s_torch_file_t *torch,
+                        kvt_paged_attention_args_t *args, const s_decode_shape_t *shape,
+                        double memcpy_tbps, int reps, cudaStream_t stream)
+{
+    int splits = kvt_paged_attention_plan (args);
+    args->workspace_bytes = kvt_paged_attention_workspace_bytes (args, splits);
+    args->workspace = NULL;
+    if (args->workspace_bytes)
+        S_CHECK (cudaMalloc (&args->workspace, args->workspace_bytes));
+    double us = s_time_us (s_decode_launch, args, stream, reps);
+    struct timespec host_start, host_stop;
+    clock_gettime (CLOCK_MONOTONIC, &host_start);
+    for (int i = 0; i < 32; i++)
+        s_decode_launch (args, stream);
+    clock_gettime (CLOCK_MONOTONIC, &host_stop);
+    double host_us = ((host_stop.tv_sec - host_start.tv_sec) * 1e9
+                    + (host_stop.tv_nsec - host_start.tv_nsec)) / 1e3 / 32;
+    S_CHECK (cudaStreamSynchronize (stream));
+    cudaFree (args->workspace);
+    args->workspace = NULL;
+    double kv_bytes = 2.0 * args->seqs * (double) shape->len * args->kv_heads
+                    * args->head_dim * 2;
+    double tbps = kv_bytes / (us * 1e-6) / 1e12;
+    char figure [64], note [200], name [48];
+    if (args->variant)
+        snprintf (name, sizeof (name), "%s%s_v%d", shape->label, shape->suffix, args->variant);
+    else
+        snprintf (name, sizeof (name), "%s%s", shape->label, shape->suffix);
+    snprintf (note, sizeof (note), "%d seqs x %d tokens, 32q/8kv hd128 bf16, bt%d %s, "
+              "kernel variant %d, %d splits, %.1f us, %.0f MiB KV, host %.1f us a call",
+              args->seqs, shape->len, shape->bt,
+              shape->layout == S_KV_SHUFFLED? "shuffled": "contiguous per head",
+              args->variant, splits, us, kv_bytes / 1048576, host_us);
+    snprintf (figure, sizeof (figure), "decode_%s", name);
+    kvt_bench_report_note (report, figure, note);
+    snprintf (figure, sizeof (figure), "decode_%s_TBps", name);
+    kvt_bench_report_add (report, figure, tbps, "TB/s", "memcpy_d2d_rw_TBps", memcpy_tbps);
+    static const char *const backends [] = { "cudnn", "flash", "efficient", "best" };
+    s_add_torch_baselines (report, torch, figure, tbps, "TB/s", "TBps", "sdpa_", backends, 4,
+                           shape->label, kv_bytes / 1e12);
+    return us;
+}
+
+//  One decode shape: every listed version on the same KV, then (for the
+//  main shapes) the fp8 decode beside the first.
+static void
+s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch,
+                const s_decode_shape_t *shape, double memcpy_tbps, int reps, int forced_splits,
                 const int *variants, int variant_count, cudaStream_t stream, uint64_t *seed)
 {
-    const int heads = 32, kv_heads = 8, dim = 128, bt = 16;
-    int blocks_per_seq = (len + bt - 1) / bt;
+    const int heads = 32, kv_heads = 8, dim = 128;
+    int seqs = shape->seqs, bt = shape->bt;
+    int blocks_per_seq = (shape->len + bt - 1) / bt;
     size_t blocks = (size_t) seqs * blocks_per_seq;
     size_t block_bytes = (size_t) kv_heads * bt * dim * 2;
-    void *d_k, *d_v, *d_q, *d_out, *d_ws = NULL;
+    void *d_k, *d_v, *d_q, *d_out;
     int32_t *d_table, *d_lens;
     S_CHECK (cudaMalloc (&d_k, blocks * block_bytes));
     S_CHECK (cudaMalloc (&d_v, blocks * block_bytes));
@@ -302,125 +431,42 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch, int seq
     kvt_bench_fill_device (d_v, blocks * block_bytes, seed);
     kvt_bench_fill_device (d_q, (size_t) seqs * heads * dim * 2, seed);
     int32_t *table = s_shuffled_table (seqs, blocks_per_seq, seed);
+    if (shape->layout == S_KV_CONTIGUOUS)
+        for (size_t i = 0; i < blocks; i++)
+            table [i] = (int32_t) i;
     S_CHECK (cudaMemcpy (d_table, table, blocks * 4, cudaMemcpyHostToDevice));
     free (table);
     int *lens = (int *) malloc (seqs * sizeof (int));
     for (int s = 0; s < seqs; s++)
-        lens [s] = len;
+        lens [s] = shape->len;
     S_CHECK (cudaMemcpy (d_lens, lens, seqs * 4, cudaMemcpyHostToDevice));
     free (lens);
+    int64_t head_bytes = (int64_t) bt * dim * 2;
     kvt_paged_attention_args_t args = {
         .dtype = KVT_KDTYPE_BF16, .q = d_q, .k = d_k, .v = d_v,
-        .block_stride_bytes = (int64_t) block_bytes, .head_stride_bytes = bt * dim * 2,
+        .block_stride_bytes = shape->layout == S_KV_SHUFFLED? (int64_t) block_bytes: head_bytes,
+        .head_stride_bytes = shape->layout == S_KV_SHUFFLED? head_bytes
+                                                           : head_bytes * (int64_t) blocks,
         .token_stride_bytes = dim * 2, .block_table = d_table, .seq_lens = d_lens,
         .out = d_out, .seqs = seqs, .heads = heads, .kv_heads = kv_heads, .head_dim = dim,
-        .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_seq_len = len,
+        .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_seq_len = shape->len,
         .scale = 1.0f / sqrtf ((float) dim), .splits = forced_splits
     };
-    double kv_bytes = 2.0 * seqs * (double) len * kv_heads * dim * 2;
-    double us = 0;                          //  The first variant's, for the fp8 ratio
-    for (int v = 0; v < variant_count; v++) {
+    //  The first version last, so that d_out holds its output for the fp8 NMSE
+    double first_us = 0;
+    for (int v = variant_count - 1; v >= 0; v--) {
         args.variant = variants [v];
-        int splits = kvt_paged_attention_plan (&args);
-        args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
-        d_ws = NULL;
-        if (args.workspace_bytes)
-            S_CHECK (cudaMalloc (&d_ws, args.workspace_bytes));
-        args.workspace = d_ws;
-        double variant_us = s_time_us (s_decode_launch, &args, stream, reps);
-        //  The host's cost of one call (checks, split plan, launches): 32
-        //  layers a decode step pay it 32 times
-        struct timespec host_start, host_stop;
-        clock_gettime (CLOCK_MONOTONIC, &host_start);
-        for (int i = 0; i < 32; i++)
-            s_decode_launch (&args, stream);
-        clock_gettime (CLOCK_MONOTONIC, &host_stop);
-        double host_us = ((host_stop.tv_sec - host_start.tv_sec) * 1e9
-                        + (host_stop.tv_nsec - host_start.tv_nsec)) / 1e3 / 32;
-        S_CHECK (cudaStreamSynchronize (stream));
-        cudaFree (d_ws);
-        if (v == 0)
-            us = variant_us;
-        double tbps = kv_bytes / (variant_us * 1e-6) / 1e12;
-        char figure [64], note [200], name [32];
-        if (args.variant)
-            snprintf (name, sizeof (name), "%s_v%d", label, args.variant);
-        else
-            snprintf (name, sizeof (name), "%s", label);
-        snprintf (note, sizeof (note), "%d seqs x %d tokens, 32q/8kv hd128 bf16, bt16 shuffled, "
-                  "kernel variant %d, %d splits, %.1f us, %.0f MiB KV, host %.1f us a call",
-                  seqs, len, args.variant, splits, variant_us, kv_bytes / 1048576, host_us);
-        snprintf (figure, sizeof (figure), "decode_%s", name);
-        kvt_bench_report_note (report, figure, note);
-        snprintf (figure, sizeof (figure), "decode_%s_TBps", name);
-        kvt_bench_report_add (report, figure, tbps, "TB/s", "memcpy_d2d_rw_TBps", memcpy_tbps);
-        static const char *const backends [] = { "cudnn", "flash", "efficient", "best" };
-        s_add_torch_baselines (report, torch, figure, tbps, "TB/s", "TBps", "sdpa_", backends, 4,
-                               label, kv_bytes / 1e12);
+        first_us = s_bench_decode_variant (report, torch, &args, shape, memcpy_tbps, reps,
+                                           stream);
     }
-    args.variant = variants [0];            //  d_out holds its output: the fp8 NMSE's reference
-    int first_splits = kvt_paged_attention_plan (&args);
-    args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, first_splits);
-    d_ws = NULL;
-    if (args.workspace_bytes)
-        S_CHECK (cudaMalloc (&d_ws, args.workspace_bytes));
-    args.workspace = d_ws;
-    if (s_decode_launch (&args, stream))
-        fprintf (stderr, "kvtier bench kernels: decode variant %d failed\n", args.variant);
-    char figure [64], baseline [64], note [160];
-
-    //  The same KV in e4m3 with per-block, per-head scales
-    void *d_k8, *d_v8, *d_out8, *d_ws8 = NULL;
-    float *d_ks, *d_vs;
-    size_t scale_count = blocks * kv_heads;
-    S_CHECK (cudaMalloc (&d_k8, blocks * block_bytes / 2));
-    S_CHECK (cudaMalloc (&d_v8, blocks * block_bytes / 2));
-    S_CHECK (cudaMalloc ((void **) &d_ks, scale_count * sizeof (float)));
-    S_CHECK (cudaMalloc ((void **) &d_vs, scale_count * sizeof (float)));
-    S_CHECK (cudaMalloc (&d_out8, (size_t) seqs * heads * dim * 2));
-    s_quantize_device (d_k, d_k8, d_ks, blocks, block_bytes, kv_heads, stream);
-    s_quantize_device (d_v, d_v8, d_vs, blocks, block_bytes, kv_heads, stream);
-    kvt_fp8_attention_args_t fp8 = {
-        .dtype = KVT_KDTYPE_BF16, .q = d_q, .k = d_k8, .v = d_v8, .k_scales = d_ks,
-        .v_scales = d_vs, .block_stride_bytes = (int64_t) block_bytes / 2,
-        .head_stride_bytes = bt * dim, .token_stride_bytes = dim,
-        .scale_block_stride = kv_heads, .scale_head_stride = 1, .block_table = args.block_table,
-        .seq_lens = d_lens, .out = d_out8, .seqs = seqs, .heads = heads, .kv_heads = kv_heads,
-        .head_dim = dim, .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq,
-        .max_seq_len = len, .scale = args.scale, .splits = forced_splits
-    };
-    int splits8 = kvt_fp8_attention_plan (&fp8);
-    fp8.workspace_bytes = kvt_fp8_attention_workspace_bytes (&fp8, splits8);
-    if (fp8.workspace_bytes)
-        S_CHECK (cudaMalloc (&d_ws8, fp8.workspace_bytes));
-    fp8.workspace = d_ws8;
-    double us8 = s_time_us (s_fp8_decode_launch, &fp8, stream, reps);
-    S_CHECK (cudaStreamSynchronize (stream));
-    double nmse = s_device_nmse (d_out8, d_out, (size_t) seqs * heads * dim);
-    double fp8_bytes = kv_bytes / 2 + 2.0 * seqs * blocks_per_seq * kv_heads * sizeof (float);
-    snprintf (note, sizeof (note), "%d splits, %.1f us, %.0f MiB fp8 KV + scales, "
-              "output NMSE vs bf16 decode %.2g", splits8, us8, fp8_bytes / 1048576, nmse);
-    snprintf (figure, sizeof (figure), "decode_fp8_%s", label);
-    kvt_bench_report_note (report, figure, note);
-    snprintf (figure, sizeof (figure), "decode_fp8_%s_TBps", label);
-    kvt_bench_report_add (report, figure, fp8_bytes / (us8 * 1e-6) / 1e12, "TB/s",
-                          "memcpy_d2d_rw_TBps", memcpy_tbps);
-    snprintf (figure, sizeof (figure), "decode_fp8_%s_us", label);
-    snprintf (baseline, sizeof (baseline), "decode_bf16_%s_us", label);
-    kvt_bench_report_add (report, figure, us8, "us", baseline, us);
-    cudaFree (d_k8);
-    cudaFree (d_v8);
-    cudaFree (d_ks);
-    cudaFree (d_vs);
-    cudaFree (d_out8);
-    cudaFree (d_ws8);
+    if (shape->layout == S_KV_SHUFFLED && *shape->suffix == 0)
+        s_bench_decode_fp8 (report, &args, shape, first_us, memcpy_tbps, reps, stream);
     cudaFree (d_k);
     cudaFree (d_v);
     cudaFree (d_q);
     cudaFree (d_out);
     cudaFree (d_table);
     cudaFree (d_lens);
-    cudaFree (d_ws);
 }
 
 static int
@@ -589,12 +635,18 @@ kvt_bench_kernels_main (int argc, char **argv)
     snprintf (text, sizeof (text), "%.3f TB/s (1 GiB, %.1f us)", memcpy_tbps, copy_us);
     kvt_bench_report_note (report, "memcpy_d2d_rw", text);
 
-    s_bench_decode (report, &torch, 64, 4096, "64x4K", memcpy_tbps, reps, splits,
-                    decode_variants, decode_variant_count, stream, &seed);
-    s_bench_decode (report, &torch, 16, 32768, "16x32K", memcpy_tbps, reps, splits,
-                    decode_variants, decode_variant_count, stream, &seed);
-    s_bench_decode (report, &torch, 1, 131072, "1x128K", memcpy_tbps, reps, splits,
-                    decode_variants, decode_variant_count, stream, &seed);
+    //  The three shapes, then 16x32K with the same KV laid out as
+    //  cuDNN reads it and with 64-token blocks: what paging costs
+    static const s_decode_shape_t shapes [] = {
+        { 64, 4096, 16, S_KV_SHUFFLED, "64x4K", "" },
+        { 16, 32768, 16, S_KV_SHUFFLED, "16x32K", "" },
+        { 1, 131072, 16, S_KV_SHUFFLED, "1x128K", "" },
+        { 16, 32768, 16, S_KV_CONTIGUOUS, "16x32K", "_contiguous" },
+        { 16, 32768, 64, S_KV_SHUFFLED, "16x32K", "_bt64" },
+    };
+    for (size_t i = 0; i < sizeof (shapes) / sizeof (shapes [0]); i++)
+        s_bench_decode (report, &torch, &shapes [i], memcpy_tbps, reps, splits, decode_variants,
+                        decode_variant_count, stream, &seed);
     for (int v = 0; v < (quick? 0: variant_count); v++) {
         s_bench_prefill (report, &torch, 1, 8192, 0, "1x8K", variants [v], reps / 4 + 3,
                          stream, &seed);
