@@ -407,6 +407,148 @@ s_decode_ring_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 }
 
 //  --------------------------------------------------------------------------
+//  v4: the ring filled by the copy engine of the SM (cp.async.bulk, the
+//  TMA's 1D form) instead of the load/store units. Lane 0 of each warp
+//  copies a tile's K and V into a stage and the stage's mbarrier counts
+//  the bytes in; the warp waits on it and reads its fragments from shared
+//  memory. Why: on the H200 a read of the shuffled 16x32K KV with no math
+//  at all reaches 4.10-4.20 TB/s through 16-byte loads however they are
+//  arranged or how many are in flight, and 4.40-4.45 through bulk copies
+//  (tools/bench/RESULTS.md, session 20). A tile whose 16 rows are one
+//  contiguous run (blocks of 16 tokens or more, rows of exactly D
+//  elements) is one copy each for K and V; otherwise each valid row is its
+//  own copy. Rows at or past 'end' may hold anything: their scores are
+//  masked and their V is zeroed in registers. Stage layout [K, V][row]
+//  [D] as in global memory; fragment reads meet 2-way bank conflicts
+//  (rows g and g + 1 of a quarter warp share banks), a small cost beside
+//  the bytes. After the loop the ring becomes the merge buffer.
+
+__device__ __forceinline__ void
+s_bar_init (uint32_t bar)
+{
+    asm volatile ("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r" (bar) : "memory");
+}
+
+__device__ __forceinline__ void
+s_bar_expect (uint32_t bar, uint32_t bytes)
+{
+    asm volatile ("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                  :: "r" (bar), "r" (bytes) : "memory");
+}
+
+__device__ __forceinline__ void
+s_bulk_copy (uint32_t smem, const void *global, uint32_t bytes, uint32_t bar)
+{
+    asm volatile ("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                  " [%0], [%1], %2, [%3];"
+                  :: "r" (smem), "l" (global), "r" (bytes), "r" (bar) : "memory");
+}
+
+__device__ __forceinline__ void
+s_bar_wait (uint32_t bar, uint32_t parity)
+{
+    asm volatile ("{\n.reg .pred done;\nWAIT:\n"
+                  "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                  "@!done bra WAIT;\n}\n" :: "r" (bar), "r" (parity) : "memory");
+}
+
+template <typename T, int D, int STAGES, int MIN_CTAS>
+__global__ void __launch_bounds__ (S_WARPS * 32, MIN_CTAS)
+s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
+                      int head_chunks, float *ws_out, float *ws_lse)
+{
+#if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int PC = D / 32;
+    constexpr int ROW = D * 2;              //  Bytes of a token row
+    constexpr int STAGE = 2 * 16 * ROW;     //  K and V of 16 rows
+    __shared__ float sm_m [S_WARPS][16];
+    __shared__ float sm_l [S_WARPS][16];
+    __shared__ __align__ (8) uint64_t sm_bar [S_WARPS][STAGES];
+    extern __shared__ __align__ (16) unsigned char sm_ring [];
+    kvt_dev_launch_dependents ();
+    const s_cta_t c = s_cta (a, split_len, head_chunks);
+    s_warp_t<T, D> w;
+    w.begin (a, c);
+    const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
+    const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
+    const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
+    const int log2_bt = __ffs (a.block_tokens) - 1;
+    const int bt_mask = a.block_tokens - 1;
+    const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
+    unsigned char *ring = sm_ring + c.warp * STAGES * STAGE;
+    const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (ring);
+    const uint32_t bar0 = (uint32_t) __cvta_generic_to_shared (&sm_bar [c.warp][0]);
+    if (c.lane == 0)
+        for (int stage = 0; stage < STAGES; stage++)
+            s_bar_init (bar0 + 8 * stage);
+    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncwarp ();
+    //  Tile at t0 (< end) into 'stage'
+    auto issue = [&] (int t0, int stage) {
+        uint32_t bar = bar0 + 8 * stage;
+        uint32_t dst = ring_smem + stage * STAGE;
+        if (whole_tiles) {
+            if (c.lane == 0) {
+                int64_t offset = s_token_offset (a, table, t0, log2_bt, bt_mask);
+                s_bar_expect (bar, STAGE);
+                s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
+                s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
+            }
+        }
+        else {
+            int rows = min (16, c.end - t0);
+            if (c.lane == 0)
+                s_bar_expect (bar, 2 * rows * ROW);
+            __syncwarp ();
+            if (c.lane < rows) {
+                int64_t offset = s_token_offset (a, table, t0 + c.lane, log2_bt, bt_mask);
+                s_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
+                s_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
+            }
+        }
+    };
+    const int step = S_WARPS * 16;
+    const int first = c.start + c.warp * 16;
+#pragma unroll
+    for (int j = 0; j < STAGES - 1; j++)
+        if (first + j * step < c.end)
+            issue (first + j * step, j);
+    int stage = 0;
+    uint32_t parity = 0;
+    for (int t0 = first; t0 < c.end; t0 += step) {
+        __syncwarp ();                      //  The stage refilled here was read last turn
+        int ahead = t0 + (STAGES - 1) * step;
+        if (ahead < c.end)
+            issue (ahead, stage == 0? STAGES - 1: stage - 1);
+        s_bar_wait (bar0 + 8 * stage, parity);
+        const unsigned char *tile = ring + stage * STAGE;
+        uint4 k_raw [2][PC], v_raw [2][PC];
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int row = c.g + 8 * half;
+            bool valid = t0 + row < c.end;
+#pragma unroll
+            for (int p = 0; p < PC; p++) {
+                int column = (c.t + 4 * p) * 16;
+                k_raw [half][p] = *(const uint4 *) (tile + row * ROW + column);
+                v_raw [half][p] = valid? *(const uint4 *) (tile + 16 * ROW + row * ROW + column)
+                                       : make_uint4 (0, 0, 0, 0);
+            }
+        }
+        if (++stage == STAGES) {
+            stage = 0;
+            parity ^= 1;
+        }
+        w.tile (k_raw, v_raw, t0, c.end, c.t);
+    }
+    __syncthreads ();                       //  Every warp is done with its ring
+    w.finish (a, c, splits, sm_m, sm_l, (float (*) [16][D + 1]) sm_ring, ws_out, ws_lse);
+#else
+    __trap ();                              //  Never launched below sm_90 (s_kernel)
+#endif
+}
+
+//  --------------------------------------------------------------------------
 //  The kernel of a variant, and the dynamic shared memory it needs
 
 typedef void (*s_kernel_t) (const kvt_paged_attention_args_t, int, int, int, float *,
@@ -429,6 +571,9 @@ s_kernel (int variant, int *smem)
         case 5:
             *smem = s_ring_bytes<D, 2> ();
             return s_decode_ring_kernel<T, D, 2, 3, true>;
+        case 6:
+            *smem = s_ring_bytes<D, 3> ();
+            return s_decode_bulk_kernel<T, D, 3, 2>;
         default:
             *smem = 0;
             return s_decode_kernel<T, D>;
