@@ -483,13 +483,22 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
             s_bar_init (bar0 + 8 * stage);
     asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
     __syncwarp ();
-    //  Tile at t0 (< end) into 'stage'
+    //  Tile at t0 (< end) into 'stage'. Tiles are issued in order, one
+    //  step apart, so lane 0 looks up the next tile's block as it issues
+    //  this one: the table read's latency falls outside the loop's path
+    const int step = S_WARPS * 16;
+    const int first = c.start + c.warp * 16;
+    int64_t pending = 0;                    //  Lane 0: offset of the next tile to issue
+    if (whole_tiles && c.lane == 0 && first < c.end)
+        pending = s_token_offset (a, table, first, log2_bt, bt_mask);
     auto issue = [&] (int t0, int stage) {
         uint32_t bar = bar0 + 8 * stage;
         uint32_t dst = ring_smem + stage * STAGE;
         if (whole_tiles) {
             if (c.lane == 0) {
-                int64_t offset = s_token_offset (a, table, t0, log2_bt, bt_mask);
+                int64_t offset = pending;
+                if (t0 + step < c.end)
+                    pending = s_token_offset (a, table, t0 + step, log2_bt, bt_mask);
                 s_bar_expect (bar, STAGE);
                 s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
                 s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
@@ -507,8 +516,6 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
             }
         }
     };
-    const int step = S_WARPS * 16;
-    const int first = c.start + c.warp * 16;
 #pragma unroll
     for (int j = 0; j < STAGES - 1; j++)
         if (first + j * step < c.end)
@@ -574,6 +581,9 @@ s_kernel (int variant, int *smem)
         case 6:
             *smem = s_ring_bytes<D, 3> ();
             return s_decode_bulk_kernel<T, D, 3, 2>;
+        case 7:
+            *smem = s_ring_bytes<D, 2> ();
+            return s_decode_bulk_kernel<T, D, 2, 3>;
         default:
             *smem = 0;
             return s_decode_kernel<T, D>;
@@ -591,9 +601,13 @@ s_configure (const kvt_paged_attention_args_t *a, int *smem)
                : s_kernel<__half, 128> (a->variant, smem))
         : (bf16? s_kernel<__nv_bfloat16, 64> (a->variant, smem)
                : s_kernel<__half, 64> (a->variant, smem));
+    //  All of the SM's unified memory as shared memory: two rings a SM
     if (*smem > 0
-    &&  cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                              *smem) != cudaSuccess)
+    &&  (cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               *smem) != cudaSuccess
+    ||   cudaFuncSetAttribute ((const void *) kernel,
+                               cudaFuncAttributePreferredSharedMemoryCarveout,
+                               cudaSharedmemCarveoutMaxShared) != cudaSuccess))
         return NULL;
     return kernel;
 }

@@ -34,7 +34,7 @@
 
 #include "kvt_kernels.cuh"
 
-#define KVT_PAGED_ATTENTION_VARIANTS 7  //  Kernel versions kept for benchmarks
+#define KVT_PAGED_ATTENTION_VARIANTS 8  //  Kernel versions kept for benchmarks
 
 #ifdef __cplusplus
 extern "C" {
