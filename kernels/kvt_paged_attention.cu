@@ -488,17 +488,18 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     //  this one: the table read's latency falls outside the loop's path
     const int step = S_WARPS * 16;
     const int first = c.start + c.warp * 16;
-    int64_t pending = 0;                    //  Lane 0: offset of the next tile to issue
+    int32_t pending = 0;                    //  Lane 0: block of the next tile to issue
     if (whole_tiles && c.lane == 0 && first < c.end)
-        pending = s_token_offset (a, table, first, log2_bt, bt_mask);
+        pending = table [first >> log2_bt];
     auto issue = [&] (int t0, int stage) {
         uint32_t bar = bar0 + 8 * stage;
         uint32_t dst = ring_smem + stage * STAGE;
         if (whole_tiles) {
             if (c.lane == 0) {
-                int64_t offset = pending;
+                int64_t offset = (int64_t) pending * a.block_stride_bytes
+                               + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
                 if (t0 + step < c.end)
-                    pending = s_token_offset (a, table, t0 + step, log2_bt, bt_mask);
+                    pending = table [(t0 + step) >> log2_bt];
                 s_bar_expect (bar, STAGE);
                 s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
                 s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
@@ -517,16 +518,12 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
         }
     };
 #pragma unroll
-    for (int j = 0; j < STAGES - 1; j++)
+    for (int j = 0; j < STAGES; j++)
         if (first + j * step < c.end)
             issue (first + j * step, j);
     int stage = 0;
     uint32_t parity = 0;
     for (int t0 = first; t0 < c.end; t0 += step) {
-        __syncwarp ();                      //  The stage refilled here was read last turn
-        int ahead = t0 + (STAGES - 1) * step;
-        if (ahead < c.end)
-            issue (ahead, stage == 0? STAGES - 1: stage - 1);
         s_bar_wait (bar0 + 8 * stage, parity);
         const unsigned char *tile = ring + stage * STAGE;
         uint4 k_raw [2][PC], v_raw [2][PC];
@@ -542,6 +539,12 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
                                        : make_uint4 (0, 0, 0, 0);
             }
         }
+        //  The tile is in registers: its stage takes the tile STAGES ahead
+        //  now, not after the math, so every stage is in flight while the
+        //  warp computes (bulk copies need ~190 KiB in flight a SM)
+        __syncwarp ();
+        if (t0 + STAGES * step < c.end)
+            issue (t0 + STAGES * step, stage);
         if (++stage == STAGES) {
             stage = 0;
             parity ^= 1;
