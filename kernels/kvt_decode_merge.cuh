@@ -125,6 +125,42 @@ kvt_decode_merge_kernel (void *out, int heads, int splits, const float *ws_out,
     ((T *) out) [((size_t) seq * heads + head) * D + d] = kvt_dev_from_float<T> (acc);
 }
 
+//  Compute capability major of 'device' (0 if unknown), asked of the driver
+//  once per device: a decode call would otherwise pay for it every time
+inline int
+kvt_dev_compute_major (int device)
+{
+    static int known [64];                  //  0 until asked; atomics, as races only repeat it
+    if (device < 0 || device >= 64)
+        return 0;
+    int major = __atomic_load_n (&known [device], __ATOMIC_ACQUIRE);
+    if (major == 0
+    &&  cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess)
+        __atomic_store_n (&known [device], major, __ATOMIC_RELEASE);
+    return major;
+}
+
+//  CTAs of a decode kernel that run at once on 'device': the SM count times
+//  ask (context), the CTAs a SM (ask may also set the kernel's attributes
+//  on the device; it returns a negative code on failure). Asked once per
+//  device: 'cache' holds 64 entries, 0 until known, read and written with
+//  atomics (two threads that meet here both ask and store the same answer).
+inline int
+kvt_dev_decode_slots (int *cache, int device, int (*ask) (void *), void *context)
+{
+    int slots = device >= 0 && device < 64? __atomic_load_n (&cache [device], __ATOMIC_ACQUIRE): 0;
+    if (slots > 0)
+        return slots;
+    int sm_count, per_sm = ask (context);
+    if (per_sm < 0
+    ||  cudaDeviceGetAttribute (&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+        return KVT_ECUDA;
+    slots = sm_count * (per_sm > 0? per_sm: 1);
+    if (device >= 0 && device < 64)
+        __atomic_store_n (&cache [device], slots, __ATOMIC_RELEASE);
+    return slots;
+}
+
 //  Queue the merge behind the decode kernel on 'stream', as a programmatic
 //  dependent launch where the device has it (compute capability 9 or more)
 template <typename T, int D>
@@ -139,10 +175,8 @@ kvt_decode_merge_launch (void *out, int seqs, int heads, int splits, const float
     cudaLaunchAttribute attribute = {};
     attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attribute.val.programmaticStreamSerializationAllowed = 1;
-    int device, major = 0;
-    if (cudaGetDevice (&device) == cudaSuccess
-    &&  cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess
-    &&  major >= 9) {
+    int device;
+    if (cudaGetDevice (&device) == cudaSuccess && kvt_dev_compute_major (device) >= 9) {
         config.attrs = &attribute;
         config.numAttrs = 1;
     }

@@ -43,16 +43,6 @@ kvt_dev_cp_async16 (void *smem, const void *global)
     asm volatile ("cp.async.cg.shared.global [%0], [%1], 16;" :: "r" (address), "l" (global));
 }
 
-//  As kvt_dev_cp_async16, with a 256-byte L2 prefetch; 'bytes' 0 reads
-//  nothing and zero-fills the 16 bytes (a token past the end)
-__device__ __forceinline__ void
-kvt_dev_cp_async16_zfill (void *smem, const void *global, int bytes)
-{
-    uint32_t address = (uint32_t) __cvta_generic_to_shared (smem);
-    asm volatile ("cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;"
-                  :: "r" (address), "l" (global), "r" (bytes) : "memory");
-}
-
 //  Four 8x8 b16 matrices from shared memory into MMA fragments
 __device__ __forceinline__ void
 kvt_dev_ldsm_x4 (uint32_t *r, const void *smem)

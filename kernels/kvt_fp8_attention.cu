@@ -433,21 +433,30 @@ s_occupancy (int *per_sm)
                                                           S_WARPS * 32, s_ring_bytes<D> ());
 }
 
-//  Decode CTAs that run at once on the current device
+//  CTA slots of each kernel on each device (kvt_dev_decode_slots)
+int s_slots [2 * 2][64];
+
 int
-s_cta_slots (const kvt_fp8_attention_args_t *a)
+s_ask_per_sm (void *context)
 {
-    int device, sm_count, per_sm = 0;
-    if (cudaGetDevice (&device) != cudaSuccess
-    ||  cudaDeviceGetAttribute (&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-        return KVT_ECUDA;
+    const kvt_fp8_attention_args_t *a = (const kvt_fp8_attention_args_t *) context;
+    int per_sm = 0;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
     cudaError_t err = a->head_dim == 128
         ? (bf16? s_occupancy<__nv_bfloat16, 128> (&per_sm): s_occupancy<__half, 128> (&per_sm))
         : (bf16? s_occupancy<__nv_bfloat16, 64> (&per_sm): s_occupancy<__half, 64> (&per_sm));
-    if (err != cudaSuccess)
+    return err == cudaSuccess? per_sm: KVT_ECUDA;
+}
+
+//  Decode CTAs that run at once on the current device
+int
+s_cta_slots (const kvt_fp8_attention_args_t *a)
+{
+    int device;
+    if (cudaGetDevice (&device) != cudaSuccess)
         return KVT_ECUDA;
-    return sm_count * (per_sm > 0? per_sm: 1);
+    int index = (a->dtype == KVT_KDTYPE_BF16) * 2 + (a->head_dim == 128);
+    return kvt_dev_decode_slots (s_slots [index], device, s_ask_per_sm, (void *) a);
 }
 
 }   //  namespace

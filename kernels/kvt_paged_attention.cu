@@ -22,11 +22,22 @@
         at 16x32K, +4% at 1x128K on the H100). Splits merge in a second
         kernel by log-sum-exp. H100, 2026-11-27: 2.94 / 2.96 / 2.76 TB/s at
         64x4K / 16x32K / 1x128K, 0.98-1.03x cuDNN SDPA on contiguous KV.
-        H200, 2026-11-28: 4.0 / 4.08 / 3.6 TB/s; cuDNN moves from call to
-        call, and at 16x32K it is ahead in most (ours 0.94-0.95x): more
-        bytes in flight per SM than 8 warps with one K tile ahead in
-        registers give is the next step (an L2 bulk prefetch and V one
-        tile ahead were tried and were slower; tools/bench/RESULTS.md).
+        H200, 2026-11-28 (session 20, device time, launches queued back to
+        back as PyTorch's are): 4.03-4.07 / 4.08-4.16 / 3.69-3.78 TB/s,
+        0.93-0.97x cuDNN (4.19-4.38 / 4.34-4.46 / 3.75-4.02). The split
+        merge is a programmatic dependent launch (kvt_decode_merge.cuh).
+    Why v2 stops near 4.15 TB/s on the H200 (tools/bench/RESULTS.md,
+    session 20): a read of the same paged KV with no math at all reaches
+    4.10-4.20 TB/s through 16-byte loads, and a flat 1 GiB read 4.17-4.20,
+    however the loads are arranged or how many are in flight; through bulk
+    copies (cp.async.bulk, the TMA engine) the same read reaches 4.40-4.45,
+    which is where cuDNN is. Tried and removed: per-warp cp.async rings of
+    2 or 3 tiles, per lane or whole rows an instruction (0.88-0.98x v2).
+    v3  (variant 1) the bulk-copy ring below: correct on every test case,
+        but 3.5-3.6 TB/s; ncu finds its warps waiting on the stage barrier
+        (31% of samples) and on the block table (13%), and refilling a
+        stage as soon as its tile is in registers did not help. Kept as the
+        starting point for a warp-specialised version.
 @end
 */
 
@@ -287,127 +298,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
 }
 
 //  --------------------------------------------------------------------------
-//  v3: each warp keeps a ring of STAGES tiles in shared memory, filled by
-//  cp.async STAGES - 1 tiles ahead of the one it computes, so more bytes
-//  are in flight per SM than registers can hold. After the loop the ring
-//  becomes the CTA's merge buffer (sm_acc). Two ways to fill it:
-//  - per lane (COALESCED false): a lane copies, and later reads, only its
-//    own chunks, so no barrier is needed inside the loop. Stage layout
-//    [K, V][half][p][lane] of 16 bytes. But each copy instruction then
-//    touches 8 token rows, 64 bytes of each, as v2's loads do;
-//  - coalesced (true): copy instruction i of lane l takes chunk l % CPR of
-//    row i * RPI + l / CPR (CPR = D / 8 chunks a row), whole rows, 512
-//    contiguous bytes an instruction. Lanes then read chunks other lanes
-//    copied: __syncwarp after the wait, and before a stage is refilled.
-//    Stage layout [K, V][row][chunk ^ 4 (row & 1)]: the XOR keeps both the
-//    row-wise copies and the fragment reads (rows g, g + 1 of a quarter
-//    warp, chunks 4p .. 4p + 3) free of bank conflicts.
-
-template <int D, int STAGES>
-constexpr int
-s_ring_bytes ()
-{
-    return S_WARPS * STAGES * 2 * 2 * (D / 32) * 32 * 16 > S_WARPS * 16 * (D + 1) * 4
-         ? S_WARPS * STAGES * 2 * 2 * (D / 32) * 32 * 16: S_WARPS * 16 * (D + 1) * 4;
-}
-
-template <typename T, int D, int STAGES, int MIN_CTAS, bool COALESCED>
-__global__ void __launch_bounds__ (S_WARPS * 32, MIN_CTAS)
-s_decode_ring_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
-                      int head_chunks, float *ws_out, float *ws_lse)
-{
-    constexpr int PC = D / 32;
-    __shared__ float sm_m [S_WARPS][16];
-    __shared__ float sm_l [S_WARPS][16];
-    extern __shared__ __align__ (16) unsigned char sm_ring [];
-    kvt_dev_launch_dependents ();
-    const s_cta_t c = s_cta (a, split_len, head_chunks);
-    s_warp_t<T, D> w;
-    w.begin (a, c);
-    const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
-    const char *k_base = (const char *) a.k + c.kv_head * a.head_stride_bytes + c.t * 16;
-    const char *v_base = (const char *) a.v + c.kv_head * a.head_stride_bytes + c.t * 16;
-    const int log2_bt = __ffs (a.block_tokens) - 1;
-    const int bt_mask = a.block_tokens - 1;
-    constexpr int CPR = D / 8;              //  16-byte chunks a token row
-    constexpr int RPI = 32 / CPR;           //  Rows a coalesced copy instruction
-    constexpr int STAGE = 2 * 16 * CPR;     //  uint4s a stage: K and V of 16 rows
-    uint4 *ring = (uint4 *) sm_ring + c.warp * STAGES * STAGE;
-    auto chunk = [&] (int stage, int kv, int half, int p) {
-        uint4 *kv_base = ring + stage * STAGE + kv * 16 * CPR;
-        if (COALESCED) {
-            int row = c.g + 8 * half;
-            return kv_base + row * CPR + ((c.t + 4 * p) ^ ((row & 1) << 2));
-        }
-        return kv_base + (half * PC + p) * 32 + c.lane;
-    };
-    //  Tile at t0 into 'stage'; a group is committed even when there is no
-    //  tile, so that wait_group counts tiles the same way to the end
-    auto issue = [&] (int t0, int stage) {
-        if (t0 < c.end && COALESCED) {
-            const int column = c.lane % CPR;
-#pragma unroll
-            for (int i = 0; i < 16 / RPI; i++) {
-                int row = i * RPI + c.lane / CPR;
-                int token = t0 + row;
-                int bytes = token < c.end? 16: 0;
-                int64_t offset = bytes? s_token_offset (a, table, token, log2_bt, bt_mask): 0;
-                offset += column * 16 - c.t * 16;           //  k_base holds the lane's t * 16
-                int slot = row * CPR + (column ^ ((row & 1) << 2));
-                kvt_dev_cp_async16_zfill (ring + stage * STAGE + slot, k_base + offset, bytes);
-                kvt_dev_cp_async16_zfill (ring + stage * STAGE + 16 * CPR + slot, v_base + offset,
-                                          bytes);
-            }
-        }
-        else if (t0 < c.end) {
-#pragma unroll
-            for (int half = 0; half < 2; half++) {
-                int token = t0 + c.g + 8 * half;
-                int bytes = token < c.end? 16: 0;
-                int64_t offset = bytes? s_token_offset (a, table, token, log2_bt, bt_mask): 0;
-#pragma unroll
-                for (int p = 0; p < PC; p++) {
-                    kvt_dev_cp_async16_zfill (chunk (stage, 0, half, p), k_base + offset + p * 64,
-                                              bytes);
-                    kvt_dev_cp_async16_zfill (chunk (stage, 1, half, p), v_base + offset + p * 64,
-                                              bytes);
-                }
-            }
-        }
-        asm volatile ("cp.async.commit_group;" ::: "memory");
-    };
-    const int step = S_WARPS * 16;
-    const int first = c.start + c.warp * 16;
-#pragma unroll
-    for (int j = 0; j < STAGES - 1; j++)
-        issue (first + j * step, j);
-    int stage = 0;
-    for (int t0 = first; t0 < c.end; t0 += step) {
-        //  The stage refilled here was read in the last turn
-        if (COALESCED)
-            __syncwarp ();
-        issue (t0 + (STAGES - 1) * step, stage == 0? STAGES - 1: stage - 1);
-        asm volatile ("cp.async.wait_group %0;" :: "n" (STAGES - 1) : "memory");
-        if (COALESCED)
-            __syncwarp ();                  //  Other lanes' copies are visible
-        uint4 k_raw [2][PC], v_raw [2][PC];
-#pragma unroll
-        for (int half = 0; half < 2; half++)
-#pragma unroll
-            for (int p = 0; p < PC; p++) {
-                k_raw [half][p] = *chunk (stage, 0, half, p);
-                v_raw [half][p] = *chunk (stage, 1, half, p);
-            }
-        stage = stage == STAGES - 1? 0: stage + 1;
-        w.tile (k_raw, v_raw, t0, c.end, c.t);
-    }
-    asm volatile ("cp.async.wait_all;" ::: "memory");
-    __syncthreads ();                       //  Every warp is done with its ring
-    w.finish (a, c, splits, sm_m, sm_l, (float (*) [16][D + 1]) sm_ring, ws_out, ws_lse);
-}
-
-//  --------------------------------------------------------------------------
-//  v4: the ring filled by the copy engine of the SM (cp.async.bulk, the
+//  v3 (variant 1): a ring filled by the copy engine of the SM (cp.async.bulk, the
 //  TMA's 1D form) instead of the load/store units. Lane 0 of each warp
 //  copies a tile's K and V into a stage and the stage's mbarrier counts
 //  the bytes in; the warp waits on it and reads its fragments from shared
@@ -422,6 +313,16 @@ s_decode_ring_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 //  [D] as in global memory; fragment reads meet 2-way bank conflicts
 //  (rows g and g + 1 of a quarter warp share banks), a small cost beside
 //  the bytes. After the loop the ring becomes the merge buffer.
+
+//  Dynamic shared memory of a ring kernel: its stages, or the merge
+//  buffer that takes their place after the loop, whichever is larger
+template <int D, int STAGES>
+constexpr int
+s_ring_bytes ()
+{
+    return S_WARPS * STAGES * 2 * 16 * D * 2 > S_WARPS * 16 * (D + 1) * 4
+         ? S_WARPS * STAGES * 2 * 16 * D * 2: S_WARPS * 16 * (D + 1) * 4;
+}
 
 __device__ __forceinline__ void
 s_bar_init (uint32_t bar)
@@ -559,7 +460,10 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 }
 
 //  --------------------------------------------------------------------------
-//  The kernel of a variant, and the dynamic shared memory it needs
+//  The kernel of a variant, and what it needs on a device, asked of the
+//  driver once per device: asking at every call (SM count, occupancy,
+//  attributes) cost 6-11 us of host time a call on the H200, and a decode
+//  step makes one call a layer.
 
 typedef void (*s_kernel_t) (const kvt_paged_attention_args_t, int, int, int, float *,
                             float *);
@@ -568,68 +472,75 @@ template <typename T, int D>
 s_kernel_t
 s_kernel (int variant, int *smem)
 {
-    switch (variant) {
-        case 2:
-            *smem = s_ring_bytes<D, 3> ();
-            return s_decode_ring_kernel<T, D, 3, 2, false>;
-        case 3:
-            *smem = s_ring_bytes<D, 2> ();
-            return s_decode_ring_kernel<T, D, 2, 3, false>;
-        case 4:
-            *smem = s_ring_bytes<D, 3> ();
-            return s_decode_ring_kernel<T, D, 3, 2, true>;
-        case 5:
-            *smem = s_ring_bytes<D, 2> ();
-            return s_decode_ring_kernel<T, D, 2, 3, true>;
-        case 6:
-            *smem = s_ring_bytes<D, 3> ();
-            return s_decode_bulk_kernel<T, D, 3, 2>;
-        case 7:
-            *smem = s_ring_bytes<D, 2> ();
-            return s_decode_bulk_kernel<T, D, 2, 3>;
-        default:
-            *smem = 0;
-            return s_decode_kernel<T, D>;
+    if (variant == 1) {
+        *smem = s_ring_bytes<D, 3> ();
+        return s_decode_bulk_kernel<T, D, 3, 2>;
     }
+    *smem = 0;
+    return s_decode_kernel<T, D>;
 }
 
-//  Kernel and shared memory for 'a', the kernel's attribute set to allow it
-//  (set every time: the attribute is per device, and it costs a microsecond)
-s_kernel_t
-s_configure (const kvt_paged_attention_args_t *a, int *smem)
+//  CTA slots of each kernel on each device (kvt_dev_decode_slots)
+int s_slots [2 * 2 * KVT_PAGED_ATTENTION_VARIANTS][64];
+
+struct s_plan_t {
+    s_kernel_t kernel;
+    int smem;                               //  Dynamic shared memory bytes
+    int slots;                              //  CTAs that run at once on the device
+};
+
+//  CTAs a SM of plan's kernel. The ring kernels take all of the SM's
+//  unified memory as shared memory: two rings a SM.
+int
+s_ask_per_sm (void *context)
 {
+    const s_plan_t *plan = (const s_plan_t *) context;
+    int per_sm = 0;
+    if ((plan->smem > 0
+    &&   (cudaFuncSetAttribute ((const void *) plan->kernel,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                plan->smem) != cudaSuccess
+    ||    cudaFuncSetAttribute ((const void *) plan->kernel,
+                                cudaFuncAttributePreferredSharedMemoryCarveout,
+                                cudaSharedmemCarveoutMaxShared) != cudaSuccess))
+    ||  cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, plan->kernel, S_WARPS * 32,
+                                                       plan->smem) != cudaSuccess)
+        return KVT_ECUDA;
+    return per_sm;
+}
+
+//  Kernel, shared memory and CTA slots for 'a' on the current device; the
+//  bulk ring (sm_90 and later) is v2 on older devices
+int
+s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
+{
+    int device;
+    if (cudaGetDevice (&device) != cudaSuccess)
+        return KVT_ECUDA;
+    int variant = a->variant == 1 && kvt_dev_compute_major (device) < 9? 0: a->variant;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
-    s_kernel_t kernel = a->head_dim == 128
-        ? (bf16? s_kernel<__nv_bfloat16, 128> (a->variant, smem)
-               : s_kernel<__half, 128> (a->variant, smem))
-        : (bf16? s_kernel<__nv_bfloat16, 64> (a->variant, smem)
-               : s_kernel<__half, 64> (a->variant, smem));
-    //  All of the SM's unified memory as shared memory: two rings a SM
-    if (*smem > 0
-    &&  (cudaFuncSetAttribute ((const void *) kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               *smem) != cudaSuccess
-    ||   cudaFuncSetAttribute ((const void *) kernel,
-                               cudaFuncAttributePreferredSharedMemoryCarveout,
-                               cudaSharedmemCarveoutMaxShared) != cudaSuccess))
-        return NULL;
-    return kernel;
+    plan->kernel = a->head_dim == 128
+        ? (bf16? s_kernel<__nv_bfloat16, 128> (variant, &plan->smem)
+               : s_kernel<__half, 128> (variant, &plan->smem))
+        : (bf16? s_kernel<__nv_bfloat16, 64> (variant, &plan->smem)
+               : s_kernel<__half, 64> (variant, &plan->smem));
+    int index = (bf16 * 2 + (a->head_dim == 128)) * KVT_PAGED_ATTENTION_VARIANTS + variant;
+    plan->slots = kvt_dev_decode_slots (s_slots [index], device, s_ask_per_sm, plan);
+    return plan->slots < 0? plan->slots: 0;
 }
 
 int
-s_launch (const kvt_paged_attention_args_t *a, int split_len, int splits, cudaStream_t stream)
+s_launch (const kvt_paged_attention_args_t *a, const s_plan_t *plan, int split_len, int splits,
+          cudaStream_t stream)
 {
-    int smem;
-    s_kernel_t kernel = s_configure (a, &smem);
-    if (!kernel)
-        return KVT_ECUDA;
     int group = a->heads / a->kv_heads;
     int head_chunks = (group + 15) / 16;
     int dim = a->head_dim;
     float *ws_out = (float *) a->workspace;
     float *ws_lse = ws_out? ws_out + (size_t) a->seqs * a->heads * splits * dim: NULL;
     dim3 grid (splits, a->kv_heads * head_chunks, a->seqs);
-    kernel <<<grid, S_WARPS * 32, smem, stream>>> (*a, split_len, splits, head_chunks, ws_out,
-                                                   ws_lse);
+    plan->kernel <<<grid, S_WARPS * 32, plan->smem, stream>>> (*a, split_len, splits,
+                                                               head_chunks, ws_out, ws_lse);
     if (splits > 1) {
         bool bf16 = a->dtype == KVT_KDTYPE_BF16;
         cudaError_t err = dim == 128
@@ -647,22 +558,6 @@ s_launch (const kvt_paged_attention_args_t *a, int split_len, int splits, cudaSt
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
 
-//  Decode CTAs that run at once on the current device
-int
-s_cta_slots (const kvt_paged_attention_args_t *a)
-{
-    int device, sm_count, per_sm = 0, smem;
-    if (cudaGetDevice (&device) != cudaSuccess
-    ||  cudaDeviceGetAttribute (&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-        return KVT_ECUDA;
-    s_kernel_t kernel = s_configure (a, &smem);
-    if (!kernel
-    ||  cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, kernel, S_WARPS * 32, smem)
-        != cudaSuccess)
-        return KVT_ECUDA;
-    return sm_count * (per_sm > 0? per_sm: 1);
-}
-
 }   //  namespace
 
 //  --------------------------------------------------------------------------
@@ -676,11 +571,11 @@ kvt_paged_attention_plan (const kvt_paged_attention_args_t *args)
     int rc = kvt_paged_attention_check (args);
     if (rc)
         return rc;
-    int slots = s_cta_slots (args);
-    if (slots < 0)
-        return slots;
-    return kvt_paged_attention_splits (args, slots);
+    s_plan_t plan;
+    rc = s_plan (args, &plan);
+    return rc? rc: kvt_paged_attention_splits (args, plan.slots);
 }
+
 //  --------------------------------------------------------------------------
 //  Queue decode (+ merge) on 'stream'.
 
@@ -694,9 +589,11 @@ kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream
         return 0;
     if (args->seqs > 65535 || args->heads > 65535)
         return -EINVAL;
-    int splits = kvt_paged_attention_plan (args);
-    if (splits < 0)
-        return splits;
+    s_plan_t plan;
+    rc = s_plan (args, &plan);
+    if (rc)
+        return rc;
+    int splits = args->splits > 0? args->splits: kvt_paged_attention_splits (args, plan.slots);
     int max_len = args->max_seq_len > 0? args->max_seq_len: 1;
     int split_len = (max_len + splits - 1) / splits;
     split_len = (split_len + S_SPLIT_ALIGN - 1) / S_SPLIT_ALIGN * S_SPLIT_ALIGN;
@@ -705,5 +602,5 @@ kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream
     &&  (!args->workspace
     ||   args->workspace_bytes < kvt_paged_attention_workspace_bytes (args, splits)))
         return -EINVAL;
-    return s_launch (args, split_len, splits, stream);
+    return s_launch (args, &plan, split_len, splits, stream);
 }

@@ -34,7 +34,7 @@
 
 #include "kvt_kernels.cuh"
 
-#define KVT_PAGED_ATTENTION_VARIANTS 8  //  Kernel versions kept for benchmarks
+#define KVT_PAGED_ATTENTION_VARIANTS 2  //  Kernel versions kept for benchmarks
 
 #ifdef __cplusplus
 extern "C" {
@@ -64,14 +64,14 @@ typedef struct {
     void *workspace;                //  Device scratch for splits > 1 (GPU only)
     size_t workspace_bytes;         //  Its size; see kvt_paged_attention_workspace_bytes
     int variant;                    //  Kernel version, for benchmarks and tests: 0 = the
-                                    //  default, 1 .. KVT_PAGED_ATTENTION_VARIANTS - 1 =
-                                    //  the versions in kvt_paged_attention.cu
+                                    //  default (v2), 1 = the bulk-copy ring (v3; v2
+                                    //  below sm_90); see kvt_paged_attention.cu
 } kvt_paged_attention_args_t;
 
 //  Check the shape: returns 0, or -EINVAL for an argument set that no
 //  path supports (NULL pointers, head_dim other than 64/128, block_tokens
 //  not a power of two, heads not a multiple of kv_heads, strides that are
-//  not multiples of 16 bytes).
+//  not multiples of 16 bytes, a variant out of range).
 int
     kvt_paged_attention_check (const kvt_paged_attention_args_t *args);
 
