@@ -200,10 +200,11 @@ struct s_warp_t {
         }
     }
 
-    //  Row sums over the quad, the warp's output into sm_acc, then the
-    //  CTA's merge and its write
+    //  Row sums over the quad, the warp's output into sm_acc [slot], then
+    //  the merge of the CTA's WARPS computing warps and its write
+    template <int WARPS>
     __device__ __forceinline__ void
-    finish (const kvt_paged_attention_args_t &a, const s_cta_t &c, int splits,
+    finish (const kvt_paged_attention_args_t &a, const s_cta_t &c, int slot, int splits,
             float (*sm_m) [16], float (*sm_l) [16], float (*sm_acc) [16][D + 1],
             float *ws_out, float *ws_lse)
     {
@@ -217,15 +218,15 @@ struct s_warp_t {
 #pragma unroll
             for (int i = 0; i < 4; i++) {
                 int d = 8 * c.t + 32 * p + 2 * i;
-                sm_acc [c.warp][c.g][d] = o [4 * p + i][0];
-                sm_acc [c.warp][c.g][d + 1] = o [4 * p + i][1];
-                sm_acc [c.warp][c.g + 8][d] = o [4 * p + i][2];
-                sm_acc [c.warp][c.g + 8][d + 1] = o [4 * p + i][3];
+                sm_acc [slot][c.g][d] = o [4 * p + i][0];
+                sm_acc [slot][c.g][d + 1] = o [4 * p + i][1];
+                sm_acc [slot][c.g + 8][d] = o [4 * p + i][2];
+                sm_acc [slot][c.g + 8][d + 1] = o [4 * p + i][3];
             }
         }
-        kvt_dev_decode_combine<T, D, S_WARPS> (sm_m, sm_l, sm_acc, m, l, c.warp, c.g, c.t,
-                                               c.nheads, c.head0, a.heads, c.seq, c.split,
-                                               splits, a.out, ws_out, ws_lse);
+        kvt_dev_decode_combine<T, D, WARPS> (sm_m, sm_l, sm_acc, m, l, slot, c.g, c.t,
+                                             c.nheads, c.head0, a.heads, c.seq, c.split,
+                                             splits, a.out, ws_out, ws_lse);
     }
 };
 
@@ -294,7 +295,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
             for (int p = 0; p < PC; p++)
                 k_raw [half][p] = k_next [half][p];
     }
-    w.finish (a, c, splits, sm_m, sm_l, sm_acc, ws_out, ws_lse);
+    w.template finish<S_WARPS> (a, c, c.warp, splits, sm_m, sm_l, sm_acc, ws_out, ws_lse);
 }
 
 //  --------------------------------------------------------------------------
@@ -453,9 +454,162 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
         w.tile (k_raw, v_raw, t0, c.end, c.t);
     }
     __syncthreads ();                       //  Every warp is done with its ring
-    w.finish (a, c, splits, sm_m, sm_l, (float (*) [16][D + 1]) sm_ring, ws_out, ws_lse);
+    w.template finish<S_WARPS> (a, c, c.warp, splits, sm_m, sm_l,
+                                (float (*) [16][D + 1]) sm_ring, ws_out, ws_lse);
 #else
     __trap ();                              //  Never launched below sm_90 (s_kernel)
+#endif
+}
+
+//  --------------------------------------------------------------------------
+//  v4 (variant 2): v3 warp-specialised. One producer warp issues every
+//  tile's bulk copies into a ring shared by the CTA, up to S_WS_BYTES of
+//  stages ahead, looking up 32 tiles' blocks at a time; S_WS_CONSUMERS
+//  warps compute, consumer w taking tiles w, w + 8, ... Each stage has a
+//  "full" mbarrier (the producer's expected bytes land) and an "empty" one
+//  (the consumer has its tile in registers): a stage is refilled while its
+//  last tile is still being computed, so all of the ring but the tiles
+//  being copied to registers is in flight. Deadlock-free for any stage
+//  count: the producer issues in tile order and waits only for the
+//  release of the tile a ring behind, which its consumer reaches first.
+//  One CTA a SM (288 threads, up to 224 registers each).
+
+#define S_WS_CONSUMERS 8
+#define S_WS_BYTES (208 * 1024)             //  Ring bytes; the merge buffer fits in it
+
+template <int D>
+constexpr int
+s_ws_stages ()
+{
+    return S_WS_BYTES / (2 * 16 * D * 2);
+}
+
+__device__ __forceinline__ void
+s_bar_arrive (uint32_t bar)
+{
+    asm volatile ("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r" (bar) : "memory");
+}
+
+template <typename T, int D>
+__global__ void __maxnreg__ (224)          //  9 warps: 65536 / 288 = 227 a thread
+s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
+                    int head_chunks, float *ws_out, float *ws_lse)
+{
+#if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int PC = D / 32;
+    constexpr int ROW = D * 2;
+    constexpr int STAGE = 2 * 16 * ROW;
+    constexpr int STAGES = s_ws_stages<D> ();
+    __shared__ float sm_m [S_WS_CONSUMERS + 1][16];     //  Row S_WS_CONSUMERS: the
+    __shared__ float sm_l [S_WS_CONSUMERS + 1][16];     //  producer's, never merged
+    __shared__ __align__ (8) uint64_t sm_full [STAGES];
+    __shared__ __align__ (8) uint64_t sm_empty [STAGES];
+    extern __shared__ __align__ (16) unsigned char sm_ring [];
+    kvt_dev_launch_dependents ();
+    const s_cta_t c = s_cta (a, split_len, head_chunks);
+    const int tiles = c.end > c.start? (c.end - c.start + 15) / 16: 0;
+    const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (sm_ring);
+    const uint32_t full0 = (uint32_t) __cvta_generic_to_shared (&sm_full [0]);
+    const uint32_t empty0 = (uint32_t) __cvta_generic_to_shared (&sm_empty [0]);
+    if (threadIdx.x == 0)
+        for (int stage = 0; stage < STAGES; stage++) {
+            s_bar_init (full0 + 8 * stage);
+            s_bar_init (empty0 + 8 * stage);
+        }
+    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncthreads ();
+    const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
+    const int log2_bt = __ffs (a.block_tokens) - 1;
+    const int bt_mask = a.block_tokens - 1;
+    float (*sm_acc) [16][D + 1] = (float (*) [16][D + 1]) sm_ring;
+    if (c.warp == S_WS_CONSUMERS) {
+        //  Producer
+        const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
+        const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
+        const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
+        int stage = 0;
+        uint32_t phase = 0;
+        for (int j0 = 0; j0 < tiles; j0 += 32) {
+            int32_t block = 0;              //  Lane l: block of tile j0 + l
+            if (whole_tiles && j0 + c.lane < tiles)
+                block = table [(c.start + 16 * (j0 + c.lane)) >> log2_bt];
+            for (int j = j0; j < min (tiles, j0 + 32); j++) {
+                int t0 = c.start + 16 * j;
+                int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
+                if (j >= STAGES)            //  The tile a ring behind has been taken
+                    s_bar_wait (empty0 + 8 * stage, phase ^ 1);
+                uint32_t bar = full0 + 8 * stage;
+                uint32_t dst = ring_smem + stage * STAGE;
+                if (whole_tiles) {
+                    if (c.lane == 0) {
+                        int64_t offset = (int64_t) tile_block * a.block_stride_bytes
+                                       + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
+                        s_bar_expect (bar, STAGE);
+                        s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
+                        s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
+                    }
+                }
+                else {
+                    int rows = min (16, c.end - t0);
+                    if (c.lane == 0)
+                        s_bar_expect (bar, 2 * rows * ROW);
+                    __syncwarp ();
+                    if (c.lane < rows) {
+                        int64_t offset = s_token_offset (a, table, t0 + c.lane, log2_bt, bt_mask);
+                        s_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
+                        s_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
+                    }
+                }
+                if (++stage == STAGES) {
+                    stage = 0;
+                    phase ^= 1;
+                }
+            }
+        }
+        __syncthreads ();                   //  Every tile computed: the ring is free
+        const float m [2] = { -INFINITY, -INFINITY }, l [2] = { 0.0f, 0.0f };
+        kvt_dev_decode_combine<T, D, S_WS_CONSUMERS> (sm_m, sm_l, sm_acc, m, l, S_WS_CONSUMERS,
+                                                      c.g, c.t, c.nheads, c.head0, a.heads,
+                                                      c.seq, c.split, splits, a.out, ws_out,
+                                                      ws_lse);
+        return;
+    }
+    //  Consumers
+    s_warp_t<T, D> w;
+    w.begin (a, c);
+    int stage = c.warp;
+    uint32_t phase = 0;
+    for (int j = c.warp; j < tiles; j += S_WS_CONSUMERS) {
+        int t0 = c.start + 16 * j;
+        s_bar_wait (full0 + 8 * stage, phase);
+        const unsigned char *tile = sm_ring + stage * STAGE;
+        uint4 k_raw [2][PC], v_raw [2][PC];
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int row = c.g + 8 * half;
+            bool valid = t0 + row < c.end;
+#pragma unroll
+            for (int p = 0; p < PC; p++) {
+                int column = (c.t + 4 * p) * 16;
+                k_raw [half][p] = *(const uint4 *) (tile + row * ROW + column);
+                v_raw [half][p] = valid? *(const uint4 *) (tile + 16 * ROW + row * ROW + column)
+                                       : make_uint4 (0, 0, 0, 0);
+            }
+        }
+        __syncwarp ();                      //  Every lane has its tile: release the stage
+        if (c.lane == 0)
+            s_bar_arrive (empty0 + 8 * stage);
+        stage += S_WS_CONSUMERS;
+        if (stage >= STAGES) {
+            stage -= STAGES;
+            phase ^= 1;
+        }
+        w.tile (k_raw, v_raw, t0, c.end, c.t);
+    }
+    __syncthreads ();                       //  Every tile computed: the ring is free
+    w.template finish<S_WS_CONSUMERS> (a, c, c.warp, splits, sm_m, sm_l, sm_acc, ws_out, ws_lse);
+#else
+    __trap ();                              //  Never launched below sm_90 (s_plan)
 #endif
 }
 
@@ -470,11 +624,17 @@ typedef void (*s_kernel_t) (const kvt_paged_attention_args_t, int, int, int, flo
 
 template <typename T, int D>
 s_kernel_t
-s_kernel (int variant, int *smem)
+s_kernel (int variant, int *smem, int *threads)
 {
+    *threads = S_WARPS * 32;
     if (variant == 1) {
         *smem = s_ring_bytes<D, 3> ();
         return s_decode_bulk_kernel<T, D, 3, 2>;
+    }
+    if (variant == 2) {
+        *smem = s_ws_stages<D> () * 2 * 16 * D * 2;
+        *threads = (S_WS_CONSUMERS + 1) * 32;
+        return s_decode_ws_kernel<T, D>;
     }
     *smem = 0;
     return s_decode_kernel<T, D>;
@@ -485,6 +645,7 @@ int s_slots [2 * 2 * KVT_PAGED_ATTENTION_VARIANTS][64];
 
 struct s_plan_t {
     s_kernel_t kernel;
+    int threads;                            //  A CTA's
     int smem;                               //  Dynamic shared memory bytes
     int slots;                              //  CTAs that run at once on the device
 };
@@ -503,7 +664,7 @@ s_ask_per_sm (void *context)
     ||    cudaFuncSetAttribute ((const void *) plan->kernel,
                                 cudaFuncAttributePreferredSharedMemoryCarveout,
                                 cudaSharedmemCarveoutMaxShared) != cudaSuccess))
-    ||  cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, plan->kernel, S_WARPS * 32,
+    ||  cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, plan->kernel, plan->threads,
                                                        plan->smem) != cudaSuccess)
         return KVT_ECUDA;
     return per_sm;
@@ -517,13 +678,13 @@ s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
     int device;
     if (cudaGetDevice (&device) != cudaSuccess)
         return KVT_ECUDA;
-    int variant = a->variant == 1 && kvt_dev_compute_major (device) < 9? 0: a->variant;
+    int variant = a->variant > 0 && kvt_dev_compute_major (device) < 9? 0: a->variant;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
     plan->kernel = a->head_dim == 128
-        ? (bf16? s_kernel<__nv_bfloat16, 128> (variant, &plan->smem)
-               : s_kernel<__half, 128> (variant, &plan->smem))
-        : (bf16? s_kernel<__nv_bfloat16, 64> (variant, &plan->smem)
-               : s_kernel<__half, 64> (variant, &plan->smem));
+        ? (bf16? s_kernel<__nv_bfloat16, 128> (variant, &plan->smem, &plan->threads)
+               : s_kernel<__half, 128> (variant, &plan->smem, &plan->threads))
+        : (bf16? s_kernel<__nv_bfloat16, 64> (variant, &plan->smem, &plan->threads)
+               : s_kernel<__half, 64> (variant, &plan->smem, &plan->threads));
     int index = (bf16 * 2 + (a->head_dim == 128)) * KVT_PAGED_ATTENTION_VARIANTS + variant;
     plan->slots = kvt_dev_decode_slots (s_slots [index], device, s_ask_per_sm, plan);
     return plan->slots < 0? plan->slots: 0;
@@ -539,8 +700,8 @@ s_launch (const kvt_paged_attention_args_t *a, const s_plan_t *plan, int split_l
     float *ws_out = (float *) a->workspace;
     float *ws_lse = ws_out? ws_out + (size_t) a->seqs * a->heads * splits * dim: NULL;
     dim3 grid (splits, a->kv_heads * head_chunks, a->seqs);
-    plan->kernel <<<grid, S_WARPS * 32, plan->smem, stream>>> (*a, split_len, splits,
-                                                               head_chunks, ws_out, ws_lse);
+    plan->kernel <<<grid, plan->threads, plan->smem, stream>>> (*a, split_len, splits,
+                                                                head_chunks, ws_out, ws_lse);
     if (splits > 1) {
         bool bf16 = a->dtype == KVT_KDTYPE_BF16;
         cudaError_t err = dim == 128

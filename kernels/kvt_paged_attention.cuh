@@ -34,7 +34,7 @@
 
 #include "kvt_kernels.cuh"
 
-#define KVT_PAGED_ATTENTION_VARIANTS 2  //  Kernel versions kept for benchmarks
+#define KVT_PAGED_ATTENTION_VARIANTS 3  //  Kernel versions kept for benchmarks
 
 #ifdef __cplusplus
 extern "C" {
@@ -64,8 +64,9 @@ typedef struct {
     void *workspace;                //  Device scratch for splits > 1 (GPU only)
     size_t workspace_bytes;         //  Its size; see kvt_paged_attention_workspace_bytes
     int variant;                    //  Kernel version, for benchmarks and tests: 0 = the
-                                    //  default (v2), 1 = the bulk-copy ring (v3; v2
-                                    //  below sm_90); see kvt_paged_attention.cu
+                                    //  default (v2), 1 = the bulk-copy ring (v3), 2 =
+                                    //  v3 warp-specialised (v4); 1 and 2 are v2 below
+                                    //  sm_90. See kvt_paged_attention.cu
 } kvt_paged_attention_args_t;
 
 //  Check the shape: returns 0, or -EINVAL for an argument set that no
