@@ -465,16 +465,17 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 //  v4 (variant 2): v3 warp-specialised. One producer warp issues every
 //  tile's bulk copies into a ring shared by the CTA, up to S_WS_BYTES of
 //  stages ahead, looking up 32 tiles' blocks at a time; S_WS_CONSUMERS
-//  warps compute, consumer w taking tiles w, w + 8, ... Each stage has a
+//  warps compute, consumer w taking tiles w, w + 7, ... Each stage has a
 //  "full" mbarrier (the producer's expected bytes land) and an "empty" one
 //  (the consumer has its tile in registers): a stage is refilled while its
 //  last tile is still being computed, so all of the ring but the tiles
 //  being copied to registers is in flight. Deadlock-free for any stage
 //  count: the producer issues in tile order and waits only for the
 //  release of the tile a ring behind, which its consumer reaches first.
-//  One CTA a SM (288 threads, up to 224 registers each).
+//  One CTA a SM (256 threads; 9 warps, at 187 registers each, were refused
+//  at launch as "too many resources").
 
-#define S_WS_CONSUMERS 8
+#define S_WS_CONSUMERS 7                //  With the producer, 8 warps: 255 registers a thread
 #define S_WS_BYTES (208 * 1024)             //  Ring bytes; the merge buffer fits in it
 
 template <int D>
@@ -491,7 +492,7 @@ s_bar_arrive (uint32_t bar)
 }
 
 template <typename T, int D>
-__global__ void __maxnreg__ (224)          //  9 warps: 65536 / 288 = 227 a thread
+__global__ void __launch_bounds__ ((S_WS_CONSUMERS + 1) * 32, 1)
 s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
                     int head_chunks, float *ws_out, float *ws_lse)
 {
