@@ -33,11 +33,19 @@
     copies (cp.async.bulk, the TMA engine) the same read reaches 4.40-4.45,
     which is where cuDNN is. Tried and removed: per-warp cp.async rings of
     2 or 3 tiles, per lane or whole rows an instruction (0.88-0.98x v2).
-    v3  (variant 1) the bulk-copy ring below: correct on every test case,
-        but 3.5-3.6 TB/s; ncu finds its warps waiting on the stage barrier
-        (31% of samples) and on the block table (13%), and refilling a
-        stage as soon as its tile is in registers did not help. Kept as the
-        starting point for a warp-specialised version.
+    v2 (variant 1) stays the default below sm_90.
+    v3  (variant 2) v2's math on tiles that a ring of bulk copies (one
+        ring a warp, lane 0 issuing) brings into shared memory: correct on
+        every test case, but 3.5-3.6 TB/s; ncu finds its warps waiting on
+        the stage barrier (31% of samples) and on the block table (13%):
+        each warp's own copies wait behind its math.
+    v4  (variant 3, the default from sm_90 on) v3 warp-specialised: one
+        producer warp keeps a 208 KiB ring shared by 7 computing warps
+        full, fetching the block table 32 tiles at a time; a computing
+        warp frees its stage once its tile is in registers. H200, session
+        20: 4.11 / 4.33 TB/s at 64x4K / 16x32K against v2's 4.06 / 4.13
+        in the same calls (1.01 / 1.05x); 1x128K needed the split planner
+        to stop at one wave (kvt_paged_attention_splits).
 @end
 */
 
@@ -299,7 +307,7 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
 }
 
 //  --------------------------------------------------------------------------
-//  v3 (variant 1): a ring filled by the copy engine of the SM (cp.async.bulk, the
+//  v3 (variant 2): a ring filled by the copy engine of the SM (cp.async.bulk, the
 //  TMA's 1D form) instead of the load/store units. Lane 0 of each warp
 //  copies a tile's K and V into a stage and the stage's mbarrier counts
 //  the bytes in; the warp waits on it and reads its fragments from shared
@@ -462,7 +470,7 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 }
 
 //  --------------------------------------------------------------------------
-//  v4 (variant 2): v3 warp-specialised. One producer warp issues every
+//  v4 (variant 3): v3 warp-specialised. One producer warp issues every
 //  tile's bulk copies into a ring shared by the CTA, up to S_WS_BYTES of
 //  stages ahead, looking up 32 tiles' blocks at a time; S_WS_CONSUMERS
 //  warps compute, consumer w taking tiles w, w + 7, ... Each stage has a
@@ -623,16 +631,17 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
 typedef void (*s_kernel_t) (const kvt_paged_attention_args_t, int, int, int, float *,
                             float *);
 
+//  Version 1 = v2, 2 = v3, 3 = v4 (s_plan maps variant 0 to a version)
 template <typename T, int D>
 s_kernel_t
-s_kernel (int variant, int *smem, int *threads)
+s_kernel (int version, int *smem, int *threads)
 {
     *threads = S_WARPS * 32;
-    if (variant == 1) {
+    if (version == 2) {
         *smem = s_ring_bytes<D, 3> ();
         return s_decode_bulk_kernel<T, D, 3, 2>;
     }
-    if (variant == 2) {
+    if (version == 3) {
         *smem = s_ws_stages<D> () * 2 * 16 * D * 2;
         *threads = (S_WS_CONSUMERS + 1) * 32;
         return s_decode_ws_kernel<T, D>;
@@ -671,22 +680,24 @@ s_ask_per_sm (void *context)
     return per_sm;
 }
 
-//  Kernel, shared memory and CTA slots for 'a' on the current device; the
-//  bulk ring (sm_90 and later) is v2 on older devices
+//  Kernel, shared memory and CTA slots for 'a' on the current device: the
+//  default is v4 from sm_90 on (bulk copies, mbarriers), v2 below, where
+//  every variant is v2
 int
 s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
 {
     int device;
     if (cudaGetDevice (&device) != cudaSuccess)
         return KVT_ECUDA;
-    int variant = a->variant > 0 && kvt_dev_compute_major (device) < 9? 0: a->variant;
+    bool hopper = kvt_dev_compute_major (device) >= 9;     //  Bulk copies, mbarriers
+    int version = a->variant == 0? (hopper? 3: 1): hopper? a->variant: 1;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
     plan->kernel = a->head_dim == 128
-        ? (bf16? s_kernel<__nv_bfloat16, 128> (variant, &plan->smem, &plan->threads)
-               : s_kernel<__half, 128> (variant, &plan->smem, &plan->threads))
-        : (bf16? s_kernel<__nv_bfloat16, 64> (variant, &plan->smem, &plan->threads)
-               : s_kernel<__half, 64> (variant, &plan->smem, &plan->threads));
-    int index = (bf16 * 2 + (a->head_dim == 128)) * KVT_PAGED_ATTENTION_VARIANTS + variant;
+        ? (bf16? s_kernel<__nv_bfloat16, 128> (version, &plan->smem, &plan->threads)
+               : s_kernel<__half, 128> (version, &plan->smem, &plan->threads))
+        : (bf16? s_kernel<__nv_bfloat16, 64> (version, &plan->smem, &plan->threads)
+               : s_kernel<__half, 64> (version, &plan->smem, &plan->threads));
+    int index = (bf16 * 2 + (a->head_dim == 128)) * KVT_PAGED_ATTENTION_VARIANTS + version;
     plan->slots = kvt_dev_decode_slots (s_slots [index], device, s_ask_per_sm, plan);
     return plan->slots < 0? plan->slots: 0;
 }

@@ -34,7 +34,7 @@
 
 #include "kvt_kernels.cuh"
 
-#define KVT_PAGED_ATTENTION_VARIANTS 3  //  Kernel versions kept for benchmarks
+#define KVT_PAGED_ATTENTION_VARIANTS 4  //  Kernel versions kept for benchmarks
 
 #ifdef __cplusplus
 extern "C" {
@@ -64,9 +64,10 @@ typedef struct {
     void *workspace;                //  Device scratch for splits > 1 (GPU only)
     size_t workspace_bytes;         //  Its size; see kvt_paged_attention_workspace_bytes
     int variant;                    //  Kernel version, for benchmarks and tests: 0 = the
-                                    //  default (v2), 1 = the bulk-copy ring (v3), 2 =
-                                    //  v3 warp-specialised (v4); 1 and 2 are v2 below
-                                    //  sm_90. See kvt_paged_attention.cu
+                                    //  default (v4 from sm_90 on, else v2), 1 = v2
+                                    //  (loads into registers), 2 = v3 (a bulk-copy
+                                    //  ring a warp), 3 = v4 (v3 warp-specialised); 2
+                                    //  and 3 are v2 below sm_90. kvt_paged_attention.cu
 } kvt_paged_attention_args_t;
 
 //  Check the shape: returns 0, or -EINVAL for an argument set that no
@@ -77,8 +78,8 @@ int
     kvt_paged_attention_check (const kvt_paged_attention_args_t *args);
 
 //  Return the split count the GPU path uses for 'args' on a device that
-//  runs 'cta_slots' decode CTAs at once: args->splits if set, else enough
-//  CTAs to fill those slots about once, with at least 256 tokens per split.
+//  runs 'cta_slots' decode CTAs at once: args->splits if set, else as many
+//  as fill those slots at most once, with at least 256 tokens per split.
 int
     kvt_paged_attention_splits (const kvt_paged_attention_args_t *args, int cta_slots);
 

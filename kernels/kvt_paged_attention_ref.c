@@ -64,8 +64,11 @@ kvt_paged_attention_splits (const kvt_paged_attention_args_t *args, int cta_slot
     int64_t units = (int64_t) args->seqs * args->kv_heads * ((group + 15) / 16);
     if (units <= 0 || cta_slots <= 0)
         return 1;
-    //  Aim for one full wave of CTAs
-    int64_t splits = (cta_slots + units / 2) / units;
+    //  One wave of CTAs, never more: a split more than fits makes a second
+    //  wave, and ceil (units * s / slots) / s waves of work is smallest at
+    //  s = slots / units (1x128K on a one-CTA-a-SM kernel: 17 splits of 8
+    //  heads took 1.8x the time of 16)
+    int64_t splits = cta_slots / units;
     int64_t by_len = args->max_seq_len / S_MIN_SPLIT_TOKENS;
     if (splits > by_len)
         splits = by_len;

@@ -9,7 +9,7 @@
     Fresh random inputs per case over a shape matrix that breaks paging:
     ragged lengths (and a length of 0), partly filled last blocks, shuffled
     block tables with garbage in unused blocks, GQA ratios 1, 4, 5, 8,
-    12 and 20 (two head chunks), head_dim 64/128, block sizes 16/32/64, forced and automatic
+    12 and 20 (two head chunks), head_dim 64/128, block sizes 4/8/16/32/64, forced and automatic
     split-KV, the vLLM layout and the runtime's multi-layer block layout;
     every kernel version (args.variant) on each case.
     The output is poisoned with NaN before each launch. Exit 77 without a
@@ -281,6 +281,9 @@ main (int argc, char *argv [])
         { KVT_KDTYPE_BF16, 1, 32, 8, 128, 16, 40000, 0, true, 2.0f },
         { KVT_KDTYPE_FP16, 2, 16, 2, 64, 64, 20000, 0, false, 4.0f },
         { KVT_KDTYPE_BF16, 3, 32, 8, 128, 32, 9000, 0, false, 1.0f },
+        //  Blocks under 16 tokens: the bulk-copy versions copy row by row
+        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 8, 3000, 0, false, 1.0f },
+        { KVT_KDTYPE_FP16, 2, 8, 8, 64, 4, 1500, 3, true, 2.0f },
     };
     for (size_t i = 0; i < (quick? 1: sizeof (long_cases) / sizeof (long_cases [0])); i++) {
         cases++;

@@ -474,6 +474,15 @@ t_planner_and_refusals (void)
     args.max_seq_len = 131072;
     args.max_blocks_per_seq = 8192;
     T_ASSERT (kvt_paged_attention_splits (&args, 264) == 33);
+    //  One CTA a SM on 132 SMs: 16 splits of 8 heads fill one wave; 17
+    //  would start a second for 4 CTAs
+    T_ASSERT (kvt_paged_attention_splits (&args, 132) == 16);
+    args.seqs = 16;
+    args.max_seq_len = 32768;
+    args.max_blocks_per_seq = 2048;
+    T_ASSERT (kvt_paged_attention_splits (&args, 264) == 2);       //  256 CTAs
+    T_ASSERT (kvt_paged_attention_splits (&args, 132) == 1);       //  128 CTAs
+    args.seqs = 1;
     args.max_seq_len = 300;                         //  At least 256 tokens a split
     T_ASSERT (kvt_paged_attention_splits (&args, 264) == 1);
     args.splits = 5;

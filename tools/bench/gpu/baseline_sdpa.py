@@ -118,15 +118,19 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
     parser.add_argument("--reps", type=int, default=20)
+    parser.add_argument("--only", choices=["decode", "prefill"],
+                        help="time only these baselines")
     args = parser.parse_args()
     lines = [f"# torch {torch.__version__} cudnn {torch.backends.cudnn.version()} "
              f"{torch.cuda.get_device_name()}"]
     print(lines[0], flush=True)
-    decode(64, 4096, args.reps, lines)
-    decode(16, 32768, args.reps, lines)
-    decode(1, 131072, args.reps, lines)
-    prefill(1, 8192, args.reps, lines)
-    prefill(4, 4096, args.reps, lines)
+    if args.only != "prefill":
+        decode(64, 4096, args.reps, lines)
+        decode(16, 32768, args.reps, lines)
+        decode(1, 131072, args.reps, lines)
+    if args.only != "decode":
+        prefill(1, 8192, args.reps, lines)
+        prefill(4, 4096, args.reps, lines)
     with open(args.out, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
