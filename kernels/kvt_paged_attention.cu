@@ -33,19 +33,22 @@
     copies (cp.async.bulk, the TMA engine) the same read reaches 4.40-4.45,
     which is where cuDNN is. Tried and removed: per-warp cp.async rings of
     2 or 3 tiles, per lane or whole rows an instruction (0.88-0.98x v2).
-    v2 (variant 1) stays the default below sm_90.
+    v2 (variant 1) is the default.
     v3  (variant 2) v2's math on tiles that a ring of bulk copies (one
         ring a warp, lane 0 issuing) brings into shared memory: correct on
         every test case, but 3.5-3.6 TB/s; ncu finds its warps waiting on
         the stage barrier (31% of samples) and on the block table (13%):
         each warp's own copies wait behind its math.
-    v4  (variant 3, the default from sm_90 on) v3 warp-specialised: one
+    v4  (variant 3) v3 warp-specialised: one
         producer warp keeps a 208 KiB ring shared by 7 computing warps
         full, fetching the block table 32 tiles at a time; a computing
         warp frees its stage once its tile is in registers. H200, session
         20: 4.11 / 4.33 TB/s at 64x4K / 16x32K against v2's 4.06 / 4.13
-        in the same calls (1.01 / 1.05x); 1x128K needed the split planner
-        to stop at one wave (kvt_paged_attention_splits).
+        in the same calls (1.01 / 1.05x); at 1x128K the split planner then
+        made a second wave of 4 CTAs (0.61x), so it now stops at one
+        (kvt_paged_attention_splits). Not yet the default: the session's
+        device time ended before the runtime tests, the 4- and 8-token
+        block cases and the demo had run with it on the card.
 @end
 */
 
@@ -680,9 +683,9 @@ s_ask_per_sm (void *context)
     return per_sm;
 }
 
-//  Kernel, shared memory and CTA slots for 'a' on the current device: the
-//  default is v4 from sm_90 on (bulk copies, mbarriers), v2 below, where
-//  every variant is v2
+//  Kernel, shared memory and CTA slots for 'a' on the current device. The
+//  default is v2; below sm_90 (no bulk copies, no mbarriers) every variant
+//  is v2.
 int
 s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
 {
@@ -690,7 +693,7 @@ s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
     if (cudaGetDevice (&device) != cudaSuccess)
         return KVT_ECUDA;
     bool hopper = kvt_dev_compute_major (device) >= 9;     //  Bulk copies, mbarriers
-    int version = a->variant == 0? (hopper? 3: 1): hopper? a->variant: 1;
+    int version = a->variant == 0 || !hopper? 1: a->variant;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
     plan->kernel = a->head_dim == 128
         ? (bf16? s_kernel<__nv_bfloat16, 128> (version, &plan->smem, &plan->threads)
