@@ -1,0 +1,365 @@
+/*  =========================================================================
+    kvt_paged_attention_bulk - paged decode attention through bulk copies
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    v3 and v4 of the decode kernel (the versions and their figures are in
+    kvt_paged_attention.cu): the SM's copy engine (cp.async.bulk, the TMA's
+    1D form) brings each 16-token tile's K and V into shared memory, where
+    the 16-byte loads of v2 top out near 4.15 TB/s on the H200. sm_90 and
+    later; the launcher never picks them below.
+@end
+*/
+
+#include "kvt_paged_attention_int.cuh"
+
+namespace {
+
+//  --------------------------------------------------------------------------
+//  v3 (variant 2): a ring filled by the copy engine of the SM (cp.async.bulk, the
+//  TMA's 1D form) instead of the load/store units. Lane 0 of each warp
+//  copies a tile's K and V into a stage and the stage's mbarrier counts
+//  the bytes in; the warp waits on it and reads its fragments from shared
+//  memory. Why: on the H200 a read of the shuffled 16x32K KV with no math
+//  at all reaches 4.10-4.20 TB/s through 16-byte loads however they are
+//  arranged or how many are in flight, and 4.40-4.45 through bulk copies
+//  (tools/bench/RESULTS.md, session 20). A tile whose 16 rows are one
+//  contiguous run (blocks of 16 tokens or more, rows of exactly D
+//  elements) is one copy each for K and V; otherwise each valid row is its
+//  own copy. Rows at or past 'end' may hold anything: their scores are
+//  masked and their V is zeroed in registers. Stage layout [K, V][row]
+//  [D] as in global memory; fragment reads meet 2-way bank conflicts
+//  (rows g and g + 1 of a quarter warp share banks), a small cost beside
+//  the bytes. After the loop the ring becomes the merge buffer.
+
+//  Dynamic shared memory of a ring kernel: its stages, or the merge
+//  buffer that takes their place after the loop, whichever is larger
+template <int D, int STAGES>
+constexpr int
+s_ring_bytes ()
+{
+    return KVT_DECODE_WARPS * STAGES * 2 * 16 * D * 2 > KVT_DECODE_WARPS * 16 * (D + 1) * 4
+         ? KVT_DECODE_WARPS * STAGES * 2 * 16 * D * 2: KVT_DECODE_WARPS * 16 * (D + 1) * 4;
+}
+
+__device__ __forceinline__ void
+s_bar_init (uint32_t bar)
+{
+    asm volatile ("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r" (bar) : "memory");
+}
+
+__device__ __forceinline__ void
+s_bar_expect (uint32_t bar, uint32_t bytes)
+{
+    asm volatile ("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                  :: "r" (bar), "r" (bytes) : "memory");
+}
+
+__device__ __forceinline__ void
+s_bulk_copy (uint32_t smem, const void *global, uint32_t bytes, uint32_t bar)
+{
+    asm volatile ("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                  " [%0], [%1], %2, [%3];"
+                  :: "r" (smem), "l" (global), "r" (bytes), "r" (bar) : "memory");
+}
+
+__device__ __forceinline__ void
+s_bar_wait (uint32_t bar, uint32_t parity)
+{
+    asm volatile ("{\n.reg .pred done;\nWAIT:\n"
+                  "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                  "@!done bra WAIT;\n}\n" :: "r" (bar), "r" (parity) : "memory");
+}
+
+template <typename T, int D, int STAGES, int MIN_CTAS>
+__global__ void __launch_bounds__ (KVT_DECODE_WARPS * 32, MIN_CTAS)
+s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
+                      int head_chunks, float *ws_out, float *ws_lse)
+{
+#if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int PC = D / 32;
+    constexpr int ROW = D * 2;              //  Bytes of a token row
+    constexpr int STAGE = 2 * 16 * ROW;     //  K and V of 16 rows
+    __shared__ float sm_m [KVT_DECODE_WARPS][16];
+    __shared__ float sm_l [KVT_DECODE_WARPS][16];
+    __shared__ __align__ (8) uint64_t sm_bar [KVT_DECODE_WARPS][STAGES];
+    extern __shared__ __align__ (16) unsigned char sm_ring [];
+    kvt_dev_launch_dependents ();
+    const kvt_decode_cta_t c = kvt_decode_cta (a, split_len, head_chunks);
+    kvt_decode_warp_t<T, D> w;
+    w.begin (a, c);
+    const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
+    const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
+    const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
+    const int log2_bt = __ffs (a.block_tokens) - 1;
+    const int bt_mask = a.block_tokens - 1;
+    const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
+    unsigned char *ring = sm_ring + c.warp * STAGES * STAGE;
+    const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (ring);
+    const uint32_t bar0 = (uint32_t) __cvta_generic_to_shared (&sm_bar [c.warp][0]);
+    if (c.lane == 0)
+        for (int stage = 0; stage < STAGES; stage++)
+            s_bar_init (bar0 + 8 * stage);
+    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncwarp ();
+    //  Tile at t0 (< end) into 'stage'. Tiles are issued in order, one
+    //  step apart, so lane 0 looks up the next tile's block as it issues
+    //  this one: the table read's latency falls outside the loop's path
+    const int step = KVT_DECODE_WARPS * 16;
+    const int first = c.start + c.warp * 16;
+    int32_t pending = 0;                    //  Lane 0: block of the next tile to issue
+    if (whole_tiles && c.lane == 0 && first < c.end)
+        pending = table [first >> log2_bt];
+    auto issue = [&] (int t0, int stage) {
+        uint32_t bar = bar0 + 8 * stage;
+        uint32_t dst = ring_smem + stage * STAGE;
+        if (whole_tiles) {
+            if (c.lane == 0) {
+                int64_t offset = (int64_t) pending * a.block_stride_bytes
+                               + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
+                if (t0 + step < c.end)
+                    pending = table [(t0 + step) >> log2_bt];
+                s_bar_expect (bar, STAGE);
+                s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
+                s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
+            }
+        }
+        else {
+            int rows = min (16, c.end - t0);
+            if (c.lane == 0)
+                s_bar_expect (bar, 2 * rows * ROW);
+            __syncwarp ();
+            if (c.lane < rows) {
+                int64_t offset = kvt_decode_token_offset (a, table, t0 + c.lane, log2_bt, bt_mask);
+                s_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
+                s_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
+            }
+        }
+    };
+#pragma unroll
+    for (int j = 0; j < STAGES; j++)
+        if (first + j * step < c.end)
+            issue (first + j * step, j);
+    int stage = 0;
+    uint32_t parity = 0;
+    for (int t0 = first; t0 < c.end; t0 += step) {
+        s_bar_wait (bar0 + 8 * stage, parity);
+        const unsigned char *tile = ring + stage * STAGE;
+        uint4 k_raw [2][PC], v_raw [2][PC];
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int row = c.g + 8 * half;
+            bool valid = t0 + row < c.end;
+#pragma unroll
+            for (int p = 0; p < PC; p++) {
+                int column = (c.t + 4 * p) * 16;
+                k_raw [half][p] = *(const uint4 *) (tile + row * ROW + column);
+                v_raw [half][p] = valid? *(const uint4 *) (tile + 16 * ROW + row * ROW + column)
+                                       : make_uint4 (0, 0, 0, 0);
+            }
+        }
+        //  The tile is in registers: its stage takes the tile STAGES ahead
+        //  now, not after the math, so every stage is in flight while the
+        //  warp computes (bulk copies need ~190 KiB in flight a SM)
+        __syncwarp ();
+        if (t0 + STAGES * step < c.end)
+            issue (t0 + STAGES * step, stage);
+        if (++stage == STAGES) {
+            stage = 0;
+            parity ^= 1;
+        }
+        w.tile (k_raw, v_raw, t0, c.end, c.t);
+    }
+    __syncthreads ();                       //  Every warp is done with its ring
+    w.template finish<KVT_DECODE_WARPS> (a, c, c.warp, splits, sm_m, sm_l,
+                                (float (*) [16][D + 1]) sm_ring, ws_out, ws_lse);
+#else
+    __trap ();                              //  Never launched below sm_90 (s_kernel)
+#endif
+}
+
+//  --------------------------------------------------------------------------
+//  v4 (variant 3): v3 warp-specialised. One producer warp issues every
+//  tile's bulk copies into a ring shared by the CTA, up to S_WS_BYTES of
+//  stages ahead, looking up 32 tiles' blocks at a time; S_WS_CONSUMERS
+//  warps compute, consumer w taking tiles w, w + 7, ... Each stage has a
+//  "full" mbarrier (the producer's expected bytes land) and an "empty" one
+//  (the consumer has its tile in registers): a stage is refilled while its
+//  last tile is still being computed, so all of the ring but the tiles
+//  being copied to registers is in flight. Deadlock-free for any stage
+//  count: the producer issues in tile order and waits only for the
+//  release of the tile a ring behind, which its consumer reaches first.
+//  One CTA a SM (256 threads; 9 warps, at 187 registers each, were refused
+//  at launch as "too many resources").
+
+#define S_WS_CONSUMERS 7                //  With the producer, 8 warps: 255 registers a thread
+#define S_WS_BYTES (208 * 1024)             //  Ring bytes; the merge buffer fits in it
+
+template <int D>
+constexpr int
+s_ws_stages ()
+{
+    return S_WS_BYTES / (2 * 16 * D * 2);
+}
+
+__device__ __forceinline__ void
+s_bar_arrive (uint32_t bar)
+{
+    asm volatile ("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r" (bar) : "memory");
+}
+
+template <typename T, int D>
+__global__ void __launch_bounds__ ((S_WS_CONSUMERS + 1) * 32, 1)
+s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
+                    int head_chunks, float *ws_out, float *ws_lse)
+{
+#if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int PC = D / 32;
+    constexpr int ROW = D * 2;
+    constexpr int STAGE = 2 * 16 * ROW;
+    constexpr int STAGES = s_ws_stages<D> ();
+    __shared__ float sm_m [S_WS_CONSUMERS + 1][16];     //  Row S_WS_CONSUMERS: the
+    __shared__ float sm_l [S_WS_CONSUMERS + 1][16];     //  producer's, never merged
+    __shared__ __align__ (8) uint64_t sm_full [STAGES];
+    __shared__ __align__ (8) uint64_t sm_empty [STAGES];
+    extern __shared__ __align__ (16) unsigned char sm_ring [];
+    kvt_dev_launch_dependents ();
+    const kvt_decode_cta_t c = kvt_decode_cta (a, split_len, head_chunks);
+    const int tiles = c.end > c.start? (c.end - c.start + 15) / 16: 0;
+    const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (sm_ring);
+    const uint32_t full0 = (uint32_t) __cvta_generic_to_shared (&sm_full [0]);
+    const uint32_t empty0 = (uint32_t) __cvta_generic_to_shared (&sm_empty [0]);
+    if (threadIdx.x == 0)
+        for (int stage = 0; stage < STAGES; stage++) {
+            s_bar_init (full0 + 8 * stage);
+            s_bar_init (empty0 + 8 * stage);
+        }
+    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncthreads ();
+    const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
+    const int log2_bt = __ffs (a.block_tokens) - 1;
+    const int bt_mask = a.block_tokens - 1;
+    float (*sm_acc) [16][D + 1] = (float (*) [16][D + 1]) sm_ring;
+    if (c.warp == S_WS_CONSUMERS) {
+        //  Producer
+        const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
+        const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
+        const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
+        int stage = 0;
+        uint32_t phase = 0;
+        for (int j0 = 0; j0 < tiles; j0 += 32) {
+            int32_t block = 0;              //  Lane l: block of tile j0 + l
+            if (whole_tiles && j0 + c.lane < tiles)
+                block = table [(c.start + 16 * (j0 + c.lane)) >> log2_bt];
+            for (int j = j0; j < min (tiles, j0 + 32); j++) {
+                int t0 = c.start + 16 * j;
+                int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
+                if (j >= STAGES)            //  The tile a ring behind has been taken
+                    s_bar_wait (empty0 + 8 * stage, phase ^ 1);
+                uint32_t bar = full0 + 8 * stage;
+                uint32_t dst = ring_smem + stage * STAGE;
+                if (whole_tiles) {
+                    if (c.lane == 0) {
+                        int64_t offset = (int64_t) tile_block * a.block_stride_bytes
+                                       + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
+                        s_bar_expect (bar, STAGE);
+                        s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
+                        s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
+                    }
+                }
+                else {
+                    int rows = min (16, c.end - t0);
+                    if (c.lane == 0)
+                        s_bar_expect (bar, 2 * rows * ROW);
+                    __syncwarp ();
+                    if (c.lane < rows) {
+                        int64_t offset = kvt_decode_token_offset (a, table, t0 + c.lane,
+                                                                  log2_bt, bt_mask);
+                        s_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
+                        s_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
+                    }
+                }
+                if (++stage == STAGES) {
+                    stage = 0;
+                    phase ^= 1;
+                }
+            }
+        }
+        __syncthreads ();                   //  Every tile computed: the ring is free
+        const float m [2] = { -INFINITY, -INFINITY }, l [2] = { 0.0f, 0.0f };
+        kvt_dev_decode_combine<T, D, S_WS_CONSUMERS> (sm_m, sm_l, sm_acc, m, l, S_WS_CONSUMERS,
+                                                      c.g, c.t, c.nheads, c.head0, a.heads,
+                                                      c.seq, c.split, splits, a.out, ws_out,
+                                                      ws_lse);
+        return;
+    }
+    //  Consumers
+    kvt_decode_warp_t<T, D> w;
+    w.begin (a, c);
+    int stage = c.warp;
+    uint32_t phase = 0;
+    for (int j = c.warp; j < tiles; j += S_WS_CONSUMERS) {
+        int t0 = c.start + 16 * j;
+        s_bar_wait (full0 + 8 * stage, phase);
+        const unsigned char *tile = sm_ring + stage * STAGE;
+        uint4 k_raw [2][PC], v_raw [2][PC];
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            int row = c.g + 8 * half;
+            bool valid = t0 + row < c.end;
+#pragma unroll
+            for (int p = 0; p < PC; p++) {
+                int column = (c.t + 4 * p) * 16;
+                k_raw [half][p] = *(const uint4 *) (tile + row * ROW + column);
+                v_raw [half][p] = valid? *(const uint4 *) (tile + 16 * ROW + row * ROW + column)
+                                       : make_uint4 (0, 0, 0, 0);
+            }
+        }
+        __syncwarp ();                      //  Every lane has its tile: release the stage
+        if (c.lane == 0)
+            s_bar_arrive (empty0 + 8 * stage);
+        stage += S_WS_CONSUMERS;
+        if (stage >= STAGES) {
+            stage -= STAGES;
+            phase ^= 1;
+        }
+        w.tile (k_raw, v_raw, t0, c.end, c.t);
+    }
+    __syncthreads ();                       //  Every tile computed: the ring is free
+    w.template finish<S_WS_CONSUMERS> (a, c, c.warp, splits, sm_m, sm_l, sm_acc, ws_out, ws_lse);
+#else
+    __trap ();                              //  Never launched below sm_90 (s_plan)
+#endif
+}
+
+}   //  namespace
+
+//  --------------------------------------------------------------------------
+//  v3 (version 2) or v4 (version 3) for the dtype and head_dim
+
+template <typename T, int D>
+kvt_decode_kernel_t
+s_bulk_kernel (int version, int *smem, int *threads)
+{
+    if (version == 2) {
+        *smem = s_ring_bytes<D, 3> ();
+        *threads = KVT_DECODE_WARPS * 32;
+        return s_decode_bulk_kernel<T, D, 3, 2>;
+    }
+    *smem = s_ws_stages<D> () * 2 * 16 * D * 2;
+    *threads = (S_WS_CONSUMERS + 1) * 32;
+    return s_decode_ws_kernel<T, D>;
+}
+
+kvt_decode_kernel_t
+kvt_decode_bulk_kernel (bool bf16, int head_dim, int version, int *smem, int *threads)
+{
+    return head_dim == 128
+        ? (bf16? s_bulk_kernel<__nv_bfloat16, 128> (version, smem, threads)
+               : s_bulk_kernel<__half, 128> (version, smem, threads))
+        : (bf16? s_bulk_kernel<__nv_bfloat16, 64> (version, smem, threads)
+               : s_bulk_kernel<__half, 64> (version, smem, threads));
+}

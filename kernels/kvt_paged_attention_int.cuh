@@ -1,0 +1,225 @@
+/*  =========================================================================
+    kvt_paged_attention_int - the decode kernels' shared warp math
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    What v2 (kvt_paged_attention.cu), v3 and v4 (kvt_paged_attention_bulk.cu)
+    have in common: where a CTA and a lane sit, a warp's running softmax
+    state with its per-tile math on mma.sync, and the CTA's merge. Force-
+    inlined; the kernels differ only in how a tile's K and V reach the
+    registers. For this folder only.
+@end
+*/
+
+#ifndef KVT_PAGED_ATTENTION_INT_CUH_INCLUDED
+#define KVT_PAGED_ATTENTION_INT_CUH_INCLUDED
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+#include "kvt_paged_attention.cuh"
+#include "kvt_device.cuh"
+#include "kvt_decode_merge.cuh"
+
+#define KVT_DECODE_WARPS 4          //  Warps a CTA of v2 and v3
+
+//  --------------------------------------------------------------------------
+//  Every decode kernel: grid = (splits, kv_heads * head_chunks, seqs).
+//  Each warp takes 16-token tiles. Lane (g = lane / 4, t = lane % 4) holds
+//  16-byte chunks t + 4p (p < D / 32) of tokens g and g + 8 for K and V.
+//  S = Q K^T runs on mma m16n8k16 with the query heads as the 16 rows and
+//  head_dim permuted so each chunk is a B fragment as it stands: kstep
+//  2p + h takes words 2h, 2h + 1 of chunk p. For O += P V, V's 8x8 pieces
+//  (tokens x 8 permuted dims) are transposed in registers with movmatrix
+//  into B fragments; P comes straight from S's accumulators. Output column
+//  pair of piece (p, i), lane t: d = 8t + 32p + 2i. The kernels differ
+//  only in how a tile's chunks reach the registers (v2 in
+//  kvt_paged_attention.cu, v3 and v4 in kvt_paged_attention_bulk.cu).
+
+//  What one CTA works on, and where this lane sits in it
+struct kvt_decode_cta_t {
+    int split, kv_head, seq, head0, nheads, start, end, warp, lane, g, t;
+};
+
+__device__ __forceinline__ kvt_decode_cta_t
+kvt_decode_cta (const kvt_paged_attention_args_t &a, int split_len, int head_chunks)
+{
+    kvt_decode_cta_t c;
+    c.split = blockIdx.x;
+    c.kv_head = blockIdx.y / head_chunks;
+    int chunk = blockIdx.y % head_chunks;
+    c.seq = blockIdx.z;
+    int group = a.heads / a.kv_heads;
+    c.head0 = c.kv_head * group + chunk * 16;
+    c.nheads = min (16, group - chunk * 16);
+    c.start = c.split * split_len;
+    c.end = min (a.seq_lens [c.seq], c.start + split_len);
+    c.lane = threadIdx.x & 31;
+    c.warp = threadIdx.x >> 5;
+    c.g = c.lane >> 2;
+    c.t = c.lane & 3;
+    return c;
+}
+
+//  A warp's running state: Q as A fragments (rows are heads g and g + 8,
+//  columns permuted), the unnormalised output, row max and row sum
+template <typename T, int D>
+struct kvt_decode_warp_t {
+    uint32_t qf [D / 16][4];
+    float o [D / 8][4];
+    float m [2];
+    float l [2];
+    float scale_log2;
+
+    __device__ __forceinline__ void
+    begin (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c)
+    {
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+            int d0 = 8 * c.t + 32 * (ks >> 1) + 4 * (ks & 1);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int row = c.g + 8 * (i & 1);
+                int d = d0 + 2 * (i >> 1);
+                qf [ks][i] = row < c.nheads
+                    ? *(const uint32_t *) ((const T *) a.q
+                                           + ((size_t) c.seq * a.heads + c.head0 + row) * D + d)
+                    : 0u;
+            }
+        }
+#pragma unroll
+        for (int n = 0; n < D / 8; n++)
+            o [n][0] = o [n][1] = o [n][2] = o [n][3] = 0.0f;
+        m [0] = m [1] = -INFINITY;
+        l [0] = l [1] = 0.0f;
+        scale_log2 = a.scale * 1.4426950408889634f;
+    }
+
+    //  One 16-token tile at t0 (tokens at or past 'end' are masked out)
+    __device__ __forceinline__ void
+    tile (const uint4 (&k_raw) [2][D / 32], const uint4 (&v_raw) [2][D / 32], int t0, int end,
+          int t)
+    {
+        constexpr int PC = D / 32;
+        //  S = Q K^T: n-tile 'half' holds tokens 8 * half + 2t, + 1
+        float s [2][4];
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+            s [half][0] = s [half][1] = s [half][2] = s [half][3] = 0.0f;
+#pragma unroll
+            for (int p = 0; p < PC; p++) {
+                kvt_dev_mma<T> (s [half], qf [2 * p], k_raw [half][p].x, k_raw [half][p].y);
+                kvt_dev_mma<T> (s [half], qf [2 * p + 1], k_raw [half][p].z, k_raw [half][p].w);
+            }
+        }
+        //  Online softmax; rows g (e < 2) and g + 8 (e >= 2), quad-uniform max
+        float top [2] = { -INFINITY, -INFINITY };
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                int token = t0 + 8 * half + 2 * t + (e & 1);
+                float value = token < end? s [half][e] * scale_log2: -INFINITY;
+                s [half][e] = value;
+                top [e >> 1] = fmaxf (top [e >> 1], value);
+            }
+        }
+        float alpha [2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 1));
+            top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 2));
+            float m_new = fmaxf (m [r], top [r]);
+            alpha [r] = kvt_dev_exp2 (m [r] - m_new);     //  0 on the first tile
+            m [r] = m_new;
+            l [r] *= alpha [r];
+        }
+#pragma unroll
+        for (int half = 0; half < 2; half++) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float p = kvt_dev_exp2 (s [half][e] - m [e >> 1]);
+                s [half][e] = p;
+                l [e >> 1] += p;
+            }
+        }
+        if (alpha [0] != 1.0f || alpha [1] != 1.0f) {
+#pragma unroll
+            for (int n = 0; n < D / 8; n++) {
+                o [n][0] *= alpha [0];
+                o [n][1] *= alpha [0];
+                o [n][2] *= alpha [1];
+                o [n][3] *= alpha [1];
+            }
+        }
+        uint32_t pa [4];
+        pa [0] = kvt_dev_pack<T> (s [0][0], s [0][1]);
+        pa [1] = kvt_dev_pack<T> (s [0][2], s [0][3]);
+        pa [2] = kvt_dev_pack<T> (s [1][0], s [1][1]);
+        pa [3] = kvt_dev_pack<T> (s [1][2], s [1][3]);
+        //  O += P V over 8x8 pieces (p, i) of V
+#pragma unroll
+        for (int p = 0; p < PC; p++) {
+            const uint32_t w0 [4] = { v_raw [0][p].x, v_raw [0][p].y, v_raw [0][p].z,
+                                      v_raw [0][p].w };
+            const uint32_t w1 [4] = { v_raw [1][p].x, v_raw [1][p].y, v_raw [1][p].z,
+                                      v_raw [1][p].w };
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                kvt_dev_mma<T> (o [4 * p + i], pa, kvt_dev_movmatrix_trans (w0 [i]),
+                                kvt_dev_movmatrix_trans (w1 [i]));
+        }
+    }
+
+    //  Row sums over the quad, the warp's output into sm_acc [slot], then
+    //  the merge of the CTA's WARPS computing warps and its write
+    template <int WARPS>
+    __device__ __forceinline__ void
+    finish (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c, int slot, int splits,
+            float (*sm_m) [16], float (*sm_l) [16], float (*sm_acc) [16][D + 1],
+            float *ws_out, float *ws_lse)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            l [r] += __shfl_xor_sync (0xffffffffu, l [r], 1);
+            l [r] += __shfl_xor_sync (0xffffffffu, l [r], 2);
+        }
+#pragma unroll
+        for (int p = 0; p < D / 32; p++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int d = 8 * c.t + 32 * p + 2 * i;
+                sm_acc [slot][c.g][d] = o [4 * p + i][0];
+                sm_acc [slot][c.g][d + 1] = o [4 * p + i][1];
+                sm_acc [slot][c.g + 8][d] = o [4 * p + i][2];
+                sm_acc [slot][c.g + 8][d + 1] = o [4 * p + i][3];
+            }
+        }
+        kvt_dev_decode_combine<T, D, WARPS> (sm_m, sm_l, sm_acc, m, l, slot, c.g, c.t,
+                                             c.nheads, c.head0, a.heads, c.seq, c.split,
+                                             splits, a.out, ws_out, ws_lse);
+    }
+};
+
+//  Byte offset of token 'token' of a sequence, from its block table row
+__device__ __forceinline__ int64_t
+kvt_decode_token_offset (const kvt_paged_attention_args_t &a, const int32_t *table, int token,
+                int log2_bt, int bt_mask)
+{
+    return (int64_t) table [token >> log2_bt] * a.block_stride_bytes
+         + (int64_t) (token & bt_mask) * a.token_stride_bytes;
+}
+
+//  A decode kernel, as the launcher takes it
+typedef void (*kvt_decode_kernel_t) (const kvt_paged_attention_args_t, int, int, int, float *,
+                                     float *);
+
+//  v3 (version 2) or v4 (version 3) for the dtype and head_dim: the kernel,
+//  its dynamic shared memory and threads a CTA (kvt_paged_attention_bulk.cu)
+kvt_decode_kernel_t
+    kvt_decode_bulk_kernel (bool bf16, int head_dim, int version, int *smem, int *threads);
+
+#endif
