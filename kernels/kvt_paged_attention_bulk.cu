@@ -74,6 +74,63 @@ s_bar_wait (uint32_t bar, uint32_t parity)
                   "@!done bra WAIT;\n}\n" :: "r" (bar), "r" (parity) : "memory");
 }
 
+//  Copies of the tile at t0 into the stage at shared address 'dst', counted
+//  on the mbarrier 'bar'; called by a whole warp. A tile of whole rows in
+//  one block is one copy each for K and V, from lane 0 ('block' is its
+//  table entry, which the caller read ahead of time); otherwise each valid
+//  row is its own pair of copies.
+template <int D>
+__device__ __forceinline__ void
+s_issue_tile (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c,
+              const char *k_head, const char *v_head, const int32_t *table, int log2_bt,
+              bool whole_tiles, int32_t block, int t0, uint32_t dst, uint32_t bar)
+{
+    constexpr int ROW = D * 2;
+    const int bt_mask = a.block_tokens - 1;
+    if (whole_tiles) {
+        if (c.lane == 0) {
+            int64_t offset = (int64_t) block * a.block_stride_bytes
+                           + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
+            s_bar_expect (bar, 2 * 16 * ROW);
+            s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
+            s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
+        }
+        return;
+    }
+    int rows = min (16, c.end - t0);
+    if (c.lane == 0)
+        s_bar_expect (bar, 2 * rows * ROW);
+    __syncwarp ();
+    if (c.lane < rows) {
+        int64_t offset = kvt_decode_token_offset (a, table, t0 + c.lane, log2_bt, bt_mask);
+        s_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
+        s_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
+    }
+}
+
+//  This lane's fragments of the tile at t0 from its stage ([K, V][row][D]).
+//  Rows at or past 'end' may hold anything: their V is zeroed here, their
+//  scores are masked in the tile's math.
+template <int D>
+__device__ __forceinline__ void
+s_tile_registers (const unsigned char *tile, int t0, int end, const kvt_decode_cta_t &c,
+                  uint4 (&k_raw) [2][D / 32], uint4 (&v_raw) [2][D / 32])
+{
+    constexpr int ROW = D * 2;
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+        int row = c.g + 8 * half;
+        bool valid = t0 + row < end;
+#pragma unroll
+        for (int p = 0; p < D / 32; p++) {
+            int column = (c.t + 4 * p) * 16;
+            k_raw [half][p] = *(const uint4 *) (tile + row * ROW + column);
+            v_raw [half][p] = valid? *(const uint4 *) (tile + 16 * ROW + row * ROW + column)
+                                   : make_uint4 (0, 0, 0, 0);
+        }
+    }
+}
+
 template <typename T, int D, int STAGES, int MIN_CTAS>
 __global__ void __launch_bounds__ (KVT_DECODE_WARPS * 32, MIN_CTAS)
 s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
@@ -95,7 +152,6 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
     const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
     const int log2_bt = __ffs (a.block_tokens) - 1;
-    const int bt_mask = a.block_tokens - 1;
     const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
     unsigned char *ring = sm_ring + c.warp * STAGES * STAGE;
     const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (ring);
@@ -114,30 +170,11 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     if (whole_tiles && c.lane == 0 && first < c.end)
         pending = table [first >> log2_bt];
     auto issue = [&] (int t0, int stage) {
-        uint32_t bar = bar0 + 8 * stage;
-        uint32_t dst = ring_smem + stage * STAGE;
-        if (whole_tiles) {
-            if (c.lane == 0) {
-                int64_t offset = (int64_t) pending * a.block_stride_bytes
-                               + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
-                if (t0 + step < c.end)
-                    pending = table [(t0 + step) >> log2_bt];
-                s_bar_expect (bar, STAGE);
-                s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
-                s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
-            }
-        }
-        else {
-            int rows = min (16, c.end - t0);
-            if (c.lane == 0)
-                s_bar_expect (bar, 2 * rows * ROW);
-            __syncwarp ();
-            if (c.lane < rows) {
-                int64_t offset = kvt_decode_token_offset (a, table, t0 + c.lane, log2_bt, bt_mask);
-                s_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
-                s_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
-            }
-        }
+        int32_t block = pending;
+        if (whole_tiles && c.lane == 0 && t0 + step < c.end)
+            pending = table [(t0 + step) >> log2_bt];
+        s_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles, block, t0,
+                         ring_smem + stage * STAGE, bar0 + 8 * stage);
     };
 #pragma unroll
     for (int j = 0; j < STAGES; j++)
@@ -147,20 +184,8 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     uint32_t parity = 0;
     for (int t0 = first; t0 < c.end; t0 += step) {
         s_bar_wait (bar0 + 8 * stage, parity);
-        const unsigned char *tile = ring + stage * STAGE;
         uint4 k_raw [2][PC], v_raw [2][PC];
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            int row = c.g + 8 * half;
-            bool valid = t0 + row < c.end;
-#pragma unroll
-            for (int p = 0; p < PC; p++) {
-                int column = (c.t + 4 * p) * 16;
-                k_raw [half][p] = *(const uint4 *) (tile + row * ROW + column);
-                v_raw [half][p] = valid? *(const uint4 *) (tile + 16 * ROW + row * ROW + column)
-                                       : make_uint4 (0, 0, 0, 0);
-            }
-        }
+        s_tile_registers<D> (ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
         //  The tile is in registers: its stage takes the tile STAGES ahead
         //  now, not after the math, so every stage is in flight while the
         //  warp computes (bulk copies need ~190 KiB in flight a SM)
@@ -241,7 +266,6 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     __syncthreads ();
     const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
     const int log2_bt = __ffs (a.block_tokens) - 1;
-    const int bt_mask = a.block_tokens - 1;
     float (*sm_acc) [16][D + 1] = (float (*) [16][D + 1]) sm_ring;
     if (c.warp == S_WS_CONSUMERS) {
         //  Producer
@@ -259,29 +283,8 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
                 int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
                 if (j >= STAGES)            //  The tile a ring behind has been taken
                     s_bar_wait (empty0 + 8 * stage, phase ^ 1);
-                uint32_t bar = full0 + 8 * stage;
-                uint32_t dst = ring_smem + stage * STAGE;
-                if (whole_tiles) {
-                    if (c.lane == 0) {
-                        int64_t offset = (int64_t) tile_block * a.block_stride_bytes
-                                       + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
-                        s_bar_expect (bar, STAGE);
-                        s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
-                        s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
-                    }
-                }
-                else {
-                    int rows = min (16, c.end - t0);
-                    if (c.lane == 0)
-                        s_bar_expect (bar, 2 * rows * ROW);
-                    __syncwarp ();
-                    if (c.lane < rows) {
-                        int64_t offset = kvt_decode_token_offset (a, table, t0 + c.lane,
-                                                                  log2_bt, bt_mask);
-                        s_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
-                        s_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
-                    }
-                }
+                s_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles, tile_block,
+                                 t0, ring_smem + stage * STAGE, full0 + 8 * stage);
                 if (++stage == STAGES) {
                     stage = 0;
                     phase ^= 1;
@@ -304,20 +307,8 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     for (int j = c.warp; j < tiles; j += S_WS_CONSUMERS) {
         int t0 = c.start + 16 * j;
         s_bar_wait (full0 + 8 * stage, phase);
-        const unsigned char *tile = sm_ring + stage * STAGE;
         uint4 k_raw [2][PC], v_raw [2][PC];
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-            int row = c.g + 8 * half;
-            bool valid = t0 + row < c.end;
-#pragma unroll
-            for (int p = 0; p < PC; p++) {
-                int column = (c.t + 4 * p) * 16;
-                k_raw [half][p] = *(const uint4 *) (tile + row * ROW + column);
-                v_raw [half][p] = valid? *(const uint4 *) (tile + 16 * ROW + row * ROW + column)
-                                       : make_uint4 (0, 0, 0, 0);
-            }
-        }
+        s_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
         __syncwarp ();                      //  Every lane has its tile: release the stage
         if (c.lane == 0)
             s_bar_arrive (empty0 + 8 * stage);
