@@ -122,6 +122,7 @@
 
 #include "kvt_prefix_index_int.h"
 #include "kvt_layer_shard.h"
+#include "kvt_huge.h"
 
 //  --------------------------------------------------------------------------
 //  Hash table with linear probing and backward-shift deletion (no
@@ -248,28 +249,8 @@ s_update_gauges (self_t *self)
 //  by default), read at random, one bucket and one entry per hash. On 4 KiB
 //  pages nearly every lookup of a long request also misses the TLB, a page
 //  walk on top of the cache miss (two walks under a hypervisor). They are
-//  mapped apart and asked for transparent huge pages (issue #3); untouched
-//  pages cost nothing, and where THP is off this is plain zeroed memory.
-
-static void *
-s_pool_new (size_t bytes)
-{
-    bytes = bytes? bytes: 1;
-    void *pool = mmap (NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (pool == MAP_FAILED)
-        return NULL;
-#ifdef MADV_HUGEPAGE
-    madvise (pool, bytes, MADV_HUGEPAGE);  //  A hint: refused, nothing changes
-#endif
-    return pool;
-}
-
-static void
-s_pool_destroy (void *pool, size_t bytes)
-{
-    if (pool)
-        munmap (pool, bytes? bytes: 1);
-}
+//  mapped apart on transparent huge pages where allowed (kvt_huge.h, issue
+//  #3); untouched pages cost nothing.
 
 //  Whether every slot names one of the tier's (no tier has the others: an
 //  entry placed there would be a block the tier never holds).
@@ -326,9 +307,9 @@ s_self_destroy (void **self_p)
         free (self->policy_name);
         free (self->policy_options);
         free (self->lower_policy_name);
-        s_pool_destroy (self->entries, self->max_blocks * sizeof (kvt_prefix_index_entry_t));
+        kvt_huge_free (self->entries, self->max_blocks * sizeof (kvt_prefix_index_entry_t));
         free (self->free_entries);
-        s_pool_destroy (self->table, (self->table_mask + 1) * sizeof (uint32_t));
+        kvt_huge_free (self->table, (self->table_mask + 1) * sizeof (uint32_t));
         free (self->ghosts);
         free (self);
         *self_p = NULL;
@@ -347,9 +328,9 @@ s_self_start (void *self_ptr)
     while (table_size < self->max_blocks * 2)   //  Load factor <= 0.5
         table_size *= 2;
     self->entries = (kvt_prefix_index_entry_t *)
-        s_pool_new (self->max_blocks * sizeof (kvt_prefix_index_entry_t));
+        kvt_huge_alloc (self->max_blocks * sizeof (kvt_prefix_index_entry_t), false);
     self->free_entries = (uint32_t *) malloc (self->max_blocks * sizeof (uint32_t));
-    self->table = (uint32_t *) s_pool_new (table_size * sizeof (uint32_t));
+    self->table = (uint32_t *) kvt_huge_alloc (table_size * sizeof (uint32_t), false);
     self->table_mask = table_size - 1;     //  Sizes the table's unmapping
     if (!self->entries || !self->free_entries || !self->table) {
         kvt_log_error ("prefix_index: no memory for %" PRIu64 " blocks", self->max_blocks);

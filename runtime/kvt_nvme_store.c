@@ -15,6 +15,7 @@
 */
 
 #include "kvt_nvme_int.h"
+#include "kvt_huge.h"
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <poll.h>
@@ -159,7 +160,7 @@ s_close_all (kvt_nvme_store_t *self)
         self->event_fd = -1;
     }
     if (self->staging) {
-        munmap (self->staging, self->staging_bytes);
+        kvt_huge_free (self->staging, self->staging_bytes);
         self->staging = NULL;
     }
     kvt_freen (self->slots);
@@ -342,9 +343,10 @@ kvt_nvme_store_open (kvt_nvme_store_t *self)
         self->done_head = 0;
         self->done_count = 0;
         self->staging_bytes = (size_t) qd * self->stride;
-        void *staging = mmap (NULL, self->staging_bytes, PROT_READ | PROT_WRITE,
-                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-        if (staging == MAP_FAILED) {
+        //  On huge pages where allowed: a bounce read is then one segment
+        //  for the disk, not one per 4 KiB page (kvt_huge.h)
+        void *staging = kvt_huge_alloc (self->staging_bytes, true);
+        if (!staging) {
             rc = -errno;
             kvt_log_error ("nvme store: cannot map %zu bytes of staging: %s",
                            self->staging_bytes, strerror (errno));

@@ -58,7 +58,7 @@ s_hash_in_cache (kvt_bench_report_t *report)
         kvt_bench_report_note (report, "error", "dispatched and baseline xxh3 disagree");
     kvt_bench_report_add (report, "xxh3_64_one_core_in_cache_gbps", kvt_bench_nvme_median (ours, 5), "GB/s",
                           "xxh3_64_baseline_build_in_cache_gbps", kvt_bench_nvme_median (baseline, 5));
-    munmap (a, bytes);
+    kvt_bench_nvme_unmap (a, bytes);
 }
 
 //  xxh3 and memcpy on one core over 64 MiB (out of cache), and in cache
@@ -85,8 +85,8 @@ kvt_bench_nvme_hash (kvt_bench_report_t *report)
     }
     kvt_bench_report_add (report, "xxh3_64_one_core_gbps", kvt_bench_nvme_median (hash_rates, 5), "GB/s",
                           "memcpy_one_core_gbps", kvt_bench_nvme_median (copy_rates, 5));
-    munmap (a, bytes);
-    munmap (b, bytes);
+    kvt_bench_nvme_unmap (a, bytes);
+    kvt_bench_nvme_unmap (b, bytes);
 }
 
 
@@ -209,6 +209,6 @@ kvt_bench_nvme_checksum_pool (kvt_bench_report_t *report, kvt_bench_nvme_opts_t 
               sysconf (_SC_NPROCESSORS_ONLN), sink);
     kvt_bench_report_note (report, "checksum_pool", note);
     close (wake_fd);
-    munmap (src, S_POOL_BYTES);
-    munmap (dst, S_POOL_BYTES);
+    kvt_bench_nvme_unmap (src, S_POOL_BYTES);
+    kvt_bench_nvme_unmap (dst, S_POOL_BYTES);
 }

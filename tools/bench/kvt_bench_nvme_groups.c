@@ -132,7 +132,7 @@ kvt_bench_nvme_groups (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts)
     free (whole);
     free (grouped);
     kvt_nvme_store_destroy (&store);
-    munmap (buf, bytes);
+    kvt_bench_nvme_unmap (buf, bytes);
     char command [1100];
     snprintf (command, sizeof (command), "rm -rf '%s'", dir);
     if (system (command) != 0)

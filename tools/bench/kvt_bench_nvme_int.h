@@ -59,9 +59,14 @@ double
 void
     kvt_bench_nvme_fill (uint8_t *buf, size_t bytes, uint64_t seed);
 
-//  Map 'bytes' of prefaulted anonymous memory; exits if it cannot.
+//  Map 'bytes' of prefaulted anonymous memory (on huge pages with
+//  --hugepages); exits if it cannot.
 void *
     kvt_bench_nvme_map (size_t bytes);
+
+//  Unmap what kvt_bench_nvme_map (bytes) returned.
+void
+    kvt_bench_nvme_unmap (void *p, size_t bytes);
 
 //  xxh3-64 and memcpy on one core over 64 MiB out of cache.
 void

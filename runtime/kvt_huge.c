@@ -1,0 +1,54 @@
+/*  =========================================================================
+    kvt_huge - anonymous memory on transparent huge pages, where allowed
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include "kvt_huge.h"
+
+#define S_HUGE ((size_t) 2 << 20)
+
+static size_t
+s_length (size_t bytes)
+{
+    return ((bytes? bytes: 1) + S_HUGE - 1) / S_HUGE * S_HUGE;
+}
+
+void *
+kvt_huge_alloc (size_t bytes, bool populate)
+{
+    size_t length = s_length (bytes);
+    //  Over-map by one huge page and trim both ends to a 2 MiB boundary:
+    //  the kernel only backs aligned 2 MiB ranges with huge pages
+    uint8_t *raw = (uint8_t *) mmap (NULL, length + S_HUGE, PROT_READ | PROT_WRITE,
+                                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uint8_t *p = (uint8_t *) (((uintptr_t) raw + S_HUGE - 1) & ~(uintptr_t) (S_HUGE - 1));
+    if (p > raw)
+        munmap (raw, (size_t) (p - raw));
+    size_t tail = (size_t) (raw + length + S_HUGE - (p + length));
+    if (tail)
+        munmap (p + length, tail);
+#ifdef MADV_HUGEPAGE
+    madvise (p, length, MADV_HUGEPAGE);     //  A hint: refused, nothing changes
+#endif
+    if (populate) {
+#ifdef MADV_POPULATE_WRITE
+        if (madvise (p, length, MADV_POPULATE_WRITE) != 0)
+#endif
+            memset (p, 0, length);
+    }
+    return p;
+}
+
+void
+kvt_huge_free (void *p, size_t bytes)
+{
+    if (p)
+        munmap (p, s_length (bytes));
+}
