@@ -98,6 +98,55 @@ kvt_dev_wait_primary (void)
 #endif
 }
 
+//  The first half of a 16-token tile's online softmax, for the decode
+//  kernels' layout: s [half][e] is the score of head row g (e < 2) or
+//  g + 8 (e >= 2) for token t0 + 8 half + 2t + (e & 1). Scales the scores
+//  by 'factor' (log2 units), masks tokens at or past 'end' to -inf, takes
+//  each row's max over the quad, and advances the running max m; returns
+//  in alpha the factor by which the running sum (already applied to l)
+//  and the output (the caller's, kvt_dev_rescale_rows) must shrink.
+__device__ __forceinline__ void
+kvt_dev_tile_max (float (&s) [2][4], float factor, int t0, int end, int t, float (&m) [2],
+                  float (&l) [2], float (&alpha) [2])
+{
+    float top [2] = { -INFINITY, -INFINITY };
+#pragma unroll
+    for (int half = 0; half < 2; half++) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int token = t0 + 8 * half + 2 * t + (e & 1);
+            float value = token < end? s [half][e] * factor: -INFINITY;
+            s [half][e] = value;
+            top [e >> 1] = fmaxf (top [e >> 1], value);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 1));
+        top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 2));
+        float m_new = fmaxf (m [r], top [r]);
+        alpha [r] = kvt_dev_exp2 (m [r] - m_new);     //  0 on the first tile
+        m [r] = m_new;
+        l [r] *= alpha [r];
+    }
+}
+
+//  O's accumulators times alpha [0] (row g) and alpha [1] (row g + 8)
+template <int NT>
+__device__ __forceinline__ void
+kvt_dev_rescale_rows (float (&o) [NT][4], const float (&alpha) [2])
+{
+    if (alpha [0] != 1.0f || alpha [1] != 1.0f) {
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            o [n][0] *= alpha [0];
+            o [n][1] *= alpha [0];
+            o [n][2] *= alpha [1];
+            o [n][3] *= alpha [1];
+        }
+    }
+}
+
 //  Merge kernel: grid = (heads, seqs), D threads; weights are 2^lse. A
 //  row whose splits all saw no token (lse -inf) is written as zeros.
 template <typename T, int D>

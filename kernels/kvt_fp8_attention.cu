@@ -279,28 +279,8 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
             }
         }
         //  Online softmax; rows g (e < 2) and g + 8 (e >= 2), quad-uniform max
-        const float k_factor = k_scale * scale_log2;
-        float top [2] = { -INFINITY, -INFINITY };
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int token = t0 + 8 * half + 2 * t + (e & 1);
-                float value = token < end? s [half][e] * k_factor: -INFINITY;
-                s [half][e] = value;
-                top [e >> 1] = fmaxf (top [e >> 1], value);
-            }
-        }
         float alpha [2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 1));
-            top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 2));
-            float m_new = fmaxf (m [r], top [r]);
-            alpha [r] = kvt_dev_exp2 (m [r] - m_new);     //  0 on the first tile
-            m [r] = m_new;
-            l [r] *= alpha [r];
-        }
+        kvt_dev_tile_max (s, k_scale * scale_log2, t0, end, t, m, l, alpha);
         //  V scale relative to the largest so far (P * ratio <= 1 in fp16)
         float v_ratio = 1.0f;
         if (v_scale > v_top) {
@@ -320,15 +300,7 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
                 l [e >> 1] += p;
             }
         }
-        if (alpha [0] != 1.0f || alpha [1] != 1.0f) {
-#pragma unroll
-            for (int n = 0; n < NT; n++) {
-                o [n][0] *= alpha [0];
-                o [n][1] *= alpha [0];
-                o [n][2] *= alpha [1];
-                o [n][3] *= alpha [1];
-            }
-        }
+        kvt_dev_rescale_rows<NT> (o, alpha);
         uint32_t pa [4];
         pa [0] = kvt_dev_pack<__half> (s [0][0], s [0][1]);
         pa [1] = kvt_dev_pack<__half> (s [0][2], s [0][3]);

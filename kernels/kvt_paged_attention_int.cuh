@@ -116,27 +116,8 @@ struct kvt_decode_warp_t {
             }
         }
         //  Online softmax; rows g (e < 2) and g + 8 (e >= 2), quad-uniform max
-        float top [2] = { -INFINITY, -INFINITY };
-#pragma unroll
-        for (int half = 0; half < 2; half++) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) {
-                int token = t0 + 8 * half + 2 * t + (e & 1);
-                float value = token < end? s [half][e] * scale_log2: -INFINITY;
-                s [half][e] = value;
-                top [e >> 1] = fmaxf (top [e >> 1], value);
-            }
-        }
         float alpha [2];
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 1));
-            top [r] = fmaxf (top [r], __shfl_xor_sync (0xffffffffu, top [r], 2));
-            float m_new = fmaxf (m [r], top [r]);
-            alpha [r] = kvt_dev_exp2 (m [r] - m_new);     //  0 on the first tile
-            m [r] = m_new;
-            l [r] *= alpha [r];
-        }
+        kvt_dev_tile_max (s, scale_log2, t0, end, t, m, l, alpha);
 #pragma unroll
         for (int half = 0; half < 2; half++) {
 #pragma unroll
@@ -146,15 +127,7 @@ struct kvt_decode_warp_t {
                 l [e >> 1] += p;
             }
         }
-        if (alpha [0] != 1.0f || alpha [1] != 1.0f) {
-#pragma unroll
-            for (int n = 0; n < D / 8; n++) {
-                o [n][0] *= alpha [0];
-                o [n][1] *= alpha [0];
-                o [n][2] *= alpha [1];
-                o [n][3] *= alpha [1];
-            }
-        }
+        kvt_dev_rescale_rows<D / 8> (o, alpha);
         uint32_t pa [4];
         pa [0] = kvt_dev_pack<T> (s [0][0], s [0][1]);
         pa [1] = kvt_dev_pack<T> (s [0][2], s [0][3]);
