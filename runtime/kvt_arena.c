@@ -6,6 +6,7 @@
 */
 
 #include "kvt_classes.h"
+#include "kvt_huge.h"
 #include <ctype.h>
 #ifdef KVT_WITH_NUMA
 #include <numa.h>
@@ -25,6 +26,7 @@ struct _kvt_arena_t {
     bool device;                    //  Device memory (cudaMalloc), no fd
     bool ipc_opened;                //  Device memory opened by IPC handle (not ours to free)
     bool pinned;                    //  Host memory registered with CUDA
+    bool private_memory;            //  Anonymous, this process only (kvt_huge)
     size_t spare_count;             //  Device arenas: blocks past block_count
 };
 
@@ -79,6 +81,28 @@ kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hu
     }
     kvt_log_info ("arena %s: %zu blocks of %zu bytes%s", name, block_count, block_bytes,
                   self->hugepages? " on huge pages": "");
+    return self;
+}
+
+kvt_arena_t *
+kvt_arena_new_private (const char *name, size_t block_count, size_t block_bytes)
+{
+    kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
+    self->name = strdup (name);
+    self->fd = -1;
+    self->block_count = block_count;
+    self->block_bytes = block_bytes;
+    self->mapped_bytes = block_count * block_bytes;
+    self->base = kvt_huge_alloc (self->mapped_bytes, false);
+    if (!self->base) {
+        kvt_log_error ("arena %s: cannot allocate %zu bytes of private memory: %s", name,
+                       self->mapped_bytes, strerror (errno));
+        kvt_arena_destroy (&self);
+        return NULL;
+    }
+    self->private_memory = true;
+    kvt_log_info ("arena %s: %zu blocks of %zu bytes, private (transparent huge pages "
+                  "where allowed)", name, block_count, block_bytes);
     return self;
 }
 
@@ -302,6 +326,9 @@ kvt_arena_destroy (kvt_arena_t **self_p)
         if (self->pinned)
             cudaHostUnregister (self->base);
 #endif
+        if (self->base && self->private_memory)
+            kvt_huge_free (self->base, self->mapped_bytes);
+        else
         if (self->base && !self->device)
             munmap (self->base, self->mapped_bytes);
         if (self->fd >= 0)
@@ -402,6 +429,18 @@ kvt_arena_test (bool verbose)
 #endif
     char hex [KVT_ARENA_IPC_HEX];
     assert (kvt_arena_ipc_handle (arena, hex, sizeof (hex)) == -EINVAL);
+    kvt_arena_destroy (&arena);
+
+    //  A private arena: zeroed blocks of this process, 2 MiB-aligned (huge
+    //  pages can back it), no descriptor to hand to another process
+    arena = kvt_arena_new_private ("private", 600, 4096);
+    assert (arena && kvt_arena_fd (arena) == -1 && !kvt_arena_on_device (arena));
+    assert ((uintptr_t) kvt_arena_base (arena) % (2u << 20) == 0);
+    assert (((uint8_t *) kvt_arena_block (arena, 599)) [4095] == 0);
+    assert (kvt_arena_copy (arena, kvt_arena_block (arena, 599), bytes, sizeof (bytes)) == 0);
+    assert (memcmp (kvt_arena_block (arena, 599), bytes, sizeof (bytes)) == 0);
+    rc = kvt_arena_bind_numa (arena, 0);
+    assert (rc == 0 || rc == -ENOTSUP);
     kvt_arena_destroy (&arena);
     return 0;
 }

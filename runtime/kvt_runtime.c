@@ -252,6 +252,20 @@ s_arena_geometry (const kvt_layer_shard_t *shard, const kvt_config_t *config, in
     *block_bytes = k == 0? shard->gpu_bytes: k == 1? shard->block_bytes: shard->shard_bytes;
 }
 
+//  Whether every actor runs as a thread of this process (none as a process,
+//  nor as a guest of one): then no other process maps the arenas
+static bool
+s_all_threads (const kvt_runtime_t *self)
+{
+    for (int k = 0; k < self->def_count; k++) {
+        char mode_key [64];
+        snprintf (mode_key, sizeof (mode_key), "%s/mode", self->defs [k]->name);
+        if (streq (kvt_config_str (self->config, mode_key), "process"))
+            return false;
+    }
+    return true;
+}
+
 static int
 s_create_arenas (kvt_runtime_t *self)
 {
@@ -280,8 +294,16 @@ s_create_arenas (kvt_runtime_t *self)
             arena = kvt_arena_new_device (names [k], block_count, block_bytes,
                                           s_spare_blocks (self->config));
         }
-        else
+        else {
             arena = kvt_arena_new (names [k], block_count, block_bytes, hugepages);
+            //  No reserved huge pages and no other process to share with:
+            //  private memory, which can be transparent huge pages (DMA into
+            //  4 KiB pages costs a segment each; kvt_arena_new_private)
+            if (arena && !kvt_arena_hugepages (arena) && s_all_threads (self)) {
+                kvt_arena_destroy (&arena);
+                arena = kvt_arena_new_private (names [k], block_count, block_bytes);
+            }
+        }
         if (!arena)
             return -ENOMEM;
         if (k == 1) {
