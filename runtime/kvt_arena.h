@@ -10,7 +10,10 @@
     GPU, live in memfd shared memory: created once by the supervisor before
     any actor starts, inherited by actor processes as a file descriptor,
     and mapped by each process that moves bytes. Huge pages are used when
-    the machine allows (MFD_HUGETLB), else normal pages.
+    the machine allows (MFD_HUGETLB), else normal pages; when every actor
+    is a thread and no huge pages are reserved, the runtime makes its
+    arenas private memory instead (kvt_arena_new_private), where
+    transparent huge pages can back them.
     In a CUDA build with a GPU, the GPU tier's slab is device memory
     instead (kvt_arena_new_device): its block addresses are device
     pointers, it has no descriptor (actor processes open it by its CUDA
