@@ -24,6 +24,9 @@
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
+#ifdef KVT_WS_WATCHDOG
+#   include <stdio.h>
+#endif
 
 //  Read 16 bytes that no one writes while the kernel runs; stream past L1
 __device__ __forceinline__ uint4
@@ -138,5 +141,66 @@ template <> __device__ __forceinline__ __nv_bfloat16
 kvt_dev_from_float<__nv_bfloat16> (float value) { return __float2bfloat16_rn (value); }
 template <> __device__ __forceinline__ __half
 kvt_dev_from_float<__half> (float value) { return __float2half_rn (value); }
+
+
+//  mbarriers in shared memory and bulk copies (sm_90; callers guard the
+//  architecture). 'bar' is the barrier's shared-memory address.
+__device__ __forceinline__ void
+kvt_dev_bar_init (uint32_t bar, uint32_t count)
+{
+    asm volatile ("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r" (bar), "r" (count) : "memory");
+}
+
+__device__ __forceinline__ void
+kvt_dev_bar_arrive (uint32_t bar)
+{
+    asm volatile ("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r" (bar) : "memory");
+}
+
+//  Arrive, and expect 'bytes' more from bulk copies in this phase
+__device__ __forceinline__ void
+kvt_dev_bar_expect (uint32_t bar, uint32_t bytes)
+{
+    asm volatile ("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
+                  :: "r" (bar), "r" (bytes) : "memory");
+}
+
+//  'bytes' (a multiple of 16) from global to shared memory by the SM's copy
+//  engine, counted on 'bar' as they land
+__device__ __forceinline__ void
+kvt_dev_bulk_copy (uint32_t smem, const void *global, uint32_t bytes, uint32_t bar)
+{
+    asm volatile ("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
+                  " [%0], [%1], %2, [%3];"
+                  :: "r" (smem), "l" (global), "r" (bytes), "r" (bar) : "memory");
+}
+
+//  Until the phase of parity 'parity' has completed. Built with
+//  -DKVT_WS_WATCHDOG, a wait that spins 4M times prints who waits where
+//  and traps: that is how prefill v4's first deadlock was found (every
+//  consumer on tile 1's full barrier, the producer on tile 0's empty one).
+__device__ __forceinline__ void
+kvt_dev_bar_wait (uint32_t bar, uint32_t parity)
+{
+#ifdef KVT_WS_WATCHDOG
+    for (long spins = 0; ; spins++) {
+        uint32_t done;
+        asm volatile ("{\n.reg .pred p;\n"
+                      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                      "selp.u32 %0, 1, 0, p;\n}\n" : "=r" (done) : "r" (bar), "r" (parity) : "memory");
+        if (done)
+            return;
+        if (spins == (1l << 22)) {
+            printf ("WS hang: block %d,%d,%d thread %d bar %u parity %u\n", blockIdx.x, blockIdx.y,
+                    blockIdx.z, threadIdx.x, bar & 0xffff, parity);
+            __trap ();
+        }
+    }
+#else
+    asm volatile ("{\n.reg .pred done;\nWAIT:\n"
+                  "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                  "@!done bra WAIT;\n}\n" :: "r" (bar), "r" (parity) : "memory");
+#endif
+}
 
 #endif

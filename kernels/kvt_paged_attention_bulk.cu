@@ -45,35 +45,6 @@ s_ring_bytes ()
          ? KVT_DECODE_WARPS * STAGES * 2 * 16 * D * 2: KVT_DECODE_WARPS * 16 * (D + 1) * 4;
 }
 
-__device__ __forceinline__ void
-s_bar_init (uint32_t bar)
-{
-    asm volatile ("mbarrier.init.shared::cta.b64 [%0], 1;" :: "r" (bar) : "memory");
-}
-
-__device__ __forceinline__ void
-s_bar_expect (uint32_t bar, uint32_t bytes)
-{
-    asm volatile ("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;"
-                  :: "r" (bar), "r" (bytes) : "memory");
-}
-
-__device__ __forceinline__ void
-s_bulk_copy (uint32_t smem, const void *global, uint32_t bytes, uint32_t bar)
-{
-    asm volatile ("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes"
-                  " [%0], [%1], %2, [%3];"
-                  :: "r" (smem), "l" (global), "r" (bytes), "r" (bar) : "memory");
-}
-
-__device__ __forceinline__ void
-s_bar_wait (uint32_t bar, uint32_t parity)
-{
-    asm volatile ("{\n.reg .pred done;\nWAIT:\n"
-                  "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-                  "@!done bra WAIT;\n}\n" :: "r" (bar), "r" (parity) : "memory");
-}
-
 //  Copies of the tile at t0 into the stage at shared address 'dst', counted
 //  on the mbarrier 'bar'; called by a whole warp. A tile of whole rows in
 //  one block is one copy each for K and V, from lane 0 ('block' is its
@@ -91,20 +62,20 @@ s_issue_tile (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c,
         if (c.lane == 0) {
             int64_t offset = (int64_t) block * a.block_stride_bytes
                            + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
-            s_bar_expect (bar, 2 * 16 * ROW);
-            s_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
-            s_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
+            kvt_dev_bar_expect (bar, 2 * 16 * ROW);
+            kvt_dev_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
+            kvt_dev_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
         }
         return;
     }
     int rows = min (16, c.end - t0);
     if (c.lane == 0)
-        s_bar_expect (bar, 2 * rows * ROW);
+        kvt_dev_bar_expect (bar, 2 * rows * ROW);
     __syncwarp ();
     if (c.lane < rows) {
         int64_t offset = kvt_decode_token_offset (a, table, t0 + c.lane, log2_bt, bt_mask);
-        s_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
-        s_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
+        kvt_dev_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
+        kvt_dev_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
     }
 }
 
@@ -158,7 +129,7 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     const uint32_t bar0 = (uint32_t) __cvta_generic_to_shared (&sm_bar [c.warp][0]);
     if (c.lane == 0)
         for (int stage = 0; stage < STAGES; stage++)
-            s_bar_init (bar0 + 8 * stage);
+            kvt_dev_bar_init (bar0 + 8 * stage, 1);
     asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
     __syncwarp ();
     //  Tile at t0 (< end) into 'stage'. Tiles are issued in order, one
@@ -183,7 +154,7 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     int stage = 0;
     uint32_t parity = 0;
     for (int t0 = first; t0 < c.end; t0 += step) {
-        s_bar_wait (bar0 + 8 * stage, parity);
+        kvt_dev_bar_wait (bar0 + 8 * stage, parity);
         uint4 k_raw [2][PC], v_raw [2][PC];
         s_tile_registers<D> (ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
         //  The tile is in registers: its stage takes the tile STAGES ahead
@@ -230,12 +201,6 @@ s_ws_stages ()
     return S_WS_BYTES / (2 * 16 * D * 2);
 }
 
-__device__ __forceinline__ void
-s_bar_arrive (uint32_t bar)
-{
-    asm volatile ("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r" (bar) : "memory");
-}
-
 template <typename T, int D>
 __global__ void __launch_bounds__ ((S_WS_CONSUMERS + 1) * 32, 1)
 s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
@@ -259,8 +224,8 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     const uint32_t empty0 = (uint32_t) __cvta_generic_to_shared (&sm_empty [0]);
     if (threadIdx.x == 0)
         for (int stage = 0; stage < STAGES; stage++) {
-            s_bar_init (full0 + 8 * stage);
-            s_bar_init (empty0 + 8 * stage);
+            kvt_dev_bar_init (full0 + 8 * stage, 1);
+            kvt_dev_bar_init (empty0 + 8 * stage, 1);
         }
     asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
     __syncthreads ();
@@ -282,7 +247,7 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
                 int t0 = c.start + 16 * j;
                 int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
                 if (j >= STAGES)            //  The tile a ring behind has been taken
-                    s_bar_wait (empty0 + 8 * stage, phase ^ 1);
+                    kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
                 s_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles, tile_block,
                                  t0, ring_smem + stage * STAGE, full0 + 8 * stage);
                 if (++stage == STAGES) {
@@ -306,12 +271,12 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     uint32_t phase = 0;
     for (int j = c.warp; j < tiles; j += S_WS_CONSUMERS) {
         int t0 = c.start + 16 * j;
-        s_bar_wait (full0 + 8 * stage, phase);
+        kvt_dev_bar_wait (full0 + 8 * stage, phase);
         uint4 k_raw [2][PC], v_raw [2][PC];
         s_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
         __syncwarp ();                      //  Every lane has its tile: release the stage
         if (c.lane == 0)
-            s_bar_arrive (empty0 + 8 * stage);
+            kvt_dev_bar_arrive (empty0 + 8 * stage);
         stage += S_WS_CONSUMERS;
         if (stage >= STAGES) {
             stage -= STAGES;

@@ -125,19 +125,6 @@ s_wg_fence ()
     asm volatile ("wgmma.fence.sync.aligned;" ::: "memory");
 }
 
-//  mbarriers in shared memory (v4's producer and consumers)
-__device__ __forceinline__ void
-s_bar_init (uint32_t bar, uint32_t count)
-{
-    asm volatile ("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r" (bar), "r" (count) : "memory");
-}
-
-__device__ __forceinline__ void
-s_bar_arrive (uint32_t bar)
-{
-    asm volatile ("mbarrier.arrive.shared::cta.b64 _, [%0];" :: "r" (bar) : "memory");
-}
-
 //  Named barrier 'id' (1..15; 0 is __syncthreads) over the 256 consumer
 //  threads: wait for the other warpgroup's turn to pass, or pass it on
 __device__ __forceinline__ void
@@ -150,34 +137,6 @@ __device__ __forceinline__ void
 s_turn_pass (uint32_t id)
 {
     asm volatile ("bar.arrive %0, 256;" :: "r" (id) : "memory");
-}
-
-//  Until the phase of parity 'parity' has completed. Built with
-//  -DKVT_WS_WATCHDOG, a wait that spins 4M times prints who waits where
-//  and traps: that is how v4's first deadlock was found (every consumer
-//  on tile 1's full barrier, the producer on tile 0's empty one).
-__device__ __forceinline__ void
-s_bar_wait (uint32_t bar, uint32_t parity)
-{
-#ifdef KVT_WS_WATCHDOG
-    for (long spins = 0; ; spins++) {
-        uint32_t done;
-        asm volatile ("{\n.reg .pred p;\n"
-                      "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-                      "selp.u32 %0, 1, 0, p;\n}\n" : "=r" (done) : "r" (bar), "r" (parity) : "memory");
-        if (done)
-            return;
-        if (spins == (1l << 22)) {
-            printf ("WS hang: block %d,%d,%d thread %d bar %u parity %u\n", blockIdx.x, blockIdx.y,
-                    blockIdx.z, threadIdx.x, bar & 0xffff, parity);
-            __trap ();
-        }
-    }
-#else
-    asm volatile ("{\n.reg .pred done;\nWAIT:\n"
-                  "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
-                  "@!done bra WAIT;\n}\n" :: "r" (bar), "r" (parity) : "memory");
-#endif
 }
 
 #endif
@@ -322,8 +281,8 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     if constexpr (WS) {
         if (threadIdx.x == 0)
             for (int b = 0; b < STAGES; b++) {
-                s_bar_init (full_bar + 8 * b, LOADERS);
-                s_bar_init (empty_bar + 8 * b, 256);
+                kvt_dev_bar_init (full_bar + 8 * b, LOADERS);
+                kvt_dev_bar_init (empty_bar + 8 * b, 256);
             }
         __syncthreads ();
         if (threadIdx.x < 128) {
@@ -336,11 +295,11 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             load_q ();                              //  Same group as tile 0
             for (int i = 0; i < tiles; i++) {
                 if (i >= STAGES)
-                    s_bar_wait (empty_bar + 8 * (i % STAGES), ((i - STAGES) / STAGES) & 1);
+                    kvt_dev_bar_wait (empty_bar + 8 * (i % STAGES), ((i - STAGES) / STAGES) & 1);
                 load_tile (i, i % STAGES);
                 asm volatile ("cp.async.wait_group 0;" ::: "memory");
                 asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
-                s_bar_arrive (full_bar + 8 * (i % STAGES));
+                kvt_dev_bar_arrive (full_bar + 8 * (i % STAGES));
             }
             return;
         }
@@ -476,7 +435,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         s_wg_fence_operand (o);
     };
     if constexpr (WS)
-        s_bar_wait (full_bar, 0);
+        kvt_dev_bar_wait (full_bar, 0);
     else {
         load_q ();
         load_tile (0, 0);                           //  Same group as Q
@@ -500,7 +459,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             s_turn_pass (1);
     for (int i = 0; i + 1 < tiles; i++) {
         if constexpr (WS) {
-            s_bar_wait (full_bar + 8 * ((i + 1) % STAGES), ((i + 1) / STAGES) & 1);
+            kvt_dev_bar_wait (full_bar + 8 * ((i + 1) % STAGES), ((i + 1) / STAGES) & 1);
             s_turn_wait (1 + wg);                   //  My turn to issue
         }
         else {
@@ -520,7 +479,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
         s_wg_fence_operand (o);
         rescale_o ();                               //  For PV (i + 1)
         if constexpr (WS)
-            s_bar_arrive (empty_bar + 8 * (i % STAGES));    //  Stage of tile i is free
+            kvt_dev_bar_arrive (empty_bar + 8 * (i % STAGES));    //  Stage of tile i is free
         else {
             __syncthreads ();                       //  Buffer of tile i is free
             if (i + 2 < tiles)
