@@ -174,13 +174,15 @@ kvt_decode_merge_kernel (void *out, int heads, int splits, const float *ws_out,
     ((T *) out) [((size_t) seq * heads + head) * D + d] = kvt_dev_from_float<T> (acc);
 }
 
+#define KVT_DEV_MAX_DEVICES 64          //  Devices the per-device caches hold
+
 //  Compute capability major of 'device' (0 if unknown), asked of the driver
 //  once per device: a decode call would otherwise pay for it every time
 inline int
 kvt_dev_compute_major (int device)
 {
-    static int known [64];                  //  0 until asked; atomics, as races only repeat it
-    if (device < 0 || device >= 64)
+    static int known [KVT_DEV_MAX_DEVICES]; //  0 until asked; atomics, as races only repeat it
+    if (device < 0 || device >= KVT_DEV_MAX_DEVICES)
         return 0;
     int major = __atomic_load_n (&known [device], __ATOMIC_ACQUIRE);
     if (major == 0
@@ -192,12 +194,14 @@ kvt_dev_compute_major (int device)
 //  CTAs of a decode kernel that run at once on 'device': the SM count times
 //  ask (context), the CTAs a SM (ask may also set the kernel's attributes
 //  on the device; it returns a negative code on failure). Asked once per
-//  device: 'cache' holds 64 entries, 0 until known, read and written with
-//  atomics (two threads that meet here both ask and store the same answer).
+//  device: 'cache' holds KVT_DEV_MAX_DEVICES entries, 0 until known, read
+//  and written with atomics (two threads that meet here both ask and
+//  store the same answer).
 inline int
 kvt_dev_decode_slots (int *cache, int device, int (*ask) (void *), void *context)
 {
-    int slots = device >= 0 && device < 64? __atomic_load_n (&cache [device], __ATOMIC_ACQUIRE): 0;
+    bool cached = device >= 0 && device < KVT_DEV_MAX_DEVICES;
+    int slots = cached? __atomic_load_n (&cache [device], __ATOMIC_ACQUIRE): 0;
     if (slots > 0)
         return slots;
     int sm_count, per_sm = ask (context);
@@ -205,7 +209,7 @@ kvt_dev_decode_slots (int *cache, int device, int (*ask) (void *), void *context
     ||  cudaDeviceGetAttribute (&sm_count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
         return KVT_ECUDA;
     slots = sm_count * (per_sm > 0? per_sm: 1);
-    if (device >= 0 && device < 64)
+    if (cached)
         __atomic_store_n (&cache [device], slots, __ATOMIC_RELEASE);
     return slots;
 }

@@ -406,7 +406,7 @@ s_occupancy (int *per_sm)
 }
 
 //  CTA slots of each kernel on each device (kvt_dev_decode_slots)
-int s_slots [2 * 2][64];
+int s_slots [2 * 2][KVT_DEV_MAX_DEVICES];
 
 int
 s_ask_per_sm (void *context)

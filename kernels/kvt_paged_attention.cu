@@ -118,13 +118,13 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
 }
 
 //  --------------------------------------------------------------------------
-//  The kernel of a variant, and what it needs on a device, asked of the
-//  driver once per device: asking at every call (SM count, occupancy,
-//  attributes) cost 6-11 us of host time a call on the H200, and a decode
-//  step makes one call a layer.
+//  The kernel of a variant, and what it needs on a device (SM count,
+//  occupancy, attributes), asked of the driver once per device, not at
+//  every call: a decode step makes one call a layer. (A call still costs
+//  4.5-11 us of host time on the H200: the launches themselves.)
 
 //  CTA slots of each kernel on each device (kvt_dev_decode_slots)
-int s_slots [2 * 2 * KVT_PAGED_ATTENTION_VARIANTS][64];
+int s_slots [2 * 2 * KVT_PAGED_ATTENTION_VARIANTS][KVT_DEV_MAX_DEVICES];
 
 struct s_plan_t {
     kvt_decode_kernel_t kernel;
@@ -133,8 +133,8 @@ struct s_plan_t {
     int slots;                              //  CTAs that run at once on the device
 };
 
-//  CTAs a SM of plan's kernel. The ring kernels take all of the SM's
-//  unified memory as shared memory: two rings a SM.
+//  CTAs a SM of plan's kernel. The bulk kernels take all of the SM's
+//  unified memory as shared memory (v3: two CTAs' rings a SM, v4: one).
 int
 s_ask_per_sm (void *context)
 {

@@ -45,29 +45,43 @@ s_map (kvt_arena_t *self)
     return 0;
 }
 
-kvt_arena_t *
-kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hugepages)
+//  A fresh arena record, no memory yet
+static kvt_arena_t *
+s_arena_new (const char *name, size_t block_count, size_t block_bytes)
 {
     kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
     self->name = strdup (name);
     self->fd = -1;
     self->block_count = block_count;
     self->block_bytes = block_bytes;
-    size_t bytes = block_count * block_bytes;
-    //  Descriptors are inherited on purpose (no MFD_CLOEXEC): actor
-    //  processes are started with fork and exec and map the same memory.
-    if (hugepages) {
-        size_t huge = 2u << 20;
-        self->mapped_bytes = (bytes + huge - 1) / huge * huge;
-        self->fd = memfd_create (name, MFD_HUGETLB);
-        if (self->fd >= 0 && (ftruncate (self->fd, (off_t) self->mapped_bytes) != 0
-                              || s_map (self) != 0)) {
-            close (self->fd);
-            self->fd = -1;
-        }
-        self->hugepages = self->fd >= 0;
+    return self;
+}
+
+//  Map the arena on reserved huge pages (a MFD_HUGETLB memfd); false, and
+//  nothing held, where the machine reserves none. Descriptors are inherited
+//  on purpose (no MFD_CLOEXEC): actor processes are started with fork and
+//  exec and map the same memory.
+static bool
+s_map_hugetlb (kvt_arena_t *self)
+{
+    size_t huge = 2u << 20;
+    self->mapped_bytes = (self->block_count * self->block_bytes + huge - 1) / huge * huge;
+    self->fd = memfd_create (self->name, MFD_HUGETLB);
+    if (self->fd >= 0 && (ftruncate (self->fd, (off_t) self->mapped_bytes) != 0
+                          || s_map (self) != 0)) {
+        close (self->fd);
+        self->fd = -1;
     }
-    if (self->fd < 0) {
+    self->hugepages = self->fd >= 0;
+    return self->hugepages;
+}
+
+kvt_arena_t *
+kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hugepages)
+{
+    kvt_arena_t *self = s_arena_new (name, block_count, block_bytes);
+    size_t bytes = block_count * block_bytes;
+    if (!hugepages || !s_map_hugetlb (self)) {
         long page = sysconf (_SC_PAGESIZE);
         self->mapped_bytes = (bytes + page - 1) / page * page;
         self->fd = memfd_create (name, 0);
@@ -85,13 +99,15 @@ kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hu
 }
 
 kvt_arena_t *
-kvt_arena_new_private (const char *name, size_t block_count, size_t block_bytes)
+kvt_arena_new_private (const char *name, size_t block_count, size_t block_bytes,
+                       bool hugepages)
 {
-    kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
-    self->name = strdup (name);
-    self->fd = -1;
-    self->block_count = block_count;
-    self->block_bytes = block_bytes;
+    kvt_arena_t *self = s_arena_new (name, block_count, block_bytes);
+    if (hugepages && s_map_hugetlb (self)) {
+        kvt_log_info ("arena %s: %zu blocks of %zu bytes on huge pages", name, block_count,
+                      block_bytes);
+        return self;
+    }
     self->mapped_bytes = block_count * block_bytes;
     self->base = kvt_huge_alloc (self->mapped_bytes, false);
     if (!self->base) {
@@ -433,7 +449,7 @@ kvt_arena_test (bool verbose)
 
     //  A private arena: zeroed blocks of this process, 2 MiB-aligned (huge
     //  pages can back it), no descriptor to hand to another process
-    arena = kvt_arena_new_private ("private", 600, 4096);
+    arena = kvt_arena_new_private ("private", 600, 4096, false);
     assert (arena && kvt_arena_fd (arena) == -1 && !kvt_arena_on_device (arena));
     assert ((uintptr_t) kvt_arena_base (arena) % (2u << 20) == 0);
     assert (((uint8_t *) kvt_arena_block (arena, 599)) [4095] == 0);

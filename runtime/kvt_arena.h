@@ -45,16 +45,18 @@ typedef struct _kvt_arena_t kvt_arena_t;
 kvt_arena_t *
     kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hugepages);
 
-//  Create an arena in this process's private memory, on transparent huge
-//  pages where the kernel allows (kvt_huge.h): for runs whose actors are
-//  all threads. It has no descriptor (kvt_arena_fd is -1), so no other
-//  process can map it. Why: where huge pages are not reserved, a memfd
-//  arena is 4 KiB pages, and on a virtual disk without indirect
-//  descriptors a 64 KiB NVMe read into it takes 16 segments of a ring that
-//  then holds ~14 reads (tools/bench/RESULTS.md, session 20). Returns NULL
-//  and logs why if memory could not be had.
+//  Create an arena for runs whose actors are all threads: on reserved huge
+//  pages if 'hugepages' and the machine has them (as kvt_arena_new), else
+//  in this process's private memory, on transparent huge pages where the
+//  kernel allows (kvt_huge.h); then it has no descriptor (kvt_arena_fd is
+//  -1) and no other process can map it. Why: a memfd arena without
+//  reserved huge pages is 4 KiB pages, and on a virtual disk without
+//  indirect descriptors a 64 KiB NVMe read into it takes 16 segments of a
+//  ring that then holds ~14 reads (tools/bench/RESULTS.md, session 20).
+//  Returns NULL and logs why if memory could not be had.
 kvt_arena_t *
-    kvt_arena_new_private (const char *name, size_t block_count, size_t block_bytes);
+    kvt_arena_new_private (const char *name, size_t block_count, size_t block_bytes,
+                           bool hugepages);
 
 //  Create a device-memory arena of block_count + spare_count blocks on
 //  the current CUDA device (CUDA builds only). Returns NULL and logs why

@@ -281,6 +281,7 @@ s_create_arenas (kvt_runtime_t *self)
     if (on_device < 0)
         return on_device;
     int arena_count = kvt_layer_shard_on (&shard)? 3: 2;
+    bool all_threads = s_all_threads (self);
     for (int k = 0; k < arena_count; k++) {
         if (kvt_arena_find (names [k])) {
             kvt_log_error ("runtime: an arena named %s already exists in this process "
@@ -294,16 +295,11 @@ s_create_arenas (kvt_runtime_t *self)
             arena = kvt_arena_new_device (names [k], block_count, block_bytes,
                                           s_spare_blocks (self->config));
         }
-        else {
+        else
+        if (all_threads)                    //  No other process maps it
+            arena = kvt_arena_new_private (names [k], block_count, block_bytes, hugepages);
+        else
             arena = kvt_arena_new (names [k], block_count, block_bytes, hugepages);
-            //  No reserved huge pages and no other process to share with:
-            //  private memory, which can be transparent huge pages (DMA into
-            //  4 KiB pages costs a segment each; kvt_arena_new_private)
-            if (arena && !kvt_arena_hugepages (arena) && s_all_threads (self)) {
-                kvt_arena_destroy (&arena);
-                arena = kvt_arena_new_private (names [k], block_count, block_bytes);
-            }
-        }
         if (!arena)
             return -ENOMEM;
         if (k == 1) {
