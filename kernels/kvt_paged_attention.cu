@@ -33,7 +33,7 @@
     copies (cp.async.bulk, the TMA engine) the same read reaches 4.40-4.45,
     which is where cuDNN is. Tried and removed: per-warp cp.async rings of
     2 or 3 tiles, per lane or whole rows an instruction (0.88-0.98x v2).
-    v2 (variant 1) is the default.
+    v2 (variant 1) is the default below sm_90.
     v3  (variant 2) v2's math on tiles that a ring of bulk copies (one
         ring a warp, lane 0 issuing) brings into shared memory: correct on
         every test case, but 3.5-3.6 TB/s; ncu finds its warps waiting on
@@ -46,9 +46,10 @@
         20: 4.11 / 4.33 TB/s at 64x4K / 16x32K against v2's 4.06 / 4.13
         in the same calls (1.01 / 1.05x); at 1x128K the split planner then
         made a second wave of 4 CTAs (0.61x), so it now stops at one
-        (kvt_paged_attention_splits). Not yet the default: the session's
-        device time ended before the runtime tests, the 4- and 8-token
-        block cases and the demo had run with it on the card.
+        (kvt_paged_attention_splits). The default on sm_90 and later since
+        session 21 (H200, 2026-11-29, same call as cuDNN SDPA): 4.09 / 4.33
+        / 4.05 TB/s at 64x4K / 16x32K / 1x128K, 0.98 / 0.99 / 1.05x cuDNN
+        (4.16 / 4.36 / 3.84), against v2's 0.97 / 0.94 / 0.98x.
 @end
 */
 
@@ -154,8 +155,8 @@ s_ask_per_sm (void *context)
 }
 
 //  Kernel, shared memory and CTA slots for 'a' on the current device. The
-//  default is v2; below sm_90 (no bulk copies, no mbarriers) every variant
-//  is v2.
+//  default is v4 on sm_90 and later; below sm_90 (no bulk copies, no
+//  mbarriers) every variant is v2.
 int
 s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
 {
@@ -163,7 +164,8 @@ s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
     if (cudaGetDevice (&device) != cudaSuccess)
         return KVT_ECUDA;
     bool hopper = kvt_dev_compute_major (device) >= 9;     //  Bulk copies, mbarriers
-    int version = a->variant == 0 || !hopper? 1: a->variant;  //  1 = v2, 2 = v3, 3 = v4
+    //  1 = v2, 2 = v3, 3 = v4
+    int version = !hopper? 1: a->variant == 0? 3: a->variant;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
     if (version >= 2)                       //  v3, v4
         plan->kernel = kvt_decode_bulk_kernel (bf16, a->head_dim, version, &plan->smem,

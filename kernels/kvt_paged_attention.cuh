@@ -64,7 +64,7 @@ typedef struct {
     void *workspace;                //  Device scratch for splits > 1 (GPU only)
     size_t workspace_bytes;         //  Its size; see kvt_paged_attention_workspace_bytes
     int variant;                    //  Kernel version, for benchmarks and tests: 0 = the
-                                    //  default (v2), 1 = v2
+                                    //  default (v4 on sm_90+, else v2), 1 = v2
                                     //  (loads into registers), 2 = v3 (a bulk-copy
                                     //  ring a warp), 3 = v4 (v3 warp-specialised); 2
                                     //  and 3 are v2 below sm_90. kvt_paged_attention.cu
