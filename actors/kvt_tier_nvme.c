@@ -43,7 +43,7 @@
     completions come in; the loop never blocks on I/O. queue_depth is the
     depth kept at the device (tier_nvme/queue_depth, or more to keep
     tier_nvme/queue_mib in flight: kvt_runtime_nvme_queue_depth): the
-    store holds twice as many operations again (S_COMPLETION_SLACK), so
+    store holds twice as many operations again (KVT_NVME_COMPLETION_SLACK), so
     that reads whose bytes have arrived but are still being checked, or
     are finished and not yet reaped and answered, and writes waiting for
     their journal record, do not take room at the device; a new I/O is
@@ -64,13 +64,6 @@
 #include <sys/eventfd.h>
 
 #define S_REAP_BATCH 8              //  Completions reaped (and checked) per refill
-//  Operations the store holds beyond the device depth: reads being checked
-//  or waiting to be reaped, and writes waiting for their journal record's
-//  append (a write is acknowledged only once its record is on disk), so
-//  that none of them holds room at the device (see @header). With half a
-//  depth, writes through the actor ran at 0.87-0.91 of raw writes on the
-//  H100 machine's disk; with two depths, 0.93-1.17 (tools/bench/RESULTS.md)
-#define S_COMPLETION_SLACK(depth) (2 * (depth))
 
 typedef struct {
     kvt_msg_t *request;             //  TIER_WRITE or TIER_READ, owned
@@ -318,7 +311,7 @@ s_self_start (void *self_ptr)
     //  tier writes over what it has written before and grows only as it
     //  fills (tools/bench/RESULTS.md, "Writes through tier_nvme")
     kvt_slots_set_first_fit (self->slots, true);
-    self->op_count = self->queue_depth + S_COMPLETION_SLACK (self->queue_depth);
+    self->op_count = self->queue_depth + KVT_NVME_COMPLETION_SLACK (self->queue_depth);
     self->ops = (s_op_t *) kvt_zmalloc ((size_t) self->op_count * sizeof (s_op_t));
     self->free_tags = (uint64_t *) kvt_zmalloc ((size_t) self->op_count * sizeof (uint64_t));
     for (int k = 0; k < self->op_count; k++)

@@ -336,6 +336,15 @@ int
 int
     kvt_nvme_store_device_inflight (kvt_nvme_store_t *self);
 
+//  Operations a caller that keeps 'depth' transfers at the device should
+//  give the store beyond that depth (queue_depth = depth + this): reads
+//  whose bytes have landed but are being checked or wait to be reaped,
+//  and writes waiting for their journal record, so that none of them
+//  holds room at the device. With half a depth, writes through tier_nvme
+//  ran at 0.87-0.91 of raw writes on the H100 machine's disk; with two
+//  depths, 0.93-1.17 (tools/bench/RESULTS.md).
+#define KVT_NVME_COMPLETION_SLACK(depth) (2 * (depth))
+
 //  Submit what is prepared, then wait until a completion is ready or
 //  'timeout_ms' passes (-1: forever). For tools and tests; actors poll the
 //  eventfd instead. Returns 0, -ETIME on timeout, -EAGAIN if nothing is in

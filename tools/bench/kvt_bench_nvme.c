@@ -14,8 +14,12 @@
     memory copied through the store's staging buffers). The baseline is
     raw io_uring on the same data files at the same payload offsets with
     the same queue depth, registered file and buffer, O_DIRECT, no
-    checksum. Each figure is the median of --reps runs (default 3), runs
-    interleaved so drift hits both alike. GB/s = 1e9 payload bytes/s.
+    checksum. The store is driven as tier_nvme drives it: the same depth
+    at the device as raw, with room beyond it for completions being
+    checked or reaped (KVT_NVME_COMPLETION_SLACK), so a read's checksum
+    delays its own hand-back, not the next read's start. Each figure is
+    the median of --reps runs (default 3), runs interleaved so drift hits
+    both alike. GB/s = 1e9 payload bytes/s.
     Also: xxh3-64 GB/s on one core beside memcpy GB/s on one core (64 MiB
     buffers, out of cache), and the store's checksum pool
     (kvt_nvme_checksum) on 1..--threads workers (default: the online
@@ -261,20 +265,37 @@ s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd)
 //  --------------------------------------------------------------------------
 //  The store: every block once through prep/submit/reap
 
+//  Operations (and caller buffers) a store kept at 'depth' transfers at the
+//  device holds: tier_nvme's way (kvt_tier_nvme.c), the depth plus room for
+//  completions being checked or waiting to be reaped, so that checking
+//  never keeps the device below the depth raw io_uring runs at.
+static int
+s_store_ops (int depth)
+{
+    return depth + KVT_NVME_COMPLETION_SLACK (depth);
+}
+
+//  Move 'blocks' blocks once through the store, 'depth' transfers at the
+//  device, as tier_nvme drives it: a new operation is prepared whenever
+//  fewer than 'depth' are at the device (kvt_nvme_store_device_inflight),
+//  each into a buffer of its own in 'buf' (s_store_ops (depth) of them).
+//  Returns GB/s of payload.
 static double
 s_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write, uint8_t *buf,
-             size_t block_bytes, int qd)
+             size_t block_bytes, int depth)
 {
     uint64_t next = 0, done = 0;
-    int free_bufs [S_MAX_QD];       //  Buffer of each op in flight is its own
-    int free_count = qd;
-    for (int i = 0; i < qd; i++)
+    int ops = s_store_ops (depth);
+    int *free_bufs = (int *) malloc ((size_t) ops * sizeof (int));
+    int free_count = ops;
+    for (int i = 0; i < ops; i++)
         free_bufs [i] = i;
     double start = kvt_bench_nvme_seconds ();
     int reaped = 0;
     while (done < blocks) {
         size_t batch_bytes = 0;
-        while (next < blocks && free_count > 0) {
+        while (next < blocks && free_count > 0
+        &&     kvt_nvme_store_device_inflight (store) < depth) {
             int buf_index = free_bufs [free_count - 1];
             uint8_t *addr = buf + (size_t) buf_index * block_bytes;
             uint64_t hash = 0xB10C000000000000ULL + next;
@@ -321,6 +342,7 @@ s_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write, uint8_t *buf,
         }
     }
     double seconds = kvt_bench_nvme_seconds () - start;
+    free (free_bufs);
     return (double) blocks * (double) block_bytes / seconds / 1e9;
 }
 
@@ -331,7 +353,7 @@ s_store_open (kvt_bench_nvme_opts_t *opts, const char *dir, size_t block_bytes, 
     const char *dirs [1] = { dir };
     kvt_nvme_store_config_t config = {
         .dirs = dirs, .dir_count = 1, .block_bytes = block_bytes,
-        .capacity_blocks = capacity, .queue_depth = qd,
+        .capacity_blocks = capacity, .queue_depth = s_store_ops (qd),
         .files_per_dir = opts->files_per_dir, .sync_on_ack = opts->sync_on_ack,
         .buffered_fallback = opts->buffered, .sync_per_write = opts->sync_per_write,
         .checksum_threads = opts->checksum_threads
@@ -365,10 +387,10 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     if (blocks < (uint64_t) opts->qd)
         blocks = (uint64_t) opts->qd;
     int qd = opts->qd;
-    size_t set_bytes = (size_t) qd * block_bytes;
+    size_t set_bytes = (size_t) s_store_ops (qd) * block_bytes;
     uint8_t *registered = (uint8_t *) kvt_bench_nvme_map (set_bytes);    //  "Host arena", registered
     uint8_t *plain = (uint8_t *) kvt_bench_nvme_map (set_bytes);         //  Not registered: bounce path
-    for (int i = 0; i < qd; i++) {
+    for (int i = 0; i < s_store_ops (qd); i++) {
         kvt_bench_nvme_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 1);
         memcpy (plain + (size_t) i * block_bytes, registered + (size_t) i * block_bytes,
                 block_bytes);
@@ -472,9 +494,9 @@ s_bench_sync (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts)
     uint64_t blocks = opts->sync_bytes / block_bytes;
     if (blocks < (uint64_t) qd)
         blocks = (uint64_t) qd;
-    size_t set_bytes = (size_t) qd * block_bytes;
+    size_t set_bytes = (size_t) s_store_ops (qd) * block_bytes;
     uint8_t *registered = (uint8_t *) kvt_bench_nvme_map (set_bytes);
-    for (int i = 0; i < qd; i++)
+    for (int i = 0; i < s_store_ops (qd); i++)
         kvt_bench_nvme_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 5);
     kvt_bench_nvme_opts_t mode [2] = { *opts, *opts };  //  0: grouped, 1: per write
     kvt_nvme_store_t *stores [2];
@@ -541,10 +563,10 @@ s_bench_recover (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, uint64
     mkdir (dir, 0755);
     size_t block_bytes = 4096;
     int qd = 256;
-    uint8_t *buf = (uint8_t *) kvt_bench_nvme_map ((size_t) qd * block_bytes);
-    kvt_bench_nvme_fill (buf, (size_t) qd * block_bytes, 3);
-    kvt_nvme_store_t *store = s_store_open (opts, dir, block_bytes, count, qd, buf,
-                                            (size_t) qd * block_bytes);
+    size_t set_bytes = (size_t) s_store_ops (qd) * block_bytes;
+    uint8_t *buf = (uint8_t *) kvt_bench_nvme_map (set_bytes);
+    kvt_bench_nvme_fill (buf, set_bytes, 3);
+    kvt_nvme_store_t *store = s_store_open (opts, dir, block_bytes, count, qd, buf, set_bytes);
     double start = kvt_bench_nvme_seconds ();
     double rate = s_store_run (store, count, true, buf, block_bytes, qd);
     double fill_s = kvt_bench_nvme_seconds () - start;
@@ -600,7 +622,7 @@ s_bench_recover (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, uint64
     snprintf (figure, sizeof (figure), "recover_%" PRIu64 "_blocks_s", count);
     kvt_bench_report_add (report, figure, stats.recovery_us / 1e6, "s",
                           "read_journal_file_s", read_s);
-    kvt_bench_nvme_unmap (buf, (size_t) qd * block_bytes);
+    kvt_bench_nvme_unmap (buf, set_bytes);
     s_remove_tree (dir);
 }
 
