@@ -49,7 +49,10 @@
         (kvt_paged_attention_splits). The default on sm_90 and later since
         session 21 (H200, 2026-11-29, same call as cuDNN SDPA): 4.09 / 4.33
         / 4.05 TB/s at 64x4K / 16x32K / 1x128K, 0.98 / 0.99 / 1.05x cuDNN
-        (4.16 / 4.36 / 3.84), against v2's 0.97 / 0.94 / 0.98x.
+        (4.16 / 4.36 / 3.84), against v2's 0.97 / 0.94 / 0.98x. Session
+        21 also fixed a race between a computing warp and a stage's previous
+        fill (kvt_paged_attention_bulk.cu); after it, 4.13-4.15 / 4.36 /
+        4.03 TB/s in two calls.
 @end
 */
 

@@ -185,14 +185,39 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 //  "full" mbarrier (the producer's expected bytes land) and an "empty" one
 //  (the consumer has its tile in registers): a stage is refilled while its
 //  last tile is still being computed, so all of the ring but the tiles
-//  being copied to registers is in flight. Deadlock-free for any stage
-//  count: the producer issues in tile order and waits only for the
-//  release of the tile a ring behind, which its consumer reaches first.
+//  being copied to registers is in flight. Deadlock-free: the producer
+//  issues in tile order and waits only for the release of the tile a ring
+//  behind, which its consumer reaches first. Before it waits for its
+//  tile's fill, a consumer waits for the release of the tile a ring
+//  before on the same stage (tile j - STAGES, another consumer's: tiles go
+//  round-robin, stages in ring order). Why: a parity wait passes as soon
+//  as the barrier's phase parity differs from the one given, so it tells
+//  "this fill landed" from "not yet" only if the stage's previous fill is
+//  known to have landed, which it has once that tile was released. The
+//  release barrier can only be in that phase or the next (this consumer
+//  has not released tile j), so its own parity wait is exact. Without it
+//  a consumer ahead of the producer could read a stage whose previous fill
+//  was still landing (bulk copies may land out of order), and its early
+//  release would let the producer refill a stage still being read; a
+//  2-CTAs-a-SM variant (13 stages for 3 consumers) crashed once in two
+//  bench runs, which this can explain. Tried first (session 21,
+//  tools/bench/RESULTS.md): a second wait on the fill barrier for the
+//  previous phase (hangs: that barrier may already be a phase on, which a
+//  parity cannot tell from a phase behind); each stage one consumer's (28
+//  stages for 7, 224 KiB), 7-14% slower; consumers polling a count of
+//  issued tiles, 23% slower. This wait cost nothing measurable. racecheck
+//  reports the stage reads against the bulk copies in every version, this
+//  one included; we read that as the tool not following the copies'
+//  mbarrier completion.
 //  One CTA a SM (256 threads; 9 warps, at 187 registers each, were refused
-//  at launch as "too many resources").
+//  at launch as "too many resources"). Tried: the same kernel at two CTAs
+//  a SM (3 computing warps and a 104 KiB ring each), so one CTA's start
+//  and end overlap the other's streaming: 3.39-3.40 / 3.45 / 3.16 TB/s at
+//  64x4K / 16x32K / 1x128K against v4's 4.14-4.17 / 4.40 / 4.06 in the same
+//  calls on the H200 (session 21).
 
 #define S_WS_CONSUMERS 7                //  With the producer, 8 warps: 255 registers a thread
-#define S_WS_BYTES (208 * 1024)             //  Ring bytes; the merge buffer fits in it
+#define S_WS_BYTES (208 * 1024)         //  Ring bytes; the merge buffer fits in it
 
 template <int D>
 constexpr int
@@ -271,6 +296,8 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     uint32_t phase = 0;
     for (int j = c.warp; j < tiles; j += S_WS_CONSUMERS) {
         int t0 = c.start + 16 * j;
+        if (j >= STAGES)                    //  Tile j - STAGES released (see above)
+            kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
         kvt_dev_bar_wait (full0 + 8 * stage, phase);
         uint4 k_raw [2][PC], v_raw [2][PC];
         s_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
