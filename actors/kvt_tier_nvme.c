@@ -247,8 +247,11 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         kvt_log_warn ("tier_nvme: eventfd read: %s", strerror (errno));
     kvt_nvme_done_t done [S_REAP_BATCH];
     int count;
-    //  Refill the queue after every small batch: reaping checks each read's
-    //  checksum, and the disk must not sit idle while we do
+    //  Refill the queue first (the reads that landed no longer count as at
+    //  the device, and the slack has tags for them), then after every
+    //  small batch: reaping checks each read's checksum, and the disk must
+    //  not sit idle while we do
+    s_pump (self);
     do {
         count = kvt_nvme_reap (self->store, done, S_REAP_BATCH);
         for (int k = 0; k < count; k++) {

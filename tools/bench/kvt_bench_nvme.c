@@ -291,7 +291,6 @@ s_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write, uint8_t *buf,
     for (int i = 0; i < ops; i++)
         free_bufs [i] = i;
     double start = kvt_bench_nvme_seconds ();
-    int reaped = 0;
     while (done < blocks) {
         size_t batch_bytes = 0;
         while (next < blocks && free_count > 0
@@ -321,13 +320,13 @@ s_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write, uint8_t *buf,
             fprintf (stderr, "kvtier bench nvme: submit: %s\n", kvt_strerror (rc));
             exit (1);
         }
-        if (reaped == 0)
-            kvt_nvme_store_wait (store, 1000);
         //  Reap a few, then refill: the device never waits for a long
-        //  run of read verifications
+        //  run of read verifications. After a wait, refill first: the
+        //  reads that landed no longer count as at the device
         kvt_nvme_done_t completions [S_REAP_BATCH];
         int n = kvt_nvme_reap (store, completions, S_REAP_BATCH);
-        reaped = n > 0? n: 0;
+        if (n == 0)
+            kvt_nvme_store_wait (store, 1000);
         if (n > 0) {
             for (int i = 0; i < n; i++) {
                 if (completions [i].rc) {
