@@ -81,7 +81,7 @@
 #define S_MAX_SIZES 8               //  Block sizes per run
 #define S_SUBMIT_BYTES (1u << 20)   //  Submit once this much is prepared
 #define S_REAP_BATCH 4              //  Completions per reap before refilling
-#define S_MAX_QD 4096               //  Largest --qd
+#define S_MAX_QD 1024               //  Largest --qd: the store then holds 3x as many ops (its most is 4096)
 #define S_MAX_FILES 64              //  Data files the raw baseline opens
 
 
@@ -722,7 +722,7 @@ kvt_bench_nvme_main (int argc, char **argv)
     ||  opts.data_bytes == 0 || opts.threads < 1 || opts.threads > KVT_BENCH_NVME_MAX_THREADS
     ||  opts.sync_bytes == 0 || opts.sync_block_bytes == 0 || opts.sync_block_bytes % 4096
     ||  opts.sync_qd < 1 || opts.sync_qd > S_MAX_QD) {
-        fprintf (stderr, "kvtier bench nvme: --qd (1..4096), --reps, --files, --mib, "
+        fprintf (stderr, "kvtier bench nvme: --qd and --sync-qd (1..1024), --reps, --files, --mib, "
                  "--sync-mib and --threads (1..64) must be >= 1, --sync-size a multiple "
                  "of 4096\n");
         return 2;
