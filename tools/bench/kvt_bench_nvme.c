@@ -81,7 +81,7 @@
 #define S_MAX_SIZES 8               //  Block sizes per run
 #define S_SUBMIT_BYTES (1u << 20)   //  Submit once this much is prepared
 #define S_REAP_BATCH 4              //  Completions per reap before refilling
-#define S_MAX_QD 1024               //  Largest --qd: the store then holds 3x as many ops (its most is 4096)
+#define S_MAX_QD 1024               //  Largest --qd (the store holds 3x as many ops, at most 4096)
 #define S_MAX_FILES 64              //  Data files the raw baseline opens
 
 
