@@ -187,28 +187,31 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 //  last tile is still being computed, so all of the ring but the tiles
 //  being copied to registers is in flight. Deadlock-free: the producer
 //  issues in tile order and waits only for the release of the tile a ring
-//  behind, which its consumer reaches first. Before it waits for its
-//  tile's fill, a consumer waits for the release of the tile a ring
-//  before on the same stage (tile j - STAGES, another consumer's: tiles go
-//  round-robin, stages in ring order). Why: a parity wait passes as soon
-//  as the barrier's phase parity differs from the one given, so it tells
-//  "this fill landed" from "not yet" only if the stage's previous fill is
-//  known to have landed, which it has once that tile was released. The
-//  release barrier can only be in that phase or the next (this consumer
-//  has not released tile j), so its own parity wait is exact. Without it
-//  a consumer ahead of the producer could read a stage whose previous fill
-//  was still landing (bulk copies may land out of order), and its early
-//  release would let the producer refill a stage still being read; a
-//  2-CTAs-a-SM variant (13 stages for 3 consumers) crashed once in two
-//  bench runs, which this can explain. Tried first (session 21,
-//  tools/bench/RESULTS.md): a second wait on the fill barrier for the
-//  previous phase (hangs: that barrier may already be a phase on, which a
-//  parity cannot tell from a phase behind); each stage one consumer's (28
-//  stages for 7, 224 KiB), 7-14% slower; consumers polling a count of
-//  issued tiles, 23% slower. This wait cost nothing measurable. racecheck
-//  reports the stage reads against the bulk copies in every version, this
-//  one included; we read that as the tool not following the copies'
-//  mbarrier completion.
+//  behind, which its consumer reaches first.
+//
+//  Before it waits for its tile's fill, a consumer waits for the release of
+//  the tile a ring before on the same stage (tile j - STAGES, another
+//  consumer's: tiles go round-robin, stages in ring order). A parity wait
+//  passes as soon as the barrier's phase parity differs from the one given,
+//  so it tells "this fill landed" from "not yet" only if the stage's
+//  previous fill is known to have landed, which it has once that tile was
+//  released. The release barrier can only be in that phase or the next
+//  (this consumer has not released tile j), so that wait is exact. Without
+//  it, a consumer ahead of the producer could read a stage whose previous
+//  fill was still landing (bulk copies may land out of order), and its
+//  early release let the producer refill a stage still being read.
+//  tests/test_decode_ring.c plays this protocol on modelled mbarriers under
+//  random schedules and landing orders: this rule never reads early,
+//  overwrites or hangs; without the release wait it reads early; with a
+//  second wait on the fill barrier instead it hangs. Change the ring's
+//  waits there first. History (session 21, tools/bench/RESULTS.md): a
+//  2-CTAs-a-SM variant crashed once in two bench runs, which the race can
+//  explain; each stage one consumer's (28 stages for 7, 224 KiB) was 7-14%
+//  slower, consumers polling a count of issued tiles 23%; this wait costs
+//  nothing measurable. racecheck reports the stage reads against the bulk
+//  copies in every version, this one included; we read that as the tool not
+//  following the copies' mbarrier completion.
+//
 //  One CTA a SM (256 threads; 9 warps, at 187 registers each, were refused
 //  at launch as "too many resources"). Tried: the same kernel at two CTAs
 //  a SM (3 computing warps and a 104 KiB ring each), so one CTA's start

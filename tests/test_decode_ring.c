@@ -1,0 +1,332 @@
+/*  =========================================================================
+    test_decode_ring - the stage ring of decode v4, as a model checked on
+    the CPU
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    Decode v4 (kernels/kvt_paged_attention_bulk.cu, s_decode_ws_kernel)
+    runs a ring of STAGES shared-memory stages between one producer warp
+    and C computing warps: tile j goes to stage j mod STAGES and to warp
+    j mod C; each stage has a "full" mbarrier (the producer arrives with
+    the bytes it expects, the bulk copies complete them) and an "empty"
+    one (the warp that took the tile arrives once it is in registers).
+    Waits are parity waits: one passes as soon as the barrier's completed
+    phase count has the other parity than the one given, so it cannot
+    tell a phase behind from a phase on. Whether the kernel's waits are
+    enough depends on every interleaving of the warps and on the order in
+    which bulk copies land, which a GPU test meets only by chance (session
+    21: 45 cases x 4 variants and several demos passed on a kernel that
+    could read a stage before its fill landed).
+    This test plays the same protocol on modelled mbarriers, with the
+    same stage and parity bookkeeping as the kernel's loops, under many
+    random schedules in which copies land in any order, and checks that a warp only reads a stage
+    holding its own, landed tile, that no copy lands in a stage a warp is
+    reading, and that the ring never hangs. The kernel's rule (wait for
+    the release of the tile a ring before, then for the fill) must pass
+    everywhere; and so that the checker is known to have teeth, the two
+    rules session 21 found wanting must each be caught: no release wait
+    (a stale read) and a second wait on the fill barrier (a hang).
+@end
+*/
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define S_MAX_STAGES 64
+#define S_MAX_WARPS 16
+#define S_MAX_TILES 512
+
+typedef enum {
+    S_RULE_KERNEL,          //  Wait for the release of tile j - STAGES, then the fill
+    S_RULE_NONE,            //  The fill's parity alone (session 20's v4)
+    S_RULE_FULL_TWICE       //  The fill barrier's previous phase, then its own
+} s_rule_t;
+
+//  An mbarrier: 'completed' phases so far; the current phase completes when
+//  its arrivals are all in and its expected bytes have all landed.
+typedef struct {
+    int completed;
+    int pending;            //  Arrivals still due in the current phase
+    int count;              //  Arrivals a phase needs
+    int tx;                 //  Expected bytes not yet landed
+} s_bar_t;
+
+static void
+s_bar_init (s_bar_t *bar, int count)
+{
+    bar->completed = 0;
+    bar->pending = bar->count = count;
+    bar->tx = 0;
+}
+
+static void
+s_bar_settle (s_bar_t *bar)
+{
+    if (bar->pending == 0 && bar->tx == 0) {
+        bar->completed++;
+        bar->pending = bar->count;
+    }
+}
+
+//  mbarrier.try_wait.parity: passes once the current phase's parity
+//  differs from 'parity'
+static bool
+s_bar_passes (const s_bar_t *bar, uint32_t parity)
+{
+    return (uint32_t) (bar->completed & 1) != parity;
+}
+
+typedef enum { S_WAIT_RELEASE, S_WAIT_FILL, S_READING, S_DONE } s_warp_mode_t;
+
+typedef struct {
+    int tile;               //  The tile it is on
+    int stage;              //  Its stage, kept as the kernel keeps it
+    uint32_t phase;         //  Parity of that stage's fill for this tile
+    s_warp_mode_t mode;
+} s_warp_t;
+
+typedef struct {
+    int stages, warps, tiles;
+    s_rule_t rule;
+    s_bar_t full [S_MAX_STAGES], empty [S_MAX_STAGES];
+    int content [S_MAX_STAGES];         //  Tile whose bytes the stage holds, -1 none
+    bool landed [S_MAX_TILES];
+    int in_flight [S_MAX_TILES];        //  Tiles issued whose copies have not landed
+    int in_flight_count;
+    int next_issue;                     //  Producer: next tile to issue
+    int producer_stage;
+    uint32_t producer_phase;
+    s_warp_t warp [S_MAX_WARPS];
+    int reads;                          //  Tiles read, each exactly once
+    const char *violation;              //  First thing that went wrong, or NULL
+} s_ring_t;
+
+static uint64_t
+s_rand (uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static void
+s_ring_init (s_ring_t *ring, int stages, int warps, int tiles, s_rule_t rule)
+{
+    memset (ring, 0, sizeof (*ring));
+    ring->stages = stages;
+    ring->warps = warps;
+    ring->tiles = tiles;
+    ring->rule = rule;
+    for (int s = 0; s < stages; s++) {
+        s_bar_init (&ring->full [s], 1);
+        s_bar_init (&ring->empty [s], 1);
+        ring->content [s] = -1;
+    }
+    for (int w = 0; w < warps; w++) {
+        //  As the kernel: warp w starts on tile w, stage w, phase 0
+        ring->warp [w].tile = w;
+        ring->warp [w].stage = w;
+        ring->warp [w].mode = w < tiles? S_WAIT_RELEASE: S_DONE;
+    }
+}
+
+//  The producer can issue its next tile: the tile a ring behind released
+static bool
+s_producer_ready (const s_ring_t *ring)
+{
+    int j = ring->next_issue;
+    return j < ring->tiles
+        && (j < ring->stages
+        ||  s_bar_passes (&ring->empty [ring->producer_stage], ring->producer_phase ^ 1));
+}
+
+static void
+s_producer_issue (s_ring_t *ring)
+{
+    int stage = ring->producer_stage;
+    //  arrive.expect_tx, then the bulk copies (one "byte" a tile here)
+    ring->full [stage].tx += 1;
+    ring->full [stage].pending--;
+    s_bar_settle (&ring->full [stage]);
+    ring->in_flight [ring->in_flight_count++] = ring->next_issue;
+    ring->next_issue++;
+    if (++ring->producer_stage == ring->stages) {
+        ring->producer_stage = 0;
+        ring->producer_phase ^= 1;
+    }
+}
+
+static void
+s_copy_land (s_ring_t *ring, int index)
+{
+    int tile = ring->in_flight [index];
+    int stage = tile % ring->stages;
+    for (int w = 0; w < ring->warps; w++)
+        if (ring->warp [w].mode == S_READING && ring->warp [w].stage == stage
+        &&  !ring->violation)
+            ring->violation = "a copy landed in a stage a warp was reading";
+    ring->content [stage] = tile;
+    ring->landed [tile] = true;
+    ring->full [stage].tx -= 1;
+    s_bar_settle (&ring->full [stage]);
+    ring->in_flight [index] = ring->in_flight [--ring->in_flight_count];
+}
+
+//  The warp can take its next step (a wait that passes, or work)
+static bool
+s_warp_ready (const s_ring_t *ring, const s_warp_t *warp)
+{
+    switch (warp->mode) {
+        case S_WAIT_RELEASE:
+            if (warp->tile < ring->stages || ring->rule == S_RULE_NONE)
+                return true;            //  No first wait: moves on to the fill's
+            if (ring->rule == S_RULE_KERNEL)
+                return s_bar_passes (&ring->empty [warp->stage], warp->phase ^ 1);
+            return s_bar_passes (&ring->full [warp->stage], warp->phase ^ 1);
+        case S_WAIT_FILL:
+            return s_bar_passes (&ring->full [warp->stage], warp->phase);
+        case S_READING:
+            return true;
+        default:
+            return false;
+    }
+}
+
+static void
+s_warp_step (s_ring_t *ring, s_warp_t *warp)
+{
+    switch (warp->mode) {
+        case S_WAIT_RELEASE:
+            warp->mode = S_WAIT_FILL;
+            break;
+        case S_WAIT_FILL:
+            //  The fill wait passed: the stage must hold this tile, landed
+            if ((ring->content [warp->stage] != warp->tile || !ring->landed [warp->tile])
+            &&  !ring->violation)
+                ring->violation = "a warp read a stage before its tile had landed";
+            warp->mode = S_READING;
+            break;
+        case S_READING:
+            //  In registers: release the stage, move on by C tiles
+            ring->empty [warp->stage].pending--;
+            s_bar_settle (&ring->empty [warp->stage]);
+            ring->reads++;
+            warp->tile += ring->warps;
+            warp->stage += ring->warps;
+            if (warp->stage >= ring->stages) {
+                warp->stage -= ring->stages;
+                warp->phase ^= 1;
+            }
+            warp->mode = warp->tile < ring->tiles? S_WAIT_RELEASE: S_DONE;
+            break;
+        default:
+            break;
+    }
+}
+
+//  One random schedule to the end: each step is one of the enabled ones,
+//  picked at random (an issue, a warp's step, or the landing of any copy
+//  in flight: on the GPU copies mostly land in order, but nothing makes
+//  them). Returns NULL, or what went wrong ("hang": no step possible with
+//  tiles left).
+static const char *
+s_ring_run (int stages, int warps, int tiles, s_rule_t rule, uint64_t seed)
+{
+    static s_ring_t ring;
+    s_ring_init (&ring, stages, warps, tiles, rule);
+    uint64_t state = seed;
+    while (!ring.violation) {
+        //  Enabled actions: 0 = producer, 1 + w = warp w, -1 = a landing
+        int actions [S_MAX_WARPS + 2], count = 0;
+        if (s_producer_ready (&ring))
+            actions [count++] = 0;
+        for (int w = 0; w < warps; w++)
+            if (s_warp_ready (&ring, &ring.warp [w]))
+                actions [count++] = 1 + w;
+        if (ring.in_flight_count > 0)
+            actions [count++] = -1;
+        if (count == 0)
+            return ring.reads == tiles? NULL: "hang";
+        int action = actions [s_rand (&state) % (uint64_t) count];
+        if (action == 0)
+            s_producer_issue (&ring);
+        else
+        if (action > 0)
+            s_warp_step (&ring, &ring.warp [action - 1]);
+        else
+            s_copy_land (&ring, (int) (s_rand (&state) % (uint64_t) ring.in_flight_count));
+    }
+    return ring.violation;
+}
+
+typedef struct {
+    int runs, stale, overwrite, hang;
+} s_tally_t;
+
+static s_tally_t
+s_ring_runs (int stages, int warps, int tiles, s_rule_t rule, int runs)
+{
+    s_tally_t tally = { runs, 0, 0, 0 };
+    for (int r = 0; r < runs; r++) {
+        const char *why = s_ring_run (stages, warps, tiles, rule, 0x5eed0000u + (uint64_t) r);
+        if (!why)
+            continue;
+        if (strcmp (why, "hang") == 0)
+            tally.hang++;
+        else
+        if (strstr (why, "before its tile"))
+            tally.stale++;
+        else
+            tally.overwrite++;
+    }
+    return tally;
+}
+
+int
+main (void)
+{
+    int failures = 0;
+    //  The kernel's rings: head_dim 128 (26 stages of 8 KiB) and 64 (52 of
+    //  4 KiB) for 7 warps; the 2-CTAs-a-SM variant tried in session 21 (13
+    //  for 3); a small ring for 2 warps
+    const int shapes [][2] = { { 26, 7 }, { 52, 7 }, { 13, 3 }, { 5, 2 } };
+    const int shape_count = (int) (sizeof (shapes) / sizeof (shapes [0]));
+    s_tally_t none_total = { 0, 0, 0, 0 }, twice_total = { 0, 0, 0, 0 };
+    for (int k = 0; k < shape_count; k++) {
+        int stages = shapes [k][0], warps = shapes [k][1];
+        int tiles = stages * 6 + warps + 1 < S_MAX_TILES? stages * 6 + warps + 1: S_MAX_TILES;
+        s_tally_t kernel = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, 400);
+        s_tally_t none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, 400);
+        s_tally_t twice = s_ring_runs (stages, warps, tiles, S_RULE_FULL_TWICE, 400);
+        printf ("test_decode_ring: %2d stages, %d warps, %3d tiles, 400 schedules each: "
+                "kernel's rule %d stale / %d overwritten / %d hangs; no release wait %d / %d "
+                "/ %d; fill barrier twice %d / %d / %d\n", stages, warps, tiles, kernel.stale,
+                kernel.overwrite, kernel.hang, none.stale, none.overwrite, none.hang,
+                twice.stale, twice.overwrite, twice.hang);
+        if (kernel.stale || kernel.overwrite || kernel.hang) {
+            fprintf (stderr, "test_decode_ring: the kernel's rule failed\n");
+            failures++;
+        }
+        none_total.stale += none.stale;
+        none_total.overwrite += none.overwrite;
+        twice_total.hang += twice.hang;
+    }
+    //  The checker has teeth: the rules that were wrong are caught
+    if (none_total.stale == 0) {
+        fprintf (stderr, "test_decode_ring: no stale read found without the release wait\n");
+        failures++;
+    }
+    if (twice_total.hang == 0) {
+        fprintf (stderr, "test_decode_ring: no hang found with the fill barrier waited twice\n");
+        failures++;
+    }
+    printf ("test_decode_ring: %s\n", failures? "FAILED": "OK");
+    return failures? 1: 0;
+}
