@@ -52,7 +52,8 @@
         (4.16 / 4.36 / 3.84), against v2's 0.97 / 0.94 / 0.98x. Session
         21 also fixed a race between a computing warp and a stage's previous
         fill (kvt_paged_attention_bulk.cu); after it, 4.13-4.15 / 4.36 /
-        4.03 TB/s in two calls.
+        4.03 TB/s in two runs, 0.95-0.96 / 0.99 / 1.01x cuDNN in that call
+        (4.34 / 4.43 / 3.98: cuDNN's 64x4K moved 4.12-4.34 between calls).
 @end
 */
 
