@@ -18,6 +18,7 @@
 #include "kvt_error.h"
 #include "kvt_msg.h"
 #include "kvt_client.h"
+#include "kvt_util.h"
 
 struct _kvt_client_t {
     char *endpoint;                 //  Owned copy of the server endpoint
@@ -29,16 +30,6 @@ struct _kvt_client_t {
     char error_name [32];           //  Last ERROR name, or ""
     char error_detail [512];        //  Last ERROR detail, or ""
 };
-
-//  splitmix64: the deterministic generator shared with kvtier_client.py.
-static uint64_t
-s_splitmix (uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 //  Create and connect a fresh DEALER. Returns 0 or -EINVAL.
 static int
@@ -77,7 +68,7 @@ kvt_client_new (const char *endpoint, int timeout_ms)
     //  Different clients start far apart so their ids do not collide
     uint64_t seed = (uint64_t) zclock_usecs () ^ ((uint64_t) getpid () << 32)
                   ^ (uint64_t) (uintptr_t) self;
-    self->next_request_id = (s_splitmix (&seed) & 0xffffffffULL) + 1;
+    self->next_request_id = (kvt_splitmix64 (&seed) & 0xffffffffULL) + 1;
     if (s_connect (self)) {
         kvt_client_destroy (&self);
         return NULL;
@@ -524,7 +515,7 @@ kvt_client_random_tokens (uint64_t *tokens, size_t count, uint64_t vocab, uint64
     assert (vocab > 0);
     uint64_t state = seed;
     for (size_t k = 0; k < count; k++)
-        tokens [k] = s_splitmix (&state) % vocab;
+        tokens [k] = kvt_splitmix64 (&state) % vocab;
 }
 
 void
@@ -533,7 +524,7 @@ kvt_client_fill_bytes (void *bytes, size_t size, uint64_t seed)
     uint8_t *out = (uint8_t *) bytes;
     uint64_t state = seed;
     for (size_t at = 0; at < size; at += 8) {
-        uint64_t word = s_splitmix (&state);
+        uint64_t word = kvt_splitmix64 (&state);
         for (size_t b = 0; b < 8 && at + b < size; b++)
             out [at + b] = (uint8_t) (word >> (8 * b));     //  Little-endian
     }

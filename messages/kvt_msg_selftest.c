@@ -13,29 +13,21 @@
 #include <inttypes.h>
 #include "kvt_error.h"
 #include "kvt_msg.h"
-
-static uint64_t
-s_rand (uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+#include "kvt_util.h"
 
 static kvt_msg_t *
 s_random_msg (int id, uint64_t *seed)
 {
     kvt_msg_t *msg = kvt_msg_new (id);
-    kvt_msg_set_request_id (msg, s_rand (seed));
+    kvt_msg_set_request_id (msg, kvt_splitmix64 (seed));
     const char *picture = kvt_msg_picture (id);
     for (int f = 0; picture [f]; f++) {
-        uint64_t r = s_rand (seed);
+        uint64_t r = kvt_splitmix64 (seed);
         char text [32];
         uint64_t values [40];
         size_t count = r % 40;
         for (size_t k = 0; k < count; k++)
-            values [k] = k % 3 == 0? s_rand (seed): s_rand (seed) % 300;
+            values [k] = k % 3 == 0? kvt_splitmix64 (seed): kvt_splitmix64 (seed) % 300;
         switch (picture [f]) {
             case 'u': kvt_msg_set_u64 (msg, f, r >> (r % 64)); break;
             case 'i': kvt_msg_set_i64 (msg, f, (int64_t) r >> (r % 64)); break;
@@ -159,7 +151,7 @@ kvt_msg_test (bool verbose)
             for (int m = 0; m < 20; m++) {
                 zframe_t *mutant = zframe_dup (frame);
                 uint8_t *bytes = zframe_data (mutant);
-                bytes [s_rand (&seed) % zframe_size (mutant)] ^= (uint8_t) (1 + s_rand (&seed) % 255);
+                bytes [kvt_splitmix64 (&seed) % zframe_size (mutant)] ^= (uint8_t) (1 + kvt_splitmix64 (&seed) % 255);
                 kvt_msg_t *decoded = NULL;
                 rc = kvt_msg_decode (bytes, zframe_size (mutant), &decoded);
                 assert ((rc == 0) == (decoded != NULL));
@@ -177,11 +169,11 @@ kvt_msg_test (bool verbose)
     //  Random bytes
     for (int k = 0; k < 2000; k++) {
         uint8_t junk [64];
-        size_t size = s_rand (&seed) % sizeof (junk);
+        size_t size = kvt_splitmix64 (&seed) % sizeof (junk);
         for (size_t b = 0; b < size; b++)
-            junk [b] = (uint8_t) s_rand (&seed);
+            junk [b] = (uint8_t) kvt_splitmix64 (&seed);
         if (k % 3 == 0 && size > 0)
-            junk [0] = 0x93 + (uint8_t) (s_rand (&seed) % 8);  //  Looks like an array
+            junk [0] = 0x93 + (uint8_t) (kvt_splitmix64 (&seed) % 8);  //  Looks like an array
         kvt_msg_t *decoded = NULL;
         int rc = kvt_msg_decode (junk, size, &decoded);
         assert ((rc == 0) == (decoded != NULL));

@@ -29,6 +29,19 @@ kvt_now_us (void)
     return (int64_t) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+//  splitmix64: the next value of a small deterministic generator whose
+//  whole state is '*state'. Tests, fuzzers and the client's random tokens
+//  use it (tools/python/kvtier_client.py has the same one, so both make the
+//  same tokens from a seed).
+static inline uint64_t
+kvt_splitmix64 (uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
 //  Bookkeeping allocation: zeroed, aborts on out-of-memory (CZMQ's zmalloc).
 static inline void *
 kvt_zmalloc (size_t bytes)

@@ -20,6 +20,7 @@
 
 #include <msgpack.h>
 #include "testutil.h"
+#include "kvt_util.h"
 
 #define S_MAX_FRAME     65536       //  scheduler/max_frame_bytes
 #define S_FAR           0xA5A5A5A500000000ULL   //  Out of range, even after one byte flip
@@ -30,10 +31,7 @@ static kvt_client_hello_t s_hello;  //  The server's HELLO_OK
 static uint64_t
 s_next (void)
 {
-    uint64_t z = (s_rng += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
+    return kvt_splitmix64 (&s_rng);
 }
 
 static uint64_t

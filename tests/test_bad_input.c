@@ -34,6 +34,7 @@
 #include "kvt_error.h"
 #include "kvt_msg.h"
 #include "kvt_client.h"
+#include "kvt_util.h"
 
 #define T_EXIT_PASS  0              //  All cases passed
 #define T_EXIT_FAIL  1              //  At least one case failed
@@ -45,16 +46,6 @@
 static int s_failures = 0;          //  Cases failed so far
 static char s_endpoint [128];       //  tcp:// front door of the spawned server
 static kvt_client_hello_t s_hello;  //  What the server told us
-
-//  splitmix64, for the fuzz loop's own choices.
-static uint64_t
-s_splitmix_next (uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 #define t_check(cond, ...) do { \
     if (!(cond)) { \
@@ -462,13 +453,13 @@ t_fuzz (int rounds)
     uint64_t seed = 2026;
     int sent = 0, errors = 0, oks = 0, missing = 0;
     for (int round = 0; round < rounds; round++) {
-        zframe_t *seed_frame = seeds [s_splitmix_next (&seed) % (uint64_t) seed_count];
+        zframe_t *seed_frame = seeds [kvt_splitmix64 (&seed) % (uint64_t) seed_count];
         size_t size = zframe_size (seed_frame);
         uint8_t *bytes = (uint8_t *) zmalloc (size + 8);
         memcpy (bytes, zframe_data (seed_frame), size);
-        int edits = 1 + (int) (s_splitmix_next (&seed) % 4);
+        int edits = 1 + (int) (kvt_splitmix64 (&seed) % 4);
         for (int e = 0; e < edits; e++) {
-            uint64_t r = s_splitmix_next (&seed);
+            uint64_t r = kvt_splitmix64 (&seed);
             if (r % 10 < 6 && size)
                 bytes [(r >> 8) % size] = (uint8_t) (r >> 40);
             else

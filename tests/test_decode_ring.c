@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "kvt_util.h"
 
 #define S_MAX_STAGES 64
 #define S_MAX_WARPS 16
@@ -106,15 +107,6 @@ typedef struct {
     int reads;                          //  Tiles read, each exactly once
     const char *violation;              //  First thing that went wrong, or NULL
 } s_ring_t;
-
-static uint64_t
-s_rand (uint64_t *state)
-{
-    uint64_t z = (*state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 static void
 s_ring_init (s_ring_t *ring, int stages, int warps, int tiles, s_rule_t rule)
@@ -254,14 +246,14 @@ s_ring_run (int stages, int warps, int tiles, s_rule_t rule, uint64_t seed)
             actions [count++] = -1;
         if (count == 0)
             return ring.reads == tiles? NULL: "hang";
-        int action = actions [s_rand (&state) % (uint64_t) count];
+        int action = actions [kvt_splitmix64 (&state) % (uint64_t) count];
         if (action == 0)
             s_producer_issue (&ring);
         else
         if (action > 0)
             s_warp_step (&ring, &ring.warp [action - 1]);
         else
-            s_copy_land (&ring, (int) (s_rand (&state) % (uint64_t) ring.in_flight_count));
+            s_copy_land (&ring, (int) (kvt_splitmix64 (&state) % (uint64_t) ring.in_flight_count));
     }
     return ring.violation;
 }
