@@ -19,7 +19,8 @@
     checked or reaped (KVT_NVME_COMPLETION_SLACK), so a read's checksum
     delays its own hand-back, not the next read's start. Each figure is
     the median of --reps runs (default 3), runs interleaved so drift hits
-    both alike. GB/s = 1e9 payload bytes/s.
+    both alike; a note per size gives the median of each rep's store/raw
+    ratio as well (paired_<size>). GB/s = 1e9 payload bytes/s.
     Also: xxh3-64 GB/s on one core beside memcpy GB/s on one core (64 MiB
     buffers, out of cache), and the store's checksum pool
     (kvt_nvme_checksum) on 1..--threads workers (default: the online
@@ -473,6 +474,24 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
         snprintf (figure, sizeof (figure), "store_%s_%s_bounce_gbps", what [dir_i], size_name);
         kvt_bench_report_add (report, figure, m [dir_i * 3 + 2], "GB/s", base, baseline);
     }
+    //  Paired: each rep's store run over the raw run beside it in time, so
+    //  that a disk whose speed drifts between reps (a virtual one does)
+    //  moves both sides of each ratio
+    double paired [4];
+    double *ratios = (double *) calloc ((size_t) reps, sizeof (double));
+    for (int p = 0; p < 4; p++) {
+        int raw_i = p < 2? 0: 3, store_i = raw_i + 1 + p % 2;
+        for (int rep = 0; rep < reps; rep++)
+            ratios [rep] = v [store_i][rep] / v [raw_i][rep];
+        paired [p] = kvt_bench_nvme_median (ratios, reps);
+    }
+    free (ratios);
+    char note [192], key [48];
+    snprintf (key, sizeof (key), "paired_%s", size_name);
+    snprintf (note, sizeof (note), "median over reps of store / raw in the same rep: write "
+              "direct %.3f, bounce %.3f; read direct %.3f, bounce %.3f", paired [0],
+              paired [1], paired [2], paired [3]);
+    kvt_bench_report_note (report, key, note);
     s_raw_close (&raw);
     kvt_nvme_store_destroy (&store);
     for (int i = 0; i < 6; i++)
