@@ -208,9 +208,9 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 //  2-CTAs-a-SM variant crashed once in two bench runs, which the race can
 //  explain; each stage one consumer's (28 stages for 7, 224 KiB) was 7-14%
 //  slower, consumers polling a count of issued tiles 23%; this wait costs
-//  nothing measurable. racecheck reports the stage reads against the bulk
-//  copies in every version, this one included; we read that as the tool not
-//  following the copies' mbarrier completion.
+//  nothing measurable. racecheck reported the stage reads against the bulk
+//  copies on the two correct versions it ran on too; we read that as the
+//  tool not following the copies' mbarrier completion.
 //
 //  One CTA a SM (256 threads; 9 warps, at 187 registers each, were refused
 //  at launch as "too many resources"). Tried: the same kernel at two CTAs
