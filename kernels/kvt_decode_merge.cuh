@@ -147,6 +147,18 @@ kvt_dev_rescale_rows (float (&o) [NT][4], const float (&alpha) [2])
     }
 }
 
+//  A tile's probabilities s [half][e] (kvt_dev_tile_max's layout) as the A
+//  fragment of the P V MMA, in T
+template <typename T>
+__device__ __forceinline__ void
+kvt_dev_pack_probs (const float (&s) [2][4], uint32_t (&pa) [4])
+{
+    pa [0] = kvt_dev_pack<T> (s [0][0], s [0][1]);
+    pa [1] = kvt_dev_pack<T> (s [0][2], s [0][3]);
+    pa [2] = kvt_dev_pack<T> (s [1][0], s [1][1]);
+    pa [3] = kvt_dev_pack<T> (s [1][2], s [1][3]);
+}
+
 //  Merge kernel: grid = (heads, seqs), D threads; weights are 2^lse. A
 //  row whose splits all saw no token (lse -inf) is written as zeros.
 template <typename T, int D>

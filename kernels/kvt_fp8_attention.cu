@@ -302,10 +302,7 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
         }
         kvt_dev_rescale_rows<NT> (o, alpha);
         uint32_t pa [4];
-        pa [0] = kvt_dev_pack<__half> (s [0][0], s [0][1]);
-        pa [1] = kvt_dev_pack<__half> (s [0][2], s [0][3]);
-        pa [2] = kvt_dev_pack<__half> (s [1][0], s [1][1]);
-        pa [3] = kvt_dev_pack<__half> (s [1][2], s [1][3]);
+        kvt_dev_pack_probs<__half> (s, pa);
         //  O += P V over the 8x8 pieces (f, j, k) of V
 #pragma unroll
         for (int f = 0; f < FC; f++) {

@@ -129,10 +129,7 @@ struct kvt_decode_warp_t {
         }
         kvt_dev_rescale_rows<D / 8> (o, alpha);
         uint32_t pa [4];
-        pa [0] = kvt_dev_pack<T> (s [0][0], s [0][1]);
-        pa [1] = kvt_dev_pack<T> (s [0][2], s [0][3]);
-        pa [2] = kvt_dev_pack<T> (s [1][0], s [1][1]);
-        pa [3] = kvt_dev_pack<T> (s [1][2], s [1][3]);
+        kvt_dev_pack_probs<T> (s, pa);
         //  O += P V over 8x8 pieces (p, i) of V
 #pragma unroll
         for (int p = 0; p < PC; p++) {
