@@ -161,15 +161,27 @@ s_ask_per_sm (void *context)
 //  Kernel, shared memory and CTA slots for 'a' on the current device. The
 //  default is v4 on sm_90 and later; below sm_90 (no bulk copies, no
 //  mbarriers) every variant is v2.
+//  The version a call runs on the current device: 1 = v2, 2 = v3, 3 = v4,
+//  4 = v5 (kvt_paged_attention_balanced.cu), or a negative code
+int
+s_version (const kvt_paged_attention_args_t *a)
+{
+    int device;
+    if (cudaGetDevice (&device) != cudaSuccess)
+        return KVT_ECUDA;
+    bool hopper = kvt_dev_compute_major (device) >= 9;     //  Bulk copies, mbarriers
+    return !hopper? 1: a->variant == 0? 3: a->variant;
+}
+
 int
 s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
 {
     int device;
     if (cudaGetDevice (&device) != cudaSuccess)
         return KVT_ECUDA;
-    bool hopper = kvt_dev_compute_major (device) >= 9;     //  Bulk copies, mbarriers
-    //  1 = v2, 2 = v3, 3 = v4
-    int version = !hopper? 1: a->variant == 0? 3: a->variant;
+    int version = s_version (a);
+    if (version < 0)
+        return version;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
     if (version >= 2)                       //  v3, v4
         plan->kernel = kvt_decode_bulk_kernel (bf16, a->head_dim, version, &plan->smem,
@@ -228,9 +240,29 @@ kvt_paged_attention_plan (const kvt_paged_attention_args_t *args)
     int rc = kvt_paged_attention_check (args);
     if (rc)
         return rc;
+    int version = s_version (args);
+    if (version < 0 || version == 4)    //  v5 cuts the batch itself
+        return version < 0? version: 1;
     s_plan_t plan;
     rc = s_plan (args, &plan);
     return rc? rc: kvt_paged_attention_splits (args, plan.slots);
+}
+
+int64_t
+kvt_paged_attention_workspace_need (const kvt_paged_attention_args_t *args)
+{
+    int rc = kvt_paged_attention_check (args);
+    if (rc)
+        return rc;
+    int version = s_version (args);
+    if (version < 0)
+        return version;
+    if (version == 4) {
+        int ctas = kvt_decode_balanced_slots (args);
+        return ctas < 0? ctas: (int64_t) kvt_decode_balanced_workspace (args, ctas);
+    }
+    int splits = kvt_paged_attention_plan (args);
+    return splits < 0? splits: (int64_t) kvt_paged_attention_workspace_bytes (args, splits);
 }
 
 //  --------------------------------------------------------------------------
@@ -246,6 +278,9 @@ kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream
         return 0;
     if (args->seqs > 65535 || args->heads > 65535)
         return -EINVAL;
+    int version = s_version (args);
+    if (version == 4)
+        return kvt_decode_balanced (args, stream);
     s_plan_t plan;
     rc = s_plan (args, &plan);
     if (rc)

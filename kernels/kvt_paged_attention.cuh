@@ -34,7 +34,7 @@
 
 #include "kvt_kernels.cuh"
 
-#define KVT_PAGED_ATTENTION_VARIANTS 4  //  Kernel versions kept for benchmarks
+#define KVT_PAGED_ATTENTION_VARIANTS 5  //  Kernel versions kept for benchmarks
 
 #ifdef __cplusplus
 extern "C" {
@@ -66,8 +66,10 @@ typedef struct {
     int variant;                    //  Kernel version, for benchmarks and tests: 0 = the
                                     //  default (v4 on sm_90+, else v2), 1 = v2
                                     //  (loads into registers), 2 = v3 (a bulk-copy
-                                    //  ring a warp), 3 = v4 (v3 warp-specialised); 2
-                                    //  and 3 are v2 below sm_90. kvt_paged_attention.cu
+                                    //  ring a warp), 3 = v4 (v3 warp-specialised),
+                                    //  4 = v5 (v4 persistent, the batch's tiles cut
+                                    //  evenly over the SMs); 2 to 4 are v2 below
+                                    //  sm_90. kvt_paged_attention.cu
 } kvt_paged_attention_args_t;
 
 //  Check the shape: returns 0, or -EINVAL for an argument set that no
@@ -107,6 +109,13 @@ int
 //  device, or a negative code if the device cannot be queried.
 int
     kvt_paged_attention_plan (const kvt_paged_attention_args_t *args);
+
+//  Return the workspace bytes kvt_paged_attention needs for 'args' on the
+//  current device (0 if none), or a negative code if the device cannot be
+//  queried. It covers every variant: v5's (variant 4) does not depend on
+//  the split count or the lengths, only on seqs, head_dim and the device.
+int64_t
+    kvt_paged_attention_workspace_need (const kvt_paged_attention_args_t *args);
 #endif
 
 #ifdef __cplusplus

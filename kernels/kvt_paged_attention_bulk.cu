@@ -14,7 +14,7 @@
 @end
 */
 
-#include "kvt_paged_attention_int.cuh"
+#include "kvt_decode_bulk.cuh"
 
 namespace {
 
@@ -43,63 +43,6 @@ s_ring_bytes ()
 {
     return KVT_DECODE_WARPS * STAGES * 2 * 16 * D * 2 > KVT_DECODE_WARPS * 16 * (D + 1) * 4
          ? KVT_DECODE_WARPS * STAGES * 2 * 16 * D * 2: KVT_DECODE_WARPS * 16 * (D + 1) * 4;
-}
-
-//  Copies of the tile at t0 into the stage at shared address 'dst', counted
-//  on the mbarrier 'bar'; called by a whole warp. A tile of whole rows in
-//  one block is one copy each for K and V, from lane 0 ('block' is its
-//  table entry, which the caller read ahead of time); otherwise each valid
-//  row is its own pair of copies.
-template <int D>
-__device__ __forceinline__ void
-s_issue_tile (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c,
-              const char *k_head, const char *v_head, const int32_t *table, int log2_bt,
-              bool whole_tiles, int32_t block, int t0, uint32_t dst, uint32_t bar)
-{
-    constexpr int ROW = D * 2;
-    const int bt_mask = a.block_tokens - 1;
-    if (whole_tiles) {
-        if (c.lane == 0) {
-            int64_t offset = (int64_t) block * a.block_stride_bytes
-                           + (int64_t) (t0 & bt_mask) * a.token_stride_bytes;
-            kvt_dev_bar_expect (bar, 2 * 16 * ROW);
-            kvt_dev_bulk_copy (dst, k_head + offset, 16 * ROW, bar);
-            kvt_dev_bulk_copy (dst + 16 * ROW, v_head + offset, 16 * ROW, bar);
-        }
-        return;
-    }
-    int rows = min (16, c.end - t0);
-    if (c.lane == 0)
-        kvt_dev_bar_expect (bar, 2 * rows * ROW);
-    __syncwarp ();
-    if (c.lane < rows) {
-        int64_t offset = kvt_decode_token_offset (a, table, t0 + c.lane, log2_bt, bt_mask);
-        kvt_dev_bulk_copy (dst + c.lane * ROW, k_head + offset, ROW, bar);
-        kvt_dev_bulk_copy (dst + 16 * ROW + c.lane * ROW, v_head + offset, ROW, bar);
-    }
-}
-
-//  This lane's fragments of the tile at t0 from its stage ([K, V][row][D]).
-//  Rows at or past 'end' may hold anything: their V is zeroed here, their
-//  scores are masked in the tile's math.
-template <int D>
-__device__ __forceinline__ void
-s_tile_registers (const unsigned char *tile, int t0, int end, const kvt_decode_cta_t &c,
-                  uint4 (&k_raw) [2][D / 32], uint4 (&v_raw) [2][D / 32])
-{
-    constexpr int ROW = D * 2;
-#pragma unroll
-    for (int half = 0; half < 2; half++) {
-        int row = c.g + 8 * half;
-        bool valid = t0 + row < end;
-#pragma unroll
-        for (int p = 0; p < D / 32; p++) {
-            int column = (c.t + 4 * p) * 16;
-            k_raw [half][p] = *(const uint4 *) (tile + row * ROW + column);
-            v_raw [half][p] = valid? *(const uint4 *) (tile + 16 * ROW + row * ROW + column)
-                                   : make_uint4 (0, 0, 0, 0);
-        }
-    }
 }
 
 template <typename T, int D, int STAGES, int MIN_CTAS>
@@ -144,8 +87,8 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
         int32_t block = pending;
         if (whole_tiles && c.lane == 0 && t0 + step < c.end)
             pending = table [(t0 + step) >> log2_bt];
-        s_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles, block, t0,
-                         ring_smem + stage * STAGE, bar0 + 8 * stage);
+        kvt_dev_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles, block, t0,
+                               ring_smem + stage * STAGE, bar0 + 8 * stage);
     };
 #pragma unroll
     for (int j = 0; j < STAGES; j++)
@@ -156,7 +99,7 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     for (int t0 = first; t0 < c.end; t0 += step) {
         kvt_dev_bar_wait (bar0 + 8 * stage, parity);
         uint4 k_raw [2][PC], v_raw [2][PC];
-        s_tile_registers<D> (ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
+        kvt_dev_tile_registers<D> (ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
         //  The tile is in registers: its stage takes the tile STAGES ahead
         //  now, not after the math, so every stage is in flight while the
         //  warp computes (bulk copies need ~190 KiB in flight a SM)
@@ -276,8 +219,9 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
                 int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
                 if (j >= STAGES)            //  The tile a ring behind has been taken
                     kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
-                s_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles, tile_block,
-                                 t0, ring_smem + stage * STAGE, full0 + 8 * stage);
+                kvt_dev_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles,
+                                       tile_block, t0, ring_smem + stage * STAGE,
+                                       full0 + 8 * stage);
                 if (++stage == STAGES) {
                     stage = 0;
                     phase ^= 1;
@@ -303,7 +247,7 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
             kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
         kvt_dev_bar_wait (full0 + 8 * stage, phase);
         uint4 k_raw [2][PC], v_raw [2][PC];
-        s_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
+        kvt_dev_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
         __syncwarp ();                      //  Every lane has its tile: release the stage
         if (c.lane == 0)
             kvt_dev_bar_arrive (empty0 + 8 * stage);

@@ -192,4 +192,15 @@ typedef void (*kvt_decode_kernel_t) (const kvt_paged_attention_args_t, int, int,
 kvt_decode_kernel_t
     kvt_decode_bulk_kernel (bool bf16, int head_dim, int version, int *smem, int *threads);
 
+//  v5 (kvt_paged_attention_balanced.cu): the CTAs it runs on the current
+//  device (one a SM) or a negative code; the workspace it needs with
+//  'ctas' CTAs; and the launch of it and its merge on 'stream' (0, -EINVAL
+//  for a short workspace, or KVT_ECUDA)
+int
+    kvt_decode_balanced_slots (const kvt_paged_attention_args_t *a);
+size_t
+    kvt_decode_balanced_workspace (const kvt_paged_attention_args_t *a, int ctas);
+int
+    kvt_decode_balanced (const kvt_paged_attention_args_t *a, cudaStream_t stream);
+
 #endif

@@ -29,6 +29,14 @@
     everywhere; and so that the checker is known to have teeth, the two
     rules session 21 found wanting must each be caught: no release wait
     (a stale read) and a second wait on the fill barrier (a hang).
+    Decode v5 (kernels/kvt_paged_attention_balanced.cu) runs the same ring
+    over a CTA's range of tiles, which falls into segments (one unit each);
+    at a segment's end the computing warps meet at a named barrier to merge
+    while the producer runs on, and each warp starts the next segment at
+    its first tile k (k mod C = its index), the stage and parity computed
+    from k. Its runs cut the tiles into random segments, some shorter than
+    C (warps with no tile there go straight to the barrier), and must
+    neither misread nor hang.
 @end
 */
 
@@ -42,6 +50,7 @@
 #define S_MAX_STAGES 64
 #define S_MAX_WARPS 16
 #define S_MAX_TILES 512
+#define S_MAX_SEGMENTS 128
 
 typedef enum {
     S_RULE_KERNEL,          //  Wait for the release of tile j - STAGES, then the fill
@@ -83,18 +92,23 @@ s_bar_passes (const s_bar_t *bar, uint32_t parity)
     return (uint32_t) (bar->completed & 1) != parity;
 }
 
-typedef enum { S_WAIT_RELEASE, S_WAIT_FILL, S_READING, S_DONE } s_warp_mode_t;
+typedef enum { S_WAIT_RELEASE, S_WAIT_FILL, S_READING, S_MERGING, S_AT_BARRIER, S_DONE }
+    s_warp_mode_t;
 
 typedef struct {
     int tile;               //  The tile it is on
     int stage;              //  Its stage, kept as the kernel keeps it
     uint32_t phase;         //  Parity of that stage's fill for this tile
+    int segment;            //  The segment it is in (v5)
     s_warp_mode_t mode;
 } s_warp_t;
 
 typedef struct {
     int stages, warps, tiles;
     s_rule_t rule;
+    int segment_end [S_MAX_SEGMENTS];   //  Tiles [end [i - 1], end [i]) are segment i
+    int segments;                       //  1: v4's one unit a CTA
+    int at_barrier;                     //  Warps waiting at the merge barrier
     s_bar_t full [S_MAX_STAGES], empty [S_MAX_STAGES];
     int content [S_MAX_STAGES];         //  Tile whose bytes the stage holds, -1 none
     bool landed [S_MAX_TILES];
@@ -108,8 +122,28 @@ typedef struct {
     const char *violation;              //  First thing that went wrong, or NULL
 } s_ring_t;
 
+//  Warp w into segment 'segment' as v5 puts it there: its first tile k
+//  (k mod warps = w), the stage and parity of k; no tile: to the barrier
 static void
-s_ring_init (s_ring_t *ring, int stages, int warps, int tiles, s_rule_t rule)
+s_warp_enter (s_ring_t *ring, int w, int segment)
+{
+    s_warp_t *warp = &ring->warp [w];
+    if (segment == ring->segments) {
+        warp->mode = S_DONE;
+        return;
+    }
+    int begin = segment? ring->segment_end [segment - 1]: 0;
+    warp->segment = segment;
+    warp->tile = begin + (w - begin % ring->warps + ring->warps) % ring->warps;
+    warp->stage = warp->tile % ring->stages;
+    warp->phase = (uint32_t) (warp->tile / ring->stages) & 1;
+    warp->mode = warp->tile < ring->segment_end [segment]? S_WAIT_RELEASE: S_MERGING;
+}
+
+//  'segment_ends' (NULL: one segment of all tiles, v4) as v5's units
+static void
+s_ring_init (s_ring_t *ring, int stages, int warps, int tiles, s_rule_t rule,
+             const int *segment_ends, int segments)
 {
     memset (ring, 0, sizeof (*ring));
     ring->stages = stages;
@@ -121,12 +155,11 @@ s_ring_init (s_ring_t *ring, int stages, int warps, int tiles, s_rule_t rule)
         s_bar_init (&ring->empty [s], 1);
         ring->content [s] = -1;
     }
-    for (int w = 0; w < warps; w++) {
-        //  As the kernel: warp w starts on tile w, stage w, phase 0
-        ring->warp [w].tile = w;
-        ring->warp [w].stage = w;
-        ring->warp [w].mode = w < tiles? S_WAIT_RELEASE: S_DONE;
-    }
+    ring->segments = segment_ends? segments: 1;
+    for (int i = 0; i < ring->segments; i++)
+        ring->segment_end [i] = segment_ends? segment_ends [i]: tiles;
+    for (int w = 0; w < warps; w++)
+        s_warp_enter (ring, w, 0);
 }
 
 //  The producer can issue its next tile: the tile a ring behind released
@@ -185,6 +218,7 @@ s_warp_ready (const s_ring_t *ring, const s_warp_t *warp)
         case S_WAIT_FILL:
             return s_bar_passes (&ring->full [warp->stage], warp->phase);
         case S_READING:
+        case S_MERGING:
             return true;
         default:
             return false;
@@ -216,7 +250,18 @@ s_warp_step (s_ring_t *ring, s_warp_t *warp)
                 warp->stage -= ring->stages;
                 warp->phase ^= 1;
             }
-            warp->mode = warp->tile < ring->tiles? S_WAIT_RELEASE: S_DONE;
+            warp->mode = warp->tile < ring->segment_end [warp->segment]? S_WAIT_RELEASE
+                                                                        : S_MERGING;
+            break;
+        case S_MERGING:
+            //  At the merge's named barrier; the last to come lets all go
+            warp->mode = S_AT_BARRIER;
+            if (++ring->at_barrier == ring->warps) {
+                ring->at_barrier = 0;
+                int next = warp->segment + 1;
+                for (int w = 0; w < ring->warps; w++)
+                    s_warp_enter (ring, w, next);
+            }
             break;
         default:
             break;
@@ -229,11 +274,22 @@ s_warp_step (s_ring_t *ring, s_warp_t *warp)
 //  them). Returns NULL, or what went wrong ("hang": no step possible with
 //  tiles left).
 static const char *
-s_ring_run (int stages, int warps, int tiles, s_rule_t rule, uint64_t seed)
+s_ring_run (int stages, int warps, int tiles, s_rule_t rule, bool segmented, uint64_t seed)
 {
     static s_ring_t ring;
-    s_ring_init (&ring, stages, warps, tiles, rule);
     uint64_t state = seed;
+    //  v5: units of 1 to 2 x stages tiles, a third of them under 'warps'
+    int ends [S_MAX_SEGMENTS], segments = 0;
+    for (int at = 0; segmented && at < tiles && segments < S_MAX_SEGMENTS - 1; ) {
+        uint64_t draw = kvt_splitmix64 (&state);
+        int length = draw % 3 == 0? 1 + (int) (draw / 3 % (uint64_t) warps)
+                                  : 1 + (int) (draw / 3 % (uint64_t) (2 * stages));
+        at = at + length < tiles? at + length: tiles;
+        ends [segments++] = at;
+    }
+    if (segmented && ends [segments - 1] < tiles)
+        ends [segments++] = tiles;
+    s_ring_init (&ring, stages, warps, tiles, rule, segmented? ends: NULL, segments);
     while (!ring.violation) {
         //  Enabled actions: 0 = producer, 1 + w = warp w, -1 = a landing
         int actions [S_MAX_WARPS + 2], count = 0;
@@ -263,11 +319,12 @@ typedef struct {
 } s_tally_t;
 
 static s_tally_t
-s_ring_runs (int stages, int warps, int tiles, s_rule_t rule, int runs)
+s_ring_runs (int stages, int warps, int tiles, s_rule_t rule, bool segmented, int runs)
 {
     s_tally_t tally = { runs, 0, 0, 0 };
     for (int r = 0; r < runs; r++) {
-        const char *why = s_ring_run (stages, warps, tiles, rule, 0x5eed0000u + (uint64_t) r);
+        const char *why = s_ring_run (stages, warps, tiles, rule, segmented,
+                                      0x5eed0000u + (uint64_t) r);
         if (!why)
             continue;
         if (strcmp (why, "hang") == 0)
@@ -285,34 +342,52 @@ int
 main (void)
 {
     int failures = 0;
-    //  The kernel's rings: head_dim 128 (26 stages of 8 KiB) and 64 (52 of
-    //  4 KiB) for 7 warps; the 2-CTAs-a-SM variant tried in session 21 (13
-    //  for 3); a small ring for 2 warps
-    const int shapes [][2] = { { 26, 7 }, { 52, 7 }, { 13, 3 }, { 5, 2 } };
+    //  The kernels' rings: head_dim 128 (26 stages of 8 KiB) and 64 (52 of
+    //  4 KiB) for 7 warps; v5's smaller ones beside a larger merge buffer
+    //  (24 and 21 stages for 8 and 16 query heads a KV head at head_dim 128,
+    //  49 at 64); the 2-CTAs-a-SM variant tried in session 21 (13 for 3); a
+    //  small ring for 2 warps
+    const int shapes [][2] = { { 26, 7 }, { 52, 7 }, { 24, 7 }, { 21, 7 }, { 49, 7 },
+                               { 13, 3 }, { 5, 2 } };
     const int shape_count = (int) (sizeof (shapes) / sizeof (shapes [0]));
     s_tally_t none_total = { 0, 0, 0, 0 }, twice_total = { 0, 0, 0, 0 };
+    int units_none_stale = 0;
     for (int k = 0; k < shape_count; k++) {
         int stages = shapes [k][0], warps = shapes [k][1];
         int tiles = stages * 6 + warps + 1 < S_MAX_TILES? stages * 6 + warps + 1: S_MAX_TILES;
-        s_tally_t kernel = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, 400);
-        s_tally_t none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, 400);
-        s_tally_t twice = s_ring_runs (stages, warps, tiles, S_RULE_FULL_TWICE, 400);
+        s_tally_t kernel = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, false, 400);
+        s_tally_t none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, false, 400);
+        s_tally_t twice = s_ring_runs (stages, warps, tiles, S_RULE_FULL_TWICE, false, 400);
+        s_tally_t units = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, true, 400);
+        s_tally_t units_none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, true, 400);
         printf ("test_decode_ring: %2d stages, %d warps, %3d tiles, 400 schedules each: "
                 "kernel's rule %d stale / %d overwritten / %d hangs; no release wait %d / %d "
-                "/ %d; fill barrier twice %d / %d / %d\n", stages, warps, tiles, kernel.stale,
-                kernel.overwrite, kernel.hang, none.stale, none.overwrite, none.hang,
-                twice.stale, twice.overwrite, twice.hang);
+                "/ %d; fill barrier twice %d / %d / %d; v5 units %d / %d / %d (no release wait "
+                "%d stale)\n", stages,
+                warps, tiles, kernel.stale, kernel.overwrite, kernel.hang, none.stale,
+                none.overwrite, none.hang, twice.stale, twice.overwrite, twice.hang,
+                units.stale, units.overwrite, units.hang, units_none.stale);
         if (kernel.stale || kernel.overwrite || kernel.hang) {
             fprintf (stderr, "test_decode_ring: the kernel's rule failed\n");
+            failures++;
+        }
+        if (units.stale || units.overwrite || units.hang) {
+            fprintf (stderr, "test_decode_ring: v5's units with merges failed\n");
             failures++;
         }
         none_total.stale += none.stale;
         none_total.overwrite += none.overwrite;
         twice_total.hang += twice.hang;
+        units_none_stale += units_none.stale;
     }
     //  The checker has teeth: the rules that were wrong are caught
     if (none_total.stale == 0) {
         fprintf (stderr, "test_decode_ring: no stale read found without the release wait\n");
+        failures++;
+    }
+    if (units_none_stale == 0) {
+        fprintf (stderr, "test_decode_ring: no stale read found in v5's units without the "
+                 "release wait\n");
         failures++;
     }
     if (twice_total.hang == 0) {

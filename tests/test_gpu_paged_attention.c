@@ -157,7 +157,14 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
         args.variant = variant;
         T_CHECK (cudaMemset (d_out, 0xff, q_elems * 2));       //  NaN poison
         int splits = kvt_paged_attention_plan (&args);
-        args.workspace_bytes = kvt_paged_attention_workspace_bytes (&args, splits);
+        int64_t need = kvt_paged_attention_workspace_need (&args);
+        if (splits < 0 || need < 0) {
+            fprintf (stderr, "variant %d: plan %d, workspace %lld\n", variant, splits,
+                     (long long) need);
+            rc = -1;
+            break;
+        }
+        args.workspace_bytes = (size_t) need;
         args.workspace = NULL;
         if (args.workspace_bytes)
             T_CHECK (cudaMalloc (&args.workspace, args.workspace_bytes));
@@ -230,6 +237,9 @@ t_check_refusals (void)
     bad.max_seq_len = 1024;
     bad.max_blocks_per_seq = 64;
     failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad = good;                                     //  v5 without a workspace
+    bad.variant = 4;
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
     bad = good;
     bad.token_stride_bytes = 200;
     failures += kvt_paged_attention (&bad, 0) != -EINVAL;
@@ -284,6 +294,10 @@ main (int argc, char *argv [])
         //  Blocks under 16 tokens: the bulk-copy versions copy row by row
         { KVT_KDTYPE_BF16, 3, 32, 8, 128, 8, 3000, 0, false, 1.0f },
         { KVT_KDTYPE_FP16, 2, 8, 8, 64, 4, 1500, 3, true, 2.0f },
+        //  More sequences than a warp scans at once and more units than
+        //  CTAs: v5's ranges hold many units and cut some
+        { KVT_KDTYPE_BF16, 200, 32, 8, 128, 16, 700, 0, false, 1.0f },
+        { KVT_KDTYPE_FP16, 70, 40, 2, 64, 32, 300, 0, true, 1.0f },
     };
     for (size_t i = 0; i < (quick? 1: sizeof (long_cases) / sizeof (long_cases [0])); i++) {
         cases++;

@@ -369,7 +369,13 @@ s_bench_decode_variant (kvt_bench_report_t *report, const s_torch_file_t *torch,
                         double memcpy_tbps, int reps, cudaStream_t stream)
 {
     int splits = kvt_paged_attention_plan (args);
-    args->workspace_bytes = kvt_paged_attention_workspace_bytes (args, splits);
+    int64_t need = kvt_paged_attention_workspace_need (args);
+    if (splits < 0 || need < 0) {
+        fprintf (stderr, "decode variant %d: plan %d, workspace %lld\n", args->variant, splits,
+                 (long long) need);
+        exit (1);
+    }
+    args->workspace_bytes = (size_t) need;
     args->workspace = NULL;
     if (args->workspace_bytes)
         S_CHECK (cudaMalloc (&args->workspace, args->workspace_bytes));

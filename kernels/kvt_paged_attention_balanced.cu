@@ -1,0 +1,533 @@
+/*  =========================================================================
+    kvt_paged_attention_balanced - decode v5: the batch's tiles cut evenly
+    over persistent CTAs
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    v5 (variant 4) of the decode kernel: v4's warp-specialised bulk-copy
+    ring (kvt_paged_attention_bulk.cu) in one CTA a SM that stays for the
+    whole batch. The batch's 16-token tiles, in order (sequence, unit =
+    kv_head x head chunk, tile), are cut into as many equal ranges as there
+    are CTAs; a CTA walks its range unit by unit. Why: v4 gives each
+    (sequence, unit, split) a CTA of its own, so at 64 x 4K its 512 CTAs
+    make 3.88 waves on 132 SMs (the last wave 88% full) and every CTA
+    starts with an empty ring and ends with a drained one. Here every SM
+    streams the same number of tiles, and the producer runs on into the
+    next unit while the computing warps merge the last one.
+@discuss
+    A unit wholly inside one CTA's range is written to the output there. A
+    unit cut by range ends (at most the first and the last unit of a
+    range) leaves a partial softmax state in the workspace, slot 0 for the
+    range's first unit, slot 1 for its last; the merge kernel, a
+    programmatic dependent launch, finds a unit's pieces by arithmetic on
+    the ranges and merges them by log-sum-exp, and writes zeros for empty
+    sequences. The workspace is independent of the sequence lengths, so a
+    CUDA graph replays with other lengths: kvt_decode_balanced_workspace.
+@end
+*/
+
+#include "kvt_decode_bulk.cuh"
+
+namespace {
+
+#define S_CONSUMERS 7                   //  Computing warps; with the producer, 8
+#define S_RING_BYTES (208 * 1024)       //  The ring, at most (v4's)
+#define S_MAX_STAGES 64                 //  Barrier pairs: 208 KiB of 4 KiB stages (D = 64)
+
+//  Tiles of one unit of sequence 'seq'
+__device__ __forceinline__ int
+s_unit_tiles (const int32_t *seq_lens, int seq)
+{
+    int len = seq_lens [seq];
+    return len > 0? (len + 15) >> 4: 0;
+}
+
+//  First tile of CTA c's range, of 'ctas' ranges over 'tiles' tiles
+__device__ __forceinline__ int64_t
+s_range_start (int64_t c, int64_t tiles, int ctas)
+{
+    return c * tiles / ctas;
+}
+
+//  The CTA whose range holds 'tile': the last c with s_range_start (c) <= tile
+__device__ __forceinline__ int
+s_range_owner (int64_t tile, int64_t tiles, int ctas)
+{
+    return (int) (((tile + 1) * ctas - 1) / tiles);
+}
+
+//  Warp-collective: the batch's tiles
+__device__ __forceinline__ int64_t
+s_batch_tiles (const int32_t *seq_lens, int seqs, int units, int lane)
+{
+    int64_t sum = 0;
+    for (int seq = lane; seq < seqs; seq += 32)
+        sum += s_unit_tiles (seq_lens, seq);
+    for (int offset = 16; offset > 0; offset >>= 1)
+        sum += __shfl_xor_sync (0xffffffffu, sum, offset);
+    return sum * units;
+}
+
+//  Where a walk of a range stands: the sequence of the next tile, that
+//  sequence's first tile in the batch and its tiles a unit
+struct s_walk_t {
+    int64_t begin, end, next;           //  The range, and its next tile
+    int seq;
+    int64_t first;
+    int tiles;
+};
+
+//  Warp-collective: a walk of [begin, end) (begin < the batch's tiles),
+//  starting at the sequence that holds 'begin', found by a scan of 32
+//  sequences a step
+__device__ __forceinline__ s_walk_t
+s_walk_start (const int32_t *seq_lens, int seqs, int units, int64_t begin, int64_t end, int lane)
+{
+    s_walk_t walk = { begin, end, begin, seqs, 0, 0 };
+    int64_t before = 0;
+    for (int seq0 = 0; seq0 < seqs; seq0 += 32) {
+        int seq = seq0 + lane;
+        int64_t mine = seq < seqs? (int64_t) units * s_unit_tiles (seq_lens, seq): 0;
+        int64_t upto = mine;
+        for (int offset = 1; offset < 32; offset <<= 1) {
+            int64_t below = __shfl_up_sync (0xffffffffu, upto, offset);
+            if (lane >= offset)
+                upto += below;
+        }
+        unsigned holds = __ballot_sync (0xffffffffu, seq < seqs && before + upto > begin);
+        if (holds) {
+            int at = __ffs (holds) - 1;
+            walk.seq = seq0 + at;
+            walk.first = before + __shfl_sync (0xffffffffu, upto - mine, at);
+            walk.tiles = s_unit_tiles (seq_lens, walk.seq);
+            return walk;
+        }
+        before += __shfl_sync (0xffffffffu, upto, 31);
+    }
+    return walk;
+}
+
+//  One unit's tiles in a range: tiles [tile0, tile0 + count) of unit
+//  'unit' of 'seq', the first at index 'local' of the range
+struct s_segment_t {
+    int seq, unit, tile0, count;
+    int64_t local;
+    bool whole;                         //  The whole unit: written to the output
+    bool seq_start;                     //  The sequence's first tile in the batch
+    int slot;                           //  Else its workspace slot: 0 first, 1 last
+};
+
+//  The walk's next segment; false at the range's end
+__device__ __forceinline__ bool
+s_walk_next (s_walk_t &walk, const int32_t *seq_lens, int units, s_segment_t &segment)
+{
+    if (walk.next >= walk.end)
+        return false;
+    while (walk.next >= walk.first + (int64_t) units * walk.tiles) {
+        walk.first += (int64_t) units * walk.tiles;
+        walk.tiles = s_unit_tiles (seq_lens, ++walk.seq);
+    }
+    int64_t offset = walk.next - walk.first;
+    segment.seq = walk.seq;
+    segment.unit = (int) (offset / walk.tiles);
+    segment.tile0 = (int) (offset % walk.tiles);
+    int64_t unit_end = walk.first + (int64_t) (segment.unit + 1) * walk.tiles;
+    int64_t stop = unit_end < walk.end? unit_end: walk.end;
+    segment.count = (int) (stop - walk.next);
+    segment.local = walk.next - walk.begin;
+    segment.whole = segment.tile0 == 0 && unit_end <= walk.end;
+    segment.seq_start = offset == 0;
+    segment.slot = walk.next == walk.begin? 0: 1;
+    walk.next = stop;
+    return true;
+}
+
+//  A segment as the decode helpers take a CTA's work
+__device__ __forceinline__ kvt_decode_cta_t
+s_segment_cta (const kvt_paged_attention_args_t &a, const s_segment_t &segment, int head_chunks)
+{
+    kvt_decode_cta_t c;
+    c.split = segment.slot;
+    c.kv_head = segment.unit / head_chunks;
+    int chunk = segment.unit % head_chunks;
+    c.seq = segment.seq;
+    int group = a.heads / a.kv_heads;
+    c.head0 = c.kv_head * group + chunk * 16;
+    c.nheads = min (16, group - chunk * 16);
+    c.start = segment.tile0 * 16;
+    c.end = min (a.seq_lens [c.seq], (segment.tile0 + segment.count) * 16);
+    c.lane = threadIdx.x & 31;
+    c.warp = threadIdx.x >> 5;
+    c.g = c.lane >> 2;
+    c.t = c.lane & 3;
+    return c;
+}
+
+//  The workspace: the batch's tiles, each sequence's first tile, then two
+//  partial states a CTA ([ctas][2][16] rows of D floats, then their lse)
+struct s_workspace_t {
+    int64_t *batch_tiles;
+    int64_t *seq_first;
+    float *out;
+    float *lse;
+};
+
+__host__ __device__ __forceinline__ s_workspace_t
+s_workspace (void *base, int seqs, int ctas, int dim)
+{
+    s_workspace_t ws;
+    ws.batch_tiles = (int64_t *) base;
+    ws.seq_first = ws.batch_tiles + 1;
+    ws.out = (float *) (ws.seq_first + seqs);
+    ws.lse = ws.out + (size_t) ctas * 2 * 16 * dim;
+    return ws;
+}
+
+//  Named barrier 1 over the computing warps (the producer never merges)
+__device__ __forceinline__ void
+s_consumers_sync (void)
+{
+    asm volatile ("bar.sync 1, %0;" :: "n" (S_CONSUMERS * 32) : "memory");
+}
+
+//  The computing warps' merge of one segment: each warp's state into
+//  shared memory (rows below nheads only: 'rows' a warp), then the
+//  segment's result to the output, or to its workspace slot
+template <typename T, int D>
+__device__ __forceinline__ void
+s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
+         const kvt_decode_cta_t &c, const s_segment_t &segment, int rows,
+         float (*sm_m) [16], float (*sm_l) [16], float *sm_acc, const s_workspace_t &ws)
+{
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        w.l [r] += __shfl_xor_sync (0xffffffffu, w.l [r], 1);
+        w.l [r] += __shfl_xor_sync (0xffffffffu, w.l [r], 2);
+    }
+    if (c.t == 0) {
+        sm_m [c.warp][c.g] = w.m [0];
+        sm_m [c.warp][c.g + 8] = w.m [1];
+        sm_l [c.warp][c.g] = w.l [0];
+        sm_l [c.warp][c.g + 8] = w.l [1];
+    }
+    float *mine = sm_acc + (size_t) c.warp * rows * (D + 1);
+#pragma unroll
+    for (int p = 0; p < D / 32; p++) {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            int d = 8 * c.t + 32 * p + 2 * i;
+            if (c.g < c.nheads) {
+                mine [c.g * (D + 1) + d] = w.o [4 * p + i][0];
+                mine [c.g * (D + 1) + d + 1] = w.o [4 * p + i][1];
+            }
+            if (c.g + 8 < c.nheads) {
+                mine [(c.g + 8) * (D + 1) + d] = w.o [4 * p + i][2];
+                mine [(c.g + 8) * (D + 1) + d + 1] = w.o [4 * p + i][3];
+            }
+        }
+    }
+    s_consumers_sync ();
+    for (int index = threadIdx.x; index < c.nheads * D; index += S_CONSUMERS * 32) {
+        int h = index / D;
+        int d = index % D;
+        float top = -INFINITY;
+#pragma unroll
+        for (int warp = 0; warp < S_CONSUMERS; warp++)
+            top = fmaxf (top, sm_m [warp][h]);
+        float sum = 0.0f, acc = 0.0f;
+#pragma unroll
+        for (int warp = 0; warp < S_CONSUMERS; warp++) {
+            float scale = kvt_dev_rescale (sm_m [warp][h], top);
+            sum += sm_l [warp][h] * scale;
+            acc += sm_acc [((size_t) warp * rows + h) * (D + 1) + d] * scale;
+        }
+        acc = sum > 0.0f? acc / sum: 0.0f;
+        if (segment.whole)
+            ((T *) a.out) [((size_t) c.seq * a.heads + c.head0 + h) * D + d]
+                = kvt_dev_from_float<T> (acc);
+        else {
+            size_t row = ((size_t) blockIdx.x * 2 + segment.slot) * 16 + h;
+            ws.out [row * D + d] = acc;
+            if (d == 0)
+                ws.lse [row] = sum > 0.0f? top + log2f (sum): -INFINITY;
+        }
+    }
+    s_consumers_sync ();                //  sm_acc is free for the next segment
+}
+
+//  The kernel: grid = the device's CTA slots (one a SM), 8 warps. The ring
+//  protocol is v4's (kvt_paged_attention_bulk.cu, tested on a model in
+//  tests/test_decode_ring.c), over the range's tiles in order: tile k of
+//  the range goes to stage k % stages and to computing warp k % 7, across
+//  units, so the producer fills the next unit's tiles while the warps
+//  still compute or merge the last one.
+template <typename T, int D>
+__global__ void __launch_bounds__ ((S_CONSUMERS + 1) * 32, 1)
+s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, int stages,
+                          int rows, void *workspace)
+{
+#if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    constexpr int PC = D / 32;
+    constexpr int ROW = D * 2;
+    constexpr int STAGE = 2 * 16 * ROW;
+    __shared__ float sm_m [S_CONSUMERS][16];
+    __shared__ float sm_l [S_CONSUMERS][16];
+    __shared__ __align__ (8) uint64_t sm_full [S_MAX_STAGES];
+    __shared__ __align__ (8) uint64_t sm_empty [S_MAX_STAGES];
+    extern __shared__ __align__ (16) unsigned char sm_ring [];
+    float *sm_acc = (float *) (sm_ring + stages * STAGE);   //  [7][rows][D + 1]
+    kvt_dev_launch_dependents ();
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int units = a.kv_heads * head_chunks;
+    const s_workspace_t ws = s_workspace (workspace, a.seqs, gridDim.x, D);
+    const int64_t batch_tiles = s_batch_tiles (a.seq_lens, a.seqs, units, lane);
+    if (blockIdx.x == 0 && threadIdx.x == 0)
+        *ws.batch_tiles = batch_tiles;
+    const int64_t begin = s_range_start (blockIdx.x, batch_tiles, gridDim.x);
+    const int64_t end = s_range_start (blockIdx.x + 1, batch_tiles, gridDim.x);
+    if (begin >= end)
+        return;                         //  The whole CTA: the range is the same for all
+    const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (sm_ring);
+    const uint32_t full0 = (uint32_t) __cvta_generic_to_shared (&sm_full [0]);
+    const uint32_t empty0 = (uint32_t) __cvta_generic_to_shared (&sm_empty [0]);
+    if (threadIdx.x == 0)
+        for (int stage = 0; stage < stages; stage++) {
+            kvt_dev_bar_init (full0 + 8 * stage, 1);
+            kvt_dev_bar_init (empty0 + 8 * stage, 1);
+        }
+    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncthreads ();
+    const int log2_bt = __ffs (a.block_tokens) - 1;
+    s_walk_t walk = s_walk_start (a.seq_lens, a.seqs, units, begin, end, lane);
+    s_segment_t segment;
+    if (warp == S_CONSUMERS) {
+        //  Producer: every tile of the range in order, a ring ahead at most
+        const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
+        int stage = 0;
+        uint32_t phase = 0;
+        int64_t k = 0;                  //  Tiles of the range issued
+        while (s_walk_next (walk, a.seq_lens, units, segment)) {
+            const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
+            if (segment.seq_start && lane == 0)
+                ws.seq_first [segment.seq] = walk.first;
+            const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
+            const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
+            const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
+            for (int j0 = 0; j0 < segment.count; j0 += 32) {
+                int32_t block = 0;      //  Lane l: block of tile j0 + l
+                if (whole_tiles && j0 + lane < segment.count)
+                    block = table [(c.start + 16 * (j0 + lane)) >> log2_bt];
+                for (int j = j0; j < min (segment.count, j0 + 32); j++, k++) {
+                    int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
+                    if (k >= stages)    //  The tile a ring behind has been taken
+                        kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
+                    kvt_dev_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles,
+                                           tile_block, c.start + 16 * j,
+                                           ring_smem + stage * STAGE, full0 + 8 * stage);
+                    if (++stage == stages) {
+                        stage = 0;
+                        phase ^= 1;
+                    }
+                }
+            }
+        }
+        return;
+    }
+    //  Computing warps: tiles k = warp, warp + 7, ... of the range
+    kvt_decode_warp_t<T, D> w;
+    while (s_walk_next (walk, a.seq_lens, units, segment)) {
+        const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
+        w.begin (a, c);
+        int64_t k = segment.local + (warp - (int) (segment.local % S_CONSUMERS) + S_CONSUMERS)
+                                    % S_CONSUMERS;
+        int stage = (int) (k % stages);
+        uint32_t phase = (uint32_t) (k / stages) & 1;
+        for (; k < segment.local + segment.count; k += S_CONSUMERS) {
+            int t0 = c.start + 16 * (int) (k - segment.local);
+            if (k >= stages)            //  Tile k - stages released (v4's rule)
+                kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
+            kvt_dev_bar_wait (full0 + 8 * stage, phase);
+            uint4 k_raw [2][PC], v_raw [2][PC];
+            kvt_dev_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
+            __syncwarp ();              //  Every lane has its tile: release the stage
+            if (lane == 0)
+                kvt_dev_bar_arrive (empty0 + 8 * stage);
+            stage += S_CONSUMERS;
+            if (stage >= stages) {
+                stage -= stages;
+                phase ^= 1;
+            }
+            w.tile (k_raw, v_raw, t0, c.end, c.t);
+        }
+        s_merge<T, D> (w, a, c, segment, rows, sm_m, sm_l, sm_acc, ws);
+    }
+#else
+    __trap ();                          //  Never launched below sm_90 (s_plan)
+#endif
+}
+
+//  Merge kernel: grid = (heads, seqs), D threads. Finds the CTAs whose
+//  ranges cut this head's unit and merges their slots by 2^lse; a unit
+//  one CTA held was written by it; an empty sequence gets zeros.
+template <typename T, int D>
+__global__ void __launch_bounds__ (D)
+s_balanced_merge_kernel (const int32_t *seq_lens, void *out, int heads, int kv_heads,
+                         int head_chunks, int ctas, void *workspace)
+{
+    kvt_dev_wait_primary ();
+    const int head = blockIdx.x;
+    const int seq = blockIdx.y;
+    const int d = threadIdx.x;
+    T *row_out = (T *) out + ((size_t) seq * heads + head) * D;
+    const int tiles = s_unit_tiles (seq_lens, seq);
+    if (tiles == 0) {
+        row_out [d] = kvt_dev_from_float<T> (0.0f);
+        return;
+    }
+    const s_workspace_t ws = s_workspace (workspace, gridDim.y, ctas, D);
+    int group = heads / kv_heads;
+    int within = head % group;
+    int unit = (head / group) * head_chunks + within / 16;
+    int h = within % 16;
+    int64_t batch_tiles = *ws.batch_tiles;
+    int64_t first = ws.seq_first [seq] + (int64_t) unit * tiles;
+    int c0 = s_range_owner (first, batch_tiles, ctas);
+    int c1 = s_range_owner (first + tiles - 1, batch_tiles, ctas);
+    if (c0 == c1)
+        return;
+    float top = -INFINITY;
+    for (int c = c0; c <= c1; c++) {
+        int slot = s_range_start (c, batch_tiles, ctas) >= first? 0: 1;
+        top = fmaxf (top, ws.lse [((size_t) c * 2 + slot) * 16 + h]);
+    }
+    float sum = 0.0f, acc = 0.0f;
+    if (top != -INFINITY)
+        for (int c = c0; c <= c1; c++) {
+            size_t row = ((size_t) c * 2 + (s_range_start (c, batch_tiles, ctas) >= first? 0: 1))
+                       * 16 + h;
+            float weight = kvt_dev_rescale (ws.lse [row], top);
+            sum += weight;
+            acc = fmaf (weight, ws.out [row * D + d], acc);
+        }
+    row_out [d] = kvt_dev_from_float<T> (sum > 0.0f? acc / sum: 0.0f);
+}
+
+//  Per device: CTA slots, and the dynamic shared memory a CTA may take
+int s_slots [4][KVT_DEV_MAX_DEVICES];
+int s_dynamic_max [4][KVT_DEV_MAX_DEVICES];
+
+struct s_kernel_t {
+    const void *kernel;
+    int *dynamic_max;
+};
+
+//  kvt_dev_decode_slots' question: let the kernel take all the shared
+//  memory a CTA can have, and say how many CTAs a SM run (1)
+int
+s_ask (void *context)
+{
+    s_kernel_t *k = (s_kernel_t *) context;
+    int device, optin, per_sm = 0;
+    cudaFuncAttributes attributes;
+    if (cudaGetDevice (&device) != cudaSuccess
+    ||  cudaDeviceGetAttribute (&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device)
+        != cudaSuccess
+    ||  cudaFuncGetAttributes (&attributes, k->kernel) != cudaSuccess)
+        return KVT_ECUDA;
+    int dynamic = optin - (int) attributes.sharedSizeBytes;
+    if (cudaFuncSetAttribute (k->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic)
+        != cudaSuccess
+    ||  cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, k->kernel,
+                                                       (S_CONSUMERS + 1) * 32, dynamic)
+        != cudaSuccess)
+        return KVT_ECUDA;
+    __atomic_store_n (&k->dynamic_max [device], dynamic, __ATOMIC_RELEASE);
+    return per_sm;
+}
+
+template <typename T, int D>
+int
+s_launch (const kvt_paged_attention_args_t *a, int index, cudaStream_t stream)
+{
+    int device;
+    if (cudaGetDevice (&device) != cudaSuccess || device >= KVT_DEV_MAX_DEVICES)
+        return KVT_ECUDA;
+    s_kernel_t k = { (const void *) s_decode_balanced_kernel<T, D>, s_dynamic_max [index] };
+    int ctas = kvt_dev_decode_slots (s_slots [index], device, s_ask, &k);
+    if (ctas < 0)
+        return ctas;
+    if (a->workspace_bytes < kvt_decode_balanced_workspace (a, ctas))
+        return -EINVAL;
+    int group = a->heads / a->kv_heads;
+    int head_chunks = (group + 15) / 16;
+    int rows = group < 16? group: 16;
+    int merge_bytes = S_CONSUMERS * rows * (D + 1) * 4;
+    int stage_bytes = 2 * 16 * D * 2;
+    int ring = __atomic_load_n (&s_dynamic_max [index][device], __ATOMIC_ACQUIRE) - merge_bytes;
+    if (ring > S_RING_BYTES)
+        ring = S_RING_BYTES;
+    int stages = ring / stage_bytes;
+    if (stages > S_MAX_STAGES)
+        stages = S_MAX_STAGES;
+    if (stages < S_CONSUMERS)
+        return -EINVAL;                 //  Not on any sm_90 part: 227 KiB a CTA
+    s_decode_balanced_kernel<T, D> <<<ctas, (S_CONSUMERS + 1) * 32,
+                                      stages * stage_bytes + merge_bytes, stream>>>
+        (*a, head_chunks, stages, rows, a->workspace);
+    cudaLaunchConfig_t config = {};
+    config.gridDim = dim3 (a->heads, a->seqs);
+    config.blockDim = dim3 (D);
+    config.stream = stream;
+    cudaLaunchAttribute attribute = {};
+    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attribute.val.programmaticStreamSerializationAllowed = 1;
+    config.attrs = &attribute;
+    config.numAttrs = 1;
+    if (cudaLaunchKernelEx (&config, s_balanced_merge_kernel<T, D>, a->seq_lens, a->out,
+                            a->heads, a->kv_heads, head_chunks, ctas, a->workspace)
+        != cudaSuccess)
+        return KVT_ECUDA;
+    return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
+}
+
+}   //  namespace
+
+size_t
+kvt_decode_balanced_workspace (const kvt_paged_attention_args_t *a, int ctas)
+{
+    return sizeof (int64_t) * (1 + (size_t) a->seqs)
+         + (size_t) ctas * 2 * 16 * (a->head_dim + 1) * sizeof (float);
+}
+
+int
+kvt_decode_balanced_slots (const kvt_paged_attention_args_t *a)
+{
+    int device;
+    if (cudaGetDevice (&device) != cudaSuccess || device >= KVT_DEV_MAX_DEVICES)
+        return KVT_ECUDA;
+    bool bf16 = a->dtype == KVT_KDTYPE_BF16;
+    int index = bf16 * 2 + (a->head_dim == 128);
+    s_kernel_t k = { a->head_dim == 128
+                     ? (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 128>
+                            : (const void *) s_decode_balanced_kernel<__half, 128>)
+                     : (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 64>
+                            : (const void *) s_decode_balanced_kernel<__half, 64>),
+                     s_dynamic_max [index] };
+    return kvt_dev_decode_slots (s_slots [index], device, s_ask, &k);
+}
+
+int
+kvt_decode_balanced (const kvt_paged_attention_args_t *a, cudaStream_t stream)
+{
+    bool bf16 = a->dtype == KVT_KDTYPE_BF16;
+    int index = bf16 * 2 + (a->head_dim == 128);
+    return a->head_dim == 128
+        ? (bf16? s_launch<__nv_bfloat16, 128> (a, index, stream)
+               : s_launch<__half, 128> (a, index, stream))
+        : (bf16? s_launch<__nv_bfloat16, 64> (a, index, stream)
+               : s_launch<__half, 64> (a, index, stream));
+}
