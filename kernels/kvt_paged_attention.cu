@@ -54,6 +54,13 @@
         fill (kvt_paged_attention_bulk.cu); after it, 4.13-4.15 / 4.36 /
         4.03 TB/s in two runs, 0.95-0.96 / 0.99 / 1.01x cuDNN in that call
         (4.34 / 4.43 / 3.98: cuDNN's 64x4K moved 4.12-4.34 between calls).
+    v5  (variant 4, kvt_paged_attention_balanced.cu) v4's ring in one
+        persistent CTA a SM, the batch's tiles cut evenly over them. H200,
+        session 22: a 128K context with 63 chats of 1K-8K tokens 4.11-4.15
+        TB/s against v4's 0.93 (4.4x: v4 waits on the long sequence's 8
+        CTAs); 0.94-0.98x of v4 on the uniform shapes. The default on sm_90
+        for a batch of several sequences whose lengths differ or are not
+        told (args.total_tokens), else v4 (s_version).
 @end
 */
 
@@ -162,7 +169,9 @@ s_ask_per_sm (void *context)
 //  default is v4 on sm_90 and later; below sm_90 (no bulk copies, no
 //  mbarriers) every variant is v2.
 //  The version a call runs on the current device: 1 = v2, 2 = v3, 3 = v4,
-//  4 = v5 (kvt_paged_attention_balanced.cu), or a negative code
+//  4 = v5 (kvt_paged_attention_balanced.cu), or a negative code. The
+//  default on sm_90+ is v5 where lengths differ or may (args.total_tokens),
+//  v4 for one sequence, equal lengths or a forced split count.
 int
 s_version (const kvt_paged_attention_args_t *a)
 {
@@ -170,7 +179,13 @@ s_version (const kvt_paged_attention_args_t *a)
     if (cudaGetDevice (&device) != cudaSuccess)
         return KVT_ECUDA;
     bool hopper = kvt_dev_compute_major (device) >= 9;     //  Bulk copies, mbarriers
-    return !hopper? 1: a->variant == 0? 3: a->variant;
+    if (!hopper)
+        return 1;
+    if (a->variant)
+        return a->variant;
+    bool even = a->total_tokens > 0
+             && a->total_tokens * 10 >= (int64_t) a->seqs * a->max_seq_len * 9;
+    return a->seqs < 2 || a->splits > 0 || even? 3: 4;
 }
 
 int

@@ -70,6 +70,12 @@ typedef struct {
                                     //  4 = v5 (v4 persistent, the batch's tiles cut
                                     //  evenly over the SMs); 2 to 4 are v2 below
                                     //  sm_90. kvt_paged_attention.cu
+    int64_t total_tokens;           //  Sum of seq_lens if the caller knows it, else 0.
+                                    //  Variant 0 on sm_90+ runs v5 for a batch of
+                                    //  several sequences whose total is unknown or under
+                                    //  90% of seqs x max_seq_len (lengths differ: v4's
+                                    //  CTA a (sequence, KV head, split) would wait on the
+                                    //  longest), else v4; a forced split count keeps v4
 } kvt_paged_attention_args_t;
 
 //  Check the shape: returns 0, or -EINVAL for an argument set that no

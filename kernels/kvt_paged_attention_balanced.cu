@@ -9,23 +9,35 @@
 @header
     v5 (variant 4) of the decode kernel: v4's warp-specialised bulk-copy
     ring (kvt_paged_attention_bulk.cu) in one CTA a SM that stays for the
-    whole batch. The batch's 16-token tiles, in order (sequence, unit =
-    kv_head x head chunk, tile), are cut into as many equal ranges as there
-    are CTAs; a CTA walks its range unit by unit. Why: v4 gives each
-    (sequence, unit, split) a CTA of its own, so at 64 x 4K its 512 CTAs
-    make 3.88 waves on 132 SMs (the last wave 88% full) and every CTA
-    starts with an empty ring and ends with a drained one. Here every SM
-    streams the same number of tiles, and the producer runs on into the
-    next unit while the computing warps merge the last one.
+    whole batch. The batch's 16-token tiles, in order (unit = kv_head x
+    head chunk, sequence, tile), are cut into as many equal ranges as there
+    are CTAs; a CTA walks its range one (unit, sequence) segment at a time,
+    its producer running on into the next segment while the computing warps
+    merge the last. Why: v4 gives each (sequence, unit, split) a CTA and
+    sizes the split from max_seq_len, so a batch whose lengths differ waits
+    on its longest sequence's CTAs: a 128K context decoded with 63 chats of
+    1K-8K tokens took 1.83 ms in v4 (0.93 TB/s) and 0.42 ms here (4.11-4.15
+    TB/s, 4.4x) on the H200. Where every sequence is as long, v4's plan is
+    already even and v5 is 0.94-0.98x of it (tools/bench/RESULTS.md, session
+    22), so the launcher's default picks v5 only for batches whose lengths
+    differ (kvt_paged_attention_args_t.total_tokens).
 @discuss
-    A unit wholly inside one CTA's range is written to the output there. A
-    unit cut by range ends (at most the first and the last unit of a
-    range) leaves a partial softmax state in the workspace, slot 0 for the
-    range's first unit, slot 1 for its last; the merge kernel, a
-    programmatic dependent launch, finds a unit's pieces by arithmetic on
-    the ranges and merges them by log-sum-exp, and writes zeros for empty
-    sequences. The workspace is independent of the sequence lengths, so a
+    The CTAs are a multiple of the units where the SMs allow (128 of 132 for
+    8 KV heads): then the ranges of every unit start at the same sequence
+    and tile, so the CTAs reading one block's KV heads run in step, as v4's
+    do. A segment that is a whole unit of a sequence is written to the
+    output there. One cut by a range end (at most a range's first and last)
+    leaves a partial softmax state in the workspace, slot 0 for the range's
+    first segment, slot 1 for its last; the merge kernel, a programmatic
+    dependent launch, finds a unit's pieces by arithmetic on the ranges,
+    merges them by log-sum-exp and writes zeros for empty sequences. The
+    workspace depends on seqs and the device only, not on the lengths, so a
     CUDA graph replays with other lengths: kvt_decode_balanced_workspace.
+    Measured and not understood: on uniform batches, where v5's ranges are
+    v4's CTAs exactly (16 x 32K), it runs 3% slower with the same hot loop
+    (307 vs 308 SASS instructions a tile); ncu shows 17% L2 hits for v4 and
+    0.4% for v5 and 4 points less DRAM throughput. Numbering the CTAs as
+    v4's grid does (a unit's neighbours adjacent) changed nothing.
 @end
 */
 
@@ -36,6 +48,7 @@ namespace {
 #define S_CONSUMERS 7                   //  Computing warps; with the producer, 8
 #define S_RING_BYTES (208 * 1024)       //  The ring, at most (v4's)
 #define S_MAX_STAGES 64                 //  Barrier pairs: 208 KiB of 4 KiB stages (D = 64)
+#define S_MERGE_BATCH 8                 //  Pieces the merge kernel loads at once
 
 //  Tiles of one unit of sequence 'seq'
 __device__ __forceinline__ int
@@ -59,38 +72,39 @@ s_range_owner (int64_t tile, int64_t tiles, int ctas)
     return (int) (((tile + 1) * ctas - 1) / tiles);
 }
 
-//  Warp-collective: the batch's tiles
+//  Warp-collective: the tiles of one unit over the batch's sequences
 __device__ __forceinline__ int64_t
-s_batch_tiles (const int32_t *seq_lens, int seqs, int units, int lane)
+s_unit_batch_tiles (const int32_t *seq_lens, int seqs, int lane)
 {
     int64_t sum = 0;
     for (int seq = lane; seq < seqs; seq += 32)
         sum += s_unit_tiles (seq_lens, seq);
     for (int offset = 16; offset > 0; offset >>= 1)
         sum += __shfl_xor_sync (0xffffffffu, sum, offset);
-    return sum * units;
+    return sum;
 }
 
-//  Where a walk of a range stands: the sequence of the next tile, that
-//  sequence's first tile in the batch and its tiles a unit
+//  Where a walk of a range stands: the unit and sequence of the next tile,
+//  the first tile of that (unit, sequence) in the batch, and its tiles
 struct s_walk_t {
     int64_t begin, end, next;           //  The range, and its next tile
-    int seq;
+    int unit, seq;
     int64_t first;
     int tiles;
 };
 
-//  Warp-collective: a walk of [begin, end) (begin < the batch's tiles),
-//  starting at the sequence that holds 'begin', found by a scan of 32
-//  sequences a step
+//  Warp-collective: a walk of [begin, end) (begin < the batch's tiles, a
+//  unit having 'unit_tiles' of them), starting at the (unit, sequence) that
+//  holds 'begin', the sequence found by a scan of 32 sequences a step
 __device__ __forceinline__ s_walk_t
-s_walk_start (const int32_t *seq_lens, int seqs, int units, int64_t begin, int64_t end, int lane)
+s_walk_start (const int32_t *seq_lens, int seqs, int64_t unit_tiles, int64_t begin, int64_t end,
+              int lane)
 {
-    s_walk_t walk = { begin, end, begin, seqs, 0, 0 };
-    int64_t before = 0;
+    s_walk_t walk = { begin, end, begin, (int) (begin / unit_tiles), seqs, 0, 0 };
+    int64_t before = walk.unit * unit_tiles;
     for (int seq0 = 0; seq0 < seqs; seq0 += 32) {
         int seq = seq0 + lane;
-        int64_t mine = seq < seqs? (int64_t) units * s_unit_tiles (seq_lens, seq): 0;
+        int64_t mine = seq < seqs? s_unit_tiles (seq_lens, seq): 0;
         int64_t upto = mine;
         for (int offset = 1; offset < 32; offset <<= 1) {
             int64_t below = __shfl_up_sync (0xffffffffu, upto, offset);
@@ -111,35 +125,40 @@ s_walk_start (const int32_t *seq_lens, int seqs, int units, int64_t begin, int64
 }
 
 //  One unit's tiles in a range: tiles [tile0, tile0 + count) of unit
-//  'unit' of 'seq', the first at index 'local' of the range
+//  'unit' of 'seq', the first at index 'local' of the range (ranges hold
+//  far fewer than 2^31 tiles: 2^35 tokens of KV a SM)
 struct s_segment_t {
     int seq, unit, tile0, count;
-    int64_t local;
+    int local;
     bool whole;                         //  The whole unit: written to the output
-    bool seq_start;                     //  The sequence's first tile in the batch
+    bool seq_start;                     //  The sequence's first tile in unit 0
     int slot;                           //  Else its workspace slot: 0 first, 1 last
 };
 
 //  The walk's next segment; false at the range's end
 __device__ __forceinline__ bool
-s_walk_next (s_walk_t &walk, const int32_t *seq_lens, int units, s_segment_t &segment)
+s_walk_next (s_walk_t &walk, const int32_t *seq_lens, int seqs, s_segment_t &segment)
 {
     if (walk.next >= walk.end)
         return false;
-    while (walk.next >= walk.first + (int64_t) units * walk.tiles) {
-        walk.first += (int64_t) units * walk.tiles;
-        walk.tiles = s_unit_tiles (seq_lens, ++walk.seq);
+    while (walk.next >= walk.first + walk.tiles) {
+        walk.first += walk.tiles;
+        if (++walk.seq == seqs) {
+            walk.seq = 0;
+            walk.unit++;
+        }
+        walk.tiles = s_unit_tiles (seq_lens, walk.seq);
     }
     int64_t offset = walk.next - walk.first;
     segment.seq = walk.seq;
-    segment.unit = (int) (offset / walk.tiles);
-    segment.tile0 = (int) (offset % walk.tiles);
-    int64_t unit_end = walk.first + (int64_t) (segment.unit + 1) * walk.tiles;
+    segment.unit = walk.unit;
+    segment.tile0 = (int) offset;
+    int64_t unit_end = walk.first + walk.tiles;
     int64_t stop = unit_end < walk.end? unit_end: walk.end;
     segment.count = (int) (stop - walk.next);
-    segment.local = walk.next - walk.begin;
+    segment.local = (int) (walk.next - walk.begin);
     segment.whole = segment.tile0 == 0 && unit_end <= walk.end;
-    segment.seq_start = offset == 0;
+    segment.seq_start = offset == 0 && walk.unit == 0;
     segment.slot = walk.next == walk.begin? 0: 1;
     walk.next = stop;
     return true;
@@ -166,10 +185,13 @@ s_segment_cta (const kvt_paged_attention_args_t &a, const s_segment_t &segment, 
     return c;
 }
 
-//  The workspace: the batch's tiles, each sequence's first tile, then two
-//  partial states a CTA ([ctas][2][16] rows of D floats, then their lse)
+//  The workspace: the batch's tiles, each CTA's first tile (the ranges, so
+//  that the merge does not divide), each sequence's first tile in unit 0,
+//  then two partial states a CTA ([ctas][2][16] rows of D floats, then
+//  their lse)
 struct s_workspace_t {
     int64_t *batch_tiles;
+    int64_t *range_begin;
     int64_t *seq_first;
     float *out;
     float *lse;
@@ -180,7 +202,8 @@ s_workspace (void *base, int seqs, int ctas, int dim)
 {
     s_workspace_t ws;
     ws.batch_tiles = (int64_t *) base;
-    ws.seq_first = ws.batch_tiles + 1;
+    ws.range_begin = ws.batch_tiles + 1;
+    ws.seq_first = ws.range_begin + ctas;
     ws.out = (float *) (ws.seq_first + seqs);
     ws.lse = ws.out + (size_t) ctas * 2 * 16 * dim;
     return ws;
@@ -199,7 +222,7 @@ s_consumers_sync (void)
 template <typename T, int D>
 __device__ __forceinline__ void
 s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
-         const kvt_decode_cta_t &c, const s_segment_t &segment, int rows,
+         const kvt_decode_cta_t &c, const s_segment_t &segment, int range, int rows,
          float (*sm_m) [16], float (*sm_l) [16], float *sm_acc, const s_workspace_t &ws)
 {
 #pragma unroll
@@ -249,7 +272,7 @@ s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
             ((T *) a.out) [((size_t) c.seq * a.heads + c.head0 + h) * D + d]
                 = kvt_dev_from_float<T> (acc);
         else {
-            size_t row = ((size_t) blockIdx.x * 2 + segment.slot) * 16 + h;
+            size_t row = ((size_t) range * 2 + segment.slot) * 16 + h;
             ws.out [row * D + d] = acc;
             if (d == 0)
                 ws.lse [row] = sum > 0.0f? top + log2f (sum): -INFINITY;
@@ -284,11 +307,16 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     const int warp = threadIdx.x >> 5;
     const int units = a.kv_heads * head_chunks;
     const s_workspace_t ws = s_workspace (workspace, a.seqs, gridDim.x, D);
-    const int64_t batch_tiles = s_batch_tiles (a.seq_lens, a.seqs, units, lane);
-    if (blockIdx.x == 0 && threadIdx.x == 0)
-        *ws.batch_tiles = batch_tiles;
-    const int64_t begin = s_range_start (blockIdx.x, batch_tiles, gridDim.x);
-    const int64_t end = s_range_start (blockIdx.x + 1, batch_tiles, gridDim.x);
+    const int64_t unit_tiles = s_unit_batch_tiles (a.seq_lens, a.seqs, lane);
+    const int64_t batch_tiles = unit_tiles * units;
+    const int range = blockIdx.x;
+    const int64_t begin = s_range_start (range, batch_tiles, gridDim.x);
+    const int64_t end = s_range_start (range + 1, batch_tiles, gridDim.x);
+    if (threadIdx.x == 0) {
+        ws.range_begin [range] = begin;
+        if (range == 0)
+            *ws.batch_tiles = batch_tiles;
+    }
     if (begin >= end)
         return;                         //  The whole CTA: the range is the same for all
     const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (sm_ring);
@@ -302,15 +330,15 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
     __syncthreads ();
     const int log2_bt = __ffs (a.block_tokens) - 1;
-    s_walk_t walk = s_walk_start (a.seq_lens, a.seqs, units, begin, end, lane);
+    s_walk_t walk = s_walk_start (a.seq_lens, a.seqs, unit_tiles, begin, end, lane);
     s_segment_t segment;
     if (warp == S_CONSUMERS) {
         //  Producer: every tile of the range in order, a ring ahead at most
         const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
         int stage = 0;
         uint32_t phase = 0;
-        int64_t k = 0;                  //  Tiles of the range issued
-        while (s_walk_next (walk, a.seq_lens, units, segment)) {
+        int k = 0;                      //  Tiles of the range issued
+        while (s_walk_next (walk, a.seq_lens, a.seqs, segment)) {
             const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
             if (segment.seq_start && lane == 0)
                 ws.seq_first [segment.seq] = walk.first;
@@ -339,16 +367,18 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     }
     //  Computing warps: tiles k = warp, warp + 7, ... of the range
     kvt_decode_warp_t<T, D> w;
-    while (s_walk_next (walk, a.seq_lens, units, segment)) {
+    while (s_walk_next (walk, a.seq_lens, a.seqs, segment)) {
         const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
         w.begin (a, c);
-        int64_t k = segment.local + (warp - (int) (segment.local % S_CONSUMERS) + S_CONSUMERS)
-                                    % S_CONSUMERS;
-        int stage = (int) (k % stages);
+        //  This warp's first tile j of the segment, k = local + j in the range
+        int j = (warp - segment.local % S_CONSUMERS + S_CONSUMERS) % S_CONSUMERS;
+        int k = segment.local + j;
+        int stage = k % stages;
         uint32_t phase = (uint32_t) (k / stages) & 1;
-        for (; k < segment.local + segment.count; k += S_CONSUMERS) {
-            int t0 = c.start + 16 * (int) (k - segment.local);
-            if (k >= stages)            //  Tile k - stages released (v4's rule)
+        const int release_from = stages - segment.local;    //  j where k reaches stages
+        for (; j < segment.count; j += S_CONSUMERS) {
+            int t0 = c.start + 16 * j;
+            if (j >= release_from)      //  Tile k - stages released (v4's rule)
                 kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
             kvt_dev_bar_wait (full0 + 8 * stage, phase);
             uint4 k_raw [2][PC], v_raw [2][PC];
@@ -363,12 +393,13 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
             }
             w.tile (k_raw, v_raw, t0, c.end, c.t);
         }
-        s_merge<T, D> (w, a, c, segment, rows, sm_m, sm_l, sm_acc, ws);
+        s_merge<T, D> (w, a, c, segment, range, rows, sm_m, sm_l, sm_acc, ws);
     }
 #else
     __trap ();                          //  Never launched below sm_90 (s_plan)
 #endif
 }
+
 
 //  Merge kernel: grid = (heads, seqs), D threads. Finds the CTAs whose
 //  ranges cut this head's unit and merges their slots by 2^lse; a unit
@@ -394,25 +425,51 @@ s_balanced_merge_kernel (const int32_t *seq_lens, void *out, int heads, int kv_h
     int unit = (head / group) * head_chunks + within / 16;
     int h = within % 16;
     int64_t batch_tiles = *ws.batch_tiles;
-    int64_t first = ws.seq_first [seq] + (int64_t) unit * tiles;
+    int64_t first = batch_tiles / (kv_heads * head_chunks) * unit + ws.seq_first [seq];
     int c0 = s_range_owner (first, batch_tiles, ctas);
     int c1 = s_range_owner (first + tiles - 1, batch_tiles, ctas);
     if (c0 == c1)
         return;
-    float top = -INFINITY;
-    for (int c = c0; c <= c1; c++) {
-        int slot = s_range_start (c, batch_tiles, ctas) >= first? 0: 1;
-        top = fmaxf (top, ws.lse [((size_t) c * 2 + slot) * 16 + h]);
-    }
-    float sum = 0.0f, acc = 0.0f;
-    if (top != -INFINITY)
-        for (int c = c0; c <= c1; c++) {
-            size_t row = ((size_t) c * 2 + (s_range_start (c, batch_tiles, ctas) >= first? 0: 1))
-                       * 16 + h;
-            float weight = kvt_dev_rescale (ws.lse [row], top);
-            sum += weight;
-            acc = fmaf (weight, ws.out [row * D + d], acc);
+    //  The piece of CTA c is in its slot 0 (its range's first unit) unless
+    //  the unit starts inside c's range, which only c0's can: slot 1 (its
+    //  last). With fewer tiles than CTAs some ranges are empty and wrote
+    //  nothing (ws.range_begin tells them); otherwise the rows need no load.
+    //  One pass, rescaling as the max grows, so the loads of every piece
+    //  are independent.
+    const int c0_slot = s_range_start (c0, batch_tiles, ctas) < first? 1: 0;
+    const bool empties = batch_tiles < ctas;
+    float top = -INFINITY, sum = 0.0f, acc = 0.0f;
+    for (int base = c0; base <= c1; base += S_MERGE_BATCH) {
+        //  A batch of pieces' loads in flight at once: one L2 round trip a
+        //  batch, not a piece (1x128K cuts a unit into 17)
+        float lse [S_MERGE_BATCH], value [S_MERGE_BATCH];
+#pragma unroll
+        for (int i = 0; i < S_MERGE_BATCH; i++) {
+            int c = base + i;
+            bool live = c <= c1
+                     && !(empties && ws.range_begin [c]
+                                     == (c + 1 < ctas? ws.range_begin [c + 1]: batch_tiles));
+            size_t row = ((size_t) c * 2 + (c == c0? c0_slot: 0)) * 16 + h;
+            lse [i] = live? ws.lse [row]: -INFINITY;
+            value [i] = live? ws.out [row * D + d]: 0.0f;
         }
+        float next = top;
+#pragma unroll
+        for (int i = 0; i < S_MERGE_BATCH; i++)
+            next = fmaxf (next, lse [i]);
+        if (next == -INFINITY)
+            continue;
+        float shrink = kvt_dev_rescale (top, next);     //  0 while top is -inf
+        sum *= shrink;
+        acc *= shrink;
+#pragma unroll
+        for (int i = 0; i < S_MERGE_BATCH; i++) {
+            float weight = kvt_dev_rescale (lse [i], next);
+            sum += weight;
+            acc = fmaf (weight, value [i], acc);
+        }
+        top = next;
+    }
     row_out [d] = kvt_dev_from_float<T> (sum > 0.0f? acc / sum: 0.0f);
 }
 
@@ -457,13 +514,18 @@ s_launch (const kvt_paged_attention_args_t *a, int index, cudaStream_t stream)
     if (cudaGetDevice (&device) != cudaSuccess || device >= KVT_DEV_MAX_DEVICES)
         return KVT_ECUDA;
     s_kernel_t k = { (const void *) s_decode_balanced_kernel<T, D>, s_dynamic_max [index] };
-    int ctas = kvt_dev_decode_slots (s_slots [index], device, s_ask, &k);
-    if (ctas < 0)
-        return ctas;
-    if (a->workspace_bytes < kvt_decode_balanced_workspace (a, ctas))
+    int slots = kvt_dev_decode_slots (s_slots [index], device, s_ask, &k);
+    if (slots < 0)
+        return slots;
+    if (a->workspace_bytes < kvt_decode_balanced_workspace (a, slots))
         return -EINVAL;
     int group = a->heads / a->kv_heads;
     int head_chunks = (group + 15) / 16;
+    //  A multiple of the units where there are more slots: the CTAs of every
+    //  unit then start at the same (sequence, tile) and read the same
+    //  blocks' other heads in step
+    int units = a->kv_heads * head_chunks;
+    int ctas = units <= slots? slots / units * units: slots;
     int rows = group < 16? group: 16;
     int merge_bytes = S_CONSUMERS * rows * (D + 1) * 4;
     int stage_bytes = 2 * 16 * D * 2;
@@ -499,7 +561,7 @@ s_launch (const kvt_paged_attention_args_t *a, int index, cudaStream_t stream)
 size_t
 kvt_decode_balanced_workspace (const kvt_paged_attention_args_t *a, int ctas)
 {
-    return sizeof (int64_t) * (1 + (size_t) a->seqs)
+    return sizeof (int64_t) * (1 + (size_t) ctas + a->seqs)
          + (size_t) ctas * 2 * 16 * (a->head_dim + 1) * sizeof (float);
 }
 

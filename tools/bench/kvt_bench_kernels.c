@@ -38,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 #include "kvt_bench.h"
+#include "kvt_util.h"
 
 #ifndef KVT_WITH_CUDA
 
@@ -296,6 +297,8 @@ typedef struct {
     s_kv_layout_t layout;
     const char *label;              //  The torch baseline's label ("16x32K")
     const char *suffix;             //  Added to our figures' names ("" for the main shapes)
+    bool mixed;                     //  Sequence 0 has 'len' tokens, the others 1K-8K (a long
+                                    //  context batched with chats); no torch baseline
 } s_decode_shape_t;
 
 //  The same KV (shuffled, 16-token blocks) in e4m3 with per-block, per-head
@@ -366,7 +369,7 @@ s_bench_decode_fp8 (kvt_bench_report_t *report, const kvt_paged_attention_args_t
 static double
 s_bench_decode_variant (kvt_bench_report_t *report, const s_torch_file_t *torch,
                         kvt_paged_attention_args_t *args, const s_decode_shape_t *shape,
-                        double memcpy_tbps, int reps, cudaStream_t stream)
+                        double tokens, double memcpy_tbps, int reps, cudaStream_t stream)
 {
     int splits = kvt_paged_attention_plan (args);
     int64_t need = kvt_paged_attention_workspace_need (args);
@@ -390,17 +393,16 @@ s_bench_decode_variant (kvt_bench_report_t *report, const s_torch_file_t *torch,
     S_CHECK (cudaStreamSynchronize (stream));
     cudaFree (args->workspace);
     args->workspace = NULL;
-    double kv_bytes = 2.0 * args->seqs * (double) shape->len * args->kv_heads
-                    * args->head_dim * 2;
+    double kv_bytes = 2.0 * tokens * args->kv_heads * args->head_dim * 2;
     double tbps = kv_bytes / (us * 1e-6) / 1e12;
     char figure [64], note [200], name [48];
     if (args->variant)
         snprintf (name, sizeof (name), "%s%s_v%d", shape->label, shape->suffix, args->variant);
     else
         snprintf (name, sizeof (name), "%s%s", shape->label, shape->suffix);
-    snprintf (note, sizeof (note), "%d seqs x %d tokens, 32q/8kv hd128 bf16, bt%d %s, "
+    snprintf (note, sizeof (note), "%d seqs x %s%d tokens, 32q/8kv hd128 bf16, bt%d %s, "
               "kernel variant %d, %d splits, %.1f us, %.0f MiB KV, host %.1f us a call",
-              args->seqs, shape->len, shape->bt,
+              args->seqs, shape->mixed? "1K-8K and one of ": "", shape->len, shape->bt,
               shape->layout == S_KV_SHUFFLED? "shuffled": "contiguous per head",
               args->variant, splits, us, kv_bytes / 1048576, host_us);
     snprintf (figure, sizeof (figure), "decode_%s", name);
@@ -443,8 +445,12 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch,
     S_CHECK (cudaMemcpy (d_table, table, blocks * 4, cudaMemcpyHostToDevice));
     free (table);
     int *lens = (int *) malloc (seqs * sizeof (int));
-    for (int s = 0; s < seqs; s++)
-        lens [s] = shape->len;
+    double tokens = 0;
+    for (int s = 0; s < seqs; s++) {
+        lens [s] = shape->mixed && s > 0? 1024 + (int) (kvt_splitmix64 (seed) % 7169)
+                                        : shape->len;
+        tokens += lens [s];
+    }
     S_CHECK (cudaMemcpy (d_lens, lens, seqs * 4, cudaMemcpyHostToDevice));
     free (lens);
     int64_t head_bytes = (int64_t) bt * dim * 2;
@@ -456,16 +462,17 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch,
         .token_stride_bytes = dim * 2, .block_table = d_table, .seq_lens = d_lens,
         .out = d_out, .seqs = seqs, .heads = heads, .kv_heads = kv_heads, .head_dim = dim,
         .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_seq_len = shape->len,
-        .scale = 1.0f / sqrtf ((float) dim), .splits = forced_splits
+        .scale = 1.0f / sqrtf ((float) dim), .splits = forced_splits,
+        .total_tokens = (int64_t) tokens
     };
     //  The first version last, so that d_out holds its output for the fp8 NMSE
     double first_us = 0;
     for (int v = variant_count - 1; v >= 0; v--) {
         args.variant = variants [v];
-        first_us = s_bench_decode_variant (report, torch, &args, shape, memcpy_tbps, reps,
-                                           stream);
+        first_us = s_bench_decode_variant (report, torch, &args, shape, tokens, memcpy_tbps,
+                                           reps, stream);
     }
-    if (shape->layout == S_KV_SHUFFLED && *shape->suffix == 0)
+    if (shape->layout == S_KV_SHUFFLED && *shape->suffix == 0 && !shape->mixed)
         s_bench_decode_fp8 (report, &args, shape, first_us, memcpy_tbps, reps, stream);
     cudaFree (d_k);
     cudaFree (d_v);
@@ -642,13 +649,15 @@ kvt_bench_kernels_main (int argc, char **argv)
     kvt_bench_report_note (report, "memcpy_d2d_rw", text);
 
     //  The three shapes, then 16x32K with the same KV laid out as
-    //  cuDNN reads it and with 64-token blocks: what paging costs
+    //  cuDNN reads it and with 64-token blocks: what paging costs; then a
+    //  128K context batched with 63 chats of 1K-8K tokens
     static const s_decode_shape_t shapes [] = {
-        { 64, 4096, 16, S_KV_SHUFFLED, "64x4K", "" },
-        { 16, 32768, 16, S_KV_SHUFFLED, "16x32K", "" },
-        { 1, 131072, 16, S_KV_SHUFFLED, "1x128K", "" },
-        { 16, 32768, 16, S_KV_CONTIGUOUS, "16x32K", "_contiguous" },
-        { 16, 32768, 64, S_KV_SHUFFLED, "16x32K", "_bt64" },
+        { 64, 4096, 16, S_KV_SHUFFLED, "64x4K", "", false },
+        { 16, 32768, 16, S_KV_SHUFFLED, "16x32K", "", false },
+        { 1, 131072, 16, S_KV_SHUFFLED, "1x128K", "", false },
+        { 16, 32768, 16, S_KV_CONTIGUOUS, "16x32K", "_contiguous", false },
+        { 16, 32768, 64, S_KV_SHUFFLED, "16x32K", "_bt64", false },
+        { 64, 131072, 16, S_KV_SHUFFLED, "mixed", "", true },
     };
     for (size_t i = 0; i < sizeof (shapes) / sizeof (shapes [0]); i++)
         s_bench_decode (report, &torch, &shapes [i], memcpy_tbps, reps, splits, decode_variants,
