@@ -20,6 +20,9 @@
     16x32K runs twice more: with each head's KV contiguous and its blocks
     in order (the bytes cuDNN reads, through the same paged kernel), and
     with 64-token blocks, shuffled: what the paged access pattern costs.
+    Then a mixed batch: one 128K-token context and 63 of 1K-8K tokens
+    (decode_mixed; no torch baseline), where a CTA per sequence and head
+    waits on the long one and the default runs decode v5.
     Paged prefill over a cached prefix is compared with PyTorch's flash
     and cuDNN backends in TFLOP/s (causal FLOPs).
     --quick skips prefill; --splits N forces the decode split count;
