@@ -165,13 +165,11 @@ s_ask_per_sm (void *context)
     return per_sm;
 }
 
-//  Kernel, shared memory and CTA slots for 'a' on the current device. The
-//  default is v4 on sm_90 and later; below sm_90 (no bulk copies, no
-//  mbarriers) every variant is v2.
 //  The version a call runs on the current device: 1 = v2, 2 = v3, 3 = v4,
 //  4 = v5 (kvt_paged_attention_balanced.cu), or a negative code. The
 //  default on sm_90+ is v5 where lengths differ or may (args.total_tokens),
-//  v4 for one sequence, equal lengths or a forced split count.
+//  v4 for one sequence, equal lengths or a forced split count; below sm_90
+//  (no bulk copies, no mbarriers) every variant is v2.
 int
 s_version (const kvt_paged_attention_args_t *a)
 {
@@ -188,6 +186,8 @@ s_version (const kvt_paged_attention_args_t *a)
     return a->seqs < 2 || a->splits > 0 || even? 3: 4;
 }
 
+//  Kernel, shared memory and CTA slots of v2, v3 or v4 for 'a' on the
+//  current device (v5 plans itself: kvt_decode_balanced)
 int
 s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
 {

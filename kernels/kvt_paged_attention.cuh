@@ -64,7 +64,8 @@ typedef struct {
     void *workspace;                //  Device scratch for splits > 1 (GPU only)
     size_t workspace_bytes;         //  Its size; see kvt_paged_attention_workspace_bytes
     int variant;                    //  Kernel version, for benchmarks and tests: 0 = the
-                                    //  default (v4 on sm_90+, else v2), 1 = v2
+                                    //  default (v4 or v5 on sm_90+, see total_tokens;
+                                    //  else v2), 1 = v2
                                     //  (loads into registers), 2 = v3 (a bulk-copy
                                     //  ring a warp), 3 = v4 (v3 warp-specialised),
                                     //  4 = v5 (v4 persistent, the batch's tiles cut
@@ -101,12 +102,11 @@ int
     kvt_paged_attention_ref (const kvt_paged_attention_args_t *args);
 
 #ifdef KVT_KERNELS_GPU
-//  Queue the decode kernel (and the merge kernel when split) on 'stream'
-//  and return at once. Pointers are device-accessible. When args->splits
-//  is 0 the split count comes from the current device (see
-//  kvt_paged_attention_plan); then args->workspace must hold
-//  kvt_paged_attention_workspace_bytes (args, kvt_paged_attention_plan
-//  (args)). Returns 0, -EINVAL for
+//  Queue the decode kernel (and the merge kernel when split, or always
+//  after v5) on 'stream' and return at once. Pointers are device-
+//  accessible. When args->splits is 0 the split count (or v5) comes from
+//  the current device (see kvt_paged_attention_plan); args->workspace must
+//  hold kvt_paged_attention_workspace_need (args). Returns 0, -EINVAL for
 //  an unsupported shape or a short workspace, or KVT_ECUDA.
 int
     kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream);

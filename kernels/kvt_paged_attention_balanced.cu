@@ -185,9 +185,9 @@ s_segment_cta (const kvt_paged_attention_args_t &a, const s_segment_t &segment, 
     return c;
 }
 
-//  The workspace: the batch's tiles, each CTA's first tile (the ranges, so
-//  that the merge does not divide), each sequence's first tile in unit 0,
-//  then two partial states a CTA ([ctas][2][16] rows of D floats, then
+//  The workspace: the batch's tiles, each CTA's first tile (so that the
+//  merge tells empty ranges by a load), each sequence's first tile in unit
+//  0, then two partial states a CTA ([ctas][2][16] rows of D floats, then
 //  their lse)
 struct s_workspace_t {
     int64_t *batch_tiles;
