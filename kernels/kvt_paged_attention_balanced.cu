@@ -33,6 +33,8 @@
     merges them by log-sum-exp and writes zeros for empty sequences. The
     workspace depends on seqs and the device only, not on the lengths, so a
     CUDA graph replays with other lengths: kvt_decode_balanced_workspace.
+    The cut, the walk and the merge's rule for finding pieces are plain C in
+    kvt_decode_plan.h, which tests/test_decode_plan.c runs on the CPU.
     Measured and not understood: on uniform batches, where v5's ranges are
     v4's CTAs exactly (16 x 32K), it runs 3% slower with the same hot loop
     (307 vs 308 SASS instructions a tile); ncu shows 17% L2 hits for v4 and
@@ -42,6 +44,7 @@
 */
 
 #include "kvt_decode_bulk.cuh"
+#include "kvt_decode_plan.h"
 
 namespace {
 
@@ -50,61 +53,30 @@ namespace {
 #define S_MAX_STAGES 64                 //  Barrier pairs: 208 KiB of 4 KiB stages (D = 64)
 #define S_MERGE_BATCH 8                 //  Pieces the merge kernel loads at once
 
-//  Tiles of one unit of sequence 'seq'
-__device__ __forceinline__ int
-s_unit_tiles (const int32_t *seq_lens, int seq)
-{
-    int len = seq_lens [seq];
-    return len > 0? (len + 15) >> 4: 0;
-}
-
-//  First tile of CTA c's range, of 'ctas' ranges over 'tiles' tiles
-__device__ __forceinline__ int64_t
-s_range_start (int64_t c, int64_t tiles, int ctas)
-{
-    return c * tiles / ctas;
-}
-
-//  The CTA whose range holds 'tile': the last c with s_range_start (c) <= tile
-__device__ __forceinline__ int
-s_range_owner (int64_t tile, int64_t tiles, int ctas)
-{
-    return (int) (((tile + 1) * ctas - 1) / tiles);
-}
-
 //  Warp-collective: the tiles of one unit over the batch's sequences
 __device__ __forceinline__ int64_t
 s_unit_batch_tiles (const int32_t *seq_lens, int seqs, int lane)
 {
     int64_t sum = 0;
     for (int seq = lane; seq < seqs; seq += 32)
-        sum += s_unit_tiles (seq_lens, seq);
+        sum += kvt_decode_plan_unit_tiles (seq_lens, seq);
     for (int offset = 16; offset > 0; offset >>= 1)
         sum += __shfl_xor_sync (0xffffffffu, sum, offset);
     return sum;
 }
 
-//  Where a walk of a range stands: the unit and sequence of the next tile,
-//  the first tile of that (unit, sequence) in the batch, and its tiles
-struct s_walk_t {
-    int64_t begin, end, next;           //  The range, and its next tile
-    int unit, seq;
-    int64_t first;
-    int tiles;
-};
-
 //  Warp-collective: a walk of [begin, end) (begin < the batch's tiles, a
 //  unit having 'unit_tiles' of them), starting at the (unit, sequence) that
 //  holds 'begin', the sequence found by a scan of 32 sequences a step
-__device__ __forceinline__ s_walk_t
+__device__ __forceinline__ kvt_decode_plan_walk_t
 s_walk_start (const int32_t *seq_lens, int seqs, int64_t unit_tiles, int64_t begin, int64_t end,
               int lane)
 {
-    s_walk_t walk = { begin, end, begin, (int) (begin / unit_tiles), seqs, 0, 0 };
+    kvt_decode_plan_walk_t walk = { begin, end, begin, (int) (begin / unit_tiles), seqs, 0, 0 };
     int64_t before = walk.unit * unit_tiles;
     for (int seq0 = 0; seq0 < seqs; seq0 += 32) {
         int seq = seq0 + lane;
-        int64_t mine = seq < seqs? s_unit_tiles (seq_lens, seq): 0;
+        int64_t mine = seq < seqs? kvt_decode_plan_unit_tiles (seq_lens, seq): 0;
         int64_t upto = mine;
         for (int offset = 1; offset < 32; offset <<= 1) {
             int64_t below = __shfl_up_sync (0xffffffffu, upto, offset);
@@ -116,7 +88,7 @@ s_walk_start (const int32_t *seq_lens, int seqs, int64_t unit_tiles, int64_t beg
             int at = __ffs (holds) - 1;
             walk.seq = seq0 + at;
             walk.first = before + __shfl_sync (0xffffffffu, upto - mine, at);
-            walk.tiles = s_unit_tiles (seq_lens, walk.seq);
+            walk.tiles = kvt_decode_plan_unit_tiles (seq_lens, walk.seq);
             return walk;
         }
         before += __shfl_sync (0xffffffffu, upto, 31);
@@ -124,49 +96,10 @@ s_walk_start (const int32_t *seq_lens, int seqs, int64_t unit_tiles, int64_t beg
     return walk;
 }
 
-//  One unit's tiles in a range: tiles [tile0, tile0 + count) of unit
-//  'unit' of 'seq', the first at index 'local' of the range (ranges hold
-//  far fewer than 2^31 tiles: 2^35 tokens of KV a SM)
-struct s_segment_t {
-    int seq, unit, tile0, count;
-    int local;
-    bool whole;                         //  The whole unit: written to the output
-    bool seq_start;                     //  The sequence's first tile in unit 0
-    int slot;                           //  Else its workspace slot: 0 first, 1 last
-};
-
-//  The walk's next segment; false at the range's end
-__device__ __forceinline__ bool
-s_walk_next (s_walk_t &walk, const int32_t *seq_lens, int seqs, s_segment_t &segment)
-{
-    if (walk.next >= walk.end)
-        return false;
-    while (walk.next >= walk.first + walk.tiles) {
-        walk.first += walk.tiles;
-        if (++walk.seq == seqs) {
-            walk.seq = 0;
-            walk.unit++;
-        }
-        walk.tiles = s_unit_tiles (seq_lens, walk.seq);
-    }
-    int64_t offset = walk.next - walk.first;
-    segment.seq = walk.seq;
-    segment.unit = walk.unit;
-    segment.tile0 = (int) offset;
-    int64_t unit_end = walk.first + walk.tiles;
-    int64_t stop = unit_end < walk.end? unit_end: walk.end;
-    segment.count = (int) (stop - walk.next);
-    segment.local = (int) (walk.next - walk.begin);
-    segment.whole = segment.tile0 == 0 && unit_end <= walk.end;
-    segment.seq_start = offset == 0 && walk.unit == 0;
-    segment.slot = walk.next == walk.begin? 0: 1;
-    walk.next = stop;
-    return true;
-}
-
 //  A segment as the decode helpers take a CTA's work
 __device__ __forceinline__ kvt_decode_cta_t
-s_segment_cta (const kvt_paged_attention_args_t &a, const s_segment_t &segment, int head_chunks)
+s_segment_cta (const kvt_paged_attention_args_t &a, const kvt_decode_plan_segment_t &segment,
+               int head_chunks)
 {
     kvt_decode_cta_t c;
     c.split = segment.slot;
@@ -222,7 +155,7 @@ s_consumers_sync (void)
 template <typename T, int D>
 __device__ __forceinline__ void
 s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
-         const kvt_decode_cta_t &c, const s_segment_t &segment, int range, int rows,
+         const kvt_decode_cta_t &c, const kvt_decode_plan_segment_t &segment, int range, int rows,
          float (*sm_m) [16], float (*sm_l) [16], float *sm_acc, const s_workspace_t &ws)
 {
 #pragma unroll
@@ -310,8 +243,8 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     const int64_t unit_tiles = s_unit_batch_tiles (a.seq_lens, a.seqs, lane);
     const int64_t batch_tiles = unit_tiles * units;
     const int range = blockIdx.x;
-    const int64_t begin = s_range_start (range, batch_tiles, gridDim.x);
-    const int64_t end = s_range_start (range + 1, batch_tiles, gridDim.x);
+    const int64_t begin = kvt_decode_plan_range_start (range, batch_tiles, gridDim.x);
+    const int64_t end = kvt_decode_plan_range_start (range + 1, batch_tiles, gridDim.x);
     if (threadIdx.x == 0) {
         ws.range_begin [range] = begin;
         if (range == 0)
@@ -330,15 +263,15 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
     __syncthreads ();
     const int log2_bt = __ffs (a.block_tokens) - 1;
-    s_walk_t walk = s_walk_start (a.seq_lens, a.seqs, unit_tiles, begin, end, lane);
-    s_segment_t segment;
+    kvt_decode_plan_walk_t walk = s_walk_start (a.seq_lens, a.seqs, unit_tiles, begin, end, lane);
+    kvt_decode_plan_segment_t segment;
     if (warp == S_CONSUMERS) {
         //  Producer: every tile of the range in order, a ring ahead at most
         const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
         int stage = 0;
         uint32_t phase = 0;
         int k = 0;                      //  Tiles of the range issued
-        while (s_walk_next (walk, a.seq_lens, a.seqs, segment)) {
+        while (kvt_decode_plan_walk_next (&walk, a.seq_lens, a.seqs, &segment)) {
             const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
             if (segment.seq_start && lane == 0)
                 ws.seq_first [segment.seq] = walk.first;
@@ -367,7 +300,7 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     }
     //  Computing warps: tiles k = warp, warp + 7, ... of the range
     kvt_decode_warp_t<T, D> w;
-    while (s_walk_next (walk, a.seq_lens, a.seqs, segment)) {
+    while (kvt_decode_plan_walk_next (&walk, a.seq_lens, a.seqs, &segment)) {
         const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
         w.begin (a, c);
         //  This warp's first tile j of the segment, k = local + j in the range
@@ -414,7 +347,7 @@ s_balanced_merge_kernel (const int32_t *seq_lens, void *out, int heads, int kv_h
     const int seq = blockIdx.y;
     const int d = threadIdx.x;
     T *row_out = (T *) out + ((size_t) seq * heads + head) * D;
-    const int tiles = s_unit_tiles (seq_lens, seq);
+    const int tiles = kvt_decode_plan_unit_tiles (seq_lens, seq);
     if (tiles == 0) {
         row_out [d] = kvt_dev_from_float<T> (0.0f);
         return;
@@ -426,8 +359,8 @@ s_balanced_merge_kernel (const int32_t *seq_lens, void *out, int heads, int kv_h
     int h = within % 16;
     int64_t batch_tiles = *ws.batch_tiles;
     int64_t first = batch_tiles / (kv_heads * head_chunks) * unit + ws.seq_first [seq];
-    int c0 = s_range_owner (first, batch_tiles, ctas);
-    int c1 = s_range_owner (first + tiles - 1, batch_tiles, ctas);
+    int c0 = kvt_decode_plan_range_owner (first, batch_tiles, ctas);
+    int c1 = kvt_decode_plan_range_owner (first + tiles - 1, batch_tiles, ctas);
     if (c0 == c1)
         return;
     //  The piece of CTA c is in its slot 0 (its range's first unit) unless
@@ -436,7 +369,7 @@ s_balanced_merge_kernel (const int32_t *seq_lens, void *out, int heads, int kv_h
     //  nothing (ws.range_begin tells them); otherwise the rows need no load.
     //  One pass, rescaling as the max grows, so the loads of every piece
     //  are independent.
-    const int c0_slot = s_range_start (c0, batch_tiles, ctas) < first? 1: 0;
+    const int c0_slot = kvt_decode_plan_piece_slot (c0, c0, first, batch_tiles, ctas);
     const bool empties = batch_tiles < ctas;
     float top = -INFINITY, sum = 0.0f, acc = 0.0f;
     for (int base = c0; base <= c1; base += S_MERGE_BATCH) {

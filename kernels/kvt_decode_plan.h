@@ -1,0 +1,119 @@
+/*  =========================================================================
+    kvt_decode_plan - how decode v5 cuts a batch into ranges, and finds the
+    pieces again
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    The integer bookkeeping of decode v5 (kvt_paged_attention_balanced.cu),
+    in plain C so that the CPU tests run it (tests/test_decode_plan.c) and
+    the kernel compiles the same lines (force-inlined: its PTX is the same
+    as with its own copies). A batch's 16-token tiles are ordered (unit =
+    KV head x head chunk, sequence, tile) and cut into 'ctas' ranges,
+    [range_start (c), range_start (c + 1)). A CTA walks its range one
+    segment at a time: the tiles of one (unit, sequence) inside the range.
+    A segment that is a whole (unit, sequence) is written to the output by
+    its CTA; any other leaves a partial state in its CTA's workspace slot
+    0 (the range's first segment) or 1 (its last), and the merge finds a
+    unit's pieces with range_owner and piece_slot.
+@end
+*/
+
+#ifndef KVT_DECODE_PLAN_H_INCLUDED
+#define KVT_DECODE_PLAN_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#if defined (__CUDACC__)
+#   define KVT_DECODE_PLAN_FN static __host__ __device__ __forceinline__
+#else
+#   define KVT_DECODE_PLAN_FN static inline
+#endif
+
+//  Tiles of one unit of sequence 'seq'
+KVT_DECODE_PLAN_FN int
+kvt_decode_plan_unit_tiles (const int32_t *seq_lens, int seq)
+{
+    int len = seq_lens [seq];
+    return len > 0? (len + 15) >> 4: 0;
+}
+
+//  First tile of range c, of 'ctas' ranges over 'tiles' tiles
+KVT_DECODE_PLAN_FN int64_t
+kvt_decode_plan_range_start (int64_t c, int64_t tiles, int ctas)
+{
+    return c * tiles / ctas;
+}
+
+//  The range that holds 'tile': the last c with range_start (c) <= tile
+KVT_DECODE_PLAN_FN int
+kvt_decode_plan_range_owner (int64_t tile, int64_t tiles, int ctas)
+{
+    return (int) (((tile + 1) * ctas - 1) / tiles);
+}
+
+//  The workspace slot of the piece that range c holds of a unit cut over
+//  ranges c0 (the owner of its first tile, 'first') to some c1 > c0: the
+//  first segment of every range after c0 (slot 0), and c0's last (slot 1)
+//  unless c0's range starts at 'first'. A range with no tiles (fewer
+//  tiles than ranges) holds no piece; the caller skips it.
+KVT_DECODE_PLAN_FN int
+kvt_decode_plan_piece_slot (int c, int c0, int64_t first, int64_t tiles, int ctas)
+{
+    return c == c0 && kvt_decode_plan_range_start (c0, tiles, ctas) < first? 1: 0;
+}
+
+//  Where a walk of a range stands: the unit and sequence of the next tile,
+//  the first tile of that (unit, sequence) in the batch, and its tiles
+typedef struct {
+    int64_t begin, end, next;           //  The range, and its next tile
+    int unit, seq;
+    int64_t first;
+    int tiles;
+} kvt_decode_plan_walk_t;
+
+//  One unit's tiles in a range: tiles [tile0, tile0 + count) of unit
+//  'unit' of 'seq', the first at index 'local' of the range (ranges hold
+//  far fewer than 2^31 tiles: 2^35 tokens of KV a SM)
+typedef struct {
+    int seq, unit, tile0, count;
+    int local;
+    bool whole;                         //  The whole unit: written to the output
+    bool seq_start;                     //  The sequence's first tile in unit 0
+    int slot;                           //  Else its workspace slot: 0 first, 1 last
+} kvt_decode_plan_segment_t;
+
+//  The walk's next segment; false at the range's end
+KVT_DECODE_PLAN_FN bool
+kvt_decode_plan_walk_next (kvt_decode_plan_walk_t *walk, const int32_t *seq_lens, int seqs,
+                           kvt_decode_plan_segment_t *segment)
+{
+    if (walk->next >= walk->end)
+        return false;
+    while (walk->next >= walk->first + walk->tiles) {
+        walk->first += walk->tiles;
+        if (++walk->seq == seqs) {
+            walk->seq = 0;
+            walk->unit++;
+        }
+        walk->tiles = kvt_decode_plan_unit_tiles (seq_lens, walk->seq);
+    }
+    int64_t offset = walk->next - walk->first;
+    segment->seq = walk->seq;
+    segment->unit = walk->unit;
+    segment->tile0 = (int) offset;
+    int64_t unit_end = walk->first + walk->tiles;
+    int64_t stop = unit_end < walk->end? unit_end: walk->end;
+    segment->count = (int) (stop - walk->next);
+    segment->local = (int) (walk->next - walk->begin);
+    segment->whole = segment->tile0 == 0 && unit_end <= walk->end;
+    segment->seq_start = offset == 0 && walk->unit == 0;
+    segment->slot = walk->next == walk->begin? 0: 1;
+    walk->next = stop;
+    return true;
+}
+
+#endif
