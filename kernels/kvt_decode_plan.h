@@ -26,12 +26,32 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include "kvt_paged_attention.cuh"
 
 #if defined (__CUDACC__)
 #   define KVT_DECODE_PLAN_FN static __host__ __device__ __forceinline__
 #else
 #   define KVT_DECODE_PLAN_FN static inline
 #endif
+
+//  The decode version a call runs: 1 = v2, 2 = v3, 3 = v4, 4 = v5. Below
+//  sm_90 (no bulk copies, no mbarriers: 'hopper' false) every variant is
+//  v2; a variant asked for is run; the default is v5 for a batch of
+//  several sequences whose lengths differ or are not told (total_tokens
+//  0 or under 90% of seqs x max_seq_len), else v4 (one sequence, equal
+//  lengths, or a forced split count, as the model's batch-invariant
+//  fixed splits)
+KVT_DECODE_PLAN_FN int
+kvt_decode_plan_version (const kvt_paged_attention_args_t *a, bool hopper)
+{
+    if (!hopper)
+        return 1;
+    if (a->variant)
+        return a->variant;
+    bool even = a->total_tokens > 0
+             && a->total_tokens * 10 >= (int64_t) a->seqs * a->max_seq_len * 9;
+    return a->seqs < 2 || a->splits > 0 || even? 3: 4;
+}
 
 //  Tiles of one unit of sequence 'seq'
 KVT_DECODE_PLAN_FN int

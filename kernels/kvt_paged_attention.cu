@@ -65,6 +65,7 @@
 */
 
 #include "kvt_paged_attention_int.cuh"
+#include "kvt_decode_plan.h"
 
 #define S_SPLIT_ALIGN 64            //  Split lengths are multiples of this
 
@@ -176,14 +177,7 @@ s_version (const kvt_paged_attention_args_t *a)
     int device;
     if (cudaGetDevice (&device) != cudaSuccess)
         return KVT_ECUDA;
-    bool hopper = kvt_dev_compute_major (device) >= 9;     //  Bulk copies, mbarriers
-    if (!hopper)
-        return 1;
-    if (a->variant)
-        return a->variant;
-    bool even = a->total_tokens > 0
-             && a->total_tokens * 10 >= (int64_t) a->seqs * a->max_seq_len * 9;
-    return a->seqs < 2 || a->splits > 0 || even? 3: 4;
+    return kvt_decode_plan_version (a, kvt_dev_compute_major (device) >= 9);
 }
 
 //  Kernel, shared memory and CTA slots of v2, v3 or v4 for 'a' on the

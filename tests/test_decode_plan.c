@@ -19,7 +19,9 @@
     - a segment is "whole" exactly when its (unit, sequence) lies in one
       range, and each sequence's first tile in unit 0 is marked once;
     - no two pieces of a range share a slot, and for every cut unit the
-      merge's (range, slot) list is exactly the list of pieces written.
+      merge's (range, slot) list is exactly the list of pieces written;
+    and that the default picks v5 exactly for batches whose lengths differ
+    or are not told.
     The GPU test (test_gpu_paged_attention) checks the outputs on the card;
     this one runs in CI and covers batch shapes the card's cases do not.
 @end
@@ -176,9 +178,42 @@ t_batch (const int32_t *lens, int seqs, int units, int ctas)
     free (seq_starts);
 }
 
+//  The default's choice between v4 and v5, and what overrides it
+static void
+t_versions (void)
+{
+    kvt_paged_attention_args_t a = { .seqs = 64, .max_seq_len = 4096,
+                                     .total_tokens = 64 * 4096 };
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 3, "equal lengths: v4");
+    a.max_seq_len = 4000;                               //  So that 90% is a whole number
+    a.total_tokens = 64 * 4000 / 10 * 9;
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 3, "90%% of the bound: v4");
+    a.total_tokens -= 1;
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 4, "under 90%%: v5");
+    a.total_tokens = 0;
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 4, "lengths not told: v5");
+    a.splits = 16;
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 3, "forced splits: v4");
+    a.splits = 0;
+    a.seqs = 1;
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 3, "one sequence: v4");
+    a.seqs = 64;
+    a.variant = 2;
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 2, "a variant asked for");
+    a.variant = 0;
+    T_EXPECT (kvt_decode_plan_version (&a, false) == 1, "below sm_90: v2");
+    a.variant = 4;
+    T_EXPECT (kvt_decode_plan_version (&a, false) == 1, "below sm_90, v5 asked: v2");
+    //  The mixed batch of bench kernels: one 128K context and 63 chats
+    kvt_paged_attention_args_t mixed = { .seqs = 64, .max_seq_len = 131072,
+                                         .total_tokens = 131072 + 63 * 4608 };
+    T_EXPECT (kvt_decode_plan_version (&mixed, true) == 4, "the mixed batch: v5");
+}
+
 int
 main (void)
 {
+    t_versions ();
     uint64_t state = 0xdec0de5;
     int batches = 0;
     for (int round = 0; round < 600; round++) {
