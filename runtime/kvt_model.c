@@ -48,23 +48,15 @@
 #include "kvt_model_int.h"
 
 //  --------------------------------------------------------------------------
-//  splitmix64: one independent stream per tensor, so any tensor can be
-//  regenerated alone (a GPU path may rebuild the weights from the seed).
-
-uint64_t
-kvt_model_splitmix64 (uint64_t *state)
-{
-    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
+//  Weights: one independent splitmix64 stream per tensor, so any tensor
+//  can be regenerated alone (a GPU path may rebuild the weights from the
+//  seed).
 
 //  Uniform in [-1, 1) with 24 bits of resolution.
 static float
 s_uniform (uint64_t *state)
 {
-    return (float) (kvt_model_splitmix64 (state) >> 40) * (2.0f / 16777216.0f) - 1.0f;
+    return (float) (kvt_splitmix64 (state) >> 40) * (2.0f / 16777216.0f) - 1.0f;
 }
 
 //  --------------------------------------------------------------------------
@@ -78,7 +70,7 @@ s_tensor_new (uint64_t seed, uint64_t tensor_id, size_t count, float offset, flo
     if (!tensor)
         return NULL;
     uint64_t state = seed ^ (tensor_id * 0xD1B54A32D192ED03ull);
-    (void) kvt_model_splitmix64 (&state);   //  Decorrelate nearby tensor ids
+    (void) kvt_splitmix64 (&state);   //  Decorrelate nearby tensor ids
     for (size_t i = 0; i < count; i++)
         tensor [i] = kvt_round_bf16 (offset + scale * s_uniform (&state));
     return tensor;

@@ -155,10 +155,6 @@ kvt_model_block_index (const kvt_model_shape_t *shape, int layer, int kv, int kv
             + token) * shape->head_dim + d;
 }
 
-//  splitmix64 step: the next value of the stream at 'state'.
-uint64_t
-    kvt_model_splitmix64 (uint64_t *state);
-
 //  y = x / rms (x) * weight over 'n' elements, summed in ascending order.
 void
     kvt_model_rmsnorm (float *restrict y, const float *restrict x,

@@ -142,7 +142,7 @@ static void
 t_prompt (uint32_t *tokens, size_t count, int vocab, uint64_t seed)
 {
     for (size_t i = 0; i < count; i++)
-        tokens [i] = (uint32_t) (kvt_model_splitmix64 (&seed) % (uint64_t) vocab);
+        tokens [i] = (uint32_t) (kvt_splitmix64 (&seed) % (uint64_t) vocab);
 }
 
 //  'count' blocks of 'bytes' in one allocation, filled with 'fill', plus
