@@ -28,9 +28,13 @@
     --quick skips prefill; --splits N forces the decode split count;
     --prefill-variants 0,2 times those prefill kernel versions (default 0);
     --decode-variants 0,2 those bf16 decode versions, on the same KV (the
-    fp8 decode is set beside the first).
+    fp8 decode is set beside the first); --shapes 64x4K,mixed runs those
+    decode shapes alone (names as in the figures: 64x4K, 16x32K, 1x128K,
+    16x32K_contiguous, 16x32K_bt64, mixed), so that a profiler's launch
+    counts stay simple.
     Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick] [--splits N]
                                 [--prefill-variants LIST] [--decode-variants LIST]
+                                [--shapes LIST]
 @end
 */
 
@@ -581,13 +585,53 @@ s_parse_variants (char *list, int *variants, int limit)
     return count;
 }
 
-//  kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick]
+//  The three shapes, then 16x32K with the same KV laid out as
+//  cuDNN reads it and with 64-token blocks: what paging costs; then a 128K
+//  context batched with 63 chats of 1K-8K tokens
+static const s_decode_shape_t s_shapes [] = {
+    { 64, 4096, 16, S_KV_SHUFFLED, "64x4K", "", false },
+    { 16, 32768, 16, S_KV_SHUFFLED, "16x32K", "", false },
+    { 1, 131072, 16, S_KV_SHUFFLED, "1x128K", "", false },
+    { 16, 32768, 16, S_KV_CONTIGUOUS, "16x32K", "_contiguous", false },
+    { 16, 32768, 64, S_KV_SHUFFLED, "16x32K", "_bt64", false },
+    { 64, 131072, 16, S_KV_SHUFFLED, "mixed", "", true },
+};
+#define S_SHAPE_COUNT (sizeof (s_shapes) / sizeof (s_shapes [0]))
+
+//  A shape's name in the figures and in --shapes ("16x32K_bt64")
+static const char *
+s_shape_name (size_t index)
+{
+    static char names [S_SHAPE_COUNT][48];
+    if (!*names [index])
+        snprintf (names [index], sizeof (names [index]), "%s%s", s_shapes [index].label,
+                  s_shapes [index].suffix);
+    return names [index];
+}
+
+//  True if 'name' is an item of the comma list 'list' (NULL: every name)
+static bool
+s_listed (const char *list, const char *name)
+{
+    if (!list)
+        return true;
+    size_t length = strlen (name);
+    for (const char *at = list; *at; ) {
+        size_t item = strcspn (at, ",");
+        if (item == length && strncmp (at, name, length) == 0)
+            return true;
+        at += item + (at [item] == ',');
+    }
+    return false;
+}
+
+//  kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick] ...
 
 int
 kvt_bench_kernels_main (int argc, char **argv)
 {
     bool json = false, quick = false;
-    const char *torch_path = NULL;
+    const char *torch_path = NULL, *shape_list = NULL;
     int reps = 20, splits = 0;
     int variants [KVT_PAGED_PREFILL_VARIANTS] = { 0 }, variant_count = 1;
     int decode_variants [KVT_PAGED_ATTENTION_VARIANTS] = { 0 }, decode_variant_count = 1;
@@ -613,12 +657,28 @@ kvt_bench_kernels_main (int argc, char **argv)
         if (strcmp (argv [i], "--decode-variants") == 0 && i + 1 < argc)
             decode_variant_count = s_parse_variants (argv [++i], decode_variants,
                                                      KVT_PAGED_ATTENTION_VARIANTS);
+        else
+        if (strcmp (argv [i], "--shapes") == 0 && i + 1 < argc)
+            shape_list = argv [++i];
         else {
             fprintf (stderr, "usage: kvtier bench kernels [--json] [--torch FILE] "
                      "[--reps N] [--quick] [--splits N] [--prefill-variants 0,1,..] "
-                     "[--decode-variants 0,1,..]\n");
+                     "[--decode-variants 0,1,..] [--shapes 64x4K,16x32K,..]\n");
             return 2;
         }
+    }
+    //  Every name in --shapes must be a shape: a typo would time nothing
+    for (const char *at = shape_list; at && *at; ) {
+        size_t item = strcspn (at, ",");
+        bool known = false;
+        for (size_t i = 0; i < S_SHAPE_COUNT && !known; i++)
+            known = strlen (s_shape_name (i)) == item && strncmp (s_shape_name (i), at, item) == 0;
+        if (!known) {
+            fprintf (stderr, "kvtier bench kernels: no decode shape '%.*s' (64x4K, 16x32K, "
+                     "1x128K, 16x32K_contiguous, 16x32K_bt64, mixed)\n", (int) item, at);
+            return 2;
+        }
+        at += item + (at [item] == ',');
     }
     int device_count = 0;
     if (cudaGetDeviceCount (&device_count) != cudaSuccess || device_count == 0) {
@@ -651,20 +711,10 @@ kvt_bench_kernels_main (int argc, char **argv)
     snprintf (text, sizeof (text), "%.3f TB/s (1 GiB, %.1f us)", memcpy_tbps, copy_us);
     kvt_bench_report_note (report, "memcpy_d2d_rw", text);
 
-    //  The three shapes, then 16x32K with the same KV laid out as
-    //  cuDNN reads it and with 64-token blocks: what paging costs; then a
-    //  128K context batched with 63 chats of 1K-8K tokens
-    static const s_decode_shape_t shapes [] = {
-        { 64, 4096, 16, S_KV_SHUFFLED, "64x4K", "", false },
-        { 16, 32768, 16, S_KV_SHUFFLED, "16x32K", "", false },
-        { 1, 131072, 16, S_KV_SHUFFLED, "1x128K", "", false },
-        { 16, 32768, 16, S_KV_CONTIGUOUS, "16x32K", "_contiguous", false },
-        { 16, 32768, 64, S_KV_SHUFFLED, "16x32K", "_bt64", false },
-        { 64, 131072, 16, S_KV_SHUFFLED, "mixed", "", true },
-    };
-    for (size_t i = 0; i < sizeof (shapes) / sizeof (shapes [0]); i++)
-        s_bench_decode (report, &torch, &shapes [i], memcpy_tbps, reps, splits, decode_variants,
-                        decode_variant_count, stream, &seed);
+    for (size_t i = 0; i < S_SHAPE_COUNT; i++)
+        if (s_listed (shape_list, s_shape_name (i)))
+            s_bench_decode (report, &torch, &s_shapes [i], memcpy_tbps, reps, splits,
+                            decode_variants, decode_variant_count, stream, &seed);
     for (int v = 0; v < (quick? 0: variant_count); v++) {
         s_bench_prefill (report, &torch, 1, 8192, 0, "1x8K", variants [v], reps / 4 + 3,
                          stream, &seed);
