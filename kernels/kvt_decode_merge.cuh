@@ -159,24 +159,31 @@ kvt_dev_pack_probs (const float (&s) [2][4], uint32_t (&pa) [4])
     pa [3] = kvt_dev_pack<T> (s [1][2], s [1][3]);
 }
 
-//  Merge kernel: grid = (heads, seqs), D threads; weights are 2^lse. A
-//  row whose splits all saw no token (lse -inf) is written as zeros.
+//  Merge kernel: grid = (heads, seqs), D threads; weights are 2^lse. Only
+//  the splits that hold tokens of the sequence were written (the decode
+//  kernels skip a split past its end, which would add exact zeros): a
+//  batch with one long sequence among short ones has many splits a short
+//  sequence does not reach (a 128K context with 63 chats of 1K-8K at the
+//  model's 256-token splits: 512 a row). A row whose splits all saw no
+//  token (lse -inf), or an empty sequence, is written as zeros.
 template <typename T, int D>
 __global__ void __launch_bounds__ (D)
-kvt_decode_merge_kernel (void *out, int heads, int splits, const float *ws_out,
-                         const float *ws_lse)
+kvt_decode_merge_kernel (void *out, int heads, int splits, const int32_t *seq_lens,
+                         int split_len, const float *ws_out, const float *ws_lse)
 {
     kvt_dev_wait_primary ();
     const int head = blockIdx.x;
     const int seq = blockIdx.y;
     const int d = threadIdx.x;
+    const int len = seq_lens [seq];
+    const int used = len > 0? min (splits, (len + split_len - 1) / split_len): 0;
     size_t row0 = ((size_t) seq * heads + head) * splits;
     float top = -INFINITY;
-    for (int s = 0; s < splits; s++)
+    for (int s = 0; s < used; s++)
         top = fmaxf (top, ws_lse [row0 + s]);
     float sum = 0.0f, acc = 0.0f;
     if (top != -INFINITY) {
-        for (int s = 0; s < splits; s++) {
+        for (int s = 0; s < used; s++) {
             float w = kvt_dev_rescale (ws_lse [row0 + s], top);
             sum += w;
             acc = fmaf (w, ws_out [(row0 + s) * D + d], acc);
@@ -230,8 +237,9 @@ kvt_dev_decode_slots (int *cache, int device, int (*ask) (void *), void *context
 //  dependent launch where the device has it (compute capability 9 or more)
 template <typename T, int D>
 inline cudaError_t
-kvt_decode_merge_launch (void *out, int seqs, int heads, int splits, const float *ws_out,
-                         const float *ws_lse, cudaStream_t stream)
+kvt_decode_merge_launch (void *out, int seqs, int heads, int splits, const int32_t *seq_lens,
+                         int split_len, const float *ws_out, const float *ws_lse,
+                         cudaStream_t stream)
 {
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3 (heads, seqs);
@@ -246,7 +254,7 @@ kvt_decode_merge_launch (void *out, int seqs, int heads, int splits, const float
         config.numAttrs = 1;
     }
     return cudaLaunchKernelEx (&config, kvt_decode_merge_kernel<T, D>, out, heads, splits,
-                               ws_out, ws_lse);
+                               seq_lens, split_len, ws_out, ws_lse);
 }
 
 #endif

@@ -126,6 +126,8 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
     const int len = a.seq_lens [seq];
     const int start = split * split_len;
     const int end = min (len, start + split_len);
+    if (splits > 1 && end <= start)
+        return;                             //  A split past the sequence's end: the merge skips it
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int g = lane >> 2;
@@ -383,8 +385,8 @@ s_launch (const kvt_fp8_attention_args_t *a, int split_len, int splits, cudaStre
     s_fp8_decode_kernel<T, D> <<<grid, S_WARPS * 32, s_ring_bytes<D> (), stream>>> (
         *a, split_len, splits, head_chunks, ws_out, ws_lse);
     if (splits > 1
-    &&  kvt_decode_merge_launch<T, D> (a->out, a->seqs, a->heads, splits, ws_out, ws_lse,
-                                       stream) != cudaSuccess)
+    &&  kvt_decode_merge_launch<T, D> (a->out, a->seqs, a->heads, splits, a->seq_lens,
+                                       split_len, ws_out, ws_lse, stream) != cudaSuccess)
         return KVT_ECUDA;
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }

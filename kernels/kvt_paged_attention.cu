@@ -86,6 +86,8 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
     __shared__ float sm_acc [KVT_DECODE_WARPS][16][D + 1];
     kvt_dev_launch_dependents ();
     const kvt_decode_cta_t c = kvt_decode_cta (a, split_len, head_chunks);
+    if (splits > 1 && c.end <= c.start)
+        return;                             //  A split past the sequence's end: the merge skips it
     kvt_decode_warp_t<T, D> w;
     w.begin (a, c);
     const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
@@ -223,13 +225,17 @@ s_launch (const kvt_paged_attention_args_t *a, const s_plan_t *plan, int split_l
         bool bf16 = a->dtype == KVT_KDTYPE_BF16;
         cudaError_t err = dim == 128
             ? (bf16? kvt_decode_merge_launch<__nv_bfloat16, 128> (a->out, a->seqs, a->heads,
-                                                                  splits, ws_out, ws_lse, stream)
+                                                                  splits, a->seq_lens, split_len,
+                                                                  ws_out, ws_lse, stream)
                    : kvt_decode_merge_launch<__half, 128> (a->out, a->seqs, a->heads, splits,
-                                                           ws_out, ws_lse, stream))
+                                                           a->seq_lens, split_len, ws_out,
+                                                           ws_lse, stream))
             : (bf16? kvt_decode_merge_launch<__nv_bfloat16, 64> (a->out, a->seqs, a->heads,
-                                                                 splits, ws_out, ws_lse, stream)
+                                                                 splits, a->seq_lens, split_len,
+                                                                 ws_out, ws_lse, stream)
                    : kvt_decode_merge_launch<__half, 64> (a->out, a->seqs, a->heads, splits,
-                                                          ws_out, ws_lse, stream));
+                                                          a->seq_lens, split_len, ws_out,
+                                                          ws_lse, stream));
         if (err != cudaSuccess)
             return KVT_ECUDA;
     }

@@ -60,6 +60,8 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
     extern __shared__ __align__ (16) unsigned char sm_ring [];
     kvt_dev_launch_dependents ();
     const kvt_decode_cta_t c = kvt_decode_cta (a, split_len, head_chunks);
+    if (splits > 1 && c.end <= c.start)
+        return;                             //  A split past the sequence's end: the merge skips it
     kvt_decode_warp_t<T, D> w;
     w.begin (a, c);
     const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
@@ -189,6 +191,8 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     extern __shared__ __align__ (16) unsigned char sm_ring [];
     kvt_dev_launch_dependents ();
     const kvt_decode_cta_t c = kvt_decode_cta (a, split_len, head_chunks);
+    if (splits > 1 && c.end <= c.start)
+        return;                             //  A split past the sequence's end: the merge skips it
     const int tiles = c.end > c.start? (c.end - c.start + 15) / 16: 0;
     const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (sm_ring);
     const uint32_t full0 = (uint32_t) __cvta_generic_to_shared (&sm_full [0]);
