@@ -18,6 +18,13 @@
     its CTA; any other leaves a partial state in its CTA's workspace slot
     0 (the range's first segment) or 1 (its last), and the merge finds a
     unit's pieces with range_owner and piece_slot.
+    With a forced split count (args.splits > 0, the model's batch-invariant
+    decode) the tiles of each (unit, sequence) are also cut into splits of
+    chunk_tiles tiles from the sequence's start, and a range holds, whole,
+    the splits whose first tile lies in it (kvt_decode_plan_walk_snap): a
+    split is then one segment, computed by one CTA the same way whatever
+    else the batch holds, and its state goes where v4's CTA of that split
+    puts it.
 @end
 */
 
@@ -39,8 +46,10 @@
 //  v2; a variant asked for is run; the default is v5 for a batch of
 //  several sequences whose lengths differ or are not told (total_tokens
 //  0 or under 90% of seqs x max_seq_len), else v4 (one sequence, equal
-//  lengths, or a forced split count, as the model's batch-invariant
-//  fixed splits)
+//  lengths); a forced split count (the model's batch-invariant fixed
+//  splits) runs v5 too, cut at the splits, which computes each split as
+//  v4's CTA of it does, bit for bit, without v4's CTA for every split of
+//  every sequence up to max_seq_len
 KVT_DECODE_PLAN_FN int
 kvt_decode_plan_version (const kvt_paged_attention_args_t *a, bool hopper)
 {
@@ -48,9 +57,11 @@ kvt_decode_plan_version (const kvt_paged_attention_args_t *a, bool hopper)
         return 1;
     if (a->variant)
         return a->variant;
+    if (a->splits > 0)
+        return 4;
     bool even = a->total_tokens > 0
              && a->total_tokens * 10 >= (int64_t) a->seqs * a->max_seq_len * 9;
-    return a->seqs < 2 || a->splits > 0 || even? 3: 4;
+    return a->seqs < 2 || even? 3: 4;
 }
 
 //  Tiles of one unit of sequence 'seq'
@@ -93,6 +104,7 @@ typedef struct {
     int unit, seq;
     int64_t first;
     int tiles;
+    int chunk_tiles;                    //  Tiles a split when forced, else 0
 } kvt_decode_plan_walk_t;
 
 //  One unit's tiles in a range: tiles [tile0, tile0 + count) of unit
@@ -101,12 +113,30 @@ typedef struct {
 typedef struct {
     int seq, unit, tile0, count;
     int local;
-    bool whole;                         //  The whole unit: written to the output
+    bool whole;                         //  The whole unit (written to the output
+                                        //  unless splits are forced and more than 1)
     bool seq_start;                     //  The sequence's first tile in unit 0
     int slot;                           //  Else its workspace slot: 0 first, 1 last
+    int split;                          //  With forced splits: the split it is
 } kvt_decode_plan_segment_t;
 
-//  The walk's next segment; false at the range's end
+//  With forced splits, move a walk that starts at the range's first tile
+//  on to the first split that starts in the range (the one before belongs
+//  to an earlier range, or to none if the range holds no split's start):
+//  the range begins there. Nothing to do without forced splits.
+KVT_DECODE_PLAN_FN void
+kvt_decode_plan_walk_snap (kvt_decode_plan_walk_t *walk)
+{
+    if (walk->chunk_tiles <= 0 || walk->next >= walk->end)
+        return;
+    int64_t offset = walk->next - walk->first;
+    int64_t up = (offset + walk->chunk_tiles - 1) / walk->chunk_tiles * walk->chunk_tiles;
+    walk->next = walk->first + (up < walk->tiles? up: walk->tiles);
+    walk->begin = walk->next;
+}
+
+//  The walk's next segment; false at the range's end. With forced splits
+//  a segment is one whole split, which may run past the range's end.
 KVT_DECODE_PLAN_FN bool
 kvt_decode_plan_walk_next (kvt_decode_plan_walk_t *walk, const int32_t *seq_lens, int seqs,
                            kvt_decode_plan_segment_t *segment)
@@ -127,9 +157,15 @@ kvt_decode_plan_walk_next (kvt_decode_plan_walk_t *walk, const int32_t *seq_lens
     segment->tile0 = (int) offset;
     int64_t unit_end = walk->first + walk->tiles;
     int64_t stop = unit_end < walk->end? unit_end: walk->end;
+    segment->split = 0;
+    if (walk->chunk_tiles > 0) {
+        segment->split = (int) (offset / walk->chunk_tiles);
+        int64_t split_end = walk->first + (int64_t) (segment->split + 1) * walk->chunk_tiles;
+        stop = unit_end < split_end? unit_end: split_end;
+    }
     segment->count = (int) (stop - walk->next);
     segment->local = (int) (walk->next - walk->begin);
-    segment->whole = segment->tile0 == 0 && unit_end <= walk->end;
+    segment->whole = segment->tile0 == 0 && stop == unit_end;
     segment->seq_start = offset == 0 && walk->unit == 0;
     segment->slot = walk->next == walk->begin? 0: 1;
     walk->next = stop;

@@ -272,7 +272,7 @@ kvt_paged_attention_workspace_need (const kvt_paged_attention_args_t *args)
     int version = s_version (args);
     if (version < 0)
         return version;
-    if (version == 4) {
+    if (version == 4 && args->splits == 0) {
         int ctas = kvt_decode_balanced_slots (args);
         return ctas < 0? ctas: (int64_t) kvt_decode_balanced_workspace (args, ctas);
     }
@@ -294,17 +294,18 @@ kvt_paged_attention (const kvt_paged_attention_args_t *args, cudaStream_t stream
     if (args->seqs > 65535 || args->heads > 65535)
         return -EINVAL;
     int version = s_version (args);
-    if (version == 4)
-        return kvt_decode_balanced (args, stream);
-    s_plan_t plan;
-    rc = s_plan (args, &plan);
-    if (rc)
+    if (version == 4 && args->splits == 0)
+        return kvt_decode_balanced (args, 0, 0, stream);
+    s_plan_t plan = {};
+    if (version != 4 && (rc = s_plan (args, &plan)) != 0)
         return rc;
     int splits = args->splits > 0? args->splits: kvt_paged_attention_splits (args, plan.slots);
     int max_len = args->max_seq_len > 0? args->max_seq_len: 1;
     int split_len = (max_len + splits - 1) / splits;
     split_len = (split_len + S_SPLIT_ALIGN - 1) / S_SPLIT_ALIGN * S_SPLIT_ALIGN;
     splits = (max_len + split_len - 1) / split_len;
+    if (version == 4)                   //  Forced splits, cut over persistent CTAs
+        return kvt_decode_balanced (args, split_len, splits, stream);
     if (splits > 1
     &&  (!args->workspace
     ||   args->workspace_bytes < kvt_paged_attention_workspace_bytes (args, splits)))

@@ -72,7 +72,7 @@ __device__ __forceinline__ kvt_decode_plan_walk_t
 s_walk_start (const int32_t *seq_lens, int seqs, int64_t unit_tiles, int64_t begin, int64_t end,
               int lane)
 {
-    kvt_decode_plan_walk_t walk = { begin, end, begin, (int) (begin / unit_tiles), seqs, 0, 0 };
+    kvt_decode_plan_walk_t walk = { begin, end, begin, (int) (begin / unit_tiles), seqs, 0, 0, 0 };
     int64_t before = walk.unit * unit_tiles;
     for (int seq0 = 0; seq0 < seqs; seq0 += 32) {
         int seq = seq0 + lane;
@@ -142,6 +142,17 @@ s_workspace (void *base, int seqs, int ctas, int dim)
     return ws;
 }
 
+//  With forced splits: v4's workspace, a row of D floats a (sequence,
+//  head, split), then their lse, which v4's merge kernel reads
+__device__ __forceinline__ s_workspace_t
+s_split_workspace (void *base, const kvt_paged_attention_args_t &a, int splits, int dim)
+{
+    s_workspace_t ws = {};
+    ws.out = (float *) base;
+    ws.lse = ws.out + (size_t) a.seqs * a.heads * splits * dim;
+    return ws;
+}
+
 //  Named barrier 1 over the computing warps (the producer never merges)
 __device__ __forceinline__ void
 s_consumers_sync (void)
@@ -152,11 +163,12 @@ s_consumers_sync (void)
 //  The computing warps' merge of one segment: each warp's state into
 //  shared memory (rows below nheads only: 'rows' a warp), then the
 //  segment's result to the output, or to its workspace slot
-template <typename T, int D>
+template <typename T, int D, bool FIXED>
 __device__ __forceinline__ void
 s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
          const kvt_decode_cta_t &c, const kvt_decode_plan_segment_t &segment, int range, int rows,
-         float (*sm_m) [16], float (*sm_l) [16], float *sm_acc, const s_workspace_t &ws)
+         int splits, float (*sm_m) [16], float (*sm_l) [16], float *sm_acc,
+         const s_workspace_t &ws)
 {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -201,11 +213,14 @@ s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
             acc += sm_acc [((size_t) warp * rows + h) * (D + 1) + d] * scale;
         }
         acc = sum > 0.0f? acc / sum: 0.0f;
-        if (segment.whole)
+        if (FIXED? splits == 1: segment.whole)
             ((T *) a.out) [((size_t) c.seq * a.heads + c.head0 + h) * D + d]
                 = kvt_dev_from_float<T> (acc);
         else {
-            size_t row = ((size_t) range * 2 + segment.slot) * 16 + h;
+            //  A forced split's row is v4's, for v4's merge kernel
+            size_t row = FIXED
+                ? ((size_t) c.seq * a.heads + c.head0 + h) * splits + segment.split
+                : ((size_t) range * 2 + segment.slot) * 16 + h;
             ws.out [row * D + d] = acc;
             if (d == 0)
                 ws.lse [row] = sum > 0.0f? top + log2f (sum): -INFINITY;
@@ -220,10 +235,10 @@ s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
 //  the range goes to stage k % stages and to computing warp k % 7, across
 //  units, so the producer fills the next unit's tiles while the warps
 //  still compute or merge the last one.
-template <typename T, int D>
+template <typename T, int D, bool FIXED>
 __global__ void __launch_bounds__ ((S_CONSUMERS + 1) * 32, 1)
 s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, int stages,
-                          int rows, void *workspace)
+                          int rows, int split_len, int splits, void *workspace)
 {
 #if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     constexpr int PC = D / 32;
@@ -239,13 +254,14 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
     const int units = a.kv_heads * head_chunks;
-    const s_workspace_t ws = s_workspace (workspace, a.seqs, gridDim.x, D);
+    const s_workspace_t ws = FIXED? s_split_workspace (workspace, a, splits, D)
+                                        : s_workspace (workspace, a.seqs, gridDim.x, D);
     const int64_t unit_tiles = s_unit_batch_tiles (a.seq_lens, a.seqs, lane);
     const int64_t batch_tiles = unit_tiles * units;
     const int range = blockIdx.x;
     const int64_t begin = kvt_decode_plan_range_start (range, batch_tiles, gridDim.x);
     const int64_t end = kvt_decode_plan_range_start (range + 1, batch_tiles, gridDim.x);
-    if (threadIdx.x == 0) {
+    if (threadIdx.x == 0 && !FIXED) {
         ws.range_begin [range] = begin;
         if (range == 0)
             *ws.batch_tiles = batch_tiles;
@@ -264,6 +280,8 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     __syncthreads ();
     const int log2_bt = __ffs (a.block_tokens) - 1;
     kvt_decode_plan_walk_t walk = s_walk_start (a.seq_lens, a.seqs, unit_tiles, begin, end, lane);
+    walk.chunk_tiles = FIXED? split_len / 16: 0;
+    kvt_decode_plan_walk_snap (&walk);
     kvt_decode_plan_segment_t segment;
     if (warp == S_CONSUMERS) {
         //  Producer: every tile of the range in order, a ring ahead at most
@@ -273,7 +291,7 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
         int k = 0;                      //  Tiles of the range issued
         while (kvt_decode_plan_walk_next (&walk, a.seq_lens, a.seqs, &segment)) {
             const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
-            if (segment.seq_start && lane == 0)
+            if (segment.seq_start && lane == 0 && !FIXED)
                 ws.seq_first [segment.seq] = walk.first;
             const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
             const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
@@ -303,8 +321,11 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     while (kvt_decode_plan_walk_next (&walk, a.seq_lens, a.seqs, &segment)) {
         const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
         w.begin (a, c);
-        //  This warp's first tile j of the segment, k = local + j in the range
-        int j = (warp - segment.local % S_CONSUMERS + S_CONSUMERS) % S_CONSUMERS;
+        //  This warp's first tile j of the segment, k = local + j in the
+        //  range: round-robin over the range, or over the split as in v4's
+        //  CTA of it when splits are forced (the same state, bit for bit)
+        int j = FIXED? warp
+                          : (warp - segment.local % S_CONSUMERS + S_CONSUMERS) % S_CONSUMERS;
         int k = segment.local + j;
         int stage = k % stages;
         uint32_t phase = (uint32_t) (k / stages) & 1;
@@ -326,7 +347,7 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
             }
             w.tile (k_raw, v_raw, t0, c.end, c.t);
         }
-        s_merge<T, D> (w, a, c, segment, range, rows, sm_m, sm_l, sm_acc, ws);
+        s_merge<T, D, FIXED> (w, a, c, segment, range, rows, splits, sm_m, sm_l, sm_acc, ws);
     }
 #else
     __trap ();                          //  Never launched below sm_90 (s_plan)
@@ -407,8 +428,9 @@ s_balanced_merge_kernel (const int32_t *seq_lens, void *out, int heads, int kv_h
 }
 
 //  Per device: CTA slots, and the dynamic shared memory a CTA may take
-int s_slots [4][KVT_DEV_MAX_DEVICES];
-int s_dynamic_max [4][KVT_DEV_MAX_DEVICES];
+//  (index: 2 bf16 + (head_dim 128), times 2, + 1 with forced splits)
+int s_slots [8][KVT_DEV_MAX_DEVICES];
+int s_dynamic_max [8][KVT_DEV_MAX_DEVICES];
 
 struct s_kernel_t {
     const void *kernel;
@@ -439,18 +461,22 @@ s_ask (void *context)
     return per_sm;
 }
 
-template <typename T, int D>
+template <typename T, int D, bool FIXED>
 int
-s_launch (const kvt_paged_attention_args_t *a, int index, cudaStream_t stream)
+s_launch (const kvt_paged_attention_args_t *a, int index, int split_len, int splits,
+          cudaStream_t stream)
 {
     int device;
     if (cudaGetDevice (&device) != cudaSuccess || device >= KVT_DEV_MAX_DEVICES)
         return KVT_ECUDA;
-    s_kernel_t k = { (const void *) s_decode_balanced_kernel<T, D>, s_dynamic_max [index] };
+    s_kernel_t k = { (const void *) s_decode_balanced_kernel<T, D, FIXED>,
+                     s_dynamic_max [index] };
     int slots = kvt_dev_decode_slots (s_slots [index], device, s_ask, &k);
     if (slots < 0)
         return slots;
-    if (a->workspace_bytes < kvt_decode_balanced_workspace (a, slots))
+    size_t need = FIXED? kvt_paged_attention_workspace_bytes (a, splits)
+                            : kvt_decode_balanced_workspace (a, slots);
+    if (need > 0 && (!a->workspace || a->workspace_bytes < need))
         return -EINVAL;
     int group = a->heads / a->kv_heads;
     int head_chunks = (group + 15) / 16;
@@ -470,9 +496,19 @@ s_launch (const kvt_paged_attention_args_t *a, int index, cudaStream_t stream)
         stages = S_MAX_STAGES;
     if (stages < S_CONSUMERS)
         return -EINVAL;                 //  Not on any sm_90 part: 227 KiB a CTA
-    s_decode_balanced_kernel<T, D> <<<ctas, (S_CONSUMERS + 1) * 32,
-                                      stages * stage_bytes + merge_bytes, stream>>>
-        (*a, head_chunks, stages, rows, a->workspace);
+    s_decode_balanced_kernel<T, D, FIXED> <<<ctas, (S_CONSUMERS + 1) * 32,
+                                             stages * stage_bytes + merge_bytes, stream>>>
+        (*a, head_chunks, stages, rows, split_len, splits, a->workspace);
+    if (FIXED) {
+        //  v4's merge of v4's split rows
+        float *ws_out = (float *) a->workspace;
+        float *ws_lse = ws_out + (size_t) a->seqs * a->heads * splits * D;
+        if (splits > 1
+        &&  kvt_decode_merge_launch<T, D> (a->out, a->seqs, a->heads, splits, a->seq_lens,
+                                           split_len, ws_out, ws_lse, stream) != cudaSuccess)
+            return KVT_ECUDA;
+        return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
+    }
     cudaLaunchConfig_t config = {};
     config.gridDim = dim3 (a->heads, a->seqs);
     config.blockDim = dim3 (D);
@@ -505,24 +541,39 @@ kvt_decode_balanced_slots (const kvt_paged_attention_args_t *a)
     if (cudaGetDevice (&device) != cudaSuccess || device >= KVT_DEV_MAX_DEVICES)
         return KVT_ECUDA;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
-    int index = bf16 * 2 + (a->head_dim == 128);
+    int index = (bf16 * 2 + (a->head_dim == 128)) * 2;
     s_kernel_t k = { a->head_dim == 128
-                     ? (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 128>
-                            : (const void *) s_decode_balanced_kernel<__half, 128>)
-                     : (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 64>
-                            : (const void *) s_decode_balanced_kernel<__half, 64>),
+                     ? (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 128, false>
+                            : (const void *) s_decode_balanced_kernel<__half, 128, false>)
+                     : (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 64, false>
+                            : (const void *) s_decode_balanced_kernel<__half, 64, false>),
                      s_dynamic_max [index] };
     return kvt_dev_decode_slots (s_slots [index], device, s_ask, &k);
 }
 
+namespace {
+
+//  v5 as asked: cut at forced splits, or by itself
+template <typename T, int D>
 int
-kvt_decode_balanced (const kvt_paged_attention_args_t *a, cudaStream_t stream)
+s_launch_any (const kvt_paged_attention_args_t *a, int index, int split_len, int splits,
+              cudaStream_t stream)
+{
+    return splits > 0? s_launch<T, D, true> (a, index * 2 + 1, split_len, splits, stream)
+                     : s_launch<T, D, false> (a, index * 2, 0, 0, stream);
+}
+
+}   //  namespace
+
+int
+kvt_decode_balanced (const kvt_paged_attention_args_t *a, int split_len, int splits,
+                     cudaStream_t stream)
 {
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
     int index = bf16 * 2 + (a->head_dim == 128);
     return a->head_dim == 128
-        ? (bf16? s_launch<__nv_bfloat16, 128> (a, index, stream)
-               : s_launch<__half, 128> (a, index, stream))
-        : (bf16? s_launch<__nv_bfloat16, 64> (a, index, stream)
-               : s_launch<__half, 64> (a, index, stream));
+        ? (bf16? s_launch_any<__nv_bfloat16, 128> (a, index, split_len, splits, stream)
+               : s_launch_any<__half, 128> (a, index, split_len, splits, stream))
+        : (bf16? s_launch_any<__nv_bfloat16, 64> (a, index, split_len, splits, stream)
+               : s_launch_any<__half, 64> (a, index, split_len, splits, stream));
 }

@@ -195,12 +195,15 @@ kvt_decode_kernel_t
 //  v5 (kvt_paged_attention_balanced.cu): the CTAs it runs on the current
 //  device (one a SM) or a negative code; the workspace it needs with
 //  'ctas' CTAs; and the launch of it and its merge on 'stream' (0, -EINVAL
-//  for a short workspace, or KVT_ECUDA)
+//  for a short workspace, or KVT_ECUDA). With 'splits' > 0 (forced, of
+//  'split_len' tokens, a multiple of 64) it computes v4's split rows in v4's
+//  workspace and runs v4's merge; with 0 it cuts the batch itself.
 int
     kvt_decode_balanced_slots (const kvt_paged_attention_args_t *a);
 size_t
     kvt_decode_balanced_workspace (const kvt_paged_attention_args_t *a, int ctas);
 int
-    kvt_decode_balanced (const kvt_paged_attention_args_t *a, cudaStream_t stream);
+    kvt_decode_balanced (const kvt_paged_attention_args_t *a, int split_len, int splits,
+                         cudaStream_t stream);
 
 #endif

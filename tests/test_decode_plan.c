@@ -20,8 +20,12 @@
       range, and each sequence's first tile in unit 0 is marked once;
     - no two pieces of a range share a slot, and for every cut unit the
       merge's (range, slot) list is exactly the list of pieces written;
+    and, with forced splits (the model's batch-invariant decode), that
+    every split is walked once, whole, as one segment, by the range that
+    holds its first tile, with its split index, and that no range then
+    walks more than its share plus a split less a tile;
     and that the default picks v5 exactly for batches whose lengths differ
-    or are not told.
+    or are not told, or whose splits are forced.
     The GPU test (test_gpu_paged_attention) checks the outputs on the card;
     this one runs in CI and covers batch shapes the card's cases do not.
 @end
@@ -52,7 +56,7 @@ static int failures;
 static kvt_decode_plan_walk_t
 t_walk_start (const int32_t *lens, int seqs, int64_t unit_tiles, int64_t begin, int64_t end)
 {
-    kvt_decode_plan_walk_t walk = { begin, end, begin, (int) (begin / unit_tiles), seqs, 0, 0 };
+    kvt_decode_plan_walk_t walk = { begin, end, begin, (int) (begin / unit_tiles), seqs, 0, 0, 0 };
     int64_t before = walk.unit * unit_tiles;
     for (int seq = 0; seq < seqs; seq++) {
         int tiles = kvt_decode_plan_unit_tiles (lens, seq);
@@ -178,6 +182,62 @@ t_batch (const int32_t *lens, int seqs, int units, int ctas)
     free (seq_starts);
 }
 
+//  One batch with forced splits of 'chunk' tiles: each range walks, whole,
+//  the splits whose first tile it holds
+static void
+t_batch_fixed (const int32_t *lens, int seqs, int units, int ctas, int chunk)
+{
+    int64_t unit_tiles = 0;
+    int64_t *prefix = (int64_t *) calloc ((size_t) seqs + 1, sizeof (int64_t));
+    for (int s = 0; s < seqs; s++) {
+        prefix [s] = unit_tiles;
+        unit_tiles += kvt_decode_plan_unit_tiles (lens, s);
+    }
+    int64_t total = unit_tiles * units;
+    uint8_t *seen = (uint8_t *) calloc ((size_t) total + 1, 1);
+    for (int c = 0; c < ctas && total > 0; c++) {
+        int64_t begin = kvt_decode_plan_range_start (c, total, ctas);
+        int64_t end = kvt_decode_plan_range_start (c + 1, total, ctas);
+        if (begin >= end)
+            continue;
+        kvt_decode_plan_walk_t walk = t_walk_start (lens, seqs, unit_tiles, begin, end);
+        walk.chunk_tiles = chunk;
+        kvt_decode_plan_walk_snap (&walk);
+        kvt_decode_plan_segment_t segment;
+        int local = 0;
+        while (kvt_decode_plan_walk_next (&walk, lens, seqs, &segment)) {
+            int64_t first = segment.unit * unit_tiles + prefix [segment.seq];
+            int tiles = kvt_decode_plan_unit_tiles (lens, segment.seq);
+            int whole_split = tiles - segment.tile0 < chunk? tiles - segment.tile0: chunk;
+            T_EXPECT (segment.tile0 % chunk == 0 && segment.split == segment.tile0 / chunk
+                      && segment.count == whole_split,
+                      "range %d: tiles %d + %d of %d, split %d of %d tiles", c, segment.tile0,
+                      segment.count, tiles, segment.split, chunk);
+            T_EXPECT (first + segment.tile0 >= begin && first + segment.tile0 < end,
+                      "range %d [%lld, %lld) walked a split starting at %lld", c,
+                      (long long) begin, (long long) end, (long long) (first + segment.tile0));
+            T_EXPECT (segment.local == local, "range %d: segment at %d, expected %d", c,
+                      segment.local, local);
+            T_EXPECT (segment.whole == (segment.tile0 == 0 && segment.count == tiles),
+                      "unit %d seq %d: whole %d", segment.unit, segment.seq, segment.whole);
+            for (int j = 0; j < segment.count; j++)
+                if (first + segment.tile0 + j < total)
+                    seen [first + segment.tile0 + j]++;
+            local += segment.count;
+        }
+        T_EXPECT (local <= end - begin + chunk - 1, "range %d walked %d tiles, its share %lld",
+                  c, local, (long long) (end - begin));
+    }
+    for (int64_t tile = 0; tile < total; tile++)
+        if (seen [tile] != 1) {
+            T_EXPECT (false, "forced splits of %d: tile %lld walked %d times", chunk,
+                      (long long) tile, seen [tile]);
+            break;
+        }
+    free (prefix);
+    free (seen);
+}
+
 //  The default's choice between v4 and v5, and what overrides it
 static void
 t_versions (void)
@@ -193,10 +253,15 @@ t_versions (void)
     a.total_tokens = 0;
     T_EXPECT (kvt_decode_plan_version (&a, true) == 4, "lengths not told: v5");
     a.splits = 16;
-    T_EXPECT (kvt_decode_plan_version (&a, true) == 3, "forced splits: v4");
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 4, "forced splits: v5");
+    a.total_tokens = 64 * 4000;
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 4, "forced splits, equal lengths: v5");
     a.splits = 0;
     a.seqs = 1;
     T_EXPECT (kvt_decode_plan_version (&a, true) == 3, "one sequence: v4");
+    a.splits = 3;
+    T_EXPECT (kvt_decode_plan_version (&a, true) == 4, "one sequence, forced splits: v5");
+    a.splits = 0;
     a.seqs = 64;
     a.variant = 2;
     T_EXPECT (kvt_decode_plan_version (&a, true) == 2, "a variant asked for");
@@ -235,7 +300,12 @@ main (void)
         int ctas = units <= slots? slots / units * units: slots;
         t_batch (lens, seqs, units, ctas);
         t_batch (lens, seqs, units, slots);
-        batches += 2;
+        //  Forced splits: 64, 256 and 448 tokens, or any multiple of 64
+        static const int chunks [] = { 4, 16, 28 };
+        int chunk = round % 5 < 3? chunks [round % 5]
+                                 : 4 * (1 + (int) (kvt_splitmix64 (&state) % 16));
+        t_batch_fixed (lens, seqs, units, ctas, chunk);
+        batches += 3;
         free (lens);
         if (failures > 20)
             break;

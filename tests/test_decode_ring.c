@@ -36,7 +36,10 @@
     its first tile k (k mod C = its index), the stage and parity computed
     from k. Its runs cut the tiles into random segments, some shorter than
     C (warps with no tile there go straight to the barrier), and must
-    neither misread nor hang.
+    neither misread nor hang. With forced splits v5's segments are the
+    splits, and warp w takes a split's tiles w, w + C, ... counted from
+    the split's start (as v4's CTA of that split does, so that both compute
+    it bit for bit): the same checks hold for that assignment too.
 @end
 */
 
@@ -92,6 +95,10 @@ s_bar_passes (const s_bar_t *bar, uint32_t parity)
     return (uint32_t) (bar->completed & 1) != parity;
 }
 
+//  How a CTA's tiles fall into segments: none (v4), units (v5), forced
+//  splits (v5 with split-relative warps)
+typedef enum { S_CUT_NONE, S_CUT_UNITS, S_CUT_SPLITS } s_cut_t;
+
 typedef enum { S_WAIT_RELEASE, S_WAIT_FILL, S_READING, S_MERGING, S_AT_BARRIER, S_DONE }
     s_warp_mode_t;
 
@@ -108,6 +115,7 @@ typedef struct {
     s_rule_t rule;
     int segment_end [S_MAX_SEGMENTS];   //  Tiles [end [i - 1], end [i]) are segment i
     int segments;                       //  1: v4's one unit a CTA
+    bool split_relative;                //  A segment's tile i to warp i mod C (forced splits)
     int at_barrier;                     //  Warps waiting at the merge barrier
     s_bar_t full [S_MAX_STAGES], empty [S_MAX_STAGES];
     int content [S_MAX_STAGES];         //  Tile whose bytes the stage holds, -1 none
@@ -123,7 +131,8 @@ typedef struct {
 } s_ring_t;
 
 //  Warp w into segment 'segment' as v5 puts it there: its first tile k
-//  (k mod warps = w), the stage and parity of k; no tile: to the barrier
+//  (k mod warps = w, or k - the segment's start = w with forced splits),
+//  the stage and parity of k; no tile: to the barrier
 static void
 s_warp_enter (s_ring_t *ring, int w, int segment)
 {
@@ -134,7 +143,8 @@ s_warp_enter (s_ring_t *ring, int w, int segment)
     }
     int begin = segment? ring->segment_end [segment - 1]: 0;
     warp->segment = segment;
-    warp->tile = begin + (w - begin % ring->warps + ring->warps) % ring->warps;
+    warp->tile = ring->split_relative? begin + w
+                                     : begin + (w - begin % ring->warps + ring->warps) % ring->warps;
     warp->stage = warp->tile % ring->stages;
     warp->phase = (uint32_t) (warp->tile / ring->stages) & 1;
     warp->mode = warp->tile < ring->segment_end [segment]? S_WAIT_RELEASE: S_MERGING;
@@ -143,9 +153,10 @@ s_warp_enter (s_ring_t *ring, int w, int segment)
 //  'segment_ends' (NULL: one segment of all tiles, v4) as v5's units
 static void
 s_ring_init (s_ring_t *ring, int stages, int warps, int tiles, s_rule_t rule,
-             const int *segment_ends, int segments)
+             const int *segment_ends, int segments, bool split_relative)
 {
     memset (ring, 0, sizeof (*ring));
+    ring->split_relative = split_relative;
     ring->stages = stages;
     ring->warps = warps;
     ring->tiles = tiles;
@@ -274,8 +285,9 @@ s_warp_step (s_ring_t *ring, s_warp_t *warp)
 //  them). Returns NULL, or what went wrong ("hang": no step possible with
 //  tiles left).
 static const char *
-s_ring_run (int stages, int warps, int tiles, s_rule_t rule, bool segmented, uint64_t seed)
+s_ring_run (int stages, int warps, int tiles, s_rule_t rule, s_cut_t cut, uint64_t seed)
 {
+    bool segmented = cut != S_CUT_NONE;
     static s_ring_t ring;
     uint64_t state = seed;
     //  v5: units of 1 to 2 x stages tiles, a third of them under 'warps'
@@ -289,7 +301,8 @@ s_ring_run (int stages, int warps, int tiles, s_rule_t rule, bool segmented, uin
     }
     if (segmented && ends [segments - 1] < tiles)
         ends [segments++] = tiles;
-    s_ring_init (&ring, stages, warps, tiles, rule, segmented? ends: NULL, segments);
+    s_ring_init (&ring, stages, warps, tiles, rule, segmented? ends: NULL, segments,
+                 cut == S_CUT_SPLITS);
     while (!ring.violation) {
         //  Enabled actions: 0 = producer, 1 + w = warp w, -1 = a landing
         int actions [S_MAX_WARPS + 2], count = 0;
@@ -319,11 +332,11 @@ typedef struct {
 } s_tally_t;
 
 static s_tally_t
-s_ring_runs (int stages, int warps, int tiles, s_rule_t rule, bool segmented, int runs)
+s_ring_runs (int stages, int warps, int tiles, s_rule_t rule, s_cut_t cut, int runs)
 {
     s_tally_t tally = { runs, 0, 0, 0 };
     for (int r = 0; r < runs; r++) {
-        const char *why = s_ring_run (stages, warps, tiles, rule, segmented,
+        const char *why = s_ring_run (stages, warps, tiles, rule, cut,
                                       0x5eed0000u + (uint64_t) r);
         if (!why)
             continue;
@@ -351,22 +364,26 @@ main (void)
                                { 13, 3 }, { 5, 2 } };
     const int shape_count = (int) (sizeof (shapes) / sizeof (shapes [0]));
     s_tally_t none_total = { 0, 0, 0, 0 }, twice_total = { 0, 0, 0, 0 };
-    int units_none_stale = 0;
+    int units_none_stale = 0, splits_none_stale = 0;
     for (int k = 0; k < shape_count; k++) {
         int stages = shapes [k][0], warps = shapes [k][1];
         int tiles = stages * 6 + warps + 1 < S_MAX_TILES? stages * 6 + warps + 1: S_MAX_TILES;
-        s_tally_t kernel = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, false, 400);
-        s_tally_t none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, false, 400);
-        s_tally_t twice = s_ring_runs (stages, warps, tiles, S_RULE_FULL_TWICE, false, 400);
-        s_tally_t units = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, true, 400);
-        s_tally_t units_none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, true, 400);
+        s_tally_t kernel = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, S_CUT_NONE, 400);
+        s_tally_t none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, S_CUT_NONE, 400);
+        s_tally_t twice = s_ring_runs (stages, warps, tiles, S_RULE_FULL_TWICE, S_CUT_NONE, 400);
+        s_tally_t units = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, S_CUT_UNITS, 400);
+        s_tally_t units_none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, S_CUT_UNITS, 400);
+        s_tally_t splits = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, S_CUT_SPLITS, 400);
+        s_tally_t splits_none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, S_CUT_SPLITS,
+                                             400);
         printf ("test_decode_ring: %2d stages, %d warps, %3d tiles, 400 schedules each: "
                 "kernel's rule %d stale / %d overwritten / %d hangs; no release wait %d / %d "
                 "/ %d; fill barrier twice %d / %d / %d; v5 units %d / %d / %d (no release wait "
-                "%d stale)\n", stages,
+                "%d stale); v5 forced splits %d / %d / %d (%d)\n", stages,
                 warps, tiles, kernel.stale, kernel.overwrite, kernel.hang, none.stale,
                 none.overwrite, none.hang, twice.stale, twice.overwrite, twice.hang,
-                units.stale, units.overwrite, units.hang, units_none.stale);
+                units.stale, units.overwrite, units.hang, units_none.stale, splits.stale,
+                splits.overwrite, splits.hang, splits_none.stale);
         if (kernel.stale || kernel.overwrite || kernel.hang) {
             fprintf (stderr, "test_decode_ring: the kernel's rule failed\n");
             failures++;
@@ -375,6 +392,11 @@ main (void)
             fprintf (stderr, "test_decode_ring: v5's units with merges failed\n");
             failures++;
         }
+        if (splits.stale || splits.overwrite || splits.hang) {
+            fprintf (stderr, "test_decode_ring: v5's forced splits failed\n");
+            failures++;
+        }
+        splits_none_stale += splits_none.stale;
         none_total.stale += none.stale;
         none_total.overwrite += none.overwrite;
         twice_total.hang += twice.hang;
@@ -388,6 +410,11 @@ main (void)
     if (units_none_stale == 0) {
         fprintf (stderr, "test_decode_ring: no stale read found in v5's units without the "
                  "release wait\n");
+        failures++;
+    }
+    if (splits_none_stale == 0) {
+        fprintf (stderr, "test_decode_ring: no stale read found in v5's forced splits without "
+                 "the release wait\n");
         failures++;
     }
     if (twice_total.hang == 0) {

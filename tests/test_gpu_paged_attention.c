@@ -11,7 +11,9 @@
     block tables with garbage in unused blocks, GQA ratios 1, 4, 5, 8,
     12 and 20 (two head chunks), head_dim 64/128, block sizes 4/8/16/32/64, forced and automatic
     split-KV, the vLLM layout and the runtime's multi-layer block layout;
-    every kernel version (args.variant) on each case.
+    every kernel version (args.variant) on each case. With a forced split
+    count on sm_90, v5 (and the default, which runs it) must give v4's
+    output bit for bit: the model's batch invariance rests on it.
     The output is poisoned with NaN before each launch. Exit 77 without a
     GPU or in a CPU-only build.
 @end
@@ -58,6 +60,8 @@ t_rand (uint64_t *seed)
     *seed ^= *seed >> 27;
     return (uint32_t) ((*seed * 0x2545f4914f6cdd1dull) >> 32);
 }
+
+static bool s_hopper;                //  sm_90 or later: v3-v5 run, not v2
 
 static int
 t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
@@ -152,6 +156,7 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
     args.seq_lens = d_lens;
     args.out = d_out;
     bool bf16 = c->dtype == KVT_KDTYPE_BF16;
+    void *outs [KVT_PAGED_ATTENTION_VARIANTS] = { NULL };
     //  Every kernel version on the same inputs, each against the reference
     for (int variant = 0; variant < KVT_PAGED_ATTENTION_VARIANTS && rc == 0; variant++) {
         args.variant = variant;
@@ -177,6 +182,8 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
             break;
         }
         T_CHECK (cudaMemcpy (h_out, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
+        outs [variant] = malloc (q_elems * 2);
+        memcpy (outs [variant], h_out, q_elems * 2);
         char what [160];
         snprintf (what, sizeof (what), "%s seqs=%d heads=%d/%d hd=%d bt=%d len<=%d splits=%d%s "
                   "q_amp=%g v%d", bf16? "bf16": "fp16", c->seqs, c->heads, c->kv_heads, dim, bt,
@@ -187,6 +194,16 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
         rc = kvt_kdtype_compare (what, c->dtype, h_out, h_ref, q_elems, bf16? 3e-3: 5e-4,
                                  bf16? 1.0 / 64: 1.0 / 512, bf16? 1e-4: 1e-5, verbose);
     }
+    //  Forced splits: v5 and the default are v4 bit for bit (variant 3)
+    for (int variant = 0; rc == 0 && s_hopper && c->splits > 0 && variant < 5; variant += 4)
+        if (memcmp (outs [variant], outs [3], q_elems * 2) != 0) {
+            fprintf (stderr, "%s seqs=%d heads=%d/%d hd=%d bt=%d len<=%d splits=%d: variant %d "
+                     "differs from v4's bits\n", bf16? "bf16": "fp16", c->seqs, c->heads,
+                     c->kv_heads, dim, bt, c->max_len, c->splits, variant);
+            rc = -1;
+        }
+    for (int variant = 0; variant < KVT_PAGED_ATTENTION_VARIANTS; variant++)
+        free (outs [variant]);
     cudaFree (d_k);
     if (!c->runtime_layout)
         cudaFree (d_v);
@@ -263,6 +280,9 @@ main (int argc, char *argv [])
         return 77;
     }
     uint64_t seed = 0x5eed0001;
+    int major = 0;
+    T_CHECK (cudaDeviceGetAttribute (&major, cudaDevAttrComputeCapabilityMajor, 0));
+    s_hopper = major >= 9;
     int failures = t_check_refusals () != 0;
     static const int groups [][2] = { { 8, 8 }, { 32, 8 }, { 10, 2 }, { 32, 4 }, { 24, 2 },
                                       { 40, 2 } };
@@ -298,6 +318,12 @@ main (int argc, char *argv [])
         //  CTAs: v5's ranges hold many units and cut some
         { KVT_KDTYPE_BF16, 200, 32, 8, 128, 16, 700, 0, false, 1.0f },
         { KVT_KDTYPE_FP16, 70, 40, 2, 64, 32, 300, 0, true, 1.0f },
+        //  The model's forced splits (kvt_model_cuda.c: fixed-length splits
+        //  whatever the batch) over ragged batches: v5 cuts the batch at
+        //  them and must match v4 bit for bit (256- and 448-token splits)
+        { KVT_KDTYPE_BF16, 40, 32, 8, 128, 16, 4096, 16, true, 2.0f },
+        { KVT_KDTYPE_BF16, 9, 32, 8, 128, 16, 9408, 21, false, 1.0f },
+        { KVT_KDTYPE_FP16, 33, 24, 2, 64, 64, 3000, 5, false, 4.0f },
     };
     for (size_t i = 0; i < (quick? 1: sizeof (long_cases) / sizeof (long_cases [0])); i++) {
         cases++;
