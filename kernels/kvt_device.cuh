@@ -151,6 +151,20 @@ kvt_dev_bar_init (uint32_t bar, uint32_t count)
     asm volatile ("mbarrier.init.shared::cta.b64 [%0], %1;" :: "r" (bar), "r" (count) : "memory");
 }
 
+//  Order this thread's earlier generic-proxy reads of shared memory before
+//  later async-proxy writes (bulk copies) to it: a decode ring's consumer
+//  runs it after copying a stage to registers and before giving the stage
+//  back, since the stage's refill is a bulk copy. Without it the refill
+//  could land under loads still in flight: session 23 found decode v5 at
+//  forced splits and an 8-stage ring giving other bits on the second of
+//  two runs (64 x 1027 tokens), and the 8B model's decode losing batch
+//  invariance at 26 stages; with it, 2 x 150 runs gave the same bits.
+__device__ __forceinline__ void
+kvt_dev_fence_reads_before_refill (void)
+{
+    asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
 __device__ __forceinline__ void
 kvt_dev_bar_arrive (uint32_t bar)
 {

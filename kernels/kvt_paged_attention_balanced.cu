@@ -261,6 +261,14 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     const int range = blockIdx.x;
     const int64_t begin = kvt_decode_plan_range_start (range, batch_tiles, gridDim.x);
     const int64_t end = kvt_decode_plan_range_start (range + 1, batch_tiles, gridDim.x);
+    if (FIXED && splits == 1)
+        //  No merge kernel runs to write an empty sequence's zeros: v4's CTA
+        //  of it does, so the CTAs share them out
+        for (int seq = range; seq < a.seqs; seq += gridDim.x)
+            if (a.seq_lens [seq] <= 0)
+                for (int index = threadIdx.x; index < a.heads * D; index += blockDim.x)
+                    ((T *) a.out) [(size_t) seq * a.heads * D + index]
+                        = kvt_dev_from_float<T> (0.0f);
     if (threadIdx.x == 0 && !FIXED) {
         ws.range_begin [range] = begin;
         if (range == 0)
@@ -337,6 +345,7 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
             kvt_dev_bar_wait (full0 + 8 * stage, phase);
             uint4 k_raw [2][PC], v_raw [2][PC];
             kvt_dev_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
+            kvt_dev_fence_reads_before_refill ();
             __syncwarp ();              //  Every lane has its tile: release the stage
             if (lane == 0)
                 kvt_dev_bar_arrive (empty0 + 8 * stage);

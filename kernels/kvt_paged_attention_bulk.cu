@@ -105,6 +105,7 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
         //  The tile is in registers: its stage takes the tile STAGES ahead
         //  now, not after the math, so every stage is in flight while the
         //  warp computes (bulk copies need ~190 KiB in flight a SM)
+        kvt_dev_fence_reads_before_refill ();
         __syncwarp ();
         if (t0 + STAGES * step < c.end)
             issue (t0 + STAGES * step, stage);
@@ -149,7 +150,11 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 //  random schedules and landing orders: this rule never reads early,
 //  overwrites or hangs; without the release wait it reads early; with a
 //  second wait on the fill barrier instead it hangs. Change the ring's
-//  waits there first. History (session 21, tools/bench/RESULTS.md): a
+//  waits there first. Each consumer also fences its reads of a stage
+//  before giving it back (kvt_dev_fence_reads_before_refill): the reads
+//  are generic-proxy loads, the refill an async-proxy bulk copy, an order
+//  the mbarriers alone do not give (session 23; the ring model does not
+//  see proxies). History (session 21, tools/bench/RESULTS.md): a
 //  2-CTAs-a-SM variant crashed once in two bench runs, which the race can
 //  explain; each stage one consumer's (28 stages for 7, 224 KiB) was 7-14%
 //  slower, consumers polling a count of issued tiles 23%; this wait costs
@@ -252,6 +257,7 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
         kvt_dev_bar_wait (full0 + 8 * stage, phase);
         uint4 k_raw [2][PC], v_raw [2][PC];
         kvt_dev_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
+        kvt_dev_fence_reads_before_refill ();
         __syncwarp ();                      //  Every lane has its tile: release the stage
         if (c.lane == 0)
             kvt_dev_bar_arrive (empty0 + 8 * stage);

@@ -13,7 +13,8 @@
     split-KV, the vLLM layout and the runtime's multi-layer block layout;
     every kernel version (args.variant) on each case. With a forced split
     count on sm_90, v5 (and the default, which runs it) must give v4's
-    output bit for bit: the model's batch invariance rests on it.
+    output bit for bit, and the first half of a batch alone the same bits
+    as in the whole batch: the model's batch invariance rests on both.
     The output is poisoned with NaN before each launch. Exit 77 without a
     GPU or in a CPU-only build.
 @end
@@ -50,6 +51,8 @@ typedef struct {
     int splits;                     //  0 = automatic
     bool runtime_layout;            //  [layer][K,V][kv_head][token][dim] blocks
     float q_amp;                    //  Query amplitude (peakier softmax when large)
+    bool uniform;                   //  Every sequence max_len long (the model's steps)
+    int layers;                     //  Layers a runtime-layout block holds (0: 3)
 } t_case_t;
 
 static uint32_t
@@ -66,15 +69,15 @@ static bool s_hopper;                //  sm_90 or later: v3-v5 run, not v2
 static int
 t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
 {
-    const int layers = 3, layer = 1;                //  Runtime layout: read layer 1 of 3
+    const int layers = c->layers > 0? c->layers: 3, layer = 1;     //  Runtime layout: layer 1
     int dim = c->head_dim, bt = c->block_tokens;
     int *lens = (int *) calloc (c->seqs, sizeof (int));
     int total_blocks = 0, max_blocks = (c->max_len + bt - 1) / bt;
     if (max_blocks == 0)
         max_blocks = 1;
     for (int s = 0; s < c->seqs; s++) {
-        lens [s] = s == 0? c->max_len: (int) (t_rand (seed) % (c->max_len + 1));
-        if (s == 2)
+        lens [s] = s == 0 || c->uniform? c->max_len: (int) (t_rand (seed) % (c->max_len + 1));
+        if (s == 2 && !c->uniform)
             lens [s] = 0;                           //  An empty sequence
         total_blocks += (lens [s] + bt - 1) / bt;
     }
@@ -175,6 +178,26 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
             T_CHECK (cudaMalloc (&args.workspace, args.workspace_bytes));
         rc = kvt_paged_attention (&args, 0);
         T_CHECK (cudaDeviceSynchronize ());
+        //  The same bits on every run (the model's uniform steps): a race
+        //  in a ring shows here first
+        for (int again = 0; rc == 0 && c->uniform && again < 20; again++) {
+            T_CHECK (cudaMemcpy (h_out, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
+            T_CHECK (cudaMemset (d_out, 0xff, q_elems * 2));
+            rc = kvt_paged_attention (&args, 0);
+            T_CHECK (cudaDeviceSynchronize ());
+            void *next = malloc (q_elems * 2);
+            T_CHECK (cudaMemcpy (next, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
+            if (rc == 0 && memcmp (next, h_out, q_elems * 2) != 0) {
+                size_t at = 0;
+                while (((uint16_t *) next) [at] == ((uint16_t *) h_out) [at])
+                    at++;
+                fprintf (stderr, "seqs=%d len<=%d splits=%d variant %d: run %d gave other bits "
+                         "(first at sequence %zu)\n", c->seqs, c->max_len, c->splits, variant,
+                         again + 1, at / ((size_t) c->heads * dim));
+                rc = -1;
+            }
+            free (next);
+        }
         cudaFree (args.workspace);
         if (rc) {
             fprintf (stderr, "kvt_paged_attention (variant %d): %d\n", variant, rc);
@@ -202,6 +225,31 @@ t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
                      c->kv_heads, dim, bt, c->max_len, c->splits, variant);
             rc = -1;
         }
+    //  Batch invariance with forced splits (what the model relies on): the
+    //  first half of the batch alone gives its rows of the whole batch's
+    //  output, bit for bit, in the default (v5) and in v4
+    for (int variant = 0; rc == 0 && c->splits > 0 && c->seqs > 1 && variant < 4; variant += 3) {
+        kvt_paged_attention_args_t half = args;
+        half.seqs = c->seqs / 2;
+        half.variant = variant;
+        half.workspace_bytes = (size_t) kvt_paged_attention_workspace_need (&half);
+        half.workspace = NULL;
+        if (half.workspace_bytes)
+            T_CHECK (cudaMalloc (&half.workspace, half.workspace_bytes));
+        T_CHECK (cudaMemset (d_out, 0xff, q_elems * 2));
+        rc = kvt_paged_attention (&half, 0);
+        T_CHECK (cudaDeviceSynchronize ());
+        cudaFree (half.workspace);
+        T_CHECK (cudaMemcpy (h_out, d_out, q_elems * 2, cudaMemcpyDeviceToHost));
+        size_t half_bytes = (size_t) half.seqs * c->heads * dim * 2;
+        if (rc == 0 && outs [variant] && memcmp (h_out, outs [variant], half_bytes) != 0) {
+            fprintf (stderr, "%s seqs=%d heads=%d/%d hd=%d bt=%d len<=%d splits=%d: variant %d "
+                     "gives the first %d sequences other bits alone\n", bf16? "bf16": "fp16",
+                     c->seqs, c->heads, c->kv_heads, dim, bt, c->max_len, c->splits, variant,
+                     half.seqs);
+            rc = -1;
+        }
+    }
     for (int variant = 0; variant < KVT_PAGED_ATTENTION_VARIANTS; variant++)
         free (outs [variant]);
     cudaFree (d_k);
@@ -256,6 +304,12 @@ t_check_refusals (void)
     failures += kvt_paged_attention (&bad, 0) != -EINVAL;
     bad = good;                                     //  v5 without a workspace
     bad.variant = 4;
+    bad.splits = 0;
+    failures += kvt_paged_attention (&bad, 0) != -EINVAL;
+    bad = good;                                     //  v5, forced splits, the same
+    bad.variant = 4;
+    bad.max_seq_len = 1024;
+    bad.max_blocks_per_seq = 64;
     failures += kvt_paged_attention (&bad, 0) != -EINVAL;
     bad = good;
     bad.token_stride_bytes = 200;
@@ -308,22 +362,27 @@ main (int argc, char *argv [])
     }
     //  Long contexts: many automatic splits, and a single sequence
     t_case_t long_cases [] = {
-        { KVT_KDTYPE_BF16, 1, 32, 8, 128, 16, 40000, 0, true, 2.0f },
-        { KVT_KDTYPE_FP16, 2, 16, 2, 64, 64, 20000, 0, false, 4.0f },
-        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 32, 9000, 0, false, 1.0f },
+        { KVT_KDTYPE_BF16, 1, 32, 8, 128, 16, 40000, 0, true, 2.0f, false, 0 },
+        { KVT_KDTYPE_FP16, 2, 16, 2, 64, 64, 20000, 0, false, 4.0f, false, 0 },
+        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 32, 9000, 0, false, 1.0f, false, 0 },
         //  Blocks under 16 tokens: the bulk-copy versions copy row by row
-        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 8, 3000, 0, false, 1.0f },
-        { KVT_KDTYPE_FP16, 2, 8, 8, 64, 4, 1500, 3, true, 2.0f },
+        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 8, 3000, 0, false, 1.0f, false, 0 },
+        { KVT_KDTYPE_FP16, 2, 8, 8, 64, 4, 1500, 3, true, 2.0f, false, 0 },
         //  More sequences than a warp scans at once and more units than
         //  CTAs: v5's ranges hold many units and cut some
-        { KVT_KDTYPE_BF16, 200, 32, 8, 128, 16, 700, 0, false, 1.0f },
-        { KVT_KDTYPE_FP16, 70, 40, 2, 64, 32, 300, 0, true, 1.0f },
+        { KVT_KDTYPE_BF16, 200, 32, 8, 128, 16, 700, 0, false, 1.0f, false, 0 },
+        { KVT_KDTYPE_FP16, 70, 40, 2, 64, 32, 300, 0, true, 1.0f, false, 0 },
         //  The model's forced splits (kvt_model_cuda.c: fixed-length splits
         //  whatever the batch) over ragged batches: v5 cuts the batch at
         //  them and must match v4 bit for bit (256- and 448-token splits)
-        { KVT_KDTYPE_BF16, 40, 32, 8, 128, 16, 4096, 16, true, 2.0f },
-        { KVT_KDTYPE_BF16, 9, 32, 8, 128, 16, 9408, 21, false, 1.0f },
-        { KVT_KDTYPE_FP16, 33, 24, 2, 64, 64, 3000, 5, false, 4.0f },
+        { KVT_KDTYPE_BF16, 40, 32, 8, 128, 16, 4096, 16, true, 2.0f, false, 0 },
+        { KVT_KDTYPE_BF16, 9, 32, 8, 128, 16, 9408, 21, false, 1.0f, false, 0 },
+        { KVT_KDTYPE_FP16, 33, 24, 2, 64, 64, 3000, 5, false, 4.0f, false, 0 },
+        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1280, 5, true, 1.0f, false, 0 },
+        //  The 8B model's decode step: 64 chats of one length
+        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1027, 5, true, 1.0f, true, 3 },
+        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1025, 5, true, 1.0f, true, 3 },
+        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1025, 0, true, 1.0f, true, 3 },
     };
     for (size_t i = 0; i < (quick? 1: sizeof (long_cases) / sizeof (long_cases [0])); i++) {
         cases++;
