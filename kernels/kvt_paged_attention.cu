@@ -171,7 +171,8 @@ s_ask_per_sm (void *context)
 //  The version a call runs on the current device: 1 = v2, 2 = v3, 3 = v4,
 //  4 = v5 (kvt_paged_attention_balanced.cu), or a negative code. The
 //  default on sm_90+ is v5 where lengths differ or may (args.total_tokens),
-//  v4 for one sequence, equal lengths or a forced split count; below sm_90
+//  and for a forced split count (cut at the splits, v4's bits), v4 for one
+//  sequence or equal lengths; below sm_90
 //  (no bulk copies, no mbarriers) every variant is v2.
 int
 s_version (const kvt_paged_attention_args_t *a)

@@ -76,7 +76,9 @@ typedef struct {
                                     //  several sequences whose total is unknown or under
                                     //  90% of seqs x max_seq_len (lengths differ: v4's
                                     //  CTA a (sequence, KV head, split) would wait on the
-                                    //  longest), else v4; a forced split count keeps v4
+                                    //  longest), else v4; a forced split count runs v5
+                                    //  cut at the splits, which gives v4's bits (the
+                                    //  model's batch-invariant decode)
 } kvt_paged_attention_args_t;
 
 //  Check the shape: returns 0, or -EINVAL for an argument set that no

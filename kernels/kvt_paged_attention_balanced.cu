@@ -35,6 +35,16 @@
     CUDA graph replays with other lengths: kvt_decode_balanced_workspace.
     The cut, the walk and the merge's rule for finding pieces are plain C in
     kvt_decode_plan.h, which tests/test_decode_plan.c runs on the CPU.
+    With a forced split count (FIXED: the model's fixed 256-token splits,
+    which keep a sequence's numbers independent of its batch) a range holds
+    whole splits, those whose first tile lies in it; the computing warps
+    take a split's tiles round-robin from the split's start and its state
+    goes to v4's workspace row, for v4's merge kernel: the output is v4's
+    bit for bit (test_gpu_paged_attention), without v4's CTA for every
+    split up to max_seq_len of every sequence. On the H200 (session 23)
+    that is 1.30x v4 at 64x4K, 16x32K and 1x128K and 2.2x on the mixed
+    batch; the 8B model's decode at 64 chats of 1K went from 6878 to 7108
+    tokens/s (7188 to 7586 as graphs).
     Measured and not understood: on uniform batches, where v5's ranges are
     v4's CTAs exactly (16 x 32K), it runs 3% slower with the same hot loop
     (307 vs 308 SASS instructions a tile); ncu shows 17% L2 hits for v4 and
