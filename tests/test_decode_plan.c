@@ -71,16 +71,26 @@ t_walk_start (const int32_t *lens, int seqs, int64_t unit_tiles, int64_t begin, 
     return walk;
 }
 
+//  Each sequence's first tile in a unit (the caller frees it), and the
+//  unit's tiles in 'unit_tiles'
+static int64_t *
+t_prefix (const int32_t *lens, int seqs, int64_t *unit_tiles)
+{
+    int64_t *prefix = (int64_t *) calloc ((size_t) seqs + 1, sizeof (int64_t));
+    *unit_tiles = 0;
+    for (int s = 0; s < seqs; s++) {
+        prefix [s] = *unit_tiles;
+        *unit_tiles += kvt_decode_plan_unit_tiles (lens, s);
+    }
+    return prefix;
+}
+
 //  One batch: seqs lengths, 'units' units, 'ctas' ranges
 static void
 t_batch (const int32_t *lens, int seqs, int units, int ctas)
 {
-    int64_t unit_tiles = 0;
-    int64_t *prefix = (int64_t *) calloc ((size_t) seqs + 1, sizeof (int64_t));
-    for (int s = 0; s < seqs; s++) {
-        prefix [s] = unit_tiles;
-        unit_tiles += kvt_decode_plan_unit_tiles (lens, s);
-    }
+    int64_t unit_tiles;
+    int64_t *prefix = t_prefix (lens, seqs, &unit_tiles);
     int64_t total = unit_tiles * units;
     if (total == 0) {
         free (prefix);
@@ -187,12 +197,8 @@ t_batch (const int32_t *lens, int seqs, int units, int ctas)
 static void
 t_batch_fixed (const int32_t *lens, int seqs, int units, int ctas, int chunk)
 {
-    int64_t unit_tiles = 0;
-    int64_t *prefix = (int64_t *) calloc ((size_t) seqs + 1, sizeof (int64_t));
-    for (int s = 0; s < seqs; s++) {
-        prefix [s] = unit_tiles;
-        unit_tiles += kvt_decode_plan_unit_tiles (lens, s);
-    }
+    int64_t unit_tiles;
+    int64_t *prefix = t_prefix (lens, seqs, &unit_tiles);
     int64_t total = unit_tiles * units;
     uint8_t *seen = (uint8_t *) calloc ((size_t) total + 1, 1);
     for (int c = 0; c < ctas && total > 0; c++) {
