@@ -29,6 +29,32 @@
 
 #include "kvt_device.cuh"
 
+//  Row h, column d of the merge of WARPS warps' partial states: 'top' the
+//  largest row max, 'sum' the rescaled row sums, and the returned output
+//  (the rescaled outputs over 'sum', 0 where no token counted); acc (w) is
+//  warp w's unnormalised output there. One function for every decode
+//  kernel's merge, so that v5 at forced splits gives v4's bits by
+//  construction.
+template <int WARPS, typename Acc>
+__device__ __forceinline__ float
+kvt_dev_merge_warps (const float (*sm_m) [16], const float (*sm_l) [16], int h, Acc acc,
+                     float &top, float &sum)
+{
+    top = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++)
+        top = fmaxf (top, sm_m [w][h]);
+    sum = 0.0f;
+    float out = 0.0f;
+#pragma unroll
+    for (int w = 0; w < WARPS; w++) {
+        float c = kvt_dev_rescale (sm_m [w][h], top);
+        sum += sm_l [w][h] * c;
+        out += acc (w) * c;
+    }
+    return sum > 0.0f? out / sum: 0.0f;
+}
+
 //  Decode CTA layout both kernels use: WARPS warps, each holding the rows
 //  (heads) g and g + 8 of up to 16 query heads of one KV head, with
 //  lane = 4 g + t. sm_acc [w][h][d] already holds warp w's unnormalised
@@ -53,18 +79,10 @@ kvt_dev_decode_combine (float (*sm_m) [16], float (*sm_l) [16], float (*sm_acc) 
     for (int index = threadIdx.x; index < nheads * D; index += blockDim.x) {
         int h = index / D;
         int d = index % D;
-        float top = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < WARPS; w++)
-            top = fmaxf (top, sm_m [w][h]);
-        float sum = 0.0f, acc = 0.0f;
-#pragma unroll
-        for (int w = 0; w < WARPS; w++) {
-            float c = kvt_dev_rescale (sm_m [w][h], top);
-            sum += sm_l [w][h] * c;
-            acc += sm_acc [w][h][d] * c;
-        }
-        acc = sum > 0.0f? acc / sum: 0.0f;
+        float top, sum;
+        float acc = kvt_dev_merge_warps<WARPS> (sm_m, sm_l, h,
+                                                [=] (int w) { return sm_acc [w][h][d]; },
+                                                top, sum);
         int head = head0 + h;
         if (splits == 1)
             ((T *) out) [((size_t) seq * heads + head) * D + d] = kvt_dev_from_float<T> (acc);

@@ -211,18 +211,11 @@ s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
     for (int index = threadIdx.x; index < c.nheads * D; index += S_CONSUMERS * 32) {
         int h = index / D;
         int d = index % D;
-        float top = -INFINITY;
-#pragma unroll
-        for (int warp = 0; warp < S_CONSUMERS; warp++)
-            top = fmaxf (top, sm_m [warp][h]);
-        float sum = 0.0f, acc = 0.0f;
-#pragma unroll
-        for (int warp = 0; warp < S_CONSUMERS; warp++) {
-            float scale = kvt_dev_rescale (sm_m [warp][h], top);
-            sum += sm_l [warp][h] * scale;
-            acc += sm_acc [((size_t) warp * rows + h) * (D + 1) + d] * scale;
-        }
-        acc = sum > 0.0f? acc / sum: 0.0f;
+        float top, sum;
+        float acc = kvt_dev_merge_warps<S_CONSUMERS> (
+            sm_m, sm_l, h,
+            [=] (int warp) { return sm_acc [((size_t) warp * rows + h) * (D + 1) + d]; },
+            top, sum);
         if (FIXED? splits == 1: segment.whole)
             ((T *) a.out) [((size_t) c.seq * a.heads + c.head0 + h) * D + d]
                 = kvt_dev_from_float<T> (acc);
