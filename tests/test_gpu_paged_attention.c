@@ -52,7 +52,6 @@ typedef struct {
     bool runtime_layout;            //  [layer][K,V][kv_head][token][dim] blocks
     float q_amp;                    //  Query amplitude (peakier softmax when large)
     bool uniform;                   //  Every sequence max_len long (the model's steps)
-    int layers;                     //  Layers a runtime-layout block holds (0: 3)
 } t_case_t;
 
 static uint32_t
@@ -69,7 +68,7 @@ static bool s_hopper;                //  sm_90 or later: v3-v5 run, not v2
 static int
 t_run_case (const t_case_t *c, uint64_t *seed, bool verbose)
 {
-    const int layers = c->layers > 0? c->layers: 3, layer = 1;     //  Runtime layout: layer 1
+    const int layers = 3, layer = 1;                //  Runtime layout: read layer 1 of 3
     int dim = c->head_dim, bt = c->block_tokens;
     int *lens = (int *) calloc (c->seqs, sizeof (int));
     int total_blocks = 0, max_blocks = (c->max_len + bt - 1) / bt;
@@ -362,27 +361,27 @@ main (int argc, char *argv [])
     }
     //  Long contexts: many automatic splits, and a single sequence
     t_case_t long_cases [] = {
-        { KVT_KDTYPE_BF16, 1, 32, 8, 128, 16, 40000, 0, true, 2.0f, false, 0 },
-        { KVT_KDTYPE_FP16, 2, 16, 2, 64, 64, 20000, 0, false, 4.0f, false, 0 },
-        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 32, 9000, 0, false, 1.0f, false, 0 },
+        { KVT_KDTYPE_BF16, 1, 32, 8, 128, 16, 40000, 0, true, 2.0f, false },
+        { KVT_KDTYPE_FP16, 2, 16, 2, 64, 64, 20000, 0, false, 4.0f, false },
+        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 32, 9000, 0, false, 1.0f, false },
         //  Blocks under 16 tokens: the bulk-copy versions copy row by row
-        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 8, 3000, 0, false, 1.0f, false, 0 },
-        { KVT_KDTYPE_FP16, 2, 8, 8, 64, 4, 1500, 3, true, 2.0f, false, 0 },
+        { KVT_KDTYPE_BF16, 3, 32, 8, 128, 8, 3000, 0, false, 1.0f, false },
+        { KVT_KDTYPE_FP16, 2, 8, 8, 64, 4, 1500, 3, true, 2.0f, false },
         //  More sequences than a warp scans at once and more units than
         //  CTAs: v5's ranges hold many units and cut some
-        { KVT_KDTYPE_BF16, 200, 32, 8, 128, 16, 700, 0, false, 1.0f, false, 0 },
-        { KVT_KDTYPE_FP16, 70, 40, 2, 64, 32, 300, 0, true, 1.0f, false, 0 },
+        { KVT_KDTYPE_BF16, 200, 32, 8, 128, 16, 700, 0, false, 1.0f, false },
+        { KVT_KDTYPE_FP16, 70, 40, 2, 64, 32, 300, 0, true, 1.0f, false },
         //  The model's forced splits (kvt_model_cuda.c: fixed-length splits
         //  whatever the batch) over ragged batches: v5 cuts the batch at
         //  them and must match v4 bit for bit (256- and 448-token splits)
-        { KVT_KDTYPE_BF16, 40, 32, 8, 128, 16, 4096, 16, true, 2.0f, false, 0 },
-        { KVT_KDTYPE_BF16, 9, 32, 8, 128, 16, 9408, 21, false, 1.0f, false, 0 },
-        { KVT_KDTYPE_FP16, 33, 24, 2, 64, 64, 3000, 5, false, 4.0f, false, 0 },
-        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1280, 5, true, 1.0f, false, 0 },
+        { KVT_KDTYPE_BF16, 40, 32, 8, 128, 16, 4096, 16, true, 2.0f, false },
+        { KVT_KDTYPE_BF16, 9, 32, 8, 128, 16, 9408, 21, false, 1.0f, false },
+        { KVT_KDTYPE_FP16, 33, 24, 2, 64, 64, 3000, 5, false, 4.0f, false },
+        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1280, 5, true, 1.0f, false },
         //  The 8B model's decode step: 64 chats of one length
-        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1027, 5, true, 1.0f, true, 3 },
-        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1025, 5, true, 1.0f, true, 3 },
-        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1025, 0, true, 1.0f, true, 3 },
+        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1027, 5, true, 1.0f, true },
+        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1025, 5, true, 1.0f, true },
+        { KVT_KDTYPE_BF16, 64, 32, 8, 128, 16, 1025, 0, true, 1.0f, true },
     };
     for (size_t i = 0; i < (quick? 1: sizeof (long_cases) / sizeof (long_cases [0])); i++) {
         cases++;
