@@ -77,4 +77,84 @@ kvt_dev_tile_registers (const unsigned char *tile, int t0, int end, const kvt_de
     }
 }
 
+//  --------------------------------------------------------------------------
+//  The warp-specialised ring of v4 and v5: 'stages' stages, each with a
+//  "full" mbarrier (the producer's bytes landed) and an "empty" one (its
+//  tile is in a computing warp's registers). The protocol and why it holds
+//  are in kvt_paged_attention_bulk.cu (v4); tests/test_decode_ring.c plays it.
+
+//  Every stage's pair of mbarriers, one arrival a phase; the whole CTA
+//  calls it, and sees them initialised on return
+__device__ __forceinline__ void
+kvt_dev_ring_init (uint32_t full0, uint32_t empty0, int stages)
+{
+    if (threadIdx.x == 0)
+        for (int stage = 0; stage < stages; stage++) {
+            kvt_dev_bar_init (full0 + 8 * stage, 1);
+            kvt_dev_bar_init (empty0 + 8 * stage, 1);
+        }
+    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
+    __syncthreads ();
+}
+
+//  The producer warp: issue 'count' tiles of c's sequence from token
+//  'start' on, the ring's k-th tile (k counts the tiles issued so far) into
+//  stage k % stages after the release of tile k - stages, looking up 32
+//  tiles' blocks at a time. Advances k, stage and phase.
+template <int D>
+__device__ __forceinline__ void
+kvt_dev_ring_issue (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c,
+                    const int32_t *table, const char *k_head, const char *v_head, int log2_bt,
+                    bool whole_tiles, int start, int count, uint32_t ring_smem, uint32_t full0,
+                    uint32_t empty0, int stages, int &k, int &stage, uint32_t &phase)
+{
+    constexpr int STAGE = 2 * 16 * D * 2;
+    for (int j0 = 0; j0 < count; j0 += 32) {
+        int32_t block = 0;              //  Lane l: block of tile j0 + l
+        if (whole_tiles && j0 + c.lane < count)
+            block = table [(start + 16 * (j0 + c.lane)) >> log2_bt];
+        for (int j = j0; j < min (count, j0 + 32); j++, k++) {
+            int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
+            if (k >= stages)            //  The tile a ring behind has been taken
+                kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
+            kvt_dev_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles,
+                                   tile_block, start + 16 * j, ring_smem + stage * STAGE,
+                                   full0 + 8 * stage);
+            if (++stage == stages) {
+                stage = 0;
+                phase ^= 1;
+            }
+        }
+    }
+}
+
+//  A computing warp's turn at the ring: the tile at t0 in 'stage' of fill
+//  parity 'phase'. Waits for the release of the tile a ring before (when
+//  'after_ring': this is the ring's tile 'stages' or later), then for the
+//  fill; copies the tile to registers, fences the reads (a bulk copy
+//  refills the stage) and gives the stage back. Then moves 'stage' on by
+//  'step' tiles, flipping the parity where it wraps.
+template <int D>
+__device__ __forceinline__ void
+kvt_dev_ring_take (const unsigned char *ring, uint32_t full0, uint32_t empty0, int stages,
+                   bool after_ring, int t0, int end, const kvt_decode_cta_t &c, int step,
+                   int &stage, uint32_t &phase, uint4 (&k_raw) [2][D / 32],
+                   uint4 (&v_raw) [2][D / 32])
+{
+    constexpr int STAGE = 2 * 16 * D * 2;
+    if (after_ring)
+        kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
+    kvt_dev_bar_wait (full0 + 8 * stage, phase);
+    kvt_dev_tile_registers<D> (ring + stage * STAGE, t0, end, c, k_raw, v_raw);
+    kvt_dev_fence_reads_before_refill ();
+    __syncwarp ();                      //  Every lane has its tile: release the stage
+    if (c.lane == 0)
+        kvt_dev_bar_arrive (empty0 + 8 * stage);
+    stage += step;
+    if (stage >= stages) {
+        stage -= stages;
+        phase ^= 1;
+    }
+}
+
 #endif

@@ -111,21 +111,8 @@ __device__ __forceinline__ kvt_decode_cta_t
 s_segment_cta (const kvt_paged_attention_args_t &a, const kvt_decode_plan_segment_t &segment,
                int head_chunks)
 {
-    kvt_decode_cta_t c;
-    c.split = segment.slot;
-    c.kv_head = segment.unit / head_chunks;
-    int chunk = segment.unit % head_chunks;
-    c.seq = segment.seq;
-    int group = a.heads / a.kv_heads;
-    c.head0 = c.kv_head * group + chunk * 16;
-    c.nheads = min (16, group - chunk * 16);
-    c.start = segment.tile0 * 16;
-    c.end = min (a.seq_lens [c.seq], (segment.tile0 + segment.count) * 16);
-    c.lane = threadIdx.x & 31;
-    c.warp = threadIdx.x >> 5;
-    c.g = c.lane >> 2;
-    c.t = c.lane & 3;
-    return c;
+    return kvt_decode_cta_of (a, segment.unit, head_chunks, segment.seq, segment.slot,
+                              segment.tile0 * 16, (segment.tile0 + segment.count) * 16);
 }
 
 //  The workspace: the batch's tiles, each CTA's first tile (so that the
@@ -282,13 +269,7 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (sm_ring);
     const uint32_t full0 = (uint32_t) __cvta_generic_to_shared (&sm_full [0]);
     const uint32_t empty0 = (uint32_t) __cvta_generic_to_shared (&sm_empty [0]);
-    if (threadIdx.x == 0)
-        for (int stage = 0; stage < stages; stage++) {
-            kvt_dev_bar_init (full0 + 8 * stage, 1);
-            kvt_dev_bar_init (empty0 + 8 * stage, 1);
-        }
-    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
-    __syncthreads ();
+    kvt_dev_ring_init (full0, empty0, stages);
     const int log2_bt = __ffs (a.block_tokens) - 1;
     kvt_decode_plan_walk_t walk = s_walk_start (a.seq_lens, a.seqs, unit_tiles, begin, end, lane);
     walk.chunk_tiles = FIXED? split_len / 16: 0;
@@ -307,23 +288,9 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
             const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
             const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
             const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
-            for (int j0 = 0; j0 < segment.count; j0 += 32) {
-                int32_t block = 0;      //  Lane l: block of tile j0 + l
-                if (whole_tiles && j0 + lane < segment.count)
-                    block = table [(c.start + 16 * (j0 + lane)) >> log2_bt];
-                for (int j = j0; j < min (segment.count, j0 + 32); j++, k++) {
-                    int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
-                    if (k >= stages)    //  The tile a ring behind has been taken
-                        kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
-                    kvt_dev_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles,
-                                           tile_block, c.start + 16 * j,
-                                           ring_smem + stage * STAGE, full0 + 8 * stage);
-                    if (++stage == stages) {
-                        stage = 0;
-                        phase ^= 1;
-                    }
-                }
-            }
+            kvt_dev_ring_issue<D> (a, c, table, k_head, v_head, log2_bt, whole_tiles, c.start,
+                                   segment.count, ring_smem, full0, empty0, stages, k, stage,
+                                   phase);
         }
         return;
     }
@@ -343,20 +310,9 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
         const int release_from = stages - segment.local;    //  j where k reaches stages
         for (; j < segment.count; j += S_CONSUMERS) {
             int t0 = c.start + 16 * j;
-            if (j >= release_from)      //  Tile k - stages released (v4's rule)
-                kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
-            kvt_dev_bar_wait (full0 + 8 * stage, phase);
             uint4 k_raw [2][PC], v_raw [2][PC];
-            kvt_dev_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
-            kvt_dev_fence_reads_before_refill ();
-            __syncwarp ();              //  Every lane has its tile: release the stage
-            if (lane == 0)
-                kvt_dev_bar_arrive (empty0 + 8 * stage);
-            stage += S_CONSUMERS;
-            if (stage >= stages) {
-                stage -= stages;
-                phase ^= 1;
-            }
+            kvt_dev_ring_take<D> (sm_ring, full0, empty0, stages, j >= release_from, t0, c.end,
+                                  c, S_CONSUMERS, stage, phase, k_raw, v_raw);
             w.tile (k_raw, v_raw, t0, c.end, c.t);
         }
         s_merge<T, D, FIXED> (w, a, c, segment, range, rows, splits, sm_m, sm_l, sm_acc, ws);

@@ -187,7 +187,6 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
 #if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     constexpr int PC = D / 32;
     constexpr int ROW = D * 2;
-    constexpr int STAGE = 2 * 16 * ROW;
     constexpr int STAGES = s_ws_stages<D> ();
     __shared__ float sm_m [S_WS_CONSUMERS + 1][16];     //  Row S_WS_CONSUMERS: the
     __shared__ float sm_l [S_WS_CONSUMERS + 1][16];     //  producer's, never merged
@@ -202,13 +201,7 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     const uint32_t ring_smem = (uint32_t) __cvta_generic_to_shared (sm_ring);
     const uint32_t full0 = (uint32_t) __cvta_generic_to_shared (&sm_full [0]);
     const uint32_t empty0 = (uint32_t) __cvta_generic_to_shared (&sm_empty [0]);
-    if (threadIdx.x == 0)
-        for (int stage = 0; stage < STAGES; stage++) {
-            kvt_dev_bar_init (full0 + 8 * stage, 1);
-            kvt_dev_bar_init (empty0 + 8 * stage, 1);
-        }
-    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
-    __syncthreads ();
+    kvt_dev_ring_init (full0, empty0, STAGES);
     const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
     const int log2_bt = __ffs (a.block_tokens) - 1;
     float (*sm_acc) [16][D + 1] = (float (*) [16][D + 1]) sm_ring;
@@ -217,26 +210,10 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
         const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
         const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
         const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
-        int stage = 0;
+        int k = 0, stage = 0;
         uint32_t phase = 0;
-        for (int j0 = 0; j0 < tiles; j0 += 32) {
-            int32_t block = 0;              //  Lane l: block of tile j0 + l
-            if (whole_tiles && j0 + c.lane < tiles)
-                block = table [(c.start + 16 * (j0 + c.lane)) >> log2_bt];
-            for (int j = j0; j < min (tiles, j0 + 32); j++) {
-                int t0 = c.start + 16 * j;
-                int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
-                if (j >= STAGES)            //  The tile a ring behind has been taken
-                    kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
-                kvt_dev_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles,
-                                       tile_block, t0, ring_smem + stage * STAGE,
-                                       full0 + 8 * stage);
-                if (++stage == STAGES) {
-                    stage = 0;
-                    phase ^= 1;
-                }
-            }
-        }
+        kvt_dev_ring_issue<D> (a, c, table, k_head, v_head, log2_bt, whole_tiles, c.start, tiles,
+                               ring_smem, full0, empty0, STAGES, k, stage, phase);
         __syncthreads ();                   //  Every tile computed: the ring is free
         const float m [2] = { -INFINITY, -INFINITY }, l [2] = { 0.0f, 0.0f };
         kvt_dev_decode_combine<T, D, S_WS_CONSUMERS> (sm_m, sm_l, sm_acc, m, l, S_WS_CONSUMERS,
@@ -252,20 +229,9 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     uint32_t phase = 0;
     for (int j = c.warp; j < tiles; j += S_WS_CONSUMERS) {
         int t0 = c.start + 16 * j;
-        if (j >= STAGES)                    //  Tile j - STAGES released (see above)
-            kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
-        kvt_dev_bar_wait (full0 + 8 * stage, phase);
         uint4 k_raw [2][PC], v_raw [2][PC];
-        kvt_dev_tile_registers<D> (sm_ring + stage * STAGE, t0, c.end, c, k_raw, v_raw);
-        kvt_dev_fence_reads_before_refill ();
-        __syncwarp ();                      //  Every lane has its tile: release the stage
-        if (c.lane == 0)
-            kvt_dev_bar_arrive (empty0 + 8 * stage);
-        stage += S_WS_CONSUMERS;
-        if (stage >= STAGES) {
-            stage -= STAGES;
-            phase ^= 1;
-        }
+        kvt_dev_ring_take<D> (sm_ring, full0, empty0, STAGES, j >= STAGES, t0, c.end, c,
+                              S_WS_CONSUMERS, stage, phase, k_raw, v_raw);
         w.tile (k_raw, v_raw, t0, c.end, c.t);
     }
     __syncthreads ();                       //  Every tile computed: the ring is free

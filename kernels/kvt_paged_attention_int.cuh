@@ -44,24 +44,37 @@ struct kvt_decode_cta_t {
     int split, kv_head, seq, head0, nheads, start, end, warp, lane, g, t;
 };
 
+//  The work of unit 'unit' (KV head x head chunk) of sequence 'seq',
+//  tokens [start, min (its length, stop)), as split 'split'
 __device__ __forceinline__ kvt_decode_cta_t
-kvt_decode_cta (const kvt_paged_attention_args_t &a, int split_len, int head_chunks)
+kvt_decode_cta_of (const kvt_paged_attention_args_t &a, int unit, int head_chunks, int seq,
+                   int split, int start, int stop)
 {
     kvt_decode_cta_t c;
-    c.split = blockIdx.x;
-    c.kv_head = blockIdx.y / head_chunks;
-    int chunk = blockIdx.y % head_chunks;
-    c.seq = blockIdx.z;
+    c.split = split;
+    c.kv_head = unit / head_chunks;
+    int chunk = unit % head_chunks;
+    c.seq = seq;
     int group = a.heads / a.kv_heads;
     c.head0 = c.kv_head * group + chunk * 16;
     c.nheads = min (16, group - chunk * 16);
-    c.start = c.split * split_len;
-    c.end = min (a.seq_lens [c.seq], c.start + split_len);
+    c.start = start;
+    c.end = min (a.seq_lens [c.seq], stop);
     c.lane = threadIdx.x & 31;
     c.warp = threadIdx.x >> 5;
     c.g = c.lane >> 2;
     c.t = c.lane & 3;
     return c;
+}
+
+//  This CTA's: grid = (splits, units, seqs)
+__device__ __forceinline__ kvt_decode_cta_t
+kvt_decode_cta (const kvt_paged_attention_args_t &a, int split_len, int head_chunks)
+{
+    int split = blockIdx.x;
+    int start = split * split_len;
+    return kvt_decode_cta_of (a, (int) blockIdx.y, head_chunks, (int) blockIdx.z, split, start,
+                              start + split_len);
 }
 
 //  A warp's running state: Q as A fragments (rows are heads g and g + 8,
