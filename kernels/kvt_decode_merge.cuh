@@ -182,7 +182,7 @@ kvt_dev_pack_probs (const float (&s) [2][4], uint32_t (&pa) [4])
 //  kernels skip a split past its end, which would add exact zeros): a
 //  batch with one long sequence among short ones has many splits a short
 //  sequence does not reach (a 128K context with 63 chats of 1K-8K at the
-//  model's 256-token splits: 512 a row). A row whose splits all saw no
+//  256-token splits: 512 a row). A row whose splits all saw no
 //  token (lse -inf), or an empty sequence, is written as zeros.
 template <typename T, int D>
 __global__ void __launch_bounds__ (D)

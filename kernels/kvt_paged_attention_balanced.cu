@@ -35,7 +35,7 @@
     CUDA graph replays with other lengths: kvt_decode_balanced_workspace.
     The cut, the walk and the merge's rule for finding pieces are plain C in
     kvt_decode_plan.h, which tests/test_decode_plan.c runs on the CPU.
-    With a forced split count (FIXED: the model's fixed 256-token splits,
+    With a forced split count (FIXED: the model's fixed-length splits,
     which keep a sequence's numbers independent of its batch) a range holds
     whole splits, those whose first tile lies in it; the computing warps
     take a split's tiles round-robin from the split's start and its state

@@ -123,7 +123,15 @@ int
 //  sequences of the same model.
 
 #define KVT_MODEL_MAX_BATCH 64          //  Most sequences in one decode step
-#define KVT_MODEL_DECODE_SPLIT 256      //  GPU decode attention: tokens per KV split
+//  GPU decode attention: tokens per KV split. 448 is 28 16-token tiles,
+//  4 for each of decode v5's 7 computing warps: every warp works the same
+//  and they merge once per 448 tokens (256 gave 2-3 tiles a warp; the 8B
+//  model at batch 64 ran 8.6% faster at 448, tools/bench/RESULTS.md
+//  session 24). A build may set another, a multiple of 64 so that every
+//  block size divides it, to measure it.
+#ifndef KVT_MODEL_DECODE_SPLIT
+#   define KVT_MODEL_DECODE_SPLIT 448
+#endif
 
 typedef struct _kvt_model_seq_t kvt_model_seq_t;
 
