@@ -66,6 +66,13 @@
         mixed batch). Session 23 also fenced every ring's reads before a
         stage's refill (kvt_dev_fence_reads_before_refill): without it the
         bulk copy could land under loads in flight.
+    Where v4 and v5 stand (session 24, tools/bench/RESULTS.md): under ncu's
+    base clocks cuDNN's decode is 17-19% faster than v4, at boost clocks
+    4-7%, so ours is bound on the SM side, not the DRAM's. What moves it
+    is the producer's path per tile: the same tile as four 2 KiB copies
+    instead of two 4 KiB ones cost 15%, issued by two lanes 5%; batching
+    four tiles a pass (a lane each) gave v4 +3% at 64x4K and -3% at
+    1x128K. The stages' 2-way bank conflicts cost about 1%.
 @end
 */
 

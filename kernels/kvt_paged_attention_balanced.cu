@@ -49,7 +49,11 @@
     v4's CTAs exactly (16 x 32K), it runs 3% slower with the same hot loop
     (307 vs 308 SASS instructions a tile); ncu shows 17% L2 hits for v4 and
     0.4% for v5 and 4 points less DRAM throughput. Numbering the CTAs as
-    v4's grid does (a unit's neighbours adjacent) changed nothing.
+    v4's grid does (a unit's neighbours adjacent) changed nothing. Session
+    24: both read exactly the KV's 2.15 GB from DRAM and send half of it
+    over the L2 fabric; v4's hits are 25% of its SMs' read sectors. All
+    132 SMs instead of 128 (ctas = slots): the same at 16x32K, +0.5% at
+    64x4K, +2% at 1x128K.
 @end
 */
 
