@@ -492,6 +492,21 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
               "direct %.3f, bounce %.3f; read direct %.3f, bounce %.3f", paired [0],
               paired [1], paired [2], paired [3]);
     kvt_bench_report_note (report, key, note);
+    //  How far the disk itself moved over the reps: where raw's own rate
+    //  spans tens of percent (the H200 machine's disk, session 24), one
+    //  run's ratios carry that noise, and more reps are needed
+    double low [2], high [2];
+    for (int d = 0; d < 2; d++) {
+        low [d] = high [d] = v [d * 3][0];
+        for (int rep = 1; rep < reps; rep++) {
+            low [d] = v [d * 3][rep] < low [d]? v [d * 3][rep]: low [d];
+            high [d] = v [d * 3][rep] > high [d]? v [d * 3][rep]: high [d];
+        }
+    }
+    snprintf (key, sizeof (key), "raw_spread_%s", size_name);
+    snprintf (note, sizeof (note), "raw io_uring over the %d reps: write %.2f-%.2f GB/s, read "
+              "%.2f-%.2f GB/s", reps, low [0], high [0], low [1], high [1]);
+    kvt_bench_report_note (report, key, note);
     s_raw_close (&raw);
     kvt_nvme_store_destroy (&store);
     for (int i = 0; i < 6; i++)
