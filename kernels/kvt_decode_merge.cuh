@@ -181,7 +181,7 @@ kvt_dev_pack_probs (const float (&s) [2][4], uint32_t (&pa) [4])
 //  the splits that hold tokens of the sequence were written (the decode
 //  kernels skip a split past its end, which would add exact zeros): a
 //  batch with one long sequence among short ones has many splits a short
-//  sequence does not reach (a 128K context with 63 chats of 1K-8K at the
+//  sequence does not reach (a 128K context with 63 chats of 1K-8K at
 //  256-token splits: 512 a row). A row whose splits all saw no
 //  token (lse -inf), or an empty sequence, is written as zeros.
 template <typename T, int D>

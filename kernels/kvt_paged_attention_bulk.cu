@@ -36,7 +36,8 @@ namespace {
 //  the bytes: a conflict-free layout (rows 8-15 64 bytes on, lanes g and
 //  g + 1 reading one of each half) was 1% faster than the same copies with
 //  the conflicts, and both 14% slower than this, for their four copies a
-//  tile instead of two (H200, session 24). After the loop the ring becomes the merge buffer.
+//  tile instead of two (H200, session 24). After the loop the ring becomes
+//  the merge buffer.
 
 //  Dynamic shared memory of a ring kernel: its stages, or the merge
 //  buffer that takes their place after the loop, whichever is larger

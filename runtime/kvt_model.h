@@ -132,6 +132,9 @@ int
 #ifndef KVT_MODEL_DECODE_SPLIT
 #   define KVT_MODEL_DECODE_SPLIT 448
 #endif
+#if KVT_MODEL_DECODE_SPLIT <= 0 || KVT_MODEL_DECODE_SPLIT % 64 != 0
+#   error "KVT_MODEL_DECODE_SPLIT must be a positive multiple of 64 (the kernels' split alignment)"
+#endif
 
 typedef struct _kvt_model_seq_t kvt_model_seq_t;
 

@@ -57,6 +57,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <liburing.h>
+#include <math.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdbool.h>
@@ -499,8 +500,8 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     for (int d = 0; d < 2; d++) {
         low [d] = high [d] = v [d * 3][0];
         for (int rep = 1; rep < reps; rep++) {
-            low [d] = v [d * 3][rep] < low [d]? v [d * 3][rep]: low [d];
-            high [d] = v [d * 3][rep] > high [d]? v [d * 3][rep]: high [d];
+            low [d] = fmin (low [d], v [d * 3][rep]);
+            high [d] = fmax (high [d], v [d * 3][rep]);
         }
     }
     snprintf (key, sizeof (key), "raw_spread_%s", size_name);
