@@ -406,11 +406,19 @@ s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
     int timeout_ms = (int) kvt_config_int (self->config, "runtime/start_timeout_ms");
     int rc = poll (&item, 1, timeout_ms);
     char status = 1;
-    if (rc == 1 && read (ready [0], &status, 1) == 1)
+    bool reported = rc == 1 && read (ready [0], &status, 1) == 1;
+    if (reported)
         rc = status == 0? 0: -EIO;
     else
         rc = rc == 0? -ETIMEDOUT: -EIO;     //  Timed out, or died before reporting
     close (ready [0]);
+    if (!reported)
+        //  Most often a program that embeds the runtime with KVTIER unset:
+        //  its own binary (/proc/self/exe) is not kvtier, so never reports
+        //  (a test binary would run its tests again)
+        kvt_log_error ("runtime: '%s actor %s' exited or timed out before its start status; "
+                       "KVTIER names the kvtier binary (unset: this program's own)",
+                       kvtier, actor->def->name);
     return rc;
 }
 

@@ -102,6 +102,20 @@ main (void)
     t_check (kill (migration_pid, 0) != 0 && errno == ESRCH);
     struct stat info;
     t_check (stat (run_dir, &info) != 0);
+
+    //  A program in KVTIER's place that never reports (an embedder's own
+    //  binary): the start fails at once with an error, no hang, and the
+    //  runtime is torn down cleanly
+    char *kvtier = strdup (getenv ("KVTIER"));
+    t_check (kvtier);
+    setenv ("KVTIER", "/bin/true", 1);
+    runtime = kvt_runtime_new (config, kvt_actors_all ());
+    int64_t started = zclock_mono ();
+    t_check (kvt_runtime_start (runtime) == -EIO);
+    t_check (zclock_mono () - started < 5000);
+    kvt_runtime_destroy (&runtime);
+    setenv ("KVTIER", kvtier, 1);
+    free (kvtier);
     kvt_config_destroy (&config);
     printf ("test_multiprocess: OK\n");
     return T_EXIT_PASS;
