@@ -72,7 +72,14 @@
     is the producer's path per tile: the same tile as four 2 KiB copies
     instead of two 4 KiB ones cost 15%, issued by two lanes 5%; batching
     four tiles a pass (a lane each) gave v4 +3% at 64x4K and -3% at
-    1x128K. The stages' 2-way bank conflicts cost about 1%.
+    1x128K. The stages' 2-way bank conflicts cost about 1%. Session 25
+    measured the ring itself (tools/bench/gpu/kvt_probe_bulk.cu, no math):
+    4.25-4.30 TB/s with 4 KiB copies, 4.39-4.43 with 8, 4.49-4.52 with 16
+    and 32, so v4 at 16x32K (4.31) is at the ceiling of its copies, and
+    cuDNN's 4.44-4.54 there needs four KV heads of a block a copy. Its
+    computing warps wait on fills half of the time; v7's (two heads a copy,
+    three warps a head, branch wip/pair-balanced) 20-24%, with its producer
+    waiting on a full ring a third of the time: there the math binds.
 @end
 */
 

@@ -12,13 +12,16 @@
     copies, 7 warps taking tiles round-robin, a ring of up to 208 KiB) with
     the computing warps releasing each stage as soon as it lands. The tile's
     two copies come from two random pages of S bytes of a 2 GiB pool, as
-    decode's K and V of one KV head come from a shuffled block table. What
+    decode's K and V of one KV head come from a shuffled block table (at 16
+    and 32 KiB the ring holds 6 and 3 stages, taken by as many warps). What
     it reads per S is the ceiling of that ring for copies of S bytes: a
     decode kernel that reaches it is bound by its copies, not its math.
     Beside it, a 1 GiB device-to-device memcpy in the same run. H200,
-    session 25 (tools/bench/RESULTS.md): 3.0 / 4.3 / 4.45 TB/s at 2 / 4 / 8
-    KiB against memcpy's 4.25, so 4 KiB copies (16-token blocks, one KV
-    head) cap the ring 3-4% under cuDNN's decode.
+    session 25 (tools/bench/RESULTS.md): 2.84 / 4.25-4.30 / 4.39-4.43 /
+    4.49-4.50 / 4.52 TB/s at 2 / 4 / 8 / 16 / 32 KiB, memcpy 4.22-4.25:
+    4 KiB copies (16-token blocks of one KV head) cap the ring under
+    cuDNN's decode (4.28-4.54); 16 KiB and more (four KV heads of a block
+    at once) reach it.
     Usage: kvt_probe_bulk (sm_90 or later)
 @end
 */
@@ -41,7 +44,7 @@ namespace {
 //  pages [2i] and pages [2i + 1] of 'bytes' each into one stage
 __global__ void __launch_bounds__ ((S_CONSUMERS + 1) * 32, 1)
 s_probe_kernel (const char *pool, const int *pages, long tiles, int bytes, int stages,
-                unsigned *sink)
+                int takers, unsigned *sink)
 {
 #if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     __shared__ __align__ (8) uint64_t sm_full [S_MAX_STAGES];
@@ -91,12 +94,16 @@ s_probe_kernel (const char *pool, const int *pages, long tiles, int bytes, int s
         }
         return;
     }
-    //  Takers: decode v4's waits (the release a ring before, then the
-    //  fill), one word read so the stage is really used, then release
+    //  Takers (the first 'takers' <= stages warps, so that a parity wait
+    //  is never two phases behind): decode v4's waits (the release a ring
+    //  before, then the fill), one word read so the stage is really used,
+    //  then release
+    if (warp >= takers)
+        return;
     unsigned seen = 0;
-    int stage = warp;                   //  stages >= S_CONSUMERS: checked by the caller
+    int stage = warp;
     uint32_t phase = 0;
-    for (int j = warp; j < count; j += S_CONSUMERS) {
+    for (int j = warp; j < count; j += takers) {
         if (j >= stages)
             kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
         kvt_dev_bar_wait (full0 + 8 * stage, phase);
@@ -105,7 +112,7 @@ s_probe_kernel (const char *pool, const int *pages, long tiles, int bytes, int s
         __syncwarp ();
         if (lane == 0)
             kvt_dev_bar_arrive (empty0 + 8 * stage);
-        stage += S_CONSUMERS;
+        stage += takers;
         if (stage >= stages) {
             stage -= stages;
             phase ^= 1;
@@ -170,7 +177,7 @@ main (void)
     s_time ([&] { cudaMemcpyAsync (pool + half, pool, half, cudaMemcpyDeviceToDevice); },
             2.0 * half, &best, &worst);
     printf ("memcpy_d2d_1GiB_TBps %.3f (read + write; slowest %.3f)\n", best, worst);
-    for (int bytes : { 2048, 4096, 8192 }) {
+    for (int bytes : { 2048, 4096, 8192, 16384, 32768 }) {
         long count = (long) (S_POOL_BYTES / bytes);
         std::vector<int> order (count);
         for (long i = 0; i < count; i++)
@@ -181,16 +188,19 @@ main (void)
         cudaMalloc (&pages, count * sizeof (int));
         cudaMemcpy (pages, order.data (), count * sizeof (int), cudaMemcpyHostToDevice);
         int stages = std::min (S_MAX_STAGES, S_RING_BYTES / (2 * bytes));
+        int takers = std::min (S_CONSUMERS, stages);
         int smem = stages * 2 * bytes;
         cudaFuncSetAttribute (s_probe_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         long tiles = count / 2;
         s_time ([&] {
                     s_probe_kernel<<<sms, (S_CONSUMERS + 1) * 32, smem>>> (pool, pages, tiles,
-                                                                          bytes, stages, sink);
+                                                                          bytes, stages, takers,
+                                                                          sink);
                 }, (double) tiles * 2 * bytes, &best, &worst);
         cudaError_t error = cudaDeviceSynchronize ();
-        printf ("bulk_ring_%dk_TBps %.3f (slowest %.3f; %d stages) %s\n", bytes / 1024, best,
-                worst, stages, error == cudaSuccess? "": cudaGetErrorString (error));
+        printf ("bulk_ring_%dk_TBps %.3f (slowest %.3f; %d stages, %d takers) %s\n",
+                bytes / 1024, best, worst, stages, takers,
+                error == cudaSuccess? "": cudaGetErrorString (error));
         cudaFree (pages);
         if (error != cudaSuccess)
             return 1;
