@@ -41,6 +41,15 @@
 #   define KVT_DECODE_PLAN_FN static inline
 #endif
 
+//  Whether v4 and v5 run the tile math with the tokens as mma rows
+//  (kvt_decode_warp_trans.cuh): its mma columns hold up to 8 query heads
+//  of a KV head; a larger group keeps kvt_decode_warp_t's 16 rows
+KVT_DECODE_PLAN_FN bool
+kvt_decode_plan_trans (const kvt_paged_attention_args_t *a)
+{
+    return a->heads / a->kv_heads <= 8;
+}
+
 //  The decode version a call runs: 1 = v2, 2 = v3, 3 = v4, 4 = v5. Below
 //  sm_90 (no bulk copies, no mbarriers: 'hopper' false) every variant is
 //  v2; a variant asked for is run; the default is v5 for a batch of

@@ -80,6 +80,13 @@
     computing warps wait on fills half of the time; v7's (two heads a copy,
     three warps a head, branch wip/pair-balanced) 20-24%, with its producer
     waiting on a full ring a third of the time: there the math binds.
+    So since session 25 v4 and v5 compute a tile with the tokens as the
+    mma rows (kvt_decode_warp_trans.cuh) where a KV head has at most 8
+    query heads (kvt_decode_plan_trans): 16 mma a tile instead of 32, 136
+    and 171 registers instead of 190 and 216 (D = 128). Same speed, as the
+    copies bind (H200: v4 within 0.5%, v5 0.3-0.8% under, the 8B model's
+    decode even), every GPU test and memcheck clean: the headroom a kernel
+    taking four KV heads of a block needs.
 @end
 */
 
@@ -157,8 +164,9 @@ s_decode_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
 //  every call: a decode step makes one call a layer. (A call still costs
 //  4.5-11 us of host time on the H200: the launches themselves.)
 
-//  CTA slots of each kernel on each device (kvt_dev_decode_slots)
-int s_slots [2 * 2 * KVT_PAGED_ATTENTION_VARIANTS][KVT_DEV_MAX_DEVICES];
+//  CTA slots of each kernel on each device (kvt_dev_decode_slots): by
+//  dtype, head_dim, version and tile math (kvt_decode_plan_trans)
+int s_slots [2 * 2 * KVT_PAGED_ATTENTION_VARIANTS * 2][KVT_DEV_MAX_DEVICES];
 
 struct s_plan_t {
     kvt_decode_kernel_t kernel;
@@ -215,7 +223,8 @@ s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
         return version;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
     if (version >= 2)                       //  v3, v4
-        plan->kernel = kvt_decode_bulk_kernel (bf16, a->head_dim, version, &plan->smem,
+        plan->kernel = kvt_decode_bulk_kernel (bf16, a->head_dim, version,
+                                               kvt_decode_plan_trans (a), &plan->smem,
                                                &plan->threads);
     else {
         plan->kernel = a->head_dim == 128
@@ -224,7 +233,8 @@ s_plan (const kvt_paged_attention_args_t *a, s_plan_t *plan)
         plan->smem = 0;
         plan->threads = KVT_DECODE_WARPS * 32;
     }
-    int index = (bf16 * 2 + (a->head_dim == 128)) * KVT_PAGED_ATTENTION_VARIANTS + version;
+    int index = ((bf16 * 2 + (a->head_dim == 128)) * KVT_PAGED_ATTENTION_VARIANTS + version) * 2
+              + kvt_decode_plan_trans (a);
     plan->slots = kvt_dev_decode_slots (s_slots [index], device, s_ask_per_sm, plan);
     return plan->slots < 0? plan->slots: 0;
 }

@@ -59,6 +59,7 @@
 
 #include "kvt_decode_bulk.cuh"
 #include "kvt_decode_plan.h"
+#include "kvt_decode_warp_trans.cuh"
 
 namespace {
 
@@ -164,40 +165,13 @@ s_consumers_sync (void)
 //  The computing warps' merge of one segment: each warp's state into
 //  shared memory (rows below nheads only: 'rows' a warp), then the
 //  segment's result to the output, or to its workspace slot
-template <typename T, int D, bool FIXED>
+template <typename T, int D, bool FIXED, typename W>
 __device__ __forceinline__ void
-s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
-         const kvt_decode_cta_t &c, const kvt_decode_plan_segment_t &segment, int range, int rows,
-         int splits, float (*sm_m) [16], float (*sm_l) [16], float *sm_acc,
-         const s_workspace_t &ws)
+s_merge (W &w, const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c,
+         const kvt_decode_plan_segment_t &segment, int range, int rows, int splits,
+         float (*sm_m) [16], float (*sm_l) [16], float *sm_acc, const s_workspace_t &ws)
 {
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        w.l [r] += __shfl_xor_sync (0xffffffffu, w.l [r], 1);
-        w.l [r] += __shfl_xor_sync (0xffffffffu, w.l [r], 2);
-    }
-    if (c.t == 0) {
-        sm_m [c.warp][c.g] = w.m [0];
-        sm_m [c.warp][c.g + 8] = w.m [1];
-        sm_l [c.warp][c.g] = w.l [0];
-        sm_l [c.warp][c.g + 8] = w.l [1];
-    }
-    float *mine = sm_acc + (size_t) c.warp * rows * (D + 1);
-#pragma unroll
-    for (int p = 0; p < D / 32; p++) {
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            int d = 8 * c.t + 32 * p + 2 * i;
-            if (c.g < c.nheads) {
-                mine [c.g * (D + 1) + d] = w.o [4 * p + i][0];
-                mine [c.g * (D + 1) + d + 1] = w.o [4 * p + i][1];
-            }
-            if (c.g + 8 < c.nheads) {
-                mine [(c.g + 8) * (D + 1) + d] = w.o [4 * p + i][2];
-                mine [(c.g + 8) * (D + 1) + d + 1] = w.o [4 * p + i][3];
-            }
-        }
-    }
+    w.store (c, sm_m [c.warp], sm_l [c.warp], sm_acc + (size_t) c.warp * rows * (D + 1));
     s_consumers_sync ();
     for (int index = threadIdx.x; index < c.nheads * D; index += S_CONSUMERS * 32) {
         int h = index / D;
@@ -229,7 +203,7 @@ s_merge (kvt_decode_warp_t<T, D> &w, const kvt_paged_attention_args_t &a,
 //  the range goes to stage k % stages and to computing warp k % 7, across
 //  units, so the producer fills the next unit's tiles while the warps
 //  still compute or merge the last one.
-template <typename T, int D, bool FIXED>
+template <typename T, int D, bool FIXED, typename W>
 __global__ void __launch_bounds__ ((S_CONSUMERS + 1) * 32, 1)
 s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, int stages,
                           int rows, int split_len, int splits, void *workspace)
@@ -299,7 +273,7 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
         return;
     }
     //  Computing warps: tiles k = warp, warp + 7, ... of the range
-    kvt_decode_warp_t<T, D> w;
+    W w;
     while (kvt_decode_plan_walk_next (&walk, a.seq_lens, a.seqs, &segment)) {
         const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
         w.begin (a, c);
@@ -401,8 +375,9 @@ s_balanced_merge_kernel (const int32_t *seq_lens, void *out, int heads, int kv_h
 
 //  Per device: CTA slots, and the dynamic shared memory a CTA may take
 //  (index: 2 bf16 + (head_dim 128), times 2, + 1 with forced splits)
-int s_slots [8][KVT_DEV_MAX_DEVICES];
-int s_dynamic_max [8][KVT_DEV_MAX_DEVICES];
+int s_slots [16][KVT_DEV_MAX_DEVICES];
+#define S_WARP(T, D) kvt_decode_warp_t<T, D>  //  kvt_decode_balanced_slots' kernel (either has 1 a SM)
+int s_dynamic_max [16][KVT_DEV_MAX_DEVICES];
 
 struct s_kernel_t {
     const void *kernel;
@@ -433,7 +408,7 @@ s_ask (void *context)
     return per_sm;
 }
 
-template <typename T, int D, bool FIXED>
+template <typename T, int D, bool FIXED, typename W>
 int
 s_launch (const kvt_paged_attention_args_t *a, int index, int split_len, int splits,
           cudaStream_t stream)
@@ -441,7 +416,7 @@ s_launch (const kvt_paged_attention_args_t *a, int index, int split_len, int spl
     int device;
     if (cudaGetDevice (&device) != cudaSuccess || device >= KVT_DEV_MAX_DEVICES)
         return KVT_ECUDA;
-    s_kernel_t k = { (const void *) s_decode_balanced_kernel<T, D, FIXED>,
+    s_kernel_t k = { (const void *) s_decode_balanced_kernel<T, D, FIXED, W>,
                      s_dynamic_max [index] };
     int slots = kvt_dev_decode_slots (s_slots [index], device, s_ask, &k);
     if (slots < 0)
@@ -468,8 +443,8 @@ s_launch (const kvt_paged_attention_args_t *a, int index, int split_len, int spl
         stages = S_MAX_STAGES;
     if (stages < S_CONSUMERS)
         return -EINVAL;                 //  Not on any sm_90 part: 227 KiB a CTA
-    s_decode_balanced_kernel<T, D, FIXED> <<<ctas, (S_CONSUMERS + 1) * 32,
-                                             stages * stage_bytes + merge_bytes, stream>>>
+    s_decode_balanced_kernel<T, D, FIXED, W> <<<ctas, (S_CONSUMERS + 1) * 32,
+                                                stages * stage_bytes + merge_bytes, stream>>>
         (*a, head_chunks, stages, rows, split_len, splits, a->workspace);
     if (FIXED) {
         //  v4's merge of v4's split rows
@@ -513,26 +488,38 @@ kvt_decode_balanced_slots (const kvt_paged_attention_args_t *a)
     if (cudaGetDevice (&device) != cudaSuccess || device >= KVT_DEV_MAX_DEVICES)
         return KVT_ECUDA;
     bool bf16 = a->dtype == KVT_KDTYPE_BF16;
-    int index = (bf16 * 2 + (a->head_dim == 128)) * 2;
+    int index = (bf16 * 2 + (a->head_dim == 128)) * 4;
     s_kernel_t k = { a->head_dim == 128
-                     ? (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 128, false>
-                            : (const void *) s_decode_balanced_kernel<__half, 128, false>)
-                     : (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 64, false>
-                            : (const void *) s_decode_balanced_kernel<__half, 64, false>),
+                     ? (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 128, false,
+                                                                      S_WARP (__nv_bfloat16, 128)>
+                            : (const void *) s_decode_balanced_kernel<__half, 128, false,
+                                                                      S_WARP (__half, 128)>)
+                     : (bf16? (const void *) s_decode_balanced_kernel<__nv_bfloat16, 64, false,
+                                                                      S_WARP (__nv_bfloat16, 64)>
+                            : (const void *) s_decode_balanced_kernel<__half, 64, false,
+                                                                      S_WARP (__half, 64)>),
                      s_dynamic_max [index] };
     return kvt_dev_decode_slots (s_slots [index], device, s_ask, &k);
 }
 
 namespace {
 
-//  v5 as asked: cut at forced splits, or by itself
+//  v5 as asked: cut at forced splits, or by itself; the tile math with the
+//  tokens as mma rows where a KV head has at most 8 query heads
 template <typename T, int D>
 int
 s_launch_any (const kvt_paged_attention_args_t *a, int index, int split_len, int splits,
               cudaStream_t stream)
 {
-    return splits > 0? s_launch<T, D, true> (a, index * 2 + 1, split_len, splits, stream)
-                     : s_launch<T, D, false> (a, index * 2, 0, 0, stream);
+    using Trans = kvt_decode_warp_trans_t<T, D>;
+    using Rows = kvt_decode_warp_t<T, D>;
+    bool trans = kvt_decode_plan_trans (a);
+    int slot = index * 4 + (splits > 0) * 2 + trans;
+    if (trans)
+        return splits > 0? s_launch<T, D, true, Trans> (a, slot, split_len, splits, stream)
+                         : s_launch<T, D, false, Trans> (a, slot, 0, 0, stream);
+    return splits > 0? s_launch<T, D, true, Rows> (a, slot, split_len, splits, stream)
+                     : s_launch<T, D, false, Rows> (a, slot, 0, 0, stream);
 }
 
 }   //  namespace

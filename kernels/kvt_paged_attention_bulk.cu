@@ -15,6 +15,7 @@
 */
 
 #include "kvt_decode_bulk.cuh"
+#include "kvt_decode_warp_trans.cuh"
 
 namespace {
 
@@ -183,7 +184,7 @@ s_ws_stages ()
     return S_WS_BYTES / (2 * 16 * D * 2);
 }
 
-template <typename T, int D>
+template <typename T, int D, typename W>
 __global__ void __launch_bounds__ ((S_WS_CONSUMERS + 1) * 32, 1)
 s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
                     int head_chunks, float *ws_out, float *ws_lse)
@@ -227,7 +228,7 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
         return;
     }
     //  Consumers
-    kvt_decode_warp_t<T, D> w;
+    W w;
     w.begin (a, c);
     int stage = c.warp;
     uint32_t phase = 0;
@@ -252,7 +253,7 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
 
 template <typename T, int D>
 kvt_decode_kernel_t
-s_bulk_kernel (int version, int *smem, int *threads)
+s_bulk_kernel (int version, bool trans, int *smem, int *threads)
 {
     if (version == 2) {
         *smem = s_ring_bytes<D, 3> ();
@@ -261,15 +262,17 @@ s_bulk_kernel (int version, int *smem, int *threads)
     }
     *smem = s_ws_stages<D> () * 2 * 16 * D * 2;
     *threads = (S_WS_CONSUMERS + 1) * 32;
-    return s_decode_ws_kernel<T, D>;
+    return trans? s_decode_ws_kernel<T, D, kvt_decode_warp_trans_t<T, D>>
+                : s_decode_ws_kernel<T, D, kvt_decode_warp_t<T, D>>;
 }
 
 kvt_decode_kernel_t
-kvt_decode_bulk_kernel (bool bf16, int head_dim, int version, int *smem, int *threads)
+kvt_decode_bulk_kernel (bool bf16, int head_dim, int version, bool trans, int *smem,
+                        int *threads)
 {
     return head_dim == 128
-        ? (bf16? s_bulk_kernel<__nv_bfloat16, 128> (version, smem, threads)
-               : s_bulk_kernel<__half, 128> (version, smem, threads))
-        : (bf16? s_bulk_kernel<__nv_bfloat16, 64> (version, smem, threads)
-               : s_bulk_kernel<__half, 64> (version, smem, threads));
+        ? (bf16? s_bulk_kernel<__nv_bfloat16, 128> (version, trans, smem, threads)
+               : s_bulk_kernel<__half, 128> (version, trans, smem, threads))
+        : (bf16? s_bulk_kernel<__nv_bfloat16, 64> (version, trans, smem, threads)
+               : s_bulk_kernel<__half, 64> (version, trans, smem, threads));
 }

@@ -38,6 +38,9 @@
 //  pair of piece (p, i), lane t: d = 8t + 32p + 2i. The kernels differ
 //  only in how a tile's chunks reach the registers (v2 in
 //  kvt_paged_attention.cu, v3 and v4 in kvt_paged_attention_bulk.cu).
+//  v4 and v5 take the same chunks into kvt_decode_warp_trans_t, the tokens
+//  as the mma rows, where a KV head has at most 8 query heads
+//  (kvt_decode_plan_trans).
 
 //  What one CTA works on, and where this lane sits in it
 struct kvt_decode_cta_t {
@@ -157,6 +160,42 @@ struct kvt_decode_warp_t {
         }
     }
 
+    //  What the CTA's merge reads of this warp (v5's, kvt_paged_attention_
+    //  balanced.cu): the row sums over the quad, then head h's row max and
+    //  sum in m_row [h], l_row [h] and its unnormalised output at
+    //  acc [h * (D + 1) + d], for the heads below nheads. Once a segment
+    //  (it sums l in place).
+    __device__ __forceinline__ void
+    store (const kvt_decode_cta_t &c, float *m_row, float *l_row, float *acc)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            l [r] += __shfl_xor_sync (0xffffffffu, l [r], 1);
+            l [r] += __shfl_xor_sync (0xffffffffu, l [r], 2);
+        }
+        if (c.t == 0) {
+            m_row [c.g] = m [0];
+            m_row [c.g + 8] = m [1];
+            l_row [c.g] = l [0];
+            l_row [c.g + 8] = l [1];
+        }
+#pragma unroll
+        for (int p = 0; p < D / 32; p++) {
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                int d = 8 * c.t + 32 * p + 2 * i;
+                if (c.g < c.nheads) {
+                    acc [c.g * (D + 1) + d] = o [4 * p + i][0];
+                    acc [c.g * (D + 1) + d + 1] = o [4 * p + i][1];
+                }
+                if (c.g + 8 < c.nheads) {
+                    acc [(c.g + 8) * (D + 1) + d] = o [4 * p + i][2];
+                    acc [(c.g + 8) * (D + 1) + d + 1] = o [4 * p + i][3];
+                }
+            }
+        }
+    }
+
     //  Row sums over the quad, the warp's output into sm_acc [slot], then
     //  the merge of the CTA's WARPS computing warps and its write
     template <int WARPS>
@@ -203,7 +242,8 @@ typedef void (*kvt_decode_kernel_t) (const kvt_paged_attention_args_t, int, int,
 //  v3 (version 2) or v4 (version 3) for the dtype and head_dim: the kernel,
 //  its dynamic shared memory and threads a CTA (kvt_paged_attention_bulk.cu)
 kvt_decode_kernel_t
-    kvt_decode_bulk_kernel (bool bf16, int head_dim, int version, int *smem, int *threads);
+    kvt_decode_bulk_kernel (bool bf16, int head_dim, int version, bool trans, int *smem,
+                            int *threads);
 
 //  v5 (kvt_paged_attention_balanced.cu): the CTAs it runs on the current
 //  device (one a SM) or a negative code; the workspace it needs with

@@ -275,6 +275,14 @@ t_versions (void)
     T_EXPECT (kvt_decode_plan_version (&a, false) == 1, "below sm_90: v2");
     a.variant = 4;
     T_EXPECT (kvt_decode_plan_version (&a, false) == 1, "below sm_90, v5 asked: v2");
+    //  The tile math: tokens as mma rows up to 8 query heads a KV head
+    kvt_paged_attention_args_t gqa = { .heads = 32, .kv_heads = 8 };
+    T_EXPECT (kvt_decode_plan_trans (&gqa), "group 4: tokens as rows");
+    gqa.kv_heads = 4;
+    T_EXPECT (kvt_decode_plan_trans (&gqa), "group 8: tokens as rows");
+    gqa.heads = 24;
+    gqa.kv_heads = 2;
+    T_EXPECT (!kvt_decode_plan_trans (&gqa), "group 12: heads as rows");
     //  The mixed batch of bench kernels: one 128K context and 63 chats
     kvt_paged_attention_args_t mixed = { .seqs = 64, .max_seq_len = 131072,
                                          .total_tokens = 131072 + 63 * 4608 };
