@@ -30,7 +30,7 @@
 #include <cstdio>
 #include <random>
 #include <vector>
-#include "kvt_device.cuh"
+#include "kvt_decode_bulk.cuh"
 
 namespace {
 
@@ -55,13 +55,7 @@ s_probe_kernel (const char *pool, const int *pages, long tiles, int bytes, int s
     const uint32_t ring = (uint32_t) __cvta_generic_to_shared (sm_ring);
     const uint32_t full0 = (uint32_t) __cvta_generic_to_shared (sm_full);
     const uint32_t empty0 = (uint32_t) __cvta_generic_to_shared (sm_empty);
-    if (threadIdx.x == 0)
-        for (int stage = 0; stage < stages; stage++) {
-            kvt_dev_bar_init (full0 + 8 * stage, 1);
-            kvt_dev_bar_init (empty0 + 8 * stage, 1);
-        }
-    asm volatile ("fence.mbarrier_init.release.cluster;" ::: "memory");
-    __syncthreads ();
+    kvt_dev_ring_init (full0, empty0, stages);         //  Decode's own
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
     if (warp == S_CONSUMERS) {
