@@ -374,10 +374,14 @@ s_balanced_merge_kernel (const int32_t *seq_lens, void *out, int heads, int kv_h
 }
 
 //  Per device: CTA slots, and the dynamic shared memory a CTA may take
-//  (index: 2 bf16 + (head_dim 128), times 2, + 1 with forced splits)
+//  (index: (2 bf16 + (head_dim 128)) x 4, + 2 with forced splits, + 1 with
+//  the tokens as mma rows: s_launch_any)
 int s_slots [16][KVT_DEV_MAX_DEVICES];
-#define S_WARP(T, D) kvt_decode_warp_t<T, D>  //  kvt_decode_balanced_slots' kernel (either has 1 a SM)
 int s_dynamic_max [16][KVT_DEV_MAX_DEVICES];
+
+//  The kernel kvt_decode_balanced_slots asks about (both tile maths give
+//  one CTA a SM): the heads-as-rows one, at index (kind) x 4
+#define S_WARP(T, D) kvt_decode_warp_t<T, D>
 
 struct s_kernel_t {
     const void *kernel;
