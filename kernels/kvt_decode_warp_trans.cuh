@@ -62,12 +62,7 @@ struct kvt_decode_warp_trans_t {
                 qb [2 * p + h][0] = valid? *(const uint32_t *) (row + d0): 0u;
                 qb [2 * p + h][1] = valid? *(const uint32_t *) (row + d0 + 2): 0u;
             }
-#pragma unroll
-        for (int n = 0; n < D / 16; n++)
-            o [n][0] = o [n][1] = o [n][2] = o [n][3] = 0.0f;
-        m [0] = m [1] = -INFINITY;
-        l [0] = l [1] = 0.0f;
-        scale_log2 = a.scale * 1.4426950408889634f;
+        kvt_decode_state_reset (o, m, l, scale_log2, a.scale);
     }
 
     __device__ __forceinline__ void

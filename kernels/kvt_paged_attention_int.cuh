@@ -80,6 +80,21 @@ kvt_decode_cta (const kvt_paged_attention_args_t &a, int split_len, int head_chu
                               start + split_len);
 }
 
+//  A warp's softmax state at the start of a unit: no output, max -inf, sum
+//  0, and the scale in log2 units (both tile maths: NT output fragments)
+template <int NT>
+__device__ __forceinline__ void
+kvt_decode_state_reset (float (&o) [NT][4], float (&m) [2], float (&l) [2], float &scale_log2,
+                        float scale)
+{
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+        o [n][0] = o [n][1] = o [n][2] = o [n][3] = 0.0f;
+    m [0] = m [1] = -INFINITY;
+    l [0] = l [1] = 0.0f;
+    scale_log2 = scale * 1.4426950408889634f;
+}
+
 //  A warp's running state: Q as A fragments (rows are heads g and g + 8,
 //  columns permuted), the unnormalised output, row max and row sum
 template <typename T, int D>
@@ -106,12 +121,7 @@ struct kvt_decode_warp_t {
                     : 0u;
             }
         }
-#pragma unroll
-        for (int n = 0; n < D / 8; n++)
-            o [n][0] = o [n][1] = o [n][2] = o [n][3] = 0.0f;
-        m [0] = m [1] = -INFINITY;
-        l [0] = l [1] = 0.0f;
-        scale_log2 = a.scale * 1.4426950408889634f;
+        kvt_decode_state_reset (o, m, l, scale_log2, a.scale);
     }
 
     //  One 16-token tile at t0 (tokens at or past 'end' are masked out)
@@ -196,8 +206,10 @@ struct kvt_decode_warp_t {
         }
     }
 
-    //  Row sums over the quad, the warp's output into sm_acc [slot], then
-    //  the merge of the CTA's WARPS computing warps and its write
+    //  Row sums over the quad, the warp's output into sm_acc [slot] (all 16
+    //  rows: store () writes only those below nheads, which would change
+    //  v2's, v3's and v4's code, proven on the card as it is), then the
+    //  merge of the CTA's WARPS computing warps and its write
     template <int WARPS>
     __device__ __forceinline__ void
     finish (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c, int slot, int splits,
