@@ -101,6 +101,9 @@ def main():
                         "sizes"], work)
         figures(report, ["store_read_64k_direct_gbps", "store_write_64k_direct_gbps"],
                 "bench nvme")
+        #  Every paired ratio comes with raw's own A/A ratio, its noise floor
+        if "noise floor): write" not in report["notes"].get("raw_aa_64k", ""):
+            fail(f"bench nvme: no A/A control in {report['notes']}")
         #  Static layer sharding: F = 1 then F = 0.5, one runtime each,
         #  the same tokens out of both; the decode keys of the simulator's
         #  calibration written beside a link key already in the file

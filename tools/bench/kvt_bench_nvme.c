@@ -20,7 +20,11 @@
     delays its own hand-back, not the next read's start. Each figure is
     the median of --reps runs (default 3), runs interleaved so drift hits
     both alike; a note per size gives the median of each rep's store/raw
-    ratio as well (paired_<size>). GB/s = 1e9 payload bytes/s.
+    ratio as well (paired_<size>), and raw's own A/A ratio (raw_aa_<size>):
+    raw run a second time in each rep, in its own turn, over the first. That is the
+    noise floor of a paired ratio on the disk at hand: on a disk whose
+    speed moves within a rep, store/raw is read against it. GB/s = 1e9
+    payload bytes/s.
     Also: xxh3-64 GB/s on one core beside memcpy GB/s on one core (64 MiB
     buffers, out of cache), and the store's checksum pool
     (kvt_nvme_checksum) on 1..--threads workers (default: the online
@@ -412,38 +416,44 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
         exit (1);
     }
     int reps = opts->reps;
-    double *v [6];
-    for (int i = 0; i < 6; i++)
+    //  v [d * 3 + who] for d = 0 writes, 1 reads; who = 0 raw, 1 store
+    //  direct, 2 store bounce; v [6 + d]: raw again (the A/A control)
+    double *v [8];
+    for (int i = 0; i < 8; i++)
         v [i] = (double *) calloc ((size_t) reps, sizeof (double));
     for (int rep = 0; rep < reps; rep++) {
-        //  Writes, then reads; within each, the three contenders in an
-        //  order that rotates every rep so drift of the device does not
-        //  favour one. A raw write clobbers the store's blocks, so the
-        //  last write of each rep is a store write.
-        static const int write_orders [4][3] = {
-            { 0, 1, 2 }, { 0, 2, 1 }, { 1, 0, 2 }, { 2, 0, 1 }
+        //  Writes, then reads; within each, the four contenders (3 = raw
+        //  again) in an order that rotates every rep so drift of the device
+        //  does not favour one. A raw write clobbers the store's blocks, so
+        //  the last write of each rep is a store write; over four reps the
+        //  two raw runs take the same positions
+        static const int write_orders [4][4] = {
+            { 0, 3, 1, 2 }, { 3, 0, 2, 1 }, { 2, 0, 3, 1 }, { 1, 3, 0, 2 }
         };
-        for (int k = 0; k < 3; k++) {
+        for (int k = 0; k < 4; k++) {
             int who = write_orders [rep % 4][k];
-            if (who == 0)
-                v [0][rep] = s_raw_run (&raw, true, raw_buf, block_bytes, qd);
+            double *slot = who == 3? &v [6][rep]: &v [who][rep];
+            if (who == 0 || who == 3)
+                *slot = s_raw_run (&raw, true, raw_buf, block_bytes, qd);
             else
-                v [who][rep] = s_store_run (store, blocks, true, who == 1? registered: plain,
-                                            block_bytes, qd);
+                *slot = s_store_run (store, blocks, true, who == 1? registered: plain,
+                                     block_bytes, qd);
         }
-        for (int k = 0; k < 3; k++) {
-            int who = (rep + k) % 3;
-            if (who == 0)
-                v [3][rep] = s_raw_run (&raw, false, raw_buf, block_bytes, qd);
+        for (int k = 0; k < 4; k++) {
+            int who = (rep + k) % 4;
+            double *slot = who == 3? &v [7][rep]: &v [3 + who][rep];
+            if (who == 0 || who == 3)
+                *slot = s_raw_run (&raw, false, raw_buf, block_bytes, qd);
             else
-                v [3 + who][rep] = s_store_run (store, blocks, false,
-                                                who == 1? registered: plain, block_bytes, qd);
+                *slot = s_store_run (store, blocks, false, who == 1? registered: plain,
+                                     block_bytes, qd);
         }
     }
     if (opts->verbose) {
-        const char *names [6] = { "raw write", "direct write", "bounce write",
-                                  "raw read", "direct read", "bounce read" };
-        for (int i = 0; i < 6; i++) {
+        const char *names [8] = { "raw write", "direct write", "bounce write",
+                                  "raw read", "direct read", "bounce read",
+                                  "raw write 2", "raw read 2" };
+        for (int i = 0; i < 8; i++) {
             fprintf (stderr, "# %zu KiB %-12s", block_bytes >> 10, names [i]);
             for (int rep = 0; rep < reps; rep++)
                 fprintf (stderr, " %6.3f", v [i][rep]);
@@ -478,20 +488,26 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     //  Paired: each rep's store run over the raw run beside it in time, so
     //  that a disk whose speed drifts between reps (a virtual one does)
     //  moves both sides of each ratio
-    double paired [4];
+    //  (p = 4, 5: raw again over raw, writes and reads: the A/A control)
+    double paired [6];
     double *ratios = (double *) calloc ((size_t) reps, sizeof (double));
-    for (int p = 0; p < 4; p++) {
-        int raw_i = p < 2? 0: 3, store_i = raw_i + 1 + p % 2;
+    for (int p = 0; p < 6; p++) {
+        int raw_i = p == 4? 0: p == 5? 3: p < 2? 0: 3;
+        int other_i = p == 4? 6: p == 5? 7: raw_i + 1 + p % 2;
         for (int rep = 0; rep < reps; rep++)
-            ratios [rep] = v [store_i][rep] / v [raw_i][rep];
+            ratios [rep] = v [other_i][rep] / v [raw_i][rep];
         paired [p] = kvt_bench_nvme_median (ratios, reps);
     }
     free (ratios);
-    char note [192], key [48];
+    char note [128], key [48];
     snprintf (key, sizeof (key), "paired_%s", size_name);
     snprintf (note, sizeof (note), "median over reps of store / raw in the same rep: write "
               "direct %.3f, bounce %.3f; read direct %.3f, bounce %.3f", paired [0],
               paired [1], paired [2], paired [3]);
+    kvt_bench_report_note (report, key, note);
+    snprintf (key, sizeof (key), "raw_aa_%s", size_name);
+    snprintf (note, sizeof (note), "median over reps of raw's second run / its first (A/A, "
+              "the paired ratios' noise floor): write %.3f, read %.3f", paired [4], paired [5]);
     kvt_bench_report_note (report, key, note);
     //  How far the disk itself moved over the reps: where raw's own rate
     //  spans tens of percent (the H200 machine's disk, session 24), one
@@ -499,18 +515,20 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     double low [2], high [2];
     for (int d = 0; d < 2; d++) {
         low [d] = high [d] = v [d * 3][0];
-        for (int rep = 1; rep < reps; rep++) {
-            low [d] = fmin (low [d], v [d * 3][rep]);
-            high [d] = fmax (high [d], v [d * 3][rep]);
-        }
+        for (int rep = 0; rep < reps; rep++)
+            for (int run = 0; run < 2; run++) {
+                double x = run == 0? v [d * 3][rep]: v [6 + d][rep];
+                low [d] = fmin (low [d], x);
+                high [d] = fmax (high [d], x);
+            }
     }
     snprintf (key, sizeof (key), "raw_spread_%s", size_name);
-    snprintf (note, sizeof (note), "raw io_uring over the %d reps: write %.2f-%.2f GB/s, read "
+    snprintf (note, sizeof (note), "raw io_uring over the %d reps (both runs): write %.2f-%.2f GB/s, read "
               "%.2f-%.2f GB/s", reps, low [0], high [0], low [1], high [1]);
     kvt_bench_report_note (report, key, note);
     s_raw_close (&raw);
     kvt_nvme_store_destroy (&store);
-    for (int i = 0; i < 6; i++)
+    for (int i = 0; i < 8; i++)
         free (v [i]);
     kvt_bench_nvme_unmap (registered, set_bytes);
     kvt_bench_nvme_unmap (plain, set_bytes);
