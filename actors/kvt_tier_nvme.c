@@ -58,6 +58,7 @@
 */
 
 #include "kvt_classes.h"
+#include "kvt_huge.h"
 #include "kvt_actors.h"
 #include "kvt_tier_slots.h"
 #include "kvt_fp8.cuh"
@@ -86,6 +87,7 @@ typedef struct {
     int op_count;                   //  Operations (tags) in all: queue_depth + slack
     bool sync_on_ack;               //  See kvt_nvme_store.h
     int checksum_threads;           //  Checksum workers: 1 = this thread, 0 = auto
+    char *direct_mode;              //  tier_nvme/direct: auto, on or off
     size_t block_bytes;             //  From the model shape
     size_t payload_bytes;           //  What moves per block: block_bytes, or its FP8 form
     int layers;                     //  Layers of a block (model shape)
@@ -109,6 +111,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->capacity = (uint64_t) kvt_config_int (config, "tier_nvme/capacity_blocks");
     self->sync_on_ack = kvt_config_int (config, "tier_nvme/sync_on_ack") != 0;
     self->checksum_threads = (int) kvt_config_int (config, "tier_nvme/checksum_threads");
+    self->direct_mode = strdup (kvt_config_str (config, "tier_nvme/direct"));
     kvt_block_shape_t shape = kvt_runtime_block_shape (config);
     self->block_bytes = kvt_block_bytes (&shape);
     self->layers = shape.layers;
@@ -151,6 +154,7 @@ s_self_destroy (void **self_p)
         free (self->ops);
         free (self->free_tags);
         free (self->dir);
+        free (self->direct_mode);
         free (self);
         *self_p = NULL;
     }
@@ -333,8 +337,20 @@ s_self_start (void *self_ptr)
         .checksum_threads = self->checksum_threads, .layers = self->layers,
         .layer_groups = self->layer_groups };
     self->store = kvt_nvme_store_new (&config);
-    kvt_nvme_store_register_buffer (self->store, kvt_arena_base (self->host),
-        kvt_arena_block_count (self->host) * kvt_arena_block_bytes (self->host));
+    //  Payloads by DMA straight to and from the host arena, or through the
+    //  store's huge-page staging where the arena is on 4 KiB pages (an
+    //  actor process's memfd without reserved huge pages): a segment a
+    //  page costs a virtual disk up to 2x (kvt_nvme_direct_choice)
+    bool large = kvt_arena_large_pages (self->host);
+    int direct = kvt_nvme_direct_choice (self->direct_mode, large, kvt_huge_thp_enabled ());
+    if (direct == 1)
+        kvt_nvme_store_register_buffer (self->store, kvt_arena_base (self->host),
+            kvt_arena_block_count (self->host) * kvt_arena_block_bytes (self->host));
+    kvt_log_info ("tier_nvme: payloads %s (host arena on %s pages, tier_nvme/direct = %s)",
+                  direct == 1? "by DMA straight to and from the host arena"
+                             : "through the store's staging",
+                  large? "2 MiB": "4 KiB", self->direct_mode);
+    kvt_actor_gauge (self->actor, "direct_payloads", direct == 1);
     int rc = kvt_nvme_store_open (self->store);
     if (rc) {
         kvt_log_error ("tier_nvme: disk tier disabled: cannot open %s: %s", self->dir,

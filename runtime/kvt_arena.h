@@ -114,6 +114,11 @@ void *
     kvt_arena_base (const kvt_arena_t *self);
 bool
     kvt_arena_hugepages (const kvt_arena_t *self);
+//  Whether the arena's memory is on pages of 2 MiB: reserved huge pages,
+//  or private memory where transparent huge pages are on. DMA into 4 KiB
+//  pages takes a segment a page (kvt_nvme_store.h, "Buffers").
+bool
+    kvt_arena_large_pages (const kvt_arena_t *self);
 //  True for a device-memory arena (block addresses are device pointers).
 bool
     kvt_arena_on_device (const kvt_arena_t *self);

@@ -244,6 +244,12 @@ kvt_config_validate (const kvt_config_t *self, char *error, size_t error_size)
                   "info or debug, not '%s'", kvt_config_str (self, "runtime/log_level"));
         return KVT_ECONFIG;
     }
+    static const char *const switches [] = { "auto", "on", "off", NULL };
+    if (!s_one_of (kvt_config_str (self, "tier_nvme/direct"), switches)) {
+        snprintf (error, error_size, "config key 'tier_nvme/direct' must be auto, on or off, "
+                  "not '%s'", kvt_config_str (self, "tier_nvme/direct"));
+        return KVT_ECONFIG;
+    }
     if (!s_one_of (kvt_config_str (self, "compute/device"), devices)) {
         snprintf (error, error_size, "config key 'compute/device' must be auto, cpu or cuda, "
                   "not '%s'", kvt_config_str (self, "compute/device"));
@@ -338,6 +344,11 @@ kvt_config_test (bool verbose)
                                    sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == 0);
     assert (kvt_config_set_option (config, "tier_host/mode=thread", error, sizeof (error)) == 0);
+    assert (kvt_config_set_option (config, "tier_nvme/direct=maybe", error, sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
+    assert (strstr (error, "tier_nvme/direct") && strstr (error, "maybe"));
+    assert (kvt_config_set_option (config, "tier_nvme/direct=off", error, sizeof (error)) == 0);
+    assert (kvt_config_validate (config, error, sizeof (error)) == 0);
     assert (kvt_config_set_option (config, "model/kv_heads=3", error, sizeof (error)) == 0);
     assert (kvt_config_validate (config, error, sizeof (error)) == KVT_ECONFIG);
     assert (strstr (error, "kv_heads"));

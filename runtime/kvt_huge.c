@@ -6,6 +6,7 @@
 */
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include "kvt_huge.h"
@@ -51,4 +52,16 @@ kvt_huge_free (void *p, size_t bytes)
 {
     if (p)
         munmap (p, s_length (bytes));
+}
+
+bool
+kvt_huge_thp_enabled (void)
+{
+    char line [128] = "";
+    FILE *file = fopen ("/sys/kernel/mm/transparent_hugepage/enabled", "r");
+    if (!file)
+        return false;
+    bool read = fgets (line, sizeof (line), file) != NULL;
+    fclose (file);
+    return read && (strstr (line, "[always]") || strstr (line, "[madvise]"));
 }

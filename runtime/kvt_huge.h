@@ -38,6 +38,12 @@ void *
 void
     kvt_huge_free (void *p, size_t bytes);
 
+//  Whether kvt_huge_alloc's memory gets huge pages here: transparent huge
+//  pages are "always" or "madvise" (/sys/kernel/mm/transparent_hugepage/
+//  enabled); false where they are "never" or the file is missing.
+bool
+    kvt_huge_thp_enabled (void);
+
 #ifdef __cplusplus
 }
 #endif

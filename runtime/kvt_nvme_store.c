@@ -103,6 +103,24 @@ kvt_nvme_store_group_count (kvt_nvme_store_t *self)
 
 
 //  --------------------------------------------------------------------------
+//  Whether to register caller memory (see header).
+
+int
+kvt_nvme_direct_choice (const char *mode, bool caller_large_pages, bool staging_large_pages)
+{
+    if (!mode)
+        return -EINVAL;
+    if (strcmp (mode, "on") == 0)
+        return 1;
+    if (strcmp (mode, "off") == 0)
+        return 0;
+    if (strcmp (mode, "auto") == 0)
+        return caller_large_pages || !staging_large_pages;
+    return -EINVAL;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Register caller memory for zero-copy payloads. Before open only.
 
 int

@@ -128,7 +128,10 @@
     registered staging buffers: one fixed I/O of header + payload, and
     reads check the header too. Measured on a virtual disk, one
     contiguous I/O per block is the fastest pattern; the copy costs CPU
-    (memcpy), which matters on writes above ~2 GB/s per core.
+    (memcpy), which matters on writes above ~2 GB/s per core. Where the
+    caller memory is on 4 KiB pages, the direct path's DMA takes a segment
+    a page (a virtual disk spends a descriptor on each), while the staging
+    is on huge pages: kvt_nvme_direct_choice says when to register.
 
     Errors. Prep returns -ERANGE for slot >= capacity_blocks, -EAGAIN when
     queue_depth operations are outstanding (reap first), -EBUSY for a slot
@@ -229,6 +232,20 @@ kvt_nvme_store_t *
 //  -EINVAL (bad arguments or already open) or -ENOSPC (too many regions).
 int
     kvt_nvme_store_register_buffer (kvt_nvme_store_t *self, void *base, size_t bytes);
+
+//  Whether to register caller memory for direct payloads (tier_nvme/
+//  direct): mode "on" or "off" decides; "auto" registers memory on 2 MiB
+//  pages, and 4 KiB-page memory only where the store's staging cannot be
+//  on huge pages either (transparent huge pages off: bouncing would buy
+//  nothing then and cost a copy). Why: a DMA into 4 KiB pages is a
+//  segment a page; both virtual disks measured (the CI VM's, the H200
+//  machine's) read 64-512 KiB blocks 1.6-2.3x faster into huge pages
+//  (tools/bench/RESULTS.md, session 26), and the bounce path's copy is
+//  fused with the checksum the block needs anyway. Returns 1 (register),
+//  0 (do not) or -EINVAL for a mode that is none of the three.
+int
+    kvt_nvme_direct_choice (const char *mode, bool caller_large_pages,
+                            bool staging_large_pages);
 
 //  Open or create the files, set up io_uring (registered files and
 //  buffers, eventfd) and recover the journal. Blocks. Returns 0 or -errno

@@ -218,6 +218,17 @@ int
 kvt_nvme_store_test (bool verbose)
 {
     //  @selftest
+    //  When caller memory is registered: auto bounces 4 KiB pages through
+    //  huge-page staging, and only then; on and off decide alone
+    for (int large = 0; large < 2; large++)
+        for (int staging = 0; staging < 2; staging++) {
+            assert (kvt_nvme_direct_choice ("on", large, staging) == 1);
+            assert (kvt_nvme_direct_choice ("off", large, staging) == 0);
+            assert (kvt_nvme_direct_choice ("auto", large, staging) == (large || !staging));
+        }
+    assert (kvt_nvme_direct_choice ("yes", true, true) == -EINVAL);
+    assert (kvt_nvme_direct_choice ("", true, true) == -EINVAL);
+    assert (kvt_nvme_direct_choice (NULL, true, true) == -EINVAL);
     char dir_template [] = "/var/tmp/kvt-nvme-selftest-XXXXXX";
     char *dir = mkdtemp (dir_template);
     assert (dir);
