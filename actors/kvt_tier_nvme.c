@@ -329,28 +329,31 @@ s_self_start (void *self_ptr)
     const char *run_dir = kvt_actor_run_dir (self->actor);
     if (strncmp (self->dir, run_dir, strlen (run_dir)) == 0)
         mkdir (self->dir, 0700);
+    //  Payloads by DMA straight to and from the host arena; reads through
+    //  the store's huge-page staging instead where the arena is on 4 KiB
+    //  pages (an actor process's memfd without reserved huge pages): a
+    //  segment a page costs a virtual disk up to 2x (kvt_nvme_direct_reads)
+    bool large = kvt_arena_large_pages (self->host);
+    bool direct_writes = !streq (self->direct_mode, "off");
+    bool direct_reads = kvt_nvme_direct_reads (self->direct_mode, large,
+                                               kvt_huge_thp_enabled ()) == 1;
     const char *dirs [] = { self->dir };
     kvt_nvme_store_config_t config = {
         .dirs = dirs, .dir_count = 1, .block_bytes = self->block_bytes,
         .capacity_blocks = self->capacity, .queue_depth = self->op_count,
         .files_per_dir = 4, .sync_on_ack = self->sync_on_ack, .buffered_fallback = true,
         .checksum_threads = self->checksum_threads, .layers = self->layers,
-        .layer_groups = self->layer_groups };
+        .layer_groups = self->layer_groups, .bounce_reads = !direct_reads };
     self->store = kvt_nvme_store_new (&config);
-    //  Payloads by DMA straight to and from the host arena, or through the
-    //  store's huge-page staging where the arena is on 4 KiB pages (an
-    //  actor process's memfd without reserved huge pages): a segment a
-    //  page costs a virtual disk up to 2x (kvt_nvme_direct_choice)
-    bool large = kvt_arena_large_pages (self->host);
-    int direct = kvt_nvme_direct_choice (self->direct_mode, large, kvt_huge_thp_enabled ());
-    if (direct == 1)
+    if (direct_writes)
         kvt_nvme_store_register_buffer (self->store, kvt_arena_base (self->host),
             kvt_arena_block_count (self->host) * kvt_arena_block_bytes (self->host));
-    kvt_log_info ("tier_nvme: payloads %s (host arena on %s pages, tier_nvme/direct = %s)",
-                  direct == 1? "by DMA straight to and from the host arena"
-                             : "through the store's staging",
+    kvt_log_info ("tier_nvme: reads %s, writes %s (host arena on %s pages, tier_nvme/direct "
+                  "= %s)", direct_reads? "by DMA into the host arena": "through the staging",
+                  direct_writes? "by DMA from the host arena": "through the staging",
                   large? "2 MiB": "4 KiB", self->direct_mode);
-    kvt_actor_gauge (self->actor, "direct_payloads", direct == 1);
+    kvt_actor_gauge (self->actor, "direct_reads", direct_reads);
+    kvt_actor_gauge (self->actor, "direct_writes", direct_writes);
     int rc = kvt_nvme_store_open (self->store);
     if (rc) {
         kvt_log_error ("tier_nvme: disk tier disabled: cannot open %s: %s", self->dir,

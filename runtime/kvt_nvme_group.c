@@ -83,7 +83,7 @@ kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_
     int file = (int) (slot % (uint64_t) self->file_count);
     uint64_t base = (slot / (uint64_t) self->file_count) * self->stride;
     uint8_t *target = (uint8_t *) dst + offset;
-    int region = (uintptr_t) target % KVT_NVME_ALIGN == 0
+    int region = (uintptr_t) target % KVT_NVME_ALIGN == 0 && !self->bounce_reads
                ? kvt_nvme_io_region_of (self, target, bytes): -1;
     op->direct = region > 0;
     memset (op->parts, 0, sizeof (op->parts));

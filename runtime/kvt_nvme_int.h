@@ -109,6 +109,7 @@ struct _kvt_nvme_store_t {
     bool sync_on_ack;               //  Durable before ack
     bool sync_per_write;            //  ...by O_DSYNC per data write, not group commit
     bool buffered_fallback;         //  Allow non-O_DIRECT files
+    bool bounce_reads;              //  Registered memory is direct for writes only
     uint64_t journal_compact_bytes; //  Given to the journal
     int checksum_threads;           //  As configured (0: auto)
     //  Geometry

@@ -93,7 +93,8 @@ s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
     uint32_t io_bytes = (uint32_t) ((op->bytes + KVT_NVME_ALIGN - 1) / KVT_NVME_ALIGN
                                     * KVT_NVME_ALIGN);
     int region = -1;
-    if (self->block_bytes % KVT_NVME_ALIGN == 0 && (uintptr_t) caller % KVT_NVME_ALIGN == 0)
+    if (self->block_bytes % KVT_NVME_ALIGN == 0 && (uintptr_t) caller % KVT_NVME_ALIGN == 0
+    &&  (op->is_write || !self->bounce_reads))
         region = kvt_nvme_io_region_of (self, caller, io_bytes);
     memset (op->parts, 0, sizeof (op->parts));
     op->direct = region > 0;

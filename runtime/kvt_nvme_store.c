@@ -49,6 +49,7 @@ kvt_nvme_store_new (const kvt_nvme_store_config_t *config)
     self->sync_on_ack = config->sync_on_ack;
     self->sync_per_write = config->sync_per_write;
     self->buffered_fallback = config->buffered_fallback;
+    self->bounce_reads = config->bounce_reads;
     self->journal_compact_bytes = config->journal_compact_bytes;
     self->checksum_threads = config->checksum_threads;
     self->event_fd = -1;
@@ -103,10 +104,10 @@ kvt_nvme_store_group_count (kvt_nvme_store_t *self)
 
 
 //  --------------------------------------------------------------------------
-//  Whether to register caller memory (see header).
+//  Whether reads land straight in registered memory (see header).
 
 int
-kvt_nvme_direct_choice (const char *mode, bool caller_large_pages, bool staging_large_pages)
+kvt_nvme_direct_reads (const char *mode, bool caller_large_pages, bool staging_large_pages)
 {
     if (!mode)
         return -EINVAL;

@@ -131,7 +131,8 @@
     (memcpy), which matters on writes above ~2 GB/s per core. Where the
     caller memory is on 4 KiB pages, the direct path's DMA takes a segment
     a page (a virtual disk spends a descriptor on each), while the staging
-    is on huge pages: kvt_nvme_direct_choice says when to register.
+    is on huge pages: kvt_nvme_direct_reads says when reads should bounce
+    anyway (config bounce_reads).
 
     Errors. Prep returns -ERANGE for slot >= capacity_blocks, -EAGAIN when
     queue_depth operations are outstanding (reap first), -EBUSY for a slot
@@ -176,6 +177,8 @@ typedef struct {
                                     //  (no pool), N > 1 = a pool of N, 0 = auto
     int layer_groups;               //  Layer groups per block, 0 or 1 = none (see above)
     int layers;                     //  Layers of a block (needed for layer_groups > 1)
+    bool bounce_reads;              //  Reads through the staging even into registered
+                                    //  memory (kvt_nvme_direct_reads); writes stay direct
 } kvt_nvme_store_config_t;
 
 #define KVT_NVME_MAX_GROUPS 64      //  Most layer groups per block
@@ -233,19 +236,22 @@ kvt_nvme_store_t *
 int
     kvt_nvme_store_register_buffer (kvt_nvme_store_t *self, void *base, size_t bytes);
 
-//  Whether to register caller memory for direct payloads (tier_nvme/
-//  direct): mode "on" or "off" decides; "auto" registers memory on 2 MiB
-//  pages, and 4 KiB-page memory only where the store's staging cannot be
-//  on huge pages either (transparent huge pages off: bouncing would buy
-//  nothing then and cost a copy). Why: a DMA into 4 KiB pages is a
-//  segment a page; both virtual disks measured (the CI VM's, the H200
-//  machine's) read 64-512 KiB blocks 1.6-2.3x faster into huge pages
-//  (tools/bench/RESULTS.md, session 26), and the bounce path's copy is
-//  fused with the checksum the block needs anyway. Returns 1 (register),
-//  0 (do not) or -EINVAL for a mode that is none of the three.
+//  Whether reads should land by DMA straight in registered caller memory
+//  (tier_nvme/direct): mode "on" or "off" decides; "auto" says yes for
+//  memory on 2 MiB pages, and for 4 KiB pages only where the store's
+//  staging cannot be on huge pages either (transparent huge pages off:
+//  bouncing would buy nothing then and cost a copy). Why: a DMA into
+//  4 KiB pages is a segment a page; both virtual disks measured (the CI
+//  VM's, the H200 machine's) read 64-512 KiB blocks up to 2x faster into
+//  huge pages, and the bounce path's copy is fused with the check the
+//  block needs anyway (tools/bench/RESULTS.md, session 26). Writes are
+//  not weighed: into 4 KiB pages the bounce copy cost more than the
+//  segments on the 2-core VM (the caller registers memory unless "off").
+//  Returns 1 (direct), 0 (through the staging: config bounce_reads) or
+//  -EINVAL for a mode that is none of the three.
 int
-    kvt_nvme_direct_choice (const char *mode, bool caller_large_pages,
-                            bool staging_large_pages);
+    kvt_nvme_direct_reads (const char *mode, bool caller_large_pages,
+                           bool staging_large_pages);
 
 //  Open or create the files, set up io_uring (registered files and
 //  buffers, eventfd) and recover the journal. Blocks. Returns 0 or -errno

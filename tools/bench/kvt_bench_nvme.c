@@ -16,8 +16,9 @@
     the same queue depth, registered file and buffer, O_DIRECT, no
     checksum, into buffers on huge pages where THP is on (one DMA segment
     a block: the disk's best path; a note pages_<size> says which pages
-    each side had and which path tier_nvme/direct = auto would take). The store is driven as tier_nvme drives it: the same depth
-    at the device as raw, with room beyond it for completions being
+    each side had and how tier_nvme/direct = auto would read). The store
+    is driven as tier_nvme drives it: the same depth at the device as
+    raw, with room beyond it for completions being
     checked or reaped (KVT_NVME_COMPLETION_SLACK), so a read's checksum
     delays its own hand-back, not the next read's start. Each figure is
     the median of --reps runs (default 3), runs interleaved so drift hits
@@ -535,10 +536,10 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     }
     //  What tier_nvme would do with an arena on these pages
     bool thp = kvt_huge_thp_enabled ();
-    int direct = kvt_nvme_direct_choice ("auto", s_hugepages && thp, thp);
+    int direct = kvt_nvme_direct_reads ("auto", s_hugepages && thp, thp);
     snprintf (key, sizeof (key), "pages_%s", size_name);
     snprintf (note, sizeof (note), "raw into %s pages; direct into the arena's, %s pages: "
-              "tier_nvme/direct = auto moves such an arena %s", thp? "2 MiB": "4 KiB",
+              "tier_nvme/direct = auto reads such an arena %s", thp? "2 MiB": "4 KiB",
               s_hugepages && thp? "2 MiB": "4 KiB", direct == 1? "direct": "by bounce");
     kvt_bench_report_note (report, key, note);
     snprintf (key, sizeof (key), "raw_spread_%s", size_name);
