@@ -10,7 +10,10 @@
     few large O_DIRECT files, io_uring with registered files and buffers,
     a checksummed header per block, a journal for restart). Blocks move
     between disk and the host tier's shared-memory slab, which this actor
-    maps and registers with io_uring, so payloads go by DMA.
+    maps and registers with io_uring, so payloads go by DMA; reads into a
+    slab on 4 KiB pages go through the store's huge-page staging instead
+    (tier_nvme/direct = auto, kvt_nvme_direct_reads; gauges direct_reads
+    and direct_writes say which way each goes).
     Accepts: TIER_ALLOC {count} -> TIER_ALLOC_OK {slots}
              TIER_FREE {slots}  -> TIER_FREE_OK {freed}
              TIER_WRITE {slots, hashes, src_slots} -> TIER_WRITE_OK {written, failed}

@@ -368,15 +368,15 @@ size_t kvt_arena_block_count (const kvt_arena_t *self) { return self->block_coun
 size_t kvt_arena_block_bytes (const kvt_arena_t *self) { return self->block_bytes; }
 void *kvt_arena_base (const kvt_arena_t *self) { return self->base; }
 bool kvt_arena_hugepages (const kvt_arena_t *self) { return self->hugepages; }
+bool kvt_arena_on_device (const kvt_arena_t *self) { return self->device; }
+bool kvt_arena_pinned (const kvt_arena_t *self) { return self->pinned; }
+size_t kvt_arena_spare_count (const kvt_arena_t *self) { return self->spare_count; }
 
 bool
 kvt_arena_large_pages (const kvt_arena_t *self)
 {
     return self->hugepages || (self->private_memory && kvt_huge_thp_enabled ());
 }
-bool kvt_arena_on_device (const kvt_arena_t *self) { return self->device; }
-bool kvt_arena_pinned (const kvt_arena_t *self) { return self->pinned; }
-size_t kvt_arena_spare_count (const kvt_arena_t *self) { return self->spare_count; }
 
 int
 kvt_arena_register (kvt_arena_t **arena_p)
