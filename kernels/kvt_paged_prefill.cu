@@ -23,15 +23,22 @@
     v3  (variants 5, 4) wgmma, in kvt_paged_prefill_wgmma.cu: BN = 128 keys per tile 351 / 340
         TFLOP/s on the H100 (1.09 / 1.05x flash; the default until session
         18), BN = 64 320 / 306. Needs the sm_90a build; elsewhere they run v2
-        with 8 warps, as do variants 0 and 6.
-    v4  (variants 0, 6) v3 warp-specialized, in the same file: a producer
-        warpgroup loads K/V into three stages of 128 keys (variant 0, the
-        default) or four of 64 (6) and hands them over through mbarriers;
+        with 8 warps, as do variants 0, 6 and 7.
+    v4  (variants 7, 6) v3 warp-specialized, in the same file: a producer
+        warpgroup loads K/V into three stages of 128 keys (variant 7, the
+        default until session 26) or four of 64 (6) and hands them over
+        through mbarriers;
         the two consumer warpgroups compute as v3 does, taking turns to
         issue their GEMMs (FA3's ping-pong). H200, session 19: 435-439 /
         414-417 TFLOP/s at 1x8K / 4x4K, 1.08x the session-18 v4, 1.22x
         v3, about 1.25x flash and 0.71x cuDNN in the same runs; with two
         stages (the producer one tile ahead) it was 0.77x v3.
+    v5  (variant 0, the default) v4 whose producer loads whole tiles by TMA
+        (one 4-D box per page and head_dim half, counted on the stage's
+        mbarrier in bytes) and the sequence's last tile by cp.async with
+        zeros; pages under 16 tokens, or strides the tensor-map encoder
+        refuses, run v4. H200, session 26: 473 / 442 TFLOP/s at 1x8K /
+        4x4K, 1.08 / 1.07x v4 and 0.79 / 0.75x cuDNN in the same calls.
     Tried on the way to v3 (numbers in tools/bench/RESULTS.md): wgmma with
     S waited before the softmax (205, 1 CTA/SM), the same at 2 CTAs/SM
     (233, ptxas serializes wgmma for lack of registers), next tile's S
@@ -519,8 +526,11 @@ s_dispatch (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
         case 6: return kvt_paged_prefill_have_wgmma<T, 64, true> ()
                      ? kvt_paged_prefill_launch_wgmma<T, 64, true> (a, stream)
                      : s_launch2<T, 8, 64> (a, stream);
-        default: return kvt_paged_prefill_have_wgmma<T, 128, true> ()
-                      ? kvt_paged_prefill_launch_wgmma<T, 128, true> (a, stream)
+        case 7: return kvt_paged_prefill_have_wgmma<T, 128, true> ()
+                     ? kvt_paged_prefill_launch_wgmma<T, 128, true> (a, stream)
+                     : s_launch2<T, 8, 64> (a, stream);
+        default: return kvt_paged_prefill_have_wgmma<T, 128, true, true> ()
+                      ? kvt_paged_prefill_launch_wgmma<T, 128, true, true> (a, stream)
                       : s_launch2<T, 8, 64> (a, stream);
     }
 }

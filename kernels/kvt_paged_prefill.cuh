@@ -30,7 +30,7 @@
 extern "C" {
 #endif
 
-#define KVT_PAGED_PREFILL_VARIANTS 7    //  Kernel versions kept for benchmarks
+#define KVT_PAGED_PREFILL_VARIANTS 8    //  Kernel versions kept for benchmarks
 
 typedef struct {
     kvt_kdtype_t dtype;             //  Element type of q, k, v and out

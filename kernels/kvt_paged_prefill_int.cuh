@@ -68,15 +68,16 @@ kvt_prefill_copy_row_chunk (const kvt_paged_prefill_args_t &a, const kvt_prefill
 }
 
 //  True when this binary holds the sm_90a build of v3 (BN keys per tile;
-//  WS: v4, its warp-specialized form); instantiated for bf16 and fp16, BN
-//  64 and 128, with WS too.
-template <typename T, int BN, bool WS>
+//  WS: v4, its warp-specialized form; TMA: v5, v4 loading K/V by TMA);
+//  instantiated for bf16 and fp16, BN 64 and 128, with WS too, and TMA at
+//  BN 128 with WS.
+template <typename T, int BN, bool WS, bool TMA = false>
 bool
     kvt_paged_prefill_have_wgmma ();
 
-//  Queue v3 or v4 on 'stream' (only when kvt_paged_prefill_have_wgmma).
-//  Returns 0 or KVT_ECUDA.
-template <typename T, int BN, bool WS>
+//  Queue v3, v4 or v5 on 'stream' (only when kvt_paged_prefill_have_wgmma;
+//  v5 runs as v4 where TMA cannot take the slab). Returns 0 or KVT_ECUDA.
+template <typename T, int BN, bool WS, bool TMA = false>
 int
     kvt_paged_prefill_launch_wgmma (const kvt_paged_prefill_args_t *a, cudaStream_t stream);
 

@@ -1,12 +1,13 @@
 /*  =========================================================================
-    kvt_paged_prefill_wgmma - v3 and v4 of the causal prefill attention:
-    wgmma (sm_90a) in FlashAttention-3's order of the two GEMMs, v4 (the
-    default) with its warp specialization too
+    kvt_paged_prefill_wgmma - v3, v4 and v5 of the causal prefill
+    attention: wgmma (sm_90a) in FlashAttention-3's order of the two GEMMs,
+    v4 with its warp specialization too, v5 (the default) with K/V by TMA
 
     SPDX-License-Identifier: Apache-2.0
     =========================================================================
 */
 
+#include <cuda.h>                 //  CUtensorMap; its encoder comes through the runtime
 #include "kvt_paged_prefill_int.cuh"
 
 namespace {
@@ -139,6 +140,25 @@ s_turn_pass (uint32_t id)
     asm volatile ("bar.arrive %0, 256;" :: "r" (id) : "memory");
 }
 
+//  Named barrier 3 over the producer warpgroup (threads 0-127) of v5
+__device__ __forceinline__ void
+s_producers_sync ()
+{
+    asm volatile ("bar.sync 3, 128;" ::: "memory");
+}
+
+//  A TMA box of 'map' at {c0, c1, c2, c3} into shared memory at 'dst',
+//  counted on the mbarrier 'bar' as it lands
+__device__ __forceinline__ void
+s_tma_load (uint32_t dst, const CUtensorMap *map, int c0, int c1, int c2, int c3, uint32_t bar)
+{
+    asm volatile ("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                  " [%0], [%1, {%2, %3, %4, %5}], [%6];"
+                  :: "r" (dst), "l" ((uint64_t) map), "r" (c0), "r" (c1), "r" (c2), "r" (c3),
+                     "r" (bar)
+                  : "memory");
+}
+
 #endif
 
 //  Stages of K/V tiles in shared memory: v3 two; v4 four of 64 keys or
@@ -176,9 +196,19 @@ s_v3_smem_bytes ()
 //  by row groups of one page; a producer that runs further ahead
 //  (cp.async.mbarrier.arrive.noinc, or tile i - 1 announced behind tile
 //  i) was slower, not faster.
-template <typename T, int BN, bool WS>
+//  v5 (TMA): v4 whose producer loads a tile whose rows all hold tokens of
+//  the sequence by TMA, one 4-D box (head_dim half x page rows x KV head x
+//  page) per page and half, in the same 128-byte swizzle, issued by one
+//  thread and counted on the stage's "full" mbarrier by bytes: 32 copies
+//  a 128-key tile of 16-token pages instead of 4096 16-byte cp.async (the
+//  producer's instructions take the consumers' issue slots, session 19),
+//  and the producer no longer waits for a tile to land before issuing the
+//  next. The sequence's last tile, whose page may end in rows never
+//  written (NaN x 0 is NaN in PV), goes by cp.async with zeros as in v4.
+template <typename T, int BN, bool WS, bool TMA = false>
 __global__ void __launch_bounds__ (WS? 384: 256, 1)
-s_prefill3_kernel (const kvt_paged_prefill_args_t a)
+s_prefill3_kernel (const kvt_paged_prefill_args_t a, const __grid_constant__ CUtensorMap k_map,
+                   const __grid_constant__ CUtensorMap v_map)
 {
 #ifdef S_HAVE_WGMMA
     constexpr int HALF_KV = BN * 128;              //  Bytes of one half of a K or V tile
@@ -281,7 +311,7 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
     if constexpr (WS) {
         if (threadIdx.x == 0)
             for (int b = 0; b < STAGES; b++) {
-                kvt_dev_bar_init (full_bar + 8 * b, LOADERS);
+                kvt_dev_bar_init (full_bar + 8 * b, TMA? 1: LOADERS);
                 kvt_dev_bar_init (empty_bar + 8 * b, 256);
             }
         __syncthreads ();
@@ -292,6 +322,49 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
             //  consumers give tile i - 1's stage back only once they have
             //  tile i.)
             asm volatile ("setmaxnreg.dec.sync.aligned.u32 48;");
+            if constexpr (TMA) {
+                //  Q by cp.async, seen by the async proxy before tile 0 is told
+                load_q ();
+                asm volatile ("cp.async.commit_group;");
+                asm volatile ("cp.async.wait_group 0;" ::: "memory");
+                asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
+                s_producers_sync ();
+                const int rows = min (a.block_tokens, BN);      //  The maps' box rows
+                for (int i = 0; i < tiles; i++) {
+                    const int stage = i % STAGES;
+                    const uint32_t bar = full_bar + 8 * stage;
+                    if (i >= STAGES)
+                        kvt_dev_bar_wait (empty_bar + 8 * stage, ((i - STAGES) / STAGES) & 1);
+                    const int t0 = i * BN;
+                    if (t0 + BN <= len) {
+                        if (threadIdx.x == 0) {
+                            kvt_dev_bar_expect (bar, 4 * HALF_KV);
+                            for (int r = 0; r < BN; r += rows) {
+                                const int token = t0 + r;
+                                const int page = pages.table [token >> pages.log2_bt];
+                                const int in_page = token & pages.bt_mask;
+#pragma unroll
+                                for (int h = 0; h < 2; h++) {
+                                    const uint32_t at = stage * 2 * HALF_KV + h * HALF_KV + r * 128;
+                                    s_tma_load (smem_base + sk + at, &k_map, h * 64, in_page,
+                                                kv_head, page, bar);
+                                    s_tma_load (smem_base + sv + at, &v_map, h * 64, in_page,
+                                                kv_head, page, bar);
+                                }
+                            }
+                        }
+                    }
+                    else {
+                        load_tile (i, stage);       //  Zeros past kv_end
+                        asm volatile ("cp.async.wait_group 0;" ::: "memory");
+                        asm volatile ("fence.proxy.async.shared::cta;" ::: "memory");
+                        s_producers_sync ();
+                        if (threadIdx.x == 0)
+                            kvt_dev_bar_arrive (bar);
+                    }
+                }
+                return;
+            }
             load_q ();                              //  Same group as tile 0
             for (int i = 0; i < tiles; i++) {
                 if (i >= STAGES)
@@ -517,57 +590,110 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a)
 }
 
 //  True when this binary holds the sm_90a (wgmma) build of v3
-template <typename T, int BN, bool WS>
+template <typename T, int BN, bool WS, bool TMA>
 bool
 s_have_wgmma ()
 {
     cudaFuncAttributes attributes;
-    return cudaFuncGetAttributes (&attributes, s_prefill3_kernel<T, BN, WS>) == cudaSuccess
+    return cudaFuncGetAttributes (&attributes, s_prefill3_kernel<T, BN, WS, TMA>) == cudaSuccess
         && attributes.sharedSizeBytes == 0 && attributes.numRegs > 64;
 }
 
-template <typename T, int BN, bool WS>
+typedef CUresult (*s_encode_fn) (CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *,
+                                 const cuuint64_t *, const cuuint64_t *, const cuuint32_t *,
+                                 const cuuint32_t *, CUtensorMapInterleave, CUtensorMapSwizzle,
+                                 CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+//  The driver's tensor-map encoder, through the runtime (no link to libcuda)
+s_encode_fn
+s_encoder ()
+{
+    static s_encode_fn encode = [] () -> s_encode_fn {
+        void *fn = NULL;
+        cudaDriverEntryPointQueryResult found;
+        if (cudaGetDriverEntryPointByVersion ("cuTensorMapEncodeTiled", &fn, 12000,
+                                              cudaEnableDefault, &found) != cudaSuccess
+        ||  found != cudaDriverEntryPointSuccess)
+            return NULL;
+        return (s_encode_fn) fn;
+    } ();
+    return encode;
+}
+
+//  The paged K (or V) slab at 'base' as a 4-D tensor (head_dim, page row,
+//  KV head, page) with boxes of 64 dims x min (block_tokens, BN) rows in
+//  the 128-byte swizzle of the tiles; false where TMA cannot take it
+//  (pages under 16 tokens, strides the encoder refuses)
+template <typename T, int BN>
+bool
+s_encode_map (CUtensorMap *map, const kvt_paged_prefill_args_t *a, const void *base)
+{
+    s_encode_fn encode = s_encoder ();
+    if (!encode || a->block_tokens < 16 || a->head_dim != S_D)
+        return false;
+    const cuuint64_t dims [4] = { S_D, (cuuint64_t) a->block_tokens, (cuuint64_t) a->kv_heads,
+                                  (cuuint64_t) 1 << 31 };
+    const cuuint64_t strides [3] = { (cuuint64_t) a->token_stride_bytes,
+                                     (cuuint64_t) a->head_stride_bytes,
+                                     (cuuint64_t) a->block_stride_bytes };
+    const cuuint32_t box [4] = { 64, (cuuint32_t) (a->block_tokens < BN? a->block_tokens: BN),
+                                 1, 1 };
+    const cuuint32_t steps [4] = { 1, 1, 1, 1 };
+    const bool bf16 = sizeof (T) == 2 && a->dtype == KVT_KDTYPE_BF16;
+    return encode (map, bf16? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16: CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                   4, (void *) base, dims, strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                   CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                   CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <typename T, int BN, bool WS, bool TMA>
 int
 s_launch3 (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
 {
+    CUtensorMap k_map = {}, v_map = {};
+    if (TMA && (!s_encode_map<T, BN> (&k_map, a, a->k) || !s_encode_map<T, BN> (&v_map, a, a->v)))
+        return s_launch3<T, BN, WS, false> (a, stream);
     static bool configured = false;                 //  Idempotent; a race only repeats it
     if (!configured) {
-        if (cudaFuncSetAttribute (s_prefill3_kernel<T, BN, WS>,
+        if (cudaFuncSetAttribute (s_prefill3_kernel<T, BN, WS, TMA>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   s_v3_smem_bytes<BN, WS> ()) != cudaSuccess)
             return KVT_ECUDA;
         configured = true;
     }
     dim3 grid ((a->max_q_len + S_WG_BM - 1) / S_WG_BM, a->heads, a->seqs);
-    s_prefill3_kernel<T, BN, WS> <<<grid, WS? 384: 256, s_v3_smem_bytes<BN, WS> (), stream>>> (*a);
+    s_prefill3_kernel<T, BN, WS, TMA> <<<grid, WS? 384: 256, s_v3_smem_bytes<BN, WS> (), stream>>>
+        (*a, k_map, v_map);
     return cudaGetLastError () == cudaSuccess? 0: KVT_ECUDA;
 }
 
 }   //  namespace
 
-template <typename T, int BN, bool WS>
+template <typename T, int BN, bool WS, bool TMA>
 bool
 kvt_paged_prefill_have_wgmma ()
 {
-    return s_have_wgmma<T, BN, WS> ();
+    return s_have_wgmma<T, BN, WS, TMA> ();
 }
 
-template <typename T, int BN, bool WS>
+template <typename T, int BN, bool WS, bool TMA>
 int
 kvt_paged_prefill_launch_wgmma (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
 {
-    return s_launch3<T, BN, WS> (a, stream);
+    return s_launch3<T, BN, WS, TMA> (a, stream);
 }
 
-#define S_INSTANTIATE(T, BN, WS) \
-    template bool kvt_paged_prefill_have_wgmma<T, BN, WS> (); \
-    template int kvt_paged_prefill_launch_wgmma<T, BN, WS> (const kvt_paged_prefill_args_t *, \
-                                                           cudaStream_t);
-S_INSTANTIATE (__nv_bfloat16, 64, false)
-S_INSTANTIATE (__nv_bfloat16, 128, false)
-S_INSTANTIATE (__half, 64, false)
-S_INSTANTIATE (__half, 128, false)
-S_INSTANTIATE (__nv_bfloat16, 64, true)
-S_INSTANTIATE (__nv_bfloat16, 128, true)
-S_INSTANTIATE (__half, 64, true)
-S_INSTANTIATE (__half, 128, true)
+#define S_INSTANTIATE(T, BN, WS, TMA) \
+    template bool kvt_paged_prefill_have_wgmma<T, BN, WS, TMA> (); \
+    template int kvt_paged_prefill_launch_wgmma<T, BN, WS, TMA> (const kvt_paged_prefill_args_t *, \
+                                                                cudaStream_t);
+S_INSTANTIATE (__nv_bfloat16, 64, false, false)
+S_INSTANTIATE (__nv_bfloat16, 128, false, false)
+S_INSTANTIATE (__half, 64, false, false)
+S_INSTANTIATE (__half, 128, false, false)
+S_INSTANTIATE (__nv_bfloat16, 64, true, false)
+S_INSTANTIATE (__nv_bfloat16, 128, true, false)
+S_INSTANTIATE (__half, 64, true, false)
+S_INSTANTIATE (__half, 128, true, false)
+S_INSTANTIATE (__nv_bfloat16, 128, true, true)
+S_INSTANTIATE (__half, 128, true, true)
