@@ -624,7 +624,7 @@ s_encoder ()
 //  KV head, page) with boxes of 64 dims x min (block_tokens, BN) rows in
 //  the 128-byte swizzle of the tiles; false where TMA cannot take it
 //  (pages under 16 tokens, strides the encoder refuses)
-template <typename T, int BN>
+template <int BN>
 bool
 s_encode_map (CUtensorMap *map, const kvt_paged_prefill_args_t *a, const void *base)
 {
@@ -639,7 +639,7 @@ s_encode_map (CUtensorMap *map, const kvt_paged_prefill_args_t *a, const void *b
     const cuuint32_t box [4] = { 64, (cuuint32_t) (a->block_tokens < BN? a->block_tokens: BN),
                                  1, 1 };
     const cuuint32_t steps [4] = { 1, 1, 1, 1 };
-    const bool bf16 = sizeof (T) == 2 && a->dtype == KVT_KDTYPE_BF16;
+    const bool bf16 = a->dtype == KVT_KDTYPE_BF16;  //  T follows dtype (s_dispatch)
     return encode (map, bf16? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16: CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
                    4, (void *) base, dims, strides, box, steps, CU_TENSOR_MAP_INTERLEAVE_NONE,
                    CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -651,7 +651,7 @@ int
 s_launch3 (const kvt_paged_prefill_args_t *a, cudaStream_t stream)
 {
     CUtensorMap k_map = {}, v_map = {};
-    if (TMA && (!s_encode_map<T, BN> (&k_map, a, a->k) || !s_encode_map<T, BN> (&v_map, a, a->v)))
+    if (TMA && (!s_encode_map<BN> (&k_map, a, a->k) || !s_encode_map<BN> (&v_map, a, a->v)))
         return s_launch3<T, BN, WS, false> (a, stream);
     static bool configured = false;                 //  Idempotent; a race only repeats it
     if (!configured) {
