@@ -16,6 +16,7 @@
 
 #include "testutil.h"
 #include "kvt_trace.h"
+#include "kvt_huge.h"
 
 typedef struct {
     uint64_t from [3];              //  Prefix blocks per tier
@@ -54,6 +55,33 @@ s_workload (const char *endpoint, s_outcome_t *outcome)
     kvt_client_destroy (&client);
 }
 
+//  The disk tier's payload paths, from its gauges: 1 = by DMA straight
+//  to or from the host arena, 0 = through the store's staging
+static void
+s_disk_paths (const char *endpoint, uint64_t *direct_reads, uint64_t *direct_writes)
+{
+    kvt_client_t *client = kvt_client_new (endpoint, 30000);
+    *direct_reads = t_stat (client, "tier_nvme.direct_reads");
+    *direct_writes = t_stat (client, "tier_nvme.direct_writes");
+    kvt_client_destroy (&client);
+}
+
+//  Whether the machine reserves huge pages (a memfd arena may then get them)
+static bool
+s_hugetlb_reserved (void)
+{
+    FILE *file = fopen ("/proc/meminfo", "r");
+    if (!file)
+        return false;
+    char line [256];
+    long total = 0;
+    while (fgets (line, sizeof (line), file))
+        if (sscanf (line, "HugePages_Total: %ld", &total) == 1)
+            break;
+    fclose (file);
+    return total > 0;
+}
+
 int
 main (void)
 {
@@ -67,6 +95,12 @@ main (void)
     kvt_runtime_t *runtime = t_start_runtime (config);
     s_outcome_t threads;
     s_workload (kvt_runtime_ipc_endpoint (runtime), &threads);
+    //  Threads share a private arena, on huge pages where THP is on: the
+    //  disk reads straight into it (tier_nvme/direct = auto), as it would
+    //  into 4 KiB pages where THP is off (its staging would be no better)
+    uint64_t direct_reads, direct_writes;
+    s_disk_paths (kvt_runtime_ipc_endpoint (runtime), &direct_reads, &direct_writes);
+    t_check (direct_reads == 1 && direct_writes == 1);
     kvt_runtime_destroy (&runtime);
 
     char path [1024], error [256];
@@ -80,6 +114,13 @@ main (void)
     t_check (kvt_runtime_actor_pid (runtime, "prefix_index") == 0);    //  A thread
     s_outcome_t processes;
     s_workload (kvt_runtime_ipc_endpoint (runtime), &processes);
+    //  An actor process's arena is a memfd, on 4 KiB pages unless huge
+    //  pages are reserved: with THP on, reads go through the store's
+    //  huge-page staging, and the outcome below must still be the same
+    s_disk_paths (kvt_runtime_ipc_endpoint (runtime), &direct_reads, &direct_writes);
+    t_check (direct_writes == 1);
+    if (!s_hugetlb_reserved ())
+        t_check (direct_reads == (kvt_huge_thp_enabled ()? 0: 1));
     t_check (memcmp (&threads, &processes, sizeof (threads)) == 0);
     t_check (threads.from [1] > 0 && threads.from [2] > 0);    //  The tiers were used
     printf ("gpu %" PRIu64 " host %" PRIu64 " nvme %" PRIu64 " computed %" PRIu64 "\n",
