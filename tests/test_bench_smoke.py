@@ -99,7 +99,8 @@ def main():
                 "bench host --both --clients 2")
         report = bench(["nvme", "--mib", "8", "--reps", "1", "--sizes", "64k", "--only",
                         "sizes"], work)
-        figures(report, ["store_read_64k_direct_gbps", "store_write_64k_direct_gbps"],
+        figures(report, ["store_read_64k_direct_gbps", "store_write_64k_direct_gbps",
+                         "store_read_64k_auto_gbps", "store_write_64k_auto_gbps"],
                 "bench nvme")
         #  Every paired ratio comes with raw's own A/A ratio, its noise floor
         if "noise floor): write" not in report["notes"].get("raw_aa_64k", ""):
