@@ -19,16 +19,16 @@
     each side had and how tier_nvme/direct = auto would read; the figures
     store_<write|read>_<size>_auto_gbps are the path it takes). The store
     is driven as tier_nvme drives it: the same depth at the device as
-    raw, with room beyond it for completions being
-    checked or reaped (KVT_NVME_COMPLETION_SLACK), so a read's checksum
-    delays its own hand-back, not the next read's start. Each figure is
+    raw, with room beyond it for completions being checked or reaped
+    (KVT_NVME_COMPLETION_SLACK), so a read's checksum delays its own
+    hand-back, not the next read's start. Each figure is
     the median of --reps runs (default 3), runs interleaved so drift hits
     both alike; a note per size gives the median of each rep's store/raw
     ratio as well (paired_<size>), and raw's own A/A ratio (raw_aa_<size>):
-    raw run a second time in each rep, in its own turn, over the first. That is the
-    noise floor of a paired ratio on the disk at hand: on a disk whose
-    speed moves within a rep, store/raw is read against it. GB/s = 1e9
-    payload bytes/s.
+    raw run a second time in each rep, in its own turn, over the first.
+    That is the noise floor of a paired ratio on the disk at hand: on a
+    disk whose speed moves within a rep, store/raw is read against it.
+    GB/s = 1e9 payload bytes/s.
     Also: xxh3-64 GB/s on one core beside memcpy GB/s on one core (64 MiB
     buffers, out of cache), and the store's checksum pool
     (kvt_nvme_checksum) on 1..--threads workers (default: the online
@@ -509,14 +509,15 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     //  Paired: each rep's store run over the raw run beside it in time, so
     //  that a disk whose speed drifts between reps (a virtual one does)
     //  moves both sides of each ratio
-    //  (p = 4, 5: raw again over raw, writes and reads: the A/A control)
+    //  Ratio p is v [over [p]] / v [under [p]]: direct and bounce writes,
+    //  direct and bounce reads, then raw again over raw (the A/A control)
+    static const int over [6] = { 1, 2, 4, 5, 6, 7 };
+    static const int under [6] = { 0, 0, 3, 3, 0, 3 };
     double paired [6];
     double *ratios = (double *) calloc ((size_t) reps, sizeof (double));
     for (int p = 0; p < 6; p++) {
-        int raw_i = p == 4? 0: p == 5? 3: p < 2? 0: 3;
-        int other_i = p == 4? 6: p == 5? 7: raw_i + 1 + p % 2;
         for (int rep = 0; rep < reps; rep++)
-            ratios [rep] = v [other_i][rep] / v [raw_i][rep];
+            ratios [rep] = v [over [p]][rep] / v [under [p]][rep];
         paired [p] = kvt_bench_nvme_median (ratios, reps);
     }
     free (ratios);
