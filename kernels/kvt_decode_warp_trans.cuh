@@ -119,10 +119,9 @@ struct kvt_decode_warp_trans_t {
         //  O^T += V^T P^T
 #pragma unroll
         for (int p = 0; p < PC; p++) {
-            const uint32_t w0 [4] = { v_raw [0][p].x, v_raw [0][p].y, v_raw [0][p].z,
-                                      v_raw [0][p].w };
-            const uint32_t w1 [4] = { v_raw [1][p].x, v_raw [1][p].y, v_raw [1][p].z,
-                                      v_raw [1][p].w };
+            uint32_t w0 [4], w1 [4];
+            kvt_dev_words (v_raw [0][p], w0);
+            kvt_dev_words (v_raw [1][p], w1);
 #pragma unroll
             for (int j = 0; j < 2; j++) {
                 const uint32_t av [4] = { kvt_dev_movmatrix_trans (w0 [2 * j]),

@@ -64,6 +64,17 @@ kvt_dev_ldsm_x4_trans (uint32_t *r, const void *smem)
                   : "=r" (r [0]), "=r" (r [1]), "=r" (r [2]), "=r" (r [3]) : "r" (address));
 }
 
+//  The four 32-bit words of a 16-byte chunk a lane holds (a stage's tile
+//  rows as uint4), for the mma fragments built from them
+__device__ __forceinline__ void
+kvt_dev_words (const uint4 &chunk, uint32_t (&words) [4])
+{
+    words [0] = chunk.x;
+    words [1] = chunk.y;
+    words [2] = chunk.z;
+    words [3] = chunk.w;
+}
+
 //  Transpose an 8x8 b16 matrix held across the warp
 __device__ __forceinline__ uint32_t
 kvt_dev_movmatrix_trans (uint32_t value)

@@ -308,10 +308,9 @@ s_fp8_decode_kernel (const kvt_fp8_attention_args_t a, int split_len, int splits
         //  O += P V over the 8x8 pieces (f, j, k) of V
 #pragma unroll
         for (int f = 0; f < FC; f++) {
-            const uint32_t w0 [4] = { v_raw [0][f].x, v_raw [0][f].y, v_raw [0][f].z,
-                                      v_raw [0][f].w };
-            const uint32_t w1 [4] = { v_raw [1][f].x, v_raw [1][f].y, v_raw [1][f].z,
-                                      v_raw [1][f].w };
+            uint32_t w0 [4], w1 [4];
+            kvt_dev_words (v_raw [0][f], w0);
+            kvt_dev_words (v_raw [1][f], w1);
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 uint32_t a0, a1, c0, c1;

@@ -159,10 +159,9 @@ struct kvt_decode_warp_t {
         //  O += P V over 8x8 pieces (p, i) of V
 #pragma unroll
         for (int p = 0; p < PC; p++) {
-            const uint32_t w0 [4] = { v_raw [0][p].x, v_raw [0][p].y, v_raw [0][p].z,
-                                      v_raw [0][p].w };
-            const uint32_t w1 [4] = { v_raw [1][p].x, v_raw [1][p].y, v_raw [1][p].z,
-                                      v_raw [1][p].w };
+            uint32_t w0 [4], w1 [4];
+            kvt_dev_words (v_raw [0][p], w0);
+            kvt_dev_words (v_raw [1][p], w1);
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 kvt_dev_mma<T> (o [4 * p + i], pa, kvt_dev_movmatrix_trans (w0 [i]),
