@@ -198,13 +198,14 @@ s_v3_smem_bytes ()
 //  i) was slower, not faster.
 //  v5 (TMA): v4 whose producer loads a tile whose rows all hold tokens of
 //  the sequence by TMA, one 4-D box (head_dim half x page rows x KV head x
-//  page) per page and half, in the same 128-byte swizzle, issued by one
-//  thread and counted on the stage's "full" mbarrier by bytes: 32 copies
-//  a 128-key tile of 16-token pages instead of 4096 16-byte cp.async (the
-//  producer's instructions take the consumers' issue slots, session 19),
-//  and the producer no longer waits for a tile to land before issuing the
-//  next. The sequence's last tile, whose page may end in rows never
-//  written (NaN x 0 is NaN in PV), goes by cp.async with zeros as in v4.
+//  page) per page and half, in the same 128-byte swizzle, issued by a lane
+//  of each producer warp and counted on the stage's "full" mbarrier by
+//  bytes: 32 copies a 128-key tile of 16-token pages instead of 4096
+//  16-byte cp.async (the producer's instructions take the consumers'
+//  issue slots, session 19), and the producer no longer waits for a tile
+//  to land before issuing the next. The sequence's last tile, whose page
+//  may end in rows never written (NaN x 0 is NaN in PV), goes by cp.async
+//  with zeros as in v4.
 template <typename T, int BN, bool WS, bool TMA = false>
 __global__ void __launch_bounds__ (WS? 384: 256, 1)
 s_prefill3_kernel (const kvt_paged_prefill_args_t a, const __grid_constant__ CUtensorMap k_map,
@@ -337,9 +338,19 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a, const __grid_constant__ CUt
                         kvt_dev_bar_wait (empty_bar + 8 * stage, ((i - STAGES) / STAGES) & 1);
                     const int t0 = i * BN;
                     if (t0 + BN <= len) {
-                        if (threadIdx.x == 0) {
+                        //  The producer's four warps issue the boxes side by side,
+                        //  warp w those of every fourth page from page w. One
+                        //  thread issuing a tile's 32 boxes of 16-token pages,
+                        //  a page-table load and a waterfall loop each, was the
+                        //  stream's limit: 0.78x the rate at 64-token pages,
+                        //  where the same kernel matched cuDNN (session 27).
+                        //  Boxes of warps 1-3 may land before warp 0 sets the
+                        //  bytes to expect: the count may go below zero, and the
+                        //  stage is only complete once warp 0 has arrived.
+                        if (threadIdx.x == 0)
                             kvt_dev_bar_expect (bar, 4 * HALF_KV);
-                            for (int r = 0; r < BN; r += rows) {
+                        if ((threadIdx.x & 31) == 0) {
+                            for (int r = (threadIdx.x >> 5) * rows; r < BN; r += 4 * rows) {
                                 const int token = t0 + r;
                                 const int page = pages.table [token >> pages.log2_bt];
                                 const int in_page = token & pages.bt_mask;

@@ -495,14 +495,15 @@ s_prefill_launch (void *context, cudaStream_t stream)
     return kvt_paged_prefill ((const kvt_paged_prefill_args_t *) context, stream);
 }
 
-//  Prefill of whole prompts (no cached prefix) and of a half-cached prompt,
-//  compared in TFLOP/s with torch flash on the whole causal prompt.
+//  Prefill of whole prompts (no cached prefix) and of a half-cached prompt
+//  over pages of 'bt' tokens, compared in TFLOP/s with torch flash and
+//  cuDNN on the whole causal prompt in contiguous K/V ('label' names it).
 static void
 s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int seqs, int len,
-                 int cached, const char *label, int variant, int reps, cudaStream_t stream,
-                 uint64_t *seed)
+                 int cached, int bt, const char *label, int variant, int reps,
+                 cudaStream_t stream, uint64_t *seed)
 {
-    const int heads = 32, kv_heads = 8, dim = 128, bt = 16;
+    const int heads = 32, kv_heads = 8, dim = 128;
     int q_len = len - cached;
     int blocks_per_seq = (len + bt - 1) / bt;
     size_t blocks = (size_t) seqs * blocks_per_seq;
@@ -546,14 +547,16 @@ s_bench_prefill (kvt_bench_report_t *report, const s_torch_file_t *torch, int se
         pairs += cached + i + 1;
     double flops = 4.0 * seqs * heads * dim * pairs;
     double tflops = flops / (us * 1e-6) / 1e12;
-    char figure [64], note [128], name [48];
+    char figure [64], note [128], name [48], pages [16] = "";
+    if (bt != 16)
+        snprintf (pages, sizeof (pages), "_bt%d", bt);
     if (variant)
-        snprintf (name, sizeof (name), "%s_v%d", label, variant);
+        snprintf (name, sizeof (name), "%s%s_v%d", label, pages, variant);
     else
-        snprintf (name, sizeof (name), "%s", label);
+        snprintf (name, sizeof (name), "%s%s", label, pages);
     snprintf (figure, sizeof (figure), "prefill_%s", name);
     snprintf (note, sizeof (note), "%d seqs x %d tokens (%d cached), 32q/8kv hd128 bf16, "
-              "bt16 shuffled, kernel variant %d, %.1f us", seqs, len, cached, variant, us);
+              "bt%d shuffled, kernel variant %d, %.1f us", seqs, len, cached, bt, variant, us);
     kvt_bench_report_note (report, figure, note);
     snprintf (figure, sizeof (figure), "prefill_%s_TFLOPs", name);
     //  Beside PyTorch's flash backend (the floor) and cuDNN's (its aim)
@@ -716,12 +719,16 @@ kvt_bench_kernels_main (int argc, char **argv)
             s_bench_decode (report, &torch, &s_shapes [i], memcpy_tbps, reps, splits,
                             decode_variants, decode_variant_count, stream, &seed);
     for (int v = 0; v < (quick? 0: variant_count); v++) {
-        s_bench_prefill (report, &torch, 1, 8192, 0, "1x8K", variants [v], reps / 4 + 3,
+        s_bench_prefill (report, &torch, 1, 8192, 0, 16, "1x8K", variants [v], reps / 4 + 3,
                          stream, &seed);
-        s_bench_prefill (report, &torch, 4, 4096, 0, "4x4K", variants [v], reps / 4 + 3,
+        s_bench_prefill (report, &torch, 4, 4096, 0, 16, "4x4K", variants [v], reps / 4 + 3,
                          stream, &seed);
-        s_bench_prefill (report, &torch, 1, 8192, 4096, "1x8K_half_cached", variants [v],
+        s_bench_prefill (report, &torch, 1, 8192, 4096, 16, "1x8K_half_cached", variants [v],
                          reps / 4 + 3, stream, &seed);
+        //  The same prompt over 64-token pages: a fourth of the copies a
+        //  tile, so what the pages cost the kernel shows beside the above
+        s_bench_prefill (report, &torch, 1, 8192, 0, 64, "1x8K", variants [v], reps / 4 + 3,
+                         stream, &seed);
     }
     cudaStreamDestroy (stream);
     kvt_bench_report_finish (&report);
