@@ -40,6 +40,15 @@
     splits, and warp w takes a split's tiles w, w + C, ... counted from
     the split's start (as v4's CTA of that split does, so that both compute
     it bit for bit): the same checks hold for that assignment too.
+    A ring with P producer warps (warp p issuing tiles p, p + P, ..., into
+    stages that are a multiple of P, so each stage has one producer) keeps
+    the same waits exact only if P also divides the computing warps, so
+    that each warp takes all its tiles of a segment from one producer: with
+    2 producers and 7 warps a warp can pass its release wait a ring early
+    (the producer of tile j - STAGES lags the one of its own last tile) and
+    read a stale stage, as a probe with that ring hung on the card (session
+    27). Both are played: 2 producers and 6 warps must pass everywhere, and
+    2 producers and 7 warps must be caught.
     What the model cannot see: the stage's reads are generic-proxy loads
     and its refill an async-proxy bulk copy, so the kernels fence the
     reads before the release (kvt_dev_fence_reads_before_refill); session
@@ -58,6 +67,7 @@
 #define S_MAX_WARPS 16
 #define S_MAX_TILES 512
 #define S_MAX_SEGMENTS 128
+#define S_MAX_PRODUCERS 4
 
 typedef enum {
     S_RULE_KERNEL,          //  Wait for the release of tile j - STAGES, then the fill
@@ -126,9 +136,10 @@ typedef struct {
     bool landed [S_MAX_TILES];
     int in_flight [S_MAX_TILES];        //  Tiles issued whose copies have not landed
     int in_flight_count;
-    int next_issue;                     //  Producer: next tile to issue
-    int producer_stage;
-    uint32_t producer_phase;
+    int producers;                      //  Producer p issues tiles p, p + producers, ...
+    int next_issue [S_MAX_PRODUCERS];   //  Producer p: next tile to issue
+    int producer_stage [S_MAX_PRODUCERS];
+    uint32_t producer_phase [S_MAX_PRODUCERS];
     s_warp_t warp [S_MAX_WARPS];
     int reads;                          //  Tiles read, each exactly once
     const char *violation;              //  First thing that went wrong, or NULL
@@ -156,10 +167,15 @@ s_warp_enter (s_ring_t *ring, int w, int segment)
 
 //  'segment_ends' (NULL: one segment of all tiles, v4) as v5's units
 static void
-s_ring_init (s_ring_t *ring, int stages, int warps, int tiles, s_rule_t rule,
+s_ring_init (s_ring_t *ring, int stages, int warps, int producers, int tiles, s_rule_t rule,
              const int *segment_ends, int segments, bool split_relative)
 {
     memset (ring, 0, sizeof (*ring));
+    ring->producers = producers;
+    for (int p = 0; p < producers; p++) {
+        ring->next_issue [p] = p;
+        ring->producer_stage [p] = p;
+    }
     ring->split_relative = split_relative;
     ring->stages = stages;
     ring->warps = warps;
@@ -177,29 +193,30 @@ s_ring_init (s_ring_t *ring, int stages, int warps, int tiles, s_rule_t rule,
         s_warp_enter (ring, w, 0);
 }
 
-//  The producer can issue its next tile: the tile a ring behind released
+//  Producer p can issue its next tile: the tile a ring behind released
 static bool
-s_producer_ready (const s_ring_t *ring)
+s_producer_ready (const s_ring_t *ring, int p)
 {
-    int j = ring->next_issue;
+    int j = ring->next_issue [p];
     return j < ring->tiles
         && (j < ring->stages
-        ||  s_bar_passes (&ring->empty [ring->producer_stage], ring->producer_phase ^ 1));
+        ||  s_bar_passes (&ring->empty [ring->producer_stage [p]], ring->producer_phase [p] ^ 1));
 }
 
 static void
-s_producer_issue (s_ring_t *ring)
+s_producer_issue (s_ring_t *ring, int p)
 {
-    int stage = ring->producer_stage;
+    int stage = ring->producer_stage [p];
     //  arrive.expect_tx, then the bulk copies (one "byte" a tile here)
     ring->full [stage].tx += 1;
     ring->full [stage].pending--;
     s_bar_settle (&ring->full [stage]);
-    ring->in_flight [ring->in_flight_count++] = ring->next_issue;
-    ring->next_issue++;
-    if (++ring->producer_stage == ring->stages) {
-        ring->producer_stage = 0;
-        ring->producer_phase ^= 1;
+    ring->in_flight [ring->in_flight_count++] = ring->next_issue [p];
+    ring->next_issue [p] += ring->producers;
+    ring->producer_stage [p] += ring->producers;    //  Stages: a multiple of producers
+    if (ring->producer_stage [p] >= ring->stages) {
+        ring->producer_stage [p] -= ring->stages;
+        ring->producer_phase [p] ^= 1;
     }
 }
 
@@ -289,7 +306,8 @@ s_warp_step (s_ring_t *ring, s_warp_t *warp)
 //  them). Returns NULL, or what went wrong ("hang": no step possible with
 //  tiles left).
 static const char *
-s_ring_run (int stages, int warps, int tiles, s_rule_t rule, s_cut_t cut, uint64_t seed)
+s_ring_run (int stages, int warps, int producers, int tiles, s_rule_t rule, s_cut_t cut,
+            uint64_t seed)
 {
     bool segmented = cut != S_CUT_NONE;
     static s_ring_t ring;
@@ -305,13 +323,14 @@ s_ring_run (int stages, int warps, int tiles, s_rule_t rule, s_cut_t cut, uint64
     }
     if (segmented && ends [segments - 1] < tiles)
         ends [segments++] = tiles;
-    s_ring_init (&ring, stages, warps, tiles, rule, segmented? ends: NULL, segments,
+    s_ring_init (&ring, stages, warps, producers, tiles, rule, segmented? ends: NULL, segments,
                  cut == S_CUT_SPLITS);
     while (!ring.violation) {
-        //  Enabled actions: 0 = producer, 1 + w = warp w, -1 = a landing
-        int actions [S_MAX_WARPS + 2], count = 0;
-        if (s_producer_ready (&ring))
-            actions [count++] = 0;
+        //  Enabled actions: -2 - p = producer p, 1 + w = warp w, -1 = a landing
+        int actions [S_MAX_WARPS + S_MAX_PRODUCERS + 1], count = 0;
+        for (int p = 0; p < producers; p++)
+            if (s_producer_ready (&ring, p))
+                actions [count++] = -2 - p;
         for (int w = 0; w < warps; w++)
             if (s_warp_ready (&ring, &ring.warp [w]))
                 actions [count++] = 1 + w;
@@ -320,8 +339,8 @@ s_ring_run (int stages, int warps, int tiles, s_rule_t rule, s_cut_t cut, uint64
         if (count == 0)
             return ring.reads == tiles? NULL: "hang";
         int action = actions [kvt_splitmix64 (&state) % (uint64_t) count];
-        if (action == 0)
-            s_producer_issue (&ring);
+        if (action <= -2)
+            s_producer_issue (&ring, -2 - action);
         else
         if (action > 0)
             s_warp_step (&ring, &ring.warp [action - 1]);
@@ -336,11 +355,12 @@ typedef struct {
 } s_tally_t;
 
 static s_tally_t
-s_ring_runs (int stages, int warps, int tiles, s_rule_t rule, s_cut_t cut, int runs)
+s_ring_runs (int stages, int warps, int producers, int tiles, s_rule_t rule, s_cut_t cut,
+             int runs)
 {
     s_tally_t tally = { runs, 0, 0, 0 };
     for (int r = 0; r < runs; r++) {
-        const char *why = s_ring_run (stages, warps, tiles, rule, cut,
+        const char *why = s_ring_run (stages, warps, producers, tiles, rule, cut,
                                       0x5eed0000u + (uint64_t) r);
         if (!why)
             continue;
@@ -373,14 +393,19 @@ main (void)
     for (int k = 0; k < shape_count; k++) {
         int stages = shapes [k][0], warps = shapes [k][1];
         int tiles = stages * 6 + warps + 1 < S_MAX_TILES? stages * 6 + warps + 1: S_MAX_TILES;
-        s_tally_t kernel = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, S_CUT_NONE, 400);
-        s_tally_t none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, S_CUT_NONE, 400);
-        s_tally_t twice = s_ring_runs (stages, warps, tiles, S_RULE_FULL_TWICE, S_CUT_NONE, 400);
-        s_tally_t units = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, S_CUT_UNITS, 400);
-        s_tally_t units_none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, S_CUT_UNITS, 400);
-        s_tally_t splits = s_ring_runs (stages, warps, tiles, S_RULE_KERNEL, S_CUT_SPLITS, 400);
-        s_tally_t splits_none = s_ring_runs (stages, warps, tiles, S_RULE_NONE, S_CUT_SPLITS,
-                                             400);
+        s_tally_t kernel = s_ring_runs (stages, warps, 1, tiles, S_RULE_KERNEL, S_CUT_NONE,
+                                        400);
+        s_tally_t none = s_ring_runs (stages, warps, 1, tiles, S_RULE_NONE, S_CUT_NONE, 400);
+        s_tally_t twice = s_ring_runs (stages, warps, 1, tiles, S_RULE_FULL_TWICE, S_CUT_NONE,
+                                       400);
+        s_tally_t units = s_ring_runs (stages, warps, 1, tiles, S_RULE_KERNEL, S_CUT_UNITS,
+                                       400);
+        s_tally_t units_none = s_ring_runs (stages, warps, 1, tiles, S_RULE_NONE, S_CUT_UNITS,
+                                            400);
+        s_tally_t splits = s_ring_runs (stages, warps, 1, tiles, S_RULE_KERNEL, S_CUT_SPLITS,
+                                        400);
+        s_tally_t splits_none = s_ring_runs (stages, warps, 1, tiles, S_RULE_NONE,
+                                             S_CUT_SPLITS, 400);
         printf ("test_decode_ring: %2d stages, %d warps, %3d tiles, 400 schedules each: "
                 "kernel's rule %d stale / %d overwritten / %d hangs; no release wait %d / %d "
                 "/ %d; fill barrier twice %d / %d / %d; v5 units %d / %d / %d (no release wait "
@@ -406,6 +431,43 @@ main (void)
         none_total.overwrite += none.overwrite;
         twice_total.hang += twice.hang;
         units_none_stale += units_none.stale;
+    }
+    //  Two producer warps (kvt_probe_bulk's p2; the branch wip/two-producers):
+    //  with 6 computing warps the kernel's rule holds in every mode, with 7
+    //  a warp can read a stale stage. Stages a multiple of 2.
+    const int two [][2] = { { 26, 6 }, { 52, 6 }, { 24, 6 }, { 12, 6 }, { 8, 6 }, { 4, 2 } };
+    for (size_t k = 0; k < sizeof (two) / sizeof (two [0]); k++) {
+        int stages = two [k][0], warps = two [k][1];
+        int tiles = stages * 6 + warps + 1;
+        s_tally_t kernel = s_ring_runs (stages, warps, 2, tiles, S_RULE_KERNEL, S_CUT_NONE,
+                                        400);
+        s_tally_t units = s_ring_runs (stages, warps, 2, tiles, S_RULE_KERNEL, S_CUT_UNITS,
+                                       400);
+        s_tally_t splits = s_ring_runs (stages, warps, 2, tiles, S_RULE_KERNEL, S_CUT_SPLITS,
+                                        400);
+        printf ("test_decode_ring: two producers, %2d stages, %d warps: kernel's rule %d / %d / "
+                "%d, v5 units %d / %d / %d, forced splits %d / %d / %d (stale / overwritten "
+                "/ hangs)\n", stages, warps, kernel.stale, kernel.overwrite, kernel.hang,
+                units.stale, units.overwrite, units.hang, splits.stale, splits.overwrite,
+                splits.hang);
+        if (kernel.stale + kernel.overwrite + kernel.hang + units.stale + units.overwrite
+          + units.hang + splits.stale + splits.overwrite + splits.hang) {
+            fprintf (stderr, "test_decode_ring: two producers with %d warps failed\n", warps);
+            failures++;
+        }
+    }
+    int two_seven_stale = 0;
+    for (int stages = 8; stages <= 14; stages += 2) {
+        s_tally_t kernel = s_ring_runs (stages, 7, 2, stages * 6 + 8, S_RULE_KERNEL, S_CUT_NONE,
+                                        400);
+        two_seven_stale += kernel.stale;
+    }
+    printf ("test_decode_ring: two producers, 7 warps, 8-14 stages: %d stale reads in 1600 "
+            "schedules\n", two_seven_stale);
+    if (two_seven_stale == 0) {
+        fprintf (stderr, "test_decode_ring: no stale read found with two producers and 7 "
+                 "warps\n");
+        failures++;
     }
     //  The checker has teeth: the rules that were wrong are caught
     if (none_total.stale == 0) {

@@ -16,12 +16,15 @@
     and 32 KiB the ring holds 6 and 3 stages, taken by as many warps). What
     it reads per S is the ceiling of that ring for copies of S bytes: a
     decode kernel that reaches it is bound by its copies, not its math.
-    Beside it, a 1 GiB device-to-device memcpy in the same run. H200,
-    session 25 (tools/bench/RESULTS.md): 2.84 / 4.25-4.30 / 4.39-4.43 /
-    4.49-4.50 / 4.52 TB/s at 2 / 4 / 8 / 16 / 32 KiB, memcpy 4.22-4.25:
-    4 KiB copies (16-token blocks of one KV head) cap the ring under
-    cuDNN's decode (4.28-4.54); 16 KiB and more (four KV heads of a block
-    at once) reach it.
+    Then the same ring with 2 and 4 producer warps (p2, p4; 6 and 4 takers,
+    so that each taker's tiles come from one producer). Beside it, a 1 GiB
+    device-to-device memcpy in the same run. H200, session 25
+    (tools/bench/RESULTS.md): 2.84 / 4.25-4.30 / 4.39-4.43 / 4.49-4.50 /
+    4.52 TB/s at 2 / 4 / 8 / 16 / 32 KiB, memcpy 4.22-4.25: 4 KiB copies
+    (16-token blocks of one KV head) cap the ring under cuDNN's decode
+    (4.28-4.54); 16 KiB and more (four KV heads of a block at once) reach
+    it. Session 27: with two producers 4 KiB copies read 4.38-4.40 (one:
+    4.23-4.24), with four 4.46: the cap is one warp's issue, not the copies.
     Usage: kvt_probe_bulk (sm_90 or later)
 @end
 */
@@ -35,16 +38,21 @@
 namespace {
 
 #define S_CONSUMERS 7                   //  As decode v4
+#define S_MAX_PRODUCERS 4
 #define S_RING_BYTES (208 * 1024)
 #define S_MAX_STAGES 64
 #define S_POOL_BYTES ((size_t) 2 << 30)
 #define S_REPS 7                        //  The first is a warm-up
 
 //  Tiles [begin, end) of 'tiles' go to CTA blockIdx.x; tile i reads pages
-//  pages [2i] and pages [2i + 1] of 'bytes' each into one stage
-__global__ void __launch_bounds__ ((S_CONSUMERS + 1) * 32, 1)
+//  pages [2i] and pages [2i + 1] of 'bytes' each into one stage. With
+//  'producers' warps issuing, warp p issues tiles p, p + producers, ...;
+//  'stages' and 'takers' are multiples of 'producers', so each stage and
+//  each taker has one producer, and the ring's waits stay exact
+//  (tests/test_decode_ring.c: with 7 takers and 2 producers they are not)
+__global__ void __launch_bounds__ ((S_CONSUMERS + S_MAX_PRODUCERS) * 32, 1)
 s_probe_kernel (const char *pool, const int *pages, long tiles, int bytes, int stages,
-                int takers, unsigned *sink)
+                int takers, int producers, unsigned *sink)
 {
 #if defined (__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     __shared__ __align__ (8) uint64_t sm_full [S_MAX_STAGES];
@@ -58,19 +66,21 @@ s_probe_kernel (const char *pool, const int *pages, long tiles, int bytes, int s
     kvt_dev_ring_init (full0, empty0, stages);         //  Decode's own
     const int warp = threadIdx.x >> 5;
     const int lane = threadIdx.x & 31;
-    if (warp == S_CONSUMERS) {
+    if (warp >= S_CONSUMERS) {
         //  Producer: 32 tiles' pages looked up at a time, as decode's table
-        int stage = 0;
+        const int p = warp - S_CONSUMERS;
+        const int span = 32 * producers;
+        int stage = p;
         uint32_t phase = 0;
-        for (int j0 = 0; j0 < count; j0 += 32) {
+        for (int j0 = p; j0 < count; j0 += span) {
             int k_page = 0, v_page = 0;
-            if (j0 + lane < count) {
-                k_page = pages [2 * (begin + j0 + lane)];
-                v_page = pages [2 * (begin + j0 + lane) + 1];
+            if (j0 + lane * producers < count) {
+                k_page = pages [2 * (begin + j0 + lane * producers)];
+                v_page = pages [2 * (begin + j0 + lane * producers) + 1];
             }
-            for (int j = j0; j < min (count, j0 + 32); j++) {
-                int k = __shfl_sync (0xffffffffu, k_page, j - j0);
-                int v = __shfl_sync (0xffffffffu, v_page, j - j0);
+            for (int j = j0; j < min (count, j0 + span); j += producers) {
+                int k = __shfl_sync (0xffffffffu, k_page, (j - j0) / producers);
+                int v = __shfl_sync (0xffffffffu, v_page, (j - j0) / producers);
                 if (j >= stages)
                     kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
                 if (lane == 0) {
@@ -80,8 +90,9 @@ s_probe_kernel (const char *pool, const int *pages, long tiles, int bytes, int s
                     kvt_dev_bulk_copy (dst, pool + (size_t) k * bytes, bytes, bar);
                     kvt_dev_bulk_copy (dst + bytes, pool + (size_t) v * bytes, bytes, bar);
                 }
-                if (++stage == stages) {
-                    stage = 0;
+                stage += producers;     //  Stages are a multiple of producers
+                if (stage >= stages) {
+                    stage -= stages;
                     phase ^= 1;
                 }
             }
@@ -171,7 +182,11 @@ main (void)
     s_time ([&] { cudaMemcpyAsync (pool + half, pool, half, cudaMemcpyDeviceToDevice); },
             2.0 * half, &best, &worst);
     printf ("memcpy_d2d_1GiB_TBps %.3f (read + write; slowest %.3f)\n", best, worst);
+    setvbuf (stdout, NULL, _IOLBF, 0);
+    for (int producers = 1; producers <= S_MAX_PRODUCERS; producers *= 2)
     for (int bytes : { 2048, 4096, 8192, 16384, 32768 }) {
+        if (producers > 1 && bytes > 8192)
+            continue;                   //  Too few stages to share
         long count = (long) (S_POOL_BYTES / bytes);
         std::vector<int> order (count);
         for (long i = 0; i < count; i++)
@@ -181,19 +196,18 @@ main (void)
         int *pages;
         cudaMalloc (&pages, count * sizeof (int));
         cudaMemcpy (pages, order.data (), count * sizeof (int), cudaMemcpyHostToDevice);
-        int stages = std::min (S_MAX_STAGES, S_RING_BYTES / (2 * bytes));
-        int takers = std::min (S_CONSUMERS, stages);
+        int stages = std::min (S_MAX_STAGES, S_RING_BYTES / (2 * bytes)) / producers * producers;
+        int takers = std::min (S_CONSUMERS / producers * producers, stages);
         int smem = stages * 2 * bytes;
         cudaFuncSetAttribute (s_probe_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
         long tiles = count / 2;
         s_time ([&] {
-                    s_probe_kernel<<<sms, (S_CONSUMERS + 1) * 32, smem>>> (pool, pages, tiles,
-                                                                          bytes, stages, takers,
-                                                                          sink);
+                    s_probe_kernel<<<sms, (S_CONSUMERS + producers) * 32, smem>>> (
+                        pool, pages, tiles, bytes, stages, takers, producers, sink);
                 }, (double) tiles * 2 * bytes, &best, &worst);
         cudaError_t error = cudaDeviceSynchronize ();
-        printf ("bulk_ring_%dk_TBps %.3f (slowest %.3f; %d stages, %d takers) %s\n",
-                bytes / 1024, best, worst, stages, takers,
+        printf ("bulk_ring_%dk_p%d_TBps %.3f (slowest %.3f; %d stages, %d takers) %s\n",
+                bytes / 1024, producers, best, worst, stages, takers,
                 error == cudaSuccess? "": cudaGetErrorString (error));
         cudaFree (pages);
         if (error != cudaSuccess)
