@@ -433,9 +433,10 @@ main (void)
         units_none_stale += units_none.stale;
     }
     //  Two producer warps (kvt_probe_bulk's p2; the branch wip/two-producers):
-    //  with 6 computing warps the kernel's rule holds in every mode, with 7
+    //  with 6 or 8 computing warps the kernel's rule holds in every mode, with 7
     //  a warp can read a stale stage. Stages a multiple of 2.
-    const int two [][2] = { { 26, 6 }, { 52, 6 }, { 24, 6 }, { 12, 6 }, { 8, 6 }, { 4, 2 } };
+    const int two [][2] = { { 26, 6 }, { 52, 6 }, { 24, 6 }, { 12, 6 }, { 8, 6 }, { 26, 8 },
+                            { 16, 8 }, { 4, 2 } };
     for (size_t k = 0; k < sizeof (two) / sizeof (two [0]); k++) {
         int stages = two [k][0], warps = two [k][1];
         int tiles = stages * 6 + warps + 1;
