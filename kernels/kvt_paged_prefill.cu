@@ -71,11 +71,12 @@ s_prefill_kernel (const kvt_paged_prefill_args_t a)
     T *sk = (T *) smem;                             //  [2][S_BN][S_ROW]
     T *sv = sk + 2 * S_BN * S_ROW;                  //  [2][S_BN][S_ROW]
 
-    const int seq = blockIdx.z;
-    const int head = blockIdx.y;
+    const kvt_prefill_cta_t cta = kvt_prefill_cta ();   //  Heaviest first
+    const int seq = cta.seq;
+    const int head = cta.head;
+    const int q_tile = cta.q_tile;
     const int q_first = a.q_start [seq];
     const int q_len = a.q_start [seq + 1] - q_first;
-    const int q_tile = gridDim.x - 1 - blockIdx.x;  //  Heaviest first
     if (q_tile * S_BM >= q_len)
         return;
     const int len = a.seq_lens [seq];
@@ -284,11 +285,12 @@ s_prefill2_kernel (const kvt_paged_prefill_args_t a)
     T *sk = sq + BM * S_ROW;                        //  [2][BN][S_ROW]
     T *sv = sk + 2 * BN * S_ROW;                    //  [2][BN][S_ROW]
 
-    const int seq = blockIdx.z;
-    const int head = blockIdx.y;
+    const kvt_prefill_cta_t cta = kvt_prefill_cta ();   //  Heaviest first
+    const int seq = cta.seq;
+    const int head = cta.head;
+    const int q_tile = cta.q_tile;
     const int q_first = a.q_start [seq];
     const int q_len = a.q_start [seq + 1] - q_first;
-    const int q_tile = gridDim.x - 1 - blockIdx.x;  //  Heaviest first
     if (q_tile * BM >= q_len)
         return;
     const int len = a.seq_lens [seq];

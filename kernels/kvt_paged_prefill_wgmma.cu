@@ -224,19 +224,10 @@ s_prefill3_kernel (const kvt_paged_prefill_args_t a, const __grid_constant__ CUt
     const uint32_t full_bar = smem_base + sv + STAGES * 2 * HALF_KV;    //  [STAGES] (v4)
     const uint32_t empty_bar = full_bar + 8 * STAGES;                   //  [STAGES] (v4)
 
-    //  Heaviest first over a sequence's heads, not per head: CTAs start in
-    //  the order of their linear index, so a sequence's last query tiles
-    //  (the most keys) of every head go first and its lightest last, and
-    //  the last sequence's lightest fill the tail. Sequence by sequence,
-    //  not over the whole batch, so the CTAs running at once share one
-    //  sequence's K/V in L2 (on the H200, against head by head: 1.01x at
-    //  1x8K, 1.03x half cached, 0.99x at 4x4K; over the whole batch 0.95x
-    //  at 4x4K, whose 64 MiB of K/V outgrew L2; session 27)
-    const int linear = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
-    const int in_seq = linear % (gridDim.x * gridDim.y);
-    const int seq = linear / (gridDim.x * gridDim.y);
-    const int head = in_seq % gridDim.y;
-    const int q_tile = gridDim.x - 1 - in_seq / gridDim.y;
+    const kvt_prefill_cta_t cta = kvt_prefill_cta ();   //  Heaviest first
+    const int seq = cta.seq;
+    const int head = cta.head;
+    const int q_tile = cta.q_tile;
     const int q_first = a.q_start [seq];
     const int q_len = a.q_start [seq + 1] - q_first;
     if (q_tile * S_WG_BM >= q_len)
