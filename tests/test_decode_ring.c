@@ -350,6 +350,8 @@ s_ring_run (int stages, int warps, int producers, int tiles, s_rule_t rule, s_cu
     return ring.violation;
 }
 
+#define S_RUNS 400                      //  Random schedules a case
+
 typedef struct {
     int runs, stale, overwrite, hang;
 } s_tally_t;
@@ -375,6 +377,28 @@ s_ring_runs (int stages, int warps, int producers, int tiles, s_rule_t rule, s_c
     return tally;
 }
 
+static bool
+s_clean (s_tally_t tally)
+{
+    return tally.stale == 0 && tally.overwrite == 0 && tally.hang == 0;
+}
+
+//  The kernel's rule in v4's ring, v5's units and v5's forced splits
+typedef struct {
+    s_tally_t kernel, units, splits;
+} s_modes_t;
+
+static s_modes_t
+s_kernel_rule_runs (int stages, int warps, int producers, int tiles)
+{
+    s_modes_t modes = {
+        s_ring_runs (stages, warps, producers, tiles, S_RULE_KERNEL, S_CUT_NONE, S_RUNS),
+        s_ring_runs (stages, warps, producers, tiles, S_RULE_KERNEL, S_CUT_UNITS, S_RUNS),
+        s_ring_runs (stages, warps, producers, tiles, S_RULE_KERNEL, S_CUT_SPLITS, S_RUNS)
+    };
+    return modes;
+}
+
 int
 main (void)
 {
@@ -393,36 +417,32 @@ main (void)
     for (int k = 0; k < shape_count; k++) {
         int stages = shapes [k][0], warps = shapes [k][1];
         int tiles = stages * 6 + warps + 1 < S_MAX_TILES? stages * 6 + warps + 1: S_MAX_TILES;
-        s_tally_t kernel = s_ring_runs (stages, warps, 1, tiles, S_RULE_KERNEL, S_CUT_NONE,
-                                        400);
-        s_tally_t none = s_ring_runs (stages, warps, 1, tiles, S_RULE_NONE, S_CUT_NONE, 400);
+        s_modes_t rule = s_kernel_rule_runs (stages, warps, 1, tiles);
+        s_tally_t kernel = rule.kernel, units = rule.units, splits = rule.splits;
+        s_tally_t none = s_ring_runs (stages, warps, 1, tiles, S_RULE_NONE, S_CUT_NONE, S_RUNS);
         s_tally_t twice = s_ring_runs (stages, warps, 1, tiles, S_RULE_FULL_TWICE, S_CUT_NONE,
-                                       400);
-        s_tally_t units = s_ring_runs (stages, warps, 1, tiles, S_RULE_KERNEL, S_CUT_UNITS,
-                                       400);
+                                       S_RUNS);
         s_tally_t units_none = s_ring_runs (stages, warps, 1, tiles, S_RULE_NONE, S_CUT_UNITS,
-                                            400);
-        s_tally_t splits = s_ring_runs (stages, warps, 1, tiles, S_RULE_KERNEL, S_CUT_SPLITS,
-                                        400);
+                                            S_RUNS);
         s_tally_t splits_none = s_ring_runs (stages, warps, 1, tiles, S_RULE_NONE,
-                                             S_CUT_SPLITS, 400);
-        printf ("test_decode_ring: %2d stages, %d warps, %3d tiles, 400 schedules each: "
+                                             S_CUT_SPLITS, S_RUNS);
+        printf ("test_decode_ring: %2d stages, %d warps, %3d tiles, %d schedules each: "
                 "kernel's rule %d stale / %d overwritten / %d hangs; no release wait %d / %d "
                 "/ %d; fill barrier twice %d / %d / %d; v5 units %d / %d / %d (no release wait "
                 "%d stale); v5 forced splits %d / %d / %d (%d)\n", stages,
-                warps, tiles, kernel.stale, kernel.overwrite, kernel.hang, none.stale,
+                warps, tiles, S_RUNS, kernel.stale, kernel.overwrite, kernel.hang, none.stale,
                 none.overwrite, none.hang, twice.stale, twice.overwrite, twice.hang,
                 units.stale, units.overwrite, units.hang, units_none.stale, splits.stale,
                 splits.overwrite, splits.hang, splits_none.stale);
-        if (kernel.stale || kernel.overwrite || kernel.hang) {
+        if (!s_clean (kernel)) {
             fprintf (stderr, "test_decode_ring: the kernel's rule failed\n");
             failures++;
         }
-        if (units.stale || units.overwrite || units.hang) {
+        if (!s_clean (units)) {
             fprintf (stderr, "test_decode_ring: v5's units with merges failed\n");
             failures++;
         }
-        if (splits.stale || splits.overwrite || splits.hang) {
+        if (!s_clean (splits)) {
             fprintf (stderr, "test_decode_ring: v5's forced splits failed\n");
             failures++;
         }
@@ -439,20 +459,13 @@ main (void)
                             { 16, 8 }, { 4, 2 } };
     for (size_t k = 0; k < sizeof (two) / sizeof (two [0]); k++) {
         int stages = two [k][0], warps = two [k][1];
-        int tiles = stages * 6 + warps + 1;
-        s_tally_t kernel = s_ring_runs (stages, warps, 2, tiles, S_RULE_KERNEL, S_CUT_NONE,
-                                        400);
-        s_tally_t units = s_ring_runs (stages, warps, 2, tiles, S_RULE_KERNEL, S_CUT_UNITS,
-                                       400);
-        s_tally_t splits = s_ring_runs (stages, warps, 2, tiles, S_RULE_KERNEL, S_CUT_SPLITS,
-                                        400);
+        s_modes_t rule = s_kernel_rule_runs (stages, warps, 2, stages * 6 + warps + 1);
         printf ("test_decode_ring: two producers, %2d stages, %d warps: kernel's rule %d / %d / "
                 "%d, v5 units %d / %d / %d, forced splits %d / %d / %d (stale / overwritten "
-                "/ hangs)\n", stages, warps, kernel.stale, kernel.overwrite, kernel.hang,
-                units.stale, units.overwrite, units.hang, splits.stale, splits.overwrite,
-                splits.hang);
-        if (kernel.stale + kernel.overwrite + kernel.hang + units.stale + units.overwrite
-          + units.hang + splits.stale + splits.overwrite + splits.hang) {
+                "/ hangs)\n", stages, warps, rule.kernel.stale, rule.kernel.overwrite,
+                rule.kernel.hang, rule.units.stale, rule.units.overwrite, rule.units.hang,
+                rule.splits.stale, rule.splits.overwrite, rule.splits.hang);
+        if (!s_clean (rule.kernel) || !s_clean (rule.units) || !s_clean (rule.splits)) {
             fprintf (stderr, "test_decode_ring: two producers with %d warps failed\n", warps);
             failures++;
         }
@@ -460,11 +473,11 @@ main (void)
     int two_seven_stale = 0;
     for (int stages = 8; stages <= 14; stages += 2) {
         s_tally_t kernel = s_ring_runs (stages, 7, 2, stages * 6 + 8, S_RULE_KERNEL, S_CUT_NONE,
-                                        400);
+                                        S_RUNS);
         two_seven_stale += kernel.stale;
     }
-    printf ("test_decode_ring: two producers, 7 warps, 8-14 stages: %d stale reads in 1600 "
-            "schedules\n", two_seven_stale);
+    printf ("test_decode_ring: two producers, 7 warps, 8-14 stages: %d stale reads in %d "
+            "schedules\n", two_seven_stale, 4 * S_RUNS);
     if (two_seven_stale == 0) {
         fprintf (stderr, "test_decode_ring: no stale read found with two producers and 7 "
                  "warps\n");
