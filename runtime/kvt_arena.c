@@ -27,22 +27,21 @@ struct _kvt_arena_t {
     bool ipc_opened;                //  Device memory opened by IPC handle (not ours to free)
     bool pinned;                    //  Host memory registered with CUDA
     bool private_memory;            //  Anonymous, this process only (kvt_huge)
+    bool want_large;                //  A memfd arena asked for huge pages, got none reserved
+    bool collapsed;                 //  Shared memory on 2 MiB pages that are not reserved
+                                    //  ones: collapsed here, or so its creator said
     size_t spare_count;             //  Device arenas: blocks past block_count
 };
 
 #define S_REGISTRY_MAX 8            //  Arenas one process can hold
 static kvt_arena_t *s_registry [S_REGISTRY_MAX];
 
+//  2 MiB-aligned, so that 2 MiB pages (reserved or collapsed) can back it
 static int
 s_map (kvt_arena_t *self)
 {
-    self->base = mmap (NULL, self->mapped_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
-                       self->fd, 0);
-    if (self->base == MAP_FAILED) {
-        self->base = NULL;
-        return -errno;
-    }
-    return 0;
+    self->base = kvt_huge_map_fd (self->fd, self->mapped_bytes);
+    return self->base? 0: -errno;
 }
 
 //  A fresh arena record, no memory yet
@@ -82,8 +81,11 @@ kvt_arena_new (const char *name, size_t block_count, size_t block_bytes, bool hu
     kvt_arena_t *self = s_arena_new (name, block_count, block_bytes);
     size_t bytes = block_count * block_bytes;
     if (!hugepages || !s_map_hugetlb (self)) {
-        long page = sysconf (_SC_PAGESIZE);
+        //  Whole 2 MiB extents where huge pages were asked for, so that
+        //  kvt_arena_collapse can put all of it on them
+        size_t page = hugepages? 2u << 20: (size_t) sysconf (_SC_PAGESIZE);
         self->mapped_bytes = (bytes + page - 1) / page * page;
+        self->want_large = hugepages;
         self->fd = memfd_create (name, 0);
         if (self->fd < 0 || ftruncate (self->fd, (off_t) self->mapped_bytes) != 0
         ||  s_map (self) != 0) {
@@ -303,13 +305,15 @@ kvt_arena_copy (const kvt_arena_t *self, void *dst, const void *src, size_t byte
 }
 
 kvt_arena_t *
-kvt_arena_attach (const char *name, int fd, size_t block_count, size_t block_bytes)
+kvt_arena_attach (const char *name, int fd, size_t block_count, size_t block_bytes,
+                  bool large_pages)
 {
     kvt_arena_t *self = (kvt_arena_t *) kvt_zmalloc (sizeof (kvt_arena_t));
     self->name = strdup (name);
     self->fd = fd;
     self->block_count = block_count;
     self->block_bytes = block_bytes;
+    self->collapsed = large_pages;
     struct stat info;
     if (fstat (fd, &info) != 0 || (size_t) info.st_size < block_count * block_bytes) {
         kvt_log_error ("arena %s: descriptor %d is not a large enough arena", name, fd);
@@ -375,7 +379,23 @@ size_t kvt_arena_spare_count (const kvt_arena_t *self) { return self->spare_coun
 bool
 kvt_arena_large_pages (const kvt_arena_t *self)
 {
-    return self->hugepages || (self->private_memory && kvt_huge_thp_enabled ());
+    return self->hugepages || self->collapsed
+        || (self->private_memory && kvt_huge_thp_enabled ());
+}
+
+int
+kvt_arena_collapse (kvt_arena_t *self)
+{
+    if (!self->want_large || self->collapsed)
+        return kvt_arena_large_pages (self)? 0: -EINVAL;
+    int rc = kvt_huge_collapse (self->base, self->mapped_bytes);
+    self->collapsed = rc == 0;
+    if (rc == 0)
+        kvt_log_info ("arena %s: on 2 MiB pages (MADV_COLLAPSE)", self->name);
+    else
+        kvt_log_info ("arena %s: stays on 4 KiB pages (MADV_COLLAPSE: %s)", self->name,
+                      strerror (-rc));
+    return rc;
 }
 
 int
@@ -406,6 +426,22 @@ kvt_arena_registry_clear (void)
         kvt_arena_destroy (&s_registry [k]);
 }
 
+//  This process's shared memory mapped by 2 MiB entries, in KiB; SIZE_MAX
+//  where the kernel does not say
+static size_t
+s_shmem_pmd_kib (void)
+{
+    FILE *file = fopen ("/proc/self/smaps_rollup", "r");
+    size_t kib = SIZE_MAX;
+    char line [128];
+    while (file && fgets (line, sizeof (line), file))
+        if (sscanf (line, "ShmemPmdMapped: %zu kB", &kib) == 1)
+            break;
+    if (file)
+        fclose (file);
+    return kib;
+}
+
 int
 kvt_arena_test (bool verbose)
 {
@@ -418,13 +454,13 @@ kvt_arena_test (bool verbose)
     //  A second mapping of the same descriptor sees the same bytes, as an
     //  actor process does after fork and exec
     int fd = dup (kvt_arena_fd (arena));
-    kvt_arena_t *view = kvt_arena_attach ("test", fd, 8, 4096);
+    kvt_arena_t *view = kvt_arena_attach ("test", fd, 8, 4096, false);
     assert (view);
     assert (((uint8_t *) kvt_arena_block (view, 7)) [4095] == 0xab);
     ((uint8_t *) kvt_arena_block (view, 0)) [0] = 0x5a;
     assert (((uint8_t *) kvt_arena_block (arena, 0)) [0] == 0x5a);
     kvt_arena_destroy (&view);
-    assert (kvt_arena_attach ("bad", kvt_arena_fd (arena), 1000, 4096) == NULL);
+    assert (kvt_arena_attach ("bad", kvt_arena_fd (arena), 1000, 4096, false) == NULL);
 
     //  NUMA placement: node 0 exists wherever NUMA does; a node far past
     //  the last is refused, clearly
@@ -451,6 +487,34 @@ kvt_arena_test (bool verbose)
 #endif
     char hex [KVT_ARENA_IPC_HEX];
     assert (kvt_arena_ipc_handle (arena, hex, sizeof (hex)) == -EINVAL);
+    kvt_arena_destroy (&arena);
+
+    //  A memfd arena that asked for huge pages and got no reserved ones goes
+    //  onto 2 MiB pages by MADV_COLLAPSE where the kernel can, keeping its
+    //  bytes; then its pages are 2 MiB in fact (the process's shared memory
+    //  mapped by 2 MiB entries), and a second mapping is told so
+    arena = kvt_arena_new ("collapse", 3, 1u << 20, true);
+    assert (arena && (uintptr_t) kvt_arena_base (arena) % (2u << 20) == 0);
+    if (!kvt_arena_hugepages (arena)) {
+        assert (!kvt_arena_large_pages (arena));
+        memset (kvt_arena_block (arena, 2), 0x3c, 4096);
+        size_t before = s_shmem_pmd_kib ();
+        rc = kvt_arena_collapse (arena);
+        assert ((rc == 0) == kvt_arena_large_pages (arena));
+        assert (((uint8_t *) kvt_arena_block (arena, 2)) [4095] == 0x3c);
+        assert (((uint8_t *) kvt_arena_block (arena, 0)) [0] == 0);
+        if (rc == 0)
+            assert (s_shmem_pmd_kib () >= before + 4096 || before == SIZE_MAX);
+        view = kvt_arena_attach ("collapse", dup (kvt_arena_fd (arena)), 3, 1u << 20, rc == 0);
+        assert (view && kvt_arena_large_pages (view) == (rc == 0));
+        assert (((uint8_t *) kvt_arena_block (view, 2)) [0] == 0x3c);
+        kvt_arena_destroy (&view);
+    }
+    if (kvt_arena_large_pages (arena))
+        assert (kvt_arena_collapse (arena) == 0);       //  Once is enough
+    kvt_arena_destroy (&arena);
+    arena = kvt_arena_new ("small", 2, 4096, false);
+    assert (kvt_arena_collapse (arena) == -EINVAL && !kvt_arena_large_pages (arena));
     kvt_arena_destroy (&arena);
 
     //  A private arena: zeroed blocks of this process, 2 MiB-aligned (huge

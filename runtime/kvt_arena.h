@@ -90,9 +90,12 @@ int
 int
     kvt_arena_copy (const kvt_arena_t *self, void *dst, const void *src, size_t bytes);
 
-//  Map an arena another process created, from its inherited descriptor.
+//  Map an arena another process created, from its inherited descriptor;
+//  'large_pages': what kvt_arena_large_pages said in the creator (the
+//  pages are the file's, so they are 2 MiB here too).
 kvt_arena_t *
-    kvt_arena_attach (const char *name, int fd, size_t block_count, size_t block_bytes);
+    kvt_arena_attach (const char *name, int fd, size_t block_count, size_t block_bytes,
+                      bool large_pages);
 
 //  Unmap and close; NULL-safe, nulls the caller's pointer.
 void
@@ -115,10 +118,21 @@ void *
 bool
     kvt_arena_hugepages (const kvt_arena_t *self);
 //  Whether the arena's memory is on pages of 2 MiB: reserved huge pages,
-//  or private memory where transparent huge pages are on. DMA into 4 KiB
-//  pages takes a segment a page (kvt_nvme_store.h, "Buffers").
+//  shared memory collapsed onto them (kvt_arena_collapse, or as the
+//  creator told kvt_arena_attach), or private memory where transparent
+//  huge pages are on. DMA into 4 KiB pages takes a segment a page
+//  (kvt_nvme_store.h, "Buffers").
 bool
     kvt_arena_large_pages (const kvt_arena_t *self);
+
+//  A memfd arena made with 'hugepages' but without reserved ones: onto 2
+//  MiB pages now by MADV_COLLAPSE (kvt_huge_collapse), which makes all of
+//  it resident. Call after kvt_arena_bind_numa: pages are placed as they
+//  are made. 0 when the arena is on 2 MiB pages after the call; -EINVAL
+//  for an arena that cannot be (4 KiB pages asked for, or device memory);
+//  else madvise's -errno, and the arena stays on 4 KiB pages.
+int
+    kvt_arena_collapse (kvt_arena_t *self);
 //  True for a device-memory arena (block addresses are device pointers).
 bool
     kvt_arena_on_device (const kvt_arena_t *self);

@@ -5,11 +5,16 @@
     =========================================================================
 */
 
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include "kvt_huge.h"
+
+#ifndef MADV_COLLAPSE
+#   define MADV_COLLAPSE 25             //  Linux 6.1; older kernels say EINVAL
+#endif
 
 #define S_HUGE ((size_t) 2 << 20)
 
@@ -52,6 +57,43 @@ kvt_huge_free (void *p, size_t bytes)
 {
     if (p)
         munmap (p, s_length (bytes));
+}
+
+void *
+kvt_huge_map_fd (int fd, size_t length)
+{
+    //  Reserve a huge page more than needed, then map the file over its
+    //  first 2 MiB boundary and give back both ends
+    uint8_t *raw = (uint8_t *) mmap (NULL, length + S_HUGE, PROT_NONE,
+                                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uint8_t *p = (uint8_t *) (((uintptr_t) raw + S_HUGE - 1) & ~(uintptr_t) (S_HUGE - 1));
+    if (mmap (p, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
+        int error = errno;
+        munmap (raw, length + S_HUGE);
+        errno = error;
+        return NULL;
+    }
+    if (p > raw)
+        munmap (raw, (size_t) (p - raw));
+    size_t tail = (size_t) (raw + length + S_HUGE - (p + length));
+    if (tail)
+        munmap (p + length, tail);
+    return p;
+}
+
+int
+kvt_huge_collapse (void *p, size_t length)
+{
+    if ((uintptr_t) p % S_HUGE || length % S_HUGE || length == 0)
+        return -EINVAL;
+    //  A shared extent with no page in it is refused (EINVAL); a page each,
+    //  its own bytes written back, gives every extent one to collapse around
+    volatile uint8_t *bytes = (volatile uint8_t *) p;
+    for (size_t at = 0; at < length; at += S_HUGE)
+        bytes [at] = bytes [at];
+    return madvise (p, length, MADV_COLLAPSE) == 0? 0: -errno;
 }
 
 bool

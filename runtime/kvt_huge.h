@@ -15,6 +15,10 @@
     raw io_uring 64 KiB reads went from 1.0-1.1 to 1.9-2.0 GB/s. Random
     lookups miss the TLB less too. Where THP is off ("never") the memory is
     plain pages and nothing else changes.
+    Shared memory (the memfd arena that actor processes map) is mapped 2
+    MiB-aligned and can be collapsed onto 2 MiB pages by MADV_COLLAPSE,
+    which the kernel (6.1 and later) allows even where shmem THP is
+    "never", the setting on both of this project's machines.
 @end
 */
 
@@ -37,6 +41,19 @@ void *
 //  Unmap what kvt_huge_alloc (p, bytes) returned; NULL is fine.
 void
     kvt_huge_free (void *p, size_t bytes);
+
+//  Map 'length' bytes of the shared-memory file 'fd' read-write at a 2 MiB-
+//  aligned address (so 2 MiB pages can back it). NULL, errno set, if not.
+void *
+    kvt_huge_map_fd (int fd, size_t length);
+
+//  Move the 2 MiB-aligned shared mapping [p, p + length) (length a multiple
+//  of 2 MiB) onto 2 MiB pages now, keeping its bytes: one touch an extent,
+//  then MADV_COLLAPSE. Allocates what was not yet resident. 0, or -errno
+//  (EINVAL before Linux 6.1 or where shmem THP is "deny", EAGAIN / ENOMEM
+//  when no 2 MiB of memory could be found), and then the pages stay small.
+int
+    kvt_huge_collapse (void *p, size_t length);
 
 //  Whether kvt_huge_alloc's memory gets huge pages here: transparent huge
 //  pages are "always" or "madvise" (/sys/kernel/mm/transparent_hugepage/

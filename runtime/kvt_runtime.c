@@ -319,6 +319,9 @@ s_create_arenas (kvt_runtime_t *self)
                 }
             }
         }
+        //  A memfd arena onto 2 MiB pages where none are reserved: a DMA
+        //  segment (disk or GPU) a 2 MiB page, not a 4 KiB one
+        kvt_arena_collapse (arena);
         if (k >= 1 && on_device) {
             //  The host slab and the layer shard: the device reaches both
             int rc = kvt_arena_pin (arena);
@@ -342,6 +345,16 @@ s_kvtier_path (void)
 {
     const char *path = getenv ("KVTIER");
     return path && *path? path: "/proc/self/exe";
+}
+
+//  An actor process's `--arena` value: "name=fd", ",large" after it where
+//  the memory is on 2 MiB pages (the process cannot tell from the
+//  descriptor), "name=-1" for an arena that does not exist
+static void
+s_arena_arg (char *text, size_t size, const char *name, const kvt_arena_t *arena)
+{
+    snprintf (text, size, "%s=%d%s", name, arena? kvt_arena_fd (arena): -1,
+              arena && kvt_arena_large_pages (arena)? ",large": "");
 }
 
 //  Fork and exec `kvtier actor NAME`; wait for its START status on a pipe.
@@ -373,12 +386,11 @@ s_start_process (kvt_runtime_t *self, s_actor_t *actor, const char *config_path)
         }
     }
     else
-        snprintf (gpu_arena, sizeof (gpu_arena), "gpu=%d", kvt_arena_fd (gpu));
-    snprintf (host_arena, sizeof (host_arena), "host=%d", kvt_arena_fd (kvt_arena_find ("host")));
+        s_arena_arg (gpu_arena, sizeof (gpu_arena), "gpu", gpu);
+    s_arena_arg (host_arena, sizeof (host_arena), "host", kvt_arena_find ("host"));
     //  Static layer sharding: the GPU tier's host-held layers (issue #5)
-    kvt_arena_t *shard = kvt_arena_find (KVT_LAYER_SHARD_ARENA);
-    snprintf (shard_arena, sizeof (shard_arena), "%s=%d", KVT_LAYER_SHARD_ARENA,
-              shard? kvt_arena_fd (shard): -1);
+    s_arena_arg (shard_arena, sizeof (shard_arena), KVT_LAYER_SHARD_ARENA,
+                 kvt_arena_find (KVT_LAYER_SHARD_ARENA));
     const char *kvtier = s_kvtier_path ();
     pid_t parent = getpid ();
     pid_t pid = fork ();
@@ -669,7 +681,7 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
             def = *each;
     if (!def || !config_path || !run_dir || ready_fd < 0) {
         fprintf (stderr, "usage: kvtier actor NAME --config FILE --run-dir DIR --ready-fd N "
-                 "[--arena name=fd]...\n(started by the supervisor, not by hand)\n");
+                 "[--arena name=fd[,large]]...\n(started by the supervisor, not by hand)\n");
         return 2;
     }
     char error [256];
@@ -708,7 +720,9 @@ kvt_runtime_actor_process (int argc, char **argv, const kvt_actor_def_t *const *
             kvt_arena_t *gpu = kvt_arena_find ("gpu");     //  Its --arena comes first
             s_arena_geometry (&shard, config, which, gpu && kvt_arena_on_device (gpu),
                               &block_count, &block_bytes);
-            kvt_arena_t *arena = kvt_arena_attach (arena_name, fd, block_count, block_bytes);
+            bool large = strstr (argv [k + 1], ",large") != NULL;
+            kvt_arena_t *arena = kvt_arena_attach (arena_name, fd, block_count, block_bytes,
+                                                   large);
             if (arena)
                 kvt_arena_register (&arena);
         }

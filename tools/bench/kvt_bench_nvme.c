@@ -43,9 +43,11 @@
     beside a raw sequential read of the journal file.
     --hugepages puts the buffers the store's direct path moves (the "host
     arena") on transparent huge pages, as tier_host's arena is when the
-    actors run as threads (private memory) or where huge pages are
-    reserved; by default they are 4 KiB pages, as an actor process's
-    memfd arena is without reserved huge pages.
+    actors run as threads (private memory), where huge pages are reserved,
+    and (since session 27) when an actor process's memfd arena could be
+    collapsed onto 2 MiB pages (kvt_arena_collapse: Linux 6.1 and later);
+    by default they are 4 KiB pages, as that memfd arena is where the
+    kernel cannot collapse it.
     Usage: kvtier bench nvme [--dir DIR] [--mib N] [--qd N] [--reps N] [--hugepages]
            [--sizes 64k,512k,2m] [--files N] [--sync] [--recover N]
            [--threads N] [--sync-mib N] [--sync-size S] [--sync-qd N]
