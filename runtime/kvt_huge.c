@@ -24,22 +24,37 @@ s_length (size_t bytes)
     return ((bytes? bytes: 1) + S_HUGE - 1) / S_HUGE * S_HUGE;
 }
 
-void *
-kvt_huge_alloc (size_t bytes, bool populate)
+//  The first 2 MiB boundary in 'raw', a mapping of length + 2 MiB: the
+//  kernel only backs aligned 2 MiB ranges with huge pages
+static uint8_t *
+s_aligned (uint8_t *raw)
 {
-    size_t length = s_length (bytes);
-    //  Over-map by one huge page and trim both ends to a 2 MiB boundary:
-    //  the kernel only backs aligned 2 MiB ranges with huge pages
-    uint8_t *raw = (uint8_t *) mmap (NULL, length + S_HUGE, PROT_READ | PROT_WRITE,
-                                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (raw == MAP_FAILED)
-        return NULL;
-    uint8_t *p = (uint8_t *) (((uintptr_t) raw + S_HUGE - 1) & ~(uintptr_t) (S_HUGE - 1));
+    return (uint8_t *) (((uintptr_t) raw + S_HUGE - 1) & ~(uintptr_t) (S_HUGE - 1));
+}
+
+//  Give back what lies around [p, p + length) of the mapping 'raw' of
+//  length + 2 MiB
+static void
+s_trim (uint8_t *raw, uint8_t *p, size_t length)
+{
     if (p > raw)
         munmap (raw, (size_t) (p - raw));
     size_t tail = (size_t) (raw + length + S_HUGE - (p + length));
     if (tail)
         munmap (p + length, tail);
+}
+
+void *
+kvt_huge_alloc (size_t bytes, bool populate)
+{
+    size_t length = s_length (bytes);
+    //  Over-map by one huge page and trim both ends to a 2 MiB boundary
+    uint8_t *raw = (uint8_t *) mmap (NULL, length + S_HUGE, PROT_READ | PROT_WRITE,
+                                     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uint8_t *p = s_aligned (raw);
+    s_trim (raw, p, length);
 #ifdef MADV_HUGEPAGE
     madvise (p, length, MADV_HUGEPAGE);     //  A hint: refused, nothing changes
 #endif
@@ -68,18 +83,14 @@ kvt_huge_map_fd (int fd, size_t length)
                                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (raw == MAP_FAILED)
         return NULL;
-    uint8_t *p = (uint8_t *) (((uintptr_t) raw + S_HUGE - 1) & ~(uintptr_t) (S_HUGE - 1));
+    uint8_t *p = s_aligned (raw);
     if (mmap (p, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, 0) == MAP_FAILED) {
         int error = errno;
         munmap (raw, length + S_HUGE);
         errno = error;
         return NULL;
     }
-    if (p > raw)
-        munmap (raw, (size_t) (p - raw));
-    size_t tail = (size_t) (raw + length + S_HUGE - (p + length));
-    if (tail)
-        munmap (p + length, tail);
+    s_trim (raw, p, length);
     return p;
 }
 
