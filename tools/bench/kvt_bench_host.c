@@ -601,6 +601,10 @@ kvt_bench_host_main (int argc, char **argv)
         fprintf (stderr, "kvtier bench host: no room for two arenas of %zu bytes\n", bytes);
         goto cleanup;
     }
+    //  On the pages the runtime's own arenas get (2 MiB where the kernel
+    //  collapses a memfd arena), so the baseline copies what the tiers copy
+    kvt_arena_collapse (arena_src);
+    kvt_arena_collapse (arena_dst);
     memcpy (kvt_arena_base (arena_src), copy_src, bytes);    //  Prefault both
     memset (kvt_arena_base (arena_dst), 0, bytes);
     //  A GPU tier in device memory: the baseline becomes pinned PCIe
