@@ -97,35 +97,52 @@ kvt_dev_ring_init (uint32_t full0, uint32_t empty0, int stages)
     __syncthreads ();
 }
 
-//  The producer warp: issue 'count' tiles of c's sequence from token
-//  'start' on, the ring's k-th tile (k counts the tiles issued so far) into
-//  stage k % stages after the release of tile k - stages, looking up 32
-//  tiles' blocks at a time. Advances k, stage and phase.
-template <int D>
+//  Producer warp 'producer' of PRODUCERS: of the ring's tiles k, k + 1,
+//  ..., k + count - 1 (c's tiles from token 'start' on), issue those that
+//  are its own (ring index = producer mod PRODUCERS), each into stage
+//  index mod stages after the release of the tile a ring behind, looking
+//  up 32 of its tiles' blocks at a time. 'k' counts the ring's tiles before
+//  the call, the same in every producer, and advances by 'count'. Stages
+//  are a multiple of PRODUCERS, so each stage has one producer, which fills
+//  it in ring order; and so are the computing warps, so that each takes
+//  every tile of a segment from one producer: the ring's waits are then
+//  exact (tests/test_decode_ring.c; with 7 takers and 2 producers a take
+//  can pass its release wait a ring early and read a stale stage). Two
+//  producers, because one warp issuing a 4 KiB copy pair at a time capped
+//  the ring: kvt_probe_bulk read 4 KiB copies at 3.1 TB/s with one and 4.4
+//  with two on the H200 (session 27).
+template <int D, int PRODUCERS>
 __device__ __forceinline__ void
 kvt_dev_ring_issue (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c,
                     const int32_t *table, const char *k_head, const char *v_head, int log2_bt,
                     bool whole_tiles, int start, int count, uint32_t ring_smem, uint32_t full0,
-                    uint32_t empty0, int stages, int &k, int &stage, uint32_t &phase)
+                    uint32_t empty0, int stages, int producer, int &k)
 {
     constexpr int STAGE = 2 * 16 * D * 2;
-    for (int j0 = 0; j0 < count; j0 += 32) {
-        int32_t block = 0;              //  Lane l: block of tile j0 + l
-        if (whole_tiles && j0 + c.lane < count)
-            block = table [(start + 16 * (j0 + c.lane)) >> log2_bt];
-        for (int j = j0; j < min (count, j0 + 32); j++, k++) {
-            int32_t tile_block = __shfl_sync (0xffffffffu, block, j - j0);
-            if (k >= stages)            //  The tile a ring behind has been taken
+    constexpr int SPAN = 32 * PRODUCERS;
+    const int first = ((producer - k) % PRODUCERS + PRODUCERS) % PRODUCERS;
+    int stage = (k + first) % stages;
+    uint32_t phase = (uint32_t) ((k + first) / stages) & 1;
+    for (int j0 = first; j0 < count; j0 += SPAN) {
+        int32_t block = 0;              //  Lane l: block of tile j0 + l x PRODUCERS
+        const int mine = j0 + c.lane * PRODUCERS;
+        if (whole_tiles && mine < count)
+            block = table [(start + 16 * mine) >> log2_bt];
+        for (int j = j0; j < min (count, j0 + SPAN); j += PRODUCERS) {
+            int32_t tile_block = __shfl_sync (0xffffffffu, block, (j - j0) / PRODUCERS);
+            if (k + j >= stages)        //  The tile a ring behind has been taken
                 kvt_dev_bar_wait (empty0 + 8 * stage, phase ^ 1);
             kvt_dev_issue_tile<D> (a, c, k_head, v_head, table, log2_bt, whole_tiles,
                                    tile_block, start + 16 * j, ring_smem + stage * STAGE,
                                    full0 + 8 * stage);
-            if (++stage == stages) {
-                stage = 0;
+            stage += PRODUCERS;
+            if (stage >= stages) {
+                stage -= stages;
                 phase ^= 1;
             }
         }
     }
+    k += count;
 }
 
 //  A computing warp's turn at the ring: the tile at t0 in 'stage' of fill

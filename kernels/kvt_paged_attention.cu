@@ -87,6 +87,12 @@
     copies bind (H200: v4 within 0.5%, v5 0.3-0.8% under, the 8B model's
     decode even), every GPU test and memcheck clean: the headroom a kernel
     taking four KV heads of a block needs.
+    Session 27 measured one warp's issue rate as the ring's cap (4 KiB
+    copies: 4.23 TB/s from one producer warp, 4.39 from two); since
+    session 28 two producer warps fill v4's and v5's rings (even and odd
+    tiles, 8 computing warps; kvt_dev_ring_issue): H200, 0.97-0.98 /
+    0.97-0.98 / 0.97-0.99x cuDNN at 64x4K / 16x32K / 1x128K against the
+    one-producer ring's 0.94-0.95 / 0.97 / 1.00x in the same call.
 @end
 */
 

@@ -63,7 +63,8 @@
 
 namespace {
 
-#define S_CONSUMERS 7                   //  Computing warps; with the producer, 8
+#define S_CONSUMERS 8                   //  Computing warps; with the producers, 10
+#define S_PRODUCERS 2                   //  Divides S_CONSUMERS and the stages (kvt_dev_ring_issue)
 #define S_RING_BYTES (208 * 1024)       //  The ring, at most (v4's)
 #define S_MAX_STAGES 64                 //  Barrier pairs: 208 KiB of 4 KiB stages (D = 64)
 #define S_MERGE_BATCH 8                 //  Pieces the merge kernel loads at once
@@ -197,14 +198,14 @@ s_merge (W &w, const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c,
     s_consumers_sync ();                //  sm_acc is free for the next segment
 }
 
-//  The kernel: grid = the device's CTA slots (one a SM), 8 warps. The ring
+//  The kernel: grid = the device's CTA slots (one a SM), 10 warps. The ring
 //  protocol is v4's (kvt_paged_attention_bulk.cu, tested on a model in
 //  tests/test_decode_ring.c), over the range's tiles in order: tile k of
-//  the range goes to stage k % stages and to computing warp k % 7, across
-//  units, so the producer fills the next unit's tiles while the warps
+//  the range goes to stage k % stages and to computing warp k % 8, across
+//  units, so the producers fill the next unit's tiles while the warps
 //  still compute or merge the last one.
 template <typename T, int D, bool FIXED, typename W>
-__global__ void __launch_bounds__ ((S_CONSUMERS + 1) * 32, 1)
+__global__ void __launch_bounds__ ((S_CONSUMERS + S_PRODUCERS) * 32, 1)
 s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, int stages,
                           int rows, int split_len, int splits, void *workspace)
 {
@@ -217,7 +218,7 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     __shared__ __align__ (8) uint64_t sm_full [S_MAX_STAGES];
     __shared__ __align__ (8) uint64_t sm_empty [S_MAX_STAGES];
     extern __shared__ __align__ (16) unsigned char sm_ring [];
-    float *sm_acc = (float *) (sm_ring + stages * STAGE);   //  [7][rows][D + 1]
+    float *sm_acc = (float *) (sm_ring + stages * STAGE);   //  [S_CONSUMERS][rows][D + 1]
     kvt_dev_launch_dependents ();
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -253,12 +254,10 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
     walk.chunk_tiles = FIXED? split_len / 16: 0;
     kvt_decode_plan_walk_snap (&walk);
     kvt_decode_plan_segment_t segment;
-    if (warp == S_CONSUMERS) {
-        //  Producer: every tile of the range in order, a ring ahead at most
+    if (warp >= S_CONSUMERS) {
+        //  Producers: every tile of the range in order, a ring ahead at most
         const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
-        int stage = 0;
-        uint32_t phase = 0;
-        int k = 0;                      //  Tiles of the range issued
+        int k = 0;                      //  Tiles of the range before the segment
         while (kvt_decode_plan_walk_next (&walk, a.seq_lens, a.seqs, &segment)) {
             const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
             if (segment.seq_start && lane == 0 && !FIXED)
@@ -266,13 +265,13 @@ s_decode_balanced_kernel (const kvt_paged_attention_args_t a, int head_chunks, i
             const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
             const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
             const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
-            kvt_dev_ring_issue<D> (a, c, table, k_head, v_head, log2_bt, whole_tiles, c.start,
-                                   segment.count, ring_smem, full0, empty0, stages, k, stage,
-                                   phase);
+            kvt_dev_ring_issue<D, S_PRODUCERS> (a, c, table, k_head, v_head, log2_bt, whole_tiles,
+                                                c.start, segment.count, ring_smem, full0, empty0,
+                                                stages, warp - S_CONSUMERS, k);
         }
         return;
     }
-    //  Computing warps: tiles k = warp, warp + 7, ... of the range
+    //  Computing warps: tiles k = warp, warp + 8, ... of the range
     W w;
     while (kvt_decode_plan_walk_next (&walk, a.seq_lens, a.seqs, &segment)) {
         const kvt_decode_cta_t c = s_segment_cta (a, segment, head_chunks);
@@ -405,7 +404,7 @@ s_ask (void *context)
     if (cudaFuncSetAttribute (k->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic)
         != cudaSuccess
     ||  cudaOccupancyMaxActiveBlocksPerMultiprocessor (&per_sm, k->kernel,
-                                                       (S_CONSUMERS + 1) * 32, dynamic)
+                                                       (S_CONSUMERS + S_PRODUCERS) * 32, dynamic)
         != cudaSuccess)
         return KVT_ECUDA;
     __atomic_store_n (&k->dynamic_max [device], dynamic, __ATOMIC_RELEASE);
@@ -445,9 +444,10 @@ s_launch (const kvt_paged_attention_args_t *a, int index, int split_len, int spl
     int stages = ring / stage_bytes;
     if (stages > S_MAX_STAGES)
         stages = S_MAX_STAGES;
+    stages -= stages % S_PRODUCERS;     //  Each stage one producer's
     if (stages < S_CONSUMERS)
         return -EINVAL;                 //  Not on any sm_90 part: 227 KiB a CTA
-    s_decode_balanced_kernel<T, D, FIXED, W> <<<ctas, (S_CONSUMERS + 1) * 32,
+    s_decode_balanced_kernel<T, D, FIXED, W> <<<ctas, (S_CONSUMERS + S_PRODUCERS) * 32,
                                                 stages * stage_bytes + merge_bytes, stream>>>
         (*a, head_chunks, stages, rows, split_len, splits, a->workspace);
     if (FIXED) {

@@ -129,10 +129,11 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 }
 
 //  --------------------------------------------------------------------------
-//  v4 (variant 3): v3 warp-specialised. One producer warp issues every
-//  tile's bulk copies into a ring shared by the CTA, up to S_WS_BYTES of
-//  stages ahead, looking up 32 tiles' blocks at a time; S_WS_CONSUMERS
-//  warps compute, consumer w taking tiles w, w + 7, ... Each stage has a
+//  v4 (variant 3): v3 warp-specialised. Two producer warps issue the
+//  tiles' bulk copies (even and odd tiles) into a ring shared by the CTA,
+//  up to S_WS_BYTES of stages ahead, looking up 32 tiles' blocks at a time;
+//  S_WS_CONSUMERS warps compute, consumer w taking tiles w, w + 8, ... (one
+//  producer warp and 7 computing warps until session 27). Each stage has a
 //  "full" mbarrier (the producer's expected bytes land) and an "empty" one
 //  (the consumer has its tile in registers): a stage is refilled while its
 //  last tile is still being computed, so all of the ring but the tiles
@@ -167,14 +168,19 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 //  copies on the two correct versions it ran on too; we read that as the
 //  tool not following the copies' mbarrier completion.
 //
-//  One CTA a SM (256 threads; 9 warps, at 187 registers each, were refused
-//  at launch as "too many resources"). Tried: the same kernel at two CTAs
+//  One CTA a SM (320 threads, 137 registers since the tokens-as-rows math
+//  of session 25; until then 9 warps at 187 registers were refused at
+//  launch as "too many resources"). Two producers (session 28, H200, A/B
+//  in one call against one): +2.5% at 64x4K and on the mixed batch, +0.5%
+//  at 16x32K, -1.5 to -2.5% at 1x128K, where ncu times the kernel alone
+//  within 0.6% of the one-producer ring (both at 86% of DRAM peak). Tried: the same kernel at two CTAs
 //  a SM (3 computing warps and a 104 KiB ring each), so one CTA's start
 //  and end overlap the other's streaming: 3.39-3.40 / 3.45 / 3.16 TB/s at
 //  64x4K / 16x32K / 1x128K against v4's 4.14-4.17 / 4.40 / 4.06 in the same
 //  calls on the H200 (session 21).
 
-#define S_WS_CONSUMERS 7                //  With the producer, 8 warps: 255 registers a thread
+#define S_WS_CONSUMERS 8                //  With the producers, 10 warps: 204 registers a thread
+#define S_WS_PRODUCERS 2                //  Divides S_WS_CONSUMERS and the stages (kvt_dev_ring_issue)
 #define S_WS_BYTES (208 * 1024)         //  Ring bytes; the merge buffer fits in it
 
 template <int D>
@@ -185,7 +191,7 @@ s_ws_stages ()
 }
 
 template <typename T, int D, typename W>
-__global__ void __launch_bounds__ ((S_WS_CONSUMERS + 1) * 32, 1)
+__global__ void __launch_bounds__ ((S_WS_CONSUMERS + S_WS_PRODUCERS) * 32, 1)
 s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int splits,
                     int head_chunks, float *ws_out, float *ws_lse)
 {
@@ -193,8 +199,10 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     constexpr int PC = D / 32;
     constexpr int ROW = D * 2;
     constexpr int STAGES = s_ws_stages<D> ();
+    static_assert (S_WS_CONSUMERS % S_WS_PRODUCERS == 0 && STAGES % S_WS_PRODUCERS == 0,
+                   "each stage and each computing warp has one producer");
     __shared__ float sm_m [S_WS_CONSUMERS + 1][16];     //  Row S_WS_CONSUMERS: the
-    __shared__ float sm_l [S_WS_CONSUMERS + 1][16];     //  producer's, never merged
+    __shared__ float sm_l [S_WS_CONSUMERS + 1][16];     //  producers', never merged
     __shared__ __align__ (8) uint64_t sm_full [STAGES];
     __shared__ __align__ (8) uint64_t sm_empty [STAGES];
     extern __shared__ __align__ (16) unsigned char sm_ring [];
@@ -210,15 +218,15 @@ s_decode_ws_kernel (const kvt_paged_attention_args_t a, int split_len, int split
     const int32_t *table = a.block_table + (size_t) c.seq * a.max_blocks_per_seq;
     const int log2_bt = __ffs (a.block_tokens) - 1;
     float (*sm_acc) [16][D + 1] = (float (*) [16][D + 1]) sm_ring;
-    if (c.warp == S_WS_CONSUMERS) {
-        //  Producer
+    if (c.warp >= S_WS_CONSUMERS) {
+        //  Producers
         const char *k_head = (const char *) a.k + c.kv_head * a.head_stride_bytes;
         const char *v_head = (const char *) a.v + c.kv_head * a.head_stride_bytes;
         const bool whole_tiles = a.block_tokens >= 16 && a.token_stride_bytes == ROW;
-        int k = 0, stage = 0;
-        uint32_t phase = 0;
-        kvt_dev_ring_issue<D> (a, c, table, k_head, v_head, log2_bt, whole_tiles, c.start, tiles,
-                               ring_smem, full0, empty0, STAGES, k, stage, phase);
+        int k = 0;
+        kvt_dev_ring_issue<D, S_WS_PRODUCERS> (a, c, table, k_head, v_head, log2_bt, whole_tiles,
+                                               c.start, tiles, ring_smem, full0, empty0, STAGES,
+                                               c.warp - S_WS_CONSUMERS, k);
         __syncthreads ();                   //  Every tile computed: the ring is free
         const float m [2] = { -INFINITY, -INFINITY }, l [2] = { 0.0f, 0.0f };
         kvt_dev_decode_combine<T, D, S_WS_CONSUMERS> (sm_m, sm_l, sm_acc, m, l, S_WS_CONSUMERS,
@@ -261,7 +269,7 @@ s_bulk_kernel (int version, bool trans, int *smem, int *threads)
         return s_decode_bulk_kernel<T, D, 3, 2>;
     }
     *smem = s_ws_stages<D> () * 2 * 16 * D * 2;
-    *threads = (S_WS_CONSUMERS + 1) * 32;
+    *threads = (S_WS_CONSUMERS + S_WS_PRODUCERS) * 32;
     return trans? s_decode_ws_kernel<T, D, kvt_decode_warp_trans_t<T, D>>
                 : s_decode_ws_kernel<T, D, kvt_decode_warp_t<T, D>>;
 }

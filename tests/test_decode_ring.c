@@ -47,7 +47,8 @@
     2 producers and 7 warps a warp can pass its release wait a ring early
     (the producer of tile j - STAGES lags the one of its own last tile) and
     read a stale stage, as a probe with that ring hung on the card (session
-    27). Both are played: 2 producers and 6 warps must pass everywhere, and
+    27). Both are played: 2 producers and 6 or 8 warps (v4's and v5's rings
+    since session 28) must pass everywhere, and
     2 producers and 7 warps must be caught.
     What the model cannot see: the stage's reads are generic-proxy loads
     and its refill an async-proxy bulk copy, so the kernels fence the
@@ -452,11 +453,13 @@ main (void)
         twice_total.hang += twice.hang;
         units_none_stale += units_none.stale;
     }
-    //  Two producer warps (kvt_probe_bulk's p2; the branch wip/two-producers):
-    //  with 6 or 8 computing warps the kernel's rule holds in every mode, with 7
-    //  a warp can read a stale stage. Stages a multiple of 2.
+    //  Two producer warps, v4's and v5's rings since session 28: with 6 or 8
+    //  computing warps the kernel's rule holds in every mode, with 7 a warp
+    //  can read a stale stage. Stages a multiple of 2; for 8 warps v4's (26
+    //  and 52 stages at head_dim 128 and 64) and v5's beside its merge
+    //  buffer (24 and 20 at head_dim 128 for 8 and 16 query heads a KV head)
     const int two [][2] = { { 26, 6 }, { 52, 6 }, { 24, 6 }, { 12, 6 }, { 8, 6 }, { 26, 8 },
-                            { 16, 8 }, { 4, 2 } };
+                            { 52, 8 }, { 24, 8 }, { 20, 8 }, { 16, 8 }, { 4, 2 } };
     for (size_t k = 0; k < sizeof (two) / sizeof (two [0]); k++) {
         int stages = two [k][0], warps = two [k][1];
         s_modes_t rule = s_kernel_rule_runs (stages, warps, 2, stages * 6 + warps + 1);
