@@ -89,10 +89,12 @@
     taking four KV heads of a block needs.
     Session 27 measured one warp's issue rate as the ring's cap (4 KiB
     copies: 4.23 TB/s from one producer warp, 4.39 from two); since
-    session 28 two producer warps fill v4's and v5's rings (even and odd
-    tiles, 8 computing warps; kvt_dev_ring_issue): H200, 0.97-0.98 /
-    0.97-0.98 / 0.97-0.99x cuDNN at 64x4K / 16x32K / 1x128K against the
-    one-producer ring's 0.94-0.95 / 0.97 / 1.00x in the same call.
+    session 28 four producer warps fill v4's ring and two v5's (warp p
+    the tiles p mod P; 8 computing warps; kvt_dev_ring_issue). H200: two
+    producers gave 0.97-0.98 / 0.97-0.98 / 0.97-0.99x cuDNN at 64x4K /
+    16x32K / 1x128K against one producer's 0.94-0.95 / 0.97 / 1.00x in the
+    same call; four in v4 then 0.99 / 1.00 / 1.02-1.03x against two's
+    0.99 / 0.98 / 1.00x (another machine); in v5 four cost 1%.
 @end
 */
 

@@ -64,7 +64,8 @@
 namespace {
 
 #define S_CONSUMERS 8                   //  Computing warps; with the producers, 10
-#define S_PRODUCERS 2                   //  Divides S_CONSUMERS and the stages (kvt_dev_ring_issue)
+#define S_PRODUCERS 2                   //  Divides S_CONSUMERS and the stages (kvt_dev_ring_issue);
+                                        //  four were 1% slower here (session 28)
 #define S_RING_BYTES (208 * 1024)       //  The ring, at most (v4's)
 #define S_MAX_STAGES 64                 //  Barrier pairs: 208 KiB of 4 KiB stages (D = 64)
 #define S_MERGE_BATCH 8                 //  Pieces the merge kernel loads at once

@@ -129,8 +129,8 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 }
 
 //  --------------------------------------------------------------------------
-//  v4 (variant 3): v3 warp-specialised. Two producer warps issue the
-//  tiles' bulk copies (even and odd tiles) into a ring shared by the CTA,
+//  v4 (variant 3): v3 warp-specialised. Four producer warps issue the
+//  tiles' bulk copies (warp p the tiles p mod 4) into a ring shared by the CTA,
 //  up to S_WS_BYTES of stages ahead, looking up 32 tiles' blocks at a time;
 //  S_WS_CONSUMERS warps compute, consumer w taking tiles w, w + 8, ... (one
 //  producer warp and 7 computing warps until session 27). Each stage has a
@@ -168,26 +168,26 @@ s_decode_bulk_kernel (const kvt_paged_attention_args_t a, int split_len, int spl
 //  copies on the two correct versions it ran on too; we read that as the
 //  tool not following the copies' mbarrier completion.
 //
-//  One CTA a SM (320 threads, 137 registers since the tokens-as-rows math
+//  One CTA a SM (384 threads, 137 registers since the tokens-as-rows math
 //  of session 25; until then 9 warps at 187 registers were refused at
-//  launch as "too many resources"). Two producers (session 28, H200, A/B
-//  in one call against one): +2.5% at 64x4K and on the mixed batch, +0.5%
-//  at 16x32K, -1.5 to -2.5% at 1x128K, where ncu times the kernel alone
-//  within 0.6% of the one-producer ring (both at 86% of DRAM peak). Tried: the same kernel at two CTAs
+//  launch as "too many resources"). Session 28, H200, A/B in one call:
+//  two producers against one +2.5% at 64x4K, +0.5% at 16x32K, -1.5 to
+//  -2.5% at 1x128K (ncu times the kernel alone within 0.6%: both at 86%
+//  of DRAM peak); four against two +0.3% / +1.5% / +2.5%, so four. Tried: the same kernel at two CTAs
 //  a SM (3 computing warps and a 104 KiB ring each), so one CTA's start
 //  and end overlap the other's streaming: 3.39-3.40 / 3.45 / 3.16 TB/s at
 //  64x4K / 16x32K / 1x128K against v4's 4.14-4.17 / 4.40 / 4.06 in the same
 //  calls on the H200 (session 21).
 
-#define S_WS_CONSUMERS 8                //  With the producers, 10 warps: 204 registers a thread
-#define S_WS_PRODUCERS 2                //  Divides S_WS_CONSUMERS and the stages (kvt_dev_ring_issue)
+#define S_WS_CONSUMERS 8                //  With the producers, 12 warps: 168 registers a thread
+#define S_WS_PRODUCERS 4                //  Divides S_WS_CONSUMERS and the stages (kvt_dev_ring_issue)
 #define S_WS_BYTES (208 * 1024)         //  Ring bytes; the merge buffer fits in it
 
 template <int D>
 constexpr int
 s_ws_stages ()
 {
-    return S_WS_BYTES / (2 * 16 * D * 2);
+    return S_WS_BYTES / (2 * 16 * D * 2) / S_WS_PRODUCERS * S_WS_PRODUCERS;
 }
 
 template <typename T, int D, typename W>

@@ -473,6 +473,22 @@ main (void)
             failures++;
         }
     }
+    //  Four producer warps, v4's ring since session 28 (24 and 52 stages at
+    //  head_dim 128 and 64, 8 computing warps)
+    const int four [][2] = { { 24, 8 }, { 52, 8 }, { 16, 8 }, { 8, 4 } };
+    for (size_t k = 0; k < sizeof (four) / sizeof (four [0]); k++) {
+        int stages = four [k][0], warps = four [k][1];
+        s_modes_t rule = s_kernel_rule_runs (stages, warps, 4, stages * 6 + warps + 1);
+        printf ("test_decode_ring: four producers, %2d stages, %d warps: kernel's rule %d / %d / "
+                "%d, v5 units %d / %d / %d, forced splits %d / %d / %d\n", stages, warps,
+                rule.kernel.stale, rule.kernel.overwrite, rule.kernel.hang, rule.units.stale,
+                rule.units.overwrite, rule.units.hang, rule.splits.stale, rule.splits.overwrite,
+                rule.splits.hang);
+        if (!s_clean (rule.kernel) || !s_clean (rule.units) || !s_clean (rule.splits)) {
+            fprintf (stderr, "test_decode_ring: four producers with %d warps failed\n", warps);
+            failures++;
+        }
+    }
     int two_seven_stale = 0;
     for (int stages = 8; stages <= 14; stages += 2) {
         s_tally_t kernel = s_ring_runs (stages, 7, 2, stages * 6 + 8, S_RULE_KERNEL, S_CUT_NONE,
