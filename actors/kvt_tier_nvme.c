@@ -56,7 +56,9 @@
     the device on average; tools/bench/RESULTS.md). With
     checksum_threads > 1 the store verifies and computes checksums on its
     own worker threads, which wake this loop through the same eventfd as
-    the disk does; the actor's code does not change.
+    the disk does; the actor's code does not change. With 0 (auto) it has
+    those threads from 8 cores and hands them work only while hashing
+    inline would take over half of this loop (kvt_hash_load).
 @end
 */
 

@@ -23,6 +23,7 @@
 #include "kvt_classes.h"
 #include "kvt_nvme_journal.h"
 #include "kvt_nvme_checksum.h"
+#include "kvt_hash_load.h"
 
 #define KVT_NVME_HEADER_BYTES   4096                    //  On-disk header area per slot
 #define KVT_NVME_ALIGN          4096                    //  O_DIRECT alignment we honour
@@ -136,6 +137,7 @@ struct _kvt_nvme_store_t {
     bool direct_io;                 //  Files are O_DIRECT
     kvt_nvme_journal_t *journal;    //  The manifest
     kvt_nvme_checksum_t *checksum;  //  Worker pool, NULL when checksums run inline
+    kvt_hash_load_t hash_load;      //  Auto: whether the pool takes a job (kvt_hash_load)
     //  State
     kvt_nvme_slot_t *slots;         //  Index, capacity_blocks entries
     uint64_t next_generation;       //  Next write's generation

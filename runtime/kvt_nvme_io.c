@@ -32,6 +32,32 @@ s_log_io_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
                       what, slot, kvt_strerror (rc), self->logged_errors);
 }
 
+//  Whether a checksum job of 'bytes' goes to the worker pool: every job
+//  where checksum_threads asked for a pool, else (auto) only while hashing
+//  inline would load this thread (kvt_hash_load).
+static bool
+s_to_pool (kvt_nvme_store_t *self, size_t bytes)
+{
+    if (!self->checksum)
+        return false;
+    if (self->checksum_threads > 1)
+        return true;
+    return kvt_hash_load_offload (&self->hash_load, bytes, kvt_hash_load_now_ns ());
+}
+
+//  Run a checksum job on this thread; under auto, time it for the choice.
+static uint64_t
+s_hash_inline (kvt_nvme_store_t *self, const kvt_nvme_checksum_job_t *job)
+{
+    self->stats.checksum_inline++;
+    if (!self->checksum || self->checksum_threads > 1)
+        return kvt_nvme_checksum_run (job);
+    uint64_t start_ns = kvt_hash_load_now_ns ();
+    uint64_t checksum = kvt_nvme_checksum_run (job);
+    kvt_hash_load_measured (&self->hash_load, job->bytes, kvt_hash_load_now_ns () - start_ns);
+    return checksum;
+}
+
 //  Count and classify a failed operation.
 static void
 s_count_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
@@ -270,12 +296,12 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
     //  From here the slot's previous block is given up
     kvt_nvme_slot_t *entry = &self->slots [slot];
     entry->state = KVT_NVME_SLOT_WRITING;
-    if (self->checksum && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
+    if (s_to_pool (self, job.bytes) && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
         op->state = KVT_NVME_OP_HASH;
         self->stats.checksum_jobs++;
         return 0;                   //  I/O starts when the checksum comes back
     }
-    op->checksum = kvt_nvme_checksum_run (&job);
+    op->checksum = s_hash_inline (self, &job);
     rc = s_write_start (self, index);
     if (rc) {
         entry->state = KVT_NVME_SLOT_EMPTY;
@@ -495,12 +521,12 @@ s_read_verify (kvt_nvme_store_t *self, int index)
         .dst = op->direct? NULL: (uint8_t *) op->caller + offset,
         .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_HASH_COPY
     };
-    if (self->checksum && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
+    if (s_to_pool (self, job.bytes) && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
         op->state = KVT_NVME_OP_VERIFY;
         self->stats.checksum_jobs++;
         return;
     }
-    uint64_t checksum = kvt_nvme_checksum_run (&job);
+    uint64_t checksum = s_hash_inline (self, &job);
     s_read_finish (self, index, checksum == op->checksum? 0: KVT_ECHECKSUM, true);
 }
 

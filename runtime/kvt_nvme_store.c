@@ -421,6 +421,7 @@ kvt_nvme_store_open (kvt_nvme_store_t *self)
     if (rc == 0 && threads > 1) {
         //  One job per op at most: the rings never fill
         self->checksum = kvt_nvme_checksum_new (threads, self->queue_depth, self->event_fd);
+        kvt_hash_load_init (&self->hash_load);
         if (!self->checksum)
             rc = -EAGAIN;
     }

@@ -24,7 +24,11 @@
     pool of worker threads instead (kvt_nvme_checksum: lock-free rings,
     results signalled on the same eventfd): a write's I/O starts when its
     checksum comes back, a read completes when its payload is verified,
-    and the caller's thread does only bookkeeping.
+    and the caller's thread does only bookkeeping. With checksum_threads
+    0 (auto) the store has a pool where the machine has 8 cores or more
+    and uses it only while hashing every block inline would take over
+    half of the caller's thread (kvt_hash_load): a job's trip through the
+    pool costs more than hashing a 64 KiB block.
 @discuss
     On disk. Slot s lives in file (s mod F), F = dir_count x files_per_dir,
     at offset (s div F) x stride; file f is in directory (f mod dir_count).
@@ -174,7 +178,8 @@ typedef struct {
     bool sync_per_write;            //  With sync_on_ack: O_DSYNC per data write instead of
                                     //  group commit (the old way; a baseline for benches)
     int checksum_threads;           //  Threads computing checksums: 1 = the caller's own
-                                    //  (no pool), N > 1 = a pool of N, 0 = auto
+                                    //  (no pool), N > 1 = a pool of N for every job, 0 =
+                                    //  auto (a pool, used under load: kvt_hash_load)
     int layer_groups;               //  Layer groups per block, 0 or 1 = none (see above)
     int layers;                     //  Layers of a block (needed for layer_groups > 1)
     bool bounce_reads;              //  Reads through the staging even into registered
@@ -211,6 +216,7 @@ typedef struct {
                                     //  fdatasyncs, or O_DSYNC data writes (sync_per_write)
     uint64_t sync_groups;           //  Group commits: data syncs shared by writes
     uint64_t checksum_jobs;         //  Checksums handed to the worker pool
+    uint64_t checksum_inline;       //  Checksums computed on the caller's thread
     uint64_t group_reads;           //  Layer group reads completed with rc 0
     uint64_t group_fallbacks;       //  Group reads that found a v1 block and read it whole
     uint64_t group_header_hits;     //  Group reads that skipped the header: its group
