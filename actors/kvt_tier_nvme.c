@@ -275,6 +275,8 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     kvt_actor_gauge (self->actor, "read_bytes", stats.read_bytes);
     kvt_actor_gauge (self->actor, "group_fallbacks", stats.group_fallbacks);
     kvt_actor_gauge (self->actor, "write_bytes", stats.write_bytes);
+    kvt_actor_gauge (self->actor, "checksums_pooled", stats.checksum_jobs);
+    kvt_actor_gauge (self->actor, "checksums_inline", stats.checksum_inline);
     kvt_actor_turn_end (self->actor, "", "io_done", start);
     return 0;
 }

@@ -556,6 +556,12 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     snprintf (note, sizeof (note), "raw io_uring over the %d reps (both runs): write %.2f-%.2f GB/s, read "
               "%.2f-%.2f GB/s", reps, low [0], high [0], low [1], high [1]);
     kvt_bench_report_note (report, key, note);
+    //  Where the store's checksums ran (checksum_threads auto hands jobs
+    //  to its pool only under load: kvt_hash_load)
+    snprintf (key, sizeof (key), "checksums_%s", size_name);
+    snprintf (note, sizeof (note), "%" PRIu64 " on the store's thread, %" PRIu64
+              " through its pool", stats.checksum_inline, stats.checksum_jobs);
+    kvt_bench_report_note (report, key, note);
     s_raw_close (&raw);
     kvt_nvme_store_destroy (&store);
     for (int i = 0; i < 8; i++)
