@@ -55,8 +55,11 @@
            [--verbose] [--json]
     --only checksum|sync|groups|sizes runs that part alone (with the
     one-core hash figures). groups: 2 MiB blocks read in 4 layer groups,
-    group-major (a stream promotion's order), beside whole-block reads. --checksum-threads sets the stores' checksum_threads
-    (default 0, auto).
+    group-major (a stream promotion's order), beside whole-block reads.
+    --checksum-threads sets the stores' checksum_threads (default 0, auto:
+    a pool from 8 cores, handed jobs only while hashing inline would take
+    over half of the store's thread; a note checksums_<size> says where
+    they ran).
     DIR defaults to a new temp dir under /var/tmp (removed at the end; in
     a given DIR, the bench's subdirectories are removed after use); a
     file system that refuses O_DIRECT (tmpfs) falls back to buffered I/O
