@@ -5,7 +5,10 @@
     =========================================================================
 */
 
+#include <assert.h>
 #include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -117,4 +120,86 @@ kvt_huge_thp_enabled (void)
     bool read = fgets (line, sizeof (line), file) != NULL;
     fclose (file);
     return read && (strstr (line, "[always]") || strstr (line, "[madvise]"));
+}
+
+
+size_t
+kvt_huge_large_bytes (const void *p, size_t length)
+{
+    FILE *file = fopen ("/proc/self/smaps", "r");
+    if (!file)
+        return SIZE_MAX;
+    const uintptr_t lo = (uintptr_t) p, hi = lo + length;
+    size_t total = 0, inside = 0, large_kib = 0;
+    bool in_range = false, told = false;
+    char line [256];
+    for (;;) {
+        bool more = fgets (line, sizeof (line), file) != NULL;
+        unsigned long start = 0, end = 0;
+        bool header = more && sscanf (line, "%lx-%lx ", &start, &end) == 2;
+        if (!more || header) {
+            //  The mapping before this one is complete: count its share
+            if (in_range)
+                total += large_kib * 1024 < inside? large_kib * 1024: inside;
+            if (!more)
+                break;
+            uintptr_t from = start > lo? start: lo, to = end < hi? end: hi;
+            in_range = from < to;
+            inside = in_range? to - from: 0;
+            large_kib = 0;
+            continue;
+        }
+        size_t kib;
+        if (in_range
+        &&  (sscanf (line, "AnonHugePages: %zu kB", &kib) == 1
+        ||   sscanf (line, "ShmemPmdMapped: %zu kB", &kib) == 1
+        ||   sscanf (line, "FilePmdMapped: %zu kB", &kib) == 1)) {
+            large_kib += kib;
+            told = true;
+        }
+    }
+    fclose (file);
+    return told? total: SIZE_MAX;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Selftest
+
+int
+kvt_huge_test (bool verbose)
+{
+    //  @selftest
+    const size_t length = 8u << 20;
+    //  Private memory told not to use huge pages: none of it is large
+    uint8_t *small = (uint8_t *) mmap (NULL, length, PROT_READ | PROT_WRITE,
+                                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert (small != MAP_FAILED);
+#ifdef MADV_NOHUGEPAGE
+    madvise (small, length, MADV_NOHUGEPAGE);
+#endif
+    memset (small, 1, length);
+    size_t large = kvt_huge_large_bytes (small, length);
+    assert (large == 0 || large == SIZE_MAX);
+    munmap (small, length);
+    //  kvt_huge_alloc's memory: never more than asked, and all of it
+    //  where a collapse succeeds (what the runtime's arenas count on)
+    uint8_t *hinted = (uint8_t *) kvt_huge_alloc (length, true);
+    assert (hinted);
+    size_t hinted_large = kvt_huge_large_bytes (hinted, length);
+    assert (hinted_large == SIZE_MAX || hinted_large <= length);
+    if (!kvt_huge_thp_enabled ())
+        assert (hinted_large == 0 || hinted_large == SIZE_MAX);
+    int rc = madvise (hinted, length, MADV_COLLAPSE) == 0? 0: -errno;
+    if (rc == 0 && hinted_large != SIZE_MAX)
+        assert (kvt_huge_large_bytes (hinted, length) == length);
+    //  A range that holds no mapping of ours counts nothing
+    assert (kvt_huge_large_bytes (hinted + length, 0) == 0
+        ||  kvt_huge_large_bytes (hinted + length, 0) == SIZE_MAX);
+    if (verbose)
+        printf ("kvt_huge: hinted 8 MiB: %zu KiB on 2 MiB pages, collapse %s\n",
+                hinted_large == SIZE_MAX? 0: hinted_large >> 10, rc == 0? "ok": strerror (-rc));
+    kvt_huge_free (hinted, length);
+    //  @end
+    return 0;
 }

@@ -61,6 +61,18 @@ int
 bool
     kvt_huge_thp_enabled (void);
 
+//  Bytes of [p, p + length) that 2 MiB entries map now (AnonHugePages,
+//  ShmemPmdMapped and FilePmdMapped of the mappings in it, from /proc/self/
+//  smaps): what a hint (MADV_HUGEPAGE) or a collapse actually got, as a
+//  fault may fall back to 4 KiB pages where memory is fragmented. SIZE_MAX
+//  where the kernel does not say.
+size_t
+    kvt_huge_large_bytes (const void *p, size_t length);
+
+//  Selftest
+int
+    kvt_huge_test (bool verbose);
+
 #ifdef __cplusplus
 }
 #endif

@@ -372,6 +372,9 @@ kvt_nvme_store_open (kvt_nvme_store_t *self)
         }
         else {
             self->staging = (uint8_t *) staging;
+            self->stats.staging_bytes = self->staging_bytes;
+            size_t large = kvt_huge_large_bytes (staging, self->staging_bytes);
+            self->stats.staging_large_bytes = large == SIZE_MAX? UINT64_MAX: large;
             for (int i = 0; i < qd; i++)
                 self->ops [i].stage = self->staging + (size_t) i * self->stride;
         }

@@ -217,6 +217,9 @@ typedef struct {
     uint64_t sync_groups;           //  Group commits: data syncs shared by writes
     uint64_t checksum_jobs;         //  Checksums handed to the worker pool
     uint64_t checksum_inline;       //  Checksums computed on the caller's thread
+    uint64_t staging_bytes;         //  The staging buffers' size...
+    uint64_t staging_large_bytes;   //  ...and how much of it 2 MiB pages back (at open;
+                                    //  UINT64_MAX where the kernel does not say)
     uint64_t group_reads;           //  Layer group reads completed with rc 0
     uint64_t group_fallbacks;       //  Group reads that found a v1 block and read it whole
     uint64_t group_header_hits;     //  Group reads that skipped the header: its group

@@ -130,6 +130,21 @@ kvt_bench_nvme_fill (uint8_t *buf, size_t bytes, uint64_t seed)
 //  Whether the buffers I/O lands in are on huge pages (--hugepages)
 static bool s_hugepages;
 
+//  "0.97" of 'bytes' from kvt_huge_large_bytes' answer, or "unknown" (a
+//  static buffer: one call per argument list)
+static const char *
+s_share (size_t large, size_t bytes)
+{
+    static char texts [4][16];
+    static int next;
+    char *text = texts [next++ % 4];
+    if (large == SIZE_MAX || bytes == 0)
+        snprintf (text, 16, "unknown");
+    else
+        snprintf (text, 16, "%.2f", (double) large / (double) bytes);
+    return text;
+}
+
 void *
 kvt_bench_nvme_map (size_t bytes)
 {
@@ -554,6 +569,16 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
               "tier_nvme/direct = auto reads it %s (the auto figures)",
               thp? "2 MiB": "4 KiB", s_hugepages && thp? "2 MiB": "4 KiB",
               direct_reads? "direct": "by bounce");
+    kvt_bench_report_note (report, key, note);
+    //  What the hints got: a fault falls back to 4 KiB pages where memory
+    //  is fragmented, and a virtual disk then takes a segment a page
+    snprintf (key, sizeof (key), "large_pages_%s", size_name);
+    snprintf (note, sizeof (note), "share on 2 MiB pages now: raw buffer %s, arena %s, "
+              "store staging %s", s_share (kvt_huge_large_bytes (raw_buf, set_bytes), set_bytes),
+              s_share (kvt_huge_large_bytes (registered, set_bytes), set_bytes),
+              s_share (stats.staging_large_bytes == UINT64_MAX? SIZE_MAX
+                                                              : stats.staging_large_bytes,
+                       stats.staging_bytes));
     kvt_bench_report_note (report, key, note);
     snprintf (key, sizeof (key), "raw_spread_%s", size_name);
     snprintf (note, sizeof (note), "raw io_uring over the %d reps (both runs): write %.2f-%.2f GB/s, read "
