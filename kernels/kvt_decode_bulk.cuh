@@ -107,10 +107,11 @@ kvt_dev_ring_init (uint32_t full0, uint32_t empty0, int stages)
 //  it in ring order; and so are the computing warps, so that each takes
 //  every tile of a segment from one producer: the ring's waits are then
 //  exact (tests/test_decode_ring.c; with 7 takers and 2 producers a take
-//  can pass its release wait a ring early and read a stale stage). Two
-//  producers, because one warp issuing a 4 KiB copy pair at a time capped
-//  the ring: kvt_probe_bulk read 4 KiB copies at 3.1 TB/s with one and 4.4
-//  with two on the H200 (session 27).
+//  can pass its release wait a ring early and read a stale stage). More
+//  than one producer, because one warp issuing a 4 KiB copy pair at a time
+//  caps the ring: kvt_probe_bulk read 4 KiB copies at 4.23 TB/s with one,
+//  4.39 with two and 4.46 with four on the H200 (session 27); v4 takes
+//  four, v5 two (session 28, tools/bench/RESULTS.md).
 template <int D, int PRODUCERS>
 __device__ __forceinline__ void
 kvt_dev_ring_issue (const kvt_paged_attention_args_t &a, const kvt_decode_cta_t &c,
