@@ -27,9 +27,12 @@ struct _kvt_arena_t {
     bool ipc_opened;                //  Device memory opened by IPC handle (not ours to free)
     bool pinned;                    //  Host memory registered with CUDA
     bool private_memory;            //  Anonymous, this process only (kvt_huge)
-    bool want_large;                //  A memfd arena asked for huge pages, got none reserved
-    bool collapsed;                 //  Shared memory on 2 MiB pages that are not reserved
-                                    //  ones: collapsed here, or so its creator said
+    bool want_large;                //  Asked for huge pages, got none reserved
+    bool collapsed;                 //  On 2 MiB pages that are not reserved ones: collapsed
+                                    //  here, or (shared memory) so its creator said
+    bool collapse_refused;          //  Private memory the kernel could not collapse (no
+                                    //  2 MiB of memory): large_after_refusal says the rest
+    bool large_after_refusal;       //  ...all of it on 2 MiB pages anyway (measured)
     size_t spare_count;             //  Device arenas: blocks past block_count
 };
 
@@ -112,6 +115,7 @@ kvt_arena_new_private (const char *name, size_t block_count, size_t block_bytes,
     }
     self->mapped_bytes = block_count * block_bytes;
     self->base = kvt_huge_alloc (self->mapped_bytes, false);
+    self->want_large = hugepages;
     if (!self->base) {
         kvt_log_error ("arena %s: cannot allocate %zu bytes of private memory: %s", name,
                        self->mapped_bytes, strerror (errno));
@@ -379,8 +383,13 @@ size_t kvt_arena_spare_count (const kvt_arena_t *self) { return self->spare_coun
 bool
 kvt_arena_large_pages (const kvt_arena_t *self)
 {
-    return self->hugepages || self->collapsed
-        || (self->private_memory && kvt_huge_thp_enabled ());
+    if (self->hugepages || self->collapsed)
+        return true;
+    if (self->collapse_refused)
+        return self->large_after_refusal;
+    //  Private memory not collapsed (not asked, or a kernel without
+    //  MADV_COLLAPSE): its faults take 2 MiB pages where THP is on
+    return self->private_memory && kvt_huge_thp_enabled ();
 }
 
 int
@@ -388,8 +397,19 @@ kvt_arena_collapse (kvt_arena_t *self)
 {
     if (!self->want_large || self->collapsed)
         return kvt_arena_large_pages (self)? 0: -EINVAL;
-    int rc = kvt_huge_collapse (self->base, self->mapped_bytes);
+    //  Whole 2 MiB extents: a memfd arena's mapping is, a private one's is
+    //  rounded up to them by kvt_huge_alloc
+    size_t length = (self->mapped_bytes + (2u << 20) - 1) / (2u << 20) * (2u << 20);
+    int rc = kvt_huge_collapse (self->base, length);
     self->collapsed = rc == 0;
+    if (rc && rc != -EINVAL && self->private_memory) {
+        //  The kernel found no 2 MiB of memory for some extent: the faults
+        //  that touched every extent may still have got 2 MiB pages, or
+        //  not; what the page tables say decides (a disk's DMA into 4 KiB
+        //  pages takes a segment a page: tier_nvme then reads by bounce)
+        self->collapse_refused = true;
+        self->large_after_refusal = kvt_huge_large_bytes (self->base, length) == length;
+    }
     if (rc == 0)
         kvt_log_info ("arena %s: on 2 MiB pages (MADV_COLLAPSE)", self->name);
     else
@@ -445,7 +465,6 @@ s_shmem_pmd_kib (void)
 int
 kvt_arena_test (bool verbose)
 {
-    (void) verbose;
     kvt_arena_t *arena = kvt_arena_new ("test", 8, 4096, true);
     assert (arena);
     assert (kvt_arena_block_count (arena) == 8);
@@ -527,6 +546,30 @@ kvt_arena_test (bool verbose)
     assert (memcmp (kvt_arena_block (arena, 599), bytes, sizeof (bytes)) == 0);
     rc = kvt_arena_bind_numa (arena, 0);
     assert (rc == 0 || rc == -ENOTSUP);
+    kvt_arena_destroy (&arena);
+
+    //  A private arena that asked for huge pages goes onto them by the same
+    //  collapse, keeping its bytes; then the page tables hold 2 MiB entries
+    //  for all of it (3 MiB of blocks: two whole extents)
+    arena = kvt_arena_new_private ("private-large", 3, 1u << 20, true);
+    assert (arena);
+    if (!kvt_arena_hugepages (arena)) {
+        memset (kvt_arena_block (arena, 2), 0x7e, 4096);
+        rc = kvt_arena_collapse (arena);
+        assert (((uint8_t *) kvt_arena_block (arena, 2)) [4095] == 0x7e);
+        assert (((uint8_t *) kvt_arena_block (arena, 0)) [0] == 0);
+        size_t large = kvt_huge_large_bytes (kvt_arena_base (arena), 4u << 20);
+        if (rc == 0) {
+            assert (kvt_arena_large_pages (arena));
+            assert (large == (4u << 20) || large == SIZE_MAX);
+        }
+        else
+        if (rc != -EINVAL)              //  Refused: what the page tables hold decides
+            assert (kvt_arena_large_pages (arena) == (large == (4u << 20)));
+        if (verbose)
+            printf ("kvt_arena: private collapse %s, %zu KiB on 2 MiB pages\n",
+                    rc == 0? "ok": strerror (-rc), large == SIZE_MAX? 0: large >> 10);
+    }
     kvt_arena_destroy (&arena);
     return 0;
 }

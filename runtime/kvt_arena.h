@@ -118,16 +118,20 @@ void *
 bool
     kvt_arena_hugepages (const kvt_arena_t *self);
 //  Whether the arena's memory is on pages of 2 MiB: reserved huge pages,
-//  shared memory collapsed onto them (kvt_arena_collapse, or as the
-//  creator told kvt_arena_attach), or private memory where transparent
-//  huge pages are on. DMA into 4 KiB pages takes a segment a page
-//  (kvt_nvme_store.h, "Buffers").
+//  memory collapsed onto them (kvt_arena_collapse, or as the creator told
+//  kvt_arena_attach), private memory the kernel could not collapse that
+//  is on them all the same (measured), or private memory not collapsed
+//  where transparent huge pages are on. DMA into 4 KiB pages takes a
+//  segment a page (kvt_nvme_store.h, "Buffers").
 bool
     kvt_arena_large_pages (const kvt_arena_t *self);
 
-//  A memfd arena made with 'hugepages' but without reserved ones: onto 2
-//  MiB pages now by MADV_COLLAPSE (kvt_huge_collapse), which makes all of
-//  it resident. Call after kvt_arena_bind_numa: pages are placed as they
+//  An arena made with 'hugepages' but without reserved ones (memfd or
+//  private): onto 2 MiB pages now by MADV_COLLAPSE (kvt_huge_collapse),
+//  which makes all of it resident. Private memory's faults take 2 MiB
+//  pages only while the kernel has them free; the collapse compacts for
+//  them, and where it cannot, kvt_arena_large_pages then says what the
+//  page tables hold rather than what THP's setting promises. Call after kvt_arena_bind_numa: pages are placed as they
 //  are made. 0 when the arena is on 2 MiB pages after the call; -EINVAL
 //  for an arena that cannot be (4 KiB pages asked for, or device memory);
 //  else madvise's -errno, and the arena stays on 4 KiB pages.

@@ -102,7 +102,7 @@ kvt_huge_collapse (void *p, size_t length)
 {
     if ((uintptr_t) p % S_HUGE || length % S_HUGE || length == 0)
         return -EINVAL;
-    //  A shared extent with no page in it is refused (EINVAL); a page each,
+    //  An extent with no page in it is refused (EINVAL); a page each,
     //  its own bytes written back, gives every extent one to collapse around
     volatile uint8_t *bytes = (volatile uint8_t *) p;
     for (size_t at = 0; at < length; at += S_HUGE)

@@ -47,9 +47,9 @@ void
 void *
     kvt_huge_map_fd (int fd, size_t length);
 
-//  Move the 2 MiB-aligned shared mapping [p, p + length) (length a multiple
-//  of 2 MiB) onto 2 MiB pages now, keeping its bytes: one touch an extent,
-//  then MADV_COLLAPSE. Allocates what was not yet resident. 0, or -errno
+//  Move the 2 MiB-aligned mapping [p, p + length), shared or private
+//  (length a multiple of 2 MiB), onto 2 MiB pages now, keeping its bytes:
+//  one touch an extent, then MADV_COLLAPSE. Allocates what was not yet resident. 0, or -errno
 //  (EINVAL before Linux 6.1 or where shmem THP is "deny", EAGAIN / ENOMEM
 //  when no 2 MiB of memory could be found), and then the pages stay small.
 int

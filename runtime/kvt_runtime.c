@@ -319,8 +319,9 @@ s_create_arenas (kvt_runtime_t *self)
                 }
             }
         }
-        //  A memfd arena onto 2 MiB pages where none are reserved: a DMA
-        //  segment (disk or GPU) a 2 MiB page, not a 4 KiB one
+        //  Onto 2 MiB pages where none are reserved (a memfd arena, or a
+        //  private one whose faults found memory too fragmented for
+        //  them): a DMA segment (disk or GPU) a 2 MiB page, not a 4 KiB one
         kvt_arena_collapse (arena);
         if (k >= 1 && on_device) {
             //  The host slab and the layer shard: the device reaches both
