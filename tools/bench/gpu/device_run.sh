@@ -3,8 +3,12 @@
 #  over: build-final from tools/bench/gpu/carry.sh (kvtier, the GPU tests;
 #  .devlibs beside it), else build-gpu from tools/bench/gpu/build.sh (the
 #  kernels, the tests that need no runtime, kvt_bench_gpu).
-#  Steps: info tests sanitize torch kernels transfer model demo; by default
-#  all that the build has (model and demo need kvtier). GPU tests, their
+#  Steps: info tests sanitize torch kernels transfer model demo disk; by
+#  default all but disk that the build has (model, demo and disk need
+#  kvtier). disk: the cold tiers on the card's disk (DISK_DIR, default
+#  /tmp): `bench nvme` on 2 MiB-page buffers at the issue's three sizes,
+#  and `bench host` (NVMe -> GPU promotion, host -> NVMe demotion) with
+#  the actors as threads and as processes. GPU tests, their
 #  compute-sanitizer memcheck, PyTorch baselines, then `bench kernels` and
 #  `bench transfer` beside them, the 8B model's prefill beside cuBLAS and
 #  the 8B demo's digest with and without the cache. Each command runs under
@@ -81,6 +85,25 @@ for step in $steps; do
     model)
         s_run "bench model" "$OUT/bench_model.txt" "${bench[@]}" model --only prefill
         grep -v "^#" "$OUT/bench_model.txt" >> "$SUMMARY"
+        ;;
+    disk)
+        if [ ! -x "$BUILD/kvtier" ]; then
+            echo "disk: needs kvtier (tools/bench/gpu/carry.sh)" | tee -a "$SUMMARY"
+            status=1
+            continue
+        fi
+        disk_dir=${DISK_DIR:-/tmp}
+        s_run "bench nvme" "$OUT/bench_nvme.txt" "${bench[@]}" nvme --only sizes \
+            --sizes 64k,512k,2m --mib 256 --reps 5 --hugepages --dir "$disk_dir"
+        grep -E "^store_(read|write)_[0-9a-z]+_auto|^# (paired|checksums)_" \
+            "$OUT/bench_nvme.txt" >> "$SUMMARY"
+        for mode in thread process; do
+            s_run "bench host ($mode)" "$OUT/bench_host_$mode.txt" "${bench[@]}" host \
+                --blocks 2048 --block-kib 256 --reps 3 --no-sweep --dir "$disk_dir" \
+                -o tier_nvme/mode=$mode -o tier_host/mode=$mode
+            grep -E "^(nvme_to_gpu|host_to_nvme)_gbps|^# paired" \
+                "$OUT/bench_host_$mode.txt" >> "$SUMMARY"
+        done
         ;;
     demo)
         s_run demo "$OUT/demo.log" "$BUILD/kvtier" demo --config configs/gpu-h100.cfg \
