@@ -413,8 +413,9 @@ kvt_arena_collapse (kvt_arena_t *self)
     if (rc == 0)
         kvt_log_info ("arena %s: on 2 MiB pages (MADV_COLLAPSE)", self->name);
     else
-        kvt_log_info ("arena %s: stays on 4 KiB pages (MADV_COLLAPSE: %s)", self->name,
-                      strerror (-rc));
+        kvt_log_info ("arena %s: %s (MADV_COLLAPSE: %s)", self->name,
+                      kvt_arena_large_pages (self)? "on 2 MiB pages by its faults"
+                                                  : "stays on 4 KiB pages", strerror (-rc));
     return rc;
 }
 
