@@ -337,9 +337,22 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
         rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks, bench->qd,
                                         &rep->disk_write_us);
     if (rc == 0) {
+        //  --verbose: every counter the demotion moved (tier_nvme.us_busy
+        //  says whether the disk actor's loop bounds it)
+        kvt_client_stats_t stats_before = { 0 }, stats_after = { 0 };
+        kvt_bench_host_counters_t counters;
+        if (bench->verbose)
+            rc = kvt_bench_host_counters_read (bench->client, &counters, &stats_before);
         start = kvt_bench_now_us ();
-        rc = kvt_bench_host_demote (bench->client, KVT_TIER_HOST, bench->blocks);
+        if (rc == 0)
+            rc = kvt_bench_host_demote (bench->client, KVT_TIER_HOST, bench->blocks);
         rep->demote_us = kvt_bench_now_us () - start;
+        if (bench->verbose && rc == 0)
+            rc = kvt_bench_host_counters_read (bench->client, &counters, &stats_after);
+        if (bench->verbose && rc == 0)
+            kvt_bench_host_counters_print_delta ("demote", &stats_before, &stats_after);
+        kvt_client_stats_fini (&stats_before);
+        kvt_client_stats_fini (&stats_after);
     }
     if (rc == 0 && !raw_first)
         rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks, bench->qd,
