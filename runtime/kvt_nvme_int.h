@@ -113,6 +113,7 @@ struct _kvt_nvme_store_t {
     bool bounce_reads;              //  Registered memory is direct for writes only
     uint64_t journal_compact_bytes; //  Given to the journal
     int checksum_threads;           //  As configured (0: auto)
+    bool pool_under_load;           //  The pool takes jobs only under load (auto, or asked)
     //  Geometry
     int group_count;                //  Layer groups per block (1: none; see layer_groups)
     uint64_t group_offset [KVT_NVME_MAX_GROUPS + 1];   //  Group g: [offset [g], offset [g + 1])

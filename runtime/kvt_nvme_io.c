@@ -33,24 +33,26 @@ s_log_io_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
 }
 
 //  Whether a checksum job of 'bytes' goes to the worker pool: every job
-//  where checksum_threads asked for a pool, else (auto) only while hashing
-//  inline would load this thread (kvt_hash_load).
+//  where checksum_threads asked for a pool, else (auto, or
+//  checksum_under_load) only while hashing inline would load this thread
+//  (kvt_hash_load).
 static bool
 s_to_pool (kvt_nvme_store_t *self, size_t bytes)
 {
     if (!self->checksum)
         return false;
-    if (self->checksum_threads > 1)
+    if (!self->pool_under_load)
         return true;
     return kvt_hash_load_offload (&self->hash_load, bytes, kvt_hash_load_now_ns ());
 }
 
-//  Run a checksum job on this thread; under auto, time it for the choice.
+//  Run a checksum job on this thread; where the pool waits for load, time
+//  it for the choice.
 static uint64_t
 s_hash_inline (kvt_nvme_store_t *self, const kvt_nvme_checksum_job_t *job)
 {
     self->stats.checksum_inline++;
-    if (!self->checksum || self->checksum_threads > 1)
+    if (!self->checksum || !self->pool_under_load)
         return kvt_nvme_checksum_run (job);
     uint64_t start_ns = kvt_hash_load_now_ns ();
     uint64_t checksum = kvt_nvme_checksum_run (job);

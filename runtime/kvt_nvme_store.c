@@ -52,6 +52,7 @@ kvt_nvme_store_new (const kvt_nvme_store_config_t *config)
     self->bounce_reads = config->bounce_reads;
     self->journal_compact_bytes = config->journal_compact_bytes;
     self->checksum_threads = config->checksum_threads;
+    self->pool_under_load = config->checksum_threads <= 0 || config->checksum_under_load;
     self->event_fd = -1;
     self->payload_io_bytes = s_round_up (self->block_bytes? self->block_bytes: 1,
                                          KVT_NVME_ALIGN);
