@@ -100,6 +100,24 @@ t_storm (kvt_nvme_store_t *store, bool write, uint8_t *bufs, size_t block_bytes,
     }
 }
 
+//  Write every block from src (each write must succeed), read them all
+//  back into a zeroed dst; return how many came back exact.
+static int
+t_write_read (kvt_nvme_store_t *store, const uint8_t *src, uint8_t *dst, size_t block_bytes,
+              int *rcs)
+{
+    t_storm (store, true, (uint8_t *) src, block_bytes, rcs);
+    for (int s = 0; s < T_COUNT; s++)
+        t_check (rcs [s] == 0, "write %d: %s", s, kvt_strerror (rcs [s]));
+    memset (dst, 0, (size_t) T_COUNT * block_bytes);
+    t_storm (store, false, dst, block_bytes, rcs);
+    int exact = 0;
+    for (int s = 0; s < T_COUNT; s++)
+        exact += rcs [s] == 0 && memcmp (src + (size_t) s * block_bytes,
+                                         dst + (size_t) s * block_bytes, block_bytes) == 0;
+    return exact;
+}
+
 static void
 t_case (const char *dir, bool direct, bool sync_on_ack)
 {
@@ -117,15 +135,7 @@ t_case (const char *dir, bool direct, bool sync_on_ack)
     kvt_nvme_store_t *store = t_open (dir, block_bytes, sync_on_ack, direct? arena: NULL,
                                       arena_bytes);
     static int rcs [T_COUNT];
-    t_storm (store, true, src, block_bytes, rcs);
-    for (int s = 0; s < T_COUNT; s++)
-        t_check (rcs [s] == 0, "write %d: %s", s, kvt_strerror (rcs [s]));
-    memset (dst, 0, (size_t) T_COUNT * block_bytes);
-    t_storm (store, false, dst, block_bytes, rcs);
-    int exact = 0;
-    for (int s = 0; s < T_COUNT; s++)
-        exact += rcs [s] == 0 && memcmp (src + (size_t) s * block_bytes,
-                                         dst + (size_t) s * block_bytes, block_bytes) == 0;
+    int exact = t_write_read (store, src, dst, block_bytes, rcs);
     kvt_nvme_store_stats_t stats;
     kvt_nvme_store_stats (store, &stats);
     t_check (exact == T_COUNT, "%d of %d read back exact", exact, T_COUNT);
@@ -209,13 +219,7 @@ t_case_under_load (const char *dir)
     }
     kvt_nvme_store_t *store = t_open_with (dir, block_bytes, false, arena, arena_bytes, true);
     static int rcs [T_COUNT];
-    t_storm (store, true, src, block_bytes, rcs);
-    memset (dst, 0, (size_t) T_COUNT * block_bytes);
-    t_storm (store, false, dst, block_bytes, rcs);
-    int exact = 0;
-    for (int s = 0; s < T_COUNT; s++)
-        exact += rcs [s] == 0 && memcmp (src + (size_t) s * block_bytes,
-                                         dst + (size_t) s * block_bytes, block_bytes) == 0;
+    int exact = t_write_read (store, src, dst, block_bytes, rcs);
     kvt_nvme_store_stats_t stats;
     kvt_nvme_store_stats (store, &stats);
     t_check (exact == T_COUNT, "under load: %d of %d read back exact", exact, T_COUNT);
