@@ -112,6 +112,8 @@
 #include "kvt_bench_host_raw.h"
 #include "kvt_bench_host_int.h"
 #include "kvt_bench_host_ttft.h"
+#include "kvt_bench_diskstat.h"
+#include "kvt_huge.h"
 #include "kvt_xxh.h"
 
 #define S_MAX_QD 1024               //  Largest --qd
@@ -193,6 +195,7 @@ typedef struct {
     int qd;                         //  Depth of the tier and of the raw baselines
     int sweep_qd [S_SWEEP];         //  Depths of the raw sweep (one of them qd)
     int sweep_count;                //  Entries in sweep_qd (1: --no-sweep)
+    const char *dir;                //  The disk's folder (--verbose: its device's counters)
 } s_bench_t;
 
 //  Time GENERATEs of every prompt with the prefix on 'tier'; *us gets the
@@ -333,9 +336,14 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
     //  Writes: the demotion host -> NVMe (tier_nvme writes every block,
     //  header and checksum) and raw writes of as many payloads, in turns
     double start = 0;
+    kvt_bench_diskstat_t disk [4];          //  --verbose: around raw, around ours
+    kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [0]);
     if (rc == 0 && raw_first)
         rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks, bench->qd,
                                         &rep->disk_write_us);
+    if (raw_first)
+        kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [1]);
+    kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [2]);
     if (rc == 0) {
         //  --verbose: every counter the demotion moved (tier_nvme.us_busy
         //  says whether the disk actor's loop bounds it)
@@ -354,9 +362,17 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
         kvt_client_stats_fini (&stats_before);
         kvt_client_stats_fini (&stats_after);
     }
-    if (rc == 0 && !raw_first)
+    kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [3]);
+    if (rc == 0 && !raw_first) {
+        disk [0] = disk [3];
         rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks, bench->qd,
                                         &rep->disk_write_us);
+        kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [1]);
+    }
+    if (rc == 0) {
+        kvt_bench_diskstat_print ("demote", &disk [2], &disk [3]);
+        kvt_bench_diskstat_print ("raw", &disk [0], &disk [1]);
+    }
     //  The two timed disk phases, ours and raw, take turns going first, so
     //  that neither gains from the other having just read the same bytes
     //  (a virtual disk may cache on its host) or loses to it
@@ -637,7 +653,7 @@ kvt_bench_host_main (int argc, char **argv)
     s_bench_t bench = { client, prompts, prompt_count, (uint64_t) opts.blocks, bytes,
                         copy_src, copy_dst, &raw, &raw_spread, &raw_write, arena_src,
                         arena_dst, device, opts.verbose, !opts.no_settle, opts.qd,
-                        { opts.qd }, 1 };
+                        { opts.qd }, 1, work_dir };
     bench.sweep_count = 1;
     bench.sweep_qd [0] = opts.qd;
     if (!no_sweep)
@@ -763,6 +779,20 @@ kvt_bench_host_main (int argc, char **argv)
     kvt_bench_report_note (report, "wall", note);
     snprintf (note, sizeof (note), "%ld online CPUs", sysconf (_SC_NPROCESSORS_ONLN));
     kvt_bench_report_note (report, "host", note);
+    //  The host arena's pages, as this process maps it: a disk's DMA takes a
+    //  segment per page, which costs virtual disks (tier_nvme/direct)
+    const kvt_arena_t *host_arena = kvt_arena_find ("host");
+    if (host_arena) {
+        size_t arena_bytes = kvt_arena_block_count (host_arena)
+                           * kvt_arena_block_bytes (host_arena);
+        size_t large = kvt_huge_large_bytes (kvt_arena_base (host_arena), arena_bytes);
+        if (large == SIZE_MAX)
+            snprintf (note, sizeof (note), "the kernel does not say which pages back it");
+        else
+            snprintf (note, sizeof (note), "%.2f of its %zu MiB on 2 MiB pages",
+                      (double) large / (double) arena_bytes, arena_bytes >> 20);
+        kvt_bench_report_note (report, "host arena", note);
+    }
 
     kvt_bench_report_add (report, "host_to_gpu_gbps", s_gbps (bytes, med.host_us), "GB/s",
                           "memcpy_gbps", memcpy_gbps);
