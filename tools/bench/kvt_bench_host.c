@@ -64,7 +64,10 @@
     own place of a buffer of every block (at most 1 GiB), as the NVMe
     tier's reads land one per host slot instead of in a few reused
     buffers (raw_disk_spread_gbps; issue #4; next to the plain raw reads,
-    the two in turns); a block-by-block copy between two slabs
+    the two in turns), and the raw writes likewise, each block from its own
+    place, as a demotion's come from one host slot each
+    (raw_disk_write_spread_gbps: on the H200 machine's virtual disk, both
+    spread figures ran 10-20% under the plain ones); a block-by-block copy between two slabs
     like the tiers' (shared-memory arenas, or pinned host to device on a
     GPU build), xxh3-64 of every block
     (the checksum tier_nvme verifies on each read), and the sum disk +
@@ -138,6 +141,7 @@ typedef struct {
     double settle_us;               //  fdatasync of the data files before the disk phases
     double demote_us;               //  DEMOTE host -> NVMe of the prefix (client wall time)
     double disk_write_us;           //  Baseline: raw io_uring writes of the same payloads
+    double disk_write_spread_us;    //  Profile: the same writes, each block from its own place
     double sweep_read_us [S_SWEEP];     //  Raw reads at each depth of the sweep
     double sweep_write_us [S_SWEEP];    //  Raw writes at each depth of the sweep
 } s_rep_t;
@@ -187,6 +191,7 @@ typedef struct {
     kvt_bench_host_raw_t *raw;                   //  Raw disk baseline
     kvt_bench_host_raw_t *raw_spread;            //  Profile: raw, one buffer block per block
     kvt_bench_host_raw_t *raw_write;             //  Raw write baseline (scratch files)
+    kvt_bench_host_raw_t *raw_write_spread;      //  Profile: raw writes, a buffer block a block
     kvt_arena_t *arena_src;         //  Profile: a slab like the host tier's
     kvt_arena_t *arena_dst;         //  Profile: a slab like the GPU tier's (CPU build)
     kvt_arena_t *device;            //  GPU build: device slab for the pinned PCIe baseline
@@ -273,6 +278,26 @@ s_raw_disk (s_bench_t *bench, s_rep_t *rep, bool spread_first)
     return rc;
 }
 
+//  The raw write baseline and its spread profile, in 'spread_first'
+//  order; with --verbose, what the disk was asked to do in each.
+static int
+s_raw_writes (s_bench_t *bench, s_rep_t *rep, bool spread_first)
+{
+    int rc = 0;
+    for (int turn = 0; turn < 2 && rc == 0; turn++) {
+        bool spread = (turn == 0) == spread_first;
+        kvt_bench_diskstat_t before, after;
+        kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &before);
+        rc = kvt_bench_host_raw_run_at (spread? bench->raw_write_spread: bench->raw_write,
+                                        bench->blocks, bench->qd,
+                                        spread? &rep->disk_write_spread_us: &rep->disk_write_us);
+        kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &after);
+        if (rc == 0)
+            kvt_bench_diskstat_print (spread? "spread": "raw", &before, &after);
+    }
+    return rc;
+}
+
 //  The raw baselines at the other depths of the sweep, reads after a
 //  settle and then writes, so that ours is compared with raw at its best
 //  depth as well as at ours (the disk may prefer fewer or more in flight
@@ -334,45 +359,35 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
     if (rc == 0)
         rc = kvt_bench_host_demote (bench->client, KVT_TIER_GPU, bench->blocks);
     //  Writes: the demotion host -> NVMe (tier_nvme writes every block,
-    //  header and checksum) and raw writes of as many payloads, in turns
-    double start = 0;
-    kvt_bench_diskstat_t disk [4];          //  --verbose: around raw, around ours
-    kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [0]);
+    //  header and checksum) and raw writes of as many payloads, in turns,
+    //  raw next to ours
     if (rc == 0 && raw_first)
-        rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks, bench->qd,
-                                        &rep->disk_write_us);
-    if (raw_first)
-        kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [1]);
-    kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [2]);
+        rc = s_raw_writes (bench, rep, true);
     if (rc == 0) {
         //  --verbose: every counter the demotion moved (tier_nvme.us_busy
         //  says whether the disk actor's loop bounds it)
         kvt_client_stats_t stats_before = { 0 }, stats_after = { 0 };
         kvt_bench_host_counters_t counters;
+        kvt_bench_diskstat_t disk_before, disk_after;
         if (bench->verbose)
             rc = kvt_bench_host_counters_read (bench->client, &counters, &stats_before);
-        start = kvt_bench_now_us ();
+        kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk_before);
+        double start = kvt_bench_now_us ();
         if (rc == 0)
             rc = kvt_bench_host_demote (bench->client, KVT_TIER_HOST, bench->blocks);
         rep->demote_us = kvt_bench_now_us () - start;
+        kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk_after);
         if (bench->verbose && rc == 0)
             rc = kvt_bench_host_counters_read (bench->client, &counters, &stats_after);
-        if (bench->verbose && rc == 0)
+        if (bench->verbose && rc == 0) {
             kvt_bench_host_counters_print_delta ("demote", &stats_before, &stats_after);
+            kvt_bench_diskstat_print ("demote", &disk_before, &disk_after);
+        }
         kvt_client_stats_fini (&stats_before);
         kvt_client_stats_fini (&stats_after);
     }
-    kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [3]);
-    if (rc == 0 && !raw_first) {
-        disk [0] = disk [3];
-        rc = kvt_bench_host_raw_run_at (bench->raw_write, bench->blocks, bench->qd,
-                                        &rep->disk_write_us);
-        kvt_bench_diskstat_read (bench->verbose? bench->dir: NULL, &disk [1]);
-    }
-    if (rc == 0) {
-        kvt_bench_diskstat_print ("demote", &disk [2], &disk [3]);
-        kvt_bench_diskstat_print ("raw", &disk [0], &disk [1]);
-    }
+    if (rc == 0 && !raw_first)
+        rc = s_raw_writes (bench, rep, false);
     //  The two timed disk phases, ours and raw, take turns going first, so
     //  that neither gains from the other having just read the same bytes
     //  (a virtual disk may cache on its host) or loses to it
@@ -392,7 +407,7 @@ s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
     //  The raw path into the GPU tier: one pinned cudaMemcpy of the whole
     //  prefix when the tier is device memory, else one memcpy
     size_t block_bytes = bench->bytes / bench->blocks;
-    start = kvt_bench_now_us ();
+    double start = kvt_bench_now_us ();
     if (bench->device) {
         if (kvt_arena_copy (bench->device, kvt_arena_block (bench->device, 0),
                             kvt_arena_base (bench->arena_src), bench->bytes))
@@ -591,6 +606,7 @@ kvt_bench_host_main (int argc, char **argv)
     kvt_bench_host_raw_t raw = { .file_count = 0 };
     kvt_bench_host_raw_t raw_spread = { .file_count = 0 };
     kvt_bench_host_raw_t raw_write = { .file_count = 0 };
+    kvt_bench_host_raw_t raw_write_spread = { .file_count = 0 };
     s_rep_t *reps = NULL;
     uint8_t *copy_src = NULL, *copy_dst = NULL;
     kvt_arena_t *arena_src = NULL, *arena_dst = NULL, *device = NULL;
@@ -651,7 +667,7 @@ kvt_bench_host_main (int argc, char **argv)
     const char *link = device? "pinned cudaMemcpy": "memcpy";
 
     s_bench_t bench = { client, prompts, prompt_count, (uint64_t) opts.blocks, bytes,
-                        copy_src, copy_dst, &raw, &raw_spread, &raw_write, arena_src,
+                        copy_src, copy_dst, &raw, &raw_spread, &raw_write, &raw_write_spread, arena_src,
                         arena_dst, device, opts.verbose, !opts.no_settle, opts.qd,
                         { opts.qd }, 1, work_dir };
     bench.sweep_count = 1;
@@ -670,7 +686,9 @@ kvt_bench_host_main (int argc, char **argv)
     ||  kvt_bench_host_raw_open_spread (&raw_spread, work_dir, hello.block_bytes, opts.qd,
                                         (size_t) opts.blocks)
     ||  kvt_bench_host_raw_open_writer (&raw_write, work_dir, hello.block_bytes, open_qd,
-                                        (uint64_t) opts.blocks))
+                                        (uint64_t) opts.blocks, (size_t) open_qd)
+    ||  kvt_bench_host_raw_open_writer (&raw_write_spread, work_dir, hello.block_bytes, opts.qd,
+                                        (uint64_t) opts.blocks, (size_t) opts.blocks))
         goto cleanup;
     //  One untimed rep first: the store's slots are then written once, as
     //  the raw writer's are, and no timed write is a block's first (which
@@ -688,13 +706,13 @@ kvt_bench_host_main (int argc, char **argv)
             fprintf (stderr, "rep %d: host %.0f us (net %.0f), match on gpu %.0f us, compute "
                      "%.0f us, nvme %.0f us (net %.0f), memcpy %.0f us, raw disk %.0f us "
                      "(spread %.0f us), arena copy %.0f us, xxh3 %.0f us, settle %.0f us, "
-                     "demote to nvme %.0f us, raw write %.0f us\n",
+                     "demote to nvme %.0f us, raw write %.0f us (spread %.0f us)\n",
                      r + 1, reps [r].host_us, reps [r].host_net_us, reps [r].match_us,
                      reps [r].compute_us, reps [r].nvme_us, reps [r].nvme_net_us,
                      reps [r].memcpy_us, reps [r].disk_us, reps [r].disk_spread_us,
                      reps [r].shm_copy_us,
                      reps [r].xxh3_us, reps [r].settle_us, reps [r].demote_us,
-                     reps [r].disk_write_us);
+                     reps [r].disk_write_us, reps [r].disk_write_spread_us);
     }
 
     //  Medians of each field over the reps
@@ -717,6 +735,7 @@ kvt_bench_host_main (int argc, char **argv)
     med.settle_us = s_median (&reps [0].settle_us, stride, opts.reps);
     med.demote_us = s_median (&reps [0].demote_us, stride, opts.reps);
     med.disk_write_us = s_median (&reps [0].disk_write_us, stride, opts.reps);
+    med.disk_write_spread_us = s_median (&reps [0].disk_write_spread_us, stride, opts.reps);
     //  Raw at its best depth of the sweep, reads and writes apart
     double best_read_gbps = 0, best_write_gbps = 0;
     int best_read_qd = opts.qd, best_write_qd = opts.qd;
@@ -818,6 +837,9 @@ kvt_bench_host_main (int argc, char **argv)
                           best_write_gbps);
     kvt_bench_report_add (report, "nvme_to_gpu_vs_spread_gbps", s_gbps (bytes, med.nvme_us),
                           "GB/s", "raw_disk_spread_gbps", s_gbps (bytes, med.disk_spread_us));
+    kvt_bench_report_add (report, "host_to_nvme_vs_spread_gbps", s_gbps (bytes, med.demote_us),
+                          "GB/s", "raw_disk_write_spread_gbps",
+                          s_gbps (bytes, med.disk_write_spread_us));
     kvt_bench_report_add (report, "host_to_gpu_vs_arena_gbps", s_gbps (bytes, med.host_us),
                           "GB/s", "arena_block_memcpy_gbps", s_gbps (bytes, med.shm_copy_us));
     kvt_bench_report_add (report, "xxh3_gbps", s_gbps (bytes, med.xxh3_us), "GB/s",
@@ -887,6 +909,7 @@ cleanup:
     kvt_bench_host_raw_close (&raw);
     kvt_bench_host_raw_close (&raw_spread);
     kvt_bench_host_raw_close (&raw_write);
+    kvt_bench_host_raw_close (&raw_write_spread);
     free (reps);
     free (copy_src);
     free (copy_dst);

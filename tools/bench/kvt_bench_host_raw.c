@@ -147,12 +147,14 @@ s_open_scratch_file (const char *dir, int f, void *arg)
 //  overwrites allocated blocks as the store's do. Returns 0 or -errno.
 int
 kvt_bench_host_raw_open_writer (kvt_bench_host_raw_t *raw, const char *dir,
-                                size_t block_bytes, int qd, uint64_t blocks)
+                                size_t block_bytes, int qd, uint64_t blocks,
+                                size_t buffer_blocks)
 {
     size_t stride = KVT_BENCH_HOST_ALIGN + (block_bytes + KVT_BENCH_HOST_ALIGN - 1)
                   / KVT_BENCH_HOST_ALIGN * KVT_BENCH_HOST_ALIGN;
     off_t size = (off_t) ((blocks / KVT_BENCH_HOST_RAW_WRITE_FILES + 1) * stride);
-    int rc = s_raw_setup (raw, dir, block_bytes, qd, (size_t) qd, s_open_scratch_file, &size);
+    int rc = s_raw_setup (raw, dir, block_bytes, qd, buffer_blocks, s_open_scratch_file,
+                          &size);
     if (rc)
         return rc;
     raw->write = true;

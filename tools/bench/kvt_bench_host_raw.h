@@ -59,11 +59,15 @@ int
 
 //  The raw write baseline: 4 scratch files kvt-raw-NNN.dat in 'dir', laid
 //  out as the store's (slot s in file s mod 4, payload after a 4 KiB
-//  header place), each slot written once before any timed run. Returns 0
-//  or a negative code (reason printed).
+//  header place), each slot written once before any timed run, from a
+//  buffer of 'buffer_blocks' blocks as a reader's (qd: plain; more: slot s
+//  from block s mod buffer_blocks, as a demotion's payloads come from a
+//  host slot each). Writers of one folder share its files. Returns 0 or a
+//  negative code (reason printed).
 int
     kvt_bench_host_raw_open_writer (kvt_bench_host_raw_t *raw, const char *dir,
-                                    size_t block_bytes, int qd, uint64_t blocks);
+                                    size_t block_bytes, int qd, uint64_t blocks,
+                                    size_t buffer_blocks);
 
 //  Read (a writer: write) the payloads of slots 0..blocks-1; *us gets the
 //  time. Returns 0 or a negative code (reason printed).
