@@ -13,7 +13,12 @@
     maps and registers with io_uring, so payloads go by DMA; reads into a
     slab on 4 KiB pages go through the store's huge-page staging instead
     (tier_nvme/direct = auto, kvt_nvme_direct_reads; gauges direct_reads
-    and direct_writes say which way each goes).
+    and direct_writes say which way each started). With auto, reads then
+    take whichever way this disk serves faster: kvt_read_path times both
+    while reads queue beyond the device's depth (gauges read_path_bounce,
+    read_path_rounds, read_path_switches, read_path_other_per_mille: the
+    other way's rate over the chosen one's, x 1000; direct_ops and
+    bounce_ops count the store's I/Os each way, writes included).
     Accepts: TIER_ALLOC {count} -> TIER_ALLOC_OK {slots}
              TIER_FREE {slots}  -> TIER_FREE_OK {freed}
              TIER_WRITE {slots, hashes, src_slots} -> TIER_WRITE_OK {written, failed}
@@ -66,6 +71,7 @@
 #include "kvt_huge.h"
 #include "kvt_actors.h"
 #include "kvt_tier_slots.h"
+#include "kvt_read_path.h"
 #include "kvt_fp8.cuh"
 #include <sys/eventfd.h>
 
@@ -82,6 +88,8 @@ typedef struct {
 typedef struct {
     s_request_t *request;           //  Request this block belongs to
     size_t index;                   //  Its index in the request
+    int read_path;                  //  A read's path (KVT_READ_PATH_*), as prepared
+    uint64_t read_bytes;            //  ...and the bytes it moves
 } s_op_t;
 
 typedef struct {
@@ -105,6 +113,9 @@ typedef struct {
     s_op_t *ops;                    //  Ops in flight, by tag (op_count entries)
     uint64_t *free_tags;            //  Stack of unused tags (op_count entries)
     size_t free_tag_count;          //  Entries on it
+    bool learn_reads;               //  direct = auto: kvt_read_path picks reads' path
+    kvt_read_path_t read_path;      //  ...learning which is faster here
+    uint64_t group_bytes;           //  Bytes of one layer group read (about)
 } self_t;
 
 static void *
@@ -186,6 +197,11 @@ s_pump (self_t *self)
         uint64_t tag = self->free_tags [--self->free_tag_count];
         void *buffer = kvt_arena_block (self->host, host_slot);
         uint64_t group = write? 0: kvt_msg_u64 (msg, KVT_TIER_READ_LAYER_GROUP);
+        if (!write && self->learn_reads)
+            kvt_nvme_store_set_bounce_reads (self->store,
+                                             self->read_path.path == KVT_READ_PATH_BOUNCE);
+        op->read_path = self->read_path.path;
+        op->read_bytes = group > 0? self->group_bytes: self->payload_bytes;
         int rc;
         if (group > 0) {
             kvt_actor_count (self->actor, "group_reads", 1);
@@ -263,9 +279,23 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     s_pump (self);
     do {
         count = kvt_nvme_reap (self->store, done, S_REAP_BATCH);
+        int64_t now = kvt_now_us ();
         for (int k = 0; k < count; k++) {
             s_op_t op = self->ops [done [k].tag];
             self->free_tags [self->free_tag_count++] = done [k].tag;
+            if (self->learn_reads && done [k].rc == 0
+            &&  kvt_msg_id (op.request->request) == KVT_MSG_TIER_READ) {
+                //  The disk sets the pace while I/O waits for room at it
+                int rounds = self->read_path.rounds;
+                kvt_read_path_done (&self->read_path, op.read_path, op.read_bytes, now,
+                                    zlist_size (self->backlog) > 0);
+                if (self->read_path.rounds != rounds)
+                    kvt_log_info ("tier_nvme: read path round %d: direct %.0f MB/s, bounce "
+                                  "%.0f MB/s; %s", self->read_path.rounds,
+                                  self->read_path.rate [KVT_READ_PATH_DIRECT],
+                                  self->read_path.rate [KVT_READ_PATH_BOUNCE],
+                                  self->read_path.chosen? "bounce": "direct");
+            }
             s_complete (self, op.request, op.index, done [k].rc);
         }
         s_pump (self);
@@ -277,6 +307,18 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     kvt_actor_gauge (self->actor, "write_bytes", stats.write_bytes);
     kvt_actor_gauge (self->actor, "checksums_pooled", stats.checksum_jobs);
     kvt_actor_gauge (self->actor, "checksums_inline", stats.checksum_inline);
+    kvt_actor_gauge (self->actor, "direct_ops", stats.direct_ops);
+    kvt_actor_gauge (self->actor, "bounce_ops", stats.bounce_ops);
+    if (self->learn_reads) {
+        kvt_actor_gauge (self->actor, "read_path_bounce", self->read_path.chosen);
+        kvt_actor_gauge (self->actor, "read_path_rounds", (uint64_t) self->read_path.rounds);
+        kvt_actor_gauge (self->actor, "read_path_switches", self->read_path.switches);
+        kvt_actor_gauge (self->actor, "read_path_void_spans", self->read_path.void_spans);
+        //  The other path's bytes a second over the chosen one's, x 1000
+        kvt_actor_gauge (self->actor, "read_path_other_per_mille",
+                         self->read_path.rounds? (uint64_t) (1000.0 * exp (self->read_path.log_ratio))
+                                               : 0);
+    }
     kvt_actor_turn_end (self->actor, "", "io_done", start);
     return 0;
 }
@@ -359,6 +401,15 @@ s_self_start (void *self_ptr)
                   "= %s)", direct_reads? "by DMA into the host arena": "through the staging",
                   direct_writes? "by DMA from the host arena": "through the staging",
                   large? "2 MiB": "4 KiB", self->direct_mode);
+    //  auto: reads start where the pages say, then kvt_read_path times both
+    //  ways while the disk is busy and keeps the faster (they can go
+    //  direct only into the registered arena)
+    self->learn_reads = streq (self->direct_mode, "auto") && direct_writes;
+    kvt_read_path_init (&self->read_path, direct_reads? KVT_READ_PATH_DIRECT
+                                                      : KVT_READ_PATH_BOUNCE,
+                        self->queue_depth);
+    int groups = kvt_nvme_store_group_count (self->store);
+    self->group_bytes = self->payload_bytes / (size_t) (groups > 0? groups: 1);
     kvt_actor_gauge (self->actor, "direct_reads", direct_reads);
     kvt_actor_gauge (self->actor, "direct_writes", direct_writes);
     int rc = kvt_nvme_store_open (self->store);

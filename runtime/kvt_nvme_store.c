@@ -125,6 +125,13 @@ kvt_nvme_direct_reads (const char *mode, bool caller_large_pages, bool staging_l
 //  --------------------------------------------------------------------------
 //  Register caller memory for zero-copy payloads. Before open only.
 
+void
+kvt_nvme_store_set_bounce_reads (kvt_nvme_store_t *self, bool bounce)
+{
+    assert (self);
+    self->bounce_reads = bounce;
+}
+
 int
 kvt_nvme_store_register_buffer (kvt_nvme_store_t *self, void *base, size_t bytes)
 {

@@ -246,6 +246,13 @@ kvt_nvme_store_t *
 int
     kvt_nvme_store_register_buffer (kvt_nvme_store_t *self, void *base, size_t bytes);
 
+//  Reads prepared from now on go through the staging (true) or straight
+//  into registered memory where they can (false): config.bounce_reads,
+//  changed while running (tier_nvme's kvt_read_path learns which is
+//  faster). Reads in flight keep the path they were prepared with.
+void
+    kvt_nvme_store_set_bounce_reads (kvt_nvme_store_t *self, bool bounce);
+
 //  Whether reads should land by DMA straight in registered caller memory
 //  (tier_nvme/direct): mode "on" or "off" decides; "auto" says yes for
 //  memory on 2 MiB pages, and for 4 KiB pages only where the store's

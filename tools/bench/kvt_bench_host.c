@@ -812,6 +812,23 @@ kvt_bench_host_main (int argc, char **argv)
                       (double) large / (double) arena_bytes, arena_bytes >> 20);
         kvt_bench_report_note (report, "host arena", note);
     }
+    //  Which way tier_nvme's reads went, as it learned (tier_nvme/direct =
+    //  auto: kvt_read_path)
+    kvt_client_stats_t stats;
+    if (kvt_client_stats (client, &stats) == 0) {
+        uint64_t bounce = 0, rounds = 0, switches = 0, other = 0;
+        bool learned = kvt_client_stats_find (&stats, "tier_nvme.read_path_rounds", &rounds);
+        kvt_client_stats_find (&stats, "tier_nvme.read_path_bounce", &bounce);
+        kvt_client_stats_find (&stats, "tier_nvme.read_path_switches", &switches);
+        kvt_client_stats_find (&stats, "tier_nvme.read_path_other_per_mille", &other);
+        if (learned) {
+            snprintf (note, sizeof (note), "%s after %" PRIu64 " rounds (%" PRIu64
+                      " switches); the other way at %.3f of its rate", bounce? "bounce"
+                      : "direct", rounds, switches, (double) other / 1000.0);
+            kvt_bench_report_note (report, "read path", note);
+        }
+        kvt_client_stats_fini (&stats);
+    }
 
     kvt_bench_report_add (report, "host_to_gpu_gbps", s_gbps (bytes, med.host_us), "GB/s",
                           "memcpy_gbps", memcpy_gbps);
