@@ -403,8 +403,9 @@ s_self_start (void *self_ptr)
                   large? "2 MiB": "4 KiB", self->direct_mode);
     //  auto: reads start where the pages say, then kvt_read_path times both
     //  ways while the disk is busy and keeps the faster (they can go
-    //  direct only into the registered arena)
-    self->learn_reads = streq (self->direct_mode, "auto") && direct_writes;
+    //  direct only into the registered arena, in 4 KiB-aligned blocks)
+    self->learn_reads = streq (self->direct_mode, "auto") && direct_writes
+                     && self->block_bytes % 4096 == 0;
     kvt_read_path_init (&self->read_path, direct_reads? KVT_READ_PATH_DIRECT
                                                       : KVT_READ_PATH_BOUNCE,
                         self->queue_depth);

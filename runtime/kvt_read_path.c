@@ -99,14 +99,21 @@ kvt_read_path_done (kvt_read_path_t *self, int path, uint64_t bytes, int64_t now
 {
     assert (self);
     if (!self->measuring) {
-        if (--self->rest_reads <= 0)
+        //  A round starts only while reads queue: when they do not, the
+        //  path hardly matters, and every read goes the chosen way
+        if (self->rest_reads > 0)
+            self->rest_reads--;
+        if (self->rest_reads <= 0 && saturated)
             s_round_start (self);
         return;
     }
     if (!saturated) {
-        //  The demand set this span's pace, not the disk: time it afresh
+        //  The demand sets the pace now, not the disk: the round is off
+        //  (reads back on the chosen path), and tried again a span later
         self->void_spans += self->timing;
-        self->timing = false;
+        self->measuring = false;
+        self->path = self->chosen;
+        self->rest_reads = self->span_reads;
         return;
     }
     if (path != self->path)
@@ -248,12 +255,19 @@ kvt_read_path_test (bool verbose)
                 chooser.rounds, chooser.switches);
     assert (chooser.chosen == KVT_READ_PATH_BOUNCE && chooser.switches == 1);
 
-    //  Demand under the queue: nothing is learned, spans are thrown away
+    //  Demand under the queue: nothing is learned, and reads go the chosen
+    //  way (a round does not start; one under way is called off)
     kvt_read_path_init (&chooser, KVT_READ_PATH_DIRECT, 32);
     t_disk_t slow_demand = { { 30.0, 10.0 }, 0.0, 32, { 0, 0 }, 0.0 };
     t_run (&slow_demand, &chooser, 5000, 5000, 0.0);
     assert (chooser.rounds == 0 && chooser.switches == 0);
-    assert (chooser.chosen == KVT_READ_PATH_DIRECT);
+    assert (chooser.chosen == KVT_READ_PATH_DIRECT && !chooser.measuring);
+    assert (slow_demand.reads_by_path [KVT_READ_PATH_BOUNCE] == 0);
+    chooser.chosen_first = false;           //  A round that began the other way...
+    chooser.measuring = true;
+    chooser.path = KVT_READ_PATH_BOUNCE;
+    kvt_read_path_done (&chooser, KVT_READ_PATH_DIRECT, 65536, 10, false);
+    assert (!chooser.measuring && chooser.path == KVT_READ_PATH_DIRECT);    //  ...is off
     //  ...and once the queue fills, it learns as before
     t_run (&slow_demand, &chooser, 3000, 0, 1e6);
     assert (chooser.chosen == KVT_READ_PATH_BOUNCE);

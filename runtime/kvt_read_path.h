@@ -30,8 +30,10 @@
     the other path is faster by more than KVT_READ_PATH_MARGIN, and by more
     than KVT_READ_PATH_CONFIDENCE standard errors of that mean (a virtual
     disk's rate moves 10-20% from one span to the next: one round decides
-    nothing there). A span during which demand fell below the queue is
-    thrown away. The first rounds run back to back until the chosen path
+    nothing there). A round starts only while reads queue, and is called
+    off (reads back on the chosen path) when demand falls below the queue:
+    a workload that never fills the queue reads one way and learns
+    nothing. The first rounds run back to back until the chosen path
     leads by the same test (or KVT_READ_PATH_HISTORY rounds are in); later
     ones after KVT_READ_PATH_REST spans' worth of reads on the chosen path
     (four times that where it leads by four margins), so a disk that
@@ -85,7 +87,7 @@ typedef struct {
     double log_ratio;               //  Their mean
     int rounds;                     //  Rounds completed
     uint64_t switches;              //  Times the choice changed
-    uint64_t void_spans;            //  Spans thrown away (demand fell below the queue)
+    uint64_t void_spans;            //  Rounds called off mid-span (demand fell below the queue)
 } kvt_read_path_t;
 
 //  Start on 'prior' (KVT_READ_PATH_DIRECT or _BOUNCE: the guess from the
