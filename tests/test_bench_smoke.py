@@ -62,11 +62,18 @@ def main():
         #  One prompt stored in pieces (STORE, then STORE_TAILs) and the
         #  same prefix as separate prompts: reads, writes, both baselines
         promotion = ["host_to_gpu_gbps", "nvme_to_gpu_gbps", "host_to_nvme_gbps",
-                     "nvme_to_gpu_vs_spread_gbps", "xxh3_gbps"]
+                     "nvme_to_gpu_vs_spread_gbps", "host_to_nvme_vs_spread_gbps", "xxh3_gbps"]
         report = bench(["host", "--blocks", "48", "--block-kib", "64", "--reps", "2",
                         "--prompt-mib", "1"], work)
         if "in 1 prompts" not in report["notes"].get("prefix", ""):
             fail(f"bench host: the prefix is not one prompt: {report['notes']}")
+        #  What the host arena sits on, and (tier_nvme/direct = auto) which
+        #  way the disk tier's reads went
+        if "on 2 MiB pages" not in report["notes"].get("host arena", "") and \
+                "does not say" not in report["notes"].get("host arena", ""):
+            fail(f"bench host: no host arena note: {report['notes']}")
+        if " rounds (" not in report["notes"].get("read path", ""):
+            fail(f"bench host: no read path note: {report['notes']}")
         figures(report, promotion + ["nvme_to_gpu_vs_best_raw_gbps",
                                      "host_to_nvme_vs_best_raw_gbps"],
                 "bench host (one prompt, 3 pieces)")
