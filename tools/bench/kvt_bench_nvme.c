@@ -541,7 +541,7 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
         paired [p] = kvt_bench_nvme_median (ratios, reps);
     }
     free (ratios);
-    char note [128], key [48];
+    char note [256], key [48];
     snprintf (key, sizeof (key), "paired_%s", size_name);
     snprintf (note, sizeof (note), "median over reps of store / raw in the same rep: write "
               "direct %.3f, bounce %.3f; read direct %.3f, bounce %.3f", paired [0],
@@ -566,7 +566,8 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     }
     snprintf (key, sizeof (key), "pages_%s", size_name);
     snprintf (note, sizeof (note), "raw into %s pages, direct into the arena's %s pages; "
-              "tier_nvme/direct = auto reads it %s (the auto figures)",
+              "tier_nvme/direct = auto starts reading it %s (the auto figures; "
+              "it then keeps whichever way the disk serves faster, kvt_read_path)",
               thp? "2 MiB": "4 KiB", s_hugepages && thp? "2 MiB": "4 KiB",
               direct_reads? "direct": "by bounce");
     kvt_bench_report_note (report, key, note);
