@@ -47,6 +47,25 @@ kvt_bench_diskstat_read (const char *dir, kvt_bench_diskstat_t *stat)
 }
 
 void
+kvt_bench_diskstat_add (kvt_bench_diskstat_t *sum, const kvt_bench_diskstat_t *before,
+                        const kvt_bench_diskstat_t *after)
+{
+    sum->known = sum->known && before->known && after->known;
+    if (!sum->known)
+        return;
+    sum->reads += after->reads - before->reads;
+    sum->read_merges += after->read_merges - before->read_merges;
+    sum->read_sectors += after->read_sectors - before->read_sectors;
+    sum->read_ms += after->read_ms - before->read_ms;
+    sum->writes += after->writes - before->writes;
+    sum->write_merges += after->write_merges - before->write_merges;
+    sum->write_sectors += after->write_sectors - before->write_sectors;
+    sum->write_ms += after->write_ms - before->write_ms;
+    sum->busy_ms += after->busy_ms - before->busy_ms;
+    sum->flushes += after->flushes - before->flushes;
+}
+
+void
 kvt_bench_diskstat_print (const char *phase, const kvt_bench_diskstat_t *before,
                           const kvt_bench_diskstat_t *after)
 {

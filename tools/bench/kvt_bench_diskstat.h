@@ -35,6 +35,12 @@ typedef struct {
 void
     kvt_bench_diskstat_read (const char *dir, kvt_bench_diskstat_t *stat);
 
+//  Add the counts between two snapshots to *sum (sum->known stays true
+//  only while every pair was known; a zeroed sum with known = true starts).
+void
+    kvt_bench_diskstat_add (kvt_bench_diskstat_t *sum, const kvt_bench_diskstat_t *before,
+                            const kvt_bench_diskstat_t *after);
+
 //  One line for the phase between two snapshots: requests, their mean
 //  size, merges, flushes, busy time; nothing where either is unknown.
 void

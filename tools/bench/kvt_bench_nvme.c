@@ -93,6 +93,7 @@
 #include "kvt_nvme_store.h"
 #include "kvt_nvme_checksum.h"
 #include "kvt_bench_nvme_int.h"
+#include "kvt_bench_diskstat.h"
 
 #define S_MAX_SIZES 8               //  Block sizes per run
 #define S_SUBMIT_BYTES (1u << 20)   //  Submit once this much is prepared
@@ -454,6 +455,12 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     double *v [8];
     for (int i = 0; i < 8; i++)
         v [i] = (double *) calloc ((size_t) reps, sizeof (double));
+    //  --verbose: what the disk was asked to do for each contender, summed
+    //  over the reps (requests, their size, time at the device, busy)
+    kvt_bench_diskstat_t disk [8], before, after;
+    for (int i = 0; i < 8; i++)
+        disk [i] = (kvt_bench_diskstat_t) { .known = opts->verbose };
+    const char *disk_dir = opts->verbose? dir: NULL;
     for (int rep = 0; rep < reps; rep++) {
         //  Writes, then reads; within each, the four contenders (3 = raw
         //  again) in an order that rotates every rep so drift of the device
@@ -466,20 +473,26 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
         for (int k = 0; k < 4; k++) {
             int who = write_orders [rep % 4][k];
             double *slot = who == 3? &v [6][rep]: &v [who][rep];
+            kvt_bench_diskstat_read (disk_dir, &before);
             if (who == 0 || who == 3)
                 *slot = s_raw_run (&raw, true, raw_buf, block_bytes, qd);
             else
                 *slot = s_store_run (store, blocks, true, who == 1? registered: plain,
                                      block_bytes, qd);
+            kvt_bench_diskstat_read (disk_dir, &after);
+            kvt_bench_diskstat_add (&disk [who == 3? 6: who], &before, &after);
         }
         for (int k = 0; k < 4; k++) {
             int who = (rep + k) % 4;
             double *slot = who == 3? &v [7][rep]: &v [3 + who][rep];
+            kvt_bench_diskstat_read (disk_dir, &before);
             if (who == 0 || who == 3)
                 *slot = s_raw_run (&raw, false, raw_buf, block_bytes, qd);
             else
                 *slot = s_store_run (store, blocks, false, who == 1? registered: plain,
                                      block_bytes, qd);
+            kvt_bench_diskstat_read (disk_dir, &after);
+            kvt_bench_diskstat_add (&disk [who == 3? 7: 3 + who], &before, &after);
         }
     }
     if (opts->verbose) {
@@ -491,6 +504,12 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
             for (int rep = 0; rep < reps; rep++)
                 fprintf (stderr, " %6.3f", v [i][rep]);
             fprintf (stderr, " GB/s\n");
+        }
+        const kvt_bench_diskstat_t zero = { .known = true };
+        for (int i = 0; i < 8; i++) {
+            char phase [48];
+            snprintf (phase, sizeof (phase), "%zuK %s", block_bytes >> 10, names [i]);
+            kvt_bench_diskstat_print (phase, &zero, &disk [i]);
         }
     }
     double m [6];
