@@ -171,6 +171,8 @@ s_demote_finish (self_t *self, s_demote_t *job, int rc)
 {
     kvt_migration_cont_fn *cont = job->cont;
     void *cont_arg = job->cont_arg;
+    kvt_actor_mark (self->actor, job->tier == KVT_TIER_GPU? "at_demote_gpu_end"
+                                                          : "at_demote_host_end");
     if (rc == 0 && job->moved_out)
         *job->moved_out = job->victims + job->from_shadow;
     kvt_migration_ensure_free (self, &job->room, rc != 0);
@@ -220,6 +222,7 @@ s_demote_written (void *self_ptr, int rc, kvt_msg_t **reply_p, void *arg)
 {
     self_t *self = (self_t *) self_ptr;
     s_demote_t *job = (s_demote_t *) arg;
+    kvt_actor_mark (self->actor, "at_demote_written");
     if (rc) {
         //  The disk tier failed the whole write: forget the blocks rather
         //  than keep the host tier full
@@ -310,6 +313,7 @@ s_demote_have_room (self_t *self, void *arg, int rc)
         kvt_migration_copy_blocks (self, KVT_TIER_GPU, job->slots, KVT_TIER_HOST, job->room->slots,
                        job->victims, s_demote_copied, job);
     else {
+        kvt_actor_mark (self->actor, "at_demote_write_out");
         kvt_msg_t *msg = kvt_msg_new (KVT_MSG_TIER_WRITE);
         kvt_msg_set_array (msg, KVT_TIER_WRITE_SLOTS, job->room->slots, job->victims);
         kvt_msg_set_array (msg, KVT_TIER_WRITE_HASHES, job->hashes, job->victims);
@@ -429,6 +433,8 @@ void
 kvt_migration_demote (self_t *self, int tier, size_t count, bool for_upkeep, size_t *moved_out,
                       kvt_migration_cont_fn *cont, void *arg)
 {
+    kvt_actor_mark (self->actor, tier == KVT_TIER_GPU? "at_demote_gpu_start"
+                                                      : "at_demote_host_start");
     s_demote_t *job = (s_demote_t *) kvt_zmalloc (sizeof (s_demote_t));
     job->tier = tier;
     job->count = count;

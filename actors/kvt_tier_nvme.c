@@ -258,6 +258,7 @@ s_complete (self_t *self, s_request_t *request, size_t index, int rc)
     kvt_msg_set_array (reply, 1, request->failed, request->failed_count);
     kvt_actor_count (self->actor, write? "blocks_written": "blocks_read", request->done_ok);
     kvt_actor_reply (self->actor, &reply);
+    kvt_actor_mark (self->actor, write? "at_write_answered": "at_read_answered");
     s_request_destroy (&request);
 }
 
@@ -471,6 +472,10 @@ s_handle_io (void *self_ptr, kvt_msg_t **msg_p)
         if (!kvt_slots_in_use (self->slots, slots [k])
         ||  host_slots [k] >= kvt_arena_block_count (self->host))
             return -ERANGE;
+    //  Marks for a timeline (bench host --verbose): when a request came,
+    //  when its first I/Os went to the disk, when it was answered
+    bool write = kvt_msg_id (*msg_p) == KVT_MSG_TIER_WRITE;
+    kvt_actor_mark (self->actor, write? "at_write_in": "at_read_in");
     s_request_t *request = (s_request_t *) kvt_zmalloc (sizeof (s_request_t));
     request->request = *msg_p;
     *msg_p = NULL;
@@ -483,6 +488,7 @@ s_handle_io (void *self_ptr, kvt_msg_t **msg_p)
         zlist_append (self->backlog, op);
     }
     s_pump (self);
+    kvt_actor_mark (self->actor, write? "at_write_submitted": "at_read_submitted");
     return 0;
 }
 

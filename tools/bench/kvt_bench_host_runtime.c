@@ -67,9 +67,11 @@ s_mark_compare (const void *a, const void *b)
 }
 
 //  Print every counter that moved between two STATS (verbose profiling;
-//  gauges named *_last as their value), then the marks set meanwhile ("<actor>.at_<event>", kvt_actor_mark) in
-//  the order they happened, in microseconds after the last plan began
-//  (scheduler.at_plan_start): one request's timeline across the actors.
+//  gauges named *_last as their value), then the marks set meanwhile
+//  ("<actor>.at_<event>", kvt_actor_mark) in the order they happened, in
+//  microseconds after the last plan began (scheduler.at_plan_start), or
+//  after the first mark where no plan began meanwhile (a demotion): one
+//  request's timeline across the actors.
 void
 kvt_bench_host_counters_print_delta (const char *phase, const kvt_client_stats_t *before,
                                      const kvt_client_stats_t *after)
@@ -91,9 +93,17 @@ kvt_bench_host_counters_print_delta (const char *phase, const kvt_client_stats_t
             fprintf (stderr, "  %-6s %-40s %+" PRId64 "\n", phase, after->keys [k],
                      (int64_t) (after->values [k] - old));
     }
-    uint64_t start = 0;
-    if (marks && kvt_client_stats_find (after, "scheduler.at_plan_start", &start)) {
-        qsort (marks, mark_count, sizeof (s_mark_t), s_mark_compare);
+    //  From the plan's start where a request ran in the phase, else from
+    //  its first mark (a demotion)
+    qsort (marks, mark_count, sizeof (s_mark_t), s_mark_compare);
+    uint64_t start = 0, plan_before = 0;
+    bool planned = kvt_client_stats_find (after, "scheduler.at_plan_start", &start);
+    kvt_client_stats_find (before, "scheduler.at_plan_start", &plan_before);
+    if (mark_count > 0 && (!planned || start == plan_before)) {
+        start = (uint64_t) marks [0].at_us;
+        planned = true;
+    }
+    if (marks && planned) {
         for (size_t k = 0; k < mark_count; k++)
             fprintf (stderr, "  %-6s timeline %-31s %+" PRId64 " us\n", phase, marks [k].key,
                      marks [k].at_us - (int64_t) start);
