@@ -308,6 +308,7 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     kvt_actor_gauge (self->actor, "write_bytes", stats.write_bytes);
     kvt_actor_gauge (self->actor, "checksums_pooled", stats.checksum_jobs);
     kvt_actor_gauge (self->actor, "checksums_inline", stats.checksum_inline);
+    kvt_actor_gauge (self->actor, "early_submits", stats.early_submits);
     kvt_actor_gauge (self->actor, "direct_ops", stats.direct_ops);
     kvt_actor_gauge (self->actor, "bounce_ops", stats.bounce_ops);
     if (self->learn_reads) {

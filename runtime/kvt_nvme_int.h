@@ -114,6 +114,9 @@ struct _kvt_nvme_store_t {
     uint64_t journal_compact_bytes; //  Given to the journal
     int checksum_threads;           //  As configured (0: auto)
     bool pool_under_load;           //  The pool takes jobs only under load (auto, or asked)
+    size_t submit_hold_bytes;       //  See KVT_NVME_SUBMIT_HOLD_BYTES
+    size_t held_hash_bytes;         //  Bytes hashed inline since the oldest SQE not yet
+                                    //  submitted was queued
     //  Geometry
     int group_count;                //  Layer groups per block (1: none; see layer_groups)
     uint64_t group_offset [KVT_NVME_MAX_GROUPS + 1];   //  Group g: [offset [g], offset [g + 1])

@@ -46,11 +46,25 @@ s_to_pool (kvt_nvme_store_t *self, size_t bytes)
     return kvt_hash_load_offload (&self->hash_load, bytes, kvt_hash_load_now_ns ());
 }
 
+//  Submit what the ring holds.
+static int
+s_submit_ring (kvt_nvme_store_t *self)
+{
+    self->held_hash_bytes = 0;
+    return io_uring_sq_ready (&self->ring) == 0? 0: io_uring_submit (&self->ring);
+}
+
 //  Run a checksum job on this thread; where the pool waits for load, time
-//  it for the choice.
+//  it for the choice. I/Os prepared before it go to the device first if
+//  it would hold them too long (KVT_NVME_SUBMIT_HOLD_BYTES).
 static uint64_t
 s_hash_inline (kvt_nvme_store_t *self, const kvt_nvme_checksum_job_t *job)
 {
+    if (io_uring_sq_ready (&self->ring) > 0) {
+        self->held_hash_bytes += job->bytes;
+        if (self->held_hash_bytes > self->submit_hold_bytes && s_submit_ring (self) > 0)
+            self->stats.early_submits++;
+    }
     self->stats.checksum_inline++;
     if (!self->checksum || !self->pool_under_load)
         return kvt_nvme_checksum_run (job);
@@ -91,7 +105,7 @@ s_queue_part (kvt_nvme_store_t *self, int op_index, int part_index)
     kvt_nvme_part_t *part = &op->parts [part_index];
     struct io_uring_sqe *sqe = io_uring_get_sqe (&self->ring);
     if (!sqe) {
-        int rc = io_uring_submit (&self->ring);
+        int rc = s_submit_ring (self);
         if (rc < 0)
             return rc;
         sqe = io_uring_get_sqe (&self->ring);
@@ -188,7 +202,7 @@ kvt_nvme_io_submit_parts (kvt_nvme_store_t *self, int index)
     kvt_nvme_op_t *op = &self->ops [index];
     //  Take every SQE or none, so a released op never has I/O queued
     if (io_uring_sq_space_left (&self->ring) < (unsigned) op->part_count) {
-        int rc = io_uring_submit (&self->ring);
+        int rc = s_submit_ring (self);
         if (rc < 0)
             return rc;
         if (io_uring_sq_space_left (&self->ring) < (unsigned) op->part_count)
@@ -708,8 +722,7 @@ kvt_nvme_io_drain (kvt_nvme_store_t *self)
     while (true) {
         s_collect_checksums (self);
         (void) kvt_nvme_journal_kick (self->journal);  //  Failure shows as a stuck drain
-        if (io_uring_sq_ready (&self->ring) > 0)
-            (void) io_uring_submit (&self->ring);      //  Ditto
+        (void) s_submit_ring (self);                    //  Ditto
         bool io_busy = false, journal_wait = false;
         for (int i = 0; i < self->queue_depth; i++) {
             int state = self->ops [i].state;
@@ -759,9 +772,7 @@ kvt_nvme_submit (kvt_nvme_store_t *self)
     int rc = kvt_nvme_journal_kick (self->journal);
     if (rc)
         return rc;
-    if (io_uring_sq_ready (&self->ring) == 0)
-        return 0;
-    return io_uring_submit (&self->ring);
+    return s_submit_ring (self);
 }
 
 
@@ -782,8 +793,8 @@ kvt_nvme_reap (kvt_nvme_store_t *self, kvt_nvme_done_t *done, int max_done)
         return -errno;
     kvt_nvme_io_process (self, max_done);
     int rc = kvt_nvme_journal_kick (self->journal);
-    if (rc == 0 && io_uring_sq_ready (&self->ring) > 0)
-        rc = io_uring_submit (&self->ring);
+    if (rc == 0)
+        rc = s_submit_ring (self);
     if (rc < 0)
         kvt_log_error ("nvme store: io_uring_submit: %s", strerror (-rc));
     int count = 0;

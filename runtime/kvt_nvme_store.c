@@ -50,6 +50,8 @@ kvt_nvme_store_new (const kvt_nvme_store_config_t *config)
     self->sync_per_write = config->sync_per_write;
     self->buffered_fallback = config->buffered_fallback;
     self->bounce_reads = config->bounce_reads;
+    self->submit_hold_bytes = config->submit_hold_bytes? config->submit_hold_bytes
+                                                       : KVT_NVME_SUBMIT_HOLD_BYTES;
     self->journal_compact_bytes = config->journal_compact_bytes;
     self->checksum_threads = config->checksum_threads;
     self->pool_under_load = config->checksum_threads <= 0 || config->checksum_under_load;

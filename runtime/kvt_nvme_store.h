@@ -185,7 +185,22 @@ typedef struct {
     int layers;                     //  Layers of a block (needed for layer_groups > 1)
     bool bounce_reads;              //  Reads through the staging even into registered
                                     //  memory (kvt_nvme_direct_reads); writes stay direct
+    size_t submit_hold_bytes;       //  Most bytes hashed inline while a prepared I/O waits
+                                    //  for the caller's kvt_nvme_submit (0: the default,
+                                    //  KVT_NVME_SUBMIT_HOLD_BYTES)
 } kvt_nvme_store_config_t;
+
+//  A write's checksum (and a bounced write's copy) is computed before its
+//  I/O can start, so a caller that prepares many writes and then submits
+//  them once makes the first wait for all the later ones' hashing: a
+//  demotion of 64 blocks of 2 MiB would hash 128 MiB (13 ms at 10 GB/s)
+//  before the disk saw a byte, and tier_nvme's first refill of a 256 KiB
+//  demotion kept the H200 machine's disk idle 2-4 ms (RESULTS.md, session
+//  29). So before hashing inline the store submits what is waiting once
+//  the hashing since it was queued would pass this many bytes: 4-13 us of
+//  xxh3 on the machines measured, while small blocks still go out several
+//  to a submission (each costs a syscall, and on a virtual disk an exit).
+#define KVT_NVME_SUBMIT_HOLD_BYTES (128u << 10)
 
 #define KVT_NVME_MAX_GROUPS 64      //  Most layer groups per block
 
@@ -218,6 +233,8 @@ typedef struct {
     uint64_t sync_groups;           //  Group commits: data syncs shared by writes
     uint64_t checksum_jobs;         //  Checksums handed to the worker pool
     uint64_t checksum_inline;       //  Checksums computed on the caller's thread
+    uint64_t early_submits;         //  Submissions made before an inline checksum, so the
+                                    //  I/Os prepared before it need not wait for it
     uint64_t staging_bytes;         //  The staging buffers' size...
     uint64_t staging_large_bytes;   //  ...and how much of it 2 MiB pages back (at open;
                                     //  UINT64_MAX where the kernel does not say)
