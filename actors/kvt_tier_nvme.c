@@ -317,9 +317,8 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         kvt_actor_gauge (self->actor, "read_path_switches", self->read_path.switches);
         kvt_actor_gauge (self->actor, "read_path_void_spans", self->read_path.void_spans);
         //  The other path's bytes a second over the chosen one's, x 1000
-        kvt_actor_gauge (self->actor, "read_path_other_per_mille",
-                         self->read_path.rounds? (uint64_t) (1000.0 * exp (self->read_path.log_ratio))
-                                               : 0);
+        double other = self->read_path.rounds? exp (self->read_path.log_ratio): 0;
+        kvt_actor_gauge (self->actor, "read_path_other_per_mille", (uint64_t) (1000 * other));
     }
     kvt_actor_turn_end (self->actor, "", "io_done", start);
     return 0;
