@@ -38,6 +38,44 @@ t_reap_all (kvt_nvme_store_t *store, int expect, int *rc_by_tag)
     }
 }
 
+//  Fill blocks 0..count-1 of 'arena' (seed + i) and prepare their writes
+//  to slots 0..count-1; the caller submits.
+static void
+t_prep_writes (kvt_nvme_store_t *store, uint8_t *arena, size_t block_bytes, int count,
+               uint64_t seed)
+{
+    for (int i = 0; i < count; i++) {
+        t_fill (arena + i * block_bytes, block_bytes, seed + (uint64_t) i);
+        int rc = kvt_nvme_prep_write (store, (uint64_t) i, seed + (uint64_t) i,
+                                      arena + i * block_bytes, (uint64_t) i);
+        assert (rc == 0);
+    }
+}
+
+//  Submit the writes t_prep_writes prepared, wait for them, read the
+//  blocks back into arena blocks 4.. and check every byte.
+static void
+t_finish_and_read_back (kvt_nvme_store_t *store, uint8_t *arena, size_t block_bytes, int count,
+                        uint64_t seed)
+{
+    int rc_by_tag [8];
+    assert (count <= 4);
+    kvt_nvme_submit (store);
+    t_reap_all (store, count, rc_by_tag);
+    memset (arena + 4 * block_bytes, 0, (size_t) count * block_bytes);
+    for (int i = 0; i < count; i++) {
+        assert (rc_by_tag [i] == 0);
+        int rc = kvt_nvme_prep_read (store, (uint64_t) i, seed + (uint64_t) i,
+                                     arena + (4 + i) * block_bytes, (uint64_t) i);
+        assert (rc == 0);
+    }
+    kvt_nvme_submit (store);
+    t_reap_all (store, count, rc_by_tag);
+    for (int i = 0; i < count; i++)
+        assert (rc_by_tag [i] == 0);
+    assert (memcmp (arena, arena + 4 * block_bytes, (size_t) count * block_bytes) == 0);
+}
+
 //  Flip one byte of 'slot' at payload offset 'at' on disk.
 static void
 t_flip (kvt_nvme_store_t *store, uint64_t slot, uint64_t at)
@@ -597,23 +635,8 @@ kvt_nvme_store_test (bool verbose)
     store = kvt_nvme_store_new (&bouncing);
     assert (kvt_nvme_store_register_buffer (store, arena, arena_bytes) == 0);
     assert (kvt_nvme_store_open (store) == 0);
-    for (int i = 0; i < 2; i++) {
-        t_fill (arena + i * aligned.block_bytes, aligned.block_bytes, 9100 + i);
-        assert (kvt_nvme_prep_write (store, (uint64_t) i, 9100 + i,
-                                     arena + i * aligned.block_bytes, i) == 0);
-    }
-    kvt_nvme_submit (store);
-    t_reap_all (store, 2, rc_by_tag);
-    memset (arena + 4 * aligned.block_bytes, 0, 2 * aligned.block_bytes);
-    for (int i = 0; i < 2; i++) {
-        assert (rc_by_tag [i] == 0);
-        assert (kvt_nvme_prep_read (store, (uint64_t) i, 9100 + i,
-                                    arena + (4 + i) * aligned.block_bytes, i) == 0);
-    }
-    kvt_nvme_submit (store);
-    t_reap_all (store, 2, rc_by_tag);
-    assert (rc_by_tag [0] == 0 && rc_by_tag [1] == 0);
-    assert (memcmp (arena, arena + 4 * aligned.block_bytes, 2 * aligned.block_bytes) == 0);
+    t_prep_writes (store, arena, aligned.block_bytes, 2, 9100);
+    t_finish_and_read_back (store, arena, aligned.block_bytes, 2, 9100);
     kvt_nvme_store_stats (store, &stats);
     assert (stats.direct_ops == 2 && stats.bounce_ops == 2);
     kvt_nvme_store_destroy (&store);
@@ -635,27 +658,12 @@ kvt_nvme_store_test (bool verbose)
         store = kvt_nvme_store_new (&holding);
         assert (kvt_nvme_store_register_buffer (store, arena, arena_bytes) == 0);
         assert (kvt_nvme_store_open (store) == 0);
-        for (int i = 0; i < 4; i++) {
-            t_fill (arena + i * aligned.block_bytes, aligned.block_bytes, 9200 + i);
-            assert (kvt_nvme_prep_write (store, (uint64_t) i, 9200 + i,
-                                         arena + i * aligned.block_bytes, i) == 0);
-        }
+        t_prep_writes (store, arena, aligned.block_bytes, 4, 9200);
         kvt_nvme_store_stats (store, &stats);
         assert (stats.checksum_inline == 4);
         assert (stats.early_submits == (eager? 3: 0));
         assert (kvt_nvme_submit (store) >= 1);     //  The last write's I/O at least
-        t_reap_all (store, 4, rc_by_tag);
-        memset (arena + 4 * aligned.block_bytes, 0, 4 * aligned.block_bytes);
-        for (int i = 0; i < 4; i++) {
-            assert (rc_by_tag [i] == 0);
-            assert (kvt_nvme_prep_read (store, (uint64_t) i, 9200 + i,
-                                        arena + (4 + i) * aligned.block_bytes, i) == 0);
-        }
-        kvt_nvme_submit (store);
-        t_reap_all (store, 4, rc_by_tag);
-        for (int i = 0; i < 4; i++)
-            assert (rc_by_tag [i] == 0);
-        assert (memcmp (arena, arena + 4 * aligned.block_bytes, 4 * aligned.block_bytes) == 0);
+        t_finish_and_read_back (store, arena, aligned.block_bytes, 4, 9200);
         kvt_nvme_store_destroy (&store);
     }
     munmap (arena, arena_bytes);
