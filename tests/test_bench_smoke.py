@@ -72,7 +72,7 @@ def main():
         if "on 2 MiB pages" not in report["notes"].get("host arena", "") and \
                 "does not say" not in report["notes"].get("host arena", ""):
             fail(f"bench host: no host arena note: {report['notes']}")
-        if " rounds (" not in report["notes"].get("read path", ""):
+        if " rounds" not in report["notes"].get("read path", ""):
             fail(f"bench host: no read path note: {report['notes']}")
         figures(report, promotion + ["nvme_to_gpu_vs_best_raw_gbps",
                                      "host_to_nvme_vs_best_raw_gbps"],

@@ -116,7 +116,6 @@
 #include "kvt_bench_host_int.h"
 #include "kvt_bench_host_ttft.h"
 #include "kvt_bench_diskstat.h"
-#include "kvt_huge.h"
 #include "kvt_xxh.h"
 
 #define S_MAX_QD 1024               //  Largest --qd
@@ -798,37 +797,7 @@ kvt_bench_host_main (int argc, char **argv)
     kvt_bench_report_note (report, "wall", note);
     snprintf (note, sizeof (note), "%ld online CPUs", sysconf (_SC_NPROCESSORS_ONLN));
     kvt_bench_report_note (report, "host", note);
-    //  The host arena's pages, as this process maps it: a disk's DMA takes a
-    //  segment per page, which costs virtual disks (tier_nvme/direct)
-    const kvt_arena_t *host_arena = kvt_arena_find ("host");
-    if (host_arena) {
-        size_t arena_bytes = kvt_arena_block_count (host_arena)
-                           * kvt_arena_block_bytes (host_arena);
-        size_t large = kvt_huge_large_bytes (kvt_arena_base (host_arena), arena_bytes);
-        if (large == SIZE_MAX)
-            snprintf (note, sizeof (note), "the kernel does not say which pages back it");
-        else
-            snprintf (note, sizeof (note), "%.2f of its %zu MiB on 2 MiB pages",
-                      (double) large / (double) arena_bytes, arena_bytes >> 20);
-        kvt_bench_report_note (report, "host arena", note);
-    }
-    //  Which way tier_nvme's reads went, as it learned (tier_nvme/direct =
-    //  auto: kvt_read_path)
-    kvt_client_stats_t stats;
-    if (kvt_client_stats (client, &stats) == 0) {
-        uint64_t bounce = 0, rounds = 0, switches = 0, other = 0;
-        bool learned = kvt_client_stats_find (&stats, "tier_nvme.read_path_rounds", &rounds);
-        kvt_client_stats_find (&stats, "tier_nvme.read_path_bounce", &bounce);
-        kvt_client_stats_find (&stats, "tier_nvme.read_path_switches", &switches);
-        kvt_client_stats_find (&stats, "tier_nvme.read_path_other_per_mille", &other);
-        if (learned) {
-            snprintf (note, sizeof (note), "%s after %" PRIu64 " rounds (%" PRIu64
-                      " switches); the other way at %.3f of its rate", bounce? "bounce"
-                      : "direct", rounds, switches, (double) other / 1000.0);
-            kvt_bench_report_note (report, "read path", note);
-        }
-        kvt_client_stats_fini (&stats);
-    }
+    kvt_bench_host_runtime_notes (client, report);
 
     kvt_bench_report_add (report, "host_to_gpu_gbps", s_gbps (bytes, med.host_us), "GB/s",
                           "memcpy_gbps", memcpy_gbps);

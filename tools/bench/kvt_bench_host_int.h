@@ -71,6 +71,11 @@ int
     kvt_bench_host_counters_read (kvt_client_t *client, kvt_bench_host_counters_t *counters,
                                   kvt_client_stats_t *keep);
 
+//  Notes on what the runtime ran on: the host arena's share on 2 MiB pages
+//  (as this process maps it) and which way tier_nvme's reads went.
+void
+    kvt_bench_host_runtime_notes (kvt_client_t *client, kvt_bench_report_t *report);
+
 //  Print every counter that moved between two STATS (verbose profiling).
 void
     kvt_bench_host_counters_print_delta (const char *phase, const kvt_client_stats_t *before,

@@ -18,6 +18,8 @@
 #include "kvt_error.h"
 #include "kvt_bench.h"
 #include "kvt_bench_host_int.h"
+#include "kvt_arena.h"
+#include "kvt_huge.h"
 
 //  --------------------------------------------------------------------------
 //  Talking to the runtime
@@ -311,3 +313,42 @@ kvt_bench_host_store_prefix (kvt_client_t *client, const kvt_client_hello_t *hel
     return rc;
 }
 
+//  A disk's DMA takes a segment per page, which costs virtual disks
+//  (tier_nvme/direct); and tier_nvme/direct = auto learns its read path
+//  (kvt_read_path): say what this run had.
+void
+kvt_bench_host_runtime_notes (kvt_client_t *client, kvt_bench_report_t *report)
+{
+    char note [256];
+    const kvt_arena_t *host_arena = kvt_arena_find ("host");
+    if (host_arena) {
+        size_t arena_bytes = kvt_arena_block_count (host_arena)
+                           * kvt_arena_block_bytes (host_arena);
+        size_t large = kvt_huge_large_bytes (kvt_arena_base (host_arena), arena_bytes);
+        if (large == SIZE_MAX)
+            snprintf (note, sizeof (note), "the kernel does not say which pages back it");
+        else
+            snprintf (note, sizeof (note), "%.2f of its %zu MiB on 2 MiB pages",
+                      (double) large / (double) arena_bytes, arena_bytes >> 20);
+        kvt_bench_report_note (report, "host arena", note);
+    }
+    kvt_client_stats_t stats;
+    if (kvt_client_stats (client, &stats) != 0)
+        return;
+    uint64_t bounce = 0, rounds = 0, switches = 0, other = 0;
+    bool learned = kvt_client_stats_find (&stats, "tier_nvme.read_path_rounds", &rounds);
+    kvt_client_stats_find (&stats, "tier_nvme.read_path_bounce", &bounce);
+    kvt_client_stats_find (&stats, "tier_nvme.read_path_switches", &switches);
+    kvt_client_stats_find (&stats, "tier_nvme.read_path_other_per_mille", &other);
+    if (learned && rounds == 0)
+        snprintf (note, sizeof (note), "%s, 0 rounds (reads never queued beyond the disk's "
+                  "depth for a whole round)", bounce? "bounce": "direct");
+    else
+    if (learned)
+        snprintf (note, sizeof (note), "%s after %" PRIu64 " rounds (%" PRIu64 " switches); "
+                  "the other way at %.3f of its rate", bounce? "bounce": "direct", rounds,
+                  switches, (double) other / 1000.0);
+    if (learned)
+        kvt_bench_report_note (report, "read path", note);
+    kvt_client_stats_fini (&stats);
+}
