@@ -19,6 +19,9 @@
     read_path_rounds, read_path_switches, read_path_other_per_mille: the
     other way's rate over the chosen one's, x 1000; direct_ops and
     bounce_ops count the store's I/Os each way, writes included).
+    Counter device_ran_dry: completions found the disk with nothing left
+    to do while blocks waited (a disk that returns its whole queue at
+    once does that; so does a loop that came back late).
     Accepts: TIER_ALLOC {count} -> TIER_ALLOC_OK {slots}
              TIER_FREE {slots}  -> TIER_FREE_OK {freed}
              TIER_WRITE {slots, hashes, src_slots} -> TIER_WRITE_OK {written, failed}
@@ -273,6 +276,10 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
         kvt_log_warn ("tier_nvme: eventfd read: %s", strerror (errno));
     kvt_nvme_done_t done [S_REAP_BATCH];
     int count;
+    //  The disk ran dry with work waiting: this loop came back too late
+    //  (a timeline's idle stretches, bench host --verbose)
+    if (zlist_size (self->backlog) > 0 && kvt_nvme_store_device_inflight (self->store) == 0)
+        kvt_actor_count (self->actor, "device_ran_dry", 1);
     //  Refill the queue first (the reads that landed no longer count as at
     //  the device, and the slack has tags for them), then after every
     //  small batch: reaping checks each read's checksum, and the disk must
