@@ -21,7 +21,10 @@
     bounce_ops count the store's I/Os each way, writes included).
     Counter device_ran_dry: completions found the disk with nothing left
     to do while blocks waited (a disk that returns its whole queue at
-    once does that; so does a loop that came back late).
+    once does that; so does a loop that came back late); pump_out_of_tags:
+    the queue had room but every op was taken, most by writes waiting for
+    their journal record (gauges journal_appends and journal_append_us:
+    one append is in flight at a time, and its writes' acks wait on it).
     Accepts: TIER_ALLOC {count} -> TIER_ALLOC_OK {slots}
              TIER_FREE {slots}  -> TIER_FREE_OK {freed}
              TIER_WRITE {slots, hashes, src_slots} -> TIER_WRITE_OK {written, failed}
@@ -231,6 +234,9 @@ s_pump (self_t *self)
         free (op);
         prepared++;
     }
+    if (!self->free_tag_count && zlist_size (self->backlog)
+    &&  kvt_nvme_store_device_inflight (self->store) < self->queue_depth)
+        kvt_actor_count (self->actor, "pump_out_of_tags", 1);
     if (prepared) {
         int rc = kvt_nvme_submit (self->store);
         if (rc < 0)
@@ -317,6 +323,8 @@ s_reap (zloop_t *loop, zmq_pollitem_t *item, void *arg)
     kvt_actor_gauge (self->actor, "checksums_inline", stats.checksum_inline);
     kvt_actor_gauge (self->actor, "early_submits", stats.early_submits);
     kvt_actor_gauge (self->actor, "direct_ops", stats.direct_ops);
+    kvt_actor_gauge (self->actor, "journal_appends", stats.journal_writes);
+    kvt_actor_gauge (self->actor, "journal_append_us", stats.journal_append_us);
     kvt_actor_gauge (self->actor, "bounce_ops", stats.bounce_ops);
     if (self->learn_reads) {
         kvt_actor_gauge (self->actor, "read_path_bounce", self->read_path.chosen);

@@ -397,6 +397,7 @@ kvt_nvme_journal_kick (kvt_nvme_journal_t *self)
         self->fault_count--;
     self->snapshot_in_flight = self->rotate_state == S_ROT_FLUSH;
     self->busy = true;
+    self->append_start_us = kvt_now_us ();
     self->end += self->inflight.count * sizeof (s_record_t);
     return 0;
 }
@@ -420,6 +421,7 @@ s_append_done (kvt_nvme_journal_t *self, int rc)
         self->stats.writes++;
         self->stats.records += self->inflight.count;
     }
+    self->stats.append_us += (uint64_t) (kvt_now_us () - self->append_start_us);
     for (size_t i = 0; i < self->inflight.count; i++)
         if (self->inflight.ops [i] >= 0 && self->ack)
             self->ack (self->ack_arg, self->inflight.ops [i], rc);

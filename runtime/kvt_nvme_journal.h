@@ -87,6 +87,8 @@ typedef struct {
 typedef struct {
     uint64_t writes;                //  Appends completed
     uint64_t records;               //  Records in those appends
+    uint64_t append_us;             //  Time appends were in flight, summed (their
+                                    //  ops' acknowledgements wait on them)
     uint64_t rotations;             //  Compactions done while running
     uint64_t failed_ops;            //  Writes not acknowledged: their append failed
     uint64_t failed_enospc;         //  Of those, for lack of space

@@ -101,6 +101,7 @@ struct _kvt_nvme_journal_t {
     int sync_fault_errno;           //  Errno to inject into group syncs
     int sync_fault_count;           //  Group syncs left to fail
     bool busy;                      //  An append in flight
+    int64_t append_start_us;        //  When the append in flight was queued
     uint32_t done_bytes;            //  Progress of the append (short writes)
     uint64_t write_offset;          //  Offset of the append
     bool faulted;                   //  The append in flight is an injected failure

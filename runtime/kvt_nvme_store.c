@@ -523,6 +523,7 @@ kvt_nvme_store_stats (kvt_nvme_store_t *self, kvt_nvme_store_stats_t *stats)
         stats->enospc += journal.failed_enospc;
         stats->journal_writes = journal.writes;
         stats->journal_records = journal.records;
+        stats->journal_append_us = journal.append_us;
         stats->journal_rotations = journal.rotations;
         stats->recovery_skipped = journal.recovery_skipped;
         stats->syncs += journal.syncs;

@@ -220,6 +220,7 @@ typedef struct {
                                     //  (each write of a failed journal append counts)
     uint64_t enospc;                //  Of those, failed for lack of space
     uint64_t journal_writes;        //  Journal appends completed
+    uint64_t journal_append_us;     //  Time those appends were in flight, summed
     uint64_t journal_records;       //  Records in those appends
     uint64_t direct_ops;            //  Operations that moved payload without a copy
     uint64_t bounce_ops;            //  Operations copied through staging buffers
