@@ -39,11 +39,10 @@ s_loads (const char *direct, s_outcome_t *outcome)
         "tier_host/capacity_blocks=1400", "tier_nvme/capacity_blocks=1000",
         "migration/high_watermark=100", "migration/low_watermark=99",
         "tier_nvme/queue_depth=8", "tier_nvme/queue_mib=0", mode, NULL };
-    kvt_config_t *config = t_config (overrides);
-    kvt_runtime_t *runtime = t_start_runtime (config);
-    kvt_client_t *client = kvt_client_new (kvt_runtime_ipc_endpoint (runtime), 60000);
-    kvt_client_hello_t hello;
-    t_ok (kvt_client_hello (client, "test_nvme_read_path", &hello));
+    t_session_t session;
+    t_session_start (&session, t_config (overrides), "test_nvme_read_path", 60000);
+    kvt_client_t *client = session.client;
+    kvt_client_hello_t hello = session.hello;
     size_t count = S_BLOCKS * hello.block_tokens;
     uint64_t *tokens = t_tokens (count, hello.vocab, 3);
     size_t bytes = S_BLOCKS * hello.block_bytes;
@@ -70,20 +69,16 @@ s_loads (const char *direct, s_outcome_t *outcome)
     memset (outcome, 0, sizeof (*outcome));
     outcome->learning = kvt_client_stats_find (&stats, "tier_nvme.read_path_rounds",
                                                &outcome->rounds);
-    kvt_client_stats_find (&stats, "tier_nvme.direct_ops", &outcome->direct_ops);
-    kvt_client_stats_find (&stats, "tier_nvme.bounce_ops", &outcome->bounce_ops);
-    uint64_t failures = 0;
-    kvt_client_stats_find (&stats, "tier_nvme.checksum_failures", &failures);
-    t_check (failures == 0);
     kvt_client_stats_fini (&stats);
+    outcome->direct_ops = t_stat (client, "tier_nvme.direct_ops");
+    outcome->bounce_ops = t_stat (client, "tier_nvme.bounce_ops");
+    t_check (t_stat (client, "tier_nvme.checksum_failures") == 0);
     printf ("direct = %s: %" PRIu64 " rounds, %" PRIu64 " direct and %" PRIu64
             " bounced I/Os\n", direct, outcome->rounds, outcome->direct_ops,
             outcome->bounce_ops);
     free (kv);
     free (tokens);
-    kvt_client_destroy (&client);
-    kvt_runtime_destroy (&runtime);
-    kvt_config_destroy (&config);
+    t_session_end (&session);
 }
 
 int
