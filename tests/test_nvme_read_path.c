@@ -44,13 +44,10 @@ s_loads (const char *direct, s_outcome_t *outcome)
     kvt_client_t *client = session.client;
     kvt_client_hello_t hello = session.hello;
     size_t count = S_BLOCKS * hello.block_tokens;
-    uint64_t *tokens = t_tokens (count, hello.vocab, 3);
     size_t bytes = S_BLOCKS * hello.block_bytes;
-    uint8_t *kv = (uint8_t *) malloc (bytes);
-    kvt_client_fill_bytes (kv, bytes, 5);
-    kvt_client_store_t stored;
-    t_ok (kvt_client_store (client, "", tokens, count, kv, bytes, &stored));
-    t_check (stored.stored_blocks == S_BLOCKS);
+    uint64_t *tokens;
+    uint8_t *kv;
+    t_store_prefix (client, &hello, S_BLOCKS, 3, 5, &tokens, &kv);
     for (int load = 0; load < S_LOADS; load++) {
         uint64_t moved;
         t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, S_BLOCKS, &moved));

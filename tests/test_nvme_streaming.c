@@ -34,13 +34,10 @@ main (void)
     kvt_client_hello_t hello;
     t_ok (kvt_client_hello (client, "test_nvme_streaming", &hello));
     size_t count = S_BLOCKS * hello.block_tokens;
-    uint64_t *tokens = t_tokens (count, hello.vocab, 7);
     size_t bytes = S_BLOCKS * hello.block_bytes;
-    uint8_t *kv = (uint8_t *) malloc (bytes);
-    kvt_client_fill_bytes (kv, bytes, 11);
-    kvt_client_store_t stored;
-    t_ok (kvt_client_store (client, "", tokens, count, kv, bytes, &stored));
-    t_check (stored.stored_blocks == S_BLOCKS);
+    uint64_t *tokens;
+    uint8_t *kv;
+    t_store_prefix (client, &hello, S_BLOCKS, 7, 11, &tokens, &kv);
 
     uint64_t moved;
     t_ok (kvt_client_demote (client, KVT_TIER_GPU, KVT_TIER_HOST, S_BLOCKS, &moved));

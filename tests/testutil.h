@@ -226,4 +226,23 @@ t_tokens (size_t count, uint64_t vocab, uint64_t seed)
     return tokens;
 }
 
+//  A prefix of 'blocks' full blocks, its tokens from 'token_seed' and its
+//  KV bytes from 'kv_seed', stored through 'client' (all of it must be).
+//  *tokens_p and *kv_p are the caller's to free; the prefix is blocks x
+//  hello's block_tokens tokens and blocks x block_bytes bytes.
+static inline void
+t_store_prefix (kvt_client_t *client, const kvt_client_hello_t *hello, size_t blocks,
+                uint64_t token_seed, uint64_t kv_seed, uint64_t **tokens_p, uint8_t **kv_p)
+{
+    size_t count = blocks * hello->block_tokens;
+    size_t bytes = blocks * hello->block_bytes;
+    *tokens_p = t_tokens (count, hello->vocab, token_seed);
+    *kv_p = (uint8_t *) malloc (bytes);
+    t_check (*kv_p);
+    kvt_client_fill_bytes (*kv_p, bytes, kv_seed);
+    kvt_client_store_t stored;
+    t_ok (kvt_client_store (client, "", *tokens_p, count, *kv_p, bytes, &stored));
+    t_check (stored.stored_blocks == blocks);
+}
+
 #endif
