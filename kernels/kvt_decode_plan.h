@@ -73,6 +73,30 @@ kvt_decode_plan_version (const kvt_paged_attention_args_t *a, bool hopper)
     return a->seqs < 2 || even? 3: 4;
 }
 
+//  The CTAs v5 runs on 'slots' (one a SM): a multiple of the units where
+//  there are more slots, so that the CTAs of every unit start at the same
+//  (sequence, tile) and read the same blocks' other heads in step. With
+//  forced splits ('splits_total' = seqs x units x splits, exact for equal
+//  lengths) a range computes whole splits and the range holding the most
+//  sets the kernel's time; where the in-step count gives some range a
+//  sixteenth more splits than the least any count up to 'slots' can, the
+//  fewest CTAs that hold no more than that least are taken. H200 (session
+//  30): 33 x 8K tokens, one split each (264 splits): 128 CTAs give some
+//  three, 3.39 TB/s; 132 give each two, 4.23-4.25. Under a sixteenth the
+//  in-step order's ~1% is worth more (65 x 4K in splits of 448 tokens:
+//  41 against 40 splits a range, 1% slower off step).
+KVT_DECODE_PLAN_FN int
+kvt_decode_plan_ctas (int units, int slots, int64_t splits_total)
+{
+    int in_step = units <= slots? slots / units * units: slots;
+    if (splits_total <= 0 || slots <= 0)
+        return in_step;
+    int64_t least = (splits_total + slots - 1) / slots;
+    if ((splits_total + in_step - 1) / in_step * 16 < least * 17)
+        return in_step;
+    return (int) ((splits_total + least - 1) / least);
+}
+
 //  Tiles of one unit of sequence 'seq'
 KVT_DECODE_PLAN_FN int
 kvt_decode_plan_unit_tiles (const int32_t *seq_lens, int seq)

@@ -45,6 +45,11 @@
     that is 1.30x v4 at 64x4K, 16x32K and 1x128K and 2.2x on the mixed
     batch; the 8B model's decode at 64 chats of 1K went from 6878 to 7108
     tokens/s (7188 to 7586 as graphs).
+    Whole splits balance only as finely as a split: where the in-step
+    count of CTAs would give some range a sixteenth more splits than 132
+    CTAs could, fewer splits a range win over the step (kvt_decode_plan_ctas;
+    H200, session 30: one split a sequence, 33 x 8K 3.39 -> 4.23-4.25 TB/s,
+    65 and 66 x 4K 3.75-3.78 -> 4.20-4.24; four splits +2-5%).
     Measured and not understood: on uniform batches, where v5's ranges are
     v4's CTAs exactly (16 x 32K), it runs 3% slower with the same hot loop
     (307 vs 308 SASS instructions a tile); ncu shows 17% L2 hits for v4 and
@@ -431,11 +436,9 @@ s_launch (const kvt_paged_attention_args_t *a, int index, int split_len, int spl
         return -EINVAL;
     int group = a->heads / a->kv_heads;
     int head_chunks = (group + 15) / 16;
-    //  A multiple of the units where there are more slots: the CTAs of every
-    //  unit then start at the same (sequence, tile) and read the same
-    //  blocks' other heads in step
     int units = a->kv_heads * head_chunks;
-    int ctas = units <= slots? slots / units * units: slots;
+    int ctas = kvt_decode_plan_ctas (units, slots,
+                                     FIXED? (int64_t) a->seqs * units * splits: 0);
     int rows = group < 16? group: 16;
     int merge_bytes = S_CONSUMERS * rows * (D + 1) * 4;
     int stage_bytes = 2 * 16 * D * 2;

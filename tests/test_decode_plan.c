@@ -194,9 +194,11 @@ t_batch (const int32_t *lens, int seqs, int units, int ctas)
 
 //  One batch with forced splits of 'chunk' tiles: each range walks, whole,
 //  the splits whose first tile it holds
-static void
+//  Returns the most splits any range walked
+static int
 t_batch_fixed (const int32_t *lens, int seqs, int units, int ctas, int chunk)
 {
+    int most = 0;
     int64_t unit_tiles;
     int64_t *prefix = t_prefix (lens, seqs, &unit_tiles);
     int64_t total = unit_tiles * units;
@@ -210,8 +212,9 @@ t_batch_fixed (const int32_t *lens, int seqs, int units, int ctas, int chunk)
         walk.chunk_tiles = chunk;
         kvt_decode_plan_walk_snap (&walk);
         kvt_decode_plan_segment_t segment;
-        int local = 0;
+        int local = 0, walked = 0;
         while (kvt_decode_plan_walk_next (&walk, lens, seqs, &segment)) {
+            walked++;
             int64_t first = segment.unit * unit_tiles + prefix [segment.seq];
             int tiles = kvt_decode_plan_unit_tiles (lens, segment.seq);
             int whole_split = tiles - segment.tile0 < chunk? tiles - segment.tile0: chunk;
@@ -233,6 +236,7 @@ t_batch_fixed (const int32_t *lens, int seqs, int units, int ctas, int chunk)
         }
         T_EXPECT (local <= end - begin + chunk - 1, "range %d walked %d tiles, its share %lld",
                   c, local, (long long) (end - begin));
+        most = walked > most? walked: most;
     }
     for (int64_t tile = 0; tile < total; tile++)
         if (seen [tile] != 1) {
@@ -242,6 +246,57 @@ t_batch_fixed (const int32_t *lens, int seqs, int units, int ctas, int chunk)
         }
     free (prefix);
     free (seen);
+    return most;
+}
+
+//  With forced splits of equal sequences, the launcher's CTA count gives
+//  no range more splits than the least any count of CTAs up to the slots
+//  can, ceil (splits / slots), unless the in-step count (a multiple of
+//  the units) is within a sixteenth of it: then that count
+static void
+t_fixed_balance (uint64_t *state)
+{
+    //  H200 cases (132 slots, 8 KV heads): 33 x 8K, 65 and 66 x 4K with one
+    //  split each, 66 x 4K with four, the model's 448-token splits; then
+    //  random ones
+    static const int cases [][5] = {            //  seqs, len, units, slots, chunk
+        { 33, 8192, 8, 132, 512 }, { 65, 4096, 8, 132, 256 }, { 66, 4096, 8, 132, 256 },
+        { 66, 4096, 8, 132, 64 }, { 12, 3072, 8, 132, 28 }, { 64, 4096, 8, 132, 256 },
+    };
+    for (int k = 0; k < 200; k++) {
+        int seqs, len, units, slots, chunk;
+        if (k < 6) {
+            seqs = cases [k][0], len = cases [k][1], units = cases [k][2];
+            slots = cases [k][3], chunk = cases [k][4];
+        }
+        else {
+            seqs = 1 + (int) (kvt_splitmix64 (state) % 80);
+            units = 1 + (int) (kvt_splitmix64 (state) % 16);
+            slots = 1 + (int) (kvt_splitmix64 (state) % 264);
+            chunk = 4 * (1 + (int) (kvt_splitmix64 (state) % 64));
+            len = 16 * chunk * (1 + (int) (kvt_splitmix64 (state) % 8));   //  Whole splits
+        }
+        int splits = (len + 16 * chunk - 1) / (16 * chunk);
+        int64_t total = (int64_t) seqs * units * splits;
+        int ctas = kvt_decode_plan_ctas (units, slots, total);
+        int in_step = units <= slots? slots / units * units: slots;
+        int32_t *lens = (int32_t *) malloc ((size_t) seqs * sizeof (int32_t));
+        for (int s = 0; s < seqs; s++)
+            lens [s] = len;
+        int most = t_batch_fixed (lens, seqs, units, ctas, chunk);
+        int64_t least = (total + slots - 1) / slots;
+        int64_t in_step_most = (total + in_step - 1) / in_step;
+        if (in_step_most * 16 >= least * 17)
+            T_EXPECT (ctas >= 1 && ctas <= slots && most == least,
+                      "%d x %d tokens, %d units, %d slots, splits of %d tiles: %d CTAs, "
+                      "a range up to %d splits, least %lld", seqs, len, units, slots, chunk,
+                      ctas, most, (long long) least);
+        else
+            T_EXPECT (ctas == in_step && most == in_step_most,
+                      "%lld splits on %d slots: in step %d (up to %lld a range), got %d (%d)",
+                      (long long) total, slots, in_step, (long long) in_step_most, ctas, most);
+        free (lens);
+    }
 }
 
 //  The default's choice between v4 and v5, and what overrides it
@@ -294,6 +349,7 @@ main (void)
 {
     t_versions ();
     uint64_t state = 0xdec0de5;
+    t_fixed_balance (&state);
     int batches = 0;
     for (int round = 0; round < 600; round++) {
         int shape = round % 4;
@@ -311,14 +367,20 @@ main (void)
                 lens [s] = 0;                                            //  Empty sequences
         }
         //  The launcher's CTA count: a multiple of the units where it can
-        int ctas = units <= slots? slots / units * units: slots;
+        int ctas = kvt_decode_plan_ctas (units, slots, 0);
         t_batch (lens, seqs, units, ctas);
         t_batch (lens, seqs, units, slots);
         //  Forced splits: 64, 256 and 448 tokens, or any multiple of 64
         static const int chunks [] = { 4, 16, 28 };
         int chunk = round % 5 < 3? chunks [round % 5]
                                  : 4 * (1 + (int) (kvt_splitmix64 (&state) % 16));
-        t_batch_fixed (lens, seqs, units, ctas, chunk);
+        int max_len = 0;
+        for (int s = 0; s < seqs; s++)
+            max_len = lens [s] > max_len? lens [s]: max_len;
+        int splits = (max_len + 16 * chunk - 1) / (16 * chunk);
+        t_batch_fixed (lens, seqs, units,
+                       kvt_decode_plan_ctas (units, slots, (int64_t) seqs * units * splits),
+                       chunk);
         batches += 3;
         free (lens);
         if (failures > 20)

@@ -31,7 +31,9 @@
     fp8 decode is set beside the first); --shapes 64x4K,mixed runs those
     decode shapes alone (names as in the figures: 64x4K, 16x32K, 1x128K,
     16x32K_contiguous, 16x32K_bt64, mixed), so that a profiler's launch
-    counts stay simple.
+    counts stay simple; any other "<seqs>x<tokens>[K]" there (66x4K) adds
+    that batch of equal sequences in shuffled 16-token blocks, to see the
+    shapes whose CTAs or splits do not divide evenly.
     Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick] [--splits N]
                                 [--prefill-variants LIST] [--decode-variants LIST]
                                 [--shapes LIST]
@@ -612,6 +614,34 @@ s_shape_name (size_t index)
     return names [index];
 }
 
+//  Up to this many "<seqs>x<tokens>[K]" shapes from --shapes
+#define S_EXTRA_SHAPES 16
+
+//  A --shapes item that names no shape of the table: "<seqs>x<tokens>" or
+//  "<seqs>x<tokens>K" (66x4K), equal sequences in shuffled 16-token
+//  blocks, at most the mixed batch's 8M tokens (its KV is allocated whole).
+//  'label' keeps the name. False if the item is not of that form.
+static bool
+s_parse_shape (const char *item, size_t length, s_decode_shape_t *shape, char *label,
+               size_t label_size)
+{
+    if (length == 0 || length >= label_size)
+        return false;
+    memcpy (label, item, length);
+    label [length] = 0;
+    int seqs, tokens, used = 0;
+    char k = 0;
+    int fields = sscanf (label, "%dx%d%n%c", &seqs, &tokens, &used, &k);
+    if (fields < 2 || (fields == 3 && (k != 'K' || used + 1 != (int) length))
+    ||  (fields == 2 && used != (int) length))
+        return false;
+    int64_t len = (int64_t) tokens * (k == 'K'? 1024: 1);
+    if (seqs < 1 || len < 1 || (int64_t) seqs * len > 64 * 131072)
+        return false;
+    *shape = (s_decode_shape_t) { seqs, (int) len, 16, S_KV_SHUFFLED, label, "", false };
+    return true;
+}
+
 //  True if 'name' is an item of the comma list 'list' (NULL: every name)
 static bool
 s_listed (const char *list, const char *name)
@@ -671,14 +701,25 @@ kvt_bench_kernels_main (int argc, char **argv)
         }
     }
     //  Every name in --shapes must be a shape: a typo would time nothing
+    s_decode_shape_t extra [S_EXTRA_SHAPES];
+    char extra_labels [S_EXTRA_SHAPES][24];
+    int extra_count = 0;
     for (const char *at = shape_list; at && *at; ) {
         size_t item = strcspn (at, ",");
         bool known = false;
         for (size_t i = 0; i < S_SHAPE_COUNT && !known; i++)
             known = strlen (s_shape_name (i)) == item && strncmp (s_shape_name (i), at, item) == 0;
+        if (!known && extra_count < S_EXTRA_SHAPES
+        &&  s_parse_shape (at, item, &extra [extra_count], extra_labels [extra_count],
+                           sizeof (extra_labels [0]))) {
+            extra [extra_count].label = extra_labels [extra_count];
+            extra_count++;
+            known = true;
+        }
         if (!known) {
             fprintf (stderr, "kvtier bench kernels: no decode shape '%.*s' (64x4K, 16x32K, "
-                     "1x128K, 16x32K_contiguous, 16x32K_bt64, mixed)\n", (int) item, at);
+                     "1x128K, 16x32K_contiguous, 16x32K_bt64, mixed, or <seqs>x<tokens>[K] "
+                     "up to 8M tokens, %d of those)\n", (int) item, at, S_EXTRA_SHAPES);
             return 2;
         }
         at += item + (at [item] == ',');
@@ -718,6 +759,9 @@ kvt_bench_kernels_main (int argc, char **argv)
         if (s_listed (shape_list, s_shape_name (i)))
             s_bench_decode (report, &torch, &s_shapes [i], memcpy_tbps, reps, splits,
                             decode_variants, decode_variant_count, stream, &seed);
+    for (int i = 0; i < extra_count; i++)
+        s_bench_decode (report, &torch, &extra [i], memcpy_tbps, reps, splits, decode_variants,
+                        decode_variant_count, stream, &seed);
     for (int v = 0; v < (quick? 0: variant_count); v++) {
         s_bench_prefill (report, &torch, 1, 8192, 0, 16, "1x8K", variants [v], reps / 4 + 3,
                          stream, &seed);
