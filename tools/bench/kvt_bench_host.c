@@ -88,7 +88,8 @@
     at the end. The NVMe tier's slots are handed out lowest first, so the
     N blocks sit in slots 0..N-1; the raw baseline reads those slots'
     payloads (slot s: file s mod F, offset (s div F) x stride + 4096, the
-    layout kvt_nvme_store documents).
+    layout kvt_nvme_store documents). This file times the reps;
+    kvt_bench_host_figures.c turns them into the report.
 @end
 */
 
@@ -111,7 +112,6 @@
 #include "kvt_actors.h"
 #include "kvt_arena.h"
 #include "kvt_bench.h"
-#include "kvt_sim.h"
 #include "kvt_bench_host_raw.h"
 #include "kvt_bench_host_int.h"
 #include "kvt_bench_host_ttft.h"
@@ -119,50 +119,8 @@
 #include "kvt_xxh.h"
 
 #define S_MAX_QD 1024               //  Largest --qd
-#define S_SWEEP 4                   //  Depths of the raw sweep: qd/4, qd/2, qd, 2 x qd
 
-//  What one repetition measured.
-typedef struct {
-    double host_us;                 //  Promotion host -> GPU (us_finding_prefix delta)
-    double host_net_us;             //  Same minus the match alone (prefix on GPU)
-    double match_us;                //  us_finding_prefix with the prefix on the GPU
-    double compute_us;              //  us_computing with the prefix on the GPU
-    double nvme_us;                 //  Promotion NVMe -> GPU
-    double nvme_net_us;             //  Same minus the match alone
-    double host_wall_us;            //  Client-side wall time of the host GENERATEs
-    double gpu_wall_us;             //  The same GENERATEs, prefix already on the GPU
-    double nvme_wall_us;            //  Client-side wall time of the NVMe GENERATEs
-    double memcpy_us;               //  Baseline: memcpy of the same bytes
-    double disk_us;                 //  Baseline: raw io_uring reads of the same bytes
-    double disk_spread_us;          //  Profile: the same reads, each block to its own place
-    double shm_copy_us;             //  Profile: block-wise memcpy between two arenas
-    double xxh3_us;                 //  Profile: xxh3-64 of every block (one core)
-    double settle_us;               //  fdatasync of the data files before the disk phases
-    double demote_us;               //  DEMOTE host -> NVMe of the prefix (client wall time)
-    double disk_write_us;           //  Baseline: raw io_uring writes of the same payloads
-    double disk_write_spread_us;    //  Profile: the same writes, each block from its own place
-    double sweep_read_us [S_SWEEP];     //  Raw reads at each depth of the sweep
-    double sweep_write_us [S_SWEEP];    //  Raw writes at each depth of the sweep
-} s_rep_t;
 
-//  Median of 'count' values at 'stride' doubles apart (a field of s_rep_t).
-static double
-s_median (const double *first, size_t stride, int count)
-{
-    double *values = (double *) zmalloc ((size_t) count * sizeof (double));
-    for (int k = 0; k < count; k++)
-        values [k] = first [(size_t) k * stride];
-    double median = kvt_bench_median (values, (size_t) count);
-    free (values);
-    return median;
-}
-
-//  GB/s (1e9 B/s) of 'bytes' in 'us' microseconds; 0 for no time.
-static double
-s_gbps (size_t bytes, double us)
-{
-    return us > 0? (double) bytes / us / 1e3: 0.0;
-}
 
 //  Remove the work folder (its data files are big).
 static void
@@ -197,7 +155,7 @@ typedef struct {
     bool verbose;                   //  Counter deltas on stderr
     bool settle;                    //  fdatasync the data files before each disk phase
     int qd;                         //  Depth of the tier and of the raw baselines
-    int sweep_qd [S_SWEEP];         //  Depths of the raw sweep (one of them qd)
+    int sweep_qd [KVT_BENCH_HOST_SWEEP];         //  Depths of the raw sweep (one of them qd)
     int sweep_count;                //  Entries in sweep_qd (1: --no-sweep)
     const char *dir;                //  The disk's folder (--verbose: its device's counters)
 } s_bench_t;
@@ -249,7 +207,7 @@ s_phase (s_bench_t *bench, uint64_t tier, const char *name, double *us, double *
 //  timed disk phase starts from a quiet disk, not beside the write-back
 //  of a demotion just acknowledged. Returns 0 or -errno.
 static int
-s_settle (s_bench_t *bench, s_rep_t *rep)
+s_settle (s_bench_t *bench, kvt_bench_host_rep_t *rep)
 {
     double us = 0;
     int rc = bench->settle? kvt_bench_host_raw_settle (bench->raw, &us): 0;
@@ -261,7 +219,7 @@ s_settle (s_bench_t *bench, s_rep_t *rep)
 //  and the profile that lands them as ours do, one place per block across
 //  a buffer of every block, the two in 'spread_first' order.
 static int
-s_raw_disk (s_bench_t *bench, s_rep_t *rep, bool spread_first)
+s_raw_disk (s_bench_t *bench, kvt_bench_host_rep_t *rep, bool spread_first)
 {
     int rc = 0;
     for (int turn = 0; turn < 2 && rc == 0; turn++) {
@@ -280,7 +238,7 @@ s_raw_disk (s_bench_t *bench, s_rep_t *rep, bool spread_first)
 //  The raw write baseline and its spread profile, in 'spread_first'
 //  order; with --verbose, what the disk was asked to do in each.
 static int
-s_raw_writes (s_bench_t *bench, s_rep_t *rep, bool spread_first)
+s_raw_writes (s_bench_t *bench, kvt_bench_host_rep_t *rep, bool spread_first)
 {
     int rc = 0;
     for (int turn = 0; turn < 2 && rc == 0; turn++) {
@@ -302,7 +260,7 @@ s_raw_writes (s_bench_t *bench, s_rep_t *rep, bool spread_first)
 //  depth as well as at ours (the disk may prefer fewer or more in flight
 //  than the tier's rule gives).
 static int
-s_sweep (s_bench_t *bench, s_rep_t *rep)
+s_sweep (s_bench_t *bench, kvt_bench_host_rep_t *rep)
 {
     int rc = 0;
     for (int i = 0; i < bench->sweep_count && rc == 0; i++) {
@@ -326,11 +284,11 @@ s_sweep (s_bench_t *bench, s_rep_t *rep)
 //  1..S_MAX_QD and 'most' (what one registered buffer holds), without
 //  repeats. Returns how many.
 static int
-s_sweep_depths (int qd, int most, int depths [S_SWEEP])
+s_sweep_depths (int qd, int most, int depths [KVT_BENCH_HOST_SWEEP])
 {
-    const int candidates [S_SWEEP] = { qd / 4, qd / 2, qd, qd * 2 };
+    const int candidates [KVT_BENCH_HOST_SWEEP] = { qd / 4, qd / 2, qd, qd * 2 };
     int count = 0;
-    for (int i = 0; i < S_SWEEP; i++) {
+    for (int i = 0; i < KVT_BENCH_HOST_SWEEP; i++) {
         int depth = candidates [i] < 1? 1: candidates [i];
         if (depth > S_MAX_QD)
             depth = S_MAX_QD;
@@ -345,7 +303,7 @@ s_sweep_depths (int qd, int most, int depths [S_SWEEP])
 //  One repetition into *rep; the prefix must be on the GPU tier before and
 //  is there again after. Returns 0 or a negative code (reason printed).
 static int
-s_rep (s_bench_t *bench, s_rep_t *rep, bool raw_first)
+s_rep (s_bench_t *bench, kvt_bench_host_rep_t *rep, bool raw_first)
 {
     memset (rep, 0, sizeof (*rep));
     //  The prefix is on the GPU tier (after STORE or the last rep)
@@ -606,7 +564,7 @@ kvt_bench_host_main (int argc, char **argv)
     kvt_bench_host_raw_t raw_spread = { .file_count = 0 };
     kvt_bench_host_raw_t raw_write = { .file_count = 0 };
     kvt_bench_host_raw_t raw_write_spread = { .file_count = 0 };
-    s_rep_t *reps = NULL;
+    kvt_bench_host_rep_t *reps = NULL;
     uint8_t *copy_src = NULL, *copy_dst = NULL;
     kvt_arena_t *arena_src = NULL, *arena_dst = NULL, *device = NULL;
     const char *overrides [KVT_BENCH_HOST_OVERRIDES + 1] = { NULL };
@@ -680,7 +638,7 @@ kvt_bench_host_main (int argc, char **argv)
     for (int i = 0; i < bench.sweep_count; i++)
         if (bench.sweep_qd [i] > open_qd)
             open_qd = bench.sweep_qd [i];
-    reps = (s_rep_t *) zmalloc ((size_t) opts.reps * sizeof (s_rep_t));
+    reps = (kvt_bench_host_rep_t *) zmalloc ((size_t) opts.reps * sizeof (kvt_bench_host_rep_t));
     if (kvt_bench_host_raw_open (&raw, work_dir, hello.block_bytes, open_qd)
     ||  kvt_bench_host_raw_open_spread (&raw_spread, work_dir, hello.block_bytes, opts.qd,
                                         (size_t) opts.blocks)
@@ -714,181 +672,14 @@ kvt_bench_host_main (int argc, char **argv)
                      reps [r].disk_write_us, reps [r].disk_write_spread_us);
     }
 
-    //  Medians of each field over the reps
-    size_t stride = sizeof (s_rep_t) / sizeof (double);
-    s_rep_t med;
-    med.host_us = s_median (&reps [0].host_us, stride, opts.reps);
-    med.host_net_us = s_median (&reps [0].host_net_us, stride, opts.reps);
-    med.match_us = s_median (&reps [0].match_us, stride, opts.reps);
-    med.compute_us = s_median (&reps [0].compute_us, stride, opts.reps);
-    med.nvme_us = s_median (&reps [0].nvme_us, stride, opts.reps);
-    med.nvme_net_us = s_median (&reps [0].nvme_net_us, stride, opts.reps);
-    med.host_wall_us = s_median (&reps [0].host_wall_us, stride, opts.reps);
-    med.gpu_wall_us = s_median (&reps [0].gpu_wall_us, stride, opts.reps);
-    med.nvme_wall_us = s_median (&reps [0].nvme_wall_us, stride, opts.reps);
-    med.memcpy_us = s_median (&reps [0].memcpy_us, stride, opts.reps);
-    med.disk_us = s_median (&reps [0].disk_us, stride, opts.reps);
-    med.disk_spread_us = s_median (&reps [0].disk_spread_us, stride, opts.reps);
-    med.shm_copy_us = s_median (&reps [0].shm_copy_us, stride, opts.reps);
-    med.xxh3_us = s_median (&reps [0].xxh3_us, stride, opts.reps);
-    med.settle_us = s_median (&reps [0].settle_us, stride, opts.reps);
-    med.demote_us = s_median (&reps [0].demote_us, stride, opts.reps);
-    med.disk_write_us = s_median (&reps [0].disk_write_us, stride, opts.reps);
-    med.disk_write_spread_us = s_median (&reps [0].disk_write_spread_us, stride, opts.reps);
-    //  Raw at its best depth of the sweep, reads and writes apart
-    double best_read_gbps = 0, best_write_gbps = 0;
-    int best_read_qd = opts.qd, best_write_qd = opts.qd;
-    char sweep_note [128] = "";
-    for (int i = 0; i < bench.sweep_count; i++) {
-        double read_gbps = s_gbps (bytes, s_median (&reps [0].sweep_read_us [i], stride,
-                                                    opts.reps));
-        double write_gbps = s_gbps (bytes, s_median (&reps [0].sweep_write_us [i], stride,
-                                                     opts.reps));
-        if (read_gbps > best_read_gbps) {
-            best_read_gbps = read_gbps;
-            best_read_qd = bench.sweep_qd [i];
-        }
-        if (write_gbps > best_write_gbps) {
-            best_write_gbps = write_gbps;
-            best_write_qd = bench.sweep_qd [i];
-        }
-        size_t used = strlen (sweep_note);
-        snprintf (sweep_note + used, sizeof (sweep_note) - used, "%sqd %d: %.2f / %.2f",
-                  i? "; ": "", bench.sweep_qd [i], read_gbps, write_gbps);
-    }
-    double memcpy_gbps = s_gbps (bytes, med.memcpy_us);
-    double disk_gbps = s_gbps (bytes, med.disk_us);
-    double ceiling_gbps = disk_gbps < memcpy_gbps? disk_gbps: memcpy_gbps;
-
-    kvt_bench_report_t *report = kvt_bench_report_new ("host", opts.json);
-    char note [128];
-    snprintf (note, sizeof (note), "%d blocks x %" PRIu64 " KiB = %.1f MiB in %d prompts "
-              "(layers %d, %d kv heads, head_dim 128, %d tokens/block)", opts.blocks,
-              hello.block_bytes / 1024, (double) bytes / (1 << 20), prompt_count, layers,
-              kv_heads, block_tokens);
-    kvt_bench_report_note (report, "prefix", note);
-    snprintf (note, sizeof (note), "median of %d reps; GB/s = 1e9 B/s; time = delta of "
-              "scheduler.us_finding_prefix", opts.reps);
-    kvt_bench_report_note (report, "method", note);
-    snprintf (note, sizeof (note), device
-              ? "the GPU tier is device memory: the baseline is one pinned cudaMemcpy host -> GPU"
-              : "CPU build: the GPU tier is host memory, so memcpy stands in for pinned PCIe");
-    kvt_bench_report_note (report, "device", note);
-    snprintf (note, sizeof (note), "raw io_uring O_DIRECT, %" PRIu64 " KiB reads, qd %d, "
-              "%d data files (tier_nvme at the same qd)", hello.block_bytes / 1024, opts.qd,
-              raw.file_count);
-    kvt_bench_report_note (report, "disk baseline", note);
-    kvt_bench_report_note (report, "raw sweep GB/s read / write", sweep_note);
-    snprintf (note, sizeof (note), opts.no_settle
-              ? "none (--no-settle): NVMe -> GPU runs right after the demotion's writes"
-              : "fdatasync of the data files before NVMe -> GPU and before raw: %.1f ms",
-              med.settle_us / 1e3);
-    kvt_bench_report_note (report, "settle", note);
-    snprintf (note, sizeof (note), "GENERATE max_new_tokens 0 computes the last prompt token: "
-              "%.2f ms over %d prompts, not in the figures", med.compute_us / 1e3,
-              prompt_count);
-    kvt_bench_report_note (report, "compute", note);
-    snprintf (note, sizeof (note), "us_finding_prefix with the prefix on the GPU: %.2f ms "
-              "(match only); *_net figures subtract it", med.match_us / 1e3);
-    kvt_bench_report_note (report, "match", note);
-    snprintf (note, sizeof (note), "client wall time of the GENERATEs: host %.1f ms, "
-              "gpu %.1f ms, nvme %.1f ms", med.host_wall_us / 1e3, med.gpu_wall_us / 1e3,
-              med.nvme_wall_us / 1e3);
-    kvt_bench_report_note (report, "wall", note);
-    snprintf (note, sizeof (note), "%ld online CPUs", sysconf (_SC_NPROCESSORS_ONLN));
-    kvt_bench_report_note (report, "host", note);
-    kvt_bench_host_runtime_notes (client, report);
-
-    kvt_bench_report_add (report, "host_to_gpu_gbps", s_gbps (bytes, med.host_us), "GB/s",
-                          "memcpy_gbps", memcpy_gbps);
-    kvt_bench_report_add (report, "host_to_gpu_net_gbps", s_gbps (bytes, med.host_net_us),
-                          "GB/s", "memcpy_gbps", memcpy_gbps);
-    kvt_bench_report_add (report, "host_to_gpu_ms", med.host_us / 1e3, "ms", "memcpy_ms",
-                          med.memcpy_us / 1e3);
-    kvt_bench_report_add (report, "nvme_to_gpu_gbps", s_gbps (bytes, med.nvme_us), "GB/s",
-                          "raw_disk_gbps", disk_gbps);
-    kvt_bench_report_add (report, "nvme_to_gpu_net_gbps", s_gbps (bytes, med.nvme_net_us),
-                          "GB/s", "raw_disk_gbps", disk_gbps);
-    kvt_bench_report_add (report, "nvme_to_gpu_vs_ceiling_gbps", s_gbps (bytes, med.nvme_us),
-                          "GB/s", "min_disk_memcpy_gbps", ceiling_gbps);
-    kvt_bench_report_add (report, "nvme_to_gpu_ms", med.nvme_us / 1e3, "ms", "raw_disk_ms",
-                          med.disk_us / 1e3);
-    kvt_bench_report_add (report, "host_to_nvme_gbps", s_gbps (bytes, med.demote_us), "GB/s",
-                          "raw_disk_write_gbps", s_gbps (bytes, med.disk_write_us));
-    //  Ours beside raw at the depth the disk likes best (the sweep)
-    kvt_bench_report_add (report, "nvme_to_gpu_vs_best_raw_gbps", s_gbps (bytes, med.nvme_us),
-                          "GB/s", "raw_disk_best_gbps", best_read_gbps);
-    kvt_bench_report_add (report, "host_to_nvme_vs_best_raw_gbps",
-                          s_gbps (bytes, med.demote_us), "GB/s", "raw_disk_write_best_gbps",
-                          best_write_gbps);
-    kvt_bench_report_add (report, "nvme_to_gpu_vs_spread_gbps", s_gbps (bytes, med.nvme_us),
-                          "GB/s", "raw_disk_spread_gbps", s_gbps (bytes, med.disk_spread_us));
-    kvt_bench_report_add (report, "host_to_nvme_vs_spread_gbps", s_gbps (bytes, med.demote_us),
-                          "GB/s", "raw_disk_write_spread_gbps",
-                          s_gbps (bytes, med.disk_write_spread_us));
-    kvt_bench_report_add (report, "host_to_gpu_vs_arena_gbps", s_gbps (bytes, med.host_us),
-                          "GB/s", "arena_block_memcpy_gbps", s_gbps (bytes, med.shm_copy_us));
-    kvt_bench_report_add (report, "xxh3_gbps", s_gbps (bytes, med.xxh3_us), "GB/s",
-                          "memcpy_gbps", memcpy_gbps);
-    //  Where NVMe -> GPU time goes if nothing overlaps: read, then
-    //  checksum, then copy, one after the other
-    double serial_us = med.disk_us + med.xxh3_us + med.shm_copy_us;
-    kvt_bench_report_add (report, "nvme_to_gpu_vs_serial_ms", med.nvme_us / 1e3, "ms",
-                          "serial_disk_xxh3_copy_ms", serial_us / 1e3);
-    //  The verdicts: raw at the tier's depth, timed in turns with ours
-    double ratio = ceiling_gbps > 0? s_gbps (bytes, med.nvme_us) / ceiling_gbps: 0;
-    snprintf (note, sizeof (note), "%s: NVMe -> GPU at %.0f%% of min (raw disk, %s) "
-              "(issue #4 target >= 85%%)", ratio >= 0.85? "met": "missed", ratio * 100, link);
-    kvt_bench_report_note (report, "target", note);
-    double write_gbps = s_gbps (bytes, med.disk_write_us);
-    double write_ratio = write_gbps > 0? s_gbps (bytes, med.demote_us) / write_gbps: 0;
-    snprintf (note, sizeof (note), "%s: writes through tier_nvme at %.0f%% of raw writes "
-              "(issue #4 target >= 90%%)", write_ratio >= 0.90? "met": "missed",
-              write_ratio * 100);
-    kvt_bench_report_note (report, "write target", note);
-    //  ...and beside raw at its best depth of the sweep: the best of a few
-    //  medians, so biased up where the disk's rate drifts between phases
-    if (bench.sweep_count > 1) {
-        snprintf (note, sizeof (note), "reads %.0f%% of raw at qd %d, writes %.0f%% of raw "
-                  "at qd %d (best of %d depths)",
-                  best_read_gbps > 0? 100 * s_gbps (bytes, med.nvme_us) / best_read_gbps: 0,
-                  best_read_qd,
-                  best_write_gbps > 0? 100 * s_gbps (bytes, med.demote_us) / best_write_gbps
-                                     : 0, best_write_qd, bench.sweep_count);
-        kvt_bench_report_note (report, "vs best depth", note);
-    }
-    //  The same ratio rep by rep (each rep reads the disk both ways within
-    //  a few hundred ms), then its median: robust to a disk whose own rate
-    //  drifts between reps, which the ratio of medians is not
-    double *paired = (double *) zmalloc ((size_t) opts.reps * sizeof (double));
-    for (int r = 0; r < opts.reps; r++) {
-        double ceiling_us = reps [r].disk_us > reps [r].memcpy_us? reps [r].disk_us
-                                                                 : reps [r].memcpy_us;
-        paired [r] = reps [r].nvme_us > 0? ceiling_us / reps [r].nvme_us: 0;
-    }
-    snprintf (note, sizeof (note), "median over reps of each rep's NVMe -> GPU / min (raw "
-              "disk, %s): %.3f", link, kvt_bench_median (paired, (size_t) opts.reps));
-    kvt_bench_report_note (report, "paired", note);
-    free (paired);
-    if (opts.calibration) {
-        //  The cost model of `kvtier replay --simulate` on this machine:
-        //  start from the file (or the defaults), put in what we measured
-        kvt_sim_calibration_t calibration;
-        kvt_sim_calibration_defaults (&calibration);
-        char *error = NULL;
-        if (access (opts.calibration, R_OK) == 0
-        &&  kvt_sim_calibration_load (&calibration, opts.calibration, &error) != 0) {
-            fprintf (stderr, "kvtier bench host: %s\n", error? error: opts.calibration);
-            free (error);
-        }
-        calibration.h2d_GBps = s_gbps (bytes, med.host_us);
-        calibration.nvme_read_GBps = s_gbps (bytes, med.nvme_us);
-        int written = kvt_sim_calibration_save (&calibration, opts.calibration);
-        kvt_bench_report_note (report, "calibration", written == 0
-            ? "wrote h2d_GBps and nvme_read_GBps (promotion through the runtime)"
-            : "could not write the calibration file");
-    }
-    kvt_bench_report_finish (&report);
+    kvt_bench_host_run_t run = {
+        .opts = &opts, .client = client, .block_bytes = hello.block_bytes, .bytes = bytes,
+        .prompt_count = prompt_count, .layers = layers, .kv_heads = kv_heads,
+        .block_tokens = block_tokens, .device = device != NULL, .link = link,
+        .raw_files = raw.file_count, .sweep_qd = bench.sweep_qd,
+        .sweep_count = bench.sweep_count
+    };
+    kvt_bench_host_figures (&run, reps);
     status = 0;
 
 cleanup:

@@ -65,6 +65,54 @@ typedef struct {
     size_t blocks;                  //  Full blocks
 } kvt_bench_host_prompt_t;
 
+#define KVT_BENCH_HOST_SWEEP 4      //  Depths of the raw sweep: qd/4, qd/2, qd, 2 x qd
+
+//  What one repetition measured.
+typedef struct {
+    double host_us;                 //  Promotion host -> GPU (us_finding_prefix delta)
+    double host_net_us;             //  Same minus the match alone (prefix on GPU)
+    double match_us;                //  us_finding_prefix with the prefix on the GPU
+    double compute_us;              //  us_computing with the prefix on the GPU
+    double nvme_us;                 //  Promotion NVMe -> GPU
+    double nvme_net_us;             //  Same minus the match alone
+    double host_wall_us;            //  Client-side wall time of the host GENERATEs
+    double gpu_wall_us;             //  The same GENERATEs, prefix already on the GPU
+    double nvme_wall_us;            //  Client-side wall time of the NVMe GENERATEs
+    double memcpy_us;               //  Baseline: memcpy of the same bytes
+    double disk_us;                 //  Baseline: raw io_uring reads of the same bytes
+    double disk_spread_us;          //  Profile: the same reads, each block to its own place
+    double shm_copy_us;             //  Profile: block-wise memcpy between two arenas
+    double xxh3_us;                 //  Profile: xxh3-64 of every block (one core)
+    double settle_us;               //  fdatasync of the data files before the disk phases
+    double demote_us;               //  DEMOTE host -> NVMe of the prefix (client wall time)
+    double disk_write_us;           //  Baseline: raw io_uring writes of the same payloads
+    double disk_write_spread_us;    //  Profile: the same writes, each block from its own place
+    double sweep_read_us [KVT_BENCH_HOST_SWEEP];     //  Raw reads at each depth of the sweep
+    double sweep_write_us [KVT_BENCH_HOST_SWEEP];    //  Raw writes at each depth of the sweep
+} kvt_bench_host_rep_t;
+
+//  What the figures of a run are of, beside its reps.
+typedef struct {
+    const kvt_bench_host_opts_t *opts;
+    kvt_client_t *client;           //  For the notes on what the runtime ran on
+    uint64_t block_bytes;           //  Bytes a block
+    size_t bytes;                   //  Bytes in the prefix
+    int prompt_count;               //  Prompts the prefix was stored as
+    int layers, kv_heads, block_tokens;     //  The blocks' geometry
+    bool device;                    //  The GPU tier is device memory (pinned PCIe baseline)
+    const char *link;               //  What the host -> GPU baseline is, in words
+    int raw_files;                  //  Data files the raw baseline reads and writes
+    const int *sweep_qd;            //  Depths of the raw sweep
+    int sweep_count;                //  Entries in sweep_qd (1: --no-sweep)
+} kvt_bench_host_run_t;
+
+//  Report the medians of opts->reps reps: figures beside their baselines,
+//  the notes, the verdicts, the paired ratio, and the simulator's
+//  calibration file where --calibration asks for it
+//  (kvt_bench_host_figures.c).
+void
+    kvt_bench_host_figures (const kvt_bench_host_run_t *run, const kvt_bench_host_rep_t *reps);
+
 //  STATS into *counters; with 'keep', the whole reply too (caller finis).
 //  Returns 0 or the client's error.
 int

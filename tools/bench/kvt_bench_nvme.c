@@ -96,8 +96,6 @@
 #include "kvt_bench_diskstat.h"
 
 #define S_MAX_SIZES 8               //  Block sizes per run
-#define S_SUBMIT_BYTES (1u << 20)   //  Submit once this much is prepared
-#define S_REAP_BATCH 4              //  Completions per reap before refilling
 #define S_MAX_QD 1024               //  Largest --qd (the store holds 3x as many ops, at most 4096)
 #define S_MAX_FILES 64              //  Data files the raw baseline opens
 
@@ -169,8 +167,8 @@ kvt_bench_nvme_unmap (void *p, size_t bytes)
 }
 
 //  Remove what a bench made under the directory (its data files are big).
-static void
-s_remove_tree (const char *path)
+void
+kvt_bench_nvme_remove_tree (const char *path)
 {
     char *command = NULL;
     if (asprintf (&command, "rm -rf '%s'", path) > 0) {
@@ -269,7 +267,7 @@ s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd)
             next++;
             inflight++;
             batch_bytes += block_bytes;
-            if (batch_bytes >= S_SUBMIT_BYTES) {
+            if (batch_bytes >= KVT_BENCH_NVME_SUBMIT_BYTES) {
                 io_uring_submit (&raw->ring);
                 batch_bytes = 0;
             }
@@ -294,120 +292,6 @@ s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd)
     return (double) raw->blocks * (double) block_bytes / seconds / 1e9;
 }
 
-//  --------------------------------------------------------------------------
-//  The store: every block once through prep/submit/reap
-
-//  Operations (and caller buffers) a store kept at 'depth' transfers at the
-//  device holds: tier_nvme's way (kvt_tier_nvme.c), the depth plus room for
-//  completions being checked or waiting to be reaped, so that checking
-//  never keeps the device below the depth raw io_uring runs at.
-static int
-s_store_ops (int depth)
-{
-    return depth + KVT_NVME_COMPLETION_SLACK (depth);
-}
-
-//  Move 'blocks' blocks once through the store, 'depth' transfers at the
-//  device, as tier_nvme drives it: a new operation is prepared whenever
-//  fewer than 'depth' are at the device (kvt_nvme_store_device_inflight),
-//  each into a buffer of its own in 'buf' (s_store_ops (depth) of them).
-//  Returns GB/s of payload.
-static double
-s_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write, uint8_t *buf,
-             size_t block_bytes, int depth)
-{
-    uint64_t next = 0, done = 0;
-    int ops = s_store_ops (depth);
-    int *free_bufs = (int *) malloc ((size_t) ops * sizeof (int));
-    int free_count = ops;
-    for (int i = 0; i < ops; i++)
-        free_bufs [i] = i;
-    double start = kvt_bench_nvme_seconds ();
-    while (done < blocks) {
-        size_t batch_bytes = 0;
-        while (next < blocks && free_count > 0
-        &&     kvt_nvme_store_device_inflight (store) < depth) {
-            int buf_index = free_bufs [free_count - 1];
-            uint8_t *addr = buf + (size_t) buf_index * block_bytes;
-            uint64_t hash = 0xB10C000000000000ULL + next;
-            int rc = write? kvt_nvme_prep_write (store, next, hash, addr, (uint64_t) buf_index):
-                            kvt_nvme_prep_read (store, next, hash, addr, (uint64_t) buf_index);
-            if (rc == -EBUSY || rc == -EAGAIN)
-                break;
-            if (rc) {
-                fprintf (stderr, "kvtier bench nvme: prep: %s\n", kvt_strerror (rc));
-                exit (1);
-            }
-            free_count--;
-            next++;
-            //  Start the device on what is ready while we checksum the rest
-            batch_bytes += block_bytes;
-            if (batch_bytes >= S_SUBMIT_BYTES) {
-                kvt_nvme_submit (store);
-                batch_bytes = 0;
-            }
-        }
-        int rc = kvt_nvme_submit (store);
-        if (rc < 0) {
-            fprintf (stderr, "kvtier bench nvme: submit: %s\n", kvt_strerror (rc));
-            exit (1);
-        }
-        //  Reap a few, then refill: the device never waits for a long
-        //  run of read verifications. After a wait, refill first: the
-        //  reads that landed no longer count as at the device
-        kvt_nvme_done_t completions [S_REAP_BATCH];
-        int n = kvt_nvme_reap (store, completions, S_REAP_BATCH);
-        if (n == 0)
-            kvt_nvme_store_wait (store, 1000);
-        if (n > 0) {
-            for (int i = 0; i < n; i++) {
-                if (completions [i].rc) {
-                    fprintf (stderr, "kvtier bench nvme: store %s into buffer %" PRIu64
-                             ": %s\n", write? "write": "read", completions [i].tag,
-                             kvt_strerror (completions [i].rc));
-                    exit (1);
-                }
-                free_bufs [free_count++] = (int) completions [i].tag;
-            }
-            done += (uint64_t) n;
-        }
-    }
-    double seconds = kvt_bench_nvme_seconds () - start;
-    free (free_bufs);
-    return (double) blocks * (double) block_bytes / seconds / 1e9;
-}
-
-static kvt_nvme_store_t *
-s_store_open (kvt_bench_nvme_opts_t *opts, const char *dir, size_t block_bytes, uint64_t capacity,
-              int qd, void *region, size_t region_bytes)
-{
-    const char *dirs [1] = { dir };
-    kvt_nvme_store_config_t config = {
-        .dirs = dirs, .dir_count = 1, .block_bytes = block_bytes,
-        .capacity_blocks = capacity, .queue_depth = s_store_ops (qd),
-        .files_per_dir = opts->files_per_dir, .sync_on_ack = opts->sync_on_ack,
-        .buffered_fallback = opts->buffered, .sync_per_write = opts->sync_per_write,
-        .checksum_threads = opts->checksum_threads
-    };
-    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
-    if (region)
-        kvt_nvme_store_register_buffer (store, region, region_bytes);
-    int rc = kvt_nvme_store_open (store);
-    if (rc == -EINVAL && !opts->buffered) {
-        fprintf (stderr, "kvtier bench nvme: WARNING: %s refuses O_DIRECT; measuring "
-                 "BUFFERED I/O (page cache) instead - use --dir on a real disk\n", dir);
-        opts->buffered = true;
-        kvt_nvme_store_destroy (&store);
-        return s_store_open (opts, dir, block_bytes, capacity, qd, region, region_bytes);
-    }
-    if (rc) {
-        fprintf (stderr, "kvtier bench nvme: cannot open the store in %s: %s\n", dir,
-                 kvt_strerror (rc));
-        exit (1);
-    }
-    return store;
-}
-
 static void
 s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t block_bytes)
 {
@@ -418,16 +302,16 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     if (blocks < (uint64_t) opts->qd)
         blocks = (uint64_t) opts->qd;
     int qd = opts->qd;
-    size_t set_bytes = (size_t) s_store_ops (qd) * block_bytes;
+    size_t set_bytes = (size_t) kvt_bench_nvme_store_ops (qd) * block_bytes;
     uint8_t *registered = (uint8_t *) kvt_bench_nvme_map (set_bytes);    //  "Host arena", registered
     uint8_t *plain = (uint8_t *) kvt_bench_nvme_map (set_bytes);         //  Not registered: bounce path
-    for (int i = 0; i < s_store_ops (qd); i++) {
+    for (int i = 0; i < kvt_bench_nvme_store_ops (qd); i++) {
         kvt_bench_nvme_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 1);
         memcpy (plain + (size_t) i * block_bytes, registered + (size_t) i * block_bytes,
                 block_bytes);
     }
-    kvt_nvme_store_t *store = s_store_open (opts, dir, block_bytes, blocks, qd,
-                                            registered, set_bytes);
+    kvt_nvme_store_t *store = kvt_bench_nvme_store_open (opts, dir, block_bytes, blocks, qd,
+                                                         registered, set_bytes);
     //  The raw baseline is the disk's best path: its buffers are on huge
     //  pages (where THP is on), so that each block is one DMA segment. On
     //  4 KiB pages a block is a segment per page, or fewer where pages
@@ -442,7 +326,7 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
         exit (1);
     }
     //  First pass allocates the blocks on disk, outside the timings
-    s_store_run (store, blocks, true, plain, block_bytes, qd);
+    kvt_bench_nvme_store_run (store, blocks, true, plain, block_bytes, qd);
     s_raw_t raw;
     int rc = s_raw_open (&raw, store, blocks, qd, raw_buf, set_bytes, opts);
     if (rc) {
@@ -477,8 +361,8 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
             if (who == 0 || who == 3)
                 *slot = s_raw_run (&raw, true, raw_buf, block_bytes, qd);
             else
-                *slot = s_store_run (store, blocks, true, who == 1? registered: plain,
-                                     block_bytes, qd);
+                *slot = kvt_bench_nvme_store_run (store, blocks, true,
+                                                  who == 1? registered: plain, block_bytes, qd);
             kvt_bench_diskstat_read (disk_dir, &after);
             kvt_bench_diskstat_add (&disk [who == 3? 6: who], &before, &after);
         }
@@ -489,8 +373,8 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
             if (who == 0 || who == 3)
                 *slot = s_raw_run (&raw, false, raw_buf, block_bytes, qd);
             else
-                *slot = s_store_run (store, blocks, false, who == 1? registered: plain,
-                                     block_bytes, qd);
+                *slot = kvt_bench_nvme_store_run (store, blocks, false,
+                                                  who == 1? registered: plain, block_bytes, qd);
             kvt_bench_diskstat_read (disk_dir, &after);
             kvt_bench_diskstat_add (&disk [who == 3? 7: 3 + who], &before, &after);
         }
@@ -617,150 +501,7 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     kvt_bench_nvme_unmap (registered, set_bytes);
     kvt_bench_nvme_unmap (plain, set_bytes);
     kvt_huge_free (raw_buf, set_bytes);
-    s_remove_tree (dir);
-}
-
-//  --------------------------------------------------------------------------
-//  sync_on_ack writes: group commit beside one sync per write
-
-static void
-s_bench_sync (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts)
-{
-    size_t block_bytes = opts->sync_block_bytes;
-    int qd = opts->sync_qd;
-    uint64_t blocks = opts->sync_bytes / block_bytes;
-    if (blocks < (uint64_t) qd)
-        blocks = (uint64_t) qd;
-    size_t set_bytes = (size_t) s_store_ops (qd) * block_bytes;
-    uint8_t *registered = (uint8_t *) kvt_bench_nvme_map (set_bytes);
-    for (int i = 0; i < s_store_ops (qd); i++)
-        kvt_bench_nvme_fill (registered + (size_t) i * block_bytes, block_bytes, (uint64_t) i + 5);
-    kvt_bench_nvme_opts_t mode [2] = { *opts, *opts };  //  0: grouped, 1: per write
-    kvt_nvme_store_t *stores [2];
-    char dirs [2][1024];
-    for (int m = 0; m < 2; m++) {
-        mode [m].sync_on_ack = true;
-        mode [m].sync_per_write = m == 1;
-        snprintf (dirs [m], sizeof (dirs [m]), "%s/sync-%s", opts->dir,
-                  m? "per-write": "grouped");
-        mkdir (dirs [m], 0755);
-        stores [m] = s_store_open (&mode [m], dirs [m], block_bytes, blocks, qd, registered,
-                                   set_bytes);
-        s_store_run (stores [m], blocks, true, registered, block_bytes, qd);    //  Allocate
-    }
-    double *v [2];
-    kvt_nvme_store_stats_t before [2], after [2];
-    for (int m = 0; m < 2; m++) {
-        v [m] = (double *) calloc ((size_t) opts->reps, sizeof (double));
-        kvt_nvme_store_stats (stores [m], &before [m]);
-    }
-    for (int rep = 0; rep < opts->reps; rep++)
-        for (int k = 0; k < 2; k++) {
-            int m = (rep + k) % 2;
-            v [m][rep] = s_store_run (stores [m], blocks, true, registered, block_bytes, qd);
-        }
-    char note [256], size_name [32], figure [96], base [96];
-    double syncs_per_write [2];
-    for (int m = 0; m < 2; m++) {
-        kvt_nvme_store_stats (stores [m], &after [m]);
-        uint64_t writes = after [m].writes - before [m].writes;
-        syncs_per_write [m] = (double) (after [m].syncs - before [m].syncs)
-                            / (double) (writes? writes: 1);
-        if (opts->verbose)
-            for (int rep = 0; rep < opts->reps; rep++)
-                fprintf (stderr, "# sync %s: %.3f GB/s\n", m? "per write": "grouped",
-                         v [m][rep]);
-    }
-    snprintf (size_name, sizeof (size_name), "%zuk", block_bytes >> 10);
-    snprintf (note, sizeof (note), "%" PRIu64 " blocks of %s x %d runs, queue depth %d, "
-              "direct; flushes per write: grouped %.3f (%.1f writes per group), per write "
-              "%.3f", blocks, size_name, opts->reps, qd, syncs_per_write [0],
-              (double) (after [0].writes - before [0].writes)
-              / (double) (after [0].sync_groups - before [0].sync_groups + 1e-9),
-              syncs_per_write [1]);
-    kvt_bench_report_note (report, "sync_on_ack", note);
-    snprintf (figure, sizeof (figure), "store_write_sync_grouped_%s_gbps", size_name);
-    snprintf (base, sizeof (base), "store_write_sync_per_write_%s_gbps", size_name);
-    kvt_bench_report_add (report, figure, kvt_bench_nvme_median (v [0], opts->reps), "GB/s", base,
-                          kvt_bench_nvme_median (v [1], opts->reps));
-    for (int m = 0; m < 2; m++) {
-        kvt_nvme_store_destroy (&stores [m]);
-        free (v [m]);
-        s_remove_tree (dirs [m]);
-    }
-    kvt_bench_nvme_unmap (registered, set_bytes);
-}
-
-//  Restart with 'count' 4 KiB blocks on disk.
-static void
-s_bench_recover (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, uint64_t count)
-{
-    char dir [1024];
-    snprintf (dir, sizeof (dir), "%s/recover", opts->dir);
-    mkdir (dir, 0755);
-    size_t block_bytes = 4096;
-    int qd = 256;
-    size_t set_bytes = (size_t) s_store_ops (qd) * block_bytes;
-    uint8_t *buf = (uint8_t *) kvt_bench_nvme_map (set_bytes);
-    kvt_bench_nvme_fill (buf, set_bytes, 3);
-    kvt_nvme_store_t *store = s_store_open (opts, dir, block_bytes, count, qd, buf, set_bytes);
-    double start = kvt_bench_nvme_seconds ();
-    double rate = s_store_run (store, count, true, buf, block_bytes, qd);
-    double fill_s = kvt_bench_nvme_seconds () - start;
-    kvt_nvme_store_destroy (&store);
-    char note [128];
-    snprintf (note, sizeof (note), "%" PRIu64 " blocks of 4 KiB written in %.1f s "
-              "(%.0f blocks/s, %.2f GB/s)", count, fill_s, count / fill_s, rate);
-    kvt_bench_report_note (report, "recover_fill", note);
-    //  Cold start where allowed: drop the page cache so the journal comes off the disk
-    int drop = open ("/proc/sys/vm/drop_caches", O_WRONLY);
-    bool cold = false;
-    if (drop >= 0) {
-        sync ();
-        cold = write (drop, "3", 1) == 1;
-        close (drop);
-    }
-    kvt_nvme_store_t *again = s_store_open (opts, dir, block_bytes, count, qd, NULL, 0);
-    kvt_nvme_store_stats_t stats;
-    kvt_nvme_store_stats (again, &stats);
-    uint64_t recovered = kvt_nvme_store_recovered_count (again);
-    kvt_nvme_store_destroy (&again);
-    if (recovered != count) {
-        fprintf (stderr, "kvtier bench nvme: recovered %" PRIu64 " of %" PRIu64 " blocks\n",
-                 recovered, count);
-        exit (1);
-    }
-    //  Baseline: read the journal file sequentially, cold as well
-    char journal [1100];
-    snprintf (journal, sizeof (journal), "%s/kvt-nvme.journal", dir);
-    drop = open ("/proc/sys/vm/drop_caches", O_WRONLY);
-    if (drop >= 0) {
-        if (write (drop, "3", 1) != 1)
-            cold = false;
-        close (drop);
-    }
-    int fd = open (journal, O_RDONLY);
-    size_t chunk = 8u << 20;
-    uint8_t *tmp = (uint8_t *) malloc (chunk);
-    start = kvt_bench_nvme_seconds ();
-    ssize_t got;
-    uint64_t journal_bytes = 0;
-    while (fd >= 0 && (got = read (fd, tmp, chunk)) > 0)
-        journal_bytes += (uint64_t) got;
-    double read_s = kvt_bench_nvme_seconds () - start;
-    if (fd >= 0)
-        close (fd);
-    free (tmp);
-    snprintf (note, sizeof (note), "%s, journal %.1f MB, budget 5 s",
-              cold? "page cache dropped before each": "page cache NOT dropped (not root)",
-              journal_bytes / 1e6);
-    kvt_bench_report_note (report, "recover_conditions", note);
-    char figure [96];
-    snprintf (figure, sizeof (figure), "recover_%" PRIu64 "_blocks_s", count);
-    kvt_bench_report_add (report, figure, stats.recovery_us / 1e6, "s",
-                          "read_journal_file_s", read_s);
-    kvt_bench_nvme_unmap (buf, set_bytes);
-    s_remove_tree (dir);
+    kvt_bench_nvme_remove_tree (dir);
 }
 
 static size_t
@@ -891,10 +632,10 @@ kvt_bench_nvme_main (int argc, char **argv)
     if (all || strcmp (opts.only, "checksum") == 0)
         kvt_bench_nvme_checksum_pool (report, &opts);
     if (recover)
-        s_bench_recover (report, &opts, recover);
+        kvt_bench_nvme_recover (report, &opts, recover);
     else {
         if (all || strcmp (opts.only, "sync") == 0)
-            s_bench_sync (report, &opts);
+            kvt_bench_nvme_sync (report, &opts);
         if (all || strcmp (opts.only, "groups") == 0)
             kvt_bench_nvme_groups (report, &opts);
         for (int i = 0; i < size_count && (all || strcmp (opts.only, "sizes") == 0); i++) {
@@ -910,6 +651,6 @@ kvt_bench_nvme_main (int argc, char **argv)
         kvt_bench_report_note (report, "WARNING", "O_DIRECT refused: figures are buffered I/O");
     kvt_bench_report_finish (&report);
     if (made)
-        s_remove_tree (made);
+        kvt_bench_nvme_remove_tree (made);
     return 0;
 }

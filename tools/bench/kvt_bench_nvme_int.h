@@ -6,10 +6,12 @@
 */
 /*
 @header
-    `kvtier bench nvme` is two files: kvt_bench_nvme.c (options, the store
-    beside raw io_uring at each block size, sync_on_ack, restart) and
+    `kvtier bench nvme` is kvt_bench_nvme.c (options, the store beside raw
+    io_uring at each block size), kvt_bench_nvme_store.c (the store opened
+    and driven as tier_nvme drives it), kvt_bench_nvme_durability.c
+    (sync_on_ack, restart), kvt_bench_nvme_groups.c (layer groups) and
     kvt_bench_nvme_checksum.c (xxh3 on one core and the store's checksum
-    pool on many, beside memcpy). For those two files only.
+    pool on many, beside memcpy). For those files only.
 @end
 */
 
@@ -20,8 +22,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "kvt_bench.h"
+#include "kvt_nvme_store.h"
 
 #define KVT_BENCH_NVME_MAX_THREADS 64     //  Largest --threads
+#define KVT_BENCH_NVME_SUBMIT_BYTES (1u << 20)    //  Submit once this much is prepared
 
 typedef struct {
     const char *dir;                //  Directory under test
@@ -42,6 +46,33 @@ typedef struct {
     int checksum_threads;           //  Store: checksum threads (0 auto, 1 inline)
 } kvt_bench_nvme_opts_t;
 
+//  Remove what a bench made under the directory (its data files are big).
+void
+    kvt_bench_nvme_remove_tree (const char *path);
+//  Operations (and caller buffers) a store kept at 'depth' transfers at the
+//  device holds (kvt_bench_nvme_store.c).
+int
+    kvt_bench_nvme_store_ops (int depth);
+//  A store in 'dir' for 'capacity' blocks of 'block_bytes' at depth 'qd',
+//  with 'region' registered (may be NULL); falls back to buffered I/O
+//  (and sets opts->buffered) where O_DIRECT is refused; exits on failure.
+kvt_nvme_store_t *
+    kvt_bench_nvme_store_open (kvt_bench_nvme_opts_t *opts, const char *dir,
+                               size_t block_bytes, uint64_t capacity, int qd, void *region,
+                               size_t region_bytes);
+//  Move 'blocks' blocks once through the store, 'depth' transfers at the
+//  device, each into its own buffer of 'buf'. Returns GB/s of payload.
+double
+    kvt_bench_nvme_store_run (kvt_nvme_store_t *store, uint64_t blocks, bool write,
+                              uint8_t *buf, size_t block_bytes, int depth);
+//  sync_on_ack writes: group commit beside one sync per write
+//  (kvt_bench_nvme_durability.c).
+void
+    kvt_bench_nvme_sync (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts);
+//  Restart with 'count' 4 KiB blocks on disk: the index rebuild's time.
+void
+    kvt_bench_nvme_recover (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts,
+                            uint64_t count);
 //  Layer groups (kvt_bench_nvme_groups.c): 2 MiB blocks read in 4 layer
 //  groups, group-major, beside whole-block reads, same store, same run.
 void
