@@ -119,6 +119,7 @@ typedef struct {
     s_op_t *ops;                    //  Ops in flight, by tag (op_count entries)
     uint64_t *free_tags;            //  Stack of unused tags (op_count entries)
     size_t free_tag_count;          //  Entries on it
+    bool split_writes;              //  Direct writes as two I/Os, not one vectored
     bool learn_reads;               //  direct = auto: kvt_read_path picks reads' path
     kvt_read_path_t read_path;      //  ...learning which is faster here
     uint64_t group_bytes;           //  Bytes of one layer group read (about)
@@ -134,6 +135,7 @@ s_self_new (kvt_actor_t *actor, const kvt_config_t *config)
     self->sync_on_ack = kvt_config_int (config, "tier_nvme/sync_on_ack") != 0;
     self->checksum_threads = (int) kvt_config_int (config, "tier_nvme/checksum_threads");
     self->direct_mode = strdup (kvt_config_str (config, "tier_nvme/direct"));
+    self->split_writes = kvt_config_int (config, "tier_nvme/split_writes") != 0;
     kvt_block_shape_t shape = kvt_runtime_block_shape (config);
     self->block_bytes = kvt_block_bytes (&shape);
     self->layers = shape.layers;
@@ -408,7 +410,8 @@ s_self_start (void *self_ptr)
         .capacity_blocks = self->capacity, .queue_depth = self->op_count,
         .files_per_dir = 4, .sync_on_ack = self->sync_on_ack, .buffered_fallback = true,
         .checksum_threads = self->checksum_threads, .layers = self->layers,
-        .layer_groups = self->layer_groups, .bounce_reads = !direct_reads };
+        .layer_groups = self->layer_groups, .bounce_reads = !direct_reads,
+        .split_writes = self->split_writes };
     self->store = kvt_nvme_store_new (&config);
     if (direct_writes)
         kvt_nvme_store_register_buffer (self->store, kvt_arena_base (self->host),

@@ -89,12 +89,12 @@ kvt_nvme_prep_read_group (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_
     memset (op->parts, 0, sizeof (op->parts));
     op->part_count = 0;
     if (!op->header_known)
-        op->parts [op->part_count++] = (kvt_nvme_part_t) { file, 0, op->stage,
-                                                           KVT_NVME_HEADER_BYTES, 0, base };
+        op->parts [op->part_count++] = (kvt_nvme_part_t) {
+            file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0, base, NULL, 0 };
     op->parts [op->part_count++] = (kvt_nvme_part_t) {
         file, op->direct? region: 0,
         op->direct? target: op->stage + KVT_NVME_HEADER_BYTES + offset,
-        bytes, 0, base + KVT_NVME_HEADER_BYTES + offset };
+        bytes, 0, base + KVT_NVME_HEADER_BYTES + offset, NULL, 0 };
     if (op->header_known)
         self->stats.group_header_hits++;
     if (op->direct)

@@ -68,9 +68,12 @@ typedef struct {
     int file_index;                 //  Registered file index
     int buf_index;                  //  Registered buffer index
     uint8_t *addr;                  //  Start of the transfer
-    uint32_t bytes;                 //  Length of the transfer
+    uint32_t bytes;                 //  Length of the transfer (of its first piece)
     uint32_t done_bytes;            //  Transferred so far (short transfers)
     uint64_t offset;                //  File offset of the transfer
+    uint8_t *tail;                  //  A vectored write's second piece, or NULL: 'bytes'
+                                    //  at addr, then tail_bytes at tail, one SQE
+    uint32_t tail_bytes;            //  Its length
 } kvt_nvme_part_t;
 
 typedef struct {
@@ -92,6 +95,7 @@ typedef struct {
     void *caller;                   //  src or dst in caller memory
     uint8_t *stage;                 //  This op's staging buffer (header + payload)
     kvt_nvme_part_t parts [2];      //  The transfers of this op
+    struct iovec iov [2];           //  A vectored part's pieces, for its SQE
 } kvt_nvme_op_t;
 
 typedef struct {
@@ -111,6 +115,8 @@ struct _kvt_nvme_store_t {
     bool sync_per_write;            //  ...by O_DSYNC per data write, not group commit
     bool buffered_fallback;         //  Allow non-O_DIRECT files
     bool bounce_reads;              //  Registered memory is direct for writes only
+    bool split_writes;              //  Direct writes as two SQEs (header, payload), not one
+                                    //  vectored write
     uint64_t journal_compact_bytes; //  Given to the journal
     int checksum_threads;           //  As configured (0: auto)
     bool pool_under_load;           //  The pool takes jobs only under load (auto, or asked)

@@ -112,13 +112,28 @@ s_queue_part (kvt_nvme_store_t *self, int op_index, int part_index)
         if (!sqe)
             return -EBUSY;
     }
-    uint8_t *addr = part->addr + part->done_bytes;
-    unsigned bytes = part->bytes - part->done_bytes;
     uint64_t offset = part->offset + part->done_bytes;
-    if (op->is_write)
-        io_uring_prep_write_fixed (sqe, part->file_index, addr, bytes, offset, part->buf_index);
-    else
-        io_uring_prep_read_fixed (sqe, part->file_index, addr, bytes, offset, part->buf_index);
+    if (part->tail) {
+        //  A vectored write: what is left of the two pieces, one SQE
+        int count = 0;
+        if (part->done_bytes < part->bytes)
+            op->iov [count++] = (struct iovec) { part->addr + part->done_bytes,
+                                                 part->bytes - part->done_bytes };
+        uint32_t tail_done = part->done_bytes > part->bytes? part->done_bytes - part->bytes: 0;
+        op->iov [count++] = (struct iovec) { part->tail + tail_done,
+                                             part->tail_bytes - tail_done };
+        io_uring_prep_writev (sqe, part->file_index, op->iov, (unsigned) count, offset);
+    }
+    else {
+        uint8_t *addr = part->addr + part->done_bytes;
+        unsigned bytes = part->bytes - part->done_bytes;
+        if (op->is_write)
+            io_uring_prep_write_fixed (sqe, part->file_index, addr, bytes, offset,
+                                       part->buf_index);
+        else
+            io_uring_prep_read_fixed (sqe, part->file_index, addr, bytes, offset,
+                                      part->buf_index);
+    }
     sqe->flags |= IOSQE_FIXED_FILE;
     io_uring_sqe_set_data64 (sqe, ((uint64_t) op_index << 1) | (uint64_t) part_index);
     return 0;
@@ -146,7 +161,20 @@ s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
         //  the index holds (from the journal). One I/O, like raw.
         op->part_count = 1;
         op->parts [0] = (kvt_nvme_part_t) { file, region, (uint8_t *) caller,
-                                            io_bytes, 0, payload_offset };
+                                            io_bytes, 0, payload_offset, NULL, 0 };
+        self->stats.direct_ops++;
+    }
+    else
+    if (op->direct && !self->split_writes) {
+        //  Direct write: the header from the staging and the payload from
+        //  the caller as one vectored write, one request at the disk as
+        //  raw's writes are (two SQEs merge only where the block layer
+        //  finds them together: on the H200 machine's virtio disk 512 KiB
+        //  blocks went as 3573 requests of 370 KiB for 2560 blocks, at
+        //  0.83 of raw writes)
+        op->part_count = 1;
+        op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0,
+                                            base, (uint8_t *) caller, io_bytes };
         self->stats.direct_ops++;
     }
     else
@@ -155,15 +183,15 @@ s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
         //  for the device (and a virtual disk's host-side read-ahead)
         op->part_count = 2;
         op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0,
-                                            base };
+                                            base, NULL, 0 };
         op->parts [1] = (kvt_nvme_part_t) { file, region, (uint8_t *) caller,
-                                            io_bytes, 0, payload_offset };
+                                            io_bytes, 0, payload_offset, NULL, 0 };
         self->stats.direct_ops++;
     }
     else {
         op->part_count = 1;
         op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage,
-                                            KVT_NVME_HEADER_BYTES + io_bytes, 0, base };
+                                            KVT_NVME_HEADER_BYTES + io_bytes, 0, base, NULL, 0 };
         self->stats.bounce_ops++;
     }
     op->pending = op->part_count;
@@ -638,9 +666,15 @@ s_handle_cqe (kvt_nvme_store_t *self, uint64_t user_data, int res)
             return;
         res = -EIO;
     }
+    uint32_t left = part->bytes + part->tail_bytes - part->done_bytes;
+    if (res > 2 * KVT_NVME_ALIGN && (uint32_t) res == left
+    &&  self->fault_count [KVT_NVME_FAULT_SHORT] > 0) {
+        self->fault_count [KVT_NVME_FAULT_SHORT]--;
+        res = res / 2 / KVT_NVME_ALIGN * KVT_NVME_ALIGN;
+    }
     if (res > 0) {
         part->done_bytes += (uint32_t) res;
-        if (part->done_bytes < part->bytes) {
+        if (part->done_bytes < part->bytes + part->tail_bytes) {
             self->stats.short_requeues++;
             if (s_queue_part (self, index, part_index) == 0)
                 return;

@@ -50,6 +50,7 @@ kvt_nvme_store_new (const kvt_nvme_store_config_t *config)
     self->sync_per_write = config->sync_per_write;
     self->buffered_fallback = config->buffered_fallback;
     self->bounce_reads = config->bounce_reads;
+    self->split_writes = config->split_writes;
     self->submit_hold_bytes = config->submit_hold_bytes? config->submit_hold_bytes
                                                        : KVT_NVME_SUBMIT_HOLD_BYTES;
     self->journal_compact_bytes = config->journal_compact_bytes;

@@ -124,8 +124,12 @@
     each. If they lie inside a region registered with
     kvt_nvme_store_register_buffer (before open), are 4096-aligned and
     block_bytes is a multiple of 4096, the payload moves by DMA straight
-    from/to caller memory ("direct"): a write is two fixed I/Os (header,
-    then payload), a read is one fixed I/O of the payload alone, checked
+    from/to caller memory ("direct"): a write is one vectored I/O (header
+    from the staging, payload from the caller: one request at the disk,
+    as a raw write of the slot would be; split_writes makes it two fixed
+    I/Os, header then payload, which a virtio disk received as up to 1.8
+    requests a block where the block layer did not merge them, session
+    30), a read is one fixed I/O of the payload alone, checked
     against the checksum the journal recorded (the header is not read, so
     a misdirected block shows as KVT_ECHECKSUM rather than KVT_EMISS).
     Otherwise ("bounce") the block is copied through the store's own
@@ -185,6 +189,9 @@ typedef struct {
     int layers;                     //  Layers of a block (needed for layer_groups > 1)
     bool bounce_reads;              //  Reads through the staging even into registered
                                     //  memory (kvt_nvme_direct_reads); writes stay direct
+    bool split_writes;              //  A direct write as two fixed-buffer SQEs (header,
+                                    //  payload) for the block layer to merge, not one
+                                    //  vectored write (see above)
     size_t submit_hold_bytes;       //  Most bytes hashed inline while a prepared I/O waits
                                     //  for the caller's kvt_nvme_submit (0: the default,
                                     //  KVT_NVME_SUBMIT_HOLD_BYTES)
@@ -250,7 +257,10 @@ typedef enum {
     KVT_NVME_FAULT_WRITE = 1,       //  Block write completions
     KVT_NVME_FAULT_JOURNAL = 2,     //  Journal append completions
     KVT_NVME_FAULT_SYNC = 3,        //  Group commit data syncs (sync_on_ack)
-    KVT_NVME_FAULT_KINDS = 4        //  Number of kinds
+    KVT_NVME_FAULT_SHORT = 4,       //  Block transfers that report about half their bytes
+                                    //  (whole 4 KiB pages): the rest goes again, as after
+                                    //  a real short transfer ('err' unused)
+    KVT_NVME_FAULT_KINDS = 5        //  Number of kinds
 } kvt_nvme_fault_t;
 
 //  Create a store; touches no file. Cannot fail beyond OOM (aborts). The

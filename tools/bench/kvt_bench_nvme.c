@@ -51,8 +51,10 @@
     Usage: kvtier bench nvme [--dir DIR] [--mib N] [--qd N] [--reps N] [--hugepages]
            [--sizes 64k,512k,2m] [--files N] [--sync] [--recover N]
            [--threads N] [--sync-mib N] [--sync-size S] [--sync-qd N]
-           [--checksum-threads N] [--only WHAT]
+           [--checksum-threads N] [--split-writes] [--only WHAT]
            [--verbose] [--json]
+    --split-writes sends the store's direct writes as two I/Os, header
+    then payload (tier_nvme/split_writes), instead of one vectored I/O.
     --only checksum|sync|groups|sizes runs that part alone (with the
     one-core hash figures). groups: 2 MiB blocks read in 4 layer groups,
     group-major (a stream promotion's order), beside whole-block reads.
@@ -544,6 +546,9 @@ kvt_bench_nvme_main (int argc, char **argv)
         if (strcmp (arg, "--hugepages") == 0)
             s_hugepages = true;
         else
+        if (strcmp (arg, "--split-writes") == 0)
+            opts.split_writes = true;
+        else
         if (strcmp (arg, "--dir") == 0 && value)
             opts.dir = argv [++i];
         else
@@ -592,7 +597,7 @@ kvt_bench_nvme_main (int argc, char **argv)
             fprintf (stderr, "usage: kvtier bench nvme [--dir DIR] [--mib N] [--qd N] "
                      "[--reps N] [--sizes 64k,512k,2m] [--files N] [--sync] "
                      "[--recover N] [--threads N] [--sync-mib N] [--sync-size S] [--sync-qd N] "
-                     "[--checksum-threads N] [--hugepages] "
+                     "[--checksum-threads N] [--hugepages] [--split-writes] "
                      "[--only checksum|sync|groups|sizes] [--verbose] [--json]\n");
             return 2;
         }

@@ -43,6 +43,7 @@ typedef struct {
     int sync_qd;                    //  Queue depth of those runs
     const char *only;               //  NULL, "checksum", "sync", "groups" or "sizes"
     bool sync_per_write;            //  Store: O_DSYNC per write, no group commit
+    bool split_writes;              //  Store: direct writes as two I/Os (header, payload)
     int checksum_threads;           //  Store: checksum threads (0 auto, 1 inline)
 } kvt_bench_nvme_opts_t;
 

@@ -118,7 +118,7 @@ kvt_bench_nvme_store_open (kvt_bench_nvme_opts_t *opts, const char *dir, size_t 
         .capacity_blocks = capacity, .queue_depth = kvt_bench_nvme_store_ops (qd),
         .files_per_dir = opts->files_per_dir, .sync_on_ack = opts->sync_on_ack,
         .buffered_fallback = opts->buffered, .sync_per_write = opts->sync_per_write,
-        .checksum_threads = opts->checksum_threads
+        .checksum_threads = opts->checksum_threads, .split_writes = opts->split_writes
     };
     kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
     if (region)
