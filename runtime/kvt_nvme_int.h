@@ -6,10 +6,11 @@
 */
 /*
 @header
-    The store (kvt_nvme_store.h) is one class in five files:
+    The store (kvt_nvme_store.h) is one class in six files:
     kvt_nvme_store.c (open, close, accessors), kvt_nvme_store_test.c (its
     selftest), kvt_nvme_io.c (the op pool and the completion state
-    machine: prep, submit, reap, verify), kvt_nvme_group.c (layer-group
+    machine: prep, submit, reap, verify), kvt_nvme_parts.c (an op's
+    transfers and their SQEs), kvt_nvme_group.c (layer-group
     reads and the group checksums kept from their headers) and, through
     their own classes, kvt_nvme_journal (manifest) and kvt_nvme_checksum
     (checksum worker pool). This header is for the
@@ -167,19 +168,31 @@ struct _kvt_nvme_store_t {
     kvt_nvme_store_stats_t stats;   //  Counters (journal's merged in on read)
 };
 
-//  kvt_nvme_io.c, for kvt_nvme_group.c: the registered region holding
-//  [addr, addr + bytes) (1-based buffer index), or -1; take an op for
-//  reading 'slot', which must hold 'block_hash', filled as a whole-block
-//  read tagged 'tag' but for its bytes and layout (0, KVT_EMISS, -EBADF,
-//  -ERANGE, -EBUSY, -EAGAIN); queue an op's parts as SQEs (0 or an error);
-//  give an op back to the pool.
+//  kvt_nvme_parts.c: submit what the ring holds (SQEs submitted or
+//  -errno); the registered region holding [addr, addr + bytes) (1-based
+//  buffer index), or -1; fill an op's parts for its slot, bytes and
+//  direction with the payload at 'caller' (direct where that is
+//  registered memory); queue (the rest of) part 'part_index' of op
+//  'op_index' as one SQE (0, or an error of the ring); queue all an op's
+//  parts, or none (0 or an error).
+int
+    kvt_nvme_io_submit_ring (kvt_nvme_store_t *self);
 int
     kvt_nvme_io_region_of (kvt_nvme_store_t *self, const void *addr, size_t bytes);
+void
+    kvt_nvme_io_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller);
+int
+    kvt_nvme_io_queue_part (kvt_nvme_store_t *self, int op_index, int part_index);
+int
+    kvt_nvme_io_submit_parts (kvt_nvme_store_t *self, int index);
+
+//  kvt_nvme_io.c, for kvt_nvme_group.c: take an op for reading 'slot',
+//  which must hold 'block_hash', filled as a whole-block read tagged 'tag'
+//  but for its bytes and layout (0, KVT_EMISS, -EBADF, -ERANGE, -EBUSY,
+//  -EAGAIN); give an op back to the pool.
 int
     kvt_nvme_io_read_op_take (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_hash,
                               uint64_t tag, kvt_nvme_op_t **op_p, int *index_p);
-int
-    kvt_nvme_io_submit_parts (kvt_nvme_store_t *self, int index);
 void
     kvt_nvme_io_op_release (kvt_nvme_store_t *self, int index);
 

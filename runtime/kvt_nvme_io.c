@@ -46,14 +46,6 @@ s_to_pool (kvt_nvme_store_t *self, size_t bytes)
     return kvt_hash_load_offload (&self->hash_load, bytes, kvt_hash_load_now_ns ());
 }
 
-//  Submit what the ring holds.
-static int
-s_submit_ring (kvt_nvme_store_t *self)
-{
-    self->held_hash_bytes = 0;
-    return io_uring_sq_ready (&self->ring) == 0? 0: io_uring_submit (&self->ring);
-}
-
 //  Run a checksum job on this thread; where the pool waits for load, time
 //  it for the choice. I/Os prepared before it go to the device first if
 //  it would hold them too long (KVT_NVME_SUBMIT_HOLD_BYTES).
@@ -62,7 +54,8 @@ s_hash_inline (kvt_nvme_store_t *self, const kvt_nvme_checksum_job_t *job)
 {
     if (io_uring_sq_ready (&self->ring) > 0) {
         self->held_hash_bytes += job->bytes;
-        if (self->held_hash_bytes > self->submit_hold_bytes && s_submit_ring (self) > 0)
+        if (self->held_hash_bytes > self->submit_hold_bytes
+        &&  kvt_nvme_io_submit_ring (self) > 0)
             self->stats.early_submits++;
     }
     self->stats.checksum_inline++;
@@ -82,121 +75,6 @@ s_count_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
     if (rc == -ENOSPC || rc == -EDQUOT)
         self->stats.enospc++;
     s_log_io_error (self, what, slot, rc);
-}
-
-//  Find the registered region holding [addr, addr + bytes); -1 if none.
-int
-kvt_nvme_io_region_of (kvt_nvme_store_t *self, const void *addr, size_t bytes)
-{
-    const uint8_t *p = (const uint8_t *) addr;
-    for (int i = 0; i < self->region_count; i++) {
-        const kvt_nvme_region_t *region = &self->regions [i];
-        if (p >= region->base && p + bytes <= region->base + region->bytes)
-            return i + 1;
-    }
-    return -1;
-}
-
-//  Queue (the rest of) one part of an op as a fixed-buffer SQE.
-static int
-s_queue_part (kvt_nvme_store_t *self, int op_index, int part_index)
-{
-    kvt_nvme_op_t *op = &self->ops [op_index];
-    kvt_nvme_part_t *part = &op->parts [part_index];
-    struct io_uring_sqe *sqe = io_uring_get_sqe (&self->ring);
-    if (!sqe) {
-        int rc = s_submit_ring (self);
-        if (rc < 0)
-            return rc;
-        sqe = io_uring_get_sqe (&self->ring);
-        if (!sqe)
-            return -EBUSY;
-    }
-    uint64_t offset = part->offset + part->done_bytes;
-    if (part->tail) {
-        //  A vectored write: what is left of the two pieces, one SQE
-        int count = 0;
-        if (part->done_bytes < part->bytes)
-            op->iov [count++] = (struct iovec) { part->addr + part->done_bytes,
-                                                 part->bytes - part->done_bytes };
-        uint32_t tail_done = part->done_bytes > part->bytes? part->done_bytes - part->bytes: 0;
-        op->iov [count++] = (struct iovec) { part->tail + tail_done,
-                                             part->tail_bytes - tail_done };
-        io_uring_prep_writev (sqe, part->file_index, op->iov, (unsigned) count, offset);
-    }
-    else {
-        uint8_t *addr = part->addr + part->done_bytes;
-        unsigned bytes = part->bytes - part->done_bytes;
-        if (op->is_write)
-            io_uring_prep_write_fixed (sqe, part->file_index, addr, bytes, offset,
-                                       part->buf_index);
-        else
-            io_uring_prep_read_fixed (sqe, part->file_index, addr, bytes, offset,
-                                      part->buf_index);
-    }
-    sqe->flags |= IOSQE_FIXED_FILE;
-    io_uring_sqe_set_data64 (sqe, ((uint64_t) op_index << 1) | (uint64_t) part_index);
-    return 0;
-}
-
-//  Fill an op's parts for 'slot' with payload at 'caller'.
-static void
-s_op_layout (kvt_nvme_store_t *self, kvt_nvme_op_t *op, void *caller)
-{
-    int file = (int) (op->slot % (uint64_t) self->file_count);
-    uint64_t base = (op->slot / (uint64_t) self->file_count) * self->stride;
-    //  Only the op's payload length moves, rounded up to the alignment
-    //  (within block_bytes, so within the caller's buffer when direct)
-    uint32_t io_bytes = (uint32_t) ((op->bytes + KVT_NVME_ALIGN - 1) / KVT_NVME_ALIGN
-                                    * KVT_NVME_ALIGN);
-    int region = -1;
-    if (self->block_bytes % KVT_NVME_ALIGN == 0 && (uintptr_t) caller % KVT_NVME_ALIGN == 0
-    &&  (op->is_write || !self->bounce_reads))
-        region = kvt_nvme_io_region_of (self, caller, io_bytes);
-    memset (op->parts, 0, sizeof (op->parts));
-    op->direct = region > 0;
-    uint64_t payload_offset = base + KVT_NVME_HEADER_BYTES;
-    if (op->direct && !op->is_write) {
-        //  Direct read: the payload alone, checked against the checksum
-        //  the index holds (from the journal). One I/O, like raw.
-        op->part_count = 1;
-        op->parts [0] = (kvt_nvme_part_t) { file, region, (uint8_t *) caller,
-                                            io_bytes, 0, payload_offset, NULL, 0 };
-        self->stats.direct_ops++;
-    }
-    else
-    if (op->direct && !self->split_writes) {
-        //  Direct write: the header from the staging and the payload from
-        //  the caller as one vectored write, one request at the disk as
-        //  raw's writes are (two SQEs merge only where the block layer
-        //  finds them together: on the H200 machine's virtio disk 512 KiB
-        //  blocks went as 3573 requests of 370 KiB for 2560 blocks, at
-        //  0.83 of raw writes)
-        op->part_count = 1;
-        op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0,
-                                            base, (uint8_t *) caller, io_bytes };
-        self->stats.direct_ops++;
-    }
-    else
-    if (op->direct) {
-        //  Header first: ascending offsets keep the stream sequential
-        //  for the device (and a virtual disk's host-side read-ahead)
-        op->part_count = 2;
-        op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage, KVT_NVME_HEADER_BYTES, 0,
-                                            base, NULL, 0 };
-        op->parts [1] = (kvt_nvme_part_t) { file, region, (uint8_t *) caller,
-                                            io_bytes, 0, payload_offset, NULL, 0 };
-        self->stats.direct_ops++;
-    }
-    else {
-        op->part_count = 1;
-        op->parts [0] = (kvt_nvme_part_t) { file, 0, op->stage,
-                                            KVT_NVME_HEADER_BYTES + io_bytes, 0, base, NULL, 0 };
-        self->stats.bounce_ops++;
-    }
-    op->pending = op->part_count;
-    op->rc = 0;
-    op->caller = caller;
 }
 
 //  Common checks and op allocation for prep_*.
@@ -222,28 +100,6 @@ kvt_nvme_io_op_release (kvt_nvme_store_t *self, int index)
 {
     self->ops [index].state = KVT_NVME_OP_FREE;
     self->free_ops [self->free_count++] = index;
-}
-
-int
-kvt_nvme_io_submit_parts (kvt_nvme_store_t *self, int index)
-{
-    kvt_nvme_op_t *op = &self->ops [index];
-    //  Take every SQE or none, so a released op never has I/O queued
-    if (io_uring_sq_space_left (&self->ring) < (unsigned) op->part_count) {
-        int rc = s_submit_ring (self);
-        if (rc < 0)
-            return rc;
-        if (io_uring_sq_space_left (&self->ring) < (unsigned) op->part_count)
-            return -EAGAIN;
-    }
-    for (int p = 0; p < op->part_count; p++) {
-        int rc = s_queue_part (self, index, p);
-        if (rc)
-            return rc;              //  Ring sized for every part; only on ring failure
-    }
-    op->state = KVT_NVME_OP_IO;
-    self->io_ops++;
-    return 0;
 }
 
 static void
@@ -325,7 +181,7 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
     op->slot = slot;
     op->block_hash = block_hash;
     op->generation = self->next_generation++;
-    s_op_layout (self, op, (void *) src);
+    kvt_nvme_io_layout (self, op, (void *) src);
     kvt_nvme_checksum_job_t job = {
         .id = (uint64_t) index, .src = src,
         .dst = op->direct? NULL: op->stage + KVT_NVME_HEADER_BYTES,
@@ -411,7 +267,7 @@ kvt_nvme_prep_read_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_ha
         return rc;
     kvt_nvme_slot_t *entry = &self->slots [slot];
     op->bytes = (uint32_t) bytes;
-    s_op_layout (self, op, dst);
+    kvt_nvme_io_layout (self, op, dst);
     rc = kvt_nvme_io_submit_parts (self, index);
     if (rc)
         kvt_nvme_io_op_release (self, index);
@@ -584,7 +440,7 @@ s_group_fallback (kvt_nvme_store_t *self, int index)
     self->stats.group_fallbacks++;
     op->group = -1;
     op->bytes = (uint32_t) self->block_bytes;
-    s_op_layout (self, op, op->caller);
+    kvt_nvme_io_layout (self, op, op->caller);
     int rc = kvt_nvme_io_submit_parts (self, index);
     if (rc)
         s_read_finish (self, index, rc, false);
@@ -662,7 +518,7 @@ s_handle_cqe (kvt_nvme_store_t *self, uint64_t user_data, int res)
     assert (op->state == KVT_NVME_OP_IO);
     kvt_nvme_part_t *part = &op->parts [part_index];
     if (res == -EAGAIN || res == -EINTR) {
-        if (s_queue_part (self, index, part_index) == 0)
+        if (kvt_nvme_io_queue_part (self, index, part_index) == 0)
             return;
         res = -EIO;
     }
@@ -676,7 +532,7 @@ s_handle_cqe (kvt_nvme_store_t *self, uint64_t user_data, int res)
         part->done_bytes += (uint32_t) res;
         if (part->done_bytes < part->bytes + part->tail_bytes) {
             self->stats.short_requeues++;
-            if (s_queue_part (self, index, part_index) == 0)
+            if (kvt_nvme_io_queue_part (self, index, part_index) == 0)
                 return;
             res = -EIO;
         }
@@ -756,7 +612,7 @@ kvt_nvme_io_drain (kvt_nvme_store_t *self)
     while (true) {
         s_collect_checksums (self);
         (void) kvt_nvme_journal_kick (self->journal);  //  Failure shows as a stuck drain
-        (void) s_submit_ring (self);                    //  Ditto
+        (void) kvt_nvme_io_submit_ring (self);                    //  Ditto
         bool io_busy = false, journal_wait = false;
         for (int i = 0; i < self->queue_depth; i++) {
             int state = self->ops [i].state;
@@ -806,7 +662,7 @@ kvt_nvme_submit (kvt_nvme_store_t *self)
     int rc = kvt_nvme_journal_kick (self->journal);
     if (rc)
         return rc;
-    return s_submit_ring (self);
+    return kvt_nvme_io_submit_ring (self);
 }
 
 
@@ -828,7 +684,7 @@ kvt_nvme_reap (kvt_nvme_store_t *self, kvt_nvme_done_t *done, int max_done)
     kvt_nvme_io_process (self, max_done);
     int rc = kvt_nvme_journal_kick (self->journal);
     if (rc == 0)
-        rc = s_submit_ring (self);
+        rc = kvt_nvme_io_submit_ring (self);
     if (rc < 0)
         kvt_log_error ("nvme store: io_uring_submit: %s", strerror (-rc));
     int count = 0;

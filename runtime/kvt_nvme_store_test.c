@@ -76,6 +76,27 @@ t_finish_and_read_back (kvt_nvme_store_t *store, uint8_t *arena, size_t block_by
     assert (memcmp (arena, arena + 4 * block_bytes, (size_t) count * block_bytes) == 0);
 }
 
+//  A store in a new folder 'name' under 'dir' with 'config' (one folder,
+//  'arena' registered), opened
+static kvt_nvme_store_t *
+t_open_in (const char *dir, const char *name, kvt_nvme_store_config_t config, uint8_t *arena,
+           size_t arena_bytes)
+{
+    char path [300];
+    snprintf (path, sizeof (path), "%s/%s", dir, name);
+    int rc = mkdir (path, 0755);
+    assert (rc == 0);
+    const char *dirs [1] = { path };        //  The store keeps its own copy
+    config.dirs = dirs;
+    config.dir_count = 1;
+    kvt_nvme_store_t *store = kvt_nvme_store_new (&config);
+    rc = kvt_nvme_store_register_buffer (store, arena, arena_bytes);
+    assert (rc == 0);
+    rc = kvt_nvme_store_open (store);
+    assert (rc == 0);
+    return store;
+}
+
 //  Flip one byte of 'slot' at payload offset 'at' on disk.
 static void
 t_flip (kvt_nvme_store_t *store, uint64_t slot, uint64_t at)
@@ -624,17 +645,9 @@ kvt_nvme_store_test (bool verbose)
 
     //  bounce_reads: registered memory is written direct and read through
     //  the staging, byte-exact (tier_nvme/direct = auto on 4 KiB pages)
-    char bounce_dir [300];
-    snprintf (bounce_dir, sizeof (bounce_dir), "%s/bounce-reads", dir);
-    rc = mkdir (bounce_dir, 0755);
-    assert (rc == 0);
-    const char *bounce_dirs [1] = { bounce_dir };
     kvt_nvme_store_config_t bouncing = aligned;
-    bouncing.dirs = bounce_dirs;
     bouncing.bounce_reads = true;
-    store = kvt_nvme_store_new (&bouncing);
-    assert (kvt_nvme_store_register_buffer (store, arena, arena_bytes) == 0);
-    assert (kvt_nvme_store_open (store) == 0);
+    store = t_open_in (dir, "bounce-reads", bouncing, arena, arena_bytes);
     t_prep_writes (store, arena, aligned.block_bytes, 2, 9100);
     t_finish_and_read_back (store, arena, aligned.block_bytes, 2, 9100);
     kvt_nvme_store_stats (store, &stats);
@@ -646,17 +659,10 @@ kvt_nvme_store_test (bool verbose)
     //  block is whole. Eight short completions each way, every byte exact,
     //  the header too (a bounced read, into unregistered memory, checks it)
     for (int split = 0; split < 2; split++) {
-        char short_dir [300];
-        snprintf (short_dir, sizeof (short_dir), "%s/short%d", dir, split);
-        rc = mkdir (short_dir, 0755);
-        assert (rc == 0);
-        const char *short_dirs [1] = { short_dir };
         kvt_nvme_store_config_t shorts = aligned;
-        shorts.dirs = short_dirs;
         shorts.split_writes = split;
-        store = kvt_nvme_store_new (&shorts);
-        assert (kvt_nvme_store_register_buffer (store, arena, arena_bytes) == 0);
-        assert (kvt_nvme_store_open (store) == 0);
+        store = t_open_in (dir, split? "short-split": "short-vectored", shorts, arena,
+                           arena_bytes);
         kvt_nvme_store_inject_fault (store, KVT_NVME_FAULT_SHORT, 0, 8);
         t_prep_writes (store, arena, aligned.block_bytes, 2, 9300);
         t_finish_and_read_back (store, arena, aligned.block_bytes, 2, 9300);
@@ -685,18 +691,11 @@ kvt_nvme_store_test (bool verbose)
     //  before every hash but the first), the caller's submit sends the
     //  rest; by default (128 KiB) four 32 KiB blocks wait for the caller
     for (int eager = 0; eager < 2; eager++) {
-        char hold_dir [300];
-        snprintf (hold_dir, sizeof (hold_dir), "%s/hold%d", dir, eager);
-        rc = mkdir (hold_dir, 0755);
-        assert (rc == 0);
-        const char *hold_dirs [1] = { hold_dir };
         kvt_nvme_store_config_t holding = aligned;
-        holding.dirs = hold_dirs;
         holding.checksum_threads = 1;
         holding.submit_hold_bytes = eager? 1: 0;
-        store = kvt_nvme_store_new (&holding);
-        assert (kvt_nvme_store_register_buffer (store, arena, arena_bytes) == 0);
-        assert (kvt_nvme_store_open (store) == 0);
+        store = t_open_in (dir, eager? "hold-eager": "hold-default", holding, arena,
+                           arena_bytes);
         t_prep_writes (store, arena, aligned.block_bytes, 4, 9200);
         kvt_nvme_store_stats (store, &stats);
         assert (stats.checksum_inline == 4);
