@@ -74,6 +74,11 @@ def main():
             fail(f"bench host: no host arena note: {report['notes']}")
         if " rounds" not in report["notes"].get("read path", ""):
             fail(f"bench host: no read path note: {report['notes']}")
+        #  Each way's ratio paired rep by rep too
+        for key, words in (("paired", "NVMe -> GPU / min"), ("paired writes", "host -> NVMe")):
+            note = report["notes"].get(key, "")
+            if words not in note or not float(note.rsplit(": ", 1)[-1]) > 0:
+                fail(f"bench host: no {key} ratio: {report['notes']}")
         figures(report, promotion + ["nvme_to_gpu_vs_best_raw_gbps",
                                      "host_to_nvme_vs_best_raw_gbps"],
                 "bench host (one prompt, 3 pieces)")
