@@ -36,6 +36,7 @@ static const kvt_policy_ops_t *s_builtins [] = {
     &kvt_policy_prefix_value_ops,
     &kvt_policy_adaptive_ops,
     &kvt_policy_density_ops,
+    &kvt_policy_auto_ops,
     &kvt_policy_belady_ops,
     &kvt_policy_oracle_reuse_ops,
 };
@@ -475,10 +476,12 @@ kvt_policy_test (bool verbose)
     kvt_policy_destroy (&host.policy);
     //  The policies that leave work to catch_up (prefix-adaptive its
     //  miniatures, prefix-density its begin's lookups, prefix-value its
-    //  sampling and its end's touches), a unit at a time here, decide the
+    //  sampling and its end's touches, prefix-auto its shadows' replay of
+    //  the request and both candidates' own), a unit at a time here, decide the
     //  same as a host that never calls catch_up (the simulator): every
     //  victim, every request
-    const char *stepped_names [] = { "prefix-adaptive", "prefix-density", "prefix-value" };
+    const char *stepped_names [] = { "prefix-adaptive", "prefix-density", "prefix-value",
+                                     "prefix-auto" };
     for (size_t p = 0; p < sizeof (stepped_names) / sizeof (stepped_names [0]); p++) {
         t_host_t stepped = { .policy = kvt_policy_new (stepped_names [p], 8, NULL),
                              .capacity = 8 };

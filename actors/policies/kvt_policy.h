@@ -164,6 +164,7 @@ extern const kvt_policy_ops_t kvt_policy_s3fifo_ops;    //  S3-FIFO with ghost a
 extern const kvt_policy_ops_t kvt_policy_prefix_value_ops;  //  Ours: learned value per block
 extern const kvt_policy_ops_t kvt_policy_adaptive_ops;  //  Ours: admission by miniature caches
 extern const kvt_policy_ops_t kvt_policy_density_ops;   //  Ours: hit density from a ghost sample
+extern const kvt_policy_ops_t kvt_policy_auto_ops;      //  Ours: adaptive or density, by shadows
 extern const kvt_policy_ops_t kvt_policy_belady_ops;    //  Offline optimum (needs next_use)
 extern const kvt_policy_ops_t kvt_policy_oracle_reuse_ops;  //  Knows only "ever reused?"
 

@@ -1,0 +1,315 @@
+/*  =========================================================================
+    kvt_policy_auto - prefix-auto: follows whichever of prefix-adaptive and
+    prefix-density a full-size shadow replay of the same traffic finds
+    better now
+
+    SPDX-License-Identifier: Apache-2.0
+    =========================================================================
+*/
+/*
+@header
+    prefix-adaptive and prefix-density are each the better design on some
+    workloads and not on others (actors/policies/POLICIES.md): on the
+    Mooncake conversation trace density leads at 1000 and 4000 blocks and
+    adaptive at 16000; on synthetic chats whose think time is per
+    conversation density closes 42-50% of the LRU-Belady gap where
+    adaptive closes 17-18%. Which one a workload and a capacity want is
+    not known in advance, so this policy runs both on the tier and asks a
+    shadow of each.
+    Each candidate runs twice. Once on the real tier: told every event
+    the host reports (uses, inserts, evictions), so that either can take
+    over at any request with its own view of what is cached; only the one
+    followed answers admit and choose_victim. And once as a shadow: a
+    cache of the tier's capacity that sees every request and decides every
+    block itself, as if it alone ran the tier; its prefix hits (the
+    request's cached lead, as the host counts them) are summed with a
+    decay (halved past 16,384 hits between the two), and the policy
+    follows the candidate whose shadow leads by more than 'margin' (1%
+    by default, option margin=X). Spatial sampling (miniature caches at
+    1/16 of the ids, as prefix-adaptive's handicap choice uses) would
+    break the prefix chains both candidates rely on, so the shadows are
+    full size: about three times one candidate's work.
+    The choice for request r rests on the shadows' replay of requests
+    before r only, so the shadows' share of a request is left for
+    catch_up (the prefix index runs it between its other work) and done
+    at the next begin_request at the latest: the decisions are the same
+    whenever catch_up ran. A lower tier (no begin_request, only blocks
+    moved down and up) never runs the shadows and follows prefix-adaptive.
+@end
+*/
+
+#include "kvt_classes.h"
+#include "kvt_policy.h"
+#include "kvt_policy_util.h"
+
+#define S_CANDIDATES    2
+#define S_DECAY_HITS    16384.0     //  Halve the shadows' hits past twice this, summed
+#define S_MARGIN        0.01        //  Switch when the other shadow leads by more
+
+//  The candidates, in order of preference at the start
+static const char *const s_names [S_CANDIDATES] = { "prefix-adaptive", "prefix-density" };
+
+//  One instance of a candidate
+typedef struct {
+    kvt_policy_t *policy;
+    const kvt_policy_ops_t *ops;
+    void *state;
+} s_inner_t;
+
+//  A candidate running alone on a cache of its own, ids only
+typedef struct {
+    s_inner_t inner;
+    kvt_idmap_t held;               //  Ids its cache holds
+    size_t count;                   //  Entries in held
+    kvt_policy_block_t *blocks;     //  The pending request, flagged as this cache sees it
+    size_t next;                    //  Next block of it to offer; count + 1 = done
+    double hits;                    //  Decayed prefix-hit blocks
+} s_shadow_t;
+
+typedef struct {
+    size_t capacity;
+    double margin;
+    s_inner_t real [S_CANDIDATES];  //  On the tier: told every event
+    s_shadow_t shadow [S_CANDIDATES];
+    int chosen;                     //  The candidate followed
+    size_t pending;                 //  Blocks of the request the shadows still replay
+    size_t pending_max;             //  Room in each shadow's blocks
+} s_self_t;
+
+static bool
+s_inner_new (s_inner_t *inner, const char *name, size_t capacity, const char *options)
+{
+    inner->policy = kvt_policy_new (name, capacity, options);
+    if (!inner->policy)
+        return false;
+    inner->ops = kvt_policy_ops (inner->policy);
+    inner->state = kvt_policy_state (inner->policy);
+    return true;
+}
+
+static void
+s_destroy (void **state_p)
+{
+    s_self_t *self = (s_self_t *) *state_p;
+    if (!self)
+        return;
+    for (int c = 0; c < S_CANDIDATES; c++) {
+        kvt_policy_destroy (&self->real [c].policy);
+        kvt_policy_destroy (&self->shadow [c].inner.policy);
+        kvt_idmap_fini (&self->shadow [c].held);
+        free (self->shadow [c].blocks);
+    }
+    free (self);
+    *state_p = NULL;
+}
+
+static void *
+s_create (const kvt_policy_args_t *args)
+{
+    double margin = S_MARGIN;
+    int rc = kvt_policy_option (args->options, "margin", &margin);
+    if (rc == -EINVAL || margin < 0 || args->capacity == 0)
+        return NULL;
+    s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
+    self->capacity = args->capacity;
+    self->margin = margin;
+    for (int c = 0; c < S_CANDIDATES; c++) {
+        kvt_idmap_init (&self->shadow [c].held, args->capacity);
+        self->shadow [c].next = 1;      //  No request pending: replayed
+        if (!s_inner_new (&self->real [c], s_names [c], args->capacity, args->options)
+        ||  !s_inner_new (&self->shadow [c].inner, s_names [c], args->capacity, args->options)) {
+            void *state = self;
+            s_destroy (&state);
+            return NULL;
+        }
+    }
+    return self;
+}
+
+//  --------------------------------------------------------------------------
+//  The shadows: each replays a request as the host would, on its own cache
+
+//  Offer shadow block k (the host's protocol, kvt_policy.h).
+static void
+s_shadow_offer (s_self_t *self, s_shadow_t *shadow, const kvt_policy_block_t *block)
+{
+    const kvt_policy_ops_t *ops = shadow->inner.ops;
+    void *state = shadow->inner.state;
+    if (kvt_idmap_get (&shadow->held, block->id) != KVT_IDMAP_NONE) {
+        ops->on_access (state, block);
+        return;
+    }
+    if (ops->admit && !ops->admit (state, block))
+        return;
+    if (shadow->count >= self->capacity) {
+        uint64_t victim = ops->choose_victim (state, block);
+        if (victim == block->id || kvt_idmap_get (&shadow->held, victim) == KVT_IDMAP_NONE)
+            return;                 //  Declined (or a victim it does not hold: decline)
+        kvt_idmap_remove (&shadow->held, victim);
+        shadow->count--;
+        ops->on_evict (state, victim);
+    }
+    kvt_idmap_put (&shadow->held, block->id, 1);
+    shadow->count++;
+    ops->on_insert (state, block);
+}
+
+//  Replay up to 'most' blocks of the pending request in each shadow (its
+//  begin and end count as one each); true while some are left.
+static bool
+s_shadows_step (s_self_t *self, size_t most)
+{
+    bool left = false;
+    for (int c = 0; c < S_CANDIDATES; c++) {
+        s_shadow_t *shadow = &self->shadow [c];
+        for (size_t unit = 0; unit < most && shadow->next <= self->pending; unit++) {
+            if (shadow->next == 0) {
+                //  Begin: this cache's own lead is its prefix hit
+                size_t hit = 0;
+                while (hit < self->pending
+                   &&  kvt_idmap_get (&shadow->held, shadow->blocks [hit].id) != KVT_IDMAP_NONE)
+                    hit++;
+                for (size_t j = 0; j < self->pending; j++)
+                    if (j < hit)
+                        shadow->blocks [j].flags |= KVT_POLICY_BLOCK_HIT;
+                    else
+                        shadow->blocks [j].flags &= ~KVT_POLICY_BLOCK_HIT;
+                shadow->hits += (double) hit;
+                if (shadow->inner.ops->begin_request)
+                    shadow->inner.ops->begin_request (shadow->inner.state, shadow->blocks,
+                                                      self->pending, hit);
+                shadow->next = 1;
+            }
+            else
+                s_shadow_offer (self, shadow, &shadow->blocks [shadow->next++ - 1]);
+            if (shadow->next > self->pending && shadow->inner.ops->end_request)
+                shadow->inner.ops->end_request (shadow->inner.state);
+        }
+        left |= shadow->next <= self->pending;
+    }
+    return left;
+}
+
+//  The shadows have replayed every request begun: decay, and follow the
+//  leader if it leads by the margin.
+static void
+s_choose (s_self_t *self)
+{
+    double *a = &self->shadow [0].hits, *b = &self->shadow [1].hits;
+    if (*a + *b > 2 * S_DECAY_HITS) {
+        *a /= 2;
+        *b /= 2;
+    }
+    int other = 1 - self->chosen;
+    if (self->shadow [other].hits > self->shadow [self->chosen].hits * (1 + self->margin))
+        self->chosen = other;
+}
+
+//  --------------------------------------------------------------------------
+//  The host's events: both candidates hear them, the one followed answers
+
+static void
+s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
+                 size_t hit_count)
+{
+    s_self_t *self = (s_self_t *) state;
+    //  The last request's replay first: the choice rests on all of it
+    while (s_shadows_step (self, SIZE_MAX))
+        ;
+    if (self->pending > 0)
+        s_choose (self);
+    if (block_count > self->pending_max) {
+        self->pending_max = block_count * 2;
+        for (int c = 0; c < S_CANDIDATES; c++)
+            self->shadow [c].blocks = (kvt_policy_block_t *) realloc (
+                self->shadow [c].blocks, self->pending_max * sizeof (kvt_policy_block_t));
+        assert (self->shadow [0].blocks && self->shadow [1].blocks);
+    }
+    for (int c = 0; c < S_CANDIDATES; c++) {
+        memcpy (self->shadow [c].blocks, blocks, block_count * sizeof (kvt_policy_block_t));
+        self->shadow [c].next = 0;
+    }
+    self->pending = block_count;
+    for (int c = 0; c < S_CANDIDATES; c++)
+        if (self->real [c].ops->begin_request)
+            self->real [c].ops->begin_request (self->real [c].state, blocks, block_count,
+                                               hit_count);
+}
+
+static void
+s_on_access (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    for (int c = 0; c < S_CANDIDATES; c++)
+        self->real [c].ops->on_access (self->real [c].state, block);
+}
+
+static bool
+s_admit (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    const s_inner_t *real = &self->real [self->chosen];
+    return !real->ops->admit || real->ops->admit (real->state, block);
+}
+
+static uint64_t
+s_choose_victim (void *state, const kvt_policy_block_t *incoming)
+{
+    s_self_t *self = (s_self_t *) state;
+    const s_inner_t *real = &self->real [self->chosen];
+    return real->ops->choose_victim (real->state, incoming);
+}
+
+static void
+s_on_insert (void *state, const kvt_policy_block_t *block)
+{
+    s_self_t *self = (s_self_t *) state;
+    for (int c = 0; c < S_CANDIDATES; c++)
+        self->real [c].ops->on_insert (self->real [c].state, block);
+}
+
+static void
+s_on_evict (void *state, uint64_t id)
+{
+    s_self_t *self = (s_self_t *) state;
+    for (int c = 0; c < S_CANDIDATES; c++)
+        self->real [c].ops->on_evict (self->real [c].state, id);
+}
+
+static void
+s_end_request (void *state)
+{
+    s_self_t *self = (s_self_t *) state;
+    for (int c = 0; c < S_CANDIDATES; c++)
+        if (self->real [c].ops->end_request)
+            self->real [c].ops->end_request (self->real [c].state);
+}
+
+//  The candidates' own leftovers, then the shadows' replay
+static bool
+s_catch_up (void *state, size_t most)
+{
+    s_self_t *self = (s_self_t *) state;
+    bool left = false;
+    for (int c = 0; c < S_CANDIDATES; c++)
+        if (self->real [c].ops->catch_up)
+            left |= self->real [c].ops->catch_up (self->real [c].state, most);
+    return s_shadows_step (self, most) || left;
+}
+
+const kvt_policy_ops_t kvt_policy_auto_ops = {
+    .abi = KVT_POLICY_ABI,
+    .name = "prefix-auto",
+    .summary = "ours: follows prefix-adaptive or prefix-density, whichever a full-size "
+               "shadow of each finds better now",
+    .create = s_create,
+    .destroy = s_destroy,
+    .begin_request = s_begin_request,
+    .on_access = s_on_access,
+    .admit = s_admit,
+    .choose_victim = s_choose_victim,
+    .on_insert = s_on_insert,
+    .on_evict = s_on_evict,
+    .end_request = s_end_request,
+    .catch_up = s_catch_up,
+};
