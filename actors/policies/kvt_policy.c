@@ -448,6 +448,13 @@ kvt_policy_test (bool verbose)
                         .capacity = 3 };
     assert (host.policy);
     assert (kvt_policy_new ("prefix-adaptive", 3, "handicap=-2") == NULL);
+    //  prefix-auto takes its margin, and its candidates' options too
+    assert (kvt_policy_new ("prefix-auto", 3, "margin=-1") == NULL);
+    assert (kvt_policy_new ("prefix-auto", 3, "margin=x") == NULL);
+    assert (kvt_policy_new ("prefix-auto", 3, "handicap=-2") == NULL);
+    kvt_policy_t *auto_policy = kvt_policy_new ("prefix-auto", 3, "margin=0.05,handicap=-1");
+    assert (auto_policy);
+    kvt_policy_destroy (&auto_policy);
     ops = kvt_policy_ops (host.policy);
     b = t_block (9, KVT_POLICY_NO_PARENT, 0, 0, KVT_POLICY_UNKNOWN);
     b.flags |= KVT_POLICY_BLOCK_PARTIAL;

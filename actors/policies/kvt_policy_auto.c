@@ -129,7 +129,7 @@ s_create (const kvt_policy_args_t *args)
 //  --------------------------------------------------------------------------
 //  The shadows: each replays a request as the host would, on its own cache
 
-//  Offer shadow block k (the host's protocol, kvt_policy.h).
+//  Offer one block to a shadow's cache (the host's protocol, kvt_policy.h).
 static void
 s_shadow_offer (s_self_t *self, s_shadow_t *shadow, const kvt_policy_block_t *block)
 {
@@ -220,10 +220,12 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
         s_choose (self);
     if (block_count > self->pending_max) {
         self->pending_max = block_count * 2;
-        for (int c = 0; c < S_CANDIDATES; c++)
+        for (int c = 0; c < S_CANDIDATES; c++) {
             self->shadow [c].blocks = (kvt_policy_block_t *) realloc (
                 self->shadow [c].blocks, self->pending_max * sizeof (kvt_policy_block_t));
-        assert (self->shadow [0].blocks && self->shadow [1].blocks);
+            if (!self->shadow [c].blocks)
+                abort ();
+        }
     }
     for (int c = 0; c < S_CANDIDATES; c++) {
         memcpy (self->shadow [c].blocks, blocks, block_count * sizeof (kvt_policy_block_t));
