@@ -22,10 +22,14 @@
     followed answers admit and choose_victim. And once as a shadow: a
     cache of the tier's capacity that sees every request and decides every
     block itself, as if it alone ran the tier; its prefix hits (the
-    request's cached lead, as the host counts them) are summed with a
-    decay (halved past 16,384 hits between the two), and the policy
-    follows the candidate whose shadow leads by more than 'margin' (1%
-    by default, option margin=X). Spatial sampling (miniature caches at
+    request's cached lead, as the host counts them) are counted in
+    windows of 1024 hits between the two, and the log ratio of each
+    window's hits is kept for the last 16; the policy follows the other
+    candidate once their mean says it leads by more than 'margin' (1% by
+    default, option margin=X) and by two standard errors of that mean, as
+    kvt_read_path weighs its rounds (a first rule, following whichever
+    decayed sum led by the margin, switched on noise: 2% under the better
+    candidate on the Mooncake trace). Spatial sampling (miniature caches at
     1/16 of the ids, as prefix-adaptive's handicap choice uses) would
     break the prefix chains both candidates rely on, so the shadows are
     full size: about three times one candidate's work.
@@ -43,8 +47,11 @@
 #include "kvt_policy_util.h"
 
 #define S_CANDIDATES    2
-#define S_DECAY_HITS    16384.0     //  Halve the shadows' hits past twice this, summed
+#define S_WINDOW_HITS   1024.0      //  A window closes when the shadows hit this many, summed
+#define S_WINDOWS       16          //  Windows the choice weighs
+#define S_MIN_WINDOWS   4           //  ...at least
 #define S_MARGIN        0.01        //  Switch when the other shadow leads by more
+#define S_CONFIDENCE    2.0         //  ...and by this many standard errors
 
 //  The candidates, in order of preference at the start
 static const char *const s_names [S_CANDIDATES] = { "prefix-adaptive", "prefix-density" };
@@ -63,7 +70,7 @@ typedef struct {
     size_t count;                   //  Entries in held
     kvt_policy_block_t *blocks;     //  The pending request, flagged as this cache sees it
     size_t next;                    //  Next block of it to offer; count + 1 = done
-    double hits;                    //  Decayed prefix-hit blocks
+    double hits;                    //  Prefix-hit blocks in the window open
 } s_shadow_t;
 
 typedef struct {
@@ -72,6 +79,8 @@ typedef struct {
     s_inner_t real [S_CANDIDATES];  //  On the tier: told every event
     s_shadow_t shadow [S_CANDIDATES];
     int chosen;                     //  The candidate followed
+    double ratios [S_WINDOWS];      //  log (density's hits / adaptive's), a window each
+    int window_count;               //  Windows closed (the last S_WINDOWS kept)
     size_t pending;                 //  Blocks of the request the shadows still replay
     size_t pending_max;             //  Room in each shadow's blocks
 } s_self_t;
@@ -190,19 +199,31 @@ s_shadows_step (s_self_t *self, size_t most)
     return left;
 }
 
-//  The shadows have replayed every request begun: decay, and follow the
-//  leader if it leads by the margin.
+//  The shadows have replayed every request begun. When the window is
+//  full, its log ratio of the two shadows' hits joins the last S_WINDOWS;
+//  the other candidate is followed once their mean says it leads by more
+//  than the margin and by S_CONFIDENCE standard errors of that mean (the
+//  shadows' hits move from window to window: one window decides nothing).
 static void
 s_choose (s_self_t *self)
 {
-    double *a = &self->shadow [0].hits, *b = &self->shadow [1].hits;
-    if (*a + *b > 2 * S_DECAY_HITS) {
-        *a /= 2;
-        *b /= 2;
-    }
-    int other = 1 - self->chosen;
-    if (self->shadow [other].hits > self->shadow [self->chosen].hits * (1 + self->margin))
-        self->chosen = other;
+    double adaptive = self->shadow [0].hits, density = self->shadow [1].hits;
+    if (adaptive + density < S_WINDOW_HITS)
+        return;
+    self->ratios [self->window_count++ % S_WINDOWS] = log ((density + 1) / (adaptive + 1));
+    self->shadow [0].hits = self->shadow [1].hits = 0;
+    int n = self->window_count < S_WINDOWS? self->window_count: S_WINDOWS;
+    if (n < S_MIN_WINDOWS)
+        return;
+    double mean = 0, squares = 0;
+    for (int k = 0; k < n; k++)
+        mean += self->ratios [k] / n;
+    for (int k = 0; k < n; k++)
+        squares += (self->ratios [k] - mean) * (self->ratios [k] - mean);
+    double error = sqrt (squares / (n - 1) / n);
+    double lead = self->chosen == 0? mean: -mean;      //  The other one's lead
+    if (lead > log1p (self->margin) && lead > S_CONFIDENCE * error)
+        self->chosen = 1 - self->chosen;    //  Back only on the same evidence the other way
 }
 
 //  --------------------------------------------------------------------------
