@@ -454,6 +454,16 @@ kvt_policy_test (bool verbose)
     assert (kvt_policy_new ("prefix-auto", 3, "handicap=-2") == NULL);
     kvt_policy_t *auto_policy = kvt_policy_new ("prefix-auto", 3, "margin=0.05,handicap=-1");
     assert (auto_policy);
+    //  ...and a request of no blocks (the index may begin one) before others
+    const kvt_policy_ops_t *auto_ops = kvt_policy_ops (auto_policy);
+    auto_ops->begin_request (kvt_policy_state (auto_policy), NULL, 0, 0);
+    auto_ops->end_request (kvt_policy_state (auto_policy));
+    while (auto_ops->catch_up (kvt_policy_state (auto_policy), 1))
+        ;
+    t_host_t auto_host = { .policy = auto_policy, .capacity = 3 };
+    uint64_t auto_chain [4] = { 1, 2, 3, 4 };
+    assert (t_request (&auto_host, auto_chain, 4, 1) != 0);     //  4 blocks in 3: one goes
+    assert (auto_host.count == 3);
     kvt_policy_destroy (&auto_policy);
     ops = kvt_policy_ops (host.policy);
     b = t_block (9, KVT_POLICY_NO_PARENT, 0, 0, KVT_POLICY_UNKNOWN);

@@ -69,7 +69,7 @@ typedef struct {
     kvt_idmap_t held;               //  Ids its cache holds
     size_t count;                   //  Entries in held
     kvt_policy_block_t *blocks;     //  The pending request, flagged as this cache sees it
-    size_t next;                    //  Next block of it to offer; count + 1 = done
+    size_t next;                    //  0: not begun; k: block k - 1 is next; pending + 1: done
     double hits;                    //  Prefix-hit blocks in the window open
 } s_shadow_t;
 
@@ -249,7 +249,8 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
         }
     }
     for (int c = 0; c < S_CANDIDATES; c++) {
-        memcpy (self->shadow [c].blocks, blocks, block_count * sizeof (kvt_policy_block_t));
+        if (block_count > 0)
+            memcpy (self->shadow [c].blocks, blocks, block_count * sizeof (kvt_policy_block_t));
         self->shadow [c].next = 0;
     }
     self->pending = block_count;
