@@ -117,6 +117,9 @@ def main():
         #  Every paired ratio comes with raw's own A/A ratio, its noise floor
         if "noise floor): write" not in report["notes"].get("raw_aa_64k", ""):
             fail(f"bench nvme: no A/A control in {report['notes']}")
+        #  ...and the reads beside raw reads that hash what lands
+        if "raw reads that hash each block" not in report["notes"].get("checked_64k", ""):
+            fail(f"bench nvme: no checked raw reads in {report['notes']}")
         #  Static layer sharding: F = 1 then F = 0.5, one runtime each,
         #  the same tokens out of both; the decode keys of the simulator's
         #  calibration written beside a link key already in the file

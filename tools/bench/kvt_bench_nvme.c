@@ -55,6 +55,10 @@
            [--verbose] [--json]
     --split-writes sends the store's direct writes as two I/Os, header
     then payload (tier_nvme/split_writes), instead of one vectored I/O.
+    Reads are also set beside raw reads that hash each block as it lands
+    (checked_<size>: what a checked read cannot do without); on the
+    2-core VM's disk, touching freshly read memory is what sends reads
+    into the slow streaks the store's reads alone seemed to have.
     --only checksum|sync|groups|sizes runs that part alone (with the
     one-core hash figures). groups: 2 MiB blocks read in 4 layer groups,
     group-major (a stream promotion's order), beside whole-block reads.
@@ -241,10 +245,16 @@ s_raw_close (s_raw_t *raw)
     free (raw->file_of);
 }
 
-//  Move every block once; qd in flight; returns GB/s of payload.
+//  Where the checked raw reads' hashes go, so that they are computed
+static volatile uint64_t s_raw_sink;
+
+//  Move every block once; qd in flight; returns GB/s of payload. With
+//  'check', each block read is hashed (xxh3) as it lands, as a checked
+//  read must read it.
 static double
-s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd)
+s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd, bool check)
 {
+    uint64_t sum = 0;
     uint64_t next = 0, done = 0;
     int inflight = 0;
     int free_bufs [S_MAX_QD];       //  Buffer of each I/O in flight is its own
@@ -284,13 +294,17 @@ s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd)
                          cqe->res < 0? strerror (-cqe->res): "short transfer");
                 exit (1);
             }
-            free_bufs [free_count++] = (int) io_uring_cqe_get_data64 (cqe);
+            int landed = (int) io_uring_cqe_get_data64 (cqe);
+            if (check)
+                sum ^= XXH3_64bits (buf + (size_t) landed * block_bytes, block_bytes);
+            free_bufs [free_count++] = landed;
             io_uring_cqe_seen (&raw->ring, cqe);
             inflight--;
             done++;
         }
     }
     double seconds = kvt_bench_nvme_seconds () - start;
+    s_raw_sink ^= sum;
     return (double) raw->blocks * (double) block_bytes / seconds / 1e9;
 }
 
@@ -337,14 +351,15 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     }
     int reps = opts->reps;
     //  v [d * 3 + who] for d = 0 writes, 1 reads; who = 0 raw, 1 store
-    //  direct, 2 store bounce; v [6 + d]: raw again (the A/A control)
-    double *v [8];
-    for (int i = 0; i < 8; i++)
+    //  direct, 2 store bounce; v [6 + d]: raw again (the A/A control);
+    //  v [8]: raw reads that hash each block (checked)
+    double *v [9];
+    for (int i = 0; i < 9; i++)
         v [i] = (double *) calloc ((size_t) reps, sizeof (double));
     //  --verbose: what the disk was asked to do for each contender, summed
     //  over the reps (requests, their size, time at the device, busy)
-    kvt_bench_diskstat_t disk [8], before, after;
-    for (int i = 0; i < 8; i++)
+    kvt_bench_diskstat_t disk [9], before, after;
+    for (int i = 0; i < 9; i++)
         disk [i] = (kvt_bench_diskstat_t) { .known = opts->verbose };
     const char *disk_dir = opts->verbose? dir: NULL;
     for (int rep = 0; rep < reps; rep++) {
@@ -361,38 +376,41 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
             double *slot = who == 3? &v [6][rep]: &v [who][rep];
             kvt_bench_diskstat_read (disk_dir, &before);
             if (who == 0 || who == 3)
-                *slot = s_raw_run (&raw, true, raw_buf, block_bytes, qd);
+                *slot = s_raw_run (&raw, true, raw_buf, block_bytes, qd, false);
             else
                 *slot = kvt_bench_nvme_store_run (store, blocks, true,
                                                   who == 1? registered: plain, block_bytes, qd);
             kvt_bench_diskstat_read (disk_dir, &after);
             kvt_bench_diskstat_add (&disk [who == 3? 6: who], &before, &after);
         }
-        for (int k = 0; k < 4; k++) {
-            int who = (rep + k) % 4;
-            double *slot = who == 3? &v [7][rep]: &v [3 + who][rep];
+        //  Reads: the same four, and raw reads that hash each block as it
+        //  lands (4: what a checked read cannot do without), rotating
+        for (int k = 0; k < 5; k++) {
+            int who = (rep + k) % 5;
+            int series = who == 4? 8: who == 3? 7: 3 + who;
             kvt_bench_diskstat_read (disk_dir, &before);
-            if (who == 0 || who == 3)
-                *slot = s_raw_run (&raw, false, raw_buf, block_bytes, qd);
+            if (who == 0 || who >= 3)
+                v [series][rep] = s_raw_run (&raw, false, raw_buf, block_bytes, qd, who == 4);
             else
-                *slot = kvt_bench_nvme_store_run (store, blocks, false,
-                                                  who == 1? registered: plain, block_bytes, qd);
+                v [series][rep] = kvt_bench_nvme_store_run (store, blocks, false,
+                                                            who == 1? registered: plain,
+                                                            block_bytes, qd);
             kvt_bench_diskstat_read (disk_dir, &after);
-            kvt_bench_diskstat_add (&disk [who == 3? 7: 3 + who], &before, &after);
+            kvt_bench_diskstat_add (&disk [series], &before, &after);
         }
     }
     if (opts->verbose) {
-        const char *names [8] = { "raw write", "direct write", "bounce write",
+        const char *names [9] = { "raw write", "direct write", "bounce write",
                                   "raw read", "direct read", "bounce read",
-                                  "raw write 2", "raw read 2" };
-        for (int i = 0; i < 8; i++) {
+                                  "raw write 2", "raw read 2", "raw checked" };
+        for (int i = 0; i < 9; i++) {
             fprintf (stderr, "# %zu KiB %-12s", block_bytes >> 10, names [i]);
             for (int rep = 0; rep < reps; rep++)
                 fprintf (stderr, " %6.3f", v [i][rep]);
             fprintf (stderr, " GB/s\n");
         }
         const kvt_bench_diskstat_t zero = { .known = true };
-        for (int i = 0; i < 8; i++) {
+        for (int i = 0; i < 9; i++) {
             char phase [48];
             snprintf (phase, sizeof (phase), "%zuK %s", block_bytes >> 10, names [i]);
             kvt_bench_diskstat_print (phase, &zero, &disk [i]);
@@ -452,6 +470,25 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
               "direct %.3f, bounce %.3f; read direct %.3f, bounce %.3f", paired [0],
               paired [1], paired [2], paired [3]);
     kvt_bench_report_note (report, key, note);
+    //  Reads beside raw reads that hash what lands, the least a checked
+    //  read does: on the 2-core VM's disk, touching freshly read memory
+    //  puts raw reads into the same 0.55-0.65x streaks the store's reads
+    //  showed (session 30), so this pairs the store with raw's checked twin
+    double checked [3];
+    double *per_rep = (double *) calloc ((size_t) reps, sizeof (double));
+    static const int checked_over [3] = { 4, 5, 8 };
+    static const int checked_under [3] = { 8, 8, 3 };
+    for (int p = 0; p < 3; p++) {
+        for (int rep = 0; rep < reps; rep++)
+            per_rep [rep] = v [checked_over [p]][rep] / v [checked_under [p]][rep];
+        checked [p] = kvt_bench_nvme_median (per_rep, reps);
+    }
+    free (per_rep);
+    snprintf (key, sizeof (key), "checked_%s", size_name);
+    snprintf (note, sizeof (note), "median over reps of store reads / raw reads that hash each "
+              "block as it lands, in the same rep: direct %.3f, bounce %.3f (raw checked / raw "
+              "%.3f)", checked [0], checked [1], checked [2]);
+    kvt_bench_report_note (report, key, note);
     snprintf (key, sizeof (key), "raw_aa_%s", size_name);
     snprintf (note, sizeof (note), "median over reps of raw's second run / its first (A/A, "
               "the paired ratios' noise floor): write %.3f, read %.3f", paired [4], paired [5]);
@@ -498,7 +535,7 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     kvt_bench_report_note (report, key, note);
     s_raw_close (&raw);
     kvt_nvme_store_destroy (&store);
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < 9; i++)
         free (v [i]);
     kvt_bench_nvme_unmap (registered, set_bytes);
     kvt_bench_nvme_unmap (plain, set_bytes);
