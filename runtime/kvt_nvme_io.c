@@ -612,7 +612,7 @@ kvt_nvme_io_drain (kvt_nvme_store_t *self)
     while (true) {
         s_collect_checksums (self);
         (void) kvt_nvme_journal_kick (self->journal);  //  Failure shows as a stuck drain
-        (void) kvt_nvme_io_submit_ring (self);                    //  Ditto
+        (void) kvt_nvme_io_submit_ring (self);          //  Ditto
         bool io_busy = false, journal_wait = false;
         for (int i = 0; i < self->queue_depth; i++) {
             int state = self->ops [i].state;

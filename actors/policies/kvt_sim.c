@@ -592,6 +592,15 @@ kvt_sim_test (bool verbose)
     assert (error && strstr (error, ":2: unknown key"));
     free (error);
     assert (back.h2d_GBps == 12.5);     //  Unchanged on error
+    //  A bench's starting point: defaults where there is no file, and a
+    //  refusal (not defaults) where the file does not load
+    assert (kvt_sim_calibration_load_existing (&back, path, &error) == -EINVAL);
+    assert (error);
+    free (error);
+    kvt_sim_calibration_t fresh;
+    kvt_sim_calibration_defaults (&fresh);
+    assert (kvt_sim_calibration_load_existing (&back, "/nonexistent/kvt_cal.json", &error) == 0);
+    assert (!error && back.h2d_GBps == fresh.h2d_GBps);
     //  The decode keys go round too
     cal.decode_ms_per_token = 3.5;
     cal.decode_attention_equal_tokens = 0;

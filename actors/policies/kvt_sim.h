@@ -168,6 +168,15 @@ int
     kvt_sim_calibration_load (kvt_sim_calibration_t *calibration, const char *path,
                               char **error);
 
+//  What a bench that writes some keys starts from: the defaults, then the
+//  file at 'path' over them where it exists, so that its other keys are
+//  kept. Returns 0 (also for no file), or the load's negative code and
+//  message when the file exists and does not load: the caller must not
+//  write over it then.
+int
+    kvt_sim_calibration_load_existing (kvt_sim_calibration_t *calibration, const char *path,
+                                       char **error);
+
 //  Write 'calibration' as a calibration file (what `kvtier bench` does).
 //  Returns 0 or -errno.
 int

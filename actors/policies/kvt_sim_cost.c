@@ -17,6 +17,7 @@
 */
 
 #include "kvt_classes.h"
+#include <unistd.h>
 #include "kvt_sim.h"
 
 #define S_GB 1e9                    //  Bytes per GB in bandwidth figures
@@ -83,6 +84,22 @@ s_cal_error (char **error, const char *path, const char *data, const char *at,
     if (error && asprintf (error, "%s:%d: %s", path, line, problem) < 0)
         *error = NULL;
     return -EINVAL;
+}
+
+//  --------------------------------------------------------------------------
+//  Defaults, then an existing file over them (see header).
+
+int
+kvt_sim_calibration_load_existing (kvt_sim_calibration_t *calibration, const char *path,
+                                   char **error)
+{
+    assert (calibration && path);
+    kvt_sim_calibration_defaults (calibration);
+    if (error)
+        *error = NULL;
+    if (access (path, F_OK) != 0)
+        return 0;
+    return kvt_sim_calibration_load (calibration, path, error);
 }
 
 //  --------------------------------------------------------------------------

@@ -222,19 +222,20 @@ kvt_bench_host_figures (const kvt_bench_host_run_t *run, const kvt_bench_host_re
         //  The cost model of `kvtier replay --simulate` on this machine:
         //  start from the file (or the defaults), put in what we measured
         kvt_sim_calibration_t calibration;
-        kvt_sim_calibration_defaults (&calibration);
         char *error = NULL;
-        if (access (opts->calibration, R_OK) == 0
-        &&  kvt_sim_calibration_load (&calibration, opts->calibration, &error) != 0) {
+        if (kvt_sim_calibration_load_existing (&calibration, opts->calibration, &error) != 0) {
             fprintf (stderr, "kvtier bench host: %s\n", error? error: opts->calibration);
             free (error);
+            kvt_bench_report_note (report, "calibration", "not written: the file does not load");
         }
-        calibration.h2d_GBps = s_gbps (bytes, med.host_us);
-        calibration.nvme_read_GBps = s_gbps (bytes, med.nvme_us);
-        int written = kvt_sim_calibration_save (&calibration, opts->calibration);
-        kvt_bench_report_note (report, "calibration", written == 0
-            ? "wrote h2d_GBps and nvme_read_GBps (promotion through the runtime)"
-            : "could not write the calibration file");
+        else {
+            calibration.h2d_GBps = s_gbps (bytes, med.host_us);
+            calibration.nvme_read_GBps = s_gbps (bytes, med.nvme_us);
+            int written = kvt_sim_calibration_save (&calibration, opts->calibration);
+            kvt_bench_report_note (report, "calibration", written == 0
+                ? "wrote h2d_GBps and nvme_read_GBps (promotion through the runtime)"
+                : "could not write the calibration file");
+        }
     }
     kvt_bench_report_finish (&report);
 }

@@ -401,10 +401,8 @@ s_calibration_write (const s_opts_t *opts, const s_fraction_run_t *runs, double 
                      kvt_bench_report_t *report)
 {
     kvt_sim_calibration_t calibration;
-    kvt_sim_calibration_defaults (&calibration);
     char *error = NULL;
-    if (access (opts->calibration, R_OK) == 0
-    &&  kvt_sim_calibration_load (&calibration, opts->calibration, &error) != 0) {
+    if (kvt_sim_calibration_load_existing (&calibration, opts->calibration, &error) != 0) {
         fprintf (stderr, "kvtier bench shard: %s\n", error? error: opts->calibration);
         free (error);
         kvt_bench_report_note (report, "calibration", "not written: the file does not load");
