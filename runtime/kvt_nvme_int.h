@@ -159,6 +159,7 @@ struct _kvt_nvme_store_t {
     int done_head;                  //  Oldest entry
     int done_count;                 //  Entries in the FIFO
     int io_ops;                     //  Ops in state IO: transfers queued or at the device
+    int hashing_writes;             //  Ops in state HASH: writes bound for the device next
     uint64_t *recovered;            //  Slots found valid at open
     uint64_t recovered_count;       //  Entries in recovered
     //  Faults and counters

@@ -395,10 +395,11 @@ int
     kvt_nvme_store_inflight (kvt_nvme_store_t *self);
 
 //  Return the number of operations whose transfers are at the device now:
-//  prepared with data in flight, less the completions the ring holds that
-//  no reap has taken yet (about: a two-part write's completions count
-//  twice). Reads being verified and finished operations not reaped do not
-//  count. A caller that keeps more operations than the depth it wants at
+//  prepared with data in flight, or writes whose checksum is being
+//  computed in the pool (their I/O starts when it is done), less the
+//  completions the ring holds that no reap has taken yet (about: a
+//  two-part write's completions count twice). Reads being verified and
+//  finished operations not reaped do not count. A caller that keeps more operations than the depth it wants at
 //  the device (queue_depth above that depth) compares with this before
 //  preparing more, so the device stays full while completions are checked.
 int

@@ -704,6 +704,20 @@ kvt_nvme_store_test (bool verbose)
         t_finish_and_read_back (store, arena, aligned.block_bytes, 4, 9200);
         kvt_nvme_store_destroy (&store);
     }
+    //  Writes whose checksums are in the pool hold their room at the
+    //  device: a caller that fills the device up to a depth must not
+    //  prepare a depth more behind them (session 31: the card's disk saw
+    //  up to three depths of writes at once)
+    kvt_nvme_store_config_t pooled = aligned;
+    pooled.checksum_threads = 2;
+    store = t_open_in (dir, "pooled-depth", pooled, arena, arena_bytes);
+    t_prep_writes (store, arena, aligned.block_bytes, 4, 9400);
+    kvt_nvme_store_stats (store, &stats);
+    assert (stats.checksum_jobs == 4 && stats.checksum_inline == 0);
+    assert (kvt_nvme_store_device_inflight (store) == 4);
+    t_finish_and_read_back (store, arena, aligned.block_bytes, 4, 9400);
+    assert (kvt_nvme_store_device_inflight (store) == 0);
+    kvt_nvme_store_destroy (&store);
     munmap (arena, arena_bytes);
 
     //  Layer groups, in a directory of their own

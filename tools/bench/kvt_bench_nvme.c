@@ -250,7 +250,8 @@ static volatile uint64_t s_raw_sink;
 
 //  Move every block once; qd in flight; returns GB/s of payload. With
 //  'check', each block read is hashed (xxh3) as it lands, as a checked
-//  read must read it.
+//  read must read it, and each block written is hashed just before it is
+//  submitted, as a write whose header carries the checksum must.
 static double
 s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd, bool check)
 {
@@ -268,6 +269,8 @@ s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd, b
             struct io_uring_sqe *sqe = io_uring_get_sqe (&raw->ring);
             int buf_index = free_bufs [--free_count];
             uint8_t *addr = buf + (size_t) buf_index * block_bytes;
+            if (write && check)
+                sum ^= XXH3_64bits (addr, block_bytes);
             if (write)
                 io_uring_prep_write_fixed (sqe, raw->file_of [next], addr,
                                            (unsigned) block_bytes, raw->offsets [next], 0);
@@ -295,7 +298,7 @@ s_raw_run (s_raw_t *raw, bool write, uint8_t *buf, size_t block_bytes, int qd, b
                 exit (1);
             }
             int landed = (int) io_uring_cqe_get_data64 (cqe);
-            if (check)
+            if (check && !write)
                 sum ^= XXH3_64bits (buf + (size_t) landed * block_bytes, block_bytes);
             free_bufs [free_count++] = landed;
             io_uring_cqe_seen (&raw->ring, cqe);
@@ -352,36 +355,40 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     int reps = opts->reps;
     //  v [d * 3 + who] for d = 0 writes, 1 reads; who = 0 raw, 1 store
     //  direct, 2 store bounce; v [6 + d]: raw again (the A/A control);
-    //  v [8]: raw reads that hash each block (checked)
-    double *v [9];
-    for (int i = 0; i < 9; i++)
+    //  v [8]: raw reads that hash each block (checked); v [9]: raw writes
+    //  that hash each block before submitting it (checked)
+    double *v [10];
+    for (int i = 0; i < 10; i++)
         v [i] = (double *) calloc ((size_t) reps, sizeof (double));
     //  --verbose: what the disk was asked to do for each contender, summed
     //  over the reps (requests, their size, time at the device, busy)
-    kvt_bench_diskstat_t disk [9], before, after;
-    for (int i = 0; i < 9; i++)
+    kvt_bench_diskstat_t disk [10], before, after;
+    for (int i = 0; i < 10; i++)
         disk [i] = (kvt_bench_diskstat_t) { .known = opts->verbose };
     const char *disk_dir = opts->verbose? dir: NULL;
     for (int rep = 0; rep < reps; rep++) {
-        //  Writes, then reads; within each, the four contenders (3 = raw
-        //  again) in an order that rotates every rep so drift of the device
-        //  does not favour one. A raw write clobbers the store's blocks, so
-        //  the last write of each rep is a store write; over four reps the
-        //  two raw runs take the same positions
-        static const int write_orders [4][4] = {
-            { 0, 3, 1, 2 }, { 3, 0, 2, 1 }, { 2, 0, 3, 1 }, { 1, 3, 0, 2 }
+        //  Writes, then reads; within each, the five contenders (3 = raw
+        //  again, 4 = raw writes that hash each block first, as a write
+        //  whose header carries its checksum must) in an order that
+        //  rotates every rep so drift of the device does not favour one. A
+        //  raw write clobbers the store's blocks, so the last write of each
+        //  rep is a store write; over four reps the two plain raw runs take
+        //  the same positions
+        static const int write_orders [4][5] = {
+            { 0, 3, 4, 1, 2 }, { 4, 3, 0, 2, 1 }, { 2, 0, 4, 3, 1 }, { 1, 3, 0, 4, 2 }
         };
-        for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < 5; k++) {
             int who = write_orders [rep % 4][k];
-            double *slot = who == 3? &v [6][rep]: &v [who][rep];
+            int series = who == 4? 9: who == 3? 6: who;
+            double *slot = &v [series][rep];
             kvt_bench_diskstat_read (disk_dir, &before);
-            if (who == 0 || who == 3)
-                *slot = s_raw_run (&raw, true, raw_buf, block_bytes, qd, false);
+            if (who == 0 || who >= 3)
+                *slot = s_raw_run (&raw, true, raw_buf, block_bytes, qd, who == 4);
             else
                 *slot = kvt_bench_nvme_store_run (store, blocks, true,
                                                   who == 1? registered: plain, block_bytes, qd);
             kvt_bench_diskstat_read (disk_dir, &after);
-            kvt_bench_diskstat_add (&disk [who == 3? 6: who], &before, &after);
+            kvt_bench_diskstat_add (&disk [series], &before, &after);
         }
         //  Reads: the same four, and raw reads that hash each block as it
         //  lands (4: what a checked read cannot do without), rotating
@@ -400,17 +407,18 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
         }
     }
     if (opts->verbose) {
-        const char *names [9] = { "raw write", "direct write", "bounce write",
-                                  "raw read", "direct read", "bounce read",
-                                  "raw write 2", "raw read 2", "raw checked" };
-        for (int i = 0; i < 9; i++) {
+        const char *names [10] = { "raw write", "direct write", "bounce write",
+                                   "raw read", "direct read", "bounce read",
+                                   "raw write 2", "raw read 2", "raw checked",
+                                   "raw chk write" };
+        for (int i = 0; i < 10; i++) {
             fprintf (stderr, "# %zu KiB %-12s", block_bytes >> 10, names [i]);
             for (int rep = 0; rep < reps; rep++)
                 fprintf (stderr, " %6.3f", v [i][rep]);
             fprintf (stderr, " GB/s\n");
         }
         const kvt_bench_diskstat_t zero = { .known = true };
-        for (int i = 0; i < 9; i++) {
+        for (int i = 0; i < 10; i++) {
             char phase [48];
             snprintf (phase, sizeof (phase), "%zuK %s", block_bytes >> 10, names [i]);
             kvt_bench_diskstat_print (phase, &zero, &disk [i]);
@@ -457,18 +465,20 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     //  then direct and bounce reads over raw reads that hash each block as
     //  it lands, and those over raw: the least a checked read does (on the
     //  2-core VM's disk, touching freshly read memory puts raw reads into
-    //  the same 0.55-0.65x streaks the store's reads showed, session 30)
-    static const int over [9] = { 1, 2, 4, 5, 6, 7, 4, 5, 8 };
-    static const int under [9] = { 0, 0, 3, 3, 0, 3, 8, 8, 3 };
-    double paired [9];
+    //  the same 0.55-0.65x streaks the store's reads showed, session 30);
+    //  the same three for writes, over raw writes that hash each block
+    //  just before submitting it
+    static const int over [12] = { 1, 2, 4, 5, 6, 7, 4, 5, 8, 1, 2, 9 };
+    static const int under [12] = { 0, 0, 3, 3, 0, 3, 8, 8, 3, 9, 9, 0 };
+    double paired [12];
     double *ratios = (double *) calloc ((size_t) reps, sizeof (double));
-    for (int p = 0; p < 9; p++) {
+    for (int p = 0; p < 12; p++) {
         for (int rep = 0; rep < reps; rep++)
             ratios [rep] = v [over [p]][rep] / v [under [p]][rep];
         paired [p] = kvt_bench_nvme_median (ratios, reps);
     }
     free (ratios);
-    char note [256], key [48];
+    char note [384], key [48];
     snprintf (key, sizeof (key), "paired_%s", size_name);
     snprintf (note, sizeof (note), "median over reps of store / raw in the same rep: write "
               "direct %.3f, bounce %.3f; read direct %.3f, bounce %.3f", paired [0],
@@ -477,7 +487,9 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     snprintf (key, sizeof (key), "checked_%s", size_name);
     snprintf (note, sizeof (note), "median over reps of store reads / raw reads that hash each "
               "block as it lands, in the same rep: direct %.3f, bounce %.3f (raw checked / raw "
-              "%.3f)", paired [6], paired [7], paired [8]);
+              "%.3f); store writes / raw writes that hash each block first: direct %.3f, "
+              "bounce %.3f (raw checked / raw %.3f)", paired [6], paired [7], paired [8],
+              paired [9], paired [10], paired [11]);
     kvt_bench_report_note (report, key, note);
     snprintf (key, sizeof (key), "raw_aa_%s", size_name);
     snprintf (note, sizeof (note), "median over reps of raw's second run / its first (A/A, "
@@ -525,7 +537,7 @@ s_bench_size (kvt_bench_report_t *report, kvt_bench_nvme_opts_t *opts, size_t bl
     kvt_bench_report_note (report, key, note);
     s_raw_close (&raw);
     kvt_nvme_store_destroy (&store);
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < 10; i++)
         free (v [i]);
     kvt_bench_nvme_unmap (registered, set_bytes);
     kvt_bench_nvme_unmap (plain, set_bytes);
