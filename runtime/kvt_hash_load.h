@@ -16,15 +16,18 @@
     tools/bench/RESULTS.md). The pool pays only where hashing every block
     inline would keep the store's thread busy: a striped array faster than
     one core's xxh3.
-    So the store asks this class before each job. It counts the bytes to
+    So the store asks this class before each read's check (a write's hash
+    goes to the pool whenever there is one: nobody waits for it, and
+    inline it holds the thread while completions queue; see s_to_pool in
+    kvt_nvme_io.c). It counts the bytes to
     hash over windows of KVT_HASH_LOAD_WINDOW_NS and prices them at the
     measured cost of inline hashing (ns a byte, a moving average, seeded
     at 10 GB/s): the share of one thread that hashing everything inline
     would take. Above KVT_HASH_LOAD_OFFLOAD_ABOVE the next window's jobs go
     to the pool; below KVT_HASH_LOAD_INLINE_BELOW they come back inline;
     between, the last choice holds (so the rule does not flip on noise).
-    The demand counts every job, pooled or not, so offloading does not
-    lower the figure that chose it.
+    The demand counts every read's job, pooled or not, so offloading does
+    not lower the figure that chose it.
     Embedded in the store (the struct is public for that); one thread.
 @end
 */

@@ -33,15 +33,22 @@ s_log_io_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
 }
 
 //  Whether a checksum job of 'bytes' goes to the worker pool: every job
-//  where checksum_threads asked for a pool, else (auto, or
-//  checksum_under_load) only while hashing inline would load this thread
-//  (kvt_hash_load).
+//  where checksum_threads asked for a pool; else (auto, or
+//  checksum_under_load) every write, and a read only while hashing reads
+//  inline would load this thread (kvt_hash_load). A read waits for its
+//  check (a request wants its prefix), and for a 64 KiB block a worker's
+//  wake-up costs more than the hash. A write's hash waits for nobody, but
+//  inline it holds the thread while completions queue behind it: the
+//  card's host -> NVMe demotion (256 KiB, about a third of a core's xxh3)
+//  hashed inline in slices of a millisecond and more, kept 54 writes at
+//  the device against raw's 63, and ran at 0.79-0.81 of raw writes; with
+//  the writes on the pool, 1.01-1.11 (tools/bench/RESULTS.md, session 31).
 static bool
-s_to_pool (kvt_nvme_store_t *self, size_t bytes)
+s_to_pool (kvt_nvme_store_t *self, size_t bytes, bool write)
 {
     if (!self->checksum)
         return false;
-    if (!self->pool_under_load)
+    if (!self->pool_under_load || write)
         return true;
     return kvt_hash_load_offload (&self->hash_load, bytes, kvt_hash_load_now_ns ());
 }
@@ -196,7 +203,7 @@ kvt_nvme_prep_write_len (kvt_nvme_store_t *self, uint64_t slot, uint64_t block_h
     //  From here the slot's previous block is given up
     kvt_nvme_slot_t *entry = &self->slots [slot];
     entry->state = KVT_NVME_SLOT_WRITING;
-    if (s_to_pool (self, job.bytes) && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
+    if (s_to_pool (self, job.bytes, true) && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
         op->state = KVT_NVME_OP_HASH;
         self->hashing_writes++;
         self->stats.checksum_jobs++;
@@ -422,7 +429,7 @@ s_read_verify (kvt_nvme_store_t *self, int index)
         .dst = op->direct? NULL: (uint8_t *) op->caller + offset,
         .kind = op->direct? KVT_NVME_CHECKSUM_HASH: KVT_NVME_CHECKSUM_HASH_COPY
     };
-    if (s_to_pool (self, job.bytes) && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
+    if (s_to_pool (self, job.bytes, false) && kvt_nvme_checksum_post (self->checksum, &job) == 0) {
         op->state = KVT_NVME_OP_VERIFY;
         self->stats.checksum_jobs++;
         return;

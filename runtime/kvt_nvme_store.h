@@ -183,8 +183,9 @@ typedef struct {
                                     //  group commit (the old way; a baseline for benches)
     int checksum_threads;           //  Threads computing checksums: 1 = the caller's own
                                     //  (no pool), N > 1 = a pool of N for every job, 0 =
-                                    //  auto (a pool, used under load: kvt_hash_load)
-    bool checksum_under_load;       //  With N > 1 too: the pool takes jobs only under load
+                                    //  auto (a pool for every write, and for reads under
+                                    //  load: kvt_hash_load)
+    bool checksum_under_load;       //  With N > 1 too: reads go to the pool only under load
     int layer_groups;               //  Layer groups per block, 0 or 1 = none (see above)
     int layers;                     //  Layers of a block (needed for layer_groups > 1)
     bool bounce_reads;              //  Reads through the staging even into registered
