@@ -38,11 +38,13 @@ s_log_io_error (kvt_nvme_store_t *self, const char *what, uint64_t slot, int rc)
 //  inline would load this thread (kvt_hash_load). A read waits for its
 //  check (a request wants its prefix), and for a 64 KiB block a worker's
 //  wake-up costs more than the hash. A write's hash waits for nobody, but
-//  inline it holds the thread while completions queue behind it: the
-//  card's host -> NVMe demotion (256 KiB, about a third of a core's xxh3)
-//  hashed inline in slices of a millisecond and more, kept 54 writes at
-//  the device against raw's 63, and ran at 0.79-0.81 of raw writes; with
-//  the writes on the pool, 1.01-1.11 (tools/bench/RESULTS.md, session 31).
+//  inline it holds the thread while completions queue behind it, and
+//  any read that comes then waits too: the card's host -> NVMe demotion
+//  (256 KiB blocks, about a third of a core's xxh3) kept tier_nvme's
+//  thread busy 62-87 ms of 150-200, in 31 slices of a millisecond or
+//  more, with 48-54 writes at the device against raw's 64; with the
+//  writes on the pool, 14-18 ms, no such slice, 55-60 at the device
+//  (tools/bench/RESULTS.md, session 31).
 static bool
 s_to_pool (kvt_nvme_store_t *self, size_t bytes, bool write)
 {
