@@ -33,10 +33,13 @@
     16x32K_contiguous, 16x32K_bt64, mixed), so that a profiler's launch
     counts stay simple; any other "<seqs>x<tokens>[K]" there (66x4K) adds
     that batch of equal sequences in shuffled 16-token blocks, to see the
-    shapes whose CTAs or splits do not divide evenly.
+    shapes whose CTAs or splits do not divide evenly. --kv-layout block
+    or head places each block's V beside its K as the runtime's block does
+    (block) or each head's V right after its K (head) instead of in an
+    allocation of its own (separate, the default).
     Usage: kvtier bench kernels [--json] [--torch FILE] [--reps N] [--quick] [--splits N]
                                 [--prefill-variants LIST] [--decode-variants LIST]
-                                [--shapes LIST]
+                                [--shapes LIST] [--kv-layout separate|block|head]
 @end
 */
 
@@ -301,6 +304,19 @@ typedef enum {
                                     //  stream per (sequence, head), as cuDNN's [B, H, L, D]
 } s_kv_layout_t;
 
+//  Where a shuffled shape's V lies beside its K (--kv-layout): 'separate'
+//  (the default) puts K and V in two allocations of [blocks][kv_heads][bt]
+//  [dim]; 'block' is the runtime's block, [K, V][kv_heads][bt][dim] (one
+//  layer), so a block's V follows its K heads; 'head' puts each head's K
+//  and V side by side, [kv_heads][K, V][bt][dim], so that the two 4 KiB
+//  reads of a 16-token block's head are one 8 KiB run of memory. The
+//  kernel reads each through its strides; the figures of the last two
+//  carry the suffix _kvblock or _kvhead.
+typedef enum { S_KV_SEPARATE, S_KV_BLOCK, S_KV_HEAD } s_kv_pairing_t;
+static s_kv_pairing_t s_kv_pairing = S_KV_SEPARATE;
+static const char *const s_kv_pairing_suffix [] = { "", "_kvblock", "_kvhead" };
+
+
 typedef struct {
     int seqs, len, bt;
     s_kv_layout_t layout;
@@ -405,10 +421,12 @@ s_bench_decode_variant (kvt_bench_report_t *report, const s_torch_file_t *torch,
     double kv_bytes = 2.0 * tokens * args->kv_heads * args->head_dim * 2;
     double tbps = kv_bytes / (us * 1e-6) / 1e12;
     char figure [64], note [200], name [48];
+    const char *pairing = shape->layout == S_KV_SHUFFLED? s_kv_pairing_suffix [s_kv_pairing]: "";
     if (args->variant)
-        snprintf (name, sizeof (name), "%s%s_v%d", shape->label, shape->suffix, args->variant);
+        snprintf (name, sizeof (name), "%s%s%s_v%d", shape->label, shape->suffix, pairing,
+                  args->variant);
     else
-        snprintf (name, sizeof (name), "%s%s", shape->label, shape->suffix);
+        snprintf (name, sizeof (name), "%s%s%s", shape->label, shape->suffix, pairing);
     snprintf (note, sizeof (note), "%d seqs x %s%d tokens, 32q/8kv hd128 bf16, bt%d %s, "
               "kernel variant %d, %d splits, %.1f us, %.0f MiB KV, host %.1f us a call",
               args->seqs, shape->mixed? "1K-8K and one of ": "", shape->len, shape->bt,
@@ -438,14 +456,29 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch,
     size_t block_bytes = (size_t) kv_heads * bt * dim * 2;
     void *d_k, *d_v, *d_q, *d_out;
     int32_t *d_table, *d_lens;
-    S_CHECK (cudaMalloc (&d_k, blocks * block_bytes));
-    S_CHECK (cudaMalloc (&d_v, blocks * block_bytes));
+    int64_t head_bytes = (int64_t) bt * dim * 2;
+    const s_kv_pairing_t pairing = shape->layout == S_KV_SHUFFLED? s_kv_pairing: S_KV_SEPARATE;
+    int64_t block_stride = shape->layout == S_KV_SHUFFLED? (int64_t) block_bytes: head_bytes;
+    int64_t head_stride = shape->layout == S_KV_SHUFFLED? head_bytes
+                                                        : head_bytes * (int64_t) blocks;
+    if (pairing == S_KV_SEPARATE) {
+        S_CHECK (cudaMalloc (&d_k, blocks * block_bytes));
+        S_CHECK (cudaMalloc (&d_v, blocks * block_bytes));
+        kvt_bench_fill_device (d_k, blocks * block_bytes, seed);
+        kvt_bench_fill_device (d_v, blocks * block_bytes, seed);
+    }
+    else {
+        S_CHECK (cudaMalloc (&d_k, 2 * blocks * block_bytes));
+        kvt_bench_fill_device (d_k, 2 * blocks * block_bytes, seed);
+        block_stride = 2 * (int64_t) block_bytes;
+        if (pairing == S_KV_HEAD)
+            head_stride = 2 * head_bytes;
+        d_v = (char *) d_k + (pairing == S_KV_HEAD? head_bytes: (int64_t) block_bytes);
+    }
     S_CHECK (cudaMalloc (&d_q, (size_t) seqs * heads * dim * 2));
     S_CHECK (cudaMalloc (&d_out, (size_t) seqs * heads * dim * 2));
     S_CHECK (cudaMalloc ((void **) &d_table, blocks * 4));
     S_CHECK (cudaMalloc ((void **) &d_lens, seqs * 4));
-    kvt_bench_fill_device (d_k, blocks * block_bytes, seed);
-    kvt_bench_fill_device (d_v, blocks * block_bytes, seed);
     kvt_bench_fill_device (d_q, (size_t) seqs * heads * dim * 2, seed);
     int32_t *table = s_shuffled_table (seqs, blocks_per_seq, seed);
     if (shape->layout == S_KV_CONTIGUOUS)
@@ -462,12 +495,9 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch,
     }
     S_CHECK (cudaMemcpy (d_lens, lens, seqs * 4, cudaMemcpyHostToDevice));
     free (lens);
-    int64_t head_bytes = (int64_t) bt * dim * 2;
     kvt_paged_attention_args_t args = {
         .dtype = KVT_KDTYPE_BF16, .q = d_q, .k = d_k, .v = d_v,
-        .block_stride_bytes = shape->layout == S_KV_SHUFFLED? (int64_t) block_bytes: head_bytes,
-        .head_stride_bytes = shape->layout == S_KV_SHUFFLED? head_bytes
-                                                           : head_bytes * (int64_t) blocks,
+        .block_stride_bytes = block_stride, .head_stride_bytes = head_stride,
         .token_stride_bytes = dim * 2, .block_table = d_table, .seq_lens = d_lens,
         .out = d_out, .seqs = seqs, .heads = heads, .kv_heads = kv_heads, .head_dim = dim,
         .block_tokens = bt, .max_blocks_per_seq = blocks_per_seq, .max_seq_len = shape->len,
@@ -481,10 +511,13 @@ s_bench_decode (kvt_bench_report_t *report, const s_torch_file_t *torch,
         first_us = s_bench_decode_variant (report, torch, &args, shape, tokens, memcpy_tbps,
                                            reps, stream);
     }
-    if (shape->layout == S_KV_SHUFFLED && *shape->suffix == 0 && !shape->mixed)
+    //  (fp8 reads its own copy in the separate layout's strides)
+    if (shape->layout == S_KV_SHUFFLED && *shape->suffix == 0 && !shape->mixed
+    &&  pairing == S_KV_SEPARATE)
         s_bench_decode_fp8 (report, &args, shape, first_us, memcpy_tbps, reps, stream);
     cudaFree (d_k);
-    cudaFree (d_v);
+    if (pairing == S_KV_SEPARATE)
+        cudaFree (d_v);
     cudaFree (d_q);
     cudaFree (d_out);
     cudaFree (d_table);
@@ -693,10 +726,19 @@ kvt_bench_kernels_main (int argc, char **argv)
         else
         if (strcmp (argv [i], "--shapes") == 0 && i + 1 < argc)
             shape_list = argv [++i];
+        else
+        if (strcmp (argv [i], "--kv-layout") == 0 && i + 1 < argc
+        &&  (strcmp (argv [i + 1], "separate") == 0 || strcmp (argv [i + 1], "block") == 0
+             || strcmp (argv [i + 1], "head") == 0)) {
+            i++;
+            s_kv_pairing = strcmp (argv [i], "block") == 0? S_KV_BLOCK
+                         : strcmp (argv [i], "head") == 0? S_KV_HEAD: S_KV_SEPARATE;
+        }
         else {
             fprintf (stderr, "usage: kvtier bench kernels [--json] [--torch FILE] "
                      "[--reps N] [--quick] [--splits N] [--prefill-variants 0,1,..] "
-                     "[--decode-variants 0,1,..] [--shapes 64x4K,16x32K,..]\n");
+                     "[--decode-variants 0,1,..] [--shapes 64x4K,16x32K,..] "
+                     "[--kv-layout separate|block|head]\n");
             return 2;
         }
     }
