@@ -14,6 +14,7 @@
 
 #include "kvt_classes.h"
 #include "kvt_policy.h"
+#include "kvt_policy_clone.h"
 #include <dlfcn.h>
 
 //  --------------------------------------------------------------------------
@@ -176,6 +177,38 @@ kvt_policy_new (const char *name, size_t capacity, const char *options)
         return NULL;
     }
     return self;
+}
+
+//  --------------------------------------------------------------------------
+//  A copy of a built-in that can be copied (kvt_policy_clone.h), between
+//  requests; NULL for any other policy, or mid-request.
+
+kvt_policy_t *
+kvt_policy_clone (kvt_policy_t *self)
+{
+    assert (self);
+    static const struct {
+        const kvt_policy_ops_t *ops;
+        void *(*clone) (void *state);
+    } copiers [] = {
+        { &kvt_policy_adaptive_ops, kvt_policy_adaptive_clone },
+        { &kvt_policy_density_ops, kvt_policy_density_clone },
+    };
+    for (size_t i = 0; i < sizeof (copiers) / sizeof (copiers [0]); i++) {
+        if (self->ops != copiers [i].ops)
+            continue;
+        void *state = copiers [i].clone (self->state);
+        if (!state)
+            return NULL;
+        kvt_policy_t *copy = (kvt_policy_t *) kvt_zmalloc (sizeof (kvt_policy_t));
+        copy->ops = self->ops;
+        copy->state = state;
+        copy->name = strdup (self->name);
+        if (!copy->name)
+            abort ();
+        return copy;
+    }
+    return NULL;
 }
 
 //  --------------------------------------------------------------------------
@@ -523,6 +556,47 @@ kvt_policy_test (bool verbose)
         kvt_policy_destroy (&stepped.policy);
         kvt_policy_destroy (&host.policy);
     }
+    //  A copy (kvt_policy_clone) taken between requests decides as its
+    //  original from then on: every victim, every request; none is taken
+    //  mid-request, nor of a policy that cannot be copied
+    const char *copied_names [] = { "prefix-adaptive", "prefix-density" };
+    for (size_t p = 0; p < sizeof (copied_names) / sizeof (copied_names [0]); p++) {
+        host = (t_host_t) { .policy = kvt_policy_new (copied_names [p], 8, NULL),
+                            .capacity = 8 };
+        t_host_t twin = { .policy = NULL };
+        size_t evictions = 0;
+        for (int64_t r = 0; r < 6000; r++) {
+            uint64_t chain [12] = { 1, 100 + (uint64_t) (r % 5), 200 + (uint64_t) (r % 11) };
+            for (int j = 3; j < 12; j++)
+                chain [j] = 10000 + (uint64_t) (r % 23) * 16 + (uint64_t) j;
+            size_t length = 4 + (size_t) (r % 9);
+            if (r == 3000) {
+                twin = host;                            //  What the tier holds, and a copy
+                twin.policy = kvt_policy_clone (host.policy);
+                assert (twin.policy && streq (kvt_policy_name (twin.policy), copied_names [p]));
+            }
+            uint64_t first = t_request (&host, chain, length, r);
+            if (r >= 3000) {
+                assert (t_request (&twin, chain, length, r) == first);
+                evictions += first != 0;
+                assert (twin.count == host.count);
+                for (size_t i = 0; i < host.count; i++)
+                    assert (t_held (&twin, host.held [i]));
+            }
+        }
+        assert (evictions > 100);
+        kvt_policy_block_t open_block = t_block (1, KVT_POLICY_NO_PARENT, 0, 6000,
+                                                 KVT_POLICY_UNKNOWN);
+        kvt_policy_ops (host.policy)->begin_request (kvt_policy_state (host.policy),
+                                                     &open_block, 1, 0);
+        assert (kvt_policy_clone (host.policy) == NULL);
+        kvt_policy_ops (host.policy)->end_request (kvt_policy_state (host.policy));
+        kvt_policy_destroy (&twin.policy);
+        kvt_policy_destroy (&host.policy);
+    }
+    host = (t_host_t) { .policy = kvt_policy_new ("lru", 8, NULL), .capacity = 8 };
+    assert (kvt_policy_clone (host.policy) == NULL);
+    kvt_policy_destroy (&host.policy);
     //  @end
     return 0;
 }

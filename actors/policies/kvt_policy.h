@@ -130,6 +130,12 @@ kvt_policy_t *
 void
     kvt_policy_destroy (kvt_policy_t **self_p);
 
+//  Return an independent copy of a built-in policy that can be copied
+//  (prefix-adaptive, prefix-density), taken between requests: it answers
+//  as the original would. NULL for other policies, or mid-request.
+kvt_policy_t *
+    kvt_policy_clone (kvt_policy_t *self);
+
 //  Borrow the policy's vtable and state (hosts call ops directly on the
 //  hot path: ops->on_access (state, block)).
 const kvt_policy_ops_t *

@@ -38,6 +38,7 @@
 #include "kvt_classes.h"
 #include "kvt_policy.h"
 #include "kvt_policy_util.h"
+#include "kvt_policy_clone.h"
 
 #define S_SAMPLE_BITS 4             //  Miniatures see 1 in 16 block ids
 #define S_GHOST_FACTOR 8            //  Ghost history, in capacities
@@ -290,6 +291,44 @@ s_destroy (void **state_p)
         free (self);
         *state_p = NULL;
     }
+}
+
+//  --------------------------------------------------------------------------
+//  A copy of a state between requests (kvt_policy_clone.h).
+
+static void
+s_cache_copy (s_cache_t *self, const s_cache_t *source)
+{
+    *self = *source;
+    kvt_idmap_copy (&self->map, &source->map);
+    kvt_nodepool_copy (&self->pool, &source->pool);
+    self->nodes = (s_node_t *) self->pool.items;
+}
+
+static void
+s_history_copy (s_history_t *self, const s_history_t *source)
+{
+    kvt_idring_copy (&self->ring, &source->ring);
+    self->classes = (uint8_t *) malloc (source->ring.max);
+    if (!self->classes)
+        abort ();
+    memcpy (self->classes, source->classes, source->ring.max);
+}
+
+void *
+kvt_policy_adaptive_clone (void *state)
+{
+    const s_self_t *source = (const s_self_t *) state;
+    if (source->feeding)
+        return NULL;
+    s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
+    *self = *source;
+    s_cache_copy (&self->real, &source->real);
+    s_history_copy (&self->history, &source->history);
+    for (int m = 0; m < S_MINIS; m++)
+        s_cache_copy (&self->minis [m], &source->minis [m]);
+    s_history_copy (&self->mini_history, &source->mini_history);
+    return self;
 }
 
 //  True for the 1 in 16 block ids the miniatures and class statistics see.

@@ -16,12 +16,9 @@
     adaptive closes 17-18%. Which one a workload and a capacity want is
     not known in advance, so this policy runs both on the tier and asks a
     shadow of each.
-    Each candidate runs twice. Once on the real tier: told every event
-    the host reports (uses, inserts, evictions), so that either can take
-    over at any request with its own view of what is cached; only the one
-    followed answers admit and choose_victim. And once as a shadow: a
-    cache of the tier's capacity that sees every request and decides every
-    block itself, as if it alone ran the tier; its prefix hits (the
+    Each candidate runs as a shadow: a cache of the tier's capacity that
+    sees every request and decides every block itself, as if it alone ran
+    the tier; its prefix hits (the
     request's cached lead, as the host counts them) are counted in
     windows of 1024 hits between the two, and the log ratio of each
     window's hits is kept for the last 16; the policy follows the other
@@ -32,7 +29,21 @@
     candidate on the Mooncake trace). Spatial sampling (miniature caches at
     1/16 of the ids, as prefix-adaptive's handicap choice uses) would
     break the prefix chains both candidates rely on, so the shadows are
-    full size: about three times one candidate's work.
+    full size.
+    The candidate followed also runs on the tier, told every event the
+    host reports (uses, inserts, evictions), and answers admit and
+    choose_victim. To follow the other, the policy copies that one's
+    shadow (kvt_policy_clone: all it has learned of the traffic) and tells
+    the copy what the tier holds: the copy forgets what the shadow holds
+    and the tier does not, and is given what the tier holds and the
+    shadow does not, oldest use first, as the host last described each
+    block (a block used while cached, or found as a hit, goes in as a
+    hit: prefix-adaptive counts it proven). So the policy keeps its own
+    record of the tier's blocks. An earlier form kept both candidates on
+    the tier all along, told every event, so that either could take over
+    warm: four candidates' work instead of three, 0.71-0.90 M block
+    accesses a second on the Mooncake trace at 16000 blocks on the 2-core
+    VM (tools/bench/RESULTS.md, session 31).
     The choice for request r rests on the shadows' replay of requests
     before r only, so the shadows' share of a request is left for
     catch_up (the prefix index runs it between its other work) and done
@@ -73,10 +84,17 @@ typedef struct {
     double hits;                    //  Prefix-hit blocks in the window open
 } s_shadow_t;
 
+//  What the tier holds, as the host last described each block
+typedef struct {
+    kvt_idmap_t map;                //  Id -> record
+    kvt_nodepool_t pool;            //  Owns the records (kvt_policy_block_t)
+} s_tier_t;
+
 typedef struct {
     size_t capacity;
     double margin;
-    s_inner_t real [S_CANDIDATES];  //  On the tier: told every event
+    s_inner_t real;                 //  The candidate followed, on the tier
+    s_tier_t tier;                  //  What the tier holds
     s_shadow_t shadow [S_CANDIDATES];
     int chosen;                     //  The candidate followed
     double ratios [S_WINDOWS];      //  log (density's hits / adaptive's), a window each
@@ -102,8 +120,10 @@ s_destroy (void **state_p)
     s_self_t *self = (s_self_t *) *state_p;
     if (!self)
         return;
+    kvt_policy_destroy (&self->real.policy);
+    kvt_idmap_fini (&self->tier.map);
+    kvt_nodepool_fini (&self->tier.pool);
     for (int c = 0; c < S_CANDIDATES; c++) {
-        kvt_policy_destroy (&self->real [c].policy);
         kvt_policy_destroy (&self->shadow [c].inner.policy);
         kvt_idmap_fini (&self->shadow [c].held);
         free (self->shadow [c].blocks);
@@ -122,15 +142,19 @@ s_create (const kvt_policy_args_t *args)
     s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
     self->capacity = args->capacity;
     self->margin = margin;
+    kvt_idmap_init (&self->tier.map, args->capacity + 1);
+    kvt_nodepool_init (&self->tier.pool, args->capacity + 1, sizeof (kvt_policy_block_t));
+    bool made = s_inner_new (&self->real, s_names [0], args->capacity, args->options);
     for (int c = 0; c < S_CANDIDATES; c++) {
         kvt_idmap_init (&self->shadow [c].held, args->capacity);
         self->shadow [c].next = 1;      //  No request pending: replayed
-        if (!s_inner_new (&self->real [c], s_names [c], args->capacity, args->options)
-        ||  !s_inner_new (&self->shadow [c].inner, s_names [c], args->capacity, args->options)) {
-            void *state = self;
-            s_destroy (&state);
-            return NULL;
-        }
+        made = made && s_inner_new (&self->shadow [c].inner, s_names [c], args->capacity,
+                                    args->options);
+    }
+    if (!made) {
+        void *state = self;
+        s_destroy (&state);
+        return NULL;
     }
     return self;
 }
@@ -199,6 +223,66 @@ s_shadows_step (s_self_t *self, size_t most)
     return left;
 }
 
+//  --------------------------------------------------------------------------
+//  The tier's blocks, and taking over the tier with a copy of a shadow
+
+//  The host's latest description of a block the tier holds, or NULL.
+static kvt_policy_block_t *
+s_tier_find (s_self_t *self, uint64_t id)
+{
+    uint32_t node = kvt_idmap_get (&self->tier.map, id);
+    return node == KVT_IDMAP_NONE? NULL: (kvt_policy_block_t *) self->tier.pool.items + node;
+}
+
+//  Older use first; within one use (a request), root-most first, so that
+//  a copy told them in this order places them as the host's requests did.
+static int
+s_by_use (const void *a, const void *b)
+{
+    const kvt_policy_block_t *x = *(const kvt_policy_block_t *const *) a;
+    const kvt_policy_block_t *y = *(const kvt_policy_block_t *const *) b;
+    if (x->now != y->now)
+        return x->now < y->now? -1: 1;
+    return x->depth < y->depth? -1: x->depth > y->depth;
+}
+
+//  Follow candidate 'next' from the next request on: a copy of its shadow,
+//  told what the tier holds, replaces the candidate on the tier. Between
+//  requests only (the shadows have replayed every request begun).
+static void
+s_take_over (s_self_t *self, int next)
+{
+    s_shadow_t *shadow = &self->shadow [next];
+    kvt_policy_t *copy = kvt_policy_clone (shadow->inner.policy);
+    if (!copy)
+        return;                     //  (The candidates can all be copied)
+    const kvt_policy_ops_t *ops = kvt_policy_ops (copy);
+    void *state = kvt_policy_state (copy);
+    const kvt_idmap_t *held = &shadow->held;
+    for (size_t slot = 0; slot <= held->mask; slot++)
+        if (held->slots [slot].val != KVT_IDMAP_NONE
+        &&  !s_tier_find (self, held->slots [slot].key))
+            ops->on_evict (state, held->slots [slot].key);
+    size_t count = 0;
+    kvt_policy_block_t **missing = (kvt_policy_block_t **) malloc (
+        (self->tier.map.count + 1) * sizeof (kvt_policy_block_t *));
+    if (!missing)
+        abort ();
+    const kvt_idmap_t *tier = &self->tier.map;
+    for (size_t slot = 0; slot <= tier->mask; slot++)
+        if (tier->slots [slot].val != KVT_IDMAP_NONE
+        &&  kvt_idmap_get (held, tier->slots [slot].key) == KVT_IDMAP_NONE)
+            missing [count++] = (kvt_policy_block_t *) self->tier.pool.items
+                              + tier->slots [slot].val;
+    qsort (missing, count, sizeof (missing [0]), s_by_use);
+    for (size_t i = 0; i < count; i++)
+        ops->on_insert (state, missing [i]);
+    free (missing);
+    kvt_policy_destroy (&self->real.policy);
+    self->real = (s_inner_t) { .policy = copy, .ops = ops, .state = state };
+    self->chosen = next;
+}
+
 //  The shadows have replayed every request begun. When the window is
 //  full, its log ratio of the two shadows' hits joins the last S_WINDOWS;
 //  the other candidate is followed once their mean says it leads by more
@@ -223,7 +307,7 @@ s_choose (s_self_t *self)
     double error = sqrt (squares / (n - 1) / n);
     double lead = self->chosen == 0? mean: -mean;      //  The other one's lead
     if (lead > log1p (self->margin) && lead > S_CONFIDENCE * error)
-        self->chosen = 1 - self->chosen;    //  Back only on the same evidence the other way
+        s_take_over (self, 1 - self->chosen);   //  Back only on the same evidence the other way
 }
 
 //  --------------------------------------------------------------------------
@@ -254,70 +338,74 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
         self->shadow [c].next = 0;
     }
     self->pending = block_count;
-    for (int c = 0; c < S_CANDIDATES; c++)
-        if (self->real [c].ops->begin_request)
-            self->real [c].ops->begin_request (self->real [c].state, blocks, block_count,
-                                               hit_count);
+    if (self->real.ops->begin_request)
+        self->real.ops->begin_request (self->real.state, blocks, block_count, hit_count);
 }
 
 static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
-    for (int c = 0; c < S_CANDIDATES; c++)
-        self->real [c].ops->on_access (self->real [c].state, block);
+    kvt_policy_block_t *record = s_tier_find (self, block->id);
+    if (record) {
+        *record = *block;
+        record->flags |= KVT_POLICY_BLOCK_HIT;     //  Used while cached
+    }
+    self->real.ops->on_access (self->real.state, block);
 }
 
 static bool
 s_admit (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
-    const s_inner_t *real = &self->real [self->chosen];
-    return !real->ops->admit || real->ops->admit (real->state, block);
+    return !self->real.ops->admit || self->real.ops->admit (self->real.state, block);
 }
 
 static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_self_t *self = (s_self_t *) state;
-    const s_inner_t *real = &self->real [self->chosen];
-    return real->ops->choose_victim (real->state, incoming);
+    return self->real.ops->choose_victim (self->real.state, incoming);
 }
 
 static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
-    for (int c = 0; c < S_CANDIDATES; c++)
-        self->real [c].ops->on_insert (self->real [c].state, block);
+    kvt_policy_block_t *record = s_tier_find (self, block->id);
+    if (!record) {
+        uint32_t node = kvt_nodepool_take (&self->tier.pool);
+        kvt_idmap_put (&self->tier.map, block->id, node);
+        record = (kvt_policy_block_t *) self->tier.pool.items + node;
+    }
+    *record = *block;
+    self->real.ops->on_insert (self->real.state, block);
 }
 
 static void
 s_on_evict (void *state, uint64_t id)
 {
     s_self_t *self = (s_self_t *) state;
-    for (int c = 0; c < S_CANDIDATES; c++)
-        self->real [c].ops->on_evict (self->real [c].state, id);
+    uint32_t node = kvt_idmap_remove (&self->tier.map, id);
+    if (node != KVT_IDMAP_NONE)
+        kvt_nodepool_put (&self->tier.pool, node);
+    self->real.ops->on_evict (self->real.state, id);
 }
 
 static void
 s_end_request (void *state)
 {
     s_self_t *self = (s_self_t *) state;
-    for (int c = 0; c < S_CANDIDATES; c++)
-        if (self->real [c].ops->end_request)
-            self->real [c].ops->end_request (self->real [c].state);
+    if (self->real.ops->end_request)
+        self->real.ops->end_request (self->real.state);
 }
 
-//  The candidates' own leftovers, then the shadows' replay
+//  The followed candidate's own leftovers, then the shadows' replay
 static bool
 s_catch_up (void *state, size_t most)
 {
     s_self_t *self = (s_self_t *) state;
-    bool left = false;
-    for (int c = 0; c < S_CANDIDATES; c++)
-        if (self->real [c].ops->catch_up)
-            left |= self->real [c].ops->catch_up (self->real [c].state, most);
+    bool left = self->real.ops->catch_up && self->real.ops->catch_up (self->real.state, most);
     return s_shadows_step (self, most) || left;
 }
 

@@ -38,6 +38,7 @@
 #include "kvt_policy.h"
 #include "kvt_policy_util.h"
 #include "kvt_policy_density_int.h"
+#include "kvt_policy_clone.h"
 
 #define S_SAMPLE_BITS 4             //  The ghost sees 1 in 16 block ids
 #define S_GHOST_FACTOR 2            //  Ghost size, in capacities of sampled ids
@@ -823,6 +824,42 @@ const kvt_policy_ops_t kvt_policy_density_ops = {
     .end_request = s_end_request,
     .catch_up = s_catch_up,
 };
+
+//  --------------------------------------------------------------------------
+//  A copy of a state between requests (kvt_policy_clone.h).
+
+static void
+s_recent_copy (s_recent_t *self, const s_recent_t *source)
+{
+    *self = *source;
+    kvt_idmap_copy (&self->map, &source->map);
+    kvt_nodepool_copy (&self->pool, &source->pool);
+    self->entries = (s_entry_t *) self->pool.items;
+}
+
+void *
+kvt_policy_density_clone (void *state)
+{
+    s_self_t *source = (s_self_t *) state;
+    s_finish (source);              //  A begin's phases left for catch_up
+    if (source->request)
+        return NULL;                //  Mid-request: its blocks are the host's
+    s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
+    *self = *source;
+    kvt_idmap_copy (&self->map, &source->map);
+    kvt_nodepool_copy (&self->pool, &source->pool);
+    self->nodes = (s_node_t *) self->pool.items;
+    self->leaves = (s_leaf_t *) malloc (source->leaf_max * sizeof (s_leaf_t));
+    if (!self->leaves)
+        abort ();
+    memcpy (self->leaves, source->leaves, source->leaf_count * sizeof (s_leaf_t));
+    s_recent_copy (&self->ghost, &source->ghost);
+    s_recent_copy (&self->history, &source->history);
+    self->request_cls = NULL;       //  Per request: made again at the next begin
+    self->request_at = NULL;
+    self->request_max = 0;
+    return self;
+}
 
 //  --------------------------------------------------------------------------
 //  What the selftest (kvt_policy_density_test.c) reads of a policy state.

@@ -47,6 +47,22 @@ kvt_idmap_fini (kvt_idmap_t *self)
 }
 
 //  --------------------------------------------------------------------------
+//  Init 'self' as a copy of 'source'.
+
+void
+kvt_idmap_copy (kvt_idmap_t *self, const kvt_idmap_t *source)
+{
+    assert (self && source);
+    size_t bytes = (source->mask + 1) * sizeof (kvt_idmap_slot_t);
+    self->slots = (kvt_idmap_slot_t *) malloc (bytes);
+    if (!self->slots)
+        abort ();
+    memcpy (self->slots, source->slots, bytes);
+    self->mask = source->mask;
+    self->count = source->count;
+}
+
+//  --------------------------------------------------------------------------
 //  Node index for 'id', or KVT_IDMAP_NONE.
 
 uint32_t
@@ -148,6 +164,18 @@ kvt_nodepool_fini (kvt_nodepool_t *self)
     free (self->items);
     free (self->free_nodes);
     memset (self, 0, sizeof (*self));
+}
+
+void
+kvt_nodepool_copy (kvt_nodepool_t *self, const kvt_nodepool_t *source)
+{
+    *self = *source;
+    self->items = malloc (source->node_max * source->item_bytes);
+    self->free_nodes = (uint32_t *) malloc (source->node_max * sizeof (uint32_t));
+    if (!self->items || !self->free_nodes)
+        abort ();
+    memcpy (self->items, source->items, source->node_max * source->item_bytes);
+    memcpy (self->free_nodes, source->free_nodes, source->free_count * sizeof (uint32_t));
 }
 
 uint32_t
@@ -398,6 +426,21 @@ kvt_idring_init (kvt_idring_t *self, size_t max)
 }
 
 //  --------------------------------------------------------------------------
+//  Init 'self' as a copy of 'source'.
+
+void
+kvt_idring_copy (kvt_idring_t *self, const kvt_idring_t *source)
+{
+    assert (self && source);
+    *self = *source;
+    kvt_idmap_copy (&self->map, &source->map);
+    self->ids = (uint64_t *) malloc (source->max * sizeof (uint64_t));
+    if (!self->ids)
+        abort ();
+    memcpy (self->ids, source->ids, source->max * sizeof (uint64_t));
+}
+
+//  --------------------------------------------------------------------------
 //  Free the ring; leaves it zeroed.
 
 void
@@ -456,6 +499,13 @@ kvt_policy_util_test (bool verbose)
     assert (third == 2 && pool.node_max == 4);
     assert (((uint64_t *) pool.items) [3] == 0);
     kvt_nodepool_put (&pool, 1);
+    ((uint64_t *) pool.items) [2] = 42;
+    kvt_nodepool_t twin;
+    kvt_nodepool_copy (&twin, &pool);                       //  Same records, same free list
+    assert (kvt_nodepool_take (&twin) == 1 && ((uint64_t *) twin.items) [2] == 42);
+    ((uint64_t *) twin.items) [2] = 43;
+    assert (((uint64_t *) pool.items) [2] == 42);
+    kvt_nodepool_fini (&twin);
     assert (kvt_nodepool_take (&pool) == 1);
     kvt_nodepool_fini (&pool);
 
@@ -484,6 +534,14 @@ kvt_policy_util_test (bool verbose)
         live += shadow [id] != KVT_IDMAP_NONE;
     }
     assert (map.count == live);
+    //  A copy answers the same and lives apart from its source
+    kvt_idmap_t copy;
+    kvt_idmap_copy (&copy, &map);
+    for (uint64_t id = 0; id < N; id++)
+        assert (kvt_idmap_get (&copy, id * 7919) == shadow [id]);
+    kvt_idmap_put (&copy, 1, 7);
+    assert (kvt_idmap_get (&map, 1) == KVT_IDMAP_NONE && copy.count == live + 1);
+    kvt_idmap_fini (&copy);
     kvt_idmap_fini (&map);
 
     kvt_keyheap_t heap;
@@ -571,6 +629,11 @@ kvt_policy_util_test (bool verbose)
     assert (kvt_idring_add (&ring, 12) == 0);               //  12 again, in a newer slot
     assert (kvt_idring_add (&ring, 14) == 1);               //  Old slot of 12: 12 stays
     assert (kvt_idring_find (&ring, 12) == 0);
+    kvt_idring_t twin_ring;
+    kvt_idring_copy (&twin_ring, &ring);                    //  Forgets in the same order
+    assert (kvt_idring_add (&twin_ring, 15) == 2 && kvt_idring_find (&twin_ring, 13) == KVT_IDMAP_NONE);
+    assert (kvt_idring_find (&ring, 13) == 2);
+    kvt_idring_fini (&twin_ring);
     assert (kvt_idring_add (&ring, 15) == 2);               //  13 is the oldest: forgotten
     assert (kvt_idring_find (&ring, 13) == KVT_IDMAP_NONE);
     assert (kvt_idring_add (&ring, 16) == 0);               //  Then 12

@@ -64,6 +64,10 @@ void
 uint32_t
     kvt_idmap_remove (kvt_idmap_t *self, uint64_t id);
 
+//  Init 'self' as a copy of 'source' (a policy's clone copies its maps).
+void
+    kvt_idmap_copy (kvt_idmap_t *self, const kvt_idmap_t *source);
+
 //  A pool of per-block nodes: 'items' holds node_max records of
 //  item_bytes each (zeroed when made), unused ones on a free stack. Taking
 //  from an empty pool doubles it, so 'items' may move: re-read it after
@@ -89,6 +93,11 @@ uint32_t
 //  Give 'node' back.
 void
     kvt_nodepool_put (kvt_nodepool_t *self, uint32_t node);
+
+//  Init 'self' as a copy of 'source': the same records at the same
+//  indices, the same free nodes.
+void
+    kvt_nodepool_copy (kvt_nodepool_t *self, const kvt_nodepool_t *source);
 
 //  A record that goes on a node list starts with its link. Links are node
 //  indices, not pointers, so they stay valid when the pool grows.
@@ -296,6 +305,10 @@ void
     kvt_idring_init (kvt_idring_t *self, size_t max);
 void
     kvt_idring_fini (kvt_idring_t *self);
+
+//  Init 'self' as a copy of 'source'.
+void
+    kvt_idring_copy (kvt_idring_t *self, const kvt_idring_t *source);
 
 //  --------------------------------------------------------------------------
 //  Slot of remembered 'id', or KVT_IDMAP_NONE.
