@@ -10,7 +10,11 @@ prefix-adaptive, prefix-density and prefix-auto on each; prefix-auto must
 keep at least 95% of the better candidate's hit ratio at every capacity:
 on the first trace it must have left prefix-adaptive (which keeps half of
 prefix-density's hits at 250 blocks, checked too, so that the test
-shows something), on the second it must not lose by following.
+shows something), on the second it must not lose by following. And
+prefix-auto with option fuse=0 (its followed candidate's shadow kept apart
+from the start) must give the same hit ratios as the default, where that
+candidate on the tier serves as its own shadow while the simulator keeps
+the shadows' protocol: the first trace makes it change candidates.
 Exit 0 pass, 1 fail, 77 skip.
 """
 
@@ -39,11 +43,13 @@ def fail(message):
     sys.exit(1)
 
 
-def hit_ratios(trace, capacities):
+def hit_ratios(trace, capacities, policies=POLICIES, options=None):
     """{(policy, capacity): hit ratio} from one simulated replay."""
-    run = subprocess.run([KVTIER, "replay", trace, "--simulate", "--policy", ",".join(POLICIES),
-                          "--capacity", ",".join(str(c) for c in capacities), "--json"],
-                         capture_output=True, text=True, timeout=300)
+    command = [KVTIER, "replay", trace, "--simulate", "--policy", ",".join(policies),
+               "--capacity", ",".join(str(c) for c in capacities), "--json"]
+    if options:
+        command += ["--options", options]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     if run.returncode != 0:
         fail(f"kvtier replay exited {run.returncode}: {run.stderr[-500:]}")
     report = json.loads(run.stdout)
@@ -61,6 +67,7 @@ def main():
             with open(trace, "w") as out:
                 subprocess.run([sys.executable, SYNTH] + options, stdout=out, check=True)
             ratios[name] = hit_ratios(trace, capacities)
+            apart = hit_ratios(trace, capacities, ["prefix-auto"], "fuse=0")
             for capacity in capacities:
                 adaptive = ratios[name][("prefix-adaptive", capacity)]
                 density = ratios[name][("prefix-density", capacity)]
@@ -70,6 +77,9 @@ def main():
                       f"prefix-density {density:.4f}, prefix-auto {auto:.4f}")
                 if not best > 0:
                     fail(f"{name}, {capacity} blocks: no hits for either candidate")
+                if apart[("prefix-auto", capacity)] != auto:
+                    fail(f"{name}, {capacity} blocks: prefix-auto fuse=0 "
+                         f"{apart[('prefix-auto', capacity)]:.6f} differs from fused {auto:.6f}")
                 if auto < 0.95 * best:
                     fail(f"{name}, {capacity} blocks: prefix-auto {auto:.4f} under 95% of the "
                          f"better candidate's {best:.4f}")

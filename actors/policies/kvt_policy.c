@@ -15,6 +15,7 @@
 #include "kvt_classes.h"
 #include "kvt_policy.h"
 #include "kvt_policy_clone.h"
+#include "kvt_policy_auto_int.h"
 #include <dlfcn.h>
 
 //  --------------------------------------------------------------------------
@@ -597,6 +598,74 @@ kvt_policy_test (bool verbose)
     host = (t_host_t) { .policy = kvt_policy_new ("lru", 8, NULL), .capacity = 8 };
     assert (kvt_policy_clone (host.policy) == NULL);
     kvt_policy_destroy (&host.policy);
+
+    //  prefix-auto serves as its followed candidate's shadow while the
+    //  host keeps the protocol (fusion), and leaves it when the host does:
+    //  it decides as prefix-auto with fuse=0 (a shadow apart from the
+    //  start) under a host that keeps the protocol, then evicts blocks of
+    //  its own between requests; a host that breaks it inside a request
+    //  (a lead hit that the tier does not hold, an eviction of its own
+    //  mid-request) still gets victims the tier holds
+    for (int breaks_inside = 0; breaks_inside < 2; breaks_inside++) {
+        host = (t_host_t) { .policy = kvt_policy_new ("prefix-auto", 8, NULL),
+                            .capacity = 8 };
+        t_host_t apart = { .policy = kvt_policy_new ("prefix-auto", 8, "fuse=0"),
+                           .capacity = 8 };
+        assert (host.policy && apart.policy);
+        assert (kvt_policy_new ("prefix-auto", 8, "fuse=2") == NULL);
+        size_t evictions = 0;
+        for (int64_t r = 0; r < 4000; r++) {
+            uint64_t chain [12] = { 1, 100 + (uint64_t) (r % 5), 200 + (uint64_t) (r % 11) };
+            for (int j = 3; j < 12; j++)
+                chain [j] = 10000 + (uint64_t) (r % 23) * 16 + (uint64_t) j;
+            size_t length = 4 + (size_t) (r % 9);
+            t_host_t *both [2] = { &host, &apart };
+            if (r >= 2000 && r % 100 == 0 && host.count > 0)
+                for (int h = 0; h < 2; h++) {
+                    //  The host evicts one itself: the root every request
+                    //  leads with, so that a shadow told of it would miss
+                    t_host_t *one = both [h];
+                    size_t at = 0;
+                    while (at + 1 < one->count && one->held [at] != 1)
+                        at++;
+                    uint64_t id = one->held [at];
+                    one->held [at] = one->held [--one->count];
+                    kvt_policy_ops (one->policy)->on_evict (kvt_policy_state (one->policy), id);
+                }
+            if (breaks_inside && r == 1000) {
+                //  Mid-request: a use of a block the tier does not hold
+                const kvt_policy_ops_t *ops = kvt_policy_ops (host.policy);
+                void *state = kvt_policy_state (host.policy);
+                kvt_policy_block_t lone = t_block (424242, KVT_POLICY_NO_PARENT, 0, r,
+                                                   KVT_POLICY_UNKNOWN);
+                lone.flags |= KVT_POLICY_BLOCK_HIT;
+                ops->begin_request (state, &lone, 1, 1);
+                ops->on_access (state, &lone);
+                ops->end_request (state);
+                continue;
+            }
+            uint64_t first = t_request (&host, chain, length, r);
+            uint64_t other = t_request (&apart, chain, length, r);
+            void *fused = kvt_policy_state (host.policy);
+            void *alone = kvt_policy_state (apart.policy);
+            assert (kvt_policy_auto_fused (fused) == (r < (breaks_inside? 1000: 2000))
+                    && !kvt_policy_auto_fused (alone));
+            if (r < 1000 || !breaks_inside) {
+                assert (first == other);
+                assert (host.count == apart.count);
+                for (size_t i = 0; i < host.count; i++)
+                    assert (t_held (&apart, host.held [i]));
+                //  The shadows count the same hits, fused or not
+                for (int c = 0; c < 2; c++)
+                    assert (kvt_policy_auto_shadow_hits (fused, c)
+                            == kvt_policy_auto_shadow_hits (alone, c));
+            }
+            evictions += first != 0;
+        }
+        assert (evictions > 100);
+        kvt_policy_destroy (&host.policy);
+        kvt_policy_destroy (&apart.policy);
+    }
     //  @end
     return 0;
 }

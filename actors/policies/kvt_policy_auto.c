@@ -44,6 +44,18 @@
     warm: four candidates' work instead of three, 0.71-0.90 M block
     accesses a second on the Mooncake trace at 16000 blocks on the 2-core
     VM (tools/bench/RESULTS.md, session 31).
+    While the host offers every request exactly as a shadow replays one
+    (the simulator's one tier does: the cached lead as the hit, each block
+    in order used, or admitted, a victim chosen and evicted, inserted),
+    the candidate on the tier is in the state its shadow would be in, so
+    it serves as that shadow too ("fused"), and its hits are the host's.
+    The policy checks every event against that protocol; the first that
+    departs from it (a lower tier's hit, a pin, an eviction the policy did
+    not choose) ends the fusion for good: at the next request, the shadow
+    is a copy of the candidate on the tier, holding what the tier holds.
+    So a single tier runs two candidates' work, not three. Option fuse=0
+    keeps the shadow apart from the start (its decisions are the same
+    under that protocol: tests/test_policy_auto.py checks it).
     The choice for request r rests on the shadows' replay of requests
     before r only, so the shadows' share of a request is left for
     catch_up (the prefix index runs it between its other work) and done
@@ -56,6 +68,7 @@
 #include "kvt_classes.h"
 #include "kvt_policy.h"
 #include "kvt_policy_util.h"
+#include "kvt_policy_auto_int.h"
 
 #define S_CANDIDATES    2
 #define S_WINDOW_HITS   1024.0      //  A window closes when the shadows hit this many, summed
@@ -82,6 +95,7 @@ typedef struct {
     kvt_policy_block_t *blocks;     //  The pending request, flagged as this cache sees it
     size_t next;                    //  0: not begun; k: block k - 1 is next; pending + 1: done
     double hits;                    //  Prefix-hit blocks in the window open
+    uint64_t all_hits;              //  Prefix-hit blocks since the start (selftests)
 } s_shadow_t;
 
 //  What the tier holds, as the host last described each block
@@ -89,6 +103,15 @@ typedef struct {
     kvt_idmap_t map;                //  Id -> record
     kvt_nodepool_t pool;            //  Owns the records (kvt_policy_block_t)
 } s_tier_t;
+
+//  Where a request stands in the protocol a shadow follows (fusion)
+typedef enum {
+    S_BETWEEN,                      //  No request open: begin_request next
+    S_OFFER,                        //  Block 'expect' next: on_access if held, else admit
+    S_VICTIM,                       //  Admitted into a full tier: choose_victim next
+    S_EVICT,                        //  on_evict of the victim chosen next
+    S_INSERT                        //  on_insert of block 'expect' next
+} s_step_t;
 
 typedef struct {
     size_t capacity;
@@ -101,6 +124,13 @@ typedef struct {
     int window_count;               //  Windows closed (the last S_WINDOWS kept)
     size_t pending;                 //  Blocks of the request the shadows still replay
     size_t pending_max;             //  Room in each shadow's blocks
+    bool fused;                     //  'real' is also shadow [chosen] (its inner is unused)
+    bool departed;                  //  The host left the protocol: unfuse at the next begin
+    const kvt_policy_block_t *offered;  //  The host's blocks of the open request
+    size_t offered_count;           //  Blocks in it
+    size_t expect;                  //  The block the protocol offers next
+    s_step_t step;                  //  What the protocol does next with it
+    uint64_t victim;                //  The victim chosen, evicted next (S_EVICT)
 } s_self_t;
 
 static bool
@@ -132,12 +162,15 @@ s_destroy (void **state_p)
     *state_p = NULL;
 }
 
+static void s_unfuse (s_self_t *self);
+
 static void *
 s_create (const kvt_policy_args_t *args)
 {
-    double margin = S_MARGIN;
+    double margin = S_MARGIN, fuse = 1;
     int rc = kvt_policy_option (args->options, "margin", &margin);
-    if (rc == -EINVAL || margin < 0 || args->capacity == 0)
+    if (rc == -EINVAL || margin < 0 || args->capacity == 0
+    ||  kvt_policy_option (args->options, "fuse", &fuse) == -EINVAL || (fuse != 0 && fuse != 1))
         return NULL;
     s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
     self->capacity = args->capacity;
@@ -145,16 +178,22 @@ s_create (const kvt_policy_args_t *args)
     kvt_idmap_init (&self->tier.map, args->capacity + 1);
     kvt_nodepool_init (&self->tier.pool, args->capacity + 1, sizeof (kvt_policy_block_t));
     bool made = s_inner_new (&self->real, s_names [0], args->capacity, args->options);
+    self->fused = true;             //  Candidate 0 on the tier is its own shadow
     for (int c = 0; c < S_CANDIDATES; c++) {
         kvt_idmap_init (&self->shadow [c].held, args->capacity);
         self->shadow [c].next = 1;      //  No request pending: replayed
-        made = made && s_inner_new (&self->shadow [c].inner, s_names [c], args->capacity,
-                                    args->options);
+        if (c > 0)
+            made = made && s_inner_new (&self->shadow [c].inner, s_names [c], args->capacity,
+                                        args->options);
     }
     if (!made) {
         void *state = self;
         s_destroy (&state);
         return NULL;
+    }
+    if (fuse == 0) {
+        self->departed = true;      //  Option fuse=0: a shadow of its own from the start
+        s_unfuse (self);
     }
     return self;
 }
@@ -195,6 +234,8 @@ s_shadows_step (s_self_t *self, size_t most)
     bool left = false;
     for (int c = 0; c < S_CANDIDATES; c++) {
         s_shadow_t *shadow = &self->shadow [c];
+        if (!shadow->inner.policy)
+            continue;               //  Fused: the candidate on the tier
         for (size_t unit = 0; unit < most && shadow->next <= self->pending; unit++) {
             if (shadow->next == 0) {
                 //  Begin: this cache's own lead is its prefix hit
@@ -208,6 +249,7 @@ s_shadows_step (s_self_t *self, size_t most)
                     else
                         shadow->blocks [j].flags &= ~KVT_POLICY_BLOCK_HIT;
                 shadow->hits += (double) hit;
+                shadow->all_hits += hit;
                 if (shadow->inner.ops->begin_request)
                     shadow->inner.ops->begin_request (shadow->inner.state, shadow->blocks,
                                                       self->pending, hit);
@@ -232,6 +274,39 @@ s_tier_find (s_self_t *self, uint64_t id)
 {
     uint32_t node = kvt_idmap_get (&self->tier.map, id);
     return node == KVT_IDMAP_NONE? NULL: (kvt_policy_block_t *) self->tier.pool.items + node;
+}
+
+//  Shadow 'c' becomes 'inner', holding what the tier holds (fusion ends).
+static void
+s_shadow_from_tier (s_self_t *self, int c, s_inner_t inner)
+{
+    s_shadow_t *shadow = &self->shadow [c];
+    assert (!shadow->inner.policy);
+    shadow->inner = inner;
+    const kvt_idmap_t *tier = &self->tier.map;
+    for (size_t slot = 0; slot <= tier->mask; slot++)
+        if (tier->slots [slot].val != KVT_IDMAP_NONE)
+            kvt_idmap_put (&shadow->held, tier->slots [slot].key, 1);
+    shadow->count = tier->count;
+    shadow->next = self->pending + 1;   //  It has seen every request the tier has
+}
+
+//  The host has left the protocol: from this request on, the candidate
+//  on the tier and its shadow go separate ways, the shadow from a copy
+//  of it (between requests); a fresh one if it cannot be copied (a host
+//  that never ended a request).
+static void
+s_unfuse (s_self_t *self)
+{
+    kvt_policy_t *copy = kvt_policy_clone (self->real.policy);
+    if (!copy)
+        copy = kvt_policy_new (s_names [self->chosen], self->capacity, NULL);
+    if (!copy)
+        abort ();
+    s_inner_t inner = { .policy = copy, .ops = kvt_policy_ops (copy),
+                        .state = kvt_policy_state (copy) };
+    s_shadow_from_tier (self, self->chosen, inner);
+    self->fused = false;
 }
 
 //  Older use first; within one use (a request), root-most first, so that
@@ -278,7 +353,14 @@ s_take_over (s_self_t *self, int next)
     for (size_t i = 0; i < count; i++)
         ops->on_insert (state, missing [i]);
     free (missing);
-    kvt_policy_destroy (&self->real.policy);
+    if (self->fused) {
+        //  The candidate leaving the tier was its own shadow: it goes on
+        //  as that shadow, holding what the tier holds
+        s_shadow_from_tier (self, self->chosen, self->real);
+        self->fused = false;
+    }
+    else
+        kvt_policy_destroy (&self->real.policy);
     self->real = (s_inner_t) { .policy = copy, .ops = ops, .state = state };
     self->chosen = next;
 }
@@ -323,6 +405,27 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
         ;
     if (self->pending > 0)
         s_choose (self);
+    if (self->fused && self->step == S_BETWEEN && !self->departed) {
+        //  The protocol's hit: the lead the tier holds, flagged as such
+        size_t lead = 0;
+        while (lead < block_count && s_tier_find (self, blocks [lead].id))
+            lead++;
+        self->departed = lead != hit_count;
+        for (size_t j = 0; j < block_count && !self->departed; j++)
+            self->departed = ((blocks [j].flags & KVT_POLICY_BLOCK_HIT) != 0) != (j < lead);
+    }
+    else
+        self->departed |= self->fused;
+    if (self->fused && self->departed)
+        s_unfuse (self);
+    if (self->fused) {
+        self->shadow [self->chosen].hits += (double) hit_count;
+        self->shadow [self->chosen].all_hits += hit_count;
+        self->offered = blocks;
+        self->offered_count = block_count;
+        self->expect = 0;
+        self->step = S_OFFER;
+    }
     if (block_count > self->pending_max) {
         self->pending_max = block_count * 2;
         for (int c = 0; c < S_CANDIDATES; c++) {
@@ -342,11 +445,45 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
         self->real.ops->begin_request (self->real.state, blocks, block_count, hit_count);
 }
 
+//  --------------------------------------------------------------------------
+//  Fusion's check, before an event reaches the candidate on the tier:
+//  true if it is the protocol's next (block 'expect' of the open request
+//  at step 'step'). An event between requests leaves the protocol at
+//  once and cleanly: the shadow is copied before the event. One inside a
+//  request leaves it at the next begin_request, the shadow copied then,
+//  with that request's departure in it.
+
+static bool
+s_between_requests_departs (s_self_t *self)
+{
+    if (self->step != S_BETWEEN)
+        return false;
+    self->departed = true;
+    s_unfuse (self);
+    return true;
+}
+
+static bool
+s_expected (s_self_t *self, s_step_t step, uint64_t id)
+{
+    if (!self->fused || self->departed || s_between_requests_departs (self))
+        return false;
+    self->departed = self->step != step || self->expect >= self->offered_count
+                  || self->offered [self->expect].id != id;
+    return !self->departed;
+}
+
 static void
 s_on_access (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
     kvt_policy_block_t *record = s_tier_find (self, block->id);
+    if (s_expected (self, S_OFFER, block->id)) {
+        if (record)
+            self->expect++;
+        else
+            self->departed = true;  //  A use of a block the tier does not hold
+    }
     if (record) {
         *record = *block;
         record->flags |= KVT_POLICY_BLOCK_HIT;     //  Used while cached
@@ -358,20 +495,46 @@ static bool
 s_admit (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
-    return !self->real.ops->admit || self->real.ops->admit (self->real.state, block);
+    bool offered = s_expected (self, S_OFFER, block->id);
+    if (offered && s_tier_find (self, block->id))
+        self->departed = offered = false;  //  An offer of a block the tier holds
+    bool admitted = !self->real.ops->admit || self->real.ops->admit (self->real.state, block);
+    if (offered) {
+        if (!admitted)
+            self->expect++;
+        else
+            self->step = self->tier.map.count >= self->capacity? S_VICTIM: S_INSERT;
+    }
+    return admitted;
 }
 
 static uint64_t
 s_choose_victim (void *state, const kvt_policy_block_t *incoming)
 {
     s_self_t *self = (s_self_t *) state;
-    return self->real.ops->choose_victim (self->real.state, incoming);
+    bool offered = s_expected (self, S_VICTIM, incoming->id);
+    uint64_t victim = self->real.ops->choose_victim (self->real.state, incoming);
+    if (offered) {
+        if (victim == incoming->id || !s_tier_find (self, victim)) {
+            self->expect++;         //  Declined
+            self->step = S_OFFER;
+        }
+        else {
+            self->victim = victim;
+            self->step = S_EVICT;
+        }
+    }
+    return victim;
 }
 
 static void
 s_on_insert (void *state, const kvt_policy_block_t *block)
 {
     s_self_t *self = (s_self_t *) state;
+    if (s_expected (self, S_INSERT, block->id)) {
+        self->expect++;
+        self->step = S_OFFER;
+    }
     kvt_policy_block_t *record = s_tier_find (self, block->id);
     if (!record) {
         uint32_t node = kvt_nodepool_take (&self->tier.pool);
@@ -386,6 +549,10 @@ static void
 s_on_evict (void *state, uint64_t id)
 {
     s_self_t *self = (s_self_t *) state;
+    if (self->fused && !self->departed && !s_between_requests_departs (self)) {
+        self->departed = self->step != S_EVICT || id != self->victim;
+        self->step = S_INSERT;
+    }
     uint32_t node = kvt_idmap_remove (&self->tier.map, id);
     if (node != KVT_IDMAP_NONE)
         kvt_nodepool_put (&self->tier.pool, node);
@@ -396,6 +563,11 @@ static void
 s_end_request (void *state)
 {
     s_self_t *self = (s_self_t *) state;
+    if (self->fused && !self->departed && !s_between_requests_departs (self)) {
+        self->departed = self->step != S_OFFER || self->expect != self->offered_count;
+        self->step = S_BETWEEN;
+        self->offered = NULL;
+    }
     if (self->real.ops->end_request)
         self->real.ops->end_request (self->real.state);
 }
@@ -425,3 +597,23 @@ const kvt_policy_ops_t kvt_policy_auto_ops = {
     .end_request = s_end_request,
     .catch_up = s_catch_up,
 };
+
+
+//  --------------------------------------------------------------------------
+//  What the selftest (kvt_policy.c) reads of a state (kvt_policy_auto_int.h).
+
+uint64_t
+kvt_policy_auto_shadow_hits (void *state, int candidate)
+{
+    s_self_t *self = (s_self_t *) state;
+    assert (candidate >= 0 && candidate < S_CANDIDATES);
+    while (s_shadows_step (self, SIZE_MAX))
+        ;
+    return self->shadow [candidate].all_hits;
+}
+
+bool
+kvt_policy_auto_fused (void *state)
+{
+    return ((s_self_t *) state)->fused;
+}
