@@ -51,8 +51,9 @@
     it serves as that shadow too ("fused"), and its hits are the host's.
     The policy checks every event against that protocol; the first that
     departs from it (a lower tier's hit, a pin, an eviction the policy did
-    not choose) ends the fusion for good: at the next request, the shadow
-    is a copy of the candidate on the tier, holding what the tier holds.
+    not choose) ends the fusion for good: the shadow becomes a copy of the
+    candidate on the tier, holding what the tier holds, taken before the
+    event if it came between requests, else at the next begin_request.
     So a single tier runs two candidates' work, not three. Option fuse=0
     keeps the shadow apart from the start (its decisions are the same
     under that protocol: tests/test_policy_auto.py checks it).
@@ -393,7 +394,8 @@ s_choose (s_self_t *self)
 }
 
 //  --------------------------------------------------------------------------
-//  The host's events: both candidates hear them, the one followed answers
+//  The host's events: the candidate followed hears and answers them; the
+//  policy records the tier's blocks and checks the protocol (fusion)
 
 static void
 s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_count,
