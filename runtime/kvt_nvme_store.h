@@ -400,9 +400,10 @@ int
 //  computed in the pool (their I/O starts when it is done), less the
 //  completions the ring holds that no reap has taken yet (about: a
 //  two-part write's completions count twice). Reads being verified and
-//  finished operations not reaped do not count. A caller that keeps more operations than the depth it wants at
-//  the device (queue_depth above that depth) compares with this before
-//  preparing more, so the device stays full while completions are checked.
+//  finished operations not reaped do not count. A caller that keeps more
+//  operations than the depth it wants at the device (queue_depth above
+//  that depth) compares with this before preparing more, so the device
+//  stays full while completions are checked.
 int
     kvt_nvme_store_device_inflight (kvt_nvme_store_t *self);
 

@@ -631,7 +631,8 @@ kvt_policy_util_test (bool verbose)
     assert (kvt_idring_find (&ring, 12) == 0);
     kvt_idring_t twin_ring;
     kvt_idring_copy (&twin_ring, &ring);                    //  Forgets in the same order
-    assert (kvt_idring_add (&twin_ring, 15) == 2 && kvt_idring_find (&twin_ring, 13) == KVT_IDMAP_NONE);
+    assert (kvt_idring_add (&twin_ring, 15) == 2);
+    assert (kvt_idring_find (&twin_ring, 13) == KVT_IDMAP_NONE);
     assert (kvt_idring_find (&ring, 13) == 2);
     kvt_idring_fini (&twin_ring);
     assert (kvt_idring_add (&ring, 15) == 2);               //  13 is the oldest: forgotten
