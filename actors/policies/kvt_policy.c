@@ -360,6 +360,20 @@ t_request (t_host_t *host, const uint64_t *ids, size_t count, int64_t now)
     return t_request_catching_up (host, ids, count, now, 0, NULL);
 }
 
+//  Request r of the long selftests' traffic into 'chain' (12 ids at most):
+//  a shared root, two middles of 5 and 11 kinds, then one of 23 tails; 4
+//  to 12 blocks. Returns the length.
+static size_t
+t_chain (int64_t r, uint64_t *chain)
+{
+    chain [0] = 1;
+    chain [1] = 100 + (uint64_t) (r % 5);
+    chain [2] = 200 + (uint64_t) (r % 11);
+    for (int j = 3; j < 12; j++)
+        chain [j] = 10000 + (uint64_t) (r % 23) * 16 + (uint64_t) j;
+    return 4 + (size_t) (r % 9);
+}
+
 //  --------------------------------------------------------------------------
 //  Selftest: each eviction order on a hand-made sequence, asserted victims
 
@@ -542,10 +556,8 @@ kvt_policy_test (bool verbose)
         size_t steps = 0, evictions = 0;
         //  (Long enough for prefix-density's ghost to rebuild its table)
         for (int64_t r = 0; r < 6000; r++) {
-            uint64_t chain [12] = { 1, 100 + (uint64_t) (r % 5), 200 + (uint64_t) (r % 11) };
-            for (int j = 3; j < 12; j++)
-                chain [j] = 10000 + (uint64_t) (r % 23) * 16 + (uint64_t) j;
-            size_t length = 4 + (size_t) (r % 9);
+            uint64_t chain [12];
+            size_t length = t_chain (r, chain);
             uint64_t first = t_request (&host, chain, length, r);
             assert (t_request_catching_up (&stepped, chain, length, r, 1, &steps) == first);
             evictions += first != 0;
@@ -567,10 +579,8 @@ kvt_policy_test (bool verbose)
         t_host_t twin = { .policy = NULL };
         size_t evictions = 0;
         for (int64_t r = 0; r < 6000; r++) {
-            uint64_t chain [12] = { 1, 100 + (uint64_t) (r % 5), 200 + (uint64_t) (r % 11) };
-            for (int j = 3; j < 12; j++)
-                chain [j] = 10000 + (uint64_t) (r % 23) * 16 + (uint64_t) j;
-            size_t length = 4 + (size_t) (r % 9);
+            uint64_t chain [12];
+            size_t length = t_chain (r, chain);
             if (r == 3000) {
                 twin = host;                            //  What the tier holds, and a copy
                 twin.policy = kvt_policy_clone (host.policy);
@@ -615,10 +625,8 @@ kvt_policy_test (bool verbose)
         assert (kvt_policy_new ("prefix-auto", 8, "fuse=2") == NULL);
         size_t evictions = 0;
         for (int64_t r = 0; r < 4000; r++) {
-            uint64_t chain [12] = { 1, 100 + (uint64_t) (r % 5), 200 + (uint64_t) (r % 11) };
-            for (int j = 3; j < 12; j++)
-                chain [j] = 10000 + (uint64_t) (r % 23) * 16 + (uint64_t) j;
-            size_t length = 4 + (size_t) (r % 9);
+            uint64_t chain [12];
+            size_t length = t_chain (r, chain);
             t_host_t *both [2] = { &host, &apart };
             if (r >= 2000 && r % 100 == 0 && host.count > 0)
                 for (int h = 0; h < 2; h++) {
