@@ -117,6 +117,7 @@ typedef enum {
 typedef struct {
     size_t capacity;
     double margin;
+    char *options;                  //  As given (a candidate made again gets them)
     s_inner_t real;                 //  The candidate followed, on the tier
     s_tier_t tier;                  //  What the tier holds
     s_shadow_t shadow [S_CANDIDATES];
@@ -152,6 +153,7 @@ s_destroy (void **state_p)
     if (!self)
         return;
     kvt_policy_destroy (&self->real.policy);
+    free (self->options);
     kvt_idmap_fini (&self->tier.map);
     kvt_nodepool_fini (&self->tier.pool);
     for (int c = 0; c < S_CANDIDATES; c++) {
@@ -176,6 +178,9 @@ s_create (const kvt_policy_args_t *args)
     s_self_t *self = (s_self_t *) kvt_zmalloc (sizeof (s_self_t));
     self->capacity = args->capacity;
     self->margin = margin;
+    self->options = args->options? strdup (args->options): NULL;
+    if (args->options && !self->options)
+        abort ();
     kvt_idmap_init (&self->tier.map, args->capacity + 1);
     kvt_nodepool_init (&self->tier.pool, args->capacity + 1, sizeof (kvt_policy_block_t));
     bool made = s_inner_new (&self->real, s_names [0], args->capacity, args->options);
@@ -301,7 +306,7 @@ s_unfuse (s_self_t *self)
 {
     kvt_policy_t *copy = kvt_policy_clone (self->real.policy);
     if (!copy)
-        copy = kvt_policy_new (s_names [self->chosen], self->capacity, NULL);
+        copy = kvt_policy_new (s_names [self->chosen], self->capacity, self->options);
     if (!copy)
         abort ();
     s_inner_t inner = { .policy = copy, .ops = kvt_policy_ops (copy),
@@ -438,6 +443,8 @@ s_begin_request (void *state, const kvt_policy_block_t *blocks, size_t block_cou
         }
     }
     for (int c = 0; c < S_CANDIDATES; c++) {
+        if (!self->shadow [c].inner.policy)
+            continue;               //  Fused: the host's blocks are its own
         if (block_count > 0)
             memcpy (self->shadow [c].blocks, blocks, block_count * sizeof (kvt_policy_block_t));
         self->shadow [c].next = 0;
