@@ -19,11 +19,10 @@
     So the store asks this class before each read's check (a write's hash
     goes to the pool whenever there is one: nobody waits for it, and
     inline it holds the thread while completions queue; see s_to_pool in
-    kvt_nvme_io.c). It counts the bytes to
-    hash over windows of KVT_HASH_LOAD_WINDOW_NS and prices them at the
-    measured cost of inline hashing (ns a byte, a moving average, seeded
-    at 10 GB/s): the share of one thread that hashing everything inline
-    would take. Above KVT_HASH_LOAD_OFFLOAD_ABOVE the next window's jobs go
+    kvt_nvme_io.c). It counts the bytes to hash over windows of
+    KVT_HASH_LOAD_WINDOW_NS and prices them at the measured cost of inline
+    hashing (ns a byte, a moving average, seeded at 10 GB/s): the share of
+    one thread that hashing everything inline would take. Above KVT_HASH_LOAD_OFFLOAD_ABOVE the next window's jobs go
     to the pool; below KVT_HASH_LOAD_INLINE_BELOW they come back inline;
     between, the last choice holds (so the rule does not flip on noise).
     The demand counts every read's job, pooled or not, so offloading does
