@@ -65,6 +65,19 @@ kvt_u64s_new (size_t count)
     return values;
 }
 
+//  A copy of 'bytes' bytes (a policy's clone copies its tables with it);
+//  aborts on out-of-memory like kvt_zmalloc.
+static inline void *
+kvt_memdup (const void *source, size_t bytes)
+{
+    void *copy = malloc (bytes? bytes: 1);
+    if (!copy)
+        abort ();
+    if (bytes)
+        memcpy (copy, source, bytes);
+    return copy;
+}
+
 //  A copy of 'count' values (room for one more); aborts on out-of-memory.
 static inline uint64_t *
 kvt_u64s_dup (const uint64_t *values, size_t count)

@@ -309,10 +309,7 @@ static void
 s_history_copy (s_history_t *self, const s_history_t *source)
 {
     kvt_idring_copy (&self->ring, &source->ring);
-    self->classes = (uint8_t *) malloc (source->ring.max);
-    if (!self->classes)
-        abort ();
-    memcpy (self->classes, source->classes, source->ring.max);
+    self->classes = (uint8_t *) kvt_memdup (source->classes, source->ring.max);
 }
 
 void *

@@ -53,11 +53,8 @@ void
 kvt_idmap_copy (kvt_idmap_t *self, const kvt_idmap_t *source)
 {
     assert (self && source);
-    size_t bytes = (source->mask + 1) * sizeof (kvt_idmap_slot_t);
-    self->slots = (kvt_idmap_slot_t *) malloc (bytes);
-    if (!self->slots)
-        abort ();
-    memcpy (self->slots, source->slots, bytes);
+    self->slots = (kvt_idmap_slot_t *) kvt_memdup (source->slots, (source->mask + 1)
+                                                   * sizeof (kvt_idmap_slot_t));
     self->mask = source->mask;
     self->count = source->count;
 }
@@ -170,11 +167,11 @@ void
 kvt_nodepool_copy (kvt_nodepool_t *self, const kvt_nodepool_t *source)
 {
     *self = *source;
-    self->items = malloc (source->node_max * source->item_bytes);
+    self->items = kvt_memdup (source->items, source->node_max * source->item_bytes);
+    //  Room for every node (put pushes without growing), the free ones copied
     self->free_nodes = (uint32_t *) malloc (source->node_max * sizeof (uint32_t));
-    if (!self->items || !self->free_nodes)
+    if (!self->free_nodes)
         abort ();
-    memcpy (self->items, source->items, source->node_max * source->item_bytes);
     memcpy (self->free_nodes, source->free_nodes, source->free_count * sizeof (uint32_t));
 }
 
@@ -434,10 +431,7 @@ kvt_idring_copy (kvt_idring_t *self, const kvt_idring_t *source)
     assert (self && source);
     *self = *source;
     kvt_idmap_copy (&self->map, &source->map);
-    self->ids = (uint64_t *) malloc (source->max * sizeof (uint64_t));
-    if (!self->ids)
-        abort ();
-    memcpy (self->ids, source->ids, source->max * sizeof (uint64_t));
+    self->ids = (uint64_t *) kvt_memdup (source->ids, source->max * sizeof (uint64_t));
 }
 
 //  --------------------------------------------------------------------------
